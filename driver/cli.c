@@ -1,0 +1,112 @@
+/* cli.c — see cli.h. */
+#include "cli.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool cli_parse_int(const char *s, int64_t *out)
+{
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_num(const char *s, double *out)
+{
+    if (!s || !*s) return false;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end || !isfinite(v)) return false;
+    *out = v;
+    return true;
+}
+
+static bool valid_dim_name(const char *s, size_t n)
+{
+    if (n == 0 || n > 64) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool ok = c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (i > 0 && c >= '0' && c <= '9');
+        if (!ok) return false;
+    }
+    return true;
+}
+
+static void add_define(const char *text, cli_args *args, kiln_diags *d)
+{
+    const char *eq = text ? strchr(text, '=') : NULL;
+    int64_t v;
+    if (!eq || !valid_dim_name(text, (size_t)(eq - text)) || !cli_parse_int(eq + 1, &v) || v < 0) {
+        kiln_diags_add(d, NULL, 0, 0, "-D", "expected NAME=N with N a non-negative integer, got '%s'",
+                       text ? text : "");
+        return;
+    }
+    if (args->n_defines == (int)(sizeof args->defines / sizeof args->defines[0])) {
+        kiln_diags_add(d, NULL, 0, 0, "-D", "too many definitions");
+        return;
+    }
+    /* the name is a prefix of argv, which lives as long as the program: cut a copy */
+    static char names[64][65];
+    int i = args->n_defines++;
+    memcpy(names[i], text, (size_t)(eq - text));
+    names[i][eq - text] = 0;
+    args->defines[i] = (kiln_dim_binding){names[i], v};
+}
+
+bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_flags, cli_args *args,
+               kiln_diags *diags)
+{
+    int errors = diags->n;
+    memset(args, 0, sizeof *args);
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-D") == 0) {
+            add_define(i + 1 < argc ? argv[++i] : NULL, args, diags);
+            continue;
+        }
+        if (strncmp(a, "-D", 2) == 0) {
+            add_define(a + 2, args, diags);
+            continue;
+        }
+        if (a[0] != '-' || strcmp(a, "-") == 0) {
+            if (args->n_positional == 4) kiln_diags_add(diags, NULL, 0, 0, a, "unexpected argument");
+            else args->positional[args->n_positional++] = a;
+            continue;
+        }
+        const cli_flag *f = NULL;
+        for (int j = 0; j < n_flags; j++)
+            if (strcmp(flags[j].name, a) == 0) f = &flags[j];
+        if (!f) {
+            kiln_diags_add(diags, NULL, 0, 0, a, "unknown option for this command");
+            continue;
+        }
+        if (f->given) *f->given = true;
+        if (f->kind == CLI_BOOL) {
+            *(bool *)f->out = true;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            kiln_diags_add(diags, NULL, 0, 0, a, "needs a value");
+            continue;
+        }
+        const char *v = argv[++i];
+        switch (f->kind) {
+        case CLI_STR: *(const char **)f->out = v; break;
+        case CLI_INT:
+            if (!cli_parse_int(v, f->out)) kiln_diags_add(diags, NULL, 0, 0, a, "expected an integer, got '%s'", v);
+            break;
+        case CLI_NUM:
+            if (!cli_parse_num(v, f->out)) kiln_diags_add(diags, NULL, 0, 0, a, "expected a number, got '%s'", v);
+            break;
+        default: break;
+        }
+    }
+    return diags->n == errors;
+}

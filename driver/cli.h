@@ -1,0 +1,39 @@
+/* cli.h — command-line parsing for the kiln subcommands.
+ *
+ * Each subcommand declares its flags in a table; cli_parse fills them, collects
+ * positional arguments and -D NAME=N definitions, and reports every problem (unknown
+ * flag, missing or malformed value) as a diagnostic. Numbers are parsed strictly: "12x",
+ * "" or an out-of-range value is an error, never silently truncated. */
+#ifndef KILN_CLI_H
+#define KILN_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "diag.h"
+#include "frontend.h"
+
+typedef enum cli_kind { CLI_BOOL, CLI_STR, CLI_INT, CLI_NUM } cli_kind;
+
+typedef struct cli_flag {
+    const char *name;   /* "--out" */
+    cli_kind kind;
+    void *out;          /* bool*, const char**, int64_t*, double* */
+    bool *given;        /* optional: set when the flag appears */
+} cli_flag;
+
+typedef struct cli_args {
+    const char *positional[4];
+    int n_positional;
+    kiln_dim_binding defines[64];
+    int n_defines;
+} cli_args;
+
+/* Parses argv[first..argc). Returns false if anything was wrong (all reported). */
+bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_flags, cli_args *args,
+               kiln_diags *diags);
+
+bool cli_parse_int(const char *s, int64_t *out);
+bool cli_parse_num(const char *s, double *out);
+
+#endif

@@ -1,0 +1,107 @@
+/* frontend.h — model file (kiln/1 JSON, SPEC section 1) → IR graph.
+ *
+ * kiln_model_load reads and validates a whole model file, binds its dims and expands
+ * every layer, module and loss into IR nodes with the SPEC's parameter names. Every
+ * problem found is added to the diagnostics (JSON syntax errors with line:column,
+ * semantic errors with the JSON path such as "layers[3].heads"), so one run reports them
+ * all. Depends on: ir, cJSON.
+ */
+#ifndef KILN_FRONTEND_H
+#define KILN_FRONTEND_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ir.h"
+
+/* A named size, from -D NAME=N or from the shape of a given input tensor. */
+typedef struct kiln_dim_binding {
+    const char *name;
+    int64_t value;
+} kiln_dim_binding;
+
+/* The shape of a tensor the user supplies for an input (kiln run --inputs). */
+typedef struct kiln_given_input {
+    const char *name;
+    int rank;
+    int64_t dims[KILN_MAX_RANK];
+} kiln_given_input;
+
+typedef struct kiln_load_options {
+    const kiln_dim_binding *defines;   /* -D: highest precedence */
+    int n_defines;
+    const kiln_given_input *given;     /* then dims read off these shapes */
+    int n_given;
+} kiln_load_options;
+
+typedef struct kiln_dim {
+    const char *name;
+    int64_t value;
+} kiln_dim;
+
+typedef enum kiln_optimizer { KILN_OPT_ADAMW, KILN_OPT_SGD } kiln_optimizer;
+typedef enum kiln_schedule { KILN_SCHED_CONSTANT, KILN_SCHED_COSINE, KILN_SCHED_LINEAR } kiln_schedule;
+
+typedef struct kiln_param_group {
+    const char *match;      /* glob */
+    double lr_scale;        /* default 1 */
+    double weight_decay;    /* default: the train section's */
+} kiln_param_group;
+
+/* The model file's `train` section with SPEC section 4 defaults filled in. */
+typedef struct kiln_train_config {
+    kiln_optimizer optimizer;  /* adamw */
+    double lr;                 /* 3e-4 when absent */
+    double beta1, beta2;       /* 0.9, 0.999 */
+    double eps;                /* 1e-8 */
+    double weight_decay;       /* 0 */
+    double momentum;           /* 0 (sgd) */
+    int64_t warmup_steps;      /* 0 */
+    kiln_schedule schedule;    /* constant */
+    double min_lr;             /* 0 */
+    int64_t steps;             /* 0 = not given */
+    int64_t batch;             /* 0 = not given */
+    double grad_clip;          /* 0 = off */
+    const char **freeze;       /* globs */
+    int n_freeze;
+    kiln_param_group *groups;
+    int n_groups;
+} kiln_train_config;
+
+typedef enum kiln_tokenizer_kind { KILN_TOK_NONE, KILN_TOK_BYTE, KILN_TOK_CHAR, KILN_TOK_BPE } kiln_tokenizer_kind;
+
+typedef struct kiln_tokenizer_config {
+    kiln_tokenizer_kind kind;
+    int64_t vocab;             /* bpe only */
+} kiln_tokenizer_config;
+
+typedef struct kiln_model {
+    kiln_graph graph;          /* forward graph + the weighted loss (graph.loss) if `losses` */
+    const char *file;          /* arena-owned copies of everything below */
+    const char *name;
+    kiln_dim *dims;            /* every dim, bound */
+    int n_dims;
+    uint32_t *inputs;          /* INPUT nodes in the model file's `inputs` order */
+    int n_inputs;
+    uint32_t *params;          /* PARAM nodes in creation order (the parameter blob order) */
+    int n_params;
+    kiln_train_config train;
+    kiln_tokenizer_config tokenizer;
+    uint64_t init_seed;        /* `init.seed`, default 0 */
+    double init_std;           /* `init.std`, default 0.02 */
+} kiln_model;
+
+/* Loads `path`. On failure returns false with every problem in diags (each naming the
+ * file); the model is then freed already. */
+bool kiln_model_load(kiln_model *m, const char *path, const kiln_load_options *opt, kiln_diags *diags);
+/* Same from text in memory; `file` names it in messages. */
+bool kiln_model_load_text(kiln_model *m, const char *text, size_t len, const char *file,
+                          const kiln_load_options *opt, kiln_diags *diags);
+void kiln_model_free(kiln_model *m);
+
+/* The PARAM node named `name`, or KILN_NONE. */
+uint32_t kiln_model_find_param(const kiln_model *m, const char *name);
+/* The INPUT node named `name`, or KILN_NONE. */
+uint32_t kiln_model_find_input(const kiln_model *m, const char *name);
+
+#endif

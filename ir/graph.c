@@ -1,0 +1,150 @@
+/* graph.c — the op table, types, and the graph builder.
+ *
+ * kiln_graph_add is the one way nodes enter a graph: it copies attributes into the
+ * graph's arena and runs the op's shape rule (shape.c), so every graph that exists is
+ * well typed and every user error is reported where the node came from. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ir.h"
+
+const kiln_op_info kiln_op_table[KILN_OP_COUNT] = {
+#define OP(id, text, arity, kind, attrs, scalar_name) \
+    [KILN_OP_##id] = {text, arity, KILN_KIND_##kind, attrs, scalar_name},
+#include "ops.def"
+#undef OP
+};
+
+/* A half-added op (an enum value without a row) leaves a NULL name; catch it here. */
+#define OP(id, text, arity, kind, attrs, scalar_name) +1
+_Static_assert(0
+#include "ops.def"
+                   == KILN_OP_COUNT,
+               "ops.def rows and the op enum disagree");
+#undef OP
+
+kiln_op kiln_op_from_name(const char *name)
+{
+    for (int i = 0; i < KILN_OP_COUNT; i++)
+        if (strcmp(kiln_op_table[i].name, name) == 0) return (kiln_op)i;
+    return KILN_OP_COUNT;
+}
+
+int64_t kiln_type_numel(const kiln_type *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->rank; i++) n *= t->dims[i];
+    return n;
+}
+
+bool kiln_type_equal(const kiln_type *a, const kiln_type *b)
+{
+    if (a->dtype != b->dtype || a->rank != b->rank) return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->dims[i] != b->dims[i]) return false;
+    return true;
+}
+
+char *kiln_type_str(const kiln_type *t, char *buf, size_t size)
+{
+    size_t n = (size_t)snprintf(buf, size, "%s[", kiln_dtype_name(t->dtype));
+    for (int i = 0; i < t->rank && n < size; i++)
+        n += (size_t)snprintf(buf + n, size - n, i ? ",%lld" : "%lld", (long long)t->dims[i]);
+    if (n < size) snprintf(buf + n, size - n, "]");
+    return buf;
+}
+
+void kiln_graph_init(kiln_graph *g, const char *name)
+{
+    memset(g, 0, sizeof *g);
+    kiln_arena_init(&g->arena);
+    g->name = kiln_arena_strdup(&g->arena, name ? name : "graph");
+    g->loss = KILN_NONE;
+}
+
+void kiln_graph_free(kiln_graph *g)
+{
+    kiln_arena_free(&g->arena);
+    free(g->nodes);
+    free(g->outputs);
+    memset(g, 0, sizeof *g);
+    g->loss = KILN_NONE;
+}
+
+void kiln_graph_add_output(kiln_graph *g, const char *name, uint32_t node)
+{
+    KILN_ASSERT(node < g->n_nodes);
+    if (g->n_outputs == g->cap_outputs) {
+        uint32_t cap = g->cap_outputs ? g->cap_outputs * 2 : 4;
+        kiln_output *o = realloc(g->outputs, cap * sizeof *o);
+        KILN_ASSERT(o != NULL);
+        g->outputs = o;
+        g->cap_outputs = cap;
+    }
+    g->outputs[g->n_outputs++] = (kiln_output){kiln_arena_strdup(&g->arena, name), node};
+}
+
+/* Copies what the attributes point to into the graph's arena. */
+static void own_attrs(kiln_graph *g, kiln_attrs *a, const kiln_op_info *info)
+{
+    if ((info->attrs & KILN_A_NAME) && a->name) a->name = kiln_arena_strdup(&g->arena, a->name);
+    if ((info->attrs & KILN_A_VALUES) && a->values && a->n_values > 0) {
+        size_t bytes = (size_t)a->n_values * KILN_ELEM_BYTES;
+        void *copy = kiln_arena_alloc(&g->arena, bytes);
+        memcpy(copy, a->values, bytes);
+        a->values = copy;
+    }
+}
+
+uint32_t kiln_graph_add(kiln_graph *g, kiln_op op, const uint32_t *in, uint32_t n_in,
+                        const kiln_attrs *attrs, const char *label, const char *origin,
+                        kiln_diags *diags)
+{
+    KILN_ASSERT(op < KILN_OP_COUNT);
+    const kiln_op_info *info = &kiln_op_table[op];
+    const kiln_type *types[64];
+    KILN_ASSERT(n_in <= 64);
+    for (uint32_t i = 0; i < n_in; i++) {
+        if (in[i] == KILN_NONE) return KILN_NONE; /* an earlier error was reported */
+        KILN_ASSERT(in[i] < g->n_nodes);
+        types[i] = &g->nodes[in[i]].type;
+    }
+
+    kiln_attrs a;
+    if (attrs) a = *attrs;
+    else memset(&a, 0, sizeof a);
+
+    kiln_type out;
+    char msg[512];
+    if (!kiln_infer_type(op, types, n_in, &a, &out, msg, sizeof msg)) {
+        if (label) kiln_diags_add(diags, NULL, 0, 0, origin, "%s '%s': %s", info->name, label, msg);
+        else kiln_diags_add(diags, NULL, 0, 0, origin, "%s: %s", info->name, msg);
+        return KILN_NONE;
+    }
+
+    if (g->n_nodes == g->cap_nodes) {
+        uint32_t cap = g->cap_nodes ? g->cap_nodes * 2 : 64;
+        kiln_node *nodes = realloc(g->nodes, cap * sizeof *nodes);
+        KILN_ASSERT(nodes != NULL);
+        g->nodes = nodes;
+        g->cap_nodes = cap;
+    }
+    own_attrs(g, &a, info);
+    uint32_t *ins = NULL;
+    if (n_in) {
+        ins = kiln_arena_alloc(&g->arena, n_in * sizeof *ins);
+        memcpy(ins, in, n_in * sizeof *ins);
+    }
+    uint32_t id = g->n_nodes++;
+    g->nodes[id] = (kiln_node){
+        .op = op,
+        .type = out,
+        .n_in = n_in,
+        .in = ins,
+        .attrs = a,
+        .label = label ? kiln_arena_strdup(&g->arena, label) : NULL,
+        .origin = origin ? kiln_arena_strdup(&g->arena, origin) : NULL,
+    };
+    return id;
+}

@@ -1,0 +1,213 @@
+/* ir.h — kiln's tensor IR.
+ *
+ * A graph is an array of nodes in topological order. Each node is one SSA value with a
+ * static type (dtype + shape) and refers to its inputs by uint32_t node id. Ops are
+ * described once, in ops.def; the enum, names, arities, kinds and attribute sets below
+ * are generated from it. Building a node (kiln_graph_add) runs the op's shape rule, so a
+ * graph that was built is well typed; errors from building are values in a kiln_diags
+ * carrying the JSON path the node came from.
+ *
+ * Memory: a graph owns an arena; names, input lists and constant data live there and are
+ * freed with the graph in one call.
+ *
+ * Depends on: libc only.
+ */
+#ifndef KILN_IR_H
+#define KILN_IR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/types.h"
+#include "arena.h"
+#include "diag.h"
+
+/* ---- the op table ---------------------------------------------------------------- */
+
+/* Attribute bits: which fields of kiln_attrs an op uses (and prints). */
+enum {
+    KILN_A_TYPE = 1 << 0,      /* result dtype+shape given by attrs.dtype/rank/shape */
+    KILN_A_NAME = 1 << 1,      /* attrs.name: input or parameter name */
+    KILN_A_INIT = 1 << 2,      /* attrs.init, attrs.init_arg: parameter initialiser */
+    KILN_A_VALUES = 1 << 3,    /* attrs.values/n_values: constant data */
+    KILN_A_AXIS = 1 << 4,      /* attrs.axis, non-negative */
+    KILN_A_AXES = 1 << 5,      /* attrs.axes/n_axes: sorted, distinct, non-negative */
+    KILN_A_KEEPDIMS = 1 << 6,  /* attrs.keepdims */
+    KILN_A_PERM = 1 << 7,      /* attrs.perm (length = rank) */
+    KILN_A_SLICE = 1 << 8,     /* attrs.start/end/step, normalised as python's slice.indices */
+    KILN_A_SCALAR = 1 << 9,    /* attrs.scalar, named by the op table's scalar_name */
+    KILN_A_TRANSPOSE = 1 << 10,/* attrs.transpose_a, attrs.transpose_b */
+    KILN_A_ATTN = 1 << 11,     /* attrs.causal, has_mask, has_bias */
+    KILN_A_IGNORE = 1 << 12,   /* attrs.ignore_index */
+};
+
+typedef enum kiln_op_kind {
+    KILN_KIND_SOURCE,
+    KILN_KIND_ELEMENTWISE,
+    KILN_KIND_REDUCTION,
+    KILN_KIND_MATMUL,
+    KILN_KIND_LAYOUT,
+    KILN_KIND_COMPOSITE,
+} kiln_op_kind;
+
+typedef enum kiln_op {
+#define OP(id, text, arity, kind, attrs, scalar_name) KILN_OP_##id,
+#include "ops.def"
+#undef OP
+    KILN_OP_COUNT
+} kiln_op;
+
+typedef struct kiln_op_info {
+    const char *name;
+    int arity;                 /* -1: variable */
+    kiln_op_kind kind;
+    unsigned attrs;            /* KILN_A_* bits */
+    const char *scalar_name;   /* text name of attrs.scalar, or NULL */
+} kiln_op_info;
+
+extern const kiln_op_info kiln_op_table[KILN_OP_COUNT];
+
+/* The op whose text name is `name`, or KILN_OP_COUNT. */
+kiln_op kiln_op_from_name(const char *name);
+
+/* ---- types ------------------------------------------------------------------------ */
+
+typedef struct kiln_type {
+    kiln_dtype dtype;
+    int rank;
+    int64_t dims[KILN_MAX_RANK];
+} kiln_type;
+
+/* Element count of a type (1 for a scalar). Shapes are checked at build time so that
+ * this and the byte size fit in int64 and under KILN_MAX_TENSOR_BYTES. */
+int64_t kiln_type_numel(const kiln_type *t);
+bool kiln_type_equal(const kiln_type *a, const kiln_type *b);
+/* Writes "f32[2,3]" (or "f32[]") into buf; returns buf. */
+char *kiln_type_str(const kiln_type *t, char *buf, size_t size);
+
+/* Largest single tensor kiln accepts (bytes). Larger shapes are refused before any
+ * allocation with an error naming the node. */
+#define KILN_MAX_TENSOR_BYTES ((int64_t)1 << 36)
+
+/* ---- nodes ------------------------------------------------------------------------ */
+
+typedef enum kiln_init {
+    KILN_INIT_NORMAL,   /* init_arg = std */
+    KILN_INIT_ZEROS,
+    KILN_INIT_ONES,
+    KILN_INIT_UNIFORM,  /* init_arg = bound: U(-bound, bound) */
+} kiln_init;
+
+/* An op's attributes. Only the fields named by the op's KILN_A_* bits are meaningful. */
+typedef struct kiln_attrs {
+    /* KILN_A_TYPE: the result type of input/param/constant/iota/cast/reshape/broadcast.
+     * reshape may hold one -1 dim, resolved by the shape rule. */
+    kiln_dtype dtype;
+    int rank;
+    int64_t shape[KILN_MAX_RANK];
+
+    const char *name;            /* KILN_A_NAME (arena-owned) */
+    kiln_init init;              /* KILN_A_INIT */
+    double init_arg;
+
+    const void *values;          /* KILN_A_VALUES: f32 or i32 per dtype, arena-owned */
+    int64_t n_values;            /* 1 = fill every element with values[0]; else numel */
+
+    int64_t axis;                /* KILN_A_AXIS */
+    int n_axes;                  /* KILN_A_AXES */
+    int64_t axes[KILN_MAX_RANK];
+    bool keepdims;               /* KILN_A_KEEPDIMS */
+    int64_t perm[KILN_MAX_RANK]; /* KILN_A_PERM, length = input rank */
+    int64_t start, end, step;    /* KILN_A_SLICE */
+    double scalar;               /* KILN_A_SCALAR */
+    bool transpose_a, transpose_b;  /* KILN_A_TRANSPOSE */
+    /* KILN_A_ATTN. Inputs: q (…,H,T,dh), k (…,H,S,dh), v (…,H,S,dv), then the key mask
+     * (…,S) f32 0/1 if has_mask, then an additive bias broadcastable to (…,H,T,S) if
+     * has_bias. scores = q·kᵀ·scalar + bias; masked keys and (causal) keys j > i are
+     * excluded; a row with no key left gets zero weights. */
+    bool causal, has_mask, has_bias;
+    int64_t ignore_index;        /* KILN_A_IGNORE */
+} kiln_attrs;
+
+#define KILN_NONE UINT32_MAX
+
+typedef struct kiln_node {
+    kiln_op op;
+    kiln_type type;         /* the result */
+    uint32_t n_in;
+    const uint32_t *in;     /* ids of earlier nodes (arena-owned) */
+    kiln_attrs attrs;
+    const char *label;      /* the model-file name of the value this node produces, or NULL */
+    const char *origin;     /* where it came from, e.g. "layers[3]" or "losses[0]", or NULL */
+} kiln_node;
+
+/* A named graph output (the model file's `outputs`). */
+typedef struct kiln_output {
+    const char *name;
+    uint32_t node;
+} kiln_output;
+
+typedef struct kiln_graph {
+    kiln_arena arena;
+    const char *name;
+    kiln_node *nodes;       /* malloc'd, grows; everything the nodes point to is in arena */
+    uint32_t n_nodes, cap_nodes;
+    kiln_output *outputs;   /* malloc'd */
+    uint32_t n_outputs, cap_outputs;
+    uint32_t loss;          /* scalar training loss, or KILN_NONE */
+} kiln_graph;
+
+void kiln_graph_init(kiln_graph *g, const char *name);
+void kiln_graph_free(kiln_graph *g);
+
+/* Appends a node after checking arity, dtypes, attributes and shapes and inferring the
+ * result type. On a user error it adds one diagnostic at `origin` (naming the op, the
+ * label and the shapes involved) and returns KILN_NONE; inputs that are KILN_NONE
+ * (from an earlier error) make it return KILN_NONE silently, so one run reports every
+ * independent problem. `attrs` may be NULL for ops without attributes; strings and
+ * constant data it points to are copied into the graph's arena. */
+uint32_t kiln_graph_add(kiln_graph *g, kiln_op op, const uint32_t *in, uint32_t n_in,
+                        const kiln_attrs *attrs, const char *label, const char *origin,
+                        kiln_diags *diags);
+
+/* Records a named output. */
+void kiln_graph_add_output(kiln_graph *g, const char *name, uint32_t node);
+
+static inline const kiln_node *kiln_graph_node(const kiln_graph *g, uint32_t id) { return &g->nodes[id]; }
+
+/* Runs the shape rule of `op` on the given input types: fills *out and returns true, or
+ * writes a message (without location) into msg and returns false. Used by the builder,
+ * the verifier and the parser. */
+bool kiln_infer_type(kiln_op op, const kiln_type *const *in, uint32_t n_in, kiln_attrs *attrs,
+                     kiln_type *out, char *msg, size_t msg_size);
+
+/* Python's slice.indices for a dim of length `len`: turns user start/end (either may be
+ * absent) and step into the IR's non-wrapping form (0 <= start <= end <= len for
+ * step > 0; -1 <= end <= start < len for step < 0). Returns false if step is 0. */
+bool kiln_slice_normalize(int64_t len, bool has_start, int64_t start, bool has_end, int64_t end,
+                          int64_t step, int64_t *out_start, int64_t *out_end);
+/* Number of elements an IR-form slice selects. */
+int64_t kiln_slice_count(int64_t start, int64_t end, int64_t step);
+
+/* ---- text form, verifier, interpreter ---------------------------------------------- */
+
+/* Deterministic text form (see docs/ir.md). Returns a malloc'd string. */
+char *kiln_graph_print(const kiln_graph *g);
+/* Parses the text form into an initialised, empty graph; errors carry line:column. */
+bool kiln_graph_parse(kiln_graph *g, const char *text, const char *file, kiln_diags *diags);
+/* Checks the internal invariants (topological order, arity, types equal to what the
+ * shape rules give, attributes in range). Problems go to diags; returns true if none. */
+bool kiln_graph_verify(const kiln_graph *g, kiln_diags *diags);
+
+/* Reference interpreter: plain loops, never optimised. `values` has g->n_nodes slots;
+ * the caller fills the slots of INPUT and PARAM nodes with buffers of the node's type
+ * (f32 or i32, row-major). The interpreter allocates every other slot with malloc;
+ * kiln_interp_free_values frees those (not the caller's). Run-time errors (a gather
+ * index out of range) go to diags with the node's label and origin. `training`
+ * enables dropout (with `seed`). */
+bool kiln_interp_run(const kiln_graph *g, void **values, bool training, uint64_t seed,
+                     kiln_diags *diags);
+void kiln_interp_free_values(const kiln_graph *g, void **values);
+
+#endif

@@ -1,0 +1,474 @@
+/* shape.c — one shape rule per op: checks dtypes, attributes and shapes of the inputs
+ * and computes the result type. Rules may normalise attributes in place (negative axes
+ * become non-negative, reduction axes get sorted, reshape's -1 is resolved); running a
+ * rule again on its own output attributes gives the same result, which is what the
+ * verifier and the parser rely on.
+ *
+ * Messages name the op's operands and their types; the builder adds the location. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ir.h"
+
+typedef struct rule_ctx {
+    const kiln_type *const *in;
+    uint32_t n_in;
+    kiln_attrs *a;
+    kiln_type *out;
+    char *msg;
+    size_t msg_size;
+} rule_ctx;
+
+__attribute__((format(printf, 2, 3))) static bool fail(rule_ctx *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->msg, c->msg_size, fmt, ap);
+    va_end(ap);
+    return false;
+}
+
+/* Type strings for messages: up to four at a time. */
+static const char *ts(const kiln_type *t)
+{
+    static _Thread_local char buf[4][160];
+    static _Thread_local int next;
+    char *b = buf[next++ & 3];
+    return kiln_type_str(t, b, 160);
+}
+
+static bool normalize_axis(rule_ctx *c, int64_t *axis, int rank, const char *what)
+{
+    if (*axis < -rank || *axis >= (rank ? rank : 0) || (rank == 0)) {
+        return fail(c, "%s %lld is out of range for rank %d", what, (long long)*axis, rank);
+    }
+    if (*axis < 0) *axis += rank;
+    return true;
+}
+
+/* Checks dims are non-negative and the total size is bounded. */
+static bool check_size(rule_ctx *c, const kiln_type *t)
+{
+    if (t->rank < 0 || t->rank > KILN_MAX_RANK)
+        return fail(c, "rank %d is out of range (0..%d)", t->rank, KILN_MAX_RANK);
+    int64_t n = 1;
+    for (int i = 0; i < t->rank; i++) {
+        if (t->dims[i] < 0) return fail(c, "dim %d is negative (%lld)", i, (long long)t->dims[i]);
+        if (t->dims[i] > 0 && n > KILN_MAX_TENSOR_BYTES / KILN_ELEM_BYTES / t->dims[i])
+            return fail(c, "shape %s is too large (over %lld bytes)", ts(t),
+                        (long long)KILN_MAX_TENSOR_BYTES);
+        n *= t->dims[i];
+    }
+    return true;
+}
+
+static void type_from_attrs(kiln_type *t, const kiln_attrs *a)
+{
+    t->dtype = a->dtype;
+    t->rank = a->rank;
+    memcpy(t->dims, a->shape, sizeof t->dims);
+}
+
+/* numpy broadcasting of n types into out (dims only). */
+static bool broadcast_dims(rule_ctx *c, const kiln_type *const *t, int n, kiln_type *out)
+{
+    int rank = 0;
+    for (int i = 0; i < n; i++)
+        if (t[i]->rank > rank) rank = t[i]->rank;
+    out->rank = rank;
+    for (int d = 0; d < rank; d++) {
+        int64_t size = 1;
+        for (int i = 0; i < n; i++) {
+            int k = d - (rank - t[i]->rank);
+            if (k < 0) continue;
+            int64_t s = t[i]->dims[k];
+            if (s == size || s == 1) continue;
+            if (size != 1) {
+                if (n == 2) return fail(c, "cannot broadcast %s with %s", ts(t[0]), ts(t[1]));
+                return fail(c, "cannot broadcast %s, %s and %s", ts(t[0]), ts(t[1]), ts(t[2]));
+            }
+            size = s;
+        }
+        out->dims[d] = size;
+    }
+    return true;
+}
+
+static bool need_f32(rule_ctx *c, const kiln_type *t, const char *what)
+{
+    if (t->dtype != KILN_F32) return fail(c, "%s must be f32, got %s (cast explicitly)", what, ts(t));
+    return true;
+}
+
+/* ---- rules ------------------------------------------------------------------------- */
+
+static bool rule_source(rule_ctx *c, kiln_op op)
+{
+    type_from_attrs(c->out, c->a);
+    if (!check_size(c, c->out)) return false;
+    if (op == KILN_OP_PARAM && c->a->dtype != KILN_F32) return fail(c, "parameters are f32");
+    if (op == KILN_OP_CONSTANT) {
+        int64_t n = kiln_type_numel(c->out);
+        if (c->a->n_values != 1 && c->a->n_values != n)
+            return fail(c, "%lld values given for shape %s (%lld elements)", (long long)c->a->n_values,
+                        ts(c->out), (long long)n);
+        if (!c->a->values && c->a->n_values) return fail(c, "constant without values");
+    }
+    if (op == KILN_OP_IOTA) return normalize_axis(c, &c->a->axis, c->out->rank, "axis");
+    return true;
+}
+
+static bool rule_binary(rule_ctx *c, kiln_op op)
+{
+    const kiln_type *x = c->in[0], *y = c->in[1];
+    if (x->dtype != y->dtype)
+        return fail(c, "operands %s and %s have different dtypes (cast explicitly)", ts(x), ts(y));
+    if ((op == KILN_OP_DIV || op == KILN_OP_POW) && !need_f32(c, x, "operand")) return false;
+    if (!broadcast_dims(c, c->in, 2, c->out)) return false;
+    bool compare = op == KILN_OP_LT || op == KILN_OP_GT || op == KILN_OP_EQ;
+    c->out->dtype = compare ? KILN_F32 : x->dtype;
+    return check_size(c, c->out); /* (n,1) op (1,n) can outgrow both operands */
+}
+
+static bool rule_where(rule_ctx *c)
+{
+    if (c->in[1]->dtype != c->in[2]->dtype)
+        return fail(c, "branches %s and %s have different dtypes", ts(c->in[1]), ts(c->in[2]));
+    if (!broadcast_dims(c, c->in, 3, c->out)) return false;
+    c->out->dtype = c->in[1]->dtype;
+    return check_size(c, c->out);
+}
+
+static bool rule_unary(rule_ctx *c, kiln_op op)
+{
+    const kiln_type *x = c->in[0];
+    *c->out = *x;
+    if (op == KILN_OP_CAST) {
+        c->out->dtype = c->a->dtype;
+        c->a->rank = x->rank;
+        memcpy(c->a->shape, x->dims, sizeof c->a->shape);
+        return true;
+    }
+    if (op == KILN_OP_NEG || op == KILN_OP_ABS) return true; /* i32 or f32 */
+    if (op == KILN_OP_DROPOUT && !(c->a->scalar >= 0 && c->a->scalar < 1))
+        return fail(c, "p = %g must lie in [0, 1)", c->a->scalar);
+    return need_f32(c, x, "operand");
+}
+
+static bool rule_reduce(rule_ctx *c, kiln_op op)
+{
+    const kiln_type *x = c->in[0];
+    kiln_attrs *a = c->a;
+    if (op == KILN_OP_MEAN && !need_f32(c, x, "operand")) return false;
+    if (a->n_axes < 0 || a->n_axes > x->rank)
+        return fail(c, "%d axes given for rank %d", a->n_axes, x->rank);
+    bool seen[KILN_MAX_RANK] = {0};
+    for (int i = 0; i < a->n_axes; i++) {
+        int64_t ax = a->axes[i];
+        if (ax < -x->rank || ax >= x->rank)
+            return fail(c, "axis %lld is out of range for %s", (long long)ax, ts(x));
+        if (ax < 0) ax += x->rank;
+        if (seen[ax]) return fail(c, "axis %lld is repeated", (long long)a->axes[i]);
+        seen[ax] = true;
+    }
+    a->n_axes = 0;
+    for (int d = 0; d < x->rank; d++)
+        if (seen[d]) a->axes[a->n_axes++] = d;
+    if (op == KILN_OP_MAX)
+        for (int d = 0; d < x->rank; d++)
+            if (seen[d] && x->dims[d] == 0) return fail(c, "max over an empty axis %d of %s", d, ts(x));
+    c->out->dtype = x->dtype;
+    c->out->rank = 0;
+    for (int d = 0; d < x->rank; d++) {
+        if (!seen[d]) c->out->dims[c->out->rank++] = x->dims[d];
+        else if (a->keepdims) c->out->dims[c->out->rank++] = 1;
+    }
+    return true;
+}
+
+static bool rule_matmul(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0], *y = c->in[1];
+    if (!need_f32(c, x, "left operand") || !need_f32(c, y, "right operand")) return false;
+    if (x->rank < 2 || y->rank < 2)
+        return fail(c, "operands %s and %s must have rank 2 or more", ts(x), ts(y));
+    int64_t m = c->a->transpose_a ? x->dims[x->rank - 1] : x->dims[x->rank - 2];
+    int64_t k1 = c->a->transpose_a ? x->dims[x->rank - 2] : x->dims[x->rank - 1];
+    int64_t k2 = c->a->transpose_b ? y->dims[y->rank - 1] : y->dims[y->rank - 2];
+    int64_t n = c->a->transpose_b ? y->dims[y->rank - 2] : y->dims[y->rank - 1];
+    if (k1 != k2)
+        return fail(c, "inner dims differ: %s%s and %s%s", ts(x), c->a->transpose_a ? " (transposed)" : "",
+                    ts(y), c->a->transpose_b ? " (transposed)" : "");
+    kiln_type bx = *x, by = *y;
+    bx.rank -= 2;
+    by.rank -= 2;
+    const kiln_type *batch[2] = {&bx, &by};
+    if (!broadcast_dims(c, batch, 2, c->out))
+        return fail(c, "batch dims of %s and %s do not broadcast", ts(x), ts(y));
+    c->out->dims[c->out->rank++] = m;
+    c->out->dims[c->out->rank++] = n;
+    c->out->dtype = KILN_F32;
+    return check_size(c, c->out);
+}
+
+static bool rule_reshape(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0];
+    kiln_attrs *a = c->a;
+    if (a->rank < 0 || a->rank > KILN_MAX_RANK) return fail(c, "rank %d is out of range", a->rank);
+    int free_dim = -1;
+    int64_t known = 1;
+    for (int i = 0; i < a->rank; i++) {
+        if (a->shape[i] == -1) {
+            if (free_dim >= 0) return fail(c, "more than one -1 in the target shape");
+            free_dim = i;
+        } else if (a->shape[i] < 0) {
+            return fail(c, "dim %d of the target shape is negative (%lld)", i, (long long)a->shape[i]);
+        } else {
+            if (a->shape[i] > 0 && known > INT64_MAX / a->shape[i]) return fail(c, "target shape is too large");
+            known *= a->shape[i];
+        }
+    }
+    int64_t n = kiln_type_numel(x);
+    if (free_dim >= 0) {
+        if (known == 0 || n % known != 0)
+            return fail(c, "cannot infer the -1 dim: %lld elements of %s into %lld-element pieces", (long long)n,
+                        ts(x), (long long)known);
+        a->shape[free_dim] = n / known;
+        known = n;
+    }
+    a->dtype = x->dtype;
+    type_from_attrs(c->out, a);
+    if (known != n) return fail(c, "cannot reshape %s (%lld elements) into %s", ts(x), (long long)n, ts(c->out));
+    return true;
+}
+
+static bool rule_transpose(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0];
+    bool seen[KILN_MAX_RANK] = {0};
+    c->out->dtype = x->dtype;
+    c->out->rank = x->rank;
+    for (int i = 0; i < x->rank; i++) {
+        int64_t p = c->a->perm[i];
+        if (p < -x->rank || p >= x->rank) return fail(c, "perm entry %lld is out of range for %s", (long long)p, ts(x));
+        if (p < 0) p += x->rank;
+        if (seen[p]) return fail(c, "perm repeats axis %lld", (long long)p);
+        seen[p] = true;
+        c->a->perm[i] = p;
+        c->out->dims[i] = x->dims[p];
+    }
+    return true;
+}
+
+bool kiln_slice_normalize(int64_t len, bool has_start, int64_t start, bool has_end, int64_t end,
+                          int64_t step, int64_t *out_start, int64_t *out_end)
+{
+    if (step == 0) return false;
+    int64_t lo = step > 0 ? 0 : -1, hi = step > 0 ? len : len - 1;
+    if (!has_start) start = step > 0 ? lo : hi;
+    else if (start < 0) start = start + len < lo ? lo : start + len;
+    else if (start > hi) start = hi;
+    if (!has_end) end = step > 0 ? hi : lo;
+    else if (end < 0) end = end + len < lo ? lo : end + len;
+    else if (end > hi) end = hi;
+    *out_start = start;
+    *out_end = end;
+    return true;
+}
+
+int64_t kiln_slice_count(int64_t start, int64_t end, int64_t step)
+{
+    if (step > 0) return end > start ? (end - start + step - 1) / step : 0;
+    return start > end ? (start - end - step - 1) / -step : 0;
+}
+
+static bool rule_slice(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0];
+    kiln_attrs *a = c->a;
+    if (!normalize_axis(c, &a->axis, x->rank, "axis")) return false;
+    int64_t len = x->dims[a->axis];
+    if (a->step == 0) return fail(c, "step must not be 0");
+    bool ok = a->step > 0 ? (0 <= a->start && a->start <= len && a->start <= a->end && a->end <= len)
+                          : (-1 <= a->end && a->end <= a->start && a->start < len) || (len == 0 && a->start == -1 && a->end == -1);
+    if (!ok)
+        return fail(c, "slice [%lld:%lld:%lld] is not normalised for a dim of %lld", (long long)a->start,
+                    (long long)a->end, (long long)a->step, (long long)len);
+    *c->out = *x;
+    c->out->dims[a->axis] = kiln_slice_count(a->start, a->end, a->step);
+    return true;
+}
+
+static bool rule_concat(rule_ctx *c)
+{
+    if (c->n_in < 1) return fail(c, "needs at least one input");
+    const kiln_type *x = c->in[0];
+    if (!normalize_axis(c, &c->a->axis, x->rank, "axis")) return false;
+    *c->out = *x;
+    int64_t total = 0;
+    for (uint32_t i = 0; i < c->n_in; i++) {
+        const kiln_type *y = c->in[i];
+        if (y->dtype != x->dtype || y->rank != x->rank)
+            return fail(c, "input %u is %s but input 0 is %s", i, ts(y), ts(x));
+        for (int d = 0; d < x->rank; d++)
+            if (d != c->a->axis && y->dims[d] != x->dims[d])
+                return fail(c, "input %u is %s but input 0 is %s: only axis %lld may differ", i, ts(y), ts(x),
+                            (long long)c->a->axis);
+        total += y->dims[c->a->axis];
+    }
+    c->out->dims[c->a->axis] = total;
+    return check_size(c, c->out);
+}
+
+static bool rule_broadcast(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0];
+    kiln_attrs *a = c->a;
+    a->dtype = x->dtype;
+    type_from_attrs(c->out, a);
+    if (!check_size(c, c->out)) return false;
+    if (x->rank > a->rank) return fail(c, "cannot broadcast %s to the lower rank %s", ts(x), ts(c->out));
+    for (int i = 0; i < x->rank; i++) {
+        int64_t s = x->dims[i], t = a->shape[a->rank - x->rank + i];
+        if (s != t && s != 1) return fail(c, "cannot broadcast %s to %s", ts(x), ts(c->out));
+    }
+    return true;
+}
+
+static bool rule_gather(rule_ctx *c)
+{
+    const kiln_type *table = c->in[0], *idx = c->in[1];
+    if (idx->dtype != KILN_I32) return fail(c, "indices must be i32, got %s", ts(idx));
+    if (!normalize_axis(c, &c->a->axis, table->rank, "axis")) return false;
+    int64_t ax = c->a->axis;
+    int rank = table->rank - 1 + idx->rank;
+    if (rank > KILN_MAX_RANK) return fail(c, "result rank %d is over %d", rank, KILN_MAX_RANK);
+    kiln_type *o = c->out;
+    o->dtype = table->dtype;
+    o->rank = 0;
+    for (int d = 0; d < ax; d++) o->dims[o->rank++] = table->dims[d];
+    for (int d = 0; d < idx->rank; d++) o->dims[o->rank++] = idx->dims[d];
+    for (int d = (int)ax + 1; d < table->rank; d++) o->dims[o->rank++] = table->dims[d];
+    return check_size(c, o);
+}
+
+static bool rule_softmax(rule_ctx *c)
+{
+    if (!need_f32(c, c->in[0], "operand")) return false;
+    if (!normalize_axis(c, &c->a->axis, c->in[0]->rank, "axis")) return false;
+    *c->out = *c->in[0];
+    return true;
+}
+
+static bool rule_layernorm(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0], *w = c->in[1], *b = c->in[2];
+    if (!need_f32(c, x, "input") || !need_f32(c, w, "weight") || !need_f32(c, b, "bias")) return false;
+    if (x->rank < 1) return fail(c, "input %s has no last axis to normalise", ts(x));
+    int64_t d = x->dims[x->rank - 1];
+    if (w->rank != 1 || w->dims[0] != d || b->rank != 1 || b->dims[0] != d)
+        return fail(c, "weight %s and bias %s must be [%lld] for input %s", ts(w), ts(b), (long long)d, ts(x));
+    if (!(c->a->scalar >= 0)) return fail(c, "eps = %g must be non-negative", c->a->scalar);
+    *c->out = *x;
+    return true;
+}
+
+static bool rule_attention(rule_ctx *c)
+{
+    kiln_attrs *a = c->a;
+    uint32_t want = 3 + (a->has_mask ? 1 : 0) + (a->has_bias ? 1 : 0);
+    if (c->n_in != want) return fail(c, "expects %u inputs, got %u", want, c->n_in);
+    const kiln_type *q = c->in[0], *k = c->in[1], *v = c->in[2];
+    for (int i = 0; i < 3; i++)
+        if (!need_f32(c, c->in[i], i == 0 ? "q" : i == 1 ? "k" : "v")) return false;
+    int r = q->rank;
+    if (r < 3 || k->rank != r || v->rank != r)
+        return fail(c, "q %s, k %s, v %s must share a rank of 3 or more", ts(q), ts(k), ts(v));
+    for (int d = 0; d < r - 2; d++)
+        if (q->dims[d] != k->dims[d] || q->dims[d] != v->dims[d])
+            return fail(c, "leading dims of q %s, k %s and v %s differ", ts(q), ts(k), ts(v));
+    int64_t T = q->dims[r - 2], S = k->dims[r - 2];
+    if (q->dims[r - 1] != k->dims[r - 1] || v->dims[r - 2] != S)
+        return fail(c, "q %s, k %s and v %s do not fit (q, k share the last dim; k, v the keys)", ts(q), ts(k),
+                    ts(v));
+    uint32_t next = 3;
+    if (a->has_mask) {
+        const kiln_type *m = c->in[next++];
+        bool ok = m->dtype == KILN_F32 && m->rank == r - 2 && m->dims[r - 3] == S;
+        for (int d = 0; ok && d < r - 3; d++) ok = m->dims[d] == q->dims[d];
+        if (!ok) {
+            kiln_type want_m = {KILN_F32, r - 2, {0}};
+            memcpy(want_m.dims, q->dims, sizeof(int64_t) * (size_t)(r - 3));
+            want_m.dims[r - 3] = S;
+            return fail(c, "key mask is %s but must be %s", ts(m), ts(&want_m));
+        }
+    }
+    if (a->has_bias) {
+        const kiln_type *b = c->in[next++];
+        kiln_type scores = *q;
+        scores.dims[r - 1] = S;
+        (void)T;
+        if (b->dtype != KILN_F32 || b->rank > r) return fail(c, "bias %s does not broadcast to scores %s", ts(b), ts(&scores));
+        for (int i = 0; i < b->rank; i++) {
+            int64_t s = b->dims[i], t = scores.dims[r - b->rank + i];
+            if (s != t && s != 1) return fail(c, "bias %s does not broadcast to scores %s", ts(b), ts(&scores));
+        }
+    }
+    *c->out = *q;
+    c->out->dims[r - 1] = v->dims[r - 1];
+    return check_size(c, c->out); /* (…,T,dv) can outgrow q (…,T,dh) and v (…,S,dv) */
+}
+
+static bool rule_cross_entropy(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0], *t = c->in[1];
+    if (!need_f32(c, x, "logits")) return false;
+    if (t->dtype != KILN_I32) return fail(c, "targets must be i32, got %s", ts(t));
+    bool ok = x->rank >= 1 && t->rank == x->rank - 1;
+    for (int d = 0; ok && d < t->rank; d++) ok = t->dims[d] == x->dims[d];
+    if (!ok) return fail(c, "targets %s must have the shape of logits %s without its last dim", ts(t), ts(x));
+    if (!(c->a->scalar >= 0 && c->a->scalar <= 1))
+        return fail(c, "label_smoothing = %g must lie in [0, 1]", c->a->scalar);
+    *c->out = (kiln_type){KILN_F32, 0, {0}};
+    return true;
+}
+
+bool kiln_infer_type(kiln_op op, const kiln_type *const *in, uint32_t n_in, kiln_attrs *attrs,
+                     kiln_type *out, char *msg, size_t msg_size)
+{
+    rule_ctx c = {in, n_in, attrs, out, msg, msg_size};
+    memset(out, 0, sizeof *out);
+    const kiln_op_info *info = &kiln_op_table[op];
+    if (info->arity >= 0 && n_in != (uint32_t)info->arity)
+        return fail(&c, "expects %d input%s, got %u", info->arity, info->arity == 1 ? "" : "s", n_in);
+    bool ok;
+    switch (info->kind) {
+    case KILN_KIND_SOURCE: ok = rule_source(&c, op); break;
+    case KILN_KIND_ELEMENTWISE:
+        ok = op == KILN_OP_WHERE ? rule_where(&c) : n_in == 2 ? rule_binary(&c, op) : rule_unary(&c, op);
+        break;
+    case KILN_KIND_REDUCTION: ok = rule_reduce(&c, op); break;
+    case KILN_KIND_MATMUL: ok = rule_matmul(&c); break;
+    case KILN_KIND_LAYOUT:
+        switch (op) {
+        case KILN_OP_RESHAPE: ok = rule_reshape(&c); break;
+        case KILN_OP_TRANSPOSE: ok = rule_transpose(&c); break;
+        case KILN_OP_SLICE: ok = rule_slice(&c); break;
+        case KILN_OP_CONCAT: ok = rule_concat(&c); break;
+        case KILN_OP_BROADCAST: ok = rule_broadcast(&c); break;
+        default: ok = rule_gather(&c); break;
+        }
+        break;
+    default:
+        switch (op) {
+        case KILN_OP_LAYERNORM: ok = rule_layernorm(&c); break;
+        case KILN_OP_ATTENTION: ok = rule_attention(&c); break;
+        case KILN_OP_CROSS_ENTROPY: ok = rule_cross_entropy(&c); break;
+        default: ok = rule_softmax(&c); break;
+        }
+        break;
+    }
+    return ok;
+}

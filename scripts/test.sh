@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# test.sh — the whole test suite from a fresh clone: installs missing dependencies,
+# builds kiln twice (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer) and
+# runs every test in both builds with ctest. Ends with ctest's summary of the plain build.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+jobs=$(nproc)
+
+echo "== sanitizer build (ASan + UBSan)"
+"$root/scripts/build.sh" "$root/build-asan" -DKILN_SANITIZE=ON >/dev/null
+asan_status=0
+(cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+   ctest --output-on-failure -j"$jobs" 2>&1 | tail -n 25) || asan_status=$?
+
+echo "== plain build"
+"$root/scripts/build.sh" "$root/build" >/dev/null
+cd "$root/build"
+status=0
+ctest --output-on-failure -j"$jobs" || status=$?
+if [ "$asan_status" -ne 0 ]; then
+  echo "the sanitizer build's tests failed (see above)" >&2
+  exit "$asan_status"
+fi
+exit "$status"
