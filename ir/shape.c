@@ -280,8 +280,9 @@ bool kiln_slice_normalize(int64_t len, bool has_start, int64_t start, bool has_e
 
 int64_t kiln_slice_count(int64_t start, int64_t end, int64_t step)
 {
-    if (step > 0) return end > start ? (end - start + step - 1) / step : 0;
-    return start > end ? (start - end - step - 1) / -step : 0;
+    /* unsigned distances: a huge step (or INT64_MIN) must not overflow */
+    if (step > 0) return end > start ? (int64_t)(((uint64_t)end - (uint64_t)start - 1) / (uint64_t)step) + 1 : 0;
+    return start > end ? (int64_t)(((uint64_t)start - (uint64_t)end - 1) / (0 - (uint64_t)step)) + 1 : 0;
 }
 
 static bool rule_slice(rule_ctx *c)

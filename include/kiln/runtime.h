@@ -1,0 +1,116 @@
+/* kiln/runtime.h — the runtime's public API: aligned memory and safetensors files.
+ *
+ * The runtime is the small C library shared by the driver, JIT-compiled code and
+ * exported (AOT) libraries, so it depends on libc, libm and pthreads only. Errors are
+ * values: every fallible call returns 0 on success or non-zero on failure and fills a
+ * caller-owned kiln_rt_error with one line of text naming the file (and the tensor,
+ * where there is one). Nothing here prints, exits or aborts on bad input.
+ *
+ * Tensors in memory are always f32 or i32, row-major, in 64-byte aligned buffers from
+ * kiln_aligned_alloc. Files may hold other dtypes; reading converts them (see
+ * kiln_tensor_file_read) so that no other layer ever sees f16, bf16 or i64.
+ */
+#ifndef KILN_RUNTIME_H
+#define KILN_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kiln/types.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A fixed-size message buffer, so that reporting an error never needs to allocate
+ * (the allocation may be what failed). Truncated if longer. */
+typedef struct kiln_rt_error {
+    char msg[256];
+} kiln_rt_error;
+
+/* ---- aligned memory ------------------------------------------------------------ */
+
+/* Every buffer the runtime hands out or compiled code touches is 64-byte aligned (one
+ * cache line, one AVX-512 vector), so kernels may use aligned vector loads.
+ *
+ * kiln_aligned_alloc returns zeroed memory whose usable size is `size` rounded up to a
+ * multiple of 64 (a vector loop may read a whole last vector). Size 0 gives a valid,
+ * unique pointer, so NULL always means failure: out of memory or a size too large to
+ * round up. Release with kiln_aligned_free (NULL is allowed). */
+void *kiln_aligned_alloc(size_t size);
+void kiln_aligned_free(void *p);
+
+/* ---- tensors and safetensors files ----------------------------------------------- */
+
+/* One named tensor. numel = product of shape[0..rank) (1 for rank 0); any dim may be 0.
+ * In a kiln_tensor_file the name and data are owned by the file; when passed to
+ * kiln_tensor_file_write they are only read. */
+typedef struct kiln_tensor {
+    char *name;
+    kiln_dtype dtype;             /* KILN_F32 or KILN_I32 */
+    int rank;                     /* 0 .. KILN_MAX_RANK */
+    int64_t shape[KILN_MAX_RANK]; /* entries past rank are 0 */
+    void *data;                   /* float[numel] or int32_t[numel], 64-byte aligned */
+} kiln_tensor;
+
+/* The whole content of a safetensors file: tensors in header order, and the string
+ * pairs of "__metadata__" in header order. */
+typedef struct kiln_tensor_file {
+    kiln_tensor *tensors;
+    int n;
+    char **meta_keys;
+    char **meta_values;
+    int n_meta;
+} kiln_tensor_file;
+
+/* Product of the dims; the reader and writer guarantee it does not overflow for any
+ * tensor they accept. */
+int64_t kiln_tensor_numel(const kiln_tensor *t);
+
+/* Reads a whole safetensors file into *out (which the caller then frees with
+ * kiln_tensor_file_free). Why so strict: weights come from anywhere, so every field
+ * is validated (JSON syntax, types, dtypes, ranks, shape overflow, offsets inside the
+ * data section, sizes matching shapes, no overlaps or duplicate names) before anything
+ * proportional to the header's claims is allocated.
+ *
+ * dtypes: F32 and I32 load as they are; F16, BF16 and F64 become f32 (F64 values
+ * outside f32's finite range are an error, inf and nan are kept); I64, U64, U32 become
+ * i32 with a range check; I16, U16, I8, U8 and BOOL widen to i32. Anything else is
+ * refused by name.
+ *
+ * Returns 0 on success. On failure *out is left empty (safe to free) and err says why. */
+int kiln_tensor_file_read(const char *path, kiln_tensor_file *out, kiln_rt_error *err);
+
+/* The tensor called `name`, or NULL. A linear scan: files hold at most thousands of
+ * tensors and are looked up once per parameter at load time. */
+const kiln_tensor *kiln_tensor_file_find(const kiln_tensor_file *f, const char *name);
+
+/* The metadata value for `key`, or NULL (checkpoints keep step, RNG state, tokenizer
+ * and model file there). */
+const char *kiln_tensor_file_meta(const kiln_tensor_file *f, const char *key);
+
+/* Frees everything *f owns and zeroes it, so a second call does nothing. */
+void kiln_tensor_file_free(kiln_tensor_file *f);
+
+/* Writes tensors (f32/i32, in the given order) and optional string metadata as a
+ * standard safetensors file that PyTorch / Hugging Face can load: header padded with
+ * spaces so the data section starts 8-byte aligned, tensors packed back to back.
+ * meta_keys/meta_values may be NULL when n_meta is 0.
+ *
+ * Why atomic: a checkpoint is often written over the previous one, and a crash or a
+ * full disk must never leave a torn file. The bytes go to a temporary file in the
+ * same directory, are flushed and fsync'ed, then renamed over `path`; on any failure
+ * the temporary is removed and an existing `path` is untouched.
+ *
+ * Refuses (non-zero, with a message) empty or duplicate names, a tensor named
+ * "__metadata__", bad ranks, dims or dtypes, NULL data for a non-empty tensor, names or
+ * metadata that are not valid UTF-8, and duplicate metadata keys. */
+int kiln_tensor_file_write(const char *path, const kiln_tensor *tensors, int n,
+                           const char *const *meta_keys, const char *const *meta_values, int n_meta,
+                           kiln_rt_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,73 @@
+/* interp_impl.h — what the two halves of the reference interpreter share.
+ *
+ * interp.c holds the driver (allocation, the per-op table, error reporting) and the
+ * primitive ops; interp_nn.c holds the composites (softmax, layernorm, attention,
+ * cross_entropy) and dropout. Every op is a function taking one interp_call: the node,
+ * its already allocated result buffer, and access to its inputs' buffers and types.
+ * Not a public header: only ir/interp*.c include it.
+ */
+#ifndef KILN_INTERP_IMPL_H
+#define KILN_INTERP_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "ir.h"
+
+typedef struct interp_call {
+    const kiln_graph *g;
+    const kiln_node *node;
+    uint32_t id;
+    void *const *values;   /* every node's buffer; inputs of `node` are filled */
+    void *out;             /* numel(node->type) elements of node->type.dtype */
+    bool training;
+    uint64_t seed;
+    kiln_diags *diags;
+} interp_call;
+
+/* The buffer and the type of input i. A buffer may be NULL only when it is empty. */
+static inline const void *interp_in(const interp_call *c, uint32_t i) { return c->values[c->node->in[i]]; }
+static inline const kiln_type *interp_in_type(const interp_call *c, uint32_t i)
+{
+    return &c->g->nodes[c->node->in[i]].type;
+}
+
+/* Element `off` of a buffer of either dtype, as a double (exact for both f32 and i32). */
+static inline double interp_load(const void *buf, kiln_dtype dt, int64_t off)
+{
+    return dt == KILN_I32 ? (double)((const int32_t *)buf)[off] : (double)((const float *)buf)[off];
+}
+
+/* A run-time error at the node: the diagnostic names the op, the node's label and id,
+ * at the node's origin. Always returns false. */
+bool kiln_interp_fail(const interp_call *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* malloc that never returns NULL for a successful request of 0 bytes; on failure adds
+ * a diagnostic at the node and returns NULL. */
+void *kiln_interp_alloc(const interp_call *c, size_t bytes, const char *what);
+
+/* Broadcast strides: the element stride of each of the `rank` dims of a result shape
+ * within a tensor of type t that broadcasts to it (numpy: t's dims align to the right;
+ * missing and size-1 dims get stride 0). */
+void kiln_interp_bcast_strides(const kiln_type *t, int rank, int64_t *stride);
+/* Offset of multi-index idx under the given strides. */
+int64_t kiln_interp_offset(const int64_t *idx, const int64_t *stride, int rank);
+/* Advances a row-major multi-index over dims (an odometer); wraps to all zeros. */
+void kiln_interp_next_index(int64_t *idx, const int64_t *dims, int rank);
+
+/* Product of dims[from..to). */
+int64_t kiln_interp_span(const int64_t *dims, int from, int to);
+
+/* The composite ops (interp_nn.c). */
+bool kiln_interp_softmax(const interp_call *c);
+bool kiln_interp_log_softmax(const interp_call *c);
+bool kiln_interp_layernorm(const interp_call *c);
+bool kiln_interp_attention(const interp_call *c);
+bool kiln_interp_cross_entropy(const interp_call *c);
+bool kiln_interp_dropout(const interp_call *c);
+
+/* The keep decision of dropout for element i of node id (exposed for tests and for
+ * kernels that must reproduce it): see interp_nn.c. */
+bool kiln_interp_dropout_keep(uint64_t seed, uint32_t id, int64_t i, double p);
+
+#endif

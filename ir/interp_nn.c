@@ -1,0 +1,233 @@
+/* interp_nn.c — the reference interpreter's composite ops and dropout.
+ *
+ * Design: each composite is written the way a textbook states it, one row (or one
+ * query) at a time, with every sum, max-shifted exponential and normaliser in double
+ * and one rounding to f32 per result element. That is what makes these the oracle for
+ * the fused kernels (a flash-style attention, a one-pass layernorm): they may reorder
+ * work, this file never does anything clever. The ops' contracts are in ir.h (the
+ * attention inputs) and SPEC sections 1.1–1.4.
+ *
+ * Dropout's random numbers come from a counter-based hash of (seed, node id, element
+ * index), so a result does not depend on evaluation order and needs no state; the ir
+ * library depends on libc only, so it does not use the runtime's RNG.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "interp_impl.h"
+
+/* ---- softmax, log_softmax -------------------------------------------------------------- */
+
+/* Rows along `axis`: element j of row (o, i) is at (o·n + j)·inner + i. Subtracting the
+ * row's max keeps exp from overflowing; a NaN anywhere in a row makes the row NaN. */
+static bool softmax_rows(const interp_call *c, bool log_form)
+{
+    const kiln_type *t = &c->node->type;
+    const float *x = interp_in(c, 0);
+    float *y = c->out;
+    int ax = (int)c->node->attrs.axis;
+    int64_t outer = kiln_interp_span(t->dims, 0, ax), n = t->dims[ax];
+    int64_t inner = kiln_interp_span(t->dims, ax + 1, t->rank);
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t i = 0; i < inner; i++) {
+            int64_t base = o * n * inner + i;
+            double max = -INFINITY;
+            for (int64_t j = 0; j < n; j++)
+                if (x[base + j * inner] > max) max = x[base + j * inner];
+            double sum = 0;
+            for (int64_t j = 0; j < n; j++) sum += exp(x[base + j * inner] - max);
+            double log_sum = log(sum);
+            for (int64_t j = 0; j < n; j++) {
+                double z = x[base + j * inner] - max;
+                y[base + j * inner] = (float)(log_form ? z - log_sum : exp(z) / sum);
+            }
+        }
+    return true;
+}
+
+bool kiln_interp_softmax(const interp_call *c) { return softmax_rows(c, false); }
+bool kiln_interp_log_softmax(const interp_call *c) { return softmax_rows(c, true); }
+
+/* ---- layernorm ---------------------------------------------------------------------------- */
+
+/* y = (x − mean) / √(var + eps) · w + b over the last axis, with the biased variance
+ * (divided by D, as torch.nn.LayerNorm), computed in two passes. */
+bool kiln_interp_layernorm(const interp_call *c)
+{
+    const kiln_type *t = &c->node->type;
+    const float *x = interp_in(c, 0), *w = interp_in(c, 1), *b = interp_in(c, 2);
+    float *y = c->out;
+    double eps = c->node->attrs.scalar;
+    int64_t D = t->dims[t->rank - 1], rows = kiln_interp_span(t->dims, 0, t->rank - 1);
+    if (D == 0) return true; /* nothing to write */
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t base = r * D;
+        double mean = 0, var = 0;
+        for (int64_t j = 0; j < D; j++) mean += x[base + j];
+        mean /= (double)D;
+        for (int64_t j = 0; j < D; j++) var += (x[base + j] - mean) * (x[base + j] - mean);
+        var /= (double)D;
+        double inv = 1.0 / sqrt(var + eps);
+        for (int64_t j = 0; j < D; j++) y[base + j] = (float)((x[base + j] - mean) * inv * w[j] + b[j]);
+    }
+    return true;
+}
+
+/* ---- attention ------------------------------------------------------------------------------ */
+
+/* q (…,H,T,dh), k (…,H,S,dh), v (…,H,S,dv) [, mask (…,S)] [, bias → (…,H,T,S)].
+ * For query i of batch-head l: score_j = q_i·k_j·scale + bias[l,i,j] for each key j that
+ * is kept (mask ≠ 0 and, when causal, j ≤ i — top-left aligned when T ≠ S, like
+ * PyTorch's is_causal); excluded keys count as −∞. p = softmax over the kept keys;
+ * out_i = Σ_j p_j v_j. A row whose scores are all −∞ (no key left) gets zero weights,
+ * so its output is 0 rather than NaN. */
+bool kiln_interp_attention(const interp_call *c)
+{
+    const kiln_attrs *a = &c->node->attrs;
+    const kiln_type *qt = interp_in_type(c, 0), *kt = interp_in_type(c, 1), *vt = interp_in_type(c, 2);
+    const float *q = interp_in(c, 0), *k = interp_in(c, 1), *v = interp_in(c, 2);
+    float *out = c->out;
+    int r = qt->rank;
+    int64_t H = qt->dims[r - 3], T = qt->dims[r - 2], dh = qt->dims[r - 1];
+    int64_t S = kt->dims[r - 2], dv = vt->dims[r - 1];
+    int64_t n_batch = kiln_interp_span(qt->dims, 0, r - 2); /* batch × heads */
+
+    uint32_t next = 3;
+    const void *mask = NULL;
+    kiln_dtype mask_dt = KILN_F32;
+    if (a->has_mask) {
+        mask_dt = interp_in_type(c, next)->dtype;
+        mask = interp_in(c, next++);
+    }
+    const float *bias = NULL;
+    int64_t bstride[KILN_MAX_RANK] = {0};
+    if (a->has_bias) {
+        kiln_interp_bcast_strides(interp_in_type(c, next), r, bstride); /* over (…,H,T,S) */
+        bias = interp_in(c, next++);
+    }
+
+    double *score = kiln_interp_alloc(c, (size_t)S * sizeof *score, "attention scores");
+    if (!score) return false;
+
+    int64_t idx[KILN_MAX_RANK] = {0}; /* (batch…, head, i, j) for the bias */
+    for (int64_t l = 0; l < n_batch; l++) {
+        int64_t q0 = l * T * dh, k0 = l * S * dh, v0 = l * S * dv, o0 = l * T * dv;
+        int64_t m0 = (l / H) * S; /* the mask has no head dim; H > 0 here */
+        for (int64_t i = 0; i < T; i++) {
+            double max = -INFINITY;
+            bool any_nan = false;
+            for (int64_t j = 0; j < S; j++) {
+                bool kept = !(mask && interp_load(mask, mask_dt, m0 + j) == 0) && !(a->causal && j > i);
+                if (!kept) {
+                    score[j] = -INFINITY;
+                    continue;
+                }
+                double s = 0;
+                for (int64_t d = 0; d < dh; d++) s += (double)q[q0 + i * dh + d] * k[k0 + j * dh + d];
+                s *= a->scalar;
+                if (bias) {
+                    idx[r - 2] = i;
+                    idx[r - 1] = j;
+                    s += bias[kiln_interp_offset(idx, bstride, r)];
+                }
+                score[j] = s;
+                if (isnan(s)) any_nan = true;
+                else if (s > max) max = s;
+            }
+            float *row = out + o0 + i * dv;
+            if (max == -INFINITY && !any_nan) { /* no key left */
+                for (int64_t e = 0; e < dv; e++) row[e] = 0.0f;
+                continue;
+            }
+            double sum = 0;
+            for (int64_t j = 0; j < S; j++) {
+                score[j] = score[j] == -INFINITY ? 0.0 : exp(score[j] - max);
+                sum += score[j];
+            }
+            for (int64_t e = 0; e < dv; e++) {
+                double acc = 0;
+                for (int64_t j = 0; j < S; j++) acc += score[j] / sum * v[v0 + j * dv + e];
+                row[e] = (float)acc;
+            }
+        }
+        /* advance the batch and head part of the bias index */
+        kiln_interp_next_index(idx, qt->dims, r - 2);
+    }
+    free(score);
+    return true;
+}
+
+/* ---- cross_entropy -------------------------------------------------------------------------- */
+
+/* logits (…, C), targets i32 (…). For each row whose target is not ignore_index, with
+ * lse = log Σ_c exp(x_c): nll = lse − x_t and smooth = Σ_c (lse − x_c). Following
+ * torch.nn.functional.cross_entropy with mean reduction and label smoothing ε:
+ * loss = (1 − ε)·Σ nll / n + (ε / C)·Σ smooth / n over the n kept rows — each row's
+ * (1 − ε)·nll + ε·mean_c(−log p_c), averaged. All rows ignored gives 0/0 = NaN. */
+bool kiln_interp_cross_entropy(const interp_call *c)
+{
+    const kiln_type *xt = interp_in_type(c, 0);
+    const float *x = interp_in(c, 0);
+    const int32_t *target = interp_in(c, 1);
+    int64_t C = xt->dims[xt->rank - 1];
+    int64_t rows = kiln_type_numel(interp_in_type(c, 1));
+    double eps = c->node->attrs.scalar;
+    double nll_sum = 0, smooth_sum = 0;
+    int64_t kept = 0;
+    for (int64_t n = 0; n < rows; n++) {
+        int64_t t = target[n];
+        if (t == c->node->attrs.ignore_index) continue;
+        if (t < 0 || t >= C)
+            return kiln_interp_fail(c, "target %lld (element %lld of the targets) is out of range [0, %lld)",
+                                    (long long)t, (long long)n, (long long)C);
+        const float *row = x + n * C; /* C > 0 here, so x is a real buffer */
+        double max = -INFINITY;
+        for (int64_t j = 0; j < C; j++)
+            if (row[j] > max) max = row[j];
+        double sum = 0;
+        for (int64_t j = 0; j < C; j++) sum += exp(row[j] - max);
+        double lse = max + log(sum);
+        nll_sum += lse - row[t];
+        for (int64_t j = 0; j < C; j++) smooth_sum += lse - row[j];
+        kept++;
+    }
+    double loss = (1.0 - eps) * (nll_sum / (double)kept);
+    if (eps != 0) loss += eps / (double)C * (smooth_sum / (double)kept);
+    *(float *)c->out = (float)loss;
+    return true;
+}
+
+/* ---- dropout -------------------------------------------------------------------------------- */
+
+/* splitmix64's output function: a bijective 64-bit mix. */
+static uint64_t mix64(uint64_t z)
+{
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* u = the top 53 bits of mix64(mix64(mix64(seed) ^ id) ^ i) as a double in [0, 1);
+ * the element is kept when u >= p, so p = 0 keeps everything. */
+bool kiln_interp_dropout_keep(uint64_t seed, uint32_t id, int64_t i, double p)
+{
+    uint64_t h = mix64(mix64(mix64(seed) ^ id) ^ (uint64_t)i);
+    double u = (double)(h >> 11) * 0x1.0p-53;
+    return u >= p;
+}
+
+/* Identity outside training; inverted dropout in training: kept elements are scaled by
+ * 1/(1 − p) so the expectation is unchanged. */
+bool kiln_interp_dropout(const interp_call *c)
+{
+    const float *x = interp_in(c, 0);
+    float *y = c->out;
+    double p = c->node->attrs.scalar;
+    int64_t n = kiln_type_numel(&c->node->type);
+    for (int64_t i = 0; i < n; i++) {
+        if (!c->training) y[i] = x[i];
+        else y[i] = kiln_interp_dropout_keep(c->seed, c->id, i, p) ? (float)(x[i] / (1.0 - p)) : 0.0f;
+    }
+    return true;
+}
