@@ -7,6 +7,28 @@
 #include "driver.h"
 #include "kiln/rng.h"
 
+void bind_rt_error(kiln_diags *diags, const char *path, const kiln_rt_error *err)
+{
+    const char *msg = err->msg;
+    size_t n = strlen(path);
+    if (strncmp(msg, path, n) != 0 || strncmp(msg + n, ": ", 2) != 0) {
+        kiln_diags_add(diags, path[0] ? path : NULL, 0, 0, NULL, "%s", msg); /* not the usual form: keep it whole */
+        return;
+    }
+    msg += n + 2;
+    const char *prefix = "tensor '", *end;
+    size_t p = strlen(prefix);
+    if (strncmp(msg, prefix, p) == 0 && (end = strstr(msg + p, "': ")) != NULL) {
+        char name[sizeof err->msg];
+        size_t len = (size_t)(end - (msg + p));
+        memcpy(name, msg + p, len);
+        name[len] = 0;
+        kiln_diags_add(diags, path, 0, 0, name, "%s", end + 3);
+        return;
+    }
+    kiln_diags_add(diags, path, 0, 0, NULL, "%s", msg);
+}
+
 kiln_given_input *bind_given_inputs(const kiln_tensor_file *f, int *n)
 {
     kiln_given_input *g = calloc(f->n ? (size_t)f->n : 1, sizeof *g);

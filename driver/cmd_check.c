@@ -1,7 +1,8 @@
 /* cmd_check.c — `kiln check`: validate a model file and describe it — dims, inputs,
- * parameters, every node's shape, outputs, FLOPs of one forward pass and the memory the
- * forward pass's intermediate values need (with no reuse, and the lower bound any plan
- * can reach: the largest set of values live at once in node order).
+ * parameters, every node's shape, outputs, FLOPs of one forward pass and the forward
+ * pass's memory plan as codegen compiles it: kernels, the planned workspace, the same
+ * buffers without reuse, and the lower bound any plan can reach (the largest set of
+ * workspace bytes live at once in kernel order).
  *
  * --json prints one object for scripts and tests; --dump-ir prints the graph's IR text
  * (the golden tests' view of the frontend). */
@@ -10,44 +11,31 @@
 #include <string.h>
 
 #include "cli.h"
+#include "codegen.h"
 #include "driver.h"
 #include "passes.h"
 
+/* The forward pass's memory plan, as codegen would compile it. */
 typedef struct memory_report {
-    int64_t unplanned_bytes;    /* every intermediate value needed by the outputs */
-    int64_t lower_bound_bytes;  /* most bytes live at one time */
+    int kernels;                /* kernel calls: one per node computed by a kernel */
+    int64_t workspace_bytes;    /* the planned workspace */
+    int64_t unplanned_bytes;    /* every workspace buffer without reuse */
+    int64_t lower_bound_bytes;  /* most workspace bytes live at one time */
 } memory_report;
 
 static bool is_intermediate(const kiln_node *n) { return kiln_op_table[n->op].kind != KILN_KIND_SOURCE; }
 
-static memory_report measure_memory(const kiln_graph *g, const unsigned char *needed)
+static bool plan_memory(const kiln_model *m, memory_report *r, kiln_diags *diags)
 {
-    memory_report r = {0, 0};
-    uint32_t *last_use = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *last_use);
-    KILN_ASSERT(last_use != NULL);
-    for (uint32_t id = 0; id < g->n_nodes; id++) {
-        last_use[id] = id;
-        for (uint32_t j = 0; j < g->nodes[id].n_in; j++) last_use[g->nodes[id].in[j]] = id;
-    }
-    for (uint32_t i = 0; i < g->n_outputs; i++) last_use[g->outputs[i].node] = g->n_nodes;
-    /* sweep: +bytes at definition, -bytes after the last use */
-    int64_t *release = calloc((size_t)g->n_nodes + 1, sizeof *release);
-    KILN_ASSERT(release != NULL);
-    int64_t live = 0;
-    for (uint32_t id = 0; id < g->n_nodes; id++) {
-        const kiln_node *n = &g->nodes[id];
-        if (needed[id] && is_intermediate(n)) {
-            int64_t bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
-            r.unplanned_bytes += bytes;
-            live += bytes;
-            release[last_use[id]] += bytes;
-        }
-        if (live > r.lower_bound_bytes) r.lower_bound_bytes = live;
-        live -= release[id];
-    }
-    free(release);
-    free(last_use);
-    return r;
+    kiln_compile_request req = {&m->graph, m->inputs, (uint32_t)m->n_inputs, m->params, (uint32_t)m->n_params,
+                                m->name, NULL, false, false};
+    kiln_memplan plan;
+    if (!kiln_codegen_plan(&req, &plan, &r->kernels, diags)) return false;
+    r->workspace_bytes = plan.workspace_bytes;
+    r->unplanned_bytes = plan.unplanned_bytes;
+    r->lower_bound_bytes = plan.lower_bound_bytes;
+    kiln_memplan_free(&plan);
+    return true;
 }
 
 static void print_text(const kiln_model *m, int64_t params, int64_t flops, memory_report mem)
@@ -80,8 +68,9 @@ static void print_text(const kiln_model *m, int64_t params, int64_t flops, memor
         printf("  %-24s %s\n", g->outputs[i].name, kiln_type_str(&g->nodes[g->outputs[i].node].type, buf, sizeof buf));
     if (g->loss != KILN_NONE) printf("loss: %%%u\n", g->loss);
     printf("forward FLOPs: %lld (%.3f GFLOP)\n", (long long)flops, (double)flops / 1e9);
-    printf("forward intermediates: %lld bytes without reuse, %lld bytes live at most\n",
-           (long long)mem.unplanned_bytes, (long long)mem.lower_bound_bytes);
+    printf("forward kernels: %d\n", mem.kernels);
+    printf("forward workspace: %lld bytes planned (%lld without reuse, %lld live at most)\n",
+           (long long)mem.workspace_bytes, (long long)mem.unplanned_bytes, (long long)mem.lower_bound_bytes);
 }
 
 static void print_json(const kiln_model *m, int64_t params, int64_t flops, memory_report mem)
@@ -93,6 +82,8 @@ static void print_json(const kiln_model *m, int64_t params, int64_t flops, memor
     cJSON_AddNumberToObject(o, "param_tensors", m->n_params);
     cJSON_AddNumberToObject(o, "flops", (double)flops);
     cJSON_AddNumberToObject(o, "nodes", g->n_nodes);
+    cJSON_AddNumberToObject(o, "kernels", mem.kernels);
+    cJSON_AddNumberToObject(o, "workspace_bytes", (double)mem.workspace_bytes);
     cJSON_AddNumberToObject(o, "unplanned_bytes", (double)mem.unplanned_bytes);
     cJSON_AddNumberToObject(o, "lower_bound_bytes", (double)mem.lower_bound_bytes);
     cJSON *dims = cJSON_AddObjectToObject(o, "dims");
@@ -123,7 +114,7 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
         kiln_diags_add(diags, NULL, 0, 0, "check", "expects one MODEL.json");
         return EXIT_USAGE;
     }
-    kiln_load_options opt = {args.defines, args.n_defines, NULL, 0};
+    kiln_load_options opt = {args.defines, args.n_defines, NULL, 0, NULL};
     kiln_model model;
     if (!kiln_model_load(&model, args.positional[0], &opt, diags)) return EXIT_FAIL;
     if (train) {
@@ -141,14 +132,14 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     }
     int64_t params = 0;
     for (int i = 0; i < model.n_params; i++) params += kiln_type_numel(&model.graph.nodes[model.params[i]].type);
-    unsigned char *needed = calloc(model.graph.n_nodes ? model.graph.n_nodes : 1, 1);
-    KILN_ASSERT(needed != NULL);
-    bind_needed(&model.graph, false, needed);
-    memory_report mem = measure_memory(&model.graph, needed);
+    memory_report mem;
+    if (!plan_memory(&model, &mem, diags)) {
+        kiln_model_free(&model);
+        return EXIT_FAIL;
+    }
     int64_t flops = kiln_graph_flops(&model.graph);
     if (json) print_json(&model, params, flops, mem);
     else print_text(&model, params, flops, mem);
-    free(needed);
     kiln_model_free(&model);
     return EXIT_OK;
 }

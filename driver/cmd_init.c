@@ -44,7 +44,7 @@ int cmd_init(int argc, char **argv, kiln_diags *diags)
     init_params(&model, seed_given ? (uint64_t)seed : model.init_seed, blobs);
     kiln_rt_error err = {{0}};
     if (kiln_tensor_file_write(out, tensors, n, NULL, NULL, 0, &err) != 0) {
-        kiln_diags_add(diags, NULL, 0, 0, NULL, "%s", err.msg);
+        bind_rt_error(diags, out, &err);
         goto done;
     }
     status = EXIT_OK;

@@ -3,12 +3,136 @@
  *
  * The order matters for safety: everything is read and checked, then computed, and only
  * then is --out written (atomically), so a failure never leaves a bad output file and
- * never replaces a good one. */
+ * never replaces a good one.
+ *
+ * Evaluation is compiled by default: the graph goes through codegen (memory plan, LLVM,
+ * ORC JIT), the parameters are packed into one 64-byte aligned blob at the planned
+ * offsets, and the entry point is called through libffi with one pointer per input and
+ * output — the argument list depends on the model, so it is built at run time. --interp
+ * runs the reference interpreter instead; both must agree. */
+#include <ffi.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "codegen.h"
 #include "driver.h"
+
+/* The INPUT node a value comes from through views (reshape), or KILN_NONE. */
+static uint32_t input_behind(const kiln_graph *g, uint32_t id)
+{
+    while (g->nodes[id].op == KILN_OP_RESHAPE) id = g->nodes[id].in[0];
+    return g->nodes[id].op == KILN_OP_INPUT ? id : KILN_NONE;
+}
+
+/* Finds the bad value behind a non-zero status of a compiled entry point: compiled code
+ * only says "an index is out of range", but when the indices (or targets) are a model
+ * input, the driver can name the tensor, the element and the range. Returns false if no
+ * input holds a bad value (the indices were computed inside the model). */
+static bool explain_status(const kiln_model *m, void *const *values, const unsigned char *needed,
+                           const char *inputs_file, kiln_diags *diags)
+{
+    const kiln_graph *g = &m->graph;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        if (!needed[id] || (n->op != KILN_OP_GATHER && n->op != KILN_OP_CROSS_ENTROPY)) continue;
+        uint32_t in = input_behind(g, n->in[1]);
+        if (in == KILN_NONE) continue;
+        const kiln_type *table = &g->nodes[n->in[0]].type;
+        bool gather = n->op == KILN_OP_GATHER;
+        int64_t limit = gather ? table->dims[n->attrs.axis] : table->dims[table->rank - 1];
+        const int32_t *ids = values[in];
+        int64_t count = kiln_type_numel(&g->nodes[in].type);
+        for (int64_t i = 0; i < count; i++) {
+            if (!gather && ids[i] == n->attrs.ignore_index) continue;
+            if (ids[i] >= 0 && ids[i] < limit) continue;
+            kiln_diags_add(diags, inputs_file, 0, 0, g->nodes[in].attrs.name,
+                           "%s %d (element %lld) is out of range [0, %lld)%s%s%s",
+                           gather ? "index" : "target", (int)ids[i], (long long)i, (long long)limit,
+                           n->label ? " for '" : "", n->label ? n->label : "", n->label ? "'" : "");
+            return true;
+        }
+    }
+    return false;
+}
+
+/* What a non-zero status of a compiled entry point means, when explain_status cannot
+ * point at an input. */
+static const char *status_message(int rc)
+{
+    switch (rc) {
+    case KILN_RC_INDEX_RANGE: return "an index computed by the model (a gather) is out of range";
+    case KILN_RC_TARGET_RANGE: return "a cross_entropy target computed by the model is out of range of the classes";
+    }
+    return "the compiled model failed";
+}
+
+/* Compiles the model's forward graph and runs it on values[] (parameters and inputs
+ * bound). On success out_data[o] holds output o in a kiln_aligned_alloc buffer. */
+static bool run_compiled(const kiln_model *m, void *const *values, const unsigned char *needed, void **out_data,
+                         const char *inputs_file, kiln_diags *diags)
+{
+    const kiln_graph *g = &m->graph;
+    kiln_compile_request req = {g, m->inputs, (uint32_t)m->n_inputs, m->params, (uint32_t)m->n_params, m->name,
+                                NULL, false, false};
+    kiln_compiled c;
+    if (!kiln_compile_graph(&req, &c, diags)) return false;
+
+    bool ok = false;
+    void *params = kiln_aligned_alloc((size_t)c.params_bytes);
+    void *workspace = kiln_aligned_alloc((size_t)c.workspace_bytes);
+    void **args = calloc(c.n_args, sizeof *args), **arg_ptrs = calloc(c.n_args, sizeof *arg_ptrs);
+    ffi_type **arg_types = calloc(c.n_args, sizeof *arg_types);
+    KILN_ASSERT(args && arg_ptrs && arg_types);
+    if (!params || !workspace) {
+        kiln_diags_add(diags, NULL, 0, 0, "run", "out of memory for %lld bytes of parameters and %lld of workspace",
+                       (long long)c.params_bytes, (long long)c.workspace_bytes);
+        goto done;
+    }
+    for (int i = 0; i < m->n_params; i++) {
+        size_t bytes = (size_t)kiln_type_numel(&g->nodes[m->params[i]].type) * KILN_ELEM_BYTES;
+        if (bytes) memcpy((char *)params + c.param_offsets[i], values[m->params[i]], bytes);
+    }
+    uint32_t k = 0;
+    args[k++] = params;
+    args[k++] = workspace;
+    for (int i = 0; i < m->n_inputs; i++) args[k++] = values[m->inputs[i]];
+    for (uint32_t o = 0; o < g->n_outputs; o++) {
+        size_t bytes = (size_t)kiln_type_numel(&g->nodes[g->outputs[o].node].type) * KILN_ELEM_BYTES;
+        out_data[o] = kiln_aligned_alloc(bytes);
+        if (!out_data[o]) {
+            kiln_diags_add(diags, NULL, 0, 0, g->outputs[o].name, "out of memory for %zu bytes of output", bytes);
+            goto done;
+        }
+        args[k++] = out_data[o];
+    }
+    KILN_ASSERT(k == c.n_args);
+
+    /* int NAME_forward(ptr, ptr, …): libffi takes the address of each argument */
+    for (uint32_t i = 0; i < k; i++) {
+        arg_types[i] = &ffi_type_pointer;
+        arg_ptrs[i] = &args[i];
+    }
+    ffi_cif cif;
+    KILN_ASSERT(ffi_prep_cif(&cif, FFI_DEFAULT_ABI, k, &ffi_type_sint, arg_types) == FFI_OK);
+    ffi_arg rc = 0;
+    ffi_call(&cif, FFI_FN(c.entry), &rc, arg_ptrs);
+    if ((int)rc != KILN_RC_OK) {
+        if (!explain_status(m, values, needed, inputs_file, diags))
+            kiln_diags_add(diags, inputs_file, 0, 0, NULL, "%s", status_message((int)rc));
+        goto done;
+    }
+    ok = true;
+
+done:
+    kiln_aligned_free(params);
+    kiln_aligned_free(workspace);
+    free(args);
+    free(arg_ptrs);
+    free(arg_types);
+    kiln_compiled_free(&c);
+    return ok;
+}
 
 int cmd_run(int argc, char **argv, kiln_diags *diags)
 {
@@ -30,11 +154,6 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
         kiln_diags_add(diags, NULL, 0, 0, "--grads", "gradients are not implemented in this version of kiln");
         return EXIT_FAIL;
     }
-    if (!interp) {
-        kiln_diags_add(diags, NULL, 0, 0, "run",
-                       "compiled execution is not implemented in this version of kiln; use --interp");
-        return EXIT_FAIL;
-    }
 
     int status = EXIT_FAIL;
     kiln_model model;
@@ -44,19 +163,20 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     void **values = NULL;
     unsigned char *needed = NULL;
     kiln_tensor *outs = NULL;
+    void **out_data = NULL; /* compiled outputs (kiln_aligned_alloc) */
     kiln_rt_error err = {{0}};
 
     if (kiln_tensor_file_read(inputs, &in_file, &err) != 0) {
-        kiln_diags_add(diags, NULL, 0, 0, NULL, "%s", err.msg);
+        bind_rt_error(diags, inputs, &err);
         goto done;
     }
     int n_given;
     given = bind_given_inputs(&in_file, &n_given);
-    kiln_load_options opt = {args.defines, args.n_defines, given, n_given};
+    kiln_load_options opt = {args.defines, args.n_defines, given, n_given, inputs};
     if (!kiln_model_load(&model, args.positional[0], &opt, diags)) goto done;
     have_model = true;
     if (kiln_tensor_file_read(weights, &w_file, &err) != 0) {
-        kiln_diags_add(diags, NULL, 0, 0, NULL, "%s", err.msg);
+        bind_rt_error(diags, weights, &err);
         goto done;
     }
 
@@ -77,7 +197,15 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
             KILN_ASSERT(values[id] != NULL);
             needed[id] = 2; /* ours to free */
         }
-    if (!kiln_interp_run(g, values, false, 0, diags)) goto done;
+    out_data = calloc(g->n_outputs ? g->n_outputs : 1, sizeof *out_data);
+    KILN_ASSERT(out_data != NULL);
+    if (!interp) {
+        if (!run_compiled(&model, values, needed, out_data, inputs, diags)) goto done;
+    } else if (!kiln_interp_run(g, values, false, 0, diags)) {
+        /* run-time errors name the node and its layer: say which model file it is in */
+        kiln_diags_set_file(diags, args.positional[0]);
+        goto done;
+    }
 
     outs = calloc(g->n_outputs ? g->n_outputs : 1, sizeof *outs);
     KILN_ASSERT(outs != NULL);
@@ -87,10 +215,10 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
         outs[i].dtype = n->type.dtype;
         outs[i].rank = n->type.rank;
         memcpy(outs[i].shape, n->type.dims, sizeof outs[i].shape);
-        outs[i].data = values[g->outputs[i].node];
+        outs[i].data = interp ? values[g->outputs[i].node] : out_data[i];
     }
     if (kiln_tensor_file_write(out, outs, (int)g->n_outputs, NULL, NULL, 0, &err) != 0) {
-        kiln_diags_add(diags, NULL, 0, 0, NULL, "%s", err.msg);
+        bind_rt_error(diags, out, &err);
         goto done;
     }
     status = EXIT_OK;
@@ -106,8 +234,11 @@ done:
                 }
             kiln_interp_free_values(&model.graph, values);
         }
+        if (out_data)
+            for (uint32_t i = 0; i < model.graph.n_outputs; i++) kiln_aligned_free(out_data[i]);
         kiln_model_free(&model);
     }
+    free(out_data);
     free(outs);
     free(values);
     free(needed);

@@ -23,6 +23,11 @@ int cmd_run(int argc, char **argv, kiln_diags *diags);
 
 /* ---- bind.c: tensor files ↔ graph values ---- */
 
+/* Adds a runtime error about the file `path` as a diagnostic printed in the usual
+ * "FILE: TENSOR: error: MESSAGE" form (the runtime's message starts with "PATH: " and,
+ * when it concerns one tensor, "tensor 'NAME': "). */
+void bind_rt_error(kiln_diags *diags, const char *path, const kiln_rt_error *err);
+
 /* The shapes of a tensor file's tensors, for dim binding (points into the file). */
 kiln_given_input *bind_given_inputs(const kiln_tensor_file *f, int *n);
 /* Marks the nodes needed to compute the graph's outputs (and its loss if with_loss). */

@@ -1,0 +1,340 @@
+/* cg.c — one LLVM module being built, and the small IR-building helpers every
+ * lowering uses: constants, element addressing, counted loops, loop nests with strided
+ * offsets, intrinsic and libm calls.
+ *
+ * Design: kernels are emitted as scalar code over i64 offsets. Loops are top-tested
+ * (`head: i = phi [begin, pre], [i+1, latch]; br i < end, body, exit`) with nuw/nsw
+ * increments and inbounds addressing, which is the shape LLVM's loop passes expect;
+ * accumulators are allocas in the entry block that SROA turns into phis. Float
+ * operations carry only `contract` (and `reassoc` for reductions), see lower.h.
+ */
+#include <llvm-c/DebugInfo.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lower.h"
+
+void cg_init_in_context(kiln_cg *cg, const kiln_target *t, LLVMContextRef ctx, const char *module_name)
+{
+    memset(cg, 0, sizeof *cg);
+    cg->ctx = ctx;
+    cg->mod = LLVMModuleCreateWithNameInContext(module_name, ctx);
+    cg->b = LLVMCreateBuilderInContext(ctx);
+    cg->target = t;
+    cg->t_void = LLVMVoidTypeInContext(ctx);
+    cg->t_i1 = LLVMInt1TypeInContext(ctx);
+    cg->t_i32 = LLVMInt32TypeInContext(ctx);
+    cg->t_i64 = LLVMInt64TypeInContext(ctx);
+    cg->t_f32 = LLVMFloatTypeInContext(ctx);
+    cg->t_f64 = LLVMDoubleTypeInContext(ctx);
+    cg->t_ptr = LLVMPointerTypeInContext(ctx, 0);
+    LLVMSetTarget(cg->mod, t->triple);
+    LLVMTargetDataRef layout = LLVMCreateTargetDataLayout(t->tm);
+    LLVMSetModuleDataLayout(cg->mod, layout);
+    LLVMDisposeTargetData(layout);
+}
+
+void kiln_cg_init(kiln_cg *cg, const kiln_target *t, const char *module_name)
+{
+    cg_init_in_context(cg, t, LLVMContextCreate(), module_name);
+}
+
+void kiln_cg_dispose(kiln_cg *cg)
+{
+    if (cg->b) LLVMDisposeBuilder(cg->b);
+    if (cg->mod) LLVMDisposeModule(cg->mod);
+    if (cg->ctx) LLVMContextDispose(cg->ctx);
+    memset(cg, 0, sizeof *cg);
+}
+
+/* ---- values ------------------------------------------------------------------------ */
+
+LLVMValueRef cg_i64(kiln_cg *cg, int64_t v) { return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1); }
+LLVMValueRef cg_i32(kiln_cg *cg, int32_t v) { return LLVMConstInt(cg->t_i32, (unsigned long long)(int64_t)v, 1); }
+LLVMValueRef cg_f32(kiln_cg *cg, double v) { return LLVMConstReal(cg->t_f32, (double)(float)v); }
+LLVMTypeRef cg_elem_type(kiln_cg *cg, kiln_dtype dt) { return dt == KILN_I32 ? cg->t_i32 : cg->t_f32; }
+
+static void add_enum_attr(kiln_cg *cg, LLVMValueRef fn, LLVMAttributeIndex where, const char *name)
+{
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    KILN_ASSERT(kind != 0);
+    LLVMAddAttributeAtIndex(fn, where, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+}
+
+LLVMValueRef cg_kernel_begin(kiln_cg *cg, const char *name, LLVMTypeRef ret, unsigned n_ptrs)
+{
+    LLVMTypeRef params[80];
+    KILN_ASSERT(n_ptrs <= 80);
+    for (unsigned i = 0; i < n_ptrs; i++) params[i] = cg->t_ptr;
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(ret, params, n_ptrs, 0));
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+    add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline");
+    for (unsigned i = 0; i < n_ptrs; i++) {
+        add_enum_attr(cg, fn, i + 1, "noalias");
+        add_enum_attr(cg, fn, i + 1, "nocapture");
+    }
+    kiln_target_tag_function(cg->target, fn);
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    return fn;
+}
+
+LLVMValueRef cg_gep(kiln_cg *cg, kiln_dtype dt, LLVMValueRef ptr, LLVMValueRef off)
+{
+    return LLVMBuildInBoundsGEP2(cg->b, cg_elem_type(cg, dt), ptr, &off, 1, "");
+}
+
+LLVMValueRef cg_load(kiln_cg *cg, kiln_dtype dt, LLVMValueRef ptr, LLVMValueRef off)
+{
+    LLVMValueRef v = LLVMBuildLoad2(cg->b, cg_elem_type(cg, dt), cg_gep(cg, dt, ptr, off), "");
+    LLVMSetAlignment(v, KILN_ELEM_BYTES);
+    return v;
+}
+
+void cg_store(kiln_cg *cg, kiln_dtype dt, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef v)
+{
+    LLVMValueRef s = LLVMBuildStore(cg->b, v, cg_gep(cg, dt, ptr, off));
+    LLVMSetAlignment(s, KILN_ELEM_BYTES);
+}
+
+LLVMValueRef cg_byte_offset(kiln_cg *cg, LLVMValueRef ptr, int64_t bytes)
+{
+    if (bytes == 0) return ptr;
+    LLVMValueRef off = cg_i64(cg, bytes);
+    return LLVMBuildInBoundsGEP2(cg->b, LLVMInt8TypeInContext(cg->ctx), ptr, &off, 1, "");
+}
+
+LLVMValueRef cg_local(kiln_cg *cg, LLVMTypeRef ty, const char *name)
+{
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+    LLVMBasicBlockRef entry = LLVMGetEntryBasicBlock(LLVMGetBasicBlockParent(here));
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(cg->ctx);
+    LLVMValueRef first = LLVMGetFirstInstruction(entry);
+    if (first) LLVMPositionBuilderBefore(b, first);
+    else LLVMPositionBuilderAtEnd(b, entry);
+    LLVMValueRef slot = LLVMBuildAlloca(b, ty, name);
+    LLVMDisposeBuilder(b);
+    return slot;
+}
+
+/* ---- float arithmetic ------------------------------------------------------------------ */
+
+static LLVMValueRef with_flags(LLVMValueRef v, LLVMFastMathFlags f)
+{
+    if (LLVMIsAInstruction(v) && LLVMCanValueUseFastMathFlags(v)) LLVMSetFastMathFlags(v, f);
+    return v;
+}
+
+LLVMValueRef cg_fadd(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b)
+{
+    return with_flags(LLVMBuildFAdd(cg->b, a, b, ""), LLVMFastMathAllowContract);
+}
+LLVMValueRef cg_fsub(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b)
+{
+    return with_flags(LLVMBuildFSub(cg->b, a, b, ""), LLVMFastMathAllowContract);
+}
+LLVMValueRef cg_fmul(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b)
+{
+    return with_flags(LLVMBuildFMul(cg->b, a, b, ""), LLVMFastMathAllowContract);
+}
+LLVMValueRef cg_fdiv(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFDiv(cg->b, a, b, ""); }
+LLVMValueRef cg_fadd_reduce(kiln_cg *cg, LLVMValueRef acc, LLVMValueRef v)
+{
+    return with_flags(LLVMBuildFAdd(cg->b, acc, v, ""), LLVMFastMathAllowContract | LLVMFastMathAllowReassoc);
+}
+
+/* ---- calls ------------------------------------------------------------------------------- */
+
+LLVMValueRef cg_intrinsic(kiln_cg *cg, const char *name, LLVMTypeRef *types, unsigned n_types,
+                          LLVMValueRef *args, unsigned n_args)
+{
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    KILN_ASSERT(id != 0);
+    LLVMValueRef fn = LLVMGetIntrinsicDeclaration(cg->mod, id, types, n_types);
+    LLVMTypeRef fty = LLVMIntrinsicGetType(cg->ctx, id, types, n_types);
+    return LLVMBuildCall2(cg->b, fty, fn, args, n_args, "");
+}
+
+LLVMValueRef cg_intrinsic1(kiln_cg *cg, const char *name, LLVMValueRef x)
+{
+    LLVMTypeRef ty = LLVMTypeOf(x);
+    return cg_intrinsic(cg, name, &ty, 1, &x, 1);
+}
+
+LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMValueRef y)
+{
+    LLVMTypeRef ty = LLVMTypeOf(x);
+    LLVMValueRef args[2] = {x, y};
+    return cg_intrinsic(cg, name, &ty, 1, args, 2);
+}
+
+LLVMValueRef cg_libm1(kiln_cg *cg, const char *name, LLVMValueRef x)
+{
+    LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, &cg->t_f32, 1, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
+    if (!fn) {
+        /* libm functions only read their argument (errno aside, which kiln never looks
+         * at): memory(none) lets LICM and the vectoriser treat them as pure */
+        fn = LLVMAddFunction(cg->mod, name, fty);
+        add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+        add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "willreturn");
+        unsigned kind = LLVMGetEnumAttributeKindForName("memory", 6);
+        LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
+    }
+    LLVMValueRef call = LLVMBuildCall2(cg->b, fty, fn, &x, 1, "");
+    return call;
+}
+
+void cg_memcpy(kiln_cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t bytes)
+{
+    if (bytes == 0) return;
+    LLVMBuildMemCpy(cg->b, dst, KILN_ELEM_BYTES, src, KILN_ELEM_BYTES, cg_i64(cg, bytes));
+}
+
+/* ---- control flow ----------------------------------------------------------------------- */
+
+static LLVMValueRef current_fn(kiln_cg *cg) { return LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b)); }
+
+void cg_loop_begin(kiln_cg *cg, cg_loop *l, LLVMValueRef begin, LLVMValueRef end, const char *name)
+{
+    LLVMValueRef fn = current_fn(cg);
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(cg->b);
+    l->head = LLVMAppendBasicBlockInContext(cg->ctx, fn, name);
+    l->body = LLVMAppendBasicBlockInContext(cg->ctx, fn, "body");
+    l->exit = LLVMAppendBasicBlockInContext(cg->ctx, fn, "exit");
+    LLVMBuildBr(cg->b, l->head);
+    LLVMPositionBuilderAtEnd(cg->b, l->head);
+    l->phi = LLVMBuildPhi(cg->b, cg->t_i64, name);
+    LLVMAddIncoming(l->phi, &begin, &pre, 1);
+    l->i = l->phi;
+    LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, l->phi, end, ""), l->body, l->exit);
+    LLVMPositionBuilderAtEnd(cg->b, l->body);
+}
+
+/* !llvm.loop !{self, !{"llvm.loop.unroll.disable"}} on a back edge. Why: shapes are
+ * constants, so O3 would fully unroll every short loop (and the vectorised ones after
+ * vectorisation), multiplying code size and compile time for little gain on loops that
+ * are memory-bound; vectorisation and interleaving are unaffected. */
+static void no_unroll(kiln_cg *cg, LLVMValueRef branch)
+{
+    LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->ctx, NULL, 0);
+    LLVMMetadataRef disable = LLVMMDStringInContext2(cg->ctx, "llvm.loop.unroll.disable", 24);
+    LLVMMetadataRef ops[2] = {tmp, LLVMMDNodeInContext2(cg->ctx, &disable, 1)};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(cg->ctx, ops, 2);
+    LLVMMetadataReplaceAllUsesWith(tmp, id); /* the loop id refers to itself */
+    LLVMSetMetadata(branch, LLVMGetMDKindIDInContext(cg->ctx, "llvm.loop", 9), LLVMMetadataAsValue(cg->ctx, id));
+}
+
+void cg_loop_end(kiln_cg *cg, cg_loop *l)
+{
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
+    LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->phi, cg_i64(cg, 1), "");
+    no_unroll(cg, LLVMBuildBr(cg->b, l->head));
+    LLVMAddIncoming(l->phi, &next, &latch, 1);
+    LLVMPositionBuilderAtEnd(cg->b, l->exit);
+}
+
+void cg_if_begin(kiln_cg *cg, cg_if *f, LLVMValueRef cond)
+{
+    LLVMValueRef fn = current_fn(cg);
+    f->then = LLVMAppendBasicBlockInContext(cg->ctx, fn, "then");
+    f->join = LLVMAppendBasicBlockInContext(cg->ctx, fn, "join");
+    LLVMBuildCondBr(cg->b, cond, f->then, f->join);
+    LLVMPositionBuilderAtEnd(cg->b, f->then);
+}
+
+void cg_if_end(kiln_cg *cg, cg_if *f)
+{
+    LLVMBuildBr(cg->b, f->join);
+    LLVMPositionBuilderAtEnd(cg->b, f->join);
+}
+
+void cg_return_if(kiln_cg *cg, LLVMValueRef cond, int code)
+{
+    LLVMValueRef fn = current_fn(cg);
+    LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(cg->ctx, fn, "fail");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "ok");
+    LLVMBuildCondBr(cg->b, cond, fail, next);
+    LLVMPositionBuilderAtEnd(cg->b, fail);
+    LLVMBuildRet(cg->b, cg_i32(cg, code));
+    LLVMPositionBuilderAtEnd(cg->b, next);
+}
+
+/* ---- loop nests ------------------------------------------------------------------------- */
+
+void cg_nest_begin(kiln_cg *cg, cg_nest *n, int rank, const int64_t *dims, int n_ops,
+                   const int64_t stride[][KILN_MAX_RANK], const LLVMValueRef *base)
+{
+    KILN_ASSERT(rank >= 0 && rank <= KILN_MAX_RANK && n_ops <= CG_MAX_OPS);
+    n->rank = rank;
+    n->n_ops = n_ops;
+    for (int k = 0; k < n_ops; k++) n->off[k] = base ? base[k] : cg_i64(cg, 0);
+    for (int d = 0; d < rank; d++) {
+        cg_loop_begin(cg, &n->loop[d], cg_i64(cg, 0), cg_i64(cg, dims[d]), "i");
+        for (int k = 0; k < n_ops; k++) {
+            if (stride[k][d] == 0) continue;
+            LLVMValueRef step = LLVMBuildNSWMul(cg->b, n->loop[d].i, cg_i64(cg, stride[k][d]), "");
+            n->off[k] = LLVMBuildNSWAdd(cg->b, n->off[k], step, "");
+        }
+    }
+}
+
+void cg_nest_end(kiln_cg *cg, cg_nest *n)
+{
+    for (int d = n->rank - 1; d >= 0; d--) cg_loop_end(cg, &n->loop[d]);
+}
+
+int cg_collapse_dims(int rank, int64_t *dims, int n_ops, int64_t stride[][KILN_MAX_RANK])
+{
+    /* drop size-1 dims (their index is always 0) */
+    int r = 0;
+    for (int d = 0; d < rank; d++) {
+        if (dims[d] == 1) continue;
+        dims[r] = dims[d];
+        for (int k = 0; k < n_ops; k++) stride[k][r] = stride[k][d];
+        r++;
+    }
+    /* merge d into d+1 where every operand is contiguous across the two */
+    int out = 0;
+    for (int d = 0; d < r; d++) {
+        if (out > 0) {
+            bool merge = true;
+            for (int k = 0; k < n_ops && merge; k++) merge = stride[k][out - 1] == stride[k][d] * dims[d];
+            if (merge) {
+                dims[out - 1] *= dims[d];
+                for (int k = 0; k < n_ops; k++) stride[k][out - 1] = stride[k][d];
+                continue;
+            }
+        }
+        dims[out] = dims[d];
+        for (int k = 0; k < n_ops; k++) stride[k][out] = stride[k][d];
+        out++;
+    }
+    return out;
+}
+
+void cg_row_major_strides(const kiln_type *t, int64_t *stride)
+{
+    int64_t s = 1;
+    for (int d = t->rank - 1; d >= 0; d--) {
+        stride[d] = s;
+        s *= t->dims[d];
+    }
+}
+
+void cg_bcast_strides(const kiln_type *t, int rank, int64_t *stride)
+{
+    int64_t s = 1;
+    for (int d = rank - 1; d >= 0; d--) {
+        int k = d - (rank - t->rank);
+        stride[d] = (k < 0 || t->dims[k] == 1) ? 0 : s;
+        if (k >= 0) s *= t->dims[k];
+    }
+}
+
+int64_t cg_span(const int64_t *dims, int from, int to)
+{
+    int64_t n = 1;
+    for (int d = from; d < to; d++) n *= dims[d];
+    return n;
+}

@@ -1,0 +1,141 @@
+/* entry.c — the entry function of a compiled model:
+ *
+ *     int NAME_forward(const float *params, void *workspace, <inputs…>, <outputs…>)
+ *
+ * Design: external linkage (everything else in the module is internal), arguments in
+ * the SPEC's order (inputs as the request lists them, outputs as g->outputs). It calls
+ * one kernel per node that needs one, in node order, passing each value's address from
+ * the memory plan: the parameter blob or the workspace plus a constant offset, a caller
+ * buffer, a constant global, or — for a view — the address of the value it views. A
+ * kernel that can fail returns a status; a non-zero one is returned at once (later
+ * kernels would read garbage). Outputs whose node lives elsewhere are copied last.
+ * Nodes whose kernels would be identical call one shared function.
+ * The JIT and the AOT writer share this function; it allocates nothing.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lower.h"
+
+typedef struct entry_ctx {
+    kiln_cg *cg;
+    const kiln_graph *g;
+    const kiln_memplan *p;
+    LLVMValueRef fn;
+    uint32_t n_inputs;
+} entry_ctx;
+
+/* The address of node id's value. */
+static LLVMValueRef value_ptr(entry_ctx *e, uint32_t id)
+{
+    const kiln_home *h = &e->p->homes[id];
+    switch (h->kind) {
+    case KILN_HOME_PARAM: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, 0), h->offset);
+    case KILN_HOME_WORKSPACE: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, 1), h->offset);
+    case KILN_HOME_INPUT: return LLVMGetParam(e->fn, 2 + h->index);
+    case KILN_HOME_OUTPUT: return LLVMGetParam(e->fn, 2 + e->n_inputs + h->index);
+    case KILN_HOME_CONST: return lower_constant_global(e->cg, e->g, id);
+    case KILN_HOME_ALIAS: return value_ptr(e, h->index);
+    case KILN_HOME_NONE: break;
+    }
+    KILN_ASSERT(!"a kernel reads a value that has no home");
+    return NULL;
+}
+
+/* A kernel function already emitted, by key (lower_kernel_key). */
+typedef struct kernel_key {
+    char *text;
+    uint64_t hash;
+    LLVMValueRef fn;
+} kernel_key;
+
+static uint64_t hash_string(const char *s)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
+               const kiln_memplan *p, const char *entry_name, int *n_functions)
+{
+    /* kernels first (each one moves the builder into its own body), one function per
+     * distinct key: identical layers share their kernels */
+    LLVMValueRef *kernels = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *kernels);
+    kernel_key *keys = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *keys);
+    KILN_ASSERT(kernels && keys);
+    int n_kernels = 0, n_keys = 0;
+    char key[4096];
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        if (!lower_needs_kernel(g, p, id)) continue;
+        n_kernels++;
+        bool has_scratch = p->scratch_bytes[id] > 0;
+        bool shareable = lower_kernel_key(g, id, has_scratch, key, sizeof key);
+        uint64_t h = shareable ? hash_string(key) : 0;
+        for (int k = 0; shareable && k < n_keys && !kernels[id]; k++)
+            if (keys[k].hash == h && strcmp(keys[k].text, key) == 0) kernels[id] = keys[k].fn;
+        if (kernels[id]) continue;
+        kernels[id] = lower_kernel(cg, gemm_cg, g, id, has_scratch);
+        if (shareable) {
+            keys[n_keys].text = strdup(key);
+            KILN_ASSERT(keys[n_keys].text != NULL);
+            keys[n_keys].hash = h;
+            keys[n_keys++].fn = kernels[id];
+        }
+    }
+    if (n_functions) *n_functions = n_keys;
+    for (int k = 0; k < n_keys; k++) free(keys[k].text);
+    free(keys);
+
+    unsigned n_args = 2 + req->n_inputs + g->n_outputs;
+    LLVMTypeRef *params = calloc(n_args, sizeof *params);
+    KILN_ASSERT(params != NULL);
+    for (unsigned i = 0; i < n_args; i++) params[i] = cg->t_ptr;
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, entry_name, LLVMFunctionType(cg->t_i32, params, n_args, 0));
+    free(params);
+    unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, nounwind, 0));
+    kiln_target_tag_function(cg->target, fn);
+    LLVMSetValueName2(LLVMGetParam(fn, 0), "params", 6);
+    LLVMSetValueName2(LLVMGetParam(fn, 1), "workspace", 9);
+    char arg[160];
+    for (uint32_t i = 0; i < req->n_inputs; i++) {
+        const char *name = g->nodes[req->inputs[i]].attrs.name;
+        snprintf(arg, sizeof arg, "in_%s", name ? name : "");
+        LLVMSetValueName2(LLVMGetParam(fn, 2 + i), arg, strlen(arg));
+    }
+    for (uint32_t o = 0; o < g->n_outputs; o++) {
+        snprintf(arg, sizeof arg, "out_%s", g->outputs[o].name);
+        LLVMSetValueName2(LLVMGetParam(fn, 2 + req->n_inputs + o), arg, strlen(arg));
+    }
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+
+    entry_ctx e = {cg, g, p, fn, req->n_inputs};
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        if (!kernels[id]) continue;
+        const kiln_node *n = &g->nodes[id];
+        LLVMValueRef args[80];
+        unsigned k = 0;
+        args[k++] = value_ptr(&e, id);
+        for (uint32_t i = 0; i < n->n_in; i++) args[k++] = value_ptr(&e, n->in[i]);
+        if (p->scratch_bytes[id] > 0) args[k++] = cg_byte_offset(cg, LLVMGetParam(fn, 1), p->scratch_offset[id]);
+        LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(kernels[id]), kernels[id], args, k, "");
+        if (kiln_lower_table[n->op].can_fail) {
+            LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(cg->ctx, fn, "fail");
+            LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
+            LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, rc, cg_i32(cg, 0), ""), fail, next);
+            LLVMPositionBuilderAtEnd(cg->b, fail);
+            LLVMBuildRet(cg->b, rc);
+            LLVMPositionBuilderAtEnd(cg->b, next);
+        }
+    }
+    for (uint32_t i = 0; i < p->n_copies; i++) {
+        const kiln_out_copy *c = &p->copies[i];
+        int64_t bytes = kiln_type_numel(&g->nodes[c->node].type) * KILN_ELEM_BYTES;
+        cg_memcpy(cg, LLVMGetParam(fn, 2 + req->n_inputs + c->output), value_ptr(&e, c->node), bytes);
+    }
+    LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
+    free(kernels);
+    return n_kernels;
+}

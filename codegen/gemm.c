@@ -1,0 +1,694 @@
+/* gemm.c — generated matrix products C (m×n) = op(A)·op(B), BLIS-style.
+ *
+ * The loop nest (W = target->vector_floats; mc, kc, nc are the shape's blocks):
+ *
+ *   for i3 in [0, m) step mc               A block, packed once, reused for all of n
+ *     for p in [0, k) step kc
+ *       pack op(A)[i3.., p..] → Ap         ceil(mc/MR) slivers of kc×MR:   Ap[s][q][r]
+ *       for j2 in [0, n) step nc           B block, sized to stay in L2
+ *         pack op(B)[p.., j2..] → Bp       ceil(nc/NR) slivers of kc×NR:   Bp[s][q][c]
+ *         for ir in [0, mc) step MR        one A sliver (kc×MR) is reused by …
+ *           for jr in [0, nc) step NR      … every B sliver of the block, streamed from L2
+ *             tile: C[i3+ir.., j2+jr..] (=|+=) A sliver · B sliver
+ *
+ * Functions. kiln_cg_gemm gives each shape its own function, named by the shape, which
+ * passes the shape's sizes, strides and blocks as constants to the loop nest. Everything
+ * else is shared by all the GEMMs of a module and emitted once, on first use: the loop
+ * nest per combination of transposes (loops_function), the micro-kernel (tile_function)
+ * and the packers. Time goes into the tiles (a tile is ~300 k flops), so calls and
+ * run-time trip counts cost nothing measurable, while each further GEMM shape costs a
+ * dozen instructions to compile instead of a whole kernel.
+ *
+ * Micro-kernel (tile_function). NR = 2 vectors of W floats. The MR·2 accumulators are
+ * <W x float> phis of the k loop, so they live in registers with no help from the
+ * optimiser; each step q loads the two B vectors of row q of the B sliver, broadcasts the
+ * MR elements of column q of the A sliver and issues 2·MR llvm.fma (see has_fma). MR fills
+ * the register file: accumulators + 2 B vectors + 1 broadcast = 12·2+3 = 27 of 32 zmm
+ * (12×32 tile, AVX-512), 6·2+3 = 15 of 16 ymm (6×16, AVX2), 15 of 16 xmm (6×8, SSE). The
+ * C tile is prefetched before the k loop and written after it: overwritten by the first
+ * k block (beta = 0), added to by the later ones.
+ *
+ * Packing. The lanes of a sliver at one depth q (MR rows of op(A), NR columns of op(B))
+ * are contiguous in the source for op(A) transposed and op(B) plain: pack_copy_function
+ * copies them as vectors. Otherwise k is contiguous and pack_transpose_function loads
+ * W×W blocks along k and transposes them in registers. Transposes are thus only a
+ * packing matter; the micro-kernel is the same for all four.
+ *
+ * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
+ * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
+ * through llvm.masked.store with a column mask and a per-row enable. k = 0 writes zeros;
+ * m = 0 or n = 0 gives an empty function.
+ *
+ * Blocking (in floats; caches L1d 48 KiB, L2 1 MiB or more). Caps:
+ *   KC = 384  an A sliver is 12×384×4 = 18 KiB (AVX2: 6×384×4 = 9 KiB), reused from L1
+ *             by the tiles of one jr sweep; a B sliver, 384×32×4 = 48 KiB, streams.
+ *   NC = 320  a B block is 384×320×4 = 480 KiB: half of a 1 MiB L2.
+ *   MC = 960  an A block is 960×384×4 = 1.4 MiB and is read from L3; it is large only to
+ *             amortise packing B, which happens once per A block.
+ * The blocks of a shape are balanced under these caps (blocks_for: k = 400 runs as
+ * 208 + 192, not 384 + 16) and are whole tiles, so only the last block of m (n) can hold a
+ * partial tile.
+ *
+ * Scratch (floats, 64-byte aligned): [ Ap: mc·kc, rounded up to 16 ][ Bp: nc·kc ].
+ *
+ * The emitted IR is already what should run (vector phis, no allocas, addresses as one
+ * pointer per loop plus constants), so it needs no IR optimisation. Every loop carries
+ * "no unroll, no vectorise" hints and the functions are noinline: O3 over the module
+ * costs some compile time but no longer multiplies the code (see docs/performance.md).
+ */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <llvm-c/DebugInfo.h>
+
+#include "codegen.h"
+
+enum { GEMM_KC = 384, GEMM_MC = 960, GEMM_NC = 320 };
+
+/* The register tile for a vector width. */
+typedef struct gemm_tile {
+    int w;       /* floats per vector */
+    int mr, nr;  /* rows of A broadcast per step × columns of B (= 2 vectors) */
+} gemm_tile;
+
+enum { MR_MAX = 12, NV = 2, NR_MAX = 32 };  /* NV: vectors per tile row */
+
+static gemm_tile tile_for(const kiln_target *t) {
+    if (t->vector_floats >= 16) return (gemm_tile){16, 12, 32};
+    if (t->vector_floats == 8) return (gemm_tile){8, 6, 16};
+    return (gemm_tile){4, 6, 8};
+}
+
+static int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
+
+/* The block sizes of one shape: as few blocks as the caps allow, of equal size rounded up
+ * to a multiple of q (so 400 = 208 + 192, not 384 + 16). Every block but the last is full. */
+typedef struct gemm_blocks {
+    int64_t mc, kc, nc;
+} gemm_blocks;
+
+static int64_t balanced(int64_t len, int64_t cap, int64_t q) {
+    int64_t count = (len + cap - 1) / cap;
+    return round_up((len + count - 1) / count, q);
+}
+
+/* mc and nc are rounded to whole tiles (packing pads them); kc to whole vectors, which
+ * keeps the transposing packer off its scalar tail, but never past k. */
+static gemm_blocks blocks_for(gemm_tile t, const kiln_gemm_shape *s) {
+    int64_t kc = balanced(s->k, GEMM_KC, t.w);
+    return (gemm_blocks){balanced(s->m, GEMM_MC, t.mr), kc < s->k ? kc : s->k, balanced(s->n, GEMM_NC, t.nr)};
+}
+
+/* Floats of each packed region (see the layout above). */
+static int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
+static int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
+
+int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
+    if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
+    gemm_blocks bl = blocks_for(tile_for(t), s);
+    return packed_a_floats(bl) + packed_b_floats(bl);
+}
+
+/* ---- emission state and small builders ------------------------------------------- */
+
+typedef struct gen {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    const kiln_target *target;
+    gemm_tile t;
+    LLVMBuilderRef b;   /* our own builder per function: the caller's cg->b keeps its place */
+    LLVMValueRef fn;    /* the function being emitted */
+    LLVMTypeRef i1, i32, i64, f32, ptr, vf, vmask;  /* vf = <W x float>, vmask = <W x i1> */
+    LLVMValueRef iota;                              /* <W x i32> 0, 1, …, W-1 */
+    LLVMTypeRef fma_ty, mload_ty, mstore_ty, prefetch_ty;
+    LLVMValueRef fma, mload, mstore, prefetch;      /* llvm.fma, masked.load/.store, prefetch */
+    LLVMMetadataRef loop_hints[2];                  /* no unrolling, no vectorising */
+    unsigned md_loop;                               /* kind id of !llvm.loop */
+} gen;
+
+static LLVMValueRef k64(gen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
+static LLVMValueRef add(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(g->b, x, y, ""); }
+static LLVMValueRef sub(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWSub(g->b, x, y, ""); }
+static LLVMValueRef mul(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWMul(g->b, x, y, ""); }
+static LLVMValueRef lt(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildICmp(g->b, LLVMIntSLT, x, y, ""); }
+static LLVMValueRef smin(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildSelect(g->b, lt(g, x, y), x, y, ""); }
+
+/* &base[idx] for an element that exists. */
+static LLVMValueRef at(gen *g, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildInBoundsGEP2(g->b, g->f32, base, &idx, 1, "");
+}
+/* &base[idx] that may point past the array: only for masked accesses and prefetches,
+ * which do not touch memory there (so no inbounds promise). */
+static LLVMValueRef at_any(gen *g, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildGEP2(g->b, g->f32, base, &idx, 1, "");
+}
+
+static LLVMValueRef load_aligned(gen *g, LLVMTypeRef ty, LLVMValueRef p, unsigned align) {
+    LLVMValueRef v = LLVMBuildLoad2(g->b, ty, p, "");
+    LLVMSetAlignment(v, align);
+    return v;
+}
+static void store_aligned(gen *g, LLVMValueRef v, LLVMValueRef p, unsigned align) {
+    LLVMSetAlignment(LLVMBuildStore(g->b, v, p), align);
+}
+
+static LLVMValueRef splat(gen *g, LLVMValueRef x, LLVMTypeRef vty) {
+    LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vty), x, LLVMConstInt(g->i32, 0, 0), "");
+    return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vty), LLVMConstNull(LLVMVectorType(g->i32, (unsigned)g->t.w)),
+                                  "");
+}
+
+/* <W x i1>: lane < count, for any i64 count (negative → none, ≥ W → all). */
+static LLVMValueRef lanes_below(gen *g, LLVMValueRef count) {
+    LLVMValueRef n = LLVMBuildTrunc(g->b, smin(g, count, k64(g, g->t.w)), g->i32, "");
+    return LLVMBuildICmp(g->b, LLVMIntSLT, g->iota, splat(g, n, LLVMVectorType(g->i32, (unsigned)g->t.w)), "");
+}
+
+static LLVMValueRef masked_load(gen *g, LLVMValueRef p, LLVMValueRef mask) {
+    LLVMValueRef args[] = {p, LLVMConstInt(g->i32, 4, 0), mask, LLVMConstNull(g->vf)};
+    return LLVMBuildCall2(g->b, g->mload_ty, g->mload, args, 4, "");
+}
+static void masked_store(gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+    LLVMValueRef args[] = {v, p, LLVMConstInt(g->i32, 4, 0), mask};
+    LLVMBuildCall2(g->b, g->mstore_ty, g->mstore, args, 4, "");
+}
+/* llvm.prefetch(p, write, high locality, data cache) */
+static void prefetch_for_write(gen *g, LLVMValueRef p) {
+    LLVMValueRef args[] = {p, LLVMConstInt(g->i32, 1, 0), LLVMConstInt(g->i32, 3, 0), LLVMConstInt(g->i32, 1, 0)};
+    LLVMBuildCall2(g->b, g->prefetch_ty, g->prefetch, args, 4, "");
+}
+
+static LLVMValueRef call(gen *g, LLVMValueRef fn, LLVMValueRef *args, unsigned n) {
+    return LLVMBuildCall2(g->b, LLVMGlobalGetValueType(fn), fn, args, n, "");
+}
+
+static LLVMBasicBlockRef block(gen *g, const char *name) {
+    return LLVMAppendBasicBlockInContext(g->ctx, g->fn, name);
+}
+
+/* if (cond) goto then_; else goto else_; — leaves the builder in then_. */
+static void branch(gen *g, LLVMValueRef cond, LLVMBasicBlockRef then_, LLVMBasicBlockRef else_) {
+    LLVMBuildCondBr(g->b, cond, then_, else_);
+    LLVMPositionBuilderAtEnd(g->b, then_);
+}
+
+/* for (iv = from; iv < to; iv += step): loop_begin leaves the builder in the body,
+ * loop_end closes it from wherever the body ended and continues after the loop. */
+typedef struct loop {
+    LLVMValueRef iv;
+    int64_t step;
+    LLVMValueRef step_value;  /* set after loop_begin for a step known only at run time */
+    LLVMBasicBlockRef head, exit;
+} loop;
+
+static loop loop_begin(gen *g, LLVMValueRef from, LLVMValueRef to, int64_t step, const char *name) {
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
+    loop l = {.step = step, .head = block(g, name)};
+    LLVMBasicBlockRef body = block(g, name);
+    l.exit = block(g, name);
+    LLVMBuildBr(g->b, l.head);
+    LLVMPositionBuilderAtEnd(g->b, l.head);
+    l.iv = LLVMBuildPhi(g->b, g->i64, name);
+    LLVMAddIncoming(l.iv, &from, &pre, 1);
+    LLVMBuildCondBr(g->b, lt(g, l.iv, to), body, l.exit);
+    LLVMPositionBuilderAtEnd(g->b, body);
+    return l;
+}
+
+/* Marks the back edge `br` of a loop "do not unroll, do not vectorise". The loops are
+ * written the way they should run; without the hints O3 fully unrolls the packing loops
+ * and peels the k blocks, which triples compile time for no speed. A loop id is a node
+ * whose first operand is itself, hence the temporary. */
+static void hint_loop(gen *g, LLVMValueRef br) {
+    LLVMMetadataRef self = LLVMTemporaryMDNode(g->ctx, NULL, 0);
+    LLVMMetadataRef ops[] = {self, g->loop_hints[0], g->loop_hints[1]};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(g->ctx, ops, 3);
+    LLVMMetadataReplaceAllUsesWith(self, id);  /* also frees the temporary */
+    LLVMSetMetadata(br, g->md_loop, LLVMMetadataAsValue(g->ctx, id));
+}
+
+static void loop_end(gen *g, loop *l) {
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
+    LLVMValueRef next = add(g, l->iv, l->step_value ? l->step_value : k64(g, l->step));
+    hint_loop(g, LLVMBuildBr(g->b, l->head));
+    LLVMAddIncoming(l->iv, &next, &latch, 1);
+    LLVMPositionBuilderAtEnd(g->b, l->exit);
+}
+
+/* ---- functions -------------------------------------------------------------------- */
+
+static void add_attr(gen *g, LLVMAttributeIndex idx, const char *name) {
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    LLVMAddAttributeAtIndex(g->fn, idx, LLVMCreateEnumAttribute(g->ctx, kind, 0));
+}
+
+/* Starts the internal function `void name(params…)` in g (with a fresh builder at its
+ * entry), or returns false when the module already has it (*existing set). Pointer
+ * parameters are noalias: no two operands of a GEMM overlap. */
+static bool function_begin(gen *g, const char *name, unsigned n, const LLVMTypeRef *params,
+                           const char *const *names, LLVMValueRef *existing) {
+    *existing = LLVMGetNamedFunction(g->mod, name);
+    if (*existing) return false;
+    g->fn = LLVMAddFunction(g->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), (LLVMTypeRef *)params, n, 0));
+    LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+    add_attr(g, LLVMAttributeFunctionIndex, "nounwind");
+    add_attr(g, LLVMAttributeFunctionIndex, "noinline");  /* units compiled once, shared */
+    for (unsigned i = 0; i < n; i++) {
+        LLVMSetValueName2(LLVMGetParam(g->fn, i), names[i], strlen(names[i]));
+        if (params[i] != g->ptr) continue;
+        add_attr(g, i + 1, "noalias");
+        add_attr(g, i + 1, "nocapture");
+    }
+    kiln_target_tag_function(g->target, g->fn);
+    g->b = LLVMCreateBuilderInContext(g->ctx);
+    LLVMPositionBuilderAtEnd(g->b, block(g, "entry"));
+    return true;
+}
+
+static LLVMValueRef function_end(gen *g) {
+    LLVMBuildRetVoid(g->b);
+    LLVMDisposeBuilder(g->b);
+    g->b = NULL;
+    return g->fn;
+}
+
+static LLVMValueRef param(gen *g, unsigned i) { return LLVMGetParam(g->fn, i); }
+
+/* ---- packing ----------------------------------------------------------------------- */
+
+/* Both packers fill one sliver of `width` lanes (MR or NR) and depth kc:
+ *   dst[q·width + x] = lane x at depth q of the source, or 0 for x ≥ valid
+ * (valid ≥ 1: the lanes left before m or n). dst is 64-byte aligned. */
+
+/*   void kiln_gemm_pack_copy_wW_X(const float *src, float *dst, i64 sk, i64 valid, i64 kc)
+ * lanes contiguous, depth q at src + q·sk: each row q is copied as vectors; the load
+ * mask zero-fills the lanes past valid. */
+static LLVMValueRef pack_copy_function(gen g, int width) {
+    char name[64];
+    snprintf(name, sizeof name, "kiln_gemm_pack_copy_w%d_%d", g.t.w, width);
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.i64, g.i64, g.i64};
+    static const char *const names[] = {"src", "dst", "sk", "valid", "kc"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 5, params, names, &fn)) return fn;
+    LLVMValueRef src = param(&g, 0), dst = param(&g, 1), sk = param(&g, 2), valid = param(&g, 3), kc = param(&g, 4);
+    const int w = g.t.w, chunks = (width + w - 1) / w;
+    unsigned dst_align = width % w == 0 ? 4u * (unsigned)w : 4u;
+    LLVMValueRef lmask[NR_MAX / 4];
+    assert(chunks <= NR_MAX / 4);
+    for (int ch = 0; ch < chunks; ch++) lmask[ch] = lanes_below(&g, sub(&g, valid, k64(&g, ch * w)));
+    loop lq = loop_begin(&g, k64(&g, 0), kc, 1, "q");
+    LLVMValueRef row = at(&g, src, mul(&g, lq.iv, sk)), drow = at(&g, dst, mul(&g, lq.iv, k64(&g, width)));
+    for (int ch = 0; ch < chunks; ch++) {
+        LLVMValueRef v = masked_load(&g, at_any(&g, row, k64(&g, ch * w)), lmask[ch]);
+        LLVMValueRef dp = at(&g, drow, k64(&g, ch * w));
+        int keep = width - ch * w;
+        if (keep >= w) store_aligned(&g, v, dp, dst_align);
+        else masked_store(&g, v, dp, lanes_below(&g, k64(&g, keep)));
+    }
+    loop_end(&g, &lq);
+    return function_end(&g);
+}
+
+/* Transposes the W×W block r[0..W) in registers: afterwards r[q][x] is the old r[x][q].
+ * The stage for h swaps bit h of the row index with bit h of the lane index by trading
+ * h-wide lane blocks between rows x and x+h (rows x with bit h clear); the log2(W)
+ * stages commute and together swap the whole index. */
+static void transpose(gen *g, LLVMValueRef *r) {
+    const int w = g->t.w;
+    for (int h = w / 2; h >= 1; h /= 2) {
+        LLVMValueRef lo[16], hi[16];  /* lane masks into the pair (r[x], r[x+h]) */
+        for (int l = 0; l < w; l++) {
+            lo[l] = LLVMConstInt(g->i32, (unsigned long long)((l & h) ? w + l - h : l), 0);
+            hi[l] = LLVMConstInt(g->i32, (unsigned long long)((l & h) ? w + l : l + h), 0);
+        }
+        LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)w), mhi = LLVMConstVector(hi, (unsigned)w);
+        for (int x = 0; x < w; x++) {
+            if (x & h) continue;
+            LLVMValueRef a = r[x], b = r[x + h];
+            r[x] = LLVMBuildShuffleVector(g->b, a, b, mlo, "");
+            r[x + h] = LLVMBuildShuffleVector(g->b, a, b, mhi, "");
+        }
+    }
+}
+
+/* Lanes [x0, x0 + lanes) of a transposed sliver (lanes ≤ W, all valid): W consecutive k
+ * of each lane are loaded as vectors (rows past `lanes` are zeros), transposed in
+ * registers and stored as W packed rows; the last kc mod W depths go one float at a time.
+ * The lanes start at src + x0·sw + off[x]. */
+static void transpose_block(gen *g, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef *off, LLVMValueRef sw,
+                            LLVMValueRef x0, int lanes, int width, LLVMValueRef kc) {
+    const int w = g->t.w;
+    unsigned dst_align = width % w == 0 ? 4u * (unsigned)w : 4u;  /* rows stay aligned */
+    LLVMValueRef first = at(g, src, mul(g, x0, sw)), dfirst = at(g, dst, x0);
+    loop lq = loop_begin(g, k64(g, 0), sub(g, kc, k64(g, w - 1)), w, "q.vec");  /* q0 + W ≤ kc */
+    LLVMValueRef col = at(g, first, lq.iv), drow = at(g, dfirst, mul(g, lq.iv, k64(g, width)));
+    LLVMValueRef r[16];
+    for (int x = 0; x < w; x++) r[x] = x < lanes ? load_aligned(g, g->vf, at(g, col, off[x]), 4) : LLVMConstNull(g->vf);
+    transpose(g, r);
+    for (int q = 0; q < w; q++) {
+        LLVMValueRef dp = at(g, drow, k64(g, q * width));
+        if (lanes == w) store_aligned(g, r[q], dp, dst_align);
+        else masked_store(g, r[q], dp, lanes_below(g, k64(g, lanes)));
+    }
+    loop_end(g, &lq);
+    LLVMValueRef tail = LLVMBuildAnd(g->b, kc, k64(g, -(int64_t)w), "");  /* kc rounded down to W */
+    loop lt_ = loop_begin(g, tail, kc, 1, "q.tail");
+    col = at(g, first, lt_.iv);
+    drow = at(g, dfirst, mul(g, lt_.iv, k64(g, width)));
+    for (int x = 0; x < lanes; x++)
+        store_aligned(g, load_aligned(g, g->f32, at(g, col, off[x]), 4), at(g, drow, k64(g, x)), 4);
+    loop_end(g, &lt_);
+}
+
+/*   void kiln_gemm_pack_transpose_wW_X(const float *src, float *dst, i64 sw, i64 valid, i64 kc)
+ * lane x at src + x·sw, k contiguous. A whole sliver (valid ≥ width) goes by W-lane blocks
+ * (transpose_block). A sliver overhanging m or n (the last one, at most once per block)
+ * goes one float at a time: its lanes past valid read a clamped, valid row and store 0. */
+static LLVMValueRef pack_transpose_function(gen g, int width) {
+    char name[64];
+    snprintf(name, sizeof name, "kiln_gemm_pack_transpose_w%d_%d", g.t.w, width);
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.i64, g.i64, g.i64};
+    static const char *const names[] = {"src", "dst", "sw", "valid", "kc"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 5, params, names, &fn)) return fn;
+    LLVMValueRef src = param(&g, 0), dst = param(&g, 1), sw = param(&g, 2), valid = param(&g, 3), kc = param(&g, 4);
+    const int w = g.t.w;
+    LLVMBasicBlockRef whole = block(&g, "whole"), edge = block(&g, "edge"), done = block(&g, "done");
+    branch(&g, LLVMBuildICmp(g.b, LLVMIntSGE, valid, k64(&g, width), ""), whole, edge);
+
+    LLVMValueRef off[16];  /* lane x of a block starts at the block's pointer + x·sw */
+    for (int x = 0; x < w; x++) off[x] = mul(&g, k64(&g, x), sw);
+    int full = width / w * w;  /* lanes in whole W-lane blocks: one loop, one copy of the code */
+    if (full > 0) {
+        loop lb = loop_begin(&g, k64(&g, 0), k64(&g, full), w, "block");
+        transpose_block(&g, src, dst, off, sw, lb.iv, w, width, kc);
+        loop_end(&g, &lb);
+    }
+    if (full < width) transpose_block(&g, src, dst, off, sw, k64(&g, full), width - full, width, kc);
+    LLVMBuildBr(g.b, done);
+
+    LLVMPositionBuilderAtEnd(g.b, edge);
+    loop lx = loop_begin(&g, k64(&g, 0), k64(&g, width), 1, "x");
+    LLVMValueRef in = lt(&g, lx.iv, valid);
+    LLVMValueRef lane = at(&g, src, mul(&g, smin(&g, lx.iv, sub(&g, valid, k64(&g, 1))), sw));
+    LLVMValueRef dcol = at(&g, dst, lx.iv);
+    loop lq2 = loop_begin(&g, k64(&g, 0), kc, 1, "q");
+    LLVMValueRef v = load_aligned(&g, g.f32, at(&g, lane, lq2.iv), 4);
+    v = LLVMBuildSelect(g.b, in, v, LLVMConstNull(g.f32), "");
+    store_aligned(&g, v, at(&g, dcol, mul(&g, lq2.iv, k64(&g, width))), 4);
+    loop_end(&g, &lq2);
+    loop_end(&g, &lx);
+    LLVMBuildBr(g.b, done);
+    LLVMPositionBuilderAtEnd(g.b, done);
+    return function_end(&g);
+}
+
+/* ---- micro-kernel ------------------------------------------------------------------ */
+
+/* Writes the accumulators to the tile at c: stores them, or adds them to what is there
+ * (later k blocks). `masked` for a tile overhanging m or n: a column mask per vector,
+ * rows past `rows` disabled (their address clamped to a valid row). */
+static void write_tile(gen *g, LLVMValueRef acc[][NV], LLVMValueRef c, LLVMValueRef ldc, LLVMValueRef rows,
+                       LLVMValueRef cols, bool masked, bool accumulate) {
+    const int w = g->t.w;
+    LLVMValueRef colmask[NV] = {0}, none = LLVMConstNull(g->vmask);
+    if (masked)
+        for (int v = 0; v < NV; v++) colmask[v] = lanes_below(g, sub(g, cols, k64(g, v * w)));
+    for (int r = 0; r < g->t.mr; r++) {
+        LLVMValueRef on = masked ? lt(g, k64(g, r), rows) : NULL;
+        LLVMValueRef row = masked ? smin(g, k64(g, r), sub(g, rows, k64(g, 1))) : k64(g, r);
+        LLVMValueRef crow = at(g, c, mul(g, row, ldc));
+        for (int v = 0; v < NV; v++) {
+            LLVMValueRef val = acc[r][v];
+            if (masked) {
+                LLVMValueRef p = at_any(g, crow, k64(g, v * w));
+                LLVMValueRef mask = LLVMBuildSelect(g->b, on, colmask[v], none, "");
+                if (accumulate) val = LLVMBuildFAdd(g->b, val, masked_load(g, p, mask), "");
+                masked_store(g, val, p, mask);
+            } else {
+                LLVMValueRef p = at(g, crow, k64(g, v * w));
+                if (accumulate) val = LLVMBuildFAdd(g->b, val, load_aligned(g, g->vf, p, 4), "");
+                store_aligned(g, val, p, 4);
+            }
+        }
+    }
+}
+
+/*   void kiln_gemm_tile_wW_MRxNR(const float *ap, const float *bp, float *c, i64 ldc,
+ *                                i64 kc, i64 rows, i64 cols, i1 accumulate)
+ * C[r][x] (=|+=) Σ_q<kc ap[q·MR + r]·bp[q·NR + x] for r < min(rows, MR), x < min(cols, NR),
+ * C rows ldc apart; kc ≥ 1. ap is an A sliver, bp a (64-byte aligned) B sliver. */
+static LLVMValueRef tile_function(gen g) {
+    const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
+    char name[64];
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d", w, mr, nr);
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64, g.i1};
+    static const char *const names[] = {"ap", "bp", "c", "ldc", "kc", "rows", "cols", "accumulate"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 8, params, names, &fn)) return fn;
+    LLVMValueRef ap = param(&g, 0), bp = param(&g, 1), c = param(&g, 2), ldc = param(&g, 3), kc = param(&g, 4);
+    LLVMValueRef rows = param(&g, 5), cols = param(&g, 6), accumulate = param(&g, 7);
+
+    /* Start fetching the C tile now: its lines are needed only after the k loop, and
+     * unless C is small they come from L3. A prefetch never faults, so rows and columns
+     * past the tile need no care. */
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef crow = at_any(&g, c, mul(&g, k64(&g, r), ldc));
+        for (int off = 0; off < nr; off += 16) prefetch_for_write(&g, at_any(&g, crow, k64(&g, off)));
+        prefetch_for_write(&g, at_any(&g, crow, k64(&g, nr - 1)));  /* a row may straddle one more line */
+    }
+
+    LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g.vf);
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g.b), body = block(&g, "k"), done = block(&g, "k.done");
+    LLVMBuildBr(g.b, body);
+    LLVMPositionBuilderAtEnd(g.b, body);
+    LLVMValueRef q = LLVMBuildPhi(g.b, g.i64, "q");
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = LLVMBuildPhi(g.b, g.vf, "acc");
+
+    /* Step q: row q of the B sliver (2 aligned vectors), column q of the A sliver. */
+    LLVMValueRef brow = at(&g, bp, mul(&g, q, k64(&g, nr))), acol = at(&g, ap, mul(&g, q, k64(&g, mr)));
+    LLVMValueRef bv[NV];
+    for (int v = 0; v < NV; v++) bv[v] = load_aligned(&g, g.vf, at(&g, brow, k64(&g, v * w)), 4u * (unsigned)w);
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef av = splat(&g, load_aligned(&g, g.f32, at(&g, acol, k64(&g, r)), 4), g.vf);
+        for (int v = 0; v < NV; v++) {
+            LLVMValueRef args[] = {av, bv[v], acc[r][v]};
+            next[r][v] = LLVMBuildCall2(g.b, g.fma_ty, g.fma, args, 3, "");
+        }
+    }
+    LLVMValueRef q1 = add(&g, q, k64(&g, 1));
+    hint_loop(&g, LLVMBuildCondBr(g.b, lt(&g, q1, kc), body, done));
+
+    LLVMValueRef zero64 = k64(&g, 0);
+    LLVMAddIncoming(q, &zero64, &pre, 1);
+    LLVMAddIncoming(q, &q1, &body, 1);
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < NV; v++) {
+            LLVMAddIncoming(acc[r][v], &zero, &pre, 1);
+            LLVMAddIncoming(acc[r][v], &next[r][v], &body, 1);
+        }
+    LLVMPositionBuilderAtEnd(g.b, done);
+
+    /* Four ways to write: (whole tile | masked) × (store | add). */
+    LLVMValueRef whole = LLVMBuildAnd(g.b, LLVMBuildICmp(g.b, LLVMIntSGE, rows, k64(&g, mr), ""),
+                                      LLVMBuildICmp(g.b, LLVMIntSGE, cols, k64(&g, nr), ""), "");
+    LLVMBasicBlockRef arm[2] = {block(&g, "whole"), block(&g, "edge")}, end = block(&g, "end");
+    LLVMBuildCondBr(g.b, whole, arm[0], arm[1]);
+    for (int masked = 0; masked < 2; masked++) {
+        LLVMBasicBlockRef badd = block(&g, "add"), bset = block(&g, "set");
+        LLVMPositionBuilderAtEnd(g.b, arm[masked]);
+        branch(&g, accumulate, badd, bset);
+        write_tile(&g, next, c, ldc, rows, cols, masked, true);
+        LLVMBuildBr(g.b, end);
+        LLVMPositionBuilderAtEnd(g.b, bset);
+        write_tile(&g, next, c, ldc, rows, cols, masked, false);
+        LLVMBuildBr(g.b, end);
+    }
+    LLVMPositionBuilderAtEnd(g.b, end);
+    return function_end(&g);
+}
+
+/* ---- emitter setup ---------------------------------------------------------------- */
+
+/* llvm.fma rounds once on every target, so C is bit-identical whatever the vector width
+ * (every element sums its k terms in the same order); but without FMA hardware it becomes
+ * a libm call per lane. Such targets (plain x86-64) get llvm.fmuladd: a multiply and an
+ * add. A CPU named without features may have FMA: fmuladd then still fuses. */
+static bool has_fma(const kiln_target *t) {
+    for (const char *p = t->features; p && (p = strstr(p, "+fma")); p += 4)
+        if (p[4] == ',' || p[4] == 0) return true;
+    return false;
+}
+
+static LLVMValueRef intrinsic(gen *g, const char *name, LLVMTypeRef *over, size_t n, LLVMTypeRef *ty) {
+    unsigned id = LLVMLookupIntrinsicID(name, strlen(name));
+    assert(id != 0);
+    *ty = LLVMIntrinsicGetType(g->ctx, id, over, n);
+    return LLVMGetIntrinsicDeclaration(g->mod, id, over, n);
+}
+
+static gen gen_init(kiln_cg *cg) {
+    gen g = {.ctx = cg->ctx, .mod = cg->mod, .target = cg->target, .t = tile_for(cg->target)};
+    assert(g.t.mr <= MR_MAX && g.t.nr == NV * g.t.w && g.t.nr <= NR_MAX);
+    g.i1 = LLVMInt1TypeInContext(g.ctx);
+    g.i32 = LLVMInt32TypeInContext(g.ctx);
+    g.i64 = LLVMInt64TypeInContext(g.ctx);
+    g.f32 = LLVMFloatTypeInContext(g.ctx);
+    g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
+    g.vf = LLVMVectorType(g.f32, (unsigned)g.t.w);
+    g.vmask = LLVMVectorType(g.i1, (unsigned)g.t.w);
+    LLVMValueRef lane[16];
+    for (int x = 0; x < g.t.w; x++) lane[x] = LLVMConstInt(g.i32, (unsigned long long)x, 0);
+    g.iota = LLVMConstVector(lane, (unsigned)g.t.w);
+    LLVMTypeRef vf_ptr[] = {g.vf, g.ptr};
+    g.fma = intrinsic(&g, has_fma(cg->target) ? "llvm.fma" : "llvm.fmuladd", &g.vf, 1, &g.fma_ty);
+    g.mload = intrinsic(&g, "llvm.masked.load", vf_ptr, 2, &g.mload_ty);
+    g.mstore = intrinsic(&g, "llvm.masked.store", vf_ptr, 2, &g.mstore_ty);
+    g.prefetch = intrinsic(&g, "llvm.prefetch", &g.ptr, 1, &g.prefetch_ty);
+    LLVMMetadataRef no_unroll = LLVMMDStringInContext2(g.ctx, "llvm.loop.unroll.disable", 24);
+    LLVMMetadataRef no_vec[] = {LLVMMDStringInContext2(g.ctx, "llvm.loop.vectorize.enable", 26),
+                                LLVMValueAsMetadata(LLVMConstInt(g.i1, 0, 0))};
+    g.loop_hints[0] = LLVMMDNodeInContext2(g.ctx, &no_unroll, 1);
+    g.loop_hints[1] = LLVMMDNodeInContext2(g.ctx, no_vec, 2);
+    g.md_loop = LLVMGetMDKindIDInContext(g.ctx, "llvm.loop", 9);
+    return g;
+}
+
+/* ---- the loop nest ----------------------------------------------------------------- */
+
+/* One operand's packing: lane x at depth q is src[x·sw + q·sk] (lanes are rows of op(A)
+ * or columns of op(B)); copied when the lanes are contiguous (sw = 1, sk = ld), else
+ * transposed (sw = ld, sk = 1). */
+typedef struct operand {
+    LLVMValueRef src, ld, lim;  /* lim: m or n */
+    bool lanes_contiguous;
+    int width;                  /* MR or NR */
+    LLVMValueRef packer;
+} operand;
+
+/* Packs the slivers of one block: lanes [w0, w0 + nw), depths [p, p + kc), into dst. */
+static void emit_pack(gen *g, const operand *o, LLVMValueRef w0, LLVMValueRef nw, LLVMValueRef p, LLVMValueRef kc,
+                      LLVMValueRef dst) {
+    loop ls = loop_begin(g, k64(g, 0), nw, o->width, "pack");
+    LLVMValueRef lane0 = add(g, w0, ls.iv);
+    LLVMValueRef first = o->lanes_contiguous ? add(g, lane0, mul(g, p, o->ld)) : add(g, mul(g, lane0, o->ld), p);
+    LLVMValueRef args[] = {
+        at(g, o->src, first),           /* lane 0 at depth p */
+        at(g, dst, mul(g, ls.iv, kc)),  /* sliver s starts at s·width·kc */
+        o->ld,                          /* the copier's sk, the transposer's sw */
+        sub(g, o->lim, lane0),
+        kc,
+    };
+    call(g, o->packer, args, 5);
+    loop_end(g, &ls);
+}
+
+/*   void kiln_gemm_loops_wW_TATB(const float *a, const float *b, float *c, float *scratch,
+ *                                i64 m, i64 n, i64 k, i64 lda, i64 ldb, i64 ldc,
+ *                                i64 mc, i64 kc, i64 nc)
+ * the loop nest of the file comment around calls of the micro-kernel and the packers,
+ * for one combination of transposes; m, n, k ≥ 1, blocks as blocks_for. It is shared too:
+ * only the blocks' trip counts depend on the shape, and a tile's work dwarfs them. */
+static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b) {
+    char name[64];
+    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n');
+    LLVMValueRef tile = tile_function(g);
+    /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
+     * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
+    operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
+    pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
+    pb.packer = pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
+
+    LLVMTypeRef i64 = g.i64, params[] = {g.ptr, g.ptr, g.ptr, g.ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64};
+    static const char *const names[] = {"a", "b", "c", "scratch", "m", "n", "k", "lda", "ldb", "ldc", "mc", "kc", "nc"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 13, params, names, &fn)) return fn;
+    add_attr(&g, 1, "readonly");
+    add_attr(&g, 2, "readonly");
+    LLVMValueRef c = param(&g, 2), ap = param(&g, 3), m = param(&g, 4), n = param(&g, 5), k = param(&g, 6);
+    LLVMValueRef ldc = param(&g, 9), mc_max = param(&g, 10), kc_max = param(&g, 11), nc_max = param(&g, 12);
+    pa.src = param(&g, 0), pa.ld = param(&g, 7), pa.lim = m;
+    pb.src = param(&g, 1), pb.ld = param(&g, 8), pb.lim = n;
+    /* Bp follows Ap, 16-float aligned (packed_a_floats) */
+    LLVMValueRef a_floats = LLVMBuildAnd(g.b, add(&g, mul(&g, mc_max, kc_max), k64(&g, 15)), k64(&g, -16), "");
+    LLVMValueRef bp = at(&g, ap, a_floats);
+
+    loop li = loop_begin(&g, k64(&g, 0), m, 1, "i3");
+    li.step_value = mc_max;
+    LLVMValueRef mc = smin(&g, mc_max, sub(&g, m, li.iv));
+    loop lp = loop_begin(&g, k64(&g, 0), k, 1, "p");
+    lp.step_value = kc_max;
+    LLVMValueRef kc = smin(&g, kc_max, sub(&g, k, lp.iv));
+    LLVMValueRef accumulate = LLVMBuildICmp(g.b, LLVMIntNE, lp.iv, k64(&g, 0), "");
+    emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
+
+    loop lj = loop_begin(&g, k64(&g, 0), n, 1, "j2");
+    lj.step_value = nc_max;
+    LLVMValueRef nc = smin(&g, nc_max, sub(&g, n, lj.iv));
+    emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bp);
+
+    loop lr = loop_begin(&g, k64(&g, 0), mc, g.t.mr, "ir");
+    LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, ap, mul(&g, lr.iv, kc));
+    loop lc = loop_begin(&g, k64(&g, 0), nc, g.t.nr, "jr");
+    LLVMValueRef j = add(&g, lj.iv, lc.iv);
+    LLVMValueRef args[] = {
+        asl, at(&g, bp, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc, sub(&g, m, i),
+        sub(&g, n, j), accumulate,
+    };
+    call(&g, tile, args, 8);
+    loop_end(&g, &lc);
+    loop_end(&g, &lr);
+    loop_end(&g, &lj);
+    loop_end(&g, &lp);
+    loop_end(&g, &li);
+    return function_end(&g);
+}
+
+/* ---- one product ------------------------------------------------------------------- */
+
+/* k = 0: C is the m×n zero matrix. */
+static void emit_zero_c(gen *g, const kiln_gemm_shape *s, LLVMValueRef c) {
+    loop li = loop_begin(g, k64(g, 0), k64(g, s->m), 1, "zero.i");
+    LLVMValueRef crow = at(g, c, mul(g, li.iv, k64(g, s->ldc)));
+    loop lj = loop_begin(g, k64(g, 0), k64(g, s->n), 1, "zero.j");
+    store_aligned(g, LLVMConstNull(g->f32), at(g, crow, lj.iv), 4);
+    loop_end(g, &lj);
+    loop_end(g, &li);
+}
+
+LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) {
+    assert(s->m >= 0 && s->n >= 0 && s->k >= 0);
+    assert(s->ldc >= s->n);
+    assert(s->lda >= (s->trans_a ? s->m : s->k) && s->ldb >= (s->trans_b ? s->k : s->n));
+
+    char name[192];
+    snprintf(name, sizeof name, "kiln_gemm_m%" PRId64 "_n%" PRId64 "_k%" PRId64 "_%c%c_lda%" PRId64 "_ldb%" PRId64
+             "_ldc%" PRId64, s->m, s->n, s->k, s->trans_a ? 't' : 'n', s->trans_b ? 't' : 'n', s->lda, s->ldb, s->ldc);
+    LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
+    if (existing) return existing;
+
+    gen g = gen_init(cg);
+    bool work = s->m > 0 && s->n > 0 && s->k > 0;
+    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b) : NULL;  /* own builder */
+
+    /* void NAME(const float *a, const float *b, float *c, float *scratch): the shape's
+     * constants passed to the shared loop nest, zeros for k = 0, nothing for m·n = 0. */
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr, g.ptr};
+    static const char *const names[] = {"a", "b", "c", "scratch"};
+    function_begin(&g, name, 4, params, names, &existing);
+    add_attr(&g, 1, "readonly");
+    add_attr(&g, 2, "readonly");
+    if (work) {
+        gemm_blocks bl = blocks_for(g.t, s);
+        LLVMValueRef args[] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m), k64(&g, s->n),
+                               k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc), k64(&g, bl.mc),
+                               k64(&g, bl.kc), k64(&g, bl.nc)};
+        call(&g, loops, args, 13);
+    } else if (s->m > 0 && s->n > 0) {
+        emit_zero_c(&g, s, param(&g, 2));
+    }
+    return function_end(&g);
+}

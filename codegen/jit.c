@@ -1,0 +1,339 @@
+/* jit.c — compile a graph: plan, build, verify, optimise, and hand to ORC LLJIT.
+ *
+ * Design (DESIGN.md, "LLVM facts measured on this machine"):
+ *   plan (memplan with kernel scratch) → build the kernels and the entry in one module,
+ *   the GEMM functions they call in a second one →
+ *   LLVMVerifyModule (an invalid module is an internal error: codegen would crash on
+ *   it rather than fail) → LLVMRunPasses "default<O3>" with the target's machine on
+ *   the kernels, a light clean-up on the GEMMs (explicit vector code: O3 would only cost
+ *   compile time) → link them into one module, everything internal but the entry →
+ *   optionally print it / emit assembly from a clone (codegen mutates a module) →
+ *   LLJIT built from the same CPU and features, with a process-symbol generator so the
+ *   code can call libm → look the entry up (machine code is produced at lookup).
+ * The module is built inside an ORC ThreadSafeContext from the start, so the JIT takes
+ * it without a copy; kiln_codegen_emit builds in a plain context instead.
+ */
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/Linker.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lower.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* Adds "what: <LLVM's message>" and consumes the error. Always returns false. */
+static bool llvm_fail(kiln_diags *d, const char *what, LLVMErrorRef err)
+{
+    char *msg = LLVMGetErrorMessage(err);
+    kiln_diags_add(d, NULL, 0, 0, "codegen", "%s: %s", what, msg);
+    LLVMDisposeErrorMessage(msg);
+    return false;
+}
+
+/* ---- planning ---------------------------------------------------------------------------- */
+
+static void mark_needed(const kiln_graph *g, unsigned char *needed)
+{
+    memset(needed, 0, g->n_nodes);
+    for (uint32_t i = 0; i < g->n_outputs; i++) needed[g->outputs[i].node] = 1;
+    for (uint32_t id = g->n_nodes; id-- > 0;)
+        if (needed[id])
+            for (uint32_t j = 0; j < g->nodes[id].n_in; j++) needed[g->nodes[id].in[j]] = 1;
+}
+
+static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_memplan *p, kiln_diags *d)
+{
+    const kiln_graph *g = req->g;
+    unsigned char *needed = calloc(g->n_nodes ? g->n_nodes : 1, 1);
+    int64_t *scratch = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *scratch);
+    KILN_ASSERT(needed && scratch);
+    mark_needed(g, needed);
+    lower_scratch_sizes(g, t, scratch);
+    kiln_plan_request pr = {needed, scratch, req->inputs, req->n_inputs, req->params, req->n_params};
+    bool ok = kiln_plan_memory(g, &pr, p, d);
+    free(needed);
+    free(scratch);
+    return ok;
+}
+
+static int count_kernels(const kiln_graph *g, const kiln_memplan *p)
+{
+    int n = 0;
+    for (uint32_t id = 0; id < g->n_nodes; id++) n += lower_needs_kernel(g, p, id);
+    return n;
+}
+
+bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_kernels, kiln_diags *d)
+{
+    kiln_target host;
+    const kiln_target *t = req->target;
+    if (!t) {
+        if (!kiln_target_host(&host, d)) return false;
+        t = &host;
+    }
+    bool ok = plan(req, t, p, d);
+    if (ok) *n_kernels = count_kernels(req->g, p);
+    if (t == &host) kiln_target_free(&host);
+    return ok;
+}
+
+/* ---- building and optimising ----------------------------------------------------------- */
+
+static void entry_name(const kiln_compile_request *req, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s_forward", req->name ? req->name : req->g->name);
+}
+
+static bool verify(LLVMModuleRef mod, kiln_diags *d)
+{
+    char *msg = NULL;
+    bool bad = LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg);
+    if (bad)
+        kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the generated LLVM module is invalid: %s",
+                       msg ? msg : "?");
+    LLVMDisposeMessage(msg);
+    return !bad;
+}
+
+static bool run_passes(LLVMModuleRef mod, const char *pipeline, LLVMTargetMachineRef tm, kiln_diags *d)
+{
+    LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+    LLVMErrorRef err = LLVMRunPasses(mod, pipeline, tm, opts);
+    LLVMDisposePassBuilderOptions(opts);
+    return err ? llvm_fail(d, "optimisation failed", err) : true;
+}
+
+/* The two modules of one compilation, in one context: the kernels and the entry
+ * function, and the GEMM functions they call (see lower_nn.c). */
+typedef struct unit {
+    kiln_cg cg, gemm;
+    int n_kernels, n_functions;
+} unit;
+
+static void unit_build(unit *u, const kiln_compile_request *req, const kiln_target *t, LLVMContextRef ctx,
+                       const kiln_memplan *p, const char *name)
+{
+    cg_init_in_context(&u->cg, t, ctx, name);
+    cg_init_in_context(&u->gemm, t, ctx, "gemm");
+    u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, name, &u->n_functions);
+}
+
+/* Verifies both modules; optimises the kernels with default<O3> and the GEMM functions
+ * with a light clean-up (they are explicit vector code already); links the GEMMs into
+ * the kernels' module; and makes every function but the entry internal again. */
+static bool unit_finish(unit *u, const char *entry, kiln_diags *d)
+{
+    LLVMTargetMachineRef tm = u->cg.target->tm;
+    if (!verify(u->cg.mod, d) || !verify(u->gemm.mod, d)) return false;
+    if (!run_passes(u->cg.mod, "default<O3>", tm, d)) return false;
+    /* no-verify-fixpoint: a bare `instcombine` in LLVM 19 aborts the process when it
+     * needs a second round; the default pipelines use this form too */
+    if (!run_passes(u->gemm.mod, "function(instcombine<no-verify-fixpoint>,simplifycfg)", tm, d)) return false;
+    bool failed = LLVMLinkModules2(u->cg.mod, u->gemm.mod); /* destroys the GEMM module */
+    u->gemm.mod = NULL;
+    if (failed) {
+        kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: linking the GEMM functions failed");
+        return false;
+    }
+    for (LLVMValueRef fn = LLVMGetFirstFunction(u->cg.mod); fn; fn = LLVMGetNextFunction(fn)) {
+        size_t len;
+        if (LLVMIsDeclaration(fn) || strcmp(LLVMGetValueName2(fn, &len), entry) == 0) continue;
+        LLVMSetLinkage(fn, LLVMInternalLinkage);
+    }
+    return true;
+}
+
+/* Disposes the unit's builders and modules, never the context. */
+static void unit_dispose(unit *u)
+{
+    u->cg.ctx = NULL;
+    u->gemm.ctx = NULL;
+    kiln_cg_dispose(&u->gemm); /* gemm first: the kernels' module may refer to nothing in it */
+    kiln_cg_dispose(&u->cg);
+}
+
+static char *module_asm(kiln_cg *cg, kiln_diags *d)
+{
+    LLVMModuleRef clone = LLVMCloneModule(cg->mod);
+    char *err = NULL;
+    LLVMMemoryBufferRef buf = NULL;
+    char *text = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(cg->target->tm, clone, LLVMAssemblyFile, &err, &buf)) {
+        kiln_diags_add(d, NULL, 0, 0, "codegen", "assembly emission failed: %s", err ? err : "?");
+        LLVMDisposeMessage(err);
+    } else {
+        size_t n = LLVMGetBufferSize(buf);
+        text = malloc(n + 1);
+        KILN_ASSERT(text != NULL);
+        memcpy(text, LLVMGetBufferStart(buf), n);
+        text[n] = '\0';
+        LLVMDisposeMemoryBuffer(buf);
+    }
+    LLVMDisposeModule(clone);
+    return text;
+}
+
+static char *module_text(kiln_cg *cg)
+{
+    char *s = LLVMPrintModuleToString(cg->mod);
+    char *copy = strdup(s);
+    KILN_ASSERT(copy != NULL);
+    LLVMDisposeMessage(s);
+    return copy;
+}
+
+char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d)
+{
+    kiln_target host;
+    const kiln_target *t = req->target;
+    if (!t) {
+        if (!kiln_target_host(&host, d)) return NULL;
+        t = &host;
+    }
+    char *text = NULL;
+    kiln_memplan p;
+    if (plan(req, t, &p, d)) {
+        char name[256];
+        entry_name(req, name, sizeof name);
+        LLVMContextRef ctx = LLVMContextCreate();
+        unit u;
+        unit_build(&u, req, t, ctx, &p, name);
+        if (unit_finish(&u, name, d)) text = assembly ? module_asm(&u.cg, d) : module_text(&u.cg);
+        unit_dispose(&u);
+        LLVMContextDispose(ctx);
+        kiln_memplan_free(&p);
+    }
+    if (t == &host) kiln_target_free(&host);
+    return text;
+}
+
+/* ---- the JIT --------------------------------------------------------------------------- */
+
+/* A target machine for LLJIT (which takes ownership) with the target's CPU and features. */
+static LLVMTargetMachineRef jit_machine(const kiln_target *t)
+{
+    LLVMTargetRef target;
+    char *err = NULL;
+    if (LLVMGetTargetFromTriple(t->triple, &target, &err)) {
+        LLVMDisposeMessage(err);
+        return NULL;
+    }
+    return LLVMCreateTargetMachine(target, t->triple, t->cpu, t->features, LLVMCodeGenLevelAggressive, LLVMRelocPIC,
+                                   LLVMCodeModelJITDefault);
+}
+
+/* Hands the module (and its context) to a new LLJIT and looks up the entry. */
+static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char *name, kiln_compiled *out,
+                       kiln_diags *d)
+{
+    LLVMDisposeBuilder(cg->b);
+    cg->b = NULL;
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg->mod, tsc);
+    cg->mod = NULL; /* owned by tsm, and the context by tsc */
+    cg->ctx = NULL;
+
+    LLVMTargetMachineRef tm = jit_machine(cg->target);
+    if (!tm) {
+        LLVMOrcDisposeThreadSafeModule(tsm);
+        kiln_diags_add(d, NULL, 0, 0, "codegen", "cannot create the JIT's target machine");
+        return false;
+    }
+    LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+    LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
+    LLVMOrcLLJITRef jit;
+    LLVMErrorRef err = LLVMOrcCreateLLJIT(&jit, builder); /* consumes builder */
+    if (err) {
+        LLVMOrcDisposeThreadSafeModule(tsm);
+        return llvm_fail(d, "cannot create the JIT", err);
+    }
+    out->jit = jit;
+    LLVMOrcDefinitionGeneratorRef gen;
+    err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL);
+    if (err) {
+        LLVMOrcDisposeThreadSafeModule(tsm);
+        return llvm_fail(d, "cannot expose process symbols to the JIT", err);
+    }
+    LLVMOrcJITDylibRef main_jd = LLVMOrcLLJITGetMainJITDylib(jit);
+    LLVMOrcJITDylibAddGenerator(main_jd, gen);
+    err = LLVMOrcLLJITAddLLVMIRModule(jit, main_jd, tsm); /* consumes tsm, even on error */
+    if (err) return llvm_fail(d, "cannot add the module to the JIT", err);
+    LLVMOrcExecutorAddress addr = 0;
+    err = LLVMOrcLLJITLookup(jit, &addr, name);
+    if (err) return llvm_fail(d, "cannot compile the module", err);
+    out->entry = (void *)(uintptr_t)addr;
+    return true;
+}
+
+bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kiln_diags *d)
+{
+    memset(out, 0, sizeof *out);
+    const kiln_graph *g = req->g;
+    kiln_target host;
+    const kiln_target *t = req->target;
+    if (!t) {
+        if (!kiln_target_host(&host, d)) return false;
+        t = &host;
+    }
+    double t0 = now_ms();
+    kiln_memplan p;
+    bool ok = plan(req, t, &p, d);
+    if (!ok) goto done_target;
+    out->n_args = 2 + req->n_inputs + g->n_outputs;
+    out->params_bytes = p.params_bytes;
+    out->workspace_bytes = p.workspace_bytes;
+    out->unplanned_bytes = p.unplanned_bytes;
+    out->lower_bound_bytes = p.lower_bound_bytes;
+    out->param_offsets = calloc(req->n_params ? req->n_params : 1, sizeof *out->param_offsets);
+    KILN_ASSERT(out->param_offsets != NULL);
+    for (uint32_t i = 0; i < req->n_params; i++) out->param_offsets[i] = p.homes[req->params[i]].offset;
+
+    char name[256];
+    entry_name(req, name, sizeof name);
+    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+    unit u;
+    unit_build(&u, req, t, LLVMOrcThreadSafeContextGetContext(tsc), &p, name);
+    out->n_kernels = u.n_kernels;
+    out->n_functions = u.n_functions;
+    double t1 = now_ms();
+    ok = unit_finish(&u, name, d);
+    double t2 = now_ms();
+    if (ok && req->emit_llvm) out->llvm_ir = module_text(&u.cg);
+    if (ok && req->emit_asm) ok = (out->asm_text = module_asm(&u.cg, d)) != NULL;
+    if (ok) ok = jit_module(&u.cg, tsc, name, out, d);
+    double t3 = now_ms();
+    out->ms_build = t1 - t0;
+    out->ms_optimize = t2 - t1;
+    out->ms_jit = t3 - t2;
+
+    unit_dispose(&u); /* the thread-safe context owns the context */
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    kiln_memplan_free(&p);
+done_target:
+    if (t == &host) kiln_target_free(&host);
+    if (!ok) kiln_compiled_free(out);
+    return ok;
+}
+
+void kiln_compiled_free(kiln_compiled *c)
+{
+    if (c->jit) {
+        LLVMErrorRef err = LLVMOrcDisposeLLJIT(c->jit);
+        if (err) LLVMConsumeError(err);
+    }
+    free(c->param_offsets);
+    free(c->llvm_ir);
+    free(c->asm_text);
+    memset(c, 0, sizeof *c);
+}

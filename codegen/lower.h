@@ -1,0 +1,188 @@
+/* lower.h — private to codegen/: IR-building helpers (cg.c) and the per-op lowering
+ * interface (lower*.c, entry.c, jit.c).
+ *
+ * A kernel is one internal LLVM function per IR node,
+ *     void k<id>_<op>(ptr noalias out, ptr noalias in0, …, ptr noalias scratch)
+ * (returning i32 instead of void when the op can fail on bad data: 0 = fine), with every
+ * shape a constant. Kernels are written as plain scalar loop nests over i64 induction
+ * variables; the O3 pipeline's loop vectoriser turns the innermost contiguous loops into
+ * <vector_floats x float> code. That is why the helpers here are about loops, element
+ * offsets and strides, never about vectors. Nodes whose kernels would be identical share
+ * one function (lower_kernel_key).
+ */
+#ifndef KILN_LOWER_H
+#define KILN_LOWER_H
+
+#include "codegen.h"
+#include "passes.h"
+
+/* ---- cg.c: building blocks ------------------------------------------------------- */
+
+/* Sets up cg around an existing context (the JIT's thread-safe context); kiln_cg_init
+ * is this with a fresh context. */
+void cg_init_in_context(kiln_cg *cg, const kiln_target *t, LLVMContextRef ctx, const char *module_name);
+
+LLVMValueRef cg_i64(kiln_cg *cg, int64_t v);
+LLVMValueRef cg_i32(kiln_cg *cg, int32_t v);
+LLVMValueRef cg_f32(kiln_cg *cg, double v);
+/* f32 or i32 */
+LLVMTypeRef cg_elem_type(kiln_cg *cg, kiln_dtype dt);
+
+/* An internal function `name` returning `ret` (t_void or t_i32) with n_ptrs pointer
+ * parameters, all noalias + nocapture, nounwind, noinline, tagged with the target; the
+ * builder is left at the start of its body. */
+LLVMValueRef cg_kernel_begin(kiln_cg *cg, const char *name, LLVMTypeRef ret, unsigned n_ptrs);
+
+/* Element `off` (an i64 value) of an array of dtype at ptr: address, load, store. */
+LLVMValueRef cg_gep(kiln_cg *cg, kiln_dtype dt, LLVMValueRef ptr, LLVMValueRef off);
+LLVMValueRef cg_load(kiln_cg *cg, kiln_dtype dt, LLVMValueRef ptr, LLVMValueRef off);
+void cg_store(kiln_cg *cg, kiln_dtype dt, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef v);
+/* Byte offset `bytes` from ptr. */
+LLVMValueRef cg_byte_offset(kiln_cg *cg, LLVMValueRef ptr, int64_t bytes);
+
+/* A stack slot in the function's entry block (SROA turns it into SSA values). */
+LLVMValueRef cg_local(kiln_cg *cg, LLVMTypeRef ty, const char *name);
+
+/* Float arithmetic with the `contract` fast-math flag (an fmul feeding an fadd may
+ * become an FMA; nothing else is relaxed, so results stay within ~1 ulp of the
+ * interpreter). cg_fadd_reduce also allows reassociation: it is for accumulators, so the
+ * vectoriser may keep partial sums per lane. */
+LLVMValueRef cg_fadd(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fsub(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fmul(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fdiv(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
+LLVMValueRef cg_fadd_reduce(kiln_cg *cg, LLVMValueRef acc, LLVMValueRef v);
+
+/* A call of the overloaded intrinsic `name` ("llvm.exp") at the given overload types;
+ * the 1- and 2-operand forms overload on the type of x: cg_intrinsic1(cg, "llvm.sqrt", x). */
+LLVMValueRef cg_intrinsic(kiln_cg *cg, const char *name, LLVMTypeRef *types, unsigned n_types,
+                          LLVMValueRef *args, unsigned n_args);
+LLVMValueRef cg_intrinsic1(kiln_cg *cg, const char *name, LLVMValueRef x);
+LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMValueRef y);
+/* float NAME(float) from libm (tanhf, erfcf): declared once per module, readnone. */
+LLVMValueRef cg_libm1(kiln_cg *cg, const char *name, LLVMValueRef x);
+/* llvm.memcpy of `bytes` bytes (nothing when 0). */
+void cg_memcpy(kiln_cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t bytes);
+
+/* for (i = begin; i < end; i++) — a counted loop with an i64 phi. Between begin and end
+ * the builder is in the body; cg_loop_end closes it and leaves the builder after it. */
+typedef struct cg_loop {
+    LLVMValueRef i;                    /* the induction variable, valid in the body */
+    LLVMValueRef phi;
+    LLVMBasicBlockRef head, body, exit;
+} cg_loop;
+void cg_loop_begin(kiln_cg *cg, cg_loop *l, LLVMValueRef begin, LLVMValueRef end, const char *name);
+void cg_loop_end(kiln_cg *cg, cg_loop *l);
+
+/* if (cond) { … } — cg_if_end joins. */
+typedef struct cg_if {
+    LLVMBasicBlockRef then, join;
+} cg_if;
+void cg_if_begin(kiln_cg *cg, cg_if *f, LLVMValueRef cond);
+void cg_if_end(kiln_cg *cg, cg_if *f);
+/* if (cond) return code; — for kernels returning an i32 status. */
+void cg_return_if(kiln_cg *cg, LLVMValueRef cond, int code);
+
+/* A loop nest over dims[0..rank) (outermost first) that keeps, for each of n_ops
+ * operands, the element offset base[k] + Σ_d idx_d·stride[k][d] (base NULL = 0).
+ * Inside, off[k] is the innermost offset. */
+#define CG_MAX_OPS 8
+typedef struct cg_nest {
+    int rank, n_ops;
+    cg_loop loop[KILN_MAX_RANK];
+    LLVMValueRef off[CG_MAX_OPS];
+} cg_nest;
+void cg_nest_begin(kiln_cg *cg, cg_nest *n, int rank, const int64_t *dims, int n_ops,
+                   const int64_t stride[][KILN_MAX_RANK], const LLVMValueRef *base);
+void cg_nest_end(kiln_cg *cg, cg_nest *n);
+
+/* Simplifies a loop nest without changing what it visits: drops size-1 dims and merges
+ * dim d into d+1 when every operand has stride[d] == stride[d+1]·dims[d+1], so
+ * contiguous runs become one long innermost loop. Returns the new rank. */
+int cg_collapse_dims(int rank, int64_t *dims, int n_ops, int64_t stride[][KILN_MAX_RANK]);
+
+/* Row-major element strides of a type; broadcast strides of t against a result of
+ * `rank` dims (numpy alignment: missing and size-1 dims get 0). */
+void cg_row_major_strides(const kiln_type *t, int64_t *stride);
+void cg_bcast_strides(const kiln_type *t, int rank, int64_t *stride);
+int64_t cg_span(const int64_t *dims, int from, int to);
+
+/* ---- lowering: one kernel per node ---------------------------------------------- */
+
+/* What a lowering function sees: the kernel's parameters, already named. */
+typedef struct lower_ctx {
+    kiln_cg *cg;
+    kiln_cg *gemm_cg;                  /* the module GEMM functions go to (see lower_nn.c) */
+    const kiln_graph *g;
+    uint32_t id;
+    const kiln_node *node;
+    LLVMValueRef fn;
+    LLVMValueRef out;                  /* the result buffer */
+    LLVMValueRef in[64];               /* one per node input */
+    LLVMValueRef scratch;              /* workspace scratch; NULL when the row asks for none */
+} lower_ctx;
+
+static inline const kiln_type *lower_in_type(const lower_ctx *c, uint32_t i)
+{
+    return &c->g->nodes[c->node->in[i]].type;
+}
+
+/* One row per op. lower == NULL: the op never needs a kernel (input, param). can_fail:
+ * the kernel returns an i32 status. scratch: workspace bytes the kernel needs (NULL = 0). */
+typedef struct lower_row {
+    void (*lower)(lower_ctx *c);
+    bool can_fail;
+    int64_t (*scratch)(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+} lower_row;
+
+extern const lower_row kiln_lower_table[KILN_OP_COUNT];
+
+/* Per-file lowering functions (the table in lower.c points at these). */
+void lower_elementwise(lower_ctx *c);   /* lower_elementwise.c: every ELEMENTWISE op */
+void lower_constant(lower_ctx *c);
+void lower_iota(lower_ctx *c);
+void lower_reduce(lower_ctx *c);        /* lower_reduce.c */
+void lower_softmax(lower_ctx *c);       /* softmax and log_softmax */
+void lower_layernorm(lower_ctx *c);
+void lower_cross_entropy(lower_ctx *c);
+void lower_copy(lower_ctx *c);          /* lower_layout.c: reshape as a copy */
+void lower_transpose(lower_ctx *c);
+void lower_slice(lower_ctx *c);
+void lower_concat(lower_ctx *c);
+void lower_broadcast(lower_ctx *c);
+void lower_gather(lower_ctx *c);
+void lower_matmul(lower_ctx *c);        /* lower_nn.c */
+void lower_attention(lower_ctx *c);
+int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+
+/* Copies a strided view of `src` (offset base + Σ idx·src_stride) into the row-major
+ * result `dst` of type t (lower_layout.c; transpose, slice, broadcast, copies). */
+void lower_strided_copy(kiln_cg *cg, const kiln_type *t, LLVMValueRef dst, LLVMValueRef src, int64_t base,
+                        const int64_t *src_stride);
+
+/* The global holding a constant node's values ([bytes x i8], 64-byte aligned,
+ * internal), created on first use. */
+LLVMValueRef lower_constant_global(kiln_cg *cg, const kiln_graph *g, uint32_t id);
+
+/* Emits node id's kernel into cg and returns it (lower.c); GEMM functions go into
+ * gemm_cg, a second module in the same context. */
+LLVMValueRef lower_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch);
+
+/* A text key that equals another node's exactly when the two kernels would be the same
+ * function (op, attributes, operand types, scratch). False: never share this one. */
+bool lower_kernel_key(const kiln_graph *g, uint32_t id, bool has_scratch, char *buf, size_t size);
+
+/* Whether node id gets a kernel under plan p. */
+bool lower_needs_kernel(const kiln_graph *g, const kiln_memplan *p, uint32_t id);
+
+/* Scratch bytes of every node (0 for nodes without), for the memory planner. */
+void lower_scratch_sizes(const kiln_graph *g, const kiln_target *t, int64_t *bytes);
+
+/* The entry function (entry.c): int NAME_forward(params, workspace, inputs…, outputs…)
+ * calling the kernels in node order. Returns the number of kernel calls; *n_functions
+ * (may be NULL) gets the number of distinct kernel functions. */
+int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
+               const kiln_memplan *p, const char *entry_name, int *n_functions);
+
+#endif

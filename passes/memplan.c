@@ -1,0 +1,254 @@
+/* memplan.c — static memory planning: where every value of a compiled graph lives.
+ *
+ * Design (one pass over the nodes, then one placement):
+ * 1. Homes. Parameters live in the parameter blob, in the request's order, each offset
+ *    rounded up to 64 bytes. Inputs are the caller's buffers. A node that is a graph
+ *    output is computed straight into the caller's output buffer; when that is not
+ *    possible (the output is an input, a parameter, a view, or a node that is already
+ *    another output) the entry function copies it at the end. Constants with their
+ *    full data are module globals (a splat constant is filled by a kernel instead, so a
+ *    large zeros() costs no module size). A reshape is a view: it aliases the memory of
+ *    its input, followed through chains of views. Everything else goes to the workspace.
+ * 2. Liveness. A workspace value is live from the node that defines it to its last
+ *    reader, where reading a view counts as reading the viewed value; a value copied to
+ *    an output stays live to the end. A kernel's scratch is live only at its node. The
+ *    intervals are inclusive, so a kernel's result never shares memory with its inputs
+ *    (kernels take noalias pointers).
+ * 3. Placement. Buffers (sizes rounded up to 64 bytes) are placed largest first; each
+ *    goes into the smallest gap between the buffers already placed whose intervals meet
+ *    its own (best fit), or above the highest of them. Greedy by size is what
+ *    tinygrad's and TFLite's planners do; it is close to the lower bound (the largest
+ *    live set) on transformer graphs.
+ *
+ * kiln_memplan_check re-derives every buffer from the plan and checks the invariants;
+ * the tests run it on every plan.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes.h"
+
+static int64_t round_up(int64_t n) { return (n + KILN_PLAN_ALIGN - 1) / KILN_PLAN_ALIGN * KILN_PLAN_ALIGN; }
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    KILN_ASSERT(p != NULL);
+    return p;
+}
+
+/* One buffer to place: a workspace value (node id) or a kernel's scratch. */
+typedef struct buffer {
+    uint32_t node;
+    bool scratch;
+    int64_t size;            /* rounded */
+    uint32_t first, last;
+    int64_t offset;
+} buffer;
+
+static int by_size_desc(const void *a, const void *b)
+{
+    const buffer *x = a, *y = b;
+    if (x->size != y->size) return x->size > y->size ? -1 : 1;
+    if (x->first != y->first) return x->first < y->first ? -1 : 1;
+    return x->scratch - y->scratch;
+}
+
+static int by_offset(const void *a, const void *b)
+{
+    const buffer *x = *(const buffer *const *)a, *y = *(const buffer *const *)b;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+static bool meet(const buffer *a, const buffer *b) { return a->first <= b->last && b->first <= a->last; }
+
+/* Best-fit placement of bufs[0..n) (sorted largest first). */
+static void place(buffer *bufs, size_t n)
+{
+    const buffer **live = xcalloc(n, sizeof *live);
+    for (size_t i = 0; i < n; i++) {
+        buffer *b = &bufs[i];
+        size_t n_live = 0;
+        for (size_t j = 0; j < i; j++)
+            if (bufs[j].size > 0 && meet(&bufs[j], b)) live[n_live++] = &bufs[j];
+        qsort(live, n_live, sizeof *live, by_offset);
+        int64_t best = -1, best_gap = INT64_MAX, top = 0;
+        for (size_t j = 0; j < n_live; j++) {
+            int64_t gap = live[j]->offset - top;
+            if (gap >= b->size && gap < best_gap) {
+                best = top;
+                best_gap = gap;
+            }
+            int64_t end = live[j]->offset + live[j]->size;
+            if (end > top) top = end;
+        }
+        b->offset = best >= 0 ? best : top;
+    }
+    free(live);
+}
+
+/* The node whose memory a view reads, following views. */
+static uint32_t root_of(const kiln_memplan *p, uint32_t id)
+{
+    while (p->homes[id].kind == KILN_HOME_ALIAS) id = p->homes[id].index;
+    return id;
+}
+
+static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, const unsigned char *needed,
+                         kiln_memplan *p)
+{
+    int64_t off = 0;
+    for (uint32_t i = 0; i < req->n_params; i++) {
+        uint32_t id = req->params[i];
+        KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_PARAM);
+        off = round_up(off);
+        p->homes[id] = (kiln_home){KILN_HOME_PARAM, i, off, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        off += p->homes[id].bytes;
+    }
+    p->params_bytes = round_up(off);
+    for (uint32_t i = 0; i < req->n_inputs; i++) {
+        uint32_t id = req->inputs[i];
+        KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_INPUT);
+        p->homes[id] = (kiln_home){KILN_HOME_INPUT, i, 0, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+    }
+
+    /* outputs first, so that a node that is an output is computed into it */
+    p->copies = xcalloc(g->n_outputs, sizeof *p->copies);
+    for (uint32_t o = 0; o < g->n_outputs; o++) {
+        uint32_t id = g->outputs[o].node;
+        kiln_op op = g->nodes[id].op;
+        bool computed = op != KILN_OP_INPUT && op != KILN_OP_PARAM;
+        if (computed && p->homes[id].kind == KILN_HOME_NONE)
+            p->homes[id] = (kiln_home){KILN_HOME_OUTPUT, o, 0, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        else p->copies[p->n_copies++] = (kiln_out_copy){id, o};
+    }
+
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        kiln_home *h = &p->homes[id];
+        if (!needed[id] || h->kind != KILN_HOME_NONE) continue;
+        KILN_ASSERT(n->op != KILN_OP_INPUT && n->op != KILN_OP_PARAM); /* the request lists them all */
+        h->bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
+        if (n->op == KILN_OP_CONSTANT && n->attrs.n_values == kiln_type_numel(&n->type)) {
+            h->kind = KILN_HOME_CONST;
+        } else if (n->op == KILN_OP_RESHAPE) {
+            h->kind = KILN_HOME_ALIAS;
+            h->index = root_of(p, n->in[0]);
+        } else {
+            h->kind = KILN_HOME_WORKSPACE;
+        }
+    }
+}
+
+bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_memplan *plan, kiln_diags *d)
+{
+    (void)d; /* every size was bounded when the graph was built: nothing here can fail */
+    kiln_memplan *p = plan;
+    memset(p, 0, sizeof *p);
+    uint32_t n = g->n_nodes;
+    p->n_nodes = n;
+    p->homes = xcalloc(n, sizeof *p->homes);
+    p->scratch_offset = xcalloc(n, sizeof *p->scratch_offset);
+    p->scratch_bytes = xcalloc(n, sizeof *p->scratch_bytes);
+    unsigned char *needed = xcalloc(n, 1);
+    for (uint32_t id = 0; id < n; id++) needed[id] = req->needed ? req->needed[id] : 1;
+    assign_homes(g, req, needed, p);
+
+    /* liveness of workspace values: reads through views count for the viewed value */
+    for (uint32_t id = 0; id < n; id++) {
+        p->homes[id].first = p->homes[id].last = id;
+        p->scratch_offset[id] = -1;
+    }
+    for (uint32_t id = 0; id < n; id++) {
+        if (!needed[id]) continue;
+        for (uint32_t j = 0; j < g->nodes[id].n_in; j++) {
+            uint32_t r = root_of(p, g->nodes[id].in[j]);
+            if (p->homes[r].last < id) p->homes[r].last = id;
+        }
+    }
+    for (uint32_t i = 0; i < p->n_copies; i++) p->homes[root_of(p, p->copies[i].node)].last = n;
+
+    /* the buffers to place */
+    buffer *bufs = xcalloc(2 * (size_t)n, sizeof *bufs);
+    size_t n_bufs = 0;
+    for (uint32_t id = 0; id < n; id++) {
+        const kiln_home *h = &p->homes[id];
+        if (h->kind == KILN_HOME_WORKSPACE) bufs[n_bufs++] = (buffer){id, false, round_up(h->bytes), h->first, h->last, 0};
+        int64_t s = req->scratch_bytes && needed[id] ? req->scratch_bytes[id] : 0;
+        KILN_ASSERT(s >= 0);
+        if (s > 0) {
+            p->scratch_bytes[id] = s;
+            bufs[n_bufs++] = (buffer){id, true, round_up(s), id, id, 0};
+        }
+    }
+    qsort(bufs, n_bufs, sizeof *bufs, by_size_desc);
+    place(bufs, n_bufs);
+
+    for (size_t i = 0; i < n_bufs; i++) {
+        const buffer *b = &bufs[i];
+        if (b->scratch) p->scratch_offset[b->node] = b->offset;
+        else p->homes[b->node].offset = b->offset;
+        if (b->offset + b->size > p->workspace_bytes) p->workspace_bytes = b->offset + b->size;
+        p->unplanned_bytes += b->size;
+    }
+    /* the lower bound: the most bytes live at one time (values copied out live to n) */
+    for (uint32_t t = 0; t <= n; t++) {
+        int64_t live = 0;
+        for (size_t i = 0; i < n_bufs; i++)
+            if (bufs[i].first <= t && t <= bufs[i].last) live += bufs[i].size;
+        if (live > p->lower_bound_bytes) p->lower_bound_bytes = live;
+    }
+    free(bufs);
+    free(needed);
+    return true;
+}
+
+void kiln_memplan_free(kiln_memplan *p)
+{
+    free(p->homes);
+    free(p->scratch_offset);
+    free(p->scratch_bytes);
+    free(p->copies);
+    memset(p, 0, sizeof *p);
+}
+
+bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size)
+{
+    buffer *bufs = xcalloc(2 * (size_t)p->n_nodes, sizeof *bufs);
+    size_t n = 0;
+    for (uint32_t id = 0; id < p->n_nodes; id++) {
+        const kiln_home *h = &p->homes[id];
+        if (h->kind == KILN_HOME_WORKSPACE) bufs[n++] = (buffer){id, false, h->bytes, h->first, h->last, h->offset};
+        if (p->scratch_bytes[id] > 0)
+            bufs[n++] = (buffer){id, true, p->scratch_bytes[id], id, id, p->scratch_offset[id]};
+        if (h->kind == KILN_HOME_ALIAS && p->homes[h->index].kind == KILN_HOME_ALIAS) {
+            snprintf(msg, msg_size, "node %u aliases node %u, itself a view", id, h->index);
+            free(bufs);
+            return false;
+        }
+    }
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        const buffer *a = &bufs[i];
+        if (a->offset < 0 || a->offset % KILN_PLAN_ALIGN != 0 || a->offset + a->size > p->workspace_bytes) {
+            snprintf(msg, msg_size, "%s of node %u at [%lld, +%lld) is misplaced in a workspace of %lld bytes",
+                     a->scratch ? "scratch" : "value", a->node, (long long)a->offset, (long long)a->size,
+                     (long long)p->workspace_bytes);
+            ok = false;
+        }
+        for (size_t j = i + 1; j < n && ok; j++) {
+            const buffer *b = &bufs[j];
+            if (a->size == 0 || b->size == 0 || !meet(a, b)) continue;
+            if (a->offset < b->offset + b->size && b->offset < a->offset + a->size) {
+                snprintf(msg, msg_size, "%s of node %u [%lld, +%lld) live %u..%u overlaps %s of node %u [%lld, +%lld) live %u..%u",
+                         a->scratch ? "scratch" : "value", a->node, (long long)a->offset, (long long)a->size, a->first,
+                         a->last, b->scratch ? "scratch" : "value", b->node, (long long)b->offset, (long long)b->size,
+                         b->first, b->last);
+                ok = false;
+            }
+        }
+    }
+    free(bufs);
+    return ok;
+}
