@@ -17,6 +17,14 @@
 
 #define FE_MAX_KEYS 32
 
+/* A string → uint32 hash index in the graph's arena (attrs.c), so that looking up names
+ * stays linear overall even for a hostile model with many thousands of layers. */
+typedef struct fe_index {
+    const char **keys;
+    uint32_t *vals;
+    uint32_t cap, n;
+} fe_index;
+
 typedef struct fe_ctx {
     kiln_model *m;
     kiln_graph *g;
@@ -28,6 +36,12 @@ typedef struct fe_ctx {
     uint32_t *sym_nodes;
     int n_syms, cap_syms;
     int n_params_cap;
+    fe_index sym_index;        /* name → index into sym_names (added by the frontend core) */
+    fe_index param_index;      /* parameter name → PARAM node */
+    fe_index dim_index;        /* dim name → index into m->dims */
+    /* A broken `dims` section, or an input/layer whose name could not be read: unknown
+     * dim or node names are then not reported (they would only echo that problem). */
+    bool dims_incomplete, names_incomplete;
 } fe_ctx;
 
 /* One JSON object being expanded (a layer, a loss): its path for messages and the keys
@@ -74,6 +88,31 @@ bool fe_get_ref(fe_ctx *c, fe_node *n, const char *key, uint32_t *out, bool *pre
 /* Reports an error at path[.key]. */
 void fe_error(fe_ctx *c, const fe_node *n, const char *key, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* Added by the frontend core (attrs.c). */
+/* A required finite number. */
+bool fe_need_num(fe_ctx *c, fe_node *n, const char *key, double *out);
+/* `s` itself, or its first 60 bytes and "..." when it is longer than 80: a 1 MB key or
+ * name in a hostile file must not make a 1 MB message. */
+const char *fe_short(fe_ctx *c, const char *s);
+/* "path.key" ("path[0]" when key starts with '['; just key when path is empty). */
+const char *fe_path(fe_ctx *c, const fe_node *n, const char *key);
+/* A short rendering of a JSON value for messages: "\"six\"", "1.5", "a list". */
+const char *fe_describe(fe_ctx *c, const cJSON *v);
+/* An exact integer within int64 (false for 1.5, 1e300, strings). */
+bool fe_json_int(const cJSON *v, int64_t *out);
+/* The name table of inputs and layers. fe_declare adds a name not yet usable (false if
+ * it exists); fe_define gives it its node (KILN_NONE for a layer that failed). */
+bool fe_declare(fe_ctx *c, const char *name);
+void fe_define(fe_ctx *c, const char *name, uint32_t node);
+/* The node called `name`, reporting at path.key when it is unknown or a later layer.
+ * false also (silently) for a layer that failed. */
+bool fe_resolve(fe_ctx *c, const fe_node *n, const char *key, const char *name, uint32_t *out);
+/* The candidate within two edits of `word` (for "did you mean"), or NULL. */
+const char *fe_closest(const char *word, const char *const *cands, int n);
+/* fe_index: the value for key, or false. fe_index_put adds or replaces. */
+bool fe_index_get(const fe_index *ix, const char *key, uint32_t *val);
+void fe_index_put(fe_ctx *c, fe_index *ix, const char *key, uint32_t val);
+
 /* ---- building ---- */
 
 /* kiln_graph_add with the node's path as origin. `label` may be NULL. */
@@ -108,7 +147,10 @@ static inline const kiln_type *fe_type(fe_ctx *c, uint32_t id) { return &c->g->n
 /* ---- expanders ---- */
 
 /* Expands one layer (or one copy of a repeated one) whose inputs are n->in and returns
- * its output node, or KILN_NONE after reporting. */
+ * its output node, or KILN_NONE after reporting. An expander reads all its attributes
+ * before it looks at n->in, and returns KILN_NONE without building anything when an
+ * input is KILN_NONE: model.c relies on this to check the attributes of a layer whose
+ * inputs failed (the same holds for fe_expand_loss). */
 typedef uint32_t (*fe_expand_fn)(fe_ctx *c, fe_node *n);
 
 typedef struct fe_expander {
@@ -120,6 +162,8 @@ typedef struct fe_expander {
 
 /* The expander for a layer op, or NULL. Primitive ops are expanded by primitives.c. */
 const fe_expander *fe_find_expander(const char *op);
+/* Fills names[] with up to max layer op names (for "did you mean"); returns the count. */
+int fe_expander_names(const char **names, int max);
 
 /* Losses: expands one entry of `losses` into a scalar node, or KILN_NONE. */
 uint32_t fe_expand_loss(fe_ctx *c, fe_node *n);

@@ -32,6 +32,9 @@ typedef struct kiln_load_options {
     int n_defines;
     const kiln_given_input *given;     /* then dims read off these shapes */
     int n_given;
+    const char *given_file;            /* optional: the file `given` came from, named in
+                                        * messages about those tensors ("x.safetensors:
+                                        * tokens: error: ...") instead of the model file */
 } kiln_load_options;
 
 typedef struct kiln_dim {

@@ -1,0 +1,288 @@
+/* attention.c — multi-head attention (SPEC 1.2, 1.4).
+ *
+ * The module is built around one composite IR op, KILN_OP_ATTENTION, which takes the
+ * per-head q (B,H,T,dh), k (B,H,S,dh), v (B,H,S,dh), an optional (B,S) f32 key mask and
+ * an optional additive bias broadcastable to (B,H,T,S), and computes
+ * softmax(q·kᵀ·scale + bias, masked)·v. Keeping it one op lets the codegen use a
+ * flash-style kernel that never materialises the T×S scores. Around it, this file
+ * builds the projections (PyTorch's (out, in) weights), the head split and merge
+ * (reshape + transpose), and the position schemes:
+ *
+ *   rope      rotates q and k after their projections (bias included), before the
+ *             scaling: x·cos + rotate_half(x)·sin, rotate_half(x) = concat(−x2, x1),
+ *             pair (i, i + dh/2) turned by pos·10000^(−2i/dh); cos/sin are (L, dh)
+ *             constants computed in double.
+ *   alibi     bias −m_h·|i − j|, m_h = 2^(−8(h+1)/H), built at run time from two iotas
+ *             and an (H,1,1) slope constant, so no (H,T,S) table is stored in the graph.
+ *   relative  T5's bucketed bias: the bucket of j − i (key minus query) is a constant
+ *             i32 (T,S) table computed here; the learned table .rel_bias.weight (32, H)
+ *             is gathered by it into (T,S,H) and transposed to (H,T,S).
+ *
+ * Position biases enter through the op's bias input, which is added after the 1/√dh
+ * scaling. Cross-attention accepts every position kind: queries take positions 0…T−1
+ * and keys 0…S−1, which is what rope, alibi and the T5 bias mean when the memory is a
+ * second sequence aligned at its start (decoder layers never ask for it).
+ *
+ * Dropout: the composite op has no dropout of its own, so with dropout > 0 a dropout
+ * op is applied to the attention output (before the output projection). That is a known
+ * deviation from PyTorch, which drops attention weights; it only matters in training.
+ */
+#include <math.h>
+#include <stdlib.h>
+
+#include "modules.h"
+
+const char *const fe_position_names[] = {"none", "relative", "rope", "alibi", NULL};
+
+/* T5: 32 buckets, distances from 128 on share the last bucket. */
+enum { T5_BUCKETS = 32, T5_MAX_DISTANCE = 128 };
+
+/* ---- shared helpers (modules.h) --------------------------------------------------- */
+
+void *fe_table_alloc(fe_ctx *c, const fe_node *n, const char *what, int64_t count)
+{
+    if (count < 0 || count > KILN_MAX_TENSOR_BYTES / KILN_ELEM_BYTES) {
+        fe_error(c, n, NULL, "the %s would hold %lld elements, over kiln's tensor limit", what, (long long)count);
+        return NULL;
+    }
+    void *p = malloc(count > 0 ? (size_t)count * KILN_ELEM_BYTES : 1);
+    if (!p) fe_error(c, n, NULL, "out of memory building the %s (%lld elements)", what, (long long)count);
+    return p;
+}
+
+uint32_t fe_mask_for(fe_ctx *c, fe_node *n, const char *key, uint32_t mask, int64_t B, int64_t S)
+{
+    if (mask == KILN_NONE) return KILN_NONE;
+    const kiln_type *t = fe_type(c, mask);
+    if (t->rank != 2 || t->dims[0] != B || t->dims[1] != S) {
+        char have[160];
+        fe_error(c, n, key, "the mask is %s but must be (B, S) = [%lld,%lld] (1 = keep, 0 = pad)",
+                 kiln_type_str(t, have, sizeof have), (long long)B, (long long)S);
+        return KILN_NONE;
+    }
+    return fe_to_f32(c, n, mask); /* (B, S) f32 */
+}
+
+bool fe_check_seq(fe_ctx *c, fe_node *n, const char *key, uint32_t x, const char *what)
+{
+    const kiln_type *t = fe_type(c, x);
+    if (t->rank == 3 && t->dtype == KILN_F32) return true;
+    char have[160];
+    fe_error(c, n, key, "%s must be f32 of shape (B, T, D), got %s", what, kiln_type_str(t, have, sizeof have));
+    return false;
+}
+
+/* ---- heads --------------------------------------------------------------------------- */
+
+/* (B, L, H·dh) → (B, H, L, dh) */
+static uint32_t split_heads(fe_ctx *c, const fe_node *n, uint32_t x, int64_t H, int64_t dh)
+{
+    if (x == KILN_NONE) return KILN_NONE;
+    const kiln_type *t = fe_type(c, x);
+    uint32_t r = fe_reshape(c, n, x, 4, (int64_t[]){t->dims[0], t->dims[1], H, dh}); /* (B, L, H, dh) */
+    return fe_transpose(c, n, r, (int64_t[]){0, 2, 1, 3});
+}
+
+/* (B, H, T, dh) → (B, T, H·dh) */
+static uint32_t merge_heads(fe_ctx *c, const fe_node *n, uint32_t y)
+{
+    if (y == KILN_NONE) return KILN_NONE;
+    const kiln_type *t = fe_type(c, y);
+    int64_t B = t->dims[0], H = t->dims[1], T = t->dims[2], dh = t->dims[3];
+    uint32_t tr = fe_transpose(c, n, y, (int64_t[]){0, 2, 1, 3}); /* (B, T, H, dh) */
+    return fe_reshape(c, n, tr, 3, (int64_t[]){B, T, H * dh});
+}
+
+/* ---- rope ---------------------------------------------------------------------------- */
+
+static uint32_t slice_last(fe_ctx *c, const fe_node *n, uint32_t x, int64_t start, int64_t end)
+{
+    kiln_attrs a = {.axis = fe_type(c, x)->rank - 1, .start = start, .end = end, .step = 1};
+    return fe_add(c, n, KILN_OP_SLICE, &x, 1, &a, NULL);
+}
+
+/* x (B, H, L, dh) with positions 0…L−1 → x·cos + rotate_half(x)·sin. */
+static uint32_t apply_rope(fe_ctx *c, const fe_node *n, uint32_t x, int64_t L, int64_t dh)
+{
+    if (x == KILN_NONE) return KILN_NONE;
+    int64_t half = dh / 2;
+    float *cs = fe_table_alloc(c, n, "rope table", 2 * L * dh);
+    if (!cs) return KILN_NONE;
+    float *sn = cs + L * dh;
+    for (int64_t p = 0; p < L; p++) {
+        for (int64_t j = 0; j < dh; j++) {
+            int64_t i = j % half; /* columns i and i + dh/2 share the angle of pair i */
+            double angle = (double)p * pow(10000.0, -2.0 * (double)i / (double)dh);
+            cs[p * dh + j] = (float)cos(angle);
+            sn[p * dh + j] = (float)sin(angle);
+        }
+    }
+    uint32_t cos_t = fe_const_f32(c, n, 2, (int64_t[]){L, dh}, cs, L * dh); /* (L, dh) */
+    uint32_t sin_t = fe_const_f32(c, n, 2, (int64_t[]){L, dh}, sn, L * dh); /* (L, dh) */
+    free(cs);
+
+    uint32_t x1 = slice_last(c, n, x, 0, half);  /* (B, H, L, dh/2) */
+    uint32_t x2 = slice_last(c, n, x, half, dh); /* (B, H, L, dh/2) */
+    kiln_attrs cat = {.axis = 3};
+    uint32_t parts[2] = {fe_unary(c, n, KILN_OP_NEG, x2), x1};
+    uint32_t rot = fe_add(c, n, KILN_OP_CONCAT, parts, 2, &cat, NULL); /* (B, H, L, dh) */
+    return fe_binary(c, n, KILN_OP_ADD, fe_binary(c, n, KILN_OP_MUL, x, cos_t),
+                     fe_binary(c, n, KILN_OP_MUL, rot, sin_t));
+}
+
+/* ---- alibi --------------------------------------------------------------------------- */
+
+static uint32_t iota_f32(fe_ctx *c, const fe_node *n, int64_t d0, int64_t d1, int axis)
+{
+    kiln_attrs a = {.dtype = KILN_F32, .rank = 2, .shape = {d0, d1}, .axis = axis};
+    return fe_add(c, n, KILN_OP_IOTA, NULL, 0, &a, NULL);
+}
+
+/* −m_h·|i − j| as (H, T, S). */
+static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t T, int64_t S)
+{
+    float *slopes = fe_table_alloc(c, n, "alibi slopes", H);
+    if (!slopes) return KILN_NONE;
+    for (int64_t h = 0; h < H; h++) slopes[h] = (float)-pow(2.0, -8.0 * (double)(h + 1) / (double)H);
+    uint32_t m = fe_const_f32(c, n, 3, (int64_t[]){H, 1, 1}, slopes, H); /* (H, 1, 1) */
+    free(slopes);
+    uint32_t i = iota_f32(c, n, T, 1, 0); /* (T, 1): query positions */
+    uint32_t j = iota_f32(c, n, 1, S, 1); /* (1, S): key positions */
+    uint32_t dist = fe_unary(c, n, KILN_OP_ABS, fe_binary(c, n, KILN_OP_SUB, i, j)); /* (T, S) */
+    return fe_binary(c, n, KILN_OP_MUL, m, dist); /* (H, T, S) */
+}
+
+/* ---- T5 relative bias ---------------------------------------------------------------- */
+
+/* The bucket of relative position rel = j − i, as HF T5's _relative_position_bucket:
+ * bidirectional uses half the buckets per direction (keys after the query in the upper
+ * half); causal only distinguishes keys before the query (later ones share bucket 0).
+ * Distances below max_exact = buckets/2 get a bucket each; longer ones are log-spaced up
+ * to max_distance, beyond which they share the last bucket. Computed in double: over
+ * every distance up to 10^5 it truncates to the same bucket as T5's f32 arithmetic. */
+static int32_t t5_bucket(int64_t rel, bool bidirectional, int buckets, int max_distance)
+{
+    int32_t base = 0;
+    int64_t dist;
+    if (bidirectional) {
+        buckets /= 2;
+        if (rel > 0) base = buckets;
+        dist = rel < 0 ? -rel : rel;
+    } else {
+        dist = rel < 0 ? -rel : 0;
+    }
+    int max_exact = buckets / 2;
+    if (dist < max_exact) return base + (int32_t)dist;
+    double scaled = log((double)dist / max_exact) / log((double)max_distance / max_exact) * (buckets - max_exact);
+    int64_t b = max_exact + (int64_t)scaled;
+    if (b > buckets - 1) b = buckets - 1;
+    return base + (int32_t)b;
+}
+
+/* .rel_bias.weight (32, H) gathered by the (T, S) bucket table → (H, T, S). */
+static uint32_t relative_bias(fe_ctx *c, const fe_node *n, const char *prefix, int64_t H, int64_t T, int64_t S,
+                              bool causal)
+{
+    int64_t wdims[2] = {T5_BUCKETS, H};
+    uint32_t w = fe_param(c, n, fe_fmt(c, "%s.rel_bias.weight", prefix), 2, wdims, KILN_INIT_ZEROS, 0);
+    int32_t *bk = fe_table_alloc(c, n, "relative position buckets", T * S);
+    if (!bk) return KILN_NONE;
+    for (int64_t i = 0; i < T; i++)
+        for (int64_t j = 0; j < S; j++) bk[i * S + j] = t5_bucket(j - i, !causal, T5_BUCKETS, T5_MAX_DISTANCE);
+    uint32_t idx = fe_const_i32(c, n, 2, (int64_t[]){T, S}, bk, T * S); /* (T, S) i32 */
+    free(bk);
+    kiln_attrs g = {.axis = 0};
+    uint32_t tsh = fe_add(c, n, KILN_OP_GATHER, (uint32_t[]){w, idx}, 2, &g, NULL); /* (T, S, H) */
+    return fe_transpose(c, n, tsh, (int64_t[]){2, 0, 1});                        /* (H, T, S) */
+}
+
+/* ---- the module ---------------------------------------------------------------------- */
+
+uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uint32_t x, uint32_t memory,
+                            const fe_attention_spec *spec)
+{
+    if (x == KILN_NONE || memory == KILN_NONE) return KILN_NONE;
+    const kiln_type *xt = fe_type(c, x), *mt = fe_type(c, memory);
+    KILN_ASSERT(xt->rank == 3 && mt->rank == 3); /* the expanders check shapes first */
+    int64_t B = xt->dims[0], T = xt->dims[1], D = xt->dims[2], S = mt->dims[1];
+    int64_t H = spec->heads;
+    if (D % H != 0) {
+        fe_error(c, n, "heads", "%lld is not divisible by %lld", (long long)D, (long long)H);
+        return KILN_NONE;
+    }
+    int64_t dh = D / H;
+    if (spec->position == FE_POS_ROPE && dh % 2 != 0) {
+        fe_error(c, n, "position", "rope needs an even head dim, but dim %lld / %lld heads = %lld", (long long)D,
+                 (long long)H, (long long)dh);
+        return KILN_NONE;
+    }
+    (void)B;
+
+    double std = c->m->init_std;
+    uint32_t q = fe_build_linear(c, n, fe_fmt(c, "%s.q", prefix), x, D, spec->bias, std);      /* (B, T, D) */
+    uint32_t k = fe_build_linear(c, n, fe_fmt(c, "%s.k", prefix), memory, D, spec->bias, std); /* (B, S, D) */
+    uint32_t v = fe_build_linear(c, n, fe_fmt(c, "%s.v", prefix), memory, D, spec->bias, std); /* (B, S, D) */
+    q = split_heads(c, n, q, H, dh); /* (B, H, T, dh) */
+    k = split_heads(c, n, k, H, dh); /* (B, H, S, dh) */
+    v = split_heads(c, n, v, H, dh); /* (B, H, S, dh) */
+    if (spec->position == FE_POS_ROPE) {
+        q = apply_rope(c, n, q, T, dh);
+        k = apply_rope(c, n, k, S, dh);
+    }
+
+    uint32_t in[5] = {q, k, v};
+    uint32_t n_in = 3;
+    /* dh = 0 (a zero-width input) has nothing to scale; keep the attribute finite. */
+    kiln_attrs a = {.scalar = dh > 0 ? 1.0 / sqrt((double)dh) : 1.0, .causal = spec->causal};
+    if (spec->mask != KILN_NONE) {
+        in[n_in++] = spec->mask; /* (B, S) f32 */
+        a.has_mask = true;
+    }
+    uint32_t bias = KILN_NONE;
+    if (spec->position == FE_POS_ALIBI) bias = alibi_bias(c, n, H, T, S);
+    else if (spec->position == FE_POS_RELATIVE) bias = relative_bias(c, n, prefix, H, T, S, spec->causal);
+    if (spec->position == FE_POS_ALIBI || spec->position == FE_POS_RELATIVE) {
+        if (bias == KILN_NONE) return KILN_NONE;
+        in[n_in++] = bias; /* (H, T, S) */
+        a.has_bias = true;
+    }
+    uint32_t y = fe_add(c, n, KILN_OP_ATTENTION, in, n_in, &a, NULL); /* (B, H, T, dh) */
+    if (spec->dropout > 0) {
+        /* Deviation (see the file comment): drops attention outputs, not weights. */
+        kiln_attrs d = {.scalar = spec->dropout};
+        y = fe_add(c, n, KILN_OP_DROPOUT, &y, 1, &d, NULL);
+    }
+    y = merge_heads(c, n, y); /* (B, T, D) */
+    return fe_build_linear(c, n, fe_fmt(c, "%s.o", prefix), y, D, spec->bias,
+                           fe_residual_std(c, spec->n_layers)); /* (B, T, D) */
+}
+
+uint32_t fe_expand_attention(fe_ctx *c, fe_node *n)
+{
+    fe_attention_spec spec = {.mask = KILN_NONE, .n_layers = fe_layer_count(n)};
+    uint32_t mask = KILN_NONE;
+    bool has_mask = false;
+    bool ok = fe_need_size(c, n, "heads", &spec.heads);
+    ok &= fe_get_bool(c, n, "causal", false, &spec.causal);
+    ok &= fe_get_bool(c, n, "bias", true, &spec.bias);
+    ok &= fe_get_dropout(c, n, &spec.dropout);
+    ok &= fe_get_enum(c, n, "position", fe_position_names, FE_POS_NONE, &spec.position);
+    ok &= fe_get_ref(c, n, "mask", &mask, &has_mask);
+    if (!ok || !fe_inputs_ok(n)) return KILN_NONE;
+
+    uint32_t x = n->in[0];                            /* (B, T, D) */
+    uint32_t memory = n->n_in > 1 ? n->in[1] : x;     /* (B, S, Dm) */
+    if (!fe_check_seq(c, n, "in", x, "the attention input")) return KILN_NONE;
+    if (memory != x && !fe_check_seq(c, n, "in", memory, "the attention memory")) return KILN_NONE;
+    const kiln_type *xt = fe_type(c, x), *mt = fe_type(c, memory);
+    if (mt->dims[0] != xt->dims[0]) {
+        fe_error(c, n, "in", "the memory's batch dim %lld differs from the input's %lld", (long long)mt->dims[0],
+                 (long long)xt->dims[0]);
+        return KILN_NONE;
+    }
+    if (has_mask) {
+        spec.mask = fe_mask_for(c, n, "mask", mask, xt->dims[0], mt->dims[1]);
+        if (spec.mask == KILN_NONE) return KILN_NONE;
+    }
+    return fe_build_attention(c, n, fe_prefix(c, n), x, memory, &spec);
+}

@@ -1,0 +1,1042 @@
+/* test_codegen.c — compiled kernels (JIT) against the reference interpreter, the memory
+ * planner's invariants, and the shape of the generated machine code.
+ *
+ * Design: a `tg` is a graph under test built by hand with kiln_graph_add, with random
+ * (seeded) data for its inputs. tg_check compiles it, runs the entry point on a
+ * workspace and output buffers pre-filled with a NaN pattern (so a value the code
+ * forgets to write, or reads before writing, shows up), runs kiln_interp_run on the same
+ * inputs, and compares every output: bit-exact for layout ops and i32 results, else
+ * |got − want| ≤ atol + rtol·|want| with NaN where the interpreter has NaN. Every
+ * compile also checks its memory plan (kiln_memplan_check: no two live buffers
+ * overlap; lower bound ≤ workspace ≤ unplanned).
+ *
+ * Shapes are random per trial: dims drawn from {1, 2, 3, 5, 7, 13, 33} (size-1 dims
+ * and odd sizes on purpose), ranks 0–4, operands broadcast across ranks; size-0 dims
+ * where the op allows them. Several ops share one graph (one compile) where they take
+ * the same inputs.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen.h"
+#include "kiln/runtime.h"
+#include "passes.h"
+
+/* ---- random numbers ------------------------------------------------------------------ */
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t rng_next(rng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
+static int rng_int(rng *r, int lo, int hi) { return lo + (int)(rng_next(r) % (uint64_t)(hi - lo + 1)); }
+static double rng_normal(rng *r)
+{
+    double u = rng_uniform(r) + 1e-12, v = rng_uniform(r);
+    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
+}
+static int64_t rng_dim(rng *r)
+{
+    static const int64_t sizes[] = {1, 1, 2, 3, 5, 7, 13, 33};
+    return sizes[rng_int(r, 0, 7)];
+}
+
+/* ---- a graph under test ------------------------------------------------------------------ */
+
+#define TG_MAX 16
+
+typedef struct tg {
+    kiln_graph g;
+    kiln_diags d;
+    rng *r;
+    uint32_t inputs[TG_MAX], params[TG_MAX];
+    void *in_data[TG_MAX], *param_data[TG_MAX];
+    int n_inputs, n_params;
+    const kiln_target *target;   /* NULL: host */
+} tg;
+
+typedef struct tol {
+    double rtol, atol;
+    bool exact;
+} tol;
+
+static const tol EXACT = {0, 0, true};
+static const tol ELEMENTWISE = {2e-6, 1e-7, false};
+
+static void tg_init(tg *t, rng *r)
+{
+    memset(t, 0, sizeof *t);
+    kiln_graph_init(&t->g, "t");
+    kiln_diags_init(&t->d);
+    t->r = r;
+}
+
+static void tg_free(tg *t)
+{
+    for (int i = 0; i < t->n_inputs; i++) free(t->in_data[i]);
+    for (int i = 0; i < t->n_params; i++) free(t->param_data[i]);
+    kiln_graph_free(&t->g);
+    kiln_diags_free(&t->d);
+}
+
+static void fail_with_diags(tg *t, const char *what)
+{
+    for (int i = 0; i < t->d.n; i++) print_error("%s: %s: %s\n", what, t->d.items[i].where ? t->d.items[i].where : "", t->d.items[i].message);
+    fail_msg("%s failed", what);
+}
+
+static uint32_t tg_add(tg *t, kiln_op op, const uint32_t *in, uint32_t n_in, const kiln_attrs *a)
+{
+    uint32_t id = kiln_graph_add(&t->g, op, in, n_in, a, NULL, "test", &t->d);
+    if (id == KILN_NONE) fail_with_diags(t, "kiln_graph_add");
+    return id;
+}
+static uint32_t tg_op1(tg *t, kiln_op op, uint32_t x) { return tg_add(t, op, &x, 1, NULL); }
+static uint32_t tg_op2(tg *t, kiln_op op, uint32_t x, uint32_t y)
+{
+    uint32_t in[2] = {x, y};
+    return tg_add(t, op, in, 2, NULL);
+}
+
+static kiln_type type_of(kiln_dtype dt, int rank, const int64_t *dims)
+{
+    kiln_type ty = {dt, rank, {0}};
+    for (int d = 0; d < rank; d++) ty.dims[d] = dims[d];
+    return ty;
+}
+
+static void *random_data(rng *r, const kiln_type *ty, double scale)
+{
+    int64_t n = kiln_type_numel(ty);
+    void *p = malloc((size_t)(n ? n : 1) * 4);
+    for (int64_t i = 0; i < n; i++) {
+        if (ty->dtype == KILN_I32) ((int32_t *)p)[i] = rng_int(r, -20, 20);
+        else ((float *)p)[i] = (float)(rng_normal(r) * scale);
+    }
+    return p;
+}
+
+/* An input with the given data (taken over), or random data when data is NULL. */
+static uint32_t tg_input_data(tg *t, kiln_dtype dt, int rank, const int64_t *dims, void *data)
+{
+    kiln_attrs a = {0};
+    kiln_type ty = type_of(dt, rank, dims);
+    a.dtype = dt;
+    a.rank = rank;
+    memcpy(a.shape, ty.dims, sizeof a.shape);
+    char name[16];
+    snprintf(name, sizeof name, "x%d", t->n_inputs);
+    a.name = name;
+    uint32_t id = tg_add(t, KILN_OP_INPUT, NULL, 0, &a);
+    assert_true(t->n_inputs < TG_MAX);
+    t->inputs[t->n_inputs] = id;
+    t->in_data[t->n_inputs++] = data ? data : random_data(t->r, &ty, 2.0);
+    return id;
+}
+static uint32_t tg_input(tg *t, kiln_dtype dt, int rank, const int64_t *dims)
+{
+    return tg_input_data(t, dt, rank, dims, NULL);
+}
+
+static uint32_t tg_param(tg *t, int rank, const int64_t *dims)
+{
+    kiln_attrs a = {0};
+    kiln_type ty = type_of(KILN_F32, rank, dims);
+    a.dtype = KILN_F32;
+    a.rank = rank;
+    memcpy(a.shape, ty.dims, sizeof a.shape);
+    char name[16];
+    snprintf(name, sizeof name, "p%d", t->n_params);
+    a.name = name;
+    a.init = KILN_INIT_NORMAL;
+    a.init_arg = 1;
+    uint32_t id = tg_add(t, KILN_OP_PARAM, NULL, 0, &a);
+    t->params[t->n_params] = id;
+    t->param_data[t->n_params++] = random_data(t->r, &ty, 1.0);
+    return id;
+}
+
+static void tg_output(tg *t, uint32_t node)
+{
+    char name[16];
+    snprintf(name, sizeof name, "y%u", t->g.n_outputs);
+    kiln_graph_add_output(&t->g, name, node);
+}
+
+/* Calls an entry point with n pointer arguments (the tests do not link libffi). */
+static int call_entry(void *fn, void **a, uint32_t n)
+{
+    typedef void *P;
+    switch (n) {
+    case 3: return ((int (*)(P, P, P))fn)(a[0], a[1], a[2]);
+    case 4: return ((int (*)(P, P, P, P))fn)(a[0], a[1], a[2], a[3]);
+    case 5: return ((int (*)(P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4]);
+    case 6: return ((int (*)(P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5]);
+    case 7: return ((int (*)(P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+    case 8: return ((int (*)(P, P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+    case 9: return ((int (*)(P, P, P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+    case 10:
+        return ((int (*)(P, P, P, P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
+    }
+    typedef P Q;
+    if (n <= 24)
+        return ((int (*)(Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q, Q))fn)(
+            a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16],
+            a[17], a[18], a[19], a[20], a[21], a[22], a[23]);
+    fail_msg("too many arguments: %u", n);
+    return -1;
+}
+
+static kiln_compile_request tg_request(tg *t)
+{
+    return (kiln_compile_request){&t->g, t->inputs, (uint32_t)t->n_inputs, t->params, (uint32_t)t->n_params, "t",
+                                  t->target, false, false};
+}
+
+/* The memory plan of the graph passes its own check and sits between the bounds. */
+static void check_plan(tg *t)
+{
+    kiln_compile_request req = tg_request(t);
+    kiln_memplan p;
+    int n_kernels;
+    if (!kiln_codegen_plan(&req, &p, &n_kernels, &t->d)) fail_with_diags(t, "kiln_codegen_plan");
+    char msg[512];
+    if (!kiln_memplan_check(&p, msg, sizeof msg)) fail_msg("memory plan: %s", msg);
+    assert_true(p.lower_bound_bytes <= p.workspace_bytes);
+    assert_true(p.workspace_bytes <= p.unplanned_bytes);
+    kiln_memplan_free(&p);
+}
+
+typedef struct run {
+    kiln_compiled c;
+    void *params, *workspace, *outs[TG_MAX];
+    int rc;
+} run;
+
+/* Compiles and runs t; outputs stay in r->outs. */
+static void tg_run(tg *t, run *r)
+{
+    memset(r, 0, sizeof *r);
+    check_plan(t);
+    kiln_compile_request req = tg_request(t);
+    if (!kiln_compile_graph(&req, &r->c, &t->d)) fail_with_diags(t, "kiln_compile_graph");
+    assert_true(t->g.n_outputs <= TG_MAX);
+    r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
+    r->workspace = kiln_aligned_alloc((size_t)r->c.workspace_bytes);
+    assert_non_null(r->params);
+    assert_non_null(r->workspace);
+    memset(r->workspace, 0xFF, (size_t)r->c.workspace_bytes); /* NaN everywhere */
+    for (int i = 0; i < t->n_params; i++)
+        memcpy((char *)r->params + r->c.param_offsets[i], t->param_data[i],
+               (size_t)kiln_type_numel(&t->g.nodes[t->params[i]].type) * 4);
+    void *args[32];
+    uint32_t k = 0;
+    args[k++] = r->params;
+    args[k++] = r->workspace;
+    for (int i = 0; i < t->n_inputs; i++) args[k++] = t->in_data[i];
+    for (uint32_t o = 0; o < t->g.n_outputs; o++) {
+        size_t bytes = (size_t)kiln_type_numel(&t->g.nodes[t->g.outputs[o].node].type) * 4;
+        r->outs[o] = kiln_aligned_alloc(bytes);
+        memset(r->outs[o], 0xFF, bytes);
+        args[k++] = r->outs[o];
+    }
+    assert_int_equal(k, r->c.n_args);
+    r->rc = call_entry(r->c.entry, args, k);
+}
+
+static void run_free(tg *t, run *r)
+{
+    for (uint32_t o = 0; o < t->g.n_outputs; o++) kiln_aligned_free(r->outs[o]);
+    kiln_aligned_free(r->params);
+    kiln_aligned_free(r->workspace);
+    kiln_compiled_free(&r->c);
+}
+
+static bool close_enough(float got, float want, tol tl)
+{
+    if (tl.exact) {
+        uint32_t a, b;
+        memcpy(&a, &got, 4);
+        memcpy(&b, &want, 4);
+        return a == b || (isnan(got) && isnan(want));
+    }
+    if (isnan(want)) return isnan(got);
+    if (isinf(want)) return got == want;
+    return fabs((double)got - want) <= tl.atol + tl.rtol * fabs(want);
+}
+
+/* Compiled vs interpreted: every output, every element. */
+static void tg_check(tg *t, tol tl)
+{
+    void **values = calloc(t->g.n_nodes, sizeof *values);
+    for (int i = 0; i < t->n_inputs; i++) values[t->inputs[i]] = t->in_data[i];
+    for (int i = 0; i < t->n_params; i++) values[t->params[i]] = t->param_data[i];
+    if (!kiln_interp_run(&t->g, values, false, 0, &t->d)) fail_with_diags(t, "kiln_interp_run");
+
+    run r;
+    tg_run(t, &r);
+    assert_int_equal(r.rc, 0);
+    for (uint32_t o = 0; o < t->g.n_outputs; o++) {
+        const kiln_node *n = &t->g.nodes[t->g.outputs[o].node];
+        const void *want = values[t->g.outputs[o].node];
+        int64_t count = kiln_type_numel(&n->type);
+        for (int64_t i = 0; i < count; i++) {
+            bool ok;
+            float got_f = 0, want_f = 0;
+            if (n->type.dtype == KILN_I32) {
+                ok = ((const int32_t *)r.outs[o])[i] == ((const int32_t *)want)[i];
+            } else {
+                got_f = ((const float *)r.outs[o])[i];
+                want_f = ((const float *)want)[i];
+                ok = close_enough(got_f, want_f, tl);
+            }
+            if (!ok) {
+                char buf[160];
+                char *ir = kiln_graph_print(&t->g);
+                print_error("%s\n", ir);
+                free(ir);
+                if (n->type.dtype == KILN_I32)
+                    fail_msg("output %u (%s %s) element %lld: got %d, want %d", o, kiln_op_table[n->op].name,
+                             kiln_type_str(&n->type, buf, sizeof buf), (long long)i, ((const int32_t *)r.outs[o])[i],
+                             ((const int32_t *)want)[i]);
+                fail_msg("output %u (%s %s) element %lld: got %.9g, want %.9g", o, kiln_op_table[n->op].name,
+                         kiln_type_str(&n->type, buf, sizeof buf), (long long)i, got_f, want_f);
+            }
+        }
+    }
+    run_free(t, &r);
+    kiln_interp_free_values(&t->g, values);
+    free(values);
+}
+
+/* The entry's status code for t (which must fail or succeed as the test says). */
+static int tg_status(tg *t)
+{
+    run r;
+    tg_run(t, &r);
+    int rc = r.rc;
+    run_free(t, &r);
+    return rc;
+}
+
+/* ---- shapes ------------------------------------------------------------------------------ */
+
+static int random_shape(rng *r, int max_rank, int64_t *dims)
+{
+    int rank = rng_int(r, 0, max_rank);
+    for (int d = 0; d < rank; d++) dims[d] = rng_dim(r);
+    return rank;
+}
+
+/* A shape that broadcasts to (rank, dims): leading dims dropped, some dims set to 1. */
+static int broadcast_operand(rng *r, int rank, const int64_t *dims, int64_t *out)
+{
+    int drop = rng_int(r, 0, rank);
+    if (rng_int(r, 0, 2) == 0) drop = 0;
+    int k = 0;
+    for (int d = drop; d < rank; d++) out[k++] = rng_int(r, 0, 3) == 0 ? 1 : dims[d];
+    return k;
+}
+
+/* ---- elementwise ------------------------------------------------------------------------- */
+
+static void test_binary_f32(void **state)
+{
+    static const kiln_op ops[] = {KILN_OP_ADD, KILN_OP_SUB, KILN_OP_MUL, KILN_OP_DIV, KILN_OP_MAXIMUM,
+                                  KILN_OP_MINIMUM, KILN_OP_POW, KILN_OP_LT, KILN_OP_GT, KILN_OP_EQ};
+    rng r = {1};
+    for (int trial = 0; trial < 12; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8], da[8], db[8];
+        int rank = random_shape(&r, 4, dims);
+        if (trial == 1 && rank > 0) dims[rank - 1] = 0; /* empty */
+        int ra = broadcast_operand(&r, rank, dims, da), rb = broadcast_operand(&r, rank, dims, db);
+        uint32_t a = tg_input(&t, KILN_F32, ra, da), b = tg_input(&t, KILN_F32, rb, db);
+        /* equal values and NaNs appear too: eq, maximum and NaN propagation get exercised */
+        float *bd = t.in_data[1];
+        int64_t nb = kiln_type_numel(&t.g.nodes[b].type);
+        if (nb > 0) bd[0] = NAN;
+        if (nb > 1) bd[1] = ((float *)t.in_data[0])[0];
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) tg_output(&t, tg_op2(&t, ops[i], a, b));
+        tg_check(&t, ELEMENTWISE);
+        tg_free(&t);
+    }
+}
+
+static void test_binary_i32(void **state)
+{
+    static const kiln_op ops[] = {KILN_OP_ADD, KILN_OP_SUB, KILN_OP_MUL, KILN_OP_MAXIMUM,
+                                  KILN_OP_MINIMUM, KILN_OP_LT, KILN_OP_GT, KILN_OP_EQ};
+    rng r = {2};
+    for (int trial = 0; trial < 8; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8], da[8], db[8];
+        int rank = random_shape(&r, 4, dims);
+        int ra = broadcast_operand(&r, rank, dims, da), rb = broadcast_operand(&r, rank, dims, db);
+        uint32_t a = tg_input(&t, KILN_I32, ra, da), b = tg_input(&t, KILN_I32, rb, db);
+        int32_t *ad = t.in_data[0];
+        if (kiln_type_numel(&t.g.nodes[a].type) > 0) ad[0] = INT32_MAX; /* wraps */
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) tg_output(&t, tg_op2(&t, ops[i], a, b));
+        uint32_t neg = tg_op1(&t, KILN_OP_NEG, a);
+        tg_output(&t, neg);
+        tg_output(&t, tg_op1(&t, KILN_OP_ABS, a));
+        tg_check(&t, EXACT);
+        tg_free(&t);
+    }
+}
+
+static void test_unary(void **state)
+{
+    static const kiln_op ops[] = {KILN_OP_NEG,  KILN_OP_EXP,     KILN_OP_LOG,     KILN_OP_SQRT, KILN_OP_RSQRT,
+                                  KILN_OP_ABS,  KILN_OP_SQUARE,  KILN_OP_RECIP,   KILN_OP_TANH, KILN_OP_SIGMOID,
+                                  KILN_OP_RELU, KILN_OP_SILU,    KILN_OP_GELU,    KILN_OP_GELU_TANH};
+    rng r = {3};
+    for (int trial = 0; trial < 8; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = random_shape(&r, 4, dims);
+        uint32_t x = tg_input(&t, KILN_F32, rank, dims);
+        float *xd = t.in_data[0];
+        int64_t n = kiln_type_numel(&t.g.nodes[x].type);
+        /* the edges: large magnitudes (overflow, saturation), zeros, NaN */
+        static const float specials[] = {-30.0f, 30.0f, 0.0f, -0.0f, NAN, 90.0f, -90.0f, 1e-30f};
+        for (int64_t i = 0; i < n && i < 8; i++) xd[i] = specials[(i + trial) % 8];
+        for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) tg_output(&t, tg_op1(&t, ops[i], x));
+        kiln_attrs a = {.scalar = 0.1};
+        tg_output(&t, tg_add(&t, KILN_OP_SCALE, &x, 1, &a));
+        a.scalar = 0.25;
+        tg_output(&t, tg_add(&t, KILN_OP_DROPOUT, &x, 1, &a));
+        tg_check(&t, (tol){1e-5, 1e-7, false});
+        tg_free(&t);
+    }
+}
+
+static void test_where_and_cast(void **state)
+{
+    rng r = {4};
+    for (int trial = 0; trial < 10; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8], dc[8], da[8], db[8];
+        int rank = random_shape(&r, 4, dims);
+        int rc = broadcast_operand(&r, rank, dims, dc);
+        int ra = broadcast_operand(&r, rank, dims, da), rb = broadcast_operand(&r, rank, dims, db);
+        kiln_dtype cdt = trial % 2 ? KILN_I32 : KILN_F32, vdt = trial % 3 ? KILN_F32 : KILN_I32;
+        uint32_t c = tg_input(&t, cdt, rc, dc), a = tg_input(&t, vdt, ra, da), b = tg_input(&t, vdt, rb, db);
+        int64_t nc = kiln_type_numel(&t.g.nodes[c].type);
+        for (int64_t i = 0; i < nc; i++) { /* mostly zeros and ones, as masks are */
+            if (cdt == KILN_I32) ((int32_t *)t.in_data[0])[i] = rng_int(&r, 0, 1);
+            else ((float *)t.in_data[0])[i] = (float)rng_int(&r, 0, 1);
+        }
+        if (cdt == KILN_F32 && nc > 0) ((float *)t.in_data[0])[0] = NAN; /* counts as true */
+        uint32_t in[3] = {c, a, b};
+        tg_output(&t, tg_add(&t, KILN_OP_WHERE, in, 3, NULL));
+        /* casts both ways, including values i32 cannot hold */
+        float *fa = t.in_data[1];
+        if (vdt == KILN_F32 && kiln_type_numel(&t.g.nodes[a].type) >= 4) {
+            fa[0] = 3e9f, fa[1] = -3e9f, fa[2] = NAN, fa[3] = -2.7f;
+        }
+        kiln_attrs to_i = {.dtype = KILN_I32}, to_f = {.dtype = KILN_F32};
+        tg_output(&t, tg_add(&t, KILN_OP_CAST, &a, 1, &to_i));
+        tg_output(&t, tg_add(&t, KILN_OP_CAST, &a, 1, &to_f));
+        tg_check(&t, EXACT);
+        tg_free(&t);
+    }
+}
+
+/* A chain of elementwise ops over odd, broadcast shapes: fused-like patterns, and
+ * intermediate values planned into the workspace. */
+static void test_elementwise_chain(void **state)
+{
+    rng r = {5};
+    for (int trial = 0; trial < 6; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[3] = {rng_dim(&r), 1 + rng_dim(&r), rng_dim(&r) * 3}, bias[1] = {dims[2]};
+        uint32_t x = tg_input(&t, KILN_F32, 3, dims), b = tg_param(&t, 1, bias);
+        uint32_t h = tg_op2(&t, KILN_OP_ADD, x, b);
+        h = tg_op1(&t, KILN_OP_GELU_TANH, h);
+        h = tg_op2(&t, KILN_OP_MUL, h, x);
+        h = tg_op1(&t, KILN_OP_TANH, h);
+        tg_output(&t, tg_op2(&t, KILN_OP_SUB, h, b));
+        tg_check(&t, (tol){1e-5, 1e-6, false});
+        tg_free(&t);
+    }
+}
+
+/* ---- reductions and composites -------------------------------------------------------- */
+
+static void test_reductions(void **state)
+{
+    rng r = {6};
+    for (int trial = 0; trial < 16; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = random_shape(&r, 4, dims);
+        if (trial == 3 && rank > 0) dims[0] = 0; /* empty: sums are 0, means NaN */
+        kiln_dtype dt = trial % 4 == 1 ? KILN_I32 : KILN_F32;
+        uint32_t x = tg_input(&t, dt, rank, dims);
+        kiln_attrs a = {.keepdims = trial % 2 == 0};
+        a.n_axes = 0;
+        for (int d = 0; d < rank; d++)
+            if (rng_int(&r, 0, 1)) a.axes[a.n_axes++] = d;
+        if (trial % 5 == 4) { /* all axes */
+            a.n_axes = rank;
+            for (int d = 0; d < rank; d++) a.axes[d] = d;
+        }
+        int64_t n_red = 1;
+        for (int i = 0; i < a.n_axes; i++) n_red *= dims[a.axes[i]];
+        tg_output(&t, tg_add(&t, KILN_OP_SUM, &x, 1, &a));
+        bool empty = false;
+        for (int i = 0; i < a.n_axes; i++) empty |= dims[a.axes[i]] == 0;
+        if (!empty) tg_output(&t, tg_add(&t, KILN_OP_MAX, &x, 1, &a));
+        if (dt == KILN_F32) tg_output(&t, tg_add(&t, KILN_OP_MEAN, &x, 1, &a));
+        /* f32 sums in a different order: error grows with the number of terms */
+        tg_check(&t, dt == KILN_I32 ? EXACT : (tol){1e-5, 4e-7 * (double)n_red, false});
+        tg_free(&t);
+    }
+}
+
+static void test_softmax(void **state)
+{
+    rng r = {7};
+    for (int trial = 0; trial < 10; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = 1 + random_shape(&r, 3, dims + 1);
+        dims[0] = rng_dim(&r);
+        uint32_t x = tg_input(&t, KILN_F32, rank, dims);
+        float *xd = t.in_data[0];
+        if (trial == 2) xd[0] = 80.0f; /* exp would overflow without the max shift */
+        if (trial == 5) xd[0] = -INFINITY;
+        kiln_attrs a = {.axis = rng_int(&r, 0, rank - 1)};
+        tg_output(&t, tg_add(&t, KILN_OP_SOFTMAX, &x, 1, &a));
+        tg_output(&t, tg_add(&t, KILN_OP_LOG_SOFTMAX, &x, 1, &a));
+        tg_check(&t, (tol){1e-5, 1e-6, false});
+        tg_free(&t);
+    }
+}
+
+static void test_layernorm(void **state)
+{
+    rng r = {8};
+    for (int trial = 0; trial < 8; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = 1 + random_shape(&r, 3, dims);
+        dims[rank - 1] = rng_dim(&r) + (trial % 2) * 64;
+        uint32_t x = tg_input(&t, KILN_F32, rank, dims);
+        uint32_t w = tg_param(&t, 1, &dims[rank - 1]), b = tg_param(&t, 1, &dims[rank - 1]);
+        uint32_t in[3] = {x, w, b};
+        kiln_attrs a = {.scalar = trial % 3 ? 1e-5 : 0.5};
+        tg_output(&t, tg_add(&t, KILN_OP_LAYERNORM, in, 3, &a));
+        tg_check(&t, (tol){2e-5, 2e-5, false});
+        tg_free(&t);
+    }
+}
+
+static void test_cross_entropy(void **state)
+{
+    rng r = {9};
+    for (int trial = 0; trial < 10; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[3] = {rng_dim(&r), rng_dim(&r), rng_dim(&r) + 1};
+        int rank = 1 + trial % 3;
+        const int64_t *ld = dims + 3 - rank;
+        uint32_t x = tg_input(&t, KILN_F32, rank, ld);
+        int64_t rows = kiln_type_numel(&t.g.nodes[x].type) / ld[rank - 1];
+        int32_t *tgt = malloc((size_t)rows * 4 + 4);
+        for (int64_t i = 0; i < rows; i++) tgt[i] = rng_int(&r, 0, (int)ld[rank - 1] - 1);
+        if (rows > 1) tgt[1] = trial % 2 ? -100 : 7; /* ignored row (ignore_index -100 or 7) */
+        uint32_t y = tg_input_data(&t, KILN_I32, rank - 1, ld, tgt);
+        kiln_attrs a = {.scalar = trial % 3 == 0 ? 0.0 : 0.1, .ignore_index = trial % 2 ? -100 : 7};
+        if (trial % 2 == 0 && ld[rank - 1] > 7) a.ignore_index = 1000; /* 7 is a real class then */
+        uint32_t in[2] = {x, y};
+        tg_output(&t, tg_add(&t, KILN_OP_CROSS_ENTROPY, in, 2, &a));
+        tg_check(&t, (tol){1e-5, 1e-6, false});
+        tg_free(&t);
+    }
+}
+
+static void test_cross_entropy_bad_target(void **state)
+{
+    rng r = {10};
+    tg t;
+    tg_init(&t, &r);
+    int64_t dims[2] = {4, 5};
+    uint32_t x = tg_input(&t, KILN_F32, 2, dims);
+    int32_t *tgt = malloc(16);
+    tgt[0] = 0, tgt[1] = 4, tgt[2] = 5, tgt[3] = 1;
+    uint32_t y = tg_input_data(&t, KILN_I32, 1, dims, tgt);
+    uint32_t in[2] = {x, y};
+    kiln_attrs a = {.ignore_index = -100};
+    tg_output(&t, tg_add(&t, KILN_OP_CROSS_ENTROPY, in, 2, &a));
+    assert_int_equal(tg_status(&t), KILN_RC_TARGET_RANGE);
+    tgt[2] = -1;
+    assert_int_equal(tg_status(&t), KILN_RC_TARGET_RANGE);
+    tgt[2] = -100; /* ignored: fine */
+    assert_int_equal(tg_status(&t), KILN_RC_OK);
+    tg_free(&t);
+}
+
+static void test_matmul(void **state)
+{
+    rng r = {11};
+    for (int trial = 0; trial < 16; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t M = rng_dim(&r), N = rng_dim(&r), K = trial == 5 ? 0 : rng_dim(&r) + (trial % 4 == 3 ? 60 : 0);
+        if (trial == 9) M = 0; /* an empty result */
+        bool ta = rng_int(&r, 0, 1), tb = rng_int(&r, 0, 1);
+        int64_t batch[8];
+        int br = random_shape(&r, 2, batch);
+        int64_t da[8], db[8];
+        int ra = broadcast_operand(&r, br, batch, da), rb = broadcast_operand(&r, br, batch, db);
+        da[ra] = ta ? K : M, da[ra + 1] = ta ? M : K;
+        db[rb] = tb ? N : K, db[rb + 1] = tb ? K : N;
+        uint32_t a = tg_input(&t, KILN_F32, ra + 2, da);
+        uint32_t b = trial % 3 == 0 ? tg_param(&t, rb + 2, db) : tg_input(&t, KILN_F32, rb + 2, db);
+        uint32_t in[2] = {a, b};
+        kiln_attrs at = {.transpose_a = ta, .transpose_b = tb};
+        tg_output(&t, tg_add(&t, KILN_OP_MATMUL, in, 2, &at));
+        tg_check(&t, (tol){1e-5, 2e-6 * (double)(K + 1), false});
+        tg_free(&t);
+    }
+}
+
+static void test_attention(void **state)
+{
+    rng r = {12};
+    for (int trial = 0; trial < 14; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t B = rng_int(&r, 1, 2), H = rng_int(&r, 1, 3), T = rng_dim(&r), S = trial % 2 ? T : rng_dim(&r);
+        if (trial == 12) S = 0; /* no keys at all: every row is fully masked */
+        int64_t dh = rng_dim(&r), dv = trial % 3 ? dh : rng_dim(&r);
+        int64_t qd[4] = {B, H, T, dh}, kd[4] = {B, H, S, dh}, vd[4] = {B, H, S, dv};
+        uint32_t in[5];
+        uint32_t n_in = 0;
+        in[n_in++] = tg_input(&t, KILN_F32, 4, qd);
+        in[n_in++] = tg_input(&t, KILN_F32, 4, kd);
+        in[n_in++] = tg_input(&t, KILN_F32, 4, vd);
+        kiln_attrs a = {.scalar = 1.0 / sqrt((double)dh), .causal = trial % 4 >= 2};
+        if (trial % 3 != 1) { /* a key mask (B, S) of 0/1, one batch fully masked sometimes */
+            int64_t md[2] = {B, S};
+            float *m = malloc((size_t)(B * S) * 4);
+            for (int64_t i = 0; i < B * S; i++) m[i] = (float)rng_int(&r, 0, 3) != 0;
+            if (trial % 5 == 0)
+                for (int64_t i = 0; i < S; i++) m[i] = 0;
+            in[n_in++] = tg_input_data(&t, KILN_F32, 2, md, m);
+            a.has_mask = true;
+        }
+        if (trial % 2 == 0) { /* an additive bias broadcast over batch or heads */
+            int64_t bd[4] = {1, H, T, S};
+            int br = trial % 4 == 0 ? 4 : 3;
+            in[n_in++] = tg_input(&t, KILN_F32, br, bd + 4 - br);
+            a.has_bias = true;
+        }
+        tg_output(&t, tg_add(&t, KILN_OP_ATTENTION, in, n_in, &a));
+        tg_check(&t, (tol){2e-5, 2e-5, false});
+        tg_free(&t);
+    }
+}
+
+/* ---- layout ---------------------------------------------------------------------------------- */
+
+static void test_layout(void **state)
+{
+    rng r = {13};
+    for (int trial = 0; trial < 16; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = 1 + random_shape(&r, 3, dims);
+        dims[rank - 1] = rng_dim(&r);
+        kiln_dtype dt = trial % 3 == 2 ? KILN_I32 : KILN_F32;
+        uint32_t x = tg_input(&t, dt, rank, dims);
+
+        kiln_attrs tr = {0}; /* a random permutation */
+        for (int d = 0; d < rank; d++) tr.perm[d] = d;
+        for (int d = rank - 1; d > 0; d--) {
+            int k = rng_int(&r, 0, d);
+            int64_t s = tr.perm[d];
+            tr.perm[d] = tr.perm[k], tr.perm[k] = s;
+        }
+        tg_output(&t, tg_add(&t, KILN_OP_TRANSPOSE, &x, 1, &tr));
+
+        kiln_attrs sl = {.axis = rng_int(&r, 0, rank - 1)}; /* a slice, forwards or backwards */
+        int64_t len = dims[sl.axis];
+        sl.step = rng_int(&r, 0, 1) ? rng_int(&r, 1, 3) : -rng_int(&r, 1, 3);
+        assert_true(kiln_slice_normalize(len, rng_int(&r, 0, 1), rng_int(&r, -(int)len, (int)len), rng_int(&r, 0, 1),
+                                         rng_int(&r, -(int)len, (int)len), sl.step, &sl.start, &sl.end));
+        if (kiln_slice_count(sl.start, sl.end, sl.step) == 0) sl.end = sl.start; /* the IR's empty form */
+        tg_output(&t, tg_add(&t, KILN_OP_SLICE, &x, 1, &sl));
+
+        kiln_attrs bc = {.rank = rank + 1}; /* broadcast to a new leading dim and over 1s */
+        bc.shape[0] = 3;
+        for (int d = 0; d < rank; d++) bc.shape[d + 1] = dims[d];
+        tg_output(&t, tg_add(&t, KILN_OP_BROADCAST, &x, 1, &bc));
+
+        int64_t d2[8]; /* concat with a second part that may be empty */
+        memcpy(d2, dims, sizeof d2);
+        int ax = rng_int(&r, 0, rank - 1);
+        d2[ax] = trial % 4 == 0 ? 0 : rng_dim(&r);
+        uint32_t y = tg_input(&t, dt, rank, d2);
+        uint32_t parts[3] = {x, y, x};
+        kiln_attrs cc = {.axis = ax};
+        tg_output(&t, tg_add(&t, KILN_OP_CONCAT, parts, 3, &cc));
+
+        kiln_attrs rs = {.rank = 2, .shape = {-1, dims[rank - 1]}}; /* a view, then used */
+        uint32_t v = tg_add(&t, KILN_OP_RESHAPE, &x, 1, &rs);
+        tg_output(&t, tg_op1(&t, KILN_OP_NEG, v));
+        tg_check(&t, EXACT);
+        tg_free(&t);
+    }
+}
+
+static void test_gather(void **state)
+{
+    rng r = {14};
+    for (int trial = 0; trial < 10; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = 1 + random_shape(&r, 2, dims);
+        dims[rank - 1] = rng_dim(&r);
+        dims[0] = rng_dim(&r) + 1;
+        int ax = rng_int(&r, 0, rank - 1);
+        if (trial == 4) dims[(ax + 1) % rank] = rank > 1 ? 0 : dims[0]; /* empty rows */
+        uint32_t table = tg_input(&t, trial % 2 ? KILN_I32 : KILN_F32, rank, dims);
+        int64_t idims[8];
+        int irank = random_shape(&r, 2, idims);
+        int64_t n = 1;
+        for (int d = 0; d < irank; d++) n *= idims[d];
+        int32_t *ids = malloc((size_t)n * 4 + 4);
+        for (int64_t i = 0; i < n; i++) ids[i] = rng_int(&r, 0, (int)dims[ax] - 1);
+        uint32_t idx = tg_input_data(&t, KILN_I32, irank, idims, ids);
+        uint32_t in[2] = {table, idx};
+        kiln_attrs a = {.axis = ax};
+        tg_output(&t, tg_add(&t, KILN_OP_GATHER, in, 2, &a));
+        tg_check(&t, EXACT);
+        tg_free(&t);
+    }
+}
+
+static void test_gather_out_of_range(void **state)
+{
+    rng r = {15};
+    tg t;
+    tg_init(&t, &r);
+    int64_t dims[2] = {5, 3}, idims[1] = {4};
+    uint32_t table = tg_input(&t, KILN_F32, 2, dims);
+    int32_t *ids = malloc(16);
+    ids[0] = 0, ids[1] = 4, ids[2] = 5, ids[3] = 2;
+    uint32_t idx = tg_input_data(&t, KILN_I32, 1, idims, ids);
+    uint32_t in[2] = {table, idx};
+    kiln_attrs a = {.axis = 0};
+    uint32_t g = tg_add(&t, KILN_OP_GATHER, in, 2, &a);
+    tg_output(&t, tg_op1(&t, KILN_OP_EXP, g));
+    assert_int_equal(tg_status(&t), KILN_RC_INDEX_RANGE);
+    ids[2] = -1;
+    assert_int_equal(tg_status(&t), KILN_RC_INDEX_RANGE);
+    ids[2] = INT32_MIN;
+    assert_int_equal(tg_status(&t), KILN_RC_INDEX_RANGE);
+    ids[2] = 3;
+    assert_int_equal(tg_status(&t), KILN_RC_OK);
+    tg_free(&t);
+}
+
+static void test_sources(void **state)
+{
+    rng r = {16};
+    for (int trial = 0; trial < 6; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = random_shape(&r, 3, dims);
+        kiln_type ty = type_of(trial % 2 ? KILN_I32 : KILN_F32, rank, dims);
+        int64_t n = kiln_type_numel(&ty);
+        void *vals = random_data(&r, &ty, 1.0);
+        kiln_attrs full = {.dtype = ty.dtype, .rank = rank, .values = vals, .n_values = n};
+        memcpy(full.shape, ty.dims, sizeof full.shape);
+        uint32_t c = tg_add(&t, KILN_OP_CONSTANT, NULL, 0, &full);
+        tg_output(&t, c);                          /* a constant straight into an output */
+        kiln_attrs splat = full;
+        splat.n_values = 1;
+        uint32_t s = tg_add(&t, KILN_OP_CONSTANT, NULL, 0, &splat);
+        uint32_t x = tg_input(&t, ty.dtype, rank, dims);
+        tg_output(&t, tg_op2(&t, KILN_OP_ADD, tg_op2(&t, KILN_OP_ADD, x, c), s)); /* global + splat in use */
+        if (rank > 0) {
+            kiln_attrs io = {.dtype = ty.dtype, .rank = rank, .axis = rng_int(&r, 0, rank - 1)};
+            memcpy(io.shape, ty.dims, sizeof io.shape);
+            tg_output(&t, tg_add(&t, KILN_OP_IOTA, NULL, 0, &io));
+        }
+        tg_check(&t, EXACT);
+        free(vals);
+        tg_free(&t);
+    }
+}
+
+/* ---- memory planning ------------------------------------------------------------------------- */
+
+/* A long chain reuses memory: the plan is far below the sum and equals the bound. */
+static void test_memplan_reuse(void **state)
+{
+    rng r = {17};
+    tg t;
+    tg_init(&t, &r);
+    int64_t dims[2] = {33, 65};
+    uint32_t h = tg_input(&t, KILN_F32, 2, dims);
+    for (int i = 0; i < 12; i++) h = tg_op1(&t, i % 2 ? KILN_OP_TANH : KILN_OP_SQUARE, h);
+    tg_output(&t, h);
+    kiln_compile_request req = tg_request(&t);
+    kiln_memplan p;
+    int n_kernels;
+    assert_true(kiln_codegen_plan(&req, &p, &n_kernels, &t.d));
+    assert_int_equal(n_kernels, 12);
+    int64_t one = (33 * 65 * 4 + 63) / 64 * 64;
+    assert_int_equal(p.unplanned_bytes, 11 * one);      /* the last one is the output */
+    assert_int_equal(p.lower_bound_bytes, 2 * one);
+    assert_int_equal(p.workspace_bytes, 2 * one);
+    char msg[256];
+    assert_true(kiln_memplan_check(&p, msg, sizeof msg));
+    kiln_memplan_free(&p);
+    tg_check(&t, (tol){1e-5, 1e-6, false});
+    tg_free(&t);
+}
+
+/* Views alias, outputs that live elsewhere are copied, duplicates work. */
+static void test_memplan_homes(void **state)
+{
+    rng r = {18};
+    tg t;
+    tg_init(&t, &r);
+    int64_t dims[2] = {6, 7}, pd[1] = {7};
+    uint32_t x = tg_input(&t, KILN_F32, 2, dims), w = tg_param(&t, 1, pd);
+    uint32_t e = tg_op1(&t, KILN_OP_EXP, x);
+    kiln_attrs rs = {.rank = 1, .shape = {42}};
+    uint32_t v = tg_add(&t, KILN_OP_RESHAPE, &e, 1, &rs);
+    kiln_attrs rs2 = {.rank = 3, .shape = {2, 3, 7}};
+    uint32_t v2 = tg_add(&t, KILN_OP_RESHAPE, &v, 1, &rs2);  /* a view of a view */
+    uint32_t y = tg_op1(&t, KILN_OP_NEG, v2);
+    uint32_t xr = tg_add(&t, KILN_OP_RESHAPE, &x, 1, &rs);   /* a view of an input, as output */
+    tg_output(&t, y);
+    tg_output(&t, y);   /* the same node twice */
+    tg_output(&t, x);   /* an input */
+    tg_output(&t, w);   /* a parameter */
+    tg_output(&t, xr);
+    tg_output(&t, v2);  /* a view, as output */
+
+    kiln_compile_request req = tg_request(&t);
+    kiln_memplan p;
+    int n_kernels;
+    assert_true(kiln_codegen_plan(&req, &p, &n_kernels, &t.d));
+    assert_int_equal(p.homes[e].kind, KILN_HOME_WORKSPACE);
+    assert_int_equal(p.homes[v].kind, KILN_HOME_ALIAS);
+    assert_int_equal(p.homes[v].index, e);
+    assert_int_equal(p.homes[v2].kind, KILN_HOME_OUTPUT); /* an output computes into it */
+    assert_int_equal(p.homes[y].kind, KILN_HOME_OUTPUT);
+    assert_int_equal(p.homes[w].kind, KILN_HOME_PARAM);
+    assert_int_equal(p.n_copies, 3);                       /* y again, x, w */
+    assert_int_equal(p.homes[e].last, v2);                 /* read through v2's copy kernel */
+    char msg[256];
+    assert_true(kiln_memplan_check(&p, msg, sizeof msg));
+    kiln_memplan_free(&p);
+    tg_check(&t, EXACT);
+    tg_free(&t);
+}
+
+/* Parameter offsets are 64-byte aligned, in request order. */
+static void test_memplan_params(void **state)
+{
+    rng r = {19};
+    tg t;
+    tg_init(&t, &r);
+    int64_t a[1] = {7}, b[2] = {5, 7}, c[1] = {16};
+    uint32_t pa = tg_param(&t, 1, a), pb = tg_param(&t, 2, b), pc = tg_param(&t, 1, c);
+    tg_output(&t, tg_op2(&t, KILN_OP_ADD, pb, tg_op2(&t, KILN_OP_MUL, pa, pa)));
+    (void)pc;
+    run rr;
+    tg_run(&t, &rr);
+    assert_int_equal(rr.rc, 0);
+    assert_int_equal(rr.c.param_offsets[0], 0);
+    assert_int_equal(rr.c.param_offsets[1], 64);
+    assert_int_equal(rr.c.param_offsets[2], 64 + 192);
+    assert_int_equal(rr.c.params_bytes, 64 + 192 + 64);
+    run_free(&t, &rr);
+    (void)pb;
+    tg_free(&t);
+}
+
+/* Nodes with equal kernels (same op, attributes and operand types) share one function. */
+static void test_kernels_shared(void **state)
+{
+    rng r = {22};
+    tg t;
+    tg_init(&t, &r);
+    int64_t dims[2] = {5, 9};
+    uint32_t h = tg_input(&t, KILN_F32, 2, dims);
+    for (int i = 0; i < 8; i++) h = tg_op1(&t, i % 2 ? KILN_OP_TANH : KILN_OP_SQUARE, h);
+    kiln_attrs sc = {.scalar = 0.5};
+    h = tg_add(&t, KILN_OP_SCALE, &h, 1, &sc);
+    sc.scalar = 0.25; /* another attribute: another function */
+    tg_output(&t, tg_add(&t, KILN_OP_SCALE, &h, 1, &sc));
+    run rr;
+    tg_run(&t, &rr);
+    assert_int_equal(rr.rc, 0);
+    assert_int_equal(rr.c.n_kernels, 10);
+    assert_int_equal(rr.c.n_functions, 4);
+    run_free(&t, &rr);
+    tg_check(&t, (tol){1e-5, 1e-6, false});
+    tg_free(&t);
+}
+
+/* ---- machine code -------------------------------------------------------------------------- */
+
+/* --emit llvm / asm: the optimised module as text, with the entry as its only export. */
+static void test_emit(void **state)
+{
+    rng r = {23};
+    tg t;
+    tg_init(&t, &r);
+    int64_t dims[2] = {16, 40};
+    uint32_t x = tg_input(&t, KILN_F32, 2, dims);
+    tg_output(&t, tg_op1(&t, KILN_OP_EXP, x));
+    kiln_compile_request req = tg_request(&t);
+    char *ir = kiln_codegen_emit(&req, false, &t.d);
+    if (!ir) fail_with_diags(&t, "kiln_codegen_emit");
+    assert_non_null(strstr(ir, "i32 @t_forward(ptr"));
+    assert_non_null(strstr(ir, "%in_x0"));
+    assert_non_null(strstr(ir, "define internal"));
+    assert_non_null(strstr(ir, "\"prefer-vector-width\"=\"512\""));
+    assert_null(strstr(ir, "min-legal-vector-width"));
+    free(ir);
+    char *text = kiln_codegen_emit(&req, true, &t.d);
+    if (!text) fail_with_diags(&t, "kiln_codegen_emit");
+    assert_non_null(strstr(text, "t_forward:"));
+    assert_non_null(strstr(text, ".globl\tt_forward"));
+    free(text);
+    tg_free(&t);
+}
+
+static char *compile_asm(tg *t)
+{
+    kiln_compile_request req = tg_request(t);
+    req.emit_asm = true;
+    kiln_compiled c;
+    if (!kiln_compile_graph(&req, &c, &t->d)) fail_with_diags(t, "kiln_compile_graph");
+    char *text = c.asm_text;
+    c.asm_text = NULL;
+    kiln_compiled_free(&c);
+    return text;
+}
+
+static void test_asm_vectorised(void **state)
+{
+    kiln_target host;
+    kiln_diags d;
+    kiln_diags_init(&d);
+    assert_true(kiln_target_host(&host, &d));
+    rng r = {20};
+    tg t;
+    tg_init(&t, &r);
+    t.target = &host;
+    int64_t ad[2] = {64, 96}, bd[2] = {96, 128};
+    uint32_t a = tg_input(&t, KILN_F32, 2, ad), b = tg_input(&t, KILN_F32, 2, bd);
+    uint32_t m = tg_op2(&t, KILN_OP_MATMUL, a, b);
+    tg_output(&t, tg_op1(&t, KILN_OP_RELU, tg_op2(&t, KILN_OP_MUL, tg_op2(&t, KILN_OP_ADD, m, m), m)));
+    char *text = compile_asm(&t);
+    if (host.vector_floats == 16) {
+        assert_non_null(strstr(text, "zmm"));
+        assert_non_null(strstr(text, "vfmadd"));
+    } else {
+        print_message("host has no avx512f: zmm check skipped\n");
+    }
+    /* the elementwise chain: packed single-precision vector adds and multiplies */
+    assert_non_null(strstr(text, "vaddps"));
+    assert_non_null(strstr(text, "vmulps"));
+    free(text);
+    tg_free(&t);
+    kiln_target_free(&host);
+    kiln_diags_free(&d);
+}
+
+/* An AVX2-only target: no 512-bit registers, and the code still computes the right
+ * thing (the host can run it). */
+static void test_avx2_target(void **state)
+{
+    kiln_target hw;
+    kiln_diags d;
+    kiln_diags_init(&d);
+    assert_true(kiln_target_for(&hw, "haswell", "", &d));
+    assert_int_equal(hw.vector_floats, 8);
+    rng r = {21};
+    tg t;
+    tg_init(&t, &r);
+    t.target = &hw;
+    int64_t ad[2] = {13, 40}, bd[2] = {40, 33};
+    uint32_t a = tg_input(&t, KILN_F32, 2, ad), b = tg_input(&t, KILN_F32, 2, bd);
+    uint32_t m = tg_op2(&t, KILN_OP_MATMUL, a, b);
+    kiln_attrs ax = {.axis = 1};
+    tg_output(&t, tg_add(&t, KILN_OP_SOFTMAX, &m, 1, &ax));
+    char *text = compile_asm(&t);
+    assert_null(strstr(text, "zmm"));
+    assert_non_null(strstr(text, "ymm"));
+    free(text);
+    tg_check(&t, (tol){1e-5, 1e-6, false});
+    tg_free(&t);
+    kiln_target_free(&hw);
+    kiln_diags_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_binary_f32),
+        cmocka_unit_test(test_binary_i32),
+        cmocka_unit_test(test_unary),
+        cmocka_unit_test(test_where_and_cast),
+        cmocka_unit_test(test_elementwise_chain),
+        cmocka_unit_test(test_reductions),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_cross_entropy),
+        cmocka_unit_test(test_cross_entropy_bad_target),
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_layout),
+        cmocka_unit_test(test_gather),
+        cmocka_unit_test(test_gather_out_of_range),
+        cmocka_unit_test(test_sources),
+        cmocka_unit_test(test_memplan_reuse),
+        cmocka_unit_test(test_memplan_homes),
+        cmocka_unit_test(test_memplan_params),
+        cmocka_unit_test(test_kernels_shared),
+        cmocka_unit_test(test_emit),
+        cmocka_unit_test(test_asm_vectorised),
+        cmocka_unit_test(test_avx2_target),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

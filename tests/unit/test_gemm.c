@@ -1,0 +1,422 @@
+/* test_gemm.c — the generated GEMM (codegen/gemm.c) against a float64 triple loop.
+ *
+ * Design: every case builds a module holding one gemm function plus an exported wrapper
+ * "entryN" that calls it, verifies it, runs a pass pipeline ("default<O3>", like the
+ * driver, or none) and adds it to one LLJIT shared by the whole run. The matrices are
+ * random in [-1, 1] and sit at the very end of an mmap'd region followed by a PROT_NONE
+ * page, so a read or write one element past A, B or C faults; everything of C outside the
+ * m×n result (row padding when ldc > n) and a guard zone after the scratch must keep its
+ * sentinel. Results must match Σ a·b in float64 within (k+2)·FLT_EPSILON·Σ|a·b| per
+ * element: an omitted or doubled term is far larger than that.
+ *
+ * Three targets: the host (AVX-512 here: 16 lanes, 12×32 tiles), "haswell" (AVX2 + FMA:
+ * 8 lanes, 6×16 tiles) and "x86-64" (SSE2: 4 lanes, 6×8 tiles), whose functions all run
+ * in the same JIT because the target attributes live on each function. One test checks
+ * that the assembly of each target uses the vector registers it should. Each shape is one
+ * cmocka test (see main).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <llvm-c/Analysis.h>
+#include <llvm-c/Error.h>
+#include <llvm-c/LLJIT.h>
+#include <llvm-c/Orc.h>
+#include <llvm-c/Target.h>
+#include <llvm-c/TargetMachine.h>
+#include <llvm-c/Transforms/PassBuilder.h>
+
+#include "codegen.h"
+
+/* ---- a small JIT harness --------------------------------------------------------- */
+
+typedef void (*gemm_fn)(const float *a, const float *b, float *c, float *scratch);
+
+static kiln_target g_host, g_haswell, g_sse;
+static LLVMOrcLLJITRef g_jit;
+static int g_next_entry;
+
+static void check_error(LLVMErrorRef e) {
+    if (!e) return;
+    char *msg = LLVMGetErrorMessage(e);
+    fail_msg("LLVM: %s", msg);
+    LLVMDisposeErrorMessage(msg);
+}
+
+static int setup_jit(void **state) {
+    kiln_diags d;
+    kiln_diags_init(&d);
+    bool ok = kiln_target_host(&g_host, &d) && kiln_target_for(&g_haswell, "haswell", "+avx2,+fma", &d) &&
+              kiln_target_for(&g_sse, "x86-64", "+sse2", &d);
+    kiln_diags_free(&d);
+    if (!ok || g_haswell.vector_floats != 8 || g_sse.vector_floats != 4) return -1;
+    if (LLVMOrcCreateLLJIT(&g_jit, NULL)) return -1;
+    LLVMOrcDefinitionGeneratorRef gen;
+    if (LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(g_jit), NULL, NULL))
+        return -1;
+    LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(g_jit), gen);
+    return 0;
+}
+
+static int teardown_jit(void **state) {
+    LLVMOrcDisposeLLJIT(g_jit);
+    kiln_target_free(&g_host);
+    kiln_target_free(&g_haswell);
+    kiln_target_free(&g_sse);
+    return 0;
+}
+
+/* A kiln_cg over a fresh module in `ctx` (by hand: the test needs the JIT's context). */
+static kiln_cg make_cg(LLVMContextRef ctx, const kiln_target *t) {
+    kiln_cg cg = {.ctx = ctx, .target = t};
+    cg.mod = LLVMModuleCreateWithNameInContext("test_gemm", ctx);
+    LLVMSetTarget(cg.mod, t->triple);
+    LLVMTargetDataRef dl = LLVMCreateTargetDataLayout(t->tm);
+    LLVMSetModuleDataLayout(cg.mod, dl);
+    LLVMDisposeTargetData(dl);
+    cg.t_void = LLVMVoidTypeInContext(ctx);
+    cg.t_i1 = LLVMInt1TypeInContext(ctx);
+    cg.t_i32 = LLVMInt32TypeInContext(ctx);
+    cg.t_i64 = LLVMInt64TypeInContext(ctx);
+    cg.t_f32 = LLVMFloatTypeInContext(ctx);
+    cg.t_f64 = LLVMDoubleTypeInContext(ctx);
+    cg.t_ptr = LLVMPointerTypeInContext(ctx, 0);
+    return cg;
+}
+
+/* An exported wrapper "entryN" around the internal gemm function. */
+static void add_entry(kiln_cg *cg, LLVMValueRef gemm, const char *name) {
+    LLVMTypeRef params[] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_ptr};
+    LLVMTypeRef fty = LLVMFunctionType(cg->t_void, params, 4, 0);
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, name, fty);
+    LLVMBuilderRef b = LLVMCreateBuilderInContext(cg->ctx);
+    LLVMPositionBuilderAtEnd(b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    LLVMValueRef args[4];
+    for (unsigned i = 0; i < 4; i++) args[i] = LLVMGetParam(fn, i);
+    LLVMBuildCall2(b, LLVMGlobalGetValueType(gemm), gemm, args, 4, "");
+    LLVMBuildRetVoid(b);
+    LLVMDisposeBuilder(b);
+}
+
+/* Builds, checks, optimises (passes = NULL: none) and JITs one gemm function. */
+static gemm_fn compile(const kiln_target *t, const kiln_gemm_shape *s, const char *passes) {
+    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+    kiln_cg cg = make_cg(LLVMOrcThreadSafeContextGetContext(tsc), t);
+    LLVMValueRef gemm = kiln_cg_gemm(&cg, s);
+    assert_ptr_equal(kiln_cg_gemm(&cg, s), gemm);  /* an equal shape reuses the function */
+    char name[32];
+    snprintf(name, sizeof name, "entry%d", g_next_entry++);
+    add_entry(&cg, gemm, name);
+
+    char *msg = NULL;
+    if (LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg)) fail_msg("invalid module: %s", msg);
+    LLVMDisposeMessage(msg);
+    if (passes) {
+        LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+        check_error(LLVMRunPasses(cg.mod, passes, t->tm, opts));
+        LLVMDisposePassBuilderOptions(opts);
+    }
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg.mod, tsc);
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    check_error(LLVMOrcLLJITAddLLVMIRModule(g_jit, LLVMOrcLLJITGetMainJITDylib(g_jit), tsm));
+    LLVMOrcExecutorAddress addr = 0;
+    check_error(LLVMOrcLLJITLookup(g_jit, &addr, name));
+    return (gemm_fn)(uintptr_t)addr;
+}
+
+/* ---- guarded matrices ------------------------------------------------------------ */
+
+/* `n` floats ending exactly where a PROT_NONE page begins. */
+typedef struct guarded {
+    float *p;
+    void *base;
+    size_t len;
+} guarded;
+
+static guarded guarded_alloc(size_t n) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t bytes = n * sizeof(float), data = (bytes + page - 1) / page * page;
+    guarded g = {.len = data + page};
+    g.base = mmap(NULL, g.len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(g.base != MAP_FAILED);
+    assert_int_equal(mprotect((char *)g.base + data, page, PROT_NONE), 0);
+    g.p = (float *)((char *)g.base + data - bytes);
+    return g;
+}
+
+static void guarded_free(guarded *g) { munmap(g->base, g->len); }
+
+/* n floats, 64-byte aligned (aligned_alloc wants a size that is a multiple of 64) */
+static float *alloc64(int64_t n) { return aligned_alloc(64, (size_t)(n + 16) / 16 * 64); }
+
+static uint64_t g_rng = 0x9e3779b97f4a7c15u;
+static float rand_pm1(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((double)(g_rng >> 11) / (double)(1ull << 53) * 2.0 - 1.0);
+}
+
+/* ---- one case ---------------------------------------------------------------------- */
+
+typedef struct gemm_case {
+    int64_t m, n, k;
+    bool ta, tb;
+    int64_t pad_a, pad_b, pad_c;  /* extra elements per row beyond the minimal stride */
+    int target;                   /* 0: host, 1: haswell (AVX2), 2: x86-64 (SSE2) */
+    const char *passes;           /* NULL: no IR optimisation */
+    char name[96];
+} gemm_case;
+
+static const float SENTINEL = -7777.0f;
+enum { GUARD = 256 };
+
+static void run_case(void **state) {
+    const gemm_case *cs = *state;
+    const kiln_target *t = cs->target == 1 ? &g_haswell : cs->target == 2 ? &g_sse : &g_host;
+    kiln_gemm_shape s = {.m = cs->m, .n = cs->n, .k = cs->k, .trans_a = cs->ta, .trans_b = cs->tb};
+    int64_t a_rows = cs->ta ? cs->k : cs->m, a_cols = cs->ta ? cs->m : cs->k;
+    int64_t b_rows = cs->tb ? cs->n : cs->k, b_cols = cs->tb ? cs->k : cs->n;
+    s.lda = a_cols + cs->pad_a;
+    s.ldb = b_cols + cs->pad_b;
+    s.ldc = cs->n + cs->pad_c;
+
+    gemm_fn fn = compile(t, &s, cs->passes);
+    guarded a = guarded_alloc((size_t)(a_rows * s.lda + 1));
+    guarded b = guarded_alloc((size_t)(b_rows * s.ldb + 1));
+    guarded c = guarded_alloc((size_t)(cs->m * s.ldc + 1));
+    /* +1: a zero-sized matrix still gets a valid pointer; the extra element is the last
+     * one before the guard page and must stay untouched for C. */
+    for (int64_t i = 0; i < a_rows * s.lda; i++) a.p[i] = rand_pm1();
+    for (int64_t i = 0; i < b_rows * s.ldb; i++) b.p[i] = rand_pm1();
+    for (int64_t i = 0; i <= cs->m * s.ldc; i++) c.p[i] = SENTINEL;
+    int64_t scratch_n = kiln_gemm_scratch_floats(t, &s);
+    assert_true(scratch_n >= 0);
+    float *scratch = alloc64(scratch_n + GUARD);
+    for (int64_t i = 0; i < scratch_n + GUARD; i++) scratch[i] = SENTINEL;
+
+    fn(a.p, b.p, c.p, scratch);
+
+    int bad = 0;
+    for (int64_t i = 0; i < cs->m; i++) {
+        for (int64_t j = 0; j < s.ldc; j++) {
+            float got = c.p[i * s.ldc + j];
+            if (j >= cs->n) {
+                if (got != SENTINEL && bad++ < 5) print_error("C[%ld][%ld] past n was written\n", (long)i, (long)j);
+                continue;
+            }
+            double sum = 0, mag = 0;
+            for (int64_t q = 0; q < cs->k; q++) {
+                double x = cs->ta ? a.p[q * s.lda + i] : a.p[i * s.lda + q];
+                double y = cs->tb ? b.p[j * s.ldb + q] : b.p[q * s.ldb + j];
+                sum += x * y;
+                mag += fabs(x * y);
+            }
+            double tol = (double)(cs->k + 2) * FLT_EPSILON * mag;
+            if (!(fabs(got - sum) <= tol) && bad++ < 5)
+                print_error("C[%ld][%ld] = %.9g, want %.9g (tol %.3g)\n", (long)i, (long)j, got, sum, tol);
+        }
+    }
+    if (c.p[cs->m * s.ldc] != SENTINEL && bad++ < 5) print_error("the element after C was written\n");
+    for (int64_t i = scratch_n; i < scratch_n + GUARD; i++)
+        if (scratch[i] != SENTINEL && bad++ < 5) print_error("scratch[%ld] past its size was written\n", (long)i);
+    free(scratch);
+    guarded_free(&a);
+    guarded_free(&b);
+    guarded_free(&c);
+    assert_int_equal(bad, 0);
+}
+
+/* ---- tests that are not one shape ------------------------------------------------- */
+
+/* Functions are shared per shape, and named by it; the micro-kernel and packers are
+ * shared by every shape of a module. */
+static void test_reuse_and_names(void **state) {
+    LLVMContextRef ctx = LLVMContextCreate();
+    kiln_cg cg = make_cg(ctx, &g_host);
+    kiln_gemm_shape s1 = {64, 32, 48, false, true, 48, 48, 32};
+    kiln_gemm_shape s2 = s1, s3 = s1;
+    s2.ldc = 40;
+    s3.trans_a = true, s3.lda = 64;
+    LLVMValueRef f1 = kiln_cg_gemm(&cg, &s1), f2 = kiln_cg_gemm(&cg, &s2), f3 = kiln_cg_gemm(&cg, &s3);
+    assert_ptr_equal(kiln_cg_gemm(&cg, &s1), f1);
+    assert_ptr_not_equal(f1, f2);
+    assert_ptr_not_equal(f1, f3);
+    assert_ptr_not_equal(f2, f3);
+    size_t len;
+    assert_non_null(strstr(LLVMGetValueName2(f1, &len), "m64_n32_k48_nt"));
+    assert_int_equal(LLVMGetLinkage(f1), LLVMInternalLinkage);
+    int tiles = 0, packers = 0, nests = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(cg.mod); f; f = LLVMGetNextFunction(f)) {
+        const char *name = LLVMGetValueName2(f, &len);
+        tiles += strncmp(name, "kiln_gemm_tile_", 15) == 0;
+        packers += strncmp(name, "kiln_gemm_pack_", 15) == 0;
+        nests += strncmp(name, "kiln_gemm_loops_", 16) == 0;
+        if (strncmp(name, "kiln_gemm_", 10) == 0) assert_int_equal(LLVMGetLinkage(f), LLVMInternalLinkage);
+    }
+    assert_int_equal(tiles, 1);
+    assert_int_equal(packers, 3);  /* A plain (transpose) and transposed (copy), B transposed */
+    assert_int_equal(nests, 2);    /* nt, tt */
+    if (g_host.vector_floats == 16) assert_non_null(LLVMGetNamedFunction(cg.mod, "kiln_gemm_tile_w16_12x32"));
+    char *msg = NULL;
+    assert_int_equal(LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg), 0);
+    LLVMDisposeMessage(msg);
+    LLVMDisposeModule(cg.mod);
+    LLVMContextDispose(ctx);
+}
+
+/* Scratch is zero when there is nothing to pack, and covers both packed regions. Only
+ * the vector width of the target matters, so these use fixed widths, not the host's. */
+static void test_scratch_sizes(void **state) {
+    const kiln_target avx512 = {.vector_floats = 16}, avx2 = {.vector_floats = 8};
+    kiln_gemm_shape s0 = {0, 5, 5, false, false, 5, 5, 5}, k0 = {5, 5, 0, false, false, 0, 5, 5};
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &s0), 0);
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &k0), 0);
+    kiln_gemm_shape one = {1, 1, 1, false, false, 1, 1, 1};
+    /* one 12-row A sliver (rounded to 16 floats) + one 32-column B sliver, depth 1 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &one), 16 + 32);
+    assert_int_equal(kiln_gemm_scratch_floats(&avx2, &one), 16 + 16);
+    /* blocks are balanced: m 1000 = 504 + 496, k 400 = 208 + 192, n 700 = 256 + 256 + 188 */
+    kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 504 * 208 + 256 * 208);
+    /* large shapes are bounded by the blocks, not the matrices */
+    kiln_gemm_shape big = {4096, 4096, 4096, false, false, 4096, 4096, 4096};
+    assert_true(kiln_gemm_scratch_floats(&avx512, &big) < 1 << 20);
+}
+
+/* The assembly uses zmm on the host (prefer-vector-width=512 even on Intel), only ymm for
+ * haswell and only xmm for x86-64: the AVX2 and SSE cases really ran narrower code. */
+static void check_asm(const kiln_target *t, const char *want, const char *forbid) {
+    LLVMContextRef ctx = LLVMContextCreate();
+    kiln_cg cg = make_cg(ctx, t);
+    kiln_gemm_shape s = {37, 45, 29, false, false, 29, 45, 45};
+    LLVMValueRef fn = kiln_cg_gemm(&cg, &s);
+    LLVMSetLinkage(fn, LLVMExternalLinkage);  /* keep it through codegen */
+    char *err = NULL;
+    LLVMMemoryBufferRef buf = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(t->tm, cg.mod, LLVMAssemblyFile, &err, &buf)) fail_msg("%s", err);
+    size_t n = LLVMGetBufferSize(buf);
+    char *text = malloc(n + 1);
+    memcpy(text, LLVMGetBufferStart(buf), n);
+    text[n] = 0;
+    assert_non_null(strstr(text, want));
+    if (t->vector_floats >= 8) assert_non_null(strstr(text, "vfmadd"));  /* SSE2 has no FMA: a libcall */
+    if (forbid) assert_null(strstr(text, forbid));
+    free(text);
+    LLVMDisposeMemoryBuffer(buf);
+    LLVMDisposeModule(cg.mod);
+    LLVMContextDispose(ctx);
+}
+
+static void test_asm_vector_registers(void **state) {
+    if (g_host.vector_floats == 16) check_asm(&g_host, "zmm", NULL);
+    check_asm(&g_haswell, "ymm", "zmm");
+    check_asm(&g_sse, "xmm", "ymm");
+}
+
+/* With llvm.fma every C element sums its k terms in the same order whatever the tile, so
+ * the AVX-512 and AVX2 functions agree bit for bit (a property kiln's tests may rely on). */
+static void test_targets_agree(void **state) {
+    kiln_gemm_shape s = {37, 45, 800, false, true, 801, 803, 47};
+    gemm_fn wide = compile(&g_host, &s, "default<O3>"), narrow = compile(&g_haswell, &s, NULL);
+    float *a = malloc(sizeof(float) * 37 * 801), *b = malloc(sizeof(float) * 45 * 803);
+    float *c1 = calloc(37 * 47, sizeof(float)), *c2 = calloc(37 * 47, sizeof(float));
+    for (int i = 0; i < 37 * 801; i++) a[i] = rand_pm1();
+    for (int i = 0; i < 45 * 803; i++) b[i] = rand_pm1();
+    int64_t n1 = kiln_gemm_scratch_floats(&g_host, &s), n2 = kiln_gemm_scratch_floats(&g_haswell, &s);
+    float *scratch = alloc64(n1 > n2 ? n1 : n2);
+    wide(a, b, c1, scratch);
+    narrow(a, b, c2, scratch);
+    assert_memory_equal(c1, c2, sizeof(float) * 37 * 47);
+    free(a);
+    free(b);
+    free(c1);
+    free(c2);
+    free(scratch);
+}
+
+/* ---- the case list ------------------------------------------------------------------ */
+
+enum { MAX_CASES = 160 };
+static gemm_case g_cases[MAX_CASES];
+static int g_ncases;
+
+static void add_case(int64_t m, int64_t n, int64_t k, bool ta, bool tb, int64_t pa, int64_t pb, int64_t pc,
+                     int target, const char *passes) {
+    assert_true(g_ncases < MAX_CASES);
+    gemm_case *c = &g_cases[g_ncases++];
+    *c = (gemm_case){m, n, k, ta, tb, pa, pb, pc, target, passes, ""};
+    static const char *const target_name[] = {"host", "avx2", "sse"};
+    snprintf(c->name, sizeof c->name, "%s %ldx%ldx%ld %c%c%s%s", target_name[target], (long)m, (long)n, (long)k,
+             ta ? 't' : 'n', tb ? 't' : 'n', pa || pb || pc ? " strided" : "", passes ? "" : " unoptimised");
+}
+
+static void build_cases(void) {
+    static const int64_t edge[] = {1, 3, 7, 15, 16, 17, 31, 33, 64, 100, 129};
+    const int nedge = (int)(sizeof edge / sizeof edge[0]);
+    const char *o3 = "default<O3>";
+    add_case(1, 1, 1, false, false, 0, 0, 0, 0, o3);
+    /* tails: each dimension through the edge sizes with the others fixed off-tile */
+    for (int x = 0; x < nedge; x++) add_case(edge[x], 45, 29, false, false, 0, 0, 0, 0, o3);
+    for (int x = 0; x < nedge; x++) add_case(37, edge[x], 29, false, false, 0, 0, 0, 0, o3);
+    for (int x = 0; x < nedge; x++) add_case(37, 45, edge[x], false, false, 0, 0, 0, 0, o3);
+    for (int x = 0; x < nedge; x++) add_case(edge[x], edge[(x + 4) % nedge], edge[(x + 7) % nedge], x % 2, x % 3 == 0,
+                                             0, 0, 0, 0, o3);
+    /* the four transposes, minimal and padded strides */
+    for (int tr = 0; tr < 4; tr++) {
+        add_case(100, 129, 64, tr & 1, tr & 2, 0, 0, 0, 0, o3);
+        add_case(33, 17, 31, tr & 1, tr & 2, 5, 3, 7, 0, o3);
+    }
+    /* several k blocks (accumulating stores, masked and not), several m and n blocks */
+    add_case(37, 45, 800, false, false, 0, 0, 0, 0, o3);
+    add_case(48, 64, 769, true, true, 1, 2, 3, 0, o3);
+    add_case(1000, 700, 400, false, true, 0, 0, 0, 0, o3);
+    /* empty and degenerate */
+    add_case(19, 23, 0, false, false, 0, 0, 4, 0, o3);
+    add_case(0, 23, 19, false, false, 0, 0, 0, 0, o3);
+    add_case(19, 0, 19, true, false, 0, 0, 0, 0, o3);
+    add_case(1, 1000, 1, false, false, 0, 0, 0, 0, o3);
+    add_case(1000, 1, 3, true, true, 0, 0, 0, 0, o3);
+    /* large */
+    add_case(512, 512, 512, false, false, 0, 0, 0, 0, o3);
+    /* without any IR optimisation (the light-pipeline path) */
+    add_case(37, 45, 29, false, false, 0, 0, 0, 0, NULL);
+    add_case(100, 129, 800, true, true, 3, 1, 2, 0, NULL);
+    /* AVX2: 8 lanes, 6×16 tiles */
+    add_case(1, 1, 1, false, false, 0, 0, 0, 1, o3);
+    for (int x = 0; x < nedge; x += 2) add_case(edge[x], edge[(x + 3) % nedge], edge[(x + 5) % nedge], false, false,
+                                                0, 0, 0, 1, o3);
+    for (int tr = 0; tr < 4; tr++) add_case(33, 17, 31, tr & 1, tr & 2, 5, 3, 7, 1, o3);
+    add_case(37, 45, 800, false, true, 0, 0, 0, 1, o3);
+    add_case(19, 23, 0, false, false, 0, 0, 0, 1, o3);
+    add_case(100, 129, 64, true, false, 0, 0, 0, 1, NULL);
+    add_case(256, 256, 256, false, false, 0, 0, 0, 1, o3);
+    /* SSE: 4 lanes, 6×8 tiles (masked loads and stores become scalar code) */
+    for (int tr = 0; tr < 4; tr++) add_case(33, 17, 31, tr & 1, tr & 2, 5, 3, 7, 2, o3);
+    add_case(37, 45, 800, true, false, 0, 0, 0, 2, o3);
+    add_case(100, 129, 64, false, true, 0, 0, 0, 2, NULL);
+}
+
+int main(void) {
+    build_cases();
+    static struct CMUnitTest tests[MAX_CASES + 4];
+    int n = 0;
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_asm_vector_registers);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_targets_agree);
+    for (int i = 0; i < g_ncases; i++)
+        tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
+    return _cmocka_run_group_tests("gemm", tests, (size_t)n, setup_jit, teardown_jit);
+}
