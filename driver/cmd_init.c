@@ -21,7 +21,7 @@ int cmd_init(int argc, char **argv, kiln_diags *diags)
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "init", "-o W.safetensors is required");
     if (diags->n) return EXIT_USAGE;
 
-    kiln_load_options opt = {args.defines, args.n_defines, NULL, 0};
+    kiln_load_options opt = {.defines = args.defines, .n_defines = args.n_defines};
     kiln_model model;
     if (!kiln_model_load(&model, args.positional[0], &opt, diags)) return EXIT_FAIL;
 

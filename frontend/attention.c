@@ -39,10 +39,16 @@ enum { T5_BUCKETS = 32, T5_MAX_DISTANCE = 128 };
 
 /* ---- shared helpers (modules.h) --------------------------------------------------- */
 
+/* Tables computed while loading (sinusoidal, rope, buckets) are filled element by element
+ * before anything runs, so their size bounds load time: 2^27 elements (512 MiB) is far
+ * above any real sequence length × width and still fills in about a second. */
+#define FE_MAX_TABLE_ELEMS ((int64_t)1 << 27)
+
 void *fe_table_alloc(fe_ctx *c, const fe_node *n, const char *what, int64_t count)
 {
-    if (count < 0 || count > KILN_MAX_TENSOR_BYTES / KILN_ELEM_BYTES) {
-        fe_error(c, n, NULL, "the %s would hold %lld elements, over kiln's tensor limit", what, (long long)count);
+    if (count < 0 || count > FE_MAX_TABLE_ELEMS) {
+        fe_error(c, n, NULL, "the %s would hold %lld elements, over kiln's limit of %lld for tables built at load time",
+                 what, (long long)count, (long long)FE_MAX_TABLE_ELEMS);
         return NULL;
     }
     void *p = malloc(count > 0 ? (size_t)count * KILN_ELEM_BYTES : 1);
