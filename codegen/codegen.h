@@ -30,7 +30,8 @@ typedef struct kiln_target {
 
 /* The machine kiln runs on (JIT). */
 bool kiln_target_host(kiln_target *t, kiln_diags *d);
-/* A named CPU for AOT (--target-cpu/--target-features); NULL cpu = host. */
+/* A named CPU for AOT (--target-cpu/--target-features); NULL cpu = the host's CPU, with
+ * `features` instead of the host's when given. */
 bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln_diags *d);
 void kiln_target_free(kiln_target *t);
 /* Sets target-cpu, target-features and prefer-vector-width on a function (every
@@ -85,12 +86,27 @@ typedef struct kiln_compile_request {
     const char *name;              /* entry symbol prefix: NAME_forward (NULL: g->name) */
     const kiln_target *target;     /* NULL: the host */
     bool emit_llvm, emit_asm;      /* keep the optimised module's text / assembly */
+    /* The training step (SPEC section 6) instead of the forward entry: when `train` is
+     * set the entry is NAME_train_step (below), `states` lists the graph's STATE nodes in
+     * optimizer-blob order, `lr` is a rank-0 f32 INPUT node (not in `inputs`) passed by
+     * value after the inputs, and the graph's updates are compiled too. */
+    bool train;
+    const uint32_t *states;
+    uint32_t n_states;
+    uint32_t lr;
 } kiln_compile_request;
 
 /* The entry point, int NAME_forward(const float *params, void *workspace, inputs…,
  * outputs…): the parameter blob, the workspace (workspace_bytes, 64-byte aligned), then
  * one pointer per input (argument order) and per output (g->outputs order); inputs and
- * outputs must not overlap. It never allocates and returns one of these: */
+ * outputs must not overlap. With `train`:
+ *     int NAME_train_step(float *params, float *optim, void *workspace, inputs…,
+ *                         float lr, outputs…)
+ * where optim is the optimizer blob (optim_bytes, zeroed before the first step) and the
+ * graph's updates are written into params and optim before it returns (in place, or
+ * copied after the last kernel). A failing kernel returns at once; in a training step
+ * the kernels that can fail (gather, cross_entropy) run before every optimizer node, so
+ * the blobs are then unchanged. It never allocates and returns one of these: */
 enum {
     KILN_RC_OK = 0,
     KILN_RC_INDEX_RANGE = 1,   /* a gather index (token id) outside its table */
@@ -100,11 +116,13 @@ enum {
 typedef struct kiln_compiled {
     void *jit;                     /* LLVMOrcLLJITRef, owns the machine code */
     void *entry;                   /* int NAME_forward(…), called through libffi */
-    uint32_t n_args;               /* 2 + inputs + outputs */
+    uint32_t n_args;               /* 2 + inputs + outputs; train: 4 + inputs + outputs */
     int n_kernels;                 /* kernel calls (one per computed node) */
     int n_functions;               /* distinct kernel functions (equal kernels are shared) */
     int64_t params_bytes;          /* the blob */
     int64_t *param_offsets;        /* per request parameter: byte offset in the blob */
+    int64_t optim_bytes;           /* the optimizer blob (train) */
+    int64_t *state_offsets;        /* per request state: byte offset in the optimizer blob */
     int64_t workspace_bytes, unplanned_bytes, lower_bound_bytes;
     char *llvm_ir, *asm_text;      /* when asked for, else NULL (malloc'd) */
     double ms_build, ms_optimize, ms_jit;  /* compile time, by stage */
@@ -119,5 +137,48 @@ bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *plan, int 
 
 /* The optimised module of a request as LLVM IR text or assembly, malloc'd (--emit). */
 char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d);
+
+/* ---- one finished module (jit.c): where AOT and --emit start ------------------------ */
+
+/* The optimised, linked module of a request (req->target required), in an LLVM context
+ * of its own, with the memory plan it was built for. Everything but the entry function
+ * is internal. kiln_module_free disposes module, context and plan. */
+typedef struct kiln_module {
+    kiln_cg cg;
+    kiln_memplan plan;
+    int n_kernels, n_functions;
+} kiln_module;
+
+bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln_diags *d);
+void kiln_module_free(kiln_module *m);
+
+/* ---- exported libraries: `kiln compile` (aot.c, header.c) --------------------------- */
+
+typedef enum kiln_artifact { KILN_ARTIFACT_SO, KILN_ARTIFACT_OBJECT, KILN_ARTIFACT_ARCHIVE } kiln_artifact;
+
+typedef struct kiln_aot_options {
+    const char *out;              /* the artifact: OUT.so, OUT.o or OUT.a */
+    kiln_artifact kind;
+    const char *header;           /* OUT.h, or NULL for none */
+    const char *source;           /* the model file, named in the header's comment */
+    const char *runtime_archive;  /* the PIC archive defining kiln_params_load (kiln/params.h) */
+    const char *cc, *objcopy, *ar;/* the tools: "cc", "objcopy", "ar" */
+} kiln_aot_options;
+
+/* Builds the exported library of a forward request (req->name: the symbol prefix NAME,
+ * a C identifier; req->target required): NAME_forward, NAME_load, NAME_set_threads and
+ * the table NAME_params, nothing else global. Every output appears complete or not at
+ * all (built beside its target, then renamed); a failing tool is a diagnostic with its
+ * output. */
+bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d);
+
+/* The exported module as LLVM IR text or assembly, malloc'd (`kiln compile --emit`). */
+char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d);
+
+/* The C header of an exported library (SPEC section 6), malloc'd. */
+char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const char *source);
+
+/* Writes bytes to path atomically: a temporary beside it, then rename. */
+bool kiln_write_file_atomic(const char *path, const void *data, size_t size, kiln_diags *d);
 
 #endif

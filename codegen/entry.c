@@ -11,6 +11,15 @@
  * kernels would read garbage). Outputs whose node lives elsewhere are copied last.
  * Nodes whose kernels would be identical call one shared function.
  * The JIT and the AOT writer share this function; it allocates nothing.
+ *
+ * The training step (request->train) is the same function with another signature,
+ *
+ *     int NAME_train_step(float *params, float *optim, void *workspace, <inputs…>,
+ *                         float lr, <outputs…>)
+ *
+ * STATE nodes live in the optimizer blob, lr (passed by value) gets a stack slot so that
+ * kernels read it like any value, and the graph's updates land in the blobs: computed
+ * in place where the plan says so (KILN_HOME_UPDATE), else copied after the outputs.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +33,10 @@ typedef struct entry_ctx {
     const kiln_memplan *p;
     LLVMValueRef fn;
     uint32_t n_inputs;
+    /* argument numbers: forward (params, workspace, inputs…, outputs…); train step
+     * (params, optim, workspace, inputs…, lr, outputs…) */
+    unsigned a_optim, a_workspace, a_inputs, a_outputs;
+    LLVMValueRef lr_slot;   /* train: a stack slot holding the by-value lr (input n_inputs) */
 } entry_ctx;
 
 /* The address of node id's value. */
@@ -32,11 +45,15 @@ static LLVMValueRef value_ptr(entry_ctx *e, uint32_t id)
     const kiln_home *h = &e->p->homes[id];
     switch (h->kind) {
     case KILN_HOME_PARAM: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, 0), h->offset);
-    case KILN_HOME_WORKSPACE: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, 1), h->offset);
-    case KILN_HOME_INPUT: return LLVMGetParam(e->fn, 2 + h->index);
-    case KILN_HOME_OUTPUT: return LLVMGetParam(e->fn, 2 + e->n_inputs + h->index);
+    case KILN_HOME_STATE: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, e->a_optim), h->offset);
+    case KILN_HOME_WORKSPACE: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, e->a_workspace), h->offset);
+    case KILN_HOME_INPUT:
+        if (h->index == e->n_inputs && e->lr_slot) return e->lr_slot;
+        return LLVMGetParam(e->fn, e->a_inputs + h->index);
+    case KILN_HOME_OUTPUT: return LLVMGetParam(e->fn, e->a_outputs + h->index);
     case KILN_HOME_CONST: return lower_constant_global(e->cg, e->g, id);
-    case KILN_HOME_ALIAS: return value_ptr(e, h->index);
+    case KILN_HOME_ALIAS:
+    case KILN_HOME_UPDATE: return value_ptr(e, h->index);
     case KILN_HOME_NONE: break;
     }
     KILN_ASSERT(!"a kernel reads a value that has no home");
@@ -88,30 +105,41 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
     for (int k = 0; k < n_keys; k++) free(keys[k].text);
     free(keys);
 
-    unsigned n_args = 2 + req->n_inputs + g->n_outputs;
+    entry_ctx e = {cg, g, p, NULL, req->n_inputs, 0, 1, 2, 2 + req->n_inputs, NULL};
+    if (req->train) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 4 + req->n_inputs, NULL};
+    unsigned n_args = e.a_outputs + g->n_outputs;
     LLVMTypeRef *params = calloc(n_args, sizeof *params);
     KILN_ASSERT(params != NULL);
     for (unsigned i = 0; i < n_args; i++) params[i] = cg->t_ptr;
+    if (req->train) params[e.a_outputs - 1] = cg->t_f32; /* float lr, by value */
     LLVMValueRef fn = LLVMAddFunction(cg->mod, entry_name, LLVMFunctionType(cg->t_i32, params, n_args, 0));
     free(params);
     unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
     LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, nounwind, 0));
     kiln_target_tag_function(cg->target, fn);
+    e.fn = fn;
     LLVMSetValueName2(LLVMGetParam(fn, 0), "params", 6);
-    LLVMSetValueName2(LLVMGetParam(fn, 1), "workspace", 9);
+    if (req->train) LLVMSetValueName2(LLVMGetParam(fn, e.a_optim), "optim", 5);
+    LLVMSetValueName2(LLVMGetParam(fn, e.a_workspace), "workspace", 9);
     char arg[160];
     for (uint32_t i = 0; i < req->n_inputs; i++) {
         const char *name = g->nodes[req->inputs[i]].attrs.name;
         snprintf(arg, sizeof arg, "in_%s", name ? name : "");
-        LLVMSetValueName2(LLVMGetParam(fn, 2 + i), arg, strlen(arg));
+        LLVMSetValueName2(LLVMGetParam(fn, e.a_inputs + i), arg, strlen(arg));
     }
     for (uint32_t o = 0; o < g->n_outputs; o++) {
         snprintf(arg, sizeof arg, "out_%s", g->outputs[o].name);
-        LLVMSetValueName2(LLVMGetParam(fn, 2 + req->n_inputs + o), arg, strlen(arg));
+        LLVMSetValueName2(LLVMGetParam(fn, e.a_outputs + o), arg, strlen(arg));
     }
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    if (req->train) {
+        /* kernels read every value through a pointer: give lr an address */
+        LLVMValueRef lr = LLVMGetParam(fn, e.a_outputs - 1);
+        LLVMSetValueName2(lr, "lr", 2);
+        e.lr_slot = cg_local(cg, cg->t_f32, "lr.slot");
+        LLVMBuildStore(cg->b, lr, e.lr_slot);
+    }
 
-    entry_ctx e = {cg, g, p, fn, req->n_inputs};
     for (uint32_t id = 0; id < g->n_nodes; id++) {
         if (!kernels[id]) continue;
         const kiln_node *n = &g->nodes[id];
@@ -119,7 +147,8 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         unsigned k = 0;
         args[k++] = value_ptr(&e, id);
         for (uint32_t i = 0; i < n->n_in; i++) args[k++] = value_ptr(&e, n->in[i]);
-        if (p->scratch_bytes[id] > 0) args[k++] = cg_byte_offset(cg, LLVMGetParam(fn, 1), p->scratch_offset[id]);
+        if (p->scratch_bytes[id] > 0)
+            args[k++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), p->scratch_offset[id]);
         LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(kernels[id]), kernels[id], args, k, "");
         if (kiln_lower_table[n->op].can_fail) {
             LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(cg->ctx, fn, "fail");
@@ -133,7 +162,14 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
     for (uint32_t i = 0; i < p->n_copies; i++) {
         const kiln_out_copy *c = &p->copies[i];
         int64_t bytes = kiln_type_numel(&g->nodes[c->node].type) * KILN_ELEM_BYTES;
-        cg_memcpy(cg, LLVMGetParam(fn, 2 + req->n_inputs + c->output), value_ptr(&e, c->node), bytes);
+        cg_memcpy(cg, LLVMGetParam(fn, e.a_outputs + c->output), value_ptr(&e, c->node), bytes);
+    }
+    /* new values that could not be computed in place, after every kernel has read the
+     * old ones (each target is a parameter or a state, never a value copied from) */
+    for (uint32_t i = 0; i < p->n_update_copies; i++) {
+        const kiln_update *u = &g->updates[p->update_copies[i]];
+        int64_t bytes = kiln_type_numel(&g->nodes[u->target].type) * KILN_ELEM_BYTES;
+        cg_memcpy(cg, value_ptr(&e, u->target), value_ptr(&e, u->value), bytes);
     }
     LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
     free(kernels);

@@ -133,7 +133,9 @@ static LLVMValueRef add(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBui
 static LLVMValueRef sub(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWSub(g->b, x, y, ""); }
 static LLVMValueRef mul(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWMul(g->b, x, y, ""); }
 static LLVMValueRef lt(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildICmp(g->b, LLVMIntSLT, x, y, ""); }
-static LLVMValueRef smin(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildSelect(g->b, lt(g, x, y), x, y, ""); }
+static LLVMValueRef smin(gen *g, LLVMValueRef x, LLVMValueRef y) {
+    return LLVMBuildSelect(g->b, lt(g, x, y), x, y, "");
+}
 
 /* &base[idx] for an element that exists. */
 static LLVMValueRef at(gen *g, LLVMValueRef base, LLVMValueRef idx) {
@@ -280,7 +282,8 @@ static LLVMValueRef param(gen *g, unsigned i) { return LLVMGetParam(g->fn, i); }
 
 /* Both packers fill one sliver of `width` lanes (MR or NR) and depth kc:
  *   dst[q·width + x] = lane x at depth q of the source, or 0 for x ≥ valid
- * (valid ≥ 1: the lanes left before m or n). dst is 64-byte aligned. */
+ * (valid ≥ 1: the lanes left before m or n). When width is a multiple of W (B slivers)
+ * dst is 64-byte aligned and so is every packed row. */
 
 /*   void kiln_gemm_pack_copy_wW_X(const float *src, float *dst, i64 sk, i64 valid, i64 kc)
  * lanes contiguous, depth q at src + q·sk: each row q is copied as vectors; the load

@@ -11,7 +11,8 @@
  *   LLJIT built from the same CPU and features, with a process-symbol generator so the
  *   code can call libm → look the entry up (machine code is produced at lookup).
  * The module is built inside an ORC ThreadSafeContext from the start, so the JIT takes
- * it without a copy; kiln_codegen_emit builds in a plain context instead.
+ * it without a copy; kiln_codegen_module (AOT, --emit) builds the same module in a plain
+ * context instead and hands it over finished.
  */
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
@@ -48,6 +49,7 @@ static void mark_needed(const kiln_graph *g, unsigned char *needed)
 {
     memset(needed, 0, g->n_nodes);
     for (uint32_t i = 0; i < g->n_outputs; i++) needed[g->outputs[i].node] = 1;
+    for (uint32_t i = 0; i < g->n_updates; i++) needed[g->updates[i].value] = 1;
     for (uint32_t id = g->n_nodes; id-- > 0;)
         if (needed[id])
             for (uint32_t j = 0; j < g->nodes[id].n_in; j++) needed[g->nodes[id].in[j]] = 1;
@@ -61,8 +63,15 @@ static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_mem
     KILN_ASSERT(needed && scratch);
     mark_needed(g, needed);
     lower_scratch_sizes(g, t, scratch);
-    kiln_plan_request pr = {needed, scratch, req->inputs, req->n_inputs, req->params, req->n_params};
+    /* the training step's lr is one more input, after the others (entry.c) */
+    uint32_t *inputs = calloc(req->n_inputs + 1, sizeof *inputs);
+    KILN_ASSERT(inputs != NULL);
+    if (req->n_inputs) memcpy(inputs, req->inputs, req->n_inputs * sizeof *inputs);
+    if (req->train) inputs[req->n_inputs] = req->lr;
+    kiln_plan_request pr = {needed,        scratch, inputs, req->n_inputs + (req->train ? 1 : 0), req->params,
+                            req->n_params, req->train ? req->states : NULL, req->train ? req->n_states : 0};
     bool ok = kiln_plan_memory(g, &pr, p, d);
+    free(inputs);
     free(needed);
     free(scratch);
     return ok;
@@ -93,7 +102,7 @@ bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_
 
 static void entry_name(const kiln_compile_request *req, char *buf, size_t size)
 {
-    snprintf(buf, size, "%s_forward", req->name ? req->name : req->g->name);
+    snprintf(buf, size, "%s_%s", req->name ? req->name : req->g->name, req->train ? "train_step" : "forward");
 }
 
 static bool verify(LLVMModuleRef mod, kiln_diags *d)
@@ -194,28 +203,55 @@ static char *module_text(kiln_cg *cg)
     return copy;
 }
 
+bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln_diags *d)
+{
+    KILN_ASSERT(req->target != NULL);
+    memset(out, 0, sizeof *out);
+    if (!plan(req, req->target, &out->plan, d)) return false;
+    char name[256];
+    entry_name(req, name, sizeof name);
+    LLVMContextRef ctx = LLVMContextCreate();
+    unit u;
+    unit_build(&u, req, req->target, ctx, &out->plan, name);
+    out->n_kernels = u.n_kernels;
+    out->n_functions = u.n_functions;
+    bool ok = unit_finish(&u, name, d);
+    if (ok) { /* keep the kernels' module (the GEMMs are linked into it) and the context */
+        out->cg = u.cg;
+        u.cg.mod = NULL;
+        u.cg.b = NULL;
+    }
+    unit_dispose(&u);
+    if (!ok) {
+        LLVMContextDispose(ctx);
+        kiln_memplan_free(&out->plan);
+        memset(out, 0, sizeof *out);
+    }
+    return ok;
+}
+
+void kiln_module_free(kiln_module *m)
+{
+    kiln_cg_dispose(&m->cg);
+    kiln_memplan_free(&m->plan);
+    memset(m, 0, sizeof *m);
+}
+
 char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d)
 {
+    kiln_compile_request r = *req;
     kiln_target host;
-    const kiln_target *t = req->target;
-    if (!t) {
+    if (!r.target) {
         if (!kiln_target_host(&host, d)) return NULL;
-        t = &host;
+        r.target = &host;
     }
     char *text = NULL;
-    kiln_memplan p;
-    if (plan(req, t, &p, d)) {
-        char name[256];
-        entry_name(req, name, sizeof name);
-        LLVMContextRef ctx = LLVMContextCreate();
-        unit u;
-        unit_build(&u, req, t, ctx, &p, name);
-        if (unit_finish(&u, name, d)) text = assembly ? module_asm(&u.cg, d) : module_text(&u.cg);
-        unit_dispose(&u);
-        LLVMContextDispose(ctx);
-        kiln_memplan_free(&p);
+    kiln_module m;
+    if (kiln_codegen_module(&r, &m, d)) {
+        text = assembly ? module_asm(&m.cg, d) : module_text(&m.cg);
+        kiln_module_free(&m);
     }
-    if (t == &host) kiln_target_free(&host);
+    if (!req->target) kiln_target_free(&host);
     return text;
 }
 
@@ -290,7 +326,11 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     kiln_memplan p;
     bool ok = plan(req, t, &p, d);
     if (!ok) goto done_target;
-    out->n_args = 2 + req->n_inputs + g->n_outputs;
+    out->n_args = (req->train ? 4 : 2) + req->n_inputs + g->n_outputs;
+    out->optim_bytes = p.optim_bytes;
+    out->state_offsets = calloc(req->n_states ? req->n_states : 1, sizeof *out->state_offsets);
+    KILN_ASSERT(out->state_offsets != NULL);
+    for (uint32_t i = 0; req->train && i < req->n_states; i++) out->state_offsets[i] = p.homes[req->states[i]].offset;
     out->params_bytes = p.params_bytes;
     out->workspace_bytes = p.workspace_bytes;
     out->unplanned_bytes = p.unplanned_bytes;
@@ -333,6 +373,7 @@ void kiln_compiled_free(kiln_compiled *c)
         if (err) LLVMConsumeError(err);
     }
     free(c->param_offsets);
+    free(c->state_offsets);
     free(c->llvm_ir);
     free(c->asm_text);
     memset(c, 0, sizeof *c);

@@ -9,7 +9,7 @@
  * with the parameters named — and hands it to the row's function, which emits the body
  * with every shape, stride and attribute baked in as constants. The lowering functions
  * live in one file per family: lower_elementwise.c, lower_reduce.c, lower_layout.c,
- * lower_nn.c.
+ * lower_nn.c, and lower_grad.c for the ops autodiff emits.
  *
  * Which nodes get a kernel follows from the memory plan: nothing for inputs, parameters,
  * constant data (a global) and views (an alias); a kernel for everything else,
@@ -28,6 +28,7 @@
 const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_INPUT] = {NULL},
     [KILN_OP_PARAM] = {NULL},
+    [KILN_OP_STATE] = {NULL},
     [KILN_OP_CONSTANT] = {lower_constant},
     [KILN_OP_IOTA] = {lower_iota},
 
@@ -56,6 +57,7 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_SILU] = {lower_elementwise},
     [KILN_OP_GELU] = {lower_elementwise},
     [KILN_OP_GELU_TANH] = {lower_elementwise},
+    [KILN_OP_ERF] = {lower_elementwise},
     [KILN_OP_SCALE] = {lower_elementwise},
     [KILN_OP_CAST] = {lower_elementwise},
     [KILN_OP_DROPOUT] = {lower_elementwise},
@@ -78,12 +80,18 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_LAYERNORM] = {lower_layernorm},
     [KILN_OP_ATTENTION] = {lower_attention, false, attention_scratch_bytes},
     [KILN_OP_CROSS_ENTROPY] = {lower_cross_entropy, true},
+
+    [KILN_OP_UNSLICE] = {lower_unslice},
+    [KILN_OP_SCATTER_ADD] = {lower_scatter_add, true},
+    [KILN_OP_LAYERNORM_GRAD] = {lower_layernorm_grad},
+    [KILN_OP_ATTENTION_GRAD] = {lower_attention_grad, false, attention_grad_scratch_bytes},
+    [KILN_OP_CROSS_ENTROPY_GRAD] = {lower_cross_entropy_grad, true},
 };
 
 bool lower_needs_kernel(const kiln_graph *g, const kiln_memplan *p, uint32_t id)
 {
     kiln_home_kind k = p->homes[id].kind;
-    return k == KILN_HOME_WORKSPACE || k == KILN_HOME_OUTPUT;
+    return k == KILN_HOME_WORKSPACE || k == KILN_HOME_OUTPUT || k == KILN_HOME_UPDATE;
 }
 
 void lower_scratch_sizes(const kiln_graph *g, const kiln_target *t, int64_t *bytes)
@@ -166,5 +174,7 @@ bool lower_kernel_key(const kiln_graph *g, uint32_t id, bool has_scratch, char *
     if (bits & KILN_A_TRANSPOSE) ok = ok && key_add(buf, size, &len, " t=%d%d", a->transpose_a, a->transpose_b);
     if (bits & KILN_A_ATTN) ok = ok && key_add(buf, size, &len, " attn=%d%d%d", a->causal, a->has_mask, a->has_bias);
     if (bits & KILN_A_IGNORE) ok = ok && key_add(buf, size, &len, " ignore=%lld", (long long)a->ignore_index);
+    if (bits & KILN_A_STREAM) ok = ok && key_add(buf, size, &len, " stream=%lld", (long long)a->stream);
+    if (bits & KILN_A_WRT) ok = ok && key_add(buf, size, &len, " wrt=%d", a->wrt);
     return ok;
 }

@@ -155,6 +155,12 @@ void lower_matmul(lower_ctx *c);        /* lower_nn.c */
 void lower_attention(lower_ctx *c);
 int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+void lower_unslice(lower_ctx *c);       /* lower_grad.c: the ops autodiff emits */
+void lower_scatter_add(lower_ctx *c);
+void lower_layernorm_grad(lower_ctx *c);
+void lower_attention_grad(lower_ctx *c);
+void lower_cross_entropy_grad(lower_ctx *c);
+int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 
 /* Copies a strided view of `src` (offset base + Σ idx·src_stride) into the row-major
  * result `dst` of type t (lower_layout.c; transpose, slice, broadcast, copies). */

@@ -111,6 +111,8 @@ static LLVMValueRef f_gelu_tanh(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x
     return cg_fmul(cg, x[0], sigmoid(cg, cg_fmul(cg, cg_f32(cg, 2.0), u)));
 }
 
+static LLVMValueRef f_erf(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_libm1(cg, "erff", x[0]); }
+
 /* x·by in double, rounded once: `by` (a double attribute) is often not an f32 */
 static LLVMValueRef f_scale(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
 {
@@ -119,7 +121,9 @@ static LLVMValueRef f_scale(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
     return LLVMBuildFPTrunc(cg->b, prod, cg->t_f32, "");
 }
 
-/* inference: dropout is the identity (training dropout comes with the training step) */
+/* inference: dropout is the identity (training dropout comes with the training step; it
+ * must draw its mask from attrs.stream, as kiln_interp_dropout_keep does, so that the
+ * backward dropout on the cotangent keeps the same elements) */
 static LLVMValueRef f_identity(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return x[0]; }
 
 static LLVMValueRef f_cast(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
@@ -158,7 +162,7 @@ static const scalar_fn f32_ops[KILN_OP_COUNT] = {
     [KILN_OP_RECIP] = f_recip,     [KILN_OP_TANH] = f_tanh,     [KILN_OP_SIGMOID] = f_sigmoid,
     [KILN_OP_RELU] = f_relu,       [KILN_OP_SILU] = f_silu,     [KILN_OP_GELU] = f_gelu,
     [KILN_OP_GELU_TANH] = f_gelu_tanh, [KILN_OP_SCALE] = f_scale, [KILN_OP_CAST] = f_cast,
-    [KILN_OP_DROPOUT] = f_identity,
+    [KILN_OP_DROPOUT] = f_identity, [KILN_OP_ERF] = f_erf,
 };
 
 static const scalar_fn i32_ops[KILN_OP_COUNT] = {

@@ -75,7 +75,7 @@ bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln
     if (!cpu) {
         char *host_cpu = LLVMGetHostCPUName(), *host_features = LLVMGetHostCPUFeatures();
         t->cpu = dup_str(host_cpu);
-        t->features = dup_str(host_features);
+        t->features = dup_str(features ? features : host_features); /* features alone: the host CPU with them */
         LLVMDisposeMessage(host_cpu);
         LLVMDisposeMessage(host_features);
     } else {

@@ -5,7 +5,9 @@
  * workspace bytes live at once in kernel order).
  *
  * --json prints one object for scripts and tests; --dump-ir prints the graph's IR text
- * (the golden tests' view of the frontend). */
+ * (the golden tests' view of the frontend). --train describes the training step instead
+ * (trainstep.c: forward, backward and optimizer in one graph): its FLOPs, kernels and
+ * workspace, and the optimizer blob. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +16,7 @@
 #include "codegen.h"
 #include "driver.h"
 #include "passes.h"
+#include "train.h"
 
 /* The forward pass's memory plan, as codegen would compile it. */
 typedef struct memory_report {
@@ -21,19 +24,22 @@ typedef struct memory_report {
     int64_t workspace_bytes;    /* the planned workspace */
     int64_t unplanned_bytes;    /* every workspace buffer without reuse */
     int64_t lower_bound_bytes;  /* most workspace bytes live at one time */
+    int64_t optim_bytes;        /* --train: the optimizer blob */
 } memory_report;
 
 static bool is_intermediate(const kiln_node *n) { return kiln_op_table[n->op].kind != KILN_KIND_SOURCE; }
 
-static bool plan_memory(const kiln_model *m, memory_report *r, kiln_diags *diags)
+static bool plan_memory(const kiln_model *m, const train_step *ts, memory_report *r, kiln_diags *diags)
 {
-    kiln_compile_request req = {&m->graph, m->inputs, (uint32_t)m->n_inputs, m->params, (uint32_t)m->n_params,
-                                m->name, NULL, false, false};
+    kiln_compile_request req = {.g = &m->graph, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
+                                .params = m->params, .n_params = (uint32_t)m->n_params, .name = m->name};
+    if (ts) req = train_step_request(m, ts);
     kiln_memplan plan;
     if (!kiln_codegen_plan(&req, &plan, &r->kernels, diags)) return false;
     r->workspace_bytes = plan.workspace_bytes;
     r->unplanned_bytes = plan.unplanned_bytes;
     r->lower_bound_bytes = plan.lower_bound_bytes;
+    r->optim_bytes = plan.optim_bytes;
     kiln_memplan_free(&plan);
     return true;
 }
@@ -67,10 +73,12 @@ static void print_text(const kiln_model *m, int64_t params, int64_t flops, memor
     for (uint32_t i = 0; i < g->n_outputs; i++)
         printf("  %-24s %s\n", g->outputs[i].name, kiln_type_str(&g->nodes[g->outputs[i].node].type, buf, sizeof buf));
     if (g->loss != KILN_NONE) printf("loss: %%%u\n", g->loss);
-    printf("forward FLOPs: %lld (%.3f GFLOP)\n", (long long)flops, (double)flops / 1e9);
-    printf("forward kernels: %d\n", mem.kernels);
-    printf("forward workspace: %lld bytes planned (%lld without reuse, %lld live at most)\n",
+    const char *what = g->n_updates ? "training step" : "forward";
+    printf("%s FLOPs: %lld (%.3f GFLOP)\n", what, (long long)flops, (double)flops / 1e9);
+    printf("%s kernels: %d\n", what, mem.kernels);
+    printf("%s workspace: %lld bytes planned (%lld without reuse, %lld live at most)\n", what,
            (long long)mem.workspace_bytes, (long long)mem.unplanned_bytes, (long long)mem.lower_bound_bytes);
+    if (g->n_updates) printf("optimizer state: %lld bytes\n", (long long)mem.optim_bytes);
 }
 
 static void print_json(const kiln_model *m, int64_t params, int64_t flops, memory_report mem)
@@ -86,6 +94,7 @@ static void print_json(const kiln_model *m, int64_t params, int64_t flops, memor
     cJSON_AddNumberToObject(o, "workspace_bytes", (double)mem.workspace_bytes);
     cJSON_AddNumberToObject(o, "unplanned_bytes", (double)mem.unplanned_bytes);
     cJSON_AddNumberToObject(o, "lower_bound_bytes", (double)mem.lower_bound_bytes);
+    if (g->n_updates) cJSON_AddNumberToObject(o, "optim_bytes", (double)mem.optim_bytes);
     cJSON *dims = cJSON_AddObjectToObject(o, "dims");
     for (int i = 0; i < m->n_dims; i++) cJSON_AddNumberToObject(dims, m->dims[i].name, (double)m->dims[i].value);
     cJSON *shapes = cJSON_AddObjectToObject(o, "outputs");
@@ -117,9 +126,8 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     kiln_load_options opt = {args.defines, args.n_defines, NULL, 0, NULL};
     kiln_model model;
     if (!kiln_model_load(&model, args.positional[0], &opt, diags)) return EXIT_FAIL;
-    if (train) {
-        kiln_diags_add(diags, NULL, 0, 0, "--train",
-                       "the training step is not implemented in this version of kiln");
+    train_step ts = {0};
+    if (train && !train_step_build(&model, &ts, diags)) {
         kiln_model_free(&model);
         return EXIT_FAIL;
     }
@@ -133,11 +141,13 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     int64_t params = 0;
     for (int i = 0; i < model.n_params; i++) params += kiln_type_numel(&model.graph.nodes[model.params[i]].type);
     memory_report mem;
-    if (!plan_memory(&model, &mem, diags)) {
+    if (!plan_memory(&model, train ? &ts : NULL, &mem, diags)) {
+        train_step_free(&ts);
         kiln_model_free(&model);
         return EXIT_FAIL;
     }
-    int64_t flops = kiln_graph_flops(&model.graph);
+    int64_t flops = train ? train_step_flops(&model.graph) : kiln_graph_flops(&model.graph);
+    train_step_free(&ts);
     if (json) print_json(&model, params, flops, mem);
     else print_text(&model, params, flops, mem);
     kiln_model_free(&model);

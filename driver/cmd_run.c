@@ -9,8 +9,12 @@
  * ORC JIT), the parameters are packed into one 64-byte aligned blob at the planned
  * offsets, and the entry point is called through libffi with one pointer per input and
  * output — the argument list depends on the model, so it is built at run time. --interp
- * runs the reference interpreter instead; both must agree. */
+ * runs the reference interpreter instead; both must agree.
+ *
+ * --grads appends the backward graph (autodiff) before either runs, so the gradients
+ * are outputs like any other and go through the same interpreter or compiled code. */
 #include <ffi.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,8 +77,8 @@ static bool run_compiled(const kiln_model *m, void *const *values, const unsigne
                          const char *inputs_file, kiln_diags *diags)
 {
     const kiln_graph *g = &m->graph;
-    kiln_compile_request req = {g, m->inputs, (uint32_t)m->n_inputs, m->params, (uint32_t)m->n_params, m->name,
-                                NULL, false, false};
+    kiln_compile_request req = {.g = g, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
+                                .params = m->params, .n_params = (uint32_t)m->n_params, .name = m->name};
     kiln_compiled c;
     if (!kiln_compile_graph(&req, &c, diags)) return false;
 
@@ -134,6 +138,44 @@ done:
     return ok;
 }
 
+/* --grads: appends the gradient of the model's loss with respect to every parameter (in
+ * model order) and every f32 input (autodiff, passes/autodiff.c), and makes the loss and
+ * the gradients outputs named "loss" and "grad.NAME". */
+static bool add_gradients(kiln_model *m, const char *model_file, kiln_diags *diags)
+{
+    kiln_graph *g = &m->graph;
+    if (g->loss == KILN_NONE) {
+        kiln_diags_add(diags, model_file, 0, 0, NULL, "--grads needs a loss: the model has no \"losses\"");
+        return false;
+    }
+    for (uint32_t o = 0; o < g->n_outputs; o++)
+        if (strcmp(g->outputs[o].name, "loss") == 0) {
+            kiln_diags_add(diags, model_file, 0, 0, "outputs",
+                           "--grads writes the loss as \"loss\", which is already an output's name");
+            return false;
+        }
+    uint32_t n = 0, *wrt = malloc(((size_t)m->n_params + (size_t)m->n_inputs + 1) * sizeof *wrt);
+    uint32_t *grads = malloc(((size_t)m->n_params + (size_t)m->n_inputs + 1) * sizeof *grads);
+    KILN_ASSERT(wrt && grads);
+    for (int i = 0; i < m->n_params; i++) wrt[n++] = m->params[i];
+    for (int i = 0; i < m->n_inputs; i++)
+        if (g->nodes[m->inputs[i]].type.dtype == KILN_F32) wrt[n++] = m->inputs[i];
+    bool ok = kiln_autodiff(g, g->loss, wrt, n, grads, diags);
+    if (ok) {
+        kiln_graph_add_output(g, "loss", g->loss);
+        for (uint32_t i = 0; i < n; i++) {
+            char name[512];
+            snprintf(name, sizeof name, "grad.%s", g->nodes[wrt[i]].attrs.name);
+            kiln_graph_add_output(g, name, grads[i]);
+        }
+    } else {
+        kiln_diags_set_file(diags, model_file);
+    }
+    free(wrt);
+    free(grads);
+    return ok;
+}
+
 int cmd_run(int argc, char **argv, kiln_diags *diags)
 {
     const char *weights = NULL, *inputs = NULL, *out = NULL;
@@ -150,10 +192,6 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     if (!inputs) kiln_diags_add(diags, NULL, 0, 0, "run", "--inputs X.safetensors is required");
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "run", "--out Y.safetensors is required");
     if (diags->n) return EXIT_USAGE;
-    if (grads) {
-        kiln_diags_add(diags, NULL, 0, 0, "--grads", "gradients are not implemented in this version of kiln");
-        return EXIT_FAIL;
-    }
 
     int status = EXIT_FAIL;
     kiln_model model;
@@ -180,11 +218,14 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
         goto done;
     }
 
+    if (grads && !add_gradients(&model, args.positional[0], diags)) goto done;
+
     const kiln_graph *g = &model.graph;
     values = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *values);
     needed = calloc(g->n_nodes ? g->n_nodes : 1, 1);
     KILN_ASSERT(values && needed);
-    bind_needed(g, false, needed);
+    bind_needed(g, grads, needed);
+    for (int i = 0; grads && i < model.n_inputs; i++) needed[model.inputs[i]] = 1; /* targets too */
     bool ok = bind_params(&model, &w_file, weights, values, diags);
     ok = bind_inputs(&model, &in_file, inputs, needed, values, diags) && ok;
     if (!ok) goto done;

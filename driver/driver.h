@@ -20,6 +20,10 @@ enum { EXIT_OK = 0, EXIT_FAIL = 1, EXIT_USAGE = 2 };
 int cmd_check(int argc, char **argv, kiln_diags *diags);
 int cmd_init(int argc, char **argv, kiln_diags *diags);
 int cmd_run(int argc, char **argv, kiln_diags *diags);
+int cmd_train(int argc, char **argv, kiln_diags *diags);
+int cmd_eval(int argc, char **argv, kiln_diags *diags);
+int cmd_compile(int argc, char **argv, kiln_diags *diags);
+int cmd_bench(int argc, char **argv, kiln_diags *diags);
 
 /* ---- bind.c: tensor files ↔ graph values ---- */
 

@@ -17,6 +17,15 @@ static const command commands[] = {
     {"run", cmd_run,
      "kiln run MODEL.json --weights W.safetensors --inputs X.safetensors --out Y.safetensors [--grads] "
      "[--interp] [-D N=V]..."},
+    {"train", cmd_train,
+     "kiln train MODEL.json --data PATH [--val PATH] [--task clm|mlm|classify|pairs|seq2seq|span] [--steps N] "
+     "[--batch B] [--init W.safetensors] [--save CKPT.safetensors] [--resume CKPT.safetensors] [--log METRICS.jsonl] "
+     "[--threads N] [--seed S] [--val-every N] [--val-batches N] [--save-every N] [--stop-at S] [-D N=V]..."},
+    {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [-D N=V]..."},
+    {"compile", cmd_compile,
+     "kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [--target-cpu CPU] "
+     "[--target-features F] [--emit ir|llvm|asm|dot] [-D N=V]..."},
+    {"bench", cmd_bench, "kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train]"},
 };
 
 static void usage(FILE *out)

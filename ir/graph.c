@@ -24,6 +24,8 @@ _Static_assert(0
                "ops.def rows and the op enum disagree");
 #undef OP
 
+const char *const kiln_wrt_names[KILN_WRT_COUNT] = {"q", "k", "v", "scores"};
+
 kiln_op kiln_op_from_name(const char *name)
 {
     for (int i = 0; i < KILN_OP_COUNT; i++)
@@ -68,6 +70,7 @@ void kiln_graph_free(kiln_graph *g)
     kiln_arena_free(&g->arena);
     free(g->nodes);
     free(g->outputs);
+    free(g->updates);
     memset(g, 0, sizeof *g);
     g->loss = KILN_NONE;
 }
@@ -83,6 +86,19 @@ void kiln_graph_add_output(kiln_graph *g, const char *name, uint32_t node)
         g->cap_outputs = cap;
     }
     g->outputs[g->n_outputs++] = (kiln_output){kiln_arena_strdup(&g->arena, name), node};
+}
+
+void kiln_graph_add_update(kiln_graph *g, uint32_t target, uint32_t value)
+{
+    KILN_ASSERT(target < g->n_nodes && value < g->n_nodes);
+    if (g->n_updates == g->cap_updates) {
+        uint32_t cap = g->cap_updates ? g->cap_updates * 2 : 16;
+        kiln_update *u = realloc(g->updates, cap * sizeof *u);
+        KILN_ASSERT(u != NULL);
+        g->updates = u;
+        g->cap_updates = cap;
+    }
+    g->updates[g->n_updates++] = (kiln_update){target, value};
 }
 
 /* Copies what the attributes point to into the graph's arena. */
@@ -114,6 +130,9 @@ uint32_t kiln_graph_add(kiln_graph *g, kiln_op op, const uint32_t *in, uint32_t 
     kiln_attrs a;
     if (attrs) a = *attrs;
     else memset(&a, 0, sizeof a);
+    /* a dropout without a mask stream gets its own: the id it is about to have (never 0,
+     * as dropout has an input) */
+    if (op == KILN_OP_DROPOUT && a.stream == 0) a.stream = g->n_nodes;
 
     kiln_type out;
     char msg[512];

@@ -5,7 +5,8 @@
  * - Nodes run in graph order (the graph is topologically sorted). The driver allocates
  *   each result with malloc, then calls the op's function from `impl`, an array indexed
  *   by kiln_op and filled with designated initialisers; a missing row is caught by a
- *   check at the start of every run. INPUT and PARAM slots belong to the caller.
+ *   check at the start of every run. INPUT, PARAM and STATE slots belong to the caller;
+ *   the graph's updates are applied after the last node.
  * - Elementwise ops share one runner per arity; the table row supplies their scalar
  *   kernels: f32 math is done in double and rounded once to f32 (the conformance data
  *   are float64 PyTorch results stored as f32; for + - * / this double rounding equals
@@ -20,7 +21,8 @@
  *   node's origin naming its label; nothing here exits or aborts on user data.
  *
  * The composites (softmax, log_softmax, layernorm, attention, cross_entropy) and dropout
- * live in interp_nn.c; interp_impl.h is what the two files share.
+ * live in interp_nn.c, the ops autodiff emits in interp_grad.c; interp_impl.h is what
+ * the files share.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -149,6 +151,7 @@ static double f_sigmoid(double x)
 static double f_relu(double x) { return x < 0 ? 0.0 : x; } /* NaN passes through */
 static double f_silu(double x) { return x * f_sigmoid(x); }
 static double f_gelu(double x) { return 0.5 * x * (1.0 + erf(x / sqrt(2.0))); }
+static double f_erf(double x) { return erf(x); }
 static double f_gelu_tanh(double x)
 {
     const double k = sqrt(2.0 / 3.14159265358979323846); /* √(2/π) */
@@ -186,7 +189,7 @@ typedef bool (*interp_fn)(const interp_call *c);
 
 typedef struct op_impl {
     interp_fn run;
-    bool caller_owned;                   /* INPUT, PARAM: the caller supplies the buffer */
+    bool caller_owned;                   /* INPUT, PARAM, STATE: the caller supplies the buffer */
     /* scalar kernels, used by the elementwise runners */
     double (*f1)(double x);
     double (*f2)(double x, double y);
@@ -523,6 +526,7 @@ static bool run_gather(const interp_call *c)
 static const op_impl impl[KILN_OP_COUNT] = {
     [KILN_OP_INPUT] = {.run = run_caller_buffer, .caller_owned = true},
     [KILN_OP_PARAM] = {.run = run_caller_buffer, .caller_owned = true},
+    [KILN_OP_STATE] = {.run = run_caller_buffer, .caller_owned = true},
     [KILN_OP_CONSTANT] = {.run = run_constant},
     [KILN_OP_IOTA] = {.run = run_iota},
 
@@ -552,6 +556,7 @@ static const op_impl impl[KILN_OP_COUNT] = {
     [KILN_OP_SILU] = {.run = run_unary, .f1 = f_silu},
     [KILN_OP_GELU] = {.run = run_unary, .f1 = f_gelu},
     [KILN_OP_GELU_TANH] = {.run = run_unary, .f1 = f_gelu_tanh},
+    [KILN_OP_ERF] = {.run = run_unary, .f1 = f_erf},
     [KILN_OP_SCALE] = {.run = run_scale},
     [KILN_OP_CAST] = {.run = run_cast},
     [KILN_OP_DROPOUT] = {.run = kiln_interp_dropout},
@@ -574,6 +579,12 @@ static const op_impl impl[KILN_OP_COUNT] = {
     [KILN_OP_LAYERNORM] = {.run = kiln_interp_layernorm},
     [KILN_OP_ATTENTION] = {.run = kiln_interp_attention},
     [KILN_OP_CROSS_ENTROPY] = {.run = kiln_interp_cross_entropy},
+
+    [KILN_OP_UNSLICE] = {.run = kiln_interp_unslice},
+    [KILN_OP_SCATTER_ADD] = {.run = kiln_interp_scatter_add},
+    [KILN_OP_LAYERNORM_GRAD] = {.run = kiln_interp_layernorm_grad},
+    [KILN_OP_ATTENTION_GRAD] = {.run = kiln_interp_attention_grad},
+    [KILN_OP_CROSS_ENTROPY_GRAD] = {.run = kiln_interp_cross_entropy_grad},
 };
 
 /* ---- the driver ------------------------------------------------------------------------- */
@@ -602,7 +613,29 @@ bool kiln_interp_run(const kiln_graph *g, void **values, bool training, uint64_t
         c.out = values[id];
         if (!impl[node->op].run(&c)) return false;
     }
-    return true;
+    /* Updates last, so every node above saw the old values. A new value may itself be
+     * another update's target (or the target itself): copy all the new values out
+     * before writing any of them. */
+    void **fresh = calloc(g->n_updates ? g->n_updates : 1, sizeof *fresh);
+    KILN_ASSERT(fresh != NULL);
+    bool ok = true;
+    for (uint32_t u = 0; u < g->n_updates && ok; u++) {
+        const kiln_update *up = &g->updates[u];
+        KILN_ASSERT(kiln_type_equal(&g->nodes[up->value].type, &g->nodes[up->target].type));
+        size_t bytes = (size_t)kiln_type_numel(&g->nodes[up->value].type) * KILN_ELEM_BYTES;
+        interp_call c = {.g = g, .node = &g->nodes[up->target], .id = up->target, .values = values, .diags = diags};
+        fresh[u] = kiln_interp_alloc(&c, bytes, "update");
+        if (!fresh[u]) ok = false;
+        else if (bytes) memcpy(fresh[u], values[up->value], bytes);
+    }
+    for (uint32_t u = 0; u < g->n_updates && ok; u++) {
+        const kiln_update *up = &g->updates[u];
+        size_t bytes = (size_t)kiln_type_numel(&g->nodes[up->target].type) * KILN_ELEM_BYTES;
+        if (bytes) memcpy(values[up->target], fresh[u], bytes);
+    }
+    for (uint32_t u = 0; u < g->n_updates; u++) free(fresh[u]);
+    free(fresh);
+    return ok;
 }
 
 void kiln_interp_free_values(const kiln_graph *g, void **values)

@@ -1,8 +1,9 @@
-/* interp_impl.h — what the two halves of the reference interpreter share.
+/* interp_impl.h — what the parts of the reference interpreter share.
  *
  * interp.c holds the driver (allocation, the per-op table, error reporting) and the
  * primitive ops; interp_nn.c holds the composites (softmax, layernorm, attention,
- * cross_entropy) and dropout. Every op is a function taking one interp_call: the node,
+ * cross_entropy) and dropout; interp_grad.c the ops autodiff emits (unslice,
+ * scatter_add and the _grad composites). Every op is a function taking one interp_call: the node,
  * its already allocated result buffer, and access to its inputs' buffers and types.
  * Not a public header: only ir/interp*.c include it.
  */
@@ -66,8 +67,16 @@ bool kiln_interp_attention(const interp_call *c);
 bool kiln_interp_cross_entropy(const interp_call *c);
 bool kiln_interp_dropout(const interp_call *c);
 
-/* The keep decision of dropout for element i of node id (exposed for tests and for
- * kernels that must reproduce it): see interp_nn.c. */
-bool kiln_interp_dropout_keep(uint64_t seed, uint32_t id, int64_t i, double p);
+/* The keep decision of dropout for element i of the mask stream `stream` (the node's
+ * attrs.stream; exposed for tests and for kernels that must reproduce it): see
+ * interp_nn.c. */
+bool kiln_interp_dropout_keep(uint64_t seed, uint32_t stream, int64_t i, double p);
+
+/* The gradient ops autodiff emits (interp_grad.c). */
+bool kiln_interp_unslice(const interp_call *c);
+bool kiln_interp_scatter_add(const interp_call *c);
+bool kiln_interp_layernorm_grad(const interp_call *c);
+bool kiln_interp_attention_grad(const interp_call *c);
+bool kiln_interp_cross_entropy_grad(const interp_call *c);
 
 #endif

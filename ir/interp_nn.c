@@ -7,7 +7,7 @@
  * work, this file never does anything clever. The ops' contracts are in ir.h (the
  * attention inputs) and SPEC sections 1.1–1.4.
  *
- * Dropout's random numbers come from a counter-based hash of (seed, node id, element
+ * Dropout's random numbers come from a counter-based hash of (seed, mask stream, element
  * index), so a result does not depend on evaluation order and needs no state; the ir
  * library depends on libc only, so it does not use the runtime's RNG.
  */
@@ -208,26 +208,29 @@ static uint64_t mix64(uint64_t z)
     return z ^ (z >> 31);
 }
 
-/* u = the top 53 bits of mix64(mix64(mix64(seed) ^ id) ^ i) as a double in [0, 1);
+/* u = the top 53 bits of mix64(mix64(mix64(seed) ^ stream) ^ i) as a double in [0, 1);
  * the element is kept when u >= p, so p = 0 keeps everything. */
-bool kiln_interp_dropout_keep(uint64_t seed, uint32_t id, int64_t i, double p)
+bool kiln_interp_dropout_keep(uint64_t seed, uint32_t stream, int64_t i, double p)
 {
-    uint64_t h = mix64(mix64(mix64(seed) ^ id) ^ (uint64_t)i);
+    uint64_t h = mix64(mix64(mix64(seed) ^ stream) ^ (uint64_t)i);
     double u = (double)(h >> 11) * 0x1.0p-53;
     return u >= p;
 }
 
 /* Identity outside training; inverted dropout in training: kept elements are scaled by
- * 1/(1 − p) so the expectation is unchanged. */
+ * 1/(1 − p) so the expectation is unchanged. The mask depends on the node's stream, not
+ * its id, so the backward dropout autodiff applies to the cotangent (same stream, same
+ * shape) keeps exactly the elements the forward kept. */
 bool kiln_interp_dropout(const interp_call *c)
 {
     const float *x = interp_in(c, 0);
     float *y = c->out;
     double p = c->node->attrs.scalar;
+    uint32_t stream = (uint32_t)c->node->attrs.stream;
     int64_t n = kiln_type_numel(&c->node->type);
     for (int64_t i = 0; i < n; i++) {
         if (!c->training) y[i] = x[i];
-        else y[i] = kiln_interp_dropout_keep(c->seed, c->id, i, p) ? (float)(x[i] / (1.0 - p)) : 0.0f;
+        else y[i] = kiln_interp_dropout_keep(c->seed, stream, i, p) ? (float)(x[i] / (1.0 - p)) : 0.0f;
     }
     return true;
 }

@@ -40,6 +40,8 @@ enum {
     KILN_A_TRANSPOSE = 1 << 10,/* attrs.transpose_a, attrs.transpose_b */
     KILN_A_ATTN = 1 << 11,     /* attrs.causal, has_mask, has_bias */
     KILN_A_IGNORE = 1 << 12,   /* attrs.ignore_index */
+    KILN_A_STREAM = 1 << 13,   /* attrs.stream: dropout's mask stream */
+    KILN_A_WRT = 1 << 14,      /* attrs.wrt: which input attention_grad differentiates */
 };
 
 typedef enum kiln_op_kind {
@@ -128,7 +130,18 @@ typedef struct kiln_attrs {
      * excluded; a row with no key left gets zero weights. */
     bool causal, has_mask, has_bias;
     int64_t ignore_index;        /* KILN_A_IGNORE */
+    /* KILN_A_STREAM: dropout's mask is a hash of (run seed, stream, element index). The
+     * builder sets a stream of 0 to the node's id, so every dropout node has its own mask
+     * and keeps it when the graph grows; autodiff gives the backward dropout of a
+     * cotangent the forward's stream, so it drops exactly the same elements. */
+    int64_t stream;
+    int wrt;                     /* KILN_A_WRT: a kiln_wrt */
 } kiln_attrs;
+
+/* attention_grad computes the gradient of one attention input (KILN_A_WRT): q, k, v, or
+ * the scores q·kᵀ·scale + bias, whose gradient autodiff reduces to the bias's shape. */
+typedef enum kiln_wrt { KILN_WRT_Q, KILN_WRT_K, KILN_WRT_V, KILN_WRT_SCORES, KILN_WRT_COUNT } kiln_wrt;
+extern const char *const kiln_wrt_names[KILN_WRT_COUNT];   /* "q", "k", "v", "scores" */
 
 #define KILN_NONE UINT32_MAX
 
@@ -148,6 +161,14 @@ typedef struct kiln_output {
     uint32_t node;
 } kiln_output;
 
+/* A state change the graph makes when it runs (the training step's parameter and
+ * optimizer updates): after every node has been evaluated, source `target` (a PARAM or
+ * a STATE) takes the value of node `value`. Every node reads the old value, whatever
+ * the order of the nodes. */
+typedef struct kiln_update {
+    uint32_t target, value;
+} kiln_update;
+
 typedef struct kiln_graph {
     kiln_arena arena;
     const char *name;
@@ -156,6 +177,8 @@ typedef struct kiln_graph {
     kiln_output *outputs;   /* malloc'd */
     uint32_t n_outputs, cap_outputs;
     uint32_t loss;          /* scalar training loss, or KILN_NONE */
+    kiln_update *updates;   /* malloc'd; at most one per target */
+    uint32_t n_updates, cap_updates;
 } kiln_graph;
 
 void kiln_graph_init(kiln_graph *g, const char *name);
@@ -173,6 +196,9 @@ uint32_t kiln_graph_add(kiln_graph *g, kiln_op op, const uint32_t *in, uint32_t 
 
 /* Records a named output. */
 void kiln_graph_add_output(kiln_graph *g, const char *name, uint32_t node);
+/* Records an update: `target` (PARAM or STATE) becomes `value` (same type) after a run.
+ * The verifier checks the pair; callers pass nodes they built. */
+void kiln_graph_add_update(kiln_graph *g, uint32_t target, uint32_t value);
 
 static inline const kiln_node *kiln_graph_node(const kiln_graph *g, uint32_t id) { return &g->nodes[id]; }
 
@@ -201,11 +227,12 @@ bool kiln_graph_parse(kiln_graph *g, const char *text, const char *file, kiln_di
 bool kiln_graph_verify(const kiln_graph *g, kiln_diags *diags);
 
 /* Reference interpreter: plain loops, never optimised. `values` has g->n_nodes slots;
- * the caller fills the slots of INPUT and PARAM nodes with buffers of the node's type
- * (f32 or i32, row-major). The interpreter allocates every other slot with malloc;
+ * the caller fills the slots of INPUT, PARAM and STATE nodes with buffers of the node's
+ * type (f32 or i32, row-major). The interpreter allocates every other slot with malloc;
  * kiln_interp_free_values frees those (not the caller's). Run-time errors (a gather
  * index out of range) go to diags with the node's label and origin. `training`
- * enables dropout (with `seed`). */
+ * enables dropout (with `seed`). After a successful run the graph's updates are applied:
+ * each target's caller buffer receives its new value (so one call is one training step). */
 bool kiln_interp_run(const kiln_graph *g, void **values, bool training, uint64_t seed,
                      kiln_diags *diags);
 void kiln_interp_free_values(const kiln_graph *g, void **values);

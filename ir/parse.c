@@ -298,7 +298,7 @@ static bool parse_type(parser *ps, kiln_type *t)
 typedef enum slot {
     SLOT_INIT, SLOT_STD, SLOT_BOUND, SLOT_AXIS, SLOT_AXES, SLOT_KEEPDIMS, SLOT_PERM, SLOT_START, SLOT_END,
     SLOT_STEP, SLOT_SCALAR, SLOT_TRANSPOSE_A, SLOT_TRANSPOSE_B, SLOT_CAUSAL, SLOT_HAS_MASK, SLOT_HAS_BIAS,
-    SLOT_IGNORE, SLOT_COUNT
+    SLOT_IGNORE, SLOT_STREAM, SLOT_WRT, SLOT_COUNT
 } slot;
 
 static const struct {
@@ -323,6 +323,8 @@ static const struct {
     [SLOT_HAS_MASK] = {"has_mask", KILN_A_ATTN, true},
     [SLOT_HAS_BIAS] = {"has_bias", KILN_A_ATTN, true},
     [SLOT_IGNORE] = {"ignore_index", KILN_A_IGNORE, false},
+    [SLOT_STREAM] = {"stream", KILN_A_STREAM, false},
+    [SLOT_WRT] = {"wrt", KILN_A_WRT, false},
 };
 
 static const char *slot_key(slot s, const kiln_op_info *info)
@@ -396,6 +398,16 @@ static bool parse_attr(parser *ps, node_text *nt)
     case SLOT_END: return parse_i64(ps, &a->end);
     case SLOT_STEP: return parse_i64(ps, &a->step);
     case SLOT_IGNORE: return parse_i64(ps, &a->ignore_index);
+    case SLOT_STREAM: return parse_i64(ps, &a->stream);
+    case SLOT_WRT: {
+        span v = read_ident(ps);
+        for (int w = 0; w < KILN_WRT_COUNT; w++)
+            if (span_is(v, kiln_wrt_names[w])) {
+                a->wrt = w;
+                return true;
+            }
+        return error_at(ps, v.s, "expected q, k, v or scores");
+    }
     case SLOT_AXES: return parse_int_list(ps, a->axes, KILN_MAX_RANK, &a->n_axes, "axes");
     case SLOT_PERM: return parse_int_list(ps, a->perm, KILN_MAX_RANK, &nt->n_perm, "perm");
     default: return false; /* flags were handled above */
@@ -669,6 +681,31 @@ static bool parse_loss(parser *ps, const char *at)
     return true;
 }
 
+/* update %TARGET = %VALUE */
+static bool parse_update(parser *ps)
+{
+    skip_blanks(ps);
+    const char *target_at = ps->p;
+    uint32_t target, value;
+    if (!parse_ref(ps, &target) || !expect_char(ps, '=', "after the update's target")) return false;
+    skip_blanks(ps);
+    const char *value_at = ps->p;
+    if (!parse_ref(ps, &value) || !end_of_line(ps)) return false;
+    const kiln_node *t = &ps->g->nodes[target];
+    if (t->op != KILN_OP_PARAM && t->op != KILN_OP_STATE)
+        return error_at(ps, target_at, "an update's target must be a param or a state, not %s",
+                        kiln_op_table[t->op].name);
+    for (uint32_t i = 0; i < ps->g->n_updates; i++)
+        if (ps->g->updates[i].target == target) return error_at(ps, target_at, "%%%u is updated twice", target);
+    if (!kiln_type_equal(&t->type, &ps->g->nodes[value].type)) {
+        char a[160], b[160];
+        return error_at(ps, value_at, "the new value %s does not have the target's type %s",
+                        kiln_type_str(&ps->g->nodes[value].type, b, sizeof b), kiln_type_str(&t->type, a, sizeof a));
+    }
+    kiln_graph_add_update(ps->g, target, value);
+    return true;
+}
+
 static bool parse_all(parser *ps)
 {
     skip_empty_lines(ps);
@@ -691,8 +728,10 @@ static bool parse_all(parser *ps)
             if (!parse_output(ps)) return false;
         } else if (span_is(kw, "loss")) {
             if (!parse_loss(ps, at)) return false;
+        } else if (span_is(kw, "update")) {
+            if (!parse_update(ps)) return false;
         } else {
-            return error_at(ps, at, "expected a node (%%N = ...), 'output' or 'loss'");
+            return error_at(ps, at, "expected a node (%%N = ...), 'output', 'loss' or 'update'");
         }
     }
 }

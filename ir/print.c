@@ -4,7 +4,7 @@
  *
  *   %ID = OP[(%a, %b, ...)] ["name"] [[values]] key=value... : TYPE [@ORIGIN] ["LABEL"]
  *
- * followed by the graph's outputs and loss. The output is a pure function of the graph:
+ * followed by the graph's outputs, loss and updates ("update %TARGET = %VALUE"). The output is a pure function of the graph:
  * attributes appear only when the op's KILN_A_* bits select them, always in the order of
  * those bits; boolean attributes appear as a bare word when true and not at all when
  * false. Attributes that ops with KILN_A_TYPE carry (dtype and shape) are the result
@@ -213,6 +213,9 @@ static void out_attrs(outbuf *o, const kiln_node *n, const kiln_op_info *info)
         if (a->has_bias) out_str(o, " has_bias");
     }
     if (bits & KILN_A_IGNORE) out_fmt(o, " ignore_index=%lld", (long long)a->ignore_index);
+    if (bits & KILN_A_STREAM) out_fmt(o, " stream=%lld", (long long)a->stream);
+    if (bits & KILN_A_WRT)
+        out_fmt(o, " wrt=%s", a->wrt >= 0 && a->wrt < KILN_WRT_COUNT ? kiln_wrt_names[a->wrt] : "?");
 }
 
 static void out_node(outbuf *o, uint32_t id, const kiln_node *n)
@@ -261,5 +264,7 @@ char *kiln_graph_print(const kiln_graph *g)
         out_fmt(&o, " = %%%u\n", g->outputs[i].node);
     }
     if (g->loss != KILN_NONE) out_fmt(&o, "loss = %%%u\n", g->loss);
+    for (uint32_t i = 0; i < g->n_updates; i++)
+        out_fmt(&o, "update %%%u = %%%u\n", g->updates[i].target, g->updates[i].value);
     return o.s;
 }

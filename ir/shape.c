@@ -108,6 +108,7 @@ static bool rule_source(rule_ctx *c, kiln_op op)
     type_from_attrs(c->out, c->a);
     if (!check_size(c, c->out)) return false;
     if (op == KILN_OP_PARAM && c->a->dtype != KILN_F32) return fail(c, "parameters are f32");
+    if (op == KILN_OP_STATE && c->a->dtype != KILN_F32) return fail(c, "optimizer state is f32");
     if (op == KILN_OP_CONSTANT) {
         int64_t n = kiln_type_numel(c->out);
         if (c->a->n_values != 1 && c->a->n_values != n)
@@ -153,6 +154,8 @@ static bool rule_unary(rule_ctx *c, kiln_op op)
     if (op == KILN_OP_NEG || op == KILN_OP_ABS) return true; /* i32 or f32 */
     if (op == KILN_OP_DROPOUT && !(c->a->scalar >= 0 && c->a->scalar < 1))
         return fail(c, "p = %g must lie in [0, 1)", c->a->scalar);
+    if (op == KILN_OP_DROPOUT && !(c->a->stream >= 1 && c->a->stream <= UINT32_MAX))
+        return fail(c, "stream %lld is out of range [1, 2^32)", (long long)c->a->stream);
     return need_f32(c, x, "operand");
 }
 
@@ -285,18 +288,24 @@ int64_t kiln_slice_count(int64_t start, int64_t end, int64_t step)
     return start > end ? (int64_t)(((uint64_t)start - (uint64_t)end - 1) / (0 - (uint64_t)step)) + 1 : 0;
 }
 
-static bool rule_slice(rule_ctx *c)
+/* start/end/step in the IR's normalised form for a dim of len (kiln_slice_normalize). */
+static bool slice_normalised(rule_ctx *c, const kiln_attrs *a, int64_t len)
 {
-    const kiln_type *x = c->in[0];
-    kiln_attrs *a = c->a;
-    if (!normalize_axis(c, &a->axis, x->rank, "axis")) return false;
-    int64_t len = x->dims[a->axis];
     if (a->step == 0) return fail(c, "step must not be 0");
     bool ok = a->step > 0 ? (0 <= a->start && a->start <= len && a->start <= a->end && a->end <= len)
                           : (-1 <= a->end && a->end <= a->start && a->start < len) || (len == 0 && a->start == -1 && a->end == -1);
     if (!ok)
         return fail(c, "slice [%lld:%lld:%lld] is not normalised for a dim of %lld", (long long)a->start,
                     (long long)a->end, (long long)a->step, (long long)len);
+    return true;
+}
+
+static bool rule_slice(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0];
+    kiln_attrs *a = c->a;
+    if (!normalize_axis(c, &a->axis, x->rank, "axis")) return false;
+    if (!slice_normalised(c, a, x->dims[a->axis])) return false;
     *c->out = *x;
     c->out->dims[a->axis] = kiln_slice_count(a->start, a->end, a->step);
     return true;
@@ -353,6 +362,48 @@ static bool rule_gather(rule_ctx *c)
     for (int d = 0; d < idx->rank; d++) o->dims[o->rank++] = idx->dims[d];
     for (int d = (int)ax + 1; d < table->rank; d++) o->dims[o->rank++] = table->dims[d];
     return check_size(c, o);
+}
+
+/* unslice(g): the result type is the attribute's; slicing it as the attributes say must
+ * give g's type. */
+static bool rule_unslice(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0];
+    kiln_attrs *a = c->a;
+    a->dtype = x->dtype;
+    type_from_attrs(c->out, a);
+    if (!check_size(c, c->out)) return false;
+    if (!normalize_axis(c, &a->axis, c->out->rank, "axis")) return false;
+    if (!slice_normalised(c, a, c->out->dims[a->axis])) return false;
+    kiln_type sliced = *c->out;
+    sliced.dims[a->axis] = kiln_slice_count(a->start, a->end, a->step);
+    if (!kiln_type_equal(&sliced, x))
+        return fail(c, "%s is not the slice [%lld:%lld:%lld] along axis %lld of %s", ts(x), (long long)a->start,
+                    (long long)a->end, (long long)a->step, (long long)a->axis, ts(c->out));
+    return true;
+}
+
+/* scatter_add(g, indices): the result (the table) type is the attribute's; g must have
+ * the type gather(table, indices) would give. */
+static bool rule_scatter_add(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0], *idx = c->in[1];
+    kiln_attrs *a = c->a;
+    if (!need_f32(c, x, "updates")) return false;
+    if (idx->dtype != KILN_I32) return fail(c, "indices must be i32, got %s", ts(idx));
+    a->dtype = x->dtype;
+    type_from_attrs(c->out, a);
+    if (!check_size(c, c->out)) return false;
+    if (!normalize_axis(c, &a->axis, c->out->rank, "axis")) return false;
+    int64_t ax = a->axis;
+    kiln_type want = {x->dtype, 0, {0}};
+    if (c->out->rank - 1 + idx->rank > KILN_MAX_RANK) return fail(c, "rank is over %d", KILN_MAX_RANK);
+    for (int d = 0; d < ax; d++) want.dims[want.rank++] = c->out->dims[d];
+    for (int d = 0; d < idx->rank; d++) want.dims[want.rank++] = idx->dims[d];
+    for (int d = (int)ax + 1; d < c->out->rank; d++) want.dims[want.rank++] = c->out->dims[d];
+    if (!kiln_type_equal(&want, x))
+        return fail(c, "updates %s must be %s for indices %s into %s", ts(x), ts(&want), ts(idx), ts(c->out));
+    return true;
 }
 
 static bool rule_softmax(rule_ctx *c)
@@ -422,6 +473,46 @@ static bool rule_attention(rule_ctx *c)
     return check_size(c, c->out); /* (…,T,dv) can outgrow q (…,T,dh) and v (…,S,dv) */
 }
 
+/* layernorm_grad(x, w, g) → dx: g has x's type. */
+static bool rule_layernorm_grad(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0], *w = c->in[1], *g = c->in[2];
+    if (!need_f32(c, x, "input") || !need_f32(c, w, "weight")) return false;
+    if (x->rank < 1) return fail(c, "input %s has no last axis to normalise", ts(x));
+    if (w->rank != 1 || w->dims[0] != x->dims[x->rank - 1])
+        return fail(c, "weight %s must be [%lld] for input %s", ts(w), (long long)x->dims[x->rank - 1], ts(x));
+    if (!kiln_type_equal(g, x)) return fail(c, "cotangent %s must have the input's type %s", ts(g), ts(x));
+    if (!(c->a->scalar >= 0)) return fail(c, "eps = %g must be non-negative", c->a->scalar);
+    *c->out = *x;
+    return true;
+}
+
+/* attention_grad(q, k, v, [mask], [bias], g): the forward attention's rule on all but
+ * the last input, g of the attention result's type; the result has the type of q, k or
+ * v, or of the scores (…, H, T, S). */
+static bool rule_attention_grad(rule_ctx *c)
+{
+    if (c->n_in < 4) return fail(c, "expects the attention inputs and a cotangent, got %u inputs", c->n_in);
+    kiln_type fwd;
+    rule_ctx inner = *c;
+    inner.n_in = c->n_in - 1;
+    inner.out = &fwd;
+    if (!rule_attention(&inner)) return false;
+    const kiln_type *g = c->in[c->n_in - 1];
+    if (!kiln_type_equal(g, &fwd)) return fail(c, "cotangent %s must be the attention result's type %s", ts(g), ts(&fwd));
+    switch (c->a->wrt) {
+    case KILN_WRT_Q: *c->out = *c->in[0]; break;
+    case KILN_WRT_K: *c->out = *c->in[1]; break;
+    case KILN_WRT_V: *c->out = *c->in[2]; break;
+    case KILN_WRT_SCORES:
+        *c->out = *c->in[0];
+        c->out->dims[c->out->rank - 1] = c->in[1]->dims[c->in[1]->rank - 2];
+        return check_size(c, c->out); /* the T×S scores the forward never materialises */
+    default: return fail(c, "wrt %d is not q, k, v or scores", c->a->wrt);
+    }
+    return true;
+}
+
 static bool rule_cross_entropy(rule_ctx *c)
 {
     const kiln_type *x = c->in[0], *t = c->in[1];
@@ -433,6 +524,19 @@ static bool rule_cross_entropy(rule_ctx *c)
     if (!(c->a->scalar >= 0 && c->a->scalar <= 1))
         return fail(c, "label_smoothing = %g must lie in [0, 1]", c->a->scalar);
     *c->out = (kiln_type){KILN_F32, 0, {0}};
+    return true;
+}
+
+/* cross_entropy_grad(logits, targets, g) → dlogits, with g the loss's scalar cotangent. */
+static bool rule_cross_entropy_grad(rule_ctx *c)
+{
+    kiln_type loss;
+    rule_ctx inner = *c;
+    inner.n_in = 2;
+    inner.out = &loss;
+    if (!rule_cross_entropy(&inner)) return false;
+    if (!kiln_type_equal(c->in[2], &loss)) return fail(c, "cotangent %s must be a scalar f32", ts(c->in[2]));
+    *c->out = *c->in[0];
     return true;
 }
 
@@ -459,6 +563,8 @@ bool kiln_infer_type(kiln_op op, const kiln_type *const *in, uint32_t n_in, kiln
         case KILN_OP_SLICE: ok = rule_slice(&c); break;
         case KILN_OP_CONCAT: ok = rule_concat(&c); break;
         case KILN_OP_BROADCAST: ok = rule_broadcast(&c); break;
+        case KILN_OP_UNSLICE: ok = rule_unslice(&c); break;
+        case KILN_OP_SCATTER_ADD: ok = rule_scatter_add(&c); break;
         default: ok = rule_gather(&c); break;
         }
         break;
@@ -467,6 +573,9 @@ bool kiln_infer_type(kiln_op op, const kiln_type *const *in, uint32_t n_in, kiln
         case KILN_OP_LAYERNORM: ok = rule_layernorm(&c); break;
         case KILN_OP_ATTENTION: ok = rule_attention(&c); break;
         case KILN_OP_CROSS_ENTROPY: ok = rule_cross_entropy(&c); break;
+        case KILN_OP_LAYERNORM_GRAD: ok = rule_layernorm_grad(&c); break;
+        case KILN_OP_ATTENTION_GRAD: ok = rule_attention_grad(&c); break;
+        case KILN_OP_CROSS_ENTROPY_GRAD: ok = rule_cross_entropy_grad(&c); break;
         default: ok = rule_softmax(&c); break;
         }
         break;

@@ -10,8 +10,9 @@
  *     exactly the stored type and leaves the attributes unchanged (they were stored
  *     normalised; the printer and the parser rely on this);
  *   - source attributes the rules do not look at are in range (init kind, names);
- *   - INPUT names are unique, PARAM names are unique, output names are unique;
- *   - outputs and the loss refer to existing nodes, and the loss is a scalar f32.
+ *   - INPUT, PARAM and STATE names are unique (per op), output names are unique;
+ *   - outputs and the loss refer to existing nodes, and the loss is a scalar f32;
+ *   - each update targets a PARAM or STATE, at most once, with a value of its type.
  *
  * Each problem is one diagnostic whose `where` is the node id and label ("%12 'fc1'"),
  * so that one run lists all of them. A node whose own type is broken is not used to
@@ -75,6 +76,8 @@ static const char *attrs_differ(const kiln_op_info *info, const kiln_attrs *x, c
     if ((bits & KILN_A_ATTN) && (x->causal != y->causal || x->has_mask != y->has_mask || x->has_bias != y->has_bias))
         return "causal/has_mask/has_bias";
     if ((bits & KILN_A_IGNORE) && x->ignore_index != y->ignore_index) return "ignore_index";
+    if ((bits & KILN_A_STREAM) && x->stream != y->stream) return "stream";
+    if ((bits & KILN_A_WRT) && x->wrt != y->wrt) return "wrt";
     return NULL;
 }
 
@@ -140,13 +143,14 @@ static bool verify_node(const kiln_graph *g, uint32_t id, const bool *type_ok, k
     return ok;
 }
 
-/* Each pair of same-op nodes (INPUT or PARAM) with the same name, reported once at the
+/* Each pair of same-op nodes (INPUT, PARAM or STATE) with the same name, reported once at the
  * later node. Quadratic, but only over sources, which number in the hundreds. */
 static void verify_names(const kiln_graph *g, kiln_diags *diags)
 {
     for (uint32_t i = 0; i < g->n_nodes; i++) {
         const kiln_node *n = &g->nodes[i];
-        if ((n->op != KILN_OP_INPUT && n->op != KILN_OP_PARAM) || !n->attrs.name) continue;
+        bool named = n->op == KILN_OP_INPUT || n->op == KILN_OP_PARAM || n->op == KILN_OP_STATE;
+        if (!named || !n->attrs.name) continue;
         for (uint32_t j = 0; j < i; j++) {
             const kiln_node *m = &g->nodes[j];
             if (m->op == n->op && m->attrs.name && strcmp(m->attrs.name, n->attrs.name) == 0) {
@@ -190,6 +194,35 @@ static void verify_outputs(const kiln_graph *g, kiln_diags *diags)
     }
 }
 
+/* Each update names an existing PARAM or STATE, at most once, and a value of its type. */
+static void verify_updates(const kiln_graph *g, kiln_diags *diags)
+{
+    for (uint32_t i = 0; i < g->n_updates; i++) {
+        const kiln_update *u = &g->updates[i];
+        char where[64];
+        snprintf(where, sizeof where, "update %u", i);
+        if (u->target >= g->n_nodes || u->value >= g->n_nodes) {
+            kiln_diags_add(diags, NULL, 0, 0, where, "refers to %%%u = %%%u but the graph has %u nodes", u->target,
+                           u->value, g->n_nodes);
+            continue;
+        }
+        const kiln_node *t = &g->nodes[u->target], *v = &g->nodes[u->value];
+        if (t->op != KILN_OP_PARAM && t->op != KILN_OP_STATE)
+            kiln_diags_add(diags, NULL, 0, 0, where, "the target %%%u is not a param or a state", u->target);
+        if (!type_sane(&t->type) || !type_sane(&v->type) || !kiln_type_equal(&t->type, &v->type)) {
+            char a[160], b[160];
+            kiln_diags_add(diags, NULL, 0, 0, where, "the new value %%%u (%s) does not have the type of %%%u (%s)",
+                           u->value, type_sane(&v->type) ? kiln_type_str(&v->type, b, sizeof b) : "malformed",
+                           u->target, type_sane(&t->type) ? kiln_type_str(&t->type, a, sizeof a) : "malformed");
+        }
+        for (uint32_t j = 0; j < i; j++)
+            if (g->updates[j].target == u->target) {
+                kiln_diags_add(diags, NULL, 0, 0, where, "%%%u is also updated by update %u", u->target, j);
+                break;
+            }
+    }
+}
+
 bool kiln_graph_verify(const kiln_graph *g, kiln_diags *diags)
 {
     int before = diags->n + diags->dropped;
@@ -212,5 +245,6 @@ bool kiln_graph_verify(const kiln_graph *g, kiln_diags *diags)
     free(type_ok);
     verify_names(g, diags);
     verify_outputs(g, diags);
+    verify_updates(g, diags);
     return diags->n + diags->dropped == before;
 }

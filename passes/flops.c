@@ -36,8 +36,20 @@ int64_t kiln_node_flops(const kiln_graph *g, uint32_t id)
         return 5 * numel(out);   /* max, sub, exp, sum, div */
     case KILN_OP_LAYERNORM:
         return 8 * numel(out);   /* mean, var (sub, square, sum), normalise, scale, shift */
+    case KILN_OP_LAYERNORM_GRAD:
+        return 14 * numel(out);  /* the statistics again, ĝ, two row means, the combination */
     case KILN_OP_CROSS_ENTROPY:
+    case KILN_OP_CROSS_ENTROPY_GRAD:
         return 5 * numel(&g->nodes[n->in[0]].type);
+    case KILN_OP_ATTENTION_GRAD: {
+        /* the forward's scores and softmax, then g·vᵀ and one product for the gradient */
+        const kiln_type *q = &g->nodes[n->in[0]].type, *k = &g->nodes[n->in[1]].type;
+        const kiln_type *v = &g->nodes[n->in[2]].type;
+        int r = q->rank;
+        int64_t rows = numel(q) / (q->dims[r - 1] ? q->dims[r - 1] : 1);
+        int64_t s = k->dims[r - 2], dh = q->dims[r - 1], dv = v->dims[r - 1];
+        return rows * s * (4 * dh + 2 * dv + 8);
+    }
     case KILN_OP_ATTENTION: {
         const kiln_type *q = &g->nodes[n->in[0]].type, *k = &g->nodes[n->in[1]].type;
         int r = q->rank;

@@ -2,7 +2,8 @@
  *
  * Design (one pass over the nodes, then one placement):
  * 1. Homes. Parameters live in the parameter blob, in the request's order, each offset
- *    rounded up to 64 bytes. Inputs are the caller's buffers. A node that is a graph
+ *    rounded up to 64 bytes; optimizer state (STATE nodes) likewise in the optimizer
+ *    blob. Inputs are the caller's buffers. A node that is a graph
  *    output is computed straight into the caller's output buffer; when that is not
  *    possible (the output is an input, a parameter, a view, or a node that is already
  *    another output) the entry function copies it at the end. Constants with their
@@ -19,6 +20,10 @@
  *    its own (best fit), or above the highest of them. Greedy by size is what
  *    tinygrad's and TFLite's planners do; it is close to the lower bound (the largest
  *    live set) on transformer graphs.
+ *
+ * 4. Updates (the training step's new parameters and optimizer state): see
+ *    place_updates — computed in place when nothing reads the old value afterwards,
+ *    else copied at the end.
  *
  * kiln_memplan_check re-derives every buffer from the plan and checks the invariants;
  * the tests run it on every plan.
@@ -107,6 +112,15 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         off += p->homes[id].bytes;
     }
     p->params_bytes = round_up(off);
+    off = 0;
+    for (uint32_t i = 0; i < req->n_states; i++) {
+        uint32_t id = req->states[i];
+        KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_STATE);
+        off = round_up(off);
+        p->homes[id] = (kiln_home){KILN_HOME_STATE, i, off, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        off += p->homes[id].bytes;
+    }
+    p->optim_bytes = round_up(off);
     for (uint32_t i = 0; i < req->n_inputs; i++) {
         uint32_t id = req->inputs[i];
         KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_INPUT);
@@ -118,7 +132,7 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
     for (uint32_t o = 0; o < g->n_outputs; o++) {
         uint32_t id = g->outputs[o].node;
         kiln_op op = g->nodes[id].op;
-        bool computed = op != KILN_OP_INPUT && op != KILN_OP_PARAM;
+        bool computed = op != KILN_OP_INPUT && op != KILN_OP_PARAM && op != KILN_OP_STATE;
         if (computed && p->homes[id].kind == KILN_HOME_NONE)
             p->homes[id] = (kiln_home){KILN_HOME_OUTPUT, o, 0, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
         else p->copies[p->n_copies++] = (kiln_out_copy){id, o};
@@ -128,7 +142,7 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         const kiln_node *n = &g->nodes[id];
         kiln_home *h = &p->homes[id];
         if (!needed[id] || h->kind != KILN_HOME_NONE) continue;
-        KILN_ASSERT(n->op != KILN_OP_INPUT && n->op != KILN_OP_PARAM); /* the request lists them all */
+        KILN_ASSERT(n->op != KILN_OP_INPUT && n->op != KILN_OP_PARAM && n->op != KILN_OP_STATE); /* all listed */
         h->bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
         if (n->op == KILN_OP_CONSTANT && n->attrs.n_values == kiln_type_numel(&n->type)) {
             h->kind = KILN_HOME_CONST;
@@ -137,6 +151,34 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
             h->index = root_of(p, n->in[0]);
         } else {
             h->kind = KILN_HOME_WORKSPACE;
+        }
+    }
+}
+
+/* Homes of the updates' new values. A value goes straight into its target's storage when
+ * it is a workspace value and every reader of the target's old value (through views
+ * too) runs before it: nothing can see the old value any more, and the kernel's inputs
+ * do not include the target, so its noalias pointers stay true. A training step's
+ * final "p − step" and "β·m + …" nodes are built that way (passes/optimizer.c), so the
+ * new parameters and moments need no workspace and no copies. Any other value is copied
+ * at the end and stays live until then. */
+static void place_updates(const kiln_graph *g, const unsigned char *needed, kiln_memplan *p)
+{
+    p->update_copies = xcalloc(g->n_updates, sizeof *p->update_copies);
+    for (uint32_t u = 0; u < g->n_updates; u++) {
+        uint32_t t = g->updates[u].target, v = g->updates[u].value;
+        KILN_ASSERT(needed[v]);
+        /* copies run one after another: a new value must not be another target */
+        for (uint32_t w = 0; w < g->n_updates; w++)
+            KILN_ASSERT(w == u || root_of(p, v) != g->updates[w].target);
+        kiln_home *h = &p->homes[v];
+        if (h->kind == KILN_HOME_WORKSPACE && p->homes[t].last < v && t != v) {
+            h->kind = KILN_HOME_UPDATE;
+            h->index = t;
+            h->offset = p->homes[t].offset;
+        } else {
+            p->update_copies[p->n_update_copies++] = u;
+            p->homes[root_of(p, v)].last = p->n_nodes;
         }
     }
 }
@@ -168,6 +210,7 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
         }
     }
     for (uint32_t i = 0; i < p->n_copies; i++) p->homes[root_of(p, p->copies[i].node)].last = n;
+    place_updates(g, needed, p);
 
     /* the buffers to place */
     buffer *bufs = xcalloc(2 * (size_t)n, sizeof *bufs);
@@ -210,6 +253,7 @@ void kiln_memplan_free(kiln_memplan *p)
     free(p->scratch_offset);
     free(p->scratch_bytes);
     free(p->copies);
+    free(p->update_copies);
     memset(p, 0, sizeof *p);
 }
 
@@ -224,6 +268,14 @@ bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size)
             bufs[n++] = (buffer){id, true, p->scratch_bytes[id], id, id, p->scratch_offset[id]};
         if (h->kind == KILN_HOME_ALIAS && p->homes[h->index].kind == KILN_HOME_ALIAS) {
             snprintf(msg, msg_size, "node %u aliases node %u, itself a view", id, h->index);
+            free(bufs);
+            return false;
+        }
+        if (h->kind == KILN_HOME_UPDATE &&
+            (h->index >= p->n_nodes ||
+             (p->homes[h->index].kind != KILN_HOME_PARAM && p->homes[h->index].kind != KILN_HOME_STATE))) {
+            snprintf(msg, msg_size, "node %u is computed into node %u, which is not a parameter or a state", id,
+                     h->index);
             free(bufs);
             return false;
         }

@@ -26,6 +26,10 @@ typedef enum kiln_home_kind {
     KILN_HOME_CONST,       /* constant data: a global in the compiled module */
     KILN_HOME_ALIAS,       /* a view (reshape): the memory of node `index`, never an alias */
     KILN_HOME_WORKSPACE,   /* the workspace at `offset` */
+    KILN_HOME_STATE,       /* the optimizer blob at `offset` (index = state number) */
+    KILN_HOME_UPDATE,      /* an update's new value computed straight into the storage of its
+                              target, node `index` (a PARAM or STATE, same `offset`): every
+                              reader of the target's old value runs before this node */
 } kiln_home_kind;
 
 typedef struct kiln_home {
@@ -50,7 +54,12 @@ typedef struct kiln_memplan {
     int64_t *scratch_bytes;    /* one per node: its scratch size (0 = none) */
     kiln_out_copy *copies;
     uint32_t n_copies;
+    uint32_t *update_copies;   /* indices into g->updates whose new value is not computed in
+                                  place: the entry copies it into the target after the
+                                  output copies */
+    uint32_t n_update_copies;
     int64_t params_bytes;      /* the parameter blob: every parameter, offsets 64-aligned */
+    int64_t optim_bytes;       /* the optimizer blob: every STATE node, offsets 64-aligned */
     int64_t workspace_bytes;   /* the plan */
     int64_t unplanned_bytes;   /* every workspace buffer (64-rounded) without reuse */
     int64_t lower_bound_bytes; /* the largest set of workspace bytes live at one time */
@@ -64,6 +73,9 @@ typedef struct kiln_plan_request {
     const uint32_t *params;        /* PARAM nodes in blob order */
     uint32_t n_params;
     /* outputs: g->outputs, in order */
+    const uint32_t *states;        /* STATE nodes in optimizer-blob order */
+    uint32_t n_states;
+    /* updates: g->updates; their values must be needed */
 } kiln_plan_request;
 
 #define KILN_PLAN_ALIGN 64
@@ -74,5 +86,56 @@ void kiln_memplan_free(kiln_memplan *p);
  * aligned, and no two whose live intervals meet overlap. On failure writes why into
  * msg and returns false. */
 bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size);
+
+/* ---- autodiff.c ---------------------------------------------------------------------- */
+
+/* Reverse-mode autodiff as a graph-to-graph pass: appends to g the nodes computing the
+ * gradient of the scalar f32 node `loss` with respect to each node of wrt[] (parameters,
+ * f32 inputs, or any f32 node) and stores in grads[i] the node holding d loss / d wrt[i]
+ * (the type of wrt[i]; a zeros constant when the loss does not depend on it). One
+ * vector-Jacobian rule per op, written with the same builder as the forward graph, so
+ * the backward graph is planned and compiled like the forward one. */
+bool kiln_autodiff(kiln_graph *g, uint32_t loss, const uint32_t *wrt, uint32_t n_wrt, uint32_t *grads,
+                   kiln_diags *d);
+
+/* ---- optimizer.c: the optimizer update as IR -------------------------------------------
+ *
+ * Appends to g the training step's update of the parameters params[0..n) given their
+ * gradient nodes grads[0..n) (from kiln_autodiff): global-norm clipping, then AdamW or
+ * SGD with momentum as PyTorch computes them (formulas in optimizer.c and
+ * docs/training.md), and records every new value as one of g's updates. The learning
+ * rate is a new rank-0 f32 INPUT node named "lr" (the caller computes the schedule);
+ * optimizer state is new STATE nodes (optim.step, optim.m.NAME, …) whose blob starts
+ * zeroed. Frozen parameters and parameters with a zeros-constant gradient are left alone.
+ * The settings are plain data, so passes need not know model files. */
+
+typedef enum kiln_optim_kind { KILN_OPTIM_ADAMW, KILN_OPTIM_SGD } kiln_optim_kind;
+
+typedef struct kiln_optim_group {
+    const char *match;          /* fnmatch(3) glob over parameter names ('*' crosses '.') */
+    double lr_scale;            /* this group's lr = lr · lr_scale */
+    double weight_decay;
+} kiln_optim_group;
+
+typedef struct kiln_optim_config {
+    kiln_optim_kind kind;
+    double beta1, beta2, eps;   /* adamw */
+    double momentum;            /* sgd; 0 = plain SGD, no state */
+    double weight_decay;        /* for parameters no group matches */
+    double grad_clip;           /* max global gradient norm; 0 = no clipping */
+    const char *const *freeze;  /* globs: matching parameters are not trained */
+    int n_freeze;
+    const kiln_optim_group *groups;  /* the first matching group wins */
+    int n_groups;
+} kiln_optim_config;
+
+typedef struct kiln_optim_result {
+    uint32_t lr;                /* the "lr" INPUT node */
+    uint32_t n_trained;         /* parameters that get an update */
+    uint32_t n_states;          /* STATE nodes in g (optimizer-blob order = node order) */
+} kiln_optim_result;
+
+bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *grads, uint32_t n,
+                      const kiln_optim_config *cfg, kiln_optim_result *out, kiln_diags *d);
 
 #endif

@@ -3,7 +3,8 @@
 # output shape and finiteness, dims bound from the inputs' shapes and by -D, identical bytes
 # on a second run, causality, batch independence, agreement with a float64 numpy
 # reference of the GPT forward pass, compiled execution agreeing with the interpreter (or
-# refused as not implemented), and the clear refusals of what is not built yet.
+# refused as not implemented), --grads (its refusals, then a loss and every parameter's
+# gradient), and that refused runs write nothing.
 set -euo pipefail
 kiln=$1
 src=$2
@@ -218,10 +219,40 @@ elif [[ -e yc.safetensors ]]; then
     fail "a refused compiled run created its --out file"
 fi
 
-# ---- not built yet: clear refusals, exit 1, no output file ----------------------------------
-run_fails "run --grads" 1 "not implemented" run "$gpt" --weights w.safetensors --inputs x1.safetensors \
-    --out nope.safetensors --grads --interp
-run_fails "check --train" 1 "not implemented" check "$gpt" --train
+# ---- --grads: every input is needed (the targets too), a model needs a loss; then `loss`
+# and one gradient per parameter (the tied head's weight is wte.weight's) ----------------------
+run_fails "run --grads without targets" 1 "targets: error: input missing" run "$gpt" --weights w.safetensors \
+    --inputs x1.safetensors --out nope.safetensors --grads --interp
+cat > noloss.json <<'EOF'
+{"format": "kiln/1", "name": "noloss", "inputs": {"x": {"shape": [3], "dtype": "f32"}},
+ "layers": [{"name": "y", "op": "exp", "in": "x"}], "outputs": ["y"]}
+EOF
+"$py" -c 'import numpy as np, safetensors_np as st; st.write("nx.safetensors", {"x": np.ones(3, "<f4")}); st.write("nw.safetensors", {})'
+run_fails "run --grads without a loss" 1 "needs a loss" run noloss.json --weights nw.safetensors \
+    --inputs nx.safetensors --out nope.safetensors --grads --interp
+if run_ok "run --grads" run "$gpt" --weights wr.safetensors --inputs x1t.safetensors --out g.safetensors --grads --interp; then
+    "$py" - <<'EOF' || fail "run --grads outputs (above)"
+import numpy as np
+import safetensors_np as st
+g, w = st.read("g.safetensors"), st.read("wr.safetensors")
+bad = []
+if g["loss"].shape != () or not np.isfinite(g["loss"]):
+    bad.append(f"loss: {g['loss']!r}")
+for name, a in w.items():
+    d = g.get("grad." + name)
+    if d is None or d.shape != a.shape or not np.isfinite(d).all():
+        bad.append(f"grad.{name}: missing, misshapen or not finite")
+if [k for k in g if k.startswith("grad.") and k[5:] not in w]:
+    bad.append("gradients of non-parameters (the inputs are i32)")
+if not (np.abs(g.get("grad.wte.weight", np.zeros(1))) > 0).any():
+    bad.append("grad.wte.weight is all zeros")
+for b in bad:
+    print("  " + b)
+raise SystemExit(1 if bad else 0)
+EOF
+fi
+
+# ---- no output file from a refused run ------------------------------------------------------
 [[ -e nope.safetensors ]] && fail "a refused run created its --out file"
 
 finish

@@ -204,8 +204,9 @@ static int call_entry(void *fn, void **a, uint32_t n)
 
 static kiln_compile_request tg_request(tg *t)
 {
-    return (kiln_compile_request){&t->g, t->inputs, (uint32_t)t->n_inputs, t->params, (uint32_t)t->n_params, "t",
-                                  t->target, false, false};
+    return (kiln_compile_request){.g = &t->g, .inputs = t->inputs, .n_inputs = (uint32_t)t->n_inputs,
+                                  .params = t->params, .n_params = (uint32_t)t->n_params, .name = "t",
+                                  .target = t->target};
 }
 
 /* The memory plan of the graph passes its own check and sits between the bounds. */
@@ -280,9 +281,13 @@ static bool close_enough(float got, float want, tol tl)
     return fabs((double)got - want) <= tl.atol + tl.rtol * fabs(want);
 }
 
+/* Every op some tg_check compiled and compared (test_every_op_compiled reads it last). */
+static bool compiled_ops[KILN_OP_COUNT];
+
 /* Compiled vs interpreted: every output, every element. */
 static void tg_check(tg *t, tol tl)
 {
+    for (uint32_t id = 0; id < t->g.n_nodes; id++) compiled_ops[t->g.nodes[id].op] = true;
     void **values = calloc(t->g.n_nodes, sizeof *values);
     for (int i = 0; i < t->n_inputs; i++) values[t->inputs[i]] = t->in_data[i];
     for (int i = 0; i < t->n_params; i++) values[t->params[i]] = t->param_data[i];
@@ -477,6 +482,7 @@ static void test_elementwise_chain(void **state)
         h = tg_op2(&t, KILN_OP_MUL, h, x);
         h = tg_op1(&t, KILN_OP_TANH, h);
         tg_output(&t, tg_op2(&t, KILN_OP_SUB, h, b));
+        tg_output(&t, tg_op1(&t, KILN_OP_ERF, h)); /* erf (gelu's gradient) here: test_unary is full */
         tg_check(&t, (tol){1e-5, 1e-6, false});
         tg_free(&t);
     }
@@ -799,6 +805,199 @@ static void test_sources(void **state)
     }
 }
 
+/* ---- the ops autodiff emits ------------------------------------------------------------------ */
+
+static void test_unslice_scatter_add(void **state)
+{
+    rng r = {40};
+    for (int trial = 0; trial < 12; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = 1 + random_shape(&r, 3, dims);
+        dims[rank - 1] = rng_dim(&r);
+        /* unslice: a random slice's shape back into dims, forwards or backwards */
+        kiln_attrs us = {.rank = rank, .axis = rng_int(&r, 0, rank - 1)};
+        memcpy(us.shape, dims, sizeof us.shape);
+        int64_t len = dims[us.axis];
+        us.step = rng_int(&r, 0, 1) ? rng_int(&r, 1, 3) : -rng_int(&r, 1, 3);
+        assert_true(kiln_slice_normalize(len, rng_int(&r, 0, 1), rng_int(&r, -(int)len, (int)len), rng_int(&r, 0, 1),
+                                         rng_int(&r, -(int)len, (int)len), us.step, &us.start, &us.end));
+        if (kiln_slice_count(us.start, us.end, us.step) == 0) us.end = us.start;
+        int64_t sd[8];
+        memcpy(sd, dims, sizeof sd);
+        sd[us.axis] = kiln_slice_count(us.start, us.end, us.step);
+        uint32_t x = tg_input(&t, KILN_F32, rank, sd);
+        tg_output(&t, tg_add(&t, KILN_OP_UNSLICE, &x, 1, &us));
+        /* scatter_add: rows of g into a table along a random axis, with repeats */
+        int ax = rng_int(&r, 0, rank - 1);
+        int64_t idims[2] = {rng_dim(&r), trial % 3 ? 2 : 1};
+        int irank = rng_int(&r, 0, 2), n_ids = 1;
+        for (int d = 0; d < irank; d++) n_ids *= (int)idims[d];
+        int32_t *ids = malloc((size_t)n_ids * 4 + 4);
+        for (int i = 0; i < n_ids; i++) ids[i] = rng_int(&r, 0, (int)dims[ax] - 1);
+        int64_t gd[8];
+        int gr = 0;
+        for (int d = 0; d < ax; d++) gd[gr++] = dims[d];
+        for (int d = 0; d < irank; d++) gd[gr++] = idims[d];
+        for (int d = ax + 1; d < rank; d++) gd[gr++] = dims[d];
+        if (gr <= 8) {
+            uint32_t in[2] = {tg_input(&t, KILN_F32, gr, gd), tg_input_data(&t, KILN_I32, irank, idims, ids)};
+            kiln_attrs sa = {.rank = rank, .axis = ax};
+            memcpy(sa.shape, dims, sizeof sa.shape);
+            tg_output(&t, tg_add(&t, KILN_OP_SCATTER_ADD, in, 2, &sa));
+        } else {
+            free(ids);
+        }
+        tg_check(&t, (tol){1e-5, 1e-5, false});
+        tg_free(&t);
+    }
+}
+
+static void test_scatter_add_out_of_range(void **state)
+{
+    rng r = {41};
+    tg t;
+    tg_init(&t, &r);
+    int64_t gd[2] = {3, 2}, idims[1] = {3};
+    int32_t *ids = malloc(12);
+    ids[0] = 0, ids[1] = 4, ids[2] = 2;
+    uint32_t in[2] = {tg_input(&t, KILN_F32, 2, gd), tg_input_data(&t, KILN_I32, 1, idims, ids)};
+    kiln_attrs sa = {.rank = 2, .shape = {4, 2}, .axis = 0};
+    tg_output(&t, tg_add(&t, KILN_OP_SCATTER_ADD, in, 2, &sa));
+    assert_int_equal(tg_status(&t), KILN_RC_INDEX_RANGE);
+    ids[1] = -1;
+    assert_int_equal(tg_status(&t), KILN_RC_INDEX_RANGE);
+    ids[1] = 3;
+    assert_int_equal(tg_status(&t), KILN_RC_OK);
+    tg_free(&t);
+}
+
+static void test_layernorm_grad(void **state)
+{
+    rng r = {42};
+    for (int trial = 0; trial < 8; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8];
+        int rank = 1 + random_shape(&r, 3, dims);
+        dims[rank - 1] = rng_dim(&r) + (trial % 2) * 64;
+        uint32_t in[3] = {tg_input(&t, KILN_F32, rank, dims), tg_param(&t, 1, &dims[rank - 1]),
+                          tg_input(&t, KILN_F32, rank, dims)};
+        kiln_attrs a = {.scalar = trial % 3 ? 1e-5 : 0.5};
+        tg_output(&t, tg_add(&t, KILN_OP_LAYERNORM_GRAD, in, 3, &a));
+        tg_check(&t, (tol){1e-4, 1e-4, false});
+        tg_free(&t);
+    }
+}
+
+/* test_attention's shapes and masks, each of the four gradients */
+static void test_attention_grad(void **state)
+{
+    rng r = {43};
+    for (int trial = 0; trial < 14; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t B = rng_int(&r, 1, 2), H = rng_int(&r, 1, 3), T = rng_dim(&r), S = trial % 2 ? T : rng_dim(&r);
+        if (trial == 12) S = 0;
+        int64_t dh = rng_dim(&r), dv = trial % 3 ? dh : rng_dim(&r);
+        int64_t qd[4] = {B, H, T, dh}, kd[4] = {B, H, S, dh}, vd[4] = {B, H, S, dv}, gd[4] = {B, H, T, dv};
+        uint32_t in[6];
+        uint32_t n_in = 0;
+        in[n_in++] = tg_input(&t, KILN_F32, 4, qd);
+        in[n_in++] = tg_input(&t, KILN_F32, 4, kd);
+        in[n_in++] = tg_input(&t, KILN_F32, 4, vd);
+        kiln_attrs a = {.scalar = 1.0 / sqrt((double)dh), .causal = trial % 4 >= 2};
+        if (trial % 3 != 1) {
+            int64_t md[2] = {B, S};
+            float *m = malloc((size_t)(B * S) * 4 + 4);
+            for (int64_t i = 0; i < B * S; i++) m[i] = (float)rng_int(&r, 0, 3) != 0;
+            if (trial % 5 == 0)
+                for (int64_t i = 0; i < S; i++) m[i] = 0;
+            in[n_in++] = tg_input_data(&t, KILN_F32, 2, md, m);
+            a.has_mask = true;
+        }
+        if (trial % 2 == 0) {
+            int64_t bd[4] = {1, H, T, S};
+            int br = trial % 4 == 0 ? 4 : 3;
+            in[n_in++] = tg_input(&t, KILN_F32, br, bd + 4 - br);
+            a.has_bias = true;
+        }
+        in[n_in++] = tg_input(&t, KILN_F32, 4, gd);
+        for (int w = 0; w < KILN_WRT_COUNT; w++) {
+            a.wrt = w;
+            tg_output(&t, tg_add(&t, KILN_OP_ATTENTION_GRAD, in, n_in, &a));
+        }
+        tg_check(&t, (tol){1e-4, 5e-5, false});
+        tg_free(&t);
+    }
+}
+
+static void test_cross_entropy_grad(void **state)
+{
+    rng r = {44};
+    for (int trial = 0; trial < 10; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[3] = {rng_dim(&r), rng_dim(&r), rng_dim(&r) + 1};
+        int rank = 1 + trial % 3;
+        const int64_t *ld = dims + 3 - rank;
+        uint32_t x = tg_input(&t, KILN_F32, rank, ld);
+        int64_t rows = kiln_type_numel(&t.g.nodes[x].type) / ld[rank - 1];
+        int32_t *tgt = malloc((size_t)rows * 4 + 4);
+        for (int64_t i = 0; i < rows; i++) tgt[i] = rng_int(&r, 0, (int)ld[rank - 1] - 1);
+        if (rows > 1) tgt[1] = -100;
+        if (trial == 7)
+            for (int64_t i = 0; i < rows; i++) tgt[i] = -100; /* nothing kept: all zeros */
+        uint32_t in[3] = {x, tg_input_data(&t, KILN_I32, rank - 1, ld, tgt), tg_input(&t, KILN_F32, 0, NULL)};
+        kiln_attrs a = {.scalar = trial % 3 == 0 ? 0.0 : 0.1, .ignore_index = -100};
+        tg_output(&t, tg_add(&t, KILN_OP_CROSS_ENTROPY_GRAD, in, 3, &a));
+        tg_check(&t, (tol){1e-4, 1e-6, false});
+        tg_free(&t);
+    }
+}
+
+/* A whole backward graph (kiln_autodiff of a small transformer-like block with a
+ * cross-entropy loss, and a parameter it does not read) compiled and compared with the
+ * interpreter. */
+static void test_autodiff_graph(void **state)
+{
+    rng r = {45};
+    for (int trial = 0; trial < 3; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t B = 2, T = 3 + trial, D = 8, H = 2, V = 11;
+        int64_t xd[3] = {B, T, D}, wd[2] = {D, D}, dd[1] = {D}, ed[2] = {V, D}, td[2] = {B, T};
+        uint32_t x = tg_input(&t, KILN_F32, 3, xd);
+        uint32_t w = tg_param(&t, 2, wd), lw = tg_param(&t, 1, dd), lb = tg_param(&t, 1, dd), emb = tg_param(&t, 2, ed);
+        int32_t *tgt = malloc((size_t)(B * T) * 4);
+        for (int i = 0; i < B * T; i++) tgt[i] = rng_int(&r, 0, (int)V - 1);
+        tgt[1] = -100;
+        uint32_t targets = tg_input_data(&t, KILN_I32, 2, td, tgt);
+        uint32_t ln_in[3] = {x, lw, lb};
+        kiln_attrs eps = {.scalar = 1e-5}, tb = {.transpose_b = true};
+        uint32_t h = tg_add(&t, KILN_OP_LAYERNORM, ln_in, 3, &eps);
+        uint32_t qkv = tg_add(&t, KILN_OP_MATMUL, (uint32_t[]){h, w}, 2, &tb);
+        kiln_attrs split = {.rank = 4, .shape = {B, T, H, D / H}}, perm = {.perm = {0, 2, 1, 3}};
+        uint32_t heads = tg_add(&t, KILN_OP_TRANSPOSE, (uint32_t[]){tg_add(&t, KILN_OP_RESHAPE, &qkv, 1, &split)}, 1, &perm);
+        kiln_attrs at = {.scalar = 0.5, .causal = true};
+        uint32_t att = tg_add(&t, KILN_OP_ATTENTION, (uint32_t[]){heads, heads, heads}, 3, &at);
+        uint32_t back = tg_add(&t, KILN_OP_TRANSPOSE, &att, 1, &perm);
+        kiln_attrs merge = {.rank = 3, .shape = {B, T, D}};
+        uint32_t y = tg_op2(&t, KILN_OP_ADD, x, tg_op1(&t, KILN_OP_GELU, tg_add(&t, KILN_OP_RESHAPE, &back, 1, &merge)));
+        uint32_t logits = tg_add(&t, KILN_OP_MATMUL, (uint32_t[]){y, emb}, 2, &tb);
+        kiln_attrs ce = {.scalar = 0.1, .ignore_index = -100};
+        uint32_t loss = tg_add(&t, KILN_OP_CROSS_ENTROPY, (uint32_t[]){logits, targets}, 2, &ce);
+        uint32_t unused = tg_param(&t, 1, dd); /* its gradient is a zeros constant, computed into its output */
+        uint32_t wrt[6] = {x, w, lw, lb, emb, unused}, grads[6];
+        if (!kiln_autodiff(&t.g, loss, wrt, 6, grads, &t.d)) fail_with_diags(&t, "kiln_autodiff");
+        tg_output(&t, loss);
+        for (int i = 0; i < 6; i++) tg_output(&t, grads[i]);
+        tg_check(&t, (tol){1e-3, 1e-5, false});
+        tg_free(&t);
+    }
+}
+
 /* ---- memory planning ------------------------------------------------------------------------- */
 
 /* A long chain reuses memory: the plan is far below the sum and equals the bound. */
@@ -1011,6 +1210,15 @@ static void test_avx2_target(void **state)
     kiln_diags_free(&d);
 }
 
+/* Every op with a kernel was compiled and compared with the interpreter by some test
+ * above (the sources have their own checks: inputs and parameters need no kernel). */
+static void test_every_op_compiled(void **state)
+{
+    for (int op = 0; op < KILN_OP_COUNT; op++)
+        if (kiln_op_table[op].kind != KILN_KIND_SOURCE && !compiled_ops[op])
+            fail_msg("op '%s' is never compiled by test_codegen", kiln_op_table[op].name);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1037,6 +1245,13 @@ int main(void)
         cmocka_unit_test(test_emit),
         cmocka_unit_test(test_asm_vectorised),
         cmocka_unit_test(test_avx2_target),
+        cmocka_unit_test(test_unslice_scatter_add),
+        cmocka_unit_test(test_scatter_add_out_of_range),
+        cmocka_unit_test(test_layernorm_grad),
+        cmocka_unit_test(test_attention_grad),
+        cmocka_unit_test(test_cross_entropy_grad),
+        cmocka_unit_test(test_autodiff_graph),
+        cmocka_unit_test(test_every_op_compiled), /* last: it reads what the others compiled */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

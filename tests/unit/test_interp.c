@@ -1315,6 +1315,147 @@ static void test_cross_entropy_rank3_custom_ignore(void **state)
 /* ---- the driver ----------------------------------------------------------------------------------- */
 
 /* A graph can be run again once its values are freed; freeing twice is harmless. */
+/* ---- the ops autodiff emits --------------------------------------------------------------------- */
+
+static void test_erf(void **state)
+{
+    fix *f = *state;
+    uint32_t y = unary(f, KILN_OP_ERF, UX);
+    run(f);
+    EXPECT_F32(f, y, {-0.99997791f, -0.520499878f, 0.0f, 0.27632639f, 0.842700793f, 0.999593048f});
+}
+
+/* the slice [::-3] of a (2, 5) along axis 1 takes columns 4 and 1: they come back there */
+static void test_unslice_negative_step(void **state)
+{
+    fix *f = *state;
+    static const float x[4] = {1, 2, 3, 4};
+    kiln_attrs a = {0};
+    set_shape(&a, KILN_F32, SHAPE(2, 5));
+    a.axis = 1, a.step = -3;
+    kiln_slice_normalize(5, false, 0, false, 0, -3, &a.start, &a.end);
+    uint32_t y = node(f, KILN_OP_UNSLICE, &a, INS(IN_F32(f, x, 2, 2)));
+    run(f);
+    EXPECT_F32_EXACT(f, y, {0, 2, 0, 0, 1, 0, 4, 0, 0, 3});
+}
+
+/* rows 0 and 2 of g go to table row 2 and add up; rows 1 and 3 of the table get nothing */
+static void test_scatter_add_duplicates(void **state)
+{
+    fix *f = *state;
+    static const float g[6] = {1, 2, 3, 4, 5, 6};
+    static const int32_t idx[3] = {2, 0, 2};
+    kiln_attrs a = {0};
+    set_shape(&a, KILN_F32, SHAPE(4, 2));
+    uint32_t y = node(f, KILN_OP_SCATTER_ADD, &a, INS(IN_F32(f, g, 3, 2), IN_I32(f, idx, 3)));
+    run(f);
+    EXPECT_F32_EXACT(f, y, {3, 4, 0, 0, 6, 8, 0, 0});
+}
+
+static void test_scatter_add_bad_index_is_error(void **state)
+{
+    fix *f = *state;
+    static const float g[2] = {1, 2};
+    static const int32_t idx[2] = {1, 4};
+    kiln_attrs a = {0};
+    set_shape(&a, KILN_F32, SHAPE(4));
+    node(f, KILN_OP_SCATTER_ADD, &a, INS(IN_F32(f, g, 2), IN_I32(f, idx, 2)));
+    expect_run_error(f, "index 4", "out of range");
+}
+
+/* numpy float64: dx = inv·(ĝ − mean ĝ − x̂·mean(ĝ·x̂)), ĝ = g·w */
+static void test_layernorm_grad(void **state)
+{
+    fix *f = *state;
+    static const float x[6] = {1, 2, 4, 0.5f, -1, 3}, w[3] = {0.5f, -2, 1.5f}, g[6] = {1, -1, 0.5f, 2, 0, -1};
+    kiln_attrs a = {0};
+    a.scalar = 1e-5;
+    uint32_t y = node(f, KILN_OP_LAYERNORM_GRAD, &a, INS(IN_F32(f, x, 2, 3), IN_F32(f, w, 3), IN_F32(f, g, 2, 3)));
+    run(f);
+    EXPECT_F32(f, y, {-0.486795575f, 0.730193577f, -0.243398002f, 0.618459931f, -0.386535463f, -0.231924469f});
+}
+
+/* q, k, v (1,1,3,2), causal, key 1 masked, a bias over the keys: queries 0 and 1 see only
+ * key 0 (a one-key softmax passes no gradient to the scores), query 2 sees keys 0 and 2.
+ * Expected values from numpy in float64. */
+static uint32_t attention_grad(fix *f, kiln_wrt wrt)
+{
+    static const float q[6] = {0.5f, -1, 1, 2, -0.5f, 0.25f}, k[6] = {1, 0, 0.5f, 0.5f, -1, 1};
+    static const float v[6] = {1, 2, 3, -1, 0, 1}, mask[3] = {1, 0, 1}, bias[3] = {0.1f, -0.2f, 0.3f};
+    static const float g[6] = {1, 0.5f, -1, 2, 0.25f, -0.5f};
+    kiln_attrs a = {0};
+    a.scalar = 0.7, a.causal = true, a.has_mask = true, a.has_bias = true, a.wrt = wrt;
+    return node(f, KILN_OP_ATTENTION_GRAD, &a,
+                INS(IN_F32(f, q, 1, 1, 3, 2), IN_F32(f, k, 1, 1, 3, 2), IN_F32(f, v, 1, 1, 3, 2),
+                    IN_F32(f, mask, 1, 3), IN_F32(f, bias, 3), IN_F32(f, g, 1, 1, 3, 2)));
+}
+
+static void test_attention_grad(void **state)
+{
+    fix *f = *state;
+    uint32_t dq = attention_grad(f, KILN_WRT_Q), dk = attention_grad(f, KILN_WRT_K);
+    uint32_t dv = attention_grad(f, KILN_WRT_V), ds = attention_grad(f, KILN_WRT_SCORES);
+    run(f);
+    expect_shape(f, ds, KILN_F32, SHAPE(1, 1, 3, 3));
+    expect_f32_tol(f, dq, (const float[]){0, 0, 0, 0, -0.0663974011f, 0.0331987006f}, 6, 1e-6);
+    expect_f32_tol(f, dk, (const float[]){0.0165993503f, -0.00829967514f, 0, 0, -0.0165993503f, 0.00829967514f}, 6, 1e-6);
+    expect_f32_tol(f, dv, (const float[]){0.0636133465f, 2.37277331f, 0, 0, 0.186386654f, -0.372773307f}, 6, 1e-6);
+    expect_f32_tol(f, ds, (const float[]){0, 0, 0, 0, 0, 0, -0.0474267151f, 0, 0.0474267151f}, 9, 1e-6);
+}
+
+/* logits (3,3), targets {0, ignored, 2}, ε = 0.1, upstream 2: kept rows get
+ * 2/2·(softmax − 0.9·onehot − 0.1/3), the ignored row 0 (numpy float64) */
+static void test_cross_entropy_grad(void **state)
+{
+    fix *f = *state;
+    static const float x[9] = {1, 2, 0.5f, 0, 0, 0, -1, 3, 2}, g[1] = {2};
+    static const int32_t t[3] = {0, -100, 2};
+    kiln_attrs a = {0};
+    a.scalar = 0.1, a.ignore_index = -100;
+    uint32_t y = node(f, KILN_OP_CROSS_ENTROPY_GRAD, &a, INS(IN_F32(f, x, 3, 3), IN_I32(f, t, 3), input(f, KILN_F32, 0, NULL, g)));
+    run(f);
+    expect_f32_tol(f, y, (const float[]){-0.702109436f, 0.595198386f, 0.10691105f, 0, 0, 0, -0.0201204464f,
+                                         0.688065851f, -0.667945405f}, 9, 1e-6);
+}
+
+static void test_cross_entropy_grad_bad_target_is_error(void **state)
+{
+    fix *f = *state;
+    static const float x[4] = {1, 2, 3, 4}, g[1] = {1};
+    static const int32_t t[2] = {0, 2};
+    kiln_attrs a = {0};
+    a.ignore_index = -100;
+    node(f, KILN_OP_CROSS_ENTROPY_GRAD, &a, INS(IN_F32(f, x, 2, 2), IN_I32(f, t, 2), input(f, KILN_F32, 0, NULL, g)));
+    expect_run_error(f, "target 2", "out of range");
+}
+
+/* interp_impl.h exposes this for tests: dropout's keep decision */
+bool kiln_interp_dropout_keep(uint64_t seed, uint32_t stream, int64_t i, double p);
+
+/* dropout's mask follows its stream, not its node: the same stream, the same elements */
+static void test_dropout_stream(void **state)
+{
+    fix *f = *state;
+    enum { N = 200 };
+    static float x[N], g[N];
+    for (int i = 0; i < N; i++) x[i] = 1.0f + (float)(i % 5), g[i] = -2.0f;
+    kiln_attrs a = {0};
+    a.scalar = 0.5;
+    uint32_t y = node(f, KILN_OP_DROPOUT, &a, INS(IN_F32(f, x, N)));
+    assert_int_equal(f->g.nodes[y].attrs.stream, y); /* the builder's default */
+    a.stream = f->g.nodes[y].attrs.stream;
+    uint32_t back = node(f, KILN_OP_DROPOUT, &a, INS(IN_F32(f, g, N)));
+    run_ok(f, true, 7);
+    const float *ry = f->v[y], *rb = f->v[back];
+    int kept = 0;
+    for (int i = 0; i < N; i++) {
+        assert_true((ry[i] != 0) == (rb[i] != 0));
+        assert_true((ry[i] != 0) == kiln_interp_dropout_keep(7, (uint32_t)a.stream, i, 0.5));
+        kept += ry[i] != 0;
+    }
+    assert_in_range(kept, 60, 140);
+}
+
 static void test_rerun_after_free(void **state)
 {
     fix *f = *state;
@@ -1418,6 +1559,15 @@ int main(void)
         T(test_cross_entropy_all_ignored_is_nan),
         T(test_cross_entropy_bad_target_is_error),
         T(test_cross_entropy_rank3_custom_ignore),
+        T(test_erf),
+        T(test_unslice_negative_step),
+        T(test_scatter_add_duplicates),
+        T(test_scatter_add_bad_index_is_error),
+        T(test_layernorm_grad),
+        T(test_attention_grad),
+        T(test_cross_entropy_grad),
+        T(test_cross_entropy_grad_bad_target_is_error),
+        T(test_dropout_stream),
         T(test_rerun_after_free),
     };
 #undef T

@@ -178,7 +178,7 @@ static void build_all_ops(fx *f)
 
     static const kiln_op unary[] = {KILN_OP_NEG, KILN_OP_EXP, KILN_OP_LOG, KILN_OP_SQRT, KILN_OP_RSQRT,
                                     KILN_OP_ABS, KILN_OP_SQUARE, KILN_OP_RECIP, KILN_OP_TANH, KILN_OP_SIGMOID,
-                                    KILN_OP_RELU, KILN_OP_SILU, KILN_OP_GELU, KILN_OP_GELU_TANH};
+                                    KILN_OP_RELU, KILN_OP_SILU, KILN_OP_GELU, KILN_OP_GELU_TANH, KILN_OP_ERF};
     for (size_t i = 0; i < sizeof unary / sizeof *unary; i++) op1(f, unary[i], x, NULL);
     kiln_attrs sa = scalar_attrs(0.1);
     op1(f, KILN_OP_SCALE, x, &sa);
@@ -218,14 +218,19 @@ static void build_all_ops(fx *f)
     sl.axis = 1;
     sl.step = -2;
     kiln_slice_normalize(3, false, 0, false, 0, sl.step, &sl.start, &sl.end);
-    op1(f, KILN_OP_SLICE, x, &sl);
+    uint32_t sliced = op1(f, KILN_OP_SLICE, x, &sl);
+    kiln_attrs us = type_attrs(KILN_F32, SHAPE(2, 3)); /* the gradient ops autodiff emits */
+    us.axis = 1, us.start = sl.start, us.end = sl.end, us.step = sl.step;
+    op1(f, KILN_OP_UNSLICE, sliced, &us);
     uint32_t cc[3] = {x, x, x};
     kiln_attrs cca = axis_attrs(0);
     opn(f, KILN_OP_CONCAT, cc, 3, &cca);
     kiln_attrs ba = type_attrs(KILN_F32, SHAPE(4, 2, 3));
     op1(f, KILN_OP_BROADCAST, y, &ba);
     kiln_attrs ga = axis_attrs(0);
-    op2(f, KILN_OP_GATHER, w, idx, &ga);
+    uint32_t rows = op2(f, KILN_OP_GATHER, w, idx, &ga);
+    kiln_attrs sc = type_attrs(KILN_F32, SHAPE(3, 4));
+    op2(f, KILN_OP_SCATTER_ADD, rows, idx, &sc);
 
     kiln_attrs sm = axis_attrs(-1);
     op1(f, KILN_OP_SOFTMAX, x, &sm);
@@ -233,6 +238,8 @@ static void build_all_ops(fx *f)
     uint32_t ln[3] = {x, y, c};
     kiln_attrs eps = scalar_attrs(1e-5);
     opn(f, KILN_OP_LAYERNORM, ln, 3, &eps);
+    uint32_t lng[3] = {x, y, x};
+    opn(f, KILN_OP_LAYERNORM_GRAD, lng, 3, &eps);
 
     uint32_t q = input(f, "q", KILN_F32, SHAPE(2, 2, 4, 8));
     uint32_t k = input(f, "k", KILN_F32, SHAPE(2, 2, 5, 8));
@@ -245,10 +252,24 @@ static void build_all_ops(fx *f)
     aa.has_mask = true;
     aa.has_bias = true;
     uint32_t att = opn(f, KILN_OP_ATTENTION, at, 5, &aa);
+    uint32_t atg[6] = {q, k, v, m, bias, att};
+    aa.wrt = KILN_WRT_SCORES;
+    opn(f, KILN_OP_ATTENTION_GRAD, atg, 6, &aa);
 
     kiln_attrs xe = scalar_attrs(0.1);
     xe.ignore_index = -100;
     uint32_t loss = op2(f, KILN_OP_CROSS_ENTROPY, logits, tgt, &xe);
+    uint32_t xeg[3] = {logits, tgt, loss};
+    opn(f, KILN_OP_CROSS_ENTROPY_GRAD, xeg, 3, &xe);
+
+    /* a training step's shape: optimizer state and updates of a parameter and a state */
+    kiln_attrs sta = type_attrs(KILN_F32, SHAPE(3, 4));
+    sta.name = "optim.m.fc.weight";
+    uint32_t st = kiln_graph_add(&f->g, KILN_OP_STATE, NULL, 0, &sta, NULL, NULL, &f->d);
+    uint32_t st_new = op2(f, KILN_OP_ADD, st, w, NULL);
+    kiln_attrs step = scalar_attrs(-0.5);
+    kiln_graph_add_update(&f->g, w, op1(f, KILN_OP_SCALE, st_new, &step));
+    kiln_graph_add_update(&f->g, st, st_new);
 
     kiln_graph_add_output(&f->g, "logits", logits);
     kiln_graph_add_output(&f->g, "attn out", att);
@@ -374,6 +395,119 @@ static void test_scale_dropout_cast(void **state)
     assert_int_equal(f->g.nodes[ci].attrs.rank, 2);
     p.scalar = 1.0;
     check_refused(f, op1(f, KILN_OP_DROPOUT, x, &p), 0, "[0, 1)");
+}
+
+static void reset_diags(fx *f)
+{
+    kiln_diags_free(&f->d);
+    kiln_diags_init(&f->d);
+}
+
+/* The ops autodiff emits: their shape rules and what they refuse. */
+static void test_gradient_ops(void **state)
+{
+    fx *f = *state;
+    uint32_t x = input(f, "x", KILN_F32, SHAPE(2, 3)), idx = input(f, "idx", KILN_I32, SHAPE(4));
+    /* unslice: x (2, 3) is the slice [1:7:2] of axis 1 of a (2, 7) */
+    kiln_attrs us = type_attrs(KILN_F32, SHAPE(2, 7));
+    us.axis = -1, us.start = 1, us.end = 7, us.step = 2;
+    uint32_t u = op1(f, KILN_OP_UNSLICE, x, &us);
+    check_type(f, u, KILN_F32, SHAPE(2, 7));
+    assert_int_equal(f->g.nodes[u].attrs.axis, 1);
+    us.step = 3; /* [1:7:3] has 2 elements, x has 3 */
+    check_refused(f, op1(f, KILN_OP_UNSLICE, x, &us), 0, "is not the slice");
+    reset_diags(f);
+    us.step = 0;
+    check_refused(f, op1(f, KILN_OP_UNSLICE, x, &us), 0, "step must not be 0");
+    reset_diags(f);
+    /* scatter_add: g must be what gather(table, idx) gives */
+    uint32_t g = input(f, "g", KILN_F32, SHAPE(2, 4));
+    kiln_attrs sa = type_attrs(KILN_F32, SHAPE(2, 9));
+    sa.axis = 1;
+    check_type(f, op2(f, KILN_OP_SCATTER_ADD, g, idx, &sa), KILN_F32, SHAPE(2, 9));
+    sa.axis = 0;
+    check_refused(f, op2(f, KILN_OP_SCATTER_ADD, g, idx, &sa), 0, "must be f32[4,9]");
+    reset_diags(f);
+    check_refused(f, op2(f, KILN_OP_SCATTER_ADD, g, g, &sa), 0, "indices must be i32");
+    reset_diags(f);
+    /* layernorm_grad: the cotangent has the input's type */
+    uint32_t w = input(f, "w", KILN_F32, SHAPE(3));
+    kiln_attrs eps = scalar_attrs(1e-5);
+    uint32_t ln[3] = {x, w, x};
+    check_type(f, opn(f, KILN_OP_LAYERNORM_GRAD, ln, 3, &eps), KILN_F32, SHAPE(2, 3));
+    ln[2] = g;
+    check_refused(f, opn(f, KILN_OP_LAYERNORM_GRAD, ln, 3, &eps), 0, "cotangent");
+    reset_diags(f);
+    /* attention_grad: one gradient per wrt; the scores are (…, T, S) */
+    uint32_t q = input(f, "q", KILN_F32, SHAPE(1, 2, 4, 8)), k = input(f, "k", KILN_F32, SHAPE(1, 2, 5, 8));
+    uint32_t v = input(f, "v", KILN_F32, SHAPE(1, 2, 5, 6)), dy = input(f, "dy", KILN_F32, SHAPE(1, 2, 4, 6));
+    uint32_t at[4] = {q, k, v, dy};
+    kiln_attrs aa = scalar_attrs(0.35);
+    const int64_t want[4][4] = {{1, 2, 4, 8}, {1, 2, 5, 8}, {1, 2, 5, 6}, {1, 2, 4, 5}};
+    for (int wrt = 0; wrt < KILN_WRT_COUNT; wrt++) {
+        aa.wrt = wrt;
+        check_type(f, opn(f, KILN_OP_ATTENTION_GRAD, at, 4, &aa), KILN_F32, want[wrt], 4);
+    }
+    aa.wrt = 9;
+    check_refused(f, opn(f, KILN_OP_ATTENTION_GRAD, at, 4, &aa), 0, "wrt 9");
+    reset_diags(f);
+    aa.wrt = KILN_WRT_Q;
+    at[3] = q;
+    check_refused(f, opn(f, KILN_OP_ATTENTION_GRAD, at, 4, &aa), 0, "cotangent");
+    reset_diags(f);
+    /* cross_entropy_grad: dlogits, from a scalar cotangent */
+    uint32_t logits = input(f, "logits", KILN_F32, SHAPE(4, 5)), s = input(f, "s", KILN_F32, SCALAR_SHAPE);
+    uint32_t ce[3] = {logits, idx, s};
+    kiln_attrs xe = scalar_attrs(0.1);
+    check_type(f, opn(f, KILN_OP_CROSS_ENTROPY_GRAD, ce, 3, &xe), KILN_F32, SHAPE(4, 5));
+    ce[2] = logits;
+    check_refused(f, opn(f, KILN_OP_CROSS_ENTROPY_GRAD, ce, 3, &xe), 0, "scalar");
+    reset_diags(f);
+    /* dropout: a stream of 0 becomes the node's id; others must fit in 32 bits */
+    kiln_attrs p = scalar_attrs(0.5);
+    uint32_t d = op1(f, KILN_OP_DROPOUT, x, &p);
+    assert_int_equal(f->g.nodes[d].attrs.stream, d);
+    p.stream = 7;
+    assert_int_equal(f->g.nodes[op1(f, KILN_OP_DROPOUT, x, &p)].attrs.stream, 7);
+    p.stream = -1;
+    check_refused(f, op1(f, KILN_OP_DROPOUT, x, &p), 0, "stream");
+    reset_diags(f);
+}
+
+/* The text form of the new attributes: stream is required, wrt is a word. */
+static void test_parse_stream_and_wrt(void **state)
+{
+    (void)state;
+    static const char *const bad[][2] = {
+        {"graph g\n%0 = input \"x\" : f32[2]\n%1 = dropout(%0) p=0.5 : f32[2]\n", "needs the attribute 'stream'"},
+        {"graph g\n%0 = input \"x\" : f32[1,1,2,2]\n%1 = attention_grad(%0, %0, %0, %0) scale=1 wrt=w : f32[1,1,2,2]\n",
+         "expected q, k, v or scores"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        kiln_graph g;
+        kiln_diags d;
+        kiln_graph_init(&g, NULL);
+        kiln_diags_init(&d);
+        assert_false(kiln_graph_parse(&g, bad[i][0], "bad.kir", &d));
+        if (!strstr(d.items[0].message, bad[i][1])) fail_msg("'%s' lacks '%s'", d.items[0].message, bad[i][1]);
+        kiln_graph_free(&g);
+        kiln_diags_free(&d);
+    }
+    kiln_graph g;
+    kiln_diags d;
+    kiln_graph_init(&g, NULL);
+    kiln_diags_init(&d);
+    const char *good = "graph g\n%0 = input \"x\" : f32[1,1,2,2]\n"
+                       "%1 = attention_grad(%0, %0, %0, %0) scale=1 wrt=scores : f32[1,1,2,2]\n"
+                       "%2 = dropout(%1) p=0.25 stream=123 : f32[1,1,2,2]\n";
+    assert_true(kiln_graph_parse(&g, good, NULL, &d));
+    assert_int_equal(g.nodes[1].attrs.wrt, KILN_WRT_SCORES);
+    assert_int_equal(g.nodes[2].attrs.stream, 123);
+    char *text = kiln_graph_print(&g);
+    assert_string_equal(text, good);
+    free(text);
+    kiln_graph_free(&g);
+    kiln_diags_free(&d);
 }
 
 static void test_reductions(void **state)
@@ -1386,6 +1520,8 @@ int main(void)
         T(test_hostile_overlong_lines),
         T(test_hostile_mutations),
         T(test_parse_empty_graph),
+        T(test_gradient_ops),
+        T(test_parse_stream_and_wrt),
         T(test_golden_files),
         T(test_verify_good_graphs),
         T(test_verify_wrong_type),

@@ -1,0 +1,465 @@
+/* aot.c — exported libraries: `kiln compile MODEL.json -o OUT.{so,o,a} [--header OUT.h]`.
+ *
+ * Design (DESIGN.md, "LLVM facts measured on this machine"):
+ *   the forward module exactly as the JIT gets it (kiln_codegen_module: same plan, same
+ *   kernels, same passes, so AOT and JIT results are bit-identical on one target)
+ *   + the exported library's other symbols, in LLVM IR:
+ *       const kiln_param_info NAME_params[]   the parameter table (names, offsets, shapes)
+ *       int NAME_load(float *, const char *)  → kiln_params_load(blob, path, table, n, seen)
+ *                                               with `seen` on its own stack
+ *       int NAME_set_threads(int)             records n in an internal global
+ *   → LLVMTargetMachineEmitToFile on a clone (codegen mutates the module it emits), PIC
+ *   → `cc -r -nostdlib` merges the object with the runtime archive's loader
+ *     (runtime/params.c: libc only, no allocation), pulling only the members it needs
+ *   → `objcopy -G` for each entry point: every other global (the loader included) becomes
+ *     local, so two exported models link into one program without clashes and no kiln
+ *     symbol leaks
+ *   → .o: that object; .a: `ar rcs` of it; .so: `cc -shared -Wl,--no-undefined -lm`, so a
+ *     library that would need anything but libc and libm fails to link here, not later.
+ *
+ * Atomicity: every intermediate and final file is built in a fresh directory beside the
+ * output (same file system) and renamed into place only when everything succeeded; the
+ * header is written to a temporary beside itself and renamed last. A failure leaves no
+ * trace and never touches an existing output. Tools run through posix_spawnp (no shell,
+ * so paths need no quoting); their output becomes the diagnostic when they fail.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <llvm-c/Analysis.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lower.h"
+
+extern char **environ;
+
+/* ---- the exported module ------------------------------------------------------------- */
+
+static const char *model_name(const kiln_compile_request *req) { return req->name ? req->name : req->g->name; }
+
+/* NAME becomes C symbols and macro prefixes: it must be a C identifier. */
+static bool check_name(const char *name, kiln_diags *d)
+{
+    bool ok = name && (name[0] == '_' || (name[0] >= 'A' && name[0] <= 'Z') || (name[0] >= 'a' && name[0] <= 'z'));
+    for (const char *p = name; ok && *p; p++)
+        ok = *p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9');
+    if (ok && strlen(name) < 200) return true;
+    kiln_diags_add(d, NULL, 0, 0, "name",
+                   "'%s' is not a C identifier (letters, digits, '_'; not starting with a digit; under 200 "
+                   "characters): the exported symbols are NAME_forward, NAME_load, …",
+                   name ? name : "");
+    return false;
+}
+
+static LLVMValueRef add_function(kiln_cg *cg, const char *name, LLVMTypeRef ret, LLVMTypeRef *params, unsigned n)
+{
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(ret, params, n, 0));
+    unsigned nounwind = LLVMGetEnumAttributeKindForName("nounwind", 8);
+    LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, nounwind, 0));
+    kiln_target_tag_function(cg->target, fn);
+    return fn;
+}
+
+/* const kiln_param_info NAME_params[] = {{"wte.weight", 0, 2, {256, 384}}, …}; the
+ * struct's layout is C's on the target: {ptr, size_t, int, [8 x i64]}. */
+static void add_param_table(kiln_cg *cg, const kiln_compile_request *req, const kiln_memplan *plan,
+                            const char *prefix)
+{
+    LLVMTypeRef t_size = LLVMIntPtrTypeInContext(cg->ctx, LLVMGetModuleDataLayout(cg->mod));
+    LLVMTypeRef fields[4] = {cg->t_ptr, t_size, cg->t_i32, LLVMArrayType2(cg->t_i64, KILN_MAX_RANK)};
+    LLVMTypeRef info_t = LLVMStructTypeInContext(cg->ctx, fields, 4, 0);
+    LLVMValueRef *rows = calloc(req->n_params ? req->n_params : 1, sizeof *rows);
+    KILN_ASSERT(rows != NULL);
+    for (uint32_t i = 0; i < req->n_params; i++) {
+        const kiln_node *n = &req->g->nodes[req->params[i]];
+        const char *pname = n->attrs.name;
+        LLVMValueRef str = LLVMConstStringInContext2(cg->ctx, pname, strlen(pname), 0); /* with its NUL */
+        LLVMValueRef gs = LLVMAddGlobal(cg->mod, LLVMTypeOf(str), "param_name");
+        LLVMSetInitializer(gs, str);
+        LLVMSetGlobalConstant(gs, 1);
+        LLVMSetLinkage(gs, LLVMPrivateLinkage);
+        LLVMSetUnnamedAddress(gs, LLVMGlobalUnnamedAddr);
+        LLVMValueRef dims[KILN_MAX_RANK];
+        for (int d = 0; d < KILN_MAX_RANK; d++) dims[d] = cg_i64(cg, d < n->type.rank ? n->type.dims[d] : 0);
+        LLVMValueRef vals[4] = {gs, LLVMConstInt(t_size, (unsigned long long)plan->homes[req->params[i]].offset, 0),
+                                cg_i32(cg, n->type.rank), LLVMConstArray2(cg->t_i64, dims, KILN_MAX_RANK)};
+        rows[i] = LLVMConstStructInContext(cg->ctx, vals, 4, 0);
+    }
+    LLVMValueRef table = LLVMConstArray2(info_t, rows, req->n_params);
+    char sym[256];
+    snprintf(sym, sizeof sym, "%s_params", prefix);
+    LLVMValueRef gv = LLVMAddGlobal(cg->mod, LLVMTypeOf(table), sym);
+    LLVMSetInitializer(gv, table);
+    LLVMSetGlobalConstant(gv, 1);
+    LLVMSetAlignment(gv, 16);
+    free(rows);
+}
+
+/* int NAME_load(float *params, const char *path)
+ *   { unsigned char seen[N]; return kiln_params_load(params, path, NAME_params, N, seen); } */
+static void add_load(kiln_cg *cg, const kiln_compile_request *req, const char *prefix)
+{
+    LLVMTypeRef lp[5] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i32, cg->t_ptr};
+    LLVMTypeRef loader_t = LLVMFunctionType(cg->t_i32, lp, 5, 0);
+    LLVMValueRef loader = LLVMAddFunction(cg->mod, "kiln_params_load", loader_t);
+    char sym[256];
+    snprintf(sym, sizeof sym, "%s_load", prefix);
+    LLVMValueRef fn = add_function(cg, sym, cg->t_i32, lp, 2);
+    LLVMSetValueName2(LLVMGetParam(fn, 0), "params", 6);
+    LLVMSetValueName2(LLVMGetParam(fn, 1), "path", 4);
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    uint32_t n = req->n_params;
+    LLVMValueRef seen = LLVMBuildAlloca(cg->b, LLVMArrayType2(LLVMInt8TypeInContext(cg->ctx), n ? n : 1), "seen");
+    snprintf(sym, sizeof sym, "%s_params", prefix);
+    LLVMValueRef args[5] = {LLVMGetParam(fn, 0), LLVMGetParam(fn, 1), LLVMGetNamedGlobal(cg->mod, sym),
+                            cg_i32(cg, (int32_t)n), seen};
+    LLVMBuildRet(cg->b, LLVMBuildCall2(cg->b, loader_t, loader, args, 5, ""));
+}
+
+/* int NAME_set_threads(int n) { if (n < 1) return 1; threads = n; return 0; }
+ * Threads are not implemented yet: the value is recorded for when they are. */
+static void add_set_threads(kiln_cg *cg, const char *prefix)
+{
+    LLVMValueRef threads = LLVMAddGlobal(cg->mod, cg->t_i32, "threads");
+    LLVMSetInitializer(threads, cg_i32(cg, 1));
+    LLVMSetLinkage(threads, LLVMInternalLinkage);
+    char sym[256];
+    snprintf(sym, sizeof sym, "%s_set_threads", prefix);
+    LLVMValueRef fn = add_function(cg, sym, cg->t_i32, &cg->t_i32, 1);
+    LLVMValueRef n = LLVMGetParam(fn, 0);
+    LLVMSetValueName2(n, "n", 1);
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    cg_return_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, n, cg_i32(cg, 1), ""), 1);
+    LLVMBuildStore(cg->b, n, threads);
+    LLVMBuildRet(cg->b, cg_i32(cg, 0));
+}
+
+static bool export_module(const kiln_compile_request *req, kiln_module *m, kiln_diags *d)
+{
+    if (!check_name(model_name(req), d)) return false;
+    if (req->train) {
+        kiln_diags_add(d, NULL, 0, 0, "--train", "exporting the training step is not implemented yet");
+        return false;
+    }
+    if (!kiln_codegen_module(req, m, d)) return false;
+    const char *prefix = model_name(req);
+    add_param_table(&m->cg, req, &m->plan, prefix);
+    add_load(&m->cg, req, prefix);
+    add_set_threads(&m->cg, prefix);
+    char *msg = NULL;
+    if (LLVMVerifyModule(m->cg.mod, LLVMReturnStatusAction, &msg)) {
+        kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the exported module is invalid: %s", msg ? msg : "?");
+        LLVMDisposeMessage(msg);
+        kiln_module_free(m);
+        return false;
+    }
+    LLVMDisposeMessage(msg);
+    return true;
+}
+
+char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d)
+{
+    kiln_module m;
+    if (!export_module(req, &m, d)) return NULL;
+    char *text = NULL;
+    if (!assembly) {
+        char *s = LLVMPrintModuleToString(m.cg.mod);
+        text = strdup(s);
+        LLVMDisposeMessage(s);
+        KILN_ASSERT(text != NULL);
+    } else {
+        LLVMModuleRef clone = LLVMCloneModule(m.cg.mod); /* codegen mutates what it emits */
+        char *err = NULL;
+        LLVMMemoryBufferRef buf = NULL;
+        if (LLVMTargetMachineEmitToMemoryBuffer(req->target->tm, clone, LLVMAssemblyFile, &err, &buf)) {
+            kiln_diags_add(d, NULL, 0, 0, "codegen", "assembly emission failed: %s", err ? err : "?");
+            LLVMDisposeMessage(err);
+        } else {
+            size_t n = LLVMGetBufferSize(buf);
+            text = malloc(n + 1);
+            KILN_ASSERT(text != NULL);
+            memcpy(text, LLVMGetBufferStart(buf), n);
+            text[n] = '\0';
+            LLVMDisposeMemoryBuffer(buf);
+        }
+        LLVMDisposeModule(clone);
+    }
+    kiln_module_free(&m);
+    return text;
+}
+
+/* ---- files and tools ----------------------------------------------------------------- */
+
+/* malloc'd "a/b" from a and b. */
+static char *join(const char *dir, const char *file)
+{
+    size_t n = strlen(dir) + strlen(file) + 2;
+    char *s = malloc(n);
+    KILN_ASSERT(s != NULL);
+    snprintf(s, n, "%s/%s", dir, file);
+    return s;
+}
+
+/* malloc'd directory part of path ("." when there is none). */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        char *s = strdup(".");
+        KILN_ASSERT(s != NULL);
+        return s;
+    }
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    char *s = malloc(n + 1);
+    KILN_ASSERT(s != NULL);
+    memcpy(s, path, n);
+    s[n] = '\0';
+    return s;
+}
+
+static const char *base_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    return slash ? slash + 1 : path;
+}
+
+/* A new file's permissions as open(…, 0666) would give them (mkstemp uses 0600). */
+static mode_t default_mode(void)
+{
+    mode_t mask = umask(0);
+    umask(mask);
+    return 0666 & ~mask;
+}
+
+bool kiln_write_file_atomic(const char *path, const void *data, size_t size, kiln_diags *d)
+{
+    char *dir = dir_of(path);
+    char *tmp = join(dir, ".kiln-XXXXXX");
+    free(dir);
+    const char *failed = NULL;
+    int saved = 0, fd = mkstemp(tmp);
+    if (fd < 0) {
+        failed = "creating a temporary file beside it";
+        saved = errno;
+    } else {
+        const char *p = data;
+        for (size_t left = size; left > 0 && !failed;) {
+            ssize_t k = write(fd, p, left);
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) failed = "writing", saved = errno;
+            else p += k, left -= (size_t)k;
+        }
+        if (!failed && fchmod(fd, default_mode()) != 0) failed = "setting permissions", saved = errno;
+        if (!failed && fsync(fd) != 0) failed = "flushing", saved = errno;
+        if (close(fd) != 0 && !failed) failed = "closing", saved = errno;
+        if (!failed && rename(tmp, path) != 0) failed = "renaming", saved = errno;
+        if (failed) unlink(tmp);
+    }
+    if (failed) kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s failed: %s", failed, strerror(saved));
+    free(tmp);
+    return !failed;
+}
+
+/* Runs argv (searched in PATH) with stdin from /dev/null and stdout+stderr captured;
+ * a failure to start or a non-zero exit is a diagnostic quoting the command and the
+ * start of its output. */
+static bool run_tool(char *const argv[], kiln_diags *d)
+{
+    char cmd[1024];
+    size_t len = 0;
+    for (int i = 0; argv[i] && len < sizeof cmd; i++)
+        len += (size_t)snprintf(cmd + len, sizeof cmd - len, "%s%s", i ? " " : "", argv[i]);
+
+    int fds[2];
+    if (pipe(fds) != 0) {
+        kiln_diags_add(d, NULL, 0, 0, argv[0], "cannot run `%s`: %s", cmd, strerror(errno));
+        return false;
+    }
+    fcntl(fds[0], F_SETFD, FD_CLOEXEC);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+    posix_spawn_file_actions_addclose(&fa, fds[1]);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(fds[1]);
+    if (rc != 0) {
+        close(fds[0]);
+        kiln_diags_add(d, NULL, 0, 0, argv[0], "cannot run `%s`: %s", cmd, strerror(rc));
+        return false;
+    }
+    char out[1536];
+    size_t n = 0;
+    for (;;) { /* read to the end (the tool may block on a full pipe), keep the start */
+        char buf[4096];
+        ssize_t k = read(fds[0], buf, sizeof buf);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) break;
+        size_t keep = (size_t)k < sizeof out - 1 - n ? (size_t)k : sizeof out - 1 - n;
+        memcpy(out + n, buf, keep);
+        n += keep;
+    }
+    close(fds[0]);
+    out[n] = '\0';
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ')) out[--n] = '\0';
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            status = -1;
+            break;
+        }
+    if (status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0) return true;
+    if (status != -1 && WIFEXITED(status))
+        kiln_diags_add(d, NULL, 0, 0, argv[0], "`%s` failed (exit %d)%s%s", cmd, WEXITSTATUS(status),
+                       n ? ":\n" : "", out);
+    else
+        kiln_diags_add(d, NULL, 0, 0, argv[0], "`%s` was killed%s%s", cmd, n ? ":\n" : "", out);
+    return false;
+}
+
+/* Emits the module (a clone: codegen mutates it) as an object file. */
+static bool emit_object(kiln_module *m, const char *path, kiln_diags *d)
+{
+    LLVMModuleRef clone = LLVMCloneModule(m->cg.mod);
+    char *err = NULL;
+    bool failed = LLVMTargetMachineEmitToFile(m->cg.target->tm, clone, (char *)path, LLVMObjectFile, &err);
+    if (failed) kiln_diags_add(d, path, 0, 0, "codegen", "object emission failed: %s", err ? err : "?");
+    LLVMDisposeMessage(err);
+    LLVMDisposeModule(clone);
+    return !failed;
+}
+
+/* The files of one build, all inside `dir` (a fresh directory beside the output). */
+typedef struct build {
+    char *dir, *model_o, *merged_o, *final;
+    char *header_tmp; /* beside the header */
+} build;
+
+static void build_cleanup(build *b)
+{
+    const char *files[] = {b->model_o, b->merged_o, b->final, b->header_tmp};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (files[i]) unlink(files[i]); /* renamed ones are gone already: harmless */
+    if (b->dir) rmdir(b->dir);
+    free(b->dir);
+    free(b->model_o);
+    free(b->merged_o);
+    free(b->final);
+    free(b->header_tmp);
+}
+
+/* Writes the header to a temporary beside `path` (renamed later). */
+static bool stage_header(build *b, const char *path, const char *text, kiln_diags *d)
+{
+    char *dir = dir_of(path);
+    b->header_tmp = join(dir, ".kiln-XXXXXX");
+    free(dir);
+    int fd = mkstemp(b->header_tmp);
+    if (fd < 0) {
+        kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s", strerror(errno));
+        free(b->header_tmp);
+        b->header_tmp = NULL;
+        return false;
+    }
+    size_t left = strlen(text);
+    bool ok = fchmod(fd, default_mode()) == 0;
+    while (ok && left > 0) {
+        ssize_t k = write(fd, text, left);
+        if (k < 0 && errno == EINTR) continue;
+        ok = k > 0;
+        if (ok) text += k, left -= (size_t)k;
+    }
+    ok = ok && fsync(fd) == 0;
+    if (close(fd) != 0) ok = false;
+    if (!ok) kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s", strerror(errno));
+    return ok;
+}
+
+bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d)
+{
+    const char *name = model_name(req);
+    kiln_module m;
+    if (!export_module(req, &m, d)) return false;
+
+    build b = {0};
+    char *dir = dir_of(opt->out);
+    b.dir = join(dir, ".kiln-XXXXXX");
+    free(dir);
+    bool ok = mkdtemp(b.dir) != NULL;
+    if (!ok) {
+        kiln_diags_add(d, opt->out, 0, 0, NULL, "cannot write (creating a temporary directory beside it failed): %s",
+                       strerror(errno));
+        free(b.dir);
+        b.dir = NULL;
+    }
+    char file[300];
+    if (ok) {
+        snprintf(file, sizeof file, "%s.model.o", name);
+        b.model_o = join(b.dir, file);
+        snprintf(file, sizeof file, "%s.o", name);
+        b.merged_o = join(b.dir, file);
+        ok = emit_object(&m, b.model_o, d);
+    }
+    if (ok) {
+        char *merge[] = {(char *)opt->cc, "-r", "-nostdlib", "-o", b.merged_o, b.model_o,
+                         (char *)opt->runtime_archive, NULL};
+        ok = run_tool(merge, d);
+    }
+    if (ok) {
+        /* -G SYM keeps SYM global and makes every other defined symbol local */
+        char syms[4][300], *localise[] = {(char *)opt->objcopy, "-G", syms[0], "-G", syms[1], "-G", syms[2], "-G",
+                                           syms[3], b.merged_o, NULL};
+        snprintf(syms[0], sizeof syms[0], "%s_forward", name);
+        snprintf(syms[1], sizeof syms[1], "%s_load", name);
+        snprintf(syms[2], sizeof syms[2], "%s_set_threads", name);
+        snprintf(syms[3], sizeof syms[3], "%s_params", name);
+        ok = run_tool(localise, d);
+    }
+    if (ok) {
+        switch (opt->kind) {
+        case KILN_ARTIFACT_OBJECT:
+            b.final = strdup(b.merged_o);
+            KILN_ASSERT(b.final != NULL);
+            break;
+        case KILN_ARTIFACT_ARCHIVE: {
+            b.final = join(b.dir, "out.a");
+            char *archive[] = {(char *)opt->ar, "rcs", b.final, b.merged_o, NULL};
+            ok = run_tool(archive, d);
+            break;
+        }
+        case KILN_ARTIFACT_SO: {
+            b.final = join(b.dir, "out.so");
+            char soname[300];
+            snprintf(soname, sizeof soname, "-Wl,-soname,%s", base_of(opt->out));
+            char *link[] = {(char *)opt->cc, "-shared", "-o", b.final, b.merged_o, soname, "-Wl,--no-undefined",
+                            "-lm", NULL};
+            ok = run_tool(link, d);
+            break;
+        }
+        }
+    }
+    if (ok && opt->header) {
+        char *text = kiln_header_text(req, &m.plan, opt->source);
+        ok = stage_header(&b, opt->header, text, d);
+        free(text);
+    }
+    if (ok && rename(b.final, opt->out) != 0) {
+        kiln_diags_add(d, opt->out, 0, 0, NULL, "cannot write: %s", strerror(errno));
+        ok = false;
+    }
+    if (ok && opt->header && rename(b.header_tmp, opt->header) != 0) {
+        kiln_diags_add(d, opt->header, 0, 0, NULL, "cannot write: %s", strerror(errno));
+        ok = false;
+    }
+    build_cleanup(&b);
+    kiln_module_free(&m);
+    return ok;
+}

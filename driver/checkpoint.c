@@ -1,0 +1,80 @@
+/* checkpoint.c — parameter and optimizer blobs ↔ safetensors checkpoints (SPEC section 3).
+ *
+ * A checkpoint is an ordinary safetensors file: every parameter under its own name, the
+ * optimizer state under its STATE node's name (optim.step, optim.m.NAME, optim.v.NAME,
+ * optim.momentum.NAME, …), and string metadata (step, data order, tokenizer, classes,
+ * the model file; docs/training.md lists the keys). The tensors view the blobs
+ * directly, so saving copies nothing, and kiln_tensor_file_write makes it atomic
+ * (temporary file, fsync, rename): a crash or kill -9 leaves the previous checkpoint or
+ * the new one, never a torn file. Because parameters keep their names, a checkpoint is
+ * also a weights file for `kiln run`, `kiln eval` and PyTorch.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "train.h"
+
+void ckpt_tensors(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
+                  kiln_tensor *out)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const kiln_node *node = &g->nodes[nodes[i]];
+        out[i] = (kiln_tensor){(char *)node->attrs.name, KILN_F32, node->type.rank, {0}, (char *)blob + offsets[i]};
+        memcpy(out[i].shape, node->type.dims, sizeof out[i].shape);
+    }
+}
+
+bool ckpt_restore(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
+                  const kiln_tensor_file *f, const char *path, bool *found, kiln_diags *d)
+{
+    bool ok = true;
+    for (uint32_t i = 0; i < n; i++) {
+        const kiln_node *node = &g->nodes[nodes[i]];
+        const kiln_tensor *t = kiln_tensor_file_find(f, node->attrs.name);
+        if (found) found[i] = t != NULL;
+        if (!t) {
+            if (!found) {
+                kiln_diags_add(d, path, 0, 0, node->attrs.name, "%s missing from the checkpoint",
+                               node->op == KILN_OP_STATE ? "optimizer state" : "parameter");
+                ok = false;
+            }
+            continue;
+        }
+        kiln_type ty = {t->dtype, t->rank, {0}};
+        memcpy(ty.dims, t->shape, sizeof ty.dims);
+        if (!kiln_type_equal(&ty, &node->type)) {
+            char got[160], want[160];
+            kiln_diags_add(d, path, 0, 0, node->attrs.name, "is %s but the model needs %s",
+                           kiln_type_str(&ty, got, sizeof got), kiln_type_str(&node->type, want, sizeof want));
+            ok = false;
+            if (found) found[i] = false;
+            continue;
+        }
+        size_t bytes = (size_t)kiln_type_numel(&node->type) * KILN_ELEM_BYTES;
+        if (bytes) memcpy((char *)blob + offsets[i], t->data, bytes);
+    }
+    return ok;
+}
+
+bool ckpt_save(const char *path, const kiln_graph *g, const uint32_t *params, uint32_t n_params,
+               const int64_t *param_offsets, void *params_blob, const uint32_t *states, uint32_t n_states,
+               const int64_t *state_offsets, void *optim_blob, const char *const *keys, const char *const *values,
+               int n_meta, kiln_diags *d)
+{
+    kiln_tensor *t = calloc((size_t)n_params + n_states + 1, sizeof *t);
+    KILN_ASSERT(t != NULL);
+    ckpt_tensors(g, params, n_params, param_offsets, params_blob, t);
+    ckpt_tensors(g, states, n_states, state_offsets, optim_blob, t + n_params);
+    kiln_rt_error err = {{0}};
+    bool ok = kiln_tensor_file_write(path, t, (int)(n_params + n_states), keys, values, n_meta, &err) == 0;
+    if (!ok) bind_rt_error(d, path, &err);
+    free(t);
+    return ok;
+}
+
+bool ckpt_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer *t, kiln_diags *d)
+{
+    const char *text = kiln_tensor_file_meta(f, "tokenizer");
+    if (!text) return false;
+    return kiln_tokenizer_deserialize(t, text, path, "__metadata__.tokenizer", d);
+}

@@ -1,0 +1,252 @@
+/* cmd_bench.c — `kiln bench`: how long a model takes to compile and to run.
+ *
+ *   kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train]
+ *
+ * Design: everything happens in one process with fresh parameters (the model's init
+ * scheme and seed) and fixed inputs (every i32 element 1 — a valid token, class and
+ * mask value for any model — and every f32 element 0.5), because speed does not depend
+ * on the values. Compile time is measured end to end, from reading the model file to a
+ * callable entry point, split into the stages codegen reports. The forward pass is run
+ * once to warm up, then repeatedly until about two seconds have passed (at least 3 and
+ * at most 1000 runs, or exactly --iters); the median and the minimum are reported with
+ * the GFLOP/s they give (FLOPs as `kiln check` counts them). --interp times the
+ * reference interpreter instead (nothing is compiled).
+ *
+ * Not yet: per-kernel times (they need the entry function to be instrumented) and
+ * --train (the training step is not compiled yet).
+ */
+#include <cjson/cJSON.h>
+#include <ffi.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+#include "codegen.h"
+#include "driver.h"
+#include "passes.h"
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* One timed forward pass; false (with a diagnostic) if it failed. */
+typedef bool (*run_fn)(void *ctx, kiln_diags *d);
+
+/* Runs `run` once to warm up, then `iters` times (0: about two seconds' worth) and
+ * fills times[] (at most 1000), returning how many. */
+static int time_runs(run_fn run, void *ctx, int64_t iters, double *times, kiln_diags *d)
+{
+    if (!run(ctx, d)) return -1;
+    int n = 0;
+    double start = now_ms();
+    while (n < 1000 && (iters ? n < iters : (n < 3 || now_ms() - start < 2000))) {
+        double t0 = now_ms();
+        if (!run(ctx, d)) return -1;
+        times[n++] = now_ms() - t0;
+    }
+    qsort(times, (size_t)n, sizeof *times, cmp_double);
+    return n;
+}
+
+/* ---- the compiled forward pass ------------------------------------------------------- */
+
+typedef struct compiled_run {
+    kiln_compiled c;
+    ffi_cif cif;
+    void **args, **arg_ptrs;
+} compiled_run;
+
+static bool run_compiled(void *ctx, kiln_diags *d)
+{
+    compiled_run *r = ctx;
+    ffi_arg rc = 0;
+    ffi_call(&r->cif, FFI_FN(r->c.entry), &rc, r->arg_ptrs);
+    if ((int)rc == KILN_RC_OK) return true;
+    kiln_diags_add(d, NULL, 0, 0, "bench", "the compiled model returned status %d", (int)rc);
+    return false;
+}
+
+/* ---- the interpreter ------------------------------------------------------------------ */
+
+typedef struct interp_run {
+    const kiln_graph *g;
+    void **values;
+} interp_run;
+
+static bool run_interp(void *ctx, kiln_diags *d)
+{
+    interp_run *r = ctx;
+    bool ok = kiln_interp_run(r->g, r->values, false, 0, d);
+    kiln_interp_free_values(r->g, r->values); /* the caller's slots stay */
+    return ok;
+}
+
+int cmd_bench(int argc, char **argv, kiln_diags *diags)
+{
+    bool interp = false, json = false, train = false;
+    int64_t iters = 0;
+    cli_flag flags[] = {
+        {"--interp", CLI_BOOL, &interp, NULL},
+        {"--iters", CLI_INT, &iters, NULL},
+        {"--json", CLI_BOOL, &json, NULL},
+        {"--train", CLI_BOOL, &train, NULL},
+    };
+    cli_args args;
+    if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
+    if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "bench", "expects one MODEL.json");
+    if (iters < 0 || iters > 1000) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
+    if (diags->n) return EXIT_USAGE;
+    if (train) {
+        kiln_diags_add(diags, NULL, 0, 0, "--train", "benchmarking the training step is not implemented yet");
+        return EXIT_FAIL;
+    }
+
+    double t_load = now_ms();
+    kiln_load_options opt = {args.defines, args.n_defines, NULL, 0, NULL};
+    kiln_model m;
+    if (!kiln_model_load(&m, args.positional[0], &opt, diags)) return EXIT_FAIL;
+    t_load = now_ms() - t_load;
+    const kiln_graph *g = &m.graph;
+    int status = EXIT_FAIL;
+
+    /* fresh parameters and fixed inputs, one buffer per PARAM / INPUT node */
+    void **values = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *values);
+    float **blobs = calloc(m.n_params ? (size_t)m.n_params : 1, sizeof *blobs);
+    KILN_ASSERT(values && blobs);
+    for (int i = 0; i < m.n_params; i++) {
+        blobs[i] = kiln_aligned_alloc((size_t)kiln_type_numel(&g->nodes[m.params[i]].type) * KILN_ELEM_BYTES);
+        KILN_ASSERT(blobs[i] != NULL);
+        values[m.params[i]] = blobs[i];
+    }
+    init_params(&m, m.init_seed, blobs);
+    for (int i = 0; i < m.n_inputs; i++) {
+        const kiln_node *n = &g->nodes[m.inputs[i]];
+        int64_t count = kiln_type_numel(&n->type);
+        void *buf = kiln_aligned_alloc((size_t)count * KILN_ELEM_BYTES);
+        KILN_ASSERT(buf != NULL);
+        for (int64_t j = 0; j < count; j++) {
+            if (n->type.dtype == KILN_I32) ((int32_t *)buf)[j] = 1;
+            else ((float *)buf)[j] = 0.5f;
+        }
+        values[m.inputs[i]] = buf;
+    }
+
+    double *times = calloc(1000, sizeof *times);
+    KILN_ASSERT(times != NULL);
+    int n_times = -1;
+    compiled_run cr;
+    memset(&cr, 0, sizeof cr);
+    void *params = NULL, *workspace = NULL, **outs = calloc(g->n_outputs + 1, sizeof *outs);
+    ffi_type **types = NULL;
+    KILN_ASSERT(outs != NULL);
+    double t_compile = 0;
+    if (interp) {
+        interp_run ir = {g, values};
+        n_times = time_runs(run_interp, &ir, iters, times, diags);
+    } else {
+        kiln_compile_request req = {.g = g,
+                                    .inputs = m.inputs,
+                                    .n_inputs = (uint32_t)m.n_inputs,
+                                    .params = m.params,
+                                    .n_params = (uint32_t)m.n_params,
+                                    .name = m.name};
+        t_compile = now_ms();
+        if (!kiln_compile_graph(&req, &cr.c, diags)) goto done;
+        t_compile = now_ms() - t_compile;
+        params = kiln_aligned_alloc((size_t)cr.c.params_bytes);
+        workspace = kiln_aligned_alloc((size_t)cr.c.workspace_bytes);
+        KILN_ASSERT(params && workspace);
+        for (int i = 0; i < m.n_params; i++)
+            memcpy((char *)params + cr.c.param_offsets[i], blobs[i],
+                   (size_t)kiln_type_numel(&g->nodes[m.params[i]].type) * KILN_ELEM_BYTES);
+        cr.args = calloc(cr.c.n_args, sizeof *cr.args);
+        cr.arg_ptrs = calloc(cr.c.n_args, sizeof *cr.arg_ptrs);
+        types = calloc(cr.c.n_args, sizeof *types);
+        KILN_ASSERT(cr.args && cr.arg_ptrs && types);
+        uint32_t k = 0;
+        cr.args[k++] = params;
+        cr.args[k++] = workspace;
+        for (int i = 0; i < m.n_inputs; i++) cr.args[k++] = values[m.inputs[i]];
+        for (uint32_t o = 0; o < g->n_outputs; o++) {
+            outs[o] = kiln_aligned_alloc((size_t)kiln_type_numel(&g->nodes[g->outputs[o].node].type) * KILN_ELEM_BYTES);
+            KILN_ASSERT(outs[o] != NULL);
+            cr.args[k++] = outs[o];
+        }
+        KILN_ASSERT(k == cr.c.n_args);
+        for (uint32_t i = 0; i < k; i++) {
+            types[i] = &ffi_type_pointer;
+            cr.arg_ptrs[i] = &cr.args[i];
+        }
+        KILN_ASSERT(ffi_prep_cif(&cr.cif, FFI_DEFAULT_ABI, k, &ffi_type_sint, types) == FFI_OK);
+        n_times = time_runs(run_compiled, &cr, iters, times, diags);
+    }
+    if (n_times < 0) goto done;
+
+    int64_t flops = kiln_graph_flops(g);
+    double median = times[n_times / 2], best = times[0];
+    const char *mode = interp ? "interp" : "compiled";
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", m.name);
+        cJSON_AddStringToObject(o, "mode", mode);
+        cJSON_AddNumberToObject(o, "flops", (double)flops);
+        cJSON_AddNumberToObject(o, "load_ms", t_load);
+        if (!interp) {
+            cJSON_AddNumberToObject(o, "kernels", cr.c.n_kernels);
+            cJSON_AddNumberToObject(o, "functions", cr.c.n_functions);
+            cJSON_AddNumberToObject(o, "compile_ms", t_load + t_compile);
+            cJSON_AddNumberToObject(o, "build_ms", cr.c.ms_build);
+            cJSON_AddNumberToObject(o, "optimize_ms", cr.c.ms_optimize);
+            cJSON_AddNumberToObject(o, "jit_ms", cr.c.ms_jit);
+            cJSON_AddNumberToObject(o, "workspace_bytes", (double)cr.c.workspace_bytes);
+        }
+        cJSON_AddNumberToObject(o, "runs", n_times);
+        cJSON_AddNumberToObject(o, "forward_ms_median", median);
+        cJSON_AddNumberToObject(o, "forward_ms_min", best);
+        cJSON_AddNumberToObject(o, "gflops_median", flops / median / 1e6);
+        char *text = cJSON_Print(o);
+        puts(text);
+        free(text);
+        cJSON_Delete(o);
+    } else {
+        printf("model %s:", m.name);
+        for (int i = 0; i < m.n_dims; i++) printf(" %s=%lld", m.dims[i].name, (long long)m.dims[i].value);
+        printf(", %.3f GFLOP per forward pass\n", flops / 1e9);
+        if (!interp) {
+            printf("compile: %.1f ms from model file to entry point (load %.1f, plan+build %.1f, optimise %.1f, "
+                   "jit %.1f); %d kernels, %d functions\n",
+                   t_load + t_compile, t_load, cr.c.ms_build, cr.c.ms_optimize, cr.c.ms_jit, cr.c.n_kernels,
+                   cr.c.n_functions);
+        }
+        printf("forward (%s): median %.3f ms, min %.3f ms over %d runs; %.1f GFLOP/s at the median\n", mode, median,
+               best, n_times, flops / median / 1e6);
+    }
+    status = EXIT_OK;
+
+done:
+    for (int i = 0; i < m.n_params; i++) kiln_aligned_free(blobs[i]);
+    for (int i = 0; i < m.n_inputs; i++) kiln_aligned_free(values[m.inputs[i]]);
+    for (uint32_t o = 0; o < g->n_outputs; o++) kiln_aligned_free(outs[o]);
+    kiln_aligned_free(params);
+    kiln_aligned_free(workspace);
+    free(outs);
+    free(types);
+    free(cr.args);
+    free(cr.arg_ptrs);
+    kiln_compiled_free(&cr.c);
+    free(times);
+    free(blobs);
+    free(values);
+    kiln_model_free(&m);
+    return status;
+}

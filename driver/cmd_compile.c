@@ -1,0 +1,171 @@
+/* cmd_compile.c — `kiln compile`: a model's forward pass as a native library for other
+ * programs (SPEC section 6), or a look at what would be compiled (--emit).
+ *
+ *   kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [-D N=V]...
+ *                [--target-cpu CPU] [--target-features F] [--emit ir|llvm|asm|dot]
+ *
+ * The kind of artifact follows -o's extension. The exported entry takes the inputs the
+ * outputs need, in the model file's order (a `targets` input only the loss reads is
+ * left out, as in SPEC section 6's example). With --emit nothing is built: the text goes
+ * to -o when given (written atomically), else to stdout. The work itself is codegen's
+ * (aot.c, header.c); this file checks the command line, loads the model and says where
+ * the tools and the runtime archive are.
+ *
+ * The runtime archive (the libc-only loader behind NAME_load) is found through
+ * $KILN_EXPORT_RUNTIME, else the path the build configured (KILN_EXPORT_RUNTIME_ARCHIVE);
+ * the tools through $KILN_CC (default cc), $KILN_OBJCOPY (objcopy) and $KILN_AR (ar).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "codegen.h"
+#include "driver.h"
+
+#ifndef KILN_EXPORT_RUNTIME_ARCHIVE
+#define KILN_EXPORT_RUNTIME_ARCHIVE "libkiln_export_runtime.a"
+#endif
+
+static const char *env_or(const char *name, const char *fallback)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : fallback;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n > k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The graph as Graphviz text: every node the outputs need, with its op and type. */
+static char *graph_dot(const kiln_graph *g, const unsigned char *needed)
+{
+    char *text = NULL;
+    size_t size = 0;
+    FILE *f = open_memstream(&text, &size);
+    KILN_ASSERT(f != NULL);
+    fprintf(f, "digraph \"%s\" {\n  node [shape=box, fontname=monospace];\n", g->name);
+    char type[160];
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        if (!needed[id]) continue;
+        const char *label = n->op == KILN_OP_INPUT || n->op == KILN_OP_PARAM ? n->attrs.name : n->label;
+        fprintf(f, "  n%u [label=\"%%%u %s\\n%s%s%s\"];\n", id, id, kiln_op_table[n->op].name,
+                kiln_type_str(&n->type, type, sizeof type), label ? "\\n" : "", label ? label : "");
+        for (uint32_t j = 0; j < n->n_in; j++) fprintf(f, "  n%u -> n%u;\n", n->in[j], id);
+    }
+    for (uint32_t o = 0; o < g->n_outputs; o++)
+        fprintf(f, "  out%u [label=\"%s\", shape=oval];\n  n%u -> out%u;\n", o, g->outputs[o].name,
+                g->outputs[o].node, o);
+    fprintf(f, "}\n");
+    fclose(f);
+    return text;
+}
+
+int cmd_compile(int argc, char **argv, kiln_diags *diags)
+{
+    const char *out = NULL, *header = NULL, *cpu = NULL, *features = NULL, *emit = NULL;
+    bool train = false;
+    cli_flag flags[] = {
+        {"-o", CLI_STR, &out, NULL},           {"--header", CLI_STR, &header, NULL},
+        {"--emit", CLI_STR, &emit, NULL},      {"--target-cpu", CLI_STR, &cpu, NULL},
+        {"--target-features", CLI_STR, &features, NULL}, {"--train", CLI_BOOL, &train, NULL},
+    };
+    cli_args args;
+    if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
+    if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "compile", "expects one MODEL.json");
+    kiln_artifact kind = KILN_ARTIFACT_SO;
+    if (emit) {
+        if (strcmp(emit, "ir") && strcmp(emit, "llvm") && strcmp(emit, "asm") && strcmp(emit, "dot"))
+            kiln_diags_add(diags, NULL, 0, 0, "--emit", "'%s' is not one of ir, llvm, asm, dot", emit);
+        if (header) kiln_diags_add(diags, NULL, 0, 0, "--header", "only applies to a library, not to --emit");
+    } else if (!out) {
+        kiln_diags_add(diags, NULL, 0, 0, "compile", "-o OUT.so, OUT.o or OUT.a is required");
+    } else if (ends_with(out, ".so")) {
+        kind = KILN_ARTIFACT_SO;
+    } else if (ends_with(out, ".o")) {
+        kind = KILN_ARTIFACT_OBJECT;
+    } else if (ends_with(out, ".a")) {
+        kind = KILN_ARTIFACT_ARCHIVE;
+    } else {
+        kiln_diags_add(diags, out, 0, 0, "-o", "unknown kind of output: the name must end in .so, .o or .a");
+    }
+    if (cpu && !*cpu) kiln_diags_add(diags, NULL, 0, 0, "--target-cpu", "is empty");
+    if (diags->n) return EXIT_USAGE;
+    if (train) {
+        kiln_diags_add(diags, NULL, 0, 0, "--train", "exporting the training step is not implemented yet");
+        return EXIT_FAIL;
+    }
+    const char *runtime = env_or("KILN_EXPORT_RUNTIME", KILN_EXPORT_RUNTIME_ARCHIVE);
+    if (!emit && access(runtime, R_OK) != 0) {
+        kiln_diags_add(diags, runtime, 0, 0, NULL,
+                       "the runtime archive exported libraries link with is missing (build kiln's "
+                       "kiln_export_runtime target, or point KILN_EXPORT_RUNTIME at it)");
+        return EXIT_FAIL;
+    }
+
+    kiln_load_options opt = {args.defines, args.n_defines, NULL, 0, NULL};
+    kiln_model model;
+    if (!kiln_model_load(&model, args.positional[0], &opt, diags)) return EXIT_FAIL;
+    const kiln_graph *g = &model.graph;
+    int status = EXIT_FAIL;
+    char *text = NULL;
+    kiln_target target;
+    bool have_target = false;
+
+    /* the forward entry takes only the inputs its outputs read */
+    unsigned char *needed = calloc(g->n_nodes ? g->n_nodes : 1, 1);
+    uint32_t *inputs = calloc(model.n_inputs ? (size_t)model.n_inputs : 1, sizeof *inputs);
+    KILN_ASSERT(needed && inputs);
+    bind_needed(g, false, needed);
+    uint32_t n_inputs = 0;
+    for (int i = 0; i < model.n_inputs; i++)
+        if (needed[model.inputs[i]]) inputs[n_inputs++] = model.inputs[i];
+
+    if (emit && strcmp(emit, "ir") == 0) {
+        text = kiln_graph_print(g);
+    } else if (emit && strcmp(emit, "dot") == 0) {
+        text = graph_dot(g, needed);
+    } else {
+        if (!kiln_target_for(&target, cpu, features, diags)) goto done;
+        have_target = true;
+        kiln_compile_request req = {.g = g,
+                                    .inputs = inputs,
+                                    .n_inputs = n_inputs,
+                                    .params = model.params,
+                                    .n_params = (uint32_t)model.n_params,
+                                    .name = model.name,
+                                    .target = &target};
+        if (emit) {
+            text = kiln_aot_emit(&req, strcmp(emit, "asm") == 0, diags);
+            if (!text) goto done;
+        } else {
+            kiln_aot_options aot = {.out = out,
+                                    .kind = kind,
+                                    .header = header,
+                                    .source = args.positional[0],
+                                    .runtime_archive = runtime,
+                                    .cc = env_or("KILN_CC", "cc"),
+                                    .objcopy = env_or("KILN_OBJCOPY", "objcopy"),
+                                    .ar = env_or("KILN_AR", "ar")};
+            if (kiln_aot_write(&req, &aot, diags)) status = EXIT_OK;
+            goto done;
+        }
+    }
+    if (out) {
+        if (kiln_write_file_atomic(out, text, strlen(text), diags)) status = EXIT_OK;
+    } else {
+        fputs(text, stdout);
+        status = EXIT_OK;
+    }
+
+done:
+    free(text);
+    free(needed);
+    free(inputs);
+    if (have_target) kiln_target_free(&target);
+    kiln_model_free(&model);
+    return status;
+}

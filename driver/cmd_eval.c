@@ -1,0 +1,135 @@
+/* cmd_eval.c — `kiln eval MODEL.json --weights W --data PATH [--task T] [--batch B]`:
+ * the model's loss over a whole file, in file order, one pass; perplexity = exp(loss)
+ * for the language-model tasks, accuracy for classify.
+ *
+ * The text must be tokenised exactly as in training, so the tokenizer (and classify's
+ * classes) come from W's metadata when W is a checkpoint of `kiln train`; otherwise the
+ * model's tokenizer is used, which only a byte tokenizer can be without its training
+ * data. The batch dim defaults like train's (--batch, else train.batch, else the dim's
+ * default); the last batch of the pass is partly filler that no loss counts.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "train.h"
+
+int cmd_eval(int argc, char **argv, kiln_diags *diags)
+{
+    const char *weights = NULL, *data = NULL, *task_name = NULL;
+    int64_t batch = 0;
+    bool batch_given = false;
+    cli_flag flags[] = {
+        {"--weights", CLI_STR, &weights, NULL},
+        {"--data", CLI_STR, &data, NULL},
+        {"--task", CLI_STR, &task_name, NULL},
+        {"--batch", CLI_INT, &batch, &batch_given},
+    };
+    cli_args a;
+    if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
+    if (a.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "eval", "expects one MODEL.json");
+    if (!weights) kiln_diags_add(diags, NULL, 0, 0, "eval", "--weights W.safetensors is required");
+    if (!data) kiln_diags_add(diags, NULL, 0, 0, "eval", "--data PATH is required");
+    kiln_task task = KILN_TASK_CLM;
+    if (task_name && !kiln_task_parse(task_name, &task))
+        kiln_diags_add(diags, NULL, 0, 0, "--task", "expected clm, mlm, classify, pairs, seq2seq or span, got '%s'",
+                       task_name);
+    if (batch_given && batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
+    if (diags->n) return EXIT_USAGE;
+    const char *path = a.positional[0];
+
+    int status = EXIT_FAIL;
+    size_t len = 0;
+    char *text = NULL, *batch_dim = NULL;
+    kiln_tensor_file wf = {0};
+    kiln_tokenizer tok;
+    kiln_labels labels = {0};
+    kiln_dataset ds;
+    kiln_batcher bt;
+    evaluator ev;
+    memset(&ev, 0, sizeof ev);
+    bool have_tok = false, have_labels = false, have_ds = false, have_bt = false;
+    kiln_rt_error err = {{0}};
+
+    if (!(text = train_read_model_text(path, &len, diags))) goto done;
+    batch_dim = train_batch_dim(text, len);
+    if (kiln_tensor_file_read(weights, &wf, &err) != 0) {
+        bind_rt_error(diags, weights, &err);
+        goto done;
+    }
+    /* the task a checkpoint was trained on is the default */
+    const char *ck_task = kiln_tensor_file_meta(&wf, "task");
+    if (!task_name && ck_task && !kiln_task_parse(ck_task, &task)) task = KILN_TASK_CLM;
+
+    kiln_model m;
+    if (!train_load_model(&m, text, len, path, a.defines, a.n_defines, NULL, 0, diags)) goto done;
+    kiln_tokenizer_config tc = m.tokenizer;
+    if (!batch_given) {
+        bool defined = false;
+        for (int i = 0; batch_dim && i < a.n_defines; i++) defined |= strcmp(a.defines[i].name, batch_dim) == 0;
+        batch = defined ? 0 : m.train.batch;
+    }
+    kiln_model_free(&m);
+
+    if (ckpt_tokenizer(&wf, weights, &tok, diags)) {
+        have_tok = true;
+    } else if (diags->n) {
+        goto done;
+    } else if (tc.kind == KILN_TOK_NONE || tc.kind == KILN_TOK_BYTE) {
+        kiln_tokenizer_init_byte(&tok);
+        have_tok = true;
+    } else {
+        kiln_diags_add(diags, weights, 0, 0, NULL,
+                       "has no tokenizer in its metadata, and the model's %s tokenizer is learned from the training "
+                       "data: evaluate a checkpoint written by kiln train --save",
+                       tc.kind == KILN_TOK_CHAR ? "char" : "bpe");
+        goto done;
+    }
+    const char *lt = kiln_tensor_file_meta(&wf, "labels");
+    if (task == KILN_TASK_CLASSIFY && lt) {
+        if (!kiln_labels_deserialize(&labels, lt, weights, "__metadata__.labels", diags)) goto done;
+        have_labels = true;
+    }
+    kiln_data_options opt = {0, have_labels ? &labels : NULL};
+    if (!kiln_dataset_load(&ds, task, data, &tok, &opt, diags)) goto done;
+    have_ds = true;
+
+    if (!evaluator_init(&ev, text, len, path, a.defines, a.n_defines, batch_dim, batch, task, diags)) goto done;
+    if (!train_check_vocab(&ev.model, task, &tok, task == KILN_TASK_CLASSIFY ? &ds.labels : NULL, diags)) goto done;
+    void *params = kiln_aligned_alloc((size_t)ev.c.params_bytes);
+    KILN_ASSERT(params != NULL);
+    const kiln_model *em = &ev.model;
+    bool ok = ckpt_restore(&em->graph, em->params, (uint32_t)em->n_params, ev.c.param_offsets, params, &wf, weights,
+                           NULL, diags);
+    kiln_batch_options bo = kiln_batch_options_default();
+    bo.shuffle = false;
+    bo.ignore_index = ev.ignore_index;
+    ok = ok && kiln_batcher_init(&bt, &ds, &tok, ev.feed.batch, ev.feed.cols, &bo, diags);
+    have_bt = ok;
+    eval_result res;
+    double t0 = progress_now();
+    ok = ok && evaluator_run(&ev, params, &bt, 0, &res, diags);
+    double t1 = progress_now();
+    kiln_aligned_free(params);
+    if (!ok) goto done;
+
+    printf("%s: %lld %s in %lld batches of %lld (%.1f s)\n", data, (long long)res.examples,
+           task == KILN_TASK_CLM || task == KILN_TASK_MLM ? "windows" : "examples", (long long)res.batches,
+           (long long)ev.feed.batch, t1 - t0);
+    printf("loss %.4f\n", res.loss);
+    if (task == KILN_TASK_CLM || task == KILN_TASK_MLM || task == KILN_TASK_SEQ2SEQ)
+        printf("perplexity %.4f\n", exp(res.loss)); /* per target token */
+    if (res.has_accuracy) printf("accuracy %.4f\n", res.accuracy);
+    status = EXIT_OK;
+done:
+    evaluator_free(&ev);
+    if (have_bt) kiln_batcher_free(&bt);
+    if (have_ds) kiln_dataset_free(&ds);
+    if (have_labels) kiln_labels_free(&labels);
+    if (have_tok) kiln_tokenizer_free(&tok);
+    kiln_tensor_file_free(&wf);
+    free(batch_dim);
+    free(text);
+    return status;
+}

@@ -1,0 +1,558 @@
+/* cmd_train.c — `kiln train`: fit a model to data (SPEC sections 2–5).
+ *
+ * Order of work, so that every problem that can be found before training is found
+ * before the (slow) compile and long before the first step:
+ *   1. flags; the model file's text; the checkpoint (--resume) or weights (--init);
+ *   2. settings: command-line flags override the model file's `train` values, and a
+ *      resumed run keeps what its checkpoint recorded (steps, seed, task);
+ *   3. the tokenizer (checkpoint's, then --init file's, then the model's, trained on
+ *      --data for char/bpe), the datasets, the vocabulary check;
+ *   4. the training step (trainstep.c) compiled once by the JIT, and the evaluation
+ *      entry for --val; the blobs: parameters from the checkpoint, --init or fresh,
+ *      optimizer state from the checkpoint or zeros; the batcher, restored on resume;
+ *   5. the loop: batch → lr(step) → NAME_train_step → loss, progress and --log,
+ *      validation every --val-every steps, checkpoints every --save-every steps and at
+ *      the end. --stop-at S ends this run after step S as if it were the end (the
+ *      schedule still runs to --steps), for training in chunks with --resume.
+ *
+ * Resuming is exact: the checkpoint holds the parameters, the whole optimizer blob
+ * (moments, step counter, bias corrections), the batcher's state and the step, and the
+ * schedule is a function of the step, so 10 steps + --resume + 10 steps gives the same
+ * bits as 20 steps.
+ *
+ * SIGINT and SIGTERM finish the current step, save (with --save) and exit non-zero; a
+ * second signal kills at once. Checkpoints are written atomically (checkpoint.c), so
+ * even kill -9 during a save leaves a loadable file.
+ *
+ * --threads is accepted and recorded; compiled code runs on one thread for now.
+ */
+#include <ffi.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "schedule.h"
+#include "train.h"
+
+static volatile sig_atomic_t interrupted;
+
+static void on_signal(int sig)
+{
+    interrupted = sig;
+    signal(sig, SIG_DFL); /* a second one stops at once */
+}
+
+/* Everything one run holds; freed by run_free. */
+typedef struct run {
+    /* settings */
+    const char *model_path, *data, *val, *init, *save, *resume, *log_path;
+    kiln_task task;
+    int64_t steps, batch, seed, threads, val_every, val_batches, save_every, start, stop_at;
+    char *text;
+    size_t text_len;
+    char *batch_dim;
+    kiln_tokenizer_config tok_cfg;  /* the model file's */
+    kiln_tensor_file ckpt;        /* --resume */
+    kiln_tensor_file init_file;   /* --init */
+    /* data */
+    kiln_tokenizer tok;
+    bool have_tok;
+    kiln_dataset ds, val_ds;
+    bool have_ds, have_val_ds;
+    kiln_labels labels;           /* from a checkpoint, for classify */
+    bool have_labels;
+    /* the step */
+    kiln_model model;
+    bool have_model;
+    train_step ts;
+    kiln_compiled c;
+    void *params, *optim, *workspace;
+    feed feed;
+    kiln_batcher bt, val_bt;
+    bool have_bt, have_val_bt;
+    evaluator ev;
+    FILE *log;
+} run;
+
+static void run_free(run *r)
+{
+    if (r->log) fclose(r->log);
+    evaluator_free(&r->ev);
+    if (r->have_val_bt) kiln_batcher_free(&r->val_bt);
+    if (r->have_bt) kiln_batcher_free(&r->bt);
+    feed_free(&r->feed);
+    kiln_aligned_free(r->params);
+    kiln_aligned_free(r->optim);
+    kiln_aligned_free(r->workspace);
+    kiln_compiled_free(&r->c);
+    train_step_free(&r->ts);
+    if (r->have_model) kiln_model_free(&r->model);
+    if (r->have_val_ds) kiln_dataset_free(&r->val_ds);
+    if (r->have_ds) kiln_dataset_free(&r->ds);
+    if (r->have_labels) kiln_labels_free(&r->labels);
+    if (r->have_tok) kiln_tokenizer_free(&r->tok);
+    kiln_tensor_file_free(&r->ckpt);
+    kiln_tensor_file_free(&r->init_file);
+    free(r->batch_dim);
+    free(r->text);
+}
+
+/* An integer from a checkpoint's metadata, or false. */
+static bool meta_int(const kiln_tensor_file *f, const char *key, int64_t *out)
+{
+    const char *v = kiln_tensor_file_meta(f, key);
+    return v && cli_parse_int(v, out);
+}
+
+static bool defines_dim(const cli_args *a, const char *name)
+{
+    for (int i = 0; name && i < a->n_defines; i++)
+        if (strcmp(a->defines[i].name, name) == 0) return true;
+    return false;
+}
+
+/* ---- step 2: settings ---------------------------------------------------------------------- */
+
+static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given, bool seed_given, kiln_diags *d)
+{
+    kiln_model m;
+    if (!train_load_model(&m, r->text, r->text_len, r->model_path, a->defines, a->n_defines, NULL, 0, d)) return false;
+    const kiln_train_config *t = &m.train;
+    const kiln_tensor_file *ck = r->resume ? &r->ckpt : NULL;
+    int64_t v;
+    if (ck) {
+        const char *task = kiln_tensor_file_meta(ck, "task");
+        if (!task || !kiln_tensor_file_meta(ck, "data_state") || !meta_int(ck, "step", &r->start))
+            kiln_diags_add(d, r->resume, 0, 0, NULL, "not a checkpoint of kiln train (no step, task or data_state "
+                           "in its metadata); use --init to start from its weights");
+        else if (strcmp(task, kiln_task_name(r->task)) != 0)
+            kiln_diags_add(d, r->resume, 0, 0, "task", "the checkpoint was trained with --task %s, not %s", task,
+                           kiln_task_name(r->task));
+        else if (r->start < 0)
+            kiln_diags_add(d, r->resume, 0, 0, "__metadata__.step", "is negative (%lld)", (long long)r->start);
+    }
+    if (r->save) {
+        /* find an unwritable --save now, not after hours of training */
+        struct stat st;
+        char *dir = strdup(r->save), *slash = strrchr(dir, '/');
+        KILN_ASSERT(dir != NULL);
+        if (slash) slash[slash == dir ? 1 : 0] = 0;
+        if (stat(r->save, &st) == 0 && S_ISDIR(st.st_mode))
+            kiln_diags_add(d, r->save, 0, 0, "--save", "is a directory");
+        else if (access(slash ? dir : ".", W_OK) != 0)
+            kiln_diags_add(d, r->save, 0, 0, "--save", "its directory is missing or not writable");
+        free(dir);
+    }
+    if (!steps_given) r->steps = ck && meta_int(ck, "steps", &v) ? v : t->steps;
+    if (r->steps <= 0)
+        kiln_diags_add(d, NULL, 0, 0, "--steps", "how many steps? give --steps N or \"steps\" in the model's train section");
+    if (!seed_given) r->seed = ck && meta_int(ck, "seed", &v) ? v : (int64_t)m.init_seed;
+    if (!batch_given && !defines_dim(a, r->batch_dim)) r->batch = t->batch;
+    if (!batch_given && defines_dim(a, r->batch_dim)) r->batch = 0; /* -D already binds it */
+    if (r->batch > 0 && !r->batch_dim)
+        kiln_diags_add(d, r->model_path, 0, 0, "inputs",
+                       "the inputs do not all start with the same named dim, so --batch / train.batch cannot bind it");
+    if (r->threads < 1 || r->threads > 1024) kiln_diags_add(d, NULL, 0, 0, "--threads", "expected 1..1024");
+    if (r->val_batches < 1) kiln_diags_add(d, NULL, 0, 0, "--val-batches", "expected at least 1");
+    if (r->val_every < 0 || r->save_every < 0)
+        kiln_diags_add(d, NULL, 0, 0, r->val_every < 0 ? "--val-every" : "--save-every", "expected 0 or more");
+    if (!kiln_utf8_valid(r->text, r->text_len))
+        kiln_diags_add(d, r->model_path, 0, 0, NULL, "is not valid UTF-8, so checkpoints could not keep it");
+    /* defaults that follow the run's length: ten validations and ten checkpoints */
+    int64_t tenth = r->steps / 10 > 0 ? r->steps / 10 : 1;
+    if (r->val_every == 0) r->val_every = tenth;
+    if (r->save_every == 0) r->save_every = tenth;
+    r->tok_cfg = m.tokenizer;
+    kiln_model_free(&m);
+    return d->n == 0;
+}
+
+/* ---- step 3: tokenizer and data ------------------------------------------------------------ */
+
+static bool load_data(run *r, kiln_diags *d)
+{
+    int before = d->n;
+    /* the tokenizer: a run's own (resume), a pretrained model's (init), or a new one */
+    if (r->resume && ckpt_tokenizer(&r->ckpt, r->resume, &r->tok, d)) r->have_tok = true;
+    else if (d->n == before && r->init && ckpt_tokenizer(&r->init_file, r->init, &r->tok, d)) r->have_tok = true;
+    if (d->n > before) return false;
+    if (!r->have_tok) {
+        kiln_tokenizer_config cfg = r->tok_cfg;
+        if (cfg.kind == KILN_TOK_NONE) cfg.kind = KILN_TOK_BYTE;
+        if (!kiln_data_train_tokenizer(&r->tok, &cfg, r->task, r->data, d)) return false;
+        r->have_tok = true;
+    }
+    /* classify's classes: the checkpoint's, so evaluation and resumed runs agree */
+    const kiln_tensor_file *src = r->resume ? &r->ckpt : r->init ? &r->init_file : NULL;
+    const char *lt = src ? kiln_tensor_file_meta(src, "labels") : NULL;
+    if (lt && r->task == KILN_TASK_CLASSIFY) {
+        if (!kiln_labels_deserialize(&r->labels, lt, r->resume ? r->resume : r->init, "__metadata__.labels", d))
+            return false;
+        r->have_labels = true;
+    }
+    kiln_data_options opt = {0, r->have_labels ? &r->labels : NULL};
+    if (!kiln_dataset_load(&r->ds, r->task, r->data, &r->tok, &opt, d)) return false;
+    r->have_ds = true;
+    if (r->val) {
+        kiln_data_options vopt = {0, r->task == KILN_TASK_CLASSIFY ? &r->ds.labels : NULL};
+        if (!kiln_dataset_load(&r->val_ds, r->task, r->val, &r->tok, &vopt, d)) return false;
+        r->have_val_ds = true;
+    }
+    return true;
+}
+
+/* ---- step 4: the compiled step and its memory ------------------------------------------------ */
+
+static bool make_batchers(run *r, kiln_diags *d);
+
+static bool build_step(run *r, const cli_args *a, kiln_diags *d)
+{
+    if (!train_load_model(&r->model, r->text, r->text_len, r->model_path, a->defines, a->n_defines, r->batch_dim,
+                          r->batch, d))
+        return false;
+    r->have_model = true;
+    kiln_model *m = &r->model;
+    if (!feed_init(&r->feed, m, r->task, d)) return false;
+    if (!train_check_vocab(m, r->task, &r->tok, r->task == KILN_TASK_CLASSIFY ? &r->ds.labels : NULL, d)) return false;
+    /* the batchers before the compile: data too short for the shapes fails fast */
+    if (!make_batchers(r, d)) return false;
+    double t0 = progress_now();
+    if (!train_step_build(m, &r->ts, d)) return false;
+    kiln_compile_request req = train_step_request(m, &r->ts);
+    if (!kiln_compile_graph(&req, &r->c, d)) return false;
+    double t1 = progress_now();
+    int64_t n_params = 0;
+    for (int i = 0; i < m->n_params; i++) n_params += kiln_type_numel(&m->graph.nodes[m->params[i]].type);
+    printf("model %s: %lld parameters in %d tensors (%u trained), %s, batch %lld, %lld tokens per step\n", m->name,
+           (long long)n_params, m->n_params, r->ts.n_trained, m->train.optimizer == KILN_OPT_SGD ? "sgd" : "adamw",
+           (long long)r->feed.batch, (long long)r->feed.tokens_per_batch);
+    printf("compiled the training step in %.1f s: %d kernels, workspace %.1f MiB, optimizer state %.1f MiB\n", t1 - t0,
+           r->c.n_kernels, r->c.workspace_bytes / 1048576.0, r->c.optim_bytes / 1048576.0);
+    if (r->threads > 1) printf("note: --threads %lld recorded; compiled code runs on one thread in this version\n",
+                               (long long)r->threads);
+    r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
+    r->optim = kiln_aligned_alloc((size_t)r->c.optim_bytes);
+    r->workspace = kiln_aligned_alloc((size_t)r->c.workspace_bytes);
+    if (!r->params || !r->optim || !r->workspace) {
+        kiln_diags_add(d, NULL, 0, 0, "train", "out of memory for the parameter, optimizer and workspace blobs");
+        return false;
+    }
+    if (r->val) {
+        if (!evaluator_init(&r->ev, r->text, r->text_len, r->model_path, a->defines, a->n_defines, r->batch_dim,
+                            r->batch, r->task, d))
+            return false;
+        /* validation reads the training blob: the layouts must agree */
+        for (int i = 0; i < m->n_params; i++) KILN_ASSERT(r->ev.c.param_offsets[i] == r->c.param_offsets[i]);
+    }
+    return true;
+}
+
+/* Parameters: the checkpoint's (resume), else fresh ones overwritten by those --init
+ * has, listing what was initialised and what the file has that the model lacks. */
+static bool fill_blobs(run *r, kiln_diags *d)
+{
+    kiln_model *m = &r->model;
+    const kiln_graph *g = &m->graph;
+    if (r->resume) {
+        bool ok = ckpt_restore(g, m->params, (uint32_t)m->n_params, r->c.param_offsets, r->params, &r->ckpt, r->resume,
+                               NULL, d);
+        return ckpt_restore(g, r->ts.states, r->ts.n_states, r->c.state_offsets, r->optim, &r->ckpt, r->resume, NULL,
+                            d) && ok;
+    }
+    float **at = calloc((size_t)m->n_params + 1, sizeof *at);
+    KILN_ASSERT(at != NULL);
+    for (int i = 0; i < m->n_params; i++) at[i] = (float *)((char *)r->params + r->c.param_offsets[i]);
+    init_params(m, (uint64_t)r->seed, at);
+    free(at);
+    if (!r->init) return true;
+
+    bool *found = calloc((size_t)m->n_params + 1, sizeof *found);
+    KILN_ASSERT(found != NULL);
+    bool ok = ckpt_restore(g, m->params, (uint32_t)m->n_params, r->c.param_offsets, r->params, &r->init_file, r->init,
+                           found, d);
+    int loaded = 0;
+    for (int i = 0; i < m->n_params; i++) loaded += found[i];
+    printf("--init %s: loaded %d of %d parameters\n", r->init, loaded, m->n_params);
+    for (int i = 0; ok && i < m->n_params; i++) {
+        if (found[i]) continue;
+        char t[160];
+        printf("  initialised %s %s (not in the file)\n", g->nodes[m->params[i]].attrs.name,
+               kiln_type_str(&g->nodes[m->params[i]].type, t, sizeof t));
+    }
+    int optim_tensors = 0;
+    for (int j = 0; ok && j < r->init_file.n; j++) {
+        const char *name = r->init_file.tensors[j].name;
+        if (strncmp(name, "optim.", 6) == 0) optim_tensors++;
+        else if (kiln_model_find_param(m, name) == KILN_NONE) printf("  ignored %s (the model has no such parameter)\n", name);
+    }
+    if (ok && optim_tensors) printf("  (its %d optimizer tensors are not used: the optimizer starts afresh)\n", optim_tensors);
+    free(found);
+    return ok;
+}
+
+static bool make_batchers(run *r, kiln_diags *d)
+{
+    kiln_batch_options opt = kiln_batch_options_default();
+    opt.seed = (uint64_t)r->seed;
+    opt.ignore_index = train_ignore_index(&r->model);
+    if (!kiln_batcher_init(&r->bt, &r->ds, &r->tok, r->feed.batch, r->feed.cols, &opt, d)) return false;
+    r->have_bt = true;
+    if (r->resume) {
+        kiln_batch_state st;
+        const char *text = kiln_tensor_file_meta(&r->ckpt, "data_state");
+        if (!kiln_batch_state_parse(&st, text)) {
+            kiln_diags_add(d, r->resume, 0, 0, "__metadata__.data_state", "malformed: '%.60s'", text);
+            return false;
+        }
+        if (!kiln_batcher_restore(&r->bt, &st, d)) {
+            kiln_diags_set_file(d, r->resume);
+            return false;
+        }
+    }
+    if (r->val) {
+        opt.shuffle = false;
+        /* the evaluation graph has the training graph's inputs */
+        if (!kiln_batcher_init(&r->val_bt, &r->val_ds, &r->tok, r->feed.batch, r->feed.cols, &opt, d))
+            return false;
+        r->have_val_bt = true;
+    }
+    return true;
+}
+
+/* ---- step 5: the loop ------------------------------------------------------------------------ */
+
+static bool save(run *r, int64_t step, kiln_diags *d)
+{
+    char step_s[32], steps_s[32], seed_s[32], threads_s[32], data_state[160];
+    snprintf(step_s, sizeof step_s, "%lld", (long long)step);
+    snprintf(steps_s, sizeof steps_s, "%lld", (long long)r->steps);
+    snprintf(seed_s, sizeof seed_s, "%lld", (long long)r->seed);
+    snprintf(threads_s, sizeof threads_s, "%lld", (long long)r->threads);
+    kiln_batch_state st = kiln_batcher_state(&r->bt);
+    kiln_batch_state_format(&st, data_state, sizeof data_state);
+    char *tok = kiln_tokenizer_serialize(&r->tok);
+    char *labels = r->task == KILN_TASK_CLASSIFY ? kiln_labels_serialize(&r->ds.labels) : NULL;
+    const char *keys[12], *values[12];
+    int n = 0;
+    keys[n] = "format", values[n++] = "kiln-checkpoint/1";
+    keys[n] = "step", values[n++] = step_s;
+    keys[n] = "steps", values[n++] = steps_s;
+    keys[n] = "task", values[n++] = kiln_task_name(r->task);
+    keys[n] = "seed", values[n++] = seed_s;
+    keys[n] = "threads", values[n++] = threads_s;
+    keys[n] = "optimizer", values[n++] = r->model.train.optimizer == KILN_OPT_SGD ? "sgd" : "adamw";
+    keys[n] = "data_state", values[n++] = data_state;
+    keys[n] = "tokenizer", values[n++] = tok ? tok : "";
+    if (labels) keys[n] = "labels", values[n++] = labels;
+    keys[n] = "model", values[n++] = r->text;
+    bool ok = tok && (r->task != KILN_TASK_CLASSIFY || labels);
+    if (!ok) kiln_diags_add(d, r->save, 0, 0, NULL, "out of memory writing the checkpoint's metadata");
+    const kiln_model *m = &r->model;
+    ok = ok && ckpt_save(r->save, &m->graph, m->params, (uint32_t)m->n_params, r->c.param_offsets, r->params,
+                         r->ts.states, r->ts.n_states, r->c.state_offsets, r->optim, keys, values, n, d);
+    free(tok);
+    free(labels);
+    return ok;
+}
+
+static bool validate(run *r, double *val_loss, kiln_diags *d)
+{
+    kiln_batcher_rewind(&r->val_bt);
+    eval_result er;
+    if (!evaluator_run(&r->ev, r->params, &r->val_bt, r->val_batches, &er, d)) return false;
+    *val_loss = er.loss;
+    return true;
+}
+
+/* What a failed step means (the blobs are unchanged: see codegen.h). */
+static void step_failed(run *r, int64_t step, int rc, kiln_diags *d)
+{
+    kiln_diags_add(d, r->data, 0, 0, NULL, "step %lld: %s", (long long)step,
+                   rc == KILN_RC_INDEX_RANGE    ? "a token id is out of range of the model's embedding"
+                   : rc == KILN_RC_TARGET_RANGE ? "a target is out of range of the model's classes"
+                                                : "the compiled training step failed");
+}
+
+static int train_loop(run *r, kiln_diags *d)
+{
+    const kiln_model *m = &r->model;
+    kiln_lr_schedule sched = {m->train.schedule, m->train.lr, m->train.min_lr, m->train.warmup_steps, r->steps};
+    /* int NAME_train_step(params, optim, workspace, inputs…, float lr, float *loss) */
+    uint32_t n_args = r->c.n_args;
+    ffi_type **types = calloc(n_args, sizeof *types);
+    void **args = calloc(n_args, sizeof *args), **ptrs = calloc(n_args, sizeof *ptrs);
+    KILN_ASSERT(types && args && ptrs);
+    float lr = 0, loss = 0;
+    uint32_t k = 0;
+    args[k++] = r->params;
+    args[k++] = r->optim;
+    args[k++] = r->workspace;
+    for (int i = 0; i < m->n_inputs; i++) args[k++] = r->feed.model_bufs[i];
+    uint32_t lr_arg = k++;
+    args[k++] = &loss;
+    KILN_ASSERT(k == n_args);
+    for (uint32_t i = 0; i < n_args; i++) {
+        types[i] = i == lr_arg ? &ffi_type_float : &ffi_type_pointer;
+        ptrs[i] = i == lr_arg ? (void *)&lr : (void *)&args[i];
+    }
+    ffi_cif cif;
+    KILN_ASSERT(ffi_prep_cif(&cif, FFI_DEFAULT_ABI, n_args, &ffi_type_sint, types) == FFI_OK);
+
+    if (r->log_path) {
+        r->log = fopen(r->log_path, r->resume ? "a" : "w");
+        if (!r->log) {
+            kiln_diags_add(d, r->log_path, 0, 0, NULL, "cannot open the metrics log for writing");
+            free(types), free(args), free(ptrs);
+            return EXIT_FAIL;
+        }
+    }
+    interrupted = 0;
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+
+    progress pr;
+    progress_start(&pr, r->log, r->start, r->steps);
+    if (r->start > 0) printf("resuming at step %lld of %lld\n", (long long)r->start, (long long)r->steps);
+    double train_seconds = 0, first_loss = NAN, recent[10];
+    int64_t step = r->start;
+    int status = EXIT_OK;
+    int64_t end = r->stop_at > 0 && r->stop_at < r->steps ? r->stop_at : r->steps;
+    while (step < end && !interrupted) {
+        double t0 = progress_now();
+        feed_next(&r->feed, &r->bt);
+        lr = (float)kiln_schedule_lr(&sched, step);
+        ffi_arg rc = 0;
+        ffi_call(&cif, FFI_FN(r->c.entry), &rc, ptrs);
+        if ((int)rc != KILN_RC_OK) {
+            progress_end(&pr);
+            step_failed(r, step + 1, (int)rc, d);
+            status = EXIT_FAIL;
+            break;
+        }
+        train_seconds += progress_now() - t0;
+        step++;
+        if (!isfinite(loss)) {
+            progress_end(&pr);
+            kiln_diags_add(d, NULL, 0, 0, "train", "step %lld: the loss is %f; stopping (lower the learning rate?)",
+                           (long long)step, loss);
+            status = EXIT_FAIL;
+            break;
+        }
+        if (isnan(first_loss)) first_loss = loss;
+        recent[(step - r->start - 1) % 10] = loss; /* the last ten, for the summary */
+        double tps = (double)r->feed.tokens_per_batch * (double)(step - r->start) / train_seconds;
+        double val_loss = -1;
+        bool last = step == end;
+        if (r->val && (step % r->val_every == 0 || last)) {
+            if (!validate(r, &val_loss, d)) {
+                status = EXIT_FAIL;
+                break;
+            }
+            if (pr.tty) fprintf(stderr, "\r\033[K");
+            printf("step %lld: loss %.4f  val_loss %.4f\n", (long long)step, loss, val_loss);
+            fflush(stdout);
+        }
+        progress_step(&pr, step, loss, lr, tps, val_loss);
+        if (r->save && !last && step % r->save_every == 0 && !save(r, step, d)) {
+            status = EXIT_FAIL;
+            break;
+        }
+    }
+    progress_end(&pr);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+
+    if (status == EXIT_OK && r->save) {
+        if (!save(r, step, d)) status = EXIT_FAIL;
+        else printf("saved %s at step %lld\n", r->save, (long long)step);
+    }
+    int64_t n_recent = step - r->start < 10 ? step - r->start : 10;
+    double mean_recent = 0;
+    for (int64_t i = 0; i < n_recent; i++) mean_recent += recent[i] / (double)n_recent;
+    if (step > r->start && status == EXIT_OK)
+        printf("trained steps %lld–%lld in %.1f s (%.3f s/step, %.0f tokens/s): loss %.4f → %.4f (mean of the last %lld)\n",
+               (long long)r->start + 1, (long long)step, train_seconds, train_seconds / (double)(step - r->start),
+               (double)r->feed.tokens_per_batch * (double)(step - r->start) / train_seconds, first_loss,
+               mean_recent, (long long)n_recent);
+    if (interrupted && status == EXIT_OK) {
+        kiln_diags_add(d, NULL, 0, 0, "train", "interrupted after step %lld of %lld%s%s", (long long)step,
+                       (long long)r->steps, r->save ? "; saved " : " (no --save: nothing kept)", r->save ? r->save : "");
+        status = EXIT_FAIL;
+    }
+    free(types);
+    free(args);
+    free(ptrs);
+    return status;
+}
+
+int cmd_train(int argc, char **argv, kiln_diags *diags)
+{
+    run r;
+    memset(&r, 0, sizeof r);
+    const char *task = "clm";
+    bool steps_given = false, batch_given = false, seed_given = false;
+    r.threads = 1;
+    r.val_batches = 20;
+    cli_flag flags[] = {
+        {"--data", CLI_STR, &r.data, NULL},
+        {"--val", CLI_STR, &r.val, NULL},
+        {"--task", CLI_STR, &task, NULL},
+        {"--steps", CLI_INT, &r.steps, &steps_given},
+        {"--batch", CLI_INT, &r.batch, &batch_given},
+        {"--init", CLI_STR, &r.init, NULL},
+        {"--save", CLI_STR, &r.save, NULL},
+        {"--resume", CLI_STR, &r.resume, NULL},
+        {"--log", CLI_STR, &r.log_path, NULL},
+        {"--threads", CLI_INT, &r.threads, NULL},
+        {"--seed", CLI_INT, &r.seed, &seed_given},
+        {"--val-every", CLI_INT, &r.val_every, NULL},
+        {"--val-batches", CLI_INT, &r.val_batches, NULL},
+        {"--save-every", CLI_INT, &r.save_every, NULL},
+        {"--stop-at", CLI_INT, &r.stop_at, NULL},
+    };
+    cli_args a;
+    if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
+    if (a.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "train", "expects one MODEL.json");
+    if (!r.data) kiln_diags_add(diags, NULL, 0, 0, "train", "--data PATH is required");
+    if (!kiln_task_parse(task, &r.task))
+        kiln_diags_add(diags, NULL, 0, 0, "--task", "expected clm, mlm, classify, pairs, seq2seq or span, got '%s'", task);
+    if (r.init && r.resume)
+        kiln_diags_add(diags, NULL, 0, 0, "--init", "cannot be combined with --resume (a checkpoint has every parameter)");
+    if (steps_given && r.steps < 1) kiln_diags_add(diags, NULL, 0, 0, "--steps", "expected at least 1");
+    if (batch_given && r.batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
+    if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");
+    if (diags->n) return EXIT_USAGE;
+    r.model_path = a.positional[0];
+
+    int status = EXIT_FAIL;
+    kiln_rt_error err = {{0}};
+    if (!(r.text = train_read_model_text(r.model_path, &r.text_len, diags))) goto done;
+    r.batch_dim = train_batch_dim(r.text, r.text_len);
+    if (r.resume && kiln_tensor_file_read(r.resume, &r.ckpt, &err) != 0) {
+        bind_rt_error(diags, r.resume, &err);
+        goto done;
+    }
+    if (r.init && kiln_tensor_file_read(r.init, &r.init_file, &err) != 0) {
+        bind_rt_error(diags, r.init, &err);
+        goto done;
+    }
+    if (!settle(&r, &a, steps_given, batch_given, seed_given, diags) || !load_data(&r, diags)) goto done;
+    if (!build_step(&r, &a, diags) || !fill_blobs(&r, diags)) goto done;
+    if (r.start >= r.steps) {
+        printf("the checkpoint is at step %lld of %lld: nothing to do (give a larger --steps to continue)\n",
+               (long long)r.start, (long long)r.steps);
+        status = EXIT_OK;
+        goto done;
+    }
+    fflush(stdout);
+    status = train_loop(&r, diags);
+done:
+    run_free(&r);
+    return status;
+}

@@ -1,0 +1,172 @@
+/* train.h — what `kiln train` and `kiln eval` share, one section per file:
+ *
+ *   trainstep.c   a model file → the training-step graph (forward, autodiff, optimizer)
+ *                 and the evaluation graph (forward + loss)
+ *   feed.c        a task's batches → the model's input buffers
+ *   checkpoint.c  parameter and optimizer blobs ↔ safetensors checkpoints
+ *   evaluate.c    a compiled forward+loss entry run over a batcher (eval, validation)
+ *   progress.c    the terminal progress bar and the --log metrics lines
+ *
+ * docs/training.md describes the behaviour; SPEC sections 2–6 are the contract. */
+#ifndef KILN_TRAIN_H
+#define KILN_TRAIN_H
+
+#include <ffi.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "codegen.h"
+#include "data.h"
+#include "driver.h"
+
+/* ---- trainstep.c ------------------------------------------------------------------------- */
+
+/* The model file's text (read once: it is also stored in checkpoints). NULL with a
+ * diagnostic on failure; free() it. */
+char *train_read_model_text(const char *path, size_t *len, kiln_diags *d);
+
+/* The name of the dim that leads the model's inputs (the batch dim), or NULL when the
+ * inputs start with a number or disagree (then nothing can rebind it). Arena-free:
+ * the result is a malloc'd copy. */
+char *train_batch_dim(const char *text, size_t len);
+
+/* Loads the model with the user's -D definitions and, when batch > 0, its batch dim
+ * bound to batch (after them, so it wins). */
+bool train_load_model(kiln_model *m, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
+                      int n_defines, const char *batch_dim, int64_t batch, kiln_diags *d);
+
+typedef struct train_step {
+    uint32_t lr;           /* the "lr" input */
+    uint32_t *states;      /* STATE nodes in optimizer-blob order (malloc'd) */
+    uint32_t n_states;
+    uint32_t n_trained;    /* parameters the optimizer updates */
+} train_step;
+
+/* Turns m's graph into one training step: its outputs become just "loss", then the
+ * gradients of the loss w.r.t. every parameter (kiln_autodiff) and the optimizer update
+ * from m->train (kiln_optim_build) are appended. */
+bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d);
+void train_step_free(train_step *ts);
+/* The request compiling it: int NAME_train_step(params, optim, workspace, inputs…, lr, loss). */
+kiln_compile_request train_step_request(const kiln_model *m, const train_step *ts);
+/* FLOPs of one training step: every node the loss or an update needs. */
+int64_t train_step_flops(const kiln_graph *g);
+
+/* Turns m's graph into the evaluation graph: output 0 is "loss"; when a cross_entropy
+ * takes the input "labels" (classify), output 1 is "logits", its first operand. */
+bool eval_graph_build(kiln_model *m, kiln_diags *d);
+
+/* Whether a task input holds token ids (tokens…, src, tgt_in), not masks or targets. */
+bool train_is_token_input(const char *name);
+
+/* The ignore_index of the model's first cross_entropy (−100 when it has none). */
+int32_t train_ignore_index(const kiln_model *m);
+
+/* Checks, before anything runs, that the ids the task will feed fit the model: the rows
+ * of every embedding (gather) and the classes of every cross_entropy that read a task
+ * input. One diagnostic per problem. */
+bool train_check_vocab(const kiln_model *m, kiln_task task, const kiln_tokenizer *tok, const kiln_labels *labels,
+                       kiln_diags *d);
+
+/* ---- feed.c ------------------------------------------------------------------------------ */
+
+/* The buffers between a batcher and a compiled entry. The task's inputs are matched to
+ * the model's inputs by name; an f32 model input gets the batcher's 0/1 or ids
+ * converted; a task input the model lacks is filled and ignored; a model input the task
+ * does not fill is an error. */
+typedef struct feed {
+    kiln_task task;
+    int64_t batch;
+    int n;                                      /* task inputs */
+    const char *const *names;
+    int32_t *bufs[KILN_TASK_MAX_INPUTS];        /* what the batcher fills */
+    int64_t cols[KILN_TASK_MAX_INPUTS];
+    int model_index[KILN_TASK_MAX_INPUTS];      /* into m->inputs, or −1 */
+    int n_model;
+    void **model_bufs;                          /* per model input: the entry's argument */
+    bool *converted;                            /* per model input: an f32 copy we own */
+    int64_t tokens_per_batch;                   /* elements of the first task input */
+} feed;
+
+bool feed_init(feed *f, const kiln_model *m, kiln_task task, kiln_diags *d);
+void feed_free(feed *f);
+/* The next batch into the buffers; returns the rows holding examples (kiln_batcher_next). */
+int64_t feed_next(feed *f, kiln_batcher *bt);
+/* How much the batch counts in an average of per-batch losses: its targets (or labels)
+ * other than ignore_index, else its rows with examples. */
+int64_t feed_weight(const feed *f, int64_t rows, int32_t ignore_index);
+/* The task input called name, or NULL. */
+const int32_t *feed_task_buf(const feed *f, const char *name);
+
+/* ---- checkpoint.c ------------------------------------------------------------------------ */
+
+/* Tensors viewing blob-resident values (parameters or optimizer state): names and
+ * shapes from the nodes, data at blob + offsets[i]. */
+void ckpt_tensors(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
+                  kiln_tensor *out);
+
+/* Copies the tensors of f named like the nodes into the blob, checking shapes. With
+ * found == NULL a missing tensor is an error; otherwise found[i] says whether node i
+ * was in the file. */
+bool ckpt_restore(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
+                  const kiln_tensor_file *f, const char *path, bool *found, kiln_diags *d);
+
+/* Writes parameters, optimizer state and metadata atomically. */
+bool ckpt_save(const char *path, const kiln_graph *g, const uint32_t *params, uint32_t n_params,
+               const int64_t *param_offsets, void *params_blob, const uint32_t *states, uint32_t n_states,
+               const int64_t *state_offsets, void *optim_blob, const char *const *keys, const char *const *values,
+               int n_meta, kiln_diags *d);
+
+/* The tokenizer stored in a checkpoint's metadata: true with *t set when there is one,
+ * false when there is none (nothing added) or it is bad (a diagnostic added). */
+bool ckpt_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer *t, kiln_diags *d);
+
+/* ---- evaluate.c -------------------------------------------------------------------------- */
+
+typedef struct evaluator {
+    bool loaded;
+    kiln_model model;          /* the evaluation graph */
+    kiln_compiled c;           /* NAME_forward: (params, workspace, inputs…, loss[, logits]) */
+    void *workspace;
+    feed feed;
+    int32_t ignore_index;
+    float *logits;             /* output 1, when the graph has it */
+    ffi_cif cif;
+    ffi_type **types;
+    void **args, **arg_ptrs;
+} evaluator;
+
+typedef struct eval_result {
+    double loss;               /* weighted mean over the batches */
+    bool has_accuracy;
+    double accuracy;           /* classify: argmax(logits) == label over real rows */
+    int64_t batches, examples;
+} eval_result;
+
+bool evaluator_init(evaluator *e, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
+                    int n_defines, const char *batch_dim, int64_t batch, kiln_task task, kiln_diags *d);
+void evaluator_free(evaluator *e);
+/* Runs up to max_batches batches (0 = the whole pass) from the batcher's current
+ * position over the parameter blob laid out as e->c.param_offsets says. */
+bool evaluator_run(evaluator *e, void *params_blob, kiln_batcher *bt, int64_t max_batches, eval_result *r,
+                   kiln_diags *d);
+
+/* ---- progress.c -------------------------------------------------------------------------- */
+
+typedef struct progress {
+    bool tty;                  /* stderr is a terminal: draw the bar */
+    FILE *log;                 /* --log, or NULL */
+    int64_t total, first;      /* steps: the run's last, and the step it started from */
+    double t_start, t_drawn;   /* seconds */
+} progress;
+
+double progress_now(void);
+void progress_start(progress *p, FILE *log, int64_t first, int64_t total);
+/* After step `step` (1-based count of steps done): redraws the bar (at most ~10 times
+ * a second, and always on the last step) and writes a --log line; val_loss < 0 = none. */
+void progress_step(progress *p, int64_t step, double loss, double lr, double tokens_per_s, double val_loss);
+/* Ends the bar's line, if one is drawn. */
+void progress_end(progress *p);
+
+#endif

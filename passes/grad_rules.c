@@ -1,0 +1,485 @@
+/* grad_rules.c — one vector-Jacobian rule per op, in a table indexed by kiln_op.
+ *
+ * Each rule reads like its forward op backwards (llm.c's *_backward): given the forward
+ * node y = op(x…) and the cotangent g = d loss / d y, it builds d loss / d x_k = g·∂y/∂x_k
+ * for every input that wants one, out of the same IR ops the forward graph uses, and
+ * hands it to ad_give. Elementwise rules compute at the (broadcast) result shape and let
+ * ad_unbroadcast sum the shares of a broadcast operand back to its shape.
+ *
+ * Choices where the derivative is not unique (also in docs/autodiff.md):
+ * - relu and abs have derivative 0 at 0 (torch's choice for relu; abs uses sign(0) = 0).
+ * - maximum/minimum give the whole gradient to the first operand on a tie.
+ * - max (the reduction) splits the gradient evenly among the maxima, like torch.amax.
+ * - pow's gradient for the exponent is g·a^b·log a, taken as 0 where a = 0 (torch).
+ * - dropout's backward is the same dropout (same p, same mask stream) of the cotangent.
+ * The composites' rules emit their own gradient ops (layernorm_grad, attention_grad,
+ * cross_entropy_grad); those, like comparisons, cast and the sources, have no rule.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "grad.h"
+
+static uint32_t in_k(const kiln_node *n, uint32_t k) { return n->in[k]; }
+
+/* ---- binary elementwise ---------------------------------------------------------------------- */
+
+static void rule_add(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    for (uint32_t k = 0; k < 2; k++)
+        if (ad_wants(c, n, k)) ad_give(c, n, k, ad_unbroadcast(c, g, in_k(n, k)));
+}
+
+static void rule_sub(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_unbroadcast(c, g, in_k(n, 0)));
+    if (ad_wants(c, n, 1)) ad_give(c, n, 1, ad_unbroadcast(c, ad_op1(c, KILN_OP_NEG, g), in_k(n, 1)));
+}
+
+/* y = a·b: da = g·b, db = g·a */
+static void rule_mul(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t a = in_k(n, 0), b = in_k(n, 1);
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_unbroadcast(c, ad_op2(c, KILN_OP_MUL, g, b), a));
+    if (ad_wants(c, n, 1)) ad_give(c, n, 1, ad_unbroadcast(c, ad_op2(c, KILN_OP_MUL, g, a), b));
+}
+
+/* y = a/b: da = g/b, db = −g·a/b² = −g·y/b */
+static void rule_div(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t a = in_k(n, 0), b = in_k(n, 1);
+    uint32_t g_b = ad_op2(c, KILN_OP_DIV, g, b);
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_unbroadcast(c, g_b, a));
+    if (ad_wants(c, n, 1))
+        ad_give(c, n, 1, ad_unbroadcast(c, ad_op1(c, KILN_OP_NEG, ad_op2(c, KILN_OP_MUL, g_b, y)), b));
+}
+
+/* maximum/minimum: the operand that was chosen gets g. b is chosen only where it wins
+ * strictly (b > a for maximum, b < a for minimum), so a tie goes to a, the first. */
+static void select_rule(ad_ctx *c, const kiln_node *n, uint32_t g, kiln_op b_wins_when)
+{
+    uint32_t a = in_k(n, 0), b = in_k(n, 1);
+    uint32_t b_won = ad_op2(c, b_wins_when, a, b), zero = ad_scalar(c, 0);
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_unbroadcast(c, ad_where(c, b_won, zero, g), a));
+    if (ad_wants(c, n, 1)) ad_give(c, n, 1, ad_unbroadcast(c, ad_where(c, b_won, g, zero), b));
+}
+static void rule_maximum(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g) { select_rule(c, n, g, KILN_OP_LT); }
+static void rule_minimum(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g) { select_rule(c, n, g, KILN_OP_GT); }
+
+/* y = a^b: da = g·b·a^(b−1) (not y/a, which fails at a = 0); db = g·y·log a, 0 where a = 0 */
+static void rule_pow(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t a = in_k(n, 0), b = in_k(n, 1);
+    if (ad_wants(c, n, 0)) {
+        uint32_t pow_b1 = ad_op2(c, KILN_OP_POW, a, ad_op2(c, KILN_OP_SUB, b, ad_scalar(c, 1)));
+        ad_give(c, n, 0, ad_unbroadcast(c, ad_op2(c, KILN_OP_MUL, g, ad_op2(c, KILN_OP_MUL, b, pow_b1)), a));
+    }
+    if (ad_wants(c, n, 1)) {
+        uint32_t d = ad_op2(c, KILN_OP_MUL, g, ad_op2(c, KILN_OP_MUL, y, ad_op1(c, KILN_OP_LOG, a)));
+        uint32_t a0 = ad_op2(c, KILN_OP_EQ, a, ad_scalar(c, 0));
+        ad_give(c, n, 1, ad_unbroadcast(c, ad_where(c, a0, ad_scalar(c, 0), d), b));
+    }
+}
+
+/* y = cond ? a : b: each branch gets g where it was taken; cond gets nothing */
+static void rule_where(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t cond = in_k(n, 0), zero = ad_scalar(c, 0);
+    if (ad_wants(c, n, 1)) ad_give(c, n, 1, ad_unbroadcast(c, ad_where(c, cond, g, zero), in_k(n, 1)));
+    if (ad_wants(c, n, 2)) ad_give(c, n, 2, ad_unbroadcast(c, ad_where(c, cond, zero, g), in_k(n, 2)));
+}
+
+/* ---- unary elementwise: dx = g·f'(x) --------------------------------------------------------- */
+
+/* The rules below compute f'(x) (from x or from y = f(x), whichever is simpler) and
+ * give g·f'(x). */
+static void give_times(ad_ctx *c, const kiln_node *n, uint32_t g, uint32_t dfdx)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_op2(c, KILN_OP_MUL, g, dfdx));
+}
+
+static uint32_t one_minus(ad_ctx *c, uint32_t v) { return ad_op2(c, KILN_OP_SUB, ad_scalar(c, 1), v); }
+
+static void rule_neg(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_op1(c, KILN_OP_NEG, g));
+}
+
+static void rule_exp(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g) { give_times(c, n, g, y); }
+
+static void rule_log(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_op2(c, KILN_OP_DIV, g, in_k(n, 0)));
+}
+
+/* y = √x: dx = g / (2y) */
+static void rule_sqrt(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_scale(c, ad_op2(c, KILN_OP_DIV, g, y), 0.5));
+}
+
+/* y = x^(−1/2): f' = −½·x^(−3/2) = −½·y³ */
+static void rule_rsqrt(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    give_times(c, n, g, ad_scale(c, ad_op2(c, KILN_OP_MUL, y, ad_op1(c, KILN_OP_SQUARE, y)), -0.5));
+}
+
+/* f' = sign(x), 0 at 0 */
+static void rule_abs(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t x = in_k(n, 0), zero = ad_scalar(c, 0);
+    give_times(c, n, g, ad_op2(c, KILN_OP_SUB, ad_op2(c, KILN_OP_GT, x, zero), ad_op2(c, KILN_OP_LT, x, zero)));
+}
+
+static void rule_square(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_scale(c, ad_op2(c, KILN_OP_MUL, g, in_k(n, 0)), 2.0));
+}
+
+/* y = 1/x: f' = −y² */
+static void rule_recip(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (!ad_wants(c, n, 0)) return;
+    ad_give(c, n, 0, ad_op1(c, KILN_OP_NEG, ad_op2(c, KILN_OP_MUL, g, ad_op1(c, KILN_OP_SQUARE, y))));
+}
+
+static void rule_tanh(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    give_times(c, n, g, one_minus(c, ad_op1(c, KILN_OP_SQUARE, y)));
+}
+
+static void rule_sigmoid(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    give_times(c, n, g, ad_op2(c, KILN_OP_MUL, y, one_minus(c, y)));
+}
+
+/* f' = [x > 0]: 0 at 0 */
+static void rule_relu(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (!ad_wants(c, n, 0)) return;
+    uint32_t zero = ad_scalar(c, 0);
+    ad_give(c, n, 0, ad_where(c, ad_op2(c, KILN_OP_GT, in_k(n, 0), zero), g, zero));
+}
+
+/* y = x·σ(x): f' = σ·(1 + x·(1 − σ)) */
+static void rule_silu(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t x = in_k(n, 0), s = ad_op1(c, KILN_OP_SIGMOID, x);
+    uint32_t inner = ad_op2(c, KILN_OP_ADD, ad_scalar(c, 1), ad_op2(c, KILN_OP_MUL, x, one_minus(c, s)));
+    give_times(c, n, g, ad_op2(c, KILN_OP_MUL, s, inner));
+}
+
+/* y = x·Φ(x): f' = Φ(x) + x·φ(x), Φ(x) = ½·(1 + erf(x/√2)), φ(x) = exp(−x²/2)/√(2π) */
+static void rule_gelu(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t x = in_k(n, 0);
+    uint32_t erf = ad_op1(c, KILN_OP_ERF, ad_scale(c, x, 0.70710678118654752440));
+    uint32_t cdf = ad_scale(c, ad_op2(c, KILN_OP_ADD, erf, ad_scalar(c, 1)), 0.5);
+    uint32_t pdf = ad_scale(c, ad_op1(c, KILN_OP_EXP, ad_scale(c, ad_op1(c, KILN_OP_SQUARE, x), -0.5)),
+                            0.39894228040143267794);
+    give_times(c, n, g, ad_op2(c, KILN_OP_ADD, cdf, ad_op2(c, KILN_OP_MUL, x, pdf)));
+}
+
+/* y = ½·x·(1 + t), t = tanh u, u = k·(x + a·x³): f' = ½·(1 + t) + ½·x·(1 − t²)·k·(1 + 3a·x²) */
+static void rule_gelu_tanh(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    const double k = 0.79788456080286535588, a = 0.044715; /* √(2/π) */
+    uint32_t x = in_k(n, 0), x2 = ad_op1(c, KILN_OP_SQUARE, x);
+    uint32_t u = ad_scale(c, ad_op2(c, KILN_OP_ADD, x, ad_scale(c, ad_op2(c, KILN_OP_MUL, x2, x), a)), k);
+    uint32_t t = ad_op1(c, KILN_OP_TANH, u);
+    uint32_t left = ad_scale(c, ad_op2(c, KILN_OP_ADD, t, ad_scalar(c, 1)), 0.5);
+    uint32_t du = ad_scale(c, ad_op2(c, KILN_OP_ADD, ad_scale(c, x2, 3 * a), ad_scalar(c, 1)), k);
+    uint32_t half_x_sech2 = ad_scale(c, ad_op2(c, KILN_OP_MUL, x, one_minus(c, ad_op1(c, KILN_OP_SQUARE, t))), 0.5);
+    uint32_t right = ad_op2(c, KILN_OP_MUL, half_x_sech2, du);
+    give_times(c, n, g, ad_op2(c, KILN_OP_ADD, left, right));
+}
+
+/* f' = 2/√π·exp(−x²) */
+static void rule_erf(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t e = ad_op1(c, KILN_OP_EXP, ad_op1(c, KILN_OP_NEG, ad_op1(c, KILN_OP_SQUARE, in_k(n, 0))));
+    give_times(c, n, g, ad_scale(c, e, 1.12837916709551257390));
+}
+
+static void rule_scale(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_scale(c, g, n->attrs.scalar));
+}
+
+/* y = x·mask/(1 − p): dx = g·mask/(1 − p), i.e. the same dropout — same p and stream, so
+ * the same mask — of g. Outside training both are the identity. */
+static void rule_dropout(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    kiln_attrs a = {.scalar = n->attrs.scalar, .stream = n->attrs.stream};
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_op(c, KILN_OP_DROPOUT, &g, 1, &a));
+}
+
+/* ---- reductions ------------------------------------------------------------------------------ */
+
+/* v broadcast to the type of node `like` (nothing when they agree) */
+static uint32_t broadcast_like(ad_ctx *c, uint32_t v, uint32_t like)
+{
+    if (v == KILN_NONE) return v;
+    kiln_type t = c->g->nodes[like].type;
+    if (kiln_type_equal(&c->g->nodes[v].type, &t)) return v;
+    kiln_attrs a = {.rank = t.rank};
+    memcpy(a.shape, t.dims, sizeof a.shape);
+    return ad_op(c, KILN_OP_BROADCAST, &v, 1, &a);
+}
+
+/* sum: every element of x gets the cotangent of the sum it went into */
+static void rule_sum(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t x = in_k(n, 0);
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, broadcast_like(c, ad_keepdims(c, g, x, n->attrs.axes, n->attrs.n_axes), x));
+}
+
+/* mean: the same, divided by the number of elements averaged */
+static void rule_mean(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t x = in_k(n, 0);
+    const kiln_type *xt = &c->g->nodes[x].type;
+    int64_t count = 1;
+    for (int i = 0; i < n->attrs.n_axes; i++) count *= xt->dims[n->attrs.axes[i]];
+    if (!ad_wants(c, n, 0)) return;
+    uint32_t gk = ad_keepdims(c, g, x, n->attrs.axes, n->attrs.n_axes);
+    /* an empty x has nothing to receive: any factor will do */
+    ad_give(c, n, 0, broadcast_like(c, ad_scale(c, gk, count ? 1.0 / (double)count : 1.0), x));
+}
+
+/* max: the elements equal to their maximum share its cotangent evenly (torch.amax) */
+static void rule_max(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (!ad_wants(c, n, 0)) return;
+    uint32_t x = in_k(n, 0);
+    const int64_t *axes = n->attrs.axes;
+    int n_axes = n->attrs.n_axes;
+    uint32_t is_max = ad_op2(c, KILN_OP_EQ, x, ad_keepdims(c, y, x, axes, n_axes));
+    uint32_t count = ad_sum(c, is_max, axes, n_axes, true);
+    uint32_t share = ad_op2(c, KILN_OP_DIV, ad_keepdims(c, g, x, axes, n_axes), count);
+    ad_give(c, n, 0, ad_op2(c, KILN_OP_MUL, is_max, share));
+}
+
+/* ---- softmax, log_softmax ----------------------------------------------------------------------- */
+
+/* y = softmax(x): dx = y·(g − Σ g·y) along the axis */
+static void rule_softmax(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (!ad_wants(c, n, 0)) return;
+    uint32_t dot = ad_sum(c, ad_op2(c, KILN_OP_MUL, g, y), &n->attrs.axis, 1, true);
+    ad_give(c, n, 0, ad_op2(c, KILN_OP_MUL, y, ad_op2(c, KILN_OP_SUB, g, dot)));
+}
+
+/* y = log_softmax(x): dx = g − softmax(x)·Σ g = g − exp(y)·Σ g along the axis */
+static void rule_log_softmax(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (!ad_wants(c, n, 0)) return;
+    uint32_t total = ad_sum(c, g, &n->attrs.axis, 1, true);
+    ad_give(c, n, 0, ad_op2(c, KILN_OP_SUB, g, ad_op2(c, KILN_OP_MUL, ad_op1(c, KILN_OP_EXP, y), total)));
+}
+
+/* ---- matmul -------------------------------------------------------------------------------------- */
+
+static uint32_t matmul(ad_ctx *c, uint32_t a, uint32_t b, bool ta, bool tb)
+{
+    kiln_attrs at = {.transpose_a = ta, .transpose_b = tb};
+    uint32_t in[2] = {a, b};
+    return ad_op(c, KILN_OP_MATMUL, in, 2, &at);
+}
+
+/* Y = op(A)·op(B) (op = transpose where the flag says): d op(A) = G·op(B)ᵀ and
+ * d op(B) = op(A)ᵀ·G, each written so that it comes out in the operand's stored layout
+ * (for a transposed A, dA = (G·op(B)ᵀ)ᵀ = op(B)·Gᵀ), then summed over the batch dims
+ * the operand was broadcast along. */
+static void rule_matmul(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t a = in_k(n, 0), b = in_k(n, 1);
+    bool ta = n->attrs.transpose_a, tb = n->attrs.transpose_b;
+    if (ad_wants(c, n, 0)) {
+        uint32_t da = ta ? matmul(c, b, g, tb, true) : matmul(c, g, b, false, !tb);
+        ad_give(c, n, 0, ad_unbroadcast(c, da, a));
+    }
+    if (ad_wants(c, n, 1)) {
+        uint32_t db = tb ? matmul(c, g, a, true, ta) : matmul(c, a, g, !ta, false);
+        ad_give(c, n, 1, ad_unbroadcast(c, db, b));
+    }
+}
+
+/* ---- layout ------------------------------------------------------------------------------------- */
+
+static void rule_reshape(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_reshape_like(c, g, in_k(n, 0)));
+}
+
+/* y = transpose(x, perm): dx = transpose(g, perm⁻¹) */
+static void rule_transpose(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (!ad_wants(c, n, 0)) return;
+    kiln_attrs a = {0};
+    for (int d = 0; d < n->type.rank; d++) a.perm[n->attrs.perm[d]] = d;
+    ad_give(c, n, 0, ad_op(c, KILN_OP_TRANSPOSE, &g, 1, &a));
+}
+
+/* y = x[slice]: dx = zeros of x's type with g at the slice's positions */
+static void rule_slice(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (!ad_wants(c, n, 0)) return;
+    kiln_type t = c->g->nodes[in_k(n, 0)].type;
+    kiln_attrs a = {.rank = t.rank, .axis = n->attrs.axis, .start = n->attrs.start, .end = n->attrs.end,
+                    .step = n->attrs.step};
+    memcpy(a.shape, t.dims, sizeof a.shape);
+    ad_give(c, n, 0, ad_op(c, KILN_OP_UNSLICE, &g, 1, &a));
+}
+
+/* y = unslice(x): dx = the slice of g */
+static void rule_unslice(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    kiln_attrs a = {.axis = n->attrs.axis, .start = n->attrs.start, .end = n->attrs.end, .step = n->attrs.step};
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_op(c, KILN_OP_SLICE, &g, 1, &a));
+}
+
+/* y = concat(x…): each part gets its block of g */
+static void rule_concat(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    int64_t pos = 0, ax = n->attrs.axis;
+    for (uint32_t k = 0; k < n->n_in; k++) {
+        int64_t len = c->g->nodes[in_k(n, k)].type.dims[ax];
+        kiln_attrs a = {.axis = ax, .start = pos, .end = pos + len, .step = 1};
+        if (ad_wants(c, n, k)) ad_give(c, n, k, ad_op(c, KILN_OP_SLICE, &g, 1, &a));
+        pos += len;
+    }
+}
+
+static void rule_broadcast(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_unbroadcast(c, g, in_k(n, 0)));
+}
+
+/* y = table[indices]: each row of g goes back to the table row it came from, rows
+ * gathered more than once adding up */
+static void rule_gather(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (!ad_wants(c, n, 0)) return;
+    kiln_type t = c->g->nodes[in_k(n, 0)].type;
+    kiln_attrs a = {.rank = t.rank, .axis = n->attrs.axis};
+    memcpy(a.shape, t.dims, sizeof a.shape);
+    uint32_t in[2] = {g, in_k(n, 1)};
+    ad_give(c, n, 0, ad_op(c, KILN_OP_SCATTER_ADD, in, 2, &a));
+}
+
+/* y = scatter_add(x, indices): dx = gather(g, indices) */
+static void rule_scatter_add(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    kiln_attrs a = {.axis = n->attrs.axis};
+    uint32_t in[2] = {g, in_k(n, 1)};
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_op(c, KILN_OP_GATHER, in, 2, &a));
+}
+
+/* ---- composites ----------------------------------------------------------------------------------- */
+
+/* y = x̂·w + b, x̂ = layernorm(x, 1, 0): dx from layernorm_grad; dw = Σ g·x̂ and db = Σ g
+ * over every axis but the last */
+static void rule_layernorm(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t x = in_k(n, 0), w = in_k(n, 1), b = in_k(n, 2);
+    kiln_attrs eps = {.scalar = n->attrs.scalar};
+    if (ad_wants(c, n, 0)) {
+        uint32_t in[3] = {x, w, g};
+        ad_give(c, n, 0, ad_op(c, KILN_OP_LAYERNORM_GRAD, in, 3, &eps));
+    }
+    if (ad_wants(c, n, 1)) {
+        kiln_type wt = c->g->nodes[w].type;
+        uint32_t in[3] = {x, ad_fill(c, &wt, 1.0), ad_fill(c, &wt, 0.0)};
+        uint32_t xhat = ad_op(c, KILN_OP_LAYERNORM, in, 3, &eps);
+        ad_give(c, n, 1, ad_unbroadcast(c, ad_op2(c, KILN_OP_MUL, g, xhat), w));
+    }
+    if (ad_wants(c, n, 2)) ad_give(c, n, 2, ad_unbroadcast(c, g, b));
+}
+
+/* attention(q, k, v, [mask], [bias]): one attention_grad per input wanted (each
+ * recomputes the probabilities); the bias gets the scores' gradient reduced to its shape;
+ * the mask gets nothing */
+static void rule_attention(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t in[8];
+    KILN_ASSERT(n->n_in < 8);
+    memcpy(in, n->in, n->n_in * sizeof *in);
+    in[n->n_in] = g;
+    kiln_attrs a = {.scalar = n->attrs.scalar, .causal = n->attrs.causal, .has_mask = n->attrs.has_mask,
+                    .has_bias = n->attrs.has_bias};
+    for (uint32_t k = 0; k < 3; k++) {
+        if (!ad_wants(c, n, k)) continue;
+        a.wrt = (int)k; /* KILN_WRT_Q, _K, _V in input order */
+        ad_give(c, n, k, ad_op(c, KILN_OP_ATTENTION_GRAD, in, n->n_in + 1, &a));
+    }
+    uint32_t bias = n->n_in - 1;
+    if (n->attrs.has_bias && ad_wants(c, n, bias)) {
+        a.wrt = KILN_WRT_SCORES;
+        uint32_t scores = ad_op(c, KILN_OP_ATTENTION_GRAD, in, n->n_in + 1, &a);
+        ad_give(c, n, bias, ad_unbroadcast(c, scores, in_k(n, bias)));
+    }
+}
+
+/* cross_entropy(logits, targets): dlogits from cross_entropy_grad; targets get nothing */
+static void rule_cross_entropy(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    kiln_attrs a = {.scalar = n->attrs.scalar, .ignore_index = n->attrs.ignore_index};
+    uint32_t in[3] = {in_k(n, 0), in_k(n, 1), g};
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_op(c, KILN_OP_CROSS_ENTROPY_GRAD, in, 3, &a));
+}
+
+/* ---- the table ------------------------------------------------------------------------------------ */
+
+const ad_rule kiln_grad_rules[KILN_OP_COUNT] = {
+    [KILN_OP_ADD] = rule_add,
+    [KILN_OP_SUB] = rule_sub,
+    [KILN_OP_MUL] = rule_mul,
+    [KILN_OP_DIV] = rule_div,
+    [KILN_OP_MAXIMUM] = rule_maximum,
+    [KILN_OP_MINIMUM] = rule_minimum,
+    [KILN_OP_POW] = rule_pow,
+    [KILN_OP_WHERE] = rule_where,
+
+    [KILN_OP_NEG] = rule_neg,
+    [KILN_OP_EXP] = rule_exp,
+    [KILN_OP_LOG] = rule_log,
+    [KILN_OP_SQRT] = rule_sqrt,
+    [KILN_OP_RSQRT] = rule_rsqrt,
+    [KILN_OP_ABS] = rule_abs,
+    [KILN_OP_SQUARE] = rule_square,
+    [KILN_OP_RECIP] = rule_recip,
+    [KILN_OP_TANH] = rule_tanh,
+    [KILN_OP_SIGMOID] = rule_sigmoid,
+    [KILN_OP_RELU] = rule_relu,
+    [KILN_OP_SILU] = rule_silu,
+    [KILN_OP_GELU] = rule_gelu,
+    [KILN_OP_GELU_TANH] = rule_gelu_tanh,
+    [KILN_OP_ERF] = rule_erf,
+    [KILN_OP_SCALE] = rule_scale,
+    [KILN_OP_DROPOUT] = rule_dropout,
+
+    [KILN_OP_SUM] = rule_sum,
+    [KILN_OP_MEAN] = rule_mean,
+    [KILN_OP_MAX] = rule_max,
+
+    [KILN_OP_MATMUL] = rule_matmul,
+
+    [KILN_OP_RESHAPE] = rule_reshape,
+    [KILN_OP_TRANSPOSE] = rule_transpose,
+    [KILN_OP_SLICE] = rule_slice,
+    [KILN_OP_CONCAT] = rule_concat,
+    [KILN_OP_BROADCAST] = rule_broadcast,
+    [KILN_OP_GATHER] = rule_gather,
+    [KILN_OP_UNSLICE] = rule_unslice,
+    [KILN_OP_SCATTER_ADD] = rule_scatter_add,
+
+    [KILN_OP_SOFTMAX] = rule_softmax,
+    [KILN_OP_LOG_SOFTMAX] = rule_log_softmax,
+    [KILN_OP_LAYERNORM] = rule_layernorm,
+    [KILN_OP_ATTENTION] = rule_attention,
+    [KILN_OP_CROSS_ENTROPY] = rule_cross_entropy,
+
+    /* no rule: sources (input, param, state, constant, iota), comparisons (lt, gt, eq),
+     * cast, and the gradient composites (no second derivatives) */
+};

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# test_deploy.sh KILN SRCDIR — `kiln compile` end to end, from scratch in a temp dir:
+# examples/char_gpt.json at B=1, T=16 is initialised, compiled to a .so + header, an .a
+# and an .o; examples/deploy/deploy.c is built against each with cc and run, and its
+# logits must equal `kiln run`'s bit for bit (both print %.9g, which gives back every f32
+# exactly; JIT and AOT compile for the same host CPU). The artifacts may need only libc,
+# libm and pthreads (nm -u, ldd, readelf NEEDED) and export only the four entry points;
+# --target-cpu haswell gives assembly without zmm; two exported models link into one
+# program; NAME_load, NAME_forward and NAME_set_threads report bad input by status; and
+# failures (unknown extension, unwritable directory, a failing cc) are diagnostics that
+# leave an existing artifact untouched and no temporary behind.
+set -euo pipefail
+kiln=$1
+src=$2
+py=/usr/bin/python3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+export PYTHONPATH=$src/scripts
+cc=${CC:-cc}
+
+failures=0
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+finish() {
+    if [[ $failures -gt 0 ]]; then
+        echo "test_deploy: $failures failure(s)"
+        exit 1
+    fi
+    echo "test_deploy: ok"
+    exit 0
+}
+run_ok() { # run_ok DESCRIPTION COMMAND... — must exit 0
+    local what=$1 status=0
+    shift
+    "$@" >out.txt 2>err.txt || status=$?
+    if [[ $status -ne 0 ]]; then
+        fail "$what: exit $status — $(head -n 8 err.txt)"
+        return 1
+    fi
+}
+kiln_fails() { # kiln_fails DESCRIPTION STATUS PATTERN ARGS... — must exit STATUS, stderr ∋ PATTERN
+    local what=$1 want=$2 pattern=$3 status=0
+    shift 3
+    "$kiln" "$@" >out.txt 2>err.txt || status=$?
+    if [[ $status -ne $want ]]; then
+        fail "$what: exit $status, expected $want — $(head -n 5 err.txt)"
+    elif ! grep -q -- "$pattern" err.txt; then
+        fail "$what: stderr lacks '$pattern': $(head -n 5 err.txt)"
+    fi
+}
+
+gpt=$src/examples/char_gpt.json
+dims=(-D B=1 -D T=16)
+text="hello, kiln world"
+run_ok "init" "$kiln" init "$gpt" -o w.safetensors --seed 7 || finish
+
+# kiln run's logits on the tokens deploy.c uses (the text's bytes, repeated to fill T)
+"$py" - "$text" <<'EOF'
+import sys
+import numpy as np
+import safetensors_np as st
+t = sys.argv[1].encode()
+st.write("x.safetensors", {"tokens": np.array([[t[i % len(t)] for i in range(16)]], dtype="<i4")})
+EOF
+run_ok "kiln run" "$kiln" run "$gpt" --weights w.safetensors --inputs x.safetensors --out y.safetensors || finish
+"$py" -c "
+import safetensors_np as st
+y = st.read('y.safetensors')['logits'].reshape(-1)
+print('\n'.join('%.9g' % float(v) for v in y))" >expected.txt
+[[ $(wc -l <expected.txt) -eq 4096 ]] || fail "kiln run gave $(wc -l <expected.txt) logits, expected 4096"
+
+# ---- the three kinds of artifact, each driving deploy.c --------------------------------
+run_ok "compile .so" "$kiln" compile "$gpt" "${dims[@]}" -o libchar_gpt.so --header char_gpt.h || finish
+run_ok "compile .a" "$kiln" compile "$gpt" "${dims[@]}" -o libchar_gpt.a || finish
+run_ok "compile .o" "$kiln" compile "$gpt" "${dims[@]}" -o char_gpt.o || finish
+[[ -z $(ls -A | grep '^\.kiln-') ]] || fail "temporaries left behind: $(ls -A | grep '^\.kiln-')"
+grep -q '#define CHAR_GPT_PARAMS_BYTES' char_gpt.h || fail "header lacks CHAR_GPT_PARAMS_BYTES"
+grep -q 'int char_gpt_forward(const float \*params, void \*workspace,' char_gpt.h || fail "header lacks char_gpt_forward"
+
+cflags=(-std=c17 -Wall -Wextra -Werror -O2 -I.)
+run_ok "cc against the .so" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" -L. -lchar_gpt \
+    -Wl,-rpath,"$work" -o deploy_so
+run_ok "cc against the .a" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" libchar_gpt.a -lm -o deploy_a
+run_ok "cc against the .o" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" char_gpt.o -lm -o deploy_o
+for kind in so a o; do
+    [[ -x deploy_$kind ]] || continue
+    if run_ok "deploy ($kind)" "./deploy_$kind" w.safetensors "$text"; then
+        cp out.txt "got_$kind.txt"
+        cmp -s expected.txt "got_$kind.txt" ||
+            fail "deploy ($kind) logits differ from kiln run's: $(diff expected.txt "got_$kind.txt" | head -n 4 | tr '\n' ' ')"
+    fi
+done
+
+# ---- what the artifacts depend on and export -------------------------------------------
+libc=$("$cc" -print-file-name=libc.so.6)
+libm=$("$cc" -print-file-name=libm.so.6)
+{
+    nm -D --defined-only "$libc" "$libm" 2>/dev/null | awk 'NF >= 3 {print $3}' | sed 's/@.*//'
+} | sort -u >system_symbols.txt
+for artifact in libchar_gpt.so libchar_gpt.a char_gpt.o; do
+    # strong undefined symbols (weak ones such as __gmon_start__ come from crt files)
+    nm -u "$artifact" | awk '$1 == "U" {print $2}' | sed 's/@.*//' | sort -u >undef.txt
+    foreign=$(comm -23 undef.txt system_symbols.txt | tr '\n' ' ')
+    [[ -z $foreign ]] || fail "$artifact needs symbols outside libc/libm: $foreign"
+    grep -qx expf undef.txt || grep -qx memcpy undef.txt || fail "$artifact: nm -u looks empty: $(tr '\n' ' ' <undef.txt)"
+    exported=$(nm -g --defined-only "$artifact" 2>/dev/null | awk 'NF == 3 && $2 ~ /^[TDRB]$/ {print $3}' | sort | tr '\n' ' ')
+    want="char_gpt_forward char_gpt_load char_gpt_params char_gpt_set_threads "
+    [[ $exported == "$want" ]] || fail "$artifact exports '$exported', expected '$want'"
+done
+if ldd libchar_gpt.so >ldd.txt 2>&1; then
+    grep -qi -e llvm -e kiln -e ffi -e cjson ldd.txt && fail "ldd shows a forbidden library: $(tr '\n' ' ' <ldd.txt)"
+else
+    fail "ldd libchar_gpt.so failed: $(head -n 3 ldd.txt)"
+fi
+needed=$(readelf -d libchar_gpt.so | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort | tr '\n' ' ')
+for lib in $needed; do
+    case $lib in libc.so.* | libm.so.* | libpthread.so.*) ;; *) fail "libchar_gpt.so needs $lib" ;; esac
+done
+
+# ---- target selection ---------------------------------------------------------------------
+run_ok "emit asm for haswell" "$kiln" compile "$gpt" "${dims[@]}" --emit asm --target-cpu haswell && {
+    grep -q zmm out.txt && fail "--target-cpu haswell assembly uses zmm registers"
+    grep -q ymm out.txt || fail "--target-cpu haswell assembly has no ymm (no AVX2 vector code?)"
+    grep -q 'char_gpt_forward:' out.txt || fail "--emit asm lacks char_gpt_forward"
+}
+run_ok "haswell .so" "$kiln" compile "$gpt" "${dims[@]}" -o libhaswell.so --target-cpu haswell &&
+    objdump -d --no-show-raw-insn libhaswell.so | grep -q zmm && fail "--target-cpu haswell .so uses zmm"
+run_ok "emit llvm" "$kiln" compile "$gpt" "${dims[@]}" --emit llvm && {
+    grep -q '^define .*i32 @char_gpt_forward(' out.txt || fail "--emit llvm lacks the entry"
+    grep -q '^define i32 @char_gpt_load' out.txt || fail "--emit llvm lacks char_gpt_load"
+}
+run_ok "emit ir" "$kiln" compile "$gpt" "${dims[@]}" --emit ir -o graph.kir &&
+    { grep -q '^graph char_gpt' graph.kir || fail "--emit ir -o graph.kir: $(head -n 1 graph.kir)"; }
+
+# ---- two models in one program, and bad input by status -------------------------------------
+tiny=$src/tests/conformance/cases/024_gpt_tiny/model.json
+run_ok "init tiny" "$kiln" init "$tiny" -o tiny.safetensors &&
+    run_ok "compile tiny" "$kiln" compile "$tiny" -D B=1 -D T=8 -o libgpt_tiny.a --header gpt_tiny.h
+cat >two.c <<'EOF'
+#include <stdio.h>
+#include <stdlib.h>
+#include "char_gpt.h"
+#include "gpt_tiny.h"
+#include "char_gpt.h"   /* include guards */
+int main(int argc, char **argv)
+{
+    if (argc != 3) return 2;
+    float *pa = aligned_alloc(64, (CHAR_GPT_PARAMS_BYTES + 63) / 64 * 64);
+    float *pb = aligned_alloc(64, (GPT_TINY_PARAMS_BYTES + 63) / 64 * 64);
+    void *wb = aligned_alloc(64, (GPT_TINY_WORKSPACE_BYTES + 63) / 64 * 64);
+    static float logits[GPT_TINY_OUT_LOGITS_COUNT];
+    int32_t tokens[GPT_TINY_IN_TOKENS_COUNT] = {0};
+    printf("load %d %d\n", char_gpt_load(pa, argv[1]), gpt_tiny_load(pb, argv[2]));
+    printf("wrong file %d, no file %d\n", gpt_tiny_load(pb, argv[1]), gpt_tiny_load(pb, "/nonexistent"));
+    gpt_tiny_load(pb, argv[2]);
+    printf("forward %d\n", gpt_tiny_forward(pb, wb, tokens, logits));
+    tokens[3] = 17; /* vocab is 17 */
+    printf("bad token %d\n", gpt_tiny_forward(pb, wb, tokens, logits));
+    printf("threads %d %d\n", gpt_tiny_set_threads(0), gpt_tiny_set_threads(2));
+    printf("params %d %s %d\n", CHAR_GPT_NUM_PARAMS + GPT_TINY_NUM_PARAMS, gpt_tiny_params[0].name,
+           (int)gpt_tiny_params[0].shape[1]);
+    return 0;
+}
+EOF
+if run_ok "cc with two models" "$cc" "${cflags[@]}" two.c libgpt_tiny.a libchar_gpt.a -lm -o two &&
+    run_ok "run two models" ./two w.safetensors tiny.safetensors; then
+    printf 'load 0 0\nwrong file 4, no file 1\nforward 0\nbad token 1\nthreads 1 0\nparams 136 wte.weight 16\n' >two.ref
+    cmp -s two.ref out.txt || fail "two models: $(tr '\n' '|' <out.txt), expected $(tr '\n' '|' <two.ref)"
+fi
+status=0
+./deploy_so tiny.safetensors >/dev/null 2>err.txt || status=$?
+[[ $status -eq 1 ]] && grep -q "wrong shape" err.txt || fail "deploy with the wrong weights: exit $status, $(cat err.txt)"
+
+# ---- failures are diagnostics and leave nothing behind -------------------------------------
+cp libchar_gpt.so keep.so
+kiln_fails "unknown extension" 2 "must end in .so, .o or .a" compile "$gpt" -o out.dll
+kiln_fails "no -o" 2 "-o OUT.so" compile "$gpt"
+kiln_fails "unwritable directory" 1 "cannot write" compile "$gpt" "${dims[@]}" -o "$work/missing/dir/x.so"
+KILN_CC=false kiln_fails "a failing cc" 1 "failed (exit 1)" compile "$gpt" "${dims[@]}" -o libchar_gpt.so \
+    --header char_gpt.h
+KILN_CC=/nonexistent/cc kiln_fails "a missing cc" 1 "cannot run" compile "$gpt" "${dims[@]}" -o libchar_gpt.so
+cmp -s keep.so libchar_gpt.so || fail "a failed compile changed the existing libchar_gpt.so"
+[[ -z $(ls -A | grep '^\.kiln-') ]] || fail "temporaries left behind after failures: $(ls -A | grep '^\.kiln-')"
+kiln_fails "--train" 1 "not implemented" compile "$gpt" -o t.so --train
+kiln_fails "bad --emit" 2 "not one of" compile "$gpt" --emit png
+
+finish

@@ -1,0 +1,231 @@
+/* test_params.c — kiln_params_load, the non-allocating loader behind exported NAME_load.
+ *
+ * Design: files are built byte by byte (write_st: a header string and raw data) so
+ * every conversion is checked against known bit patterns and every hostile shape of a
+ * header can be written down. A small two-parameter table stands in for a model. The
+ * last test mutates a valid file at every header byte and truncates it at every length:
+ * the loader must return a status (never crash or read out of bounds — the suite also
+ * runs under ASan+UBSan).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "kiln/params.h"
+
+static char g_path[64];
+
+static int setup(void **state)
+{
+    strcpy(g_path, "/tmp/kiln_params_XXXXXX");
+    int fd = mkstemp(g_path);
+    if (fd < 0) return -1;
+    close(fd);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    unlink(g_path);
+    return 0;
+}
+
+/* Writes a safetensors file: the 8-byte length, `header`, then `size` data bytes. */
+static void write_st(const char *header, const void *data, size_t size)
+{
+    FILE *f = fopen(g_path, "wb");
+    assert_non_null(f);
+    uint64_t n = strlen(header);
+    unsigned char len[8];
+    for (int k = 0; k < 8; k++) len[k] = (unsigned char)(n >> 8 * k);
+    assert_int_equal(fwrite(len, 1, 8, f), 8);
+    assert_int_equal(fwrite(header, 1, n, f), n);
+    if (size) assert_int_equal(fwrite(data, 1, size, f), size);
+    fclose(f);
+}
+
+/* The stand-in model: a f32[2,3] at 0 and b.w f32[4] at 64. */
+static const kiln_param_info TABLE[2] = {
+    {"a", 0, 2, {2, 3}},
+    {"b.w", 64, 1, {4}},
+};
+
+static float g_blob[32];
+
+static int load(void)
+{
+    unsigned char seen[2];
+    for (int i = 0; i < 32; i++) g_blob[i] = -999.0f;
+    return kiln_params_load(g_blob, g_path, TABLE, 2, seen);
+}
+
+/* f32 data of a (6 values) then b.w (4 values). */
+static const float DATA[10] = {1, 2, 3, 4, 5, 6, 0.5f, -0.25f, 1e30f, -7};
+
+#define GOOD_HEADER                                                                                      \
+    "{\"__metadata__\":{\"format\":\"pt\",\"x\":\"{[\\\"]\"},"                                           \
+    "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]},"                                 \
+    "\"extra\":{\"dtype\":\"I64\",\"shape\":[],\"data_offsets\":[24,24]},"                               \
+    " \"b.w\" : { \"data_offsets\" : [ 24 , 40 ] , \"shape\" : [ 4 ] , \"dtype\" : \"F32\" } }    "
+
+static void test_f32(void **state)
+{
+    write_st(GOOD_HEADER, DATA, sizeof DATA);
+    assert_int_equal(load(), KILN_LOAD_OK);
+    for (int i = 0; i < 6; i++) assert_true(g_blob[i] == DATA[i]);
+    for (int i = 0; i < 4; i++) assert_true(g_blob[16 + i] == DATA[6 + i]);
+    assert_true(g_blob[6] == -999.0f); /* padding between parameters untouched */
+}
+
+static void test_conversions(void **state)
+{
+    /* a: F16 1, -2, 2^-24, inf, -0, 65504; b.w: BF16 1, -3, then F64 would not fit: use BF16 */
+    uint16_t half[6] = {0x3C00, 0xC000, 0x0001, 0x7C00, 0x8000, 0x7BFF};
+    uint16_t bf[4] = {0x3F80, 0xC040, 0x0000, 0x7FC0};
+    unsigned char data[20];
+    memcpy(data, half, 12); /* little-endian host */
+    memcpy(data + 12, bf, 8);
+    write_st("{\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,12]},"
+             "\"b\\u002ew\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[12,20]}}",
+             data, sizeof data);
+    assert_int_equal(load(), KILN_LOAD_OK);
+    assert_true(g_blob[0] == 1.0f && g_blob[1] == -2.0f && g_blob[2] == 0x1p-24f);
+    assert_true(isinf(g_blob[3]) && g_blob[3] > 0);
+    assert_true(g_blob[4] == 0.0f && signbit(g_blob[4]));
+    assert_true(g_blob[5] == 65504.0f);
+    assert_true(g_blob[16] == 1.0f && g_blob[17] == -3.0f && g_blob[18] == 0.0f && isnan(g_blob[19]));
+
+    double d[10] = {1.5, -2, 3, 4, 5, 6, 1e-3, 0, -1, 2};
+    write_st("{\"a\":{\"dtype\":\"F64\",\"shape\":[2,3],\"data_offsets\":[0,48]},"
+             "\"b.w\":{\"dtype\":\"F64\",\"shape\":[4],\"data_offsets\":[48,80]}}",
+             d, sizeof d);
+    assert_int_equal(load(), KILN_LOAD_OK);
+    assert_true(g_blob[0] == 1.5f && g_blob[16] == (float)1e-3 && g_blob[19] == 2.0f);
+    d[3] = 1e300; /* finite but not an f32 */
+    write_st("{\"a\":{\"dtype\":\"F64\",\"shape\":[2,3],\"data_offsets\":[0,48]},"
+             "\"b.w\":{\"dtype\":\"F64\",\"shape\":[4],\"data_offsets\":[48,80]}}",
+             d, sizeof d);
+    assert_int_equal(load(), KILN_LOAD_DTYPE);
+}
+
+/* Each header with DATA must fail with `want`. */
+static void expect(const char *header, int want)
+{
+    write_st(header, DATA, sizeof DATA);
+    int rc = load();
+    if (rc != want) fail_msg("header %s: got %d, expected %d", header, rc, want);
+}
+
+#define A_OK "\"a\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,24]}"
+#define B_OK "\"b.w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}"
+
+static void test_refusals(void **state)
+{
+    expect("{" A_OK "}", KILN_LOAD_MISSING);
+    expect("{}", KILN_LOAD_MISSING);
+    expect("{" A_OK "," A_OK "," B_OK "}", KILN_LOAD_FORMAT); /* a name twice */
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[24,40]}}", KILN_LOAD_SHAPE);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[24,28]}}", KILN_LOAD_SHAPE);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,4],\"data_offsets\":[24,40]}}",
+           KILN_LOAD_SHAPE);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"I32\",\"shape\":[4],\"data_offsets\":[24,40]}}", KILN_LOAD_DTYPE);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,44]}}", KILN_LOAD_FORMAT);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[28,44]}}", KILN_LOAD_FORMAT);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[40,24]}}", KILN_LOAD_FORMAT);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[-4],\"data_offsets\":[24,40]}}", KILN_LOAD_FORMAT);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[4.0],\"data_offsets\":[24,40]}}", KILN_LOAD_FORMAT);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[4]}}", KILN_LOAD_FORMAT);
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,99999999999999999999999]}}",
+           KILN_LOAD_FORMAT);
+    expect("{" A_OK "," B_OK "} x", KILN_LOAD_FORMAT);      /* trailing garbage */
+    expect("{" A_OK "," B_OK, KILN_LOAD_FORMAT);            /* unterminated */
+    expect("[" A_OK "," B_OK "]", KILN_LOAD_FORMAT);
+    expect("{" A_OK ",\"b\\x\":{}," B_OK "}", KILN_LOAD_FORMAT);   /* bad escape */
+    expect("{" A_OK ",\"\\udc00\":{}," B_OK "}", KILN_LOAD_FORMAT); /* lone low surrogate */
+    expect("{" A_OK ",\"b\nw\":{}," B_OK "}", KILN_LOAD_FORMAT);    /* raw control character */
+    expect("{\"__metadata__\":[[[]]," A_OK "," B_OK "}", KILN_LOAD_FORMAT); /* never closed */
+    /* skipped values are only bracket-counted, not validated: harmless, and documented */
+    expect("{\"__metadata__\":[[[}]]," A_OK "," B_OK "}", KILN_LOAD_OK);
+
+    /* a name longer than the loader compares matches nothing, and costs nothing */
+    char big[3 * KILN_PARAMS_MAX_NAME];
+    memset(big, 'z', sizeof big);
+    big[sizeof big - 1] = '\0';
+    char header[4 * KILN_PARAMS_MAX_NAME];
+    snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}," A_OK "," B_OK "}", big);
+    expect(header, KILN_LOAD_OK);
+
+    /* deep nesting in skipped values: no recursion, so no stack to exhaust */
+    size_t depth = 200000;
+    char *deep = malloc(2 * depth + 200);
+    assert_non_null(deep);
+    size_t n = (size_t)sprintf(deep, "{\"__metadata__\":");
+    memset(deep + n, '[', depth);
+    memset(deep + n + depth, ']', depth);
+    sprintf(deep + n + 2 * depth, "," A_OK "," B_OK "}");
+    expect(deep, KILN_LOAD_OK);
+    free(deep);
+
+    /* the file itself */
+    unsigned char seen[2];
+    assert_int_equal(kiln_params_load(g_blob, "/nonexistent/w.safetensors", TABLE, 2, seen), KILN_LOAD_IO);
+    assert_int_equal(kiln_params_load(g_blob, "/tmp", TABLE, 2, seen), KILN_LOAD_IO);
+    FILE *f = fopen(g_path, "wb");
+    fclose(f);
+    assert_int_equal(load(), KILN_LOAD_FORMAT); /* empty */
+    f = fopen(g_path, "wb");
+    fwrite("\xff\xff\xff\xff\xff\xff\xff\x7f{}", 1, 10, f); /* header length past the end */
+    fclose(f);
+    assert_int_equal(load(), KILN_LOAD_FORMAT);
+}
+
+/* Every single-byte change of a good header and every truncation returns some status. */
+static void test_mutations(void **state)
+{
+    const char *header = GOOD_HEADER;
+    size_t hn = strlen(header), total = 8 + hn + sizeof DATA;
+    unsigned char *file = malloc(total);
+    assert_non_null(file);
+    for (int k = 0; k < 8; k++) file[k] = (unsigned char)((uint64_t)hn >> 8 * k);
+    memcpy(file + 8, header, hn);
+    memcpy(file + 8 + hn, DATA, sizeof DATA);
+    static const unsigned char subst[] = {'{', '}', '[', ']', '"', '\\', ',', ':', '0', '9', ' ', 0, 0xff, 'u'};
+    for (size_t at = 0; at < 8 + hn; at++) {
+        for (size_t s = 0; s < sizeof subst; s++) {
+            unsigned char keep = file[at];
+            file[at] = subst[s];
+            FILE *f = fopen(g_path, "wb");
+            fwrite(file, 1, total, f);
+            fclose(f);
+            int rc = load();
+            assert_true(rc >= KILN_LOAD_OK && rc <= KILN_LOAD_DTYPE);
+            file[at] = keep;
+        }
+    }
+    for (size_t len = 0; len < total; len++) {
+        FILE *f = fopen(g_path, "wb");
+        fwrite(file, 1, len, f);
+        fclose(f);
+        assert_int_not_equal(load(), KILN_LOAD_OK);
+    }
+    free(file);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_f32),
+        cmocka_unit_test(test_conversions),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_mutations),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
