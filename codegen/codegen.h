@@ -94,6 +94,13 @@ typedef struct kiln_compile_request {
     const uint32_t *states;
     uint32_t n_states;
     uint32_t lr;
+    /* train: with `dropout` set, DROPOUT nodes drop (inverted dropout) with the masks of
+     * kiln_interp_dropout_keep, run seed = dropout_seed + the value of `dropout_step`,
+     * the rank-0 STATE node counting steps (lower_dropout.c); without, they stay the
+     * identity. */
+    bool dropout;
+    uint32_t dropout_step;
+    uint64_t dropout_seed;
 } kiln_compile_request;
 
 /* The entry point, int NAME_forward(const float *params, void *workspace, inputs…,

@@ -20,6 +20,7 @@
  * STATE nodes live in the optimizer blob, lr (passed by value) gets a stack slot so that
  * kernels read it like any value, and the graph's updates land in the blobs: computed
  * in place where the plan says so (KILN_HOME_UPDATE), else copied after the outputs.
+ * Dropout nodes drop (lower_dropout.c), seeded from the step counter.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,12 @@ static uint64_t hash_string(const char *s)
     return h;
 }
 
+/* Whether node id is a dropout that drops: in a training step with dropout on. */
+static bool train_dropout(const kiln_compile_request *req, const kiln_graph *g, uint32_t id)
+{
+    return req->train && req->dropout && g->nodes[id].op == KILN_OP_DROPOUT;
+}
+
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
                const kiln_memplan *p, const char *entry_name, int *n_functions)
 {
@@ -87,6 +94,10 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
     for (uint32_t id = 0; id < g->n_nodes; id++) {
         if (!lower_needs_kernel(g, p, id)) continue;
         n_kernels++;
+        if (train_dropout(req, g, id)) { /* its stream is its own: never shared */
+            kernels[id] = lower_dropout_train(cg, g, id, req->dropout_seed);
+            continue;
+        }
         bool has_scratch = p->scratch_bytes[id] > 0;
         bool shareable = lower_kernel_key(g, id, has_scratch, key, sizeof key);
         uint64_t h = shareable ? hash_string(key) : 0;
@@ -147,6 +158,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         unsigned k = 0;
         args[k++] = value_ptr(&e, id);
         for (uint32_t i = 0; i < n->n_in; i++) args[k++] = value_ptr(&e, n->in[i]);
+        if (train_dropout(req, g, id)) args[k++] = value_ptr(&e, req->dropout_step);
         if (p->scratch_bytes[id] > 0)
             args[k++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), p->scratch_offset[id]);
         LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(kernels[id]), kernels[id], args, k, "");

@@ -162,6 +162,9 @@ void lower_attention_grad(lower_ctx *c);
 void lower_cross_entropy_grad(lower_ctx *c);
 int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 
+/* A training step's dropout kernel, (out, x, step) → out (lower_dropout.c). */
+LLVMValueRef lower_dropout_train(kiln_cg *cg, const kiln_graph *g, uint32_t id, uint64_t dropout_seed);
+
 /* Copies a strided view of `src` (offset base + Σ idx·src_stride) into the row-major
  * result `dst` of type t (lower_layout.c; transpose, slice, broadcast, copies). */
 void lower_strided_copy(kiln_cg *cg, const kiln_type *t, LLVMValueRef dst, LLVMValueRef src, int64_t base,

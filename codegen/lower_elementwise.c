@@ -121,9 +121,8 @@ static LLVMValueRef f_scale(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
     return LLVMBuildFPTrunc(cg->b, prod, cg->t_f32, "");
 }
 
-/* inference: dropout is the identity (training dropout comes with the training step; it
- * must draw its mask from attrs.stream, as kiln_interp_dropout_keep does, so that the
- * backward dropout on the cotangent keeps the same elements) */
+/* inference: dropout is the identity (a training step's dropout drops, with the masks
+ * of kiln_interp_dropout_keep: lower_dropout.c) */
 static LLVMValueRef f_identity(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return x[0]; }
 
 static LLVMValueRef f_cast(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)

@@ -149,7 +149,8 @@ static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given
     }
     if (!steps_given) r->steps = ck && meta_int(ck, "steps", &v) ? v : t->steps;
     if (r->steps <= 0)
-        kiln_diags_add(d, NULL, 0, 0, "--steps", "how many steps? give --steps N or \"steps\" in the model's train section");
+        kiln_diags_add(d, NULL, 0, 0, "--steps",
+                       "how many steps? give --steps N or \"steps\" in the model's train section");
     if (!seed_given) r->seed = ck && meta_int(ck, "seed", &v) ? v : (int64_t)m.init_seed;
     if (!batch_given && !defines_dim(a, r->batch_dim)) r->batch = t->batch;
     if (!batch_given && defines_dim(a, r->batch_dim)) r->batch = 0; /* -D already binds it */
@@ -222,6 +223,7 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     if (!make_batchers(r, d)) return false;
     double t0 = progress_now();
     if (!train_step_build(m, &r->ts, d)) return false;
+    r->ts.dropout_seed = (uint64_t)r->seed;
     kiln_compile_request req = train_step_request(m, &r->ts);
     if (!kiln_compile_graph(&req, &r->c, d)) return false;
     double t1 = progress_now();
@@ -287,9 +289,11 @@ static bool fill_blobs(run *r, kiln_diags *d)
     for (int j = 0; ok && j < r->init_file.n; j++) {
         const char *name = r->init_file.tensors[j].name;
         if (strncmp(name, "optim.", 6) == 0) optim_tensors++;
-        else if (kiln_model_find_param(m, name) == KILN_NONE) printf("  ignored %s (the model has no such parameter)\n", name);
+        else if (kiln_model_find_param(m, name) == KILN_NONE)
+            printf("  ignored %s (the model has no such parameter)\n", name);
     }
-    if (ok && optim_tensors) printf("  (its %d optimizer tensors are not used: the optimizer starts afresh)\n", optim_tensors);
+    if (ok && optim_tensors)
+        printf("  (its %d optimizer tensors are not used: the optimizer starts afresh)\n", optim_tensors);
     free(found);
     return ok;
 }
@@ -476,13 +480,15 @@ static int train_loop(run *r, kiln_diags *d)
     double mean_recent = 0;
     for (int64_t i = 0; i < n_recent; i++) mean_recent += recent[i] / (double)n_recent;
     if (step > r->start && status == EXIT_OK)
-        printf("trained steps %lld–%lld in %.1f s (%.3f s/step, %.0f tokens/s): loss %.4f → %.4f (mean of the last %lld)\n",
+        printf("trained steps %lld–%lld in %.1f s (%.3f s/step, %.0f tokens/s): "
+               "loss %.4f → %.4f (mean of the last %lld)\n",
                (long long)r->start + 1, (long long)step, train_seconds, train_seconds / (double)(step - r->start),
                (double)r->feed.tokens_per_batch * (double)(step - r->start) / train_seconds, first_loss,
                mean_recent, (long long)n_recent);
     if (interrupted && status == EXIT_OK) {
         kiln_diags_add(d, NULL, 0, 0, "train", "interrupted after step %lld of %lld%s%s", (long long)step,
-                       (long long)r->steps, r->save ? "; saved " : " (no --save: nothing kept)", r->save ? r->save : "");
+                       (long long)r->steps, r->save ? "; saved " : " (no --save: nothing kept)",
+                       r->save ? r->save : "");
         status = EXIT_FAIL;
     }
     free(types);
@@ -521,9 +527,11 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (a.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "train", "expects one MODEL.json");
     if (!r.data) kiln_diags_add(diags, NULL, 0, 0, "train", "--data PATH is required");
     if (!kiln_task_parse(task, &r.task))
-        kiln_diags_add(diags, NULL, 0, 0, "--task", "expected clm, mlm, classify, pairs, seq2seq or span, got '%s'", task);
+        kiln_diags_add(diags, NULL, 0, 0, "--task", "expected clm, mlm, classify, pairs, seq2seq or span, got '%s'",
+                       task);
     if (r.init && r.resume)
-        kiln_diags_add(diags, NULL, 0, 0, "--init", "cannot be combined with --resume (a checkpoint has every parameter)");
+        kiln_diags_add(diags, NULL, 0, 0, "--init",
+                       "cannot be combined with --resume (a checkpoint has every parameter)");
     if (steps_given && r.steps < 1) kiln_diags_add(diags, NULL, 0, 0, "--steps", "expected at least 1");
     if (batch_given && r.batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
     if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");

@@ -57,8 +57,8 @@ bool feed_init(feed *f, const kiln_model *m, kiln_task task, kiln_diags *d)
                 strncat(list, f->names[i], sizeof list - strlen(list) - 1);
             }
             kiln_diags_add(d, m->file, 0, 0, g->nodes[m->inputs[k]].attrs.name,
-                           "task %s does not fill this input (it fills %s); choose another --task", kiln_task_name(task),
-                           list);
+                           "task %s does not fill this input (it fills %s); choose another --task",
+                           kiln_task_name(task), list);
             ok = false;
         }
     }

@@ -41,6 +41,8 @@ typedef struct train_step {
     uint32_t *states;      /* STATE nodes in optimizer-blob order (malloc'd) */
     uint32_t n_states;
     uint32_t n_trained;    /* parameters the optimizer updates */
+    uint32_t step_state;   /* optim.step: also seeds dropout (lower_dropout.c) */
+    uint64_t dropout_seed; /* the run's --seed, set by the caller */
 } train_step;
 
 /* Turns m's graph into one training step: its outputs become just "loss", then the

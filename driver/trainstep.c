@@ -4,8 +4,9 @@
  * loss as the frontend builds them, then kiln_autodiff's backward nodes for every
  * parameter, then kiln_optim_build's update. Its only output is "loss"; the rest of
  * what it does is the graph's updates, which the compiled NAME_train_step writes into
- * the parameter and optimizer blobs. `kiln train` compiles it; so can `kiln check
- * --train` and `kiln compile --train`.
+ * the parameter and optimizer blobs. Dropout drops in it, seeded by the run's --seed
+ * and the step counter (codegen/lower_dropout.c). `kiln train` compiles it; so can
+ * `kiln check --train` and `kiln compile --train`.
  *
  * The model is loaded from text the driver read once, because the same text goes into
  * every checkpoint; the batch dim is found in that text (the name leading the inputs'
@@ -45,7 +46,8 @@ char *train_read_model_text(const char *path, size_t *len, kiln_diags *d)
     bool bad = ferror(f);
     fclose(f);
     if (bad || n > MAX_MODEL_BYTES) {
-        kiln_diags_add(d, path, 0, 0, NULL, bad ? "cannot read the model file" : "the model file is over the 64 MiB limit");
+        kiln_diags_add(d, path, 0, 0, NULL, "%s",
+                       bad ? "cannot read the model file" : "the model file is over the 64 MiB limit");
         free(buf);
         return NULL;
     }
@@ -138,8 +140,12 @@ bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
     ts->n_trained = res.n_trained;
     ts->states = calloc(res.n_states ? res.n_states : 1, sizeof *ts->states);
     KILN_ASSERT(ts->states != NULL);
-    for (uint32_t id = 0; id < g->n_nodes; id++)
-        if (g->nodes[id].op == KILN_OP_STATE) ts->states[ts->n_states++] = id;
+    ts->step_state = KILN_NONE;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        if (g->nodes[id].op != KILN_OP_STATE) continue;
+        ts->states[ts->n_states++] = id;
+        if (strcmp(g->nodes[id].attrs.name, "optim.step") == 0) ts->step_state = id;
+    }
     return true;
 }
 
@@ -160,7 +166,10 @@ kiln_compile_request train_step_request(const kiln_model *m, const train_step *t
                                   .train = true,
                                   .states = ts->states,
                                   .n_states = ts->n_states,
-                                  .lr = ts->lr};
+                                  .lr = ts->lr,
+                                  .dropout = ts->step_state != KILN_NONE,
+                                  .dropout_step = ts->step_state,
+                                  .dropout_seed = ts->dropout_seed};
 }
 
 int64_t train_step_flops(const kiln_graph *g)
@@ -248,8 +257,9 @@ bool train_check_vocab(const kiln_model *m, kiln_task task, const kiln_tokenizer
         int64_t classes = table->dims[table->rank - 1];
         int64_t need = is_target_slot(name) ? need_targets : !strcmp(name, "labels") && labels ? labels->n : 0;
         if (classes < need) {
-            kiln_diags_add(d, m->file, 0, 0, where, "the cross_entropy has %lld classes but '%s' holds values up to %lld",
-                           (long long)classes, name, (long long)need - 1);
+            kiln_diags_add(d, m->file, 0, 0, where,
+                           "the cross_entropy has %lld classes but '%s' holds values up to %lld", (long long)classes,
+                           name, (long long)need - 1);
             ok = false;
         }
     }

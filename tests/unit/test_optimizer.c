@@ -9,6 +9,7 @@
  * (torch.optim.AdamW, torch.optim.SGD, torch.nn.utils.clip_grad_norm_), carried over
  * several steps so that the moments, the bias corrections and the momentum buffers are
  * checked too. The learning rate of each step comes from the driver's schedule.
+ * Training dropout is checked the same way: compiled masks against the interpreter's.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -510,6 +511,92 @@ static void test_lr_name_reserved(void **state)
     kiln_diags_free(&o.d);
 }
 
+/* Dropout in a compiled training step drops the interpreter's elements (run seed =
+ * dropout_seed + steps taken), forward and backward alike, with new masks every step. */
+typedef int (*dropout_step_fn)(float *params, float *optim, void *workspace, const float *x, float lr, float *loss);
+
+static void test_training_dropout(void **state)
+{
+    kiln_graph g;
+    kiln_diags d;
+    kiln_graph_init(&g, "t");
+    kiln_diags_init(&d);
+    kiln_attrs a = {0};
+    a.dtype = KILN_F32;
+    a.rank = 2;
+    a.shape[0] = 6;
+    a.shape[1] = 16;
+    a.name = "x";
+    uint32_t x = kiln_graph_add(&g, KILN_OP_INPUT, NULL, 0, &a, "x", "test", &d);
+    a.name = "w";
+    uint32_t w = kiln_graph_add(&g, KILN_OP_PARAM, NULL, 0, &a, "w", "test", &d);
+    uint32_t in[2] = {x, w};
+    uint32_t h = kiln_graph_add(&g, KILN_OP_MUL, in, 2, NULL, NULL, "test", &d);
+    kiln_attrs da = {0};
+    da.scalar = 0.5;
+    uint32_t dropped = kiln_graph_add(&g, KILN_OP_DROPOUT, &h, 1, &da, NULL, "test", &d);
+    uint32_t sq = kiln_graph_add(&g, KILN_OP_SQUARE, &dropped, 1, NULL, NULL, "test", &d);
+    kiln_attrs sa = {0};
+    sa.n_axes = 2;
+    sa.axes[1] = 1;
+    g.loss = kiln_graph_add(&g, KILN_OP_SUM, &sq, 1, &sa, "loss", "test", &d);
+    kiln_graph_add_output(&g, "loss", g.loss);
+    uint32_t gw;
+    if (!kiln_autodiff(&g, g.loss, &w, 1, &gw, &d)) fail_diags(&d, "autodiff");
+    kiln_optim_config cfg = {.kind = KILN_OPTIM_SGD};
+    kiln_optim_result res;
+    if (!kiln_optim_build(&g, &w, &gw, 1, &cfg, &res, &d)) fail_diags(&d, "optimizer");
+    assert_int_equal(res.n_states, 1); /* optim.step */
+    uint32_t step = KILN_NONE;
+    for (uint32_t id = 0; id < g.n_nodes; id++)
+        if (g.nodes[id].op == KILN_OP_STATE) step = id;
+    kiln_compile_request req = {.g = &g, .inputs = &x, .n_inputs = 1, .params = &w, .n_params = 1, .name = "t",
+                                .train = true, .states = &step, .n_states = 1, .lr = res.lr, .dropout = true,
+                                .dropout_step = step, .dropout_seed = 42};
+    kiln_compiled c;
+    if (!kiln_compile_graph(&req, &c, &d)) fail_diags(&d, "compile");
+    assert_true(c.param_offsets[0] == 0 && c.state_offsets[0] == 0);
+    float *params = kiln_aligned_alloc((size_t)c.params_bytes), *optim = kiln_aligned_alloc((size_t)c.optim_bytes);
+    void *ws = kiln_aligned_alloc((size_t)c.workspace_bytes);
+    float xs[96], wi[96], steps = 0;
+    for (int i = 0; i < 96; i++) {
+        xs[i] = value(7, i);
+        wi[i] = params[i] = value(8, i);
+    }
+    int unchanged_before[96] = {0};
+    for (int s = 0; s < 3; s++) {
+        float lr = 0.1f, loss = 0, old[96];
+        memcpy(old, wi, sizeof old);
+        void **values = calloc(g.n_nodes, sizeof *values);
+        values[x] = xs;
+        values[w] = wi;
+        values[step] = &steps;
+        values[res.lr] = &lr;
+        if (!kiln_interp_run(&g, values, true, 42 + (uint64_t)s, &d)) fail_diags(&d, "interp");
+        kiln_interp_free_values(&g, values);
+        free(values);
+        assert_int_equal(((dropout_step_fn)c.entry)(params, optim, ws, xs, lr, &loss), 0);
+        int unchanged = 0, same_mask = 0;
+        for (int i = 0; i < 96; i++) {
+            if (fabsf(params[i] - wi[i]) > 2e-6f * fabsf(wi[i]) + 1e-7f)
+                fail_msg("step %d, w[%d]: compiled %.9g, interpreter %.9g", s + 1, i, params[i], wi[i]);
+            bool kept_old = wi[i] == old[i]; /* dropped: no gradient, no change */
+            unchanged += kept_old;
+            same_mask += s > 0 && kept_old == unchanged_before[i];
+            unchanged_before[i] = kept_old;
+        }
+        assert_true(unchanged > 96 / 5 && unchanged < 96 * 4 / 5);
+        if (s > 0) assert_true(same_mask < 90); /* a new mask every step */
+        assert_true(steps == (float)(s + 1) && optim[0] == steps);
+    }
+    kiln_aligned_free(params);
+    kiln_aligned_free(optim);
+    kiln_aligned_free(ws);
+    kiln_compiled_free(&c);
+    kiln_graph_free(&g);
+    kiln_diags_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -521,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_updates_in_place),
         cmocka_unit_test(test_text_form),
         cmocka_unit_test(test_lr_name_reserved),
+        cmocka_unit_test(test_training_dropout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
