@@ -9,7 +9,9 @@
  *                                               with `seen` on its own stack
  *       int NAME_set_threads(int)             records n in an internal global
  *   → LLVMTargetMachineEmitToFile on a clone (codegen mutates the module it emits), PIC
- *   → `cc -r -nostdlib` merges the object with the runtime archive's loader
+ *   + with --train, the training step's module (NAME_train_step, its graph built by the
+ *     driver) as a second object: its kernels are internal, so the two cannot clash
+ *   → `cc -r -nostdlib` merges the object(s) with the runtime archive's loader
  *     (runtime/params.c: libc only, no allocation), pulling only the members it needs
  *   → `objcopy -G` for each entry point: every other global (the loader included) becomes
  *     local, so two exported models link into one program without clashes and no kiln
@@ -142,10 +144,9 @@ static void add_set_threads(kiln_cg *cg, const char *prefix)
 static bool export_module(const kiln_compile_request *req, kiln_module *m, kiln_diags *d)
 {
     if (!check_name(model_name(req), d)) return false;
-    if (req->train) {
-        kiln_diags_add(d, NULL, 0, 0, "--train", "exporting the training step is not implemented yet");
-        return false;
-    }
+    /* the library is built around the forward entry; a training step rides along as
+     * kiln_aot_options.train (train_module) */
+    KILN_ASSERT(!req->train);
     if (!kiln_codegen_module(req, m, d)) return false;
     const char *prefix = model_name(req);
     add_param_table(&m->cg, req, &m->plan, prefix);
@@ -337,20 +338,38 @@ static bool emit_object(kiln_module *m, const char *path, kiln_diags *d)
     return !failed;
 }
 
+/* The training step's module beside the forward one: both index the caller's one
+ * parameter blob, so their plans must place every parameter alike (the memory planner
+ * lays parameters out in request order, whatever the graph; this checks it). */
+static bool train_module(const kiln_compile_request *req, const kiln_compile_request *train,
+                         const kiln_module *fwd, kiln_module *m, kiln_diags *d)
+{
+    if (!kiln_codegen_module(train, m, d)) return false;
+    bool same = train->n_params == req->n_params && m->plan.params_bytes == fwd->plan.params_bytes;
+    for (uint32_t i = 0; same && i < req->n_params; i++)
+        same = m->plan.homes[train->params[i]].offset == fwd->plan.homes[req->params[i]].offset;
+    if (same) return true;
+    kiln_diags_add(d, NULL, 0, 0, "codegen",
+                   "internal error: the training step lays out the parameter blob unlike the forward pass");
+    kiln_module_free(m);
+    return false;
+}
+
 /* The files of one build, all inside `dir` (a fresh directory beside the output). */
 typedef struct build {
-    char *dir, *model_o, *merged_o, *final;
+    char *dir, *model_o, *train_o, *merged_o, *final;
     char *header_tmp; /* beside the header */
 } build;
 
 static void build_cleanup(build *b)
 {
-    const char *files[] = {b->model_o, b->merged_o, b->final, b->header_tmp};
+    const char *files[] = {b->model_o, b->train_o, b->merged_o, b->final, b->header_tmp};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (files[i]) unlink(files[i]); /* renamed ones are gone already: harmless */
     if (b->dir) rmdir(b->dir);
     free(b->dir);
     free(b->model_o);
+    free(b->train_o);
     free(b->merged_o);
     free(b->final);
     free(b->header_tmp);
@@ -386,8 +405,12 @@ static bool stage_header(build *b, const char *path, const char *text, kiln_diag
 bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d)
 {
     const char *name = model_name(req);
-    kiln_module m;
+    kiln_module m, tm;
     if (!export_module(req, &m, d)) return false;
+    if (opt->train && !train_module(req, opt->train, &m, &tm, d)) {
+        kiln_module_free(&m);
+        return false;
+    }
 
     build b = {0};
     char *dir = dir_of(opt->out);
@@ -407,20 +430,27 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
         snprintf(file, sizeof file, "%s.o", name);
         b.merged_o = join(b.dir, file);
         ok = emit_object(&m, b.model_o, d);
+        if (ok && opt->train) {
+            snprintf(file, sizeof file, "%s.train.o", name);
+            b.train_o = join(b.dir, file);
+            ok = emit_object(&tm, b.train_o, d);
+        }
     }
     if (ok) {
         char *merge[] = {(char *)opt->cc, "-r", "-nostdlib", "-o", b.merged_o, b.model_o,
-                         (char *)opt->runtime_archive, NULL};
+                         b.train_o ? b.train_o : (char *)opt->runtime_archive,
+                         b.train_o ? (char *)opt->runtime_archive : NULL, NULL};
         ok = run_tool(merge, d);
     }
     if (ok) {
         /* -G SYM keeps SYM global and makes every other defined symbol local */
-        char syms[4][300], *localise[] = {(char *)opt->objcopy, "-G", syms[0], "-G", syms[1], "-G", syms[2], "-G",
-                                           syms[3], b.merged_o, NULL};
+        char syms[5][300], *localise[] = {(char *)opt->objcopy, "-G", syms[0], "-G", syms[1], "-G", syms[2], "-G",
+                                           syms[3], "-G", syms[4], b.merged_o, NULL};
         snprintf(syms[0], sizeof syms[0], "%s_forward", name);
         snprintf(syms[1], sizeof syms[1], "%s_load", name);
         snprintf(syms[2], sizeof syms[2], "%s_set_threads", name);
         snprintf(syms[3], sizeof syms[3], "%s_params", name);
+        snprintf(syms[4], sizeof syms[4], "%s_train_step", name); /* absent without --train: harmless */
         ok = run_tool(localise, d);
     }
     if (ok) {
@@ -447,7 +477,7 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
         }
     }
     if (ok && opt->header) {
-        char *text = kiln_header_text(req, &m.plan, opt->source);
+        char *text = kiln_header_text(req, &m.plan, opt->train, opt->train ? &tm.plan : NULL, opt->source);
         ok = stage_header(&b, opt->header, text, d);
         free(text);
     }
@@ -461,5 +491,6 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     }
     build_cleanup(&b);
     kiln_module_free(&m);
+    if (opt->train) kiln_module_free(&tm);
     return ok;
 }

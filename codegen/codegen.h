@@ -170,20 +170,26 @@ typedef struct kiln_aot_options {
     const char *source;           /* the model file, named in the header's comment */
     const char *runtime_archive;  /* the PIC archive defining kiln_params_load (kiln/params.h) */
     const char *cc, *objcopy, *ar;/* the tools: "cc", "objcopy", "ar" */
+    /* `--train`: the training step to export beside the forward entry, or NULL. Its
+     * graph is another one (forward + autodiff + optimizer) over the same parameters,
+     * in the same blob order; it becomes a module of its own, merged into the artifact. */
+    const kiln_compile_request *train;
 } kiln_aot_options;
 
 /* Builds the exported library of a forward request (req->name: the symbol prefix NAME,
  * a C identifier; req->target required): NAME_forward, NAME_load, NAME_set_threads and
- * the table NAME_params, nothing else global. Every output appears complete or not at
- * all (built beside its target, then renamed); a failing tool is a diagnostic with its
- * output. */
+ * the table NAME_params (with opt->train, NAME_train_step too), nothing else global.
+ * Every output appears complete or not at all (built beside its target, then renamed);
+ * a failing tool is a diagnostic with its output. */
 bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d);
 
 /* The exported module as LLVM IR text or assembly, malloc'd (`kiln compile --emit`). */
 char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d);
 
-/* The C header of an exported library (SPEC section 6), malloc'd. */
-char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const char *source);
+/* The C header of an exported library (SPEC section 6), malloc'd. train/train_plan:
+ * the exported training step and its plan, or NULL (then nothing about training). */
+char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const kiln_compile_request *train,
+                       const kiln_memplan *train_plan, const char *source);
 
 /* Writes bytes to path atomically: a temporary beside it, then rename. */
 bool kiln_write_file_atomic(const char *path, const void *data, size_t size, kiln_diags *d);

@@ -9,6 +9,9 @@
  * (kiln_param_info and the KILN_LOAD_* codes) sit behind KILN_PARAM_INFO_DEFINED, word
  * for word as in include/kiln/params.h, which the runtime's loader is compiled with.
  *
+ * With --train the header adds the training step's sizes and prototype (SPEC section 6):
+ * every model input in model order, then `float lr`, then the loss.
+ *
  * Argument names come from the model's input and output names, made into C identifiers
  * (other characters become '_'); a name that would clash with a keyword, with
  * `params`/`workspace` or with an earlier argument gets a trailing '_'.
@@ -90,7 +93,45 @@ static void add_shape(text *t, const kiln_type *ty)
     add(t, "]");
 }
 
-char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const char *source)
+/* int NAME_train_step(float *params, float *optim, void *workspace, inputs…, float lr, outputs…);
+ * `optim` and `lr` take the first two names so that an input cannot shadow them. */
+static void add_train_step(text *t, const kiln_compile_request *req, const char *name, const char *up)
+{
+    const kiln_graph *g = req->g;
+    uint32_t n_args = 2 + req->n_inputs + g->n_outputs;
+    char(*names)[64] = calloc(n_args, sizeof *names);
+    KILN_ASSERT(names != NULL);
+    arg_name("optim", names, 0);
+    arg_name("lr", names, 1);
+    for (uint32_t i = 0; i < req->n_inputs; i++) arg_name(g->nodes[req->inputs[i]].attrs.name, names, (int)(2 + i));
+    for (uint32_t o = 0; o < g->n_outputs; o++)
+        arg_name(g->outputs[o].name, names, (int)(2 + req->n_inputs + o));
+    add(t, "/* One training step: forward, backward and the optimizer update from the model\n"
+           " * file, written into params and optim in place. optim is %s_OPTIM_BYTES, zeroed\n"
+           " * before the first step (it holds the step counter); the workspace is\n"
+           " * %s_TRAIN_WORKSPACE_BYTES; lr is this step's learning rate (the caller owns the\n"
+           " * schedule). Returns 0, or KILN_FORWARD_* before anything was updated. */\n",
+        up, up);
+    add(t, "int %s_train_step(float *params, float *%s, void *workspace", name, names[0]);
+    for (uint32_t i = 0; i < req->n_inputs; i++) {
+        const kiln_node *n = &g->nodes[req->inputs[i]];
+        add(t, ",\n        const %s *%s /* ", n->type.dtype == KILN_I32 ? "int32_t" : "float", names[2 + i]);
+        add_shape(t, &n->type);
+        add(t, " */");
+    }
+    add(t, ",\n        float %s", names[1]);
+    for (uint32_t o = 0; o < g->n_outputs; o++) {
+        const kiln_type *ty = &g->nodes[g->outputs[o].node].type;
+        add(t, ",\n        %s *%s /* ", ty->dtype == KILN_I32 ? "int32_t" : "float", names[2 + req->n_inputs + o]);
+        add_shape(t, ty);
+        add(t, " */");
+    }
+    add(t, ");\n\n");
+    free(names);
+}
+
+char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const kiln_compile_request *train,
+                       const kiln_memplan *train_plan, const char *source)
 {
     const kiln_graph *g = req->g;
     const char *name = req->name ? req->name : g->name;
@@ -164,6 +205,25 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
     add(&t, "#define %s_PARAMS_BYTES %lld\n", up, (long long)plan->params_bytes);
     add(&t, "#define %s_WORKSPACE_BYTES %lld\n", up, (long long)plan->workspace_bytes);
     add(&t, "#define %s_NUM_PARAMS %u\n", up, req->n_params);
+    if (train) {
+        add(&t, "#define %s_OPTIM_BYTES %lld  /* the optimizer blob of %s_train_step */\n", up,
+            (long long)train_plan->optim_bytes, name);
+        add(&t, "#define %s_TRAIN_WORKSPACE_BYTES %lld  /* the workspace of %s_train_step */\n", up,
+            (long long)train_plan->workspace_bytes, name);
+        /* inputs only the loss reads (targets) are not the forward entry's: count them too */
+        for (uint32_t i = 0; i < train->n_inputs; i++) {
+            const kiln_node *n = &train->g->nodes[train->inputs[i]];
+            bool in_forward = false;
+            for (uint32_t j = 0; j < req->n_inputs && !in_forward; j++)
+                in_forward = strcmp(g->nodes[req->inputs[j]].attrs.name, n->attrs.name) == 0;
+            if (in_forward) continue;
+            char one[1][64], in[64];
+            arg_name(n->attrs.name, one, 0);
+            upper(one[0], in, sizeof in);
+            add(&t, "#define %s_IN_%s_COUNT %lld  /* elements of input '%s' (training) */\n", up, in,
+                (long long)kiln_type_numel(&n->type), n->attrs.name);
+        }
+    }
     for (uint32_t i = 0; i < req->n_inputs; i++) {
         char in[64];
         upper(names[i], in, sizeof in);
@@ -195,6 +255,7 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
         add(&t, " */");
     }
     add(&t, ");\n\n");
+    if (train) add_train_step(&t, train, name, up);
     add(&t, "/* Fills the blob from a safetensors file by parameter name (F32; F16, BF16 and F64\n"
             " * are converted), checking every shape; extra tensors are ignored. Returns 0 or a\n"
             " * KILN_LOAD_* code (the blob is then unspecified). Never allocates. */\n");

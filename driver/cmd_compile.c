@@ -1,12 +1,17 @@
-/* cmd_compile.c — `kiln compile`: a model's forward pass as a native library for other
- * programs (SPEC section 6), or a look at what would be compiled (--emit).
+/* cmd_compile.c — `kiln compile`: a model's forward pass (and with --train its training step)
+ * as a native library for other programs (SPEC section 6), or a look at what would be
+ * compiled (--emit).
  *
- *   kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [-D N=V]...
+ *   kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--train] [--header OUT.h] [-D N=V]...
  *                [--target-cpu CPU] [--target-features F] [--emit ir|llvm|asm|dot]
  *
  * The kind of artifact follows -o's extension. The exported entry takes the inputs the
  * outputs need, in the model file's order (a `targets` input only the loss reads is
- * left out, as in SPEC section 6's example). With --emit nothing is built: the text goes
+ * left out, as in SPEC section 6's example). With --train the library also exports
+ * NAME_train_step, built from a second load of the model by train_step_build (the graph
+ * `kiln train` JIT-compiles, so both compute the same step), taking every model input;
+ * dropout's run seed is the model's init.seed, `kiln train`'s default --seed. With --emit
+ * and --train the text shows the training step. With --emit nothing is built: the text goes
  * to -o when given (written atomically), else to stdout. The work itself is codegen's
  * (aot.c, header.c); this file checks the command line, loads the model and says where
  * the tools and the runtime archive are.
@@ -22,6 +27,7 @@
 #include "cli.h"
 #include "codegen.h"
 #include "driver.h"
+#include "train.h"
 
 #ifndef KILN_EXPORT_RUNTIME_ARCHIVE
 #define KILN_EXPORT_RUNTIME_ARCHIVE "libkiln_export_runtime.a"
@@ -94,10 +100,6 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     }
     if (cpu && !*cpu) kiln_diags_add(diags, NULL, 0, 0, "--target-cpu", "is empty");
     if (diags->n) return EXIT_USAGE;
-    if (train) {
-        kiln_diags_add(diags, NULL, 0, 0, "--train", "exporting the training step is not implemented yet");
-        return EXIT_FAIL;
-    }
     const char *runtime = env_or("KILN_EXPORT_RUNTIME", KILN_EXPORT_RUNTIME_ARCHIVE);
     if (!emit && access(runtime, R_OK) != 0) {
         kiln_diags_add(diags, runtime, 0, 0, NULL,
@@ -114,6 +116,10 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     char *text = NULL;
     kiln_target target;
     bool have_target = false;
+    /* the training step: its own copy of the model, since building it rewrites the graph */
+    kiln_model tmodel;
+    train_step ts = {0};
+    bool have_train = false;
 
     /* the forward entry takes only the inputs its outputs read */
     unsigned char *needed = calloc(g->n_nodes ? g->n_nodes : 1, 1);
@@ -124,13 +130,33 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     for (int i = 0; i < model.n_inputs; i++)
         if (needed[model.inputs[i]]) inputs[n_inputs++] = model.inputs[i];
 
-    if (emit && strcmp(emit, "ir") == 0) {
+    if (train) {
+        if (!kiln_model_load(&tmodel, args.positional[0], &opt, diags)) goto done;
+        have_train = true;
+        if (!train_step_build(&tmodel, &ts, diags)) goto done;
+        ts.dropout_seed = tmodel.init_seed;
+    }
+
+    if (emit && train && strcmp(emit, "ir") == 0) {
+        text = kiln_graph_print(&tmodel.graph);
+    } else if (emit && train && strcmp(emit, "dot") == 0) {
+        unsigned char *all = malloc(tmodel.graph.n_nodes ? tmodel.graph.n_nodes : 1);
+        KILN_ASSERT(all != NULL);
+        memset(all, 1, tmodel.graph.n_nodes); /* updates read nodes no output needs */
+        text = graph_dot(&tmodel.graph, all);
+        free(all);
+    } else if (emit && strcmp(emit, "ir") == 0) {
         text = kiln_graph_print(g);
     } else if (emit && strcmp(emit, "dot") == 0) {
         text = graph_dot(g, needed);
     } else {
         if (!kiln_target_for(&target, cpu, features, diags)) goto done;
         have_target = true;
+        kiln_compile_request treq = {0};
+        if (train) {
+            treq = train_step_request(&tmodel, &ts);
+            treq.target = &target;
+        }
         kiln_compile_request req = {.g = g,
                                     .inputs = inputs,
                                     .n_inputs = n_inputs,
@@ -138,7 +164,10 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
                                     .n_params = (uint32_t)model.n_params,
                                     .name = model.name,
                                     .target = &target};
-        if (emit) {
+        if (emit && train) {
+            text = kiln_codegen_emit(&treq, strcmp(emit, "asm") == 0, diags);
+            if (!text) goto done;
+        } else if (emit) {
             text = kiln_aot_emit(&req, strcmp(emit, "asm") == 0, diags);
             if (!text) goto done;
         } else {
@@ -149,7 +178,8 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
                                     .runtime_archive = runtime,
                                     .cc = env_or("KILN_CC", "cc"),
                                     .objcopy = env_or("KILN_OBJCOPY", "objcopy"),
-                                    .ar = env_or("KILN_AR", "ar")};
+                                    .ar = env_or("KILN_AR", "ar"),
+                                    .train = train ? &treq : NULL};
             if (kiln_aot_write(&req, &aot, diags)) status = EXIT_OK;
             goto done;
         }
@@ -166,6 +196,10 @@ done:
     free(needed);
     free(inputs);
     if (have_target) kiln_target_free(&target);
+    if (have_train) {
+        train_step_free(&ts);
+        kiln_model_free(&tmodel);
+    }
     kiln_model_free(&model);
     return status;
 }

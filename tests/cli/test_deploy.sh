@@ -184,7 +184,6 @@ KILN_CC=false kiln_fails "a failing cc" 1 "failed (exit 1)" compile "$gpt" "${di
 KILN_CC=/nonexistent/cc kiln_fails "a missing cc" 1 "cannot run" compile "$gpt" "${dims[@]}" -o libchar_gpt.so
 cmp -s keep.so libchar_gpt.so || fail "a failed compile changed the existing libchar_gpt.so"
 [[ -z $(ls -A | grep '^\.kiln-') ]] || fail "temporaries left behind after failures: $(ls -A | grep '^\.kiln-')"
-kiln_fails "--train" 1 "not implemented" compile "$gpt" -o t.so --train
 kiln_fails "bad --emit" 2 "not one of" compile "$gpt" --emit png
 
 finish
