@@ -12,8 +12,11 @@
  * the GFLOP/s they give (FLOPs as `kiln check` counts them). --interp times the
  * reference interpreter instead (nothing is compiled).
  *
- * Not yet: per-kernel times (they need the entry function to be instrumented) and
- * --train (the training step is not compiled yet).
+ * --train times one whole training step instead (forward, backward and the optimizer
+ * update of the model's `train` section, as `kiln train` compiles it) at a fixed small
+ * learning rate; its FLOPs count every node the loss or an update needs.
+ *
+ * Not yet: per-kernel times (they need the entry function to be instrumented).
  */
 #include <cjson/cJSON.h>
 #include <ffi.h>
@@ -25,6 +28,7 @@
 #include "codegen.h"
 #include "driver.h"
 #include "passes.h"
+#include "train.h"
 
 static double now_ms(void)
 {
@@ -106,18 +110,27 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "bench", "expects one MODEL.json");
     if (iters < 0 || iters > 1000) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
     if (diags->n) return EXIT_USAGE;
-    if (train) {
-        kiln_diags_add(diags, NULL, 0, 0, "--train", "benchmarking the training step is not implemented yet");
-        return EXIT_FAIL;
+    if (train && interp) {
+        kiln_diags_add(diags, NULL, 0, 0, "--train", "benchmarks the compiled training step; it does not combine with --interp");
+        return EXIT_USAGE;
     }
 
     double t_load = now_ms();
     kiln_load_options opt = {args.defines, args.n_defines, NULL, 0, NULL};
     kiln_model m;
     if (!kiln_model_load(&m, args.positional[0], &opt, diags)) return EXIT_FAIL;
+    train_step ts;
+    memset(&ts, 0, sizeof ts);
+    if (train && !train_step_build(&m, &ts, diags)) {
+        train_step_free(&ts);
+        kiln_model_free(&m);
+        return EXIT_FAIL;
+    }
     t_load = now_ms() - t_load;
     const kiln_graph *g = &m.graph;
     int status = EXIT_FAIL;
+    void *optim = NULL;
+    float lr = 1e-4f, loss = 0; /* --train: the lr argument and the loss output */
 
     /* fresh parameters and fixed inputs, one buffer per PARAM / INPUT node */
     void **values = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *values);
@@ -160,6 +173,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
                                     .params = m.params,
                                     .n_params = (uint32_t)m.n_params,
                                     .name = m.name};
+        if (train) req = train_step_request(&m, &ts);
         t_compile = now_ms();
         if (!kiln_compile_graph(&req, &cr.c, diags)) goto done;
         t_compile = now_ms() - t_compile;
@@ -169,32 +183,44 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
         for (int i = 0; i < m.n_params; i++)
             memcpy((char *)params + cr.c.param_offsets[i], blobs[i],
                    (size_t)kiln_type_numel(&g->nodes[m.params[i]].type) * KILN_ELEM_BYTES);
+        if (train) {
+            optim = kiln_aligned_alloc((size_t)cr.c.optim_bytes);
+            KILN_ASSERT(optim != NULL);
+        }
         cr.args = calloc(cr.c.n_args, sizeof *cr.args);
         cr.arg_ptrs = calloc(cr.c.n_args, sizeof *cr.arg_ptrs);
         types = calloc(cr.c.n_args, sizeof *types);
         KILN_ASSERT(cr.args && cr.arg_ptrs && types);
-        uint32_t k = 0;
+        /* forward: (params, workspace, inputs…, outputs…);
+         * train: (params, optim, workspace, inputs…, float lr, float *loss) */
+        uint32_t k = 0, lr_arg = UINT32_MAX;
         cr.args[k++] = params;
+        if (train) cr.args[k++] = optim;
         cr.args[k++] = workspace;
         for (int i = 0; i < m.n_inputs; i++) cr.args[k++] = values[m.inputs[i]];
-        for (uint32_t o = 0; o < g->n_outputs; o++) {
+        if (train) {
+            lr_arg = k++;
+            cr.args[k++] = &loss;
+        }
+        for (uint32_t o = 0; !train && o < g->n_outputs; o++) {
             outs[o] = kiln_aligned_alloc((size_t)kiln_type_numel(&g->nodes[g->outputs[o].node].type) * KILN_ELEM_BYTES);
             KILN_ASSERT(outs[o] != NULL);
             cr.args[k++] = outs[o];
         }
         KILN_ASSERT(k == cr.c.n_args);
         for (uint32_t i = 0; i < k; i++) {
-            types[i] = &ffi_type_pointer;
-            cr.arg_ptrs[i] = &cr.args[i];
+            types[i] = i == lr_arg ? &ffi_type_float : &ffi_type_pointer;
+            cr.arg_ptrs[i] = i == lr_arg ? (void *)&lr : (void *)&cr.args[i];
         }
         KILN_ASSERT(ffi_prep_cif(&cr.cif, FFI_DEFAULT_ABI, k, &ffi_type_sint, types) == FFI_OK);
         n_times = time_runs(run_compiled, &cr, iters, times, diags);
     }
     if (n_times < 0) goto done;
 
-    int64_t flops = kiln_graph_flops(g);
+    int64_t flops = train ? train_step_flops(g) : kiln_graph_flops(g);
     double median = times[n_times / 2], best = times[0];
     const char *mode = interp ? "interp" : "compiled";
+    const char *what = train ? "training step" : "forward pass";
     if (json) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "name", m.name);
@@ -211,8 +237,9 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
             cJSON_AddNumberToObject(o, "workspace_bytes", (double)cr.c.workspace_bytes);
         }
         cJSON_AddNumberToObject(o, "runs", n_times);
-        cJSON_AddNumberToObject(o, "forward_ms_median", median);
-        cJSON_AddNumberToObject(o, "forward_ms_min", best);
+        cJSON_AddNumberToObject(o, train ? "step_ms_median" : "forward_ms_median", median);
+        cJSON_AddNumberToObject(o, train ? "step_ms_min" : "forward_ms_min", best);
+        if (train) cJSON_AddNumberToObject(o, "optim_bytes", (double)cr.c.optim_bytes);
         cJSON_AddNumberToObject(o, "gflops_median", flops / median / 1e6);
         char *text = cJSON_Print(o);
         puts(text);
@@ -221,15 +248,15 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     } else {
         printf("model %s:", m.name);
         for (int i = 0; i < m.n_dims; i++) printf(" %s=%lld", m.dims[i].name, (long long)m.dims[i].value);
-        printf(", %.3f GFLOP per forward pass\n", flops / 1e9);
+        printf(", %.3f GFLOP per %s\n", flops / 1e9, what);
         if (!interp) {
             printf("compile: %.1f ms from model file to entry point (load %.1f, plan+build %.1f, optimise %.1f, "
                    "jit %.1f); %d kernels, %d functions\n",
                    t_load + t_compile, t_load, cr.c.ms_build, cr.c.ms_optimize, cr.c.ms_jit, cr.c.n_kernels,
                    cr.c.n_functions);
         }
-        printf("forward (%s): median %.3f ms, min %.3f ms over %d runs; %.1f GFLOP/s at the median\n", mode, median,
-               best, n_times, flops / median / 1e6);
+        printf("%s (%s): median %.3f ms, min %.3f ms over %d runs; %.1f GFLOP/s at the median\n",
+               train ? "training step" : "forward", mode, median, best, n_times, flops / median / 1e6);
     }
     status = EXIT_OK;
 
@@ -239,6 +266,8 @@ done:
     for (uint32_t o = 0; o < g->n_outputs; o++) kiln_aligned_free(outs[o]);
     kiln_aligned_free(params);
     kiln_aligned_free(workspace);
+    kiln_aligned_free(optim);
+    train_step_free(&ts);
     free(outs);
     free(types);
     free(cr.args);

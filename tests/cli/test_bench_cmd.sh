@@ -34,9 +34,19 @@ fi
 status=0
 "$kiln" bench "$tiny" --iters 5000 >out.txt 2>err.txt || status=$?
 [[ $status -eq 2 ]] && grep -q -- "--iters" err.txt || fail "--iters 5000: exit $status, $(cat err.txt)"
+if "$kiln" bench "$tiny" -D B=1 --train --iters 2 --json >out.json 2>err.txt; then
+    /usr/bin/python3 -c "
+import json
+o = json.load(open('out.json'))
+assert o['mode'] == 'compiled' and o['runs'] == 2 and o['step_ms_median'] > 0, o
+assert o['optim_bytes'] > 0 and o['flops'] > 0, o
+" || fail "bad --train --json: $(cat out.json)"
+else
+    fail "kiln bench --train: $(head -n 5 err.txt)"
+fi
 status=0
-"$kiln" bench "$tiny" --train >out.txt 2>err.txt || status=$?
-[[ $status -eq 1 ]] && grep -q "not implemented" err.txt || fail "--train: exit $status, $(cat err.txt)"
+"$kiln" bench "$tiny" --train --interp >out.txt 2>err.txt || status=$?
+[[ $status -eq 2 ]] && grep -q -- "--interp" err.txt || fail "--train --interp: exit $status, $(cat err.txt)"
 
 if [[ $failures -gt 0 ]]; then
     echo "test_bench_cmd: $failures failure(s)"
