@@ -7,7 +7,7 @@
  *       const kiln_param_info NAME_params[]   the parameter table (names, offsets, shapes)
  *       int NAME_load(float *, const char *)  → kiln_params_load(blob, path, table, n, seen)
  *                                               with `seen` on its own stack
- *       int NAME_set_threads(int)             records n in an internal global
+ *       int NAME_set_threads(int)             sizes the library's thread pool (threads.c)
  *   → LLVMTargetMachineEmitToFile on a clone (codegen mutates the module it emits), PIC
  *   + with --train, the training step's module (NAME_train_step, its graph built by the
  *     driver) as a second object: its kernels are internal, so the two cannot clash
@@ -123,22 +123,21 @@ static void add_load(kiln_cg *cg, const kiln_compile_request *req, const char *p
     LLVMBuildRet(cg->b, LLVMBuildCall2(cg->b, loader_t, loader, args, 5, ""));
 }
 
-/* int NAME_set_threads(int n) { if (n < 1) return 1; threads = n; return 0; }
- * Threads are not implemented yet: the value is recorded for when they are. */
+/* int NAME_set_threads(int n) { return kiln_threads_set(n); }
+ * The pool is the runtime archive's (threads.c), linked in and made local to the library
+ * like the loader, so each exported library has its own. */
 static void add_set_threads(kiln_cg *cg, const char *prefix)
 {
-    LLVMValueRef threads = LLVMAddGlobal(cg->mod, cg->t_i32, "threads");
-    LLVMSetInitializer(threads, cg_i32(cg, 1));
-    LLVMSetLinkage(threads, LLVMInternalLinkage);
+    LLVMTypeRef set_t = LLVMFunctionType(cg->t_i32, &cg->t_i32, 1, 0);
+    LLVMValueRef set = LLVMGetNamedFunction(cg->mod, "kiln_threads_set");
+    if (!set) set = LLVMAddFunction(cg->mod, "kiln_threads_set", set_t);
     char sym[256];
     snprintf(sym, sizeof sym, "%s_set_threads", prefix);
     LLVMValueRef fn = add_function(cg, sym, cg->t_i32, &cg->t_i32, 1);
     LLVMValueRef n = LLVMGetParam(fn, 0);
     LLVMSetValueName2(n, "n", 1);
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
-    cg_return_if(cg, LLVMBuildICmp(cg->b, LLVMIntSLT, n, cg_i32(cg, 1), ""), 1);
-    LLVMBuildStore(cg->b, n, threads);
-    LLVMBuildRet(cg->b, cg_i32(cg, 0));
+    LLVMBuildRet(cg->b, LLVMBuildCall2(cg->b, set_t, set, &n, 1, ""));
 }
 
 static bool export_module(const kiln_compile_request *req, kiln_module *m, kiln_diags *d)

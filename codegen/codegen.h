@@ -136,6 +136,12 @@ typedef struct kiln_compiled {
 } kiln_compiled;
 
 bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kiln_diags *d);
+
+/* Defines the runtime functions generated code calls (kiln_parallel_for) in an LLJIT's
+ * main dylib, at their addresses in this process: the process-symbol generator sees only
+ * what the executable exports dynamically, which it does not. Takes an LLVMOrcLLJITRef;
+ * returns an LLVMErrorRef (NULL on success). */
+void *kiln_jit_define_runtime(void *jit);
 void kiln_compiled_free(kiln_compiled *c);
 
 /* The memory plan compile would use and its kernel count, without building code

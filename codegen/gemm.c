@@ -49,7 +49,16 @@
  * 208 + 192, not 384 + 16) and are whole tiles, so only the last block of m (n) can hold a
  * partial tile.
  *
- * Scratch (floats, 64-byte aligned): [ Ap: mc·kc, rounded up to 16 ][ Bp: nc·kc ].
+ * Scratch (floats, 64-byte aligned): one slot per part (see Threads), each
+ *   [ Ap: mc·kc, rounded up to 16 ][ Bp: nc·kc ], rounded up to 16.
+ *
+ * Threads. A product of m·n·k ≥ 2^18 is cut into at most KILN_MAX_THREADS parts of whole
+ * tiles along the larger of m and n (part_function), handed to kiln_parallel_for (the
+ * runtime's pool; the JIT resolves it from the process, exported libraries link it from
+ * the runtime archive); each runs the same loop nest on its rows (columns) with its own
+ * packing slot, duplicating only the packing of the other operand. The k blocks are the
+ * whole shape's, and every element sums its kc blocks, each in k order, in its own
+ * accumulator lane, so C is bit-identical for any thread count and any partition.
  *
  * The emitted IR is already what should run (vector phis, no allocas, addresses as one
  * pointer per loop plus constants), so it needs no IR optimisation. Every loop carries
@@ -64,6 +73,7 @@
 #include <llvm-c/DebugInfo.h>
 
 #include "codegen.h"
+#include "kiln/runtime.h" /* KILN_MAX_THREADS */
 
 enum { GEMM_KC = 384, GEMM_MC = 960, GEMM_NC = 320 };
 
@@ -105,10 +115,32 @@ static gemm_blocks blocks_for(gemm_tile t, const kiln_gemm_shape *s) {
 static int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
 static int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
 
+/* Floats of one thread's scratch slot: Ap then Bp, rounded so every slot stays aligned. */
+static int64_t slot_floats(gemm_blocks bl) { return round_up(packed_a_floats(bl) + packed_b_floats(bl), 16); }
+
+/* How a product is split across threads (see "Threads" above): `parts` pieces of the
+ * larger of m and n (in tiles), `lanes` rows or columns each (the last may be shorter). */
+typedef struct gemm_split {
+    bool on_m;
+    int64_t parts, lanes;
+} gemm_split;
+
+enum { GEMM_PARALLEL_MIN = 1 << 18 };  /* m·n·k: below this a hand-off costs more than it saves */
+
+static gemm_split split_for(gemm_tile t, const kiln_gemm_shape *s) {
+    int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
+    bool on_m = tiles_m >= tiles_n;
+    int64_t tiles = on_m ? tiles_m : tiles_n;
+    bool big = (double)s->m * (double)s->n * (double)s->k >= GEMM_PARALLEL_MIN;
+    if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n};
+    int64_t per = (tiles + KILN_MAX_THREADS - 1) / KILN_MAX_THREADS;  /* tiles per part */
+    return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
+}
+
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
-    gemm_blocks bl = blocks_for(tile_for(t), s);
-    return packed_a_floats(bl) + packed_b_floats(bl);
+    gemm_tile tile = tile_for(t);
+    return split_for(tile, s).parts * slot_floats(blocks_for(tile, s));
 }
 
 /* ---- emission state and small builders ------------------------------------------- */
@@ -662,6 +694,42 @@ static void emit_zero_c(gen *g, const kiln_gemm_shape *s, LLVMValueRef c) {
     loop_end(g, &li);
 }
 
+/*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch}
+ * parts [begin, end) of the split: one call of the loop nest on the rows (columns) they
+ * cover, i.e. on A (B) and C moved to the first of them, packing into scratch slot
+ * `begin`. The chunks of concurrent calls are disjoint, so their first parts, and slots,
+ * differ; the slot has room for the whole shape's blocks, whatever the chunk's size. */
+static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const char *gemm_name, LLVMValueRef loops) {
+    char name[208];
+    snprintf(name, sizeof name, "%s.part", gemm_name);
+    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
+    static const char *const names[] = {"ctx", "begin", "end"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
+    gemm_blocks bl = blocks_for(g.t, s);
+    gemm_split sp = split_for(g.t, s);
+    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
+    LLVMValueRef first = mul(&g, begin, k64(&g, sp.lanes));
+    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, end, k64(&g, sp.lanes)), k64(&g, sp.on_m ? s->m : s->n)), first);
+    LLVMValueRef a = v[0], b = v[1], c = v[2], m = k64(&g, s->m), n = k64(&g, s->n);
+    if (sp.on_m) {  /* row i of op(A) starts at a + i·lda, or a + i when transposed */
+        a = at(&g, a, mul(&g, first, k64(&g, s->trans_a ? 1 : s->lda)));
+        c = at(&g, c, mul(&g, first, k64(&g, s->ldc)));
+        m = lanes;
+    } else {        /* column j of op(B) starts at b + j, or b + j·ldb when transposed */
+        b = at(&g, b, mul(&g, first, k64(&g, s->trans_b ? s->ldb : 1)));
+        c = at(&g, c, first);
+        n = lanes;
+    }
+    LLVMValueRef scratch = at(&g, v[3], mul(&g, begin, k64(&g, slot_floats(bl))));
+    LLVMValueRef args[] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
+                           k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
+    call(&g, loops, args, 13);
+    return function_end(&g);
+}
+
 LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) {
     assert(s->m >= 0 && s->n >= 0 && s->k >= 0);
     assert(s->ldc >= s->n);
@@ -681,10 +749,27 @@ LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) {
      * constants passed to the shared loop nest, zeros for k = 0, nothing for m·n = 0. */
     LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr, g.ptr};
     static const char *const names[] = {"a", "b", "c", "scratch"};
+    gemm_split sp = split_for(g.t, s);
+    LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, name, loops) : NULL;  /* own builder */
     function_begin(&g, name, 4, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
-    if (work) {
+    if (part) {
+        /* kiln_parallel_for(part, &{a, b, c, scratch}, parts). The operands' nocapture
+         * still holds: the pool forgets them before kiln_parallel_for returns. */
+        LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, 4);
+        LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
+        for (unsigned i = 0; i < 4; i++) {
+            LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
+            LLVMBuildStore(g.b, param(&g, i), LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
+        }
+        LLVMTypeRef pf_params[] = {g.ptr, g.ptr, g.i64};
+        LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 3, 0);
+        LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for");
+        if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for", pf_ty);
+        LLVMValueRef args[] = {part, ctx, k64(&g, sp.parts)};
+        LLVMBuildCall2(g.b, pf_ty, pf, args, 3, "");
+    } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
         LLVMValueRef args[] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m), k64(&g, s->n),
                                k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc), k64(&g, bl.mc),

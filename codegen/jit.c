@@ -25,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "kiln/runtime.h" /* kiln_parallel_for */
+
 #include "lower.h"
 
 static double now_ms(void)
@@ -271,6 +273,15 @@ static LLVMTargetMachineRef jit_machine(const kiln_target *t)
 }
 
 /* Hands the module (and its context) to a new LLJIT and looks up the entry. */
+void *kiln_jit_define_runtime(void *jit_ref)
+{
+    LLVMOrcLLJITRef jit = jit_ref;
+    LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0};
+    LLVMOrcCSymbolMapPair sym = {LLVMOrcLLJITMangleAndIntern(jit, "kiln_parallel_for"),
+                                 {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_parallel_for, flags}};
+    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(&sym, 1));
+}
+
 static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char *name, kiln_compiled *out,
                        kiln_diags *d)
 {
@@ -303,6 +314,11 @@ static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char 
     }
     LLVMOrcJITDylibRef main_jd = LLVMOrcLLJITGetMainJITDylib(jit);
     LLVMOrcJITDylibAddGenerator(main_jd, gen);
+    err = kiln_jit_define_runtime(jit);
+    if (err) {
+        LLVMOrcDisposeThreadSafeModule(tsm);
+        return llvm_fail(d, "cannot expose the runtime to the JIT", err);
+    }
     err = LLVMOrcLLJITAddLLVMIRModule(jit, main_jd, tsm); /* consumes tsm, even on error */
     if (err) return llvm_fail(d, "cannot add the module to the JIT", err);
     LLVMOrcExecutorAddress addr = 0;

@@ -1,6 +1,6 @@
 /* cmd_bench.c — `kiln bench`: how long a model takes to compile and to run.
  *
- *   kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train]
+ *   kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train] [--threads N]
  *
  * Design: everything happens in one process with fresh parameters (the model's init
  * scheme and seed) and fixed inputs (every i32 element 1 — a valid token, class and
@@ -16,6 +16,8 @@
  * update of the model's `train` section, as `kiln train` compiles it) at a fixed small
  * learning rate; its FLOPs count every node the loss or an update needs.
  *
+ * --threads N (default 1, at most KILN_MAX_THREADS used) sizes the runtime's pool.
+ *
  * Not yet: per-kernel times (they need the entry function to be instrumented).
  */
 #include <cjson/cJSON.h>
@@ -26,6 +28,7 @@
 
 #include "cli.h"
 #include "codegen.h"
+#include "kiln/runtime.h"
 #include "driver.h"
 #include "passes.h"
 #include "train.h"
@@ -98,18 +101,21 @@ static bool run_interp(void *ctx, kiln_diags *d)
 int cmd_bench(int argc, char **argv, kiln_diags *diags)
 {
     bool interp = false, json = false, train = false;
-    int64_t iters = 0;
+    int64_t iters = 0, threads = 1;
     cli_flag flags[] = {
         {"--interp", CLI_BOOL, &interp, NULL},
         {"--iters", CLI_INT, &iters, NULL},
         {"--json", CLI_BOOL, &json, NULL},
         {"--train", CLI_BOOL, &train, NULL},
+        {"--threads", CLI_INT, &threads, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "bench", "expects one MODEL.json");
     if (iters < 0 || iters > 1000) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
+    if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
     if (diags->n) return EXIT_USAGE;
+    kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
     if (train && interp) {
         kiln_diags_add(diags, NULL, 0, 0, "--train", "benchmarks the compiled training step; it does not combine with --interp");
         return EXIT_USAGE;

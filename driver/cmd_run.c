@@ -12,7 +12,10 @@
  * runs the reference interpreter instead; both must agree.
  *
  * --grads appends the backward graph (autodiff) before either runs, so the gradients
- * are outputs like any other and go through the same interpreter or compiled code. */
+ * are outputs like any other and go through the same interpreter or compiled code.
+ *
+ * --threads N (default 1, at most KILN_MAX_THREADS used) sizes the runtime's pool; the
+ * outputs are the same bits for any N (only GEMMs are split, never along k). */
 #include <ffi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +23,7 @@
 
 #include "cli.h"
 #include "codegen.h"
+#include "kiln/runtime.h"
 #include "driver.h"
 
 /* The INPUT node a value comes from through views (reshape), or KILN_NONE. */
@@ -180,10 +184,11 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
 {
     const char *weights = NULL, *inputs = NULL, *out = NULL;
     bool grads = false, interp = false;
+    int64_t threads = 1;
     cli_flag flags[] = {
         {"--weights", CLI_STR, &weights, NULL}, {"--inputs", CLI_STR, &inputs, NULL},
         {"--out", CLI_STR, &out, NULL},         {"--grads", CLI_BOOL, &grads, NULL},
-        {"--interp", CLI_BOOL, &interp, NULL},
+        {"--interp", CLI_BOOL, &interp, NULL},  {"--threads", CLI_INT, &threads, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
@@ -191,7 +196,9 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     if (!weights) kiln_diags_add(diags, NULL, 0, 0, "run", "--weights W.safetensors is required");
     if (!inputs) kiln_diags_add(diags, NULL, 0, 0, "run", "--inputs X.safetensors is required");
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "run", "--out Y.safetensors is required");
+    if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
     if (diags->n) return EXIT_USAGE;
+    kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
 
     int status = EXIT_FAIL;
     kiln_model model;

@@ -24,7 +24,8 @@
  * second signal kills at once. Checkpoints are written atomically (checkpoint.c), so
  * even kill -9 during a save leaves a loadable file.
  *
- * --threads is accepted and recorded; compiled code runs on one thread for now.
+ * --threads N (default: the online CPUs, at most KILN_MAX_THREADS) sizes the runtime's pool;
+ * the step gives the same bits for any N.
  */
 #include <ffi.h>
 #include <math.h>
@@ -35,6 +36,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "kiln/runtime.h"
 #include "schedule.h"
 #include "train.h"
 
@@ -234,8 +236,8 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
            (long long)r->feed.batch, (long long)r->feed.tokens_per_batch);
     printf("compiled the training step in %.1f s: %d kernels, workspace %.1f MiB, optimizer state %.1f MiB\n", t1 - t0,
            r->c.n_kernels, r->c.workspace_bytes / 1048576.0, r->c.optim_bytes / 1048576.0);
-    if (r->threads > 1) printf("note: --threads %lld recorded; compiled code runs on one thread in this version\n",
-                               (long long)r->threads);
+    /* the step's bits do not depend on the thread count (GEMMs are split, never along k) */
+    kiln_threads_set((int)(r->threads < KILN_MAX_THREADS ? r->threads : KILN_MAX_THREADS));
     r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
     r->optim = kiln_aligned_alloc((size_t)r->c.optim_bytes);
     r->workspace = kiln_aligned_alloc((size_t)r->c.workspace_bytes);
@@ -503,7 +505,8 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     memset(&r, 0, sizeof r);
     const char *task = "clm";
     bool steps_given = false, batch_given = false, seed_given = false;
-    r.threads = 1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);  /* default: the online CPUs, at most KILN_MAX_THREADS */
+    r.threads = cpus < 1 ? 1 : cpus < KILN_MAX_THREADS ? cpus : KILN_MAX_THREADS;
     r.val_batches = 20;
     cli_flag flags[] = {
         {"--data", CLI_STR, &r.data, NULL},

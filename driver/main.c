@@ -16,7 +16,7 @@ static const command commands[] = {
     {"init", cmd_init, "kiln init MODEL.json -o W.safetensors [--seed S] [-D N=V]..."},
     {"run", cmd_run,
      "kiln run MODEL.json --weights W.safetensors --inputs X.safetensors --out Y.safetensors [--grads] "
-     "[--interp] [-D N=V]..."},
+     "[--interp] [--threads N] [-D N=V]..."},
     {"train", cmd_train,
      "kiln train MODEL.json --data PATH [--val PATH] [--task clm|mlm|classify|pairs|seq2seq|span] [--steps N] "
      "[--batch B] [--init W.safetensors] [--save CKPT.safetensors] [--resume CKPT.safetensors] [--log METRICS.jsonl] "
@@ -25,7 +25,7 @@ static const command commands[] = {
     {"compile", cmd_compile,
      "kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [--target-cpu CPU] "
      "[--target-features F] [--emit ir|llvm|asm|dot] [-D N=V]..."},
-    {"bench", cmd_bench, "kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train]"},
+    {"bench", cmd_bench, "kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train] [--threads N]"},
 };
 
 static void usage(FILE *out)

@@ -1,4 +1,4 @@
-/* kiln/runtime.h — the runtime's public API: aligned memory and safetensors files.
+/* kiln/runtime.h — the runtime's public API: aligned memory, safetensors files, threads.
  *
  * The runtime is the small C library shared by the driver, JIT-compiled code and
  * exported (AOT) libraries, so it depends on libc, libm and pthreads only. Errors are
@@ -108,6 +108,24 @@ void kiln_tensor_file_free(kiln_tensor_file *f);
 int kiln_tensor_file_write(const char *path, const kiln_tensor *tensors, int n,
                            const char *const *meta_keys, const char *const *meta_values, int n_meta,
                            kiln_rt_error *err);
+
+/* ---- threads ------------------------------------------------------------------------ */
+
+/* Compiled kernels split their work with kiln_parallel_for over a small persistent
+ * pthread pool (runtime/threads.c). The partition is fixed: with n threads, chunk i of
+ * [0, n_items) is [n_items·i/n, n_items·(i+1)/n), chunk 0 runs on the caller, and each
+ * chunk is one call fn(ctx, begin, end) (none for an empty chunk). Kernels that must give
+ * the same bits for any thread count split their work so that no sum depends on it.
+ *
+ * kiln_threads_set(n): n threads in all, the caller included, capped at KILN_MAX_THREADS;
+ * 1 (the start) runs everything inline. Returns non-zero for n < 1 or when a thread
+ * cannot be started (the pool then runs inline). Not to be called while a
+ * kiln_parallel_for is running. A kiln_parallel_for made while another runs (from inside fn, or
+ * from another thread) runs inline on its caller. */
+enum { KILN_MAX_THREADS = 8 };
+int kiln_threads_set(int n);
+int kiln_threads_get(void);
+void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n_items);
 
 #ifdef __cplusplus
 }

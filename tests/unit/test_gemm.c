@@ -39,6 +39,7 @@
 #include <llvm-c/Transforms/PassBuilder.h>
 
 #include "codegen.h"
+#include "kiln/runtime.h" /* the thread pool */
 #include "lower.h" /* cg_init_in_context: a kiln_cg in the JIT's context */
 
 /* ---- a small JIT harness --------------------------------------------------------- */
@@ -68,6 +69,11 @@ static int setup_jit(void **state) {
     if (LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(g_jit), NULL, NULL))
         return -1;
     LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(g_jit), gen);
+    LLVMErrorRef err = kiln_jit_define_runtime(g_jit);  /* kiln_parallel_for */
+    if (err) {
+        LLVMConsumeError(err);
+        return -1;
+    }
     return 0;
 }
 
@@ -268,12 +274,15 @@ static void test_scratch_sizes(void **state) {
     /* one 12-row A sliver (rounded to 16 floats) + one 32-column B sliver, depth 1 */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &one), 16 + 32);
     assert_int_equal(kiln_gemm_scratch_floats(&avx2, &one), 16 + 16);
-    /* blocks are balanced: m 1000 = 504 + 496, k 400 = 208 + 192, n 700 = 256 + 256 + 188 */
+    /* blocks are balanced: m 1000 = 504 + 496, k 400 = 208 + 192, n 700 = 256 + 256 + 188;
+     * m·n·k ≥ 2^18 splits the 84 row tiles into 8 parts of 11, one packing slot each */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 504 * 208 + 256 * 208);
-    /* large shapes are bounded by the blocks, not the matrices */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (504 * 208 + 256 * 208));
+    kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 64 * 40);
+    /* large shapes are bounded by the blocks (× the parts), not the matrices */
     kiln_gemm_shape big = {4096, 4096, 4096, false, false, 4096, 4096, 4096};
-    assert_true(kiln_gemm_scratch_floats(&avx512, &big) < 1 << 20);
+    assert_true(kiln_gemm_scratch_floats(&avx512, &big) < KILN_MAX_THREADS << 20);
 }
 
 /* The assembly uses zmm on the host (prefer-vector-width=512 even on Intel), only ymm for
@@ -324,6 +333,42 @@ static void test_targets_agree(void **state) {
     free(c1);
     free(c2);
     free(scratch);
+}
+
+/* Products big enough to be split across threads give the same bits for 1, 2 and 3
+ * threads: parts along m and along n, all four transposes, padded strides, partial last
+ * parts and tiles. */
+static void test_threads_bit_identical(void **state) {
+    static const kiln_gemm_shape shapes[] = {
+        {300, 200, 150, false, false, 150, 200, 200},   /* split along m */
+        {20, 700, 100, false, true, 103, 101, 705},     /* split along n */
+        {97, 61, 1000, true, true, 99, 1003, 64},       /* 9 row tiles: parts of 2, the last short */
+        {130, 500, 431, true, false, 131, 502, 500},
+    };
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const kiln_gemm_shape *s = &shapes[si];
+        gemm_fn fn = compile(&g_host, s, "default<O3>");
+        int64_t na = (s->trans_a ? s->k : s->m) * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb, nc = s->m * s->ldc;
+        float *a = alloc64(na), *b = alloc64(nb), *want = alloc64(nc), *got = alloc64(nc);
+        for (int64_t i = 0; i < na; i++) a[i] = rand_pm1();
+        for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
+        float *scratch = alloc64(kiln_gemm_scratch_floats(&g_host, s));
+        memset(want, 0, sizeof(float) * (size_t)nc);
+        assert_int_equal(kiln_threads_set(1), 0);
+        fn(a, b, want, scratch);
+        for (int threads = 2; threads <= 3; threads++) {
+            assert_int_equal(kiln_threads_set(threads), 0);
+            memset(got, 0, sizeof(float) * (size_t)nc);
+            fn(a, b, got, scratch);
+            assert_memory_equal(want, got, sizeof(float) * (size_t)nc);
+        }
+        assert_int_equal(kiln_threads_set(1), 0);
+        free(a);
+        free(b);
+        free(want);
+        free(got);
+        free(scratch);
+    }
 }
 
 /* ---- the case list ------------------------------------------------------------------ */
@@ -395,12 +440,13 @@ static void build_cases(void) {
 
 int main(void) {
     build_cases();
-    static struct CMUnitTest tests[MAX_CASES + 4];
+    static struct CMUnitTest tests[MAX_CASES + 5];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_asm_vector_registers);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_targets_agree);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_threads_bit_identical);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     return _cmocka_run_group_tests("gemm", tests, (size_t)n, setup_jit, teardown_jit);

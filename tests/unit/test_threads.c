@@ -1,0 +1,111 @@
+/* test_threads.c — the runtime's thread pool (runtime/threads.c).
+ *
+ * Design: fn records, for every index it is given, how often it saw it and which chunk
+ * (the chunk's begin) covered it; after each call every index must have been seen
+ * exactly once, the chunks must be the documented fixed partition [n·i/t, n·(i+1)/t),
+ * and no chunk may be empty. This runs for 1..4 threads, for item counts below, at and
+ * above the thread count, 0 items, and many repeated calls (hand-offs racing the spin).
+ * Nested calls run inline.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdatomic.h>
+#include <string.h>
+
+#include "kiln/runtime.h"
+
+enum { MAX_ITEMS = 1000 };
+
+typedef struct record {
+    atomic_int seen[MAX_ITEMS];
+    int64_t chunk_of[MAX_ITEMS];
+    atomic_int calls, empty;
+} record;
+
+static void mark(void *ctx, int64_t begin, int64_t end) {
+    record *r = ctx;
+    atomic_fetch_add(&r->calls, 1);
+    if (begin >= end) atomic_fetch_add(&r->empty, 1);
+    for (int64_t i = begin; i < end; i++) {
+        atomic_fetch_add(&r->seen[i], 1);
+        r->chunk_of[i] = begin;
+    }
+}
+
+static record g_rec;
+
+static void check_call(int threads, int64_t n) {
+    memset(&g_rec, 0, sizeof g_rec);
+    kiln_parallel_for(mark, &g_rec, n);
+    for (int64_t i = 0; i < n; i++) assert_int_equal(atomic_load(&g_rec.seen[i]), 1);
+    assert_int_equal(atomic_load(&g_rec.empty), 0);
+    if (n == 0) {
+        assert_int_equal(atomic_load(&g_rec.calls), 0);
+        return;
+    }
+    int chunks = 0;
+    for (int c = 0; c < threads; c++) {
+        int64_t begin = n * c / threads, end = n * (c + 1) / threads;
+        if (begin == end) continue;
+        chunks++;
+        for (int64_t i = begin; i < end; i++) assert_int_equal(g_rec.chunk_of[i], begin);
+    }
+    assert_int_equal(atomic_load(&g_rec.calls), threads == 1 || n == 1 ? 1 : chunks);
+}
+
+static void test_coverage(void **state) {
+    static const int64_t counts[] = {0, 1, 2, 3, 4, 5, 7, 8, 63, 64, 999, MAX_ITEMS};
+    for (int t = 1; t <= 4; t++) {
+        assert_int_equal(kiln_threads_set(t), 0);
+        assert_int_equal(kiln_threads_get(), t);
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) check_call(t, counts[c]);
+    }
+    assert_int_equal(kiln_threads_set(1), 0);
+}
+
+static void test_repeated(void **state) {
+    for (int t = 1; t <= 4; t++) {
+        assert_int_equal(kiln_threads_set(t), 0);
+        for (int rep = 0; rep < 2000; rep++) check_call(t, 1 + rep % 17);
+    }
+    assert_int_equal(kiln_threads_set(1), 0);
+}
+
+static void test_bad_and_capped_counts(void **state) {
+    assert_int_not_equal(kiln_threads_set(0), 0);
+    assert_int_not_equal(kiln_threads_set(-3), 0);
+    assert_int_equal(kiln_threads_get(), 1);
+    assert_int_equal(kiln_threads_set(1000), 0);
+    assert_int_equal(kiln_threads_get(), KILN_MAX_THREADS);
+    check_call(KILN_MAX_THREADS, 100);
+    assert_int_equal(kiln_threads_set(1), 0);
+}
+
+/* A call from inside fn runs inline on that thread, covering its whole range. */
+static atomic_int g_inner_items;
+static void count_inner(void *ctx, int64_t begin, int64_t end) { atomic_fetch_add(&g_inner_items, (int)(end - begin)); }
+static void nested(void *ctx, int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; i++) kiln_parallel_for(count_inner, NULL, 10);
+}
+
+static void test_nested_inline(void **state) {
+    assert_int_equal(kiln_threads_set(3), 0);
+    atomic_store(&g_inner_items, 0);
+    kiln_parallel_for(nested, NULL, 6);
+    assert_int_equal(atomic_load(&g_inner_items), 60);
+    assert_int_equal(kiln_threads_set(1), 0);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_coverage),
+        cmocka_unit_test(test_repeated),
+        cmocka_unit_test(test_bad_and_capped_counts),
+        cmocka_unit_test(test_nested_inline),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
