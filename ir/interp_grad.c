@@ -126,28 +126,12 @@ bool kiln_interp_layernorm_grad(const interp_call *c)
  * weights in the forward and contributes nothing here. */
 bool kiln_interp_attention_grad(const interp_call *c)
 {
-    const kiln_attrs *a = &c->node->attrs;
-    const kiln_type *qt = interp_in_type(c, 0), *kt = interp_in_type(c, 1), *vt = interp_in_type(c, 2);
-    const float *q = interp_in(c, 0), *k = interp_in(c, 1), *v = interp_in(c, 2);
+    interp_attn at;
+    kiln_interp_attn_init(c, &at);
+    const kiln_attrs *a = at.a;
+    const float *q = at.q, *k = at.k, *v = at.v;
     const float *g = interp_in(c, c->node->n_in - 1);
-    int r = qt->rank;
-    int64_t H = qt->dims[r - 3], T = qt->dims[r - 2], dh = qt->dims[r - 1];
-    int64_t S = kt->dims[r - 2], dv = vt->dims[r - 1];
-    int64_t n_batch = kiln_interp_span(qt->dims, 0, r - 2);
-
-    uint32_t next = 3;
-    const void *mask = NULL;
-    kiln_dtype mask_dt = KILN_F32;
-    if (a->has_mask) {
-        mask_dt = interp_in_type(c, next)->dtype;
-        mask = interp_in(c, next++);
-    }
-    const float *bias = NULL;
-    int64_t bstride[KILN_MAX_RANK] = {0};
-    if (a->has_bias) {
-        kiln_interp_bcast_strides(interp_in_type(c, next), r, bstride);
-        bias = interp_in(c, next++);
-    }
+    int64_t T = at.T, dh = at.dh, S = at.S, dv = at.dv;
 
     int64_t n_out = kiln_type_numel(&c->node->type);
     double *acc = kiln_interp_alloc(c, (size_t)n_out * sizeof *acc, "attention gradient sums");
@@ -161,38 +145,11 @@ bool kiln_interp_attention_grad(const interp_call *c)
     for (int64_t i = 0; i < n_out; i++) acc[i] = 0;
 
     int64_t idx[KILN_MAX_RANK] = {0};
-    for (int64_t l = 0; l < n_batch; l++) {
+    for (int64_t l = 0; l < at.n_batch; l++) {
         int64_t q0 = l * T * dh, k0 = l * S * dh, v0 = l * S * dv, g0 = l * T * dv;
-        int64_t m0 = (l / H) * S;
         for (int64_t i = 0; i < T; i++) {
-            /* the forward's scores and probabilities */
-            double max = -INFINITY;
-            bool any_nan = false;
-            for (int64_t j = 0; j < S; j++) {
-                bool kept = !(mask && interp_load(mask, mask_dt, m0 + j) == 0) && !(a->causal && j > i);
-                if (!kept) {
-                    p[j] = -INFINITY;
-                    continue;
-                }
-                double s = 0;
-                for (int64_t d = 0; d < dh; d++) s += (double)q[q0 + i * dh + d] * k[k0 + j * dh + d];
-                s *= a->scalar;
-                if (bias) {
-                    idx[r - 2] = i;
-                    idx[r - 1] = j;
-                    s += bias[kiln_interp_offset(idx, bstride, r)];
-                }
-                p[j] = s;
-                if (isnan(s)) any_nan = true;
-                else if (s > max) max = s;
-            }
-            if (max == -INFINITY && !any_nan) continue; /* no key left: nothing flows back */
-            double sum = 0;
-            for (int64_t j = 0; j < S; j++) {
-                p[j] = p[j] == -INFINITY ? 0.0 : exp(p[j] - max);
-                sum += p[j];
-            }
-            for (int64_t j = 0; j < S; j++) p[j] /= sum;
+            /* the forward's probabilities; no key left: nothing flows back */
+            if (!kiln_interp_attn_probs(&at, l, i, idx, p)) continue;
 
             /* softmax's backward: dS_j = p_j·(dP_j − Σ_k p_k·dP_k) */
             double dot = 0;
@@ -223,7 +180,7 @@ bool kiln_interp_attention_grad(const interp_call *c)
                 break;
             }
         }
-        kiln_interp_next_index(idx, qt->dims, r - 2);
+        kiln_interp_next_index(idx, at.qt->dims, at.r - 2);
     }
     float *out = c->out;
     for (int64_t i = 0; i < n_out; i++) out[i] = (float)acc[i];

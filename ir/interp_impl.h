@@ -64,6 +64,25 @@ bool kiln_interp_softmax(const interp_call *c);
 bool kiln_interp_log_softmax(const interp_call *c);
 bool kiln_interp_layernorm(const interp_call *c);
 bool kiln_interp_attention(const interp_call *c);
+
+/* What attention and attention_grad both read: the operands of an attention-shaped node
+ * and the dims they share. */
+typedef struct interp_attn {
+    const kiln_attrs *a;
+    const kiln_type *qt;
+    const float *q, *k, *v;
+    const void *mask;          /* (…,S) or NULL */
+    kiln_dtype mask_dt;
+    const float *bias;         /* broadcast to (…,H,T,S) through bstride, or NULL */
+    int64_t bstride[KILN_MAX_RANK];
+    int r;
+    int64_t H, T, S, dh, dv, n_batch;  /* n_batch = batch × heads */
+} interp_attn;
+void kiln_interp_attn_init(const interp_call *c, interp_attn *at);
+/* The forward's probabilities p[0..S) of query i in batch-head l (idx holds l's batch and
+ * head indices, as kiln_interp_next_index advances them): excluded keys get 0. Returns
+ * false, leaving p unspecified, when no key is left (the row then has zero weights). */
+bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p);
 bool kiln_interp_cross_entropy(const interp_call *c);
 bool kiln_interp_dropout(const interp_call *c);
 

@@ -12,6 +12,7 @@
  * library depends on libc only, so it does not use the runtime's RNG.
  */
 #include <math.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "interp_impl.h"
@@ -81,79 +82,96 @@ bool kiln_interp_layernorm(const interp_call *c)
  * PyTorch's is_causal); excluded keys count as −∞. p = softmax over the kept keys;
  * out_i = Σ_j p_j v_j. A row whose scores are all −∞ (no key left) gets zero weights,
  * so its output is 0 rather than NaN. */
+void kiln_interp_attn_init(const interp_call *c, interp_attn *at)
+{
+    memset(at, 0, sizeof *at);
+    at->a = &c->node->attrs;
+    at->qt = interp_in_type(c, 0);
+    at->q = interp_in(c, 0);
+    at->k = interp_in(c, 1);
+    at->v = interp_in(c, 2);
+    int r = at->r = at->qt->rank;
+    at->H = at->qt->dims[r - 3];
+    at->T = at->qt->dims[r - 2];
+    at->dh = at->qt->dims[r - 1];
+    at->S = interp_in_type(c, 1)->dims[r - 2];
+    at->dv = interp_in_type(c, 2)->dims[r - 1];
+    at->n_batch = kiln_interp_span(at->qt->dims, 0, r - 2);
+    uint32_t next = 3;
+    at->mask_dt = KILN_F32;
+    if (at->a->has_mask) {
+        at->mask_dt = interp_in_type(c, next)->dtype;
+        at->mask = interp_in(c, next++);
+    }
+    if (at->a->has_bias) {
+        kiln_interp_bcast_strides(interp_in_type(c, next), r, at->bstride); /* over (…,H,T,S) */
+        at->bias = interp_in(c, next++);
+    }
+}
+
+bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p)
+{
+    const kiln_attrs *a = at->a;
+    int64_t S = at->S, dh = at->dh, r = at->r;
+    int64_t q0 = l * at->T * dh, k0 = l * S * dh;
+    int64_t m0 = (l / at->H) * S; /* the mask has no head dim; H > 0 here */
+    double max = -INFINITY;
+    bool any_nan = false;
+    for (int64_t j = 0; j < S; j++) {
+        bool kept = !(at->mask && interp_load(at->mask, at->mask_dt, m0 + j) == 0) && !(a->causal && j > i);
+        if (!kept) {
+            p[j] = -INFINITY;
+            continue;
+        }
+        double s = 0;
+        for (int64_t d = 0; d < dh; d++) s += (double)at->q[q0 + i * dh + d] * at->k[k0 + j * dh + d];
+        s *= a->scalar;
+        if (at->bias) {
+            idx[r - 2] = i;
+            idx[r - 1] = j;
+            s += at->bias[kiln_interp_offset(idx, at->bstride, (int)r)];
+        }
+        p[j] = s;
+        if (isnan(s)) any_nan = true;
+        else if (s > max) max = s;
+    }
+    if (max == -INFINITY && !any_nan) return false; /* no key left */
+    double sum = 0;
+    for (int64_t j = 0; j < S; j++) {
+        p[j] = p[j] == -INFINITY ? 0.0 : exp(p[j] - max);
+        sum += p[j];
+    }
+    for (int64_t j = 0; j < S; j++) p[j] /= sum;
+    return true;
+}
+
 bool kiln_interp_attention(const interp_call *c)
 {
-    const kiln_attrs *a = &c->node->attrs;
-    const kiln_type *qt = interp_in_type(c, 0), *kt = interp_in_type(c, 1), *vt = interp_in_type(c, 2);
-    const float *q = interp_in(c, 0), *k = interp_in(c, 1), *v = interp_in(c, 2);
-    float *out = c->out;
-    int r = qt->rank;
-    int64_t H = qt->dims[r - 3], T = qt->dims[r - 2], dh = qt->dims[r - 1];
-    int64_t S = kt->dims[r - 2], dv = vt->dims[r - 1];
-    int64_t n_batch = kiln_interp_span(qt->dims, 0, r - 2); /* batch × heads */
-
-    uint32_t next = 3;
-    const void *mask = NULL;
-    kiln_dtype mask_dt = KILN_F32;
-    if (a->has_mask) {
-        mask_dt = interp_in_type(c, next)->dtype;
-        mask = interp_in(c, next++);
-    }
-    const float *bias = NULL;
-    int64_t bstride[KILN_MAX_RANK] = {0};
-    if (a->has_bias) {
-        kiln_interp_bcast_strides(interp_in_type(c, next), r, bstride); /* over (…,H,T,S) */
-        bias = interp_in(c, next++);
-    }
-
-    double *score = kiln_interp_alloc(c, (size_t)S * sizeof *score, "attention scores");
-    if (!score) return false;
+    interp_attn at;
+    kiln_interp_attn_init(c, &at);
+    int64_t T = at.T, S = at.S, dv = at.dv;
+    double *p = kiln_interp_alloc(c, (size_t)S * sizeof *p, "attention probabilities");
+    if (!p) return false;
 
     int64_t idx[KILN_MAX_RANK] = {0}; /* (batch…, head, i, j) for the bias */
-    for (int64_t l = 0; l < n_batch; l++) {
-        int64_t q0 = l * T * dh, k0 = l * S * dh, v0 = l * S * dv, o0 = l * T * dv;
-        int64_t m0 = (l / H) * S; /* the mask has no head dim; H > 0 here */
+    for (int64_t l = 0; l < at.n_batch; l++) {
+        int64_t v0 = l * S * dv, o0 = l * T * dv;
         for (int64_t i = 0; i < T; i++) {
-            double max = -INFINITY;
-            bool any_nan = false;
-            for (int64_t j = 0; j < S; j++) {
-                bool kept = !(mask && interp_load(mask, mask_dt, m0 + j) == 0) && !(a->causal && j > i);
-                if (!kept) {
-                    score[j] = -INFINITY;
-                    continue;
-                }
-                double s = 0;
-                for (int64_t d = 0; d < dh; d++) s += (double)q[q0 + i * dh + d] * k[k0 + j * dh + d];
-                s *= a->scalar;
-                if (bias) {
-                    idx[r - 2] = i;
-                    idx[r - 1] = j;
-                    s += bias[kiln_interp_offset(idx, bstride, r)];
-                }
-                score[j] = s;
-                if (isnan(s)) any_nan = true;
-                else if (s > max) max = s;
-            }
-            float *row = out + o0 + i * dv;
-            if (max == -INFINITY && !any_nan) { /* no key left */
+            float *row = (float *)c->out + o0 + i * dv;
+            if (!kiln_interp_attn_probs(&at, l, i, idx, p)) { /* no key left: zero weights */
                 for (int64_t e = 0; e < dv; e++) row[e] = 0.0f;
                 continue;
             }
-            double sum = 0;
-            for (int64_t j = 0; j < S; j++) {
-                score[j] = score[j] == -INFINITY ? 0.0 : exp(score[j] - max);
-                sum += score[j];
-            }
             for (int64_t e = 0; e < dv; e++) {
                 double acc = 0;
-                for (int64_t j = 0; j < S; j++) acc += score[j] / sum * v[v0 + j * dv + e];
+                for (int64_t j = 0; j < S; j++) acc += p[j] * at.v[v0 + j * dv + e];
                 row[e] = (float)acc;
             }
         }
         /* advance the batch and head part of the bias index */
-        kiln_interp_next_index(idx, qt->dims, r - 2);
+        kiln_interp_next_index(idx, at.qt->dims, at.r - 2);
     }
-    free(score);
+    free(p);
     return true;
 }
 
