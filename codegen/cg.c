@@ -338,3 +338,124 @@ int64_t cg_span(const int64_t *dims, int from, int to)
     for (int d = from; d < to; d++) n *= dims[d];
     return n;
 }
+
+/* ---- threads -------------------------------------------------------------------------- */
+
+int64_t cg_parallel_parts(int64_t n_items, int64_t work_per_item)
+{
+    /* below ~64k element-operations a kernel is cheaper than waking the pool (a few
+     * microseconds); above it, split into at most KILN_CG_MAX_PARTS items so that every
+     * thread count up to that divides the work evenly enough */
+    if (n_items <= 1 || n_items * (work_per_item > 0 ? work_per_item : 1) < KILN_CG_PARALLEL_MIN_WORK) return 1;
+    return n_items;
+}
+
+void cg_parallel_for(kiln_cg *cg, const char *name, int64_t n_items, int64_t work_per_item,
+                     const LLVMValueRef *vals, unsigned n_vals, cg_par_body body, void *user)
+{
+    KILN_ASSERT(n_vals <= 64);
+    if (n_items <= 0) return;
+    if (cg_parallel_parts(n_items, work_per_item) <= 1) {
+        body(cg, user, cg_i64(cg, 0), cg_i64(cg, n_items), vals);
+        return;
+    }
+    /* the caller's function and position, to come back to */
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b);
+    LLVMValueRef caller = LLVMGetBasicBlockParent(here);
+
+    /* void NAME(ptr ctx, i64 begin, i64 end): the values reloaded from ctx, then the body */
+    char fname[256];
+    snprintf(fname, sizeof fname, "%s.%s.part", LLVMGetValueName2(caller, &(size_t){0}), name);
+    LLVMTypeRef params[3] = {cg->t_ptr, cg->t_i64, cg->t_i64};
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, fname, LLVMFunctionType(cg->t_void, params, 3, 0));
+    LLVMSetLinkage(fn, LLVMInternalLinkage);
+    add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
+    add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline");
+    kiln_target_tag_function(cg->target, fn);
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    LLVMTypeRef ctx_ty = LLVMArrayType2(cg->t_ptr, n_vals ? n_vals : 1);
+    LLVMValueRef inner[64];
+    for (unsigned i = 0; i < n_vals; i++) {
+        LLVMValueRef idx[2] = {cg_i64(cg, 0), cg_i64(cg, i)};
+        LLVMValueRef slot = LLVMBuildInBoundsGEP2(cg->b, ctx_ty, LLVMGetParam(fn, 0), idx, 2, "");
+        inner[i] = LLVMBuildLoad2(cg->b, cg->t_ptr, slot, "");
+    }
+    body(cg, user, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), inner);
+    LLVMBuildRetVoid(cg->b);
+
+    /* back in the caller: kiln_parallel_for(NAME, &{vals…}, n_items) */
+    LLVMPositionBuilderAtEnd(cg->b, here);
+    LLVMValueRef ctx = cg_local(cg, ctx_ty, "par.ctx");
+    for (unsigned i = 0; i < n_vals; i++) {
+        LLVMValueRef idx[2] = {cg_i64(cg, 0), cg_i64(cg, i)};
+        LLVMBuildStore(cg->b, vals[i], LLVMBuildInBoundsGEP2(cg->b, ctx_ty, ctx, idx, 2, ""));
+    }
+    LLVMTypeRef pf_params[3] = {cg->t_ptr, cg->t_ptr, cg->t_i64};
+    LLVMTypeRef pf_ty = LLVMFunctionType(cg->t_void, pf_params, 3, 0);
+    LLVMValueRef pf = LLVMGetNamedFunction(cg->mod, "kiln_parallel_for");
+    if (!pf) pf = LLVMAddFunction(cg->mod, "kiln_parallel_for", pf_ty);
+    LLVMValueRef args[3] = {fn, ctx, cg_i64(cg, n_items)};
+    LLVMBuildCall2(cg->b, pf_ty, pf, args, 3, "");
+}
+
+/* cg_parallel_nest: the nest's outermost dim is split across threads (a rank-1 nest in
+ * chunks of CG_PAR_CHUNK elements); each part runs the rest of the nest itself. */
+#define CG_PAR_CHUNK 4096
+
+typedef struct par_nest {
+    int rank, n_ops;
+    const int64_t *dims;
+    const int64_t (*stride)[KILN_MAX_RANK];
+    cg_nest_body body;
+    void *user;
+} par_nest;
+
+static void par_nest_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    par_nest *p = user;
+    LLVMValueRef off[CG_MAX_OPS];
+    cg_loop outer;
+    if (p->rank == 1) { /* elements [begin·C, min(end·C, n)) */
+        LLVMValueRef lo = LLVMBuildNSWMul(cg->b, begin, cg_i64(cg, CG_PAR_CHUNK), "");
+        LLVMValueRef hi = LLVMBuildNSWMul(cg->b, end, cg_i64(cg, CG_PAR_CHUNK), "");
+        LLVMValueRef n = cg_i64(cg, p->dims[0]);
+        hi = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, hi, n, ""), hi, n, "");
+        cg_loop_begin(cg, &outer, lo, hi, "i");
+        for (int k = 0; k < p->n_ops; k++)
+            off[k] = p->stride[k][0] ? LLVMBuildNSWMul(cg->b, outer.i, cg_i64(cg, p->stride[k][0]), "") : cg_i64(cg, 0);
+        p->body(cg, p->user, vals, off);
+        cg_loop_end(cg, &outer);
+        return;
+    }
+    cg_loop_begin(cg, &outer, begin, end, "i");
+    for (int k = 0; k < p->n_ops; k++)
+        off[k] = p->stride[k][0] ? LLVMBuildNSWMul(cg->b, outer.i, cg_i64(cg, p->stride[k][0]), "") : cg_i64(cg, 0);
+    int64_t inner_stride[CG_MAX_OPS][KILN_MAX_RANK];
+    for (int k = 0; k < p->n_ops; k++)
+        for (int d = 1; d < p->rank; d++) inner_stride[k][d - 1] = p->stride[k][d];
+    cg_nest nest;
+    cg_nest_begin(cg, &nest, p->rank - 1, p->dims + 1, p->n_ops, (const int64_t(*)[KILN_MAX_RANK])inner_stride, off);
+    p->body(cg, p->user, vals, nest.off);
+    cg_nest_end(cg, &nest);
+    cg_loop_end(cg, &outer);
+}
+
+void cg_parallel_nest(kiln_cg *cg, const char *name, int rank, const int64_t *dims, int n_ops,
+                      const int64_t stride[][KILN_MAX_RANK], int64_t work_per_elem, const LLVMValueRef *vals,
+                      unsigned n_vals, cg_nest_body body, void *user)
+{
+    KILN_ASSERT(n_ops <= CG_MAX_OPS);
+    if (rank == 0) {
+        LLVMValueRef off[CG_MAX_OPS];
+        for (int k = 0; k < n_ops; k++) off[k] = cg_i64(cg, 0);
+        body(cg, user, vals, off);
+        return;
+    }
+    int64_t inner = 1;
+    for (int d = 1; d < rank; d++) inner *= dims[d];
+    if (dims[0] == 0 || inner == 0) return;
+    par_nest p = {rank, n_ops, dims, stride, body, user};
+    int64_t items = rank == 1 ? (dims[0] + CG_PAR_CHUNK - 1) / CG_PAR_CHUNK : dims[0];
+    int64_t per_item = (rank == 1 ? CG_PAR_CHUNK : inner) * (work_per_elem > 0 ? work_per_elem : 1);
+    cg_parallel_for(cg, name, items, per_item, vals, n_vals, par_nest_body, &p);
+}

@@ -107,6 +107,36 @@ void cg_row_major_strides(const kiln_type *t, int64_t *stride);
 void cg_bcast_strides(const kiln_type *t, int rank, int64_t *stride);
 int64_t cg_span(const int64_t *dims, int from, int to);
 
+/* ---- threads (cg.c) ------------------------------------------------------------ */
+
+/* Splitting a kernel's work across the runtime's thread pool (kiln_parallel_for, a
+ * static partition of [0, n_items) into contiguous chunks, one per thread). Items must
+ * be independent — each written by exactly one thread, computed the same way whatever
+ * the chunk — so results are bit-identical for every thread count.
+ *
+ * cg_parallel_for emits, for the function being built, an internal function
+ *     void <caller>.<name>.part(ptr ctx, i64 begin, i64 end)
+ * whose body `body` writes for items [begin, end), with vals[] (pointers of the caller,
+ * usually its parameters) passed through ctx and given back to body as its own values;
+ * the caller gets the call kiln_parallel_for(part, &ctx, n_items) and the builder is
+ * left after it. When the work (n_items · work_per_item, in rough element-operations)
+ * is too small to be worth waking the pool, body is emitted inline instead, over
+ * [0, n_items), with the caller's own values. */
+#define KILN_CG_PARALLEL_MIN_WORK 65536
+typedef void (*cg_par_body)(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals);
+void cg_parallel_for(kiln_cg *cg, const char *name, int64_t n_items, int64_t work_per_item,
+                     const LLVMValueRef *vals, unsigned n_vals, cg_par_body body, void *user);
+/* How many parts cg_parallel_for splits into: 1 (inline) or n_items. */
+int64_t cg_parallel_parts(int64_t n_items, int64_t work_per_item);
+
+/* A loop nest (as cg_nest_begin) whose outermost dim is split across threads with
+ * cg_parallel_for. body emits the innermost statement with vals[] (as in
+ * cg_parallel_for) and off[k], operand k's element offset. */
+typedef void (*cg_nest_body)(kiln_cg *cg, void *user, const LLVMValueRef *vals, const LLVMValueRef *off);
+void cg_parallel_nest(kiln_cg *cg, const char *name, int rank, const int64_t *dims, int n_ops,
+                      const int64_t stride[][KILN_MAX_RANK], int64_t work_per_elem, const LLVMValueRef *vals,
+                      unsigned n_vals, cg_nest_body body, void *user);
+
 /* ---- lowering: one kernel per node ---------------------------------------------- */
 
 /* What a lowering function sees: the kernel's parameters, already named. */

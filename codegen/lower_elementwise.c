@@ -170,6 +170,21 @@ static const scalar_fn i32_ops[KILN_OP_COUNT] = {
     [KILN_OP_ABS] = i_abs,         [KILN_OP_WHERE] = f_where,   [KILN_OP_CAST] = f_cast,
 };
 
+typedef struct elementwise_body {
+    lower_ctx *c;
+    scalar_fn f;
+} elementwise_body;
+
+/* out[off0] = f(in0[off1], …): vals are out, in0, … */
+static void emit_elementwise(kiln_cg *cg, void *user, const LLVMValueRef *vals, const LLVMValueRef *off)
+{
+    elementwise_body *eb = user;
+    const kiln_node *n = eb->c->node;
+    LLVMValueRef x[3];
+    for (uint32_t i = 0; i < n->n_in; i++) x[i] = cg_load(cg, lower_in_type(eb->c, i)->dtype, vals[1 + i], off[1 + i]);
+    cg_store(cg, n->type.dtype, vals[0], off[0], eb->f(cg, n, x));
+}
+
 void lower_elementwise(lower_ctx *c)
 {
     kiln_cg *cg = c->cg;
@@ -190,12 +205,10 @@ void lower_elementwise(lower_ctx *c)
     scalar_fn f = i32_math ? i32_ops[n->op] : f32_ops[n->op];
     KILN_ASSERT(f != NULL);
 
-    cg_nest nest;
-    cg_nest_begin(cg, &nest, rank, dims, n_ops, stride, NULL);
-    LLVMValueRef x[3];
-    for (uint32_t i = 0; i < n->n_in; i++) x[i] = cg_load(cg, lower_in_type(c, i)->dtype, c->in[i], nest.off[1 + i]);
-    cg_store(cg, ot->dtype, c->out, nest.off[0], f(cg, n, x));
-    cg_nest_end(cg, &nest);
+    LLVMValueRef vals[CG_MAX_OPS] = {c->out};
+    for (uint32_t i = 0; i < n->n_in; i++) vals[1 + i] = c->in[i];
+    elementwise_body eb = {c, f};
+    cg_parallel_nest(cg, "ew", rank, dims, n_ops, stride, 1, vals, (unsigned)n_ops, emit_elementwise, &eb);
 }
 
 /* ---- sources ----------------------------------------------------------------------------- */
