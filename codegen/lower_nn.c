@@ -46,9 +46,23 @@ static kiln_gemm_shape matmul_shape(const kiln_graph *g, const kiln_node *n)
     return (kiln_gemm_shape){M, N, K, ta, tb, ta ? M : K, tb ? K : N, N};
 }
 
+/* Whether a batched matmul is one GEMM over all the batch's rows: A not transposed with
+ * every batch dim of its own (rows of consecutive batch elements are consecutive rows),
+ * B a single matrix shared by the whole batch (x·Wᵀ of a linear layer). */
+static bool matmul_rows_flatten(const kiln_graph *g, const kiln_node *n)
+{
+    const kiln_type *at = &g->nodes[n->in[0]].type, *bt = &g->nodes[n->in[1]].type;
+    if (n->type.rank <= 2 || n->attrs.transpose_a || at->rank != n->type.rank) return false;
+    for (int d = 0; d < bt->rank - 2; d++)
+        if (bt->dims[d] != 1) return false;
+    return true;
+}
+
 int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
 {
     kiln_gemm_shape s = matmul_shape(g, n);
+    if (matmul_rows_flatten(g, n))
+        for (int d = 0; d < n->type.rank - 2; d++) s.m *= n->type.dims[d];
     return gemm_scratch_floats(t, &s) * KILN_ELEM_BYTES;
 }
 
@@ -59,10 +73,17 @@ void lower_matmul(lower_ctx *c)
     const kiln_type *ot = &n->type;
     if (kiln_type_numel(ot) == 0) return;
     kiln_gemm_shape s = matmul_shape(c->g, n);
+    int br = ot->rank - 2;
+    if (matmul_rows_flatten(c->g, n)) { /* one GEMM over every row of the batch */
+        for (int d = 0; d < br; d++) s.m *= ot->dims[d];
+        LLVMValueRef gemm = gemm_function(c, &s);
+        LLVMValueRef args[4] = {c->in[0], c->in[1], c->out, c->scratch ? c->scratch : LLVMConstPointerNull(cg->t_ptr)};
+        LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, 4, "");
+        return;
+    }
     LLVMValueRef gemm = gemm_function(c, &s);
 
     /* batch dims: operand 0 = C, 1 = A, 2 = B, element strides of whole matrices */
-    int br = ot->rank - 2;
     kiln_type abatch = *lower_in_type(c, 0), bbatch = *lower_in_type(c, 1);
     abatch.rank -= 2;
     bbatch.rank -= 2;

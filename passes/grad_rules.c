@@ -300,6 +300,18 @@ static void rule_matmul(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
         ad_give(c, n, 0, ad_unbroadcast(c, da, a));
     }
     if (ad_wants(c, n, 1)) {
+        const kiln_type *at = &c->g->nodes[a].type, *bt = &c->g->nodes[b].type;
+        if (bt->rank == 2 && at->rank > 2 && !ta) {
+            /* a 2-D B shared by every batch element (x·Wᵀ of a linear layer): the batch's
+             * rows are rows of one product, so dB is one GEMM with k = all rows, not a
+             * GEMM per batch element followed by a sum over the batch */
+            int64_t K = at->dims[at->rank - 1], N = c->g->nodes[g].type.dims[at->rank - 1];
+            kiln_attrs ra = {.dtype = KILN_F32, .rank = 2, .shape = {-1, K}};
+            kiln_attrs rg = {.dtype = KILN_F32, .rank = 2, .shape = {-1, N}};
+            uint32_t a2 = ad_op(c, KILN_OP_RESHAPE, &a, 1, &ra), g2 = ad_op(c, KILN_OP_RESHAPE, &g, 1, &rg);
+            ad_give(c, n, 1, tb ? matmul(c, g2, a2, true, false) : matmul(c, a2, g2, true, false));
+            return;
+        }
         uint32_t db = tb ? matmul(c, g, a, true, ta) : matmul(c, a, g, !ta, false);
         ad_give(c, n, 1, ad_unbroadcast(c, db, b));
     }
