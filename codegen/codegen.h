@@ -101,6 +101,7 @@ typedef struct kiln_compile_request {
     bool dropout;
     uint32_t dropout_step;
     uint64_t dropout_seed;
+    bool no_fuse;                  /* every node its own kernel (--disable-pass fuse) */
 } kiln_compile_request;
 
 /* The entry point, int NAME_forward(const float *params, void *workspace, inputs…,
@@ -124,7 +125,7 @@ typedef struct kiln_compiled {
     void *jit;                     /* LLVMOrcLLJITRef, owns the machine code */
     void *entry;                   /* int NAME_forward(…), called through libffi */
     uint32_t n_args;               /* 2 + inputs + outputs; train: 4 + inputs + outputs */
-    int n_kernels;                 /* kernel calls (one per computed node) */
+    int n_kernels;                 /* kernel calls (the schedule's kernels, passes/fuse.c) */
     int n_functions;               /* distinct kernel functions (equal kernels are shared) */
     int64_t params_bytes;          /* the blob */
     int64_t *param_offsets;        /* per request parameter: byte offset in the blob */
@@ -159,6 +160,7 @@ char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_dia
 typedef struct kiln_module {
     kiln_cg cg;
     kiln_memplan plan;
+    kiln_kernel_schedule sched;
     int n_kernels, n_functions;
 } kiln_module;
 

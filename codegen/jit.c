@@ -57,7 +57,9 @@ static void mark_needed(const kiln_graph *g, unsigned char *needed)
             for (uint32_t j = 0; j < g->nodes[id].n_in; j++) needed[g->nodes[id].in[j]] = 1;
 }
 
-static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_memplan *p, kiln_diags *d)
+/* live nodes → kernel schedule (passes/fuse.c) → memory plan over it */
+static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_memplan *p, kiln_kernel_schedule *sched,
+                 kiln_diags *d)
 {
     const kiln_graph *g = req->g;
     unsigned char *needed = calloc(g->n_nodes ? g->n_nodes : 1, 1);
@@ -70,20 +72,16 @@ static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_mem
     KILN_ASSERT(inputs != NULL);
     if (req->n_inputs) memcpy(inputs, req->inputs, req->n_inputs * sizeof *inputs);
     if (req->train) inputs[req->n_inputs] = req->lr;
+    kiln_fuse_request fr = {needed, !req->no_fuse, req->train && req->dropout};
+    bool ok = kiln_fuse(g, &fr, sched, d);
     kiln_plan_request pr = {needed,        scratch, inputs, req->n_inputs + (req->train ? 1 : 0), req->params,
-                            req->n_params, req->train ? req->states : NULL, req->train ? req->n_states : 0};
-    bool ok = kiln_plan_memory(g, &pr, p, d);
+                            req->n_params, req->train ? req->states : NULL, req->train ? req->n_states : 0, sched};
+    ok = ok && kiln_plan_memory(g, &pr, p, d);
+    if (!ok) kiln_schedule_free(sched);
     free(inputs);
     free(needed);
     free(scratch);
     return ok;
-}
-
-static int count_kernels(const kiln_graph *g, const kiln_memplan *p)
-{
-    int n = 0;
-    for (uint32_t id = 0; id < g->n_nodes; id++) n += lower_needs_kernel(g, p, id);
-    return n;
 }
 
 bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_kernels, kiln_diags *d)
@@ -94,8 +92,12 @@ bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_
         if (!kiln_target_host(&host, d)) return false;
         t = &host;
     }
-    bool ok = plan(req, t, p, d);
-    if (ok) *n_kernels = count_kernels(req->g, p);
+    kiln_kernel_schedule sched;
+    bool ok = plan(req, t, p, &sched, d);
+    if (ok) {
+        *n_kernels = (int)sched.n_kernels;
+        kiln_schedule_free(&sched);
+    }
     if (t == &host) kiln_target_free(&host);
     return ok;
 }
@@ -134,11 +136,11 @@ typedef struct unit {
 } unit;
 
 static void unit_build(unit *u, const kiln_compile_request *req, const kiln_target *t, LLVMContextRef ctx,
-                       const kiln_memplan *p, const char *name)
+                       const kiln_memplan *p, const kiln_kernel_schedule *sched, const char *name)
 {
     cg_init_in_context(&u->cg, t, ctx, name);
     cg_init_in_context(&u->gemm, t, ctx, "gemm");
-    u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, name, &u->n_functions);
+    u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, sched, name, &u->n_functions);
 }
 
 /* Verifies both modules; optimises the kernels with default<O3> and the GEMM functions
@@ -209,12 +211,12 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
 {
     KILN_ASSERT(req->target != NULL);
     memset(out, 0, sizeof *out);
-    if (!plan(req, req->target, &out->plan, d)) return false;
+    if (!plan(req, req->target, &out->plan, &out->sched, d)) return false;
     char name[256];
     entry_name(req, name, sizeof name);
     LLVMContextRef ctx = LLVMContextCreate();
     unit u;
-    unit_build(&u, req, req->target, ctx, &out->plan, name);
+    unit_build(&u, req, req->target, ctx, &out->plan, &out->sched, name);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     bool ok = unit_finish(&u, name, d);
@@ -227,6 +229,7 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
     if (!ok) {
         LLVMContextDispose(ctx);
         kiln_memplan_free(&out->plan);
+        kiln_schedule_free(&out->sched);
         memset(out, 0, sizeof *out);
     }
     return ok;
@@ -236,6 +239,7 @@ void kiln_module_free(kiln_module *m)
 {
     kiln_cg_dispose(&m->cg);
     kiln_memplan_free(&m->plan);
+    kiln_schedule_free(&m->sched);
     memset(m, 0, sizeof *m);
 }
 
@@ -340,7 +344,8 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     }
     double t0 = now_ms();
     kiln_memplan p;
-    bool ok = plan(req, t, &p, d);
+    kiln_kernel_schedule sched;
+    bool ok = plan(req, t, &p, &sched, d);
     if (!ok) goto done_target;
     out->n_args = (req->train ? 4 : 2) + req->n_inputs + g->n_outputs;
     out->optim_bytes = p.optim_bytes;
@@ -359,7 +364,7 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     entry_name(req, name, sizeof name);
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     unit u;
-    unit_build(&u, req, t, LLVMOrcThreadSafeContextGetContext(tsc), &p, name);
+    unit_build(&u, req, t, LLVMOrcThreadSafeContextGetContext(tsc), &p, &sched, name);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     double t1 = now_ms();
@@ -376,6 +381,7 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     unit_dispose(&u); /* the thread-safe context owns the context */
     LLVMOrcDisposeThreadSafeContext(tsc);
     kiln_memplan_free(&p);
+    kiln_schedule_free(&sched);
 done_target:
     if (t == &host) kiln_target_free(&host);
     if (!ok) kiln_compiled_free(out);

@@ -86,7 +86,7 @@ void cg_return_if(kiln_cg *cg, LLVMValueRef cond, int code);
 /* A loop nest over dims[0..rank) (outermost first) that keeps, for each of n_ops
  * operands, the element offset base[k] + Σ_d idx_d·stride[k][d] (base NULL = 0).
  * Inside, off[k] is the innermost offset. */
-#define CG_MAX_OPS 8
+#define CG_MAX_OPS 64
 typedef struct cg_nest {
     int rank, n_ops;
     cg_loop loop[KILN_MAX_RANK];
@@ -169,6 +169,9 @@ extern const lower_row kiln_lower_table[KILN_OP_COUNT];
 
 /* Per-file lowering functions (the table in lower.c points at these). */
 void lower_elementwise(lower_ctx *c);   /* lower_elementwise.c: every ELEMENTWISE op */
+/* The value of elementwise node n for operand values x[] (scalars of its operands'
+ * dtypes): the op's scalar function, as lower_elementwise applies it per element. */
+LLVMValueRef lower_scalar_op(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x);
 void lower_constant(lower_ctx *c);
 void lower_iota(lower_ctx *c);
 void lower_reduce(lower_ctx *c);        /* lower_reduce.c */
@@ -218,10 +221,32 @@ bool lower_needs_kernel(const kiln_graph *g, const kiln_memplan *p, uint32_t id)
 /* Scratch bytes of every node (0 for nodes without), for the memory planner. */
 void lower_scratch_sizes(const kiln_graph *g, const kiln_target *t, int64_t *bytes);
 
+/* ---- lower_loop.c: a LOOP kernel of the schedule ----------------------------------- */
+
+/* An operand of a LOOP kernel: a buffer it reads (an outside input), writes (a member
+ * whose value leaves the kernel), or both (an update computed in place over a value it
+ * reads: `node` is the member, `reads` the target node). */
+typedef struct loop_operand {
+    uint32_t node;       /* the value at this operand: an outside input, or a member */
+    uint32_t reads;      /* the node read from it: node itself for an input, the target
+                            for an in-place member, KILN_NONE for a written-only member */
+    bool writes;
+} loop_operand;
+
+/* The operands of kernel k (results first, member order; then inputs, first use); at most
+ * CG_MAX_OPS. Returns their number. */
+int loop_operands(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k, loop_operand *ops);
+/* Emits kernel k as void NAME(ptr noalias op0, …) over its operands. */
+LLVMValueRef lower_loop_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
+                               const loop_operand *ops, int n_ops);
+/* The sharing key of kernel k (equal keys: identical functions). */
+bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, const loop_operand *ops, int n_ops,
+                    char *buf, size_t size);
+
 /* The entry function (entry.c): int NAME_forward(params, workspace, inputs…, outputs…)
  * calling the kernels in node order. Returns the number of kernel calls; *n_functions
  * (may be NULL) gets the number of distinct kernel functions. */
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
-               const kiln_memplan *p, const char *entry_name, int *n_functions);
+               const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions);
 
 #endif

@@ -185,6 +185,14 @@ static void emit_elementwise(kiln_cg *cg, void *user, const LLVMValueRef *vals, 
     cg_store(cg, n->type.dtype, vals[0], off[0], eb->f(cg, n, x));
 }
 
+LLVMValueRef lower_scalar_op(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
+{
+    bool i32_math = n->type.dtype == KILN_I32 && n->op != KILN_OP_CAST;
+    scalar_fn f = i32_math ? i32_ops[n->op] : f32_ops[n->op];
+    KILN_ASSERT(f != NULL);
+    return f(cg, n, x);
+}
+
 void lower_elementwise(lower_ctx *c)
 {
     kiln_cg *cg = c->cg;

@@ -11,6 +11,43 @@
 int64_t kiln_node_flops(const kiln_graph *g, uint32_t id);
 int64_t kiln_graph_flops(const kiln_graph *g);
 
+/* ---- fuse.c: the kernel schedule ---------------------------------------------------------
+ *
+ * Groups the live nodes of a graph into kernels (see fuse.c): an ordered list, each
+ * kernel a kind and its member nodes in node order. The graph is not changed. */
+
+typedef enum kiln_kernel_kind {
+    KILN_KERNEL_NODE,   /* one node, lowered by its op's own kernel */
+    KILN_KERNEL_LOOP,   /* elementwise nodes of one shape in one loop nest */
+} kiln_kernel_kind;
+
+typedef struct kiln_kernel {
+    kiln_kernel_kind kind;
+    uint32_t first, n;         /* members: schedule.members[first .. first + n), node order */
+} kiln_kernel;
+
+typedef struct kiln_kernel_schedule {
+    uint32_t n_nodes;
+    kiln_kernel *kernels;      /* in execution order (by first member) */
+    uint32_t n_kernels;
+    uint32_t *members;
+    uint32_t n_members;
+    uint32_t *kernel_of;       /* per node: the kernel computing it, or KILN_NONE */
+    unsigned char *internal;   /* per node: its value never leaves its kernel (no buffer) */
+} kiln_kernel_schedule;
+
+typedef struct kiln_fuse_request {
+    const unsigned char *live; /* per node: computed */
+    bool enable_loop;          /* fuse elementwise chains (else every node is its own kernel) */
+    bool dropout_alone;        /* dropout nodes keep a kernel of their own (a training step's) */
+} kiln_fuse_request;
+
+/* Whether node id needs a kernel: live, not a source, and not a view or a constant
+ * global unless it is a graph output. */
+bool kiln_node_has_kernel(const kiln_graph *g, const unsigned char *live, uint32_t id);
+bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s, kiln_diags *d);
+void kiln_schedule_free(kiln_kernel_schedule *s);
+
 /* ---- memplan.c: static memory planning ---------------------------------------------
  *
  * Decides where every value of a compiled graph lives (its "home") and lays the
@@ -29,7 +66,10 @@ typedef enum kiln_home_kind {
     KILN_HOME_STATE,       /* the optimizer blob at `offset` (index = state number) */
     KILN_HOME_UPDATE,      /* an update's new value computed straight into the storage of its
                               target, node `index` (a PARAM or STATE, same `offset`): every
-                              reader of the target's old value runs before this node */
+                              reader of the target's old value runs before this node's
+                              kernel, or is this same elementwise kernel reading the target at
+                              the element it writes */
+    KILN_HOME_FUSED,       /* lives only inside its kernel (registers): no memory */
 } kiln_home_kind;
 
 typedef struct kiln_home {
@@ -37,8 +77,9 @@ typedef struct kiln_home {
     uint32_t index;
     int64_t offset;        /* bytes */
     int64_t bytes;         /* the value's size (numel · 4) */
-    uint32_t first, last;  /* WORKSPACE: live from node first to node last (inclusive);
-                              last = n_nodes when the value is copied to an output */
+    uint32_t first, last;  /* WORKSPACE: live from kernel position first to last (inclusive);
+                              last = the number of positions when the value is copied out.
+                              Positions are the schedule's kernels, or node ids without one */
 } kiln_home;
 
 /* An output whose node already lives elsewhere (an input, a parameter, a constant, a
@@ -75,6 +116,8 @@ typedef struct kiln_plan_request {
     /* outputs: g->outputs, in order */
     const uint32_t *states;        /* STATE nodes in optimizer-blob order */
     uint32_t n_states;
+    const kiln_kernel_schedule *schedule; /* the kernels (liveness over their order; internal values
+                                      get no memory), or NULL: one kernel per node */
     /* updates: g->updates; their values must be needed */
 } kiln_plan_request;
 
