@@ -101,7 +101,8 @@ typedef struct kiln_compile_request {
     bool dropout;
     uint32_t dropout_step;
     uint64_t dropout_seed;
-    bool no_fuse;                  /* every node its own kernel (--disable-pass fuse) */
+    bool no_fuse;                  /* every node its own kernel (as --disable-pass fuse) */
+    const kiln_pipeline_options *pipeline;  /* --disable-pass, --dump-after; NULL: defaults */
 } kiln_compile_request;
 
 /* The entry point, int NAME_forward(const float *params, void *workspace, inputs…,
@@ -133,6 +134,7 @@ typedef struct kiln_compiled {
     int64_t *state_offsets;        /* per request state: byte offset in the optimizer blob */
     int64_t workspace_bytes, unplanned_bytes, lower_bound_bytes;
     char *llvm_ir, *asm_text;      /* when asked for, else NULL (malloc'd) */
+    char *dump;                    /* the pipeline's --dump-after text, or NULL (malloc'd) */
     double ms_build, ms_optimize, ms_jit;  /* compile time, by stage */
 } kiln_compiled;
 
@@ -149,6 +151,10 @@ void kiln_compiled_free(kiln_compiled *c);
  * (`kiln check`). Free the plan with kiln_memplan_free. */
 bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *plan, int *n_kernels, kiln_diags *d);
 
+/* The pipeline's --dump-after text for a request (req->pipeline), malloc'd; NULL with a
+ * diagnostic when planning fails. */
+char *kiln_codegen_dump(const kiln_compile_request *req, kiln_diags *d);
+
 /* The optimised module of a request as LLVM IR text or assembly, malloc'd (--emit). */
 char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d);
 
@@ -159,8 +165,7 @@ char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_dia
  * is internal. kiln_module_free disposes module, context and plan. */
 typedef struct kiln_module {
     kiln_cg cg;
-    kiln_memplan plan;
-    kiln_kernel_schedule sched;
+    kiln_program prog;             /* schedule, plan and --dump-after text (passes/pipeline.c) */
     int n_kernels, n_functions;
 } kiln_module;
 

@@ -33,7 +33,9 @@ static bool plan_memory(const kiln_model *m, const train_step *ts, memory_report
 {
     kiln_compile_request req = {.g = &m->graph, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
                                 .params = m->params, .n_params = (uint32_t)m->n_params, .name = m->name};
+    req.pipeline = &cli_pipeline;
     if (ts) req = train_step_request(m, ts);
+
     kiln_memplan plan;
     if (!kiln_codegen_plan(&req, &plan, &r->kernels, diags)) return false;
     r->workspace_bytes = plan.workspace_bytes;
@@ -109,16 +111,31 @@ static void print_json(const kiln_model *m, int64_t params, int64_t flops, memor
     cJSON_Delete(o);
 }
 
+/* Prints the text --dump-after asks for: the graph after that pipeline stage. */
+static bool dump_stage(const kiln_model *m, const train_step *ts, kiln_diags *diags)
+{
+    kiln_compile_request req = {.g = &m->graph, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
+                                .params = m->params, .n_params = (uint32_t)m->n_params, .pipeline = &cli_pipeline};
+    if (ts) req = train_step_request(m, ts);
+    char *dump = kiln_codegen_dump(&req, diags);
+    if (!dump) return false;
+    cli_print_dump(dump);
+    free(dump);
+    return true;
+}
+
 int cmd_check(int argc, char **argv, kiln_diags *diags)
 {
     bool json = false, train = false, dump_ir = false;
     cli_flag flags[] = {
+        CLI_PIPELINE_FLAGS,
         {"--json", CLI_BOOL, &json, NULL},
         {"--train", CLI_BOOL, &train, NULL},
         {"--dump-ir", CLI_BOOL, &dump_ir, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) {
         kiln_diags_add(diags, NULL, 0, 0, "check", "expects one MODEL.json");
         return EXIT_USAGE;
@@ -130,6 +147,12 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     if (train && !train_step_build(&model, &ts, diags)) {
         kiln_model_free(&model);
         return EXIT_FAIL;
+    }
+    if (cli_pipeline.dump_after) { /* the stage's text alone, like --dump-ir */
+        bool ok = dump_stage(&model, train ? &ts : NULL, diags);
+        train_step_free(&ts);
+        kiln_model_free(&model);
+        return ok ? EXIT_OK : EXIT_FAIL;
     }
     if (dump_ir) {
         char *text = kiln_graph_print(&model.graph);

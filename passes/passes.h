@@ -181,4 +181,39 @@ typedef struct kiln_optim_result {
 bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *grads, uint32_t n,
                       const kiln_optim_config *cfg, kiln_optim_result *out, kiln_diags *d);
 
+/* ---- pipeline.c: the stages every compilation goes through ---------------------------------
+ *
+ * verify → live → fuse → memplan (pipeline.c explains each). What comes out is a
+ * program: the kernel schedule and the memory plan codegen follows. */
+
+typedef struct kiln_pipeline_options {
+    const char *disable;     /* comma-separated stage names to skip ("fuse"), or NULL */
+    const char *dump_after;  /* a stage whose IR text to keep in kiln_program.dump, or NULL */
+    bool check_plan;         /* run kiln_memplan_check on the plan (tests) */
+} kiln_pipeline_options;
+
+typedef struct kiln_pipeline_request {
+    const kiln_graph *g;
+    const uint32_t *inputs, *params, *states;   /* as kiln_plan_request */
+    uint32_t n_inputs, n_params, n_states;
+    bool dropout_alone;                          /* a training step's dropout keeps its kernel */
+    /* kernel scratch bytes per node (codegen knows them: they depend on the target) */
+    void (*scratch_sizes)(const kiln_graph *g, void *ctx, int64_t *bytes);
+    void *scratch_ctx;
+    const kiln_pipeline_options *options;        /* NULL: every stage, no dump */
+} kiln_pipeline_request;
+
+typedef struct kiln_program {
+    kiln_kernel_schedule sched;
+    kiln_memplan plan;
+    char *dump;              /* --dump-after's text, malloc'd, or NULL */
+} kiln_program;
+
+bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d);
+void kiln_program_free(kiln_program *p);
+/* Stage names for --disable-pass / --dump-after: whether one exists, and the list. */
+bool kiln_pass_known(const char *name);
+const char *kiln_pass_names(void);
+bool kiln_pass_disabled(const kiln_pipeline_options *o, const char *name);
+
 #endif
