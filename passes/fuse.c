@@ -16,15 +16,14 @@
  *   a common consumer, as AdamW's m, v and p updates are). Operands from outside may
  *   broadcast into the shape. A training step's dropout stays alone (its kernel takes the
  *   step counter).
- * The order condition that keeps every schedule valid: a kernel runs at the position of
- * its first member (in node order), so every input a member reads from outside the
- * kernel must come from a node before that first member. Nodes are topologically
- * ordered, so then every kernel's inputs are computed before it runs and every reader of
- * its results runs after it.
+ * What keeps a schedule valid: no group may read, from outside, a value that depends on
+ * one of its own members (loop_valid walks back to check); the kernels then form an
+ * acyclic graph, and order_kernels runs each after the kernels it reads from.
  *
  * A member's value is `internal` — it never gets a buffer — when every reader is a member
  * of the same kernel and it is neither a graph output nor an update's new value.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,6 +69,8 @@ typedef struct fuser {
     uint32_t *group_of; /* per node: its LOOP group, or KILN_NONE */
     group *groups;
     uint32_t n_groups;
+    uint32_t *mark, stamp; /* per node, for loop_valid's walk */
+    uint32_t *stack;
 } fuser;
 
 static bool loop_fusable(const fuser *f, uint32_t id)
@@ -87,24 +88,52 @@ static bool in_list(const uint32_t *list, uint32_t n, uint32_t id)
     return false;
 }
 
-/* Whether members[0..n) (sorted) can be one kernel: every outside input comes before the
- * first member, and there are not too many of them (with one result per member at most,
- * a kernel has fewer than 64 operands: codegen's CG_MAX_OPS). */
-static bool loop_valid(const fuser *f, const uint32_t *members, uint32_t n)
+/* Whether the nodes members[0..n) (sorted) can run as one kernel: few enough outside
+ * inputs, and no outside input that depends, through other nodes and other kernels, on
+ * one of the members — the kernel would have to run before itself. The walk goes back
+ * from the outside inputs; reaching a node of another group continues from all of that
+ * group's inputs (it runs as a unit), and a node before the first member cannot depend
+ * on any member (nodes are in topological order). */
+static bool loop_valid(fuser *f, const uint32_t *members, uint32_t n)
 {
     if (n > LOOP_MAX_MEMBERS) return false;
-    uint32_t first = members[0], operands = 0;
+    const kiln_graph *g = f->g;
+    uint32_t first = members[0], operands = 0, top = 0;
     uint32_t seen[LOOP_MAX_MEMBERS * 3];
+    f->stamp += 2;
+    uint32_t in_set = f->stamp, visited = f->stamp + 1;
+    for (uint32_t i = 0; i < n; i++) f->mark[members[i]] = in_set;
     for (uint32_t i = 0; i < n; i++) {
-        const kiln_node *m = &f->g->nodes[members[i]];
+        const kiln_node *m = &g->nodes[members[i]];
         for (uint32_t j = 0; j < m->n_in; j++) {
             uint32_t x = m->in[j];
-            if (in_list(members, n, x)) continue;
-            if (x >= first) return false;
-            if (!in_list(seen, operands, x)) seen[operands++] = x;
+            if (f->mark[x] == in_set) continue;
+            if (!in_list(seen, operands, x)) {
+                if (operands == LOOP_MAX_INPUTS) return false;
+                seen[operands++] = x;
+            }
+            if (x > first && f->mark[x] != visited) {
+                f->mark[x] = visited;
+                f->stack[top++] = x;
+            }
         }
     }
-    return operands <= LOOP_MAX_INPUTS;
+    while (top > 0) {
+        uint32_t y = f->stack[--top];
+        uint32_t gy = f->group_of[y];
+        uint32_t n_from = gy != KILN_NONE ? f->groups[gy].n : 1;
+        for (uint32_t k = 0; k < n_from; k++) {
+            const kiln_node *z = &g->nodes[gy != KILN_NONE ? f->groups[gy].members[k] : y];
+            for (uint32_t j = 0; j < z->n_in; j++) {
+                uint32_t x = z->in[j];
+                if (x < first || f->mark[x] == visited) continue;
+                if (f->mark[x] == in_set) return false;
+                f->mark[x] = visited;
+                f->stack[top++] = x;
+            }
+        }
+    }
+    return true;
 }
 
 static int cmp_u32(const void *a, const void *b)
@@ -183,6 +212,73 @@ static int by_first_member(const void *a, const void *b, void *ctx)
     return cmp_u32(&members[x->first], &members[y->first]);
 }
 
+/* The kernel that computes the memory node x reads from (through views), or KILN_NONE
+ * for a source or a constant global. */
+static uint32_t producer(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t x)
+{
+    while (s->kernel_of[x] == KILN_NONE && g->nodes[x].op == KILN_OP_RESHAPE) x = g->nodes[x].in[0];
+    return s->kernel_of[x];
+}
+
+/* Puts the kernels (sorted by first member) into an order where each runs after the
+ * kernels it reads from: of the kernels whose inputs are ready, always the one with the
+ * earliest first member, so the order stays close to the graph's (and its memory use
+ * close to what the graph's author arranged). A group may read a node that comes after
+ * its first member (loop_valid allows it when that node does not depend on the group). */
+static void order_kernels(const kiln_graph *g, kiln_kernel_schedule *s)
+{
+    uint32_t nk = s->n_kernels;
+    /* the edges producer → reader, grouped by producer (counting sort) */
+    uint32_t n_edges = 0;
+    for (uint32_t i = 0; i < s->n_members; i++) n_edges += g->nodes[s->members[i]].n_in;
+    uint32_t *from = xcalloc(n_edges, sizeof *from), *to = xcalloc(n_edges, sizeof *to);
+    uint32_t *start = xcalloc(nk + 1, sizeof *start), *readers = xcalloc(n_edges, sizeof *readers);
+    uint32_t *waiting = xcalloc(nk, sizeof *waiting), *order = xcalloc(nk, sizeof *order);
+    uint32_t e = 0;
+    for (uint32_t k = 0; k < nk; k++)
+        for (uint32_t i = 0; i < s->kernels[k].n; i++) {
+            const kiln_node *m = &g->nodes[s->members[s->kernels[k].first + i]];
+            for (uint32_t j = 0; j < m->n_in; j++) {
+                uint32_t p = producer(g, s, m->in[j]);
+                if (p == KILN_NONE || p == k) continue;
+                from[e] = p, to[e] = k, e++;
+                waiting[k]++;
+                start[p + 1]++;
+            }
+        }
+    for (uint32_t k = 0; k < nk; k++) start[k + 1] += start[k];
+    uint32_t *fill = xcalloc(nk, sizeof *fill);
+    for (uint32_t i = 0; i < e; i++) readers[start[from[i]] + fill[from[i]]++] = to[i];
+
+    /* always the ready kernel with the earliest first member: a scan from the lowest
+     * not-yet-run index (kernels are sorted by first member) */
+    unsigned char *done = xcalloc(nk, 1);
+    uint32_t n_done = 0, lowest = 0;
+    while (n_done < nk) {
+        while (done[lowest]) lowest++;
+        uint32_t pick = lowest;
+        while (pick < nk && (waiting[pick] != 0 || done[pick])) pick++;
+        KILN_ASSERT(pick < nk); /* loop_valid keeps the kernel graph acyclic */
+        done[pick] = 1;
+        order[n_done++] = pick;
+        for (uint32_t r = start[pick]; r < start[pick + 1]; r++) waiting[readers[r]]--;
+    }
+    kiln_kernel *sorted = xcalloc(nk, sizeof *sorted);
+    for (uint32_t i = 0; i < nk; i++) sorted[i] = s->kernels[order[i]];
+    memcpy(s->kernels, sorted, nk * sizeof *sorted);
+    for (uint32_t ki = 0; ki < nk; ki++)
+        for (uint32_t i = 0; i < s->kernels[ki].n; i++) s->kernel_of[s->members[s->kernels[ki].first + i]] = ki;
+    free(sorted);
+    free(done);
+    free(fill);
+    free(order);
+    free(waiting);
+    free(readers);
+    free(start);
+    free(to);
+    free(from);
+}
+
 bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s, kiln_diags *d)
 {
     (void)d;
@@ -199,7 +295,8 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
         s->kernel_of[id] = KILN_NONE;
     }
 
-    fuser f = {g, req, has_kernel, xcalloc(nn, sizeof(uint32_t)), xcalloc(nn, sizeof(group)), 0};
+    fuser f = {g, req, has_kernel, xcalloc(nn, sizeof(uint32_t)), xcalloc(nn, sizeof(group)), 0,
+               xcalloc(nn, sizeof(uint32_t)), 0, xcalloc(nn, sizeof(uint32_t))};
     for (uint32_t id = 0; id < nn; id++) f.group_of[id] = KILN_NONE;
     group_loops(&f);
 
@@ -224,6 +321,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     qsort_r(s->kernels, s->n_kernels, sizeof *s->kernels, by_first_member, s->members);
     for (uint32_t ki = 0; ki < s->n_kernels; ki++)
         for (uint32_t i = 0; i < s->kernels[ki].n; i++) s->kernel_of[s->members[s->kernels[ki].first + i]] = ki;
+    order_kernels(g, s);
 
     /* internal values: read only inside their own kernel */
     unsigned char *escapes = xcalloc(nn, 1);
@@ -244,6 +342,8 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     for (uint32_t gi = 0; gi < f.n_groups; gi++) free(f.groups[gi].members);
     free(f.groups);
     free(f.group_of);
+    free(f.mark);
+    free(f.stack);
     free(escapes);
     free(has_kernel);
     return true;
