@@ -114,7 +114,7 @@ bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_fl
 
 kiln_pipeline_options cli_pipeline;
 
-static bool stages_known(const char *list, const char *flag, kiln_diags *diags)
+static bool stages_known(const char *list, const char *flag, bool disabling, kiln_diags *diags)
 {
     bool ok = true;
     for (const char *p = list; p && *p;) {
@@ -125,6 +125,10 @@ static bool stages_known(const char *list, const char *flag, kiln_diags *diags)
         if (!kiln_pass_known(name)) {
             kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' is not a pass (passes: %s)", name, kiln_pass_names());
             ok = false;
+        } else if (disabling && !kiln_pass_optional(name)) {
+            kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' cannot be turned off: code cannot be compiled without it",
+                           name);
+            ok = false;
         }
         if (!end) break;
         p = end + 1;
@@ -134,12 +138,12 @@ static bool stages_known(const char *list, const char *flag, kiln_diags *diags)
 
 bool cli_pipeline_valid(kiln_diags *diags)
 {
-    bool ok = stages_known(cli_pipeline.disable, "--disable-pass", diags);
+    bool ok = stages_known(cli_pipeline.disable, "--disable-pass", true, diags);
     if (cli_pipeline.dump_after && strchr(cli_pipeline.dump_after, ',')) {
         kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "names one pass");
         ok = false;
     }
-    return stages_known(cli_pipeline.dump_after, "--dump-after", diags) && ok;
+    return stages_known(cli_pipeline.dump_after, "--dump-after", false, diags) && ok;
 }
 
 void cli_print_dump(const char *dump)

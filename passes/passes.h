@@ -215,5 +215,7 @@ void kiln_program_free(kiln_program *p);
 bool kiln_pass_known(const char *name);
 const char *kiln_pass_names(void);
 bool kiln_pass_disabled(const kiln_pipeline_options *o, const char *name);
+/* Whether a stage may be turned off (the others are needed to compile at all). */
+bool kiln_pass_optional(const char *name);
 
 #endif

@@ -33,6 +33,8 @@ bool kiln_pass_known(const char *name)
 
 const char *kiln_pass_names(void) { return "verify, live, fuse, memplan"; }
 
+bool kiln_pass_optional(const char *name) { return strcmp(name, "verify") == 0 || strcmp(name, "fuse") == 0; }
+
 /* Whether `name` is in the comma-separated list. */
 static bool listed(const char *list, const char *name)
 {
