@@ -492,6 +492,16 @@ const ad_rule kiln_grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_ATTENTION] = rule_attention,
     [KILN_OP_CROSS_ENTROPY] = rule_cross_entropy,
 
-    /* no rule: sources (input, param, state, constant, iota), comparisons (lt, gt, eq),
-     * cast, and the gradient composites (no second derivatives) */
+    /* no rule: the ops of kiln_grad_none below */
+};
+
+/* Ops through which no gradient flows, on purpose: sources (input, param, state,
+ * constant, iota), comparisons (piecewise constant), cast (between f32 and i32 only:
+ * i32 values carry no gradient), and the gradient composites (no second derivatives).
+ * Every other op needs a rule; autodiff refuses a graph that needs a missing one. */
+const bool kiln_grad_none[KILN_OP_COUNT] = {
+    [KILN_OP_INPUT] = true,     [KILN_OP_PARAM] = true,          [KILN_OP_STATE] = true,
+    [KILN_OP_CONSTANT] = true,  [KILN_OP_IOTA] = true,           [KILN_OP_LT] = true,
+    [KILN_OP_GT] = true,        [KILN_OP_EQ] = true,             [KILN_OP_CAST] = true,
+    [KILN_OP_LAYERNORM_GRAD] = true, [KILN_OP_ATTENTION_GRAD] = true, [KILN_OP_CROSS_ENTROPY_GRAD] = true,
 };
