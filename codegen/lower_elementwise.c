@@ -15,6 +15,8 @@
  * maximum/minimum propagate NaN, as numpy and the interpreter do.
  */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "lower.h"
 
@@ -228,11 +230,21 @@ LLVMValueRef lower_constant_global(kiln_cg *cg, const kiln_graph *g, uint32_t id
     LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
     if (gv) return gv;
     const kiln_node *n = &g->nodes[id];
-    int64_t bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
-    KILN_ASSERT(n->attrs.n_values * KILN_ELEM_BYTES == bytes);
-    /* raw bytes: one ConstantDataArray, cheap even for large constants */
-    LLVMValueRef init = bytes ? LLVMConstStringInContext2(cg->ctx, n->attrs.values, (size_t)bytes, 1)
+    int64_t numel = kiln_type_numel(&n->type), bytes = numel * KILN_ELEM_BYTES;
+    KILN_ASSERT(n->attrs.n_values == numel || n->attrs.n_values == 1);
+    /* raw bytes: one ConstantDataArray, cheap even for large constants; a small splat
+     * (passes.h, kiln_constant_is_global) is spelled out */
+    const void *data = n->attrs.values;
+    char *spelled = NULL;
+    if (n->attrs.n_values != numel) {
+        spelled = malloc((size_t)(bytes ? bytes : 1));
+        KILN_ASSERT(spelled != NULL);
+        for (int64_t i = 0; i < numel; i++) memcpy(spelled + i * KILN_ELEM_BYTES, n->attrs.values, KILN_ELEM_BYTES);
+        data = spelled;
+    }
+    LLVMValueRef init = bytes ? LLVMConstStringInContext2(cg->ctx, data, (size_t)bytes, 1)
                               : LLVMConstNull(LLVMArrayType2(LLVMInt8TypeInContext(cg->ctx), 0));
+    free(spelled);
     gv = LLVMAddGlobal(cg->mod, LLVMTypeOf(init), name);
     LLVMSetInitializer(gv, init);
     LLVMSetGlobalConstant(gv, 1);

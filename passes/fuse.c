@@ -41,6 +41,12 @@ static void *xcalloc(size_t n, size_t size)
     return p;
 }
 
+bool kiln_constant_is_global(const kiln_node *n)
+{
+    int64_t numel = kiln_type_numel(&n->type);
+    return n->op == KILN_OP_CONSTANT && (n->attrs.n_values == numel || numel <= KILN_SPLAT_GLOBAL_MAX);
+}
+
 bool kiln_node_has_kernel(const kiln_graph *g, const unsigned char *live, uint32_t id)
 {
     if (!live[id]) return false;
@@ -50,7 +56,7 @@ bool kiln_node_has_kernel(const kiln_graph *g, const unsigned char *live, uint32
     for (uint32_t o = 0; o < g->n_outputs && !output; o++) output = g->outputs[o].node == id;
     if (output) return true;
     if (n->op == KILN_OP_RESHAPE) return false;
-    if (n->op == KILN_OP_CONSTANT && n->attrs.n_values == kiln_type_numel(&n->type)) return false;
+    if (kiln_constant_is_global(n)) return false;
     return true;
 }
 

@@ -42,6 +42,12 @@ typedef struct kiln_fuse_request {
     bool dropout_alone;        /* dropout nodes keep a kernel of their own (a training step's) */
 } kiln_fuse_request;
 
+/* Whether a CONSTANT node lives in the compiled module as data (a global) rather than
+ * being filled by a kernel: constants given in full, and splats (one value repeated)
+ * small enough that their data costs less than a kernel call per run. */
+#define KILN_SPLAT_GLOBAL_MAX 16384
+bool kiln_constant_is_global(const kiln_node *n);
+
 /* Whether node id needs a kernel: live, not a source, and not a view or a constant
  * global unless it is a graph output. */
 bool kiln_node_has_kernel(const kiln_graph *g, const unsigned char *live, uint32_t id);
