@@ -195,7 +195,6 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
 typedef struct kiln_pipeline_options {
     const char *disable;     /* comma-separated stage names to skip ("fuse"), or NULL */
     const char *dump_after;  /* a stage whose IR text to keep in kiln_program.dump, or NULL */
-    bool check_plan;         /* run kiln_memplan_check on the plan (tests) */
 } kiln_pipeline_options;
 
 typedef struct kiln_pipeline_request {
