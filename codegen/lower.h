@@ -175,6 +175,8 @@ void lower_reduce(lower_ctx *c);        /* lower_reduce.c */
 void lower_softmax(lower_ctx *c);       /* softmax and log_softmax */
 void lower_layernorm(lower_ctx *c);
 void lower_cross_entropy(lower_ctx *c);
+int64_t reduce_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+int64_t cross_entropy_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 void lower_copy(lower_ctx *c);          /* lower_layout.c: reshape as a copy */
 void lower_transpose(lower_ctx *c);
 void lower_slice(lower_ctx *c);
