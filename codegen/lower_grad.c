@@ -9,6 +9,11 @@
  * f32 and write the gradient. Results zero-fill first, so positions that receive
  * nothing (outside a slice, an unused table row, an ignored target, a masked key) are 0.
  *
+ * Threads: unslice splits its copy by the outer dim, layernorm_grad and
+ * cross_entropy_grad by rows, scatter_add by blocks of columns (duplicate indices add into
+ * one table row, so only columns are independent); index and target checks run first on
+ * the calling thread. Each output element is written by one thread in a fixed order.
+ *
  * attention_grad works per (batch…, head) and query i, with two rows of S floats of
  * workspace scratch (p_j and dP_j = g_i·v_j), never a T×S matrix except as the
  * `scores` result itself: dS_j = p_j·(dP_j − Σ p·dP), then dq_i += scale·dS_j·k_j,

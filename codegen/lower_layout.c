@@ -7,9 +7,16 @@
  * contiguous. Values are moved as they are (f32 or i32 loads and stores never change
  * bits), so layout results equal the interpreter's exactly.
  *
+ * A copy whose innermost dim reads the source with a stride (a transpose moving the last
+ * dim) goes through 16×16 tiles instead, so reads and writes both stay near each other.
+ * Every copy is split across threads by its outermost loop (cg_parallel_nest /
+ * cg_parallel_for); each element is moved by one thread, so any split gives the same
+ * bytes.
+ *
  * gather checks every index before it reads anything (one vectorisable or-reduction of
  * "out of range" flags over all indices), so a bad token id returns KILN_RC_INDEX_RANGE
- * without a wild read, even when the result is empty.
+ * without a wild read, even when the result is empty; the rows are then copied in
+ * parallel.
  */
 #include "lower.h"
 

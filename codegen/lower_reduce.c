@@ -14,6 +14,10 @@
  *   usual last axis (inner = 1) every pass is a contiguous loop.
  * - Row statistics are accumulated in f32 (vectorised, partial sums per lane), cross-
  *   row totals (cross_entropy) in double.
+ * - Threads (docs/codegen.md, Threads): row kernels split by rows; reductions by the
+ *   first kept dim (reduce_plan), or, when only few results come from many inputs, in
+ *   fixed chunks whose partials land in scratch and are combined in chunk order on one
+ *   thread. Either way each result is computed the same way for any thread count.
  */
 #include <math.h>
 #include <string.h>
