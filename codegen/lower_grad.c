@@ -153,9 +153,11 @@ void lower_scatter_add(lower_ctx *c)
         zero_fill_parallel(cg, c->out, kiln_type_numel(ot));
         return;
     }
-    /* about 16 column blocks, whole vectors of 16 floats each */
-    int64_t blk = (inner + 15) / 16;
+    /* about 4 column blocks, whole vectors of 16 floats each: every block walks all the
+     * indices, so narrow blocks cost more in loop overhead than they spread */
+    int64_t blk = (inner + 3) / 4;
     blk = (blk + 15) / 16 * 16;
+    if (blk < 64) blk = 64;
     scatter_job sj = {n, n_ids, inner, blk, (inner + blk - 1) / blk};
     LLVMValueRef vals[3] = {c->out, c->in[0], c->in[1]};
     cg_parallel_for(cg, "cols", outer * sj.blocks, (n + n_ids) * blk, vals, 3, scatter_cols, &sj);

@@ -34,14 +34,15 @@ static LLVMValueRef neg_inf(kiln_cg *cg) { return LLVMConstReal(cg->t_f32, -INFI
  *   writes (the results whose index along k is in its block — a contiguous range, since
  *   every dim before k is reduced) it computes alone, in the same order as one thread
  *   would: bit-identical for any thread count. k = 0 covers row reductions (sum over
- *   trailing axes); k > 0 column blocks of sums over leading axes (bias gradients).
+ *   trailing axes); k > 0 up to 8 column blocks of sums over leading axes (bias
+ *   gradients).
  *   One item (no kept dim, or too little work) is the plain sequential nest.
  * - RED_CHUNKS: few results from many inputs with no kept dim worth splitting (a full
  *   sum to a scalar): dim 0 (reduced) is cut into a fixed number of chunks that depends
  *   on the shape only; each chunk folds its rows into its own slot of scratch
  *   (n_out values), then one thread combines the slots in chunk order. */
 enum { RED_SPLIT, RED_CHUNKS };
-enum { RED_MAX_CHUNKS = 64, RED_CHUNK_MIN_WORK = 4096, RED_MAX_SCRATCH = 65536 };
+enum { RED_MAX_CHUNKS = 64, RED_CHUNK_MIN_WORK = 4096, RED_MAX_SCRATCH = 65536, RED_MIN_BLOCK = 64 };
 
 typedef struct reduce_plan {
     int rank;
@@ -80,9 +81,13 @@ static void reduce_plan_make(const kiln_type *xt, const kiln_node *n, reduce_pla
     if (p->k == 0) { /* rows: one item per index of dim 0 */
         p->blk = 1;
         p->items = p->dims[0];
-    } else if (p->k > 0 && p->dims[p->k] >= 32) { /* ~16 column blocks, whole vectors when innermost */
-        p->blk = ceil_div(p->dims[p->k], 16);
+    } else if (p->k > 0 && p->dims[p->k] >= 2 * RED_MIN_BLOCK) {
+        /* up to 8 blocks of the kept dim, each at least RED_MIN_BLOCK wide (whole vectors
+         * when it is the innermost dim): narrower blocks make each item walk all the
+         * reduced rows for a sliver of every row, which costs more than it spreads */
+        p->blk = ceil_div(p->dims[p->k], 8);
         if (p->k == p->rank - 1) p->blk = ceil_div(p->blk, 16) * 16;
+        if (p->blk < RED_MIN_BLOCK) p->blk = RED_MIN_BLOCK;
         p->items = ceil_div(p->dims[p->k], p->blk);
     } else if (p->rank > 0) { /* dim 0 is reduced: fixed chunks of it */
         int64_t inner = p->n_in / p->dims[0];
