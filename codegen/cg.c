@@ -234,6 +234,24 @@ void cg_loop_end(kiln_cg *cg, cg_loop *l)
     LLVMPositionBuilderAtEnd(cg->b, l->exit);
 }
 
+void cg_loop_end_interleaved(kiln_cg *cg, cg_loop *l, int count)
+{
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
+    LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->phi, cg_i64(cg, 1), "");
+    LLVMValueRef br = LLVMBuildBr(cg->b, l->head);
+    /* !llvm.loop !{self, unroll.disable, !{"llvm.loop.interleave.count", i32 count}} */
+    LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->ctx, NULL, 0);
+    LLVMMetadataRef disable = LLVMMDStringInContext2(cg->ctx, "llvm.loop.unroll.disable", 24);
+    LLVMMetadataRef il[2] = {LLVMMDStringInContext2(cg->ctx, "llvm.loop.interleave.count", 26),
+                             LLVMValueAsMetadata(cg_i32(cg, count))};
+    LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(cg->ctx, &disable, 1), LLVMMDNodeInContext2(cg->ctx, il, 2)};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(cg->ctx, ops, 3);
+    LLVMMetadataReplaceAllUsesWith(tmp, id);
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->ctx, "llvm.loop", 9), LLVMMetadataAsValue(cg->ctx, id));
+    LLVMAddIncoming(l->phi, &next, &latch, 1);
+    LLVMPositionBuilderAtEnd(cg->b, l->exit);
+}
+
 void cg_if_begin(kiln_cg *cg, cg_if *f, LLVMValueRef cond)
 {
     LLVMValueRef fn = current_fn(cg);

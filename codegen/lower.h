@@ -73,6 +73,9 @@ typedef struct cg_loop {
 } cg_loop;
 void cg_loop_begin(kiln_cg *cg, cg_loop *l, LLVMValueRef begin, LLVMValueRef end, const char *name);
 void cg_loop_end(kiln_cg *cg, cg_loop *l);
+/* cg_loop_end asking the vectoriser to interleave `count` vectors (for short reductions:
+ * independent partial sums hide the add latency; the cost model picks 1 for them). */
+void cg_loop_end_interleaved(kiln_cg *cg, cg_loop *l, int count);
 
 /* if (cond) { … } — cg_if_end joins. */
 typedef struct cg_if {

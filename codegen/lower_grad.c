@@ -165,15 +165,17 @@ void lower_scatter_add(lower_ctx *c)
 
 /* ---- layernorm_grad --------------------------------------------------------------------------- */
 
-/* Σ_j f over a contiguous row of D, into an f32 accumulator (reassociated, vectorisable):
- * f is x_j, (x_j − mean)², ĝ_j = g_j·w_j or ĝ_j·x̂_j. vals = out, x, w, g. */
-enum row_term { TERM_X, TERM_CENTRED_SQ, TERM_GW, TERM_GW_XHAT };
+/* Σ_j f over a contiguous row of D, into f32 accumulators (reassociated, vectorised,
+ * four vectors interleaved): f is x_j, or (x_j − mean)², or — two sums in one pass —
+ * ĝ_j = g_j·w_j and ĝ_j·x̂_j. vals = out, x, w, g. */
+enum row_term { TERM_X, TERM_CENTRED_SQ, TERM_GW_AND_GW_XHAT };
 
-static LLVMValueRef row_term_sum(kiln_cg *cg, const LLVMValueRef *vals, LLVMValueRef base, int64_t D, enum row_term term,
-                                 LLVMValueRef mean, LLVMValueRef inv)
+static void row_term_sum(kiln_cg *cg, const LLVMValueRef *vals, LLVMValueRef base, int64_t D, enum row_term term,
+                         LLVMValueRef mean, LLVMValueRef inv, LLVMValueRef *sum, LLVMValueRef *sum2)
 {
-    LLVMValueRef acc = cg_local(cg, cg->t_f32, "acc");
+    LLVMValueRef acc = cg_local(cg, cg->t_f32, "acc"), acc2 = cg_local(cg, cg->t_f32, "acc2");
     LLVMBuildStore(cg->b, cg_f32(cg, 0.0), acc);
+    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), acc2);
     cg_loop l;
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
     LLVMValueRef off = add_i64(cg, base, l.i);
@@ -185,11 +187,13 @@ static LLVMValueRef row_term_sum(kiln_cg *cg, const LLVMValueRef *vals, LLVMValu
         v = cg_fmul(cg, v, v);
     } else {
         v = cg_fmul(cg, cg_load(cg, KILN_F32, vals[3], off), cg_load(cg, KILN_F32, vals[2], l.i));
-        if (term == TERM_GW_XHAT) v = cg_fmul(cg, v, cg_fmul(cg, cg_fsub(cg, x, mean), inv));
+        LLVMValueRef v2 = cg_fmul(cg, v, cg_fmul(cg, cg_fsub(cg, x, mean), inv));
+        LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, acc2), v2), acc2);
     }
     LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, acc), v), acc);
-    cg_loop_end(cg, &l);
-    return load_f32(cg, acc);
+    cg_loop_end_interleaved(cg, &l, 4);
+    *sum = load_f32(cg, acc);
+    if (sum2) *sum2 = load_f32(cg, acc2);
 }
 
 typedef struct layernorm_grad_job {
@@ -206,11 +210,14 @@ static void layernorm_grad_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLV
     cg_loop r;
     cg_loop_begin(cg, &r, begin, end, "row");
     LLVMValueRef base = mul_i64(cg, r.i, D);
-    LLVMValueRef mean = cg_fdiv(cg, row_term_sum(cg, vals, base, D, TERM_X, NULL, NULL), dval);
-    LLVMValueRef var = cg_fdiv(cg, row_term_sum(cg, vals, base, D, TERM_CENTRED_SQ, mean, NULL), dval);
+    LLVMValueRef s, s2;
+    row_term_sum(cg, vals, base, D, TERM_X, NULL, NULL, &s, NULL);
+    LLVMValueRef mean = cg_fdiv(cg, s, dval);
+    row_term_sum(cg, vals, base, D, TERM_CENTRED_SQ, mean, NULL, &s, NULL);
+    LLVMValueRef var = cg_fdiv(cg, s, dval);
     LLVMValueRef inv = cg_fdiv(cg, cg_f32(cg, 1.0), cg_intrinsic1(cg, "llvm.sqrt", cg_fadd(cg, var, cg_f32(cg, lj->eps))));
-    LLVMValueRef m1 = cg_fdiv(cg, row_term_sum(cg, vals, base, D, TERM_GW, NULL, NULL), dval);
-    LLVMValueRef m2 = cg_fdiv(cg, row_term_sum(cg, vals, base, D, TERM_GW_XHAT, mean, inv), dval);
+    row_term_sum(cg, vals, base, D, TERM_GW_AND_GW_XHAT, mean, inv, &s, &s2);
+    LLVMValueRef m1 = cg_fdiv(cg, s, dval), m2 = cg_fdiv(cg, s2, dval);
     cg_loop l;
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
     LLVMValueRef off = add_i64(cg, base, l.i);
@@ -429,16 +436,19 @@ static void ce_grad_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueR
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
     LLVMValueRef xv = cg_load(cg, KILN_F32, x, add_i64(cg, base, l.i));
     LLVMBuildStore(cg->b, cg_intrinsic2(cg, "llvm.maximum", load_f32(cg, max), xv), max);
-    cg_loop_end(cg, &l);
+    cg_loop_end_interleaved(cg, &l, 4);
     LLVMValueRef m = load_f32(cg, max);
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
-    xv = cg_load(cg, KILN_F32, x, add_i64(cg, base, l.i));
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, sum), cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, xv, m))), sum);
-    cg_loop_end(cg, &l);
-    LLVMValueRef total = load_f32(cg, sum);
+    /* e_j = exp(x_j − max) is parked in the result row, so exp runs once per element */
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
     LLVMValueRef off = add_i64(cg, base, l.i);
-    LLVMValueRef pj = cg_fdiv(cg, cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, x, off), m)), total);
+    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, x, off), m));
+    cg_store(cg, KILN_F32, out, off, e);
+    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, sum), e), sum);
+    cg_loop_end_interleaved(cg, &l, 4);
+    LLVMValueRef total = load_f32(cg, sum);
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
+    off = add_i64(cg, base, l.i);
+    LLVMValueRef pj = cg_fdiv(cg, cg_load(cg, KILN_F32, out, off), total);
     LLVMValueRef hit = LLVMBuildICmp(cg->b, LLVMIntEQ, l.i, t, "");
     LLVMValueRef want = LLVMBuildSelect(cg->b, hit, cg_f32(cg, 1.0 - eps + eps / (double)C), cg_f32(cg, eps / (double)C), "");
     cg_store(cg, KILN_F32, out, off, cg_fmul(cg, scale, cg_fsub(cg, pj, want)));

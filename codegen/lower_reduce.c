@@ -283,7 +283,7 @@ static LLVMValueRef row_max(kiln_cg *cg, LLVMValueRef x, LLVMValueRef base, int6
     LLVMValueRef off = LLVMBuildNSWAdd(cg->b, base, LLVMBuildNSWMul(cg->b, l.i, cg_i64(cg, step), ""), "");
     LLVMValueRef m = cg_intrinsic2(cg, "llvm.maximum", LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), cg_load(cg, KILN_F32, x, off));
     LLVMBuildStore(cg->b, m, acc);
-    cg_loop_end(cg, &l);
+    cg_loop_end_interleaved(cg, &l, 4);
     return LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
 }
 
@@ -330,7 +330,7 @@ static void softmax_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueR
     LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, x, off), max));
     if (!sj->log_form) cg_store(cg, KILN_F32, out, off, e);
     LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, sum, ""), e), sum);
-    cg_loop_end(cg, &l);
+    cg_loop_end_interleaved(cg, &l, 4);
 
     LLVMValueRef total = LLVMBuildLoad2(cg->b, cg->t_f32, sum, "");
     LLVMValueRef log_total = sj->log_form ? cg_intrinsic1(cg, "llvm.log", total) : NULL;
@@ -367,7 +367,7 @@ static LLVMValueRef row_sum(kiln_cg *cg, LLVMValueRef x, LLVMValueRef base, int6
     if (shift) v = cg_fsub(cg, v, shift);
     if (square) v = cg_fmul(cg, v, v);
     LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), v), acc);
-    cg_loop_end(cg, &l);
+    cg_loop_end_interleaved(cg, &l, 4);
     return LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
 }
 
@@ -469,7 +469,7 @@ static void ce_chunk_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValue
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
     LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, base, l.i, "")), max));
     LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, sum, ""), e), sum);
-    cg_loop_end(cg, &l);
+    cg_loop_end_interleaved(cg, &l, 4);
     LLVMValueRef lse = cg_fadd(cg, max, cg_intrinsic1(cg, "llvm.log", LLVMBuildLoad2(cg->b, cg->t_f32, sum, "")));
     LLVMValueRef xt_val = cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, base, t, ""));
     LLVMValueRef row_nll = LLVMBuildFPExt(cg->b, cg_fsub(cg, lse, xt_val), cg->t_f64, "");
