@@ -62,9 +62,9 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_CAST] = {lower_elementwise},
     [KILN_OP_DROPOUT] = {lower_elementwise},
 
-    [KILN_OP_SUM] = {lower_reduce},
-    [KILN_OP_MEAN] = {lower_reduce},
-    [KILN_OP_MAX] = {lower_reduce},
+    [KILN_OP_SUM] = {lower_reduce, false, reduce_scratch_bytes},
+    [KILN_OP_MEAN] = {lower_reduce, false, reduce_scratch_bytes},
+    [KILN_OP_MAX] = {lower_reduce, false, reduce_scratch_bytes},
 
     [KILN_OP_MATMUL] = {lower_matmul, false, matmul_scratch_bytes},
 
@@ -79,7 +79,7 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_LOG_SOFTMAX] = {lower_softmax},
     [KILN_OP_LAYERNORM] = {lower_layernorm},
     [KILN_OP_ATTENTION] = {lower_attention, false, attention_scratch_bytes},
-    [KILN_OP_CROSS_ENTROPY] = {lower_cross_entropy, true},
+    [KILN_OP_CROSS_ENTROPY] = {lower_cross_entropy, true, cross_entropy_scratch_bytes},
 
     [KILN_OP_UNSLICE] = {lower_unslice},
     [KILN_OP_SCATTER_ADD] = {lower_scatter_add, true},

@@ -73,6 +73,9 @@ typedef struct cg_loop {
 } cg_loop;
 void cg_loop_begin(kiln_cg *cg, cg_loop *l, LLVMValueRef begin, LLVMValueRef end, const char *name);
 void cg_loop_end(kiln_cg *cg, cg_loop *l);
+/* cg_loop_end asking the vectoriser to interleave `count` vectors (for short reductions:
+ * independent partial sums hide the add latency; the cost model picks 1 for them). */
+void cg_loop_end_interleaved(kiln_cg *cg, cg_loop *l, int count);
 
 /* if (cond) { … } — cg_if_end joins. */
 typedef struct cg_if {
@@ -178,6 +181,8 @@ void lower_reduce(lower_ctx *c);        /* lower_reduce.c */
 void lower_softmax(lower_ctx *c);       /* softmax and log_softmax */
 void lower_layernorm(lower_ctx *c);
 void lower_cross_entropy(lower_ctx *c);
+int64_t reduce_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+int64_t cross_entropy_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 void lower_copy(lower_ctx *c);          /* lower_layout.c: reshape as a copy */
 void lower_transpose(lower_ctx *c);
 void lower_slice(lower_ctx *c);
