@@ -16,7 +16,8 @@
  * lanes), which the host can run, and plain x86-64 (SSE2, 4 lanes) once. The layout path reads q, k, v and g stored as
  * (B, T, H, d) and writes the results that way, against the interpreter's transposes.
  * The per-node pipeline (kiln_compile_graph, one kernel per attention_grad node) is
- * checked too.
+ * checked too. Every tensor the kernels read or write ends where a PROT_NONE page
+ * begins, so reading or writing past one faults.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -32,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kiln/runtime.h"
 #include "lower.h"
@@ -54,6 +57,46 @@ static double rng_normal(rng *r)
 {
     double u = rng_uniform(r) + 1e-12, v = rng_uniform(r);
     return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
+}
+
+/* ---- guarded buffers ------------------------------------------------------------------ */
+
+/* `bytes` ending exactly where a PROT_NONE page begins, so that a kernel reading or
+ * writing one element past the end faults. The buffers are only 4-byte aligned, as a
+ * tensor inside a workspace may be. */
+#define MAX_GUARDED 64
+static struct guarded {
+    void *p, *base;
+    size_t len;
+} g_guarded[MAX_GUARDED];
+
+static void *guarded_alloc(size_t bytes)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t data = (bytes + page - 1) / page * page, len = data + page;
+    char *base = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(base != MAP_FAILED);
+    assert_int_equal(mprotect(base + data, page, PROT_NONE), 0);
+    void *p = base + data - (bytes / 4 * 4);
+    for (int i = 0; i < MAX_GUARDED; i++)
+        if (!g_guarded[i].p) {
+            g_guarded[i] = (struct guarded){p, base, len};
+            return p;
+        }
+    fail_msg("too many guarded buffers");
+    return NULL;
+}
+
+static void guarded_free(void *p)
+{
+    if (!p) return;
+    for (int i = 0; i < MAX_GUARDED; i++)
+        if (g_guarded[i].p == p) {
+            munmap(g_guarded[i].base, g_guarded[i].len);
+            g_guarded[i].p = NULL;
+            return;
+        }
+    fail_msg("not a guarded buffer");
 }
 
 /* ---- the JIT ------------------------------------------------------------------------- */
@@ -191,7 +234,7 @@ static uint32_t add_input(agraph *a, int rank, const int64_t *dims)
 
 static float *random_floats(rng *r, int64_t n, double scale)
 {
-    float *p = malloc((size_t)(n ? n : 1) * sizeof *p);
+    float *p = guarded_alloc((size_t)n * sizeof *p);
     for (int64_t i = 0; i < n; i++) p[i] = (float)(rng_normal(r) * scale);
     return p;
 }
@@ -214,7 +257,7 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
     uint32_t mask_at = 0;
     if (c->mask != MASK_NONE) { /* 0/1 per (batch, key); batch 0 keeps nothing when B > 1 */
         int64_t md[2] = {B, S};
-        float *m = malloc((size_t)(B * S + 1) * sizeof *m);
+        float *m = guarded_alloc((size_t)(B * S) * sizeof *m);
         for (int64_t b = 0; b < B; b++)
             for (int64_t j = 0; j < S; j++) m[b * S + j] = (B > 1 && b == 0) ? 0.0f : (rng_next(r) % 4 != 0);
         if (B == 1 && S > 1) m[0] = 0; /* causal: query 0 of batch 0 keeps nothing */
@@ -253,9 +296,9 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
     if (c->mask == MASK_I32) { /* the builder takes f32 masks; the kernels and the
                                   interpreter also read i32 ones */
         float *m = a->data[mask_at];
-        int32_t *mi = malloc((size_t)(B * S + 1) * sizeof *mi);
+        int32_t *mi = guarded_alloc((size_t)(B * S) * sizeof *mi);
         for (int64_t i = 0; i < B * S; i++) mi[i] = m[i] != 0 ? (int32_t)(1 + i % 3) : 0;
-        free(m);
+        guarded_free(m);
         a->data[mask_at] = mi;
         a->g.nodes[a->in[mask_at]].type.dtype = KILN_I32;
     }
@@ -271,7 +314,7 @@ static void agraph_free(agraph *a)
     for (uint32_t i = 0; i < a->n_in; i++) a->values[a->in[i]] = NULL;
     kiln_interp_free_values(&a->g, a->values);
     free(a->values);
-    for (uint32_t i = 0; i < a->n_in; i++) free(a->data[i]);
+    for (uint32_t i = 0; i < a->n_in; i++) guarded_free(a->data[i]);
     kiln_graph_free(&a->g);
     kiln_diags_free(&a->d);
 }
@@ -304,8 +347,8 @@ static void compare(const acase *c, const char *what, const float *got, const fl
 
 static float *nan_buffer(int64_t n)
 {
-    float *p = kiln_aligned_alloc((size_t)(n ? n : 1) * sizeof *p);
-    memset(p, 0xFF, (size_t)(n ? n : 1) * sizeof *p);
+    float *p = guarded_alloc((size_t)n * sizeof *p);
+    memset(p, 0xFF, (size_t)n * sizeof *p);
     return p;
 }
 
@@ -316,7 +359,7 @@ static void run_both(const acase *c, void *fn, void **args, int n_args, float **
     float *first[KILN_WRT_COUNT];
     for (int threads = 1; threads <= 2; threads++) {
         assert_int_equal(kiln_threads_set(threads), 0);
-        for (int o = 0; o < n_outs; o++) memset(outs[o], 0xFF, (size_t)(sizes[o] ? sizes[o] : 1) * sizeof(float));
+        for (int o = 0; o < n_outs; o++) memset(outs[o], 0xFF, (size_t)sizes[o] * sizeof(float));
         call_kernel(fn, args, n_args);
         if (threads == 1)
             for (int o = 0; o < n_outs; o++) {
@@ -376,7 +419,7 @@ static void check_forward(const kiln_target *t, const acase *c, rng *r)
     if (e.has_scratch) args[k++] = scratch;
     run_both(c, fn, args, k, &out, &size, 1);
     compare(c, "forward", out, a.values[a.att], size, 2e-5);
-    kiln_aligned_free(out);
+    guarded_free(out);
     kiln_aligned_free(scratch);
     agraph_free(&a);
 }
@@ -425,7 +468,7 @@ static void check_grad_subset(const kiln_target *t, const agraph *a, unsigned su
         char what[64];
         snprintf(what, sizeof what, "d%s (subset %#x)", kiln_wrt_names[wrts[o]], subset);
         compare(&a->c, what, outs[o], a->values[a->grad[wrts[o]]], sizes[o], 1e-4);
-        kiln_aligned_free(outs[o]);
+        guarded_free(outs[o]);
     }
     kiln_aligned_free(scratch);
 }
@@ -526,7 +569,7 @@ static void test_rank5(void **state)
     kiln_diags_init(&a.d);
     int64_t qd[5] = {2, 3, 2, 21, 16}, md[3] = {2, 3, 21}, gd[5] = {2, 3, 2, 21, 16};
     for (int i = 0; i < 3; i++) a.in[a.n_in] = add_input(&a, 5, qd), a.data[a.n_in++] = random_floats(&r, 2 * 3 * 2 * 21 * 16, 1.0);
-    float *m = malloc(2 * 3 * 21 * sizeof *m);
+    float *m = guarded_alloc(2 * 3 * 21 * sizeof *m);
     for (int i = 0; i < 2 * 3 * 21; i++) m[i] = (float)(rng_next(&r) % 3 != 0);
     a.in[a.n_in] = add_input(&a, 3, md), a.data[a.n_in++] = m;
     kiln_attrs at = {.scalar = 0.25, .causal = true, .has_mask = true};
@@ -550,7 +593,7 @@ static void test_rank5(void **state)
     void *args[12] = {out, a.data[0], a.data[1], a.data[2], a.data[3], scratch};
     run_both(&a.c, fn, args, 6, &out, &size, 1);
     compare(&a.c, "rank-5 forward", out, a.values[a.att], size, 2e-5);
-    kiln_aligned_free(out);
+    guarded_free(out);
     kiln_aligned_free(scratch);
     check_grad_subset(&g_host, &a, ALL);
     agraph_free(&a);
@@ -561,7 +604,7 @@ static void test_rank5(void **state)
 /* (B, H, R, d) row-major data → the same tensor stored as (B, R, H, d). */
 static float *to_bthd(const float *x, int64_t B, int64_t H, int64_t R, int64_t d)
 {
-    float *y = malloc((size_t)(B * H * R * d + 1) * sizeof *y);
+    float *y = guarded_alloc((size_t)(B * H * R * d) * sizeof *y);
     for (int64_t b = 0; b < B; b++)
         for (int64_t h = 0; h < H; h++)
             for (int64_t i = 0; i < R; i++)
@@ -596,7 +639,8 @@ static void check_layout(const kiln_target *t, const acase *c, rng *r)
     ins[2] = to_bthd(a.data[2], B, H, S, dv);
     for (uint32_t i = 3; i + 1 < n->n_in; i++) ins[i] = a.data[i];
     if (c->mask) { /* the mask's rows padded to S + 5 */
-        int32_t *m = calloc((size_t)(B * (S + 5)), sizeof *m), *src = a.data[3];
+        int32_t *m = guarded_alloc((size_t)(B * (S + 5)) * sizeof *m), *src = a.data[3];
+        memset(m, 0, (size_t)(B * (S + 5)) * sizeof *m);
         for (int64_t b = 0; b < B; b++) memcpy(m + b * (S + 5), src + b * S, (size_t)S * sizeof *m);
         ins[3] = m;
     }
@@ -617,8 +661,8 @@ static void check_layout(const kiln_target *t, const acase *c, rng *r)
     run_both(c, fn, args, k, &out, &size, 1);
     float *want = to_bthd(a.values[a.att], B, H, T, dv);
     compare(c, "forward, (B,T,H,d) layout", out, want, size, 2e-5);
-    free(want);
-    kiln_aligned_free(out);
+    guarded_free(want);
+    guarded_free(out);
     kiln_aligned_free(scratch);
 
     /* backward: all four in one kernel */
@@ -639,7 +683,7 @@ static void check_layout(const kiln_target *t, const acase *c, rng *r)
     for (int w = 0; w < 3; w++) {
         want = to_bthd(a.values[a.grad[w]], B, H, rows[w], cols[w]);
         compare(c, kiln_wrt_names[w], outs[w], want, sizes[w], 1e-4);
-        free(want);
+        guarded_free(want);
     }
     /* dscores: the padded rows' first S columns, and the padding untouched (NaN) */
     float *ds = malloc((size_t)(B * H * T * S + 1) * sizeof *ds);
@@ -649,10 +693,10 @@ static void check_layout(const kiln_target *t, const acase *c, rng *r)
     }
     compare(c, "scores", ds, a.values[a.grad[3]], B * H * T * S, 1e-4);
     free(ds);
-    for (int o = 0; o < 4; o++) kiln_aligned_free(outs[o]);
+    for (int o = 0; o < 4; o++) guarded_free(outs[o]);
     kiln_aligned_free(scratch);
-    free(ins[0]), free(ins[1]), free(ins[2]), free(ins[n->n_in - 1]);
-    if (c->mask) free(ins[3]);
+    guarded_free(ins[0]), guarded_free(ins[1]), guarded_free(ins[2]), guarded_free(ins[n->n_in - 1]);
+    if (c->mask) guarded_free(ins[3]);
     agraph_free(&a);
 }
 
@@ -709,7 +753,7 @@ static void test_pipeline(void **state)
         assert_int_equal(rc, 0);
         for (uint32_t o = 0; o < a.g.n_outputs; o++) {
             compare(c, a.g.outputs[o].name, outs[o], a.values[a.g.outputs[o].node], sizes[o], o ? 1e-4 : 2e-5);
-            kiln_aligned_free(outs[o]);
+            guarded_free(outs[o]);
         }
         kiln_aligned_free(ws);
         kiln_compiled_free(&comp);
