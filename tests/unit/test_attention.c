@@ -559,27 +559,32 @@ static void test_sse(void **state)
     check_backward(&g_sse, &c, &r, ALL);
 }
 
-/* Rank 5 (two batch dims) with a (B2, B, S) mask: the mask skips the head dim. */
-static void test_rank5(void **state)
+/* Other ranks: q (…, H, T, d) with `rank` dims (the batch dims are 2, 3 and H = 2, T = S
+ * = 21, d = 16) and a key mask (…, S) without the head dim: rank 3 has no batch dim and a
+ * mask of (S), rank 5 two batch dims and a mask of (2, 3, S). */
+static void check_rank(int rank, rng *r)
 {
-    rng r = {5};
     agraph a;
     memset(&a, 0, sizeof a);
-    kiln_graph_init(&a.g, "rank5");
+    kiln_graph_init(&a.g, "ranks");
     kiln_diags_init(&a.d);
-    int64_t qd[5] = {2, 3, 2, 21, 16}, md[3] = {2, 3, 21}, gd[5] = {2, 3, 2, 21, 16};
-    for (int i = 0; i < 3; i++) a.in[a.n_in] = add_input(&a, 5, qd), a.data[a.n_in++] = random_floats(&r, 2 * 3 * 2 * 21 * 16, 1.0);
-    float *m = guarded_alloc(2 * 3 * 21 * sizeof *m);
-    for (int i = 0; i < 2 * 3 * 21; i++) m[i] = (float)(rng_next(&r) % 3 != 0);
-    a.in[a.n_in] = add_input(&a, 3, md), a.data[a.n_in++] = m;
+    int64_t qd[5], md[5], n = 21 * 16, nm = 21;
+    static const int64_t batch[2] = {2, 3};
+    for (int d = 0; d < rank - 3; d++) qd[d] = md[d] = batch[d], n *= batch[d], nm *= batch[d];
+    qd[rank - 3] = 2, n *= 2;
+    qd[rank - 2] = 21, qd[rank - 1] = 16, md[rank - 3] = 21;
+    for (int i = 0; i < 3; i++) a.in[a.n_in] = add_input(&a, rank, qd), a.data[a.n_in++] = random_floats(r, n, 1.0);
+    float *m = guarded_alloc((size_t)nm * sizeof *m);
+    for (int64_t i = 0; i < nm; i++) m[i] = (float)(rng_next(r) % 3 != 0);
+    a.in[a.n_in] = add_input(&a, rank - 2, md), a.data[a.n_in++] = m;
     kiln_attrs at = {.scalar = 0.25, .causal = true, .has_mask = true};
     a.att = add_node(&a, KILN_OP_ATTENTION, a.in, a.n_in, &at);
-    a.in[a.n_in] = add_input(&a, 5, gd), a.data[a.n_in++] = random_floats(&r, 2 * 3 * 2 * 21 * 16, 1.0);
+    a.in[a.n_in] = add_input(&a, rank, qd), a.data[a.n_in++] = random_floats(r, n, 1.0);
     for (int w = 0; w < KILN_WRT_COUNT; w++) {
         at.wrt = w;
         a.grad[w] = add_node(&a, KILN_OP_ATTENTION_GRAD, a.in, a.n_in, &at);
     }
-    a.c = (acase){6, 2, 21, 21, 16, 16, true, MASK_F32, BIAS_NONE};
+    a.c = (acase){n / (2 * 21 * 16), 2, 21, 21, 16, 16, true, MASK_F32, BIAS_NONE};
     a.values = calloc(a.g.n_nodes, sizeof *a.values);
     for (uint32_t i = 0; i < a.n_in; i++) a.values[a.in[i]] = a.data[i];
     if (!kiln_interp_run(&a.g, a.values, false, 0, &a.d)) fail_with_diags(&a.d, "kiln_interp_run");
@@ -592,11 +597,20 @@ static void test_rank5(void **state)
     void *scratch = kiln_aligned_alloc((size_t)scratch_bytes + 64);
     void *args[12] = {out, a.data[0], a.data[1], a.data[2], a.data[3], scratch};
     run_both(&a.c, fn, args, 6, &out, &size, 1);
-    compare(&a.c, "rank-5 forward", out, a.values[a.att], size, 2e-5);
+    char what[32];
+    snprintf(what, sizeof what, "rank-%d forward", rank);
+    compare(&a.c, what, out, a.values[a.att], size, 2e-5);
     guarded_free(out);
     kiln_aligned_free(scratch);
     check_grad_subset(&g_host, &a, ALL);
     agraph_free(&a);
+}
+
+static void test_ranks(void **state)
+{
+    rng r = {5};
+    check_rank(3, &r);
+    check_rank(5, &r);
 }
 
 /* ---- operand strides ------------------------------------------------------------------- */
@@ -808,7 +822,7 @@ int main(void)
         cmocka_unit_test(test_backward_subsets),
         cmocka_unit_test(test_haswell),
         cmocka_unit_test(test_sse),
-        cmocka_unit_test(test_rank5),
+        cmocka_unit_test(test_ranks),
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_vector_code),
