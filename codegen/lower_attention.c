@@ -39,7 +39,8 @@
  *   pass 2, over key blocks: P = exp(St − m)/l, dP, dS = P∘(dP − D); then
  *           dV += Pᵀ·dO, dK += scale·dSᵀ·Q, dQ += scale·dS·K, dscores = dS,
  *           each only when asked for.
- * dQ rows belong to the current query block and dK, dV rows to the item, so one thread
+ * The two passes are one runtime loop around the key blocks (the score tiles are emitted
+ * once). dQ rows belong to the current query block and dK, dV rows to the item, so one thread
  * owns every output element it writes; results accumulate in the outputs, zeroed by
  * the same thread first.
  *
@@ -160,7 +161,9 @@ static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static int64_t parts_for(int64_t items) { return items < KILN_MAX_THREADS ? items : KILN_MAX_THREADS; }
 
-/* Scratch of one part, in floats, and where each region starts. */
+/* Scratch of one part, in floats, and where each region starts: the packed block (Qt,
+ * and dOt when dS is needed), the score block St (and dP/dS), the forward's O
+ * accumulator and per-query row (α, then 1/l), the backward's dummy row. */
 typedef struct attn_slot {
     int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, floats;
 } attn_slot;
@@ -174,8 +177,8 @@ static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, b
     s.st = at, at += round16((int64_t)B.bk * B.bq);
     if (backward && need_ds) s.dpt = at, at += round16((int64_t)B.bk * B.bq);
     if (!backward) s.oacc = at, at += round16(B.bq * ceil_div(G->dv, B.w) * B.w);
-    s.rowbuf = at, at += round16(B.bq);
-    s.dummy = at, at += round16(B.nvmax * B.w);
+    if (!backward) s.rowbuf = at, at += round16(B.bq);
+    if (backward) s.dummy = at, at += round16(B.nvmax * B.w);
     s.floats = at;
     return s;
 }
@@ -186,7 +189,7 @@ typedef struct ak {
     kiln_cg *cg;
     const attn_geom *G;
     attn_blocks B;
-    LLVMTypeRef vt, vt_i32, vt_i64;
+    LLVMTypeRef vt, vt_i32;
     /* operands: the kernel's pointers (in a part function: its own copies) */
     LLVMValueRef q, k, v, mask, bias, g, out, dq, dk, dv, ds;
     /* the current item's element offsets */
@@ -369,12 +372,19 @@ static void zero_rows(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef n,
     cg_loop_end(cg, &i);
 }
 
+/* Tiles of h rows that cover n rows: ⌈n / h⌉. */
+static LLVMValueRef groups(ak *a, LLVMValueRef n, int h)
+{
+    return LLVMBuildUDiv(a->cg->b, addc(a, n, h - 1), cg_i64(a->cg, h), "");
+}
+
 /* ---- the score tile ------------------------------------------------------------------------------ */
 
-/* out[r][i] for the BK rows r of the key block at j0 (nk of them real):
+/* out[r][i] for the rows r < nk of the key block at j0, in whole tiles of RJ rows:
  *   Σ_d X[j0 + r][d]·Yt[d][i] over the D columns of operand xop,
  * and, with `finish` (the scores): ·scale, + bias, masked keys and rows r ≥ nk → −∞.
- * Rows past the last key are read clamped to it (valid memory, never used). */
+ * The last tile's rows past the last key are read clamped to it (valid memory; their
+ * scores are −∞ and never used). */
 static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef Yt, LLVMValueRef out,
                         LLVMValueRef j0, LLVMValueRef nk, bool finish)
 {
@@ -383,7 +393,7 @@ static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef 
     int RJ = a->B.rj, w = a->B.w, bq = a->B.bq;
     int64_t xs = row_stride(a, xop);
     cg_loop rg;
-    cg_loop_begin(cg, &rg, cg_i64(cg, 0), cg_i64(cg, a->B.bk / RJ), "rows");
+    cg_loop_begin(cg, &rg, cg_i64(cg, 0), groups(a, nk, RJ), "rows");
     LLVMValueRef r0 = mulc(a, rg.i, RJ);
     LLVMValueRef j[16], xrow[16], acc[16][NQ];
     for (int r = 0; r < RJ; r++) {
@@ -481,14 +491,17 @@ static void block_mask_max(ak *a, LLVMValueRef j0, LLVMValueRef nk, LLVMValueRef
 
 /* ---- the update tile --------------------------------------------------------------------------- */
 
-/* C[r][e] (+)= Σ_{κ < nk} a(r, κ)·B[κ][e] for the `rows` rows r of C and its E columns:
- *   C row r at Cp + coff + r·cs; rows r ≥ nvalid (when given) go to the dummy row;
+/* C[r][e] (+)= Σ_{κ < nk} a(r, κ)·B[κ][e] for the rows r < nrows of C and its E
+ * columns, in whole tiles (`rows`, a multiple of every tile height, bounds them):
+ *   C row r at Cp + coff + r·cs; with `dummy_tail`, the last tile's rows r ≥ nrows go to
+ *   the dummy row (C has only nrows rows), else C has `rows` rows and they are computed;
  *   a(r, κ) = A[r·ar + κ·ak] (a scratch block); B row κ at Bp + boff + κ·bs;
  *   row_scale: C row r is multiplied by row_scale[r] before it accumulates. */
 typedef struct upd {
     LLVMValueRef Cp, coff;
     int64_t cs, rows;
-    LLVMValueRef nvalid;
+    LLVMValueRef nrows;
+    bool dummy_tail;
     LLVMValueRef A;
     int64_t ar, ak;
     LLVMValueRef Bp, boff;
@@ -512,14 +525,14 @@ static void update(ak *a, const upd *u)
         while (h * 2 * nv <= a->B.acc && u->rows % (h * 2) == 0) h *= 2;
 
         cg_loop rg;
-        cg_loop_begin(cg, &rg, cg_i64(cg, 0), cg_i64(cg, u->rows / h), "tile");
+        cg_loop_begin(cg, &rg, cg_i64(cg, 0), groups(a, u->nrows, h), "tile");
         LLVMValueRef r0 = mulc(a, rg.i, h);
         LLVMValueRef cptr[32], acc[32][4], arow[32];
         for (int r = 0; r < h; r++) {
             LLVMValueRef row = addc(a, r0, r);
             cptr[r] = cg_gep(cg, KILN_F32, u->Cp, add(a, u->coff, addc(a, mulc(a, row, u->cs), e0)));
-            if (u->nvalid)
-                cptr[r] = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, row, u->nvalid, ""), cptr[r], a->dummy, "");
+            if (u->dummy_tail)
+                cptr[r] = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, row, u->nrows, ""), cptr[r], a->dummy, "");
             arow[r] = mulc(a, row, u->ar);
             LLVMValueRef scale = u->row_scale ? splat(a, cg_load(cg, KILN_F32, u->row_scale, row)) : NULL;
             for (int v = 0; v < nv; v++) {
@@ -650,7 +663,7 @@ static void forward_item(ak *a, LLVMValueRef item)
     block_mask_max(a, j0, nk, bmax);
     online_step(a, nk, bmax, m, s, NULL, true);
     /* O = α·O + P·V: a(i, κ) = P[κ][i] */
-    upd pv = {.Cp = a->Oacc, .coff = cg_i64(cg, 0), .cs = dvp, .rows = bq, .A = a->St, .ar = 1, .ak = bq,
+    upd pv = {.Cp = a->Oacc, .coff = cg_i64(cg, 0), .cs = dvp, .rows = bq, .nrows = a->nqv, .A = a->St, .ar = 1, .ak = bq,
               .Bp = a->v, .boff = add(a, a->off[ATTN_V], mulc(a, j0, row_stride(a, ATTN_V))), .bs = row_stride(a, ATTN_V),
               .nk = nk, .E = G->dv, .row_scale = a->rowbuf};
     update(a, &pv);
@@ -763,21 +776,21 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     }
     if (gw.dv) { /* dV[j0 + κ] += Σ_i P[κ][i]·dO[i0 + i] */
         upd u = {.Cp = a->dv, .coff = add(a, a->off[ATTN_DV], mulc(a, j0, row_stride(a, ATTN_DV))),
-                 .cs = row_stride(a, ATTN_DV), .rows = a->B.bk, .nvalid = nk, .A = a->St, .ar = bq, .ak = 1,
+                 .cs = row_stride(a, ATTN_DV), .rows = a->B.bk, .nrows = nk, .dummy_tail = true, .A = a->St, .ar = bq, .ak = 1,
                  .Bp = a->g, .boff = add(a, a->off[ATTN_G], mulc(a, a->i0, row_stride(a, ATTN_G))),
                  .bs = row_stride(a, ATTN_G), .nk = a->nqv, .E = G->dv};
         update(a, &u);
     }
     if (gw.dk) { /* dK[j0 + κ] += Σ_i scale·dS[κ][i]·Q[i0 + i] */
         upd u = {.Cp = a->dk, .coff = add(a, a->off[ATTN_DK], mulc(a, j0, row_stride(a, ATTN_DK))),
-                 .cs = row_stride(a, ATTN_DK), .rows = a->B.bk, .nvalid = nk, .A = a->dPt, .ar = bq, .ak = 1,
+                 .cs = row_stride(a, ATTN_DK), .rows = a->B.bk, .nrows = nk, .dummy_tail = true, .A = a->dPt, .ar = bq, .ak = 1,
                  .Bp = a->q, .boff = add(a, a->off[ATTN_Q], mulc(a, a->i0, row_stride(a, ATTN_Q))),
                  .bs = row_stride(a, ATTN_Q), .nk = a->nqv, .E = G->dh};
         update(a, &u);
     }
     if (gw.dq) { /* dQ[i0 + i] += Σ_κ scale·dS[κ][i]·K[j0 + κ] */
         upd u = {.Cp = a->dq, .coff = add(a, a->off[ATTN_DQ], mulc(a, a->i0, row_stride(a, ATTN_DQ))),
-                 .cs = row_stride(a, ATTN_DQ), .rows = bq, .nvalid = a->nqv, .A = a->dPt, .ar = 1, .ak = bq,
+                 .cs = row_stride(a, ATTN_DQ), .rows = bq, .nrows = a->nqv, .dummy_tail = true, .A = a->dPt, .ar = 1, .ak = bq,
                  .Bp = a->k, .boff = add(a, a->off[ATTN_K], mulc(a, j0, row_stride(a, ATTN_K))),
                  .bs = row_stride(a, ATTN_K), .nk = nk, .E = G->dh};
         update(a, &u);
@@ -827,7 +840,6 @@ static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     ak a = {.cg = cg, .G = pp->G, .B = pp->B};
     a.vt = LLVMVectorType(cg->t_f32, (unsigned)pp->B.w);
     a.vt_i32 = LLVMVectorType(cg->t_i32, (unsigned)pp->B.w);
-    a.vt_i64 = LLVMVectorType(cg->t_i64, (unsigned)pp->B.w);
     bind(&a, vals);
     cg_loop p;
     cg_loop_begin(cg, &p, begin, end, "part");
@@ -875,7 +887,6 @@ static void zero_operand(kiln_cg *cg, const attn_geom *G, LLVMValueRef ptr, int 
     ak a = {.cg = cg, .G = G, .B = B};
     a.vt = LLVMVectorType(cg->t_f32, (unsigned)B.w);
     a.vt_i32 = LLVMVectorType(cg->t_i32, (unsigned)B.w);
-    a.vt_i64 = LLVMVectorType(cg->t_i64, (unsigned)B.w);
     cg_loop l;
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, G->n_bh), "item");
     item_offsets(&a, l.i);
