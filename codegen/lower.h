@@ -190,14 +190,46 @@ void lower_concat(lower_ctx *c);
 void lower_broadcast(lower_ctx *c);
 void lower_gather(lower_ctx *c);
 void lower_matmul(lower_ctx *c);        /* lower_nn.c */
-void lower_attention(lower_ctx *c);
 int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
-int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 void lower_unslice(lower_ctx *c);       /* lower_grad.c: the ops autodiff emits */
 void lower_scatter_add(lower_ctx *c);
 void lower_layernorm_grad(lower_ctx *c);
-void lower_attention_grad(lower_ctx *c);
 void lower_cross_entropy_grad(lower_ctx *c);
+
+/* ---- attention (lower_attention.c) ------------------------------------------------ */
+
+/* Where an attention's operands live. For each operand, the element strides of every
+ * dim of its own shape but the last, which is contiguous: (batch…, head, row) — for the
+ * mask (…, S) its batch dims only. NULL: row-major. E.g. q stored as (B, T, H, dh) and
+ * read as (B, H, T, dh): {T·H·dh, dh, H·dh}. The bias keeps its broadcast strides. */
+typedef enum attn_operand {
+    ATTN_Q, ATTN_K, ATTN_V, ATTN_OUT, ATTN_MASK, ATTN_G, ATTN_DQ, ATTN_DK, ATTN_DV, ATTN_DSCORES, ATTN_N_OPERANDS
+} attn_operand;
+typedef struct attn_layout {
+    const int64_t *stride[ATTN_N_OPERANDS];
+} attn_layout;
+
+/* The forward kernel (table row: layout NULL) into c's function. */
+void lower_attention(lower_ctx *c);
+void lower_attention_with_layout(lower_ctx *c, const attn_layout *l);
+int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+
+/* One kernel computing the gradients of one attention w.r.t. every wrt whose node is
+ * given (node_of_wrt[w] = an ATTENTION_GRAD node id with attrs.wrt == w, or KILN_NONE);
+ * the given nodes have identical inputs and attributes apart from wrt. Signature:
+ *   void k<first id>_attention_grad_<qkvs letters>(ptr out_<w>… for each present w in
+ *        kiln_wrt order, ptr in_0 … in_{n-1} (the nodes' shared inputs), [ptr scratch])
+ * with attention_grad_group_scratch_bytes of scratch when has_scratch (it must be when
+ * that is > 0). The builder is left where it was. The table row for ATTENTION_GRAD is
+ * this with one wrt present. */
+LLVMValueRef lower_attention_grad_group(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
+                                        bool has_scratch);
+LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_graph *g,
+                                                    const uint32_t node_of_wrt[KILN_WRT_COUNT], bool has_scratch,
+                                                    const attn_layout *l);
+int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
+                                           const kiln_target *t);
+void lower_attention_grad(lower_ctx *c);
 int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 
 /* A training step's dropout kernel, (out, x, step) → out (lower_dropout.c). */

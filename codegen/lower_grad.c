@@ -1,11 +1,12 @@
 /* lower_grad.c — kernels for the ops only autodiff emits: unslice, scatter_add and the
- * gradient composites layernorm_grad, attention_grad, cross_entropy_grad.
+ * gradient composites layernorm_grad and cross_entropy_grad (attention_grad is in
+ * lower_attention.c).
  *
  * Design: each kernel follows its interpreter twin (ir/interp_grad.c) loop for loop, in
  * the style of the forward kernels it mirrors: unslice is slice's strided copy with the
  * roles of source and destination swapped; scatter_add checks every index before it
  * writes anything (like gather) and then adds rows; the composites recompute the
- * forward's row statistics (layernorm) or probabilities (attention, cross_entropy) in
+ * forward's row statistics (layernorm) or probabilities (cross_entropy) in
  * f32 and write the gradient. Results zero-fill first, so positions that receive
  * nothing (outside a slice, an unused table row, an ignored target, a masked key) are 0.
  *
@@ -13,11 +14,6 @@
  * cross_entropy_grad by rows, scatter_add by blocks of columns (duplicate indices add into
  * one table row, so only columns are independent); index and target checks run first on
  * the calling thread. Each output element is written by one thread in a fixed order.
- *
- * attention_grad works per (batch…, head) and query i, with two rows of S floats of
- * workspace scratch (p_j and dP_j = g_i·v_j), never a T×S matrix except as the
- * `scores` result itself: dS_j = p_j·(dP_j − Σ p·dP), then dq_i += scale·dS_j·k_j,
- * dk_j += scale·dS_j·q_i, dv_j += p_j·g_i or dscores_ij = dS_j, as attrs.wrt says.
  */
 #include <math.h>
 
@@ -26,16 +22,6 @@
 static LLVMValueRef add_i64(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildNSWAdd(cg->b, a, b, ""); }
 static LLVMValueRef mul_i64(kiln_cg *cg, LLVMValueRef a, int64_t k) { return LLVMBuildNSWMul(cg->b, a, cg_i64(cg, k), ""); }
 static LLVMValueRef load_f32(kiln_cg *cg, LLVMValueRef p) { return LLVMBuildLoad2(cg->b, cg->t_f32, p, ""); }
-
-/* out[0..n) = 0 */
-static void zero_fill(kiln_cg *cg, LLVMValueRef out, int64_t n)
-{
-    if (n == 0) return;
-    cg_loop l;
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n), "zero");
-    cg_store(cg, KILN_F32, out, l.i, cg_f32(cg, 0.0));
-    cg_loop_end(cg, &l);
-}
 
 /* out[off] += v */
 static void add_to(kiln_cg *cg, LLVMValueRef out, LLVMValueRef off, LLVMValueRef v)
@@ -239,169 +225,6 @@ void lower_layernorm_grad(lower_ctx *c)
     layernorm_grad_job lj = {D, c->node->attrs.scalar};
     LLVMValueRef vals[4] = {c->out, c->in[0], c->in[1], c->in[2]};
     cg_parallel_for(c->cg, "rows", rows, D * 12, vals, 4, layernorm_grad_rows, &lj);
-}
-
-/* ---- attention_grad ----------------------------------------------------------------------------- */
-
-int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
-{
-    const kiln_type *kt = &g->nodes[n->in[1]].type;
-    return 2 * kt->dims[kt->rank - 2] * KILN_ELEM_BYTES; /* p_j and dP_j for one query */
-}
-
-void lower_attention_grad(lower_ctx *c)
-{
-    kiln_cg *cg = c->cg;
-    const kiln_node *n = c->node;
-    const kiln_attrs *a = &n->attrs;
-    const kiln_type *qt = lower_in_type(c, 0), *kt = lower_in_type(c, 1), *vt = lower_in_type(c, 2);
-    int r = qt->rank;
-    int64_t T = qt->dims[r - 2], dh = qt->dims[r - 1], S = kt->dims[r - 2], dv = vt->dims[r - 1];
-    zero_fill(cg, c->out, kiln_type_numel(&n->type));
-    if (kiln_type_numel(&n->type) == 0 || S == 0 || T == 0) return;
-
-    uint32_t next = 3;
-    LLVMValueRef mask = NULL, bias = NULL, g = c->in[n->n_in - 1];
-    kiln_dtype mask_dt = KILN_F32;
-    if (a->has_mask) {
-        mask_dt = lower_in_type(c, next)->dtype;
-        mask = c->in[next++];
-    }
-    int64_t bstride[KILN_MAX_RANK] = {0};
-    if (a->has_bias) {
-        cg_bcast_strides(lower_in_type(c, next), r, bstride);
-        bias = c->in[next++];
-    }
-    LLVMValueRef p = c->scratch, dP = cg_byte_offset(cg, c->scratch, S * KILN_ELEM_BYTES);
-
-    /* the batch nest over (…, H): q, k, v, g, the result, the mask (no head dim), bias */
-    enum { Q, K, V, G, O, M, B };
-    int64_t o_mat = a->wrt == KILN_WRT_Q ? T * dh : a->wrt == KILN_WRT_K ? S * dh : a->wrt == KILN_WRT_V ? S * dv : T * S;
-    int nb = r - 2;
-    int64_t dims[KILN_MAX_RANK], stride[7][KILN_MAX_RANK] = {{0}};
-    for (int d = 0; d < nb; d++) dims[d] = qt->dims[d];
-    int64_t sq = T * dh, sk = S * dh, sv = S * dv, sg = T * dv, so = o_mat, sm = S;
-    for (int d = nb - 1; d >= 0; d--) {
-        stride[Q][d] = sq, stride[K][d] = sk, stride[V][d] = sv, stride[G][d] = sg, stride[O][d] = so;
-        sq *= dims[d], sk *= dims[d], sv *= dims[d], sg *= dims[d], so *= dims[d];
-        if (d < nb - 1) {
-            stride[M][d] = sm;
-            sm *= dims[d];
-        }
-        stride[B][d] = bstride[d];
-    }
-    cg_nest batch;
-    cg_nest_begin(cg, &batch, nb, dims, 7, stride, NULL);
-    LLVMValueRef q0 = batch.off[Q], k0 = batch.off[K], v0 = batch.off[V], g0 = batch.off[G], o0 = batch.off[O];
-
-    cg_loop qi;
-    cg_loop_begin(cg, &qi, cg_i64(cg, 0), cg_i64(cg, T), "query");
-    LLVMValueRef i = qi.i;
-    LLVMValueRef jend = cg_i64(cg, S);
-    if (a->causal) {
-        LLVMValueRef i1 = add_i64(cg, i, cg_i64(cg, 1));
-        jend = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, i1, jend, ""), i1, jend, "");
-    }
-    LLVMValueRef qrow = add_i64(cg, q0, mul_i64(cg, i, dh)), grow = add_i64(cg, g0, mul_i64(cg, i, dv));
-    LLVMValueRef brow = add_i64(cg, batch.off[B], mul_i64(cg, i, bstride[r - 2]));
-
-    /* 1. scores into p, and their max (the forward kernel's first pass) */
-    LLVMValueRef max = cg_local(cg, cg->t_f32, "max");
-    LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f32, -INFINITY), max);
-    cg_loop kj;
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    LLVMValueRef krow = add_i64(cg, k0, mul_i64(cg, kj.i, dh));
-    LLVMValueRef dot = cg_local(cg, cg->t_f32, "dot");
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), dot);
-    cg_loop d;
-    cg_loop_begin(cg, &d, cg_i64(cg, 0), cg_i64(cg, dh), "d");
-    LLVMValueRef prod = cg_fmul(cg, cg_load(cg, KILN_F32, c->in[0], add_i64(cg, qrow, d.i)),
-                                cg_load(cg, KILN_F32, c->in[1], add_i64(cg, krow, d.i)));
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, dot), prod), dot);
-    cg_loop_end(cg, &d);
-    LLVMValueRef s = cg_fmul(cg, load_f32(cg, dot), cg_f32(cg, a->scalar));
-    if (bias) s = cg_fadd(cg, s, cg_load(cg, KILN_F32, bias, add_i64(cg, brow, mul_i64(cg, kj.i, bstride[r - 1]))));
-    if (mask) {
-        LLVMValueRef mv = cg_load(cg, mask_dt, mask, add_i64(cg, batch.off[M], kj.i));
-        LLVMValueRef masked = mask_dt == KILN_F32 ? LLVMBuildFCmp(cg->b, LLVMRealOEQ, mv, cg_f32(cg, 0.0), "")
-                                                  : LLVMBuildICmp(cg->b, LLVMIntEQ, mv, cg_i32(cg, 0), "");
-        s = LLVMBuildSelect(cg->b, masked, LLVMConstReal(cg->t_f32, -INFINITY), s, "");
-    }
-    cg_store(cg, KILN_F32, p, kj.i, s);
-    LLVMBuildStore(cg->b, cg_intrinsic2(cg, "llvm.maximum", load_f32(cg, max), s), max);
-    cg_loop_end(cg, &kj);
-
-    /* a query with no key left (max = −inf) contributes nothing */
-    LLVMValueRef m = load_f32(cg, max);
-    cg_if any;
-    cg_if_begin(cg, &any, LLVMBuildFCmp(cg->b, LLVMRealUNE, m, LLVMConstReal(cg->t_f32, -INFINITY), ""));
-
-    /* 2. p_j = exp(s_j − m) / Σ */
-    LLVMValueRef sum = cg_local(cg, cg->t_f32, "sum");
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), sum);
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, p, kj.i), m));
-    cg_store(cg, KILN_F32, p, kj.i, e);
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, sum), e), sum);
-    cg_loop_end(cg, &kj);
-    LLVMValueRef total = load_f32(cg, sum);
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    cg_store(cg, KILN_F32, p, kj.i, cg_fdiv(cg, cg_load(cg, KILN_F32, p, kj.i), total));
-    cg_loop_end(cg, &kj);
-
-    /* 3. dP_j = g_i·v_j and Σ_j p_j·dP_j */
-    LLVMValueRef pdp = cg_local(cg, cg->t_f32, "pdp");
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), pdp);
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    LLVMValueRef vrow = add_i64(cg, v0, mul_i64(cg, kj.i, dv));
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), dot);
-    cg_loop ee;
-    cg_loop_begin(cg, &ee, cg_i64(cg, 0), cg_i64(cg, dv), "e");
-    prod = cg_fmul(cg, cg_load(cg, KILN_F32, g, add_i64(cg, grow, ee.i)),
-                   cg_load(cg, KILN_F32, c->in[2], add_i64(cg, vrow, ee.i)));
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, dot), prod), dot);
-    cg_loop_end(cg, &ee);
-    LLVMValueRef dpj = load_f32(cg, dot);
-    cg_store(cg, KILN_F32, dP, kj.i, dpj);
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, pdp), cg_fmul(cg, cg_load(cg, KILN_F32, p, kj.i), dpj)), pdp);
-    cg_loop_end(cg, &kj);
-    LLVMValueRef pdp_total = load_f32(cg, pdp);
-
-    /* 4. dS_j = p_j·(dP_j − Σ p·dP), into the gradient asked for */
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    LLVMValueRef j = kj.i, pj = cg_load(cg, KILN_F32, p, j);
-    LLVMValueRef dS = cg_fmul(cg, pj, cg_fsub(cg, cg_load(cg, KILN_F32, dP, j), pdp_total));
-    LLVMValueRef scaled = cg_fmul(cg, dS, cg_f32(cg, a->scalar));
-    cg_loop x;
-    switch ((kiln_wrt)a->wrt) {
-    case KILN_WRT_Q: /* dq_i += scale·dS_j·k_j */
-        krow = add_i64(cg, k0, mul_i64(cg, j, dh));
-        cg_loop_begin(cg, &x, cg_i64(cg, 0), cg_i64(cg, dh), "d");
-        add_to(cg, c->out, add_i64(cg, add_i64(cg, o0, mul_i64(cg, i, dh)), x.i),
-               cg_fmul(cg, scaled, cg_load(cg, KILN_F32, c->in[1], add_i64(cg, krow, x.i))));
-        cg_loop_end(cg, &x);
-        break;
-    case KILN_WRT_K: /* dk_j += scale·dS_j·q_i */
-        cg_loop_begin(cg, &x, cg_i64(cg, 0), cg_i64(cg, dh), "d");
-        add_to(cg, c->out, add_i64(cg, add_i64(cg, o0, mul_i64(cg, j, dh)), x.i),
-               cg_fmul(cg, scaled, cg_load(cg, KILN_F32, c->in[0], add_i64(cg, qrow, x.i))));
-        cg_loop_end(cg, &x);
-        break;
-    case KILN_WRT_V: /* dv_j += p_j·g_i */
-        cg_loop_begin(cg, &x, cg_i64(cg, 0), cg_i64(cg, dv), "e");
-        add_to(cg, c->out, add_i64(cg, add_i64(cg, o0, mul_i64(cg, j, dv)), x.i),
-               cg_fmul(cg, pj, cg_load(cg, KILN_F32, g, add_i64(cg, grow, x.i))));
-        cg_loop_end(cg, &x);
-        break;
-    default: /* dscores_ij = dS_j */
-        cg_store(cg, KILN_F32, c->out, add_i64(cg, add_i64(cg, o0, mul_i64(cg, i, S)), j), dS);
-        break;
-    }
-    cg_loop_end(cg, &kj);
-
-    cg_if_end(cg, &any);
-    cg_loop_end(cg, &qi);
-    cg_nest_end(cg, &batch);
 }
 
 /* ---- cross_entropy_grad --------------------------------------------------------------------------- */
