@@ -120,6 +120,27 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         }
         return;
     }
+    if (kn->kind == KILN_KERNEL_ATTENTION || kn->kind == KILN_KERNEL_ATTENTION_GRAD) {
+        attention_kernel ak;
+        attention_kernel_describe(g, s, k, &ak);
+        for (int i = 0; i < ak.n_args; i++) call->args[i] = ak.args[i];
+        call->n_args = ak.n_args;
+        bool has_scratch = p->scratch_bytes[ak.first] > 0;
+        if (has_scratch) call->scratch_at = p->scratch_offset[ak.first];
+        bool shareable = attention_kernel_key(g, &ak, has_scratch, key, sizeof key);
+        uint64_t h = shareable ? hash_string(key) : 0;
+        for (int i = 0; shareable && i < *n_keys && !call->fn; i++)
+            if (keys[i].hash == h && strcmp(keys[i].text, key) == 0) call->fn = keys[i].fn;
+        if (call->fn) return;
+        call->fn = lower_attention_kernel(cg, gemm_cg, g, &ak, has_scratch);
+        if (shareable) {
+            keys[*n_keys].text = strdup(key);
+            KILN_ASSERT(keys[*n_keys].text != NULL);
+            keys[*n_keys].hash = h;
+            keys[(*n_keys)++].fn = call->fn;
+        }
+        return;
+    }
     uint32_t id = s->members[kn->first];
     const kiln_node *n = &g->nodes[id];
     call->args[0] = id;

@@ -47,7 +47,10 @@ static bool llvm_fail(kiln_diags *d, const char *what, LLVMErrorRef err)
 
 /* ---- planning ---------------------------------------------------------------------------- */
 
-static void scratch_sizes(const kiln_graph *g, void *ctx, int64_t *bytes) { lower_scratch_sizes(g, ctx, bytes); }
+static void scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, void *ctx, int64_t *bytes)
+{
+    lower_scratch_sizes(g, s, ctx, bytes);
+}
 
 /* The request through the pipeline (passes/pipeline.c): schedule and memory plan. */
 static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_program *prog, kiln_diags *d)

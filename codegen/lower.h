@@ -256,7 +256,31 @@ bool lower_kernel_key(const kiln_graph *g, uint32_t id, bool has_scratch, char *
 bool lower_needs_kernel(const kiln_graph *g, const kiln_memplan *p, uint32_t id);
 
 /* Scratch bytes of every node (0 for nodes without), for the memory planner. */
-void lower_scratch_sizes(const kiln_graph *g, const kiln_target *t, int64_t *bytes);
+void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_target *t, int64_t *bytes);
+
+/* ---- lower_attention_kernel.c: the schedule's attention kernels ------------------- */
+
+/* An attention kernel of the schedule: its attention node(s), the nodes whose memory its
+ * arguments point at (results first — a result's transpose member when it writes that
+ * layout — then the attention's inputs), and the operand strides that fold transposes. */
+typedef struct attention_kernel {
+    bool grad;                              /* attention_grad group, else forward */
+    uint32_t first;                         /* the first attention node */
+    uint32_t node_of_wrt[KILN_WRT_COUNT];   /* grad: the node per wrt, or KILN_NONE */
+    uint32_t args[16];
+    int n_args;
+    attn_layout layout;
+    int64_t strides[ATTN_N_OPERANDS][KILN_MAX_RANK];
+} attention_kernel;
+
+bool is_attention_op(kiln_op op);
+void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, attention_kernel *ak);
+LLVMValueRef lower_attention_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const attention_kernel *ak,
+                                    bool has_scratch);
+bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool has_scratch, char *buf, size_t size);
+/* lower_kernel for a forward attention node with operand strides (lower.c). */
+LLVMValueRef lower_kernel_with_layout(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch,
+                                      const attn_layout *layout);
 
 /* ---- lower_loop.c: a LOOP kernel of the schedule ----------------------------------- */
 

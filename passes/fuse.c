@@ -66,12 +66,13 @@ typedef struct group {
     uint32_t *members; /* sorted by node id */
     uint32_t n;
     bool dead;         /* merged into another */
+    kiln_kernel_kind kind;
 } group;
 
 typedef struct fuser {
     const kiln_graph *g;
     const kiln_fuse_request *req;
-    const unsigned char *has_kernel;
+    unsigned char *has_kernel;
     uint32_t *group_of; /* per node: its LOOP group, or KILN_NONE */
     group *groups;
     uint32_t n_groups;
@@ -184,6 +185,7 @@ static void new_group(fuser *f, uint32_t id)
     gr->members[0] = id;
     gr->n = 1;
     gr->dead = false;
+    gr->kind = KILN_KERNEL_LOOP;
     f->group_of[id] = f->n_groups++;
 }
 
@@ -197,7 +199,7 @@ static void group_loops(fuser *f)
         uint32_t cand[8], n_cand = 0;
         for (uint32_t j = 0; j < n->n_in && n_cand < 8; j++) {
             uint32_t x = n->in[j], gx = f->group_of[x];
-            if (gx == KILN_NONE || in_list(cand, n_cand, gx)) continue;
+            if (gx == KILN_NONE || in_list(cand, n_cand, gx) || f->groups[gx].kind != KILN_KERNEL_LOOP) continue;
             if (!kiln_type_equal(&g->nodes[x].type, &n->type)) continue;
             cand[n_cand++] = gx;
         }
@@ -206,6 +208,127 @@ static void group_loops(fuser *f)
         /* else the latest single group that fits */
         for (uint32_t c = n_cand; !joined && c-- > 0;) joined = try_join(f, id, &cand[c], 1);
         if (!joined) new_group(f, id);
+    }
+}
+
+/* ---- attention -------------------------------------------------------------------------------- */
+
+/* Whether a transpose keeps the last dim last (an attention kernel reads and writes rows
+ * with a stride, but each row contiguous). */
+static bool keeps_last_dim(const kiln_node *n)
+{
+    return n->op == KILN_OP_TRANSPOSE && n->attrs.perm[n->type.rank - 1] == n->type.rank - 1;
+}
+
+static bool is_attention(kiln_op op) { return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_GRAD; }
+
+/* The live readers of each node, as one list (CSR). */
+typedef struct readers {
+    uint32_t *start, *list;
+} readers;
+
+static readers readers_of(const kiln_graph *g, const unsigned char *live)
+{
+    readers r = {xcalloc(g->n_nodes + 1, sizeof(uint32_t)), NULL};
+    uint32_t total = 0;
+    for (uint32_t id = 0; id < g->n_nodes; id++)
+        if (live[id])
+            for (uint32_t j = 0; j < g->nodes[id].n_in; j++) r.start[g->nodes[id].in[j] + 1]++, total++;
+    for (uint32_t id = 0; id < g->n_nodes; id++) r.start[id + 1] += r.start[id];
+    r.list = xcalloc(total, sizeof(uint32_t));
+    uint32_t *fill = xcalloc(g->n_nodes, sizeof(uint32_t));
+    for (uint32_t id = 0; id < g->n_nodes; id++)
+        if (live[id])
+            for (uint32_t j = 0; j < g->nodes[id].n_in; j++) {
+                uint32_t x = g->nodes[id].in[j];
+                r.list[r.start[x] + fill[x]++] = id;
+            }
+    free(fill);
+    return r;
+}
+
+static bool is_output_or_update(const kiln_graph *g, uint32_t id)
+{
+    for (uint32_t o = 0; o < g->n_outputs; o++)
+        if (g->outputs[o].node == id) return true;
+    for (uint32_t u = 0; u < g->n_updates; u++)
+        if (g->updates[u].value == id) return true;
+    return false;
+}
+
+/* Transposes read only as an attention's q, k, v or (backward) g become strided views:
+ * no kernel, no memory; the attention kernels read the memory underneath with strides.
+ * What they view must be plain row-major memory: not another attention's result (which
+ * may itself be written with strides) nor another strided view. */
+static void fold_input_transposes(fuser *f, const readers *r, unsigned char *view)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        if (!f->has_kernel[id] || !keeps_last_dim(n) || is_output_or_update(g, id)) continue;
+        uint32_t root = n->in[0];
+        while (g->nodes[root].op == KILN_OP_RESHAPE && !f->has_kernel[root]) root = g->nodes[root].in[0];
+        if (is_attention(g->nodes[root].op) || view[root] || g->nodes[root].op == KILN_OP_TRANSPOSE) continue;
+        bool ok = r->start[id] < r->start[id + 1];
+        for (uint32_t k = r->start[id]; k < r->start[id + 1] && ok; k++) {
+            const kiln_node *u = &g->nodes[r->list[k]];
+            if (!is_attention(u->op)) ok = false;
+            for (uint32_t j = 0; j < u->n_in && ok; j++) {
+                if (u->in[j] != id) continue;
+                bool slot = j < 3 || (u->op == KILN_OP_ATTENTION_GRAD && j == u->n_in - 1);
+                ok = slot;
+            }
+        }
+        if (ok) {
+            view[id] = 1;
+            f->has_kernel[id] = 0;
+        }
+    }
+}
+
+/* One group per forward attention, and one per set of attention_grad nodes with the same
+ * inputs and attributes but wrt (the gradients of one attention, computed together); each
+ * result read only by a transpose that keeps the last dim brings that transpose along, and
+ * the kernel writes the transposed layout directly. */
+static void group_attention(fuser *f, const readers *r)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        if (!f->has_kernel[id] || !is_attention(n->op) || f->group_of[id] != KILN_NONE) continue;
+        uint32_t members[2 * KILN_WRT_COUNT], count = 0;
+        members[count++] = id;
+        if (n->op == KILN_OP_ATTENTION_GRAD && f->req->enable_loop)
+            for (uint32_t o = id + 1; o < g->n_nodes && count < KILN_WRT_COUNT; o++) {
+                const kiln_node *m = &g->nodes[o];
+                if (m->op != KILN_OP_ATTENTION_GRAD || !f->has_kernel[o] || f->group_of[o] != KILN_NONE) continue;
+                if (m->n_in != n->n_in || memcmp(m->in, n->in, n->n_in * sizeof *n->in) != 0) continue;
+                if (m->attrs.causal != n->attrs.causal || m->attrs.scalar != n->attrs.scalar) continue;
+                bool dup = false;
+                for (uint32_t i = 0; i < count; i++) dup |= g->nodes[members[i]].attrs.wrt == m->attrs.wrt;
+                if (!dup) members[count++] = o;
+            }
+        uint32_t n_results = count;
+        for (uint32_t i = 0; i < n_results && f->req->enable_loop; i++) {
+            uint32_t a = members[i];
+            if (is_output_or_update(g, a) || r->start[a + 1] - r->start[a] != 1) continue;
+            uint32_t y = r->list[r->start[a]];
+            if (f->has_kernel[y] && keeps_last_dim(&g->nodes[y]) && f->group_of[y] == KILN_NONE)
+                members[count++] = y;
+        }
+        qsort(members, count, sizeof *members, cmp_u32);
+        if (count > 1 && !loop_valid(f, members, count)) { /* then each alone */
+            count = 1;
+            members[0] = id;
+        }
+        group *gr = &f->groups[f->n_groups];
+        gr->members = xcalloc(count, sizeof *gr->members);
+        memcpy(gr->members, members, count * sizeof *members);
+        gr->n = count;
+        gr->dead = false;
+        gr->kind = n->op == KILN_OP_ATTENTION ? KILN_KERNEL_ATTENTION : KILN_KERNEL_ATTENTION_GRAD;
+        for (uint32_t i = 0; i < count; i++) f->group_of[members[i]] = f->n_groups;
+        f->n_groups++;
     }
 }
 
@@ -222,7 +345,7 @@ static int by_first_member(const void *a, const void *b, void *ctx)
  * for a source or a constant global. */
 static uint32_t producer(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t x)
 {
-    while (s->kernel_of[x] == KILN_NONE && g->nodes[x].op == KILN_OP_RESHAPE) x = g->nodes[x].in[0];
+    while (s->kernel_of[x] == KILN_NONE && (g->nodes[x].op == KILN_OP_RESHAPE || s->view[x])) x = g->nodes[x].in[0];
     return s->kernel_of[x];
 }
 
@@ -304,6 +427,12 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     fuser f = {g, req, has_kernel, xcalloc(nn, sizeof(uint32_t)), xcalloc(nn, sizeof(group)), 0,
                xcalloc(nn, sizeof(uint32_t)), 0, xcalloc(nn, sizeof(uint32_t))};
     for (uint32_t id = 0; id < nn; id++) f.group_of[id] = KILN_NONE;
+    s->view = xcalloc(nn, 1);
+    readers r = readers_of(g, req->live);
+    if (req->enable_loop) fold_input_transposes(&f, &r, s->view);
+    group_attention(&f, &r);
+    free(r.start);
+    free(r.list);
     group_loops(&f);
 
     /* kernels: each live group, then every other node with a kernel on its own */
@@ -311,7 +440,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
         group *gr = &f.groups[gi];
         if (gr->dead) continue;
         kiln_kernel *k = &s->kernels[s->n_kernels++];
-        k->kind = gr->n > 1 ? KILN_KERNEL_LOOP : KILN_KERNEL_NODE;
+        k->kind = gr->kind == KILN_KERNEL_LOOP && gr->n == 1 ? KILN_KERNEL_NODE : gr->kind;
         k->first = s->n_members;
         k->n = gr->n;
         for (uint32_t i = 0; i < gr->n; i++) s->members[s->n_members++] = gr->members[i];
@@ -361,5 +490,6 @@ void kiln_schedule_free(kiln_kernel_schedule *s)
     free(s->members);
     free(s->kernel_of);
     free(s->internal);
+    free(s->view);
     memset(s, 0, sizeof *s);
 }

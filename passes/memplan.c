@@ -146,6 +146,9 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         h->bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
         if (req->schedule && req->schedule->internal[id]) {
             h->kind = KILN_HOME_FUSED;
+        } else if (req->schedule && req->schedule->view[id]) { /* read with strides */
+            h->kind = KILN_HOME_ALIAS;
+            h->index = root_of(p, n->in[0]);
         } else if (kiln_constant_is_global(n)) {
             h->kind = KILN_HOME_CONST;
         } else if (n->op == KILN_OP_RESHAPE) {

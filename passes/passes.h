@@ -19,6 +19,8 @@ int64_t kiln_graph_flops(const kiln_graph *g);
 typedef enum kiln_kernel_kind {
     KILN_KERNEL_NODE,   /* one node, lowered by its op's own kernel */
     KILN_KERNEL_LOOP,   /* elementwise nodes of one shape in one loop nest */
+    KILN_KERNEL_ATTENTION,      /* an attention, [the transpose of its result it writes directly] */
+    KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [their transposes] */
 } kiln_kernel_kind;
 
 typedef struct kiln_kernel {
@@ -34,6 +36,8 @@ typedef struct kiln_kernel_schedule {
     uint32_t n_members;
     uint32_t *kernel_of;       /* per node: the kernel computing it, or KILN_NONE */
     unsigned char *internal;   /* per node: its value never leaves its kernel (no buffer) */
+    unsigned char *view;       /* per node: a transpose no kernel computes: the attention
+                                  kernels reading it read its input's memory with strides */
 } kiln_kernel_schedule;
 
 typedef struct kiln_fuse_request {
@@ -202,8 +206,9 @@ typedef struct kiln_pipeline_request {
     const uint32_t *inputs, *params, *states;   /* as kiln_plan_request */
     uint32_t n_inputs, n_params, n_states;
     bool dropout_alone;                          /* a training step's dropout keeps its kernel */
-    /* kernel scratch bytes per node (codegen knows them: they depend on the target) */
-    void (*scratch_sizes)(const kiln_graph *g, void *ctx, int64_t *bytes);
+    /* kernel scratch bytes per node (codegen knows them: they depend on the target and
+     * on how nodes are grouped into kernels) */
+    void (*scratch_sizes)(const kiln_graph *g, const kiln_kernel_schedule *s, void *ctx, int64_t *bytes);
     void *scratch_ctx;
     const kiln_pipeline_options *options;        /* NULL: every stage, no dump */
 } kiln_pipeline_request;

@@ -81,7 +81,7 @@ static void add(text *t, const char *fmt, ...)
     }
 }
 
-static const char *const kind_names[] = {"node", "loop"};
+static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad"};
 
 /* The graph's text followed by the kernels, one line each: kind and members. */
 static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
@@ -165,7 +165,7 @@ bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln
     /* memplan: kernel scratch sizes come from codegen (they depend on the target) */
     int64_t *scratch = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *scratch);
     KILN_ASSERT(scratch != NULL);
-    if (ok && req->scratch_sizes) req->scratch_sizes(g, req->scratch_ctx, scratch);
+    if (ok && req->scratch_sizes) req->scratch_sizes(g, &out->sched, req->scratch_ctx, scratch);
     kiln_plan_request pr = {live,        scratch,    req->inputs, req->n_inputs, req->params,
                             req->n_params, req->states, req->n_states, &out->sched};
     ok = ok && kiln_plan_memory(g, &pr, &out->plan, d);
