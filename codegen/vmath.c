@@ -38,7 +38,10 @@
  *   exponents, ±0, ±inf, NaN, pow(x, ±0) = pow(1, y) = 1).
  *
  * Only IEEE operations without fast-math flags are used (the callers' `contract` does
- * not reach in here), so the results are the same bits for every vector width and CPU.
+ * not reach in here), so the results are the same bits for every vector width and every
+ * CPU with FMA (AVX2, AVX-512). A target without FMA (plain x86-64) gets a multiply and
+ * an add for each fma, and Dekker's exact product where erfc needs a² exactly: other
+ * bits, within the same bounds (tests/unit/test_vmath.c runs an SSE2 target too).
  * The polynomial coefficients come from codegen/vmath_fit.py (weighted minimax fits,
  * rounded to float one coefficient at a time); each table names its variable and range.
  */
@@ -80,14 +83,25 @@ typedef struct vm {
     LLVMBuilderRef b;
     unsigned n;        /* lanes; 0 for a scalar */
     bool dbl;          /* element is double (pow's inner computation) */
+    bool fma;          /* the target has FMA instructions */
     LLVMTypeRef ft, it; /* float/double type and i32/i64 type of this shape */
 } vm;
+
+/* Whether the target's features name FMA. Without it llvm.fma would become a libm call
+ * (fmaf) per lane, so such targets get llvm.fmuladd — a multiply and an add there, still
+ * one fused instruction on a CPU named without features that has FMA. */
+static bool target_fma(const kiln_target *t)
+{
+    for (const char *p = t->features; p && (p = strstr(p, "+fma")); p += 4)
+        if (p[4] == ',' || p[4] == 0) return true;
+    return false;
+}
 
 static LLVMTypeRef shaped(LLVMTypeRef elem, unsigned n) { return n ? LLVMVectorType(elem, n) : elem; }
 
 static vm vm_shape(kiln_cg *cg, unsigned n, bool dbl)
 {
-    vm v = {.cg = cg, .b = cg->b, .n = n, .dbl = dbl};
+    vm v = {.cg = cg, .b = cg->b, .n = n, .dbl = dbl, .fma = target_fma(cg->target)};
     v.ft = shaped(dbl ? cg->t_f64 : cg->t_f32, n);
     v.it = shaped(dbl ? cg->t_i64 : cg->t_i32, n);
     return v;
@@ -134,7 +148,7 @@ static LLVMValueRef fma3(const vm *v, LLVMValueRef a, LLVMValueRef b, LLVMValueR
 {
     LLVMTypeRef t = v->ft;
     LLVMValueRef args[3] = {a, b, c};
-    return cg_intrinsic(v->cg, "llvm.fma", &t, 1, args, 3);
+    return cg_intrinsic(v->cg, v->fma ? "llvm.fma" : "llvm.fmuladd", &t, 1, args, 3);
 }
 static LLVMValueRef fabs1(const vm *v, LLVMValueRef a)
 {
@@ -297,8 +311,17 @@ static LLVMValueRef erfc_large(const vm *v, LLVMValueRef a)
     LLVMValueRef den = add(v, ac, kf(v, 1.0));
     LLVMValueRef t = quo(v, sub(v, ac, kf(v, 1.0)), den);
     LLVMValueRef g = quo(v, horner(v, ERFC_H, 11, t), den);
-    LLVMValueRef hi = mul(v, ac, ac);
-    LLVMValueRef lo = fma3(v, ac, ac, neg(v, hi)); /* a² = hi + lo exactly */
+    LLVMValueRef hi = mul(v, ac, ac), lo;
+    if (v->fma) {
+        lo = fma3(v, ac, ac, neg(v, hi)); /* a² = hi + lo exactly */
+    } else {
+        /* the same lo by Dekker's product: a = ah + al with 12 bits each, so every
+         * partial product is exact (checked for every float in [0.5, 11]) */
+        LLVMValueRef ah = as_float(v, LLVMBuildAnd(v->b, as_int(v, ac), ki(v, (int32_t)0xfffff000u), ""));
+        LLVMValueRef al = sub(v, ac, ah);
+        lo = add(v, sub(v, mul(v, ah, ah), hi), mul(v, mul(v, kf(v, 2.0), ah), al));
+        lo = add(v, lo, mul(v, al, al));
+    }
     return exp_scaled(v, neg(v, hi), lo, g);
 }
 

@@ -5,7 +5,8 @@
  * llvm.fabs, llvm.copysign, selects and bitcasts, with no branch, no call and no
  * fast-math flag. So the same code serves scalar loop bodies (the loop vectoriser widens
  * it like any other arithmetic) and explicit vector kernels, and it gives the same bits
- * on every target (AVX-512, AVX2, SSE: IEEE operations and fused multiply-adds only).
+ * on every target with FMA (AVX-512, AVX2: IEEE operations and fused multiply-adds
+ * only); targets without FMA get a multiply and an add instead, within the same bounds.
  *
  * Accuracy against double-precision libm rounded to float, over every float input
  * (tests/unit/test_vmath.c measures it; docs/codegen.md "Accuracy contract"):

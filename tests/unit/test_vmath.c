@@ -7,8 +7,9 @@
  * default<O3> — it must come out vectorised (its IR is checked for <W x float>) and
  * call nothing but LLVM intrinsics; "vec" loads <W x float> and calls the emitter on the
  * vector directly, as hand-vectorised kernels do. Both are built for the host (AVX-512
- * here: W = 16) and for "haswell" (AVX2: W = 8) and run in one LLJIT that has no
- * process symbols, so a libm call left in the code fails to link.
+ * here: W = 16), for "haswell" (AVX2 + FMA: W = 8) and for "x86-64" (SSE2, no FMA:
+ * W = 4), and run in one LLJIT that has no process symbols, so a libm call left in the
+ * code (fmaf included) fails to link.
  *
  * Inputs: a stride over all 2^32 bit patterns (≥ 10^7 points; fewer under a sanitizer;
  * KILN_VMATH_STRIDE overrides, 1 = every float) plus a list of special values — ±0,
@@ -16,9 +17,11 @@
  * thresholds and the one float either side of them. The reference is the double
  * libm function rounded to float. Required: the host loop's result within the function's
  * ulp bound (vmath.h) of the reference; bit-exact where the reference is NaN (any NaN),
- * ±0, ±inf (a limit must be reached exactly); the three other kernels bit-identical to
- * the host loop (vmath's code uses IEEE operations only, so vector width must not
- * matter). pow takes random pairs and a grid of special pairs.
+ * ±0, ±inf (a limit must be reached exactly); the three other FMA kernels bit-identical
+ * to the host loop (vmath's code uses IEEE operations only, so vector width must not
+ * matter); the SSE2 loop (a multiply and an add for each fma: other bits) held to the
+ * same bound and rules, its vector kernel bit-identical to it. pow takes random pairs
+ * and a grid of special pairs.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -77,11 +80,13 @@ enum { N_CASES = sizeof CASES / sizeof *CASES };
 
 typedef void (*map_fn)(const float *x, const float *y, float *out, int64_t n);
 
-/* the four kernels of one function: host loop, host vector, haswell loop, haswell vector */
-enum { HOST_LOOP, HOST_VEC, HSW_LOOP, HSW_VEC, N_KERNELS };
-static const char *KERNEL_NAMES[N_KERNELS] = {"host loop", "host <16 x float>", "haswell loop", "haswell <8 x float>"};
+/* the kernels of one function: a loop and an explicit vector kernel per target */
+enum { HOST_LOOP, HOST_VEC, HSW_LOOP, HSW_VEC, SSE_LOOP, SSE_VEC, N_KERNELS };
+static const char *KERNEL_NAMES[N_KERNELS] = {"host loop",           "host <16 x float>",
+                                              "haswell loop",        "haswell <8 x float>",
+                                              "x86-64 (no FMA) loop", "x86-64 <4 x float>"};
 
-static kiln_target g_host, g_haswell;
+static kiln_target g_host, g_haswell, g_sse;
 static LLVMOrcLLJITRef g_jit;
 static int g_next;
 
@@ -97,9 +102,10 @@ static int setup(void **state)
 {
     kiln_diags d;
     kiln_diags_init(&d);
-    bool ok = kiln_target_host(&g_host, &d) && kiln_target_for(&g_haswell, "haswell", "+avx2,+fma", &d);
+    bool ok = kiln_target_host(&g_host, &d) && kiln_target_for(&g_haswell, "haswell", "+avx2,+fma", &d) &&
+              kiln_target_for(&g_sse, "x86-64", "+sse2", &d);
     kiln_diags_free(&d);
-    if (!ok || g_haswell.vector_floats != 8) return -1;
+    if (!ok || g_haswell.vector_floats != 8 || g_sse.vector_floats != 4) return -1;
     /* no process-symbol generator: generated code must not need libm (or anything) */
     return LLVMOrcCreateLLJIT(&g_jit, NULL) ? -1 : 0;
 }
@@ -109,6 +115,7 @@ static int teardown(void **state)
     LLVMOrcDisposeLLJIT(g_jit);
     kiln_target_free(&g_host);
     kiln_target_free(&g_haswell);
+    kiln_target_free(&g_sse);
     return 0;
 }
 
@@ -199,11 +206,13 @@ static void compile_pair(const kiln_target *t, const fn_case *fc, map_fn *loop, 
     check_error(LLVMRunPasses(cg.mod, "default<O3>", t->tm, opts));
     LLVMDisposePassBuilderOptions(opts);
 
-    /* pow works in double: the vectoriser picks half the float width */
+    /* pow works in double: the vectoriser picks half the float width (and leaves it
+     * scalar on SSE2, where it finds the conversions too dear) */
     char *ir = LLVMPrintValueToString(lf), want[32];
     snprintf(want, sizeof want, "<%d x %s>", fc->emit2 ? t->vector_floats / 2 : t->vector_floats,
              fc->emit2 ? "double" : "float");
-    if (!strstr(ir, want)) fail_msg("%s: the %s loop was not vectorised to %s", fc->name, t->cpu, want);
+    if (!strstr(ir, want) && !(fc->emit2 && t == &g_sse))
+        fail_msg("%s: the %s loop was not vectorised to %s", fc->name, t->cpu, want);
     LLVMDisposeMessage(ir);
     ir = LLVMPrintModuleToString(cg.mod);
     check_calls(ir, fc->name);
@@ -223,6 +232,7 @@ static void compile_all(const fn_case *fc, map_fn k[N_KERNELS])
 {
     compile_pair(&g_host, fc, &k[HOST_LOOP], &k[HOST_VEC]);
     compile_pair(&g_haswell, fc, &k[HSW_LOOP], &k[HSW_VEC]);
+    compile_pair(&g_sse, fc, &k[SSE_LOOP], &k[SSE_VEC]);
 }
 
 /* ---- comparing ------------------------------------------------------------------------ */
@@ -276,21 +286,33 @@ static void check_one(const fn_case *fc, tally *t, float x, float y, float got, 
         fail_msg("%s(%a, %a) = %a, want %a: %lld ulp > %d", fc->name, x, y, got, want, (long long)d, fc->max_ulp);
 }
 
-/* Runs all four kernels over n inputs, checks the host loop against the reference and
- * the others against the host loop, bit for bit. */
-static void run_chunk(const fn_case *fc, map_fn k[N_KERNELS], tally *t, const float *x, const float *y,
+/* Runs all kernels over n inputs; checks the host loop and the SSE2 loop against the
+ * reference (tallies t[0] and t[1]), the other FMA kernels against the host loop and
+ * the SSE2 vector kernel against the SSE2 loop, bit for bit. */
+static void run_chunk(const fn_case *fc, map_fn k[N_KERNELS], tally t[2], const float *x, const float *y,
                       float *out[N_KERNELS], int64_t n)
 {
     for (int i = 0; i < N_KERNELS; i++) k[i](x, y, out[i], n);
     for (int64_t j = 0; j < n; j++) {
         float yj = y ? y[j] : 0.0f;
         float want = fc->ref1 ? (float)fc->ref1((double)x[j]) : (float)pow((double)x[j], (double)yj);
-        check_one(fc, t, x[j], yj, out[HOST_LOOP][j], want);
-        for (int i = 1; i < N_KERNELS; i++)
-            if (bits(out[i][j]) != bits(out[HOST_LOOP][j]))
-                fail_msg("%s(%a, %a): %s gives %a, host loop %a", fc->name, x[j], yj, KERNEL_NAMES[i], out[i][j],
-                         out[HOST_LOOP][j]);
+        check_one(fc, &t[0], x[j], yj, out[HOST_LOOP][j], want);
+        check_one(fc, &t[1], x[j], yj, out[SSE_LOOP][j], want);
+        for (int i = 1; i < N_KERNELS; i++) {
+            int same_as = i < SSE_LOOP ? HOST_LOOP : SSE_LOOP;
+            if (i != SSE_LOOP && bits(out[i][j]) != bits(out[same_as][j]))
+                fail_msg("%s(%a, %a): %s gives %a, %s %a", fc->name, x[j], yj, KERNEL_NAMES[i], out[i][j],
+                         KERNEL_NAMES[same_as], out[same_as][j]);
+        }
     }
+}
+
+static void report(const fn_case *fc, const tally t[2])
+{
+    for (int i = 0; i < 2; i++)
+        print_message("%-8s %-7s max %lld ulp (bound %d) over %lld points, at (%a, %a)\n", fc->name,
+                      i ? "no FMA" : "FMA", (long long)t[i].max_ulp, fc->max_ulp, (long long)t[i].points,
+                      t[i].worst_x, t[i].worst_y);
 }
 
 #define CHUNK 65536 /* a multiple of every vector width */
@@ -354,8 +376,8 @@ static uint32_t sweep_stride(void)
 {
     const char *s = getenv("KILN_VMATH_STRIDE");
     if (s && atoi(s) > 0) return (uint32_t)atoi(s);
-    /* 2^32 / 127 ≈ 3.4·10^7 points; a sanitizer's build runs 1.05·10^6 */
-    return SANITIZED ? 4093u : 127u;
+    /* 2^32 / 257 ≈ 1.7·10^7 points; a sanitizer's build runs 1.05·10^6 */
+    return SANITIZED ? 4093u : 257u;
 }
 
 /* ---- tests ------------------------------------------------------------------------------- */
@@ -365,30 +387,29 @@ static void test_unary(const fn_case *fc)
     map_fn k[N_KERNELS];
     compile_all(fc, k);
     buffers b = buffers_alloc();
-    tally t = {0};
+    tally t[2] = {{0}};
 
     float specials[256];
     int ns = special_values(specials);
     memcpy(b.x, specials, (size_t)ns * sizeof(float));
     for (int i = ns; i < CHUNK; i++) b.x[i] = 0.0f;
-    run_chunk(fc, k, &t, b.x, NULL, b.out, CHUNK);
+    run_chunk(fc, k, t, b.x, NULL, b.out, CHUNK);
 
     uint32_t stride = sweep_stride();
     int64_t n = 0;
     for (uint64_t u = 0; u < (1ull << 32); u += stride) {
         b.x[n++] = from_bits((uint32_t)u);
         if (n == CHUNK) {
-            run_chunk(fc, k, &t, b.x, NULL, b.out, n);
+            run_chunk(fc, k, t, b.x, NULL, b.out, n);
             n = 0;
         }
     }
     if (n) {
         int64_t padded = (n + 15) / 16 * 16;
         for (int64_t i = n; i < padded; i++) b.x[i] = 0.0f;
-        run_chunk(fc, k, &t, b.x, NULL, b.out, padded);
+        run_chunk(fc, k, t, b.x, NULL, b.out, padded);
     }
-    print_message("%-8s max %lld ulp (bound %d) over %lld points, at x = %a\n", fc->name, (long long)t.max_ulp,
-                  fc->max_ulp, (long long)t.points, t.worst_x);
+    report(fc, t);
     buffers_free(&b);
 }
 
@@ -418,7 +439,7 @@ static void test_pow(void **state)
     map_fn k[N_KERNELS];
     compile_all(fc, k);
     buffers b = buffers_alloc();
-    tally t = {0};
+    tally t[2] = {{0}};
 
     const float sp[] = {0.0f, -0.0f, 1.0f, -1.0f, 0.5f, -0.5f, 2.0f, -2.0f, 3.0f, -3.0f, 1.5f, -1.5f, 0x1p-149f,
                         -0x1p-149f, FLT_MIN, FLT_MAX, -FLT_MAX, 0x1p24f, -0x1p24f, 0x1.fffffep23f, -0x1.fffffep23f,
@@ -432,13 +453,14 @@ static void test_pow(void **state)
     for (int i = n; i < CHUNK; i++) b.x[i] = b.y[i] = 1.0f;
     /* the Annex F results (NaN, ±0, ±inf, ±1) exactly, with their signs; run_chunk
      * holds the others to the bound */
-    run_chunk(fc, k, &t, b.x, b.y, b.out, CHUNK);
-    for (int i = 0; i < n; i++) {
-        float want = (float)pow((double)b.x[i], (double)b.y[i]), got = b.out[HOST_LOOP][i];
-        bool limit = isnan(want) || want == 0 || isinf(want) || fabsf(want) == 1.0f;
-        if (limit && !(isnan(want) && isnan(got)) && bits(got) != bits(want))
-            fail_msg("pow(%a, %a) = %a, want exactly %a", b.x[i], b.y[i], got, want);
-    }
+    run_chunk(fc, k, t, b.x, b.y, b.out, CHUNK);
+    for (int i = 0; i < n; i++)
+        for (int kk = HOST_LOOP; kk <= SSE_LOOP; kk += SSE_LOOP - HOST_LOOP) {
+            float want = (float)pow((double)b.x[i], (double)b.y[i]), got = b.out[kk][i];
+            bool limit = isnan(want) || want == 0 || isinf(want) || fabsf(want) == 1.0f;
+            if (limit && !(isnan(want) && isnan(got)) && bits(got) != bits(want))
+                fail_msg("pow(%a, %a) = %a (%s), want exactly %a", b.x[i], b.y[i], got, KERNEL_NAMES[kk], want);
+        }
 
     int64_t pairs = SANITIZED ? 1 << 18 : 1 << 21;
     for (int64_t c = 0; c < pairs; c += CHUNK) {
@@ -463,10 +485,9 @@ static void test_pow(void **state)
                 break;
             }
         }
-        run_chunk(fc, k, &t, b.x, b.y, b.out, CHUNK);
+        run_chunk(fc, k, t, b.x, b.y, b.out, CHUNK);
     }
-    print_message("%-8s max %lld ulp (bound %d) over %lld points, at (%a, %a)\n", fc->name, (long long)t.max_ulp,
-                  fc->max_ulp, (long long)t.points, t.worst_x, t.worst_y);
+    report(fc, t);
     buffers_free(&b);
 }
 
