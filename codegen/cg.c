@@ -1,6 +1,6 @@
 /* cg.c — one LLVM module being built, and the small IR-building helpers every
  * lowering uses: constants, element addressing, counted loops, loop nests with strided
- * offsets, intrinsic and libm calls.
+ * offsets, intrinsic calls (exp, log and pow go to vmath.c, as do the libm names).
  *
  * Design: kernels are emitted as scalar code over i64 offsets. Loops are top-tested
  * (`head: i = phi [begin, pre], [i+1, latch]; br i < end, body, exit`) with nuw/nsw
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lower.h"
+#include "vmath.h"
 
 void cg_init_in_context(kiln_cg *cg, const kiln_target *t, LLVMContextRef ctx, const char *module_name)
 {
@@ -155,14 +156,29 @@ LLVMValueRef cg_intrinsic(kiln_cg *cg, const char *name, LLVMTypeRef *types, uns
     return LLVMBuildCall2(cg->b, fty, fn, args, n_args, "");
 }
 
+/* float or <N x float>: what vmath.c's emitters take */
+static bool is_f32(LLVMValueRef x)
+{
+    LLVMTypeRef t = LLVMTypeOf(x);
+    if (LLVMGetTypeKind(t) == LLVMVectorTypeKind) t = LLVMGetElementType(t);
+    return LLVMGetTypeKind(t) == LLVMFloatTypeKind;
+}
+
+/* The float functions LLVM would lower to scalar libm calls (and so never vectorise)
+ * are emitted as vector-friendly IR by vmath.c instead, whoever asks. */
 LLVMValueRef cg_intrinsic1(kiln_cg *cg, const char *name, LLVMValueRef x)
 {
+    if (is_f32(x)) {
+        if (!strcmp(name, "llvm.exp")) return vm_exp(cg, x);
+        if (!strcmp(name, "llvm.log")) return vm_log(cg, x);
+    }
     LLVMTypeRef ty = LLVMTypeOf(x);
     return cg_intrinsic(cg, name, &ty, 1, &x, 1);
 }
 
 LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMValueRef y)
 {
+    if (is_f32(x) && !strcmp(name, "llvm.pow")) return vm_pow(cg, x, y);
     LLVMTypeRef ty = LLVMTypeOf(x);
     LLVMValueRef args[2] = {x, y};
     return cg_intrinsic(cg, name, &ty, 1, args, 2);
@@ -170,6 +186,13 @@ LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMVa
 
 LLVMValueRef cg_libm1(kiln_cg *cg, const char *name, LLVMValueRef x)
 {
+    static const struct {
+        const char *name;
+        LLVMValueRef (*emit)(kiln_cg *, LLVMValueRef);
+    } vmath[] = {{"expf", vm_exp},   {"expm1f", vm_expm1}, {"logf", vm_log},
+                 {"tanhf", vm_tanh}, {"erff", vm_erf},     {"erfcf", vm_erfc}};
+    for (size_t i = 0; i < sizeof vmath / sizeof *vmath; i++)
+        if (!strcmp(name, vmath[i].name)) return vmath[i].emit(cg, x);
     LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, &cg->t_f32, 1, 0);
     LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
     if (!fn) {

@@ -53,13 +53,17 @@ LLVMValueRef cg_fmul(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fdiv(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fadd_reduce(kiln_cg *cg, LLVMValueRef acc, LLVMValueRef v);
 
-/* A call of the overloaded intrinsic `name` ("llvm.exp") at the given overload types;
- * the 1- and 2-operand forms overload on the type of x: cg_intrinsic1(cg, "llvm.sqrt", x). */
+/* A call of the overloaded intrinsic `name` ("llvm.sqrt") at the given overload types;
+ * the 1- and 2-operand forms overload on the type of x: cg_intrinsic1(cg, "llvm.sqrt", x).
+ * On float or <N x float>, cg_intrinsic1 "llvm.exp" / "llvm.log" and cg_intrinsic2
+ * "llvm.pow" are not calls: they emit vmath.c's inline code (vm_exp, vm_log, vm_pow),
+ * which vectorises and never reaches libm. */
 LLVMValueRef cg_intrinsic(kiln_cg *cg, const char *name, LLVMTypeRef *types, unsigned n_types,
                           LLVMValueRef *args, unsigned n_args);
 LLVMValueRef cg_intrinsic1(kiln_cg *cg, const char *name, LLVMValueRef x);
 LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMValueRef y);
-/* float NAME(float) from libm (tanhf, erfcf): declared once per module, readnone. */
+/* float NAME(float): expf, expm1f, logf, tanhf, erff and erfcf are emitted inline by
+ * vmath.c (vm_*); any other name is a libm call, declared once per module, readnone. */
 LLVMValueRef cg_libm1(kiln_cg *cg, const char *name, LLVMValueRef x);
 /* llvm.memcpy of `bytes` bytes (nothing when 0). */
 void cg_memcpy(kiln_cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t bytes);

@@ -1072,7 +1072,7 @@ static void test_memplan_homes(void **state)
     char msg[256];
     assert_true(kiln_memplan_check(&p, msg, sizeof msg));
     kiln_memplan_free(&p);
-    tg_check(&t, EXACT);
+    tg_check(&t, ELEMENTWISE);  /* exp is vmath's, within 1 ulp of the interpreter */
     tg_free(&t);
 }
 
