@@ -76,6 +76,28 @@ static uint64_t hash_string(const char *s)
     return h;
 }
 
+/* The function already emitted for `key`, if the kernel may share one: true with *fn set. */
+static bool find_kernel(const kernel_key *keys, int n_keys, bool shareable, const char *key, LLVMValueRef *fn)
+{
+    if (!shareable) return false;
+    uint64_t h = hash_string(key);
+    for (int i = 0; i < n_keys; i++)
+        if (keys[i].hash == h && strcmp(keys[i].text, key) == 0) {
+            *fn = keys[i].fn;
+            return true;
+        }
+    return false;
+}
+
+static void add_kernel(kernel_key *keys, int *n_keys, bool shareable, const char *key, LLVMValueRef fn)
+{
+    if (!shareable) return;
+    keys[*n_keys].text = strdup(key);
+    KILN_ASSERT(keys[*n_keys].text != NULL);
+    keys[*n_keys].hash = hash_string(key);
+    keys[(*n_keys)++].fn = fn;
+}
+
 /* Whether node id is a dropout that drops: in a training step with dropout on. */
 static bool train_dropout(const kiln_compile_request *req, const kiln_graph *g, uint32_t id)
 {
@@ -107,17 +129,9 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         for (int o = 0; o < n_ops; o++) call->args[o] = ops[o].node;
         call->n_args = n_ops;
         bool shareable = lower_loop_key(g, s, k, ops, n_ops, key, sizeof key);
-        uint64_t h = shareable ? hash_string(key) : 0;
-        for (int i = 0; shareable && i < *n_keys && !call->fn; i++)
-            if (keys[i].hash == h && strcmp(keys[i].text, key) == 0) call->fn = keys[i].fn;
-        if (call->fn) return;
+        if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
         call->fn = lower_loop_kernel(cg, g, s, k, ops, n_ops);
-        if (shareable) {
-            keys[*n_keys].text = strdup(key);
-            KILN_ASSERT(keys[*n_keys].text != NULL);
-            keys[*n_keys].hash = h;
-            keys[(*n_keys)++].fn = call->fn;
-        }
+        add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }
     if (kn->kind == KILN_KERNEL_ATTENTION || kn->kind == KILN_KERNEL_ATTENTION_GRAD) {
@@ -128,17 +142,9 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         bool has_scratch = p->scratch_bytes[ak.first] > 0;
         if (has_scratch) call->scratch_at = p->scratch_offset[ak.first];
         bool shareable = attention_kernel_key(g, &ak, has_scratch, key, sizeof key);
-        uint64_t h = shareable ? hash_string(key) : 0;
-        for (int i = 0; shareable && i < *n_keys && !call->fn; i++)
-            if (keys[i].hash == h && strcmp(keys[i].text, key) == 0) call->fn = keys[i].fn;
-        if (call->fn) return;
+        if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
         call->fn = lower_attention_kernel(cg, gemm_cg, g, &ak, has_scratch);
-        if (shareable) {
-            keys[*n_keys].text = strdup(key);
-            KILN_ASSERT(keys[*n_keys].text != NULL);
-            keys[*n_keys].hash = h;
-            keys[(*n_keys)++].fn = call->fn;
-        }
+        add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }
     uint32_t id = s->members[kn->first];
@@ -155,17 +161,9 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
     }
     bool has_scratch = p->scratch_bytes[id] > 0;
     bool shareable = lower_kernel_key(g, id, has_scratch, key, sizeof key);
-    uint64_t h = shareable ? hash_string(key) : 0;
-    for (int i = 0; shareable && i < *n_keys && !call->fn; i++)
-        if (keys[i].hash == h && strcmp(keys[i].text, key) == 0) call->fn = keys[i].fn;
-    if (call->fn) return;
+    if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
     call->fn = lower_kernel(cg, gemm_cg, g, id, has_scratch);
-    if (shareable) {
-        keys[*n_keys].text = strdup(key);
-        KILN_ASSERT(keys[*n_keys].text != NULL);
-        keys[*n_keys].hash = h;
-        keys[(*n_keys)++].fn = call->fn;
-    }
+    add_kernel(keys, n_keys, shareable, key, call->fn);
 }
 
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,

@@ -108,7 +108,7 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         uint32_t id = req->params[i];
         KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_PARAM);
         off = round_up(off);
-        p->homes[id] = (kiln_home){KILN_HOME_PARAM, i, off, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        p->homes[id] = (kiln_home){.kind = KILN_HOME_PARAM, .index = i, .offset = off, .bytes = kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
         off += p->homes[id].bytes;
     }
     p->params_bytes = round_up(off);
@@ -117,14 +117,14 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         uint32_t id = req->states[i];
         KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_STATE);
         off = round_up(off);
-        p->homes[id] = (kiln_home){KILN_HOME_STATE, i, off, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        p->homes[id] = (kiln_home){.kind = KILN_HOME_STATE, .index = i, .offset = off, .bytes = kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
         off += p->homes[id].bytes;
     }
     p->optim_bytes = round_up(off);
     for (uint32_t i = 0; i < req->n_inputs; i++) {
         uint32_t id = req->inputs[i];
         KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_INPUT);
-        p->homes[id] = (kiln_home){KILN_HOME_INPUT, i, 0, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        p->homes[id] = (kiln_home){.kind = KILN_HOME_INPUT, .index = i, .offset = 0, .bytes = kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
     }
 
     /* outputs first, so that a node that is an output is computed into it */
@@ -134,7 +134,7 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         kiln_op op = g->nodes[id].op;
         bool computed = op != KILN_OP_INPUT && op != KILN_OP_PARAM && op != KILN_OP_STATE;
         if (computed && p->homes[id].kind == KILN_HOME_NONE)
-            p->homes[id] = (kiln_home){KILN_HOME_OUTPUT, o, 0, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+            p->homes[id] = (kiln_home){.kind = KILN_HOME_OUTPUT, .index = o, .offset = 0, .bytes = kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
         else p->copies[p->n_copies++] = (kiln_out_copy){id, o};
     }
 
