@@ -134,6 +134,19 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }
+    if (kn->kind == KILN_KERNEL_GEMM) {
+        gemm_kernel gk;
+        gemm_kernel_describe(g, s, k, &gk);
+        for (int i = 0; i < gk.n_args; i++) call->args[i] = gk.args[i];
+        call->n_args = gk.n_args;
+        bool has_scratch = p->scratch_bytes[gk.mm] > 0;
+        if (has_scratch) call->scratch_at = p->scratch_offset[gk.mm];
+        bool shareable = gemm_kernel_key(g, &gk, has_scratch, key, sizeof key);
+        if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
+        call->fn = lower_gemm_kernel(cg, gemm_cg, g, &gk, has_scratch);
+        add_kernel(keys, n_keys, shareable, key, call->fn);
+        return;
+    }
     if (kn->kind == KILN_KERNEL_ATTENTION || kn->kind == KILN_KERNEL_ATTENTION_GRAD) {
         attention_kernel ak;
         attention_kernel_describe(g, s, k, &ak);

@@ -195,6 +195,11 @@ void lower_broadcast(lower_ctx *c);
 void lower_gather(lower_ctx *c);
 void lower_matmul(lower_ctx *c);        /* lower_nn.c */
 int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+/* The GEMM of a matmul that is one GEMM call (kiln_matmul_is_one_gemm): its batch rows
+ * flattened into m. */
+kiln_gemm_shape lower_one_gemm_shape(const kiln_graph *g, const kiln_node *n);
+/* A GEMM function defined in the GEMM module, declared in cg's module (jit.c links them). */
+LLVMValueRef lower_gemm_declare(kiln_cg *cg, LLVMValueRef def);
 void lower_unslice(lower_ctx *c);       /* lower_grad.c: the ops autodiff emits */
 void lower_scatter_add(lower_ctx *c);
 void lower_layernorm_grad(lower_ctx *c);
@@ -285,6 +290,23 @@ bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool 
 /* lower_kernel for a forward attention node with operand strides (lower.c). */
 LLVMValueRef lower_kernel_with_layout(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch,
                                       const attn_layout *layout);
+
+/* ---- lower_gemm_kernel.c: the schedule's GEMM kernels ----------------------------- */
+
+/* A GEMM kernel of the schedule: the matmul, its GEMM, the epilogue its other members
+ * make, and the nodes its arguments point at: C (the last member), [P (the value before
+ * the activation)], A, B, [bias], [residual]. */
+typedef struct gemm_kernel {
+    uint32_t mm, last;
+    kiln_gemm_shape shape;
+    kiln_gemm_epilogue epi;
+    uint32_t args[8];
+    int n_args;
+} gemm_kernel;
+
+void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, gemm_kernel *gk);
+LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch);
+bool gemm_kernel_key(const kiln_graph *g, const gemm_kernel *gk, bool has_scratch, char *buf, size_t size);
 
 /* ---- lower_loop.c: a LOOP kernel of the schedule ----------------------------------- */
 

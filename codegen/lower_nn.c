@@ -16,14 +16,18 @@
  * is defined in the separate GEMM module — it is explicit vector code, which O3 would
  * only make slower to compile (DESIGN.md) — and declared in the kernel's module; jit.c
  * links the two after optimising them differently and makes it internal again. */
-static LLVMValueRef gemm_function(lower_ctx *c, const kiln_gemm_shape *s)
+LLVMValueRef lower_gemm_declare(kiln_cg *cg, LLVMValueRef def)
 {
-    LLVMValueRef def = kiln_cg_gemm(c->gemm_cg, s);
     LLVMSetLinkage(def, LLVMExternalLinkage); /* resolved by name at the link */
     size_t len;
     const char *name = LLVMGetValueName2(def, &len);
-    LLVMValueRef decl = LLVMGetNamedFunction(c->cg->mod, name);
-    return decl ? decl : LLVMAddFunction(c->cg->mod, name, LLVMGlobalGetValueType(def));
+    LLVMValueRef decl = LLVMGetNamedFunction(cg->mod, name);
+    return decl ? decl : LLVMAddFunction(cg->mod, name, LLVMGlobalGetValueType(def));
+}
+
+static LLVMValueRef gemm_function(lower_ctx *c, const kiln_gemm_shape *s)
+{
+    return lower_gemm_declare(c->cg, kiln_cg_gemm(c->gemm_cg, s));
 }
 static int64_t gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s)
 {
@@ -40,23 +44,24 @@ static kiln_gemm_shape matmul_shape(const kiln_graph *g, const kiln_node *n)
     return (kiln_gemm_shape){M, N, K, ta, tb, ta ? M : K, tb ? K : N, N};
 }
 
-/* Whether a batched matmul is one GEMM over all the batch's rows: A not transposed with
- * every batch dim of its own (rows of consecutive batch elements are consecutive rows),
- * B a single matrix shared by the whole batch (x·Wᵀ of a linear layer). */
+/* Whether a batched matmul is one GEMM over all the batch's rows (passes/fuse.c decides,
+ * since a GEMM kernel's epilogue depends on it). */
 static bool matmul_rows_flatten(const kiln_graph *g, const kiln_node *n)
 {
-    const kiln_type *at = &g->nodes[n->in[0]].type, *bt = &g->nodes[n->in[1]].type;
-    if (n->type.rank <= 2 || n->attrs.transpose_a || at->rank != n->type.rank) return false;
-    for (int d = 0; d < bt->rank - 2; d++)
-        if (bt->dims[d] != 1) return false;
-    return true;
+    return n->type.rank > 2 && kiln_matmul_is_one_gemm(g, n);
 }
 
-int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
+kiln_gemm_shape lower_one_gemm_shape(const kiln_graph *g, const kiln_node *n)
 {
     kiln_gemm_shape s = matmul_shape(g, n);
     if (matmul_rows_flatten(g, n))
         for (int d = 0; d < n->type.rank - 2; d++) s.m *= n->type.dims[d];
+    return s;
+}
+
+int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
+{
+    kiln_gemm_shape s = lower_one_gemm_shape(g, n);
     return gemm_scratch_floats(t, &s) * KILN_ELEM_BYTES;
 }
 

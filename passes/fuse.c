@@ -84,6 +84,7 @@ static bool loop_fusable(const fuser *f, uint32_t id)
 {
     const kiln_node *n = &f->g->nodes[id];
     if (!f->has_kernel[id] || kiln_op_table[n->op].kind != KILN_KIND_ELEMENTWISE) return false;
+    if (f->group_of[id] != KILN_NONE) return false; /* taken by a GEMM's epilogue */
     if (n->op == KILN_OP_DROPOUT && f->req->dropout_alone) return false;
     return kiln_type_numel(&n->type) > 0;
 }
@@ -332,6 +333,98 @@ static void group_attention(fuser *f, const readers *r)
     }
 }
 
+/* ---- GEMM epilogues ---------------------------------------------------------------------------- */
+
+bool kiln_matmul_is_one_gemm(const kiln_graph *g, const kiln_node *n)
+{
+    if (n->op != KILN_OP_MATMUL || n->type.dtype != KILN_F32) return false;
+    if (n->type.rank == 2) return true;
+    const kiln_type *at = &g->nodes[n->in[0]].type, *bt = &g->nodes[n->in[1]].type;
+    if (n->attrs.transpose_a || at->rank != n->type.rank) return false;
+    for (int d = 0; d < bt->rank - 2; d++)
+        if (bt->dims[d] != 1) return false;
+    return true;
+}
+
+bool kiln_is_gemm_activation(kiln_op op)
+{
+    return op == KILN_OP_RELU || op == KILN_OP_GELU || op == KILN_OP_GELU_TANH || op == KILN_OP_SILU;
+}
+
+/* The one live reader of v when v leaves nowhere else (no output, no update), else NONE. */
+static uint32_t sole_reader(const kiln_graph *g, const readers *r, uint32_t v)
+{
+    if (is_output_or_update(g, v) || r->start[v + 1] - r->start[v] != 1) return KILN_NONE;
+    return r->list[r->start[v]];
+}
+
+/* The other operand of a binary node n that reads v, or NONE if n reads v twice. */
+static uint32_t other_operand(const kiln_node *n, uint32_t v)
+{
+    if (n->in[0] == v && n->in[1] != v) return n->in[1];
+    if (n->in[1] == v && n->in[0] != v) return n->in[0];
+    return KILN_NONE;
+}
+
+/* Whether node x needs a kernel and no group has taken it yet. */
+static bool free_node(const fuser *f, uint32_t x) { return f->has_kernel[x] && f->group_of[x] == KILN_NONE; }
+
+/* A matmul that is one GEMM call takes the elementwise nodes after it into the GEMM's
+ * store of each C tile (codegen/gemm.c, kiln_gemm_epilogue), in the order the store
+ * applies them: [scale] → [+ bias row] → [activation] → [+ residual of C's shape]. A
+ * value in the chain may be read elsewhere only before the activation (the GEMM then also
+ * stores it: the pre-activation a training step's backward reads) and at the end. */
+static void group_gemms(fuser *f, const readers *r)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *mm = &g->nodes[id];
+        if (!f->has_kernel[id] || f->group_of[id] != KILN_NONE || !kiln_matmul_is_one_gemm(g, mm)) continue;
+        uint32_t members[5], count = 0, v = id, x;
+        members[count++] = id;
+        const kiln_type *ct = &mm->type;
+        int64_t N = ct->dims[ct->rank - 1];
+        x = sole_reader(g, r, v);
+        if (x != KILN_NONE && g->nodes[x].op == KILN_OP_SCALE && free_node(f, x)) members[count++] = v = x;
+        x = sole_reader(g, r, v);
+        if (x != KILN_NONE && g->nodes[x].op == KILN_OP_ADD && free_node(f, x)) {
+            uint32_t b = other_operand(&g->nodes[x], v);
+            const kiln_type *bt = b != KILN_NONE ? &g->nodes[b].type : NULL;
+            bool row = bt && bt->dtype == KILN_F32 && bt->rank >= 1 && bt->dims[bt->rank - 1] == N &&
+                       kiln_type_numel(bt) == N && kiln_type_equal(&g->nodes[x].type, ct);
+            if (row) members[count++] = v = x;
+        }
+        /* the activation: v's only reader, or one of several (then v is also stored) */
+        uint32_t act = KILN_NONE;
+        for (uint32_t k = r->start[v]; k < r->start[v + 1]; k++) {
+            uint32_t u = r->list[k];
+            if (kiln_is_gemm_activation(g->nodes[u].op) && free_node(f, u)) {
+                act = act == KILN_NONE ? u : KILN_NONE - 1; /* two: take neither */
+            }
+        }
+        if (act != KILN_NONE && act != KILN_NONE - 1) members[count++] = v = act;
+        x = sole_reader(g, r, v);
+        if (x != KILN_NONE && g->nodes[x].op == KILN_OP_ADD && free_node(f, x)) {
+            uint32_t res = other_operand(&g->nodes[x], v);
+            if (res != KILN_NONE && !in_list(members, count, res) && kiln_type_equal(&g->nodes[res].type, ct) &&
+                kiln_type_equal(&g->nodes[x].type, ct))
+                members[count++] = v = x;
+        }
+        if (count == 1) continue;
+        /* members are in chain order, which is node order */
+        while (count > 1 && !loop_valid(f, members, count)) count--;
+        if (count == 1) continue;
+        group *gr = &f->groups[f->n_groups];
+        gr->members = xcalloc(count, sizeof *gr->members);
+        memcpy(gr->members, members, count * sizeof *members);
+        gr->n = count;
+        gr->dead = false;
+        gr->kind = KILN_KERNEL_GEMM;
+        for (uint32_t i = 0; i < count; i++) f->group_of[members[i]] = f->n_groups;
+        f->n_groups++;
+    }
+}
+
 /* ---- the schedule ---------------------------------------------------------------------------- */
 
 static int by_first_member(const void *a, const void *b, void *ctx)
@@ -431,6 +524,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     readers r = readers_of(g, req->live);
     if (req->enable_loop) fold_input_transposes(&f, &r, s->view);
     group_attention(&f, &r);
+    if (req->enable_gemm) group_gemms(&f, &r);
     free(r.start);
     free(r.list);
     group_loops(&f);

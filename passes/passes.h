@@ -21,6 +21,7 @@ typedef enum kiln_kernel_kind {
     KILN_KERNEL_LOOP,   /* elementwise nodes of one shape in one loop nest */
     KILN_KERNEL_ATTENTION,      /* an attention, [the transpose of its result it writes directly] */
     KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [their transposes] */
+    KILN_KERNEL_GEMM,   /* a matmul with its epilogue: [scale] [+ bias] [activation] [+ residual] */
 } kiln_kernel_kind;
 
 typedef struct kiln_kernel {
@@ -42,7 +43,8 @@ typedef struct kiln_kernel_schedule {
 
 typedef struct kiln_fuse_request {
     const unsigned char *live; /* per node: computed */
-    bool enable_loop;          /* fuse elementwise chains (else every node is its own kernel) */
+    bool enable_loop;          /* fuse elementwise chains and attention layouts (else every node is its own kernel) */
+    bool enable_gemm;          /* fold epilogues into GEMMs */
     bool dropout_alone;        /* dropout nodes keep a kernel of their own (a training step's) */
 } kiln_fuse_request;
 
@@ -56,6 +58,10 @@ bool kiln_constant_is_global(const kiln_node *n);
  * global unless it is a graph output. */
 bool kiln_node_has_kernel(const kiln_graph *g, const unsigned char *live, uint32_t id);
 bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s, kiln_diags *d);
+/* Whether a matmul is one GEMM call (2-D, or a batch of rows sharing one 2-D B), and the
+ * activations a GEMM epilogue applies. */
+bool kiln_matmul_is_one_gemm(const kiln_graph *g, const kiln_node *n);
+bool kiln_is_gemm_activation(kiln_op op);
 void kiln_schedule_free(kiln_kernel_schedule *s);
 
 /* ---- memplan.c: static memory planning ---------------------------------------------

@@ -9,7 +9,8 @@
  *   verify    the request's graph is well formed (its builder already checked the user's
  *             input; this catches internal errors of the passes that built it)
  *   live      which nodes the outputs, the loss and the updates need
- *   fuse      the kernel schedule (fuse.c)
+ *   fuse      the kernel schedule (fuse.c); `epilogue` names its folding of elementwise
+ *             nodes into GEMMs alone, so that it can be turned off by itself
  *   memplan   where every value lives, over the schedule's kernel order (memplan.c)
  *
  * Autodiff and the optimizer update (autodiff.c, optimizer.c) run before it, in the
@@ -22,7 +23,7 @@
 
 #include "passes.h"
 
-static const char *const stage_names[] = {"verify", "live", "fuse", "memplan"};
+static const char *const stage_names[] = {"verify", "live", "fuse", "epilogue", "memplan"};
 
 bool kiln_pass_known(const char *name)
 {
@@ -31,9 +32,12 @@ bool kiln_pass_known(const char *name)
     return false;
 }
 
-const char *kiln_pass_names(void) { return "verify, live, fuse, memplan"; }
+const char *kiln_pass_names(void) { return "verify, live, fuse, epilogue (part of fuse), memplan"; }
 
-bool kiln_pass_optional(const char *name) { return strcmp(name, "verify") == 0 || strcmp(name, "fuse") == 0; }
+bool kiln_pass_optional(const char *name)
+{
+    return strcmp(name, "verify") == 0 || strcmp(name, "fuse") == 0 || strcmp(name, "epilogue") == 0;
+}
 
 /* Whether `name` is in the comma-separated list. */
 static bool listed(const char *list, const char *name)
@@ -81,7 +85,7 @@ static void add(text *t, const char *fmt, ...)
     }
 }
 
-static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad"};
+static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad", "gemm"};
 
 /* The graph's text followed by the kernels, one line each: kind and members. */
 static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
@@ -157,7 +161,8 @@ bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln
     dump_graph(o, "live", g, out);
 
     /* fuse */
-    kiln_fuse_request fr = {live, !kiln_pass_disabled(o, "fuse"), req->dropout_alone};
+    bool fuse = !kiln_pass_disabled(o, "fuse");
+    kiln_fuse_request fr = {live, fuse, fuse && !kiln_pass_disabled(o, "epilogue"), req->dropout_alone};
     bool ok = kiln_fuse(g, &fr, &out->sched, d);
     if (ok && o && o->dump_after && strcmp(o->dump_after, "fuse") == 0 && !out->dump)
         out->dump = schedule_text(g, &out->sched);
