@@ -11,6 +11,13 @@
 int64_t kiln_node_flops(const kiln_graph *g, uint32_t id);
 int64_t kiln_graph_flops(const kiln_graph *g);
 
+/* ---- live.c ------------------------------------------------------------------------------
+ *
+ * live[id] = 1 for every node the graph's outputs need, plus (by the root bits) its loss
+ * and its updates' new values; g->n_nodes bytes. */
+enum { KILN_LIVE_LOSS = 1, KILN_LIVE_UPDATES = 2 };
+void kiln_graph_live(const kiln_graph *g, unsigned roots, unsigned char *live);
+
 /* ---- fuse.c: the kernel schedule ---------------------------------------------------------
  *
  * Groups the live nodes of a graph into kernels (see fuse.c): an ordered list, each

@@ -134,16 +134,6 @@ static void dump_graph(const kiln_pipeline_options *o, const char *stage, const 
 
 /* ---- the stages ---------------------------------------------------------------------------- */
 
-static void mark_live(const kiln_graph *g, unsigned char *live)
-{
-    memset(live, 0, g->n_nodes);
-    for (uint32_t i = 0; i < g->n_outputs; i++) live[g->outputs[i].node] = 1;
-    for (uint32_t i = 0; i < g->n_updates; i++) live[g->updates[i].value] = 1;
-    for (uint32_t id = g->n_nodes; id-- > 0;)
-        if (live[id])
-            for (uint32_t j = 0; j < g->nodes[id].n_in; j++) live[g->nodes[id].in[j]] = 1;
-}
-
 bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d)
 {
     memset(out, 0, sizeof *out);
@@ -157,7 +147,7 @@ bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln
     /* live */
     unsigned char *live = calloc(g->n_nodes ? g->n_nodes : 1, 1);
     KILN_ASSERT(live != NULL);
-    mark_live(g, live);
+    kiln_graph_live(g, KILN_LIVE_UPDATES, live);
     dump_graph(o, "live", g, out);
 
     /* fuse */
