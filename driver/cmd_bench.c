@@ -1,6 +1,6 @@
 /* cmd_bench.c — `kiln bench`: how long a model takes to compile and to run.
  *
- *   kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train] [--threads N]
+ *   kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train [--checkpoint-activations]] [--threads N]
  *
  * Design: everything happens in one process with fresh parameters (the model's init
  * scheme and seed) and fixed inputs (every i32 element 1 — a valid token, class and
@@ -14,7 +14,9 @@
  *
  * --train times one whole training step instead (forward, backward and the optimizer
  * update of the model's `train` section, as `kiln train` compiles it) at a fixed small
- * learning rate; its FLOPs count every node the loss or an update needs.
+ * learning rate; its FLOPs count every node the loss or an update needs. With
+ * --checkpoint-activations the step is the checkpointed one (trainstep.c), and its FLOPs
+ * include the recomputed forward nodes.
  *
  * --threads N (default 1, at most KILN_MAX_THREADS used) sizes the runtime's pool.
  *
@@ -100,7 +102,7 @@ static bool run_interp(void *ctx, kiln_diags *d)
 
 int cmd_bench(int argc, char **argv, kiln_diags *diags)
 {
-    bool interp = false, json = false, train = false;
+    bool interp = false, json = false, train = false, ckpt = false;
     int64_t iters = 0, threads = 1;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
@@ -109,6 +111,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
         {"--json", CLI_BOOL, &json, NULL},
         {"--train", CLI_BOOL, &train, NULL},
         {"--threads", CLI_INT, &threads, NULL},
+        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
@@ -116,6 +119,8 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "bench", "expects one MODEL.json");
     if (iters < 0 || iters > 1000) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
     if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    if (ckpt && !train)
+        kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
     if (diags->n) return EXIT_USAGE;
     kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
     if (train && interp) {
@@ -129,7 +134,8 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     if (!kiln_model_load(&m, args.positional[0], &opt, diags)) return EXIT_FAIL;
     train_step ts;
     memset(&ts, 0, sizeof ts);
-    if (train && !train_step_build(&m, &ts, diags)) {
+    kiln_checkpoint_result ck;
+    if (train && (!train_step_build(&m, &ts, diags) || (ckpt && !train_step_checkpoint(&m, &ts, &ck, diags)))) {
         train_step_free(&ts);
         kiln_model_free(&m);
         return EXIT_FAIL;

@@ -7,7 +7,9 @@
  * --json prints one object for scripts and tests; --dump-ir prints the graph's IR text
  * (the golden tests' view of the frontend). --train describes the training step instead
  * (trainstep.c: forward, backward and optimizer in one graph): its FLOPs, kernels and
- * workspace, and the optimizer blob. */
+ * workspace, and the optimizer blob. --checkpoint-activations (with --train) describes the
+ * checkpointed step (trainstep.c, passes/checkpoint.c) and adds the figures of the plain
+ * one: blocks found, nodes recomputed, FLOPs and workspace without it. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,12 @@ typedef struct memory_report {
     int unfused_kernels;        /* the same with one kernel per node (--disable-pass fuse) */
     int64_t unfused_workspace_bytes;
 } memory_report;
+
+/* --checkpoint-activations: what the pass did, and the plain step's figures. */
+typedef struct checkpoint_report {
+    kiln_checkpoint_result res;
+    int64_t flops_without, workspace_without;
+} checkpoint_report;
 
 static bool is_intermediate(const kiln_node *n) { return kiln_op_table[n->op].kind != KILN_KIND_SOURCE; }
 
@@ -53,7 +61,7 @@ static bool plan_memory(const kiln_model *m, const train_step *ts, memory_report
     return true;
 }
 
-static void print_text(const kiln_model *m, int64_t params, int64_t flops, memory_report mem)
+static void print_text(const kiln_model *m, int64_t params, int64_t flops, memory_report mem, const checkpoint_report *ck)
 {
     const kiln_graph *g = &m->graph;
     char buf[256];
@@ -89,9 +97,15 @@ static void print_text(const kiln_model *m, int64_t params, int64_t flops, memor
            (long long)mem.workspace_bytes, (long long)mem.unplanned_bytes, (long long)mem.lower_bound_bytes,
            (long long)mem.unfused_workspace_bytes);
     if (g->n_updates) printf("optimizer state: %lld bytes\n", (long long)mem.optim_bytes);
+    if (ck)
+        printf("checkpointed activations: %u blocks, %u nodes recomputed (%+.1f%% FLOPs); without: workspace %lld "
+               "bytes (%.2fx this)\n", ck->res.n_blocks, ck->res.n_recomputed,
+               100.0 * (double)(flops - ck->flops_without) / (double)(ck->flops_without ? ck->flops_without : 1),
+               (long long)ck->workspace_without,
+               (double)ck->workspace_without / (double)(mem.workspace_bytes ? mem.workspace_bytes : 1));
 }
 
-static void print_json(const kiln_model *m, int64_t params, int64_t flops, memory_report mem)
+static void print_json(const kiln_model *m, int64_t params, int64_t flops, memory_report mem, const checkpoint_report *ck)
 {
     const kiln_graph *g = &m->graph;
     cJSON *o = cJSON_CreateObject();
@@ -107,6 +121,13 @@ static void print_json(const kiln_model *m, int64_t params, int64_t flops, memor
     cJSON_AddNumberToObject(o, "unfused_kernels", mem.unfused_kernels);
     cJSON_AddNumberToObject(o, "unfused_workspace_bytes", (double)mem.unfused_workspace_bytes);
     if (g->n_updates) cJSON_AddNumberToObject(o, "optim_bytes", (double)mem.optim_bytes);
+    if (ck) {
+        cJSON *c = cJSON_AddObjectToObject(o, "checkpoint");
+        cJSON_AddNumberToObject(c, "blocks", ck->res.n_blocks);
+        cJSON_AddNumberToObject(c, "recomputed_nodes", ck->res.n_recomputed);
+        cJSON_AddNumberToObject(c, "flops_without", (double)ck->flops_without);
+        cJSON_AddNumberToObject(c, "workspace_bytes_without", (double)ck->workspace_without);
+    }
     cJSON *dims = cJSON_AddObjectToObject(o, "dims");
     for (int i = 0; i < m->n_dims; i++) cJSON_AddNumberToObject(dims, m->dims[i].name, (double)m->dims[i].value);
     cJSON *shapes = cJSON_AddObjectToObject(o, "outputs");
@@ -136,18 +157,23 @@ static bool dump_stage(const kiln_model *m, const train_step *ts, kiln_diags *di
 
 int cmd_check(int argc, char **argv, kiln_diags *diags)
 {
-    bool json = false, train = false, dump_ir = false;
+    bool json = false, train = false, dump_ir = false, ckpt = false;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
         {"--json", CLI_BOOL, &json, NULL},
         {"--train", CLI_BOOL, &train, NULL},
         {"--dump-ir", CLI_BOOL, &dump_ir, NULL},
+        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
     if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) {
         kiln_diags_add(diags, NULL, 0, 0, "check", "expects one MODEL.json");
+        return EXIT_USAGE;
+    }
+    if (ckpt && !train) {
+        kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
         return EXIT_USAGE;
     }
     kiln_load_options opt = {args.defines, args.n_defines, NULL, 0, NULL};
@@ -157,6 +183,18 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     if (train && !train_step_build(&model, &ts, diags)) {
         kiln_model_free(&model);
         return EXIT_FAIL;
+    }
+    checkpoint_report ck = {0};
+    if (ckpt) { /* the plain step's figures first (unless only a text is asked for) */
+        memory_report plain;
+        bool ok = cli_pipeline.dump_after || dump_ir || plan_memory(&model, &ts, &plain, diags);
+        ck.workspace_without = ok && !cli_pipeline.dump_after && !dump_ir ? plain.workspace_bytes : 0;
+        ck.flops_without = train_step_flops(&model.graph);
+        if (!ok || !train_step_checkpoint(&model, &ts, &ck.res, diags)) {
+            train_step_free(&ts);
+            kiln_model_free(&model);
+            return EXIT_FAIL;
+        }
     }
     if (cli_pipeline.dump_after) { /* the stage's text alone, like --dump-ir */
         bool ok = dump_stage(&model, train ? &ts : NULL, diags);
@@ -181,8 +219,8 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     }
     int64_t flops = train ? train_step_flops(&model.graph) : kiln_graph_flops(&model.graph);
     train_step_free(&ts);
-    if (json) print_json(&model, params, flops, mem);
-    else print_text(&model, params, flops, mem);
+    if (json) print_json(&model, params, flops, mem, ckpt ? &ck : NULL);
+    else print_text(&model, params, flops, mem, ckpt ? &ck : NULL);
     kiln_model_free(&model);
     return EXIT_OK;
 }

@@ -73,12 +73,13 @@ static char *graph_dot(const kiln_graph *g, const unsigned char *needed)
 int cmd_compile(int argc, char **argv, kiln_diags *diags)
 {
     const char *out = NULL, *header = NULL, *cpu = NULL, *features = NULL, *emit = NULL;
-    bool train = false;
+    bool train = false, ckpt = false;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
         {"-o", CLI_STR, &out, NULL},           {"--header", CLI_STR, &header, NULL},
         {"--emit", CLI_STR, &emit, NULL},      {"--target-cpu", CLI_STR, &cpu, NULL},
         {"--target-features", CLI_STR, &features, NULL}, {"--train", CLI_BOOL, &train, NULL},
+        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
@@ -101,6 +102,8 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         kiln_diags_add(diags, out, 0, 0, "-o", "unknown kind of output: the name must end in .so, .o or .a");
     }
     if (cpu && !*cpu) kiln_diags_add(diags, NULL, 0, 0, "--target-cpu", "is empty");
+    if (ckpt && !train)
+        kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
     if (diags->n) return EXIT_USAGE;
     const char *runtime = env_or("KILN_EXPORT_RUNTIME", KILN_EXPORT_RUNTIME_ARCHIVE);
     if (!emit && access(runtime, R_OK) != 0) {
@@ -136,6 +139,8 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         if (!kiln_model_load(&tmodel, args.positional[0], &opt, diags)) goto done;
         have_train = true;
         if (!train_step_build(&tmodel, &ts, diags)) goto done;
+        kiln_checkpoint_result ck;
+        if (ckpt && !train_step_checkpoint(&tmodel, &ts, &ck, diags)) goto done;
         ts.dropout_seed = tmodel.init_seed;
     }
 

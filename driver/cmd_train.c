@@ -54,6 +54,7 @@ typedef struct run {
     const char *model_path, *data, *val, *init, *save, *resume, *log_path;
     kiln_task task;
     int64_t steps, batch, seed, threads, val_every, val_batches, save_every, start, stop_at;
+    bool checkpoint;              /* --checkpoint-activations */
     char *text;
     size_t text_len;
     char *batch_dim;
@@ -225,6 +226,8 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     if (!make_batchers(r, d)) return false;
     double t0 = progress_now();
     if (!train_step_build(m, &r->ts, d)) return false;
+    kiln_checkpoint_result ck = {0};
+    if (r->checkpoint && !train_step_checkpoint(m, &r->ts, &ck, d)) return false;
     r->ts.dropout_seed = (uint64_t)r->seed;
     kiln_compile_request req = train_step_request(m, &r->ts);
     if (!kiln_compile_graph(&req, &r->c, d)) return false;
@@ -237,6 +240,9 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
            (long long)r->feed.batch, (long long)r->feed.tokens_per_batch);
     printf("compiled the training step in %.1f s: %d kernels, workspace %.1f MiB, optimizer state %.1f MiB\n", t1 - t0,
            r->c.n_kernels, r->c.workspace_bytes / 1048576.0, r->c.optim_bytes / 1048576.0);
+    if (r->checkpoint)
+        printf("checkpointed activations: %u blocks, %u nodes recomputed in the backward pass\n", ck.n_blocks,
+               ck.n_recomputed);
     /* the step's bits do not depend on the thread count (GEMMs are split, never along k) */
     kiln_threads_set((int)(r->threads < KILN_MAX_THREADS ? r->threads : KILN_MAX_THREADS));
     r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
@@ -526,6 +532,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--val-batches", CLI_INT, &r.val_batches, NULL},
         {"--save-every", CLI_INT, &r.save_every, NULL},
         {"--stop-at", CLI_INT, &r.stop_at, NULL},
+        {"--checkpoint-activations", CLI_BOOL, &r.checkpoint, NULL},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;

@@ -12,7 +12,7 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"check", cmd_check, "kiln check MODEL.json [-D N=V]... [--train] [--json] [--dump-ir]"},
+    {"check", cmd_check, "kiln check MODEL.json [-D N=V]... [--train [--checkpoint-activations]] [--json] [--dump-ir]"},
     {"init", cmd_init, "kiln init MODEL.json -o W.safetensors [--seed S] [-D N=V]..."},
     {"run", cmd_run,
      "kiln run MODEL.json --weights W.safetensors --inputs X.safetensors --out Y.safetensors [--grads] "
@@ -20,12 +20,12 @@ static const command commands[] = {
     {"train", cmd_train,
      "kiln train MODEL.json --data PATH [--val PATH] [--task clm|mlm|classify|pairs|seq2seq|span] [--steps N] "
      "[--batch B] [--init W.safetensors] [--save CKPT.safetensors] [--resume CKPT.safetensors] [--log METRICS.jsonl] "
-     "[--threads N] [--seed S] [--val-every N] [--val-batches N] [--save-every N] [--stop-at S] [-D N=V]..."},
+     "[--threads N] [--seed S] [--val-every N] [--val-batches N] [--save-every N] [--stop-at S] [--checkpoint-activations] [-D N=V]..."},
     {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [-D N=V]..."},
     {"compile", cmd_compile,
      "kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [--target-cpu CPU] "
-     "[--target-features F] [--emit ir|llvm|asm|dot] [-D N=V]..."},
-    {"bench", cmd_bench, "kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train] [--threads N]"},
+     "[--target-features F] [--emit ir|llvm|asm|dot] [--train [--checkpoint-activations]] [-D N=V]..."},
+    {"bench", cmd_bench, "kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train [--checkpoint-activations]] [--threads N]"},
 };
 
 static void usage(FILE *out)

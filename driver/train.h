@@ -43,6 +43,7 @@ typedef struct train_step {
     uint32_t n_trained;    /* parameters the optimizer updates */
     uint32_t step_state;   /* optim.step: also seeds dropout (lower_dropout.c) */
     uint64_t dropout_seed; /* the run's --seed, set by the caller */
+    uint32_t n_forward;    /* the forward graph and loss: node ids below it */
 } train_step;
 
 /* Turns m's graph into one training step: its outputs become just "loss", then the
@@ -50,6 +51,10 @@ typedef struct train_step {
  * from m->train (kiln_optim_build) are appended. */
 bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d);
 void train_step_free(train_step *ts);
+/* --checkpoint-activations: rebuilds the step so that each repeated block's backward pass
+ * recomputes the block's activations (kiln_checkpoint, passes/checkpoint.c) and maps the
+ * ids ts keeps; m's inputs and parameters keep theirs. *res says what was found. */
+bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result *res, kiln_diags *d);
 /* The request compiling it: int NAME_train_step(params, optim, workspace, inputs…, lr, loss). */
 kiln_compile_request train_step_request(const kiln_model *m, const train_step *ts);
 /* FLOPs of one training step: every node the loss or an update needs. */

@@ -109,6 +109,7 @@ bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
     uint32_t n = (uint32_t)m->n_params;
     uint32_t *grads = calloc(n ? n : 1, sizeof *grads);
     KILN_ASSERT(grads != NULL);
+    ts->n_forward = g->n_nodes;
     bool ok = kiln_autodiff(g, g->loss, m->params, n, grads, d);
 
     const kiln_train_config *t = &m->train;
@@ -148,6 +149,20 @@ bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
         if (strcmp(g->nodes[id].attrs.name, "optim.step") == 0) ts->step_state = id;
     }
     return true;
+}
+
+bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result *res, kiln_diags *d)
+{
+    uint32_t *map = malloc((m->graph.n_nodes ? m->graph.n_nodes : 1) * sizeof *map);
+    KILN_ASSERT(map != NULL);
+    bool ok = kiln_checkpoint(&m->graph, ts->n_forward, map, res, d);
+    if (ok) {
+        ts->lr = map[ts->lr];
+        for (uint32_t i = 0; i < ts->n_states; i++) ts->states[i] = map[ts->states[i]];
+        if (ts->step_state != KILN_NONE) ts->step_state = map[ts->step_state];
+    }
+    free(map);
+    return ok;
 }
 
 void train_step_free(train_step *ts)

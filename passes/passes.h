@@ -164,6 +164,24 @@ bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size);
 bool kiln_autodiff(kiln_graph *g, uint32_t loss, const uint32_t *wrt, uint32_t n_wrt, uint32_t *grads,
                    kiln_diags *d);
 
+/* ---- checkpoint.c: activation checkpointing ---------------------------------------------
+ *
+ * Rebuilds a training graph whose first n_forward nodes are the forward pass (the rest:
+ * autodiff's backward nodes, the optimizer update) so that the backward nodes read
+ * recomputed copies of each repeated block's internal activations, emitted just before
+ * the first node that needs them, instead of the forward's originals; only block
+ * outputs, parameters and values outside blocks stay stored. Blocks are the chains of
+ * forward nodes labelled NAME.0, NAME.1, … with one origin (a layer with `repeat`); see
+ * checkpoint.c. The forward nodes keep their ids; map[old id] (g->n_nodes entries before
+ * the call) receives every node's new id, and the graph's outputs, loss and updates are
+ * mapped already. On failure (an internal error, reported) the graph is unusable. */
+typedef struct kiln_checkpoint_result {
+    uint32_t n_blocks;       /* blocks found */
+    uint32_t n_recomputed;   /* forward nodes copied into the backward pass */
+} kiln_checkpoint_result;
+
+bool kiln_checkpoint(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_checkpoint_result *res, kiln_diags *d);
+
 /* ---- optimizer.c: the optimizer update as IR -------------------------------------------
  *
  * Appends to g the training step's update of the parameters params[0..n) given their

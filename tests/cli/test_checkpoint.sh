@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# test_checkpoint.sh KILN SRCDIR — --checkpoint-activations end to end:
+#   - `kiln train` on a 3-block GPT with dropout gives bit-identical losses (every --log
+#     line) and a bit-identical saved checkpoint with and without it;
+#   - `kiln check --train --checkpoint-activations` on examples/char_gpt.json finds the 6
+#     blocks and plans a smaller training workspace than without (JSON figures), and the
+#     text output names both workspaces;
+#   - `kiln bench --train` and `kiln compile --train` take the flag;
+#   - the flag without --train is a usage error.
+set -euo pipefail
+kiln=$1
+src=$2
+py=/usr/bin/python3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+failures=0
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+run() { # run DESCRIPTION CMD... — runs kiln (stdout to out.txt), reporting a failure with its stderr
+    local what=$1
+    shift
+    local status=0
+    "$@" >out.txt 2>err.txt || status=$?
+    if [[ $status -ne 0 ]]; then
+        fail "$what: exit $status — $(head -n 5 err.txt)"
+        return 1
+    fi
+}
+
+"$py" - <<'EOF'
+import random
+random.seed(3)
+words = "the quick brown fox jumps over a lazy dog and then runs away from the big red barn".split()
+open("text.txt", "w").write(" ".join(random.choice(words) for _ in range(3000)) + "\n")
+EOF
+
+cat >gpt.json <<'EOF'
+{
+  "format": "kiln/1", "name": "gpt",
+  "dims": {"B": 4, "T": 24},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"},
+             "targets": {"shape": ["B", "T"], "dtype": "i32"}},
+  "layers": [
+    {"name": "wte", "op": "embedding", "in": "tokens", "vocab": 64, "dim": 32},
+    {"name": "wpe", "op": "pos_encoding", "kind": "learned", "max_len": 24},
+    {"name": "blocks", "op": "encoder_layer", "repeat": 3, "heads": 2, "hidden": 64, "norm": "pre",
+     "causal": true, "activation": "gelu_tanh", "dropout": 0.1},
+    {"name": "ln_f", "op": "layernorm"},
+    {"name": "logits", "op": "linear", "out": 64, "bias": false, "tie": "wte.weight"}
+  ],
+  "outputs": ["logits"],
+  "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}],
+  "train": {"optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.1, "warmup_steps": 2, "grad_clip": 1.0},
+  "tokenizer": {"kind": "char"},
+  "init": {"seed": 5, "std": 0.02}
+}
+EOF
+
+# ---- train: the same losses and the same checkpoint, bit for bit -----------------------------
+for mode in plain ckpt; do
+    flag=
+    [[ $mode == ckpt ]] && flag=--checkpoint-activations
+    run "train ($mode)" "$kiln" train gpt.json --data text.txt --steps 6 --threads 2 --val-every 100 \
+        --save "$mode.safetensors" --log "$mode.jsonl" $flag || true
+    cp out.txt "$mode.out"
+done
+grep -q "checkpointed activations: 3 blocks" ckpt.out || fail "train: no checkpointing line ($(cat ckpt.out))"
+"$py" - <<'EOF' || fail "train: losses differ with --checkpoint-activations"
+import json
+def losses(p): return [json.loads(l)["loss"] for l in open(p)]
+a, b = losses("plain.jsonl"), losses("ckpt.jsonl")
+print("losses", a)
+assert len(a) == 6 and a == b, (a, b)
+assert a[-1] < a[0]
+EOF
+cmp -s plain.safetensors ckpt.safetensors || fail "train: the saved checkpoints differ"
+
+# ---- check: six blocks, a smaller workspace -----------------------------------------------------
+model=$src/examples/char_gpt.json
+run "check --json" "$kiln" check "$model" --train --checkpoint-activations --json &&
+    "$py" - <<'EOF' || fail "check: $(cat out.txt)"
+import json
+o = json.load(open("out.txt"))
+c = o["checkpoint"]
+print("workspace", c["workspace_bytes_without"], "->", o["workspace_bytes"])
+assert c["blocks"] == 6 and c["recomputed_nodes"] > 0
+assert o["workspace_bytes"] * 2 < c["workspace_bytes_without"]
+assert o["flops"] > c["flops_without"]
+EOF
+run "check text" "$kiln" check "$model" -D B=2 -D T=32 --train --checkpoint-activations &&
+    { grep -q "^checkpointed activations: 6 blocks, .* without: workspace [0-9]* bytes" out.txt ||
+        fail "check: text output ($(tail -n 3 out.txt))"; }
+
+# ---- bench and compile take it --------------------------------------------------------------------
+run "bench --train" "$kiln" bench gpt.json --train --checkpoint-activations --iters 1 || true
+run "compile --train" "$kiln" compile gpt.json --train --emit ir && plain=$(grep -c "= dropout" out.txt)
+run "compile --train --checkpoint-activations" "$kiln" compile gpt.json --train --checkpoint-activations --emit ir &&
+    { [[ $(grep -c "= dropout" out.txt) -gt $plain ]] || fail "compile: expected recomputed dropouts in the IR"; }
+
+# ---- misuse -----------------------------------------------------------------------------------------
+for cmd in check bench compile; do
+    status=0
+    extra=
+    [[ $cmd == compile ]] && extra="--emit ir"
+    "$kiln" $cmd gpt.json --checkpoint-activations $extra >out.txt 2>err.txt || status=$?
+    [[ $status -eq 2 ]] && grep -q "add --train" err.txt || fail "$cmd without --train: exit $status, $(cat err.txt)"
+done
+
+if [[ $failures -gt 0 ]]; then
+    echo "$failures failure(s)"
+    exit 1
+fi
+echo "ok"
