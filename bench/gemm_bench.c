@@ -1,24 +1,48 @@
-/* gemm_bench.c — GFLOP/s of kiln's generated GEMM against OpenBLAS, single-threaded.
+/* gemm_bench.c — kiln's generated GEMM against OpenBLAS and oneDNN, at 1 and 2 threads,
+ * plain and with a bias + gelu_tanh epilogue.
  *
- *   gemm_bench [--quick] [M N K [nn|nt|tn|tt]]
+ *   gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE]
+ *              [--compile-times] [M N K [nn|nt|tn|tt]]
  *
- * (--quick: shorter timing; M N K: that one shape instead of the list, timed 3 times.)
+ * --quick: small shapes and one short round (a smoke test: it checks that everything
+ * runs and agrees, not speed). --peak: the FMA peak per thread count (bench/fma_peak),
+ * to print every figure as a fraction of it. --json: the results as one JSON document
+ * (bench/all.py reads it). --compile-times: also the compile-time table of a module with
+ * one and with all GEMMs, per LLVM pipeline. M N K: that one shape instead of the list.
  *
- * Design: for each shape, one module with one gemm function (codegen/gemm.c) and an
- * exported wrapper is JIT-compiled for the host, once after "default<O3>" and once after
- * LIGHT (below, the pipeline codegen/jit.c gives the GEMM module). Both and, when built
- * with OpenBLAS, cblas_sgemm with openblas_set_num_threads(1) are timed on the same
- * random matrices in interleaved rounds (one call of each per round, each keeping its
- * best call), so that a change in machine load hits all of them alike. The results are
- * compared element-wise with OpenBLAS's (max |difference| relative to max |C|), so a fast
- * wrong kernel cannot pass unnoticed. A second table gives compile times per stage (IR
- * emission, pass pipeline, machine code at LLJIT lookup) for a module with one GEMM and
- * one with all of them.
+ * Contenders, for each shape and thread count:
+ *   - kiln: one module per shape holding kiln_cg_gemm's function (and, when this build
+ *     has the fused-epilogue API, kiln_cg_gemm_epi's with bias and gelu_tanh), optimised
+ *     with the light pipeline codegen/jit.c gives GEMMs and JIT-compiled; threads by
+ *     kiln_threads_set (the runtime pool the driver uses).
+ *   - OpenBLAS cblas_sgemm, threads by openblas_set_num_threads, once per core type. A
+ *     DYNAMIC_ARCH OpenBLAS (Debian's) picks its kernels when loaded, from
+ *     OPENBLAS_CORETYPE or the CPU it detects, and on CPUs newer than it knows it falls
+ *     back to slower ones (0.3.21 on AMD Zen 5: AVX2 Haswell kernels, half the speed of
+ *     its AVX-512 ones, when OPENBLAS_CORETYPE=Haswell is set as it is here). Its exported
+ *     gotoblas_dynamic_quit/gotoblas_dynamic_init redo that choice, so the bench tries,
+ *     in one process, the environment's core type, the detected one (variable unset),
+ *     SkylakeX and Haswell (the same kernels counted once, by openblas_get_corename),
+ *     and compares against the fastest per shape. Without those symbols (a build for
+ *     one CPU) it times the one core it has.
+ *   - oneDNN dnnl_sgemm (row-major), threads by omp_set_num_threads: Debian's libdnnl
+ *     runs on OpenMP and reads omp_get_max_threads() at each call; its ISA is its own
+ *     choice (dnnl_get_effective_cpu_isa, printed).
+ * With the epilogue, each library's GEMM is followed by bench_bias_gelu (bias_gelu.c:
+ * plain C, vectorised, OpenMP on the same thread count); OpenBLAS there uses the core
+ * type that won the plain GEMM of that shape and thread count.
  *
- * Shapes: squares 256/512/1024, and char_gpt's matrix products at T·B = 2048 tokens,
- * d = 384: QKV (N = 1152), attention output (384), MLP up (1536), MLP down (K = 1536),
- * plus two backward-pass layouts (x·Wᵀ and the weight gradient xᵀ·dy).
+ * Timing: interleaved rounds. In each round every contender in turn makes one untimed
+ * call (warm caches, pages, the libraries' JIT) and then a block of timed calls (about
+ * BLOCK_S seconds' worth); the figure is the median of all its timed calls. After an
+ * OpenBLAS block on several threads the bench sleeps SETTLE_S first: OpenBLAS's idle
+ * workers spin (sched_yield) for up to ~2^28 cycles after a call and would steal a core
+ * from the next contender. Every contender's C is compared with kiln's (max |Δ| / max
+ * |C|), so a fast wrong result cannot pass; a difference above 1e-4 fails the run.
+ *
+ * Ratios are speed-ups: baseline time / kiln time, so > 1 means kiln is faster.
  */
+#include <dlfcn.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,19 +57,29 @@
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 
+#include "bias_gelu.h"
 #include "codegen.h"
-#include "lower.h" /* cg_init_in_context: a kiln_cg in the JIT's context */
+#include "kiln/runtime.h" /* kiln_threads_set */
+#include "lower.h"        /* cg_init_in_context: a kiln_cg in the JIT's context */
 
 #ifdef KILN_HAVE_OPENBLAS
 #include <cblas.h>
 #endif
+#ifdef KILN_HAVE_ONEDNN
+#include <dnnl.h>
+#include <omp.h>
+#endif
 
-/* The light pipeline for already-vectorised kernels (codegen/jit.c uses the same): fold
- * the address arithmetic and branches the emitter leaves behind, nothing that rewrites
- * loops. */
+/* The pipeline codegen/jit.c gives the GEMM module: fold the address arithmetic and
+ * branches the emitter leaves behind, nothing that rewrites loops. */
 static const char *const LIGHT = "function(instcombine<no-verify-fixpoint>,simplifycfg)";
 
-typedef void (*gemm_fn)(const float *a, const float *b, float *c, float *scratch);
+static const double SETTLE_S = 0.12;  /* after an OpenBLAS block on > 1 thread */
+static const double MAX_REL_DIFF = 1e-4;
+
+/* Every compiled function is called as f(a, b, c, scratch, bias); the plain GEMM ignores
+ * bias. */
+typedef void (*gemm_fn)(const float *a, const float *b, float *c, float *scratch, const float *bias);
 
 static kiln_target g_target;
 static LLVMOrcLLJITRef g_jit;
@@ -61,6 +95,11 @@ static double clock_seconds(clockid_t clock) {
 static double now(void) { return clock_seconds(CLOCK_MONOTONIC); }
 static double cpu_now(void) { return clock_seconds(CLOCK_PROCESS_CPUTIME_ID); }
 
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
 static void die_on(LLVMErrorRef e, const char *what) {
     if (!e) return;
     char *msg = LLVMGetErrorMessage(e);
@@ -69,14 +108,39 @@ static void die_on(LLVMErrorRef e, const char *what) {
     exit(1);
 }
 
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* ---- kiln: compiling GEMM functions --------------------------------------------------- */
+
 typedef struct compile_times {
     double emit, passes, machine;  /* seconds */
 } compile_times;
 
-/* One module holding a gemm function per shape in s[0..n), each called by an exported
- * wrapper (so O3 cannot drop any), optimised with `passes` (NULL: none) and
- * JIT-compiled; returns the wrapper of s[0], "benchN". */
-static gemm_fn compile_module(const kiln_gemm_shape *s, int n, const char *passes, compile_times *ct) {
+#ifdef KILN_HAVE_GEMM_EPI
+static const kiln_gemm_epilogue BIAS_GELU = {.bias = true, .act = KILN_GEMM_ACT_GELU_TANH};
+#endif
+
+/* Adds an exported wrapper NAME(a, b, c, scratch, bias) calling `gemm`, which takes
+ * (a, b, c, scratch) and, with `with_bias`, bias after them. */
+static void add_wrapper(kiln_cg *cg, LLVMValueRef gemm, const char *name, bool with_bias) {
+    LLVMTypeRef params[] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_ptr};
+    LLVMValueRef fn = LLVMAddFunction(cg->mod, name, LLVMFunctionType(cg->t_void, params, 5, 0));
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    LLVMValueRef args[5];
+    for (unsigned j = 0; j < 5; j++) args[j] = LLVMGetParam(fn, j);
+    LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, with_bias ? 5 : 4, "");
+    LLVMBuildRetVoid(cg->b);
+}
+
+/* One module with a plain GEMM function per shape in s[0..n) (and, when `epi`, a fused
+ * bias + gelu_tanh one), each behind an exported wrapper, optimised with `passes` (NULL:
+ * none) and JIT-compiled. Returns s[0]'s plain function, and its fused one in *epi_fn
+ * (NULL without the API). */
+static gemm_fn compile_module(const kiln_gemm_shape *s, int n, bool epi, const char *passes, compile_times *ct,
+                              gemm_fn *epi_fn) {
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
     kiln_cg cg;
@@ -84,19 +148,21 @@ static gemm_fn compile_module(const kiln_gemm_shape *s, int n, const char *passe
 
     double t0 = cpu_now();
     int id = g_next++;
-    char name[48];
-    for (int i = n - 1; i >= 0; i--) {  /* the first shape's wrapper is "benchN" */
-        LLVMValueRef gemm = kiln_cg_gemm(&cg, &s[i]);
-        /* exported wrapper: void benchN(a, b, c, scratch) { gemm(a, b, c, scratch); } */
-        if (i == 0) snprintf(name, sizeof name, "bench%d", id);
-        else snprintf(name, sizeof name, "bench%d_%d", id, i);
-        LLVMTypeRef params[] = {cg.t_ptr, cg.t_ptr, cg.t_ptr, cg.t_ptr};
-        LLVMValueRef fn = LLVMAddFunction(cg.mod, name, LLVMFunctionType(cg.t_void, params, 4, 0));
-        LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(ctx, fn, "entry"));
-        LLVMValueRef args[4];
-        for (unsigned j = 0; j < 4; j++) args[j] = LLVMGetParam(fn, j);
-        LLVMBuildCall2(cg.b, LLVMGlobalGetValueType(gemm), gemm, args, 4, "");
-        LLVMBuildRetVoid(cg.b);
+    char plain_name[48], epi_name[48];
+    snprintf(plain_name, sizeof plain_name, "plain%d", id);
+    snprintf(epi_name, sizeof epi_name, "epi%d", id);
+    for (int i = 0; i < n; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s_%d", plain_name, i);
+        add_wrapper(&cg, kiln_cg_gemm(&cg, &s[i]), i ? name : plain_name, false);
+#ifdef KILN_HAVE_GEMM_EPI
+        if (epi) {
+            snprintf(name, sizeof name, "%s_%d", epi_name, i);
+            add_wrapper(&cg, kiln_cg_gemm_epi(&cg, &s[i], &BIAS_GELU), i ? name : epi_name, true);
+        }
+#else
+        (void)epi;
+#endif
     }
     LLVMDisposeBuilder(cg.b);
     char *msg = NULL;
@@ -115,16 +181,92 @@ static gemm_fn compile_module(const kiln_gemm_shape *s, int n, const char *passe
     LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg.mod, tsc);
     LLVMOrcDisposeThreadSafeContext(tsc);
     die_on(LLVMOrcLLJITAddLLVMIRModule(g_jit, LLVMOrcLLJITGetMainJITDylib(g_jit), tsm), "add module");
-    LLVMOrcExecutorAddress addr = 0;
-    die_on(LLVMOrcLLJITLookup(g_jit, &addr, name), "lookup");  /* compiles the whole module */
+    LLVMOrcExecutorAddress addr = 0, epi_addr = 0;
+    die_on(LLVMOrcLLJITLookup(g_jit, &addr, plain_name), "lookup");  /* compiles the whole module */
+#ifdef KILN_HAVE_GEMM_EPI
+    if (epi) die_on(LLVMOrcLLJITLookup(g_jit, &epi_addr, epi_name), "lookup");
+#endif
     double t3 = cpu_now();
     if (ct) *ct = (compile_times){t1 - t0, t2 - t1, t3 - t2};
+    if (epi_fn) *epi_fn = epi_addr ? (gemm_fn)(uintptr_t)epi_addr : NULL;
     return (gemm_fn)(uintptr_t)addr;
 }
 
-static gemm_fn compile(const kiln_gemm_shape *s, const char *passes) { return compile_module(s, 1, passes, NULL); }
+/* ---- OpenBLAS core types ---------------------------------------------------------------- */
 
-/* ---- one shape ---------------------------------------------------------------------- */
+#ifdef KILN_HAVE_OPENBLAS
+enum { MAX_CORES = 4 };
+typedef struct blas_core {
+    const char *request;  /* OPENBLAS_CORETYPE, or NULL: unset (detected) */
+    char name[32];        /* openblas_get_corename() */
+    const char *how;      /* how it was asked for, for the header */
+} blas_core;
+static blas_core g_cores[MAX_CORES];
+static int g_n_cores, g_core_now = -1;
+static void (*g_blas_quit)(void), (*g_blas_init)(void);
+
+static void openblas_use(int i) {
+    if (i == g_core_now || !g_blas_init) return;
+    if (g_cores[i].request) setenv("OPENBLAS_CORETYPE", g_cores[i].request, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+    g_blas_quit();
+    g_blas_init();
+    g_core_now = i;
+}
+
+/* The distinct core types to try: the environment's, the detected one, SkylakeX,
+ * Haswell. Leaves OPENBLAS_CORETYPE as it found it (OpenBLAS reads it only at init). */
+static void openblas_find_cores(void) {
+    g_blas_quit = (void (*)(void))dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit");
+    g_blas_init = (void (*)(void))dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init");
+    if (!g_blas_quit || !g_blas_init) {
+        g_blas_quit = g_blas_init = NULL;
+        g_cores[0] = (blas_core){NULL, "", "the only one in this OpenBLAS build"};
+        snprintf(g_cores[0].name, sizeof g_cores[0].name, "%s", openblas_get_corename());
+        g_n_cores = g_core_now = 1;
+        g_core_now = 0;
+        return;
+    }
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    char *saved = env ? strdup(env) : NULL;
+    blas_core candidates[] = {
+        {saved, "", "the environment's OPENBLAS_CORETYPE"},
+        {NULL, "", "OPENBLAS_CORETYPE unset: detected"},
+        {"SkylakeX", "", "OPENBLAS_CORETYPE=SkylakeX"},
+        {"Haswell", "", "OPENBLAS_CORETYPE=Haswell"},
+    };
+    for (int c = saved ? 0 : 1; c < 4; c++) {
+        g_cores[g_n_cores] = candidates[c];
+        g_core_now = -1;
+        openblas_use(g_n_cores);
+        snprintf(g_cores[g_n_cores].name, sizeof g_cores[g_n_cores].name, "%s", openblas_get_corename());
+        bool seen = false;
+        for (int i = 0; i < g_n_cores; i++) seen |= strcmp(g_cores[i].name, g_cores[g_n_cores].name) == 0;
+        if (!seen) g_n_cores++;
+    }
+    if (saved) setenv("OPENBLAS_CORETYPE", saved, 1);
+    else unsetenv("OPENBLAS_CORETYPE");
+    g_core_now = -1;
+}
+#endif
+
+#ifdef KILN_HAVE_ONEDNN
+static const char *onednn_isa(void) {
+    switch (dnnl_get_effective_cpu_isa()) {
+    case dnnl_cpu_isa_sse41: return "sse41";
+    case dnnl_cpu_isa_avx: return "avx";
+    case dnnl_cpu_isa_avx2: return "avx2";
+    case dnnl_cpu_isa_avx2_vnni: return "avx2_vnni";
+    case dnnl_cpu_isa_avx512_core: return "avx512_core";
+    case dnnl_cpu_isa_avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl_cpu_isa_avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl_cpu_isa_avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+    }
+}
+#endif
+
+/* ---- one shape ------------------------------------------------------------------------ */
 
 typedef struct shape {
     const char *what;
@@ -139,7 +281,8 @@ static kiln_gemm_shape gemm_shape(const shape *sh) {
 
 typedef struct operands {
     kiln_gemm_shape s;
-    float *a, *b, *c, *scratch;
+    float *a, *b, *c, *bias, *scratch, *ref;  /* ref: the reference C of the current mode */
+    int threads;
 } operands;
 
 /* n floats, 64-byte aligned (aligned_alloc wants a size that is a multiple of 64) */
@@ -154,91 +297,255 @@ static float *random_floats(int64_t n, uint64_t *seed) {
     return p;
 }
 
-static void run_kiln(const operands *op, void *fn) {
-    gemm_fn f;
-    memcpy(&f, &fn, sizeof f);
-    f(op->a, op->b, op->c, op->scratch);
-}
-
-#ifdef KILN_HAVE_OPENBLAS
-static void run_openblas(const operands *op, void *unused) {
-    const kiln_gemm_shape *s = &op->s;
-    cblas_sgemm(CblasRowMajor, s->trans_a ? CblasTrans : CblasNoTrans, s->trans_b ? CblasTrans : CblasNoTrans,
-                (int)s->m, (int)s->n, (int)s->k, 1.0f, op->a, (int)s->lda, op->b, (int)s->ldb, 0.0f, op->c,
-                (int)s->ldc);
-}
-
 /* max |x - y| / max |y| over the m×n results */
 static double rel_diff(const float *x, const float *y, int64_t n) {
     double d = 0, mag = 1e-30;
     for (int64_t i = 0; i < n; i++) {
         double e = x[i] > y[i] ? x[i] - y[i] : y[i] - x[i], a = y[i] < 0 ? -y[i] : y[i];
+        if (e != e) e = 1e30;  /* NaN */
         if (e > d) d = e;
         if (a > mag) mag = a;
     }
     return d / mag;
 }
-#endif
 
-/* The contenders for one shape, timed in interleaved rounds (one call of each per round)
- * so that a change in machine load hits all of them alike; each keeps its best call. */
-enum { KILN_O3, KILN_LIGHT, OPENBLAS, N_IMPL };
+typedef enum lib { KILN, OPENBLAS, ONEDNN } lib;
 
-static void time_round(const operands *op, void *fns[], int n_impl, double best[]) {
-    for (int i = 0; i < n_impl; i++) {
-        double t0 = now();
+typedef struct contender {
+    char name[48];
+    lib kind;
+    int core;      /* OPENBLAS: index into g_cores */
+    bool epi;      /* kiln: the fused function; libraries: GEMM + bench_bias_gelu */
+    gemm_fn fn;    /* KILN */
+    int per_block; /* timed calls per round, from the first untimed call */
+    double *times;
+    int n_times;
+    double median, diff;  /* seconds; max rel. difference to the reference */
+} contender;
+
+static void call(contender *ct, operands *op) {
+    const kiln_gemm_shape *s = &op->s;
+    switch (ct->kind) {
+    case KILN:
+        ct->fn(op->a, op->b, op->c, op->scratch, op->bias);
+        return;
+    case OPENBLAS:
 #ifdef KILN_HAVE_OPENBLAS
-        if (i == OPENBLAS) run_openblas(op, NULL);
-        else
+        openblas_use(ct->core);
+        cblas_sgemm(CblasRowMajor, s->trans_a ? CblasTrans : CblasNoTrans, s->trans_b ? CblasTrans : CblasNoTrans,
+                    (int)s->m, (int)s->n, (int)s->k, 1.0f, op->a, (int)s->lda, op->b, (int)s->ldb, 0.0f, op->c,
+                    (int)s->ldc);
 #endif
-            run_kiln(op, fns[i]);
-        double t = now() - t0;
-        if (t < best[i]) best[i] = t;
+        break;
+    case ONEDNN:
+#ifdef KILN_HAVE_ONEDNN
+        if (dnnl_sgemm(s->trans_a ? 'T' : 'N', s->trans_b ? 'T' : 'N', s->m, s->n, s->k, 1.0f, op->a, s->lda, op->b,
+                       s->ldb, 0.0f, op->c, s->ldc) != dnnl_success) {
+            fprintf(stderr, "gemm_bench: dnnl_sgemm failed\n");
+            exit(1);
+        }
+#endif
+        break;
+    }
+    if (ct->epi) bench_bias_gelu(op->c, op->bias, s->m, s->n, s->ldc, op->threads);
+}
+
+static void set_threads(int t) {
+    kiln_threads_set(t);
+#ifdef KILN_HAVE_OPENBLAS
+    openblas_set_num_threads(t);
+#endif
+#ifdef KILN_HAVE_ONEDNN
+    omp_set_num_threads(t);
+#endif
+}
+
+/* Interleaved rounds over the contenders (see the file comment); fills median and diff.
+ * The first contender's result of the first round is the reference. */
+static void measure(contender *cs, int n, operands *op, int rounds, double block_s) {
+    int64_t mn = op->s.m * op->s.m > 0 ? op->s.m * op->s.n : 0;
+    for (int i = 0; i < n; i++) cs[i].n_times = 0, cs[i].per_block = 0;
+    for (int r = 0; r < rounds; r++) {
+        for (int i = 0; i < n; i++) {
+            contender *ct = &cs[i];
+            double t0 = now();
+            call(ct, op);  /* untimed */
+            double first = now() - t0;
+            if (r == 0) {
+                if (i == 0) memcpy(op->ref, op->c, (size_t)mn * sizeof(float));
+                ct->diff = rel_diff(op->c, op->ref, mn);
+                ct->per_block = first > 0 ? (int)(block_s / first) : 1;
+                if (ct->per_block < 1) ct->per_block = 1;
+                if (ct->per_block > 200) ct->per_block = 200;
+                ct->times = malloc((size_t)(rounds * ct->per_block) * sizeof(double));
+            }
+            for (int b = 0; b < ct->per_block; b++) {
+                t0 = now();
+                call(ct, op);
+                ct->times[ct->n_times++] = now() - t0;
+            }
+            if (ct->kind == OPENBLAS && op->threads > 1) sleep_s(SETTLE_S);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        qsort(cs[i].times, (size_t)cs[i].n_times, sizeof(double), cmp_double);
+        cs[i].median = cs[i].times[cs[i].n_times / 2];
+        free(cs[i].times);
+        cs[i].times = NULL;
     }
 }
 
-static void bench_shape(const shape *sh, double budget) {
+/* ---- reporting -------------------------------------------------------------------------- */
+
+typedef struct options {
+    bool quick, compile_times;
+    int threads[8], n_threads;
+    double peak[65];  /* GFLOP/s by thread count, 0 = unknown */
+    FILE *json;
+    int n_json;
+    bool failed;
+} options;
+
+static double gflops(const shape *sh, double seconds) { return 2.0 * sh->m * sh->n * sh->k / seconds * 1e-9; }
+
+static void json_string(FILE *f, const char *key, const char *value, bool comma) {
+    fprintf(f, "\"%s\": \"%s\"%s", key, value, comma ? ", " : "");
+}
+
+/* One row: kiln and the libraries for one shape, thread count and mode. */
+static void report(const shape *sh, int threads, bool epi, contender *cs, int n, options *o) {
+    char label[64];
+    snprintf(label, sizeof label, "%ldx%ldx%ld %c%c", (long)sh->m, (long)sh->n, (long)sh->k, sh->ta ? 't' : 'n',
+             sh->tb ? 't' : 'n');
+    const contender *kiln = NULL, *best = NULL;
+    double worst_diff = 0;
+    for (int i = 0; i < n; i++) {
+        if (cs[i].kind == KILN) kiln = &cs[i];
+        else if (!best || cs[i].median < best->median) best = &cs[i];
+        if (cs[i].diff > worst_diff) worst_diff = cs[i].diff;
+    }
+    double peak = o->peak[threads];
+    printf("%-19s %-15s %2d ", label, sh->what, threads);
+    if (kiln) {
+        printf("%7.1f", gflops(sh, kiln->median));
+        if (peak > 0) printf(" %4.0f%%", 100 * gflops(sh, kiln->median) / peak);
+        else printf("      ");
+    } else {
+        printf("%7s %5s", "n/a", "");
+    }
+    for (int i = 0; i < n; i++)
+        if (cs[i].kind != KILN) printf(" %10.1f", gflops(sh, cs[i].median));
+    if (kiln && best) printf("   %5.2fx %-14s", best->median / kiln->median, best->name);
+    else printf("   %6s %-14s", "", best ? best->name : "");
+    printf(" %8.1e%s\n", worst_diff, worst_diff > MAX_REL_DIFF ? "  MISMATCH" : "");
+    if (worst_diff > MAX_REL_DIFF) o->failed = true;
+
+    if (!o->json) return;
+    FILE *f = o->json;
+    fprintf(f, "%s\n  {", o->n_json++ ? "," : "");
+    json_string(f, "what", sh->what, true);
+    fprintf(f, "\"m\": %ld, \"n\": %ld, \"k\": %ld, ", (long)sh->m, (long)sh->n, (long)sh->k);
+    fprintf(f, "\"layout\": \"%c%c\", \"threads\": %d, ", sh->ta ? 't' : 'n', sh->tb ? 't' : 'n', threads);
+    json_string(f, "mode", epi ? "bias_gelu" : "plain", true);
+    fprintf(f, "\"gflops\": {");
+    for (int i = 0; i < n; i++) fprintf(f, "%s\"%s\": %.3f", i ? ", " : "", cs[i].name, gflops(sh, cs[i].median));
+    fprintf(f, "}, ");
+    if (kiln) fprintf(f, "\"kiln_gflops\": %.3f, ", gflops(sh, kiln->median));
+    if (best) {
+        json_string(f, "best_lib", best->name, true);
+        fprintf(f, "\"best_lib_gflops\": %.3f, ", gflops(sh, best->median));
+    }
+    if (kiln && best) fprintf(f, "\"speedup\": %.4f, ", best->median / kiln->median);
+    if (kiln && peak > 0) fprintf(f, "\"kiln_peak_fraction\": %.4f, ", gflops(sh, kiln->median) / peak);
+    fprintf(f, "\"rel_diff\": %.3e}", worst_diff);
+}
+
+static void header(bool epi, const contender *cs, int n) {
+    printf("\n%s\n", epi ? "GEMM + bias + gelu_tanh epilogue: kiln fused vs library GEMM then a separate pass "
+                           "(bias_gelu.c); GFLOP/s of the product (2mnk / median time)"
+                         : "GEMM: GFLOP/s (2mnk / median time)");
+    printf("%-19s %-15s %2s %7s %5s", "m x n x k", "", "th", epi ? "kiln+ep" : "kiln", "%pk");
+    for (int i = 0; i < n; i++)
+        if (cs[i].kind != KILN) printf(" %10.10s", cs[i].name);
+    printf("   %6s %-14s %8s\n", "speedup", "vs fastest lib", "rel diff");
+}
+
+/* ---- the benchmark ------------------------------------------------------------------ */
+
+/* The library contenders of a mode: every OpenBLAS core for the plain GEMM, the given
+ * one (the plain GEMM's fastest) with the epilogue; oneDNN. Returns how many. */
+static int library_contenders(contender *cs, bool epi, int blas_core) {
+    int n = 0;
+#ifdef KILN_HAVE_OPENBLAS
+    for (int c = 0; c < g_n_cores; c++) {
+        if (epi && c != blas_core) continue;
+        cs[n] = (contender){.kind = OPENBLAS, .core = c, .epi = epi};
+        snprintf(cs[n].name, sizeof cs[n].name, "%s%s", g_n_cores > 1 || epi ? "OB " : "OpenBLAS ", g_cores[c].name);
+        if (g_n_cores == 1 && !epi) snprintf(cs[n].name, sizeof cs[n].name, "OpenBLAS");
+        if (epi) snprintf(cs[n].name, sizeof cs[n].name, "OB+pass");
+        n++;
+    }
+#else
+    (void)epi, (void)blas_core;
+#endif
+#ifdef KILN_HAVE_ONEDNN
+    cs[n] = (contender){.kind = ONEDNN, .epi = epi};
+    snprintf(cs[n].name, sizeof cs[n].name, "%s", epi ? "oneDNN+pass" : "oneDNN");
+    n++;
+#endif
+    return n;
+}
+
+typedef struct shape_result {
+    int blas_core[65];  /* per thread count: the fastest OpenBLAS core of the plain GEMM */
+} shape_result;
+
+static void bench_shape(const shape *sh, bool epi_mode, options *o, shape_result *res) {
     operands op = {.s = gemm_shape(sh)};
     uint64_t seed = 42;
     op.a = random_floats(sh->m * sh->k, &seed);
     op.b = random_floats(sh->k * sh->n, &seed);
+    op.bias = random_floats(sh->n, &seed);
     op.c = alloc64(sh->m * sh->n);
-    op.scratch = alloc64(kiln_gemm_scratch_floats(&g_target, &op.s));
-    double flop = 2.0 * (double)sh->m * (double)sh->n * (double)sh->k;
-
-    gemm_fn o3 = compile(&op.s, "default<O3>"), light = compile(&op.s, LIGHT);
-    void *fns[N_IMPL] = {0};
-    memcpy(&fns[KILN_O3], &o3, sizeof o3);
-    memcpy(&fns[KILN_LIGHT], &light, sizeof light);
-#ifdef KILN_HAVE_OPENBLAS
-    int n_impl = N_IMPL;
-#else
-    int n_impl = OPENBLAS;
+    op.ref = alloc64(sh->m * sh->n);
+    int64_t scratch = kiln_gemm_scratch_floats(&g_target, &op.s);
+#ifdef KILN_HAVE_GEMM_EPI
+    int64_t es = kiln_gemm_epi_scratch_floats(&g_target, &op.s, &BIAS_GELU);
+    if (es > scratch) scratch = es;
 #endif
-    double best[N_IMPL] = {1e30, 1e30, 1e30};
-    time_round(&op, fns, n_impl, best);  /* warm caches and pages */
-    best[0] = best[1] = best[2] = 1e30;
-    double start = now();
-    for (int round = 0; round < 3 || now() - start < budget; round++) time_round(&op, fns, n_impl, best);
+    op.scratch = alloc64(scratch);
 
-    char label[64];
-    snprintf(label, sizeof label, "%ldx%ldx%ld %c%c", (long)sh->m, (long)sh->n, (long)sh->k, sh->ta ? 't' : 'n',
-             sh->tb ? 't' : 'n');
-    printf("%-22s %-18s %8.1f %8.1f", label, sh->what, flop / best[KILN_O3] * 1e-9, flop / best[KILN_LIGHT] * 1e-9);
-#ifdef KILN_HAVE_OPENBLAS
-    /* kiln's result against OpenBLAS's */
-    float *mine = malloc((size_t)(sh->m * sh->n) * sizeof(float));
-    run_kiln(&op, fns[KILN_O3]);
-    memcpy(mine, op.c, (size_t)(sh->m * sh->n) * sizeof(float));
-    run_openblas(&op, NULL);
-    printf(" %8.1f %7.2f %7.2f %9.1e", flop / best[OPENBLAS] * 1e-9, best[OPENBLAS] / best[KILN_O3],
-           best[OPENBLAS] / best[KILN_LIGHT], rel_diff(mine, op.c, sh->m * sh->n));
-    free(mine);
-#endif
-    printf("\n");
+    gemm_fn epi_fn = NULL;
+    gemm_fn plain_fn = compile_module(&op.s, 1, epi_mode, LIGHT, NULL, &epi_fn);
+    int rounds = o->quick ? 1 : 5;
+    double block_s = o->quick ? 0.002 : 0.05;
+    for (int ti = 0; ti < o->n_threads; ti++) {
+        int t = o->threads[ti];
+        set_threads(t);
+        op.threads = t;
+        contender cs[8];
+        int n = 0;
+        if (!epi_mode || epi_fn) {
+            cs[n] = (contender){.kind = KILN, .epi = epi_mode, .fn = epi_mode ? epi_fn : plain_fn};
+            snprintf(cs[n].name, sizeof cs[n].name, "%s", epi_mode ? "kiln fused" : "kiln");
+            n++;
+        }
+        n += library_contenders(cs + n, epi_mode, res->blas_core[t]);
+        if (n == 0) continue;
+        measure(cs, n, &op, rounds, block_s);
+        if (!epi_mode) {  /* remember the fastest OpenBLAS core for the epilogue */
+            double best = 1e30;
+            for (int i = 0; i < n; i++)
+                if (cs[i].kind == OPENBLAS && cs[i].median < best) best = cs[i].median, res->blas_core[t] = cs[i].core;
+        }
+        if (ti == 0 && sh == NULL) header(epi_mode, cs, n);
+        report(sh, t, epi_mode, cs, n, o);
+    }
     free(op.a);
     free(op.b);
+    free(op.bias);
     free(op.c);
+    free(op.ref);
     free(op.scratch);
 }
 
@@ -249,26 +556,71 @@ static void compile_row(const shape *shapes, int n, const char *pipeline_name, c
     compile_times best = {1e30, 1e30, 1e30};
     for (int rep = 0; rep < 5; rep++) {
         compile_times ct;
-        compile_module(s, n, passes, &ct);
+        compile_module(s, n, false, passes, &ct, NULL);
         if (ct.emit + ct.passes + ct.machine < best.emit + best.passes + best.machine) best = ct;
     }
     printf("%d GEMM%s  %-14s %8.1f %8.1f %8.1f %8.1f\n", n, n > 1 ? "s" : " ", pipeline_name, best.emit * 1e3,
            best.passes * 1e3, best.machine * 1e3, (best.emit + best.passes + best.machine) * 1e3);
 }
 
-int main(int argc, char **argv) {
-    bool quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-    int arg = quick ? 2 : 1;
-    shape one = {"", 0, 0, 0, false, false};
-    if (argc >= arg + 3) {
-        one.m = atoll(argv[arg]), one.n = atoll(argv[arg + 1]), one.k = atoll(argv[arg + 2]);
-        one.ta = argc > arg + 3 && argv[arg + 3][0] == 't';
-        one.tb = argc > arg + 3 && argv[arg + 3][1] == 't';
-        if (one.m <= 0 || one.n <= 0 || one.k <= 0) {
-            fprintf(stderr, "usage: gemm_bench [--quick] [M N K [nn|nt|tn|tt]]\n");
-            return 2;
+static void usage(void) {
+    fprintf(stderr, "usage: gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE] "
+                    "[--compile-times] [M N K [nn|nt|tn|tt]]\n");
+    exit(2);
+}
+
+static void parse_args(int argc, char **argv, options *o, shape *one) {
+    o->threads[0] = 1, o->threads[1] = 2, o->n_threads = 2;
+    int pos = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--quick") == 0) o->quick = true;
+        else if (strcmp(a, "--compile-times") == 0) o->compile_times = true;
+        else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
+            o->n_threads = 0;
+            for (char *p = argv[++i]; *p && o->n_threads < 8;) {
+                long t = strtol(p, &p, 10);
+                if (t < 1 || t > KILN_MAX_THREADS) usage();
+                o->threads[o->n_threads++] = (int)t;
+                if (*p == ',') p++;
+                else if (*p) usage();
+            }
+        } else if (strcmp(a, "--peak") == 0 && i + 1 < argc) {
+            for (char *p = argv[++i]; *p;) {
+                long t = strtol(p, &p, 10);
+                if (*p != ':' || t < 1 || t > 64) usage();
+                o->peak[t] = strtod(p + 1, &p);
+                if (*p == ',') p++;
+                else if (*p) usage();
+            }
+        } else if (strcmp(a, "--json") == 0 && i + 1 < argc) {
+            o->json = fopen(argv[++i], "w");
+            if (!o->json) {
+                perror(argv[i]);
+                exit(1);
+            }
+        } else if (a[0] != '-' && pos < 3) {
+            int64_t v = atoll(a);
+            if (v <= 0) usage();
+            if (pos == 0) one->m = v;
+            else if (pos == 1) one->n = v;
+            else one->k = v;
+            pos++;
+        } else if (a[0] != '-' && pos == 3 && strlen(a) == 2) {
+            one->ta = a[0] == 't', one->tb = a[1] == 't';
+            pos++;
+        } else {
+            usage();
         }
     }
+    if (pos != 0 && pos < 3) usage();
+}
+
+int main(int argc, char **argv) {
+    options o = {0};
+    shape one = {"", 0, 0, 0, false, false};
+    parse_args(argc, argv, &o, &one);
+
     kiln_diags d;
     kiln_diags_init(&d);
     if (!kiln_target_host(&g_target, &d)) {
@@ -281,48 +633,109 @@ int main(int argc, char **argv) {
     die_on(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(g_jit), NULL, NULL),
            "process symbols");
     LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(g_jit), gen);
-#ifdef KILN_HAVE_OPENBLAS
-    openblas_set_num_threads(1);
-#endif
+    die_on(kiln_jit_define_runtime(g_jit), "runtime symbols"); /* kiln_parallel_for */
 
-    static const shape shapes[] = {
-        {"square", 256, 256, 256, false, false},
-        {"square", 512, 512, 512, false, false},
-        {"square", 1024, 1024, 1024, false, false},
+    static const shape full[] = {
         {"gpt qkv", 2048, 1152, 384, false, false},
         {"gpt attn out", 2048, 384, 384, false, false},
         {"gpt mlp up", 2048, 1536, 384, false, false},
         {"gpt mlp down", 2048, 384, 1536, false, false},
-        {"gpt qkv x*W^T", 2048, 1152, 384, false, true},
-        {"gpt dW = x^T*dy", 384, 1152, 2048, true, false},
+        {"gpt x*W^T", 2048, 1152, 384, false, true},
+        {"gpt dW=x^T*dy", 384, 1152, 2048, true, false},
+        {"square", 512, 512, 512, false, false},
+        {"square", 1024, 1024, 1024, false, false},
+        {"square", 2048, 2048, 2048, false, false},
     };
-    const int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
-    double budget = quick ? 0.3 : 2.0;
-    printf("kiln GEMM, one thread, cpu %s, %d-float vectors; GFLOP/s (best of repeats)\n", g_target.cpu,
-           g_target.vector_floats);
-    printf("%-22s %-18s %8s %8s", "m x n x k", "", "kiln O3", "light");
-#ifdef KILN_HAVE_OPENBLAS
-    printf(" %8s %7s %7s %9s", "OpenBLAS", "O3/BLAS", "lt/BLAS", "rel diff");
-#endif
-    printf("\n");
+    /* --quick: the same layouts, small enough for a smoke test */
+    static const shape quick[] = {
+        {"gpt qkv /8", 256, 1152, 384, false, false},
+        {"gpt mlp down /8", 256, 384, 1536, false, false},
+        {"gpt x*W^T /8", 256, 1152, 384, false, true},
+        {"gpt dW /8", 384, 1152, 256, true, false},
+        {"square", 128, 128, 128, false, false},
+    };
+    const shape *shapes = o.quick ? quick : full;
+    int nshapes = o.quick ? (int)(sizeof quick / sizeof quick[0]) : (int)(sizeof full / sizeof full[0]);
     if (one.m > 0) {
-        for (int r = 0; r < 3; r++) bench_shape(&one, budget);
-        LLVMOrcDisposeLLJIT(g_jit);
-        kiln_target_free(&g_target);
-        return 0;
+        one.what = "";
+        shapes = &one;
+        nshapes = 1;
     }
-    for (int i = 0; i < nshapes; i++) bench_shape(&shapes[i], budget);
 
-    printf("\ncompile time, CPU ms (best of 5): a module with the first GEMM of the list, and one\n"
-           "with all %d (the micro-kernel and packers are shared by the GEMMs of a module)\n", nshapes);
-    printf("light = %s\n", LIGHT);
-    printf("%-22s %8s %8s %8s %8s\n", "", "emit IR", "passes", "machine", "total");
-    const char *pipeline_names[] = {"default<O3>", "light", "none"}, *pipelines[] = {"default<O3>", LIGHT, NULL};
-    for (int p = 0; p < 3; p++) {
-        compile_row(shapes, 1, pipeline_names[p], pipelines[p]);
-        compile_row(shapes, nshapes, pipeline_names[p], pipelines[p]);
+    printf("gemm_bench: kiln GEMM (cpu %s, %d-float vectors, light pipeline) against", g_target.cpu,
+           g_target.vector_floats);
+#ifdef KILN_HAVE_OPENBLAS
+    openblas_find_cores();
+    printf("\n  OpenBLAS (%s): core types tried:", openblas_get_config());
+    for (int c = 0; c < g_n_cores; c++) printf("%s %s (%s)", c ? "," : "", g_cores[c].name, g_cores[c].how);
+#else
+    printf("\n  OpenBLAS: not available in this build (libopenblas-dev not found)");
+#endif
+#ifdef KILN_HAVE_ONEDNN
+    const dnnl_version_t *v = dnnl_version();
+    printf("\n  oneDNN %d.%d.%d dnnl_sgemm (ISA %s, OpenMP threads)", v->major, v->minor, v->patch, onednn_isa());
+#else
+    printf("\n  oneDNN: not available in this build (libdnnl-dev not found)");
+#endif
+    printf("\n  separate bias+gelu pass: %s\n",
+           bench_bias_gelu_threaded() ? "C, -O3 -march=native -ffast-math, OpenMP" : "C, one thread (no OpenMP)");
+#ifndef KILN_HAVE_GEMM_EPI
+    printf("  kiln fused epilogue: not available in this build\n");
+#endif
+    printf("speedup = fastest library's time / kiln's time (>1: kiln faster); %%pk = kiln's share of the FMA peak "
+           "at that thread count; medians of %s interleaved rounds\n",
+           o.quick ? "1 (--quick)" : "5");
+    if (o.json) fprintf(o.json, "{\"results\": [");
+
+    shape_result *res = calloc((size_t)nshapes, sizeof *res);
+    for (int mode = 0; mode < 2; mode++) {
+        bool epi = mode == 1;
+        /* the header needs the contenders' names: build them once for it */
+        contender hc[8];
+        int hn = 0;
+#ifdef KILN_HAVE_GEMM_EPI
+        bool have_kiln = true;
+#else
+        bool have_kiln = !epi;
+#endif
+        if (have_kiln) hc[hn++] = (contender){.kind = KILN};
+        hn += library_contenders(hc + hn, epi, 0);
+        header(epi, hc, hn);
+        if (hn == 0 || (epi && hn == (have_kiln ? 1 : 0))) {
+            printf("  (nothing to compare: no library in this build)\n");
+            continue;
+        }
+        for (int i = 0; i < nshapes; i++) bench_shape(&shapes[i], epi, &o, &res[i]);
     }
+    free(res);
+    if (o.json) {
+        fprintf(o.json, "\n], \"epilogue_fused\": %s}\n",
+#ifdef KILN_HAVE_GEMM_EPI
+                "true"
+#else
+                "false"
+#endif
+        );
+        fclose(o.json);
+    }
+
+    if (o.compile_times) {
+        printf("\ncompile time, CPU ms (best of 5): a module with the first GEMM of the list, and one\n"
+               "with all %d (the micro-kernel and packers are shared by the GEMMs of a module)\n", nshapes);
+        printf("light = %s\n", LIGHT);
+        printf("%-22s %8s %8s %8s %8s\n", "", "emit IR", "passes", "machine", "total");
+        const char *pipeline_names[] = {"default<O3>", "light", "none"}, *pipelines[] = {"default<O3>", LIGHT, NULL};
+        for (int p = 0; p < 3; p++) {
+            compile_row(shapes, 1, pipeline_names[p], pipelines[p]);
+            compile_row(shapes, nshapes, pipeline_names[p], pipelines[p]);
+        }
+    }
+    set_threads(1);
     LLVMOrcDisposeLLJIT(g_jit);
     kiln_target_free(&g_target);
+    if (o.failed) {
+        fprintf(stderr, "gemm_bench: results differ (MISMATCH above)\n");
+        return 1;
+    }
     return 0;
 }
