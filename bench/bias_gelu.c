@@ -6,9 +6,10 @@
  * -march=native -ffast-math (bench/CMakeLists.txt) so that GCC vectorises the loop and
  * calls glibc's vector expf (libmvec), threaded with OpenMP over rows with the GEMM's
  * thread count and a static split. gelu_tanh(x) = 0.5·x·(1 + tanh(u)) with
- * u = √(2/π)·(x + 0.044715·x³), written as x·σ(2u) = x / (1 + e^(−2u)) (the form kiln
- * uses: one exp, no tanh). A large negative x gives e^(−2u) = +inf and x / inf = −0,
- * the right limit.
+ * u = √(2/π)·(x + 0.044715·x³), written as x·σ(2u) (the form kiln uses: one exp, no
+ * tanh) with σ(z) = 1 / (1 + e^−|z|) or e^−|z| / (1 + e^−|z|) by the sign of z, so the
+ * exponential never overflows (-ffast-math assumes no infinities, and GCC's vector
+ * division turns x / inf into NaN).
  */
 #include <math.h>
 #include <stdint.h>
@@ -23,7 +24,9 @@ void bench_bias_gelu(float *c, const float *bias, int64_t m, int64_t n, int64_t 
         for (int64_t j = 0; j < n; j++) {
             float x = row[j] + bias[j];
             float u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-            row[j] = x / (1.0f + expf(-2.0f * u));
+            float z = 2.0f * u, e = expf(-fabsf(z));
+            float sigma = (z >= 0 ? 1.0f : e) / (1.0f + e);
+            row[j] = x * sigma;
         }
     }
 }
