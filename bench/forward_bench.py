@@ -57,8 +57,12 @@ def kiln(*args):
     return out.stdout
 
 
+KILN_THREADS = os.environ.get("KILN_THREADS", "1")    # kiln bench --threads
+TORCH_THREADS = int(os.environ.get("TORCH_THREADS", "1"))  # torch.set_num_threads
+
+
 def kiln_bench(*extra):
-    return json.loads(kiln("bench", MODEL, *DIMS, "--json", *extra))
+    return json.loads(kiln("bench", MODEL, *DIMS, "--json", "--threads", KILN_THREADS, *extra))
 
 
 def torch_latency(model, tokens, seconds=0.2 if QUICK else 2.0):
@@ -75,7 +79,7 @@ def torch_latency(model, tokens, seconds=0.2 if QUICK else 2.0):
 
 
 def main():
-    torch.set_num_threads(1)
+    torch.set_num_threads(TORCH_THREADS)
     with tempfile.TemporaryDirectory() as tmp:
         w_path, x_path, y_path = (os.path.join(tmp, f) for f in ("w.safetensors", "x.safetensors", "y.safetensors"))
         kiln("init", MODEL, "-o", w_path)
@@ -112,8 +116,9 @@ def main():
     flops = best_kiln["flops"]
     k_ms, i_ms, t_ms = best_kiln["forward_ms_median"], interp["forward_ms_median"], best_torch[0]
 
-    print(f"char_gpt forward, B=1 T={T} ({flops / 1e9:.2f} GFLOP), one thread; torch {torch.__version__}"
-          + ("  [--quick]" if QUICK else ""))
+    print(f"char_gpt forward, B=1 T={T} ({flops / 1e9:.2f} GFLOP); kiln --threads {KILN_THREADS}, torch threads "
+          f"{TORCH_THREADS} (OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=2, OPENBLAS_CORETYPE="
+          f"{os.environ.get('OPENBLAS_CORETYPE', 'unset')}); torch {torch.__version__}" + ("  [--quick]" if QUICK else ""))
     print(f"compile (model file -> entry point, JIT): median {compiles[len(compiles) // 2]:.0f} ms "
           f"(min {compiles[0]:.0f}, max {compiles[-1]:.0f}); stages of one: load {stages['load_ms']:.1f}, "
           f"plan+build {stages['build_ms']:.1f}, optimise {stages['optimize_ms']:.1f}, jit {stages['jit_ms']:.1f} ms")

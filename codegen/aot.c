@@ -148,7 +148,7 @@ static bool export_module(const kiln_compile_request *req, kiln_module *m, kiln_
     KILN_ASSERT(!req->train);
     if (!kiln_codegen_module(req, m, d)) return false;
     const char *prefix = model_name(req);
-    add_param_table(&m->cg, req, &m->plan, prefix);
+    add_param_table(&m->cg, req, &m->prog.plan, prefix);
     add_load(&m->cg, req, prefix);
     add_set_threads(&m->cg, prefix);
     char *msg = NULL;
@@ -344,9 +344,9 @@ static bool train_module(const kiln_compile_request *req, const kiln_compile_req
                          const kiln_module *fwd, kiln_module *m, kiln_diags *d)
 {
     if (!kiln_codegen_module(train, m, d)) return false;
-    bool same = train->n_params == req->n_params && m->plan.params_bytes == fwd->plan.params_bytes;
+    bool same = train->n_params == req->n_params && m->prog.plan.params_bytes == fwd->prog.plan.params_bytes;
     for (uint32_t i = 0; same && i < req->n_params; i++)
-        same = m->plan.homes[train->params[i]].offset == fwd->plan.homes[req->params[i]].offset;
+        same = m->prog.plan.homes[train->params[i]].offset == fwd->prog.plan.homes[req->params[i]].offset;
     if (same) return true;
     kiln_diags_add(d, NULL, 0, 0, "codegen",
                    "internal error: the training step lays out the parameter blob unlike the forward pass");
@@ -476,7 +476,7 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
         }
     }
     if (ok && opt->header) {
-        char *text = kiln_header_text(req, &m.plan, opt->train, opt->train ? &tm.plan : NULL, opt->source);
+        char *text = kiln_header_text(req, &m.prog.plan, opt->train, opt->train ? &tm.prog.plan : NULL, opt->source);
         ok = stage_header(&b, opt->header, text, d);
         free(text);
     }

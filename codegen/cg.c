@@ -1,6 +1,6 @@
 /* cg.c — one LLVM module being built, and the small IR-building helpers every
  * lowering uses: constants, element addressing, counted loops, loop nests with strided
- * offsets, intrinsic and libm calls.
+ * offsets, intrinsic calls (exp, log and pow go to vmath.c, as do the libm names).
  *
  * Design: kernels are emitted as scalar code over i64 offsets. Loops are top-tested
  * (`head: i = phi [begin, pre], [i+1, latch]; br i < end, body, exit`) with nuw/nsw
@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lower.h"
+#include "vmath.h"
 
 void cg_init_in_context(kiln_cg *cg, const kiln_target *t, LLVMContextRef ctx, const char *module_name)
 {
@@ -155,14 +156,29 @@ LLVMValueRef cg_intrinsic(kiln_cg *cg, const char *name, LLVMTypeRef *types, uns
     return LLVMBuildCall2(cg->b, fty, fn, args, n_args, "");
 }
 
+/* float or <N x float>: what vmath.c's emitters take */
+static bool is_f32(LLVMValueRef x)
+{
+    LLVMTypeRef t = LLVMTypeOf(x);
+    if (LLVMGetTypeKind(t) == LLVMVectorTypeKind) t = LLVMGetElementType(t);
+    return LLVMGetTypeKind(t) == LLVMFloatTypeKind;
+}
+
+/* The float functions LLVM would lower to scalar libm calls (and so never vectorise)
+ * are emitted as vector-friendly IR by vmath.c instead, whoever asks. */
 LLVMValueRef cg_intrinsic1(kiln_cg *cg, const char *name, LLVMValueRef x)
 {
+    if (is_f32(x)) {
+        if (!strcmp(name, "llvm.exp")) return vm_exp(cg, x);
+        if (!strcmp(name, "llvm.log")) return vm_log(cg, x);
+    }
     LLVMTypeRef ty = LLVMTypeOf(x);
     return cg_intrinsic(cg, name, &ty, 1, &x, 1);
 }
 
 LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMValueRef y)
 {
+    if (is_f32(x) && !strcmp(name, "llvm.pow")) return vm_pow(cg, x, y);
     LLVMTypeRef ty = LLVMTypeOf(x);
     LLVMValueRef args[2] = {x, y};
     return cg_intrinsic(cg, name, &ty, 1, args, 2);
@@ -170,6 +186,13 @@ LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMVa
 
 LLVMValueRef cg_libm1(kiln_cg *cg, const char *name, LLVMValueRef x)
 {
+    static const struct {
+        const char *name;
+        LLVMValueRef (*emit)(kiln_cg *, LLVMValueRef);
+    } vmath[] = {{"expf", vm_exp},   {"expm1f", vm_expm1}, {"logf", vm_log},
+                 {"tanhf", vm_tanh}, {"erff", vm_erf},     {"erfcf", vm_erfc}};
+    for (size_t i = 0; i < sizeof vmath / sizeof *vmath; i++)
+        if (!strcmp(name, vmath[i].name)) return vmath[i].emit(cg, x);
     LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, &cg->t_f32, 1, 0);
     LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
     if (!fn) {
@@ -230,6 +253,24 @@ void cg_loop_end(kiln_cg *cg, cg_loop *l)
     LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
     LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->phi, cg_i64(cg, 1), "");
     no_unroll(cg, LLVMBuildBr(cg->b, l->head));
+    LLVMAddIncoming(l->phi, &next, &latch, 1);
+    LLVMPositionBuilderAtEnd(cg->b, l->exit);
+}
+
+void cg_loop_end_interleaved(kiln_cg *cg, cg_loop *l, int count)
+{
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(cg->b);
+    LLVMValueRef next = LLVMBuildNSWAdd(cg->b, l->phi, cg_i64(cg, 1), "");
+    LLVMValueRef br = LLVMBuildBr(cg->b, l->head);
+    /* !llvm.loop !{self, unroll.disable, !{"llvm.loop.interleave.count", i32 count}} */
+    LLVMMetadataRef tmp = LLVMTemporaryMDNode(cg->ctx, NULL, 0);
+    LLVMMetadataRef disable = LLVMMDStringInContext2(cg->ctx, "llvm.loop.unroll.disable", 24);
+    LLVMMetadataRef il[2] = {LLVMMDStringInContext2(cg->ctx, "llvm.loop.interleave.count", 26),
+                             LLVMValueAsMetadata(cg_i32(cg, count))};
+    LLVMMetadataRef ops[3] = {tmp, LLVMMDNodeInContext2(cg->ctx, &disable, 1), LLVMMDNodeInContext2(cg->ctx, il, 2)};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(cg->ctx, ops, 3);
+    LLVMMetadataReplaceAllUsesWith(tmp, id);
+    LLVMSetMetadata(br, LLVMGetMDKindIDInContext(cg->ctx, "llvm.loop", 9), LLVMMetadataAsValue(cg->ctx, id));
     LLVMAddIncoming(l->phi, &next, &latch, 1);
     LLVMPositionBuilderAtEnd(cg->b, l->exit);
 }
@@ -372,15 +413,41 @@ void cg_parallel_for(kiln_cg *cg, const char *name, int64_t n_items, int64_t wor
     add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
     add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "noinline");
     kiln_target_tag_function(cg->target, fn);
+    /* The body goes into void NAME.body(ptr noalias v0, …, i64 begin, i64 end),
+     * always inlined into the part: pointers loaded from ctx would carry no alias facts,
+     * while noalias parameters (true: the values are the kernel's own noalias
+     * parameters or buffers it owns) become scoped alias metadata on inlining, so loops
+     * vectorise without runtime overlap checks and accumulators stay in registers. */
+    char bname[256];
+    snprintf(bname, sizeof bname, "%s.%s.body", LLVMGetValueName2(caller, &(size_t){0}), name);
+    LLVMTypeRef bparams[66];
+    for (unsigned i = 0; i < n_vals; i++) bparams[i] = cg->t_ptr;
+    bparams[n_vals] = bparams[n_vals + 1] = cg->t_i64;
+    LLVMValueRef bfn = LLVMAddFunction(cg->mod, bname, LLVMFunctionType(cg->t_void, bparams, n_vals + 2, 0));
+    LLVMSetLinkage(bfn, LLVMInternalLinkage);
+    add_enum_attr(cg, bfn, LLVMAttributeFunctionIndex, "nounwind");
+    add_enum_attr(cg, bfn, LLVMAttributeFunctionIndex, "alwaysinline");
+    for (unsigned i = 0; i < n_vals; i++) {
+        add_enum_attr(cg, bfn, i + 1, "noalias");
+        add_enum_attr(cg, bfn, i + 1, "nocapture");
+    }
+    kiln_target_tag_function(cg->target, bfn);
+    LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, bfn, "entry"));
+    LLVMValueRef inner[66];
+    for (unsigned i = 0; i < n_vals; i++) inner[i] = LLVMGetParam(bfn, i);
+    body(cg, user, LLVMGetParam(bfn, n_vals), LLVMGetParam(bfn, n_vals + 1), inner);
+    LLVMBuildRetVoid(cg->b);
+
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
     LLVMTypeRef ctx_ty = LLVMArrayType2(cg->t_ptr, n_vals ? n_vals : 1);
-    LLVMValueRef inner[64];
     for (unsigned i = 0; i < n_vals; i++) {
         LLVMValueRef idx[2] = {cg_i64(cg, 0), cg_i64(cg, i)};
         LLVMValueRef slot = LLVMBuildInBoundsGEP2(cg->b, ctx_ty, LLVMGetParam(fn, 0), idx, 2, "");
         inner[i] = LLVMBuildLoad2(cg->b, cg->t_ptr, slot, "");
     }
-    body(cg, user, LLVMGetParam(fn, 1), LLVMGetParam(fn, 2), inner);
+    inner[n_vals] = LLVMGetParam(fn, 1);
+    inner[n_vals + 1] = LLVMGetParam(fn, 2);
+    LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(bfn), bfn, inner, n_vals + 2, "");
     LLVMBuildRetVoid(cg->b);
 
     /* back in the caller: kiln_parallel_for(NAME, &{vals…}, n_items) */

@@ -72,6 +72,43 @@ typedef struct kiln_gemm_shape {
 LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s);
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s);
 
+/* What happens to each C element when its tile is stored for the last time, in this
+ * order: v = Σ_q op(A)(i,q)·op(B)(q,j) (0 when k = 0); v = v·scale; v = v + bias[j];
+ * P[i·ldp + j] = v; v = act(v); v = v + R[i·ldr + j]; then C = v, or C = C + v. Each
+ * step is its own f32 operation rounded as the unfused kernel of its IR op rounds (scale
+ * as `scale`, in double; the activations as lower_elementwise.c writes them; no
+ * contraction across steps), so the result equals matmul → scale → add(bias) → act →
+ * add(R) → add(C, ·) computed by separate kiln kernels, bit for bit. */
+typedef enum kiln_gemm_act {
+    KILN_GEMM_ACT_NONE,
+    KILN_GEMM_ACT_RELU,
+    KILN_GEMM_ACT_GELU,
+    KILN_GEMM_ACT_GELU_TANH,
+    KILN_GEMM_ACT_SILU,
+} kiln_gemm_act;
+
+typedef struct kiln_gemm_epilogue {
+    bool accumulate;    /* C += result instead of C = result (gradient accumulation) */
+    double scale;       /* result = acc·scale first, as the `scale` op rounds (0 or 1 = none) */
+    bool bias;          /* then + bias[j]: a row of n floats broadcast over the m rows */
+    bool pre_out;       /* then store that value (before the activation) into P, m×n, row stride ldp */
+    kiln_gemm_act act;  /* then the activation */
+    bool residual;      /* then + R[i·ldr + j] */
+    int64_t ldp, ldr;   /* row strides of P and R (≥ n when used) */
+} kiln_gemm_epilogue;
+
+/* kiln_cg_gemm with an epilogue (NULL or all-default: exactly kiln_cg_gemm's function):
+ *   void NAME(const float *a, const float *b, float *c, float *scratch,
+ *             [const float *bias], [float *pre_out], [const float *residual])
+ * the optional pointers present, in that order, when their flag is set. No two of the
+ * pointers overlap (C is read only with accumulate, R and bias are only read). The
+ * scratch holds kiln_gemm_epi_scratch_floats(…) floats, 64-byte aligned: more than
+ * kiln_gemm_scratch_floats only with accumulate when k spans several blocks (the partial
+ * sums then wait in scratch, m·n floats, since C holds the old values). Threads and
+ * results as kiln_cg_gemm: identical for any thread count. */
+LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
+int64_t kiln_gemm_epi_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
+
 /* ---- compiling a graph (lower.c, entry.c, jit.c) --------------------------------- */
 
 /* What to compile. Codegen does not know model files: the caller names the graph's
@@ -101,6 +138,8 @@ typedef struct kiln_compile_request {
     bool dropout;
     uint32_t dropout_step;
     uint64_t dropout_seed;
+    bool no_fuse;                  /* every node its own kernel (as --disable-pass fuse) */
+    const kiln_pipeline_options *pipeline;  /* --disable-pass, --dump-after; NULL: defaults */
 } kiln_compile_request;
 
 /* The entry point, int NAME_forward(const float *params, void *workspace, inputs…,
@@ -124,7 +163,7 @@ typedef struct kiln_compiled {
     void *jit;                     /* LLVMOrcLLJITRef, owns the machine code */
     void *entry;                   /* int NAME_forward(…), called through libffi */
     uint32_t n_args;               /* 2 + inputs + outputs; train: 4 + inputs + outputs */
-    int n_kernels;                 /* kernel calls (one per computed node) */
+    int n_kernels;                 /* kernel calls (the schedule's kernels, passes/fuse.c) */
     int n_functions;               /* distinct kernel functions (equal kernels are shared) */
     int64_t params_bytes;          /* the blob */
     int64_t *param_offsets;        /* per request parameter: byte offset in the blob */
@@ -132,6 +171,7 @@ typedef struct kiln_compiled {
     int64_t *state_offsets;        /* per request state: byte offset in the optimizer blob */
     int64_t workspace_bytes, unplanned_bytes, lower_bound_bytes;
     char *llvm_ir, *asm_text;      /* when asked for, else NULL (malloc'd) */
+    char *dump;                    /* the pipeline's --dump-after text, or NULL (malloc'd) */
     double ms_build, ms_optimize, ms_jit;  /* compile time, by stage */
 } kiln_compiled;
 
@@ -148,6 +188,10 @@ void kiln_compiled_free(kiln_compiled *c);
  * (`kiln check`). Free the plan with kiln_memplan_free. */
 bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *plan, int *n_kernels, kiln_diags *d);
 
+/* The pipeline's --dump-after text for a request (req->pipeline), malloc'd; NULL with a
+ * diagnostic when planning fails. */
+char *kiln_codegen_dump(const kiln_compile_request *req, kiln_diags *d);
+
 /* The optimised module of a request as LLVM IR text or assembly, malloc'd (--emit). */
 char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d);
 
@@ -158,7 +202,7 @@ char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_dia
  * is internal. kiln_module_free disposes module, context and plan. */
 typedef struct kiln_module {
     kiln_cg cg;
-    kiln_memplan plan;
+    kiln_program prog;             /* schedule, plan and --dump-after text (passes/pipeline.c) */
     int n_kernels, n_functions;
 } kiln_module;
 

@@ -55,7 +55,8 @@ static LLVMValueRef value_ptr(entry_ctx *e, uint32_t id)
     case KILN_HOME_CONST: return lower_constant_global(e->cg, e->g, id);
     case KILN_HOME_ALIAS:
     case KILN_HOME_UPDATE: return value_ptr(e, h->index);
-    case KILN_HOME_NONE: break;
+    case KILN_HOME_NONE:
+    case KILN_HOME_FUSED: break;
     }
     KILN_ASSERT(!"a kernel reads a value that has no home");
     return NULL;
@@ -75,43 +76,120 @@ static uint64_t hash_string(const char *s)
     return h;
 }
 
+/* The function already emitted for `key`, if the kernel may share one: true with *fn set. */
+static bool find_kernel(const kernel_key *keys, int n_keys, bool shareable, const char *key, LLVMValueRef *fn)
+{
+    if (!shareable) return false;
+    uint64_t h = hash_string(key);
+    for (int i = 0; i < n_keys; i++)
+        if (keys[i].hash == h && strcmp(keys[i].text, key) == 0) {
+            *fn = keys[i].fn;
+            return true;
+        }
+    return false;
+}
+
+static void add_kernel(kernel_key *keys, int *n_keys, bool shareable, const char *key, LLVMValueRef fn)
+{
+    if (!shareable) return;
+    keys[*n_keys].text = strdup(key);
+    KILN_ASSERT(keys[*n_keys].text != NULL);
+    keys[*n_keys].hash = hash_string(key);
+    keys[(*n_keys)++].fn = fn;
+}
+
 /* Whether node id is a dropout that drops: in a training step with dropout on. */
 static bool train_dropout(const kiln_compile_request *req, const kiln_graph *g, uint32_t id)
 {
     return req->train && req->dropout && g->nodes[id].op == KILN_OP_DROPOUT;
 }
 
+/* One kernel of the schedule, ready to call: its function and its operands' nodes (the
+ * value each argument points at), in parameter order. */
+typedef struct kernel_call {
+    LLVMValueRef fn;
+    uint32_t args[CG_MAX_OPS + 2];
+    int n_args;
+    bool dropout_step;   /* a training dropout: the step counter follows the operands */
+    int64_t scratch_at;  /* workspace offset of the scratch argument, or -1 */
+    bool can_fail;
+} kernel_call;
+
+/* Finds or emits the function of kernel k and records how to call it. */
+static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
+                           const kiln_memplan *p, const kiln_kernel_schedule *s, uint32_t k, kernel_key *keys, int *n_keys,
+                           kernel_call *call)
+{
+    const kiln_kernel *kn = &s->kernels[k];
+    char key[8192];
+    call->scratch_at = -1;
+    if (kn->kind == KILN_KERNEL_LOOP) {
+        loop_operand ops[CG_MAX_OPS];
+        int n_ops = loop_operands(g, s, p, k, ops);
+        for (int o = 0; o < n_ops; o++) call->args[o] = ops[o].node;
+        call->n_args = n_ops;
+        bool shareable = lower_loop_key(g, s, k, ops, n_ops, key, sizeof key);
+        if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
+        call->fn = lower_loop_kernel(cg, g, s, k, ops, n_ops);
+        add_kernel(keys, n_keys, shareable, key, call->fn);
+        return;
+    }
+    if (kn->kind == KILN_KERNEL_GEMM) {
+        gemm_kernel gk;
+        gemm_kernel_describe(g, s, k, &gk);
+        for (int i = 0; i < gk.n_args; i++) call->args[i] = gk.args[i];
+        call->n_args = gk.n_args;
+        bool has_scratch = p->scratch_bytes[gk.mm] > 0;
+        if (has_scratch) call->scratch_at = p->scratch_offset[gk.mm];
+        bool shareable = gemm_kernel_key(g, &gk, has_scratch, key, sizeof key);
+        if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
+        call->fn = lower_gemm_kernel(cg, gemm_cg, g, &gk, has_scratch);
+        add_kernel(keys, n_keys, shareable, key, call->fn);
+        return;
+    }
+    if (kn->kind == KILN_KERNEL_ATTENTION || kn->kind == KILN_KERNEL_ATTENTION_GRAD) {
+        attention_kernel ak;
+        attention_kernel_describe(g, s, k, &ak);
+        for (int i = 0; i < ak.n_args; i++) call->args[i] = ak.args[i];
+        call->n_args = ak.n_args;
+        bool has_scratch = p->scratch_bytes[ak.first] > 0;
+        if (has_scratch) call->scratch_at = p->scratch_offset[ak.first];
+        bool shareable = attention_kernel_key(g, &ak, has_scratch, key, sizeof key);
+        if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
+        call->fn = lower_attention_kernel(cg, gemm_cg, g, &ak, has_scratch);
+        add_kernel(keys, n_keys, shareable, key, call->fn);
+        return;
+    }
+    uint32_t id = s->members[kn->first];
+    const kiln_node *n = &g->nodes[id];
+    call->args[0] = id;
+    for (uint32_t i = 0; i < n->n_in; i++) call->args[1 + i] = n->in[i];
+    call->n_args = 1 + (int)n->n_in;
+    call->can_fail = kiln_lower_table[n->op].can_fail;
+    if (p->scratch_bytes[id] > 0) call->scratch_at = p->scratch_offset[id];
+    if (train_dropout(req, g, id)) { /* its stream is its own: never shared */
+        call->fn = lower_dropout_train(cg, g, id, req->dropout_seed);
+        call->dropout_step = true;
+        return;
+    }
+    bool has_scratch = p->scratch_bytes[id] > 0;
+    bool shareable = lower_kernel_key(g, id, has_scratch, key, sizeof key);
+    if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
+    call->fn = lower_kernel(cg, gemm_cg, g, id, has_scratch);
+    add_kernel(keys, n_keys, shareable, key, call->fn);
+}
+
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
-               const kiln_memplan *p, const char *entry_name, int *n_functions)
+               const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions)
 {
     /* kernels first (each one moves the builder into its own body), one function per
      * distinct key: identical layers share their kernels */
-    LLVMValueRef *kernels = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *kernels);
-    kernel_key *keys = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *keys);
-    KILN_ASSERT(kernels && keys);
-    int n_kernels = 0, n_keys = 0;
-    char key[4096];
-    for (uint32_t id = 0; id < g->n_nodes; id++) {
-        if (!lower_needs_kernel(g, p, id)) continue;
-        n_kernels++;
-        if (train_dropout(req, g, id)) { /* its stream is its own: never shared */
-            kernels[id] = lower_dropout_train(cg, g, id, req->dropout_seed);
-            continue;
-        }
-        bool has_scratch = p->scratch_bytes[id] > 0;
-        bool shareable = lower_kernel_key(g, id, has_scratch, key, sizeof key);
-        uint64_t h = shareable ? hash_string(key) : 0;
-        for (int k = 0; shareable && k < n_keys && !kernels[id]; k++)
-            if (keys[k].hash == h && strcmp(keys[k].text, key) == 0) kernels[id] = keys[k].fn;
-        if (kernels[id]) continue;
-        kernels[id] = lower_kernel(cg, gemm_cg, g, id, has_scratch);
-        if (shareable) {
-            keys[n_keys].text = strdup(key);
-            KILN_ASSERT(keys[n_keys].text != NULL);
-            keys[n_keys].hash = h;
-            keys[n_keys++].fn = kernels[id];
-        }
-    }
+    uint32_t nk = s->n_kernels;
+    kernel_call *calls = calloc(nk ? nk : 1, sizeof *calls);
+    kernel_key *keys = calloc(nk ? nk : 1, sizeof *keys);
+    KILN_ASSERT(calls && keys);
+    int n_keys = 0;
+    for (uint32_t k = 0; k < nk; k++) prepare_kernel(cg, gemm_cg, g, req, p, s, k, keys, &n_keys, &calls[k]);
     if (n_functions) *n_functions = n_keys;
     for (int k = 0; k < n_keys; k++) free(keys[k].text);
     free(keys);
@@ -151,18 +229,15 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         LLVMBuildStore(cg->b, lr, e.lr_slot);
     }
 
-    for (uint32_t id = 0; id < g->n_nodes; id++) {
-        if (!kernels[id]) continue;
-        const kiln_node *n = &g->nodes[id];
-        LLVMValueRef args[80];
-        unsigned k = 0;
-        args[k++] = value_ptr(&e, id);
-        for (uint32_t i = 0; i < n->n_in; i++) args[k++] = value_ptr(&e, n->in[i]);
-        if (train_dropout(req, g, id)) args[k++] = value_ptr(&e, req->dropout_step);
-        if (p->scratch_bytes[id] > 0)
-            args[k++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), p->scratch_offset[id]);
-        LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(kernels[id]), kernels[id], args, k, "");
-        if (kiln_lower_table[n->op].can_fail) {
+    for (uint32_t k = 0; k < nk; k++) {
+        const kernel_call *c = &calls[k];
+        LLVMValueRef args[CG_MAX_OPS + 4];
+        unsigned n = 0;
+        for (int i = 0; i < c->n_args; i++) args[n++] = value_ptr(&e, c->args[i]);
+        if (c->dropout_step) args[n++] = value_ptr(&e, req->dropout_step);
+        if (c->scratch_at >= 0) args[n++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), c->scratch_at);
+        LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(c->fn), c->fn, args, n, "");
+        if (c->can_fail) {
             LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(cg->ctx, fn, "fail");
             LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
             LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, rc, cg_i32(cg, 0), ""), fail, next);
@@ -184,6 +259,6 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         cg_memcpy(cg, value_ptr(&e, u->target), value_ptr(&e, u->value), bytes);
     }
     LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
-    free(kernels);
-    return n_kernels;
+    free(calls);
+    return (int)nk;
 }

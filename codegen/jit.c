@@ -47,43 +47,35 @@ static bool llvm_fail(kiln_diags *d, const char *what, LLVMErrorRef err)
 
 /* ---- planning ---------------------------------------------------------------------------- */
 
-static void mark_needed(const kiln_graph *g, unsigned char *needed)
+static void scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, void *ctx, int64_t *bytes)
 {
-    memset(needed, 0, g->n_nodes);
-    for (uint32_t i = 0; i < g->n_outputs; i++) needed[g->outputs[i].node] = 1;
-    for (uint32_t i = 0; i < g->n_updates; i++) needed[g->updates[i].value] = 1;
-    for (uint32_t id = g->n_nodes; id-- > 0;)
-        if (needed[id])
-            for (uint32_t j = 0; j < g->nodes[id].n_in; j++) needed[g->nodes[id].in[j]] = 1;
+    lower_scratch_sizes(g, s, ctx, bytes);
 }
 
-static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_memplan *p, kiln_diags *d)
+/* The request through the pipeline (passes/pipeline.c): schedule and memory plan. */
+static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_program *prog, kiln_diags *d)
 {
-    const kiln_graph *g = req->g;
-    unsigned char *needed = calloc(g->n_nodes ? g->n_nodes : 1, 1);
-    int64_t *scratch = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *scratch);
-    KILN_ASSERT(needed && scratch);
-    mark_needed(g, needed);
-    lower_scratch_sizes(g, t, scratch);
     /* the training step's lr is one more input, after the others (entry.c) */
     uint32_t *inputs = calloc(req->n_inputs + 1, sizeof *inputs);
     KILN_ASSERT(inputs != NULL);
     if (req->n_inputs) memcpy(inputs, req->inputs, req->n_inputs * sizeof *inputs);
     if (req->train) inputs[req->n_inputs] = req->lr;
-    kiln_plan_request pr = {needed,        scratch, inputs, req->n_inputs + (req->train ? 1 : 0), req->params,
-                            req->n_params, req->train ? req->states : NULL, req->train ? req->n_states : 0};
-    bool ok = kiln_plan_memory(g, &pr, p, d);
+    kiln_pipeline_options opt = req->pipeline ? *req->pipeline : (kiln_pipeline_options){0};
+    if (req->no_fuse) opt.disable = "fuse";
+    kiln_pipeline_request pr = {.g = req->g,
+                                .inputs = inputs,
+                                .n_inputs = req->n_inputs + (req->train ? 1 : 0),
+                                .params = req->params,
+                                .n_params = req->n_params,
+                                .states = req->train ? req->states : NULL,
+                                .n_states = req->train ? req->n_states : 0,
+                                .dropout_alone = req->train && req->dropout,
+                                .scratch_sizes = scratch_sizes,
+                                .scratch_ctx = (void *)t,
+                                .options = &opt};
+    bool ok = kiln_pipeline_run(&pr, prog, d);
     free(inputs);
-    free(needed);
-    free(scratch);
     return ok;
-}
-
-static int count_kernels(const kiln_graph *g, const kiln_memplan *p)
-{
-    int n = 0;
-    for (uint32_t id = 0; id < g->n_nodes; id++) n += lower_needs_kernel(g, p, id);
-    return n;
 }
 
 bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_kernels, kiln_diags *d)
@@ -94,10 +86,36 @@ bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_
         if (!kiln_target_host(&host, d)) return false;
         t = &host;
     }
-    bool ok = plan(req, t, p, d);
-    if (ok) *n_kernels = count_kernels(req->g, p);
+    kiln_program prog;
+    bool ok = plan(req, t, &prog, d);
+    if (ok) {
+        *n_kernels = (int)prog.sched.n_kernels;
+        *p = prog.plan; /* the caller frees the plan */
+        prog.plan = (kiln_memplan){0};
+        kiln_program_free(&prog);
+    }
     if (t == &host) kiln_target_free(&host);
     return ok;
+}
+
+char *kiln_codegen_dump(const kiln_compile_request *req, kiln_diags *d)
+{
+    kiln_target host;
+    const kiln_target *t = req->target;
+    if (!t) {
+        if (!kiln_target_host(&host, d)) return NULL;
+        t = &host;
+    }
+    kiln_program prog;
+    char *text = NULL;
+    if (plan(req, t, &prog, d)) {
+        text = prog.dump ? prog.dump : strdup("");
+        KILN_ASSERT(text != NULL);
+        prog.dump = NULL;
+        kiln_program_free(&prog);
+    }
+    if (t == &host) kiln_target_free(&host);
+    return text;
 }
 
 /* ---- building and optimising ----------------------------------------------------------- */
@@ -134,11 +152,11 @@ typedef struct unit {
 } unit;
 
 static void unit_build(unit *u, const kiln_compile_request *req, const kiln_target *t, LLVMContextRef ctx,
-                       const kiln_memplan *p, const char *name)
+                       const kiln_memplan *p, const kiln_kernel_schedule *sched, const char *name)
 {
     cg_init_in_context(&u->cg, t, ctx, name);
     cg_init_in_context(&u->gemm, t, ctx, "gemm");
-    u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, name, &u->n_functions);
+    u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, sched, name, &u->n_functions);
 }
 
 /* Verifies both modules; optimises the kernels with default<O3> and the GEMM functions
@@ -209,12 +227,12 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
 {
     KILN_ASSERT(req->target != NULL);
     memset(out, 0, sizeof *out);
-    if (!plan(req, req->target, &out->plan, d)) return false;
+    if (!plan(req, req->target, &out->prog, d)) return false;
     char name[256];
     entry_name(req, name, sizeof name);
     LLVMContextRef ctx = LLVMContextCreate();
     unit u;
-    unit_build(&u, req, req->target, ctx, &out->plan, name);
+    unit_build(&u, req, req->target, ctx, &out->prog.plan, &out->prog.sched, name);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     bool ok = unit_finish(&u, name, d);
@@ -226,7 +244,7 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
     unit_dispose(&u);
     if (!ok) {
         LLVMContextDispose(ctx);
-        kiln_memplan_free(&out->plan);
+        kiln_program_free(&out->prog);
         memset(out, 0, sizeof *out);
     }
     return ok;
@@ -235,7 +253,7 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
 void kiln_module_free(kiln_module *m)
 {
     kiln_cg_dispose(&m->cg);
-    kiln_memplan_free(&m->plan);
+    kiln_program_free(&m->prog);
     memset(m, 0, sizeof *m);
 }
 
@@ -339,8 +357,9 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
         t = &host;
     }
     double t0 = now_ms();
-    kiln_memplan p;
-    bool ok = plan(req, t, &p, d);
+    kiln_program prog;
+    bool ok = plan(req, t, &prog, d);
+    kiln_memplan p = prog.plan;
     if (!ok) goto done_target;
     out->n_args = (req->train ? 4 : 2) + req->n_inputs + g->n_outputs;
     out->optim_bytes = p.optim_bytes;
@@ -359,7 +378,7 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     entry_name(req, name, sizeof name);
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     unit u;
-    unit_build(&u, req, t, LLVMOrcThreadSafeContextGetContext(tsc), &p, name);
+    unit_build(&u, req, t, LLVMOrcThreadSafeContextGetContext(tsc), &prog.plan, &prog.sched, name);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     double t1 = now_ms();
@@ -375,7 +394,9 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
 
     unit_dispose(&u); /* the thread-safe context owns the context */
     LLVMOrcDisposeThreadSafeContext(tsc);
-    kiln_memplan_free(&p);
+    out->dump = prog.dump;
+    prog.dump = NULL;
+    kiln_program_free(&prog);
 done_target:
     if (t == &host) kiln_target_free(&host);
     if (!ok) kiln_compiled_free(out);
@@ -392,5 +413,6 @@ void kiln_compiled_free(kiln_compiled *c)
     free(c->state_offsets);
     free(c->llvm_ir);
     free(c->asm_text);
+    free(c->dump);
     memset(c, 0, sizeof *c);
 }

@@ -62,9 +62,9 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_CAST] = {lower_elementwise},
     [KILN_OP_DROPOUT] = {lower_elementwise},
 
-    [KILN_OP_SUM] = {lower_reduce},
-    [KILN_OP_MEAN] = {lower_reduce},
-    [KILN_OP_MAX] = {lower_reduce},
+    [KILN_OP_SUM] = {lower_reduce, false, reduce_scratch_bytes},
+    [KILN_OP_MEAN] = {lower_reduce, false, reduce_scratch_bytes},
+    [KILN_OP_MAX] = {lower_reduce, false, reduce_scratch_bytes},
 
     [KILN_OP_MATMUL] = {lower_matmul, false, matmul_scratch_bytes},
 
@@ -79,7 +79,7 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_LOG_SOFTMAX] = {lower_softmax},
     [KILN_OP_LAYERNORM] = {lower_layernorm},
     [KILN_OP_ATTENTION] = {lower_attention, false, attention_scratch_bytes},
-    [KILN_OP_CROSS_ENTROPY] = {lower_cross_entropy, true},
+    [KILN_OP_CROSS_ENTROPY] = {lower_cross_entropy, true, cross_entropy_scratch_bytes},
 
     [KILN_OP_UNSLICE] = {lower_unslice},
     [KILN_OP_SCATTER_ADD] = {lower_scatter_add, true},
@@ -94,15 +94,30 @@ bool lower_needs_kernel(const kiln_graph *g, const kiln_memplan *p, uint32_t id)
     return k == KILN_HOME_WORKSPACE || k == KILN_HOME_OUTPUT || k == KILN_HOME_UPDATE;
 }
 
-void lower_scratch_sizes(const kiln_graph *g, const kiln_target *t, int64_t *bytes)
+void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_target *t, int64_t *bytes)
 {
     for (uint32_t id = 0; id < g->n_nodes; id++) {
         const lower_row *row = &kiln_lower_table[g->nodes[id].op];
         bytes[id] = row->scratch ? row->scratch(g, &g->nodes[id], t) : 0;
     }
+    /* an attention_grad group needs its group's scratch, once: on its first node */
+    for (uint32_t k = 0; s && k < s->n_kernels; k++) {
+        if (s->kernels[k].kind != KILN_KERNEL_ATTENTION_GRAD) continue;
+        attention_kernel ak;
+        attention_kernel_describe(g, s, k, &ak);
+        for (int w = 0; w < KILN_WRT_COUNT; w++)
+            if (ak.node_of_wrt[w] != KILN_NONE) bytes[ak.node_of_wrt[w]] = 0;
+        bytes[ak.first] = attention_grad_group_scratch_bytes(g, ak.node_of_wrt, t);
+    }
 }
 
 LLVMValueRef lower_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch)
+{
+    return lower_kernel_with_layout(cg, gemm_cg, g, id, has_scratch, NULL);
+}
+
+LLVMValueRef lower_kernel_with_layout(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch,
+                                      const attn_layout *layout)
 {
     const kiln_node *n = &g->nodes[id];
     const lower_row *row = &kiln_lower_table[n->op];
@@ -125,7 +140,12 @@ LLVMValueRef lower_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, ui
         c.scratch = LLVMGetParam(c.fn, n_ptrs - 1);
         LLVMSetValueName2(c.scratch, "scratch", 7);
     }
-    row->lower(&c);
+    if (layout) {
+        KILN_ASSERT(n->op == KILN_OP_ATTENTION);
+        lower_attention_with_layout(&c, layout);
+    } else {
+        row->lower(&c);
+    }
     /* every lowering leaves the builder at the end of its body: close the function */
     if (row->can_fail) LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
     else LLVMBuildRetVoid(cg->b);

@@ -53,13 +53,17 @@ LLVMValueRef cg_fmul(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fdiv(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fadd_reduce(kiln_cg *cg, LLVMValueRef acc, LLVMValueRef v);
 
-/* A call of the overloaded intrinsic `name` ("llvm.exp") at the given overload types;
- * the 1- and 2-operand forms overload on the type of x: cg_intrinsic1(cg, "llvm.sqrt", x). */
+/* A call of the overloaded intrinsic `name` ("llvm.sqrt") at the given overload types;
+ * the 1- and 2-operand forms overload on the type of x: cg_intrinsic1(cg, "llvm.sqrt", x).
+ * On float or <N x float>, cg_intrinsic1 "llvm.exp" / "llvm.log" and cg_intrinsic2
+ * "llvm.pow" are not calls: they emit vmath.c's inline code (vm_exp, vm_log, vm_pow),
+ * which vectorises and never reaches libm. */
 LLVMValueRef cg_intrinsic(kiln_cg *cg, const char *name, LLVMTypeRef *types, unsigned n_types,
                           LLVMValueRef *args, unsigned n_args);
 LLVMValueRef cg_intrinsic1(kiln_cg *cg, const char *name, LLVMValueRef x);
 LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMValueRef y);
-/* float NAME(float) from libm (tanhf, erfcf): declared once per module, readnone. */
+/* float NAME(float): expf, expm1f, logf, tanhf, erff and erfcf are emitted inline by
+ * vmath.c (vm_*); any other name is a libm call, declared once per module, readnone. */
 LLVMValueRef cg_libm1(kiln_cg *cg, const char *name, LLVMValueRef x);
 /* llvm.memcpy of `bytes` bytes (nothing when 0). */
 void cg_memcpy(kiln_cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t bytes);
@@ -73,6 +77,9 @@ typedef struct cg_loop {
 } cg_loop;
 void cg_loop_begin(kiln_cg *cg, cg_loop *l, LLVMValueRef begin, LLVMValueRef end, const char *name);
 void cg_loop_end(kiln_cg *cg, cg_loop *l);
+/* cg_loop_end asking the vectoriser to interleave `count` vectors (for short reductions:
+ * independent partial sums hide the add latency; the cost model picks 1 for them). */
+void cg_loop_end_interleaved(kiln_cg *cg, cg_loop *l, int count);
 
 /* if (cond) { … } — cg_if_end joins. */
 typedef struct cg_if {
@@ -86,7 +93,7 @@ void cg_return_if(kiln_cg *cg, LLVMValueRef cond, int code);
 /* A loop nest over dims[0..rank) (outermost first) that keeps, for each of n_ops
  * operands, the element offset base[k] + Σ_d idx_d·stride[k][d] (base NULL = 0).
  * Inside, off[k] is the innermost offset. */
-#define CG_MAX_OPS 8
+#define CG_MAX_OPS 64
 typedef struct cg_nest {
     int rank, n_ops;
     cg_loop loop[KILN_MAX_RANK];
@@ -169,12 +176,17 @@ extern const lower_row kiln_lower_table[KILN_OP_COUNT];
 
 /* Per-file lowering functions (the table in lower.c points at these). */
 void lower_elementwise(lower_ctx *c);   /* lower_elementwise.c: every ELEMENTWISE op */
+/* The value of elementwise node n for operand values x[] (scalars of its operands'
+ * dtypes): the op's scalar function, as lower_elementwise applies it per element. */
+LLVMValueRef lower_scalar_op(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x);
 void lower_constant(lower_ctx *c);
 void lower_iota(lower_ctx *c);
 void lower_reduce(lower_ctx *c);        /* lower_reduce.c */
 void lower_softmax(lower_ctx *c);       /* softmax and log_softmax */
 void lower_layernorm(lower_ctx *c);
 void lower_cross_entropy(lower_ctx *c);
+int64_t reduce_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+int64_t cross_entropy_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 void lower_copy(lower_ctx *c);          /* lower_layout.c: reshape as a copy */
 void lower_transpose(lower_ctx *c);
 void lower_slice(lower_ctx *c);
@@ -182,14 +194,51 @@ void lower_concat(lower_ctx *c);
 void lower_broadcast(lower_ctx *c);
 void lower_gather(lower_ctx *c);
 void lower_matmul(lower_ctx *c);        /* lower_nn.c */
-void lower_attention(lower_ctx *c);
 int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
-int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+/* The GEMM of a matmul that is one GEMM call (kiln_matmul_is_one_gemm): its batch rows
+ * flattened into m. */
+kiln_gemm_shape lower_one_gemm_shape(const kiln_graph *g, const kiln_node *n);
+/* A GEMM function defined in the GEMM module, declared in cg's module (jit.c links them). */
+LLVMValueRef lower_gemm_declare(kiln_cg *cg, LLVMValueRef def);
 void lower_unslice(lower_ctx *c);       /* lower_grad.c: the ops autodiff emits */
 void lower_scatter_add(lower_ctx *c);
 void lower_layernorm_grad(lower_ctx *c);
-void lower_attention_grad(lower_ctx *c);
 void lower_cross_entropy_grad(lower_ctx *c);
+
+/* ---- attention (lower_attention.c) ------------------------------------------------ */
+
+/* Where an attention's operands live. For each operand, the element strides of every
+ * dim of its own shape but the last, which is contiguous: (batch…, head, row) — for the
+ * mask (…, S) its batch dims only. NULL: row-major. E.g. q stored as (B, T, H, dh) and
+ * read as (B, H, T, dh): {T·H·dh, dh, H·dh}. The bias keeps its broadcast strides. */
+typedef enum attn_operand {
+    ATTN_Q, ATTN_K, ATTN_V, ATTN_OUT, ATTN_MASK, ATTN_G, ATTN_DQ, ATTN_DK, ATTN_DV, ATTN_DSCORES, ATTN_N_OPERANDS
+} attn_operand;
+typedef struct attn_layout {
+    const int64_t *stride[ATTN_N_OPERANDS];
+} attn_layout;
+
+/* The forward kernel (table row: layout NULL) into c's function. */
+void lower_attention(lower_ctx *c);
+void lower_attention_with_layout(lower_ctx *c, const attn_layout *l);
+int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+
+/* One kernel computing the gradients of one attention w.r.t. every wrt whose node is
+ * given (node_of_wrt[w] = an ATTENTION_GRAD node id with attrs.wrt == w, or KILN_NONE);
+ * the given nodes have identical inputs and attributes apart from wrt. Signature:
+ *   void k<first id>_attention_grad_<qkvs letters>(ptr out_<w>… for each present w in
+ *        kiln_wrt order, ptr in_0 … in_{n-1} (the nodes' shared inputs), [ptr scratch])
+ * with attention_grad_group_scratch_bytes of scratch when has_scratch (it must be when
+ * that is > 0). The builder is left where it was. The table row for ATTENTION_GRAD is
+ * this with one wrt present. */
+LLVMValueRef lower_attention_grad_group(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
+                                        bool has_scratch);
+LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_graph *g,
+                                                    const uint32_t node_of_wrt[KILN_WRT_COUNT], bool has_scratch,
+                                                    const attn_layout *l);
+int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
+                                           const kiln_target *t);
+void lower_attention_grad(lower_ctx *c);
 int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 
 /* A training step's dropout kernel, (out, x, step) → out (lower_dropout.c). */
@@ -216,12 +265,75 @@ bool lower_kernel_key(const kiln_graph *g, uint32_t id, bool has_scratch, char *
 bool lower_needs_kernel(const kiln_graph *g, const kiln_memplan *p, uint32_t id);
 
 /* Scratch bytes of every node (0 for nodes without), for the memory planner. */
-void lower_scratch_sizes(const kiln_graph *g, const kiln_target *t, int64_t *bytes);
+void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_target *t, int64_t *bytes);
+
+/* ---- lower_attention_kernel.c: the schedule's attention kernels ------------------- */
+
+/* An attention kernel of the schedule: its attention node(s), the nodes whose memory its
+ * arguments point at (results first — a result's transpose member when it writes that
+ * layout — then the attention's inputs), and the operand strides that fold transposes. */
+typedef struct attention_kernel {
+    bool grad;                              /* attention_grad group, else forward */
+    uint32_t first;                         /* the first attention node */
+    uint32_t node_of_wrt[KILN_WRT_COUNT];   /* grad: the node per wrt, or KILN_NONE */
+    uint32_t args[16];
+    int n_args;
+    attn_layout layout;
+    int64_t strides[ATTN_N_OPERANDS][KILN_MAX_RANK];
+} attention_kernel;
+
+bool is_attention_op(kiln_op op);
+void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, attention_kernel *ak);
+LLVMValueRef lower_attention_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const attention_kernel *ak,
+                                    bool has_scratch);
+bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool has_scratch, char *buf, size_t size);
+/* lower_kernel for a forward attention node with operand strides (lower.c). */
+LLVMValueRef lower_kernel_with_layout(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch,
+                                      const attn_layout *layout);
+
+/* ---- lower_gemm_kernel.c: the schedule's GEMM kernels ----------------------------- */
+
+/* A GEMM kernel of the schedule: the matmul, its GEMM, the epilogue its other members
+ * make, and the nodes its arguments point at: C (the last member), [P (the value before
+ * the activation)], A, B, [bias], [residual]. */
+typedef struct gemm_kernel {
+    uint32_t mm, last;
+    kiln_gemm_shape shape;
+    kiln_gemm_epilogue epi;
+    uint32_t args[8];
+    int n_args;
+} gemm_kernel;
+
+void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, gemm_kernel *gk);
+LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch);
+bool gemm_kernel_key(const kiln_graph *g, const gemm_kernel *gk, bool has_scratch, char *buf, size_t size);
+
+/* ---- lower_loop.c: a LOOP kernel of the schedule ----------------------------------- */
+
+/* An operand of a LOOP kernel: a buffer it reads (an outside input), writes (a member
+ * whose value leaves the kernel), or both (an update computed in place over a value it
+ * reads: `node` is the member, `reads` the target node). */
+typedef struct loop_operand {
+    uint32_t node;       /* the value at this operand: an outside input, or a member */
+    uint32_t reads;      /* the node read from it: node itself for an input, the target
+                            for an in-place member, KILN_NONE for a written-only member */
+    bool writes;
+} loop_operand;
+
+/* The operands of kernel k (results first, member order; then inputs, first use); at most
+ * CG_MAX_OPS. Returns their number. */
+int loop_operands(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k, loop_operand *ops);
+/* Emits kernel k as void NAME(ptr noalias op0, …) over its operands. */
+LLVMValueRef lower_loop_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
+                               const loop_operand *ops, int n_ops);
+/* The sharing key of kernel k (equal keys: identical functions). */
+bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, const loop_operand *ops, int n_ops,
+                    char *buf, size_t size);
 
 /* The entry function (entry.c): int NAME_forward(params, workspace, inputs…, outputs…)
  * calling the kernels in node order. Returns the number of kernel calls; *n_functions
  * (may be NULL) gets the number of distinct kernel functions. */
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
-               const kiln_memplan *p, const char *entry_name, int *n_functions);
+               const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions);
 
 #endif

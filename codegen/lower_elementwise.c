@@ -7,16 +7,20 @@
  * scalar function from `f32_ops` / `i32_ops` (arrays indexed by kiln_op), and stores.
  *
  * Accuracy contract: results stay within a few ulp of the interpreter (which computes
- * in double and rounds once). So only `contract` is allowed, never approximate
- * functions; and functions are written in the forms that do not cancel: sigmoid from
- * exp(−|x|), gelu as ½·x·erfc(−x/√2), gelu_tanh as x·σ(2u) (= ½·x·(1 + tanh u)).
+ * in double and rounds once). So only `contract` is allowed; exp, log, pow, tanh,
+ * sigmoid, erf and erfc are vmath.c's inline code with a stated bound of 1–3 ulp each
+ * (vmath.h), which the loop vectoriser widens; and functions are written in the forms
+ * that do not cancel: gelu as ½·x·erfc(−x/√2), gelu_tanh as x·σ(2u) (= ½·x·(1 + tanh u)).
  * i32 arithmetic wraps (plain add/sub/mul without nsw); f32 → i32 is llvm.fptosi.sat
  * (truncation toward zero, NaN → 0, saturating), exactly the interpreter's rule.
  * maximum/minimum propagate NaN, as numpy and the interpreter do.
  */
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "lower.h"
+#include "vmath.h"
 
 typedef LLVMValueRef (*scalar_fn)(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x);
 
@@ -43,7 +47,7 @@ static LLVMValueRef f_minimum(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
     LLVMValueRef r = LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOLT, x[0], x[1], ""), x[0], x[1], "");
     return nan_or(cg, x[0], x[1], r);
 }
-static LLVMValueRef f_pow(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_intrinsic2(cg, "llvm.pow", x[0], x[1]); }
+static LLVMValueRef f_pow(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return vm_pow(cg, x[0], x[1]); }
 
 static LLVMValueRef compare(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x, LLVMRealPredicate fp, LLVMIntPredicate ip)
 {
@@ -65,8 +69,8 @@ static LLVMValueRef f_where(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
 }
 
 static LLVMValueRef f_neg(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return LLVMBuildFNeg(cg->b, x[0], ""); }
-static LLVMValueRef f_exp(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_intrinsic1(cg, "llvm.exp", x[0]); }
-static LLVMValueRef f_log(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_intrinsic1(cg, "llvm.log", x[0]); }
+static LLVMValueRef f_exp(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return vm_exp(cg, x[0]); }
+static LLVMValueRef f_log(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return vm_log(cg, x[0]); }
 static LLVMValueRef f_sqrt(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_intrinsic1(cg, "llvm.sqrt", x[0]); }
 static LLVMValueRef f_rsqrt(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
 {
@@ -75,18 +79,11 @@ static LLVMValueRef f_rsqrt(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
 static LLVMValueRef f_abs(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_intrinsic1(cg, "llvm.fabs", x[0]); }
 static LLVMValueRef f_square(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_fmul(cg, x[0], x[0]); }
 static LLVMValueRef f_recip(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_fdiv(cg, cg_f32(cg, 1.0), x[0]); }
-static LLVMValueRef f_tanh(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_libm1(cg, "tanhf", x[0]); }
+static LLVMValueRef f_tanh(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return vm_tanh(cg, x[0]); }
 
-/* σ(x) from e = exp(−|x|) ≤ 1, so nothing overflows: x ≥ 0 → 1/(1+e), else e/(1+e) */
-static LLVMValueRef sigmoid(kiln_cg *cg, LLVMValueRef x)
-{
-    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", LLVMBuildFNeg(cg->b, cg_intrinsic1(cg, "llvm.fabs", x), ""));
-    LLVMValueRef d = cg_fadd(cg, cg_f32(cg, 1.0), e);
-    LLVMValueRef pos = cg_fdiv(cg, cg_f32(cg, 1.0), d), neg = cg_fdiv(cg, e, d);
-    return LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOGE, x, cg_f32(cg, 0.0), ""), pos, neg, "");
-}
-static LLVMValueRef f_sigmoid(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return sigmoid(cg, x[0]); }
-static LLVMValueRef f_silu(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_fmul(cg, x[0], sigmoid(cg, x[0])); }
+/* σ(x) from e = exp(−|x|) ≤ 1, so nothing overflows (vm_sigmoid) */
+static LLVMValueRef f_sigmoid(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return vm_sigmoid(cg, x[0]); }
+static LLVMValueRef f_silu(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_fmul(cg, x[0], vm_sigmoid(cg, x[0])); }
 
 /* x < 0 ? 0 : x — NaN passes through */
 static LLVMValueRef f_relu(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
@@ -98,7 +95,7 @@ static LLVMValueRef f_relu(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
 /* ½·x·(1 + erf(x/√2)) = ½·x·erfc(−x/√2): no cancellation for negative x */
 static LLVMValueRef f_gelu(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
 {
-    LLVMValueRef t = cg_libm1(cg, "erfcf", cg_fmul(cg, x[0], cg_f32(cg, -M_SQRT1_2)));
+    LLVMValueRef t = vm_erfc(cg, cg_fmul(cg, x[0], cg_f32(cg, -M_SQRT1_2)));
     return cg_fmul(cg, cg_fmul(cg, cg_f32(cg, 0.5), x[0]), t);
 }
 
@@ -108,10 +105,10 @@ static LLVMValueRef f_gelu_tanh(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x
     const double k = 0.79788456080286535588; /* √(2/π) */
     LLVMValueRef x3 = cg_fmul(cg, cg_fmul(cg, x[0], x[0]), x[0]);
     LLVMValueRef u = cg_fmul(cg, cg_f32(cg, k), cg_fadd(cg, x[0], cg_fmul(cg, cg_f32(cg, 0.044715), x3)));
-    return cg_fmul(cg, x[0], sigmoid(cg, cg_fmul(cg, cg_f32(cg, 2.0), u)));
+    return cg_fmul(cg, x[0], vm_sigmoid(cg, cg_fmul(cg, cg_f32(cg, 2.0), u)));
 }
 
-static LLVMValueRef f_erf(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return cg_libm1(cg, "erff", x[0]); }
+static LLVMValueRef f_erf(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return vm_erf(cg, x[0]); }
 
 /* x·by in double, rounded once: `by` (a double attribute) is often not an f32 */
 static LLVMValueRef f_scale(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
@@ -185,6 +182,14 @@ static void emit_elementwise(kiln_cg *cg, void *user, const LLVMValueRef *vals, 
     cg_store(cg, n->type.dtype, vals[0], off[0], eb->f(cg, n, x));
 }
 
+LLVMValueRef lower_scalar_op(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
+{
+    bool i32_math = n->type.dtype == KILN_I32 && n->op != KILN_OP_CAST;
+    scalar_fn f = i32_math ? i32_ops[n->op] : f32_ops[n->op];
+    KILN_ASSERT(f != NULL);
+    return f(cg, n, x);
+}
+
 void lower_elementwise(lower_ctx *c)
 {
     kiln_cg *cg = c->cg;
@@ -220,11 +225,21 @@ LLVMValueRef lower_constant_global(kiln_cg *cg, const kiln_graph *g, uint32_t id
     LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
     if (gv) return gv;
     const kiln_node *n = &g->nodes[id];
-    int64_t bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
-    KILN_ASSERT(n->attrs.n_values * KILN_ELEM_BYTES == bytes);
-    /* raw bytes: one ConstantDataArray, cheap even for large constants */
-    LLVMValueRef init = bytes ? LLVMConstStringInContext2(cg->ctx, n->attrs.values, (size_t)bytes, 1)
+    int64_t numel = kiln_type_numel(&n->type), bytes = numel * KILN_ELEM_BYTES;
+    KILN_ASSERT(n->attrs.n_values == numel || n->attrs.n_values == 1);
+    /* raw bytes: one ConstantDataArray, cheap even for large constants; a small splat
+     * (passes.h, kiln_constant_is_global) is spelled out */
+    const void *data = n->attrs.values;
+    char *spelled = NULL;
+    if (n->attrs.n_values != numel) {
+        spelled = malloc((size_t)(bytes ? bytes : 1));
+        KILN_ASSERT(spelled != NULL);
+        for (int64_t i = 0; i < numel; i++) memcpy(spelled + i * KILN_ELEM_BYTES, n->attrs.values, KILN_ELEM_BYTES);
+        data = spelled;
+    }
+    LLVMValueRef init = bytes ? LLVMConstStringInContext2(cg->ctx, data, (size_t)bytes, 1)
                               : LLVMConstNull(LLVMArrayType2(LLVMInt8TypeInContext(cg->ctx), 0));
+    free(spelled);
     gv = LLVMAddGlobal(cg->mod, LLVMTypeOf(init), name);
     LLVMSetInitializer(gv, init);
     LLVMSetGlobalConstant(gv, 1);

@@ -1,18 +1,19 @@
 /* lower_grad.c — kernels for the ops only autodiff emits: unslice, scatter_add and the
- * gradient composites layernorm_grad, attention_grad, cross_entropy_grad.
+ * gradient composites layernorm_grad and cross_entropy_grad (attention_grad is in
+ * lower_attention.c).
  *
  * Design: each kernel follows its interpreter twin (ir/interp_grad.c) loop for loop, in
  * the style of the forward kernels it mirrors: unslice is slice's strided copy with the
  * roles of source and destination swapped; scatter_add checks every index before it
  * writes anything (like gather) and then adds rows; the composites recompute the
- * forward's row statistics (layernorm) or probabilities (attention, cross_entropy) in
+ * forward's row statistics (layernorm) or probabilities (cross_entropy) in
  * f32 and write the gradient. Results zero-fill first, so positions that receive
  * nothing (outside a slice, an unused table row, an ignored target, a masked key) are 0.
  *
- * attention_grad works per (batch…, head) and query i, with two rows of S floats of
- * workspace scratch (p_j and dP_j = g_i·v_j), never a T×S matrix except as the
- * `scores` result itself: dS_j = p_j·(dP_j − Σ p·dP), then dq_i += scale·dS_j·k_j,
- * dk_j += scale·dS_j·q_i, dv_j += p_j·g_i or dscores_ij = dS_j, as attrs.wrt says.
+ * Threads: unslice splits its copy by the outer dim, layernorm_grad and
+ * cross_entropy_grad by rows, scatter_add by blocks of columns (duplicate indices add into
+ * one table row, so only columns are independent); index and target checks run first on
+ * the calling thread. Each output element is written by one thread in a fixed order.
  */
 #include <math.h>
 
@@ -22,32 +23,45 @@ static LLVMValueRef add_i64(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b) { retur
 static LLVMValueRef mul_i64(kiln_cg *cg, LLVMValueRef a, int64_t k) { return LLVMBuildNSWMul(cg->b, a, cg_i64(cg, k), ""); }
 static LLVMValueRef load_f32(kiln_cg *cg, LLVMValueRef p) { return LLVMBuildLoad2(cg->b, cg->t_f32, p, ""); }
 
-/* out[0..n) = 0 */
-static void zero_fill(kiln_cg *cg, LLVMValueRef out, int64_t n)
-{
-    if (n == 0) return;
-    cg_loop l;
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n), "zero");
-    cg_store(cg, KILN_F32, out, l.i, cg_f32(cg, 0.0));
-    cg_loop_end(cg, &l);
-}
-
 /* out[off] += v */
 static void add_to(kiln_cg *cg, LLVMValueRef out, LLVMValueRef off, LLVMValueRef v)
 {
     cg_store(cg, KILN_F32, out, off, cg_fadd(cg, cg_load(cg, KILN_F32, out, off), v));
 }
 
+/* out[off0] = 0 (a cg_parallel_nest body; vals = out) */
+static void zero_elem(kiln_cg *cg, void *user, const LLVMValueRef *vals, const LLVMValueRef *off)
+{
+    (void)user;
+    cg_store(cg, KILN_F32, vals[0], off[0], cg_f32(cg, 0.0));
+}
+
+/* out[0..n) = 0, split across threads in runs */
+static void zero_fill_parallel(kiln_cg *cg, LLVMValueRef out, int64_t n)
+{
+    if (n == 0) return;
+    int64_t stride[1][KILN_MAX_RANK] = {{1}};
+    cg_parallel_nest(cg, "zero", 1, &n, 1, (const int64_t(*)[KILN_MAX_RANK])stride, 1, &out, 1, zero_elem, NULL);
+}
+
 /* ---- unslice ------------------------------------------------------------------------------ */
 
+/* out[off0] = x[off1] (vals = out, x) */
+static void copy_f32(kiln_cg *cg, void *user, const LLVMValueRef *vals, const LLVMValueRef *off)
+{
+    (void)user;
+    cg_store(cg, KILN_F32, vals[0], off[0], cg_load(cg, KILN_F32, vals[1], off[1]));
+}
+
 /* A nest over the input (row-major) writing the result at start·stride + Σ idx·stride,
- * the axis stride times the step: lower_slice's copy the other way round. */
+ * the axis stride times the step: lower_slice's copy the other way round, split across
+ * threads by its outer dim. The zero fill is skipped when the slice covers the result. */
 void lower_unslice(lower_ctx *c)
 {
     kiln_cg *cg = c->cg;
     const kiln_type *ot = &c->node->type, *xt = lower_in_type(c, 0);
     const kiln_attrs *a = &c->node->attrs;
-    zero_fill(cg, c->out, kiln_type_numel(ot));
+    if (kiln_type_numel(xt) != kiln_type_numel(ot)) zero_fill_parallel(cg, c->out, kiln_type_numel(ot));
     if (kiln_type_numel(xt) == 0) return;
     int64_t dims[KILN_MAX_RANK], stride[2][KILN_MAX_RANK];
     cg_row_major_strides(ot, stride[0]);
@@ -56,14 +70,49 @@ void lower_unslice(lower_ctx *c)
     stride[0][a->axis] = xt->dims[a->axis] > 1 ? stride[0][a->axis] * a->step : 0;
     for (int d = 0; d < xt->rank; d++) dims[d] = xt->dims[d];
     int rank = cg_collapse_dims(xt->rank, dims, 2, stride);
-    LLVMValueRef bases[2] = {cg_i64(cg, base), cg_i64(cg, 0)};
-    cg_nest nest;
-    cg_nest_begin(cg, &nest, rank, dims, 2, stride, bases);
-    cg_store(cg, KILN_F32, c->out, nest.off[0], cg_load(cg, KILN_F32, c->in[0], nest.off[1]));
-    cg_nest_end(cg, &nest);
+    LLVMValueRef vals[2] = {cg_byte_offset(cg, c->out, base * KILN_ELEM_BYTES), c->in[0]};
+    cg_parallel_nest(cg, "copy", rank, dims, 2, (const int64_t(*)[KILN_MAX_RANK])stride, 1, vals, 2, copy_f32, NULL);
 }
 
 /* ---- scatter_add ---------------------------------------------------------------------------- */
+
+/* Duplicate indices add into one table row, so rows cannot be split across threads;
+ * columns can. An item is (o, a block of blk columns of inner): it zeroes its block of
+ * every table row and adds g's rows into it in index order — one thread per output
+ * element, the same order for any thread count. */
+typedef struct scatter_job {
+    int64_t n, n_ids, inner, blk, blocks;
+} scatter_job;
+
+/* items [begin, end); vals = out, g, ids */
+static void scatter_cols(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    const scatter_job *sj = user;
+    LLVMValueRef out = vals[0], g = vals[1], ids = vals[2];
+    cg_loop it;
+    cg_loop_begin(cg, &it, begin, end, "item");
+    LLVMValueRef o = LLVMBuildSDiv(cg->b, it.i, cg_i64(cg, sj->blocks), "");
+    LLVMValueRef lo = mul_i64(cg, LLVMBuildSRem(cg->b, it.i, cg_i64(cg, sj->blocks), ""), sj->blk);
+    LLVMValueRef hi = add_i64(cg, lo, cg_i64(cg, sj->blk)), inner = cg_i64(cg, sj->inner);
+    hi = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, hi, inner, ""), hi, inner, "");
+    LLVMValueRef table = mul_i64(cg, o, sj->n * sj->inner), grows = mul_i64(cg, o, sj->n_ids * sj->inner);
+    cg_loop r, i;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), cg_i64(cg, sj->n), "trow");
+    LLVMValueRef dst = add_i64(cg, table, mul_i64(cg, r.i, sj->inner));
+    cg_loop_begin(cg, &i, lo, hi, "i");
+    cg_store(cg, KILN_F32, out, add_i64(cg, dst, i.i), cg_f32(cg, 0.0));
+    cg_loop_end(cg, &i);
+    cg_loop_end(cg, &r);
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), cg_i64(cg, sj->n_ids), "j");
+    LLVMValueRef row = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, ids, r.i), cg->t_i64, "");
+    dst = add_i64(cg, table, mul_i64(cg, row, sj->inner));
+    LLVMValueRef src = add_i64(cg, grows, mul_i64(cg, r.i, sj->inner));
+    cg_loop_begin(cg, &i, lo, hi, "i");
+    add_to(cg, out, add_i64(cg, dst, i.i), cg_load(cg, KILN_F32, g, add_i64(cg, src, i.i)));
+    cg_loop_end(cg, &i);
+    cg_loop_end(cg, &r);
+    cg_loop_end(cg, &it);
+}
 
 /* out (outer, n, inner) = 0; out[o, ids[j], i] += g[o, j, i]. Every index is checked first
  * (as gather does): a bad one returns KILN_RC_INDEX_RANGE before anything is written. */
@@ -86,259 +135,162 @@ void lower_scatter_add(lower_ctx *c)
         cg_loop_end(cg, &l);
         cg_return_if(cg, LLVMBuildLoad2(cg->b, cg->t_i1, bad, ""), KILN_RC_INDEX_RANGE);
     }
-    zero_fill(cg, c->out, kiln_type_numel(ot));
-    if (n_ids == 0 || outer * inner == 0) return;
-
-    /* rows: nest over (outer, n_ids); operand 0 = the table's outer row, 1 = g's row */
-    int64_t dims[2] = {outer, n_ids};
-    int64_t stride[2][KILN_MAX_RANK] = {{n * inner, 0}, {n_ids * inner, inner}};
-    cg_nest rows;
-    cg_nest_begin(cg, &rows, 2, dims, 2, stride, NULL);
-    LLVMValueRef row = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, c->in[1], rows.loop[1].i), cg->t_i64, "");
-    LLVMValueRef dst = add_i64(cg, rows.off[0], mul_i64(cg, row, inner));
-    cg_loop i;
-    cg_loop_begin(cg, &i, cg_i64(cg, 0), cg_i64(cg, inner), "i");
-    add_to(cg, c->out, add_i64(cg, dst, i.i), cg_load(cg, KILN_F32, c->in[0], add_i64(cg, rows.off[1], i.i)));
-    cg_loop_end(cg, &i);
-    cg_nest_end(cg, &rows);
+    if (n_ids == 0 || outer * inner == 0) {
+        zero_fill_parallel(cg, c->out, kiln_type_numel(ot));
+        return;
+    }
+    /* about 4 column blocks, whole vectors of 16 floats each: every block walks all the
+     * indices, so narrow blocks cost more in loop overhead than they spread */
+    int64_t blk = (inner + 3) / 4;
+    blk = (blk + 15) / 16 * 16;
+    if (blk < 64) blk = 64;
+    scatter_job sj = {n, n_ids, inner, blk, (inner + blk - 1) / blk};
+    LLVMValueRef vals[3] = {c->out, c->in[0], c->in[1]};
+    cg_parallel_for(cg, "cols", outer * sj.blocks, (n + n_ids) * blk, vals, 3, scatter_cols, &sj);
 }
 
 /* ---- layernorm_grad --------------------------------------------------------------------------- */
 
-/* Σ_j f over a contiguous row of D, into an f32 accumulator (reassociated, vectorisable):
- * f is x_j, (x_j − mean)², ĝ_j = g_j·w_j or ĝ_j·x̂_j. */
-enum row_term { TERM_X, TERM_CENTRED_SQ, TERM_GW, TERM_GW_XHAT };
+/* Σ_j f over a contiguous row of D, into f32 accumulators (reassociated, vectorised,
+ * four vectors interleaved): f is x_j, or (x_j − mean)², or — two sums in one pass —
+ * ĝ_j = g_j·w_j and ĝ_j·x̂_j. vals = out, x, w, g. */
+enum row_term { TERM_X, TERM_CENTRED_SQ, TERM_GW_AND_GW_XHAT };
 
-static LLVMValueRef row_term_sum(lower_ctx *c, LLVMValueRef base, int64_t D, enum row_term term, LLVMValueRef mean,
-                                 LLVMValueRef inv)
+static void row_term_sum(kiln_cg *cg, const LLVMValueRef *vals, LLVMValueRef base, int64_t D, enum row_term term,
+                         LLVMValueRef mean, LLVMValueRef inv, LLVMValueRef *sum, LLVMValueRef *sum2)
 {
-    kiln_cg *cg = c->cg;
-    LLVMValueRef acc = cg_local(cg, cg->t_f32, "acc");
+    LLVMValueRef acc = cg_local(cg, cg->t_f32, "acc"), acc2 = cg_local(cg, cg->t_f32, "acc2");
     LLVMBuildStore(cg->b, cg_f32(cg, 0.0), acc);
+    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), acc2);
     cg_loop l;
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
     LLVMValueRef off = add_i64(cg, base, l.i);
-    LLVMValueRef x = cg_load(cg, KILN_F32, c->in[0], off), v;
+    LLVMValueRef x = cg_load(cg, KILN_F32, vals[1], off), v;
     if (term == TERM_X) {
         v = x;
     } else if (term == TERM_CENTRED_SQ) {
         v = cg_fsub(cg, x, mean);
         v = cg_fmul(cg, v, v);
     } else {
-        v = cg_fmul(cg, cg_load(cg, KILN_F32, c->in[2], off), cg_load(cg, KILN_F32, c->in[1], l.i));
-        if (term == TERM_GW_XHAT) v = cg_fmul(cg, v, cg_fmul(cg, cg_fsub(cg, x, mean), inv));
+        v = cg_fmul(cg, cg_load(cg, KILN_F32, vals[3], off), cg_load(cg, KILN_F32, vals[2], l.i));
+        LLVMValueRef v2 = cg_fmul(cg, v, cg_fmul(cg, cg_fsub(cg, x, mean), inv));
+        LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, acc2), v2), acc2);
     }
     LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, acc), v), acc);
-    cg_loop_end(cg, &l);
-    return load_f32(cg, acc);
+    cg_loop_end_interleaved(cg, &l, 4);
+    *sum = load_f32(cg, acc);
+    if (sum2) *sum2 = load_f32(cg, acc2);
 }
 
-/* dx = inv·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) per row, the statistics recomputed in two passes
- * as the forward kernel does. */
-void lower_layernorm_grad(lower_ctx *c)
+typedef struct layernorm_grad_job {
+    int64_t D;
+    double eps;
+} layernorm_grad_job;
+
+/* rows [begin, end); vals = out, x, w, g */
+static void layernorm_grad_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
 {
-    kiln_cg *cg = c->cg;
-    const kiln_type *t = &c->node->type;
-    int64_t D = t->dims[t->rank - 1], rows = cg_span(t->dims, 0, t->rank - 1);
-    if (D == 0 || rows == 0) return;
+    const layernorm_grad_job *lj = user;
+    int64_t D = lj->D;
     LLVMValueRef dval = LLVMConstReal(cg->t_f32, (double)D);
     cg_loop r;
-    cg_loop_begin(cg, &r, cg_i64(cg, 0), cg_i64(cg, rows), "row");
+    cg_loop_begin(cg, &r, begin, end, "row");
     LLVMValueRef base = mul_i64(cg, r.i, D);
-    LLVMValueRef mean = cg_fdiv(cg, row_term_sum(c, base, D, TERM_X, NULL, NULL), dval);
-    LLVMValueRef var = cg_fdiv(cg, row_term_sum(c, base, D, TERM_CENTRED_SQ, mean, NULL), dval);
-    LLVMValueRef inv = cg_fdiv(cg, cg_f32(cg, 1.0),
-                               cg_intrinsic1(cg, "llvm.sqrt", cg_fadd(cg, var, cg_f32(cg, c->node->attrs.scalar))));
-    LLVMValueRef m1 = cg_fdiv(cg, row_term_sum(c, base, D, TERM_GW, NULL, NULL), dval);
-    LLVMValueRef m2 = cg_fdiv(cg, row_term_sum(c, base, D, TERM_GW_XHAT, mean, inv), dval);
+    LLVMValueRef s, s2;
+    row_term_sum(cg, vals, base, D, TERM_X, NULL, NULL, &s, NULL);
+    LLVMValueRef mean = cg_fdiv(cg, s, dval);
+    row_term_sum(cg, vals, base, D, TERM_CENTRED_SQ, mean, NULL, &s, NULL);
+    LLVMValueRef var = cg_fdiv(cg, s, dval);
+    LLVMValueRef inv = cg_fdiv(cg, cg_f32(cg, 1.0), cg_intrinsic1(cg, "llvm.sqrt", cg_fadd(cg, var, cg_f32(cg, lj->eps))));
+    row_term_sum(cg, vals, base, D, TERM_GW_AND_GW_XHAT, mean, inv, &s, &s2);
+    LLVMValueRef m1 = cg_fdiv(cg, s, dval), m2 = cg_fdiv(cg, s2, dval);
     cg_loop l;
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
     LLVMValueRef off = add_i64(cg, base, l.i);
-    LLVMValueRef xhat = cg_fmul(cg, cg_fsub(cg, cg_load(cg, KILN_F32, c->in[0], off), mean), inv);
-    LLVMValueRef gw = cg_fmul(cg, cg_load(cg, KILN_F32, c->in[2], off), cg_load(cg, KILN_F32, c->in[1], l.i));
+    LLVMValueRef xhat = cg_fmul(cg, cg_fsub(cg, cg_load(cg, KILN_F32, vals[1], off), mean), inv);
+    LLVMValueRef gw = cg_fmul(cg, cg_load(cg, KILN_F32, vals[3], off), cg_load(cg, KILN_F32, vals[2], l.i));
     LLVMValueRef dx = cg_fmul(cg, inv, cg_fsub(cg, cg_fsub(cg, gw, m1), cg_fmul(cg, xhat, m2)));
-    cg_store(cg, KILN_F32, c->out, off, dx);
+    cg_store(cg, KILN_F32, vals[0], off, dx);
     cg_loop_end(cg, &l);
     cg_loop_end(cg, &r);
 }
 
-/* ---- attention_grad ----------------------------------------------------------------------------- */
-
-int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
+/* dx = inv·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)) per row, the statistics recomputed in two passes
+ * as the forward kernel does; rows split across threads. */
+void lower_layernorm_grad(lower_ctx *c)
 {
-    const kiln_type *kt = &g->nodes[n->in[1]].type;
-    return 2 * kt->dims[kt->rank - 2] * KILN_ELEM_BYTES; /* p_j and dP_j for one query */
-}
-
-void lower_attention_grad(lower_ctx *c)
-{
-    kiln_cg *cg = c->cg;
-    const kiln_node *n = c->node;
-    const kiln_attrs *a = &n->attrs;
-    const kiln_type *qt = lower_in_type(c, 0), *kt = lower_in_type(c, 1), *vt = lower_in_type(c, 2);
-    int r = qt->rank;
-    int64_t T = qt->dims[r - 2], dh = qt->dims[r - 1], S = kt->dims[r - 2], dv = vt->dims[r - 1];
-    zero_fill(cg, c->out, kiln_type_numel(&n->type));
-    if (kiln_type_numel(&n->type) == 0 || S == 0 || T == 0) return;
-
-    uint32_t next = 3;
-    LLVMValueRef mask = NULL, bias = NULL, g = c->in[n->n_in - 1];
-    kiln_dtype mask_dt = KILN_F32;
-    if (a->has_mask) {
-        mask_dt = lower_in_type(c, next)->dtype;
-        mask = c->in[next++];
-    }
-    int64_t bstride[KILN_MAX_RANK] = {0};
-    if (a->has_bias) {
-        cg_bcast_strides(lower_in_type(c, next), r, bstride);
-        bias = c->in[next++];
-    }
-    LLVMValueRef p = c->scratch, dP = cg_byte_offset(cg, c->scratch, S * KILN_ELEM_BYTES);
-
-    /* the batch nest over (…, H): q, k, v, g, the result, the mask (no head dim), bias */
-    enum { Q, K, V, G, O, M, B };
-    int64_t o_mat = a->wrt == KILN_WRT_Q ? T * dh : a->wrt == KILN_WRT_K ? S * dh : a->wrt == KILN_WRT_V ? S * dv : T * S;
-    int nb = r - 2;
-    int64_t dims[KILN_MAX_RANK], stride[7][KILN_MAX_RANK] = {{0}};
-    for (int d = 0; d < nb; d++) dims[d] = qt->dims[d];
-    int64_t sq = T * dh, sk = S * dh, sv = S * dv, sg = T * dv, so = o_mat, sm = S;
-    for (int d = nb - 1; d >= 0; d--) {
-        stride[Q][d] = sq, stride[K][d] = sk, stride[V][d] = sv, stride[G][d] = sg, stride[O][d] = so;
-        sq *= dims[d], sk *= dims[d], sv *= dims[d], sg *= dims[d], so *= dims[d];
-        if (d < nb - 1) {
-            stride[M][d] = sm;
-            sm *= dims[d];
-        }
-        stride[B][d] = bstride[d];
-    }
-    cg_nest batch;
-    cg_nest_begin(cg, &batch, nb, dims, 7, stride, NULL);
-    LLVMValueRef q0 = batch.off[Q], k0 = batch.off[K], v0 = batch.off[V], g0 = batch.off[G], o0 = batch.off[O];
-
-    cg_loop qi;
-    cg_loop_begin(cg, &qi, cg_i64(cg, 0), cg_i64(cg, T), "query");
-    LLVMValueRef i = qi.i;
-    LLVMValueRef jend = cg_i64(cg, S);
-    if (a->causal) {
-        LLVMValueRef i1 = add_i64(cg, i, cg_i64(cg, 1));
-        jend = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, i1, jend, ""), i1, jend, "");
-    }
-    LLVMValueRef qrow = add_i64(cg, q0, mul_i64(cg, i, dh)), grow = add_i64(cg, g0, mul_i64(cg, i, dv));
-    LLVMValueRef brow = add_i64(cg, batch.off[B], mul_i64(cg, i, bstride[r - 2]));
-
-    /* 1. scores into p, and their max (the forward kernel's first pass) */
-    LLVMValueRef max = cg_local(cg, cg->t_f32, "max");
-    LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f32, -INFINITY), max);
-    cg_loop kj;
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    LLVMValueRef krow = add_i64(cg, k0, mul_i64(cg, kj.i, dh));
-    LLVMValueRef dot = cg_local(cg, cg->t_f32, "dot");
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), dot);
-    cg_loop d;
-    cg_loop_begin(cg, &d, cg_i64(cg, 0), cg_i64(cg, dh), "d");
-    LLVMValueRef prod = cg_fmul(cg, cg_load(cg, KILN_F32, c->in[0], add_i64(cg, qrow, d.i)),
-                                cg_load(cg, KILN_F32, c->in[1], add_i64(cg, krow, d.i)));
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, dot), prod), dot);
-    cg_loop_end(cg, &d);
-    LLVMValueRef s = cg_fmul(cg, load_f32(cg, dot), cg_f32(cg, a->scalar));
-    if (bias) s = cg_fadd(cg, s, cg_load(cg, KILN_F32, bias, add_i64(cg, brow, mul_i64(cg, kj.i, bstride[r - 1]))));
-    if (mask) {
-        LLVMValueRef mv = cg_load(cg, mask_dt, mask, add_i64(cg, batch.off[M], kj.i));
-        LLVMValueRef masked = mask_dt == KILN_F32 ? LLVMBuildFCmp(cg->b, LLVMRealOEQ, mv, cg_f32(cg, 0.0), "")
-                                                  : LLVMBuildICmp(cg->b, LLVMIntEQ, mv, cg_i32(cg, 0), "");
-        s = LLVMBuildSelect(cg->b, masked, LLVMConstReal(cg->t_f32, -INFINITY), s, "");
-    }
-    cg_store(cg, KILN_F32, p, kj.i, s);
-    LLVMBuildStore(cg->b, cg_intrinsic2(cg, "llvm.maximum", load_f32(cg, max), s), max);
-    cg_loop_end(cg, &kj);
-
-    /* a query with no key left (max = −inf) contributes nothing */
-    LLVMValueRef m = load_f32(cg, max);
-    cg_if any;
-    cg_if_begin(cg, &any, LLVMBuildFCmp(cg->b, LLVMRealUNE, m, LLVMConstReal(cg->t_f32, -INFINITY), ""));
-
-    /* 2. p_j = exp(s_j − m) / Σ */
-    LLVMValueRef sum = cg_local(cg, cg->t_f32, "sum");
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), sum);
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, p, kj.i), m));
-    cg_store(cg, KILN_F32, p, kj.i, e);
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, sum), e), sum);
-    cg_loop_end(cg, &kj);
-    LLVMValueRef total = load_f32(cg, sum);
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    cg_store(cg, KILN_F32, p, kj.i, cg_fdiv(cg, cg_load(cg, KILN_F32, p, kj.i), total));
-    cg_loop_end(cg, &kj);
-
-    /* 3. dP_j = g_i·v_j and Σ_j p_j·dP_j */
-    LLVMValueRef pdp = cg_local(cg, cg->t_f32, "pdp");
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), pdp);
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    LLVMValueRef vrow = add_i64(cg, v0, mul_i64(cg, kj.i, dv));
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), dot);
-    cg_loop ee;
-    cg_loop_begin(cg, &ee, cg_i64(cg, 0), cg_i64(cg, dv), "e");
-    prod = cg_fmul(cg, cg_load(cg, KILN_F32, g, add_i64(cg, grow, ee.i)),
-                   cg_load(cg, KILN_F32, c->in[2], add_i64(cg, vrow, ee.i)));
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, dot), prod), dot);
-    cg_loop_end(cg, &ee);
-    LLVMValueRef dpj = load_f32(cg, dot);
-    cg_store(cg, KILN_F32, dP, kj.i, dpj);
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, pdp), cg_fmul(cg, cg_load(cg, KILN_F32, p, kj.i), dpj)), pdp);
-    cg_loop_end(cg, &kj);
-    LLVMValueRef pdp_total = load_f32(cg, pdp);
-
-    /* 4. dS_j = p_j·(dP_j − Σ p·dP), into the gradient asked for */
-    cg_loop_begin(cg, &kj, cg_i64(cg, 0), jend, "key");
-    LLVMValueRef j = kj.i, pj = cg_load(cg, KILN_F32, p, j);
-    LLVMValueRef dS = cg_fmul(cg, pj, cg_fsub(cg, cg_load(cg, KILN_F32, dP, j), pdp_total));
-    LLVMValueRef scaled = cg_fmul(cg, dS, cg_f32(cg, a->scalar));
-    cg_loop x;
-    switch ((kiln_wrt)a->wrt) {
-    case KILN_WRT_Q: /* dq_i += scale·dS_j·k_j */
-        krow = add_i64(cg, k0, mul_i64(cg, j, dh));
-        cg_loop_begin(cg, &x, cg_i64(cg, 0), cg_i64(cg, dh), "d");
-        add_to(cg, c->out, add_i64(cg, add_i64(cg, o0, mul_i64(cg, i, dh)), x.i),
-               cg_fmul(cg, scaled, cg_load(cg, KILN_F32, c->in[1], add_i64(cg, krow, x.i))));
-        cg_loop_end(cg, &x);
-        break;
-    case KILN_WRT_K: /* dk_j += scale·dS_j·q_i */
-        cg_loop_begin(cg, &x, cg_i64(cg, 0), cg_i64(cg, dh), "d");
-        add_to(cg, c->out, add_i64(cg, add_i64(cg, o0, mul_i64(cg, j, dh)), x.i),
-               cg_fmul(cg, scaled, cg_load(cg, KILN_F32, c->in[0], add_i64(cg, qrow, x.i))));
-        cg_loop_end(cg, &x);
-        break;
-    case KILN_WRT_V: /* dv_j += p_j·g_i */
-        cg_loop_begin(cg, &x, cg_i64(cg, 0), cg_i64(cg, dv), "e");
-        add_to(cg, c->out, add_i64(cg, add_i64(cg, o0, mul_i64(cg, j, dv)), x.i),
-               cg_fmul(cg, pj, cg_load(cg, KILN_F32, g, add_i64(cg, grow, x.i))));
-        cg_loop_end(cg, &x);
-        break;
-    default: /* dscores_ij = dS_j */
-        cg_store(cg, KILN_F32, c->out, add_i64(cg, add_i64(cg, o0, mul_i64(cg, i, S)), j), dS);
-        break;
-    }
-    cg_loop_end(cg, &kj);
-
-    cg_if_end(cg, &any);
-    cg_loop_end(cg, &qi);
-    cg_nest_end(cg, &batch);
+    const kiln_type *t = &c->node->type;
+    int64_t D = t->dims[t->rank - 1], rows = cg_span(t->dims, 0, t->rank - 1);
+    if (D == 0 || rows == 0) return;
+    layernorm_grad_job lj = {D, c->node->attrs.scalar};
+    LLVMValueRef vals[4] = {c->out, c->in[0], c->in[1], c->in[2]};
+    cg_parallel_for(c->cg, "rows", rows, D * 12, vals, 4, layernorm_grad_rows, &lj);
 }
 
 /* ---- cross_entropy_grad --------------------------------------------------------------------------- */
 
+typedef struct ce_grad_job {
+    int64_t C, ignore;
+    double eps;
+} ce_grad_job;
+
+/* rows [begin, end); vals = out, logits, targets, &scale (an f32 in the caller's frame) */
+static void ce_grad_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    const ce_grad_job *cj = user;
+    int64_t C = cj->C;
+    double eps = cj->eps;
+    LLVMValueRef out = vals[0], x = vals[1], scale = load_f32(cg, vals[3]);
+    cg_loop r, l;
+    cg_loop_begin(cg, &r, begin, end, "row");
+    LLVMValueRef t = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, vals[2], r.i), cg->t_i64, "");
+    LLVMValueRef base = mul_i64(cg, r.i, C);
+    LLVMValueRef skip = LLVMBuildICmp(cg->b, LLVMIntEQ, t, cg_i64(cg, cj->ignore), "");
+    cg_if ignored, keep;
+    cg_if_begin(cg, &ignored, skip);
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
+    cg_store(cg, KILN_F32, out, add_i64(cg, base, l.i), cg_f32(cg, 0.0));
+    cg_loop_end(cg, &l);
+    cg_if_end(cg, &ignored);
+    cg_if_begin(cg, &keep, LLVMBuildNot(cg->b, skip, ""));
+    LLVMValueRef max = cg_local(cg, cg->t_f32, "max"), sum = cg_local(cg, cg->t_f32, "sum");
+    LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f32, -INFINITY), max);
+    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), sum);
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
+    LLVMValueRef xv = cg_load(cg, KILN_F32, x, add_i64(cg, base, l.i));
+    LLVMBuildStore(cg->b, cg_intrinsic2(cg, "llvm.maximum", load_f32(cg, max), xv), max);
+    cg_loop_end_interleaved(cg, &l, 4);
+    LLVMValueRef m = load_f32(cg, max);
+    /* e_j = exp(x_j − max) is parked in the result row, so exp runs once per element */
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
+    LLVMValueRef off = add_i64(cg, base, l.i);
+    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, x, off), m));
+    cg_store(cg, KILN_F32, out, off, e);
+    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, sum), e), sum);
+    cg_loop_end_interleaved(cg, &l, 4);
+    LLVMValueRef total = load_f32(cg, sum);
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
+    off = add_i64(cg, base, l.i);
+    LLVMValueRef pj = cg_fdiv(cg, cg_load(cg, KILN_F32, out, off), total);
+    LLVMValueRef hit = LLVMBuildICmp(cg->b, LLVMIntEQ, l.i, t, "");
+    LLVMValueRef want = LLVMBuildSelect(cg->b, hit, cg_f32(cg, 1.0 - eps + eps / (double)C), cg_f32(cg, eps / (double)C), "");
+    cg_store(cg, KILN_F32, out, off, cg_fmul(cg, scale, cg_fsub(cg, pj, want)));
+    cg_loop_end(cg, &l);
+    cg_if_end(cg, &keep);
+    cg_loop_end(cg, &r);
+}
+
 /* Kept rows (target ≠ ignore_index) get g/n·(softmax(x) − (1 − ε)·onehot(t) − ε/C), n
- * the number of kept rows; the rest stay 0. A target outside [0, C) returns
- * KILN_RC_TARGET_RANGE before anything is written. */
+ * the number of kept rows; the rest are 0. A target outside [0, C) returns
+ * KILN_RC_TARGET_RANGE before anything is written. The rows are split across threads. */
 void lower_cross_entropy_grad(lower_ctx *c)
 {
     kiln_cg *cg = c->cg;
     const kiln_type *xt = lower_in_type(c, 0);
     int64_t C = xt->dims[xt->rank - 1], rows = kiln_type_numel(lower_in_type(c, 1));
-    double eps = c->node->attrs.scalar;
     LLVMValueRef ignore = cg_i64(cg, c->node->attrs.ignore_index);
 
-    /* 1. count the kept rows and check their targets */
+    /* 1. count the kept rows and check their targets (one thread; cheap) */
     LLVMValueRef kept = cg_local(cg, cg->t_i64, "kept");
     LLVMBuildStore(cg->b, cg_i64(cg, 0), kept);
     cg_loop r;
@@ -350,38 +302,13 @@ void lower_cross_entropy_grad(lower_ctx *c)
     LLVMBuildStore(cg->b, add_i64(cg, LLVMBuildLoad2(cg->b, cg->t_i64, kept, ""), cg_i64(cg, 1)), kept);
     cg_if_end(cg, &keep);
     cg_loop_end(cg, &r);
-
-    zero_fill(cg, c->out, rows * C);
     if (rows * C == 0) return;
-    LLVMValueRef n = LLVMBuildSIToFP(cg->b, LLVMBuildLoad2(cg->b, cg->t_i64, kept, ""), cg->t_f32, "");
-    LLVMValueRef scale = cg_fdiv(cg, cg_load(cg, KILN_F32, c->in[2], cg_i64(cg, 0)), n);
 
-    /* 2. each kept row: max, Σ exp(x − max), then the gradient */
-    cg_loop_begin(cg, &r, cg_i64(cg, 0), cg_i64(cg, rows), "row");
-    t = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, c->in[1], r.i), cg->t_i64, "");
-    cg_if_begin(cg, &keep, LLVMBuildICmp(cg->b, LLVMIntNE, t, ignore, ""));
-    LLVMValueRef base = mul_i64(cg, r.i, C);
-    LLVMValueRef max = cg_local(cg, cg->t_f32, "max"), sum = cg_local(cg, cg->t_f32, "sum");
-    LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f32, -INFINITY), max);
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), sum);
-    cg_loop l;
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
-    LLVMValueRef xv = cg_load(cg, KILN_F32, c->in[0], add_i64(cg, base, l.i));
-    LLVMBuildStore(cg->b, cg_intrinsic2(cg, "llvm.maximum", load_f32(cg, max), xv), max);
-    cg_loop_end(cg, &l);
-    LLVMValueRef m = load_f32(cg, max);
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
-    xv = cg_load(cg, KILN_F32, c->in[0], add_i64(cg, base, l.i));
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, load_f32(cg, sum), cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, xv, m))), sum);
-    cg_loop_end(cg, &l);
-    LLVMValueRef total = load_f32(cg, sum);
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
-    LLVMValueRef off = add_i64(cg, base, l.i);
-    LLVMValueRef pj = cg_fdiv(cg, cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, c->in[0], off), m)), total);
-    LLVMValueRef hit = LLVMBuildICmp(cg->b, LLVMIntEQ, l.i, t, "");
-    LLVMValueRef want = LLVMBuildSelect(cg->b, hit, cg_f32(cg, 1.0 - eps + eps / (double)C), cg_f32(cg, eps / (double)C), "");
-    cg_store(cg, KILN_F32, c->out, off, cg_fmul(cg, scale, cg_fsub(cg, pj, want)));
-    cg_loop_end(cg, &l);
-    cg_if_end(cg, &keep);
-    cg_loop_end(cg, &r);
+    /* 2. every row: zeros (ignored) or max, Σ exp(x − max), then the gradient */
+    LLVMValueRef n = LLVMBuildSIToFP(cg->b, LLVMBuildLoad2(cg->b, cg->t_i64, kept, ""), cg->t_f32, "");
+    LLVMValueRef scale = cg_local(cg, cg->t_f32, "scale");
+    LLVMBuildStore(cg->b, cg_fdiv(cg, cg_load(cg, KILN_F32, c->in[2], cg_i64(cg, 0)), n), scale);
+    ce_grad_job cj = {C, c->node->attrs.ignore_index, c->node->attrs.scalar};
+    LLVMValueRef vals[4] = {c->out, c->in[0], c->in[1], scale};
+    cg_parallel_for(cg, "rows", rows, C * 16, vals, 4, ce_grad_rows, &cj);
 }

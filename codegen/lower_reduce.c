@@ -14,61 +14,260 @@
  *   usual last axis (inner = 1) every pass is a contiguous loop.
  * - Row statistics are accumulated in f32 (vectorised, partial sums per lane), cross-
  *   row totals (cross_entropy) in double.
+ * - Threads (docs/codegen.md, Threads): row kernels split by rows; reductions by the
+ *   first kept dim (reduce_plan), or, when only few results come from many inputs, in
+ *   fixed chunks whose partials land in scratch and are combined in chunk order on one
+ *   thread. Either way each result is computed the same way for any thread count.
  */
 #include <math.h>
+#include <string.h>
 
 #include "lower.h"
 
 static LLVMValueRef neg_inf(kiln_cg *cg) { return LLVMConstReal(cg->t_f32, -INFINITY); }
 
+/* ---- sum / mean / max ------------------------------------------------------------------------ */
+
+/* How a reduction is split. The nest runs over the input's collapsed dims; operand 0 is
+ * the input (row-major), operand 1 the result (stride 0 on reduced dims).
+ * - RED_SPLIT: the first kept dim k is cut into items of blk indices. Everything an item
+ *   writes (the results whose index along k is in its block — a contiguous range, since
+ *   every dim before k is reduced) it computes alone, in the same order as one thread
+ *   would: bit-identical for any thread count. k = 0 covers row reductions (sum over
+ *   trailing axes); k > 0 up to 8 column blocks of sums over leading axes (bias
+ *   gradients).
+ *   One item (no kept dim, or too little work) is the plain sequential nest.
+ * - RED_CHUNKS: few results from many inputs with no kept dim worth splitting (a full
+ *   sum to a scalar): dim 0 (reduced) is cut into a fixed number of chunks that depends
+ *   on the shape only; each chunk folds its rows into its own slot of scratch
+ *   (n_out values), then one thread combines the slots in chunk order. */
+enum { RED_SPLIT, RED_CHUNKS };
+enum { RED_MAX_CHUNKS = 64, RED_CHUNK_MIN_WORK = 4096, RED_MAX_SCRATCH = 65536, RED_MIN_BLOCK = 64 };
+
+typedef struct reduce_plan {
+    int rank;
+    int64_t dims[KILN_MAX_RANK], stride[2][KILN_MAX_RANK];
+    int64_t n_in, n_out;
+    int kind;
+    int k;               /* RED_SPLIT: the split dim (−1: none, one item) */
+    int64_t blk;         /* RED_SPLIT: indices of dim k per item; RED_CHUNKS: rows of dim 0 per chunk */
+    int64_t items;       /* items (RED_SPLIT) or chunks (RED_CHUNKS) */
+} reduce_plan;
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static void reduce_plan_make(const kiln_type *xt, const kiln_node *n, reduce_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    bool reduced[KILN_MAX_RANK] = {0};
+    for (int i = 0; i < n->attrs.n_axes; i++) reduced[n->attrs.axes[i]] = true;
+    cg_row_major_strides(xt, p->stride[0]);
+    int64_t s = 1;
+    for (int d = xt->rank - 1; d >= 0; d--) {
+        p->dims[d] = xt->dims[d];
+        p->stride[1][d] = reduced[d] ? 0 : s;
+        if (!reduced[d]) s *= xt->dims[d];
+    }
+    p->n_in = kiln_type_numel(xt);
+    p->n_out = kiln_type_numel(&n->type);
+    p->rank = cg_collapse_dims(xt->rank, p->dims, 2, p->stride);
+    p->kind = RED_SPLIT;
+    p->k = -1;
+    for (int d = 0; d < p->rank && p->k < 0; d++)
+        if (p->stride[1][d] != 0) p->k = d;
+    p->items = 1;
+    if (p->k >= 0) p->blk = p->dims[p->k];
+    if (p->n_in < KILN_CG_PARALLEL_MIN_WORK) return;
+    if (p->k == 0) { /* rows: one item per index of dim 0 */
+        p->blk = 1;
+        p->items = p->dims[0];
+    } else if (p->k > 0 && p->dims[p->k] >= 2 * RED_MIN_BLOCK) {
+        /* up to 8 blocks of the kept dim, each at least RED_MIN_BLOCK wide (whole vectors
+         * when it is the innermost dim): narrower blocks make each item walk all the
+         * reduced rows for a sliver of every row, which costs more than it spreads */
+        p->blk = ceil_div(p->dims[p->k], 8);
+        if (p->k == p->rank - 1) p->blk = ceil_div(p->blk, 16) * 16;
+        if (p->blk < RED_MIN_BLOCK) p->blk = RED_MIN_BLOCK;
+        p->items = ceil_div(p->dims[p->k], p->blk);
+    } else if (p->rank > 0) { /* dim 0 is reduced: fixed chunks of it */
+        int64_t inner = p->n_in / p->dims[0];
+        int64_t chunk = ceil_div(p->dims[0], RED_MAX_CHUNKS);
+        if (chunk * inner < RED_CHUNK_MIN_WORK) chunk = ceil_div(RED_CHUNK_MIN_WORK, inner);
+        int64_t chunks = ceil_div(p->dims[0], chunk);
+        if (chunks >= 2 && chunks * p->n_out <= RED_MAX_SCRATCH) {
+            p->kind = RED_CHUNKS;
+            p->blk = chunk;
+            p->items = chunks;
+        }
+    }
+}
+
+int64_t reduce_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
+{
+    (void)t;
+    reduce_plan p;
+    reduce_plan_make(&g->nodes[n->in[0]].type, n, &p);
+    return p.kind == RED_CHUNKS ? p.items * p.n_out * KILN_ELEM_BYTES : 0;
+}
+
+typedef struct reduce_job {
+    const reduce_plan *p;
+    kiln_dtype dt;
+    bool is_max;
+    double count;        /* mean: elements per result */
+    bool mean;
+} reduce_job;
+
+static LLVMValueRef reduce_identity(kiln_cg *cg, const reduce_job *j)
+{
+    if (j->is_max) return j->dt == KILN_I32 ? cg_i32(cg, INT32_MIN) : neg_inf(cg);
+    return j->dt == KILN_I32 ? cg_i32(cg, 0) : cg_f32(cg, 0.0);
+}
+
+/* acc ⊕ v: the accumulating form (reassociable f32 add, for partial sums per lane) or
+ * the fixed-order one (combining chunks) */
+static LLVMValueRef reduce_op(kiln_cg *cg, const reduce_job *j, LLVMValueRef acc, LLVMValueRef v, bool reassoc)
+{
+    if (j->is_max) return cg_intrinsic2(cg, j->dt == KILN_I32 ? "llvm.smax" : "llvm.maximum", acc, v);
+    if (j->dt == KILN_I32) return LLVMBuildAdd(cg->b, acc, v, "");
+    return reassoc ? cg_fadd_reduce(cg, acc, v) : cg_fadd(cg, acc, v);
+}
+
+/* dst[lo, hi) = v */
+static void fill_range(kiln_cg *cg, kiln_dtype dt, LLVMValueRef dst, LLVMValueRef lo, LLVMValueRef hi, LLVMValueRef v)
+{
+    cg_loop l;
+    cg_loop_begin(cg, &l, lo, hi, "fill");
+    cg_store(cg, dt, dst, l.i, v);
+    cg_loop_end(cg, &l);
+}
+
+/* The nest over the input with dim `d` running over [lo, hi) (every other dim in full),
+ * folding x into acc_ptr at the result offset (plus acc_base). */
+static void reduce_nest(kiln_cg *cg, const reduce_job *j, int d, LLVMValueRef lo, LLVMValueRef hi, LLVMValueRef x,
+                        LLVMValueRef acc_ptr, LLVMValueRef acc_base)
+{
+    const reduce_plan *p = j->p;
+    if (p->rank == 0) { /* one element */
+        LLVMValueRef z = cg_i64(cg, 0);
+        cg_store(cg, j->dt, acc_ptr, acc_base,
+                 reduce_op(cg, j, cg_load(cg, j->dt, acc_ptr, acc_base), cg_load(cg, j->dt, x, z), true));
+        return;
+    }
+    int64_t st[2][KILN_MAX_RANK];
+    for (int k = 0; k < 2; k++)
+        for (int e = 0; e < p->rank; e++) st[k][e] = p->stride[k][e];
+    LLVMValueRef base[2] = {cg_i64(cg, 0), acc_base};
+    cg_nest outer;
+    cg_nest_begin(cg, &outer, d, p->dims, 2, (const int64_t(*)[KILN_MAX_RANK])st, base);
+    cg_loop mid;
+    cg_loop_begin(cg, &mid, lo, hi, "i");
+    LLVMValueRef off[2];
+    for (int k = 0; k < 2; k++)
+        off[k] = LLVMBuildNSWAdd(cg->b, outer.off[k], LLVMBuildNSWMul(cg->b, mid.i, cg_i64(cg, st[k][d]), ""), "");
+    int64_t ist[2][KILN_MAX_RANK];
+    for (int k = 0; k < 2; k++)
+        for (int e = d + 1; e < p->rank; e++) ist[k][e - d - 1] = st[k][e];
+    cg_nest inner;
+    cg_nest_begin(cg, &inner, p->rank - d - 1, p->dims + d + 1, 2, (const int64_t(*)[KILN_MAX_RANK])ist, off);
+    LLVMValueRef v = cg_load(cg, j->dt, x, inner.off[0]);
+    LLVMValueRef acc = cg_load(cg, j->dt, acc_ptr, inner.off[1]);
+    cg_store(cg, j->dt, acc_ptr, inner.off[1], reduce_op(cg, j, acc, v, true));
+    cg_nest_end(cg, &inner);
+    cg_loop_end(cg, &mid);
+    cg_nest_end(cg, &outer);
+}
+
+static LLVMValueRef min_i64(kiln_cg *cg, LLVMValueRef a, int64_t b)
+{
+    LLVMValueRef bv = cg_i64(cg, b);
+    return LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, a, bv, ""), a, bv, "");
+}
+
+/* RED_SPLIT items [begin, end): vals = out, x */
+static void reduce_split_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    reduce_job *j = user;
+    const reduce_plan *p = j->p;
+    LLVMValueRef out = vals[0], x = vals[1];
+    LLVMValueRef lo, hi, out_lo, out_hi;
+    if (p->k < 0) {
+        lo = hi = NULL;
+        out_lo = cg_i64(cg, 0);
+        out_hi = cg_i64(cg, p->n_out);
+    } else {
+        lo = LLVMBuildNSWMul(cg->b, begin, cg_i64(cg, p->blk), "");
+        hi = min_i64(cg, LLVMBuildNSWMul(cg->b, end, cg_i64(cg, p->blk), ""), p->dims[p->k]);
+        /* every dim before k is reduced, so the results of indices [lo, hi) of dim k are
+         * one contiguous range */
+        out_lo = LLVMBuildNSWMul(cg->b, lo, cg_i64(cg, p->stride[1][p->k]), "");
+        out_hi = LLVMBuildNSWMul(cg->b, hi, cg_i64(cg, p->stride[1][p->k]), "");
+    }
+    fill_range(cg, j->dt, out, out_lo, out_hi, reduce_identity(cg, j));
+    if (p->n_in > 0) {
+        if (p->k < 0) reduce_nest(cg, j, 0, cg_i64(cg, 0), cg_i64(cg, p->rank ? p->dims[0] : 1), x, out, cg_i64(cg, 0));
+        else reduce_nest(cg, j, p->k, lo, hi, x, out, cg_i64(cg, 0));
+    }
+    if (j->mean) { /* over nothing: 0/0 = NaN, as numpy */
+        cg_loop l;
+        cg_loop_begin(cg, &l, out_lo, out_hi, "mean");
+        LLVMValueRef v = cg_load(cg, j->dt, out, l.i);
+        cg_store(cg, j->dt, out, l.i, cg_fdiv(cg, v, LLVMConstReal(cg->t_f32, j->count)));
+        cg_loop_end(cg, &l);
+    }
+}
+
+/* RED_CHUNKS chunks [begin, end): vals = scratch, x; chunk c folds rows
+ * [c·blk, min((c+1)·blk, dims[0])) of dim 0 into scratch[c·n_out, (c+1)·n_out) */
+static void reduce_chunk_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    reduce_job *j = user;
+    const reduce_plan *p = j->p;
+    cg_loop c;
+    cg_loop_begin(cg, &c, begin, end, "chunk");
+    LLVMValueRef slot = LLVMBuildNSWMul(cg->b, c.i, cg_i64(cg, p->n_out), "");
+    fill_range(cg, j->dt, vals[0], slot, LLVMBuildNSWAdd(cg->b, slot, cg_i64(cg, p->n_out), ""), reduce_identity(cg, j));
+    LLVMValueRef lo = LLVMBuildNSWMul(cg->b, c.i, cg_i64(cg, p->blk), "");
+    LLVMValueRef hi = min_i64(cg, LLVMBuildNSWAdd(cg->b, lo, cg_i64(cg, p->blk), ""), p->dims[0]);
+    reduce_nest(cg, j, 0, lo, hi, vals[1], vals[0], slot);
+    cg_loop_end(cg, &c);
+}
+
 void lower_reduce(lower_ctx *c)
 {
     kiln_cg *cg = c->cg;
     const kiln_node *n = c->node;
-    const kiln_type *xt = lower_in_type(c, 0), *ot = &n->type;
-    kiln_dtype dt = ot->dtype;
-    bool is_max = n->op == KILN_OP_MAX;
-    int64_t n_out = kiln_type_numel(ot), n_in = kiln_type_numel(xt);
-    if (n_out == 0) return;
+    const kiln_type *xt = lower_in_type(c, 0);
+    reduce_plan p;
+    reduce_plan_make(xt, n, &p);
+    if (p.n_out == 0) return;
+    reduce_job j = {&p, n->type.dtype, n->op == KILN_OP_MAX, 0, n->op == KILN_OP_MEAN};
+    j.count = p.n_in == 0 ? 0.0 : (double)(p.n_in / p.n_out);
+    int64_t per_item = p.n_in / p.items;
 
-    LLVMValueRef identity = is_max ? (dt == KILN_I32 ? cg_i32(cg, INT32_MIN) : neg_inf(cg))
-                                   : (dt == KILN_I32 ? cg_i32(cg, 0) : cg_f32(cg, 0.0));
-    cg_loop l;
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n_out), "init");
-    cg_store(cg, dt, c->out, l.i, identity);
-    cg_loop_end(cg, &l);
-
-    if (n_in > 0) {
-        /* operand 0: the input (row-major); operand 1: the result (0 on reduced dims) */
-        bool reduced[KILN_MAX_RANK] = {0};
-        for (int i = 0; i < n->attrs.n_axes; i++) reduced[n->attrs.axes[i]] = true;
-        int64_t dims[KILN_MAX_RANK], stride[2][KILN_MAX_RANK];
-        cg_row_major_strides(xt, stride[0]);
-        int64_t s = 1;
-        for (int d = xt->rank - 1; d >= 0; d--) {
-            dims[d] = xt->dims[d];
-            stride[1][d] = reduced[d] ? 0 : s;
-            if (!reduced[d]) s *= xt->dims[d];
-        }
-        int rank = cg_collapse_dims(xt->rank, dims, 2, stride);
-        cg_nest nest;
-        cg_nest_begin(cg, &nest, rank, dims, 2, stride, NULL);
-        LLVMValueRef v = cg_load(cg, dt, c->in[0], nest.off[0]);
-        LLVMValueRef acc = cg_load(cg, dt, c->out, nest.off[1]);
-        LLVMValueRef r;
-        if (is_max) r = cg_intrinsic2(cg, dt == KILN_I32 ? "llvm.smax" : "llvm.maximum", acc, v);
-        else r = dt == KILN_I32 ? LLVMBuildAdd(cg->b, acc, v, "") : cg_fadd_reduce(cg, acc, v);
-        cg_store(cg, dt, c->out, nest.off[1], r);
-        cg_nest_end(cg, &nest);
+    if (p.kind == RED_SPLIT) {
+        LLVMValueRef vals[2] = {c->out, c->in[0]};
+        cg_parallel_for(cg, "rows", p.items, per_item, vals, 2, reduce_split_body, &j);
+        return;
     }
-
-    if (n->op == KILN_OP_MEAN) { /* over nothing: 0/0 = NaN, as numpy */
-        int64_t count = n_out ? n_in / n_out : 0;
-        if (n_in == 0) count = 0;
-        cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n_out), "mean");
-        LLVMValueRef v = cg_load(cg, dt, c->out, l.i);
-        cg_store(cg, dt, c->out, l.i, cg_fdiv(cg, v, LLVMConstReal(cg->t_f32, (double)count)));
-        cg_loop_end(cg, &l);
+    LLVMValueRef vals[2] = {c->scratch, c->in[0]};
+    cg_parallel_for(cg, "chunks", p.items, per_item, vals, 2, reduce_chunk_body, &j);
+    /* out = identity ⊕ chunk 0 ⊕ chunk 1 ⊕ …, in chunk order, then the mean's division */
+    LLVMValueRef z = cg_i64(cg, 0), all = cg_i64(cg, p.n_out);
+    fill_range(cg, j.dt, c->out, z, all, reduce_identity(cg, &j));
+    cg_loop ch, o;
+    cg_loop_begin(cg, &ch, z, cg_i64(cg, p.items), "chunk");
+    LLVMValueRef slot = LLVMBuildNSWMul(cg->b, ch.i, all, "");
+    cg_loop_begin(cg, &o, z, all, "o");
+    LLVMValueRef part = cg_load(cg, j.dt, c->scratch, LLVMBuildNSWAdd(cg->b, slot, o.i, ""));
+    cg_store(cg, j.dt, c->out, o.i, reduce_op(cg, &j, cg_load(cg, j.dt, c->out, o.i), part, false));
+    cg_loop_end(cg, &o);
+    cg_loop_end(cg, &ch);
+    if (j.mean) {
+        cg_loop_begin(cg, &o, z, all, "mean");
+        LLVMValueRef v = cg_load(cg, j.dt, c->out, o.i);
+        cg_store(cg, j.dt, c->out, o.i, cg_fdiv(cg, v, LLVMConstReal(cg->t_f32, j.count)));
+        cg_loop_end(cg, &o);
     }
 }
 
@@ -84,7 +283,7 @@ static LLVMValueRef row_max(kiln_cg *cg, LLVMValueRef x, LLVMValueRef base, int6
     LLVMValueRef off = LLVMBuildNSWAdd(cg->b, base, LLVMBuildNSWMul(cg->b, l.i, cg_i64(cg, step), ""), "");
     LLVMValueRef m = cg_intrinsic2(cg, "llvm.maximum", LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), cg_load(cg, KILN_F32, x, off));
     LLVMBuildStore(cg->b, m, acc);
-    cg_loop_end(cg, &l);
+    cg_loop_end_interleaved(cg, &l, 4);
     return LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
 }
 
@@ -93,42 +292,68 @@ static LLVMValueRef row_offset(kiln_cg *cg, LLVMValueRef base, LLVMValueRef j, i
     return LLVMBuildNSWAdd(cg->b, base, LLVMBuildNSWMul(cg->b, j, cg_i64(cg, step), ""), "");
 }
 
-/* softmax: y = exp(x − max) / Σ; log_softmax: y = (x − max) − log Σ. */
-void lower_softmax(lower_ctx *c)
-{
-    kiln_cg *cg = c->cg;
-    const kiln_type *t = &c->node->type;
-    bool log_form = c->node->op == KILN_OP_LOG_SOFTMAX;
-    int ax = (int)c->node->attrs.axis;
-    int64_t outer = cg_span(t->dims, 0, ax), n = t->dims[ax], inner = cg_span(t->dims, ax + 1, t->rank);
-    if (outer * n * inner == 0) return;
+/* Row kernels are split across threads by rows (cg_parallel_for): a row is computed by
+ * one thread with the same code whatever the split, so results are bit-identical for
+ * any thread count. These are rough element-operation counts per row element, to
+ * weigh the work against the pool's wake-up cost. */
+enum { SOFTMAX_WORK = 16, LAYERNORM_WORK = 6, CROSS_ENTROPY_WORK = 16 };
 
-    int64_t dims[2] = {outer, inner}, stride[1][KILN_MAX_RANK] = {{n * inner, 1}};
-    cg_nest rows;
-    cg_nest_begin(cg, &rows, 2, dims, 1, stride, NULL);
-    LLVMValueRef base = rows.off[0];
-    LLVMValueRef max = row_max(cg, c->in[0], base, n, inner);
+typedef struct softmax_job {
+    bool log_form;
+    int64_t n, inner;
+} softmax_job;
+
+/* rows [begin, end) of softmax: row r = (o, i) starts at o·n·inner + i, step inner;
+ * vals = out, x */
+static void softmax_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    const softmax_job *sj = user;
+    int64_t n = sj->n, inner = sj->inner;
+    LLVMValueRef out = vals[0], x = vals[1];
+    cg_loop r;
+    cg_loop_begin(cg, &r, begin, end, "row");
+    LLVMValueRef base;
+    if (inner == 1) {
+        base = LLVMBuildNSWMul(cg->b, r.i, cg_i64(cg, n), "");
+    } else {
+        LLVMValueRef o = LLVMBuildSDiv(cg->b, r.i, cg_i64(cg, inner), "");
+        LLVMValueRef i = LLVMBuildSRem(cg->b, r.i, cg_i64(cg, inner), "");
+        base = LLVMBuildNSWAdd(cg->b, LLVMBuildNSWMul(cg->b, o, cg_i64(cg, n * inner), ""), i, "");
+    }
+    LLVMValueRef max = row_max(cg, x, base, n, inner);
 
     LLVMValueRef sum = cg_local(cg, cg->t_f32, "sum");
     LLVMBuildStore(cg->b, cg_f32(cg, 0.0), sum);
     cg_loop l;
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n), "j");
     LLVMValueRef off = row_offset(cg, base, l.i, inner);
-    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, c->in[0], off), max));
-    if (!log_form) cg_store(cg, KILN_F32, c->out, off, e);
+    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, x, off), max));
+    if (!sj->log_form) cg_store(cg, KILN_F32, out, off, e);
     LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, sum, ""), e), sum);
-    cg_loop_end(cg, &l);
+    cg_loop_end_interleaved(cg, &l, 4);
 
     LLVMValueRef total = LLVMBuildLoad2(cg->b, cg->t_f32, sum, "");
-    LLVMValueRef log_total = log_form ? cg_intrinsic1(cg, "llvm.log", total) : NULL;
+    LLVMValueRef log_total = sj->log_form ? cg_intrinsic1(cg, "llvm.log", total) : NULL;
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n), "j");
     off = row_offset(cg, base, l.i, inner);
     LLVMValueRef y;
-    if (log_form) y = cg_fsub(cg, cg_fsub(cg, cg_load(cg, KILN_F32, c->in[0], off), max), log_total);
-    else y = cg_fdiv(cg, cg_load(cg, KILN_F32, c->out, off), total);
-    cg_store(cg, KILN_F32, c->out, off, y);
+    if (sj->log_form) y = cg_fsub(cg, cg_fsub(cg, cg_load(cg, KILN_F32, x, off), max), log_total);
+    else y = cg_fdiv(cg, cg_load(cg, KILN_F32, out, off), total);
+    cg_store(cg, KILN_F32, out, off, y);
     cg_loop_end(cg, &l);
-    cg_nest_end(cg, &rows);
+    cg_loop_end(cg, &r);
+}
+
+/* softmax: y = exp(x − max) / Σ; log_softmax: y = (x − max) − log Σ. */
+void lower_softmax(lower_ctx *c)
+{
+    const kiln_type *t = &c->node->type;
+    int ax = (int)c->node->attrs.axis;
+    int64_t outer = cg_span(t->dims, 0, ax), n = t->dims[ax], inner = cg_span(t->dims, ax + 1, t->rank);
+    if (outer * n * inner == 0) return;
+    softmax_job sj = {c->node->op == KILN_OP_LOG_SOFTMAX, n, inner};
+    LLVMValueRef vals[2] = {c->out, c->in[0]};
+    cg_parallel_for(c->cg, "rows", outer * inner, n * SOFTMAX_WORK, vals, 2, softmax_rows, &sj);
 }
 
 /* Σ_j f(x[base + j]) over a contiguous row of n, f32 with reassociation. */
@@ -142,35 +367,127 @@ static LLVMValueRef row_sum(kiln_cg *cg, LLVMValueRef x, LLVMValueRef base, int6
     if (shift) v = cg_fsub(cg, v, shift);
     if (square) v = cg_fmul(cg, v, v);
     LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), v), acc);
-    cg_loop_end(cg, &l);
+    cg_loop_end_interleaved(cg, &l, 4);
     return LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
+}
+
+typedef struct layernorm_job {
+    int64_t D;
+    double eps;
+} layernorm_job;
+
+/* rows [begin, end) of layernorm; vals = out, x, w, b */
+static void layernorm_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    const layernorm_job *lj = user;
+    int64_t D = lj->D;
+    LLVMValueRef out = vals[0], x = vals[1], w = vals[2], b = vals[3];
+    LLVMValueRef dval = LLVMConstReal(cg->t_f32, (double)D);
+    cg_loop r;
+    cg_loop_begin(cg, &r, begin, end, "row");
+    LLVMValueRef base = LLVMBuildNSWMul(cg->b, r.i, cg_i64(cg, D), "");
+    LLVMValueRef mean = cg_fdiv(cg, row_sum(cg, x, base, D, NULL, false), dval);
+    LLVMValueRef var = cg_fdiv(cg, row_sum(cg, x, base, D, mean, true), dval);
+    LLVMValueRef inv = cg_fdiv(cg, cg_f32(cg, 1.0), cg_intrinsic1(cg, "llvm.sqrt", cg_fadd(cg, var, cg_f32(cg, lj->eps))));
+    cg_loop l;
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
+    LLVMValueRef off = LLVMBuildNSWAdd(cg->b, base, l.i, "");
+    LLVMValueRef xc = cg_fsub(cg, cg_load(cg, KILN_F32, x, off), mean);
+    LLVMValueRef y = cg_fadd(cg, cg_fmul(cg, cg_fmul(cg, xc, inv), cg_load(cg, KILN_F32, w, l.i)),
+                             cg_load(cg, KILN_F32, b, l.i));
+    cg_store(cg, KILN_F32, out, off, y);
+    cg_loop_end(cg, &l);
+    cg_loop_end(cg, &r);
 }
 
 /* y = (x − mean)·(1/√(var + eps))·w + b over the last axis; var is the biased
  * variance, computed from the centred values (two passes, as the interpreter). */
 void lower_layernorm(lower_ctx *c)
 {
-    kiln_cg *cg = c->cg;
     const kiln_type *t = &c->node->type;
     int64_t D = t->dims[t->rank - 1], rows = cg_span(t->dims, 0, t->rank - 1);
     if (D == 0 || rows == 0) return;
-    LLVMValueRef dval = LLVMConstReal(cg->t_f32, (double)D);
+    layernorm_job lj = {D, c->node->attrs.scalar};
+    LLVMValueRef vals[4] = {c->out, c->in[0], c->in[1], c->in[2]};
+    cg_parallel_for(c->cg, "rows", rows, D * LAYERNORM_WORK, vals, 4, layernorm_rows, &lj);
+}
+
+/* cross_entropy's rows are summed in a fixed number of chunks (by the shape alone): each
+ * chunk's Σ nll and Σ smoothing term (doubles) go to scratch, and one thread adds the
+ * chunks up in order — the same bits for any thread count. */
+static int64_t ce_chunk_rows(int64_t rows, int64_t C)
+{
+    int64_t chunk = (rows + 63) / 64, min_rows = (4096 + C - 1) / (C > 0 ? C : 1);
+    return chunk > min_rows ? chunk : (min_rows > 0 ? min_rows : 1);
+}
+
+static int64_t ce_chunks(const kiln_graph *g, const kiln_node *n)
+{
+    const kiln_type *xt = &g->nodes[n->in[0]].type;
+    int64_t C = xt->dims[xt->rank - 1], rows = kiln_type_numel(&g->nodes[n->in[1]].type);
+    return rows == 0 ? 0 : (rows + ce_chunk_rows(rows, C) - 1) / ce_chunk_rows(rows, C);
+}
+
+int64_t cross_entropy_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
+{
+    (void)t;
+    return ce_chunks(g, n) * 2 * (int64_t)sizeof(double);
+}
+
+typedef struct ce_job {
+    int64_t rows, C, chunk;
+    int64_t ignore;
+    double eps;
+} ce_job;
+
+/* chunks [begin, end); vals = scratch (2 doubles per chunk), logits, targets. The
+ * targets were checked before. */
+static void ce_chunk_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    const ce_job *cj = user;
+    int64_t C = cj->C;
+    LLVMValueRef part = vals[0], x = vals[1], targets = vals[2];
+    LLVMValueRef nll = cg_local(cg, cg->t_f64, "nll"), smooth = cg_local(cg, cg->t_f64, "smooth");
+    cg_loop ch;
+    cg_loop_begin(cg, &ch, begin, end, "chunk");
+    LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f64, 0.0), nll);
+    LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f64, 0.0), smooth);
+    LLVMValueRef lo = LLVMBuildNSWMul(cg->b, ch.i, cg_i64(cg, cj->chunk), "");
+    LLVMValueRef hi = LLVMBuildNSWAdd(cg->b, lo, cg_i64(cg, cj->chunk), "");
+    LLVMValueRef rows = cg_i64(cg, cj->rows);
+    hi = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, hi, rows, ""), hi, rows, "");
     cg_loop r;
-    cg_loop_begin(cg, &r, cg_i64(cg, 0), cg_i64(cg, rows), "row");
-    LLVMValueRef base = LLVMBuildNSWMul(cg->b, r.i, cg_i64(cg, D), "");
-    LLVMValueRef mean = cg_fdiv(cg, row_sum(cg, c->in[0], base, D, NULL, false), dval);
-    LLVMValueRef var = cg_fdiv(cg, row_sum(cg, c->in[0], base, D, mean, true), dval);
-    LLVMValueRef inv = cg_fdiv(cg, cg_f32(cg, 1.0),
-                               cg_intrinsic1(cg, "llvm.sqrt", cg_fadd(cg, var, cg_f32(cg, c->node->attrs.scalar))));
+    cg_loop_begin(cg, &r, lo, hi, "row");
+    LLVMValueRef t = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, targets, r.i), cg->t_i64, "");
+    cg_if keep;
+    cg_if_begin(cg, &keep, LLVMBuildICmp(cg->b, LLVMIntNE, t, cg_i64(cg, cj->ignore), ""));
+    LLVMValueRef base = LLVMBuildNSWMul(cg->b, r.i, cg_i64(cg, C), "");
+    LLVMValueRef max = row_max(cg, x, base, C, 1);
+    LLVMValueRef sum = cg_local(cg, cg->t_f32, "sum");
+    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), sum);
     cg_loop l;
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
-    LLVMValueRef off = LLVMBuildNSWAdd(cg->b, base, l.i, "");
-    LLVMValueRef x = cg_fsub(cg, cg_load(cg, KILN_F32, c->in[0], off), mean);
-    LLVMValueRef y = cg_fadd(cg, cg_fmul(cg, cg_fmul(cg, x, inv), cg_load(cg, KILN_F32, c->in[1], l.i)),
-                             cg_load(cg, KILN_F32, c->in[2], l.i));
-    cg_store(cg, KILN_F32, c->out, off, y);
-    cg_loop_end(cg, &l);
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
+    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, base, l.i, "")), max));
+    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, sum, ""), e), sum);
+    cg_loop_end_interleaved(cg, &l, 4);
+    LLVMValueRef lse = cg_fadd(cg, max, cg_intrinsic1(cg, "llvm.log", LLVMBuildLoad2(cg->b, cg->t_f32, sum, "")));
+    LLVMValueRef xt_val = cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, base, t, ""));
+    LLVMValueRef row_nll = LLVMBuildFPExt(cg->b, cg_fsub(cg, lse, xt_val), cg->t_f64, "");
+    LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, nll, ""), row_nll, ""), nll);
+    if (cj->eps != 0) {
+        /* Σ_c (lse − x_c) = C·lse − Σ_c x_c, both in f32 */
+        LLVMValueRef sx = row_sum(cg, x, base, C, NULL, false);
+        LLVMValueRef row_smooth = cg_fsub(cg, cg_fmul(cg, LLVMConstReal(cg->t_f32, (double)C), lse), sx);
+        LLVMValueRef wide = LLVMBuildFPExt(cg->b, row_smooth, cg->t_f64, "");
+        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, smooth, ""), wide, ""), smooth);
+    }
+    cg_if_end(cg, &keep);
     cg_loop_end(cg, &r);
+    LLVMValueRef slot = LLVMBuildNSWMul(cg->b, ch.i, cg_i64(cg, 2), "");
+    LLVMBuildStore(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, nll, ""), LLVMBuildInBoundsGEP2(cg->b, cg->t_f64, part, &slot, 1, ""));
+    slot = LLVMBuildNSWAdd(cg->b, slot, cg_i64(cg, 1), "");
+    LLVMBuildStore(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, smooth, ""), LLVMBuildInBoundsGEP2(cg->b, cg->t_f64, part, &slot, 1, ""));
+    cg_loop_end(cg, &ch);
 }
 
 /* logits (…, C), targets i32 (…) → the mean over kept rows (target ≠ ignore_index) of
@@ -182,49 +499,50 @@ void lower_cross_entropy(lower_ctx *c)
     const kiln_type *xt = lower_in_type(c, 0);
     int64_t C = xt->dims[xt->rank - 1], rows = kiln_type_numel(lower_in_type(c, 1));
     double eps = c->node->attrs.scalar;
-    LLVMValueRef nll = cg_local(cg, cg->t_f64, "nll"), smooth = cg_local(cg, cg->t_f64, "smooth");
-    LLVMValueRef kept = cg_local(cg, cg->t_i64, "kept");
-    LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f64, 0.0), nll);
-    LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f64, 0.0), smooth);
-    LLVMBuildStore(cg->b, cg_i64(cg, 0), kept);
+    int64_t ignore = c->node->attrs.ignore_index;
 
+    /* 1. check the targets and count the kept rows (one thread; cheap) */
+    LLVMValueRef kept = cg_local(cg, cg->t_i64, "kept");
+    LLVMBuildStore(cg->b, cg_i64(cg, 0), kept);
     cg_loop r;
     cg_loop_begin(cg, &r, cg_i64(cg, 0), cg_i64(cg, rows), "row");
     LLVMValueRef t = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, c->in[1], r.i), cg->t_i64, "");
     cg_if keep;
-    cg_if_begin(cg, &keep, LLVMBuildICmp(cg->b, LLVMIntNE, t, cg_i64(cg, c->node->attrs.ignore_index), ""));
+    cg_if_begin(cg, &keep, LLVMBuildICmp(cg->b, LLVMIntNE, t, cg_i64(cg, ignore), ""));
     /* unsigned compare: a negative target is a huge number */
     cg_return_if(cg, LLVMBuildICmp(cg->b, LLVMIntUGE, t, cg_i64(cg, C), ""), KILN_RC_TARGET_RANGE);
-    LLVMValueRef base = LLVMBuildNSWMul(cg->b, r.i, cg_i64(cg, C), "");
-    LLVMValueRef max = row_max(cg, c->in[0], base, C, 1);
-    LLVMValueRef sum = cg_local(cg, cg->t_f32, "sum");
-    LLVMBuildStore(cg->b, cg_f32(cg, 0.0), sum);
-    cg_loop l;
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, C), "j");
-    LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, c->in[0], LLVMBuildNSWAdd(cg->b, base, l.i, "")), max));
-    LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, sum, ""), e), sum);
-    cg_loop_end(cg, &l);
-    LLVMValueRef lse = cg_fadd(cg, max, cg_intrinsic1(cg, "llvm.log", LLVMBuildLoad2(cg->b, cg->t_f32, sum, "")));
-    LLVMValueRef xt_val = cg_load(cg, KILN_F32, c->in[0], LLVMBuildNSWAdd(cg->b, base, t, ""));
-    LLVMValueRef row_nll = LLVMBuildFPExt(cg->b, cg_fsub(cg, lse, xt_val), cg->t_f64, "");
-    LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, nll, ""), row_nll, ""), nll);
-    if (eps != 0) {
-        /* Σ_c (lse − x_c) = C·lse − Σ_c x_c, both in f32 */
-        LLVMValueRef sx = row_sum(cg, c->in[0], base, C, NULL, false);
-        LLVMValueRef row_smooth = cg_fsub(cg, cg_fmul(cg, LLVMConstReal(cg->t_f32, (double)C), lse), sx);
-        LLVMValueRef wide = LLVMBuildFPExt(cg->b, row_smooth, cg->t_f64, "");
-        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, smooth, ""), wide, ""), smooth);
-    }
     LLVMBuildStore(cg->b, LLVMBuildNSWAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_i64, kept, ""), cg_i64(cg, 1), ""), kept);
     cg_if_end(cg, &keep);
     cg_loop_end(cg, &r);
 
+    /* 2. per-chunk sums, in parallel; 3. their total in chunk order */
+    LLVMValueRef nll_total = LLVMConstReal(cg->t_f64, 0.0), smooth_total = nll_total;
+    if (rows > 0) {
+        ce_job cj = {rows, C, ce_chunk_rows(rows, C), ignore, eps};
+        int64_t chunks = (rows + cj.chunk - 1) / cj.chunk;
+        LLVMValueRef vals[3] = {c->scratch, c->in[0], c->in[1]};
+        cg_parallel_for(cg, "rows", chunks, cj.chunk * C * CROSS_ENTROPY_WORK, vals, 3, ce_chunk_body, &cj);
+        LLVMValueRef nll = cg_local(cg, cg->t_f64, "nll"), smooth = cg_local(cg, cg->t_f64, "smooth");
+        LLVMBuildStore(cg->b, nll_total, nll);
+        LLVMBuildStore(cg->b, smooth_total, smooth);
+        cg_loop ch;
+        cg_loop_begin(cg, &ch, cg_i64(cg, 0), cg_i64(cg, chunks), "chunk");
+        LLVMValueRef slot = LLVMBuildNSWMul(cg->b, ch.i, cg_i64(cg, 2), "");
+        LLVMValueRef a = LLVMBuildLoad2(cg->b, cg->t_f64, LLVMBuildInBoundsGEP2(cg->b, cg->t_f64, c->scratch, &slot, 1, ""), "");
+        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, nll, ""), a, ""), nll);
+        slot = LLVMBuildNSWAdd(cg->b, slot, cg_i64(cg, 1), "");
+        a = LLVMBuildLoad2(cg->b, cg->t_f64, LLVMBuildInBoundsGEP2(cg->b, cg->t_f64, c->scratch, &slot, 1, ""), "");
+        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, smooth, ""), a, ""), smooth);
+        cg_loop_end(cg, &ch);
+        nll_total = LLVMBuildLoad2(cg->b, cg->t_f64, nll, "");
+        smooth_total = LLVMBuildLoad2(cg->b, cg->t_f64, smooth, "");
+    }
+
     /* (1 − ε)·nll/kept + ε/C·smooth/kept; no kept row gives 0/0 = NaN, as torch */
     LLVMValueRef k = LLVMBuildSIToFP(cg->b, LLVMBuildLoad2(cg->b, cg->t_i64, kept, ""), cg->t_f64, "");
-    LLVMValueRef loss = LLVMBuildFMul(cg->b, LLVMConstReal(cg->t_f64, 1.0 - eps),
-                                      LLVMBuildFDiv(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, nll, ""), k, ""), "");
+    LLVMValueRef loss = LLVMBuildFMul(cg->b, LLVMConstReal(cg->t_f64, 1.0 - eps), LLVMBuildFDiv(cg->b, nll_total, k, ""), "");
     if (eps != 0) {
-        LLVMValueRef s = LLVMBuildFDiv(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, smooth, ""), k, "");
+        LLVMValueRef s = LLVMBuildFDiv(cg->b, smooth_total, k, "");
         loss = LLVMBuildFAdd(cg->b, loss, LLVMBuildFMul(cg->b, LLVMConstReal(cg->t_f64, eps / (double)C), s, ""), "");
     }
     cg_store(cg, KILN_F32, c->out, cg_i64(cg, 0), LLVMBuildFPTrunc(cg->b, loss, cg->t_f32, ""));

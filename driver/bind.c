@@ -6,6 +6,7 @@
 
 #include "driver.h"
 #include "kiln/rng.h"
+#include "passes.h"
 
 void bind_rt_error(kiln_diags *diags, const char *path, const kiln_rt_error *err)
 {
@@ -44,12 +45,7 @@ kiln_given_input *bind_given_inputs(const kiln_tensor_file *f, int *n)
 
 void bind_needed(const kiln_graph *g, bool with_loss, unsigned char *needed)
 {
-    memset(needed, 0, g->n_nodes);
-    for (uint32_t i = 0; i < g->n_outputs; i++) needed[g->outputs[i].node] = 1;
-    if (with_loss && g->loss != KILN_NONE) needed[g->loss] = 1;
-    for (uint32_t id = g->n_nodes; id-- > 0;)
-        if (needed[id])
-            for (uint32_t j = 0; j < g->nodes[id].n_in; j++) needed[g->nodes[id].in[j]] = 1;
+    kiln_graph_live(g, with_loss ? KILN_LIVE_LOSS : 0, needed);
 }
 
 static const char *shape_str(const kiln_tensor *t, char *buf, size_t size)

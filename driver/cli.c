@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,4 +110,43 @@ bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_fl
         }
     }
     return diags->n == errors;
+}
+
+kiln_pipeline_options cli_pipeline;
+
+static bool stages_known(const char *list, const char *flag, bool disabling, kiln_diags *diags)
+{
+    bool ok = true;
+    for (const char *p = list; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(len < 63 ? len : 63), p);
+        if (!kiln_pass_known(name)) {
+            kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' is not a pass (passes: %s)", name, kiln_pass_names());
+            ok = false;
+        } else if (disabling && !kiln_pass_optional(name)) {
+            kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' cannot be turned off: code cannot be compiled without it",
+                           name);
+            ok = false;
+        }
+        if (!end) break;
+        p = end + 1;
+    }
+    return ok;
+}
+
+bool cli_pipeline_valid(kiln_diags *diags)
+{
+    bool ok = stages_known(cli_pipeline.disable, "--disable-pass", true, diags);
+    if (cli_pipeline.dump_after && strchr(cli_pipeline.dump_after, ',')) {
+        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "names one pass");
+        ok = false;
+    }
+    return stages_known(cli_pipeline.dump_after, "--dump-after", false, diags) && ok;
+}
+
+void cli_print_dump(const char *dump)
+{
+    if (dump) fputs(dump, stdout);
 }

@@ -12,6 +12,7 @@
 
 #include "diag.h"
 #include "frontend.h"
+#include "passes.h"
 
 typedef enum cli_kind { CLI_BOOL, CLI_STR, CLI_INT, CLI_NUM } cli_kind;
 
@@ -34,6 +35,16 @@ bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_fl
                kiln_diags *diags);
 
 bool cli_parse_int(const char *s, int64_t *out);
+
+/* The compiler pipeline's options for this run (passes/pipeline.c), set by the flags
+ * every compiling command takes: --disable-pass NAME[,NAME…] and --dump-after NAME. */
+extern kiln_pipeline_options cli_pipeline;
+#define CLI_PIPELINE_FLAGS                                                                                    \
+    {"--disable-pass", CLI_STR, &cli_pipeline.disable, NULL}, {"--dump-after", CLI_STR, &cli_pipeline.dump_after, NULL}
+/* Checks the stage names those flags gave; false (reported) if one is unknown. */
+bool cli_pipeline_valid(kiln_diags *diags);
+/* Prints a --dump-after text (if any) to stdout. */
+void cli_print_dump(const char *dump);
 bool cli_parse_num(const char *s, double *out);
 
 #endif

@@ -103,6 +103,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     bool interp = false, json = false, train = false;
     int64_t iters = 0, threads = 1;
     cli_flag flags[] = {
+        CLI_PIPELINE_FLAGS,
         {"--interp", CLI_BOOL, &interp, NULL},
         {"--iters", CLI_INT, &iters, NULL},
         {"--json", CLI_BOOL, &json, NULL},
@@ -111,6 +112,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "bench", "expects one MODEL.json");
     if (iters < 0 || iters > 1000) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
     if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
@@ -178,11 +180,13 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
                                     .n_inputs = (uint32_t)m.n_inputs,
                                     .params = m.params,
                                     .n_params = (uint32_t)m.n_params,
-                                    .name = m.name};
+                                    .name = m.name,
+                                    .pipeline = &cli_pipeline};
         if (train) req = train_step_request(&m, &ts);
         t_compile = now_ms();
         if (!kiln_compile_graph(&req, &cr.c, diags)) goto done;
         t_compile = now_ms() - t_compile;
+        cli_print_dump(cr.c.dump);
         params = kiln_aligned_alloc((size_t)cr.c.params_bytes);
         workspace = kiln_aligned_alloc((size_t)cr.c.workspace_bytes);
         KILN_ASSERT(params && workspace);

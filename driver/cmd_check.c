@@ -25,6 +25,8 @@ typedef struct memory_report {
     int64_t unplanned_bytes;    /* every workspace buffer without reuse */
     int64_t lower_bound_bytes;  /* most workspace bytes live at one time */
     int64_t optim_bytes;        /* --train: the optimizer blob */
+    int unfused_kernels;        /* the same with one kernel per node (--disable-pass fuse) */
+    int64_t unfused_workspace_bytes;
 } memory_report;
 
 static bool is_intermediate(const kiln_node *n) { return kiln_op_table[n->op].kind != KILN_KIND_SOURCE; }
@@ -33,13 +35,20 @@ static bool plan_memory(const kiln_model *m, const train_step *ts, memory_report
 {
     kiln_compile_request req = {.g = &m->graph, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
                                 .params = m->params, .n_params = (uint32_t)m->n_params, .name = m->name};
+    req.pipeline = &cli_pipeline;
     if (ts) req = train_step_request(m, ts);
+
     kiln_memplan plan;
     if (!kiln_codegen_plan(&req, &plan, &r->kernels, diags)) return false;
     r->workspace_bytes = plan.workspace_bytes;
     r->unplanned_bytes = plan.unplanned_bytes;
     r->lower_bound_bytes = plan.lower_bound_bytes;
     r->optim_bytes = plan.optim_bytes;
+    kiln_memplan_free(&plan);
+    /* the same without fusion, to show what fusion saved */
+    req.no_fuse = true;
+    if (!kiln_codegen_plan(&req, &plan, &r->unfused_kernels, diags)) return false;
+    r->unfused_workspace_bytes = plan.workspace_bytes;
     kiln_memplan_free(&plan);
     return true;
 }
@@ -75,9 +84,10 @@ static void print_text(const kiln_model *m, int64_t params, int64_t flops, memor
     if (g->loss != KILN_NONE) printf("loss: %%%u\n", g->loss);
     const char *what = g->n_updates ? "training step" : "forward";
     printf("%s FLOPs: %lld (%.3f GFLOP)\n", what, (long long)flops, (double)flops / 1e9);
-    printf("%s kernels: %d\n", what, mem.kernels);
-    printf("%s workspace: %lld bytes planned (%lld without reuse, %lld live at most)\n", what,
-           (long long)mem.workspace_bytes, (long long)mem.unplanned_bytes, (long long)mem.lower_bound_bytes);
+    printf("%s kernels: %d (%d without fusion)\n", what, mem.kernels, mem.unfused_kernels);
+    printf("%s workspace: %lld bytes planned (%lld without reuse, %lld live at most; %lld without fusion)\n", what,
+           (long long)mem.workspace_bytes, (long long)mem.unplanned_bytes, (long long)mem.lower_bound_bytes,
+           (long long)mem.unfused_workspace_bytes);
     if (g->n_updates) printf("optimizer state: %lld bytes\n", (long long)mem.optim_bytes);
 }
 
@@ -94,6 +104,8 @@ static void print_json(const kiln_model *m, int64_t params, int64_t flops, memor
     cJSON_AddNumberToObject(o, "workspace_bytes", (double)mem.workspace_bytes);
     cJSON_AddNumberToObject(o, "unplanned_bytes", (double)mem.unplanned_bytes);
     cJSON_AddNumberToObject(o, "lower_bound_bytes", (double)mem.lower_bound_bytes);
+    cJSON_AddNumberToObject(o, "unfused_kernels", mem.unfused_kernels);
+    cJSON_AddNumberToObject(o, "unfused_workspace_bytes", (double)mem.unfused_workspace_bytes);
     if (g->n_updates) cJSON_AddNumberToObject(o, "optim_bytes", (double)mem.optim_bytes);
     cJSON *dims = cJSON_AddObjectToObject(o, "dims");
     for (int i = 0; i < m->n_dims; i++) cJSON_AddNumberToObject(dims, m->dims[i].name, (double)m->dims[i].value);
@@ -109,16 +121,31 @@ static void print_json(const kiln_model *m, int64_t params, int64_t flops, memor
     cJSON_Delete(o);
 }
 
+/* Prints the text --dump-after asks for: the graph after that pipeline stage. */
+static bool dump_stage(const kiln_model *m, const train_step *ts, kiln_diags *diags)
+{
+    kiln_compile_request req = {.g = &m->graph, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
+                                .params = m->params, .n_params = (uint32_t)m->n_params, .pipeline = &cli_pipeline};
+    if (ts) req = train_step_request(m, ts);
+    char *dump = kiln_codegen_dump(&req, diags);
+    if (!dump) return false;
+    cli_print_dump(dump);
+    free(dump);
+    return true;
+}
+
 int cmd_check(int argc, char **argv, kiln_diags *diags)
 {
     bool json = false, train = false, dump_ir = false;
     cli_flag flags[] = {
+        CLI_PIPELINE_FLAGS,
         {"--json", CLI_BOOL, &json, NULL},
         {"--train", CLI_BOOL, &train, NULL},
         {"--dump-ir", CLI_BOOL, &dump_ir, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) {
         kiln_diags_add(diags, NULL, 0, 0, "check", "expects one MODEL.json");
         return EXIT_USAGE;
@@ -130,6 +157,12 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     if (train && !train_step_build(&model, &ts, diags)) {
         kiln_model_free(&model);
         return EXIT_FAIL;
+    }
+    if (cli_pipeline.dump_after) { /* the stage's text alone, like --dump-ir */
+        bool ok = dump_stage(&model, train ? &ts : NULL, diags);
+        train_step_free(&ts);
+        kiln_model_free(&model);
+        return ok ? EXIT_OK : EXIT_FAIL;
     }
     if (dump_ir) {
         char *text = kiln_graph_print(&model.graph);

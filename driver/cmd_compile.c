@@ -75,12 +75,14 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     const char *out = NULL, *header = NULL, *cpu = NULL, *features = NULL, *emit = NULL;
     bool train = false;
     cli_flag flags[] = {
+        CLI_PIPELINE_FLAGS,
         {"-o", CLI_STR, &out, NULL},           {"--header", CLI_STR, &header, NULL},
         {"--emit", CLI_STR, &emit, NULL},      {"--target-cpu", CLI_STR, &cpu, NULL},
         {"--target-features", CLI_STR, &features, NULL}, {"--train", CLI_BOOL, &train, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "compile", "expects one MODEL.json");
     kiln_artifact kind = KILN_ARTIFACT_SO;
     if (emit) {
@@ -163,7 +165,14 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
                                     .params = model.params,
                                     .n_params = (uint32_t)model.n_params,
                                     .name = model.name,
-                                    .target = &target};
+                                    .target = &target,
+                                    .pipeline = &cli_pipeline};
+        if (cli_pipeline.dump_after) { /* the stage's text first, then the artifact */
+            char *dump = kiln_codegen_dump(train ? &treq : &req, diags);
+            if (!dump) goto done;
+            cli_print_dump(dump);
+            free(dump);
+        }
         if (emit && train) {
             text = kiln_codegen_emit(&treq, strcmp(emit, "asm") == 0, diags);
             if (!text) goto done;

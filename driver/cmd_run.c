@@ -82,9 +82,11 @@ static bool run_compiled(const kiln_model *m, void *const *values, const unsigne
 {
     const kiln_graph *g = &m->graph;
     kiln_compile_request req = {.g = g, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
-                                .params = m->params, .n_params = (uint32_t)m->n_params, .name = m->name};
+                                .params = m->params, .n_params = (uint32_t)m->n_params, .name = m->name,
+                                .pipeline = &cli_pipeline};
     kiln_compiled c;
     if (!kiln_compile_graph(&req, &c, diags)) return false;
+    cli_print_dump(c.dump);
 
     bool ok = false;
     void *params = kiln_aligned_alloc((size_t)c.params_bytes);
@@ -186,12 +188,14 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     bool grads = false, interp = false;
     int64_t threads = 1;
     cli_flag flags[] = {
+        CLI_PIPELINE_FLAGS,
         {"--weights", CLI_STR, &weights, NULL}, {"--inputs", CLI_STR, &inputs, NULL},
         {"--out", CLI_STR, &out, NULL},         {"--grads", CLI_BOOL, &grads, NULL},
         {"--interp", CLI_BOOL, &interp, NULL},  {"--threads", CLI_INT, &threads, NULL},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "run", "expects one MODEL.json");
     if (!weights) kiln_diags_add(diags, NULL, 0, 0, "run", "--weights W.safetensors is required");
     if (!inputs) kiln_diags_add(diags, NULL, 0, 0, "run", "--inputs X.safetensors is required");

@@ -228,6 +228,7 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     r->ts.dropout_seed = (uint64_t)r->seed;
     kiln_compile_request req = train_step_request(m, &r->ts);
     if (!kiln_compile_graph(&req, &r->c, d)) return false;
+    cli_print_dump(r->c.dump);
     double t1 = progress_now();
     int64_t n_params = 0;
     for (int i = 0; i < m->n_params; i++) n_params += kiln_type_numel(&m->graph.nodes[m->params[i]].type);
@@ -509,6 +510,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     r.threads = cpus < 1 ? 1 : cpus < KILN_MAX_THREADS ? cpus : KILN_MAX_THREADS;
     r.val_batches = 20;
     cli_flag flags[] = {
+        CLI_PIPELINE_FLAGS,
         {"--data", CLI_STR, &r.data, NULL},
         {"--val", CLI_STR, &r.val, NULL},
         {"--task", CLI_STR, &task, NULL},
@@ -527,6 +529,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
     if (a.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "train", "expects one MODEL.json");
     if (!r.data) kiln_diags_add(diags, NULL, 0, 0, "train", "--data PATH is required");
     if (!kiln_task_parse(task, &r.task))

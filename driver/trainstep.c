@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "passes.h"
+#include "cli.h"
 #include "train.h"
 
 #define MAX_MODEL_BYTES ((size_t)64 << 20) /* the frontend's limit too */
@@ -169,7 +170,8 @@ kiln_compile_request train_step_request(const kiln_model *m, const train_step *t
                                   .lr = ts->lr,
                                   .dropout = ts->step_state != KILN_NONE,
                                   .dropout_step = ts->step_state,
-                                  .dropout_seed = ts->dropout_seed};
+                                  .dropout_seed = ts->dropout_seed,
+                                  .pipeline = &cli_pipeline};
 }
 
 int64_t train_step_flops(const kiln_graph *g)

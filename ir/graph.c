@@ -16,12 +16,34 @@ const kiln_op_info kiln_op_table[KILN_OP_COUNT] = {
 #undef OP
 };
 
-/* A half-added op (an enum value without a row) leaves a NULL name; catch it here. */
-#define OP(id, text, arity, kind, attrs, scalar_name) +1
-_Static_assert(0
-#include "ops.def"
-                   == KILN_OP_COUNT,
-               "ops.def rows and the op enum disagree");
+bool kiln_op_table_check(char *msg, size_t size)
+{
+    for (int i = 0; i < KILN_OP_COUNT; i++) {
+        const kiln_op_info *o = &kiln_op_table[i];
+        if (!o->name || !o->name[0]) {
+            snprintf(msg, size, "op %d has no name", i);
+            return false;
+        }
+        for (int j = 0; j < i; j++)
+            if (strcmp(kiln_op_table[j].name, o->name) == 0) {
+                snprintf(msg, size, "ops %d and %d are both named '%s'", j, i, o->name);
+                return false;
+            }
+        if ((o->kind == KILN_KIND_SOURCE) != (o->arity == 0)) {
+            snprintf(msg, size, "op '%s': a source has no inputs, and only a source", o->name);
+            return false;
+        }
+        if (((o->attrs & KILN_A_SCALAR) != 0) != (o->scalar_name != NULL)) {
+            snprintf(msg, size, "op '%s': a scalar attribute needs a name, and a name a scalar attribute", o->name);
+            return false;
+        }
+        if (o->arity < -1 || o->arity > 3) {
+            snprintf(msg, size, "op '%s': arity %d", o->name, o->arity);
+            return false;
+        }
+    }
+    return true;
+}
 #undef OP
 
 const char *const kiln_wrt_names[KILN_WRT_COUNT] = {"q", "k", "v", "scores"};

@@ -70,6 +70,10 @@ typedef struct kiln_op_info {
 
 extern const kiln_op_info kiln_op_table[KILN_OP_COUNT];
 
+/* Checks the op table's rows: a unique name each, sources exactly the ops without
+ * inputs, a scalar attribute exactly when it has a name. On failure writes why. */
+bool kiln_op_table_check(char *msg, size_t size);
+
 /* The op whose text name is `name`, or KILN_OP_COUNT. */
 kiln_op kiln_op_from_name(const char *name);
 

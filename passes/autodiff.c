@@ -210,7 +210,21 @@ bool kiln_autodiff(kiln_graph *g, uint32_t loss, const uint32_t *wrt, uint32_t n
 
     if (c.active[loss]) c.ct[loss] = ad_scalar(&c, 1.0);
     for (uint32_t id = loss + 1; id-- > 0;) {
-        if (!c.active[id] || c.ct[id] == KILN_NONE || !kiln_grad_rules[g->nodes[id].op]) continue;
+        if (!c.active[id] || c.ct[id] == KILN_NONE) continue;
+        if (!kiln_grad_rules[g->nodes[id].op]) {
+            /* a missing rule would silently freeze everything upstream */
+            if (!kiln_grad_none[g->nodes[id].op]) {
+                const kiln_node *n = &g->nodes[id];
+                kiln_diags_add(d, NULL, 0, 0, n->origin ? n->origin : "autodiff",
+                               "no gradient rule for op '%s' (node %%%u%s%s): the loss depends on it through a "
+                               "differentiable input", kiln_op_table[n->op].name, id, n->label ? ", " : "",
+                               n->label ? n->label : "");
+                free(c.ct);
+                free(c.active);
+                return false;
+            }
+            continue;
+        }
         kiln_node y = g->nodes[id]; /* a copy: the rule's nodes may move the array */
         c.origin = y.origin;
         kiln_grad_rules[y.op](&c, id, &y, c.ct[id]);

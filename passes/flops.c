@@ -68,13 +68,10 @@ int64_t kiln_graph_flops(const kiln_graph *g)
     /* only what the outputs need: mark backwards from them */
     unsigned char *live = calloc(g->n_nodes ? g->n_nodes : 1, 1);
     KILN_ASSERT(live != NULL);
-    for (uint32_t i = 0; i < g->n_outputs; i++) live[g->outputs[i].node] = 1;
+    kiln_graph_live(g, 0, live);
     int64_t total = 0;
-    for (uint32_t id = g->n_nodes; id-- > 0;) {
-        if (!live[id]) continue;
-        total += kiln_node_flops(g, id);
-        for (uint32_t j = 0; j < g->nodes[id].n_in; j++) live[g->nodes[id].in[j]] = 1;
-    }
+    for (uint32_t id = 0; id < g->n_nodes; id++)
+        if (live[id]) total += kiln_node_flops(g, id);
     free(live);
     return total;
 }

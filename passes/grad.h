@@ -27,6 +27,8 @@ typedef struct ad_ctx {
 /* The rule of one op; NULL in the table = not differentiable (its inputs get nothing). */
 typedef void (*ad_rule)(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g);
 extern const ad_rule kiln_grad_rules[KILN_OP_COUNT];
+/* Ops that deliberately have no rule (grad_rules.c); every other op must have one. */
+extern const bool kiln_grad_none[KILN_OP_COUNT];
 
 /* Whether input k of n can carry a gradient at all: the op has a rule, both values are
  * f32, and k is not one of the op's index, target, mask or condition inputs. */

@@ -300,6 +300,18 @@ static void rule_matmul(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
         ad_give(c, n, 0, ad_unbroadcast(c, da, a));
     }
     if (ad_wants(c, n, 1)) {
+        const kiln_type *at = &c->g->nodes[a].type, *bt = &c->g->nodes[b].type;
+        if (bt->rank == 2 && at->rank > 2 && !ta) {
+            /* a 2-D B shared by every batch element (x·Wᵀ of a linear layer): the batch's
+             * rows are rows of one product, so dB is one GEMM with k = all rows, not a
+             * GEMM per batch element followed by a sum over the batch */
+            int64_t K = at->dims[at->rank - 1], N = c->g->nodes[g].type.dims[at->rank - 1];
+            kiln_attrs ra = {.dtype = KILN_F32, .rank = 2, .shape = {-1, K}};
+            kiln_attrs rg = {.dtype = KILN_F32, .rank = 2, .shape = {-1, N}};
+            uint32_t a2 = ad_op(c, KILN_OP_RESHAPE, &a, 1, &ra), g2 = ad_op(c, KILN_OP_RESHAPE, &g, 1, &rg);
+            ad_give(c, n, 1, tb ? matmul(c, g2, a2, true, false) : matmul(c, a2, g2, true, false));
+            return;
+        }
         uint32_t db = tb ? matmul(c, g, a, true, ta) : matmul(c, a, g, !ta, false);
         ad_give(c, n, 1, ad_unbroadcast(c, db, b));
     }
@@ -480,6 +492,16 @@ const ad_rule kiln_grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_ATTENTION] = rule_attention,
     [KILN_OP_CROSS_ENTROPY] = rule_cross_entropy,
 
-    /* no rule: sources (input, param, state, constant, iota), comparisons (lt, gt, eq),
-     * cast, and the gradient composites (no second derivatives) */
+    /* no rule: the ops of kiln_grad_none below */
+};
+
+/* Ops through which no gradient flows, on purpose: sources (input, param, state,
+ * constant, iota), comparisons (piecewise constant), cast (between f32 and i32 only:
+ * i32 values carry no gradient), and the gradient composites (no second derivatives).
+ * Every other op needs a rule; autodiff refuses a graph that needs a missing one. */
+const bool kiln_grad_none[KILN_OP_COUNT] = {
+    [KILN_OP_INPUT] = true,     [KILN_OP_PARAM] = true,          [KILN_OP_STATE] = true,
+    [KILN_OP_CONSTANT] = true,  [KILN_OP_IOTA] = true,           [KILN_OP_LT] = true,
+    [KILN_OP_GT] = true,        [KILN_OP_EQ] = true,             [KILN_OP_CAST] = true,
+    [KILN_OP_LAYERNORM_GRAD] = true, [KILN_OP_ATTENTION_GRAD] = true, [KILN_OP_CROSS_ENTROPY_GRAD] = true,
 };

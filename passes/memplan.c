@@ -108,7 +108,7 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         uint32_t id = req->params[i];
         KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_PARAM);
         off = round_up(off);
-        p->homes[id] = (kiln_home){KILN_HOME_PARAM, i, off, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        p->homes[id] = (kiln_home){.kind = KILN_HOME_PARAM, .index = i, .offset = off, .bytes = kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
         off += p->homes[id].bytes;
     }
     p->params_bytes = round_up(off);
@@ -117,14 +117,14 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         uint32_t id = req->states[i];
         KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_STATE);
         off = round_up(off);
-        p->homes[id] = (kiln_home){KILN_HOME_STATE, i, off, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        p->homes[id] = (kiln_home){.kind = KILN_HOME_STATE, .index = i, .offset = off, .bytes = kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
         off += p->homes[id].bytes;
     }
     p->optim_bytes = round_up(off);
     for (uint32_t i = 0; i < req->n_inputs; i++) {
         uint32_t id = req->inputs[i];
         KILN_ASSERT(id < g->n_nodes && g->nodes[id].op == KILN_OP_INPUT);
-        p->homes[id] = (kiln_home){KILN_HOME_INPUT, i, 0, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+        p->homes[id] = (kiln_home){.kind = KILN_HOME_INPUT, .index = i, .offset = 0, .bytes = kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
     }
 
     /* outputs first, so that a node that is an output is computed into it */
@@ -134,7 +134,7 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         kiln_op op = g->nodes[id].op;
         bool computed = op != KILN_OP_INPUT && op != KILN_OP_PARAM && op != KILN_OP_STATE;
         if (computed && p->homes[id].kind == KILN_HOME_NONE)
-            p->homes[id] = (kiln_home){KILN_HOME_OUTPUT, o, 0, kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
+            p->homes[id] = (kiln_home){.kind = KILN_HOME_OUTPUT, .index = o, .offset = 0, .bytes = kiln_type_numel(&g->nodes[id].type) * KILN_ELEM_BYTES};
         else p->copies[p->n_copies++] = (kiln_out_copy){id, o};
     }
 
@@ -144,7 +144,12 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         if (!needed[id] || h->kind != KILN_HOME_NONE) continue;
         KILN_ASSERT(n->op != KILN_OP_INPUT && n->op != KILN_OP_PARAM && n->op != KILN_OP_STATE); /* all listed */
         h->bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
-        if (n->op == KILN_OP_CONSTANT && n->attrs.n_values == kiln_type_numel(&n->type)) {
+        if (req->schedule && req->schedule->internal[id]) {
+            h->kind = KILN_HOME_FUSED;
+        } else if (req->schedule && req->schedule->view[id]) { /* read with strides */
+            h->kind = KILN_HOME_ALIAS;
+            h->index = root_of(p, n->in[0]);
+        } else if (kiln_constant_is_global(n)) {
             h->kind = KILN_HOME_CONST;
         } else if (n->op == KILN_OP_RESHAPE) {
             h->kind = KILN_HOME_ALIAS;
@@ -162,7 +167,39 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
  * final "p − step" and "β·m + …" nodes are built that way (passes/optimizer.c), so the
  * new parameters and moments need no workspace and no copies. Any other value is copied
  * at the end and stays live until then. */
-static void place_updates(const kiln_graph *g, const unsigned char *needed, kiln_memplan *p)
+/* Where node id's kernel runs: its kernel's position in the schedule, or its own id. */
+static uint32_t position(const kiln_plan_request *req, uint32_t id)
+{
+    if (!req->schedule) return id;
+    KILN_ASSERT(req->schedule->kernel_of[id] != KILN_NONE);
+    return req->schedule->kernel_of[id];
+}
+
+/* Whether the new value v may be computed into target t's storage by a kernel that also
+ * reads t: only an elementwise (LOOP) kernel whose every read of t is direct — the element
+ * it writes is the element it read, at the same offset (v and t have one type). */
+static bool reads_in_step(const kiln_graph *g, const kiln_plan_request *req, uint32_t t, uint32_t v)
+{
+    if (!req->schedule) return false;
+    const kiln_kernel_schedule *s = req->schedule;
+    const kiln_kernel *k = &s->kernels[s->kernel_of[v]];
+    if (k->kind != KILN_KERNEL_LOOP) return false;
+    for (uint32_t i = 0; i < k->n; i++) {
+        const kiln_node *m = &g->nodes[s->members[k->first + i]];
+        for (uint32_t j = 0; j < m->n_in; j++) {
+            uint32_t x = m->in[j];
+            if (x == t) continue;
+            /* a view of t read at another index */
+            while (g->nodes[x].op == KILN_OP_RESHAPE && !s->internal[x] && s->kernel_of[x] == KILN_NONE)
+                x = g->nodes[x].in[0];
+            if (x == t) return false;
+        }
+    }
+    return true;
+}
+
+static void place_updates(const kiln_graph *g, const kiln_plan_request *req, const unsigned char *needed,
+                          kiln_memplan *p, uint32_t end)
 {
     p->update_copies = xcalloc(g->n_updates, sizeof *p->update_copies);
     for (uint32_t u = 0; u < g->n_updates; u++) {
@@ -172,13 +209,15 @@ static void place_updates(const kiln_graph *g, const unsigned char *needed, kiln
         for (uint32_t w = 0; w < g->n_updates; w++)
             KILN_ASSERT(w == u || root_of(p, v) != g->updates[w].target);
         kiln_home *h = &p->homes[v];
-        if (h->kind == KILN_HOME_WORKSPACE && p->homes[t].last < v && t != v) {
+        uint32_t at = h->kind == KILN_HOME_WORKSPACE ? position(req, v) : 0;
+        bool free_then = p->homes[t].last < at || (p->homes[t].last == at && reads_in_step(g, req, t, v));
+        if (h->kind == KILN_HOME_WORKSPACE && free_then && t != v) {
             h->kind = KILN_HOME_UPDATE;
             h->index = t;
             h->offset = p->homes[t].offset;
         } else {
             p->update_copies[p->n_update_copies++] = u;
-            p->homes[root_of(p, v)].last = p->n_nodes;
+            p->homes[root_of(p, v)].last = end;
         }
     }
 }
@@ -197,20 +236,28 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
     for (uint32_t id = 0; id < n; id++) needed[id] = req->needed ? req->needed[id] : 1;
     assign_homes(g, req, needed, p);
 
-    /* liveness of workspace values: reads through views count for the viewed value */
+    /* liveness of workspace values over kernel positions: reads through views count for
+     * the viewed value; values inside a kernel are no reads */
+    uint32_t end = req->schedule ? req->schedule->n_kernels : n;
     for (uint32_t id = 0; id < n; id++) {
-        p->homes[id].first = p->homes[id].last = id;
+        bool runs = req->schedule ? req->schedule->kernel_of[id] != KILN_NONE : needed[id];
+        p->homes[id].first = p->homes[id].last = runs ? position(req, id) : 0;
         p->scratch_offset[id] = -1;
     }
     for (uint32_t id = 0; id < n; id++) {
         if (!needed[id]) continue;
+        const kiln_home *h = &p->homes[id];
+        if (h->kind != KILN_HOME_WORKSPACE && h->kind != KILN_HOME_OUTPUT && h->kind != KILN_HOME_FUSED) continue;
+        uint32_t at = position(req, id);
         for (uint32_t j = 0; j < g->nodes[id].n_in; j++) {
-            uint32_t r = root_of(p, g->nodes[id].in[j]);
-            if (p->homes[r].last < id) p->homes[r].last = id;
+            uint32_t x = g->nodes[id].in[j];
+            if (p->homes[x].kind == KILN_HOME_FUSED) continue;
+            uint32_t r = root_of(p, x);
+            if (p->homes[r].last < at) p->homes[r].last = at;
         }
     }
-    for (uint32_t i = 0; i < p->n_copies; i++) p->homes[root_of(p, p->copies[i].node)].last = n;
-    place_updates(g, needed, p);
+    for (uint32_t i = 0; i < p->n_copies; i++) p->homes[root_of(p, p->copies[i].node)].last = end;
+    place_updates(g, req, needed, p, end);
 
     /* the buffers to place */
     buffer *bufs = xcalloc(2 * (size_t)n, sizeof *bufs);
@@ -222,7 +269,7 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
         KILN_ASSERT(s >= 0);
         if (s > 0) {
             p->scratch_bytes[id] = s;
-            bufs[n_bufs++] = (buffer){id, true, round_up(s), id, id, 0};
+            bufs[n_bufs++] = (buffer){id, true, round_up(s), position(req, id), position(req, id), 0};
         }
     }
     qsort(bufs, n_bufs, sizeof *bufs, by_size_desc);
@@ -236,7 +283,7 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
         p->unplanned_bytes += b->size;
     }
     /* the lower bound: the most bytes live at one time (values copied out live to n) */
-    for (uint32_t t = 0; t <= n; t++) {
+    for (uint32_t t = 0; t <= end; t++) {
         int64_t live = 0;
         for (size_t i = 0; i < n_bufs; i++)
             if (bufs[i].first <= t && t <= bufs[i].last) live += bufs[i].size;
@@ -265,7 +312,7 @@ bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size)
         const kiln_home *h = &p->homes[id];
         if (h->kind == KILN_HOME_WORKSPACE) bufs[n++] = (buffer){id, false, h->bytes, h->first, h->last, h->offset};
         if (p->scratch_bytes[id] > 0)
-            bufs[n++] = (buffer){id, true, p->scratch_bytes[id], id, id, p->scratch_offset[id]};
+            bufs[n++] = (buffer){id, true, p->scratch_bytes[id], h->first, h->first, p->scratch_offset[id]};
         if (h->kind == KILN_HOME_ALIAS && p->homes[h->index].kind == KILN_HOME_ALIAS) {
             snprintf(msg, msg_size, "node %u aliases node %u, itself a view", id, h->index);
             free(bufs);

@@ -249,8 +249,10 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
     for (uint32_t i = 0; i < n && !c.failed; i++) {
         if (!pp[i].trained) continue;
         uint32_t p = params[i];
-        const char *name = g->nodes[p].attrs.name;
-        const kiln_type *t = &g->nodes[p].type;
+        const char *name = g->nodes[p].attrs.name; /* arena-owned: stays put */
+        /* a copy: adding nodes may move g->nodes */
+        kiln_type ptype = g->nodes[p].type;
+        const kiln_type *t = &ptype;
         uint32_t grad = coef == KILN_NONE ? grads[i] : op2(&c, KILN_OP_MUL, grads[i], coef);
         if (cfg->kind == KILN_OPTIM_ADAMW) {
             uint32_t m = state(&c, "optim.m.", name, t), v = state(&c, "optim.v.", name, t);

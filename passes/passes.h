@@ -11,6 +11,66 @@
 int64_t kiln_node_flops(const kiln_graph *g, uint32_t id);
 int64_t kiln_graph_flops(const kiln_graph *g);
 
+/* ---- live.c ------------------------------------------------------------------------------
+ *
+ * live[id] = 1 for every node the graph's outputs need, plus (by the root bits) its loss
+ * and its updates' new values; g->n_nodes bytes. */
+enum { KILN_LIVE_LOSS = 1, KILN_LIVE_UPDATES = 2 };
+void kiln_graph_live(const kiln_graph *g, unsigned roots, unsigned char *live);
+
+/* ---- fuse.c: the kernel schedule ---------------------------------------------------------
+ *
+ * Groups the live nodes of a graph into kernels (see fuse.c): an ordered list, each
+ * kernel a kind and its member nodes in node order. The graph is not changed. */
+
+typedef enum kiln_kernel_kind {
+    KILN_KERNEL_NODE,   /* one node, lowered by its op's own kernel */
+    KILN_KERNEL_LOOP,   /* elementwise nodes of one shape in one loop nest */
+    KILN_KERNEL_ATTENTION,      /* an attention, [the transpose of its result it writes directly] */
+    KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [their transposes] */
+    KILN_KERNEL_GEMM,   /* a matmul with its epilogue: [scale] [+ bias] [activation] [+ residual] */
+} kiln_kernel_kind;
+
+typedef struct kiln_kernel {
+    kiln_kernel_kind kind;
+    uint32_t first, n;         /* members: schedule.members[first .. first + n), node order */
+} kiln_kernel;
+
+typedef struct kiln_kernel_schedule {
+    uint32_t n_nodes;
+    kiln_kernel *kernels;      /* in execution order (by first member) */
+    uint32_t n_kernels;
+    uint32_t *members;
+    uint32_t n_members;
+    uint32_t *kernel_of;       /* per node: the kernel computing it, or KILN_NONE */
+    unsigned char *internal;   /* per node: its value never leaves its kernel (no buffer) */
+    unsigned char *view;       /* per node: a transpose no kernel computes: the attention
+                                  kernels reading it read its input's memory with strides */
+} kiln_kernel_schedule;
+
+typedef struct kiln_fuse_request {
+    const unsigned char *live; /* per node: computed */
+    bool enable_loop;          /* fuse elementwise chains and attention layouts (else every node is its own kernel) */
+    bool enable_gemm;          /* fold epilogues into GEMMs */
+    bool dropout_alone;        /* dropout nodes keep a kernel of their own (a training step's) */
+} kiln_fuse_request;
+
+/* Whether a CONSTANT node lives in the compiled module as data (a global) rather than
+ * being filled by a kernel: constants given in full, and splats (one value repeated)
+ * small enough that their data costs less than a kernel call per run. */
+#define KILN_SPLAT_GLOBAL_MAX 16384
+bool kiln_constant_is_global(const kiln_node *n);
+
+/* Whether node id needs a kernel: live, not a source, and not a view or a constant
+ * global unless it is a graph output. */
+bool kiln_node_has_kernel(const kiln_graph *g, const unsigned char *live, uint32_t id);
+bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s, kiln_diags *d);
+/* Whether a matmul is one GEMM call (2-D, or a batch of rows sharing one 2-D B), and the
+ * activations a GEMM epilogue applies. */
+bool kiln_matmul_is_one_gemm(const kiln_graph *g, const kiln_node *n);
+bool kiln_is_gemm_activation(kiln_op op);
+void kiln_schedule_free(kiln_kernel_schedule *s);
+
 /* ---- memplan.c: static memory planning ---------------------------------------------
  *
  * Decides where every value of a compiled graph lives (its "home") and lays the
@@ -29,7 +89,10 @@ typedef enum kiln_home_kind {
     KILN_HOME_STATE,       /* the optimizer blob at `offset` (index = state number) */
     KILN_HOME_UPDATE,      /* an update's new value computed straight into the storage of its
                               target, node `index` (a PARAM or STATE, same `offset`): every
-                              reader of the target's old value runs before this node */
+                              reader of the target's old value runs before this node's
+                              kernel, or is this same elementwise kernel reading the target at
+                              the element it writes */
+    KILN_HOME_FUSED,       /* lives only inside its kernel (registers): no memory */
 } kiln_home_kind;
 
 typedef struct kiln_home {
@@ -37,8 +100,9 @@ typedef struct kiln_home {
     uint32_t index;
     int64_t offset;        /* bytes */
     int64_t bytes;         /* the value's size (numel · 4) */
-    uint32_t first, last;  /* WORKSPACE: live from node first to node last (inclusive);
-                              last = n_nodes when the value is copied to an output */
+    uint32_t first, last;  /* WORKSPACE: live from kernel position first to last (inclusive);
+                              last = the number of positions when the value is copied out.
+                              Positions are the schedule's kernels, or node ids without one */
 } kiln_home;
 
 /* An output whose node already lives elsewhere (an input, a parameter, a constant, a
@@ -75,6 +139,8 @@ typedef struct kiln_plan_request {
     /* outputs: g->outputs, in order */
     const uint32_t *states;        /* STATE nodes in optimizer-blob order */
     uint32_t n_states;
+    const kiln_kernel_schedule *schedule; /* the kernels (liveness over their order; internal values
+                                      get no memory), or NULL: one kernel per node */
     /* updates: g->updates; their values must be needed */
 } kiln_plan_request;
 
@@ -137,5 +203,42 @@ typedef struct kiln_optim_result {
 
 bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *grads, uint32_t n,
                       const kiln_optim_config *cfg, kiln_optim_result *out, kiln_diags *d);
+
+/* ---- pipeline.c: the stages every compilation goes through ---------------------------------
+ *
+ * verify → live → fuse → memplan (pipeline.c explains each). What comes out is a
+ * program: the kernel schedule and the memory plan codegen follows. */
+
+typedef struct kiln_pipeline_options {
+    const char *disable;     /* comma-separated stage names to skip ("fuse"), or NULL */
+    const char *dump_after;  /* a stage whose IR text to keep in kiln_program.dump, or NULL */
+} kiln_pipeline_options;
+
+typedef struct kiln_pipeline_request {
+    const kiln_graph *g;
+    const uint32_t *inputs, *params, *states;   /* as kiln_plan_request */
+    uint32_t n_inputs, n_params, n_states;
+    bool dropout_alone;                          /* a training step's dropout keeps its kernel */
+    /* kernel scratch bytes per node (codegen knows them: they depend on the target and
+     * on how nodes are grouped into kernels) */
+    void (*scratch_sizes)(const kiln_graph *g, const kiln_kernel_schedule *s, void *ctx, int64_t *bytes);
+    void *scratch_ctx;
+    const kiln_pipeline_options *options;        /* NULL: every stage, no dump */
+} kiln_pipeline_request;
+
+typedef struct kiln_program {
+    kiln_kernel_schedule sched;
+    kiln_memplan plan;
+    char *dump;              /* --dump-after's text, malloc'd, or NULL */
+} kiln_program;
+
+bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d);
+void kiln_program_free(kiln_program *p);
+/* Stage names for --disable-pass / --dump-after: whether one exists, and the list. */
+bool kiln_pass_known(const char *name);
+const char *kiln_pass_names(void);
+bool kiln_pass_disabled(const kiln_pipeline_options *o, const char *name);
+/* Whether a stage may be turned off (the others are needed to compile at all). */
+bool kiln_pass_optional(const char *name);
 
 #endif

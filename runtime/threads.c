@@ -1,18 +1,25 @@
 /* threads.c — the persistent thread pool behind kiln_parallel_for.
  *
- * Design. kiln_threads_set(n) starts n − 1 workers once; kiln_parallel_for then splits
- * [0, n_items) into n contiguous chunks fixed by (n_items, n) alone — chunk i is
- * [n_items·i/n, n_items·(i+1)/n) — so which items a call sees never depends on timing.
- * The calling thread runs chunk 0 and worker i−1 runs chunk i. A call allocates nothing:
- * the job (fn, ctx, n_items) sits in the pool's one static record.
+ * Design. kiln_threads_set(n) starts n − 1 workers once. kiln_parallel_for cuts
+ * [0, n_items) into up to 4·n contiguous chunks and every thread — the caller and each
+ * worker that is awake — claims chunks from an atomic counter until none is left. Which
+ * thread runs a chunk depends on timing, but never what is computed: compiled kernels
+ * hand over items that are independent and computed the same way in any chunk (see
+ * cg_parallel_for in codegen/lower.h), so results are bit-identical whatever the thread
+ * count and timing. Claiming matters on a busy machine: a worker that sleeps takes about
+ * 100 µs to wake, and the caller no longer waits for it when it can run the chunks itself.
+ * A call allocates nothing: the job (fn, ctx, n_items, chunks) sits in the pool's one
+ * static record.
  *
- * Hand-off. The caller publishes the job and bumps `generation`; workers wait for a new
- * generation, run their chunk, and decrement `pending`; the caller waits for pending = 0.
- * Both waits spin briefly first (a GEMM is microseconds to milliseconds, and a sleeping
- * worker takes tens of microseconds to wake) and then sleep on a condition variable, so
- * idle workers cost no CPU. Both counters change under the mutex only where a sleeper may
- * depend on them, so no wake-up is lost: generation is bumped under it, and a worker that
- * brings pending to 0 signals under it.
+ * Hand-off. The caller publishes the job, resets the claim and done counters, and bumps
+ * `generation`; workers wait for a new generation (spinning briefly, then sleeping on a
+ * condition variable), then claim chunks. The caller returns when every chunk is done
+ * (`done` = chunks), waiting the same way. A worker that wakes after its job is over
+ * finds no chunk left, or claims a chunk of the next job, which it then runs with that
+ * job's record: the counters are reset only after the record is written, and a job's
+ * record is not replaced until all its chunks are done. generation is bumped under the
+ * mutex, and the worker that completes the last chunk signals under it, so no wake-up is
+ * lost.
  *
  * Nesting. A kiln_parallel_for made while a job is running (from inside fn, or from
  * another thread) runs inline on the calling thread: the workers are busy, and waiting
@@ -33,7 +40,7 @@ enum { SPIN_ROUNDS = 1 << 11 };  /* ~0.1 ms of pause: longer than a hand-off, sh
 
 static struct {
     pthread_mutex_t mu;
-    pthread_cond_t start, done;
+    pthread_cond_t start, done_cv;
     int n;  /* threads taking part, the caller included; 1 = no workers */
     pthread_t workers[KILN_MAX_THREADS - 1];
     bool quit;
@@ -42,10 +49,14 @@ static struct {
     void (*fn)(void *ctx, int64_t begin, int64_t end);
     void *ctx;
     int64_t n_items;
+    int chunks;
     atomic_uint_fast64_t generation;
-    atomic_int pending;  /* workers yet to finish the current job */
+    /* the claim word: (chunks << 32) | next chunk to claim, replaced whole for each job,
+     * so a claim can never mix one job's count with another's */
+    atomic_uint_fast64_t claim;
+    atomic_int done;     /* chunks finished */
     atomic_bool busy;    /* a job is running: further calls run inline */
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done = PTHREAD_COND_INITIALIZER, .n = 1};
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER, .n = 1};
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -53,13 +64,27 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-static void run_chunk(int i, int parts) {
-    int64_t begin = pool.n_items * i / parts, end = pool.n_items * (i + 1) / parts;
-    if (begin < end) pool.fn(pool.ctx, begin, end);
+/* Claims and runs chunks of the current job until none is left. A successful claim is
+ * of the job whose record is in the pool, and that record stays until the chunk is done. */
+static void run_chunks(void) {
+    uint_fast64_t c = atomic_load(&pool.claim);
+    for (;;) {
+        int i = (int)(c & 0xffffffffu), chunks = (int)(c >> 32);
+        if (i >= chunks) return;
+        if (!atomic_compare_exchange_weak(&pool.claim, &c, c + 1)) continue;  /* c reloaded */
+        int64_t begin = pool.n_items * i / chunks, end = pool.n_items * (i + 1) / chunks;
+        if (begin < end) pool.fn(pool.ctx, begin, end);
+        if (atomic_fetch_add(&pool.done, 1) == chunks - 1) {
+            pthread_mutex_lock(&pool.mu);
+            pthread_cond_signal(&pool.done_cv);
+            pthread_mutex_unlock(&pool.mu);
+        }
+        c = atomic_load(&pool.claim);
+    }
 }
 
 static void *worker_main(void *arg) {
-    int index = (int)(intptr_t)arg;  /* chunk index, 1 .. n-1 */
+    (void)arg;
     uint_fast64_t seen = pool.created_at;  /* not a fresh load: a job may already be out */
     for (;;) {
         uint_fast64_t g = seen;
@@ -71,12 +96,7 @@ static void *worker_main(void *arg) {
         }
         if (g == seen) return NULL;  /* quit, no job */
         seen = g;
-        run_chunk(index, pool.n);
-        if (atomic_fetch_sub(&pool.pending, 1) == 1) {
-            pthread_mutex_lock(&pool.mu);
-            pthread_cond_signal(&pool.done);
-            pthread_mutex_unlock(&pool.mu);
-        }
+        run_chunks();
     }
 }
 
@@ -118,18 +138,20 @@ void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *
     pool.fn = fn;
     pool.ctx = ctx;
     pool.n_items = n_items;
-    atomic_store(&pool.pending, pool.n - 1);
+    pool.chunks = (int)(n_items < 4 * pool.n ? n_items : 4 * pool.n);
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.claim, (uint_fast64_t)pool.chunks << 32);
     pthread_mutex_lock(&pool.mu);
     atomic_fetch_add(&pool.generation, 1);
     pthread_cond_broadcast(&pool.start);
     pthread_mutex_unlock(&pool.mu);
 
-    run_chunk(0, pool.n);
+    run_chunks();
 
-    for (int s = 0; s < SPIN_ROUNDS && atomic_load(&pool.pending) != 0; s++) cpu_relax();
-    if (atomic_load(&pool.pending) != 0) {
+    for (int s = 0; s < SPIN_ROUNDS && atomic_load(&pool.done) != pool.chunks; s++) cpu_relax();
+    if (atomic_load(&pool.done) != pool.chunks) {
         pthread_mutex_lock(&pool.mu);
-        while (atomic_load(&pool.pending) != 0) pthread_cond_wait(&pool.done, &pool.mu);
+        while (atomic_load(&pool.done) != pool.chunks) pthread_cond_wait(&pool.done_cv, &pool.mu);
         pthread_mutex_unlock(&pool.mu);
     }
     atomic_store(&pool.busy, false);

@@ -112,10 +112,12 @@ int kiln_tensor_file_write(const char *path, const kiln_tensor *tensors, int n,
 /* ---- threads ------------------------------------------------------------------------ */
 
 /* Compiled kernels split their work with kiln_parallel_for over a small persistent
- * pthread pool (runtime/threads.c). The partition is fixed: with n threads, chunk i of
- * [0, n_items) is [n_items·i/n, n_items·(i+1)/n), chunk 0 runs on the caller, and each
- * chunk is one call fn(ctx, begin, end) (none for an empty chunk). Kernels that must give
- * the same bits for any thread count split their work so that no sum depends on it.
+ * pthread pool (runtime/threads.c). The partition is fixed by (n_items, n threads):
+ * P = min(n_items, 4·n) chunks, chunk i = [n_items·i/P, n_items·(i+1)/P), each one call
+ * fn(ctx, begin, end) (none for an empty chunk); which thread runs which chunk depends on
+ * timing (the caller and the awake workers claim chunks), so fn must compute each item
+ * the same way in any chunk and on any thread — compiled kernels do, which is why their
+ * results are the same bits for any thread count.
  *
  * kiln_threads_set(n): n threads in all, the caller included, capped at KILN_MAX_THREADS;
  * 1 (the start) runs everything inline. Returns non-zero for n < 1 or when a thread

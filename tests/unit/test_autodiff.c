@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grad.h"
 #include "passes.h"
 
 /* ---- random numbers ------------------------------------------------------------------- */
@@ -836,10 +837,25 @@ static void test_too_large_gradient_fails_cleanly(void **state)
     assert_non_null(strstr(t->d.items[t->d.n - 1].message, "too large"));
 }
 
+/* Every op has a gradient rule or is on the explicit no-gradient list, never both: an op
+ * added without a rule makes autodiff refuse graphs that need it instead of silently
+ * freezing whatever lies upstream. */
+static void test_every_op_has_a_rule_or_none(void **state)
+{
+    (void)state;
+    for (int op = 0; op < KILN_OP_COUNT; op++) {
+        bool rule = kiln_grad_rules[op] != NULL, none = kiln_grad_none[op];
+        if (rule == none)
+            fail_msg("op '%s': %s", kiln_op_table[op].name,
+                     rule ? "has a rule and is on the no-gradient list" : "has no rule and is not on the no-gradient list");
+    }
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_every_op_has_a_rule_or_none),
         T(test_add), T(test_sub), T(test_mul), T(test_div), T(test_maximum), T(test_minimum), T(test_pow),
         T(test_where), T(test_comparisons_carry_nothing),
         T(test_neg), T(test_exp), T(test_log), T(test_sqrt), T(test_rsqrt), T(test_abs), T(test_square),

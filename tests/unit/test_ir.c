@@ -1472,11 +1472,20 @@ static void test_verify_reports_every_problem(void **state)
 
 /* ---- main ----------------------------------------------------------------------------- */
 
+/* The op table's rows are consistent (a check that fails on a half-added or
+ * mis-declared row, in place of a compile-time count of ops.def against itself). */
+static void test_op_table_check(void **state)
+{
+    char msg[256];
+    if (!kiln_op_table_check(msg, sizeof msg)) fail_msg("%s", msg);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        T(test_op_table_check),
         T(test_every_row_built),
         T(test_op_table),
         T(test_sources),

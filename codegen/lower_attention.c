@@ -1,0 +1,1070 @@
+/* lower_attention.c — attention and its gradients as flash-style kernels: blocks of
+ * queries against blocks of keys with an online softmax, never a T×S score matrix.
+ *
+ * Notation: per (batch…, head) item, q (T,dh), k (S,dh), v (S,dv), g = dO (T,dv);
+ * W = target->vector_floats; a query block is BQ = 2W queries (NQ = 2 vectors), a key
+ * block BK = BQ keys. Scores are kept TRANSPOSED, St[j][i] with the BQ queries of the
+ * block as vector lanes, so that every per-query statistic (running max m, sum l, D) is
+ * a lane of NQ vectors and the softmax needs no horizontal reduction.
+ *
+ * Products, each a register-blocked micro-kernel in explicit <W x float> + llvm.fma:
+ *   score tile    St[j][i] = Σ_d K[j][d]·Qt[d][i]: RJ keys × NQ query vectors of
+ *                 accumulators; per d, NQ vector loads of the packed Qt (q of the block
+ *                 transposed once per block: dh gathers) and RJ broadcasts of K
+ *                 elements straight from k. dP = dO·Vᵀ is the same tile over dOt and v.
+ *   update tile   C[r][e] (+)= Σ_κ a(r,κ)·B[κ][e] with e as vector lanes: h rows × nv
+ *                 vectors of accumulators; per κ, nv vector loads of a B row (v, dO, q
+ *                 or k, read in place, the last vector masked when the width is not a
+ *                 multiple of W) and h broadcasts of a from the score block. P·V, dV,
+ *                 dK and dQ are all this tile with different operands.
+ * Neither relies on the loop vectoriser: the emitted IR is already vector code.
+ *
+ * Forward, per item (batch·head, query block):
+ *   pack Qt; m = −∞, l = 0, O = 0 (BQ × dv in scratch)
+ *   for each key block up to the diagonal (causal: keys j ≤ last query; later blocks are
+ *   never visited):
+ *     St = scale·Q·Kᵀ + bias (gathered), masked keys −∞       (score tile)
+ *     diagonal block only: j > i → −∞; block max
+ *     m' = max(m, block max); α = exp(m − m'); P = exp(St − m'); l = α·l + Σ P
+ *     O = α·O + P·V                                             (update tile, α on load)
+ *   out = O / l, or 0 where l = 0 (every key excluded: the interpreter's rule).
+ * m' = −∞ is replaced by 0 in the exponents, so a row with nothing kept yet gives
+ * exp(−∞) = 0, never NaN.
+ *
+ * Backward, per (batch…, head), for each query block (FlashAttention-2's recomputation;
+ * the forward's log-sum-exp is not an IR value, so pass 1 recomputes it):
+ *   pass 1, over key blocks: m, l as the forward, and D = Σ_j P_ij·dP_ij online
+ *           (rescaled by α like l), dP = dO·Vᵀ by the score tile — only when some
+ *           gradient needs dS.
+ *   pass 2, over key blocks: P = exp(St − m)/l, dP, dS = P∘(dP − D); then
+ *           dV += Pᵀ·dO, dK += scale·dSᵀ·Q, dQ += scale·dS·K, dscores = dS,
+ *           each only when asked for.
+ * The two passes are one runtime loop around the key blocks (the score tiles are emitted
+ * once). dQ rows belong to the current query block and dK, dV rows to the item, so one thread
+ * owns every output element it writes; results accumulate in the outputs, zeroed by
+ * the same thread first.
+ *
+ * Threads: the items (forward: batch·head·query block, causal ones in zig-zag order
+ * 0, n−1, 1, n−2, … so that contiguous ranges carry equal work; backward: batch·head)
+ * are cut into P = min(items, KILN_MAX_THREADS) contiguous parts, run through
+ * cg_parallel_for; each part has its own scratch slot (the packed block, the score
+ * blocks, the forward's O accumulator). An element is computed by the same code in the
+ * same order whichever part and thread runs it, so results are bit-identical for any
+ * thread count.
+ *
+ * Edges: the last query block pads its lanes (Qt and dOt zero-filled by masked
+ * gathers), key rows past the end are read clamped and scored −∞, and update tiles
+ * whose rows run past the last query or key write those rows to a dummy scratch row, so
+ * every tile is whole. Operand strides are parameters (attn_layout), so a fusion pass
+ * can fold a (B,T,H,d) ↔ (B,H,T,d) transpose into the kernel.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kiln/runtime.h" /* KILN_MAX_THREADS */
+#include "lower.h"
+
+/* The exponential of a vector. vm_exp (codegen/vmath.h) replaces this on merge. */
+static LLVMValueRef att_exp(kiln_cg *cg, LLVMValueRef x) { return cg_intrinsic1(cg, "llvm.exp", x); }
+
+enum { NQ = 2 }; /* query vectors per block */
+
+/* ---- geometry -------------------------------------------------------------------------- */
+
+typedef struct attn_blocks {
+    int w;      /* floats per vector */
+    int bq, bk; /* queries (NQ vectors) and keys per block */
+    int rj;     /* key rows per score tile: rj × NQ accumulators */
+    int acc;    /* accumulators an update tile may use */
+    int nvmax;  /* vectors per update-tile row */
+} attn_blocks;
+
+static attn_blocks blocks_for(const kiln_target *t)
+{
+    int w = t->vector_floats >= 16 ? 16 : t->vector_floats >= 8 ? 8 : 4;
+    bool wide = w >= 16; /* 32 vector registers (AVX-512) rather than 16 */
+    return (attn_blocks){w, NQ * w, NQ * w, wide ? 8 : 4, wide ? 24 : 12, wide ? 4 : 2};
+}
+
+/* One attention (or its gradient): shapes, attributes, every operand's strides. */
+typedef struct attn_geom {
+    int r, nb;                       /* rank of q; batch dims (…, H) = r − 2 */
+    int64_t bdims[KILN_MAX_RANK];
+    int64_t n_bh, T, S, dh, dv;
+    double scale;
+    bool causal, has_mask, has_bias;
+    kiln_dtype mask_dt;
+    int64_t bstride[KILN_MAX_RANK];  /* the bias's broadcast strides over (…, H, T, S) */
+    /* element strides of every dim but the last (contiguous) one: (batch…, head, row);
+     * the mask's are its batch dims only (it has no head dim) */
+    int64_t st[ATTN_N_OPERANDS][KILN_MAX_RANK];
+} attn_geom;
+
+/* Row-major strides of every dim but the last of a type like `t` with the last two dims
+ * replaced by (rows, cols). */
+static void default_strides(const kiln_type *t, int64_t rows, int64_t cols, int64_t *st)
+{
+    kiln_type u = *t;
+    u.dims[u.rank - 2] = rows;
+    u.dims[u.rank - 1] = cols;
+    int64_t s[KILN_MAX_RANK];
+    cg_row_major_strides(&u, s);
+    for (int d = 0; d < u.rank - 1; d++) st[d] = s[d];
+}
+
+/* n: an attention node, or an attention_grad node (whose last input, g, is ignored). */
+static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, const attn_layout *lay)
+{
+    memset(G, 0, sizeof *G);
+    const kiln_type *qt = &g->nodes[n->in[0]].type, *kt = &g->nodes[n->in[1]].type, *vt = &g->nodes[n->in[2]].type;
+    int r = G->r = qt->rank;
+    G->nb = r - 2;
+    G->n_bh = 1;
+    for (int d = 0; d < G->nb; d++) {
+        G->bdims[d] = qt->dims[d];
+        G->n_bh *= qt->dims[d];
+    }
+    G->T = qt->dims[r - 2], G->dh = qt->dims[r - 1], G->S = kt->dims[r - 2], G->dv = vt->dims[r - 1];
+    const kiln_attrs *a = &n->attrs;
+    G->scale = a->scalar;
+    G->causal = a->causal, G->has_mask = a->has_mask, G->has_bias = a->has_bias;
+    G->mask_dt = KILN_F32;
+    uint32_t next = 3;
+    if (a->has_mask) {
+        const kiln_type *mt = &g->nodes[n->in[next++]].type;
+        G->mask_dt = mt->dtype;
+        int64_t s[KILN_MAX_RANK];
+        cg_row_major_strides(mt, s);
+        for (int d = 0; d < mt->rank - 1; d++) G->st[ATTN_MASK][d] = s[d];
+    }
+    if (a->has_bias) cg_bcast_strides(&g->nodes[n->in[next++]].type, r, G->bstride);
+
+    default_strides(qt, G->T, G->dh, G->st[ATTN_Q]);
+    default_strides(qt, G->S, G->dh, G->st[ATTN_K]);
+    default_strides(qt, G->S, G->dv, G->st[ATTN_V]);
+    default_strides(qt, G->T, G->dv, G->st[ATTN_OUT]);
+    default_strides(qt, G->T, G->dv, G->st[ATTN_G]);
+    default_strides(qt, G->T, G->dh, G->st[ATTN_DQ]);
+    default_strides(qt, G->S, G->dh, G->st[ATTN_DK]);
+    default_strides(qt, G->S, G->dv, G->st[ATTN_DV]);
+    default_strides(qt, G->T, G->S, G->st[ATTN_DSCORES]);
+    if (!lay) return;
+    for (int op = 0; op < ATTN_N_OPERANDS; op++) {
+        if (!lay->stride[op]) continue;
+        int count = op == ATTN_MASK ? r - 3 : r - 1;
+        for (int d = 0; d < count; d++) G->st[op][d] = lay->stride[op][d];
+    }
+}
+
+static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+static int64_t parts_for(int64_t items) { return items < KILN_MAX_THREADS ? items : KILN_MAX_THREADS; }
+
+/* Scratch of one part, in floats, and where each region starts: the packed block (Qt,
+ * and dOt when dS is needed), the score block St (and dP/dS), the forward's O
+ * accumulator and per-query row (α, then 1/l), the backward's dummy row. */
+typedef struct attn_slot {
+    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, floats;
+} attn_slot;
+
+static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool need_ds)
+{
+    attn_slot s = {0};
+    int64_t at = 0;
+    s.qt = at, at += round16(G->dh * B.bq);
+    if (backward && need_ds) s.dot = at, at += round16(G->dv * B.bq);
+    s.st = at, at += round16((int64_t)B.bk * B.bq);
+    if (backward && need_ds) s.dpt = at, at += round16((int64_t)B.bk * B.bq);
+    if (!backward) s.oacc = at, at += round16(B.bq * ceil_div(G->dv, B.w) * B.w);
+    if (!backward) s.rowbuf = at, at += round16(B.bq);
+    if (backward) s.dummy = at, at += round16(B.nvmax * B.w);
+    s.floats = at;
+    return s;
+}
+
+/* ---- the emitter's state --------------------------------------------------------------------- */
+
+typedef struct ak {
+    kiln_cg *cg;
+    const attn_geom *G;
+    attn_blocks B;
+    LLVMTypeRef vt, vt_i32;
+    /* operands: the kernel's pointers (in a part function: its own copies) */
+    LLVMValueRef q, k, v, mask, bias, g, out, dq, dk, dv, ds;
+    /* the current item's element offsets */
+    LLVMValueRef off[ATTN_N_OPERANDS], bias_off;
+    /* the part's scratch regions */
+    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy;
+    /* the current query block: first query, valid queries, lanes that are real queries */
+    LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
+} ak;
+
+static LLVMValueRef add(ak *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(a->cg->b, x, y, ""); }
+static LLVMValueRef sub(ak *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWSub(a->cg->b, x, y, ""); }
+static LLVMValueRef mulc(ak *a, LLVMValueRef x, int64_t c) { return LLVMBuildNSWMul(a->cg->b, x, cg_i64(a->cg, c), ""); }
+static LLVMValueRef addc(ak *a, LLVMValueRef x, int64_t c) { return add(a, x, cg_i64(a->cg, c)); }
+static LLVMValueRef imin(ak *a, LLVMValueRef x, LLVMValueRef y)
+{
+    return LLVMBuildSelect(a->cg->b, LLVMBuildICmp(a->cg->b, LLVMIntSLT, x, y, ""), x, y, "");
+}
+
+static LLVMValueRef splat(ak *a, LLVMValueRef x)
+{
+    kiln_cg *cg = a->cg;
+    LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), (unsigned)a->B.w);
+    LLVMValueRef p = LLVMGetPoison(vt);
+    LLVMValueRef one = LLVMBuildInsertElement(cg->b, p, x, cg_i32(cg, 0), "");
+    return LLVMBuildShuffleVector(cg->b, one, p, LLVMConstNull(a->vt_i32), "");
+}
+static LLVMValueRef vconst(ak *a, double x) { return splat(a, cg_f32(a->cg, x)); }
+static LLVMValueRef vneg_inf(ak *a) { return splat(a, LLVMConstReal(a->cg->t_f32, -INFINITY)); }
+
+/* <first, first+1, …> as i32 or i64 lanes */
+static LLVMValueRef iota(ak *a, LLVMTypeRef elem, int64_t first)
+{
+    LLVMValueRef lanes[16];
+    for (int i = 0; i < a->B.w; i++) lanes[i] = LLVMConstInt(elem, (unsigned long long)(first + i), 1);
+    return LLVMConstVector(lanes, (unsigned)a->B.w);
+}
+
+/* the first n lanes set */
+static LLVMValueRef lane_mask(ak *a, int n)
+{
+    LLVMValueRef lanes[16];
+    for (int i = 0; i < a->B.w; i++) lanes[i] = LLVMConstInt(a->cg->t_i1, i < n, 0);
+    return LLVMConstVector(lanes, (unsigned)a->B.w);
+}
+
+static LLVMValueRef fma_v(ak *a, LLVMValueRef x, LLVMValueRef y, LLVMValueRef z)
+{
+    LLVMValueRef args[3] = {x, y, z};
+    return cg_intrinsic(a->cg, "llvm.fma", &a->vt, 1, args, 3);
+}
+static LLVMValueRef vmax(ak *a, LLVMValueRef x, LLVMValueRef y) { return cg_intrinsic2(a->cg, "llvm.maximum", x, y); }
+
+/* W floats at element `off` of ptr; only the first `n` lanes (n < W: a masked load that
+ * touches nothing past them, the rest 0). */
+static LLVMValueRef vload(ak *a, LLVMValueRef ptr, LLVMValueRef off, int n)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef p = cg_gep(cg, KILN_F32, ptr, off);
+    if (n >= a->B.w) {
+        LLVMValueRef l = LLVMBuildLoad2(cg->b, a->vt, p, "");
+        LLVMSetAlignment(l, KILN_ELEM_BYTES);
+        return l;
+    }
+    LLVMTypeRef tys[2] = {a->vt, cg->t_ptr};
+    LLVMValueRef args[4] = {p, cg_i32(cg, KILN_ELEM_BYTES), lane_mask(a, n), LLVMConstNull(a->vt)};
+    return cg_intrinsic(cg, "llvm.masked.load", tys, 2, args, 4);
+}
+
+static void vstore(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef x, int n)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef p = cg_gep(cg, KILN_F32, ptr, off);
+    if (n >= a->B.w) {
+        LLVMSetAlignment(LLVMBuildStore(cg->b, x, p), KILN_ELEM_BYTES);
+        return;
+    }
+    LLVMTypeRef tys[2] = {a->vt, cg->t_ptr};
+    LLVMValueRef args[4] = {x, p, cg_i32(cg, KILN_ELEM_BYTES), lane_mask(a, n)};
+    cg_intrinsic(cg, "llvm.masked.store", tys, 2, args, 4);
+}
+
+/* Lanes where `ok`: ptr[idx lane], else 0 (i64 lane indices). */
+static LLVMValueRef vgather(ak *a, LLVMValueRef ptr, LLVMValueRef idx, LLVMValueRef ok)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef ptrs = LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, ptr, &idx, 1, "");
+    LLVMTypeRef tys[2] = {a->vt, LLVMVectorType(cg->t_ptr, (unsigned)a->B.w)};
+    LLVMValueRef args[4] = {ptrs, cg_i32(cg, KILN_ELEM_BYTES), ok, LLVMConstNull(a->vt)};
+    return cg_intrinsic(cg, "llvm.masked.gather", tys, 2, args, 4);
+}
+
+/* A vector-typed local (SROA keeps it in a register). */
+static LLVMValueRef vlocal(ak *a, const char *name, LLVMValueRef init)
+{
+    LLVMValueRef slot = cg_local(a->cg, a->vt, name);
+    LLVMBuildStore(a->cg->b, init, slot);
+    return slot;
+}
+static LLVMValueRef ld(ak *a, LLVMValueRef slot) { return LLVMBuildLoad2(a->cg->b, a->vt, slot, ""); }
+static void st(ak *a, LLVMValueRef slot, LLVMValueRef x) { LLVMBuildStore(a->cg->b, x, slot); }
+
+/* Lanes of the last vector of a row of E floats chunked by vectors: W or E mod W. */
+static int lanes_of(const ak *a, int64_t E, int64_t e) { return E - e >= a->B.w ? a->B.w : (int)(E - e); }
+
+/* ---- items and blocks ------------------------------------------------------------------------- */
+
+/* Element offsets of item l (a flat batch·head index) for every operand. */
+static void item_offsets(ak *a, LLVMValueRef l)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    LLVMValueRef idx[KILN_MAX_RANK], rest = l;
+    for (int d = G->nb - 1; d >= 0; d--) {
+        LLVMValueRef n = cg_i64(cg, G->bdims[d]);
+        idx[d] = d ? LLVMBuildURem(cg->b, rest, n, "") : rest;
+        if (d) rest = LLVMBuildUDiv(cg->b, rest, n, "");
+    }
+    for (int op = 0; op < ATTN_N_OPERANDS; op++) {
+        int count = op == ATTN_MASK ? G->nb - 1 : G->nb; /* the mask has no head dim */
+        LLVMValueRef o = cg_i64(cg, 0);
+        for (int d = 0; d < count; d++)
+            if (G->st[op][d]) o = add(a, o, mulc(a, idx[d], G->st[op][d]));
+        a->off[op] = o;
+    }
+    LLVMValueRef o = cg_i64(cg, 0);
+    for (int d = 0; d < G->nb; d++)
+        if (G->bstride[d]) o = add(a, o, mulc(a, idx[d], G->bstride[d]));
+    a->bias_off = o;
+}
+
+/* The row stride of operand op (its second-to-last dim). */
+static int64_t row_stride(const ak *a, int op) { return a->G->st[op][a->G->nb]; }
+
+static void q_block_begin(ak *a, LLVMValueRef qb)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    a->i0 = mulc(a, qb, a->B.bq);
+    a->nqv = imin(a, cg_i64(cg, a->B.bq), sub(a, cg_i64(cg, G->T), a->i0));
+    LLVMValueRef nq = splat(a, a->nqv);
+    int64_t bT = G->bstride[G->r - 2];
+    for (int v = 0; v < NQ; v++) {
+        a->lane_ok[v] = LLVMBuildICmp(cg->b, LLVMIntSLT, iota(a, cg->t_i64, v * a->B.w), nq, "");
+        if (G->has_bias) /* the bias element of each lane's query, key 0 */
+            a->bias_lanes[v] = add(a, splat(a, add(a, a->bias_off, mulc(a, a->i0, bT))),
+                                   LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * a->B.w), splat(a, cg_i64(cg, bT)), ""));
+    }
+}
+
+/* dst[d][i] = src row (i0 + i), column d, for the D columns of operand op; lanes past
+ * the last query are 0. */
+static void pack_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, int64_t D)
+{
+    kiln_cg *cg = a->cg;
+    if (D == 0) return;
+    int64_t rs = row_stride(a, op);
+    LLVMValueRef lanes[NQ];
+    LLVMValueRef first = splat(a, add(a, a->off[op], mulc(a, a->i0, rs)));
+    for (int v = 0; v < NQ; v++)
+        lanes[v] = add(a, first, LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * a->B.w), splat(a, cg_i64(cg, rs)), ""));
+    cg_loop d;
+    cg_loop_begin(cg, &d, cg_i64(cg, 0), cg_i64(cg, D), "pack");
+    LLVMValueRef dd = splat(a, d.i);
+    for (int v = 0; v < NQ; v++)
+        vstore(a, dst, addc(a, mulc(a, d.i, a->B.bq), v * a->B.w), vgather(a, src, add(a, lanes[v], dd), a->lane_ok[v]),
+               a->B.w);
+    cg_loop_end(cg, &d);
+}
+
+/* Rows [0, n) of E floats at ptr + off + row·rs set to 0. */
+static void zero_rows(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef n, int64_t rs, int64_t E)
+{
+    kiln_cg *cg = a->cg;
+    if (E == 0) return;
+    cg_loop i;
+    cg_loop_begin(cg, &i, cg_i64(cg, 0), n, "zero");
+    LLVMValueRef row = add(a, off, mulc(a, i.i, rs));
+    for (int64_t e = 0; e < E; e += a->B.w) vstore(a, ptr, addc(a, row, e), vconst(a, 0.0), lanes_of(a, E, e));
+    cg_loop_end(cg, &i);
+}
+
+/* Tiles of h rows that cover n rows: ⌈n / h⌉. */
+static LLVMValueRef groups(ak *a, LLVMValueRef n, int h)
+{
+    return LLVMBuildUDiv(a->cg->b, addc(a, n, h - 1), cg_i64(a->cg, h), "");
+}
+
+/* ---- the score tile ------------------------------------------------------------------------------ */
+
+/* out[r][i] for the rows r < nk of the key block at j0, in whole tiles of RJ rows:
+ *   Σ_d X[j0 + r][d]·Yt[d][i] over the D columns of operand xop,
+ * and, with `finish` (the scores): ·scale, + bias, masked keys and rows r ≥ nk → −∞.
+ * The last tile's rows past the last key are read clamped to it (valid memory; their
+ * scores are −∞ and never used). */
+static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef Yt, LLVMValueRef out,
+                        LLVMValueRef j0, LLVMValueRef nk, bool finish)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    int RJ = a->B.rj, w = a->B.w, bq = a->B.bq;
+    int64_t xs = row_stride(a, xop);
+    cg_loop rg;
+    cg_loop_begin(cg, &rg, cg_i64(cg, 0), groups(a, nk, RJ), "rows");
+    LLVMValueRef r0 = mulc(a, rg.i, RJ);
+    LLVMValueRef j[16], xrow[16], acc[16][NQ];
+    for (int r = 0; r < RJ; r++) {
+        j[r] = imin(a, add(a, j0, addc(a, r0, r)), cg_i64(cg, G->S - 1));
+        xrow[r] = add(a, a->off[xop], mulc(a, j[r], xs));
+        for (int v = 0; v < NQ; v++) acc[r][v] = vlocal(a, "acc", vconst(a, 0.0));
+    }
+    if (D > 0) {
+        cg_loop d;
+        cg_loop_begin(cg, &d, cg_i64(cg, 0), cg_i64(cg, D), "d");
+        LLVMValueRef y[NQ];
+        for (int v = 0; v < NQ; v++) y[v] = vload(a, Yt, addc(a, mulc(a, d.i, bq), v * w), w);
+        for (int r = 0; r < RJ; r++) {
+            LLVMValueRef x = splat(a, cg_load(cg, KILN_F32, X, add(a, xrow[r], d.i)));
+            for (int v = 0; v < NQ; v++) st(a, acc[r][v], fma_v(a, x, y[v], ld(a, acc[r][v])));
+        }
+        cg_loop_end(cg, &d);
+    }
+    LLVMValueRef scale = vconst(a, G->scale), ninf = vneg_inf(a);
+    for (int r = 0; r < RJ; r++) {
+        LLVMValueRef row = addc(a, r0, r), keep = NULL;
+        if (finish) {
+            keep = LLVMBuildICmp(cg->b, LLVMIntSLT, row, nk, "");
+            if (G->has_mask) {
+                LLVMValueRef m = cg_load(cg, G->mask_dt, a->mask, add(a, a->off[ATTN_MASK], j[r]));
+                LLVMValueRef kept = G->mask_dt == KILN_F32 ? LLVMBuildFCmp(cg->b, LLVMRealUNE, m, cg_f32(cg, 0.0), "")
+                                                           : LLVMBuildICmp(cg->b, LLVMIntNE, m, cg_i32(cg, 0), "");
+                keep = LLVMBuildAnd(cg->b, keep, kept, "");
+            }
+        }
+        for (int v = 0; v < NQ; v++) {
+            LLVMValueRef s = ld(a, acc[r][v]);
+            if (finish) {
+                s = cg_fmul(cg, s, scale);
+                if (G->has_bias) {
+                    LLVMValueRef bj = splat(a, mulc(a, j[r], G->bstride[G->r - 1]));
+                    s = cg_fadd(cg, s, vgather(a, a->bias, add(a, a->bias_lanes[v], bj), a->lane_ok[v]));
+                }
+                s = LLVMBuildSelect(cg->b, keep, s, ninf, "");
+            }
+            vstore(a, out, addc(a, mulc(a, row, bq), v * w), s, w);
+        }
+    }
+    cg_loop_end(cg, &rg);
+}
+
+/* Over the nk rows of St: with `causal`, keys after a lane's query → −∞ (the diagonal
+ * block only); with bmax, the lanes' maxima into it. */
+static void block_rows(ak *a, LLVMValueRef j0, LLVMValueRef nk, LLVMValueRef *bmax, bool causal)
+{
+    kiln_cg *cg = a->cg;
+    if (!causal && !bmax) return;
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
+    LLVMValueRef after = NULL;
+    if (causal) /* lane i is masked when j0 + r > i0 + i, i.e. i < j0 + r − i0 */
+        after = splat(a, LLVMBuildTrunc(cg->b, sub(a, add(a, j0, r.i), a->i0), cg->t_i32, ""));
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef off = addc(a, mulc(a, r.i, a->B.bq), v * a->B.w);
+        LLVMValueRef s = vload(a, a->St, off, a->B.w);
+        if (causal) {
+            LLVMValueRef masked = LLVMBuildICmp(cg->b, LLVMIntSLT, iota(a, cg->t_i32, v * a->B.w), after, "");
+            s = LLVMBuildSelect(cg->b, masked, vneg_inf(a), s, "");
+            vstore(a, a->St, off, s, a->B.w);
+        }
+        if (bmax) st(a, bmax[v], vmax(a, ld(a, bmax[v]), s));
+    }
+    cg_loop_end(cg, &r);
+}
+
+/* block_rows with the causal mask applied in the diagonal block only (the one holding a
+ * key after some query of the block). */
+static void block_mask_max(ak *a, LLVMValueRef j0, LLVMValueRef nk, LLVMValueRef *bmax)
+{
+    kiln_cg *cg = a->cg;
+    if (!a->G->causal) {
+        block_rows(a, j0, nk, bmax, false);
+        return;
+    }
+    LLVMValueRef last = sub(a, add(a, j0, nk), cg_i64(cg, 1));
+    LLVMValueRef diag = LLVMBuildICmp(cg->b, LLVMIntSGT, last, a->i0, "");
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+    LLVMBasicBlockRef then = LLVMAppendBasicBlockInContext(cg->ctx, fn, "diag");
+    LLVMBasicBlockRef other = LLVMAppendBasicBlockInContext(cg->ctx, fn, "below");
+    LLVMBasicBlockRef join = LLVMAppendBasicBlockInContext(cg->ctx, fn, "joined");
+    LLVMBuildCondBr(cg->b, diag, then, other);
+    LLVMPositionBuilderAtEnd(cg->b, then);
+    block_rows(a, j0, nk, bmax, true);
+    LLVMBuildBr(cg->b, join);
+    LLVMPositionBuilderAtEnd(cg->b, other);
+    block_rows(a, j0, nk, bmax, false);
+    LLVMBuildBr(cg->b, join);
+    LLVMPositionBuilderAtEnd(cg->b, join);
+}
+
+/* ---- the update tile --------------------------------------------------------------------------- */
+
+/* C[r][e] (+)= Σ_{κ < nk} a(r, κ)·B[κ][e] for the rows r < nrows of C and its E
+ * columns, in whole tiles (`rows`, a multiple of every tile height, bounds them):
+ *   C row r at Cp + coff + r·cs; with `dummy_tail`, the last tile's rows r ≥ nrows go to
+ *   the dummy row (C has only nrows rows), else C has `rows` rows and they are computed;
+ *   a(r, κ) = A[r·ar + κ·ak] (a scratch block); B row κ at Bp + boff + κ·bs;
+ *   row_scale: C row r is multiplied by row_scale[r] before it accumulates. */
+typedef struct upd {
+    LLVMValueRef Cp, coff;
+    int64_t cs, rows;
+    LLVMValueRef nrows;
+    bool dummy_tail;
+    LLVMValueRef A;
+    int64_t ar, ak;
+    LLVMValueRef Bp, boff;
+    int64_t bs;
+    LLVMValueRef nk;
+    int64_t E;
+    LLVMValueRef row_scale;
+} upd;
+
+static void update(ak *a, const upd *u)
+{
+    kiln_cg *cg = a->cg;
+    int w = a->B.w;
+    for (int64_t e0 = 0; e0 < u->E; e0 += (int64_t)a->B.nvmax * w) {
+        int nv = (int)ceil_div(u->E - e0, w);
+        if (nv > a->B.nvmax) nv = a->B.nvmax;
+        int lanes[4];
+        for (int v = 0; v < nv; v++) lanes[v] = lanes_of(a, u->E, e0 + (int64_t)v * w);
+        /* h rows per tile: the largest power of two dividing `rows` within the budget */
+        int h = 1;
+        while (h * 2 * nv <= a->B.acc && u->rows % (h * 2) == 0) h *= 2;
+
+        cg_loop rg;
+        cg_loop_begin(cg, &rg, cg_i64(cg, 0), groups(a, u->nrows, h), "tile");
+        LLVMValueRef r0 = mulc(a, rg.i, h);
+        LLVMValueRef cptr[32], acc[32][4], arow[32];
+        for (int r = 0; r < h; r++) {
+            LLVMValueRef row = addc(a, r0, r);
+            cptr[r] = cg_gep(cg, KILN_F32, u->Cp, add(a, u->coff, addc(a, mulc(a, row, u->cs), e0)));
+            if (u->dummy_tail)
+                cptr[r] = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, row, u->nrows, ""), cptr[r], a->dummy, "");
+            arow[r] = mulc(a, row, u->ar);
+            LLVMValueRef scale = u->row_scale ? splat(a, cg_load(cg, KILN_F32, u->row_scale, row)) : NULL;
+            for (int v = 0; v < nv; v++) {
+                LLVMValueRef c = vload(a, cptr[r], cg_i64(cg, (int64_t)v * w), lanes[v]);
+                if (scale) c = cg_fmul(cg, c, scale);
+                acc[r][v] = vlocal(a, "acc", c);
+            }
+        }
+        cg_loop k;
+        cg_loop_begin(cg, &k, cg_i64(cg, 0), u->nk, "k");
+        LLVMValueRef brow = add(a, u->boff, addc(a, mulc(a, k.i, u->bs), e0)), b[4];
+        for (int v = 0; v < nv; v++) b[v] = vload(a, u->Bp, addc(a, brow, (int64_t)v * w), lanes[v]);
+        LLVMValueRef kk = mulc(a, k.i, u->ak);
+        for (int r = 0; r < h; r++) {
+            LLVMValueRef x = splat(a, cg_load(cg, KILN_F32, u->A, add(a, arow[r], kk)));
+            for (int v = 0; v < nv; v++) st(a, acc[r][v], fma_v(a, x, b[v], ld(a, acc[r][v])));
+        }
+        cg_loop_end(cg, &k);
+        for (int r = 0; r < h; r++)
+            for (int v = 0; v < nv; v++) vstore(a, cptr[r], cg_i64(cg, (int64_t)v * w), ld(a, acc[r][v]), lanes[v]);
+        cg_loop_end(cg, &rg);
+    }
+}
+
+/* ---- the online softmax step ------------------------------------------------------------------------ */
+
+/* max over lanes that may be −∞, as an exponent offset: −∞ → 0 (exp(−∞ − 0) = 0). */
+static LLVMValueRef safe_max(ak *a, LLVMValueRef m)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef none = LLVMBuildFCmp(cg->b, LLVMRealOEQ, m, vneg_inf(a), "");
+    return LLVMBuildSelect(cg->b, none, vconst(a, 0.0), m, "");
+}
+
+/* The key block's rows of St become p = exp(St − m'), with m' = max(m, bmax) (bmax: the
+ * block's maxima, block_mask_max); l and (with dP) D absorb them after scaling by
+ * α = exp(m − m'); α goes to rowbuf when asked. */
+static void online_step(ak *a, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMValueRef *m, LLVMValueRef *l,
+                        LLVMValueRef *D, bool alpha_to_rowbuf)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef msafe[NQ], alpha[NQ], lsum[NQ], dsum[NQ];
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef mnew = vmax(a, ld(a, m[v]), ld(a, bmax[v]));
+        msafe[v] = safe_max(a, mnew);
+        alpha[v] = att_exp(cg, cg_fsub(cg, ld(a, m[v]), msafe[v]));
+        st(a, m[v], mnew);
+        lsum[v] = vlocal(a, "lsum", vconst(a, 0.0));
+        if (D) dsum[v] = vlocal(a, "dsum", vconst(a, 0.0));
+        if (alpha_to_rowbuf) vstore(a, a->rowbuf, cg_i64(cg, v * a->B.w), alpha[v], a->B.w);
+    }
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef off = addc(a, mulc(a, r.i, a->B.bq), v * a->B.w);
+        LLVMValueRef p = att_exp(cg, cg_fsub(cg, vload(a, a->St, off, a->B.w), msafe[v]));
+        vstore(a, a->St, off, p, a->B.w);
+        st(a, lsum[v], cg_fadd(cg, ld(a, lsum[v]), p));
+        if (D) st(a, dsum[v], fma_v(a, p, vload(a, a->dPt, off, a->B.w), ld(a, dsum[v])));
+    }
+    cg_loop_end(cg, &r);
+    for (int v = 0; v < NQ; v++) {
+        st(a, l[v], fma_v(a, ld(a, l[v]), alpha[v], ld(a, lsum[v])));
+        if (D) st(a, D[v], fma_v(a, ld(a, D[v]), alpha[v], ld(a, dsum[v])));
+    }
+}
+
+/* 1/l, or 0 where l = 0 (no key kept: zero weights); NaN stays NaN. */
+static LLVMValueRef inv_sum(ak *a, LLVMValueRef l)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef zero = LLVMBuildFCmp(cg->b, LLVMRealOEQ, l, vconst(a, 0.0), "");
+    return LLVMBuildSelect(cg->b, zero, vconst(a, 0.0), cg_fdiv(cg, vconst(a, 1.0), l), "");
+}
+
+/* Keys visited by the current query block: [0, S), or up to its last query when causal. */
+static LLVMValueRef key_end(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef S = cg_i64(cg, a->G->S);
+    return a->G->causal ? imin(a, S, add(a, a->i0, a->nqv)) : S;
+}
+
+/* for (kb = 0; kb·BK < kend; kb++): *j0 = kb·BK, *nk = min(BK, kend − j0) */
+static void key_blocks_begin(ak *a, cg_loop *kb, LLVMValueRef kend, LLVMValueRef *j0, LLVMValueRef *nk)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef nkb = LLVMBuildUDiv(cg->b, addc(a, kend, a->B.bk - 1), cg_i64(cg, a->B.bk), "");
+    cg_loop_begin(cg, kb, cg_i64(cg, 0), nkb, "kblock");
+    *j0 = mulc(a, kb->i, a->B.bk);
+    *nk = imin(a, cg_i64(cg, a->B.bk), sub(a, kend, *j0));
+}
+
+/* ---- forward ------------------------------------------------------------------------------------------ */
+
+static void forward_item(ak *a, LLVMValueRef item)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    int w = a->B.w, bq = a->B.bq;
+    int64_t n_qb = ceil_div(G->T, bq), dvp = ceil_div(G->dv, w) * w;
+    LLVMValueRef l = LLVMBuildUDiv(cg->b, item, cg_i64(cg, n_qb), "");
+    LLVMValueRef t = LLVMBuildURem(cg->b, item, cg_i64(cg, n_qb), "");
+    LLVMValueRef qb = t;
+    if (G->causal) { /* zig-zag: 0, n−1, 1, n−2, … so that contiguous parts weigh the same */
+        LLVMValueRef half = LLVMBuildLShr(cg->b, t, cg_i64(cg, 1), "");
+        LLVMValueRef odd = LLVMBuildTrunc(cg->b, t, cg->t_i1, "");
+        qb = LLVMBuildSelect(cg->b, odd, sub(a, cg_i64(cg, n_qb - 1), half), half, "");
+    }
+    item_offsets(a, l);
+    q_block_begin(a, qb);
+    pack_transposed(a, a->Qt, a->q, ATTN_Q, G->dh);
+
+    LLVMValueRef m[NQ], s[NQ];
+    for (int v = 0; v < NQ; v++) {
+        m[v] = vlocal(a, "m", vneg_inf(a));
+        s[v] = vlocal(a, "l", vconst(a, 0.0));
+    }
+    LLVMBuildMemSet(cg->b, a->Oacc, LLVMConstInt(LLVMInt8TypeInContext(cg->ctx), 0, 0),
+                    cg_i64(cg, bq * dvp * KILN_ELEM_BYTES), KILN_ELEM_BYTES);
+
+    cg_loop kb;
+    LLVMValueRef j0, nk;
+    key_blocks_begin(a, &kb, key_end(a), &j0, &nk);
+    score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
+    LLVMValueRef bmax[NQ];
+    for (int v = 0; v < NQ; v++) bmax[v] = vlocal(a, "bmax", vneg_inf(a));
+    block_mask_max(a, j0, nk, bmax);
+    online_step(a, nk, bmax, m, s, NULL, true);
+    /* O = α·O + P·V: a(i, κ) = P[κ][i] */
+    upd pv = {.Cp = a->Oacc, .coff = cg_i64(cg, 0), .cs = dvp, .rows = bq, .nrows = a->nqv, .A = a->St, .ar = 1, .ak = bq,
+              .Bp = a->v, .boff = add(a, a->off[ATTN_V], mulc(a, j0, row_stride(a, ATTN_V))), .bs = row_stride(a, ATTN_V),
+              .nk = nk, .E = G->dv, .row_scale = a->rowbuf};
+    update(a, &pv);
+    cg_loop_end(cg, &kb);
+
+    /* out = O / l */
+    for (int v = 0; v < NQ; v++) vstore(a, a->rowbuf, cg_i64(cg, v * w), inv_sum(a, ld(a, s[v])), w);
+    cg_loop i;
+    cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "row");
+    LLVMValueRef inv = splat(a, cg_load(cg, KILN_F32, a->rowbuf, i.i));
+    LLVMValueRef orow = add(a, a->off[ATTN_OUT], mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_OUT)));
+    for (int64_t e = 0; e < G->dv; e += w)
+        vstore(a, a->out, addc(a, orow, e), cg_fmul(cg, vload(a, a->Oacc, addc(a, mulc(a, i.i, dvp), e), w), inv),
+               lanes_of(a, G->dv, e));
+    cg_loop_end(cg, &i);
+}
+
+/* ---- backward ------------------------------------------------------------------------------------------ */
+
+typedef struct grad_want {
+    bool dq, dk, dv, ds;
+} grad_want;
+
+static bool want_ds(grad_want gw) { return gw.dq || gw.dk || gw.ds; }
+
+static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    int w = a->B.w, bq = a->B.bq;
+    bool need_ds = want_ds(gw);
+    item_offsets(a, l);
+    LLVMValueRef S = cg_i64(cg, G->S), T = cg_i64(cg, G->T);
+    if (gw.dk) zero_rows(a, a->dk, a->off[ATTN_DK], S, row_stride(a, ATTN_DK), G->dh);
+    if (gw.dv) zero_rows(a, a->dv, a->off[ATTN_DV], S, row_stride(a, ATTN_DV), G->dv);
+    if (gw.ds) zero_rows(a, a->ds, a->off[ATTN_DSCORES], T, row_stride(a, ATTN_DSCORES), G->S);
+
+    cg_loop qb;
+    cg_loop_begin(cg, &qb, cg_i64(cg, 0), cg_i64(cg, ceil_div(G->T, bq)), "qblock");
+    q_block_begin(a, qb.i);
+    pack_transposed(a, a->Qt, a->q, ATTN_Q, G->dh);
+    if (need_ds) pack_transposed(a, a->dOt, a->g, ATTN_G, G->dv);
+    if (gw.dq)
+        zero_rows(a, a->dq, add(a, a->off[ATTN_DQ], mulc(a, a->i0, row_stride(a, ATTN_DQ))), a->nqv,
+                  row_stride(a, ATTN_DQ), G->dh);
+    LLVMValueRef kend = key_end(a);
+
+    /* Two passes over the key blocks, one loop (the score tiles are emitted once):
+     * pass 1 (pass.i = 0) computes the row statistics m, l and D = Σ_j P·dP, pass 2 the
+     * gradients. */
+    LLVMValueRef m[NQ], s[NQ], D[NQ], msafe[NQ], inv[NQ], Dn[NQ];
+    for (int v = 0; v < NQ; v++) {
+        m[v] = vlocal(a, "m", vneg_inf(a));
+        s[v] = vlocal(a, "l", vconst(a, 0.0));
+        D[v] = vlocal(a, "D", vconst(a, 0.0));
+        msafe[v] = cg_local(cg, a->vt, "msafe");
+        inv[v] = cg_local(cg, a->vt, "inv");
+        Dn[v] = cg_local(cg, a->vt, "Dn");
+    }
+    cg_loop pass, kb;
+    cg_loop_begin(cg, &pass, cg_i64(cg, 0), cg_i64(cg, 2), "pass");
+    LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, pass.i, cg_i64(cg, 0), "");
+    LLVMValueRef j0, nk;
+    key_blocks_begin(a, &kb, kend, &j0, &nk);
+    score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
+    LLVMValueRef bmax[NQ];
+    for (int v = 0; v < NQ; v++) bmax[v] = vlocal(a, "bmax", vneg_inf(a));
+    block_mask_max(a, j0, nk, bmax);
+    if (need_ds) score_block(a, a->v, ATTN_V, G->dv, a->dOt, a->dPt, j0, nk, false);
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+    LLVMBasicBlockRef stats = LLVMAppendBasicBlockInContext(cg->ctx, fn, "stats");
+    LLVMBasicBlockRef grads = LLVMAppendBasicBlockInContext(cg->ctx, fn, "grads");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
+    LLVMBuildCondBr(cg->b, first, stats, grads);
+    LLVMPositionBuilderAtEnd(cg->b, stats);
+    online_step(a, nk, bmax, m, s, need_ds ? D : NULL, false);
+    LLVMBuildBr(cg->b, next);
+
+    /* pass 2: P, dS and the products, block by block */
+    LLVMPositionBuilderAtEnd(cg->b, grads);
+    LLVMValueRef scale = vconst(a, G->scale);
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef off = addc(a, mulc(a, r.i, bq), v * w);
+        LLVMValueRef p = cg_fmul(cg, att_exp(cg, cg_fsub(cg, vload(a, a->St, off, w), ld(a, msafe[v]))), ld(a, inv[v]));
+        vstore(a, a->St, off, p, w);
+        if (need_ds) {
+            LLVMValueRef dS = cg_fmul(cg, p, cg_fsub(cg, vload(a, a->dPt, off, w), ld(a, Dn[v])));
+            vstore(a, a->dPt, off, gw.ds ? dS : cg_fmul(cg, dS, scale), w); /* dq, dk want scale·dS */
+        }
+    }
+    cg_loop_end(cg, &r);
+    if (gw.ds) { /* dscores[i0 + i][j0 + κ] = dS[κ][i], then scale for dq, dk */
+        cg_loop i, kk;
+        cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "i");
+        LLVMValueRef drow = add(a, a->off[ATTN_DSCORES], add(a, mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_DSCORES)), j0));
+        cg_loop_begin(cg, &kk, cg_i64(cg, 0), nk, "j");
+        cg_store(cg, KILN_F32, a->ds, add(a, drow, kk.i), cg_load(cg, KILN_F32, a->dPt, add(a, mulc(a, kk.i, bq), i.i)));
+        cg_loop_end(cg, &kk);
+        cg_loop_end(cg, &i);
+        if (gw.dq || gw.dk) {
+            cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
+            for (int v = 0; v < NQ; v++) {
+                LLVMValueRef off = addc(a, mulc(a, r.i, bq), v * w);
+                vstore(a, a->dPt, off, cg_fmul(cg, vload(a, a->dPt, off, w), scale), w);
+            }
+            cg_loop_end(cg, &r);
+        }
+    }
+    if (gw.dv) { /* dV[j0 + κ] += Σ_i P[κ][i]·dO[i0 + i] */
+        upd u = {.Cp = a->dv, .coff = add(a, a->off[ATTN_DV], mulc(a, j0, row_stride(a, ATTN_DV))),
+                 .cs = row_stride(a, ATTN_DV), .rows = a->B.bk, .nrows = nk, .dummy_tail = true, .A = a->St, .ar = bq, .ak = 1,
+                 .Bp = a->g, .boff = add(a, a->off[ATTN_G], mulc(a, a->i0, row_stride(a, ATTN_G))),
+                 .bs = row_stride(a, ATTN_G), .nk = a->nqv, .E = G->dv};
+        update(a, &u);
+    }
+    if (gw.dk) { /* dK[j0 + κ] += Σ_i scale·dS[κ][i]·Q[i0 + i] */
+        upd u = {.Cp = a->dk, .coff = add(a, a->off[ATTN_DK], mulc(a, j0, row_stride(a, ATTN_DK))),
+                 .cs = row_stride(a, ATTN_DK), .rows = a->B.bk, .nrows = nk, .dummy_tail = true, .A = a->dPt, .ar = bq, .ak = 1,
+                 .Bp = a->q, .boff = add(a, a->off[ATTN_Q], mulc(a, a->i0, row_stride(a, ATTN_Q))),
+                 .bs = row_stride(a, ATTN_Q), .nk = a->nqv, .E = G->dh};
+        update(a, &u);
+    }
+    if (gw.dq) { /* dQ[i0 + i] += Σ_κ scale·dS[κ][i]·K[j0 + κ] */
+        upd u = {.Cp = a->dq, .coff = add(a, a->off[ATTN_DQ], mulc(a, a->i0, row_stride(a, ATTN_DQ))),
+                 .cs = row_stride(a, ATTN_DQ), .rows = bq, .nrows = a->nqv, .dummy_tail = true, .A = a->dPt, .ar = 1, .ak = bq,
+                 .Bp = a->k, .boff = add(a, a->off[ATTN_K], mulc(a, j0, row_stride(a, ATTN_K))),
+                 .bs = row_stride(a, ATTN_K), .nk = nk, .E = G->dh};
+        update(a, &u);
+    }
+    LLVMBuildBr(cg->b, next);
+    LLVMPositionBuilderAtEnd(cg->b, next);
+    cg_loop_end(cg, &kb);
+    /* after pass 1: the exponent offsets, 1/l and D = Σ_j P·dP with P normalised */
+    cg_if after_stats;
+    cg_if_begin(cg, &after_stats, first);
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef iv = inv_sum(a, ld(a, s[v]));
+        st(a, msafe[v], safe_max(a, ld(a, m[v])));
+        st(a, inv[v], iv);
+        st(a, Dn[v], cg_fmul(cg, ld(a, D[v]), iv));
+    }
+    cg_if_end(cg, &after_stats);
+    cg_loop_end(cg, &pass);
+    cg_loop_end(cg, &qb);
+}
+
+/* ---- threads -------------------------------------------------------------------------------------------- */
+
+/* The kernel's pointers, in the order they travel through cg_parallel_for. */
+enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_SCRATCH, V_COUNT };
+
+typedef struct par {
+    const attn_geom *G;
+    attn_blocks B;
+    attn_slot slot;
+    bool backward;
+    grad_want gw;
+    int64_t items, parts;
+} par;
+
+static void bind(ak *a, const LLVMValueRef *vals)
+{
+    a->q = vals[V_Q], a->k = vals[V_K], a->v = vals[V_V], a->mask = vals[V_MASK], a->bias = vals[V_BIAS];
+    a->g = vals[V_G], a->out = vals[V_OUT], a->dq = vals[V_DQ], a->dk = vals[V_DK], a->dv = vals[V_DV];
+    a->ds = vals[V_DS];
+}
+
+/* Parts [begin, end): each with its scratch slot, its items [n·p/P, n·(p+1)/P). */
+static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    par *pp = user;
+    ak a = {.cg = cg, .G = pp->G, .B = pp->B};
+    a.vt = LLVMVectorType(cg->t_f32, (unsigned)pp->B.w);
+    a.vt_i32 = LLVMVectorType(cg->t_i32, (unsigned)pp->B.w);
+    bind(&a, vals);
+    cg_loop p;
+    cg_loop_begin(cg, &p, begin, end, "part");
+    LLVMValueRef base = cg_gep(cg, KILN_F32, vals[V_SCRATCH], mulc(&a, p.i, pp->slot.floats));
+    a.Qt = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.qt));
+    a.dOt = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dot));
+    a.St = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.st));
+    a.dPt = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dpt));
+    a.Oacc = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.oacc));
+    a.rowbuf = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.rowbuf));
+    a.dummy = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dummy));
+    LLVMValueRef lo = LLVMBuildUDiv(cg->b, mulc(&a, p.i, pp->items), cg_i64(cg, pp->parts), "");
+    LLVMValueRef hi = LLVMBuildUDiv(cg->b, mulc(&a, addc(&a, p.i, 1), pp->items), cg_i64(cg, pp->parts), "");
+    cg_loop it;
+    cg_loop_begin(cg, &it, lo, hi, "item");
+    if (pp->backward) backward_item(&a, it.i, pp->gw);
+    else forward_item(&a, it.i);
+    cg_loop_end(cg, &it);
+    cg_loop_end(cg, &p);
+}
+
+/* Rough element-operations of the whole kernel, for cg_parallel_for's cut-off. */
+static int64_t total_work(const attn_geom *G, bool backward)
+{
+    int64_t pairs = G->n_bh * G->T * G->S / (G->causal ? 2 : 1);
+    return pairs * (G->dh + G->dv + 8) * (backward ? 3 : 1);
+}
+
+static void emit_parallel(kiln_cg *cg, const char *name, par *pp, LLVMValueRef *vals)
+{
+    LLVMValueRef null = LLVMConstPointerNull(cg->t_ptr);
+    for (int i = 0; i < V_COUNT; i++)
+        if (!vals[i]) vals[i] = null;
+    int64_t work = total_work(pp->G, pp->backward);
+    cg_parallel_for(cg, name, pp->parts, work / pp->parts + 1, vals, V_COUNT, part_body, pp);
+}
+
+/* ---- zero fills for the degenerate shapes ----------------------------------------------------------------- */
+
+/* Every (batch…, head) matrix of rows × E of operand op at ptr set to 0. */
+static void zero_operand(kiln_cg *cg, const attn_geom *G, LLVMValueRef ptr, int op, int64_t rows, int64_t E)
+{
+    if (G->n_bh == 0 || rows == 0 || E == 0) return;
+    attn_blocks B = blocks_for(cg->target);
+    ak a = {.cg = cg, .G = G, .B = B};
+    a.vt = LLVMVectorType(cg->t_f32, (unsigned)B.w);
+    a.vt_i32 = LLVMVectorType(cg->t_i32, (unsigned)B.w);
+    cg_loop l;
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, G->n_bh), "item");
+    item_offsets(&a, l.i);
+    zero_rows(&a, ptr, a.off[op], cg_i64(cg, rows), row_stride(&a, op), E);
+    cg_loop_end(cg, &l);
+}
+
+/* ---- forward entry points ------------------------------------------------------------------------------- */
+
+int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
+{
+    attn_geom G;
+    geom_init(&G, g, n, NULL);
+    if (kiln_type_numel(&n->type) == 0 || G.S == 0) return 0;
+    attn_blocks B = blocks_for(t);
+    int64_t items = G.n_bh * ceil_div(G.T, B.bq);
+    return parts_for(items) * slot_layout(&G, B, false, false).floats * KILN_ELEM_BYTES;
+}
+
+void lower_attention_with_layout(lower_ctx *c, const attn_layout *lay)
+{
+    kiln_cg *cg = c->cg;
+    const kiln_node *n = c->node;
+    attn_geom G;
+    geom_init(&G, c->g, n, lay);
+    if (kiln_type_numel(&n->type) == 0) return;
+    if (G.S == 0) { /* no keys at all: every row is fully masked */
+        zero_operand(cg, &G, c->out, ATTN_OUT, G.T, G.dv);
+        return;
+    }
+    KILN_ASSERT(c->scratch != NULL);
+    par pp = {.G = &G, .B = blocks_for(cg->target), .backward = false};
+    pp.slot = slot_layout(&G, pp.B, false, false);
+    pp.items = G.n_bh * ceil_div(G.T, pp.B.bq);
+    pp.parts = parts_for(pp.items);
+    LLVMValueRef vals[V_COUNT] = {0};
+    uint32_t next = 3;
+    vals[V_Q] = c->in[0], vals[V_K] = c->in[1], vals[V_V] = c->in[2];
+    if (G.has_mask) vals[V_MASK] = c->in[next++];
+    if (G.has_bias) vals[V_BIAS] = c->in[next++];
+    vals[V_OUT] = c->out;
+    vals[V_SCRATCH] = c->scratch;
+    emit_parallel(cg, "attn", &pp, vals);
+}
+
+void lower_attention(lower_ctx *c) { lower_attention_with_layout(c, NULL); }
+
+/* ---- backward entry points -------------------------------------------------------------------------------- */
+
+/* The first node given, and which gradients are asked for. */
+static const kiln_node *group_node(const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT], grad_want *gw)
+{
+    const kiln_node *n = NULL;
+    *gw = (grad_want){node_of_wrt[KILN_WRT_Q] != KILN_NONE, node_of_wrt[KILN_WRT_K] != KILN_NONE,
+                      node_of_wrt[KILN_WRT_V] != KILN_NONE, node_of_wrt[KILN_WRT_SCORES] != KILN_NONE};
+    for (int w = 0; w < KILN_WRT_COUNT; w++) {
+        if (node_of_wrt[w] == KILN_NONE) continue;
+        const kiln_node *m = &g->nodes[node_of_wrt[w]];
+        KILN_ASSERT(m->op == KILN_OP_ATTENTION_GRAD && m->attrs.wrt == w);
+        if (!n) n = m;
+        else KILN_ASSERT(m->n_in == n->n_in && !memcmp(m->in, n->in, n->n_in * sizeof *m->in));
+    }
+    KILN_ASSERT(n != NULL);
+    return n;
+}
+
+int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
+                                           const kiln_target *t)
+{
+    grad_want gw;
+    const kiln_node *n = group_node(g, node_of_wrt, &gw);
+    attn_geom G;
+    geom_init(&G, g, n, NULL);
+    if (G.n_bh == 0 || G.T == 0 || G.S == 0) return 0;
+    attn_blocks B = blocks_for(t);
+    return parts_for(G.n_bh) * slot_layout(&G, B, true, want_ds(gw)).floats * KILN_ELEM_BYTES;
+}
+
+/* The body of a gradient kernel: outs[w] for the wanted w, ins[] the shared inputs. */
+static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
+                      const LLVMValueRef outs[KILN_WRT_COUNT], const LLVMValueRef *ins, LLVMValueRef scratch,
+                      const attn_layout *lay)
+{
+    grad_want gw;
+    const kiln_node *n = group_node(g, node_of_wrt, &gw);
+    attn_geom G;
+    geom_init(&G, g, n, lay);
+    if (G.n_bh == 0) return;
+    if (G.T == 0 || G.S == 0) { /* nothing flows: whatever exists is 0 */
+        if (gw.dq) zero_operand(cg, &G, outs[KILN_WRT_Q], ATTN_DQ, G.T, G.dh);
+        if (gw.dk) zero_operand(cg, &G, outs[KILN_WRT_K], ATTN_DK, G.S, G.dh);
+        if (gw.dv) zero_operand(cg, &G, outs[KILN_WRT_V], ATTN_DV, G.S, G.dv);
+        if (gw.ds) zero_operand(cg, &G, outs[KILN_WRT_SCORES], ATTN_DSCORES, G.T, G.S);
+        return;
+    }
+    KILN_ASSERT(scratch != NULL);
+    par pp = {.G = &G, .B = blocks_for(cg->target), .backward = true, .gw = gw};
+    pp.slot = slot_layout(&G, pp.B, true, want_ds(gw));
+    pp.items = G.n_bh;
+    pp.parts = parts_for(pp.items);
+    LLVMValueRef vals[V_COUNT] = {0};
+    uint32_t next = 3;
+    vals[V_Q] = ins[0], vals[V_K] = ins[1], vals[V_V] = ins[2];
+    if (G.has_mask) vals[V_MASK] = ins[next++];
+    if (G.has_bias) vals[V_BIAS] = ins[next++];
+    vals[V_G] = ins[n->n_in - 1];
+    vals[V_DQ] = outs[KILN_WRT_Q], vals[V_DK] = outs[KILN_WRT_K], vals[V_DV] = outs[KILN_WRT_V];
+    vals[V_DS] = outs[KILN_WRT_SCORES];
+    vals[V_SCRATCH] = scratch;
+    emit_parallel(cg, "attn_grad", &pp, vals);
+}
+
+LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_graph *g,
+                                                    const uint32_t node_of_wrt[KILN_WRT_COUNT], bool has_scratch,
+                                                    const attn_layout *lay)
+{
+    grad_want gw;
+    const kiln_node *n = group_node(g, node_of_wrt, &gw);
+    uint32_t first = KILN_NONE;
+    char name[64], wrts[KILN_WRT_COUNT + 1] = {0};
+    int n_out = 0;
+    for (int w = 0; w < KILN_WRT_COUNT; w++) {
+        if (node_of_wrt[w] == KILN_NONE) continue;
+        if (first == KILN_NONE) first = node_of_wrt[w];
+        wrts[n_out++] = "qkvs"[w];
+    }
+    snprintf(name, sizeof name, "k%u_attention_grad_%s", first, wrts);
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
+    unsigned n_ptrs = (unsigned)n_out + n->n_in + (has_scratch ? 1 : 0);
+    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
+    LLVMValueRef outs[KILN_WRT_COUNT] = {0}, ins[64];
+    KILN_ASSERT(n->n_in <= 64);
+    unsigned p = 0;
+    for (int w = 0; w < KILN_WRT_COUNT; w++) {
+        if (node_of_wrt[w] == KILN_NONE) continue;
+        outs[w] = LLVMGetParam(fn, p++);
+        char pname[16];
+        snprintf(pname, sizeof pname, "d%s", kiln_wrt_names[w]);
+        LLVMSetValueName2(outs[w], pname, strlen(pname));
+    }
+    for (uint32_t i = 0; i < n->n_in; i++) {
+        ins[i] = LLVMGetParam(fn, p++);
+        char pname[16];
+        snprintf(pname, sizeof pname, "in%u", i);
+        LLVMSetValueName2(ins[i], pname, strlen(pname));
+    }
+    LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
+    emit_grad(cg, g, node_of_wrt, outs, ins, scratch, lay);
+    LLVMBuildRetVoid(cg->b);
+    if (here) LLVMPositionBuilderAtEnd(cg->b, here);
+    return fn;
+}
+
+LLVMValueRef lower_attention_grad_group(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
+                                        bool has_scratch)
+{
+    return lower_attention_grad_group_with_layout(cg, g, node_of_wrt, has_scratch, NULL);
+}
+
+/* The per-node kernel: the group with one gradient. */
+static void single(const kiln_node *n, uint32_t id, uint32_t node_of_wrt[KILN_WRT_COUNT])
+{
+    for (int w = 0; w < KILN_WRT_COUNT; w++) node_of_wrt[w] = KILN_NONE;
+    node_of_wrt[n->attrs.wrt] = id;
+}
+
+int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
+{
+    uint32_t node_of_wrt[KILN_WRT_COUNT];
+    single(n, (uint32_t)(n - g->nodes), node_of_wrt);
+    return attention_grad_group_scratch_bytes(g, node_of_wrt, t);
+}
+
+void lower_attention_grad(lower_ctx *c)
+{
+    uint32_t node_of_wrt[KILN_WRT_COUNT];
+    single(c->node, c->id, node_of_wrt);
+    LLVMValueRef outs[KILN_WRT_COUNT] = {0};
+    outs[c->node->attrs.wrt] = c->out;
+    emit_grad(c->cg, c->g, node_of_wrt, outs, c->in, c->scratch, NULL);
+}

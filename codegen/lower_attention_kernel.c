@@ -1,0 +1,122 @@
+/* lower_attention_kernel.c — the schedule's attention kernels: layouts folded in.
+ *
+ * Design. passes/fuse.c makes two kinds of attention kernel: a forward attention, and the
+ * attention_grad nodes of one attention computed together; either may carry, as members,
+ * the transposes that read its results (so it writes the transposed layout itself), and
+ * its q, k, v, g inputs may be strided views (transposes no kernel computes). The
+ * multi-head attention of the frontend is exactly that: (B,T,D) projections reshaped to
+ * (B,T,H,dh) and transposed to (B,H,T,dh) for the kernel, and back after it. Here those
+ * transposes become operand strides (attn_layout) of lower_attention.c's kernels, so no
+ * transpose runs and no transposed copy is stored, forward or backward.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "lower.h"
+
+/* Strides of every dim but the last of transpose x (whose input is row-major memory, a
+ * view of it, or the input's own buffer) as read from that memory. */
+static void view_strides(const kiln_graph *g, uint32_t x, int64_t *st)
+{
+    const kiln_node *n = &g->nodes[x];
+    int64_t src[KILN_MAX_RANK];
+    cg_row_major_strides(&g->nodes[n->in[0]].type, src);
+    for (int d = 0; d < n->type.rank - 1; d++) st[d] = src[n->attrs.perm[d]];
+}
+
+/* Strides of every dim but the last of value a, written through transpose y = a^perm
+ * (row-major in y's memory). */
+static void written_strides(const kiln_graph *g, uint32_t y, int64_t *st)
+{
+    const kiln_node *n = &g->nodes[y];
+    int64_t dst[KILN_MAX_RANK];
+    cg_row_major_strides(&n->type, dst);
+    for (int e = 0; e < n->type.rank; e++)
+        if (n->attrs.perm[e] < n->type.rank - 1) st[n->attrs.perm[e]] = dst[e];
+}
+
+/* The transpose member reading result a, or KILN_NONE. */
+static uint32_t transpose_of(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, uint32_t a)
+{
+    const kiln_kernel *kn = &s->kernels[k];
+    for (uint32_t i = 0; i < kn->n; i++) {
+        uint32_t m = s->members[kn->first + i];
+        if (g->nodes[m].op == KILN_OP_TRANSPOSE && g->nodes[m].in[0] == a) return m;
+    }
+    return KILN_NONE;
+}
+
+void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, attention_kernel *ak)
+{
+    memset(ak, 0, sizeof *ak);
+    const kiln_kernel *kn = &s->kernels[k];
+    for (int w = 0; w < KILN_WRT_COUNT; w++) ak->node_of_wrt[w] = KILN_NONE;
+    ak->grad = kn->kind == KILN_KERNEL_ATTENTION_GRAD;
+    ak->first = KILN_NONE;
+    for (uint32_t i = 0; i < kn->n; i++) {
+        uint32_t m = s->members[kn->first + i];
+        const kiln_node *n = &g->nodes[m];
+        if (!is_attention_op(n->op)) continue;
+        if (ak->first == KILN_NONE) ak->first = m;
+        if (ak->grad) ak->node_of_wrt[n->attrs.wrt] = m;
+    }
+    KILN_ASSERT(ak->first != KILN_NONE);
+    const kiln_node *n = &g->nodes[ak->first];
+    /* results, in the kernel's parameter order */
+    static const attn_operand grad_operand[KILN_WRT_COUNT] = {ATTN_DQ, ATTN_DK, ATTN_DV, ATTN_DSCORES};
+    for (int w = 0; w < (ak->grad ? KILN_WRT_COUNT : 1); w++) {
+        uint32_t a = ak->grad ? ak->node_of_wrt[w] : ak->first;
+        if (a == KILN_NONE) continue;
+        uint32_t y = transpose_of(g, s, k, a);
+        attn_operand op = ak->grad ? grad_operand[w] : ATTN_OUT;
+        ak->args[ak->n_args++] = y != KILN_NONE ? y : a;
+        if (y != KILN_NONE) {
+            written_strides(g, y, ak->strides[op]);
+            ak->layout.stride[op] = ak->strides[op];
+        }
+    }
+    /* inputs: q, k, v, [mask], [bias], [g] — strided views read in place */
+    for (uint32_t j = 0; j < n->n_in; j++) {
+        uint32_t x = n->in[j];
+        ak->args[ak->n_args++] = x;
+        attn_operand op = j == 0 ? ATTN_Q : j == 1 ? ATTN_K : j == 2 ? ATTN_V : ATTN_G;
+        bool slot = j < 3 || (ak->grad && j == n->n_in - 1);
+        if (slot && s->view[x]) {
+            view_strides(g, x, ak->strides[op]);
+            ak->layout.stride[op] = ak->strides[op];
+        }
+    }
+}
+
+bool is_attention_op(kiln_op op) { return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_GRAD; }
+
+LLVMValueRef lower_attention_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const attention_kernel *ak,
+                                    bool has_scratch)
+{
+    if (ak->grad) return lower_attention_grad_group_with_layout(cg, g, ak->node_of_wrt, has_scratch, &ak->layout);
+    return lower_kernel_with_layout(cg, gemm_cg, g, ak->first, has_scratch, &ak->layout);
+}
+
+bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool has_scratch, char *buf, size_t size)
+{
+    if (!lower_kernel_key(g, ak->first, has_scratch, buf, size)) return false;
+    size_t len = strlen(buf);
+    for (int w = 0; w < KILN_WRT_COUNT && ak->grad; w++) {
+        int n = snprintf(buf + len, size - len, "%c", ak->node_of_wrt[w] != KILN_NONE ? "qkvs"[w] : '-');
+        if (n < 0 || (size_t)n >= size - len) return false;
+        len += (size_t)n;
+    }
+    int rank = g->nodes[g->nodes[ak->first].in[0]].type.rank;
+    for (int op = 0; op < ATTN_N_OPERANDS; op++) {
+        if (!ak->layout.stride[op]) continue;
+        int n = snprintf(buf + len, size - len, " L%d:", op);
+        if (n < 0 || (size_t)n >= size - len) return false;
+        len += (size_t)n;
+        for (int d = 0; d < rank - 1; d++) {
+            n = snprintf(buf + len, size - len, "%lld,", (long long)ak->strides[op][d]);
+            if (n < 0 || (size_t)n >= size - len) return false;
+            len += (size_t)n;
+        }
+    }
+    return true;
+}

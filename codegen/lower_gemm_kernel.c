@@ -1,0 +1,99 @@
+/* lower_gemm_kernel.c — the schedule's GEMM kernels: a matmul with its epilogue.
+ *
+ * Design. passes/fuse.c groups a matmul that is one GEMM call with the elementwise nodes
+ * after it — [scale] [+ bias row] [activation] [+ residual] — and this file turns the
+ * group into one call of the GEMM with that epilogue (codegen/gemm.c applies it in the
+ * store of each C tile, with each step rounded as its unfused kernel rounds, so fusing
+ * changes no bits). The kernel writes the group's last value into C and, when a value
+ * before the activation is read elsewhere (a training step's backward), that value into P.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "lower.h"
+
+static kiln_gemm_act act_of(kiln_op op)
+{
+    switch (op) {
+    case KILN_OP_RELU: return KILN_GEMM_ACT_RELU;
+    case KILN_OP_GELU: return KILN_GEMM_ACT_GELU;
+    case KILN_OP_GELU_TANH: return KILN_GEMM_ACT_GELU_TANH;
+    case KILN_OP_SILU: return KILN_GEMM_ACT_SILU;
+    default: return KILN_GEMM_ACT_NONE;
+    }
+}
+
+void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, gemm_kernel *gk)
+{
+    memset(gk, 0, sizeof *gk);
+    const kiln_kernel *kn = &s->kernels[k];
+    gk->mm = s->members[kn->first];
+    KILN_ASSERT(g->nodes[gk->mm].op == KILN_OP_MATMUL);
+    gk->shape = lower_one_gemm_shape(g, &g->nodes[gk->mm]);
+    gk->epi.ldp = gk->epi.ldr = gk->shape.n;
+    uint32_t v = gk->mm, pre = KILN_NONE, bias = KILN_NONE, res = KILN_NONE;
+    for (uint32_t i = 1; i < kn->n; i++) {
+        uint32_t m = s->members[kn->first + i];
+        const kiln_node *n = &g->nodes[m];
+        if (n->op == KILN_OP_SCALE) {
+            gk->epi.scale = n->attrs.scalar;
+        } else if (n->op == KILN_OP_ADD && gk->epi.act == KILN_GEMM_ACT_NONE && !gk->epi.bias &&
+                   kiln_type_numel(&g->nodes[n->in[0] == v ? n->in[1] : n->in[0]].type) == gk->shape.n) {
+            /* the first add with a row of n values, before any activation: fuse.c's bias */
+            gk->epi.bias = true;
+            bias = n->in[0] == v ? n->in[1] : n->in[0];
+        } else if (n->op == KILN_OP_ADD) {
+            gk->epi.residual = true;
+            res = n->in[0] == v ? n->in[1] : n->in[0];
+        } else {
+            gk->epi.act = act_of(n->op);
+            KILN_ASSERT(gk->epi.act != KILN_GEMM_ACT_NONE);
+            if (!s->internal[v]) pre = v; /* the value before the activation is read elsewhere */
+        }
+        v = m;
+    }
+    gk->epi.pre_out = pre != KILN_NONE;
+    gk->last = v;
+    /* arguments: C, [P], A, B, [bias], [R] */
+    gk->args[gk->n_args++] = v;
+    if (pre != KILN_NONE) gk->args[gk->n_args++] = pre;
+    gk->args[gk->n_args++] = g->nodes[gk->mm].in[0];
+    gk->args[gk->n_args++] = g->nodes[gk->mm].in[1];
+    if (bias != KILN_NONE) gk->args[gk->n_args++] = bias;
+    if (res != KILN_NONE) gk->args[gk->n_args++] = res;
+}
+
+LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch)
+{
+    LLVMValueRef gemm = lower_gemm_declare(cg, kiln_cg_gemm_epi(gemm_cg, &gk->shape, &gk->epi));
+    char name[64];
+    snprintf(name, sizeof name, "k%u_gemm", gk->mm);
+    unsigned n_ptrs = (unsigned)gk->n_args + (has_scratch ? 1 : 0);
+    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
+    LLVMValueRef p[16];
+    for (unsigned i = 0; i < n_ptrs; i++) p[i] = LLVMGetParam(fn, i);
+    int at = 0;
+    LLVMValueRef c = p[at++], pre = gk->epi.pre_out ? p[at++] : NULL, a = p[at++], b = p[at++];
+    LLVMValueRef bias = gk->epi.bias ? p[at++] : NULL, res = gk->epi.residual ? p[at++] : NULL;
+    LLVMValueRef scratch = has_scratch ? p[at++] : LLVMConstPointerNull(cg->t_ptr);
+    if (gk->shape.m > 0 && gk->shape.n > 0) {
+        /* (a, b, c, scratch, [bias], [pre_out], [residual]) */
+        LLVMValueRef args[7] = {a, b, c, scratch};
+        unsigned n = 4;
+        if (bias) args[n++] = bias;
+        if (pre) args[n++] = pre;
+        if (res) args[n++] = res;
+        LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
+    }
+    LLVMBuildRetVoid(cg->b);
+    return fn;
+}
+
+bool gemm_kernel_key(const kiln_graph *g, const gemm_kernel *gk, bool has_scratch, char *buf, size_t size)
+{
+    if (!lower_kernel_key(g, gk->mm, has_scratch, buf, size)) return false;
+    size_t len = strlen(buf);
+    int n = snprintf(buf + len, size - len, " epi scale=%a bias=%d pre=%d act=%d res=%d", gk->epi.scale, gk->epi.bias,
+                     gk->epi.pre_out, (int)gk->epi.act, gk->epi.residual);
+    return n >= 0 && (size_t)n < size - len;
+}

@@ -1,0 +1,589 @@
+/* fuse.c — the kernel schedule: which nodes run together as one kernel, in what order.
+ *
+ * Design. The graph itself is never rewritten: the interpreter and autodiff keep seeing
+ * primitive ops. What this pass produces is a schedule — an ordered list of kernels, each
+ * a kind and its member nodes — that memory planning (liveness over kernels) and codegen
+ * (one function per kernel) follow.
+ *
+ * Which nodes need a kernel at all: every live node except the sources (inputs,
+ * parameters, optimizer state), views (a reshape aliases its input's memory) and
+ * constants with full data (module globals) — unless such a view or constant is a graph
+ * output, which needs a kernel to land in the caller's buffer (memplan.c, homes).
+ *
+ * Grouping, one rule per kind:
+ * - LOOP: elementwise nodes of one result shape become one loop nest that keeps their
+ *   intermediate values in registers (producer → consumer chains, and siblings joined by
+ *   a common consumer, as AdamW's m, v and p updates are). Operands from outside may
+ *   broadcast into the shape. A training step's dropout stays alone (its kernel takes the
+ *   step counter).
+ * What keeps a schedule valid: no group may read, from outside, a value that depends on
+ * one of its own members (loop_valid walks back to check); the kernels then form an
+ * acyclic graph, and order_kernels runs each after the kernels it reads from.
+ *
+ * A member's value is `internal` — it never gets a buffer — when every reader is a member
+ * of the same kernel and it is neither a graph output nor an update's new value.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes.h"
+
+/* Members a LOOP kernel may have, and outside operands (buffers) it may touch: bounded
+ * so a kernel's parameter list and register pressure stay small. */
+#define LOOP_MAX_MEMBERS 48
+#define LOOP_MAX_INPUTS 15
+
+static void *xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size);
+    KILN_ASSERT(p != NULL);
+    return p;
+}
+
+bool kiln_constant_is_global(const kiln_node *n)
+{
+    int64_t numel = kiln_type_numel(&n->type);
+    return n->op == KILN_OP_CONSTANT && (n->attrs.n_values == numel || numel <= KILN_SPLAT_GLOBAL_MAX);
+}
+
+bool kiln_node_has_kernel(const kiln_graph *g, const unsigned char *live, uint32_t id)
+{
+    if (!live[id]) return false;
+    const kiln_node *n = &g->nodes[id];
+    if (n->op == KILN_OP_INPUT || n->op == KILN_OP_PARAM || n->op == KILN_OP_STATE) return false;
+    bool output = false;
+    for (uint32_t o = 0; o < g->n_outputs && !output; o++) output = g->outputs[o].node == id;
+    if (output) return true;
+    if (n->op == KILN_OP_RESHAPE) return false;
+    if (kiln_constant_is_global(n)) return false;
+    return true;
+}
+
+/* ---- grouping ------------------------------------------------------------------------------- */
+
+typedef struct group {
+    uint32_t *members; /* sorted by node id */
+    uint32_t n;
+    bool dead;         /* merged into another */
+    kiln_kernel_kind kind;
+} group;
+
+typedef struct fuser {
+    const kiln_graph *g;
+    const kiln_fuse_request *req;
+    unsigned char *has_kernel;
+    uint32_t *group_of; /* per node: its LOOP group, or KILN_NONE */
+    group *groups;
+    uint32_t n_groups;
+    uint32_t *mark, stamp; /* per node, for loop_valid's walk */
+    uint32_t *stack;
+} fuser;
+
+static bool loop_fusable(const fuser *f, uint32_t id)
+{
+    const kiln_node *n = &f->g->nodes[id];
+    if (!f->has_kernel[id] || kiln_op_table[n->op].kind != KILN_KIND_ELEMENTWISE) return false;
+    if (f->group_of[id] != KILN_NONE) return false; /* taken by a GEMM's epilogue */
+    if (n->op == KILN_OP_DROPOUT && f->req->dropout_alone) return false;
+    return kiln_type_numel(&n->type) > 0;
+}
+
+static bool in_list(const uint32_t *list, uint32_t n, uint32_t id)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (list[i] == id) return true;
+    return false;
+}
+
+/* Whether the nodes members[0..n) (sorted) can run as one kernel: few enough outside
+ * inputs, and no outside input that depends, through other nodes and other kernels, on
+ * one of the members — the kernel would have to run before itself. The walk goes back
+ * from the outside inputs; reaching a node of another group continues from all of that
+ * group's inputs (it runs as a unit), and a node before the first member cannot depend
+ * on any member (nodes are in topological order). */
+static bool loop_valid(fuser *f, const uint32_t *members, uint32_t n)
+{
+    if (n > LOOP_MAX_MEMBERS) return false;
+    const kiln_graph *g = f->g;
+    uint32_t first = members[0], operands = 0, top = 0;
+    uint32_t seen[LOOP_MAX_MEMBERS * 3];
+    f->stamp += 2;
+    uint32_t in_set = f->stamp, visited = f->stamp + 1;
+    for (uint32_t i = 0; i < n; i++) f->mark[members[i]] = in_set;
+    for (uint32_t i = 0; i < n; i++) {
+        const kiln_node *m = &g->nodes[members[i]];
+        for (uint32_t j = 0; j < m->n_in; j++) {
+            uint32_t x = m->in[j];
+            if (f->mark[x] == in_set) continue;
+            if (!in_list(seen, operands, x)) {
+                if (operands == LOOP_MAX_INPUTS) return false;
+                seen[operands++] = x;
+            }
+            if (x > first && f->mark[x] != visited) {
+                f->mark[x] = visited;
+                f->stack[top++] = x;
+            }
+        }
+    }
+    while (top > 0) {
+        uint32_t y = f->stack[--top];
+        uint32_t gy = f->group_of[y];
+        uint32_t n_from = gy != KILN_NONE ? f->groups[gy].n : 1;
+        for (uint32_t k = 0; k < n_from; k++) {
+            const kiln_node *z = &g->nodes[gy != KILN_NONE ? f->groups[gy].members[k] : y];
+            for (uint32_t j = 0; j < z->n_in; j++) {
+                uint32_t x = z->in[j];
+                if (x < first || f->mark[x] == visited) continue;
+                if (f->mark[x] == in_set) return false;
+                f->mark[x] = visited;
+                f->stack[top++] = x;
+            }
+        }
+    }
+    return true;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Tries to put node id into one group with the groups gs[0..n_gs); true if done. */
+static bool try_join(fuser *f, uint32_t id, const uint32_t *gs, uint32_t n_gs)
+{
+    uint32_t total = 1;
+    for (uint32_t i = 0; i < n_gs; i++) total += f->groups[gs[i]].n;
+    if (total > LOOP_MAX_MEMBERS) return false;
+    uint32_t members[LOOP_MAX_MEMBERS];
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < n_gs; i++)
+        for (uint32_t k = 0; k < f->groups[gs[i]].n; k++) members[n++] = f->groups[gs[i]].members[k];
+    members[n++] = id;
+    qsort(members, n, sizeof *members, cmp_u32);
+    if (!loop_valid(f, members, n)) return false;
+    /* the first group takes everyone */
+    group *into = &f->groups[gs[0]];
+    into->members = realloc(into->members, n * sizeof *members);
+    KILN_ASSERT(into->members != NULL);
+    memcpy(into->members, members, n * sizeof *members);
+    into->n = n;
+    for (uint32_t i = 1; i < n_gs; i++) {
+        f->groups[gs[i]].dead = true;
+        free(f->groups[gs[i]].members);
+        f->groups[gs[i]].members = NULL;
+        f->groups[gs[i]].n = 0;
+    }
+    for (uint32_t k = 0; k < n; k++) f->group_of[members[k]] = gs[0];
+    return true;
+}
+
+static void new_group(fuser *f, uint32_t id)
+{
+    group *gr = &f->groups[f->n_groups];
+    gr->members = xcalloc(1, sizeof *gr->members);
+    gr->members[0] = id;
+    gr->n = 1;
+    gr->dead = false;
+    gr->kind = KILN_KERNEL_LOOP;
+    f->group_of[id] = f->n_groups++;
+}
+
+static void group_loops(fuser *f)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        if (!loop_fusable(f, id)) continue;
+        const kiln_node *n = &g->nodes[id];
+        /* the groups of this node's producers that compute values of its shape */
+        uint32_t cand[8], n_cand = 0;
+        for (uint32_t j = 0; j < n->n_in && n_cand < 8; j++) {
+            uint32_t x = n->in[j], gx = f->group_of[x];
+            if (gx == KILN_NONE || in_list(cand, n_cand, gx) || f->groups[gx].kind != KILN_KERNEL_LOOP) continue;
+            if (!kiln_type_equal(&g->nodes[x].type, &n->type)) continue;
+            cand[n_cand++] = gx;
+        }
+        if (!f->req->enable_loop) n_cand = 0;
+        bool joined = n_cand > 0 && try_join(f, id, cand, n_cand);
+        /* else the latest single group that fits */
+        for (uint32_t c = n_cand; !joined && c-- > 0;) joined = try_join(f, id, &cand[c], 1);
+        if (!joined) new_group(f, id);
+    }
+}
+
+/* ---- attention -------------------------------------------------------------------------------- */
+
+/* Whether a transpose keeps the last dim last (an attention kernel reads and writes rows
+ * with a stride, but each row contiguous). */
+static bool keeps_last_dim(const kiln_node *n)
+{
+    return n->op == KILN_OP_TRANSPOSE && n->attrs.perm[n->type.rank - 1] == n->type.rank - 1;
+}
+
+static bool is_attention(kiln_op op) { return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_GRAD; }
+
+/* The live readers of each node, as one list (CSR). */
+typedef struct readers {
+    uint32_t *start, *list;
+} readers;
+
+static readers readers_of(const kiln_graph *g, const unsigned char *live)
+{
+    readers r = {xcalloc(g->n_nodes + 1, sizeof(uint32_t)), NULL};
+    uint32_t total = 0;
+    for (uint32_t id = 0; id < g->n_nodes; id++)
+        if (live[id])
+            for (uint32_t j = 0; j < g->nodes[id].n_in; j++) r.start[g->nodes[id].in[j] + 1]++, total++;
+    for (uint32_t id = 0; id < g->n_nodes; id++) r.start[id + 1] += r.start[id];
+    r.list = xcalloc(total, sizeof(uint32_t));
+    uint32_t *fill = xcalloc(g->n_nodes, sizeof(uint32_t));
+    for (uint32_t id = 0; id < g->n_nodes; id++)
+        if (live[id])
+            for (uint32_t j = 0; j < g->nodes[id].n_in; j++) {
+                uint32_t x = g->nodes[id].in[j];
+                r.list[r.start[x] + fill[x]++] = id;
+            }
+    free(fill);
+    return r;
+}
+
+static bool is_output_or_update(const kiln_graph *g, uint32_t id)
+{
+    for (uint32_t o = 0; o < g->n_outputs; o++)
+        if (g->outputs[o].node == id) return true;
+    for (uint32_t u = 0; u < g->n_updates; u++)
+        if (g->updates[u].value == id) return true;
+    return false;
+}
+
+/* Transposes read only as an attention's q, k, v or (backward) g become strided views:
+ * no kernel, no memory; the attention kernels read the memory underneath with strides.
+ * What they view must be plain row-major memory: not another attention's result (which
+ * may itself be written with strides) nor another strided view. */
+static void fold_input_transposes(fuser *f, const readers *r, unsigned char *view)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        if (!f->has_kernel[id] || !keeps_last_dim(n) || is_output_or_update(g, id)) continue;
+        uint32_t root = n->in[0];
+        while (g->nodes[root].op == KILN_OP_RESHAPE && !f->has_kernel[root]) root = g->nodes[root].in[0];
+        if (is_attention(g->nodes[root].op) || view[root] || g->nodes[root].op == KILN_OP_TRANSPOSE) continue;
+        bool ok = r->start[id] < r->start[id + 1];
+        for (uint32_t k = r->start[id]; k < r->start[id + 1] && ok; k++) {
+            const kiln_node *u = &g->nodes[r->list[k]];
+            if (!is_attention(u->op)) ok = false;
+            for (uint32_t j = 0; j < u->n_in && ok; j++) {
+                if (u->in[j] != id) continue;
+                bool slot = j < 3 || (u->op == KILN_OP_ATTENTION_GRAD && j == u->n_in - 1);
+                ok = slot;
+            }
+        }
+        if (ok) {
+            view[id] = 1;
+            f->has_kernel[id] = 0;
+        }
+    }
+}
+
+/* One group per forward attention, and one per set of attention_grad nodes with the same
+ * inputs and attributes but wrt (the gradients of one attention, computed together); each
+ * result read only by a transpose that keeps the last dim brings that transpose along, and
+ * the kernel writes the transposed layout directly. */
+static void group_attention(fuser *f, const readers *r)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        if (!f->has_kernel[id] || !is_attention(n->op) || f->group_of[id] != KILN_NONE) continue;
+        uint32_t members[2 * KILN_WRT_COUNT], count = 0;
+        members[count++] = id;
+        if (n->op == KILN_OP_ATTENTION_GRAD && f->req->enable_loop)
+            for (uint32_t o = id + 1; o < g->n_nodes && count < KILN_WRT_COUNT; o++) {
+                const kiln_node *m = &g->nodes[o];
+                if (m->op != KILN_OP_ATTENTION_GRAD || !f->has_kernel[o] || f->group_of[o] != KILN_NONE) continue;
+                if (m->n_in != n->n_in || memcmp(m->in, n->in, n->n_in * sizeof *n->in) != 0) continue;
+                if (m->attrs.causal != n->attrs.causal || m->attrs.scalar != n->attrs.scalar) continue;
+                bool dup = false;
+                for (uint32_t i = 0; i < count; i++) dup |= g->nodes[members[i]].attrs.wrt == m->attrs.wrt;
+                if (!dup) members[count++] = o;
+            }
+        uint32_t n_results = count;
+        for (uint32_t i = 0; i < n_results && f->req->enable_loop; i++) {
+            uint32_t a = members[i];
+            if (is_output_or_update(g, a) || r->start[a + 1] - r->start[a] != 1) continue;
+            uint32_t y = r->list[r->start[a]];
+            if (f->has_kernel[y] && keeps_last_dim(&g->nodes[y]) && f->group_of[y] == KILN_NONE)
+                members[count++] = y;
+        }
+        qsort(members, count, sizeof *members, cmp_u32);
+        if (count > 1 && !loop_valid(f, members, count)) { /* then each alone */
+            count = 1;
+            members[0] = id;
+        }
+        group *gr = &f->groups[f->n_groups];
+        gr->members = xcalloc(count, sizeof *gr->members);
+        memcpy(gr->members, members, count * sizeof *members);
+        gr->n = count;
+        gr->dead = false;
+        gr->kind = n->op == KILN_OP_ATTENTION ? KILN_KERNEL_ATTENTION : KILN_KERNEL_ATTENTION_GRAD;
+        for (uint32_t i = 0; i < count; i++) f->group_of[members[i]] = f->n_groups;
+        f->n_groups++;
+    }
+}
+
+/* ---- GEMM epilogues ---------------------------------------------------------------------------- */
+
+bool kiln_matmul_is_one_gemm(const kiln_graph *g, const kiln_node *n)
+{
+    if (n->op != KILN_OP_MATMUL || n->type.dtype != KILN_F32) return false;
+    if (n->type.rank == 2) return true;
+    const kiln_type *at = &g->nodes[n->in[0]].type, *bt = &g->nodes[n->in[1]].type;
+    if (n->attrs.transpose_a || at->rank != n->type.rank) return false;
+    for (int d = 0; d < bt->rank - 2; d++)
+        if (bt->dims[d] != 1) return false;
+    return true;
+}
+
+bool kiln_is_gemm_activation(kiln_op op)
+{
+    return op == KILN_OP_RELU || op == KILN_OP_GELU || op == KILN_OP_GELU_TANH || op == KILN_OP_SILU;
+}
+
+/* The one live reader of v when v leaves nowhere else (no output, no update), else NONE. */
+static uint32_t sole_reader(const kiln_graph *g, const readers *r, uint32_t v)
+{
+    if (is_output_or_update(g, v) || r->start[v + 1] - r->start[v] != 1) return KILN_NONE;
+    return r->list[r->start[v]];
+}
+
+/* The other operand of a binary node n that reads v, or NONE if n reads v twice. */
+static uint32_t other_operand(const kiln_node *n, uint32_t v)
+{
+    if (n->in[0] == v && n->in[1] != v) return n->in[1];
+    if (n->in[1] == v && n->in[0] != v) return n->in[0];
+    return KILN_NONE;
+}
+
+/* Whether node x needs a kernel and no group has taken it yet. */
+static bool free_node(const fuser *f, uint32_t x) { return f->has_kernel[x] && f->group_of[x] == KILN_NONE; }
+
+/* A matmul that is one GEMM call takes the elementwise nodes after it into the GEMM's
+ * store of each C tile (codegen/gemm.c, kiln_gemm_epilogue), in the order the store
+ * applies them: [scale] → [+ bias row] → [activation] → [+ residual of C's shape]. A
+ * value in the chain may be read elsewhere only before the activation (the GEMM then also
+ * stores it: the pre-activation a training step's backward reads) and at the end. */
+static void group_gemms(fuser *f, const readers *r)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *mm = &g->nodes[id];
+        if (!f->has_kernel[id] || f->group_of[id] != KILN_NONE || !kiln_matmul_is_one_gemm(g, mm)) continue;
+        uint32_t members[5], count = 0, v = id, x;
+        members[count++] = id;
+        const kiln_type *ct = &mm->type;
+        int64_t N = ct->dims[ct->rank - 1];
+        x = sole_reader(g, r, v);
+        if (x != KILN_NONE && g->nodes[x].op == KILN_OP_SCALE && free_node(f, x)) members[count++] = v = x;
+        x = sole_reader(g, r, v);
+        if (x != KILN_NONE && g->nodes[x].op == KILN_OP_ADD && free_node(f, x)) {
+            uint32_t b = other_operand(&g->nodes[x], v);
+            const kiln_type *bt = b != KILN_NONE ? &g->nodes[b].type : NULL;
+            bool row = bt && bt->dtype == KILN_F32 && bt->rank >= 1 && bt->dims[bt->rank - 1] == N &&
+                       kiln_type_numel(bt) == N && kiln_type_equal(&g->nodes[x].type, ct);
+            if (row) members[count++] = v = x;
+        }
+        /* the activation: v's only reader, or one of several (then v is also stored) */
+        uint32_t act = KILN_NONE;
+        for (uint32_t k = r->start[v]; k < r->start[v + 1]; k++) {
+            uint32_t u = r->list[k];
+            if (kiln_is_gemm_activation(g->nodes[u].op) && free_node(f, u)) {
+                act = act == KILN_NONE ? u : KILN_NONE - 1; /* two: take neither */
+            }
+        }
+        if (act != KILN_NONE && act != KILN_NONE - 1) members[count++] = v = act;
+        x = sole_reader(g, r, v);
+        if (x != KILN_NONE && g->nodes[x].op == KILN_OP_ADD && free_node(f, x)) {
+            uint32_t res = other_operand(&g->nodes[x], v);
+            if (res != KILN_NONE && !in_list(members, count, res) && kiln_type_equal(&g->nodes[res].type, ct) &&
+                kiln_type_equal(&g->nodes[x].type, ct))
+                members[count++] = v = x;
+        }
+        if (count == 1) continue;
+        /* members are in chain order, which is node order */
+        while (count > 1 && !loop_valid(f, members, count)) count--;
+        if (count == 1) continue;
+        group *gr = &f->groups[f->n_groups];
+        gr->members = xcalloc(count, sizeof *gr->members);
+        memcpy(gr->members, members, count * sizeof *members);
+        gr->n = count;
+        gr->dead = false;
+        gr->kind = KILN_KERNEL_GEMM;
+        for (uint32_t i = 0; i < count; i++) f->group_of[members[i]] = f->n_groups;
+        f->n_groups++;
+    }
+}
+
+/* ---- the schedule ---------------------------------------------------------------------------- */
+
+static int by_first_member(const void *a, const void *b, void *ctx)
+{
+    const uint32_t *members = ctx;
+    const kiln_kernel *x = a, *y = b;
+    return cmp_u32(&members[x->first], &members[y->first]);
+}
+
+/* The kernel that computes the memory node x reads from (through views), or KILN_NONE
+ * for a source or a constant global. */
+static uint32_t producer(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t x)
+{
+    while (s->kernel_of[x] == KILN_NONE && (g->nodes[x].op == KILN_OP_RESHAPE || s->view[x])) x = g->nodes[x].in[0];
+    return s->kernel_of[x];
+}
+
+/* Puts the kernels (sorted by first member) into an order where each runs after the
+ * kernels it reads from: of the kernels whose inputs are ready, always the one with the
+ * earliest first member, so the order stays close to the graph's (and its memory use
+ * close to what the graph's author arranged). A group may read a node that comes after
+ * its first member (loop_valid allows it when that node does not depend on the group). */
+static void order_kernels(const kiln_graph *g, kiln_kernel_schedule *s)
+{
+    uint32_t nk = s->n_kernels;
+    /* the edges producer → reader, grouped by producer (counting sort) */
+    uint32_t n_edges = 0;
+    for (uint32_t i = 0; i < s->n_members; i++) n_edges += g->nodes[s->members[i]].n_in;
+    uint32_t *from = xcalloc(n_edges, sizeof *from), *to = xcalloc(n_edges, sizeof *to);
+    uint32_t *start = xcalloc(nk + 1, sizeof *start), *readers = xcalloc(n_edges, sizeof *readers);
+    uint32_t *waiting = xcalloc(nk, sizeof *waiting), *order = xcalloc(nk, sizeof *order);
+    uint32_t e = 0;
+    for (uint32_t k = 0; k < nk; k++)
+        for (uint32_t i = 0; i < s->kernels[k].n; i++) {
+            const kiln_node *m = &g->nodes[s->members[s->kernels[k].first + i]];
+            for (uint32_t j = 0; j < m->n_in; j++) {
+                uint32_t p = producer(g, s, m->in[j]);
+                if (p == KILN_NONE || p == k) continue;
+                from[e] = p, to[e] = k, e++;
+                waiting[k]++;
+                start[p + 1]++;
+            }
+        }
+    for (uint32_t k = 0; k < nk; k++) start[k + 1] += start[k];
+    uint32_t *fill = xcalloc(nk, sizeof *fill);
+    for (uint32_t i = 0; i < e; i++) readers[start[from[i]] + fill[from[i]]++] = to[i];
+
+    /* always the ready kernel with the earliest first member: a scan from the lowest
+     * not-yet-run index (kernels are sorted by first member) */
+    unsigned char *done = xcalloc(nk, 1);
+    uint32_t n_done = 0, lowest = 0;
+    while (n_done < nk) {
+        while (done[lowest]) lowest++;
+        uint32_t pick = lowest;
+        while (pick < nk && (waiting[pick] != 0 || done[pick])) pick++;
+        KILN_ASSERT(pick < nk); /* loop_valid keeps the kernel graph acyclic */
+        done[pick] = 1;
+        order[n_done++] = pick;
+        for (uint32_t r = start[pick]; r < start[pick + 1]; r++) waiting[readers[r]]--;
+    }
+    kiln_kernel *sorted = xcalloc(nk, sizeof *sorted);
+    for (uint32_t i = 0; i < nk; i++) sorted[i] = s->kernels[order[i]];
+    memcpy(s->kernels, sorted, nk * sizeof *sorted);
+    for (uint32_t ki = 0; ki < nk; ki++)
+        for (uint32_t i = 0; i < s->kernels[ki].n; i++) s->kernel_of[s->members[s->kernels[ki].first + i]] = ki;
+    free(sorted);
+    free(done);
+    free(fill);
+    free(order);
+    free(waiting);
+    free(readers);
+    free(start);
+    free(to);
+    free(from);
+}
+
+bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s, kiln_diags *d)
+{
+    (void)d;
+    memset(s, 0, sizeof *s);
+    uint32_t nn = g->n_nodes;
+    s->n_nodes = nn;
+    s->kernel_of = xcalloc(nn, sizeof *s->kernel_of);
+    s->internal = xcalloc(nn, 1);
+    s->members = xcalloc(nn, sizeof *s->members);
+    s->kernels = xcalloc(nn, sizeof *s->kernels);
+    unsigned char *has_kernel = xcalloc(nn, 1);
+    for (uint32_t id = 0; id < nn; id++) {
+        has_kernel[id] = kiln_node_has_kernel(g, req->live, id);
+        s->kernel_of[id] = KILN_NONE;
+    }
+
+    fuser f = {g, req, has_kernel, xcalloc(nn, sizeof(uint32_t)), xcalloc(nn, sizeof(group)), 0,
+               xcalloc(nn, sizeof(uint32_t)), 0, xcalloc(nn, sizeof(uint32_t))};
+    for (uint32_t id = 0; id < nn; id++) f.group_of[id] = KILN_NONE;
+    s->view = xcalloc(nn, 1);
+    readers r = readers_of(g, req->live);
+    if (req->enable_loop) fold_input_transposes(&f, &r, s->view);
+    group_attention(&f, &r);
+    if (req->enable_gemm) group_gemms(&f, &r);
+    free(r.start);
+    free(r.list);
+    group_loops(&f);
+
+    /* kernels: each live group, then every other node with a kernel on its own */
+    for (uint32_t gi = 0; gi < f.n_groups; gi++) {
+        group *gr = &f.groups[gi];
+        if (gr->dead) continue;
+        kiln_kernel *k = &s->kernels[s->n_kernels++];
+        k->kind = gr->kind == KILN_KERNEL_LOOP && gr->n == 1 ? KILN_KERNEL_NODE : gr->kind;
+        k->first = s->n_members;
+        k->n = gr->n;
+        for (uint32_t i = 0; i < gr->n; i++) s->members[s->n_members++] = gr->members[i];
+    }
+    for (uint32_t id = 0; id < nn; id++) {
+        if (!has_kernel[id] || f.group_of[id] != KILN_NONE) continue;
+        kiln_kernel *k = &s->kernels[s->n_kernels++];
+        k->kind = KILN_KERNEL_NODE;
+        k->first = s->n_members;
+        k->n = 1;
+        s->members[s->n_members++] = id;
+    }
+    qsort_r(s->kernels, s->n_kernels, sizeof *s->kernels, by_first_member, s->members);
+    for (uint32_t ki = 0; ki < s->n_kernels; ki++)
+        for (uint32_t i = 0; i < s->kernels[ki].n; i++) s->kernel_of[s->members[s->kernels[ki].first + i]] = ki;
+    order_kernels(g, s);
+
+    /* internal values: read only inside their own kernel */
+    unsigned char *escapes = xcalloc(nn, 1);
+    for (uint32_t o = 0; o < g->n_outputs; o++) escapes[g->outputs[o].node] = 1;
+    for (uint32_t u = 0; u < g->n_updates; u++) escapes[g->updates[u].value] = 1;
+    for (uint32_t id = 0; id < nn; id++) {
+        if (!req->live[id]) continue;
+        const kiln_node *n = &g->nodes[id];
+        for (uint32_t j = 0; j < n->n_in; j++) {
+            uint32_t x = n->in[j];
+            if (s->kernel_of[id] == KILN_NONE || s->kernel_of[id] != s->kernel_of[x]) escapes[x] = 1;
+        }
+    }
+    for (uint32_t id = 0; id < nn; id++)
+        s->internal[id] = s->kernel_of[id] != KILN_NONE && !escapes[id] &&
+                          s->kernels[s->kernel_of[id]].kind != KILN_KERNEL_NODE;
+
+    for (uint32_t gi = 0; gi < f.n_groups; gi++) free(f.groups[gi].members);
+    free(f.groups);
+    free(f.group_of);
+    free(f.mark);
+    free(f.stack);
+    free(escapes);
+    free(has_kernel);
+    return true;
+}
+
+void kiln_schedule_free(kiln_kernel_schedule *s)
+{
+    free(s->kernels);
+    free(s->members);
+    free(s->kernel_of);
+    free(s->internal);
+    free(s->view);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,188 @@
+/* pipeline.c — the one list of stages every compilation goes through.
+ *
+ * Design (QBE's main.c): a flat, commented sequence of passes with the verifier between
+ * them, each stage named so that `--disable-pass NAME` turns it off and
+ * `--dump-after NAME` keeps the IR text it left. JIT (`run`, `train`, `bench`), AOT
+ * (`compile`) and `check` all reach it through codegen's plan (codegen/jit.c), so what
+ * is measured, exported and reported is the same program.
+ *
+ *   verify    the request's graph is well formed (its builder already checked the user's
+ *             input; this catches internal errors of the passes that built it)
+ *   live      which nodes the outputs, the loss and the updates need
+ *   fuse      the kernel schedule (fuse.c); `epilogue` names its folding of elementwise
+ *             nodes into GEMMs alone, so that it can be turned off by itself
+ *   memplan   where every value lives, over the schedule's kernel order (memplan.c)
+ *
+ * Autodiff and the optimizer update (autodiff.c, optimizer.c) run before it, in the
+ * driver, because the driver keeps the ids of the nodes they create.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes.h"
+
+static const char *const stage_names[] = {"verify", "live", "fuse", "epilogue", "memplan"};
+
+bool kiln_pass_known(const char *name)
+{
+    for (size_t i = 0; i < sizeof stage_names / sizeof *stage_names; i++)
+        if (strcmp(stage_names[i], name) == 0) return true;
+    return false;
+}
+
+const char *kiln_pass_names(void) { return "verify, live, fuse, epilogue (part of fuse), memplan"; }
+
+bool kiln_pass_optional(const char *name)
+{
+    return strcmp(name, "verify") == 0 || strcmp(name, "fuse") == 0 || strcmp(name, "epilogue") == 0;
+}
+
+/* Whether `name` is in the comma-separated list. */
+static bool listed(const char *list, const char *name)
+{
+    if (!list) return false;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n && strncmp(p, name, n) == 0) return true;
+        if (!end) break;
+        p = end + 1;
+    }
+    return false;
+}
+
+bool kiln_pass_disabled(const kiln_pipeline_options *o, const char *name)
+{
+    return o && listed(o->disable, name);
+}
+
+/* ---- dumps -------------------------------------------------------------------------------- */
+
+typedef struct text {
+    char *s;
+    size_t len, cap;
+} text;
+
+static void add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add(text *t, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(t->s ? t->s + t->len : NULL, t->s ? t->cap - t->len : 0, fmt, ap);
+        va_end(ap);
+        KILN_ASSERT(n >= 0);
+        if (t->s && t->len + (size_t)n < t->cap) {
+            t->len += (size_t)n;
+            return;
+        }
+        t->cap = (t->cap + (size_t)n + 1) * 2;
+        t->s = realloc(t->s, t->cap);
+        KILN_ASSERT(t->s != NULL);
+    }
+}
+
+static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad", "gemm"};
+
+/* The graph's text followed by the kernels, one line each: kind and members. */
+static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
+{
+    text t = {0};
+    char *ir = kiln_graph_print(g);
+    add(&t, "%s", ir);
+    free(ir);
+    add(&t, "# %u kernels\n", s->n_kernels);
+    for (uint32_t k = 0; k < s->n_kernels; k++) {
+        const kiln_kernel *kn = &s->kernels[k];
+        add(&t, "kernel %u %s:", k, kind_names[kn->kind]);
+        for (uint32_t i = 0; i < kn->n; i++) {
+            uint32_t id = s->members[kn->first + i];
+            add(&t, " %%%u%s", id, s->internal[id] ? "" : "*");
+        }
+        add(&t, "\n");
+    }
+    return t.s;
+}
+
+static char *plan_text(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p)
+{
+    static const char *const homes[] = {"none", "param", "input", "output", "const", "alias",
+                                        "workspace", "state", "update", "fused"};
+    text t = {0};
+    char *ir = schedule_text(g, s);
+    add(&t, "%s", ir);
+    free(ir);
+    add(&t, "# workspace %lld bytes (unplanned %lld, lower bound %lld)\n", (long long)p->workspace_bytes,
+        (long long)p->unplanned_bytes, (long long)p->lower_bound_bytes);
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_home *h = &p->homes[id];
+        if (h->kind == KILN_HOME_NONE) continue;
+        add(&t, "%%%u %s", id, homes[h->kind]);
+        if (h->kind == KILN_HOME_WORKSPACE) add(&t, " @%lld live %u..%u", (long long)h->offset, h->first, h->last);
+        add(&t, "\n");
+    }
+    return t.s;
+}
+
+static void dump_graph(const kiln_pipeline_options *o, const char *stage, const kiln_graph *g, kiln_program *out)
+{
+    if (o && o->dump_after && strcmp(o->dump_after, stage) == 0 && !out->dump) out->dump = kiln_graph_print(g);
+}
+
+/* ---- the stages ---------------------------------------------------------------------------- */
+
+bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d)
+{
+    memset(out, 0, sizeof *out);
+    const kiln_graph *g = req->g;
+    const kiln_pipeline_options *o = req->options;
+
+    /* verify: an invalid graph here is a bug in whatever built it */
+    if (!kiln_pass_disabled(o, "verify") && !kiln_graph_verify(g, d)) return false;
+    dump_graph(o, "verify", g, out);
+
+    /* live */
+    unsigned char *live = calloc(g->n_nodes ? g->n_nodes : 1, 1);
+    KILN_ASSERT(live != NULL);
+    kiln_graph_live(g, KILN_LIVE_UPDATES, live);
+    dump_graph(o, "live", g, out);
+
+    /* fuse */
+    bool fuse = !kiln_pass_disabled(o, "fuse");
+    kiln_fuse_request fr = {live, fuse, fuse && !kiln_pass_disabled(o, "epilogue"), req->dropout_alone};
+    bool ok = kiln_fuse(g, &fr, &out->sched, d);
+    if (ok && o && o->dump_after && strcmp(o->dump_after, "fuse") == 0 && !out->dump)
+        out->dump = schedule_text(g, &out->sched);
+
+    /* memplan: kernel scratch sizes come from codegen (they depend on the target) */
+    int64_t *scratch = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *scratch);
+    KILN_ASSERT(scratch != NULL);
+    if (ok && req->scratch_sizes) req->scratch_sizes(g, &out->sched, req->scratch_ctx, scratch);
+    kiln_plan_request pr = {live,        scratch,    req->inputs, req->n_inputs, req->params,
+                            req->n_params, req->states, req->n_states, &out->sched};
+    ok = ok && kiln_plan_memory(g, &pr, &out->plan, d);
+    if (ok && o && o->dump_after && strcmp(o->dump_after, "memplan") == 0 && !out->dump)
+        out->dump = plan_text(g, &out->sched, &out->plan);
+    if (ok) { /* cheap next to compiling, and a wrong plan would corrupt memory silently */
+        char msg[512];
+        if (!kiln_memplan_check(&out->plan, msg, sizeof msg)) {
+            kiln_diags_add(d, NULL, 0, 0, "memplan", "internal error: %s", msg);
+            ok = false;
+        }
+    }
+    free(scratch);
+    free(live);
+    if (!ok) kiln_program_free(out);
+    return ok;
+}
+
+void kiln_program_free(kiln_program *p)
+{
+    kiln_schedule_free(&p->sched);
+    kiln_memplan_free(&p->plan);
+    free(p->dump);
+    memset(p, 0, sizeof *p);
+}

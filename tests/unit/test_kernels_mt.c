@@ -1,0 +1,482 @@
+/* test_kernels_mt.c — the threaded kernels: reductions, row kernels (softmax,
+ * log_softmax, layernorm, cross_entropy and their gradients) and layout copies (transpose,
+ * slice, broadcast, concat, gather, scatter_add, unslice) on shapes large enough to be
+ * split across the runtime's thread pool.
+ *
+ * Design: each graph is compiled once (with its assembly kept) and run with 1, 2 and 3
+ * threads; every output must be the same bits for every thread count, and the 1-thread
+ * run must match the reference interpreter (exactly for layout ops). The assembly must
+ * show that each kernel under test really took the threaded path (a `.part` function),
+ * and, on an AVX-512 host, that the row kernels and transposes use zmm registers. Sizes
+ * are odd on purpose (partial vectors, blocks and chunks at every edge).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen.h"
+#include "kiln/runtime.h"
+#include "passes.h"
+
+/* ---- a graph under test (a small copy of test_codegen.c's harness) ------------------------ */
+
+typedef struct rng {
+    uint64_t s;
+} rng;
+
+static uint64_t rng_next(rng *r)
+{
+    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
+static int rng_int(rng *r, int lo, int hi) { return lo + (int)(rng_next(r) % (uint64_t)(hi - lo + 1)); }
+
+#define MT_MAX 16
+
+typedef struct mt {
+    kiln_graph g;
+    kiln_diags d;
+    rng r;
+    uint32_t inputs[MT_MAX];
+    void *in_data[MT_MAX];
+    int n_inputs;
+} mt;
+
+typedef struct tol {
+    double rtol, atol;
+    bool exact;
+} tol;
+
+static const tol EXACT = {0, 0, true};
+
+static void mt_init(mt *t, uint64_t seed)
+{
+    memset(t, 0, sizeof *t);
+    kiln_graph_init(&t->g, "t");
+    kiln_diags_init(&t->d);
+    t->r.s = seed;
+}
+
+static void mt_free(mt *t)
+{
+    for (int i = 0; i < t->n_inputs; i++) free(t->in_data[i]);
+    kiln_graph_free(&t->g);
+    kiln_diags_free(&t->d);
+}
+
+static void fail_with_diags(mt *t, const char *what)
+{
+    for (int i = 0; i < t->d.n; i++) print_error("%s: %s\n", what, t->d.items[i].message);
+    fail_msg("%s failed", what);
+}
+
+static uint32_t mt_add(mt *t, kiln_op op, const uint32_t *in, uint32_t n_in, const kiln_attrs *a)
+{
+    uint32_t id = kiln_graph_add(&t->g, op, in, n_in, a, NULL, "test", &t->d);
+    if (id == KILN_NONE) fail_with_diags(t, "kiln_graph_add");
+    return id;
+}
+
+/* An input with the given data (taken over), or normal-ish random data when NULL. */
+static uint32_t mt_input_data(mt *t, kiln_dtype dt, int rank, const int64_t *dims, void *data)
+{
+    kiln_attrs a = {0};
+    a.dtype = dt;
+    a.rank = rank;
+    int64_t n = 1;
+    for (int d = 0; d < rank; d++) {
+        a.shape[d] = dims[d];
+        n *= dims[d];
+    }
+    char name[16];
+    snprintf(name, sizeof name, "x%d", t->n_inputs);
+    a.name = name;
+    uint32_t id = mt_add(t, KILN_OP_INPUT, NULL, 0, &a);
+    if (!data) {
+        data = malloc((size_t)(n ? n : 1) * 4);
+        for (int64_t i = 0; i < n; i++) {
+            if (dt == KILN_I32) ((int32_t *)data)[i] = rng_int(&t->r, -1000, 1000);
+            else ((float *)data)[i] = (float)((rng_uniform(&t->r) + rng_uniform(&t->r) - 1.0) * 3.0);
+        }
+    }
+    assert_true(t->n_inputs < MT_MAX);
+    t->inputs[t->n_inputs] = id;
+    t->in_data[t->n_inputs++] = data;
+    return id;
+}
+static uint32_t mt_input(mt *t, kiln_dtype dt, int rank, const int64_t *dims)
+{
+    return mt_input_data(t, dt, rank, dims, NULL);
+}
+
+/* i32 indices in [lo, hi] */
+static uint32_t mt_indices(mt *t, int rank, const int64_t *dims, int lo, int hi)
+{
+    int64_t n = 1;
+    for (int d = 0; d < rank; d++) n *= dims[d];
+    int32_t *v = malloc((size_t)(n ? n : 1) * 4);
+    for (int64_t i = 0; i < n; i++) v[i] = rng_int(&t->r, lo, hi);
+    return mt_input_data(t, KILN_I32, rank, dims, v);
+}
+
+static void mt_output(mt *t, uint32_t node)
+{
+    char name[16];
+    snprintf(name, sizeof name, "y%u", t->g.n_outputs);
+    kiln_graph_add_output(&t->g, name, node);
+}
+
+static int call_entry(void *fn, void **a, uint32_t n)
+{
+    typedef void *P;
+    if (n <= 24)
+        return ((int (*)(P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P))fn)(
+            a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16],
+            a[17], a[18], a[19], a[20], a[21], a[22], a[23]);
+    fail_msg("too many arguments: %u", n);
+    return -1;
+}
+
+static int64_t out_bytes(const mt *t, uint32_t o)
+{
+    return kiln_type_numel(&t->g.nodes[t->g.outputs[o].node].type) * 4;
+}
+
+/* Runs the compiled entry with `threads` threads; outputs go to outs[o] (malloc'd). */
+static void mt_run(mt *t, const kiln_compiled *c, int threads, void **outs)
+{
+    assert_int_equal(kiln_threads_set(threads), 0);
+    void *workspace = kiln_aligned_alloc((size_t)c->workspace_bytes + 64);
+    void *params = kiln_aligned_alloc((size_t)c->params_bytes + 64);
+    memset(workspace, 0xFF, (size_t)c->workspace_bytes); /* NaN everywhere */
+    void *args[32] = {0};
+    uint32_t k = 0;
+    args[k++] = params;
+    args[k++] = workspace;
+    for (int i = 0; i < t->n_inputs; i++) args[k++] = t->in_data[i];
+    for (uint32_t o = 0; o < t->g.n_outputs; o++) {
+        outs[o] = kiln_aligned_alloc((size_t)out_bytes(t, o) + 64);
+        memset(outs[o], 0xFF, (size_t)out_bytes(t, o));
+        args[k++] = outs[o];
+    }
+    assert_int_equal(k, c->n_args);
+    assert_int_equal(call_entry(c->entry, args, k), 0);
+    kiln_aligned_free(workspace);
+    kiln_aligned_free(params);
+    assert_int_equal(kiln_threads_set(1), 0);
+}
+
+static bool close_enough(float got, float want, tol tl)
+{
+    if (isnan(want)) return isnan(got);
+    if (tl.exact) return memcmp(&got, &want, 4) == 0;
+    if (isinf(want)) return got == want;
+    return fabs((double)got - want) <= tl.atol + tl.rtol * fabs(want);
+}
+
+/* The assembly of function `name` (up to its .Lfunc_end), or NULL. */
+static char *asm_function(const char *text, const char *name)
+{
+    char label[160];
+    snprintf(label, sizeof label, "\n%s:", name);
+    const char *p = strstr(text, label);
+    if (!p) return NULL;
+    const char *e = strstr(p, ".Lfunc_end");
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    char *s = malloc(n + 1);
+    memcpy(s, p, n);
+    s[n] = 0;
+    return s;
+}
+
+/* The name of the first `.part` function of a kernel of `op` ("k12_sum.rows.part"). */
+static bool find_part(const char *text, const char *op, char *name, size_t size)
+{
+    char key[64];
+    snprintf(key, sizeof key, "_%s.", op);
+    for (const char *p = text; (p = strstr(p, key)) != NULL; p++) {
+        const char *line = p;
+        while (line > text && line[-1] != '\n') line--;
+        const char *colon = strchr(p, ':'), *nl = strchr(p, '\n');
+        if (line[0] != 'k' || !colon || (nl && colon > nl)) continue;
+        size_t n = (size_t)(colon - line);
+        if (n < 5 || n >= size || strncmp(colon - 5, ".part", 5) != 0) continue;
+        memcpy(name, line, n);
+        name[n] = 0;
+        return true;
+    }
+    return false;
+}
+
+typedef struct expect {
+    const char *threaded[8]; /* ops whose kernels must have a .part function */
+    const char *zmm[8];      /* ops whose .part must use zmm registers (AVX-512 hosts) */
+} expect;
+
+/* Compile once; run with 1, 2, 3 threads: the same bits every time, and the interpreter's
+ * values within tl. */
+static void mt_check(mt *t, tol tl, const expect *ex)
+{
+    kiln_target host;
+    assert_true(kiln_target_host(&host, &t->d));
+    kiln_compile_request req = {.g = &t->g, .inputs = t->inputs, .n_inputs = (uint32_t)t->n_inputs, .name = "t",
+                                .emit_asm = true, .target = &host};
+    kiln_compiled c;
+    if (!kiln_compile_graph(&req, &c, &t->d)) fail_with_diags(t, "kiln_compile_graph");
+    assert_non_null(c.asm_text);
+    for (int i = 0; i < 8 && ex->threaded[i]; i++) {
+        char name[128];
+        if (!find_part(c.asm_text, ex->threaded[i], name, sizeof name))
+            fail_msg("the %s kernel of graph %s is not split across threads", ex->threaded[i], kiln_graph_print(&t->g));
+    }
+    for (int i = 0; i < 8 && ex->zmm[i] && host.vector_floats == 16; i++) {
+        char name[128];
+        assert_true(find_part(c.asm_text, ex->zmm[i], name, sizeof name));
+        char *body = asm_function(c.asm_text, name);
+        assert_non_null(body);
+        if (!strstr(body, "zmm")) fail_msg("%s has no 512-bit vector code", name);
+        free(body);
+    }
+
+    void *one[MT_MAX], *more[MT_MAX];
+    mt_run(t, &c, 1, one);
+    for (int threads = 2; threads <= 3; threads++) {
+        mt_run(t, &c, threads, more);
+        for (uint32_t o = 0; o < t->g.n_outputs; o++) {
+            const kiln_node *n = &t->g.nodes[t->g.outputs[o].node];
+            if (memcmp(one[o], more[o], (size_t)out_bytes(t, o)) != 0)
+                fail_msg("output %u (%s) differs between 1 and %d threads", o, kiln_op_table[n->op].name, threads);
+            kiln_aligned_free(more[o]);
+        }
+    }
+
+    void **values = calloc(t->g.n_nodes, sizeof *values);
+    for (int i = 0; i < t->n_inputs; i++) values[t->inputs[i]] = t->in_data[i];
+    if (!kiln_interp_run(&t->g, values, false, 0, &t->d)) fail_with_diags(t, "kiln_interp_run");
+    for (uint32_t o = 0; o < t->g.n_outputs; o++) {
+        const kiln_node *n = &t->g.nodes[t->g.outputs[o].node];
+        const void *want = values[t->g.outputs[o].node];
+        int64_t count = kiln_type_numel(&n->type);
+        for (int64_t i = 0; i < count; i++) {
+            bool ok = n->type.dtype == KILN_I32 ? ((const int32_t *)one[o])[i] == ((const int32_t *)want)[i]
+                                                : close_enough(((const float *)one[o])[i], ((const float *)want)[i], tl);
+            if (!ok) {
+                char buf[160];
+                fail_msg("output %u (%s %s) element %lld: got %.9g, want %.9g", o, kiln_op_table[n->op].name,
+                         kiln_type_str(&n->type, buf, sizeof buf), (long long)i, ((const float *)one[o])[i],
+                         ((const float *)want)[i]);
+            }
+        }
+        kiln_aligned_free(one[o]);
+    }
+    kiln_interp_free_values(&t->g, values);
+    free(values);
+    kiln_compiled_free(&c);
+    kiln_target_free(&host);
+}
+
+/* ---- reductions ------------------------------------------------------------------------------ */
+
+typedef struct reduce_case {
+    int rank;
+    int64_t dims[4];
+    int n_axes;
+    int64_t axes[4];
+    kiln_dtype dt;
+} reduce_case;
+
+/* Every way a reduction is split: rows (trailing axes), column blocks (leading axes, as in
+ * bias gradients; a middle kept dim), fixed chunks with partials in scratch (a full sum, a
+ * sum over leading axes into few results) */
+static void test_reductions(void **state)
+{
+    static const reduce_case cases[] = {
+        {3, {37, 61, 45}, 1, {2}, KILN_F32},       /* rows */
+        {3, {37, 61, 45}, 2, {1, 2}, KILN_F32},    /* rows */
+        {3, {37, 61, 45}, 1, {1}, KILN_F32},       /* rows, a kept last dim */
+        {3, {37, 61, 45}, 1, {0}, KILN_F32},       /* column blocks */
+        {3, {37, 61, 45}, 2, {0, 1}, KILN_F32},    /* column blocks of 45 */
+        {3, {37, 61, 45}, 2, {0, 2}, KILN_F32},    /* blocks of a middle kept dim */
+        {3, {37, 61, 45}, 3, {0, 1, 2}, KILN_F32}, /* chunks into a scalar */
+        {2, {16007, 7}, 1, {0}, KILN_F32},         /* chunks into 7 results */
+        {1, {70001}, 1, {0}, KILN_F32},            /* chunks into a scalar */
+        {2, {3, 40001}, 1, {1}, KILN_F32},         /* three long rows */
+        {4, {5, 3, 67, 131}, 2, {0, 1}, KILN_F32}, /* a bias gradient: sum over (B, T) */
+        {3, {37, 61, 45}, 2, {0, 2}, KILN_I32},
+        {2, {16007, 7}, 1, {0}, KILN_I32},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const reduce_case *rc = &cases[i];
+        mt t;
+        mt_init(&t, 100 + i);
+        uint32_t x = mt_input(&t, rc->dt, rc->rank, rc->dims);
+        kiln_attrs a = {.n_axes = rc->n_axes, .keepdims = i % 2 == 0};
+        int64_t n_red = 1;
+        for (int k = 0; k < rc->n_axes; k++) {
+            a.axes[k] = rc->axes[k];
+            n_red *= rc->dims[rc->axes[k]];
+        }
+        mt_output(&t, mt_add(&t, KILN_OP_SUM, &x, 1, &a));
+        mt_output(&t, mt_add(&t, KILN_OP_MAX, &x, 1, &a));
+        if (rc->dt == KILN_F32) mt_output(&t, mt_add(&t, KILN_OP_MEAN, &x, 1, &a));
+        expect ex = {{"sum", "max", rc->dt == KILN_F32 ? "mean" : NULL}, {NULL}};
+        mt_check(&t, rc->dt == KILN_I32 ? EXACT : (tol){1e-5, 4e-7 * (double)n_red, false}, &ex);
+        mt_free(&t);
+    }
+}
+
+/* ---- rows ------------------------------------------------------------------------------------- */
+
+static void test_softmax(void **state)
+{
+    mt t;
+    mt_init(&t, 1);
+    int64_t d2[2] = {301, 257}, d3[3] = {13, 300, 21};
+    uint32_t x = mt_input(&t, KILN_F32, 2, d2), y = mt_input(&t, KILN_F32, 3, d3);
+    ((float *)t.in_data[0])[5] = 90.0f;      /* exp would overflow without the max shift */
+    ((float *)t.in_data[0])[600] = -INFINITY;
+    kiln_attrs last = {.axis = 1};
+    mt_output(&t, mt_add(&t, KILN_OP_SOFTMAX, &x, 1, &last));
+    mt_output(&t, mt_add(&t, KILN_OP_LOG_SOFTMAX, &x, 1, &last));
+    mt_output(&t, mt_add(&t, KILN_OP_SOFTMAX, &y, 1, &last)); /* a middle axis: strided rows */
+    expect ex = {{"softmax", "log_softmax"}, {"softmax", "log_softmax"}};
+    mt_check(&t, (tol){1e-5, 1e-6, false}, &ex);
+    mt_free(&t);
+}
+
+static void test_layernorm_and_grad(void **state)
+{
+    mt t;
+    mt_init(&t, 2);
+    int64_t d[3] = {11, 47, 131}, w[1] = {131};
+    uint32_t x = mt_input(&t, KILN_F32, 3, d), g = mt_input(&t, KILN_F32, 3, d);
+    uint32_t wt = mt_input(&t, KILN_F32, 1, w), b = mt_input(&t, KILN_F32, 1, w);
+    uint32_t in[3] = {x, wt, b}, gin[3] = {x, wt, g};
+    kiln_attrs a = {.scalar = 1e-5};
+    mt_output(&t, mt_add(&t, KILN_OP_LAYERNORM, in, 3, &a));
+    mt_output(&t, mt_add(&t, KILN_OP_LAYERNORM_GRAD, gin, 3, &a));
+    expect ex = {{"layernorm", "layernorm_grad"}, {"layernorm", "layernorm_grad"}};
+    mt_check(&t, (tol){1e-4, 1e-4, false}, &ex);
+    mt_free(&t);
+}
+
+/* label smoothing, ignored rows, and a row count that is no multiple of the chunk */
+static void test_cross_entropy_and_grad(void **state)
+{
+    for (int trial = 0; trial < 2; trial++) {
+        mt t;
+        mt_init(&t, 3 + trial);
+        int64_t d[3] = {3, 667, 67}, gd[1] = {0};
+        uint32_t x = mt_input(&t, KILN_F32, 3, d);
+        uint32_t y = mt_indices(&t, 2, d, 0, 66);
+        int32_t *tgt = t.in_data[1];
+        for (int i = 0; i < 3 * 667; i += 7) tgt[i] = -100;
+        uint32_t g = mt_input(&t, KILN_F32, 0, gd);
+        kiln_attrs a = {.scalar = trial ? 0.1 : 0.0, .ignore_index = -100};
+        uint32_t in[2] = {x, y}, gin[3] = {x, y, g};
+        mt_output(&t, mt_add(&t, KILN_OP_CROSS_ENTROPY, in, 2, &a));
+        mt_output(&t, mt_add(&t, KILN_OP_CROSS_ENTROPY_GRAD, gin, 3, &a));
+        expect ex = {{"cross_entropy", "cross_entropy_grad"}, {"cross_entropy", "cross_entropy_grad"}};
+        mt_check(&t, (tol){1e-4, 1e-6, false}, &ex);
+        mt_free(&t);
+    }
+}
+
+/* ---- layout ----------------------------------------------------------------------------------- */
+
+static void test_transpose(void **state)
+{
+    static const struct {
+        int rank;
+        int64_t dims[4], perm[4];
+    } cases[] = {
+        {2, {301, 259}, {1, 0}},             /* the last dim moves: tiles */
+        {4, {7, 67, 5, 33}, {0, 2, 1, 3}},   /* heads: the last dim stays */
+        {3, {33, 45, 70}, {2, 0, 1}},        /* tiles with an outer dim */
+        {3, {45, 70, 33}, {1, 2, 0}},
+        {4, {3, 37, 5, 129}, {0, 3, 2, 1}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mt t;
+        mt_init(&t, 10 + i);
+        uint32_t x = mt_input(&t, i % 2 ? KILN_I32 : KILN_F32, cases[i].rank, cases[i].dims);
+        kiln_attrs a = {0};
+        for (int d = 0; d < cases[i].rank; d++) a.perm[d] = cases[i].perm[d];
+        mt_output(&t, mt_add(&t, KILN_OP_TRANSPOSE, &x, 1, &a));
+        expect ex = {{"transpose"}, {"transpose"}};
+        mt_check(&t, EXACT, &ex);
+        mt_free(&t);
+    }
+}
+
+static void test_copies(void **state)
+{
+    mt t;
+    mt_init(&t, 20);
+    int64_t d[3] = {9, 301, 67}, d2[3] = {9, 44, 67}, row[2] = {1, 259};
+    uint32_t x = mt_input(&t, KILN_F32, 3, d), y = mt_input(&t, KILN_F32, 3, d2), r = mt_input(&t, KILN_F32, 2, row);
+    kiln_attrs sl = {.axis = 1, .step = -2}; /* backwards, every second */
+    assert_true(kiln_slice_normalize(301, 1, 300, 0, 0, -2, &sl.start, &sl.end));
+    mt_output(&t, mt_add(&t, KILN_OP_SLICE, &x, 1, &sl));
+    kiln_attrs bc = {.rank = 3, .shape = {3, 301, 259}};
+    mt_output(&t, mt_add(&t, KILN_OP_BROADCAST, &r, 1, &bc));
+    uint32_t parts[3] = {x, y, x};
+    kiln_attrs c1 = {.axis = 1}, c0 = {.axis = 0};
+    mt_output(&t, mt_add(&t, KILN_OP_CONCAT, parts, 3, &c1));
+    uint32_t p0[2] = {x, x};
+    mt_output(&t, mt_add(&t, KILN_OP_CONCAT, p0, 2, &c0));
+    expect ex = {{"slice", "broadcast", "concat"}, {NULL}};
+    mt_check(&t, EXACT, &ex);
+    mt_free(&t);
+}
+
+/* gather (embedding lookup) and its gradients: scatter_add with repeated indices (they
+ * must add up in index order whatever the threads) and unslice */
+static void test_gather_scatter_unslice(void **state)
+{
+    mt t;
+    mt_init(&t, 30);
+    int64_t table[2] = {97, 259}, ids[2] = {7, 301}, gd[3] = {7, 301, 259}, xs[2] = {131, 259};
+    uint32_t tb = mt_input(&t, KILN_F32, 2, table);
+    uint32_t id = mt_indices(&t, 2, ids, 0, 96);
+    uint32_t g = mt_input(&t, KILN_F32, 3, gd);
+    uint32_t xs_in = mt_input(&t, KILN_F32, 2, xs);
+    uint32_t gin[2] = {tb, id}, sin[2] = {g, id};
+    kiln_attrs ga = {.axis = 0};
+    mt_output(&t, mt_add(&t, KILN_OP_GATHER, gin, 2, &ga));
+    kiln_attrs sa = {.rank = 2, .shape = {97, 259}, .axis = 0};
+    mt_output(&t, mt_add(&t, KILN_OP_SCATTER_ADD, sin, 2, &sa));
+    kiln_attrs us = {.rank = 2, .shape = {400, 259}, .axis = 0, .start = 7, .end = 400, .step = 3};
+    assert_true(kiln_slice_count(us.start, us.end, us.step) == 131);
+    mt_output(&t, mt_add(&t, KILN_OP_UNSLICE, &xs_in, 1, &us));
+    expect ex = {{"gather", "scatter_add", "unslice"}, {NULL}};
+    /* scatter_add sums in f32 (the interpreter in double): up to 7·301/97 terms of ±3 */
+    mt_check(&t, (tol){1e-5, 2e-5, false}, &ex);
+    mt_free(&t);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reductions),
+        cmocka_unit_test(test_softmax),
+        cmocka_unit_test(test_layernorm_and_grad),
+        cmocka_unit_test(test_cross_entropy_and_grad),
+        cmocka_unit_test(test_transpose),
+        cmocka_unit_test(test_copies),
+        cmocka_unit_test(test_gather_scatter_unslice),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    kiln_threads_set(1);
+    return rc;
+}
