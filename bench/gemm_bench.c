@@ -29,8 +29,8 @@
  *     runs on OpenMP and reads omp_get_max_threads() at each call; its ISA is its own
  *     choice (dnnl_get_effective_cpu_isa, printed).
  * With the epilogue, each library's GEMM is followed by bench_bias_gelu (bias_gelu.c:
- * plain C, vectorised, OpenMP on the same thread count); OpenBLAS there uses the core
- * type that won the plain GEMM of that shape and thread count.
+ * plain C, vectorised, on the same thread count); OpenBLAS there uses the core type that
+ * won the plain GEMM of that shape and thread count.
  *
  * Timing: interleaved rounds. In each round every contender in turn makes one untimed
  * call (warm caches, pages, the libraries' JIT) and then a block of timed calls (about
@@ -348,7 +348,7 @@ static void call(contender *ct, operands *op) {
 #endif
         break;
     }
-    if (ct->epi) bench_bias_gelu(op->c, op->bias, s->m, s->n, s->ldc, op->threads);
+    if (ct->epi) bench_bias_gelu(op->c, op->bias, s->m, s->n, s->ldc);
 }
 
 static void set_threads(int t) {
@@ -682,8 +682,7 @@ int main(int argc, char **argv) {
 #else
     printf("\n  oneDNN: not available in this build (libdnnl-dev not found)");
 #endif
-    printf("\n  separate bias+gelu pass: %s\n",
-           bench_bias_gelu_threaded() ? "C, -O3 -march=native -ffast-math, OpenMP" : "C, one thread (no OpenMP)");
+    printf("\n  separate bias+gelu pass: C, -O3 -march=native -ffast-math, rows split over kiln's pool\n");
 #ifndef KILN_HAVE_GEMM_EPI
     printf("  kiln fused epilogue: not available in this build\n");
 #endif
