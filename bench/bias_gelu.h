@@ -4,11 +4,8 @@
 
 #include <stdint.h>
 
-/* C[i·ldc + j] = gelu_tanh(C[i·ldc + j] + bias[j]) for the m×n matrix C, on `threads`
- * OpenMP threads (rows split statically). */
-void bench_bias_gelu(float *c, const float *bias, int64_t m, int64_t n, int64_t ldc, int threads);
-
-/* 1 when the pass was built with OpenMP (it runs on `threads` threads), else 0 (one). */
-int bench_bias_gelu_threaded(void);
+/* C[i·ldc + j] = gelu_tanh(C[i·ldc + j] + bias[j]) for the m×n matrix C, rows split over
+ * kiln's runtime pool (as many threads as kiln_threads_set gave it). */
+void bench_bias_gelu(float *c, const float *bias, int64_t m, int64_t n, int64_t ldc);
 
 #endif

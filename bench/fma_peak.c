@@ -18,7 +18,6 @@
  * This is the ceiling every other figure in bench/ is a fraction of: a GEMM micro-kernel
  * at this rate is at the FMA limit, and no kernel can beat it.
  */
-#include <immintrin.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -28,6 +27,13 @@
 #include <time.h>
 
 enum { CHAINS = 16, MAX_THREADS = 64 };
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define cpu_relax() _mm_pause()
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 #if defined(__AVX512F__)
 typedef __m512 vec;
@@ -110,7 +116,7 @@ static void *helper(void *p) {
     member *me = p;
     team *tm = me->tm;
     for (int r = 1; r <= tm->runs; r++) {
-        while (atomic_load_explicit(&tm->go, memory_order_acquire) < r) _mm_pause();
+        while (atomic_load_explicit(&tm->go, memory_order_acquire) < r) cpu_relax();
         run_chains(tm, me->t);
         atomic_fetch_add_explicit(&tm->finished, 1, memory_order_release);
     }
@@ -129,7 +135,7 @@ static double peak(int threads, long iters, int runs) {
     for (int r = 1; r <= runs; r++) {
         atomic_store_explicit(&tm.go, r, memory_order_release);
         run_chains(&tm, 0);
-        while (atomic_load_explicit(&tm.finished, memory_order_acquire) < r * (threads - 1)) _mm_pause();
+        while (atomic_load_explicit(&tm.finished, memory_order_acquire) < r * (threads - 1)) cpu_relax();
         double first = tm.t0[0], last = tm.t1[0];
         for (int t = 1; t < threads; t++) {
             if (tm.t0[t] < first) first = tm.t0[t];

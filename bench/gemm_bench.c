@@ -29,16 +29,17 @@
  *     runs on OpenMP and reads omp_get_max_threads() at each call; its ISA is its own
  *     choice (dnnl_get_effective_cpu_isa, printed).
  * With the epilogue, each library's GEMM is followed by bench_bias_gelu (bias_gelu.c:
- * plain C, vectorised, OpenMP on the same thread count); OpenBLAS there uses the core
- * type that won the plain GEMM of that shape and thread count.
+ * plain C, vectorised, on the same thread count); OpenBLAS there uses the core type that
+ * won the plain GEMM of that shape and thread count.
  *
  * Timing: interleaved rounds. In each round every contender in turn makes one untimed
  * call (warm caches, pages, the libraries' JIT) and then a block of timed calls (about
- * BLOCK_S seconds' worth); the figure is the median of all its timed calls. After an
- * OpenBLAS block on several threads the bench sleeps SETTLE_S first: OpenBLAS's idle
- * workers spin (sched_yield) for up to ~2^28 cycles after a call and would steal a core
- * from the next contender. Every contender's C is compared with kiln's (max |Δ| / max
- * |C|), so a fast wrong result cannot pass; a difference above 1e-4 fails the run.
+ * 50 ms' worth); the figure is the median of all its timed calls. After an OpenBLAS
+ * block on several threads the bench sleeps 0.12 s before the next contender: OpenBLAS's
+ * idle workers spin (sched_yield) for up to ~2^28 cycles after a call and would steal a
+ * core from it. Every contender's C is compared with the first contender's (kiln's; in
+ * the epilogue table of a build without the fused API, OpenBLAS + pass's) as max |Δ| /
+ * max |C|, so a fast wrong result cannot pass; a difference above 1e-4 fails the run.
  *
  * Ratios are speed-ups: baseline time / kiln time, so > 1 means kiln is faster.
  */
@@ -74,7 +75,7 @@
  * branches the emitter leaves behind, nothing that rewrites loops. */
 static const char *const LIGHT = "function(instcombine<no-verify-fixpoint>,simplifycfg)";
 
-static const double SETTLE_S = 0.12;  /* after an OpenBLAS block on > 1 thread */
+static double g_settle_s = 0.12;  /* after an OpenBLAS block on > 1 thread (--quick: 0.01) */
 static const double MAX_REL_DIFF = 1e-4;
 
 /* Every compiled function is called as f(a, b, c, scratch, bias); the plain GEMM ignores
@@ -223,7 +224,7 @@ static void openblas_find_cores(void) {
         g_blas_quit = g_blas_init = NULL;
         g_cores[0] = (blas_core){NULL, "", "the only one in this OpenBLAS build"};
         snprintf(g_cores[0].name, sizeof g_cores[0].name, "%s", openblas_get_corename());
-        g_n_cores = g_core_now = 1;
+        g_n_cores = 1;
         g_core_now = 0;
         return;
     }
@@ -302,7 +303,7 @@ static double rel_diff(const float *x, const float *y, int64_t n) {
     double d = 0, mag = 1e-30;
     for (int64_t i = 0; i < n; i++) {
         double e = x[i] > y[i] ? x[i] - y[i] : y[i] - x[i], a = y[i] < 0 ? -y[i] : y[i];
-        if (e != e) e = 1e30;  /* NaN */
+        if (e != e) e = 1e30;  /* NaN in either */
         if (e > d) d = e;
         if (a > mag) mag = a;
     }
@@ -347,7 +348,7 @@ static void call(contender *ct, operands *op) {
 #endif
         break;
     }
-    if (ct->epi) bench_bias_gelu(op->c, op->bias, s->m, s->n, s->ldc, op->threads);
+    if (ct->epi) bench_bias_gelu(op->c, op->bias, s->m, s->n, s->ldc);
 }
 
 static void set_threads(int t) {
@@ -363,7 +364,7 @@ static void set_threads(int t) {
 /* Interleaved rounds over the contenders (see the file comment); fills median and diff.
  * The first contender's result of the first round is the reference. */
 static void measure(contender *cs, int n, operands *op, int rounds, double block_s) {
-    int64_t mn = op->s.m * op->s.m > 0 ? op->s.m * op->s.n : 0;
+    int64_t mn = op->s.m * op->s.n;
     for (int i = 0; i < n; i++) cs[i].n_times = 0, cs[i].per_block = 0;
     for (int r = 0; r < rounds; r++) {
         for (int i = 0; i < n; i++) {
@@ -384,7 +385,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
                 call(ct, op);
                 ct->times[ct->n_times++] = now() - t0;
             }
-            if (ct->kind == OPENBLAS && op->threads > 1) sleep_s(SETTLE_S);
+            if (ct->kind == OPENBLAS && op->threads > 1) sleep_s(g_settle_s);
         }
     }
     for (int i = 0; i < n; i++) {
@@ -457,13 +458,18 @@ static void report(const shape *sh, int threads, bool epi, contender *cs, int n,
     }
     if (kiln && best) fprintf(f, "\"speedup\": %.4f, ", best->median / kiln->median);
     if (kiln && peak > 0) fprintf(f, "\"kiln_peak_fraction\": %.4f, ", gflops(sh, kiln->median) / peak);
+#ifdef KILN_HAVE_OPENBLAS
+    for (int i = 0; i < n; i++)
+        if (cs[i].kind == OPENBLAS && epi) json_string(f, "openblas_core", g_cores[cs[i].core].name, true);
+#endif
     fprintf(f, "\"rel_diff\": %.3e}", worst_diff);
 }
 
 static void header(bool epi, const contender *cs, int n) {
     printf("\n%s\n", epi ? "GEMM + bias + gelu_tanh epilogue: kiln fused vs library GEMM then a separate pass "
-                           "(bias_gelu.c); GFLOP/s of the product (2mnk / median time)"
-                         : "GEMM: GFLOP/s (2mnk / median time)");
+                           "(bias_gelu.c); GFLOP/s of the product (2mnk / median time);\n"
+                           "OB+pass: OpenBLAS with the core type fastest in the plain GEMM of that shape and threads"
+                         : "GEMM: GFLOP/s (2mnk / median time); OB = OpenBLAS with that core type");
     printf("%-19s %-15s %2s %7s %5s", "m x n x k", "", "th", epi ? "kiln+ep" : "kiln", "%pk");
     for (int i = 0; i < n; i++)
         if (cs[i].kind != KILN) printf(" %10.10s", cs[i].name);
@@ -480,9 +486,8 @@ static int library_contenders(contender *cs, bool epi, int blas_core) {
     for (int c = 0; c < g_n_cores; c++) {
         if (epi && c != blas_core) continue;
         cs[n] = (contender){.kind = OPENBLAS, .core = c, .epi = epi};
-        snprintf(cs[n].name, sizeof cs[n].name, "%s%s", g_n_cores > 1 || epi ? "OB " : "OpenBLAS ", g_cores[c].name);
-        if (g_n_cores == 1 && !epi) snprintf(cs[n].name, sizeof cs[n].name, "OpenBLAS");
         if (epi) snprintf(cs[n].name, sizeof cs[n].name, "OB+pass");
+        else snprintf(cs[n].name, sizeof cs[n].name, "OB %s", g_cores[c].name);
         n++;
     }
 #else
@@ -538,7 +543,6 @@ static void bench_shape(const shape *sh, bool epi_mode, options *o, shape_result
             for (int i = 0; i < n; i++)
                 if (cs[i].kind == OPENBLAS && cs[i].median < best) best = cs[i].median, res->blas_core[t] = cs[i].core;
         }
-        if (ti == 0 && sh == NULL) header(epi_mode, cs, n);
         report(sh, t, epi_mode, cs, n, o);
     }
     free(op.a);
@@ -620,6 +624,7 @@ int main(int argc, char **argv) {
     options o = {0};
     shape one = {"", 0, 0, 0, false, false};
     parse_args(argc, argv, &o, &one);
+    if (o.quick) g_settle_s = 0.01;
 
     kiln_diags d;
     kiln_diags_init(&d);
@@ -633,7 +638,7 @@ int main(int argc, char **argv) {
     die_on(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(g_jit), NULL, NULL),
            "process symbols");
     LLVMOrcJITDylibAddGenerator(LLVMOrcLLJITGetMainJITDylib(g_jit), gen);
-    die_on(kiln_jit_define_runtime(g_jit), "runtime symbols"); /* kiln_parallel_for */
+    die_on((LLVMErrorRef)kiln_jit_define_runtime(g_jit), "runtime symbols"); /* kiln_parallel_for */
 
     static const shape full[] = {
         {"gpt qkv", 2048, 1152, 384, false, false},
@@ -677,8 +682,7 @@ int main(int argc, char **argv) {
 #else
     printf("\n  oneDNN: not available in this build (libdnnl-dev not found)");
 #endif
-    printf("\n  separate bias+gelu pass: %s\n",
-           bench_bias_gelu_threaded() ? "C, -O3 -march=native -ffast-math, OpenMP" : "C, one thread (no OpenMP)");
+    printf("\n  separate bias+gelu pass: C, -O3 -march=native -ffast-math, rows split over kiln's pool\n");
 #ifndef KILN_HAVE_GEMM_EPI
     printf("  kiln fused epilogue: not available in this build\n");
 #endif

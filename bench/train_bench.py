@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""train_bench.py KILN [SRCDIR] — char_gpt training: kiln's compiled step vs PyTorch 1.13.
+"""train_bench.py KILN [SRCDIR] [--quick] — char_gpt training: kiln's compiled step vs PyTorch 1.13.
 
 Measures, in one run on this machine:
   1. step time of examples/char_gpt.json at B=8, T=256 (6 pre-LN causal blocks, d=384,
@@ -7,7 +7,7 @@ Measures, in one run on this machine:
      file's train settings, grad clip 1.0): kiln via `kiln train` (`kiln bench --train`
      is not implemented yet) — per-step compute time recovered from the --log's
      cumulative tokens_per_s, WARMUP steps dropped, the next STEPS timed — and the same
-     architecture in PyTorch (bench/forward_bench.py's CharGPT with the weights made
+     architecture in PyTorch (bench/torch_gpt.py's TrainableGPT: CharGPT with the weights made
      trainable: forward, cross_entropy, backward, clip_grad_norm_, AdamW.step). The two
      are run in alternating rounds (the machine is shared); the median over all timed
      steps of all rounds is reported, with the ratio PyTorch / kiln (>1: kiln faster);
@@ -24,8 +24,11 @@ Measures, in one run on this machine:
      is printed as a cross-check of that code.
 
 PyTorch runs with forward_bench.py's settings (OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=2,
-torch.set_num_threads(1): its fastest setting on this 2-core machine). Not part of ctest.
-Needs python3-torch (Debian), numpy and the fortunes (apt-get install fortunes).
+torch.set_num_threads(1): its fastest setting on this 2-core machine). bench/all.py is the
+side-by-side step-time comparison at PyTorch's best setting and 2 threads; this script
+adds what the step learns. Needs python3-torch (Debian), numpy and the fortunes (apt-get
+install fortunes); exits 77 (skipped) without them. --quick (ctest's smoke test): B=2,
+T=32, one round of 1 + 1 steps, a 10-step curve at T=32 held out on 2 KiB.
 OPENBLAS_NUM_THREADS=2 lets PyTorch's GEMMs (Debian's torch calls OpenBLAS) use both cores
 while kiln computes on one; BENCH_OPENBLAS_THREADS=1 makes PyTorch strictly single-threaded.
 Environment: ROUNDS (default 3), STEPS (timed steps per round, 6), WARMUP (2),
@@ -43,25 +46,37 @@ import time
 os.environ["OMP_NUM_THREADS"] = "1"          # before torch is imported
 os.environ["OPENBLAS_NUM_THREADS"] = os.environ.get("BENCH_OPENBLAS_THREADS", "2")  # PyTorch's GEMMs
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+QUICK = "--quick" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a != "--quick"]
+FORTUNES = "/usr/share/games/fortunes"
+try:
+    import numpy as np  # noqa: E402
+    import torch  # noqa: E402
+    import torch.nn.functional as F  # noqa: E402
+except ImportError as e:
+    print(f"train_bench: skipped, PyTorch is not available ({e}; apt-get install python3-torch)")
+    sys.exit(77)
+if not os.path.isdir(FORTUNES):
+    print(f"train_bench: skipped, no {FORTUNES} (apt-get install fortunes)")
+    sys.exit(77)
 
-KILN = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "build/kiln"
-SRC = os.path.abspath(sys.argv[2]) if len(sys.argv) > 2 else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILN = os.path.abspath(ARGS[0]) if len(ARGS) > 0 else "build/kiln"
+SRC = os.path.abspath(ARGS[1]) if len(ARGS) > 1 else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(SRC, "scripts"))
 sys.path.insert(0, os.path.join(SRC, "bench"))
 import safetensors_np  # noqa: E402
+from torch_gpt import CharGPT, TrainableGPT, model_shape, torch_step  # noqa: E402
 OPENBLAS_THREADS = os.environ["OPENBLAS_NUM_THREADS"]  # read by OpenBLAS when torch loaded it
-from forward_bench import CharGPT  # noqa: E402  (its import sets the variable to 2 again)
-os.environ["OPENBLAS_NUM_THREADS"] = OPENBLAS_THREADS
 
 MODEL = os.path.join(SRC, "examples", "char_gpt.json")
-ROUNDS = int(os.environ.get("ROUNDS", 3))
-STEPS = int(os.environ.get("STEPS", 6))
-WARMUP = int(os.environ.get("WARMUP", 2))
-CURVE_STEPS = int(os.environ.get("CURVE_STEPS", 150))
-BATCH = 8
+ROUNDS = int(os.environ.get("ROUNDS", 1 if QUICK else 3))
+STEPS = int(os.environ.get("STEPS", 1 if QUICK else 6))
+WARMUP = int(os.environ.get("WARMUP", 1 if QUICK else 2))
+CURVE_STEPS = int(os.environ.get("CURVE_STEPS", 10 if QUICK else 150))
+BATCH = 2 if QUICK else 8
+STEP_T = 32 if QUICK else 256   # the step-time part's T
+CURVE_T = 32 if QUICK else 64   # the learning-curve part's T
+LAYERS, HEADS, _ = model_shape(MODEL)
 KILN_THREADS = os.environ.get("KILN_THREADS", "1")  # `kiln train --threads`: one core, like the figures
 
 with open(MODEL) as f:
@@ -75,7 +90,7 @@ def kiln(*args):
 def prepare_fortunes(work):
     """scripts/demo.sh's data: every fortune text file; every 150th fortune held out."""
     parts = []
-    d = "/usr/share/games/fortunes"
+    d = FORTUNES
     for name in sorted(os.listdir(d)):  # the shell glob's order (C locale: plain names)
         path = os.path.join(d, name)
         if name.endswith((".dat", ".u8")) or name in ("art", "ascii-art") or not os.path.isfile(path):
@@ -86,6 +101,8 @@ def prepare_fortunes(work):
     fortunes = re.split(rb"(?m)^%\n", text)
     train = b"%\n".join(f for i, f in enumerate(fortunes) if i % 150 != 75)
     held = b"%\n".join(f for i, f in enumerate(fortunes) if i % 150 == 75)
+    if QUICK:
+        held = held[:2048]  # --quick: 63 windows of 32 (both models are evaluated on all of it)
     paths = os.path.join(work, "train.txt"), os.path.join(work, "val.txt")
     for p, data in zip(paths, (train, held)):
         with open(p, "wb") as f:
@@ -110,31 +127,6 @@ def lr_at(step, steps):
     return lr
 
 
-class TrainableGPT(CharGPT):
-    def __init__(self, w):
-        super().__init__(w)
-        for v in self.w.values():
-            v.requires_grad_(True)
-        self.params = list(self.w.values())
-
-    def optimizer(self):
-        return torch.optim.AdamW(self.params, lr=TRAIN["lr"], betas=tuple(TRAIN.get("betas", (0.9, 0.999))),
-                                 eps=TRAIN.get("eps", 1e-8), weight_decay=TRAIN.get("weight_decay", 0.0))
-
-
-def torch_step(model, opt, x, y, lr):
-    for g in opt.param_groups:
-        g["lr"] = float(np.float32(lr))  # kiln passes the rate as an f32
-    logits = model(x)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if TRAIN.get("grad_clip", 0) > 0:
-        torch.nn.utils.clip_grad_norm_(model.params, TRAIN["grad_clip"])
-    opt.step()
-    return float(loss)
-
-
 class Batcher:
     """kiln's clm training order re-implemented (docs/data.md), another random generator."""
 
@@ -155,19 +147,20 @@ class Batcher:
 
 
 def kiln_step_times(train_txt, work, tag):
-    """One `kiln train` at B=8, T=256: per-step compute times (s) after WARMUP steps."""
+    """One `kiln train` at B=BATCH, T=STEP_T: per-step compute times (s) after WARMUP steps."""
     log = os.path.join(work, f"steps-{tag}.jsonl")
-    kiln("train", MODEL, "--data", train_txt, "--batch", str(BATCH), "--steps", str(WARMUP + STEPS), "--log", log,
+    kiln("train", MODEL, "-D", f"T={STEP_T}", "--data", train_txt, "--batch", str(BATCH), "--steps",
+         str(WARMUP + STEPS), "--log", log,
          "--threads", KILN_THREADS)
     rows = [json.loads(line) for line in open(log)]
-    tokens = BATCH * 256
+    tokens = BATCH * STEP_T
     cum = [tokens * r["step"] / r["tokens_per_s"] for r in rows]  # compute seconds after each step
     times = [b - a for a, b in zip([0.0] + cum, cum)]
     return times[WARMUP:]
 
 
 def torch_step_times(weights, batcher):
-    model = TrainableGPT(weights)
+    model = TrainableGPT(weights, TRAIN, LAYERS, HEADS)
     opt = model.optimizer()
     times = []
     for s in range(WARMUP + STEPS):
@@ -180,7 +173,7 @@ def torch_step_times(weights, batcher):
 
 def held_out_loss(weights, held, T):
     """Mean cross-entropy over every window kiln eval uses: file order, shift 0, T apart."""
-    model = CharGPT(weights)
+    model = CharGPT(weights, LAYERS, HEADS)
     data = np.frombuffer(held, np.uint8).astype(np.int64)
     starts = list(range(0, len(data) - T, T))
     total, count = 0.0, 0
@@ -218,9 +211,9 @@ def main():
         init = safetensors_np.read(w_path)
 
         # 1. step time, B=8 T=256, alternating rounds
-        print(f"== step time: B={BATCH} T=256, {ROUNDS} rounds of {WARMUP} warm-up + {STEPS} timed steps each")
+        print(f"== step time: B={BATCH} T={STEP_T}, {ROUNDS} rounds of {WARMUP} warm-up + {STEPS} timed steps each")
         k_all, t_all = [], []
-        batcher = Batcher(train, 256, 1)
+        batcher = Batcher(train, STEP_T, 1)
         for r in range(ROUNDS):
             k = kiln_step_times(train_txt, work, r)
             t = torch_step_times(init, batcher)
@@ -230,23 +223,23 @@ def main():
         k_med, t_med = median(k_all), median(t_all)
 
         if CURVE_STEPS <= 0:
-            print(f"step time B={BATCH} T=256 (median of {len(k_all)} steps each): kiln {k_med:.3f} s, "
+            print(f"step time B={BATCH} T={STEP_T} (median of {len(k_all)} steps each): kiln {k_med:.3f} s, "
                   f"PyTorch {t_med:.3f} s (OPENBLAS_NUM_THREADS={OPENBLAS_THREADS}, {threads()} threads); "
                   f"PyTorch / kiln = {t_med / k_med:.2f}x; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
             return
 
         # 2. loss after CURVE_STEPS at T=64 (kiln in the background while PyTorch trains:
         #    only losses are compared here, not times)
-        print(f"== fortunes: {CURVE_STEPS} steps, batch {BATCH}, T=64")
+        print(f"== fortunes: {CURVE_STEPS} steps, batch {BATCH}, T={CURVE_T}")
         ck = os.path.join(work, "kiln.safetensors")
         klog = os.path.join(work, "curve.jsonl")
-        kproc = subprocess.Popen([KILN, "train", MODEL, "--data", train_txt, "--val", val_txt, "-D", "T=64",
+        kproc = subprocess.Popen([KILN, "train", MODEL, "--data", train_txt, "--val", val_txt, "-D", f"T={CURVE_T}",
                                   "--batch", str(BATCH), "--steps", str(CURVE_STEPS), "--val-every", "50",
                                   "--val-batches", "8", "--save", ck, "--log", klog, "--threads", KILN_THREADS],
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        model = TrainableGPT(init)
+        model = TrainableGPT(init, TRAIN, LAYERS, HEADS)
         opt = model.optimizer()
-        b = Batcher(train, 64, 1337)
+        b = Batcher(train, CURVE_T, 1337)
         t_losses = []
         t0 = time.perf_counter()
         for s in range(CURVE_STEPS):
@@ -260,24 +253,24 @@ def main():
         k_losses = [json.loads(line)["loss"] for line in open(klog)]
         k_weights = {n: v for n, v in safetensors_np.read(ck).items() if n in init}
         t_weights = {n: v.detach().numpy() for n, v in model.w.items()}
-        k_val, n_win = held_out_loss(k_weights, held, 64)
-        t_val, _ = held_out_loss(t_weights, held, 64)
-        k_eval = kiln("eval", MODEL, "--weights", ck, "--data", val_txt, "-D", "T=64", "--batch", str(BATCH))
+        k_val, n_win = held_out_loss(k_weights, held, CURVE_T)
+        t_val, _ = held_out_loss(t_weights, held, CURVE_T)
+        k_eval = kiln("eval", MODEL, "--weights", ck, "--data", val_txt, "-D", f"T={CURVE_T}", "--batch", str(BATCH))
 
     print()
     print(f"char_gpt training, kiln --threads {KILN_THREADS}; torch {torch.__version__}; load average at start "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"step time B={BATCH} T=256 (median of {len(k_all)} steps each): kiln {k_med:.3f} s "
+    print(f"step time B={BATCH} T={STEP_T} (median of {len(k_all)} steps each): kiln {k_med:.3f} s "
           f"(min {min(k_all):.3f}), PyTorch {t_med:.3f} s (min {min(t_all):.3f}); "
           f"PyTorch / kiln = {t_med / k_med:.2f}x (PyTorch with OPENBLAS_NUM_THREADS={OPENBLAS_THREADS}, {threads()} threads)")
 
     def tenths(xs):
         return " ".join(f"{sum(xs[i:i + len(xs) // 10]) / (len(xs) // 10):.2f}"
                         for i in range(0, len(xs) - len(xs) // 10 + 1, len(xs) // 10))
-    print(f"fortunes, {CURVE_STEPS} steps, batch {BATCH}, T=64, same initial weights, data order differs:")
+    print(f"fortunes, {CURVE_STEPS} steps, batch {BATCH}, T={CURVE_T}, same initial weights, data order differs:")
     print(f"  training loss by tenths  kiln    {tenths(k_losses)}")
     print(f"  training loss by tenths  PyTorch {tenths(t_losses)}")
-    print(f"  held-out loss ({n_win} windows of 64, same evaluation code): kiln {k_val:.4f}, PyTorch {t_val:.4f}, "
+    print(f"  held-out loss ({n_win} windows of {CURVE_T}, same evaluation code): kiln {k_val:.4f}, PyTorch {t_val:.4f}, "
           f"kiln - PyTorch = {k_val - t_val:+.4f}")
     print("  kiln eval on the kiln checkpoint: " + ", ".join(l for l in k_eval.splitlines() if l.startswith("loss")))
     print(f"  (PyTorch's {CURVE_STEPS} steps took {t_curve_s:.0f} s while kiln trained alongside)")
