@@ -21,6 +21,7 @@ typedef struct cli_flag {
     cli_kind kind;
     void *out;          /* bool*, const char**, int64_t*, double* */
     bool *given;        /* optional: set when the flag appears */
+    const char *help;   /* one line for `kiln CMD --help`: what it does, and its default */
 } cli_flag;
 
 typedef struct cli_args {
