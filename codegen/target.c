@@ -13,6 +13,7 @@
  */
 #include <llvm-c/Target.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -58,6 +59,54 @@ static int vector_floats_of_cpu(const char *cpu)
     return 4;
 }
 
+/* The x86 CPU names LLVM 19 accepts (`llc -mtriple=x86_64 -mcpu=help`). The C API has no
+ * query for them, and LLVM only warns on stderr about an unknown one and then generates
+ * code for a generic CPU, which would be a silent surprise in an exported library. */
+static const char *const x86_cpus[] = {
+    "alderlake", "amdfam10", "arrowlake", "arrowlake-s", "arrowlake_s", "athlon", "athlon-4",
+    "athlon-fx", "athlon-mp", "athlon-tbird", "athlon-xp", "athlon64", "athlon64-sse3", "atom",
+    "atom_sse4_2", "atom_sse4_2_movbe", "barcelona", "bdver1", "bdver2", "bdver3", "bdver4",
+    "bonnell", "broadwell", "btver1", "btver2", "c3", "c3-2", "cannonlake", "cascadelake",
+    "clearwaterforest", "cooperlake", "core-avx-i", "core-avx2", "core2", "core_2_duo_sse4_1",
+    "core_2_duo_ssse3", "core_2nd_gen_avx", "core_3rd_gen_avx", "core_4th_gen_avx",
+    "core_4th_gen_avx_tsx", "core_5th_gen_avx", "core_5th_gen_avx_tsx", "core_aes_pclmulqdq",
+    "core_i7_sse4_2", "corei7", "corei7-avx", "emeraldrapids", "generic", "geode", "goldmont",
+    "goldmont-plus", "goldmont_plus", "gracemont", "grandridge", "graniterapids",
+    "graniterapids-d", "graniterapids_d", "haswell", "i386", "i486", "i586", "i686",
+    "icelake-client", "icelake-server", "icelake_client", "icelake_server", "ivybridge", "k6",
+    "k6-2", "k6-3", "k8", "k8-sse3", "knl", "knm", "lakemont", "lunarlake", "meteorlake",
+    "mic_avx512", "nehalem", "nocona", "opteron", "opteron-sse3", "pantherlake", "penryn",
+    "pentium", "pentium-m", "pentium-mmx", "pentium2", "pentium3", "pentium3m", "pentium4",
+    "pentium4m", "pentium_4", "pentium_4_sse3", "pentium_ii", "pentium_iii",
+    "pentium_iii_no_xmm_regs", "pentium_m", "pentium_mmx", "pentium_pro", "pentiumpro", "prescott",
+    "raptorlake", "rocketlake", "sandybridge", "sapphirerapids", "sierraforest", "silvermont",
+    "skx", "skylake", "skylake-avx512", "skylake_avx512", "slm", "tigerlake", "tremont",
+    "westmere", "winchip-c6", "winchip2", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "yonah",
+    "znver1", "znver2", "znver3", "znver4", "znver5"
+};
+#define N_X86_CPUS ((int)(sizeof x86_cpus / sizeof x86_cpus[0]))
+
+static bool is_x86(const char *triple)
+{
+    return strncmp(triple, "x86_64", 6) == 0 || (triple[0] == 'i' && strncmp(triple + 2, "86", 2) == 0);
+}
+
+/* A diagnostic for an unknown CPU name: the nearest name, then all of them. */
+static void unknown_cpu(const char *cpu, kiln_diags *d)
+{
+    size_t cap = 16;
+    for (int i = 0; i < N_X86_CPUS; i++) cap += strlen(x86_cpus[i]) + 1;
+    char *all = malloc(cap), *p = all;
+    KILN_ASSERT(all != NULL);
+    for (int i = 0; i < N_X86_CPUS; i++) p += sprintf(p, "%s%s", i ? " " : "", x86_cpus[i]);
+    const char *near = kiln_closest_name(cpu, x86_cpus, N_X86_CPUS);
+    if (near)
+        kiln_diags_add(d, NULL, 0, 0, "--target-cpu", "unknown CPU '%s'; did you mean '%s'? Valid names: %s", cpu, near,
+                       all);
+    else kiln_diags_add(d, NULL, 0, 0, "--target-cpu", "unknown CPU '%s'. Valid names: %s", cpu, all);
+    free(all);
+}
+
 static char *dup_str(const char *s)
 {
     char *c = strdup(s ? s : "");
@@ -79,6 +128,13 @@ bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln
         LLVMDisposeMessage(host_cpu);
         LLVMDisposeMessage(host_features);
     } else {
+        bool known = !is_x86(t->triple);
+        for (int i = 0; i < N_X86_CPUS && !known; i++) known = strcmp(cpu, x86_cpus[i]) == 0;
+        if (!known) {
+            unknown_cpu(cpu, d);
+            kiln_target_free(t);
+            return false;
+        }
         t->cpu = dup_str(cpu);
         t->features = dup_str(features);
     }

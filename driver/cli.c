@@ -85,7 +85,12 @@ bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_fl
         for (int j = 0; j < n_flags; j++)
             if (strcmp(flags[j].name, a) == 0) f = &flags[j];
         if (!f) {
-            kiln_diags_add(diags, NULL, 0, 0, a, "unknown option for this command");
+            const char *names[64];
+            int n = 0;
+            for (int j = 0; j < n_flags && n < 64; j++) names[n++] = flags[j].name;
+            const char *near = kiln_closest_name(a, names, n);
+            if (near) kiln_diags_add(diags, NULL, 0, 0, a, "unknown option for this command; did you mean %s?", near);
+            else kiln_diags_add(diags, NULL, 0, 0, a, "unknown option for this command");
             continue;
         }
         if (f->given) *f->given = true;

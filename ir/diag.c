@@ -1,6 +1,7 @@
 /* diag.c — collecting and printing user diagnostics (see diag.h). */
 #include "diag.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,44 @@ void kiln_diags_print(const kiln_diags *d, FILE *out)
         fprintf(out, "error: %s\n", e->message);
     }
     if (d->dropped) fprintf(out, "... and %d more errors\n", d->dropped);
+}
+
+/* Levenshtein distance, case-insensitive; stops counting at `cap` + 1. */
+static int edit_distance(const char *a, const char *b, int cap)
+{
+    size_t na = strlen(a), nb = strlen(b);
+    if (na > 64 || nb > 64) return cap + 1;
+    int row[65];
+    for (size_t j = 0; j <= nb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= na; i++) {
+        int diag = row[0], best = row[0] = (int)i;
+        for (size_t j = 1; j <= nb; j++) {
+            int up = row[j];
+            int same = tolower((unsigned char)a[i - 1]) == tolower((unsigned char)b[j - 1]);
+            int v = diag + !same;
+            if (up + 1 < v) v = up + 1;
+            if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+            if (v < best) best = v;
+        }
+        if (best > cap) return cap + 1;
+    }
+    return row[nb];
+}
+
+const char *kiln_closest_name(const char *name, const char *const *names, int n)
+{
+    int len = (int)strlen(name), cap = len / 3;
+    if (cap < 1) cap = 1;
+    if (cap > 3) cap = 3;
+    const char *best = NULL;
+    int best_d = cap + 1;
+    for (int i = 0; i < n; i++) {
+        int dist = edit_distance(name, names[i], cap);
+        if (dist < best_d) best_d = dist, best = names[i];
+    }
+    return best;
 }
 
 _Noreturn void kiln_internal_error(const char *file, int line, const char *what)

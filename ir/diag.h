@@ -37,6 +37,11 @@ void kiln_diags_print(const kiln_diags *d, FILE *out);
  * that knows the file name). */
 void kiln_diags_set_file(kiln_diags *d, const char *file);
 
+/* The name in names[0..n) nearest to `name` by edit distance (case-insensitive), if it is
+ * near enough to be a likely misspelling (at most a third of its length, at least 1 and
+ * at most 3 edits); else NULL. For "did you mean" hints. */
+const char *kiln_closest_name(const char *name, const char *const *names, int n);
+
 #define KILN_ASSERT(cond)                                                                   \
     do {                                                                                    \
         if (!(cond)) kiln_internal_error(__FILE__, __LINE__, #cond);                        \

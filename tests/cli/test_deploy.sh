@@ -128,6 +128,14 @@ run_ok "emit asm for haswell" "$kiln" compile "$gpt" "${dims[@]}" --emit asm --t
 }
 run_ok "haswell .so" "$kiln" compile "$gpt" "${dims[@]}" -o libhaswell.so --target-cpu haswell &&
     objdump -d --no-show-raw-insn libhaswell.so | grep -q zmm && fail "--target-cpu haswell .so uses zmm"
+# an unknown CPU is refused with the nearest valid name, not compiled for a generic CPU
+if "$kiln" compile "$gpt" "${dims[@]}" -o libbad.so --target-cpu znver9 >out.txt 2>err.txt; then
+    fail "--target-cpu znver9 was accepted"
+else
+    grep -q "unknown CPU 'znver9'; did you mean 'znver1'" err.txt || fail "--target-cpu znver9: $(head -c 300 err.txt)"
+    grep -q "skylake-avx512" err.txt || fail "--target-cpu znver9 does not list the valid names"
+    [[ -e libbad.so ]] && fail "--target-cpu znver9 left libbad.so"
+fi
 run_ok "emit llvm" "$kiln" compile "$gpt" "${dims[@]}" --emit llvm && {
     grep -q '^define .*i32 @char_gpt_forward(' out.txt || fail "--emit llvm lacks the entry"
     grep -q '^define i32 @char_gpt_load' out.txt || fail "--emit llvm lacks char_gpt_load"

@@ -294,6 +294,7 @@ expect_fail() { # expect_fail STATUS TEXT CMD... — exits with STATUS and says 
 }
 expect_fail 2 "--data PATH is required" "$kiln" train tiny.json --steps 3
 expect_fail 2 "cannot be combined" "$kiln" train tiny.json --data text.txt --init a.safetensors --resume a.safetensors
+expect_fail 2 "did you mean --steps?" "$kiln" train tiny.json --data text.txt --stpes 3
 expect_fail 1 "does not fill this input" "$kiln" train tiny.json --data cls.tsv --task classify --steps 3
 "$kiln" init tiny.json -o w.safetensors
 expect_fail 1 "not a checkpoint of kiln train" "$kiln" train tiny.json --data text.txt --resume w.safetensors

@@ -1480,12 +1480,27 @@ static void test_op_table_check(void **state)
     if (!kiln_op_table_check(msg, sizeof msg)) fail_msg("%s", msg);
 }
 
+/* "Did you mean": near misspellings are found, far ones and exact strangers are not. */
+static void test_closest_name(void **state)
+{
+    (void)state;
+    const char *const flags[] = {"--steps", "--seed", "--save", "--save-every", "--batch"};
+    assert_string_equal(kiln_closest_name("--stpes", flags, 5), "--steps");
+    assert_string_equal(kiln_closest_name("--STEPS", flags, 5), "--steps");
+    assert_string_equal(kiln_closest_name("--batch-size", flags, 5) ? "x" : "none", "none");
+    assert_string_equal(kiln_closest_name("--save_every", flags, 5), "--save-every");
+    assert_null(kiln_closest_name("--zzzzzzzz", flags, 5));
+    assert_null(kiln_closest_name("x", flags, 5));
+    assert_null(kiln_closest_name("--steps", flags, 0));
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_op_table_check),
+        cmocka_unit_test(test_closest_name),
         T(test_every_row_built),
         T(test_op_table),
         T(test_sources),
