@@ -138,6 +138,12 @@ typedef struct kiln_compile_request {
     bool dropout;
     uint32_t dropout_step;
     uint64_t dropout_seed;
+    /* A stateful entry without training (generation's KV cache, frontend.h): `states`
+     * lists the graph's STATE nodes in state-blob order and the graph's updates are
+     * compiled, as for `train`, but there is no lr and dropout stays the identity:
+     *     int NAME_SUFFIX(const float *params, float *state, void *workspace, inputs…, outputs…) */
+    bool stateful;
+    const char *suffix;            /* the entry's name after NAME_: NULL = "forward" / "train_step" */
     bool no_fuse;                  /* every node its own kernel (as --disable-pass fuse) */
     const kiln_pipeline_options *pipeline;  /* --disable-pass, --dump-after; NULL: defaults */
 } kiln_compile_request;
@@ -162,12 +168,12 @@ enum {
 typedef struct kiln_compiled {
     void *jit;                     /* LLVMOrcLLJITRef, owns the machine code */
     void *entry;                   /* int NAME_forward(…), called through libffi */
-    uint32_t n_args;               /* 2 + inputs + outputs; train: 4 + inputs + outputs */
+    uint32_t n_args;               /* 2 + inputs + outputs; train: 4 + …; stateful: 3 + … */
     int n_kernels;                 /* kernel calls (the schedule's kernels, passes/fuse.c) */
     int n_functions;               /* distinct kernel functions (equal kernels are shared) */
     int64_t params_bytes;          /* the blob */
     int64_t *param_offsets;        /* per request parameter: byte offset in the blob */
-    int64_t optim_bytes;           /* the optimizer blob (train) */
+    int64_t optim_bytes;           /* the optimizer blob (train), the state blob (stateful) */
     int64_t *state_offsets;        /* per request state: byte offset in the optimizer blob */
     int64_t workspace_bytes, unplanned_bytes, lower_bound_bytes;
     char *llvm_ir, *asm_text;      /* when asked for, else NULL (malloc'd) */
