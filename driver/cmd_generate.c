@@ -112,6 +112,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
         {"--no-cache", CLI_BOOL, &r.no_cache, NULL, "re-run the full forward pass for every token instead of the KV cache (slow; a check)"},
         {"--stats", CLI_BOOL, &r.stats, NULL, "print prefill time and decode tokens/s on stderr"},
         {"--threads", CLI_INT, &r.threads, NULL, "threads of the runtime pool (default: the online CPUs)"},
+        CLI_PIPELINE_FLAGS,
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
@@ -127,7 +128,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     if (r.top_k < 0) kiln_diags_add(diags, NULL, 0, 0, "--top-k", "expected 0 (off) or more, got %lld", (long long)r.top_k);
     if (!(r.top_p > 0 && r.top_p <= 1)) kiln_diags_add(diags, NULL, 0, 0, "--top-p", "expected a value in (0, 1], got %g", r.top_p);
     if (r.threads < 1 || r.threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
-    if (diags->n) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags) || diags->n) return EXIT_USAGE;
     if (r.greedy) r.temperature = 0;
     const char *path = a.positional[0];
     kiln_threads_set((int)(r.threads < KILN_MAX_THREADS ? r.threads : KILN_MAX_THREADS));
@@ -180,6 +181,8 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
 
     if (!generator_init(&g, text, len, path, a.defines, a.n_defines, diags)) goto done;
     have_gen = true;
+    cli_print_dump(g.prefill.c.dump); /* --dump-after: the prefill's, then the step's */
+    cli_print_dump(g.step.c.dump);
     if (!generator_load(&g, &wf, r.weights, diags)) goto done;
     size_t start = 0;
     if ((int64_t)ids.n > g.context) {

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "generate.h"
 #include "train.h"
 
@@ -113,7 +114,8 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
                                 .stateful = true,
                                 .states = m->kv_states,
                                 .n_states = (uint32_t)m->n_kv_states,
-                                .suffix = suffix};
+                                .suffix = suffix,
+                                .pipeline = &cli_pipeline};
     if (!kiln_compile_graph(&req, &e->c, d)) return false;
     uint32_t n = e->c.n_args;
     e->types = calloc(n, sizeof *e->types);

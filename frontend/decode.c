@@ -10,7 +10,7 @@
  *              which also bounds it (a position past the table is a run-time error, not
  *              a wild read).
  *   cache      a STATE (1, H, context, dh) per self-attention and per k / v. The step's
- *              new row enters as where(iota == pos, k_new, cache): an elementwise kernel
+ *              new row enters as where(iota == pos, k_new, cache·1): an elementwise kernel
  *              that reads each cache element and writes the same element, so the memory
  *              planner computes it in place (KILN_HOME_UPDATE) and the update costs no
  *              copy. Attention then reads that value — the cache with row pos written.
@@ -92,7 +92,11 @@ static uint32_t write_row(fe_ctx *c, const fe_node *n, uint32_t cache, uint32_t 
     uint32_t rows = fe_add(c, n, KILN_OP_IOTA, NULL, 0, &ia, NULL);
     uint32_t p = fe_reshape(c, n, fe_decode_pos(c, n), 4, (int64_t[]){1, 1, 1, 1});
     uint32_t hit = fe_binary(c, n, KILN_OP_EQ, rows, p); /* (1, 1, S, 1) f32 */
-    uint32_t out = fe_add(c, n, KILN_OP_WHERE, (uint32_t[]){hit, x, cache}, 3, NULL, NULL);
+    /* scale by 1 (exact) gives the where a partner of its shape, so fusion makes the two
+     * one LOOP kernel reading the cache at the element it writes: the memory planner's
+     * condition for computing the update in place (a one-node kernel is never in place) */
+    uint32_t old = fe_scale(c, n, cache, 1.0);
+    uint32_t out = fe_add(c, n, KILN_OP_WHERE, (uint32_t[]){hit, x, old}, 3, NULL, NULL);
     if (out != KILN_NONE) kiln_graph_add_update(c->g, cache, out);
     return out;
 }
