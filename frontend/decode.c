@@ -14,13 +14,16 @@
  *              that reads each cache element and writes the same element, so the memory
  *              planner computes it in place (KILN_HOME_UPDATE) and the update costs no
  *              copy. Attention then reads that value — the cache with row pos written.
- *   mask       keys 0..pos are kept: lt(iota, pos + 1) as the attention's (1, S) key mask.
+ *   mask       keys 0..pos are kept: lt(iota, pos + 1) as the attention's (1, S) key mask,
+ *              pos + 1 read from a table so that a position outside the cache fails.
  *              Rows past pos hold stale or prefill-padding values; they are never read.
  *
  * The prefill graph's keys and values become the cache's new value (an update); it runs
  * over the whole context with the prompt padded, and causal attention keeps the padding
  * out of every row the driver reads.
  */
+#include <stdlib.h>
+
 #include "modules.h"
 
 uint32_t fe_decode_pos(fe_ctx *c, const fe_node *n)
@@ -44,8 +47,17 @@ uint32_t fe_decode_pos_f32(fe_ctx *c, const fe_node *n)
 uint32_t fe_decode_mask(fe_ctx *c, const fe_node *n)
 {
     if (c->dec_mask != KILN_NONE) return c->dec_mask;
-    uint32_t one = fe_const_i32(c, n, 1, (int64_t[]){1}, (int32_t[]){1}, 1);
-    uint32_t next = fe_reshape(c, n, fe_binary(c, n, KILN_OP_ADD, fe_decode_pos(c, n), one), 2, (int64_t[]){1, 1});
+    /* pos + 1 read from the table 1…context: a gather, so that a position outside the
+     * cache is a run-time error (KILN_RC_INDEX_RANGE) in compiled code, never a write
+     * that misses every row */
+    int32_t *succ = fe_table_alloc(c, n, "position table", c->context);
+    if (!succ) return KILN_NONE;
+    for (int64_t i = 0; i < c->context; i++) succ[i] = (int32_t)(i + 1);
+    uint32_t table = fe_const_i32(c, n, 1, (int64_t[]){c->context}, succ, c->context);
+    free(succ);
+    kiln_attrs g = {.axis = 0};
+    uint32_t next = fe_add(c, n, KILN_OP_GATHER, (uint32_t[]){table, fe_decode_pos(c, n)}, 2, &g, NULL); /* [1] */
+    next = fe_reshape(c, n, next, 2, (int64_t[]){1, 1});
     kiln_attrs ia = {.dtype = KILN_I32, .rank = 2, .shape = {1, c->context}, .axis = 1};
     uint32_t j = fe_add(c, n, KILN_OP_IOTA, NULL, 0, &ia, NULL); /* (1, S): key positions */
     c->dec_mask = fe_binary(c, n, KILN_OP_LT, j, next);         /* (1, S) f32: j <= pos */
