@@ -184,6 +184,19 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     seq_dim = input_dim_name(text, len, tok_name, 1);
     uint32_t o = logits_output(&m, g->context);
     bool good = true;
+    /* an encoder (or an encoder-decoder's cross-attention) attends to later positions */
+    for (uint32_t id = 0; id < m.graph.n_nodes && good; id++) {
+        const kiln_node *nd = &m.graph.nodes[id];
+        if (nd->op != KILN_OP_ATTENTION || nd->attrs.causal) continue;
+        kiln_diags_add(d, m.file, 0, 0, nd->origin,
+                       "this attention is not causal: the model is an encoder (or an encoder-decoder, whose "
+                       "generation with --source is not built yet), and generation needs a decoder-only model");
+        good = false;
+    }
+    if (!good) {
+        kiln_model_free(&m);
+        goto out;
+    }
     if (tt->dims[0] != 1) {
         kiln_diags_add(d, m.file, 0, 0, tok_name, "generation needs a batch of 1, but the batch dim is fixed at %lld",
                        (long long)tt->dims[0]);
