@@ -64,7 +64,7 @@ static uint32_t logits_output(const kiln_model *m, int64_t T)
     return KILN_NONE;
 }
 
-/* Loads one generation graph, keeps only its logits output and compiles it. */
+/* Loads one generation graph, keeps only its logits output and prepares its request. */
 static bool entry_init(gen_entry *e, const char *text, size_t len, const char *path, const kiln_dim_binding *defs,
                        int n_defs, kiln_decode_mode mode, int64_t context, const char *suffix, kiln_diags *d)
 {
@@ -83,7 +83,8 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     e->logits = g->outputs[o].node;
     g->outputs[0] = g->outputs[o];
     g->n_outputs = 1;
-    uint32_t inputs[2] = {tok, m->decode_pos};
+    e->inputs[0] = tok;
+    e->inputs[1] = m->decode_pos;
     uint32_t n_inputs = mode == KILN_DECODE_STEP ? 2 : 1;
     if (mode == KILN_DECODE_STEP && m->decode_pos == KILN_NONE) {
         kiln_diags_add(d, m->file, 0, 0, NULL, "internal error: the decode step has no position input");
@@ -105,18 +106,24 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     }
     free(live);
     if (!ok) return false;
-    kiln_compile_request req = {.g = g,
-                                .inputs = inputs,
-                                .n_inputs = n_inputs,
-                                .params = m->params,
-                                .n_params = (uint32_t)m->n_params,
-                                .name = m->name,
-                                .stateful = true,
-                                .states = m->kv_states,
-                                .n_states = (uint32_t)m->n_kv_states,
-                                .suffix = suffix,
-                                .pipeline = &cli_pipeline};
-    if (!kiln_compile_graph(&req, &e->c, d)) return false;
+    e->req = (kiln_compile_request){.g = g,
+                                    .inputs = e->inputs,
+                                    .n_inputs = n_inputs,
+                                    .params = m->params,
+                                    .n_params = (uint32_t)m->n_params,
+                                    .name = m->name,
+                                    .stateful = true,
+                                    .states = m->kv_states,
+                                    .n_states = (uint32_t)m->n_kv_states,
+                                    .suffix = suffix,
+                                    .pipeline = &cli_pipeline};
+    return true;
+}
+
+/* Compiles the entry and prepares its libffi call. */
+static bool entry_compile(gen_entry *e, kiln_diags *d)
+{
+    if (!kiln_compile_graph(&e->req, &e->c, d)) return false;
     uint32_t n = e->c.n_args;
     e->types = calloc(n, sizeof *e->types);
     e->args = calloc(n, sizeof *e->args);
@@ -155,8 +162,8 @@ static bool same_layout(const generator *g)
     return true;
 }
 
-bool generator_init(generator *g, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
-                    int n_defines, kiln_diags *d)
+bool generator_graphs(generator *g, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
+                      int n_defines, kiln_diags *d)
 {
     memset(g, 0, sizeof *g);
     bool ok = false;
@@ -233,8 +240,24 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     if (!entry_init(&g->prefill, text, len, path, defs, n, KILN_DECODE_PREFILL, g->context, "prefill", d)) goto out;
     defs[n] = (kiln_dim_binding){seq_dim, 1};
     if (!entry_init(&g->step, text, len, path, defs, n + 1, KILN_DECODE_STEP, g->context, "decode_step", d)) goto out;
+    ok = true;
+out:
+    free(defs);
+    free(batch_dim);
+    free(seq_dim);
+    if (!ok) generator_free(g);
+    return ok;
+}
+
+bool generator_init(generator *g, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
+                    int n_defines, kiln_diags *d)
+{
+    if (!generator_graphs(g, text, len, path, defines, n_defines, d)) return false;
+    bool ok = false;
+    if (!entry_compile(&g->prefill, d) || !entry_compile(&g->step, d)) goto out;
     if (!same_layout(g)) {
-        kiln_diags_add(d, path, 0, 0, NULL, "internal error: the prefill and the decode step lay out memory differently");
+        kiln_diags_add(d, g->prefill.m.file, 0, 0, NULL,
+                       "internal error: the prefill and the decode step lay out memory differently");
         goto out;
     }
 
@@ -261,9 +284,6 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     KILN_ASSERT(g->prefill.c.n_args == 5 && g->step.c.n_args == 6);
     ok = true;
 out:
-    free(defs);
-    free(batch_dim);
-    free(seq_dim);
     if (!ok) generator_free(g);
     return ok;
 }

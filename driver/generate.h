@@ -25,6 +25,8 @@ typedef struct gen_entry {
     bool loaded;
     kiln_compiled c;
     uint32_t logits;          /* the output node read */
+    uint32_t inputs[2];       /* tokens, [kv.pos] */
+    kiln_compile_request req; /* what is compiled (kiln compile --generate exports it) */
     ffi_cif cif;
     ffi_type **types;
     void **args, **arg_ptrs;
@@ -50,6 +52,10 @@ typedef struct generator {
  * allocates every buffer. The parameters are then read with generator_load. */
 bool generator_init(generator *g, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
                     int n_defines, kiln_diags *d);
+/* The same checks and graphs, nothing compiled or allocated: g->prefill.req and
+ * g->step.req are ready for kiln_aot_write (kiln compile --generate). */
+bool generator_graphs(generator *g, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
+                      int n_defines, kiln_diags *d);
 /* Fills the parameter blob from a weights file or checkpoint. */
 bool generator_load(generator *g, const kiln_tensor_file *f, const char *path, kiln_diags *d);
 void generator_free(generator *g);
