@@ -230,6 +230,10 @@ typedef struct kiln_aot_options {
      * graph is another one (forward + autodiff + optimizer) over the same parameters,
      * in the same blob order; it becomes a module of its own, merged into the artifact. */
     const kiln_compile_request *train;
+    /* `--generate`: generation's two stateful entries (frontend.h kiln_decode_mode), both
+     * or neither, over the same parameter blob and one KV-cache blob; each becomes a module
+     * of its own, as the training step does. */
+    const kiln_compile_request *prefill, *decode_step;
 } kiln_aot_options;
 
 /* Builds the exported library of a forward request (req->name: the symbol prefix NAME,
@@ -246,6 +250,11 @@ char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *
  * the exported training step and its plan, or NULL (then nothing about training). */
 char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const kiln_compile_request *train,
                        const kiln_memplan *train_plan, const char *source);
+
+/* The header's generation part (header_generate.c): sizes and prototypes of NAME_prefill
+ * and NAME_decode_step, malloc'd. */
+char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,
+                                const kiln_compile_request *step, const kiln_memplan *step_plan);
 
 /* Writes bytes to path atomically: a temporary beside it, then rename. */
 bool kiln_write_file_atomic(const char *path, const void *data, size_t size, kiln_diags *d);

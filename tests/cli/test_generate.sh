@@ -7,7 +7,9 @@
 # the context bounds generation (stop "context"), a too long prompt is refused or
 # truncated from the left; and every bad request fails with its message: an encoder
 # model, --top-p outside (0, 1], a negative temperature, a character missing from a char
-# vocabulary, a char model without its tokenizer.
+# vocabulary, a char model without its tokenizer. Then `kiln compile --generate` exports
+# NAME_prefill and NAME_decode_step, and examples/deploy/generate.c built against the .so
+# and the .a prints exactly what `kiln generate` prints, greedy and with top-k sampling.
 set -euo pipefail
 kiln=$1
 src=$2
@@ -111,6 +113,38 @@ run_fails "unknown char" 1 "'Q' (byte 4) is not in the model's char vocabulary" 
 run_ok "init char" init char.json -o char_init.safetensors
 run_fails "missing tokenizer" 1 "has no tokenizer in its metadata" generate char.json --weights char_init.safetensors \
     --prompt "the" --max-new 4
+
+# --- kiln compile --generate: examples/deploy/generate.c prints what kiln generate prints ---
+gpt=$src/examples/char_gpt.json
+cc=${CC:-cc}
+run_ok "init char_gpt" init "$gpt" -o gpt.safetensors --seed 4
+if run_ok "compile --generate" compile "$gpt" -D T=32 -o libchar_gpt.so --header char_gpt.h --generate &&
+    run_ok "compile --generate .a" compile "$gpt" -D T=32 -o libchar_gpt.a --generate; then
+    for sym in prefill decode_step; do
+        nm -D --defined-only libchar_gpt.so | grep -q " T char_gpt_$sym\$" || fail "libchar_gpt.so lacks char_gpt_$sym"
+    done
+    for def in CONTEXT VOCAB KV_CACHE_BYTES GEN_WORKSPACE_BYTES; do
+        grep -q "^#define CHAR_GPT_$def " char_gpt.h || fail "the header lacks CHAR_GPT_$def"
+    done
+    grep -q "^#define CHAR_GPT_CONTEXT 32$" char_gpt.h || fail "the header's context is not 32"
+    if "$cc" -std=c17 -O2 -Wall -Werror -I. "$src/examples/deploy/generate.c" -L. -lchar_gpt -Wl,-rpath,"$work" -lm \
+        -o gen_so 2>cc.txt && "$cc" -std=c17 -O2 -I. "$src/examples/deploy/generate.c" libchar_gpt.a -lm -lpthread \
+        -o gen_a 2>>cc.txt; then
+        for args in "10" "60 0.9 20 7" "60 1.3 0 11"; do
+            set -- $args
+            if [[ $# -eq 1 ]]; then sampling=(--greedy); else sampling=(--temperature "$2" --top-k "$3" --seed "$4"); fi
+            run_ok "kiln generate $args" generate "$gpt" -D T=32 --weights gpt.safetensors --prompt "Hello" \
+                --max-new "$1" "${sampling[@]}" && cp out.txt want.txt
+            ./gen_so gpt.safetensors "Hello" $args >got.txt 2>err.txt || fail "generate.c ($args) failed: $(cat err.txt)"
+            cmp -s want.txt got.txt || fail "generate.c ($args, .so) differs from kiln generate"
+            ./gen_a gpt.safetensors "Hello" $args >got.txt 2>err.txt || fail "generate.c ($args, .a) failed"
+            cmp -s want.txt got.txt || fail "generate.c ($args, .a) differs from kiln generate"
+        done
+    else
+        fail "examples/deploy/generate.c does not build: $(head -n 5 cc.txt)"
+    fi
+fi
+run_fails "--generate with --emit" 2 "applies to a library" compile "$gpt" --emit llvm --generate
 
 if [[ $failures -gt 0 ]]; then
     echo "test_generate: $failures failure(s)"
