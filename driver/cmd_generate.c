@@ -99,8 +99,8 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     bool prompt_given = false;
     cli_flag flags[] = {
         {"--weights", CLI_STR, &r.weights, NULL, "weights or checkpoint (safetensors) to generate with (required)"},
-        {"--prompt", CLI_STR, &r.prompt, &prompt_given, "the text to continue (required for decoder models)"},
-        {"--source", CLI_STR, &r.source, NULL, "the source text of an encoder-decoder model (not built yet)"},
+        {"--prompt", CLI_STR, &r.prompt, &prompt_given, "the text to continue (required without --source)"},
+        {"--source", CLI_STR, &r.source, NULL, "the text an encoder-decoder model transforms (its encoder's input)"},
         {"--max-new", CLI_INT, &r.max_new, NULL, "most tokens to generate (default 100)"},
         {"--temperature", CLI_NUM, &r.temperature, NULL, "divides the logits before sampling; 0 = greedy (default 1)"},
         {"--greedy", CLI_BOOL, &r.greedy, NULL, "always take the most likely token (same as --temperature 0)"},
@@ -118,10 +118,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
     if (a.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "generate", "expects one MODEL.json");
     if (!r.weights) kiln_diags_add(diags, NULL, 0, 0, "generate", "--weights W.safetensors is required");
-    if (r.source)
-        kiln_diags_add(diags, NULL, 0, 0, "--source",
-                       "encoder-decoder generation is not built yet: only decoder-only models (with --prompt) generate");
-    else if (!prompt_given) kiln_diags_add(diags, NULL, 0, 0, "generate", "--prompt TEXT is required");
+    if (!r.source && !prompt_given) kiln_diags_add(diags, NULL, 0, 0, "generate", "--prompt TEXT is required");
     if (r.max_new < 0) kiln_diags_add(diags, NULL, 0, 0, "--max-new", "expected 0 or more, got %lld", (long long)r.max_new);
     if (r.temperature < 0)
         kiln_diags_add(diags, NULL, 0, 0, "--temperature", "expected 0 (greedy) or more, got %g", r.temperature);
@@ -170,17 +167,51 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
         goto done;
     }
 
-    /* the prompt's tokens */
+    if (!generator_init(&g, text, len, path, a.defines, a.n_defines, diags)) goto done;
+    have_gen = true;
+    if (r.source && !g.has_source) {
+        kiln_diags_add(diags, path, 0, 0, NULL,
+                       "has no 'src' input: --source is for encoder-decoder models (inputs src, src_mask, tgt_in)");
+        goto done;
+    }
+    if (g.has_source && !r.source) {
+        kiln_diags_add(diags, path, 0, 0, NULL, "is an encoder-decoder model: give the text to transform with --source");
+        goto done;
+    }
+    if (!r.prompt) r.prompt = "";
+
+    /* the prompt's tokens; an encoder-decoder's decoder starts from <bos> */
     size_t plen = strlen(r.prompt);
+    if (g.has_source) KILN_ASSERT(kiln_ids_push(&ids, kiln_tokenizer_special(&tok, KILN_SPECIAL_BOS)) &&
+                                  kiln_ids_push(&ends, 0));
+    size_t first_text = ids.n;
     KILN_ASSERT(kiln_tokenizer_encode(&tok, r.prompt, plen, &ids, &ends));
-    if (!check_char_prompt(&tok, r.prompt, &ids, &ends, diags)) goto done;
+    kiln_ids text_ids = {ids.v + first_text, ids.n - first_text, 0}, text_ends = {ends.v + first_text, ends.n - first_text, 0};
+    if (!check_char_prompt(&tok, r.prompt, &text_ids, &text_ends, diags)) goto done;
     if (ids.n == 0) {
         kiln_diags_add(diags, NULL, 0, 0, "--prompt", "is empty: generation continues at least one token");
         goto done;
     }
-
-    if (!generator_init(&g, text, len, path, a.defines, a.n_defines, diags)) goto done;
-    have_gen = true;
+    if (g.has_source) {
+        kiln_ids src = {0}, src_ends = {0};
+        KILN_ASSERT(kiln_tokenizer_encode(&tok, r.source, strlen(r.source), &src, &src_ends));
+        bool good = check_char_prompt(&tok, r.source, &src, &src_ends, diags);
+        if (good && (int64_t)src.n > g.src_len && !r.truncate) {
+            kiln_diags_add(diags, NULL, 0, 0, "--source",
+                           "is %zu tokens, longer than the model's source length of %lld (--truncate keeps its first "
+                           "%lld)", src.n, (long long)g.src_len, (long long)g.src_len);
+            good = false;
+        }
+        for (size_t i = 0; good && i < src.n && (int64_t)i < g.src_len; i++) {
+            if (src.v[i] < g.table_rows) continue;
+            kiln_diags_add(diags, NULL, 0, 0, "--source", "token %zu has id %d, past the model's embedding", i, src.v[i]);
+            good = false;
+        }
+        if (good) generator_set_source(&g, src.v, (int64_t)src.n < g.src_len ? (int64_t)src.n : g.src_len);
+        kiln_ids_free(&src);
+        kiln_ids_free(&src_ends);
+        if (!good) goto done;
+    }
     cli_print_dump(g.prefill.c.dump); /* --dump-after: the prefill's, then the step's */
     cli_print_dump(g.step.c.dump);
     if (!generator_load(&g, &wf, r.weights, diags)) goto done;
@@ -212,7 +243,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     int32_t eos = kiln_tokenizer_special(&tok, KILN_SPECIAL_EOS);
 
     /* the prompt (as it will be continued: after truncation) */
-    size_t shown = start ? (size_t)ends.v[start - 1] : 0;
+    size_t shown = start ? (size_t)ends.v[start - 1] : 0; /* bytes of the prompt dropped by --truncate */
     if (!r.json) {
         fwrite(r.prompt + shown, 1, plen - shown, stdout);
         fflush(stdout);

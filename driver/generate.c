@@ -41,10 +41,12 @@ static char *input_dim_name(const char *text, size_t len, const char *input, int
     return copy;
 }
 
-/* The token input: "tokens", else the first i32 (B, T) input. */
+/* The token input: "tokens", else "tgt_in" (an encoder–decoder's, as the seq2seq task
+ * names it), else the first i32 (B, T) input. */
 static uint32_t token_input(const kiln_model *m)
 {
     uint32_t id = kiln_model_find_input(m, "tokens");
+    if (id == KILN_NONE) id = kiln_model_find_input(m, "tgt_in");
     if (id != KILN_NONE) return id;
     for (int i = 0; i < m->n_inputs; i++) {
         const kiln_type *t = &m->graph.nodes[m->inputs[i]].type;
@@ -66,10 +68,11 @@ static uint32_t logits_output(const kiln_model *m, int64_t T)
 
 /* Loads one generation graph, keeps only its logits output and prepares its request. */
 static bool entry_init(gen_entry *e, const char *text, size_t len, const char *path, const kiln_dim_binding *defs,
-                       int n_defs, kiln_decode_mode mode, int64_t context, const char *suffix, kiln_diags *d)
+                       int n_defs, kiln_decode_mode mode, int64_t context, const char *tokens_name, const char *suffix,
+                       kiln_diags *d)
 {
     kiln_load_options opt = {defs, n_defs, NULL, 0, NULL};
-    kiln_decode_options dec = {mode, context};
+    kiln_decode_options dec = {mode, context, tokens_name};
     if (!kiln_model_load_decode(&e->m, text, len, path, &opt, &dec, d)) return false;
     e->loaded = true;
     kiln_model *m = &e->m;
@@ -83,26 +86,32 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     e->logits = g->outputs[o].node;
     g->outputs[0] = g->outputs[o];
     g->n_outputs = 1;
-    e->inputs[0] = tok;
-    e->inputs[1] = m->decode_pos;
-    uint32_t n_inputs = mode == KILN_DECODE_STEP ? 2 : 1;
-    if (mode == KILN_DECODE_STEP && m->decode_pos == KILN_NONE) {
-        kiln_diags_add(d, m->file, 0, 0, NULL, "internal error: the decode step has no position input");
-        return false;
+    uint32_t n_inputs = 0;
+    e->inputs[n_inputs++] = tok;
+    if (mode == KILN_DECODE_STEP) {
+        if (m->decode_pos == KILN_NONE) {
+            kiln_diags_add(d, m->file, 0, 0, NULL, "internal error: the decode step has no position input");
+            return false;
+        }
+        e->inputs[n_inputs++] = m->decode_pos;
     }
-    /* generation feeds the tokens (and the position) only */
+    /* generation feeds the tokens, the position, and an encoder–decoder's source */
     unsigned char *live = calloc(g->n_nodes, 1);
     KILN_ASSERT(live != NULL);
     kiln_graph_live(g, KILN_LIVE_UPDATES, live);
     bool ok = true;
     for (int i = 0; i < m->n_inputs; i++) {
         uint32_t id = m->inputs[i];
-        if (id != tok && live[id]) {
-            kiln_diags_add(d, m->file, 0, 0, g->nodes[id].attrs.name,
-                           "the model's logits depend on this input, but generation feeds only '%s'",
-                           g->nodes[tok].attrs.name);
-            ok = false;
+        if (id == tok || !live[id]) continue;
+        const char *name = g->nodes[id].attrs.name;
+        if (!strcmp(name, "src") || !strcmp(name, "src_mask")) {
+            e->inputs[n_inputs++] = id;
+            continue;
         }
+        kiln_diags_add(d, m->file, 0, 0, name,
+                       "the model's logits depend on this input, but generation feeds only '%s' (and an "
+                       "encoder-decoder's 'src' and 'src_mask')", g->nodes[tok].attrs.name);
+        ok = false;
     }
     free(live);
     if (!ok) return false;
@@ -187,18 +196,36 @@ bool generator_graphs(generator *g, const char *text, size_t len, const char *pa
     }
     const kiln_type *tt = &m.graph.nodes[tok].type;
     const char *tok_name = m.graph.nodes[tok].attrs.name;
+    g->tokens_name = strdup(tok_name);
+    KILN_ASSERT(g->tokens_name != NULL);
     g->context = tt->dims[1];
     seq_dim = input_dim_name(text, len, tok_name, 1);
     uint32_t o = logits_output(&m, g->context);
     bool good = true;
-    /* an encoder (or an encoder-decoder's cross-attention) attends to later positions */
+    /* an attention over the generated tokens that is not causal sees later positions:
+     * the model is an encoder. (An encoder-decoder's encoder and cross-attention do not
+     * attend over the generated tokens' keys: queries only.) */
+    unsigned char *dep = calloc(m.graph.n_nodes ? m.graph.n_nodes : 1, 1);
+    KILN_ASSERT(dep != NULL);
+    for (uint32_t id = 0; id < m.graph.n_nodes; id++) {
+        const kiln_node *nd = &m.graph.nodes[id];
+        dep[id] = id == tok;
+        for (uint32_t j = 0; j < nd->n_in && !dep[id]; j++) dep[id] = dep[nd->in[j]];
+    }
     for (uint32_t id = 0; id < m.graph.n_nodes && good; id++) {
         const kiln_node *nd = &m.graph.nodes[id];
-        if (nd->op != KILN_OP_ATTENTION || nd->attrs.causal) continue;
+        if (nd->op != KILN_OP_ATTENTION || nd->attrs.causal || !dep[nd->in[1]]) continue;
         kiln_diags_add(d, m.file, 0, 0, nd->origin,
-                       "this attention is not causal: the model is an encoder (or an encoder-decoder, whose "
-                       "generation with --source is not built yet), and generation needs a decoder-only model");
+                       "this attention over the tokens is not causal: the model is an encoder, and generation "
+                       "needs a decoder (causal self-attention over the generated tokens)");
         good = false;
+    }
+    free(dep);
+    uint32_t src = kiln_model_find_input(&m, "src"), src_mask = kiln_model_find_input(&m, "src_mask");
+    if (src != KILN_NONE && m.graph.nodes[src].type.rank == 2) {
+        g->has_source = true;
+        g->src_len = m.graph.nodes[src].type.dims[1];
+        g->src_mask_dtype = src_mask != KILN_NONE ? m.graph.nodes[src_mask].type.dtype : KILN_I32;
     }
     if (!good) {
         kiln_model_free(&m);
@@ -237,9 +264,13 @@ bool generator_graphs(generator *g, const char *text, size_t len, const char *pa
     if (!good) goto out;
 
     /* 2. the two entries */
-    if (!entry_init(&g->prefill, text, len, path, defs, n, KILN_DECODE_PREFILL, g->context, "prefill", d)) goto out;
+    if (!entry_init(&g->prefill, text, len, path, defs, n, KILN_DECODE_PREFILL, g->context, g->tokens_name,
+                    "prefill", d))
+        goto out;
     defs[n] = (kiln_dim_binding){seq_dim, 1};
-    if (!entry_init(&g->step, text, len, path, defs, n + 1, KILN_DECODE_STEP, g->context, "decode_step", d)) goto out;
+    if (!entry_init(&g->step, text, len, path, defs, n + 1, KILN_DECODE_STEP, g->context, g->tokens_name,
+                    "decode_step", d))
+        goto out;
     ok = true;
 out:
     free(defs);
@@ -275,13 +306,28 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     memset(g->params, 0, (size_t)g->prefill.c.params_bytes);
     memset(g->cache, 0, (size_t)g->cache_bytes);
 
-    /* the calls: (params, cache, workspace, tokens, [pos], logits) */
-    void **a = g->prefill.args;
-    a[0] = g->params, a[1] = g->cache, a[2] = g->workspace, a[3] = g->tokens, a[4] = g->prefill_logits;
-    a = g->step.args;
-    a[0] = g->params, a[1] = g->cache, a[2] = g->workspace, a[3] = g->step_token, a[4] = g->step_pos;
-    a[5] = g->step_logits;
-    KILN_ASSERT(g->prefill.c.n_args == 5 && g->step.c.n_args == 6);
+    if (g->has_source) {
+        g->src = calloc((size_t)g->src_len, sizeof *g->src);
+        g->src_mask = calloc((size_t)g->src_len, 4);
+        KILN_ASSERT(g->src && g->src_mask);
+    }
+    /* the calls: (params, cache, workspace, inputs in request order, logits) */
+    gen_entry *es[2] = {&g->prefill, &g->step};
+    for (int k = 0; k < 2; k++) {
+        gen_entry *e = es[k];
+        void **a = e->args;
+        a[0] = g->params, a[1] = g->cache, a[2] = g->workspace;
+        for (uint32_t i = 0; i < e->req.n_inputs; i++) {
+            const char *in = e->m.graph.nodes[e->inputs[i]].attrs.name;
+            a[3 + i] = e->inputs[i] == e->m.decode_pos ? (void *)g->step_pos
+                       : !strcmp(in, "src")           ? (void *)g->src
+                       : !strcmp(in, "src_mask")      ? g->src_mask
+                       : k == 0                       ? (void *)g->tokens
+                                                      : (void *)g->step_token;
+        }
+        a[3 + e->req.n_inputs] = k == 0 ? g->prefill_logits : g->step_logits;
+        KILN_ASSERT(e->c.n_args == 4 + e->req.n_inputs);
+    }
     ok = true;
 out:
     if (!ok) generator_free(g);
@@ -305,6 +351,9 @@ void generator_free(generator *g)
     kiln_aligned_free(g->prefill_logits);
     kiln_aligned_free(g->step_logits);
     free(g->tokens);
+    free(g->src);
+    free(g->src_mask);
+    free((char *)g->tokens_name);
     memset(g, 0, sizeof *g);
 }
 
@@ -317,6 +366,16 @@ static bool call(gen_entry *e, kiln_diags *d)
                    (int)rc == KILN_RC_INDEX_RANGE ? "a token id or position is out of range of the model's tables"
                                                   : "the compiled model failed");
     return false;
+}
+
+void generator_set_source(generator *g, const int32_t *ids, int64_t n)
+{
+    KILN_ASSERT(g->has_source && n >= 0 && n <= g->src_len);
+    for (int64_t i = 0; i < g->src_len; i++) {
+        g->src[i] = i < n ? ids[i] : 0;
+        if (g->src_mask_dtype == KILN_F32) ((float *)g->src_mask)[i] = i < n ? 1.0f : 0.0f;
+        else ((int32_t *)g->src_mask)[i] = i < n;
+    }
 }
 
 const float *generator_prefill(generator *g, const int32_t *ids, int64_t n, kiln_diags *d)

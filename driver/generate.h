@@ -25,7 +25,7 @@ typedef struct gen_entry {
     bool loaded;
     kiln_compiled c;
     uint32_t logits;          /* the output node read */
-    uint32_t inputs[2];       /* tokens, [kv.pos] */
+    uint32_t inputs[4];       /* tokens, [kv.pos], [src], [src_mask]: what it reads */
     kiln_compile_request req; /* what is compiled (kiln compile --generate exports it) */
     ffi_cif cif;
     ffi_type **types;
@@ -45,6 +45,14 @@ typedef struct generator {
     int32_t step_token[1], step_pos[1];
     float *prefill_logits;    /* (context, vocab) */
     float *step_logits;       /* (vocab) */
+    /* an encoder–decoder (inputs "src", optionally "src_mask", as the seq2seq task
+     * names them): the source the encoder reads, padded to src_len */
+    bool has_source;
+    int64_t src_len;
+    int32_t *src;             /* [src_len] */
+    void *src_mask;           /* [src_len] i32 or f32 0/1 */
+    kiln_dtype src_mask_dtype;
+    const char *tokens_name;  /* the generated token input ("tokens", "tgt_in"…) */
 } generator;
 
 /* Loads the model three ways (plain, prefill, step) with the user's -D definitions,
@@ -60,6 +68,8 @@ bool generator_graphs(generator *g, const char *text, size_t len, const char *pa
 bool generator_load(generator *g, const kiln_tensor_file *f, const char *path, kiln_diags *d);
 void generator_free(generator *g);
 
+/* An encoder–decoder's source: ids[0..n), n <= src_len (padded, masked). */
+void generator_set_source(generator *g, const int32_t *ids, int64_t n);
 /* Runs the prefill over ids[0..n) (1 <= n <= context); returns the logits of position
  * n − 1 and leaves keys and values of positions 0..n−1 in the cache. NULL with a
  * diagnostic when an id is outside the embedding. */

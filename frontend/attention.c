@@ -110,10 +110,9 @@ static uint32_t slice_last(fe_ctx *c, const fe_node *n, uint32_t x, int64_t star
 /* x (B, H, L, dh) with positions 0…L−1 → x·cos + rotate_half(x)·sin. In a generation
  * step (L = 1) the position is kv.pos: the tables span the context and one row of each
  * is read at it. */
-static uint32_t apply_rope(fe_ctx *c, const fe_node *n, uint32_t x, int64_t L, int64_t dh)
+static uint32_t apply_rope(fe_ctx *c, const fe_node *n, uint32_t x, int64_t L, int64_t dh, bool step)
 {
     if (x == KILN_NONE) return KILN_NONE;
-    bool step = c->decode == KILN_DECODE_STEP;
     if (step) L = c->context;
     int64_t half = dh / 2;
     float *cs = fe_table_alloc(c, n, "rope table", 2 * L * dh);
@@ -153,7 +152,7 @@ static uint32_t iota_f32(fe_ctx *c, const fe_node *n, int64_t d0, int64_t d1, in
 }
 
 /* −m_h·|i − j| as (H, T, S). */
-static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t T, int64_t S)
+static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t T, int64_t S, bool step)
 {
     float *slopes = fe_table_alloc(c, n, "alibi slopes", H);
     if (!slopes) return KILN_NONE;
@@ -161,7 +160,7 @@ static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t T, in
     uint32_t m = fe_const_f32(c, n, 3, (int64_t[]){H, 1, 1}, slopes, H); /* (H, 1, 1) */
     free(slopes);
     /* (T, 1): query positions; in a generation step the one query is at kv.pos */
-    uint32_t i = c->decode == KILN_DECODE_STEP ? fe_decode_pos_f32(c, n) : iota_f32(c, n, T, 1, 0);
+    uint32_t i = step ? fe_decode_pos_f32(c, n) : iota_f32(c, n, T, 1, 0);
     uint32_t j = iota_f32(c, n, 1, S, 1); /* (1, S): key positions */
     uint32_t dist = fe_unary(c, n, KILN_OP_ABS, fe_binary(c, n, KILN_OP_SUB, i, j)); /* (T, S) */
     return fe_binary(c, n, KILN_OP_MUL, m, dist); /* (H, T, S) */
@@ -217,11 +216,11 @@ static uint32_t relative_bias_step(fe_ctx *c, const fe_node *n, uint32_t w, int6
 
 /* .rel_bias.weight (32, H) gathered by the (T, S) bucket table → (H, T, S). */
 static uint32_t relative_bias(fe_ctx *c, const fe_node *n, const char *prefix, int64_t H, int64_t T, int64_t S,
-                              bool causal)
+                              bool causal, bool step)
 {
     int64_t wdims[2] = {T5_BUCKETS, H};
     uint32_t w = fe_param(c, n, fe_fmt(c, "%s.rel_bias.weight", prefix), 2, wdims, KILN_INIT_ZEROS, 0);
-    if (c->decode == KILN_DECODE_STEP) return relative_bias_step(c, n, w, H, S, causal);
+    if (step) return relative_bias_step(c, n, w, H, S, causal);
     int32_t *bk = fe_table_alloc(c, n, "relative position buckets", T * S);
     if (!bk) return KILN_NONE;
     for (int64_t i = 0; i < T; i++)
@@ -262,19 +261,23 @@ uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uin
     q = split_heads(c, n, q, H, dh); /* (B, H, T, dh) */
     k = split_heads(c, n, k, H, dh); /* (B, H, S, dh) */
     v = split_heads(c, n, v, H, dh); /* (B, H, S, dh) */
+    /* generation (decode.c): on the decoder's side (what depends on the generated tokens)
+     * self-attention keeps its keys and values in the cache and a step attends from
+     * kv.pos over cache rows 0…pos; cross-attention keys and values are stored once */
+    bool dec = fe_decode_depends(c, x), cross = memory != x;
+    bool step = dec && c->decode == KILN_DECODE_STEP && !cross;
     if (spec->position == FE_POS_ROPE) {
-        q = apply_rope(c, n, q, T, dh);
-        k = apply_rope(c, n, k, S, dh);
+        q = apply_rope(c, n, q, T, dh, dec && c->decode == KILN_DECODE_STEP);
+        k = apply_rope(c, n, k, S, dh, step);
     }
-    /* generation (decode.c): self-attention keeps its keys and values in the cache; a
-     * step attends from kv.pos over cache rows 0…pos */
-    bool step = false;
     uint32_t mask = spec->mask;
-    if (c->decode != KILN_DECODE_OFF) {
-        if (memory != x) {
-            fe_error(c, n, NULL, "generation with cross-attention (encoder-decoder models, --source) is not built yet");
+    if (dec && cross) {
+        if (spec->position != FE_POS_NONE) {
+            fe_error(c, n, "position", "generation with a position scheme on cross-attention is not built yet");
             return KILN_NONE;
         }
+        if (!fe_decode_cross(c, n, prefix, &k, &v)) return KILN_NONE;
+    } else if (dec) {
         if (!spec->causal) {
             fe_error(c, n, NULL,
                      "this self-attention is not causal, so the model is an encoder: generation needs a decoder "
@@ -282,7 +285,6 @@ uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uin
             return KILN_NONE;
         }
         if (!fe_decode_cache(c, n, prefix, &k, &v)) return KILN_NONE;
-        step = c->decode == KILN_DECODE_STEP;
         mask = step ? fe_decode_mask(c, n) : KILN_NONE; /* no padding in a generated sequence */
         if (step) S = c->context;
     }
@@ -296,8 +298,8 @@ uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uin
         a.has_mask = true;
     }
     uint32_t bias = KILN_NONE;
-    if (spec->position == FE_POS_ALIBI) bias = alibi_bias(c, n, H, T, S);
-    else if (spec->position == FE_POS_RELATIVE) bias = relative_bias(c, n, prefix, H, T, S, spec->causal);
+    if (spec->position == FE_POS_ALIBI) bias = alibi_bias(c, n, H, T, S, step);
+    else if (spec->position == FE_POS_RELATIVE) bias = relative_bias(c, n, prefix, H, T, S, spec->causal, step);
     if (spec->position == FE_POS_ALIBI || spec->position == FE_POS_RELATIVE) {
         if (bias == KILN_NONE) return KILN_NONE;
         in[n_in++] = bias; /* (H, T, S) */

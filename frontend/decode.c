@@ -23,6 +23,7 @@
  * out of every row the driver reads.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "modules.h"
 
@@ -77,12 +78,31 @@ uint32_t fe_decode_row(fe_ctx *c, const fe_node *n, uint32_t table, const char *
     return fe_add(c, n, KILN_OP_GATHER, (uint32_t[]){table, fe_decode_pos(c, n)}, 2, &g, NULL); /* (1, cols) */
 }
 
-/* A new cache STATE named kv.NAME.SUFFIX of type t. */
-static uint32_t cache_state(fe_ctx *c, const fe_node *n, const char *name, const char *suffix, const kiln_type *t)
+bool fe_decode_depends(fe_ctx *c, uint32_t id)
+{
+    if (c->decode == KILN_DECODE_OFF || id == KILN_NONE) return false;
+    const kiln_graph *g = c->g;
+    if (c->n_dec_dep < g->n_nodes) { /* nodes only ever get appended: extend the memo */
+        c->dec_dep = realloc(c->dec_dep, g->n_nodes);
+        KILN_ASSERT(c->dec_dep != NULL);
+        for (uint32_t i = c->n_dec_dep; i < g->n_nodes; i++) {
+            const kiln_node *nd = &g->nodes[i];
+            bool dep = nd->op == KILN_OP_INPUT && nd->attrs.name && strcmp(nd->attrs.name, c->dec_tokens) == 0;
+            for (uint32_t j = 0; j < nd->n_in && !dep; j++) dep = c->dec_dep[nd->in[j]];
+            c->dec_dep[i] = dep;
+        }
+        c->n_dec_dep = g->n_nodes;
+    }
+    return c->dec_dep[id];
+}
+
+/* A new cache STATE named kv.NAME.SUFFIX of type t with `len` positions (axis 2). */
+static uint32_t cache_state(fe_ctx *c, const fe_node *n, const char *name, const char *suffix, const kiln_type *t,
+                            int64_t len)
 {
     kiln_attrs a = {.dtype = KILN_F32, .rank = t->rank, .name = fe_fmt(c, "kv.%s.%s", name, suffix)};
     for (int d = 0; d < t->rank; d++) a.shape[d] = t->dims[d];
-    a.shape[2] = c->context;
+    a.shape[2] = len;
     uint32_t s = fe_add(c, n, KILN_OP_STATE, NULL, 0, &a, a.name);
     if (s == KILN_NONE) return s;
     kiln_model *m = c->m;
@@ -124,8 +144,8 @@ bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
         return false;
     }
     kiln_type kct = *kt, vct = *vt;
-    uint32_t ks = cache_state(c, n, name, "k", &kct);
-    uint32_t vs = cache_state(c, n, name, "v", &vct);
+    uint32_t ks = cache_state(c, n, name, "k", &kct, c->context);
+    uint32_t vs = cache_state(c, n, name, "v", &vct, c->context);
     if (ks == KILN_NONE || vs == KILN_NONE) return false;
     if (c->decode == KILN_DECODE_PREFILL) {
         kiln_graph_add_update(c->g, ks, *k);
@@ -135,4 +155,21 @@ bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
     *k = write_row(c, n, ks, *k);
     *v = write_row(c, n, vs, *v);
     return *k != KILN_NONE && *v != KILN_NONE;
+}
+
+bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v)
+{
+    if (*k == KILN_NONE || *v == KILN_NONE) return false;
+    const kiln_type *kt = fe_type(c, *k), *vt = fe_type(c, *v);
+    uint32_t ks = cache_state(c, n, name, "k", kt, kt->dims[2]);
+    uint32_t vs = cache_state(c, n, name, "v", vt, vt->dims[2]);
+    if (ks == KILN_NONE || vs == KILN_NONE) return false;
+    if (c->decode == KILN_DECODE_PREFILL) {
+        kiln_graph_add_update(c->g, ks, *k);
+        kiln_graph_add_update(c->g, vs, *v);
+    } else {
+        *k = ks; /* the step reads what the prefill stored: the encoder does not run */
+        *v = vs;
+    }
+    return true;
 }

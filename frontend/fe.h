@@ -49,6 +49,9 @@ typedef struct fe_ctx {
     uint32_t dec_pos_f32;      /* STEP: kv.pos as f32 (1, 1) */
     uint32_t dec_mask;         /* STEP: (1, context) f32, 1 for cache rows 0..pos */
     int cap_kv_states;
+    const char *dec_tokens;    /* the generated token input's name */
+    unsigned char *dec_dep;    /* per node: depends on that input (malloc'd, grown lazily) */
+    uint32_t n_dec_dep;
 } fe_ctx;
 
 /* One JSON object being expanded (a layer, a loss): its path for messages and the keys
@@ -164,6 +167,13 @@ uint32_t fe_decode_row(fe_ctx *c, const fe_node *n, uint32_t table, const char *
  * replaced. `name` is the attention's parameter prefix. *k and *v are replaced by what
  * attention must read. */
 bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v);
+/* Whether node id depends on the generated token input: the decoder's side of the
+ * graph, which generation caches (an encoder's side runs as usual). False when not
+ * generating. */
+bool fe_decode_depends(fe_ctx *c, uint32_t id);
+/* PREFILL and STEP: a decoder's cross-attention over the encoder's memory; k, v
+ * (1,H,S,dh) are computed once by the prefill and stored; the step reads them. */
+bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v);
 /* STEP: the (1, context) f32 mask of the cache rows 0..pos. */
 uint32_t fe_decode_mask(fe_ctx *c, const fe_node *n);
 /* STEP: kv.pos as f32 (1, 1). */

@@ -43,7 +43,10 @@ typedef struct kiln_given_input {
  *
  * The cache is one STATE node per self-attention and per k / v, "kv.NAME.k" (1, H,
  * context, dh) f32, in kiln_model.kv_states order; compiled as a stateful request, the
- * states are one blob (codegen.h). */
+ * states are one blob (codegen.h). Only the side of the graph that depends on the
+ * generated token input is cached: an encoder–decoder's encoder runs as usual in the
+ * prefill (and is dead in the step), and its decoder's cross-attention keys and values
+ * (1, H, S, dh) are stored by the prefill and read by the step. */
 typedef enum kiln_decode_mode { KILN_DECODE_OFF, KILN_DECODE_PREFILL, KILN_DECODE_STEP } kiln_decode_mode;
 
 typedef struct kiln_load_options {
@@ -59,6 +62,7 @@ typedef struct kiln_load_options {
 typedef struct kiln_decode_options {
     kiln_decode_mode mode;
     int64_t context;                   /* the cache length (positions) */
+    const char *tokens;                /* the generated token input ("tokens", "tgt_in"…) */
 } kiln_decode_options;
 
 typedef struct kiln_dim {

@@ -1000,6 +1000,7 @@ bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const c
     if (dec && dec->mode != KILN_DECODE_OFF) {
         c.decode = dec->mode;
         c.context = dec->context;
+        c.dec_tokens = dec->tokens ? dec->tokens : "tokens";
     }
     int before = n_errors(&c);
 
@@ -1010,6 +1011,7 @@ bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const c
         cJSON_Delete(root);
     }
     bool ok = n_errors(&c) == before;
+    free(c.dec_dep);
     kiln_diags_set_file(diags, m->file);
     if (!ok) kiln_model_free(m);
     return ok;

@@ -76,7 +76,7 @@ uint32_t fe_expand_pos_encoding(fe_ctx *c, fe_node *n)
     }
 
     /* a generation step (decode.c) reads the row of position kv.pos */
-    bool step = c->decode == KILN_DECODE_STEP;
+    bool step = c->decode == KILN_DECODE_STEP && fe_decode_depends(c, x); /* not an encoder's */
     uint32_t pe; /* (T, D) */
     if (kind == KIND_SINUSOIDAL) {
         pe = sinusoid_table(c, n, step ? c->context : T, D);

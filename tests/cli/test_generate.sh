@@ -5,8 +5,8 @@
 # pass over the growing sequence (--no-cache), token for token, with log-probabilities
 # within float tolerance; a fixed seed reproduces the same text and --top-k 1 is greedy;
 # the context bounds generation (stop "context"), a too long prompt is refused or
-# truncated from the left; and every bad request fails with its message: an encoder
-# model, --top-p outside (0, 1], a negative temperature, a character missing from a char
+# truncated from the left; an encoder-decoder (--source) agrees with its full forward
+# pass too; and every bad request fails with its message: an encoder model, --top-p outside (0, 1], a negative temperature, a character missing from a char
 # vocabulary, a char model without its tokenizer. Then `kiln compile --generate` exports
 # NAME_prefill and NAME_decode_step, and examples/deploy/generate.c built against the .so
 # and the .a prints exactly what `kiln generate` prints, greedy and with top-k sampling.
@@ -100,7 +100,32 @@ run_fails "negative temperature" 2 "temperature" generate "$model" --weights $w 
 run_fails "no prompt" 2 "--prompt TEXT is required" generate "$model" --weights $w
 run_fails "empty prompt" 1 "is empty" generate "$model" --weights $w --prompt ""
 run_fails "encoder model" 1 "not causal" generate "$src/examples/bert_classifier.json" --weights $w --prompt a
-run_fails "--source" 2 "not built yet" generate "$src/examples/translator.json" --weights $w --source a
+run_fails "--source on a decoder" 1 "has no 'src' input" generate "$model" --weights $w --source a
+
+# an encoder-decoder: the encoder runs in the prefill, cross-attention keys and values are
+# cached with the decoder's own; the same check against the full forward pass
+s2s=$models/gen_seq2seq.json
+if run_ok "init seq2seq" init "$s2s" -o s2s.safetensors; then
+    run_ok "seq2seq cached" generate "$s2s" --weights s2s.safetensors --source "hello there" --max-new 30 --greedy \
+        --json && cp out.txt cached.json
+    run_ok "seq2seq --no-cache" generate "$s2s" --weights s2s.safetensors --source "hello there" --max-new 30 \
+        --greedy --json --no-cache && cp out.txt full.json
+    run_ok "seq2seq other source" generate "$s2s" --weights s2s.safetensors --source "goodbye" --max-new 30 \
+        --greedy --json && cp out.txt other.json
+    $py - cached.json full.json other.json <<'EOF' || fail "seq2seq: the KV cache disagrees with the full forward pass"
+import json, sys
+a, b, c = (json.load(open(f)) for f in sys.argv[1:4])
+assert a["ids"] == b["ids"], (a["ids"], b["ids"])
+assert max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"])) < 1e-4
+assert a["prompt_tokens"] == 1 and len(a["ids"]) == 24 and a["stop"] == "context"  # <bos>, then T = 24
+assert a["ids"] != c["ids"], "the source changes nothing"
+EOF
+    run_fails "seq2seq without --source" 1 "give the text to transform with --source" generate "$s2s" \
+        --weights s2s.safetensors --prompt a
+    run_fails "seq2seq source too long" 1 "longer than the model's source length of 16" generate "$s2s" \
+        --weights s2s.safetensors --source "$long"
+    run_fails "compile --generate seq2seq" 1 "not exported yet" compile "$s2s" -o s2s.so --generate
+fi
 
 # a char model: its tokenizer comes from the checkpoint of kiln train
 sed -e 's/"gen_rope"/"gen_char"/' -e 's/"vocab": 256/"vocab": 64/' -e 's/"out": 256/"out": 64/' \
