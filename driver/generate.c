@@ -19,7 +19,8 @@
  * largest logit; otherwise logits/temperature are ranked (value descending, then id),
  * cut to the top k, turned into probabilities, cut to the smallest prefix holding top_p of
  * the mass, and one uniform draw from the run's RNG picks along that ranking. Without
- * top-k and top-p nothing is sorted: the draw walks the ids in order.
+ * top-k and top-p nothing is sorted: the draw walks the ids in order; top-k selects its k
+ * ids with a heap and sorts only those, so a large vocabulary costs O(V log k) per token.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -416,11 +417,45 @@ void sampler_free(sampler *s)
 
 static const double *sort_key; /* qsort has no context argument */
 
+static int by_value_desc(const void *a, const void *b);
+
 static int by_value_desc(const void *a, const void *b)
 {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     if (sort_key[x] != sort_key[y]) return sort_key[x] > sort_key[y] ? -1 : 1;
     return (x > y) - (x < y);
+}
+
+/* The ranking's order: a before b. */
+static bool better(const double *p, int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); }
+
+/* heap[0..n) is a heap with the worst kept id at the root; restores it below i. */
+static void sift_down(const double *p, int32_t *heap, int64_t n, int64_t i)
+{
+    for (;;) {
+        int64_t l = 2 * i + 1, r = l + 1, w = i;
+        if (l < n && better(p, heap[w], heap[l])) w = l;
+        if (r < n && better(p, heap[w], heap[r])) w = r;
+        if (w == i) return;
+        int32_t t = heap[i];
+        heap[i] = heap[w], heap[w] = t;
+        i = w;
+    }
+}
+
+/* ord[0..k) = the k first ids of the ranking, in ranking order: a heap of the best k
+ * seen (O(V log k)), then a sort of those k only — the same order a full sort gives. */
+static void top_k_ids(const double *p, int64_t V, int64_t k, int32_t *ord)
+{
+    for (int64_t i = 0; i < k; i++) ord[i] = (int32_t)i;
+    for (int64_t i = k / 2; i-- > 0;) sift_down(p, ord, k, i);
+    for (int64_t i = k; i < V; i++) {
+        if (!better(p, (int32_t)i, ord[0])) continue;
+        ord[0] = (int32_t)i;
+        sift_down(p, ord, k, 0);
+    }
+    sort_key = p;
+    qsort(ord, (size_t)k, sizeof *ord, by_value_desc);
 }
 
 int32_t sampler_pick(sampler *s, const float *logits, double *logprob)
@@ -441,10 +476,12 @@ int32_t sampler_pick(sampler *s, const float *logits, double *logprob)
         for (int64_t i = 0; i < V; i++) p[i] = (double)logits[i] / s->temperature, ord[i] = (int32_t)i;
         int64_t keep = V;
         bool ranked = (s->top_k > 0 && s->top_k < V) || s->top_p < 1;
-        if (ranked) {
+        if (s->top_k > 0 && s->top_k < V) {
+            keep = s->top_k;
+            top_k_ids(p, V, keep, ord);
+        } else if (ranked) { /* top-p alone ranks everything */
             sort_key = p;
             qsort(ord, (size_t)V, sizeof *ord, by_value_desc);
-            if (s->top_k > 0 && s->top_k < V) keep = s->top_k;
         }
         double top = p[ord[0]];
         if (!ranked)
