@@ -238,7 +238,9 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
 
     sampler_init(&s, g.vocab, r.temperature, r.top_k, r.top_p, (uint64_t)r.seed);
     have_sampler = true;
-    logprobs = calloc((size_t)r.max_new + 1, sizeof *logprobs);
+    /* at most one token per free position (and one from the full context's last row) */
+    int64_t most = r.max_new < g.context ? r.max_new : g.context;
+    logprobs = calloc((size_t)most + 1, sizeof *logprobs);
     KILN_ASSERT(logprobs != NULL);
     int32_t eos = kiln_tokenizer_special(&tok, KILN_SPECIAL_EOS);
 

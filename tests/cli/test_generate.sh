@@ -93,6 +93,10 @@ run_ok "--truncate" generate "$model" --weights $w --prompt "$long" --max-new 5 
 $py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["prompt_tokens"]==32 and len(d["ids"])==1 and d["stop"]=="context" and d["prompt"]==sys.argv[2][-32:], d' \
     out.txt "$long" || fail "--truncate did not keep the last 32 tokens"
 
+run_ok "a huge --max-new" generate "$model" --weights $w --prompt "Once" --max-new 9223372036854775807 --json
+$py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["stop"]=="context" and len(d["ids"])==29' out.txt ||
+    fail "a huge --max-new did not stop at the context"
+
 # --- bad requests ---
 run_fails "top-p 0" 2 "expected a value in (0, 1]" generate "$model" --weights $w --prompt a --top-p 0
 run_fails "top-p 1.5" 2 "expected a value in (0, 1]" generate "$model" --weights $w --prompt a --top-p 1.5
