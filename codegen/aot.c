@@ -11,6 +11,9 @@
  *   → LLVMTargetMachineEmitToFile on a clone (codegen mutates the module it emits), PIC
  *   + with --train, the training step's module (NAME_train_step, its graph built by the
  *     driver) as a second object: its kernels are internal, so the two cannot clash
+ *   + with --generate, generation's prefill and decode step (NAME_prefill,
+ *     NAME_decode_step: stateful entries over a KV-cache blob) as two more objects, and
+ *     their sizes and prototypes in the header (header_generate.c)
  *   → `cc -r -nostdlib` merges the object(s) with the runtime archive's loader
  *     (runtime/params.c: libc only, no allocation), pulling only the members it needs
  *   → `objcopy -G` for each entry point: every other global (the loader included) becomes
@@ -348,27 +351,69 @@ static bool train_module(const kiln_compile_request *req, const kiln_compile_req
     for (uint32_t i = 0; same && i < req->n_params; i++)
         same = m->prog.plan.homes[train->params[i]].offset == fwd->prog.plan.homes[req->params[i]].offset;
     if (same) return true;
-    kiln_diags_add(d, NULL, 0, 0, "codegen",
-                   "internal error: the training step lays out the parameter blob unlike the forward pass");
+    kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the %s lays out the parameter blob unlike the forward pass",
+                   train->stateful ? "generation entry" : "training step");
     kiln_module_free(m);
     return false;
 }
 
+/* Generation's prefill and decode step beside the forward module: the parameter blob as
+ * the forward pass lays it out (train_module's check), and one KV cache both lay out alike. */
+static bool generate_modules(const kiln_compile_request *req, const kiln_aot_options *opt, const kiln_module *fwd,
+                             kiln_module *pm, kiln_module *sm, kiln_diags *d)
+{
+    if (!train_module(req, opt->prefill, fwd, pm, d)) return false;
+    if (!train_module(req, opt->decode_step, fwd, sm, d)) {
+        kiln_module_free(pm);
+        return false;
+    }
+    const kiln_compile_request *p = opt->prefill, *s = opt->decode_step;
+    bool same = p->n_states == s->n_states && pm->prog.plan.optim_bytes == sm->prog.plan.optim_bytes;
+    for (uint32_t i = 0; same && i < p->n_states; i++)
+        same = pm->prog.plan.homes[p->states[i]].offset == sm->prog.plan.homes[s->states[i]].offset;
+    if (same) return true;
+    kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the prefill and the decode step lay out the KV cache differently");
+    kiln_module_free(pm);
+    kiln_module_free(sm);
+    return false;
+}
+
+/* The header text with the generation part placed before its closing lines. */
+static char *header_with_generate(char *text, const kiln_aot_options *opt, const kiln_module *pm, const kiln_module *sm)
+{
+    char *gen = kiln_header_generate_text(opt->prefill, &pm->prog.plan, opt->decode_step, &sm->prog.plan);
+    const char *tail = "#ifdef __cplusplus\n}\n#endif";
+    char *at = NULL;
+    for (char *p = strstr(text, tail); p; p = strstr(p + 1, tail)) at = p; /* the last one */
+    KILN_ASSERT(at != NULL);
+    size_t head = (size_t)(at - text), n = strlen(text), g = strlen(gen);
+    char *out = malloc(n + g + 1);
+    KILN_ASSERT(out != NULL);
+    memcpy(out, text, head);
+    memcpy(out + head, gen, g);
+    memcpy(out + head + g, text + head, n - head + 1);
+    free(gen);
+    free(text);
+    return out;
+}
+
 /* The files of one build, all inside `dir` (a fresh directory beside the output). */
 typedef struct build {
-    char *dir, *model_o, *train_o, *merged_o, *final;
+    char *dir, *model_o, *train_o, *prefill_o, *step_o, *merged_o, *final;
     char *header_tmp; /* beside the header */
 } build;
 
 static void build_cleanup(build *b)
 {
-    const char *files[] = {b->model_o, b->train_o, b->merged_o, b->final, b->header_tmp};
+    const char *files[] = {b->model_o, b->train_o, b->prefill_o, b->step_o, b->merged_o, b->final, b->header_tmp};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (files[i]) unlink(files[i]); /* renamed ones are gone already: harmless */
     if (b->dir) rmdir(b->dir);
     free(b->dir);
     free(b->model_o);
     free(b->train_o);
+    free(b->prefill_o);
+    free(b->step_o);
     free(b->merged_o);
     free(b->final);
     free(b->header_tmp);
@@ -404,10 +449,16 @@ static bool stage_header(build *b, const char *path, const char *text, kiln_diag
 bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d)
 {
     const char *name = model_name(req);
-    kiln_module m, tm;
+    kiln_module m, tm, pm, sm;
+    bool gen = opt->prefill && opt->decode_step;
     if (!export_module(req, &m, d)) return false;
     if (opt->train && !train_module(req, opt->train, &m, &tm, d)) {
         kiln_module_free(&m);
+        return false;
+    }
+    if (gen && !generate_modules(req, opt, &m, &pm, &sm, d)) {
+        kiln_module_free(&m);
+        if (opt->train) kiln_module_free(&tm);
         return false;
     }
 
@@ -434,22 +485,37 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
             b.train_o = join(b.dir, file);
             ok = emit_object(&tm, b.train_o, d);
         }
+        if (ok && gen) {
+            snprintf(file, sizeof file, "%s.prefill.o", name);
+            b.prefill_o = join(b.dir, file);
+            snprintf(file, sizeof file, "%s.decode_step.o", name);
+            b.step_o = join(b.dir, file);
+            ok = emit_object(&pm, b.prefill_o, d) && emit_object(&sm, b.step_o, d);
+        }
     }
     if (ok) {
-        char *merge[] = {(char *)opt->cc, "-r", "-nostdlib", "-o", b.merged_o, b.model_o,
-                         b.train_o ? b.train_o : (char *)opt->runtime_archive,
-                         b.train_o ? (char *)opt->runtime_archive : NULL, NULL};
+        char *merge[12];
+        int k = 0;
+        merge[k++] = (char *)opt->cc, merge[k++] = "-r", merge[k++] = "-nostdlib", merge[k++] = "-o";
+        merge[k++] = b.merged_o, merge[k++] = b.model_o;
+        if (b.train_o) merge[k++] = b.train_o;
+        if (b.prefill_o) merge[k++] = b.prefill_o, merge[k++] = b.step_o;
+        merge[k++] = (char *)opt->runtime_archive;
+        merge[k] = NULL;
         ok = run_tool(merge, d);
     }
     if (ok) {
-        /* -G SYM keeps SYM global and makes every other defined symbol local */
-        char syms[5][300], *localise[] = {(char *)opt->objcopy, "-G", syms[0], "-G", syms[1], "-G", syms[2], "-G",
-                                           syms[3], "-G", syms[4], b.merged_o, NULL};
+        /* -G SYM keeps SYM global and makes every other defined symbol local; entries
+         * absent from this build (train_step, prefill, decode_step) are harmless */
+        char syms[7][300], *localise[] = {(char *)opt->objcopy, "-G", syms[0], "-G", syms[1], "-G", syms[2], "-G",
+                                           syms[3], "-G", syms[4], "-G", syms[5], "-G", syms[6], b.merged_o, NULL};
         snprintf(syms[0], sizeof syms[0], "%s_forward", name);
         snprintf(syms[1], sizeof syms[1], "%s_load", name);
         snprintf(syms[2], sizeof syms[2], "%s_set_threads", name);
         snprintf(syms[3], sizeof syms[3], "%s_params", name);
-        snprintf(syms[4], sizeof syms[4], "%s_train_step", name); /* absent without --train: harmless */
+        snprintf(syms[4], sizeof syms[4], "%s_train_step", name);
+        snprintf(syms[5], sizeof syms[5], "%s_prefill", name);
+        snprintf(syms[6], sizeof syms[6], "%s_decode_step", name);
         ok = run_tool(localise, d);
     }
     if (ok) {
@@ -477,6 +543,7 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     }
     if (ok && opt->header) {
         char *text = kiln_header_text(req, &m.prog.plan, opt->train, opt->train ? &tm.prog.plan : NULL, opt->source);
+        if (gen) text = header_with_generate(text, opt, &pm, &sm);
         ok = stage_header(&b, opt->header, text, d);
         free(text);
     }
@@ -491,5 +558,9 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     build_cleanup(&b);
     kiln_module_free(&m);
     if (opt->train) kiln_module_free(&tm);
+    if (gen) {
+        kiln_module_free(&pm);
+        kiln_module_free(&sm);
+    }
     return ok;
 }

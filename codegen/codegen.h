@@ -138,6 +138,12 @@ typedef struct kiln_compile_request {
     bool dropout;
     uint32_t dropout_step;
     uint64_t dropout_seed;
+    /* A stateful entry without training (generation's KV cache, frontend.h): `states`
+     * lists the graph's STATE nodes in state-blob order and the graph's updates are
+     * compiled, as for `train`, but there is no lr and dropout stays the identity:
+     *     int NAME_SUFFIX(const float *params, float *state, void *workspace, inputs…, outputs…) */
+    bool stateful;
+    const char *suffix;            /* the entry's name after NAME_: NULL = "forward" / "train_step" */
     bool no_fuse;                  /* every node its own kernel (as --disable-pass fuse) */
     const kiln_pipeline_options *pipeline;  /* --disable-pass, --dump-after; NULL: defaults */
 } kiln_compile_request;
@@ -162,12 +168,12 @@ enum {
 typedef struct kiln_compiled {
     void *jit;                     /* LLVMOrcLLJITRef, owns the machine code */
     void *entry;                   /* int NAME_forward(…), called through libffi */
-    uint32_t n_args;               /* 2 + inputs + outputs; train: 4 + inputs + outputs */
+    uint32_t n_args;               /* 2 + inputs + outputs; train: 4 + …; stateful: 3 + … */
     int n_kernels;                 /* kernel calls (the schedule's kernels, passes/fuse.c) */
     int n_functions;               /* distinct kernel functions (equal kernels are shared) */
     int64_t params_bytes;          /* the blob */
     int64_t *param_offsets;        /* per request parameter: byte offset in the blob */
-    int64_t optim_bytes;           /* the optimizer blob (train) */
+    int64_t optim_bytes;           /* the optimizer blob (train), the state blob (stateful) */
     int64_t *state_offsets;        /* per request state: byte offset in the optimizer blob */
     int64_t workspace_bytes, unplanned_bytes, lower_bound_bytes;
     char *llvm_ir, *asm_text;      /* when asked for, else NULL (malloc'd) */
@@ -224,6 +230,10 @@ typedef struct kiln_aot_options {
      * graph is another one (forward + autodiff + optimizer) over the same parameters,
      * in the same blob order; it becomes a module of its own, merged into the artifact. */
     const kiln_compile_request *train;
+    /* `--generate`: generation's two stateful entries (frontend.h kiln_decode_mode), both
+     * or neither, over the same parameter blob and one KV-cache blob; each becomes a module
+     * of its own, as the training step does. */
+    const kiln_compile_request *prefill, *decode_step;
 } kiln_aot_options;
 
 /* Builds the exported library of a forward request (req->name: the symbol prefix NAME,
@@ -240,6 +250,11 @@ char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *
  * the exported training step and its plan, or NULL (then nothing about training). */
 char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const kiln_compile_request *train,
                        const kiln_memplan *train_plan, const char *source);
+
+/* The header's generation part (header_generate.c): sizes and prototypes of NAME_prefill
+ * and NAME_decode_step, malloc'd. */
+char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,
+                                const kiln_compile_request *step, const kiln_memplan *step_plan);
 
 /* Writes bytes to path atomically: a temporary beside it, then rename. */
 bool kiln_write_file_atomic(const char *path, const void *data, size_t size, kiln_diags *d);

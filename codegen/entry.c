@@ -21,6 +21,10 @@
  * kernels read it like any value, and the graph's updates land in the blobs: computed
  * in place where the plan says so (KILN_HOME_UPDATE), else copied after the outputs.
  * Dropout nodes drop (lower_dropout.c), seeded from the step counter.
+ *
+ * A stateful request (generation's KV cache) has the state blob without lr:
+ *
+ *     int NAME_SUFFIX(const float *params, float *state, void *workspace, <inputs…>, <outputs…>)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -196,6 +200,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
 
     entry_ctx e = {cg, g, p, NULL, req->n_inputs, 0, 1, 2, 2 + req->n_inputs, NULL};
     if (req->train) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 4 + req->n_inputs, NULL};
+    else if (req->stateful) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 3 + req->n_inputs, NULL};
     unsigned n_args = e.a_outputs + g->n_outputs;
     LLVMTypeRef *params = calloc(n_args, sizeof *params);
     KILN_ASSERT(params != NULL);
@@ -209,6 +214,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
     e.fn = fn;
     LLVMSetValueName2(LLVMGetParam(fn, 0), "params", 6);
     if (req->train) LLVMSetValueName2(LLVMGetParam(fn, e.a_optim), "optim", 5);
+    else if (req->stateful) LLVMSetValueName2(LLVMGetParam(fn, e.a_optim), "state", 5);
     LLVMSetValueName2(LLVMGetParam(fn, e.a_workspace), "workspace", 9);
     char arg[160];
     for (uint32_t i = 0; i < req->n_inputs; i++) {

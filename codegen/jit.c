@@ -67,8 +67,8 @@ static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_pro
                                 .n_inputs = req->n_inputs + (req->train ? 1 : 0),
                                 .params = req->params,
                                 .n_params = req->n_params,
-                                .states = req->train ? req->states : NULL,
-                                .n_states = req->train ? req->n_states : 0,
+                                .states = req->train || req->stateful ? req->states : NULL,
+                                .n_states = req->train || req->stateful ? req->n_states : 0,
                                 .dropout_alone = req->train && req->dropout,
                                 .scratch_sizes = scratch_sizes,
                                 .scratch_ctx = (void *)t,
@@ -122,7 +122,8 @@ char *kiln_codegen_dump(const kiln_compile_request *req, kiln_diags *d)
 
 static void entry_name(const kiln_compile_request *req, char *buf, size_t size)
 {
-    snprintf(buf, size, "%s_%s", req->name ? req->name : req->g->name, req->train ? "train_step" : "forward");
+    snprintf(buf, size, "%s_%s", req->name ? req->name : req->g->name,
+             req->suffix ? req->suffix : req->train ? "train_step" : "forward");
 }
 
 static bool verify(LLVMModuleRef mod, kiln_diags *d)
@@ -361,11 +362,11 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     bool ok = plan(req, t, &prog, d);
     kiln_memplan p = prog.plan;
     if (!ok) goto done_target;
-    out->n_args = (req->train ? 4 : 2) + req->n_inputs + g->n_outputs;
+    out->n_args = (req->train ? 4 : req->stateful ? 3 : 2) + req->n_inputs + g->n_outputs;
     out->optim_bytes = p.optim_bytes;
     out->state_offsets = calloc(req->n_states ? req->n_states : 1, sizeof *out->state_offsets);
     KILN_ASSERT(out->state_offsets != NULL);
-    for (uint32_t i = 0; req->train && i < req->n_states; i++) out->state_offsets[i] = p.homes[req->states[i]].offset;
+    for (uint32_t i = 0; (req->train || req->stateful) && i < req->n_states; i++) out->state_offsets[i] = p.homes[req->states[i]].offset;
     out->params_bytes = p.params_bytes;
     out->workspace_bytes = p.workspace_bytes;
     out->unplanned_bytes = p.unplanned_bytes;

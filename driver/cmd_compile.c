@@ -27,6 +27,7 @@
 #include "cli.h"
 #include "codegen.h"
 #include "driver.h"
+#include "generate.h"
 #include "train.h"
 
 #ifndef KILN_EXPORT_RUNTIME_ARCHIVE
@@ -73,13 +74,15 @@ static char *graph_dot(const kiln_graph *g, const unsigned char *needed)
 int cmd_compile(int argc, char **argv, kiln_diags *diags)
 {
     const char *out = NULL, *header = NULL, *cpu = NULL, *features = NULL, *emit = NULL;
-    bool train = false, ckpt = false;
+    bool train = false, ckpt = false, generate = false;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
         {"-o", CLI_STR, &out, NULL},           {"--header", CLI_STR, &header, NULL},
         {"--emit", CLI_STR, &emit, NULL},      {"--target-cpu", CLI_STR, &cpu, NULL},
         {"--target-features", CLI_STR, &features, NULL}, {"--train", CLI_BOOL, &train, NULL},
         {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL},
+        {"--generate", CLI_BOOL, &generate, NULL,
+         "also export NAME_prefill and NAME_decode_step (KV-cached generation, docs/generation.md)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
@@ -102,6 +105,8 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         kiln_diags_add(diags, out, 0, 0, "-o", "unknown kind of output: the name must end in .so, .o or .a");
     }
     if (cpu && !*cpu) kiln_diags_add(diags, NULL, 0, 0, "--target-cpu", "is empty");
+    if (generate && emit)
+        kiln_diags_add(diags, NULL, 0, 0, "--generate", "applies to a library (-o OUT.so|.o|.a), not to --emit");
     if (ckpt && !train)
         kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
     if (diags->n) return EXIT_USAGE;
@@ -125,6 +130,26 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     kiln_model tmodel;
     train_step ts = {0};
     bool have_train = false;
+    /* --generate: the prefill and decode-step graphs (generate.c) */
+    generator gen;
+    bool have_gen = false;
+    if (generate) {
+        size_t len = 0;
+        char *model_text = train_read_model_text(args.positional[0], &len, diags);
+        have_gen = model_text && generator_graphs(&gen, model_text, len, args.positional[0], args.defines,
+                                                  args.n_defines, diags);
+        free(model_text);
+        if (have_gen && gen.has_source) {
+            kiln_diags_add(diags, args.positional[0], 0, 0, "--generate",
+                           "encoder-decoder models are not exported yet (kiln generate --source runs them)");
+            generator_free(&gen);
+            have_gen = false;
+        }
+        if (!have_gen) {
+            kiln_model_free(&model);
+            return EXIT_FAIL;
+        }
+    }
 
     /* the forward entry takes only the inputs its outputs read */
     unsigned char *needed = calloc(g->n_nodes ? g->n_nodes : 1, 1);
@@ -194,6 +219,11 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
                                     .objcopy = env_or("KILN_OBJCOPY", "objcopy"),
                                     .ar = env_or("KILN_AR", "ar"),
                                     .train = train ? &treq : NULL};
+            if (generate) {
+                gen.prefill.req.target = gen.step.req.target = &target;
+                aot.prefill = &gen.prefill.req;
+                aot.decode_step = &gen.step.req;
+            }
             if (kiln_aot_write(&req, &aot, diags)) status = EXIT_OK;
             goto done;
         }
@@ -210,6 +240,7 @@ done:
     free(needed);
     free(inputs);
     if (have_target) kiln_target_free(&target);
+    if (have_gen) generator_free(&gen);
     if (have_train) {
         train_step_free(&ts);
         kiln_model_free(&tmodel);

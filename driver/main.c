@@ -22,6 +22,9 @@ static const command commands[] = {
      "[--batch B] [--init W.safetensors] [--save CKPT.safetensors] [--resume CKPT.safetensors] [--log METRICS.jsonl] "
      "[--threads N] [--seed S] [--val-every N] [--val-batches N] [--save-every N] [--stop-at S] [--checkpoint-activations] [-D N=V]..."},
     {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [-D N=V]..."},
+    {"generate", cmd_generate,
+     "kiln generate MODEL.json --weights W.safetensors (--prompt TEXT | --source TEXT) [--max-new N] [--temperature T | --greedy] "
+     "[--top-k K] [--top-p P] [--seed S] [--truncate] [--json] [--no-cache] [--stats] [--threads N] [-D N=V]..."},
     {"compile", cmd_compile,
      "kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [--target-cpu CPU] "
      "[--target-features F] [--emit ir|llvm|asm|dot] [--train [--checkpoint-activations]] [-D N=V]..."},

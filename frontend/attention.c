@@ -107,10 +107,13 @@ static uint32_t slice_last(fe_ctx *c, const fe_node *n, uint32_t x, int64_t star
     return fe_add(c, n, KILN_OP_SLICE, &x, 1, &a, NULL);
 }
 
-/* x (B, H, L, dh) with positions 0…L−1 → x·cos + rotate_half(x)·sin. */
-static uint32_t apply_rope(fe_ctx *c, const fe_node *n, uint32_t x, int64_t L, int64_t dh)
+/* x (B, H, L, dh) with positions 0…L−1 → x·cos + rotate_half(x)·sin. In a generation
+ * step (L = 1) the position is kv.pos: the tables span the context and one row of each
+ * is read at it. */
+static uint32_t apply_rope(fe_ctx *c, const fe_node *n, uint32_t x, int64_t L, int64_t dh, bool step)
 {
     if (x == KILN_NONE) return KILN_NONE;
+    if (step) L = c->context;
     int64_t half = dh / 2;
     float *cs = fe_table_alloc(c, n, "rope table", 2 * L * dh);
     if (!cs) return KILN_NONE;
@@ -126,6 +129,10 @@ static uint32_t apply_rope(fe_ctx *c, const fe_node *n, uint32_t x, int64_t L, i
     uint32_t cos_t = fe_const_f32(c, n, 2, (int64_t[]){L, dh}, cs, L * dh); /* (L, dh) */
     uint32_t sin_t = fe_const_f32(c, n, 2, (int64_t[]){L, dh}, sn, L * dh); /* (L, dh) */
     free(cs);
+    if (step) {
+        cos_t = fe_decode_row(c, n, cos_t, "rope table"); /* (1, dh) */
+        sin_t = fe_decode_row(c, n, sin_t, "rope table");
+    }
 
     uint32_t x1 = slice_last(c, n, x, 0, half);  /* (B, H, L, dh/2) */
     uint32_t x2 = slice_last(c, n, x, half, dh); /* (B, H, L, dh/2) */
@@ -145,14 +152,15 @@ static uint32_t iota_f32(fe_ctx *c, const fe_node *n, int64_t d0, int64_t d1, in
 }
 
 /* −m_h·|i − j| as (H, T, S). */
-static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t T, int64_t S)
+static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t T, int64_t S, bool step)
 {
     float *slopes = fe_table_alloc(c, n, "alibi slopes", H);
     if (!slopes) return KILN_NONE;
     for (int64_t h = 0; h < H; h++) slopes[h] = (float)-pow(2.0, -8.0 * (double)(h + 1) / (double)H);
     uint32_t m = fe_const_f32(c, n, 3, (int64_t[]){H, 1, 1}, slopes, H); /* (H, 1, 1) */
     free(slopes);
-    uint32_t i = iota_f32(c, n, T, 1, 0); /* (T, 1): query positions */
+    /* (T, 1): query positions; in a generation step the one query is at kv.pos */
+    uint32_t i = step ? fe_decode_pos_f32(c, n) : iota_f32(c, n, T, 1, 0);
     uint32_t j = iota_f32(c, n, 1, S, 1); /* (1, S): key positions */
     uint32_t dist = fe_unary(c, n, KILN_OP_ABS, fe_binary(c, n, KILN_OP_SUB, i, j)); /* (T, S) */
     return fe_binary(c, n, KILN_OP_MUL, m, dist); /* (H, T, S) */
@@ -185,12 +193,34 @@ static int32_t t5_bucket(int64_t rel, bool bidirectional, int buckets, int max_d
     return base + (int32_t)b;
 }
 
+/* A generation step: the query is at kv.pos and the keys at 0…S−1, so the bucket of key
+ * j is that of rel = j − pos ∈ [−(S−1), S−1]: a (2S−1) table of buckets indexed by
+ * j − pos + S − 1, computed at run time with i32 ops, then the weight rows → (H, 1, S). */
+static uint32_t relative_bias_step(fe_ctx *c, const fe_node *n, uint32_t w, int64_t H, int64_t S, bool causal)
+{
+    int32_t *bk = fe_table_alloc(c, n, "relative position buckets", 2 * S - 1);
+    if (!bk) return KILN_NONE;
+    for (int64_t r = 0; r < 2 * S - 1; r++) bk[r] = t5_bucket(r - (S - 1), !causal, T5_BUCKETS, T5_MAX_DISTANCE);
+    uint32_t table = fe_const_i32(c, n, 1, (int64_t[]){2 * S - 1}, bk, 2 * S - 1); /* (2S−1) i32 */
+    free(bk);
+    kiln_attrs ia = {.dtype = KILN_I32, .rank = 1, .shape = {S}, .axis = 0};
+    uint32_t j = fe_add(c, n, KILN_OP_IOTA, NULL, 0, &ia, NULL); /* (S) */
+    uint32_t shift = fe_const_i32(c, n, 1, (int64_t[]){1}, (int32_t[]){(int32_t)(S - 1)}, 1);
+    uint32_t rel = fe_binary(c, n, KILN_OP_ADD, fe_binary(c, n, KILN_OP_SUB, j, fe_decode_pos(c, n)), shift);
+    kiln_attrs g = {.axis = 0};
+    uint32_t idx = fe_add(c, n, KILN_OP_GATHER, (uint32_t[]){table, rel}, 2, &g, NULL); /* (S) i32 buckets */
+    idx = fe_reshape(c, n, idx, 2, (int64_t[]){1, S});
+    uint32_t tsh = fe_add(c, n, KILN_OP_GATHER, (uint32_t[]){w, idx}, 2, &g, NULL); /* (1, S, H) */
+    return fe_transpose(c, n, tsh, (int64_t[]){2, 0, 1});                         /* (H, 1, S) */
+}
+
 /* .rel_bias.weight (32, H) gathered by the (T, S) bucket table → (H, T, S). */
 static uint32_t relative_bias(fe_ctx *c, const fe_node *n, const char *prefix, int64_t H, int64_t T, int64_t S,
-                              bool causal)
+                              bool causal, bool step)
 {
     int64_t wdims[2] = {T5_BUCKETS, H};
     uint32_t w = fe_param(c, n, fe_fmt(c, "%s.rel_bias.weight", prefix), 2, wdims, KILN_INIT_ZEROS, 0);
+    if (step) return relative_bias_step(c, n, w, H, S, causal);
     int32_t *bk = fe_table_alloc(c, n, "relative position buckets", T * S);
     if (!bk) return KILN_NONE;
     for (int64_t i = 0; i < T; i++)
@@ -231,22 +261,45 @@ uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uin
     q = split_heads(c, n, q, H, dh); /* (B, H, T, dh) */
     k = split_heads(c, n, k, H, dh); /* (B, H, S, dh) */
     v = split_heads(c, n, v, H, dh); /* (B, H, S, dh) */
+    /* generation (decode.c): on the decoder's side (what depends on the generated tokens)
+     * self-attention keeps its keys and values in the cache and a step attends from
+     * kv.pos over cache rows 0…pos; cross-attention keys and values are stored once */
+    bool dec = fe_decode_depends(c, x), cross = memory != x;
+    bool step = dec && c->decode == KILN_DECODE_STEP && !cross;
     if (spec->position == FE_POS_ROPE) {
-        q = apply_rope(c, n, q, T, dh);
-        k = apply_rope(c, n, k, S, dh);
+        q = apply_rope(c, n, q, T, dh, dec && c->decode == KILN_DECODE_STEP);
+        k = apply_rope(c, n, k, S, dh, step);
+    }
+    uint32_t mask = spec->mask;
+    if (dec && cross) {
+        if (spec->position != FE_POS_NONE) {
+            fe_error(c, n, "position", "generation with a position scheme on cross-attention is not built yet");
+            return KILN_NONE;
+        }
+        if (!fe_decode_cross(c, n, prefix, &k, &v)) return KILN_NONE;
+    } else if (dec) {
+        if (!spec->causal) {
+            fe_error(c, n, NULL,
+                     "this self-attention is not causal, so the model is an encoder: generation needs a decoder "
+                     "(causal self-attention in every layer)");
+            return KILN_NONE;
+        }
+        if (!fe_decode_cache(c, n, prefix, &k, &v)) return KILN_NONE;
+        mask = step ? fe_decode_mask(c, n) : KILN_NONE; /* no padding in a generated sequence */
+        if (step) S = c->context;
     }
 
     uint32_t in[5] = {q, k, v};
     uint32_t n_in = 3;
     /* dh = 0 (a zero-width input) has nothing to scale; keep the attribute finite. */
-    kiln_attrs a = {.scalar = dh > 0 ? 1.0 / sqrt((double)dh) : 1.0, .causal = spec->causal};
-    if (spec->mask != KILN_NONE) {
-        in[n_in++] = spec->mask; /* (B, S) f32 */
+    kiln_attrs a = {.scalar = dh > 0 ? 1.0 / sqrt((double)dh) : 1.0, .causal = spec->causal && !step};
+    if (mask != KILN_NONE) {
+        in[n_in++] = mask; /* (B, S) f32 */
         a.has_mask = true;
     }
     uint32_t bias = KILN_NONE;
-    if (spec->position == FE_POS_ALIBI) bias = alibi_bias(c, n, H, T, S);
-    else if (spec->position == FE_POS_RELATIVE) bias = relative_bias(c, n, prefix, H, T, S, spec->causal);
+    if (spec->position == FE_POS_ALIBI) bias = alibi_bias(c, n, H, T, S, step);
+    else if (spec->position == FE_POS_RELATIVE) bias = relative_bias(c, n, prefix, H, T, S, spec->causal, step);
     if (spec->position == FE_POS_ALIBI || spec->position == FE_POS_RELATIVE) {
         if (bias == KILN_NONE) return KILN_NONE;
         in[n_in++] = bias; /* (H, T, S) */

@@ -42,6 +42,16 @@ typedef struct fe_ctx {
     /* A broken `dims` section, or an input/layer whose name could not be read: unknown
      * dim or node names are then not reported (they would only echo that problem). */
     bool dims_incomplete, names_incomplete;
+    /* generation graphs (frontend.h, kiln_decode_mode): the mode, the cache length, and
+     * nodes built once per graph on first use (KILN_NONE until then) */
+    kiln_decode_mode decode;
+    int64_t context;
+    uint32_t dec_pos_f32;      /* STEP: kv.pos as f32 (1, 1) */
+    uint32_t dec_mask;         /* STEP: (1, context) f32, 1 for cache rows 0..pos */
+    int cap_kv_states;
+    const char *dec_tokens;    /* the generated token input's name */
+    unsigned char *dec_dep;    /* per node: depends on that input (malloc'd, grown lazily) */
+    uint32_t n_dec_dep;
 } fe_ctx;
 
 /* One JSON object being expanded (a layer, a loss): its path for messages and the keys
@@ -143,6 +153,31 @@ const char *fe_prefix(fe_ctx *c, const fe_node *n);
 #define fe_fmt(c, ...) kiln_arena_printf(&(c)->g->arena, __VA_ARGS__)
 
 static inline const kiln_type *fe_type(fe_ctx *c, uint32_t id) { return &c->g->nodes[id].type; }
+
+/* ---- generation (decode.c) ---- */
+
+/* STEP: the position input, i32 [1] (created on first use). */
+uint32_t fe_decode_pos(fe_ctx *c, const fe_node *n);
+/* STEP: row `pos` of a (rows, cols) table (constant or parameter) → (1, cols); reports
+ * when the table has fewer than context rows (`what` names it). */
+uint32_t fe_decode_row(fe_ctx *c, const fe_node *n, uint32_t table, const char *what);
+/* PREFILL and STEP: self-attention over the cache; q (1,H,T,dh) and k, v (1,H,T,dh) after
+ * rope (STEP: rope at pos). PREFILL records k, v as the cache's new value and returns
+ * KILN_NONE-free attention inputs unchanged; STEP returns the cache with row pos
+ * replaced. `name` is the attention's parameter prefix. *k and *v are replaced by what
+ * attention must read. */
+bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v);
+/* Whether node id depends on the generated token input: the decoder's side of the
+ * graph, which generation caches (an encoder's side runs as usual). False when not
+ * generating. */
+bool fe_decode_depends(fe_ctx *c, uint32_t id);
+/* PREFILL and STEP: a decoder's cross-attention over the encoder's memory; k, v
+ * (1,H,S,dh) are computed once by the prefill and stored; the step reads them. */
+bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v);
+/* STEP: the (1, context) f32 mask of the cache rows 0..pos. */
+uint32_t fe_decode_mask(fe_ctx *c, const fe_node *n);
+/* STEP: kv.pos as f32 (1, 1). */
+uint32_t fe_decode_pos_f32(fe_ctx *c, const fe_node *n);
 
 /* ---- expanders ---- */
 

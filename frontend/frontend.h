@@ -27,6 +27,28 @@ typedef struct kiln_given_input {
     int64_t dims[KILN_MAX_RANK];
 } kiln_given_input;
 
+/* Generation with a KV cache (docs/generation.md): the frontend can build, instead of the
+ * plain forward graph, one of the two graphs of a cached decoder. Both need a batch of
+ * one and causal self-attention; attention masks given in the model file are dropped
+ * (a generated sequence has no padding) and dropout is the identity.
+ *
+ *   PREFILL  the forward pass over `context` positions (the tokens input is (1, context)),
+ *            which also stores every self-attention's keys and values, after rope, into
+ *            the cache: graph updates kv.NAME.k / kv.NAME.v ← k / v.
+ *   STEP     one position (tokens (1, 1)) at the position held by the extra INPUT node
+ *            "kv.pos" (i32 [1]): positional encodings, rope angles and alibi / relative
+ *            biases are those of that position; the new key and value row is written
+ *            into the cache at it (an update computed in place), and attention reads
+ *            cache rows 0..pos (the rest are masked).
+ *
+ * The cache is one STATE node per self-attention and per k / v, "kv.NAME.k" (1, H,
+ * context, dh) f32, in kiln_model.kv_states order; compiled as a stateful request, the
+ * states are one blob (codegen.h). Only the side of the graph that depends on the
+ * generated token input is cached: an encoder–decoder's encoder runs as usual in the
+ * prefill (and is dead in the step), and its decoder's cross-attention keys and values
+ * (1, H, S, dh) are stored by the prefill and read by the step. */
+typedef enum kiln_decode_mode { KILN_DECODE_OFF, KILN_DECODE_PREFILL, KILN_DECODE_STEP } kiln_decode_mode;
+
 typedef struct kiln_load_options {
     const kiln_dim_binding *defines;   /* -D: highest precedence */
     int n_defines;
@@ -36,6 +58,12 @@ typedef struct kiln_load_options {
                                         * messages about those tensors ("x.safetensors:
                                         * tokens: error: ...") instead of the model file */
 } kiln_load_options;
+
+typedef struct kiln_decode_options {
+    kiln_decode_mode mode;
+    int64_t context;                   /* the cache length (positions) */
+    const char *tokens;                /* the generated token input ("tokens", "tgt_in"…) */
+} kiln_decode_options;
 
 typedef struct kiln_dim {
     const char *name;
@@ -90,6 +118,9 @@ typedef struct kiln_model {
     int n_params;
     kiln_train_config train;
     kiln_tokenizer_config tokenizer;
+    uint32_t decode_pos;       /* STEP: the "kv.pos" INPUT node (i32 [1]), else KILN_NONE */
+    uint32_t *kv_states;       /* PREFILL/STEP: the KV cache STATE nodes (arena-owned) */
+    int n_kv_states;
     uint64_t init_seed;        /* `init.seed`, default 0 */
     double init_std;           /* `init.std`, default 0.02 */
 } kiln_model;
@@ -100,6 +131,9 @@ bool kiln_model_load(kiln_model *m, const char *path, const kiln_load_options *o
 /* Same from text in memory; `file` names it in messages. */
 bool kiln_model_load_text(kiln_model *m, const char *text, size_t len, const char *file,
                           const kiln_load_options *opt, kiln_diags *diags);
+/* kiln_model_load_text building a generation graph (dec NULL or OFF: the same). */
+bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const char *file,
+                            const kiln_load_options *opt, const kiln_decode_options *dec, kiln_diags *diags);
 void kiln_model_free(kiln_model *m);
 
 /* The PARAM node named `name`, or KILN_NONE. */

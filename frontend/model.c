@@ -984,11 +984,24 @@ static void set_defaults(kiln_model *m)
 bool kiln_model_load_text(kiln_model *m, const char *text, size_t len, const char *file,
                           const kiln_load_options *opt, kiln_diags *diags)
 {
+    return kiln_model_load_decode(m, text, len, file, opt, NULL, diags);
+}
+
+bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const char *file,
+                            const kiln_load_options *opt, const kiln_decode_options *dec, kiln_diags *diags)
+{
     memset(m, 0, sizeof *m);
     kiln_graph_init(&m->graph, "model");
     m->file = kiln_arena_strdup(&m->graph.arena, file ? file : "<model>");
     set_defaults(m);
     fe_ctx c = {.m = m, .g = &m->graph, .diags = diags, .file = m->file};
+    m->decode_pos = KILN_NONE;
+    c.dec_pos_f32 = c.dec_mask = KILN_NONE;
+    if (dec && dec->mode != KILN_DECODE_OFF) {
+        c.decode = dec->mode;
+        c.context = dec->context;
+        c.dec_tokens = dec->tokens ? dec->tokens : "tokens";
+    }
     int before = n_errors(&c);
 
     cJSON *root = parse_text(&c, text, len);
@@ -998,6 +1011,7 @@ bool kiln_model_load_text(kiln_model *m, const char *text, size_t len, const cha
         cJSON_Delete(root);
     }
     bool ok = n_errors(&c) == before;
+    free(c.dec_dep);
     kiln_diags_set_file(diags, m->file);
     if (!ok) kiln_model_free(m);
     return ok;

@@ -75,14 +75,17 @@ uint32_t fe_expand_pos_encoding(fe_ctx *c, fe_node *n)
         return KILN_NONE;
     }
 
+    /* a generation step (decode.c) reads the row of position kv.pos */
+    bool step = c->decode == KILN_DECODE_STEP && fe_decode_depends(c, x); /* not an encoder's */
     uint32_t pe; /* (T, D) */
     if (kind == KIND_SINUSOIDAL) {
-        pe = sinusoid_table(c, n, T, D);
+        pe = sinusoid_table(c, n, step ? c->context : T, D);
+        if (step) pe = fe_decode_row(c, n, pe, "sinusoidal table");
     } else {
         uint32_t w = fe_param(c, n, fe_fmt(c, "%s.weight", fe_prefix(c, n)), 2, (int64_t[]){max_len, D},
                               KILN_INIT_NORMAL, c->m->init_std); /* (max_len, D) */
         kiln_attrs a = {.axis = 0, .start = 0, .end = T, .step = 1};
-        pe = fe_add(c, n, KILN_OP_SLICE, &w, 1, &a, NULL);
+        pe = step ? fe_decode_row(c, n, w, "learned position table (max_len)") : fe_add(c, n, KILN_OP_SLICE, &w, 1, &a, NULL);
     }
     return fe_binary(c, n, KILN_OP_ADD, x, pe); /* (…, T, D) */
 }

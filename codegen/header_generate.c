@@ -1,0 +1,68 @@
+/* header_generate.c — the generation part of an exported header (`kiln compile
+ * --generate`; docs/generation.md): the sizes of the KV cache and of the generation
+ * workspace, the context and vocabulary, and the prototypes of NAME_prefill and
+ * NAME_decode_step. aot.c places it inside the header kiln_header_text writes, before
+ * the closing lines, so the forward part stays exactly as without --generate. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codegen.h"
+
+static void add(char **s, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void add(char **s, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    KILN_ASSERT(n >= 0);
+    *s = realloc(*s, *len + (size_t)n + 1);
+    KILN_ASSERT(*s != NULL);
+    va_start(ap, fmt);
+    vsnprintf(*s + *len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    *len += (size_t)n;
+}
+
+char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,
+                                const kiln_compile_request *step, const kiln_memplan *step_plan)
+{
+    const char *name = prefill->name ? prefill->name : prefill->g->name;
+    char up[256];
+    size_t i = 0;
+    for (; name[i] && i + 1 < sizeof up; i++) up[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : name[i]);
+    up[i] = 0;
+    const kiln_type *tokens = &prefill->g->nodes[prefill->inputs[0]].type;      /* (1, context) */
+    const kiln_type *logits = &step->g->nodes[step->g->outputs[0].node].type;   /* (1, 1, vocab) */
+    int64_t context = tokens->dims[1], vocab = logits->dims[logits->rank - 1];
+    int64_t ws = prefill_plan->workspace_bytes > step_plan->workspace_bytes ? prefill_plan->workspace_bytes
+                                                                            : step_plan->workspace_bytes;
+    char *s = NULL;
+    size_t len = 0;
+    add(&s, &len,
+        "/* Generation with a KV cache (kiln compile --generate). A cache of %s_KV_CACHE_BYTES\n"
+        " * (64-byte aligned) holds every self-attention's keys and values for %s_CONTEXT\n"
+        " * positions; both functions take a workspace of %s_GEN_WORKSPACE_BYTES and the\n"
+        " * parameter blob above. %s_prefill runs the model over tokens[0..%s_CONTEXT) (pad\n"
+        " * a shorter prompt of n tokens with 0: row n-1 of logits predicts token n) and fills\n"
+        " * the cache; %s_decode_step then takes the token at position *pos (n, n+1, …,\n"
+        " * below %s_CONTEXT), reads cache rows 0..*pos-1, writes row *pos, and gives the\n"
+        " * logits of the next token. Both return 0, or KILN_FORWARD_INDEX_RANGE for a token\n"
+        " * id or position outside the model's tables. */\n",
+        up, up, up, name, up, name, up);
+    add(&s, &len, "#define %s_CONTEXT %lld\n", up, (long long)context);
+    add(&s, &len, "#define %s_VOCAB %lld\n", up, (long long)vocab);
+    add(&s, &len, "#define %s_KV_CACHE_BYTES %lld\n", up, (long long)prefill_plan->optim_bytes);
+    add(&s, &len, "#define %s_GEN_WORKSPACE_BYTES %lld\n\n", up, (long long)ws);
+    add(&s, &len,
+        "int %s_prefill(const float *params, float *kv_cache, void *workspace,\n"
+        "        const int32_t *tokens /* [%s_CONTEXT] */, float *logits /* [%s_CONTEXT * %s_VOCAB] */);\n",
+        name, up, up, up);
+    add(&s, &len,
+        "int %s_decode_step(const float *params, float *kv_cache, void *workspace,\n"
+        "        const int32_t *token /* [1] */, const int32_t *pos /* [1] */, float *logits /* [%s_VOCAB] */);\n\n",
+        name, up);
+    return s;
+}

@@ -1,0 +1,175 @@
+/* decode.c — the pieces of the generation graphs (frontend.h, kiln_decode_mode).
+ *
+ * Shapes are static, so a KV-cached decoder is two graphs over one fixed-size cache:
+ * the prefill (the forward pass over `context` positions, storing every key and value
+ * row) and the step (one position, at a position given at run time). Everything here is
+ * built from existing ops, so the interpreter, fusion and codegen need nothing new:
+ *
+ *   position   an INPUT "kv.pos" i32 [1]; tables indexed by position (sinusoidal, learned
+ *              position weights, rope's cos/sin) are read at it with a one-row gather,
+ *              which also bounds it (a position past the table is a run-time error, not
+ *              a wild read).
+ *   cache      a STATE (1, H, context, dh) per self-attention and per k / v. The step's
+ *              new row enters as where(iota == pos, k_new, cache·1): an elementwise kernel
+ *              that reads each cache element and writes the same element, so the memory
+ *              planner computes it in place (KILN_HOME_UPDATE) and the update costs no
+ *              copy. Attention then reads that value — the cache with row pos written.
+ *   mask       keys 0..pos are kept: lt(iota, pos + 1) as the attention's (1, S) key mask,
+ *              pos + 1 read from a table so that a position outside the cache fails.
+ *              Rows past pos hold stale or prefill-padding values; they are never read.
+ *
+ * The prefill graph's keys and values become the cache's new value (an update); it runs
+ * over the whole context with the prompt padded, and causal attention keeps the padding
+ * out of every row the driver reads.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "modules.h"
+
+uint32_t fe_decode_pos(fe_ctx *c, const fe_node *n)
+{
+    kiln_model *m = c->m;
+    if (m->decode_pos != KILN_NONE) return m->decode_pos;
+    kiln_attrs a = {.dtype = KILN_I32, .rank = 1, .shape = {1}, .name = "kv.pos"};
+    m->decode_pos = fe_add(c, n, KILN_OP_INPUT, NULL, 0, &a, "kv.pos");
+    return m->decode_pos;
+}
+
+uint32_t fe_decode_pos_f32(fe_ctx *c, const fe_node *n)
+{
+    if (c->dec_pos_f32 != KILN_NONE) return c->dec_pos_f32;
+    uint32_t p = fe_reshape(c, n, fe_decode_pos(c, n), 2, (int64_t[]){1, 1});
+    kiln_attrs a = {.dtype = KILN_F32};
+    c->dec_pos_f32 = fe_add(c, n, KILN_OP_CAST, &p, 1, &a, NULL); /* (1, 1) */
+    return c->dec_pos_f32;
+}
+
+uint32_t fe_decode_mask(fe_ctx *c, const fe_node *n)
+{
+    if (c->dec_mask != KILN_NONE) return c->dec_mask;
+    /* pos + 1 read from the table 1…context: a gather, so that a position outside the
+     * cache is a run-time error (KILN_RC_INDEX_RANGE) in compiled code, never a write
+     * that misses every row */
+    int32_t *succ = fe_table_alloc(c, n, "position table", c->context);
+    if (!succ) return KILN_NONE;
+    for (int64_t i = 0; i < c->context; i++) succ[i] = (int32_t)(i + 1);
+    uint32_t table = fe_const_i32(c, n, 1, (int64_t[]){c->context}, succ, c->context);
+    free(succ);
+    kiln_attrs g = {.axis = 0};
+    uint32_t next = fe_add(c, n, KILN_OP_GATHER, (uint32_t[]){table, fe_decode_pos(c, n)}, 2, &g, NULL); /* [1] */
+    next = fe_reshape(c, n, next, 2, (int64_t[]){1, 1});
+    kiln_attrs ia = {.dtype = KILN_I32, .rank = 2, .shape = {1, c->context}, .axis = 1};
+    uint32_t j = fe_add(c, n, KILN_OP_IOTA, NULL, 0, &ia, NULL); /* (1, S): key positions */
+    c->dec_mask = fe_binary(c, n, KILN_OP_LT, j, next);         /* (1, S) f32: j <= pos */
+    return c->dec_mask;
+}
+
+uint32_t fe_decode_row(fe_ctx *c, const fe_node *n, uint32_t table, const char *what)
+{
+    if (table == KILN_NONE) return KILN_NONE;
+    const kiln_type *t = fe_type(c, table);
+    if (t->rank != 2 || t->dims[0] < c->context) {
+        fe_error(c, n, NULL, "the %s has %lld rows, fewer than the generation context of %lld positions", what,
+                 (long long)t->dims[0], (long long)c->context);
+        return KILN_NONE;
+    }
+    kiln_attrs g = {.axis = 0};
+    return fe_add(c, n, KILN_OP_GATHER, (uint32_t[]){table, fe_decode_pos(c, n)}, 2, &g, NULL); /* (1, cols) */
+}
+
+bool fe_decode_depends(fe_ctx *c, uint32_t id)
+{
+    if (c->decode == KILN_DECODE_OFF || id == KILN_NONE) return false;
+    const kiln_graph *g = c->g;
+    if (c->n_dec_dep < g->n_nodes) { /* nodes only ever get appended: extend the memo */
+        c->dec_dep = realloc(c->dec_dep, g->n_nodes);
+        KILN_ASSERT(c->dec_dep != NULL);
+        for (uint32_t i = c->n_dec_dep; i < g->n_nodes; i++) {
+            const kiln_node *nd = &g->nodes[i];
+            bool dep = nd->op == KILN_OP_INPUT && nd->attrs.name && strcmp(nd->attrs.name, c->dec_tokens) == 0;
+            for (uint32_t j = 0; j < nd->n_in && !dep; j++) dep = c->dec_dep[nd->in[j]];
+            c->dec_dep[i] = dep;
+        }
+        c->n_dec_dep = g->n_nodes;
+    }
+    return c->dec_dep[id];
+}
+
+/* A new cache STATE named kv.NAME.SUFFIX of type t with `len` positions (axis 2). */
+static uint32_t cache_state(fe_ctx *c, const fe_node *n, const char *name, const char *suffix, const kiln_type *t,
+                            int64_t len)
+{
+    kiln_attrs a = {.dtype = KILN_F32, .rank = t->rank, .name = fe_fmt(c, "kv.%s.%s", name, suffix)};
+    for (int d = 0; d < t->rank; d++) a.shape[d] = t->dims[d];
+    a.shape[2] = len;
+    uint32_t s = fe_add(c, n, KILN_OP_STATE, NULL, 0, &a, a.name);
+    if (s == KILN_NONE) return s;
+    kiln_model *m = c->m;
+    if (m->n_kv_states == c->cap_kv_states) {
+        int cap = c->cap_kv_states ? 2 * c->cap_kv_states : 16;
+        uint32_t *grown = kiln_arena_alloc(&c->g->arena, (size_t)cap * sizeof *grown);
+        for (int i = 0; i < m->n_kv_states; i++) grown[i] = m->kv_states[i];
+        m->kv_states = grown;
+        c->cap_kv_states = cap;
+    }
+    m->kv_states[m->n_kv_states++] = s;
+    return s;
+}
+
+/* STEP: the cache with row pos replaced by x (1, H, 1, dh). */
+static uint32_t write_row(fe_ctx *c, const fe_node *n, uint32_t cache, uint32_t x)
+{
+    kiln_attrs ia = {.dtype = KILN_I32, .rank = 4, .shape = {1, 1, c->context, 1}, .axis = 2};
+    uint32_t rows = fe_add(c, n, KILN_OP_IOTA, NULL, 0, &ia, NULL);
+    uint32_t p = fe_reshape(c, n, fe_decode_pos(c, n), 4, (int64_t[]){1, 1, 1, 1});
+    uint32_t hit = fe_binary(c, n, KILN_OP_EQ, rows, p); /* (1, 1, S, 1) f32 */
+    /* scale by 1 (exact) gives the where a partner of its shape, so fusion makes the two
+     * one LOOP kernel reading the cache at the element it writes: the memory planner's
+     * condition for computing the update in place (a one-node kernel is never in place) */
+    uint32_t old = fe_scale(c, n, cache, 1.0);
+    uint32_t out = fe_add(c, n, KILN_OP_WHERE, (uint32_t[]){hit, x, old}, 3, NULL, NULL);
+    if (out != KILN_NONE) kiln_graph_add_update(c->g, cache, out);
+    return out;
+}
+
+bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v)
+{
+    if (*k == KILN_NONE || *v == KILN_NONE) return false;
+    const kiln_type *kt = fe_type(c, *k), *vt = fe_type(c, *v);
+    int64_t T = kt->dims[2];
+    if (kt->dims[0] != 1 || T != (c->decode == KILN_DECODE_STEP ? 1 : c->context)) {
+        fe_error(c, n, NULL, "internal error: a generation graph needs batch 1 and %lld positions, got %lld and %lld",
+                 (long long)(c->decode == KILN_DECODE_STEP ? 1 : c->context), (long long)kt->dims[0], (long long)T);
+        return false;
+    }
+    kiln_type kct = *kt, vct = *vt;
+    uint32_t ks = cache_state(c, n, name, "k", &kct, c->context);
+    uint32_t vs = cache_state(c, n, name, "v", &vct, c->context);
+    if (ks == KILN_NONE || vs == KILN_NONE) return false;
+    if (c->decode == KILN_DECODE_PREFILL) {
+        kiln_graph_add_update(c->g, ks, *k);
+        kiln_graph_add_update(c->g, vs, *v);
+        return true;
+    }
+    *k = write_row(c, n, ks, *k);
+    *v = write_row(c, n, vs, *v);
+    return *k != KILN_NONE && *v != KILN_NONE;
+}
+
+bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v)
+{
+    if (*k == KILN_NONE || *v == KILN_NONE) return false;
+    const kiln_type *kt = fe_type(c, *k), *vt = fe_type(c, *v);
+    uint32_t ks = cache_state(c, n, name, "k", kt, kt->dims[2]);
+    uint32_t vs = cache_state(c, n, name, "v", vt, vt->dims[2]);
+    if (ks == KILN_NONE || vs == KILN_NONE) return false;
+    if (c->decode == KILN_DECODE_PREFILL) {
+        kiln_graph_add_update(c->g, ks, *k);
+        kiln_graph_add_update(c->g, vs, *v);
+    } else {
+        *k = ks; /* the step reads what the prefill stored: the encoder does not run */
+        *v = vs;
+    }
+    return true;
+}
