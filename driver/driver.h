@@ -24,6 +24,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags);
 int cmd_eval(int argc, char **argv, kiln_diags *diags);
 int cmd_compile(int argc, char **argv, kiln_diags *diags);
 int cmd_bench(int argc, char **argv, kiln_diags *diags);
+int cmd_plot(int argc, char **argv, kiln_diags *diags);
 
 /* ---- bind.c: tensor files ↔ graph values ---- */
 
