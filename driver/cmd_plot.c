@@ -7,8 +7,9 @@
  * default, or the names --y gives (repeatable, or comma lists), each against "step".
  * One run: a colour per series; several: a colour per run and a dash pattern per
  * series. The legend lists what is drawn. --log-scale makes the y axis logarithmic
- * (non-positive values are left out); --smooth N also draws each series' trailing mean
- * over N points, with the raw series faint behind it.
+ * (non-positive values are left out); --smooth N draws each series' centred mean over
+ * N points, with the raw series faint behind it (series of at most 2N points, such as
+ * a few validations, are drawn as they are).
  *
  * A log appended to by --resume may repeat steps (a run resumed from an earlier
  * checkpoint redoes them): a step not after the previous one drops the points from that
@@ -281,6 +282,7 @@ static bool data_range(const plot *p, frame *fr, kiln_diags *d)
         return false;
     }
     if (xhi - xlo < 1) xlo -= 1, xhi += 1;
+    if (xlo > 0 && xlo < 0.1 * xhi) xlo = 0; /* a run from its start: the axis starts at 0 */
     if (fr->log_y) {
         double pad = yhi > ylo ? pow(yhi / ylo, 0.04) : 1.25;
         ylo /= pad, yhi *= pad;
@@ -334,6 +336,9 @@ static void draw(FILE *f, const plot *p, frame *fr, const char *title, int64_t s
             fr->left, fr->top, fr->right - fr->left, fr->bottom - fr->top);
     fprintf(f, "<g clip-path=\"url(#plot-area)\">\n");
     double *mean = NULL;
+    int max_points = 0;
+    for (int e = 0; e < n_entries; e++)
+        if (p->runs[entry_run[e]].s[entry_series[e]].n > max_points) max_points = p->runs[entry_run[e]].s[entry_series[e]].n;
     for (int e = 0; e < n_entries; e++) {
         const plot_run *r = &p->runs[entry_run[e]];
         int si = entry_series[e];
@@ -349,22 +354,26 @@ static void draw(FILE *f, const plot *p, frame *fr, const char *title, int64_t s
         svg_escape(f, labels[e]);
         fprintf(f, "</title>\n");
         const double *ys = s->y;
-        if (smooth > 1 && s->n > 1) {
-            series_style(style, sizeof style, colour, dash, 1.0, 0.25);
+        if (smooth > 1 && s->n > 2 * smooth) {
+            series_style(style, sizeof style, colour, dash, 1.0, 0.3);
             polyline(f, fr, s->x, s->y, s->n, style);
+            /* centred, so the curve does not lag behind the data; the window narrows
+             * symmetrically at the ends */
             mean = realloc(mean, (size_t)s->n * sizeof *mean);
             KILN_ASSERT(mean != NULL);
-            double sum = 0;
+            int64_t h = smooth / 2;
             for (int k = 0; k < s->n; k++) {
-                sum += s->y[k];
-                if (k >= smooth) sum -= s->y[k - smooth];
-                mean[k] = sum / (double)(k + 1 < smooth ? k + 1 : smooth);
+                int64_t w = h < k ? h : k;
+                if (w > s->n - 1 - k) w = s->n - 1 - k;
+                double sum = 0;
+                for (int64_t j = k - w; j <= k + w; j++) sum += s->y[j];
+                mean[k] = sum / (double)(2 * w + 1);
             }
             ys = mean;
         }
         series_style(style, sizeof style, colour, dash, 1.8, 1);
         polyline(f, fr, s->x, ys, s->n, style);
-        if (s->n <= 40) /* sparse series (validation): mark the points */
+        if (s->n <= 12 || (s->n <= 40 && 2 * s->n <= max_points)) /* sparse (validation): mark the points */
             for (int k = 0; k < s->n; k++)
                 if (usable(fr, ys[k]))
                     fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.8\" fill=\"%s\"/>\n", px(fr, s->x[k]),
@@ -430,7 +439,7 @@ int cmd_plot(int argc, char **argv, kiln_diags *diags)
          "the series to draw against step, repeatable or a comma list, e.g. lr (default: loss,val_loss)"},
         {"--log-scale", CLI_BOOL, &log_scale, NULL, "logarithmic y axis; values <= 0 are left out (default: linear)"},
         {"--smooth", CLI_INT, &smooth, NULL,
-         "also draw each series' trailing mean over N points, the raw series faint behind (default: off)"},
+         "draw each series' centred mean over N points, the raw series faint behind (default: off)"},
         {"--title", CLI_STR, &title, NULL, "the chart's title (default: the series' names)"},
     };
     cli_args a;
