@@ -129,11 +129,11 @@ static bool read_run(plot *p, plot_run *r, kiln_diags *d)
         cJSON *obj = cJSON_ParseWithLength(line, (size_t)len);
         const cJSON *step = obj ? cJSON_GetObjectItemCaseSensitive(obj, "step") : NULL;
         if (!cJSON_IsObject(obj)) {
-            kiln_diags_add(d, r->path, lineno, 0, NULL,
+            kiln_diags_add(d, r->path, lineno, 1, NULL,
                            "not a JSON object: expected one per line, as kiln train --log writes");
             ok = false;
         } else if (!cJSON_IsNumber(step) || !isfinite(step->valuedouble)) {
-            kiln_diags_add(d, r->path, lineno, 0, "step", "missing or not a number");
+            kiln_diags_add(d, r->path, lineno, 1, "step", "missing or not a number");
             ok = false;
         } else {
             objects++;
