@@ -163,7 +163,7 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
         {"--json", CLI_BOOL, &json, NULL,
          "print one JSON object instead of the text report (default: text)"},
         {"--train", CLI_BOOL, &train, NULL,
-         "describe the training step: FLOPs of forward+backward+update, kernels, workspace, optimizer state"},
+         "describe the training step instead: FLOPs, kernels, workspace, optimizer state (default: the forward pass)"},
         {"--dump-ir", CLI_BOOL, &dump_ir, NULL,
          "print the IR graph in its text form (default: off)"},
         {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL,

@@ -15,7 +15,7 @@
  * are outputs like any other and go through the same interpreter or compiled code.
  *
  * --threads N (default 1, at most KILN_MAX_THREADS used) sizes the runtime's pool; the
- * outputs are the same bits for any N (only GEMMs are split, never along k). */
+ * outputs are the same bits for any N (each output element is computed by one thread). */
 #include <ffi.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -556,7 +556,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--log-every", CLI_INT, &r.log_every, NULL,
          "off a terminal, print a progress line every N steps, and at least once a minute (default: steps/10)"},
         {"--threads", CLI_INT, &r.threads, NULL,
-         "threads for large matrix products; same bits for any N (default: online CPUs, at most 8)"},
+         "threads for every kernel with enough work; same bits for any N (default: online CPUs, at most 8)"},
         {"--seed", CLI_INT, &r.seed, &seed_given,
          "seeds fresh parameters, data order and dropout (default: init.seed, or the checkpoint's)"},
         {"--val-every", CLI_INT, &r.val_every, NULL,
