@@ -177,6 +177,7 @@ static const char *const dashes[] = {NULL, "7 4", "2 3", "9 3 2 3", "4 2", "12 4
 typedef struct frame {
     double left, top, right, bottom; /* the plot area, pixels */
     double xlo, xhi, ylo, yhi;       /* data range shown */
+    double first, last;              /* the steps of the data */
     bool log_y;
 } frame;
 
@@ -281,6 +282,7 @@ static bool data_range(const plot *p, frame *fr, kiln_diags *d)
         kiln_diags_add(d, NULL, 0, 0, "--log-scale", "no value above 0 to draw on a log scale");
         return false;
     }
+    fr->first = xlo, fr->last = xhi;
     if (xhi - xlo < 1) xlo -= 1, xhi += 1;
     if (xlo > 0 && xlo < 0.1 * xhi) xlo = 0; /* a run from its start: the axis starts at 0 */
     if (fr->log_y) {
@@ -500,7 +502,8 @@ int cmd_plot(int argc, char **argv, kiln_diags *diags)
     draw(f, &p, &fr, title ? title : default_title, smooth);
     fclose(f);
     if (!write_atomic(out, svg, svg_len, diags)) goto done;
-    printf("wrote %s: %d run%s, steps %.0f to %.0f\n", out, p.n_runs, p.n_runs == 1 ? "" : "s", fr.xlo, fr.xhi);
+    printf("wrote %s: %d run%s, %d series, steps %.0f to %.0f\n", out, p.n_runs, p.n_runs == 1 ? "" : "s", drawn,
+           fr.first, fr.last);
     status = EXIT_OK;
 done:
     free(svg);
