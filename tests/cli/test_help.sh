@@ -5,7 +5,7 @@
 #   - for every command, `kiln CMD --help` and `kiln help CMD` print the same text with
 #     status 0: the usage line and one line per flag, each saying what it does and its
 #     default (or that it is required);
-#   - every flag the usage line shows exists; and the flags --help lists are exactly
+#   - the usage line shows exactly the flags the command takes; and those are exactly
 #     those of the command's section in docs/cli.md (its tables' first cells) and of
 #     its row in README.md's command table (the "flags" cell);
 #   - an unknown option is a usage error that points at --help.
@@ -101,6 +101,8 @@ for cmd in commands:
     shown = set(re.findall(FLAG, usage.split(f"kiln {cmd}", 1)[1])) - {"-h", "--help"}
     if shown - listed:
         failures.append(f"kiln {cmd}: the usage line shows {sorted(shown - listed)}, which the command does not take")
+    if listed - shown:
+        failures.append(f"kiln {cmd}: the usage line omits {sorted(listed - shown)}")
     for where, flags in (("docs/cli.md", doc_flags(cmd)), ("README.md's command table", readme_flags(cmd))):
         if flags is None:
             failures.append(f"{where} has no entry for kiln {cmd}")
