@@ -260,9 +260,10 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
             " * are converted), checking every shape; extra tensors are ignored. Returns 0 or a\n"
             " * KILN_LOAD_* code (the blob is then unspecified). Never allocates. */\n");
     add(&t, "int %s_load(float *params, const char *safetensors_path);\n\n", name);
-    add(&t, "/* The number of threads forward passes may use (default 1). This version runs every\n"
-            " * pass on the calling thread: the value is only recorded. Returns 0, or non-zero\n"
-            " * (and changes nothing) when n < 1. */\n");
+    add(&t, "/* Sizes the library's thread pool: n threads in all, the caller included (default\n"
+            " * 1, at most 8 used). Kernels with enough work are split across them; results are\n"
+            " * the same bits for any n. Returns 0, or non-zero for n < 1 (or when a thread cannot\n"
+            " * be started: passes then run on the caller). Not during a pass. */\n");
     add(&t, "int %s_set_threads(int n);\n\n", name);
     add(&t, "#ifdef __cplusplus\n}\n#endif\n\n#endif /* KILN_EXPORT_%s_H */\n", up);
     free(names);

@@ -61,11 +61,72 @@ static void add_define(const char *text, cli_args *args, kiln_diags *d)
     args->defines[i] = (kiln_dim_binding){names[i], v};
 }
 
+kiln_pipeline_options cli_pipeline;
+const char *cli_usage;
+bool cli_help_shown;
+
+/* The word after `flag` in the usage line ("--steps N" → "N"), or NULL when the flag is
+ * not there or takes no value there. The flag must stand alone: "--val" is not found in
+ * "--val-every". */
+static bool usage_metavar(const char *usage, const char *flag, char *buf, size_t size)
+{
+    size_t n = strlen(flag);
+    for (const char *p = usage ? strstr(usage, flag) : NULL; p; p = strstr(p + 1, flag)) {
+        bool starts = p == usage || p[-1] == ' ' || p[-1] == '[';
+        if (!starts || p[n] != ' ') continue;
+        const char *v = p + n + 1;
+        if (*v == '-' || *v == '[' || *v == 0) return false;
+        /* up to the space, less the closing brackets of the usage's own [ ] ("N]" → "N",
+         * "NAME[,NAME...]]..." → "NAME[,NAME...]") */
+        size_t len = strcspn(v, " ");
+        for (;;) {
+            int depth = 0;
+            for (size_t i = 0; i < len; i++) depth += v[i] == '[' ? 1 : v[i] == ']' ? -1 : 0;
+            if (depth >= 0 || len == 0) break;
+            len--;
+        }
+        snprintf(buf, size, "%.*s", (int)len, v);
+        return true;
+    }
+    return false;
+}
+
+static void help_line(FILE *out, const char *left, const char *help)
+{
+    if (strlen(left) <= 28) fprintf(out, "  %-28s  %s\n", left, help);
+    else fprintf(out, "  %s\n  %-28s  %s\n", left, "", help);
+}
+
+void cli_print_help(FILE *out, const char *usage, const cli_flag *flags, int n_flags)
+{
+    fprintf(out, "usage: %s\n\noptions:\n", usage ? usage : "kiln COMMAND");
+    /* the command's own flags first, the compiler pipeline's (shared) after them */
+    for (int i = 0; i < 2 * n_flags; i++) {
+        const cli_flag *f = &flags[i % n_flags];
+        bool shared = f->out == &cli_pipeline.disable || f->out == &cli_pipeline.dump_after;
+        if (shared != (i >= n_flags)) continue;
+        char meta[64], left[128];
+        if (f->kind != CLI_BOOL && !usage_metavar(usage, f->name, meta, sizeof meta))
+            snprintf(meta, sizeof meta, "%s", f->kind == CLI_INT ? "N" : f->kind == CLI_NUM ? "X" : "VALUE");
+        snprintf(left, sizeof left, "%s%s%s", f->name, f->kind == CLI_BOOL ? "" : " ", f->kind == CLI_BOOL ? "" : meta);
+        help_line(out, left, f->help ? f->help : "");
+    }
+    if (usage && strstr(usage, "-D "))
+        help_line(out, "-D NAME=N", "bind the model's dim NAME to N; repeatable, overrides the model and inputs");
+    help_line(out, "-h, --help", "print this help and exit");
+}
+
 bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_flags, cli_args *args,
                kiln_diags *diags)
 {
     int errors = diags->n;
     memset(args, 0, sizeof *args);
+    for (int i = first; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            cli_print_help(stdout, cli_usage, flags, n_flags);
+            cli_help_shown = true;
+            return false;
+        }
     for (int i = first; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-D") == 0) {
@@ -77,7 +138,8 @@ bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_fl
             continue;
         }
         if (a[0] != '-' || strcmp(a, "-") == 0) {
-            if (args->n_positional == 4) kiln_diags_add(diags, NULL, 0, 0, a, "unexpected argument");
+            if (args->n_positional == (int)(sizeof args->positional / sizeof args->positional[0]))
+                kiln_diags_add(diags, NULL, 0, 0, a, "unexpected argument");
             else args->positional[args->n_positional++] = a;
             continue;
         }
@@ -111,13 +173,18 @@ bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_fl
         case CLI_NUM:
             if (!cli_parse_num(v, f->out)) kiln_diags_add(diags, NULL, 0, 0, a, "expected a number, got '%s'", v);
             break;
+        case CLI_STRS: {
+            cli_strs *list = f->out;
+            if (list->n == (int)(sizeof list->v / sizeof list->v[0]))
+                kiln_diags_add(diags, NULL, 0, 0, a, "given more than %d times", list->n);
+            else list->v[list->n++] = v;
+            break;
+        }
         default: break;
         }
     }
     return diags->n == errors;
 }
-
-kiln_pipeline_options cli_pipeline;
 
 static bool stages_known(const char *list, const char *flag, bool disabling, kiln_diags *diags)
 {

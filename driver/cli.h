@@ -9,39 +9,61 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "diag.h"
 #include "frontend.h"
 #include "passes.h"
 
-typedef enum cli_kind { CLI_BOOL, CLI_STR, CLI_INT, CLI_NUM } cli_kind;
+/* CLI_STRS: a repeatable flag; out is a cli_strs* collecting every value in order. */
+typedef enum cli_kind { CLI_BOOL, CLI_STR, CLI_INT, CLI_NUM, CLI_STRS } cli_kind;
+
+typedef struct cli_strs {
+    const char *v[16];
+    int n;
+} cli_strs;
 
 typedef struct cli_flag {
     const char *name;   /* "--out" */
     cli_kind kind;
-    void *out;          /* bool*, const char**, int64_t*, double* */
+    void *out;          /* bool*, const char**, int64_t*, double*, cli_strs* */
     bool *given;        /* optional: set when the flag appears */
     const char *help;   /* one line for `kiln CMD --help`: what it does, and its default */
 } cli_flag;
 
 typedef struct cli_args {
-    const char *positional[4];
+    const char *positional[32];
     int n_positional;
     kiln_dim_binding defines[64];
     int n_defines;
 } cli_args;
 
-/* Parses argv[first..argc). Returns false if anything was wrong (all reported). */
+/* Parses argv[first..argc). Returns false if anything was wrong (all reported).
+ * With --help (or -h) anywhere it parses nothing: it prints the help (cli_print_help
+ * with cli_usage), sets cli_help_shown and returns false, so every command's usual
+ * "if (!cli_parse(…)) return EXIT_USAGE;" stops it and main turns that into status 0. */
 bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_flags, cli_args *args,
                kiln_diags *diags);
 
 bool cli_parse_int(const char *s, int64_t *out);
 
+/* The running command's usage line (set by main.c before the command runs). */
+extern const char *cli_usage;
+/* Set by cli_parse when it printed the help. */
+extern bool cli_help_shown;
+/* `kiln CMD --help`: the usage line, then one line per flag: the flag, its value's name
+ * (the word after it in the usage line, else N, X or VALUE by kind), its help. -D is
+ * listed when the usage line mentions it. */
+void cli_print_help(FILE *out, const char *usage, const cli_flag *flags, int n_flags);
+
 /* The compiler pipeline's options for this run (passes/pipeline.c), set by the flags
  * every compiling command takes: --disable-pass NAME[,NAME…] and --dump-after NAME. */
 extern kiln_pipeline_options cli_pipeline;
 #define CLI_PIPELINE_FLAGS                                                                                    \
-    {"--disable-pass", CLI_STR, &cli_pipeline.disable, NULL}, {"--dump-after", CLI_STR, &cli_pipeline.dump_after, NULL}
+    {"--disable-pass", CLI_STR, &cli_pipeline.disable, NULL,                                                  \
+     "turn off optional compiler stages: verify, fuse, epilogue; same outputs within rounding (default: all on)"}, \
+    {"--dump-after", CLI_STR, &cli_pipeline.dump_after, NULL,                                                 \
+     "print the IR after a stage: verify, live, fuse, epilogue or memplan (default: none)"}
 /* Checks the stage names those flags gave; false (reported) if one is unknown. */
 bool cli_pipeline_valid(kiln_diags *diags);
 /* Prints a --dump-after text (if any) to stdout. */

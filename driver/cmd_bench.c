@@ -106,12 +106,18 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     int64_t iters = 0, threads = 1;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
-        {"--interp", CLI_BOOL, &interp, NULL},
-        {"--iters", CLI_INT, &iters, NULL},
-        {"--json", CLI_BOOL, &json, NULL},
-        {"--train", CLI_BOOL, &train, NULL},
-        {"--threads", CLI_INT, &threads, NULL},
-        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL},
+        {"--interp", CLI_BOOL, &interp, NULL,
+         "time the reference interpreter instead of compiled code (default: compiled)"},
+        {"--iters", CLI_INT, &iters, NULL,
+         "exactly N timed passes, 1..1000, after one warm-up (default: about 2 s worth, at least 3)"},
+        {"--json", CLI_BOOL, &json, NULL,
+         "print one JSON object instead of text (default: text)"},
+        {"--train", CLI_BOOL, &train, NULL,
+         "time one whole training step (forward, backward, update) at lr 1e-4 (default: the forward pass)"},
+        {"--threads", CLI_INT, &threads, NULL,
+         "threads for every kernel with enough work, at most 8 used (default: 1)"},
+        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL,
+         "with --train: time the checkpointed step, which recomputes activations (default: off)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;

@@ -160,10 +160,14 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     bool json = false, train = false, dump_ir = false, ckpt = false;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
-        {"--json", CLI_BOOL, &json, NULL},
-        {"--train", CLI_BOOL, &train, NULL},
-        {"--dump-ir", CLI_BOOL, &dump_ir, NULL},
-        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL},
+        {"--json", CLI_BOOL, &json, NULL,
+         "print one JSON object instead of the text report (default: text)"},
+        {"--train", CLI_BOOL, &train, NULL,
+         "describe the training step instead: FLOPs, kernels, workspace, optimizer state (default: the forward pass)"},
+        {"--dump-ir", CLI_BOOL, &dump_ir, NULL,
+         "print the IR graph in its text form (default: off)"},
+        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL,
+         "with --train: describe the checkpointed step and what it saves (default: off)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;

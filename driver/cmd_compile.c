@@ -77,12 +77,22 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     bool train = false, ckpt = false, generate = false;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
-        {"-o", CLI_STR, &out, NULL},           {"--header", CLI_STR, &header, NULL},
-        {"--emit", CLI_STR, &emit, NULL},      {"--target-cpu", CLI_STR, &cpu, NULL},
-        {"--target-features", CLI_STR, &features, NULL}, {"--train", CLI_BOOL, &train, NULL},
-        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL},
+        {"-o", CLI_STR, &out, NULL,
+         "the library to write: .so shared, .o object, .a archive; with --emit, the text's file (default: stdout)"},
+        {"--header", CLI_STR, &header, NULL,
+         "also write the C header declaring the entry points (default: none)"},
+        {"--emit", CLI_STR, &emit, NULL,
+         "print kiln IR, optimised LLVM IR, assembly or a Graphviz graph instead of building (default: build)"},
+        {"--target-cpu", CLI_STR, &cpu, NULL,
+         "CPU to compile for, in LLVM's names, e.g. znver4, x86-64-v3 (default: this machine's)"},
+        {"--target-features", CLI_STR, &features, NULL,
+         "LLVM feature string such as +avx2,-avx512f (default: the CPU's features)"},
+        {"--train", CLI_BOOL, &train, NULL,
+         "also export the training step NAME_train_step; needs the model's losses (default: off)"},
+        {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL,
+         "with --train: the exported step recomputes block activations (default: off)"},
         {"--generate", CLI_BOOL, &generate, NULL,
-         "also export NAME_prefill and NAME_decode_step (KV-cached generation, docs/generation.md)"},
+         "also export NAME_prefill and NAME_decode_step for KV-cached generation, docs/generation.md (default: off)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;

@@ -21,10 +21,14 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
     int64_t batch = 0;
     bool batch_given = false;
     cli_flag flags[] = {
-        {"--weights", CLI_STR, &weights, NULL},
-        {"--data", CLI_STR, &data, NULL},
-        {"--task", CLI_STR, &task_name, NULL},
-        {"--batch", CLI_INT, &batch, &batch_given},
+        {"--weights", CLI_STR, &weights, NULL,
+         "the parameters or a kiln train checkpoint (required)"},
+        {"--data", CLI_STR, &data, NULL,
+         "the data file to measure on (required)"},
+        {"--task", CLI_STR, &task_name, NULL,
+         "clm, mlm, classify, pairs, seq2seq or span (default: clm)"},
+        {"--batch", CLI_INT, &batch, &batch_given,
+         "binds the batch dim (default: train.batch, else the dim's default)"},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;

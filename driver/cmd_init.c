@@ -12,8 +12,10 @@ int cmd_init(int argc, char **argv, kiln_diags *diags)
     int64_t seed = 0;
     bool seed_given = false;
     cli_flag flags[] = {
-        {"-o", CLI_STR, &out, NULL},
-        {"--seed", CLI_INT, &seed, &seed_given},
+        {"-o", CLI_STR, &out, NULL,
+         "the safetensors file to write (required)"},
+        {"--seed", CLI_INT, &seed, &seed_given,
+         "the seed (default: the model's init.seed, else 0)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;

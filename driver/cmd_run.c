@@ -15,7 +15,7 @@
  * are outputs like any other and go through the same interpreter or compiled code.
  *
  * --threads N (default 1, at most KILN_MAX_THREADS used) sizes the runtime's pool; the
- * outputs are the same bits for any N (only GEMMs are split, never along k). */
+ * outputs are the same bits for any N (each output element is computed by one thread). */
 #include <ffi.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -189,9 +189,18 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     int64_t threads = 1;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
-        {"--weights", CLI_STR, &weights, NULL}, {"--inputs", CLI_STR, &inputs, NULL},
-        {"--out", CLI_STR, &out, NULL},         {"--grads", CLI_BOOL, &grads, NULL},
-        {"--interp", CLI_BOOL, &interp, NULL},  {"--threads", CLI_INT, &threads, NULL},
+        {"--weights", CLI_STR, &weights, NULL,
+         "the parameters by name, a safetensors file (required)"},
+        {"--inputs", CLI_STR, &inputs, NULL,
+         "the inputs by name, a safetensors file; their shapes bind dims (required)"},
+        {"--out", CLI_STR, &out, NULL,
+         "the safetensors file to write, one tensor per model output (required)"},
+        {"--grads", CLI_BOOL, &grads, NULL,
+         "also write loss and grad.NAME for every parameter and f32 input (default: off)"},
+        {"--interp", CLI_BOOL, &interp, NULL,
+         "run the reference interpreter instead of compiled code (default: compiled)"},
+        {"--threads", CLI_INT, &threads, NULL,
+         "threads for every kernel with enough work, at most 8 used; same bits for any N (default: 1)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;

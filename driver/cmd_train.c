@@ -20,8 +20,10 @@
  * schedule is a function of the step, so 10 steps + --resume + 10 steps gives the same
  * bits as 20 steps.
  *
- * SIGINT and SIGTERM finish the current step, save (with --save) and exit non-zero; a
- * second signal kills at once. Checkpoints are written atomically (checkpoint.c), so
+ * SIGINT and SIGTERM finish the current step, save (with --save) and exit with 128 + the
+ * signal's number (130 for Ctrl-C), as a shell reports a killed program; the
+ * interruption is reported as such on stderr, not as an error. A second signal kills at
+ * once. Checkpoints are written atomically (checkpoint.c), so
  * even kill -9 during a save leaves a loadable file.
  *
  * --threads N (default: the online CPUs, at most KILN_MAX_THREADS) sizes the runtime's pool;
@@ -53,7 +55,7 @@ typedef struct run {
     /* settings */
     const char *model_path, *data, *val, *init, *save, *resume, *log_path;
     kiln_task task;
-    int64_t steps, batch, seed, threads, val_every, val_batches, save_every, start, stop_at;
+    int64_t steps, batch, seed, threads, val_every, val_batches, save_every, start, stop_at, log_every;
     bool checkpoint;              /* --checkpoint-activations */
     char *text;
     size_t text_len;
@@ -162,14 +164,26 @@ static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given
                        "the inputs do not all start with the same named dim, so --batch / train.batch cannot bind it");
     if (r->threads < 1 || r->threads > 1024) kiln_diags_add(d, NULL, 0, 0, "--threads", "expected 1..1024");
     if (r->val_batches < 1) kiln_diags_add(d, NULL, 0, 0, "--val-batches", "expected at least 1");
-    if (r->val_every < 0 || r->save_every < 0)
-        kiln_diags_add(d, NULL, 0, 0, r->val_every < 0 ? "--val-every" : "--save-every", "expected 0 or more");
+    if (r->val_every < 0 || r->save_every < 0 || r->log_every < 0)
+        kiln_diags_add(d, NULL, 0, 0,
+                       r->val_every < 0 ? "--val-every" : r->save_every < 0 ? "--save-every" : "--log-every",
+                       "expected 0 or more");
     if (!kiln_utf8_valid(r->text, r->text_len))
         kiln_diags_add(d, r->model_path, 0, 0, NULL, "is not valid UTF-8, so checkpoints could not keep it");
     /* defaults that follow the run's length: ten validations and ten checkpoints */
     int64_t tenth = r->steps / 10 > 0 ? r->steps / 10 : 1;
     if (r->val_every == 0) r->val_every = tenth;
     if (r->save_every == 0) r->save_every = tenth;
+    if (r->log_every == 0) r->log_every = tenth;
+    /* mistakes that waste a run without being errors */
+    if (d->n == 0 && t->warmup_steps > r->steps)
+        fprintf(stderr,
+                "kiln train: warning: the model's warmup_steps (%lld) exceeds the run's steps (%lld): the learning rate "
+                "never reaches its peak %g (it ends at %g)\n",
+                (long long)t->warmup_steps, (long long)r->steps, t->lr,
+                t->lr * (double)r->steps / (double)t->warmup_steps);
+    if (d->n == 0 && !r->save)
+        fprintf(stderr, "kiln train: warning: no --save: the trained weights will not be kept\n");
     r->tok_cfg = m.tokenizer;
     kiln_model_free(&m);
     return d->n == 0;
@@ -429,13 +443,13 @@ static int train_loop(run *r, kiln_diags *d)
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
 
+    int64_t end = r->stop_at > 0 && r->stop_at < r->steps ? r->stop_at : r->steps;
     progress pr;
-    progress_start(&pr, r->log, r->start, r->steps);
+    progress_start(&pr, r->log, r->start, r->steps, end, r->log_every);
     if (r->start > 0) printf("resuming at step %lld of %lld\n", (long long)r->start, (long long)r->steps);
     double train_seconds = 0, first_loss = NAN, recent[10];
     int64_t step = r->start;
     int status = EXIT_OK;
-    int64_t end = r->stop_at > 0 && r->stop_at < r->steps ? r->stop_at : r->steps;
     while (step < end && !interrupted) {
         double t0 = progress_now();
         feed_next(&r->feed, &r->bt);
@@ -467,9 +481,12 @@ static int train_loop(run *r, kiln_diags *d)
                 status = EXIT_FAIL;
                 break;
             }
-            if (pr.tty) fprintf(stderr, "\r\033[K");
-            printf("step %lld: loss %.4f  val_loss %.4f\n", (long long)step, loss, val_loss);
-            fflush(stdout);
+            /* off a terminal the plain progress line of this step carries val_loss instead */
+            if (!progress_plain_due(&pr, step)) {
+                if (pr.tty) fprintf(stderr, "\r\033[K");
+                printf("step %lld: loss %.4f  val_loss %.4f\n", (long long)step, loss, val_loss);
+                fflush(stdout);
+            }
         }
         progress_step(&pr, step, loss, lr, tps, val_loss);
         if (r->save && !last && step % r->save_every == 0 && !save(r, step, d)) {
@@ -483,7 +500,7 @@ static int train_loop(run *r, kiln_diags *d)
 
     if (status == EXIT_OK && r->save) {
         if (!save(r, step, d)) status = EXIT_FAIL;
-        else printf("saved %s at step %lld\n", r->save, (long long)step);
+        else if (!interrupted) printf("saved %s at step %lld\n", r->save, (long long)step);
     }
     int64_t n_recent = step - r->start < 10 ? step - r->start : 10;
     double mean_recent = 0;
@@ -495,10 +512,11 @@ static int train_loop(run *r, kiln_diags *d)
                (double)r->feed.tokens_per_batch * (double)(step - r->start) / train_seconds, first_loss,
                mean_recent, (long long)n_recent);
     if (interrupted && status == EXIT_OK) {
-        kiln_diags_add(d, NULL, 0, 0, "train", "interrupted after step %lld of %lld%s%s", (long long)step,
-                       (long long)r->steps, r->save ? "; saved " : " (no --save: nothing kept)",
-                       r->save ? r->save : "");
-        status = EXIT_FAIL;
+        /* not an error: the user asked for it, and what --save promised was kept */
+        fprintf(stderr, "kiln train: interrupted at step %lld of %lld; %s%s\n", (long long)step, (long long)r->steps,
+                r->save ? "checkpoint saved to " : "nothing kept (no --save)", r->save ? r->save : "");
+        if (r->save) fprintf(stderr, "  continue with: --resume %s\n", r->save);
+        status = 128 + interrupted;
     }
     free(types);
     free(args);
@@ -517,22 +535,40 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     r.val_batches = 20;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
-        {"--data", CLI_STR, &r.data, NULL},
-        {"--val", CLI_STR, &r.val, NULL},
-        {"--task", CLI_STR, &task, NULL},
-        {"--steps", CLI_INT, &r.steps, &steps_given},
-        {"--batch", CLI_INT, &r.batch, &batch_given},
-        {"--init", CLI_STR, &r.init, NULL},
-        {"--save", CLI_STR, &r.save, NULL},
-        {"--resume", CLI_STR, &r.resume, NULL},
-        {"--log", CLI_STR, &r.log_path, NULL},
-        {"--threads", CLI_INT, &r.threads, NULL},
-        {"--seed", CLI_INT, &r.seed, &seed_given},
-        {"--val-every", CLI_INT, &r.val_every, NULL},
-        {"--val-batches", CLI_INT, &r.val_batches, NULL},
-        {"--save-every", CLI_INT, &r.save_every, NULL},
-        {"--stop-at", CLI_INT, &r.stop_at, NULL},
-        {"--checkpoint-activations", CLI_BOOL, &r.checkpoint, NULL},
+        {"--data", CLI_STR, &r.data, NULL,
+         "the training data file (required)"},
+        {"--val", CLI_STR, &r.val, NULL,
+         "a validation file: val_loss every --val-every steps and at the end (default: none)"},
+        {"--task", CLI_STR, &task, NULL,
+         "which inputs the data fills: clm, mlm, classify, pairs, seq2seq, span (default: clm)"},
+        {"--steps", CLI_INT, &r.steps, &steps_given,
+         "the run's length and the schedule's horizon (default: train.steps, or the checkpoint's)"},
+        {"--batch", CLI_INT, &r.batch, &batch_given,
+         "binds the batch dim, the name leading every input's shape (default: train.batch)"},
+        {"--init", CLI_STR, &r.init, NULL,
+         "start from the parameters this file has, initialise the rest (default: fresh weights)"},
+        {"--save", CLI_STR, &r.save, NULL,
+         "checkpoint every --save-every steps, at the end and on Ctrl-C (default: none, nothing is kept)"},
+        {"--resume", CLI_STR, &r.resume, NULL,
+         "continue a run exactly where this checkpoint left it (default: start afresh)"},
+        {"--log", CLI_STR, &r.log_path, NULL,
+         "write one JSON line of metrics per step, for kiln plot; appended to on --resume (default: none)"},
+        {"--log-every", CLI_INT, &r.log_every, NULL,
+         "off a terminal, print a progress line every N steps, and at least once a minute (default: steps/10)"},
+        {"--threads", CLI_INT, &r.threads, NULL,
+         "threads for every kernel with enough work; same bits for any N (default: online CPUs, at most 8)"},
+        {"--seed", CLI_INT, &r.seed, &seed_given,
+         "seeds fresh parameters, data order and dropout (default: init.seed, or the checkpoint's)"},
+        {"--val-every", CLI_INT, &r.val_every, NULL,
+         "validation interval in steps (default: steps/10)"},
+        {"--val-batches", CLI_INT, &r.val_batches, NULL,
+         "batches per validation, from the file's start each time (default: 20)"},
+        {"--save-every", CLI_INT, &r.save_every, NULL,
+         "checkpoint interval in steps (default: steps/10)"},
+        {"--stop-at", CLI_INT, &r.stop_at, NULL,
+         "end this run after step S as if it were the last; the schedule still runs to --steps (default: off)"},
+        {"--checkpoint-activations", CLI_BOOL, &r.checkpoint, NULL,
+         "recompute block activations in the backward pass: less memory, same bits (default: off)"},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;

@@ -25,6 +25,7 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags);
 int cmd_compile(int argc, char **argv, kiln_diags *diags);
 int cmd_bench(int argc, char **argv, kiln_diags *diags);
 int cmd_generate(int argc, char **argv, kiln_diags *diags);
+int cmd_plot(int argc, char **argv, kiln_diags *diags);
 
 /* ---- bind.c: tensor files ↔ graph values ---- */
 

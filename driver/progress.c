@@ -4,8 +4,14 @@
  *     step 120/1000  loss 2.3456  lr 3.00e-04  12.3k tok/s  ETA 1m23s
  * at most about ten times a second, so a fast tiny model does not spend its time
  * printing, and always on the last step. Anywhere else nothing is drawn (a log file
- * full of carriage returns helps no one); the command prints its plain summary lines
- * instead.
+ * full of carriage returns helps no one).
+ *
+ * When stdout or stderr is not a terminal (a job's log, `kiln train … | tee`), plain
+ * lines go to stdout instead, so a long run is never silent until its end:
+ *     step 120/1000  loss 2.3456  lr 3.00e-04  12.3k tok/s  elapsed 9s  ETA 1m23s
+ * after the first step, every --log-every steps (default a tenth of the run), on the
+ * run's last step, and whenever a minute has passed since the last one; a validation
+ * step's line ends with "val_loss 2.4567".
  *
  * --log gets one JSON object per step, written and flushed line by line so that
  * `tail -f` and a crash both see whole lines:
@@ -13,6 +19,7 @@
  * with "val_loss" added on validation steps.
  */
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,14 +33,26 @@ double progress_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-void progress_start(progress *p, FILE *log, int64_t first, int64_t total)
+void progress_start(progress *p, FILE *log, int64_t first, int64_t total, int64_t end, int64_t every)
 {
     p->tty = isatty(fileno(stderr));
+    p->plain = !p->tty || !isatty(fileno(stdout));
     p->log = log;
     p->first = first;
     p->total = total;
+    p->end = end;
+    p->every = every > 0 ? every : 1;
     p->t_start = progress_now();
     p->t_drawn = 0;
+    p->t_plain = p->t_start;
+}
+
+enum { PLAIN_MAX_SILENCE_S = 60 };
+
+bool progress_plain_due(const progress *p, int64_t step)
+{
+    return p->plain && (step == p->first + 1 || step % p->every == 0 || step == p->end ||
+                        progress_now() - p->t_plain >= PLAIN_MAX_SILENCE_S);
 }
 
 /* "1h02m", "3m07s", "12s" */
@@ -74,12 +93,22 @@ void progress_step(progress *p, int64_t step, double loss, double lr, double tok
         fprintf(p->log, "}\n");
         fflush(p->log);
     }
-    if (!p->tty || (now - p->t_drawn < 0.1 && step < p->total)) return;
-    p->t_drawn = now;
     double per_step = (now - p->t_start) / (double)(step - p->first);
-    char eta[32], rate[32];
-    format_duration(per_step * (double)(p->total - step), eta, sizeof eta);
+    char eta[32], rate[32], elapsed[32];
+    format_duration(per_step * (double)(p->end - step), eta, sizeof eta);
     format_rate(tokens_per_s, rate, sizeof rate);
+    if (progress_plain_due(p, step)) {
+        p->t_plain = now;
+        format_duration(now - p->t_start, elapsed, sizeof elapsed);
+        if (p->tty) fprintf(stderr, "\r\033[K"); /* stdout may share the terminal's line */
+        printf("step %lld/%lld  loss %.4f  lr %.2e  %s tok/s  elapsed %s  ETA %s", (long long)step,
+               (long long)p->total, loss, lr, rate, elapsed, eta);
+        if (val_loss >= 0 || isnan(val_loss)) printf("  val_loss %.4f", val_loss);
+        printf("\n");
+        fflush(stdout);
+    }
+    if (!p->tty || (now - p->t_drawn < 0.1 && step < p->end)) return;
+    p->t_drawn = now;
     fprintf(stderr, "\rstep %lld/%lld  loss %.4f  lr %.2e  %s tok/s  ETA %s\033[K", (long long)step,
             (long long)p->total, loss, lr, rate, eta);
     fflush(stderr);

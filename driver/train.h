@@ -163,15 +163,23 @@ bool evaluator_run(evaluator *e, void *params_blob, kiln_batcher *bt, int64_t ma
 
 typedef struct progress {
     bool tty;                  /* stderr is a terminal: draw the bar */
+    bool plain;                /* stdout or stderr is not a terminal: print plain lines */
     FILE *log;                 /* --log, or NULL */
-    int64_t total, first;      /* steps: the run's last, and the step it started from */
+    int64_t total, first;      /* steps: the schedule's last, and the step this run started from */
+    int64_t end;               /* the step this run stops after (--stop-at, else total) */
+    int64_t every;             /* plain lines: every this many steps */
     double t_start, t_drawn;   /* seconds */
+    double t_plain;            /* when the last plain line was printed */
 } progress;
 
 double progress_now(void);
-void progress_start(progress *p, FILE *log, int64_t first, int64_t total);
+void progress_start(progress *p, FILE *log, int64_t first, int64_t total, int64_t end, int64_t every);
+/* Whether progress_step prints a plain line after step `step` (so the caller can leave
+ * its val_loss to that line). */
+bool progress_plain_due(const progress *p, int64_t step);
 /* After step `step` (1-based count of steps done): redraws the bar (at most ~10 times
- * a second, and always on the last step) and writes a --log line; val_loss < 0 = none. */
+ * a second, and always on the last step), prints a plain line when due, and writes a
+ * --log line; val_loss < 0 = none. */
 void progress_step(progress *p, int64_t step, double loss, double lr, double tokens_per_s, double val_loss);
 /* Ends the bar's line, if one is drawn. */
 void progress_end(progress *p);

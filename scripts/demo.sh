@@ -8,7 +8,9 @@
 # step takes 0.7–1.4 s on this 2-core machine (one core computes; more when it is busy)
 # and 160 steps take 2–4 minutes. STEPS=N changes the length. Watch the progress
 # bar (on a terminal) and the validation lines: the loss starts at ln 256 ≈ 5.5 (a
-# uniform guess over bytes) and falls as the model learns English spelling.
+# uniform guess over bytes) and falls as the model learns English spelling. The loss
+# curve is drawn by `kiln plot` into demo_loss.svg (PLOT=path changes where); open it in
+# a browser.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 kiln=${KILN:-$("$root/scripts/build.sh" "$root/build" | tail -n 1)} # KILN=path skips the build
@@ -16,6 +18,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 model=$root/examples/char_gpt.json
 steps=${STEPS:-160}
+plot=${PLOT:-demo_loss.svg}
 
 echo "== data: the fortunes (/usr/share/games/fortunes: the text files, not the ASCII art)"
 for f in /usr/share/games/fortunes/*; do
@@ -51,6 +54,9 @@ for i in range(0, len(rows), 20):
     print(f"steps {chunk[0]['step']:4d}-{chunk[-1]['step']:4d}  loss {mean:6.3f} {bar}"
           + (f"   val_loss {val[-1]:.3f}" if val else ""))
 EOF
+
+echo "== kiln plot: the loss curves as an SVG chart"
+"$kiln" plot "$work/log.jsonl" -o "$plot" --smooth 9 --title "char_gpt on fortunes: $steps steps of 8 × 64 bytes"
 
 echo "== kiln eval on the held-out text"
 "$kiln" eval "$model" --weights "$work/gpt.safetensors" --data "$work/val.txt" -D T=64 --batch 8
