@@ -3,11 +3,11 @@
  * Design: the picture follows the code, not the graph — one box per kernel the entry
  * calls, in call order, so a training step's ~2,900 nodes become a few hundred boxes
  * that `dot` lays out in seconds (drawing every node took Graphviz more than ten
- * minutes). An edge k → j says kernel j reads a value kernel k wrote; views (transposes
- * no kernel computes) are looked through to the kernel that wrote their input. The
+ * minutes). An edge k → j says kernel j reads a value kernel k wrote; nodes no kernel
+ * computes (views, reshapes) are looked through to the kernel that wrote their input. The
  * model's inputs and outputs are ovals; parameters and optimizer state are counted in
- * the box that reads them rather than drawn (there are hundreds, and they would pull
- * every box to the top). With `nodes` every computed node is drawn, each kernel's
+ * the box that reads them, and so are the updates a box writes, rather than drawn
+ * (there are hundreds, and they would pull every box to the top). With `nodes` every computed node is drawn, each kernel's
  * members inside one cluster, with the sources and views they read outside. Colours tell
  * the kinds apart: GEMM blue, attention orange, fused loops green, one-node kernels grey.
  */
@@ -43,18 +43,18 @@ static bool is_source(const kiln_graph *g, uint32_t id)
     return kiln_op_table[g->nodes[id].op].kind == KILN_KIND_SOURCE;
 }
 
-/* The kernel that wrote node id's value, looking through views; KILN_NONE for a
- * source (or a constant kept as data). */
+/* The kernel that wrote node id's value, looking through nodes no kernel computes
+ * (views and reshapes: they alias their first input); KILN_NONE for a source. */
 static uint32_t producer(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t id)
 {
-    while (s->kernel_of[id] == KILN_NONE && s->view[id] && g->nodes[id].n_in > 0) id = g->nodes[id].in[0];
+    while (s->kernel_of[id] == KILN_NONE && !is_source(g, id) && g->nodes[id].n_in > 0) id = g->nodes[id].in[0];
     return s->kernel_of[id];
 }
 
 /* The source node (through views) node id reads, or KILN_NONE. */
 static uint32_t source_of(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t id)
 {
-    while (s->kernel_of[id] == KILN_NONE && s->view[id] && g->nodes[id].n_in > 0) id = g->nodes[id].in[0];
+    while (s->kernel_of[id] == KILN_NONE && !is_source(g, id) && g->nodes[id].n_in > 0) id = g->nodes[id].in[0];
     return s->kernel_of[id] == KILN_NONE && is_source(g, id) ? id : KILN_NONE;
 }
 
@@ -75,6 +75,13 @@ static void kernels_dot(FILE *f, const kiln_graph *g, const kiln_kernel_schedule
     KILN_ASSERT(edge_mark && src_mark);
     for (uint32_t i = 0; i < nk; i++) edge_mark[i] = KILN_NONE;
     for (uint32_t i = 0; i < g->n_nodes; i++) src_mark[i] = KILN_NONE;
+    /* per kernel: the parameters and states whose new value it writes (training step) */
+    uint32_t *n_updates = calloc(nk ? nk : 1, sizeof *n_updates);
+    KILN_ASSERT(n_updates != NULL);
+    for (uint32_t u = 0; u < g->n_updates; u++) {
+        uint32_t p = producer(g, s, g->updates[u].value);
+        if (p != KILN_NONE) n_updates[p]++;
+    }
     char kind[128], ops[256], type[192], where[256];
     for (uint32_t k = 0; k < nk; k++) {
         const kiln_kernel *kn = &s->kernels[k];
@@ -104,6 +111,8 @@ static void kernels_dot(FILE *f, const kiln_graph *g, const kiln_kernel_schedule
         put_escaped(f, ops);
         fprintf(f, "\\n%s", type);
         if (n_params) fprintf(f, " (+%d param%s)", n_params, n_params == 1 ? "" : "s");
+        if (n_updates[k]) fprintf(f, "\\nupdates %u param%s/state%s", n_updates[k], n_updates[k] == 1 ? "" : "s",
+                                  n_updates[k] == 1 ? "" : "s");
         fprintf(f, "\\n");
         put_escaped(f, where);
         fprintf(f, "\"];\n");
@@ -119,6 +128,7 @@ static void kernels_dot(FILE *f, const kiln_graph *g, const kiln_kernel_schedule
     }
     free(edge_mark);
     free(src_mark);
+    free(n_updates);
 }
 
 /* Draws node id outside the clusters (a source or a view), and what a view reads. */
@@ -187,7 +197,12 @@ char *dot_schedule(const kiln_graph *g, const kiln_kernel_schedule *s, bool node
     KILN_ASSERT(f != NULL);
     fprintf(f, "digraph \"");
     put_escaped(f, g->name ? g->name : "graph");
-    fprintf(f, "\" {\n  node [shape=box, style=\"rounded,filled\", fontname=monospace, fontsize=10];\n");
+    /* nslimit bounds the network-simplex passes that place nodes across each rank: the
+     * training step's edges from forward activations to backward kernels span a hundred
+     * ranks, and unbounded placement of their ~25,000 virtual nodes took Graphviz
+     * minutes; at 0.2 the char_gpt training step renders in about 5 s of CPU */
+    fprintf(f, "\" {\n  graph [nslimit=0.2];\n"
+               "  node [shape=box, style=\"rounded,filled\", fontname=monospace, fontsize=10];\n");
     unsigned char *drawn = calloc(g->n_nodes ? g->n_nodes : 1, 1); /* per node: drawn as n<id> */
     KILN_ASSERT(drawn != NULL);
     if (nodes) nodes_dot(f, g, s, drawn);

@@ -107,6 +107,18 @@ void kernel_where(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k
     buf[0] = '\0';
     if (origin) append(buf, size, &len, "%s", origin);
     if (label) append(buf, size, &len, "%s%s", len ? " " : "", label);
+    /* anonymous values (a projection, a gradient) are told apart by the parameter they read */
+    uint32_t param = KILN_NONE;
+    for (uint32_t i = 0; i < kn->n && param == KILN_NONE; i++) {
+        const kiln_node *m = &g->nodes[member(s, k, i)];
+        for (uint32_t j = 0; j < m->n_in && param == KILN_NONE; j++) {
+            uint32_t in = m->in[j];
+            while (s->kernel_of[in] == KILN_NONE && g->nodes[in].n_in > 0) in = g->nodes[in].in[0];
+            if (g->nodes[in].op == KILN_OP_PARAM) param = in;
+        }
+    }
+    if (param != KILN_NONE && g->nodes[param].attrs.name)
+        append(buf, size, &len, "%s(%s)", len ? " " : "", g->nodes[param].attrs.name);
     append(buf, size, &len, "%s%%%u", len ? " " : "", id);
 }
 

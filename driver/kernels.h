@@ -18,9 +18,10 @@ void kernel_ops(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, 
  * N more values. */
 void kernel_type(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, char *buf, size_t size);
 /* Where it comes from in the model file: the origin and label of the value it writes
- * last ("layers[3] h1"), "%ID" when it has neither. */
+ * last, the first parameter it reads (through views), and that value's node id
+ * ("layers[2] blocks.0 (blocks.0.ff.fc2.weight) %48"). */
 void kernel_where(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, char *buf, size_t size);
-/* All of that on one line: "gemm+add  3 ops [matmul add] f32[8,256,384]  layers[3] h1". */
+/* All of that on one line: "gemm+add  2 ops [matmul add] f32[8,256,384]  layers[2] (…) %13". */
 void kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, char *buf, size_t size);
 /* Its floating-point operations: the sum of kiln_node_flops over its members. */
 int64_t kernel_flops(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k);
