@@ -276,6 +276,7 @@ static char *module_text(kiln_cg *cg)
 bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln_diags *d)
 {
     KILN_ASSERT(req->target != NULL);
+    KILN_ASSERT(!req->profile); /* profile marks call the driver's runtime/profile.c: JIT only */
     memset(out, 0, sizeof *out);
     if (!plan(req, req->target, &out->prog, d)) return false;
     char name[256];
