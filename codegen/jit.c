@@ -368,6 +368,8 @@ static bool perf_wanted(void)
 
 static LLVMOrcObjectLayerRef perf_object_layer(void *ctx, LLVMOrcExecutionSessionRef es, const char *triple)
 {
+    (void)ctx;
+    (void)triple;
     LLVMOrcObjectLayerRef layer = LLVMOrcCreateRTDyldObjectLinkingLayerWithSectionMemoryManager(es);
     LLVMJITEventListenerRef perf = LLVMCreatePerfJITEventListener();
     if (perf) LLVMOrcRTDyldObjectLinkingLayerRegisterJITEventListener(layer, perf);
