@@ -146,6 +146,10 @@ typedef struct kiln_compile_request {
     const char *suffix;            /* the entry's name after NAME_: NULL = "forward" / "train_step" */
     bool no_fuse;                  /* every node its own kernel (as --disable-pass fuse) */
     const kiln_pipeline_options *pipeline;  /* --disable-pass, --dump-after; NULL: defaults */
+    /* The entry times its kernels: kiln_profile_mark (kiln/runtime.h) before kernel k of
+     * the schedule (slot k), before the final copies (slot n_kernels) and before it
+     * returns (-1). JIT only (`kiln bench --per-kernel`): never set for exported code. */
+    bool profile;
 } kiln_compile_request;
 
 /* The entry point, int NAME_forward(const float *params, void *workspace, inputs…,
@@ -179,12 +183,18 @@ typedef struct kiln_compiled {
     char *llvm_ir, *asm_text;      /* when asked for, else NULL (malloc'd) */
     char *dump;                    /* the pipeline's --dump-after text, or NULL (malloc'd) */
     double ms_build, ms_optimize, ms_jit;  /* compile time, by stage */
+    kiln_kernel_schedule sched;    /* the kernels, in call order (profile slot k = kernel k) */
+    char **kernel_fns;             /* with req->profile: per kernel, the LLVM function it calls */
 } kiln_compiled;
 
+/* With KILN_PERF=1 in the environment, the JIT links code through RuntimeDyld with LLVM's
+ * perf JIT event listener, which writes jit-PID.dump (in $JITDUMPDIR, else
+ * ~/.debug/jit/) so that `perf inject --jit` can name the kernels (docs/performance.md). */
 bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kiln_diags *d);
 
-/* Defines the runtime functions generated code calls (kiln_parallel_for) in an LLJIT's
- * main dylib, at their addresses in this process: the process-symbol generator sees only
+/* Defines the runtime functions generated code calls (kiln_parallel_for,
+ * kiln_profile_mark) in an LLJIT's main dylib, at their addresses in this process: the
+ * process-symbol generator sees only
  * what the executable exports dynamically, which it does not. Takes an LLVMOrcLLJITRef;
  * returns an LLVMErrorRef (NULL on success). */
 void *kiln_jit_define_runtime(void *jit);
@@ -193,6 +203,9 @@ void kiln_compiled_free(kiln_compiled *c);
 /* The memory plan compile would use and its kernel count, without building code
  * (`kiln check`). Free the plan with kiln_memplan_free. */
 bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *plan, int *n_kernels, kiln_diags *d);
+/* The kernel schedule compile would use, without building code (`kiln compile --emit dot`).
+ * Free it with kiln_schedule_free. */
+bool kiln_codegen_schedule(const kiln_compile_request *req, kiln_kernel_schedule *sched, kiln_diags *d);
 
 /* The pipeline's --dump-after text for a request (req->pipeline), malloc'd; NULL with a
  * diagnostic when planning fails. */

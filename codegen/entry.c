@@ -25,6 +25,8 @@
  * A stateful request (generation's KV cache) has the state blob without lr:
  *
  *     int NAME_SUFFIX(const float *params, float *state, void *workspace, <inputs…>, <outputs…>)
+ * With request->profile the entry calls kiln_profile_mark (runtime/profile.c) before each
+ * kernel, before the copies and before returning: `kiln bench --per-kernel`.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -183,6 +185,18 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
     add_kernel(keys, n_keys, shareable, key, call->fn);
 }
 
+/* Profiling (req->profile): a call kiln_profile_mark(slot) (runtime/profile.c) at the
+ * builder's position. The external call also keeps kernels from moving across it. */
+static void profile_mark(kiln_cg *cg, int slot)
+{
+    LLVMTypeRef i32 = cg->t_i32;
+    LLVMTypeRef ty = LLVMFunctionType(cg->t_void, &i32, 1, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, "kiln_profile_mark");
+    if (!fn) fn = LLVMAddFunction(cg->mod, "kiln_profile_mark", ty);
+    LLVMValueRef arg = cg_i32(cg, slot);
+    LLVMBuildCall2(cg->b, ty, fn, &arg, 1, "");
+}
+
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
                const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions)
 {
@@ -239,6 +253,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         const kernel_call *c = &calls[k];
         LLVMValueRef args[CG_MAX_OPS + 4];
         unsigned n = 0;
+        if (req->profile) profile_mark(cg, (int)k);
         for (int i = 0; i < c->n_args; i++) args[n++] = value_ptr(&e, c->args[i]);
         if (c->dropout_step) args[n++] = value_ptr(&e, req->dropout_step);
         if (c->scratch_at >= 0) args[n++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), c->scratch_at);
@@ -248,10 +263,12 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
             LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
             LLVMBuildCondBr(cg->b, LLVMBuildICmp(cg->b, LLVMIntNE, rc, cg_i32(cg, 0), ""), fail, next);
             LLVMPositionBuilderAtEnd(cg->b, fail);
+            if (req->profile) profile_mark(cg, -1);
             LLVMBuildRet(cg->b, rc);
             LLVMPositionBuilderAtEnd(cg->b, next);
         }
     }
+    if (req->profile) profile_mark(cg, (int)nk);
     for (uint32_t i = 0; i < p->n_copies; i++) {
         const kiln_out_copy *c = &p->copies[i];
         int64_t bytes = kiln_type_numel(&g->nodes[c->node].type) * KILN_ELEM_BYTES;
@@ -264,6 +281,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         int64_t bytes = kiln_type_numel(&g->nodes[u->target].type) * KILN_ELEM_BYTES;
         cg_memcpy(cg, value_ptr(&e, u->target), value_ptr(&e, u->value), bytes);
     }
+    if (req->profile) profile_mark(cg, -1);
     LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
     free(calls);
     return (int)nk;

@@ -12,20 +12,23 @@
  *   code can call libm → look the entry up (machine code is produced at lookup).
  * The module is built inside an ORC ThreadSafeContext from the start, so the JIT takes
  * it without a copy; kiln_codegen_module (AOT, --emit) builds the same module in a plain
- * context instead and hands it over finished.
+ * context instead and hands it over finished. With KILN_PERF=1 the JIT links through
+ * RuntimeDyld with LLVM's perf listener attached, so `perf report` names the kernels.
  */
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/ExecutionEngine.h>
 #include <llvm-c/Linker.h>
 #include <llvm-c/LLJIT.h>
 #include <llvm-c/Orc.h>
+#include <llvm-c/OrcEE.h>
 #include <llvm-c/Transforms/PassBuilder.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "kiln/runtime.h" /* kiln_parallel_for */
+#include "kiln/runtime.h" /* kiln_parallel_for, kiln_profile_mark */
 
 #include "lower.h"
 
@@ -118,6 +121,25 @@ char *kiln_codegen_dump(const kiln_compile_request *req, kiln_diags *d)
     return text;
 }
 
+bool kiln_codegen_schedule(const kiln_compile_request *req, kiln_kernel_schedule *sched, kiln_diags *d)
+{
+    kiln_target host;
+    const kiln_target *t = req->target;
+    if (!t) {
+        if (!kiln_target_host(&host, d)) return false;
+        t = &host;
+    }
+    kiln_program prog;
+    bool ok = plan(req, t, &prog, d);
+    if (ok) {
+        *sched = prog.sched; /* the caller frees the schedule */
+        prog.sched = (kiln_kernel_schedule){0};
+        kiln_program_free(&prog);
+    }
+    if (t == &host) kiln_target_free(&host);
+    return ok;
+}
+
 /* ---- building and optimising ----------------------------------------------------------- */
 
 static void entry_name(const kiln_compile_request *req, char *buf, size_t size)
@@ -158,6 +180,34 @@ static void unit_build(unit *u, const kiln_compile_request *req, const kiln_targ
     cg_init_in_context(&u->cg, t, ctx, name);
     cg_init_in_context(&u->gemm, t, ctx, "gemm");
     u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, sched, name, &u->n_functions);
+}
+
+/* Profiled entries (req->profile): the function each kernel call calls, read off the
+ * entry before optimisation. Every call is preceded by kiln_profile_mark(k); identical
+ * kernels share one function, named after the first of them, and that name is what
+ * `perf report` shows (KILN_PERF=1). */
+static char **kernel_functions(LLVMModuleRef mod, const char *entry, uint32_t n_kernels)
+{
+    char **names = calloc(n_kernels ? n_kernels : 1, sizeof *names);
+    KILN_ASSERT(names != NULL);
+    LLVMValueRef fn = LLVMGetNamedFunction(mod, entry);
+    long pending = -1; /* the slot whose mark was the last call seen */
+    for (LLVMBasicBlockRef bb = LLVMGetFirstBasicBlock(fn); bb; bb = LLVMGetNextBasicBlock(bb)) {
+        for (LLVMValueRef in = LLVMGetFirstInstruction(bb); in; in = LLVMGetNextInstruction(in)) {
+            if (LLVMGetInstructionOpcode(in) != LLVMCall) continue;
+            LLVMValueRef callee = LLVMGetCalledValue(in);
+            size_t len;
+            const char *name = LLVMGetValueName2(callee, &len);
+            if (strcmp(name, "kiln_profile_mark") == 0) {
+                pending = (long)LLVMConstIntGetSExtValue(LLVMGetOperand(in, 0));
+            } else if (pending >= 0 && pending < (long)n_kernels && len) {
+                names[pending] = strdup(name);
+                KILN_ASSERT(names[pending] != NULL);
+                pending = -1;
+            }
+        }
+    }
+    return names;
 }
 
 /* Verifies both modules; optimises the kernels with default<O3> and the GEMM functions
@@ -227,6 +277,7 @@ static char *module_text(kiln_cg *cg)
 bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln_diags *d)
 {
     KILN_ASSERT(req->target != NULL);
+    KILN_ASSERT(!req->profile); /* profile marks call the driver's runtime/profile.c: JIT only */
     memset(out, 0, sizeof *out);
     if (!plan(req, req->target, &out->prog, d)) return false;
     char name[256];
@@ -296,9 +347,34 @@ void *kiln_jit_define_runtime(void *jit_ref)
 {
     LLVMOrcLLJITRef jit = jit_ref;
     LLVMJITSymbolFlags flags = {LLVMJITSymbolGenericFlagsExported | LLVMJITSymbolGenericFlagsCallable, 0};
-    LLVMOrcCSymbolMapPair sym = {LLVMOrcLLJITMangleAndIntern(jit, "kiln_parallel_for"),
-                                 {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_parallel_for, flags}};
-    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(&sym, 1));
+    LLVMOrcCSymbolMapPair syms[] = {
+        {LLVMOrcLLJITMangleAndIntern(jit, "kiln_parallel_for"),
+         {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_parallel_for, flags}},
+        {LLVMOrcLLJITMangleAndIntern(jit, "kiln_profile_mark"),
+         {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_profile_mark, flags}},
+    };
+    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(syms, 2));
+}
+
+/* perf: with KILN_PERF=1 (not "0" or empty), objects are linked by RuntimeDyld with LLVM's
+ * perf JIT event listener attached, which records every function's name and address in
+ * a jit-PID.dump file for `perf inject --jit` (docs/performance.md). Opt-in because it
+ * writes files and replaces the default JITLink linker; the listener is a process-wide
+ * singleton that LLVM owns (NULL when LLVM was built without perf support). */
+static bool perf_wanted(void)
+{
+    const char *v = getenv("KILN_PERF");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
+static LLVMOrcObjectLayerRef perf_object_layer(void *ctx, LLVMOrcExecutionSessionRef es, const char *triple)
+{
+    (void)ctx;
+    (void)triple;
+    LLVMOrcObjectLayerRef layer = LLVMOrcCreateRTDyldObjectLinkingLayerWithSectionMemoryManager(es);
+    LLVMJITEventListenerRef perf = LLVMCreatePerfJITEventListener();
+    if (perf) LLVMOrcRTDyldObjectLinkingLayerRegisterJITEventListener(layer, perf);
+    return layer;
 }
 
 static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char *name, kiln_compiled *out,
@@ -318,6 +394,7 @@ static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char 
     }
     LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
     LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
+    if (perf_wanted()) LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator(builder, perf_object_layer, NULL);
     LLVMOrcLLJITRef jit;
     LLVMErrorRef err = LLVMOrcCreateLLJIT(&jit, builder); /* consumes builder */
     if (err) {
@@ -382,6 +459,7 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     unit_build(&u, req, t, LLVMOrcThreadSafeContextGetContext(tsc), &prog.plan, &prog.sched, name);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
+    if (req->profile) out->kernel_fns = kernel_functions(u.cg.mod, name, prog.sched.n_kernels);
     double t1 = now_ms();
     ok = unit_finish(&u, name, d);
     double t2 = now_ms();
@@ -397,6 +475,8 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     LLVMOrcDisposeThreadSafeContext(tsc);
     out->dump = prog.dump;
     prog.dump = NULL;
+    out->sched = prog.sched; /* kept for the caller (profile slots); freed with out */
+    prog.sched = (kiln_kernel_schedule){0};
     kiln_program_free(&prog);
 done_target:
     if (t == &host) kiln_target_free(&host);
@@ -415,5 +495,8 @@ void kiln_compiled_free(kiln_compiled *c)
     free(c->llvm_ir);
     free(c->asm_text);
     free(c->dump);
+    for (uint32_t k = 0; c->kernel_fns && k < c->sched.n_kernels; k++) free(c->kernel_fns[k]);
+    free(c->kernel_fns);
+    kiln_schedule_free(&c->sched);
     memset(c, 0, sizeof *c);
 }

@@ -1,6 +1,7 @@
 /* cmd_bench.c — `kiln bench`: how long a model takes to compile and to run.
  *
  *   kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train [--checkpoint-activations]] [--threads N]
+ *              [--per-kernel]
  *
  * Design: everything happens in one process with fresh parameters (the model's init
  * scheme and seed) and fixed inputs (every i32 element 1 — a valid token, class and
@@ -20,7 +21,14 @@
  *
  * --threads N (default 1, at most KILN_MAX_THREADS used) sizes the runtime's pool.
  *
- * Not yet: per-kernel times (they need the entry function to be instrumented).
+ * --per-kernel compiles the entry with profiling marks around every kernel call
+ * (kiln_compile_request.profile, runtime/profile.c: one monotonic clock read per kernel)
+ * and prints, after the usual lines, every kernel's time per run summed over the timed
+ * runs (the warm-up excluded), its share of the time inside the entry, its FLOPs and
+ * GFLOP/s, sorted by time, described as kernels.c describes them (kind, member ops,
+ * type, origin in the model file) with the LLVM function it calls (the name `perf report`
+ * shows); before that, the same summed by kind. --json adds them as "per_kernel" and
+ * "per_kind".
  */
 #include <cjson/cJSON.h>
 #include <ffi.h>
@@ -32,6 +40,7 @@
 #include "codegen.h"
 #include "kiln/runtime.h"
 #include "driver.h"
+#include "kernels.h"
 #include "passes.h"
 #include "train.h"
 
@@ -56,6 +65,7 @@ typedef bool (*run_fn)(void *ctx, kiln_diags *d);
 static int time_runs(run_fn run, void *ctx, int64_t iters, double *times, kiln_diags *d)
 {
     if (!run(ctx, d)) return -1;
+    kiln_profile_reset(); /* --per-kernel: the warm-up run is not counted */
     int n = 0;
     double start = now_ms();
     while (n < 1000 && (iters ? n < iters : (n < 3 || now_ms() - start < 2000))) {
@@ -85,6 +95,129 @@ static bool run_compiled(void *ctx, kiln_diags *d)
     return false;
 }
 
+/* ---- --per-kernel ---------------------------------------------------------------------- */
+
+typedef struct kernel_row {
+    uint32_t k;             /* schedule position; n_kernels = the entry's final copies */
+    double ms;              /* per run */
+    int64_t flops;
+} kernel_row;
+
+static int cmp_row_ms(const void *a, const void *b)
+{
+    const kernel_row *x = a, *y = b;
+    if (x->ms != y->ms) return x->ms > y->ms ? -1 : 1;
+    return x->k < y->k ? -1 : x->k > y->k;
+}
+
+/* Per kind (loop, or the op of a one-node kernel): summed time, FLOPs and count. */
+typedef struct kind_sum {
+    char kind[64];
+    double ms;
+    int64_t flops;
+    int n;
+} kind_sum;
+
+static int cmp_kind_ms(const void *a, const void *b)
+{
+    const kind_sum *x = a, *y = b;
+    return x->ms != y->ms ? (x->ms > y->ms ? -1 : 1) : strcmp(x->kind, y->kind);
+}
+
+static double gflops(int64_t flops, double ms) { return ms > 0 ? flops / ms / 1e6 : 0; }
+
+/* The table (or, with o, the JSON arrays) of the profile collected over `runs` runs;
+ * fns[k] is the LLVM function kernel k calls (the name perf shows), or NULL. */
+static void per_kernel_report(const kiln_graph *g, const kiln_kernel_schedule *s, char *const *fns, int runs,
+                              double mean, cJSON *o)
+{
+    uint32_t nk = s->n_kernels;
+    const int64_t *ns = kiln_profile_ns();
+    kernel_row *rows = calloc(nk + 1, sizeof *rows);
+    kind_sum *kinds = calloc(nk + 1, sizeof *kinds);
+    KILN_ASSERT(rows && kinds && ns);
+    double total = 0;
+    int n_kinds = 0;
+    for (uint32_t k = 0; k <= nk; k++) {
+        rows[k] = (kernel_row){k, ns[k] / 1e6 / runs, k < nk ? kernel_flops(g, s, k) : 0};
+        total += rows[k].ms;
+        if (k == nk) break;
+        char kind[64];
+        kernel_kind(g, s, k, kind, sizeof kind);
+        int i = 0;
+        while (i < n_kinds && strcmp(kinds[i].kind, kind) != 0) i++;
+        if (i == n_kinds) snprintf(kinds[n_kinds++].kind, sizeof kinds[0].kind, "%s", kind);
+        kinds[i].ms += rows[k].ms;
+        kinds[i].flops += rows[k].flops;
+        kinds[i].n++;
+    }
+    double copies = rows[nk].ms;
+    qsort(rows, nk, sizeof *rows, cmp_row_ms); /* the copies row stays last */
+    qsort(kinds, (size_t)n_kinds, sizeof *kinds, cmp_kind_ms);
+    double denom = total > 0 ? total : 1;
+    char desc[768], text[256];
+    if (o) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "per_kernel");
+        for (uint32_t i = 0; i < nk; i++) {
+            uint32_t k = rows[i].k;
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddNumberToObject(r, "position", k);
+            cJSON_AddStringToObject(r, "function", fns && fns[k] ? fns[k] : "");
+            kernel_kind(g, s, k, text, sizeof text);
+            cJSON_AddStringToObject(r, "kind", text);
+            cJSON_AddNumberToObject(r, "members", s->kernels[k].n);
+            kernel_ops(g, s, k, text, sizeof text);
+            cJSON_AddStringToObject(r, "ops", text);
+            kernel_type(g, s, k, text, sizeof text);
+            cJSON_AddStringToObject(r, "type", text);
+            kernel_where(g, s, k, text, sizeof text);
+            cJSON_AddStringToObject(r, "where", text);
+            cJSON_AddNumberToObject(r, "ms", rows[i].ms);
+            cJSON_AddNumberToObject(r, "share", rows[i].ms / denom);
+            cJSON_AddNumberToObject(r, "flops", (double)rows[i].flops);
+            cJSON_AddNumberToObject(r, "gflops", gflops(rows[i].flops, rows[i].ms));
+            cJSON_AddItemToArray(arr, r);
+        }
+        cJSON *karr = cJSON_AddArrayToObject(o, "per_kind");
+        for (int i = 0; i < n_kinds; i++) {
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddStringToObject(r, "kind", kinds[i].kind);
+            cJSON_AddNumberToObject(r, "kernels", kinds[i].n);
+            cJSON_AddNumberToObject(r, "ms", kinds[i].ms);
+            cJSON_AddNumberToObject(r, "share", kinds[i].ms / denom);
+            cJSON_AddNumberToObject(r, "flops", (double)kinds[i].flops);
+            cJSON_AddNumberToObject(r, "gflops", gflops(kinds[i].flops, kinds[i].ms));
+            cJSON_AddItemToArray(karr, r);
+        }
+        cJSON_AddNumberToObject(o, "per_kernel_copies_ms", copies);
+        cJSON_AddNumberToObject(o, "per_kernel_total_ms", total);
+    } else {
+        printf("\nper kernel (%u kernels), averaged over %d runs: %.3f ms per run inside the entry (%.1f%% of the "
+               "mean run), %.4f ms of it in the final copies\n",
+               nk, runs, total, mean > 0 ? 100 * total / mean : 0, copies);
+        printf("\n%-28s %9s %7s %8s %9s\n", "by kind", "ms/run", "share", "kernels", "GFLOP/s");
+        for (int i = 0; i < n_kinds; i++)
+            printf("%-28s %9.4f %6.2f%% %8d %9.1f\n", kinds[i].kind, kinds[i].ms, 100 * kinds[i].ms / denom,
+                   kinds[i].n, gflops(kinds[i].flops, kinds[i].ms));
+        printf("\n%5s %9s %7s %6s %9s %8s  %s\n", "#", "ms/run", "share", "cum", "MFLOP", "GFLOP/s",
+               "kind  members [ops] type  origin label %node  (function)");
+        double cum = 0;
+        for (uint32_t i = 0; i < nk; i++) {
+            uint32_t k = rows[i].k;
+            cum += rows[i].ms;
+            kernel_describe(g, s, k, desc, sizeof desc);
+            printf("%5u %9.4f %6.2f%% %5.1f%% %9.2f %8.1f  %s", k, rows[i].ms, 100 * rows[i].ms / denom,
+                   100 * cum / denom, rows[i].flops / 1e6, gflops(rows[i].flops, rows[i].ms), desc);
+            if (fns && fns[k]) printf("  (%s)", fns[k]);
+            printf("\n");
+        }
+        printf("%5s %9.4f %6.2f%% %6s %9s %8s  (entry: output and update copies)\n", "-", copies, 100 * copies / denom,
+               "", "", "");
+    }
+    free(rows);
+    free(kinds);
+}
+
 /* ---- the interpreter ------------------------------------------------------------------ */
 
 typedef struct interp_run {
@@ -102,7 +235,7 @@ static bool run_interp(void *ctx, kiln_diags *d)
 
 int cmd_bench(int argc, char **argv, kiln_diags *diags)
 {
-    bool interp = false, json = false, train = false, ckpt = false;
+    bool interp = false, json = false, train = false, ckpt = false, per_kernel = false;
     int64_t iters = 0, threads = 1;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
@@ -118,6 +251,8 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
          "threads for every kernel with enough work, at most 8 used (default: 1)"},
         {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL,
          "with --train: time the checkpointed step, which recomputes activations (default: off)"},
+        {"--per-kernel", CLI_BOOL, &per_kernel, NULL,
+         "time every kernel: time, share, FLOPs and GFLOP/s per kernel, slowest first (default: off)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
@@ -131,6 +266,10 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
     if (train && interp) {
         kiln_diags_add(diags, NULL, 0, 0, "--train", "benchmarks the compiled training step; it does not combine with --interp");
+        return EXIT_USAGE;
+    }
+    if (per_kernel && interp) {
+        kiln_diags_add(diags, NULL, 0, 0, "--per-kernel", "times compiled kernels; it does not combine with --interp");
         return EXIT_USAGE;
     }
 
@@ -195,6 +334,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
                                     .name = m.name,
                                     .pipeline = &cli_pipeline};
         if (train) req = train_step_request(&m, &ts);
+        req.profile = per_kernel;
         t_compile = now_ms();
         if (!kiln_compile_graph(&req, &cr.c, diags)) goto done;
         t_compile = now_ms() - t_compile;
@@ -235,12 +375,17 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
             cr.arg_ptrs[i] = i == lr_arg ? (void *)&lr : (void *)&cr.args[i];
         }
         KILN_ASSERT(ffi_prep_cif(&cr.cif, FFI_DEFAULT_ABI, k, &ffi_type_sint, types) == FFI_OK);
+        if (per_kernel && kiln_profile_start((int)cr.c.sched.n_kernels + 1) != 0) {
+            kiln_diags_add(diags, NULL, 0, 0, "--per-kernel", "out of memory for the profile");
+            goto done;
+        }
         n_times = time_runs(run_compiled, &cr, iters, times, diags);
     }
     if (n_times < 0) goto done;
 
     int64_t flops = train ? train_step_flops(g) : kiln_graph_flops(g);
-    double median = times[n_times / 2], best = times[0];
+    double median = times[n_times / 2], best = times[0], mean = 0;
+    for (int i = 0; i < n_times; i++) mean += times[i] / n_times;
     const char *mode = interp ? "interp" : "compiled";
     const char *what = train ? "training step" : "forward pass";
     if (json) {
@@ -263,6 +408,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
         cJSON_AddNumberToObject(o, train ? "step_ms_min" : "forward_ms_min", best);
         if (train) cJSON_AddNumberToObject(o, "optim_bytes", (double)cr.c.optim_bytes);
         cJSON_AddNumberToObject(o, "gflops_median", flops / median / 1e6);
+        if (per_kernel) per_kernel_report(g, &cr.c.sched, cr.c.kernel_fns, n_times, mean, o);
         char *text = cJSON_Print(o);
         puts(text);
         free(text);
@@ -279,6 +425,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
         }
         printf("%s (%s): median %.3f ms, min %.3f ms over %d runs; %.1f GFLOP/s at the median\n",
                train ? "training step" : "forward", mode, median, best, n_times, flops / median / 1e6);
+        if (per_kernel) per_kernel_report(g, &cr.c.sched, cr.c.kernel_fns, n_times, mean, NULL);
     }
     status = EXIT_OK;
 
@@ -295,6 +442,7 @@ done:
     free(cr.args);
     free(cr.arg_ptrs);
     kiln_compiled_free(&cr.c);
+    kiln_profile_stop();
     free(times);
     free(blobs);
     free(values);

@@ -4,6 +4,7 @@
  *
  *   kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--train] [--header OUT.h] [-D N=V]...
  *                [--target-cpu CPU] [--target-features F] [--emit ir|llvm|asm|dot]
+ *                [--dot-detail kernels|nodes]
  *
  * The kind of artifact follows -o's extension. The exported entry takes the inputs the
  * outputs need, in the model file's order (a `targets` input only the loss reads is
@@ -11,7 +12,9 @@
  * NAME_train_step, built from a second load of the model by train_step_build (the graph
  * `kiln train` JIT-compiles, so both compute the same step), taking every model input;
  * dropout's run seed is the model's init.seed, `kiln train`'s default --seed. With --emit
- * and --train the text shows the training step. With --emit nothing is built: the text goes
+ * and --train the text shows the training step. --emit dot draws the kernel schedule the
+ * compiled code follows (dot.c): one box per kernel, or with --dot-detail nodes every
+ * node, grouped by kernel. With --emit nothing is built: the text goes
  * to -o when given (written atomically), else to stdout. The work itself is codegen's
  * (aot.c, header.c); this file checks the command line, loads the model and says where
  * the tools and the runtime archive are.
@@ -28,6 +31,7 @@
 #include "codegen.h"
 #include "driver.h"
 #include "generate.h"
+#include "kernels.h"
 #include "train.h"
 
 #ifndef KILN_EXPORT_RUNTIME_ARCHIVE
@@ -46,34 +50,9 @@ static bool ends_with(const char *s, const char *suffix)
     return n > k && strcmp(s + n - k, suffix) == 0;
 }
 
-/* The graph as Graphviz text: every node the outputs need, with its op and type. */
-static char *graph_dot(const kiln_graph *g, const unsigned char *needed)
-{
-    char *text = NULL;
-    size_t size = 0;
-    FILE *f = open_memstream(&text, &size);
-    KILN_ASSERT(f != NULL);
-    fprintf(f, "digraph \"%s\" {\n  node [shape=box, fontname=monospace];\n", g->name);
-    char type[160];
-    for (uint32_t id = 0; id < g->n_nodes; id++) {
-        const kiln_node *n = &g->nodes[id];
-        if (!needed[id]) continue;
-        const char *label = n->op == KILN_OP_INPUT || n->op == KILN_OP_PARAM ? n->attrs.name : n->label;
-        fprintf(f, "  n%u [label=\"%%%u %s\\n%s%s%s\"];\n", id, id, kiln_op_table[n->op].name,
-                kiln_type_str(&n->type, type, sizeof type), label ? "\\n" : "", label ? label : "");
-        for (uint32_t j = 0; j < n->n_in; j++) fprintf(f, "  n%u -> n%u;\n", n->in[j], id);
-    }
-    for (uint32_t o = 0; o < g->n_outputs; o++)
-        fprintf(f, "  out%u [label=\"%s\", shape=oval];\n  n%u -> out%u;\n", o, g->outputs[o].name,
-                g->outputs[o].node, o);
-    fprintf(f, "}\n");
-    fclose(f);
-    return text;
-}
-
 int cmd_compile(int argc, char **argv, kiln_diags *diags)
 {
-    const char *out = NULL, *header = NULL, *cpu = NULL, *features = NULL, *emit = NULL;
+    const char *out = NULL, *header = NULL, *cpu = NULL, *features = NULL, *emit = NULL, *detail = NULL;
     bool train = false, ckpt = false, generate = false;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
@@ -93,6 +72,8 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
          "with --train: the exported step recomputes block activations (default: off)"},
         {"--generate", CLI_BOOL, &generate, NULL,
          "also export NAME_prefill and NAME_decode_step for KV-cached generation, docs/generation.md (default: off)"},
+        {"--dot-detail", CLI_STR, &detail, NULL,
+         "with --emit dot: 'kernels' draws one box per kernel, 'nodes' every node grouped by kernel (default: kernels)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
@@ -103,6 +84,8 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         if (strcmp(emit, "ir") && strcmp(emit, "llvm") && strcmp(emit, "asm") && strcmp(emit, "dot"))
             kiln_diags_add(diags, NULL, 0, 0, "--emit", "'%s' is not one of ir, llvm, asm, dot", emit);
         if (header) kiln_diags_add(diags, NULL, 0, 0, "--header", "only applies to a library, not to --emit");
+        if (detail && strcmp(emit, "dot") != 0)
+            kiln_diags_add(diags, NULL, 0, 0, "--dot-detail", "only applies to --emit dot");
     } else if (!out) {
         kiln_diags_add(diags, NULL, 0, 0, "compile", "-o OUT.so, OUT.o or OUT.a is required");
     } else if (ends_with(out, ".so")) {
@@ -114,6 +97,9 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     } else {
         kiln_diags_add(diags, out, 0, 0, "-o", "unknown kind of output: the name must end in .so, .o or .a");
     }
+    if (detail && !emit) kiln_diags_add(diags, NULL, 0, 0, "--dot-detail", "only applies to --emit dot");
+    if (detail && strcmp(detail, "kernels") != 0 && strcmp(detail, "nodes") != 0)
+        kiln_diags_add(diags, NULL, 0, 0, "--dot-detail", "'%s' is not one of kernels, nodes", detail);
     if (cpu && !*cpu) kiln_diags_add(diags, NULL, 0, 0, "--target-cpu", "is empty");
     if (generate && emit)
         kiln_diags_add(diags, NULL, 0, 0, "--generate", "applies to a library (-o OUT.so|.o|.a), not to --emit");
@@ -181,16 +167,8 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
 
     if (emit && train && strcmp(emit, "ir") == 0) {
         text = kiln_graph_print(&tmodel.graph);
-    } else if (emit && train && strcmp(emit, "dot") == 0) {
-        unsigned char *all = malloc(tmodel.graph.n_nodes ? tmodel.graph.n_nodes : 1);
-        KILN_ASSERT(all != NULL);
-        memset(all, 1, tmodel.graph.n_nodes); /* updates read nodes no output needs */
-        text = graph_dot(&tmodel.graph, all);
-        free(all);
     } else if (emit && strcmp(emit, "ir") == 0) {
         text = kiln_graph_print(g);
-    } else if (emit && strcmp(emit, "dot") == 0) {
-        text = graph_dot(g, needed);
     } else {
         if (!kiln_target_for(&target, cpu, features, diags)) goto done;
         have_target = true;
@@ -213,7 +191,13 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
             cli_print_dump(dump);
             free(dump);
         }
-        if (emit && train) {
+        if (emit && strcmp(emit, "dot") == 0) {
+            const kiln_compile_request *r = train ? &treq : &req;
+            kiln_kernel_schedule sched;
+            if (!kiln_codegen_schedule(r, &sched, diags)) goto done;
+            text = dot_schedule(r->g, &sched, detail && strcmp(detail, "nodes") == 0);
+            kiln_schedule_free(&sched);
+        } else if (emit && train) {
             text = kiln_codegen_emit(&treq, strcmp(emit, "asm") == 0, diags);
             if (!text) goto done;
         } else if (emit) {

@@ -51,12 +51,12 @@ static const command commands[] = {
      "write text with a trained model: a compiled prefill and KV-cached decode steps"},
     {"compile", cmd_compile,
      "kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [--target-cpu CPU] "
-     "[--target-features F] [--emit ir|llvm|asm|dot] [--train [--checkpoint-activations]] [--generate] [-D N=V]... "
+     "[--target-features F] [--emit ir|llvm|asm|dot [--dot-detail kernels|nodes]] [--train [--checkpoint-activations]] [--generate] [-D N=V]... "
      PIPELINE_USAGE,
      "export the model (and its training step or generation) as a C library with a header"},
     {"bench", cmd_bench,
      "kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train [--checkpoint-activations]] "
-     "[--threads N] " PIPELINE_USAGE,
+     "[--threads N] [--per-kernel] " PIPELINE_USAGE,
      "time the compile and the forward pass (or training step)"},
     {"plot", cmd_plot,
      "kiln plot METRICS.jsonl... -o CURVE.svg [--y NAME[,NAME...]]... [--log-scale] [--smooth N] [--title TEXT]",

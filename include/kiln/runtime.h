@@ -129,6 +129,23 @@ int kiln_threads_set(int n);
 int kiln_threads_get(void);
 void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n_items);
 
+/* ---- per-kernel profiling (runtime/profile.c; not in exported libraries) ------------ */
+
+/* An entry compiled with profiling (kiln_compile_request.profile) calls
+ * kiln_profile_mark(k) before kernel k, kiln_profile_mark(n_kernels) before its final
+ * copies and kiln_profile_mark(-1) before returning. Each mark adds the monotonic time
+ * since the previous mark to the slot that mark opened (slots outside [0, n_slots) are
+ * not timed), summed over calls in nanoseconds. kiln_profile_start(n) (re)allocates n
+ * zeroed slots (non-zero on failure, then marks time nothing); kiln_profile_reset zeroes
+ * them; kiln_profile_ns / kiln_profile_calls are the per-slot sums (NULL before start);
+ * kiln_profile_stop frees them. One static record: one profiled entry runs at a time. */
+int kiln_profile_start(int n_slots);
+void kiln_profile_reset(void);
+void kiln_profile_mark(int slot);
+const int64_t *kiln_profile_ns(void);
+const int64_t *kiln_profile_calls(void);
+void kiln_profile_stop(void);
+
 #ifdef __cplusplus
 }
 #endif
