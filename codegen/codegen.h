@@ -72,6 +72,43 @@ typedef struct kiln_gemm_shape {
 LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s);
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s);
 
+/* What happens to each C element when its tile is stored for the last time, in this
+ * order: v = Σ_q op(A)(i,q)·op(B)(q,j) (0 when k = 0); v = v·scale; v = v + bias[j];
+ * P[i·ldp + j] = v; v = act(v); v = v + R[i·ldr + j]; then C = v, or C = C + v. Each
+ * step is its own f32 operation rounded as the unfused kernel of its IR op rounds (scale
+ * as `scale`, in double; the activations as lower_elementwise.c writes them; no
+ * contraction across steps), so the result equals matmul → scale → add(bias) → act →
+ * add(R) → add(C, ·) computed by separate kiln kernels, bit for bit. */
+typedef enum kiln_gemm_act {
+    KILN_GEMM_ACT_NONE,
+    KILN_GEMM_ACT_RELU,
+    KILN_GEMM_ACT_GELU,
+    KILN_GEMM_ACT_GELU_TANH,
+    KILN_GEMM_ACT_SILU,
+} kiln_gemm_act;
+
+typedef struct kiln_gemm_epilogue {
+    bool accumulate;    /* C += result instead of C = result (gradient accumulation) */
+    double scale;       /* result = acc·scale first, as the `scale` op rounds (0 or 1 = none) */
+    bool bias;          /* then + bias[j]: a row of n floats broadcast over the m rows */
+    bool pre_out;       /* then store that value (before the activation) into P, m×n, row stride ldp */
+    kiln_gemm_act act;  /* then the activation */
+    bool residual;      /* then + R[i·ldr + j] */
+    int64_t ldp, ldr;   /* row strides of P and R (≥ n when used) */
+} kiln_gemm_epilogue;
+
+/* kiln_cg_gemm with an epilogue (NULL or all-default: exactly kiln_cg_gemm's function):
+ *   void NAME(const float *a, const float *b, float *c, float *scratch,
+ *             [const float *bias], [float *pre_out], [const float *residual])
+ * the optional pointers present, in that order, when their flag is set. No two of the
+ * pointers overlap (C is read only with accumulate, R and bias are only read). The
+ * scratch holds kiln_gemm_epi_scratch_floats(…) floats, 64-byte aligned: more than
+ * kiln_gemm_scratch_floats only with accumulate when k spans several blocks (the partial
+ * sums then wait in scratch, m·n floats, since C holds the old values). Threads and
+ * results as kiln_cg_gemm: identical for any thread count. */
+LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
+int64_t kiln_gemm_epi_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
+
 /* ---- compiling a graph (lower.c, entry.c, jit.c) --------------------------------- */
 
 /* What to compile. Codegen does not know model files: the caller names the graph's

@@ -67,13 +67,14 @@
  */
 #include <assert.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <llvm-c/DebugInfo.h>
 
-#include "codegen.h"
 #include "kiln/runtime.h" /* KILN_MAX_THREADS */
+#include "lower.h"         /* cg_fadd, cg_fmul, cg_intrinsic1, cg_libm1: the epilogue's arithmetic */
 
 enum { GEMM_KC = 384, GEMM_MC = 960, GEMM_NC = 320 };
 
@@ -152,7 +153,8 @@ typedef struct gen {
     gemm_tile t;
     LLVMBuilderRef b;   /* our own builder per function: the caller's cg->b keeps its place */
     LLVMValueRef fn;    /* the function being emitted */
-    LLVMTypeRef i1, i32, i64, f32, ptr, vf, vmask;  /* vf = <W x float>, vmask = <W x i1> */
+    const kiln_cg *cg;  /* the caller's module, for the cg_* helpers of the epilogue */
+    LLVMTypeRef i1, i32, i64, f32, f64, ptr, vf, vd, vmask;  /* vf = <W x float>, vd = <W x double> */
     LLVMValueRef iota;                              /* <W x i32> 0, 1, …, W-1 */
     LLVMTypeRef fma_ty, mload_ty, mstore_ty, prefetch_ty;
     LLVMValueRef fma, mload, mstore, prefetch;      /* llvm.fma, masked.load/.store, prefetch */
@@ -471,6 +473,87 @@ static void write_tile(gen *g, LLVMValueRef acc[][NV], LLVMValueRef c, LLVMValue
     }
 }
 
+/* Prefetches, for writing, the MR rows of NR floats at base, rows ld apart. A prefetch
+ * never faults, so rows and columns past the tile need no care. */
+static void prefetch_tile(gen *g, LLVMValueRef base, LLVMValueRef ld) {
+    for (int r = 0; r < g->t.mr; r++) {
+        LLVMValueRef row = at_any(g, base, mul(g, k64(g, r), ld));
+        for (int off = 0; off < g->t.nr; off += 16) prefetch_for_write(g, at_any(g, row, k64(g, off)));
+        prefetch_for_write(g, at_any(g, row, k64(g, g->t.nr - 1)));  /* a row may straddle one more line */
+    }
+}
+
+/* The k loop of a tile: sum[r][v] = Σ_q<kc ap[q·MR + r]·bp[q·NR + v·W + lane] as
+ * <W x float> phis (see the file comment); leaves the builder after the loop. The loop
+ * runs at least once (kc ≥ 1) unless `may_be_empty`, which adds a kc = 0 exit. */
+static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
+                        LLVMValueRef sum[][NV]) {
+    const int w = g->t.w, mr = g->t.mr, nr = g->t.nr;
+    LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g->vf);
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b), body = block(g, "k"), done = block(g, "k.done");
+    if (may_be_empty) LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, kc, k64(g, 0), ""), body, done);
+    else LLVMBuildBr(g->b, body);
+    LLVMPositionBuilderAtEnd(g->b, body);
+    LLVMValueRef q = LLVMBuildPhi(g->b, g->i64, "q");
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < NV; v++) acc[r][v] = LLVMBuildPhi(g->b, g->vf, "acc");
+
+    /* Step q: row q of the B sliver (2 aligned vectors), column q of the A sliver. */
+    LLVMValueRef brow = at(g, bp, mul(g, q, k64(g, nr))), acol = at(g, ap, mul(g, q, k64(g, mr)));
+    LLVMValueRef bv[NV];
+    for (int v = 0; v < NV; v++) bv[v] = load_aligned(g, g->vf, at(g, brow, k64(g, v * w)), 4u * (unsigned)w);
+    for (int r = 0; r < mr; r++) {
+        LLVMValueRef av = splat(g, load_aligned(g, g->f32, at(g, acol, k64(g, r)), 4), g->vf);
+        for (int v = 0; v < NV; v++) {
+            LLVMValueRef args[] = {av, bv[v], acc[r][v]};
+            next[r][v] = LLVMBuildCall2(g->b, g->fma_ty, g->fma, args, 3, "");
+        }
+    }
+    LLVMValueRef q1 = add(g, q, k64(g, 1));
+    hint_loop(g, LLVMBuildCondBr(g->b, lt(g, q1, kc), body, done));
+
+    LLVMValueRef zero64 = k64(g, 0);
+    LLVMAddIncoming(q, &zero64, &pre, 1);
+    LLVMAddIncoming(q, &q1, &body, 1);
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < NV; v++) {
+            LLVMAddIncoming(acc[r][v], &zero, &pre, 1);
+            LLVMAddIncoming(acc[r][v], &next[r][v], &body, 1);
+        }
+    LLVMPositionBuilderAtEnd(g->b, done);
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < NV; v++) {
+            if (!may_be_empty) {
+                sum[r][v] = next[r][v];
+                continue;
+            }
+            sum[r][v] = LLVMBuildPhi(g->b, g->vf, "sum");
+            LLVMAddIncoming(sum[r][v], &zero, &pre, 1);
+            LLVMAddIncoming(sum[r][v], &next[r][v], &body, 1);
+        }
+}
+
+/* The four ways to write sums to a tile at c: (whole tile | masked) × (store | add, as
+ * `add` says). Leaves the builder at the end of them all. */
+static void write_tile_4(gen *g, LLVMValueRef sum[][NV], LLVMValueRef c, LLVMValueRef ldc, LLVMValueRef rows,
+                         LLVMValueRef cols, LLVMValueRef add) {
+    LLVMValueRef whole = LLVMBuildAnd(g->b, LLVMBuildICmp(g->b, LLVMIntSGE, rows, k64(g, g->t.mr), ""),
+                                      LLVMBuildICmp(g->b, LLVMIntSGE, cols, k64(g, g->t.nr), ""), "");
+    LLVMBasicBlockRef arm[2] = {block(g, "whole"), block(g, "edge")}, end = block(g, "end");
+    LLVMBuildCondBr(g->b, whole, arm[0], arm[1]);
+    for (int masked = 0; masked < 2; masked++) {
+        LLVMBasicBlockRef badd = block(g, "add"), bset = block(g, "set");
+        LLVMPositionBuilderAtEnd(g->b, arm[masked]);
+        branch(g, add, badd, bset);
+        write_tile(g, sum, c, ldc, rows, cols, masked, true);
+        LLVMBuildBr(g->b, end);
+        LLVMPositionBuilderAtEnd(g->b, bset);
+        write_tile(g, sum, c, ldc, rows, cols, masked, false);
+        LLVMBuildBr(g->b, end);
+    }
+    LLVMPositionBuilderAtEnd(g->b, end);
+}
+
 /*   void kiln_gemm_tile_wW_MRxNR(const float *ap, const float *bp, float *c, i64 ldc,
  *                                i64 kc, i64 rows, i64 cols, i1 accumulate)
  * C[r][x] (=|+=) Σ_q<kc ap[q·MR + r]·bp[q·NR + x] for r < min(rows, MR), x < min(cols, NR),
@@ -487,61 +570,240 @@ static LLVMValueRef tile_function(gen g) {
     LLVMValueRef rows = param(&g, 5), cols = param(&g, 6), accumulate = param(&g, 7);
 
     /* Start fetching the C tile now: its lines are needed only after the k loop, and
-     * unless C is small they come from L3. A prefetch never faults, so rows and columns
-     * past the tile need no care. */
-    for (int r = 0; r < mr; r++) {
-        LLVMValueRef crow = at_any(&g, c, mul(&g, k64(&g, r), ldc));
-        for (int off = 0; off < nr; off += 16) prefetch_for_write(&g, at_any(&g, crow, k64(&g, off)));
-        prefetch_for_write(&g, at_any(&g, crow, k64(&g, nr - 1)));  /* a row may straddle one more line */
+     * unless C is small they come from L3. */
+    prefetch_tile(&g, c, ldc);
+    LLVMValueRef sum[MR_MAX][NV];
+    emit_k_loop(&g, ap, bp, kc, false, sum);
+    write_tile_4(&g, sum, c, ldc, rows, cols, accumulate);
+    return function_end(&g);
+}
+
+/* ---- epilogue ---------------------------------------------------------------------- */
+
+static bool has_scale(const kiln_gemm_epilogue *e) { return e->scale != 0 && e->scale != 1; }
+
+/* An epilogue that changes nothing: the plain GEMM, today's functions exactly. */
+static bool epi_trivial(const kiln_gemm_epilogue *e) {
+    return !e || (!e->accumulate && !has_scale(e) && !e->bias && !e->pre_out && e->act == KILN_GEMM_ACT_NONE &&
+                  !e->residual);
+}
+
+static const char *const act_name[] = {"", "relu", "gelu", "gelu_tanh", "silu"};
+
+/* "_e" + a letter per step present + the activation: the part of a function's name that
+ * tells epilogues apart ("_ebr_gelu_tanh": bias, residual, gelu_tanh). The scale's value
+ * and the strides are arguments of the shared functions, so they are not in it. */
+static void epi_code(const kiln_gemm_epilogue *e, char *buf, size_t size) {
+    snprintf(buf, size, "_e%s%s%s%s%s%s%s", e->accumulate ? "a" : "", has_scale(e) ? "s" : "", e->bias ? "b" : "",
+             e->pre_out ? "p" : "", e->residual ? "r" : "", e->act ? "_" : "", act_name[e->act]);
+}
+
+/* The activations, for a float or a <N x float>: lower_elementwise.c's f_relu, f_gelu,
+ * f_gelu_tanh, f_silu operation for operation, with the same fast-math flags (cg_fmul
+ * and cg_fadd carry `contract`, cg_fdiv nothing), so that the backend forms the same
+ * FMAs inside a formula and the fused epilogue rounds like the separate kernel. */
+static LLVMValueRef fconst(kiln_cg *cg, LLVMTypeRef ty, double v) {
+    LLVMValueRef x = cg_f32(cg, v);
+    if (LLVMGetTypeKind(ty) != LLVMVectorTypeKind) return x;
+    LLVMValueRef lanes[64];
+    unsigned n = LLVMGetVectorSize(ty);
+    assert(n <= 64);
+    for (unsigned i = 0; i < n; i++) lanes[i] = x;
+    return LLVMConstVector(lanes, n);
+}
+
+/* exp and erfc of a float or a vector, as the elementwise kernels compute them: the
+ * llvm.exp intrinsic, libm's erfcf lane by lane. TODO(vmath): switch both to
+ * codegen/vmath.h (vm_exp, vm_erfc) together with lower_elementwise.c, so that fused and
+ * separate kernels keep agreeing bit for bit. */
+static LLVMValueRef epi_exp(kiln_cg *cg, LLVMValueRef x) { return cg_intrinsic1(cg, "llvm.exp", x); }
+static LLVMValueRef epi_erfc(kiln_cg *cg, LLVMValueRef x) {
+    LLVMTypeRef ty = LLVMTypeOf(x);
+    if (LLVMGetTypeKind(ty) != LLVMVectorTypeKind) return cg_libm1(cg, "erfcf", x);
+    LLVMValueRef r = LLVMGetPoison(ty);
+    for (unsigned i = 0; i < LLVMGetVectorSize(ty); i++) {
+        LLVMValueRef lane = cg_i32(cg, (int32_t)i);
+        LLVMValueRef y = cg_libm1(cg, "erfcf", LLVMBuildExtractElement(cg->b, x, lane, ""));
+        r = LLVMBuildInsertElement(cg->b, r, y, lane, "");
     }
+    return r;
+}
 
-    LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g.vf);
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g.b), body = block(&g, "k"), done = block(&g, "k.done");
-    LLVMBuildBr(g.b, body);
-    LLVMPositionBuilderAtEnd(g.b, body);
-    LLVMValueRef q = LLVMBuildPhi(g.b, g.i64, "q");
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = LLVMBuildPhi(g.b, g.vf, "acc");
+/* σ(x) from e = exp(−|x|): x ≥ 0 → 1/(1+e), else e/(1+e) */
+static LLVMValueRef epi_sigmoid(kiln_cg *cg, LLVMValueRef x) {
+    LLVMTypeRef ty = LLVMTypeOf(x);
+    LLVMValueRef e = epi_exp(cg, LLVMBuildFNeg(cg->b, cg_intrinsic1(cg, "llvm.fabs", x), ""));
+    LLVMValueRef d = cg_fadd(cg, fconst(cg, ty, 1.0), e);
+    LLVMValueRef pos = cg_fdiv(cg, fconst(cg, ty, 1.0), d), neg = cg_fdiv(cg, e, d);
+    return LLVMBuildSelect(cg->b, LLVMBuildFCmp(cg->b, LLVMRealOGE, x, fconst(cg, ty, 0.0), ""), pos, neg, "");
+}
 
-    /* Step q: row q of the B sliver (2 aligned vectors), column q of the A sliver. */
-    LLVMValueRef brow = at(&g, bp, mul(&g, q, k64(&g, nr))), acol = at(&g, ap, mul(&g, q, k64(&g, mr)));
-    LLVMValueRef bv[NV];
-    for (int v = 0; v < NV; v++) bv[v] = load_aligned(&g, g.vf, at(&g, brow, k64(&g, v * w)), 4u * (unsigned)w);
-    for (int r = 0; r < mr; r++) {
-        LLVMValueRef av = splat(&g, load_aligned(&g, g.f32, at(&g, acol, k64(&g, r)), 4), g.vf);
+static LLVMValueRef epi_activation(kiln_cg *cg, kiln_gemm_act act, LLVMValueRef x) {
+    LLVMTypeRef ty = LLVMTypeOf(x);
+    switch (act) {
+    case KILN_GEMM_ACT_NONE:
+        return x;
+    case KILN_GEMM_ACT_RELU: {  /* x < 0 ? 0 : x — NaN passes through */
+        LLVMValueRef neg = LLVMBuildFCmp(cg->b, LLVMRealOLT, x, fconst(cg, ty, 0.0), "");
+        return LLVMBuildSelect(cg->b, neg, fconst(cg, ty, 0.0), x, "");
+    }
+    case KILN_GEMM_ACT_GELU: {  /* ½·x·erfc(−x/√2) */
+        LLVMValueRef t = epi_erfc(cg, cg_fmul(cg, x, fconst(cg, ty, -M_SQRT1_2)));
+        return cg_fmul(cg, cg_fmul(cg, fconst(cg, ty, 0.5), x), t);
+    }
+    case KILN_GEMM_ACT_GELU_TANH: {  /* x·σ(2u), u = √(2/π)·(x + 0.044715·x³) */
+        const double k = 0.79788456080286535588;
+        LLVMValueRef x3 = cg_fmul(cg, cg_fmul(cg, x, x), x);
+        LLVMValueRef u = cg_fmul(cg, fconst(cg, ty, k), cg_fadd(cg, x, cg_fmul(cg, fconst(cg, ty, 0.044715), x3)));
+        return cg_fmul(cg, x, epi_sigmoid(cg, cg_fmul(cg, fconst(cg, ty, 2.0), u)));
+    }
+    case KILN_GEMM_ACT_SILU:
+        return cg_fmul(cg, x, epi_sigmoid(cg, x));
+    }
+    assert(0 && "unknown activation");
+    return x;
+}
+
+/* Where the epilogue of one tile reads and writes: each pointer at the tile's first
+ * element (NULL when its step is absent). */
+typedef struct epi_ptrs {
+    LLVMValueRef c, ldc, bias, p, ldp, r, ldr, scale;  /* scale: a double */
+} epi_ptrs;
+
+/* Vector `off` of a tile's row at base: a plain access, or one under `mask` (see
+ * write_tile: a masked tile clamps the rows past its end to a valid one, all lanes off). */
+static LLVMValueRef row_load(gen *g, LLVMValueRef base, LLVMValueRef off, LLVMValueRef mask) {
+    return mask ? masked_load(g, at_any(g, base, off), mask) : load_aligned(g, g->vf, at(g, base, off), 4);
+}
+static void row_store(gen *g, LLVMValueRef x, LLVMValueRef base, LLVMValueRef off, LLVMValueRef mask) {
+    if (mask) masked_store(g, x, at_any(g, base, off), mask);
+    else store_aligned(g, x, at(g, base, off), 4);
+}
+
+/* The last write of a tile: v = sum[r][v], then the epilogue's steps (codegen.h's order)
+ * and the store into C. Each step is a separate instruction without fast-math flags
+ * (the activation aside, see epi_activation), so nothing contracts across steps. masked
+ * as in write_tile. */
+static void write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
+                           LLVMValueRef rows, LLVMValueRef cols, bool masked) {
+    const int w = g->t.w;
+    kiln_cg cg = *g->cg;
+    cg.b = g->b;
+    LLVMValueRef colmask[NV] = {0}, none = LLVMConstNull(g->vmask), bias[NV] = {0};
+    LLVMValueRef scale = has_scale(e) ? splat(g, at_->scale, g->vd) : NULL;
+    for (int v = 0; v < NV; v++) {
+        if (masked) colmask[v] = lanes_below(g, sub(g, cols, k64(g, v * w)));
+        if (!e->bias) continue;
+        bias[v] = masked ? masked_load(g, at_any(g, at_->bias, k64(g, v * w)), colmask[v])
+                         : load_aligned(g, g->vf, at(g, at_->bias, k64(g, v * w)), 4);
+    }
+    for (int r = 0; r < g->t.mr; r++) {
+        LLVMValueRef on = masked ? lt(g, k64(g, r), rows) : NULL;
+        LLVMValueRef row = masked ? smin(g, k64(g, r), sub(g, rows, k64(g, 1))) : k64(g, r);
+        LLVMValueRef crow = at(g, at_->c, mul(g, row, at_->ldc));
+        LLVMValueRef prow = e->pre_out ? at(g, at_->p, mul(g, row, at_->ldp)) : NULL;
+        LLVMValueRef rrow = e->residual ? at(g, at_->r, mul(g, row, at_->ldr)) : NULL;
         for (int v = 0; v < NV; v++) {
-            LLVMValueRef args[] = {av, bv[v], acc[r][v]};
-            next[r][v] = LLVMBuildCall2(g.b, g.fma_ty, g.fma, args, 3, "");
+            LLVMValueRef mask = masked ? LLVMBuildSelect(g->b, on, colmask[v], none, "") : NULL;
+            LLVMValueRef off = k64(g, v * w);
+            LLVMValueRef x = sum[r][v];
+            if (scale)  /* as the `scale` op: x·by in double, rounded once to f32 */
+                x = LLVMBuildFPTrunc(g->b, LLVMBuildFMul(g->b, LLVMBuildFPExt(g->b, x, g->vd, ""), scale, ""), g->vf,
+                                     "");
+            if (e->bias) x = LLVMBuildFAdd(g->b, x, bias[v], "");
+            if (e->pre_out) row_store(g, x, prow, off, mask);
+            x = epi_activation(&cg, e->act, x);
+            if (e->residual) x = LLVMBuildFAdd(g->b, x, row_load(g, rrow, off, mask), "");
+            if (e->accumulate) x = LLVMBuildFAdd(g->b, row_load(g, crow, off, mask), x, "");
+            row_store(g, x, crow, off, mask);
         }
     }
-    LLVMValueRef q1 = add(&g, q, k64(&g, 1));
-    hint_loop(&g, LLVMBuildCondBr(g.b, lt(&g, q1, kc), body, done));
+}
 
-    LLVMValueRef zero64 = k64(&g, 0);
-    LLVMAddIncoming(q, &zero64, &pre, 1);
-    LLVMAddIncoming(q, &q1, &body, 1);
-    for (int r = 0; r < mr; r++)
-        for (int v = 0; v < NV; v++) {
-            LLVMAddIncoming(acc[r][v], &zero, &pre, 1);
-            LLVMAddIncoming(acc[r][v], &next[r][v], &body, 1);
-        }
-    LLVMPositionBuilderAtEnd(g.b, done);
+/*   void kiln_gemm_tile_wW_MRxNR_eCODE(const float *ap, const float *bp, float *c, i64 ldc,
+ *        i64 kc, i64 rows, i64 cols, i1 first, i1 last, float *x, i64 ldx,
+ *        const float *bias, float *p, i64 ldp, const float *r, i64 ldr, double scale)
+ * The micro-kernel with an epilogue. The sums of k block after k block meet in X — C
+ * itself, or with `accumulate` (C holds the values to add to) the partial sums x:
+ *   not last:  X (=|+=) Σ_q<kc …   as tile_function, `first` choosing =
+ *   last:      v = Σ_q<kc … (+ X unless first), then the epilogue, stored into C.
+ * kc may be 0 (k = 0: the epilogue of zeros); pointers of absent steps may be NULL. */
+static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
+    const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
+    char name[96], code[48];
+    epi_code(e, code, sizeof code);
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s", w, mr, nr, code);
+    LLVMTypeRef i64 = g.i64, ptr = g.ptr;
+    LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
+    static const char *const names[] = {"ap",   "bp", "c",    "ldc", "kc",  "rows", "cols", "first", "last",
+                                        "x",    "ldx", "bias", "p",  "ldp", "r",    "ldr",  "scale"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 17, params, names, &fn)) return fn;
+    add_attr(&g, 12, "readonly");  /* bias */
+    add_attr(&g, 15, "readonly");  /* r */
+    LLVMValueRef ap = param(&g, 0), bp = param(&g, 1), kc = param(&g, 4), rows = param(&g, 5), cols = param(&g, 6);
+    LLVMValueRef first = param(&g, 7), last = param(&g, 8);
+    epi_ptrs out = {param(&g, 2), param(&g, 3), param(&g, 11), param(&g, 12), param(&g, 13), param(&g, 14),
+                    param(&g, 15), param(&g, 16)};
+    /* the partial sums: x with accumulate, else C (never both: they are noalias) */
+    LLVMValueRef x = e->accumulate ? param(&g, 9) : out.c, ldx = e->accumulate ? param(&g, 10) : out.ldc;
 
-    /* Four ways to write: (whole tile | masked) × (store | add). */
+    /* prefetch what the tile writes (see tile_function), on the last block also what
+     * the epilogue reads and writes */
+    prefetch_tile(&g, x, ldx);
+    if (e->accumulate || e->pre_out || e->residual) {
+        LLVMBasicBlockRef pf = block(&g, "prefetch"), go = block(&g, "go");
+        branch(&g, last, pf, go);
+        if (e->accumulate) prefetch_tile(&g, out.c, out.ldc);
+        if (e->pre_out) prefetch_tile(&g, out.p, out.ldp);
+        if (e->residual) prefetch_tile(&g, out.r, out.ldr);
+        LLVMBuildBr(g.b, go);
+        LLVMPositionBuilderAtEnd(g.b, go);
+    }
+    LLVMValueRef sum[MR_MAX][NV];
+    emit_k_loop(&g, ap, bp, kc, true, sum);
+
+    LLVMBasicBlockRef blast = block(&g, "last"), bmore = block(&g, "more"), end = block(&g, "end");
+    branch(&g, last, blast, bmore);
     LLVMValueRef whole = LLVMBuildAnd(g.b, LLVMBuildICmp(g.b, LLVMIntSGE, rows, k64(&g, mr), ""),
                                       LLVMBuildICmp(g.b, LLVMIntSGE, cols, k64(&g, nr), ""), "");
-    LLVMBasicBlockRef arm[2] = {block(&g, "whole"), block(&g, "edge")}, end = block(&g, "end");
+    LLVMBasicBlockRef arm[2] = {block(&g, "last.whole"), block(&g, "last.edge")};
     LLVMBuildCondBr(g.b, whole, arm[0], arm[1]);
     for (int masked = 0; masked < 2; masked++) {
-        LLVMBasicBlockRef badd = block(&g, "add"), bset = block(&g, "set");
+        /* v = sum, or sum + X after an earlier block (phis, so the epilogue is emitted once) */
+        LLVMBasicBlockRef bfirst = block(&g, "first"), blater = block(&g, "later"), join = block(&g, "join");
         LLVMPositionBuilderAtEnd(g.b, arm[masked]);
-        branch(&g, accumulate, badd, bset);
-        write_tile(&g, next, c, ldc, rows, cols, masked, true);
-        LLVMBuildBr(g.b, end);
-        LLVMPositionBuilderAtEnd(g.b, bset);
-        write_tile(&g, next, c, ldc, rows, cols, masked, false);
+        branch(&g, first, bfirst, blater);
+        LLVMBuildBr(g.b, join);
+        LLVMPositionBuilderAtEnd(g.b, blater);
+        LLVMValueRef colmask[NV] = {0}, later[MR_MAX][NV], v[MR_MAX][NV];
+        if (masked)
+            for (int c = 0; c < NV; c++) colmask[c] = lanes_below(&g, sub(&g, cols, k64(&g, c * w)));
+        for (int r = 0; r < mr; r++) {
+            LLVMValueRef on = masked ? lt(&g, k64(&g, r), rows) : NULL;
+            LLVMValueRef row = masked ? smin(&g, k64(&g, r), sub(&g, rows, k64(&g, 1))) : k64(&g, r);
+            LLVMValueRef xrow = at(&g, x, mul(&g, row, ldx));
+            for (int c = 0; c < NV; c++) {
+                LLVMValueRef mask = masked ? LLVMBuildSelect(g.b, on, colmask[c], LLVMConstNull(g.vmask), "") : NULL;
+                LLVMValueRef old = row_load(&g, xrow, k64(&g, c * w), mask);
+                later[r][c] = LLVMBuildFAdd(g.b, sum[r][c], old, "");  /* as write_tile adds */
+            }
+        }
+        LLVMBasicBlockRef later_end = LLVMGetInsertBlock(g.b);
+        LLVMBuildBr(g.b, join);
+        LLVMPositionBuilderAtEnd(g.b, join);
+        for (int r = 0; r < mr; r++)
+            for (int c = 0; c < NV; c++) {
+                v[r][c] = LLVMBuildPhi(g.b, g.vf, "v");
+                LLVMAddIncoming(v[r][c], &sum[r][c], &bfirst, 1);
+                LLVMAddIncoming(v[r][c], &later[r][c], &later_end, 1);
+            }
+        write_epilogue(&g, e, v, &out, rows, cols, masked);
         LLVMBuildBr(g.b, end);
     }
+    LLVMPositionBuilderAtEnd(g.b, bmore);
+    write_tile_4(&g, sum, x, ldx, rows, cols, LLVMBuildNot(g.b, first, ""));
+    LLVMBuildBr(g.b, end);
     LLVMPositionBuilderAtEnd(g.b, end);
     return function_end(&g);
 }
@@ -566,14 +828,16 @@ static LLVMValueRef intrinsic(gen *g, const char *name, LLVMTypeRef *over, size_
 }
 
 static gen gen_init(kiln_cg *cg) {
-    gen g = {.ctx = cg->ctx, .mod = cg->mod, .target = cg->target, .t = tile_for(cg->target)};
+    gen g = {.ctx = cg->ctx, .mod = cg->mod, .target = cg->target, .t = tile_for(cg->target), .cg = cg};
     assert(g.t.mr <= MR_MAX && g.t.nr == NV * g.t.w && g.t.nr <= NR_MAX);
     g.i1 = LLVMInt1TypeInContext(g.ctx);
     g.i32 = LLVMInt32TypeInContext(g.ctx);
     g.i64 = LLVMInt64TypeInContext(g.ctx);
     g.f32 = LLVMFloatTypeInContext(g.ctx);
+    g.f64 = LLVMDoubleTypeInContext(g.ctx);
     g.ptr = LLVMPointerTypeInContext(g.ctx, 0);
     g.vf = LLVMVectorType(g.f32, (unsigned)g.t.w);
+    g.vd = LLVMVectorType(g.f64, (unsigned)g.t.w);
     g.vmask = LLVMVectorType(g.i1, (unsigned)g.t.w);
     LLVMValueRef lane[16];
     for (int x = 0; x < g.t.w; x++) lane[x] = LLVMConstInt(g.i32, (unsigned long long)x, 0);
@@ -621,32 +885,80 @@ static void emit_pack(gen *g, const operand *o, LLVMValueRef w0, LLVMValueRef nw
     loop_end(g, &ls);
 }
 
+/* The epilogue's operands as the loop nest passes them on: each matrix at its first
+ * element, x the partial sums (with accumulate over several k blocks, else NULL). */
+typedef struct epi_args {
+    LLVMValueRef x, ldx, bias, p, ldp, r, ldr, scale;
+} epi_args;
+
+/* The loop nest's last eight arguments (loops_function). */
+static void epi_args_list(const epi_args *ea, LLVMValueRef *out) {
+    LLVMValueRef list[] = {ea->x, ea->ldx, ea->bias, ea->p, ea->ldp, ea->r, ea->ldr, ea->scale};
+    memcpy(out, list, sizeof list);
+}
+
+/* &base[i·ld + j], or NULL for an operand that is not there */
+static LLVMValueRef at_ij(gen *g, LLVMValueRef base, LLVMValueRef i, LLVMValueRef j, LLVMValueRef ld) {
+    if (LLVMIsNull(base)) return base;
+    return at(g, base, add(g, mul(g, i, ld), j));
+}
+
+/* The epilogue micro-kernel's 17 arguments for the tile at (i, j) (epi_tile_function). */
+static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef c,
+                          LLVMValueRef ldc, LLVMValueRef kc, LLVMValueRef m, LLVMValueRef n, LLVMValueRef i,
+                          LLVMValueRef j, LLVMValueRef first, LLVMValueRef last, const epi_args *ea) {
+    LLVMValueRef zero = k64(g, 0);
+    LLVMValueRef list[] = {ap, bp, at_ij(g, c, i, j, ldc), ldc, kc, sub(g, m, i), sub(g, n, j), first, last,
+                           at_ij(g, ea->x, i, j, ea->ldx), ea->ldx, at_ij(g, ea->bias, zero, j, zero),
+                           at_ij(g, ea->p, i, j, ea->ldp), ea->ldp, at_ij(g, ea->r, i, j, ea->ldr), ea->ldr,
+                           ea->scale};
+    memcpy(args, list, sizeof list);
+}
+
 /*   void kiln_gemm_loops_wW_TATB(const float *a, const float *b, float *c, float *scratch,
  *                                i64 m, i64 n, i64 k, i64 lda, i64 ldb, i64 ldc,
  *                                i64 mc, i64 kc, i64 nc)
  * the loop nest of the file comment around calls of the micro-kernel and the packers,
  * for one combination of transposes; m, n, k ≥ 1, blocks as blocks_for. It is shared too:
- * only the blocks' trip counts depend on the shape, and a tile's work dwarfs them. */
-static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b) {
-    char name[64];
-    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n');
-    LLVMValueRef tile = tile_function(g);
+ * only the blocks' trip counts depend on the shape, and a tile's work dwarfs them.
+ * With an epilogue (e not NULL) it is kiln_gemm_loops_wW_TATB_eCODE, whose arguments go
+ * on with epi_args' eight (x, ldx, bias, p, ldp, r, ldr, scale), and whose tiles learn
+ * whether their k block is the first and the last. */
+static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e) {
+    char name[96], code[48] = "";
+    if (e) epi_code(e, code, sizeof code);
+    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code);
+    LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g);
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
     pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
     pb.packer = pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
 
-    LLVMTypeRef i64 = g.i64, params[] = {g.ptr, g.ptr, g.ptr, g.ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64};
-    static const char *const names[] = {"a", "b", "c", "scratch", "m", "n", "k", "lda", "ldb", "ldc", "mc", "kc", "nc"};
+    LLVMTypeRef i64 = g.i64, ptr = g.ptr;
+    LLVMTypeRef params[] = {ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64,
+                            ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
+    static const char *const names[] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
+                                        "kc", "nc", "x", "ldx",     "bias", "p", "ldp", "r", "ldr", "scale"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 13, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, e ? 21 : 13, params, names, &fn)) return fn;
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
+    if (e) {
+        add_attr(&g, 16, "readonly");  /* bias */
+        add_attr(&g, 19, "readonly");  /* r */
+    }
     LLVMValueRef c = param(&g, 2), ap = param(&g, 3), m = param(&g, 4), n = param(&g, 5), k = param(&g, 6);
     LLVMValueRef ldc = param(&g, 9), mc_max = param(&g, 10), kc_max = param(&g, 11), nc_max = param(&g, 12);
     pa.src = param(&g, 0), pa.ld = param(&g, 7), pa.lim = m;
     pb.src = param(&g, 1), pb.ld = param(&g, 8), pb.lim = n;
+    epi_args ea = {0};
+    if (e) {  /* absent operands as constant NULLs, so at_ij skips them */
+        LLVMValueRef null = LLVMConstPointerNull(g.ptr);
+        ea = (epi_args){e->accumulate ? param(&g, 13) : null, param(&g, 14), e->bias ? param(&g, 15) : null,
+                        e->pre_out ? param(&g, 16) : null, param(&g, 17), e->residual ? param(&g, 18) : null,
+                        param(&g, 19), param(&g, 20)};
+    }
     /* Bp follows Ap, 16-float aligned (packed_a_floats) */
     LLVMValueRef a_floats = LLVMBuildAnd(g.b, add(&g, mul(&g, mc_max, kc_max), k64(&g, 15)), k64(&g, -16), "");
     LLVMValueRef bp = at(&g, ap, a_floats);
@@ -657,7 +969,13 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b) {
     loop lp = loop_begin(&g, k64(&g, 0), k, 1, "p");
     lp.step_value = kc_max;
     LLVMValueRef kc = smin(&g, kc_max, sub(&g, k, lp.iv));
-    LLVMValueRef accumulate = LLVMBuildICmp(g.b, LLVMIntNE, lp.iv, k64(&g, 0), "");
+    LLVMValueRef accumulate = NULL, first = NULL, last = NULL;
+    if (e) {
+        first = LLVMBuildICmp(g.b, LLVMIntEQ, lp.iv, k64(&g, 0), "");
+        last = LLVMBuildICmp(g.b, LLVMIntSGE, add(&g, lp.iv, kc), k, "");
+    } else {
+        accumulate = LLVMBuildICmp(g.b, LLVMIntNE, lp.iv, k64(&g, 0), "");
+    }
     emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
 
     loop lj = loop_begin(&g, k64(&g, 0), n, 1, "j2");
@@ -669,11 +987,17 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b) {
     LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, ap, mul(&g, lr.iv, kc));
     loop lc = loop_begin(&g, k64(&g, 0), nc, g.t.nr, "jr");
     LLVMValueRef j = add(&g, lj.iv, lc.iv);
-    LLVMValueRef args[] = {
-        asl, at(&g, bp, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc, sub(&g, m, i),
-        sub(&g, n, j), accumulate,
-    };
-    call(&g, tile, args, 8);
+    if (e) {
+        LLVMValueRef args[17];
+        epi_tile_args(&g, args, asl, at(&g, bp, mul(&g, lc.iv, kc)), c, ldc, kc, m, n, i, j, first, last, &ea);
+        call(&g, tile, args, 17);
+    } else {
+        LLVMValueRef args[] = {
+            asl, at(&g, bp, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc, sub(&g, m, i),
+            sub(&g, n, j), accumulate,
+        };
+        call(&g, tile, args, 8);
+    }
     loop_end(&g, &lc);
     loop_end(&g, &lr);
     loop_end(&g, &lj);
@@ -694,13 +1018,63 @@ static void emit_zero_c(gen *g, const kiln_gemm_shape *s, LLVMValueRef c) {
     loop_end(g, &li);
 }
 
+/* k = 0 with an epilogue: every tile of C gets the epilogue of zero sums, through the
+ * epilogue micro-kernel with kc = 0 (one thread: there is no product to share). */
+static void emit_zero_epilogue(gen *g, const kiln_gemm_shape *s, LLVMValueRef tile, LLVMValueRef c,
+                               const epi_args *ea) {
+    LLVMValueRef null = LLVMConstPointerNull(g->ptr), yes = LLVMConstInt(g->i1, 1, 0);
+    loop li = loop_begin(g, k64(g, 0), k64(g, s->m), g->t.mr, "zero.i");
+    loop lj = loop_begin(g, k64(g, 0), k64(g, s->n), g->t.nr, "zero.j");
+    LLVMValueRef args[17];
+    epi_tile_args(g, args, null, null, c, k64(g, s->ldc), k64(g, 0), k64(g, s->m), k64(g, s->n), li.iv, lj.iv, yes,
+                  yes, ea);
+    call(g, tile, args, 17);
+    loop_end(g, &lj);
+    loop_end(g, &li);
+}
+
+/* Whether the partial sums need a home of their own (see kiln_cg_gemm_epi): C holds the
+ * values to add to and k spans several blocks. */
+static bool needs_partials(gemm_tile t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
+    return e && e->accumulate && s->m > 0 && s->n > 0 && s->k > 0 && s->k > blocks_for(t, s).kc;
+}
+
+int64_t kiln_gemm_epi_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
+    int64_t floats = kiln_gemm_scratch_floats(t, s);
+    if (!epi_trivial(e) && needs_partials(tile_for(t), s, e)) floats += round_up(s->m * s->n, 16);
+    return floats;
+}
+
+/* The shape's epilogue operands as values of the function being built: the pointers
+ * bias, p, r (NULL constants for absent steps) and x, the partial sums after the packing
+ * slots in scratch (m×n, row stride n) when needs_partials. */
+static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
+                               LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r) {
+    LLVMValueRef null = LLVMConstPointerNull(g->ptr), x = null;
+    if (needs_partials(g->t, s, e))
+        x = at(g, scratch, k64(g, split_for(g->t, s).parts * slot_floats(blocks_for(g->t, s))));
+    return (epi_args){
+        x,
+        k64(g, s->n),
+        e->bias ? bias : null,
+        e->pre_out ? p : null,
+        k64(g, e->pre_out ? e->ldp : 0),
+        e->residual ? r : null,
+        k64(g, e->residual ? e->ldr : 0),
+        LLVMConstReal(g->f64, has_scale(e) ? e->scale : 1.0),
+    };
+}
+
 /*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch}
  * parts [begin, end) of the split: one call of the loop nest on the rows (columns) they
  * cover, i.e. on A (B) and C moved to the first of them, packing into scratch slot
  * `begin`. The chunks of concurrent calls are disjoint, so their first parts, and slots,
- * differ; the slot has room for the whole shape's blocks, whatever the chunk's size. */
-static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const char *gemm_name, LLVMValueRef loops) {
-    char name[208];
+ * differ; the slot has room for the whole shape's blocks, whatever the chunk's size.
+ * With an epilogue ctx = {a, b, c, scratch, bias, p, r}, and P, R, the partial sums (and
+ * bias, when the split is along n) move with C. */
+static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *gemm_name,
+                                  LLVMValueRef loops) {
+    char name[320];
     snprintf(name, sizeof name, "%s.part", gemm_name);
     LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
     static const char *const names[] = {"ctx", "begin", "end"};
@@ -708,12 +1082,14 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const char *g
     if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
     gemm_split sp = split_for(g.t, s);
-    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[4];
-    for (int i = 0; i < 4; i++)
+    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[7];
+    for (int i = 0; i < (e ? 7 : 4); i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
     LLVMValueRef first = mul(&g, begin, k64(&g, sp.lanes));
     LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, end, k64(&g, sp.lanes)), k64(&g, sp.on_m ? s->m : s->n)), first);
     LLVMValueRef a = v[0], b = v[1], c = v[2], m = k64(&g, s->m), n = k64(&g, s->n);
+    epi_args ea = e ? shape_epi_args(&g, s, e, v[3], v[4], v[5], v[6]) : (epi_args){0};
+    LLVMValueRef zero = k64(&g, 0);
     if (sp.on_m) {  /* row i of op(A) starts at a + i·lda, or a + i when transposed */
         a = at(&g, a, mul(&g, first, k64(&g, s->trans_a ? 1 : s->lda)));
         c = at(&g, c, mul(&g, first, k64(&g, s->ldc)));
@@ -725,43 +1101,82 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const char *g
     }
     LLVMValueRef scratch = at(&g, v[3], mul(&g, begin, k64(&g, slot_floats(bl))));
     LLVMValueRef args[] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
-                           k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
-    call(&g, loops, args, 13);
+                           k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc), 0, 0, 0, 0, 0, 0, 0, 0};
+    if (e) {  /* the m×n operands move with C, the bias row with the columns */
+        LLVMValueRef one = k64(&g, 1);
+        ea.x = at_ij(&g, ea.x, sp.on_m ? first : zero, sp.on_m ? zero : first, ea.ldx);
+        ea.p = at_ij(&g, ea.p, sp.on_m ? first : zero, sp.on_m ? zero : first, ea.ldp);
+        ea.r = at_ij(&g, ea.r, sp.on_m ? first : zero, sp.on_m ? zero : first, ea.ldr);
+        if (!sp.on_m) ea.bias = at_ij(&g, ea.bias, zero, first, one);
+        epi_args_list(&ea, &args[13]);
+    }
+    call(&g, loops, args, e ? 21 : 13);
     return function_end(&g);
 }
 
-LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) {
+LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) { return kiln_cg_gemm_epi(cg, s, NULL); }
+
+LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
     assert(s->m >= 0 && s->n >= 0 && s->k >= 0);
     assert(s->ldc >= s->n);
     assert(s->lda >= (s->trans_a ? s->m : s->k) && s->ldb >= (s->trans_b ? s->k : s->n));
+    if (epi_trivial(e)) e = NULL;  /* the plain product: kiln_cg_gemm's own function */
+    assert(!e || ((!e->pre_out || e->ldp >= s->n) && (!e->residual || e->ldr >= s->n)));
+    assert(!e || (e->act >= KILN_GEMM_ACT_NONE && e->act <= KILN_GEMM_ACT_SILU));
 
-    char name[192];
-    snprintf(name, sizeof name, "kiln_gemm_m%" PRId64 "_n%" PRId64 "_k%" PRId64 "_%c%c_lda%" PRId64 "_ldb%" PRId64
-             "_ldc%" PRId64, s->m, s->n, s->k, s->trans_a ? 't' : 'n', s->trans_b ? 't' : 'n', s->lda, s->ldb, s->ldc);
+    char name[256];
+    int len = snprintf(name, sizeof name, "kiln_gemm_m%" PRId64 "_n%" PRId64 "_k%" PRId64 "_%c%c_lda%" PRId64
+                       "_ldb%" PRId64 "_ldc%" PRId64, s->m, s->n, s->k, s->trans_a ? 't' : 'n',
+                       s->trans_b ? 't' : 'n', s->lda, s->ldb, s->ldc);
+    if (e) {  /* the epilogue's steps, strides and scale (as its bits) */
+        char code[48];
+        epi_code(e, code, sizeof code);
+        uint64_t bits;
+        memcpy(&bits, &e->scale, sizeof bits);
+        len += snprintf(name + len, sizeof name - (size_t)len, "%s", code);
+        if (e->pre_out) len += snprintf(name + len, sizeof name - (size_t)len, "_ldp%" PRId64, e->ldp);
+        if (e->residual) len += snprintf(name + len, sizeof name - (size_t)len, "_ldr%" PRId64, e->ldr);
+        if (has_scale(e)) len += snprintf(name + len, sizeof name - (size_t)len, "_s%016" PRIx64, bits);
+    }
+    assert(len < (int)sizeof name);
     LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
     if (existing) return existing;
 
     gen g = gen_init(cg);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
-    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b) : NULL;  /* own builder */
+    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e) : NULL;  /* own builder */
+    LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e) : NULL;
 
-    /* void NAME(const float *a, const float *b, float *c, float *scratch): the shape's
-     * constants passed to the shared loop nest, zeros for k = 0, nothing for m·n = 0. */
-    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr, g.ptr};
-    static const char *const names[] = {"a", "b", "c", "scratch"};
+    /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
+     * the shape's constants passed to the shared loop nest, zeros (or their epilogue) for
+     * k = 0, nothing for m·n = 0. */
+    LLVMTypeRef params[7] = {g.ptr, g.ptr, g.ptr, g.ptr};
+    const char *names[7] = {"a", "b", "c", "scratch"};
+    unsigned n_params = 4, at_bias = 0, at_p = 0, at_r = 0;
+    if (e && e->bias) at_bias = n_params, names[n_params++] = "bias";
+    if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
+    if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
+    for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
     gemm_split sp = split_for(g.t, s);
-    LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, name, loops) : NULL;  /* own builder */
-    function_begin(&g, name, 4, params, names, &existing);
+    LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
+    function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
+    if (at_bias) add_attr(&g, at_bias + 1, "readonly");
+    if (at_r) add_attr(&g, at_r + 1, "readonly");
+    LLVMValueRef null = LLVMConstPointerNull(g.ptr);
+    LLVMValueRef bias = at_bias ? param(&g, at_bias) : null, p = at_p ? param(&g, at_p) : null;
+    LLVMValueRef r = at_r ? param(&g, at_r) : null;
     if (part) {
-        /* kiln_parallel_for(part, &{a, b, c, scratch}, parts). The operands' nocapture
-         * still holds: the pool forgets them before kiln_parallel_for returns. */
-        LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, 4);
+        /* kiln_parallel_for(part, &{a, b, c, scratch[, bias, p, r]}, parts). The operands'
+         * nocapture still holds: the pool forgets them before kiln_parallel_for returns. */
+        unsigned n_ctx = e ? 7 : 4;
+        LLVMValueRef vals[7] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), bias, p, r};
+        LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, n_ctx);
         LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
-        for (unsigned i = 0; i < 4; i++) {
+        for (unsigned i = 0; i < n_ctx; i++) {
             LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
-            LLVMBuildStore(g.b, param(&g, i), LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
+            LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
         }
         LLVMTypeRef pf_params[] = {g.ptr, g.ptr, g.i64};
         LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 3, 0);
@@ -771,10 +1186,17 @@ LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) {
         LLVMBuildCall2(g.b, pf_ty, pf, args, 3, "");
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
-        LLVMValueRef args[] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m), k64(&g, s->n),
-                               k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc), k64(&g, bl.mc),
-                               k64(&g, bl.kc), k64(&g, bl.nc)};
-        call(&g, loops, args, 13);
+        LLVMValueRef args[21] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),
+                                 k64(&g, s->n), k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
+                                 k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
+        if (e) {
+            epi_args ea = shape_epi_args(&g, s, e, param(&g, 3), bias, p, r);
+            epi_args_list(&ea, &args[13]);
+        }
+        call(&g, loops, args, e ? 21 : 13);
+    } else if (zero_tile) {
+        epi_args ea = shape_epi_args(&g, s, e, param(&g, 3), bias, p, r);
+        emit_zero_epilogue(&g, s, zero_tile, param(&g, 2), &ea);
     } else if (s->m > 0 && s->n > 0) {
         emit_zero_c(&g, s, param(&g, 2));
     }

@@ -86,24 +86,33 @@ static int teardown_jit(void **state) {
 }
 
 /* Builds, checks, optimises (passes = NULL: none) and JITs one gemm function behind an
- * exported wrapper "entryN". The wrapper is begun before kiln_cg_gemm runs and finished
- * after, with cg.b: the GEMM must leave the caller's builder where it was. */
-static gemm_fn compile(const kiln_target *t, const kiln_gemm_shape *s, const char *passes) {
+ * exported wrapper "entryN" with the gemm's own four pointers, or, with an epilogue
+ * (e not NULL), with all seven (a, b, c, scratch, bias, pre_out, residual) of which it
+ * passes those the epilogue has. The wrapper is begun before the GEMM is emitted and
+ * finished after, with cg.b: the GEMM must leave the caller's builder where it was. */
+static void *compile_epi(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                         const char *passes) {
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     kiln_cg cg;
     cg_init_in_context(&cg, t, LLVMOrcThreadSafeContextGetContext(tsc), "test_gemm");
     char name[32];
     snprintf(name, sizeof name, "entry%d", g_next_entry++);
-    LLVMTypeRef params[] = {cg.t_ptr, cg.t_ptr, cg.t_ptr, cg.t_ptr};
-    LLVMValueRef entry = LLVMAddFunction(cg.mod, name, LLVMFunctionType(cg.t_void, params, 4, 0));
+    unsigned n_wrapper = e ? 7 : 4;
+    LLVMTypeRef params[] = {cg.t_ptr, cg.t_ptr, cg.t_ptr, cg.t_ptr, cg.t_ptr, cg.t_ptr, cg.t_ptr};
+    LLVMValueRef entry = LLVMAddFunction(cg.mod, name, LLVMFunctionType(cg.t_void, params, n_wrapper, 0));
     LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(cg.ctx, entry, "entry"));
 
-    LLVMValueRef gemm = kiln_cg_gemm(&cg, s);
-    assert_ptr_equal(kiln_cg_gemm(&cg, s), gemm);  /* an equal shape reuses the function */
+    LLVMValueRef gemm = e ? kiln_cg_gemm_epi(&cg, s, e) : kiln_cg_gemm(&cg, s);
+    assert_ptr_equal(e ? kiln_cg_gemm_epi(&cg, s, e) : kiln_cg_gemm(&cg, s), gemm);  /* an equal shape reuses it */
 
-    LLVMValueRef args[4];
-    for (unsigned i = 0; i < 4; i++) args[i] = LLVMGetParam(entry, i);
-    LLVMBuildCall2(cg.b, LLVMGlobalGetValueType(gemm), gemm, args, 4, "");
+    LLVMValueRef args[7];
+    unsigned n = 0;
+    for (unsigned i = 0; i < n_wrapper; i++) {
+        bool present = i < 4 || (i == 4 && e->bias) || (i == 5 && e->pre_out) || (i == 6 && e->residual);
+        if (present) args[n++] = LLVMGetParam(entry, i);
+    }
+    assert_int_equal(LLVMCountParams(gemm), n);
+    LLVMBuildCall2(cg.b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
     LLVMBuildRetVoid(cg.b);
     LLVMDisposeBuilder(cg.b);
     char *msg = NULL;
@@ -120,7 +129,11 @@ static gemm_fn compile(const kiln_target *t, const kiln_gemm_shape *s, const cha
     check_error(LLVMOrcLLJITAddLLVMIRModule(g_jit, LLVMOrcLLJITGetMainJITDylib(g_jit), tsm));
     LLVMOrcExecutorAddress addr = 0;
     check_error(LLVMOrcLLJITLookup(g_jit, &addr, name));
-    return (gemm_fn)(uintptr_t)addr;
+    return (void *)(uintptr_t)addr;
+}
+
+static gemm_fn compile(const kiln_target *t, const kiln_gemm_shape *s, const char *passes) {
+    return (gemm_fn)compile_epi(t, s, NULL, passes);
 }
 
 /* ---- guarded matrices ------------------------------------------------------------ */
@@ -371,6 +384,374 @@ static void test_threads_bit_identical(void **state) {
     }
 }
 
+/* ---- epilogues ----------------------------------------------------------------------- */
+
+/* kiln_cg_gemm_epi: each case runs the fused function once on one thread and checks C (and
+ * P) against a float64 reference; with `threads` again on two threads, which must give
+ * the same bits; with `unfused` it also compiles the same computation as separate IR
+ * nodes (matmul → scale → add bias → act → add R → add to C) through kiln_compile_graph,
+ * whose kernels must give the same bits too. Every operand is guarded as in run_case,
+ * every stride can be padded, and padding must keep its sentinel. */
+
+typedef void (*epi_fn)(const float *a, const float *b, float *c, float *scratch, const float *bias, float *p,
+                       const float *r);
+
+enum { EPI_ACC = 1, EPI_SCALE = 2, EPI_BIAS = 4, EPI_PRE = 8, EPI_RES = 16, EPI_ALL = 31 };
+
+typedef struct epi_case {
+    int64_t m, n, k;
+    bool ta, tb;
+    int64_t pad;             /* 0: minimal strides; else every stride padded by a different amount */
+    unsigned flags;          /* EPI_* */
+    kiln_gemm_act act;
+    int target;              /* 0: host, 1: haswell (AVX2) */
+    bool unfused, threads;
+    char name[128];
+} epi_case;
+
+static const char *const epi_act_names[] = {"none", "relu", "gelu", "gelu_tanh", "silu"};
+
+/* the scale of the cases: not an f32, so the double product and its rounding show */
+static double epi_scale(void) { return 1.0 / sqrt(40.0); }
+
+static double ref_act(kiln_gemm_act act, double x) {
+    switch (act) {
+    case KILN_GEMM_ACT_NONE: return x;
+    case KILN_GEMM_ACT_RELU: return x < 0 ? 0 : x;
+    case KILN_GEMM_ACT_GELU: return 0.5 * x * erfc(-x / sqrt(2.0));
+    case KILN_GEMM_ACT_GELU_TANH:
+        return 0.5 * x * (1.0 + tanh(sqrt(2.0 / 3.14159265358979323846) * (x + 0.044715 * x * x * x)));
+    case KILN_GEMM_ACT_SILU: return x / (1.0 + exp(-x));
+    }
+    return NAN;
+}
+
+/* calls an entry point of n pointer arguments */
+static int call_ptrs(void *fn, void **a, int n) {
+    typedef void *P;
+    switch (n) {
+    case 4: return ((int (*)(P, P, P, P))fn)(a[0], a[1], a[2], a[3]);
+    case 5: return ((int (*)(P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4]);
+    case 6: return ((int (*)(P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5]);
+    case 7: return ((int (*)(P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+    case 8: return ((int (*)(P, P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+    case 9: return ((int (*)(P, P, P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
+    }
+    fail_msg("%d arguments", n);
+    return -1;
+}
+
+/* rows×cols of a matrix with row stride ld, copied to minimal stride (malloc'd) */
+static float *compact(const float *x, int64_t rows, int64_t cols, int64_t ld) {
+    float *y = malloc(sizeof(float) * (size_t)(rows * cols + 1));
+    for (int64_t i = 0; i < rows; i++) memcpy(y + i * cols, x + i * ld, sizeof(float) * (size_t)cols);
+    return y;
+}
+
+typedef struct epi_data {
+    const float *a, *b, *bias, *r, *c0;  /* c0: C before the call (accumulate) */
+    const float *c, *p;                  /* the fused results */
+} epi_data;
+
+/* The same computation as separate kiln kernels (kiln_compile_graph): C and P must match
+ * the fused results bit for bit. */
+static void check_unfused(const kiln_target *t, const epi_case *cs, const kiln_gemm_shape *s,
+                          const kiln_gemm_epilogue *e, const epi_data *x) {
+    kiln_graph g;
+    kiln_diags d;
+    kiln_graph_init(&g, "unfused");
+    kiln_diags_init(&d);
+    uint32_t inputs[5];
+    void *data[5];
+    int ni = 0;
+    int64_t m = s->m, n = s->n, k = s->k;
+    int64_t a_rows = s->trans_a ? k : m, a_cols = s->trans_a ? m : k, b_rows = s->trans_b ? n : k,
+            b_cols = s->trans_b ? k : n;
+    /* an input of the given dims with the compacted data */
+    #define INPUT(nm, rank_, d0, d1, src, ld) do {                                          \
+        kiln_attrs at = {.dtype = KILN_F32, .rank = rank_, .shape = {d0, d1}, .name = nm};   \
+        inputs[ni] = kiln_graph_add(&g, KILN_OP_INPUT, NULL, 0, &at, NULL, "test", &d);     \
+        data[ni++] = compact(src, rank_ == 1 ? 1 : d0, rank_ == 1 ? d0 : d1, ld);           \
+    } while (0)
+    INPUT("a", 2, a_rows, a_cols, x->a, s->lda);
+    INPUT("b", 2, b_rows, b_cols, x->b, s->ldb);
+    kiln_attrs tr = {.transpose_a = s->trans_a, .transpose_b = s->trans_b};
+    uint32_t v = kiln_graph_add(&g, KILN_OP_MATMUL, inputs, 2, &tr, NULL, "test", &d);
+    if (e->scale != 0 && e->scale != 1) {
+        kiln_attrs sc = {.scalar = e->scale};
+        v = kiln_graph_add(&g, KILN_OP_SCALE, &v, 1, &sc, NULL, "test", &d);
+    }
+    if (e->bias) {
+        INPUT("bias", 1, n, 0, x->bias, n);
+        uint32_t in[2] = {v, inputs[ni - 1]};
+        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+    }
+    uint32_t pre = v;
+    static const kiln_op act_op[] = {KILN_OP_COUNT, KILN_OP_RELU, KILN_OP_GELU, KILN_OP_GELU_TANH, KILN_OP_SILU};
+    if (e->act) v = kiln_graph_add(&g, act_op[e->act], &v, 1, NULL, NULL, "test", &d);
+    if (e->residual) {
+        INPUT("r", 2, m, n, x->r, e->ldr);
+        uint32_t in[2] = {v, inputs[ni - 1]};
+        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+    }
+    if (e->accumulate) {
+        INPUT("c0", 2, m, n, x->c0, s->ldc);
+        uint32_t in[2] = {inputs[ni - 1], v};
+        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+    }
+    #undef INPUT
+    for (int i = 0; i < d.n; i++) print_error("graph: %s\n", d.items[i].message);
+    assert_int_equal(d.n, 0);
+    kiln_graph_add_output(&g, "y", v);
+    if (e->pre_out) kiln_graph_add_output(&g, "pre", pre);
+
+    kiln_compile_request req = {.g = &g, .inputs = inputs, .n_inputs = (uint32_t)ni, .name = "unfused", .target = t};
+    kiln_compiled cc;
+    if (!kiln_compile_graph(&req, &cc, &d)) {
+        for (int i = 0; i < d.n; i++) print_error("compile: %s\n", d.items[i].message);
+        fail();
+    }
+    void *ws = kiln_aligned_alloc((size_t)cc.workspace_bytes + 64), *params = kiln_aligned_alloc(64);
+    float *y = malloc(sizeof(float) * (size_t)(m * n + 1)), *py = malloc(sizeof(float) * (size_t)(m * n + 1));
+    void *args[9] = {params, ws};
+    int na = 2;
+    for (int i = 0; i < ni; i++) args[na++] = data[i];
+    args[na++] = y;
+    if (e->pre_out) args[na++] = py;
+    assert_int_equal(na, (int)cc.n_args);
+    assert_int_equal(call_ptrs(cc.entry, args, na), 0);
+
+    int bad = 0;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            float fy = x->c[i * s->ldc + j], uy = y[i * n + j];
+            if (memcmp(&fy, &uy, 4) != 0 && bad++ < 5)
+                print_error("C[%ld][%ld] fused %.9g, unfused %.9g\n", (long)i, (long)j, fy, uy);
+            if (!e->pre_out) continue;
+            float fp = x->p[i * e->ldp + j], up = py[i * n + j];
+            if (memcmp(&fp, &up, 4) != 0 && bad++ < 5)
+                print_error("P[%ld][%ld] fused %.9g, unfused %.9g\n", (long)i, (long)j, fp, up);
+        }
+    free(y);
+    free(py);
+    for (int i = 0; i < ni; i++) free(data[i]);
+    kiln_aligned_free(ws);
+    kiln_aligned_free(params);
+    kiln_compiled_free(&cc);
+    kiln_graph_free(&g);
+    kiln_diags_free(&d);
+    assert_int_equal(bad, 0);
+    (void)cs;
+}
+
+/* C (and P) against float64: the product within run_case's bound, then each step's own
+ * rounding (and, for the activation, its slope ≤ 1.25 over the error so far, with room
+ * for the rounding of its argument); the result must be within twice that. */
+static int check_epi_reference(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const epi_data *x) {
+    const double eps = FLT_EPSILON;
+    int bad = 0;
+    for (int64_t i = 0; i < s->m; i++)
+        for (int64_t j = 0; j < s->n; j++) {
+            double sum = 0, mag = 0;
+            for (int64_t q = 0; q < s->k; q++) {
+                double u = s->trans_a ? x->a[q * s->lda + i] : x->a[i * s->lda + q];
+                double w = s->trans_b ? x->b[j * s->ldb + q] : x->b[q * s->ldb + j];
+                sum += u * w;
+                mag += fabs(u * w);
+            }
+            double v = sum, err = (double)(s->k + 2) * eps * mag;
+            if (e->scale != 0 && e->scale != 1) v *= e->scale, err = err * fabs(e->scale) + eps * fabs(v);
+            if (e->bias) v += x->bias[j], err += eps * fabs(v);
+            if (e->pre_out) {
+                float got = x->p[i * e->ldp + j];
+                if (!(fabs(got - v) <= 2 * err + 1e-30) && bad++ < 5)
+                    print_error("P[%ld][%ld] = %.9g, want %.9g (tol %.3g)\n", (long)i, (long)j, got, v, 2 * err);
+            }
+            if (e->act) {
+                double y = ref_act(e->act, v);
+                err = 1.25 * (err + 4 * eps * fabs(v)) + 8 * eps * fabs(y);
+                v = y;
+            }
+            if (e->residual) v += x->r[i * e->ldr + j], err += eps * fabs(v);
+            if (e->accumulate) v += x->c0[i * s->ldc + j], err += eps * fabs(v);
+            float got = x->c[i * s->ldc + j];
+            if (!(fabs(got - v) <= 2 * err + 1e-30) && bad++ < 5)
+                print_error("C[%ld][%ld] = %.9g, want %.9g (tol %.3g)\n", (long)i, (long)j, got, v, 2 * err);
+        }
+    return bad;
+}
+
+/* Sentinels past n in the rows of an m×ld matrix, and in the element after it. */
+static int check_padding(const char *what, const float *x, int64_t m, int64_t n, int64_t ld) {
+    int bad = 0;
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = n; j < ld; j++)
+            if (x[i * ld + j] != SENTINEL && bad++ < 3) print_error("%s[%ld][%ld] past n was written\n", what, (long)i, (long)j);
+    if (x[m * ld] != SENTINEL && bad++ < 3) print_error("the element after %s was written\n", what);
+    return bad;
+}
+
+static void run_epi_case(void **state) {
+    const epi_case *cs = *state;
+    const kiln_target *t = cs->target == 1 ? &g_haswell : &g_host;
+    int64_t m = cs->m, n = cs->n, k = cs->k;
+    kiln_gemm_shape s = {.m = m, .n = n, .k = k, .trans_a = cs->ta, .trans_b = cs->tb};
+    int64_t a_rows = cs->ta ? k : m, a_cols = cs->ta ? m : k, b_rows = cs->tb ? n : k, b_cols = cs->tb ? k : n;
+    s.lda = a_cols + cs->pad;
+    s.ldb = b_cols + 2 * cs->pad;
+    s.ldc = n + 3 * cs->pad;
+    kiln_gemm_epilogue e = {
+        .accumulate = cs->flags & EPI_ACC, .scale = cs->flags & EPI_SCALE ? epi_scale() : 0,
+        .bias = cs->flags & EPI_BIAS, .pre_out = cs->flags & EPI_PRE, .act = cs->act,
+        .residual = cs->flags & EPI_RES, .ldp = n + (cs->pad ? cs->pad + 1 : 0), .ldr = n + 5 * cs->pad,
+    };
+    epi_fn fn = (epi_fn)compile_epi(t, &s, &e, "function(instcombine<no-verify-fixpoint>,simplifycfg)");
+
+    guarded a = guarded_alloc((size_t)(a_rows * s.lda + 1)), b = guarded_alloc((size_t)(b_rows * s.ldb + 1));
+    guarded c = guarded_alloc((size_t)(m * s.ldc + 1)), p = guarded_alloc((size_t)(m * e.ldp + 1));
+    guarded r = guarded_alloc((size_t)(m * e.ldr + 1)), bias = guarded_alloc((size_t)n + 1);
+    for (int64_t i = 0; i < a_rows * s.lda; i++) a.p[i] = rand_pm1();
+    for (int64_t i = 0; i < b_rows * s.ldb; i++) b.p[i] = rand_pm1();
+    for (int64_t i = 0; i < m * e.ldr; i++) r.p[i] = rand_pm1();
+    for (int64_t i = 0; i < n; i++) bias.p[i] = rand_pm1();
+    /* C: the values to add to (accumulate) or sentinels; padding and P: sentinels */
+    float *c0 = malloc(sizeof(float) * (size_t)(m * s.ldc + 1));
+    for (int64_t i = 0; i <= m * s.ldc; i++)
+        c0[i] = e.accumulate && i < m * s.ldc && i % s.ldc < n ? rand_pm1() : SENTINEL;
+    int64_t scratch_n = kiln_gemm_epi_scratch_floats(t, &s, &e);
+    assert_true(scratch_n >= kiln_gemm_scratch_floats(t, &s));
+    float *scratch = alloc64(scratch_n + GUARD);
+    for (int64_t i = 0; i < scratch_n + GUARD; i++) scratch[i] = SENTINEL;
+
+    /* one run: C from c0, P all sentinels */
+    #define RUN() do {                                                                     \
+        memcpy(c.p, c0, sizeof(float) * (size_t)(m * s.ldc + 1));                          \
+        for (int64_t i = 0; i <= m * e.ldp; i++) p.p[i] = SENTINEL;                        \
+        fn(a.p, b.p, c.p, scratch, e.bias ? bias.p : NULL, e.pre_out ? p.p : NULL,          \
+           e.residual ? r.p : NULL);                                                       \
+    } while (0)
+    assert_int_equal(kiln_threads_set(1), 0);
+    RUN();
+    epi_data x = {a.p, b.p, bias.p, r.p, c0, c.p, p.p};
+    int bad = check_epi_reference(&s, &e, &x);
+    bad += check_padding("C", c.p, m, n, s.ldc);
+    bad += check_padding("P", p.p, e.pre_out ? m : 0, e.pre_out ? n : 0, e.ldp);
+    for (int64_t i = scratch_n; i < scratch_n + GUARD; i++)
+        if (scratch[i] != SENTINEL && bad++ < 5) print_error("scratch[%ld] past its size was written\n", (long)i);
+    assert_int_equal(bad, 0);
+
+    if (cs->threads) {  /* the same bits on two threads */
+        float *c1 = compact(c.p, m, s.ldc, s.ldc), *p1 = compact(p.p, m, e.ldp, e.ldp);
+        assert_int_equal(kiln_threads_set(2), 0);
+        RUN();
+        assert_int_equal(kiln_threads_set(1), 0);
+        assert_memory_equal(c1, c.p, sizeof(float) * (size_t)(m * s.ldc));
+        assert_memory_equal(p1, p.p, sizeof(float) * (size_t)(m * e.ldp));
+        free(c1);
+        free(p1);
+    }
+    #undef RUN
+    if (cs->unfused) check_unfused(t, cs, &s, &e, &x);
+    free(c0);
+    free(scratch);
+    guarded_free(&a);
+    guarded_free(&b);
+    guarded_free(&c);
+    guarded_free(&p);
+    guarded_free(&r);
+    guarded_free(&bias);
+}
+
+/* An all-default epilogue is the plain GEMM's function; each epilogue its own function,
+ * sharing packers but not micro-kernels; equal epilogues share everything; the function
+ * takes the optional pointers its flags ask for. */
+static void test_epilogue_functions(void **state) {
+    kiln_cg cg;
+    kiln_cg_init(&cg, &g_host, "test_gemm");
+    kiln_gemm_shape s = {64, 32, 48, false, true, 48, 48, 32};
+    LLVMValueRef plain = kiln_cg_gemm(&cg, &s);
+    kiln_gemm_epilogue none = {.scale = 1}, e1 = {.bias = true, .act = KILN_GEMM_ACT_GELU_TANH};
+    kiln_gemm_epilogue e2 = {.scale = 0.5, .bias = true, .pre_out = true, .ldp = 40, .residual = true, .ldr = 32};
+    assert_ptr_equal(kiln_cg_gemm_epi(&cg, &s, NULL), plain);
+    assert_ptr_equal(kiln_cg_gemm_epi(&cg, &s, &none), plain);
+    LLVMValueRef f1 = kiln_cg_gemm_epi(&cg, &s, &e1), f2 = kiln_cg_gemm_epi(&cg, &s, &e2);
+    assert_ptr_not_equal(f1, plain);
+    assert_ptr_not_equal(f1, f2);
+    assert_ptr_equal(kiln_cg_gemm_epi(&cg, &s, &e1), f1);
+    kiln_gemm_epilogue e3 = e2;
+    e3.scale = 0.25;  /* another scale: another function (the value is a constant of it) */
+    assert_ptr_not_equal(kiln_cg_gemm_epi(&cg, &s, &e3), f2);
+    assert_int_equal(LLVMCountParams(plain), 4);
+    assert_int_equal(LLVMCountParams(f1), 5);  /* bias */
+    assert_int_equal(LLVMCountParams(f2), 7);  /* bias, pre_out, residual */
+    size_t len;
+    assert_non_null(strstr(LLVMGetValueName2(f1, &len), "_eb_gelu_tanh"));
+    int tiles = 0;
+    for (LLVMValueRef f = LLVMGetFirstFunction(cg.mod); f; f = LLVMGetNextFunction(f))
+        tiles += strncmp(LLVMGetValueName2(f, &len), "kiln_gemm_tile_", 15) == 0;
+    assert_int_equal(tiles, 3);  /* plain, e1, e2 (= e3) */
+    /* scratch grows only for accumulate over several k blocks: the partial sums */
+    kiln_gemm_epilogue acc = {.accumulate = true};
+    kiln_gemm_shape deep = {50, 70, 1000, false, false, 1000, 70, 70};
+    assert_int_equal(kiln_gemm_epi_scratch_floats(&g_host, &s, &acc), kiln_gemm_scratch_floats(&g_host, &s));
+    assert_int_equal(kiln_gemm_epi_scratch_floats(&g_host, &deep, &e1), kiln_gemm_scratch_floats(&g_host, &deep));
+    assert_int_equal(kiln_gemm_epi_scratch_floats(&g_host, &deep, &acc),
+                     kiln_gemm_scratch_floats(&g_host, &deep) + (50 * 70 + 15) / 16 * 16);
+    char *msg = NULL;
+    assert_int_equal(LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg), 0);
+    LLVMDisposeMessage(msg);
+    kiln_cg_dispose(&cg);
+}
+
+enum { MAX_EPI_CASES = 320 };
+static epi_case g_epi[MAX_EPI_CASES];
+static int g_nepi;
+
+static void add_epi(int64_t m, int64_t n, int64_t k, bool ta, bool tb, int64_t pad, unsigned flags, kiln_gemm_act act,
+                    int target, bool unfused, bool threads) {
+    assert_true(g_nepi < MAX_EPI_CASES);
+    epi_case *c = &g_epi[g_nepi++];
+    *c = (epi_case){m, n, k, ta, tb, pad, flags, act, target, unfused, threads, ""};
+    snprintf(c->name, sizeof c->name, "epilogue %s %ldx%ldx%ld %c%c%s %s%s%s%s%s %s%s%s",
+             target ? "avx2" : "host", (long)m, (long)n, (long)k, ta ? 't' : 'n', tb ? 't' : 'n',
+             pad ? " strided" : "", flags & EPI_ACC ? "+=" : "=", flags & EPI_SCALE ? " scale" : "",
+             flags & EPI_BIAS ? " bias" : "", flags & EPI_PRE ? " pre_out" : "", flags & EPI_RES ? " residual" : "",
+             epi_act_names[act], unfused ? " =unfused" : "", threads ? " threads" : "");
+}
+
+static void build_epi_cases(void) {
+    /* every combination of steps on one small shape with tails in m, n and strides: all of
+     * them without activation and with relu; with the activations that call exp or erfc
+     * (slow to compile until vector math lands) each step alone, all but one, and all */
+    for (unsigned f = 0; f <= EPI_ALL; f++)
+        for (int act = 0; act <= KILN_GEMM_ACT_SILU; act++) {
+            bool one = (f & (f - 1)) == 0, all_but_one = ((EPI_ALL ^ f) & ((EPI_ALL ^ f) - 1)) == 0;
+            if (act <= KILN_GEMM_ACT_RELU || one || all_but_one)
+                add_epi(29, 45, 37, false, false, 1, f, act, 0, f == EPI_ALL || one, false);
+        }
+    for (int act = 0; act <= KILN_GEMM_ACT_SILU; act++) {
+        /* k in three blocks (accumulate: partial sums in scratch), parts along m */
+        add_epi(37, 45, 800, false, false, 2, EPI_ALL, act, 0, true, true);
+        /* parts along n: the bias moves with the columns */
+        add_epi(13, 300, 200, false, true, 1, EPI_ALL, act, 0, true, true);
+        /* k = 0: the epilogue of zeros */
+        add_epi(19, 23, 0, false, false, 3, EPI_ALL, act, 0, true, false);
+        for (int tr = 0; tr < 4; tr++) add_epi(33, 17, 31, tr & 1, tr & 2, 5, EPI_ALL, act, 0, tr == 3, false);
+        /* AVX2: 6×16 tiles */
+        add_epi(37, 45, 800, false, false, 2, EPI_ALL, act, 1, true, true);
+        add_epi(33, 17, 31, true, true, 5, EPI_ALL, act, 1, false, false);
+        add_epi(19, 23, 0, false, false, 0, EPI_ALL, act, 1, false, false);
+    }
+    /* each step alone where k spans two blocks and m and n several tiles */
+    for (unsigned f = 1; f <= EPI_RES; f <<= 1) {
+        add_epi(100, 129, 400, true, false, 0, f, KILN_GEMM_ACT_NONE, 0, true, true);
+        add_epi(100, 129, 400, false, true, 0, f, KILN_GEMM_ACT_GELU_TANH, 1, true, true);
+    }
+    /* several blocks of m, n and k */
+    add_epi(1000, 700, 400, false, true, 0, EPI_ALL, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
+    add_epi(1000, 700, 400, false, false, 0, EPI_BIAS | EPI_ACC, KILN_GEMM_ACT_RELU, 1, false, true);
+}
+
 /* ---- the case list ------------------------------------------------------------------ */
 
 enum { MAX_CASES = 160 };
@@ -440,14 +821,17 @@ static void build_cases(void) {
 
 int main(void) {
     build_cases();
-    static struct CMUnitTest tests[MAX_CASES + 5];
+    build_epi_cases();
+    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 6];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_asm_vector_registers);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_targets_agree);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_threads_bit_identical);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_epilogue_functions);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
+    for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
     return _cmocka_run_group_tests("gemm", tests, (size_t)n, setup_jit, teardown_jit);
 }
