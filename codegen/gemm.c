@@ -28,6 +28,22 @@
  * C tile is prefetched before the k loop and written after it: overwritten by the first
  * k block (beta = 0), added to by the later ones.
  *
+ * Epilogues (kiln_cg_gemm_epi; the steps and their order are codegen.h's). An epilogue
+ * gets its own micro-kernel and loop nest (named with epi_code: "_ebr_gelu_tanh"), whose
+ * tiles are told whether their k block is the first and the last. Blocks before the last
+ * write the sums as above; the last one adds the earlier blocks' sums to its own (exactly
+ * as the plain GEMM's last `+=` would), then applies the steps to the <W x float> rows in
+ * registers and stores C, and P when asked, once — no second pass over C. The order of
+ * operations and the rounding are those of the separate kernels (matmul, scale, add,
+ * the activation, add): scale in double, then plain fadd's without fast-math flags, so
+ * no contraction crosses a step; the activations are lower_elementwise.c's formulas with
+ * its flags. So fused and unfused results agree bit for bit (tests/unit/test_gemm.c
+ * checks it against kiln_compile_graph). With `accumulate` C holds the values to add to,
+ * so when k spans several blocks the partial sums wait in scratch (m×n after the packing
+ * slots, kiln_gemm_epi_scratch_floats) instead of in C. k = 0 runs the epilogue micro-
+ * kernel with kc = 0 on every tile. The all-default epilogue is the plain GEMM, whose
+ * functions and code are unchanged.
+ *
  * Packing. The lanes of a sliver at one depth q (MR rows of op(A), NR columns of op(B))
  * are contiguous in the source for op(A) transposed and op(B) plain: pack_copy_function
  * copies them as vectors. Otherwise k is contiguous and pack_transpose_function loads
@@ -58,7 +74,9 @@
  * the runtime archive); each runs the same loop nest on its rows (columns) with its own
  * packing slot, duplicating only the packing of the other operand. The k blocks are the
  * whole shape's, and every element sums its kc blocks, each in k order, in its own
- * accumulator lane, so C is bit-identical for any thread count and any partition.
+ * accumulator lane, so C is bit-identical for any thread count and any partition. An
+ * epilogue's P, R and partial sums move with C, its bias row with the columns; every
+ * element's epilogue is computed by the one thread that owns its tile.
  *
  * The emitted IR is already what should run (vector phis, no allocas, addresses as one
  * pointer per loop plus constants), so it needs no IR optimisation. Every loop carries

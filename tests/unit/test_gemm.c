@@ -15,6 +15,10 @@
  * in the same JIT because the target attributes live on each function. One test checks
  * that the assembly of each target uses the vector registers it should. Each shape is one
  * cmocka test (see main).
+ *
+ * Epilogues (kiln_cg_gemm_epi, see "epilogues" below) are checked against a float64
+ * reference, across thread counts, and bit for bit against the same computation compiled
+ * as separate kiln kernels.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -448,6 +452,21 @@ static float *compact(const float *x, int64_t rows, int64_t cols, int64_t ld) {
     return y;
 }
 
+/* An INPUT node of d0 (rank 1) or d0×d1 floats, its data compacted from src (row stride ld). */
+typedef struct unfused_inputs {
+    uint32_t id[5];
+    void *data[5];
+    int n;
+} unfused_inputs;
+
+static uint32_t unfused_input(kiln_graph *g, kiln_diags *d, unfused_inputs *in, const char *name, int rank,
+                              int64_t d0, int64_t d1, const float *src, int64_t ld) {
+    kiln_attrs at = {.dtype = KILN_F32, .rank = rank, .shape = {d0, d1}, .name = name};
+    in->id[in->n] = kiln_graph_add(g, KILN_OP_INPUT, NULL, 0, &at, NULL, "test", d);
+    in->data[in->n] = compact(src, rank == 1 ? 1 : d0, rank == 1 ? d0 : d1, ld);
+    return in->id[in->n++];
+}
+
 typedef struct epi_data {
     const float *a, *b, *bias, *r, *c0;  /* c0: C before the call (accumulate) */
     const float *c, *p;                  /* the fused results */
@@ -455,57 +474,45 @@ typedef struct epi_data {
 
 /* The same computation as separate kiln kernels (kiln_compile_graph): C and P must match
  * the fused results bit for bit. */
-static void check_unfused(const kiln_target *t, const epi_case *cs, const kiln_gemm_shape *s,
-                          const kiln_gemm_epilogue *e, const epi_data *x) {
+static void check_unfused(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                          const epi_data *x) {
     kiln_graph g;
     kiln_diags d;
     kiln_graph_init(&g, "unfused");
     kiln_diags_init(&d);
-    uint32_t inputs[5];
-    void *data[5];
-    int ni = 0;
+    unfused_inputs in = {0};
     int64_t m = s->m, n = s->n, k = s->k;
     int64_t a_rows = s->trans_a ? k : m, a_cols = s->trans_a ? m : k, b_rows = s->trans_b ? n : k,
             b_cols = s->trans_b ? k : n;
-    /* an input of the given dims with the compacted data */
-    #define INPUT(nm, rank_, d0, d1, src, ld) do {                                          \
-        kiln_attrs at = {.dtype = KILN_F32, .rank = rank_, .shape = {d0, d1}, .name = nm};   \
-        inputs[ni] = kiln_graph_add(&g, KILN_OP_INPUT, NULL, 0, &at, NULL, "test", &d);     \
-        data[ni++] = compact(src, rank_ == 1 ? 1 : d0, rank_ == 1 ? d0 : d1, ld);           \
-    } while (0)
-    INPUT("a", 2, a_rows, a_cols, x->a, s->lda);
-    INPUT("b", 2, b_rows, b_cols, x->b, s->ldb);
+    unfused_input(&g, &d, &in, "a", 2, a_rows, a_cols, x->a, s->lda);
+    unfused_input(&g, &d, &in, "b", 2, b_rows, b_cols, x->b, s->ldb);
     kiln_attrs tr = {.transpose_a = s->trans_a, .transpose_b = s->trans_b};
-    uint32_t v = kiln_graph_add(&g, KILN_OP_MATMUL, inputs, 2, &tr, NULL, "test", &d);
+    uint32_t v = kiln_graph_add(&g, KILN_OP_MATMUL, in.id, 2, &tr, NULL, "test", &d);
     if (e->scale != 0 && e->scale != 1) {
         kiln_attrs sc = {.scalar = e->scale};
         v = kiln_graph_add(&g, KILN_OP_SCALE, &v, 1, &sc, NULL, "test", &d);
     }
     if (e->bias) {
-        INPUT("bias", 1, n, 0, x->bias, n);
-        uint32_t in[2] = {v, inputs[ni - 1]};
-        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+        uint32_t two[2] = {v, unfused_input(&g, &d, &in, "bias", 1, n, 0, x->bias, n)};
+        v = kiln_graph_add(&g, KILN_OP_ADD, two, 2, NULL, NULL, "test", &d);
     }
     uint32_t pre = v;
     static const kiln_op act_op[] = {KILN_OP_COUNT, KILN_OP_RELU, KILN_OP_GELU, KILN_OP_GELU_TANH, KILN_OP_SILU};
     if (e->act) v = kiln_graph_add(&g, act_op[e->act], &v, 1, NULL, NULL, "test", &d);
     if (e->residual) {
-        INPUT("r", 2, m, n, x->r, e->ldr);
-        uint32_t in[2] = {v, inputs[ni - 1]};
-        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+        uint32_t two[2] = {v, unfused_input(&g, &d, &in, "r", 2, m, n, x->r, e->ldr)};
+        v = kiln_graph_add(&g, KILN_OP_ADD, two, 2, NULL, NULL, "test", &d);
     }
     if (e->accumulate) {
-        INPUT("c0", 2, m, n, x->c0, s->ldc);
-        uint32_t in[2] = {inputs[ni - 1], v};
-        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+        uint32_t two[2] = {unfused_input(&g, &d, &in, "c0", 2, m, n, x->c0, s->ldc), v};
+        v = kiln_graph_add(&g, KILN_OP_ADD, two, 2, NULL, NULL, "test", &d);
     }
-    #undef INPUT
     for (int i = 0; i < d.n; i++) print_error("graph: %s\n", d.items[i].message);
     assert_int_equal(d.n, 0);
     kiln_graph_add_output(&g, "y", v);
     if (e->pre_out) kiln_graph_add_output(&g, "pre", pre);
 
-    kiln_compile_request req = {.g = &g, .inputs = inputs, .n_inputs = (uint32_t)ni, .name = "unfused", .target = t};
+    kiln_compile_request req = {.g = &g, .inputs = in.id, .n_inputs = (uint32_t)in.n, .name = "unfused", .target = t};
     kiln_compiled cc;
     if (!kiln_compile_graph(&req, &cc, &d)) {
         for (int i = 0; i < d.n; i++) print_error("compile: %s\n", d.items[i].message);
@@ -515,7 +522,7 @@ static void check_unfused(const kiln_target *t, const epi_case *cs, const kiln_g
     float *y = malloc(sizeof(float) * (size_t)(m * n + 1)), *py = malloc(sizeof(float) * (size_t)(m * n + 1));
     void *args[9] = {params, ws};
     int na = 2;
-    for (int i = 0; i < ni; i++) args[na++] = data[i];
+    for (int i = 0; i < in.n; i++) args[na++] = in.data[i];
     args[na++] = y;
     if (e->pre_out) args[na++] = py;
     assert_int_equal(na, (int)cc.n_args);
@@ -534,14 +541,13 @@ static void check_unfused(const kiln_target *t, const epi_case *cs, const kiln_g
         }
     free(y);
     free(py);
-    for (int i = 0; i < ni; i++) free(data[i]);
+    for (int i = 0; i < in.n; i++) free(in.data[i]);
     kiln_aligned_free(ws);
     kiln_aligned_free(params);
     kiln_compiled_free(&cc);
     kiln_graph_free(&g);
     kiln_diags_free(&d);
     assert_int_equal(bad, 0);
-    (void)cs;
 }
 
 /* C (and P) against float64: the product within run_case's bound, then each step's own
@@ -591,6 +597,16 @@ static int check_padding(const char *what, const float *x, int64_t m, int64_t n,
     return bad;
 }
 
+/* One call: C (c_len floats) starts as c0, P (p_len) as sentinels; the pointers of
+ * absent steps are passed as NULL. */
+static void epi_call(epi_fn fn, const kiln_gemm_epilogue *e, const float *a, const float *b, float *c,
+                     const float *c0, int64_t c_len, float *scratch, const float *bias, float *p, int64_t p_len,
+                     const float *r) {
+    memcpy(c, c0, sizeof(float) * (size_t)c_len);
+    for (int64_t i = 0; i < p_len; i++) p[i] = SENTINEL;
+    fn(a, b, c, scratch, e->bias ? bias : NULL, e->pre_out ? p : NULL, e->residual ? r : NULL);
+}
+
 static void run_epi_case(void **state) {
     const epi_case *cs = *state;
     const kiln_target *t = cs->target == 1 ? &g_haswell : &g_host;
@@ -623,15 +639,8 @@ static void run_epi_case(void **state) {
     float *scratch = alloc64(scratch_n + GUARD);
     for (int64_t i = 0; i < scratch_n + GUARD; i++) scratch[i] = SENTINEL;
 
-    /* one run: C from c0, P all sentinels */
-    #define RUN() do {                                                                     \
-        memcpy(c.p, c0, sizeof(float) * (size_t)(m * s.ldc + 1));                          \
-        for (int64_t i = 0; i <= m * e.ldp; i++) p.p[i] = SENTINEL;                        \
-        fn(a.p, b.p, c.p, scratch, e.bias ? bias.p : NULL, e.pre_out ? p.p : NULL,          \
-           e.residual ? r.p : NULL);                                                       \
-    } while (0)
     assert_int_equal(kiln_threads_set(1), 0);
-    RUN();
+    epi_call(fn, &e, a.p, b.p, c.p, c0, m * s.ldc + 1, scratch, bias.p, p.p, m * e.ldp + 1, r.p);
     epi_data x = {a.p, b.p, bias.p, r.p, c0, c.p, p.p};
     int bad = check_epi_reference(&s, &e, &x);
     bad += check_padding("C", c.p, m, n, s.ldc);
@@ -643,15 +652,14 @@ static void run_epi_case(void **state) {
     if (cs->threads) {  /* the same bits on two threads */
         float *c1 = compact(c.p, m, s.ldc, s.ldc), *p1 = compact(p.p, m, e.ldp, e.ldp);
         assert_int_equal(kiln_threads_set(2), 0);
-        RUN();
+        epi_call(fn, &e, a.p, b.p, c.p, c0, m * s.ldc + 1, scratch, bias.p, p.p, m * e.ldp + 1, r.p);
         assert_int_equal(kiln_threads_set(1), 0);
         assert_memory_equal(c1, c.p, sizeof(float) * (size_t)(m * s.ldc));
         assert_memory_equal(p1, p.p, sizeof(float) * (size_t)(m * e.ldp));
         free(c1);
         free(p1);
     }
-    #undef RUN
-    if (cs->unfused) check_unfused(t, cs, &s, &e, &x);
+    if (cs->unfused) check_unfused(t, &s, &e, &x);
     free(c0);
     free(scratch);
     guarded_free(&a);
