@@ -287,10 +287,20 @@ static void test_scratch_sizes(void **state) {
     kiln_gemm_shape s0 = {0, 5, 5, false, false, 5, 5, 5}, k0 = {5, 5, 0, false, false, 0, 5, 5};
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &s0), 0);
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &k0), 0);
-    kiln_gemm_shape one = {1, 1, 1, false, false, 1, 1, 1};
+    kiln_gemm_shape one = {1, 1, 1, false, true, 1, 1, 1};
     /* one 12-row A sliver (rounded to 16 floats) + one 32-column B sliver, depth 1 */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &one), 16 + 32);
     assert_int_equal(kiln_gemm_scratch_floats(&avx2, &one), 16 + 16);
+    /* a few rows of A and B plain: the small-m path packs nothing (up to 8 rows, and no
+     * more than a tile has) */
+    kiln_gemm_shape few = {8, 100, 1000, true, false, 8, 100, 100}, seven = {7, 100, 1000, false, false, 1000, 100, 100};
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &few), 0);
+    assert_true(kiln_gemm_scratch_floats(&avx2, &few) > 0);
+    assert_int_equal(kiln_gemm_scratch_floats(&avx2, &(kiln_gemm_shape){6, 100, 1000, false, false, 1000, 100, 100}), 0);
+    assert_true(kiln_gemm_scratch_floats(&avx512, &(kiln_gemm_shape){9, 100, 1000, false, false, 1000, 100, 100}) > 0);
+    /* … but its partial sums with accumulate over several k blocks */
+    kiln_gemm_epilogue acc = {.accumulate = true};
+    assert_int_equal(kiln_gemm_epi_scratch_floats(&avx512, &seven, &acc), 7 * 100 / 16 * 16 + 16);
     /* blocks are balanced: m 1000 = 504 + 496, k 400 = 208 + 192, n 700 = 256 + 256 + 188;
      * m·n·k ≥ 2^18 splits the 84 row tiles into 8 parts of 11, one packing slot each */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
@@ -711,6 +721,53 @@ static void test_epilogue_functions(void **state) {
     kiln_cg_dispose(&cg);
 }
 
+/* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
+ * each element the general path's bits: its m rows equal the first m rows of a 20-row
+ * product (general path) of the same operands — plain and with an epilogue, with one k
+ * block and with several, A plain and transposed, split across two threads or not. */
+static void test_small_m_matches_general(void **state) {
+    static const struct { int target, m; } rows[] = {{0, 1}, {0, 2}, {0, 3}, {0, 5}, {0, 8}, {1, 1}, {1, 4}, {1, 6}};
+    static const int64_t nk[][2] = {{45, 37}, {100, 800}};
+    const int64_t big = 20;
+    kiln_gemm_epilogue all = {.accumulate = true, .scale = epi_scale(), .bias = true, .pre_out = true,
+                              .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
+    for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+        for (int si = 0; si < 2; si++)
+            for (int with_e = 0; with_e < 2; with_e++) {
+                const kiln_target *t = rows[ri].target ? &g_haswell : &g_host;
+                int64_t m = rows[ri].m, n = nk[si][0], k = nk[si][1];
+                bool ta = (m + si) % 2;
+                kiln_gemm_shape sb = {big, n, k, ta, false, ta ? big : k, n, n}, ss = sb;
+                ss.m = m;
+                kiln_gemm_epilogue e = all;
+                e.ldp = e.ldr = n;
+                const kiln_gemm_epilogue *ep = with_e ? &e : NULL;
+                assert_int_equal(kiln_gemm_scratch_floats(t, &ss), 0);  /* it is the small path */
+                assert_true(kiln_gemm_scratch_floats(t, &sb) > 0);
+                epi_fn fs = (epi_fn)compile_epi(t, &ss, ep ? ep : &(kiln_gemm_epilogue){0}, NULL);
+                epi_fn fb = (epi_fn)compile_epi(t, &sb, ep ? ep : &(kiln_gemm_epilogue){0}, NULL);
+                float *a = alloc64(big * k), *b = alloc64(k * n), *bias = alloc64(n), *r = alloc64(big * n);
+                float *c0 = alloc64(big * n), *cs = alloc64(big * n), *cb = alloc64(big * n);
+                float *ps = alloc64(big * n), *pb = alloc64(big * n);
+                for (int64_t i = 0; i < big * k; i++) a[i] = rand_pm1();
+                for (int64_t i = 0; i < k * n; i++) b[i] = rand_pm1();
+                for (int64_t i = 0; i < n; i++) bias[i] = rand_pm1();
+                for (int64_t i = 0; i < big * n; i++) r[i] = rand_pm1(), c0[i] = rand_pm1();
+                kiln_gemm_epilogue none = {0};
+                const kiln_gemm_epilogue *call_e = ep ? ep : &none;
+                float *ss_scr = alloc64(kiln_gemm_epi_scratch_floats(t, &ss, call_e));
+                float *sb_scr = alloc64(kiln_gemm_epi_scratch_floats(t, &sb, call_e));
+                assert_int_equal(kiln_threads_set(1 + si), 0);
+                epi_call(fs, call_e, a, b, cs, c0, big * n, ss_scr, bias, ps, big * n, r);
+                epi_call(fb, call_e, a, b, cb, c0, big * n, sb_scr, bias, pb, big * n, r);
+                assert_int_equal(kiln_threads_set(1), 0);
+                assert_memory_equal(cs, cb, sizeof(float) * (size_t)(m * n));
+                if (ep) assert_memory_equal(ps, pb, sizeof(float) * (size_t)(m * n));
+                float *bufs[] = {a, b, bias, r, c0, cs, cb, ps, pb, ss_scr, sb_scr};
+                for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+            }
+}
+
 enum { MAX_EPI_CASES = 320 };
 static epi_case g_epi[MAX_EPI_CASES];
 static int g_nepi;
@@ -755,6 +812,16 @@ static void build_epi_cases(void) {
         add_epi(100, 129, 400, true, false, 0, f, KILN_GEMM_ACT_NONE, 0, true, true);
         add_epi(100, 129, 400, false, true, 0, f, KILN_GEMM_ACT_GELU_TANH, 1, true, true);
     }
+    /* the small-m path: one row of a decoding step, a few rows, k in one and in several
+     * blocks, parts along n */
+    for (int act = 0; act <= KILN_GEMM_ACT_SILU; act++) {
+        add_epi(1, 300, 400, false, false, 1, EPI_ALL, act, 0, true, true);
+        add_epi(5, 70, 800, act % 2, false, 2, EPI_ALL, act, 1, true, true);
+    }
+    add_epi(1, 1536, 384, false, false, 0, EPI_BIAS, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
+    add_epi(8, 45, 37, true, false, 3, EPI_ALL, KILN_GEMM_ACT_GELU, 0, true, false);
+    add_epi(3, 45, 1000, false, false, 0, EPI_ACC, KILN_GEMM_ACT_NONE, 0, true, true);
+    add_epi(3, 45, 0, false, false, 1, EPI_ALL, KILN_GEMM_ACT_SILU, 0, true, false);
     /* several blocks of m, n and k */
     add_epi(1000, 700, 400, false, true, 0, EPI_ALL, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
     add_epi(1000, 700, 400, false, false, 0, EPI_BIAS | EPI_ACC, KILN_GEMM_ACT_RELU, 1, false, true);
@@ -830,7 +897,7 @@ static void build_cases(void) {
 int main(void) {
     build_cases();
     build_epi_cases();
-    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 6];
+    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 7];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
@@ -838,6 +905,7 @@ int main(void) {
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_targets_agree);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_threads_bit_identical);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_epilogue_functions);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_small_m_matches_general);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
