@@ -1123,10 +1123,11 @@ static LLVMValueRef small_function(gen g, int m, bool trans_a, const kiln_gemm_e
         }
     LLVMPositionBuilderAtEnd(g.b, done);
 
-    /* v = the block's sums, + what the earlier blocks left in X (as write_tile adds) */
+    /* v = the block's sums, + what the earlier blocks left in X (as write_tile adds; x is
+     * NULL when there is a single block, so no inbounds promise: the load's mask is off) */
     LLVMValueRef val[SMALL_M_MAX][NV];
     for (int r = 0; r < m; r++) {
-        LLVMValueRef xrow = at(&g, at(&g, x, j), mul(&g, k64(&g, r), ldx));
+        LLVMValueRef xrow = at_any(&g, at_any(&g, x, j), mul(&g, k64(&g, r), ldx));
         for (int v = 0; v < NV; v++) {
             LLVMValueRef mask = LLVMBuildSelect(g.b, first, none, colmask[v], "");
             LLVMValueRef old = masked_load(&g, at_any(&g, xrow, k64(&g, v * w)), mask);
