@@ -145,8 +145,11 @@ static gemm_blocks blocks_for(gemm_tile t, const kiln_gemm_shape *s) {
 static int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
 static int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
 
-/* Floats of one thread's scratch slot: Ap then Bp, rounded so every slot stays aligned. */
-static int64_t slot_floats(gemm_blocks bl) { return round_up(packed_a_floats(bl) + packed_b_floats(bl), 16); }
+/* Floats of one thread's scratch slot: Ap then Bp (Ap alone when B is packed once for all
+ * parts, shared_b_floats), rounded so every slot stays aligned. */
+static int64_t slot_floats(gemm_blocks bl, bool shared_b) {
+    return round_up(packed_a_floats(bl) + (shared_b ? 0 : packed_b_floats(bl)), 16);
+}
 
 /* How a product is split across threads (see "Threads" above): `parts` pieces of the
  * larger of m and n (in tiles), `lanes` rows or columns each (the last may be shorter). */
@@ -169,11 +172,25 @@ static gemm_split split_for(gemm_tile t, const kiln_gemm_shape *s) {
 
 static bool use_small(gemm_tile t, const kiln_gemm_shape *s);
 
+/* B packed once for all parts (see "Threads"): a product split along m whose whole op(B),
+ * packed, takes at most GEMM_SHARED_B_MAX floats (4 MiB: every transformer weight of
+ * char_gpt; a square of 1024). Returns the floats of that region at the start of
+ * scratch, or 0 when each part packs its own B. */
+enum { GEMM_SHARED_B_MAX = 1 << 20 };
+
+static int64_t shared_b_floats(gemm_tile t, const kiln_gemm_shape *s) {
+    if (s->m == 0 || s->n == 0 || s->k == 0 || use_small(t, s)) return 0;
+    gemm_split sp = split_for(t, s);
+    int64_t floats = round_up(s->n, t.nr) * s->k;
+    return sp.on_m && sp.parts > 1 && floats <= GEMM_SHARED_B_MAX ? round_up(floats, 16) : 0;
+}
+
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     gemm_tile tile = tile_for(t);
     if (use_small(tile, s)) return 0;  /* nothing packed */
-    return split_for(tile, s).parts * slot_floats(blocks_for(tile, s));
+    int64_t shared = shared_b_floats(tile, s);
+    return shared + split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared > 0);
 }
 
 /* ---- emission state and small builders ------------------------------------------- */
@@ -930,10 +947,11 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * With an epilogue (e not NULL) it is kiln_gemm_loops_wW_TATB_eCODE, whose arguments go
  * on with epi_args' eight (x, ldx, bias, p, ldp, r, ldr, scale), and whose tiles learn
  * whether their k block is the first and the last. */
-static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e) {
+static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_b) {
     char name[96], code[48] = "";
     if (e) epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code);
+    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
+             shared_b ? "_sb" : "");
     LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g);
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
@@ -942,12 +960,18 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     pb.packer = pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
 
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
-    LLVMTypeRef params[] = {ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64,
-                            ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
-    static const char *const names[] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
-                                        "kc", "nc", "x", "ldx",     "bias", "p", "ldp", "r", "ldr", "scale"};
+    LLVMTypeRef params[23] = {ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64,
+                              ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
+    const char *names[23] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
+                             "kc", "nc", "x", "ldx",     "bias", "p", "ldp", "r", "ldr", "scale"};
+    unsigned n_params = e ? 21 : 13, at_bfull = n_params;
+    if (shared_b) {  /* the packed B of all parts, and its row of slivers' width n rounded to NR */
+        params[n_params] = ptr, names[n_params++] = "bfull";
+        params[n_params] = i64, names[n_params++] = "npad";
+    }
     LLVMValueRef fn;
-    if (!function_begin(&g, name, e ? 21 : 13, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, n_params, params, names, &fn)) return fn;
+    if (shared_b) add_attr(&g, at_bfull + 1, "readonly");
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
     if (e) {
@@ -987,7 +1011,10 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     loop lj = loop_begin(&g, k64(&g, 0), n, 1, "j2");
     lj.step_value = nc_max;
     LLVMValueRef nc = smin(&g, nc_max, sub(&g, n, lj.iv));
-    emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bp);
+    if (shared_b)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
+        bp = at(&g, param(&g, at_bfull), add(&g, mul(&g, lp.iv, param(&g, at_bfull + 1)), mul(&g, lj.iv, kc)));
+    else
+        emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bp);
 
     loop lr = loop_begin(&g, k64(&g, 0), mc, g.t.mr, "ir");
     LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, ap, mul(&g, lr.iv, kc));
@@ -1213,7 +1240,7 @@ static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm
                                LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r) {
     LLVMValueRef null = LLVMConstPointerNull(g->ptr), x = null;
     if (needs_partials(g->t, s, e))
-        x = at(g, scratch, k64(g, split_for(g->t, s).parts * slot_floats(blocks_for(g->t, s))));
+        x = at(g, scratch, k64(g, kiln_gemm_scratch_floats(g->target, s)));
     return (epi_args){
         x,
         k64(g, s->n),
@@ -1260,9 +1287,11 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         c = at(&g, c, first);
         n = lanes;
     }
-    LLVMValueRef scratch = at(&g, v[3], mul(&g, begin, k64(&g, slot_floats(bl))));
-    LLVMValueRef args[] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
-                           k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc), 0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t shared = shared_b_floats(g.t, s);  /* the packed B at the start of scratch, then the slots */
+    LLVMValueRef scratch = at(&g, v[3], add(&g, k64(&g, shared), mul(&g, begin, k64(&g, slot_floats(bl, shared > 0)))));
+    LLVMValueRef args[23] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
+                             k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
+    unsigned n_args = e ? 21 : 13;
     if (e) {  /* the m×n operands move with C, the bias row with the columns */
         LLVMValueRef one = k64(&g, 1);
         ea.x = at_ij(&g, ea.x, sp.on_m ? first : zero, sp.on_m ? zero : first, ea.ldx);
@@ -1271,7 +1300,40 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         if (!sp.on_m) ea.bias = at_ij(&g, ea.bias, zero, first, one);
         epi_args_list(&ea, &args[13]);
     }
-    call(&g, loops, args, e ? 21 : 13);
+    if (shared) {
+        args[n_args++] = v[3];
+        args[n_args++] = k64(&g, round_up(s->n, g.t.nr));
+    }
+    call(&g, loops, args, n_args);
+    return function_end(&g);
+}
+
+/*   void NAME.packb(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch, …}
+ * packs slivers [begin, end) of op(B) (NR columns each), every k block, into the shared
+ * region at the start of scratch: k block p (of the shape's kc) at p·npad, npad = n
+ * rounded up to NR, sliver j at j·NR·kc within it — the layout the loop nest reads, as
+ * if it had packed block (p, j2) itself. A copy: any split gives the same bytes. */
+static LLVMValueRef packb_function(gen g, const kiln_gemm_shape *s, const char *gemm_name) {
+    char name[320];
+    snprintf(name, sizeof name, "%s.packb", gemm_name);
+    operand pb = {.lanes_contiguous = !s->trans_b, .width = g.t.nr};
+    pb.packer = pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
+    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
+    static const char *const names[] = {"ctx", "begin", "end"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
+    gemm_blocks bl = blocks_for(g.t, s);
+    LLVMValueRef ctx = param(&g, 0), v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
+    pb.src = v[1], pb.ld = k64(&g, s->ldb), pb.lim = k64(&g, s->n);
+    LLVMValueRef j0 = mul(&g, param(&g, 1), k64(&g, g.t.nr));
+    LLVMValueRef cols = sub(&g, smin(&g, mul(&g, param(&g, 2), k64(&g, g.t.nr)), k64(&g, s->n)), j0);
+    LLVMValueRef k = k64(&g, s->k), npad = k64(&g, round_up(s->n, g.t.nr));
+    loop lp = loop_begin(&g, k64(&g, 0), k, bl.kc, "p");
+    LLVMValueRef kc = smin(&g, k64(&g, bl.kc), sub(&g, k, lp.iv));
+    emit_pack(&g, &pb, j0, cols, lp.iv, kc, at(&g, v[3], add(&g, mul(&g, lp.iv, npad), mul(&g, j0, kc))));
+    loop_end(&g, &lp);
     return function_end(&g);
 }
 
@@ -1353,7 +1415,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     gen g = gen_init(cg);
     if (use_small(g.t, s)) return small_gemm(g, s, e, name);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
-    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e) : NULL;  /* own builder */
+    bool shared_b = shared_b_floats(g.t, s) > 0;
+    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, shared_b) : NULL;  /* own builder */
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
@@ -1368,6 +1431,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
     gemm_split sp = split_for(g.t, s);
     LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
+    LLVMValueRef packb = shared_b ? packb_function(g, s, name) : NULL;
     function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
@@ -1387,6 +1451,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
             LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
             LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
         }
+        if (packb) parallel_for_call(&g, packb, ctx, (s->n + g.t.nr - 1) / g.t.nr);  /* B, once, by slivers */
         parallel_for_call(&g, part, ctx, sp.parts);
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);

@@ -302,9 +302,16 @@ static void test_scratch_sizes(void **state) {
     kiln_gemm_epilogue acc = {.accumulate = true};
     assert_int_equal(kiln_gemm_epi_scratch_floats(&avx512, &seven, &acc), 7 * 100 / 16 * 16 + 16);
     /* blocks are balanced: m 1000 = 504 + 496, k 400 = 208 + 192, n 700 = 256 + 256 + 188;
-     * m·n·k ≥ 2^18 splits the 84 row tiles into 8 parts of 11, one packing slot each */
+     * m·n·k ≥ 2^18 splits the 84 row tiles into 8 parts of 11, one packing slot of A each;
+     * B is packed once for all of them (n rounded to 704 × k) */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (504 * 208 + 256 * 208));
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 704 * 400 + 8 * (504 * 208));
+    /* a B too large to share (over 2^20 floats packed): each slot packs its own blocks */
+    kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 8 * (672 * 208 + 320 * 208));
+    /* split along n (more column tiles than row tiles): nothing shared either */
+    kiln_gemm_shape tall = {100, 700, 400, false, false, 400, 700, 700};
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 8 * (108 * 208 + 256 * 208));
     kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 64 * 40);
     /* large shapes are bounded by the blocks (× the parts), not the matrices */
