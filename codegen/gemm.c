@@ -65,8 +65,9 @@
  * 208 + 192, not 384 + 16) and are whole tiles, so only the last block of m (n) can hold a
  * partial tile.
  *
- * Scratch (floats, 64-byte aligned): one slot per part (see Threads), each
- *   [ Ap: mc·kc, rounded up to 16 ][ Bp: nc·kc ], rounded up to 16;
+ * Scratch (floats, 64-byte aligned): with a shared B (see Threads) first the whole packed
+ * op(B), npad·k (npad = n rounded up to NR); then one slot per part, each
+ *   [ Ap: mc·kc, rounded up to 16 ][ Bp: nc·kc, absent with a shared B ], rounded up to 16;
  * none on the small-m path; then, for an accumulating epilogue over several k blocks,
  * the m×n partial sums.
  *
@@ -82,7 +83,14 @@
  * tiles along the larger of m and n (part_function), handed to kiln_parallel_for (the
  * runtime's pool; the JIT resolves it from the process, exported libraries link it from
  * the runtime archive); each runs the same loop nest on its rows (columns) with its own
- * packing slot, duplicating only the packing of the other operand. The k blocks are the
+ * packing slot, duplicating only the packing of the other operand — except B when the
+ * split is along m and B packed takes at most 4 MiB (every char_gpt weight): then B is
+ * packed once, before the parts, by a kiln_parallel_for over its NR-column slivers
+ * (packb_function), into the layout the loop nest would have given each (p, j2) block,
+ * and the parts pack only A ("_sb" loop nests read the shared blocks). Without it, on
+ * 2 threads (8 chunks of 256 rows for m = 2048) B was packed 8 times, and on one thread
+ * once per mc block; with it, kiln's work per GEMM on 2 threads (CPU time, busy machine)
+ * fell by 10–15 % on the char_gpt shapes and 1024³. The k blocks are the
  * whole shape's, and every element sums its kc blocks, each in k order, in its own
  * accumulator lane, so C is bit-identical for any thread count and any partition. An
  * epilogue's P, R and partial sums move with C, its bias row with the columns; every
