@@ -15,6 +15,10 @@
  * in the same JIT because the target attributes live on each function. One test checks
  * that the assembly of each target uses the vector registers it should. Each shape is one
  * cmocka test (see main).
+ *
+ * Epilogues (kiln_cg_gemm_epi, see "epilogues" below) are checked against a float64
+ * reference, across thread counts, and bit for bit against the same computation compiled
+ * as separate kiln kernels.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -283,14 +287,31 @@ static void test_scratch_sizes(void **state) {
     kiln_gemm_shape s0 = {0, 5, 5, false, false, 5, 5, 5}, k0 = {5, 5, 0, false, false, 0, 5, 5};
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &s0), 0);
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &k0), 0);
-    kiln_gemm_shape one = {1, 1, 1, false, false, 1, 1, 1};
+    kiln_gemm_shape one = {1, 1, 1, false, true, 1, 1, 1};
     /* one 12-row A sliver (rounded to 16 floats) + one 32-column B sliver, depth 1 */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &one), 16 + 32);
     assert_int_equal(kiln_gemm_scratch_floats(&avx2, &one), 16 + 16);
+    /* a few rows of A and B plain: the small-m path packs nothing (up to 8 rows, and no
+     * more than a tile has) */
+    kiln_gemm_shape few = {8, 100, 1000, true, false, 8, 100, 100}, seven = {7, 100, 1000, false, false, 1000, 100, 100};
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &few), 0);
+    assert_true(kiln_gemm_scratch_floats(&avx2, &few) > 0);
+    assert_int_equal(kiln_gemm_scratch_floats(&avx2, &(kiln_gemm_shape){6, 100, 1000, false, false, 1000, 100, 100}), 0);
+    assert_true(kiln_gemm_scratch_floats(&avx512, &(kiln_gemm_shape){9, 100, 1000, false, false, 1000, 100, 100}) > 0);
+    /* … but its partial sums with accumulate over several k blocks */
+    kiln_gemm_epilogue acc = {.accumulate = true};
+    assert_int_equal(kiln_gemm_epi_scratch_floats(&avx512, &seven, &acc), 7 * 100 / 16 * 16 + 16);
     /* blocks are balanced: m 1000 = 504 + 496, k 400 = 208 + 192, n 700 = 256 + 256 + 188;
-     * m·n·k ≥ 2^18 splits the 84 row tiles into 8 parts of 11, one packing slot each */
+     * m·n·k ≥ 2^18 splits the 84 row tiles into 8 parts of 11, one packing slot of A each;
+     * B is packed once for all of them (n rounded to 704 × k) */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (504 * 208 + 256 * 208));
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 704 * 400 + 8 * (504 * 208));
+    /* a B too large to share (over 2^20 floats packed): each slot packs its own blocks */
+    kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 8 * (672 * 208 + 320 * 208));
+    /* split along n (more column tiles than row tiles): nothing shared either */
+    kiln_gemm_shape tall = {100, 700, 400, false, false, 400, 700, 700};
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 8 * (108 * 208 + 256 * 208));
     kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 64 * 40);
     /* large shapes are bounded by the blocks (× the parts), not the matrices */
@@ -448,6 +469,21 @@ static float *compact(const float *x, int64_t rows, int64_t cols, int64_t ld) {
     return y;
 }
 
+/* An INPUT node of d0 (rank 1) or d0×d1 floats, its data compacted from src (row stride ld). */
+typedef struct unfused_inputs {
+    uint32_t id[5];
+    void *data[5];
+    int n;
+} unfused_inputs;
+
+static uint32_t unfused_input(kiln_graph *g, kiln_diags *d, unfused_inputs *in, const char *name, int rank,
+                              int64_t d0, int64_t d1, const float *src, int64_t ld) {
+    kiln_attrs at = {.dtype = KILN_F32, .rank = rank, .shape = {d0, d1}, .name = name};
+    in->id[in->n] = kiln_graph_add(g, KILN_OP_INPUT, NULL, 0, &at, NULL, "test", d);
+    in->data[in->n] = compact(src, rank == 1 ? 1 : d0, rank == 1 ? d0 : d1, ld);
+    return in->id[in->n++];
+}
+
 typedef struct epi_data {
     const float *a, *b, *bias, *r, *c0;  /* c0: C before the call (accumulate) */
     const float *c, *p;                  /* the fused results */
@@ -455,57 +491,46 @@ typedef struct epi_data {
 
 /* The same computation as separate kiln kernels (kiln_compile_graph): C and P must match
  * the fused results bit for bit. */
-static void check_unfused(const kiln_target *t, const epi_case *cs, const kiln_gemm_shape *s,
-                          const kiln_gemm_epilogue *e, const epi_data *x) {
+static void check_unfused(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                          const epi_data *x) {
     kiln_graph g;
     kiln_diags d;
     kiln_graph_init(&g, "unfused");
     kiln_diags_init(&d);
-    uint32_t inputs[5];
-    void *data[5];
-    int ni = 0;
+    unfused_inputs in = {0};
     int64_t m = s->m, n = s->n, k = s->k;
     int64_t a_rows = s->trans_a ? k : m, a_cols = s->trans_a ? m : k, b_rows = s->trans_b ? n : k,
             b_cols = s->trans_b ? k : n;
-    /* an input of the given dims with the compacted data */
-    #define INPUT(nm, rank_, d0, d1, src, ld) do {                                          \
-        kiln_attrs at = {.dtype = KILN_F32, .rank = rank_, .shape = {d0, d1}, .name = nm};   \
-        inputs[ni] = kiln_graph_add(&g, KILN_OP_INPUT, NULL, 0, &at, NULL, "test", &d);     \
-        data[ni++] = compact(src, rank_ == 1 ? 1 : d0, rank_ == 1 ? d0 : d1, ld);           \
-    } while (0)
-    INPUT("a", 2, a_rows, a_cols, x->a, s->lda);
-    INPUT("b", 2, b_rows, b_cols, x->b, s->ldb);
+    unfused_input(&g, &d, &in, "a", 2, a_rows, a_cols, x->a, s->lda);
+    unfused_input(&g, &d, &in, "b", 2, b_rows, b_cols, x->b, s->ldb);
     kiln_attrs tr = {.transpose_a = s->trans_a, .transpose_b = s->trans_b};
-    uint32_t v = kiln_graph_add(&g, KILN_OP_MATMUL, inputs, 2, &tr, NULL, "test", &d);
+    uint32_t v = kiln_graph_add(&g, KILN_OP_MATMUL, in.id, 2, &tr, NULL, "test", &d);
     if (e->scale != 0 && e->scale != 1) {
         kiln_attrs sc = {.scalar = e->scale};
         v = kiln_graph_add(&g, KILN_OP_SCALE, &v, 1, &sc, NULL, "test", &d);
     }
     if (e->bias) {
-        INPUT("bias", 1, n, 0, x->bias, n);
-        uint32_t in[2] = {v, inputs[ni - 1]};
-        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+        uint32_t two[2] = {v, unfused_input(&g, &d, &in, "bias", 1, n, 0, x->bias, n)};
+        v = kiln_graph_add(&g, KILN_OP_ADD, two, 2, NULL, NULL, "test", &d);
     }
     uint32_t pre = v;
     static const kiln_op act_op[] = {KILN_OP_COUNT, KILN_OP_RELU, KILN_OP_GELU, KILN_OP_GELU_TANH, KILN_OP_SILU};
     if (e->act) v = kiln_graph_add(&g, act_op[e->act], &v, 1, NULL, NULL, "test", &d);
     if (e->residual) {
-        INPUT("r", 2, m, n, x->r, e->ldr);
-        uint32_t in[2] = {v, inputs[ni - 1]};
-        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+        uint32_t two[2] = {v, unfused_input(&g, &d, &in, "r", 2, m, n, x->r, e->ldr)};
+        v = kiln_graph_add(&g, KILN_OP_ADD, two, 2, NULL, NULL, "test", &d);
     }
     if (e->accumulate) {
-        INPUT("c0", 2, m, n, x->c0, s->ldc);
-        uint32_t in[2] = {inputs[ni - 1], v};
-        v = kiln_graph_add(&g, KILN_OP_ADD, in, 2, NULL, NULL, "test", &d);
+        uint32_t two[2] = {unfused_input(&g, &d, &in, "c0", 2, m, n, x->c0, s->ldc), v};
+        v = kiln_graph_add(&g, KILN_OP_ADD, two, 2, NULL, NULL, "test", &d);
     }
-    #undef INPUT
     for (int i = 0; i < d.n; i++) print_error("graph: %s\n", d.items[i].message);
     assert_int_equal(d.n, 0);
     kiln_graph_add_output(&g, "y", v);
     if (e->pre_out) kiln_graph_add_output(&g, "pre", pre);
 
-    kiln_compile_request req = {.g = &g, .inputs = inputs, .n_inputs = (uint32_t)ni, .name = "unfused", .target = t};
+    kiln_compile_request req = {.g = &g, .inputs = in.id, .n_inputs = (uint32_t)in.n, .name = "unfused", .target = t,
+                                .no_fuse = true};  /* really separate kernels: no GEMM epilogue fusion */
     kiln_compiled cc;
     if (!kiln_compile_graph(&req, &cc, &d)) {
         for (int i = 0; i < d.n; i++) print_error("compile: %s\n", d.items[i].message);
@@ -515,7 +540,7 @@ static void check_unfused(const kiln_target *t, const epi_case *cs, const kiln_g
     float *y = malloc(sizeof(float) * (size_t)(m * n + 1)), *py = malloc(sizeof(float) * (size_t)(m * n + 1));
     void *args[9] = {params, ws};
     int na = 2;
-    for (int i = 0; i < ni; i++) args[na++] = data[i];
+    for (int i = 0; i < in.n; i++) args[na++] = in.data[i];
     args[na++] = y;
     if (e->pre_out) args[na++] = py;
     assert_int_equal(na, (int)cc.n_args);
@@ -534,14 +559,13 @@ static void check_unfused(const kiln_target *t, const epi_case *cs, const kiln_g
         }
     free(y);
     free(py);
-    for (int i = 0; i < ni; i++) free(data[i]);
+    for (int i = 0; i < in.n; i++) free(in.data[i]);
     kiln_aligned_free(ws);
     kiln_aligned_free(params);
     kiln_compiled_free(&cc);
     kiln_graph_free(&g);
     kiln_diags_free(&d);
     assert_int_equal(bad, 0);
-    (void)cs;
 }
 
 /* C (and P) against float64: the product within run_case's bound, then each step's own
@@ -591,6 +615,16 @@ static int check_padding(const char *what, const float *x, int64_t m, int64_t n,
     return bad;
 }
 
+/* One call: C (c_len floats) starts as c0, P (p_len) as sentinels; the pointers of
+ * absent steps are passed as NULL. */
+static void epi_call(epi_fn fn, const kiln_gemm_epilogue *e, const float *a, const float *b, float *c,
+                     const float *c0, int64_t c_len, float *scratch, const float *bias, float *p, int64_t p_len,
+                     const float *r) {
+    memcpy(c, c0, sizeof(float) * (size_t)c_len);
+    for (int64_t i = 0; i < p_len; i++) p[i] = SENTINEL;
+    fn(a, b, c, scratch, e->bias ? bias : NULL, e->pre_out ? p : NULL, e->residual ? r : NULL);
+}
+
 static void run_epi_case(void **state) {
     const epi_case *cs = *state;
     const kiln_target *t = cs->target == 1 ? &g_haswell : &g_host;
@@ -623,15 +657,8 @@ static void run_epi_case(void **state) {
     float *scratch = alloc64(scratch_n + GUARD);
     for (int64_t i = 0; i < scratch_n + GUARD; i++) scratch[i] = SENTINEL;
 
-    /* one run: C from c0, P all sentinels */
-    #define RUN() do {                                                                     \
-        memcpy(c.p, c0, sizeof(float) * (size_t)(m * s.ldc + 1));                          \
-        for (int64_t i = 0; i <= m * e.ldp; i++) p.p[i] = SENTINEL;                        \
-        fn(a.p, b.p, c.p, scratch, e.bias ? bias.p : NULL, e.pre_out ? p.p : NULL,          \
-           e.residual ? r.p : NULL);                                                       \
-    } while (0)
     assert_int_equal(kiln_threads_set(1), 0);
-    RUN();
+    epi_call(fn, &e, a.p, b.p, c.p, c0, m * s.ldc + 1, scratch, bias.p, p.p, m * e.ldp + 1, r.p);
     epi_data x = {a.p, b.p, bias.p, r.p, c0, c.p, p.p};
     int bad = check_epi_reference(&s, &e, &x);
     bad += check_padding("C", c.p, m, n, s.ldc);
@@ -643,15 +670,14 @@ static void run_epi_case(void **state) {
     if (cs->threads) {  /* the same bits on two threads */
         float *c1 = compact(c.p, m, s.ldc, s.ldc), *p1 = compact(p.p, m, e.ldp, e.ldp);
         assert_int_equal(kiln_threads_set(2), 0);
-        RUN();
+        epi_call(fn, &e, a.p, b.p, c.p, c0, m * s.ldc + 1, scratch, bias.p, p.p, m * e.ldp + 1, r.p);
         assert_int_equal(kiln_threads_set(1), 0);
         assert_memory_equal(c1, c.p, sizeof(float) * (size_t)(m * s.ldc));
         assert_memory_equal(p1, p.p, sizeof(float) * (size_t)(m * e.ldp));
         free(c1);
         free(p1);
     }
-    #undef RUN
-    if (cs->unfused) check_unfused(t, cs, &s, &e, &x);
+    if (cs->unfused) check_unfused(t, &s, &e, &x);
     free(c0);
     free(scratch);
     guarded_free(&a);
@@ -703,6 +729,53 @@ static void test_epilogue_functions(void **state) {
     kiln_cg_dispose(&cg);
 }
 
+/* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
+ * each element the general path's bits: its m rows equal the first m rows of a 20-row
+ * product (general path) of the same operands — plain and with an epilogue, with one k
+ * block and with several, A plain and transposed, split across two threads or not. */
+static void test_small_m_matches_general(void **state) {
+    static const struct { int target, m; } rows[] = {{0, 1}, {0, 2}, {0, 3}, {0, 5}, {0, 8}, {1, 1}, {1, 4}, {1, 6}};
+    static const int64_t nk[][2] = {{45, 37}, {100, 800}};
+    const int64_t big = 20;
+    kiln_gemm_epilogue all = {.accumulate = true, .scale = epi_scale(), .bias = true, .pre_out = true,
+                              .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
+    for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++)
+        for (int si = 0; si < 2; si++)
+            for (int with_e = 0; with_e < 2; with_e++) {
+                const kiln_target *t = rows[ri].target ? &g_haswell : &g_host;
+                int64_t m = rows[ri].m, n = nk[si][0], k = nk[si][1];
+                bool ta = (m + si) % 2;
+                kiln_gemm_shape sb = {big, n, k, ta, false, ta ? big : k, n, n}, ss = sb;
+                ss.m = m;
+                kiln_gemm_epilogue e = all;
+                e.ldp = e.ldr = n;
+                const kiln_gemm_epilogue *ep = with_e ? &e : NULL;
+                assert_int_equal(kiln_gemm_scratch_floats(t, &ss), 0);  /* it is the small path */
+                assert_true(kiln_gemm_scratch_floats(t, &sb) > 0);
+                epi_fn fs = (epi_fn)compile_epi(t, &ss, ep ? ep : &(kiln_gemm_epilogue){0}, NULL);
+                epi_fn fb = (epi_fn)compile_epi(t, &sb, ep ? ep : &(kiln_gemm_epilogue){0}, NULL);
+                float *a = alloc64(big * k), *b = alloc64(k * n), *bias = alloc64(n), *r = alloc64(big * n);
+                float *c0 = alloc64(big * n), *cs = alloc64(big * n), *cb = alloc64(big * n);
+                float *ps = alloc64(big * n), *pb = alloc64(big * n);
+                for (int64_t i = 0; i < big * k; i++) a[i] = rand_pm1();
+                for (int64_t i = 0; i < k * n; i++) b[i] = rand_pm1();
+                for (int64_t i = 0; i < n; i++) bias[i] = rand_pm1();
+                for (int64_t i = 0; i < big * n; i++) r[i] = rand_pm1(), c0[i] = rand_pm1();
+                kiln_gemm_epilogue none = {0};
+                const kiln_gemm_epilogue *call_e = ep ? ep : &none;
+                float *ss_scr = alloc64(kiln_gemm_epi_scratch_floats(t, &ss, call_e));
+                float *sb_scr = alloc64(kiln_gemm_epi_scratch_floats(t, &sb, call_e));
+                assert_int_equal(kiln_threads_set(1 + si), 0);
+                epi_call(fs, call_e, a, b, cs, c0, big * n, ss_scr, bias, ps, big * n, r);
+                epi_call(fb, call_e, a, b, cb, c0, big * n, sb_scr, bias, pb, big * n, r);
+                assert_int_equal(kiln_threads_set(1), 0);
+                assert_memory_equal(cs, cb, sizeof(float) * (size_t)(m * n));
+                if (ep) assert_memory_equal(ps, pb, sizeof(float) * (size_t)(m * n));
+                float *bufs[] = {a, b, bias, r, c0, cs, cb, ps, pb, ss_scr, sb_scr};
+                for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+            }
+}
+
 enum { MAX_EPI_CASES = 320 };
 static epi_case g_epi[MAX_EPI_CASES];
 static int g_nepi;
@@ -746,6 +819,16 @@ static void build_epi_cases(void) {
     for (unsigned f = 1, i = 0; f <= EPI_RES; f <<= 1, i++)
         add_epi(100, 129, 400, i % 2, !(i % 2), 0, f, i % 2 ? KILN_GEMM_ACT_GELU_TANH : KILN_GEMM_ACT_NONE, (int)(i % 2),
                 true, true);
+    /* the small-m path: one row of a decoding step, a few rows, k in one and in several
+     * blocks, parts along n */
+    for (int act = 0; act <= KILN_GEMM_ACT_SILU; act++) {
+        add_epi(1, 300, 400, false, false, 1, EPI_ALL, act, 0, true, true);
+        add_epi(5, 70, 800, act % 2, false, 2, EPI_ALL, act, 1, true, true);
+    }
+    add_epi(1, 1536, 384, false, false, 0, EPI_BIAS, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
+    add_epi(8, 45, 37, true, false, 3, EPI_ALL, KILN_GEMM_ACT_GELU, 0, true, false);
+    add_epi(3, 45, 1000, false, false, 0, EPI_ACC, KILN_GEMM_ACT_NONE, 0, true, true);
+    add_epi(3, 45, 0, false, false, 1, EPI_ALL, KILN_GEMM_ACT_SILU, 0, true, false);
     /* several blocks of m, n and k */
     add_epi(1000, 700, 400, false, true, 0, EPI_ALL, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
 }
@@ -820,7 +903,7 @@ static void build_cases(void) {
 int main(void) {
     build_cases();
     build_epi_cases();
-    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 6];
+    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 7];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
@@ -828,6 +911,7 @@ int main(void) {
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_targets_agree);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_threads_bit_identical);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_epilogue_functions);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_small_m_matches_general);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
