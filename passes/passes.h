@@ -18,6 +18,48 @@ int64_t kiln_graph_flops(const kiln_graph *g);
 enum { KILN_LIVE_LOSS = 1, KILN_LIVE_UPDATES = 2 };
 void kiln_graph_live(const kiln_graph *g, unsigned roots, unsigned char *live);
 
+/* ---- simplify.c: CSE, dead code, constant folding, algebraic identities ---------------
+ *
+ * Rebuilds `in` into the empty, initialised graph `out` (which takes in's name) with
+ * fewer or cheaper nodes computing the same outputs, loss and updates, in the same order
+ * (see docs/passes.md for the rewrites):
+ *   - dead code: nodes that no output, update or the loss needs are dropped;
+ *   - common subexpressions: a node equal to an earlier one (same op, inputs, type and
+ *     attributes; constants compared bytewise) is that node;
+ *   - constant folding: a node whose inputs are all constants (CONSTANT, IOTA or folded)
+ *     is computed now by the reference interpreter and becomes a CONSTANT, unless it is
+ *     a dropout, its result is over fold_max_bytes, or it costs over 2^26 FLOPs;
+ *   - algebraic identities: x·1, 1·x, x+0, 0+x, x−0, x/1, scale by 1, dropout p=0,
+ *     neg(neg x), transpose∘transpose (one transpose, or none), reshape∘reshape,
+ *     broadcast∘broadcast, reshape/broadcast/cast to the operand's own type, and a
+ *     transpose of a matmul operand's last two dims folded into transpose_a/transpose_b;
+ *     a node is only ever replaced by one of exactly its type.
+ * map[id] (in->n_nodes entries) is the node of `out` that holds in-node id's value, or
+ * KILN_NONE when nothing in `out` needs it any more. INPUT, PARAM and STATE nodes are
+ * always kept, in their order, with their names (callers bind them by id through map).
+ * An update whose value becomes its own target is dropped (it would change nothing); a
+ * value that becomes another update's target is read through a copy (scale by 1), since
+ * updates must not chain. A removed node's label moves to its replacement when that has
+ * none. Running it on its own result changes nothing. Returns false only on an internal
+ * error (a rebuilt node the builder refuses), with a diagnostic. */
+
+typedef struct kiln_simplify_stats {
+    uint32_t removed;      /* in-nodes with no node in out (dead or made dead) */
+    uint32_t merged;       /* nodes found equal to an earlier node */
+    uint32_t folded;       /* nodes computed into constants */
+    uint32_t rewritten;    /* algebraic identities applied */
+} kiln_simplify_stats;
+
+typedef struct kiln_simplify_options {
+    /* everything is on in a zeroed struct (or opt = NULL); these turn rewrites off */
+    bool no_dce, no_cse, no_fold, no_identities;
+    int64_t fold_max_bytes;        /* largest folded constant; 0 = 16 MiB */
+    kiln_simplify_stats *stats;    /* optional: filled with what was done */
+} kiln_simplify_options;
+
+bool kiln_simplify(const kiln_graph *in, kiln_graph *out, uint32_t *map, const kiln_simplify_options *opt,
+                   kiln_diags *d);
+
 /* ---- fuse.c: the kernel schedule ---------------------------------------------------------
  *
  * Groups the live nodes of a graph into kernels (see fuse.c): an ordered list, each
