@@ -54,6 +54,10 @@ typedef struct kiln_simplify_options {
     /* everything is on in a zeroed struct (or opt = NULL); these turn rewrites off */
     bool no_dce, no_cse, no_fold, no_identities;
     int64_t fold_max_bytes;        /* largest folded constant; 0 = 16 MiB */
+    /* in-nodes from this id on are recomputations of earlier values made on purpose
+     * (activation checkpointing): CSE never merges one of them into a node built from an
+     * earlier in-node, except a CONSTANT (0 = no such nodes) */
+    uint32_t recompute_from;
     kiln_simplify_stats *stats;    /* optional: filled with what was done */
 } kiln_simplify_options;
 
@@ -266,8 +270,9 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
 
 /* ---- pipeline.c: the stages every compilation goes through ---------------------------------
  *
- * verify → live → fuse → memplan (pipeline.c explains each). What comes out is a
- * program: the kernel schedule and the memory plan codegen follows. */
+ * verify → live → simplify → fuse → memplan (pipeline.c explains each). What comes out
+ * is a program: the graph codegen compiles (the request's, or simplify's rebuilt one),
+ * the request's ids translated into it, the kernel schedule and the memory plan. */
 
 typedef struct kiln_pipeline_options {
     const char *disable;     /* comma-separated stage names to skip ("fuse"), or NULL */
@@ -276,9 +281,12 @@ typedef struct kiln_pipeline_options {
 
 typedef struct kiln_pipeline_request {
     const kiln_graph *g;
-    const uint32_t *inputs, *params, *states;   /* as kiln_plan_request */
+    const uint32_t *inputs, *params, *states;   /* as kiln_plan_request, ids in g */
     uint32_t n_inputs, n_params, n_states;
     bool dropout_alone;                          /* a training step's dropout keeps its kernel */
+    /* nodes from this id on recompute earlier values on purpose (activation
+     * checkpointing, checkpoint.c): simplify must not merge them back (0 = none) */
+    uint32_t recompute_from;
     /* kernel scratch bytes per node (codegen knows them: they depend on the target and
      * on how nodes are grouped into kernels) */
     void (*scratch_sizes)(const kiln_graph *g, const kiln_kernel_schedule *s, void *ctx, int64_t *bytes);
@@ -286,12 +294,24 @@ typedef struct kiln_pipeline_request {
     const kiln_pipeline_options *options;        /* NULL: every stage, no dump */
 } kiln_pipeline_request;
 
+/* Simplify rebuilds the graph, so the program's graph may not be the request's: every
+ * id the caller holds (inputs, parameters, states, any other node) is translated with
+ * kiln_program_node. Sources (INPUT, PARAM, STATE) always survive, in their order, with
+ * their names; the outputs keep their names and order, so g->outputs[i] is still the
+ * request graph's output i. */
 typedef struct kiln_program {
+    const kiln_graph *g;     /* the graph the schedule and plan are over: req->g or *owned */
+    kiln_graph *owned;       /* simplify's graph (malloc'd), or NULL when the stage was off */
+    uint32_t *map;           /* req->g id → g id (KILN_NONE: no longer computed); NULL = same ids */
+    uint32_t n_map;          /* req->g->n_nodes */
+    uint32_t *inputs, *params, *states;  /* the request's lists, translated (malloc'd) */
     kiln_kernel_schedule sched;
     kiln_memplan plan;
     char *dump;              /* --dump-after's text, malloc'd, or NULL */
 } kiln_program;
 
+/* The program graph's node for the request graph's node id (KILN_NONE stays KILN_NONE). */
+uint32_t kiln_program_node(const kiln_program *p, uint32_t id);
 bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d);
 void kiln_program_free(kiln_program *p);
 /* Stage names for --disable-pass / --dump-after: whether one exists, and the list. */

@@ -18,7 +18,11 @@
  *      - value numbering: a node equal to one already built (op, result type, inputs,
  *        the attributes its op's KILN_A_* bits select, constant data bytewise) is that
  *        node. Dropout nodes carry their mask stream as an attribute, so two dropouts
- *        with different masks never merge.
+ *        with different masks never merge. Activation checkpointing (checkpoint.c)
+ *        copies forward nodes into the backward pass so that their values are
+ *        recomputed instead of kept; merging a copy with its original would undo that,
+ *        so nodes from opt->recompute_from on merge only among themselves (and into
+ *        constants).
  *    Since inputs are rewritten before their readers, one walk reaches the fixpoint.
  * 2. Compact. Rewrites leave nodes that nothing reads any more (the constant 1 of x·1,
  *    the inputs of a folded node, a transpose absorbed by a matmul). The rewritten graph
@@ -123,6 +127,8 @@ typedef struct simp {
     kiln_graph *g;        /* the rewritten graph being built */
     cse_slot *slots;      /* open addressing, linear probing, power-of-two size */
     uint32_t cap, used;
+    uint32_t cse_min;     /* CSE may merge only into nodes from this id on, or into nodes
+                             without inputs (opt->recompute_from: checkpoint copies) */
     kiln_diags *d;
     bool failed;
 } simp;
@@ -133,7 +139,9 @@ static uint32_t cse_find(const simp *s, const kiln_node *n, uint64_t h)
     for (uint32_t i = (uint32_t)h & (s->cap - 1);; i = (i + 1) & (s->cap - 1)) {
         const cse_slot *sl = &s->slots[i];
         if (!sl->id) return KILN_NONE;
-        if (sl->hash == h && same_node(&s->g->nodes[sl->id - 1], n)) return sl->id - 1;
+        uint32_t id = sl->id - 1;
+        if (id < s->cse_min && n->n_in > 0) continue; /* an original a checkpoint copy must not become */
+        if (sl->hash == h && same_node(&s->g->nodes[id], n)) return id;
     }
 }
 
@@ -434,6 +442,7 @@ static void rewrite(simp *s, const kiln_graph *in, uint32_t *map1)
     for (uint32_t id = 0; id < in->n_nodes && !s->failed; id++) {
         const kiln_node *n = &in->nodes[id];
         map1[id] = KILN_NONE;
+        if (s->opt->recompute_from && id == s->opt->recompute_from) s->cse_min = s->g->n_nodes;
         if (is_caller_source(n->op)) {
             map1[id] = copy_node(s->g, n, map1, s->d);
             if (map1[id] == KILN_NONE) s->failed = true;
