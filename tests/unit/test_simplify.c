@@ -352,6 +352,58 @@ static void test_cse(void **state)
     kiln_graph_free(&out);
 }
 
+/* recompute_from: nodes from there on (activation checkpointing's copies) never merge
+ * into earlier nodes, except constants; among themselves they still do. */
+static void test_recompute_from(void **state)
+{
+    const char *text = "graph g\n"
+                       "%0 = input \"x\" : f32[3]\n"
+                       "%1 = param \"w\" init=zeros : f32[3]\n"
+                       "%2 = mul(%0, %1) : f32[3]\n"
+                       "%3 = constant [2] : f32[]\n"
+                       "%4 = tanh(%2) : f32[3]\n"
+                       "%5 = mul(%4, %3) : f32[3]\n"
+                       "%6 = sum(%5) axes=[0] : f32[]\n"
+                       /* from here on: the 'backward pass' with its recomputed copies */
+                       "%7 = mul(%0, %1) : f32[3]\n"
+                       "%8 = tanh(%7) : f32[3]\n"
+                       "%9 = tanh(%7) : f32[3]\n"
+                       "%10 = constant [2] : f32[]\n"
+                       "%11 = mul(%8, %10) : f32[3]\n"
+                       "%12 = add(%11, %9) : f32[3]\n"
+                       "output \"y\" = %12\n"
+                       "loss = %6\n";
+    kiln_graph in, out;
+    parse(&in, text);
+    uint32_t map[13];
+    kiln_diags d;
+    kiln_diags_init(&d);
+    kiln_simplify_options opt = {.recompute_from = 7};
+    kiln_graph_init(&out, NULL);
+    if (!kiln_simplify(&in, &out, map, &opt, &d)) fail_diags(&d, "kiln_simplify");
+    if (!kiln_graph_verify(&out, &d)) fail_diags(&d, "verify");
+    assert_int_not_equal(map[7], map[2]); /* the copies stay copies */
+    assert_int_not_equal(map[8], map[4]);
+    assert_int_equal(map[8], map[9]);     /* equal copies merge */
+    assert_int_equal(map[10], map[3]);    /* constants merge across */
+    assert_int_equal(count_op(&out, KILN_OP_TANH), 2);
+    run_both(&in, &out, map, false, 7);
+    kiln_graph_free(&out);
+
+    /* without it, the backward pass reads the forward's values */
+    opt.recompute_from = 0;
+    kiln_graph_init(&out, NULL);
+    if (!kiln_simplify(&in, &out, map, &opt, &d)) fail_diags(&d, "kiln_simplify");
+    assert_int_equal(map[7], map[2]);
+    assert_int_equal(map[8], map[4]);
+    assert_int_equal(map[11], map[5]);
+    assert_int_equal(count_op(&out, KILN_OP_TANH), 1);
+    kiln_graph_free(&out);
+    kiln_graph_free(&in);
+    kiln_diags_free(&d);
+    (void)state;
+}
+
 static void test_dce(void **state)
 {
     kiln_graph in, out;
@@ -798,6 +850,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         T(test_live),
         T(test_cse),
+        T(test_recompute_from),
         T(test_dce),
         T(test_fold_position_table_and_mask),
         T(test_fold_limits),
