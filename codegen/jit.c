@@ -92,11 +92,9 @@ static kiln_compile_request program_request(const kiln_compile_request *req, con
     r.g = prog->g;
     r.inputs = prog->inputs;
     r.params = prog->params;
-    if (req->train) {
-        r.states = prog->states;
-        r.lr = prog->inputs[req->n_inputs];
-        if (req->dropout) r.dropout_step = kiln_program_node(prog, req->dropout_step);
-    }
+    if (prog->n_states) r.states = prog->states; /* the states the pipeline was given */
+    if (req->train) r.lr = prog->inputs[req->n_inputs];
+    if (req->train && req->dropout) r.dropout_step = kiln_program_node(prog, req->dropout_step);
     return r;
 }
 

@@ -305,6 +305,7 @@ typedef struct kiln_program {
     uint32_t *map;           /* req->g id → g id (KILN_NONE: no longer computed); NULL = same ids */
     uint32_t n_map;          /* req->g->n_nodes */
     uint32_t *inputs, *params, *states;  /* the request's lists, translated (malloc'd) */
+    uint32_t n_inputs, n_params, n_states;
     kiln_kernel_schedule sched;
     kiln_memplan plan;
     char *dump;              /* --dump-after's text, malloc'd, or NULL */

@@ -208,6 +208,9 @@ bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln
         out->inputs = translated(out, req->inputs, req->n_inputs);
         out->params = translated(out, req->params, req->n_params);
         out->states = translated(out, req->states, req->n_states);
+        out->n_inputs = req->n_inputs;
+        out->n_params = req->n_params;
+        out->n_states = req->n_states;
     }
 
     /* fuse */
