@@ -72,7 +72,7 @@ static LLVMValueRef add_function(kiln_cg *cg, const char *name, LLVMTypeRef ret,
 
 /* const kiln_param_info NAME_params[] = {{"wte.weight", 0, 2, {256, 384}}, …}; the
  * struct's layout is C's on the target: {ptr, size_t, int, [8 x i64]}. */
-static void add_param_table(kiln_cg *cg, const kiln_compile_request *req, const kiln_memplan *plan,
+static void add_param_table(kiln_cg *cg, const kiln_compile_request *req, const kiln_program *prog,
                             const char *prefix)
 {
     LLVMTypeRef t_size = LLVMIntPtrTypeInContext(cg->ctx, LLVMGetModuleDataLayout(cg->mod));
@@ -91,8 +91,9 @@ static void add_param_table(kiln_cg *cg, const kiln_compile_request *req, const 
         LLVMSetUnnamedAddress(gs, LLVMGlobalUnnamedAddr);
         LLVMValueRef dims[KILN_MAX_RANK];
         for (int d = 0; d < KILN_MAX_RANK; d++) dims[d] = cg_i64(cg, d < n->type.rank ? n->type.dims[d] : 0);
-        LLVMValueRef vals[4] = {gs, LLVMConstInt(t_size, (unsigned long long)plan->homes[req->params[i]].offset, 0),
-                                cg_i32(cg, n->type.rank), LLVMConstArray2(cg->t_i64, dims, KILN_MAX_RANK)};
+        int64_t offset = prog->plan.homes[prog->params[i]].offset;
+        LLVMValueRef vals[4] = {gs, LLVMConstInt(t_size, (unsigned long long)offset, 0), cg_i32(cg, n->type.rank),
+                                LLVMConstArray2(cg->t_i64, dims, KILN_MAX_RANK)};
         rows[i] = LLVMConstStructInContext(cg->ctx, vals, 4, 0);
     }
     LLVMValueRef table = LLVMConstArray2(info_t, rows, req->n_params);
@@ -151,7 +152,7 @@ static bool export_module(const kiln_compile_request *req, kiln_module *m, kiln_
     KILN_ASSERT(!req->train);
     if (!kiln_codegen_module(req, m, d)) return false;
     const char *prefix = model_name(req);
-    add_param_table(&m->cg, req, &m->prog.plan, prefix);
+    add_param_table(&m->cg, req, &m->prog, prefix);
     add_load(&m->cg, req, prefix);
     add_set_threads(&m->cg, prefix);
     char *msg = NULL;
@@ -349,7 +350,7 @@ static bool train_module(const kiln_compile_request *req, const kiln_compile_req
     if (!kiln_codegen_module(train, m, d)) return false;
     bool same = train->n_params == req->n_params && m->prog.plan.params_bytes == fwd->prog.plan.params_bytes;
     for (uint32_t i = 0; same && i < req->n_params; i++)
-        same = m->prog.plan.homes[train->params[i]].offset == fwd->prog.plan.homes[req->params[i]].offset;
+        same = m->prog.plan.homes[m->prog.params[i]].offset == fwd->prog.plan.homes[fwd->prog.params[i]].offset;
     if (same) return true;
     kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the %s lays out the parameter blob unlike the forward pass",
                    train->stateful ? "generation entry" : "training step");

@@ -144,6 +144,9 @@ typedef struct kiln_compile_request {
      *     int NAME_SUFFIX(const float *params, float *state, void *workspace, inputs…, outputs…) */
     bool stateful;
     const char *suffix;            /* the entry's name after NAME_: NULL = "forward" / "train_step" */
+    /* train with activation checkpointing (passes/checkpoint.c): nodes from this id on
+     * are the recomputed copies' part of the graph, which simplify keeps apart (0 = none) */
+    uint32_t recompute_from;
     bool no_fuse;                  /* every node its own kernel (as --disable-pass fuse) */
     const kiln_pipeline_options *pipeline;  /* --disable-pass, --dump-after; NULL: defaults */
     /* The entry times its kernels: kiln_profile_mark (kiln/runtime.h) before kernel k of
@@ -200,8 +203,13 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
 void *kiln_jit_define_runtime(void *jit);
 void kiln_compiled_free(kiln_compiled *c);
 
-/* The memory plan compile would use and its kernel count, without building code
- * (`kiln check`). Free the plan with kiln_memplan_free. */
+/* The program compile would build (passes/pipeline.c: graph, id map, schedule, memory
+ * plan), without building code. Free it with kiln_program_free. */
+bool kiln_codegen_program(const kiln_compile_request *req, kiln_program *prog, kiln_diags *d);
+
+/* Its memory plan and kernel count alone (`kiln check`). The plan's homes are indexed by
+ * the program graph's ids (kiln_codegen_program to translate the request's). Free the
+ * plan with kiln_memplan_free. */
 bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *plan, int *n_kernels, kiln_diags *d);
 /* The kernel schedule compile would use, without building code (`kiln compile --emit dot`).
  * Free it with kiln_schedule_free. */
@@ -217,8 +225,10 @@ char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_dia
 /* ---- one finished module (jit.c): where AOT and --emit start ------------------------ */
 
 /* The optimised, linked module of a request (req->target required), in an LLVM context
- * of its own, with the memory plan it was built for. Everything but the entry function
- * is internal. kiln_module_free disposes module, context and plan. */
+ * of its own, with the program it was built for (its plan's node ids are the program's
+ * graph's: translate the request's with prog.inputs/params/states or kiln_program_node).
+ * Everything but the entry function is internal. kiln_module_free disposes module,
+ * context and program. */
 typedef struct kiln_module {
     kiln_cg cg;
     kiln_program prog;             /* schedule, plan and --dump-after text (passes/pipeline.c) */

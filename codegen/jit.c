@@ -64,7 +64,11 @@ static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_pro
     if (req->n_inputs) memcpy(inputs, req->inputs, req->n_inputs * sizeof *inputs);
     if (req->train) inputs[req->n_inputs] = req->lr;
     kiln_pipeline_options opt = req->pipeline ? *req->pipeline : (kiln_pipeline_options){0};
-    if (req->no_fuse) opt.disable = "fuse";
+    char disable[256];
+    if (req->no_fuse) { /* the request's list, and fuse */
+        snprintf(disable, sizeof disable, "%s%sfuse", opt.disable ? opt.disable : "", opt.disable ? "," : "");
+        opt.disable = disable;
+    }
     kiln_pipeline_request pr = {.g = req->g,
                                 .inputs = inputs,
                                 .n_inputs = req->n_inputs + (req->train ? 1 : 0),
@@ -73,6 +77,7 @@ static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_pro
                                 .states = req->train || req->stateful ? req->states : NULL,
                                 .n_states = req->train || req->stateful ? req->n_states : 0,
                                 .dropout_alone = req->train && req->dropout,
+                                .recompute_from = req->recompute_from,
                                 .scratch_sizes = scratch_sizes,
                                 .scratch_ctx = (void *)t,
                                 .options = &opt};
@@ -81,7 +86,22 @@ static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_pro
     return ok;
 }
 
-bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_kernels, kiln_diags *d)
+/* The request as the program compiles it: the program's graph (simplify rebuilds it) and
+ * every id of the request translated into it. Lists keep their order, so per-input,
+ * per-parameter and per-state results still line up with the caller's request. */
+static kiln_compile_request program_request(const kiln_compile_request *req, const kiln_program *prog)
+{
+    kiln_compile_request r = *req;
+    r.g = prog->g;
+    r.inputs = prog->inputs;
+    r.params = prog->params;
+    if (prog->n_states) r.states = prog->states; /* the states the pipeline was given */
+    if (req->train) r.lr = prog->inputs[req->n_inputs];
+    if (req->train && req->dropout) r.dropout_step = kiln_program_node(prog, req->dropout_step);
+    return r;
+}
+
+bool kiln_codegen_program(const kiln_compile_request *req, kiln_program *prog, kiln_diags *d)
 {
     kiln_target host;
     const kiln_target *t = req->target;
@@ -89,16 +109,20 @@ bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_
         if (!kiln_target_host(&host, d)) return false;
         t = &host;
     }
-    kiln_program prog;
-    bool ok = plan(req, t, &prog, d);
-    if (ok) {
-        *n_kernels = (int)prog.sched.n_kernels;
-        *p = prog.plan; /* the caller frees the plan */
-        prog.plan = (kiln_memplan){0};
-        kiln_program_free(&prog);
-    }
+    bool ok = plan(req, t, prog, d);
     if (t == &host) kiln_target_free(&host);
     return ok;
+}
+
+bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *p, int *n_kernels, kiln_diags *d)
+{
+    kiln_program prog;
+    if (!kiln_codegen_program(req, &prog, d)) return false;
+    *n_kernels = (int)prog.sched.n_kernels;
+    *p = prog.plan; /* the caller frees the plan */
+    prog.plan = (kiln_memplan){0};
+    kiln_program_free(&prog);
+    return true;
 }
 
 char *kiln_codegen_dump(const kiln_compile_request *req, kiln_diags *d)
@@ -282,9 +306,10 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
     if (!plan(req, req->target, &out->prog, d)) return false;
     char name[256];
     entry_name(req, name, sizeof name);
+    kiln_compile_request r = program_request(req, &out->prog);
     LLVMContextRef ctx = LLVMContextCreate();
     unit u;
-    unit_build(&u, req, req->target, ctx, &out->prog.plan, &out->prog.sched, name);
+    unit_build(&u, &r, req->target, ctx, &out->prog.plan, &out->prog.sched, name);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     bool ok = unit_finish(&u, name, d);
@@ -427,7 +452,6 @@ static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char 
 bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kiln_diags *d)
 {
     memset(out, 0, sizeof *out);
-    const kiln_graph *g = req->g;
     kiln_target host;
     const kiln_target *t = req->target;
     if (!t) {
@@ -437,26 +461,29 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     double t0 = now_ms();
     kiln_program prog;
     bool ok = plan(req, t, &prog, d);
-    kiln_memplan p = prog.plan;
     if (!ok) goto done_target;
+    kiln_memplan p = prog.plan;
+    kiln_compile_request r = program_request(req, &prog);
+    const kiln_graph *g = r.g;
     out->n_args = (req->train ? 4 : req->stateful ? 3 : 2) + req->n_inputs + g->n_outputs;
     out->optim_bytes = p.optim_bytes;
     out->state_offsets = calloc(req->n_states ? req->n_states : 1, sizeof *out->state_offsets);
     KILN_ASSERT(out->state_offsets != NULL);
-    for (uint32_t i = 0; (req->train || req->stateful) && i < req->n_states; i++) out->state_offsets[i] = p.homes[req->states[i]].offset;
+    for (uint32_t i = 0; (req->train || req->stateful) && i < req->n_states; i++)
+        out->state_offsets[i] = p.homes[r.states[i]].offset;
     out->params_bytes = p.params_bytes;
     out->workspace_bytes = p.workspace_bytes;
     out->unplanned_bytes = p.unplanned_bytes;
     out->lower_bound_bytes = p.lower_bound_bytes;
     out->param_offsets = calloc(req->n_params ? req->n_params : 1, sizeof *out->param_offsets);
     KILN_ASSERT(out->param_offsets != NULL);
-    for (uint32_t i = 0; i < req->n_params; i++) out->param_offsets[i] = p.homes[req->params[i]].offset;
+    for (uint32_t i = 0; i < req->n_params; i++) out->param_offsets[i] = p.homes[r.params[i]].offset;
 
     char name[256];
     entry_name(req, name, sizeof name);
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     unit u;
-    unit_build(&u, req, t, LLVMOrcThreadSafeContextGetContext(tsc), &prog.plan, &prog.sched, name);
+    unit_build(&u, &r, t, LLVMOrcThreadSafeContextGetContext(tsc), &prog.plan, &prog.sched, name);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     if (req->profile) out->kernel_fns = kernel_functions(u.cg.mod, name, prog.sched.n_kernels);

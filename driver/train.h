@@ -44,6 +44,7 @@ typedef struct train_step {
     uint32_t step_state;   /* optim.step: also seeds dropout (lower_dropout.c) */
     uint64_t dropout_seed; /* the run's --seed, set by the caller */
     uint32_t n_forward;    /* the forward graph and loss: node ids below it */
+    uint32_t recompute_from; /* checkpointed: n_forward (the compile request's), else 0 */
 } train_step;
 
 /* Turns m's graph into one training step: its outputs become just "loss", then the

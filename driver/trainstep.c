@@ -160,6 +160,7 @@ bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result
         ts->lr = map[ts->lr];
         for (uint32_t i = 0; i < ts->n_states; i++) ts->states[i] = map[ts->states[i]];
         if (ts->step_state != KILN_NONE) ts->step_state = map[ts->step_state];
+        ts->recompute_from = ts->n_forward; /* the forward nodes kept their ids */
     }
     free(map);
     return ok;
@@ -186,6 +187,7 @@ kiln_compile_request train_step_request(const kiln_model *m, const train_step *t
                                   .dropout = ts->step_state != KILN_NONE,
                                   .dropout_step = ts->step_state,
                                   .dropout_seed = ts->dropout_seed,
+                                  .recompute_from = ts->recompute_from,
                                   .pipeline = &cli_pipeline};
 }
 

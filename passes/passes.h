@@ -18,6 +18,52 @@ int64_t kiln_graph_flops(const kiln_graph *g);
 enum { KILN_LIVE_LOSS = 1, KILN_LIVE_UPDATES = 2 };
 void kiln_graph_live(const kiln_graph *g, unsigned roots, unsigned char *live);
 
+/* ---- simplify.c: CSE, dead code, constant folding, algebraic identities ---------------
+ *
+ * Rebuilds `in` into the empty, initialised graph `out` (which takes in's name) with
+ * fewer or cheaper nodes computing the same outputs, loss and updates, in the same order
+ * (see docs/passes.md for the rewrites):
+ *   - dead code: nodes that no output, update or the loss needs are dropped;
+ *   - common subexpressions: a node equal to an earlier one (same op, inputs, type and
+ *     attributes; constants compared bytewise) is that node;
+ *   - constant folding: a node whose inputs are all constants (CONSTANT, IOTA or folded)
+ *     is computed now by the reference interpreter and becomes a CONSTANT, unless it is
+ *     a dropout, its result is over fold_max_bytes, or it costs over 2^26 FLOPs;
+ *   - algebraic identities: x·1, 1·x, x+0, 0+x, x−0, x/1, scale by 1, dropout p=0,
+ *     neg(neg x), transpose∘transpose (one transpose, or none), reshape∘reshape,
+ *     broadcast∘broadcast, reshape/broadcast/cast to the operand's own type, and a
+ *     transpose of a matmul operand's last two dims folded into transpose_a/transpose_b;
+ *     a node is only ever replaced by one of exactly its type.
+ * map[id] (in->n_nodes entries) is the node of `out` that holds in-node id's value, or
+ * KILN_NONE when nothing in `out` needs it any more. INPUT, PARAM and STATE nodes are
+ * always kept, in their order, with their names (callers bind them by id through map).
+ * An update whose value becomes its own target is dropped (it would change nothing); a
+ * value that becomes another update's target is read through a copy (scale by 1), since
+ * updates must not chain. A removed node's label moves to its replacement when that has
+ * none. Running it on its own result changes nothing. Returns false only on an internal
+ * error (a rebuilt node the builder refuses), with a diagnostic. */
+
+typedef struct kiln_simplify_stats {
+    uint32_t removed;      /* in-nodes with no node in out (dead or made dead) */
+    uint32_t merged;       /* nodes found equal to an earlier node */
+    uint32_t folded;       /* nodes computed into constants */
+    uint32_t rewritten;    /* algebraic identities applied */
+} kiln_simplify_stats;
+
+typedef struct kiln_simplify_options {
+    /* everything is on in a zeroed struct (or opt = NULL); these turn rewrites off */
+    bool no_dce, no_cse, no_fold, no_identities;
+    int64_t fold_max_bytes;        /* largest folded constant; 0 = 16 MiB */
+    /* in-nodes from this id on are recomputations of earlier values made on purpose
+     * (activation checkpointing): CSE never merges one of them into a node built from an
+     * earlier in-node, except a CONSTANT (0 = no such nodes) */
+    uint32_t recompute_from;
+    kiln_simplify_stats *stats;    /* optional: filled with what was done */
+} kiln_simplify_options;
+
+bool kiln_simplify(const kiln_graph *in, kiln_graph *out, uint32_t *map, const kiln_simplify_options *opt,
+                   kiln_diags *d);
+
 /* ---- fuse.c: the kernel schedule ---------------------------------------------------------
  *
  * Groups the live nodes of a graph into kernels (see fuse.c): an ordered list, each
@@ -224,8 +270,9 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
 
 /* ---- pipeline.c: the stages every compilation goes through ---------------------------------
  *
- * verify → live → fuse → memplan (pipeline.c explains each). What comes out is a
- * program: the kernel schedule and the memory plan codegen follows. */
+ * verify → live → simplify → fuse → memplan (pipeline.c explains each). What comes out
+ * is a program: the graph codegen compiles (the request's, or simplify's rebuilt one),
+ * the request's ids translated into it, the kernel schedule and the memory plan. */
 
 typedef struct kiln_pipeline_options {
     const char *disable;     /* comma-separated stage names to skip ("fuse"), or NULL */
@@ -234,9 +281,12 @@ typedef struct kiln_pipeline_options {
 
 typedef struct kiln_pipeline_request {
     const kiln_graph *g;
-    const uint32_t *inputs, *params, *states;   /* as kiln_plan_request */
+    const uint32_t *inputs, *params, *states;   /* as kiln_plan_request, ids in g */
     uint32_t n_inputs, n_params, n_states;
     bool dropout_alone;                          /* a training step's dropout keeps its kernel */
+    /* nodes from this id on recompute earlier values on purpose (activation
+     * checkpointing, checkpoint.c): simplify must not merge them back (0 = none) */
+    uint32_t recompute_from;
     /* kernel scratch bytes per node (codegen knows them: they depend on the target and
      * on how nodes are grouped into kernels) */
     void (*scratch_sizes)(const kiln_graph *g, const kiln_kernel_schedule *s, void *ctx, int64_t *bytes);
@@ -244,12 +294,25 @@ typedef struct kiln_pipeline_request {
     const kiln_pipeline_options *options;        /* NULL: every stage, no dump */
 } kiln_pipeline_request;
 
+/* Simplify rebuilds the graph, so the program's graph may not be the request's: every
+ * id the caller holds (inputs, parameters, states, any other node) is translated with
+ * kiln_program_node. Sources (INPUT, PARAM, STATE) always survive, in their order, with
+ * their names; the outputs keep their names and order, so g->outputs[i] is still the
+ * request graph's output i. */
 typedef struct kiln_program {
+    const kiln_graph *g;     /* the graph the schedule and plan are over: req->g or *owned */
+    kiln_graph *owned;       /* simplify's graph (malloc'd), or NULL when the stage was off */
+    uint32_t *map;           /* req->g id → g id (KILN_NONE: no longer computed); NULL = same ids */
+    uint32_t n_map;          /* req->g->n_nodes */
+    uint32_t *inputs, *params, *states;  /* the request's lists, translated (malloc'd) */
+    uint32_t n_inputs, n_params, n_states;
     kiln_kernel_schedule sched;
     kiln_memplan plan;
     char *dump;              /* --dump-after's text, malloc'd, or NULL */
 } kiln_program;
 
+/* The program graph's node for the request graph's node id (KILN_NONE stays KILN_NONE). */
+uint32_t kiln_program_node(const kiln_program *p, uint32_t id);
 bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d);
 void kiln_program_free(kiln_program *p);
 /* Stage names for --disable-pass / --dump-after: whether one exists, and the list. */

@@ -8,7 +8,13 @@
  *
  *   verify    the request's graph is well formed (its builder already checked the user's
  *             input; this catches internal errors of the passes that built it)
- *   live      which nodes the outputs, the loss and the updates need
+ *   live      which nodes the outputs and the updates need
+ *   simplify  CSE, dead code, constant folding, algebraic identities (simplify.c). It
+ *             rebuilds the graph, so from here on the program has a graph of its own and
+ *             a map from the request's ids to it; the request's inputs, parameters and
+ *             states are translated once, and callers translate any other id they hold
+ *             with kiln_program_node. Checked by the verifier again (unless `verify` is
+ *             off), and `live` is taken again over the new graph
  *   fuse      the kernel schedule (fuse.c); `epilogue` names its folding of elementwise
  *             nodes into GEMMs alone, so that it can be turned off by itself
  *   memplan   where every value lives, over the schedule's kernel order (memplan.c)
@@ -23,7 +29,7 @@
 
 #include "passes.h"
 
-static const char *const stage_names[] = {"verify", "live", "fuse", "epilogue", "memplan"};
+static const char *const stage_names[] = {"verify", "live", "simplify", "fuse", "epilogue", "memplan"};
 
 bool kiln_pass_known(const char *name)
 {
@@ -32,11 +38,12 @@ bool kiln_pass_known(const char *name)
     return false;
 }
 
-const char *kiln_pass_names(void) { return "verify, live, fuse, epilogue (part of fuse), memplan"; }
+const char *kiln_pass_names(void) { return "verify, live, simplify, fuse, epilogue (part of fuse), memplan"; }
 
 bool kiln_pass_optional(const char *name)
 {
-    return strcmp(name, "verify") == 0 || strcmp(name, "fuse") == 0 || strcmp(name, "epilogue") == 0;
+    return strcmp(name, "verify") == 0 || strcmp(name, "simplify") == 0 || strcmp(name, "fuse") == 0 ||
+           strcmp(name, "epilogue") == 0;
 }
 
 /* Whether `name` is in the comma-separated list. */
@@ -134,26 +141,82 @@ static void dump_graph(const kiln_pipeline_options *o, const char *stage, const 
 
 /* ---- the stages ---------------------------------------------------------------------------- */
 
+/* Copies ids[0..n) into a new array, each translated into the program's graph. */
+static uint32_t *translated(const kiln_program *p, const uint32_t *ids, uint32_t n)
+{
+    uint32_t *t = calloc(n ? n : 1, sizeof *t);
+    KILN_ASSERT(t != NULL);
+    for (uint32_t i = 0; i < n; i++) {
+        t[i] = kiln_program_node(p, ids[i]);
+        KILN_ASSERT(t[i] != KILN_NONE); /* sources always survive simplify */
+    }
+    return t;
+}
+
+/* simplify: out->g becomes the rebuilt graph, out->map the id translation. */
+static bool simplify(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d)
+{
+    const kiln_graph *g = req->g;
+    kiln_graph *s = malloc(sizeof *s);
+    uint32_t *map = malloc((g->n_nodes ? g->n_nodes : 1) * sizeof *map);
+    KILN_ASSERT(s != NULL && map != NULL);
+    kiln_graph_init(s, g->name);
+    kiln_simplify_options so = {.recompute_from = req->recompute_from};
+    if (!kiln_simplify(g, s, map, &so, d)) {
+        kiln_graph_free(s);
+        free(s);
+        free(map);
+        return false;
+    }
+    out->g = out->owned = s;
+    out->map = map;
+    out->n_map = g->n_nodes;
+    return true;
+}
+
 bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d)
 {
     memset(out, 0, sizeof *out);
-    const kiln_graph *g = req->g;
+    out->g = req->g;
     const kiln_pipeline_options *o = req->options;
+    bool verify = !kiln_pass_disabled(o, "verify");
 
     /* verify: an invalid graph here is a bug in whatever built it */
-    if (!kiln_pass_disabled(o, "verify") && !kiln_graph_verify(g, d)) return false;
-    dump_graph(o, "verify", g, out);
+    if (verify && !kiln_graph_verify(req->g, d)) return false;
+    dump_graph(o, "verify", req->g, out);
 
-    /* live */
-    unsigned char *live = calloc(g->n_nodes ? g->n_nodes : 1, 1);
+    /* live (of the request's graph: what its dump shows; taken again after simplify) */
+    unsigned char *live = calloc(req->g->n_nodes ? req->g->n_nodes : 1, 1);
     KILN_ASSERT(live != NULL);
-    kiln_graph_live(g, KILN_LIVE_UPDATES, live);
-    dump_graph(o, "live", g, out);
+    kiln_graph_live(req->g, KILN_LIVE_UPDATES, live);
+    dump_graph(o, "live", req->g, out);
+
+    /* simplify */
+    bool ok = true;
+    if (!kiln_pass_disabled(o, "simplify")) {
+        ok = simplify(req, out, d) && (!verify || kiln_graph_verify(out->g, d));
+        if (ok) {
+            free(live);
+            live = calloc(out->g->n_nodes ? out->g->n_nodes : 1, 1);
+            KILN_ASSERT(live != NULL);
+            kiln_graph_live(out->g, KILN_LIVE_UPDATES, live);
+        }
+    }
+    const kiln_graph *g = out->g;
+    if (ok) {
+        dump_graph(o, "simplify", g, out);
+        out->inputs = translated(out, req->inputs, req->n_inputs);
+        out->params = translated(out, req->params, req->n_params);
+        out->states = translated(out, req->states, req->n_states);
+        out->n_inputs = req->n_inputs;
+        out->n_params = req->n_params;
+        out->n_states = req->n_states;
+    }
 
     /* fuse */
     bool fuse = !kiln_pass_disabled(o, "fuse");
     kiln_fuse_request fr = {live, fuse, fuse && !kiln_pass_disabled(o, "epilogue"), req->dropout_alone};
-    bool ok = kiln_fuse(g, &fr, &out->sched, d);
+    ok = ok && kiln_fuse(g, &fr, &out->sched, d);
     if (ok && o && o->dump_after && strcmp(o->dump_after, "fuse") == 0 && !out->dump)
         out->dump = schedule_text(g, &out->sched);
 
@@ -161,8 +224,8 @@ bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln
     int64_t *scratch = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *scratch);
     KILN_ASSERT(scratch != NULL);
     if (ok && req->scratch_sizes) req->scratch_sizes(g, &out->sched, req->scratch_ctx, scratch);
-    kiln_plan_request pr = {live,        scratch,    req->inputs, req->n_inputs, req->params,
-                            req->n_params, req->states, req->n_states, &out->sched};
+    kiln_plan_request pr = {live,        scratch,     out->inputs, req->n_inputs, out->params,
+                            req->n_params, out->states, req->n_states, &out->sched};
     ok = ok && kiln_plan_memory(g, &pr, &out->plan, d);
     if (ok && o && o->dump_after && strcmp(o->dump_after, "memplan") == 0 && !out->dump)
         out->dump = plan_text(g, &out->sched, &out->plan);
@@ -179,10 +242,23 @@ bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln
     return ok;
 }
 
+uint32_t kiln_program_node(const kiln_program *p, uint32_t id)
+{
+    if (id == KILN_NONE || !p->map) return id;
+    KILN_ASSERT(id < p->n_map);
+    return p->map[id];
+}
+
 void kiln_program_free(kiln_program *p)
 {
     kiln_schedule_free(&p->sched);
     kiln_memplan_free(&p->plan);
     free(p->dump);
+    free(p->inputs);
+    free(p->params);
+    free(p->states);
+    free(p->map);
+    if (p->owned) kiln_graph_free(p->owned);
+    free(p->owned);
     memset(p, 0, sizeof *p);
 }

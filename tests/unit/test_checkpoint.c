@@ -239,7 +239,9 @@ static void run_compiled(step *s, int steps, compiled_run *r)
     kiln_compile_request req = {.g = &s->m.graph, .inputs = s->m.inputs, .n_inputs = (uint32_t)s->m.n_inputs,
                                 .params = s->m.params, .n_params = (uint32_t)s->m.n_params, .name = s->m.name,
                                 .train = true, .states = s->states, .n_states = s->n_states, .lr = s->lr,
-                                .dropout = true, .dropout_step = s->step_state, .dropout_seed = 42};
+                                .dropout = true, .dropout_step = s->step_state, .dropout_seed = 42,
+                                /* the copies must stay copies through simplify's CSE */
+                                .recompute_from = s->ck.n_blocks ? s->n_forward : 0};
     if (!kiln_compile_graph(&req, &r->c, &d)) fail_diags(&d, "compile");
     r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
     r->optim = kiln_aligned_alloc((size_t)r->c.optim_bytes);

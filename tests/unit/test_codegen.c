@@ -203,11 +203,16 @@ static int call_entry(void *fn, void **a, uint32_t n)
     return -1;
 }
 
+/* Fused runs go through the whole pipeline; one-kernel-per-node runs skip simplify too,
+ * so that every node of the test's graph is compiled as it stands (simplify would fold a
+ * node of constants into data, and the plan tests index homes by the test's node ids). */
 static kiln_compile_request tg_request(tg *t)
 {
+    static const kiln_pipeline_options no_simplify = {.disable = "simplify"};
     return (kiln_compile_request){.g = &t->g, .inputs = t->inputs, .n_inputs = (uint32_t)t->n_inputs,
                                   .params = t->params, .n_params = (uint32_t)t->n_params, .name = "t",
-                                  .target = t->target, .no_fuse = t->no_fuse};
+                                  .target = t->target, .no_fuse = t->no_fuse,
+                                  .pipeline = t->no_fuse ? &no_simplify : NULL};
 }
 
 /* The memory plan of the graph passes its own check and sits between the bounds. */

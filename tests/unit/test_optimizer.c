@@ -406,34 +406,52 @@ static void test_zero_gradient_is_skipped(void **state)
 /* The plan computes every new parameter and moment straight into the blobs: only the
  * step counter (whose new value reads the old one) is copied at the end, and the
  * workspace holds no parameter-sized update buffers. */
-static void test_updates_in_place(void **state)
+static void check_updates_in_place(const kiln_optim_config *cfg, const char *disable)
 {
     og o;
     og_init(&o, NAMES, SHAPES);
-    kiln_optim_config cfg = adamw();
-    cfg.weight_decay = 0.1;
-    cfg.grad_clip = 1.0;
-    og_build(&o, &cfg);
+    og_build(&o, cfg);
+    kiln_pipeline_options popt = {.disable = disable};
     kiln_compile_request req = {.g = &o.g, .inputs = o.grads, .n_inputs = NP, .params = o.params, .n_params = NP,
                                 .name = "t", .train = true, .states = o.states, .n_states = o.n_states,
-                                .lr = o.res.lr};
-    kiln_memplan plan;
-    int n_kernels;
-    assert_true(kiln_codegen_plan(&req, &plan, &n_kernels, &o.d));
+                                .lr = o.res.lr, .pipeline = &popt};
+    kiln_program prog; /* through the whole pipeline: simplify rebuilds the graph */
+    assert_true(kiln_codegen_program(&req, &prog, &o.d));
+    const kiln_graph *g = prog.g;
+    const kiln_memplan *plan = &prog.plan;
     char msg[256];
-    if (!kiln_memplan_check(&plan, msg, sizeof msg)) fail_msg("%s", msg);
-    assert_int_equal(plan.n_update_copies, 1);
-    assert_string_equal(o.g.nodes[o.g.updates[plan.update_copies[0]].target].attrs.name, "optim.step");
-    for (uint32_t u = 0; u < o.g.n_updates; u++) {
-        const kiln_update *up = &o.g.updates[u];
-        if (u == plan.update_copies[0]) continue;
-        assert_int_equal(plan.homes[up->value].kind, KILN_HOME_UPDATE);
-        assert_int_equal(plan.homes[up->value].index, up->target);
+    if (!kiln_memplan_check(plan, msg, sizeof msg)) fail_msg("%s", msg);
+    assert_int_equal(plan->n_update_copies, 1);
+    assert_string_equal(g->nodes[g->updates[plan->update_copies[0]].target].attrs.name, "optim.step");
+    assert_int_equal(g->n_updates, o.g.n_updates);
+    for (uint32_t u = 0; u < g->n_updates; u++) {
+        const kiln_update *up = &g->updates[u];
+        if (u == plan->update_copies[0]) continue;
+        assert_int_equal(plan->homes[up->value].kind, KILN_HOME_UPDATE);
+        assert_int_equal(plan->homes[up->value].index, up->target);
     }
-    assert_int_equal(plan.homes[o.states[0]].kind, KILN_HOME_STATE);
-    assert_true(plan.optim_bytes >= 2 * (12 + 15 + 4) * 4);
-    kiln_memplan_free(&plan);
+    assert_int_equal(plan->homes[prog.states[0]].kind, KILN_HOME_STATE);
+    assert_int_equal(prog.states[0], kiln_program_node(&prog, o.states[0]));
+    if (cfg->kind == KILN_OPTIM_ADAMW) assert_true(plan->optim_bytes >= 2 * (12 + 15 + 4) * 4);
+    kiln_program_free(&prog);
     og_free(&o);
+}
+
+/* AdamW and SGD (plain and with momentum), with simplify on (it removes SGD's copy of
+ * the parameter: the fused kernel then reads and writes p at the same element) and off. */
+static void test_updates_in_place(void **state)
+{
+    (void)state;
+    kiln_optim_config adam = adamw();
+    adam.weight_decay = 0.1;
+    adam.grad_clip = 1.0;
+    kiln_optim_config sgd = {.kind = KILN_OPTIM_SGD, .momentum = 0.9, .weight_decay = 0.01, .grad_clip = 1.0};
+    kiln_optim_config plain = {.kind = KILN_OPTIM_SGD};
+    const kiln_optim_config *cfgs[] = {&adam, &sgd, &plain};
+    for (int i = 0; i < 3; i++) {
+        check_updates_in_place(cfgs[i], NULL);
+        check_updates_in_place(cfgs[i], "simplify");
+    }
 }
 
 /* States and updates survive print → parse → print; the parser and the verifier refuse
