@@ -368,10 +368,11 @@ static bool generate_modules(const kiln_compile_request *req, const kiln_aot_opt
         kiln_module_free(pm);
         return false;
     }
-    const kiln_compile_request *p = opt->prefill, *s = opt->decode_step;
-    bool same = p->n_states == s->n_states && pm->prog.plan.optim_bytes == sm->prog.plan.optim_bytes;
+    /* the programs' translated state lists: simplify may have renumbered the nodes */
+    const kiln_program *p = &pm->prog, *s = &sm->prog;
+    bool same = p->n_states == s->n_states && p->plan.optim_bytes == s->plan.optim_bytes;
     for (uint32_t i = 0; same && i < p->n_states; i++)
-        same = pm->prog.plan.homes[p->states[i]].offset == sm->prog.plan.homes[s->states[i]].offset;
+        same = p->plan.homes[p->states[i]].offset == s->plan.homes[s->states[i]].offset;
     if (same) return true;
     kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the prefill and the decode step lay out the KV cache differently");
     kiln_module_free(pm);
