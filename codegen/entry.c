@@ -113,6 +113,9 @@ typedef struct kernel_call {
     bool dropout_step;   /* a training dropout: the step counter follows the operands */
     int64_t scratch_at;  /* workspace offset of the scratch argument, or -1 */
     bool can_fail;
+    uint32_t *table;     /* a MULTI kernel: its one argument is a stack array of the
+                            addresses of these n_table nodes (malloc'd) */
+    uint32_t n_table;
 } kernel_call;
 
 /* Finds or emits the function of kernel k and records how to call it. */
@@ -132,6 +135,15 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
         call->fn = lower_loop_kernel(cg, g, s, k, ops, n_ops);
         add_kernel(keys, n_keys, shareable, key, call->fn);
+        return;
+    }
+    if (kn->kind == KILN_KERNEL_MULTI) { /* one of its kind: never shared */
+        multi_kernel mk;
+        multi_kernel_describe(g, s, p, k, &mk);
+        call->table = mk.table;
+        call->n_table = mk.parts * (uint32_t)mk.n_slots;
+        call->n_args = 0;
+        call->fn = lower_multi_kernel(cg, g, s, &mk);
         return;
     }
     if (kn->kind == KILN_KERNEL_GEMM) {
@@ -234,6 +246,14 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         LLVMValueRef args[CG_MAX_OPS + 4];
         unsigned n = 0;
         for (int i = 0; i < c->n_args; i++) args[n++] = value_ptr(&e, c->args[i]);
+        if (c->table) {
+            LLVMValueRef table = cg_local(cg, LLVMArrayType2(cg->t_ptr, c->n_table), "table");
+            for (uint32_t i = 0; i < c->n_table; i++) {
+                LLVMValueRef at = cg_i64(cg, i);
+                LLVMBuildStore(cg->b, value_ptr(&e, c->table[i]), LLVMBuildInBoundsGEP2(cg->b, cg->t_ptr, table, &at, 1, ""));
+            }
+            args[n++] = table;
+        }
         if (c->dropout_step) args[n++] = value_ptr(&e, req->dropout_step);
         if (c->scratch_at >= 0) args[n++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), c->scratch_at);
         LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(c->fn), c->fn, args, n, "");
@@ -259,6 +279,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         cg_memcpy(cg, value_ptr(&e, u->target), value_ptr(&e, u->value), bytes);
     }
     LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
+    for (uint32_t k = 0; k < nk; k++) free(calls[k].table);
     free(calls);
     return (int)nk;
 }
