@@ -62,6 +62,22 @@ static LLVMValueRef value_ptr(entry_ctx *e, uint32_t id)
     return NULL;
 }
 
+/* The address of node id's value as (base, byte offset): base is one of the entry's
+ * parameters, the lr slot or a constant global. */
+static void value_base(entry_ctx *e, uint32_t id, LLVMValueRef *base, int64_t *offset)
+{
+    const kiln_home *h = &e->p->homes[id];
+    *offset = 0;
+    switch (h->kind) {
+    case KILN_HOME_PARAM: *base = LLVMGetParam(e->fn, 0), *offset = h->offset; return;
+    case KILN_HOME_STATE: *base = LLVMGetParam(e->fn, e->a_optim), *offset = h->offset; return;
+    case KILN_HOME_WORKSPACE: *base = LLVMGetParam(e->fn, e->a_workspace), *offset = h->offset; return;
+    case KILN_HOME_ALIAS:
+    case KILN_HOME_UPDATE: value_base(e, h->index, base, offset); return;
+    default: *base = value_ptr(e, id); return;
+    }
+}
+
 /* A kernel function already emitted, by key (lower_kernel_key). */
 typedef struct kernel_key {
     char *text;
@@ -117,6 +133,45 @@ typedef struct kernel_call {
                             addresses of these n_table nodes (malloc'd) */
     uint32_t n_table;
 } kernel_call;
+
+/* The arguments of a MULTI kernel call: its table of operand addresses as a constant
+ * array of (base number, byte offset) pairs, and the few distinct bases in a stack
+ * array. (Storing each address into a stack table instead puts hundreds of stores in
+ * one block of the entry function, which the machine scheduler takes seconds over.) */
+static void multi_args(entry_ctx *e, const kernel_call *c, uint32_t k, LLVMValueRef *args, unsigned *n)
+{
+    kiln_cg *cg = e->cg;
+    LLVMValueRef *bases = calloc((size_t)c->n_table + 1, sizeof *bases);
+    unsigned n_bases = 0;
+    LLVMValueRef *pairs = calloc(2 * (size_t)c->n_table + 1, sizeof *pairs);
+    KILN_ASSERT(pairs != NULL && bases != NULL);
+    for (uint32_t i = 0; i < c->n_table; i++) {
+        LLVMValueRef base;
+        int64_t offset;
+        value_base(e, c->table[i], &base, &offset);
+        unsigned b = 0;
+        while (b < n_bases && bases[b] != base) b++;
+        if (b == n_bases) bases[n_bases++] = base;
+        pairs[2 * i] = cg_i64(cg, b);
+        pairs[2 * i + 1] = cg_i64(cg, offset);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "multi_table%u", k);
+    LLVMTypeRef ty = LLVMArrayType2(cg->t_i64, 2 * (uint64_t)c->n_table);
+    LLVMValueRef table = LLVMAddGlobal(cg->mod, ty, name);
+    LLVMSetInitializer(table, LLVMConstArray2(cg->t_i64, pairs, 2 * (uint64_t)c->n_table));
+    LLVMSetGlobalConstant(table, 1);
+    LLVMSetLinkage(table, LLVMInternalLinkage);
+    free(pairs);
+    LLVMValueRef slots = cg_local(cg, LLVMArrayType2(cg->t_ptr, n_bases), "bases");
+    for (unsigned b = 0; b < n_bases; b++) {
+        LLVMValueRef at = cg_i64(cg, b);
+        LLVMBuildStore(cg->b, bases[b], LLVMBuildInBoundsGEP2(cg->b, cg->t_ptr, slots, &at, 1, ""));
+    }
+    free(bases);
+    args[(*n)++] = slots;
+    args[(*n)++] = table;
+}
 
 /* Finds or emits the function of kernel k and records how to call it. */
 static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
@@ -246,14 +301,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         LLVMValueRef args[CG_MAX_OPS + 4];
         unsigned n = 0;
         for (int i = 0; i < c->n_args; i++) args[n++] = value_ptr(&e, c->args[i]);
-        if (c->table) {
-            LLVMValueRef table = cg_local(cg, LLVMArrayType2(cg->t_ptr, c->n_table), "table");
-            for (uint32_t i = 0; i < c->n_table; i++) {
-                LLVMValueRef at = cg_i64(cg, i);
-                LLVMBuildStore(cg->b, value_ptr(&e, c->table[i]), LLVMBuildInBoundsGEP2(cg->b, cg->t_ptr, table, &at, 1, ""));
-            }
-            args[n++] = table;
-        }
+        if (c->table) multi_args(&e, c, k, args, &n);
         if (c->dropout_step) args[n++] = value_ptr(&e, req->dropout_step);
         if (c->scratch_at >= 0) args[n++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), c->scratch_at);
         LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(c->fn), c->fn, args, n, "");

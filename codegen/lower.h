@@ -335,10 +335,10 @@ bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t
 
 /* ---- lower_multi.c: a MULTI kernel of the schedule --------------------------------- */
 
-/* A MULTI kernel: one loop, the same for each part, over a table of the parts' operand
- * pointers (`table`: parts × n_slots nodes, part after part, each part's operands in
- * loop_operands order), which the entry function fills on its stack and passes as the
- * kernel's one argument. */
+/* A MULTI kernel: one loop, the same for each part, over a table of the parts' operands
+ * (`table`: parts × n_slots nodes, part after part, each part's operands in
+ * loop_operands order), which the entry function passes as a constant array of (base
+ * number, byte offset) pairs and a stack array of the bases. */
 typedef struct multi_kernel {
     uint32_t k, parts, per_part;   /* kernel, parts, members per part */
     int n_slots;                   /* operands per part */
@@ -348,7 +348,7 @@ typedef struct multi_kernel {
 
 void multi_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k,
                            multi_kernel *mk);
-/* Emits void NAME(ptr table). */
+/* Emits void NAME(ptr bases, ptr table). */
 LLVMValueRef lower_multi_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, const multi_kernel *mk);
 
 /* The entry function (entry.c): int NAME_forward(params, workspace, inputs…, outputs…)

@@ -196,11 +196,16 @@ static LLVMValueRef load_i64_at(kiln_cg *cg, LLVMValueRef array, LLVMValueRef i)
     return LLVMBuildLoad2(cg->b, cg->t_i64, LLVMBuildInBoundsGEP2(cg->b, cg->t_i64, array, &i, 1, ""), "");
 }
 
-/* The pointer table[part · n_slots + o]. */
-static LLVMValueRef table_ptr(kiln_cg *cg, const multi_kernel *mk, LLVMValueRef table, LLVMValueRef part, int o)
+/* The address of operand o of a part: bases[b] + offset for the pair (b, offset) at
+ * table[part · n_slots + o]. */
+static LLVMValueRef table_ptr(kiln_cg *cg, const multi_kernel *mk, LLVMValueRef bases, LLVMValueRef table,
+                              LLVMValueRef part, int o)
 {
-    LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, part, cg_i64(cg, mk->n_slots), ""), cg_i64(cg, o), "");
-    return LLVMBuildLoad2(cg->b, cg->t_ptr, LLVMBuildInBoundsGEP2(cg->b, cg->t_ptr, table, &at, 1, ""), "");
+    LLVMValueRef at = LLVMBuildAdd(cg->b, LLVMBuildMul(cg->b, part, cg_i64(cg, 2 * mk->n_slots), ""), cg_i64(cg, 2 * o), "");
+    LLVMValueRef b = load_i64_at(cg, table, at);
+    LLVMValueRef offset = load_i64_at(cg, table, LLVMBuildAdd(cg->b, at, cg_i64(cg, 1), ""));
+    LLVMValueRef base = LLVMBuildLoad2(cg->b, cg->t_ptr, LLVMBuildInBoundsGEP2(cg->b, cg->t_ptr, bases, &b, 1, ""), "");
+    return LLVMBuildGEP2(cg->b, LLVMInt8TypeInContext(cg->ctx), base, &offset, 1, "");
 }
 
 typedef struct multi_body {
@@ -211,7 +216,7 @@ typedef struct multi_body {
     bool has_sum;
 } multi_body;
 
-/* Chunks [begin, end): vals = {table, partial sums}. */
+/* Chunks [begin, end): vals = {bases, table, partial sums}. */
 static void emit_chunks(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
 {
     multi_body *mb = user;
@@ -222,13 +227,13 @@ static void emit_chunks(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRe
     LLVMValueRef start = load_i64_at(cg, mb->chunk_start, l.i);
     LLVMValueRef args[CG_MAX_OPS + 1];
     for (int o = 0; o < mk->n_slots; o++) {
-        args[o] = table_ptr(cg, mk, vals[0], part, o);
+        args[o] = table_ptr(cg, mk, vals[0], vals[1], part, o);
         if (!slot_scalar(mb->g, mb->s, mk, o)) args[o] = cg_gep(cg, slot_node(mb->g, mk, o)->type.dtype, args[o], start);
     }
     args[mk->n_slots] = load_i64_at(cg, mb->chunk_len, l.i);
     LLVMValueRef sum = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(mb->chunk_fn), mb->chunk_fn, args,
                                       (unsigned)mk->n_slots + 1, "");
-    if (mb->has_sum) cg_store(cg, KILN_F32, vals[1], l.i, sum);
+    if (mb->has_sum) cg_store(cg, KILN_F32, vals[2], l.i, sum);
     cg_loop_end(cg, &l);
 }
 
@@ -258,8 +263,9 @@ LLVMValueRef lower_multi_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_ker
     pfirst[mk->parts] = c;
 
     snprintf(name, sizeof name, "k%u_multi%u", part_member(s, mk, 0, 0), mk->parts);
-    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, 1);
-    LLVMValueRef table = LLVMGetParam(fn, 0);
+    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, 2);
+    LLVMValueRef bases = LLVMGetParam(fn, 0), table = LLVMGetParam(fn, 1);
+    LLVMSetValueName2(bases, "bases", 5);
     LLVMSetValueName2(table, "table", 5);
     char gname[128];
     multi_body mb = {g, s, mk, chunk_fn, NULL, NULL, NULL, sum_member(g, s, mk) >= 0};
@@ -270,9 +276,9 @@ LLVMValueRef lower_multi_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_ker
     snprintf(gname, sizeof gname, "%s.chunk_len", name);
     mb.chunk_len = const_i64_array(cg, gname, clen, (size_t)n_chunks);
     LLVMValueRef partial = mb.has_sum ? cg_local(cg, LLVMArrayType2(cg->t_f32, (uint64_t)n_chunks), "partial") : table;
-    LLVMValueRef vals[2] = {table, partial};
+    LLVMValueRef vals[3] = {bases, table, partial};
     int64_t per_chunk = (int64_t)mk->per_part * MULTI_CHUNK;
-    cg_parallel_for(cg, "chunks", n_chunks, per_chunk > 0 ? per_chunk : 1, vals, 2, emit_chunks, &mb);
+    cg_parallel_for(cg, "chunks", n_chunks, per_chunk > 0 ? per_chunk : 1, vals, 3, emit_chunks, &mb);
 
     if (mb.has_sum) { /* each part's sum: its chunks' sums in order */
         snprintf(gname, sizeof gname, "%s.part_first", name);
@@ -291,7 +297,7 @@ LLVMValueRef lower_multi_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_ker
         LLVMBuildStore(cg->b, cg_fadd(cg, LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), cg_load(cg, KILN_F32, partial, lc.i)),
                        acc);
         cg_loop_end(cg, &lc);
-        cg_store(cg, KILN_F32, table_ptr(cg, mk, table, lp.i, sum_slot), cg_i64(cg, 0),
+        cg_store(cg, KILN_F32, table_ptr(cg, mk, bases, table, lp.i, sum_slot), cg_i64(cg, 0),
                  LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""));
         cg_loop_end(cg, &lp);
     }
