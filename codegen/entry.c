@@ -202,15 +202,23 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         return;
     }
     if (kn->kind == KILN_KERNEL_GEMM) {
-        gemm_kernel gk;
-        gemm_kernel_describe(g, s, k, &gk);
-        for (int i = 0; i < gk.n_args; i++) call->args[i] = gk.args[i];
-        call->n_args = gk.n_args;
-        bool has_scratch = p->scratch_bytes[gk.mm] > 0;
-        if (has_scratch) call->scratch_at = p->scratch_offset[gk.mm];
-        bool shareable = gemm_kernel_key(g, &gk, has_scratch, key, sizeof key);
+        gemm_kernel gks[8];
+        KILN_ASSERT(kn->parts <= 8);
+        call->n_args = 0;
+        size_t len = 0;
+        bool shareable = true;
+        for (uint32_t q = 0; q < kn->parts; q++) {
+            gemm_kernel_describe_part(g, s, k, q, &gks[q]);
+            for (int i = 0; i < gks[q].n_args; i++) call->args[call->n_args++] = gks[q].args[i];
+        }
+        bool has_scratch = p->scratch_bytes[gks[0].mm] > 0;
+        if (has_scratch) call->scratch_at = p->scratch_offset[gks[0].mm];
+        for (uint32_t q = 0; q < kn->parts && shareable; q++) {
+            shareable = gemm_kernel_key(g, &gks[q], has_scratch, key + len, sizeof key - len);
+            len += strlen(key + len);
+        }
         if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
-        call->fn = lower_gemm_kernel(cg, gemm_cg, g, &gk, has_scratch);
+        call->fn = lower_gemm_kernel_parts(cg, gemm_cg, g, gks, kn->parts, has_scratch);
         add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }

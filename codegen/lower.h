@@ -305,7 +305,14 @@ typedef struct gemm_kernel {
 } gemm_kernel;
 
 void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, gemm_kernel *gk);
+/* Part `part` of a GEMM kernel of several parts (sibling GEMMs, fuse.c): each a chain. */
+void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, uint32_t part,
+                               gemm_kernel *gk);
 LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch);
+/* One kernel running the GEMMs of gks[0..parts) one after another, with the scratch of
+ * the first (the parts have one shape): arguments each part's, in order, [scratch]. */
+LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gks,
+                                     uint32_t parts, bool has_scratch);
 bool gemm_kernel_key(const kiln_graph *g, const gemm_kernel *gk, bool has_scratch, char *buf, size_t size);
 
 /* ---- lower_loop.c: a LOOP kernel of the schedule ----------------------------------- */

@@ -663,6 +663,128 @@ static void group_multi(fuser *f, const readers *r)
     free(parts);
 }
 
+/* Sibling GEMMs: kernels that are one GEMM [with its epilogue], wired alike (equal
+ * shapes, flags and epilogues) and reading one same operand — an attention's q, k and v
+ * projections of one input, or their weight gradients, which all read that input — run
+ * as one GEMM kernel of several parts when none depends on another. */
+#define GEMM_MAX_PARTS 4
+
+/* The members of the GEMM chain starting at matmul mm: its group's, or mm alone. */
+static uint32_t gemm_chain(const fuser *f, uint32_t mm, const uint32_t **members)
+{
+    uint32_t gi = f->group_of[mm];
+    if (gi == KILN_NONE) {
+        *members = NULL;
+        return 1;
+    }
+    *members = f->groups[gi].members;
+    return f->groups[gi].n;
+}
+
+static bool gemm_key(const fuser *f, const readers *r, uint32_t mm, char *key)
+{
+    const kiln_graph *g = f->g;
+    const uint32_t *ms;
+    uint32_t n = gemm_chain(f, mm, &ms);
+    size_t len = 0;
+    char t[160];
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id = ms ? ms[i] : mm;
+        const kiln_node *m = &g->nodes[id];
+        if (!key_add(key, &len, "%s %s s%a t%d%d (", kiln_op_table[m->op].name, kiln_type_str(&m->type, t, sizeof t),
+                     m->attrs.scalar, m->attrs.transpose_a, m->attrs.transpose_b))
+            return false;
+        for (uint32_t j = 0; j < m->n_in; j++) {
+            uint32_t x = m->in[j];
+            bool inside = false;
+            for (uint32_t q = 0; q < n && ms; q++) inside |= ms[q] == x;
+            if (!key_add(key, &len, "%s ", inside ? "m" : kiln_type_str(&g->nodes[x].type, t, sizeof t))) return false;
+        }
+        bool leaves = is_output_or_update(g, id);
+        for (uint32_t k = r->start[id]; k < r->start[id + 1]; k++) {
+            bool inside = false;
+            for (uint32_t q = 0; q < n && ms; q++) inside |= ms[q] == r->list[k];
+            leaves |= !inside;
+        }
+        if (!key_add(key, &len, ")%s;", leaves ? "*" : "")) return false;
+    }
+    return true;
+}
+
+static void group_sibling_gemms(fuser *f, const readers *r)
+{
+    const kiln_graph *g = f->g;
+    char *key = xcalloc(MULTI_KEY_MAX, 1), *other = xcalloc(MULTI_KEY_MAX, 1);
+    for (uint32_t mm = 0; mm < g->n_nodes; mm++) {
+        const kiln_node *n = &g->nodes[mm];
+        if (!f->has_kernel[mm] || !kiln_matmul_is_one_gemm(g, n)) continue;
+        uint32_t gi = f->group_of[mm];
+        if (gi != KILN_NONE && (f->groups[gi].kind != KILN_KERNEL_GEMM || f->groups[gi].parts != 1)) continue;
+        if (!gemm_key(f, r, mm, key)) continue;
+        /* later matmuls reading one of mm's operands in the same slot */
+        uint32_t sib[GEMM_MAX_PARTS], n_sib = 0;
+        for (uint32_t slot = 0; slot < 2 && n_sib == 0; slot++) {
+            /* the operand, or another reshape view of the same memory of its type (a
+             * graph without CSE reshapes one value once per reader) */
+            uint32_t x = n->in[slot], root = x;
+            while (g->nodes[root].op == KILN_OP_RESHAPE && !f->has_kernel[root]) root = g->nodes[root].in[0];
+            uint32_t views[8], n_views = 0;
+            views[n_views++] = x;
+            for (uint32_t k = r->start[root]; k < r->start[root + 1] && n_views < 8; k++) {
+                uint32_t v = r->list[k];
+                if (v != x && g->nodes[v].op == KILN_OP_RESHAPE && !f->has_kernel[v] &&
+                    kiln_type_equal(&g->nodes[v].type, &g->nodes[x].type))
+                    views[n_views++] = v;
+            }
+            if (root != x && n_views < 8 && kiln_type_equal(&g->nodes[root].type, &g->nodes[x].type)) views[n_views++] = root;
+            for (uint32_t vi = 0; vi < n_views; vi++)
+            for (uint32_t k = r->start[views[vi]]; k < r->start[views[vi] + 1] && n_sib < GEMM_MAX_PARTS - 1; k++) {
+                uint32_t y = r->list[k];
+                const kiln_node *yn = &g->nodes[y];
+                if (y <= mm || yn->op != KILN_OP_MATMUL || yn->in[slot] != views[vi] || in_list(sib, n_sib, y)) continue;
+                if (!f->has_kernel[y] || !kiln_matmul_is_one_gemm(g, yn)) continue;
+                uint32_t gy = f->group_of[y];
+                if (gy != KILN_NONE && (f->groups[gy].kind != KILN_KERNEL_GEMM || f->groups[gy].parts != 1)) continue;
+                if (!gemm_key(f, r, y, other) || strcmp(key, other) != 0) continue;
+                sib[n_sib++] = y;
+            }
+        }
+        if (n_sib == 0) continue;
+        /* the kernel: mm's chain, then each sibling's that still fits */
+        const uint32_t *ms;
+        uint32_t per = gemm_chain(f, mm, &ms);
+        uint32_t *have = xcalloc(per * GEMM_MAX_PARTS, sizeof *have), n_have = per, parts = 1;
+        memcpy(have, ms ? ms : &mm, per * sizeof *have);
+        for (uint32_t i = 0; i < n_sib; i++) {
+            const uint32_t *ys;
+            gemm_chain(f, sib[i], &ys);
+            part q = {KILN_NONE, (uint32_t *)(ys ? ys : &sib[i]), per, NULL};
+            if (!multi_fits(f, have, n_have, &q)) continue;
+            memcpy(have + n_have, q.members, per * sizeof *have);
+            n_have += per;
+            parts++;
+        }
+        if (parts == 1) {
+            free(have);
+            continue;
+        }
+        uint32_t into = f->n_groups++;
+        for (uint32_t i = 0; i < n_have; i++) {
+            uint32_t old = f->group_of[have[i]];
+            if (old != KILN_NONE && !f->groups[old].dead) {
+                f->groups[old].dead = true;
+                free(f->groups[old].members);
+                f->groups[old].members = NULL;
+                f->groups[old].n = 0;
+            }
+            f->group_of[have[i]] = into;
+        }
+        f->groups[into] = (group){have, n_have, false, KILN_KERNEL_GEMM, parts};
+    }
+    free(key);
+    free(other);
+}
+
 /* ---- the schedule ---------------------------------------------------------------------------- */
 
 static int by_first_member(const void *a, const void *b, void *ctx)
@@ -764,6 +886,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     if (req->enable_loop) fold_input_transposes(&f, &r, s->view);
     group_attention(&f, &r);
     if (req->enable_gemm) group_gemms(&f, &r);
+    if (req->enable_gemm) group_sibling_gemms(&f, &r);
     group_loops(&f);
     if (req->enable_loop) group_multi(&f, &r);
     free(r.start);
