@@ -668,6 +668,10 @@ static void group_multi(fuser *f, const readers *r)
  * projections of one input, or their weight gradients, which all read that input — run
  * as one GEMM kernel of several parts when none depends on another. */
 #define GEMM_MAX_PARTS 4
+/* Siblings are near each other in the graph's order: GEMMs far apart reading one value
+ * (a checkpointed block's recomputed projection and the forward's) would move work across
+ * the schedule and lengthen lives — the recomputation would run in the forward. */
+#define GEMM_SIBLING_WINDOW 48
 
 /* The members of the GEMM chain starting at matmul mm: its group's, or mm alone. */
 static uint32_t gemm_chain(const fuser *f, uint32_t mm, const uint32_t **members)
@@ -741,7 +745,9 @@ static void group_sibling_gemms(fuser *f, const readers *r)
             for (uint32_t k = r->start[views[vi]]; k < r->start[views[vi] + 1] && n_sib < GEMM_MAX_PARTS - 1; k++) {
                 uint32_t y = r->list[k];
                 const kiln_node *yn = &g->nodes[y];
-                if (y <= mm || yn->op != KILN_OP_MATMUL || yn->in[slot] != views[vi] || in_list(sib, n_sib, y)) continue;
+                if (y <= mm || y - mm > GEMM_SIBLING_WINDOW || yn->op != KILN_OP_MATMUL || yn->in[slot] != views[vi] ||
+                    in_list(sib, n_sib, y))
+                    continue;
                 if (!f->has_kernel[y] || !kiln_matmul_is_one_gemm(g, yn)) continue;
                 uint32_t gy = f->group_of[y];
                 if (gy != KILN_NONE && (f->groups[gy].kind != KILN_KERNEL_GEMM || f->groups[gy].parts != 1)) continue;
