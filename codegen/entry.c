@@ -68,6 +68,22 @@ static LLVMValueRef value_ptr(entry_ctx *e, uint32_t id)
     return NULL;
 }
 
+/* The address of node id's value as (base, byte offset): base is one of the entry's
+ * parameters, the lr slot or a constant global. */
+static void value_base(entry_ctx *e, uint32_t id, LLVMValueRef *base, int64_t *offset)
+{
+    const kiln_home *h = &e->p->homes[id];
+    *offset = 0;
+    switch (h->kind) {
+    case KILN_HOME_PARAM: *base = LLVMGetParam(e->fn, 0), *offset = h->offset; return;
+    case KILN_HOME_STATE: *base = LLVMGetParam(e->fn, e->a_optim), *offset = h->offset; return;
+    case KILN_HOME_WORKSPACE: *base = LLVMGetParam(e->fn, e->a_workspace), *offset = h->offset; return;
+    case KILN_HOME_ALIAS:
+    case KILN_HOME_UPDATE: value_base(e, h->index, base, offset); return;
+    default: *base = value_ptr(e, id); return;
+    }
+}
+
 /* A kernel function already emitted, by key (lower_kernel_key). */
 typedef struct kernel_key {
     char *text;
@@ -119,7 +135,49 @@ typedef struct kernel_call {
     bool dropout_step;   /* a training dropout: the step counter follows the operands */
     int64_t scratch_at;  /* workspace offset of the scratch argument, or -1 */
     bool can_fail;
+    uint32_t *table;     /* a MULTI kernel: its one argument is a stack array of the
+                            addresses of these n_table nodes (malloc'd) */
+    uint32_t n_table;
 } kernel_call;
+
+/* The arguments of a MULTI kernel call: its table of operand addresses as a constant
+ * array of (base number, byte offset) pairs, and the few distinct bases in a stack
+ * array. (Storing each address into a stack table instead puts hundreds of stores in
+ * one block of the entry function, which the machine scheduler takes seconds over.) */
+static void multi_args(entry_ctx *e, const kernel_call *c, uint32_t k, LLVMValueRef *args, unsigned *n)
+{
+    kiln_cg *cg = e->cg;
+    LLVMValueRef *bases = calloc((size_t)c->n_table + 1, sizeof *bases);
+    unsigned n_bases = 0;
+    LLVMValueRef *pairs = calloc(2 * (size_t)c->n_table + 1, sizeof *pairs);
+    KILN_ASSERT(pairs != NULL && bases != NULL);
+    for (uint32_t i = 0; i < c->n_table; i++) {
+        LLVMValueRef base;
+        int64_t offset;
+        value_base(e, c->table[i], &base, &offset);
+        unsigned b = 0;
+        while (b < n_bases && bases[b] != base) b++;
+        if (b == n_bases) bases[n_bases++] = base;
+        pairs[2 * i] = cg_i64(cg, b);
+        pairs[2 * i + 1] = cg_i64(cg, offset);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "multi_table%u", k);
+    LLVMTypeRef ty = LLVMArrayType2(cg->t_i64, 2 * (uint64_t)c->n_table);
+    LLVMValueRef table = LLVMAddGlobal(cg->mod, ty, name);
+    LLVMSetInitializer(table, LLVMConstArray2(cg->t_i64, pairs, 2 * (uint64_t)c->n_table));
+    LLVMSetGlobalConstant(table, 1);
+    LLVMSetLinkage(table, LLVMInternalLinkage);
+    free(pairs);
+    LLVMValueRef slots = cg_local(cg, LLVMArrayType2(cg->t_ptr, n_bases), "bases");
+    for (unsigned b = 0; b < n_bases; b++) {
+        LLVMValueRef at = cg_i64(cg, b);
+        LLVMBuildStore(cg->b, bases[b], LLVMBuildInBoundsGEP2(cg->b, cg->t_ptr, slots, &at, 1, ""));
+    }
+    free(bases);
+    args[(*n)++] = slots;
+    args[(*n)++] = table;
+}
 
 /* Finds or emits the function of kernel k and records how to call it. */
 static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
@@ -140,16 +198,33 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }
+    if (kn->kind == KILN_KERNEL_MULTI) { /* one of its kind: never shared */
+        multi_kernel mk;
+        multi_kernel_describe(g, s, p, k, &mk);
+        call->table = mk.table;
+        call->n_table = mk.parts * (uint32_t)mk.n_slots;
+        call->n_args = 0;
+        call->fn = lower_multi_kernel(cg, g, s, &mk);
+        return;
+    }
     if (kn->kind == KILN_KERNEL_GEMM) {
-        gemm_kernel gk;
-        gemm_kernel_describe(g, s, k, &gk);
-        for (int i = 0; i < gk.n_args; i++) call->args[i] = gk.args[i];
-        call->n_args = gk.n_args;
-        bool has_scratch = p->scratch_bytes[gk.mm] > 0;
-        if (has_scratch) call->scratch_at = p->scratch_offset[gk.mm];
-        bool shareable = gemm_kernel_key(g, &gk, has_scratch, key, sizeof key);
+        gemm_kernel gks[8];
+        KILN_ASSERT(kn->parts <= 8);
+        call->n_args = 0;
+        size_t len = 0;
+        bool shareable = true;
+        for (uint32_t q = 0; q < kn->parts; q++) {
+            gemm_kernel_describe_part(g, s, k, q, &gks[q]);
+            for (int i = 0; i < gks[q].n_args; i++) call->args[call->n_args++] = gks[q].args[i];
+        }
+        bool has_scratch = p->scratch_bytes[gks[0].mm] > 0;
+        if (has_scratch) call->scratch_at = p->scratch_offset[gks[0].mm];
+        for (uint32_t q = 0; q < kn->parts && shareable; q++) {
+            shareable = gemm_kernel_key(g, &gks[q], has_scratch, key + len, sizeof key - len);
+            len += strlen(key + len);
+        }
         if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
-        call->fn = lower_gemm_kernel(cg, gemm_cg, g, &gk, has_scratch);
+        call->fn = lower_gemm_kernel_parts(cg, gemm_cg, g, gks, kn->parts, has_scratch);
         add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }
@@ -255,6 +330,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         unsigned n = 0;
         if (req->profile) profile_mark(cg, (int)k);
         for (int i = 0; i < c->n_args; i++) args[n++] = value_ptr(&e, c->args[i]);
+        if (c->table) multi_args(&e, c, k, args, &n);
         if (c->dropout_step) args[n++] = value_ptr(&e, req->dropout_step);
         if (c->scratch_at >= 0) args[n++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), c->scratch_at);
         LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(c->fn), c->fn, args, n, "");
@@ -283,6 +359,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
     }
     if (req->profile) profile_mark(cg, -1);
     LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
+    for (uint32_t k = 0; k < nk; k++) free(calls[k].table);
     free(calls);
     return (int)nk;
 }

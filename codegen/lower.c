@@ -100,6 +100,13 @@ void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, con
         const lower_row *row = &kiln_lower_table[g->nodes[id].op];
         bytes[id] = row->scratch ? row->scratch(g, &g->nodes[id], t) : 0;
     }
+    /* a GEMM kernel of several parts runs them one after another in its first part's
+     * scratch (the parts have one shape) */
+    for (uint32_t k = 0; s && k < s->n_kernels; k++) {
+        const kiln_kernel *kn = &s->kernels[k];
+        if (kn->kind != KILN_KERNEL_GEMM || kn->parts < 2) continue;
+        for (uint32_t q = 1; q < kn->parts; q++) bytes[s->members[kn->first + q * (kn->n / kn->parts)]] = 0;
+    }
     /* an attention_grad group needs its group's scratch, once: on its first node */
     for (uint32_t k = 0; s && k < s->n_kernels; k++) {
         if (s->kernels[k].kind != KILN_KERNEL_ATTENTION_GRAD) continue;

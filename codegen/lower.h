@@ -305,7 +305,14 @@ typedef struct gemm_kernel {
 } gemm_kernel;
 
 void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, gemm_kernel *gk);
+/* Part `part` of a GEMM kernel of several parts (sibling GEMMs, fuse.c): each a chain. */
+void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, uint32_t part,
+                               gemm_kernel *gk);
 LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch);
+/* One kernel running the GEMMs of gks[0..parts) one after another, with the scratch of
+ * the first (the parts have one shape): arguments each part's, in order, [scratch]. */
+LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gks,
+                                     uint32_t parts, bool has_scratch);
 bool gemm_kernel_key(const kiln_graph *g, const gemm_kernel *gk, bool has_scratch, char *buf, size_t size);
 
 /* ---- lower_loop.c: a LOOP kernel of the schedule ----------------------------------- */
@@ -323,12 +330,33 @@ typedef struct loop_operand {
 /* The operands of kernel k (results first, member order; then inputs, first use); at most
  * CG_MAX_OPS. Returns their number. */
 int loop_operands(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k, loop_operand *ops);
+/* The same for the members[0..n_members) of kernel k (one part of a MULTI kernel). */
+int loop_operands_of(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k,
+                     const uint32_t *members, uint32_t n_members, loop_operand *ops);
 /* Emits kernel k as void NAME(ptr noalias op0, …) over its operands. */
 LLVMValueRef lower_loop_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
                                const loop_operand *ops, int n_ops);
 /* The sharing key of kernel k (equal keys: identical functions). */
 bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, const loop_operand *ops, int n_ops,
                     char *buf, size_t size);
+
+/* ---- lower_multi.c: a MULTI kernel of the schedule --------------------------------- */
+
+/* A MULTI kernel: one loop, the same for each part, over a table of the parts' operands
+ * (`table`: parts × n_slots nodes, part after part, each part's operands in
+ * loop_operands order), which the entry function passes as a constant array of (base
+ * number, byte offset) pairs and a stack array of the bases. */
+typedef struct multi_kernel {
+    uint32_t k, parts, per_part;   /* kernel, parts, members per part */
+    int n_slots;                   /* operands per part */
+    loop_operand ops[CG_MAX_OPS];  /* part 0's operands: the template */
+    uint32_t *table;               /* parts × n_slots operand nodes (malloc'd) */
+} multi_kernel;
+
+void multi_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k,
+                           multi_kernel *mk);
+/* Emits void NAME(ptr bases, ptr table). */
+LLVMValueRef lower_multi_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, const multi_kernel *mk);
 
 /* The entry function (entry.c): int NAME_forward(params, workspace, inputs…, outputs…)
  * calling the kernels in node order. Returns the number of kernel calls; *n_functions

@@ -25,15 +25,22 @@ static kiln_gemm_act act_of(kiln_op op)
 
 void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, gemm_kernel *gk)
 {
+    gemm_kernel_describe_part(g, s, k, 0, gk);
+}
+
+void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, uint32_t part,
+                               gemm_kernel *gk)
+{
     memset(gk, 0, sizeof *gk);
     const kiln_kernel *kn = &s->kernels[k];
-    gk->mm = s->members[kn->first];
+    uint32_t per = kn->n / kn->parts, first = kn->first + part * per;
+    gk->mm = s->members[first];
     KILN_ASSERT(g->nodes[gk->mm].op == KILN_OP_MATMUL);
     gk->shape = lower_one_gemm_shape(g, &g->nodes[gk->mm]);
     gk->epi.ldp = gk->epi.ldr = gk->shape.n;
     uint32_t v = gk->mm, pre = KILN_NONE, bias = KILN_NONE, res = KILN_NONE;
-    for (uint32_t i = 1; i < kn->n; i++) {
-        uint32_t m = s->members[kn->first + i];
+    for (uint32_t i = 1; i < per; i++) {
+        uint32_t m = s->members[first + i];
         const kiln_node *n = &g->nodes[m];
         if (n->op == KILN_OP_SCALE) {
             gk->epi.scale = n->attrs.scalar;
@@ -65,25 +72,36 @@ void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, ui
 
 LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch)
 {
-    LLVMValueRef gemm = lower_gemm_declare(cg, kiln_cg_gemm_epi(gemm_cg, &gk->shape, &gk->epi));
+    return lower_gemm_kernel_parts(cg, gemm_cg, g, gk, 1, has_scratch);
+}
+
+LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gks,
+                                     uint32_t parts, bool has_scratch)
+{
+    (void)g;
     char name[64];
-    snprintf(name, sizeof name, "k%u_gemm", gk->mm);
-    unsigned n_ptrs = (unsigned)gk->n_args + (has_scratch ? 1 : 0);
+    snprintf(name, sizeof name, parts > 1 ? "k%u_gemm%u" : "k%u_gemm", gks[0].mm, parts);
+    unsigned n_ptrs = has_scratch ? 1 : 0;
+    for (uint32_t q = 0; q < parts; q++) n_ptrs += (unsigned)gks[q].n_args;
     LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
-    LLVMValueRef p[16];
-    for (unsigned i = 0; i < n_ptrs; i++) p[i] = LLVMGetParam(fn, i);
-    int at = 0;
-    LLVMValueRef c = p[at++], pre = gk->epi.pre_out ? p[at++] : NULL, a = p[at++], b = p[at++];
-    LLVMValueRef bias = gk->epi.bias ? p[at++] : NULL, res = gk->epi.residual ? p[at++] : NULL;
-    LLVMValueRef scratch = has_scratch ? p[at++] : LLVMConstPointerNull(cg->t_ptr);
-    if (gk->shape.m > 0 && gk->shape.n > 0) {
-        /* (a, b, c, scratch, [bias], [pre_out], [residual]) */
-        LLVMValueRef args[7] = {a, b, c, scratch};
-        unsigned n = 4;
-        if (bias) args[n++] = bias;
-        if (pre) args[n++] = pre;
-        if (res) args[n++] = res;
-        LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
+    LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, n_ptrs - 1) : LLVMConstPointerNull(cg->t_ptr);
+    unsigned at = 0;
+    for (uint32_t q = 0; q < parts; q++) { /* one after another, sharing the scratch */
+        const gemm_kernel *gk = &gks[q];
+        LLVMValueRef gemm = lower_gemm_declare(cg, kiln_cg_gemm_epi(gemm_cg, &gk->shape, &gk->epi));
+        LLVMValueRef c = LLVMGetParam(fn, at++), pre = gk->epi.pre_out ? LLVMGetParam(fn, at++) : NULL;
+        LLVMValueRef a = LLVMGetParam(fn, at++), b = LLVMGetParam(fn, at++);
+        LLVMValueRef bias = gk->epi.bias ? LLVMGetParam(fn, at++) : NULL;
+        LLVMValueRef res = gk->epi.residual ? LLVMGetParam(fn, at++) : NULL;
+        if (gk->shape.m > 0 && gk->shape.n > 0) {
+            /* (a, b, c, scratch, [bias], [pre_out], [residual]) */
+            LLVMValueRef args[7] = {a, b, c, scratch};
+            unsigned n = 4;
+            if (bias) args[n++] = bias;
+            if (pre) args[n++] = pre;
+            if (res) args[n++] = res;
+            LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
+        }
     }
     LLVMBuildRetVoid(cg->b);
     return fn;

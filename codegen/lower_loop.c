@@ -33,16 +33,22 @@ static int find_reads(const loop_operand *ops, int n, uint32_t node)
 int loop_operands(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k, loop_operand *ops)
 {
     const kiln_kernel *kn = kernel(s, k);
+    return loop_operands_of(g, s, p, k, &s->members[kn->first], kn->n, ops);
+}
+
+int loop_operands_of(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k,
+                     const uint32_t *members, uint32_t n_members, loop_operand *ops)
+{
     int n = 0;
-    for (uint32_t i = 0; i < kn->n; i++) { /* results */
-        uint32_t m = member(s, kn, i);
+    for (uint32_t i = 0; i < n_members; i++) { /* results */
+        uint32_t m = members[i];
         if (s->internal[m]) continue;
         KILN_ASSERT(n < CG_MAX_OPS);
         ops[n++] = (loop_operand){m, KILN_NONE, true};
     }
     int n_results = n;
-    for (uint32_t i = 0; i < kn->n; i++) { /* inputs from outside */
-        const kiln_node *mn = &g->nodes[member(s, kn, i)];
+    for (uint32_t i = 0; i < n_members; i++) { /* inputs from outside */
+        const kiln_node *mn = &g->nodes[members[i]];
         for (uint32_t j = 0; j < mn->n_in; j++) {
             uint32_t x = mn->in[j];
             if (s->kernel_of[x] == k || find_reads(ops, n, x) >= 0) continue;

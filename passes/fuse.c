@@ -23,6 +23,7 @@
  * A member's value is `internal` — it never gets a buffer — when every reader is a member
  * of the same kernel and it is neither a graph output nor an update's new value.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +68,7 @@ typedef struct group {
     uint32_t n;
     bool dead;         /* merged into another */
     kiln_kernel_kind kind;
+    uint32_t parts;    /* MULTI: parts of n / parts members each, part after part; else 1 */
 } group;
 
 typedef struct fuser {
@@ -89,6 +91,12 @@ static bool loop_fusable(const fuser *f, uint32_t id)
     return kiln_type_numel(&n->type) > 0;
 }
 
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static bool in_list(const uint32_t *list, uint32_t n, uint32_t id)
 {
     for (uint32_t i = 0; i < n; i++)
@@ -96,18 +104,15 @@ static bool in_list(const uint32_t *list, uint32_t n, uint32_t id)
     return false;
 }
 
-/* Whether the nodes members[0..n) (sorted) can run as one kernel: few enough outside
- * inputs, and no outside input that depends, through other nodes and other kernels, on
- * one of the members — the kernel would have to run before itself. The walk goes back
- * from the outside inputs; reaching a node of another group continues from all of that
- * group's inputs (it runs as a unit), and a node before the first member cannot depend
- * on any member (nodes are in topological order). */
-static bool loop_valid(fuser *f, const uint32_t *members, uint32_t n)
+/* Whether no outside input of the nodes members[0..n) (sorted) depends, through other
+ * nodes and other kernels, on one of the members — the kernel would have to run before
+ * itself. The walk goes back from the outside inputs; reaching a node of another group
+ * continues from all of that group's inputs (it runs as a unit), and a node before the
+ * first member cannot depend on any member (nodes are in topological order). */
+static bool acyclic(fuser *f, const uint32_t *members, uint32_t n)
 {
-    if (n > LOOP_MAX_MEMBERS) return false;
     const kiln_graph *g = f->g;
-    uint32_t first = members[0], operands = 0, top = 0;
-    uint32_t seen[LOOP_MAX_MEMBERS * 3];
+    uint32_t first = members[0], top = 0;
     f->stamp += 2;
     uint32_t in_set = f->stamp, visited = f->stamp + 1;
     for (uint32_t i = 0; i < n; i++) f->mark[members[i]] = in_set;
@@ -115,15 +120,9 @@ static bool loop_valid(fuser *f, const uint32_t *members, uint32_t n)
         const kiln_node *m = &g->nodes[members[i]];
         for (uint32_t j = 0; j < m->n_in; j++) {
             uint32_t x = m->in[j];
-            if (f->mark[x] == in_set) continue;
-            if (!in_list(seen, operands, x)) {
-                if (operands == LOOP_MAX_INPUTS) return false;
-                seen[operands++] = x;
-            }
-            if (x > first && f->mark[x] != visited) {
-                f->mark[x] = visited;
-                f->stack[top++] = x;
-            }
+            if (f->mark[x] == in_set || x < first || f->mark[x] == visited) continue;
+            f->mark[x] = visited;
+            f->stack[top++] = x;
         }
     }
     while (top > 0) {
@@ -144,10 +143,22 @@ static bool loop_valid(fuser *f, const uint32_t *members, uint32_t n)
     return true;
 }
 
-static int cmp_u32(const void *a, const void *b)
+/* Whether the nodes members[0..n) (sorted) can run as one LOOP kernel: few enough
+ * members and outside inputs, and acyclic. */
+static bool loop_valid(fuser *f, const uint32_t *members, uint32_t n)
 {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return x < y ? -1 : x > y;
+    if (n > LOOP_MAX_MEMBERS) return false;
+    uint32_t seen[LOOP_MAX_MEMBERS * 3], operands = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const kiln_node *m = &f->g->nodes[members[i]];
+        for (uint32_t j = 0; j < m->n_in; j++) {
+            uint32_t x = m->in[j];
+            if (bsearch(&x, members, n, sizeof *members, cmp_u32) || in_list(seen, operands, x)) continue;
+            if (operands == LOOP_MAX_INPUTS) return false;
+            seen[operands++] = x;
+        }
+    }
+    return acyclic(f, members, n);
 }
 
 /* Tries to put node id into one group with the groups gs[0..n_gs); true if done. */
@@ -187,6 +198,7 @@ static void new_group(fuser *f, uint32_t id)
     gr->n = 1;
     gr->dead = false;
     gr->kind = KILN_KERNEL_LOOP;
+    gr->parts = 1;
     f->group_of[id] = f->n_groups++;
 }
 
@@ -327,6 +339,7 @@ static void group_attention(fuser *f, const readers *r)
         memcpy(gr->members, members, count * sizeof *members);
         gr->n = count;
         gr->dead = false;
+        gr->parts = 1;
         gr->kind = n->op == KILN_OP_ATTENTION ? KILN_KERNEL_ATTENTION : KILN_KERNEL_ATTENTION_GRAD;
         for (uint32_t i = 0; i < count; i++) f->group_of[members[i]] = f->n_groups;
         f->n_groups++;
@@ -419,10 +432,363 @@ static void group_gemms(fuser *f, const readers *r)
         memcpy(gr->members, members, count * sizeof *members);
         gr->n = count;
         gr->dead = false;
+        gr->parts = 1;
         gr->kind = KILN_KERNEL_GEMM;
         for (uint32_t i = 0; i < count; i++) f->group_of[members[i]] = f->n_groups;
         f->n_groups++;
     }
+}
+
+/* ---- multi-tensor kernels -------------------------------------------------------------------- */
+
+/* A training step ends with the same few elementwise ops once per parameter (AdamW's
+ * update of p, m and v), and clipping needs Σg² of every gradient first (a square and a
+ * sum over every element). Each is a small kernel on its own, a hundred times over; as
+ * one MULTI kernel their launches, and the thread pool's wake-ups, are paid once, and
+ * the work is split across threads by element, not by tensor.
+ *
+ * A part is a LOOP group (elementwise nodes of one shape S), optionally with a sum over
+ * every element of one of its members, and it qualifies when it holds an update's new
+ * value or ends in such a sum: those are the groups that run at the end of a step
+ * anyway (after every gradient when the gradients are clipped), so gathering them moves
+ * no work later. Every outside operand of a part must have S's element count (read at
+ * the same element) or one element (a scalar, read at 0). Parts join one kernel when
+ * they are wired alike (equal `part_key`: ops, attributes, where each input comes from,
+ * which values leave) and the kernel stays acyclic, with no part reading another's
+ * member. */
+
+#define MULTI_KEY_MAX 8192
+#define MULTI_MAX_PARTS 4096
+
+typedef struct part {
+    uint32_t group;     /* its LOOP group */
+    uint32_t *members;  /* the group's members [+ the sum], node order */
+    uint32_t n;
+    char *key;
+} part;
+
+static bool key_add(char *buf, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static bool key_add(char *buf, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + *len, MULTI_KEY_MAX - *len, fmt, ap);
+    va_end(ap);
+    if (w < 0 || (size_t)w >= MULTI_KEY_MAX - *len) return false;
+    *len += (size_t)w;
+    return true;
+}
+
+/* The key of the part members[0..n) (sorted), or false when it is no part: an operand of
+ * another size, a dropout, or too long a key. */
+static bool part_key(const fuser *f, const readers *r, const uint32_t *members, uint32_t n, char *key)
+{
+    const kiln_graph *g = f->g;
+    int64_t numel = kiln_type_numel(&g->nodes[members[0]].type);
+    uint32_t outside[LOOP_MAX_INPUTS + 2], n_out = 0;
+    size_t len = 0;
+    bool ok = true;
+    for (uint32_t i = 0; i < n && ok; i++) {
+        uint32_t id = members[i];
+        const kiln_node *m = &g->nodes[id];
+        if (m->op == KILN_OP_DROPOUT) return false;
+        /* (a SUM here is over every element: its axes are all of its input's) */
+        ok = key_add(key, &len, "%s d%d s%a(", kiln_op_table[m->op].name, m->type.dtype, m->attrs.scalar);
+        for (uint32_t j = 0; j < m->n_in && ok; j++) {
+            uint32_t x = m->in[j];
+            const uint32_t *in = bsearch(&x, members, n, sizeof *members, cmp_u32);
+            if (in) {
+                ok = key_add(key, &len, " m%td", in - members);
+                continue;
+            }
+            int64_t xn = kiln_type_numel(&g->nodes[x].type);
+            if (xn != numel && xn != 1) return false;
+            uint32_t o = 0;
+            while (o < n_out && outside[o] != x) o++;
+            if (o == n_out) {
+                if (n_out == LOOP_MAX_INPUTS + 2) return false;
+                outside[n_out++] = x;
+            }
+            ok = key_add(key, &len, " o%u%c%d", o, xn == numel ? 'f' : 's', g->nodes[x].type.dtype);
+        }
+        /* whether the value leaves the part, and which operand an update overwrites */
+        bool leaves = false;
+        for (uint32_t o = 0; o < g->n_outputs; o++) leaves |= g->outputs[o].node == id;
+        for (uint32_t k = r->start[id]; k < r->start[id + 1]; k++)
+            leaves |= !bsearch(&r->list[k], members, n, sizeof *members, cmp_u32);
+        for (uint32_t u = 0; u < g->n_updates && ok; u++) {
+            if (g->updates[u].value != id) continue;
+            uint32_t o = 0;
+            while (o < n_out && outside[o] != g->updates[u].target) o++;
+            ok = key_add(key, &len, " u%d", o < n_out ? (int)o : -1);
+            leaves = true;
+        }
+        ok = ok && key_add(key, &len, ")%s;", leaves ? "*" : "");
+    }
+    return ok;
+}
+
+/* The part of LOOP group gi, or false. */
+static bool make_part(fuser *f, const readers *r, uint32_t gi, part *p, char *key)
+{
+    const kiln_graph *g = f->g;
+    const group *gr = &f->groups[gi];
+    if (kiln_type_numel(&g->nodes[gr->members[0]].type) <= 0) return false;
+    bool update = false;
+    uint32_t sum = KILN_NONE;
+    for (uint32_t i = 0; i < gr->n; i++) {
+        uint32_t id = gr->members[i];
+        for (uint32_t u = 0; u < g->n_updates; u++) update |= g->updates[u].value == id;
+        for (uint32_t k = r->start[id]; k < r->start[id + 1] && sum == KILN_NONE; k++) {
+            uint32_t y = r->list[k];
+            const kiln_node *yn = &g->nodes[y];
+            if (yn->op == KILN_OP_SUM && free_node(f, y) && yn->type.dtype == KILN_F32 &&
+                yn->attrs.n_axes == g->nodes[id].type.rank && yn->n_in == 1)
+                sum = y;
+        }
+    }
+    if (!update && sum == KILN_NONE) return false;
+    p->group = gi;
+    p->n = gr->n + (sum != KILN_NONE);
+    p->members = xcalloc(p->n, sizeof *p->members);
+    memcpy(p->members, gr->members, gr->n * sizeof *p->members);
+    if (sum != KILN_NONE) p->members[gr->n] = sum;
+    qsort(p->members, p->n, sizeof *p->members, cmp_u32);
+    if (!part_key(f, r, p->members, p->n, key)) {
+        free(p->members);
+        return false;
+    }
+    p->key = strdup(key);
+    KILN_ASSERT(p->key != NULL);
+    return true;
+}
+
+/* Whether a member of one of the two sets reads a member of the other. */
+static bool reads_across(fuser *f, const uint32_t *a, uint32_t na, const uint32_t *b, uint32_t nb)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        const uint32_t *x = pass ? b : a, *y = pass ? a : b;
+        uint32_t nx = pass ? nb : na, ny = pass ? na : nb;
+        uint32_t stamp = ++f->stamp;
+        for (uint32_t i = 0; i < nx; i++) f->mark[x[i]] = stamp;
+        for (uint32_t i = 0; i < ny; i++)
+            for (uint32_t j = 0; j < f->g->nodes[y[i]].n_in; j++)
+                if (f->mark[f->g->nodes[y[i]].in[j]] == stamp) return true;
+    }
+    return false;
+}
+
+/* Tries to add part q to the kernel whose members (part after part) are have[0..n_have);
+ * true when the union stays acyclic and no part reads another. */
+static bool multi_fits(fuser *f, const uint32_t *have, uint32_t n_have, const part *q)
+{
+    if (reads_across(f, have, n_have, q->members, q->n)) return false;
+    uint32_t *all = xcalloc(n_have + q->n, sizeof *all);
+    memcpy(all, have, n_have * sizeof *all);
+    memcpy(all + n_have, q->members, q->n * sizeof *all);
+    qsort(all, n_have + q->n, sizeof *all, cmp_u32);
+    bool ok = acyclic(f, all, n_have + q->n);
+    free(all);
+    return ok;
+}
+
+static int by_key_then_first(const void *a, const void *b)
+{
+    const part *x = a, *y = b;
+    int c = strcmp(x->key, y->key);
+    return c ? c : cmp_u32(&x->members[0], &y->members[0]);
+}
+
+/* Moves part q into group gi (a MULTI group), retiring q's LOOP group. */
+static void multi_take(fuser *f, uint32_t gi, const part *q)
+{
+    group *gr = &f->groups[gi];
+    gr->members = realloc(gr->members, (gr->n + q->n) * sizeof *gr->members);
+    KILN_ASSERT(gr->members != NULL);
+    memcpy(gr->members + gr->n, q->members, q->n * sizeof *q->members);
+    gr->n += q->n;
+    gr->parts++;
+    group *old = &f->groups[q->group];
+    old->dead = true;
+    free(old->members);
+    old->members = NULL;
+    old->n = 0;
+    for (uint32_t i = 0; i < q->n; i++) f->group_of[q->members[i]] = gi;
+}
+
+static void group_multi(fuser *f, const readers *r)
+{
+    uint32_t n_groups = f->n_groups;
+    part *parts = xcalloc(n_groups, sizeof *parts);
+    uint32_t n_parts = 0;
+    char *key = xcalloc(MULTI_KEY_MAX, 1);
+    for (uint32_t gi = 0; gi < n_groups; gi++)
+        if (!f->groups[gi].dead && f->groups[gi].kind == KILN_KERNEL_LOOP && make_part(f, r, gi, &parts[n_parts], key))
+            n_parts++;
+    free(key);
+    qsort(parts, n_parts, sizeof *parts, by_key_then_first);
+    /* each run of equal keys, in node order: a part joins the first kernel of its key it
+     * fits; a kernel starts as a lone part and becomes a MULTI group at its second */
+    uint32_t *open = xcalloc(n_parts ? n_parts : 1, sizeof *open); /* a part index, or a group | bit 31 */
+    for (uint32_t a = 0, b; a < n_parts; a = b) {
+        for (b = a; b < n_parts && strcmp(parts[b].key, parts[a].key) == 0;) b++;
+        uint32_t n_open = 0;
+        for (uint32_t q = a; q < b; q++) {
+            bool placed = false;
+            for (uint32_t o = 0; o < n_open && !placed; o++) {
+                if (open[o] >> 31) {
+                    uint32_t gi = open[o] & 0x7fffffffu;
+                    group *gr = &f->groups[gi];
+                    if (gr->parts >= MULTI_MAX_PARTS || !multi_fits(f, gr->members, gr->n, &parts[q])) continue;
+                    multi_take(f, gi, &parts[q]);
+                } else {
+                    const part *first = &parts[open[o]];
+                    if (!multi_fits(f, first->members, first->n, &parts[q])) continue;
+                    uint32_t gi = f->n_groups++;
+                    f->groups[gi] = (group){xcalloc(1, sizeof(uint32_t)), 0, false, KILN_KERNEL_MULTI, 0};
+                    multi_take(f, gi, first);
+                    multi_take(f, gi, &parts[q]);
+                    open[o] = gi | 1u << 31;
+                }
+                placed = true;
+            }
+            if (!placed) open[n_open++] = q;
+        }
+    }
+    for (uint32_t i = 0; i < n_parts; i++) {
+        free(parts[i].members);
+        free(parts[i].key);
+    }
+    free(open);
+    free(parts);
+}
+
+/* Sibling GEMMs: kernels that are one GEMM [with its epilogue], wired alike (equal
+ * shapes, flags and epilogues) and reading one same operand — an attention's q, k and v
+ * projections of one input, or their weight gradients, which all read that input — run
+ * as one GEMM kernel of several parts when none depends on another. */
+#define GEMM_MAX_PARTS 4
+/* Siblings are near each other in the graph's order: GEMMs far apart reading one value
+ * (a checkpointed block's recomputed projection and the forward's) would move work across
+ * the schedule and lengthen lives — the recomputation would run in the forward. */
+#define GEMM_SIBLING_WINDOW 48
+
+/* The members of the GEMM chain starting at matmul mm: its group's, or mm alone. */
+static uint32_t gemm_chain(const fuser *f, uint32_t mm, const uint32_t **members)
+{
+    uint32_t gi = f->group_of[mm];
+    if (gi == KILN_NONE) {
+        *members = NULL;
+        return 1;
+    }
+    *members = f->groups[gi].members;
+    return f->groups[gi].n;
+}
+
+static bool gemm_key(const fuser *f, const readers *r, uint32_t mm, char *key)
+{
+    const kiln_graph *g = f->g;
+    const uint32_t *ms;
+    uint32_t n = gemm_chain(f, mm, &ms);
+    size_t len = 0;
+    char t[160];
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t id = ms ? ms[i] : mm;
+        const kiln_node *m = &g->nodes[id];
+        if (!key_add(key, &len, "%s %s s%a t%d%d (", kiln_op_table[m->op].name, kiln_type_str(&m->type, t, sizeof t),
+                     m->attrs.scalar, m->attrs.transpose_a, m->attrs.transpose_b))
+            return false;
+        for (uint32_t j = 0; j < m->n_in; j++) {
+            uint32_t x = m->in[j];
+            bool inside = false;
+            for (uint32_t q = 0; q < n && ms; q++) inside |= ms[q] == x;
+            if (!key_add(key, &len, "%s ", inside ? "m" : kiln_type_str(&g->nodes[x].type, t, sizeof t))) return false;
+        }
+        bool leaves = is_output_or_update(g, id);
+        for (uint32_t k = r->start[id]; k < r->start[id + 1]; k++) {
+            bool inside = false;
+            for (uint32_t q = 0; q < n && ms; q++) inside |= ms[q] == r->list[k];
+            leaves |= !inside;
+        }
+        if (!key_add(key, &len, ")%s;", leaves ? "*" : "")) return false;
+    }
+    return true;
+}
+
+static void group_sibling_gemms(fuser *f, const readers *r)
+{
+    const kiln_graph *g = f->g;
+    char *key = xcalloc(MULTI_KEY_MAX, 1), *other = xcalloc(MULTI_KEY_MAX, 1);
+    for (uint32_t mm = 0; mm < g->n_nodes; mm++) {
+        const kiln_node *n = &g->nodes[mm];
+        if (!f->has_kernel[mm] || !kiln_matmul_is_one_gemm(g, n)) continue;
+        uint32_t gi = f->group_of[mm];
+        if (gi != KILN_NONE && (f->groups[gi].kind != KILN_KERNEL_GEMM || f->groups[gi].parts != 1)) continue;
+        if (!gemm_key(f, r, mm, key)) continue;
+        /* later matmuls reading one of mm's operands in the same slot */
+        uint32_t sib[GEMM_MAX_PARTS], n_sib = 0;
+        for (uint32_t slot = 0; slot < 2 && n_sib == 0; slot++) {
+            /* the operand, or another reshape view of the same memory of its type (a
+             * graph without CSE reshapes one value once per reader) */
+            uint32_t x = n->in[slot], root = x;
+            while (g->nodes[root].op == KILN_OP_RESHAPE && !f->has_kernel[root]) root = g->nodes[root].in[0];
+            uint32_t views[8], n_views = 0;
+            views[n_views++] = x;
+            for (uint32_t k = r->start[root]; k < r->start[root + 1] && n_views < 8; k++) {
+                uint32_t v = r->list[k];
+                if (v != x && g->nodes[v].op == KILN_OP_RESHAPE && !f->has_kernel[v] &&
+                    kiln_type_equal(&g->nodes[v].type, &g->nodes[x].type))
+                    views[n_views++] = v;
+            }
+            if (root != x && n_views < 8 && kiln_type_equal(&g->nodes[root].type, &g->nodes[x].type)) views[n_views++] = root;
+            for (uint32_t vi = 0; vi < n_views; vi++)
+            for (uint32_t k = r->start[views[vi]]; k < r->start[views[vi] + 1] && n_sib < GEMM_MAX_PARTS - 1; k++) {
+                uint32_t y = r->list[k];
+                const kiln_node *yn = &g->nodes[y];
+                if (y <= mm || y - mm > GEMM_SIBLING_WINDOW || yn->op != KILN_OP_MATMUL || yn->in[slot] != views[vi] ||
+                    in_list(sib, n_sib, y))
+                    continue;
+                if (!f->has_kernel[y] || !kiln_matmul_is_one_gemm(g, yn)) continue;
+                uint32_t gy = f->group_of[y];
+                if (gy != KILN_NONE && (f->groups[gy].kind != KILN_KERNEL_GEMM || f->groups[gy].parts != 1)) continue;
+                if (!gemm_key(f, r, y, other) || strcmp(key, other) != 0) continue;
+                sib[n_sib++] = y;
+            }
+        }
+        if (n_sib == 0) continue;
+        /* the kernel: mm's chain, then each sibling's that still fits */
+        const uint32_t *ms;
+        uint32_t per = gemm_chain(f, mm, &ms);
+        uint32_t *have = xcalloc(per * GEMM_MAX_PARTS, sizeof *have), n_have = per, parts = 1;
+        memcpy(have, ms ? ms : &mm, per * sizeof *have);
+        for (uint32_t i = 0; i < n_sib; i++) {
+            const uint32_t *ys;
+            gemm_chain(f, sib[i], &ys);
+            part q = {KILN_NONE, (uint32_t *)(ys ? ys : &sib[i]), per, NULL};
+            if (!multi_fits(f, have, n_have, &q)) continue;
+            memcpy(have + n_have, q.members, per * sizeof *have);
+            n_have += per;
+            parts++;
+        }
+        if (parts == 1) {
+            free(have);
+            continue;
+        }
+        uint32_t into = f->n_groups++;
+        for (uint32_t i = 0; i < n_have; i++) {
+            uint32_t old = f->group_of[have[i]];
+            if (old != KILN_NONE && !f->groups[old].dead) {
+                f->groups[old].dead = true;
+                free(f->groups[old].members);
+                f->groups[old].members = NULL;
+                f->groups[old].n = 0;
+            }
+            f->group_of[have[i]] = into;
+        }
+        f->groups[into] = (group){have, n_have, false, KILN_KERNEL_GEMM, parts};
+    }
+    free(key);
+    free(other);
 }
 
 /* ---- the schedule ---------------------------------------------------------------------------- */
@@ -517,7 +883,8 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
         s->kernel_of[id] = KILN_NONE;
     }
 
-    fuser f = {g, req, has_kernel, xcalloc(nn, sizeof(uint32_t)), xcalloc(nn, sizeof(group)), 0,
+    /* groups: at most one per node, and a MULTI group per two of them */
+    fuser f = {g, req, has_kernel, xcalloc(nn, sizeof(uint32_t)), xcalloc(nn + nn / 2 + 1, sizeof(group)), 0,
                xcalloc(nn, sizeof(uint32_t)), 0, xcalloc(nn, sizeof(uint32_t))};
     for (uint32_t id = 0; id < nn; id++) f.group_of[id] = KILN_NONE;
     s->view = xcalloc(nn, 1);
@@ -525,9 +892,11 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     if (req->enable_loop) fold_input_transposes(&f, &r, s->view);
     group_attention(&f, &r);
     if (req->enable_gemm) group_gemms(&f, &r);
+    if (req->enable_gemm) group_sibling_gemms(&f, &r);
+    group_loops(&f);
+    if (req->enable_loop) group_multi(&f, &r);
     free(r.start);
     free(r.list);
-    group_loops(&f);
 
     /* kernels: each live group, then every other node with a kernel on its own */
     for (uint32_t gi = 0; gi < f.n_groups; gi++) {
@@ -535,6 +904,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
         if (gr->dead) continue;
         kiln_kernel *k = &s->kernels[s->n_kernels++];
         k->kind = gr->kind == KILN_KERNEL_LOOP && gr->n == 1 ? KILN_KERNEL_NODE : gr->kind;
+        k->parts = gr->parts;
         k->first = s->n_members;
         k->n = gr->n;
         for (uint32_t i = 0; i < gr->n; i++) s->members[s->n_members++] = gr->members[i];
@@ -543,6 +913,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
         if (!has_kernel[id] || f.group_of[id] != KILN_NONE) continue;
         kiln_kernel *k = &s->kernels[s->n_kernels++];
         k->kind = KILN_KERNEL_NODE;
+        k->parts = 1;
         k->first = s->n_members;
         k->n = 1;
         s->members[s->n_members++] = id;

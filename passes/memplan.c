@@ -177,17 +177,24 @@ static uint32_t position(const kiln_plan_request *req, uint32_t id)
 
 /* Whether the new value v may be computed into target t's storage by a kernel that also
  * reads t: only an elementwise (LOOP) kernel whose every read of t is direct — the element
- * it writes is the element it read, at the same offset (v and t have one type). */
+ * it writes is the element it read, at the same offset (v and t have one type) — or the
+ * part of a MULTI kernel that computes v, when no other part reads t (another part walks
+ * its elements in its own order, maybe on another thread). */
 static bool reads_in_step(const kiln_graph *g, const kiln_plan_request *req, uint32_t t, uint32_t v)
 {
     if (!req->schedule) return false;
     const kiln_kernel_schedule *s = req->schedule;
     const kiln_kernel *k = &s->kernels[s->kernel_of[v]];
-    if (k->kind != KILN_KERNEL_LOOP) return false;
+    if (k->kind != KILN_KERNEL_LOOP && k->kind != KILN_KERNEL_MULTI) return false;
+    uint32_t per_part = k->n / k->parts, vpart = 0;
+    for (uint32_t i = 0; i < k->n; i++)
+        if (s->members[k->first + i] == v) vpart = i / per_part;
     for (uint32_t i = 0; i < k->n; i++) {
         const kiln_node *m = &g->nodes[s->members[k->first + i]];
+        bool own = i / per_part == vpart;
         for (uint32_t j = 0; j < m->n_in; j++) {
             uint32_t x = m->in[j];
+            if (x == t && !own) return false;
             if (x == t) continue;
             /* a view of t read at another index */
             while (g->nodes[x].op == KILN_OP_RESHAPE && !s->internal[x] && s->kernel_of[x] == KILN_NONE)
@@ -196,6 +203,35 @@ static bool reads_in_step(const kiln_graph *g, const kiln_plan_request *req, uin
         }
     }
     return true;
+}
+
+/* A MULTI kernel's parts must agree on which of their values are computed in place (its
+ * code is one loop for every part): where they do not, the in-place ones become copies. */
+static void uniform_multi_updates(const kiln_graph *g, const kiln_plan_request *req, kiln_memplan *p, uint32_t end)
+{
+    const kiln_kernel_schedule *s = req->schedule;
+    for (uint32_t ki = 0; s && ki < s->n_kernels; ki++) {
+        const kiln_kernel *k = &s->kernels[ki];
+        if (k->kind != KILN_KERNEL_MULTI) continue;
+        uint32_t per_part = k->n / k->parts;
+        for (uint32_t i = 0; i < per_part; i++) {
+            uint32_t n_inplace = 0;
+            for (uint32_t q = 0; q < k->parts; q++)
+                n_inplace += p->homes[s->members[k->first + q * per_part + i]].kind == KILN_HOME_UPDATE;
+            if (n_inplace == 0 || n_inplace == k->parts) continue;
+            for (uint32_t q = 0; q < k->parts; q++) {
+                uint32_t v = s->members[k->first + q * per_part + i];
+                kiln_home *h = &p->homes[v];
+                if (h->kind != KILN_HOME_UPDATE) continue;
+                h->kind = KILN_HOME_WORKSPACE;
+                h->index = 0;
+                h->offset = 0;
+                h->last = end;
+                for (uint32_t u = 0; u < g->n_updates; u++)
+                    if (g->updates[u].value == v) p->update_copies[p->n_update_copies++] = u;
+            }
+        }
+    }
 }
 
 static void place_updates(const kiln_graph *g, const kiln_plan_request *req, const unsigned char *needed,
@@ -258,6 +294,7 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
     }
     for (uint32_t i = 0; i < p->n_copies; i++) p->homes[root_of(p, p->copies[i].node)].last = end;
     place_updates(g, req, needed, p, end);
+    uniform_multi_updates(g, req, p, end);
 
     /* the buffers to place */
     buffer *bufs = xcalloc(2 * (size_t)n, sizeof *bufs);

@@ -159,14 +159,19 @@ static param_plan plan_param(const kiln_optim_config *cfg, const char *name)
 typedef struct step_scalars {
     uint32_t lr;     /* lr · lr_scale */
     uint32_t decay;  /* adamw: 1 − lr·wd */
+    uint32_t step_size; /* adamw: lr / (1 − β1^t), once per setting rather than per
+                           parameter (a rank-0 node per parameter would be a kernel each) */
 } step_scalars;
 
 static step_scalars scalars_for(opt_ctx *c, const kiln_optim_config *cfg, uint32_t lr, uint32_t one,
-                                const param_plan *pp)
+                                uint32_t step_div, const param_plan *pp)
 {
-    step_scalars s = {KILN_NONE, KILN_NONE};
+    step_scalars s = {KILN_NONE, KILN_NONE, KILN_NONE};
     s.lr = pp->lr_scale == 1.0 ? lr : scale(c, lr, pp->lr_scale);
-    if (cfg->kind == KILN_OPTIM_ADAMW) s.decay = op2(c, KILN_OP_SUB, one, scale(c, s.lr, pp->weight_decay));
+    if (cfg->kind == KILN_OPTIM_ADAMW) {
+        s.decay = op2(c, KILN_OP_SUB, one, scale(c, s.lr, pp->weight_decay));
+        s.step_size = op2(c, KILN_OP_DIV, s.lr, step_div);
+    }
     return s;
 }
 
@@ -243,7 +248,7 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
         while (j < i && !(pp[j].trained && pp[j].lr_scale == pp[i].lr_scale &&
                           pp[j].weight_decay == pp[i].weight_decay))
             j++;
-        ss[i] = j < i ? ss[j] : scalars_for(&c, cfg, out->lr, one, &pp[i]);
+        ss[i] = j < i ? ss[j] : scalars_for(&c, cfg, out->lr, one, step_div, &pp[i]);
     }
 
     for (uint32_t i = 0; i < n && !c.failed; i++) {
@@ -263,8 +268,7 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
                                  scale(&c, op1(&c, KILN_OP_SQUARE, grad), 1.0 - cfg->beta2));
             uint32_t denom = op2(&c, KILN_OP_ADD, op2(&c, KILN_OP_DIV, op1(&c, KILN_OP_SQRT, v_new), sqrt_bc2),
                                  constant(&c, cfg->eps));
-            uint32_t step_size = op2(&c, KILN_OP_DIV, ss[i].lr, step_div);
-            uint32_t delta = op2(&c, KILN_OP_MUL, op2(&c, KILN_OP_DIV, m_new, denom), step_size);
+            uint32_t delta = op2(&c, KILN_OP_MUL, op2(&c, KILN_OP_DIV, m_new, denom), ss[i].step_size);
             update(&c, m, m_new);
             update(&c, v, v_new);
             update(&c, p, op2(&c, KILN_OP_SUB, decayed, delta));

@@ -75,11 +75,16 @@ typedef enum kiln_kernel_kind {
     KILN_KERNEL_ATTENTION,      /* an attention, [the transpose of its result it writes directly] */
     KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [their transposes] */
     KILN_KERNEL_GEMM,   /* a matmul with its epilogue: [scale] [+ bias] [activation] [+ residual] */
+    KILN_KERNEL_MULTI,  /* one elementwise loop [ending in a sum over every element], the same
+                           for each of `parts` tensors of any sizes (the optimizer update of
+                           every parameter; every gradient's Σg²): one kernel over them all */
 } kiln_kernel_kind;
 
 typedef struct kiln_kernel {
     kiln_kernel_kind kind;
     uint32_t first, n;         /* members: schedule.members[first .. first + n), node order */
+    uint32_t parts;            /* MULTI: n / parts members per part, part after part, each in
+                                  node order and wired alike; 1 for every other kind */
 } kiln_kernel;
 
 typedef struct kiln_kernel_schedule {

@@ -92,7 +92,7 @@ static void add(text *t, const char *fmt, ...)
     }
 }
 
-static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad", "gemm"};
+static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad", "gemm", "multi"};
 
 /* The graph's text followed by the kernels, one line each: kind and members. */
 static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
@@ -107,6 +107,7 @@ static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
         add(&t, "kernel %u %s:", k, kind_names[kn->kind]);
         for (uint32_t i = 0; i < kn->n; i++) {
             uint32_t id = s->members[kn->first + i];
+            if (i > 0 && kn->parts > 1 && i % (kn->n / kn->parts) == 0) add(&t, " |"); /* next part */
             add(&t, " %%%u%s", id, s->internal[id] ? "" : "*");
         }
         add(&t, "\n");
