@@ -369,9 +369,11 @@ static bool generate_modules(const kiln_compile_request *req, const kiln_aot_opt
         return false;
     }
     const kiln_compile_request *p = opt->prefill, *s = opt->decode_step;
-    bool same = p->n_states == s->n_states && pm->prog.plan.optim_bytes == sm->prog.plan.optim_bytes;
+    bool same = p->n_states == s->n_states && pm->prog.plan.optim_bytes == sm->prog.plan.optim_bytes &&
+                pm->prog.n_states == p->n_states && sm->prog.n_states == s->n_states;
+    /* the plans' ids are the programs' graphs' (simplify rebuilds them): their translated states */
     for (uint32_t i = 0; same && i < p->n_states; i++)
-        same = pm->prog.plan.homes[p->states[i]].offset == sm->prog.plan.homes[s->states[i]].offset;
+        same = pm->prog.plan.homes[pm->prog.states[i]].offset == sm->prog.plan.homes[sm->prog.states[i]].offset;
     if (same) return true;
     kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the prefill and the decode step lay out the KV cache differently");
     kiln_module_free(pm);
