@@ -368,11 +368,12 @@ static bool generate_modules(const kiln_compile_request *req, const kiln_aot_opt
         kiln_module_free(pm);
         return false;
     }
-    /* the programs' translated state lists: simplify may have renumbered the nodes */
-    const kiln_program *p = &pm->prog, *s = &sm->prog;
-    bool same = p->n_states == s->n_states && p->plan.optim_bytes == s->plan.optim_bytes;
+    const kiln_compile_request *p = opt->prefill, *s = opt->decode_step;
+    bool same = p->n_states == s->n_states && pm->prog.plan.optim_bytes == sm->prog.plan.optim_bytes &&
+                pm->prog.n_states == p->n_states && sm->prog.n_states == s->n_states;
+    /* the plans' ids are the programs' graphs' (simplify rebuilds them): their translated states */
     for (uint32_t i = 0; same && i < p->n_states; i++)
-        same = p->plan.homes[p->states[i]].offset == s->plan.homes[s->states[i]].offset;
+        same = pm->prog.plan.homes[pm->prog.states[i]].offset == sm->prog.plan.homes[sm->prog.states[i]].offset;
     if (same) return true;
     kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the prefill and the decode step lay out the KV cache differently");
     kiln_module_free(pm);

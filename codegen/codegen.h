@@ -187,6 +187,8 @@ typedef struct kiln_compiled {
     char *dump;                    /* the pipeline's --dump-after text, or NULL (malloc'd) */
     double ms_build, ms_optimize, ms_jit;  /* compile time, by stage */
     kiln_kernel_schedule sched;    /* the kernels, in call order (profile slot k = kernel k) */
+    const kiln_graph *g;           /* the graph sched's node ids are in: req->g, or simplify's */
+    kiln_graph *g_owned;           /* simplify's rebuilt graph (malloc'd), or NULL */
     char **kernel_fns;             /* with req->profile: per kernel, the LLVM function it calls */
 } kiln_compiled;
 
@@ -211,9 +213,6 @@ bool kiln_codegen_program(const kiln_compile_request *req, kiln_program *prog, k
  * the program graph's ids (kiln_codegen_program to translate the request's). Free the
  * plan with kiln_memplan_free. */
 bool kiln_codegen_plan(const kiln_compile_request *req, kiln_memplan *plan, int *n_kernels, kiln_diags *d);
-/* The kernel schedule compile would use, without building code (`kiln compile --emit dot`).
- * Free it with kiln_schedule_free. */
-bool kiln_codegen_schedule(const kiln_compile_request *req, kiln_kernel_schedule *sched, kiln_diags *d);
 
 /* The pipeline's --dump-after text for a request (req->pipeline), malloc'd; NULL with a
  * diagnostic when planning fails. */

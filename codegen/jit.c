@@ -145,25 +145,6 @@ char *kiln_codegen_dump(const kiln_compile_request *req, kiln_diags *d)
     return text;
 }
 
-bool kiln_codegen_schedule(const kiln_compile_request *req, kiln_kernel_schedule *sched, kiln_diags *d)
-{
-    kiln_target host;
-    const kiln_target *t = req->target;
-    if (!t) {
-        if (!kiln_target_host(&host, d)) return false;
-        t = &host;
-    }
-    kiln_program prog;
-    bool ok = plan(req, t, &prog, d);
-    if (ok) {
-        *sched = prog.sched; /* the caller frees the schedule */
-        prog.sched = (kiln_kernel_schedule){0};
-        kiln_program_free(&prog);
-    }
-    if (t == &host) kiln_target_free(&host);
-    return ok;
-}
-
 /* ---- building and optimising ----------------------------------------------------------- */
 
 static void entry_name(const kiln_compile_request *req, char *buf, size_t size)
@@ -504,6 +485,9 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     prog.dump = NULL;
     out->sched = prog.sched; /* kept for the caller (profile slots); freed with out */
     prog.sched = (kiln_kernel_schedule){0};
+    out->g = prog.g; /* with the graph its ids are in */
+    out->g_owned = prog.owned;
+    prog.owned = NULL;
     kiln_program_free(&prog);
 done_target:
     if (t == &host) kiln_target_free(&host);
@@ -525,5 +509,7 @@ void kiln_compiled_free(kiln_compiled *c)
     for (uint32_t k = 0; c->kernel_fns && k < c->sched.n_kernels; k++) free(c->kernel_fns[k]);
     free(c->kernel_fns);
     kiln_schedule_free(&c->sched);
+    if (c->g_owned) kiln_graph_free(c->g_owned);
+    free(c->g_owned);
     memset(c, 0, sizeof *c);
 }

@@ -408,7 +408,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
         cJSON_AddNumberToObject(o, train ? "step_ms_min" : "forward_ms_min", best);
         if (train) cJSON_AddNumberToObject(o, "optim_bytes", (double)cr.c.optim_bytes);
         cJSON_AddNumberToObject(o, "gflops_median", flops / median / 1e6);
-        if (per_kernel) per_kernel_report(g, &cr.c.sched, cr.c.kernel_fns, n_times, mean, o);
+        if (per_kernel) per_kernel_report(cr.c.g, &cr.c.sched, cr.c.kernel_fns, n_times, mean, o);
         char *text = cJSON_Print(o);
         puts(text);
         free(text);
@@ -425,7 +425,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
         }
         printf("%s (%s): median %.3f ms, min %.3f ms over %d runs; %.1f GFLOP/s at the median\n",
                train ? "training step" : "forward", mode, median, best, n_times, flops / median / 1e6);
-        if (per_kernel) per_kernel_report(g, &cr.c.sched, cr.c.kernel_fns, n_times, mean, NULL);
+        if (per_kernel) per_kernel_report(cr.c.g, &cr.c.sched, cr.c.kernel_fns, n_times, mean, NULL);
     }
     status = EXIT_OK;
 

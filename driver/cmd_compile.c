@@ -193,10 +193,10 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         }
         if (emit && strcmp(emit, "dot") == 0) {
             const kiln_compile_request *r = train ? &treq : &req;
-            kiln_kernel_schedule sched;
-            if (!kiln_codegen_schedule(r, &sched, diags)) goto done;
-            text = dot_schedule(r->g, &sched, detail && strcmp(detail, "nodes") == 0);
-            kiln_schedule_free(&sched);
+            kiln_program prog; /* its schedule is over its graph (simplify rebuilds it) */
+            if (!kiln_codegen_program(r, &prog, diags)) goto done;
+            text = dot_schedule(prog.g, &prog.sched, detail && strcmp(detail, "nodes") == 0);
+            kiln_program_free(&prog);
         } else if (emit && train) {
             text = kiln_codegen_emit(&treq, strcmp(emit, "asm") == 0, diags);
             if (!text) goto done;
