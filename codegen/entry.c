@@ -209,7 +209,7 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
     }
     if (kn->kind == KILN_KERNEL_GEMM) {
         gemm_kernel gks[8];
-        KILN_ASSERT(kn->parts <= 8);
+        KILN_ASSERT(kn->parts >= 1 && kn->parts <= 8);
         call->n_args = 0;
         size_t len = 0;
         bool shareable = true;

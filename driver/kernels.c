@@ -51,6 +51,7 @@ void kernel_kind(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
     buf[0] = '\0';
     switch (kn->kind) {
     case KILN_KERNEL_LOOP: append(buf, size, &len, "loop"); break;
+    case KILN_KERNEL_MULTI: append(buf, size, &len, "multi(%u tensors)", kn->parts); break;
     case KILN_KERNEL_ATTENTION: append(buf, size, &len, "attention"); break;
     case KILN_KERNEL_ATTENTION_GRAD: append(buf, size, &len, "attention_grad"); break;
     case KILN_KERNEL_NODE: append(buf, size, &len, "%s", kiln_op_table[g->nodes[member(s, k, 0)].op].name); break;
