@@ -113,8 +113,9 @@ static bool acyclic(fuser *f, const uint32_t *members, uint32_t n)
 {
     const kiln_graph *g = f->g;
     uint32_t first = members[0], top = 0;
+    /* two fresh stamps, both at most f->stamp: the next ++f->stamp must not reuse one */
     f->stamp += 2;
-    uint32_t in_set = f->stamp, visited = f->stamp + 1;
+    uint32_t in_set = f->stamp - 1, visited = f->stamp;
     for (uint32_t i = 0; i < n; i++) f->mark[members[i]] = in_set;
     for (uint32_t i = 0; i < n; i++) {
         const kiln_node *m = &g->nodes[members[i]];
