@@ -79,6 +79,7 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_LOG_SOFTMAX] = {lower_softmax},
     [KILN_OP_LAYERNORM] = {lower_layernorm},
     [KILN_OP_ATTENTION] = {lower_attention, false, attention_scratch_bytes},
+    [KILN_OP_ATTENTION_LSE] = {lower_attention_lse, false, attention_scratch_bytes},
     [KILN_OP_CROSS_ENTROPY] = {lower_cross_entropy, true, cross_entropy_scratch_bytes},
 
     [KILN_OP_UNSLICE] = {lower_unslice},
@@ -100,8 +101,17 @@ void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, con
         const lower_row *row = &kiln_lower_table[g->nodes[id].op];
         bytes[id] = row->scratch ? row->scratch(g, &g->nodes[id], t) : 0;
     }
-    /* an attention_grad group needs its group's scratch, once: on its first node */
+    /* an attention kernel needs its group's scratch, once: on its first node */
     for (uint32_t k = 0; s && k < s->n_kernels; k++) {
+        if (s->kernels[k].kind == KILN_KERNEL_ATTENTION) { /* attention and attention_lse: one forward */
+            for (uint32_t i = 0; i < s->kernels[k].n; i++) {
+                uint32_t m = s->members[s->kernels[k].first + i];
+                if (g->nodes[m].op == KILN_OP_ATTENTION_LSE) bytes[m] = 0;
+            }
+            attention_kernel ak;
+            attention_kernel_describe(g, s, k, &ak);
+            bytes[ak.first] = attention_scratch_bytes(g, &g->nodes[ak.first], t);
+        }
         if (s->kernels[k].kind != KILN_KERNEL_ATTENTION_GRAD) continue;
         attention_kernel ak;
         attention_kernel_describe(g, s, k, &ak);
