@@ -94,6 +94,7 @@ typedef struct attn_geom {
     int64_t n_bh, T, S, dh, dv;
     double scale;
     bool causal, has_mask, has_bias;
+    bool alibi;                      /* the bias is a slope per head, times |i − j| */
     bool has_stats;                  /* backward: o and lse are inputs (ATTN_O, ATTN_LSE) */
     attn_fwd_want want;              /* forward: the results written */
     kiln_dtype mask_dt;
@@ -130,7 +131,7 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
     G->T = qt->dims[r - 2], G->dh = qt->dims[r - 1], G->S = kt->dims[r - 2], G->dv = vt->dims[r - 1];
     const kiln_attrs *a = &n->attrs;
     G->scale = a->scalar;
-    G->causal = a->causal, G->has_mask = a->has_mask, G->has_bias = a->has_bias;
+    G->causal = a->causal, G->has_mask = a->has_mask, G->has_bias = a->has_bias, G->alibi = a->alibi;
     G->mask_dt = KILN_F32;
     uint32_t next = 3;
     if (a->has_mask) {
@@ -204,6 +205,7 @@ typedef struct ak {
     LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy;
     /* the current query block: first query, valid queries, lanes that are real queries */
     LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
+    LLVMValueRef slope, qpos[NQ]; /* alibi: the head's slope, the lanes' query positions */
 } ak;
 
 static LLVMValueRef add(ak *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(a->cg->b, x, y, ""); }
@@ -338,9 +340,12 @@ static void q_block_begin(ak *a, LLVMValueRef qb)
     a->nqv = imin(a, cg_i64(cg, a->B.bq), sub(a, cg_i64(cg, G->T), a->i0));
     LLVMValueRef nq = splat(a, a->nqv);
     int64_t bT = G->bstride[G->r - 2];
+    if (G->alibi) a->slope = splat(a, cg_load(cg, KILN_F32, a->bias, a->bias_off));
     for (int v = 0; v < NQ; v++) {
         a->lane_ok[v] = LLVMBuildICmp(cg->b, LLVMIntSLT, iota(a, cg->t_i64, v * a->B.w), nq, "");
-        if (G->has_bias) /* the bias element of each lane's query, key 0 */
+        if (G->alibi)
+            a->qpos[v] = LLVMBuildSIToFP(cg->b, add(a, splat(a, a->i0), iota(a, cg->t_i64, v * a->B.w)), a->vt, "");
+        else if (G->has_bias) /* the bias element of each lane's query, key 0 */
             a->bias_lanes[v] = add(a, splat(a, add(a, a->bias_off, mulc(a, a->i0, bT))),
                                    LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * a->B.w), splat(a, cg_i64(cg, bT)), ""));
     }
@@ -434,7 +439,11 @@ static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef 
             LLVMValueRef s = ld(a, acc[r][v]);
             if (finish) {
                 s = cg_fmul(cg, s, scale);
-                if (G->has_bias) {
+                if (G->alibi) { /* + slope·|j − i|, nothing gathered */
+                    LLVMValueRef jf = splat(a, LLVMBuildSIToFP(cg->b, j[r], cg->t_f32, ""));
+                    LLVMValueRef dist = cg_intrinsic1(cg, "llvm.fabs", cg_fsub(cg, jf, a->qpos[v]));
+                    s = fma_v(a, a->slope, dist, s);
+                } else if (G->has_bias) {
                     LLVMValueRef bj = splat(a, mulc(a, j[r], G->bstride[G->r - 1]));
                     s = cg_fadd(cg, s, vgather(a, a->bias, add(a, a->bias_lanes[v], bj), a->lane_ok[v]));
                 }

@@ -129,7 +129,8 @@ bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t
         if (at->bias) {
             idx[r - 2] = i;
             idx[r - 1] = j;
-            s += at->bias[kiln_interp_offset(idx, at->bstride, (int)r)];
+            double b = at->bias[kiln_interp_offset(idx, at->bstride, (int)r)];
+            s += a->alibi ? b * (double)(i > j ? i - j : j - i) : b; /* alibi: a slope per head */
         }
         p[j] = s;
         if (isnan(s)) any_nan = true;

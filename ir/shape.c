@@ -467,7 +467,10 @@ static bool rule_attention(rule_ctx *c)
             int64_t s = b->dims[i], t = scores.dims[r - b->rank + i];
             if (s != t && s != 1) return fail(c, "bias %s does not broadcast to scores %s", ts(b), ts(&scores));
         }
+        if (a->alibi && ((b->rank >= 1 && b->dims[b->rank - 1] != 1) || (b->rank >= 2 && b->dims[b->rank - 2] != 1)))
+            return fail(c, "alibi slopes %s must be 1 along the query and key dims", ts(b));
     }
+    if (a->alibi && !a->has_bias) return fail(c, "alibi needs its slopes as the bias input");
     *c->out = *q;
     c->out->dims[r - 1] = v->dims[r - 1];
     return check_size(c, c->out); /* (…,T,dv) can outgrow q (…,T,dh) and v (…,S,dv) */

@@ -422,7 +422,7 @@ static void rule_attention(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g
     KILN_ASSERT(n->n_in + 3 <= 8);
     memcpy(in, n->in, n->n_in * sizeof *in);
     kiln_attrs a = {.scalar = n->attrs.scalar, .causal = n->attrs.causal, .has_mask = n->attrs.has_mask,
-                    .has_bias = n->attrs.has_bias};
+                    .has_bias = n->attrs.has_bias, .alibi = n->attrs.alibi};
     /* the forward's output and row log-sum-exp (one forward kernel computes both), so the
      * backward kernel skips recomputing the softmax statistics */
     in[n->n_in] = y;
@@ -437,6 +437,15 @@ static void rule_attention(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g
     if (n->attrs.has_bias && ad_wants(c, n, bias)) {
         a.wrt = KILN_WRT_SCORES;
         uint32_t scores = ad_op(c, KILN_OP_ATTENTION_GRAD, in, n_grad_in, &a);
+        if (n->attrs.alibi) { /* bias = slope·|i − j|: the slope gets Σ dscores·|i − j| */
+            const kiln_type *st = &c->g->nodes[scores].type;
+            int64_t T = st->dims[st->rank - 2], S = st->dims[st->rank - 1];
+            kiln_attrs ti = {.dtype = KILN_F32, .rank = 2, .shape = {T, 1}, .axis = 0};
+            kiln_attrs tj = {.dtype = KILN_F32, .rank = 2, .shape = {1, S}, .axis = 1};
+            uint32_t i = ad_op(c, KILN_OP_IOTA, NULL, 0, &ti), j = ad_op(c, KILN_OP_IOTA, NULL, 0, &tj);
+            uint32_t dist = ad_op1(c, KILN_OP_ABS, ad_op2(c, KILN_OP_SUB, i, j)); /* (T, S) */
+            scores = ad_op2(c, KILN_OP_MUL, scores, dist);
+        }
         ad_give(c, n, bias, ad_unbroadcast(c, scores, in_k(n, bias)));
     }
 }

@@ -189,7 +189,8 @@ static void call_kernel(void *fn, void **a, int n)
 
 enum mask_kind { MASK_NONE, MASK_F32, MASK_I32 };
 enum bias_kind { BIAS_NONE, BIAS_ALIBI /* (H,T,S) */, BIAS_BATCH /* (B,1,1,S) */, BIAS_TS /* (T,S) */,
-                 BIAS_FULL /* (B,H,T,S) */, BIAS_HEAD /* (H,1,1) */ };
+                 BIAS_FULL /* (B,H,T,S) */, BIAS_HEAD /* (H,1,1) */,
+                 BIAS_SLOPES /* (H,1,1) ALiBi slopes: the op's alibi attribute, in-kernel */ };
 
 typedef struct acase {
     int64_t B, H, T, S, dh, dv;
@@ -290,7 +291,7 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
         case BIAS_BATCH: rank = 4, bd[0] = B, bd[1] = 1, bd[2] = 1, bd[3] = S; break;
         case BIAS_TS: rank = 2, bd[0] = T, bd[1] = S; break;
         case BIAS_FULL: rank = 4, bd[0] = B, bd[1] = H, bd[2] = T, bd[3] = S; break;
-        default: rank = 3, bd[0] = H, bd[1] = 1, bd[2] = 1; break;
+        default: rank = 3, bd[0] = H, bd[1] = 1, bd[2] = 1; break; /* BIAS_HEAD, BIAS_SLOPES */
         }
         int64_t n = 1;
         for (int i = 0; i < rank; i++) n *= bd[i];
@@ -300,6 +301,9 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
                 for (int64_t i = 0; i < T; i++)
                     for (int64_t j = 0; j < S; j++)
                         b[(h * T + i) * S + j] = -(float)pow(2.0, -(double)(h + 1)) * (float)llabs(i - j);
+        if (c->bias == BIAS_SLOPES) /* −slope_h; the kernel multiplies by |i − j| */
+            for (int64_t h = 0; h < H; h++) b[h] = -(float)pow(2.0, -8.0 * (double)(h + 1) / (double)H);
+        at.alibi = c->bias == BIAS_SLOPES;
         a->in[a->n_in] = add_input(a, rank, bd), a->data[a->n_in++] = b;
         at.has_bias = true;
     }
@@ -346,7 +350,8 @@ static void agraph_free(agraph *a)
 static const char *case_str(const acase *c, char *buf, size_t size)
 {
     static const char *masks[] = {"", " mask f32", " mask i32"};
-    static const char *biases[] = {"", " bias (H,T,S)", " bias (B,1,1,S)", " bias (T,S)", " bias (B,H,T,S)", " bias (H,1,1)"};
+    static const char *biases[] = {"", " bias (H,T,S)", " bias (B,1,1,S)", " bias (T,S)", " bias (B,H,T,S)", " bias (H,1,1)",
+                                  " alibi slopes (H,1,1)"};
     snprintf(buf, size, "B=%lld H=%lld T=%lld S=%lld dh=%lld dv=%lld%s%s%s", (long long)c->B, (long long)c->H,
              (long long)c->T, (long long)c->S, (long long)c->dh, (long long)c->dv, c->causal ? " causal" : "",
              masks[c->mask], biases[c->bias]);
@@ -563,6 +568,8 @@ static const acase sizes_cases[] = {
     {3, 2, 1, 33, 96, 8, false, MASK_F32, BIAS_ALIBI},         /* T = 1 */
     {2, 2, 33, 0, 16, 16, false, MASK_F32, BIAS_NONE},         /* S = 0: no keys */
     {1, 1, 45, 45, 5, 3, true, MASK_NONE, BIAS_NONE},          /* head dims under a vector */
+    {2, 3, 70, 70, 32, 32, true, MASK_F32, BIAS_SLOPES},       /* ALiBi in the kernel */
+    {1, 2, 33, 100, 64, 64, false, MASK_NONE, BIAS_SLOPES},    /* ALiBi, T ≠ S, symmetric */
 };
 
 static void test_forward_sizes(void **state)
@@ -618,7 +625,7 @@ static void test_haswell(void **state)
 static void test_sse(void **state)
 {
     rng r = {9};
-    const acase c = {2, 2, 21, 13, 12, 6, true, MASK_F32, BIAS_ALIBI};
+    const acase c = {2, 2, 21, 13, 12, 6, true, MASK_F32, BIAS_SLOPES};
     check_forward(&g_sse, &c, &r);
     check_backward(&g_sse, &c, &r, ALL);
 }
@@ -799,6 +806,7 @@ static void test_pipeline(void **state)
     rng r = {7};
     const acase cases[] = {
         {2, 2, 50, 50, 32, 32, true, MASK_F32, BIAS_ALIBI},
+        {1, 2, 37, 37, 16, 16, true, MASK_NONE, BIAS_SLOPES},
         {1, 3, 9, 70, 16, 8, false, MASK_NONE, BIAS_NONE},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
