@@ -641,6 +641,24 @@ static void key_blocks_begin(ak *a, cg_loop *kb, LLVMValueRef kend, LLVMValueRef
     *nk = imin(a, cg_i64(cg, a->B.bk), sub(a, kend, *j0));
 }
 
+/* Whether the key mask keeps some key of the block [j0, j0 + nk): a block whose keys
+ * are all padding changes nothing (its scores are −∞: P = 0, α = 1) and is skipped. */
+static LLVMValueRef block_has_key(ak *a, LLVMValueRef j0, LLVMValueRef nk)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    LLVMValueRef any = cg_local(cg, cg->t_i1, "any");
+    LLVMBuildStore(cg->b, LLVMConstInt(cg->t_i1, 0, 0), any);
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "key");
+    LLVMValueRef m = cg_load(cg, G->mask_dt, a->mask, add(a, a->off[ATTN_MASK], add(a, j0, r.i)));
+    LLVMValueRef kept = G->mask_dt == KILN_F32 ? LLVMBuildFCmp(cg->b, LLVMRealUNE, m, cg_f32(cg, 0.0), "")
+                                               : LLVMBuildICmp(cg->b, LLVMIntNE, m, cg_i32(cg, 0), "");
+    LLVMBuildStore(cg->b, LLVMBuildOr(cg->b, LLVMBuildLoad2(cg->b, cg->t_i1, any, ""), kept, ""), any);
+    cg_loop_end(cg, &r);
+    return LLVMBuildLoad2(cg->b, cg->t_i1, any, "");
+}
+
 /* ---- forward ------------------------------------------------------------------------------------------ */
 
 static void forward_item(ak *a, LLVMValueRef item)
@@ -672,6 +690,8 @@ static void forward_item(ak *a, LLVMValueRef item)
     cg_loop kb;
     LLVMValueRef j0, nk;
     key_blocks_begin(a, &kb, key_end(a), &j0, &nk);
+    cg_if live;
+    if (G->has_mask) cg_if_begin(cg, &live, block_has_key(a, j0, nk));
     score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
     LLVMValueRef bmax[NQ];
     for (int v = 0; v < NQ; v++) bmax[v] = vlocal(a, "bmax", vneg_inf(a));
@@ -682,6 +702,7 @@ static void forward_item(ak *a, LLVMValueRef item)
               .Bp = a->v, .boff = add(a, a->off[ATTN_V], mulc(a, j0, row_stride(a, ATTN_V))), .bs = row_stride(a, ATTN_V),
               .nk = nk, .E = G->dv, .row_scale = a->rowbuf};
     update(a, &pv);
+    if (G->has_mask) cg_if_end(cg, &live);
     cg_loop_end(cg, &kb);
 
     /* out (and its row-major copy o) = O / l */
@@ -801,6 +822,8 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     }
     LLVMValueRef j0, nk;
     key_blocks_begin(a, &kb, kend, &j0, &nk);
+    cg_if live; /* padding-only key blocks contribute nothing: skipped */
+    if (G->has_mask) cg_if_begin(cg, &live, block_has_key(a, j0, nk));
     score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
     LLVMValueRef bmax[NQ];
     for (int v = 0; v < NQ; v++) bmax[v] = G->has_stats ? NULL : vlocal(a, "bmax", vneg_inf(a));
@@ -873,12 +896,14 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
         update(a, &u);
     }
     if (G->has_stats) {
+        if (G->has_mask) cg_if_end(cg, &live);
         cg_loop_end(cg, &kb);
         cg_loop_end(cg, &qb);
         return;
     }
     LLVMBuildBr(cg->b, next);
     LLVMPositionBuilderAtEnd(cg->b, next);
+    if (G->has_mask) cg_if_end(cg, &live);
     cg_loop_end(cg, &kb);
     /* after pass 1: the exponent offsets, 1/l and D = Σ_j P·dP with P normalised */
     cg_if after_stats;
