@@ -79,6 +79,7 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_LOG_SOFTMAX] = {lower_softmax},
     [KILN_OP_LAYERNORM] = {lower_layernorm},
     [KILN_OP_ATTENTION] = {lower_attention, false, attention_scratch_bytes},
+    [KILN_OP_ATTENTION_LSE] = {lower_attention_lse, false, attention_scratch_bytes},
     [KILN_OP_CROSS_ENTROPY] = {lower_cross_entropy, true, cross_entropy_scratch_bytes},
 
     [KILN_OP_UNSLICE] = {lower_unslice},
@@ -107,8 +108,17 @@ void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, con
         if (kn->kind != KILN_KERNEL_GEMM || kn->parts < 2) continue;
         for (uint32_t q = 1; q < kn->parts; q++) bytes[s->members[kn->first + q * (kn->n / kn->parts)]] = 0;
     }
-    /* an attention_grad group needs its group's scratch, once: on its first node */
+    /* an attention kernel needs its group's scratch, once: on its first node */
     for (uint32_t k = 0; s && k < s->n_kernels; k++) {
+        if (s->kernels[k].kind == KILN_KERNEL_ATTENTION) { /* attention and attention_lse: one forward */
+            for (uint32_t i = 0; i < s->kernels[k].n; i++) {
+                uint32_t m = s->members[s->kernels[k].first + i];
+                if (g->nodes[m].op == KILN_OP_ATTENTION_LSE) bytes[m] = 0;
+            }
+            attention_kernel ak;
+            attention_kernel_describe(g, s, k, &ak);
+            bytes[ak.first] = attention_scratch_bytes(g, &g->nodes[ak.first], t);
+        }
         if (s->kernels[k].kind != KILN_KERNEL_ATTENTION_GRAD) continue;
         attention_kernel ak;
         attention_kernel_describe(g, s, k, &ak);
@@ -199,7 +209,8 @@ bool lower_kernel_key(const kiln_graph *g, uint32_t id, bool has_scratch, char *
                            (long long)a->step);
     if (bits & KILN_A_SCALAR) ok = ok && key_add(buf, size, &len, " scalar=%a", a->scalar);
     if (bits & KILN_A_TRANSPOSE) ok = ok && key_add(buf, size, &len, " t=%d%d", a->transpose_a, a->transpose_b);
-    if (bits & KILN_A_ATTN) ok = ok && key_add(buf, size, &len, " attn=%d%d%d", a->causal, a->has_mask, a->has_bias);
+    if (bits & KILN_A_ATTN)
+        ok = ok && key_add(buf, size, &len, " attn=%d%d%d%d", a->causal, a->has_mask, a->has_bias, a->alibi);
     if (bits & KILN_A_IGNORE) ok = ok && key_add(buf, size, &len, " ignore=%lld", (long long)a->ignore_index);
     if (bits & KILN_A_STREAM) ok = ok && key_add(buf, size, &len, " stream=%lld", (long long)a->stream);
     if (bits & KILN_A_WRT) ok = ok && key_add(buf, size, &len, " wrt=%d", a->wrt);

@@ -212,7 +212,10 @@ void lower_cross_entropy_grad(lower_ctx *c);
  * mask (…, S) its batch dims only. NULL: row-major. E.g. q stored as (B, T, H, dh) and
  * read as (B, H, T, dh): {T·H·dh, dh, H·dh}. The bias keeps its broadcast strides. */
 typedef enum attn_operand {
-    ATTN_Q, ATTN_K, ATTN_V, ATTN_OUT, ATTN_MASK, ATTN_G, ATTN_DQ, ATTN_DK, ATTN_DV, ATTN_DSCORES, ATTN_N_OPERANDS
+    ATTN_Q, ATTN_K, ATTN_V, ATTN_OUT, ATTN_MASK, ATTN_G, ATTN_DQ, ATTN_DK, ATTN_DV, ATTN_DSCORES,
+    ATTN_O,   /* the forward output as a row-major copy (forward) or input (backward) */
+    ATTN_LSE, /* the row log-sum-exp (…, T): written by the forward, read by the backward */
+    ATTN_N_OPERANDS
 } attn_operand;
 typedef struct attn_layout {
     const int64_t *stride[ATTN_N_OPERANDS];
@@ -221,7 +224,19 @@ typedef struct attn_layout {
 /* The forward kernel (table row: layout NULL) into c's function. */
 void lower_attention(lower_ctx *c);
 void lower_attention_with_layout(lower_ctx *c, const attn_layout *l);
+void lower_attention_lse(lower_ctx *c); /* attention_lse's table row: the forward writing only lse */
+/* scratch of a forward kernel for an attention or attention_lse node */
 int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
+/* One forward kernel writing any of: out (the attention's result, with the layout's
+ * ATTN_OUT strides), o (a second, row-major copy, for an attention_grad to read when
+ * out is written transposed) and lse (attention_lse's result). node: an attention or
+ * attention_lse node (they share inputs and attributes). Signature:
+ *   void k<node>_attention_<o|-><l|->(ptr out?, ptr o?, ptr lse?, ptr in_0 …, [ptr scratch]) */
+typedef struct attn_fwd_want {
+    bool out, o, lse;
+} attn_fwd_want;
+LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uint32_t node, attn_fwd_want want,
+                                           bool has_scratch, const attn_layout *l);
 
 /* One kernel computing the gradients of one attention w.r.t. every wrt whose node is
  * given (node_of_wrt[w] = an ATTENTION_GRAD node id with attrs.wrt == w, or KILN_NONE);
@@ -276,6 +291,7 @@ typedef struct attention_kernel {
     bool grad;                              /* attention_grad group, else forward */
     uint32_t first;                         /* the first attention node */
     uint32_t node_of_wrt[KILN_WRT_COUNT];   /* grad: the node per wrt, or KILN_NONE */
+    attn_fwd_want want;                     /* forward: the results it writes */
     uint32_t args[16];
     int n_args;
     attn_layout layout;

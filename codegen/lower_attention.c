@@ -65,7 +65,7 @@
 #include "kiln/runtime.h" /* KILN_MAX_THREADS */
 #include "lower.h"
 
-/* The exponential of a vector. vm_exp (codegen/vmath.h) replaces this on merge. */
+/* The exponential of a vector: cg_intrinsic1 emits vm_exp (codegen/vmath.h), no libm call. */
 static LLVMValueRef att_exp(kiln_cg *cg, LLVMValueRef x) { return cg_intrinsic1(cg, "llvm.exp", x); }
 
 enum { NQ = 2 }; /* query vectors per block */
@@ -94,6 +94,9 @@ typedef struct attn_geom {
     int64_t n_bh, T, S, dh, dv;
     double scale;
     bool causal, has_mask, has_bias;
+    bool alibi;                      /* the bias is a slope per head, times |i − j| */
+    bool has_stats;                  /* backward: o and lse are inputs (ATTN_O, ATTN_LSE) */
+    attn_fwd_want want;              /* forward: the results written */
     kiln_dtype mask_dt;
     int64_t bstride[KILN_MAX_RANK];  /* the bias's broadcast strides over (…, H, T, S) */
     /* element strides of every dim but the last (contiguous) one: (batch…, head, row);
@@ -128,7 +131,7 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
     G->T = qt->dims[r - 2], G->dh = qt->dims[r - 1], G->S = kt->dims[r - 2], G->dv = vt->dims[r - 1];
     const kiln_attrs *a = &n->attrs;
     G->scale = a->scalar;
-    G->causal = a->causal, G->has_mask = a->has_mask, G->has_bias = a->has_bias;
+    G->causal = a->causal, G->has_mask = a->has_mask, G->has_bias = a->has_bias, G->alibi = a->alibi;
     G->mask_dt = KILN_F32;
     uint32_t next = 3;
     if (a->has_mask) {
@@ -139,6 +142,8 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
         for (int d = 0; d < mt->rank - 1; d++) G->st[ATTN_MASK][d] = s[d];
     }
     if (a->has_bias) cg_bcast_strides(&g->nodes[n->in[next++]].type, r, G->bstride);
+    G->has_stats = n->op == KILN_OP_ATTENTION_GRAD && n->n_in == next + 3;
+    G->want = (attn_fwd_want){n->op == KILN_OP_ATTENTION, false, n->op == KILN_OP_ATTENTION_LSE};
 
     default_strides(qt, G->T, G->dh, G->st[ATTN_Q]);
     default_strides(qt, G->S, G->dh, G->st[ATTN_K]);
@@ -149,6 +154,8 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
     default_strides(qt, G->S, G->dh, G->st[ATTN_DK]);
     default_strides(qt, G->S, G->dv, G->st[ATTN_DV]);
     default_strides(qt, G->T, G->S, G->st[ATTN_DSCORES]);
+    default_strides(qt, G->T, G->dv, G->st[ATTN_O]);
+    default_strides(qt, G->T, 1, G->st[ATTN_LSE]); /* (…, T): rows of one element */
     if (!lay) return;
     for (int op = 0; op < ATTN_N_OPERANDS; op++) {
         if (!lay->stride[op]) continue;
@@ -191,13 +198,14 @@ typedef struct ak {
     attn_blocks B;
     LLVMTypeRef vt, vt_i32;
     /* operands: the kernel's pointers (in a part function: its own copies) */
-    LLVMValueRef q, k, v, mask, bias, g, out, dq, dk, dv, ds;
+    LLVMValueRef q, k, v, mask, bias, g, out, dq, dk, dv, ds, o, lse;
     /* the current item's element offsets */
     LLVMValueRef off[ATTN_N_OPERANDS], bias_off;
     /* the part's scratch regions */
     LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy;
     /* the current query block: first query, valid queries, lanes that are real queries */
     LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
+    LLVMValueRef slope, qpos[NQ]; /* alibi: the head's slope, the lanes' query positions */
 } ak;
 
 static LLVMValueRef add(ak *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(a->cg->b, x, y, ""); }
@@ -332,9 +340,12 @@ static void q_block_begin(ak *a, LLVMValueRef qb)
     a->nqv = imin(a, cg_i64(cg, a->B.bq), sub(a, cg_i64(cg, G->T), a->i0));
     LLVMValueRef nq = splat(a, a->nqv);
     int64_t bT = G->bstride[G->r - 2];
+    if (G->alibi) a->slope = splat(a, cg_load(cg, KILN_F32, a->bias, a->bias_off));
     for (int v = 0; v < NQ; v++) {
         a->lane_ok[v] = LLVMBuildICmp(cg->b, LLVMIntSLT, iota(a, cg->t_i64, v * a->B.w), nq, "");
-        if (G->has_bias) /* the bias element of each lane's query, key 0 */
+        if (G->alibi)
+            a->qpos[v] = LLVMBuildSIToFP(cg->b, add(a, splat(a, a->i0), iota(a, cg->t_i64, v * a->B.w)), a->vt, "");
+        else if (G->has_bias) /* the bias element of each lane's query, key 0 */
             a->bias_lanes[v] = add(a, splat(a, add(a, a->bias_off, mulc(a, a->i0, bT))),
                                    LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * a->B.w), splat(a, cg_i64(cg, bT)), ""));
     }
@@ -428,7 +439,11 @@ static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef 
             LLVMValueRef s = ld(a, acc[r][v]);
             if (finish) {
                 s = cg_fmul(cg, s, scale);
-                if (G->has_bias) {
+                if (G->alibi) { /* + slope·|j − i|, nothing gathered */
+                    LLVMValueRef jf = splat(a, LLVMBuildSIToFP(cg->b, j[r], cg->t_f32, ""));
+                    LLVMValueRef dist = cg_intrinsic1(cg, "llvm.fabs", cg_fsub(cg, jf, a->qpos[v]));
+                    s = fma_v(a, a->slope, dist, s);
+                } else if (G->has_bias) {
                     LLVMValueRef bj = splat(a, mulc(a, j[r], G->bstride[G->r - 1]));
                     s = cg_fadd(cg, s, vgather(a, a->bias, add(a, a->bias_lanes[v], bj), a->lane_ok[v]));
                 }
@@ -626,6 +641,24 @@ static void key_blocks_begin(ak *a, cg_loop *kb, LLVMValueRef kend, LLVMValueRef
     *nk = imin(a, cg_i64(cg, a->B.bk), sub(a, kend, *j0));
 }
 
+/* Whether the key mask keeps some key of the block [j0, j0 + nk): a block whose keys
+ * are all padding changes nothing (its scores are −∞: P = 0, α = 1) and is skipped. */
+static LLVMValueRef block_has_key(ak *a, LLVMValueRef j0, LLVMValueRef nk)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    LLVMValueRef any = cg_local(cg, cg->t_i1, "any");
+    LLVMBuildStore(cg->b, LLVMConstInt(cg->t_i1, 0, 0), any);
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "key");
+    LLVMValueRef m = cg_load(cg, G->mask_dt, a->mask, add(a, a->off[ATTN_MASK], add(a, j0, r.i)));
+    LLVMValueRef kept = G->mask_dt == KILN_F32 ? LLVMBuildFCmp(cg->b, LLVMRealUNE, m, cg_f32(cg, 0.0), "")
+                                               : LLVMBuildICmp(cg->b, LLVMIntNE, m, cg_i32(cg, 0), "");
+    LLVMBuildStore(cg->b, LLVMBuildOr(cg->b, LLVMBuildLoad2(cg->b, cg->t_i1, any, ""), kept, ""), any);
+    cg_loop_end(cg, &r);
+    return LLVMBuildLoad2(cg->b, cg->t_i1, any, "");
+}
+
 /* ---- forward ------------------------------------------------------------------------------------------ */
 
 static void forward_item(ak *a, LLVMValueRef item)
@@ -657,6 +690,8 @@ static void forward_item(ak *a, LLVMValueRef item)
     cg_loop kb;
     LLVMValueRef j0, nk;
     key_blocks_begin(a, &kb, key_end(a), &j0, &nk);
+    cg_if live;
+    if (G->has_mask) cg_if_begin(cg, &live, block_has_key(a, j0, nk));
     score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
     LLVMValueRef bmax[NQ];
     for (int v = 0; v < NQ; v++) bmax[v] = vlocal(a, "bmax", vneg_inf(a));
@@ -667,18 +702,36 @@ static void forward_item(ak *a, LLVMValueRef item)
               .Bp = a->v, .boff = add(a, a->off[ATTN_V], mulc(a, j0, row_stride(a, ATTN_V))), .bs = row_stride(a, ATTN_V),
               .nk = nk, .E = G->dv, .row_scale = a->rowbuf};
     update(a, &pv);
+    if (G->has_mask) cg_if_end(cg, &live);
     cg_loop_end(cg, &kb);
 
-    /* out = O / l */
-    for (int v = 0; v < NQ; v++) vstore(a, a->rowbuf, cg_i64(cg, v * w), inv_sum(a, ld(a, s[v])), w);
-    cg_loop i;
-    cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "row");
-    LLVMValueRef inv = splat(a, cg_load(cg, KILN_F32, a->rowbuf, i.i));
-    LLVMValueRef orow = add(a, a->off[ATTN_OUT], mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_OUT)));
-    for (int64_t e = 0; e < G->dv; e += w)
-        vstore(a, a->out, addc(a, orow, e), cg_fmul(cg, vload(a, a->Oacc, addc(a, mulc(a, i.i, dvp), e), w), inv),
-               lanes_of(a, G->dv, e));
-    cg_loop_end(cg, &i);
+    /* out (and its row-major copy o) = O / l */
+    if (G->want.out || G->want.o) {
+        for (int v = 0; v < NQ; v++) vstore(a, a->rowbuf, cg_i64(cg, v * w), inv_sum(a, ld(a, s[v])), w);
+        cg_loop i;
+        cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "row");
+        LLVMValueRef inv = splat(a, cg_load(cg, KILN_F32, a->rowbuf, i.i));
+        LLVMValueRef orow = add(a, a->off[ATTN_OUT], mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_OUT)));
+        LLVMValueRef crow = add(a, a->off[ATTN_O], mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_O)));
+        for (int64_t e = 0; e < G->dv; e += w) {
+            LLVMValueRef y = cg_fmul(cg, vload(a, a->Oacc, addc(a, mulc(a, i.i, dvp), e), w), inv);
+            if (G->want.out) vstore(a, a->out, addc(a, orow, e), y, lanes_of(a, G->dv, e));
+            if (G->want.o) vstore(a, a->o, addc(a, crow, e), y, lanes_of(a, G->dv, e));
+        }
+        cg_loop_end(cg, &i);
+    }
+    /* lse = m + log l per query, −∞ where no key was kept (l = 0) */
+    if (G->want.lse)
+        for (int v = 0; v < NQ; v++) {
+            LLVMValueRef lv = ld(a, s[v]);
+            LLVMValueRef none = LLVMBuildFCmp(cg->b, LLVMRealOEQ, lv, vconst(a, 0.0), "");
+            LLVMValueRef lse = cg_fadd(cg, safe_max(a, ld(a, m[v])), cg_intrinsic1(cg, "llvm.log", lv));
+            lse = LLVMBuildSelect(cg->b, none, vneg_inf(a), lse, "");
+            LLVMValueRef p = cg_gep(cg, KILN_F32, a->lse, add(a, a->off[ATTN_LSE], addc(a, a->i0, v * w)));
+            LLVMTypeRef tys[2] = {a->vt, cg->t_ptr};
+            LLVMValueRef args[4] = {lse, p, cg_i32(cg, KILN_ELEM_BYTES), a->lane_ok[v]};
+            cg_intrinsic(cg, "llvm.masked.store", tys, 2, args, 4);
+        }
 }
 
 /* ---- backward ------------------------------------------------------------------------------------------ */
@@ -688,6 +741,43 @@ typedef struct grad_want {
 } grad_want;
 
 static bool want_ds(grad_want gw) { return gw.dq || gw.dk || gw.ds; }
+
+/* With the forward's statistics (G->has_stats), for the current query block: the
+ * exponent offset is the forward's lse (−∞, a query with no key kept, → 0: every score
+ * of that row is −∞ and exp gives 0), P needs no 1/l (inv = 1), and Dn = Σ_e dO·O per
+ * query (FlashAttention-2's D: Σ_j P·dP = dO·(P·V) = dO·O), from the packed dOt and
+ * the forward output o. */
+static void stats_from_forward(ak *a, LLVMValueRef *msafe, LLVMValueRef *inv, LLVMValueRef *Dn)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    int w = a->B.w, bq = a->B.bq;
+    LLVMValueRef rows = splat(a, add(a, a->off[ATTN_LSE], a->i0));
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef lse = vgather(a, a->lse, add(a, rows, iota(a, cg->t_i64, v * w)), a->lane_ok[v]);
+        st(a, msafe[v], safe_max(a, lse));
+        st(a, inv[v], vconst(a, 1.0));
+    }
+    if (!Dn) return;
+    int64_t rs = row_stride(a, ATTN_O);
+    LLVMValueRef first = splat(a, add(a, a->off[ATTN_O], mulc(a, a->i0, rs))), lanes[NQ], acc[NQ];
+    for (int v = 0; v < NQ; v++) {
+        lanes[v] = add(a, first, LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * w), splat(a, cg_i64(cg, rs)), ""));
+        acc[v] = vlocal(a, "D", vconst(a, 0.0));
+    }
+    if (G->dv > 0) {
+        cg_loop e;
+        cg_loop_begin(cg, &e, cg_i64(cg, 0), cg_i64(cg, G->dv), "e");
+        LLVMValueRef ee = splat(a, e.i);
+        for (int v = 0; v < NQ; v++) {
+            LLVMValueRef o = vgather(a, a->o, add(a, lanes[v], ee), a->lane_ok[v]);
+            LLVMValueRef dO = vload(a, a->dOt, addc(a, mulc(a, e.i, bq), v * w), w);
+            st(a, acc[v], fma_v(a, dO, o, ld(a, acc[v])));
+        }
+        cg_loop_end(cg, &e);
+    }
+    for (int v = 0; v < NQ; v++) st(a, Dn[v], ld(a, acc[v]));
+}
 
 static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
 {
@@ -723,27 +813,37 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
         inv[v] = cg_local(cg, a->vt, "inv");
         Dn[v] = cg_local(cg, a->vt, "Dn");
     }
+    if (G->has_stats) stats_from_forward(a, msafe, inv, need_ds ? Dn : NULL);
     cg_loop pass, kb;
-    cg_loop_begin(cg, &pass, cg_i64(cg, 0), cg_i64(cg, 2), "pass");
-    LLVMValueRef first = LLVMBuildICmp(cg->b, LLVMIntEQ, pass.i, cg_i64(cg, 0), "");
+    LLVMValueRef first = NULL;
+    if (!G->has_stats) {
+        cg_loop_begin(cg, &pass, cg_i64(cg, 0), cg_i64(cg, 2), "pass");
+        first = LLVMBuildICmp(cg->b, LLVMIntEQ, pass.i, cg_i64(cg, 0), "");
+    }
     LLVMValueRef j0, nk;
     key_blocks_begin(a, &kb, kend, &j0, &nk);
+    cg_if live; /* padding-only key blocks contribute nothing: skipped */
+    if (G->has_mask) cg_if_begin(cg, &live, block_has_key(a, j0, nk));
     score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
     LLVMValueRef bmax[NQ];
-    for (int v = 0; v < NQ; v++) bmax[v] = vlocal(a, "bmax", vneg_inf(a));
-    block_mask_max(a, j0, nk, bmax);
+    for (int v = 0; v < NQ; v++) bmax[v] = G->has_stats ? NULL : vlocal(a, "bmax", vneg_inf(a));
+    block_mask_max(a, j0, nk, G->has_stats ? NULL : bmax);
     if (need_ds) score_block(a, a->v, ATTN_V, G->dv, a->dOt, a->dPt, j0, nk, false);
-    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
-    LLVMBasicBlockRef stats = LLVMAppendBasicBlockInContext(cg->ctx, fn, "stats");
-    LLVMBasicBlockRef grads = LLVMAppendBasicBlockInContext(cg->ctx, fn, "grads");
-    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
-    LLVMBuildCondBr(cg->b, first, stats, grads);
-    LLVMPositionBuilderAtEnd(cg->b, stats);
-    online_step(a, nk, bmax, m, s, need_ds ? D : NULL, false);
-    LLVMBuildBr(cg->b, next);
+    LLVMBasicBlockRef next = NULL;
+    if (!G->has_stats) {
+        LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+        LLVMBasicBlockRef stats = LLVMAppendBasicBlockInContext(cg->ctx, fn, "stats");
+        LLVMBasicBlockRef grads = LLVMAppendBasicBlockInContext(cg->ctx, fn, "grads");
+        next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
+        LLVMBuildCondBr(cg->b, first, stats, grads);
+        LLVMPositionBuilderAtEnd(cg->b, stats);
+        online_step(a, nk, bmax, m, s, need_ds ? D : NULL, false);
+        LLVMBuildBr(cg->b, next);
+        LLVMPositionBuilderAtEnd(cg->b, grads);
+    }
 
-    /* pass 2: P, dS and the products, block by block */
-    LLVMPositionBuilderAtEnd(cg->b, grads);
+    /* pass 2 (the only one with the forward's statistics): P, dS and the products, block
+     * by block */
     LLVMValueRef scale = vconst(a, G->scale);
     cg_loop r;
     cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
@@ -795,8 +895,15 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
                  .bs = row_stride(a, ATTN_K), .nk = nk, .E = G->dh};
         update(a, &u);
     }
+    if (G->has_stats) {
+        if (G->has_mask) cg_if_end(cg, &live);
+        cg_loop_end(cg, &kb);
+        cg_loop_end(cg, &qb);
+        return;
+    }
     LLVMBuildBr(cg->b, next);
     LLVMPositionBuilderAtEnd(cg->b, next);
+    if (G->has_mask) cg_if_end(cg, &live);
     cg_loop_end(cg, &kb);
     /* after pass 1: the exponent offsets, 1/l and D = Σ_j P·dP with P normalised */
     cg_if after_stats;
@@ -815,7 +922,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
 /* ---- threads -------------------------------------------------------------------------------------------- */
 
 /* The kernel's pointers, in the order they travel through cg_parallel_for. */
-enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_SCRATCH, V_COUNT };
+enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_O, V_LSE, V_SCRATCH, V_COUNT };
 
 typedef struct par {
     const attn_geom *G;
@@ -830,7 +937,7 @@ static void bind(ak *a, const LLVMValueRef *vals)
 {
     a->q = vals[V_Q], a->k = vals[V_K], a->v = vals[V_V], a->mask = vals[V_MASK], a->bias = vals[V_BIAS];
     a->g = vals[V_G], a->out = vals[V_OUT], a->dq = vals[V_DQ], a->dk = vals[V_DK], a->dv = vals[V_DV];
-    a->ds = vals[V_DS];
+    a->ds = vals[V_DS], a->o = vals[V_O], a->lse = vals[V_LSE];
 }
 
 /* Parts [begin, end): each with its scratch slot, its items [n·p/P, n·(p+1)/P). */
@@ -900,36 +1007,95 @@ int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const k
 {
     attn_geom G;
     geom_init(&G, g, n, NULL);
-    if (kiln_type_numel(&n->type) == 0 || G.S == 0) return 0;
+    if (G.n_bh * G.T == 0 || G.S == 0) return 0;
     attn_blocks B = blocks_for(t);
     int64_t items = G.n_bh * ceil_div(G.T, B.bq);
     return parts_for(items) * slot_layout(&G, B, false, false).floats * KILN_ELEM_BYTES;
 }
 
-void lower_attention_with_layout(lower_ctx *c, const attn_layout *lay)
+/* The forward kernel's body: results outs[ATTN_OUT], [ATTN_O], [ATTN_LSE] as `want`
+ * says, ins[] the node's inputs. */
+static void emit_forward(kiln_cg *cg, const kiln_graph *g, const kiln_node *n, attn_fwd_want want,
+                         const LLVMValueRef *outs, const LLVMValueRef *ins, LLVMValueRef scratch, const attn_layout *lay)
 {
-    kiln_cg *cg = c->cg;
-    const kiln_node *n = c->node;
     attn_geom G;
-    geom_init(&G, c->g, n, lay);
-    if (kiln_type_numel(&n->type) == 0) return;
+    geom_init(&G, g, n, lay);
+    G.want = want;
+    if (G.n_bh * G.T == 0 || (!want.lse && G.dv == 0)) return;
     if (G.S == 0) { /* no keys at all: every row is fully masked */
-        zero_operand(cg, &G, c->out, ATTN_OUT, G.T, G.dv);
+        if (want.out) zero_operand(cg, &G, outs[ATTN_OUT], ATTN_OUT, G.T, G.dv);
+        if (want.o) zero_operand(cg, &G, outs[ATTN_O], ATTN_O, G.T, G.dv);
+        if (want.lse) { /* −∞ per query */
+            cg_loop i;
+            cg_loop_begin(cg, &i, cg_i64(cg, 0), cg_i64(cg, G.n_bh * G.T), "row");
+            cg_store(cg, KILN_F32, outs[ATTN_LSE], i.i, LLVMConstReal(cg->t_f32, -INFINITY));
+            cg_loop_end(cg, &i);
+        }
         return;
     }
-    KILN_ASSERT(c->scratch != NULL);
+    KILN_ASSERT(scratch != NULL);
     par pp = {.G = &G, .B = blocks_for(cg->target), .backward = false};
     pp.slot = slot_layout(&G, pp.B, false, false);
     pp.items = G.n_bh * ceil_div(G.T, pp.B.bq);
     pp.parts = parts_for(pp.items);
     LLVMValueRef vals[V_COUNT] = {0};
     uint32_t next = 3;
-    vals[V_Q] = c->in[0], vals[V_K] = c->in[1], vals[V_V] = c->in[2];
-    if (G.has_mask) vals[V_MASK] = c->in[next++];
-    if (G.has_bias) vals[V_BIAS] = c->in[next++];
-    vals[V_OUT] = c->out;
-    vals[V_SCRATCH] = c->scratch;
+    vals[V_Q] = ins[0], vals[V_K] = ins[1], vals[V_V] = ins[2];
+    if (G.has_mask) vals[V_MASK] = ins[next++];
+    if (G.has_bias) vals[V_BIAS] = ins[next++];
+    if (want.out) vals[V_OUT] = outs[ATTN_OUT];
+    if (want.o) vals[V_O] = outs[ATTN_O];
+    if (want.lse) vals[V_LSE] = outs[ATTN_LSE];
+    vals[V_SCRATCH] = scratch;
     emit_parallel(cg, "attn", &pp, vals);
+}
+
+void lower_attention_with_layout(lower_ctx *c, const attn_layout *lay)
+{
+    LLVMValueRef outs[ATTN_N_OPERANDS] = {0};
+    outs[ATTN_OUT] = c->out;
+    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){true, false, false}, outs, c->in, c->scratch, lay);
+}
+
+void lower_attention_lse(lower_ctx *c)
+{
+    LLVMValueRef outs[ATTN_N_OPERANDS] = {0};
+    outs[ATTN_LSE] = c->out;
+    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){false, false, true}, outs, c->in, c->scratch, NULL);
+}
+
+LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uint32_t node, attn_fwd_want want,
+                                           bool has_scratch, const attn_layout *lay)
+{
+    const kiln_node *n = &g->nodes[node];
+    char name[64];
+    snprintf(name, sizeof name, "k%u_attention_%s%s%s", node, want.out ? "y" : "", want.o ? "o" : "", want.lse ? "l" : "");
+    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
+    unsigned n_out = (unsigned)want.out + want.o + want.lse;
+    unsigned n_ptrs = n_out + n->n_in + (has_scratch ? 1 : 0);
+    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
+    LLVMValueRef outs[ATTN_N_OPERANDS] = {0}, ins[64];
+    KILN_ASSERT(n->n_in <= 64);
+    unsigned p = 0;
+    static const char *const names[3] = {"out", "o", "lse"};
+    static const attn_operand ops[3] = {ATTN_OUT, ATTN_O, ATTN_LSE};
+    bool wanted[3] = {want.out, want.o, want.lse};
+    for (int r = 0; r < 3; r++) {
+        if (!wanted[r]) continue;
+        outs[ops[r]] = LLVMGetParam(fn, p++);
+        LLVMSetValueName2(outs[ops[r]], names[r], strlen(names[r]));
+    }
+    for (uint32_t i = 0; i < n->n_in; i++) {
+        ins[i] = LLVMGetParam(fn, p++);
+        char pname[16];
+        snprintf(pname, sizeof pname, "in%u", i);
+        LLVMSetValueName2(ins[i], pname, strlen(pname));
+    }
+    LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
+    emit_forward(cg, g, n, want, outs, ins, scratch, lay);
+    LLVMBuildRetVoid(cg->b);
+    if (here) LLVMPositionBuilderAtEnd(cg->b, here);
+    return fn;
 }
 
 void lower_attention(lower_ctx *c) { lower_attention_with_layout(c, NULL); }
@@ -992,6 +1158,7 @@ static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_w
     vals[V_Q] = ins[0], vals[V_K] = ins[1], vals[V_V] = ins[2];
     if (G.has_mask) vals[V_MASK] = ins[next++];
     if (G.has_bias) vals[V_BIAS] = ins[next++];
+    if (G.has_stats) vals[V_O] = ins[next++], vals[V_LSE] = ins[next++];
     vals[V_G] = ins[n->n_in - 1];
     vals[V_DQ] = outs[KILN_WRT_Q], vals[V_DK] = outs[KILN_WRT_K], vals[V_DV] = outs[KILN_WRT_V];
     vals[V_DS] = outs[KILN_WRT_SCORES];

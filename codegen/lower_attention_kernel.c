@@ -8,6 +8,10 @@
  * (B,T,H,dh) and transposed to (B,H,T,dh) for the kernel, and back after it. Here those
  * transposes become operand strides (attn_layout) of lower_attention.c's kernels, so no
  * transpose runs and no transposed copy is stored, forward or backward.
+ *
+ * A forward kernel also computes the attention_lse node of its attention (the row
+ * log-sum-exp the backward reads); and when an attention_grad reads the forward output
+ * while the kernel writes it transposed, the kernel writes a row-major copy too (ATTN_O).
  */
 #include <stdio.h>
 #include <string.h>
@@ -46,36 +50,10 @@ static uint32_t transpose_of(const kiln_graph *g, const kiln_kernel_schedule *s,
     return KILN_NONE;
 }
 
-void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, attention_kernel *ak)
+/* The inputs of attention node n as arguments: q, k, v, [mask], [bias], [o, lse], [g] —
+ * strided views read in place. */
+static void read_inputs(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_node *n, attention_kernel *ak)
 {
-    memset(ak, 0, sizeof *ak);
-    const kiln_kernel *kn = &s->kernels[k];
-    for (int w = 0; w < KILN_WRT_COUNT; w++) ak->node_of_wrt[w] = KILN_NONE;
-    ak->grad = kn->kind == KILN_KERNEL_ATTENTION_GRAD;
-    ak->first = KILN_NONE;
-    for (uint32_t i = 0; i < kn->n; i++) {
-        uint32_t m = s->members[kn->first + i];
-        const kiln_node *n = &g->nodes[m];
-        if (!is_attention_op(n->op)) continue;
-        if (ak->first == KILN_NONE) ak->first = m;
-        if (ak->grad) ak->node_of_wrt[n->attrs.wrt] = m;
-    }
-    KILN_ASSERT(ak->first != KILN_NONE);
-    const kiln_node *n = &g->nodes[ak->first];
-    /* results, in the kernel's parameter order */
-    static const attn_operand grad_operand[KILN_WRT_COUNT] = {ATTN_DQ, ATTN_DK, ATTN_DV, ATTN_DSCORES};
-    for (int w = 0; w < (ak->grad ? KILN_WRT_COUNT : 1); w++) {
-        uint32_t a = ak->grad ? ak->node_of_wrt[w] : ak->first;
-        if (a == KILN_NONE) continue;
-        uint32_t y = transpose_of(g, s, k, a);
-        attn_operand op = ak->grad ? grad_operand[w] : ATTN_OUT;
-        ak->args[ak->n_args++] = y != KILN_NONE ? y : a;
-        if (y != KILN_NONE) {
-            written_strides(g, y, ak->strides[op]);
-            ak->layout.stride[op] = ak->strides[op];
-        }
-    }
-    /* inputs: q, k, v, [mask], [bias], [g] — strided views read in place */
     for (uint32_t j = 0; j < n->n_in; j++) {
         uint32_t x = n->in[j];
         ak->args[ak->n_args++] = x;
@@ -88,19 +66,82 @@ void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *
     }
 }
 
-bool is_attention_op(kiln_op op) { return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_GRAD; }
+void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, attention_kernel *ak)
+{
+    memset(ak, 0, sizeof *ak);
+    const kiln_kernel *kn = &s->kernels[k];
+    for (int w = 0; w < KILN_WRT_COUNT; w++) ak->node_of_wrt[w] = KILN_NONE;
+    ak->grad = kn->kind == KILN_KERNEL_ATTENTION_GRAD;
+    ak->first = KILN_NONE;
+    uint32_t att = KILN_NONE, lse = KILN_NONE;
+    for (uint32_t i = 0; i < kn->n; i++) {
+        uint32_t m = s->members[kn->first + i];
+        const kiln_node *n = &g->nodes[m];
+        if (!is_attention_op(n->op)) continue;
+        if (n->op == KILN_OP_ATTENTION) att = m;
+        if (n->op == KILN_OP_ATTENTION_LSE) lse = m;
+        if (ak->grad) {
+            if (ak->first == KILN_NONE) ak->first = m;
+            ak->node_of_wrt[n->attrs.wrt] = m;
+        }
+    }
+    if (!ak->grad) { /* the attention node (its scratch and key) when there is one */
+        ak->first = att != KILN_NONE ? att : lse;
+        KILN_ASSERT(ak->first != KILN_NONE);
+        const kiln_node *n = &g->nodes[ak->first];
+        uint32_t y = att != KILN_NONE ? transpose_of(g, s, k, att) : KILN_NONE;
+        ak->want = (attn_fwd_want){att != KILN_NONE, y != KILN_NONE && !s->internal[att], lse != KILN_NONE};
+        if (ak->want.out) {
+            ak->args[ak->n_args++] = y != KILN_NONE ? y : att;
+            if (y != KILN_NONE) {
+                written_strides(g, y, ak->strides[ATTN_OUT]);
+                ak->layout.stride[ATTN_OUT] = ak->strides[ATTN_OUT];
+            }
+        }
+        if (ak->want.o) ak->args[ak->n_args++] = att;
+        if (ak->want.lse) ak->args[ak->n_args++] = lse;
+        read_inputs(g, s, n, ak);
+        return;
+    }
+    KILN_ASSERT(ak->first != KILN_NONE);
+    const kiln_node *n = &g->nodes[ak->first];
+    /* results, in the kernel's parameter order */
+    static const attn_operand grad_operand[KILN_WRT_COUNT] = {ATTN_DQ, ATTN_DK, ATTN_DV, ATTN_DSCORES};
+    for (int w = 0; w < KILN_WRT_COUNT; w++) {
+        uint32_t a = ak->node_of_wrt[w];
+        if (a == KILN_NONE) continue;
+        uint32_t y = transpose_of(g, s, k, a);
+        attn_operand op = grad_operand[w];
+        ak->args[ak->n_args++] = y != KILN_NONE ? y : a;
+        if (y != KILN_NONE) {
+            written_strides(g, y, ak->strides[op]);
+            ak->layout.stride[op] = ak->strides[op];
+        }
+    }
+    read_inputs(g, s, n, ak);
+}
+
+bool is_attention_op(kiln_op op)
+{
+    return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_LSE || op == KILN_OP_ATTENTION_GRAD;
+}
 
 LLVMValueRef lower_attention_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const attention_kernel *ak,
                                     bool has_scratch)
 {
     if (ak->grad) return lower_attention_grad_group_with_layout(cg, g, ak->node_of_wrt, has_scratch, &ak->layout);
-    return lower_kernel_with_layout(cg, gemm_cg, g, ak->first, has_scratch, &ak->layout);
+    return lower_attention_forward_group(cg, g, ak->first, ak->want, has_scratch, &ak->layout);
 }
 
 bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool has_scratch, char *buf, size_t size)
 {
     if (!lower_kernel_key(g, ak->first, has_scratch, buf, size)) return false;
     size_t len = strlen(buf);
+    if (!ak->grad) {
+        int n = snprintf(buf + len, size - len, " want=%d%d%d", ak->want.out, ak->want.o, ak->want.lse);
+        if (n < 0 || (size_t)n >= size - len) return false;
+        len += (size_t)n;
+    }
     for (int w = 0; w < KILN_WRT_COUNT && ak->grad; w++) {
         int n = snprintf(buf + len, size - len, "%c", ak->node_of_wrt[w] != KILN_NONE ? "qkvs"[w] : '-');
         if (n < 0 || (size_t)n >= size - len) return false;

@@ -12,8 +12,9 @@
  *             scaling: x·cos + rotate_half(x)·sin, rotate_half(x) = concat(−x2, x1),
  *             pair (i, i + dh/2) turned by pos·10000^(−2i/dh); cos/sin are (L, dh)
  *             constants computed in double.
- *   alibi     bias −m_h·|i − j|, m_h = 2^(−8(h+1)/H), built at run time from two iotas
- *             and an (H,1,1) slope constant, so no (H,T,S) table is stored in the graph.
+ *   alibi     bias −m_h·|i − j|, m_h = 2^(−8(h+1)/H): the op's bias input is the (H,1,1)
+ *             slope constant −m_h and its `alibi` attribute says the bias is slope·|i − j|,
+ *             which the attention kernel computes per block: no (H,T,S) table exists.
  *   relative  T5's bucketed bias: the bucket of j − i (key minus query) is a constant
  *             i32 (T,S) table computed here; the learned table .rel_bias.weight (32, H)
  *             is gathered by it into (T,S,H) and transposed to (H,T,S).
@@ -151,19 +152,21 @@ static uint32_t iota_f32(fe_ctx *c, const fe_node *n, int64_t d0, int64_t d1, in
     return fe_add(c, n, KILN_OP_IOTA, NULL, 0, &a, NULL);
 }
 
-/* −m_h·|i − j| as (H, T, S). */
-static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t T, int64_t S, bool step)
+/* The slopes −m_h as (H, 1, 1): the attention op's bias with `alibi` (the kernel adds
+ * −m_h·|i − j| itself), or, in a generation step, whose one query sits at kv.pos and not
+ * at row 0, the whole bias −m_h·|pos − j| as (H, 1, S). */
+static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t S, bool step)
 {
     float *slopes = fe_table_alloc(c, n, "alibi slopes", H);
     if (!slopes) return KILN_NONE;
     for (int64_t h = 0; h < H; h++) slopes[h] = (float)-pow(2.0, -8.0 * (double)(h + 1) / (double)H);
     uint32_t m = fe_const_f32(c, n, 3, (int64_t[]){H, 1, 1}, slopes, H); /* (H, 1, 1) */
     free(slopes);
-    /* (T, 1): query positions; in a generation step the one query is at kv.pos */
-    uint32_t i = step ? fe_decode_pos_f32(c, n) : iota_f32(c, n, T, 1, 0);
-    uint32_t j = iota_f32(c, n, 1, S, 1); /* (1, S): key positions */
-    uint32_t dist = fe_unary(c, n, KILN_OP_ABS, fe_binary(c, n, KILN_OP_SUB, i, j)); /* (T, S) */
-    return fe_binary(c, n, KILN_OP_MUL, m, dist); /* (H, T, S) */
+    if (!step) return m;
+    uint32_t i = fe_decode_pos_f32(c, n);  /* the one query's position */
+    uint32_t j = iota_f32(c, n, 1, S, 1);  /* (1, S): key positions */
+    uint32_t dist = fe_unary(c, n, KILN_OP_ABS, fe_binary(c, n, KILN_OP_SUB, i, j));
+    return fe_binary(c, n, KILN_OP_MUL, m, dist); /* (H, 1, S) */
 }
 
 /* ---- T5 relative bias ---------------------------------------------------------------- */
@@ -298,11 +301,13 @@ uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uin
         a.has_mask = true;
     }
     uint32_t bias = KILN_NONE;
-    if (spec->position == FE_POS_ALIBI) bias = alibi_bias(c, n, H, T, S, step);
-    else if (spec->position == FE_POS_RELATIVE) bias = relative_bias(c, n, prefix, H, T, S, spec->causal, step);
+    if (spec->position == FE_POS_ALIBI) {
+        bias = alibi_bias(c, n, H, S, step);
+        a.alibi = !step;
+    } else if (spec->position == FE_POS_RELATIVE) bias = relative_bias(c, n, prefix, H, T, S, spec->causal, step);
     if (spec->position == FE_POS_ALIBI || spec->position == FE_POS_RELATIVE) {
         if (bias == KILN_NONE) return KILN_NONE;
-        in[n_in++] = bias; /* (H, T, S) */
+        in[n_in++] = bias; /* (H, T, S), or alibi's (H, 1, 1) slopes */
         a.has_bias = true;
     }
     uint32_t y = fe_add(c, n, KILN_OP_ATTENTION, in, n_in, &a, NULL); /* (B, H, T, dh) */

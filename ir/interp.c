@@ -578,6 +578,7 @@ static const op_impl impl[KILN_OP_COUNT] = {
     [KILN_OP_LOG_SOFTMAX] = {.run = kiln_interp_log_softmax},
     [KILN_OP_LAYERNORM] = {.run = kiln_interp_layernorm},
     [KILN_OP_ATTENTION] = {.run = kiln_interp_attention},
+    [KILN_OP_ATTENTION_LSE] = {.run = kiln_interp_attention_lse},
     [KILN_OP_CROSS_ENTROPY] = {.run = kiln_interp_cross_entropy},
 
     [KILN_OP_UNSLICE] = {.run = kiln_interp_unslice},

@@ -116,7 +116,9 @@ bool kiln_interp_layernorm_grad(const interp_call *c)
 
 /* ---- attention_grad -------------------------------------------------------------------------- */
 
-/* Inputs as attention's (ir.h, KILN_A_ATTN), then g (…,H,T,dv). Per batch-head l and
+/* Inputs as attention's (ir.h, KILN_A_ATTN), then [o, lse] (ignored: the statistics are
+ * recomputed here, which is what makes this the oracle for kernels that use them), then
+ * g (…,H,T,dv). Per batch-head l and
  * query i, the forward's probabilities p_j are recomputed exactly as kiln_interp_attention
  * does; then with dP_j = g_i·v_j and dS_j = p_j·(dP_j − Σ_k p_k·dP_k) (softmax's
  * backward):
@@ -149,7 +151,7 @@ bool kiln_interp_attention_grad(const interp_call *c)
         int64_t q0 = l * T * dh, k0 = l * S * dh, v0 = l * S * dv, g0 = l * T * dv;
         for (int64_t i = 0; i < T; i++) {
             /* the forward's probabilities; no key left: nothing flows back */
-            if (!kiln_interp_attn_probs(&at, l, i, idx, p)) continue;
+            if (!kiln_interp_attn_probs(&at, l, i, idx, p, NULL)) continue;
 
             /* softmax's backward: dS_j = p_j·(dP_j − Σ_k p_k·dP_k) */
             double dot = 0;

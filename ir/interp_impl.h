@@ -82,7 +82,8 @@ void kiln_interp_attn_init(const interp_call *c, interp_attn *at);
 /* The forward's probabilities p[0..S) of query i in batch-head l (idx holds l's batch and
  * head indices, as kiln_interp_next_index advances them): excluded keys get 0. Returns
  * false, leaving p unspecified, when no key is left (the row then has zero weights). */
-bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p);
+bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p, double *lse);
+bool kiln_interp_attention_lse(const interp_call *c);
 bool kiln_interp_cross_entropy(const interp_call *c);
 bool kiln_interp_dropout(const interp_call *c);
 

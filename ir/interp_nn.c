@@ -109,7 +109,7 @@ void kiln_interp_attn_init(const interp_call *c, interp_attn *at)
     }
 }
 
-bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p)
+bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p, double *lse)
 {
     const kiln_attrs *a = at->a;
     int64_t S = at->S, dh = at->dh, r = at->r;
@@ -129,12 +129,14 @@ bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t
         if (at->bias) {
             idx[r - 2] = i;
             idx[r - 1] = j;
-            s += at->bias[kiln_interp_offset(idx, at->bstride, (int)r)];
+            double b = at->bias[kiln_interp_offset(idx, at->bstride, (int)r)];
+            s += a->alibi ? b * (double)(i > j ? i - j : j - i) : b; /* alibi: a slope per head */
         }
         p[j] = s;
         if (isnan(s)) any_nan = true;
         else if (s > max) max = s;
     }
+    if (lse) *lse = -INFINITY;
     if (max == -INFINITY && !any_nan) return false; /* no key left */
     double sum = 0;
     for (int64_t j = 0; j < S; j++) {
@@ -142,6 +144,7 @@ bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t
         sum += p[j];
     }
     for (int64_t j = 0; j < S; j++) p[j] /= sum;
+    if (lse) *lse = max + log(sum);
     return true;
 }
 
@@ -158,7 +161,7 @@ bool kiln_interp_attention(const interp_call *c)
         int64_t v0 = l * S * dv, o0 = l * T * dv;
         for (int64_t i = 0; i < T; i++) {
             float *row = (float *)c->out + o0 + i * dv;
-            if (!kiln_interp_attn_probs(&at, l, i, idx, p)) { /* no key left: zero weights */
+            if (!kiln_interp_attn_probs(&at, l, i, idx, p, NULL)) { /* no key left: zero weights */
                 for (int64_t e = 0; e < dv; e++) row[e] = 0.0f;
                 continue;
             }
@@ -169,6 +172,28 @@ bool kiln_interp_attention(const interp_call *c)
             }
         }
         /* advance the batch and head part of the bias index */
+        kiln_interp_next_index(idx, at.qt->dims, at.r - 2);
+    }
+    free(p);
+    return true;
+}
+
+/* The log-sum-exp of each query's kept scores, max + log Σ exp(s − max) as
+ * kiln_interp_attn_probs computes them; −∞ for a query with no key left. */
+bool kiln_interp_attention_lse(const interp_call *c)
+{
+    interp_attn at;
+    kiln_interp_attn_init(c, &at);
+    double *p = kiln_interp_alloc(c, (size_t)at.S * sizeof *p, "attention probabilities");
+    if (!p) return false;
+    int64_t idx[KILN_MAX_RANK] = {0};
+    float *out = c->out;
+    for (int64_t l = 0; l < at.n_batch; l++) {
+        for (int64_t i = 0; i < at.T; i++) {
+            double lse;
+            kiln_interp_attn_probs(&at, l, i, idx, p, &lse);
+            out[l * at.T + i] = (float)lse;
+        }
         kiln_interp_next_index(idx, at.qt->dims, at.r - 2);
     }
     free(p);

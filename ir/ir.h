@@ -131,8 +131,10 @@ typedef struct kiln_attrs {
     /* KILN_A_ATTN. Inputs: q (…,H,T,dh), k (…,H,S,dh), v (…,H,S,dv), then the key mask
      * (…,S) f32 0/1 if has_mask, then an additive bias broadcastable to (…,H,T,S) if
      * has_bias. scores = q·kᵀ·scalar + bias; masked keys and (causal) keys j > i are
-     * excluded; a row with no key left gets zero weights. */
-    bool causal, has_mask, has_bias;
+     * excluded; a row with no key left gets zero weights. With alibi the bias input b is
+     * broadcastable to (…,H,1,1) (per-head slopes) and the additive bias is
+     * b·|i − j| (ALiBi, computed in the kernel: no (H,T,S) table). */
+    bool causal, has_mask, has_bias, alibi;
     int64_t ignore_index;        /* KILN_A_IGNORE */
     /* KILN_A_STREAM: dropout's mask is a hash of (run seed, stream, element index). The
      * builder sets a stream of 0 to the node's id, so every dropout node has its own mask

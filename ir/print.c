@@ -211,6 +211,7 @@ static void out_attrs(outbuf *o, const kiln_node *n, const kiln_op_info *info)
         if (a->causal) out_str(o, " causal");
         if (a->has_mask) out_str(o, " has_mask");
         if (a->has_bias) out_str(o, " has_bias");
+        if (a->alibi) out_str(o, " alibi");
     }
     if (bits & KILN_A_IGNORE) out_fmt(o, " ignore_index=%lld", (long long)a->ignore_index);
     if (bits & KILN_A_STREAM) out_fmt(o, " stream=%lld", (long long)a->stream);

@@ -467,7 +467,10 @@ static bool rule_attention(rule_ctx *c)
             int64_t s = b->dims[i], t = scores.dims[r - b->rank + i];
             if (s != t && s != 1) return fail(c, "bias %s does not broadcast to scores %s", ts(b), ts(&scores));
         }
+        if (a->alibi && ((b->rank >= 1 && b->dims[b->rank - 1] != 1) || (b->rank >= 2 && b->dims[b->rank - 2] != 1)))
+            return fail(c, "alibi slopes %s must be 1 along the query and key dims", ts(b));
     }
+    if (a->alibi && !a->has_bias) return fail(c, "alibi needs its slopes as the bias input");
     *c->out = *q;
     c->out->dims[r - 1] = v->dims[r - 1];
     return check_size(c, c->out); /* (…,T,dv) can outgrow q (…,T,dh) and v (…,S,dv) */
@@ -490,16 +493,37 @@ static bool rule_layernorm_grad(rule_ctx *c)
 /* attention_grad(q, k, v, [mask], [bias], g): the forward attention's rule on all but
  * the last input, g of the attention result's type; the result has the type of q, k or
  * v, or of the scores (…, H, T, S). */
+/* attention_lse: attention's inputs → (…,T), one log-sum-exp per query */
+static bool rule_attention_lse(rule_ctx *c)
+{
+    if (!rule_attention(c)) return false;
+    *c->out = *c->in[0];
+    c->out->rank--;
+    return true;
+}
+
+/* attention_grad(q, k, v, [mask], [bias], [o, lse], g): o and lse (both or neither) are
+ * the forward's output and attention_lse. */
 static bool rule_attention_grad(rule_ctx *c)
 {
     if (c->n_in < 4) return fail(c, "expects the attention inputs and a cotangent, got %u inputs", c->n_in);
+    uint32_t base = 3 + (c->a->has_mask ? 1 : 0) + (c->a->has_bias ? 1 : 0);
+    bool stats = c->n_in == base + 3;
     kiln_type fwd;
     rule_ctx inner = *c;
-    inner.n_in = c->n_in - 1;
+    inner.n_in = stats ? base : c->n_in - 1;
     inner.out = &fwd;
     if (!rule_attention(&inner)) return false;
     const kiln_type *g = c->in[c->n_in - 1];
     if (!kiln_type_equal(g, &fwd)) return fail(c, "cotangent %s must be the attention result's type %s", ts(g), ts(&fwd));
+    if (stats) {
+        kiln_type lse = *c->in[0];
+        lse.rank--;
+        if (!kiln_type_equal(c->in[base], &fwd))
+            return fail(c, "forward output %s must be the attention result's type %s", ts(c->in[base]), ts(&fwd));
+        if (!kiln_type_equal(c->in[base + 1], &lse))
+            return fail(c, "log-sum-exp %s must be %s", ts(c->in[base + 1]), ts(&lse));
+    }
     switch (c->a->wrt) {
     case KILN_WRT_Q: *c->out = *c->in[0]; break;
     case KILN_WRT_K: *c->out = *c->in[1]; break;
@@ -575,6 +599,7 @@ bool kiln_infer_type(kiln_op op, const kiln_type *const *in, uint32_t n_in, kiln
         case KILN_OP_CROSS_ENTROPY: ok = rule_cross_entropy(&c); break;
         case KILN_OP_LAYERNORM_GRAD: ok = rule_layernorm_grad(&c); break;
         case KILN_OP_ATTENTION_GRAD: ok = rule_attention_grad(&c); break;
+        case KILN_OP_ATTENTION_LSE: ok = rule_attention_lse(&c); break;
         case KILN_OP_CROSS_ENTROPY_GRAD: ok = rule_cross_entropy_grad(&c); break;
         default: ok = rule_softmax(&c); break;
         }

@@ -234,7 +234,20 @@ static bool keeps_last_dim(const kiln_node *n)
     return n->op == KILN_OP_TRANSPOSE && n->attrs.perm[n->type.rank - 1] == n->type.rank - 1;
 }
 
-static bool is_attention(kiln_op op) { return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_GRAD; }
+static bool is_attention(kiln_op op)
+{
+    return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_LSE || op == KILN_OP_ATTENTION_GRAD;
+}
+
+/* Whether nodes a and b are attention ops over the same inputs with the same attributes
+ * (apart from wrt): the forward of one attention and its lse, or its gradients. */
+static bool same_attention(const kiln_node *a, const kiln_node *b, uint32_t n_in)
+{
+    return a->n_in >= n_in && b->n_in >= n_in && !memcmp(a->in, b->in, n_in * sizeof *a->in) &&
+           a->attrs.causal == b->attrs.causal && a->attrs.has_mask == b->attrs.has_mask &&
+           a->attrs.has_bias == b->attrs.has_bias && a->attrs.alibi == b->attrs.alibi &&
+           a->attrs.scalar == b->attrs.scalar;
+}
 
 /* The live readers of each node, as one list (CSR). */
 typedef struct readers {
@@ -259,6 +272,22 @@ static readers readers_of(const kiln_graph *g, const unsigned char *live)
             }
     free(fill);
     return r;
+}
+
+/* The readers of an attention result that a kernel cannot do without it: all but the
+ * attention_grad nodes reading it as their forward output o (they read a copy the forward
+ * kernel writes row-major, so the result's transpose may still be folded). */
+static uint32_t result_readers(const kiln_graph *g, const readers *r, uint32_t a, uint32_t *only)
+{
+    uint32_t count = 0;
+    for (uint32_t k = r->start[a]; k < r->start[a + 1]; k++) {
+        const kiln_node *u = &g->nodes[r->list[k]];
+        uint32_t o = 3 + (u->attrs.has_mask ? 1 : 0) + (u->attrs.has_bias ? 1 : 0);
+        bool as_o = u->op == KILN_OP_ATTENTION_GRAD && u->n_in == o + 3 && u->in[o] == a;
+        for (uint32_t j = 0; as_o && j < u->n_in; j++) as_o = j == o || u->in[j] != a;
+        if (!as_o) count++, *only = r->list[k];
+    }
+    return count;
 }
 
 static bool is_output_or_update(const kiln_graph *g, uint32_t id)
@@ -316,17 +345,25 @@ static void group_attention(fuser *f, const readers *r)
             for (uint32_t o = id + 1; o < g->n_nodes && count < KILN_WRT_COUNT; o++) {
                 const kiln_node *m = &g->nodes[o];
                 if (m->op != KILN_OP_ATTENTION_GRAD || !f->has_kernel[o] || f->group_of[o] != KILN_NONE) continue;
-                if (m->n_in != n->n_in || memcmp(m->in, n->in, n->n_in * sizeof *n->in) != 0) continue;
-                if (m->attrs.causal != n->attrs.causal || m->attrs.scalar != n->attrs.scalar) continue;
+                if (m->n_in != n->n_in || !same_attention(m, n, n->n_in)) continue;
                 bool dup = false;
                 for (uint32_t i = 0; i < count; i++) dup |= g->nodes[members[i]].attrs.wrt == m->attrs.wrt;
                 if (!dup) members[count++] = o;
             }
+        /* a forward attention computes its attention_lse too (one per attention) */
+        if (n->op == KILN_OP_ATTENTION && f->req->enable_loop)
+            for (uint32_t o = id + 1; o < g->n_nodes; o++) {
+                const kiln_node *m = &g->nodes[o];
+                if (m->op != KILN_OP_ATTENTION_LSE || !f->has_kernel[o] || f->group_of[o] != KILN_NONE) continue;
+                if (m->n_in != n->n_in || !same_attention(m, n, n->n_in)) continue;
+                members[count++] = o;
+                break;
+            }
         uint32_t n_results = count;
         for (uint32_t i = 0; i < n_results && f->req->enable_loop; i++) {
-            uint32_t a = members[i];
-            if (is_output_or_update(g, a) || r->start[a + 1] - r->start[a] != 1) continue;
-            uint32_t y = r->list[r->start[a]];
+            uint32_t a = members[i], y = KILN_NONE;
+            if (g->nodes[a].op == KILN_OP_ATTENTION_LSE) continue;
+            if (is_output_or_update(g, a) || result_readers(g, r, a, &y) != 1) continue;
             if (f->has_kernel[y] && keeps_last_dim(&g->nodes[y]) && f->group_of[y] == KILN_NONE)
                 members[count++] = y;
         }
@@ -341,7 +378,7 @@ static void group_attention(fuser *f, const readers *r)
         gr->n = count;
         gr->dead = false;
         gr->parts = 1;
-        gr->kind = n->op == KILN_OP_ATTENTION ? KILN_KERNEL_ATTENTION : KILN_KERNEL_ATTENTION_GRAD;
+        gr->kind = n->op == KILN_OP_ATTENTION_GRAD ? KILN_KERNEL_ATTENTION_GRAD : KILN_KERNEL_ATTENTION;
         for (uint32_t i = 0; i < count; i++) f->group_of[members[i]] = f->n_groups;
         f->n_groups++;
     }

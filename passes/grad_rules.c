@@ -409,26 +409,43 @@ static void rule_layernorm(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g
     if (ad_wants(c, n, 2)) ad_give(c, n, 2, ad_unbroadcast(c, g, b));
 }
 
-/* attention(q, k, v, [mask], [bias]): one attention_grad per input wanted (each
- * recomputes the probabilities); the bias gets the scores' gradient reduced to its shape;
- * the mask gets nothing */
+/* attention(q, k, v, [mask], [bias]): one attention_grad per input wanted, each given
+ * the forward's output and attention_lse (the fuser computes all of them in one kernel,
+ * and the forward's lse in the forward attention kernel); the bias gets the scores'
+ * gradient reduced to its shape; the mask gets nothing */
 static void rule_attention(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
 {
+    uint32_t bias = n->n_in - 1;
+    bool any = ad_wants(c, n, 0) || ad_wants(c, n, 1) || ad_wants(c, n, 2) || (n->attrs.has_bias && ad_wants(c, n, bias));
+    if (!any) return;
     uint32_t in[8];
-    KILN_ASSERT(n->n_in < 8);
+    KILN_ASSERT(n->n_in + 3 <= 8);
     memcpy(in, n->in, n->n_in * sizeof *in);
-    in[n->n_in] = g;
     kiln_attrs a = {.scalar = n->attrs.scalar, .causal = n->attrs.causal, .has_mask = n->attrs.has_mask,
-                    .has_bias = n->attrs.has_bias};
+                    .has_bias = n->attrs.has_bias, .alibi = n->attrs.alibi};
+    /* the forward's output and row log-sum-exp (one forward kernel computes both), so the
+     * backward kernel skips recomputing the softmax statistics */
+    in[n->n_in] = y;
+    in[n->n_in + 1] = ad_op(c, KILN_OP_ATTENTION_LSE, n->in, n->n_in, &a);
+    in[n->n_in + 2] = g;
+    uint32_t n_grad_in = n->n_in + 3;
     for (uint32_t k = 0; k < 3; k++) {
         if (!ad_wants(c, n, k)) continue;
         a.wrt = (int)k; /* KILN_WRT_Q, _K, _V in input order */
-        ad_give(c, n, k, ad_op(c, KILN_OP_ATTENTION_GRAD, in, n->n_in + 1, &a));
+        ad_give(c, n, k, ad_op(c, KILN_OP_ATTENTION_GRAD, in, n_grad_in, &a));
     }
-    uint32_t bias = n->n_in - 1;
     if (n->attrs.has_bias && ad_wants(c, n, bias)) {
         a.wrt = KILN_WRT_SCORES;
-        uint32_t scores = ad_op(c, KILN_OP_ATTENTION_GRAD, in, n->n_in + 1, &a);
+        uint32_t scores = ad_op(c, KILN_OP_ATTENTION_GRAD, in, n_grad_in, &a);
+        if (n->attrs.alibi) { /* bias = slope·|i − j|: the slope gets Σ dscores·|i − j| */
+            const kiln_type *st = &c->g->nodes[scores].type;
+            int64_t T = st->dims[st->rank - 2], S = st->dims[st->rank - 1];
+            kiln_attrs ti = {.dtype = KILN_F32, .rank = 2, .shape = {T, 1}, .axis = 0};
+            kiln_attrs tj = {.dtype = KILN_F32, .rank = 2, .shape = {1, S}, .axis = 1};
+            uint32_t i = ad_op(c, KILN_OP_IOTA, NULL, 0, &ti), j = ad_op(c, KILN_OP_IOTA, NULL, 0, &tj);
+            uint32_t dist = ad_op1(c, KILN_OP_ABS, ad_op2(c, KILN_OP_SUB, i, j)); /* (T, S) */
+            scores = ad_op2(c, KILN_OP_MUL, scores, dist);
+        }
         ad_give(c, n, bias, ad_unbroadcast(c, scores, in_k(n, bias)));
     }
 }
@@ -504,4 +521,5 @@ const bool kiln_grad_none[KILN_OP_COUNT] = {
     [KILN_OP_CONSTANT] = true,  [KILN_OP_IOTA] = true,           [KILN_OP_LT] = true,
     [KILN_OP_GT] = true,        [KILN_OP_EQ] = true,             [KILN_OP_CAST] = true,
     [KILN_OP_LAYERNORM_GRAD] = true, [KILN_OP_ATTENTION_GRAD] = true, [KILN_OP_CROSS_ENTROPY_GRAD] = true,
+    [KILN_OP_ATTENTION_LSE] = true,
 };

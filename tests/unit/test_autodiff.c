@@ -566,6 +566,20 @@ static void test_attention_mask_head_bias(void **state)
     gc_check(t, add(t, KILN_OP_ATTENTION, in, 5, &a));
 }
 
+/* ALiBi: the bias input is a slope per head, multiplied by |i − j| inside the op; its
+ * gradient is Σ dscores·|i − j| */
+static void test_attention_alibi(void **state)
+{
+    gc *t = *state;
+    uint32_t in[4];
+    in[0] = input(t, D_ANY, SHAPE(2, 2, 4, 3));
+    in[1] = input(t, D_ANY, SHAPE(2, 2, 5, 3));
+    in[2] = input(t, D_ANY, SHAPE(2, 2, 5, 2));
+    in[3] = input(t, D_ANY, SHAPE(2, 1, 1));
+    kiln_attrs a = {.scalar = 0.577, .has_bias = true, .alibi = true};
+    gc_check(t, add(t, KILN_OP_ATTENTION, in, 4, &a));
+}
+
 static void test_attention_plain(void **state)
 {
     gc *t = *state;
@@ -870,6 +884,7 @@ int main(void)
         T(test_slice_axis0_step3), T(test_concat), T(test_broadcast), T(test_gather_duplicates),
         T(test_gather_middle_axis), T(test_unslice), T(test_scatter_add),
         T(test_layernorm), T(test_attention_causal_mask_bias), T(test_attention_mask_head_bias),
+        T(test_attention_alibi),
         T(test_attention_plain), T(test_cross_entropy), T(test_cross_entropy_ignore_smoothing),
         T(test_cross_entropy_ignore_real_class),
         T(test_relu_abs_zero_at_zero), T(test_maximum_minimum_ties_go_first), T(test_max_ties_split),

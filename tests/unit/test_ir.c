@@ -255,6 +255,10 @@ static void build_all_ops(fx *f)
     uint32_t atg[6] = {q, k, v, m, bias, att};
     aa.wrt = KILN_WRT_SCORES;
     opn(f, KILN_OP_ATTENTION_GRAD, atg, 6, &aa);
+    uint32_t lse = opn(f, KILN_OP_ATTENTION_LSE, at, 5, &aa);
+    uint32_t atgs[8] = {q, k, v, m, bias, att, lse, att}; /* with the forward's o and lse */
+    aa.wrt = KILN_WRT_Q;
+    opn(f, KILN_OP_ATTENTION_GRAD, atgs, 8, &aa);
 
     kiln_attrs xe = scalar_attrs(0.1);
     xe.ignore_index = -100;
@@ -695,8 +699,16 @@ static void test_attention(void **state)
     check_type(f, opn(f, KILN_OP_ATTENTION, in, 4, &a), KILN_F32, SHAPE(2, 4, 6, 5));
     a.has_bias = true;
     check_type(f, opn(f, KILN_OP_ATTENTION, in, 5, &a), KILN_F32, SHAPE(2, 4, 6, 5));
+    /* attention_lse: one value per query; attention_grad given o and lse checks both */
+    uint32_t lse = opn(f, KILN_OP_ATTENTION_LSE, in, 5, &a);
+    check_type(f, lse, KILN_F32, SHAPE(2, 4, 6));
+    uint32_t y = opn(f, KILN_OP_ATTENTION, in, 5, &a);
+    uint32_t gin[8] = {q, k, v, m, bias, y, lse, y};
+    check_type(f, opn(f, KILN_OP_ATTENTION_GRAD, gin, 8, &a), KILN_F32, SHAPE(2, 4, 6, 8));
+    gin[6] = m; /* not (…, T) */
+    check_refused(f, opn(f, KILN_OP_ATTENTION_GRAD, gin, 8, &a), 0, "log-sum-exp");
     /* has_mask and has_bias say how many inputs there must be */
-    check_refused(f, opn(f, KILN_OP_ATTENTION, in, 4, &a), 0, "expects 5 inputs");
+    check_refused(f, opn(f, KILN_OP_ATTENTION, in, 4, &a), 1, "expects 5 inputs");
 }
 
 static void test_cross_entropy(void **state)
