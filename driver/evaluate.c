@@ -36,16 +36,7 @@ bool evaluator_init(evaluator *e, const char *text, size_t len, const char *path
         e->logits = kiln_aligned_alloc((size_t)kiln_type_numel(&g->nodes[g->outputs[1].node].type) * sizeof(float));
         KILN_ASSERT(e->logits != NULL);
     }
-    uint32_t n = e->c.n_args;
-    e->types = calloc(n, sizeof *e->types);
-    e->args = calloc(n, sizeof *e->args);
-    e->arg_ptrs = calloc(n, sizeof *e->arg_ptrs);
-    KILN_ASSERT(e->types && e->args && e->arg_ptrs);
-    for (uint32_t i = 0; i < n; i++) {
-        e->types[i] = &ffi_type_pointer;
-        e->arg_ptrs[i] = &e->args[i];
-    }
-    KILN_ASSERT(ffi_prep_cif(&e->cif, FFI_DEFAULT_ABI, n, &ffi_type_sint, e->types) == FFI_OK);
+    pointer_call_init(&e->call, e->c.n_args);
     return true;
 }
 
@@ -53,9 +44,7 @@ void evaluator_free(evaluator *e)
 {
     kiln_aligned_free(e->workspace);
     kiln_aligned_free(e->logits);
-    free(e->types);
-    free(e->args);
-    free(e->arg_ptrs);
+    pointer_call_free(&e->call);
     feed_free(&e->feed);
     kiln_compiled_free(&e->c);
     if (e->loaded) kiln_model_free(&e->model);
@@ -85,11 +74,11 @@ bool evaluator_run(evaluator *e, void *params_blob, kiln_batcher *bt, int64_t ma
     const kiln_model *m = &e->model;
     float loss = 0;
     uint32_t k = 0;
-    e->args[k++] = params_blob;
-    e->args[k++] = e->workspace;
-    for (int i = 0; i < m->n_inputs; i++) e->args[k++] = e->feed.model_bufs[i];
-    e->args[k++] = &loss;
-    if (e->logits) e->args[k++] = e->logits;
+    e->call.args[k++] = params_blob;
+    e->call.args[k++] = e->workspace;
+    for (int i = 0; i < m->n_inputs; i++) e->call.args[k++] = e->feed.model_bufs[i];
+    e->call.args[k++] = &loss;
+    if (e->logits) e->call.args[k++] = e->logits;
     KILN_ASSERT(k == e->c.n_args);
 
     double sum = 0, weight = 0;
@@ -97,12 +86,11 @@ bool evaluator_run(evaluator *e, void *params_blob, kiln_batcher *bt, int64_t ma
     while (max_batches == 0 || r->batches < max_batches) {
         int64_t rows = feed_next(&e->feed, bt);
         if (rows == 0) break;
-        ffi_arg rc = 0;
-        ffi_call(&e->cif, FFI_FN(e->c.entry), &rc, e->arg_ptrs);
-        if ((int)rc != KILN_RC_OK) {
+        int rc = pointer_call_run(&e->call, e->c.entry);
+        if (rc != KILN_RC_OK) {
             kiln_diags_add(d, bt->ds->path, 0, 0, NULL,
                            "evaluation batch %lld: %s", (long long)r->batches + 1,
-                           (int)rc == KILN_RC_INDEX_RANGE ? "a token id is out of range of the model's embedding"
+                           rc == KILN_RC_INDEX_RANGE ? "a token id is out of range of the model's embedding"
                                                           : "a target is out of range of the model's classes");
             return false;
         }

@@ -134,24 +134,13 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
 static bool entry_compile(gen_entry *e, kiln_diags *d)
 {
     if (!kiln_compile_graph(&e->req, &e->c, d)) return false;
-    uint32_t n = e->c.n_args;
-    e->types = calloc(n, sizeof *e->types);
-    e->args = calloc(n, sizeof *e->args);
-    e->arg_ptrs = calloc(n, sizeof *e->arg_ptrs);
-    KILN_ASSERT(e->types && e->args && e->arg_ptrs);
-    for (uint32_t i = 0; i < n; i++) {
-        e->types[i] = &ffi_type_pointer;
-        e->arg_ptrs[i] = &e->args[i];
-    }
-    KILN_ASSERT(ffi_prep_cif(&e->cif, FFI_DEFAULT_ABI, n, &ffi_type_sint, e->types) == FFI_OK);
+    pointer_call_init(&e->call, e->c.n_args);
     return true;
 }
 
 static void entry_free(gen_entry *e)
 {
-    free(e->types);
-    free(e->args);
-    free(e->arg_ptrs);
+    pointer_call_free(&e->call);
     kiln_compiled_free(&e->c);
     if (e->loaded) kiln_model_free(&e->m);
     memset(e, 0, sizeof *e);
@@ -316,7 +305,7 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     gen_entry *es[2] = {&g->prefill, &g->step};
     for (int k = 0; k < 2; k++) {
         gen_entry *e = es[k];
-        void **a = e->args;
+        void **a = e->call.args;
         a[0] = g->params, a[1] = g->cache, a[2] = g->workspace;
         for (uint32_t i = 0; i < e->req.n_inputs; i++) {
             const char *in = e->m.graph.nodes[e->inputs[i]].attrs.name;
@@ -360,11 +349,10 @@ void generator_free(generator *g)
 
 static bool call(gen_entry *e, kiln_diags *d)
 {
-    ffi_arg rc = 0;
-    ffi_call(&e->cif, FFI_FN(e->c.entry), &rc, e->arg_ptrs);
-    if ((int)rc == KILN_RC_OK) return true;
+    int rc = pointer_call_run(&e->call, e->c.entry);
+    if (rc == KILN_RC_OK) return true;
     kiln_diags_add(d, NULL, 0, 0, "generate", "%s",
-                   (int)rc == KILN_RC_INDEX_RANGE ? "a token id or position is out of range of the model's tables"
+                   rc == KILN_RC_INDEX_RANGE ? "a token id or position is out of range of the model's tables"
                                                   : "the compiled model failed");
     return false;
 }

@@ -11,12 +11,12 @@
 #ifndef KILN_GENERATE_H
 #define KILN_GENERATE_H
 
-#include <ffi.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "codegen.h"
 #include "driver.h"
+#include "pointer_call.h"
 #include "kiln/rng.h"
 
 /* One compiled entry and its prepared call. */
@@ -27,9 +27,7 @@ typedef struct gen_entry {
     uint32_t logits;          /* the output node read */
     uint32_t inputs[4];       /* tokens, [kv.pos], [src], [src_mask]: what it reads */
     kiln_compile_request req; /* what is compiled (kiln compile --generate exports it) */
-    ffi_cif cif;
-    ffi_type **types;
-    void **args, **arg_ptrs;
+    pointer_call call;         /* the entry's prepared libffi call */
 } gen_entry;
 
 typedef struct generator {

@@ -11,7 +11,6 @@
 #ifndef KILN_TRAIN_H
 #define KILN_TRAIN_H
 
-#include <ffi.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -19,6 +18,7 @@
 #include "codegen.h"
 #include "data.h"
 #include "driver.h"
+#include "pointer_call.h"
 
 /* ---- trainstep.c ------------------------------------------------------------------------- */
 
@@ -140,9 +140,7 @@ typedef struct evaluator {
     feed feed;
     int32_t ignore_index;
     float *logits;             /* output 1, when the graph has it */
-    ffi_cif cif;
-    ffi_type **types;
-    void **args, **arg_ptrs;
+    pointer_call call;         /* the entry's prepared libffi call */
 } evaluator;
 
 typedef struct eval_result {
