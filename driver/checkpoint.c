@@ -96,10 +96,11 @@ bool ckpt_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer 
 
 /* kiln_tensor_file_write names its temporary PATH.tmp.PID.N (runtime/safetensors.c). A
  * temporary whose writer is gone (kill -9, power loss mid-save) is garbage: the target
- * was never replaced by it. One whose writer still runs is another save in progress
- * and is left alone; so is our own pid's, in case a save of ours were under way (it is
- * not: runs save from one thread, and this is called between saves). A pid reused by
- * an unrelated process keeps its stale file until that process ends: safe, not tidy. */
+ * was never replaced by it. One whose writer still runs is another process's save in
+ * progress and is left alone. Our own pid's is stale too (a killed run whose pid we
+ * got): a run saves from one thread, and this is called before its first save. A pid
+ * reused by an unrelated process keeps its stale file until that process ends: safe,
+ * not tidy. */
 static bool stale_temporary(const char *name, const char *base)
 {
     size_t n = strlen(base);
@@ -112,7 +113,7 @@ static bool stale_temporary(const char *name, const char *base)
     p = end + 1;
     strtoul(p, &end, 10);
     if (end == p || *end) return false;
-    if (pid == (long)getpid()) return false;
+    if (pid == (long)getpid()) return true;
     return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
 }
 
