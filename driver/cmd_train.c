@@ -16,9 +16,11 @@
  *      schedule still runs to --steps), for training in chunks with --resume.
  *
  * Resuming is exact: the checkpoint holds the parameters, the whole optimizer blob
- * (moments, step counter, bias corrections), the batcher's state and the step, and the
- * schedule is a function of the step, so 10 steps + --resume + 10 steps gives the same
- * bits as 20 steps.
+ * (moments, step counter, bias corrections), the batcher's state, the step and the dims
+ * the step was compiled with (resume_shape), and the schedule is a function of the
+ * step, so 10 steps + --resume + 10 steps gives the same bits as 20 steps. Before the
+ * first step, prepare_files removes the temporaries of killed saves and cuts a resumed
+ * --log back to the checkpoint's step; a failed save names the checkpoint that is kept.
  *
  * SIGINT and SIGTERM finish the current step, save (with --save) and exit with 128 + the
  * signal's number (130 for Ctrl-C), as a shell reports a killed program; the
@@ -628,7 +630,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--resume", CLI_STR, &r.resume, NULL,
          "continue a run exactly where this checkpoint left it (default: start afresh)"},
         {"--log", CLI_STR, &r.log_path, NULL,
-         "write one JSON line of metrics per step, for kiln plot; appended to on --resume (default: none)"},
+         "write one JSON line of metrics per step, for kiln plot; on --resume cut back to its step and appended to (default: none)"},
         {"--log-every", CLI_INT, &r.log_every, NULL,
          "off a terminal, print a progress line every N steps, and at least once a minute (default: steps/10)"},
         {"--threads", CLI_INT, &r.threads, NULL,

@@ -8,6 +8,7 @@
 #     fails the run (TSan's exit status 66). The generated kernels are not instrumented:
 #     TSan sees their memset/memcpy calls only; the bit-for-bit comparison covers the rest.
 #   - as shipped: the same program, plain, against the library `kiln compile` makes.
+#   - an exported .so needs no glibc newer than 2.34 (objdump -T).
 # Callers × library threads: 4 × 2 (more callers than the pool: most run inline while
 # one has the pool), 3 × 3 and 2 × 1.
 set -euo pipefail
@@ -70,6 +71,16 @@ else
         TSAN_OPTIONS=halt_on_error=1 ./tsan w.safetensors $args >out.txt 2>&1 ||
             fail "TSan, callers/rounds/threads $args: $(grep -m 8 -e caller -e WARNING -e SUMMARY -e '#[0-3] ' out.txt)"
     done
+fi
+
+# ---- the glibc an exported .so needs (docs/reliability.md): nothing newer than 2.34 -------------------
+if "$kiln" compile reent.json -o libreent.so >/dev/null 2>err.txt; then
+    newest=$(objdump -T libreent.so | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n 1)
+    echo "libreent.so needs glibc $newest"
+    [[ -n $newest && $(printf '%s\n2.34\n' "$newest" | sort -V | tail -n 1) == 2.34 ]] ||
+        fail "libreent.so needs glibc $newest (docs/reliability.md says 2.34): $(objdump -T libreent.so | grep GLIBC_ | sort -k 5 -V | tail -n 3)"
+else
+    fail "compile libreent.so: $(head -n 3 err.txt)"
 fi
 
 if [[ $failures -gt 0 ]]; then
