@@ -148,8 +148,8 @@ for trial in range(TRIALS):
         t_ready = time.time() - t0
         time.sleep(rng.uniform(0, 0.05))
     else:
-        deadline = t0 + rng.uniform(0, t_ready)
-        alive = wait_for(lambda: time.time() >= deadline, p, "the kill time")
+        deadline = t0 + rng.uniform(0, t_ready)   # at the latest when training has begun
+        alive = wait_for(lambda: time.time() >= deadline or trained(), p, "the kill time")
     if not alive or p.poll() is not None:
         sys.exit(f"trial {trial}: kiln ended by itself (exit {p.returncode}) before the kill: "
                  f"{open('trial.err').read()[-600:]}")
