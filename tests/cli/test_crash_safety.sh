@@ -135,18 +135,26 @@ for trial in range(TRIALS):
     t0 = time.time()
     p = subprocess.Popen([kiln] + base + args, env=shim, stdout=subprocess.DEVNULL, stderr=open("trial.err", "w"))
     stamp = log_stamp()
-    def trained():   # this run wrote a step past the checkpoint to the log (read while kiln writes it)
+    def trained(k=1):   # this run logged k steps past the checkpoint (read while kiln writes the log)
         if log_stamp() == stamp:
             return False
         lines = open(LOG).read().split("\n")[:-1]
-        return bool(lines) and json.loads(lines[-1])["step"] > step
+        return bool(lines) and json.loads(lines[-1])["step"] >= step + k
+    # the kills in a save or in training come after 1-4 steps of this run, so that the
+    # chain moves on and resumes from many different steps
+    k = rng.randint(1, 4)
     if mode == "in a save":
-        alive = wait_for(lambda: temporaries() - before, p, "a checkpoint temporary")
-        time.sleep(rng.uniform(0, 0.02))
+        seen = set()
+        def kth_save():
+            seen.update(temporaries() - before)
+            return len(seen) >= k
+        alive = wait_for(kth_save, p, f"checkpoint temporary {k}")
+        time.sleep(rng.uniform(0, 0.015))
     elif mode == "in training":
         alive = wait_for(trained, p, "a trained step")
         t_ready = time.time() - t0
-        time.sleep(rng.uniform(0, 0.05))
+        alive = alive and wait_for(lambda: trained(k), p, f"{k} trained steps")
+        time.sleep(rng.uniform(0, 0.03))
     else:
         deadline = t0 + rng.uniform(0, t_ready)   # at the latest when training has begun
         alive = wait_for(lambda: time.time() >= deadline or trained(), p, "the kill time")
