@@ -8,10 +8,23 @@
  * (temporary file, fsync, rename): a crash or kill -9 leaves the previous checkpoint or
  * the new one, never a torn file. Because parameters keep their names, a checkpoint is
  * also a weights file for `kiln run`, `kiln eval` and PyTorch.
+ *
+ * What exact resume needs besides the blobs is here too: the temporaries a killed save
+ * left behind are removed when the next run starts (ckpt_remove_stale), the dims the
+ * run was compiled with are recorded ("dims") so that --resume compiles the same step,
+ * and a resumed run's --log is cut back to the checkpoint's step, so the steps a killed
+ * run logged after its last checkpoint are not there twice (ckpt_log_open).
+ * docs/reliability.md lists these promises and the tests that prove them.
  */
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <unistd.h>
 
+#include "cli.h"
 #include "train.h"
 
 void ckpt_tensors(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
@@ -77,4 +90,127 @@ bool ckpt_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer 
     const char *text = kiln_tensor_file_meta(f, "tokenizer");
     if (!text) return false;
     return kiln_tokenizer_deserialize(t, text, path, "__metadata__.tokenizer", d);
+}
+
+/* ---- what a killed run leaves behind ---------------------------------------------------------- */
+
+/* kiln_tensor_file_write names its temporary PATH.tmp.PID.N (runtime/safetensors.c). A
+ * temporary whose writer is gone (kill -9, power loss mid-save) is garbage: the target
+ * was never replaced by it. One whose writer still runs is another process's save in
+ * progress and is left alone. Our own pid's is stale too (a killed run whose pid we
+ * got): a run saves from one thread, and this is called before its first save. A pid
+ * reused by an unrelated process keeps its stale file until that process ends: safe,
+ * not tidy. */
+static bool stale_temporary(const char *name, const char *base)
+{
+    size_t n = strlen(base);
+    if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) return false;
+    const char *p = name + n + 5;
+    char *end;
+    errno = 0;
+    long pid = strtol(p, &end, 10);
+    if (end == p || *end != '.' || pid <= 0 || errno) return false;
+    p = end + 1;
+    strtoul(p, &end, 10);
+    if (end == p || *end) return false;
+    if (pid == (long)getpid()) return true;
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+int ckpt_remove_stale(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+    KILN_ASSERT(dir != NULL);
+    DIR *dp = opendir(dir);
+    int removed = 0;
+    for (struct dirent *e; dp && *base && (e = readdir(dp)) != NULL;) {
+        if (!stale_temporary(e->d_name, base)) continue;
+        char *full = malloc(strlen(dir) + strlen(e->d_name) + 2);
+        KILN_ASSERT(full != NULL);
+        sprintf(full, "%s/%s", dir, e->d_name);
+        removed += unlink(full) == 0;
+        free(full);
+    }
+    if (dp) closedir(dp);
+    free(dir);
+    return removed;
+}
+
+/* ---- the dims a run was trained with ---------------------------------------------------------- */
+
+char *ckpt_dims_format(const kiln_model *m)
+{
+    size_t cap = 1;
+    for (int i = 0; i < m->n_dims; i++) cap += strlen(m->dims[i].name) + 24;
+    char *s = malloc(cap), *p = s;
+    KILN_ASSERT(s != NULL);
+    *p = 0;
+    for (int i = 0; i < m->n_dims; i++)
+        p += sprintf(p, "%s%s=%lld", i ? "," : "", m->dims[i].name, (long long)m->dims[i].value);
+    return s;
+}
+
+int ckpt_dims_parse(char *text, kiln_dim_binding *out, int cap)
+{
+    int n = 0;
+    for (char *item = text; item && *item; n++) {
+        char *comma = strchr(item, ','), *eq = strchr(item, '=');
+        if (comma) *comma = 0;
+        int64_t v;
+        if (n == cap || !eq || eq == item || !cli_parse_int(eq + 1, &v) || v < 0) return -1;
+        *eq = 0;
+        out[n] = (kiln_dim_binding){item, v};
+        item = comma ? comma + 1 : NULL;
+    }
+    return n;
+}
+
+/* ---- the metrics log of a resumed run --------------------------------------------------------- */
+
+/* The step a --log line records ({"step": N, … as progress.c writes it}), or −1. */
+static int64_t log_line_step(const char *line, size_t len)
+{
+    static const char key[] = "{\"step\": ";
+    if (len < sizeof key || memcmp(line, key, sizeof key - 1) != 0) return -1;
+    int64_t v = 0;
+    size_t i = sizeof key - 1;
+    if (line[i] < '0' || line[i] > '9') return -1;
+    for (; i < len && line[i] >= '0' && line[i] <= '9' && v < INT64_MAX / 10 - 9; i++) v = v * 10 + line[i] - '0';
+    return v;
+}
+
+FILE *ckpt_log_open(const char *path, int64_t resume_step, kiln_diags *d)
+{
+    if (resume_step < 0) {
+        FILE *f = fopen(path, "w");
+        if (!f) kiln_diags_add(d, path, 0, 0, "--log", "cannot open the metrics log for writing: %s", strerror(errno));
+        return f;
+    }
+    FILE *f = fopen(path, "a+");
+    if (!f) {
+        kiln_diags_add(d, path, 0, 0, "--log", "cannot open the metrics log for appending: %s", strerror(errno));
+        return NULL;
+    }
+    /* keep the lines up to the checkpoint's step; cut at the first later step (the
+     * killed run went on past its last checkpoint) or at a torn or foreign line */
+    rewind(f);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    off_t keep = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        int64_t step = line[len - 1] == '\n' ? log_line_step(line, (size_t)len) : -1;
+        if (step < 0 || step > resume_step) break;
+        keep += len;
+    }
+    free(line);
+    if (fflush(f) != 0 || ftruncate(fileno(f), keep) != 0 || fseeko(f, 0, SEEK_END) != 0) {
+        kiln_diags_add(d, path, 0, 0, "--log", "cannot cut the metrics log back to step %lld: %s",
+                       (long long)resume_step, strerror(errno));
+        fclose(f);
+        return NULL;
+    }
+    return f;
 }

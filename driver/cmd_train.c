@@ -16,9 +16,11 @@
  *      schedule still runs to --steps), for training in chunks with --resume.
  *
  * Resuming is exact: the checkpoint holds the parameters, the whole optimizer blob
- * (moments, step counter, bias corrections), the batcher's state and the step, and the
- * schedule is a function of the step, so 10 steps + --resume + 10 steps gives the same
- * bits as 20 steps.
+ * (moments, step counter, bias corrections), the batcher's state, the step and the dims
+ * the step was compiled with (resume_shape), and the schedule is a function of the
+ * step, so 10 steps + --resume + 10 steps gives the same bits as 20 steps. Before the
+ * first step, prepare_files removes the temporaries of killed saves and cuts a resumed
+ * --log back to the checkpoint's step; a failed save names the checkpoint that is kept.
  *
  * SIGINT and SIGTERM finish the current step, save (with --save) and exit with 128 + the
  * signal's number (130 for Ctrl-C), as a shell reports a killed program; the
@@ -62,6 +64,8 @@ typedef struct run {
     char *batch_dim;
     kiln_tokenizer_config tok_cfg;  /* the model file's */
     kiln_tensor_file ckpt;        /* --resume */
+    char *ckpt_dims;              /* its "dims", parsed in place: -D bindings point into it */
+    int64_t saved_step;           /* the newest checkpoint this run wrote or resumed, or −1 */
     kiln_tensor_file init_file;   /* --init */
     /* data */
     kiln_tokenizer tok;
@@ -103,6 +107,7 @@ static void run_free(run *r)
     kiln_tensor_file_free(&r->ckpt);
     kiln_tensor_file_free(&r->init_file);
     free(r->batch_dim);
+    free(r->ckpt_dims);
     free(r->text);
 }
 
@@ -121,6 +126,43 @@ static bool defines_dim(const cli_args *a, const char *name)
 }
 
 /* ---- step 2: settings ---------------------------------------------------------------------- */
+
+/* --resume compiles the step the checkpoint was trained with: its "dims" (every dim as
+ * -D and --batch bound it) become -D bindings for the dims the command line leaves
+ * out, and a -D or --batch that disagrees is refused, since the batcher's position
+ * and the data order count in batches of that shape. Checkpoints older than "dims"
+ * resume as before, with the user's flags. */
+static bool resume_shape(run *r, cli_args *a, bool batch_given, kiln_diags *d)
+{
+    const char *text = kiln_tensor_file_meta(&r->ckpt, "dims");
+    if (!text) return true;
+    r->ckpt_dims = strdup(text);
+    KILN_ASSERT(r->ckpt_dims != NULL);
+    kiln_dim_binding dims[64];
+    int n = ckpt_dims_parse(r->ckpt_dims, dims, 64);
+    if (n < 0) {
+        kiln_diags_add(d, r->resume, 0, 0, "__metadata__.dims", "malformed: '%.60s'", text);
+        return false;
+    }
+    int before = d->n, n_user = a->n_defines;
+    for (int i = 0; i < n; i++) {
+        const kiln_dim_binding *user = NULL; /* the last -D of this dim wins, as in the frontend */
+        for (int k = 0; k < n_user; k++)
+            if (strcmp(a->defines[k].name, dims[i].name) == 0) user = &a->defines[k];
+        bool is_batch = r->batch_dim && strcmp(r->batch_dim, dims[i].name) == 0;
+        if (user && user->value != dims[i].value)
+            kiln_diags_add(d, r->resume, 0, 0, "-D", "the checkpoint was trained with %s=%lld, not %lld; resume "
+                           "needs the same dims (leave -D %s out to reuse them)", dims[i].name,
+                           (long long)dims[i].value, (long long)user->value, dims[i].name);
+        else if (is_batch && batch_given && r->batch != dims[i].value)
+            kiln_diags_add(d, r->resume, 0, 0, "--batch", "the checkpoint was trained with --batch %lld, not %lld; "
+                           "resume needs the same batch (leave --batch out to reuse it)", (long long)dims[i].value,
+                           (long long)r->batch);
+        else if (!user && a->n_defines < (int)(sizeof a->defines / sizeof a->defines[0]))
+            a->defines[a->n_defines++] = dims[i];
+    }
+    return d->n == before;
+}
 
 static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given, bool seed_given, kiln_diags *d)
 {
@@ -337,6 +379,9 @@ static bool make_batchers(run *r, kiln_diags *d)
         }
         if (!kiln_batcher_restore(&r->bt, &st, d)) {
             kiln_diags_set_file(d, r->resume);
+            if (!r->ckpt_dims)
+                kiln_diags_add(d, r->resume, 0, 0, NULL, "the checkpoint predates recorded dims: resume with the -D "
+                               "and --batch it was trained with");
             return false;
         }
     }
@@ -363,7 +408,9 @@ static bool save(run *r, int64_t step, kiln_diags *d)
     kiln_batch_state_format(&st, data_state, sizeof data_state);
     char *tok = kiln_tokenizer_serialize(&r->tok);
     char *labels = r->task == KILN_TASK_CLASSIFY ? kiln_labels_serialize(&r->ds.labels) : NULL;
-    const char *keys[12], *values[12];
+    char *dims = ckpt_dims_format(&r->model), batch_s[32];
+    snprintf(batch_s, sizeof batch_s, "%lld", (long long)r->feed.batch);
+    const char *keys[14], *values[14];
     int n = 0;
     keys[n] = "format", values[n++] = "kiln-checkpoint/1";
     keys[n] = "step", values[n++] = step_s;
@@ -373,6 +420,8 @@ static bool save(run *r, int64_t step, kiln_diags *d)
     keys[n] = "threads", values[n++] = threads_s;
     keys[n] = "optimizer", values[n++] = r->model.train.optimizer == KILN_OPT_SGD ? "sgd" : "adamw";
     keys[n] = "data_state", values[n++] = data_state;
+    keys[n] = "dims", values[n++] = dims;
+    keys[n] = "batch", values[n++] = batch_s;
     keys[n] = "tokenizer", values[n++] = tok ? tok : "";
     if (labels) keys[n] = "labels", values[n++] = labels;
     keys[n] = "model", values[n++] = r->text;
@@ -383,7 +432,40 @@ static bool save(run *r, int64_t step, kiln_diags *d)
                          r->ts.states, r->ts.n_states, r->c.state_offsets, r->optim, keys, values, n, d);
     free(tok);
     free(labels);
+    free(dims);
     return ok;
+}
+
+/* save(), and when it fails (disk full, permissions), what is kept and how to go on:
+ * the previous checkpoint is untouched (kiln_tensor_file_write replaces it only by a
+ * complete file) and the run stops, since going on would train steps it cannot keep. */
+static bool save_or_explain(run *r, int64_t step, kiln_diags *d)
+{
+    if (save(r, step, d)) {
+        r->saved_step = step;
+        return true;
+    }
+    if (r->saved_step >= 0)
+        kiln_diags_add(d, r->save, 0, 0, NULL, "step %lld was not saved; the checkpoint of step %lld is kept: free "
+                       "space or fix the permissions, then continue with --resume %s", (long long)step,
+                       (long long)r->saved_step, r->save);
+    else
+        kiln_diags_add(d, r->save, 0, 0, NULL, "step %lld was not saved (no earlier checkpoint of this run)",
+                       (long long)step);
+    return false;
+}
+
+/* Before the first step: the temporaries of killed saves go, and --log is opened (cut
+ * back to the checkpoint's step on --resume). */
+static bool prepare_files(run *r, kiln_diags *d)
+{
+    int stale = 0;
+    if (r->save) stale += ckpt_remove_stale(r->save);
+    if (r->resume && (!r->save || strcmp(r->resume, r->save) != 0)) stale += ckpt_remove_stale(r->resume);
+    if (stale) printf("removed %d temporary file%s left by a killed save\n", stale, stale == 1 ? "" : "s");
+    if (r->resume && r->save && strcmp(r->resume, r->save) == 0) r->saved_step = r->start;
+    if (r->log_path && !(r->log = ckpt_log_open(r->log_path, r->resume ? r->start : -1, d))) return false;
+    return true;
 }
 
 static bool validate(run *r, double *val_loss, kiln_diags *d)
@@ -429,13 +511,9 @@ static int train_loop(run *r, kiln_diags *d)
     ffi_cif cif;
     KILN_ASSERT(ffi_prep_cif(&cif, FFI_DEFAULT_ABI, n_args, &ffi_type_sint, types) == FFI_OK);
 
-    if (r->log_path) {
-        r->log = fopen(r->log_path, r->resume ? "a" : "w");
-        if (!r->log) {
-            kiln_diags_add(d, r->log_path, 0, 0, NULL, "cannot open the metrics log for writing");
-            free(types), free(args), free(ptrs);
-            return EXIT_FAIL;
-        }
+    if (!prepare_files(r, d)) {
+        free(types), free(args), free(ptrs);
+        return EXIT_FAIL;
     }
     interrupted = 0;
     struct sigaction sa = {0}, old_int, old_term;
@@ -489,7 +567,7 @@ static int train_loop(run *r, kiln_diags *d)
             }
         }
         progress_step(&pr, step, loss, lr, tps, val_loss);
-        if (r->save && !last && step % r->save_every == 0 && !save(r, step, d)) {
+        if (r->save && !last && step % r->save_every == 0 && !save_or_explain(r, step, d)) {
             status = EXIT_FAIL;
             break;
         }
@@ -499,7 +577,7 @@ static int train_loop(run *r, kiln_diags *d)
     sigaction(SIGTERM, &old_term, NULL);
 
     if (status == EXIT_OK && r->save) {
-        if (!save(r, step, d)) status = EXIT_FAIL;
+        if (!save_or_explain(r, step, d)) status = EXIT_FAIL;
         else if (!interrupted) printf("saved %s at step %lld\n", r->save, (long long)step);
     }
     int64_t n_recent = step - r->start < 10 ? step - r->start : 10;
@@ -552,7 +630,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--resume", CLI_STR, &r.resume, NULL,
          "continue a run exactly where this checkpoint left it (default: start afresh)"},
         {"--log", CLI_STR, &r.log_path, NULL,
-         "write one JSON line of metrics per step, for kiln plot; appended to on --resume (default: none)"},
+         "write one JSON line of metrics per step, for kiln plot; on --resume cut back to its step and appended to (default: none)"},
         {"--log-every", CLI_INT, &r.log_every, NULL,
          "off a terminal, print a progress line every N steps, and at least once a minute (default: steps/10)"},
         {"--threads", CLI_INT, &r.threads, NULL,
@@ -586,6 +664,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");
     if (diags->n) return EXIT_USAGE;
     r.model_path = a.positional[0];
+    r.saved_step = -1;
 
     int status = EXIT_FAIL;
     kiln_rt_error err = {{0}};
@@ -595,6 +674,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         bind_rt_error(diags, r.resume, &err);
         goto done;
     }
+    if (r.resume && !resume_shape(&r, &a, batch_given, diags)) goto done;
     if (r.init && kiln_tensor_file_read(r.init, &r.init_file, &err) != 0) {
         bind_rt_error(diags, r.init, &err);
         goto done;

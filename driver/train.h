@@ -126,6 +126,22 @@ bool ckpt_save(const char *path, const kiln_graph *g, const uint32_t *params, ui
                const int64_t *state_offsets, void *optim_blob, const char *const *keys, const char *const *values,
                int n_meta, kiln_diags *d);
 
+/* Removes the temporaries that killed saves of path left beside it (PATH.tmp.PID.N of
+ * a process that no longer runs); returns how many. */
+int ckpt_remove_stale(const char *path);
+
+/* The model's bound dims as checkpoint metadata: "B=8,T=32" (malloc'd). */
+char *ckpt_dims_format(const kiln_model *m);
+/* Parses that text in place into at most cap bindings naming into it; the count, or −1
+ * when it is malformed. */
+int ckpt_dims_parse(char *text, kiln_dim_binding *out, int cap);
+
+/* Opens the --log file: truncated for a fresh run (resume_step < 0); for a run resumed
+ * at resume_step, kept up to that step's line and appended to, so that lines a killed
+ * run wrote after its last checkpoint, and a torn last line, are dropped. NULL with a
+ * diagnostic on failure. */
+FILE *ckpt_log_open(const char *path, int64_t resume_step, kiln_diags *d);
+
 /* The tokenizer stored in a checkpoint's metadata: true with *t set when there is one,
  * false when there is none (nothing added) or it is bad (a diagnostic added). */
 bool ckpt_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer *t, kiln_diags *d);
