@@ -141,7 +141,9 @@ typedef struct kiln_compile_request {
     /* A stateful entry without training (generation's KV cache, frontend.h): `states`
      * lists the graph's STATE nodes in state-blob order and the graph's updates are
      * compiled, as for `train`, but there is no lr and dropout stays the identity:
-     *     int NAME_SUFFIX(const float *params, float *state, void *workspace, inputs…, outputs…) */
+     *     int NAME_SUFFIX(const float *params, float *state, void *workspace, inputs…, outputs…)
+     * With `dropout` set a stateful entry drops as a training step does, seeded from
+     * `dropout_step` in the state blob (the split step's NAME_train_grad). */
     bool stateful;
     const char *suffix;            /* the entry's name after NAME_: NULL = "forward" / "train_step" */
     /* train with activation checkpointing (passes/checkpoint.c): nodes from this id on
