@@ -163,11 +163,13 @@ typedef struct dp_step {
     ffi_cif apply_cif;
     ffi_type *apply_types[4];
     int32_t *skip_bufs[KILN_TASK_MAX_INPUTS]; /* the other ranks' rows, drawn and dropped */
+    double comm_seconds;        /* in dist_step_status + dist_average, summed */
+    int64_t comm_steps;
 } dp_step;
 
 /* Joins the MPI job if there is one (dist_init); ranks above 0 send stdout to /dev/null. */
 bool dp_init(dp_step *p, bool required, double timeout, kiln_diags *d);
-/* Ends it (dist_finalize) and frees everything. */
+/* Prints the time spent in collectives (rank 0), ends MPI (dist_finalize), frees everything. */
 void dp_free(dp_step *p, bool ok);
 /* Builds and compiles the split step from the model's text (as build_step loads it):
  * NAME_train_grad kept here, NAME_train_apply into *apply with the workspace size of
