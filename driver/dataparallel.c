@@ -48,9 +48,10 @@ bool dp_init(dp_step *p, bool required, double timeout, kiln_diags *d)
 void dp_free(dp_step *p, bool ok)
 {
     if (p->comm_steps)
-        printf("data-parallel: %.3f s per step in the status and gradient collectives (waiting for the slowest "
-               "rank included), %lld steps\n",
-               p->comm_seconds / (double)p->comm_steps, (long long)p->comm_steps);
+        printf("data-parallel: per step %.3f s in the status collective (waiting for the slowest rank), %.3f s "
+               "averaging %.1f MiB of gradients (%lld steps)\n",
+               p->wait_seconds / (double)p->comm_steps, p->average_seconds / (double)p->comm_steps,
+               p->area.grad_bytes / 1048576.0, (long long)p->comm_steps);
     for (int i = 0; i < KILN_TASK_MAX_INPUTS; i++) free(p->skip_bufs[i]);
     pointer_call_free(&p->grad_call);
     kiln_compiled_free(&p->grad);
@@ -136,8 +137,10 @@ int dp_run(dp_step *p, int64_t step, void *params, void *optim, void *workspace,
     double t0 = progress_now();
     dist_step_status(&p->ds, step, loss, &rc, stop);
     if (rc != KILN_RC_OK) return rc; /* every rank stops here, before any update */
+    double t1 = progress_now();
     dist_average(&p->ds, step, (float *)((char *)optim + p->area.grad_offset), p->area.grad_bytes / 4);
-    p->comm_seconds += progress_now() - t0;
+    p->wait_seconds += t1 - t0;
+    p->average_seconds += progress_now() - t1;
     p->comm_steps++;
     /* int NAME_train_apply(float *params, float *optim, void *workspace, float lr) */
     void *vals[4] = {&params, &optim, &workspace, &lr};

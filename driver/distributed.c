@@ -148,9 +148,11 @@ void dist_finalize(dist *ds, bool ok)
         ds->watchdog = NULL;
     }
     if (!ds->mpi) return;
-    /* a failed rank must not wait for the others (they may never come): the launcher
-     * ends the job when it exits non-zero, as the MPI standard lets it */
-    if (ok) MPI_Barrier(MPI_COMM_WORLD);
+    /* A failed rank leaves without MPI_Finalize: finalizing waits for every rank, which
+     * may be blocked in a collective waiting for this one. Exiting (non-zero) without it
+     * makes mpirun end the whole job with a message naming the rank. */
+    if (!ok) return;
+    MPI_Barrier(MPI_COMM_WORLD);
     MPI_Finalize();
     ds->mpi = false;
 }

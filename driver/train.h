@@ -163,7 +163,8 @@ typedef struct dp_step {
     ffi_cif apply_cif;
     ffi_type *apply_types[4];
     int32_t *skip_bufs[KILN_TASK_MAX_INPUTS]; /* the other ranks' rows, drawn and dropped */
-    double comm_seconds;        /* in dist_step_status + dist_average, summed */
+    double wait_seconds;        /* in dist_step_status (mostly waiting for the slowest rank), summed */
+    double average_seconds;     /* in dist_average, summed */
     int64_t comm_steps;
 } dp_step;
 
