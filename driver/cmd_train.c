@@ -28,6 +28,11 @@
  *
  * --threads N (default: the online CPUs, at most KILN_MAX_THREADS) sizes the runtime's pool;
  * the step gives the same bits for any N.
+ *
+ * Under mpirun (N > 1 ranks) the step is data-parallel (dataparallel.c,
+ * docs/distributed.md): build_step compiles the split step instead, the loop's batch
+ * and step calls go through dp_feed / dist_step, and ranks above 0 neither save, log
+ * nor validate.
  */
 #include <ffi.h>
 #include <math.h>
