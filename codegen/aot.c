@@ -14,6 +14,9 @@
  *   + with --generate, generation's prefill and decode step (NAME_prefill,
  *     NAME_decode_step: stateful entries over a KV-cache blob) as two more objects, and
  *     their sizes and prototypes in the header (header_generate.c)
+ *   + with --train also the split step (NAME_train_grad, NAME_train_apply: gradients into
+ *     the split optimizer blob, then the update) as two more objects, with its header part
+ *     (header_split.c), for programs that average gradients between the two
  *   → `cc -r -nostdlib` merges the object(s) with the runtime archive's loader
  *     (runtime/params.c: libc only, no allocation), pulling only the members it needs
  *   → `objcopy -G` for each entry point: every other global (the loader included) becomes
@@ -381,10 +384,39 @@ static bool generate_modules(const kiln_compile_request *req, const kiln_aot_opt
     return false;
 }
 
-/* The header text with the generation part placed before its closing lines. */
-static char *header_with_generate(char *text, const kiln_aot_options *opt, const kiln_module *pm, const kiln_module *sm)
+/* The split training step's two modules (NAME_train_grad, NAME_train_apply): the forward
+ * pass's parameter blob (train_module's check), and one split optimizer blob both lay
+ * out alike over the gradient entry's states (a prefix of the update's, in the same order). */
+static bool split_modules(const kiln_compile_request *req, const kiln_aot_options *opt, const kiln_module *fwd,
+                          kiln_module *gm, kiln_module *am, kiln_diags *d)
 {
-    char *gen = kiln_header_generate_text(opt->prefill, &pm->prog.plan, opt->decode_step, &sm->prog.plan);
+    if (!train_module(req, opt->train_grad, fwd, gm, d)) return false;
+    if (!train_module(req, opt->train_apply, fwd, am, d)) {
+        kiln_module_free(gm);
+        return false;
+    }
+    const kiln_compile_request *g = opt->train_grad, *a = opt->train_apply;
+    bool same = g->n_states <= a->n_states && gm->prog.plan.optim_bytes == am->prog.plan.optim_bytes &&
+                gm->prog.n_states == g->n_states && am->prog.n_states == a->n_states;
+    for (uint32_t i = 0; same && i < g->n_states; i++)
+        same = gm->prog.plan.homes[gm->prog.states[i]].offset == am->prog.plan.homes[am->prog.states[i]].offset;
+    if (same) return true;
+    kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: the gradient and update entries lay out the optimizer blob differently");
+    kiln_module_free(gm);
+    kiln_module_free(am);
+    return false;
+}
+
+/* Where the split optimizer blob's gradient area starts (bytes). */
+static int64_t split_grad_offset(const kiln_aot_options *opt, const kiln_module *am)
+{
+    if (opt->first_grad >= opt->train_apply->n_states) return am->prog.plan.optim_bytes;
+    return am->prog.plan.homes[am->prog.states[opt->first_grad]].offset;
+}
+
+/* The header text with a part (generation's, the split step's) placed before its closing lines. */
+static char *header_with_part(char *text, char *gen)
+{
     const char *tail = "#ifdef __cplusplus\n}\n#endif";
     char *at = NULL;
     for (char *p = strstr(text, tail); p; p = strstr(p + 1, tail)) at = p; /* the last one */
@@ -400,15 +432,22 @@ static char *header_with_generate(char *text, const kiln_aot_options *opt, const
     return out;
 }
 
+static char *header_with_generate(char *text, const kiln_aot_options *opt, const kiln_module *pm, const kiln_module *sm)
+{
+    return header_with_part(text, kiln_header_generate_text(opt->prefill, &pm->prog.plan, opt->decode_step,
+                                                            &sm->prog.plan));
+}
+
 /* The files of one build, all inside `dir` (a fresh directory beside the output). */
 typedef struct build {
-    char *dir, *model_o, *train_o, *prefill_o, *step_o, *merged_o, *final;
+    char *dir, *model_o, *train_o, *prefill_o, *step_o, *grad_o, *apply_o, *merged_o, *final;
     char *header_tmp; /* beside the header */
 } build;
 
 static void build_cleanup(build *b)
 {
-    const char *files[] = {b->model_o, b->train_o, b->prefill_o, b->step_o, b->merged_o, b->final, b->header_tmp};
+    const char *files[] = {b->model_o, b->train_o,  b->prefill_o, b->step_o,    b->grad_o,
+                           b->apply_o, b->merged_o, b->final,     b->header_tmp};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (files[i]) unlink(files[i]); /* renamed ones are gone already: harmless */
     if (b->dir) rmdir(b->dir);
@@ -417,6 +456,8 @@ static void build_cleanup(build *b)
     free(b->train_o);
     free(b->prefill_o);
     free(b->step_o);
+    free(b->grad_o);
+    free(b->apply_o);
     free(b->merged_o);
     free(b->final);
     free(b->header_tmp);
@@ -452,8 +493,8 @@ static bool stage_header(build *b, const char *path, const char *text, kiln_diag
 bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d)
 {
     const char *name = model_name(req);
-    kiln_module m, tm, pm, sm;
-    bool gen = opt->prefill && opt->decode_step;
+    kiln_module m, tm, pm, sm, gm, am;
+    bool gen = opt->prefill && opt->decode_step, split = opt->train_grad && opt->train_apply;
     if (!export_module(req, &m, d)) return false;
     if (opt->train && !train_module(req, opt->train, &m, &tm, d)) {
         kiln_module_free(&m);
@@ -462,6 +503,12 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     if (gen && !generate_modules(req, opt, &m, &pm, &sm, d)) {
         kiln_module_free(&m);
         if (opt->train) kiln_module_free(&tm);
+        return false;
+    }
+    if (split && !split_modules(req, opt, &m, &gm, &am, d)) {
+        kiln_module_free(&m);
+        if (opt->train) kiln_module_free(&tm);
+        if (gen) kiln_module_free(&pm), kiln_module_free(&sm);
         return false;
     }
 
@@ -495,14 +542,22 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
             b.step_o = join(b.dir, file);
             ok = emit_object(&pm, b.prefill_o, d) && emit_object(&sm, b.step_o, d);
         }
+        if (ok && split) {
+            snprintf(file, sizeof file, "%s.train_grad.o", name);
+            b.grad_o = join(b.dir, file);
+            snprintf(file, sizeof file, "%s.train_apply.o", name);
+            b.apply_o = join(b.dir, file);
+            ok = emit_object(&gm, b.grad_o, d) && emit_object(&am, b.apply_o, d);
+        }
     }
     if (ok) {
-        char *merge[12];
+        char *merge[14];
         int k = 0;
         merge[k++] = (char *)opt->cc, merge[k++] = "-r", merge[k++] = "-nostdlib", merge[k++] = "-o";
         merge[k++] = b.merged_o, merge[k++] = b.model_o;
         if (b.train_o) merge[k++] = b.train_o;
         if (b.prefill_o) merge[k++] = b.prefill_o, merge[k++] = b.step_o;
+        if (b.grad_o) merge[k++] = b.grad_o, merge[k++] = b.apply_o;
         merge[k++] = (char *)opt->runtime_archive;
         merge[k] = NULL;
         ok = run_tool(merge, d);
@@ -510,8 +565,9 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     if (ok) {
         /* -G SYM keeps SYM global and makes every other defined symbol local; entries
          * absent from this build (train_step, prefill, decode_step) are harmless */
-        char syms[7][300], *localise[] = {(char *)opt->objcopy, "-G", syms[0], "-G", syms[1], "-G", syms[2], "-G",
-                                           syms[3], "-G", syms[4], "-G", syms[5], "-G", syms[6], b.merged_o, NULL};
+        char syms[9][300], *localise[] = {(char *)opt->objcopy, "-G", syms[0], "-G", syms[1], "-G", syms[2], "-G",
+                                           syms[3], "-G", syms[4], "-G", syms[5], "-G", syms[6], "-G", syms[7],
+                                           "-G", syms[8], b.merged_o, NULL};
         snprintf(syms[0], sizeof syms[0], "%s_forward", name);
         snprintf(syms[1], sizeof syms[1], "%s_load", name);
         snprintf(syms[2], sizeof syms[2], "%s_set_threads", name);
@@ -519,6 +575,8 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
         snprintf(syms[4], sizeof syms[4], "%s_train_step", name);
         snprintf(syms[5], sizeof syms[5], "%s_prefill", name);
         snprintf(syms[6], sizeof syms[6], "%s_decode_step", name);
+        snprintf(syms[7], sizeof syms[7], "%s_train_grad", name);
+        snprintf(syms[8], sizeof syms[8], "%s_train_apply", name);
         ok = run_tool(localise, d);
     }
     if (ok) {
@@ -547,6 +605,9 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     if (ok && opt->header) {
         char *text = kiln_header_text(req, &m.prog.plan, opt->train, opt->train ? &tm.prog.plan : NULL, opt->source);
         if (gen) text = header_with_generate(text, opt, &pm, &sm);
+        if (split)
+            text = header_with_part(text, kiln_header_split_text(opt->train_grad, &gm.prog.plan, opt->train_apply,
+                                                                 &am.prog.plan, split_grad_offset(opt, &am)));
         ok = stage_header(&b, opt->header, text, d);
         free(text);
     }
@@ -564,6 +625,10 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     if (gen) {
         kiln_module_free(&pm);
         kiln_module_free(&sm);
+    }
+    if (split) {
+        kiln_module_free(&gm);
+        kiln_module_free(&am);
     }
     return ok;
 }

@@ -141,7 +141,9 @@ typedef struct kiln_compile_request {
     /* A stateful entry without training (generation's KV cache, frontend.h): `states`
      * lists the graph's STATE nodes in state-blob order and the graph's updates are
      * compiled, as for `train`, but there is no lr and dropout stays the identity:
-     *     int NAME_SUFFIX(const float *params, float *state, void *workspace, inputs…, outputs…) */
+     *     int NAME_SUFFIX(const float *params, float *state, void *workspace, inputs…, outputs…)
+     * With `dropout` set a stateful entry drops as a training step does, seeded from
+     * `dropout_step` in the state blob (the split step's NAME_train_grad). */
     bool stateful;
     const char *suffix;            /* the entry's name after NAME_: NULL = "forward" / "train_step" */
     /* train with activation checkpointing (passes/checkpoint.c): nodes from this id on
@@ -256,6 +258,12 @@ typedef struct kiln_aot_options {
      * or neither, over the same parameter blob and one KV-cache blob; each becomes a module
      * of its own, as the training step does. */
     const kiln_compile_request *prefill, *decode_step;
+    /* `--train` too: the split step (driver/trainsplit.c), NAME_train_grad (a stateful
+     * entry) and NAME_train_apply, both or neither, over the same parameter blob and one
+     * split optimizer blob; its gradient area starts at state `first_grad` of
+     * train_apply's list (or at the blob's end when there is none). */
+    const kiln_compile_request *train_grad, *train_apply;
+    uint32_t first_grad;
 } kiln_aot_options;
 
 /* Builds the exported library of a forward request (req->name: the symbol prefix NAME,
@@ -277,6 +285,12 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
  * and NAME_decode_step, malloc'd. */
 char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,
                                 const kiln_compile_request *step, const kiln_memplan *step_plan);
+
+/* The header's split-step part (header_split.c): NAME_train_grad and NAME_train_apply,
+ * the split optimizer blob and its gradient area, malloc'd. */
+char *kiln_header_split_text(const kiln_compile_request *grad, const kiln_memplan *grad_plan,
+                             const kiln_compile_request *apply, const kiln_memplan *apply_plan,
+                             int64_t grad_offset);
 
 /* Writes bytes to path atomically: a temporary beside it, then rename. */
 bool kiln_write_file_atomic(const char *path, const void *data, size_t size, kiln_diags *d);

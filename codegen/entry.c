@@ -120,10 +120,11 @@ static void add_kernel(kernel_key *keys, int *n_keys, bool shareable, const char
     keys[(*n_keys)++].fn = fn;
 }
 
-/* Whether node id is a dropout that drops: in a training step with dropout on. */
+/* Whether node id is a dropout that drops: in a training step with dropout on (or a
+ * stateful entry asking for it: the split step's NAME_train_grad, driver/trainsplit.c). */
 static bool train_dropout(const kiln_compile_request *req, const kiln_graph *g, uint32_t id)
 {
-    return req->train && req->dropout && g->nodes[id].op == KILN_OP_DROPOUT;
+    return (req->train || req->stateful) && req->dropout && g->nodes[id].op == KILN_OP_DROPOUT;
 }
 
 /* One kernel of the schedule, ready to call: its function and its operands' nodes (the

@@ -76,7 +76,7 @@ static bool plan(const kiln_compile_request *req, const kiln_target *t, kiln_pro
                                 .n_params = req->n_params,
                                 .states = req->train || req->stateful ? req->states : NULL,
                                 .n_states = req->train || req->stateful ? req->n_states : 0,
-                                .dropout_alone = req->train && req->dropout,
+                                .dropout_alone = (req->train || req->stateful) && req->dropout,
                                 .recompute_from = req->recompute_from,
                                 .scratch_sizes = scratch_sizes,
                                 .scratch_ctx = (void *)t,
@@ -97,7 +97,7 @@ static kiln_compile_request program_request(const kiln_compile_request *req, con
     r.params = prog->params;
     if (prog->n_states) r.states = prog->states; /* the states the pipeline was given */
     if (req->train) r.lr = prog->inputs[req->n_inputs];
-    if (req->train && req->dropout) r.dropout_step = kiln_program_node(prog, req->dropout_step);
+    if ((req->train || req->stateful) && req->dropout) r.dropout_step = kiln_program_node(prog, req->dropout_step);
     return r;
 }
 

@@ -126,6 +126,10 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     kiln_model tmodel;
     train_step ts = {0};
     bool have_train = false;
+    /* --train: the split step too (trainsplit.c), from two more loads of the model */
+    kiln_model smodel[2];
+    train_split split = {0};
+    bool have_split = false;
     /* --generate: the prefill and decode-step graphs (generate.c) */
     generator gen;
     bool have_gen = false;
@@ -163,6 +167,14 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         kiln_checkpoint_result ck;
         if (ckpt && !train_step_checkpoint(&tmodel, &ts, &ck, diags)) goto done;
         ts.dropout_seed = tmodel.init_seed;
+        if (!kiln_model_load(&smodel[0], args.positional[0], &opt, diags)) goto done;
+        if (!kiln_model_load(&smodel[1], args.positional[0], &opt, diags)) {
+            kiln_model_free(&smodel[0]);
+            goto done;
+        }
+        have_split = true;
+        if (!train_split_build(&smodel[0], &smodel[1], ckpt, &split, diags)) goto done;
+        split.dropout_seed = tmodel.init_seed;
     }
 
     if (emit && train && strcmp(emit, "ir") == 0) {
@@ -213,6 +225,15 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
                                     .objcopy = env_or("KILN_OBJCOPY", "objcopy"),
                                     .ar = env_or("KILN_AR", "ar"),
                                     .train = train ? &treq : NULL};
+            kiln_compile_request greq, areq;
+            if (train) {
+                greq = train_split_grad_request(&split);
+                areq = train_split_apply_request(&split);
+                greq.target = areq.target = &target;
+                aot.train_grad = &greq;
+                aot.train_apply = &areq;
+                aot.first_grad = split.n_optim_states; /* the gradient area follows the optimizer's states */
+            }
             if (generate) {
                 gen.prefill.req.target = gen.step.req.target = &target;
                 aot.prefill = &gen.prefill.req;
@@ -238,6 +259,11 @@ done:
     if (have_train) {
         train_step_free(&ts);
         kiln_model_free(&tmodel);
+    }
+    if (have_split) {
+        train_split_free(&split);
+        kiln_model_free(&smodel[0]);
+        kiln_model_free(&smodel[1]);
     }
     kiln_model_free(&model);
     return status;

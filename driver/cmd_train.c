@@ -30,6 +30,11 @@
  *
  * --threads N (default: the online CPUs, at most KILN_MAX_THREADS) sizes the runtime's pool;
  * the step gives the same bits for any N.
+ *
+ * Under mpirun (N > 1 ranks) the step is data-parallel (dataparallel.c,
+ * docs/distributed.md): build_step compiles the split step instead, the loop's batch
+ * and step calls go through dp_feed / dist_step, and ranks above 0 neither save, log
+ * nor validate.
  */
 #include <ffi.h>
 #include <math.h>
@@ -85,6 +90,11 @@ typedef struct run {
     bool have_bt, have_val_bt;
     evaluator ev;
     FILE *log;
+    /* data-parallel (mpirun; dataparallel.c, docs/distributed.md) */
+    dp_step dp;
+    bool distributed;             /* --distributed */
+    int64_t dist_timeout;         /* --dist-timeout */
+    int dist_stop;                /* the signal every rank agreed to stop on */
 } run;
 
 static void run_free(run *r)
@@ -286,7 +296,12 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     if (r->checkpoint && !train_step_checkpoint(m, &r->ts, &ck, d)) return false;
     r->ts.dropout_seed = (uint64_t)r->seed;
     kiln_compile_request req = train_step_request(m, &r->ts);
-    if (!kiln_compile_graph(&req, &r->c, d)) return false;
+    /* one of N ranks: the step split around the gradient average (dataparallel.c) */
+    bool compiled = r->dp.ds.size > 1 ? dp_compile(&r->dp, r->text, r->text_len, r->model_path, a->defines,
+                                                   a->n_defines, r->batch_dim, r->batch, r->checkpoint,
+                                                   (uint64_t)r->seed, &r->feed, &r->c, d)
+                                      : kiln_compile_graph(&req, &r->c, d);
+    if (!compiled) return false;
     cli_print_dump(r->c.dump);
     double t1 = progress_now();
     int64_t n_params = 0;
@@ -486,6 +501,29 @@ static void step_failed(run *r, int64_t step, int rc, kiln_diags *d)
                                                 : "the compiled training step failed");
 }
 
+/* One data-parallel step: every rank leaves the loop at the step they agree on. */
+static void dist_step(run *r, int64_t step, float lr, float *loss, ffi_arg *rc)
+{
+    int stop = interrupted;
+    *rc = (ffi_arg)dp_run(&r->dp, step, r->params, r->optim, r->workspace, &r->feed, lr, loss, &stop);
+    r->dist_stop = stop;
+    if (stop) interrupted = stop;
+}
+
+/* Data-parallel start-up check: what must be equal on every rank (dp_check_same). */
+static bool dist_same(run *r, const cli_args *a, kiln_diags *d)
+{
+    char settings[2048];
+    int n = snprintf(settings, sizeof settings, "steps %lld batch %lld seed %lld task %s start %lld stop %lld ckpt %d",
+                     (long long)r->steps, (long long)r->feed.batch, (long long)r->seed, kiln_task_name(r->task),
+                     (long long)r->start, (long long)r->stop_at, r->checkpoint);
+    for (int i = 0; i < a->n_defines && n > 0 && n < (int)sizeof settings; i++)
+        n += snprintf(settings + n, sizeof settings - (size_t)n, " -D %s=%lld", a->defines[i].name,
+                      (long long)a->defines[i].value);
+    return dp_check_same(&r->dp, r->text, r->text_len, settings, &r->ds, r->params, r->c.params_bytes, r->optim,
+                         r->dp.area.grad_offset ? r->dp.area.grad_offset : r->c.optim_bytes, d);
+}
+
 static int train_loop(run *r, kiln_diags *d)
 {
     const kiln_model *m = &r->model;
@@ -528,12 +566,13 @@ static int train_loop(run *r, kiln_diags *d)
     double train_seconds = 0, first_loss = NAN, recent[10];
     int64_t step = r->start;
     int status = EXIT_OK;
-    while (step < end && !interrupted) {
+    while (step < end && !(r->dp.ds.size > 1 ? r->dist_stop : interrupted)) {
         double t0 = progress_now();
-        feed_next(&r->feed, &r->bt);
+        dp_feed(&r->dp, &r->feed, &r->bt); /* one process: feed_next */
         lr = (float)kiln_schedule_lr(&sched, step);
         ffi_arg rc = 0;
-        ffi_call(&cif, FFI_FN(r->c.entry), &rc, ptrs);
+        if (r->dp.ds.size > 1) dist_step(r, step, lr, &loss, &rc);
+        else ffi_call(&cif, FFI_FN(r->c.entry), &rc, ptrs);
         if ((int)rc != KILN_RC_OK) {
             progress_end(&pr);
             step_failed(r, step + 1, (int)rc, d);
@@ -611,6 +650,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);  /* default: the online CPUs, at most KILN_MAX_THREADS */
     r.threads = cpus < 1 ? 1 : cpus < KILN_MAX_THREADS ? cpus : KILN_MAX_THREADS;
     r.val_batches = 20;
+    r.dist_timeout = 600;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
         {"--data", CLI_STR, &r.data, NULL,
@@ -647,6 +687,10 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
          "end this run after step S as if it were the last; the schedule still runs to --steps (default: off)"},
         {"--checkpoint-activations", CLI_BOOL, &r.checkpoint, NULL,
          "recompute block activations in the backward pass: less memory, same bits (default: off)"},
+        {"--distributed", CLI_BOOL, &r.distributed, NULL,
+         "require data-parallel training under mpirun; fail if kiln has no MPI (default: on by itself under mpirun)"},
+        {"--dist-timeout", CLI_INT, &r.dist_timeout, NULL,
+         "seconds a rank waits in a step's gradient average before stopping the run (default: 600)"},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
@@ -662,9 +706,11 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (steps_given && r.steps < 1) kiln_diags_add(diags, NULL, 0, 0, "--steps", "expected at least 1");
     if (batch_given && r.batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
     if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");
+    if (r.dist_timeout < 1) kiln_diags_add(diags, NULL, 0, 0, "--dist-timeout", "expected at least 1 second");
     if (diags->n) return EXIT_USAGE;
     r.model_path = a.positional[0];
     r.saved_step = -1;
+    if (!dp_init(&r.dp, r.distributed, (double)r.dist_timeout, diags)) return EXIT_FAIL;
 
     int status = EXIT_FAIL;
     kiln_rt_error err = {{0}};
@@ -679,8 +725,10 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         bind_rt_error(diags, r.init, &err);
         goto done;
     }
-    if (!settle(&r, &a, steps_given, batch_given, seed_given, diags) || !load_data(&r, diags)) goto done;
-    if (!build_step(&r, &a, diags) || !fill_blobs(&r, diags)) goto done;
+    if (!settle(&r, &a, steps_given, batch_given, seed_given, diags)) goto done;
+    if (r.dp.ds.rank > 0) r.save = r.log_path = r.val = NULL; /* rank 0 alone writes and validates */
+    if (!load_data(&r, diags)) goto done;
+    if (!build_step(&r, &a, diags) || !fill_blobs(&r, diags) || !dist_same(&r, &a, diags)) goto done;
     if (r.start >= r.steps) {
         printf("the checkpoint is at step %lld of %lld: nothing to do (give a larger --steps to continue)\n",
                (long long)r.start, (long long)r.steps);
@@ -691,5 +739,8 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     status = train_loop(&r, diags);
 done:
     run_free(&r);
+    /* ranks that agree (a finished or interrupted run) leave MPI together; a failed one
+     * exits at once and the launcher ends the job */
+    dp_free(&r.dp, status == EXIT_OK || status >= 128);
     return status;
 }

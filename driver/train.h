@@ -6,6 +6,8 @@
  *   checkpoint.c  parameter and optimizer blobs ↔ safetensors checkpoints
  *   evaluate.c    a compiled forward+loss entry run over a batcher (eval, validation)
  *   progress.c    the terminal progress bar and the --log metrics lines
+ *   trainsplit.c  the step split as gradients + update (NAME_train_grad, NAME_train_apply)
+ *   dataparallel.c one rank's step among N: shard, gradients, average, update
  *
  * docs/training.md describes the behaviour; SPEC sections 2–6 are the contract. */
 #ifndef KILN_TRAIN_H
@@ -18,6 +20,7 @@
 #include "codegen.h"
 #include "data.h"
 #include "driver.h"
+#include "distributed.h"
 #include "pointer_call.h"
 
 /* ---- trainstep.c ------------------------------------------------------------------------- */
@@ -60,6 +63,45 @@ bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result
 kiln_compile_request train_step_request(const kiln_model *m, const train_step *ts);
 /* FLOPs of one training step: every node the loss or an update needs. */
 int64_t train_step_flops(const kiln_graph *g);
+
+/* The optimizer settings of a model's train section; *groups is malloc'd (free it). */
+kiln_optim_config train_optim_config(const kiln_train_config *t, kiln_optim_group **groups);
+
+/* ---- trainsplit.c: the step as gradient + update (data-parallel training) ------------------ */
+
+typedef struct train_split {
+    kiln_model *grad_model, *apply_model; /* borrowed: loaded by the caller, rewritten here */
+    bool *trained;             /* per parameter: has a gradient in the blob's gradient area */
+    uint32_t n_grads;          /* gradient tensors (trained parameters) */
+    uint32_t n_optim_states;   /* the optimizer's states, as the fused step has them */
+    uint32_t *grad_states;     /* gradient graph: placeholders of the optimizer's states, then grad.… */
+    uint32_t grad_step;        /* its optim.step (dropout's seed) */
+    uint32_t *apply_states;    /* update graph: optim.step, optim.…, then grad.… */
+    uint32_t lr;               /* the update graph's "lr" input */
+    uint64_t dropout_seed;     /* the run's --seed, set by the caller */
+    uint32_t n_forward;        /* the gradient graph's forward nodes */
+    uint32_t recompute_from;   /* activation checkpointing: as train_step.recompute_from */
+} train_split;
+
+/* Where the gradients are in the split optimizer blob (bytes). */
+typedef struct train_split_area {
+    int64_t grad_offset, grad_bytes; /* [offset, offset + bytes) to the blob's end: floats, zero padding between tensors */
+    int64_t optim_bytes;             /* the whole blob */
+} train_split_area;
+
+/* Builds both graphs from two loads of the same model (checkpoint: the gradient graph
+ * recomputes block activations, as --checkpoint-activations). */
+bool train_split_build(kiln_model *grad_model, kiln_model *apply_model, bool checkpoint, train_split *s,
+                       kiln_diags *d);
+void train_split_free(train_split *s);
+/* int NAME_train_grad(const float *params, float *optim, void *workspace, inputs…, float *loss) */
+kiln_compile_request train_split_grad_request(const train_split *s);
+/* int NAME_train_apply(float *params, float *optim, void *workspace, float lr) */
+kiln_compile_request train_split_apply_request(const train_split *s);
+/* After compiling both: checks that they lay out the blobs alike and says where the
+ * gradients are; false = an internal error. */
+bool train_split_check(const train_split *s, const kiln_compiled *grad, const kiln_compiled *apply,
+                       train_split_area *out);
 
 /* Turns m's graph into the evaluation graph: output 0 is "loss"; when a cross_entropy
  * takes the input "labels" (classify), output 1 is "logits", its first operand. */
@@ -106,6 +148,48 @@ int64_t feed_next(feed *f, kiln_batcher *bt);
 int64_t feed_weight(const feed *f, int64_t rows, int32_t ignore_index);
 /* The task input called name, or NULL. */
 const int32_t *feed_task_buf(const feed *f, const char *name);
+
+/* ---- dataparallel.c: the step of one rank among N (mpirun; docs/distributed.md) ----------- */
+
+typedef struct dp_step {
+    dist ds;                    /* rank and size (distributed.c); size 1 = the fused step */
+    kiln_model grad_model, apply_model;
+    bool have_models, have_split;
+    train_split split;
+    kiln_compiled grad;         /* NAME_train_grad; the caller's kiln_compiled holds NAME_train_apply */
+    train_split_area area;
+    pointer_call grad_call;
+    void *apply_entry;
+    ffi_cif apply_cif;
+    ffi_type *apply_types[4];
+    int32_t *skip_bufs[KILN_TASK_MAX_INPUTS]; /* the other ranks' rows, drawn and dropped */
+    double wait_seconds;        /* in dist_step_status (mostly waiting for the slowest rank), summed */
+    double average_seconds;     /* in dist_average, summed */
+    int64_t comm_steps;
+} dp_step;
+
+/* Joins the MPI job if there is one (dist_init); ranks above 0 send stdout to /dev/null. */
+bool dp_init(dp_step *p, bool required, double timeout, kiln_diags *d);
+/* Prints the time spent in collectives (rank 0), ends MPI (dist_finalize), frees everything. */
+void dp_free(dp_step *p, bool ok);
+/* Builds and compiles the split step from the model's text (as build_step loads it):
+ * NAME_train_grad kept here, NAME_train_apply into *apply with the workspace size of
+ * both and the optimizer blob of the split layout (the fused step's, then the
+ * gradients), so the caller's blobs, checkpoints and restore work unchanged. Scales
+ * f->tokens_per_batch to the global batch (progress reports). */
+bool dp_compile(dp_step *p, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
+                int n_defines, const char *batch_dim, int64_t batch, bool checkpoint, uint64_t seed, feed *f,
+                kiln_compiled *apply, kiln_diags *d);
+/* The next batch of this rank: its shard of the next global batch. */
+void dp_feed(dp_step *p, feed *f, kiln_batcher *bt);
+/* One step: gradients, status (mean loss into *loss; *stop: any rank's signal), average,
+ * update. Returns the step's status, the same on every rank (non-zero: no update made). */
+int dp_run(dp_step *p, int64_t step, void *params, void *optim, void *workspace, const feed *f, float lr,
+           float *loss, int *stop);
+/* The start-up check: the model text, the settings string, the data and the starting
+ * blobs must be the same on every rank. */
+bool dp_check_same(const dp_step *p, const char *text, size_t len, const char *settings, const kiln_dataset *ds,
+                   const void *params, int64_t params_bytes, const void *optim, int64_t optim_bytes, kiln_diags *d);
 
 /* ---- checkpoint.c ------------------------------------------------------------------------ */
 

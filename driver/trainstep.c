@@ -101,23 +101,14 @@ static bool only_loss(kiln_model *m, kiln_diags *d)
     return true;
 }
 
-bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
+kiln_optim_config train_optim_config(const kiln_train_config *t, kiln_optim_group **groups_out)
 {
-    memset(ts, 0, sizeof *ts);
-    if (!only_loss(m, d)) return false;
-    kiln_graph *g = &m->graph;
-    uint32_t n = (uint32_t)m->n_params;
-    uint32_t *grads = calloc(n ? n : 1, sizeof *grads);
-    KILN_ASSERT(grads != NULL);
-    ts->n_forward = g->n_nodes;
-    bool ok = kiln_autodiff(g, g->loss, m->params, n, grads, d);
-
-    const kiln_train_config *t = &m->train;
     kiln_optim_group *groups = calloc(t->n_groups ? (size_t)t->n_groups : 1, sizeof *groups);
     KILN_ASSERT(groups != NULL);
     for (int i = 0; i < t->n_groups; i++)
         groups[i] = (kiln_optim_group){t->groups[i].match, t->groups[i].lr_scale, t->groups[i].weight_decay};
-    kiln_optim_config cfg = {
+    *groups_out = groups;
+    return (kiln_optim_config){
         .kind = t->optimizer == KILN_OPT_SGD ? KILN_OPTIM_SGD : KILN_OPTIM_ADAMW,
         .beta1 = t->beta1,
         .beta2 = t->beta2,
@@ -130,6 +121,21 @@ bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
         .groups = groups,
         .n_groups = t->n_groups,
     };
+}
+
+bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
+{
+    memset(ts, 0, sizeof *ts);
+    if (!only_loss(m, d)) return false;
+    kiln_graph *g = &m->graph;
+    uint32_t n = (uint32_t)m->n_params;
+    uint32_t *grads = calloc(n ? n : 1, sizeof *grads);
+    KILN_ASSERT(grads != NULL);
+    ts->n_forward = g->n_nodes;
+    bool ok = kiln_autodiff(g, g->loss, m->params, n, grads, d);
+
+    kiln_optim_group *groups = NULL;
+    kiln_optim_config cfg = train_optim_config(&m->train, &groups);
     kiln_optim_result res;
     ok = ok && kiln_optim_build(g, m->params, grads, n, &cfg, &res, d);
     free(groups);

@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config llvm-19-dev libcjson-dev libffi-dev libcmocka-dev
-          python3-numpy fortunes valgrind)
+          python3-numpy fortunes valgrind libopenmpi-dev openmpi-bin)
 
 missing=()
 for p in "${packages[@]}"; do

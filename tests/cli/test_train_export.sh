@@ -10,8 +10,10 @@
 # training step from the same graph builder. Its --log losses (%.9g, exact for an f32)
 # and its checkpoint's parameters must equal the program's bit for bit — both compile
 # the same graph for the same host CPU. Also: the losses decrease; the header has the
-# SPEC's additions (and a plain compile has none of them); the artifacts need only
-# libc/libm and export the five entry points; --emit shows the training step; a model
+# SPEC's additions (and a plain compile has none of them); the split step
+# (NAME_train_grad, averaging, NAME_train_apply: examples/deploy/train_split.c with two
+# simulated ranks) matches kiln train to float rounding; the artifacts need only
+# libc/libm and export the seven entry points; --emit shows the training step; a model
 # without losses is a diagnostic.
 set -euo pipefail
 kiln=$1
@@ -117,6 +119,29 @@ if [[ -f losses_so.txt ]]; then
         fail "losses do not decrease: $(tr '\n' '|' <losses_so.txt)"
 fi
 
+# ---- the split step: gradients, averaged by the program, then the update (train_split.c) ----------
+for want in '#define GPT_TINY_SPLIT_OPTIM_BYTES [1-9]' '#define GPT_TINY_GRAD_OFFSET [1-9]' \
+    '#define GPT_TINY_GRAD_FLOATS [1-9]' 'int gpt_tiny_train_apply(float \*params, float \*optim, void \*workspace, float lr);'; do
+    grep -q "$want" gpt_tiny.h || fail "header lacks '$want'"
+done
+tr -d '\n' <gpt_tiny.h | grep -q 'gpt_tiny_train_grad(const float \*params, float \*optim, void \*workspace,[^)]*tokens[^)]*targets[^)]*float \*loss' ||
+    fail "gpt_tiny_train_grad's arguments are not (params, optim, workspace, tokens, targets, loss)"
+if run_ok "cc train_split.c" "$cc" "${cflags[@]}" "$src/examples/deploy/train_split.c" libgpt_tiny.a -lm -o train_split &&
+    run_ok "train_split" ./train_split w.safetensors split.safetensors 5 0.01; then
+    cp out.txt losses_split.txt
+    "$py" - <<'EOF' >cmp.txt || fail "train_split: $(cat cmp.txt)"
+import numpy as np
+import safetensors_np as st
+want = [float(l.split()[3]) for l in open("expected_losses.txt")]
+got = [float(l.split()[3]) for l in open("losses_split.txt")]
+assert len(got) == len(want) and all(abs(a - b) <= 1e-5 * abs(b) for a, b in zip(got, want)), (got, want)
+a, b = st.read("split.safetensors"), st.read("ck.safetensors")
+for k in a:
+    d = float(np.max(np.abs(a[k] - b[k])))
+    assert d <= 1e-5 * max(1.0, float(np.max(np.abs(b[k])))), f"{k}: differs from kiln train's by {d}"
+EOF
+fi
+
 # ---- what the artifacts depend on and export -------------------------------------------------
 libc=$("$cc" -print-file-name=libc.so.6)
 libm=$("$cc" -print-file-name=libm.so.6)
@@ -127,7 +152,7 @@ for artifact in libgpt_tiny.so libgpt_tiny.a; do
     [[ -z $foreign ]] || fail "$artifact needs symbols outside libc/libm: $foreign"
     [[ -s undef.txt ]] || fail "$artifact: nm -u looks empty"
     exported=$(nm -g --defined-only "$artifact" 2>/dev/null | awk 'NF == 3 && $2 ~ /^[TDRB]$/ {print $3}' | sort | tr '\n' ' ')
-    want="gpt_tiny_forward gpt_tiny_load gpt_tiny_params gpt_tiny_set_threads gpt_tiny_train_step "
+    want="gpt_tiny_forward gpt_tiny_load gpt_tiny_params gpt_tiny_set_threads gpt_tiny_train_apply gpt_tiny_train_grad gpt_tiny_train_step "
     [[ $exported == "$want" ]] || fail "$artifact exports '$exported', expected '$want'"
 done
 

@@ -1,0 +1,260 @@
+/* distributed.c — the MPI side of data-parallel training (distributed.h,
+ * docs/distributed.md). The only file that includes mpi.h; built without
+ * KILN_HAVE_MPI it keeps the interface and is a single process.
+ *
+ * Collectives. A step makes two: a small MPI_Allreduce of the step's status (loss,
+ * failure, signal), so that every rank leaves the loop at the same step whatever
+ * happened on one of them, then the gradient average: the gradient area split into
+ * buckets of DIST_BUCKET_BYTES, one MPI_Iallreduce each, all started before any is
+ * waited for (the library pipelines them; one huge message would be one long
+ * dependency chain), then scaled by 1/N in place.
+ *
+ * Faults. Open MPI's default error handler (errors are fatal) and mpirun, which kills
+ * the job when a rank exits without MPI_Finalize, cover a rank that dies. A rank that
+ * hangs (or a network that stalls without an error) would leave the others waiting in
+ * a collective forever, so a watchdog thread stops the process when one of the step's
+ * collectives has waited longer than --dist-timeout seconds: it prints which step and
+ * which collective, then _exit(1) (no MPI call: the thread is not MPI's), and mpirun
+ * takes the rest of the job down. Checkpoints are written atomically by rank 0 between
+ * collectives, so the last one stays valid.
+ *
+ * Threads: MPI_THREAD_FUNNELED — only the main thread calls MPI; the runtime's pool
+ * threads run kernels and the watchdog only reads the clock.
+ */
+#include "distributed.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kiln/runtime.h"
+
+uint64_t dist_hash(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+int dist_launched_size(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && atoi(v) > 0) return atoi(v);
+    }
+    /* Open MPI 4 under PMIx sets OMPI_COMM_WORLD_SIZE; a bare PMIx launcher sets PMIX_RANK */
+    return getenv("PMIX_RANK") ? 1 : 0;
+}
+
+#ifdef KILN_HAVE_MPI
+
+#include <mpi.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+bool dist_available(void) { return true; }
+
+typedef struct watchdog {
+    pthread_t thread;
+    atomic_llong since_ms;     /* when the current collective started (0: none) */
+    atomic_llong step;
+    atomic_int what;           /* 0 status, 1 gradients */
+    atomic_bool quit;
+    double timeout;
+    int rank;
+} watchdog;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void *watch(void *arg)
+{
+    watchdog *w = arg;
+    while (!atomic_load(&w->quit)) {
+        struct timespec nap = {0, 200 * 1000000};
+        nanosleep(&nap, NULL);
+        long long since = atomic_load(&w->since_ms);
+        if (since && (double)(now_ms() - since) > w->timeout * 1000) {
+            fprintf(stderr,
+                    "kiln train: rank %d: the %s of step %lld has waited %.0f s for the other ranks "
+                    "(--dist-timeout): a rank is gone or hung; stopping. The last checkpoint is intact.\n",
+                    w->rank, atomic_load(&w->what) ? "gradient average" : "step status",
+                    (long long)atomic_load(&w->step), w->timeout);
+            fflush(stderr);
+            _exit(1); /* mpirun then ends the other ranks */
+        }
+    }
+    return NULL;
+}
+
+static void arm(const dist *ds, int64_t step, int what)
+{
+    watchdog *w = ds->watchdog;
+    if (!w) return;
+    atomic_store(&w->step, step);
+    atomic_store(&w->what, what);
+    atomic_store(&w->since_ms, now_ms());
+}
+
+static void disarm(const dist *ds)
+{
+    watchdog *w = ds->watchdog;
+    if (w) atomic_store(&w->since_ms, 0);
+}
+
+bool dist_init(dist *ds, bool required, double timeout, kiln_diags *d)
+{
+    memset(ds, 0, sizeof *ds);
+    ds->size = 1;
+    ds->timeout = timeout;
+    if (!required && dist_launched_size() == 0) return true;
+    int provided = 0;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        kiln_diags_add(d, NULL, 0, 0, "distributed", "MPI_Init failed");
+        return false;
+    }
+    ds->mpi = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &ds->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &ds->size);
+    if (ds->size > 1 && timeout > 0) {
+        watchdog *w = calloc(1, sizeof *w);
+        KILN_ASSERT(w != NULL);
+        w->timeout = timeout;
+        w->rank = ds->rank;
+        if (pthread_create(&w->thread, NULL, watch, w) != 0) {
+            free(w);
+            kiln_diags_add(d, NULL, 0, 0, "distributed", "cannot start the watchdog thread");
+            return false;
+        }
+        ds->watchdog = w;
+    }
+    return true;
+}
+
+void dist_finalize(dist *ds, bool ok)
+{
+    watchdog *w = ds->watchdog;
+    if (w) {
+        atomic_store(&w->quit, true);
+        pthread_join(w->thread, NULL);
+        free(w);
+        ds->watchdog = NULL;
+    }
+    if (!ds->mpi) return;
+    /* A failed rank leaves without MPI_Finalize: finalizing waits for every rank, which
+     * may be blocked in a collective waiting for this one. Exiting (non-zero) without it
+     * makes mpirun end the whole job with a message naming the rank. */
+    if (!ok) return;
+    MPI_Barrier(MPI_COMM_WORLD);
+    MPI_Finalize();
+    ds->mpi = false;
+}
+
+bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *what, int n, kiln_diags *d)
+{
+    if (ds->size < 2) return true;
+    uint64_t *all = malloc((size_t)ds->size * (size_t)n * sizeof *all);
+    KILN_ASSERT(all != NULL);
+    MPI_Allgather(hashes, n, MPI_UINT64_T, all, n, MPI_UINT64_T, MPI_COMM_WORLD);
+    bool same = true;
+    for (int i = 0; i < n; i++) {
+        char ranks[200] = "";
+        size_t len = 0;
+        int differ = 0;
+        for (int r = 1; r < ds->size; r++) {
+            if (all[(size_t)r * n + i] == all[i]) continue;
+            if (differ++ < 8 && len < sizeof ranks - 16)
+                len += (size_t)snprintf(ranks + len, sizeof ranks - len, "%s%d", differ > 1 ? ", " : "", r);
+        }
+        if (!differ) continue;
+        same = false;
+        if (differ > 8) snprintf(ranks + len, sizeof ranks - len, ", …");
+        kiln_diags_add(d, NULL, 0, 0, "distributed",
+                       "%s differs between ranks: rank%s %s disagree%s with rank 0 (every rank must be started with "
+                       "the same model file, data and flags)",
+                       what[i], differ > 1 ? "s" : "", ranks, differ > 1 ? "" : "s");
+    }
+    free(all);
+    return same;
+}
+
+void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop)
+{
+    if (ds->size < 2) return;
+    double sum[1] = {*loss}, out_sum[1];
+    int mx[2] = {*failed, *stop}, out_mx[2];
+    arm(ds, step, 0);
+    MPI_Request req[2];
+    MPI_Iallreduce(sum, out_sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req[0]);
+    MPI_Iallreduce(mx, out_mx, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &req[1]);
+    MPI_Waitall(2, req, MPI_STATUSES_IGNORE);
+    disarm(ds);
+    *loss = (float)(out_sum[0] / ds->size);
+    *failed = out_mx[0];
+    *stop = out_mx[1];
+}
+
+void dist_average(const dist *ds, int64_t step, float *x, int64_t n)
+{
+    if (ds->size < 2 || n == 0) return;
+    int64_t per = DIST_BUCKET_BYTES / (int64_t)sizeof(float);
+    int64_t buckets = (n + per - 1) / per;
+    MPI_Request *req = malloc((size_t)buckets * sizeof *req);
+    KILN_ASSERT(req != NULL);
+    arm(ds, step, 1);
+    for (int64_t b = 0; b < buckets; b++) {
+        int64_t lo = b * per, count = n - lo < per ? n - lo : per;
+        MPI_Iallreduce(MPI_IN_PLACE, x + lo, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[b]);
+    }
+    MPI_Waitall((int)buckets, req, MPI_STATUSES_IGNORE);
+    disarm(ds);
+    free(req);
+    /* the mean: ×1/N is exact when N is a power of two */
+    float inv = 1.0f / (float)ds->size;
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void dist_barrier(const dist *ds)
+{
+    if (ds->size > 1) MPI_Barrier(MPI_COMM_WORLD);
+}
+
+#else /* no MPI: one process */
+
+bool dist_available(void) { return false; }
+
+bool dist_init(dist *ds, bool required, double timeout, kiln_diags *d)
+{
+    memset(ds, 0, sizeof *ds);
+    ds->size = 1;
+    ds->timeout = timeout;
+    int launched = dist_launched_size();
+    if (required || launched > 1) {
+        kiln_diags_add(d, NULL, 0, 0, "distributed",
+                       "distributed training is unavailable: this kiln was built without MPI%s (install Open MPI, "
+                       "e.g. Debian's libopenmpi-dev and openmpi-bin, and rebuild; docs/distributed.md)",
+                       launched > 1 ? ", but mpirun started it as one of several ranks" : "");
+        return false;
+    }
+    return true;
+}
+
+void dist_finalize(dist *ds, bool ok) { (void)ds, (void)ok; }
+
+bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *what, int n, kiln_diags *d)
+{
+    return true;
+}
+
+void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop) {}
+void dist_average(const dist *ds, int64_t step, float *x, int64_t n) {}
+void dist_barrier(const dist *ds) {}
+
+#endif

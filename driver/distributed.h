@@ -1,0 +1,62 @@
+/* distributed.h — data-parallel training across processes on MPI (docs/distributed.md).
+ *
+ * `mpirun -np N kiln train …` starts N ranks; each computes the gradients of its own
+ * shard of every global batch, the gradients are averaged across ranks, and every rank
+ * applies the same update. This is the whole interface the training loop sees: the
+ * only file including mpi.h is distributed.c, which also has a build without MPI (CMake
+ * found no MPI) where every entry behaves as for a single process, and asking for more
+ * than one rank is a clear error.
+ */
+#ifndef KILN_DISTRIBUTED_H
+#define KILN_DISTRIBUTED_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "diag.h"
+
+typedef struct dist {
+    int rank, size;        /* 0 and 1 for a single process */
+    bool mpi;              /* MPI was initialised here (dist_finalize ends it) */
+    double timeout;        /* seconds a step's collective may wait before the watchdog stops the run */
+    void *watchdog;        /* private: the watchdog thread's state */
+} dist;
+
+/* Whether kiln was built with MPI. */
+bool dist_available(void);
+
+/* The world size the MPI launcher announced in the environment (OMPI_COMM_WORLD_SIZE,
+ * PMI_SIZE, PMIX… as Open MPI, MPICH and Slurm set them), or 0 when not launched. */
+int dist_launched_size(void);
+
+/* Joins the job when started by an MPI launcher (or `required`: --distributed): MPI_Init,
+ * rank and size, and a watchdog thread for dist_* collectives of the steps. Otherwise a
+ * single process (rank 0 of 1). Fails with a diagnostic when more than one rank, or
+ * `required`, meets a kiln built without MPI. */
+bool dist_init(dist *ds, bool required, double timeout, kiln_diags *d);
+/* Ends MPI (after a barrier when ok, so that no rank leaves while another still needs it). */
+void dist_finalize(dist *ds, bool ok);
+
+/* 64-bit FNV-1a, to fingerprint what must be equal on every rank. */
+uint64_t dist_hash(uint64_t h, const void *p, size_t n);
+#define DIST_HASH_INIT 0xcbf29ce484222325ull
+
+/* Start-up check: n fingerprints (what[i] names each: "the model file", …) must be equal
+ * on every rank. A mismatch is a diagnostic naming what differs and on which ranks. */
+bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *what, int n, kiln_diags *d);
+
+/* One step's status agreed by all ranks: *loss becomes the mean of the ranks' losses,
+ * *failed the largest failure code, *stop the largest signal number (so that every rank
+ * leaves the loop at the same step). A collective, under the watchdog. */
+void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop);
+
+/* Averages n floats across ranks in place: MPI_Allreduce sums in buckets of at most
+ * DIST_BUCKET_BYTES (started together, waited for together), then ×1/N. Under the watchdog. */
+#define DIST_BUCKET_BYTES ((int64_t)4 << 20)
+void dist_average(const dist *ds, int64_t step, float *x, int64_t n);
+
+/* Waits for every rank (after the compile, so that a slow compile does not count
+ * against the watchdog). */
+void dist_barrier(const dist *ds);
+
+#endif

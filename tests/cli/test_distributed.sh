@@ -1,0 +1,223 @@
+#!/usr/bin/env bash
+# test_distributed.sh KILN SRCDIR — data-parallel `mpirun -np 2 kiln train` (docs/distributed.md):
+#   - 2 ranks × batch 4 give the parameters and optimizer state of 1 rank × batch 8 after
+#     20 AdamW steps with gradient clipping (float tolerance), and consume the same data;
+#   - a distributed run resumed from its checkpoint equals an uninterrupted one (bit for
+#     bit, with dropout on), and a 2-rank checkpoint resumes on 1 rank;
+#   - a rank killed with SIGKILL ends the job with a non-zero status within a bounded time
+#     and the last checkpoint still loads; a stopped (hung) rank trips the others'
+#     watchdog (--dist-timeout) with a clear message;
+#   - ranks started with different flags stop at start-up naming what differs, and a
+#     rank that fails at start-up (a missing file) ends the job instead of hanging it.
+# Skipped (exit 77) where mpirun is missing or kiln was built without MPI.
+set -euo pipefail
+kiln=$1
+src=$2
+py=/usr/bin/python3
+if ! command -v mpirun >/dev/null; then
+    echo "SKIP: mpirun not found (install openmpi-bin and libopenmpi-dev, then rebuild kiln)"
+    exit 77
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+# CI runs as root; oversubscribe: 2 ranks on however many cores there are
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" # Open MPI's own allocations
+mpi() { timeout 120 mpirun -np "$@"; }
+
+if mpi 1 "$kiln" train --distributed missing.json --data missing.txt >probe.txt 2>&1; then :; fi
+if grep -q "distributed training is unavailable" probe.txt; then
+    echo "SKIP: this kiln was built without MPI: $(grep unavailable probe.txt)"
+    exit 77
+fi
+
+# The sanitizer build runs the equivalence and start-up checks only (CI time: every
+# mpirun there compiles twice as slowly); the plain build runs everything.
+full=1
+if ldd "$kiln" 2>/dev/null | grep -q libasan; then
+    full=0
+    echo "sanitizer build: the equivalence and mismatch checks only (resume and fault checks run in the plain build)"
+fi
+
+failures=0
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+run() { # run DESCRIPTION CMD... — stdout to out.txt, stderr to err.txt; a failure shows stderr
+    local what=$1
+    shift
+    local status=0
+    "$@" >out.txt 2>err.txt || status=$?
+    if [[ $status -ne 0 ]]; then
+        fail "$what: exit $status — $(head -n 8 err.txt)"
+        return 1
+    fi
+}
+PYTHONPATH="$src/scripts"
+export PYTHONPATH
+
+"$py" - <<'EOF'
+import random
+random.seed(1)
+words = "the quick brown fox jumps over a lazy dog and then runs away from the big red barn".split()
+open("text.txt", "w").write(" ".join(random.choice(words) for _ in range(3000)) + "\n")
+EOF
+model() { # model NAME DROPOUT
+cat <<EOF
+{
+  "format": "kiln/1", "name": "$1",
+  "dims": {"B": 4, "T": 16},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"},
+             "targets": {"shape": ["B", "T"], "dtype": "i32"}},
+  "layers": [
+    {"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 16},
+    {"name": "wpe", "op": "pos_encoding", "kind": "learned", "max_len": 16},
+    {"name": "blocks", "op": "encoder_layer", "repeat": 1, "heads": 2, "hidden": 32,
+     "norm": "pre", "causal": true, "activation": "gelu_tanh", "dropout": $2},
+    {"name": "ln_f", "op": "layernorm"},
+    {"name": "logits", "op": "linear", "out": 256, "bias": false, "tie": "wte.weight"}
+  ],
+  "outputs": ["logits"],
+  "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}],
+  "train": {"optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.1, "warmup_steps": 5,
+            "schedule": "cosine", "grad_clip": 0.5},
+  "init": {"seed": 7}
+}
+EOF
+}
+model tiny 0 >tiny.json
+model drop 0.1 >drop.json
+# the fault tests need a run, not a model: the smallest that trains (quick to compile)
+cat >small.json <<'EOF'
+{
+  "format": "kiln/1", "name": "small",
+  "dims": {"B": 2, "T": 8},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"},
+             "targets": {"shape": ["B", "T"], "dtype": "i32"}},
+  "layers": [
+    {"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 8},
+    {"name": "logits", "op": "linear", "out": 256}
+  ],
+  "outputs": ["logits"],
+  "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}],
+  "train": {"optimizer": "adamw", "lr": 1e-3},
+  "init": {"seed": 7}
+}
+EOF
+same() { # same A B — parameters and optimizer state within float tolerance; same data position
+"$py" - "$1" "$2" <<'EOF'
+import json, struct, sys
+import numpy as np, safetensors_np
+pa, pb = sys.argv[1], sys.argv[2]
+a, b = safetensors_np.read(pa), safetensors_np.read(pb)
+assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+for k in a:
+    d, m = float(np.max(np.abs(a[k] - b[k]))), float(np.max(np.abs(a[k])))
+    # parameters move by ~lr per step; moments are tiny: relative, with a floor
+    limit = 1e-4 * max(m, 1.0) if not k.startswith("optim.") else 1e-3 * m + 1e-9
+    assert d <= limit, f"{pa} vs {pb}: {k}: max difference {d:.3g} (values up to {m:.3g})"
+def meta(p):
+    data = open(p, "rb").read()
+    return json.loads(data[8:8 + struct.unpack("<Q", data[:8])[0]])["__metadata__"]
+assert meta(pa)["data_state"] == meta(pb)["data_state"], (meta(pa)["data_state"], meta(pb)["data_state"])
+print(f"{pa} = {pb}: {len(a)} tensors within tolerance, same data position")
+EOF
+}
+
+# ---- 2 ranks × B = 1 rank × 2B ----------------------------------------------------------------------
+run "1 rank, batch 8" "$kiln" train tiny.json --data text.txt --steps 20 --batch 8 --save one.safetensors --threads 1
+run "2 ranks, batch 4" mpi 2 "$kiln" train tiny.json --data text.txt --steps 20 --batch 4 --save two.safetensors \
+    --threads 2 --log two.jsonl
+grep -q "data-parallel over 2 ranks: batch 4 per rank, 8 per step" out.txt || fail "no data-parallel line: $(head -3 out.txt)"
+[[ $(grep -c "saved two.safetensors" out.txt) -eq 1 ]] || fail "rank 0 alone should report the checkpoint: $(cat out.txt)"
+[[ $(wc -l <two.jsonl) -eq 20 ]] || fail "the --log has $(wc -l <two.jsonl) lines, want 20 (rank 0 alone writes it)"
+same one.safetensors two.safetensors || fail "2 ranks × batch 4 differ from 1 rank × batch 8 (above)"
+
+if [[ $full -eq 1 ]]; then
+# ---- resume: 2 ranks (with dropout: ranks draw their own masks, and a resumed run the same ones) -------
+run "2 ranks, dropout, 20 steps" mpi 2 "$kiln" train drop.json --data text.txt --steps 20 --save full.safetensors \
+    --threads 1
+run "2 ranks, dropout, 10 steps" mpi 2 "$kiln" train drop.json --data text.txt --steps 20 --stop-at 10 \
+    --save part.safetensors --threads 1
+run "2 ranks, dropout, resumed" mpi 2 "$kiln" train drop.json --data text.txt --resume part.safetensors \
+    --save part.safetensors --threads 1
+grep -q "resuming at step 10 of 20" out.txt || fail "the resumed run did not say so: $(head -5 out.txt)"
+cmp -s full.safetensors part.safetensors || fail "2 ranks: 10 + --resume + 10 steps differ from 20 steps"
+
+# ---- a 2-rank checkpoint resumed on 1 rank (batch 2B) continues the same run ----------------------------
+run "2 ranks, 10 steps" mpi 2 "$kiln" train tiny.json --data text.txt --steps 20 --stop-at 10 --batch 4 \
+    --save half.safetensors --threads 1
+run "1 rank resumes a 2-rank checkpoint" "$kiln" train tiny.json --data text.txt --resume half.safetensors --batch 8 \
+    --save one_of_two.safetensors --threads 1
+same one.safetensors one_of_two.safetensors || fail "2 ranks then 1 rank differ from 1 rank throughout (above)"
+
+# ---- faults -----------------------------------------------------------------------------------------
+# rank 1 is killed (SIGKILL) once rank 0 has saved a checkpoint
+cat >victim.sh <<'EOF'
+#!/usr/bin/env bash
+if [[ $OMPI_COMM_WORLD_RANK == 1 ]]; then
+    ( while [[ ! -f dead.safetensors ]]; do sleep 0.1; done; kill -9 $$ ) &
+fi
+exec "$@"
+EOF
+start=$(date +%s)
+status=0
+mpi 2 bash victim.sh "$kiln" train small.json --data text.txt --steps 1000000 --save-every 2 --save dead.safetensors \
+    --threads 1 >out.txt 2>err.txt || status=$?
+took=$(($(date +%s) - start))
+[[ $status -ne 0 && $status -ne 124 ]] || fail "a killed rank: mpirun exited $status (124: it hung)"
+[[ $took -lt 100 ]] || fail "a killed rank: the job took $took s to stop"
+grep -qi "signal 9\|killed" err.txt || fail "a killed rank: no message naming it: $(tail -5 err.txt)"
+"$py" -c 'import safetensors_np; safetensors_np.read("dead.safetensors")' 2>/dev/null ||
+    fail "the checkpoint left by the killed run does not load"
+run "resume after the killed run" "$kiln" train small.json --data text.txt --resume dead.safetensors --steps 1 \
+    --threads 1 >/dev/null || true
+
+# rank 1 stops (SIGSTOP: hung, not dead): rank 0's watchdog ends the job
+cat >hang.sh <<'EOF'
+#!/usr/bin/env bash
+if [[ $OMPI_COMM_WORLD_RANK == 1 ]]; then
+    ( while [[ ! -f hang.safetensors ]]; do sleep 0.1; done; kill -STOP $$ ) &
+fi
+exec "$@"
+EOF
+status=0
+mpi 2 bash hang.sh "$kiln" train small.json --data text.txt --steps 1000000 --save-every 2 --save hang.safetensors \
+    --dist-timeout 2 --threads 1 >out.txt 2>err.txt || status=$?
+[[ $status -ne 0 && $status -ne 124 ]] || fail "a hung rank: mpirun exited $status (124: it hung)"
+grep -q "waited 2 s for the other ranks" err.txt || fail "a hung rank: no watchdog message: $(tail -5 err.txt)"
+
+# one rank fails at start-up (its data file is missing): the job ends, naming it
+cat >onefail.sh <<'EOF'
+#!/usr/bin/env bash
+data=text.txt
+[[ $OMPI_COMM_WORLD_RANK == 1 ]] && data=missing.txt
+exec "$@" --data "$data"
+EOF
+status=0
+mpi 2 bash onefail.sh "$kiln" train small.json --steps 5 --threads 1 >out.txt 2>err.txt || status=$?
+[[ $status -ne 0 && $status -ne 124 ]] || fail "a rank failing at start-up: mpirun exited $status (124: it hung)"
+grep -q "missing.txt: error: cannot open" err.txt || fail "a rank failing at start-up: no message: $(tail -5 err.txt)"
+fi # full
+
+# ranks with different flags
+cat >mismatch.sh <<'EOF'
+#!/usr/bin/env bash
+extra=()
+[[ $OMPI_COMM_WORLD_RANK == 1 ]] && extra=(--seed 9)
+exec "$@" "${extra[@]}"
+EOF
+status=0
+mpi 2 bash mismatch.sh "$kiln" train small.json --data text.txt --steps 2 --threads 1 >out.txt 2>err.txt || status=$?
+[[ $status -ne 0 ]] || fail "ranks with different --seed trained"
+grep -q "the training flags .* differs between ranks: rank 1 disagrees with rank 0" err.txt ||
+    fail "mismatched flags: no clear message: $(grep -v '^\[' err.txt | head -5)"
+
+if [[ $failures -ne 0 ]]; then
+    echo "$failures failure(s)"
+    exit 1
+fi
+echo "distributed training: all checks passed"
