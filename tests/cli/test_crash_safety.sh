@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_crash_safety.sh KILN SRCDIR — kill -9 at random moments never costs more than the
 # steps since the last checkpoint (docs/reliability.md, "Crashes"):
-#   - a chain of KILN_CRASH_TRIALS (default 50, 16 under ASan) runs of `kiln train --save-every 1`, each
+#   - a chain of KILN_CRASH_TRIALS (default 50, 12 under ASan) runs of `kiln train --save-every 1`, each
 #     killed with SIGKILL and the next resuming from the newest checkpoint, ends with
 #     the same checkpoint file, byte for byte, as one uninterrupted run, and the same
 #     --log lines (step, loss, lr), each step once. A third of the kills wait for a
@@ -65,10 +65,10 @@ cat >m.json <<'EOF'
 EOF
 
 # ---- kill -9, again and again ------------------------------------------------------------------
-# 50 kills; 16 in a sanitizer build, where each start-up costs four times the CPU (the
+# 50 kills; 12 in a sanitizer build, where each start-up costs four times the CPU (the
 # plain build's run is the one with the full count; this one looks for memory errors)
 trials=${KILN_CRASH_TRIALS:-50}
-if readelf -d "$kiln" 2>/dev/null | grep -q 'libasan'; then trials=${KILN_CRASH_TRIALS:-16}; fi
+if readelf -d "$kiln" 2>/dev/null | grep -q 'libasan'; then trials=${KILN_CRASH_TRIALS:-12}; fi
 export KILN_CRASH_TRIALS=$trials
 "$py" - "$kiln" <<'EOF' || fail "kill -9 chain (above)"
 import collections, json, os, random, signal, struct, subprocess, sys, time
