@@ -254,7 +254,7 @@ save_fails() { # save_fails WHAT PATTERN ENV... — a resumed run whose saves fa
     grep -q "step 6 was not saved; the checkpoint of step 4 is kept" err.txt ||
         fail "$what: does not say which checkpoint is kept: $(cat err.txt)"
     cmp -s keep.orig keep.safetensors || fail "$what: the previous checkpoint changed"
-    compgen -G "keep.safetensors.tmp.*" >/dev/null && fail "$what: a temporary was left: $(ls keep.safetensors.tmp.*)"
+    if compgen -G "keep.safetensors.tmp.*" >/dev/null; then fail "$what: a temporary was left: $(ls keep.safetensors.tmp.*)"; fi
 }
 save_fails "disk full (shim)" "No space left on device" LD_PRELOAD="$work/shim.so" KILN_SHIM_ENOSPC_AFTER=20000
 save_fails "permission denied (shim)" "Permission denied" LD_PRELOAD="$work/shim.so" KILN_SHIM_EACCES=1
@@ -270,7 +270,7 @@ if unshare -m true 2>/dev/null; then
         "$0" train m.json --data text.txt --threads 1 --resume full/keep.safetensors --save full/keep.safetensors \
             --save-every 2 >out.txt 2>err.txt || status=$?
         cmp -s keep.orig full/keep.safetensors || echo "the previous checkpoint changed" >>err.txt
-        ls full | grep -q tmp && echo "a temporary was left" >>err.txt
+        if ls full | grep -q tmp; then echo "a temporary was left" >>err.txt; fi
         exit $status' "$kiln" && status=0 || status=$?
     if [[ $status -eq 77 ]]; then
         echo "tmpfs: cannot mount, the real disk-full case is skipped"
