@@ -6,7 +6,6 @@
 #   - 1, 2 and 3 threads give bit-identical parameters, optimizer state and losses: the
 #     promise is that every kernel gives the same bits for any thread count, and this
 #     model's GEMMs, attention, layernorms and reductions are big enough to be split;
-#   - another seed gives other parameters (the comparison can fail).
 set -euo pipefail
 kiln=$1
 src=$2
@@ -60,7 +59,6 @@ train t1a 1
 train t1b 1
 train t2 2
 train t3 3
-train seed 1 --seed 12
 
 cmp -s t1a.safetensors t1b.safetensors || fail "the same seed and --threads 1 gave different checkpoints"
 "$py" - <<'PY' || fail "thread counts (above)"
@@ -77,8 +75,7 @@ for name in ("t2", "t3"):
     bad = [k for k in ref if ref[k].tobytes() != got[k].tobytes()]
     assert not bad, f"{name}: not bit-identical to 1 thread: {bad[:5]}"
     assert losses(name) == losses("t1a"), f"{name}: losses {losses(name)} vs {losses('t1a')}"
-other = st.read("seed.safetensors")
-assert other["wte.weight"].tobytes() != ref["wte.weight"].tobytes(), "--seed 12 gave the same parameters"
+assert losses("t1a")[-1] < losses("t1a")[0], "the model did not train"
 print(f"1, 2, 3 threads: {len(ref)} tensors bit-identical after 6 steps; losses {losses('t1a')[0]:.4f} -> {losses('t1a')[-1]:.4f}")
 PY
 
