@@ -690,7 +690,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--distributed", CLI_BOOL, &r.distributed, NULL,
          "require data-parallel training under mpirun; fail if kiln has no MPI (default: on by itself under mpirun)"},
         {"--dist-timeout", CLI_INT, &r.dist_timeout, NULL,
-         "seconds a rank waits in a step's gradient average before stopping the run (default: 600)"},
+         "seconds a rank waits for the others in a step's collectives before stopping the job (default: 600)"},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
