@@ -26,7 +26,8 @@ PyTorch (bench/decode_torch.py: torch_gpt.CharGPT plus a preallocated cache writ
 place, under inference_mode) at its best setting, chosen as all.py chooses it for training:
 every ATen capability (default, and avx512 when the CPU has it) × OpenBLAS core type (the
 environment's, unset = detected, SkylakeX, Haswell: the distinct ones) × torch threads 1
-and 2 is timed in a selection phase, interleaved, separately for decode and for prefill;
+and 2 is timed in a selection phase, interleaved, separately for decode (48 steps from the
+prompt, to rank them) and for prefill;
 the fastest of each is then timed against kiln in interleaved rounds. --quick tries the
 default capability at torch threads 1 only. The two compute the same model: kiln's greedy
 continuation, replayed through PyTorch's cache, gets the same log-probabilities (checked).
@@ -177,9 +178,10 @@ class DecodeBench:
         core = f"OPENBLAS_CORETYPE={s['core']}" if s["core"] else "OPENBLAS_CORETYPE unset"
         return f"ATen {s['worker']['capability']}, OpenBLAS {s['corename']} ({core}), torch threads {s['threads']}"
 
-    def torch_decode(self, s, iters):
-        """Seconds per decode step: median over iters runs of context - start steps."""
-        steps = self.context - self.start
+    def torch_decode(self, s, iters, steps=None):
+        """Seconds per decode step: median over iters runs of `steps` steps from the start
+        (default: to the end of the context)."""
+        steps = steps or self.context - self.start
         r = self.ask(s["worker"], {"cmd": "time_decode", "core": s["core"], "threads": s["threads"],
                                    "blas_threads": max(self.threads), "warmup": 1, "iters": iters,
                                    "start": self.start, "steps": steps})
@@ -258,7 +260,9 @@ class DecodeBench:
         t_iters = 1 if self.quick else 3
         best_dec = best_pre = None
         if self.workers:
-            best_dec = self.select("decode", self.torch_decode, t_iters)
+            # the selection decodes a shorter stretch (48 steps from the start): it only ranks
+            best_dec = self.select("decode", lambda s, i: self.torch_decode(s, i, min(48, self.context - self.start)),
+                                   2)
             best_pre = self.select("prefill", self.torch_prefill, 2 if self.quick else 5)
         rounds = 1 if self.quick else 3
         k_dec, k1_dec, t_dec, k_pre, k1_pre, t_pre, k_fwd = [], [], [], [], [], [], []

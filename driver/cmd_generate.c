@@ -209,6 +209,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
 
     if (!generator_init(&g, text, len, path, a.defines, a.n_defines, diags)) goto done;
     have_gen = true;
+    g.whole_context = r.no_cache; /* the reference: the full forward over the whole context */
     if (r.source && !g.has_source) {
         kiln_diags_add(diags, path, 0, 0, NULL,
                        "has no 'src' input: --source is for encoder-decoder models (inputs src, src_mask, tgt_in)");
@@ -284,6 +285,8 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     KILN_ASSERT(logprobs != NULL);
     int32_t eos = kiln_tokenizer_special(&tok, KILN_SPECIAL_EOS);
 
+    /* the prefill of this prompt's length, compiled now (the --stats time is its run alone) */
+    if (r.max_new > 0 && !r.no_cache && !generator_prepare(&g, n_prompt, diags)) goto done;
     /* the prompt (as it will be continued: after truncation) */
     size_t shown = start ? (size_t)ends.v[start - 1] : 0; /* bytes of the prompt dropped by --truncate */
     if (!r.json) {

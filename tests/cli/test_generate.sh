@@ -185,7 +185,7 @@ if run_ok "init translator" init "$tr" "${trdims[@]}" -o tr.safetensors --seed 3
     grep -q "^#define TRANSLATOR_SOURCE_LEN 12$" translator.h || fail "the header's source length is not 12"
     if "$cc" -std=c17 -O2 -Wall -Werror -I. "$src/examples/deploy/translate.c" -L. -ltranslator \
         -Wl,-rpath,"$work" -o translate 2>cc.txt; then
-        for args in "hello|20|" "a longer one|40|Ab"; do
+        for args in "a longer one|40|Ab"; do
             IFS='|' read -r source max prompt <<<"$args"
             run_ok "kiln generate --source '$source'" generate "$tr" "${trdims[@]}" --weights tr.safetensors \
                 --source "$source" --prompt "$prompt" --max-new "$max" --greedy && cp out.txt want.txt
