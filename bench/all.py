@@ -5,7 +5,7 @@ its baselines, side by side, in one invocation; prints ratios.
   /usr/bin/python3 bench/all.py build            # the full run (~10 min on 2 busy cores)
   /usr/bin/python3 bench/all.py build --quick    # smoke test: small sizes, one round each
 
-Parts (--only peak,train,forward,gemm; default all, in this order):
+Parts (--only peak,train,forward,gemm,decode; default all, in this order):
   peak     bench/fma_peak: the machine's FMA peak on 1 and 2 threads (GFLOP/s); every
            later figure is also given as a fraction of the peak at its thread count.
   train    the char_gpt training step (B=8, T=256): `kiln bench --train --threads 2` (and
@@ -16,6 +16,10 @@ Parts (--only peak,train,forward,gemm; default all, in this order):
   gemm     bench/gemm_bench: SGEMM on the transformer shapes and squares, kiln against
            OpenBLAS (its fastest core type) and oneDNN at 1 and 2 threads, plain and with a
            bias+gelu epilogue (kiln fused against library GEMM + a separate pass).
+  decode   bench/decode_bench.py: char_gpt generation at batch 1 — prefill latency of a
+           256-token prompt and decode tokens/s, kiln against PyTorch with its own KV cache
+           (its best setting, chosen as here), decode as a share of the memory-bandwidth
+           limit (bench/decode_bandwidth), prefill against kiln's forward pass.
 
 Ratios are speed-ups: baseline time / kiln time (= kiln's tokens/s / the baseline's), so
 > 1 means kiln is faster; the issue's targets are stated the same way.
@@ -347,6 +351,11 @@ class Bench:
             if key == "train":
                 add(f"{name}: share of the {max(self.threads)}-thread FMA peak", r["kiln"]["peak_fraction"], 0.6,
                     "{:.0%}")
+        dec = self.results.get("decode")
+        if dec:
+            add("char_gpt decode tokens/s vs PyTorch's best (batch 1)", dec.get("decode_speedup"), 2.0, "{:.2f}x")
+            add("char_gpt decode: share of the memory-bandwidth limit", dec["bandwidth_fraction"], 0.5, "{:.0%}")
+            add("char_gpt prefill speed / forward pass speed (T=context)", dec["prefill_vs_forward"], 1.0, "{:.2f}")
         g = self.results.get("gemm")
         if g:
             for mode, target, name in (("plain", 1.0, "GEMM vs faster library"),
@@ -374,12 +383,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("build", nargs="?", default="build", help="the build directory (default: build)")
     ap.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke test")
-    ap.add_argument("--only", default="peak,train,forward,gemm", help="comma-separated parts")
+    ap.add_argument("--only", default="peak,train,forward,gemm,decode", help="comma-separated parts")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     args = ap.parse_args()
     parts = args.only.split(",")
     for p in parts:
-        if p not in ("peak", "train", "forward", "gemm"):
+        if p not in ("peak", "train", "forward", "gemm", "decode"):
             ap.error(f"unknown part {p!r}")
     b = Bench(args)
     load = os.getloadavg()
@@ -394,6 +403,11 @@ def main():
             b.part_model(train=False)
         if "gemm" in parts:
             b.part_gemm()
+        if "decode" in parts:
+            b.stop_workers()  # the decode part starts its own (decode_torch.py)
+            b.workers = []
+            import decode_bench
+            b.results["decode"] = decode_bench.run(b.build, b.quick)
     finally:
         b.stop_workers()
     b.summary()

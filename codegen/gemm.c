@@ -78,6 +78,10 @@
  * same write_epilogue. Threads split n. Measured on the busy 2-core Zen 5 (1 thread,
  * best of 200 calls): 2.4–6.4× faster than packing for m = 1…4 with n, k ≤ 1536, 1.4–1.6×
  * on the memory-bound 2×4096×4096 and at m = 8; AVX2 2.2–2.9× and 1.6–1.9×.
+ * With B transposed (x·Wᵀ: the linear layers of a decoding step) op(B)'s columns are
+ * B's contiguous rows: small_t_block computes each column as a dot product along k (one
+ * k block, G columns at a time, a fixed tree for the lanes), not the general path's bits
+ * but independent of the thread split. Only both operands transposed stay on the packed path.
  *
  * Threads. A product of m·n·k ≥ 2^18 is cut into at most KILN_MAX_THREADS parts of whole
  * tiles along the larger of m and n (part_function), handed to kiln_parallel_for (the
@@ -167,18 +171,22 @@ typedef struct gemm_split {
 } gemm_split;
 
 enum { GEMM_PARALLEL_MIN = 1 << 18 };  /* m·n·k: below this a hand-off costs more than it saves */
+/* On the small-m path (matrix–vector work, bound by reading B) a hand-off pays sooner:
+ * 1×384×384 reads 590 KB of B, tens of microseconds, against a few for the hand-off. */
+enum { GEMM_SMALL_PARALLEL_MIN = 1 << 16 };
+
+static bool use_small(gemm_tile t, const kiln_gemm_shape *s);
 
 static gemm_split split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool on_m = tiles_m >= tiles_n;
     int64_t tiles = on_m ? tiles_m : tiles_n;
-    bool big = (double)s->m * (double)s->n * (double)s->k >= GEMM_PARALLEL_MIN;
+    bool big = (double)s->m * (double)s->n * (double)s->k >=
+               (use_small(t, s) ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
     if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n};
     int64_t per = (tiles + KILN_MAX_THREADS - 1) / KILN_MAX_THREADS;  /* tiles per part */
     return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
 }
-
-static bool use_small(gemm_tile t, const kiln_gemm_shape *s);
 
 /* B packed once for all parts (see "Threads"): a product split along m whose whole op(B),
  * packed, takes at most GEMM_SHARED_B_MAX floats (4 MiB: every transformer weight of
@@ -1055,7 +1063,77 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
 enum { SMALL_M_MAX = 8 };
 
 static bool use_small(gemm_tile t, const kiln_gemm_shape *s) {
-    return s->m >= 1 && s->m <= SMALL_M_MAX && s->m <= t.mr && !s->trans_b && s->n > 0 && s->k > 0;
+    return s->m >= 1 && s->m <= SMALL_M_MAX && s->m <= t.mr && !(s->trans_a && s->trans_b) && s->n > 0 && s->k > 0;
+}
+
+/* B transposed (x·Wᵀ, every linear layer's product): op(B)'s columns are B's rows, so a
+ * column's sums are dot products of contiguous rows. The k loop runs over the whole of k
+ * (one block: B's rows stream through once), vectorised along k, G columns of B at a time
+ * (G·m accumulators: enough independent chains, few enough registers); each column's W
+ * lane sums are added by a fixed tree, so the result does not depend on which thread owns
+ * the column. (Not the general path's bits: its sums run along k per lane of C.) */
+static int small_t_group(int m) { return m <= 1 ? 8 : m <= 4 ? 4 : 2; }
+
+/* The sum of v's lanes: halves added until one lane is left (a fixed order). */
+static LLVMValueRef hsum(gen *g, LLVMValueRef v, int w) {
+    for (int half = w / 2; half >= 1; half /= 2) {
+        LLVMValueRef lo[16], hi[16];
+        for (int i = 0; i < half; i++) lo[i] = LLVMConstInt(g->i32, (unsigned)i, 0), hi[i] = LLVMConstInt(g->i32, (unsigned)(half + i), 0);
+        LLVMValueRef a = LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(lo, (unsigned)half), "");
+        LLVMValueRef b = LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(hi, (unsigned)half), "");
+        v = LLVMBuildFAdd(g->b, a, b, "");
+    }
+    return LLVMBuildExtractElement(g->b, v, LLVMConstInt(g->i32, 0, 0), "");
+}
+
+/* B transposed: the sums of rows 0..m of A (plain) with op(B)'s columns j..j+NR over
+ * depths [q0, qend), as sum[r][v] (see small_t_group). Columns past n read row n − 1
+ * again (their lanes are never stored); tmp holds m×NR floats. */
+static void small_t_block(gen *g, int m, LLVMValueRef a, LLVMValueRef b, LLVMValueRef lda, LLVMValueRef ldb,
+                          LLVMValueRef n, LLVMValueRef j, LLVMValueRef q0, LLVMValueRef qend, LLVMValueRef tmp,
+                          LLVMValueRef sum[][NV]) {
+    const int w = g->t.w, nr = g->t.nr, G = small_t_group(m);
+    LLVMValueRef zero = LLVMConstNull(g->vf);
+    loop lg = loop_begin(g, k64(g, 0), k64(g, nr), G, "jj");
+    LLVMValueRef brow[8], arow[SMALL_M_MAX];
+    for (int c = 0; c < G; c++) {
+        LLVMValueRef col = smin(g, add(g, j, add(g, lg.iv, k64(g, c))), sub(g, n, k64(g, 1)));
+        brow[c] = at(g, b, mul(g, col, ldb));
+    }
+    for (int r = 0; r < m; r++) arow[r] = at(g, a, mul(g, k64(g, r), lda));
+    LLVMValueRef acc[SMALL_M_MAX][8], next[SMALL_M_MAX][8];
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b), body = block(g, "tq"), done = block(g, "tq.done");
+    LLVMBuildBr(g->b, body);
+    LLVMPositionBuilderAtEnd(g->b, body);
+    LLVMValueRef q = LLVMBuildPhi(g->b, g->i64, "q");
+    for (int r = 0; r < m; r++)
+        for (int c = 0; c < G; c++) acc[r][c] = LLVMBuildPhi(g->b, g->vf, "acc");
+    LLVMValueRef mask = lanes_below(g, sub(g, qend, q)), bv[8], av[SMALL_M_MAX];
+    for (int c = 0; c < G; c++) bv[c] = masked_load(g, at_any(g, brow[c], q), mask);
+    for (int r = 0; r < m; r++) av[r] = masked_load(g, at_any(g, arow[r], q), mask);
+    for (int r = 0; r < m; r++)
+        for (int c = 0; c < G; c++) {
+            LLVMValueRef args[] = {av[r], bv[c], acc[r][c]};
+            next[r][c] = LLVMBuildCall2(g->b, g->fma_ty, g->fma, args, 3, "");
+        }
+    LLVMValueRef q1 = add(g, q, k64(g, w));
+    hint_loop(g, LLVMBuildCondBr(g->b, lt(g, q1, qend), body, done));
+    LLVMAddIncoming(q, &q0, &pre, 1);
+    LLVMAddIncoming(q, &q1, &body, 1);
+    for (int r = 0; r < m; r++)
+        for (int c = 0; c < G; c++) {
+            LLVMAddIncoming(acc[r][c], &zero, &pre, 1);
+            LLVMAddIncoming(acc[r][c], &next[r][c], &body, 1);
+        }
+    LLVMPositionBuilderAtEnd(g->b, done);
+    for (int r = 0; r < m; r++)
+        for (int c = 0; c < G; c++) {
+            LLVMValueRef idx = add(g, k64(g, r * nr + c), lg.iv);
+            store_aligned(g, hsum(g, next[r][c], w), at(g, tmp, idx), 4);
+        }
+    loop_end(g, &lg);
+    for (int r = 0; r < m; r++)
+        for (int v = 0; v < NV; v++) sum[r][v] = load_aligned(g, g->vf, at(g, tmp, k64(g, r * nr + v * w)), 4);
 }
 
 /*   void kiln_gemm_small_wW_mM_T[_eCODE](const float *a, const float *b, float *c, i64 n,
@@ -1069,11 +1147,11 @@ static bool use_small(gemm_tile t, const kiln_gemm_shape *s) {
  * blocks left there, and on the last block the epilogue (e, or none) goes to C. So every
  * element gets the general path's bits. The k blocks are the outer loop so that a block
  * of B's rows stays in cache (and its pages in the TLB) while its columns are swept. */
-static LLVMValueRef small_function(gen g, int m, bool trans_a, const kiln_gemm_epilogue *e) {
+static LLVMValueRef small_function(gen g, int m, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e) {
     const int w = g.t.w, nr = g.t.nr;
     char name[96], code[48] = "";
     if (e) epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_small_w%d_m%d_%c%s", w, m, trans_a ? 't' : 'n', code);
+    snprintf(name, sizeof name, "kiln_gemm_small_w%d_m%d_%c%c%s", w, m, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code);
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
     LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, ptr,  i64,
                             ptr, ptr, i64, ptr, i64, g.f64, i64, i64};
@@ -1091,7 +1169,11 @@ static LLVMValueRef small_function(gen g, int m, bool trans_a, const kiln_gemm_e
     /* the partial sums: x with accumulate, else C (never both: they are noalias) */
     bool acc_x = e && e->accumulate;
     LLVMValueRef x = acc_x ? param(&g, 9) : c, ldx = acc_x ? param(&g, 10) : ldc;
-    LLVMValueRef zero = LLVMConstNull(g.vf), none = LLVMConstNull(g.vmask);
+    LLVMValueRef zero = LLVMConstNull(g.vf), none = LLVMConstNull(g.vmask), tmp = NULL;
+    if (trans_b) { /* the columns' sums, m×NR floats (in the entry block: one slot) */
+        tmp = LLVMBuildAlloca(g.b, LLVMArrayType2(g.f32, (uint64_t)(SMALL_M_MAX * NR_MAX)), "sums");
+        LLVMSetAlignment(tmp, 64);
+    }
 
     loop lp = loop_begin(&g, k64(&g, 0), k, 1, "p");
     lp.step_value = kc_max;
@@ -1106,6 +1188,10 @@ static LLVMValueRef small_function(gen g, int m, bool trans_a, const kiln_gemm_e
 
     /* the block's k loop (runs at least once: p < k) */
     LLVMValueRef acc[SMALL_M_MAX][NV], sum[SMALL_M_MAX][NV];
+    if (trans_b) {
+        small_t_block(&g, m, a, b, lda, ldb, n, j, lp.iv, qend, tmp, sum);
+        goto sums;
+    }
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(g.b), body = block(&g, "q"), done = block(&g, "q.done");
     LLVMBuildBr(g.b, body);
     LLVMPositionBuilderAtEnd(g.b, body);
@@ -1132,7 +1218,7 @@ static LLVMValueRef small_function(gen g, int m, bool trans_a, const kiln_gemm_e
             LLVMAddIncoming(acc[r][v], &sum[r][v], &body, 1);
         }
     LLVMPositionBuilderAtEnd(g.b, done);
-
+sums:;
     /* v = the block's sums, + what the earlier blocks left in X (as write_tile adds; x is
      * NULL when there is a single block, so no inbounds promise: the load's mask is off) */
     LLVMValueRef val[SMALL_M_MAX][NV];
@@ -1171,9 +1257,10 @@ static LLVMValueRef small_function(gen g, int m, bool trans_a, const kiln_gemm_e
  * p, r}, the partial sums (accumulate over several k blocks) at the start of scratch. */
 static void small_args(gen *g, LLVMValueRef *args, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                        const LLVMValueRef *ptrs, LLVMValueRef j0, LLVMValueRef j1) {
-    LLVMValueRef x = e && e->accumulate && s->k > blocks_for(g->t, s).kc ? ptrs[3] : LLVMConstPointerNull(g->ptr);
+    int64_t kc = s->trans_b ? s->k : blocks_for(g->t, s).kc; /* B transposed: one block (small_t_group) */
+    LLVMValueRef x = e && e->accumulate && s->k > kc ? ptrs[3] : LLVMConstPointerNull(g->ptr);
     LLVMValueRef list[] = {ptrs[0], ptrs[1], ptrs[2], k64(g, s->n), k64(g, s->k), k64(g, s->lda), k64(g, s->ldb),
-                           k64(g, s->ldc), k64(g, blocks_for(g->t, s).kc), x, k64(g, s->n), ptrs[4], ptrs[5],
+                           k64(g, s->ldc), k64(g, kc), x, k64(g, s->n), ptrs[4], ptrs[5],
                            k64(g, e && e->pre_out ? e->ldp : 0), ptrs[6], k64(g, e && e->residual ? e->ldr : 0),
                            LLVMConstReal(g->f64, e && has_scale(e) ? e->scale : 1.0), j0, j1};
     memcpy(args, list, sizeof list);
@@ -1358,7 +1445,7 @@ static void parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64
 /* The shape's function void NAME(a, b, c, scratch, [bias], [p], [r]) on the small-m path:
  * the small kernel over all columns, or over parts of them on the thread pool. */
 static LLVMValueRef small_gemm(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *name) {
-    LLVMValueRef small = small_function(g, (int)s->m, s->trans_a, e);  /* own builder */
+    LLVMValueRef small = small_function(g, (int)s->m, s->trans_a, s->trans_b, e);  /* own builder */
     gemm_split sp = split_for(g.t, s);
     LLVMValueRef part = sp.parts > 1 ? small_part_function(g, s, e, name, small) : NULL;
     LLVMTypeRef params[7] = {g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr};

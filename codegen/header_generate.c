@@ -26,6 +26,31 @@ static void add(char **s, size_t *len, const char *fmt, ...)
     *len += (size_t)n;
 }
 
+/* One entry's prototype: the blobs, then its inputs in the request's order (the tokens,
+ * the step's position, an encoder–decoder's source and mask), then the logits. */
+static void prototype(char **s, size_t *len, const char *name, const char *up, const kiln_compile_request *r,
+                      bool step)
+{
+    add(s, len, "int %s_%s(const float *params, float *kv_cache, void *workspace", name, step ? "decode_step" : "prefill");
+    for (uint32_t i = 0; i < r->n_inputs; i++) {
+        const kiln_node *in = &r->g->nodes[r->inputs[i]];
+        const char *ty = in->type.dtype == KILN_F32 ? "float" : "int32_t", *what = in->attrs.name;
+        char size[96];
+        if (i == 0) { /* the generated tokens */
+            what = step ? "token" : "tokens";
+            snprintf(size, sizeof size, step ? "1" : "%s_CONTEXT", up);
+        } else if (!strcmp(what, "kv.pos")) {
+            what = "pos";
+            snprintf(size, sizeof size, "1");
+        } else { /* an encoder-decoder's source or its mask: (1, source length) */
+            snprintf(size, sizeof size, "%s_SOURCE_LEN", up);
+        }
+        add(s, len, ",\n        const %s *%s /* [%s] */", ty, what, size);
+    }
+    if (step) add(s, len, ",\n        float *logits /* [%s_VOCAB] */);\n", up);
+    else add(s, len, ",\n        float *logits /* [%s_CONTEXT * %s_VOCAB] */);\n", up, up);
+}
+
 char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,
                                 const kiln_compile_request *step, const kiln_memplan *step_plan)
 {
@@ -36,7 +61,10 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
     up[i] = 0;
     const kiln_type *tokens = &prefill->g->nodes[prefill->inputs[0]].type;      /* (1, context) */
     const kiln_type *logits = &step->g->nodes[step->g->outputs[0].node].type;   /* (1, 1, vocab) */
-    int64_t context = tokens->dims[1], vocab = logits->dims[logits->rank - 1];
+    int64_t context = tokens->dims[1], vocab = logits->dims[logits->rank - 1], source = 0;
+    for (uint32_t k = 1; k < prefill->n_inputs; k++) /* an encoder-decoder's src: (1, source length) */
+        if (!strcmp(prefill->g->nodes[prefill->inputs[k]].attrs.name, "src"))
+            source = prefill->g->nodes[prefill->inputs[k]].type.dims[1];
     int64_t ws = prefill_plan->workspace_bytes > step_plan->workspace_bytes ? prefill_plan->workspace_bytes
                                                                             : step_plan->workspace_bytes;
     char *s = NULL;
@@ -52,17 +80,21 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
         " * logits of the next token. Both return 0, or KILN_FORWARD_INDEX_RANGE for a token\n"
         " * id or position outside the model's tables. */\n",
         up, up, up, name, up, name, up);
+    if (source)
+        add(&s, &len,
+            "/* An encoder-decoder: %s_prefill also encodes the source — src, its token ids padded\n"
+            " * with 0 to %s_SOURCE_LEN, and src_mask, 1 for a token and 0 for padding — once,\n"
+            " * and keeps every cross-attention's keys and values in the cache too; the decode\n"
+            " * step reads them from there (it never runs the encoder). tokens start with the\n"
+            " * model's <bos>. */\n",
+            name, up);
     add(&s, &len, "#define %s_CONTEXT %lld\n", up, (long long)context);
     add(&s, &len, "#define %s_VOCAB %lld\n", up, (long long)vocab);
+    if (source) add(&s, &len, "#define %s_SOURCE_LEN %lld\n", up, (long long)source);
     add(&s, &len, "#define %s_KV_CACHE_BYTES %lld\n", up, (long long)prefill_plan->optim_bytes);
     add(&s, &len, "#define %s_GEN_WORKSPACE_BYTES %lld\n\n", up, (long long)ws);
-    add(&s, &len,
-        "int %s_prefill(const float *params, float *kv_cache, void *workspace,\n"
-        "        const int32_t *tokens /* [%s_CONTEXT] */, float *logits /* [%s_CONTEXT * %s_VOCAB] */);\n",
-        name, up, up, up);
-    add(&s, &len,
-        "int %s_decode_step(const float *params, float *kv_cache, void *workspace,\n"
-        "        const int32_t *token /* [1] */, const int32_t *pos /* [1] */, float *logits /* [%s_VOCAB] */);\n\n",
-        name, up);
+    prototype(&s, &len, name, up, prefill, false);
+    prototype(&s, &len, name, up, step, true);
+    add(&s, &len, "\n");
     return s;
 }

@@ -139,12 +139,6 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         have_gen = model_text && generator_graphs(&gen, model_text, len, args.positional[0], args.defines,
                                                   args.n_defines, diags);
         free(model_text);
-        if (have_gen && gen.has_source) {
-            kiln_diags_add(diags, args.positional[0], 0, 0, "--generate",
-                           "encoder-decoder models are not exported yet (kiln generate --source runs them)");
-            generator_free(&gen);
-            have_gen = false;
-        }
         if (!have_gen) {
             kiln_model_free(&model);
             return EXIT_FAIL;

@@ -10,10 +10,13 @@
  *     int NAME_decode_step(params, cache, workspace, tokens[1], pos[1], logits[V])
  *
  * They lay out parameters and cache alike (the same modules in the same order); that is
- * checked, so one parameter blob and one cache serve both. The prefill always runs over
- * the whole context with the prompt padded by id 0: attention is causal, so the padding
- * changes no row before it, and its cache rows are overwritten by the steps before any
- * step reads them.
+ * checked, so one parameter blob and one cache serve both. A prompt shorter than the
+ * context runs a prefill compiled for its length bucket (16, 32, 64… positions, each
+ * loaded and compiled the first time a prompt needs it: generator_prepare), with the
+ * prompt padded by id 0 to the bucket: attention is causal, so the padding changes no row
+ * before it, and its cache rows (and the zeros the bucket leaves after it) are
+ * overwritten by the steps before any step reads them. A prompt longer than the largest
+ * bucket below the context runs the whole context's prefill.
  *
  * Sampling (sampler_pick) works in double on one row of logits: greedy takes the first
  * largest logit; otherwise logits/temperature are ranked (value descending, then id),
@@ -78,8 +81,9 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     e->loaded = true;
     kiln_model *m = &e->m;
     kiln_graph *g = &m->graph;
-    int64_t T = mode == KILN_DECODE_STEP ? 1 : context;
-    uint32_t tok = token_input(m), o = logits_output(m, T);
+    uint32_t tok = token_input(m);
+    /* positions: 1 in the step, the context or a prompt-length bucket in a prefill */
+    uint32_t o = tok == KILN_NONE ? KILN_NONE : logits_output(m, m->graph.nodes[tok].type.dims[1]);
     if (tok == KILN_NONE || o == KILN_NONE) {
         kiln_diags_add(d, m->file, 0, 0, NULL, "internal error: the generation graph lost its tokens or logits");
         return false;
@@ -116,6 +120,7 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     }
     free(live);
     if (!ok) return false;
+    snprintf(e->suffix, sizeof e->suffix, "%s", suffix);
     e->req = (kiln_compile_request){.g = g,
                                     .inputs = e->inputs,
                                     .n_inputs = n_inputs,
@@ -125,7 +130,7 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
                                     .stateful = true,
                                     .states = m->kv_states,
                                     .n_states = (uint32_t)m->n_kv_states,
-                                    .suffix = suffix,
+                                    .suffix = e->suffix,
                                     .pipeline = &cli_pipeline};
     return true;
 }
@@ -147,9 +152,8 @@ static void entry_free(gen_entry *e)
 }
 
 /* Whether both entries place every parameter and cache tensor at the same offset. */
-static bool same_layout(const generator *g)
+static bool same_layout(const gen_entry *a, const gen_entry *b)
 {
-    const gen_entry *a = &g->prefill, *b = &g->step;
     if (a->m.n_params != b->m.n_params || a->m.n_kv_states != b->m.n_kv_states) return false;
     if (a->c.params_bytes != b->c.params_bytes || a->c.optim_bytes != b->c.optim_bytes) return false;
     for (int i = 0; i < a->m.n_params; i++) {
@@ -166,12 +170,20 @@ bool generator_graphs(generator *g, const char *text, size_t len, const char *pa
 {
     memset(g, 0, sizeof *g);
     bool ok = false;
-    char *batch_dim = train_batch_dim(text, len), *seq_dim = NULL;
-    kiln_dim_binding *defs = calloc((size_t)n_defines + 2, sizeof *defs);
+    /* kept for the prompt-length buckets, loaded later (generator_prepare) */
+    g->text = malloc(len + 1);
+    g->path = strdup(path);
+    KILN_ASSERT(g->text && g->path);
+    memcpy(g->text, text, len);
+    g->text[len] = 0;
+    g->text_len = len;
+    char *batch_dim = g->batch_dim = train_batch_dim(text, len), *seq_dim = NULL;
+    kiln_dim_binding *defs = g->defs = calloc((size_t)n_defines + 2, sizeof *defs);
     KILN_ASSERT(defs != NULL);
     if (n_defines) memcpy(defs, defines, (size_t)n_defines * sizeof *defs);
     int n = n_defines;
     if (batch_dim) defs[n++] = (kiln_dim_binding){batch_dim, 1}; /* later definitions win */
+    g->n_defs = n;
 
     /* 1. the plain model: context, vocab, tokens */
     kiln_model m;
@@ -189,7 +201,7 @@ bool generator_graphs(generator *g, const char *text, size_t len, const char *pa
     g->tokens_name = strdup(tok_name);
     KILN_ASSERT(g->tokens_name != NULL);
     g->context = tt->dims[1];
-    seq_dim = input_dim_name(text, len, tok_name, 1);
+    seq_dim = g->seq_dim = input_dim_name(text, len, tok_name, 1);
     uint32_t o = logits_output(&m, g->context);
     bool good = true;
     /* an attention over the generated tokens that is not causal sees later positions:
@@ -263,11 +275,72 @@ bool generator_graphs(generator *g, const char *text, size_t len, const char *pa
         goto out;
     ok = true;
 out:
-    free(defs);
-    free(batch_dim);
-    free(seq_dim);
     if (!ok) generator_free(g);
     return ok;
+}
+
+/* The entry's call arguments: (params, cache, workspace, inputs in request order, logits). */
+static void entry_bind(generator *g, gen_entry *e, bool step)
+{
+    void **a = e->call.args;
+    a[0] = g->params, a[1] = g->cache, a[2] = g->workspace;
+    for (uint32_t i = 0; i < e->req.n_inputs; i++) {
+        const char *in = e->m.graph.nodes[e->inputs[i]].attrs.name;
+        a[3 + i] = e->inputs[i] == e->m.decode_pos ? (void *)g->step_pos
+                   : !strcmp(in, "src")           ? (void *)g->src
+                   : !strcmp(in, "src_mask")      ? g->src_mask
+                   : !step                        ? (void *)g->tokens
+                                                  : (void *)g->step_token;
+    }
+    a[3 + e->req.n_inputs] = step ? g->step_logits : g->prefill_logits;
+    KILN_ASSERT(e->c.n_args == 4 + e->req.n_inputs);
+}
+
+/* The bucket of a prompt of n tokens: the smallest GEN_MIN_BUCKET << i holding n and
+ * shorter than the context, or −1 (the whole context's prefill). */
+static int bucket_of(const generator *g, int64_t n)
+{
+    if (g->whole_context) return -1;
+    for (int i = 0; i < GEN_MAX_BUCKETS && ((int64_t)GEN_MIN_BUCKET << i) < g->context; i++)
+        if (n <= ((int64_t)GEN_MIN_BUCKET << i)) return i;
+    return -1;
+}
+
+bool generator_prepare(generator *g, int64_t n, kiln_diags *d)
+{
+    int i = bucket_of(g, n);
+    if (i < 0 || g->bucket[i]) return true;
+    gen_entry *e = calloc(1, sizeof *e);
+    KILN_ASSERT(e != NULL);
+    char suffix[32];
+    int64_t T = (int64_t)GEN_MIN_BUCKET << i;
+    snprintf(suffix, sizeof suffix, "prefill_%lld", (long long)T);
+    g->defs[g->n_defs] = (kiln_dim_binding){g->seq_dim, T};
+    bool ok = entry_init(e, g->text, g->text_len, g->path, g->defs, g->n_defs + 1, KILN_DECODE_PREFILL, g->context,
+                         g->tokens_name, suffix, d) &&
+              entry_compile(e, d);
+    if (ok && !same_layout(&g->prefill, e)) {
+        kiln_diags_add(d, g->prefill.m.file, 0, 0, NULL,
+                       "internal error: the prefill over %lld positions lays out memory unlike the others", (long long)T);
+        ok = false;
+    }
+    if (!ok) {
+        entry_free(e);
+        free(e);
+        return false;
+    }
+    if (e->c.workspace_bytes > g->workspace_bytes) { /* a larger workspace: every call points at it */
+        kiln_aligned_free(g->workspace);
+        g->workspace_bytes = e->c.workspace_bytes;
+        g->workspace = kiln_aligned_alloc((size_t)g->workspace_bytes);
+        KILN_ASSERT(g->workspace != NULL);
+        g->prefill.call.args[2] = g->step.call.args[2] = g->workspace;
+        for (int k = 0; k < GEN_MAX_BUCKETS; k++)
+            if (g->bucket[k]) g->bucket[k]->call.args[2] = g->workspace;
+    }
+    entry_bind(g, e, false);
+    g->bucket[i] = e;
+    return true;
 }
 
 bool generator_init(generator *g, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
@@ -276,7 +349,7 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     if (!generator_graphs(g, text, len, path, defines, n_defines, d)) return false;
     bool ok = false;
     if (!entry_compile(&g->prefill, d) || !entry_compile(&g->step, d)) goto out;
-    if (!same_layout(g)) {
+    if (!same_layout(&g->prefill, &g->step)) {
         kiln_diags_add(d, g->prefill.m.file, 0, 0, NULL,
                        "internal error: the prefill and the decode step lay out memory differently");
         goto out;
@@ -289,6 +362,7 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     int64_t ws = g->prefill.c.workspace_bytes > g->step.c.workspace_bytes ? g->prefill.c.workspace_bytes
                                                                           : g->step.c.workspace_bytes;
     g->workspace = kiln_aligned_alloc((size_t)ws);
+    g->workspace_bytes = ws;
     g->tokens = calloc((size_t)g->context, sizeof *g->tokens);
     g->prefill_logits = kiln_aligned_alloc((size_t)(g->context * g->vocab) * sizeof(float));
     g->step_logits = kiln_aligned_alloc((size_t)g->vocab * sizeof(float));
@@ -301,23 +375,8 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
         g->src_mask = calloc((size_t)g->src_len, 4);
         KILN_ASSERT(g->src && g->src_mask);
     }
-    /* the calls: (params, cache, workspace, inputs in request order, logits) */
-    gen_entry *es[2] = {&g->prefill, &g->step};
-    for (int k = 0; k < 2; k++) {
-        gen_entry *e = es[k];
-        void **a = e->call.args;
-        a[0] = g->params, a[1] = g->cache, a[2] = g->workspace;
-        for (uint32_t i = 0; i < e->req.n_inputs; i++) {
-            const char *in = e->m.graph.nodes[e->inputs[i]].attrs.name;
-            a[3 + i] = e->inputs[i] == e->m.decode_pos ? (void *)g->step_pos
-                       : !strcmp(in, "src")           ? (void *)g->src
-                       : !strcmp(in, "src_mask")      ? g->src_mask
-                       : k == 0                       ? (void *)g->tokens
-                                                      : (void *)g->step_token;
-        }
-        a[3 + e->req.n_inputs] = k == 0 ? g->prefill_logits : g->step_logits;
-        KILN_ASSERT(e->c.n_args == 4 + e->req.n_inputs);
-    }
+    entry_bind(g, &g->prefill, false);
+    entry_bind(g, &g->step, true);
     ok = true;
 out:
     if (!ok) generator_free(g);
@@ -335,6 +394,16 @@ void generator_free(generator *g)
 {
     entry_free(&g->prefill);
     entry_free(&g->step);
+    for (int i = 0; i < GEN_MAX_BUCKETS; i++)
+        if (g->bucket[i]) {
+            entry_free(g->bucket[i]);
+            free(g->bucket[i]);
+        }
+    free(g->text);
+    free(g->path);
+    free(g->defs);
+    free(g->batch_dim);
+    free(g->seq_dim);
     kiln_aligned_free(g->params);
     kiln_aligned_free(g->cache);
     kiln_aligned_free(g->workspace);
@@ -370,9 +439,11 @@ void generator_set_source(generator *g, const int32_t *ids, int64_t n)
 const float *generator_prefill(generator *g, const int32_t *ids, int64_t n, kiln_diags *d)
 {
     KILN_ASSERT(n >= 1 && n <= g->context);
+    if (!generator_prepare(g, n, d)) return NULL;
+    int i = bucket_of(g, n);
     memcpy(g->tokens, ids, (size_t)n * sizeof *ids);
     memset(g->tokens + n, 0, (size_t)(g->context - n) * sizeof *ids);
-    if (!call(&g->prefill, d)) return NULL;
+    if (!call(i < 0 ? &g->prefill : g->bucket[i], d)) return NULL;
     return g->prefill_logits + (n - 1) * g->vocab;
 }
 

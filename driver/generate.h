@@ -1,9 +1,10 @@
 /* generate.h — text generation with a KV cache (`kiln generate`, docs/generation.md).
  *
- *   generate.c   the generator: a model file → two compiled entries sharing one
- *                parameter blob and one KV-cache blob — the prefill over the whole
- *                context and the one-token decode step (frontend.h, kiln_decode_mode) —
- *                and the sampler (greedy, temperature, top-k, top-p).
+ *   generate.c   the generator: a model file → compiled entries sharing one parameter
+ *                blob and one KV-cache blob — the prefill over the whole context (and
+ *                over shorter prompt-length buckets, compiled when first needed) and
+ *                the one-token decode step (frontend.h, kiln_decode_mode) — and the
+ *                sampler (greedy, temperature, top-k, top-p).
  *   cmd_generate.c  the command: prompt → tokens → prefill → steps, printing each token.
  *
  * Nothing here allocates per token: every buffer, and the libffi call of each entry, is
@@ -27,11 +28,25 @@ typedef struct gen_entry {
     uint32_t logits;          /* the output node read */
     uint32_t inputs[4];       /* tokens, [kv.pos], [src], [src_mask]: what it reads */
     kiln_compile_request req; /* what is compiled (kiln compile --generate exports it) */
+    char suffix[32];          /* the entry's name after the model's: prefill, decode_step, prefill_16… */
     pointer_call call;         /* the entry's prepared libffi call */
 } gen_entry;
 
+/* Prefills over shorter prompts: one per length bucket below the context (16, 32, 64…),
+ * each loaded and compiled the first time a prompt needs it (generator_prepare). */
+enum { GEN_MAX_BUCKETS = 24, GEN_MIN_BUCKET = 16 };
+
 typedef struct generator {
-    gen_entry prefill, step;
+    gen_entry prefill, step;  /* prefill: over the whole context (what compile --generate exports) */
+    gen_entry *bucket[GEN_MAX_BUCKETS]; /* bucket[i]: positions GEN_MIN_BUCKET << i, NULL until compiled */
+    int64_t workspace_bytes;  /* of g->workspace: the largest any compiled entry needs */
+    bool whole_context;       /* every prefill over the whole context, no buckets (--no-cache: the reference) */
+    /* what loading a bucket needs: the model file's text and the dims bound */
+    char *text;
+    size_t text_len;
+    char *path, *batch_dim, *seq_dim;
+    kiln_dim_binding *defs;   /* the user's, then the batch dim's (1): n_defs; one spare */
+    int n_defs;
     int64_t context;          /* positions in the cache: the model's sequence length */
     int64_t vocab;            /* logits per position */
     int64_t table_rows;       /* rows of the token embedding (ids must stay below) */
@@ -68,7 +83,11 @@ void generator_free(generator *g);
 
 /* An encoder–decoder's source: ids[0..n), n <= src_len (padded, masked). */
 void generator_set_source(generator *g, const int32_t *ids, int64_t n);
-/* Runs the prefill over ids[0..n) (1 <= n <= context); returns the logits of position
+/* Compiles the prefill a prompt of n tokens runs (its length bucket, once): before timing
+ * a prefill. generator_prefill does it too when needed. */
+bool generator_prepare(generator *g, int64_t n, kiln_diags *d);
+/* Runs the prefill over ids[0..n) (1 <= n <= context): the smallest bucket holding n
+ * positions (or the whole context), the prompt padded with 0; returns the logits of position
  * n − 1 and leaves keys and values of positions 0..n−1 in the cache. NULL with a
  * diagnostic when an id is outside the embedding. */
 const float *generator_prefill(generator *g, const int32_t *ids, int64_t n, kiln_diags *d);

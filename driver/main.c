@@ -46,7 +46,7 @@ static const command commands[] = {
      "loss and perplexity (or accuracy) of weights on a data file"},
     {"generate", cmd_generate,
      "kiln generate MODEL.json --weights W.safetensors (--prompt TEXT | --source TEXT) [--max-new N] "
-     "[--temperature T | --greedy] [--top-k K] [--top-p P] [--seed S] [--truncate] [--json] [--no-cache] [--stats] "
+     "[--temperature T | --greedy] [--top-k K] [--top-p P] [--seed S] [--truncate] [--json] [--no-cache] [--stats] [--repeat N] "
      "[--threads N] [-D N=V]... " PIPELINE_USAGE,
      "write text with a trained model: a compiled prefill and KV-cached decode steps"},
     {"compile", cmd_compile,

@@ -19,8 +19,10 @@
  *              Rows past pos hold stale or prefill-padding values; they are never read.
  *
  * The prefill graph's keys and values become the cache's new value (an update); it runs
- * over the whole context with the prompt padded, and causal attention keeps the padding
- * out of every row the driver reads.
+ * over T ≤ context positions (the driver compiles one per prompt-length bucket) with the
+ * prompt padded to T, causal attention keeping the padding out of every row the driver
+ * reads; with T < context the rows past T become zeros (unslice), rows no step reads
+ * before writing them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -133,14 +135,26 @@ static uint32_t write_row(fe_ctx *c, const fe_node *n, uint32_t cache, uint32_t 
     return out;
 }
 
+/* PREFILL over T ≤ context positions (a prompt's length bucket): the cache's new value is
+ * x (1, H, T, dh) in rows 0..T, zeros after — rows no step reads before writing them. */
+static uint32_t prefill_rows(fe_ctx *c, const fe_node *n, uint32_t x, const kiln_type *t)
+{
+    if (t->dims[2] == c->context) return x;
+    kiln_attrs a = {.dtype = KILN_F32, .rank = t->rank, .axis = 2, .start = 0, .end = t->dims[2], .step = 1};
+    for (int d = 0; d < t->rank; d++) a.shape[d] = t->dims[d];
+    a.shape[2] = c->context;
+    return fe_add(c, n, KILN_OP_UNSLICE, &x, 1, &a, NULL);
+}
+
 bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v)
 {
     if (*k == KILN_NONE || *v == KILN_NONE) return false;
     const kiln_type *kt = fe_type(c, *k), *vt = fe_type(c, *v);
     int64_t T = kt->dims[2];
-    if (kt->dims[0] != 1 || T != (c->decode == KILN_DECODE_STEP ? 1 : c->context)) {
-        fe_error(c, n, NULL, "internal error: a generation graph needs batch 1 and %lld positions, got %lld and %lld",
-                 (long long)(c->decode == KILN_DECODE_STEP ? 1 : c->context), (long long)kt->dims[0], (long long)T);
+    bool step = c->decode == KILN_DECODE_STEP;
+    if (kt->dims[0] != 1 || (step ? T != 1 : T < 1 || T > c->context)) {
+        fe_error(c, n, NULL, "internal error: a generation graph needs batch 1 and %s%lld positions, got %lld and %lld",
+                 step ? "" : "at most ", (long long)(step ? 1 : c->context), (long long)kt->dims[0], (long long)T);
         return false;
     }
     kiln_type kct = *kt, vct = *vt;
@@ -148,8 +162,8 @@ bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
     uint32_t vs = cache_state(c, n, name, "v", &vct, c->context);
     if (ks == KILN_NONE || vs == KILN_NONE) return false;
     if (c->decode == KILN_DECODE_PREFILL) {
-        kiln_graph_add_update(c->g, ks, *k);
-        kiln_graph_add_update(c->g, vs, *v);
+        kiln_graph_add_update(c->g, ks, prefill_rows(c, n, *k, &kct));
+        kiln_graph_add_update(c->g, vs, prefill_rows(c, n, *v, &vct));
         return true;
     }
     *k = write_row(c, n, ks, *k);

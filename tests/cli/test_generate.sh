@@ -9,7 +9,9 @@
 # pass too; and every bad request fails with its message: an encoder model, --top-p outside (0, 1], a negative temperature, a character missing from a char
 # vocabulary, a char model without its tokenizer. Then `kiln compile --generate` exports
 # NAME_prefill and NAME_decode_step, and examples/deploy/generate.c built against the .so
-# and the .a prints exactly what `kiln generate` prints, greedy and with top-k sampling.
+# and the .a prints exactly what `kiln generate` prints, greedy and with top-k sampling;
+# for an encoder-decoder (examples/translator.json, its prefill also taking the source),
+# examples/deploy/translate.c prints what `kiln generate --source` prints.
 set -euo pipefail
 kiln=$1
 src=$2
@@ -128,7 +130,6 @@ EOF
         --weights s2s.safetensors --prompt a
     run_fails "seq2seq source too long" 1 "longer than the model's source length of 16" generate "$s2s" \
         --weights s2s.safetensors --source "$long"
-    run_fails "compile --generate seq2seq" 1 "not exported yet" compile "$s2s" -o s2s.so --generate
 fi
 
 # a char model: its tokenizer comes from the checkpoint of kiln train
@@ -174,6 +175,28 @@ if run_ok "compile --generate" compile "$gpt" -D T=32 -o libchar_gpt.so --header
     fi
 fi
 run_fails "--generate with --emit" 2 "applies to a library" compile "$gpt" --emit llvm --generate
+
+# --- an encoder-decoder exported: examples/deploy/translate.c prints what kiln generate prints ---
+tr=$src/examples/translator.json
+trdims=(-D S=12 -D T=16)
+if run_ok "init translator" init "$tr" "${trdims[@]}" -o tr.safetensors --seed 3 &&
+    run_ok "compile --generate translator" compile "$tr" "${trdims[@]}" -o libtranslator.so --header translator.h \
+        --generate; then
+    grep -q "^#define TRANSLATOR_SOURCE_LEN 12$" translator.h || fail "the header's source length is not 12"
+    if "$cc" -std=c17 -O2 -Wall -Werror -I. "$src/examples/deploy/translate.c" -L. -ltranslator \
+        -Wl,-rpath,"$work" -o translate 2>cc.txt; then
+        for args in "a longer one|40|Ab"; do
+            IFS='|' read -r source max prompt <<<"$args"
+            run_ok "kiln generate --source '$source'" generate "$tr" "${trdims[@]}" --weights tr.safetensors \
+                --source "$source" --prompt "$prompt" --max-new "$max" --greedy && cp out.txt want.txt
+            ./translate tr.safetensors "$source" "$max" "$prompt" >got.txt 2>err.txt ||
+                fail "translate.c ('$source') failed: $(cat err.txt)"
+            cmp -s want.txt got.txt || fail "translate.c ('$source') differs from kiln generate: $(cat got.txt)"
+        done
+    else
+        fail "examples/deploy/translate.c does not build: $(head -n 5 cc.txt)"
+    fi
+fi
 
 if [[ $failures -gt 0 ]]; then
     echo "test_generate: $failures failure(s)"

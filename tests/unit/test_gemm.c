@@ -287,7 +287,7 @@ static void test_scratch_sizes(void **state) {
     kiln_gemm_shape s0 = {0, 5, 5, false, false, 5, 5, 5}, k0 = {5, 5, 0, false, false, 0, 5, 5};
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &s0), 0);
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &k0), 0);
-    kiln_gemm_shape one = {1, 1, 1, false, true, 1, 1, 1};
+    kiln_gemm_shape one = {1, 1, 1, true, true, 1, 1, 1}; /* both transposed: the packed path */
     /* one 12-row A sliver (rounded to 16 floats) + one 32-column B sliver, depth 1 */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &one), 16 + 32);
     assert_int_equal(kiln_gemm_scratch_floats(&avx2, &one), 16 + 16);
@@ -826,6 +826,14 @@ static void build_epi_cases(void) {
         add_epi(5, 70, 800, act % 2, false, 2, EPI_ALL, act, 1, true, true);
     }
     add_epi(1, 1536, 384, false, false, 0, EPI_BIAS, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
+    /* the small-m path with B transposed (x·Wᵀ, a decoding step's linear layers): dot
+     * products along k, several column groups, tails in n and k, parts along n */
+    for (int act = 0; act <= KILN_GEMM_ACT_SILU; act += 2) {
+        add_epi(1, 300, 400, false, true, 1, EPI_ALL, act, 0, true, true);
+        add_epi(3, 70, 1000, false, true, 2, EPI_ALL, act, 1, true, true);
+    }
+    add_epi(8, 45, 37, false, true, 3, EPI_ALL, KILN_GEMM_ACT_GELU, 0, true, false);
+    add_epi(2, 1536, 384, false, true, 0, EPI_BIAS, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
     add_epi(8, 45, 37, true, false, 3, EPI_ALL, KILN_GEMM_ACT_GELU, 0, true, false);
     add_epi(3, 45, 1000, false, false, 0, EPI_ACC, KILN_GEMM_ACT_NONE, 0, true, true);
     add_epi(3, 45, 0, false, false, 1, EPI_ALL, KILN_GEMM_ACT_SILU, 0, true, false);

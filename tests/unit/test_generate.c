@@ -98,9 +98,9 @@ static void check_kind(const char *kind)
     const char *text = model_text(kind);
     kiln_diags d;
     kiln_diags_init(&d);
-    kiln_model plain, pre, step;
+    kiln_model plain, pre, half, step; /* half: the prefill of a prompt-length bucket */
     bool ok = load(&plain, text, CONTEXT, KILN_DECODE_OFF, &d) && load(&pre, text, CONTEXT, KILN_DECODE_PREFILL, &d) &&
-              load(&step, text, 1, KILN_DECODE_STEP, &d);
+              load(&half, text, CONTEXT / 2, KILN_DECODE_PREFILL, &d) && load(&step, text, 1, KILN_DECODE_STEP, &d);
     if (!ok) kiln_diags_print(&d, stderr);
     assert_true(ok);
     kiln_diags_free(&d);
@@ -108,17 +108,23 @@ static void check_kind(const char *kind)
     assert_int_equal(step.n_kv_states, 4);
     assert_int_not_equal(step.decode_pos, KILN_NONE);
 
-    kiln_compiled cp, cs;
+    kiln_compiled cp, ch, cs;
     compile_entry(&pre, "prefill", &cp);
+    compile_entry(&half, "prefill_half", &ch);
     compile_entry(&step, "decode_step", &cs);
     assert_int_equal(cp.params_bytes, cs.params_bytes);
     assert_int_equal(cp.optim_bytes, cs.optim_bytes);
+    assert_int_equal(ch.params_bytes, cs.params_bytes);
+    assert_int_equal(ch.optim_bytes, cs.optim_bytes);
     for (int i = 0; i < pre.n_params; i++) assert_int_equal(cp.param_offsets[i], cs.param_offsets[i]);
+    for (int i = 0; i < pre.n_params; i++) assert_int_equal(ch.param_offsets[i], cs.param_offsets[i]);
+    for (int i = 0; i < pre.n_kv_states; i++) assert_int_equal(ch.state_offsets[i], cs.state_offsets[i]);
 
     /* random parameters, shared by the interpreter (per-node pointers into the blob) */
     float *params = kiln_aligned_alloc((size_t)cp.params_bytes);
     float *cache = kiln_aligned_alloc((size_t)cp.optim_bytes);
     int64_t ws = cp.workspace_bytes > cs.workspace_bytes ? cp.workspace_bytes : cs.workspace_bytes;
+    ws = ch.workspace_bytes > ws ? ch.workspace_bytes : ws;
     void *work = kiln_aligned_alloc((size_t)(ws ? ws : 64));
     uint64_t seed = 12345;
     for (int64_t i = 0; i < cp.params_bytes / 4; i++) params[i] = next_value(&seed);
@@ -134,10 +140,13 @@ static void check_kind(const char *kind)
     const float *want = values[plain.graph.outputs[0].node]; /* (1, CONTEXT, VOCAB) */
 
     float logits_all[CONTEXT * VOCAB], logits[VOCAB];
-    for (int P = CONTEXT / 2; P >= 1; P -= CONTEXT / 2 - 1) { /* the second run: a shorter prefill */
+    /* the first run: the half-context bucket's prefill (its rows past CONTEXT/2 zeroed);
+     * the second: a shorter prompt through the whole context's, over a used cache */
+    for (int P = CONTEXT / 2; P >= 1; P -= CONTEXT / 2 - 1) {
         int32_t padded[CONTEXT] = {0};
         memcpy(padded, tokens, (size_t)P * sizeof *tokens);
-        assert_int_equal(((prefill_fn)cp.entry)(params, cache, work, padded, logits_all), 0);
+        prefill_fn prefill = (prefill_fn)(P == CONTEXT / 2 ? ch.entry : cp.entry);
+        assert_int_equal(prefill(params, cache, work, padded, logits_all), 0);
         float diff = max_rel_diff(logits_all + (P - 1) * VOCAB, want + (P - 1) * VOCAB, VOCAB);
         if (diff > 2e-5f) fprintf(stderr, "%s: prefill row %d differs by %g\n", kind, P - 1, diff);
         assert_true(diff <= 2e-5f);
@@ -161,9 +170,11 @@ static void check_kind(const char *kind)
     kiln_aligned_free(cache);
     kiln_aligned_free(work);
     kiln_compiled_free(&cp);
+    kiln_compiled_free(&ch);
     kiln_compiled_free(&cs);
     kiln_model_free(&plain);
     kiln_model_free(&pre);
+    kiln_model_free(&half);
     kiln_model_free(&step);
 }
 
