@@ -141,7 +141,12 @@ static bool defines_dim(const cli_args *a, const char *name)
  * -D and --batch bound it) become -D bindings for the dims the command line leaves
  * out, and a -D or --batch that disagrees is refused, since the batcher's position
  * and the data order count in batches of that shape. Checkpoints older than "dims"
- * resume as before, with the user's flags. */
+ * resume as before, with the user's flags.
+ *
+ * The batch is the global one: "batch" holds N·B of the N ranks that saved it (B per
+ * rank, as "dims" records it), and a resume on M ranks takes N·B / M per rank, so that
+ * any number of ranks that divides the global batch continues the same run (docs/
+ * distributed.md); a --batch whose M·B differs from it is refused. */
 static bool resume_shape(run *r, cli_args *a, bool batch_given, kiln_diags *d)
 {
     const char *text = kiln_tensor_file_meta(&r->ckpt, "dims");
@@ -160,6 +165,25 @@ static bool resume_shape(run *r, cli_args *a, bool batch_given, kiln_diags *d)
         for (int k = 0; k < n_user; k++)
             if (strcmp(a->defines[k].name, dims[i].name) == 0) user = &a->defines[k];
         bool is_batch = r->batch_dim && strcmp(r->batch_dim, dims[i].name) == 0;
+        if (is_batch && !user) {
+            int64_t ranks = r->dp.ds.size > 1 ? r->dp.ds.size : 1, global = dims[i].value;
+            if (!meta_int(&r->ckpt, "batch", &global) || global < 1) global = dims[i].value;
+            if (batch_given && r->batch * ranks != global && ranks == 1)
+                kiln_diags_add(d, r->resume, 0, 0, "--batch", "the checkpoint was trained with --batch %lld, not "
+                               "%lld; resume needs the same batch (leave --batch out to reuse it)", (long long)global,
+                               (long long)r->batch);
+            else if (batch_given && r->batch * ranks != global)
+                kiln_diags_add(d, r->resume, 0, 0, "--batch", "the checkpoint was trained with a global batch of "
+                               "%lld, not %lld × %lld rank(s); resume needs the same global batch (leave --batch out "
+                               "to reuse it)", (long long)global, (long long)r->batch, (long long)ranks);
+            else if (global % ranks != 0)
+                kiln_diags_add(d, r->resume, 0, 0, "--batch", "the checkpoint's global batch of %lld cannot be split "
+                               "evenly over %lld ranks; resume on a number of ranks that divides it", (long long)global,
+                               (long long)ranks);
+            else if (!batch_given && a->n_defines < (int)(sizeof a->defines / sizeof a->defines[0]))
+                a->defines[a->n_defines++] = (kiln_dim_binding){dims[i].name, global / ranks};
+            continue;
+        }
         if (user && user->value != dims[i].value)
             kiln_diags_add(d, r->resume, 0, 0, "-D", "the checkpoint was trained with %s=%lld, not %lld; resume "
                            "needs the same dims (leave -D %s out to reuse them)", dims[i].name,
@@ -424,7 +448,8 @@ static bool save(run *r, int64_t step, kiln_diags *d)
     char *tok = kiln_tokenizer_serialize(&r->tok);
     char *labels = r->task == KILN_TASK_CLASSIFY ? kiln_labels_serialize(&r->ds.labels) : NULL;
     char *dims = ckpt_dims_format(&r->model), batch_s[32];
-    snprintf(batch_s, sizeof batch_s, "%lld", (long long)r->feed.batch);
+    /* the global batch: every rank's share (dims holds one rank's) */
+    snprintf(batch_s, sizeof batch_s, "%lld", (long long)r->feed.batch * (r->dp.ds.size > 1 ? r->dp.ds.size : 1));
     const char *keys[14], *values[14];
     int n = 0;
     keys[n] = "format", values[n++] = "kiln-checkpoint/1";

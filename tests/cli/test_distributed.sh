@@ -153,6 +153,16 @@ run "2 ranks, 10 steps" mpi 2 "$kiln" train tiny.json --data text.txt --steps 20
 run "1 rank resumes a 2-rank checkpoint" "$kiln" train tiny.json --data text.txt --resume half.safetensors --batch 8 \
     --save one_of_two.safetensors --threads 1
 same one.safetensors one_of_two.safetensors || fail "2 ranks then 1 rank differ from 1 rank throughout (above)"
+# without --batch the resume takes the checkpoint's global batch (2 × 4) on its one rank;
+# a --batch that changes the global batch is refused
+run "1 rank resumes a 2-rank checkpoint, batch from it" "$kiln" train tiny.json --data text.txt \
+    --resume half.safetensors --save reuse.safetensors --threads 1
+grep -q "batch 8," out.txt || fail "the resume did not take the global batch 8: $(head -2 out.txt)"
+same one.safetensors reuse.safetensors || fail "2 ranks then 1 rank (batch from the checkpoint) differ (above)"
+status=0
+"$kiln" train tiny.json --data text.txt --resume half.safetensors --batch 4 --threads 1 >out.txt 2>err.txt || status=$?
+[[ $status -eq 1 ]] && grep -q "trained with --batch 8, not 4" err.txt ||
+    fail "a resume that changes the global batch: exit $status, $(head -3 err.txt)"
 
 # ---- faults -----------------------------------------------------------------------------------------
 # rank 1 is killed (SIGKILL) once rank 0 has saved a checkpoint
