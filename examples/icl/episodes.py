@@ -7,6 +7,11 @@ with each x drawn at random (repeats allowed):
 
     c>F,a>B,c>F,h>D,e>A,a>B,g>H,d>C,h>D
 
+Training episodes are "bursty": each uses a random subset of 2 to 8 of the letters, so
+x repeats often within it (with all 8 letters, a model learning from scratch sat at the
+loss of a uniform guess, ln 8, for 4000 steps: see README.md). Validation and test
+episodes draw x from all 8 letters.
+
 The answer to pair k (k = 0..8) follows k demonstrations of the same mapping, so one
 episode asks a 0-shot, a 1-shot, ... and an 8-shot question at once; a causal decoder
 answering pair k sees exactly the k pairs before it (the pairs after it cannot influence
@@ -19,13 +24,15 @@ Mappings are split once and for all by their rank in the lexicographic order of 
 use only the other 36288; validation and evaluation episodes only held-out ones, so
 every measured answer is about a mapping the model never saw in training.
 
-    episodes.py tsv   N SEED OUT.tsv        N episodes of training mappings for
+    episodes.py tsv   N SEED OUT.tsv        N bursty episodes of training mappings for
                                             `kiln train --task seq2seq` (text<TAB>.)
-    episodes.py tsv   N SEED OUT.tsv --held-out     the same from held-out mappings
+    episodes.py tsv   N SEED OUT.tsv --held-out     N episodes of held-out mappings, x
+                                            drawn from all 8 letters (validation)
     episodes.py eval  N SEED OUT.safetensors OUT.txt
                                             N held-out episodes: their first 34 bytes as
                                             `tokens` (i32 [N, 34]) for `kiln run`, and the
                                             episodes one per line
+    --pairs P                               P pairs per episode instead of 9
 
 Standard library only; the same SEED gives the same files.
 """
