@@ -10,8 +10,8 @@ import json
 import sys
 from xml.sax.saxutils import escape
 
-W, H = 640, 400
-LEFT, RIGHT, TOP, BOTTOM = 60, 170, 40, 50
+W, H = 760, 400
+LEFT, RIGHT, TOP, BOTTOM = 60, 250, 40, 50
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
 
 
@@ -38,7 +38,7 @@ def main(argv):
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
            'font-family="sans-serif" font-size="12">',
            f'<rect width="{W}" height="{H}" fill="white"/>',
-           f'<text x="{LEFT + pw / 2}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>']
+           f'<text x="{W / 2}" y="22" text-anchor="middle" font-size="14">{escape(title)}</text>']
     for i in range(6):  # y grid and ticks: 0, 0.2, ... 1
         v = i / 5
         out.append(f'<line x1="{LEFT}" y1="{y(v):.1f}" x2="{LEFT + pw}" y2="{y(v):.1f}" stroke="#ddd"/>')
