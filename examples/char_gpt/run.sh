@@ -31,9 +31,9 @@ model=$root/examples/char_gpt.json
 mkdir -p "$out"
 
 if [ "$tiny" = 1 ]; then
-  steps=3 T=16 batch=2 val_every=3 val_batches=1 max_new=8 limit=200000
+  steps=3 T=16 batch=2 val_every=3 val_batches=1 max_new=8 limit=100000 seeds=1
 else
-  steps=160 T=64 batch=8 val_every=50 val_batches=8 max_new=$((64 - 6)) limit=0
+  steps=160 T=64 batch=8 val_every=50 val_batches=8 max_new=$((64 - 6)) limit=0 seeds="1 2 3"
 fi
 
 echo "== data: the English fortunes, every 150th held out (as scripts/demo.sh)"
@@ -52,7 +52,7 @@ train = [f for i, f in enumerate(fortunes) if i % 150 != 75]
 held = [f for i, f in enumerate(fortunes) if i % 150 == 75]
 train_text, held_text = b"%\n".join(train), b"%\n".join(held)
 if limit:
-    train_text, held_text = train_text[:limit], held_text[:limit // 10]
+    train_text, held_text = train_text[:limit], held_text[:limit // 50]
 open(out + "/train.txt", "wb").write(train_text)
 open(out + "/val.txt", "wb").write(held_text)
 print(f"{len(fortunes)} fortunes: {len(train_text)} bytes to train on, {len(held_text)} held out")
@@ -70,9 +70,9 @@ echo "== kiln eval on the held-out fortunes"
 "$kiln" eval "$model" --weights "$out/gpt.safetensors" --data "$out/val.txt" -D T=$T --batch $batch \
   | tee "$out/eval.txt"
 
-echo "== kiln generate: 3 samples at temperature 0.6 and at 1.0 (context $T bytes)"
+echo "== kiln generate: seeds $seeds at temperature 0.6 and at 1.0 (context $T bytes)"
 for temp in 0.6 1.0; do
-  for seed in 1 2 3; do
+  for seed in $seeds; do
     "$kiln" generate "$model" --weights "$out/gpt.safetensors" -D T=$T --prompt "%
 The " \
       --max-new $max_new --temperature $temp --seed $seed --threads "$threads" --json >"$out/gen_${temp}_$seed.json"

@@ -11,8 +11,8 @@
 #
 # --tiny (or TINY=1): a few steps, to check the recipe works (the test suite runs this);
 # the figures mean nothing. --sweep also trains the variants the README compares (one
-# layer instead of two, one head instead of four, half the steps) and draws them
-# on the same chart. DIR defaults to examples/icl/out. KILN=path uses that kiln binary
+# or three layers instead of two, one head instead of four) and draws them on the same
+# chart. DIR defaults to examples/icl/out. KILN=path uses that kiln binary
 # instead of building one; THREADS=N (default 2); STEPS=N (default 6000).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -85,9 +85,9 @@ if [ "$sweep" = 1 ]; then
   train_and_score layer1 $steps "1 layer, 4 heads, $steps steps"
   variant head1 heads=1
   train_and_score head1 $steps "2 layers, 1 head, $steps steps"
-  variant main_short
-  train_and_score main_short $((steps / 2)) "2 layers, 4 heads, $((steps / 2)) steps"
-  results+=("$out/result_layer1.json" "$out/result_head1.json" "$out/result_main_short.json")
+  variant layer3 repeat=3
+  train_and_score layer3 $steps "3 layers, 4 heads, $steps steps"
+  results+=("$out/result_layer1.json" "$out/result_head1.json" "$out/result_layer3.json")
 fi
 "$py" "$here/plot.py" "$out/accuracy.svg" "${results[@]}" \
   --title "in-context learning: accuracy after k demonstrations (held-out mappings)"
