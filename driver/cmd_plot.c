@@ -127,9 +127,15 @@ static bool read_run(plot *p, plot_run *r, kiln_diags *d)
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
         if (len == 0) continue;
-        cJSON *obj = cJSON_ParseWithLength(line, (size_t)len);
+        jm_error jerr;
+        cJSON *obj = kiln_json_tree(line, (size_t)len, &jerr);
         const cJSON *step = obj ? cJSON_GetObjectItemCaseSensitive(obj, "step") : NULL;
-        if (!cJSON_IsObject(obj)) {
+        if (!obj) {
+            kiln_diags_add(d, r->path, lineno, 1, NULL,
+                           "not a JSON object: expected one per line, as kiln train --log writes (column %d: %s)",
+                           jerr.col, jerr.msg);
+            ok = false;
+        } else if (!cJSON_IsObject(obj)) {
             kiln_diags_add(d, r->path, lineno, 1, NULL,
                            "not a JSON object: expected one per line, as kiln train --log writes");
             ok = false;

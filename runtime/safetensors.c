@@ -226,7 +226,7 @@ typedef struct reader {
     kiln_rt_error *err;
     FILE *f;
     uint64_t data_start, data_size; /* the data section, in file bytes */
-    char *header;                   /* header text, decoded in place by the parser */
+    char *header;                   /* header text (the parsed document keeps its own strings) */
     jm_doc doc;
     st_entry *entries;
     int n_entries;
@@ -472,9 +472,9 @@ static int read_header(reader *r) {
                     (unsigned long long)n);
     if (read_exact(r, r->header, (size_t)n, "the header")) return -1;
     r->header[n] = '\0';
-    char jerr[160];
-    if (jm_parse(r->header, (size_t)n, &r->doc, jerr, sizeof jerr))
-        return fail(r->err, r->path, NULL, "header is not valid JSON: %s", jerr);
+    jm_error jerr;
+    if (jm_parse(r->header, (size_t)n, 0, &r->doc, &jerr))
+        return fail(r->err, r->path, NULL, "header is not valid JSON (at byte %zu): %s", jerr.at, jerr.msg);
     if (r->doc.v[0].kind != JM_OBJECT)
         return fail(r->err, r->path, NULL, "header must be a JSON object, got %s",
                     kind_name(&r->doc.v[0]));
