@@ -3,7 +3,7 @@
 # builds kiln twice (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer) and
 # runs every test in both builds with ctest. Ends with ctest's summary of the plain build.
 # The plain build also builds the libFuzzer targets (fuzz/, a clang-19 sub-build) and its
-# ctest fuzzes each for KILN_FUZZ_SECONDS (default 30; tests fuzz.NAME, label `fuzz`),
+# ctest fuzzes each for KILN_FUZZ_SECONDS (25 here: the CI budget; tests fuzz.NAME, label `fuzz`),
 # failing on any finding; the sanitizer build replays their corpus and regression inputs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,7 +16,7 @@ asan_status=0
    ctest --output-on-failure -j"$jobs" 2>&1 | tail -n 25) || asan_status=$?
 
 echo "== plain build"
-"$root/scripts/build.sh" "$root/build" -DKILN_FUZZ_SECONDS="${KILN_FUZZ_SECONDS:-30}" >/dev/null
+"$root/scripts/build.sh" "$root/build" -DKILN_FUZZ_SECONDS="${KILN_FUZZ_SECONDS:-25}" >/dev/null
 cd "$root/build"
 status=0
 ctest --output-on-failure -j"$jobs" || status=$?
