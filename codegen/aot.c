@@ -27,7 +27,7 @@
  *
  * Atomicity: every intermediate and final file is built in a fresh directory beside the
  * output (same file system) and renamed into place only when everything succeeded; the
- * header is written to a temporary beside itself and renamed last. A failure leaves no
+ * header goes through the runtime's atomic writer (runtime/atomic_file.c), committed last. A failure leaves no
  * trace and never touches an existing output. Tools run through posix_spawnp (no shell,
  * so paths need no quoting); their output becomes the diagnostic when they fail.
  */
@@ -42,6 +42,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "lower.h"
 
 extern char **environ;
@@ -235,41 +236,20 @@ static const char *base_of(const char *path)
     return slash ? slash + 1 : path;
 }
 
-/* A new file's permissions as open(…, 0666) would give them (mkstemp uses 0600). */
-static mode_t default_mode(void)
+/* Through the runtime's one atomic writer (runtime/atomic_file.c): temporary beside
+ * path, fsync, rename, fsync of the directory; its message becomes the diagnostic. */
+static const char *without_path(const char *msg, const char *path)
 {
-    mode_t mask = umask(0);
-    umask(mask);
-    return 0666 & ~mask;
+    size_t n = strlen(path);
+    return strncmp(msg, path, n) == 0 && msg[n] == ':' && msg[n + 1] == ' ' ? msg + n + 2 : msg;
 }
 
 bool kiln_write_file_atomic(const char *path, const void *data, size_t size, kiln_diags *d)
 {
-    char *dir = dir_of(path);
-    char *tmp = join(dir, ".kiln-XXXXXX");
-    free(dir);
-    const char *failed = NULL;
-    int saved = 0, fd = mkstemp(tmp);
-    if (fd < 0) {
-        failed = "creating a temporary file beside it";
-        saved = errno;
-    } else {
-        const char *p = data;
-        for (size_t left = size; left > 0 && !failed;) {
-            ssize_t k = write(fd, p, left);
-            if (k < 0 && errno == EINTR) continue;
-            if (k <= 0) failed = "writing", saved = errno;
-            else p += k, left -= (size_t)k;
-        }
-        if (!failed && fchmod(fd, default_mode()) != 0) failed = "setting permissions", saved = errno;
-        if (!failed && fsync(fd) != 0) failed = "flushing", saved = errno;
-        if (close(fd) != 0 && !failed) failed = "closing", saved = errno;
-        if (!failed && rename(tmp, path) != 0) failed = "renaming", saved = errno;
-        if (failed) unlink(tmp);
-    }
-    if (failed) kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s failed: %s", failed, strerror(saved));
-    free(tmp);
-    return !failed;
+    kiln_rt_error err;
+    if (kiln_atomic_write_file(path, data, size, &err) == 0) return true;
+    kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s", without_path(err.msg, path));
+    return false;
 }
 
 /* Runs argv (searched in PATH) with stdin from /dev/null and stdout+stderr captured;
@@ -441,13 +421,13 @@ static char *header_with_generate(char *text, const kiln_aot_options *opt, const
 /* The files of one build, all inside `dir` (a fresh directory beside the output). */
 typedef struct build {
     char *dir, *model_o, *train_o, *prefill_o, *step_o, *grad_o, *apply_o, *merged_o, *final;
-    char *header_tmp; /* beside the header */
+    kiln_atomic_file header; /* written beside the header, committed last */
 } build;
 
 static void build_cleanup(build *b)
 {
-    const char *files[] = {b->model_o, b->train_o,  b->prefill_o, b->step_o,    b->grad_o,
-                           b->apply_o, b->merged_o, b->final,     b->header_tmp};
+    const char *files[] = {b->model_o, b->train_o, b->prefill_o, b->step_o,
+                           b->grad_o,  b->apply_o, b->merged_o,  b->final};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (files[i]) unlink(files[i]); /* renamed ones are gone already: harmless */
     if (b->dir) rmdir(b->dir);
@@ -460,34 +440,18 @@ static void build_cleanup(build *b)
     free(b->apply_o);
     free(b->merged_o);
     free(b->final);
-    free(b->header_tmp);
+    kiln_atomic_abort(&b->header); /* a no-op once committed */
 }
 
-/* Writes the header to a temporary beside `path` (renamed later). */
+/* Writes the header to a temporary beside `path`, committed after the library. */
 static bool stage_header(build *b, const char *path, const char *text, kiln_diags *d)
 {
-    char *dir = dir_of(path);
-    b->header_tmp = join(dir, ".kiln-XXXXXX");
-    free(dir);
-    int fd = mkstemp(b->header_tmp);
-    if (fd < 0) {
-        kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s", strerror(errno));
-        free(b->header_tmp);
-        b->header_tmp = NULL;
+    kiln_rt_error err;
+    if (kiln_atomic_begin(&b->header, path, &err) || kiln_atomic_write(&b->header, text, strlen(text), &err)) {
+        kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s", without_path(err.msg, path));
         return false;
     }
-    size_t left = strlen(text);
-    bool ok = fchmod(fd, default_mode()) == 0;
-    while (ok && left > 0) {
-        ssize_t k = write(fd, text, left);
-        if (k < 0 && errno == EINTR) continue;
-        ok = k > 0;
-        if (ok) text += k, left -= (size_t)k;
-    }
-    ok = ok && fsync(fd) == 0;
-    if (close(fd) != 0) ok = false;
-    if (!ok) kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s", strerror(errno));
-    return ok;
+    return true;
 }
 
 bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d)
@@ -513,6 +477,7 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     }
 
     build b = {0};
+    b.header.fd = -1;
     char *dir = dir_of(opt->out);
     b.dir = join(dir, ".kiln-XXXXXX");
     free(dir);
@@ -615,9 +580,12 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
         kiln_diags_add(d, opt->out, 0, 0, NULL, "cannot write: %s", strerror(errno));
         ok = false;
     }
-    if (ok && opt->header && rename(b.header_tmp, opt->header) != 0) {
-        kiln_diags_add(d, opt->header, 0, 0, NULL, "cannot write: %s", strerror(errno));
-        ok = false;
+    if (ok && opt->header) {
+        kiln_rt_error err;
+        if (kiln_atomic_commit(&b.header, &err)) {
+            kiln_diags_add(d, opt->header, 0, 0, NULL, "cannot write: %s", without_path(err.msg, opt->header));
+            ok = false;
+        }
     }
     build_cleanup(&b);
     kiln_module_free(&m);

@@ -10,7 +10,7 @@
  * also a weights file for `kiln run`, `kiln eval` and PyTorch.
  *
  * What exact resume needs besides the blobs is here too: the temporaries a killed save
- * left behind are removed when the next run starts (ckpt_remove_stale), the dims the
+ * left behind are removed when the next run starts (kiln_atomic_clean, runtime/atomic_file.c), the dims the
  * run was compiled with are recorded ("dims") so that --resume compiles the same step,
  * and a resumed run's --log is cut back to the checkpoint's step, so the steps a killed
  * run logged after its last checkpoint are not there twice (ckpt_log_open).
@@ -90,52 +90,6 @@ bool ckpt_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer 
     const char *text = kiln_tensor_file_meta(f, "tokenizer");
     if (!text) return false;
     return kiln_tokenizer_deserialize(t, text, path, "__metadata__.tokenizer", d);
-}
-
-/* ---- what a killed run leaves behind ---------------------------------------------------------- */
-
-/* kiln_tensor_file_write names its temporary PATH.tmp.PID.N (runtime/safetensors.c). A
- * temporary whose writer is gone (kill -9, power loss mid-save) is garbage: the target
- * was never replaced by it. One whose writer still runs is another process's save in
- * progress and is left alone. Our own pid's is stale too (a killed run whose pid we
- * got): a run saves from one thread, and this is called before its first save. A pid
- * reused by an unrelated process keeps its stale file until that process ends: safe,
- * not tidy. */
-static bool stale_temporary(const char *name, const char *base)
-{
-    size_t n = strlen(base);
-    if (strncmp(name, base, n) != 0 || strncmp(name + n, ".tmp.", 5) != 0) return false;
-    const char *p = name + n + 5;
-    char *end;
-    errno = 0;
-    long pid = strtol(p, &end, 10);
-    if (end == p || *end != '.' || pid <= 0 || errno) return false;
-    p = end + 1;
-    strtoul(p, &end, 10);
-    if (end == p || *end) return false;
-    if (pid == (long)getpid()) return true;
-    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
-}
-
-int ckpt_remove_stale(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    const char *base = slash ? slash + 1 : path;
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    KILN_ASSERT(dir != NULL);
-    DIR *dp = opendir(dir);
-    int removed = 0;
-    for (struct dirent *e; dp && *base && (e = readdir(dp)) != NULL;) {
-        if (!stale_temporary(e->d_name, base)) continue;
-        char *full = malloc(strlen(dir) + strlen(e->d_name) + 2);
-        KILN_ASSERT(full != NULL);
-        sprintf(full, "%s/%s", dir, e->d_name);
-        removed += unlink(full) == 0;
-        free(full);
-    }
-    if (dp) closedir(dp);
-    free(dir);
-    return removed;
 }
 
 /* ---- the dims a run was trained with ---------------------------------------------------------- */

@@ -20,8 +20,8 @@
  * background, so a browser, an image viewer or a README shows it as is. Series whose
  * points would share a pixel column are thinned to that column's first, lowest,
  * highest and last points, so a long run's file stays small and its noise band stays
- * visible. The file is built in memory and written atomically (temporary file, fsync,
- * rename), like kiln's other outputs. */
+ * visible. The file is built in memory and written atomically (runtime/atomic_file.c:
+ * temporary file, fsync, rename), like kiln's other outputs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -31,6 +31,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "driver.h"
 #include "svg.h"
@@ -126,9 +127,15 @@ static bool read_run(plot *p, plot_run *r, kiln_diags *d)
         lineno++;
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
         if (len == 0) continue;
-        cJSON *obj = cJSON_ParseWithLength(line, (size_t)len);
+        jm_error jerr;
+        cJSON *obj = kiln_json_tree(line, (size_t)len, &jerr);
         const cJSON *step = obj ? cJSON_GetObjectItemCaseSensitive(obj, "step") : NULL;
-        if (!cJSON_IsObject(obj)) {
+        if (!obj) {
+            kiln_diags_add(d, r->path, lineno, 1, NULL,
+                           "not a JSON object: expected one per line, as kiln train --log writes (column %d: %s)",
+                           jerr.col, jerr.msg);
+            ok = false;
+        } else if (!cJSON_IsObject(obj)) {
             kiln_diags_add(d, r->path, lineno, 1, NULL,
                            "not a JSON object: expected one per line, as kiln train --log writes");
             ok = false;
@@ -403,32 +410,6 @@ static void draw(FILE *f, const plot *p, frame *fr, const char *title, int64_t s
     fprintf(f, "</g>\n</svg>\n");
 }
 
-/* Writes the bytes to a temporary beside path, syncs it and renames it over path. */
-static bool write_atomic(const char *path, const char *bytes, size_t n, kiln_diags *d)
-{
-    size_t len = strlen(path) + 32;
-    char *tmp = malloc(len);
-    KILN_ASSERT(tmp != NULL);
-    snprintf(tmp, len, "%s.tmp.%ld", path, (long)getpid());
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    bool ok = fd >= 0;
-    for (size_t done = 0; ok && done < n;) {
-        ssize_t w = write(fd, bytes + done, n - done);
-        if (w < 0 && errno == EINTR) continue;
-        ok = w > 0;
-        done += ok ? (size_t)w : 0;
-    }
-    ok = ok && fsync(fd) == 0;
-    if (fd >= 0 && close(fd) != 0) ok = false;
-    ok = ok && rename(tmp, path) == 0;
-    if (!ok) {
-        kiln_diags_add(d, path, 0, 0, "-o", "cannot write: %s", strerror(errno));
-        unlink(tmp);
-    }
-    free(tmp);
-    return ok;
-}
-
 int cmd_plot(int argc, char **argv, kiln_diags *diags)
 {
     const char *out = NULL, *title = NULL;
@@ -501,7 +482,11 @@ int cmd_plot(int argc, char **argv, kiln_diags *diags)
     KILN_ASSERT(f != NULL);
     draw(f, &p, &fr, title ? title : default_title, smooth);
     fclose(f);
-    if (!write_atomic(out, svg, svg_len, diags)) goto done;
+    kiln_rt_error err;
+    if (kiln_atomic_write_file(out, svg, svg_len, &err)) { /* runtime/atomic_file.c */
+        kiln_diags_add(diags, NULL, 0, 0, "-o", "cannot write: %s", err.msg);
+        goto done;
+    }
     printf("wrote %s: %d run%s, %d series, steps %.0f to %.0f\n", out, p.n_runs, p.n_runs == 1 ? "" : "s", drawn,
            fr.first, fr.last);
     status = EXIT_OK;

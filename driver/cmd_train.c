@@ -44,6 +44,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "cli.h"
 #include "kiln/runtime.h"
 #include "schedule.h"
@@ -500,8 +501,8 @@ static bool save_or_explain(run *r, int64_t step, kiln_diags *d)
 static bool prepare_files(run *r, kiln_diags *d)
 {
     int stale = 0;
-    if (r->save) stale += ckpt_remove_stale(r->save);
-    if (r->resume && (!r->save || strcmp(r->resume, r->save) != 0)) stale += ckpt_remove_stale(r->resume);
+    if (r->save) stale += kiln_atomic_clean(r->save);
+    if (r->resume && (!r->save || strcmp(r->resume, r->save) != 0)) stale += kiln_atomic_clean(r->resume);
     if (stale) printf("removed %d temporary file%s left by a killed save\n", stale, stale == 1 ? "" : "s");
     if (r->resume && r->save && strcmp(r->resume, r->save) == 0) r->saved_step = r->start;
     if (r->log_path && !(r->log = ckpt_log_open(r->log_path, r->resume ? r->start : -1, d))) return false;

@@ -225,7 +225,7 @@ static int32_t strset_find(strset *set, const char *s, size_t n, bool add, bool 
     if (set->n_slot) {
         for (size_t j = str_hash(s, n) & (set->n_slot - 1); set->slot[j]; j = (j + 1) & (set->n_slot - 1)) {
             const char *t = set->s[set->slot[j] - 1];
-            if (strncmp(t, s, n) == 0 && t[n] == 0) return set->slot[j] - 1;
+            if (strnlen(t, n + 1) == n && memcmp(t, s, n) == 0) return set->slot[j] - 1;
         }
     }
     if (!add) return -1;
@@ -488,6 +488,10 @@ static int32_t label_class(tsv_ctx *c, uint64_t line, const char *s, size_t n)
     }
     if (!kiln_utf8_valid(s, n)) {
         line_error(c, line, 0, "the label is not valid UTF-8");
+        return -1;
+    }
+    if (memchr(s, 0, n)) { /* labels are C strings in the checkpoint's metadata */
+        line_error(c, line, 0, "the label contains a NUL byte");
         return -1;
     }
     if (given && given->numeric) {

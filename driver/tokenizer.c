@@ -897,12 +897,22 @@ bool kiln_tok_trainer_finish(kiln_tok_trainer *tr, kiln_tokenizer *out, kiln_dia
     }
     if (tr->cfg.kind == KILN_TOK_CHAR) {
         tr->seen[REPLACEMENT >> 3] |= (unsigned char)(1u << (REPLACEMENT & 7));
+        /* 64 code points at a time, skipping empty words: almost all of them are */
         size_t n = 0;
-        for (uint32_t cp = 0; cp < 0x110000; cp++) n += tr->seen[cp >> 3] >> (cp & 7) & 1;
+        for (uint32_t w = 0; w < 0x110000 / 64; w++) {
+            uint64_t bits;
+            memcpy(&bits, tr->seen + 8 * w, 8);
+            if (bits) n += (size_t)__builtin_popcountll(bits);
+        }
         if (!(out->codepoints = malloc(n * sizeof *out->codepoints))) goto oom;
         n = 0;
-        for (uint32_t cp = 0; cp < 0x110000; cp++)
-            if (tr->seen[cp >> 3] >> (cp & 7) & 1) out->codepoints[n++] = cp;
+        for (uint32_t w = 0; w < 0x110000 / 64; w++) {
+            uint64_t bits;
+            memcpy(&bits, tr->seen + 8 * w, 8);
+            for (uint32_t b = 8 * w; bits && b < 8 * w + 8; b++)
+                for (uint32_t k = 0; k < 8; k++)
+                    if (tr->seen[b] >> k & 1) out->codepoints[n++] = 8 * b + k;
+        }
         out->base = (int32_t)n;
         if (!build_token_table(out)) goto oom;
         return true;

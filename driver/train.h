@@ -210,10 +210,6 @@ bool ckpt_save(const char *path, const kiln_graph *g, const uint32_t *params, ui
                const int64_t *state_offsets, void *optim_blob, const char *const *keys, const char *const *values,
                int n_meta, kiln_diags *d);
 
-/* Removes the temporaries that killed saves of path left beside it (PATH.tmp.PID.N of
- * a process that no longer runs); returns how many. */
-int ckpt_remove_stale(const char *path);
-
 /* The model's bound dims as checkpoint metadata: "B=8,T=32" (malloc'd). */
 char *ckpt_dims_format(const kiln_model *m);
 /* Parses that text in place into at most cap bindings naming into it; the count, or −1

@@ -59,7 +59,8 @@ char *train_read_model_text(const char *path, size_t *len, kiln_diags *d)
 
 char *train_batch_dim(const char *text, size_t len)
 {
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    jm_error err;
+    cJSON *root = kiln_json_tree(text, len, &err); /* NULL when not JSON: no batch dim */
     const cJSON *inputs = cJSON_GetObjectItemCaseSensitive(root, "inputs");
     const char *name = NULL;
     bool agree = cJSON_IsObject(inputs);

@@ -4,7 +4,7 @@
  * every layer, module and loss into IR nodes with the SPEC's parameter names. Every
  * problem found is added to the diagnostics (JSON syntax errors with line:column,
  * semantic errors with the JSON path such as "layers[3].heads"), so one run reports them
- * all. Depends on: ir, cJSON.
+ * all. Depends on: ir, runtime (the JSON reader), cJSON (the JSON tree).
  */
 #ifndef KILN_FRONTEND_H
 #define KILN_FRONTEND_H
@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "ir.h"
+#include "json_min.h"
 
 /* A named size, from -D NAME=N or from the shape of a given input tensor. */
 typedef struct kiln_dim_binding {
@@ -128,6 +129,10 @@ typedef struct kiln_model {
 /* Loads `path`. On failure returns false with every problem in diags (each naming the
  * file); the model is then freed already. */
 bool kiln_model_load(kiln_model *m, const char *path, const kiln_load_options *opt, kiln_diags *diags);
+/* Any JSON text kiln reads, through its one strict reader (runtime/json_min.h) into a
+ * cJSON tree (free it with cJSON_Delete); NULL with *err (line:column and message) when
+ * the text is not strict JSON. */
+struct cJSON *kiln_json_tree(const char *text, size_t len, jm_error *err);
 /* Same from text in memory; `file` names it in messages. */
 bool kiln_model_load_text(kiln_model *m, const char *text, size_t len, const char *file,
                           const kiln_load_options *opt, kiln_diags *diags);

@@ -1,11 +1,11 @@
 /* model.c — loading a model file: JSON text → validated kiln_model with its IR graph.
  *
  * The order of work, and why:
- *   1. Read the file (bounded: 64 MiB, regular files only) and scan it once for nesting
- *      depth and value count, so a hostile file cannot exhaust the stack or memory
- *      inside the JSON parser. Syntax errors carry line:column (cJSON's error pointer,
- *      or the end of the file for a truncated one). Duplicate keys, which cJSON keeps
- *      silently, are errors.
+ *   1. Read the file (bounded: 64 MiB, regular files only) and parse it with the
+ *      runtime's strict JSON reader (runtime/json_min.c: bounded depth and value count,
+ *      so a hostile file cannot exhaust the stack or memory; errors with line:column),
+ *      then build the cJSON tree the frontend walks. Duplicate keys, valid JSON but
+ *      a silently dropped setting here, are errors with their JSON path.
  *   2. Top-level keys in dependency order: format, name, dims (bound from -D, then the
  *      shapes of given inputs, then defaults), init (layers need init.std), inputs,
  *      layers, outputs, losses, then train and tokenizer.
@@ -28,187 +28,62 @@
 #include <unistd.h>
 
 #include "fe.h"
+#include "json_min.h"
 
 #define FE_MAX_FILE_BYTES ((size_t)64 << 20)
-#define FE_MAX_DEPTH 64
-#define FE_MAX_JSON_VALUES (1 << 22) /* cJSON spends ~64 bytes per value */
+#define FE_MAX_JSON_VALUES (1 << 22) /* the document ~56 bytes per value, cJSON's tree ~64 */
 #define FE_MAX_REPEAT 10000
 #define FE_MAX_NODES 200000u /* ~85 MB of nodes; real models need a few thousand */
 
 /* ---- reading and parsing -------------------------------------------------------------- */
 
-/* 1-based line and column (in code points) of byte `pos`. */
-static void line_col(const char *text, size_t pos, int *line, int *col)
+/* The text is read by the runtime's one strict JSON reader (runtime/json_min.c: RFC
+ * 8259 exactly, strict UTF-8, bounded depth and value count, errors with line:column)
+ * and its document turned into the cJSON tree the rest of the frontend walks: cJSON is
+ * only that tree, never the parser. */
+static cJSON *to_tree(const jm_doc *doc, int32_t i)
 {
-    *line = 1;
-    *col = 1;
-    for (size_t i = 0; i < pos; i++) {
-        if (text[i] == '\n') {
-            ++*line;
-            *col = 1;
-        } else if (((unsigned char)text[i] & 0xC0) != 0x80) {
-            ++*col; /* UTF-8 continuation bytes do not start a new column */
+    const jm_value *v = &doc->v[i];
+    cJSON *out;
+    switch ((jm_kind)v->kind) {
+    case JM_NULL: out = cJSON_CreateNull(); break;
+    case JM_BOOL: out = cJSON_CreateBool(v->num != 0); break;
+    case JM_NUMBER: out = cJSON_CreateNumber(v->dbl); break;
+    case JM_STRING: out = cJSON_CreateString(v->str); break;
+    default:
+        out = v->kind == JM_ARRAY ? cJSON_CreateArray() : cJSON_CreateObject();
+        for (int32_t k = v->first; k >= 0 && out; k = doc->v[k].next) {
+            cJSON *kid = to_tree(doc, k); /* depth is bounded by JM_MAX_DEPTH */
+            KILN_ASSERT(kid != NULL);
+            if (v->kind == JM_ARRAY) cJSON_AddItemToArray(out, kid);
+            else cJSON_AddItemToObject(out, doc->v[k].key, kid);
         }
+        break;
     }
+    KILN_ASSERT(out != NULL); /* cJSON allocation failed */
+    return out;
 }
 
-static void syntax_error(fe_ctx *c, const char *text, size_t pos, const char *fmt, const char *arg)
+cJSON *kiln_json_tree(const char *text, size_t len, jm_error *err)
 {
-    int line, col;
-    line_col(text, pos, &line, &col);
-    kiln_diags_add(c->diags, c->file, line, col, NULL, fmt, arg);
-}
-
-/* What one pass over the text learns before cJSON sees it: the first problem cJSON
- * would miss or mishandle (it skips every byte <= 32 as whitespace, NUL included, and
- * accepts invalid UTF-8 and raw control characters in strings), the limits, and what is
- * left open at the end of a truncated file. */
-typedef struct text_scan {
-    size_t error_at;                 /* SIZE_MAX when the text passed */
-    const char *error;
-    int open;                        /* brackets still open at the end */
-    size_t open_at[FE_MAX_DEPTH + 1];/* where each open bracket is */
-    bool in_string;                  /* the text ends inside a string */
-    size_t string_at;
-} text_scan;
-
-/* Length of the valid UTF-8 sequence at t[0] (a byte >= 0x80), or 0 (RFC 3629: no
- * overlong forms, no surrogates, nothing past U+10FFFF). */
-static size_t utf8_length(const unsigned char *t, size_t avail)
-{
-    unsigned char b = t[0], lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (b >= 0xC2 && b <= 0xDF) n = 2;
-    else if (b >= 0xE0 && b <= 0xEF) n = 3, lo = b == 0xE0 ? 0xA0 : 0x80, hi = b == 0xED ? 0x9F : 0xBF;
-    else if (b >= 0xF0 && b <= 0xF4) n = 4, lo = b == 0xF0 ? 0x90 : 0x80, hi = b == 0xF4 ? 0x8F : 0xBF;
-    else return 0;
-    if (avail < n || t[1] < lo || t[1] > hi) return 0;
-    for (size_t k = 2; k < n; k++)
-        if ((t[k] & 0xC0) != 0x80) return 0;
-    return n;
-}
-
-static bool scan_fail(text_scan *s, size_t at, const char *message)
-{
-    s->error_at = at;
-    s->error = message;
-    return false;
-}
-
-static bool scan_text(fe_ctx *c, const char *text, size_t len, text_scan *s)
-{
-    const unsigned char *t = (const unsigned char *)text;
-    memset(s, 0, sizeof *s);
-    s->error_at = SIZE_MAX;
-    size_t values = 1;
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = t[i];
-        if (ch >= 0x80) {
-            size_t n = utf8_length(t + i, len - i);
-            if (!n) return scan_fail(s, i, fe_fmt(c, "invalid UTF-8 (byte 0x%02x)", ch));
-            i += n - 1;
-            continue;
-        }
-        if (s->in_string) {
-            if (ch == '\n' || ch == '\r')
-                return scan_fail(s, s->string_at, "JSON syntax error: this string is not closed on its line");
-            if (ch < 0x20)
-                return scan_fail(s, i, fe_fmt(c, "JSON syntax error: control character 0x%02x inside a string (escape it)", ch));
-            if (ch == '\\') {
-                if (i + 5 < len && memcmp(text + i + 1, "u0000", 5) == 0)
-                    return scan_fail(s, i, "JSON syntax error: \\u0000 (NUL) is not allowed in a string");
-                i++;
-            } else if (ch == '"') {
-                s->in_string = false;
-            }
-            continue;
-        }
-        if (ch < 0x20 && ch != ' ' && ch != '\t' && ch != '\n' && ch != '\r')
-            return scan_fail(s, i, fe_fmt(c, "JSON syntax error: control character 0x%02x", ch));
-        if (ch == '"') {
-            s->in_string = true;
-            s->string_at = i;
-        } else if (ch == '[' || ch == '{') {
-            if (s->open == FE_MAX_DEPTH)
-                return scan_fail(s, i, fe_fmt(c, "JSON nesting is deeper than %d levels", FE_MAX_DEPTH));
-            s->open_at[s->open++] = i;
-            values++;
-        } else if (ch == ']' || ch == '}') {
-            if (s->open > 0) s->open--;
-        } else if (ch == ',') {
-            values++;
-        }
-        if (values > FE_MAX_JSON_VALUES)
-            return scan_fail(s, i, fe_fmt(c, "the file holds more than %d JSON values", FE_MAX_JSON_VALUES));
-    }
-    return true;
-}
-
-static bool is_ws(char ch) { return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r'; }
-
-/* Up to 24 printable bytes from pos, for "near ..." */
-static const char *excerpt(fe_ctx *c, const char *text, size_t len, size_t pos)
-{
-    char buf[32];
-    size_t k = 0;
-    for (size_t i = pos; i < len && k < 24 && text[i] != '\n' && text[i] != '\r'; i++)
-        buf[k++] = (unsigned char)text[i] < 32 ? '?' : text[i];
-    buf[k] = 0;
-    return fe_fmt(c, "%s", buf);
+    jm_doc doc;
+    if (jm_parse(text, len, FE_MAX_JSON_VALUES, &doc, err) != 0) return NULL;
+    cJSON *root = to_tree(&doc, 0);
+    jm_free(&doc);
+    return root;
 }
 
 static cJSON *parse_text(fe_ctx *c, const char *text, size_t len)
 {
     size_t first = 0;
-    while (first < len && is_ws(text[first])) first++;
+    while (first < len && strchr(" \t\n\r", text[first]) && text[first]) first++;
     if (first == len) {
         kiln_diags_add(c->diags, c->file, 1, 1, NULL, "the file is empty (expected a JSON object)");
         return NULL;
     }
-    text_scan s;
-    if (!scan_text(c, text, len, &s)) {
-        syntax_error(c, text, s.error_at, "%s", s.error);
-        return NULL;
-    }
-
-    const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, false);
-    size_t pos = end && end >= text && end <= text + len ? (size_t)(end - text) : 0;
-    if (!root) {
-        /* cJSON points at the last token it saw; when the text simply stops, say so at the
-         * end of the file and name the bracket or string left open */
-        bool tail_is_plain = true;
-        for (size_t i = pos + 1; i < len && tail_is_plain; i++) tail_is_plain = !strchr("{}[],:\"", text[i]);
-        if (s.in_string || (s.open > 0 && tail_is_plain)) {
-            int line, col;
-            const char *what;
-            if (s.in_string) {
-                line_col(text, s.string_at, &line, &col);
-                what = fe_fmt(c, "the string opened at %d:%d is never closed", line, col);
-            } else {
-                size_t at = s.open_at[s.open - 1];
-                line_col(text, at, &line, &col);
-                what = fe_fmt(c, "the '%c' at %d:%d is never closed", text[at], line, col);
-            }
-            syntax_error(c, text, len, "JSON syntax error: unexpected end of file (%s)", what);
-        } else if (pos >= len) {
-            syntax_error(c, text, len, "JSON syntax error: unexpected end of file%s", "");
-        } else if (pos > 0 && text[pos - 1] == '\'') {
-            /* cJSON points just past a string that does not start with '"' */
-            syntax_error(c, text, pos - 1, "JSON syntax error near '%s' (JSON strings take double quotes)",
-                         excerpt(c, text, len, pos - 1));
-        } else {
-            syntax_error(c, text, pos, "JSON syntax error near '%s'", excerpt(c, text, len, pos));
-        }
-        return NULL;
-    }
-    while (pos < len && is_ws(text[pos])) pos++;
-    if (pos < len) {
-        syntax_error(c, text, pos, "JSON syntax error: unexpected text after the top-level value: '%s'",
-                     excerpt(c, text, len, pos));
-        cJSON_Delete(root);
-        return NULL;
-    }
+    jm_error err;
+    cJSON *root = kiln_json_tree(text, len, &err);
+    if (!root) kiln_diags_add(c->diags, c->file, err.line, err.col, NULL, "%s", err.msg);
     return root;
 }
 

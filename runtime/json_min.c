@@ -1,8 +1,10 @@
-/* json_min.c — recursive-descent parser for the strict JSON subset in json_min.h.
+/* json_min.c — recursive-descent parser for the strict JSON of json_min.h.
  *
  * One function per grammar rule. The first error wins and stops the parse: every rule
  * checks p->failed after calling another, so an error unwinds without longjmp. Depth
- * is counted on the way down, so the C stack is bounded by JM_MAX_DEPTH frames.
+ * is counted on the way down, so the C stack is bounded by JM_MAX_DEPTH frames; the
+ * positions of the open brackets are kept so that a truncated text can say which one
+ * is never closed.
  */
 #include "json_min.h"
 
@@ -12,28 +14,94 @@
 #include <string.h>
 
 typedef struct parser {
-    char *s;       /* the text, modified in place by string decoding */
-    size_t len, i; /* length and read position */
+    const char *s;
+    size_t len, i;  /* length and read position */
     jm_doc *doc;
-    char *err;
-    size_t err_size;
+    int32_t max_values;
+    char *out;      /* doc->strings: where the next decoded string goes */
+    jm_error *err;
     int failed;
+    size_t open_at[JM_MAX_DEPTH + 2]; /* the brackets still open */
+    int n_open;
 } parser;
 
 static int32_t parse_value(parser *p, int depth);
 
-static void fail(parser *p, const char *fmt, ...) {
+void jm_line_col(const char *text, size_t at, int *line, int *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < at; i++) {
+        if (text[i] == '\n') {
+            ++*line;
+            *col = 1;
+        } else if (((unsigned char)text[i] & 0xC0) != 0x80) {
+            ++*col; /* UTF-8 continuation bytes do not start a new column */
+        }
+    }
+}
+
+static void fail_at(parser *p, size_t at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void fail_at(parser *p, size_t at, const char *fmt, ...)
+{
     if (p->failed) return;
     p->failed = 1;
-    int k = snprintf(p->err, p->err_size, "byte %zu: ", p->i);
-    if (k < 0 || (size_t)k >= p->err_size) return;
+    p->err->at = at;
+    jm_line_col(p->s, at, &p->err->line, &p->err->col);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->err + k, p->err_size - k, fmt, ap);
+    vsnprintf(p->err->msg, sizeof p->err->msg, fmt, ap);
     va_end(ap);
 }
 
-static void skip_ws(parser *p) {
+/* Up to 24 bytes from `at` to the end of its line, for "near '...'". */
+static const char *excerpt(const parser *p, size_t at, char buf[32])
+{
+    size_t k = 0;
+    for (size_t i = at; i < p->len && k < 24 && p->s[i] != '\n' && p->s[i] != '\r'; i++)
+        buf[k++] = (unsigned char)p->s[i] < 32 ? '?' : p->s[i];
+    buf[k] = 0;
+    return buf;
+}
+
+/* The text ended where more was needed: say which string or bracket is left open. */
+static void fail_eof(parser *p, size_t string_at)
+{
+    int line, col;
+    if (string_at != SIZE_MAX) {
+        jm_line_col(p->s, string_at, &line, &col);
+        fail_at(p, p->len, "JSON syntax error: unexpected end of file (the string opened at %d:%d is never closed)",
+                line, col);
+    } else if (p->n_open > 0) {
+        size_t at = p->open_at[p->n_open - 1];
+        jm_line_col(p->s, at, &line, &col);
+        fail_at(p, p->len, "JSON syntax error: unexpected end of file (the '%c' at %d:%d is never closed)", p->s[at],
+                line, col);
+    } else {
+        fail_at(p, p->len, "JSON syntax error: unexpected end of file");
+    }
+}
+
+/* Something other than what the grammar allows at p->i, outside strings. */
+static void fail_unexpected(parser *p)
+{
+    if (p->i >= p->len) {
+        fail_eof(p, SIZE_MAX);
+        return;
+    }
+    unsigned char c = (unsigned char)p->s[p->i];
+    char buf[32];
+    if (c < 0x20) fail_at(p, p->i, "JSON syntax error: control character 0x%02x", c);
+    else if (c >= 0x80 && !jm_utf8_len((const unsigned char *)p->s + p->i, p->len - p->i))
+        fail_at(p, p->i, "invalid UTF-8 (byte 0x%02x)", c);
+    else if (c == '\'')
+        fail_at(p, p->i, "JSON syntax error near '%s' (JSON strings take double quotes)", excerpt(p, p->i, buf));
+    else fail_at(p, p->i, "JSON syntax error near '%s'", excerpt(p, p->i, buf));
+}
+
+static void skip_ws(parser *p)
+{
     while (p->i < p->len) {
         char c = p->s[p->i];
         if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
@@ -41,19 +109,20 @@ static void skip_ws(parser *p) {
     }
 }
 
-/* Appends a value of the given kind and returns its index, or -1 on failure. */
-static int32_t new_value(parser *p, jm_kind kind) {
+/* Appends a value of the given kind at p->i and returns its index, or -1 on failure. */
+static int32_t new_value(parser *p, jm_kind kind)
+{
     jm_doc *d = p->doc;
-    if (d->n >= JM_MAX_VALUES) {
-        fail(p, "more than %d JSON values", JM_MAX_VALUES);
+    if (d->n >= p->max_values) {
+        fail_at(p, p->i, "the file holds more than %d JSON values", p->max_values);
         return -1;
     }
     if (d->n == d->cap) {
         int32_t cap = d->cap ? d->cap * 2 : 64;
-        if (cap > JM_MAX_VALUES) cap = JM_MAX_VALUES;
+        if (cap > p->max_values) cap = p->max_values;
         jm_value *v = realloc(d->v, (size_t)cap * sizeof *v);
         if (!v) {
-            fail(p, "out of memory");
+            fail_at(p, p->i, "out of memory");
             return -1;
         }
         d->v = v;
@@ -63,6 +132,7 @@ static int32_t new_value(parser *p, jm_kind kind) {
     memset(v, 0, sizeof *v);
     v->kind = (uint8_t)kind;
     v->first = v->next = -1;
+    v->at = p->i;
     return d->n++;
 }
 
@@ -130,80 +200,87 @@ static size_t put_utf8(char *out, unsigned cp) {
 
 /* Reads a \uXXXX escape (p->i at the backslash), joining a surrogate pair. Returns the
  * code point, or 0 after failing (U+0000 itself is refused: strings are C strings). */
-static unsigned parse_u_escape(parser *p) {
+static unsigned parse_u_escape(parser *p)
+{
     unsigned cp, lo;
+    size_t at = p->i;
     if (p->len - p->i < 6 || !hex4(p->s + p->i + 2, &cp)) {
-        fail(p, "\\u must be followed by 4 hex digits");
+        fail_at(p, at, "JSON syntax error: \\u must be followed by 4 hex digits");
         return 0;
     }
     p->i += 6;
     if (cp >= 0xDC00 && cp <= 0xDFFF) {
-        fail(p, "lone low surrogate \\u%04X", cp);
+        fail_at(p, at, "JSON syntax error: lone low surrogate \\u%04X", cp);
         return 0;
     }
     if (cp >= 0xD800 && cp <= 0xDBFF) {
-        if (p->len - p->i < 6 || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' ||
-            !hex4(p->s + p->i + 2, &lo) || lo < 0xDC00 || lo > 0xDFFF) {
-            fail(p, "high surrogate \\u%04X not followed by a low surrogate", cp);
+        if (p->len - p->i < 6 || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u' || !hex4(p->s + p->i + 2, &lo) ||
+            lo < 0xDC00 || lo > 0xDFFF) {
+            fail_at(p, at, "JSON syntax error: high surrogate \\u%04X not followed by a low surrogate", cp);
             return 0;
         }
         p->i += 6;
         cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
     }
-    if (cp == 0) fail(p, "\\u0000 is not allowed in strings");
+    if (cp == 0) fail_at(p, at, "JSON syntax error: \\u0000 (NUL) is not allowed in a string");
     return cp;
 }
 
-/* p->i at the opening quote. Decodes into the text itself, starting right after the
- * quote: the write position never passes the read position, so this is safe. */
-static const char *parse_string(parser *p) {
-    p->i++;
-    char *out = p->s + p->i;
-    size_t w = 0;
+/* p->i at the opening quote. Decodes into the document's string buffer: a decoded
+ * string plus its NUL is never longer than its spelling with both quotes. */
+static const char *parse_string(parser *p)
+{
+    size_t start = p->i++;
+    char *out = p->out, *w = out;
     for (;;) {
         if (p->i >= p->len) {
-            fail(p, "unterminated string");
+            fail_eof(p, start);
             return NULL;
         }
         unsigned char c = (unsigned char)p->s[p->i];
         if (c == '"') {
-            out[w] = '\0'; /* lands at most on the closing quote, already consumed */
+            *w++ = '\0';
+            p->out = w;
             p->i++;
             return out;
         }
+        if (c == '\n' || c == '\r') {
+            fail_at(p, start, "JSON syntax error: this string is not closed on its line");
+            return NULL;
+        }
         if (c < 0x20) {
-            fail(p, "control character 0x%02X in string", c);
+            fail_at(p, p->i, "JSON syntax error: control character 0x%02x inside a string (escape it)", c);
             return NULL;
         }
         if (c == '\\') {
             if (p->i + 1 >= p->len) {
-                fail(p, "unterminated string");
+                fail_eof(p, start);
                 return NULL;
             }
             char e = p->s[p->i + 1];
-            const char *simple = strchr("\"\\/bfnrt", e);
-            if (e != '\0' && simple) {
+            const char *simple = e ? strchr("\"\\/bfnrt", e) : NULL;
+            if (simple) {
                 static const char decoded[] = "\"\\/\b\f\n\r\t";
-                out[w++] = decoded[simple - "\"\\/bfnrt"];
+                *w++ = decoded[simple - "\"\\/bfnrt"];
                 p->i += 2;
             } else if (e == 'u') {
                 unsigned cp = parse_u_escape(p);
                 if (p->failed) return NULL;
-                w += put_utf8(out + w, cp);
+                w += put_utf8(w, cp);
             } else {
-                fail(p, "invalid escape in string");
+                fail_at(p, p->i, "JSON syntax error: invalid escape in a string (use \\\" \\\\ \\/ \\b \\f \\n \\r \\t or \\uXXXX)");
                 return NULL;
             }
         } else if (c < 0x80) {
-            out[w++] = (char)c;
+            *w++ = (char)c;
             p->i++;
         } else {
             size_t k = jm_utf8_len((const unsigned char *)p->s + p->i, p->len - p->i);
             if (k == 0) {
-                fail(p, "invalid UTF-8 in string");
+                fail_at(p, p->i, "invalid UTF-8 (byte 0x%02x)", c);
                 return NULL;
             }
-            memmove(out + w, p->s + p->i, k);
+            memcpy(w, p->s + p->i, k);
             w += k;
             p->i += k;
         }
@@ -212,21 +289,23 @@ static const char *parse_string(parser *p) {
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
 
-/* JSON number grammar; keeps the value only if it is an integer that fits int64. */
-static void parse_number(parser *p, int32_t idx) {
+/* JSON number grammar; the double value always, the int64 one when exact. */
+static void parse_number(parser *p, int32_t idx)
+{
     const char *s = p->s;
-    size_t i = p->i;
+    size_t start = p->i, i = p->i;
     int neg = 0, overflow = 0, is_int = 1;
     uint64_t mag = 0;
     if (s[i] == '-') neg = 1, i++;
     if (i >= p->len || !is_digit(s[i])) {
-        fail(p, "invalid number");
+        p->i = i;
+        fail_unexpected(p);
         return;
     }
     if (s[i] == '0') {
         i++;
         if (i < p->len && is_digit(s[i])) {
-            fail(p, "numbers may not have leading zeros");
+            fail_at(p, start, "JSON syntax error: a number may not have leading zeros");
             return;
         }
     } else {
@@ -241,7 +320,7 @@ static void parse_number(parser *p, int32_t idx) {
         is_int = 0;
         if (i >= p->len || !is_digit(s[i])) {
             p->i = i;
-            fail(p, "expected a digit after '.'");
+            fail_at(p, i, "JSON syntax error: expected a digit after '.'");
             return;
         }
         while (i < p->len && is_digit(s[i])) i++;
@@ -252,14 +331,24 @@ static void parse_number(parser *p, int32_t idx) {
         if (i < p->len && (s[i] == '+' || s[i] == '-')) i++;
         if (i >= p->len || !is_digit(s[i])) {
             p->i = i;
-            fail(p, "expected a digit in the exponent");
+            fail_at(p, i, "JSON syntax error: expected a digit in the exponent");
             return;
         }
         while (i < p->len && is_digit(s[i])) i++;
     }
     p->i = i;
-    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
+    /* strtod needs a terminated copy: the text need not be terminated */
+    char small[64], *copy = i - start < sizeof small ? small : malloc(i - start + 1);
+    if (!copy) {
+        fail_at(p, start, "out of memory");
+        return;
+    }
+    memcpy(copy, s + start, i - start);
+    copy[i - start] = 0;
     jm_value *v = &p->doc->v[idx];
+    v->dbl = strtod(copy, NULL);
+    if (copy != small) free(copy);
+    uint64_t limit = neg ? (uint64_t)INT64_MAX + 1 : (uint64_t)INT64_MAX;
     if (is_int && !overflow && mag <= limit) {
         v->is_int = 1;
         /* -(2^63) cannot be formed by negating an int64, so go through unsigned. */
@@ -267,13 +356,8 @@ static void parse_number(parser *p, int32_t idx) {
     }
 }
 
-static void fail_unexpected(parser *p) {
-    unsigned char c = (unsigned char)p->s[p->i];
-    if (c >= 0x20 && c < 0x7F) fail(p, "unexpected character '%c'", c);
-    else fail(p, "unexpected byte 0x%02X", c);
-}
-
-static int parse_literal(parser *p, const char *word) {
+static int parse_literal(parser *p, const char *word)
+{
     size_t n = strlen(word);
     if (p->len - p->i < n || memcmp(p->s + p->i, word, n) != 0) {
         fail_unexpected(p);
@@ -284,13 +368,16 @@ static int parse_literal(parser *p, const char *word) {
 }
 
 /* Parses children until the closing bracket; for objects each child carries its key. */
-static void parse_container(parser *p, int32_t idx, int depth, char close) {
+static void parse_container(parser *p, int32_t idx, int depth, char close)
+{
     int is_object = close == '}';
     int32_t last = -1;
+    p->open_at[p->n_open++] = p->i;
     p->i++; /* the opening bracket */
     skip_ws(p);
     if (p->i < p->len && p->s[p->i] == close) {
         p->i++;
+        p->n_open--;
         return;
     }
     for (;;) {
@@ -298,14 +385,14 @@ static void parse_container(parser *p, int32_t idx, int depth, char close) {
         if (is_object) {
             skip_ws(p);
             if (p->i >= p->len || p->s[p->i] != '"') {
-                fail(p, "expected a string key");
+                fail_unexpected(p);
                 return;
             }
             key = parse_string(p);
             if (p->failed) return;
             skip_ws(p);
             if (p->i >= p->len || p->s[p->i] != ':') {
-                fail(p, "expected ':' after object key");
+                fail_unexpected(p);
                 return;
             }
             p->i++;
@@ -325,21 +412,19 @@ static void parse_container(parser *p, int32_t idx, int depth, char close) {
         }
         if (p->i < p->len && p->s[p->i] == close) {
             p->i++;
+            p->n_open--;
             return;
         }
-        fail(p, is_object ? "expected ',' or '}'" : "expected ',' or ']'");
+        fail_unexpected(p);
         return;
     }
 }
 
-static int32_t parse_value(parser *p, int depth) {
+static int32_t parse_value(parser *p, int depth)
+{
     skip_ws(p);
-    if (depth > JM_MAX_DEPTH) {
-        fail(p, "nested deeper than %d levels", JM_MAX_DEPTH);
-        return -1;
-    }
     if (p->i >= p->len) {
-        fail(p, "unexpected end of JSON");
+        fail_eof(p, SIZE_MAX);
         return -1;
     }
     char c = p->s[p->i];
@@ -347,6 +432,10 @@ static int32_t parse_value(parser *p, int depth) {
     switch (c) {
     case '{':
     case '[':
+        if (depth > JM_MAX_DEPTH) {
+            fail_at(p, p->i, "JSON nesting is deeper than %d levels", JM_MAX_DEPTH);
+            return -1;
+        }
         idx = new_value(p, c == '{' ? JM_OBJECT : JM_ARRAY);
         if (idx >= 0) parse_container(p, idx, depth, c == '{' ? '}' : ']');
         break;
@@ -360,8 +449,7 @@ static int32_t parse_value(parser *p, int depth) {
     case 't':
     case 'f':
         idx = new_value(p, JM_BOOL);
-        if (idx >= 0 && parse_literal(p, c == 't' ? "true" : "false"))
-            p->doc->v[idx].num = c == 't';
+        if (idx >= 0 && parse_literal(p, c == 't' ? "true" : "false")) p->doc->v[idx].num = c == 't';
         break;
     case 'n':
         idx = new_value(p, JM_NULL);
@@ -379,14 +467,22 @@ static int32_t parse_value(parser *p, int depth) {
     return p->failed ? -1 : idx;
 }
 
-int jm_parse(char *text, size_t len, jm_doc *doc, char *err, size_t err_size) {
+int jm_parse(const char *text, size_t len, int32_t max_values, jm_doc *doc, jm_error *err)
+{
     memset(doc, 0, sizeof *doc);
-    parser p = {.s = text, .len = len, .doc = doc, .err = err, .err_size = err_size};
-    if (err_size) err[0] = '\0';
-    parse_value(&p, 1);
+    memset(err, 0, sizeof *err);
+    parser p = {.s = text, .len = len, .doc = doc, .err = err,
+                .max_values = max_values > 0 ? max_values : JM_MAX_VALUES};
+    doc->strings = p.out = malloc(len + 1);
+    if (!p.out) fail_at(&p, 0, "out of memory");
+    else parse_value(&p, 1);
     if (!p.failed) {
         skip_ws(&p);
-        if (p.i != p.len) fail(&p, "unexpected characters after the JSON value");
+        char buf[32];
+        unsigned char c = p.i < p.len ? (unsigned char)text[p.i] : 0;
+        if (p.i != p.len && (c < 0x20 || c >= 0x80)) fail_unexpected(&p); /* a control byte or bad UTF-8 */
+        else if (p.i != p.len)
+            fail_at(&p, p.i, "JSON syntax error: unexpected text after the top-level value: '%s'", excerpt(&p, p.i, buf));
     }
     if (p.failed) {
         jm_free(doc);
@@ -395,7 +491,9 @@ int jm_parse(char *text, size_t len, jm_doc *doc, char *err, size_t err_size) {
     return 0;
 }
 
-void jm_free(jm_doc *doc) {
+void jm_free(jm_doc *doc)
+{
     free(doc->v);
+    free(doc->strings);
     memset(doc, 0, sizeof *doc);
 }

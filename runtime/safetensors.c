@@ -18,8 +18,8 @@
  *
  * Writing builds the header in memory, pads it with spaces to a multiple of 8 bytes
  * (the data section then starts 8-byte aligned, as Hugging Face's writer does), and
- * writes header and data to a temporary file beside the target, which is fsync'ed and
- * renamed over the target only when everything succeeded.
+ * writes header and data through atomic_file.c (a temporary file beside the target,
+ * fsync'ed and renamed over it only when everything succeeded).
  *
  * Values are stored little-endian whatever the host; the fast paths that copy bytes
  * unchanged are taken only on little-endian hosts.
@@ -30,7 +30,6 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +37,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "atomic_file.h"
 #include "json_min.h"
 #include "kiln/runtime.h"
 
@@ -226,7 +226,7 @@ typedef struct reader {
     kiln_rt_error *err;
     FILE *f;
     uint64_t data_start, data_size; /* the data section, in file bytes */
-    char *header;                   /* header text, decoded in place by the parser */
+    char *header;                   /* header text (the parsed document keeps its own strings) */
     jm_doc doc;
     st_entry *entries;
     int n_entries;
@@ -472,9 +472,9 @@ static int read_header(reader *r) {
                     (unsigned long long)n);
     if (read_exact(r, r->header, (size_t)n, "the header")) return -1;
     r->header[n] = '\0';
-    char jerr[160];
-    if (jm_parse(r->header, (size_t)n, &r->doc, jerr, sizeof jerr))
-        return fail(r->err, r->path, NULL, "header is not valid JSON: %s", jerr);
+    jm_error jerr;
+    if (jm_parse(r->header, (size_t)n, 0, &r->doc, &jerr))
+        return fail(r->err, r->path, NULL, "header is not valid JSON (at byte %zu): %s", jerr.at, jerr.msg);
     if (r->doc.v[0].kind != JM_OBJECT)
         return fail(r->err, r->path, NULL, "header must be a JSON object, got %s",
                     kind_name(&r->doc.v[0]));
@@ -795,30 +795,14 @@ static int build_header(const char *path, const kiln_tensor *t, int n, const cha
     return 0;
 }
 
-/* write(2) until done: it may write less than asked (signals, pipes, huge sizes). */
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n > 0) {
-        size_t step = n < (1u << 30) ? n : (1u << 30);
-        ssize_t w = write(fd, p, step);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The data section: bytes as they are on little-endian hosts, else stored
  * little-endian through a small buffer. */
-static int write_data(int fd, const kiln_tensor *t, int n) {
+static int write_data(kiln_atomic_file *f, const kiln_tensor *t, int n, kiln_rt_error *err) {
     for (int k = 0; k < n; k++) {
         int64_t numel = kiln_tensor_numel(&t[k]);
         if (numel == 0) continue;
         if (host_is_little()) {
-            if (write_all(fd, t[k].data, (size_t)numel * KILN_ELEM_BYTES)) return -1;
+            if (kiln_atomic_write(f, t[k].data, (size_t)numel * KILN_ELEM_BYTES, err)) return -1;
             continue;
         }
         unsigned char buf[4096];
@@ -826,24 +810,10 @@ static int write_data(int fd, const kiln_tensor *t, int n) {
         for (int64_t j = 0; j < numel;) {
             size_t m = 0;
             for (; m < sizeof buf / 4 && j < numel; m++, j++) store32(buf + 4 * m, words[j]);
-            if (write_all(fd, buf, 4 * m)) return -1;
+            if (kiln_atomic_write(f, buf, 4 * m, err)) return -1;
         }
     }
     return 0;
-}
-
-/* After the rename, fsync the directory so the new name itself is durable. Best
- * effort: some file systems refuse fsync on directories, and the data is already safe. */
-static void sync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (!dir) return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-    free(dir);
 }
 
 int kiln_tensor_file_write(const char *path, const kiln_tensor *tensors, int n,
@@ -860,48 +830,16 @@ int kiln_tensor_file_write(const char *path, const kiln_tensor *tensors, int n,
         return -1;
     }
 
-    /* A unique temporary beside the target (same file system, so rename is atomic).
-     * O_EXCL never reuses someone else's file; pid + counter keep concurrent writers
-     * apart; mode 0666 lets the umask decide, as for any new file. */
-    static atomic_uint counter;
-    size_t tmp_cap = strlen(path) + 48;
-    char *tmp = malloc(tmp_cap);
-    if (!tmp) {
-        free(h.p);
-        return fail(err, path, NULL, "out of memory");
-    }
-    int fd = -1;
-    for (int attempt = 0; attempt < 100 && fd < 0; attempt++) {
-        snprintf(tmp, tmp_cap, "%s.tmp.%ld.%u", path, (long)getpid(),
-                 atomic_fetch_add(&counter, 1));
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        if (fd < 0 && errno != EEXIST) break;
-    }
-    if (fd < 0) {
-        int rc =
-            fail(err, path, NULL, "cannot create temporary file '%s': %s", tmp, strerror(errno));
-        free(tmp);
-        free(h.p);
-        return rc;
-    }
-
+    /* atomic_file.c: a temporary beside the target, fsync'ed and renamed over it only
+     * when everything was written; any failure leaves the previous file as it was */
+    kiln_atomic_file f;
     unsigned char len8[8];
     for (int k = 0; k < 8; k++) len8[k] = (unsigned char)((uint64_t)h.len >> 8 * k);
-    const char *failed = NULL; /* what went wrong, for the message */
-    int saved = 0;
-    if (write_all(fd, len8, 8) || write_all(fd, h.p, h.len) || write_data(fd, tensors, n))
-        failed = "writing", saved = errno;
-    else if (fsync(fd) != 0) failed = "syncing", saved = errno;
-    if (close(fd) != 0 && !failed) failed = "closing", saved = errno;
-    if (!failed && rename(tmp, path) != 0) failed = "renaming", saved = errno;
+    int rc = kiln_atomic_begin(&f, path, err);
+    if (!rc) rc = kiln_atomic_write(&f, len8, 8, err);
+    if (!rc) rc = kiln_atomic_write(&f, h.p, h.len, err);
+    if (!rc) rc = write_data(&f, tensors, n, err);
+    if (!rc) rc = kiln_atomic_commit(&f, err);
     free(h.p);
-    if (failed) {
-        unlink(tmp);
-        fail(err, path, NULL, "%s temporary file '%s' failed: %s", failed, tmp, strerror(saved));
-        free(tmp);
-        return -1;
-    }
-    free(tmp);
-    sync_parent_dir(path);
-    return 0;
+    return rc ? -1 : 0;
 }

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # deps.sh — make sure kiln's build and test dependencies are installed (Debian 12).
+# clang-19 and libclang-rt-19-dev (libFuzzer) build the fuzz targets (fuzz/README.md).
 # As root it installs whatever is missing with apt-get; otherwise it prints the exact
 # apt-get line to run and fails.
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config llvm-19-dev libcjson-dev libffi-dev libcmocka-dev
-          python3-numpy fortunes valgrind libopenmpi-dev openmpi-bin)
+          python3-numpy fortunes valgrind libopenmpi-dev openmpi-bin clang-19 libclang-rt-19-dev)
 
 missing=()
 for p in "${packages[@]}"; do

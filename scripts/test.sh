@@ -2,6 +2,9 @@
 # test.sh — the whole test suite from a fresh clone: installs missing dependencies,
 # builds kiln twice (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer) and
 # runs every test in both builds with ctest. Ends with ctest's summary of the plain build.
+# The plain build also builds the libFuzzer targets (fuzz/, a clang-19 sub-build) and its
+# ctest fuzzes each for KILN_FUZZ_SECONDS (25 here: the CI budget; tests fuzz.NAME, label `fuzz`),
+# failing on any finding; the sanitizer build replays their corpus and regression inputs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 jobs=$(nproc)
@@ -13,7 +16,7 @@ asan_status=0
    ctest --output-on-failure -j"$jobs" 2>&1 | tail -n 25) || asan_status=$?
 
 echo "== plain build"
-"$root/scripts/build.sh" "$root/build" >/dev/null
+"$root/scripts/build.sh" "$root/build" -DKILN_FUZZ_SECONDS="${KILN_FUZZ_SECONDS:-25}" >/dev/null
 cd "$root/build"
 status=0
 ctest --output-on-failure -j"$jobs" || status=$?

@@ -635,7 +635,7 @@ static void test_nesting_depth_limit(void **state) {
     for (int k = 0; k < D; k++) h[n++] = ']';
     h[n++] = '}';
     h[n] = '\0';
-    expect_error(h, NULL, 0, "nested deeper than");
+    expect_error(h, NULL, 0, "nesting is deeper than");
     free(h);
     /* Depth inside the limit but still the wrong type is a schema error. */
     expect_error("{\"a\":[[[[1]]]]}", NULL, 0, "expected an object with dtype");
