@@ -96,6 +96,12 @@ typedef struct attn_geom {
     bool causal, has_mask, has_bias;
     bool alibi;                      /* the bias is a slope per head, times |i − j| */
     bool has_stats;                  /* backward: o and lse are inputs (ATTN_O, ATTN_LSE) */
+    /* attention dropout in a training step (attn_layout.train_dropout): drop probability,
+     * mask stream, compile-time part of the run seed */
+    bool dropping;
+    double drop;
+    uint32_t stream;
+    uint64_t drop_seed;
     attn_fwd_want want;              /* forward: the results written */
     kiln_dtype mask_dt;
     int64_t bstride[KILN_MAX_RANK];  /* the bias's broadcast strides over (…, H, T, S) */
@@ -157,6 +163,12 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
     default_strides(qt, G->T, G->dv, G->st[ATTN_O]);
     default_strides(qt, G->T, 1, G->st[ATTN_LSE]); /* (…, T): rows of one element */
     if (!lay) return;
+    if (lay->train_dropout && a->attn_dropout > 0) {
+        G->dropping = true;
+        G->drop = a->attn_dropout;
+        G->stream = (uint32_t)a->stream;
+        G->drop_seed = lay->dropout_seed;
+    }
     for (int op = 0; op < ATTN_N_OPERANDS; op++) {
         if (!lay->stride[op]) continue;
         int count = op == ATTN_MASK ? r - 3 : r - 1;
@@ -206,6 +218,10 @@ typedef struct ak {
     /* the current query block: first query, valid queries, lanes that are real queries */
     LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
     LLVMValueRef slope, qpos[NQ]; /* alibi: the head's slope, the lanes' query positions */
+    /* dropout: the per-node hash key (part-wide), the current item, and each lane's
+     * weight index of key 0, ((l·T) + i)·S */
+    LLVMValueRef drop_key, item, drop_row[NQ];
+    LLVMValueRef step;               /* the step counter (dropout only) */
 } ak;
 
 static LLVMValueRef add(ak *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(a->cg->b, x, y, ""); }
@@ -311,6 +327,7 @@ static void item_offsets(ak *a, LLVMValueRef l)
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
     LLVMValueRef idx[KILN_MAX_RANK], rest = l;
+    a->item = l;
     for (int d = G->nb - 1; d >= 0; d--) {
         LLVMValueRef n = cg_i64(cg, G->bdims[d]);
         idx[d] = d ? LLVMBuildURem(cg->b, rest, n, "") : rest;
@@ -341,8 +358,12 @@ static void q_block_begin(ak *a, LLVMValueRef qb)
     LLVMValueRef nq = splat(a, a->nqv);
     int64_t bT = G->bstride[G->r - 2];
     if (G->alibi) a->slope = splat(a, cg_load(cg, KILN_F32, a->bias, a->bias_off));
+    LLVMValueRef drow = G->dropping ? splat(a, add(a, mulc(a, a->item, G->T), a->i0)) : NULL;
     for (int v = 0; v < NQ; v++) {
         a->lane_ok[v] = LLVMBuildICmp(cg->b, LLVMIntSLT, iota(a, cg->t_i64, v * a->B.w), nq, "");
+        if (G->dropping) /* (l·T + i)·S per lane */
+            a->drop_row[v] = LLVMBuildNSWMul(cg->b, add(a, drow, iota(a, cg->t_i64, v * a->B.w)),
+                                             splat(a, cg_i64(cg, G->S)), "");
         if (G->alibi)
             a->qpos[v] = LLVMBuildSIToFP(cg->b, add(a, splat(a, a->i0), iota(a, cg->t_i64, v * a->B.w)), a->vt, "");
         else if (G->has_bias) /* the bias element of each lane's query, key 0 */
@@ -387,6 +408,66 @@ static void zero_rows(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef n,
 static LLVMValueRef groups(ak *a, LLVMValueRef n, int h)
 {
     return LLVMBuildUDiv(a->cg->b, addc(a, n, h - 1), cg_i64(a->cg, h), "");
+}
+
+/* ---- attention dropout ------------------------------------------------------------------------------ */
+
+/* splitmix64's output function (as kiln_interp_dropout_keep's mix64) on an i64 scalar or
+ * vector */
+static LLVMValueRef mix64(ak *a, LLVMValueRef z)
+{
+    LLVMBuilderRef b = a->cg->b;
+    bool vec = LLVMGetTypeKind(LLVMTypeOf(z)) == LLVMVectorTypeKind;
+    LLVMValueRef c[6];
+    static const uint64_t k[6] = {0x9E3779B97F4A7C15ull, 30, 0xBF58476D1CE4E5B9ull, 27, 0x94D049BB133111EBull, 31};
+    for (int i = 0; i < 6; i++) {
+        c[i] = LLVMConstInt(a->cg->t_i64, k[i], 0);
+        if (vec) c[i] = splat(a, c[i]);
+    }
+    z = LLVMBuildAdd(b, z, c[0], "");
+    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[1], ""), "");
+    z = LLVMBuildMul(b, z, c[2], "");
+    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[3], ""), "");
+    z = LLVMBuildMul(b, z, c[4], "");
+    return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[5], ""), "");
+}
+
+/* The part's hash key mix64(mix64(seed) ^ stream), seed = the compile-time dropout seed
+ * plus the step counter (lower_dropout.c's per-node value). */
+static void drop_key_init(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef steps = LLVMBuildFPToUI(cg->b, cg_load(cg, KILN_F32, a->step, cg_i64(cg, 0)), cg->t_i64, "steps");
+    LLVMValueRef seed = LLVMBuildAdd(cg->b, LLVMConstInt(cg->t_i64, a->G->drop_seed, 0), steps, "seed");
+    a->drop_key = mix64(a, LLVMBuildXor(cg->b, mix64(a, seed), LLVMConstInt(cg->t_i64, a->G->stream, 0), ""));
+}
+
+/* The dropout multipliers of key j (i64) for query vector v of the block: 1/(1 − p)
+ * where kiln_interp_dropout_keep keeps weight (l·T + i)·S + j, else 0. Its test
+ * u = (h >> 11)·2⁻⁵³ ≥ p is done exactly in integers: h >> 11 ≥ ⌈p·2⁵³⌉. */
+static LLVMValueRef drop_scale(ak *a, LLVMValueRef j, int v)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    LLVMValueRef idx = add(a, a->drop_row[v], splat(a, j));
+    LLVMValueRef h = mix64(a, LLVMBuildXor(cg->b, splat(a, a->drop_key), idx, ""));
+    uint64_t thr = (uint64_t)ceil(G->drop * 0x1.0p53);
+    LLVMValueRef u = LLVMBuildLShr(cg->b, h, splat(a, cg_i64(cg, 11)), "");
+    LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntUGE, u, splat(a, LLVMConstInt(cg->t_i64, thr, 0)), "keep");
+    return LLVMBuildSelect(cg->b, keep, vconst(a, 1.0 / (1.0 - G->drop)), vconst(a, 0.0), "");
+}
+
+/* The nk rows of St (probabilities) times their dropout multipliers. */
+static void drop_block(ak *a, LLVMValueRef j0, LLVMValueRef nk)
+{
+    kiln_cg *cg = a->cg;
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "drop");
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef off = addc(a, mulc(a, r.i, a->B.bq), v * a->B.w);
+        vstore(a, a->St, off, cg_fmul(cg, vload(a, a->St, off, a->B.w), drop_scale(a, add(a, j0, r.i), v)), a->B.w);
+    }
+    cg_loop_end(cg, &r);
 }
 
 /* ---- the score tile ------------------------------------------------------------------------------ */
@@ -584,9 +665,9 @@ static LLVMValueRef safe_max(ak *a, LLVMValueRef m)
 
 /* The key block's rows of St become p = exp(St − m'), with m' = max(m, bmax) (bmax: the
  * block's maxima, block_mask_max); l and (with dP) D absorb them after scaling by
- * α = exp(m − m'); α goes to rowbuf when asked. */
-static void online_step(ak *a, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMValueRef *m, LLVMValueRef *l,
-                        LLVMValueRef *D, bool alpha_to_rowbuf)
+ * α = exp(m − m'); α goes to rowbuf when asked. j0: the block's first key. */
+static void online_step(ak *a, LLVMValueRef j0, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMValueRef *m,
+                        LLVMValueRef *l, LLVMValueRef *D, bool alpha_to_rowbuf)
 {
     kiln_cg *cg = a->cg;
     LLVMValueRef msafe[NQ], alpha[NQ], lsum[NQ], dsum[NQ];
@@ -606,7 +687,11 @@ static void online_step(ak *a, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMVa
         LLVMValueRef p = att_exp(cg, cg_fsub(cg, vload(a, a->St, off, a->B.w), msafe[v]));
         vstore(a, a->St, off, p, a->B.w);
         st(a, lsum[v], cg_fadd(cg, ld(a, lsum[v]), p));
-        if (D) st(a, dsum[v], fma_v(a, p, vload(a, a->dPt, off, a->B.w), ld(a, dsum[v])));
+        if (D) { /* with dropout D = Σ P·M·dP (M: the multipliers) */
+            LLVMValueRef dP = vload(a, a->dPt, off, a->B.w);
+            if (a->G->dropping) dP = cg_fmul(cg, dP, drop_scale(a, add(a, j0, r.i), v));
+            st(a, dsum[v], fma_v(a, p, dP, ld(a, dsum[v])));
+        }
     }
     cg_loop_end(cg, &r);
     for (int v = 0; v < NQ; v++) {
@@ -696,7 +781,8 @@ static void forward_item(ak *a, LLVMValueRef item)
     LLVMValueRef bmax[NQ];
     for (int v = 0; v < NQ; v++) bmax[v] = vlocal(a, "bmax", vneg_inf(a));
     block_mask_max(a, j0, nk, bmax);
-    online_step(a, nk, bmax, m, s, NULL, true);
+    online_step(a, j0, nk, bmax, m, s, NULL, true);
+    if (G->dropping) drop_block(a, j0, nk); /* l keeps the undropped sum: PyTorch's order */
     /* O = α·O + P·V: a(i, κ) = P[κ][i] */
     upd pv = {.Cp = a->Oacc, .coff = cg_i64(cg, 0), .cs = dvp, .rows = bq, .nrows = a->nqv, .A = a->St, .ar = 1, .ak = bq,
               .Bp = a->v, .boff = add(a, a->off[ATTN_V], mulc(a, j0, row_stride(a, ATTN_V))), .bs = row_stride(a, ATTN_V),
@@ -837,7 +923,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
         next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
         LLVMBuildCondBr(cg->b, first, stats, grads);
         LLVMPositionBuilderAtEnd(cg->b, stats);
-        online_step(a, nk, bmax, m, s, need_ds ? D : NULL, false);
+        online_step(a, j0, nk, bmax, m, s, need_ds ? D : NULL, false);
         LLVMBuildBr(cg->b, next);
         LLVMPositionBuilderAtEnd(cg->b, grads);
     }
@@ -850,9 +936,13 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     for (int v = 0; v < NQ; v++) {
         LLVMValueRef off = addc(a, mulc(a, r.i, bq), v * w);
         LLVMValueRef p = cg_fmul(cg, att_exp(cg, cg_fsub(cg, vload(a, a->St, off, w), ld(a, msafe[v]))), ld(a, inv[v]));
-        vstore(a, a->St, off, p, w);
+        /* dropout: the forward used P·M, so dV takes P·M and the softmax sees M·dP */
+        LLVMValueRef M = G->dropping ? drop_scale(a, add(a, j0, r.i), v) : NULL;
+        vstore(a, a->St, off, M ? cg_fmul(cg, p, M) : p, w);
         if (need_ds) {
-            LLVMValueRef dS = cg_fmul(cg, p, cg_fsub(cg, vload(a, a->dPt, off, w), ld(a, Dn[v])));
+            LLVMValueRef dP = vload(a, a->dPt, off, w);
+            if (M) dP = cg_fmul(cg, dP, M);
+            LLVMValueRef dS = cg_fmul(cg, p, cg_fsub(cg, dP, ld(a, Dn[v])));
             vstore(a, a->dPt, off, gw.ds ? dS : cg_fmul(cg, dS, scale), w); /* dq, dk want scale·dS */
         }
     }
@@ -922,7 +1012,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
 /* ---- threads -------------------------------------------------------------------------------------------- */
 
 /* The kernel's pointers, in the order they travel through cg_parallel_for. */
-enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_O, V_LSE, V_SCRATCH, V_COUNT };
+enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_O, V_LSE, V_STEP, V_SCRATCH, V_COUNT };
 
 typedef struct par {
     const attn_geom *G;
@@ -937,7 +1027,7 @@ static void bind(ak *a, const LLVMValueRef *vals)
 {
     a->q = vals[V_Q], a->k = vals[V_K], a->v = vals[V_V], a->mask = vals[V_MASK], a->bias = vals[V_BIAS];
     a->g = vals[V_G], a->out = vals[V_OUT], a->dq = vals[V_DQ], a->dk = vals[V_DK], a->dv = vals[V_DV];
-    a->ds = vals[V_DS], a->o = vals[V_O], a->lse = vals[V_LSE];
+    a->ds = vals[V_DS], a->o = vals[V_O], a->lse = vals[V_LSE], a->step = vals[V_STEP];
 }
 
 /* Parts [begin, end): each with its scratch slot, its items [n·p/P, n·(p+1)/P). */
@@ -948,6 +1038,7 @@ static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     a.vt = LLVMVectorType(cg->t_f32, (unsigned)pp->B.w);
     a.vt_i32 = LLVMVectorType(cg->t_i32, (unsigned)pp->B.w);
     bind(&a, vals);
+    if (pp->G->dropping) drop_key_init(&a);
     cg_loop p;
     cg_loop_begin(cg, &p, begin, end, "part");
     LLVMValueRef base = cg_gep(cg, KILN_F32, vals[V_SCRATCH], mulc(&a, p.i, pp->slot.floats));
@@ -1016,7 +1107,8 @@ int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const k
 /* The forward kernel's body: results outs[ATTN_OUT], [ATTN_O], [ATTN_LSE] as `want`
  * says, ins[] the node's inputs. */
 static void emit_forward(kiln_cg *cg, const kiln_graph *g, const kiln_node *n, attn_fwd_want want,
-                         const LLVMValueRef *outs, const LLVMValueRef *ins, LLVMValueRef scratch, const attn_layout *lay)
+                         const LLVMValueRef *outs, const LLVMValueRef *ins, LLVMValueRef step, LLVMValueRef scratch,
+                         const attn_layout *lay)
 {
     attn_geom G;
     geom_init(&G, g, n, lay);
@@ -1046,6 +1138,7 @@ static void emit_forward(kiln_cg *cg, const kiln_graph *g, const kiln_node *n, a
     if (want.out) vals[V_OUT] = outs[ATTN_OUT];
     if (want.o) vals[V_O] = outs[ATTN_O];
     if (want.lse) vals[V_LSE] = outs[ATTN_LSE];
+    vals[V_STEP] = step;
     vals[V_SCRATCH] = scratch;
     emit_parallel(cg, "attn", &pp, vals);
 }
@@ -1054,14 +1147,15 @@ void lower_attention_with_layout(lower_ctx *c, const attn_layout *lay)
 {
     LLVMValueRef outs[ATTN_N_OPERANDS] = {0};
     outs[ATTN_OUT] = c->out;
-    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){true, false, false}, outs, c->in, c->scratch, lay);
+    KILN_ASSERT(!lay || !lay->train_dropout); /* the table's kernels take no step counter */
+    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){true, false, false}, outs, c->in, NULL, c->scratch, lay);
 }
 
 void lower_attention_lse(lower_ctx *c)
 {
     LLVMValueRef outs[ATTN_N_OPERANDS] = {0};
     outs[ATTN_LSE] = c->out;
-    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){false, false, true}, outs, c->in, c->scratch, NULL);
+    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){false, false, true}, outs, c->in, NULL, c->scratch, NULL);
 }
 
 LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uint32_t node, attn_fwd_want want,
@@ -1072,7 +1166,8 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
     snprintf(name, sizeof name, "k%u_attention_%s%s%s", node, want.out ? "y" : "", want.o ? "o" : "", want.lse ? "l" : "");
     LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
     unsigned n_out = (unsigned)want.out + want.o + want.lse;
-    unsigned n_ptrs = n_out + n->n_in + (has_scratch ? 1 : 0);
+    bool takes_step = lay && lay->train_dropout && n->attrs.attn_dropout > 0;
+    unsigned n_ptrs = n_out + n->n_in + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
     LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
     LLVMValueRef outs[ATTN_N_OPERANDS] = {0}, ins[64];
     KILN_ASSERT(n->n_in <= 64);
@@ -1091,8 +1186,9 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
         snprintf(pname, sizeof pname, "in%u", i);
         LLVMSetValueName2(ins[i], pname, strlen(pname));
     }
+    LLVMValueRef step = takes_step ? LLVMGetParam(fn, p++) : NULL;
     LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
-    emit_forward(cg, g, n, want, outs, ins, scratch, lay);
+    emit_forward(cg, g, n, want, outs, ins, step, scratch, lay);
     LLVMBuildRetVoid(cg->b);
     if (here) LLVMPositionBuilderAtEnd(cg->b, here);
     return fn;
@@ -1133,8 +1229,8 @@ int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t n
 
 /* The body of a gradient kernel: outs[w] for the wanted w, ins[] the shared inputs. */
 static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                      const LLVMValueRef outs[KILN_WRT_COUNT], const LLVMValueRef *ins, LLVMValueRef scratch,
-                      const attn_layout *lay)
+                      const LLVMValueRef outs[KILN_WRT_COUNT], const LLVMValueRef *ins, LLVMValueRef step,
+                      LLVMValueRef scratch, const attn_layout *lay)
 {
     grad_want gw;
     const kiln_node *n = group_node(g, node_of_wrt, &gw);
@@ -1162,6 +1258,7 @@ static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_w
     vals[V_G] = ins[n->n_in - 1];
     vals[V_DQ] = outs[KILN_WRT_Q], vals[V_DK] = outs[KILN_WRT_K], vals[V_DV] = outs[KILN_WRT_V];
     vals[V_DS] = outs[KILN_WRT_SCORES];
+    vals[V_STEP] = step;
     vals[V_SCRATCH] = scratch;
     emit_parallel(cg, "attn_grad", &pp, vals);
 }
@@ -1182,7 +1279,8 @@ LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_grap
     }
     snprintf(name, sizeof name, "k%u_attention_grad_%s", first, wrts);
     LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
-    unsigned n_ptrs = (unsigned)n_out + n->n_in + (has_scratch ? 1 : 0);
+    bool takes_step = lay && lay->train_dropout && n->attrs.attn_dropout > 0;
+    unsigned n_ptrs = (unsigned)n_out + n->n_in + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
     LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
     LLVMValueRef outs[KILN_WRT_COUNT] = {0}, ins[64];
     KILN_ASSERT(n->n_in <= 64);
@@ -1200,8 +1298,9 @@ LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_grap
         snprintf(pname, sizeof pname, "in%u", i);
         LLVMSetValueName2(ins[i], pname, strlen(pname));
     }
+    LLVMValueRef step = takes_step ? LLVMGetParam(fn, p++) : NULL;
     LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
-    emit_grad(cg, g, node_of_wrt, outs, ins, scratch, lay);
+    emit_grad(cg, g, node_of_wrt, outs, ins, step, scratch, lay);
     LLVMBuildRetVoid(cg->b);
     if (here) LLVMPositionBuilderAtEnd(cg->b, here);
     return fn;
@@ -1233,5 +1332,5 @@ void lower_attention_grad(lower_ctx *c)
     single(c->node, c->id, node_of_wrt);
     LLVMValueRef outs[KILN_WRT_COUNT] = {0};
     outs[c->node->attrs.wrt] = c->out;
-    emit_grad(c->cg, c->g, node_of_wrt, outs, c->in, c->scratch, NULL);
+    emit_grad(c->cg, c->g, node_of_wrt, outs, c->in, NULL, c->scratch, NULL);
 }

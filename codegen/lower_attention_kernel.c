@@ -137,6 +137,11 @@ bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool 
 {
     if (!lower_kernel_key(g, ak->first, has_scratch, buf, size)) return false;
     size_t len = strlen(buf);
+    if (ak->layout.train_dropout) { /* the node's stream is in the key: never shared across layers */
+        int n = snprintf(buf + len, size - len, " dropseed=%llu", (unsigned long long)ak->layout.dropout_seed);
+        if (n < 0 || (size_t)n >= size - len) return false;
+        len += (size_t)n;
+    }
     if (!ak->grad) {
         int n = snprintf(buf + len, size - len, " want=%d%d%d", ak->want.out, ak->want.o, ak->want.lse);
         if (n < 0 || (size_t)n >= size - len) return false;

@@ -24,9 +24,8 @@
  * and keys 0…S−1, which is what rope, alibi and the T5 bias mean when the memory is a
  * second sequence aligned at its start (decoder layers never ask for it).
  *
- * Dropout: the composite op has no dropout of its own, so with dropout > 0 a dropout
- * op is applied to the attention output (before the output projection). That is a known
- * deviation from PyTorch, which drops attention weights; it only matters in training.
+ * Dropout: the op's attn_dropout attribute drops attention weights after the softmax,
+ * as PyTorch does, inside the kernel (and only in a training step; ir.h).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -310,12 +309,8 @@ uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uin
         in[n_in++] = bias; /* (H, T, S), or alibi's (H, 1, 1) slopes */
         a.has_bias = true;
     }
+    a.attn_dropout = spec->dropout; /* the builder gives it its own mask stream */
     uint32_t y = fe_add(c, n, KILN_OP_ATTENTION, in, n_in, &a, NULL); /* (B, H, T, dh) */
-    if (spec->dropout > 0) {
-        /* Deviation (see the file comment): drops attention outputs, not weights. */
-        kiln_attrs d = {.scalar = spec->dropout};
-        y = fe_add(c, n, KILN_OP_DROPOUT, &y, 1, &d, NULL);
-    }
     y = merge_heads(c, n, y); /* (B, T, D) */
     return fe_build_linear(c, n, fe_fmt(c, "%s.o", prefix), y, D, spec->bias,
                            fe_residual_std(c, spec->n_layers)); /* (B, T, D) */

@@ -81,7 +81,8 @@ bool kiln_interp_layernorm(const interp_call *c)
  * is kept (mask ≠ 0 and, when causal, j ≤ i — top-left aligned when T ≠ S, like
  * PyTorch's is_causal); excluded keys count as −∞. p = softmax over the kept keys;
  * out_i = Σ_j p_j v_j. A row whose scores are all −∞ (no key left) gets zero weights,
- * so its output is 0 rather than NaN. */
+ * so its output is 0 rather than NaN. Attention dropout (training only) multiplies each
+ * p_j by its kiln_interp_attn_drop_scale after the softmax. */
 void kiln_interp_attn_init(const interp_call *c, interp_attn *at)
 {
     memset(at, 0, sizeof *at);
@@ -107,6 +108,18 @@ void kiln_interp_attn_init(const interp_call *c, interp_attn *at)
         kiln_interp_bcast_strides(interp_in_type(c, next), r, at->bstride); /* over (…,H,T,S) */
         at->bias = interp_in(c, next++);
     }
+    if (c->training && at->a->attn_dropout > 0) {
+        at->drop = at->a->attn_dropout;
+        at->stream = (uint32_t)at->a->stream;
+        at->seed = c->seed;
+    }
+}
+
+void kiln_interp_attn_drop_scale(const interp_attn *at, int64_t l, int64_t i, double *m)
+{
+    int64_t row = (l * at->T + i) * at->S; /* the weight's index over (…,H,T,S) */
+    for (int64_t j = 0; j < at->S; j++)
+        m[j] = at->drop == 0 ? 1.0 : kiln_interp_dropout_keep(at->seed, at->stream, row + j, at->drop) ? 1.0 / (1.0 - at->drop) : 0.0;
 }
 
 bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p, double *lse)
@@ -153,8 +166,9 @@ bool kiln_interp_attention(const interp_call *c)
     interp_attn at;
     kiln_interp_attn_init(c, &at);
     int64_t T = at.T, S = at.S, dv = at.dv;
-    double *p = kiln_interp_alloc(c, (size_t)S * sizeof *p, "attention probabilities");
+    double *p = kiln_interp_alloc(c, (size_t)(2 * S) * sizeof *p, "attention probabilities");
     if (!p) return false;
+    double *m = p + S; /* the dropout multipliers */
 
     int64_t idx[KILN_MAX_RANK] = {0}; /* (batch…, head, i, j) for the bias */
     for (int64_t l = 0; l < at.n_batch; l++) {
@@ -165,6 +179,8 @@ bool kiln_interp_attention(const interp_call *c)
                 for (int64_t e = 0; e < dv; e++) row[e] = 0.0f;
                 continue;
             }
+            kiln_interp_attn_drop_scale(&at, l, i, m);
+            for (int64_t j = 0; j < S; j++) p[j] *= m[j];
             for (int64_t e = 0; e < dv; e++) {
                 double acc = 0;
                 for (int64_t j = 0; j < S; j++) acc += p[j] * at.v[v0 + j * dv + e];

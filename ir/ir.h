@@ -133,8 +133,15 @@ typedef struct kiln_attrs {
      * has_bias. scores = q·kᵀ·scalar + bias; masked keys and (causal) keys j > i are
      * excluded; a row with no key left gets zero weights. With alibi the bias input b is
      * broadcastable to (…,H,1,1) (per-head slopes) and the additive bias is
-     * b·|i − j| (ALiBi, computed in the kernel: no (H,T,S) table). */
+     * b·|i − j| (ALiBi, computed in the kernel: no (H,T,S) table).
+     * attn_dropout: in a training run, each attention weight p_ij (after the softmax) is
+     * kept with probability 1 − attn_dropout and then divided by it, else 0 (PyTorch's
+     * attention dropout); the mask is dropout's hash (kiln_interp_dropout_keep) of the
+     * node's `stream` and the weight's index ((batch…·H + h)·T + i)·S + j over
+     * (…,H,T,S). 0: no dropout (and then no stream). attention_lse ignores it; the
+     * attention_grad of an attention carries the same two, so it drops the same weights. */
     bool causal, has_mask, has_bias, alibi;
+    double attn_dropout;
     int64_t ignore_index;        /* KILN_A_IGNORE */
     /* KILN_A_STREAM: dropout's mask is a hash of (run seed, stream, element index). The
      * builder sets a stream of 0 to the node's id, so every dropout node has its own mask

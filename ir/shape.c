@@ -432,6 +432,10 @@ static bool rule_attention(rule_ctx *c)
     kiln_attrs *a = c->a;
     uint32_t want = 3 + (a->has_mask ? 1 : 0) + (a->has_bias ? 1 : 0);
     if (c->n_in != want) return fail(c, "expects %u inputs, got %u", want, c->n_in);
+    if (!(a->attn_dropout >= 0 && a->attn_dropout < 1))
+        return fail(c, "dropout = %g must lie in [0, 1)", a->attn_dropout);
+    if (a->attn_dropout > 0 && !(a->stream >= 1 && a->stream <= UINT32_MAX))
+        return fail(c, "stream %lld is out of range [1, 2^32)", (long long)a->stream);
     const kiln_type *q = c->in[0], *k = c->in[1], *v = c->in[2];
     for (int i = 0; i < 3; i++)
         if (!need_f32(c, c->in[i], i == 0 ? "q" : i == 1 ? "k" : "v")) return false;

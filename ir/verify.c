@@ -76,6 +76,9 @@ static const char *attrs_differ(const kiln_op_info *info, const kiln_attrs *x, c
     if ((bits & KILN_A_ATTN) && (x->causal != y->causal || x->has_mask != y->has_mask || x->has_bias != y->has_bias ||
                                  x->alibi != y->alibi))
         return "causal/has_mask/has_bias/alibi";
+    if ((bits & KILN_A_ATTN) && (!same_double(x->attn_dropout, y->attn_dropout) ||
+                                 (x->attn_dropout != 0 && x->stream != y->stream)))
+        return "dropout/stream";
     if ((bits & KILN_A_IGNORE) && x->ignore_index != y->ignore_index) return "ignore_index";
     if ((bits & KILN_A_STREAM) && x->stream != y->stream) return "stream";
     if ((bits & KILN_A_WRT) && x->wrt != y->wrt) return "wrt";

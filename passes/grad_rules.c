@@ -422,7 +422,9 @@ static void rule_attention(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g
     KILN_ASSERT(n->n_in + 3 <= 8);
     memcpy(in, n->in, n->n_in * sizeof *in);
     kiln_attrs a = {.scalar = n->attrs.scalar, .causal = n->attrs.causal, .has_mask = n->attrs.has_mask,
-                    .has_bias = n->attrs.has_bias, .alibi = n->attrs.alibi};
+                    .has_bias = n->attrs.has_bias, .alibi = n->attrs.alibi,
+                    /* attention dropout: the gradients drop the weights the forward dropped */
+                    .attn_dropout = n->attrs.attn_dropout, .stream = n->attrs.stream};
     /* the forward's output and row log-sum-exp (one forward kernel computes both), so the
      * backward kernel skips recomputing the softmax statistics */
     in[n->n_in] = y;
