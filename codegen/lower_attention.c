@@ -60,6 +60,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kiln/runtime.h" /* KILN_MAX_THREADS */
@@ -95,6 +96,8 @@ typedef struct attn_geom {
     double scale;
     bool causal, has_mask, has_bias;
     bool alibi;                      /* the bias is a slope per head, times |i − j| */
+    bool relative;                   /* the bias is T5's (NB, H) bucket embedding */
+    int64_t nbuckets, rel_len;       /* relative: NB, and L = T + S − 1 relative positions */
     bool has_stats;                  /* backward: o and lse are inputs (ATTN_O, ATTN_LSE) */
     /* attention dropout in a training step (attn_layout.train_dropout): drop probability,
      * mask stream, compile-time part of the run seed */
@@ -147,7 +150,11 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
         cg_row_major_strides(mt, s);
         for (int d = 0; d < mt->rank - 1; d++) G->st[ATTN_MASK][d] = s[d];
     }
-    if (a->has_bias) cg_bcast_strides(&g->nodes[n->in[next++]].type, r, G->bstride);
+    if (a->has_bias && a->relative) {
+        G->relative = true;
+        G->nbuckets = g->nodes[n->in[next++]].type.dims[0];
+        G->rel_len = G->T + G->S - 1 > 0 ? G->T + G->S - 1 : 0;
+    } else if (a->has_bias) cg_bcast_strides(&g->nodes[n->in[next++]].type, r, G->bstride);
     G->has_stats = n->op == KILN_OP_ATTENTION_GRAD && n->n_in == next + 3;
     G->want = (attn_fwd_want){n->op == KILN_OP_ATTENTION, false, n->op == KILN_OP_ATTENTION_LSE};
 
@@ -159,7 +166,8 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
     default_strides(qt, G->T, G->dh, G->st[ATTN_DQ]);
     default_strides(qt, G->S, G->dh, G->st[ATTN_DK]);
     default_strides(qt, G->S, G->dv, G->st[ATTN_DV]);
-    default_strides(qt, G->T, G->S, G->st[ATTN_DSCORES]);
+    if (G->relative) default_strides(qt, 1, G->rel_len, G->st[ATTN_DSCORES]); /* (…, H, L) */
+    else default_strides(qt, G->T, G->S, G->st[ATTN_DSCORES]);
     default_strides(qt, G->T, G->dv, G->st[ATTN_O]);
     default_strides(qt, G->T, 1, G->st[ATTN_LSE]); /* (…, T): rows of one element */
     if (!lay) return;
@@ -184,13 +192,18 @@ static int64_t parts_for(int64_t items) { return items < KILN_MAX_THREADS ? item
  * and dOt when dS is needed), the score block St (and dP/dS), the forward's O
  * accumulator and per-query row (α, then 1/l), the backward's dummy row. */
 typedef struct attn_slot {
-    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, floats;
+    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, rel, drel, floats;
 } attn_slot;
 
-static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool need_ds)
+/* (relative: the head's bias by relative position, R[t] = bias of i − j + S − 1 = t, and
+ * the backward's diagonal sums of dS, each L + BQ floats: the last lanes of a block read
+ * past L.) */
+static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool need_ds, bool want_dscores)
 {
     attn_slot s = {0};
     int64_t at = 0;
+    if (G->relative) s.rel = at, at += round16(G->rel_len + B.bq);
+    if (G->relative && backward && want_dscores) s.drel = at, at += round16(G->rel_len + B.bq);
     s.qt = at, at += round16(G->dh * B.bq);
     if (backward && need_ds) s.dot = at, at += round16(G->dv * B.bq);
     s.st = at, at += round16((int64_t)B.bk * B.bq);
@@ -214,7 +227,7 @@ typedef struct ak {
     /* the current item's element offsets */
     LLVMValueRef off[ATTN_N_OPERANDS], bias_off;
     /* the part's scratch regions */
-    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy;
+    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy, Rel, dRel;
     /* the current query block: first query, valid queries, lanes that are real queries */
     LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
     LLVMValueRef slope, qpos[NQ]; /* alibi: the head's slope, the lanes' query positions */
@@ -366,7 +379,7 @@ static void q_block_begin(ak *a, LLVMValueRef qb)
                                              splat(a, cg_i64(cg, G->S)), "");
         if (G->alibi)
             a->qpos[v] = LLVMBuildSIToFP(cg->b, add(a, splat(a, a->i0), iota(a, cg->t_i64, v * a->B.w)), a->vt, "");
-        else if (G->has_bias) /* the bias element of each lane's query, key 0 */
+        else if (G->has_bias && !G->relative) /* the bias element of each lane's query, key 0 */
             a->bias_lanes[v] = add(a, splat(a, add(a, a->bias_off, mulc(a, a->i0, bT))),
                                    LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * a->B.w), splat(a, cg_i64(cg, bT)), ""));
     }
@@ -408,6 +421,49 @@ static void zero_rows(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef n,
 static LLVMValueRef groups(ak *a, LLVMValueRef n, int h)
 {
     return LLVMBuildUDiv(a->cg->b, addc(a, n, h - 1), cg_i64(a->cg, h), "");
+}
+
+/* ---- T5 relative bias ------------------------------------------------------------------------------- */
+
+/* The bucket of each relative position t (key − query = S − 1 − t, t < L): an i32
+ * constant computed here with kiln_t5_bucket, one global per shape. */
+static LLVMValueRef bucket_global(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    char name[96];
+    snprintf(name, sizeof name, "t5_buckets.%lld.%lld.%lld.%d", (long long)G->nbuckets, (long long)G->S,
+             (long long)G->rel_len, G->causal);
+    LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+    if (gv) return gv;
+    LLVMValueRef *vals = malloc((size_t)G->rel_len * sizeof *vals);
+    KILN_ASSERT(vals != NULL);
+    for (int64_t t = 0; t < G->rel_len; t++)
+        vals[t] = cg_i32(cg, kiln_t5_bucket(G->S - 1 - t, !G->causal, (int)G->nbuckets, KILN_T5_MAX_DISTANCE));
+    LLVMTypeRef ty = LLVMArrayType2(cg->t_i32, (uint64_t)G->rel_len);
+    gv = LLVMAddGlobal(cg->mod, ty, name);
+    LLVMSetInitializer(gv, LLVMConstArray2(cg->t_i32, vals, (uint64_t)G->rel_len));
+    free(vals);
+    LLVMSetGlobalConstant(gv, 1);
+    LLVMSetLinkage(gv, LLVMInternalLinkage);
+    return gv;
+}
+
+/* The current item's head's bias by relative position: Rel[t] = bias[bucket(t)][h] for
+ * t < L, then BQ zeros (read by lanes past the last query). */
+static void rel_table(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    int64_t H = G->bdims[G->nb - 1];
+    LLVMValueRef h = LLVMBuildURem(cg->b, a->item, cg_i64(cg, H), "head");
+    LLVMValueRef buckets = bucket_global(a);
+    cg_loop t;
+    cg_loop_begin(cg, &t, cg_i64(cg, 0), cg_i64(cg, G->rel_len), "rel");
+    LLVMValueRef b = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, buckets, t.i), cg->t_i64, "");
+    cg_store(cg, KILN_F32, a->Rel, t.i, cg_load(cg, KILN_F32, a->bias, add(a, mulc(a, b, H), h)));
+    cg_loop_end(cg, &t);
+    for (int64_t t0 = 0; t0 < a->B.bq; t0 += a->B.w) vstore(a, a->Rel, cg_i64(cg, G->rel_len + t0), vconst(a, 0.0), a->B.w);
 }
 
 /* ---- attention dropout ------------------------------------------------------------------------------ */
@@ -524,6 +580,9 @@ static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef 
                     LLVMValueRef jf = splat(a, LLVMBuildSIToFP(cg->b, j[r], cg->t_f32, ""));
                     LLVMValueRef dist = cg_intrinsic1(cg, "llvm.fabs", cg_fsub(cg, jf, a->qpos[v]));
                     s = fma_v(a, a->slope, dist, s);
+                } else if (G->relative) { /* Rel[i − j + S − 1], lanes i contiguous */
+                    LLVMValueRef t0 = addc(a, sub(a, a->i0, j[r]), v * w + G->S - 1);
+                    s = cg_fadd(cg, s, vload(a, a->Rel, t0, w));
                 } else if (G->has_bias) {
                     LLVMValueRef bj = splat(a, mulc(a, j[r], G->bstride[G->r - 1]));
                     s = cg_fadd(cg, s, vgather(a, a->bias, add(a, a->bias_lanes[v], bj), a->lane_ok[v]));
@@ -761,6 +820,7 @@ static void forward_item(ak *a, LLVMValueRef item)
         qb = LLVMBuildSelect(cg->b, odd, sub(a, cg_i64(cg, n_qb - 1), half), half, "");
     }
     item_offsets(a, l);
+    if (G->relative) rel_table(a);
     q_block_begin(a, qb);
     pack_transposed(a, a->Qt, a->q, ATTN_Q, G->dh);
 
@@ -865,6 +925,15 @@ static void stats_from_forward(ak *a, LLVMValueRef *msafe, LLVMValueRef *inv, LL
     for (int v = 0; v < NQ; v++) st(a, Dn[v], ld(a, acc[v]));
 }
 
+/* relative: the item's diagonal sums dRel[0, L) → its row of dscores (…, H, L) */
+static void rel_out(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    int64_t L = a->G->rel_len;
+    for (int64_t t = 0; t < L; t += a->B.w)
+        vstore(a, a->ds, addc(a, a->off[ATTN_DSCORES], t), vload(a, a->dRel, cg_i64(cg, t), a->B.w), lanes_of(a, L, t));
+}
+
 static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
 {
     kiln_cg *cg = a->cg;
@@ -875,7 +944,11 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     LLVMValueRef S = cg_i64(cg, G->S), T = cg_i64(cg, G->T);
     if (gw.dk) zero_rows(a, a->dk, a->off[ATTN_DK], S, row_stride(a, ATTN_DK), G->dh);
     if (gw.dv) zero_rows(a, a->dv, a->off[ATTN_DV], S, row_stride(a, ATTN_DV), G->dv);
-    if (gw.ds) zero_rows(a, a->ds, a->off[ATTN_DSCORES], T, row_stride(a, ATTN_DSCORES), G->S);
+    if (G->relative) rel_table(a);
+    if (gw.ds && G->relative) /* the diagonal sums accumulate in scratch */
+        LLVMBuildMemSet(cg->b, a->dRel, LLVMConstInt(LLVMInt8TypeInContext(cg->ctx), 0, 0),
+                        cg_i64(cg, (G->rel_len + a->B.bq) * KILN_ELEM_BYTES), KILN_ELEM_BYTES);
+    else if (gw.ds) zero_rows(a, a->ds, a->off[ATTN_DSCORES], T, row_stride(a, ATTN_DSCORES), G->S);
 
     cg_loop qb;
     cg_loop_begin(cg, &qb, cg_i64(cg, 0), cg_i64(cg, ceil_div(G->T, bq)), "qblock");
@@ -947,14 +1020,27 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
         }
     }
     cg_loop_end(cg, &r);
-    if (gw.ds) { /* dscores[i0 + i][j0 + κ] = dS[κ][i], then scale for dq, dk */
-        cg_loop i, kk;
-        cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "i");
-        LLVMValueRef drow = add(a, a->off[ATTN_DSCORES], add(a, mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_DSCORES)), j0));
+    if (gw.ds && G->relative) { /* dRel[i − j + S − 1] += dS[κ][i], key row by key row */
+        cg_loop kk;
         cg_loop_begin(cg, &kk, cg_i64(cg, 0), nk, "j");
-        cg_store(cg, KILN_F32, a->ds, add(a, drow, kk.i), cg_load(cg, KILN_F32, a->dPt, add(a, mulc(a, kk.i, bq), i.i)));
+        for (int v = 0; v < NQ; v++) {
+            LLVMValueRef dS = vload(a, a->dPt, addc(a, mulc(a, kk.i, bq), v * w), w);
+            dS = LLVMBuildSelect(cg->b, a->lane_ok[v], dS, vconst(a, 0.0), ""); /* lanes past T add nothing */
+            LLVMValueRef t0 = addc(a, sub(a, a->i0, add(a, j0, kk.i)), v * w + G->S - 1);
+            vstore(a, a->dRel, t0, cg_fadd(cg, vload(a, a->dRel, t0, w), dS), w);
+        }
         cg_loop_end(cg, &kk);
-        cg_loop_end(cg, &i);
+    }
+    if (gw.ds) { /* dscores[i0 + i][j0 + κ] = dS[κ][i] (relative: above), then scale for dq, dk */
+        cg_loop i, kk;
+        if (!G->relative) {
+            cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "i");
+            LLVMValueRef drow = add(a, a->off[ATTN_DSCORES], add(a, mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_DSCORES)), j0));
+            cg_loop_begin(cg, &kk, cg_i64(cg, 0), nk, "j");
+            cg_store(cg, KILN_F32, a->ds, add(a, drow, kk.i), cg_load(cg, KILN_F32, a->dPt, add(a, mulc(a, kk.i, bq), i.i)));
+            cg_loop_end(cg, &kk);
+            cg_loop_end(cg, &i);
+        }
         if (gw.dq || gw.dk) {
             cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
             for (int v = 0; v < NQ; v++) {
@@ -989,6 +1075,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
         if (G->has_mask) cg_if_end(cg, &live);
         cg_loop_end(cg, &kb);
         cg_loop_end(cg, &qb);
+        if (gw.ds && G->relative) rel_out(a);
         return;
     }
     LLVMBuildBr(cg->b, next);
@@ -1007,6 +1094,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     cg_if_end(cg, &after_stats);
     cg_loop_end(cg, &pass);
     cg_loop_end(cg, &qb);
+    if (gw.ds && G->relative) rel_out(a);
 }
 
 /* ---- threads -------------------------------------------------------------------------------------------- */
@@ -1049,6 +1137,8 @@ static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     a.Oacc = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.oacc));
     a.rowbuf = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.rowbuf));
     a.dummy = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dummy));
+    a.Rel = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.rel));
+    a.dRel = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.drel));
     LLVMValueRef lo = LLVMBuildUDiv(cg->b, mulc(&a, p.i, pp->items), cg_i64(cg, pp->parts), "");
     LLVMValueRef hi = LLVMBuildUDiv(cg->b, mulc(&a, addc(&a, p.i, 1), pp->items), cg_i64(cg, pp->parts), "");
     cg_loop it;
@@ -1101,7 +1191,7 @@ int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const k
     if (G.n_bh * G.T == 0 || G.S == 0) return 0;
     attn_blocks B = blocks_for(t);
     int64_t items = G.n_bh * ceil_div(G.T, B.bq);
-    return parts_for(items) * slot_layout(&G, B, false, false).floats * KILN_ELEM_BYTES;
+    return parts_for(items) * slot_layout(&G, B, false, false, false).floats * KILN_ELEM_BYTES;
 }
 
 /* The forward kernel's body: results outs[ATTN_OUT], [ATTN_O], [ATTN_LSE] as `want`
@@ -1127,7 +1217,7 @@ static void emit_forward(kiln_cg *cg, const kiln_graph *g, const kiln_node *n, a
     }
     KILN_ASSERT(scratch != NULL);
     par pp = {.G = &G, .B = blocks_for(cg->target), .backward = false};
-    pp.slot = slot_layout(&G, pp.B, false, false);
+    pp.slot = slot_layout(&G, pp.B, false, false, false);
     pp.items = G.n_bh * ceil_div(G.T, pp.B.bq);
     pp.parts = parts_for(pp.items);
     LLVMValueRef vals[V_COUNT] = {0};
@@ -1224,7 +1314,7 @@ int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t n
     geom_init(&G, g, n, NULL);
     if (G.n_bh == 0 || G.T == 0 || G.S == 0) return 0;
     attn_blocks B = blocks_for(t);
-    return parts_for(G.n_bh) * slot_layout(&G, B, true, want_ds(gw)).floats * KILN_ELEM_BYTES;
+    return parts_for(G.n_bh) * slot_layout(&G, B, true, want_ds(gw), gw.ds).floats * KILN_ELEM_BYTES;
 }
 
 /* The body of a gradient kernel: outs[w] for the wanted w, ins[] the shared inputs. */
@@ -1241,12 +1331,13 @@ static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_w
         if (gw.dq) zero_operand(cg, &G, outs[KILN_WRT_Q], ATTN_DQ, G.T, G.dh);
         if (gw.dk) zero_operand(cg, &G, outs[KILN_WRT_K], ATTN_DK, G.S, G.dh);
         if (gw.dv) zero_operand(cg, &G, outs[KILN_WRT_V], ATTN_DV, G.S, G.dv);
-        if (gw.ds) zero_operand(cg, &G, outs[KILN_WRT_SCORES], ATTN_DSCORES, G.T, G.S);
+        if (gw.ds) zero_operand(cg, &G, outs[KILN_WRT_SCORES], ATTN_DSCORES, G.relative ? 1 : G.T,
+                                G.relative ? G.rel_len : G.S);
         return;
     }
     KILN_ASSERT(scratch != NULL);
     par pp = {.G = &G, .B = blocks_for(cg->target), .backward = true, .gw = gw};
-    pp.slot = slot_layout(&G, pp.B, true, want_ds(gw));
+    pp.slot = slot_layout(&G, pp.B, true, want_ds(gw), gw.ds);
     pp.items = G.n_bh;
     pp.parts = parts_for(pp.items);
     LLVMValueRef vals[V_COUNT] = {0};

@@ -181,8 +181,12 @@ bool kiln_interp_attention_grad(const interp_call *c)
                 for (int64_t j = 0; j < S; j++)
                     for (int64_t e = 0; e < dv; e++) acc[v0 + j * dv + e] += p[j] * m[j] * g[g0 + i * dv + e];
                 break;
-            default: /* scores, laid out (…, H, T, S) */
-                for (int64_t j = 0; j < S; j++) acc[(l * T + i) * S + j] = dS[j];
+            default: /* scores, laid out (…, H, T, S); relative: summed along diagonals,
+                        (…, H, T + S − 1) at i − j + S − 1 */
+                if (a->relative)
+                    for (int64_t j = 0; j < S; j++) acc[l * (T + S - 1) + i - j + S - 1] += dS[j];
+                else
+                    for (int64_t j = 0; j < S; j++) acc[(l * T + i) * S + j] = dS[j];
                 break;
             }
         }

@@ -73,7 +73,9 @@ typedef struct interp_attn {
     const float *q, *k, *v;
     const void *mask;          /* (…,S) or NULL */
     kiln_dtype mask_dt;
-    const float *bias;         /* broadcast to (…,H,T,S) through bstride, or NULL */
+    const float *bias;         /* broadcast to (…,H,T,S) through bstride, or NULL; with
+                                  relative the (NB, H) bucket embedding, NB = bias_rows */
+    int64_t bias_rows;
     int64_t bstride[KILN_MAX_RANK];
     int r;
     int64_t H, T, S, dh, dv, n_batch;  /* n_batch = batch × heads */

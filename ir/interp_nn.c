@@ -105,7 +105,9 @@ void kiln_interp_attn_init(const interp_call *c, interp_attn *at)
         at->mask = interp_in(c, next++);
     }
     if (at->a->has_bias) {
-        kiln_interp_bcast_strides(interp_in_type(c, next), r, at->bstride); /* over (…,H,T,S) */
+        const kiln_type *bt = interp_in_type(c, next);
+        if (at->a->relative) at->bias_rows = bt->dims[0]; /* (NB, H) */
+        else kiln_interp_bcast_strides(bt, r, at->bstride); /* over (…,H,T,S) */
         at->bias = interp_in(c, next++);
     }
     if (c->training && at->a->attn_dropout > 0) {
@@ -139,7 +141,10 @@ bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t
         double s = 0;
         for (int64_t d = 0; d < dh; d++) s += (double)at->q[q0 + i * dh + d] * at->k[k0 + j * dh + d];
         s *= a->scalar;
-        if (at->bias) {
+        if (at->bias && a->relative) { /* the head's column of the bucket embedding */
+            int64_t NB = at->bias_rows, h = l % at->H;
+            s += at->bias[(int64_t)kiln_t5_bucket(j - i, !a->causal, (int)NB, KILN_T5_MAX_DISTANCE) * at->H + h];
+        } else if (at->bias) {
             idx[r - 2] = i;
             idx[r - 1] = j;
             double b = at->bias[kiln_interp_offset(idx, at->bstride, (int)r)];
@@ -254,6 +259,29 @@ bool kiln_interp_cross_entropy(const interp_call *c)
     if (eps != 0) loss += eps / (double)C * (smooth_sum / (double)kept);
     *(float *)c->out = (float)loss;
     return true;
+}
+
+/* ---- T5 buckets ------------------------------------------------------------------------------- */
+
+/* Computed in double: over every distance up to 10^5 it truncates to the same bucket as
+ * T5's f32 arithmetic. */
+int32_t kiln_t5_bucket(int64_t rel, bool bidirectional, int buckets, int max_distance)
+{
+    int32_t base = 0;
+    int64_t dist;
+    if (bidirectional) {
+        buckets /= 2;
+        if (rel > 0) base = buckets;
+        dist = rel < 0 ? -rel : rel;
+    } else {
+        dist = rel < 0 ? -rel : 0;
+    }
+    int max_exact = buckets / 2;
+    if (dist < max_exact) return base + (int32_t)dist;
+    double scaled = log((double)dist / max_exact) / log((double)max_distance / max_exact) * (buckets - max_exact);
+    int64_t b = max_exact + (int64_t)scaled;
+    if (b > buckets - 1) b = buckets - 1;
+    return base + (int32_t)b;
 }
 
 /* ---- dropout -------------------------------------------------------------------------------- */

@@ -297,7 +297,7 @@ static bool parse_type(parser *ps, kiln_type *t)
  * them. SLOT_SCALAR's key is the op's scalar_name. */
 typedef enum slot {
     SLOT_INIT, SLOT_STD, SLOT_BOUND, SLOT_AXIS, SLOT_AXES, SLOT_KEEPDIMS, SLOT_PERM, SLOT_START, SLOT_END,
-    SLOT_STEP, SLOT_SCALAR, SLOT_TRANSPOSE_A, SLOT_TRANSPOSE_B, SLOT_CAUSAL, SLOT_HAS_MASK, SLOT_HAS_BIAS, SLOT_ALIBI,
+    SLOT_STEP, SLOT_SCALAR, SLOT_TRANSPOSE_A, SLOT_TRANSPOSE_B, SLOT_CAUSAL, SLOT_HAS_MASK, SLOT_HAS_BIAS, SLOT_ALIBI, SLOT_RELATIVE,
     SLOT_ATTN_DROPOUT, SLOT_ATTN_STREAM, SLOT_IGNORE, SLOT_STREAM, SLOT_WRT, SLOT_COUNT
 } slot;
 
@@ -323,6 +323,7 @@ static const struct {
     [SLOT_HAS_MASK] = {"has_mask", KILN_A_ATTN, true},
     [SLOT_HAS_BIAS] = {"has_bias", KILN_A_ATTN, true},
     [SLOT_ALIBI] = {"alibi", KILN_A_ATTN, true},
+    [SLOT_RELATIVE] = {"relative", KILN_A_ATTN, true},
     [SLOT_ATTN_DROPOUT] = {"dropout", KILN_A_ATTN, false}, /* optional, with its stream */
     [SLOT_ATTN_STREAM] = {"stream", KILN_A_ATTN, false},
     [SLOT_IGNORE] = {"ignore_index", KILN_A_IGNORE, false},
@@ -381,6 +382,7 @@ static bool parse_attr(parser *ps, node_text *nt)
     case SLOT_HAS_MASK: return parse_flag_value(ps, &a->has_mask);
     case SLOT_HAS_BIAS: return parse_flag_value(ps, &a->has_bias);
     case SLOT_ALIBI: return parse_flag_value(ps, &a->alibi);
+    case SLOT_RELATIVE: return parse_flag_value(ps, &a->relative);
     default: break;
     }
     if (!expect_char(ps, '=', "after the attribute name")) return false;

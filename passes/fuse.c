@@ -246,6 +246,7 @@ static bool same_attention(const kiln_node *a, const kiln_node *b, uint32_t n_in
     return a->n_in >= n_in && b->n_in >= n_in && !memcmp(a->in, b->in, n_in * sizeof *a->in) &&
            a->attrs.causal == b->attrs.causal && a->attrs.has_mask == b->attrs.has_mask &&
            a->attrs.has_bias == b->attrs.has_bias && a->attrs.alibi == b->attrs.alibi &&
+           a->attrs.relative == b->attrs.relative &&
            a->attrs.scalar == b->attrs.scalar && a->attrs.attn_dropout == b->attrs.attn_dropout &&
            a->attrs.stream == b->attrs.stream;
 }

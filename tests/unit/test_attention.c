@@ -190,7 +190,8 @@ static void call_kernel(void *fn, void **a, int n)
 enum mask_kind { MASK_NONE, MASK_F32, MASK_I32 };
 enum bias_kind { BIAS_NONE, BIAS_ALIBI /* (H,T,S) */, BIAS_BATCH /* (B,1,1,S) */, BIAS_TS /* (T,S) */,
                  BIAS_FULL /* (B,H,T,S) */, BIAS_HEAD /* (H,1,1) */,
-                 BIAS_SLOPES /* (H,1,1) ALiBi slopes: the op's alibi attribute, in-kernel */ };
+                 BIAS_SLOPES /* (H,1,1) ALiBi slopes: the op's alibi attribute, in-kernel */,
+                 BIAS_REL /* (NB,H) T5 bucket embedding: the op's relative attribute, in-kernel */ };
 
 typedef struct acase {
     int64_t B, H, T, S, dh, dv;
@@ -309,6 +310,7 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
         case BIAS_BATCH: rank = 4, bd[0] = B, bd[1] = 1, bd[2] = 1, bd[3] = S; break;
         case BIAS_TS: rank = 2, bd[0] = T, bd[1] = S; break;
         case BIAS_FULL: rank = 4, bd[0] = B, bd[1] = H, bd[2] = T, bd[3] = S; break;
+        case BIAS_REL: rank = 2, bd[0] = T > 40 ? 32 : 8, bd[1] = H; break; /* NB buckets */
         default: rank = 3, bd[0] = H, bd[1] = 1, bd[2] = 1; break; /* BIAS_HEAD, BIAS_SLOPES */
         }
         int64_t n = 1;
@@ -322,6 +324,7 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
         if (c->bias == BIAS_SLOPES) /* −slope_h; the kernel multiplies by |i − j| */
             for (int64_t h = 0; h < H; h++) b[h] = -(float)pow(2.0, -8.0 * (double)(h + 1) / (double)H);
         at.alibi = c->bias == BIAS_SLOPES;
+        at.relative = c->bias == BIAS_REL;
         a->in[a->n_in] = add_input(a, rank, bd), a->data[a->n_in++] = b;
         at.has_bias = true;
     }
@@ -373,7 +376,7 @@ static const char *case_str(const acase *c, char *buf, size_t size)
 {
     static const char *masks[] = {"", " mask f32", " mask i32"};
     static const char *biases[] = {"", " bias (H,T,S)", " bias (B,1,1,S)", " bias (T,S)", " bias (B,H,T,S)", " bias (H,1,1)",
-                                  " alibi slopes (H,1,1)"};
+                                  " alibi slopes (H,1,1)", " relative buckets (NB,H)"};
     snprintf(buf, size, "B=%lld H=%lld T=%lld S=%lld dh=%lld dv=%lld%s%s%s", (long long)c->B, (long long)c->H,
              (long long)c->T, (long long)c->S, (long long)c->dh, (long long)c->dv, c->causal ? " causal" : "",
              masks[c->mask], biases[c->bias]);
@@ -607,6 +610,10 @@ static const acase sizes_cases[] = {
     {1, 1, 45, 45, 5, 3, true, MASK_NONE, BIAS_NONE},          /* head dims under a vector */
     {2, 3, 70, 70, 32, 32, true, MASK_F32, BIAS_SLOPES},       /* ALiBi in the kernel */
     {1, 2, 33, 100, 64, 64, false, MASK_NONE, BIAS_SLOPES},    /* ALiBi, T ≠ S, symmetric */
+    {2, 2, 100, 100, 64, 64, false, MASK_F32, BIAS_REL},       /* T5 buckets in the kernel, log-spaced */
+    {1, 2, 150, 150, 32, 32, true, MASK_NONE, BIAS_REL},       /* causal, distances past 128 */
+    {2, 1, 33, 70, 8, 16, false, MASK_NONE, BIAS_REL},         /* T < S */
+    {1, 2, 70, 33, 96, 96, true, MASK_I32, BIAS_REL},          /* T > S */
 };
 
 static void test_forward_sizes(void **state)
@@ -650,6 +657,7 @@ static void test_haswell(void **state)
         {1, 2, 100, 57, 64, 20, false, MASK_I32, BIAS_BATCH},
         {1, 1, 17, 100, 96, 64, true, MASK_NONE, BIAS_TS},
         {2, 1, 5, 0, 16, 16, true, MASK_NONE, BIAS_NONE},
+        {1, 2, 45, 60, 16, 16, false, MASK_F32, BIAS_REL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         check_forward(&g_haswell, &cases[i], &r);
@@ -845,6 +853,7 @@ static void test_pipeline(void **state)
         {2, 2, 50, 50, 32, 32, true, MASK_F32, BIAS_ALIBI},
         {1, 2, 37, 37, 16, 16, true, MASK_NONE, BIAS_SLOPES},
         {1, 3, 9, 70, 16, 8, false, MASK_NONE, BIAS_NONE},
+        {1, 2, 37, 45, 16, 16, false, MASK_NONE, BIAS_REL},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const acase *c = &cases[ci];
@@ -902,7 +911,7 @@ static void test_dropout(void **state)
         {1, 3, 100, 100, 64, 64, true, MASK_NONE, BIAS_SLOPES},
         {2, 2, 100, 33, 16, 24, false, MASK_I32, BIAS_BATCH},
         {1, 1, 45, 45, 8, 3, true, MASK_NONE, BIAS_TS},
-        {1, 2, 7, 70, 96, 96, false, MASK_NONE, BIAS_NONE},
+        {1, 2, 7, 70, 96, 96, false, MASK_NONE, BIAS_REL},
     };
     g_drop.p = 0.3, g_drop.seed = 1000, g_drop.step = 7;
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
