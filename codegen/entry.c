@@ -232,6 +232,11 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
     if (kn->kind == KILN_KERNEL_ATTENTION || kn->kind == KILN_KERNEL_ATTENTION_GRAD) {
         attention_kernel ak;
         attention_kernel_describe(g, s, k, &ak);
+        if (req->train && req->dropout && g->nodes[ak.first].attrs.attn_dropout > 0) { /* drops weights */
+            ak.layout.train_dropout = true;
+            ak.layout.dropout_seed = req->dropout_seed;
+            call->dropout_step = true;
+        }
         for (int i = 0; i < ak.n_args; i++) call->args[i] = ak.args[i];
         call->n_args = ak.n_args;
         bool has_scratch = p->scratch_bytes[ak.first] > 0;

@@ -210,7 +210,8 @@ bool lower_kernel_key(const kiln_graph *g, uint32_t id, bool has_scratch, char *
     if (bits & KILN_A_SCALAR) ok = ok && key_add(buf, size, &len, " scalar=%a", a->scalar);
     if (bits & KILN_A_TRANSPOSE) ok = ok && key_add(buf, size, &len, " t=%d%d", a->transpose_a, a->transpose_b);
     if (bits & KILN_A_ATTN)
-        ok = ok && key_add(buf, size, &len, " attn=%d%d%d%d", a->causal, a->has_mask, a->has_bias, a->alibi);
+        ok = ok && key_add(buf, size, &len, " attn=%d%d%d%d%d drop=%a/%lld", a->causal, a->has_mask, a->has_bias,
+                           a->alibi, a->relative, a->attn_dropout, (long long)(a->attn_dropout != 0 ? a->stream : 0));
     if (bits & KILN_A_IGNORE) ok = ok && key_add(buf, size, &len, " ignore=%lld", (long long)a->ignore_index);
     if (bits & KILN_A_STREAM) ok = ok && key_add(buf, size, &len, " stream=%lld", (long long)a->stream);
     if (bits & KILN_A_WRT) ok = ok && key_add(buf, size, &len, " wrt=%d", a->wrt);

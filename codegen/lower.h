@@ -219,6 +219,11 @@ typedef enum attn_operand {
 } attn_operand;
 typedef struct attn_layout {
     const int64_t *stride[ATTN_N_OPERANDS];
+    /* a training step's attention dropout (the node's attrs.attn_dropout > 0): the kernel
+     * drops weights with run seed dropout_seed + the step counter, which it takes as one
+     * more pointer after its inputs (as lower_dropout.c's kernel does) */
+    bool train_dropout;
+    uint64_t dropout_seed;
 } attn_layout;
 
 /* The forward kernel (table row: layout NULL) into c's function. */
@@ -231,7 +236,7 @@ int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const k
  * ATTN_OUT strides), o (a second, row-major copy, for an attention_grad to read when
  * out is written transposed) and lse (attention_lse's result). node: an attention or
  * attention_lse node (they share inputs and attributes). Signature:
- *   void k<node>_attention_<o|-><l|->(ptr out?, ptr o?, ptr lse?, ptr in_0 …, [ptr scratch]) */
+ *   void k<node>_attention_<o|-><l|->(ptr out?, ptr o?, ptr lse?, ptr in_0 …, [ptr step], [ptr scratch]) */
 typedef struct attn_fwd_want {
     bool out, o, lse;
 } attn_fwd_want;
@@ -242,7 +247,7 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
  * given (node_of_wrt[w] = an ATTENTION_GRAD node id with attrs.wrt == w, or KILN_NONE);
  * the given nodes have identical inputs and attributes apart from wrt. Signature:
  *   void k<first id>_attention_grad_<qkvs letters>(ptr out_<w>… for each present w in
- *        kiln_wrt order, ptr in_0 … in_{n-1} (the nodes' shared inputs), [ptr scratch])
+ *        kiln_wrt order, ptr in_0 … in_{n-1} (the nodes' shared inputs), [ptr step], [ptr scratch])
  * with attention_grad_group_scratch_bytes of scratch when has_scratch (it must be when
  * that is > 0). The builder is left where it was. The table row for ATTENTION_GRAD is
  * this with one wrt present. */

@@ -60,6 +60,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "kiln/runtime.h" /* KILN_MAX_THREADS */
@@ -95,7 +96,15 @@ typedef struct attn_geom {
     double scale;
     bool causal, has_mask, has_bias;
     bool alibi;                      /* the bias is a slope per head, times |i − j| */
+    bool relative;                   /* the bias is T5's (NB, H) bucket embedding */
+    int64_t nbuckets, rel_len;       /* relative: NB, and L = T + S − 1 relative positions */
     bool has_stats;                  /* backward: o and lse are inputs (ATTN_O, ATTN_LSE) */
+    /* attention dropout in a training step (attn_layout.train_dropout): drop probability,
+     * mask stream, compile-time part of the run seed */
+    bool dropping;
+    double drop;
+    uint32_t stream;
+    uint64_t drop_seed;
     attn_fwd_want want;              /* forward: the results written */
     kiln_dtype mask_dt;
     int64_t bstride[KILN_MAX_RANK];  /* the bias's broadcast strides over (…, H, T, S) */
@@ -141,7 +150,11 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
         cg_row_major_strides(mt, s);
         for (int d = 0; d < mt->rank - 1; d++) G->st[ATTN_MASK][d] = s[d];
     }
-    if (a->has_bias) cg_bcast_strides(&g->nodes[n->in[next++]].type, r, G->bstride);
+    if (a->has_bias && a->relative) {
+        G->relative = true;
+        G->nbuckets = g->nodes[n->in[next++]].type.dims[0];
+        G->rel_len = G->T + G->S - 1 > 0 ? G->T + G->S - 1 : 0;
+    } else if (a->has_bias) cg_bcast_strides(&g->nodes[n->in[next++]].type, r, G->bstride);
     G->has_stats = n->op == KILN_OP_ATTENTION_GRAD && n->n_in == next + 3;
     G->want = (attn_fwd_want){n->op == KILN_OP_ATTENTION, false, n->op == KILN_OP_ATTENTION_LSE};
 
@@ -153,10 +166,17 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
     default_strides(qt, G->T, G->dh, G->st[ATTN_DQ]);
     default_strides(qt, G->S, G->dh, G->st[ATTN_DK]);
     default_strides(qt, G->S, G->dv, G->st[ATTN_DV]);
-    default_strides(qt, G->T, G->S, G->st[ATTN_DSCORES]);
+    if (G->relative) default_strides(qt, 1, G->rel_len, G->st[ATTN_DSCORES]); /* (…, H, L) */
+    else default_strides(qt, G->T, G->S, G->st[ATTN_DSCORES]);
     default_strides(qt, G->T, G->dv, G->st[ATTN_O]);
     default_strides(qt, G->T, 1, G->st[ATTN_LSE]); /* (…, T): rows of one element */
     if (!lay) return;
+    if (lay->train_dropout && a->attn_dropout > 0) {
+        G->dropping = true;
+        G->drop = a->attn_dropout;
+        G->stream = (uint32_t)a->stream;
+        G->drop_seed = lay->dropout_seed;
+    }
     for (int op = 0; op < ATTN_N_OPERANDS; op++) {
         if (!lay->stride[op]) continue;
         int count = op == ATTN_MASK ? r - 3 : r - 1;
@@ -172,13 +192,18 @@ static int64_t parts_for(int64_t items) { return items < KILN_MAX_THREADS ? item
  * and dOt when dS is needed), the score block St (and dP/dS), the forward's O
  * accumulator and per-query row (α, then 1/l), the backward's dummy row. */
 typedef struct attn_slot {
-    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, floats;
+    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, rel, drel, floats;
 } attn_slot;
 
-static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool need_ds)
+/* (relative: the head's bias by relative position, R[t] = bias of i − j + S − 1 = t, and
+ * the backward's diagonal sums of dS, each L + BQ floats: the last lanes of a block read
+ * past L.) */
+static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool need_ds, bool want_dscores)
 {
     attn_slot s = {0};
     int64_t at = 0;
+    if (G->relative) s.rel = at, at += round16(G->rel_len + B.bq);
+    if (G->relative && backward && want_dscores) s.drel = at, at += round16(G->rel_len + B.bq);
     s.qt = at, at += round16(G->dh * B.bq);
     if (backward && need_ds) s.dot = at, at += round16(G->dv * B.bq);
     s.st = at, at += round16((int64_t)B.bk * B.bq);
@@ -202,10 +227,14 @@ typedef struct ak {
     /* the current item's element offsets */
     LLVMValueRef off[ATTN_N_OPERANDS], bias_off;
     /* the part's scratch regions */
-    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy;
+    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy, Rel, dRel;
     /* the current query block: first query, valid queries, lanes that are real queries */
     LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
     LLVMValueRef slope, qpos[NQ]; /* alibi: the head's slope, the lanes' query positions */
+    /* dropout: the per-node hash key (part-wide), the current item, and each lane's
+     * weight index of key 0, ((l·T) + i)·S */
+    LLVMValueRef drop_key, item, drop_row[NQ];
+    LLVMValueRef step;               /* the step counter (dropout only) */
 } ak;
 
 static LLVMValueRef add(ak *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(a->cg->b, x, y, ""); }
@@ -311,6 +340,7 @@ static void item_offsets(ak *a, LLVMValueRef l)
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
     LLVMValueRef idx[KILN_MAX_RANK], rest = l;
+    a->item = l;
     for (int d = G->nb - 1; d >= 0; d--) {
         LLVMValueRef n = cg_i64(cg, G->bdims[d]);
         idx[d] = d ? LLVMBuildURem(cg->b, rest, n, "") : rest;
@@ -341,11 +371,15 @@ static void q_block_begin(ak *a, LLVMValueRef qb)
     LLVMValueRef nq = splat(a, a->nqv);
     int64_t bT = G->bstride[G->r - 2];
     if (G->alibi) a->slope = splat(a, cg_load(cg, KILN_F32, a->bias, a->bias_off));
+    LLVMValueRef drow = G->dropping ? splat(a, add(a, mulc(a, a->item, G->T), a->i0)) : NULL;
     for (int v = 0; v < NQ; v++) {
         a->lane_ok[v] = LLVMBuildICmp(cg->b, LLVMIntSLT, iota(a, cg->t_i64, v * a->B.w), nq, "");
+        if (G->dropping) /* (l·T + i)·S per lane */
+            a->drop_row[v] = LLVMBuildNSWMul(cg->b, add(a, drow, iota(a, cg->t_i64, v * a->B.w)),
+                                             splat(a, cg_i64(cg, G->S)), "");
         if (G->alibi)
             a->qpos[v] = LLVMBuildSIToFP(cg->b, add(a, splat(a, a->i0), iota(a, cg->t_i64, v * a->B.w)), a->vt, "");
-        else if (G->has_bias) /* the bias element of each lane's query, key 0 */
+        else if (G->has_bias && !G->relative) /* the bias element of each lane's query, key 0 */
             a->bias_lanes[v] = add(a, splat(a, add(a, a->bias_off, mulc(a, a->i0, bT))),
                                    LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * a->B.w), splat(a, cg_i64(cg, bT)), ""));
     }
@@ -387,6 +421,109 @@ static void zero_rows(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef n,
 static LLVMValueRef groups(ak *a, LLVMValueRef n, int h)
 {
     return LLVMBuildUDiv(a->cg->b, addc(a, n, h - 1), cg_i64(a->cg, h), "");
+}
+
+/* ---- T5 relative bias ------------------------------------------------------------------------------- */
+
+/* The bucket of each relative position t (key − query = S − 1 − t, t < L): an i32
+ * constant computed here with kiln_t5_bucket, one global per shape. */
+static LLVMValueRef bucket_global(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    char name[96];
+    snprintf(name, sizeof name, "t5_buckets.%lld.%lld.%lld.%d", (long long)G->nbuckets, (long long)G->S,
+             (long long)G->rel_len, G->causal);
+    LLVMValueRef gv = LLVMGetNamedGlobal(cg->mod, name);
+    if (gv) return gv;
+    LLVMValueRef *vals = malloc((size_t)G->rel_len * sizeof *vals);
+    KILN_ASSERT(vals != NULL);
+    for (int64_t t = 0; t < G->rel_len; t++)
+        vals[t] = cg_i32(cg, kiln_t5_bucket(G->S - 1 - t, !G->causal, (int)G->nbuckets, KILN_T5_MAX_DISTANCE));
+    LLVMTypeRef ty = LLVMArrayType2(cg->t_i32, (uint64_t)G->rel_len);
+    gv = LLVMAddGlobal(cg->mod, ty, name);
+    LLVMSetInitializer(gv, LLVMConstArray2(cg->t_i32, vals, (uint64_t)G->rel_len));
+    free(vals);
+    LLVMSetGlobalConstant(gv, 1);
+    LLVMSetLinkage(gv, LLVMInternalLinkage);
+    return gv;
+}
+
+/* The current item's head's bias by relative position: Rel[t] = bias[bucket(t)][h] for
+ * t < L, then BQ zeros (read by lanes past the last query). */
+static void rel_table(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    int64_t H = G->bdims[G->nb - 1];
+    LLVMValueRef h = LLVMBuildURem(cg->b, a->item, cg_i64(cg, H), "head");
+    LLVMValueRef buckets = bucket_global(a);
+    cg_loop t;
+    cg_loop_begin(cg, &t, cg_i64(cg, 0), cg_i64(cg, G->rel_len), "rel");
+    LLVMValueRef b = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, buckets, t.i), cg->t_i64, "");
+    cg_store(cg, KILN_F32, a->Rel, t.i, cg_load(cg, KILN_F32, a->bias, add(a, mulc(a, b, H), h)));
+    cg_loop_end(cg, &t);
+    for (int64_t t0 = 0; t0 < a->B.bq; t0 += a->B.w) vstore(a, a->Rel, cg_i64(cg, G->rel_len + t0), vconst(a, 0.0), a->B.w);
+}
+
+/* ---- attention dropout ------------------------------------------------------------------------------ */
+
+/* splitmix64's output function (as kiln_interp_dropout_keep's mix64) on an i64 scalar or
+ * vector */
+static LLVMValueRef mix64(ak *a, LLVMValueRef z)
+{
+    LLVMBuilderRef b = a->cg->b;
+    bool vec = LLVMGetTypeKind(LLVMTypeOf(z)) == LLVMVectorTypeKind;
+    LLVMValueRef c[6];
+    static const uint64_t k[6] = {0x9E3779B97F4A7C15ull, 30, 0xBF58476D1CE4E5B9ull, 27, 0x94D049BB133111EBull, 31};
+    for (int i = 0; i < 6; i++) {
+        c[i] = LLVMConstInt(a->cg->t_i64, k[i], 0);
+        if (vec) c[i] = splat(a, c[i]);
+    }
+    z = LLVMBuildAdd(b, z, c[0], "");
+    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[1], ""), "");
+    z = LLVMBuildMul(b, z, c[2], "");
+    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[3], ""), "");
+    z = LLVMBuildMul(b, z, c[4], "");
+    return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[5], ""), "");
+}
+
+/* The part's hash key mix64(mix64(seed) ^ stream), seed = the compile-time dropout seed
+ * plus the step counter (lower_dropout.c's per-node value). */
+static void drop_key_init(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef steps = LLVMBuildFPToUI(cg->b, cg_load(cg, KILN_F32, a->step, cg_i64(cg, 0)), cg->t_i64, "steps");
+    LLVMValueRef seed = LLVMBuildAdd(cg->b, LLVMConstInt(cg->t_i64, a->G->drop_seed, 0), steps, "seed");
+    a->drop_key = mix64(a, LLVMBuildXor(cg->b, mix64(a, seed), LLVMConstInt(cg->t_i64, a->G->stream, 0), ""));
+}
+
+/* The dropout multipliers of key j (i64) for query vector v of the block: 1/(1 − p)
+ * where kiln_interp_dropout_keep keeps weight (l·T + i)·S + j, else 0. Its test
+ * u = (h >> 11)·2⁻⁵³ ≥ p is done exactly in integers: h >> 11 ≥ ⌈p·2⁵³⌉. */
+static LLVMValueRef drop_scale(ak *a, LLVMValueRef j, int v)
+{
+    kiln_cg *cg = a->cg;
+    const attn_geom *G = a->G;
+    LLVMValueRef idx = add(a, a->drop_row[v], splat(a, j));
+    LLVMValueRef h = mix64(a, LLVMBuildXor(cg->b, splat(a, a->drop_key), idx, ""));
+    uint64_t thr = (uint64_t)ceil(G->drop * 0x1.0p53);
+    LLVMValueRef u = LLVMBuildLShr(cg->b, h, splat(a, cg_i64(cg, 11)), "");
+    LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntUGE, u, splat(a, LLVMConstInt(cg->t_i64, thr, 0)), "keep");
+    return LLVMBuildSelect(cg->b, keep, vconst(a, 1.0 / (1.0 - G->drop)), vconst(a, 0.0), "");
+}
+
+/* The nk rows of St (probabilities) times their dropout multipliers. */
+static void drop_block(ak *a, LLVMValueRef j0, LLVMValueRef nk)
+{
+    kiln_cg *cg = a->cg;
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "drop");
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef off = addc(a, mulc(a, r.i, a->B.bq), v * a->B.w);
+        vstore(a, a->St, off, cg_fmul(cg, vload(a, a->St, off, a->B.w), drop_scale(a, add(a, j0, r.i), v)), a->B.w);
+    }
+    cg_loop_end(cg, &r);
 }
 
 /* ---- the score tile ------------------------------------------------------------------------------ */
@@ -443,6 +580,9 @@ static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef 
                     LLVMValueRef jf = splat(a, LLVMBuildSIToFP(cg->b, j[r], cg->t_f32, ""));
                     LLVMValueRef dist = cg_intrinsic1(cg, "llvm.fabs", cg_fsub(cg, jf, a->qpos[v]));
                     s = fma_v(a, a->slope, dist, s);
+                } else if (G->relative) { /* Rel[i − j + S − 1], lanes i contiguous */
+                    LLVMValueRef t0 = addc(a, sub(a, a->i0, j[r]), v * w + G->S - 1);
+                    s = cg_fadd(cg, s, vload(a, a->Rel, t0, w));
                 } else if (G->has_bias) {
                     LLVMValueRef bj = splat(a, mulc(a, j[r], G->bstride[G->r - 1]));
                     s = cg_fadd(cg, s, vgather(a, a->bias, add(a, a->bias_lanes[v], bj), a->lane_ok[v]));
@@ -584,9 +724,9 @@ static LLVMValueRef safe_max(ak *a, LLVMValueRef m)
 
 /* The key block's rows of St become p = exp(St − m'), with m' = max(m, bmax) (bmax: the
  * block's maxima, block_mask_max); l and (with dP) D absorb them after scaling by
- * α = exp(m − m'); α goes to rowbuf when asked. */
-static void online_step(ak *a, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMValueRef *m, LLVMValueRef *l,
-                        LLVMValueRef *D, bool alpha_to_rowbuf)
+ * α = exp(m − m'); α goes to rowbuf when asked. j0: the block's first key. */
+static void online_step(ak *a, LLVMValueRef j0, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMValueRef *m,
+                        LLVMValueRef *l, LLVMValueRef *D, bool alpha_to_rowbuf)
 {
     kiln_cg *cg = a->cg;
     LLVMValueRef msafe[NQ], alpha[NQ], lsum[NQ], dsum[NQ];
@@ -606,7 +746,11 @@ static void online_step(ak *a, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMVa
         LLVMValueRef p = att_exp(cg, cg_fsub(cg, vload(a, a->St, off, a->B.w), msafe[v]));
         vstore(a, a->St, off, p, a->B.w);
         st(a, lsum[v], cg_fadd(cg, ld(a, lsum[v]), p));
-        if (D) st(a, dsum[v], fma_v(a, p, vload(a, a->dPt, off, a->B.w), ld(a, dsum[v])));
+        if (D) { /* with dropout D = Σ P·M·dP (M: the multipliers) */
+            LLVMValueRef dP = vload(a, a->dPt, off, a->B.w);
+            if (a->G->dropping) dP = cg_fmul(cg, dP, drop_scale(a, add(a, j0, r.i), v));
+            st(a, dsum[v], fma_v(a, p, dP, ld(a, dsum[v])));
+        }
     }
     cg_loop_end(cg, &r);
     for (int v = 0; v < NQ; v++) {
@@ -676,6 +820,7 @@ static void forward_item(ak *a, LLVMValueRef item)
         qb = LLVMBuildSelect(cg->b, odd, sub(a, cg_i64(cg, n_qb - 1), half), half, "");
     }
     item_offsets(a, l);
+    if (G->relative) rel_table(a);
     q_block_begin(a, qb);
     pack_transposed(a, a->Qt, a->q, ATTN_Q, G->dh);
 
@@ -696,7 +841,8 @@ static void forward_item(ak *a, LLVMValueRef item)
     LLVMValueRef bmax[NQ];
     for (int v = 0; v < NQ; v++) bmax[v] = vlocal(a, "bmax", vneg_inf(a));
     block_mask_max(a, j0, nk, bmax);
-    online_step(a, nk, bmax, m, s, NULL, true);
+    online_step(a, j0, nk, bmax, m, s, NULL, true);
+    if (G->dropping) drop_block(a, j0, nk); /* l keeps the undropped sum: PyTorch's order */
     /* O = α·O + P·V: a(i, κ) = P[κ][i] */
     upd pv = {.Cp = a->Oacc, .coff = cg_i64(cg, 0), .cs = dvp, .rows = bq, .nrows = a->nqv, .A = a->St, .ar = 1, .ak = bq,
               .Bp = a->v, .boff = add(a, a->off[ATTN_V], mulc(a, j0, row_stride(a, ATTN_V))), .bs = row_stride(a, ATTN_V),
@@ -779,6 +925,15 @@ static void stats_from_forward(ak *a, LLVMValueRef *msafe, LLVMValueRef *inv, LL
     for (int v = 0; v < NQ; v++) st(a, Dn[v], ld(a, acc[v]));
 }
 
+/* relative: the item's diagonal sums dRel[0, L) → its row of dscores (…, H, L) */
+static void rel_out(ak *a)
+{
+    kiln_cg *cg = a->cg;
+    int64_t L = a->G->rel_len;
+    for (int64_t t = 0; t < L; t += a->B.w)
+        vstore(a, a->ds, addc(a, a->off[ATTN_DSCORES], t), vload(a, a->dRel, cg_i64(cg, t), a->B.w), lanes_of(a, L, t));
+}
+
 static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
 {
     kiln_cg *cg = a->cg;
@@ -789,7 +944,11 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     LLVMValueRef S = cg_i64(cg, G->S), T = cg_i64(cg, G->T);
     if (gw.dk) zero_rows(a, a->dk, a->off[ATTN_DK], S, row_stride(a, ATTN_DK), G->dh);
     if (gw.dv) zero_rows(a, a->dv, a->off[ATTN_DV], S, row_stride(a, ATTN_DV), G->dv);
-    if (gw.ds) zero_rows(a, a->ds, a->off[ATTN_DSCORES], T, row_stride(a, ATTN_DSCORES), G->S);
+    if (G->relative) rel_table(a);
+    if (gw.ds && G->relative) /* the diagonal sums accumulate in scratch */
+        LLVMBuildMemSet(cg->b, a->dRel, LLVMConstInt(LLVMInt8TypeInContext(cg->ctx), 0, 0),
+                        cg_i64(cg, (G->rel_len + a->B.bq) * KILN_ELEM_BYTES), KILN_ELEM_BYTES);
+    else if (gw.ds) zero_rows(a, a->ds, a->off[ATTN_DSCORES], T, row_stride(a, ATTN_DSCORES), G->S);
 
     cg_loop qb;
     cg_loop_begin(cg, &qb, cg_i64(cg, 0), cg_i64(cg, ceil_div(G->T, bq)), "qblock");
@@ -837,7 +996,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
         next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
         LLVMBuildCondBr(cg->b, first, stats, grads);
         LLVMPositionBuilderAtEnd(cg->b, stats);
-        online_step(a, nk, bmax, m, s, need_ds ? D : NULL, false);
+        online_step(a, j0, nk, bmax, m, s, need_ds ? D : NULL, false);
         LLVMBuildBr(cg->b, next);
         LLVMPositionBuilderAtEnd(cg->b, grads);
     }
@@ -850,21 +1009,38 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     for (int v = 0; v < NQ; v++) {
         LLVMValueRef off = addc(a, mulc(a, r.i, bq), v * w);
         LLVMValueRef p = cg_fmul(cg, att_exp(cg, cg_fsub(cg, vload(a, a->St, off, w), ld(a, msafe[v]))), ld(a, inv[v]));
-        vstore(a, a->St, off, p, w);
+        /* dropout: the forward used P·M, so dV takes P·M and the softmax sees M·dP */
+        LLVMValueRef M = G->dropping ? drop_scale(a, add(a, j0, r.i), v) : NULL;
+        vstore(a, a->St, off, M ? cg_fmul(cg, p, M) : p, w);
         if (need_ds) {
-            LLVMValueRef dS = cg_fmul(cg, p, cg_fsub(cg, vload(a, a->dPt, off, w), ld(a, Dn[v])));
+            LLVMValueRef dP = vload(a, a->dPt, off, w);
+            if (M) dP = cg_fmul(cg, dP, M);
+            LLVMValueRef dS = cg_fmul(cg, p, cg_fsub(cg, dP, ld(a, Dn[v])));
             vstore(a, a->dPt, off, gw.ds ? dS : cg_fmul(cg, dS, scale), w); /* dq, dk want scale·dS */
         }
     }
     cg_loop_end(cg, &r);
-    if (gw.ds) { /* dscores[i0 + i][j0 + κ] = dS[κ][i], then scale for dq, dk */
-        cg_loop i, kk;
-        cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "i");
-        LLVMValueRef drow = add(a, a->off[ATTN_DSCORES], add(a, mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_DSCORES)), j0));
+    if (gw.ds && G->relative) { /* dRel[i − j + S − 1] += dS[κ][i], key row by key row */
+        cg_loop kk;
         cg_loop_begin(cg, &kk, cg_i64(cg, 0), nk, "j");
-        cg_store(cg, KILN_F32, a->ds, add(a, drow, kk.i), cg_load(cg, KILN_F32, a->dPt, add(a, mulc(a, kk.i, bq), i.i)));
+        for (int v = 0; v < NQ; v++) {
+            LLVMValueRef dS = vload(a, a->dPt, addc(a, mulc(a, kk.i, bq), v * w), w);
+            dS = LLVMBuildSelect(cg->b, a->lane_ok[v], dS, vconst(a, 0.0), ""); /* lanes past T add nothing */
+            LLVMValueRef t0 = addc(a, sub(a, a->i0, add(a, j0, kk.i)), v * w + G->S - 1);
+            vstore(a, a->dRel, t0, cg_fadd(cg, vload(a, a->dRel, t0, w), dS), w);
+        }
         cg_loop_end(cg, &kk);
-        cg_loop_end(cg, &i);
+    }
+    if (gw.ds) { /* dscores[i0 + i][j0 + κ] = dS[κ][i] (relative: above), then scale for dq, dk */
+        cg_loop i, kk;
+        if (!G->relative) {
+            cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "i");
+            LLVMValueRef drow = add(a, a->off[ATTN_DSCORES], add(a, mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_DSCORES)), j0));
+            cg_loop_begin(cg, &kk, cg_i64(cg, 0), nk, "j");
+            cg_store(cg, KILN_F32, a->ds, add(a, drow, kk.i), cg_load(cg, KILN_F32, a->dPt, add(a, mulc(a, kk.i, bq), i.i)));
+            cg_loop_end(cg, &kk);
+            cg_loop_end(cg, &i);
+        }
         if (gw.dq || gw.dk) {
             cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
             for (int v = 0; v < NQ; v++) {
@@ -899,6 +1075,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
         if (G->has_mask) cg_if_end(cg, &live);
         cg_loop_end(cg, &kb);
         cg_loop_end(cg, &qb);
+        if (gw.ds && G->relative) rel_out(a);
         return;
     }
     LLVMBuildBr(cg->b, next);
@@ -917,12 +1094,13 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     cg_if_end(cg, &after_stats);
     cg_loop_end(cg, &pass);
     cg_loop_end(cg, &qb);
+    if (gw.ds && G->relative) rel_out(a);
 }
 
 /* ---- threads -------------------------------------------------------------------------------------------- */
 
 /* The kernel's pointers, in the order they travel through cg_parallel_for. */
-enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_O, V_LSE, V_SCRATCH, V_COUNT };
+enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_O, V_LSE, V_STEP, V_SCRATCH, V_COUNT };
 
 typedef struct par {
     const attn_geom *G;
@@ -937,7 +1115,7 @@ static void bind(ak *a, const LLVMValueRef *vals)
 {
     a->q = vals[V_Q], a->k = vals[V_K], a->v = vals[V_V], a->mask = vals[V_MASK], a->bias = vals[V_BIAS];
     a->g = vals[V_G], a->out = vals[V_OUT], a->dq = vals[V_DQ], a->dk = vals[V_DK], a->dv = vals[V_DV];
-    a->ds = vals[V_DS], a->o = vals[V_O], a->lse = vals[V_LSE];
+    a->ds = vals[V_DS], a->o = vals[V_O], a->lse = vals[V_LSE], a->step = vals[V_STEP];
 }
 
 /* Parts [begin, end): each with its scratch slot, its items [n·p/P, n·(p+1)/P). */
@@ -948,6 +1126,7 @@ static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     a.vt = LLVMVectorType(cg->t_f32, (unsigned)pp->B.w);
     a.vt_i32 = LLVMVectorType(cg->t_i32, (unsigned)pp->B.w);
     bind(&a, vals);
+    if (pp->G->dropping) drop_key_init(&a);
     cg_loop p;
     cg_loop_begin(cg, &p, begin, end, "part");
     LLVMValueRef base = cg_gep(cg, KILN_F32, vals[V_SCRATCH], mulc(&a, p.i, pp->slot.floats));
@@ -958,6 +1137,8 @@ static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     a.Oacc = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.oacc));
     a.rowbuf = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.rowbuf));
     a.dummy = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dummy));
+    a.Rel = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.rel));
+    a.dRel = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.drel));
     LLVMValueRef lo = LLVMBuildUDiv(cg->b, mulc(&a, p.i, pp->items), cg_i64(cg, pp->parts), "");
     LLVMValueRef hi = LLVMBuildUDiv(cg->b, mulc(&a, addc(&a, p.i, 1), pp->items), cg_i64(cg, pp->parts), "");
     cg_loop it;
@@ -1010,13 +1191,14 @@ int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const k
     if (G.n_bh * G.T == 0 || G.S == 0) return 0;
     attn_blocks B = blocks_for(t);
     int64_t items = G.n_bh * ceil_div(G.T, B.bq);
-    return parts_for(items) * slot_layout(&G, B, false, false).floats * KILN_ELEM_BYTES;
+    return parts_for(items) * slot_layout(&G, B, false, false, false).floats * KILN_ELEM_BYTES;
 }
 
 /* The forward kernel's body: results outs[ATTN_OUT], [ATTN_O], [ATTN_LSE] as `want`
  * says, ins[] the node's inputs. */
 static void emit_forward(kiln_cg *cg, const kiln_graph *g, const kiln_node *n, attn_fwd_want want,
-                         const LLVMValueRef *outs, const LLVMValueRef *ins, LLVMValueRef scratch, const attn_layout *lay)
+                         const LLVMValueRef *outs, const LLVMValueRef *ins, LLVMValueRef step, LLVMValueRef scratch,
+                         const attn_layout *lay)
 {
     attn_geom G;
     geom_init(&G, g, n, lay);
@@ -1035,7 +1217,7 @@ static void emit_forward(kiln_cg *cg, const kiln_graph *g, const kiln_node *n, a
     }
     KILN_ASSERT(scratch != NULL);
     par pp = {.G = &G, .B = blocks_for(cg->target), .backward = false};
-    pp.slot = slot_layout(&G, pp.B, false, false);
+    pp.slot = slot_layout(&G, pp.B, false, false, false);
     pp.items = G.n_bh * ceil_div(G.T, pp.B.bq);
     pp.parts = parts_for(pp.items);
     LLVMValueRef vals[V_COUNT] = {0};
@@ -1046,6 +1228,7 @@ static void emit_forward(kiln_cg *cg, const kiln_graph *g, const kiln_node *n, a
     if (want.out) vals[V_OUT] = outs[ATTN_OUT];
     if (want.o) vals[V_O] = outs[ATTN_O];
     if (want.lse) vals[V_LSE] = outs[ATTN_LSE];
+    vals[V_STEP] = step;
     vals[V_SCRATCH] = scratch;
     emit_parallel(cg, "attn", &pp, vals);
 }
@@ -1054,14 +1237,15 @@ void lower_attention_with_layout(lower_ctx *c, const attn_layout *lay)
 {
     LLVMValueRef outs[ATTN_N_OPERANDS] = {0};
     outs[ATTN_OUT] = c->out;
-    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){true, false, false}, outs, c->in, c->scratch, lay);
+    KILN_ASSERT(!lay || !lay->train_dropout); /* the table's kernels take no step counter */
+    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){true, false, false}, outs, c->in, NULL, c->scratch, lay);
 }
 
 void lower_attention_lse(lower_ctx *c)
 {
     LLVMValueRef outs[ATTN_N_OPERANDS] = {0};
     outs[ATTN_LSE] = c->out;
-    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){false, false, true}, outs, c->in, c->scratch, NULL);
+    emit_forward(c->cg, c->g, c->node, (attn_fwd_want){false, false, true}, outs, c->in, NULL, c->scratch, NULL);
 }
 
 LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uint32_t node, attn_fwd_want want,
@@ -1072,7 +1256,8 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
     snprintf(name, sizeof name, "k%u_attention_%s%s%s", node, want.out ? "y" : "", want.o ? "o" : "", want.lse ? "l" : "");
     LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
     unsigned n_out = (unsigned)want.out + want.o + want.lse;
-    unsigned n_ptrs = n_out + n->n_in + (has_scratch ? 1 : 0);
+    bool takes_step = lay && lay->train_dropout && n->attrs.attn_dropout > 0;
+    unsigned n_ptrs = n_out + n->n_in + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
     LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
     LLVMValueRef outs[ATTN_N_OPERANDS] = {0}, ins[64];
     KILN_ASSERT(n->n_in <= 64);
@@ -1091,8 +1276,9 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
         snprintf(pname, sizeof pname, "in%u", i);
         LLVMSetValueName2(ins[i], pname, strlen(pname));
     }
+    LLVMValueRef step = takes_step ? LLVMGetParam(fn, p++) : NULL;
     LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
-    emit_forward(cg, g, n, want, outs, ins, scratch, lay);
+    emit_forward(cg, g, n, want, outs, ins, step, scratch, lay);
     LLVMBuildRetVoid(cg->b);
     if (here) LLVMPositionBuilderAtEnd(cg->b, here);
     return fn;
@@ -1128,13 +1314,13 @@ int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t n
     geom_init(&G, g, n, NULL);
     if (G.n_bh == 0 || G.T == 0 || G.S == 0) return 0;
     attn_blocks B = blocks_for(t);
-    return parts_for(G.n_bh) * slot_layout(&G, B, true, want_ds(gw)).floats * KILN_ELEM_BYTES;
+    return parts_for(G.n_bh) * slot_layout(&G, B, true, want_ds(gw), gw.ds).floats * KILN_ELEM_BYTES;
 }
 
 /* The body of a gradient kernel: outs[w] for the wanted w, ins[] the shared inputs. */
 static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                      const LLVMValueRef outs[KILN_WRT_COUNT], const LLVMValueRef *ins, LLVMValueRef scratch,
-                      const attn_layout *lay)
+                      const LLVMValueRef outs[KILN_WRT_COUNT], const LLVMValueRef *ins, LLVMValueRef step,
+                      LLVMValueRef scratch, const attn_layout *lay)
 {
     grad_want gw;
     const kiln_node *n = group_node(g, node_of_wrt, &gw);
@@ -1145,12 +1331,13 @@ static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_w
         if (gw.dq) zero_operand(cg, &G, outs[KILN_WRT_Q], ATTN_DQ, G.T, G.dh);
         if (gw.dk) zero_operand(cg, &G, outs[KILN_WRT_K], ATTN_DK, G.S, G.dh);
         if (gw.dv) zero_operand(cg, &G, outs[KILN_WRT_V], ATTN_DV, G.S, G.dv);
-        if (gw.ds) zero_operand(cg, &G, outs[KILN_WRT_SCORES], ATTN_DSCORES, G.T, G.S);
+        if (gw.ds) zero_operand(cg, &G, outs[KILN_WRT_SCORES], ATTN_DSCORES, G.relative ? 1 : G.T,
+                                G.relative ? G.rel_len : G.S);
         return;
     }
     KILN_ASSERT(scratch != NULL);
     par pp = {.G = &G, .B = blocks_for(cg->target), .backward = true, .gw = gw};
-    pp.slot = slot_layout(&G, pp.B, true, want_ds(gw));
+    pp.slot = slot_layout(&G, pp.B, true, want_ds(gw), gw.ds);
     pp.items = G.n_bh;
     pp.parts = parts_for(pp.items);
     LLVMValueRef vals[V_COUNT] = {0};
@@ -1162,6 +1349,7 @@ static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_w
     vals[V_G] = ins[n->n_in - 1];
     vals[V_DQ] = outs[KILN_WRT_Q], vals[V_DK] = outs[KILN_WRT_K], vals[V_DV] = outs[KILN_WRT_V];
     vals[V_DS] = outs[KILN_WRT_SCORES];
+    vals[V_STEP] = step;
     vals[V_SCRATCH] = scratch;
     emit_parallel(cg, "attn_grad", &pp, vals);
 }
@@ -1182,7 +1370,8 @@ LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_grap
     }
     snprintf(name, sizeof name, "k%u_attention_grad_%s", first, wrts);
     LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
-    unsigned n_ptrs = (unsigned)n_out + n->n_in + (has_scratch ? 1 : 0);
+    bool takes_step = lay && lay->train_dropout && n->attrs.attn_dropout > 0;
+    unsigned n_ptrs = (unsigned)n_out + n->n_in + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
     LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
     LLVMValueRef outs[KILN_WRT_COUNT] = {0}, ins[64];
     KILN_ASSERT(n->n_in <= 64);
@@ -1200,8 +1389,9 @@ LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_grap
         snprintf(pname, sizeof pname, "in%u", i);
         LLVMSetValueName2(ins[i], pname, strlen(pname));
     }
+    LLVMValueRef step = takes_step ? LLVMGetParam(fn, p++) : NULL;
     LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
-    emit_grad(cg, g, node_of_wrt, outs, ins, scratch, lay);
+    emit_grad(cg, g, node_of_wrt, outs, ins, step, scratch, lay);
     LLVMBuildRetVoid(cg->b);
     if (here) LLVMPositionBuilderAtEnd(cg->b, here);
     return fn;
@@ -1233,5 +1423,5 @@ void lower_attention_grad(lower_ctx *c)
     single(c->node, c->id, node_of_wrt);
     LLVMValueRef outs[KILN_WRT_COUNT] = {0};
     outs[c->node->attrs.wrt] = c->out;
-    emit_grad(c->cg, c->g, node_of_wrt, outs, c->in, c->scratch, NULL);
+    emit_grad(c->cg, c->g, node_of_wrt, outs, c->in, NULL, c->scratch, NULL);
 }

@@ -59,6 +59,10 @@ static void read_inputs(const kiln_graph *g, const kiln_kernel_schedule *s, cons
         ak->args[ak->n_args++] = x;
         attn_operand op = j == 0 ? ATTN_Q : j == 1 ? ATTN_K : j == 2 ? ATTN_V : ATTN_G;
         bool slot = j < 3 || (ak->grad && j == n->n_in - 1);
+        if (ak->grad && s->stored_as && s->stored_as[x] != KILN_NONE) { /* o, in its transpose's buffer */
+            written_strides(g, s->stored_as[x], ak->strides[ATTN_O]);
+            ak->layout.stride[ATTN_O] = ak->strides[ATTN_O];
+        }
         if (slot && s->view[x]) {
             view_strides(g, x, ak->strides[op]);
             ak->layout.stride[op] = ak->strides[op];
@@ -90,7 +94,8 @@ void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *
         KILN_ASSERT(ak->first != KILN_NONE);
         const kiln_node *n = &g->nodes[ak->first];
         uint32_t y = att != KILN_NONE ? transpose_of(g, s, k, att) : KILN_NONE;
-        ak->want = (attn_fwd_want){att != KILN_NONE, y != KILN_NONE && !s->internal[att], lse != KILN_NONE};
+        bool in_y = s->stored_as && att != KILN_NONE && s->stored_as[att] != KILN_NONE; /* no copy needed */
+        ak->want = (attn_fwd_want){att != KILN_NONE, y != KILN_NONE && !s->internal[att] && !in_y, lse != KILN_NONE};
         if (ak->want.out) {
             ak->args[ak->n_args++] = y != KILN_NONE ? y : att;
             if (y != KILN_NONE) {
@@ -137,6 +142,11 @@ bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool 
 {
     if (!lower_kernel_key(g, ak->first, has_scratch, buf, size)) return false;
     size_t len = strlen(buf);
+    if (ak->layout.train_dropout) { /* the node's stream is in the key: never shared across layers */
+        int n = snprintf(buf + len, size - len, " dropseed=%llu", (unsigned long long)ak->layout.dropout_seed);
+        if (n < 0 || (size_t)n >= size - len) return false;
+        len += (size_t)n;
+    }
     if (!ak->grad) {
         int n = snprintf(buf + len, size - len, " want=%d%d%d", ak->want.out, ak->want.o, ak->want.lse);
         if (n < 0 || (size_t)n >= size - len) return false;

@@ -15,18 +15,18 @@
  *   alibi     bias −m_h·|i − j|, m_h = 2^(−8(h+1)/H): the op's bias input is the (H,1,1)
  *             slope constant −m_h and its `alibi` attribute says the bias is slope·|i − j|,
  *             which the attention kernel computes per block: no (H,T,S) table exists.
- *   relative  T5's bucketed bias: the bucket of j − i (key minus query) is a constant
- *             i32 (T,S) table computed here; the learned table .rel_bias.weight (32, H)
- *             is gathered by it into (T,S,H) and transposed to (H,T,S).
+ *   relative  T5's bucketed bias: the op's bias input is the learned table
+ *             .rel_bias.weight (32, H) and its `relative` attribute says the bias of
+ *             (i, j) is row kiln_t5_bucket(j − i) (key minus query): the kernel picks it,
+ *             no (H,T,S) table exists.
  *
  * Position biases enter through the op's bias input, which is added after the 1/√dh
  * scaling. Cross-attention accepts every position kind: queries take positions 0…T−1
  * and keys 0…S−1, which is what rope, alibi and the T5 bias mean when the memory is a
  * second sequence aligned at its start (decoder layers never ask for it).
  *
- * Dropout: the composite op has no dropout of its own, so with dropout > 0 a dropout
- * op is applied to the attention output (before the output projection). That is a known
- * deviation from PyTorch, which drops attention weights; it only matters in training.
+ * Dropout: the op's attn_dropout attribute drops attention weights after the softmax,
+ * as PyTorch does, inside the kernel (and only in a training step; ir.h).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -35,8 +35,8 @@
 
 const char *const fe_position_names[] = {"none", "relative", "rope", "alibi", NULL};
 
-/* T5: 32 buckets, distances from 128 on share the last bucket. */
-enum { T5_BUCKETS = 32, T5_MAX_DISTANCE = 128 };
+/* T5: 32 buckets, distances from KILN_T5_MAX_DISTANCE (128) on share the last bucket. */
+enum { T5_BUCKETS = 32 };
 
 /* ---- shared helpers (modules.h) --------------------------------------------------- */
 
@@ -171,31 +171,6 @@ static uint32_t alibi_bias(fe_ctx *c, const fe_node *n, int64_t H, int64_t S, bo
 
 /* ---- T5 relative bias ---------------------------------------------------------------- */
 
-/* The bucket of relative position rel = j − i, as HF T5's _relative_position_bucket:
- * bidirectional uses half the buckets per direction (keys after the query in the upper
- * half); causal only distinguishes keys before the query (later ones share bucket 0).
- * Distances below max_exact = buckets/2 get a bucket each; longer ones are log-spaced up
- * to max_distance, beyond which they share the last bucket. Computed in double: over
- * every distance up to 10^5 it truncates to the same bucket as T5's f32 arithmetic. */
-static int32_t t5_bucket(int64_t rel, bool bidirectional, int buckets, int max_distance)
-{
-    int32_t base = 0;
-    int64_t dist;
-    if (bidirectional) {
-        buckets /= 2;
-        if (rel > 0) base = buckets;
-        dist = rel < 0 ? -rel : rel;
-    } else {
-        dist = rel < 0 ? -rel : 0;
-    }
-    int max_exact = buckets / 2;
-    if (dist < max_exact) return base + (int32_t)dist;
-    double scaled = log((double)dist / max_exact) / log((double)max_distance / max_exact) * (buckets - max_exact);
-    int64_t b = max_exact + (int64_t)scaled;
-    if (b > buckets - 1) b = buckets - 1;
-    return base + (int32_t)b;
-}
-
 /* A generation step: the query is at kv.pos and the keys at 0…S−1, so the bucket of key
  * j is that of rel = j − pos ∈ [−(S−1), S−1]: a (2S−1) table of buckets indexed by
  * j − pos + S − 1, computed at run time with i32 ops, then the weight rows → (H, 1, S). */
@@ -203,7 +178,8 @@ static uint32_t relative_bias_step(fe_ctx *c, const fe_node *n, uint32_t w, int6
 {
     int32_t *bk = fe_table_alloc(c, n, "relative position buckets", 2 * S - 1);
     if (!bk) return KILN_NONE;
-    for (int64_t r = 0; r < 2 * S - 1; r++) bk[r] = t5_bucket(r - (S - 1), !causal, T5_BUCKETS, T5_MAX_DISTANCE);
+    for (int64_t r = 0; r < 2 * S - 1; r++)
+        bk[r] = kiln_t5_bucket(r - (S - 1), !causal, T5_BUCKETS, KILN_T5_MAX_DISTANCE);
     uint32_t table = fe_const_i32(c, n, 1, (int64_t[]){2 * S - 1}, bk, 2 * S - 1); /* (2S−1) i32 */
     free(bk);
     kiln_attrs ia = {.dtype = KILN_I32, .rank = 1, .shape = {S}, .axis = 0};
@@ -217,22 +193,15 @@ static uint32_t relative_bias_step(fe_ctx *c, const fe_node *n, uint32_t w, int6
     return fe_transpose(c, n, tsh, (int64_t[]){2, 0, 1});                         /* (H, 1, S) */
 }
 
-/* .rel_bias.weight (32, H) gathered by the (T, S) bucket table → (H, T, S). */
-static uint32_t relative_bias(fe_ctx *c, const fe_node *n, const char *prefix, int64_t H, int64_t T, int64_t S,
-                              bool causal, bool step)
+/* The attention's bias input: the learned table .rel_bias.weight (32, H) itself, whose
+ * rows the kernel picks by bucket (the op's `relative` attribute); in a generation step
+ * (one query at kv.pos) the gathered (H, 1, S) bias. */
+static uint32_t relative_bias(fe_ctx *c, const fe_node *n, const char *prefix, int64_t H, int64_t S, bool causal,
+                              bool step)
 {
     int64_t wdims[2] = {T5_BUCKETS, H};
     uint32_t w = fe_param(c, n, fe_fmt(c, "%s.rel_bias.weight", prefix), 2, wdims, KILN_INIT_ZEROS, 0);
-    if (step) return relative_bias_step(c, n, w, H, S, causal);
-    int32_t *bk = fe_table_alloc(c, n, "relative position buckets", T * S);
-    if (!bk) return KILN_NONE;
-    for (int64_t i = 0; i < T; i++)
-        for (int64_t j = 0; j < S; j++) bk[i * S + j] = t5_bucket(j - i, !causal, T5_BUCKETS, T5_MAX_DISTANCE);
-    uint32_t idx = fe_const_i32(c, n, 2, (int64_t[]){T, S}, bk, T * S); /* (T, S) i32 */
-    free(bk);
-    kiln_attrs g = {.axis = 0};
-    uint32_t tsh = fe_add(c, n, KILN_OP_GATHER, (uint32_t[]){w, idx}, 2, &g, NULL); /* (T, S, H) */
-    return fe_transpose(c, n, tsh, (int64_t[]){2, 0, 1});                        /* (H, T, S) */
+    return step ? relative_bias_step(c, n, w, H, S, causal) : w;
 }
 
 /* ---- the module ---------------------------------------------------------------------- */
@@ -304,18 +273,17 @@ uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uin
     if (spec->position == FE_POS_ALIBI) {
         bias = alibi_bias(c, n, H, S, step);
         a.alibi = !step;
-    } else if (spec->position == FE_POS_RELATIVE) bias = relative_bias(c, n, prefix, H, T, S, spec->causal, step);
+    } else if (spec->position == FE_POS_RELATIVE) {
+        bias = relative_bias(c, n, prefix, H, S, spec->causal, step);
+        a.relative = !step; /* bidirectional unless causal, as the kernel's buckets are */
+    }
     if (spec->position == FE_POS_ALIBI || spec->position == FE_POS_RELATIVE) {
         if (bias == KILN_NONE) return KILN_NONE;
-        in[n_in++] = bias; /* (H, T, S), or alibi's (H, 1, 1) slopes */
+        in[n_in++] = bias; /* relative's (32, H) table or alibi's (H, 1, 1) slopes; (H, 1, S) in a step */
         a.has_bias = true;
     }
+    a.attn_dropout = spec->dropout; /* the builder gives it its own mask stream */
     uint32_t y = fe_add(c, n, KILN_OP_ATTENTION, in, n_in, &a, NULL); /* (B, H, T, dh) */
-    if (spec->dropout > 0) {
-        /* Deviation (see the file comment): drops attention outputs, not weights. */
-        kiln_attrs d = {.scalar = spec->dropout};
-        y = fe_add(c, n, KILN_OP_DROPOUT, &y, 1, &d, NULL);
-    }
     y = merge_heads(c, n, y); /* (B, T, D) */
     return fe_build_linear(c, n, fe_fmt(c, "%s.o", prefix), y, D, spec->bias,
                            fe_residual_std(c, spec->n_layers)); /* (B, T, D) */

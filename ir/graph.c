@@ -155,6 +155,8 @@ uint32_t kiln_graph_add(kiln_graph *g, kiln_op op, const uint32_t *in, uint32_t 
     /* a dropout without a mask stream gets its own: the id it is about to have (never 0,
      * as dropout has an input) */
     if (op == KILN_OP_DROPOUT && a.stream == 0) a.stream = g->n_nodes;
+    /* likewise an attention with dropout (its lse and gradients copy the forward's) */
+    if (op == KILN_OP_ATTENTION && a.attn_dropout > 0 && a.stream == 0) a.stream = g->n_nodes;
 
     kiln_type out;
     char msg[512];

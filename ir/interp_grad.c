@@ -125,7 +125,10 @@ bool kiln_interp_layernorm_grad(const interp_call *c)
  *   dq_i = scale·Σ_j dS_j·k_j     dk_j += scale·dS_j·q_i     dv_j += p_j·g_i
  *   dscores_ij = dS_j (what the bias receives, before the reduction to its shape).
  * Excluded keys have p_j = 0 and so get nothing; a query with no key left has zero
- * weights in the forward and contributes nothing here. */
+ * weights in the forward and contributes nothing here.
+ * With attention dropout (multipliers m_j, kiln_interp_attn_drop_scale) the forward is
+ * out_i = Σ_j p_j·m_j·v_j, so dv_j += p_j·m_j·g_i and the softmax sees dp_j = m_j·dP_j:
+ * dS_j = p_j·(m_j·dP_j − Σ_k p_k·m_k·dP_k). */
 bool kiln_interp_attention_grad(const interp_call *c)
 {
     interp_attn at;
@@ -137,13 +140,13 @@ bool kiln_interp_attention_grad(const interp_call *c)
 
     int64_t n_out = kiln_type_numel(&c->node->type);
     double *acc = kiln_interp_alloc(c, (size_t)n_out * sizeof *acc, "attention gradient sums");
-    double *p = kiln_interp_alloc(c, (size_t)(2 * S) * sizeof *p, "attention probabilities");
+    double *p = kiln_interp_alloc(c, (size_t)(3 * S) * sizeof *p, "attention probabilities");
     if (!acc || !p) {
         free(acc);
         free(p);
         return false;
     }
-    double *dS = p + S;
+    double *dS = p + S, *m = p + 2 * S;
     for (int64_t i = 0; i < n_out; i++) acc[i] = 0;
 
     int64_t idx[KILN_MAX_RANK] = {0};
@@ -153,14 +156,15 @@ bool kiln_interp_attention_grad(const interp_call *c)
             /* the forward's probabilities; no key left: nothing flows back */
             if (!kiln_interp_attn_probs(&at, l, i, idx, p, NULL)) continue;
 
-            /* softmax's backward: dS_j = p_j·(dP_j − Σ_k p_k·dP_k) */
+            kiln_interp_attn_drop_scale(&at, l, i, m);
+            /* softmax's backward: dS_j = p_j·(m_j·dP_j − Σ_k p_k·m_k·dP_k) */
             double dot = 0;
             for (int64_t j = 0; j < S; j++) {
                 double dP = 0;
-                if (p[j] != 0)
+                if (p[j] != 0 && m[j] != 0)
                     for (int64_t e = 0; e < dv; e++) dP += (double)g[g0 + i * dv + e] * v[v0 + j * dv + e];
-                dS[j] = dP;
-                dot += p[j] * dP;
+                dS[j] = m[j] * dP;
+                dot += p[j] * dS[j];
             }
             for (int64_t j = 0; j < S; j++) dS[j] = p[j] * (dS[j] - dot);
 
@@ -175,10 +179,14 @@ bool kiln_interp_attention_grad(const interp_call *c)
                 break;
             case KILN_WRT_V:
                 for (int64_t j = 0; j < S; j++)
-                    for (int64_t e = 0; e < dv; e++) acc[v0 + j * dv + e] += p[j] * g[g0 + i * dv + e];
+                    for (int64_t e = 0; e < dv; e++) acc[v0 + j * dv + e] += p[j] * m[j] * g[g0 + i * dv + e];
                 break;
-            default: /* scores, laid out (…, H, T, S) */
-                for (int64_t j = 0; j < S; j++) acc[(l * T + i) * S + j] = dS[j];
+            default: /* scores, laid out (…, H, T, S); relative: summed along diagonals,
+                        (…, H, T + S − 1) at i − j + S − 1 */
+                if (a->relative)
+                    for (int64_t j = 0; j < S; j++) acc[l * (T + S - 1) + i - j + S - 1] += dS[j];
+                else
+                    for (int64_t j = 0; j < S; j++) acc[(l * T + i) * S + j] = dS[j];
                 break;
             }
         }

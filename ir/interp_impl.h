@@ -73,16 +73,25 @@ typedef struct interp_attn {
     const float *q, *k, *v;
     const void *mask;          /* (…,S) or NULL */
     kiln_dtype mask_dt;
-    const float *bias;         /* broadcast to (…,H,T,S) through bstride, or NULL */
+    const float *bias;         /* broadcast to (…,H,T,S) through bstride, or NULL; with
+                                  relative the (NB, H) bucket embedding, NB = bias_rows */
+    int64_t bias_rows;
     int64_t bstride[KILN_MAX_RANK];
     int r;
     int64_t H, T, S, dh, dv, n_batch;  /* n_batch = batch × heads */
+    /* attention dropout, in a training run with attrs.attn_dropout > 0 (else drop = 0) */
+    double drop;
+    uint32_t stream;
+    uint64_t seed;
 } interp_attn;
 void kiln_interp_attn_init(const interp_call *c, interp_attn *at);
 /* The forward's probabilities p[0..S) of query i in batch-head l (idx holds l's batch and
  * head indices, as kiln_interp_next_index advances them): excluded keys get 0. Returns
  * false, leaving p unspecified, when no key is left (the row then has zero weights). */
 bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p, double *lse);
+/* The multipliers of query i's weights under attention dropout: m[j] = 1/(1 − drop) for a
+ * kept weight, 0 for a dropped one; all 1 without dropout. */
+void kiln_interp_attn_drop_scale(const interp_attn *at, int64_t l, int64_t i, double *m);
 bool kiln_interp_attention_lse(const interp_call *c);
 bool kiln_interp_cross_entropy(const interp_call *c);
 bool kiln_interp_dropout(const interp_call *c);

@@ -81,7 +81,8 @@ bool kiln_interp_layernorm(const interp_call *c)
  * is kept (mask ≠ 0 and, when causal, j ≤ i — top-left aligned when T ≠ S, like
  * PyTorch's is_causal); excluded keys count as −∞. p = softmax over the kept keys;
  * out_i = Σ_j p_j v_j. A row whose scores are all −∞ (no key left) gets zero weights,
- * so its output is 0 rather than NaN. */
+ * so its output is 0 rather than NaN. Attention dropout (training only) multiplies each
+ * p_j by its kiln_interp_attn_drop_scale after the softmax. */
 void kiln_interp_attn_init(const interp_call *c, interp_attn *at)
 {
     memset(at, 0, sizeof *at);
@@ -104,9 +105,23 @@ void kiln_interp_attn_init(const interp_call *c, interp_attn *at)
         at->mask = interp_in(c, next++);
     }
     if (at->a->has_bias) {
-        kiln_interp_bcast_strides(interp_in_type(c, next), r, at->bstride); /* over (…,H,T,S) */
+        const kiln_type *bt = interp_in_type(c, next);
+        if (at->a->relative) at->bias_rows = bt->dims[0]; /* (NB, H) */
+        else kiln_interp_bcast_strides(bt, r, at->bstride); /* over (…,H,T,S) */
         at->bias = interp_in(c, next++);
     }
+    if (c->training && at->a->attn_dropout > 0) {
+        at->drop = at->a->attn_dropout;
+        at->stream = (uint32_t)at->a->stream;
+        at->seed = c->seed;
+    }
+}
+
+void kiln_interp_attn_drop_scale(const interp_attn *at, int64_t l, int64_t i, double *m)
+{
+    int64_t row = (l * at->T + i) * at->S; /* the weight's index over (…,H,T,S) */
+    for (int64_t j = 0; j < at->S; j++)
+        m[j] = at->drop == 0 ? 1.0 : kiln_interp_dropout_keep(at->seed, at->stream, row + j, at->drop) ? 1.0 / (1.0 - at->drop) : 0.0;
 }
 
 bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t *idx, double *p, double *lse)
@@ -126,7 +141,10 @@ bool kiln_interp_attn_probs(const interp_attn *at, int64_t l, int64_t i, int64_t
         double s = 0;
         for (int64_t d = 0; d < dh; d++) s += (double)at->q[q0 + i * dh + d] * at->k[k0 + j * dh + d];
         s *= a->scalar;
-        if (at->bias) {
+        if (at->bias && a->relative) { /* the head's column of the bucket embedding */
+            int64_t NB = at->bias_rows, h = l % at->H;
+            s += at->bias[(int64_t)kiln_t5_bucket(j - i, !a->causal, (int)NB, KILN_T5_MAX_DISTANCE) * at->H + h];
+        } else if (at->bias) {
             idx[r - 2] = i;
             idx[r - 1] = j;
             double b = at->bias[kiln_interp_offset(idx, at->bstride, (int)r)];
@@ -153,8 +171,9 @@ bool kiln_interp_attention(const interp_call *c)
     interp_attn at;
     kiln_interp_attn_init(c, &at);
     int64_t T = at.T, S = at.S, dv = at.dv;
-    double *p = kiln_interp_alloc(c, (size_t)S * sizeof *p, "attention probabilities");
+    double *p = kiln_interp_alloc(c, (size_t)(2 * S) * sizeof *p, "attention probabilities");
     if (!p) return false;
+    double *m = p + S; /* the dropout multipliers */
 
     int64_t idx[KILN_MAX_RANK] = {0}; /* (batch…, head, i, j) for the bias */
     for (int64_t l = 0; l < at.n_batch; l++) {
@@ -165,6 +184,8 @@ bool kiln_interp_attention(const interp_call *c)
                 for (int64_t e = 0; e < dv; e++) row[e] = 0.0f;
                 continue;
             }
+            kiln_interp_attn_drop_scale(&at, l, i, m);
+            for (int64_t j = 0; j < S; j++) p[j] *= m[j];
             for (int64_t e = 0; e < dv; e++) {
                 double acc = 0;
                 for (int64_t j = 0; j < S; j++) acc += p[j] * at.v[v0 + j * dv + e];
@@ -238,6 +259,29 @@ bool kiln_interp_cross_entropy(const interp_call *c)
     if (eps != 0) loss += eps / (double)C * (smooth_sum / (double)kept);
     *(float *)c->out = (float)loss;
     return true;
+}
+
+/* ---- T5 buckets ------------------------------------------------------------------------------- */
+
+/* Computed in double: over every distance up to 10^5 it truncates to the same bucket as
+ * T5's f32 arithmetic. */
+int32_t kiln_t5_bucket(int64_t rel, bool bidirectional, int buckets, int max_distance)
+{
+    int32_t base = 0;
+    int64_t dist;
+    if (bidirectional) {
+        buckets /= 2;
+        if (rel > 0) base = buckets;
+        dist = rel < 0 ? -rel : rel;
+    } else {
+        dist = rel < 0 ? -rel : 0;
+    }
+    int max_exact = buckets / 2;
+    if (dist < max_exact) return base + (int32_t)dist;
+    double scaled = log((double)dist / max_exact) / log((double)max_distance / max_exact) * (buckets - max_exact);
+    int64_t b = max_exact + (int64_t)scaled;
+    if (b > buckets - 1) b = buckets - 1;
+    return base + (int32_t)b;
 }
 
 /* ---- dropout -------------------------------------------------------------------------------- */

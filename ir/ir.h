@@ -133,8 +133,22 @@ typedef struct kiln_attrs {
      * has_bias. scores = q·kᵀ·scalar + bias; masked keys and (causal) keys j > i are
      * excluded; a row with no key left gets zero weights. With alibi the bias input b is
      * broadcastable to (…,H,1,1) (per-head slopes) and the additive bias is
-     * b·|i − j| (ALiBi, computed in the kernel: no (H,T,S) table). */
+     * b·|i − j| (ALiBi, computed in the kernel: no (H,T,S) table).
+     * attn_dropout: in a training run, each attention weight p_ij (after the softmax) is
+     * kept with probability 1 − attn_dropout and then divided by it, else 0 (PyTorch's
+     * attention dropout); the mask is dropout's hash (kiln_interp_dropout_keep) of the
+     * node's `stream` and the weight's index ((batch…·H + h)·T + i)·S + j over
+     * (…,H,T,S). 0: no dropout (and then no stream). attention_lse ignores it; the
+     * attention_grad of an attention carries the same two, so it drops the same weights. */
     bool causal, has_mask, has_bias, alibi;
+    /* relative: T5's bucketed relative-position bias computed in the kernel. The bias
+     * input is the bucket embedding (NB, H), NB even; the bias of query i, key j in head
+     * h is bias[kiln_t5_bucket(j − i, !causal, NB, KILN_T5_MAX_DISTANCE)][h]. The
+     * gradient wrt=scores is then the scores' gradient summed along diagonals,
+     * (…, H, T + S − 1), element t = Σ over i − j + S − 1 = t (autodiff scatters it into
+     * the buckets). */
+    bool relative;
+    double attn_dropout;
     int64_t ignore_index;        /* KILN_A_IGNORE */
     /* KILN_A_STREAM: dropout's mask is a hash of (run seed, stream, element index). The
      * builder sets a stream of 0 to the node's id, so every dropout node has its own mask
@@ -150,6 +164,15 @@ typedef enum kiln_wrt { KILN_WRT_Q, KILN_WRT_K, KILN_WRT_V, KILN_WRT_SCORES, KIL
 extern const char *const kiln_wrt_names[KILN_WRT_COUNT];   /* "q", "k", "v", "scores" */
 
 #define KILN_NONE UINT32_MAX
+
+/* T5's bucket of relative position rel = key − query (HF's _relative_position_bucket):
+ * bidirectional uses half the buckets per direction (keys after the query in the upper
+ * half); otherwise only keys before the query are told apart (later ones share bucket
+ * 0). Distances below buckets/4 (bidirectional) or buckets/2 get a bucket each; longer
+ * ones are log-spaced up to max_distance, beyond which they share the last bucket
+ * (ir/interp_nn.c). */
+#define KILN_T5_MAX_DISTANCE 128
+int32_t kiln_t5_bucket(int64_t rel, bool bidirectional, int buckets, int max_distance);
 
 typedef struct kiln_node {
     kiln_op op;

@@ -297,8 +297,8 @@ static bool parse_type(parser *ps, kiln_type *t)
  * them. SLOT_SCALAR's key is the op's scalar_name. */
 typedef enum slot {
     SLOT_INIT, SLOT_STD, SLOT_BOUND, SLOT_AXIS, SLOT_AXES, SLOT_KEEPDIMS, SLOT_PERM, SLOT_START, SLOT_END,
-    SLOT_STEP, SLOT_SCALAR, SLOT_TRANSPOSE_A, SLOT_TRANSPOSE_B, SLOT_CAUSAL, SLOT_HAS_MASK, SLOT_HAS_BIAS, SLOT_ALIBI,
-    SLOT_IGNORE, SLOT_STREAM, SLOT_WRT, SLOT_COUNT
+    SLOT_STEP, SLOT_SCALAR, SLOT_TRANSPOSE_A, SLOT_TRANSPOSE_B, SLOT_CAUSAL, SLOT_HAS_MASK, SLOT_HAS_BIAS, SLOT_ALIBI, SLOT_RELATIVE,
+    SLOT_ATTN_DROPOUT, SLOT_ATTN_STREAM, SLOT_IGNORE, SLOT_STREAM, SLOT_WRT, SLOT_COUNT
 } slot;
 
 static const struct {
@@ -323,6 +323,9 @@ static const struct {
     [SLOT_HAS_MASK] = {"has_mask", KILN_A_ATTN, true},
     [SLOT_HAS_BIAS] = {"has_bias", KILN_A_ATTN, true},
     [SLOT_ALIBI] = {"alibi", KILN_A_ATTN, true},
+    [SLOT_RELATIVE] = {"relative", KILN_A_ATTN, true},
+    [SLOT_ATTN_DROPOUT] = {"dropout", KILN_A_ATTN, false}, /* optional, with its stream */
+    [SLOT_ATTN_STREAM] = {"stream", KILN_A_ATTN, false},
     [SLOT_IGNORE] = {"ignore_index", KILN_A_IGNORE, false},
     [SLOT_STREAM] = {"stream", KILN_A_STREAM, false},
     [SLOT_WRT] = {"wrt", KILN_A_WRT, false},
@@ -379,6 +382,7 @@ static bool parse_attr(parser *ps, node_text *nt)
     case SLOT_HAS_MASK: return parse_flag_value(ps, &a->has_mask);
     case SLOT_HAS_BIAS: return parse_flag_value(ps, &a->has_bias);
     case SLOT_ALIBI: return parse_flag_value(ps, &a->alibi);
+    case SLOT_RELATIVE: return parse_flag_value(ps, &a->relative);
     default: break;
     }
     if (!expect_char(ps, '=', "after the attribute name")) return false;
@@ -400,7 +404,9 @@ static bool parse_attr(parser *ps, node_text *nt)
     case SLOT_END: return parse_i64(ps, &a->end);
     case SLOT_STEP: return parse_i64(ps, &a->step);
     case SLOT_IGNORE: return parse_i64(ps, &a->ignore_index);
-    case SLOT_STREAM: return parse_i64(ps, &a->stream);
+    case SLOT_STREAM:
+    case SLOT_ATTN_STREAM: return parse_i64(ps, &a->stream);
+    case SLOT_ATTN_DROPOUT: return parse_f64(ps, &a->attn_dropout);
     case SLOT_WRT: {
         span v = read_ident(ps);
         for (int w = 0; w < KILN_WRT_COUNT; w++)
@@ -425,6 +431,8 @@ static bool check_required(parser *ps, const node_text *nt)
         bool needed = true;
         if (i == SLOT_STD) needed = nt->seen[SLOT_INIT] && nt->a.init == KILN_INIT_NORMAL;
         if (i == SLOT_BOUND) needed = nt->seen[SLOT_INIT] && nt->a.init == KILN_INIT_UNIFORM;
+        if (i == SLOT_ATTN_DROPOUT) needed = false;
+        if (i == SLOT_ATTN_STREAM) needed = nt->seen[SLOT_ATTN_DROPOUT];
         if (needed && !nt->seen[i])
             return error_at(ps, nt->op_at, "%s needs the attribute '%s'", info->name, slot_key((slot)i, info));
         if (!needed && nt->seen[i] && (i == SLOT_STD || i == SLOT_BOUND))

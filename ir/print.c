@@ -212,6 +212,12 @@ static void out_attrs(outbuf *o, const kiln_node *n, const kiln_op_info *info)
         if (a->has_mask) out_str(o, " has_mask");
         if (a->has_bias) out_str(o, " has_bias");
         if (a->alibi) out_str(o, " alibi");
+        if (a->relative) out_str(o, " relative");
+        if (a->attn_dropout != 0) { /* only then: attention without dropout prints as before */
+            out_str(o, " dropout=");
+            out_double(o, a->attn_dropout);
+            out_fmt(o, " stream=%lld", (long long)a->stream);
+        }
     }
     if (bits & KILN_A_IGNORE) out_fmt(o, " ignore_index=%lld", (long long)a->ignore_index);
     if (bits & KILN_A_STREAM) out_fmt(o, " stream=%lld", (long long)a->stream);

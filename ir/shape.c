@@ -432,6 +432,10 @@ static bool rule_attention(rule_ctx *c)
     kiln_attrs *a = c->a;
     uint32_t want = 3 + (a->has_mask ? 1 : 0) + (a->has_bias ? 1 : 0);
     if (c->n_in != want) return fail(c, "expects %u inputs, got %u", want, c->n_in);
+    if (!(a->attn_dropout >= 0 && a->attn_dropout < 1))
+        return fail(c, "dropout = %g must lie in [0, 1)", a->attn_dropout);
+    if (a->attn_dropout > 0 && !(a->stream >= 1 && a->stream <= UINT32_MAX))
+        return fail(c, "stream %lld is out of range [1, 2^32)", (long long)a->stream);
     const kiln_type *q = c->in[0], *k = c->in[1], *v = c->in[2];
     for (int i = 0; i < 3; i++)
         if (!need_f32(c, c->in[i], i == 0 ? "q" : i == 1 ? "k" : "v")) return false;
@@ -457,7 +461,15 @@ static bool rule_attention(rule_ctx *c)
             return fail(c, "key mask is %s but must be %s", ts(m), ts(&want_m));
         }
     }
-    if (a->has_bias) {
+    if (a->relative) {
+        const kiln_type *b = a->has_bias ? c->in[next] : NULL;
+        if (!b) return fail(c, "relative needs its bucket embedding as the bias input");
+        if (a->alibi) return fail(c, "relative and alibi exclude each other");
+        if (b->dtype != KILN_F32 || b->rank != 2 || b->dims[1] != q->dims[r - 3] || b->dims[0] < 2 || b->dims[0] % 2)
+            return fail(c, "relative bucket embedding %s must be f32 (buckets, %lld heads) with an even number of buckets of 2 or more",
+                        ts(b), (long long)q->dims[r - 3]);
+        next++;
+    } else if (a->has_bias) {
         const kiln_type *b = c->in[next++];
         kiln_type scores = *q;
         scores.dims[r - 1] = S;
@@ -531,6 +543,11 @@ static bool rule_attention_grad(rule_ctx *c)
     case KILN_WRT_SCORES:
         *c->out = *c->in[0];
         c->out->dims[c->out->rank - 1] = c->in[1]->dims[c->in[1]->rank - 2];
+        if (c->a->relative) { /* summed along diagonals: (…, H, T + S − 1) */
+            c->out->rank--;
+            c->out->dims[c->out->rank - 1] = c->in[0]->dims[c->in[0]->rank - 2] + c->in[1]->dims[c->in[1]->rank - 2] - 1;
+            if (c->out->dims[c->out->rank - 1] < 0) c->out->dims[c->out->rank - 1] = 0;
+        }
         return check_size(c, c->out); /* the T×S scores the forward never materialises */
     default: return fail(c, "wrt %d is not q, k, v or scores", c->a->wrt);
     }

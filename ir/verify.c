@@ -74,8 +74,11 @@ static const char *attrs_differ(const kiln_op_info *info, const kiln_attrs *x, c
     if ((bits & KILN_A_TRANSPOSE) && (x->transpose_a != y->transpose_a || x->transpose_b != y->transpose_b))
         return "transpose_a/transpose_b";
     if ((bits & KILN_A_ATTN) && (x->causal != y->causal || x->has_mask != y->has_mask || x->has_bias != y->has_bias ||
-                                 x->alibi != y->alibi))
-        return "causal/has_mask/has_bias/alibi";
+                                 x->alibi != y->alibi || x->relative != y->relative))
+        return "causal/has_mask/has_bias/alibi/relative";
+    if ((bits & KILN_A_ATTN) && (!same_double(x->attn_dropout, y->attn_dropout) ||
+                                 (x->attn_dropout != 0 && x->stream != y->stream)))
+        return "dropout/stream";
     if ((bits & KILN_A_IGNORE) && x->ignore_index != y->ignore_index) return "ignore_index";
     if ((bits & KILN_A_STREAM) && x->stream != y->stream) return "stream";
     if ((bits & KILN_A_WRT) && x->wrt != y->wrt) return "wrt";

@@ -246,7 +246,9 @@ static bool same_attention(const kiln_node *a, const kiln_node *b, uint32_t n_in
     return a->n_in >= n_in && b->n_in >= n_in && !memcmp(a->in, b->in, n_in * sizeof *a->in) &&
            a->attrs.causal == b->attrs.causal && a->attrs.has_mask == b->attrs.has_mask &&
            a->attrs.has_bias == b->attrs.has_bias && a->attrs.alibi == b->attrs.alibi &&
-           a->attrs.scalar == b->attrs.scalar;
+           a->attrs.relative == b->attrs.relative &&
+           a->attrs.scalar == b->attrs.scalar && a->attrs.attn_dropout == b->attrs.attn_dropout &&
+           a->attrs.stream == b->attrs.stream;
 }
 
 /* The live readers of each node, as one list (CSR). */
@@ -905,6 +907,46 @@ static void order_kernels(const kiln_graph *g, kiln_kernel_schedule *s)
     free(from);
 }
 
+/* An attention result that its kernel writes only through its transpose member y (the
+ * head merge) and that is read outside the kernel only as the forward output `o` of
+ * attention_grad nodes lives in y's buffer (stored_as): the gradient kernels read it
+ * there with y's strides, so no row-major copy of it is written or kept. */
+static void attention_stored_as(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s)
+{
+    uint32_t nn = g->n_nodes;
+    s->stored_as = xcalloc(nn, sizeof *s->stored_as);
+    unsigned char *other = xcalloc(nn, 1); /* read by something else than an attention_grad's o */
+    for (uint32_t o = 0; o < g->n_outputs; o++) other[g->outputs[o].node] = 1;
+    for (uint32_t u = 0; u < g->n_updates; u++) other[g->updates[u].value] = 1;
+    for (uint32_t id = 0; id < nn; id++) {
+        s->stored_as[id] = KILN_NONE;
+        if (!req->live[id]) continue;
+        const kiln_node *n = &g->nodes[id];
+        uint32_t o_at = KILN_NONE;
+        if (n->op == KILN_OP_ATTENTION_GRAD) {
+            uint32_t base = 3 + (n->attrs.has_mask ? 1 : 0) + (n->attrs.has_bias ? 1 : 0);
+            if (n->n_in == base + 3) o_at = base;
+        }
+        for (uint32_t j = 0; j < n->n_in; j++)
+            if (j != o_at && (s->kernel_of[id] == KILN_NONE || s->kernel_of[id] != s->kernel_of[n->in[j]]))
+                other[n->in[j]] = 1;
+    }
+    for (uint32_t k = 0; k < s->n_kernels; k++) {
+        const kiln_kernel *kn = &s->kernels[k];
+        if (kn->kind != KILN_KERNEL_ATTENTION) continue;
+        uint32_t att = KILN_NONE, y = KILN_NONE;
+        for (uint32_t i = 0; i < kn->n; i++)
+            if (g->nodes[s->members[kn->first + i]].op == KILN_OP_ATTENTION) att = s->members[kn->first + i];
+        for (uint32_t i = 0; i < kn->n && att != KILN_NONE; i++) {
+            uint32_t m = s->members[kn->first + i];
+            if (g->nodes[m].op == KILN_OP_TRANSPOSE && g->nodes[m].in[0] == att) y = m;
+        }
+        if (att != KILN_NONE && y != KILN_NONE && !s->internal[att] && !other[att] && !s->internal[y])
+            s->stored_as[att] = y;
+    }
+    free(other);
+}
+
 bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s, kiln_diags *d)
 {
     (void)d;
@@ -976,6 +1018,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     for (uint32_t id = 0; id < nn; id++)
         s->internal[id] = s->kernel_of[id] != KILN_NONE && !escapes[id] &&
                           s->kernels[s->kernel_of[id]].kind != KILN_KERNEL_NODE;
+    attention_stored_as(g, req, s);
 
     for (uint32_t gi = 0; gi < f.n_groups; gi++) free(f.groups[gi].members);
     free(f.groups);
@@ -994,5 +1037,6 @@ void kiln_schedule_free(kiln_kernel_schedule *s)
     free(s->kernel_of);
     free(s->internal);
     free(s->view);
+    free(s->stored_as);
     memset(s, 0, sizeof *s);
 }

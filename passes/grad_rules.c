@@ -16,6 +16,7 @@
  * cross_entropy_grad); those, like comparisons, cast and the sources, have no rule.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "grad.h"
@@ -409,6 +410,33 @@ static void rule_layernorm(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g
     if (ad_wants(c, n, 2)) ad_give(c, n, 2, ad_unbroadcast(c, g, b));
 }
 
+/* The bucket embedding's gradient from the diagonal sums d (…, H, T+S−1) of the scores'
+ * gradient (element t: relative position j − i = S − 1 − t): summed over the batch dims,
+ * then each diagonal added into its bucket's row by scatter_add (in order: deterministic). */
+static uint32_t relative_grad(ad_ctx *c, uint32_t d, uint32_t w, bool causal)
+{
+    const kiln_type *dt = &c->g->nodes[d].type, *wt = &c->g->nodes[w].type;
+    int r = dt->rank;
+    const kiln_type *kt = &c->g->nodes[c->g->nodes[d].in[1]].type; /* k (…, S, dh) */
+    int64_t L = dt->dims[r - 1], NB = wt->dims[0], H = wt->dims[1], S = kt->dims[kt->rank - 2];
+    if (r > 2) {
+        kiln_attrs s = {.n_axes = r - 2};
+        for (int i = 0; i < r - 2; i++) s.axes[i] = i;
+        d = ad_op(c, KILN_OP_SUM, &d, 1, &s); /* (H, L) */
+    }
+    kiln_attrs tp = {.perm = {1, 0}};
+    d = ad_op(c, KILN_OP_TRANSPOSE, &d, 1, &tp); /* (L, H) */
+    int32_t *bk = malloc((size_t)(L > 0 ? L : 1) * sizeof *bk);
+    KILN_ASSERT(bk != NULL);
+    for (int64_t t = 0; t < L; t++) bk[t] = kiln_t5_bucket(S - 1 - t, !causal, (int)NB, KILN_T5_MAX_DISTANCE);
+    kiln_attrs ca = {.dtype = KILN_I32, .rank = 1, .shape = {L}, .values = L > 0 ? bk : NULL, .n_values = L};
+    uint32_t idx = ad_op(c, KILN_OP_CONSTANT, NULL, 0, &ca); /* (L) i32 buckets */
+    free(bk);
+    kiln_attrs sa = {.dtype = KILN_F32, .rank = 2, .shape = {NB, H}, .axis = 0};
+    uint32_t in[2] = {d, idx};
+    return ad_op(c, KILN_OP_SCATTER_ADD, in, 2, &sa); /* (NB, H) */
+}
+
 /* attention(q, k, v, [mask], [bias]): one attention_grad per input wanted, each given
  * the forward's output and attention_lse (the fuser computes all of them in one kernel,
  * and the forward's lse in the forward attention kernel); the bias gets the scores'
@@ -422,7 +450,9 @@ static void rule_attention(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g
     KILN_ASSERT(n->n_in + 3 <= 8);
     memcpy(in, n->in, n->n_in * sizeof *in);
     kiln_attrs a = {.scalar = n->attrs.scalar, .causal = n->attrs.causal, .has_mask = n->attrs.has_mask,
-                    .has_bias = n->attrs.has_bias, .alibi = n->attrs.alibi};
+                    .has_bias = n->attrs.has_bias, .alibi = n->attrs.alibi, .relative = n->attrs.relative,
+                    /* attention dropout: the gradients drop the weights the forward dropped */
+                    .attn_dropout = n->attrs.attn_dropout, .stream = n->attrs.stream};
     /* the forward's output and row log-sum-exp (one forward kernel computes both), so the
      * backward kernel skips recomputing the softmax statistics */
     in[n->n_in] = y;
@@ -437,6 +467,10 @@ static void rule_attention(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g
     if (n->attrs.has_bias && ad_wants(c, n, bias)) {
         a.wrt = KILN_WRT_SCORES;
         uint32_t scores = ad_op(c, KILN_OP_ATTENTION_GRAD, in, n_grad_in, &a);
+        if (n->attrs.relative) { /* (…, H, T+S−1) diagonal sums → the (NB, H) buckets */
+            ad_give(c, n, bias, relative_grad(c, scores, in_k(n, bias), n->attrs.causal));
+            return;
+        }
         if (n->attrs.alibi) { /* bias = slope·|i − j|: the slope gets Σ dscores·|i − j| */
             const kiln_type *st = &c->g->nodes[scores].type;
             int64_t T = st->dims[st->rank - 2], S = st->dims[st->rank - 1];

@@ -144,7 +144,10 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         if (!needed[id] || h->kind != KILN_HOME_NONE) continue;
         KILN_ASSERT(n->op != KILN_OP_INPUT && n->op != KILN_OP_PARAM && n->op != KILN_OP_STATE); /* all listed */
         h->bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
-        if (req->schedule && req->schedule->internal[id]) {
+        if (req->schedule && req->schedule->stored_as && req->schedule->stored_as[id] != KILN_NONE) {
+            h->kind = KILN_HOME_ALIAS; /* in its transpose's buffer, read with strides (fuse.c) */
+            h->index = req->schedule->stored_as[id];
+        } else if (req->schedule && req->schedule->internal[id]) {
             h->kind = KILN_HOME_FUSED;
         } else if (req->schedule && req->schedule->view[id]) { /* read with strides */
             h->kind = KILN_HOME_ALIAS;

@@ -97,6 +97,9 @@ typedef struct kiln_kernel_schedule {
     unsigned char *internal;   /* per node: its value never leaves its kernel (no buffer) */
     unsigned char *view;       /* per node: a transpose no kernel computes: the attention
                                   kernels reading it read its input's memory with strides */
+    uint32_t *stored_as;       /* per node: KILN_NONE, or the transpose member of its kernel
+                                  whose buffer holds it (an attention result written only
+                                  transposed; attention_grad reads it there with strides) */
 } kiln_kernel_schedule;
 
 typedef struct kiln_fuse_request {

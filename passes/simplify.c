@@ -106,7 +106,9 @@ static bool same_node(const kiln_node *x, const kiln_node *y)
     if ((bits & KILN_A_SLICE) && (a->start != b->start || a->end != b->end || a->step != b->step)) return false;
     if ((bits & KILN_A_SCALAR) && !same_double(a->scalar, b->scalar)) return false;
     if ((bits & KILN_A_TRANSPOSE) && (a->transpose_a != b->transpose_a || a->transpose_b != b->transpose_b)) return false;
-    if ((bits & KILN_A_ATTN) && (a->causal != b->causal || a->has_mask != b->has_mask || a->has_bias != b->has_bias))
+    if ((bits & KILN_A_ATTN) && (a->causal != b->causal || a->has_mask != b->has_mask || a->has_bias != b->has_bias ||
+                                 a->alibi != b->alibi || a->relative != b->relative || !same_double(a->attn_dropout, b->attn_dropout) ||
+                                 (a->attn_dropout != 0 && a->stream != b->stream)))
         return false;
     if ((bits & KILN_A_IGNORE) && a->ignore_index != b->ignore_index) return false;
     if ((bits & KILN_A_STREAM) && a->stream != b->stream) return false;

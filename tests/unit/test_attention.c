@@ -190,7 +190,8 @@ static void call_kernel(void *fn, void **a, int n)
 enum mask_kind { MASK_NONE, MASK_F32, MASK_I32 };
 enum bias_kind { BIAS_NONE, BIAS_ALIBI /* (H,T,S) */, BIAS_BATCH /* (B,1,1,S) */, BIAS_TS /* (T,S) */,
                  BIAS_FULL /* (B,H,T,S) */, BIAS_HEAD /* (H,1,1) */,
-                 BIAS_SLOPES /* (H,1,1) ALiBi slopes: the op's alibi attribute, in-kernel */ };
+                 BIAS_SLOPES /* (H,1,1) ALiBi slopes: the op's alibi attribute, in-kernel */,
+                 BIAS_REL /* (NB,H) T5 bucket embedding: the op's relative attribute, in-kernel */ };
 
 typedef struct acase {
     int64_t B, H, T, S, dh, dv;
@@ -198,6 +199,22 @@ typedef struct acase {
     enum mask_kind mask;
     enum bias_kind bias;
 } acase;
+
+/* Attention dropout for the cases built while it is set (test_dropout): the attention
+ * nodes get attn_dropout = p, the interpreter runs in training mode with seed
+ * seed + step, and the kernels are built with the layout's train_dropout and called with
+ * a pointer to step (the step counter) after their inputs. */
+static struct {
+    double p;
+    uint64_t seed;
+    float step;
+} g_drop;
+
+static attn_layout drop_layout(void)
+{
+    attn_layout l = {{0}, g_drop.p > 0, g_drop.seed};
+    return l;
+}
 
 /* A case's graph: inputs, the attention node and its four gradient nodes. */
 typedef struct agraph {
@@ -293,6 +310,7 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
         case BIAS_BATCH: rank = 4, bd[0] = B, bd[1] = 1, bd[2] = 1, bd[3] = S; break;
         case BIAS_TS: rank = 2, bd[0] = T, bd[1] = S; break;
         case BIAS_FULL: rank = 4, bd[0] = B, bd[1] = H, bd[2] = T, bd[3] = S; break;
+        case BIAS_REL: rank = 2, bd[0] = T > 40 ? 32 : 8, bd[1] = H; break; /* NB buckets */
         default: rank = 3, bd[0] = H, bd[1] = 1, bd[2] = 1; break; /* BIAS_HEAD, BIAS_SLOPES */
         }
         int64_t n = 1;
@@ -306,11 +324,14 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
         if (c->bias == BIAS_SLOPES) /* −slope_h; the kernel multiplies by |i − j| */
             for (int64_t h = 0; h < H; h++) b[h] = -(float)pow(2.0, -8.0 * (double)(h + 1) / (double)H);
         at.alibi = c->bias == BIAS_SLOPES;
+        at.relative = c->bias == BIAS_REL;
         a->in[a->n_in] = add_input(a, rank, bd), a->data[a->n_in++] = b;
         at.has_bias = true;
     }
     uint32_t n_att = a->n_in;
+    at.attn_dropout = g_drop.p;
     a->att = add_node(a, KILN_OP_ATTENTION, a->in, n_att, &at);
+    at.stream = a->g.nodes[a->att].attrs.stream; /* the builder's; the gradients share it */
     a->in[a->n_in] = add_input(a, 4, gd), a->data[a->n_in++] = random_floats(r, B * H * T * c->dv, 1.0);
     for (int w = 0; w < KILN_WRT_COUNT; w++) {
         at.wrt = w;
@@ -336,7 +357,9 @@ static void agraph_init(agraph *a, const acase *c, rng *r)
         snprintf(name, sizeof name, "stats_%s", kiln_wrt_names[w]);
         kiln_graph_add_output(&a->g, name, a->sgrad[w]);
     }
-    if (!kiln_interp_run(&a->g, a->values, false, 0, &a->d)) fail_with_diags(&a->d, "kiln_interp_run");
+    bool training = g_drop.p > 0;
+    if (!kiln_interp_run(&a->g, a->values, training, training ? g_drop.seed + (uint64_t)g_drop.step : 0, &a->d))
+        fail_with_diags(&a->d, "kiln_interp_run");
 }
 
 static void agraph_free(agraph *a)
@@ -353,7 +376,7 @@ static const char *case_str(const acase *c, char *buf, size_t size)
 {
     static const char *masks[] = {"", " mask f32", " mask i32"};
     static const char *biases[] = {"", " bias (H,T,S)", " bias (B,1,1,S)", " bias (T,S)", " bias (B,H,T,S)", " bias (H,1,1)",
-                                  " alibi slopes (H,1,1)"};
+                                  " alibi slopes (H,1,1)", " relative buckets (NB,H)"};
     snprintf(buf, size, "B=%lld H=%lld T=%lld S=%lld dh=%lld dv=%lld%s%s%s", (long long)c->B, (long long)c->H,
              (long long)c->T, (long long)c->S, (long long)c->dh, (long long)c->dv, c->causal ? " causal" : "",
              masks[c->mask], biases[c->bias]);
@@ -437,13 +460,14 @@ static LLVMValueRef emit_forward(kiln_cg *cg, void *user)
 typedef struct fwd_group_emit {
     const agraph *a;
     bool has_scratch;
+    const attn_layout *lay;
 } fwd_group_emit;
 
 static LLVMValueRef emit_forward_group(kiln_cg *cg, void *user)
 {
     fwd_group_emit *e = user;
     return lower_attention_forward_group(cg, &e->a->g, e->a->att, (attn_fwd_want){true, true, true}, e->has_scratch,
-                                         NULL);
+                                         e->lay);
 }
 
 /* The forward kernel of case c on target t against the interpreter (alone, and writing
@@ -455,27 +479,31 @@ static void check_forward(const kiln_target *t, const acase *c, rng *r)
     const kiln_node *n = &a.g.nodes[a.att];
     int64_t scratch_bytes = attention_scratch_bytes(&a.g, n, t);
     fwd_emit e = {&a, NULL, scratch_bytes > 0};
-    void *fn = jit_kernel(t, emit_forward, &e);
     int64_t size = numel_of(&a, a.att);
-    float *out = nan_buffer(size);
     void *scratch = kiln_aligned_alloc((size_t)(scratch_bytes ? scratch_bytes : 64));
-    void *args[16];
+    void *args[16], *fn;
     int k = 0;
-    args[k++] = out;
-    for (uint32_t i = 0; i < n->n_in; i++) args[k++] = a.data[i];
-    if (e.has_scratch) args[k++] = scratch;
-    run_both(c, fn, args, k, &out, &size, 1);
-    compare(c, "forward", out, a.values[a.att], size, 2e-5);
-    guarded_free(out);
+    if (g_drop.p == 0) { /* the table's kernel (it never drops) */
+        fn = jit_kernel(t, emit_forward, &e);
+        float *out = nan_buffer(size);
+        args[k++] = out;
+        for (uint32_t i = 0; i < n->n_in; i++) args[k++] = a.data[i];
+        if (e.has_scratch) args[k++] = scratch;
+        run_both(c, fn, args, k, &out, &size, 1);
+        compare(c, "forward", out, a.values[a.att], size, 2e-5);
+        guarded_free(out);
+    }
 
     /* the forward writing out, its row-major copy o and lse together */
-    fwd_group_emit ge = {&a, e.has_scratch};
+    attn_layout dl = drop_layout();
+    fwd_group_emit ge = {&a, e.has_scratch, g_drop.p > 0 ? &dl : NULL};
     fn = jit_kernel(t, emit_forward_group, &ge);
     int64_t sizes[3] = {size, size, numel_of(&a, a.lse)};
     float *outs[3] = {nan_buffer(sizes[0]), nan_buffer(sizes[1]), nan_buffer(sizes[2])};
     k = 0;
     for (int o = 0; o < 3; o++) args[k++] = outs[o];
     for (uint32_t i = 0; i < n->n_in; i++) args[k++] = a.data[i];
+    if (ge.lay) args[k++] = &g_drop.step;
     if (e.has_scratch) args[k++] = scratch;
     run_both(c, fn, args, k, outs, sizes, 3);
     compare(c, "forward (group)", outs[0], a.values[a.att], size, 2e-5);
@@ -506,7 +534,8 @@ static LLVMValueRef emit_grad_group(kiln_cg *cg, void *user)
  * (a->grad). */
 static void check_grad_subset_of(const kiln_target *t, const agraph *a, unsigned subset, bool stats)
 {
-    grad_emit e = {a, {0}, NULL, false};
+    attn_layout dl = drop_layout();
+    grad_emit e = {a, {0}, g_drop.p > 0 ? &dl : NULL, false};
     const uint32_t *grad = stats ? a->sgrad : a->grad;
     for (int w = 0; w < KILN_WRT_COUNT; w++) e.node_of_wrt[w] = (subset >> w) & 1 ? grad[w] : KILN_NONE;
     int64_t scratch_bytes = attention_grad_group_scratch_bytes(&a->g, e.node_of_wrt, t);
@@ -527,6 +556,7 @@ static void check_grad_subset_of(const kiln_target *t, const agraph *a, unsigned
     const kiln_node *n = &a->g.nodes[grad[0]];
     for (uint32_t i = 0; i < n->n_in; i++) args[k++] = a->values[n->in[i]];
     void *scratch = kiln_aligned_alloc((size_t)(scratch_bytes ? scratch_bytes : 64));
+    if (e.lay) args[k++] = &g_drop.step;
     if (e.has_scratch) args[k++] = scratch;
     run_both(&a->c, fn, args, k, outs, sizes, n_outs);
     for (int o = 0; o < n_outs; o++) {
@@ -580,6 +610,10 @@ static const acase sizes_cases[] = {
     {1, 1, 45, 45, 5, 3, true, MASK_NONE, BIAS_NONE},          /* head dims under a vector */
     {2, 3, 70, 70, 32, 32, true, MASK_F32, BIAS_SLOPES},       /* ALiBi in the kernel */
     {1, 2, 33, 100, 64, 64, false, MASK_NONE, BIAS_SLOPES},    /* ALiBi, T ≠ S, symmetric */
+    {2, 1, 60, 60, 64, 64, false, MASK_F32, BIAS_REL},         /* T5 buckets in the kernel, log-spaced */
+    {1, 2, 150, 150, 32, 32, true, MASK_NONE, BIAS_REL},       /* causal, distances past 128 */
+    {2, 1, 33, 70, 8, 16, false, MASK_NONE, BIAS_REL},         /* T < S */
+    {1, 2, 70, 33, 96, 96, true, MASK_I32, BIAS_REL},          /* T > S */
 };
 
 static void test_forward_sizes(void **state)
@@ -623,6 +657,7 @@ static void test_haswell(void **state)
         {1, 2, 100, 57, 64, 20, false, MASK_I32, BIAS_BATCH},
         {1, 1, 17, 100, 96, 64, true, MASK_NONE, BIAS_TS},
         {2, 1, 5, 0, 16, 16, true, MASK_NONE, BIAS_NONE},
+        {1, 2, 45, 60, 16, 16, false, MASK_F32, BIAS_REL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         check_forward(&g_haswell, &cases[i], &r);
@@ -723,7 +758,7 @@ static void check_layout(const kiln_target *t, const acase *c, rng *r)
     int64_t B = c->B, H = c->H, T = c->T, S = c->S, dh = c->dh, dv = c->dv;
     int64_t sq[3], sk[3], sv[3], so[3], sm[1] = {S + 5}, sd[3] = {H * T * (S + 3), T * (S + 3), S + 3};
     bthd_strides(T, H, dh, sq), bthd_strides(S, H, dh, sk), bthd_strides(S, H, dv, sv), bthd_strides(T, H, dv, so);
-    attn_layout lay = {{0}};
+    attn_layout lay = {{0}, false, 0};
     lay.stride[ATTN_Q] = sq, lay.stride[ATTN_K] = sk, lay.stride[ATTN_V] = sv, lay.stride[ATTN_OUT] = so;
     lay.stride[ATTN_G] = so, lay.stride[ATTN_DQ] = sq, lay.stride[ATTN_DK] = sk, lay.stride[ATTN_DV] = sv;
     lay.stride[ATTN_MASK] = c->mask ? sm : NULL;
@@ -818,6 +853,7 @@ static void test_pipeline(void **state)
         {2, 2, 50, 50, 32, 32, true, MASK_F32, BIAS_ALIBI},
         {1, 2, 37, 37, 16, 16, true, MASK_NONE, BIAS_SLOPES},
         {1, 3, 9, 70, 16, 8, false, MASK_NONE, BIAS_NONE},
+        {1, 2, 37, 45, 16, 16, false, MASK_NONE, BIAS_REL},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const acase *c = &cases[ci];
@@ -859,6 +895,99 @@ static void test_pipeline(void **state)
         kiln_compiled_free(&comp);
         agraph_free(&a);
     }
+}
+
+/* ---- attention dropout ------------------------------------------------------------------ */
+
+/* Dropout on the attention weights inside the kernels: forward and every gradient
+ * against the interpreter in training mode (the same masks, so the same values), on odd
+ * sizes with masks, ALiBi slopes, biases and T ≠ S, AVX-512 and AVX2; the dropout must
+ * change the result; the IR text keeps it (print → parse → print). */
+static void test_dropout(void **state)
+{
+    rng r = {10};
+    const acase cases[] = {
+        {2, 2, 33, 33, 32, 32, true, MASK_F32, BIAS_NONE},
+        {1, 2, 50, 50, 64, 64, true, MASK_NONE, BIAS_SLOPES},
+        {2, 2, 40, 33, 16, 24, false, MASK_I32, BIAS_BATCH},
+        {1, 1, 45, 45, 8, 3, true, MASK_NONE, BIAS_TS},
+        {1, 2, 7, 70, 96, 96, false, MASK_NONE, BIAS_REL},
+    };
+    g_drop.p = 0.3, g_drop.seed = 1000, g_drop.step = 7;
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        check_forward(&g_host, &cases[i], &r);
+        check_backward(&g_host, &cases[i], &r, ALL);
+    }
+    g_drop.step = 8; /* another step, other masks; and AVX2 */
+    check_forward(&g_haswell, &cases[0], &r);
+    check_backward(&g_haswell, &cases[0], &r, 1u << KILN_WRT_Q | 1u << KILN_WRT_V);
+
+    /* the dropout does something: the same data without it gives another output */
+    rng r1 = {11}, r2 = {11};
+    agraph with, without;
+    agraph_init(&with, &cases[0], &r1);
+    char *text = kiln_graph_print(&with.g);
+    assert_non_null(strstr(text, "dropout=0.3"));
+    kiln_graph round;
+    kiln_graph_init(&round, "round");
+    if (!kiln_graph_parse(&round, text, "test", &with.d)) fail_with_diags(&with.d, "kiln_graph_parse");
+    char *again = kiln_graph_print(&round);
+    assert_string_equal(text, again);
+    free(text), free(again);
+    kiln_graph_free(&round);
+    g_drop.p = 0;
+    agraph_init(&without, &cases[0], &r2);
+    int64_t n = numel_of(&with, with.att), differ = 0;
+    const float *y1 = with.values[with.att], *y0 = without.values[without.att];
+    for (int64_t i = 0; i < n; i++) differ += y1[i] != y0[i];
+    assert_true(differ > n / 4); /* batch 0 keeps no key: its rows are 0 either way */
+    agraph_free(&with);
+    agraph_free(&without);
+}
+
+/* With p = 0 nothing changes: an attention whose dropout is 0 gives, in training mode,
+ * the interpreter's inference bits, and a kernel built for a training step (layout
+ * train_dropout) takes no step counter and writes the same bits as one built without. */
+static void test_dropout_zero(void **state)
+{
+    rng r = {12};
+    const acase c = {2, 2, 33, 40, 16, 16, true, MASK_F32, BIAS_SLOPES};
+    g_drop.p = 0;
+    agraph a;
+    agraph_init(&a, &c, &r);
+    void **train = calloc(a.g.n_nodes, sizeof *train);
+    for (uint32_t i = 0; i < a.n_in; i++) train[a.in[i]] = a.data[i];
+    if (!kiln_interp_run(&a.g, train, true, 1234, &a.d)) fail_with_diags(&a.d, "kiln_interp_run");
+    for (uint32_t o = 0; o < a.g.n_outputs; o++) {
+        uint32_t id = a.g.outputs[o].node;
+        assert_memory_equal(train[id], a.values[id], (size_t)numel_of(&a, id) * sizeof(float));
+    }
+    for (uint32_t i = 0; i < a.n_in; i++) train[a.in[i]] = NULL;
+    kiln_interp_free_values(&a.g, train);
+    free(train);
+
+    const kiln_node *n = &a.g.nodes[a.att];
+    int64_t scratch_bytes = attention_scratch_bytes(&a.g, n, &g_host);
+    void *scratch = kiln_aligned_alloc((size_t)scratch_bytes + 64);
+    attn_layout lay = {{0}, true, 99};
+    int64_t size = numel_of(&a, a.att), sizes[3] = {size, size, numel_of(&a, a.lse)};
+    float *res[2][3];
+    for (int v = 0; v < 2; v++) {
+        fwd_group_emit ge = {&a, scratch_bytes > 0, v ? &lay : NULL};
+        void *fn = jit_kernel(&g_host, emit_forward_group, &ge);
+        void *args[16];
+        int k = 0;
+        for (int o = 0; o < 3; o++) args[k++] = res[v][o] = nan_buffer(sizes[o]);
+        for (uint32_t i = 0; i < n->n_in; i++) args[k++] = a.data[i];
+        args[k++] = scratch; /* no step counter before it */
+        run_both(&c, fn, args, k, res[v], sizes, 3);
+    }
+    for (int o = 0; o < 3; o++) {
+        assert_memory_equal(res[0][o], res[1][o], (size_t)sizes[o] * sizeof(float));
+        guarded_free(res[0][o]), guarded_free(res[1][o]);
+    }
+    kiln_aligned_free(scratch);
+    agraph_free(&a);
 }
 
 /* Whether some line of the assembly is a vector FMA on `reg` registers. */
@@ -912,6 +1041,8 @@ int main(void)
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_vector_code),
+        cmocka_unit_test(test_dropout),
+        cmocka_unit_test(test_dropout_zero),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

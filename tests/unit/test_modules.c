@@ -826,8 +826,9 @@ static void test_relative_values(void **state)
     unload(&L);
 }
 
-/* The (T, S) i32 bucket table of a relative attention over 200 positions: row 0 holds
- * j − i = 0…199, row 199 holds −199…0. */
+/* A relative attention over 200 positions: its attention node takes the (32, H) table
+ * with the `relative` attribute (the kernel picks rows by bucket; no (T, S) table is
+ * built), and kiln_t5_bucket gives T5's bucket of every j − i in −199…199. */
 static void check_buckets(bool causal, const int32_t *expected /* rel −200…200 */)
 {
     char layer[200];
@@ -836,17 +837,23 @@ static void check_buckets(bool causal, const int32_t *expected /* rel −200…2
              causal ? "true" : "false");
     loaded L;
     must_load(&L, "'x': {'shape': [1, 200, 2], 'dtype': 'f32'}", layer, "'att'");
-    const int32_t *table = NULL;
+    const kiln_node *att = NULL;
     for (uint32_t i = 0; i < L.m.graph.n_nodes; i++) {
         const kiln_node *nd = &L.m.graph.nodes[i];
-        if (nd->op == KILN_OP_CONSTANT && nd->type.dtype == KILN_I32 && nd->type.rank == 2) table = nd->attrs.values;
+        if (nd->op == KILN_OP_CONSTANT && nd->type.dtype == KILN_I32 && nd->type.rank == 2)
+            fail_msg("a (T, S) bucket table was built");
+        if (nd->op == KILN_OP_ATTENTION) att = nd;
     }
-    assert_non_null(table);
-    for (int i = 0; i < 200; i += 199)
-        for (int j = 0; j < 200; j++)
-            if (table[i * 200 + j] != expected[j - i + 200])
-                fail_msg("%s bucket of j - i = %d: got %d, expected %d", causal ? "causal" : "bidirectional", j - i,
-                         table[i * 200 + j], expected[j - i + 200]);
+    assert_non_null(att);
+    assert_true(att->attrs.relative && att->attrs.causal == causal);
+    const kiln_type *wt = &L.m.graph.nodes[att->in[3]].type;
+    assert_true(wt->rank == 2 && wt->dims[0] == 32 && wt->dims[1] == 1);
+    for (int rel = -199; rel < 200; rel++) {
+        int32_t got = kiln_t5_bucket(rel, !causal, 32, KILN_T5_MAX_DISTANCE);
+        if (got != expected[rel + 200])
+            fail_msg("%s bucket of j - i = %d: got %d, expected %d", causal ? "causal" : "bidirectional", rel, got,
+                     expected[rel + 200]);
+    }
     unload(&L);
 }
 
