@@ -948,7 +948,9 @@ static void fill_row(kiln_batcher *bt, int32_t *const *bufs, int64_t b, uint32_t
         return;
     }
     const kiln_example *ex = &ds->examples[idx];
-    const int32_t *f0 = ds->tokens + ex->field[0], *f1 = ds->tokens + ex->field[1];
+    /* a dataset whose fields are all empty has no token array at all (NULL + 0 is UB) */
+    const int32_t *f0 = ds->tokens ? ds->tokens + ex->field[0] : NULL;
+    const int32_t *f1 = ds->tokens ? ds->tokens + ex->field[1] : NULL;
     switch (bt->task) {
     case KILN_TASK_CLASSIFY:
         fill_seq(row[0], row[1], cols[0], cls, f0, ex->len[0], pad);
