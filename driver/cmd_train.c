@@ -81,11 +81,15 @@ typedef struct run {
     bool have_bt, have_val_bt;
     evaluator ev;
     FILE *log;
+    nonfinite_guard guard;        /* nonfinite.c: NaN/Inf steps change nothing */
+    nonfinite_mode on_nonfinite;
+    int64_t skipped;              /* --on-nonfinite skip: steps skipped */
 } run;
 
 static void run_free(run *r)
 {
     if (r->log) fclose(r->log);
+    nonfinite_guard_free(&r->guard);
     evaluator_free(&r->ev);
     if (r->have_val_bt) kiln_batcher_free(&r->val_bt);
     if (r->have_bt) kiln_batcher_free(&r->bt);
@@ -242,6 +246,7 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     if (!train_step_build(m, &r->ts, d)) return false;
     kiln_checkpoint_result ck = {0};
     if (r->checkpoint && !train_step_checkpoint(m, &r->ts, &ck, d)) return false;
+    if (!nonfinite_guard_build(m, &r->ts, &r->guard, d)) return false;
     r->ts.dropout_seed = (uint64_t)r->seed;
     kiln_compile_request req = train_step_request(m, &r->ts);
     if (!kiln_compile_graph(&req, &r->c, d)) return false;
@@ -421,6 +426,7 @@ static int train_loop(run *r, kiln_diags *d)
     for (int i = 0; i < m->n_inputs; i++) args[k++] = r->feed.model_bufs[i];
     uint32_t lr_arg = k++;
     args[k++] = &loss;
+    if (r->guard.n) args[k++] = r->guard.sums; /* output "nonfinite" */
     KILN_ASSERT(k == n_args);
     for (uint32_t i = 0; i < n_args; i++) {
         types[i] = i == lr_arg ? &ffi_type_float : &ffi_type_pointer;
@@ -448,7 +454,8 @@ static int train_loop(run *r, kiln_diags *d)
     progress_start(&pr, r->log, r->start, r->steps, end, r->log_every);
     if (r->start > 0) printf("resuming at step %lld of %lld\n", (long long)r->start, (long long)r->steps);
     double train_seconds = 0, first_loss = NAN, recent[10];
-    int64_t step = r->start;
+    int64_t step = r->start, good = 0; /* good: steps not skipped */
+    int64_t saved_at = -1;             /* the step this run last saved */
     int status = EXIT_OK;
     while (step < end && !interrupted) {
         double t0 = progress_now();
@@ -464,15 +471,28 @@ static int train_loop(run *r, kiln_diags *d)
         }
         train_seconds += progress_now() - t0;
         step++;
-        if (!isfinite(loss)) {
+        /* a NaN/Inf step changed nothing (nonfinite.c): skip it, or stop */
+        char bad[200];
+        bool finite = nonfinite_step_ok(&r->guard, &m->graph, loss, bad, sizeof bad);
+        bool skip = !finite && r->on_nonfinite == NONFINITE_SKIP;
+        if (!finite && !skip) {
             progress_end(&pr);
-            kiln_diags_add(d, NULL, 0, 0, "train", "step %lld: the loss is %f; stopping (lower the learning rate?)",
-                           (long long)step, loss);
+            char kept[160] = "";
+            if (saved_at >= 0) snprintf(kept, sizeof kept, "; %s keeps step %lld", r->save, (long long)saved_at);
+            kiln_diags_add(d, NULL, 0, 0, "train",
+                           "step %lld: %s; stopped without applying the step (lower the learning rate, set "
+                           "train.grad_clip, or pass --on-nonfinite skip)%s",
+                           (long long)step, bad, kept);
             status = EXIT_FAIL;
             break;
         }
-        if (isnan(first_loss)) first_loss = loss;
-        recent[(step - r->start - 1) % 10] = loss; /* the last ten, for the summary */
+        if (skip) {
+            r->skipped++;
+            if (!pr.tty) printf("step %lld: skipped (%s)\n", (long long)step, bad);
+        } else {
+            if (isnan(first_loss)) first_loss = loss;
+            recent[good++ % 10] = loss; /* the last ten, for the summary */
+        }
         double tps = (double)r->feed.tokens_per_batch * (double)(step - r->start) / train_seconds;
         double val_loss = -1;
         bool last = step == end;
@@ -488,10 +508,14 @@ static int train_loop(run *r, kiln_diags *d)
                 fflush(stdout);
             }
         }
-        progress_step(&pr, step, loss, lr, tps, val_loss);
-        if (r->save && !last && step % r->save_every == 0 && !save(r, step, d)) {
-            status = EXIT_FAIL;
-            break;
+        if (skip) nonfinite_log(r->log, step, bad);
+        else progress_step(&pr, step, loss, lr, tps, val_loss);
+        if (r->save && !last && step % r->save_every == 0) {
+            if (!save(r, step, d)) {
+                status = EXIT_FAIL;
+                break;
+            }
+            saved_at = step;
         }
     }
     progress_end(&pr);
@@ -502,15 +526,18 @@ static int train_loop(run *r, kiln_diags *d)
         if (!save(r, step, d)) status = EXIT_FAIL;
         else if (!interrupted) printf("saved %s at step %lld\n", r->save, (long long)step);
     }
-    int64_t n_recent = step - r->start < 10 ? step - r->start : 10;
+    int64_t n_recent = good < 10 ? good : 10;
     double mean_recent = 0;
     for (int64_t i = 0; i < n_recent; i++) mean_recent += recent[i] / (double)n_recent;
-    if (step > r->start && status == EXIT_OK)
+    if (good > 0 && status == EXIT_OK)
         printf("trained steps %lld–%lld in %.1f s (%.3f s/step, %.0f tokens/s): "
                "loss %.4f → %.4f (mean of the last %lld)\n",
                (long long)r->start + 1, (long long)step, train_seconds, train_seconds / (double)(step - r->start),
                (double)r->feed.tokens_per_batch * (double)(step - r->start) / train_seconds, first_loss,
                mean_recent, (long long)n_recent);
+    if (r->skipped)
+        printf("skipped %lld step%s with a non-finite loss or gradient (--on-nonfinite skip)\n",
+               (long long)r->skipped, r->skipped == 1 ? "" : "s");
     if (interrupted && status == EXIT_OK) {
         /* not an error: the user asked for it, and what --save promised was kept */
         fprintf(stderr, "kiln train: interrupted at step %lld of %lld; %s%s\n", (long long)step, (long long)r->steps,
@@ -528,7 +555,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
 {
     run r;
     memset(&r, 0, sizeof r);
-    const char *task = "clm";
+    const char *task = "clm", *on_nonfinite = "stop";
     bool steps_given = false, batch_given = false, seed_given = false;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);  /* default: the online CPUs, at most KILN_MAX_THREADS */
     r.threads = cpus < 1 ? 1 : cpus < KILN_MAX_THREADS ? cpus : KILN_MAX_THREADS;
@@ -569,6 +596,8 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
          "end this run after step S as if it were the last; the schedule still runs to --steps (default: off)"},
         {"--checkpoint-activations", CLI_BOOL, &r.checkpoint, NULL,
          "recompute block activations in the backward pass: less memory, same bits (default: off)"},
+        {"--on-nonfinite", CLI_STR, &on_nonfinite, NULL,
+         "a step with a NaN/Inf loss or gradient changes nothing; then stop, or skip it and go on (default: stop)"},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
@@ -584,6 +613,8 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (steps_given && r.steps < 1) kiln_diags_add(diags, NULL, 0, 0, "--steps", "expected at least 1");
     if (batch_given && r.batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
     if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");
+    if (!nonfinite_parse_mode(on_nonfinite, &r.on_nonfinite))
+        kiln_diags_add(diags, NULL, 0, 0, "--on-nonfinite", "expected stop or skip, got '%s'", on_nonfinite);
     if (diags->n) return EXIT_USAGE;
     r.model_path = a.positional[0];
 
