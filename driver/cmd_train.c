@@ -246,7 +246,7 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     if (!train_step_build(m, &r->ts, d)) return false;
     kiln_checkpoint_result ck = {0};
     if (r->checkpoint && !train_step_checkpoint(m, &r->ts, &ck, d)) return false;
-    if (!nonfinite_guard_build(m, &r->ts, &r->guard, d)) return false;
+    if (r->on_nonfinite != NONFINITE_OFF && !nonfinite_guard_build(m, &r->ts, &r->guard, d)) return false;
     r->ts.dropout_seed = (uint64_t)r->seed;
     kiln_compile_request req = train_step_request(m, &r->ts);
     if (!kiln_compile_graph(&req, &r->c, d)) return false;
@@ -597,7 +597,8 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--checkpoint-activations", CLI_BOOL, &r.checkpoint, NULL,
          "recompute block activations in the backward pass: less memory, same bits (default: off)"},
         {"--on-nonfinite", CLI_STR, &on_nonfinite, NULL,
-         "a step with a NaN/Inf loss or gradient changes nothing; then stop, or skip it and go on (default: stop)"},
+         "a step with a NaN/Inf loss or gradient changes nothing; then stop, or skip it and go on; off: no check "
+         "compiled, stop after such a step (default: stop)"},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
@@ -614,7 +615,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (batch_given && r.batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
     if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");
     if (!nonfinite_parse_mode(on_nonfinite, &r.on_nonfinite))
-        kiln_diags_add(diags, NULL, 0, 0, "--on-nonfinite", "expected stop or skip, got '%s'", on_nonfinite);
+        kiln_diags_add(diags, NULL, 0, 0, "--on-nonfinite", "expected stop, skip or off, got '%s'", on_nonfinite);
     if (diags->n) return EXIT_USAGE;
     r.model_path = a.positional[0];
 

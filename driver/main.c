@@ -40,7 +40,7 @@ static const command commands[] = {
      "kiln train MODEL.json --data PATH [--val PATH] [--task clm|mlm|classify|pairs|seq2seq|span] [--steps N] "
      "[--batch B] [--init W.safetensors] [--save CKPT.safetensors] [--resume CKPT.safetensors] [--log METRICS.jsonl] "
      "[--log-every N] [--threads N] [--seed S] [--val-every N] [--val-batches N] [--save-every N] [--stop-at S] "
-     "[--checkpoint-activations] [--on-nonfinite stop|skip] [-D N=V]... " PIPELINE_USAGE,
+     "[--checkpoint-activations] [--on-nonfinite stop|skip|off] [-D N=V]... " PIPELINE_USAGE,
      "train a model on a data file, with checkpoints and exact resume"},
     {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [-D N=V]...",
      "loss and perplexity (or accuracy) of weights on a data file"},

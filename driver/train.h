@@ -187,9 +187,10 @@ void progress_end(progress *p);
 
 /* ---- nonfinite.c ------------------------------------------------------------------------- */
 
-/* --on-nonfinite: what a step whose loss or a gradient is NaN or Inf does. Either way
- * the step changes neither parameters nor optimizer state (the guard below). */
-typedef enum nonfinite_mode { NONFINITE_STOP, NONFINITE_SKIP } nonfinite_mode;
+/* --on-nonfinite: what a step whose loss or a gradient is NaN or Inf does. With STOP and
+ * SKIP the step changes neither parameters nor optimizer state (the guard below); OFF
+ * compiles no guard (the step is applied, then the run stops on a non-finite loss). */
+typedef enum nonfinite_mode { NONFINITE_STOP, NONFINITE_SKIP, NONFINITE_OFF } nonfinite_mode;
 
 typedef struct nonfinite_guard {
     uint32_t n;          /* trained parameters checked */

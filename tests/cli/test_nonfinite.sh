@@ -6,6 +6,7 @@
 #   - --on-nonfinite skip goes on: every later step is skipped and changes nothing (the
 #     final checkpoint's tensors are bit-identical to step 1's, optimizer step counter
 #     included), each skip is a --log line with "skipped", the summary counts them;
+#   - --on-nonfinite off (no check compiled) still stops on a NaN loss;
 #   - a bad --on-nonfinite value is a usage error.
 set -euo pipefail
 kiln=$1
@@ -85,10 +86,15 @@ EOF
 final=$("$py" inspect.py skip.st)
 [[ ${final#step=6 } == "${kept#step=1 }" ]] || fail "skip: skipped steps changed the blobs: $final vs $kept"
 
+# ---- off: no check compiled; the loss still stops the run -------------------------------------------
+status=0
+"$kiln" train blow.json --data text.txt --on-nonfinite off >out.txt 2>err.txt || status=$?
+[[ $status -eq 1 ]] && grep -q "step 2: the loss is NaN" err.txt || fail "off: exit $status $(cat err.txt)"
+
 # ---- misuse ---------------------------------------------------------------------------------------
 status=0
 "$kiln" train blow.json --data text.txt --on-nonfinite ignore >out.txt 2>err.txt || status=$?
-[[ $status -eq 2 ]] && grep -q "expected stop or skip, got 'ignore'" err.txt || fail "bad mode: exit $status $(cat err.txt)"
+[[ $status -eq 2 ]] && grep -q "expected stop, skip or off, got 'ignore'" err.txt || fail "bad mode: exit $status $(cat err.txt)"
 
 [[ $failures -eq 0 ]] || exit 1
 echo "ok"
