@@ -41,6 +41,7 @@
 #include "kiln/runtime.h"
 #include "schedule.h"
 #include "train.h"
+#include "memlimit.h"
 
 static volatile sig_atomic_t interrupted;
 
@@ -264,6 +265,8 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
                ck.n_recomputed);
     /* the step's bits do not depend on the thread count (GEMMs are split, never along k) */
     kiln_threads_set((int)(r->threads < KILN_MAX_THREADS ? r->threads : KILN_MAX_THREADS));
+    if (!limits_check_blobs(&m->graph, r->c.params_bytes, r->c.optim_bytes, r->c.workspace_bytes, 0, "train", d))
+        return false;
     r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
     r->optim = kiln_aligned_alloc((size_t)r->c.optim_bytes);
     r->workspace = kiln_aligned_alloc((size_t)r->c.workspace_bytes);
@@ -562,6 +565,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     r.val_batches = 20;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
+        LIMITS_FLAG,
         {"--data", CLI_STR, &r.data, NULL,
          "the training data file (required)"},
         {"--val", CLI_STR, &r.val, NULL,
@@ -602,7 +606,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
-    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags) || !limits_valid(diags)) return EXIT_USAGE;
     if (a.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "train", "expects one MODEL.json");
     if (!r.data) kiln_diags_add(diags, NULL, 0, 0, "train", "--data PATH is required");
     if (!kiln_task_parse(task, &r.task))
