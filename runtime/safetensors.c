@@ -475,7 +475,7 @@ static int read_header(reader *r) {
     looks_like(len8, start, sizeof start);
     if (n > ST_MAX_HEADER)
         return fail(r->err, r->path, NULL,
-                    "not a safetensors file%s: its first 8 bytes give header length %llu, over the limit of %llu",
+                    "not a safetensors file%s: its first 8 bytes give header length %llu, which exceeds the limit of %llu",
                     start, (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
     if (n > size - 8)
         return fail(r->err, r->path, NULL,
