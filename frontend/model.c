@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "fe.h"
+#include "locate.h"
 
 #define FE_MAX_FILE_BYTES ((size_t)64 << 20)
 #define FE_MAX_DEPTH 64
@@ -1007,7 +1008,7 @@ bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const c
         c.context = dec->context;
         c.dec_tokens = dec->tokens ? dec->tokens : "tokens";
     }
-    int before = n_errors(&c);
+    int before = n_errors(&c), first_diag = diags->n;
 
     cJSON *root = parse_text(&c, text, len);
     if (root) {
@@ -1017,6 +1018,12 @@ bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const c
     }
     bool ok = n_errors(&c) == before;
     free(c.dec_dep);
+    /* every problem found at a JSON path also gets its line:column (locate.c) */
+    for (int i = first_diag; i < diags->n; i++) {
+        kiln_diag *e = &diags->items[i];
+        if (e->line == 0 && e->where && (!e->file || strcmp(e->file, m->file) == 0))
+            fe_locate(text, len, e->where, &e->line, &e->col);
+    }
     kiln_diags_set_file(diags, m->file);
     if (!ok) kiln_model_free(m);
     return ok;
