@@ -113,6 +113,12 @@ int cg_collapse_dims(int rank, int64_t *dims, int n_ops, int64_t stride[][KILN_M
 void cg_row_major_strides(const kiln_type *t, int64_t *stride);
 void cg_bcast_strides(const kiln_type *t, int rank, int64_t *stride);
 int64_t cg_span(const int64_t *dims, int from, int to);
+/* Rows whose f32 variance overflows (lower_reduce.c): whether an f32 variance is
+ * finite (false for inf and NaN), and a row's mean and 1/√(var + eps) in double, for the
+ * slow path of layernorm and layernorm_grad. */
+LLVMValueRef cg_var_fits(kiln_cg *cg, LLVMValueRef var);
+void cg_row_stats_f64(kiln_cg *cg, LLVMValueRef x, LLVMValueRef base, int64_t D, double eps, LLVMValueRef *mean,
+                      LLVMValueRef *inv);
 
 /* ---- threads (cg.c) ------------------------------------------------------------ */
 

@@ -187,6 +187,42 @@ typedef struct layernorm_grad_job {
     double eps;
 } layernorm_grad_job;
 
+/* One row of layernorm_grad in double; vals = out, x, w, g. */
+static void slow_rows(kiln_cg *cg, const LLVMValueRef *vals, LLVMValueRef base, int64_t D, double eps)
+{
+    LLVMTypeRef f64 = cg->t_f64;
+    LLVMValueRef mean, inv;
+    cg_row_stats_f64(cg, vals[1], base, D, eps, &mean, &inv);
+    LLVMValueRef a1 = cg_local(cg, f64, "m1"), a2 = cg_local(cg, f64, "m2");
+    LLVMBuildStore(cg->b, LLVMConstReal(f64, 0.0), a1);
+    LLVMBuildStore(cg->b, LLVMConstReal(f64, 0.0), a2);
+    LLVMValueRef m[2];
+    for (int pass = 0; pass < 2; pass++) {
+        cg_loop l;
+        cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
+        LLVMValueRef off = add_i64(cg, base, l.i);
+        LLVMValueRef x = LLVMBuildFPExt(cg->b, cg_load(cg, KILN_F32, vals[1], off), f64, "");
+        LLVMValueRef xh = LLVMBuildFMul(cg->b, LLVMBuildFSub(cg->b, x, mean, ""), inv, "");
+        LLVMValueRef gh = LLVMBuildFMul(cg->b, LLVMBuildFPExt(cg->b, cg_load(cg, KILN_F32, vals[3], off), f64, ""),
+                                        LLVMBuildFPExt(cg->b, cg_load(cg, KILN_F32, vals[2], l.i), f64, ""), "");
+        if (pass == 0) {
+            LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, f64, a1, ""), gh, ""), a1);
+            LLVMValueRef ghx = LLVMBuildFMul(cg->b, gh, xh, "");
+            LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, f64, a2, ""), ghx, ""), a2);
+        } else {
+            LLVMValueRef d = LLVMBuildFSub(cg->b, LLVMBuildFSub(cg->b, gh, m[0], ""), LLVMBuildFMul(cg->b, xh, m[1], ""), "");
+            d = LLVMBuildFMul(cg->b, inv, d, "");
+            cg_store(cg, KILN_F32, vals[0], off, LLVMBuildFPTrunc(cg->b, d, cg->t_f32, ""));
+        }
+        cg_loop_end(cg, &l);
+        if (pass == 0) {
+            LLVMValueRef dval = LLVMConstReal(f64, (double)D);
+            m[0] = LLVMBuildFDiv(cg->b, LLVMBuildLoad2(cg->b, f64, a1, ""), dval, "");
+            m[1] = LLVMBuildFDiv(cg->b, LLVMBuildLoad2(cg->b, f64, a2, ""), dval, "");
+        }
+    }
+}
+
 /* rows [begin, end); vals = out, x, w, g */
 static void layernorm_grad_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
 {
@@ -202,6 +238,9 @@ static void layernorm_grad_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLV
     row_term_sum(cg, vals, base, D, TERM_CENTRED_SQ, mean, NULL, &s, NULL);
     LLVMValueRef var = cg_fdiv(cg, s, dval);
     LLVMValueRef inv = cg_fdiv(cg, cg_f32(cg, 1.0), cg_intrinsic1(cg, "llvm.sqrt", cg_fadd(cg, var, cg_f32(cg, lj->eps))));
+    LLVMValueRef fits = cg_var_fits(cg, var);
+    cg_if fast, slow;
+    cg_if_begin(cg, &fast, fits);
     row_term_sum(cg, vals, base, D, TERM_GW_AND_GW_XHAT, mean, inv, &s, &s2);
     LLVMValueRef m1 = cg_fdiv(cg, s, dval), m2 = cg_fdiv(cg, s2, dval);
     cg_loop l;
@@ -212,6 +251,12 @@ static void layernorm_grad_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLV
     LLVMValueRef dx = cg_fmul(cg, inv, cg_fsub(cg, cg_fsub(cg, gw, m1), cg_fmul(cg, xhat, m2)));
     cg_store(cg, KILN_F32, vals[0], off, dx);
     cg_loop_end(cg, &l);
+    cg_if_end(cg, &fast);
+    /* the f32 variance overflowed (values beyond about ±1e19): the row in double, as the
+     * interpreter computes it (lower_reduce.c, cg_row_stats_f64) */
+    cg_if_begin(cg, &slow, LLVMBuildNot(cg->b, fits, ""));
+    slow_rows(cg, vals, base, D, lj->eps);
+    cg_if_end(cg, &slow);
     cg_loop_end(cg, &r);
 }
 

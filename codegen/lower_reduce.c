@@ -371,6 +371,44 @@ static LLVMValueRef row_sum(kiln_cg *cg, LLVMValueRef x, LLVMValueRef base, int6
     return LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
 }
 
+/* ---- rows whose f32 variance overflows ------------------------------------------------------
+
+ * Values beyond about ±1e19 square past FLT_MAX: the f32 variance becomes inf (or NaN
+ * when the mean overflows too) and the row's output 0 or NaN, where the interpreter,
+ * which works in double, gives the normalised row. Such rows take this slow path: the
+ * statistics again in double, scalar. A branch per row on the f32 variance decides, so
+ * ordinary rows pay one compare. */
+void cg_row_stats_f64(kiln_cg *cg, LLVMValueRef x, LLVMValueRef base, int64_t D, double eps, LLVMValueRef *mean,
+                      LLVMValueRef *inv)
+{
+    LLVMValueRef acc = cg_local(cg, cg->t_f64, "acc64");
+    LLVMValueRef dval = LLVMConstReal(cg->t_f64, (double)D);
+    for (int pass = 0; pass < 2; pass++) {
+        LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f64, 0.0), acc);
+        cg_loop l;
+        cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
+        LLVMValueRef v = LLVMBuildFPExt(cg->b, cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, base, l.i, "")),
+                                        cg->t_f64, "");
+        if (pass == 1) {
+            v = LLVMBuildFSub(cg->b, v, *mean, "");
+            v = LLVMBuildFMul(cg->b, v, v, "");
+        }
+        LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, acc, ""), v, ""), acc);
+        cg_loop_end(cg, &l);
+        LLVMValueRef m = LLVMBuildFDiv(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, acc, ""), dval, "");
+        if (pass == 0) *mean = m;
+        else {
+            LLVMValueRef sd = cg_intrinsic1(cg, "llvm.sqrt", LLVMBuildFAdd(cg->b, m, LLVMConstReal(cg->t_f64, eps), ""));
+            *inv = LLVMBuildFDiv(cg->b, LLVMConstReal(cg->t_f64, 1.0), sd, "");
+        }
+    }
+}
+
+LLVMValueRef cg_var_fits(kiln_cg *cg, LLVMValueRef var)
+{
+    return LLVMBuildFCmp(cg->b, LLVMRealOLT, var, LLVMConstReal(cg->t_f32, 3.4028234663852886e38), "var.fits");
+}
+
 typedef struct layernorm_job {
     int64_t D;
     double eps;
@@ -389,6 +427,9 @@ static void layernorm_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValu
     LLVMValueRef mean = cg_fdiv(cg, row_sum(cg, x, base, D, NULL, false), dval);
     LLVMValueRef var = cg_fdiv(cg, row_sum(cg, x, base, D, mean, true), dval);
     LLVMValueRef inv = cg_fdiv(cg, cg_f32(cg, 1.0), cg_intrinsic1(cg, "llvm.sqrt", cg_fadd(cg, var, cg_f32(cg, lj->eps))));
+    LLVMValueRef fits = cg_var_fits(cg, var);
+    cg_if fast, slow;
+    cg_if_begin(cg, &fast, fits);
     cg_loop l;
     cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
     LLVMValueRef off = LLVMBuildNSWAdd(cg->b, base, l.i, "");
@@ -397,6 +438,21 @@ static void layernorm_rows(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValu
                              cg_load(cg, KILN_F32, b, l.i));
     cg_store(cg, KILN_F32, out, off, y);
     cg_loop_end(cg, &l);
+    cg_if_end(cg, &fast);
+    /* the variance overflowed f32: the row again in double */
+    cg_if_begin(cg, &slow, LLVMBuildNot(cg->b, fits, ""));
+    LLVMValueRef mean64, inv64;
+    cg_row_stats_f64(cg, x, base, D, lj->eps, &mean64, &inv64);
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, D), "j");
+    off = LLVMBuildNSWAdd(cg->b, base, l.i, "");
+    LLVMTypeRef f64 = cg->t_f64;
+    LLVMValueRef xd = LLVMBuildFPExt(cg->b, cg_load(cg, KILN_F32, x, off), f64, "");
+    LLVMValueRef yd = LLVMBuildFMul(cg->b, LLVMBuildFMul(cg->b, LLVMBuildFSub(cg->b, xd, mean64, ""), inv64, ""),
+                                    LLVMBuildFPExt(cg->b, cg_load(cg, KILN_F32, w, l.i), f64, ""), "");
+    yd = LLVMBuildFAdd(cg->b, yd, LLVMBuildFPExt(cg->b, cg_load(cg, KILN_F32, b, l.i), f64, ""), "");
+    cg_store(cg, KILN_F32, out, off, LLVMBuildFPTrunc(cg->b, yd, cg->t_f32, ""));
+    cg_loop_end(cg, &l);
+    cg_if_end(cg, &slow);
     cg_loop_end(cg, &r);
 }
 
@@ -475,10 +531,12 @@ static void ce_chunk_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValue
     LLVMValueRef row_nll = LLVMBuildFPExt(cg->b, cg_fsub(cg, lse, xt_val), cg->t_f64, "");
     LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, nll, ""), row_nll, ""), nll);
     if (cj->eps != 0) {
-        /* Σ_c (lse − x_c) = C·lse − Σ_c x_c, both in f32 */
-        LLVMValueRef sx = row_sum(cg, x, base, C, NULL, false);
-        LLVMValueRef row_smooth = cg_fsub(cg, cg_fmul(cg, LLVMConstReal(cg->t_f32, (double)C), lse), sx);
-        LLVMValueRef wide = LLVMBuildFPExt(cg->b, row_smooth, cg->t_f64, "");
+        /* Σ_c (lse − x_c) = C·lse − Σ_c x_c, the sum in f32, the rest in double: C·lse
+         * overflows f32 for logits near 1e37 */
+        LLVMValueRef sx = LLVMBuildFPExt(cg->b, row_sum(cg, x, base, C, NULL, false), cg->t_f64, "");
+        LLVMValueRef c_lse = LLVMBuildFMul(cg->b, LLVMConstReal(cg->t_f64, (double)C),
+                                           LLVMBuildFPExt(cg->b, lse, cg->t_f64, ""), "");
+        LLVMValueRef wide = LLVMBuildFSub(cg->b, c_lse, sx, "");
         LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, smooth, ""), wide, ""), smooth);
     }
     cg_if_end(cg, &keep);

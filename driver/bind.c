@@ -68,15 +68,67 @@ static bool check_tensor(const kiln_tensor *t, const kiln_node *n, const char *f
     return false;
 }
 
+/* The names of f's tensors (borrowed), for kiln_closest_name; free() the array. */
+static const char **file_names(const kiln_tensor_file *f)
+{
+    const char **names = calloc((size_t)f->n + 1, sizeof *names);
+    KILN_ASSERT(names != NULL);
+    for (int i = 0; i < f->n; i++) names[i] = f->tensors[i].name;
+    return names;
+}
+
+bool bind_missing_summary(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const kiln_tensor_file *f,
+                          const char *file, const char *what, kiln_diags *d)
+{
+    uint32_t missing = 0, first = KILN_NONE;
+    for (uint32_t i = 0; i < n; i++)
+        if (!kiln_tensor_file_find(f, g->nodes[nodes[i]].attrs.name)) {
+            if (first == KILN_NONE) first = nodes[i];
+            missing++;
+        }
+    /* a few missing names are worth a line each (with "did you mean"); most of them
+     * mean the file belongs to another model */
+    if (missing <= 3 || missing * 2 <= n) return false;
+    int extra = 0;
+    const char *example = NULL;
+    for (int j = 0; j < f->n; j++) {
+        bool known = false;
+        for (uint32_t i = 0; i < n && !known; i++) known = strcmp(f->tensors[j].name, g->nodes[nodes[i]].attrs.name) == 0;
+        if (known || strncmp(f->tensors[j].name, "optim.", 6) == 0) continue;
+        if (!example) example = f->tensors[j].name;
+        extra++;
+    }
+    char has[200] = "";
+    if (extra) snprintf(has, sizeof has, ", and it has %d the model lacks (the first: %s)", extra, example);
+    kiln_diags_add(d, file, 0, 0, NULL,
+                   "%u of the model's %u %s are missing from it (the first: %s)%s: weights of another model? "
+                   "(kiln check MODEL.json lists the names the model needs)",
+                   missing, n, what, g->nodes[first].attrs.name, has);
+    return true;
+}
+
+/* "; did you mean 'NAME'?" when f has a tensor named like `name`, else "". */
+static void did_you_mean(const kiln_tensor_file *f, const char *name, char *buf, size_t cap)
+{
+    const char **names = file_names(f);
+    const char *near = kiln_closest_name(name, names, f->n);
+    if (near) snprintf(buf, cap, "; did you mean '%s'?", near);
+    else buf[0] = 0;
+    free(names);
+}
+
 bool bind_params(const kiln_model *m, const kiln_tensor_file *f, const char *file, void **values,
                  kiln_diags *diags)
 {
+    if (bind_missing_summary(&m->graph, m->params, (uint32_t)m->n_params, f, file, "parameters", diags)) return false;
     bool ok = true;
     for (int i = 0; i < m->n_params; i++) {
         const kiln_node *n = &m->graph.nodes[m->params[i]];
         const kiln_tensor *t = kiln_tensor_file_find(f, n->attrs.name);
         if (!t) {
-            kiln_diags_add(diags, file, 0, 0, n->attrs.name, "parameter missing from the weights file");
+            char hint[160];
+            did_you_mean(f, n->attrs.name, hint, sizeof hint);
+            kiln_diags_add(diags, file, 0, 0, n->attrs.name, "parameter missing from the weights file%s", hint);
             ok = false;
             continue;
         }
@@ -99,7 +151,9 @@ bool bind_inputs(const kiln_model *m, const kiln_tensor_file *f, const char *fil
         const kiln_node *n = &m->graph.nodes[id];
         const kiln_tensor *t = kiln_tensor_file_find(f, n->attrs.name);
         if (!t) {
-            kiln_diags_add(diags, file, 0, 0, n->attrs.name, "input missing from the inputs file");
+            char hint[160];
+            did_you_mean(f, n->attrs.name, hint, sizeof hint);
+            kiln_diags_add(diags, file, 0, 0, n->attrs.name, "input missing from the inputs file%s", hint);
             ok = false;
             continue;
         }

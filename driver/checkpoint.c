@@ -40,6 +40,11 @@ void ckpt_tensors(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const 
 bool ckpt_restore(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
                   const kiln_tensor_file *f, const char *path, bool *found, kiln_diags *d)
 {
+    /* another model's file: one line, not one per tensor (bind.c) */
+    if (!found && n > 0 &&
+        bind_missing_summary(g, nodes, n, f, path,
+                             g->nodes[nodes[0]].op == KILN_OP_STATE ? "optimizer tensors" : "parameters", d))
+        return false;
     bool ok = true;
     for (uint32_t i = 0; i < n; i++) {
         const kiln_node *node = &g->nodes[nodes[i]];
@@ -57,8 +62,16 @@ bool ckpt_restore(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const 
         memcpy(ty.dims, t->shape, sizeof ty.dims);
         if (!kiln_type_equal(&ty, &node->type)) {
             char got[160], want[160];
-            kiln_diags_add(d, path, 0, 0, node->attrs.name, "is %s but the model needs %s",
-                           kiln_type_str(&ty, got, sizeof got), kiln_type_str(&node->type, want, sizeof want));
+            /* --init (found != NULL) into a changed layer, e.g. a head with another class
+             * count: renaming the layer makes --init leave it to fresh initialisation */
+            char hint[200] = "";
+            const char *dot = strrchr(node->attrs.name, '.');
+            if (found && dot && dot > node->attrs.name)
+                snprintf(hint, sizeof hint,
+                         "; to train this layer afresh, give it a new name in the model file (e.g. \"%.*s_new\"), "
+                         "and --init will skip it", (int)(dot - node->attrs.name), node->attrs.name);
+            kiln_diags_add(d, path, 0, 0, node->attrs.name, "is %s but the model needs %s%s",
+                           kiln_type_str(&ty, got, sizeof got), kiln_type_str(&node->type, want, sizeof want), hint);
             ok = false;
             if (found) found[i] = false;
             continue;

@@ -43,6 +43,7 @@
 #include "kernels.h"
 #include "passes.h"
 #include "train.h"
+#include "memlimit.h"
 
 static double now_ms(void)
 {
@@ -239,6 +240,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     int64_t iters = 0, threads = 1;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
+        LIMITS_FLAG,
         {"--interp", CLI_BOOL, &interp, NULL,
          "time the reference interpreter instead of compiled code (default: compiled)"},
         {"--iters", CLI_INT, &iters, NULL,
@@ -256,7 +258,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
-    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags) || !limits_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "bench", "expects one MODEL.json");
     if (iters < 0 || iters > 1000) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
     if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
@@ -291,7 +293,15 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     void *optim = NULL;
     float lr = 1e-4f, loss = 0; /* --train: the lr argument and the loss output */
 
-    /* fresh parameters and fixed inputs, one buffer per PARAM / INPUT node */
+    /* fresh parameters and fixed inputs, one buffer per PARAM / INPUT node: the
+     * parameters alone must fit first */
+    int64_t param_bytes = 0;
+    for (int i = 0; i < m.n_params; i++) param_bytes += kiln_type_numel(&g->nodes[m.params[i]].type) * KILN_ELEM_BYTES;
+    if (!limits_check_blobs(g, param_bytes, 0, 0, 0, "bench", diags)) {
+        train_step_free(&ts);
+        kiln_model_free(&m);
+        return EXIT_FAIL;
+    }
     void **values = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *values);
     float **blobs = calloc(m.n_params ? (size_t)m.n_params : 1, sizeof *blobs);
     KILN_ASSERT(values && blobs);
@@ -339,6 +349,10 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
         if (!kiln_compile_graph(&req, &cr.c, diags)) goto done;
         t_compile = now_ms() - t_compile;
         cli_print_dump(cr.c.dump);
+        /* the copies below come on top of the fresh parameters */
+        if (!limits_check_blobs(g, param_bytes + cr.c.params_bytes, train ? cr.c.optim_bytes : 0,
+                                cr.c.workspace_bytes, 0, "bench", diags))
+            goto done;
         params = kiln_aligned_alloc((size_t)cr.c.params_bytes);
         workspace = kiln_aligned_alloc((size_t)cr.c.workspace_bytes);
         KILN_ASSERT(params && workspace);

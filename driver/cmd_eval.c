@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "train.h"
+#include "memlimit.h"
 
 int cmd_eval(int argc, char **argv, kiln_diags *diags)
 {
@@ -21,6 +22,7 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
     int64_t batch = 0;
     bool batch_given = false;
     cli_flag flags[] = {
+        LIMITS_FLAG,
         {"--weights", CLI_STR, &weights, NULL,
          "the parameters or a kiln train checkpoint (required)"},
         {"--data", CLI_STR, &data, NULL,
@@ -32,6 +34,7 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
+    if (!limits_valid(diags)) return EXIT_USAGE;
     if (a.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "eval", "expects one MODEL.json");
     if (!weights) kiln_diags_add(diags, NULL, 0, 0, "eval", "--weights W.safetensors is required");
     if (!data) kiln_diags_add(diags, NULL, 0, 0, "eval", "--data PATH is required");

@@ -23,6 +23,7 @@
 #include "generate.h"
 #include "tokenizer.h"
 #include "train.h"
+#include "memlimit.h"
 
 /* Writes s[0..n) as a JSON string body (quotes not included). JSON text is UTF-8: a byte
  * that does not start a whole, valid UTF-8 sequence (a token may hold part of a
@@ -136,6 +137,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     gen_args r = {.max_new = 100, .temperature = 1.0, .top_p = 1.0, .threads = cpus < 1 ? 1 : cpus, .repeat = 1};
     bool prompt_given = false;
     cli_flag flags[] = {
+        LIMITS_FLAG,
         {"--weights", CLI_STR, &r.weights, NULL, "weights or checkpoint (safetensors) to generate with (required)"},
         {"--prompt", CLI_STR, &r.prompt, &prompt_given, "the text to continue (required without --source)"},
         {"--source", CLI_STR, &r.source, NULL, "the text an encoder-decoder model transforms, its encoder's input (required for those models)"},
@@ -165,7 +167,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     if (!(r.top_p > 0 && r.top_p <= 1)) kiln_diags_add(diags, NULL, 0, 0, "--top-p", "expected a value in (0, 1], got %g", r.top_p);
     if (r.threads < 1 || r.threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
     if (r.repeat < 1 || r.repeat > 1000) kiln_diags_add(diags, NULL, 0, 0, "--repeat", "expected 1..1000");
-    if (!cli_pipeline_valid(diags) || diags->n) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags) || !limits_valid(diags) || diags->n) return EXIT_USAGE;
     if (r.greedy) r.temperature = 0;
     const char *path = a.positional[0];
     kiln_threads_set((int)(r.threads < KILN_MAX_THREADS ? r.threads : KILN_MAX_THREADS));

@@ -25,6 +25,7 @@
 #include "codegen.h"
 #include "kiln/runtime.h"
 #include "driver.h"
+#include "memlimit.h"
 
 /* The INPUT node a value comes from through views (reshape), or KILN_NONE. */
 static uint32_t input_behind(const kiln_graph *g, uint32_t id)
@@ -88,6 +89,13 @@ static bool run_compiled(const kiln_model *m, void *const *values, const unsigne
     if (!kiln_compile_graph(&req, &c, diags)) return false;
     cli_print_dump(c.dump);
 
+    int64_t io_bytes = 0;
+    for (uint32_t o = 0; o < g->n_outputs; o++)
+        io_bytes += kiln_type_numel(&g->nodes[g->outputs[o].node].type) * KILN_ELEM_BYTES;
+    if (!limits_check_blobs(g, c.params_bytes, 0, c.workspace_bytes, io_bytes, "run", diags)) {
+        kiln_compiled_free(&c);
+        return false;
+    }
     bool ok = false;
     void *params = kiln_aligned_alloc((size_t)c.params_bytes);
     void *workspace = kiln_aligned_alloc((size_t)c.workspace_bytes);
@@ -189,6 +197,7 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     int64_t threads = 1;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
+        LIMITS_FLAG,
         {"--weights", CLI_STR, &weights, NULL,
          "the parameters by name, a safetensors file (required)"},
         {"--inputs", CLI_STR, &inputs, NULL,
@@ -204,7 +213,7 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
-    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags) || !limits_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "run", "expects one MODEL.json");
     if (!weights) kiln_diags_add(diags, NULL, 0, 0, "run", "--weights W.safetensors is required");
     if (!inputs) kiln_diags_add(diags, NULL, 0, 0, "run", "--inputs X.safetensors is required");

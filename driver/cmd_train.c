@@ -49,6 +49,7 @@
 #include "kiln/runtime.h"
 #include "schedule.h"
 #include "train.h"
+#include "memlimit.h"
 
 static volatile sig_atomic_t interrupted;
 
@@ -96,11 +97,15 @@ typedef struct run {
     bool distributed;             /* --distributed */
     int64_t dist_timeout;         /* --dist-timeout */
     int dist_stop;                /* the signal every rank agreed to stop on */
+    nonfinite_guard guard;        /* nonfinite.c: NaN/Inf steps change nothing */
+    nonfinite_mode on_nonfinite;
+    int64_t skipped;              /* --on-nonfinite skip: steps skipped */
 } run;
 
 static void run_free(run *r)
 {
     if (r->log) fclose(r->log);
+    nonfinite_guard_free(&r->guard);
     evaluator_free(&r->ev);
     if (r->have_val_bt) kiln_batcher_free(&r->val_bt);
     if (r->have_bt) kiln_batcher_free(&r->bt);
@@ -319,6 +324,10 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     if (!train_step_build(m, &r->ts, d)) return false;
     kiln_checkpoint_result ck = {0};
     if (r->checkpoint && !train_step_checkpoint(m, &r->ts, &ck, d)) return false;
+    /* the data-parallel step (trainsplit.c) has no guard yet: under mpirun a non-finite
+     * loss stops the run after its step, as with --on-nonfinite off */
+    if (r->on_nonfinite != NONFINITE_OFF && r->dp.ds.size <= 1 && !nonfinite_guard_build(m, &r->ts, &r->guard, d))
+        return false;
     r->ts.dropout_seed = (uint64_t)r->seed;
     kiln_compile_request req = train_step_request(m, &r->ts);
     /* one of N ranks: the step split around the gradient average (dataparallel.c) */
@@ -341,6 +350,8 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
                ck.n_recomputed);
     /* the step's bits do not depend on the thread count (GEMMs are split, never along k) */
     kiln_threads_set((int)(r->threads < KILN_MAX_THREADS ? r->threads : KILN_MAX_THREADS));
+    if (!limits_check_blobs(&m->graph, r->c.params_bytes, r->c.optim_bytes, r->c.workspace_bytes, 0, "train", d))
+        return false;
     r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
     r->optim = kiln_aligned_alloc((size_t)r->c.optim_bytes);
     r->workspace = kiln_aligned_alloc((size_t)r->c.workspace_bytes);
@@ -567,6 +578,7 @@ static int train_loop(run *r, kiln_diags *d)
     for (int i = 0; i < m->n_inputs; i++) args[k++] = r->feed.model_bufs[i];
     uint32_t lr_arg = k++;
     args[k++] = &loss;
+    if (r->guard.n) args[k++] = r->guard.sums; /* output "nonfinite" */
     KILN_ASSERT(k == n_args);
     for (uint32_t i = 0; i < n_args; i++) {
         types[i] = i == lr_arg ? &ffi_type_float : &ffi_type_pointer;
@@ -590,7 +602,8 @@ static int train_loop(run *r, kiln_diags *d)
     progress_start(&pr, r->log, r->start, r->steps, end, r->log_every);
     if (r->start > 0) printf("resuming at step %lld of %lld\n", (long long)r->start, (long long)r->steps);
     double train_seconds = 0, first_loss = NAN, recent[10];
-    int64_t step = r->start;
+    int64_t step = r->start, good = 0; /* good: steps not skipped */
+    int64_t saved_at = -1;             /* the step this run last saved */
     int status = EXIT_OK;
     while (step < end && !(r->dp.ds.size > 1 ? r->dist_stop : interrupted)) {
         double t0 = progress_now();
@@ -607,15 +620,28 @@ static int train_loop(run *r, kiln_diags *d)
         }
         train_seconds += progress_now() - t0;
         step++;
-        if (!isfinite(loss)) {
+        /* a NaN/Inf step changed nothing (nonfinite.c): skip it, or stop */
+        char bad[200];
+        bool finite = nonfinite_step_ok(&r->guard, &m->graph, loss, bad, sizeof bad);
+        bool skip = !finite && r->on_nonfinite == NONFINITE_SKIP;
+        if (!finite && !skip) {
             progress_end(&pr);
-            kiln_diags_add(d, NULL, 0, 0, "train", "step %lld: the loss is %f; stopping (lower the learning rate?)",
-                           (long long)step, loss);
+            char kept[160] = "";
+            if (saved_at >= 0) snprintf(kept, sizeof kept, "; %s keeps step %lld", r->save, (long long)saved_at);
+            kiln_diags_add(d, NULL, 0, 0, "train",
+                           "step %lld: %s; stopped without applying the step (lower the learning rate, set "
+                           "train.grad_clip, or pass --on-nonfinite skip)%s",
+                           (long long)step, bad, kept);
             status = EXIT_FAIL;
             break;
         }
-        if (isnan(first_loss)) first_loss = loss;
-        recent[(step - r->start - 1) % 10] = loss; /* the last ten, for the summary */
+        if (skip) {
+            r->skipped++;
+            if (!pr.tty) printf("step %lld: skipped (%s)\n", (long long)step, bad);
+        } else {
+            if (isnan(first_loss)) first_loss = loss;
+            recent[good++ % 10] = loss; /* the last ten, for the summary */
+        }
         double tps = (double)r->feed.tokens_per_batch * (double)(step - r->start) / train_seconds;
         double val_loss = -1;
         bool last = step == end;
@@ -631,10 +657,14 @@ static int train_loop(run *r, kiln_diags *d)
                 fflush(stdout);
             }
         }
-        progress_step(&pr, step, loss, lr, tps, val_loss);
-        if (r->save && !last && step % r->save_every == 0 && !save_or_explain(r, step, d)) {
-            status = EXIT_FAIL;
-            break;
+        if (skip) nonfinite_log(r->log, step, bad);
+        else progress_step(&pr, step, loss, lr, tps, val_loss);
+        if (r->save && !last && step % r->save_every == 0) {
+            if (!save_or_explain(r, step, d)) {
+                status = EXIT_FAIL;
+                break;
+            }
+            saved_at = step;
         }
     }
     progress_end(&pr);
@@ -645,15 +675,18 @@ static int train_loop(run *r, kiln_diags *d)
         if (!save_or_explain(r, step, d)) status = EXIT_FAIL;
         else if (!interrupted) printf("saved %s at step %lld\n", r->save, (long long)step);
     }
-    int64_t n_recent = step - r->start < 10 ? step - r->start : 10;
+    int64_t n_recent = good < 10 ? good : 10;
     double mean_recent = 0;
     for (int64_t i = 0; i < n_recent; i++) mean_recent += recent[i] / (double)n_recent;
-    if (step > r->start && status == EXIT_OK)
+    if (good > 0 && status == EXIT_OK)
         printf("trained steps %lld–%lld in %.1f s (%.3f s/step, %.0f tokens/s): "
                "loss %.4f → %.4f (mean of the last %lld)\n",
                (long long)r->start + 1, (long long)step, train_seconds, train_seconds / (double)(step - r->start),
                (double)r->feed.tokens_per_batch * (double)(step - r->start) / train_seconds, first_loss,
                mean_recent, (long long)n_recent);
+    if (r->skipped)
+        printf("skipped %lld step%s with a non-finite loss or gradient (--on-nonfinite skip)\n",
+               (long long)r->skipped, r->skipped == 1 ? "" : "s");
     if (interrupted && status == EXIT_OK) {
         /* not an error: the user asked for it, and what --save promised was kept */
         fprintf(stderr, "kiln train: interrupted at step %lld of %lld; %s%s\n", (long long)step, (long long)r->steps,
@@ -671,7 +704,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
 {
     run r;
     memset(&r, 0, sizeof r);
-    const char *task = "clm";
+    const char *task = "clm", *on_nonfinite = "stop";
     bool steps_given = false, batch_given = false, seed_given = false;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);  /* default: the online CPUs, at most KILN_MAX_THREADS */
     r.threads = cpus < 1 ? 1 : cpus < KILN_MAX_THREADS ? cpus : KILN_MAX_THREADS;
@@ -679,6 +712,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     r.dist_timeout = 600;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
+        LIMITS_FLAG,
         {"--data", CLI_STR, &r.data, NULL,
          "the training data file (required)"},
         {"--val", CLI_STR, &r.val, NULL,
@@ -717,10 +751,13 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
          "require data-parallel training under mpirun; fail if kiln has no MPI (default: on by itself under mpirun)"},
         {"--dist-timeout", CLI_INT, &r.dist_timeout, NULL,
          "seconds a rank waits for the others in a step's collectives before stopping the job (default: 600)"},
+        {"--on-nonfinite", CLI_STR, &on_nonfinite, NULL,
+         "a step with a NaN/Inf loss or gradient changes nothing; then stop, or skip it and go on; off: no check "
+         "compiled, stop after such a step (default: stop)"},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
-    if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
+    if (!cli_pipeline_valid(diags) || !limits_valid(diags)) return EXIT_USAGE;
     if (a.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "train", "expects one MODEL.json");
     if (!r.data) kiln_diags_add(diags, NULL, 0, 0, "train", "--data PATH is required");
     if (!kiln_task_parse(task, &r.task))
@@ -733,10 +770,18 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (batch_given && r.batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
     if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");
     if (r.dist_timeout < 1) kiln_diags_add(diags, NULL, 0, 0, "--dist-timeout", "expected at least 1 second");
+    if (!nonfinite_parse_mode(on_nonfinite, &r.on_nonfinite))
+        kiln_diags_add(diags, NULL, 0, 0, "--on-nonfinite", "expected stop, skip or off, got '%s'", on_nonfinite);
     if (diags->n) return EXIT_USAGE;
     r.model_path = a.positional[0];
     r.saved_step = -1;
     if (!dp_init(&r.dp, r.distributed, (double)r.dist_timeout, diags)) return EXIT_FAIL;
+    if (r.dp.ds.size > 1 && r.on_nonfinite == NONFINITE_SKIP) {
+        kiln_diags_add(diags, NULL, 0, 0, "--on-nonfinite", "skip is not available under mpirun yet (the "
+                       "data-parallel step has no guard; docs/distributed.md)");
+        dp_free(&r.dp, true); /* every rank has the same flags: all leave together */
+        return EXIT_USAGE;
+    }
 
     int status = EXIT_FAIL;
     kiln_rt_error err = {{0}};

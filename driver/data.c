@@ -451,6 +451,12 @@ typedef struct tsv_ctx {
     const kiln_labels *given; /* classify: the training set's classes, or NULL */
     bool oom;
     int errors;
+    /* lines with the wrong number of fields: the first few, reported at the end, and
+     * how many; when no line had the right number the file is not this task's TSV,
+     * and one line says so instead of one per line */
+    uint64_t bad_lines, lines;
+    uint64_t bad_at[5];
+    int bad_count[5];
 } tsv_ctx;
 
 static void line_error(tsv_ctx *c, uint64_t line, size_t col, const char *fmt, ...)
@@ -514,8 +520,11 @@ static void tsv_line(tsv_ctx *c, uint64_t line, char *text, size_t n)
     char *f[3];
     size_t len[3];
     int count = split_fields(text, n, 3, f, len);
+    c->lines++;
     if (count != ti->fields) {
-        line_error(c, line, 0, "expected %d tab-separated fields (%s), found %d", ti->fields, ti->field_names, count);
+        if (c->bad_lines < 5) c->bad_at[c->bad_lines] = line, c->bad_count[c->bad_lines] = count;
+        c->bad_lines++;
+        c->errors++;
         return;
     }
     kiln_example ex = {.line = (uint32_t)(line > UINT32_MAX ? UINT32_MAX : line)};
@@ -610,6 +619,41 @@ static bool copy_labels(kiln_labels *dst, const kiln_labels *src)
     return true;
 }
 
+/* The lines with the wrong number of fields: one summary when no line had the right
+ * number (a plain-text file given to a TSV task: "classify expects label<TAB>text"), else
+ * the first five and a count of the rest. */
+static void report_bad_lines(tsv_ctx *c)
+{
+    const struct task_info *ti = &task_info[c->ds->task];
+    char form[64];
+    size_t k = 0;
+    for (const char *p = ti->field_names; *p && k + 6 < sizeof form; p++) {
+        if (p[0] == ',' && p[1] == ' ') {
+            memcpy(form + k, "<TAB>", 5), k += 5, p++;
+            continue;
+        }
+        form[k++] = *p;
+    }
+    form[k] = 0;
+    if (c->bad_lines == c->lines && c->lines > 1) {
+        kiln_diags_add(c->d, c->path, 0, 0, NULL,
+                       "%s expects %s on each line, but none of the %llu lines has %d tab-separated fields (line "
+                       "%llu has %d)%s",
+                       task_names[c->ds->task], form, (unsigned long long)c->lines, ti->fields,
+                       (unsigned long long)c->bad_at[0], c->bad_count[0],
+                       c->bad_count[0] == 1 ? "; plain text is read by --task clm or mlm" : "");
+        return;
+    }
+    uint64_t shown = c->bad_lines < 5 ? c->bad_lines : 5;
+    for (uint64_t i = 0; i < shown; i++)
+        kiln_diags_add(c->d, c->path, line_int(c->bad_at[i]), 1, NULL,
+                       "expected %d tab-separated fields (%s), found %d", ti->fields, ti->field_names,
+                       c->bad_count[i]);
+    if (c->bad_lines > shown)
+        kiln_diags_add(c->d, c->path, 0, 0, NULL, "and %llu more lines without %d tab-separated fields (%s)",
+                       (unsigned long long)(c->bad_lines - shown), ti->fields, form);
+}
+
 static bool load_tsv(kiln_dataset *ds, FILE *f, const char *path, const kiln_tokenizer *tok,
                      const kiln_labels *given, kiln_diags *d)
 {
@@ -639,6 +683,7 @@ static bool load_tsv(kiln_dataset *ds, FILE *f, const char *path, const kiln_tok
         }
         if (n > 0) tsv_line(&c, r.line, text, n);
     }
+    if (c.bad_lines) report_bad_lines(&c);
     if (!c.oom && c.errors == 0 && ds->n_examples == 0) {
         kiln_diags_add(d, path, 0, 0, NULL, "no examples (expected lines of %s separated by tabs)",
                        task_info[ds->task].field_names);

@@ -43,6 +43,12 @@ void bind_needed(const kiln_graph *g, bool with_loss, unsigned char *needed);
  * lacks are listed in *extra (may be NULL). */
 bool bind_params(const kiln_model *m, const kiln_tensor_file *f, const char *file, void **values,
                  kiln_diags *diags);
+/* When more than three and more than half of the nodes' names are missing from f — the
+ * weights of another model — adds one diagnostic saying so (how many, the first missing
+ * name, one of the file's) instead of one per tensor, and returns true. `what` names the
+ * nodes ("parameters"). */
+bool bind_missing_summary(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const kiln_tensor_file *f,
+                          const char *file, const char *what, kiln_diags *d);
 /* Points values[] of every needed INPUT node at the matching tensor of `f`. */
 bool bind_inputs(const kiln_model *m, const kiln_tensor_file *f, const char *file, const unsigned char *needed,
                  void **values, kiln_diags *diags);

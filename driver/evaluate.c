@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "train.h"
+#include "memlimit.h"
 
 bool evaluator_init(evaluator *e, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
                     int n_defines, const char *batch_dim, int64_t batch, kiln_task task, kiln_diags *d)
@@ -29,6 +30,12 @@ bool evaluator_init(evaluator *e, const char *text, size_t len, const char *path
         return false;
     }
     e->ignore_index = train_ignore_index(m);
+    int64_t logits_bytes = m->graph.n_outputs > 1
+                               ? kiln_type_numel(&m->graph.nodes[m->graph.outputs[1].node].type) * KILN_ELEM_BYTES : 0;
+    if (!limits_check_blobs(&m->graph, e->c.params_bytes, 0, e->c.workspace_bytes, logits_bytes, "eval", d)) {
+        evaluator_free(e);
+        return false;
+    }
     e->workspace = kiln_aligned_alloc((size_t)e->c.workspace_bytes);
     KILN_ASSERT(e->workspace != NULL);
     const kiln_graph *g = &m->graph;

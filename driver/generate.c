@@ -33,6 +33,7 @@
 #include "cli.h"
 #include "generate.h"
 #include "train.h"
+#include "memlimit.h"
 
 /* The name of dim `axis` of input `input` in the model file, or NULL (malloc'd copy). */
 static char *input_dim_name(const char *text, size_t len, const char *input, int axis)
@@ -355,7 +356,12 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
         goto out;
     }
 
-    /* 3. buffers */
+    /* 3. buffers, when they fit */
+    int64_t ws_need = g->prefill.c.workspace_bytes > g->step.c.workspace_bytes ? g->prefill.c.workspace_bytes
+                                                                               : g->step.c.workspace_bytes;
+    if (!limits_check_blobs(&g->prefill.m.graph, g->prefill.c.params_bytes, g->prefill.c.optim_bytes, ws_need,
+                            (g->context * g->vocab + g->vocab) * (int64_t)sizeof(float), "generate", d))
+        goto out;
     g->params = kiln_aligned_alloc((size_t)g->prefill.c.params_bytes);
     g->cache_bytes = g->prefill.c.optim_bytes;
     g->cache = kiln_aligned_alloc((size_t)g->cache_bytes);

@@ -34,20 +34,21 @@ static const command commands[] = {
      "write fresh weights (the SPEC's init scheme)"},
     {"run", cmd_run,
      "kiln run MODEL.json --weights W.safetensors --inputs X.safetensors --out Y.safetensors [--grads] "
-     "[--interp] [--threads N] [-D N=V]... " PIPELINE_USAGE,
+     "[--interp] [--threads N] [--max-memory BYTES] [-D N=V]... " PIPELINE_USAGE,
      "evaluate the model on inputs (JIT-compiled, or the reference interpreter)"},
     {"train", cmd_train,
      "kiln train MODEL.json --data PATH [--val PATH] [--task clm|mlm|classify|pairs|seq2seq|span] [--steps N] "
      "[--batch B] [--init W.safetensors] [--save CKPT.safetensors] [--resume CKPT.safetensors] [--log METRICS.jsonl] "
      "[--log-every N] [--threads N] [--seed S] [--val-every N] [--val-batches N] [--save-every N] [--stop-at S] "
-     "[--checkpoint-activations] [--distributed] [--dist-timeout S] [-D N=V]... " PIPELINE_USAGE,
+     "[--checkpoint-activations] [--on-nonfinite stop|skip|off] [--max-memory BYTES] [--distributed] [--dist-timeout S] "
+     "[-D N=V]... " PIPELINE_USAGE,
      "train a model on a data file, with checkpoints and exact resume (under mpirun: data-parallel)"},
-    {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [-D N=V]...",
+    {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [--max-memory BYTES] [-D N=V]...",
      "loss and perplexity (or accuracy) of weights on a data file"},
     {"generate", cmd_generate,
      "kiln generate MODEL.json --weights W.safetensors (--prompt TEXT | --source TEXT) [--max-new N] "
      "[--temperature T | --greedy] [--top-k K] [--top-p P] [--seed S] [--truncate] [--json] [--no-cache] [--stats] [--repeat N] "
-     "[--threads N] [-D N=V]... " PIPELINE_USAGE,
+     "[--threads N] [--max-memory BYTES] [-D N=V]... " PIPELINE_USAGE,
      "write text with a trained model: a compiled prefill and KV-cached decode steps"},
     {"compile", cmd_compile,
      "kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [--target-cpu CPU] "
@@ -56,7 +57,7 @@ static const command commands[] = {
      "export the model (and its training step or generation) as a C library with a header"},
     {"bench", cmd_bench,
      "kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train [--checkpoint-activations]] "
-     "[--threads N] [--per-kernel] " PIPELINE_USAGE,
+     "[--threads N] [--per-kernel] [--max-memory BYTES] " PIPELINE_USAGE,
      "time the compile and the forward pass (or training step)"},
     {"plot", cmd_plot,
      "kiln plot METRICS.jsonl... -o CURVE.svg [--y NAME[,NAME...]]... [--log-scale] [--smooth N] [--title TEXT]",

@@ -8,6 +8,7 @@
  *   progress.c    the terminal progress bar and the --log metrics lines
  *   trainsplit.c  the step split as gradients + update (NAME_train_grad, NAME_train_apply)
  *   dataparallel.c one rank's step among N: shard, gradients, average, update
+ *   nonfinite.c   the guard that keeps a NaN/Inf step out of the parameters
  *
  * docs/training.md describes the behaviour; SPEC sections 2–6 are the contract. */
 #ifndef KILN_TRAIN_H
@@ -48,6 +49,7 @@ typedef struct train_step {
     uint64_t dropout_seed; /* the run's --seed, set by the caller */
     uint32_t n_forward;    /* the forward graph and loss: node ids below it */
     uint32_t recompute_from; /* checkpointed: n_forward (the compile request's), else 0 */
+    uint32_t *grads;       /* per parameter (m->params order): its gradient node (malloc'd) */
 } train_step;
 
 /* Turns m's graph into one training step: its outputs become just "loss", then the
@@ -278,5 +280,33 @@ bool progress_plain_due(const progress *p, int64_t step);
 void progress_step(progress *p, int64_t step, double loss, double lr, double tokens_per_s, double val_loss);
 /* Ends the bar's line, if one is drawn. */
 void progress_end(progress *p);
+
+/* ---- nonfinite.c ------------------------------------------------------------------------- */
+
+/* --on-nonfinite: what a step whose loss or a gradient is NaN or Inf does. With STOP and
+ * SKIP the step changes neither parameters nor optimizer state (the guard below); OFF
+ * compiles no guard (the step is applied, then the run stops on a non-finite loss). */
+typedef enum nonfinite_mode { NONFINITE_STOP, NONFINITE_SKIP, NONFINITE_OFF } nonfinite_mode;
+
+typedef struct nonfinite_guard {
+    uint32_t n;          /* trained parameters checked */
+    uint32_t *params;    /* their PARAM nodes, in the model's order (for names) */
+    uint32_t output;     /* the graph output "nonfinite": [n] sums of squared gradients */
+    float *sums;         /* its buffer, filled by each step (NULL when n == 0) */
+} nonfinite_guard;
+
+bool nonfinite_parse_mode(const char *s, nonfinite_mode *out);
+const char *nonfinite_mode_name(nonfinite_mode mode);
+/* Adds the check to a built training step (after train_step_build and, with
+ * --checkpoint-activations, train_step_checkpoint): every update keeps the old value
+ * unless the loss and all gradients are finite, and the graph gets the output
+ * "nonfinite". */
+bool nonfinite_guard_build(kiln_model *m, const train_step *ts, nonfinite_guard *gd, kiln_diags *d);
+void nonfinite_guard_free(nonfinite_guard *gd);
+/* After a step: true when the loss and every gradient were finite; else false with
+ * `what` naming the loss or the first parameter (model order) whose gradient was not. */
+bool nonfinite_step_ok(const nonfinite_guard *gd, const kiln_graph *g, float loss, char *what, size_t cap);
+/* The --log line of a skipped step: {"step": N, "loss": null, "skipped": "WHAT"}. */
+void nonfinite_log(FILE *log, int64_t step, const char *what);
 
 #endif

@@ -140,7 +140,7 @@ bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
     kiln_optim_result res;
     ok = ok && kiln_optim_build(g, m->params, grads, n, &cfg, &res, d);
     free(groups);
-    free(grads);
+    ts->grads = grads; /* nonfinite.c checks them */
     if (!ok) {
         kiln_diags_set_file(d, m->file);
         return false;
@@ -167,6 +167,7 @@ bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result
         ts->lr = map[ts->lr];
         for (uint32_t i = 0; i < ts->n_states; i++) ts->states[i] = map[ts->states[i]];
         if (ts->step_state != KILN_NONE) ts->step_state = map[ts->step_state];
+        for (int i = 0; ts->grads && i < m->n_params; i++) ts->grads[i] = map[ts->grads[i]];
         ts->recompute_from = ts->n_forward; /* the forward nodes kept their ids */
     }
     free(map);
@@ -176,6 +177,7 @@ bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result
 void train_step_free(train_step *ts)
 {
     free(ts->states);
+    free(ts->grads);
     memset(ts, 0, sizeof *ts);
 }
 

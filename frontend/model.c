@@ -29,6 +29,7 @@
 
 #include "fe.h"
 #include "json_min.h"
+#include "locate.h"
 
 #define FE_MAX_FILE_BYTES ((size_t)64 << 20)
 #define FE_MAX_JSON_VALUES (1 << 22) /* the document ~56 bytes per value, cJSON's tree ~64 */
@@ -157,8 +158,11 @@ static const cJSON *item(const cJSON *obj, const char *key)
     return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
 }
 
-/* Reports every key of n->json that nobody read. `what` says whose keys they are. */
-static void check_keys(fe_ctx *c, fe_node *n, const char *what)
+/* Reports every key of n->json that nobody read. `what` says whose keys they are. With
+ * misspelt_only (the layer had an attribute error, so its expander may not have read
+ * every key it knows) only keys that are near a key it did read are reported: "casual"
+ * next to "causal" is a misspelling whatever else is wrong with the layer. */
+static void check_keys_where(fe_ctx *c, fe_node *n, const char *what, bool misspelt_only)
 {
     if (!cJSON_IsObject(n->json)) return;
     for (const cJSON *e = n->json->child; e; e = e->next) {
@@ -167,9 +171,11 @@ static void check_keys(fe_ctx *c, fe_node *n, const char *what)
         if (used) continue;
         const char *hint = fe_closest(e->string, n->used, n->n_used);
         if (hint) fe_error(c, n, e->string, "unknown key %s (did you mean \"%s\"?)", what, hint);
-        else fe_error(c, n, e->string, "unknown key %s", what);
+        else if (!misspelt_only) fe_error(c, n, e->string, "unknown key %s", what);
     }
 }
+
+static void check_keys(fe_ctx *c, fe_node *n, const char *what) { check_keys_where(c, n, what, false); }
 
 /* Whether a diagnostic added since index `from` is about one attribute of n (its path is
  * "n.path.something"): then the expander may have stopped before reading the rest of
@@ -621,7 +627,7 @@ static uint32_t expand_layer(fe_ctx *c, const cJSON *layer, int index, const cha
         for (int k = 0; k < n.n_in; k++) n.in[k] = KILN_NONE;
         int first_error = c->diags->n;
         exp->expand(c, &n);
-        if (!attribute_error_since(c, &n, first_error)) check_keys(c, &n, fe_fmt(c, "for op '%s'", op));
+        check_keys_where(c, &n, fe_fmt(c, "for op '%s'", op), attribute_error_since(c, &n, first_error));
         return KILN_NONE;
     }
 
@@ -649,8 +655,8 @@ static uint32_t expand_layer(fe_ctx *c, const cJSON *layer, int index, const cha
         }
         n.in[0] = out;
     }
-    if (out != KILN_NONE || !attribute_error_since(c, &n, first_error))
-        check_keys(c, &n, fe_fmt(c, "for op '%s'", op));
+    check_keys_where(c, &n, fe_fmt(c, "for op '%s'", op),
+                     out == KILN_NONE && attribute_error_since(c, &n, first_error));
     return out;
 }
 
@@ -877,7 +883,7 @@ bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const c
         c.context = dec->context;
         c.dec_tokens = dec->tokens ? dec->tokens : "tokens";
     }
-    int before = n_errors(&c);
+    int before = n_errors(&c), first_diag = diags->n;
 
     cJSON *root = parse_text(&c, text, len);
     if (root) {
@@ -887,6 +893,12 @@ bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const c
     }
     bool ok = n_errors(&c) == before;
     free(c.dec_dep);
+    /* every problem found at a JSON path also gets its line:column (locate.c) */
+    for (int i = first_diag; i < diags->n; i++) {
+        kiln_diag *e = &diags->items[i];
+        if (e->line == 0 && e->where && (!e->file || strcmp(e->file, m->file) == 0))
+            fe_locate(text, len, e->where, &e->line, &e->col);
+    }
     kiln_diags_set_file(diags, m->file);
     if (!ok) kiln_model_free(m);
     return ok;

@@ -442,6 +442,18 @@ static int read_exact(reader *r, void *buf, size_t n, const char *what) {
     return 0;
 }
 
+/* " (it starts with text \"…\")" when the 8 bytes are printable, else "". */
+static void looks_like(const unsigned char *b, char *out, size_t cap)
+{
+    out[0] = 0;
+    for (int i = 0; i < 8; i++)
+        if (b[i] < 0x09 || (b[i] > 0x0d && b[i] < 0x20) || b[i] > 0x7e) return;
+    char text[9];
+    for (int i = 0; i < 8; i++) text[i] = b[i] < 0x20 ? ' ' : (char)b[i];
+    text[8] = 0;
+    snprintf(out, cap, " (it starts with text \"%s\")", text);
+}
+
 /* Phase 1 and 2: size the file, read the header and parse it. */
 static int read_header(reader *r) {
     r->f = fopen(r->path, "rb");
@@ -452,18 +464,24 @@ static int read_header(reader *r) {
     if (!S_ISREG(st.st_mode)) return fail(r->err, r->path, NULL, "not a regular file");
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8)
-        return fail(r->err, r->path, NULL, "file is %llu bytes, too short for a safetensors header",
+        return fail(r->err, r->path, NULL, "not a safetensors file: %llu bytes, too short for a header",
                     (unsigned long long)size);
     unsigned char len8[8];
     if (read_exact(r, len8, 8, "the header length")) return -1;
     uint64_t n = load64(len8);
+    /* A header length that cannot be is what any other file gives (text, a pickle, a
+     * zip): say what the file is not, and show how it starts, before the figures. */
+    char start[40];
+    looks_like(len8, start, sizeof start);
     if (n > ST_MAX_HEADER)
-        return fail(r->err, r->path, NULL, "header length %llu exceeds the limit of %llu bytes",
-                    (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
+        return fail(r->err, r->path, NULL,
+                    "not a safetensors file%s: its first 8 bytes give header length %llu, which exceeds the limit of %llu",
+                    start, (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
     if (n > size - 8)
         return fail(r->err, r->path, NULL,
-                    "header length %llu is larger than the rest of the file (%llu bytes)",
-                    (unsigned long long)n, (unsigned long long)(size - 8));
+                    "not a safetensors file%s: its first 8 bytes give header length %llu, larger than the rest "
+                    "of the file (%llu bytes)",
+                    start, (unsigned long long)n, (unsigned long long)(size - 8));
     r->data_start = 8 + n;
     r->data_size = size - 8 - n;
     r->header = malloc((size_t)n + 1);
@@ -472,9 +490,11 @@ static int read_header(reader *r) {
                     (unsigned long long)n);
     if (read_exact(r, r->header, (size_t)n, "the header")) return -1;
     r->header[n] = '\0';
+    size_t lead = strspn(r->header, " \t\r\n");
     jm_error jerr;
     if (jm_parse(r->header, (size_t)n, 0, &r->doc, &jerr))
-        return fail(r->err, r->path, NULL, "header is not valid JSON (at byte %zu): %s", jerr.at, jerr.msg);
+        return fail(r->err, r->path, NULL, "%sheader is not valid JSON (at byte %zu): %s",
+                    r->header[lead] != '{' ? "not a safetensors file: its " : "", jerr.at, jerr.msg);
     if (r->doc.v[0].kind != JM_OBJECT)
         return fail(r->err, r->path, NULL, "header must be a JSON object, got %s",
                     kind_name(&r->doc.v[0]));

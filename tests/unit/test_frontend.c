@@ -395,8 +395,8 @@ static const hostile cases[] = {
     H("trailing_garbage", "{" HEAD IN_X "'layers': [], 'outputs': ['x']}\n}", "m.json:2:1: error: JSON syntax error: unexpected text after the top-level value: '}'", 1),
     H("trailing_comma", "{'format': 'kiln/1',\n 'name': 'm',\n}", "m.json:3:1: error: JSON syntax error near '}'", 1),
     H("top_level_list", "[1, 2]", "m.json: error: the top level must be a JSON object, got a list", 1),
-    H("duplicate_json_keys", "{" HEAD IN_X "'layers': [{'name': 'y', 'op': 'neg', 'in': 'x', 'op': 'exp'}]" OUT_Y, "m.json: layers[0].op: error: duplicate key 'op' in one object", 1),
-    H("duplicate_top_keys", "{" HEAD "'name': 'n', " IN_X "'layers': []" OUT_Y, "m.json: name: error: duplicate key 'name'", 1),
+    H("duplicate_json_keys", "{" HEAD IN_X "'layers': [{'name': 'y', 'op': 'neg', 'in': 'x', 'op': 'exp'}]" OUT_Y, "m.json:1:112: layers[0].op: error: duplicate key 'op' in one object", 1),
+    H("duplicate_top_keys", "{" HEAD "'name': 'n', " IN_X "'layers': []" OUT_Y, "m.json:1:22: name: error: duplicate key 'name'", 1),
     H("raw_newline_in_string", "{'format': 'kiln/1',\n 'name': 'm\n}", "m.json:2:10: error: JSON syntax error: this string is not closed on its line", 1),
     H("tab_in_string", "{'format': 'kiln/1', 'name': 'a\tb'}", "m.json:1:32: error: JSON syntax error: control character 0x09 inside a string", 1),
     H("invalid_utf8", "{'format': 'kiln/1', 'name': '\xffm'}", "m.json:1:31: error: invalid UTF-8 (byte 0xff)", 1),
@@ -405,7 +405,7 @@ static const hostile cases[] = {
     H("nul_escape", "{'format': 'kiln/1', 'name': 'a\\u0000b'}", "m.json:1:32: error: JSON syntax error: \\u0000 (NUL) is not allowed in a string", 1),
     H("control_outside_string", "{'format': 'kiln/1',\x01 'name': 'm'}", "m.json:1:21: error: JSON syntax error: control character 0x01", 1),
     /* top level */
-    H("wrong_format", "{'format': 'kiln/2', 'name': 'm', 'layres': 1}", "m.json: format: error: expected \"kiln/1\", got \"kiln/2\"", 2),
+    H("wrong_format", "{'format': 'kiln/2', 'name': 'm', 'layres': 1}", "m.json:1:2: format: error: expected \"kiln/1\", got \"kiln/2\"", 2),
     H("missing_format", "{'name': 'm', " IN_X "'layers': [], 'outputs': ['x']}", "format: error: required key is missing", 1),
     H("bad_model_name", "{'format': 'kiln/1', 'name': 'GPT-2', " IN_X "'layers': [], 'outputs': ['x']}", "name: error: 'GPT-2' must match [a-z_][a-z0-9_]*", 1),
     H("unknown_top_key", "{" HEAD IN_X "'layer': [], 'layers': [], 'outputs': ['x']}", "layer: error: unknown key at the top level (did you mean \"layers\"?)", 1),
@@ -655,7 +655,7 @@ static void test_given_errors(void **state)
     kiln_given_input rank[] = {{.name = "tokens", .rank = 3, .dims = {2, 3, 4}}};
     kiln_load_options opt = {.given = rank, .n_given = 1};
     expect_failure(text, strlen(text), &opt,
-                   "m.json: inputs.tokens.shape: error: the given tensor 'tokens' has rank 3 but the model declares rank 2", 0);
+                   "m.json:1:103: inputs.tokens.shape: error: the given tensor 'tokens' has rank 3 but the model declares rank 2", 0);
 
     kiln_dim_binding defs[] = {{"N", 4}};
     kiln_given_input clash[] = {{.name = "tokens", .rank = 2, .dims = {2, 6}},

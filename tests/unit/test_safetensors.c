@@ -561,6 +561,9 @@ static void test_header_length_bounds(void **state) {
     memcpy(buf + 8, "{}      ", 8);
     write_bytes(path, buf, 16);
     expect_read_fails(path, "larger than the rest of the file");
+    expect_read_fails(path, "not a safetensors file");
+    write_bytes(path, "hello, world: a text file\n", 26); /* a text file says so */
+    expect_read_fails(path, "not a safetensors file (it starts with text \"hello, w\")");
     store_le(buf, 0, 8); /* an empty header is not JSON */
     write_bytes(path, buf, 8);
     expect_read_fails(path, "not valid JSON");

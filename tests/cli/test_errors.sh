@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# test_errors.sh KILN SRCDIR — errors that guide (issue 11, item 7):
+#   - `kiln check` on a model with six independent problems lists all six, each with
+#     file:line:column and its JSON path, misspelt keys ("casual", "bais") included even
+#     in layers with another error, and exits 1;
+#   - a plain-text file given to a TSV task is one line ("classify expects label<TAB>text"),
+#     not one per line; a TSV with some bad lines lists five and counts the rest;
+#   - another model's weights give one summary line, not one per parameter;
+#   - --init into a head whose class count changed suggests renaming the layer;
+#   - a misspelt input name in an inputs file gets "did you mean".
+set -euo pipefail
+kiln=$1
+py=/usr/bin/python3
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+failures=0
+fail() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+expect() { # expect STATUS PATTERN DESCRIPTION CMD... — exit STATUS with PATTERN (grep -E) on stderr
+    local want=$1 pattern=$2 what=$3 status=0
+    shift 3
+    "$@" >out.txt 2>err.txt || status=$?
+    [[ $status -eq $want ]] || fail "$what: exit $status, want $want: $(head -c 400 err.txt)"
+    grep -Eq -- "$pattern" err.txt || fail "$what: no '$pattern' in: $(head -c 800 err.txt)"
+}
+
+# ---- kiln check: every problem, with line:column -------------------------------------------------
+cat >many.json <<'EOF'
+{
+  "format": "kiln/1", "name": "many",
+  "dims": {"B": 4, "T": 16},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}},
+  "layers": [
+    {"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 16},
+    {"name": "att", "op": "attention", "heads": 3, "casual": true},
+    {"name": "ff", "op": "linear", "out": -4, "bais": false},
+    {"name": "n", "op": "layrnorm"},
+    {"name": "logits", "op": "linear", "out": 256, "in": "nowhere"}
+  ],
+  "outputs": ["logits"]
+}
+EOF
+expect 1 "kiln check: 6 errors" "check counts" "$kiln" check many.json
+for want in "many.json:7:40: layers\[1\].heads: error: 16 is not divisible by 3" \
+    "many.json:7:52: layers\[1\].casual: error: unknown key .*did you mean \"causal\"" \
+    "many.json:8:36: layers\[2\].out: error:" \
+    "many.json:8:47: layers\[2\].bais: error: unknown key .*did you mean \"bias\"" \
+    "many.json:9:19: layers\[3\].op: error: unknown op 'layrnorm'" \
+    "many.json:10:52: layers\[4\].in: error: 'nowhere'"; do
+    grep -Eq -- "$want" err.txt || fail "check: no '$want' in: $(cat err.txt)"
+done
+
+# ---- data -----------------------------------------------------------------------------------------
+"$py" - <<'EOF'
+import random
+random.seed(1)
+w = "the quick brown fox jumps over a lazy dog".split()
+lines = [" ".join(random.choice(w) for _ in range(8)) for _ in range(200)]
+open("plain.txt", "w").write("\n".join(lines) + "\n")
+open("mixed.tsv", "w").write("\n".join(("pos\t" if i % 3 else "") + l for i, l in enumerate(lines)) + "\n")
+open("c.tsv", "w").write("".join(("pos\t" if i % 2 else "neg\t") + l + "\n" for i, l in enumerate(lines)))
+EOF
+cls() { # cls CLASSES
+cat <<EOF
+{
+  "format": "kiln/1", "name": "cls",
+  "dims": {"B": 4, "T": 8},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"},
+             "mask": {"shape": ["B", "T"], "dtype": "f32"},
+             "labels": {"shape": ["B"], "dtype": "i32"}},
+  "layers": [
+    {"name": "wte", "op": "embedding", "in": "tokens", "vocab": 262, "dim": 16},
+    {"name": "pooled", "op": "pool", "kind": "mean", "mask": "mask"},
+    {"name": "logits", "op": "linear", "out": $1}
+  ],
+  "outputs": ["logits"],
+  "losses": [{"op": "cross_entropy", "in": ["logits", "labels"]}],
+  "train": {"optimizer": "sgd", "lr": 0.1, "steps": 2}
+}
+EOF
+}
+cls 2 >cls.json
+cls 3 >cls3.json
+expect 1 "plain.txt: error: classify expects label<TAB>text on each line, but none of the 200 lines" "plain text" \
+    "$kiln" train cls.json --task classify --data plain.txt
+[[ $(grep -c ": error:" err.txt) -eq 1 ]] || fail "plain text: $(grep -c ": error:" err.txt) error lines"
+expect 1 "mixed.tsv: error: and 62 more lines without 2 tab-separated fields" "mixed" \
+    "$kiln" train cls.json --task classify --data mixed.tsv
+[[ $(grep -c "mixed.tsv:[0-9]*:1: error: expected 2 tab-separated fields" err.txt) -eq 5 ]] ||
+    fail "mixed: want five line errors: $(cat err.txt)"
+
+# ---- weights ----------------------------------------------------------------------------------------
+gpt() { # gpt LAYER_NAME
+cat <<EOF
+{
+  "format": "kiln/1", "name": "g",
+  "dims": {"B": 2, "T": 8},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"},
+             "targets": {"shape": ["B", "T"], "dtype": "i32"}},
+  "layers": [
+    {"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 16},
+    {"name": "$1", "op": "encoder_layer", "repeat": 2, "heads": 2, "hidden": 32, "causal": true},
+    {"name": "logits", "op": "linear", "out": 256}
+  ],
+  "outputs": ["logits"],
+  "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}]
+}
+EOF
+}
+gpt blocks >a.json
+gpt enc >b.json
+"$kiln" init a.json -o a.safetensors >/dev/null
+expect 1 "a.safetensors: error: [0-9]+ of the model's [0-9]+ parameters are missing from it .*weights of another model" \
+    "another model's weights (eval)" "$kiln" eval b.json --weights a.safetensors --data plain.txt
+[[ $(grep -c ": error:" err.txt) -eq 1 ]] || fail "another model's weights: $(grep -c ": error:" err.txt) error lines"
+"$py" - <<'EOF'
+import json, struct
+n = 2 * 8
+data = struct.pack(f"<{n}i", *[i % 60 for i in range(n)])
+h = {"tokns": {"dtype": "I32", "shape": [2, 8], "data_offsets": [0, n * 4]}}
+hb = json.dumps(h).encode()
+open("x.safetensors", "wb").write(struct.pack("<Q", len(hb)) + hb + data)
+EOF
+expect 1 "weights of another model" "another model's weights (run)" \
+    "$kiln" run b.json --weights a.safetensors --inputs x.safetensors --out y.safetensors
+expect 1 "tokens: error: input missing from the inputs file; did you mean 'tokns'\?" "input did you mean" \
+    "$kiln" run a.json --weights a.safetensors --inputs x.safetensors --out y.safetensors
+
+# ---- --init into a changed head -----------------------------------------------------------------------
+"$kiln" train cls.json --task classify --data c.tsv --steps 1 --save c.safetensors >/dev/null 2>&1 ||
+    fail "train cls"
+expect 1 "logits.weight: error: is f32\[2,16\] but the model needs f32\[3,16\]; to train this layer afresh, give it a new name in the model file \(e.g. \"logits_new\"\)" \
+    "--init head" "$kiln" train cls3.json --task classify --data c.tsv --steps 1 --init c.safetensors
+
+[[ $failures -eq 0 ]] || exit 1
+echo "ok"
