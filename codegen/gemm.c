@@ -153,10 +153,14 @@ static gemm_blocks blocks_for(gemm_tile t, const kiln_gemm_shape *s) {
 static int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
 static int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
 
-/* Floats of one thread's scratch slot: Ap then Bp (Ap alone when B is packed once for all
- * parts, shared_b_floats), rounded so every slot stays aligned. */
-static int64_t slot_floats(gemm_blocks bl, bool shared_b) {
-    return round_up(packed_a_floats(bl) + (shared_b ? 0 : packed_b_floats(bl)), 16);
+/* Which operand, if any, is packed once for all parts (see "Threads"): the one the split
+ * does not cut, B for a split along m, A for a split along n. */
+typedef enum gemm_shared { SHARED_NONE, SHARED_A, SHARED_B } gemm_shared;
+
+/* Floats of one thread's scratch slot: Ap then Bp (without the shared operand's region),
+ * rounded so every slot stays aligned. */
+static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
+    return round_up((sh == SHARED_A ? 0 : packed_a_floats(bl)) + (sh == SHARED_B ? 0 : packed_b_floats(bl)), 16);
 }
 
 /* How a product is split across threads (see "Threads" above): `parts` pieces of the
@@ -180,25 +184,34 @@ static gemm_split split_for(gemm_tile t, const kiln_gemm_shape *s) {
 
 static bool use_small(gemm_tile t, const kiln_gemm_shape *s);
 
-/* B packed once for all parts (see "Threads"): a product split along m whose whole op(B),
- * packed, takes at most GEMM_SHARED_B_MAX floats (4 MiB: every transformer weight of
- * char_gpt; a square of 1024). Returns the floats of that region at the start of
- * scratch, or 0 when each part packs its own B. */
-enum { GEMM_SHARED_B_MAX = 1 << 20 };
+/* The operand packed once for all parts (see "Threads"): with a split along m, op(B);
+ * along n, op(A); when that operand, packed, takes at most GEMM_SHARED_MAX floats
+ * (16 MiB: every char_gpt weight and activation gradient, a square of 2048). */
+enum { GEMM_SHARED_MAX = 1 << 22 };
 
-static int64_t shared_b_floats(gemm_tile t, const kiln_gemm_shape *s) {
-    if (s->m == 0 || s->n == 0 || s->k == 0 || use_small(t, s)) return 0;
+/* Lanes of the shared operand rounded up to its slivers: n to NR (B), m to MR (A). */
+static int64_t shared_lanes(gemm_tile t, const kiln_gemm_shape *s, gemm_shared sh) {
+    return sh == SHARED_B ? round_up(s->n, t.nr) : round_up(s->m, t.mr);
+}
+
+static gemm_shared shared_for(gemm_tile t, const kiln_gemm_shape *s) {
+    if (s->m == 0 || s->n == 0 || s->k == 0 || use_small(t, s)) return SHARED_NONE;
     gemm_split sp = split_for(t, s);
-    int64_t floats = round_up(s->n, t.nr) * s->k;
-    return sp.on_m && sp.parts > 1 && floats <= GEMM_SHARED_B_MAX ? round_up(floats, 16) : 0;
+    gemm_shared sh = sp.on_m ? SHARED_B : SHARED_A;
+    return sp.parts > 1 && shared_lanes(t, s, sh) * s->k <= GEMM_SHARED_MAX ? sh : SHARED_NONE;
+}
+
+/* Floats of the shared region at the start of scratch (0 without one). */
+static int64_t shared_floats(gemm_tile t, const kiln_gemm_shape *s) {
+    gemm_shared sh = shared_for(t, s);
+    return sh == SHARED_NONE ? 0 : round_up(shared_lanes(t, s, sh) * s->k, 16);
 }
 
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     gemm_tile tile = tile_for(t);
     if (use_small(tile, s)) return 0;  /* nothing packed */
-    int64_t shared = shared_b_floats(tile, s);
-    return shared + split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared > 0);
+    return shared_floats(tile, s) + split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared_for(tile, s));
 }
 
 /* ---- emission state and small builders ------------------------------------------- */
@@ -954,12 +967,14 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * only the blocks' trip counts depend on the shape, and a tile's work dwarfs them.
  * With an epilogue (e not NULL) it is kiln_gemm_loops_wW_TATB_eCODE, whose arguments go
  * on with epi_args' eight (x, ldx, bias, p, ldp, r, ldr, scale), and whose tiles learn
- * whether their k block is the first and the last. */
-static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_b) {
+ * whether their k block is the first and the last. With a shared operand (sh) two more
+ * follow, the packed operand of all parts and its lanes rounded to slivers ("full",
+ * "pad"), and the nest reads its blocks there instead of packing them ("_sa", "_sb"). */
+static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
     char name[96], code[48] = "";
     if (e) epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
-             shared_b ? "_sb" : "");
+             sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "");
     LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g);
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
@@ -972,14 +987,14 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
                               ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
     const char *names[23] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
                              "kc", "nc", "x", "ldx",     "bias", "p", "ldp", "r", "ldr", "scale"};
-    unsigned n_params = e ? 21 : 13, at_bfull = n_params;
-    if (shared_b) {  /* the packed B of all parts, and its row of slivers' width n rounded to NR */
-        params[n_params] = ptr, names[n_params++] = "bfull";
-        params[n_params] = i64, names[n_params++] = "npad";
+    unsigned n_params = e ? 21 : 13, at_full = n_params;
+    if (sh != SHARED_NONE) {  /* the packed operand of all parts, and its lanes rounded to slivers */
+        params[n_params] = ptr, names[n_params++] = "full";
+        params[n_params] = i64, names[n_params++] = "pad";
     }
     LLVMValueRef fn;
     if (!function_begin(&g, name, n_params, params, names, &fn)) return fn;
-    if (shared_b) add_attr(&g, at_bfull + 1, "readonly");
+    if (sh != SHARED_NONE) add_attr(&g, at_full + 1, "readonly");
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
     if (e) {
@@ -997,9 +1012,9 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
                         e->pre_out ? param(&g, 16) : null, param(&g, 17), e->residual ? param(&g, 18) : null,
                         param(&g, 19), param(&g, 20)};
     }
-    /* Bp follows Ap, 16-float aligned (packed_a_floats) */
+    /* Bp follows Ap, 16-float aligned (packed_a_floats); with a shared A it is the slot */
     LLVMValueRef a_floats = LLVMBuildAnd(g.b, add(&g, mul(&g, mc_max, kc_max), k64(&g, 15)), k64(&g, -16), "");
-    LLVMValueRef bp = at(&g, ap, a_floats);
+    LLVMValueRef bp = sh == SHARED_A ? ap : at(&g, ap, a_floats);
 
     loop li = loop_begin(&g, k64(&g, 0), m, 1, "i3");
     li.step_value = mc_max;
@@ -1014,18 +1029,22 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     } else {
         accumulate = LLVMBuildICmp(g.b, LLVMIntNE, lp.iv, k64(&g, 0), "");
     }
-    emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
+    LLVMValueRef apb = ap;  /* block (i3, p) of the packed A */
+    if (sh == SHARED_A)      /* in the shared A: k block p at p·mpad, its slivers from i3 on */
+        apb = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, li.iv, kc)));
+    else
+        emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
 
     loop lj = loop_begin(&g, k64(&g, 0), n, 1, "j2");
     lj.step_value = nc_max;
     LLVMValueRef nc = smin(&g, nc_max, sub(&g, n, lj.iv));
-    if (shared_b)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
-        bp = at(&g, param(&g, at_bfull), add(&g, mul(&g, lp.iv, param(&g, at_bfull + 1)), mul(&g, lj.iv, kc)));
+    if (sh == SHARED_B)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
+        bp = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, lj.iv, kc)));
     else
         emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bp);
 
     loop lr = loop_begin(&g, k64(&g, 0), mc, g.t.mr, "ir");
-    LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, ap, mul(&g, lr.iv, kc));
+    LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, apb, mul(&g, lr.iv, kc));
     loop lc = loop_begin(&g, k64(&g, 0), nc, g.t.nr, "jr");
     LLVMValueRef j = add(&g, lj.iv, lc.iv);
     if (e) {
@@ -1295,8 +1314,9 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         c = at(&g, c, first);
         n = lanes;
     }
-    int64_t shared = shared_b_floats(g.t, s);  /* the packed B at the start of scratch, then the slots */
-    LLVMValueRef scratch = at(&g, v[3], add(&g, k64(&g, shared), mul(&g, begin, k64(&g, slot_floats(bl, shared > 0)))));
+    gemm_shared sh = shared_for(g.t, s);  /* the shared operand at the start of scratch, then the slots */
+    LLVMValueRef scratch =
+        at(&g, v[3], add(&g, k64(&g, shared_floats(g.t, s)), mul(&g, begin, k64(&g, slot_floats(bl, sh)))));
     LLVMValueRef args[23] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
                              k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
     unsigned n_args = e ? 21 : 13;
@@ -1308,24 +1328,28 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         if (!sp.on_m) ea.bias = at_ij(&g, ea.bias, zero, first, one);
         epi_args_list(&ea, &args[13]);
     }
-    if (shared) {
+    if (sh != SHARED_NONE) {
         args[n_args++] = v[3];
-        args[n_args++] = k64(&g, round_up(s->n, g.t.nr));
+        args[n_args++] = k64(&g, shared_lanes(g.t, s, sh));
     }
     call(&g, loops, args, n_args);
     return function_end(&g);
 }
 
-/*   void NAME.packb(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch, …}
- * packs slivers [begin, end) of op(B) (NR columns each), every k block, into the shared
- * region at the start of scratch: k block p (of the shape's kc) at p·npad, npad = n
- * rounded up to NR, sliver j at j·NR·kc within it — the layout the loop nest reads, as
- * if it had packed block (p, j2) itself. A copy: any split gives the same bytes. */
-static LLVMValueRef packb_function(gen g, const kiln_gemm_shape *s, const char *gemm_name) {
+/*   void NAME.pack(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch, …}
+ * packs slivers [begin, end) of the shared operand (shared_for: op(B), NR columns each,
+ * or op(A), MR rows each), every k block, into the region at the start of scratch: k
+ * block p (of the shape's kc) at p·pad, pad = the lanes rounded up to slivers, sliver s
+ * at s·width·kc within it — the layout the loop nest reads, as if it had packed block
+ * (p, j2) of B, or (i3, p) of A, itself. A copy: any split gives the same bytes. */
+static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const char *gemm_name) {
     char name[320];
-    snprintf(name, sizeof name, "%s.packb", gemm_name);
-    operand pb = {.lanes_contiguous = !s->trans_b, .width = g.t.nr};
-    pb.packer = pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
+    snprintf(name, sizeof name, "%s.pack", gemm_name);
+    gemm_shared sh = shared_for(g.t, s);
+    bool is_b = sh == SHARED_B;
+    operand o = is_b ? (operand){.lanes_contiguous = !s->trans_b, .width = g.t.nr}
+                     : (operand){.lanes_contiguous = s->trans_a, .width = g.t.mr};
+    o.packer = o.lanes_contiguous ? pack_copy_function(g, o.width) : pack_transpose_function(g, o.width);
     LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
     static const char *const names[] = {"ctx", "begin", "end"};
     LLVMValueRef fn;
@@ -1334,13 +1358,14 @@ static LLVMValueRef packb_function(gen g, const kiln_gemm_shape *s, const char *
     LLVMValueRef ctx = param(&g, 0), v[4];
     for (int i = 0; i < 4; i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    pb.src = v[1], pb.ld = k64(&g, s->ldb), pb.lim = k64(&g, s->n);
-    LLVMValueRef j0 = mul(&g, param(&g, 1), k64(&g, g.t.nr));
-    LLVMValueRef cols = sub(&g, smin(&g, mul(&g, param(&g, 2), k64(&g, g.t.nr)), k64(&g, s->n)), j0);
-    LLVMValueRef k = k64(&g, s->k), npad = k64(&g, round_up(s->n, g.t.nr));
+    int64_t lim = is_b ? s->n : s->m;
+    o.src = v[is_b ? 1 : 0], o.ld = k64(&g, is_b ? s->ldb : s->lda), o.lim = k64(&g, lim);
+    LLVMValueRef x0 = mul(&g, param(&g, 1), k64(&g, o.width));
+    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, param(&g, 2), k64(&g, o.width)), k64(&g, lim)), x0);
+    LLVMValueRef k = k64(&g, s->k), pad = k64(&g, shared_lanes(g.t, s, sh));
     loop lp = loop_begin(&g, k64(&g, 0), k, bl.kc, "p");
     LLVMValueRef kc = smin(&g, k64(&g, bl.kc), sub(&g, k, lp.iv));
-    emit_pack(&g, &pb, j0, cols, lp.iv, kc, at(&g, v[3], add(&g, mul(&g, lp.iv, npad), mul(&g, j0, kc))));
+    emit_pack(&g, &o, x0, lanes, lp.iv, kc, at(&g, v[3], add(&g, mul(&g, lp.iv, pad), mul(&g, x0, kc))));
     loop_end(&g, &lp);
     return function_end(&g);
 }
@@ -1423,8 +1448,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     gen g = gen_init(cg);
     if (use_small(g.t, s)) return small_gemm(g, s, e, name);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
-    bool shared_b = shared_b_floats(g.t, s) > 0;
-    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, shared_b) : NULL;  /* own builder */
+    gemm_shared sh = shared_for(g.t, s);
+    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
@@ -1439,7 +1464,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
     gemm_split sp = split_for(g.t, s);
     LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
-    LLVMValueRef packb = shared_b ? packb_function(g, s, name) : NULL;
+    LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name) : NULL;
     function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
@@ -1459,7 +1484,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
             LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
             LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
         }
-        if (packb) parallel_for_call(&g, packb, ctx, (s->n + g.t.nr - 1) / g.t.nr);  /* B, once, by slivers */
+        if (pack)  /* the shared operand, once, by slivers */
+            parallel_for_call(&g, pack, ctx, sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr);
         parallel_for_call(&g, part, ctx, sp.parts);
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
