@@ -553,15 +553,18 @@ static void prefetch_tile(gen *g, LLVMValueRef base, LLVMValueRef ld) {
     }
 }
 
-/* The k loop of a tile: sum[r][v] = Σ_q<kc ap[q·MR + r]·bp[q·NR + v·W + lane] as
+/* The k loop of a tile from depth q0 to kc: sum[r][v] = init[r][v] (zeros when NULL) +
+ * Σ_q0≤q<kc ap[q·MR + r]·bp[q·NR + v·W + lane], one fma per step in q order, as
  * <W x float> phis (see the file comment); leaves the builder after the loop. The loop
- * runs at least once (kc ≥ 1) unless `may_be_empty`, which adds a kc = 0 exit. */
-static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
-                        LLVMValueRef sum[][NV]) {
+ * runs at least once (q0 < kc) unless `may_be_empty`, which adds an exit for q0 ≥ kc. */
+static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q0, LLVMValueRef kc,
+                        LLVMValueRef init[][NV], bool may_be_empty, LLVMValueRef sum[][NV]) {
     const int w = g->t.w, mr = g->t.mr, nr = g->t.nr;
-    LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g->vf);
+    LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g->vf), start[MR_MAX][NV];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < NV; v++) start[r][v] = init ? init[r][v] : zero;
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b), body = block(g, "k"), done = block(g, "k.done");
-    if (may_be_empty) LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, kc, k64(g, 0), ""), body, done);
+    if (may_be_empty) LLVMBuildCondBr(g->b, lt(g, q0, kc), body, done);
     else LLVMBuildBr(g->b, body);
     LLVMPositionBuilderAtEnd(g->b, body);
     LLVMValueRef q = LLVMBuildPhi(g->b, g->i64, "q");
@@ -582,12 +585,11 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef k
     LLVMValueRef q1 = add(g, q, k64(g, 1));
     hint_loop(g, LLVMBuildCondBr(g->b, lt(g, q1, kc), body, done));
 
-    LLVMValueRef zero64 = k64(g, 0);
-    LLVMAddIncoming(q, &zero64, &pre, 1);
+    LLVMAddIncoming(q, &q0, &pre, 1);
     LLVMAddIncoming(q, &q1, &body, 1);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < NV; v++) {
-            LLVMAddIncoming(acc[r][v], &zero, &pre, 1);
+            LLVMAddIncoming(acc[r][v], &start[r][v], &pre, 1);
             LLVMAddIncoming(acc[r][v], &next[r][v], &body, 1);
         }
     LLVMPositionBuilderAtEnd(g->b, done);
@@ -598,9 +600,26 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef k
                 continue;
             }
             sum[r][v] = LLVMBuildPhi(g->b, g->vf, "sum");
-            LLVMAddIncoming(sum[r][v], &zero, &pre, 1);
+            LLVMAddIncoming(sum[r][v], &start[r][v], &pre, 1);
             LLVMAddIncoming(sum[r][v], &next[r][v], &body, 1);
         }
+}
+
+/* The last GEMM_PREFETCH_STEPS steps of a tile's k loop run after it prefetches (again)
+ * what the tile writes: the prefetch before the loop brings C from memory, but the B
+ * sliver streaming through L1 during the loop (kc·NR·4 = 48 KiB, all of L1) evicts it
+ * again, and the stores of the tile then waited for their lines (~20 % of the tile's
+ * samples in a perf profile of 2048×1536×384). 32 steps are ~400 cycles: enough for L2. */
+enum { GEMM_PREFETCH_STEPS = 32 };
+
+/* The k loop in two parts around `late()`'s prefetches, the same fmas in the same order. */
+static void emit_k_loop_split(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
+                              void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV]) {
+    LLVMValueRef mid = sub(g, kc, k64(g, GEMM_PREFETCH_STEPS)), zero = k64(g, 0), part[MR_MAX][NV];
+    mid = LLVMBuildSelect(g->b, lt(g, mid, zero), zero, mid, "");
+    emit_k_loop(g, ap, bp, zero, mid, NULL, true, part);
+    late(g, ctx);
+    emit_k_loop(g, ap, bp, mid, kc, part, may_be_empty, sum);
 }
 
 /* The four ways to write sums to a tile at c: (whole tile | masked) × (store | add, as
@@ -624,6 +643,12 @@ static void write_tile_4(gen *g, LLVMValueRef sum[][NV], LLVMValueRef c, LLVMVal
     LLVMPositionBuilderAtEnd(g->b, end);
 }
 
+/* late prefetch of the plain tile: ctx = {c, ldc} */
+static void prefetch_late(gen *g, const void *ctx) {
+    const LLVMValueRef *c = ctx;
+    prefetch_tile(g, c[0], c[1]);
+}
+
 /*   void kiln_gemm_tile_wW_MRxNR(const float *ap, const float *bp, float *c, i64 ldc,
  *                                i64 kc, i64 rows, i64 cols, i1 accumulate)
  * C[r][x] (=|+=) Σ_q<kc ap[q·MR + r]·bp[q·NR + x] for r < min(rows, MR), x < min(cols, NR),
@@ -642,8 +667,8 @@ static LLVMValueRef tile_function(gen g) {
     /* Start fetching the C tile now: its lines are needed only after the k loop, and
      * unless C is small they come from L3. */
     prefetch_tile(&g, c, ldc);
-    LLVMValueRef sum[MR_MAX][NV];
-    emit_k_loop(&g, ap, bp, kc, false, sum);
+    LLVMValueRef sum[MR_MAX][NV], late[2] = {c, ldc};
+    emit_k_loop_split(&g, ap, bp, kc, false, prefetch_late, late, sum);
     write_tile_4(&g, sum, c, ldc, rows, cols, accumulate);
     return function_end(&g);
 }
@@ -764,6 +789,68 @@ static void write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum
     }
 }
 
+/* write_epilogue without `accumulate` (C is then only written), staged through C: the
+ * sums are stored as they are, then a loop over the tile's rows loads each row back (from
+ * L1), applies the steps and stores it. The same bits — a float goes through memory
+ * unchanged — but one copy of the steps instead of MR·NV, and the accumulators are dead
+ * when they run: unrolled over the whole tile, the activation's temporaries spilled the
+ * 24 accumulators and its code filled the micro-op cache (gelu_tanh cost kiln 12 % of a
+ * 2048×1536×384 product; a library's separate pass cost it 8 %). */
+static void write_epilogue_staged(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
+                                  LLVMValueRef rows, LLVMValueRef cols, bool masked) {
+    assert(!e->accumulate);
+    const int w = g->t.w;
+    kiln_cg cg = *g->cg;
+    write_tile(g, sum, at_->c, at_->ldc, rows, cols, masked, false);
+    LLVMValueRef colmask[NV] = {0}, bias[NV] = {0};
+    LLVMValueRef scale = has_scale(e) ? splat(g, at_->scale, g->vd) : NULL;
+    for (int v = 0; v < NV; v++) {
+        if (masked) colmask[v] = lanes_below(g, sub(g, cols, k64(g, v * w)));
+        if (!e->bias) continue;
+        bias[v] = masked ? masked_load(g, at_any(g, at_->bias, k64(g, v * w)), colmask[v])
+                         : load_aligned(g, g->vf, at(g, at_->bias, k64(g, v * w)), 4);
+    }
+    LLVMValueRef nrows = masked ? smin(g, rows, k64(g, g->t.mr)) : k64(g, g->t.mr);
+    loop lr = loop_begin(g, k64(g, 0), nrows, 1, "epi.r");
+    cg.b = g->b;
+    LLVMValueRef crow = at(g, at_->c, mul(g, lr.iv, at_->ldc));
+    LLVMValueRef prow = e->pre_out ? at(g, at_->p, mul(g, lr.iv, at_->ldp)) : NULL;
+    LLVMValueRef rrow = e->residual ? at(g, at_->r, mul(g, lr.iv, at_->ldr)) : NULL;
+    for (int v = 0; v < NV; v++) {
+        LLVMValueRef mask = colmask[v], off = k64(g, v * w);
+        LLVMValueRef x = row_load(g, crow, off, mask);
+        if (scale)  /* as write_epilogue */
+            x = LLVMBuildFPTrunc(g->b, LLVMBuildFMul(g->b, LLVMBuildFPExt(g->b, x, g->vd, ""), scale, ""), g->vf, "");
+        if (e->bias) x = LLVMBuildFAdd(g->b, x, bias[v], "");
+        if (e->pre_out) row_store(g, x, prow, off, mask);
+        x = epi_activation(&cg, e->act, x);
+        if (e->residual) x = LLVMBuildFAdd(g->b, x, row_load(g, rrow, off, mask), "");
+        row_store(g, x, crow, off, mask);
+    }
+    loop_end(g, &lr);
+}
+
+/* The epilogue tile's prefetches: X, and on the last block C (when accumulating), P, R. */
+typedef struct epi_prefetch_ctx {
+    const kiln_gemm_epilogue *e;
+    const epi_ptrs *out;
+    LLVMValueRef x, ldx, last;
+} epi_prefetch_ctx;
+
+static void epi_prefetch(gen *g, const void *ctx) {
+    const epi_prefetch_ctx *pf = ctx;
+    const kiln_gemm_epilogue *e = pf->e;
+    prefetch_tile(g, pf->x, pf->ldx);
+    if (!(e->accumulate || e->pre_out || e->residual)) return;
+    LLVMBasicBlockRef yes = block(g, "prefetch"), go = block(g, "go");
+    branch(g, pf->last, yes, go);
+    if (e->accumulate) prefetch_tile(g, pf->out->c, pf->out->ldc);
+    if (e->pre_out) prefetch_tile(g, pf->out->p, pf->out->ldp);
+    if (e->residual) prefetch_tile(g, pf->out->r, pf->out->ldr);
+    LLVMBuildBr(g->b, go);
+    LLVMPositionBuilderAtEnd(g->b, go);
+}
+
 /*   void kiln_gemm_tile_wW_MRxNR_eCODE(const float *ap, const float *bp, float *c, i64 ldc,
  *        i64 kc, i64 rows, i64 cols, i1 first, i1 last, float *x, i64 ldx,
  *        const float *bias, float *p, i64 ldp, const float *r, i64 ldr, double scale)
@@ -793,19 +880,11 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
     LLVMValueRef x = e->accumulate ? param(&g, 9) : out.c, ldx = e->accumulate ? param(&g, 10) : out.ldc;
 
     /* prefetch what the tile writes (see tile_function), on the last block also what
-     * the epilogue reads and writes */
-    prefetch_tile(&g, x, ldx);
-    if (e->accumulate || e->pre_out || e->residual) {
-        LLVMBasicBlockRef pf = block(&g, "prefetch"), go = block(&g, "go");
-        branch(&g, last, pf, go);
-        if (e->accumulate) prefetch_tile(&g, out.c, out.ldc);
-        if (e->pre_out) prefetch_tile(&g, out.p, out.ldp);
-        if (e->residual) prefetch_tile(&g, out.r, out.ldr);
-        LLVMBuildBr(g.b, go);
-        LLVMPositionBuilderAtEnd(g.b, go);
-    }
+     * the epilogue reads and writes; before the k loop and again near its end */
+    epi_prefetch_ctx pf = {e, &out, x, ldx, last};
+    epi_prefetch(&g, &pf);
     LLVMValueRef sum[MR_MAX][NV];
-    emit_k_loop(&g, ap, bp, kc, true, sum);
+    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum);
 
     LLVMBasicBlockRef blast = block(&g, "last"), bmore = block(&g, "more"), end = block(&g, "end");
     branch(&g, last, blast, bmore);
@@ -842,7 +921,8 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
                 LLVMAddIncoming(v[r][c], &sum[r][c], &bfirst, 1);
                 LLVMAddIncoming(v[r][c], &later[r][c], &later_end, 1);
             }
-        write_epilogue(&g, e, v, &out, rows, cols, masked);
+        if (e->accumulate) write_epilogue(&g, e, v, &out, rows, cols, masked);
+        else write_epilogue_staged(&g, e, v, &out, rows, cols, masked);
         LLVMBuildBr(g.b, end);
     }
     LLVMPositionBuilderAtEnd(g.b, bmore);
