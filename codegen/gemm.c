@@ -25,15 +25,22 @@
  * MR elements of column q of the A sliver and issues 2·MR llvm.fma (see has_fma). MR fills
  * the register file: accumulators + 2 B vectors + 1 broadcast = 12·2+3 = 27 of 32 zmm
  * (12×32 tile, AVX-512), 6·2+3 = 15 of 16 ymm (6×16, AVX2), 15 of 16 xmm (6×8, SSE). The
- * C tile is prefetched before the k loop and written after it: overwritten by the first
- * k block (beta = 0), added to by the later ones.
+ * C tile is prefetched before the k loop and again 32 steps before its end (the B sliver
+ * streaming through L1 evicts the first), and written after it: overwritten by the first
+ * k block (beta = 0), added to by the later ones. (Measured with a C copy of the k loop
+ * on Zen 5, best of 30, L2-resident blocks: 12×32, 8×48, 6×64 and 14×32 tiles all ran at
+ * 200–220 GFLOP/s, within the noise of each other, so the tile stays 12×32.)
  *
  * Epilogues (kiln_cg_gemm_epi; the steps and their order are codegen.h's). An epilogue
  * gets its own micro-kernel and loop nest (named with epi_code: "_ebr_gelu_tanh"), whose
  * tiles are told whether their k block is the first and the last. Blocks before the last
  * write the sums as above; the last one adds the earlier blocks' sums to its own (exactly
  * as the plain GEMM's last `+=` would), then applies the steps to the <W x float> rows in
- * registers and stores C, and P when asked, once — no second pass over C. The order of
+ * registers and stores C, and P when asked, once — no second pass over C. (Staging the
+ * steps through C instead — store the sums, then one row loop that reads them back from
+ * L1 — shrank the gelu_tanh tile from 3,255 to 1,411 lines of assembly and its stack
+ * accesses from 328 to 96, but perf put 25–28 % of that tile's samples outside its k
+ * loop against 23 % for this version, so it was not kept.) The order of
  * operations and the rounding are those of the separate kernels (matmul, scale, add,
  * the activation, add): scale in double, then plain fadd's without fast-math flags, so
  * no contraction crosses a step; the activations are lower_elementwise.c's formulas with
@@ -65,9 +72,10 @@
  * 208 + 192, not 384 + 16) and are whole tiles, so only the last block of m (n) can hold a
  * partial tile.
  *
- * Scratch (floats, 64-byte aligned): with a shared B (see Threads) first the whole packed
- * op(B), npad·k (npad = n rounded up to NR); then one slot per part, each
- *   [ Ap: mc·kc, rounded up to 16 ][ Bp: nc·kc, absent with a shared B ], rounded up to 16;
+ * Scratch (floats, 64-byte aligned): with a shared operand (see Threads) first the whole
+ * packed op(B), npad·k (npad = n rounded up to NR), or op(A), mpad·k; then one slot per part,
+ *   [ Ap: mc·kc, rounded up to 16, absent with a shared A ][ Bp: nc·kc, absent with a
+ *   shared B ], rounded up to 16;
  * none on the small-m path; then, for an accumulating epilogue over several k blocks,
  * the m×n partial sums.
  *
@@ -83,14 +91,16 @@
  * tiles along the larger of m and n (part_function), handed to kiln_parallel_for (the
  * runtime's pool; the JIT resolves it from the process, exported libraries link it from
  * the runtime archive); each runs the same loop nest on its rows (columns) with its own
- * packing slot, duplicating only the packing of the other operand — except B when the
- * split is along m and B packed takes at most 4 MiB (every char_gpt weight): then B is
- * packed once, before the parts, by a kiln_parallel_for over its NR-column slivers
- * (packb_function), into the layout the loop nest would have given each (p, j2) block,
- * and the parts pack only A ("_sb" loop nests read the shared blocks). Without it, on
- * 2 threads (8 chunks of 256 rows for m = 2048) B was packed 8 times, and on one thread
- * once per mc block; with it, kiln's work per GEMM on 2 threads (CPU time, busy machine)
- * fell by 10–15 % on the char_gpt shapes and 1024³. The k blocks are the
+ * packing slot, which would duplicate the packing of the operand the split does not cut —
+ * so that operand (B for a split along m, A along n) is packed once, before the parts,
+ * when it takes at most 16 MiB packed (every char_gpt weight and activation gradient, a
+ * square of 2048): a kiln_parallel_for over its slivers (pack_shared_function) writes the
+ * layout the loop nest would have given each (p, j2) block of B, or (i3, p) block of A,
+ * and the parts pack only their own slice of the other operand ("_sb"/"_sa" loop nests
+ * read the shared blocks). Without it, on 2 threads (8 chunks of 256 rows for m = 2048)
+ * B was packed 8 times, and on one thread once per mc block; sharing B cut kiln's work
+ * per GEMM on 2 threads (CPU time, busy machine) by 10–15 % on the char_gpt shapes and
+ * 1024³. The k blocks are the
  * whole shape's, and every element sums its kc blocks, each in k order, in its own
  * accumulator lane, so C is bit-identical for any thread count and any partition. An
  * epilogue's P, R and partial sums move with C, its bias row with the columns; every
@@ -789,47 +799,6 @@ static void write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum
     }
 }
 
-/* write_epilogue without `accumulate` (C is then only written), staged through C: the
- * sums are stored as they are, then a loop over the tile's rows loads each row back (from
- * L1), applies the steps and stores it. The same bits — a float goes through memory
- * unchanged — but one copy of the steps instead of MR·NV, and the accumulators are dead
- * when they run: unrolled over the whole tile, the activation's temporaries spilled the
- * 24 accumulators and its code filled the micro-op cache (gelu_tanh cost kiln 12 % of a
- * 2048×1536×384 product; a library's separate pass cost it 8 %). */
-static void write_epilogue_staged(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
-                                  LLVMValueRef rows, LLVMValueRef cols, bool masked) {
-    assert(!e->accumulate);
-    const int w = g->t.w;
-    kiln_cg cg = *g->cg;
-    write_tile(g, sum, at_->c, at_->ldc, rows, cols, masked, false);
-    LLVMValueRef colmask[NV] = {0}, bias[NV] = {0};
-    LLVMValueRef scale = has_scale(e) ? splat(g, at_->scale, g->vd) : NULL;
-    for (int v = 0; v < NV; v++) {
-        if (masked) colmask[v] = lanes_below(g, sub(g, cols, k64(g, v * w)));
-        if (!e->bias) continue;
-        bias[v] = masked ? masked_load(g, at_any(g, at_->bias, k64(g, v * w)), colmask[v])
-                         : load_aligned(g, g->vf, at(g, at_->bias, k64(g, v * w)), 4);
-    }
-    LLVMValueRef nrows = masked ? smin(g, rows, k64(g, g->t.mr)) : k64(g, g->t.mr);
-    loop lr = loop_begin(g, k64(g, 0), nrows, 1, "epi.r");
-    cg.b = g->b;
-    LLVMValueRef crow = at(g, at_->c, mul(g, lr.iv, at_->ldc));
-    LLVMValueRef prow = e->pre_out ? at(g, at_->p, mul(g, lr.iv, at_->ldp)) : NULL;
-    LLVMValueRef rrow = e->residual ? at(g, at_->r, mul(g, lr.iv, at_->ldr)) : NULL;
-    for (int v = 0; v < NV; v++) {
-        LLVMValueRef mask = colmask[v], off = k64(g, v * w);
-        LLVMValueRef x = row_load(g, crow, off, mask);
-        if (scale)  /* as write_epilogue */
-            x = LLVMBuildFPTrunc(g->b, LLVMBuildFMul(g->b, LLVMBuildFPExt(g->b, x, g->vd, ""), scale, ""), g->vf, "");
-        if (e->bias) x = LLVMBuildFAdd(g->b, x, bias[v], "");
-        if (e->pre_out) row_store(g, x, prow, off, mask);
-        x = epi_activation(&cg, e->act, x);
-        if (e->residual) x = LLVMBuildFAdd(g->b, x, row_load(g, rrow, off, mask), "");
-        row_store(g, x, crow, off, mask);
-    }
-    loop_end(g, &lr);
-}
-
 /* The epilogue tile's prefetches: X, and on the last block C (when accumulating), P, R. */
 typedef struct epi_prefetch_ctx {
     const kiln_gemm_epilogue *e;
@@ -921,8 +890,7 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
                 LLVMAddIncoming(v[r][c], &sum[r][c], &bfirst, 1);
                 LLVMAddIncoming(v[r][c], &later[r][c], &later_end, 1);
             }
-        if (e->accumulate) write_epilogue(&g, e, v, &out, rows, cols, masked);
-        else write_epilogue_staged(&g, e, v, &out, rows, cols, masked);
+        write_epilogue(&g, e, v, &out, rows, cols, masked);
         LLVMBuildBr(g.b, end);
     }
     LLVMPositionBuilderAtEnd(g.b, bmore);
