@@ -2,7 +2,7 @@
  * plain and with a bias + gelu_tanh epilogue.
  *
  *   gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE]
- *              [--compile-times] [--cpu-clock] [--plain] [M N K [nn|nt|tn|tt]]
+ *              [--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [M N K [nn|nt|tn|tt]]
  *
  * --quick: small shapes and one short round (a smoke test: it checks that everything
  * runs and agrees, not speed). --peak: the FMA peak per thread count (bench/fma_peak),
@@ -10,7 +10,13 @@
  * (bench/all.py reads it). --compile-times: also the compile-time table of a module with
  * one and with all GEMMs, per LLVM pipeline. --cpu-clock: time the 1-thread runs by the
  * calling thread's CPU time instead of the wall clock (robust on an overloaded machine;
- * the 2-thread runs stay on the wall clock). --plain: the plain GEMM table only.
+ * the 2-thread runs stay on the wall clock). --work-clock: time the runs on more than one
+ * thread by the process's CPU time divided by the thread count: the work each contender
+ * does, which an overloaded machine does not inflate, but blind to idle waiting (a
+ * sleeping thread costs no CPU time; a spinning one does) — a diagnostic, not the
+ * wall-clock figure. --best: report each contender's fastest call instead of the median
+ * (the figures labelled "median" are then minima; for comparing code versions on a busy
+ * machine). --plain: the plain GEMM table only.
  * M N K: that one shape instead of the list.
  *
  * Contenders, for each shape and thread count:
@@ -56,7 +62,9 @@
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
+#include <llvm-c/ExecutionEngine.h> /* LLVMCreatePerfJITEventListener */
 #include <llvm-c/LLJIT.h>
+#include <llvm-c/OrcEE.h>
 #include <llvm-c/Orc.h>
 #include <llvm-c/TargetMachine.h>
 #include <llvm-c/Transforms/PassBuilder.h>
@@ -99,7 +107,9 @@ static double clock_seconds(clockid_t clock) {
  * not inflate (every contender runs on the calling thread then); compilation by CPU
  * time, which a busy machine disturbs less (LLJIT compiles on the calling thread). */
 static clockid_t g_clock = CLOCK_MONOTONIC;
-static double now(void) { return clock_seconds(g_clock); }
+static double g_clock_threads = 1;
+static bool g_best;  /* --best: the fastest call instead of the median (a diagnostic) */  /* --work-clock: the process's CPU time over the threads */
+static double now(void) { return clock_seconds(g_clock) / g_clock_threads; }
 static double cpu_now(void) { return clock_seconds(CLOCK_PROCESS_CPUTIME_ID); }
 
 static void sleep_s(double s) {
@@ -396,7 +406,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
     }
     for (int i = 0; i < n; i++) {
         qsort(cs[i].times, (size_t)cs[i].n_times, sizeof(double), cmp_double);
-        cs[i].median = cs[i].times[cs[i].n_times / 2];
+        cs[i].median = cs[i].times[g_best ? 0 : cs[i].n_times / 2];
         free(cs[i].times);
         cs[i].times = NULL;
     }
@@ -405,7 +415,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
 /* ---- reporting -------------------------------------------------------------------------- */
 
 typedef struct options {
-    bool quick, compile_times, cpu_clock, plain_only;
+    bool quick, compile_times, cpu_clock, work_clock, plain_only;
     int threads[8], n_threads;
     double peak[65];  /* GFLOP/s by thread count, 0 = unknown */
     FILE *json;
@@ -535,6 +545,8 @@ static void bench_shape(const shape *sh, bool epi_mode, options *o, shape_result
         set_threads(t);
         op.threads = t;
         g_clock = o->cpu_clock && t == 1 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
+        g_clock_threads = 1;
+        if (o->work_clock && t > 1) g_clock = CLOCK_PROCESS_CPUTIME_ID, g_clock_threads = t;
         contender cs[8];
         int n = 0;
         if (!epi_mode || epi_fn) {
@@ -576,7 +588,7 @@ static void compile_row(const shape *shapes, int n, const char *pipeline_name, c
 
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE] "
-                    "[--compile-times] [--cpu-clock] [--plain] [M N K [nn|nt|tn|tt]]\n");
+                    "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [M N K [nn|nt|tn|tt]]\n");
     exit(2);
 }
 
@@ -587,6 +599,8 @@ static void parse_args(int argc, char **argv, options *o, shape *one) {
         const char *a = argv[i];
         if (strcmp(a, "--quick") == 0) o->quick = true;
         else if (strcmp(a, "--cpu-clock") == 0) o->cpu_clock = true;
+        else if (strcmp(a, "--work-clock") == 0) o->work_clock = true;
+        else if (strcmp(a, "--best") == 0) g_best = true;
         else if (strcmp(a, "--plain") == 0) o->plain_only = true;
         else if (strcmp(a, "--compile-times") == 0) o->compile_times = true;
         else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
@@ -629,6 +643,17 @@ static void parse_args(int argc, char **argv, options *o, shape *one) {
     if (pos != 0 && pos < 3) usage();
 }
 
+/* With KILN_PERF=1: RuntimeDyld with LLVM's perf listener, which writes jit-PID.dump for
+ * `perf inject --jit` (docs/performance.md), so a profile names kiln's GEMM functions. */
+static LLVMOrcObjectLayerRef perf_layer(void *ctx, LLVMOrcExecutionSessionRef es, const char *triple) {
+    (void)ctx;
+    (void)triple;
+    LLVMOrcObjectLayerRef layer = LLVMOrcCreateRTDyldObjectLinkingLayerWithSectionMemoryManager(es);
+    LLVMJITEventListenerRef listener = LLVMCreatePerfJITEventListener();
+    if (listener) LLVMOrcRTDyldObjectLinkingLayerRegisterJITEventListener(layer, listener);
+    return layer;
+}
+
 int main(int argc, char **argv) {
     options o = {0};
     shape one = {"", 0, 0, 0, false, false};
@@ -642,7 +667,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     kiln_diags_free(&d);
-    die_on(LLVMOrcCreateLLJIT(&g_jit, NULL), "LLJIT");
+    LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
+    const char *perf = getenv("KILN_PERF");  /* as codegen/jit.c: name the JIT's functions for perf */
+    if (perf && *perf && strcmp(perf, "0") != 0) LLVMOrcLLJITBuilderSetObjectLinkingLayerCreator(builder, perf_layer, NULL);
+    die_on(LLVMOrcCreateLLJIT(&g_jit, builder), "LLJIT");
     LLVMOrcDefinitionGeneratorRef gen;
     die_on(LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(g_jit), NULL, NULL),
            "process symbols");
@@ -698,7 +726,8 @@ int main(int argc, char **argv) {
     printf("speedup = fastest library's time / kiln's time (>1: kiln faster); %%pk = kiln's share of the FMA peak "
            "at that thread count; medians of %s interleaved rounds\n",
            o.quick ? "1 (--quick)" : "5");
-    if (o.cpu_clock) printf("1-thread rows timed by the calling thread's CPU time (--cpu-clock), 2-thread rows by the wall clock\n");
+    if (o.cpu_clock) printf("1-thread rows timed by the calling thread's CPU time (--cpu-clock)\n");
+    if (o.work_clock) printf("multi-thread rows timed by the process's CPU time / threads (--work-clock)\n");
     if (o.json) fprintf(o.json, "{\"results\": [");
 
     shape_result *res = calloc((size_t)nshapes, sizeof *res);

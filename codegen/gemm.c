@@ -25,15 +25,22 @@
  * MR elements of column q of the A sliver and issues 2·MR llvm.fma (see has_fma). MR fills
  * the register file: accumulators + 2 B vectors + 1 broadcast = 12·2+3 = 27 of 32 zmm
  * (12×32 tile, AVX-512), 6·2+3 = 15 of 16 ymm (6×16, AVX2), 15 of 16 xmm (6×8, SSE). The
- * C tile is prefetched before the k loop and written after it: overwritten by the first
- * k block (beta = 0), added to by the later ones.
+ * C tile is prefetched before the k loop and again 32 steps before its end (the B sliver
+ * streaming through L1 evicts the first), and written after it: overwritten by the first
+ * k block (beta = 0), added to by the later ones. (Measured with a C copy of the k loop
+ * on Zen 5, best of 30, L2-resident blocks: 12×32, 8×48, 6×64 and 14×32 tiles all ran at
+ * 200–220 GFLOP/s, within the noise of each other, so the tile stays 12×32.)
  *
  * Epilogues (kiln_cg_gemm_epi; the steps and their order are codegen.h's). An epilogue
  * gets its own micro-kernel and loop nest (named with epi_code: "_ebr_gelu_tanh"), whose
  * tiles are told whether their k block is the first and the last. Blocks before the last
  * write the sums as above; the last one adds the earlier blocks' sums to its own (exactly
  * as the plain GEMM's last `+=` would), then applies the steps to the <W x float> rows in
- * registers and stores C, and P when asked, once — no second pass over C. The order of
+ * registers and stores C, and P when asked, once — no second pass over C. (Staging the
+ * steps through C instead — store the sums, then one row loop that reads them back from
+ * L1 — shrank the gelu_tanh tile from 3,255 to 1,411 lines of assembly and its stack
+ * accesses from 328 to 96, but perf put 25–28 % of that tile's samples outside its k
+ * loop against 23 % for this version, so it was not kept.) The order of
  * operations and the rounding are those of the separate kernels (matmul, scale, add,
  * the activation, add): scale in double, then plain fadd's without fast-math flags, so
  * no contraction crosses a step; the activations are lower_elementwise.c's formulas with
@@ -65,9 +72,10 @@
  * 208 + 192, not 384 + 16) and are whole tiles, so only the last block of m (n) can hold a
  * partial tile.
  *
- * Scratch (floats, 64-byte aligned): with a shared B (see Threads) first the whole packed
- * op(B), npad·k (npad = n rounded up to NR); then one slot per part, each
- *   [ Ap: mc·kc, rounded up to 16 ][ Bp: nc·kc, absent with a shared B ], rounded up to 16;
+ * Scratch (floats, 64-byte aligned): with a shared operand (see Threads) first the whole
+ * packed op(B), npad·k (npad = n rounded up to NR), or op(A), mpad·k; then one slot per part,
+ *   [ Ap: mc·kc, rounded up to 16, absent with a shared A ][ Bp: nc·kc, absent with a
+ *   shared B ], rounded up to 16;
  * none on the small-m path; then, for an accumulating epilogue over several k blocks,
  * the m×n partial sums.
  *
@@ -87,14 +95,16 @@
  * tiles along the larger of m and n (part_function), handed to kiln_parallel_for (the
  * runtime's pool; the JIT resolves it from the process, exported libraries link it from
  * the runtime archive); each runs the same loop nest on its rows (columns) with its own
- * packing slot, duplicating only the packing of the other operand — except B when the
- * split is along m and B packed takes at most 4 MiB (every char_gpt weight): then B is
- * packed once, before the parts, by a kiln_parallel_for over its NR-column slivers
- * (packb_function), into the layout the loop nest would have given each (p, j2) block,
- * and the parts pack only A ("_sb" loop nests read the shared blocks). Without it, on
- * 2 threads (8 chunks of 256 rows for m = 2048) B was packed 8 times, and on one thread
- * once per mc block; with it, kiln's work per GEMM on 2 threads (CPU time, busy machine)
- * fell by 10–15 % on the char_gpt shapes and 1024³. The k blocks are the
+ * packing slot, which would duplicate the packing of the operand the split does not cut —
+ * so that operand (B for a split along m, A along n) is packed once, before the parts,
+ * when it takes at most 16 MiB packed (every char_gpt weight and activation gradient, a
+ * square of 2048): a kiln_parallel_for over its slivers (pack_shared_function) writes the
+ * layout the loop nest would have given each (p, j2) block of B, or (i3, p) block of A,
+ * and the parts pack only their own slice of the other operand ("_sb"/"_sa" loop nests
+ * read the shared blocks). Without it, on 2 threads (8 chunks of 256 rows for m = 2048)
+ * B was packed 8 times, and on one thread once per mc block; sharing B cut kiln's work
+ * per GEMM on 2 threads (CPU time, busy machine) by 10–15 % on the char_gpt shapes and
+ * 1024³. The k blocks are the
  * whole shape's, and every element sums its kc blocks, each in k order, in its own
  * accumulator lane, so C is bit-identical for any thread count and any partition. An
  * epilogue's P, R and partial sums move with C, its bias row with the columns; every
@@ -157,10 +167,14 @@ static gemm_blocks blocks_for(gemm_tile t, const kiln_gemm_shape *s) {
 static int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
 static int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
 
-/* Floats of one thread's scratch slot: Ap then Bp (Ap alone when B is packed once for all
- * parts, shared_b_floats), rounded so every slot stays aligned. */
-static int64_t slot_floats(gemm_blocks bl, bool shared_b) {
-    return round_up(packed_a_floats(bl) + (shared_b ? 0 : packed_b_floats(bl)), 16);
+/* Which operand, if any, is packed once for all parts (see "Threads"): the one the split
+ * does not cut, B for a split along m, A for a split along n. */
+typedef enum gemm_shared { SHARED_NONE, SHARED_A, SHARED_B } gemm_shared;
+
+/* Floats of one thread's scratch slot: Ap then Bp (without the shared operand's region),
+ * rounded so every slot stays aligned. */
+static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
+    return round_up((sh == SHARED_A ? 0 : packed_a_floats(bl)) + (sh == SHARED_B ? 0 : packed_b_floats(bl)), 16);
 }
 
 /* How a product is split across threads (see "Threads" above): `parts` pieces of the
@@ -188,25 +202,35 @@ static gemm_split split_for(gemm_tile t, const kiln_gemm_shape *s) {
     return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
 }
 
-/* B packed once for all parts (see "Threads"): a product split along m whose whole op(B),
- * packed, takes at most GEMM_SHARED_B_MAX floats (4 MiB: every transformer weight of
- * char_gpt; a square of 1024). Returns the floats of that region at the start of
- * scratch, or 0 when each part packs its own B. */
-enum { GEMM_SHARED_B_MAX = 1 << 20 };
 
-static int64_t shared_b_floats(gemm_tile t, const kiln_gemm_shape *s) {
-    if (s->m == 0 || s->n == 0 || s->k == 0 || use_small(t, s)) return 0;
+/* The operand packed once for all parts (see "Threads"): with a split along m, op(B);
+ * along n, op(A); when that operand, packed, takes at most GEMM_SHARED_MAX floats
+ * (16 MiB: every char_gpt weight and activation gradient, a square of 2048). */
+enum { GEMM_SHARED_MAX = 1 << 22 };
+
+/* Lanes of the shared operand rounded up to its slivers: n to NR (B), m to MR (A). */
+static int64_t shared_lanes(gemm_tile t, const kiln_gemm_shape *s, gemm_shared sh) {
+    return sh == SHARED_B ? round_up(s->n, t.nr) : round_up(s->m, t.mr);
+}
+
+static gemm_shared shared_for(gemm_tile t, const kiln_gemm_shape *s) {
+    if (s->m == 0 || s->n == 0 || s->k == 0 || use_small(t, s)) return SHARED_NONE;
     gemm_split sp = split_for(t, s);
-    int64_t floats = round_up(s->n, t.nr) * s->k;
-    return sp.on_m && sp.parts > 1 && floats <= GEMM_SHARED_B_MAX ? round_up(floats, 16) : 0;
+    gemm_shared sh = sp.on_m ? SHARED_B : SHARED_A;
+    return sp.parts > 1 && shared_lanes(t, s, sh) * s->k <= GEMM_SHARED_MAX ? sh : SHARED_NONE;
+}
+
+/* Floats of the shared region at the start of scratch (0 without one). */
+static int64_t shared_floats(gemm_tile t, const kiln_gemm_shape *s) {
+    gemm_shared sh = shared_for(t, s);
+    return sh == SHARED_NONE ? 0 : round_up(shared_lanes(t, s, sh) * s->k, 16);
 }
 
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     gemm_tile tile = tile_for(t);
     if (use_small(tile, s)) return 0;  /* nothing packed */
-    int64_t shared = shared_b_floats(tile, s);
-    return shared + split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared > 0);
+    return shared_floats(tile, s) + split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared_for(tile, s));
 }
 
 /* ---- emission state and small builders ------------------------------------------- */
@@ -548,15 +572,18 @@ static void prefetch_tile(gen *g, LLVMValueRef base, LLVMValueRef ld) {
     }
 }
 
-/* The k loop of a tile: sum[r][v] = Σ_q<kc ap[q·MR + r]·bp[q·NR + v·W + lane] as
+/* The k loop of a tile from depth q0 to kc: sum[r][v] = init[r][v] (zeros when NULL) +
+ * Σ_q0≤q<kc ap[q·MR + r]·bp[q·NR + v·W + lane], one fma per step in q order, as
  * <W x float> phis (see the file comment); leaves the builder after the loop. The loop
- * runs at least once (kc ≥ 1) unless `may_be_empty`, which adds a kc = 0 exit. */
-static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
-                        LLVMValueRef sum[][NV]) {
+ * runs at least once (q0 < kc) unless `may_be_empty`, which adds an exit for q0 ≥ kc. */
+static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q0, LLVMValueRef kc,
+                        LLVMValueRef init[][NV], bool may_be_empty, LLVMValueRef sum[][NV]) {
     const int w = g->t.w, mr = g->t.mr, nr = g->t.nr;
-    LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g->vf);
+    LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g->vf), start[MR_MAX][NV];
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < NV; v++) start[r][v] = init ? init[r][v] : zero;
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b), body = block(g, "k"), done = block(g, "k.done");
-    if (may_be_empty) LLVMBuildCondBr(g->b, LLVMBuildICmp(g->b, LLVMIntSGT, kc, k64(g, 0), ""), body, done);
+    if (may_be_empty) LLVMBuildCondBr(g->b, lt(g, q0, kc), body, done);
     else LLVMBuildBr(g->b, body);
     LLVMPositionBuilderAtEnd(g->b, body);
     LLVMValueRef q = LLVMBuildPhi(g->b, g->i64, "q");
@@ -577,12 +604,11 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef k
     LLVMValueRef q1 = add(g, q, k64(g, 1));
     hint_loop(g, LLVMBuildCondBr(g->b, lt(g, q1, kc), body, done));
 
-    LLVMValueRef zero64 = k64(g, 0);
-    LLVMAddIncoming(q, &zero64, &pre, 1);
+    LLVMAddIncoming(q, &q0, &pre, 1);
     LLVMAddIncoming(q, &q1, &body, 1);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < NV; v++) {
-            LLVMAddIncoming(acc[r][v], &zero, &pre, 1);
+            LLVMAddIncoming(acc[r][v], &start[r][v], &pre, 1);
             LLVMAddIncoming(acc[r][v], &next[r][v], &body, 1);
         }
     LLVMPositionBuilderAtEnd(g->b, done);
@@ -593,9 +619,26 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef k
                 continue;
             }
             sum[r][v] = LLVMBuildPhi(g->b, g->vf, "sum");
-            LLVMAddIncoming(sum[r][v], &zero, &pre, 1);
+            LLVMAddIncoming(sum[r][v], &start[r][v], &pre, 1);
             LLVMAddIncoming(sum[r][v], &next[r][v], &body, 1);
         }
+}
+
+/* The last GEMM_PREFETCH_STEPS steps of a tile's k loop run after it prefetches (again)
+ * what the tile writes: the prefetch before the loop brings C from memory, but the B
+ * sliver streaming through L1 during the loop (kc·NR·4 = 48 KiB, all of L1) evicts it
+ * again, and the stores of the tile then waited for their lines (~20 % of the tile's
+ * samples in a perf profile of 2048×1536×384). 32 steps are ~400 cycles: enough for L2. */
+enum { GEMM_PREFETCH_STEPS = 32 };
+
+/* The k loop in two parts around `late()`'s prefetches, the same fmas in the same order. */
+static void emit_k_loop_split(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
+                              void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV]) {
+    LLVMValueRef mid = sub(g, kc, k64(g, GEMM_PREFETCH_STEPS)), zero = k64(g, 0), part[MR_MAX][NV];
+    mid = LLVMBuildSelect(g->b, lt(g, mid, zero), zero, mid, "");
+    emit_k_loop(g, ap, bp, zero, mid, NULL, true, part);
+    late(g, ctx);
+    emit_k_loop(g, ap, bp, mid, kc, part, may_be_empty, sum);
 }
 
 /* The four ways to write sums to a tile at c: (whole tile | masked) × (store | add, as
@@ -619,6 +662,12 @@ static void write_tile_4(gen *g, LLVMValueRef sum[][NV], LLVMValueRef c, LLVMVal
     LLVMPositionBuilderAtEnd(g->b, end);
 }
 
+/* late prefetch of the plain tile: ctx = {c, ldc} */
+static void prefetch_late(gen *g, const void *ctx) {
+    const LLVMValueRef *c = ctx;
+    prefetch_tile(g, c[0], c[1]);
+}
+
 /*   void kiln_gemm_tile_wW_MRxNR(const float *ap, const float *bp, float *c, i64 ldc,
  *                                i64 kc, i64 rows, i64 cols, i1 accumulate)
  * C[r][x] (=|+=) Σ_q<kc ap[q·MR + r]·bp[q·NR + x] for r < min(rows, MR), x < min(cols, NR),
@@ -637,8 +686,8 @@ static LLVMValueRef tile_function(gen g) {
     /* Start fetching the C tile now: its lines are needed only after the k loop, and
      * unless C is small they come from L3. */
     prefetch_tile(&g, c, ldc);
-    LLVMValueRef sum[MR_MAX][NV];
-    emit_k_loop(&g, ap, bp, kc, false, sum);
+    LLVMValueRef sum[MR_MAX][NV], late[2] = {c, ldc};
+    emit_k_loop_split(&g, ap, bp, kc, false, prefetch_late, late, sum);
     write_tile_4(&g, sum, c, ldc, rows, cols, accumulate);
     return function_end(&g);
 }
@@ -759,6 +808,27 @@ static void write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum
     }
 }
 
+/* The epilogue tile's prefetches: X, and on the last block C (when accumulating), P, R. */
+typedef struct epi_prefetch_ctx {
+    const kiln_gemm_epilogue *e;
+    const epi_ptrs *out;
+    LLVMValueRef x, ldx, last;
+} epi_prefetch_ctx;
+
+static void epi_prefetch(gen *g, const void *ctx) {
+    const epi_prefetch_ctx *pf = ctx;
+    const kiln_gemm_epilogue *e = pf->e;
+    prefetch_tile(g, pf->x, pf->ldx);
+    if (!(e->accumulate || e->pre_out || e->residual)) return;
+    LLVMBasicBlockRef yes = block(g, "prefetch"), go = block(g, "go");
+    branch(g, pf->last, yes, go);
+    if (e->accumulate) prefetch_tile(g, pf->out->c, pf->out->ldc);
+    if (e->pre_out) prefetch_tile(g, pf->out->p, pf->out->ldp);
+    if (e->residual) prefetch_tile(g, pf->out->r, pf->out->ldr);
+    LLVMBuildBr(g->b, go);
+    LLVMPositionBuilderAtEnd(g->b, go);
+}
+
 /*   void kiln_gemm_tile_wW_MRxNR_eCODE(const float *ap, const float *bp, float *c, i64 ldc,
  *        i64 kc, i64 rows, i64 cols, i1 first, i1 last, float *x, i64 ldx,
  *        const float *bias, float *p, i64 ldp, const float *r, i64 ldr, double scale)
@@ -788,19 +858,11 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
     LLVMValueRef x = e->accumulate ? param(&g, 9) : out.c, ldx = e->accumulate ? param(&g, 10) : out.ldc;
 
     /* prefetch what the tile writes (see tile_function), on the last block also what
-     * the epilogue reads and writes */
-    prefetch_tile(&g, x, ldx);
-    if (e->accumulate || e->pre_out || e->residual) {
-        LLVMBasicBlockRef pf = block(&g, "prefetch"), go = block(&g, "go");
-        branch(&g, last, pf, go);
-        if (e->accumulate) prefetch_tile(&g, out.c, out.ldc);
-        if (e->pre_out) prefetch_tile(&g, out.p, out.ldp);
-        if (e->residual) prefetch_tile(&g, out.r, out.ldr);
-        LLVMBuildBr(g.b, go);
-        LLVMPositionBuilderAtEnd(g.b, go);
-    }
+     * the epilogue reads and writes; before the k loop and again near its end */
+    epi_prefetch_ctx pf = {e, &out, x, ldx, last};
+    epi_prefetch(&g, &pf);
     LLVMValueRef sum[MR_MAX][NV];
-    emit_k_loop(&g, ap, bp, kc, true, sum);
+    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum);
 
     LLVMBasicBlockRef blast = block(&g, "last"), bmore = block(&g, "more"), end = block(&g, "end");
     branch(&g, last, blast, bmore);
@@ -962,12 +1024,14 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * only the blocks' trip counts depend on the shape, and a tile's work dwarfs them.
  * With an epilogue (e not NULL) it is kiln_gemm_loops_wW_TATB_eCODE, whose arguments go
  * on with epi_args' eight (x, ldx, bias, p, ldp, r, ldr, scale), and whose tiles learn
- * whether their k block is the first and the last. */
-static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_b) {
+ * whether their k block is the first and the last. With a shared operand (sh) two more
+ * follow, the packed operand of all parts and its lanes rounded to slivers ("full",
+ * "pad"), and the nest reads its blocks there instead of packing them ("_sa", "_sb"). */
+static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
     char name[96], code[48] = "";
     if (e) epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
-             shared_b ? "_sb" : "");
+             sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "");
     LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g);
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
@@ -980,14 +1044,14 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
                               ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
     const char *names[23] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
                              "kc", "nc", "x", "ldx",     "bias", "p", "ldp", "r", "ldr", "scale"};
-    unsigned n_params = e ? 21 : 13, at_bfull = n_params;
-    if (shared_b) {  /* the packed B of all parts, and its row of slivers' width n rounded to NR */
-        params[n_params] = ptr, names[n_params++] = "bfull";
-        params[n_params] = i64, names[n_params++] = "npad";
+    unsigned n_params = e ? 21 : 13, at_full = n_params;
+    if (sh != SHARED_NONE) {  /* the packed operand of all parts, and its lanes rounded to slivers */
+        params[n_params] = ptr, names[n_params++] = "full";
+        params[n_params] = i64, names[n_params++] = "pad";
     }
     LLVMValueRef fn;
     if (!function_begin(&g, name, n_params, params, names, &fn)) return fn;
-    if (shared_b) add_attr(&g, at_bfull + 1, "readonly");
+    if (sh != SHARED_NONE) add_attr(&g, at_full + 1, "readonly");
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
     if (e) {
@@ -1005,9 +1069,9 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
                         e->pre_out ? param(&g, 16) : null, param(&g, 17), e->residual ? param(&g, 18) : null,
                         param(&g, 19), param(&g, 20)};
     }
-    /* Bp follows Ap, 16-float aligned (packed_a_floats) */
+    /* Bp follows Ap, 16-float aligned (packed_a_floats); with a shared A it is the slot */
     LLVMValueRef a_floats = LLVMBuildAnd(g.b, add(&g, mul(&g, mc_max, kc_max), k64(&g, 15)), k64(&g, -16), "");
-    LLVMValueRef bp = at(&g, ap, a_floats);
+    LLVMValueRef bp = sh == SHARED_A ? ap : at(&g, ap, a_floats);
 
     loop li = loop_begin(&g, k64(&g, 0), m, 1, "i3");
     li.step_value = mc_max;
@@ -1022,18 +1086,22 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     } else {
         accumulate = LLVMBuildICmp(g.b, LLVMIntNE, lp.iv, k64(&g, 0), "");
     }
-    emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
+    LLVMValueRef apb = ap;  /* block (i3, p) of the packed A */
+    if (sh == SHARED_A)      /* in the shared A: k block p at p·mpad, its slivers from i3 on */
+        apb = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, li.iv, kc)));
+    else
+        emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
 
     loop lj = loop_begin(&g, k64(&g, 0), n, 1, "j2");
     lj.step_value = nc_max;
     LLVMValueRef nc = smin(&g, nc_max, sub(&g, n, lj.iv));
-    if (shared_b)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
-        bp = at(&g, param(&g, at_bfull), add(&g, mul(&g, lp.iv, param(&g, at_bfull + 1)), mul(&g, lj.iv, kc)));
+    if (sh == SHARED_B)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
+        bp = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, lj.iv, kc)));
     else
         emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bp);
 
     loop lr = loop_begin(&g, k64(&g, 0), mc, g.t.mr, "ir");
-    LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, ap, mul(&g, lr.iv, kc));
+    LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, apb, mul(&g, lr.iv, kc));
     loop lc = loop_begin(&g, k64(&g, 0), nc, g.t.nr, "jr");
     LLVMValueRef j = add(&g, lj.iv, lc.iv);
     if (e) {
@@ -1382,8 +1450,9 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         c = at(&g, c, first);
         n = lanes;
     }
-    int64_t shared = shared_b_floats(g.t, s);  /* the packed B at the start of scratch, then the slots */
-    LLVMValueRef scratch = at(&g, v[3], add(&g, k64(&g, shared), mul(&g, begin, k64(&g, slot_floats(bl, shared > 0)))));
+    gemm_shared sh = shared_for(g.t, s);  /* the shared operand at the start of scratch, then the slots */
+    LLVMValueRef scratch =
+        at(&g, v[3], add(&g, k64(&g, shared_floats(g.t, s)), mul(&g, begin, k64(&g, slot_floats(bl, sh)))));
     LLVMValueRef args[23] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
                              k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
     unsigned n_args = e ? 21 : 13;
@@ -1395,24 +1464,28 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         if (!sp.on_m) ea.bias = at_ij(&g, ea.bias, zero, first, one);
         epi_args_list(&ea, &args[13]);
     }
-    if (shared) {
+    if (sh != SHARED_NONE) {
         args[n_args++] = v[3];
-        args[n_args++] = k64(&g, round_up(s->n, g.t.nr));
+        args[n_args++] = k64(&g, shared_lanes(g.t, s, sh));
     }
     call(&g, loops, args, n_args);
     return function_end(&g);
 }
 
-/*   void NAME.packb(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch, …}
- * packs slivers [begin, end) of op(B) (NR columns each), every k block, into the shared
- * region at the start of scratch: k block p (of the shape's kc) at p·npad, npad = n
- * rounded up to NR, sliver j at j·NR·kc within it — the layout the loop nest reads, as
- * if it had packed block (p, j2) itself. A copy: any split gives the same bytes. */
-static LLVMValueRef packb_function(gen g, const kiln_gemm_shape *s, const char *gemm_name) {
+/*   void NAME.pack(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch, …}
+ * packs slivers [begin, end) of the shared operand (shared_for: op(B), NR columns each,
+ * or op(A), MR rows each), every k block, into the region at the start of scratch: k
+ * block p (of the shape's kc) at p·pad, pad = the lanes rounded up to slivers, sliver s
+ * at s·width·kc within it — the layout the loop nest reads, as if it had packed block
+ * (p, j2) of B, or (i3, p) of A, itself. A copy: any split gives the same bytes. */
+static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const char *gemm_name) {
     char name[320];
-    snprintf(name, sizeof name, "%s.packb", gemm_name);
-    operand pb = {.lanes_contiguous = !s->trans_b, .width = g.t.nr};
-    pb.packer = pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
+    snprintf(name, sizeof name, "%s.pack", gemm_name);
+    gemm_shared sh = shared_for(g.t, s);
+    bool is_b = sh == SHARED_B;
+    operand o = is_b ? (operand){.lanes_contiguous = !s->trans_b, .width = g.t.nr}
+                     : (operand){.lanes_contiguous = s->trans_a, .width = g.t.mr};
+    o.packer = o.lanes_contiguous ? pack_copy_function(g, o.width) : pack_transpose_function(g, o.width);
     LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
     static const char *const names[] = {"ctx", "begin", "end"};
     LLVMValueRef fn;
@@ -1421,13 +1494,14 @@ static LLVMValueRef packb_function(gen g, const kiln_gemm_shape *s, const char *
     LLVMValueRef ctx = param(&g, 0), v[4];
     for (int i = 0; i < 4; i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    pb.src = v[1], pb.ld = k64(&g, s->ldb), pb.lim = k64(&g, s->n);
-    LLVMValueRef j0 = mul(&g, param(&g, 1), k64(&g, g.t.nr));
-    LLVMValueRef cols = sub(&g, smin(&g, mul(&g, param(&g, 2), k64(&g, g.t.nr)), k64(&g, s->n)), j0);
-    LLVMValueRef k = k64(&g, s->k), npad = k64(&g, round_up(s->n, g.t.nr));
+    int64_t lim = is_b ? s->n : s->m;
+    o.src = v[is_b ? 1 : 0], o.ld = k64(&g, is_b ? s->ldb : s->lda), o.lim = k64(&g, lim);
+    LLVMValueRef x0 = mul(&g, param(&g, 1), k64(&g, o.width));
+    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, param(&g, 2), k64(&g, o.width)), k64(&g, lim)), x0);
+    LLVMValueRef k = k64(&g, s->k), pad = k64(&g, shared_lanes(g.t, s, sh));
     loop lp = loop_begin(&g, k64(&g, 0), k, bl.kc, "p");
     LLVMValueRef kc = smin(&g, k64(&g, bl.kc), sub(&g, k, lp.iv));
-    emit_pack(&g, &pb, j0, cols, lp.iv, kc, at(&g, v[3], add(&g, mul(&g, lp.iv, npad), mul(&g, j0, kc))));
+    emit_pack(&g, &o, x0, lanes, lp.iv, kc, at(&g, v[3], add(&g, mul(&g, lp.iv, pad), mul(&g, x0, kc))));
     loop_end(&g, &lp);
     return function_end(&g);
 }
@@ -1510,8 +1584,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     gen g = gen_init(cg);
     if (use_small(g.t, s)) return small_gemm(g, s, e, name);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
-    bool shared_b = shared_b_floats(g.t, s) > 0;
-    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, shared_b) : NULL;  /* own builder */
+    gemm_shared sh = shared_for(g.t, s);
+    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
@@ -1526,7 +1600,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
     gemm_split sp = split_for(g.t, s);
     LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
-    LLVMValueRef packb = shared_b ? packb_function(g, s, name) : NULL;
+    LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name) : NULL;
     function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
@@ -1546,7 +1620,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
             LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
             LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
         }
-        if (packb) parallel_for_call(&g, packb, ctx, (s->n + g.t.nr - 1) / g.t.nr);  /* B, once, by slivers */
+        if (pack)  /* the shared operand, once, by slivers */
+            parallel_for_call(&g, pack, ctx, sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr);
         parallel_for_call(&g, part, ctx, sp.parts);
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);

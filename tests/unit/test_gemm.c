@@ -306,12 +306,15 @@ static void test_scratch_sizes(void **state) {
      * B is packed once for all of them (n rounded to 704 × k) */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 704 * 400 + 8 * (504 * 208));
-    /* a B too large to share (over 2^20 floats packed): each slot packs its own blocks */
+    /* B shared up to 2^22 floats packed (3008 × 400 here); above, each slot packs its own */
     kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672 */
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 8 * (672 * 208 + 320 * 208));
-    /* split along n (more column tiles than row tiles): nothing shared either */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 3008 * 400 + 8 * (672 * 208));
+    kiln_gemm_shape wider = {20000, 12000, 400, false, false, 400, 12000, 12000};  /* 12000 × 400 > 2^22 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wider), 8 * (960 * 208 + 320 * 208));
+    /* split along n (more column tiles than row tiles): A packed once (m rounded to 108 ×
+     * k), one slot of B per part */
     kiln_gemm_shape tall = {100, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 8 * (108 * 208 + 256 * 208));
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 108 * 400 + 8 * (256 * 208));
     kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 64 * 40);
     /* large shapes are bounded by the blocks (× the parts), not the matrices */
