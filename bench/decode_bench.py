@@ -193,17 +193,17 @@ class DecodeBench:
                                    "n": self.context})
         return statistics.median(r["times"])
 
-    def select(self, what, fn, iters):
+    def select(self, what, fn, iters, rounds):
         settings = self.settings()
         times = {i: [] for i in range(len(settings))}
-        for _ in range(1 if self.quick else 2):
+        for _ in range(rounds):
             for i, s in enumerate(settings):
                 times[i].append(fn(s, iters))
         for i, s in enumerate(settings):
             s["median"] = statistics.median(times[i])
         best = min(settings, key=lambda s: s["median"])
         unit = "ms per step" if what == "decode" else "ms"
-        log(f"  PyTorch {what} settings (median of {'1 round' if self.quick else '2 interleaved rounds'}):")
+        log(f"  PyTorch {what} settings (median of {rounds} interleaved round(s) of {iters} timed runs):")
         for s in settings:
             log(f"    {s['median'] * 1e3:9.3f} {unit}  {self.label(s)}{'   <- fastest' if s is best else ''}")
         self.res[f"torch_{what}_settings"] = [{"setting": self.label(s), "s": s["median"]} for s in settings]
@@ -256,15 +256,15 @@ class DecodeBench:
             f"{self.res['cache_bytes_mean'] / 1e6:.2f} MB on average")
         self.start_workers()
         main_t = max(self.threads)
-        repeat = 2 if self.quick else 5
+        repeat = 2 if self.quick else 3
         t_iters = 1 if self.quick else 3
         best_dec = best_pre = None
         if self.workers:
             # the selection decodes a shorter stretch (48 steps from the start): it only ranks
             best_dec = self.select("decode", lambda s, i: self.torch_decode(s, i, min(48, self.context - self.start)),
-                                   2)
-            best_pre = self.select("prefill", self.torch_prefill, 2 if self.quick else 5)
-        rounds = 1 if self.quick else 3
+                                   2, 1 if self.quick else 2)
+            best_pre = self.select("prefill", self.torch_prefill, 2, 1)
+        rounds = 1 if self.quick else 2
         k_dec, k1_dec, t_dec, k_pre, k1_pre, t_pre, k_fwd = [], [], [], [], [], [], []
         for r in range(rounds):
             step_s, run = self.kiln_decode(main_t, repeat)
@@ -275,9 +275,9 @@ class DecodeBench:
                 t_dec.append(self.torch_decode(best_dec, t_iters))
             k_pre.append(self.kiln_prefill(main_t, repeat * 2))
             if best_pre:
-                t_pre.append(self.torch_prefill(best_pre, 5))
+                t_pre.append(self.torch_prefill(best_pre, 3))
             k_fwd.append(self.kiln_forward(main_t, 10))
-            if not self.quick and main_t > 1:
+            if not self.quick and main_t > 1 and r == 0:
                 k1_dec.append(self.kiln_decode(1, repeat)[0])
                 k1_pre.append(self.kiln_prefill(1, repeat * 2))
             log(f"  round {r + 1}: kiln decode {1 / k_dec[-1]:.0f} tokens/s, prefill {k_pre[-1] * 1e3:.1f} ms, "
