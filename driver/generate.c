@@ -94,13 +94,9 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     g->n_outputs = 1;
     uint32_t n_inputs = 0;
     e->inputs[n_inputs++] = tok;
-    if (mode == KILN_DECODE_STEP) {
-        if (m->decode_pos == KILN_NONE) {
-            kiln_diags_add(d, m->file, 0, 0, NULL, "internal error: the decode step has no position input");
-            return false;
-        }
-        e->inputs[n_inputs++] = m->decode_pos;
-    }
+    /* a model with neither attention nor positions (a bigram model) has no cache and its
+     * step needs no position */
+    if (mode == KILN_DECODE_STEP && m->decode_pos != KILN_NONE) e->inputs[n_inputs++] = m->decode_pos;
     /* generation feeds the tokens, the position, and an encoder–decoder's source */
     unsigned char *live = calloc(g->n_nodes, 1);
     KILN_ASSERT(live != NULL);

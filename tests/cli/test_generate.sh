@@ -198,6 +198,22 @@ if run_ok "init translator" init "$tr" "${trdims[@]}" -o tr.safetensors --seed 3
     fi
 fi
 
+# --- a model with neither attention nor positions (a bigram model): no cache, no position ---
+cat >bigram.json <<'EOF'
+{"format": "kiln/1", "name": "bigram", "dims": {"B": 2, "T": 16},
+ "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}, "targets": {"shape": ["B", "T"], "dtype": "i32"}},
+ "layers": [{"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 8},
+            {"name": "logits", "op": "linear", "out": 256}],
+ "outputs": ["logits"], "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}],
+ "train": {"optimizer": "adamw", "lr": 0.01}}
+EOF
+if run_ok "train bigram" train bigram.json --data text.txt --steps 5 --save bigram.safetensors &&
+    run_ok "bigram, cached" generate bigram.json --weights bigram.safetensors --prompt "the " --max-new 8 --greedy; then
+    cp out.txt want.txt
+    run_ok "bigram, --no-cache" generate bigram.json --weights bigram.safetensors --prompt "the " --max-new 8 --greedy \
+        --no-cache && { cmp -s want.txt out.txt || fail "bigram: the decode step differs from --no-cache"; }
+fi
+
 if [[ $failures -gt 0 ]]; then
     echo "test_generate: $failures failure(s)"
     exit 1
