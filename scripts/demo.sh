@@ -20,9 +20,11 @@ model=$root/examples/char_gpt.json
 steps=${STEPS:-160}
 plot=${PLOT:-demo_loss.svg}
 
-echo "== data: the fortunes (/usr/share/games/fortunes: the text files, not the ASCII art)"
+echo "== data: the English fortunes (/usr/share/games/fortunes: the text files, not the ASCII art)"
 for f in /usr/share/games/fortunes/*; do
-  case $f in *.dat | *.u8 | */art | */ascii-art) continue ;; esac
+  # not fortunes-zh's Chinese poems either (chinese, tang300, song100, with terminal
+  # colour codes), when that package is installed: examples/tang_poetry trains on those
+  case $f in *.dat | *.u8 | */art | */ascii-art | */chinese | */tang300 | */song100) continue ;; esac
   [ -f "$f" ] && cat "$f"
 done >"$work/all.txt"
 # every 150th fortune (about 16 KiB) is held out for validation and the final evaluation

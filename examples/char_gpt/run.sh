@@ -39,7 +39,7 @@ fi
 echo "== data: the English fortunes, every 150th held out (as scripts/demo.sh)"
 for f in /usr/share/games/fortunes/*; do
   # not the ASCII art, and not fortunes-zh's Chinese poems (chinese, tang300, song100:
-  # they carry terminal colour codes), which scripts/demo.sh takes in when installed
+  # they carry terminal colour codes)
   case $f in *.dat | *.u8 | */art | */ascii-art | */chinese | */tang300 | */song100) continue ;; esac
   [ -f "$f" ] && cat "$f"
 done >"$out/all.txt"
