@@ -15,23 +15,8 @@
 # chart. DIR defaults to examples/icl/out. KILN=path uses that kiln binary
 # instead of building one; THREADS=N (default 2); STEPS=N (default 6000).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-tiny=${TINY:-0}
-sweep=0
-out=$here/out
-while [ $# -gt 0 ]; do
-  case $1 in
-    --tiny) tiny=1 ;;
-    --sweep) sweep=1 ;;
-    --out) out=$2; shift ;;
-    *) echo "usage: $0 [--tiny] [--sweep] [--out DIR]" >&2; exit 2 ;;
-  esac
-  shift
-done
-kiln=${KILN:-$("$root/scripts/build.sh" "$root/build" | tail -n 1)}
-py=${PYTHON:-/usr/bin/python3}
-threads=${THREADS:-2}
+recipe_sweep=1
+. "$(dirname "$0")/../recipe.sh" "$@" # here, root, tiny, out, kiln, py, threads
 mkdir -p "$out"
 
 if [ "$tiny" = 1 ]; then

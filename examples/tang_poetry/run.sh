@@ -13,21 +13,7 @@
 # KILN=path uses that kiln binary instead of building one; THREADS=N (default 2);
 # STEPS=N changes the number of steps (default 300).
 set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-tiny=${TINY:-0}
-out=$here/out
-while [ $# -gt 0 ]; do
-  case $1 in
-    --tiny) tiny=1 ;;
-    --out) out=$2; shift ;;
-    *) echo "usage: $0 [--tiny] [--out DIR]" >&2; exit 2 ;;
-  esac
-  shift
-done
-kiln=${KILN:-$("$root/scripts/build.sh" "$root/build" | tail -n 1)}
-py=${PYTHON:-/usr/bin/python3}
-threads=${THREADS:-2}
+. "$(dirname "$0")/../recipe.sh" "$@" # here, root, tiny, out, kiln, py, threads
 model=$here/tang_gpt.json
 source_file=${TANG300:-/usr/share/games/fortunes/tang300}
 if [ ! -f "$source_file" ]; then
