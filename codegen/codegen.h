@@ -281,6 +281,10 @@ char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *
 char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const kiln_compile_request *train,
                        const kiln_memplan *train_plan, const char *source);
 
+/* Appends printf-formatted text to the malloc'd string *s of *len bytes (header.c; the
+ * header's parts build their text with it). */
+void kiln_header_add(char **s, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* The header's generation part (header_generate.c): sizes and prototypes of NAME_prefill
  * and NAME_decode_step, malloc'd. */
 char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,

@@ -30,6 +30,21 @@ typedef struct text {
     size_t len, cap;
 } text;
 
+void kiln_header_add(char **s, size_t *len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    KILN_ASSERT(n >= 0);
+    *s = realloc(*s, *len + (size_t)n + 1);
+    KILN_ASSERT(*s != NULL);
+    va_start(ap, fmt);
+    vsnprintf(*s + *len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    *len += (size_t)n;
+}
+
 static void add(text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void add(text *t, const char *fmt, ...)
 {

@@ -3,35 +3,19 @@
  * workspace, the context and vocabulary, and the prototypes of NAME_prefill and
  * NAME_decode_step. aot.c places it inside the header kiln_header_text writes, before
  * the closing lines, so the forward part stays exactly as without --generate. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codegen.h"
 
-static void add(char **s, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void add(char **s, size_t *len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    KILN_ASSERT(n >= 0);
-    *s = realloc(*s, *len + (size_t)n + 1);
-    KILN_ASSERT(*s != NULL);
-    va_start(ap, fmt);
-    vsnprintf(*s + *len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    *len += (size_t)n;
-}
 
 /* One entry's prototype: the blobs, then its inputs in the request's order (the tokens,
  * the step's position, an encoder–decoder's source and mask), then the logits. */
 static void prototype(char **s, size_t *len, const char *name, const char *up, const kiln_compile_request *r,
                       bool step)
 {
-    add(s, len, "int %s_%s(const float *params, float *kv_cache, void *workspace", name, step ? "decode_step" : "prefill");
+    kiln_header_add(s, len, "int %s_%s(const float *params, float *kv_cache, void *workspace", name, step ? "decode_step" : "prefill");
     for (uint32_t i = 0; i < r->n_inputs; i++) {
         const kiln_node *in = &r->g->nodes[r->inputs[i]];
         const char *ty = in->type.dtype == KILN_F32 ? "float" : "int32_t", *what = in->attrs.name;
@@ -45,10 +29,10 @@ static void prototype(char **s, size_t *len, const char *name, const char *up, c
         } else { /* an encoder-decoder's source or its mask: (1, source length) */
             snprintf(size, sizeof size, "%s_SOURCE_LEN", up);
         }
-        add(s, len, ",\n        const %s *%s /* [%s] */", ty, what, size);
+        kiln_header_add(s, len, ",\n        const %s *%s /* [%s] */", ty, what, size);
     }
-    if (step) add(s, len, ",\n        float *logits /* [%s_VOCAB] */);\n", up);
-    else add(s, len, ",\n        float *logits /* [%s_CONTEXT * %s_VOCAB] */);\n", up, up);
+    if (step) kiln_header_add(s, len, ",\n        float *logits /* [%s_VOCAB] */);\n", up);
+    else kiln_header_add(s, len, ",\n        float *logits /* [%s_CONTEXT * %s_VOCAB] */);\n", up, up);
 }
 
 char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,
@@ -69,7 +53,7 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
                                                                             : step_plan->workspace_bytes;
     char *s = NULL;
     size_t len = 0;
-    add(&s, &len,
+    kiln_header_add(&s, &len,
         "/* Generation with a KV cache (kiln compile --generate). A cache of %s_KV_CACHE_BYTES\n"
         " * (64-byte aligned) holds every self-attention's keys and values for %s_CONTEXT\n"
         " * positions; both functions take a workspace of %s_GEN_WORKSPACE_BYTES and the\n"
@@ -81,20 +65,20 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
         " * id or position outside the model's tables. */\n",
         up, up, up, name, up, name, up);
     if (source)
-        add(&s, &len,
+        kiln_header_add(&s, &len,
             "/* An encoder-decoder: %s_prefill also encodes the source — src, its token ids padded\n"
             " * with 0 to %s_SOURCE_LEN, and src_mask, 1 for a token and 0 for padding — once,\n"
             " * and keeps every cross-attention's keys and values in the cache too; the decode\n"
             " * step reads them from there (it never runs the encoder). tokens start with the\n"
             " * model's <bos>. */\n",
             name, up);
-    add(&s, &len, "#define %s_CONTEXT %lld\n", up, (long long)context);
-    add(&s, &len, "#define %s_VOCAB %lld\n", up, (long long)vocab);
-    if (source) add(&s, &len, "#define %s_SOURCE_LEN %lld\n", up, (long long)source);
-    add(&s, &len, "#define %s_KV_CACHE_BYTES %lld\n", up, (long long)prefill_plan->optim_bytes);
-    add(&s, &len, "#define %s_GEN_WORKSPACE_BYTES %lld\n\n", up, (long long)ws);
+    kiln_header_add(&s, &len, "#define %s_CONTEXT %lld\n", up, (long long)context);
+    kiln_header_add(&s, &len, "#define %s_VOCAB %lld\n", up, (long long)vocab);
+    if (source) kiln_header_add(&s, &len, "#define %s_SOURCE_LEN %lld\n", up, (long long)source);
+    kiln_header_add(&s, &len, "#define %s_KV_CACHE_BYTES %lld\n", up, (long long)prefill_plan->optim_bytes);
+    kiln_header_add(&s, &len, "#define %s_GEN_WORKSPACE_BYTES %lld\n\n", up, (long long)ws);
     prototype(&s, &len, name, up, prefill, false);
     prototype(&s, &len, name, up, step, true);
-    add(&s, &len, "\n");
+    kiln_header_add(&s, &len, "\n");
     return s;
 }

@@ -3,28 +3,12 @@
  * NAME_train_grad and NAME_train_apply, the split optimizer blob's size and where its
  * gradient area is. aot.c places it before the header's closing lines, as it does the
  * generation part, so the rest of the header stays as it was. */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "codegen.h"
 
-static void add(char **s, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void add(char **s, size_t *len, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    KILN_ASSERT(n >= 0);
-    *s = realloc(*s, *len + (size_t)n + 1);
-    KILN_ASSERT(*s != NULL);
-    va_start(ap, fmt);
-    vsnprintf(*s + *len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    *len += (size_t)n;
-}
 
 char *kiln_header_split_text(const kiln_compile_request *grad, const kiln_memplan *grad_plan,
                              const kiln_compile_request *apply, const kiln_memplan *apply_plan,
@@ -39,7 +23,7 @@ char *kiln_header_split_text(const kiln_compile_request *grad, const kiln_mempla
                                                                           : apply_plan->workspace_bytes;
     char *s = NULL;
     size_t len = 0;
-    add(&s, &len,
+    kiln_header_add(&s, &len,
         "/* The training step in two halves, for averaging gradients between them (data-parallel\n"
         " * training over MPI or anything else; kiln's runtime stays free of it):\n"
         " *     %s_train_grad(params, optim, ws, inputs…, &loss);     this process's gradients\n"
@@ -53,11 +37,11 @@ char *kiln_header_split_text(const kiln_compile_request *grad, const kiln_mempla
         " * norm). %s_train_grad returns 0 or KILN_FORWARD_* (nothing updated); it writes only\n"
         " * the gradient area. */\n",
         name, up, up, name, up, name, up, up, name);
-    add(&s, &len, "#define %s_SPLIT_OPTIM_BYTES %lld\n", up, (long long)apply_plan->optim_bytes);
-    add(&s, &len, "#define %s_GRAD_OFFSET %lld\n", up, (long long)grad_offset);
-    add(&s, &len, "#define %s_GRAD_FLOATS %lld\n", up, (long long)((apply_plan->optim_bytes - grad_offset) / 4));
-    add(&s, &len, "#define %s_SPLIT_WORKSPACE_BYTES %lld\n\n", up, (long long)ws);
-    add(&s, &len, "int %s_train_grad(const float *params, float *optim, void *workspace", name);
+    kiln_header_add(&s, &len, "#define %s_SPLIT_OPTIM_BYTES %lld\n", up, (long long)apply_plan->optim_bytes);
+    kiln_header_add(&s, &len, "#define %s_GRAD_OFFSET %lld\n", up, (long long)grad_offset);
+    kiln_header_add(&s, &len, "#define %s_GRAD_FLOATS %lld\n", up, (long long)((apply_plan->optim_bytes - grad_offset) / 4));
+    kiln_header_add(&s, &len, "#define %s_SPLIT_WORKSPACE_BYTES %lld\n\n", up, (long long)ws);
+    kiln_header_add(&s, &len, "int %s_train_grad(const float *params, float *optim, void *workspace", name);
     for (uint32_t k = 0; k < grad->n_inputs; k++) {
         const kiln_node *n = &grad->g->nodes[grad->inputs[k]];
         char arg[64];
@@ -65,13 +49,13 @@ char *kiln_header_split_text(const kiln_compile_request *grad, const kiln_mempla
         for (const char *c = n->attrs.name; *c && j + 1 < sizeof arg; c++, j++)
             arg[j] = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ? *c : '_';
         arg[j] = 0;
-        add(&s, &len, ",\n        const %s *in_%s /* %s[", n->type.dtype == KILN_I32 ? "int32_t" : "float", arg,
+        kiln_header_add(&s, &len, ",\n        const %s *in_%s /* %s[", n->type.dtype == KILN_I32 ? "int32_t" : "float", arg,
             kiln_dtype_name(n->type.dtype));
-        for (int d = 0; d < n->type.rank; d++) add(&s, &len, "%s%lld", d ? ", " : "", (long long)n->type.dims[d]);
-        add(&s, &len, "] */");
+        for (int d = 0; d < n->type.rank; d++) kiln_header_add(&s, &len, "%s%lld", d ? ", " : "", (long long)n->type.dims[d]);
+        kiln_header_add(&s, &len, "] */");
     }
-    add(&s, &len, ",\n        float *loss /* f32[] */);\n");
-    add(&s, &len, "int %s_train_apply(float *params, float *optim, void *workspace, float lr);\n\n", name);
+    kiln_header_add(&s, &len, ",\n        float *loss /* f32[] */);\n");
+    kiln_header_add(&s, &len, "int %s_train_apply(float *params, float *optim, void *workspace, float lr);\n\n", name);
     (void)apply;
     return s;
 }
