@@ -24,7 +24,7 @@ if ! command -v valgrind >/dev/null; then
     echo "test_valgrind: valgrind is not installed (apt-get install valgrind): skipped"
     exit 77
 fi
-if nm "$kiln" 2>/dev/null | grep -q __asan_init; then
+if readelf -d "$kiln" 2>/dev/null | grep -q libasan || nm "$kiln" 2>/dev/null | grep -q __asan_init; then
     echo "test_valgrind: $kiln is built with AddressSanitizer, which valgrind cannot run: skipped"
     exit 77
 fi
