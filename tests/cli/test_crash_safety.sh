@@ -65,10 +65,10 @@ cat >m.json <<'EOF'
 EOF
 
 # ---- kill -9, again and again ------------------------------------------------------------------
-# 50 kills; 12 in a sanitizer build, where each start-up costs four times the CPU (the
+# 50 kills; 8 in a sanitizer build, where each start-up costs four times the CPU (the
 # plain build's run is the one with the full count; this one looks for memory errors)
 trials=${KILN_CRASH_TRIALS:-50}
-if readelf -d "$kiln" 2>/dev/null | grep -q 'libasan'; then trials=${KILN_CRASH_TRIALS:-12}; fi
+if readelf -d "$kiln" 2>/dev/null | grep -q 'libasan'; then trials=${KILN_CRASH_TRIALS:-8}; fi
 export KILN_CRASH_TRIALS=$trials
 "$py" - "$kiln" <<'EOF' || fail "kill -9 chain (above)"
 import collections, json, os, random, signal, struct, subprocess, sys, time
