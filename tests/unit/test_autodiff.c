@@ -31,21 +31,9 @@
 
 #include "grad.h"
 #include "passes.h"
+#include "test_rng.h"
 
-/* ---- random numbers ------------------------------------------------------------------- */
-
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double uniform(rng *r, double lo, double hi) { return lo + (hi - lo) * (double)(rng_next(r) >> 11) * 0x1.0p-53; }
+static double uniform(rng *r, double lo, double hi) { return lo + (hi - lo) * rng_uniform(r); }
 
 /* ---- a gradient check ---------------------------------------------------------------------- */
 

@@ -33,100 +33,30 @@
 #include "codegen.h"
 #include "kiln/runtime.h"
 #include "passes.h"
+#include "test_graph.h"
 
-#define MAXV 8
+/* ---- a graph under test (support/test_graph.h) holding copies of the extreme rows ------ */
 
-typedef struct xg {
-    kiln_graph g;
-    kiln_diags d;
-    uint32_t inputs[MAXV], params[MAXV];
-    void *in_data[MAXV], *param_data[MAXV];
-    int n_inputs, n_params;
-} xg;
-
-static void xg_init(xg *t)
+static void *copy_of(int rank, const int64_t *dims, const void *data)
 {
-    memset(t, 0, sizeof *t);
-    kiln_graph_init(&t->g, "x");
-    kiln_diags_init(&t->d);
-}
-
-static void xg_free(xg *t)
-{
-    for (int i = 0; i < t->n_inputs; i++) free(t->in_data[i]);
-    for (int i = 0; i < t->n_params; i++) free(t->param_data[i]);
-    kiln_graph_free(&t->g);
-    kiln_diags_free(&t->d);
-}
-
-static void fail_diags(xg *t, const char *what)
-{
-    for (int i = 0; i < t->d.n; i++) print_error("%s: %s\n", what, t->d.items[i].message);
-    fail_msg("%s failed", what);
-}
-
-static uint32_t xg_add(xg *t, kiln_op op, const uint32_t *in, uint32_t n, const kiln_attrs *a)
-{
-    uint32_t id = kiln_graph_add(&t->g, op, in, n, a, NULL, "test", &t->d);
-    if (id == KILN_NONE) fail_diags(t, "kiln_graph_add");
-    return id;
-}
-
-/* A source (INPUT or PARAM) of the given type holding a copy of data. */
-static uint32_t xg_source(xg *t, kiln_op op, kiln_dtype dt, int rank, const int64_t *dims, const void *data)
-{
-    kiln_attrs a = {0};
-    a.dtype = dt;
-    a.rank = rank;
     int64_t n = 1;
-    for (int i = 0; i < rank; i++) n *= (a.shape[i] = dims[i]);
-    char name[16];
-    snprintf(name, sizeof name, "%c%d", op == KILN_OP_INPUT ? 'x' : 'p', op == KILN_OP_INPUT ? t->n_inputs : t->n_params);
-    a.name = name;
-    a.init = KILN_INIT_ONES;
-    uint32_t id = xg_add(t, op, NULL, 0, &a);
+    for (int i = 0; i < rank; i++) n *= dims[i];
     void *copy = malloc((size_t)n * 4 + 4);
     memcpy(copy, data, (size_t)n * 4);
-    if (op == KILN_OP_INPUT) {
-        assert_true(t->n_inputs < MAXV);
-        t->inputs[t->n_inputs] = id;
-        t->in_data[t->n_inputs++] = copy;
-    } else {
-        assert_true(t->n_params < MAXV);
-        t->params[t->n_params] = id;
-        t->param_data[t->n_params++] = copy;
-    }
-    return id;
+    return copy;
 }
 
-static uint32_t xg_input(xg *t, int rank, const int64_t *dims, const float *data)
+static uint32_t xg_input(test_graph *t, int rank, const int64_t *dims, const float *data)
 {
-    return xg_source(t, KILN_OP_INPUT, KILN_F32, rank, dims, data);
+    return test_graph_input(t, KILN_F32, rank, dims, copy_of(rank, dims, data));
 }
-
-static void xg_output(xg *t, uint32_t node)
+static uint32_t xg_input_i32(test_graph *t, int rank, const int64_t *dims, const int32_t *data)
 {
-    char name[16];
-    snprintf(name, sizeof name, "y%u", t->g.n_outputs);
-    kiln_graph_add_output(&t->g, name, node);
+    return test_graph_input(t, KILN_I32, rank, dims, copy_of(rank, dims, data));
 }
-
-static int call_entry(void *fn, void **a, uint32_t n)
+static uint32_t xg_param(test_graph *t, int rank, const int64_t *dims, const float *data)
 {
-    typedef void *P;
-    switch (n) {
-    case 3: return ((int (*)(P, P, P))fn)(a[0], a[1], a[2]);
-    case 4: return ((int (*)(P, P, P, P))fn)(a[0], a[1], a[2], a[3]);
-    case 5: return ((int (*)(P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4]);
-    case 6: return ((int (*)(P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5]);
-    case 7: return ((int (*)(P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
-    case 8: return ((int (*)(P, P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
-    case 9: return ((int (*)(P, P, P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]);
-    case 10:
-        return ((int (*)(P, P, P, P, P, P, P, P, P, P))fn)(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]);
-    }
-    fail_msg("too many arguments: %u", n);
-    return -1;
+    return test_graph_param(t, rank, dims, KILN_INIT_ONES, copy_of(rank, dims, data));
 }
 
 static bool close_enough(float got, float want, double rtol, double atol)
@@ -138,38 +68,15 @@ static bool close_enough(float got, float want, double rtol, double atol)
 
 /* Compiles t, runs it and the interpreter, compares every output; with `finite`, every
  * output element must also be finite in both. */
-static void xg_check(xg *t, bool finite, double rtol, double atol)
+static void xg_check(test_graph *t, bool finite, double rtol, double atol)
 {
-    void **values = calloc(t->g.n_nodes, sizeof *values);
-    for (int i = 0; i < t->n_inputs; i++) values[t->inputs[i]] = t->in_data[i];
-    for (int i = 0; i < t->n_params; i++) values[t->params[i]] = t->param_data[i];
-    if (!kiln_interp_run(&t->g, values, false, 0, &t->d)) fail_diags(t, "kiln_interp_run");
-
+    void **values = test_graph_interpret(t);
     kiln_compile_request req = {.g = &t->g, .inputs = t->inputs, .n_inputs = (uint32_t)t->n_inputs,
                                 .params = t->params, .n_params = (uint32_t)t->n_params, .name = "x"};
     kiln_compiled c;
-    if (!kiln_compile_graph(&req, &c, &t->d)) fail_diags(t, "kiln_compile_graph");
-    void *params = kiln_aligned_alloc((size_t)c.params_bytes + 64);
-    void *ws = kiln_aligned_alloc((size_t)c.workspace_bytes + 64);
-    assert_non_null(params);
-    assert_non_null(ws);
-    memset(ws, 0xFF, (size_t)c.workspace_bytes); /* NaN: a value read before written shows */
-    for (int i = 0; i < t->n_params; i++)
-        memcpy((char *)params + c.param_offsets[i], t->param_data[i],
-               (size_t)kiln_type_numel(&t->g.nodes[t->params[i]].type) * 4);
-    void *args[16], *outs[MAXV];
-    uint32_t k = 0;
-    args[k++] = params;
-    args[k++] = ws;
-    for (int i = 0; i < t->n_inputs; i++) args[k++] = t->in_data[i];
-    for (uint32_t o = 0; o < t->g.n_outputs; o++) {
-        size_t bytes = (size_t)kiln_type_numel(&t->g.nodes[t->g.outputs[o].node].type) * 4 + 4;
-        outs[o] = malloc(bytes);
-        memset(outs[o], 0xFF, bytes);
-        args[k++] = outs[o];
-    }
-    assert_int_equal(k, c.n_args);
-    assert_int_equal(call_entry(c.entry, args, k), 0);
+    if (!kiln_compile_graph(&req, &c, &t->d)) test_graph_fail(t, "kiln_compile_graph");
+    void *outs[TEST_GRAPH_MAX];
+    assert_int_equal(test_graph_call(t, &c, outs), 0);
 
     for (uint32_t o = 0; o < t->g.n_outputs; o++) {
         const kiln_node *n = &t->g.nodes[t->g.outputs[o].node];
@@ -185,13 +92,10 @@ static void xg_check(xg *t, bool finite, double rtol, double atol)
                 fail_msg("output %u (%s) element %lld: got %.9g, want %.9g", o, kiln_op_table[n->op].name,
                          (long long)i, got[i], want[i]);
         }
-        free(outs[o]);
     }
-    kiln_aligned_free(params);
-    kiln_aligned_free(ws);
+    test_graph_outputs_free(t, outs);
     kiln_compiled_free(&c);
-    kiln_interp_free_values(&t->g, values);
-    free(values);
+    test_graph_values_free(t, values);
 }
 
 /* ---- the extreme rows ------------------------------------------------------------------ */
@@ -226,13 +130,13 @@ static void test_softmax_extremes(void **state)
     (void)state;
     float x[ROWS * COLS];
     extreme_rows(x);
-    xg t;
-    xg_init(&t);
+    test_graph t;
+    test_graph_init(&t, "x");
     uint32_t in = xg_input(&t, 2, MAT, x);
     kiln_attrs a = {.axis = 1};
-    xg_output(&t, xg_add(&t, KILN_OP_SOFTMAX, &in, 1, &a));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_SOFTMAX, &in, 1, &a));
     xg_check(&t, true, 1e-5, 1e-6);
-    xg_free(&t);
+    test_graph_free(&t);
 }
 
 /* log_softmax of ±FLT_MAX rows is −2·FLT_MAX = −inf mathematically; every other row
@@ -243,13 +147,13 @@ static void test_log_softmax_extremes(void **state)
     float x[ROWS * COLS];
     extreme_rows(x);
     for (int j = 0; j < COLS; j++) x[5 * COLS + j] = j % 3 ? -1e37f : 1e37f; /* not ±FLT_MAX */
-    xg t;
-    xg_init(&t);
+    test_graph t;
+    test_graph_init(&t, "x");
     uint32_t in = xg_input(&t, 2, MAT, x);
     kiln_attrs a = {.axis = 1};
-    xg_output(&t, xg_add(&t, KILN_OP_LOG_SOFTMAX, &in, 1, &a));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_LOG_SOFTMAX, &in, 1, &a));
     xg_check(&t, true, 1e-5, 1e-6);
-    xg_free(&t);
+    test_graph_free(&t);
 }
 
 /* The cross-entropy loss over extreme logits, and its gradient: the target sits at a
@@ -262,19 +166,19 @@ static void test_cross_entropy_extremes(void **state)
     for (int j = 0; j < COLS; j++) x[5 * COLS + j] = j % 3 ? -1e37f : 1e37f;
     int32_t tgt[ROWS] = {0, 3, 5, 36, 1, 1, 0, 2};
     for (int smoothing = 0; smoothing < 2; smoothing++) {
-        xg t;
-        xg_init(&t);
+        test_graph t;
+        test_graph_init(&t, "x");
         uint32_t in[3];
         in[0] = xg_input(&t, 2, MAT, x);
-        in[1] = xg_source(&t, KILN_OP_INPUT, KILN_I32, 1, MAT, tgt);
+        in[1] = xg_input_i32(&t, 1, MAT, tgt);
         kiln_attrs a = {.scalar = smoothing ? 0.1 : 0.0, .ignore_index = -100};
-        uint32_t loss = xg_add(&t, KILN_OP_CROSS_ENTROPY, in, 2, &a);
-        xg_output(&t, loss);
+        uint32_t loss = test_graph_add(&t, KILN_OP_CROSS_ENTROPY, in, 2, &a);
+        test_graph_output(&t, loss);
         float one = 1.0f;
         in[2] = xg_input(&t, 0, MAT, &one);
-        xg_output(&t, xg_add(&t, KILN_OP_CROSS_ENTROPY_GRAD, in, 3, &a));
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_CROSS_ENTROPY_GRAD, in, 3, &a));
         xg_check(&t, true, 1e-5, 1e-6);
-        xg_free(&t);
+        test_graph_free(&t);
     }
 }
 
@@ -288,21 +192,21 @@ static void test_layernorm_extremes(void **state)
     for (int j = 0; j < COLS; j++) w[j] = 1.0f + 0.01f * (float)j, b[j] = 0.1f * (float)(j % 3);
     for (int i = 0; i < ROWS * COLS; i++) g[i] = (float)(i % 7) - 3.0f;
     for (int grad = 0; grad < 2; grad++) {
-        xg t;
-        xg_init(&t);
+        test_graph t;
+        test_graph_init(&t, "x");
         uint32_t in[3];
         in[0] = xg_input(&t, 2, MAT, x);
-        in[1] = xg_source(&t, KILN_OP_PARAM, KILN_F32, 1, &MAT[1], w);
+        in[1] = xg_param(&t, 1, &MAT[1], w);
         kiln_attrs a = {.scalar = 1e-5};
         if (grad) {
             in[2] = xg_input(&t, 2, MAT, g);
-            xg_output(&t, xg_add(&t, KILN_OP_LAYERNORM_GRAD, in, 3, &a));
+            test_graph_output(&t, test_graph_add(&t, KILN_OP_LAYERNORM_GRAD, in, 3, &a));
         } else {
-            in[2] = xg_source(&t, KILN_OP_PARAM, KILN_F32, 1, &MAT[1], b);
-            xg_output(&t, xg_add(&t, KILN_OP_LAYERNORM, in, 3, &a));
+            in[2] = xg_param(&t, 1, &MAT[1], b);
+            test_graph_output(&t, test_graph_add(&t, KILN_OP_LAYERNORM, in, 3, &a));
         }
         xg_check(&t, true, 2e-4, 2e-4);
-        xg_free(&t);
+        test_graph_free(&t);
     }
 }
 
@@ -319,28 +223,28 @@ static void test_elementwise_extremes(void **state)
     int64_t n = N;
     static const kiln_op bounded[] = {KILN_OP_TANH, KILN_OP_SIGMOID, KILN_OP_GELU_TANH, KILN_OP_GELU, KILN_OP_ERF};
     for (size_t k = 0; k < sizeof bounded / sizeof *bounded; k++) {
-        xg t;
-        xg_init(&t);
+        test_graph t;
+        test_graph_init(&t, "x");
         uint32_t in = xg_input(&t, 1, &n, specials);
-        xg_output(&t, xg_add(&t, bounded[k], &in, 1, NULL));
+        test_graph_output(&t, test_graph_add(&t, bounded[k], &in, 1, NULL));
         xg_check(&t, true, 4e-6, 1e-7);
-        xg_free(&t);
+        test_graph_free(&t);
     }
     /* silu(x) = x·sigmoid(x): finite for finite x except where x·1 is ±FLT_MAX… which is
      * finite too */
-    xg t;
-    xg_init(&t);
+    test_graph t;
+    test_graph_init(&t, "x");
     uint32_t in = xg_input(&t, 1, &n, specials);
-    xg_output(&t, xg_add(&t, KILN_OP_SILU, &in, 1, NULL));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_SILU, &in, 1, NULL));
     xg_check(&t, true, 4e-6, 1e-7);
-    xg_free(&t);
+    test_graph_free(&t);
     /* exp: +inf past the overflow threshold, 0 below the underflow one, never NaN */
-    xg_init(&t);
+    test_graph_init(&t, "x");
     in = xg_input(&t, 1, &n, specials);
-    uint32_t e = xg_add(&t, KILN_OP_EXP, &in, 1, NULL);
-    xg_output(&t, e);
+    uint32_t e = test_graph_add(&t, KILN_OP_EXP, &in, 1, NULL);
+    test_graph_output(&t, e);
     xg_check(&t, false, 4e-6, 1e-45);
-    xg_free(&t);
+    test_graph_free(&t);
 }
 
 /* Attention whose key mask drops every key of a sequence (a padded batch row): the
@@ -359,14 +263,14 @@ static void test_attention_all_masked(void **state)
     }
     for (int i = 0; i < B * T; i++) mask[i] = i < T ? 0.0f : 1.0f; /* sequence 0: every key masked */
     for (int causal = 0; causal < 2; causal++) {
-        xg t;
-        xg_init(&t);
+        test_graph t;
+        test_graph_init(&t, "x");
         uint32_t in[4] = {xg_input(&t, 4, qd, q), xg_input(&t, 4, qd, k), xg_input(&t, 4, qd, v),
                           xg_input(&t, 2, md, mask)};
         kiln_attrs a = {.scalar = 0.5, .has_mask = true, .causal = causal};
-        xg_output(&t, xg_add(&t, KILN_OP_ATTENTION, in, 4, &a));
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_ATTENTION, in, 4, &a));
         xg_check(&t, true, 1e-5, 1e-5);
-        xg_free(&t);
+        test_graph_free(&t);
     }
 }
 

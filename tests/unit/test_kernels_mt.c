@@ -24,33 +24,11 @@
 #include "codegen.h"
 #include "kiln/runtime.h"
 #include "passes.h"
+#include "test_graph.h"
 
-/* ---- a graph under test (a small copy of test_codegen.c's harness) ------------------------ */
+/* ---- a graph under test (support/test_graph.h) with normal-ish random inputs ----------- */
 
-typedef struct rng {
-    uint64_t s;
-} rng;
-
-static uint64_t rng_next(rng *r)
-{
-    uint64_t z = (r->s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double rng_uniform(rng *r) { return (double)(rng_next(r) >> 11) * 0x1.0p-53; }
-static int rng_int(rng *r, int lo, int hi) { return lo + (int)(rng_next(r) % (uint64_t)(hi - lo + 1)); }
-
-#define MT_MAX 16
-
-typedef struct mt {
-    kiln_graph g;
-    kiln_diags d;
-    rng r;
-    uint32_t inputs[MT_MAX];
-    void *in_data[MT_MAX];
-    int n_inputs;
-} mt;
+typedef test_graph mt;
 
 typedef struct tol {
     double rtol, atol;
@@ -59,60 +37,27 @@ typedef struct tol {
 
 static const tol EXACT = {0, 0, true};
 
+static rng g_rng; /* the inputs' draws; reseeded by every mt_init */
+
 static void mt_init(mt *t, uint64_t seed)
 {
-    memset(t, 0, sizeof *t);
-    kiln_graph_init(&t->g, "t");
-    kiln_diags_init(&t->d);
-    t->r.s = seed;
-}
-
-static void mt_free(mt *t)
-{
-    for (int i = 0; i < t->n_inputs; i++) free(t->in_data[i]);
-    kiln_graph_free(&t->g);
-    kiln_diags_free(&t->d);
-}
-
-static void fail_with_diags(mt *t, const char *what)
-{
-    for (int i = 0; i < t->d.n; i++) print_error("%s: %s\n", what, t->d.items[i].message);
-    fail_msg("%s failed", what);
-}
-
-static uint32_t mt_add(mt *t, kiln_op op, const uint32_t *in, uint32_t n_in, const kiln_attrs *a)
-{
-    uint32_t id = kiln_graph_add(&t->g, op, in, n_in, a, NULL, "test", &t->d);
-    if (id == KILN_NONE) fail_with_diags(t, "kiln_graph_add");
-    return id;
+    test_graph_init(t, "t");
+    g_rng.s = seed;
 }
 
 /* An input with the given data (taken over), or normal-ish random data when NULL. */
 static uint32_t mt_input_data(mt *t, kiln_dtype dt, int rank, const int64_t *dims, void *data)
 {
-    kiln_attrs a = {0};
-    a.dtype = dt;
-    a.rank = rank;
     int64_t n = 1;
-    for (int d = 0; d < rank; d++) {
-        a.shape[d] = dims[d];
-        n *= dims[d];
-    }
-    char name[16];
-    snprintf(name, sizeof name, "x%d", t->n_inputs);
-    a.name = name;
-    uint32_t id = mt_add(t, KILN_OP_INPUT, NULL, 0, &a);
+    for (int d = 0; d < rank; d++) n *= dims[d];
     if (!data) {
         data = malloc((size_t)(n ? n : 1) * 4);
         for (int64_t i = 0; i < n; i++) {
-            if (dt == KILN_I32) ((int32_t *)data)[i] = rng_int(&t->r, -1000, 1000);
-            else ((float *)data)[i] = (float)((rng_uniform(&t->r) + rng_uniform(&t->r) - 1.0) * 3.0);
+            if (dt == KILN_I32) ((int32_t *)data)[i] = rng_int(&g_rng, -1000, 1000);
+            else ((float *)data)[i] = (float)((rng_uniform(&g_rng) + rng_uniform(&g_rng) - 1.0) * 3.0);
         }
     }
-    assert_true(t->n_inputs < MT_MAX);
-    t->inputs[t->n_inputs] = id;
-    t->in_data[t->n_inputs++] = data;
-    return id;
+    return test_graph_input(t, dt, rank, dims, data);
 }
 static uint32_t mt_input(mt *t, kiln_dtype dt, int rank, const int64_t *dims)
 {
@@ -125,26 +70,8 @@ static uint32_t mt_indices(mt *t, int rank, const int64_t *dims, int lo, int hi)
     int64_t n = 1;
     for (int d = 0; d < rank; d++) n *= dims[d];
     int32_t *v = malloc((size_t)(n ? n : 1) * 4);
-    for (int64_t i = 0; i < n; i++) v[i] = rng_int(&t->r, lo, hi);
+    for (int64_t i = 0; i < n; i++) v[i] = rng_int(&g_rng, lo, hi);
     return mt_input_data(t, KILN_I32, rank, dims, v);
-}
-
-static void mt_output(mt *t, uint32_t node)
-{
-    char name[16];
-    snprintf(name, sizeof name, "y%u", t->g.n_outputs);
-    kiln_graph_add_output(&t->g, name, node);
-}
-
-static int call_entry(void *fn, void **a, uint32_t n)
-{
-    typedef void *P;
-    if (n <= 24)
-        return ((int (*)(P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P, P))fn)(
-            a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16],
-            a[17], a[18], a[19], a[20], a[21], a[22], a[23]);
-    fail_msg("too many arguments: %u", n);
-    return -1;
 }
 
 static int64_t out_bytes(const mt *t, uint32_t o)
@@ -152,27 +79,11 @@ static int64_t out_bytes(const mt *t, uint32_t o)
     return kiln_type_numel(&t->g.nodes[t->g.outputs[o].node].type) * 4;
 }
 
-/* Runs the compiled entry with `threads` threads; outputs go to outs[o] (malloc'd). */
+/* Runs the compiled entry with `threads` threads; outputs go to outs[o]. */
 static void mt_run(mt *t, const kiln_compiled *c, int threads, void **outs)
 {
     assert_int_equal(kiln_threads_set(threads), 0);
-    void *workspace = kiln_aligned_alloc((size_t)c->workspace_bytes + 64);
-    void *params = kiln_aligned_alloc((size_t)c->params_bytes + 64);
-    memset(workspace, 0xFF, (size_t)c->workspace_bytes); /* NaN everywhere */
-    void *args[32] = {0};
-    uint32_t k = 0;
-    args[k++] = params;
-    args[k++] = workspace;
-    for (int i = 0; i < t->n_inputs; i++) args[k++] = t->in_data[i];
-    for (uint32_t o = 0; o < t->g.n_outputs; o++) {
-        outs[o] = kiln_aligned_alloc((size_t)out_bytes(t, o) + 64);
-        memset(outs[o], 0xFF, (size_t)out_bytes(t, o));
-        args[k++] = outs[o];
-    }
-    assert_int_equal(k, c->n_args);
-    assert_int_equal(call_entry(c->entry, args, k), 0);
-    kiln_aligned_free(workspace);
-    kiln_aligned_free(params);
+    assert_int_equal(test_graph_call(t, c, outs), 0);
     assert_int_equal(kiln_threads_set(1), 0);
 }
 
@@ -232,7 +143,7 @@ static void mt_check(mt *t, tol tl, const expect *ex)
     kiln_compile_request req = {.g = &t->g, .inputs = t->inputs, .n_inputs = (uint32_t)t->n_inputs, .name = "t",
                                 .emit_asm = true, .target = &host};
     kiln_compiled c;
-    if (!kiln_compile_graph(&req, &c, &t->d)) fail_with_diags(t, "kiln_compile_graph");
+    if (!kiln_compile_graph(&req, &c, &t->d)) test_graph_fail(t, "kiln_compile_graph");
     assert_non_null(c.asm_text);
     for (int i = 0; i < 8 && ex->threaded[i]; i++) {
         char name[128];
@@ -248,7 +159,7 @@ static void mt_check(mt *t, tol tl, const expect *ex)
         free(body);
     }
 
-    void *one[MT_MAX], *more[MT_MAX];
+    void *one[TEST_GRAPH_MAX], *more[TEST_GRAPH_MAX];
     mt_run(t, &c, 1, one);
     for (int threads = 2; threads <= 3; threads++) {
         mt_run(t, &c, threads, more);
@@ -256,13 +167,11 @@ static void mt_check(mt *t, tol tl, const expect *ex)
             const kiln_node *n = &t->g.nodes[t->g.outputs[o].node];
             if (memcmp(one[o], more[o], (size_t)out_bytes(t, o)) != 0)
                 fail_msg("output %u (%s) differs between 1 and %d threads", o, kiln_op_table[n->op].name, threads);
-            kiln_aligned_free(more[o]);
         }
+        test_graph_outputs_free(t, more);
     }
 
-    void **values = calloc(t->g.n_nodes, sizeof *values);
-    for (int i = 0; i < t->n_inputs; i++) values[t->inputs[i]] = t->in_data[i];
-    if (!kiln_interp_run(&t->g, values, false, 0, &t->d)) fail_with_diags(t, "kiln_interp_run");
+    void **values = test_graph_interpret(t);
     for (uint32_t o = 0; o < t->g.n_outputs; o++) {
         const kiln_node *n = &t->g.nodes[t->g.outputs[o].node];
         const void *want = values[t->g.outputs[o].node];
@@ -277,10 +186,9 @@ static void mt_check(mt *t, tol tl, const expect *ex)
                          ((const float *)want)[i]);
             }
         }
-        kiln_aligned_free(one[o]);
     }
-    kiln_interp_free_values(&t->g, values);
-    free(values);
+    test_graph_outputs_free(t, one);
+    test_graph_values_free(t, values);
     kiln_compiled_free(&c);
     kiln_target_free(&host);
 }
@@ -326,12 +234,12 @@ static void test_reductions(void **state)
             a.axes[k] = rc->axes[k];
             n_red *= rc->dims[rc->axes[k]];
         }
-        mt_output(&t, mt_add(&t, KILN_OP_SUM, &x, 1, &a));
-        mt_output(&t, mt_add(&t, KILN_OP_MAX, &x, 1, &a));
-        if (rc->dt == KILN_F32) mt_output(&t, mt_add(&t, KILN_OP_MEAN, &x, 1, &a));
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_SUM, &x, 1, &a));
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_MAX, &x, 1, &a));
+        if (rc->dt == KILN_F32) test_graph_output(&t, test_graph_add(&t, KILN_OP_MEAN, &x, 1, &a));
         expect ex = {{"sum", "max", rc->dt == KILN_F32 ? "mean" : NULL}, {NULL}};
         mt_check(&t, rc->dt == KILN_I32 ? EXACT : (tol){1e-5, 4e-7 * (double)n_red, false}, &ex);
-        mt_free(&t);
+        test_graph_free(&t);
     }
 }
 
@@ -346,12 +254,12 @@ static void test_softmax(void **state)
     ((float *)t.in_data[0])[5] = 90.0f;      /* exp would overflow without the max shift */
     ((float *)t.in_data[0])[600] = -INFINITY;
     kiln_attrs last = {.axis = 1};
-    mt_output(&t, mt_add(&t, KILN_OP_SOFTMAX, &x, 1, &last));
-    mt_output(&t, mt_add(&t, KILN_OP_LOG_SOFTMAX, &x, 1, &last));
-    mt_output(&t, mt_add(&t, KILN_OP_SOFTMAX, &y, 1, &last)); /* a middle axis: strided rows */
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_SOFTMAX, &x, 1, &last));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_LOG_SOFTMAX, &x, 1, &last));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_SOFTMAX, &y, 1, &last)); /* a middle axis: strided rows */
     expect ex = {{"softmax", "log_softmax"}, {"softmax", "log_softmax"}};
     mt_check(&t, (tol){1e-5, 1e-6, false}, &ex);
-    mt_free(&t);
+    test_graph_free(&t);
 }
 
 static void test_layernorm_and_grad(void **state)
@@ -363,11 +271,11 @@ static void test_layernorm_and_grad(void **state)
     uint32_t wt = mt_input(&t, KILN_F32, 1, w), b = mt_input(&t, KILN_F32, 1, w);
     uint32_t in[3] = {x, wt, b}, gin[3] = {x, wt, g};
     kiln_attrs a = {.scalar = 1e-5};
-    mt_output(&t, mt_add(&t, KILN_OP_LAYERNORM, in, 3, &a));
-    mt_output(&t, mt_add(&t, KILN_OP_LAYERNORM_GRAD, gin, 3, &a));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_LAYERNORM, in, 3, &a));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_LAYERNORM_GRAD, gin, 3, &a));
     expect ex = {{"layernorm", "layernorm_grad"}, {"layernorm", "layernorm_grad"}};
     mt_check(&t, (tol){1e-4, 1e-4, false}, &ex);
-    mt_free(&t);
+    test_graph_free(&t);
 }
 
 /* label smoothing, ignored rows, and a row count that is no multiple of the chunk */
@@ -384,11 +292,11 @@ static void test_cross_entropy_and_grad(void **state)
         uint32_t g = mt_input(&t, KILN_F32, 0, gd);
         kiln_attrs a = {.scalar = trial ? 0.1 : 0.0, .ignore_index = -100};
         uint32_t in[2] = {x, y}, gin[3] = {x, y, g};
-        mt_output(&t, mt_add(&t, KILN_OP_CROSS_ENTROPY, in, 2, &a));
-        mt_output(&t, mt_add(&t, KILN_OP_CROSS_ENTROPY_GRAD, gin, 3, &a));
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_CROSS_ENTROPY, in, 2, &a));
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_CROSS_ENTROPY_GRAD, gin, 3, &a));
         expect ex = {{"cross_entropy", "cross_entropy_grad"}, {"cross_entropy", "cross_entropy_grad"}};
         mt_check(&t, (tol){1e-4, 1e-6, false}, &ex);
-        mt_free(&t);
+        test_graph_free(&t);
     }
 }
 
@@ -412,10 +320,10 @@ static void test_transpose(void **state)
         uint32_t x = mt_input(&t, i % 2 ? KILN_I32 : KILN_F32, cases[i].rank, cases[i].dims);
         kiln_attrs a = {0};
         for (int d = 0; d < cases[i].rank; d++) a.perm[d] = cases[i].perm[d];
-        mt_output(&t, mt_add(&t, KILN_OP_TRANSPOSE, &x, 1, &a));
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_TRANSPOSE, &x, 1, &a));
         expect ex = {{"transpose"}, {"transpose"}};
         mt_check(&t, EXACT, &ex);
-        mt_free(&t);
+        test_graph_free(&t);
     }
 }
 
@@ -427,17 +335,17 @@ static void test_copies(void **state)
     uint32_t x = mt_input(&t, KILN_F32, 3, d), y = mt_input(&t, KILN_F32, 3, d2), r = mt_input(&t, KILN_F32, 2, row);
     kiln_attrs sl = {.axis = 1, .step = -2}; /* backwards, every second */
     assert_true(kiln_slice_normalize(301, 1, 300, 0, 0, -2, &sl.start, &sl.end));
-    mt_output(&t, mt_add(&t, KILN_OP_SLICE, &x, 1, &sl));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_SLICE, &x, 1, &sl));
     kiln_attrs bc = {.rank = 3, .shape = {3, 301, 259}};
-    mt_output(&t, mt_add(&t, KILN_OP_BROADCAST, &r, 1, &bc));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_BROADCAST, &r, 1, &bc));
     uint32_t parts[3] = {x, y, x};
     kiln_attrs c1 = {.axis = 1}, c0 = {.axis = 0};
-    mt_output(&t, mt_add(&t, KILN_OP_CONCAT, parts, 3, &c1));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_CONCAT, parts, 3, &c1));
     uint32_t p0[2] = {x, x};
-    mt_output(&t, mt_add(&t, KILN_OP_CONCAT, p0, 2, &c0));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_CONCAT, p0, 2, &c0));
     expect ex = {{"slice", "broadcast", "concat"}, {NULL}};
     mt_check(&t, EXACT, &ex);
-    mt_free(&t);
+    test_graph_free(&t);
 }
 
 /* gather (embedding lookup) and its gradients: scatter_add with repeated indices (they
@@ -453,16 +361,16 @@ static void test_gather_scatter_unslice(void **state)
     uint32_t xs_in = mt_input(&t, KILN_F32, 2, xs);
     uint32_t gin[2] = {tb, id}, sin[2] = {g, id};
     kiln_attrs ga = {.axis = 0};
-    mt_output(&t, mt_add(&t, KILN_OP_GATHER, gin, 2, &ga));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_GATHER, gin, 2, &ga));
     kiln_attrs sa = {.rank = 2, .shape = {97, 259}, .axis = 0};
-    mt_output(&t, mt_add(&t, KILN_OP_SCATTER_ADD, sin, 2, &sa));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_SCATTER_ADD, sin, 2, &sa));
     kiln_attrs us = {.rank = 2, .shape = {400, 259}, .axis = 0, .start = 7, .end = 400, .step = 3};
     assert_true(kiln_slice_count(us.start, us.end, us.step) == 131);
-    mt_output(&t, mt_add(&t, KILN_OP_UNSLICE, &xs_in, 1, &us));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_UNSLICE, &xs_in, 1, &us));
     expect ex = {{"gather", "scatter_add", "unslice"}, {NULL}};
     /* scatter_add sums in f32 (the interpreter in double): up to 7·301/97 terms of ±3 */
     mt_check(&t, (tol){1e-5, 2e-5, false}, &ex);
-    mt_free(&t);
+    test_graph_free(&t);
 }
 
 int main(void)

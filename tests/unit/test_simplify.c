@@ -35,22 +35,9 @@
 
 #include "frontend.h"
 #include "passes.h"
+#include "test_rng.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double rng_uniform(uint64_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
-static double rng_normal(uint64_t *s)
-{
-    double u = rng_uniform(s) + 1e-12, v = rng_uniform(s);
-    return sqrt(-2 * log(u)) * cos(6.283185307179586 * v);
-}
 
 static void fail_diags(const kiln_diags *d, const char *what)
 {
@@ -233,7 +220,7 @@ static void run_both(const kiln_graph *in, const kiln_graph *out, const uint32_t
 {
     void **vi = calloc(in->n_nodes + 1, sizeof *vi), **vo = calloc(out->n_nodes + 1, sizeof *vo);
     assert_true(vi && vo);
-    uint64_t r = seed;
+    rng r = {seed};
     for (uint32_t id = 0; id < in->n_nodes; id++) {
         const kiln_node *n = &in->nodes[id];
         if (!is_source(n->op)) continue;
