@@ -105,6 +105,22 @@ bool ckpt_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer 
     return kiln_tokenizer_deserialize(t, text, path, "__metadata__.tokenizer", d);
 }
 
+bool ckpt_or_model_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer_kind kind,
+                             const char *command, kiln_tokenizer *t, kiln_diags *d)
+{
+    if (ckpt_tokenizer(f, path, t, d)) return true;
+    if (d->n) return false;
+    if (kind == KILN_TOK_NONE || kind == KILN_TOK_BYTE) {
+        kiln_tokenizer_init_byte(t);
+        return true;
+    }
+    kiln_diags_add(d, path, 0, 0, NULL,
+                   "has no tokenizer in its metadata, and the model's %s tokenizer is learned from the training "
+                   "data: %s a checkpoint written by kiln train --save",
+                   kind == KILN_TOK_CHAR ? "char" : "bpe", command);
+    return false;
+}
+
 /* ---- the dims a run was trained with ---------------------------------------------------------- */
 
 char *ckpt_dims_format(const kiln_model *m)

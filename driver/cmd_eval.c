@@ -79,20 +79,8 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
     }
     kiln_model_free(&m);
 
-    if (ckpt_tokenizer(&wf, weights, &tok, diags)) {
-        have_tok = true;
-    } else if (diags->n) {
-        goto done;
-    } else if (tc.kind == KILN_TOK_NONE || tc.kind == KILN_TOK_BYTE) {
-        kiln_tokenizer_init_byte(&tok);
-        have_tok = true;
-    } else {
-        kiln_diags_add(diags, weights, 0, 0, NULL,
-                       "has no tokenizer in its metadata, and the model's %s tokenizer is learned from the training "
-                       "data: evaluate a checkpoint written by kiln train --save",
-                       tc.kind == KILN_TOK_CHAR ? "char" : "bpe");
-        goto done;
-    }
+    if (!ckpt_or_model_tokenizer(&wf, weights, tc.kind, "evaluate", &tok, diags)) goto done;
+    have_tok = true;
     const char *lt = kiln_tensor_file_meta(&wf, "labels");
     if (task == KILN_TASK_CLASSIFY && lt) {
         if (!kiln_labels_deserialize(&labels, lt, weights, "__metadata__.labels", diags)) goto done;

@@ -194,20 +194,8 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     if (!train_load_model(&m, text, len, path, a.defines, a.n_defines, NULL, 0, diags)) goto done;
     kiln_tokenizer_config tc = m.tokenizer;
     kiln_model_free(&m);
-    if (ckpt_tokenizer(&wf, r.weights, &tok, diags)) {
-        have_tok = true;
-    } else if (diags->n) {
-        goto done;
-    } else if (tc.kind == KILN_TOK_NONE || tc.kind == KILN_TOK_BYTE) {
-        kiln_tokenizer_init_byte(&tok);
-        have_tok = true;
-    } else {
-        kiln_diags_add(diags, r.weights, 0, 0, NULL,
-                       "has no tokenizer in its metadata, and the model's %s tokenizer is learned from the training "
-                       "data: generate with a checkpoint written by kiln train --save",
-                       tc.kind == KILN_TOK_CHAR ? "char" : "bpe");
-        goto done;
-    }
+    if (!ckpt_or_model_tokenizer(&wf, r.weights, tc.kind, "generate with", &tok, diags)) goto done;
+    have_tok = true;
 
     if (!generator_init(&g, text, len, path, a.defines, a.n_defines, diags)) goto done;
     have_gen = true;

@@ -228,6 +228,12 @@ FILE *ckpt_log_open(const char *path, int64_t resume_step, kiln_diags *d);
  * false when there is none (nothing added) or it is bad (a diagnostic added). */
 bool ckpt_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer *t, kiln_diags *d);
 
+/* The tokenizer to read or write text with a trained model: the checkpoint's, else the
+ * byte tokenizer when the model's (kind) needs no training data. false with a diagnostic
+ * when neither applies; `command` ("generate", "evaluate") completes its advice. */
+bool ckpt_or_model_tokenizer(const kiln_tensor_file *f, const char *path, kiln_tokenizer_kind kind,
+                             const char *command, kiln_tokenizer *t, kiln_diags *d);
+
 /* ---- evaluate.c -------------------------------------------------------------------------- */
 
 typedef struct evaluator {
