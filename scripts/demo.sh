@@ -21,24 +21,8 @@ steps=${STEPS:-160}
 plot=${PLOT:-demo_loss.svg}
 
 echo "== data: the English fortunes (/usr/share/games/fortunes: the text files, not the ASCII art)"
-for f in /usr/share/games/fortunes/*; do
-  # not fortunes-zh's Chinese poems either (chinese, tang300, song100, with terminal
-  # colour codes), when that package is installed: examples/tang_poetry trains on those
-  case $f in *.dat | *.u8 | */art | */ascii-art | */chinese | */tang300 | */song100) continue ;; esac
-  [ -f "$f" ] && cat "$f"
-done >"$work/all.txt"
 # every 150th fortune (about 16 KiB) is held out for validation and the final evaluation
-/usr/bin/python3 - "$work" <<'EOF'
-import re, sys
-text = open(sys.argv[1] + "/all.txt", "rb").read()
-fortunes = re.split(rb"(?m)^%\n", text)
-train = [f for i, f in enumerate(fortunes) if i % 150 != 75]
-held = [f for i, f in enumerate(fortunes) if i % 150 == 75]
-open(sys.argv[1] + "/train.txt", "wb").write(b"%\n".join(train))
-open(sys.argv[1] + "/val.txt", "wb").write(b"%\n".join(held))
-print(f"{len(fortunes)} fortunes: {len(train)} to train on ({sum(map(len, train))} bytes), "
-      f"{len(held)} held out ({sum(map(len, held))} bytes)")
-EOF
+/usr/bin/python3 "$root/scripts/fortunes_data.py" "$work"
 
 echo "== kiln train: $steps steps of 8 windows × 64 bytes"
 "$kiln" train "$model" --data "$work/train.txt" --val "$work/val.txt" -D T=64 --batch 8 \

@@ -23,26 +23,7 @@ else
 fi
 
 echo "== data: the English fortunes, every 150th held out (as scripts/demo.sh)"
-for f in /usr/share/games/fortunes/*; do
-  # not the ASCII art, and not fortunes-zh's Chinese poems (chinese, tang300, song100:
-  # they carry terminal colour codes)
-  case $f in *.dat | *.u8 | */art | */ascii-art | */chinese | */tang300 | */song100) continue ;; esac
-  [ -f "$f" ] && cat "$f"
-done >"$out/all.txt"
-"$py" - "$out" "$limit" <<'EOF'
-import re, sys
-out, limit = sys.argv[1], int(sys.argv[2])
-text = open(out + "/all.txt", "rb").read()
-fortunes = re.split(rb"(?m)^%\n", text)
-train = [f for i, f in enumerate(fortunes) if i % 150 != 75]
-held = [f for i, f in enumerate(fortunes) if i % 150 == 75]
-train_text, held_text = b"%\n".join(train), b"%\n".join(held)
-if limit:
-    train_text, held_text = train_text[:limit], held_text[:limit // 50]
-open(out + "/train.txt", "wb").write(train_text)
-open(out + "/val.txt", "wb").write(held_text)
-print(f"{len(fortunes)} fortunes: {len(train_text)} bytes to train on, {len(held_text)} held out")
-EOF
+"$py" "$root/scripts/fortunes_data.py" "$out" "$limit" "$((limit / 50))"
 
 echo "== kiln train: $steps steps of $batch windows × $T bytes, $threads threads"
 "$kiln" train "$model" --data "$out/train.txt" --val "$out/val.txt" -D T=$T --batch $batch \

@@ -30,24 +30,7 @@ fi
 T2=$((2 * T))
 
 echo "== data: the English fortunes, every 150th held out (as scripts/demo.sh)"
-for f in /usr/share/games/fortunes/*; do
-  # not the ASCII art, and not fortunes-zh's Chinese poems (chinese, tang300, song100:
-  # they carry terminal colour codes), which scripts/demo.sh takes in when installed
-  case $f in *.dat | *.u8 | */art | */ascii-art | */chinese | */tang300 | */song100) continue ;; esac
-  [ -f "$f" ] && cat "$f"
-done >"$out/all.txt"
-"$py" - "$out" "$limit" <<'EOF'
-import re, sys
-out, limit = sys.argv[1], int(sys.argv[2])
-fortunes = re.split(rb"(?m)^%\n", open(out + "/all.txt", "rb").read())
-train = b"%\n".join(f for i, f in enumerate(fortunes) if i % 150 != 75)
-held = b"%\n".join(f for i, f in enumerate(fortunes) if i % 150 == 75)
-if limit:
-    train, held = train[:limit], held[:limit // 10]
-open(out + "/train.txt", "wb").write(train)
-open(out + "/val.txt", "wb").write(held)
-print(f"{len(train)} bytes to train on, {len(held)} held out")
-EOF
+"$py" "$root/scripts/fortunes_data.py" "$out" "$limit" "$((limit / 10))"
 
 : >"$out/evals.tsv"
 for kind in $kinds; do
