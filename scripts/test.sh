@@ -8,15 +8,20 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 jobs=$(nproc)
+t0=$SECONDS
+since() { echo "($((SECONDS - t0)) s since the start)"; } # where CI time goes (docs/testing.md)
 
 echo "== sanitizer build (ASan + UBSan)"
 "$root/scripts/build.sh" "$root/build-asan" -DKILN_SANITIZE=ON >/dev/null
+echo "== sanitizer build done $(since)"
 asan_status=0
 (cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -j"$jobs" 2>&1 | tail -n 25) || asan_status=$?
 
+echo "== sanitizer suite done $(since)"
 echo "== plain build"
 "$root/scripts/build.sh" "$root/build" -DKILN_FUZZ_SECONDS="${KILN_FUZZ_SECONDS:-25}" >/dev/null
+echo "== plain build done $(since); the plain suite's own time is ctest's last line"
 cd "$root/build"
 status=0
 ctest --output-on-failure -j"$jobs" || status=$?

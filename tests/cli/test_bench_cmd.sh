@@ -4,17 +4,8 @@
 # --json output with compile stages and forward times for compiled code and --interp,
 # and its usage errors.
 set -euo pipefail
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 tiny=$src/tests/conformance/cases/024_gpt_tiny/model.json
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 if "$kiln" bench "$tiny" --iters 2 >out.txt 2>err.txt; then
     grep -q '^compile: .* ms from model file to entry point' out.txt || fail "no compile line: $(cat out.txt)"
@@ -48,8 +39,4 @@ status=0
 "$kiln" bench "$tiny" --train --interp >out.txt 2>err.txt || status=$?
 [[ $status -eq 2 ]] && grep -q -- "--interp" err.txt || fail "--train --interp: exit $status, $(cat err.txt)"
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_bench_cmd: $failures failure(s)"
-    exit 1
-fi
-echo "test_bench_cmd: ok"
+finish

@@ -3,18 +3,7 @@
 # count (computed by hand below from each architecture and the SPEC's parameter list),
 # --json is one valid JSON object with plausible params/flops/memory, and -D rebinds dims.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 # ---- exact parameter counts -----------------------------------------------------------
 # attention with biases: .q .k .v .o, each (D, D) + (D)     → 4(D² + D)
@@ -161,8 +150,4 @@ set -e
 grep -q 'char_gpt.json' long.err && grep -q 'layers\[1\]' long.err ||
     fail "-D T=300: the message does not name char_gpt.json and layers[1]: $(head -n 3 long.err)"
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_check: $failures failure(s)"
-    exit 1
-fi
-echo "test_check: ok"
+finish

@@ -8,28 +8,8 @@
 #   - `kiln bench --train` and `kiln compile --train` take the flag;
 #   - the flag without --train is a usage error.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-run() { # run DESCRIPTION CMD... — runs kiln (stdout to out.txt), reporting a failure with its stderr
-    local what=$1
-    shift
-    local status=0
-    "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne 0 ]]; then
-        fail "$what: exit $status — $(head -n 5 err.txt)"
-        return 1
-    fi
-}
 
 "$py" - <<'EOF'
 import random
@@ -110,8 +90,4 @@ for cmd in check bench compile; do
     [[ $status -eq 2 ]] && grep -q "add --train" err.txt || fail "$cmd without --train: exit $status, $(cat err.txt)"
 done
 
-if [[ $failures -gt 0 ]]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "ok"
+finish "ok"

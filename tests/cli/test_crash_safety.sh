@@ -16,21 +16,10 @@
 #     and permission errors (the shim's EACCES; an unwritable directory) while saving
 #     print what failed and which checkpoint is kept, and keep it, with no temporary.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 cc=${CC:-cc}
 # A preloaded library ahead of a dynamically linked ASan runtime is harmless here.
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0"
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 "$cc" -std=c17 -O2 -shared -fPIC -o shim.so "$src/tests/cli/crash_shim.c" -ldl ||
     { echo "cannot build crash_shim.c: skipped"; exit 77; }
@@ -301,8 +290,4 @@ else
 fi
 chmod 755 ro
 
-if [[ $failures -gt 0 ]]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "ok"
+finish "ok"

@@ -10,52 +10,14 @@
 # failures (unknown extension, unwritable directory, a failing cc) are diagnostics that
 # leave an existing artifact untouched and no temporary behind.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
 cc=${CC:-cc}
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-finish() {
-    if [[ $failures -gt 0 ]]; then
-        echo "test_deploy: $failures failure(s)"
-        exit 1
-    fi
-    echo "test_deploy: ok"
-    exit 0
-}
-run_ok() { # run_ok DESCRIPTION COMMAND... — must exit 0
-    local what=$1 status=0
-    shift
-    "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne 0 ]]; then
-        fail "$what: exit $status — $(head -n 8 err.txt)"
-        return 1
-    fi
-}
-kiln_fails() { # kiln_fails DESCRIPTION STATUS PATTERN ARGS... — must exit STATUS, stderr ∋ PATTERN
-    local what=$1 want=$2 pattern=$3 status=0
-    shift 3
-    "$kiln" "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne $want ]]; then
-        fail "$what: exit $status, expected $want — $(head -n 5 err.txt)"
-    elif ! grep -q -- "$pattern" err.txt; then
-        fail "$what: stderr lacks '$pattern': $(head -n 5 err.txt)"
-    fi
-}
 
 gpt=$src/examples/char_gpt.json
 dims=(-D B=1 -D T=16)
 text="hello, kiln world"
-run_ok "init" "$kiln" init "$gpt" -o w.safetensors --seed 7 || finish
+run "init" "$kiln" init "$gpt" -o w.safetensors --seed 7 || finish
 
 # kiln run's logits on the tokens deploy.c uses (the text's bytes, repeated to fill T)
 "$py" - "$text" <<'EOF'
@@ -65,7 +27,7 @@ import safetensors_np as st
 t = sys.argv[1].encode()
 st.write("x.safetensors", {"tokens": np.array([[t[i % len(t)] for i in range(16)]], dtype="<i4")})
 EOF
-run_ok "kiln run" "$kiln" run "$gpt" --weights w.safetensors --inputs x.safetensors --out y.safetensors || finish
+run "kiln run" "$kiln" run "$gpt" --weights w.safetensors --inputs x.safetensors --out y.safetensors || finish
 "$py" -c "
 import safetensors_np as st
 y = st.read('y.safetensors')['logits'].reshape(-1)
@@ -73,21 +35,21 @@ print('\n'.join('%.9g' % float(v) for v in y))" >expected.txt
 [[ $(wc -l <expected.txt) -eq 4096 ]] || fail "kiln run gave $(wc -l <expected.txt) logits, expected 4096"
 
 # ---- the three kinds of artifact, each driving deploy.c --------------------------------
-run_ok "compile .so" "$kiln" compile "$gpt" "${dims[@]}" -o libchar_gpt.so --header char_gpt.h || finish
-run_ok "compile .a" "$kiln" compile "$gpt" "${dims[@]}" -o libchar_gpt.a || finish
-run_ok "compile .o" "$kiln" compile "$gpt" "${dims[@]}" -o char_gpt.o || finish
+run "compile .so" "$kiln" compile "$gpt" "${dims[@]}" -o libchar_gpt.so --header char_gpt.h || finish
+run "compile .a" "$kiln" compile "$gpt" "${dims[@]}" -o libchar_gpt.a || finish
+run "compile .o" "$kiln" compile "$gpt" "${dims[@]}" -o char_gpt.o || finish
 [[ -z $(ls -A | grep '^\.kiln-') ]] || fail "temporaries left behind: $(ls -A | grep '^\.kiln-')"
 grep -q '#define CHAR_GPT_PARAMS_BYTES' char_gpt.h || fail "header lacks CHAR_GPT_PARAMS_BYTES"
 grep -q 'int char_gpt_forward(const float \*params, void \*workspace,' char_gpt.h || fail "header lacks char_gpt_forward"
 
 cflags=(-std=c17 -Wall -Wextra -Werror -O2 -I.)
-run_ok "cc against the .so" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" -L. -lchar_gpt \
+run "cc against the .so" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" -L. -lchar_gpt \
     -Wl,-rpath,"$work" -o deploy_so
-run_ok "cc against the .a" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" libchar_gpt.a -lm -o deploy_a
-run_ok "cc against the .o" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" char_gpt.o -lm -o deploy_o
+run "cc against the .a" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" libchar_gpt.a -lm -o deploy_a
+run "cc against the .o" "$cc" "${cflags[@]}" "$src/examples/deploy/deploy.c" char_gpt.o -lm -o deploy_o
 for kind in so a o; do
     [[ -x deploy_$kind ]] || continue
-    if run_ok "deploy ($kind)" "./deploy_$kind" w.safetensors "$text"; then
+    if run "deploy ($kind)" "./deploy_$kind" w.safetensors "$text"; then
         cp out.txt "got_$kind.txt"
         cmp -s expected.txt "got_$kind.txt" ||
             fail "deploy ($kind) logits differ from kiln run's: $(diff expected.txt "got_$kind.txt" | head -n 4 | tr '\n' ' ')"
@@ -121,12 +83,12 @@ for lib in $needed; do
 done
 
 # ---- target selection ---------------------------------------------------------------------
-run_ok "emit asm for haswell" "$kiln" compile "$gpt" "${dims[@]}" --emit asm --target-cpu haswell && {
+run "emit asm for haswell" "$kiln" compile "$gpt" "${dims[@]}" --emit asm --target-cpu haswell && {
     grep -q zmm out.txt && fail "--target-cpu haswell assembly uses zmm registers"
     grep -q ymm out.txt || fail "--target-cpu haswell assembly has no ymm (no AVX2 vector code?)"
     grep -q 'char_gpt_forward:' out.txt || fail "--emit asm lacks char_gpt_forward"
 }
-run_ok "haswell .so" "$kiln" compile "$gpt" "${dims[@]}" -o libhaswell.so --target-cpu haswell &&
+run "haswell .so" "$kiln" compile "$gpt" "${dims[@]}" -o libhaswell.so --target-cpu haswell &&
     objdump -d --no-show-raw-insn libhaswell.so | grep -q zmm && fail "--target-cpu haswell .so uses zmm"
 # an unknown CPU is refused with the nearest valid name, not compiled for a generic CPU
 if "$kiln" compile "$gpt" "${dims[@]}" -o libbad.so --target-cpu znver9 >out.txt 2>err.txt; then
@@ -136,17 +98,17 @@ else
     grep -q "skylake-avx512" err.txt || fail "--target-cpu znver9 does not list the valid names"
     [[ -e libbad.so ]] && fail "--target-cpu znver9 left libbad.so"
 fi
-run_ok "emit llvm" "$kiln" compile "$gpt" "${dims[@]}" --emit llvm && {
+run "emit llvm" "$kiln" compile "$gpt" "${dims[@]}" --emit llvm && {
     grep -q '^define .*i32 @char_gpt_forward(' out.txt || fail "--emit llvm lacks the entry"
     grep -q '^define i32 @char_gpt_load' out.txt || fail "--emit llvm lacks char_gpt_load"
 }
-run_ok "emit ir" "$kiln" compile "$gpt" "${dims[@]}" --emit ir -o graph.kir &&
+run "emit ir" "$kiln" compile "$gpt" "${dims[@]}" --emit ir -o graph.kir &&
     { grep -q '^graph char_gpt' graph.kir || fail "--emit ir -o graph.kir: $(head -n 1 graph.kir)"; }
 
 # ---- two models in one program, and bad input by status -------------------------------------
 tiny=$src/tests/conformance/cases/024_gpt_tiny/model.json
-run_ok "init tiny" "$kiln" init "$tiny" -o tiny.safetensors &&
-    run_ok "compile tiny" "$kiln" compile "$tiny" -D B=1 -D T=8 -o libgpt_tiny.a --header gpt_tiny.h
+run "init tiny" "$kiln" init "$tiny" -o tiny.safetensors &&
+    run "compile tiny" "$kiln" compile "$tiny" -D B=1 -D T=8 -o libgpt_tiny.a --header gpt_tiny.h
 cat >two.c <<'EOF'
 #include <stdio.h>
 #include <stdlib.h>
@@ -173,8 +135,8 @@ int main(int argc, char **argv)
     return 0;
 }
 EOF
-if run_ok "cc with two models" "$cc" "${cflags[@]}" two.c libgpt_tiny.a libchar_gpt.a -lm -o two &&
-    run_ok "run two models" ./two w.safetensors tiny.safetensors; then
+if run "cc with two models" "$cc" "${cflags[@]}" two.c libgpt_tiny.a libchar_gpt.a -lm -o two &&
+    run "run two models" ./two w.safetensors tiny.safetensors; then
     printf 'load 0 0\nwrong file 4, no file 1\nforward 0\nbad token 1\nthreads 1 0\nparams 136 wte.weight 16\n' >two.ref
     cmp -s two.ref out.txt || fail "two models: $(tr '\n' '|' <out.txt), expected $(tr '\n' '|' <two.ref)"
 fi

@@ -7,19 +7,9 @@
 #     promise is that every kernel gives the same bits for any thread count, and this
 #     model's GEMMs, attention, layernorms and reductions are big enough to be split;
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
 
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 "$py" - <<'PY'
 import random
@@ -79,8 +69,4 @@ assert losses("t1a")[-1] < losses("t1a")[0], "the model did not train"
 print(f"1, 2, 3 threads: {len(ref)} tensors bit-identical after 6 steps; losses {losses('t1a')[0]:.4f} -> {losses('t1a')[-1]:.4f}")
 PY
 
-if [[ $failures -gt 0 ]]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "ok"
+finish "ok"

@@ -11,16 +11,11 @@
 #     rank that fails at start-up (a missing file) ends the job instead of hanging it.
 # Skipped (exit 77) where mpirun is missing or kiln was built without MPI.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
+. "$(dirname "$0")/lib.sh" "$@"
 if ! command -v mpirun >/dev/null; then
     echo "SKIP: mpirun not found (install openmpi-bin and libopenmpi-dev, then rebuild kiln)"
     exit 77
 fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
 # CI runs as root; oversubscribe: 2 ranks on however many cores there are
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
@@ -41,21 +36,6 @@ if ldd "$kiln" 2>/dev/null | grep -q libasan; then
     echo "sanitizer build: the equivalence (smallest model) and mismatch checks only; the rest runs in the plain build"
 fi
 
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-run() { # run DESCRIPTION CMD... — stdout to out.txt, stderr to err.txt; a failure shows stderr
-    local what=$1
-    shift
-    local status=0
-    "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne 0 ]]; then
-        fail "$what: exit $status — $(head -n 8 err.txt)"
-        return 1
-    fi
-}
 PYTHONPATH="$src/scripts"
 export PYTHONPATH
 
@@ -231,8 +211,4 @@ mpi 2 bash mismatch.sh "$kiln" train small.json --data text.txt --steps 2 --thre
 grep -q "the training flags .* differs between ranks: rank 1 disagrees with rank 0" err.txt ||
     fail "mismatched flags: no clear message: $(grep -v '^\[' err.txt | head -5)"
 
-if [[ $failures -ne 0 ]]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "distributed training: all checks passed"
+finish "distributed training: all checks passed"

@@ -4,15 +4,11 @@
 # instead took more than 11 minutes). Skipped (exit 77, ctest's SKIP_RETURN_CODE) when
 # `dot` is not installed.
 set -euo pipefail
-kiln=$1
-src=$2
+. "$(dirname "$0")/lib.sh" "$@"
 if ! command -v dot >/dev/null; then
     echo "SKIP: Graphviz 'dot' is not installed"
     exit 77
 fi
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
 "$kiln" compile "$src/examples/char_gpt.json" --train --emit dot -o train.dot
 boxes=$(grep -cE '^  k[0-9]+ \[' train.dot)
 TIMEFORMAT='%R %U %S'

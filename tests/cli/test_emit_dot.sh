@@ -4,17 +4,8 @@
 # ovals; --dot-detail nodes puts each kernel's nodes in one cluster; the flag's usage
 # errors. Rendering the char_gpt training step is test_dot_render.sh.
 set -euo pipefail
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 tiny=$src/tests/conformance/cases/024_gpt_tiny/model.json
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 count() { # count MODEL [flags…] — the kernels `kiln check` reports
     "$kiln" check "$@" --json | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["kernels"])'
@@ -74,8 +65,4 @@ usage "bad --dot-detail" --emit dot --dot-detail edges
 usage "--dot-detail with --emit ir" --emit ir --dot-detail nodes
 usage "--dot-detail without --emit" -o x.so --dot-detail nodes
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_emit_dot: $failures failure(s)"
-    exit 1
-fi
-echo "test_emit_dot: ok ($n forward kernels, $tn training-step kernels)"
+finish "test_emit_dot: ok ($n forward kernels, $tn training-step kernels)"

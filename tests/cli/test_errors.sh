@@ -9,16 +9,7 @@
 #   - --init into a head whose class count changed suggests renaming the layer;
 #   - a misspelt input name in an inputs file gets "did you mean".
 set -euo pipefail
-kiln=$1
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib.sh" "$@"
 expect() { # expect STATUS PATTERN DESCRIPTION CMD... — exit STATUS with PATTERN (grep -E) on stderr
     local want=$1 pattern=$2 what=$3 status=0
     shift 3
@@ -135,5 +126,4 @@ expect 1 "tokens: error: input missing from the inputs file; did you mean 'tokns
 expect 1 "logits.weight: error: is f32\[2,16\] but the model needs f32\[3,16\]; to train this layer afresh, give it a new name in the model file \(e.g. \"logits_new\"\)" \
     "--init head" "$kiln" train cls3.json --task classify --data c.tsv --steps 1 --init c.safetensors
 
-[[ $failures -eq 0 ]] || exit 1
-echo "ok"
+finish "ok"

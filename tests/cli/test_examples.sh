@@ -9,18 +9,10 @@
 # learn nothing). NAME... picks examples (default: all four). A recipe whose data is not
 # installed (fortunes, fortunes-zh) is skipped.
 set -euo pipefail
-kiln=$1
-src=$2
+. "$(dirname "$0")/lib.sh" "$@"
 shift 2
 names=${*:-char_gpt tang_poetry positions icl}
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 expect() { # expect FILE TEXT — FILE must contain TEXT (a fixed string)
     grep -qF -- "$2" "$1" || fail "$1 lacks '$2'"
 }
@@ -69,8 +61,4 @@ for name in $names; do
     esac
 done
 
-if [ $failures -gt 0 ]; then
-    echo "$failures failures"
-    exit 1
-fi
-echo "examples: all recipes ran"
+finish "examples: all recipes ran"

@@ -7,11 +7,7 @@
 # NAME_forward (inputs the outputs need, in model order, then every output), f32 and i32
 # inputs, several outputs, and the header's description of all of them.
 set -euo pipefail
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
 /usr/bin/python3 - "$kiln" "$src/tests/conformance/cases" <<'EOF_PY'
 import ctypes, json, os, re, subprocess, sys

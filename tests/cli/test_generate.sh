@@ -13,38 +13,8 @@
 # for an encoder-decoder (examples/translator.json, its prefill also taking the source),
 # examples/deploy/translate.c prints what `kiln generate --source` prints.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
+. "$(dirname "$0")/lib.sh" "$@"
 models=$src/tests/cli/generate
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-run_ok() { # run_ok DESCRIPTION ARGS... — kiln ARGS must exit 0; stdout in out.txt
-    local what=$1 status=0
-    shift
-    "$kiln" "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne 0 ]]; then
-        fail "$what: exit $status — $(head -n 5 err.txt)"
-        return 1
-    fi
-}
-run_fails() { # run_fails DESCRIPTION STATUS PATTERN ARGS... — must exit STATUS, stderr ∋ PATTERN
-    local what=$1 want=$2 pattern=$3 status=0
-    shift 3
-    "$kiln" "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne $want ]]; then
-        fail "$what: exit $status, expected $want — $(head -n 5 err.txt)"
-    elif ! grep -q -- "$pattern" err.txt; then
-        fail "$what: stderr lacks '$pattern': $(head -n 5 err.txt)"
-    fi
-}
 
 # --- the KV cache against the full forward pass, every position kind ---
 kinds="sinusoidal learned relative rope alibi"
@@ -53,10 +23,10 @@ kinds="sinusoidal learned relative rope alibi"
 if readelf -d "$kiln" 2>/dev/null | grep -q libasan; then kinds="relative rope"; fi
 for kind in $kinds; do
     model=$models/gen_$kind.json
-    run_ok "init $kind" init "$model" -o w_$kind.safetensors --seed 3 || continue
-    run_ok "greedy $kind" generate "$model" --weights w_$kind.safetensors --prompt "The cat" --max-new 40 \
+    kiln_ok "init $kind" init "$model" -o w_$kind.safetensors --seed 3 || continue
+    kiln_ok "greedy $kind" generate "$model" --weights w_$kind.safetensors --prompt "The cat" --max-new 40 \
         --greedy --json --threads 2 && cp out.txt cached.json
-    run_ok "greedy --no-cache $kind" generate "$model" --weights w_$kind.safetensors --prompt "The cat" \
+    kiln_ok "greedy --no-cache $kind" generate "$model" --weights w_$kind.safetensors --prompt "The cat" \
         --max-new 40 --temperature 0 --json --no-cache && cp out.txt full.json
     if ! $py - cached.json full.json <<'EOF'; then fail "$kind: the KV cache disagrees with the full forward pass"; fi
 import json, sys
@@ -74,53 +44,53 @@ done
 # --- sampling: a seed reproduces, --top-k 1 is greedy ---
 model=$models/gen_rope.json
 w=w_rope.safetensors
-run_ok "seed 5" generate "$model" --weights $w --prompt "Once" --max-new 20 --seed 5 --top-p 0.9 && cp out.txt s5a.txt
-run_ok "seed 5 again" generate "$model" --weights $w --prompt "Once" --max-new 20 --seed 5 --top-p 0.9 && cp out.txt s5b.txt
+kiln_ok "seed 5" generate "$model" --weights $w --prompt "Once" --max-new 20 --seed 5 --top-p 0.9 && cp out.txt s5a.txt
+kiln_ok "seed 5 again" generate "$model" --weights $w --prompt "Once" --max-new 20 --seed 5 --top-p 0.9 && cp out.txt s5b.txt
 cmp -s s5a.txt s5b.txt || fail "the same seed gave different text"
-run_ok "seed 6" generate "$model" --weights $w --prompt "Once" --max-new 20 --seed 6 --top-p 0.9 --json && cp out.txt s6.json
-run_ok "seed 7" generate "$model" --weights $w --prompt "Once" --max-new 20 --seed 7 --top-p 0.9 --json && cp out.txt s7.json
+kiln_ok "seed 6" generate "$model" --weights $w --prompt "Once" --max-new 20 --seed 6 --top-p 0.9 --json && cp out.txt s6.json
+kiln_ok "seed 7" generate "$model" --weights $w --prompt "Once" --max-new 20 --seed 7 --top-p 0.9 --json && cp out.txt s7.json
 cmp -s s6.json s7.json && fail "seeds 6 and 7 gave the same text (the seed is ignored?)"
-run_ok "top-k 1" generate "$model" --weights $w --prompt "Once" --max-new 10 --top-k 1 --temperature 1.5 --json &&
+kiln_ok "top-k 1" generate "$model" --weights $w --prompt "Once" --max-new 10 --top-k 1 --temperature 1.5 --json &&
     cp out.txt k1.json
-run_ok "greedy" generate "$model" --weights $w --prompt "Once" --max-new 10 --greedy --json && cp out.txt g.json
+kiln_ok "greedy" generate "$model" --weights $w --prompt "Once" --max-new 10 --greedy --json && cp out.txt g.json
 $py -c 'import json,sys; a,b=(json.load(open(f))["ids"] for f in sys.argv[1:]); assert a==b' k1.json g.json ||
     fail "--top-k 1 differs from greedy"
-run_ok "plain text output" generate "$model" --weights $w --prompt "Once" --max-new 3 --greedy
+kiln_ok "plain text output" generate "$model" --weights $w --prompt "Once" --max-new 3 --greedy
 head -c 4 out.txt | grep -q "^Once" || fail "the plain output does not start with the prompt"
-run_ok "max-new 0" generate "$model" --weights $w --prompt "Once" --max-new 0 --json
+kiln_ok "max-new 0" generate "$model" --weights $w --prompt "Once" --max-new 0 --json
 $py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ids"]==[] and d["stop"]=="max_new"' out.txt ||
     fail "--max-new 0 generated something"
 
 # --- the context ---
 long=$(printf 'abcdefghij%.0s' 1 2 3 4)  # 40 bytes, context 32
-run_fails "prompt over the context" 1 "longer than the model's context of 32" generate "$model" --weights $w \
+kiln_fails "prompt over the context" 1 "longer than the model's context of 32" generate "$model" --weights $w \
     --prompt "$long" --max-new 2
-run_ok "--truncate" generate "$model" --weights $w --prompt "$long" --max-new 5 --truncate --json
+kiln_ok "--truncate" generate "$model" --weights $w --prompt "$long" --max-new 5 --truncate --json
 $py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["prompt_tokens"]==32 and len(d["ids"])==1 and d["stop"]=="context" and d["prompt"]==sys.argv[2][-32:], d' \
     out.txt "$long" || fail "--truncate did not keep the last 32 tokens"
 
-run_ok "a huge --max-new" generate "$model" --weights $w --prompt "Once" --max-new 9223372036854775807 --json
+kiln_ok "a huge --max-new" generate "$model" --weights $w --prompt "Once" --max-new 9223372036854775807 --json
 $py -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["stop"]=="context" and len(d["ids"])==29' out.txt ||
     fail "a huge --max-new did not stop at the context"
 
 # --- bad requests ---
-run_fails "top-p 0" 2 "expected a value in (0, 1]" generate "$model" --weights $w --prompt a --top-p 0
-run_fails "top-p 1.5" 2 "expected a value in (0, 1]" generate "$model" --weights $w --prompt a --top-p 1.5
-run_fails "negative temperature" 2 "temperature" generate "$model" --weights $w --prompt a --temperature -0.5
-run_fails "no prompt" 2 "--prompt TEXT is required" generate "$model" --weights $w
-run_fails "empty prompt" 1 "is empty" generate "$model" --weights $w --prompt ""
-run_fails "encoder model" 1 "not causal" generate "$src/examples/bert_classifier.json" --weights $w --prompt a
-run_fails "--source on a decoder" 1 "has no 'src' input" generate "$model" --weights $w --source a
+kiln_fails "top-p 0" 2 "expected a value in (0, 1]" generate "$model" --weights $w --prompt a --top-p 0
+kiln_fails "top-p 1.5" 2 "expected a value in (0, 1]" generate "$model" --weights $w --prompt a --top-p 1.5
+kiln_fails "negative temperature" 2 "temperature" generate "$model" --weights $w --prompt a --temperature -0.5
+kiln_fails "no prompt" 2 "--prompt TEXT is required" generate "$model" --weights $w
+kiln_fails "empty prompt" 1 "is empty" generate "$model" --weights $w --prompt ""
+kiln_fails "encoder model" 1 "not causal" generate "$src/examples/bert_classifier.json" --weights $w --prompt a
+kiln_fails "--source on a decoder" 1 "has no 'src' input" generate "$model" --weights $w --source a
 
 # an encoder-decoder: the encoder runs in the prefill, cross-attention keys and values are
 # cached with the decoder's own; the same check against the full forward pass
 s2s=$models/gen_seq2seq.json
-if run_ok "init seq2seq" init "$s2s" -o s2s.safetensors; then
-    run_ok "seq2seq cached" generate "$s2s" --weights s2s.safetensors --source "hello there" --max-new 30 --greedy \
+if kiln_ok "init seq2seq" init "$s2s" -o s2s.safetensors; then
+    kiln_ok "seq2seq cached" generate "$s2s" --weights s2s.safetensors --source "hello there" --max-new 30 --greedy \
         --json && cp out.txt cached.json
-    run_ok "seq2seq --no-cache" generate "$s2s" --weights s2s.safetensors --source "hello there" --max-new 30 \
+    kiln_ok "seq2seq --no-cache" generate "$s2s" --weights s2s.safetensors --source "hello there" --max-new 30 \
         --greedy --json --no-cache && cp out.txt full.json
-    run_ok "seq2seq other source" generate "$s2s" --weights s2s.safetensors --source "goodbye" --max-new 30 \
+    kiln_ok "seq2seq other source" generate "$s2s" --weights s2s.safetensors --source "goodbye" --max-new 30 \
         --greedy --json && cp out.txt other.json
     $py - cached.json full.json other.json <<'EOF' || fail "seq2seq: the KV cache disagrees with the full forward pass"
 import json, sys
@@ -130,9 +100,9 @@ assert max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"])) < 1e-4
 assert a["prompt_tokens"] == 1 and len(a["ids"]) == 24 and a["stop"] == "context"  # <bos>, then T = 24
 assert a["ids"] != c["ids"], "the source changes nothing"
 EOF
-    run_fails "seq2seq without --source" 1 "give the text to transform with --source" generate "$s2s" \
+    kiln_fails "seq2seq without --source" 1 "give the text to transform with --source" generate "$s2s" \
         --weights s2s.safetensors --prompt a
-    run_fails "seq2seq source too long" 1 "longer than the model's source length of 16" generate "$s2s" \
+    kiln_fails "seq2seq source too long" 1 "longer than the model's source length of 16" generate "$s2s" \
         --weights s2s.safetensors --source "$long"
 fi
 
@@ -140,20 +110,20 @@ fi
 sed -e 's/"gen_rope"/"gen_char"/' -e 's/"vocab": 256/"vocab": 64/' -e 's/"out": 256/"out": 64/' \
     -e 's/"kind": "byte"/"kind": "char"/' "$model" >char.json
 for i in $(seq 20); do echo "the quick brown fox jumps over the lazy dog"; done >text.txt
-run_ok "train char" train char.json --data text.txt --steps 1 --batch 2 --save ck.safetensors
-run_ok "char generate" generate char.json --weights ck.safetensors --prompt "the lazy" --max-new 4 --seed 1
-run_fails "unknown char" 1 "'Q' (byte 4) is not in the model's char vocabulary" generate char.json \
+kiln_ok "train char" train char.json --data text.txt --steps 1 --batch 2 --save ck.safetensors
+kiln_ok "char generate" generate char.json --weights ck.safetensors --prompt "the lazy" --max-new 4 --seed 1
+kiln_fails "unknown char" 1 "'Q' (byte 4) is not in the model's char vocabulary" generate char.json \
     --weights ck.safetensors --prompt "the Quick" --max-new 4
-run_ok "init char" init char.json -o char_init.safetensors
-run_fails "missing tokenizer" 1 "has no tokenizer in its metadata" generate char.json --weights char_init.safetensors \
+kiln_ok "init char" init char.json -o char_init.safetensors
+kiln_fails "missing tokenizer" 1 "has no tokenizer in its metadata" generate char.json --weights char_init.safetensors \
     --prompt "the" --max-new 4
 
 # --- kiln compile --generate: examples/deploy/generate.c prints what kiln generate prints ---
 gpt=$src/examples/char_gpt.json
 cc=${CC:-cc}
-run_ok "init char_gpt" init "$gpt" -o gpt.safetensors --seed 4
-if run_ok "compile --generate" compile "$gpt" -D T=32 -o libchar_gpt.so --header char_gpt.h --generate &&
-    run_ok "compile --generate .a" compile "$gpt" -D T=32 -o libchar_gpt.a --generate; then
+kiln_ok "init char_gpt" init "$gpt" -o gpt.safetensors --seed 4
+if kiln_ok "compile --generate" compile "$gpt" -D T=32 -o libchar_gpt.so --header char_gpt.h --generate &&
+    kiln_ok "compile --generate .a" compile "$gpt" -D T=32 -o libchar_gpt.a --generate; then
     for sym in prefill decode_step; do
         nm -D --defined-only libchar_gpt.so | grep -q " T char_gpt_$sym\$" || fail "libchar_gpt.so lacks char_gpt_$sym"
     done
@@ -167,7 +137,7 @@ if run_ok "compile --generate" compile "$gpt" -D T=32 -o libchar_gpt.so --header
         for args in "10" "60 0.9 20 7" "60 1.3 0 11"; do
             set -- $args
             if [[ $# -eq 1 ]]; then sampling=(--greedy); else sampling=(--temperature "$2" --top-k "$3" --seed "$4"); fi
-            run_ok "kiln generate $args" generate "$gpt" -D T=32 --weights gpt.safetensors --prompt "Hello" \
+            kiln_ok "kiln generate $args" generate "$gpt" -D T=32 --weights gpt.safetensors --prompt "Hello" \
                 --max-new "$1" "${sampling[@]}" && cp out.txt want.txt
             ./gen_so gpt.safetensors "Hello" $args >got.txt 2>err.txt || fail "generate.c ($args) failed: $(cat err.txt)"
             cmp -s want.txt got.txt || fail "generate.c ($args, .so) differs from kiln generate"
@@ -178,20 +148,20 @@ if run_ok "compile --generate" compile "$gpt" -D T=32 -o libchar_gpt.so --header
         fail "examples/deploy/generate.c does not build: $(head -n 5 cc.txt)"
     fi
 fi
-run_fails "--generate with --emit" 2 "applies to a library" compile "$gpt" --emit llvm --generate
+kiln_fails "--generate with --emit" 2 "applies to a library" compile "$gpt" --emit llvm --generate
 
 # --- an encoder-decoder exported: examples/deploy/translate.c prints what kiln generate prints ---
 tr=$src/examples/translator.json
 trdims=(-D S=12 -D T=16)
-if run_ok "init translator" init "$tr" "${trdims[@]}" -o tr.safetensors --seed 3 &&
-    run_ok "compile --generate translator" compile "$tr" "${trdims[@]}" -o libtranslator.so --header translator.h \
+if kiln_ok "init translator" init "$tr" "${trdims[@]}" -o tr.safetensors --seed 3 &&
+    kiln_ok "compile --generate translator" compile "$tr" "${trdims[@]}" -o libtranslator.so --header translator.h \
         --generate; then
     grep -q "^#define TRANSLATOR_SOURCE_LEN 12$" translator.h || fail "the header's source length is not 12"
     if "$cc" -std=c17 -O2 -Wall -Werror -I. "$src/examples/deploy/translate.c" -L. -ltranslator \
         -Wl,-rpath,"$work" -o translate 2>cc.txt; then
         for args in "a longer one|40|Ab"; do
             IFS='|' read -r source max prompt <<<"$args"
-            run_ok "kiln generate --source '$source'" generate "$tr" "${trdims[@]}" --weights tr.safetensors \
+            kiln_ok "kiln generate --source '$source'" generate "$tr" "${trdims[@]}" --weights tr.safetensors \
                 --source "$source" --prompt "$prompt" --max-new "$max" --greedy && cp out.txt want.txt
             ./translate tr.safetensors "$source" "$max" "$prompt" >got.txt 2>err.txt ||
                 fail "translate.c ('$source') failed: $(cat err.txt)"
@@ -211,15 +181,11 @@ cat >bigram.json <<'EOF'
  "outputs": ["logits"], "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}],
  "train": {"optimizer": "adamw", "lr": 0.01}}
 EOF
-if run_ok "train bigram" train bigram.json --data text.txt --steps 5 --save bigram.safetensors &&
-    run_ok "bigram, cached" generate bigram.json --weights bigram.safetensors --prompt "the " --max-new 8 --greedy; then
+if kiln_ok "train bigram" train bigram.json --data text.txt --steps 5 --save bigram.safetensors &&
+    kiln_ok "bigram, cached" generate bigram.json --weights bigram.safetensors --prompt "the " --max-new 8 --greedy; then
     cp out.txt want.txt
-    run_ok "bigram, --no-cache" generate bigram.json --weights bigram.safetensors --prompt "the " --max-new 8 --greedy \
+    kiln_ok "bigram, --no-cache" generate bigram.json --weights bigram.safetensors --prompt "the " --max-new 8 --greedy \
         --no-cache && { cmp -s want.txt out.txt || fail "bigram: the decode step differs from --no-cache"; }
 fi
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_generate: $failures failure(s)"
-    exit 1
-fi
-echo "test_generate: ok"
+finish

@@ -10,12 +10,7 @@
 #     its row in README.md's command table (the "flags" cell);
 #   - an unknown option is a usage error that points at --help.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 
 "$py" - "$kiln" "$src" <<'PY'
 import re, subprocess, sys

@@ -4,28 +4,7 @@
 # 1, biases 0, normal(0, std), residual projections of repeated layers std/√(2·layers),
 # `param` nodes by their own init).
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-run() { # run DESCRIPTION CMD... — runs kiln, reporting a failure with its stderr
-    local what=$1
-    shift
-    local status=0
-    "$@" 2>err.txt || status=$?
-    if [[ $status -ne 0 ]]; then
-        fail "$what: exit $status — $(head -n 5 err.txt)"
-        return 1
-    fi
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 gpt=$src/examples/char_gpt.json
 run "init --seed 7" "$kiln" init "$gpt" -o a.safetensors --seed 7 || true
@@ -198,8 +177,4 @@ set -e
 cmp -s keep.safetensors keep.orig || fail "init of a broken model changed the existing -o file"
 grep -q 'broken.json' err.txt || fail "init of a broken model: the message does not name broken.json: $(head -n 3 err.txt)"
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_init: $failures failure(s)"
-    exit 1
-fi
-echo "test_init: ok"
+finish

@@ -4,17 +4,7 @@
 # the issue's targets where they are met and today's counts where they are not (each
 # marked): a change that fuses less fails here; one that fuses more must lower them.
 set -euo pipefail
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 kernels() { # kernels MODEL [check flags…] — the kernel count check reports
     "$kiln" check "$@" --json | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["kernels"])'
@@ -70,8 +60,4 @@ expect_at_most "char_gpt training step" 253 "$(kernels "$src/examples/char_gpt.j
 unfused=$("$kiln" check "$src/examples/char_gpt.json" --train --json | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["unfused_kernels"])')
 [[ $unfused -gt 2000 ]] || fail "char_gpt without fusion: $unfused kernels, expected more than 2000"
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_kernel_counts: $failures failure(s)"
-    exit 1
-fi
-echo "test_kernel_counts: ok"
+finish

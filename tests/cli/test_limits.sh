@@ -10,16 +10,7 @@
 #     by shape inference with the JSON path;
 #   - an unknown --target-cpu is an error listing valid names.
 set -euo pipefail
-kiln=$1
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib.sh" "$@"
 expect() { # expect STATUS PATTERN DESCRIPTION CMD... — the command exits STATUS with PATTERN on stderr
     local want=$1 pattern=$2 what=$3 status=0
     shift 3
@@ -101,5 +92,4 @@ expect 1 "is too large (over" "a dim over the tensor limit" "$kiln" bench small.
 expect 1 "unknown CPU 'nosuchcpu'. Valid names: .*znver" "--target-cpu" \
     "$kiln" compile small.json -o out.so --target-cpu nosuchcpu
 
-[[ $failures -eq 0 ]] || exit 1
-echo "ok"
+finish "ok"

@@ -9,16 +9,7 @@
 #   - --on-nonfinite off (no check compiled) still stops on a NaN loss;
 #   - a bad --on-nonfinite value is a usage error.
 set -euo pipefail
-kiln=$1
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 "$py" -c "
 import random; random.seed(1)
@@ -96,5 +87,4 @@ status=0
 "$kiln" train blow.json --data text.txt --on-nonfinite ignore >out.txt 2>err.txt || status=$?
 [[ $status -eq 2 ]] && grep -q "expected stop, skip or off, got 'ignore'" err.txt || fail "bad mode: exit $status $(cat err.txt)"
 
-[[ $failures -eq 0 ]] || exit 1
-echo "ok"
+finish "ok"

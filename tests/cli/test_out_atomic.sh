@@ -4,20 +4,10 @@
 # file, no temporary file is left beside it, and a run killed at any moment leaves either
 # the old file or the complete new one.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
 mkdir d # the directory the outputs live in; nothing else may appear there
 
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 listing() { ls -A d | sort; }
 kiln_status() { # kiln_status ARGS... — runs kiln, prints its exit status
     local status=0
@@ -137,8 +127,4 @@ for delay in 0.05 0.1 0.2 0.3 0.5 0.8 1.2; do
     fi
 done
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_out_atomic: $failures failure(s)"
-    exit 1
-fi
-echo "test_out_atomic: ok"
+finish

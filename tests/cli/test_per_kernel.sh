@@ -5,17 +5,8 @@
 # the model's, shares adding up to 1, for the forward pass and the training step; the
 # usage error with --interp; and no profile call in exported code.
 set -euo pipefail
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 tiny=$src/tests/conformance/cases/024_gpt_tiny/model.json
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 kernels=$("$kiln" check "$tiny" --json | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["kernels"])')
 
@@ -79,8 +70,4 @@ status=0
 "$kiln" compile "$tiny" --train --emit llvm >train.ll 2>err.txt || fail "compile --train --emit llvm: $(head -n 5 err.txt)"
 if grep -q kiln_profile fwd.ll train.ll; then fail "exported LLVM IR calls kiln_profile_mark"; fi
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_per_kernel: $failures failure(s)"
-    exit 1
-fi
-echo "test_per_kernel: ok ($kernels forward kernels, $tkernels training-step kernels)"
+finish "test_per_kernel: ok ($kernels forward kernels, $tkernels training-step kernels)"

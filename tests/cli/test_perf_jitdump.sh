@@ -5,19 +5,10 @@
 # perf itself is docs/performance.md's manual step). Without KILN_PERF nothing is
 # written, and the code computes the same either way.
 set -euo pipefail
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 case=$src/tests/conformance/cases/024_gpt_tiny
 tiny=$case/model.json
 io=(--weights "$case/weights.safetensors" --inputs "$case/inputs.safetensors")
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 mkdir plain perf
 JITDUMPDIR=$work/plain "$kiln" run "$tiny" "${io[@]}" --out plain.safetensors >/dev/null 2>err.txt ||
@@ -36,8 +27,4 @@ else
 fi
 cmp -s plain.safetensors perf.safetensors || fail "the output differs when linked for perf"
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_perf_jitdump: $failures failure(s)"
-    exit 1
-fi
-echo "test_perf_jitdump: ok ($(basename "${dump:-none}"))"
+finish "test_perf_jitdump: ok ($(basename "${dump:-none}"))"

@@ -11,18 +11,7 @@
 #     no -o, no file, --log-scale with nothing positive;
 #   - a real log written by kiln train plots.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 # two logs as kiln train writes them: loss every step, val_loss every 10th
 "$py" - <<'PY'
@@ -164,8 +153,4 @@ else
     fail "kiln train for a log: $(cat err.txt)"
 fi
 
-if [[ $failures -gt 0 ]]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "kiln plot: all checks passed"
+finish "kiln plot: all checks passed"

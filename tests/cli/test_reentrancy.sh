@@ -12,18 +12,9 @@
 # Callers × library threads: 4 × 2 (more callers than the pool: most run inline while
 # one has the pool), 3 × 3 and 2 × 1.
 set -euo pipefail
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 cc=${CC:-cc}
 
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 cat >reent.json <<'JSON'
 {
@@ -83,8 +74,4 @@ else
     fail "compile libreent.so: $(head -n 3 err.txt)"
 fi
 
-if [[ $failures -gt 0 ]]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "ok"
+finish "ok"

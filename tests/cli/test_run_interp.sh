@@ -6,49 +6,11 @@
 # refused as not implemented), --grads (its refusals, then a loss and every parameter's
 # gradient), and that refused runs write nothing.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
 
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-finish() {
-    if [[ $failures -gt 0 ]]; then
-        echo "test_run_interp: $failures failure(s)"
-        exit 1
-    fi
-    echo "test_run_interp: ok"
-    exit 0
-}
-run_ok() { # run_ok DESCRIPTION ARGS... — kiln ARGS must exit 0
-    local what=$1 status=0
-    shift
-    "$kiln" "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne 0 ]]; then
-        fail "$what: exit $status — $(head -n 5 err.txt)"
-        return 1
-    fi
-}
-run_fails() { # run_fails DESCRIPTION STATUS PATTERN ARGS... — must exit STATUS, stderr ∋ PATTERN
-    local what=$1 want=$2 pattern=$3 status=0
-    shift 3
-    "$kiln" "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne $want ]]; then
-        fail "$what: exit $status, expected $want — $(head -n 5 err.txt)"
-    elif ! grep -q -- "$pattern" err.txt; then
-        fail "$what: stderr lacks '$pattern': $(head -n 5 err.txt)"
-    fi
-}
-
 gpt=$src/examples/char_gpt.json
-run_ok "init" init "$gpt" -o w.safetensors --seed 1 || finish
+kiln_ok "init" init "$gpt" -o w.safetensors --seed 1 || finish
 
 # inputs: x1 (1, 16); x2 (2, 16) whose row 0 is x1; x3 = x1 with its last token changed;
 # also a weights file with every tensor randomised (non-zero biases, non-unit norm weights)
@@ -79,7 +41,7 @@ st.write("wr.safetensors", {k: v.astype("<f4") for k, v in r.items()})
 EOF
 
 # ---- shapes: -D, then bound from the inputs alone -------------------------------------------
-run_ok "run -D B=1 -D T=16" run "$gpt" --weights w.safetensors --inputs x1.safetensors --out y1.safetensors \
+kiln_ok "run -D B=1 -D T=16" run "$gpt" --weights w.safetensors --inputs x1.safetensors --out y1.safetensors \
     --interp -D B=1 -D T=16 || finish
 "$py" - y1.safetensors <<'EOF' || fail "y1 (above)"
 import sys
@@ -103,19 +65,19 @@ for b in bad:
     print("  " + b)
 sys.exit(1 if bad else 0)
 EOF
-run_ok "run with dims from the inputs" run "$gpt" --weights w.safetensors --inputs x1.safetensors \
+kiln_ok "run with dims from the inputs" run "$gpt" --weights w.safetensors --inputs x1.safetensors \
     --out y1b.safetensors --interp && {
     cmp -s y1.safetensors y1b.safetensors || fail "dims bound from the inputs give other bytes than -D B=1 -D T=16"
 }
-run_ok "second run" run "$gpt" --weights w.safetensors --inputs x1.safetensors --out y1c.safetensors --interp -D B=1 -D T=16 && {
+kiln_ok "second run" run "$gpt" --weights w.safetensors --inputs x1.safetensors --out y1c.safetensors --interp -D B=1 -D T=16 && {
     cmp -s y1.safetensors y1c.safetensors || fail "a second identical run gave different bytes"
 }
-run_ok "run with an extra (unused) input" run "$gpt" --weights w.safetensors --inputs x1t.safetensors \
+kiln_ok "run with an extra (unused) input" run "$gpt" --weights w.safetensors --inputs x1t.safetensors \
     --out y1d.safetensors --interp && {
     cmp -s y1.safetensors y1d.safetensors || fail "an extra targets tensor changed the logits"
 }
 # -D beats the inputs' shapes: T=8 is bound, so a (1, 16) tokens tensor no longer fits
-run_fails "-D T=8 against (1, 16) tokens" 1 "tokens" run "$gpt" --weights w.safetensors --inputs x1.safetensors \
+kiln_fails "-D T=8 against (1, 16) tokens" 1 "tokens" run "$gpt" --weights w.safetensors --inputs x1.safetensors \
     --out bad.safetensors --interp -D T=8
 grep -q 'i32\[1,8\]' err.txt || fail "-D T=8: the message does not give the needed shape i32[1,8]: $(head -n 3 err.txt)"
 [[ -e bad.safetensors ]] && fail "a failed run created its --out file"
@@ -123,14 +85,14 @@ grep -q 'i32\[1,8\]' err.txt || fail "-D T=8: the message does not give the need
 "$py" -c '
 import numpy as np, safetensors_np as st
 st.write("xlong.safetensors", {"tokens": np.zeros((1, 300), dtype="<i4")})'
-run_fails "T=300 > max_len" 1 "max_len" run "$gpt" --weights w.safetensors --inputs xlong.safetensors \
+kiln_fails "T=300 > max_len" 1 "max_len" run "$gpt" --weights w.safetensors --inputs xlong.safetensors \
     --out bad.safetensors --interp
 
 # ---- semantics: batch rows are independent, the model is causal, numpy agrees ---------------
-run_ok "run (2, 16)" run "$gpt" --weights w.safetensors --inputs x2.safetensors --out y2.safetensors --interp || true
-run_ok "run with the last token changed" run "$gpt" --weights w.safetensors --inputs x3.safetensors \
+kiln_ok "run (2, 16)" run "$gpt" --weights w.safetensors --inputs x2.safetensors --out y2.safetensors --interp || true
+kiln_ok "run with the last token changed" run "$gpt" --weights w.safetensors --inputs x3.safetensors \
     --out y3.safetensors --interp || true
-run_ok "run with randomised weights" run "$gpt" --weights wr.safetensors --inputs x2.safetensors \
+kiln_ok "run with randomised weights" run "$gpt" --weights wr.safetensors --inputs x2.safetensors \
     --out yr.safetensors --interp || true
 if [[ -f y2.safetensors && -f y3.safetensors && -f yr.safetensors ]]; then
     "$py" - <<'EOF' || fail "semantics (above)"
@@ -221,16 +183,16 @@ fi
 
 # ---- --grads: every input is needed (the targets too), a model needs a loss; then `loss`
 # and one gradient per parameter (the tied head's weight is wte.weight's) ----------------------
-run_fails "run --grads without targets" 1 "targets: error: input missing" run "$gpt" --weights w.safetensors \
+kiln_fails "run --grads without targets" 1 "targets: error: input missing" run "$gpt" --weights w.safetensors \
     --inputs x1.safetensors --out nope.safetensors --grads --interp
 cat > noloss.json <<'EOF'
 {"format": "kiln/1", "name": "noloss", "inputs": {"x": {"shape": [3], "dtype": "f32"}},
  "layers": [{"name": "y", "op": "exp", "in": "x"}], "outputs": ["y"]}
 EOF
 "$py" -c 'import numpy as np, safetensors_np as st; st.write("nx.safetensors", {"x": np.ones(3, "<f4")}); st.write("nw.safetensors", {})'
-run_fails "run --grads without a loss" 1 "needs a loss" run noloss.json --weights nw.safetensors \
+kiln_fails "run --grads without a loss" 1 "needs a loss" run noloss.json --weights nw.safetensors \
     --inputs nx.safetensors --out nope.safetensors --grads --interp
-if run_ok "run --grads" run "$gpt" --weights wr.safetensors --inputs x1t.safetensors --out g.safetensors --grads --interp; then
+if kiln_ok "run --grads" run "$gpt" --weights wr.safetensors --inputs x1t.safetensors --out g.safetensors --grads --interp; then
     "$py" - <<'EOF' || fail "run --grads outputs (above)"
 import numpy as np
 import safetensors_np as st

@@ -15,28 +15,7 @@
 #   - check --train describes the training step;
 #   - misuse fails with a clear message.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-run() { # run DESCRIPTION CMD... — runs kiln (stdout to out.txt), reporting a failure with its stderr
-    local what=$1
-    shift
-    local status=0
-    "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne 0 ]]; then
-        fail "$what: exit $status — $(head -n 5 err.txt)"
-        return 1
-    fi
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 # ---- data and models ------------------------------------------------------------------------
 "$py" - <<'EOF'
@@ -304,8 +283,4 @@ printf 'short' >short.txt
 expect_fail 1 "needs at least 33" "$kiln" train tiny.json --data short.txt --steps 3
 expect_fail 1 "make the vocab at least 262" "$kiln" train tiny.json --task mlm --data text.txt --steps 1
 
-if [[ $failures -gt 0 ]]; then
-    echo "test_train: $failures failure(s)"
-    exit 1
-fi
-echo "test_train: ok"
+finish

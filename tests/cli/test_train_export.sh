@@ -16,37 +16,9 @@
 # libc/libm and export the seven entry points; --emit shows the training step; a model
 # without losses is a diagnostic.
 set -euo pipefail
-kiln=$1
-src=$2
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
 cc=${CC:-cc}
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
-finish() {
-    if [[ $failures -gt 0 ]]; then
-        echo "test_train_export: $failures failure(s)"
-        exit 1
-    fi
-    echo "test_train_export: ok"
-    exit 0
-}
-run_ok() { # run_ok DESCRIPTION COMMAND... — must exit 0
-    local what=$1 status=0
-    shift
-    "$@" >out.txt 2>err.txt || status=$?
-    if [[ $status -ne 0 ]]; then
-        fail "$what: exit $status — $(head -n 8 err.txt)"
-        return 1
-    fi
-}
 
 # the model, and the data file holding exactly the batch train_step.c uses
 "$py" - "$src/tests/conformance/cases/024_gpt_tiny/model.json" <<'EOF'
@@ -65,10 +37,10 @@ T = m["dims"]["T"]
 open("data.bin", "wb").write(struct.pack("<%dH" % (T + 1), *[(7 * i + 3) % 17 for i in range(T + 1)]))
 EOF
 model=gpt_tiny.json
-run_ok "init" "$kiln" init $model -o w.safetensors --seed 3 || finish
+run "init" "$kiln" init $model -o w.safetensors --seed 3 || finish
 
 # ---- the reference: kiln train (JIT) --------------------------------------------------------
-run_ok "kiln train" "$kiln" train $model --data data.bin --init w.safetensors --steps 5 --save ck.safetensors \
+run "kiln train" "$kiln" train $model --data data.bin --init w.safetensors --steps 5 --save ck.safetensors \
     --log log.jsonl || finish
 "$py" -c "
 import json
@@ -78,8 +50,8 @@ for line in open('log.jsonl'):
 [[ $(wc -l <expected_losses.txt) -eq 5 ]] || fail "kiln train logged $(wc -l <expected_losses.txt) losses, expected 5"
 
 # ---- the exported training step ----------------------------------------------------------------
-run_ok "compile --train .so" "$kiln" compile $model --train -o libgpt_tiny.so --header gpt_tiny.h || finish
-run_ok "compile --train .a" "$kiln" compile $model --train -o libgpt_tiny.a
+run "compile --train .so" "$kiln" compile $model --train -o libgpt_tiny.so --header gpt_tiny.h || finish
+run "compile --train .a" "$kiln" compile $model --train -o libgpt_tiny.a
 [[ -z $(ls -A | grep '^\.kiln-') ]] || fail "temporaries left behind: $(ls -A | grep '^\.kiln-')"
 for want in '#define GPT_TINY_OPTIM_BYTES [1-9]' '#define GPT_TINY_TRAIN_WORKSPACE_BYTES [1-9]' \
     'int gpt_tiny_train_step(float \*params, float \*optim, void \*workspace,' 'int gpt_tiny_forward('; do
@@ -88,16 +60,16 @@ done
 # the argument order of SPEC section 6: inputs in model order, lr, loss
 tr -d '\n' <gpt_tiny.h | grep -q 'gpt_tiny_train_step([^)]*const int32_t \*tokens[^)]*const int32_t \*targets[^)]*float lr,[^)]*float \*loss' ||
     fail "gpt_tiny_train_step's arguments are not (params, optim, workspace, tokens, targets, lr, loss)"
-run_ok "compile without --train" "$kiln" compile $model -o libplain.so --header plain.h &&
+run "compile without --train" "$kiln" compile $model -o libplain.so --header plain.h &&
     grep -q -e TRAIN -e OPTIM -e train_step plain.h && fail "a plain compile's header mentions training"
 
 cflags=(-std=c17 -Wall -Wextra -Werror -O2 -I.)
-run_ok "cc against the .so" "$cc" "${cflags[@]}" "$src/examples/deploy/train_step.c" -L. -lgpt_tiny \
+run "cc against the .so" "$cc" "${cflags[@]}" "$src/examples/deploy/train_step.c" -L. -lgpt_tiny \
     -Wl,-rpath,"$work" -o train_so
-run_ok "cc against the .a" "$cc" "${cflags[@]}" "$src/examples/deploy/train_step.c" libgpt_tiny.a -lm -o train_a
+run "cc against the .a" "$cc" "${cflags[@]}" "$src/examples/deploy/train_step.c" libgpt_tiny.a -lm -o train_a
 for kind in so a; do
     [[ -x train_$kind ]] || continue
-    run_ok "train_step ($kind)" "./train_$kind" w.safetensors "trained_$kind.safetensors" 5 0.01 || continue
+    run "train_step ($kind)" "./train_$kind" w.safetensors "trained_$kind.safetensors" 5 0.01 || continue
     cp out.txt "losses_$kind.txt"
     cmp -s expected_losses.txt "losses_$kind.txt" ||
         fail "train_step ($kind) losses differ from kiln train's: $(paste -d' ' expected_losses.txt "losses_$kind.txt" | tr '\n' '|')"
@@ -126,8 +98,8 @@ for want in '#define GPT_TINY_SPLIT_OPTIM_BYTES [1-9]' '#define GPT_TINY_GRAD_OF
 done
 tr -d '\n' <gpt_tiny.h | grep -q 'gpt_tiny_train_grad(const float \*params, float \*optim, void \*workspace,[^)]*tokens[^)]*targets[^)]*float \*loss' ||
     fail "gpt_tiny_train_grad's arguments are not (params, optim, workspace, tokens, targets, loss)"
-if run_ok "cc train_split.c" "$cc" "${cflags[@]}" "$src/examples/deploy/train_split.c" libgpt_tiny.a -lm -o train_split &&
-    run_ok "train_split" ./train_split w.safetensors split.safetensors 5 0.01; then
+if run "cc train_split.c" "$cc" "${cflags[@]}" "$src/examples/deploy/train_split.c" libgpt_tiny.a -lm -o train_split &&
+    run "train_split" ./train_split w.safetensors split.safetensors 5 0.01; then
     cp out.txt losses_split.txt
     "$py" - <<'EOF' >cmp.txt || fail "train_split: $(cat cmp.txt)"
 import numpy as np
@@ -157,9 +129,9 @@ for artifact in libgpt_tiny.so libgpt_tiny.a; do
 done
 
 # ---- --emit shows the training step; no losses, no training step -------------------------------
-run_ok "emit llvm --train" "$kiln" compile $model --train --emit llvm &&
+run "emit llvm --train" "$kiln" compile $model --train --emit llvm &&
     { grep -q '^define .*i32 @gpt_tiny_train_step(' out.txt || fail "--emit llvm --train lacks the entry"; }
-run_ok "emit ir --train" "$kiln" compile $model --train --emit ir &&
+run "emit ir --train" "$kiln" compile $model --train --emit ir &&
     { grep -q 'adamw\|optim' out.txt || fail "--emit ir --train shows no optimizer: $(head -n 2 out.txt)"; }
 status=0
 "$kiln" compile no_loss.json --train -o libno.so >out.txt 2>err.txt || status=$?

@@ -8,17 +8,7 @@
 #   - a bad --log-every is refused.
 # (Ctrl-C reported as an interruption, status 130: test_train.sh.)
 set -euo pipefail
-kiln=$1
-py=/usr/bin/python3
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
+. "$(dirname "$0")/lib.sh" "$@"
 
 model() { # model WARMUP
     cat <<JSON
@@ -73,8 +63,4 @@ status=0
 [[ $status -ne 0 ]] && grep -q -- "--log-every: error: expected 0 or more" err.txt ||
     fail "--log-every -1: exit $status, $(cat err.txt)"
 
-if [[ $failures -gt 0 ]]; then
-    echo "$failures failure(s)"
-    exit 1
-fi
-echo "kiln train output: all checks passed"
+finish "kiln train output: all checks passed"

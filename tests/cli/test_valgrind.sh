@@ -13,11 +13,7 @@
 # --target-cpu haswell for the same reason. Exit 77 (skipped) when valgrind is missing
 # or the build is sanitized (the two cannot be combined).
 set -euo pipefail
-kiln=$1
-src=$2
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-cd "$work"
+. "$(dirname "$0")/lib.sh" "$@"
 cc=${CC:-cc}
 
 if ! command -v valgrind >/dev/null; then
@@ -29,11 +25,6 @@ if readelf -d "$kiln" 2>/dev/null | grep -q libasan || nm "$kiln" 2>/dev/null | 
     exit 77
 fi
 
-failures=0
-fail() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 runs=0
 # vg DESCRIPTION WANT_STATUS CMD... — runs CMD under memcheck; its status must be WANT_STATUS
 # and memcheck must find nothing (memcheck's own status is 99, distinct from kiln's 0–3).
