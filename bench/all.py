@@ -5,7 +5,7 @@ its baselines, side by side, in one invocation; prints ratios.
   /usr/bin/python3 bench/all.py build            # the full run (~10 min on 2 busy cores)
   /usr/bin/python3 bench/all.py build --quick    # smoke test: small sizes, one round each
 
-Parts (--only peak,train,forward,gemm,decode; default all, in this order):
+Parts (--only peak,train,forward,gemm,decode,memory; default all, in this order):
   peak     bench/fma_peak: the machine's FMA peak on 1 and 2 threads (GFLOP/s); every
            later figure is also given as a fraction of the peak at its thread count.
   train    the char_gpt training step (B=8, T=256): `kiln bench --train --threads 2` (and
@@ -20,6 +20,10 @@ Parts (--only peak,train,forward,gemm,decode; default all, in this order):
            256-token prompt and decode tokens/s, kiln against PyTorch with its own KV cache
            (its best setting, chosen as here), decode as a share of the memory-bandwidth
            limit (bench/decode_bandwidth), prefill against kiln's forward pass.
+  memory   peak RSS (each process's own ru_maxrss) of `kiln train` for 3 char_gpt steps at
+           B=8 T=256, with and without --checkpoint-activations, against PyTorch training
+           the same architecture for 3 steps at the same batch (torch_memory.py); and the
+           JIT compile time of the training step (`kiln bench --train`, median of 3).
 
 Ratios are speed-ups: baseline time / kiln time (= kiln's tokens/s / the baseline's), so
 > 1 means kiln is faster; the issue's targets are stated the same way.
@@ -331,6 +335,119 @@ class Bench:
         with open(out) as f:
             self.results["gemm"] = json.load(f)
 
+    # ---- memory and compile time -------------------------------------------------------
+
+    def child_peak(self, cmd, env=None):
+        """(exit status, stdout, stderr, peak RSS in MiB) of one child process: its own
+        ru_maxrss from os.wait4, which, unlike RUSAGE_CHILDREN, is not the maximum over
+        every child waited for so far."""
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            p = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+            _, status, ru = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            out.seek(0)
+            err.seek(0)
+            return p.returncode, out.read(), err.read(), ru.ru_maxrss / 1024  # KiB on Linux
+
+    def part_memory(self):
+        B, T = (2, 32) if self.quick else (8, 256)
+        steps = 3
+        main_t = max(self.threads)
+        log(f"\n== memory: peak RSS of {steps} char_gpt training steps at B={B} T={T} (ru_maxrss of each "
+            f"process, os.wait4), and the training step's JIT compile time"
+            + ("  [--quick: small sizes]" if self.quick else ""))
+        res = {"B": B, "T": T, "steps": steps}
+        self.results["memory"] = res
+        weights = os.path.join(self.tmp.name, "init.safetensors")
+        if not os.path.exists(weights):
+            self.run(self.kiln, "init", MODEL, "-o", weights)
+        data = os.path.join(self.tmp.name, "memory.txt")
+        with open(data, "w") as f:  # printable text, deterministic, a few batches' worth
+            rng_state = 12345
+            chars = []
+            for _ in range(max(65536, 4 * B * (T + 1))):
+                rng_state = (rng_state * 1103515245 + 12345) % 2**31
+                chars.append(chr(32 + (rng_state >> 16) % 95))
+            f.write("".join(chars))
+
+        # kiln train, the same binary the user runs (fresh parameters from the model's seed)
+        for ckpt in (False, True):
+            cmd = [self.kiln, "train", MODEL, "--data", data, "--batch", str(B), "-D", f"T={T}",
+                   "--steps", str(steps), "--threads", str(main_t)] + (["--checkpoint-activations"] if ckpt else [])
+            rc, out, err, mib = self.child_peak(cmd)
+            if rc != 0:
+                raise SystemExit(f"all.py: {' '.join(cmd)} failed ({rc}):\n{err}")
+            res["kiln_ckpt_mib" if ckpt else "kiln_mib"] = mib
+
+        # PyTorch 1.13 training the same architecture (torch_memory.py): the training
+        # part's fastest setting on this machine (ATen AVX-512 when the CPU has it,
+        # OpenBLAS's detected core type, torch threads 1 with OpenBLAS on 2); thread
+        # counts and core type barely move the peak.
+        probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True)
+        if probe.returncode != 0:
+            log("  PyTorch: not available (python3-torch is not installed): comparison skipped")
+        else:
+            env = dict(os.environ)
+            env.pop("ATEN_CPU_CAPABILITY", None)
+            env.pop("OPENBLAS_CORETYPE", None)
+            if cpu_has_avx512() and not self.quick:
+                env["ATEN_CPU_CAPABILITY"] = "avx512"
+            env["OMP_NUM_THREADS"] = "1"
+            env["OPENBLAS_NUM_THREADS"] = str(main_t)
+            setting = (f"ATen {'avx512' if 'ATEN_CPU_CAPABILITY' in env else 'default'}, OpenBLAS detected core "
+                       f"type, torch threads 1, OpenBLAS threads {main_t}")
+            res["torch_setting"] = setting
+            # --quick: without the checkpointed run (information only)
+            for ckpt in (False,) if self.quick else (False, True):
+                cmd = [sys.executable, os.path.join(HERE, "torch_memory.py"), weights, MODEL, str(B), str(T),
+                       str(steps)] + (["--checkpoint"] if ckpt else [])
+                rc, out, err, mib = self.child_peak(cmd, env)
+                if rc != 0:
+                    raise SystemExit(f"all.py: torch_memory.py failed ({rc}):\n{err}")
+                info = json.loads(out.strip().splitlines()[-1])
+                res["torch_ckpt_mib" if ckpt else "torch_mib"] = mib
+                res["torch_ckpt_info" if ckpt else "torch_info"] = info
+
+        tm = res.get("torch_mib")
+
+        def row(name, mib, note="", baseline=False):
+            ratio = f"{mib / tm:6.2f}x PyTorch's" if tm and not baseline else ""
+            log(f"  {name:<58} {mib:8.0f} MiB  {ratio}{note}")
+
+        row(f"kiln train --threads {main_t}", res["kiln_mib"])
+        row(f"kiln train --threads {main_t} --checkpoint-activations", res["kiln_ckpt_mib"])
+        if tm:
+            i = res["torch_info"]
+            row(f"PyTorch {i['torch']}", tm, f"  (after `import torch` {i['after_import_mib']:.0f} MiB, with the "
+                f"model and optimizer {i['after_model_mib']:.0f} MiB)", baseline=True)
+            if "torch_ckpt_mib" in res:
+                row("PyTorch, torch.utils.checkpoint around each block", res["torch_ckpt_mib"], "  (information)")
+            log(f"  PyTorch's setting: {setting}")
+            res["ratio"] = res["kiln_mib"] / tm
+            res["ratio_ckpt"] = res["kiln_ckpt_mib"] / tm
+            log(f"  ratios: kiln / PyTorch = {res['ratio']:.2f}x, with --checkpoint-activations "
+                f"{res['ratio_ckpt']:.2f}x (both against PyTorch without checkpointing; < 1: kiln smaller)")
+
+        # the JIT compile of the training step: `kiln bench --train` (model file to entry
+        # point, one thread). Its wall time counts every wait for a core on a shared machine;
+        # the compiling thread's CPU time is what it takes on a quiet one, and is what the
+        # summary compares with the target.
+        runs = 1 if self.quick else 3
+        wall, cpu = [], []
+        for _ in range(runs):
+            r = json.loads(self.run(self.kiln, "bench", MODEL, "--train", "-D", f"B={B}", "-D", f"T={T}", "--json",
+                                    "--threads", str(main_t), "--iters", "1"))
+            wall.append(r["compile_ms"])
+            cpu.append(r["compile_cpu_ms"])
+            parts = (f"load {r['load_ms']:.0f}, plan+build {r['build_ms']:.0f}, optimise {r['optimize_ms']:.0f}, "
+                     f"jit {r['jit_ms']:.0f} ms wall; {r['kernels']} kernels")
+        res["compile_ms"] = statistics.median(wall)
+        res["compile_cpu_ms"] = statistics.median(cpu)
+        load = os.getloadavg()[0]
+        log(f"  JIT compile of the training step (kiln bench --train, model file to entry point), median of {runs}: "
+            f"{res['compile_cpu_ms']:.0f} ms of CPU ({', '.join(f'{c:.0f}' for c in cpu)}), {res['compile_ms']:.0f} ms "
+            f"wall ({', '.join(f'{c:.0f}' for c in wall)}) at load average {load:.1f}; last: {parts}")
+
     # ---- summary -----------------------------------------------------------------------
 
     def summary(self):
@@ -338,10 +455,10 @@ class Bench:
             + ("  [--quick: small sizes, not the targets' shapes]" if self.quick else ""))
         rows = []
 
-        def add(what, value, target, fmt):
+        def add(what, value, target, fmt, at_most=False):
             shown = "n/a" if value is None else fmt.format(value)
-            met = "" if value is None else ("met" if value >= target else "missed")
-            rows.append((what, shown, (fmt.format(target)), met))
+            met = "" if value is None else ("met" if (value <= target if at_most else value >= target) else "missed")
+            rows.append((what, shown, ("≤ " if at_most else "≥ ") + fmt.format(target), met))
 
         for key, name in (("train", "char_gpt training step"), ("forward", "char_gpt forward B=1")):
             r = self.results.get(key)
@@ -365,7 +482,7 @@ class Bench:
                           and "speedup" in r]
                     label = f"{name}, {t} thread{'s' if t > 1 else ''}, worst shape"
                     if mode == "bias_gelu" and not g.get("epilogue_fused"):
-                        rows.append((label, "n/a", f"{target:.2f}x", "kiln fused epilogue not in this build"))
+                        rows.append((label, "n/a", f"≥ {target:.2f}x", "kiln fused epilogue not in this build"))
                         continue
                     add(label, min(sp) if sp else None, target, "{:.2f}x")
                     if sp:
@@ -373,9 +490,15 @@ class Bench:
                         for s in sp:
                             geo *= s
                         rows.append((f"  (geometric mean over {len(sp)} shapes)", f"{geo ** (1 / len(sp)):.2f}x", "", ""))
+        mem = self.results.get("memory")
+        if mem:
+            add("peak RSS of kiln train / PyTorch's (same batch)", mem.get("ratio"), 0.4, "{:.2f}x", at_most=True)
+            add("  the same, kiln with --checkpoint-activations", mem.get("ratio_ckpt"), 0.3, "{:.2f}x", at_most=True)
+            add("JIT compile of the char_gpt training step (s of CPU)", mem["compile_cpu_ms"] / 1e3, 1.0, "{:.2f}",
+                at_most=True)
         log(f"  {'':<58} {'measured':>9} {'target':>8}")
         for what, shown, target, met in rows:
-            log(f"  {what:<58} {shown:>9} {('≥ ' + target) if target else '':>8}  {met}")
+            log(f"  {what:<58} {shown:>9} {target:>8}  {met}")
         self.results["summary"] = [{"what": w, "measured": s, "target": t, "status": m} for w, s, t, m in rows]
 
 
@@ -383,12 +506,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("build", nargs="?", default="build", help="the build directory (default: build)")
     ap.add_argument("--quick", action="store_true", help="small sizes and one round: a smoke test")
-    ap.add_argument("--only", default="peak,train,forward,gemm,decode", help="comma-separated parts")
+    ap.add_argument("--only", default="peak,train,forward,gemm,decode,memory", help="comma-separated parts")
     ap.add_argument("--json", help="also write every figure to this JSON file")
     args = ap.parse_args()
     parts = args.only.split(",")
     for p in parts:
-        if p not in ("peak", "train", "forward", "gemm", "decode"):
+        if p not in ("peak", "train", "forward", "gemm", "decode", "memory"):
             ap.error(f"unknown part {p!r}")
     b = Bench(args)
     load = os.getloadavg()
@@ -408,6 +531,8 @@ def main():
             b.workers = []
             import decode_bench
             b.results["decode"] = decode_bench.run(b.build, b.quick)
+        if "memory" in parts:
+            b.part_memory()
     finally:
         b.stop_workers()
     b.summary()

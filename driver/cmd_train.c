@@ -4,7 +4,8 @@
  * before the (slow) compile and long before the first step:
  *   1. flags; the model file's text; the checkpoint (--resume) or weights (--init);
  *   2. settings: command-line flags override the model file's `train` values, and a
- *      resumed run keeps what its checkpoint recorded (steps, seed, task);
+ *      resumed run keeps what its checkpoint recorded (steps, seed, task; a --seed or
+ *      --batch that differs from the checkpoint's is refused);
  *   3. the tokenizer (checkpoint's, then --init file's, then the model's, trained on
  *      --data for char/bpe), the datasets, the vocabulary check;
  *   4. the training step (trainstep.c) compiled once by the JIT, and the evaluation
@@ -239,6 +240,11 @@ static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given
         kiln_diags_add(d, NULL, 0, 0, "--steps",
                        "how many steps? give --steps N or \"steps\" in the model's train section");
     if (!seed_given) r->seed = ck && meta_int(ck, "seed", &v) ? v : (int64_t)m.init_seed;
+    /* the seed fixes the data order and the dropout masks of every step: another one
+     * would not continue the run (as --batch, refused rather than silently used) */
+    else if (ck && meta_int(ck, "seed", &v) && v != r->seed)
+        kiln_diags_add(d, r->resume, 0, 0, "--seed", "the checkpoint was trained with --seed %lld, not %lld; resume "
+                       "needs the same seed (leave --seed out to reuse it)", (long long)v, (long long)r->seed);
     if (!batch_given && !defines_dim(a, r->batch_dim)) r->batch = t->batch;
     if (!batch_given && defines_dim(a, r->batch_dim)) r->batch = 0; /* -D already binds it */
     if (r->batch > 0 && !r->batch_dim)
@@ -736,7 +742,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--threads", CLI_INT, &r.threads, NULL,
          "threads for every kernel with enough work; same bits for any N (default: online CPUs, at most 8)"},
         {"--seed", CLI_INT, &r.seed, &seed_given,
-         "seeds fresh parameters, data order and dropout (default: init.seed, or the checkpoint's)"},
+         "seeds fresh parameters, data order and dropout; a resume must keep it (default: init.seed, or the checkpoint's)"},
         {"--val-every", CLI_INT, &r.val_every, NULL,
          "validation interval in steps (default: steps/10)"},
         {"--val-batches", CLI_INT, &r.val_batches, NULL,

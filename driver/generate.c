@@ -35,10 +35,14 @@
 #include "train.h"
 #include "memlimit.h"
 
-/* The name of dim `axis` of input `input` in the model file, or NULL (malloc'd copy). */
+/* The name of dim `axis` of input `input` in the model file, or NULL (malloc'd copy).
+ * The loaded model keeps dim values, not which name an input's shape used, so the text
+ * is read again, through kiln's one strict JSON reader (kiln_json_tree): the frontend
+ * has just accepted the same text, so it cannot fail here but would give NULL. */
 static char *input_dim_name(const char *text, size_t len, const char *input, int axis)
 {
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    jm_error err;
+    cJSON *root = kiln_json_tree(text, len, &err);
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(root, "inputs"), input);
     const cJSON *dim = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(in, "shape"), axis);
     char *copy = cJSON_IsString(dim) ? strdup(dim->valuestring) : NULL;

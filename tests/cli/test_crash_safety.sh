@@ -11,7 +11,7 @@
 #     After every kill: the checkpoint parses in full and its step never goes back;
 #     the log's steps are 1..L with none twice; the temporaries a killed save left are
 #     gone once the next run has started training.
-#   - --resume reuses the checkpoint's -D dims and --batch and refuses conflicting ones;
+#   - --resume reuses the checkpoint's -D dims, --batch and --seed and refuses conflicting ones;
 #   - disk full (a small tmpfs when `unshare -m` can mount one, and the shim's ENOSPC)
 #     and permission errors (the shim's EACCES; an unwritable directory) while saving
 #     print what failed and which checkpoint is kept, and keep it, with no temporary.
@@ -199,7 +199,7 @@ print(f"every checkpoint parsed and resumed; the final checkpoint and log equal 
 assert in_save >= TRIALS // 4, f"only {in_save} of {TRIALS} kills landed inside a save"
 EOF
 
-# ---- --resume keeps the run's shape -------------------------------------------------------------
+# ---- --resume keeps the run's shape and seed ----------------------------------------------------
 expect_fail() { # expect_fail STATUS PATTERN CMD... — must exit STATUS with PATTERN on stderr
     local want=$1 pattern=$2 status=0
     shift 2
@@ -220,14 +220,15 @@ assert meta["dims"] == "B=2,T=8" and meta["batch"] == "2", meta
 EOF
 expect_fail 1 "trained with --batch 2, not 4" "$kiln" train m.json --data text.txt --resume shape.safetensors --batch 4
 expect_fail 1 "trained with T=8, not 16" "$kiln" train m.json --data text.txt --resume shape.safetensors -D T=16
+expect_fail 1 "trained with --seed 5, not 6" "$kiln" train m.json --data text.txt --resume shape.safetensors --seed 6
 "$kiln" train m.json --data text.txt --resume shape.safetensors --save shape.safetensors --threads 1 >out.txt 2>err.txt ||
     fail "resume without -D and --batch: $(head -n 3 err.txt)"
 grep -q "batch 2, 16 tokens per step" out.txt || fail "resume did not reuse B=2, T=8: $(head -n 2 out.txt)"
 "$kiln" train m.json --data text.txt --steps 8 --threads 1 -D T=8 --batch 2 --save straight.safetensors \
     >/dev/null 2>&1 || fail "train 8 straight"
 cmp -s shape.safetensors straight.safetensors || fail "4 + --resume 4 (dims from the checkpoint) differs from 8 steps"
-"$kiln" train m.json --data text.txt --steps 9 --resume shape.safetensors -D T=8 --batch 2 >/dev/null 2>err.txt ||
-    fail "resume with the same -D and --batch: $(head -n 3 err.txt)"
+"$kiln" train m.json --data text.txt --steps 9 --resume shape.safetensors -D T=8 --batch 2 --seed 5 >/dev/null \
+    2>err.txt || fail "resume with the same -D, --batch and --seed: $(head -n 3 err.txt)"
 
 # ---- disk full and permission errors keep the previous checkpoint -------------------------------
 "$kiln" train m.json --data text.txt --steps 20 --stop-at 4 --threads 1 --save keep.safetensors >/dev/null 2>&1 ||
