@@ -81,10 +81,21 @@
  *
  * Small m: gemm_small.c (1…8 rows, nothing packed).
  *
- * Threads. A product of m·n·k ≥ 2^18 is cut into at most KILN_MAX_THREADS parts of whole
- * tiles along the larger of m and n (part_function), handed to kiln_parallel_for (the
- * runtime's pool; the JIT resolves it from the process, exported libraries link it from
- * the runtime archive); each runs the same loop nest on its rows (columns) with its own
+ * Threads. A product of m·n·k ≥ 2^18 is cut along the larger of m and n into one part
+ * of whole tiles per thread of the pool (kiln_threads_get at run time; at most
+ * KILN_MAX_THREADS scratch slots, so at most that many parts), the tiles shared out as
+ * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for (the
+ * runtime's pool; the JIT resolves both from the process, exported libraries link them
+ * from the runtime archive). Until 2026-12 a product was always cut into 8 parts of
+ * ceil(tiles/8) tiles, whatever the thread count: on 2 threads the parts were claimed in
+ * turn, so m = 256 (22 tiles: seven parts of 3 and one of 1) gave one thread 12 tiles and
+ * the other 10, a 9 % loss at the end of every forward-pass GEMM, any start-up skew
+ * between the threads left up to one part (1/8 of the product) to one thread, and each
+ * of the 8 parts streamed the whole shared operand again from L3 (4 times as often as 2
+ * parts). One part per thread trades that for no stealing: a thread that is descheduled
+ * holds its part up (measured side by side only on a machine with load 12–15 on 2 cores,
+ * where neither partition could be told from the other: see docs/performance.md).
+ * Each part runs the same loop nest on its rows (columns) with its own
  * packing slot, which would duplicate the packing of the operand the split does not cut —
  * so that operand (B for a split along m, A along n) is packed once, before the parts,
  * when it takes at most 16 MiB packed (every char_gpt weight and activation gradient, a
@@ -944,11 +955,24 @@ static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm
     };
 }
 
+/* How many parts a product is cut into at run time (see "Threads"): one per thread of the
+ * pool (kiln_threads_get, read by the caller and again by each part: kiln_threads_set
+ * never runs during a kiln_parallel_for), at most sp.parts (the scratch slots). */
+static LLVMValueRef part_count(gen *g, gemm_split sp) {
+    LLVMTypeRef ty = LLVMFunctionType(g->i32, NULL, 0, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(g->mod, "kiln_threads_get");
+    if (!fn) fn = LLVMAddFunction(g->mod, "kiln_threads_get", ty);
+    LLVMValueRef n = LLVMBuildSExt(g->b, LLVMBuildCall2(g->b, ty, fn, NULL, 0, ""), g->i64, "");
+    n = smin(g, n, k64(g, sp.parts));
+    return LLVMBuildSelect(g->b, lt(g, n, k64(g, 1)), k64(g, 1), n, "");
+}
+
 /*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch}
- * parts [begin, end) of the split: one call of the loop nest on the rows (columns) they
- * cover, i.e. on A (B) and C moved to the first of them, packing into scratch slot
- * `begin`. The chunks of concurrent calls are disjoint, so their first parts, and slots,
- * differ; the slot has room for the whole shape's blocks, whatever the chunk's size.
+ * parts [begin, end) of part_count's parts: one call of the loop nest on the tiles they
+ * cover (tiles·begin/count up to tiles·end/count), i.e. on A (B) and C moved to the first
+ * of their rows (columns), packing into scratch slot `begin`. The chunks of concurrent
+ * calls are disjoint, so their first parts, and slots, differ; the slot has room for the
+ * whole shape's blocks, whatever the chunk's size.
  * With an epilogue ctx = {a, b, c, scratch, bias, p, r}, and P, R, the partial sums (and
  * bias, when the split is along n) move with C. */
 static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *gemm_name,
@@ -964,8 +988,12 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[7];
     for (int i = 0; i < (e ? 7 : 4); i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    LLVMValueRef first = mul(&g, begin, k64(&g, sp.lanes));
-    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, end, k64(&g, sp.lanes)), k64(&g, sp.on_m ? s->m : s->n)), first);
+    /* items [begin, end) of `count` (part_count: the caller's count) → whole tiles */
+    int64_t unit = sp.on_m ? g.t.mr : g.t.nr, dim = sp.on_m ? s->m : s->n, tiles = (dim + unit - 1) / unit;
+    LLVMValueRef count = part_count(&g, sp), t = k64(&g, tiles);
+    LLVMValueRef t0 = LLVMBuildSDiv(g.b, mul(&g, begin, t), count, ""), t1 = LLVMBuildSDiv(g.b, mul(&g, end, t), count, "");
+    LLVMValueRef first = mul(&g, t0, k64(&g, unit));
+    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, t1, k64(&g, unit)), k64(&g, dim)), first);
     LLVMValueRef a = v[0], b = v[1], c = v[2], m = k64(&g, s->m), n = k64(&g, s->n);
     epi_args ea = e ? shape_epi_args(&g, s, e, v[3], v[4], v[5], v[6]) : (epi_args){0};
     LLVMValueRef zero = k64(&g, 0);
@@ -1034,14 +1062,19 @@ static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const 
     return function_end(&g);
 }
 
-/* kiln_parallel_for(part, ctx, parts) */
-void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
+
+/* kiln_parallel_for(part, ctx, n) for an i64 value n, and for a constant */
+static void parallel_for_n(gen *g, LLVMValueRef part, LLVMValueRef ctx, LLVMValueRef n) {
     LLVMTypeRef pf_params[] = {g->ptr, g->ptr, g->i64};
     LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pf_params, 3, 0);
     LLVMValueRef pf = LLVMGetNamedFunction(g->mod, "kiln_parallel_for");
     if (!pf) pf = LLVMAddFunction(g->mod, "kiln_parallel_for", pf_ty);
-    LLVMValueRef args[] = {part, ctx, k64(g, parts)};
+    LLVMValueRef args[] = {part, ctx, n};
     LLVMBuildCall2(g->b, pf_ty, pf, args, 3, "");
+}
+
+void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
+    parallel_for_n(g, part, ctx, k64(g, parts));
 }
 
 LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) { return kiln_cg_gemm_epi(cg, s, NULL); }
@@ -1113,7 +1146,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         }
         if (pack)  /* the shared operand, once, by slivers */
             gemm_parallel_for_call(&g, pack, ctx, sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr);
-        gemm_parallel_for_call(&g, part, ctx, sp.parts);
+        parallel_for_n(&g, part, ctx, part_count(&g, sp));
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
         LLVMValueRef args[21] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),
