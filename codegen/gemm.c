@@ -32,7 +32,7 @@
  * 200–220 GFLOP/s, within the noise of each other, so the tile stays 12×32.)
  *
  * Epilogues (kiln_cg_gemm_epi; the steps and their order are codegen.h's). An epilogue
- * gets its own micro-kernel and loop nest (named with epi_code: "_ebr_gelu_tanh"), whose
+ * gets its own micro-kernel and loop nest (named with gemm_epi_code: "_ebr_gelu_tanh"), whose
  * tiles are told whether their k block is the first and the last. Blocks before the last
  * write the sums as above; the last one adds the earlier blocks' sums to its own (exactly
  * as the plain GEMM's last `+=` would), then applies the steps to the <W x float> rows in
@@ -79,22 +79,23 @@
  * none on the small-m path; then, for an accumulating epilogue over several k blocks,
  * the m×n partial sums.
  *
- * Small m (small_function). With 1…8 rows (no more than MR) and B plain — batch-1
- * decoding — nothing is packed: for each k block, NR columns at a time, the rows of B are
- * streamed through M×2 accumulators and the sums stored as the general tiles store theirs
- * (same k blocks, same order), so the bits are the general path's; the epilogue is the
- * same write_epilogue. Threads split n. Measured on the busy 2-core Zen 5 (1 thread,
- * best of 200 calls): 2.4–6.4× faster than packing for m = 1…4 with n, k ≤ 1536, 1.4–1.6×
- * on the memory-bound 2×4096×4096 and at m = 8; AVX2 2.2–2.9× and 1.6–1.9×.
- * With B transposed (x·Wᵀ: the linear layers of a decoding step) op(B)'s columns are
- * B's contiguous rows: small_t_block computes each column as a dot product along k (one
- * k block, G columns at a time, a fixed tree for the lanes), not the general path's bits
- * but independent of the thread split. Only both operands transposed stay on the packed path.
+ * Small m: gemm_small.c (1…8 rows, nothing packed).
  *
- * Threads. A product of m·n·k ≥ 2^18 is cut into at most KILN_MAX_THREADS parts of whole
- * tiles along the larger of m and n (part_function), handed to kiln_parallel_for (the
- * runtime's pool; the JIT resolves it from the process, exported libraries link it from
- * the runtime archive); each runs the same loop nest on its rows (columns) with its own
+ * Threads. A product of m·n·k ≥ 2^18 is cut along the larger of m and n into one part
+ * of whole tiles per thread of the pool (kiln_threads_get at run time; at most
+ * KILN_MAX_THREADS scratch slots, so at most that many parts), the tiles shared out as
+ * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for (the
+ * runtime's pool; the JIT resolves both from the process, exported libraries link them
+ * from the runtime archive). Until 2026-12 a product was always cut into 8 parts of
+ * ceil(tiles/8) tiles, whatever the thread count: on 2 threads the parts were claimed in
+ * turn, so m = 256 (22 tiles: seven parts of 3 and one of 1) gave one thread 12 tiles and
+ * the other 10, a 9 % loss at the end of every forward-pass GEMM, any start-up skew
+ * between the threads left up to one part (1/8 of the product) to one thread, and each
+ * of the 8 parts streamed the whole shared operand again from L3 (4 times as often as 2
+ * parts). One part per thread trades that for no stealing: a thread that is descheduled
+ * holds its part up (measured side by side only on a machine with load 12–15 on 2 cores,
+ * where neither partition could be told from the other: see docs/performance.md).
+ * Each part runs the same loop nest on its rows (columns) with its own
  * packing slot, which would duplicate the packing of the operand the split does not cut —
  * so that operand (B for a split along m, A along n) is packed once, before the parts,
  * when it takes at most 16 MiB packed (every char_gpt weight and activation gradient, a
@@ -115,53 +116,13 @@
  * "no unroll, no vectorise" hints and the functions are noinline: O3 over the module
  * costs some compile time but no longer multiplies the code (see docs/performance.md).
  */
-#include <assert.h>
-#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-#include <llvm-c/DebugInfo.h>
-
+#include "gemm_gen.h"      /* the emitter state and builders shared with gemm_small.c */
 #include "kiln/runtime.h" /* KILN_MAX_THREADS */
-#include "lower.h"         /* cg_fadd, cg_fmul, cg_intrinsic1: the epilogue's arithmetic */
 #include "vmath.h"         /* vm_sigmoid, vm_erfc: the activations, as lower_elementwise.c */
-
-enum { GEMM_KC = 384, GEMM_MC = 960, GEMM_NC = 320 };
-
-/* The register tile for a vector width. */
-typedef struct gemm_tile {
-    int w;       /* floats per vector */
-    int mr, nr;  /* rows of A broadcast per step × columns of B (= 2 vectors) */
-} gemm_tile;
-
-enum { MR_MAX = 12, NV = 2, NR_MAX = 32 };  /* NV: vectors per tile row */
-
-static gemm_tile tile_for(const kiln_target *t) {
-    if (t->vector_floats >= 16) return (gemm_tile){16, 12, 32};
-    if (t->vector_floats == 8) return (gemm_tile){8, 6, 16};
-    return (gemm_tile){4, 6, 8};
-}
-
-static int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
-
-/* The block sizes of one shape: as few blocks as the caps allow, of equal size rounded up
- * to a multiple of q (so 400 = 208 + 192, not 384 + 16). Every block but the last is full. */
-typedef struct gemm_blocks {
-    int64_t mc, kc, nc;
-} gemm_blocks;
-
-static int64_t balanced(int64_t len, int64_t cap, int64_t q) {
-    int64_t count = (len + cap - 1) / cap;
-    return round_up((len + count - 1) / count, q);
-}
-
-/* mc and nc are rounded to whole tiles (packing pads them); kc to whole vectors, which
- * keeps the transposing packer off its scalar tail, but never past k. */
-static gemm_blocks blocks_for(gemm_tile t, const kiln_gemm_shape *s) {
-    int64_t kc = balanced(s->k, GEMM_KC, t.w);
-    return (gemm_blocks){balanced(s->m, GEMM_MC, t.mr), kc < s->k ? kc : s->k, balanced(s->n, GEMM_NC, t.nr)};
-}
 
 /* Floats of each packed region (see the layout above). */
 static int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
@@ -177,31 +138,16 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
     return round_up((sh == SHARED_A ? 0 : packed_a_floats(bl)) + (sh == SHARED_B ? 0 : packed_b_floats(bl)), 16);
 }
 
-/* How a product is split across threads (see "Threads" above): `parts` pieces of the
- * larger of m and n (in tiles), `lanes` rows or columns each (the last may be shorter). */
-typedef struct gemm_split {
-    bool on_m;
-    int64_t parts, lanes;
-} gemm_split;
-
-enum { GEMM_PARALLEL_MIN = 1 << 18 };  /* m·n·k: below this a hand-off costs more than it saves */
-/* On the small-m path (matrix–vector work, bound by reading B) a hand-off pays sooner:
- * 1×384×384 reads 590 KB of B, tens of microseconds, against a few for the hand-off. */
-enum { GEMM_SMALL_PARALLEL_MIN = 1 << 16 };
-
-static bool use_small(gemm_tile t, const kiln_gemm_shape *s);
-
-static gemm_split split_for(gemm_tile t, const kiln_gemm_shape *s) {
+gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool on_m = tiles_m >= tiles_n;
     int64_t tiles = on_m ? tiles_m : tiles_n;
     bool big = (double)s->m * (double)s->n * (double)s->k >=
-               (use_small(t, s) ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
+               (gemm_use_small(t, s) ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
     if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n};
     int64_t per = (tiles + KILN_MAX_THREADS - 1) / KILN_MAX_THREADS;  /* tiles per part */
     return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
 }
-
 
 /* The operand packed once for all parts (see "Threads"): with a split along m, op(B);
  * along n, op(A); when that operand, packed, takes at most GEMM_SHARED_MAX floats
@@ -214,8 +160,8 @@ static int64_t shared_lanes(gemm_tile t, const kiln_gemm_shape *s, gemm_shared s
 }
 
 static gemm_shared shared_for(gemm_tile t, const kiln_gemm_shape *s) {
-    if (s->m == 0 || s->n == 0 || s->k == 0 || use_small(t, s)) return SHARED_NONE;
-    gemm_split sp = split_for(t, s);
+    if (s->m == 0 || s->n == 0 || s->k == 0 || gemm_use_small(t, s)) return SHARED_NONE;
+    gemm_split sp = gemm_split_for(t, s);
     gemm_shared sh = sp.on_m ? SHARED_B : SHARED_A;
     return sp.parts > 1 && shared_lanes(t, s, sh) * s->k <= GEMM_SHARED_MAX ? sh : SHARED_NONE;
 }
@@ -229,177 +175,9 @@ static int64_t shared_floats(gemm_tile t, const kiln_gemm_shape *s) {
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     gemm_tile tile = tile_for(t);
-    if (use_small(tile, s)) return 0;  /* nothing packed */
-    return shared_floats(tile, s) + split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared_for(tile, s));
+    if (gemm_use_small(tile, s)) return 0;  /* nothing packed */
+    return shared_floats(tile, s) + gemm_split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared_for(tile, s));
 }
-
-/* ---- emission state and small builders ------------------------------------------- */
-
-typedef struct gen {
-    LLVMContextRef ctx;
-    LLVMModuleRef mod;
-    const kiln_target *target;
-    gemm_tile t;
-    LLVMBuilderRef b;   /* our own builder per function: the caller's cg->b keeps its place */
-    LLVMValueRef fn;    /* the function being emitted */
-    const kiln_cg *cg;  /* the caller's module, for the cg_* helpers of the epilogue */
-    LLVMTypeRef i1, i32, i64, f32, f64, ptr, vf, vd, vmask;  /* vf = <W x float>, vd = <W x double> */
-    LLVMValueRef iota;                              /* <W x i32> 0, 1, …, W-1 */
-    LLVMTypeRef fma_ty, mload_ty, mstore_ty, prefetch_ty;
-    LLVMValueRef fma, mload, mstore, prefetch;      /* llvm.fma, masked.load/.store, prefetch */
-    LLVMMetadataRef loop_hints[2];                  /* no unrolling, no vectorising */
-    unsigned md_loop;                               /* kind id of !llvm.loop */
-} gen;
-
-static LLVMValueRef k64(gen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
-static LLVMValueRef add(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(g->b, x, y, ""); }
-static LLVMValueRef sub(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWSub(g->b, x, y, ""); }
-static LLVMValueRef mul(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWMul(g->b, x, y, ""); }
-static LLVMValueRef lt(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildICmp(g->b, LLVMIntSLT, x, y, ""); }
-static LLVMValueRef smin(gen *g, LLVMValueRef x, LLVMValueRef y) {
-    return LLVMBuildSelect(g->b, lt(g, x, y), x, y, "");
-}
-
-/* &base[idx] for an element that exists. */
-static LLVMValueRef at(gen *g, LLVMValueRef base, LLVMValueRef idx) {
-    return LLVMBuildInBoundsGEP2(g->b, g->f32, base, &idx, 1, "");
-}
-/* &base[idx] that may point past the array: only for masked accesses and prefetches,
- * which do not touch memory there (so no inbounds promise). */
-static LLVMValueRef at_any(gen *g, LLVMValueRef base, LLVMValueRef idx) {
-    return LLVMBuildGEP2(g->b, g->f32, base, &idx, 1, "");
-}
-
-static LLVMValueRef load_aligned(gen *g, LLVMTypeRef ty, LLVMValueRef p, unsigned align) {
-    LLVMValueRef v = LLVMBuildLoad2(g->b, ty, p, "");
-    LLVMSetAlignment(v, align);
-    return v;
-}
-static void store_aligned(gen *g, LLVMValueRef v, LLVMValueRef p, unsigned align) {
-    LLVMSetAlignment(LLVMBuildStore(g->b, v, p), align);
-}
-
-static LLVMValueRef splat(gen *g, LLVMValueRef x, LLVMTypeRef vty) {
-    LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vty), x, LLVMConstInt(g->i32, 0, 0), "");
-    return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vty), LLVMConstNull(LLVMVectorType(g->i32, (unsigned)g->t.w)),
-                                  "");
-}
-
-/* <W x i1>: lane < count, for any i64 count (negative → none, ≥ W → all). */
-static LLVMValueRef lanes_below(gen *g, LLVMValueRef count) {
-    LLVMValueRef n = LLVMBuildTrunc(g->b, smin(g, count, k64(g, g->t.w)), g->i32, "");
-    return LLVMBuildICmp(g->b, LLVMIntSLT, g->iota, splat(g, n, LLVMVectorType(g->i32, (unsigned)g->t.w)), "");
-}
-
-static LLVMValueRef masked_load(gen *g, LLVMValueRef p, LLVMValueRef mask) {
-    LLVMValueRef args[] = {p, LLVMConstInt(g->i32, 4, 0), mask, LLVMConstNull(g->vf)};
-    return LLVMBuildCall2(g->b, g->mload_ty, g->mload, args, 4, "");
-}
-static void masked_store(gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
-    LLVMValueRef args[] = {v, p, LLVMConstInt(g->i32, 4, 0), mask};
-    LLVMBuildCall2(g->b, g->mstore_ty, g->mstore, args, 4, "");
-}
-/* llvm.prefetch(p, write, high locality, data cache) */
-static void prefetch_for_write(gen *g, LLVMValueRef p) {
-    LLVMValueRef args[] = {p, LLVMConstInt(g->i32, 1, 0), LLVMConstInt(g->i32, 3, 0), LLVMConstInt(g->i32, 1, 0)};
-    LLVMBuildCall2(g->b, g->prefetch_ty, g->prefetch, args, 4, "");
-}
-
-static LLVMValueRef call(gen *g, LLVMValueRef fn, LLVMValueRef *args, unsigned n) {
-    return LLVMBuildCall2(g->b, LLVMGlobalGetValueType(fn), fn, args, n, "");
-}
-
-static LLVMBasicBlockRef block(gen *g, const char *name) {
-    return LLVMAppendBasicBlockInContext(g->ctx, g->fn, name);
-}
-
-/* if (cond) goto then_; else goto else_; — leaves the builder in then_. */
-static void branch(gen *g, LLVMValueRef cond, LLVMBasicBlockRef then_, LLVMBasicBlockRef else_) {
-    LLVMBuildCondBr(g->b, cond, then_, else_);
-    LLVMPositionBuilderAtEnd(g->b, then_);
-}
-
-/* for (iv = from; iv < to; iv += step): loop_begin leaves the builder in the body,
- * loop_end closes it from wherever the body ended and continues after the loop. */
-typedef struct loop {
-    LLVMValueRef iv;
-    int64_t step;
-    LLVMValueRef step_value;  /* set after loop_begin for a step known only at run time */
-    LLVMBasicBlockRef head, exit;
-} loop;
-
-static loop loop_begin(gen *g, LLVMValueRef from, LLVMValueRef to, int64_t step, const char *name) {
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
-    loop l = {.step = step, .head = block(g, name)};
-    LLVMBasicBlockRef body = block(g, name);
-    l.exit = block(g, name);
-    LLVMBuildBr(g->b, l.head);
-    LLVMPositionBuilderAtEnd(g->b, l.head);
-    l.iv = LLVMBuildPhi(g->b, g->i64, name);
-    LLVMAddIncoming(l.iv, &from, &pre, 1);
-    LLVMBuildCondBr(g->b, lt(g, l.iv, to), body, l.exit);
-    LLVMPositionBuilderAtEnd(g->b, body);
-    return l;
-}
-
-/* Marks the back edge `br` of a loop "do not unroll, do not vectorise". The loops are
- * written the way they should run; without the hints O3 fully unrolls the packing loops
- * and peels the k blocks, which triples compile time for no speed. A loop id is a node
- * whose first operand is itself, hence the temporary. */
-static void hint_loop(gen *g, LLVMValueRef br) {
-    LLVMMetadataRef self = LLVMTemporaryMDNode(g->ctx, NULL, 0);
-    LLVMMetadataRef ops[] = {self, g->loop_hints[0], g->loop_hints[1]};
-    LLVMMetadataRef id = LLVMMDNodeInContext2(g->ctx, ops, 3);
-    LLVMMetadataReplaceAllUsesWith(self, id);  /* also frees the temporary */
-    LLVMSetMetadata(br, g->md_loop, LLVMMetadataAsValue(g->ctx, id));
-}
-
-static void loop_end(gen *g, loop *l) {
-    LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
-    LLVMValueRef next = add(g, l->iv, l->step_value ? l->step_value : k64(g, l->step));
-    hint_loop(g, LLVMBuildBr(g->b, l->head));
-    LLVMAddIncoming(l->iv, &next, &latch, 1);
-    LLVMPositionBuilderAtEnd(g->b, l->exit);
-}
-
-/* ---- functions -------------------------------------------------------------------- */
-
-static void add_attr(gen *g, LLVMAttributeIndex idx, const char *name) {
-    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
-    LLVMAddAttributeAtIndex(g->fn, idx, LLVMCreateEnumAttribute(g->ctx, kind, 0));
-}
-
-/* Starts the internal function `void name(params…)` in g (with a fresh builder at its
- * entry), or returns false when the module already has it (*existing set). Pointer
- * parameters are noalias: no two operands of a GEMM overlap. */
-static bool function_begin(gen *g, const char *name, unsigned n, const LLVMTypeRef *params,
-                           const char *const *names, LLVMValueRef *existing) {
-    *existing = LLVMGetNamedFunction(g->mod, name);
-    if (*existing) return false;
-    g->fn = LLVMAddFunction(g->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), (LLVMTypeRef *)params, n, 0));
-    LLVMSetLinkage(g->fn, LLVMInternalLinkage);
-    add_attr(g, LLVMAttributeFunctionIndex, "nounwind");
-    add_attr(g, LLVMAttributeFunctionIndex, "noinline");  /* units compiled once, shared */
-    for (unsigned i = 0; i < n; i++) {
-        LLVMSetValueName2(LLVMGetParam(g->fn, i), names[i], strlen(names[i]));
-        if (params[i] != g->ptr) continue;
-        add_attr(g, i + 1, "noalias");
-        add_attr(g, i + 1, "nocapture");
-    }
-    kiln_target_tag_function(g->target, g->fn);
-    g->b = LLVMCreateBuilderInContext(g->ctx);
-    LLVMPositionBuilderAtEnd(g->b, block(g, "entry"));
-    return true;
-}
-
-static LLVMValueRef function_end(gen *g) {
-    LLVMBuildRetVoid(g->b);
-    LLVMDisposeBuilder(g->b);
-    g->b = NULL;
-    return g->fn;
-}
-
-static LLVMValueRef param(gen *g, unsigned i) { return LLVMGetParam(g->fn, i); }
 
 /* ---- packing ----------------------------------------------------------------------- */
 
@@ -694,11 +472,11 @@ static LLVMValueRef tile_function(gen g) {
 
 /* ---- epilogue ---------------------------------------------------------------------- */
 
-static bool has_scale(const kiln_gemm_epilogue *e) { return e->scale != 0 && e->scale != 1; }
+bool gemm_has_scale(const kiln_gemm_epilogue *e) { return e->scale != 0 && e->scale != 1; }
 
 /* An epilogue that changes nothing: the plain GEMM, today's functions exactly. */
 static bool epi_trivial(const kiln_gemm_epilogue *e) {
-    return !e || (!e->accumulate && !has_scale(e) && !e->bias && !e->pre_out && e->act == KILN_GEMM_ACT_NONE &&
+    return !e || (!e->accumulate && !gemm_has_scale(e) && !e->bias && !e->pre_out && e->act == KILN_GEMM_ACT_NONE &&
                   !e->residual);
 }
 
@@ -707,8 +485,8 @@ static const char *const act_name[] = {"", "relu", "gelu", "gelu_tanh", "silu"};
 /* "_e" + a letter per step present + the activation: the part of a function's name that
  * tells epilogues apart ("_ebr_gelu_tanh": bias, residual, gelu_tanh). The scale's value
  * and the strides are arguments of the shared functions, so they are not in it. */
-static void epi_code(const kiln_gemm_epilogue *e, char *buf, size_t size) {
-    snprintf(buf, size, "_e%s%s%s%s%s%s%s", e->accumulate ? "a" : "", has_scale(e) ? "s" : "", e->bias ? "b" : "",
+void gemm_epi_code(const kiln_gemm_epilogue *e, char *buf, size_t size) {
+    snprintf(buf, size, "_e%s%s%s%s%s%s%s", e->accumulate ? "a" : "", gemm_has_scale(e) ? "s" : "", e->bias ? "b" : "",
              e->pre_out ? "p" : "", e->residual ? "r" : "", e->act ? "_" : "", act_name[e->act]);
 }
 
@@ -752,11 +530,6 @@ static LLVMValueRef epi_activation(kiln_cg *cg, kiln_gemm_act act, LLVMValueRef 
     return x;
 }
 
-/* Where the epilogue of one tile reads and writes: each pointer at the tile's first
- * element (NULL when its step is absent). */
-typedef struct epi_ptrs {
-    LLVMValueRef c, ldc, bias, p, ldp, r, ldr, scale;  /* scale: a double */
-} epi_ptrs;
 
 /* Vector `off` of a tile's row at base: a plain access, or one under `mask` (see
  * write_tile: a masked tile clamps the rows past its end to a valid one, all lanes off). */
@@ -772,13 +545,13 @@ static void row_store(gen *g, LLVMValueRef x, LLVMValueRef base, LLVMValueRef of
  * and the store into C. Each step is a separate instruction without fast-math flags
  * (the activation aside, see epi_activation), so nothing contracts across steps. masked
  * as in write_tile. */
-static void write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
+void gemm_write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
                            LLVMValueRef rows, LLVMValueRef cols, bool masked) {
     const int w = g->t.w;
     kiln_cg cg = *g->cg;
     cg.b = g->b;
     LLVMValueRef colmask[NV] = {0}, none = LLVMConstNull(g->vmask), bias[NV] = {0};
-    LLVMValueRef scale = has_scale(e) ? splat(g, at_->scale, g->vd) : NULL;
+    LLVMValueRef scale = gemm_has_scale(e) ? splat(g, at_->scale, g->vd) : NULL;
     for (int v = 0; v < NV; v++) {
         if (masked) colmask[v] = lanes_below(g, sub(g, cols, k64(g, v * w)));
         if (!e->bias) continue;
@@ -840,7 +613,7 @@ static void epi_prefetch(gen *g, const void *ctx) {
 static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
     char name[96], code[48];
-    epi_code(e, code, sizeof code);
+    gemm_epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s", w, mr, nr, code);
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
     LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
@@ -899,7 +672,7 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
                 LLVMAddIncoming(v[r][c], &sum[r][c], &bfirst, 1);
                 LLVMAddIncoming(v[r][c], &later[r][c], &later_end, 1);
             }
-        write_epilogue(&g, e, v, &out, rows, cols, masked);
+        gemm_write_epilogue(&g, e, v, &out, rows, cols, masked);
         LLVMBuildBr(g.b, end);
     }
     LLVMPositionBuilderAtEnd(g.b, bmore);
@@ -1029,7 +802,7 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * "pad"), and the nest reads its blocks there instead of packing them ("_sa", "_sb"). */
 static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
     char name[96], code[48] = "";
-    if (e) epi_code(e, code, sizeof code);
+    if (e) gemm_epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
              sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "");
     LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g);
@@ -1123,240 +896,6 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     return function_end(&g);
 }
 
-/* ---- small m ---------------------------------------------------------------------- */
-
-/* With a few rows (batch-1 decoding: m = 1), packing is pure overhead: the A sliver
- * would be mostly padding and B is read once anyway. small_function streams op(B)'s rows
- * instead, B plain only (rows of B are then contiguous along n). */
-enum { SMALL_M_MAX = 8 };
-
-static bool use_small(gemm_tile t, const kiln_gemm_shape *s) {
-    return s->m >= 1 && s->m <= SMALL_M_MAX && s->m <= t.mr && !(s->trans_a && s->trans_b) && s->n > 0 && s->k > 0;
-}
-
-/* B transposed (x·Wᵀ, every linear layer's product): op(B)'s columns are B's rows, so a
- * column's sums are dot products of contiguous rows. The k loop runs over the whole of k
- * (one block: B's rows stream through once), vectorised along k, G columns of B at a time
- * (G·m accumulators: enough independent chains, few enough registers); each column's W
- * lane sums are added by a fixed tree, so the result does not depend on which thread owns
- * the column. (Not the general path's bits: its sums run along k per lane of C.) */
-static int small_t_group(int m) { return m <= 1 ? 8 : m <= 4 ? 4 : 2; }
-
-/* The sum of v's lanes: halves added until one lane is left (a fixed order). */
-static LLVMValueRef hsum(gen *g, LLVMValueRef v, int w) {
-    for (int half = w / 2; half >= 1; half /= 2) {
-        LLVMValueRef lo[16], hi[16];
-        for (int i = 0; i < half; i++) lo[i] = LLVMConstInt(g->i32, (unsigned)i, 0), hi[i] = LLVMConstInt(g->i32, (unsigned)(half + i), 0);
-        LLVMValueRef a = LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(lo, (unsigned)half), "");
-        LLVMValueRef b = LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(LLVMTypeOf(v)), LLVMConstVector(hi, (unsigned)half), "");
-        v = LLVMBuildFAdd(g->b, a, b, "");
-    }
-    return LLVMBuildExtractElement(g->b, v, LLVMConstInt(g->i32, 0, 0), "");
-}
-
-/* B transposed: the sums of rows 0..m of A (plain) with op(B)'s columns j..j+NR over
- * depths [q0, qend), as sum[r][v] (see small_t_group). Columns past n read row n − 1
- * again (their lanes are never stored); tmp holds m×NR floats. */
-static void small_t_block(gen *g, int m, LLVMValueRef a, LLVMValueRef b, LLVMValueRef lda, LLVMValueRef ldb,
-                          LLVMValueRef n, LLVMValueRef j, LLVMValueRef q0, LLVMValueRef qend, LLVMValueRef tmp,
-                          LLVMValueRef sum[][NV]) {
-    const int w = g->t.w, nr = g->t.nr, G = small_t_group(m);
-    LLVMValueRef zero = LLVMConstNull(g->vf);
-    loop lg = loop_begin(g, k64(g, 0), k64(g, nr), G, "jj");
-    LLVMValueRef brow[8], arow[SMALL_M_MAX];
-    for (int c = 0; c < G; c++) {
-        LLVMValueRef col = smin(g, add(g, j, add(g, lg.iv, k64(g, c))), sub(g, n, k64(g, 1)));
-        brow[c] = at(g, b, mul(g, col, ldb));
-    }
-    for (int r = 0; r < m; r++) arow[r] = at(g, a, mul(g, k64(g, r), lda));
-    LLVMValueRef acc[SMALL_M_MAX][8], next[SMALL_M_MAX][8];
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b), body = block(g, "tq"), done = block(g, "tq.done");
-    LLVMBuildBr(g->b, body);
-    LLVMPositionBuilderAtEnd(g->b, body);
-    LLVMValueRef q = LLVMBuildPhi(g->b, g->i64, "q");
-    for (int r = 0; r < m; r++)
-        for (int c = 0; c < G; c++) acc[r][c] = LLVMBuildPhi(g->b, g->vf, "acc");
-    LLVMValueRef mask = lanes_below(g, sub(g, qend, q)), bv[8], av[SMALL_M_MAX];
-    for (int c = 0; c < G; c++) bv[c] = masked_load(g, at_any(g, brow[c], q), mask);
-    for (int r = 0; r < m; r++) av[r] = masked_load(g, at_any(g, arow[r], q), mask);
-    for (int r = 0; r < m; r++)
-        for (int c = 0; c < G; c++) {
-            LLVMValueRef args[] = {av[r], bv[c], acc[r][c]};
-            next[r][c] = LLVMBuildCall2(g->b, g->fma_ty, g->fma, args, 3, "");
-        }
-    LLVMValueRef q1 = add(g, q, k64(g, w));
-    hint_loop(g, LLVMBuildCondBr(g->b, lt(g, q1, qend), body, done));
-    LLVMAddIncoming(q, &q0, &pre, 1);
-    LLVMAddIncoming(q, &q1, &body, 1);
-    for (int r = 0; r < m; r++)
-        for (int c = 0; c < G; c++) {
-            LLVMAddIncoming(acc[r][c], &zero, &pre, 1);
-            LLVMAddIncoming(acc[r][c], &next[r][c], &body, 1);
-        }
-    LLVMPositionBuilderAtEnd(g->b, done);
-    for (int r = 0; r < m; r++)
-        for (int c = 0; c < G; c++) {
-            LLVMValueRef idx = add(g, k64(g, r * nr + c), lg.iv);
-            store_aligned(g, hsum(g, next[r][c], w), at(g, tmp, idx), 4);
-        }
-    loop_end(g, &lg);
-    for (int r = 0; r < m; r++)
-        for (int v = 0; v < NV; v++) sum[r][v] = load_aligned(g, g->vf, at(g, tmp, k64(g, r * nr + v * w)), 4);
-}
-
-/*   void kiln_gemm_small_wW_mM_T[_eCODE](const float *a, const float *b, float *c, i64 n,
- *        i64 k, i64 lda, i64 ldb, i64 ldc, i64 kc, float *x, i64 ldx, const float *bias,
- *        float *p, i64 ldp, const float *r, i64 ldr, double scale, i64 j0, i64 j1)
- * C[0..M)[j0..j1) of an M-row product (T: A plain or transposed), k ≥ 1. For each k block
- * (the general path's kc), for each NR columns: M×2 accumulators in registers, fed at
- * each depth q by the NR floats of B's row q (masked past n) and the M elements of
- * op(A)'s column q, broadcast; then, like the general path's tiles, the block's sums
- * are stored into X (C, or the partial sums x with accumulate), added to what the earlier
- * blocks left there, and on the last block the epilogue (e, or none) goes to C. So every
- * element gets the general path's bits. The k blocks are the outer loop so that a block
- * of B's rows stays in cache (and its pages in the TLB) while its columns are swept. */
-static LLVMValueRef small_function(gen g, int m, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e) {
-    const int w = g.t.w, nr = g.t.nr;
-    char name[96], code[48] = "";
-    if (e) epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_small_w%d_m%d_%c%c%s", w, m, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code);
-    LLVMTypeRef i64 = g.i64, ptr = g.ptr;
-    LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, ptr,  i64,
-                            ptr, ptr, i64, ptr, i64, g.f64, i64, i64};
-    static const char *const names[] = {"a", "b",    "c", "n",   "k", "lda", "ldb",   "ldc", "kc", "x",
-                                        "ldx", "bias", "p", "ldp", "r", "ldr", "scale", "j0",  "j1"};
-    LLVMValueRef fn;
-    if (!function_begin(&g, name, 19, params, names, &fn)) return fn;
-    g.t.mr = m;  /* write_epilogue emits the rows there are, no more */
-    add_attr(&g, 1, "readonly");
-    add_attr(&g, 2, "readonly");
-    add_attr(&g, 12, "readonly");
-    add_attr(&g, 15, "readonly");
-    LLVMValueRef a = param(&g, 0), b = param(&g, 1), c = param(&g, 2), n = param(&g, 3), k = param(&g, 4);
-    LLVMValueRef lda = param(&g, 5), ldb = param(&g, 6), ldc = param(&g, 7), kc_max = param(&g, 8);
-    /* the partial sums: x with accumulate, else C (never both: they are noalias) */
-    bool acc_x = e && e->accumulate;
-    LLVMValueRef x = acc_x ? param(&g, 9) : c, ldx = acc_x ? param(&g, 10) : ldc;
-    LLVMValueRef zero = LLVMConstNull(g.vf), none = LLVMConstNull(g.vmask), tmp = NULL;
-    if (trans_b) { /* the columns' sums, m×NR floats (in the entry block: one slot) */
-        tmp = LLVMBuildAlloca(g.b, LLVMArrayType2(g.f32, (uint64_t)(SMALL_M_MAX * NR_MAX)), "sums");
-        LLVMSetAlignment(tmp, 64);
-    }
-
-    loop lp = loop_begin(&g, k64(&g, 0), k, 1, "p");
-    lp.step_value = kc_max;
-    LLVMValueRef qend = add(&g, lp.iv, smin(&g, kc_max, sub(&g, k, lp.iv)));
-    LLVMValueRef first = LLVMBuildICmp(g.b, LLVMIntEQ, lp.iv, k64(&g, 0), "");
-    LLVMValueRef last = LLVMBuildICmp(g.b, LLVMIntSGE, qend, k, "");
-
-    loop lj = loop_begin(&g, param(&g, 17), param(&g, 18), nr, "j");
-    LLVMValueRef j = lj.iv, cols = sub(&g, n, j), colmask[NV];
-    for (int v = 0; v < NV; v++) colmask[v] = lanes_below(&g, sub(&g, cols, k64(&g, v * w)));
-    LLVMValueRef bcol = at(&g, b, j);
-
-    /* the block's k loop (runs at least once: p < k) */
-    LLVMValueRef acc[SMALL_M_MAX][NV], sum[SMALL_M_MAX][NV];
-    if (trans_b) {
-        small_t_block(&g, m, a, b, lda, ldb, n, j, lp.iv, qend, tmp, sum);
-        goto sums;
-    }
-    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g.b), body = block(&g, "q"), done = block(&g, "q.done");
-    LLVMBuildBr(g.b, body);
-    LLVMPositionBuilderAtEnd(g.b, body);
-    LLVMValueRef q = LLVMBuildPhi(g.b, g.i64, "q");
-    for (int r = 0; r < m; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = LLVMBuildPhi(g.b, g.vf, "acc");
-    LLVMValueRef brow = at(&g, bcol, mul(&g, q, ldb)), bv[NV];
-    for (int v = 0; v < NV; v++) bv[v] = masked_load(&g, at_any(&g, brow, k64(&g, v * w)), colmask[v]);
-    for (int r = 0; r < m; r++) {  /* op(A)(r, q) = a[r·lda + q], or a[q·lda + r] */
-        LLVMValueRef idx = trans_a ? add(&g, mul(&g, q, lda), k64(&g, r)) : add(&g, mul(&g, k64(&g, r), lda), q);
-        LLVMValueRef av = splat(&g, load_aligned(&g, g.f32, at(&g, a, idx), 4), g.vf);
-        for (int v = 0; v < NV; v++) {
-            LLVMValueRef args[] = {av, bv[v], acc[r][v]};
-            sum[r][v] = LLVMBuildCall2(g.b, g.fma_ty, g.fma, args, 3, "");
-        }
-    }
-    LLVMValueRef q1 = add(&g, q, k64(&g, 1));
-    hint_loop(&g, LLVMBuildCondBr(g.b, lt(&g, q1, qend), body, done));
-    LLVMAddIncoming(q, &lp.iv, &pre, 1);
-    LLVMAddIncoming(q, &q1, &body, 1);
-    for (int r = 0; r < m; r++)
-        for (int v = 0; v < NV; v++) {
-            LLVMAddIncoming(acc[r][v], &zero, &pre, 1);
-            LLVMAddIncoming(acc[r][v], &sum[r][v], &body, 1);
-        }
-    LLVMPositionBuilderAtEnd(g.b, done);
-sums:;
-    /* v = the block's sums, + what the earlier blocks left in X (as write_tile adds; x is
-     * NULL when there is a single block, so no inbounds promise: the load's mask is off) */
-    LLVMValueRef val[SMALL_M_MAX][NV];
-    for (int r = 0; r < m; r++) {
-        LLVMValueRef xrow = at_any(&g, at_any(&g, x, j), mul(&g, k64(&g, r), ldx));
-        for (int v = 0; v < NV; v++) {
-            LLVMValueRef mask = LLVMBuildSelect(g.b, first, none, colmask[v], "");
-            LLVMValueRef old = masked_load(&g, at_any(&g, xrow, k64(&g, v * w)), mask);
-            val[r][v] = LLVMBuildSelect(g.b, first, sum[r][v], LLVMBuildFAdd(g.b, sum[r][v], old, ""), "");
-        }
-    }
-    LLVMBasicBlockRef bnext = block(&g, "j.next");
-    if (e) {  /* the last block: the epilogue, into C */
-        LLVMBasicBlockRef blast = block(&g, "last"), bmore = block(&g, "more");
-        branch(&g, last, blast, bmore);
-        LLVMValueRef null = LLVMConstPointerNull(g.ptr);
-        epi_ptrs out = {at(&g, c, j), ldc, e->bias ? at(&g, param(&g, 11), j) : null,
-                        e->pre_out ? at(&g, param(&g, 12), j) : null, param(&g, 13),
-                        e->residual ? at(&g, param(&g, 14), j) : null, param(&g, 15), param(&g, 16)};
-        write_epilogue(&g, e, val, &out, k64(&g, m), cols, true);
-        LLVMBuildBr(g.b, bnext);
-        LLVMPositionBuilderAtEnd(g.b, bmore);
-    }
-    for (int r = 0; r < m; r++) {
-        LLVMValueRef xrow = at(&g, at(&g, x, j), mul(&g, k64(&g, r), ldx));
-        for (int v = 0; v < NV; v++) masked_store(&g, val[r][v], at_any(&g, xrow, k64(&g, v * w)), colmask[v]);
-    }
-    LLVMBuildBr(g.b, bnext);
-    LLVMPositionBuilderAtEnd(g.b, bnext);
-    loop_end(&g, &lj);
-    loop_end(&g, &lp);
-    return function_end(&g);
-}
-
-/* The small kernel's 19 arguments for columns [j0, j1); ptrs = {a, b, c, scratch, bias,
- * p, r}, the partial sums (accumulate over several k blocks) at the start of scratch. */
-static void small_args(gen *g, LLVMValueRef *args, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
-                       const LLVMValueRef *ptrs, LLVMValueRef j0, LLVMValueRef j1) {
-    int64_t kc = s->trans_b ? s->k : blocks_for(g->t, s).kc; /* B transposed: one block (small_t_group) */
-    LLVMValueRef x = e && e->accumulate && s->k > kc ? ptrs[3] : LLVMConstPointerNull(g->ptr);
-    LLVMValueRef list[] = {ptrs[0], ptrs[1], ptrs[2], k64(g, s->n), k64(g, s->k), k64(g, s->lda), k64(g, s->ldb),
-                           k64(g, s->ldc), k64(g, kc), x, k64(g, s->n), ptrs[4], ptrs[5],
-                           k64(g, e && e->pre_out ? e->ldp : 0), ptrs[6], k64(g, e && e->residual ? e->ldr : 0),
-                           LLVMConstReal(g->f64, e && has_scale(e) ? e->scale : 1.0), j0, j1};
-    memcpy(args, list, sizeof list);
-}
-
-/*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch, bias, p, r}
- * the small kernel on the columns of parts [begin, end) (split_for: along n). */
-static LLVMValueRef small_part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
-                                        const char *gemm_name, LLVMValueRef small) {
-    char name[320];
-    snprintf(name, sizeof name, "%s.part", gemm_name);
-    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
-    static const char *const names[] = {"ctx", "begin", "end"};
-    LLVMValueRef fn;
-    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
-    gemm_split sp = split_for(g.t, s);
-    assert(!sp.on_m);
-    LLVMValueRef ctx = param(&g, 0), v[7];
-    for (int i = 0; i < 7; i++)
-        v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    LLVMValueRef j0 = mul(&g, param(&g, 1), k64(&g, sp.lanes));
-    LLVMValueRef j1 = smin(&g, mul(&g, param(&g, 2), k64(&g, sp.lanes)), k64(&g, s->n));
-    LLVMValueRef args[19];
-    small_args(&g, args, s, e, v, j0, j1);
-    call(&g, small, args, 19);
-    return function_end(&g);
-}
-
 /* ---- one product ------------------------------------------------------------------- */
 
 /* k = 0: C is the m×n zero matrix. */
@@ -1412,15 +951,28 @@ static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm
         k64(g, e->pre_out ? e->ldp : 0),
         e->residual ? r : null,
         k64(g, e->residual ? e->ldr : 0),
-        LLVMConstReal(g->f64, has_scale(e) ? e->scale : 1.0),
+        LLVMConstReal(g->f64, gemm_has_scale(e) ? e->scale : 1.0),
     };
 }
 
+/* How many parts a product is cut into at run time (see "Threads"): one per thread of the
+ * pool (kiln_threads_get, read by the caller and again by each part: kiln_threads_set
+ * never runs during a kiln_parallel_for), at most sp.parts (the scratch slots). */
+static LLVMValueRef part_count(gen *g, gemm_split sp) {
+    LLVMTypeRef ty = LLVMFunctionType(g->i32, NULL, 0, 0);
+    LLVMValueRef fn = LLVMGetNamedFunction(g->mod, "kiln_threads_get");
+    if (!fn) fn = LLVMAddFunction(g->mod, "kiln_threads_get", ty);
+    LLVMValueRef n = LLVMBuildSExt(g->b, LLVMBuildCall2(g->b, ty, fn, NULL, 0, ""), g->i64, "");
+    n = smin(g, n, k64(g, sp.parts));
+    return LLVMBuildSelect(g->b, lt(g, n, k64(g, 1)), k64(g, 1), n, "");
+}
+
 /*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch}
- * parts [begin, end) of the split: one call of the loop nest on the rows (columns) they
- * cover, i.e. on A (B) and C moved to the first of them, packing into scratch slot
- * `begin`. The chunks of concurrent calls are disjoint, so their first parts, and slots,
- * differ; the slot has room for the whole shape's blocks, whatever the chunk's size.
+ * parts [begin, end) of part_count's parts: one call of the loop nest on the tiles they
+ * cover (tiles·begin/count up to tiles·end/count), i.e. on A (B) and C moved to the first
+ * of their rows (columns), packing into scratch slot `begin`. The chunks of concurrent
+ * calls are disjoint, so their first parts, and slots, differ; the slot has room for the
+ * whole shape's blocks, whatever the chunk's size.
  * With an epilogue ctx = {a, b, c, scratch, bias, p, r}, and P, R, the partial sums (and
  * bias, when the split is along n) move with C. */
 static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *gemm_name,
@@ -1432,12 +984,16 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     LLVMValueRef fn;
     if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
-    gemm_split sp = split_for(g.t, s);
+    gemm_split sp = gemm_split_for(g.t, s);
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[7];
     for (int i = 0; i < (e ? 7 : 4); i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    LLVMValueRef first = mul(&g, begin, k64(&g, sp.lanes));
-    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, end, k64(&g, sp.lanes)), k64(&g, sp.on_m ? s->m : s->n)), first);
+    /* items [begin, end) of `count` (part_count: the caller's count) → whole tiles */
+    int64_t unit = sp.on_m ? g.t.mr : g.t.nr, dim = sp.on_m ? s->m : s->n, tiles = (dim + unit - 1) / unit;
+    LLVMValueRef count = part_count(&g, sp), t = k64(&g, tiles);
+    LLVMValueRef t0 = LLVMBuildSDiv(g.b, mul(&g, begin, t), count, ""), t1 = LLVMBuildSDiv(g.b, mul(&g, end, t), count, "");
+    LLVMValueRef first = mul(&g, t0, k64(&g, unit));
+    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, t1, k64(&g, unit)), k64(&g, dim)), first);
     LLVMValueRef a = v[0], b = v[1], c = v[2], m = k64(&g, s->m), n = k64(&g, s->n);
     epi_args ea = e ? shape_epi_args(&g, s, e, v[3], v[4], v[5], v[6]) : (epi_args){0};
     LLVMValueRef zero = k64(&g, 0);
@@ -1506,51 +1062,19 @@ static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const 
     return function_end(&g);
 }
 
-/* kiln_parallel_for(part, ctx, parts) */
-static void parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
+
+/* kiln_parallel_for(part, ctx, n) for an i64 value n, and for a constant */
+static void parallel_for_n(gen *g, LLVMValueRef part, LLVMValueRef ctx, LLVMValueRef n) {
     LLVMTypeRef pf_params[] = {g->ptr, g->ptr, g->i64};
     LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pf_params, 3, 0);
     LLVMValueRef pf = LLVMGetNamedFunction(g->mod, "kiln_parallel_for");
     if (!pf) pf = LLVMAddFunction(g->mod, "kiln_parallel_for", pf_ty);
-    LLVMValueRef args[] = {part, ctx, k64(g, parts)};
+    LLVMValueRef args[] = {part, ctx, n};
     LLVMBuildCall2(g->b, pf_ty, pf, args, 3, "");
 }
 
-/* The shape's function void NAME(a, b, c, scratch, [bias], [p], [r]) on the small-m path:
- * the small kernel over all columns, or over parts of them on the thread pool. */
-static LLVMValueRef small_gemm(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *name) {
-    LLVMValueRef small = small_function(g, (int)s->m, s->trans_a, s->trans_b, e);  /* own builder */
-    gemm_split sp = split_for(g.t, s);
-    LLVMValueRef part = sp.parts > 1 ? small_part_function(g, s, e, name, small) : NULL;
-    LLVMTypeRef params[7] = {g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr};
-    const char *names[7] = {"a", "b", "c", "scratch"};
-    unsigned n_params = 4, at_bias = 0, at_p = 0, at_r = 0;
-    if (e && e->bias) at_bias = n_params, names[n_params++] = "bias";
-    if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
-    if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
-    LLVMValueRef fn;
-    function_begin(&g, name, n_params, params, names, &fn);
-    add_attr(&g, 1, "readonly");
-    add_attr(&g, 2, "readonly");
-    if (at_bias) add_attr(&g, at_bias + 1, "readonly");
-    if (at_r) add_attr(&g, at_r + 1, "readonly");
-    LLVMValueRef null = LLVMConstPointerNull(g.ptr);
-    LLVMValueRef ptrs[7] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), at_bias ? param(&g, at_bias) : null,
-                            at_p ? param(&g, at_p) : null, at_r ? param(&g, at_r) : null};
-    if (part) {
-        LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, 7);
-        LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
-        for (unsigned i = 0; i < 7; i++) {
-            LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
-            LLVMBuildStore(g.b, ptrs[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
-        }
-        parallel_for_call(&g, part, ctx, sp.parts);
-    } else {
-        LLVMValueRef args[19];
-        small_args(&g, args, s, e, ptrs, k64(&g, 0), k64(&g, s->n));
-        call(&g, small, args, 19);
-    }
-    return function_end(&g);
+void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
+    parallel_for_n(g, part, ctx, k64(g, parts));
 }
 
 LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) { return kiln_cg_gemm_epi(cg, s, NULL); }
@@ -1569,20 +1093,20 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
                        s->trans_b ? 't' : 'n', s->lda, s->ldb, s->ldc);
     if (e) {  /* the epilogue's steps, strides and scale (as its bits) */
         char code[48];
-        epi_code(e, code, sizeof code);
+        gemm_epi_code(e, code, sizeof code);
         uint64_t bits;
         memcpy(&bits, &e->scale, sizeof bits);
         len += snprintf(name + len, sizeof name - (size_t)len, "%s", code);
         if (e->pre_out) len += snprintf(name + len, sizeof name - (size_t)len, "_ldp%" PRId64, e->ldp);
         if (e->residual) len += snprintf(name + len, sizeof name - (size_t)len, "_ldr%" PRId64, e->ldr);
-        if (has_scale(e)) len += snprintf(name + len, sizeof name - (size_t)len, "_s%016" PRIx64, bits);
+        if (gemm_has_scale(e)) len += snprintf(name + len, sizeof name - (size_t)len, "_s%016" PRIx64, bits);
     }
     assert(len < (int)sizeof name);
     LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
     if (existing) return existing;
 
     gen g = gen_init(cg);
-    if (use_small(g.t, s)) return small_gemm(g, s, e, name);
+    if (gemm_use_small(g.t, s)) return gemm_small(g, s, e, name);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
     gemm_shared sh = shared_for(g.t, s);
     LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
@@ -1598,7 +1122,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
     if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
-    gemm_split sp = split_for(g.t, s);
+    gemm_split sp = gemm_split_for(g.t, s);
     LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
     LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name) : NULL;
     function_begin(&g, name, n_params, params, names, &existing);
@@ -1621,8 +1145,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
             LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
         }
         if (pack)  /* the shared operand, once, by slivers */
-            parallel_for_call(&g, pack, ctx, sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr);
-        parallel_for_call(&g, part, ctx, sp.parts);
+            gemm_parallel_for_call(&g, pack, ctx, sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr);
+        parallel_for_n(&g, part, ctx, part_count(&g, sp));
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
         LLVMValueRef args[21] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),

@@ -358,8 +358,10 @@ void *kiln_jit_define_runtime(void *jit_ref)
          {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_parallel_for, flags}},
         {LLVMOrcLLJITMangleAndIntern(jit, "kiln_profile_mark"),
          {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_profile_mark, flags}},
+        {LLVMOrcLLJITMangleAndIntern(jit, "kiln_threads_get"),  /* GEMM parts per thread */
+         {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_threads_get, flags}},
     };
-    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(syms, 2));
+    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(syms, 3));
 }
 
 /* perf: with KILN_PERF=1 (not "0" or empty), objects are linked by RuntimeDyld with LLVM's

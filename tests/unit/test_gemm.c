@@ -372,9 +372,10 @@ static void test_targets_agree(void **state) {
     free(scratch);
 }
 
-/* Products big enough to be split across threads give the same bits for 1, 2 and 3
- * threads: parts along m and along n, all four transposes, padded strides, partial last
- * parts and tiles. */
+/* Products big enough to be split across threads give the same bits for 1, 2, 3, 5 and
+ * 8 threads (one part per thread, tiles shared out unevenly when they do not divide, and
+ * fewer parts than threads when the tiles run out): parts along m and along n, all four
+ * transposes, padded strides, partial last parts and tiles. */
 static void test_threads_bit_identical(void **state) {
     static const kiln_gemm_shape shapes[] = {
         {300, 200, 150, false, false, 150, 200, 200},   /* split along m */
@@ -393,8 +394,9 @@ static void test_threads_bit_identical(void **state) {
         memset(want, 0, sizeof(float) * (size_t)nc);
         assert_int_equal(kiln_threads_set(1), 0);
         fn(a, b, want, scratch);
-        for (int threads = 2; threads <= 3; threads++) {
-            assert_int_equal(kiln_threads_set(threads), 0);
+        static const int thread_counts[] = {2, 3, 5, 8};
+        for (size_t ti = 0; ti < sizeof thread_counts / sizeof thread_counts[0]; ti++) {
+            assert_int_equal(kiln_threads_set(thread_counts[ti]), 0);
             memset(got, 0, sizeof(float) * (size_t)nc);
             fn(a, b, got, scratch);
             assert_memory_equal(want, got, sizeof(float) * (size_t)nc);

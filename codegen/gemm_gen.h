@@ -1,0 +1,255 @@
+/* gemm_gen.h — private to gemm.c and gemm_small.c: the GEMM emitter's state, blocking
+ * and the small IR builders both files use (static inline: each is a line or two), and
+ * the few functions of gemm.c the small-m path calls. See gemm.c's comment. */
+#ifndef KILN_GEMM_GEN_H
+#define KILN_GEMM_GEN_H
+
+#include <assert.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include <llvm-c/DebugInfo.h> /* LLVMTemporaryMDNode: loop hints */
+
+#include "lower.h" /* cg_fadd, cg_fmul, cg_intrinsic1: the epilogue's arithmetic */
+
+enum { GEMM_KC = 384, GEMM_MC = 960, GEMM_NC = 320 };
+
+/* The register tile for a vector width. */
+typedef struct gemm_tile {
+    int w;       /* floats per vector */
+    int mr, nr;  /* rows of A broadcast per step × columns of B (= 2 vectors) */
+} gemm_tile;
+
+enum { MR_MAX = 12, NV = 2, NR_MAX = 32 };  /* NV: vectors per tile row */
+
+static inline gemm_tile tile_for(const kiln_target *t) {
+    if (t->vector_floats >= 16) return (gemm_tile){16, 12, 32};
+    if (t->vector_floats == 8) return (gemm_tile){8, 6, 16};
+    return (gemm_tile){4, 6, 8};
+}
+
+static inline int64_t round_up(int64_t x, int64_t q) { return (x + q - 1) / q * q; }
+
+/* The block sizes of one shape: as few blocks as the caps allow, of equal size rounded up
+ * to a multiple of q (so 400 = 208 + 192, not 384 + 16). Every block but the last is full. */
+typedef struct gemm_blocks {
+    int64_t mc, kc, nc;
+} gemm_blocks;
+
+static inline int64_t balanced(int64_t len, int64_t cap, int64_t q) {
+    int64_t count = (len + cap - 1) / cap;
+    return round_up((len + count - 1) / count, q);
+}
+
+/* mc and nc are rounded to whole tiles (packing pads them); kc to whole vectors, which
+ * keeps the transposing packer off its scalar tail, but never past k. */
+static inline gemm_blocks blocks_for(gemm_tile t, const kiln_gemm_shape *s) {
+    int64_t kc = balanced(s->k, GEMM_KC, t.w);
+    return (gemm_blocks){balanced(s->m, GEMM_MC, t.mr), kc < s->k ? kc : s->k, balanced(s->n, GEMM_NC, t.nr)};
+}
+
+/* How a product is split across threads (see gemm.c's "Threads"): `parts` pieces of the
+ * larger of m and n (in tiles), `lanes` rows or columns each (the last may be shorter). */
+typedef struct gemm_split {
+    bool on_m;
+    int64_t parts, lanes;
+} gemm_split;
+
+enum { GEMM_PARALLEL_MIN = 1 << 18 };  /* m·n·k: below this a hand-off costs more than it saves */
+/* On the small-m path (matrix–vector work, bound by reading B) a hand-off pays sooner:
+ * 1×384×384 reads 590 KB of B, tens of microseconds, against a few for the hand-off. */
+enum { GEMM_SMALL_PARALLEL_MIN = 1 << 16 };
+
+/* gemm.c: how a product is split across threads; whether the small-m path takes it
+ * (gemm_small.c). */
+gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s);
+bool gemm_use_small(gemm_tile t, const kiln_gemm_shape *s);
+
+/* ---- emission state and small builders ------------------------------------------- */
+
+typedef struct gen {
+    LLVMContextRef ctx;
+    LLVMModuleRef mod;
+    const kiln_target *target;
+    gemm_tile t;
+    LLVMBuilderRef b;   /* our own builder per function: the caller's cg->b keeps its place */
+    LLVMValueRef fn;    /* the function being emitted */
+    const kiln_cg *cg;  /* the caller's module, for the cg_* helpers of the epilogue */
+    LLVMTypeRef i1, i32, i64, f32, f64, ptr, vf, vd, vmask;  /* vf = <W x float>, vd = <W x double> */
+    LLVMValueRef iota;                              /* <W x i32> 0, 1, …, W-1 */
+    LLVMTypeRef fma_ty, mload_ty, mstore_ty, prefetch_ty;
+    LLVMValueRef fma, mload, mstore, prefetch;      /* llvm.fma, masked.load/.store, prefetch */
+    LLVMMetadataRef loop_hints[2];                  /* no unrolling, no vectorising */
+    unsigned md_loop;                               /* kind id of !llvm.loop */
+} gen;
+
+static inline LLVMValueRef k64(gen *g, int64_t v) { return LLVMConstInt(g->i64, (unsigned long long)v, 1); }
+static inline LLVMValueRef add(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(g->b, x, y, ""); }
+static inline LLVMValueRef sub(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWSub(g->b, x, y, ""); }
+static inline LLVMValueRef mul(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWMul(g->b, x, y, ""); }
+static inline LLVMValueRef lt(gen *g, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildICmp(g->b, LLVMIntSLT, x, y, ""); }
+static inline LLVMValueRef smin(gen *g, LLVMValueRef x, LLVMValueRef y) {
+    return LLVMBuildSelect(g->b, lt(g, x, y), x, y, "");
+}
+
+/* &base[idx] for an element that exists. */
+static inline LLVMValueRef at(gen *g, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildInBoundsGEP2(g->b, g->f32, base, &idx, 1, "");
+}
+/* &base[idx] that may point past the array: only for masked accesses and prefetches,
+ * which do not touch memory there (so no inbounds promise). */
+static inline LLVMValueRef at_any(gen *g, LLVMValueRef base, LLVMValueRef idx) {
+    return LLVMBuildGEP2(g->b, g->f32, base, &idx, 1, "");
+}
+
+static inline LLVMValueRef load_aligned(gen *g, LLVMTypeRef ty, LLVMValueRef p, unsigned align) {
+    LLVMValueRef v = LLVMBuildLoad2(g->b, ty, p, "");
+    LLVMSetAlignment(v, align);
+    return v;
+}
+static inline void store_aligned(gen *g, LLVMValueRef v, LLVMValueRef p, unsigned align) {
+    LLVMSetAlignment(LLVMBuildStore(g->b, v, p), align);
+}
+
+static inline LLVMValueRef splat(gen *g, LLVMValueRef x, LLVMTypeRef vty) {
+    LLVMValueRef v = LLVMBuildInsertElement(g->b, LLVMGetPoison(vty), x, LLVMConstInt(g->i32, 0, 0), "");
+    return LLVMBuildShuffleVector(g->b, v, LLVMGetPoison(vty), LLVMConstNull(LLVMVectorType(g->i32, (unsigned)g->t.w)),
+                                  "");
+}
+
+/* <W x i1>: lane < count, for any i64 count (negative → none, ≥ W → all). */
+static inline LLVMValueRef lanes_below(gen *g, LLVMValueRef count) {
+    LLVMValueRef n = LLVMBuildTrunc(g->b, smin(g, count, k64(g, g->t.w)), g->i32, "");
+    return LLVMBuildICmp(g->b, LLVMIntSLT, g->iota, splat(g, n, LLVMVectorType(g->i32, (unsigned)g->t.w)), "");
+}
+
+static inline LLVMValueRef masked_load(gen *g, LLVMValueRef p, LLVMValueRef mask) {
+    LLVMValueRef args[] = {p, LLVMConstInt(g->i32, 4, 0), mask, LLVMConstNull(g->vf)};
+    return LLVMBuildCall2(g->b, g->mload_ty, g->mload, args, 4, "");
+}
+static inline void masked_store(gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValueRef mask) {
+    LLVMValueRef args[] = {v, p, LLVMConstInt(g->i32, 4, 0), mask};
+    LLVMBuildCall2(g->b, g->mstore_ty, g->mstore, args, 4, "");
+}
+/* llvm.prefetch(p, write, high locality, data cache) */
+static inline void prefetch_for_write(gen *g, LLVMValueRef p) {
+    LLVMValueRef args[] = {p, LLVMConstInt(g->i32, 1, 0), LLVMConstInt(g->i32, 3, 0), LLVMConstInt(g->i32, 1, 0)};
+    LLVMBuildCall2(g->b, g->prefetch_ty, g->prefetch, args, 4, "");
+}
+
+static inline LLVMValueRef call(gen *g, LLVMValueRef fn, LLVMValueRef *args, unsigned n) {
+    return LLVMBuildCall2(g->b, LLVMGlobalGetValueType(fn), fn, args, n, "");
+}
+
+static inline LLVMBasicBlockRef block(gen *g, const char *name) {
+    return LLVMAppendBasicBlockInContext(g->ctx, g->fn, name);
+}
+
+/* if (cond) goto then_; else goto else_; — leaves the builder in then_. */
+static inline void branch(gen *g, LLVMValueRef cond, LLVMBasicBlockRef then_, LLVMBasicBlockRef else_) {
+    LLVMBuildCondBr(g->b, cond, then_, else_);
+    LLVMPositionBuilderAtEnd(g->b, then_);
+}
+
+/* for (iv = from; iv < to; iv += step): loop_begin leaves the builder in the body,
+ * loop_end closes it from wherever the body ended and continues after the loop. */
+typedef struct loop {
+    LLVMValueRef iv;
+    int64_t step;
+    LLVMValueRef step_value;  /* set after loop_begin for a step known only at run time */
+    LLVMBasicBlockRef head, exit;
+} loop;
+
+static inline loop loop_begin(gen *g, LLVMValueRef from, LLVMValueRef to, int64_t step, const char *name) {
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
+    loop l = {.step = step, .head = block(g, name)};
+    LLVMBasicBlockRef body = block(g, name);
+    l.exit = block(g, name);
+    LLVMBuildBr(g->b, l.head);
+    LLVMPositionBuilderAtEnd(g->b, l.head);
+    l.iv = LLVMBuildPhi(g->b, g->i64, name);
+    LLVMAddIncoming(l.iv, &from, &pre, 1);
+    LLVMBuildCondBr(g->b, lt(g, l.iv, to), body, l.exit);
+    LLVMPositionBuilderAtEnd(g->b, body);
+    return l;
+}
+
+/* Marks the back edge `br` of a loop "do not unroll, do not vectorise". The loops are
+ * written the way they should run; without the hints O3 fully unrolls the packing loops
+ * and peels the k blocks, which triples compile time for no speed. A loop id is a node
+ * whose first operand is itself, hence the temporary. */
+static inline void hint_loop(gen *g, LLVMValueRef br) {
+    LLVMMetadataRef self = LLVMTemporaryMDNode(g->ctx, NULL, 0);
+    LLVMMetadataRef ops[] = {self, g->loop_hints[0], g->loop_hints[1]};
+    LLVMMetadataRef id = LLVMMDNodeInContext2(g->ctx, ops, 3);
+    LLVMMetadataReplaceAllUsesWith(self, id);  /* also frees the temporary */
+    LLVMSetMetadata(br, g->md_loop, LLVMMetadataAsValue(g->ctx, id));
+}
+
+static inline void loop_end(gen *g, loop *l) {
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
+    LLVMValueRef next = add(g, l->iv, l->step_value ? l->step_value : k64(g, l->step));
+    hint_loop(g, LLVMBuildBr(g->b, l->head));
+    LLVMAddIncoming(l->iv, &next, &latch, 1);
+    LLVMPositionBuilderAtEnd(g->b, l->exit);
+}
+
+/* ---- functions -------------------------------------------------------------------- */
+
+static inline void add_attr(gen *g, LLVMAttributeIndex idx, const char *name) {
+    unsigned kind = LLVMGetEnumAttributeKindForName(name, strlen(name));
+    LLVMAddAttributeAtIndex(g->fn, idx, LLVMCreateEnumAttribute(g->ctx, kind, 0));
+}
+
+/* Starts the internal function `void name(params…)` in g (with a fresh builder at its
+ * entry), or returns false when the module already has it (*existing set). Pointer
+ * parameters are noalias: no two operands of a GEMM overlap. */
+static inline bool function_begin(gen *g, const char *name, unsigned n, const LLVMTypeRef *params,
+                           const char *const *names, LLVMValueRef *existing) {
+    *existing = LLVMGetNamedFunction(g->mod, name);
+    if (*existing) return false;
+    g->fn = LLVMAddFunction(g->mod, name, LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), (LLVMTypeRef *)params, n, 0));
+    LLVMSetLinkage(g->fn, LLVMInternalLinkage);
+    add_attr(g, LLVMAttributeFunctionIndex, "nounwind");
+    add_attr(g, LLVMAttributeFunctionIndex, "noinline");  /* units compiled once, shared */
+    for (unsigned i = 0; i < n; i++) {
+        LLVMSetValueName2(LLVMGetParam(g->fn, i), names[i], strlen(names[i]));
+        if (params[i] != g->ptr) continue;
+        add_attr(g, i + 1, "noalias");
+        add_attr(g, i + 1, "nocapture");
+    }
+    kiln_target_tag_function(g->target, g->fn);
+    g->b = LLVMCreateBuilderInContext(g->ctx);
+    LLVMPositionBuilderAtEnd(g->b, block(g, "entry"));
+    return true;
+}
+
+static inline LLVMValueRef function_end(gen *g) {
+    LLVMBuildRetVoid(g->b);
+    LLVMDisposeBuilder(g->b);
+    g->b = NULL;
+    return g->fn;
+}
+
+static inline LLVMValueRef param(gen *g, unsigned i) { return LLVMGetParam(g->fn, i); }
+
+/* ---- shared with gemm_small.c --------------------------------------------------- */
+
+/* Where the epilogue of one tile reads and writes: each pointer at the tile's first
+ * element (NULL when its step is absent). */
+typedef struct epi_ptrs {
+    LLVMValueRef c, ldc, bias, p, ldp, r, ldr, scale;  /* scale: a double */
+} epi_ptrs;
+
+/* gemm.c: an epilogue with a scale other than 1; the "_e…" part of function names;
+ * the last write of a tile with the epilogue's steps; a kiln_parallel_for call. */
+bool gemm_has_scale(const kiln_gemm_epilogue *e);
+void gemm_epi_code(const kiln_gemm_epilogue *e, char *buf, size_t size);
+void gemm_write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
+                         LLVMValueRef rows, LLVMValueRef cols, bool masked);
+void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts);
+
+/* gemm_small.c: the shape's function `name` on the small-m path (gemm_use_small). */
+LLVMValueRef gemm_small(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *name);
+
+#endif
