@@ -73,7 +73,9 @@ typedef enum kiln_kernel_kind {
     KILN_KERNEL_NODE,   /* one node, lowered by its op's own kernel */
     KILN_KERNEL_LOOP,   /* elementwise nodes of one shape in one loop nest */
     KILN_KERNEL_ATTENTION,      /* an attention, [the transpose of its result it writes directly] */
-    KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [their transposes] */
+    KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [the rotary
+                                   gradients of dq, dk (kiln_rope_grad_match)], [the transposes
+                                   of their results] */
     KILN_KERNEL_GEMM,   /* a matmul with its epilogue: [scale] [+ bias] [activation] [+ residual] */
     KILN_KERNEL_MULTI,  /* one elementwise loop [ending in a sum over every element], the same
                            for each of `parts` tensors of any sizes (the optimizer update of
@@ -100,7 +102,37 @@ typedef struct kiln_kernel_schedule {
     uint32_t *stored_as;       /* per node: KILN_NONE, or the transpose member of its kernel
                                   whose buffer holds it (an attention result written only
                                   transposed; attention_grad reads it there with strides) */
+    unsigned char *rope;       /* per node: KILN_ROPE_RESULT, a rotary rotation of q or k that
+                                  no kernel computes: the attention kernels reading it rotate
+                                  its input on load (kiln_rope_match); KILN_ROPE_INNER, one of
+                                  that rotation's inner nodes (computed by nobody); else 0 */
 } kiln_kernel_schedule;
+
+enum { KILN_ROPE_RESULT = 1, KILN_ROPE_INNER = 2 };
+
+/* A rotary position embedding as the frontend writes it with primitive ops
+ * (frontend/attention.c, apply_rope), on x (…, L, dh), dh even, h = dh/2:
+ *   y = x·cos + concat(−x[…, h:], x[…, :h])·sin
+ * with cos, sin (…, L, dh) tables whose other dims are 1 (row p = position p). Either
+ * operand order of the add and of each mul matches. kiln_rope_match says whether node y
+ * is one, and fills its pieces. */
+typedef struct kiln_rope {
+    uint32_t x, cos, sin;
+    uint32_t inner[6];         /* x·cos, rot·sin, rot (concat), −x2 (neg), x1, x2 (slices) */
+} kiln_rope;
+bool kiln_rope_match(const kiln_graph *g, uint32_t y, kiln_rope *r);
+
+/* The gradient of that rotation as autodiff writes it (grad_rules.c: mul, concat, neg,
+ * slice), from the cotangent G of y to the one of x, Rᵀ·G:
+ *   dx = G·cos + unslice(−(G·sin)[…, :h] at h:) + unslice((G·sin)[…, h:] at :h)
+ * (the three terms added in any order and nesting). kiln_rope_grad_match says whether
+ * node dx is one. An attention_grad kernel whose dq or dk result is such a G writes dx
+ * (un-rotates on store) when the tables are those its q or k is rotated with. */
+typedef struct kiln_rope_grad {
+    uint32_t G, cos, sin;
+    uint32_t inner[8];         /* G·cos, G·sin, its two slices, the neg, the two unslices, the inner add */
+} kiln_rope_grad;
+bool kiln_rope_grad_match(const kiln_graph *g, uint32_t dx, kiln_rope_grad *r);
 
 typedef struct kiln_fuse_request {
     const unsigned char *live; /* per node: computed */
