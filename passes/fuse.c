@@ -16,6 +16,13 @@
  *   a common consumer, as AdamW's m, v and p updates are). Operands from outside may
  *   broadcast into the shape. A training step's dropout stays alone (its kernel takes the
  *   step counter).
+ * - ATTENTION / ATTENTION_GRAD: a forward attention with its attention_lse, or the
+ *   attention_grad nodes of one attention, with the transposes of their results (written
+ *   in that layout); transposes that only feed attention as q, k, v or g become strided
+ *   views. A rotary embedding of q or k (kiln_rope_match) that only attention reads is
+ *   computed by nobody: the kernels rotate its x on load (`rope`), and the rotation's
+ *   gradient after dq or dk (kiln_rope_grad_match) joins the attention_grad kernel,
+ *   which writes it un-rotated.
  * What keeps a schedule valid: no group may read, from outside, a value that depends on
  * one of its own members (loop_valid walks back to check); the kernels then form an
  * acyclic graph, and order_kernels runs each after the kernels it reads from.
