@@ -310,7 +310,8 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
 
 /* ---- pipeline.c: the stages every compilation goes through ---------------------------------
  *
- * verify → live → simplify → fuse → memplan (pipeline.c explains each). What comes out
+ * verify → live → simplify → fuse → memplan (pipeline.c explains each), after the
+ * training stages (kiln_pipeline_train) when it compiles a training step. What comes out
  * is a program: the graph codegen compiles (the request's, or simplify's rebuilt one),
  * the request's ids translated into it, the kernel schedule and the memory plan. */
 
@@ -350,6 +351,42 @@ typedef struct kiln_program {
     kiln_memplan plan;
     char *dump;              /* --dump-after's text, malloc'd, or NULL */
 } kiln_program;
+
+/* The training stages, the pipeline's first part for a training step (or `run --grads`):
+ *   autodiff   (when req->loss is set) appends the gradients of the loss w.r.t. params[]
+ *              then extra_wrt[] (autodiff.c); out->grads[i] is each one's gradient node
+ *   optimizer  (when req->optim is set) appends the update of params[] (optimizer.c)
+ *              from those gradients — or from req->grads when autodiff is not asked for
+ *              (the split step's update graph reads them as state); out->optim holds the
+ *              "lr" input and the counts, the new STATE nodes are g's from
+ *              out->first_optim_node on
+ * Each stage extends g in place (the driver keeps binding inputs, parameters and states
+ * by id, and may rebuild the step after them — activation checkpointing), is followed by
+ * the verifier unless `verify` is disabled, and keeps its IR text for --dump-after
+ * (out->dump). The stages kiln_pipeline_run then applies — live, simplify, fuse,
+ * memplan — see its comment; the whole list is verify → autodiff → optimizer → live →
+ * simplify → fuse → memplan (docs/pipeline.md). */
+typedef struct kiln_train_request {
+    uint32_t loss;                       /* scalar f32 node; KILN_NONE: no autodiff stage */
+    const uint32_t *params;              /* the trained parameters (autodiff's first wrt) */
+    uint32_t n_params;
+    const uint32_t *extra_wrt;           /* more nodes to differentiate w.r.t. (f32 inputs) */
+    uint32_t n_extra_wrt;
+    const uint32_t *grads;               /* optimizer without autodiff: per parameter */
+    const kiln_optim_config *optim;      /* NULL: no optimizer stage */
+    const kiln_pipeline_options *options;
+} kiln_train_request;
+
+typedef struct kiln_train_result {
+    uint32_t n_forward;                  /* g's node count before the stages */
+    uint32_t *grads;                     /* autodiff: n_params + n_extra_wrt nodes (malloc'd) */
+    uint32_t first_optim_node;           /* the optimizer's nodes start here */
+    kiln_optim_result optim;             /* with the optimizer stage */
+    char *dump;                          /* --dump-after autodiff / optimizer text (malloc'd) */
+} kiln_train_result;
+
+bool kiln_pipeline_train(kiln_graph *g, const kiln_train_request *req, kiln_train_result *out, kiln_diags *d);
+void kiln_train_result_free(kiln_train_result *r);
 
 /* The program graph's node for the request graph's node id (KILN_NONE stays KILN_NONE). */
 uint32_t kiln_program_node(const kiln_program *p, uint32_t id);
