@@ -4,8 +4,9 @@
 # and no optimizer yet, `--dump-after optimizer` the whole step, on check, run --grads and
 # bench; a training stage without --train is a usage error. And RoPE inside the attention
 # kernels (passes/fuse.c): an attention with position "rope" is still 3 kernels forward,
-# and in its training step no slice, concat, neg or unslice of the rotation runs as a
-# kernel of its own.
+# in its training step no slice, concat, neg or unslice of the rotation runs as a kernel
+# of its own, and with attention dropout 3 training steps match the unfused step's
+# losses (about 3 s in all).
 set -euo pipefail
 kiln=$1
 src=$2
@@ -81,6 +82,30 @@ for id in $(grep -E "^%[0-9]+ = (slice|concat|neg|unslice)\(" rope.txt | sed 's/
     grep -Eq "^kernel [0-9]+ (node|loop):.* $id\*?( |$)" rope.txt && fail "rope node $id runs in a kernel of its own"
 done
 grep -Eq "^kernel [0-9]+ attention_grad:.* %[0-9]+ .*" rope.txt || fail "no attention_grad kernel"
+
+# with attention dropout too: 3 training steps give the losses of the unfused step (the
+# rotations as kernels of their own, the same dropout masks), and dropout does change them
+cat >clm.json <<'JSON'
+{"format": "kiln/1", "name": "clm", "dims": {"B": 2, "T": 40},
+ "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}, "targets": {"shape": ["B", "T"], "dtype": "i32"}},
+ "layers": [{"name": "x", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 64},
+            {"name": "a", "op": "attention", "in": "x", "heads": 4, "causal": true, "position": "rope", "dropout": 0.2},
+            {"name": "logits", "op": "linear", "in": "a", "out": 256}],
+ "outputs": ["logits"],
+ "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}],
+ "train": {"optimizer": "adamw", "lr": 1e-3},
+ "tokenizer": {"kind": "byte"}}
+JSON
+head -c 4000 "$src/README.md" >data.txt
+losses() { /usr/bin/python3 -c 'import json, sys; print(" ".join("%.5f" % json.loads(l)["loss"] for l in open(sys.argv[1])))' "$1"; }
+"$kiln" train clm.json --data data.txt --steps 3 --log fused.jsonl --save f.ckpt >/dev/null
+"$kiln" train clm.json --data data.txt --steps 3 --log unfused.jsonl --save u.ckpt --disable-pass fuse >/dev/null
+sed 's/"dropout": 0.2/"dropout": 0.0/' clm.json >nodrop.json
+"$kiln" train nodrop.json --data data.txt --steps 3 --log nodrop.jsonl --save n.ckpt >/dev/null
+echo "losses with rope and attention dropout: $(losses fused.jsonl) (fused), $(losses unfused.jsonl) (unfused), $(losses nodrop.jsonl) (no dropout)"
+[[ "$(losses fused.jsonl)" == "$(losses unfused.jsonl)" ]] ||
+    fail "rope + attention dropout: fused losses $(losses fused.jsonl) vs unfused $(losses unfused.jsonl)"
+[[ "$(losses fused.jsonl)" != "$(losses nodrop.jsonl)" ]] || fail "attention dropout changed nothing (test is stale)"
 
 if [[ $failures -gt 0 ]]; then
     echo "test_train_stages: $failures failure(s)"
