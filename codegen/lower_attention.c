@@ -209,7 +209,7 @@ static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, b
     if (G->relative) s.rel = at, at += round16(G->rel_len + B.bq);
     if (G->relative && backward && want_dscores) s.drel = at, at += round16(G->rel_len + B.bq);
     if (G->rope_q) s.qr = at, at += round16(G->dh * B.bq); /* the query block rotated, row-major */
-    if (G->rope_k) s.kr = at, at += round16(G->dh * B.bk); /* the key block rotated */
+    if (G->rope_k) s.kr = at, at += round16(G->dh * G->S); /* the item's keys rotated */
     s.qt = at, at += round16(G->dh * B.bq);
     if (backward && need_ds) s.dot = at, at += round16(G->dv * B.bq);
     s.st = at, at += round16((int64_t)B.bk * B.bq);
@@ -235,6 +235,7 @@ typedef struct ak {
     /* the part's scratch regions */
     LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy, Rel, dRel, Qr, Kr;
     LLVMValueRef qcos, qsin, kcos, ksin; /* rope tables (L, dh) */
+    LLVMValueRef kr_item, kr_done;   /* forward, rope on k: Kr's item, and its rows rotated so far */
     /* the current query block: first query, valid queries, lanes that are real queries */
     LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
     LLVMValueRef slope, qpos[NQ]; /* alibi: the head's slope, the lanes' query positions */
@@ -483,13 +484,21 @@ static void pack_queries(ak *a)
     pack_rows_transposed(a, a->Qt, a->Qr, cg_i64(a->cg, 0), G->dh, G->dh);
 }
 
-/* With rope on k: the key block at j0 rotated into Kr, every row a score tile may read
- * (min(BK, S − j0): tiles read rows past the block's last key clamped to S − 1). */
-static void rotate_keys(ak *a, LLVMValueRef j0)
+/* With rope on k, Kr (S × dh in the part's scratch) holds the current item's keys
+ * rotated: the backward rotates all S rows when an item starts; the forward, whose items
+ * are query blocks, rotates the rows [0, need) its key blocks read and keeps them for the
+ * part's next item of the same (batch…, head) — consecutive items mostly are — so each
+ * key row is rotated about once per part, not once per query block. */
+static void rotate_keys_upto(ak *a, LLVMValueRef need)
 {
-    if (!a->G->rope_k) return;
-    LLVMValueRef n = imin(a, cg_i64(a->cg, a->B.bk), sub(a, cg_i64(a->cg, a->G->S), j0));
-    rotate_rows(a, a->Kr, a->k, ATTN_K, a->kcos, a->ksin, j0, n);
+    kiln_cg *cg = a->cg;
+    LLVMValueRef same = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildLoad2(cg->b, cg->t_i64, a->kr_item, ""), a->item, "");
+    LLVMValueRef done = LLVMBuildSelect(cg->b, same, LLVMBuildLoad2(cg->b, cg->t_i64, a->kr_done, ""), cg_i64(cg, 0), "");
+    LLVMBuildStore(cg->b, a->item, a->kr_item);
+    LLVMValueRef more = LLVMBuildICmp(cg->b, LLVMIntSGT, need, done, "");
+    LLVMValueRef n = LLVMBuildSelect(cg->b, more, sub(a, need, done), cg_i64(cg, 0), "");
+    rotate_rows(a, cg_gep(cg, KILN_F32, a->Kr, mulc(a, done, a->G->dh)), a->k, ATTN_K, a->kcos, a->ksin, done, n);
+    LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, more, need, done, ""), a->kr_done);
 }
 
 /* Rows [0, n) of E floats at ptr + off + row·rs set to 0. */
@@ -631,11 +640,11 @@ static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef 
     cg_loop_begin(cg, &rg, cg_i64(cg, 0), groups(a, nk, RJ), "rows");
     LLVMValueRef r0 = mulc(a, rg.i, RJ);
     LLVMValueRef j[16], xrow[16], acc[16][NQ];
-    bool kr = xop == ATTN_K && G->rope_k; /* the rotated block (rotate_keys), rows from j0 */
+    bool kr = xop == ATTN_K && G->rope_k; /* the rotated keys (rotate_keys_upto) */
     if (kr) X = a->Kr;
     for (int r = 0; r < RJ; r++) {
         j[r] = imin(a, add(a, j0, addc(a, r0, r)), cg_i64(cg, G->S - 1));
-        xrow[r] = kr ? mulc(a, sub(a, j[r], j0), G->dh) : add(a, a->off[xop], mulc(a, j[r], xs));
+        xrow[r] = kr ? mulc(a, j[r], G->dh) : add(a, a->off[xop], mulc(a, j[r], xs));
         for (int v = 0; v < NQ; v++) acc[r][v] = vlocal(a, "acc", vconst(a, 0.0));
     }
     if (D > 0) {
@@ -922,11 +931,14 @@ static void forward_item(ak *a, LLVMValueRef item)
                     cg_i64(cg, bq * dvp * KILN_ELEM_BYTES), KILN_ELEM_BYTES);
 
     cg_loop kb;
-    LLVMValueRef j0, nk;
-    key_blocks_begin(a, &kb, key_end(a), &j0, &nk);
+    LLVMValueRef j0, nk, kend = key_end(a);
+    if (G->rope_k) { /* the key blocks' rows, whole blocks (tiles read rows clamped to S − 1) */
+        LLVMValueRef nkb = LLVMBuildUDiv(cg->b, addc(a, kend, a->B.bk - 1), cg_i64(cg, a->B.bk), "");
+        rotate_keys_upto(a, imin(a, mulc(a, nkb, a->B.bk), cg_i64(cg, G->S)));
+    }
+    key_blocks_begin(a, &kb, kend, &j0, &nk);
     cg_if live;
     if (G->has_mask) cg_if_begin(cg, &live, block_has_key(a, j0, nk));
-    rotate_keys(a, j0);
     score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
     LLVMValueRef bmax[NQ];
     for (int v = 0; v < NQ; v++) bmax[v] = vlocal(a, "bmax", vneg_inf(a));
@@ -1032,6 +1044,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     bool need_ds = want_ds(gw);
     item_offsets(a, l);
     LLVMValueRef S = cg_i64(cg, G->S), T = cg_i64(cg, G->T);
+    if (G->rope_k) rotate_rows(a, a->Kr, a->k, ATTN_K, a->kcos, a->ksin, cg_i64(cg, 0), S); /* the item's keys */
     if (gw.dk) zero_rows(a, a->dk, a->off[ATTN_DK], S, row_stride(a, ATTN_DK), G->dh);
     if (gw.dv) zero_rows(a, a->dv, a->off[ATTN_DV], S, row_stride(a, ATTN_DV), G->dv);
     if (G->relative) rel_table(a);
@@ -1073,7 +1086,6 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     key_blocks_begin(a, &kb, kend, &j0, &nk);
     cg_if live; /* padding-only key blocks contribute nothing: skipped */
     if (G->has_mask) cg_if_begin(cg, &live, block_has_key(a, j0, nk));
-    rotate_keys(a, j0);
     score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
     LLVMValueRef bmax[NQ];
     for (int v = 0; v < NQ; v++) bmax[v] = G->has_stats ? NULL : vlocal(a, "bmax", vneg_inf(a));
@@ -1161,7 +1173,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
                  .cs = row_stride(a, ATTN_DQ), .rows = bq, .nrows = a->nqv, .dummy_tail = true, .A = a->dPt, .ar = 1, .ak = bq,
                  .Bp = a->k, .boff = add(a, a->off[ATTN_K], mulc(a, j0, row_stride(a, ATTN_K))),
                  .bs = row_stride(a, ATTN_K), .nk = nk, .E = G->dh};
-        if (G->rope_k) u.Bp = a->Kr, u.boff = cg_i64(cg, 0), u.bs = G->dh; /* the rotated keys */
+        if (G->rope_k) u.Bp = a->Kr, u.boff = mulc(a, j0, G->dh), u.bs = G->dh; /* the rotated keys */
         update(a, &u);
     }
     if (G->has_stats) {
@@ -1240,6 +1252,12 @@ static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     a.dRel = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.drel));
     a.Qr = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.qr));
     a.Kr = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.kr));
+    if (!pp->backward && pp->G->rope_k) { /* nothing rotated yet in this part's Kr */
+        a.kr_item = cg_local(cg, cg->t_i64, "kr_item");
+        a.kr_done = cg_local(cg, cg->t_i64, "kr_done");
+        LLVMBuildStore(cg->b, cg_i64(cg, -1), a.kr_item);
+        LLVMBuildStore(cg->b, cg_i64(cg, 0), a.kr_done);
+    }
     LLVMValueRef lo = LLVMBuildUDiv(cg->b, mulc(&a, p.i, pp->items), cg_i64(cg, pp->parts), "");
     LLVMValueRef hi = LLVMBuildUDiv(cg->b, mulc(&a, addc(&a, p.i, 1), pp->items), cg_i64(cg, pp->parts), "");
     cg_loop it;
