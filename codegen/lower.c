@@ -117,14 +117,14 @@ void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, con
             }
             attention_kernel ak;
             attention_kernel_describe(g, s, k, &ak);
-            bytes[ak.first] = attention_scratch_bytes(g, &g->nodes[ak.first], t);
+            bytes[ak.first] = attention_forward_scratch_bytes(g, &g->nodes[ak.first], t, &ak.layout);
         }
         if (s->kernels[k].kind != KILN_KERNEL_ATTENTION_GRAD) continue;
         attention_kernel ak;
         attention_kernel_describe(g, s, k, &ak);
         for (int w = 0; w < KILN_WRT_COUNT; w++)
             if (ak.node_of_wrt[w] != KILN_NONE) bytes[ak.node_of_wrt[w]] = 0;
-        bytes[ak.first] = attention_grad_group_scratch_bytes(g, ak.node_of_wrt, t);
+        bytes[ak.first] = attention_grad_group_scratch_bytes(g, ak.node_of_wrt, t, &ak.layout);
     }
 }
 

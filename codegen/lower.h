@@ -230,6 +230,14 @@ typedef struct attn_layout {
      * more pointer after its inputs (as lower_dropout.c's kernel does) */
     bool train_dropout;
     uint64_t dropout_seed;
+    /* rotary embeddings folded in (passes/fuse.c, kiln_rope_match): the q (k) input is
+     * the rotation's x and the kernel takes its cos and sin tables (L, dh), row p =
+     * position p, as two more pointers after its inputs (q's pair first), before the
+     * step counter; it rotates q (k) rows as it loads them and works on the result */
+    bool rope_q, rope_k;
+    /* backward, with rope_q (rope_k): dq (dk) is written as the gradient of the rotation's
+     * x — each finished row turned back by the same tables (Rᵀ), in place */
+    bool unrope_q, unrope_k;
 } attn_layout;
 
 /* The forward kernel (table row: layout NULL) into c's function. */
@@ -263,7 +271,10 @@ LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_grap
                                                     const uint32_t node_of_wrt[KILN_WRT_COUNT], bool has_scratch,
                                                     const attn_layout *l);
 int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                                           const kiln_target *t);
+                                           const kiln_target *t, const attn_layout *l);
+/* scratch of a forward kernel with operand layout l (NULL: the table row's) */
+int64_t attention_forward_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t,
+                                        const attn_layout *l);
 void lower_attention_grad(lower_ctx *c);
 int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 
@@ -303,7 +314,7 @@ typedef struct attention_kernel {
     uint32_t first;                         /* the first attention node */
     uint32_t node_of_wrt[KILN_WRT_COUNT];   /* grad: the node per wrt, or KILN_NONE */
     attn_fwd_want want;                     /* forward: the results it writes */
-    uint32_t args[16];
+    uint32_t args[20];
     int n_args;
     attn_layout layout;
     int64_t strides[ATTN_N_OPERANDS][KILN_MAX_RANK];

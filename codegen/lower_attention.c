@@ -106,6 +106,8 @@ typedef struct attn_geom {
     uint32_t stream;
     uint64_t drop_seed;
     attn_fwd_want want;              /* forward: the results written */
+    bool rope_q, rope_k;             /* q / k rotated on load (attn_layout.rope_q/rope_k) */
+    bool unrope_q, unrope_k;         /* dq / dk turned back on store (attn_layout.unrope_q/unrope_k) */
     kiln_dtype mask_dt;
     int64_t bstride[KILN_MAX_RANK];  /* the bias's broadcast strides over (…, H, T, S) */
     /* element strides of every dim but the last (contiguous) one: (batch…, head, row);
@@ -171,6 +173,8 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
     default_strides(qt, G->T, G->dv, G->st[ATTN_O]);
     default_strides(qt, G->T, 1, G->st[ATTN_LSE]); /* (…, T): rows of one element */
     if (!lay) return;
+    G->rope_q = lay->rope_q, G->rope_k = lay->rope_k;
+    G->unrope_q = lay->rope_q && lay->unrope_q, G->unrope_k = lay->rope_k && lay->unrope_k;
     if (lay->train_dropout && a->attn_dropout > 0) {
         G->dropping = true;
         G->drop = a->attn_dropout;
@@ -192,7 +196,7 @@ static int64_t parts_for(int64_t items) { return items < KILN_MAX_THREADS ? item
  * and dOt when dS is needed), the score block St (and dP/dS), the forward's O
  * accumulator and per-query row (α, then 1/l), the backward's dummy row. */
 typedef struct attn_slot {
-    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, rel, drel, floats;
+    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, rel, drel, qr, kr, floats;
 } attn_slot;
 
 /* (relative: the head's bias by relative position, R[t] = bias of i − j + S − 1 = t, and
@@ -204,6 +208,8 @@ static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, b
     int64_t at = 0;
     if (G->relative) s.rel = at, at += round16(G->rel_len + B.bq);
     if (G->relative && backward && want_dscores) s.drel = at, at += round16(G->rel_len + B.bq);
+    if (G->rope_q) s.qr = at, at += round16(G->dh * B.bq); /* the query block rotated, row-major */
+    if (G->rope_k) s.kr = at, at += round16(G->dh * G->S); /* the item's keys rotated */
     s.qt = at, at += round16(G->dh * B.bq);
     if (backward && need_ds) s.dot = at, at += round16(G->dv * B.bq);
     s.st = at, at += round16((int64_t)B.bk * B.bq);
@@ -227,7 +233,9 @@ typedef struct ak {
     /* the current item's element offsets */
     LLVMValueRef off[ATTN_N_OPERANDS], bias_off;
     /* the part's scratch regions */
-    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy, Rel, dRel;
+    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy, Rel, dRel, Qr, Kr;
+    LLVMValueRef qcos, qsin, kcos, ksin; /* rope tables (L, dh) */
+    LLVMValueRef kr_item, kr_done;   /* forward, rope on k: Kr's item, and its rows rotated so far */
     /* the current query block: first query, valid queries, lanes that are real queries */
     LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
     LLVMValueRef slope, qpos[NQ]; /* alibi: the head's slope, the lanes' query positions */
@@ -385,15 +393,15 @@ static void q_block_begin(ak *a, LLVMValueRef qb)
     }
 }
 
-/* dst[d][i] = src row (i0 + i), column d, for the D columns of operand op; lanes past
- * the last query are 0. */
-static void pack_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, int64_t D)
+/* dst[d][i] = src row i at element first + i·rs, column d, for D columns; lanes past the
+ * last query are 0. */
+static void pack_rows_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef first_row, int64_t rs,
+                                 int64_t D)
 {
     kiln_cg *cg = a->cg;
     if (D == 0) return;
-    int64_t rs = row_stride(a, op);
     LLVMValueRef lanes[NQ];
-    LLVMValueRef first = splat(a, add(a, a->off[op], mulc(a, a->i0, rs)));
+    LLVMValueRef first = splat(a, first_row);
     for (int v = 0; v < NQ; v++)
         lanes[v] = add(a, first, LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * a->B.w), splat(a, cg_i64(cg, rs)), ""));
     cg_loop d;
@@ -403,6 +411,94 @@ static void pack_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, i
         vstore(a, dst, addc(a, mulc(a, d.i, a->B.bq), v * a->B.w), vgather(a, src, add(a, lanes[v], dd), a->lane_ok[v]),
                a->B.w);
     cg_loop_end(cg, &d);
+}
+
+/* dst[d][i] = src row (i0 + i), column d, for the D columns of operand op. */
+static void pack_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, int64_t D)
+{
+    int64_t rs = row_stride(a, op);
+    pack_rows_transposed(a, dst, src, add(a, a->off[op], mulc(a, a->i0, rs)), rs, D);
+}
+
+/* RoPE on load: dst row r (row-major, dh floats) = rows p = p0 + r, r < n, of operand op
+ * turned by the tables' row p: with h = dh/2, x1 = x[:h], x2 = x[h:],
+ *   dst[:h] = x1·cos[:h] − x2·sin[:h],   dst[h:] = x2·cos[h:] + x1·sin[h:]
+ * — x·cos + concat(−x2, x1)·sin, the graph's rotation (passes/fuse.c, kiln_rope_match),
+ * in its order of operations. */
+static void rotate_rows(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, LLVMValueRef cs, LLVMValueRef sn,
+                        LLVMValueRef p0, LLVMValueRef n)
+{
+    kiln_cg *cg = a->cg;
+    int64_t dh = a->G->dh, h = dh / 2, rs = row_stride(a, op);
+    if (dh == 0) return;
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), n, "rope");
+    LLVMValueRef p = add(a, p0, r.i);
+    LLVMValueRef srow = add(a, a->off[op], mulc(a, p, rs)), trow = mulc(a, p, dh), drow = mulc(a, r.i, dh);
+    for (int64_t e = 0; e < h; e += a->B.w) {
+        int lanes = lanes_of(a, h, e);
+        LLVMValueRef x1 = vload(a, src, addc(a, srow, e), lanes), x2 = vload(a, src, addc(a, srow, h + e), lanes);
+        LLVMValueRef c1 = vload(a, cs, addc(a, trow, e), lanes), s1 = vload(a, sn, addc(a, trow, e), lanes);
+        LLVMValueRef c2 = vload(a, cs, addc(a, trow, h + e), lanes), s2 = vload(a, sn, addc(a, trow, h + e), lanes);
+        vstore(a, dst, addc(a, drow, e), cg_fsub(cg, cg_fmul(cg, x1, c1), cg_fmul(cg, x2, s1)), lanes);
+        vstore(a, dst, addc(a, drow, h + e), cg_fadd(cg, cg_fmul(cg, x2, c2), cg_fmul(cg, x1, s2)), lanes);
+    }
+    cg_loop_end(cg, &r);
+}
+
+/* The gradient through the rotation, in place: rows p = p0 + r, r < n, of operand op
+ * (a finished dq or dk, the cotangent G of the rotated rows) become Rᵀ·G, the gradient
+ * of the rows before rotation:
+ *   dx[:h] = G1·cos[:h] + G2·sin[h:],   dx[h:] = G2·cos[h:] − G1·sin[:h]
+ * — autodiff's G·cos + unslice((G·sin)[h:]) − unslice((G·sin)[:h]) (kiln_rope_grad_match). */
+static void unrotate_rows(ak *a, LLVMValueRef ptr, int op, LLVMValueRef cs, LLVMValueRef sn, LLVMValueRef p0,
+                          LLVMValueRef n)
+{
+    kiln_cg *cg = a->cg;
+    int64_t dh = a->G->dh, h = dh / 2, rs = row_stride(a, op);
+    if (dh == 0) return;
+    cg_loop r;
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), n, "unrope");
+    LLVMValueRef p = add(a, p0, r.i);
+    LLVMValueRef row = add(a, a->off[op], mulc(a, p, rs)), trow = mulc(a, p, dh);
+    for (int64_t e = 0; e < h; e += a->B.w) {
+        int lanes = lanes_of(a, h, e);
+        LLVMValueRef g1 = vload(a, ptr, addc(a, row, e), lanes), g2 = vload(a, ptr, addc(a, row, h + e), lanes);
+        LLVMValueRef c1 = vload(a, cs, addc(a, trow, e), lanes), s1 = vload(a, sn, addc(a, trow, e), lanes);
+        LLVMValueRef c2 = vload(a, cs, addc(a, trow, h + e), lanes), s2 = vload(a, sn, addc(a, trow, h + e), lanes);
+        vstore(a, ptr, addc(a, row, e), cg_fadd(cg, cg_fmul(cg, g1, c1), cg_fmul(cg, g2, s2)), lanes);
+        vstore(a, ptr, addc(a, row, h + e), cg_fsub(cg, cg_fmul(cg, g2, c2), cg_fmul(cg, g1, s1)), lanes);
+    }
+    cg_loop_end(cg, &r);
+}
+
+/* The current query block into Qt (packed transposed), rotated first into Qr with rope. */
+static void pack_queries(ak *a)
+{
+    const attn_geom *G = a->G;
+    if (!G->rope_q) {
+        pack_transposed(a, a->Qt, a->q, ATTN_Q, G->dh);
+        return;
+    }
+    rotate_rows(a, a->Qr, a->q, ATTN_Q, a->qcos, a->qsin, a->i0, a->nqv);
+    pack_rows_transposed(a, a->Qt, a->Qr, cg_i64(a->cg, 0), G->dh, G->dh);
+}
+
+/* With rope on k, Kr (S × dh in the part's scratch) holds the current item's keys
+ * rotated: the backward rotates all S rows when an item starts; the forward, whose items
+ * are query blocks, rotates the rows [0, need) its key blocks read and keeps them for the
+ * part's next item of the same (batch…, head) — consecutive items mostly are — so each
+ * key row is rotated about once per part, not once per query block. */
+static void rotate_keys_upto(ak *a, LLVMValueRef need)
+{
+    kiln_cg *cg = a->cg;
+    LLVMValueRef same = LLVMBuildICmp(cg->b, LLVMIntEQ, LLVMBuildLoad2(cg->b, cg->t_i64, a->kr_item, ""), a->item, "");
+    LLVMValueRef done = LLVMBuildSelect(cg->b, same, LLVMBuildLoad2(cg->b, cg->t_i64, a->kr_done, ""), cg_i64(cg, 0), "");
+    LLVMBuildStore(cg->b, a->item, a->kr_item);
+    LLVMValueRef more = LLVMBuildICmp(cg->b, LLVMIntSGT, need, done, "");
+    LLVMValueRef n = LLVMBuildSelect(cg->b, more, sub(a, need, done), cg_i64(cg, 0), "");
+    rotate_rows(a, cg_gep(cg, KILN_F32, a->Kr, mulc(a, done, a->G->dh)), a->k, ATTN_K, a->kcos, a->ksin, done, n);
+    LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, more, need, done, ""), a->kr_done);
 }
 
 /* Rows [0, n) of E floats at ptr + off + row·rs set to 0. */
@@ -544,9 +640,11 @@ static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef 
     cg_loop_begin(cg, &rg, cg_i64(cg, 0), groups(a, nk, RJ), "rows");
     LLVMValueRef r0 = mulc(a, rg.i, RJ);
     LLVMValueRef j[16], xrow[16], acc[16][NQ];
+    bool kr = xop == ATTN_K && G->rope_k; /* the rotated keys (rotate_keys_upto) */
+    if (kr) X = a->Kr;
     for (int r = 0; r < RJ; r++) {
         j[r] = imin(a, add(a, j0, addc(a, r0, r)), cg_i64(cg, G->S - 1));
-        xrow[r] = add(a, a->off[xop], mulc(a, j[r], xs));
+        xrow[r] = kr ? mulc(a, j[r], G->dh) : add(a, a->off[xop], mulc(a, j[r], xs));
         for (int v = 0; v < NQ; v++) acc[r][v] = vlocal(a, "acc", vconst(a, 0.0));
     }
     if (D > 0) {
@@ -822,7 +920,7 @@ static void forward_item(ak *a, LLVMValueRef item)
     item_offsets(a, l);
     if (G->relative) rel_table(a);
     q_block_begin(a, qb);
-    pack_transposed(a, a->Qt, a->q, ATTN_Q, G->dh);
+    pack_queries(a);
 
     LLVMValueRef m[NQ], s[NQ];
     for (int v = 0; v < NQ; v++) {
@@ -833,8 +931,12 @@ static void forward_item(ak *a, LLVMValueRef item)
                     cg_i64(cg, bq * dvp * KILN_ELEM_BYTES), KILN_ELEM_BYTES);
 
     cg_loop kb;
-    LLVMValueRef j0, nk;
-    key_blocks_begin(a, &kb, key_end(a), &j0, &nk);
+    LLVMValueRef j0, nk, kend = key_end(a);
+    if (G->rope_k) { /* the key blocks' rows, whole blocks (tiles read rows clamped to S − 1) */
+        LLVMValueRef nkb = LLVMBuildUDiv(cg->b, addc(a, kend, a->B.bk - 1), cg_i64(cg, a->B.bk), "");
+        rotate_keys_upto(a, imin(a, mulc(a, nkb, a->B.bk), cg_i64(cg, G->S)));
+    }
+    key_blocks_begin(a, &kb, kend, &j0, &nk);
     cg_if live;
     if (G->has_mask) cg_if_begin(cg, &live, block_has_key(a, j0, nk));
     score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
@@ -942,6 +1044,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     bool need_ds = want_ds(gw);
     item_offsets(a, l);
     LLVMValueRef S = cg_i64(cg, G->S), T = cg_i64(cg, G->T);
+    if (G->rope_k) rotate_rows(a, a->Kr, a->k, ATTN_K, a->kcos, a->ksin, cg_i64(cg, 0), S); /* the item's keys */
     if (gw.dk) zero_rows(a, a->dk, a->off[ATTN_DK], S, row_stride(a, ATTN_DK), G->dh);
     if (gw.dv) zero_rows(a, a->dv, a->off[ATTN_DV], S, row_stride(a, ATTN_DV), G->dv);
     if (G->relative) rel_table(a);
@@ -953,7 +1056,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     cg_loop qb;
     cg_loop_begin(cg, &qb, cg_i64(cg, 0), cg_i64(cg, ceil_div(G->T, bq)), "qblock");
     q_block_begin(a, qb.i);
-    pack_transposed(a, a->Qt, a->q, ATTN_Q, G->dh);
+    pack_queries(a);
     if (need_ds) pack_transposed(a, a->dOt, a->g, ATTN_G, G->dv);
     if (gw.dq)
         zero_rows(a, a->dq, add(a, a->off[ATTN_DQ], mulc(a, a->i0, row_stride(a, ATTN_DQ))), a->nqv,
@@ -1062,6 +1165,7 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
                  .cs = row_stride(a, ATTN_DK), .rows = a->B.bk, .nrows = nk, .dummy_tail = true, .A = a->dPt, .ar = bq, .ak = 1,
                  .Bp = a->q, .boff = add(a, a->off[ATTN_Q], mulc(a, a->i0, row_stride(a, ATTN_Q))),
                  .bs = row_stride(a, ATTN_Q), .nk = a->nqv, .E = G->dh};
+        if (G->rope_q) u.Bp = a->Qr, u.boff = cg_i64(cg, 0), u.bs = G->dh; /* the rotated queries */
         update(a, &u);
     }
     if (gw.dq) { /* dQ[i0 + i] += Σ_κ scale·dS[κ][i]·K[j0 + κ] */
@@ -1069,12 +1173,15 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
                  .cs = row_stride(a, ATTN_DQ), .rows = bq, .nrows = a->nqv, .dummy_tail = true, .A = a->dPt, .ar = 1, .ak = bq,
                  .Bp = a->k, .boff = add(a, a->off[ATTN_K], mulc(a, j0, row_stride(a, ATTN_K))),
                  .bs = row_stride(a, ATTN_K), .nk = nk, .E = G->dh};
+        if (G->rope_k) u.Bp = a->Kr, u.boff = mulc(a, j0, G->dh), u.bs = G->dh; /* the rotated keys */
         update(a, &u);
     }
     if (G->has_stats) {
         if (G->has_mask) cg_if_end(cg, &live);
         cg_loop_end(cg, &kb);
+        if (gw.dq && G->unrope_q) unrotate_rows(a, a->dq, ATTN_DQ, a->qcos, a->qsin, a->i0, a->nqv); /* rows done */
         cg_loop_end(cg, &qb);
+        if (gw.dk && G->unrope_k) unrotate_rows(a, a->dk, ATTN_DK, a->kcos, a->ksin, cg_i64(cg, 0), S);
         if (gw.ds && G->relative) rel_out(a);
         return;
     }
@@ -1093,14 +1200,17 @@ static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
     }
     cg_if_end(cg, &after_stats);
     cg_loop_end(cg, &pass);
+    if (gw.dq && G->unrope_q) unrotate_rows(a, a->dq, ATTN_DQ, a->qcos, a->qsin, a->i0, a->nqv); /* rows done */
     cg_loop_end(cg, &qb);
+    if (gw.dk && G->unrope_k) unrotate_rows(a, a->dk, ATTN_DK, a->kcos, a->ksin, cg_i64(cg, 0), S);
     if (gw.ds && G->relative) rel_out(a);
 }
 
 /* ---- threads -------------------------------------------------------------------------------------------- */
 
 /* The kernel's pointers, in the order they travel through cg_parallel_for. */
-enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_O, V_LSE, V_STEP, V_SCRATCH, V_COUNT };
+enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_O, V_LSE, V_QCOS, V_QSIN, V_KCOS, V_KSIN,
+       V_STEP, V_SCRATCH, V_COUNT };
 
 typedef struct par {
     const attn_geom *G;
@@ -1116,6 +1226,7 @@ static void bind(ak *a, const LLVMValueRef *vals)
     a->q = vals[V_Q], a->k = vals[V_K], a->v = vals[V_V], a->mask = vals[V_MASK], a->bias = vals[V_BIAS];
     a->g = vals[V_G], a->out = vals[V_OUT], a->dq = vals[V_DQ], a->dk = vals[V_DK], a->dv = vals[V_DV];
     a->ds = vals[V_DS], a->o = vals[V_O], a->lse = vals[V_LSE], a->step = vals[V_STEP];
+    a->qcos = vals[V_QCOS], a->qsin = vals[V_QSIN], a->kcos = vals[V_KCOS], a->ksin = vals[V_KSIN];
 }
 
 /* Parts [begin, end): each with its scratch slot, its items [n·p/P, n·(p+1)/P). */
@@ -1139,6 +1250,14 @@ static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     a.dummy = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dummy));
     a.Rel = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.rel));
     a.dRel = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.drel));
+    a.Qr = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.qr));
+    a.Kr = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.kr));
+    if (!pp->backward && pp->G->rope_k) { /* nothing rotated yet in this part's Kr */
+        a.kr_item = cg_local(cg, cg->t_i64, "kr_item");
+        a.kr_done = cg_local(cg, cg->t_i64, "kr_done");
+        LLVMBuildStore(cg->b, cg_i64(cg, -1), a.kr_item);
+        LLVMBuildStore(cg->b, cg_i64(cg, 0), a.kr_done);
+    }
     LLVMValueRef lo = LLVMBuildUDiv(cg->b, mulc(&a, p.i, pp->items), cg_i64(cg, pp->parts), "");
     LLVMValueRef hi = LLVMBuildUDiv(cg->b, mulc(&a, addc(&a, p.i, 1), pp->items), cg_i64(cg, pp->parts), "");
     cg_loop it;
@@ -1182,12 +1301,29 @@ static void zero_operand(kiln_cg *cg, const attn_geom *G, LLVMValueRef ptr, int 
     cg_loop_end(cg, &l);
 }
 
+/* The rope tables, the pointers after the node's inputs: q's cos and sin, then k's. */
+static void rope_tables(const attn_geom *G, const LLVMValueRef *t, LLVMValueRef *vals)
+{
+    int i = 0;
+    if (G->rope_q) vals[V_QCOS] = t[i++], vals[V_QSIN] = t[i++];
+    if (G->rope_k) vals[V_KCOS] = t[i++], vals[V_KSIN] = t[i++];
+}
+
+/* The number of rope table pointers a kernel with layout l takes. */
+static unsigned n_rope_tables(const attn_layout *l) { return l ? 2u * l->rope_q + 2u * l->rope_k : 0; }
+
 /* ---- forward entry points ------------------------------------------------------------------------------- */
 
 int64_t attention_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
 {
+    return attention_forward_scratch_bytes(g, n, t, NULL);
+}
+
+int64_t attention_forward_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t,
+                                        const attn_layout *lay)
+{
     attn_geom G;
-    geom_init(&G, g, n, NULL);
+    geom_init(&G, g, n, lay);
     if (G.n_bh * G.T == 0 || G.S == 0) return 0;
     attn_blocks B = blocks_for(t);
     int64_t items = G.n_bh * ceil_div(G.T, B.bq);
@@ -1228,6 +1364,7 @@ static void emit_forward(kiln_cg *cg, const kiln_graph *g, const kiln_node *n, a
     if (want.out) vals[V_OUT] = outs[ATTN_OUT];
     if (want.o) vals[V_O] = outs[ATTN_O];
     if (want.lse) vals[V_LSE] = outs[ATTN_LSE];
+    rope_tables(&G, ins + n->n_in, vals);
     vals[V_STEP] = step;
     vals[V_SCRATCH] = scratch;
     emit_parallel(cg, "attn", &pp, vals);
@@ -1257,10 +1394,10 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
     LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
     unsigned n_out = (unsigned)want.out + want.o + want.lse;
     bool takes_step = lay && lay->train_dropout && n->attrs.attn_dropout > 0;
-    unsigned n_ptrs = n_out + n->n_in + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
+    unsigned n_ptrs = n_out + n->n_in + n_rope_tables(lay) + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
     LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
     LLVMValueRef outs[ATTN_N_OPERANDS] = {0}, ins[64];
-    KILN_ASSERT(n->n_in <= 64);
+    KILN_ASSERT(n->n_in + n_rope_tables(lay) <= 64);
     unsigned p = 0;
     static const char *const names[3] = {"out", "o", "lse"};
     static const attn_operand ops[3] = {ATTN_OUT, ATTN_O, ATTN_LSE};
@@ -1270,10 +1407,11 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
         outs[ops[r]] = LLVMGetParam(fn, p++);
         LLVMSetValueName2(outs[ops[r]], names[r], strlen(names[r]));
     }
-    for (uint32_t i = 0; i < n->n_in; i++) {
+    for (uint32_t i = 0; i < n->n_in + n_rope_tables(lay); i++) {
         ins[i] = LLVMGetParam(fn, p++);
         char pname[16];
-        snprintf(pname, sizeof pname, "in%u", i);
+        if (i < n->n_in) snprintf(pname, sizeof pname, "in%u", i);
+        else snprintf(pname, sizeof pname, "rope%u", i - n->n_in);
         LLVMSetValueName2(ins[i], pname, strlen(pname));
     }
     LLVMValueRef step = takes_step ? LLVMGetParam(fn, p++) : NULL;
@@ -1306,12 +1444,12 @@ static const kiln_node *group_node(const kiln_graph *g, const uint32_t node_of_w
 }
 
 int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                                           const kiln_target *t)
+                                           const kiln_target *t, const attn_layout *lay)
 {
     grad_want gw;
     const kiln_node *n = group_node(g, node_of_wrt, &gw);
     attn_geom G;
-    geom_init(&G, g, n, NULL);
+    geom_init(&G, g, n, lay);
     if (G.n_bh == 0 || G.T == 0 || G.S == 0) return 0;
     attn_blocks B = blocks_for(t);
     return parts_for(G.n_bh) * slot_layout(&G, B, true, want_ds(gw), gw.ds).floats * KILN_ELEM_BYTES;
@@ -1349,6 +1487,7 @@ static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_w
     vals[V_G] = ins[n->n_in - 1];
     vals[V_DQ] = outs[KILN_WRT_Q], vals[V_DK] = outs[KILN_WRT_K], vals[V_DV] = outs[KILN_WRT_V];
     vals[V_DS] = outs[KILN_WRT_SCORES];
+    rope_tables(&G, ins + n->n_in, vals);
     vals[V_STEP] = step;
     vals[V_SCRATCH] = scratch;
     emit_parallel(cg, "attn_grad", &pp, vals);
@@ -1371,10 +1510,10 @@ LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_grap
     snprintf(name, sizeof name, "k%u_attention_grad_%s", first, wrts);
     LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
     bool takes_step = lay && lay->train_dropout && n->attrs.attn_dropout > 0;
-    unsigned n_ptrs = (unsigned)n_out + n->n_in + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
+    unsigned n_ptrs = (unsigned)n_out + n->n_in + n_rope_tables(lay) + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
     LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
     LLVMValueRef outs[KILN_WRT_COUNT] = {0}, ins[64];
-    KILN_ASSERT(n->n_in <= 64);
+    KILN_ASSERT(n->n_in + n_rope_tables(lay) <= 64);
     unsigned p = 0;
     for (int w = 0; w < KILN_WRT_COUNT; w++) {
         if (node_of_wrt[w] == KILN_NONE) continue;
@@ -1383,10 +1522,11 @@ LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_grap
         snprintf(pname, sizeof pname, "d%s", kiln_wrt_names[w]);
         LLVMSetValueName2(outs[w], pname, strlen(pname));
     }
-    for (uint32_t i = 0; i < n->n_in; i++) {
+    for (uint32_t i = 0; i < n->n_in + n_rope_tables(lay); i++) {
         ins[i] = LLVMGetParam(fn, p++);
         char pname[16];
-        snprintf(pname, sizeof pname, "in%u", i);
+        if (i < n->n_in) snprintf(pname, sizeof pname, "in%u", i);
+        else snprintf(pname, sizeof pname, "rope%u", i - n->n_in);
         LLVMSetValueName2(ins[i], pname, strlen(pname));
     }
     LLVMValueRef step = takes_step ? LLVMGetParam(fn, p++) : NULL;
@@ -1414,7 +1554,7 @@ int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, co
 {
     uint32_t node_of_wrt[KILN_WRT_COUNT];
     single(n, (uint32_t)(n - g->nodes), node_of_wrt);
-    return attention_grad_group_scratch_bytes(g, node_of_wrt, t);
+    return attention_grad_group_scratch_bytes(g, node_of_wrt, t, NULL);
 }
 
 void lower_attention_grad(lower_ctx *c)

@@ -9,6 +9,12 @@
  * transposes become operand strides (attn_layout) of lower_attention.c's kernels, so no
  * transpose runs and no transposed copy is stored, forward or backward.
  *
+ * A q or k input that is a rotary embedding no kernel computes (the schedule's `rope`)
+ * is passed as the rotation's x, with its cos and sin tables after the inputs
+ * (attn_layout.rope_q/rope_k): the kernel rotates rows as it loads them. A gradient
+ * kernel whose members include the rotation's gradient of dq or dk (fuse.c) writes that
+ * gradient, dx = Rᵀ·dq, instead (attn_layout.unrope_q/unrope_k: un-rotated on store).
+ *
  * A forward kernel also computes the attention_lse node of its attention (the row
  * log-sum-exp the backward reads); and when an attention_grad reads the forward output
  * while the kernel writes it transposed, the kernel writes a row-major copy too (ATTN_O).
@@ -50,12 +56,34 @@ static uint32_t transpose_of(const kiln_graph *g, const kiln_kernel_schedule *s,
     return KILN_NONE;
 }
 
+/* The member of kernel k that is the rotation gradient of result a (fuse.c), or KILN_NONE. */
+static uint32_t rope_grad_member(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, uint32_t a)
+{
+    const kiln_kernel *kn = &s->kernels[k];
+    for (uint32_t i = 0; i < kn->n; i++) {
+        uint32_t m = s->members[kn->first + i];
+        kiln_rope_grad rg;
+        if (g->nodes[m].op == KILN_OP_ADD && kiln_rope_grad_match(g, m, &rg) && rg.G == a) return m;
+    }
+    return KILN_NONE;
+}
+
 /* The inputs of attention node n as arguments: q, k, v, [mask], [bias], [o, lse], [g] —
  * strided views read in place. */
 static void read_inputs(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_node *n, attention_kernel *ak)
 {
+    uint32_t tables[4], n_tables = 0;
     for (uint32_t j = 0; j < n->n_in; j++) {
         uint32_t x = n->in[j];
+        kiln_rope rope;
+        if (j < 2 && s->rope && s->rope[x] == KILN_ROPE_RESULT && kiln_rope_match(g, x, &rope)) {
+            /* q or k rotated on load: the kernel reads the rotation's x and its tables */
+            x = rope.x;
+            if (j == 0) ak->layout.rope_q = true;
+            else ak->layout.rope_k = true;
+            tables[n_tables++] = rope.cos;
+            tables[n_tables++] = rope.sin;
+        }
         ak->args[ak->n_args++] = x;
         attn_operand op = j == 0 ? ATTN_Q : j == 1 ? ATTN_K : j == 2 ? ATTN_V : ATTN_G;
         bool slot = j < 3 || (ak->grad && j == n->n_in - 1);
@@ -68,6 +96,7 @@ static void read_inputs(const kiln_graph *g, const kiln_kernel_schedule *s, cons
             ak->layout.stride[op] = ak->strides[op];
         }
     }
+    for (uint32_t i = 0; i < n_tables; i++) ak->args[ak->n_args++] = tables[i];
 }
 
 void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, attention_kernel *ak)
@@ -115,6 +144,12 @@ void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *
     for (int w = 0; w < KILN_WRT_COUNT; w++) {
         uint32_t a = ak->node_of_wrt[w];
         if (a == KILN_NONE) continue;
+        uint32_t dx = rope_grad_member(g, s, k, a);
+        if (dx != KILN_NONE) { /* written un-rotated: the rotation's gradient */
+            a = dx;
+            if (w == KILN_WRT_Q) ak->layout.unrope_q = true;
+            else ak->layout.unrope_k = true;
+        }
         uint32_t y = transpose_of(g, s, k, a);
         attn_operand op = grad_operand[w];
         ak->args[ak->n_args++] = y != KILN_NONE ? y : a;
@@ -144,6 +179,12 @@ bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool 
     size_t len = strlen(buf);
     if (ak->layout.train_dropout) { /* the node's stream is in the key: never shared across layers */
         int n = snprintf(buf + len, size - len, " dropseed=%llu", (unsigned long long)ak->layout.dropout_seed);
+        if (n < 0 || (size_t)n >= size - len) return false;
+        len += (size_t)n;
+    }
+    if (ak->layout.rope_q || ak->layout.rope_k) {
+        int n = snprintf(buf + len, size - len, " rope=%d%d%d%d", ak->layout.rope_q, ak->layout.rope_k,
+                         ak->layout.unrope_q, ak->layout.unrope_k);
         if (n < 0 || (size_t)n >= size - len) return false;
         len += (size_t)n;
     }

@@ -63,7 +63,7 @@ extern kiln_pipeline_options cli_pipeline;
     {"--disable-pass", CLI_STR, &cli_pipeline.disable, NULL,                                                  \
      "turn off optional compiler stages: verify, fuse, epilogue; same outputs within rounding (default: all on)"}, \
     {"--dump-after", CLI_STR, &cli_pipeline.dump_after, NULL,                                                 \
-     "print the IR after a stage: verify, live, fuse, epilogue or memplan (default: none)"}
+     "print the IR after a stage: verify, autodiff, optimizer, live, simplify, fuse, epilogue or memplan (default: none)"}
 /* Checks the stage names those flags gave; false (reported) if one is unknown. */
 bool cli_pipeline_valid(kiln_diags *diags);
 /* Prints a --dump-after text (if any) to stdout. */

@@ -169,12 +169,18 @@ static bool add_gradients(kiln_model *m, const char *model_file, kiln_diags *dia
             return false;
         }
     uint32_t n = 0, *wrt = malloc(((size_t)m->n_params + (size_t)m->n_inputs + 1) * sizeof *wrt);
-    uint32_t *grads = malloc(((size_t)m->n_params + (size_t)m->n_inputs + 1) * sizeof *grads);
-    KILN_ASSERT(wrt && grads);
+    KILN_ASSERT(wrt);
     for (int i = 0; i < m->n_params; i++) wrt[n++] = m->params[i];
     for (int i = 0; i < m->n_inputs; i++)
         if (g->nodes[m->inputs[i]].type.dtype == KILN_F32) wrt[n++] = m->inputs[i];
-    bool ok = kiln_autodiff(g, g->loss, wrt, n, grads, diags);
+    /* the pipeline's autodiff stage alone: the parameters, then the f32 inputs */
+    kiln_train_request tr = {.loss = g->loss, .params = m->params, .n_params = (uint32_t)m->n_params,
+                             .extra_wrt = wrt + m->n_params, .n_extra_wrt = n - (uint32_t)m->n_params,
+                             .options = &cli_pipeline};
+    kiln_train_result res;
+    bool ok = kiln_pipeline_train(g, &tr, &res, diags);
+    cli_print_dump(res.dump); /* --dump-after autodiff */
+    const uint32_t *grads = res.grads;
     if (ok) {
         kiln_graph_add_output(g, "loss", g->loss);
         for (uint32_t i = 0; i < n; i++) {
@@ -186,7 +192,7 @@ static bool add_gradients(kiln_model *m, const char *model_file, kiln_diags *dia
         kiln_diags_set_file(diags, model_file);
     }
     free(wrt);
-    free(grads);
+    kiln_train_result_free(&res);
     return ok;
 }
 

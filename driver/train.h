@@ -53,8 +53,9 @@ typedef struct train_step {
 } train_step;
 
 /* Turns m's graph into one training step: its outputs become just "loss", then the
- * gradients of the loss w.r.t. every parameter (kiln_autodiff) and the optimizer update
- * from m->train (kiln_optim_build) are appended. */
+ * pipeline's training stages (kiln_pipeline_train) append the gradients of the loss
+ * w.r.t. every parameter (autodiff) and the optimizer update from m->train (optimizer);
+ * prints their --dump-after text. */
 bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d);
 void train_step_free(train_step *ts);
 /* --checkpoint-activations: rebuilds the step so that each repeated block's backward pass

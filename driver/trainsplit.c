@@ -95,8 +95,14 @@ static bool grad_backward(kiln_model *m, train_split *s, uint32_t **grads, kiln_
     *grads = calloc(n ? n : 1, sizeof **grads);
     s->trained = calloc(n ? n : 1, sizeof *s->trained);
     KILN_ASSERT(*grads && s->trained);
-    s->n_forward = g->n_nodes;
-    if (!kiln_autodiff(g, g->loss, m->params, n, *grads, d)) return false;
+    kiln_train_request tr = {.loss = g->loss, .params = m->params, .n_params = n, .options = &cli_pipeline};
+    kiln_train_result res; /* the pipeline's autodiff stage */
+    bool ok = kiln_pipeline_train(g, &tr, &res, d);
+    s->n_forward = res.n_forward;
+    if (ok) memcpy(*grads, res.grads, n * sizeof **grads);
+    cli_print_dump(res.dump);
+    kiln_train_result_free(&res);
+    if (!ok) return false;
     for (uint32_t i = 0; i < n; i++) {
         s->trained[i] = !frozen(&m->train, g->nodes[m->params[i]].attrs.name) && !zero_grad(g, (*grads)[i]);
         s->n_grads += s->trained[i];
@@ -128,11 +134,17 @@ static bool build_apply(kiln_model *m, train_split *s, kiln_diags *d)
     uint32_t first_optim = g->n_nodes;
     kiln_optim_group *groups = NULL;
     kiln_optim_config cfg = train_optim_config(&m->train, &groups);
-    kiln_optim_result res;
-    ok = ok && kiln_optim_build(g, params, grads, k, &cfg, &res, d);
+    /* the pipeline's optimizer stage, from the gradients read as state */
+    kiln_train_request tr = {.loss = KILN_NONE, .params = params, .n_params = k, .grads = grads, .optim = &cfg,
+                             .options = &cli_pipeline};
+    kiln_train_result res = {0};
+    ok = ok && kiln_pipeline_train(g, &tr, &res, d);
+    if (ok) cli_print_dump(res.dump);
+    uint32_t lr = res.optim.lr;
+    kiln_train_result_free(&res);
     free(groups);
     if (ok) {
-        s->lr = res.lr;
+        s->lr = lr;
         s->apply_states = calloc(g->n_nodes, sizeof *s->apply_states);
         KILN_ASSERT(s->apply_states != NULL);
         for (uint32_t id = first_optim; id < g->n_nodes; id++)

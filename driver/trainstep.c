@@ -2,7 +2,8 @@
  *
  * The training step is one graph (DESIGN.md): the model's forward graph and weighted
  * loss as the frontend builds them, then kiln_autodiff's backward nodes for every
- * parameter, then kiln_optim_build's update. Its only output is "loss"; the rest of
+ * parameter, then kiln_optim_build's update (the pipeline's training stages,
+ * kiln_pipeline_train). Its only output is "loss"; the rest of
  * what it does is the graph's updates, which the compiled NAME_train_step writes into
  * the parameter and optimizer blobs. Dropout drops in it, seeded by the run's --seed
  * and the step counter (codegen/lower_dropout.c). `kiln train` compiles it; so can
@@ -129,25 +130,27 @@ bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
     memset(ts, 0, sizeof *ts);
     if (!only_loss(m, d)) return false;
     kiln_graph *g = &m->graph;
-    uint32_t n = (uint32_t)m->n_params;
-    uint32_t *grads = calloc(n ? n : 1, sizeof *grads);
-    KILN_ASSERT(grads != NULL);
-    ts->n_forward = g->n_nodes;
-    bool ok = kiln_autodiff(g, g->loss, m->params, n, grads, d);
-
+    /* the pipeline's training stages: autodiff, optimizer (passes/pipeline.c) */
     kiln_optim_group *groups = NULL;
     kiln_optim_config cfg = train_optim_config(&m->train, &groups);
-    kiln_optim_result res;
-    ok = ok && kiln_optim_build(g, m->params, grads, n, &cfg, &res, d);
+    kiln_train_request tr = {.loss = g->loss, .params = m->params, .n_params = (uint32_t)m->n_params, .optim = &cfg,
+                             .options = &cli_pipeline};
+    kiln_train_result res;
+    bool ok = kiln_pipeline_train(g, &tr, &res, d);
     free(groups);
-    ts->grads = grads; /* nonfinite.c checks them */
+    ts->n_forward = res.n_forward;
+    ts->grads = res.grads; /* nonfinite.c checks them */
+    res.grads = NULL;
+    cli_print_dump(res.dump); /* --dump-after autodiff / optimizer */
+    kiln_optim_result opt = res.optim;
+    kiln_train_result_free(&res);
     if (!ok) {
         kiln_diags_set_file(d, m->file);
         return false;
     }
-    ts->lr = res.lr;
-    ts->n_trained = res.n_trained;
-    ts->states = calloc(res.n_states ? res.n_states : 1, sizeof *ts->states);
+    ts->lr = opt.lr;
+    ts->n_trained = opt.n_trained;
+    ts->states = calloc(opt.n_states ? opt.n_states : 1, sizeof *ts->states);
     KILN_ASSERT(ts->states != NULL);
     ts->step_state = KILN_NONE;
     for (uint32_t id = 0; id < g->n_nodes; id++) {

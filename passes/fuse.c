@@ -16,6 +16,13 @@
  *   a common consumer, as AdamW's m, v and p updates are). Operands from outside may
  *   broadcast into the shape. A training step's dropout stays alone (its kernel takes the
  *   step counter).
+ * - ATTENTION / ATTENTION_GRAD: a forward attention with its attention_lse, or the
+ *   attention_grad nodes of one attention, with the transposes of their results (written
+ *   in that layout); transposes that only feed attention as q, k, v or g become strided
+ *   views. A rotary embedding of q or k (kiln_rope_match) that only attention reads is
+ *   computed by nobody: the kernels rotate its x on load (`rope`), and the rotation's
+ *   gradient after dq or dk (kiln_rope_grad_match) joins the attention_grad kernel,
+ *   which writes it un-rotated.
  * What keeps a schedule valid: no group may read, from outside, a value that depends on
  * one of its own members (loop_valid walks back to check); the kernels then form an
  * acyclic graph, and order_kernels runs each after the kernels it reads from.
@@ -301,11 +308,219 @@ static bool is_output_or_update(const kiln_graph *g, uint32_t id)
     return false;
 }
 
+/* ---- rotary position embeddings ---------------------------------------------------------------- */
+
+/* Whether t is a (…, L, dh) f32 table with every other dim 1: row p is position p. */
+static bool rope_table(const kiln_graph *g, uint32_t t, int64_t L, int64_t dh)
+{
+    const kiln_type *tt = &g->nodes[t].type;
+    if (tt->dtype != KILN_F32 || tt->rank < 2 || tt->dims[tt->rank - 2] != L || tt->dims[tt->rank - 1] != dh) return false;
+    return kiln_type_numel(tt) == L * dh && g->nodes[t].op != KILN_OP_TRANSPOSE && !is_attention(g->nodes[t].op);
+}
+
+static bool is_slice_of(const kiln_graph *g, uint32_t id, uint32_t x, int64_t start, int64_t end)
+{
+    const kiln_node *n = &g->nodes[id];
+    return n->op == KILN_OP_SLICE && n->in[0] == x && n->attrs.axis == n->type.rank - 1 && n->attrs.start == start &&
+           n->attrs.end == end && n->attrs.step == 1;
+}
+
+/* rot·sin with rot = concat(−x[…, h:], x[…, :h]): fills r->x, r->sin and inner[1..5]. */
+static bool rope_sin_term(const kiln_graph *g, uint32_t b, const kiln_type *yt, kiln_rope *r)
+{
+    const kiln_node *bn = &g->nodes[b];
+    if (bn->op != KILN_OP_MUL || !kiln_type_equal(&bn->type, yt)) return false;
+    int rank = yt->rank;
+    int64_t L = yt->dims[rank - 2], dh = yt->dims[rank - 1], h = dh / 2;
+    for (int side = 0; side < 2; side++) {
+        uint32_t rot = bn->in[side], sn = bn->in[1 - side];
+        const kiln_node *c = &g->nodes[rot];
+        if (c->op != KILN_OP_CONCAT || c->n_in != 2 || c->attrs.axis != rank - 1 || !kiln_type_equal(&c->type, yt))
+            continue;
+        const kiln_node *neg = &g->nodes[c->in[0]];
+        if (neg->op != KILN_OP_NEG) continue;
+        uint32_t x2 = neg->in[0], x1 = c->in[1];
+        uint32_t x = g->nodes[x1].op == KILN_OP_SLICE ? g->nodes[x1].in[0] : KILN_NONE;
+        if (x == KILN_NONE || !kiln_type_equal(&g->nodes[x].type, yt)) continue;
+        if (!is_slice_of(g, x1, x, 0, h) || !is_slice_of(g, x2, x, h, dh) || !rope_table(g, sn, L, dh)) continue;
+        r->x = x, r->sin = sn;
+        r->inner[1] = b, r->inner[2] = rot, r->inner[3] = c->in[0], r->inner[4] = x1, r->inner[5] = x2;
+        return true;
+    }
+    return false;
+}
+
+bool kiln_rope_match(const kiln_graph *g, uint32_t y, kiln_rope *r)
+{
+    const kiln_node *n = &g->nodes[y];
+    const kiln_type *yt = &n->type;
+    if (n->op != KILN_OP_ADD || yt->dtype != KILN_F32 || yt->rank < 2) return false;
+    int64_t L = yt->dims[yt->rank - 2], dh = yt->dims[yt->rank - 1];
+    if (dh < 2 || dh % 2 != 0) return false;
+    for (int side = 0; side < 2; side++) {
+        uint32_t a = n->in[side], b = n->in[1 - side];
+        if (!rope_sin_term(g, b, yt, r)) continue;
+        const kiln_node *an = &g->nodes[a];
+        if (an->op != KILN_OP_MUL || !kiln_type_equal(&an->type, yt)) continue;
+        for (int s2 = 0; s2 < 2; s2++) {
+            if (an->in[s2] != r->x || an->in[1 - s2] == r->x || !rope_table(g, an->in[1 - s2], L, dh)) continue;
+            r->cos = an->in[1 - s2];
+            r->inner[0] = a;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool is_unslice_of(const kiln_graph *g, uint32_t id, const kiln_type *t, int64_t start, int64_t end)
+{
+    const kiln_node *n = &g->nodes[id];
+    return n->op == KILN_OP_UNSLICE && kiln_type_equal(&n->type, t) && n->attrs.axis == t->rank - 1 &&
+           n->attrs.start == start && n->attrs.end == end && n->attrs.step == 1;
+}
+
+/* The three terms of a rotation's gradient, leaves[0..3) and the inner add, from dx. */
+static bool rope_grad_terms(const kiln_graph *g, uint32_t dx, uint32_t side, uint32_t leaves[3], uint32_t *t)
+{
+    const kiln_node *n = &g->nodes[dx];
+    uint32_t p = n->in[side], q = n->in[1 - side];
+    if (g->nodes[p].op != KILN_OP_ADD || !kiln_type_equal(&g->nodes[p].type, &n->type)) return false;
+    leaves[0] = g->nodes[p].in[0], leaves[1] = g->nodes[p].in[1], leaves[2] = q;
+    *t = p;
+    return true;
+}
+
+/* Matches leaves (in any order) as G·cos, unslice(−(G·sin)[:h] at h:), unslice((G·sin)[h:] at :h). */
+static bool rope_grad_leaves(const kiln_graph *g, const uint32_t leaves[3], const kiln_type *t, kiln_rope_grad *r)
+{
+    int64_t L = t->dims[t->rank - 2], dh = t->dims[t->rank - 1], h = dh / 2;
+    uint32_t u1 = KILN_NONE, u2 = KILN_NONE, a = KILN_NONE;
+    for (int i = 0; i < 3; i++) {
+        if (is_unslice_of(g, leaves[i], t, h, dh) && u1 == KILN_NONE) u1 = leaves[i];
+        else if (is_unslice_of(g, leaves[i], t, 0, h) && u2 == KILN_NONE) u2 = leaves[i];
+        else a = leaves[i];
+    }
+    if (u1 == KILN_NONE || u2 == KILN_NONE || a == KILN_NONE) return false;
+    uint32_t neg = g->nodes[u1].in[0], s2 = g->nodes[u2].in[0];
+    if (g->nodes[neg].op != KILN_OP_NEG) return false;
+    uint32_t s1 = g->nodes[neg].in[0];
+    if (g->nodes[s1].op != KILN_OP_SLICE) return false;
+    uint32_t b = g->nodes[s1].in[0];
+    if (!is_slice_of(g, s1, b, 0, h) || !is_slice_of(g, s2, b, h, dh)) return false;
+    const kiln_node *an = &g->nodes[a], *bn = &g->nodes[b];
+    if (an->op != KILN_OP_MUL || bn->op != KILN_OP_MUL || !kiln_type_equal(&an->type, t) || !kiln_type_equal(&bn->type, t))
+        return false;
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 2; j++) {
+            uint32_t G = an->in[i];
+            if (bn->in[j] != G || !kiln_type_equal(&g->nodes[G].type, t)) continue;
+            uint32_t cs = an->in[1 - i], sn = bn->in[1 - j];
+            if (cs == G || sn == G || !rope_table(g, cs, L, dh) || !rope_table(g, sn, L, dh)) continue;
+            *r = (kiln_rope_grad){G, cs, sn, {a, b, s1, s2, neg, u1, u2, KILN_NONE}};
+            return true;
+        }
+    return false;
+}
+
+bool kiln_rope_grad_match(const kiln_graph *g, uint32_t dx, kiln_rope_grad *r)
+{
+    const kiln_node *n = &g->nodes[dx];
+    const kiln_type *t = &n->type;
+    if (n->op != KILN_OP_ADD || t->dtype != KILN_F32 || t->rank < 2) return false;
+    int64_t dh = t->dims[t->rank - 1];
+    if (dh < 2 || dh % 2 != 0) return false;
+    for (uint32_t side = 0; side < 2; side++) {
+        uint32_t leaves[3], inner_add;
+        if (!rope_grad_terms(g, dx, side, leaves, &inner_add) || !rope_grad_leaves(g, leaves, t, r)) continue;
+        r->inner[7] = inner_add;
+        return true;
+    }
+    return false;
+}
+
+/* The rotation gradient dx of attention_grad result G when the attention_grad kernel
+ * can write dx instead of G: its q (wrt q) or k (wrt k) input is a rotation no kernel
+ * computes (rope[] = KILN_ROPE_RESULT) with the same tables, and G and every inner node
+ * are read only inside the gradient. KILN_NONE otherwise. */
+static uint32_t rope_grad_of(fuser *f, const readers *r, const unsigned char *rope, uint32_t G)
+{
+    const kiln_graph *g = f->g;
+    const kiln_node *gn = &g->nodes[G];
+    if (gn->attrs.wrt != KILN_WRT_Q && gn->attrs.wrt != KILN_WRT_K) return KILN_NONE;
+    uint32_t in = gn->in[gn->attrs.wrt == KILN_WRT_Q ? 0 : 1];
+    kiln_rope rp;
+    if (rope[in] != KILN_ROPE_RESULT || !kiln_rope_match(g, in, &rp)) return KILN_NONE;
+    /* dx is the add that reads G·cos, or the one after it */
+    uint32_t dx = KILN_NONE;
+    kiln_rope_grad rg;
+    for (uint32_t k = r->start[G]; k < r->start[G + 1] && dx == KILN_NONE; k++) {
+        uint32_t u = r->list[k];
+        if (g->nodes[u].op != KILN_OP_MUL || r->start[u + 1] - r->start[u] != 1) continue;
+        uint32_t c = r->list[r->start[u]];
+        for (int level = 0; level < 2 && dx == KILN_NONE && c != KILN_NONE; level++) {
+            if (kiln_rope_grad_match(g, c, &rg) && rg.G == G) dx = c;
+            else c = r->start[c + 1] - r->start[c] == 1 ? r->list[r->start[c]] : KILN_NONE;
+        }
+    }
+    if (dx == KILN_NONE || rg.cos != rp.cos || rg.sin != rp.sin || !f->has_kernel[dx] || f->group_of[dx] != KILN_NONE)
+        return KILN_NONE;
+    /* nothing but the gradient reads G or an inner node */
+    uint32_t set[10];
+    memcpy(set, rg.inner, sizeof rg.inner);
+    set[8] = dx, set[9] = G;
+    for (int i = 0; i < 8; i++) {
+        uint32_t m = rg.inner[i];
+        if (!f->has_kernel[m] || f->group_of[m] != KILN_NONE || is_output_or_update(g, m)) return KILN_NONE;
+    }
+    if (is_output_or_update(g, G)) return KILN_NONE;
+    for (int i = 0; i < 10; i++) {
+        uint32_t m = i < 8 ? rg.inner[i] : G;
+        if (i == 8) continue; /* dx itself may be read anywhere */
+        for (uint32_t k = r->start[m]; k < r->start[m + 1]; k++)
+            if (!in_list(set, 10, r->list[k])) return KILN_NONE;
+    }
+    return dx;
+}
+
+/* The rotations of q and k that only attention kernels read (as q or k): no kernel
+ * computes them or their inner nodes; each attention kernel reading one rotates the
+ * rows of its x on load (codegen/lower_attention.c). Each inner node must be read by its
+ * own rotation alone. */
+static void find_ropes(fuser *f, const readers *r, unsigned char *rope)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t y = 0; y < g->n_nodes; y++) {
+        kiln_rope rp;
+        if (!f->has_kernel[y] || is_output_or_update(g, y) || !kiln_rope_match(g, y, &rp)) continue;
+        bool ok = r->start[y] < r->start[y + 1];
+        for (uint32_t k = r->start[y]; k < r->start[y + 1] && ok; k++) {
+            const kiln_node *u = &g->nodes[r->list[k]];
+            ok = is_attention(u->op) && f->has_kernel[r->list[k]];
+            for (uint32_t j = 0; j < u->n_in && ok; j++) ok = u->in[j] != y || j < 2;
+        }
+        /* the one reader of each inner node: x·cos, rot·sin → y; rot → rot·sin; −x2, x1 → rot; x2 → −x2 */
+        static const int reader_of[6] = {-1, -1, 1, 2, 2, 3};
+        for (int i = 0; i < 6 && ok; i++) {
+            uint32_t m = rp.inner[i], want = reader_of[i] < 0 ? y : rp.inner[reader_of[i]];
+            ok = f->has_kernel[m] && !is_output_or_update(g, m) && r->start[m + 1] - r->start[m] == 1 &&
+                 r->list[r->start[m]] == want && f->group_of[m] == KILN_NONE;
+        }
+        /* (a value read twice by one node, as x·x, has two reader entries and fails above) */
+        if (!ok) continue;
+        rope[y] = KILN_ROPE_RESULT;
+        f->has_kernel[y] = 0;
+        for (int i = 0; i < 6; i++) {
+            rope[rp.inner[i]] = KILN_ROPE_INNER;
+            f->has_kernel[rp.inner[i]] = 0;
+        }
+    }
+}
+
 /* Transposes read only as an attention's q, k, v or (backward) g become strided views:
  * no kernel, no memory; the attention kernels read the memory underneath with strides.
  * What they view must be plain row-major memory: not another attention's result (which
  * may itself be written with strides) nor another strided view. */
-static void fold_input_transposes(fuser *f, const readers *r, unsigned char *view)
+static void fold_input_transposes(fuser *f, const readers *r, unsigned char *view, const unsigned char *rope)
 {
     const kiln_graph *g = f->g;
     for (uint32_t id = 0; id < g->n_nodes; id++) {
@@ -317,6 +532,9 @@ static void fold_input_transposes(fuser *f, const readers *r, unsigned char *vie
         bool ok = r->start[id] < r->start[id + 1];
         for (uint32_t k = r->start[id]; k < r->start[id + 1] && ok; k++) {
             const kiln_node *u = &g->nodes[r->list[k]];
+            /* a rotation's slices and x·cos read it as the rotation's x: the attention
+             * kernel reads x (this view) and rotates on load */
+            if (rope[r->list[k]] == KILN_ROPE_INNER) continue; /* (a table is never a transpose) */
             if (!is_attention(u->op)) ok = false;
             for (uint32_t j = 0; j < u->n_in && ok; j++) {
                 if (u->in[j] != id) continue;
@@ -335,13 +553,13 @@ static void fold_input_transposes(fuser *f, const readers *r, unsigned char *vie
  * inputs and attributes but wrt (the gradients of one attention, computed together); each
  * result read only by a transpose that keeps the last dim brings that transpose along, and
  * the kernel writes the transposed layout directly. */
-static void group_attention(fuser *f, const readers *r)
+static void group_attention(fuser *f, const readers *r, const unsigned char *rope)
 {
     const kiln_graph *g = f->g;
     for (uint32_t id = 0; id < g->n_nodes; id++) {
         const kiln_node *n = &g->nodes[id];
         if (!f->has_kernel[id] || !is_attention(n->op) || f->group_of[id] != KILN_NONE) continue;
-        uint32_t members[2 * KILN_WRT_COUNT], count = 0;
+        uint32_t members[2 * KILN_WRT_COUNT + 2 * 9], count = 0;
         members[count++] = id;
         if (n->op == KILN_OP_ATTENTION_GRAD && f->req->enable_loop)
             for (uint32_t o = id + 1; o < g->n_nodes && count < KILN_WRT_COUNT; o++) {
@@ -361,9 +579,20 @@ static void group_attention(fuser *f, const readers *r)
                 members[count++] = o;
                 break;
             }
-        uint32_t n_results = count;
+        /* the rotary gradients of dq and dk, written un-rotated (their dx replaces the
+         * result whose transpose may come along) */
+        uint32_t n_results = count, results[KILN_WRT_COUNT + 1];
+        memcpy(results, members, count * sizeof *members);
+        for (uint32_t i = 0; i < n_results && f->req->enable_loop && n->op == KILN_OP_ATTENTION_GRAD; i++) {
+            uint32_t dx = rope_grad_of(f, r, rope, results[i]);
+            kiln_rope_grad rg;
+            if (dx == KILN_NONE || !kiln_rope_grad_match(g, dx, &rg)) continue;
+            for (int k = 0; k < 8; k++) members[count++] = rg.inner[k];
+            members[count++] = dx;
+            results[i] = dx;
+        }
         for (uint32_t i = 0; i < n_results && f->req->enable_loop; i++) {
-            uint32_t a = members[i], y = KILN_NONE;
+            uint32_t a = results[i], y = KILN_NONE;
             if (g->nodes[a].op == KILN_OP_ATTENTION_LSE) continue;
             if (is_output_or_update(g, a) || result_readers(g, r, a, &y) != 1) continue;
             if (f->has_kernel[y] && keeps_last_dim(&g->nodes[y]) && f->group_of[y] == KILN_NONE)
@@ -968,9 +1197,11 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
                xcalloc(nn, sizeof(uint32_t)), 0, xcalloc(nn, sizeof(uint32_t))};
     for (uint32_t id = 0; id < nn; id++) f.group_of[id] = KILN_NONE;
     s->view = xcalloc(nn, 1);
+    s->rope = xcalloc(nn, 1);
     readers r = readers_of(g, req->live);
-    if (req->enable_loop) fold_input_transposes(&f, &r, s->view);
-    group_attention(&f, &r);
+    if (req->enable_loop) find_ropes(&f, &r, s->rope);
+    if (req->enable_loop) fold_input_transposes(&f, &r, s->view, s->rope);
+    group_attention(&f, &r, s->rope);
     if (req->enable_gemm) group_gemms(&f, &r);
     if (req->enable_gemm) group_sibling_gemms(&f, &r);
     group_loops(&f);
@@ -1037,6 +1268,7 @@ void kiln_schedule_free(kiln_kernel_schedule *s)
     free(s->kernel_of);
     free(s->internal);
     free(s->view);
+    free(s->rope);
     free(s->stored_as);
     memset(s, 0, sizeof *s);
 }

@@ -142,6 +142,7 @@ static void assign_homes(const kiln_graph *g, const kiln_plan_request *req, cons
         const kiln_node *n = &g->nodes[id];
         kiln_home *h = &p->homes[id];
         if (!needed[id] || h->kind != KILN_HOME_NONE) continue;
+        if (req->schedule && req->schedule->rope && req->schedule->rope[id]) continue; /* rotated on load (fuse.c) */
         KILN_ASSERT(n->op != KILN_OP_INPUT && n->op != KILN_OP_PARAM && n->op != KILN_OP_STATE); /* all listed */
         h->bytes = kiln_type_numel(&n->type) * KILN_ELEM_BYTES;
         if (req->schedule && req->schedule->stored_as && req->schedule->stored_as[id] != KILN_NONE) {
@@ -291,6 +292,16 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
         for (uint32_t j = 0; j < g->nodes[id].n_in; j++) {
             uint32_t x = g->nodes[id].in[j];
             if (p->homes[x].kind == KILN_HOME_FUSED) continue;
+            kiln_rope rope;
+            if (req->schedule && req->schedule->rope && req->schedule->rope[x] == KILN_ROPE_RESULT &&
+                kiln_rope_match(g, x, &rope)) { /* the kernel reads the rotation's x and tables */
+                uint32_t src[3] = {rope.x, rope.cos, rope.sin};
+                for (int i = 0; i < 3; i++) {
+                    uint32_t r = root_of(p, src[i]);
+                    if (p->homes[r].last < at) p->homes[r].last = at;
+                }
+                continue;
+            }
             uint32_t r = root_of(p, x);
             if (p->homes[r].last < at) p->homes[r].last = at;
         }

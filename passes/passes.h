@@ -73,7 +73,9 @@ typedef enum kiln_kernel_kind {
     KILN_KERNEL_NODE,   /* one node, lowered by its op's own kernel */
     KILN_KERNEL_LOOP,   /* elementwise nodes of one shape in one loop nest */
     KILN_KERNEL_ATTENTION,      /* an attention, [the transpose of its result it writes directly] */
-    KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [their transposes] */
+    KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [the rotary
+                                   gradients of dq, dk (kiln_rope_grad_match)], [the transposes
+                                   of their results] */
     KILN_KERNEL_GEMM,   /* a matmul with its epilogue: [scale] [+ bias] [activation] [+ residual] */
     KILN_KERNEL_MULTI,  /* one elementwise loop [ending in a sum over every element], the same
                            for each of `parts` tensors of any sizes (the optimizer update of
@@ -100,7 +102,37 @@ typedef struct kiln_kernel_schedule {
     uint32_t *stored_as;       /* per node: KILN_NONE, or the transpose member of its kernel
                                   whose buffer holds it (an attention result written only
                                   transposed; attention_grad reads it there with strides) */
+    unsigned char *rope;       /* per node: KILN_ROPE_RESULT, a rotary rotation of q or k that
+                                  no kernel computes: the attention kernels reading it rotate
+                                  its input on load (kiln_rope_match); KILN_ROPE_INNER, one of
+                                  that rotation's inner nodes (computed by nobody); else 0 */
 } kiln_kernel_schedule;
+
+enum { KILN_ROPE_RESULT = 1, KILN_ROPE_INNER = 2 };
+
+/* A rotary position embedding as the frontend writes it with primitive ops
+ * (frontend/attention.c, apply_rope), on x (…, L, dh), dh even, h = dh/2:
+ *   y = x·cos + concat(−x[…, h:], x[…, :h])·sin
+ * with cos, sin (…, L, dh) tables whose other dims are 1 (row p = position p). Either
+ * operand order of the add and of each mul matches. kiln_rope_match says whether node y
+ * is one, and fills its pieces. */
+typedef struct kiln_rope {
+    uint32_t x, cos, sin;
+    uint32_t inner[6];         /* x·cos, rot·sin, rot (concat), −x2 (neg), x1, x2 (slices) */
+} kiln_rope;
+bool kiln_rope_match(const kiln_graph *g, uint32_t y, kiln_rope *r);
+
+/* The gradient of that rotation as autodiff writes it (grad_rules.c: mul, concat, neg,
+ * slice), from the cotangent G of y to the one of x, Rᵀ·G:
+ *   dx = G·cos + unslice(−(G·sin)[…, :h] at h:) + unslice((G·sin)[…, h:] at :h)
+ * (the three terms added in any order and nesting). kiln_rope_grad_match says whether
+ * node dx is one. An attention_grad kernel whose dq or dk result is such a G writes dx
+ * (un-rotates on store) when the tables are those its q or k is rotated with. */
+typedef struct kiln_rope_grad {
+    uint32_t G, cos, sin;
+    uint32_t inner[8];         /* G·cos, G·sin, its two slices, the neg, the two unslices, the inner add */
+} kiln_rope_grad;
+bool kiln_rope_grad_match(const kiln_graph *g, uint32_t dx, kiln_rope_grad *r);
 
 typedef struct kiln_fuse_request {
     const unsigned char *live; /* per node: computed */
@@ -278,7 +310,8 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
 
 /* ---- pipeline.c: the stages every compilation goes through ---------------------------------
  *
- * verify → live → simplify → fuse → memplan (pipeline.c explains each). What comes out
+ * verify → live → simplify → fuse → memplan (pipeline.c explains each), after the
+ * training stages (kiln_pipeline_train) when it compiles a training step. What comes out
  * is a program: the graph codegen compiles (the request's, or simplify's rebuilt one),
  * the request's ids translated into it, the kernel schedule and the memory plan. */
 
@@ -318,6 +351,42 @@ typedef struct kiln_program {
     kiln_memplan plan;
     char *dump;              /* --dump-after's text, malloc'd, or NULL */
 } kiln_program;
+
+/* The training stages, the pipeline's first part for a training step (or `run --grads`):
+ *   autodiff   (when req->loss is set) appends the gradients of the loss w.r.t. params[]
+ *              then extra_wrt[] (autodiff.c); out->grads[i] is each one's gradient node
+ *   optimizer  (when req->optim is set) appends the update of params[] (optimizer.c)
+ *              from those gradients — or from req->grads when autodiff is not asked for
+ *              (the split step's update graph reads them as state); out->optim holds the
+ *              "lr" input and the counts, the new STATE nodes are g's from
+ *              out->first_optim_node on
+ * Each stage extends g in place (the driver keeps binding inputs, parameters and states
+ * by id, and may rebuild the step after them — activation checkpointing), is followed by
+ * the verifier unless `verify` is disabled, and keeps its IR text for --dump-after
+ * (out->dump). The stages kiln_pipeline_run then applies — live, simplify, fuse,
+ * memplan — see its comment; the whole list is verify → autodiff → optimizer → live →
+ * simplify → fuse → memplan (docs/pipeline.md). */
+typedef struct kiln_train_request {
+    uint32_t loss;                       /* scalar f32 node; KILN_NONE: no autodiff stage */
+    const uint32_t *params;              /* the trained parameters (autodiff's first wrt) */
+    uint32_t n_params;
+    const uint32_t *extra_wrt;           /* more nodes to differentiate w.r.t. (f32 inputs) */
+    uint32_t n_extra_wrt;
+    const uint32_t *grads;               /* optimizer without autodiff: per parameter */
+    const kiln_optim_config *optim;      /* NULL: no optimizer stage */
+    const kiln_pipeline_options *options;
+} kiln_train_request;
+
+typedef struct kiln_train_result {
+    uint32_t n_forward;                  /* g's node count before the stages */
+    uint32_t *grads;                     /* autodiff: n_params + n_extra_wrt nodes (malloc'd) */
+    uint32_t first_optim_node;           /* the optimizer's nodes start here */
+    kiln_optim_result optim;             /* with the optimizer stage */
+    char *dump;                          /* --dump-after autodiff / optimizer text (malloc'd) */
+} kiln_train_result;
+
+bool kiln_pipeline_train(kiln_graph *g, const kiln_train_request *req, kiln_train_result *out, kiln_diags *d);
+void kiln_train_result_free(kiln_train_result *r);
 
 /* The program graph's node for the request graph's node id (KILN_NONE stays KILN_NONE). */
 uint32_t kiln_program_node(const kiln_program *p, uint32_t id);

@@ -8,6 +8,8 @@
  *
  *   verify    the request's graph is well formed (its builder already checked the user's
  *             input; this catches internal errors of the passes that built it)
+ *   autodiff  (training, kiln_pipeline_train) the loss's gradients (autodiff.c)
+ *   optimizer (training, kiln_pipeline_train) the parameters' update (optimizer.c)
  *   live      which nodes the outputs and the updates need
  *   simplify  CSE, dead code, constant folding, algebraic identities (simplify.c). It
  *             rebuilds the graph, so from here on the program has a graph of its own and
@@ -19,8 +21,13 @@
  *             nodes into GEMMs alone, so that it can be turned off by itself
  *   memplan   where every value lives, over the schedule's kernel order (memplan.c)
  *
- * Autodiff and the optimizer update (autodiff.c, optimizer.c) run before it, in the
- * driver, because the driver keeps the ids of the nodes they create.
+ * The training stages have their own entry point, kiln_pipeline_train, run on the
+ * driver's graph before it asks codegen to compile: they extend that graph in place and
+ * return the ids of what they made (the gradients, the "lr" input, the optimizer
+ * state), which the driver binds and compiles by, and activation checkpointing
+ * (checkpoint.c) rebuilds the step between them and the rest. The list of stage names,
+ * for --dump-after, is one: verify, autodiff, optimizer, live, simplify, fuse, epilogue,
+ * memplan.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -29,7 +36,8 @@
 
 #include "passes.h"
 
-static const char *const stage_names[] = {"verify", "live", "simplify", "fuse", "epilogue", "memplan"};
+static const char *const stage_names[] = {"verify",   "autodiff", "optimizer", "live",
+                                          "simplify", "fuse",     "epilogue",  "memplan"};
 
 bool kiln_pass_known(const char *name)
 {
@@ -38,7 +46,10 @@ bool kiln_pass_known(const char *name)
     return false;
 }
 
-const char *kiln_pass_names(void) { return "verify, live, simplify, fuse, epilogue (part of fuse), memplan"; }
+const char *kiln_pass_names(void)
+{
+    return "verify, autodiff, optimizer (training), live, simplify, fuse, epilogue (part of fuse), memplan";
+}
 
 bool kiln_pass_optional(const char *name)
 {
@@ -241,6 +252,56 @@ bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln
     free(live);
     if (!ok) kiln_program_free(out);
     return ok;
+}
+
+/* ---- the training stages -------------------------------------------------------------------- */
+
+/* After a training stage: the verifier (unless off) and the stage's text when asked for. */
+static bool after_train_stage(const kiln_train_request *req, const char *stage, const kiln_graph *g,
+                              kiln_train_result *out, kiln_diags *d)
+{
+    const kiln_pipeline_options *o = req->options;
+    if (!kiln_pass_disabled(o, "verify") && !kiln_graph_verify(g, d)) return false;
+    if (o && o->dump_after && strcmp(o->dump_after, stage) == 0 && !out->dump) out->dump = kiln_graph_print(g);
+    return true;
+}
+
+bool kiln_pipeline_train(kiln_graph *g, const kiln_train_request *req, kiln_train_result *out, kiln_diags *d)
+{
+    memset(out, 0, sizeof *out);
+    out->n_forward = out->first_optim_node = g->n_nodes;
+    out->optim.lr = KILN_NONE;
+    uint32_t n_wrt = req->n_params + req->n_extra_wrt;
+    const uint32_t *grads = req->grads;
+
+    /* autodiff: the gradients of the loss w.r.t. the parameters, then the extra nodes */
+    if (req->loss != KILN_NONE) {
+        uint32_t *wrt = malloc((n_wrt ? n_wrt : 1) * sizeof *wrt);
+        out->grads = calloc(n_wrt ? n_wrt : 1, sizeof *out->grads);
+        KILN_ASSERT(wrt != NULL && out->grads != NULL);
+        if (req->n_params) memcpy(wrt, req->params, req->n_params * sizeof *wrt);
+        if (req->n_extra_wrt) memcpy(wrt + req->n_params, req->extra_wrt, req->n_extra_wrt * sizeof *wrt);
+        bool ok = kiln_autodiff(g, req->loss, wrt, n_wrt, out->grads, d);
+        free(wrt);
+        if (!ok || !after_train_stage(req, "autodiff", g, out, d)) return false;
+        grads = out->grads;
+    }
+
+    /* optimizer: the parameters' update from their gradients */
+    out->first_optim_node = g->n_nodes;
+    if (req->optim) {
+        KILN_ASSERT(grads != NULL || req->n_params == 0);
+        if (!kiln_optim_build(g, req->params, grads, req->n_params, req->optim, &out->optim, d)) return false;
+        if (!after_train_stage(req, "optimizer", g, out, d)) return false;
+    }
+    return true;
+}
+
+void kiln_train_result_free(kiln_train_result *r)
+{
+    free(r->grads);
+    free(r->dump);
+    memset(r, 0, sizeof *r);
 }
 
 uint32_t kiln_program_node(const kiln_program *p, uint32_t id)

@@ -193,7 +193,7 @@ static struct {
 
 static attn_layout drop_layout(void)
 {
-    attn_layout l = {{0}, g_drop.p > 0, g_drop.seed};
+    attn_layout l = {{0}, g_drop.p > 0, g_drop.seed, false, false, false, false};
     return l;
 }
 
@@ -519,7 +519,7 @@ static void check_grad_subset_of(const kiln_target *t, const agraph *a, unsigned
     grad_emit e = {a, {0}, g_drop.p > 0 ? &dl : NULL, false};
     const uint32_t *grad = stats ? a->sgrad : a->grad;
     for (int w = 0; w < KILN_WRT_COUNT; w++) e.node_of_wrt[w] = (subset >> w) & 1 ? grad[w] : KILN_NONE;
-    int64_t scratch_bytes = attention_grad_group_scratch_bytes(&a->g, e.node_of_wrt, t);
+    int64_t scratch_bytes = attention_grad_group_scratch_bytes(&a->g, e.node_of_wrt, t, NULL);
     e.has_scratch = scratch_bytes > 0;
     void *fn = jit_kernel(t, emit_grad_group, &e);
     float *outs[KILN_WRT_COUNT];
@@ -739,7 +739,7 @@ static void check_layout(const kiln_target *t, const acase *c, rng *r)
     int64_t B = c->B, H = c->H, T = c->T, S = c->S, dh = c->dh, dv = c->dv;
     int64_t sq[3], sk[3], sv[3], so[3], sm[1] = {S + 5}, sd[3] = {H * T * (S + 3), T * (S + 3), S + 3};
     bthd_strides(T, H, dh, sq), bthd_strides(S, H, dh, sk), bthd_strides(S, H, dv, sv), bthd_strides(T, H, dv, so);
-    attn_layout lay = {{0}, false, 0};
+    attn_layout lay = {{0}, false, 0, false, false, false, false};
     lay.stride[ATTN_Q] = sq, lay.stride[ATTN_K] = sk, lay.stride[ATTN_V] = sv, lay.stride[ATTN_OUT] = so;
     lay.stride[ATTN_G] = so, lay.stride[ATTN_DQ] = sq, lay.stride[ATTN_DK] = sk, lay.stride[ATTN_DV] = sv;
     lay.stride[ATTN_MASK] = c->mask ? sm : NULL;
@@ -779,7 +779,7 @@ static void check_layout(const kiln_target *t, const acase *c, rng *r)
 
     /* backward: all four in one kernel */
     grad_emit ge = {&a, {a.grad[0], a.grad[1], a.grad[2], a.grad[3]}, &lay, false};
-    scratch_bytes = attention_grad_group_scratch_bytes(&a.g, ge.node_of_wrt, t);
+    scratch_bytes = attention_grad_group_scratch_bytes(&a.g, ge.node_of_wrt, t, NULL);
     ge.has_scratch = scratch_bytes > 0;
     fn = jit_kernel(t, emit_grad_group, &ge);
     int64_t sizes[4] = {B * T * H * dh, B * S * H * dh, B * S * H * dv, B * H * T * (S + 3)};
@@ -950,7 +950,7 @@ static void test_dropout_zero(void **state)
     const kiln_node *n = &a.g.nodes[a.att];
     int64_t scratch_bytes = attention_scratch_bytes(&a.g, n, &g_host);
     void *scratch = kiln_aligned_alloc((size_t)scratch_bytes + 64);
-    attn_layout lay = {{0}, true, 99};
+    attn_layout lay = {{0}, true, 99, false, false, false, false};
     int64_t size = numel_of(&a, a.att), sizes[3] = {size, size, numel_of(&a, a.lse)};
     float *res[2][3];
     for (int v = 0; v < 2; v++) {
