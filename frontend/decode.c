@@ -10,10 +10,11 @@
  *              which also bounds it (a position past the table is a run-time error, not
  *              a wild read).
  *   cache      a STATE (1, H, context, dh) per self-attention and per k / v. The step's
- *              new row enters as where(iota == pos, k_new, cache·1): an elementwise kernel
- *              that reads each cache element and writes the same element, so the memory
- *              planner computes it in place (KILN_HOME_UPDATE) and the update costs no
- *              copy. Attention then reads that value — the cache with row pos written.
+ *              new row enters as update_slice(cache, k_new, pos) along the positions: the
+ *              memory planner computes it in the cache's storage (KILN_HOME_UPDATE), so
+ *              the step writes one row per cache and copies nothing; a pos outside the
+ *              cache is a run-time error. Attention then reads that value — the cache
+ *              with row pos written.
  *   mask       keys 0..pos are kept: lt(iota, pos + 1) as the attention's (1, S) key mask,
  *              pos + 1 read from a table so that a position outside the cache fails.
  *              Rows past pos hold stale or prefill-padding values; they are never read.
@@ -119,18 +120,13 @@ static uint32_t cache_state(fe_ctx *c, const fe_node *n, const char *name, const
     return s;
 }
 
-/* STEP: the cache with row pos replaced by x (1, H, 1, dh). */
+/* STEP: the cache with row pos replaced by x (1, H, 1, dh): an update_slice, which the
+ * memory planner computes in the cache's own storage (nothing reads the old cache after
+ * it), so the step writes that one row and copies nothing. */
 static uint32_t write_row(fe_ctx *c, const fe_node *n, uint32_t cache, uint32_t x)
 {
-    kiln_attrs ia = {.dtype = KILN_I32, .rank = 4, .shape = {1, 1, c->context, 1}, .axis = 2};
-    uint32_t rows = fe_add(c, n, KILN_OP_IOTA, NULL, 0, &ia, NULL);
-    uint32_t p = fe_reshape(c, n, fe_decode_pos(c, n), 4, (int64_t[]){1, 1, 1, 1});
-    uint32_t hit = fe_binary(c, n, KILN_OP_EQ, rows, p); /* (1, 1, S, 1) f32 */
-    /* scale by 1 (exact) gives the where a partner of its shape, so fusion makes the two
-     * one LOOP kernel reading the cache at the element it writes: the memory planner's
-     * condition for computing the update in place (a one-node kernel is never in place) */
-    uint32_t old = fe_scale(c, n, cache, 1.0);
-    uint32_t out = fe_add(c, n, KILN_OP_WHERE, (uint32_t[]){hit, x, old}, 3, NULL, NULL);
+    kiln_attrs a = {.axis = 2};
+    uint32_t out = fe_add(c, n, KILN_OP_UPDATE_SLICE, (uint32_t[]){cache, x, fe_decode_pos(c, n)}, 3, &a, NULL);
     if (out != KILN_NONE) kiln_graph_add_update(c->g, cache, out);
     return out;
 }

@@ -231,6 +231,14 @@ static void build_all_ops(fx *f)
     uint32_t rows = op2(f, KILN_OP_GATHER, w, idx, &ga);
     kiln_attrs sc = type_attrs(KILN_F32, SHAPE(3, 4));
     op2(f, KILN_OP_SCATTER_ADD, rows, idx, &sc);
+    int32_t one[1] = {1};
+    kiln_attrs sa1 = type_attrs(KILN_I32, SHAPE(1));
+    sa1.values = one;
+    sa1.n_values = 1;
+    uint32_t start = kiln_graph_add(&f->g, KILN_OP_CONSTANT, NULL, 0, &sa1, NULL, NULL, &f->d);
+    kiln_attrs rb = type_attrs(KILN_F32, SHAPE(1, 4));
+    uint32_t us_in[3] = {w, op1(f, KILN_OP_RESHAPE, b, &rb), start};
+    opn(f, KILN_OP_UPDATE_SLICE, us_in, 3, &ga);
 
     kiln_attrs sm = axis_attrs(-1);
     op1(f, KILN_OP_SOFTMAX, x, &sm);
@@ -433,6 +441,18 @@ static void test_gradient_ops(void **state)
     check_refused(f, op2(f, KILN_OP_SCATTER_ADD, g, idx, &sa), 0, "must be f32[4,9]");
     reset_diags(f);
     check_refused(f, op2(f, KILN_OP_SCATTER_ADD, g, g, &sa), 0, "indices must be i32");
+    reset_diags(f);
+    /* update_slice: the update is x's type but along axis; start is one i32 */
+    uint32_t big = input(f, "big", KILN_F32, SHAPE(2, 7)), one = input(f, "one", KILN_I32, SHAPE(1));
+    kiln_attrs ua = axis_attrs(-1);
+    uint32_t upd = opn(f, KILN_OP_UPDATE_SLICE, (uint32_t[]){big, x, one}, 3, &ua);
+    check_type(f, upd, KILN_F32, SHAPE(2, 7));
+    assert_int_equal(f->g.nodes[upd].attrs.axis, 1);
+    ua.axis = 0;
+    check_refused(f, opn(f, KILN_OP_UPDATE_SLICE, (uint32_t[]){big, x, one}, 3, &ua), 0, "but along axis 0");
+    reset_diags(f);
+    ua.axis = 1;
+    check_refused(f, opn(f, KILN_OP_UPDATE_SLICE, (uint32_t[]){big, x, idx}, 3, &ua), 0, "start must be one i32");
     reset_diags(f);
     /* layernorm_grad: the cotangent has the input's type */
     uint32_t w = input(f, "w", KILN_F32, SHAPE(3));
