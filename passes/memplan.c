@@ -260,6 +260,17 @@ static void place_updates(const kiln_graph *g, const kiln_plan_request *req, con
         /* copies run one after another: a new value must not be another target */
         for (uint32_t w = 0; w < g->n_updates; w++)
             KILN_ASSERT(w == u || root_of(p, v) != g->updates[w].target);
+        /* a reshape of a workspace value of the target's size (a KV cache's keys as the
+         * QKV product computed them): that value goes into the target, the view follows */
+        uint32_t r = v;
+        while (p->homes[r].kind == KILN_HOME_ALIAS && g->nodes[r].op == KILN_OP_RESHAPE) r = p->homes[r].index;
+        if (r != v && p->homes[r].kind == KILN_HOME_WORKSPACE && p->homes[r].bytes == p->homes[t].bytes &&
+            root_of(p, v) == r) {
+            bool other = false; /* r must not be another update's value or target */
+            for (uint32_t w = 0; w < g->n_updates && !other; w++)
+                other = w != u && (g->updates[w].value == r || g->updates[w].target == r);
+            if (!other) v = r;
+        }
         kiln_home *h = &p->homes[v];
         uint32_t at = h->kind == KILN_HOME_WORKSPACE ? position(req, v) : 0;
         bool free_then = p->homes[t].last < at ||
