@@ -74,6 +74,7 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_CONCAT] = {lower_concat},
     [KILN_OP_BROADCAST] = {lower_broadcast},
     [KILN_OP_GATHER] = {lower_gather, true},
+    [KILN_OP_UPDATE_SLICE] = {lower_update_slice, true},
 
     [KILN_OP_SOFTMAX] = {lower_softmax},
     [KILN_OP_LOG_SOFTMAX] = {lower_softmax},

@@ -199,6 +199,7 @@ void lower_slice(lower_ctx *c);
 void lower_concat(lower_ctx *c);
 void lower_broadcast(lower_ctx *c);
 void lower_gather(lower_ctx *c);
+void lower_update_slice(lower_ctx *c);   /* x with a run-time slice replaced (out may be in0) */
 void lower_matmul(lower_ctx *c);        /* lower_nn.c */
 int64_t matmul_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t);
 /* The GEMM of a matmul that is one GEMM call (kiln_matmul_is_one_gemm): its batch rows

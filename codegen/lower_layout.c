@@ -17,7 +17,14 @@
  * "out of range" flags over all indices), so a bad token id returns KILN_RC_INDEX_RANGE
  * without a wild read, even when the result is empty; the rows are then copied in
  * parallel.
+ *
+ * update_slice writes only its update's rows when the memory planner put its result in
+ * its operand's own storage (out == in0, a KV cache's new row): it copies the operand
+ * first only when the two differ, so its out and in0 are the one pair of kernel
+ * parameters that may alias (they lose noalias).
  */
+#include <string.h>
+
 #include "lower.h"
 
 /* A copy's nest body: dst[off0] = src[off1]; vals = dst, src */
@@ -220,4 +227,39 @@ void lower_gather(lower_ctx *c)
     gather_job gj = {dt, n, n_ids, inner};
     LLVMValueRef vals[3] = {c->out, c->in[0], c->in[1]};
     cg_parallel_for(cg, "rows", outer * n_ids, inner, vals, 3, gather_rows, &gj);
+}
+
+/* update_slice(x, u, start): out = x, then out[o, start + j, i] = u[o, j, i] with x (outer,
+ * n, inner) and u (outer, m, inner). A start outside [0, n − m] returns
+ * KILN_RC_INDEX_RANGE before anything is written. */
+void lower_update_slice(lower_ctx *c)
+{
+    kiln_cg *cg = c->cg;
+    const kiln_type *xt = lower_in_type(c, 0), *ut = lower_in_type(c, 1);
+    kiln_dtype dt = c->node->type.dtype;
+    int ax = (int)c->node->attrs.axis;
+    int64_t outer = cg_span(xt->dims, 0, ax), n = xt->dims[ax], m = ut->dims[ax];
+    int64_t inner = cg_span(xt->dims, ax + 1, xt->rank);
+    unsigned noalias = LLVMGetEnumAttributeKindForName("noalias", 7);
+    LLVMRemoveEnumAttributeAtIndex(c->fn, 1, noalias); /* out */
+    LLVMRemoveEnumAttributeAtIndex(c->fn, 2, noalias); /* in0: maybe out itself */
+
+    LLVMValueRef start = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, c->in[2], cg_i64(cg, 0)), cg->t_i64, "start");
+    cg_return_if(cg, LLVMBuildICmp(cg->b, LLVMIntUGT, start, cg_i64(cg, n - m), ""), KILN_RC_INDEX_RANGE);
+    cg_if copy;
+    cg_if_begin(cg, &copy, LLVMBuildICmp(cg->b, LLVMIntNE, c->out, c->in[0], ""));
+    cg_memcpy(cg, c->out, c->in[0], kiln_type_numel(xt) * KILN_ELEM_BYTES);
+    cg_if_end(cg, &copy);
+    if (outer * m * inner == 0) return;
+    /* u's rows: m·inner contiguous elements per outer index, a few hundred for a cache row */
+    cg_loop o, i;
+    cg_loop_begin(cg, &o, cg_i64(cg, 0), cg_i64(cg, outer), "o");
+    LLVMValueRef dst = LLVMBuildNSWMul(cg->b, LLVMBuildNSWAdd(cg->b, LLVMBuildNSWMul(cg->b, o.i, cg_i64(cg, n), ""), start, ""),
+                                       cg_i64(cg, inner), "");
+    LLVMValueRef src = LLVMBuildNSWMul(cg->b, o.i, cg_i64(cg, m * inner), "");
+    cg_loop_begin(cg, &i, cg_i64(cg, 0), cg_i64(cg, m * inner), "i");
+    LLVMValueRef v = cg_load(cg, dt, c->in[1], LLVMBuildNSWAdd(cg->b, src, i.i, ""));
+    cg_store(cg, dt, c->out, LLVMBuildNSWAdd(cg->b, dst, i.i, ""), v);
+    cg_loop_end(cg, &i);
+    cg_loop_end(cg, &o);
 }

@@ -9,11 +9,13 @@
  *              position weights, rope's cos/sin) are read at it with a one-row gather,
  *              which also bounds it (a position past the table is a run-time error, not
  *              a wild read).
- *   cache      a STATE (1, H, context, dh) per self-attention and per k / v. The step's
- *              new row enters as where(iota == pos, k_new, cache·1): an elementwise kernel
- *              that reads each cache element and writes the same element, so the memory
- *              planner computes it in place (KILN_HOME_UPDATE) and the update costs no
- *              copy. Attention then reads that value — the cache with row pos written.
+ *   cache      a STATE (1, context, H, dh) per self-attention and per k / v (positions
+ *              first: fe_decode_cache). The step's
+ *              new row enters as update_slice(cache, k_new, pos) along the positions: the
+ *              memory planner computes it in the cache's storage (KILN_HOME_UPDATE), so
+ *              the step writes one row per cache and copies nothing; a pos outside the
+ *              cache is a run-time error. Attention then reads that value — the cache
+ *              with row pos written.
  *   mask       keys 0..pos are kept: lt(iota, pos + 1) as the attention's (1, S) key mask,
  *              pos + 1 read from a table so that a position outside the cache fails.
  *              Rows past pos hold stale or prefill-padding values; they are never read.
@@ -98,13 +100,13 @@ bool fe_decode_depends(fe_ctx *c, uint32_t id)
     return c->dec_dep[id];
 }
 
-/* A new cache STATE named kv.NAME.SUFFIX of type t with `len` positions (axis 2). */
+/* A new cache STATE named kv.NAME.SUFFIX of type t with `len` positions (along axis). */
 static uint32_t cache_state(fe_ctx *c, const fe_node *n, const char *name, const char *suffix, const kiln_type *t,
-                            int64_t len)
+                            int axis, int64_t len)
 {
     kiln_attrs a = {.dtype = KILN_F32, .rank = t->rank, .name = fe_fmt(c, "kv.%s.%s", name, suffix)};
     for (int d = 0; d < t->rank; d++) a.shape[d] = t->dims[d];
-    a.shape[2] = len;
+    a.shape[axis] = len;
     uint32_t s = fe_add(c, n, KILN_OP_STATE, NULL, 0, &a, a.name);
     if (s == KILN_NONE) return s;
     kiln_model *m = c->m;
@@ -119,37 +121,43 @@ static uint32_t cache_state(fe_ctx *c, const fe_node *n, const char *name, const
     return s;
 }
 
-/* STEP: the cache with row pos replaced by x (1, H, 1, dh). */
+/* (1, A, B, dh) → (1, B, A, dh): heads ↔ positions, its own inverse. */
+static uint32_t swap_heads(fe_ctx *c, const fe_node *n, uint32_t x)
+{
+    return x == KILN_NONE ? KILN_NONE : fe_transpose(c, n, x, (int64_t[]){0, 2, 1, 3});
+}
+
+/* STEP: the cache with position pos replaced by x (1, 1, H, dh): an update_slice, which
+ * the memory planner computes in the cache's own storage (nothing reads the old cache
+ * after it), so the step writes that one row of H·dh floats and copies nothing. */
 static uint32_t write_row(fe_ctx *c, const fe_node *n, uint32_t cache, uint32_t x)
 {
-    kiln_attrs ia = {.dtype = KILN_I32, .rank = 4, .shape = {1, 1, c->context, 1}, .axis = 2};
-    uint32_t rows = fe_add(c, n, KILN_OP_IOTA, NULL, 0, &ia, NULL);
-    uint32_t p = fe_reshape(c, n, fe_decode_pos(c, n), 4, (int64_t[]){1, 1, 1, 1});
-    uint32_t hit = fe_binary(c, n, KILN_OP_EQ, rows, p); /* (1, 1, S, 1) f32 */
-    /* scale by 1 (exact) gives the where a partner of its shape, so fusion makes the two
-     * one LOOP kernel reading the cache at the element it writes: the memory planner's
-     * condition for computing the update in place (a one-node kernel is never in place) */
-    uint32_t old = fe_scale(c, n, cache, 1.0);
-    uint32_t out = fe_add(c, n, KILN_OP_WHERE, (uint32_t[]){hit, x, old}, 3, NULL, NULL);
+    kiln_attrs a = {.axis = 1};
+    uint32_t out = fe_add(c, n, KILN_OP_UPDATE_SLICE, (uint32_t[]){cache, x, fe_decode_pos(c, n)}, 3, &a, NULL);
     if (out != KILN_NONE) kiln_graph_add_update(c->g, cache, out);
     return out;
 }
 
 /* PREFILL over T ≤ context positions (a prompt's length bucket): the cache's new value is
- * x (1, H, T, dh) in rows 0..T, zeros after — rows no step reads before writing them. */
+ * x (1, T, H, dh) in rows 0..T, zeros after — rows no step reads before writing them. */
 static uint32_t prefill_rows(fe_ctx *c, const fe_node *n, uint32_t x, const kiln_type *t)
 {
-    if (t->dims[2] == c->context) return x;
-    kiln_attrs a = {.dtype = KILN_F32, .rank = t->rank, .axis = 2, .start = 0, .end = t->dims[2], .step = 1};
+    if (t->dims[1] == c->context) return x;
+    kiln_attrs a = {.dtype = KILN_F32, .rank = t->rank, .axis = 1, .start = 0, .end = t->dims[1], .step = 1};
     for (int d = 0; d < t->rank; d++) a.shape[d] = t->dims[d];
-    a.shape[2] = c->context;
+    a.shape[1] = c->context;
     return fe_add(c, n, KILN_OP_UNSLICE, &x, 1, &a, NULL);
 }
 
+/* The self-attention cache is laid out positions first, (1, context, H, dh): a step's new
+ * row is one contiguous run, and in the prefill the keys and values the QKV products
+ * compute, (1, T, H·dh), are already the cache's layout, so the planner computes them
+ * straight into the cache (no transpose kernel: the prefill does the forward pass's
+ * work); attention reads the cache through a transposed view, with strides. */
 bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v)
 {
     if (*k == KILN_NONE || *v == KILN_NONE) return false;
-    const kiln_type *kt = fe_type(c, *k), *vt = fe_type(c, *v);
+    const kiln_type *kt = fe_type(c, *k);
     int64_t T = kt->dims[2];
     bool step = c->decode == KILN_DECODE_STEP;
     if (kt->dims[0] != 1 || (step ? T != 1 : T < 1 || T > c->context)) {
@@ -157,17 +165,19 @@ bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
                  step ? "" : "at most ", (long long)(step ? 1 : c->context), (long long)kt->dims[0], (long long)T);
         return false;
     }
-    kiln_type kct = *kt, vct = *vt;
-    uint32_t ks = cache_state(c, n, name, "k", &kct, c->context);
-    uint32_t vs = cache_state(c, n, name, "v", &vct, c->context);
+    uint32_t kp = swap_heads(c, n, *k), vp = swap_heads(c, n, *v); /* (1, T, H, dh) */
+    if (kp == KILN_NONE || vp == KILN_NONE) return false;
+    kiln_type kct = *fe_type(c, kp), vct = *fe_type(c, vp);
+    uint32_t ks = cache_state(c, n, name, "k", &kct, 1, c->context);
+    uint32_t vs = cache_state(c, n, name, "v", &vct, 1, c->context);
     if (ks == KILN_NONE || vs == KILN_NONE) return false;
     if (c->decode == KILN_DECODE_PREFILL) {
-        kiln_graph_add_update(c->g, ks, prefill_rows(c, n, *k, &kct));
-        kiln_graph_add_update(c->g, vs, prefill_rows(c, n, *v, &vct));
+        kiln_graph_add_update(c->g, ks, prefill_rows(c, n, kp, &kct));
+        kiln_graph_add_update(c->g, vs, prefill_rows(c, n, vp, &vct));
         return true;
     }
-    *k = write_row(c, n, ks, *k);
-    *v = write_row(c, n, vs, *v);
+    *k = swap_heads(c, n, write_row(c, n, ks, kp));
+    *v = swap_heads(c, n, write_row(c, n, vs, vp));
     return *k != KILN_NONE && *v != KILN_NONE;
 }
 
@@ -175,8 +185,8 @@ bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
 {
     if (*k == KILN_NONE || *v == KILN_NONE) return false;
     const kiln_type *kt = fe_type(c, *k), *vt = fe_type(c, *v);
-    uint32_t ks = cache_state(c, n, name, "k", kt, kt->dims[2]);
-    uint32_t vs = cache_state(c, n, name, "v", vt, vt->dims[2]);
+    uint32_t ks = cache_state(c, n, name, "k", kt, 2, kt->dims[2]);
+    uint32_t vs = cache_state(c, n, name, "v", vt, 2, vt->dims[2]);
     if (ks == KILN_NONE || vs == KILN_NONE) return false;
     if (c->decode == KILN_DECODE_PREFILL) {
         kiln_graph_add_update(c->g, ks, *k);

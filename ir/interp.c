@@ -521,6 +521,25 @@ static bool run_gather(const interp_call *c)
     return true;
 }
 
+/* update_slice: out = x with out[o, start + j, i] = u[o, j, i]; start is checked first. */
+static bool run_update_slice(const interp_call *c)
+{
+    const kiln_type *xt = interp_in_type(c, 0), *ut = interp_in_type(c, 1);
+    int ax = (int)c->node->attrs.axis;
+    int64_t outer = kiln_interp_span(xt->dims, 0, ax), n = xt->dims[ax], m = ut->dims[ax];
+    int64_t inner = kiln_interp_span(xt->dims, ax + 1, xt->rank);
+    int32_t start = *(const int32_t *)interp_in(c, 2);
+    if (start < 0 || start > n - m) {
+        char buf[160];
+        return kiln_interp_fail(c, "start %d is out of range [0, %lld] for %lld rows along axis %d of %s", (int)start,
+                                (long long)(n - m), (long long)m, ax, kiln_type_str(xt, buf, sizeof buf));
+    }
+    copy_elems(c->out, 0, interp_in(c, 0), 0, kiln_type_numel(xt));
+    for (int64_t o = 0; o < outer; o++)
+        copy_elems(c->out, (o * n + start) * inner, interp_in(c, 1), o * m * inner, m * inner);
+    return true;
+}
+
 /* ---- the table ------------------------------------------------------------------------- */
 
 static const op_impl impl[KILN_OP_COUNT] = {
@@ -573,6 +592,7 @@ static const op_impl impl[KILN_OP_COUNT] = {
     [KILN_OP_CONCAT] = {.run = run_concat},
     [KILN_OP_BROADCAST] = {.run = run_broadcast},
     [KILN_OP_GATHER] = {.run = run_gather},
+    [KILN_OP_UPDATE_SLICE] = {.run = run_update_slice},
 
     [KILN_OP_SOFTMAX] = {.run = kiln_interp_softmax},
     [KILN_OP_LOG_SOFTMAX] = {.run = kiln_interp_log_softmax},

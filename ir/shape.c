@@ -364,6 +364,21 @@ static bool rule_gather(rule_ctx *c)
     return check_size(c, o);
 }
 
+/* update_slice(x, u, start): the result is x's type; u is x's type but along axis, where
+ * it is at most x's extent; start is one i32. */
+static bool rule_update_slice(rule_ctx *c)
+{
+    const kiln_type *x = c->in[0], *u = c->in[1], *at = c->in[2];
+    if (at->dtype != KILN_I32 || kiln_type_numel(at) != 1) return fail(c, "start must be one i32, got %s", ts(at));
+    if (!normalize_axis(c, &c->a->axis, x->rank, "axis")) return false;
+    int64_t ax = c->a->axis;
+    bool ok = u->dtype == x->dtype && u->rank == x->rank && u->dims[ax] <= x->dims[ax];
+    for (int d = 0; ok && d < x->rank; d++) ok = d == ax || u->dims[d] == x->dims[d];
+    if (!ok) return fail(c, "update %s must be %s but along axis %lld, at most as long", ts(u), ts(x), (long long)ax);
+    *c->out = *x;
+    return true;
+}
+
 /* unslice(g): the result type is the attribute's; slicing it as the attributes say must
  * give g's type. */
 static bool rule_unslice(rule_ctx *c)
@@ -606,6 +621,7 @@ bool kiln_infer_type(kiln_op op, const kiln_type *const *in, uint32_t n_in, kiln
         case KILN_OP_BROADCAST: ok = rule_broadcast(&c); break;
         case KILN_OP_UNSLICE: ok = rule_unslice(&c); break;
         case KILN_OP_SCATTER_ADD: ok = rule_scatter_add(&c); break;
+        case KILN_OP_UPDATE_SLICE: ok = rule_update_slice(&c); break;
         default: ok = rule_gather(&c); break;
         }
         break;

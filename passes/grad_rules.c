@@ -389,6 +389,27 @@ static void rule_scatter_add(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t
     if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_op(c, KILN_OP_GATHER, in, 2, &a));
 }
 
+/* y = update_slice(x, u, start): dx = g with the slice zeroed (zeros written over it);
+ * du = g's slice, gathered at start + 0…m−1 (a slice at a run-time start) */
+static void rule_update_slice(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    uint32_t u = in_k(n, 1), start = in_k(n, 2);
+    kiln_type ut = c->g->nodes[u].type;
+    kiln_attrs ax = {.axis = n->attrs.axis};
+    if (ad_wants(c, n, 0)) {
+        uint32_t in[3] = {g, ad_fill(c, &ut, 0.0), start};
+        ad_give(c, n, 0, ad_op(c, KILN_OP_UPDATE_SLICE, in, 3, &ax));
+    }
+    if (ad_wants(c, n, 1)) {
+        kiln_attrs one = {.dtype = KILN_I32, .rank = 1, .shape = {1}};
+        kiln_attrs ia = {.dtype = KILN_I32, .rank = 1, .shape = {ut.dims[n->attrs.axis]}, .axis = 0};
+        uint32_t at = ad_op(c, KILN_OP_RESHAPE, &start, 1, &one);
+        uint32_t rows = ad_op2(c, KILN_OP_ADD, ad_op(c, KILN_OP_IOTA, NULL, 0, &ia), at);
+        uint32_t in[2] = {g, rows};
+        ad_give(c, n, 1, ad_op(c, KILN_OP_GATHER, in, 2, &ax));
+    }
+}
+
 /* ---- composites ----------------------------------------------------------------------------------- */
 
 /* y = x̂·w + b, x̂ = layernorm(x, 1, 0): dx from layernorm_grad; dw = Σ g·x̂ and db = Σ g
@@ -536,6 +557,7 @@ const ad_rule kiln_grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_GATHER] = rule_gather,
     [KILN_OP_UNSLICE] = rule_unslice,
     [KILN_OP_SCATTER_ADD] = rule_scatter_add,
+    [KILN_OP_UPDATE_SLICE] = rule_update_slice,
 
     [KILN_OP_SOFTMAX] = rule_softmax,
     [KILN_OP_LOG_SOFTMAX] = rule_log_softmax,

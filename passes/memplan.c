@@ -21,9 +21,10 @@
  *    tinygrad's and TFLite's planners do; it is close to the lower bound (the largest
  *    live set) on transformer graphs.
  *
- * 4. Updates (the training step's new parameters and optimizer state): see
+ * 4. Updates (the training step's new parameters and optimizer state, a KV cache): see
  *    place_updates — computed in place when nothing reads the old value afterwards,
- *    else copied at the end.
+ *    else copied at the end. An update_slice of the target computed in place writes
+ *    only its slice (a KV cache's new row).
  *
  * kiln_memplan_check re-derives every buffer from the plan and checks the invariants;
  * the tests run it on every plan.
@@ -209,6 +210,18 @@ static bool reads_in_step(const kiln_graph *g, const kiln_plan_request *req, uin
     return true;
 }
 
+/* Whether v is an update_slice of t itself (its first operand, not through a view), its
+ * kernel alone: computed in t's storage it writes only the update's rows and never reads
+ * t (codegen/lower_layout.c), so t's old value may die at v. */
+static bool slice_in_place(const kiln_graph *g, const kiln_plan_request *req, const kiln_memplan *p, uint32_t t,
+                           uint32_t v)
+{
+    const kiln_node *n = &g->nodes[v];
+    if (n->op != KILN_OP_UPDATE_SLICE || n->in[0] != t) return false;
+    if (root_of(p, n->in[1]) == t || root_of(p, n->in[2]) == t) return false;
+    return !req->schedule || req->schedule->kernels[req->schedule->kernel_of[v]].n == 1;
+}
+
 /* A MULTI kernel's parts must agree on which of their values are computed in place (its
  * code is one loop for every part): where they do not, the in-place ones become copies. */
 static void uniform_multi_updates(const kiln_graph *g, const kiln_plan_request *req, kiln_memplan *p, uint32_t end)
@@ -248,9 +261,21 @@ static void place_updates(const kiln_graph *g, const kiln_plan_request *req, con
         /* copies run one after another: a new value must not be another target */
         for (uint32_t w = 0; w < g->n_updates; w++)
             KILN_ASSERT(w == u || root_of(p, v) != g->updates[w].target);
+        /* a reshape of a workspace value of the target's size (a KV cache's keys as the
+         * QKV product computed them): that value goes into the target, the view follows */
+        uint32_t r = v;
+        while (p->homes[r].kind == KILN_HOME_ALIAS && g->nodes[r].op == KILN_OP_RESHAPE) r = p->homes[r].index;
+        if (r != v && p->homes[r].kind == KILN_HOME_WORKSPACE && p->homes[r].bytes == p->homes[t].bytes &&
+            root_of(p, v) == r) {
+            bool other = false; /* r must not be another update's value or target */
+            for (uint32_t w = 0; w < g->n_updates && !other; w++)
+                other = w != u && (g->updates[w].value == r || g->updates[w].target == r);
+            if (!other) v = r;
+        }
         kiln_home *h = &p->homes[v];
         uint32_t at = h->kind == KILN_HOME_WORKSPACE ? position(req, v) : 0;
-        bool free_then = p->homes[t].last < at || (p->homes[t].last == at && reads_in_step(g, req, t, v));
+        bool free_then = p->homes[t].last < at ||
+                         (p->homes[t].last == at && (reads_in_step(g, req, t, v) || slice_in_place(g, req, p, t, v)));
         if (h->kind == KILN_HOME_WORKSPACE && free_then && t != v) {
             h->kind = KILN_HOME_UPDATE;
             h->index = t;

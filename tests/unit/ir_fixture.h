@@ -234,6 +234,14 @@ static inline void build_all_ops(fx *f)
     uint32_t rows = op2(f, KILN_OP_GATHER, w, idx, &ga);
     kiln_attrs sc = type_attrs(KILN_F32, SHAPE(3, 4));
     op2(f, KILN_OP_SCATTER_ADD, rows, idx, &sc);
+    int32_t one[1] = {1};
+    kiln_attrs sa1 = type_attrs(KILN_I32, SHAPE(1));
+    sa1.values = one;
+    sa1.n_values = 1;
+    uint32_t start = kiln_graph_add(&f->g, KILN_OP_CONSTANT, NULL, 0, &sa1, NULL, NULL, &f->d);
+    kiln_attrs rb = type_attrs(KILN_F32, SHAPE(1, 4));
+    uint32_t us_in[3] = {w, op1(f, KILN_OP_RESHAPE, b, &rb), start};
+    opn(f, KILN_OP_UPDATE_SLICE, us_in, 3, &ga);
 
     kiln_attrs sm = axis_attrs(-1);
     op1(f, KILN_OP_SOFTMAX, x, &sm);

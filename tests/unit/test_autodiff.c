@@ -502,6 +502,17 @@ static void test_scatter_add(void **state)
     gc_check(t, op2(t, KILN_OP_SCATTER_ADD, g, idx, &a));
 }
 
+/* update_slice: x's gradient is g with the slice zeroed, u's the slice of g (at a start
+ * read at run time) */
+static void test_update_slice(void **state)
+{
+    gc *t = *state;
+    uint32_t in[3] = {input(t, D_ANY, SHAPE(2, 5, 3)), input(t, D_ANY, SHAPE(2, 2, 3)),
+                      input_i32(t, SHAPE(1), (const int32_t[]){2})};
+    kiln_attrs a = {.axis = 1};
+    gc_check(t, add(t, KILN_OP_UPDATE_SLICE, in, 3, &a));
+}
+
 /* ---- composites ------------------------------------------------------------------------------------------- */
 
 static void test_layernorm(void **state)
@@ -870,7 +881,7 @@ int main(void)
         T(test_matmul_batch_broadcast), T(test_matmul_batch_broadcast_transposed_a),
         T(test_reshape), T(test_transpose), T(test_slice), T(test_slice_step), T(test_slice_negative_step),
         T(test_slice_axis0_step3), T(test_concat), T(test_broadcast), T(test_gather_duplicates),
-        T(test_gather_middle_axis), T(test_unslice), T(test_scatter_add),
+        T(test_gather_middle_axis), T(test_unslice), T(test_scatter_add), T(test_update_slice),
         T(test_layernorm), T(test_attention_causal_mask_bias), T(test_attention_mask_head_bias),
         T(test_attention_alibi),
         T(test_attention_plain), T(test_cross_entropy), T(test_cross_entropy_ignore_smoothing),

@@ -637,6 +637,84 @@ static void test_gather_out_of_range(void **state)
     test_graph_free(&t);
 }
 
+/* update_slice(x, u, start) computed into a buffer of its own (x copied first), against
+ * the interpreter: any axis, f32 and i32, an empty update, every start. */
+static void test_update_slice(void **state)
+{
+    rng r = {41};
+    for (int trial = 0; trial < 10; trial++) {
+        tg t;
+        tg_init(&t, &r);
+        int64_t dims[8], udims[8];
+        int rank = 1 + random_shape(&r, 2, dims);
+        int ax = rng_int(&r, 0, rank - 1);
+        dims[ax] = rng_dim(&r) + 2;
+        memcpy(udims, dims, sizeof udims);
+        udims[ax] = trial == 3 ? 0 : rng_int(&r, 1, (int)dims[ax]);
+        kiln_dtype dt = trial % 2 ? KILN_I32 : KILN_F32;
+        uint32_t x = tg_input(&t, dt, rank, dims), u = tg_input(&t, dt, rank, udims);
+        int32_t *start = malloc(4);
+        *start = rng_int(&r, 0, (int)(dims[ax] - udims[ax]));
+        uint32_t in[3] = {x, u, tg_input_data(&t, KILN_I32, 1, (int64_t[]){1}, start)};
+        kiln_attrs a = {.axis = ax};
+        tg_output(&t, tg_add(&t, KILN_OP_UPDATE_SLICE, in, 3, &a));
+        tg_check(&t, EXACT);
+        tg_free(&t);
+    }
+}
+
+/* update_slice as a parameter's update (a KV cache's row write): the plan computes it in
+ * the parameter's own storage, the kernel changes only the slice, a later reader sees the
+ * new value, and a start past the end fails before writing. */
+static void test_update_slice_in_place(void **state)
+{
+    rng r = {42};
+    tg t;
+    tg_init(&t, &r);
+    int64_t dims[3] = {2, 5, 3}, udims[3] = {2, 2, 3};
+    uint32_t p = tg_param(&t, 3, dims), u = tg_input(&t, KILN_F32, 3, udims);
+    int32_t *start = malloc(4);
+    *start = 3;
+    uint32_t in[3] = {p, u, tg_input_data(&t, KILN_I32, 1, (int64_t[]){1}, start)};
+    kiln_attrs a = {.axis = 1};
+    uint32_t y = tg_add(&t, KILN_OP_UPDATE_SLICE, in, 3, &a);
+    kiln_attrs two = {.scalar = 2};
+    tg_output(&t, tg_add(&t, KILN_OP_SCALE, &y, 1, &two));
+    kiln_graph_add_update(&t.g, p, y);
+    t.no_fuse = true; /* no simplify either: the plan's homes are indexed by these ids */
+
+    kiln_compile_request req = tg_request(&t);
+    kiln_memplan plan;
+    int n_kernels;
+    if (!kiln_codegen_plan(&req, &plan, &n_kernels, &t.d)) fail_with_diags(&t, "kiln_codegen_plan");
+    assert_int_equal(plan.homes[y].kind, KILN_HOME_UPDATE);
+    assert_int_equal(plan.n_update_copies, 0);
+    kiln_memplan_free(&plan);
+
+    const float *x0 = t.param_data[0], *uv = t.in_data[0];
+    float want[30];
+    for (int o = 0; o < 2; o++)
+        for (int j = 0; j < 5; j++)
+            for (int i = 0; i < 3; i++)
+                want[(o * 5 + j) * 3 + i] = j >= 3 ? uv[(o * 2 + j - 3) * 3 + i] : x0[(o * 5 + j) * 3 + i];
+    run rr;
+    tg_run(&t, &rr);
+    assert_int_equal(rr.rc, KILN_RC_OK);
+    const float *got = (const float *)((const char *)rr.params + rr.c.param_offsets[0]);
+    const float *y2 = rr.outs[0];
+    for (int i = 0; i < 30; i++) {
+        assert_memory_equal(&got[i], &want[i], 4);
+        assert_true(y2[i] == 2 * want[i]);
+    }
+    run_free(&t, &rr);
+    *start = 4; /* 4 + 2 rows > 5 */
+    tg_run(&t, &rr);
+    assert_int_equal(rr.rc, KILN_RC_INDEX_RANGE);
+    assert_memory_equal((const char *)rr.params + rr.c.param_offsets[0], x0, sizeof want);
+    run_free(&t, &rr);
+    tg_free(&t);
+}
+
 static void test_sources(void **state)
 {
     rng r = {16};
@@ -1103,6 +1181,8 @@ int main(void)
         cmocka_unit_test(test_layout),
         cmocka_unit_test(test_gather),
         cmocka_unit_test(test_gather_out_of_range),
+        cmocka_unit_test(test_update_slice),
+        cmocka_unit_test(test_update_slice_in_place),
         cmocka_unit_test(test_sources),
         cmocka_unit_test(test_memplan_reuse),
         cmocka_unit_test(test_memplan_homes),

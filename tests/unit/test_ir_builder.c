@@ -161,6 +161,18 @@ static void test_gradient_ops(void **state)
     reset_diags(f);
     check_refused(f, op2(f, KILN_OP_SCATTER_ADD, g, g, &sa), 0, "indices must be i32");
     reset_diags(f);
+    /* update_slice: the update is x's type but along axis; start is one i32 */
+    uint32_t big = input(f, "big", KILN_F32, SHAPE(2, 7)), one = input(f, "one", KILN_I32, SHAPE(1));
+    kiln_attrs ua = axis_attrs(-1);
+    uint32_t upd = opn(f, KILN_OP_UPDATE_SLICE, (uint32_t[]){big, x, one}, 3, &ua);
+    check_type(f, upd, KILN_F32, SHAPE(2, 7));
+    assert_int_equal(f->g.nodes[upd].attrs.axis, 1);
+    ua.axis = 0;
+    check_refused(f, opn(f, KILN_OP_UPDATE_SLICE, (uint32_t[]){big, x, one}, 3, &ua), 0, "but along axis 0");
+    reset_diags(f);
+    ua.axis = 1;
+    check_refused(f, opn(f, KILN_OP_UPDATE_SLICE, (uint32_t[]){big, x, idx}, 3, &ua), 0, "start must be one i32");
+    reset_diags(f);
     /* layernorm_grad: the cotangent has the input's type */
     uint32_t w = input(f, "w", KILN_F32, SHAPE(3));
     kiln_attrs eps = scalar_attrs(1e-5);
