@@ -34,10 +34,10 @@ char *kiln_header_split_text(const kiln_compile_request *grad, const kiln_mempla
     kiln_header_add(&s, &len,
         "/* The training step in two halves, for averaging gradients between them (data-parallel\n"
         " * training over MPI or anything else; kiln's runtime stays free of it):\n"
-        " *     %s_train_grad(params, optim, ws, inputs…, &loss);     this process's gradients\n"
+        " *     %s_train_grad(params, optim, ws, inputs…, &loss, NULL, NULL);  this process's gradients\n"
         " *     average the floats optim[%s_GRAD_OFFSET/4 …+ %s_GRAD_FLOATS) over the processes\n"
         " *         (e.g. MPI_Allreduce(MPI_IN_PLACE, …, MPI_SUM) then ×1/N);\n"
-        " *     %s_train_apply(params, optim, ws, lr);                  the same update everywhere\n"
+        " *     %s_train_apply(params, optim, ws, lr);                             the same update everywhere\n"
         " * optim is %s_SPLIT_OPTIM_BYTES, zeroed before the first step: the optimizer state laid\n"
         " * out as %s_train_step's (%s_GRAD_OFFSET bytes; save it to move between the two\n"
         " * forms), then one gradient per trained parameter. The workspace is\n"
