@@ -394,6 +394,30 @@ static int64_t split_grad_offset(const kiln_aot_options *opt, const kiln_module 
     return am->prog.plan.homes[am->prog.states[opt->first_grad]].offset;
 }
 
+/* The gradients of the split step for its header: where each is, and the order the
+ * gradient entry announces them (by ready position, then number: entry.c's order). */
+static void split_grads(const kiln_aot_options *opt, const kiln_module *gm, const kiln_module *am, kiln_split_grads *out)
+{
+    const kiln_compile_request *g = opt->train_grad;
+    uint32_t n = g->n_ready;
+    out->n = n;
+    out->offsets = calloc(n + 1, sizeof *out->offsets);
+    out->floats = calloc(n + 1, sizeof *out->floats);
+    out->order = calloc(n + 1, sizeof *out->order);
+    KILN_ASSERT(out->offsets && out->floats && out->order);
+    for (uint32_t i = 0; i < n; i++) {
+        const kiln_home *h = &am->prog.plan.homes[am->prog.states[g->ready_first + i]];
+        out->offsets[i] = h->offset;
+        out->floats[i] = h->bytes / 4;
+        out->order[i] = i;
+    }
+    for (uint32_t i = 1; i < n; i++) /* stable: ties keep the numbers' order */
+        for (uint32_t c = i; c > 0 && gm->ready_after[out->order[c - 1]] > gm->ready_after[out->order[c]]; c--) {
+            int64_t t = out->order[c];
+            out->order[c] = out->order[c - 1], out->order[c - 1] = t;
+        }
+}
+
 /* The header text with a part (generation's, the split step's) placed before its closing lines. */
 static char *header_with_part(char *text, char *gen)
 {
@@ -570,9 +594,13 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     if (ok && opt->header) {
         char *text = kiln_header_text(req, &m.prog.plan, opt->train, opt->train ? &tm.prog.plan : NULL, opt->source);
         if (gen) text = header_with_generate(text, opt, &pm, &sm);
-        if (split)
+        if (split) {
+            kiln_split_grads sg;
+            split_grads(opt, &gm, &am, &sg);
             text = header_with_part(text, kiln_header_split_text(opt->train_grad, &gm.prog.plan, opt->train_apply,
-                                                                 &am.prog.plan, split_grad_offset(opt, &am)));
+                                                                 &am.prog.plan, split_grad_offset(opt, &am), &sg));
+            free(sg.offsets), free(sg.floats), free(sg.order);
+        }
         ok = stage_header(&b, opt->header, text, d);
         free(text);
     }

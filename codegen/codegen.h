@@ -145,6 +145,17 @@ typedef struct kiln_compile_request {
      * With `dropout` set a stateful entry drops as a training step does, seeded from
      * `dropout_step` in the state blob (the split step's NAME_train_grad). */
     bool stateful;
+    /* A stateful entry that says when some of its states are final (the split step's
+     * gradients, so that averaging them overlaps the backward pass: docs/distributed.md).
+     * With n_ready > 0 the entry takes two more arguments after its outputs,
+     *     void (*ready)(void *ctx, int32_t i), void *ctx
+     * and, when ready is not NULL, calls ready(ctx, i) once per call for each of the states
+     * states[ready_first + i], i < n_ready, right after the last kernel that writes or reads
+     * it (or after the final copies): from then on the entry no longer touches that state,
+     * so the caller may read or change it (from the callback, or another thread) while the
+     * entry goes on. The calls come in kernel order (kiln_ready_after), the same in every
+     * call; none after a failing kernel. */
+    uint32_t ready_first, n_ready;
     const char *suffix;            /* the entry's name after NAME_: NULL = "forward" / "train_step" */
     /* train with activation checkpointing (passes/checkpoint.c): nodes from this id on
      * are the recomputed copies' part of the graph, which simplify keeps apart (0 = none) */
@@ -192,7 +203,17 @@ typedef struct kiln_compiled {
     const kiln_graph *g;           /* the graph sched's node ids are in: req->g, or simplify's */
     kiln_graph *g_owned;           /* simplify's rebuilt graph (malloc'd), or NULL */
     char **kernel_fns;             /* with req->profile: per kernel, the LLVM function it calls */
+    int32_t *ready_after;          /* with req->n_ready: per ready state, kiln_ready_after's position */
 } kiln_compiled;
+
+/* Where a request's ready states (req->ready_first, n_ready) are announced: after[i] is the
+ * schedule position k after whose kernel the entry calls ready(ctx, i) — the last kernel
+ * whose members or operands live in state i's memory — or n_kernels when its new value is
+ * copied in after the last kernel (or nothing touches it). The entry calls them in order
+ * of position, then of i. req is over the program's graph (states translated); entry.c,
+ * kiln_compiled.ready_after and the exported header (header_split.c) use it. */
+void kiln_ready_after(const kiln_graph *g, const kiln_compile_request *req, const kiln_memplan *p,
+                      const kiln_kernel_schedule *s, int32_t *after);
 
 /* With KILN_PERF=1 in the environment, the JIT links code through RuntimeDyld with LLVM's
  * perf JIT event listener, which writes jit-PID.dump (in $JITDUMPDIR, else
@@ -234,6 +255,7 @@ typedef struct kiln_module {
     kiln_cg cg;
     kiln_program prog;             /* schedule, plan and --dump-after text (passes/pipeline.c) */
     int n_kernels, n_functions;
+    int32_t *ready_after;          /* with req->n_ready: per ready state, its ready call's position (malloc'd) */
 } kiln_module;
 
 bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln_diags *d);
@@ -290,11 +312,19 @@ void kiln_header_add(char **s, size_t *len, const char *fmt, ...) __attribute__(
 char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,
                                 const kiln_compile_request *step, const kiln_memplan *step_plan);
 
+/* The split step's gradients, for its header: per gradient (the area's order) its byte
+ * offset in the optimizer blob and its floats; `order`, the gradients in the order
+ * NAME_train_grad announces them (aot.c fills it from kiln_module.ready_after). */
+typedef struct kiln_split_grads {
+    uint32_t n;
+    int64_t *offsets, *floats, *order;
+} kiln_split_grads;
+
 /* The header's split-step part (header_split.c): NAME_train_grad and NAME_train_apply,
- * the split optimizer blob and its gradient area, malloc'd. */
+ * the split optimizer blob, its gradient area and the gradients' ready order, malloc'd. */
 char *kiln_header_split_text(const kiln_compile_request *grad, const kiln_memplan *grad_plan,
                              const kiln_compile_request *apply, const kiln_memplan *apply_plan,
-                             int64_t grad_offset);
+                             int64_t grad_offset, const kiln_split_grads *grads);
 
 /* Writes bytes to path atomically: a temporary beside it, then rename. */
 bool kiln_write_file_atomic(const char *path, const void *data, size_t size, kiln_diags *d);

@@ -25,6 +25,9 @@
  * A stateful request (generation's KV cache) has the state blob without lr:
  *
  *     int NAME_SUFFIX(const float *params, float *state, void *workspace, <inputs…>, <outputs…>)
+ * With request->n_ready the entry takes (ready, ctx) after its outputs and calls
+ * ready(ctx, i) once each ready state is done (entry_ready.c): the split step's
+ * NAME_train_grad hands over each gradient as soon as the backward pass has finished it.
  * With request->profile the entry calls kiln_profile_mark (runtime/profile.c) before each
  * kernel, before the copies and before returning: `kiln bench --per-kernel`.
  */
@@ -44,6 +47,7 @@ typedef struct entry_ctx {
      * (params, optim, workspace, inputs…, lr, outputs…) */
     unsigned a_optim, a_workspace, a_inputs, a_outputs;
     LLVMValueRef lr_slot;   /* train: a stack slot holding the by-value lr (input n_inputs) */
+    unsigned a_ready;       /* req->n_ready: the ready callback, then its context */
 } entry_ctx;
 
 /* The address of node id's value. */
@@ -278,8 +282,51 @@ static void profile_mark(kiln_cg *cg, int slot)
     LLVMBuildCall2(cg->b, ty, fn, &arg, 1, "");
 }
 
+/* The ready calls due at position k (req->n_ready; entry_ready.c): if (ready) ready(ctx, i)
+ * for each state i whose position is k, in order of i. */
+static void ready_calls(entry_ctx *e, const kiln_compile_request *req, const int32_t *after, int32_t k)
+{
+    kiln_cg *cg = e->cg;
+    bool any = false;
+    for (uint32_t i = 0; i < req->n_ready && !any; i++) any = after[i] == k;
+    if (!any) return;
+    LLVMValueRef ready = LLVMGetParam(e->fn, e->a_ready), ctx = LLVMGetParam(e->fn, e->a_ready + 1);
+    LLVMBasicBlockRef call = LLVMAppendBasicBlockInContext(cg->ctx, e->fn, "ready");
+    LLVMBasicBlockRef next = LLVMAppendBasicBlockInContext(cg->ctx, e->fn, "ready.next");
+    LLVMBuildCondBr(cg->b, LLVMBuildIsNotNull(cg->b, ready, ""), call, next);
+    LLVMPositionBuilderAtEnd(cg->b, call);
+    LLVMTypeRef params[2] = {cg->t_ptr, cg->t_i32};
+    LLVMTypeRef ty = LLVMFunctionType(cg->t_void, params, 2, 0);
+    for (uint32_t i = 0; i < req->n_ready; i++) {
+        if (after[i] != k) continue;
+        LLVMValueRef args[2] = {ctx, cg_i32(cg, (int32_t)i)};
+        LLVMBuildCall2(cg->b, ty, ready, args, 2, "");
+    }
+    LLVMBuildBr(cg->b, next);
+    LLVMPositionBuilderAtEnd(cg->b, next);
+}
+
+/* The positions of the ready calls: kiln_ready_after's, or later where a kernel is passed
+ * an address in the state's memory (what it really touches). */
+static void ready_positions(const kiln_graph *g, const kiln_compile_request *req, const kiln_memplan *p,
+                            const kiln_kernel_schedule *s, const kernel_call *calls, int32_t *after)
+{
+    kiln_ready_after(g, req, p, s, after);
+    int32_t *ready_of = entry_ready_index(g, req);
+    for (uint32_t k = 0; k < s->n_kernels; k++) {
+        const kernel_call *c = &calls[k];
+        for (int i = 0; i < c->n_args + (int)c->n_table; i++) {
+            uint32_t id = i < c->n_args ? c->args[i] : c->table[i - c->n_args];
+            int32_t r = entry_ready_state(g, p, ready_of, id);
+            if (r >= 0 && after[r] < (int32_t)k) after[r] = (int32_t)k;
+        }
+    }
+    free(ready_of);
+}
+
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
-               const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions)
+               const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions,
+               int32_t *ready_after)
 {
     /* kernels first (each one moves the builder into its own body), one function per
      * distinct key: identical layers share their kernels */
@@ -293,10 +340,15 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
     for (int k = 0; k < n_keys; k++) free(keys[k].text);
     free(keys);
 
-    entry_ctx e = {cg, g, p, NULL, req->n_inputs, 0, 1, 2, 2 + req->n_inputs, NULL};
-    if (req->train) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 4 + req->n_inputs, NULL};
-    else if (req->stateful) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 3 + req->n_inputs, NULL};
-    unsigned n_args = e.a_outputs + g->n_outputs;
+    entry_ctx e = {cg, g, p, NULL, req->n_inputs, 0, 1, 2, 2 + req->n_inputs, NULL, 0};
+    if (req->train) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 4 + req->n_inputs, NULL, 0};
+    else if (req->stateful) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 3 + req->n_inputs, NULL, 0};
+    e.a_ready = e.a_outputs + g->n_outputs;
+    unsigned n_args = e.a_ready + (req->n_ready ? 2 : 0);
+    int32_t *after = calloc(req->n_ready ? req->n_ready : 1, sizeof *after);
+    KILN_ASSERT(after != NULL);
+    if (req->n_ready) ready_positions(g, req, p, s, calls, after);
+    if (ready_after) memcpy(ready_after, after, req->n_ready * sizeof *after);
     LLVMTypeRef *params = calloc(n_args, sizeof *params);
     KILN_ASSERT(params != NULL);
     for (unsigned i = 0; i < n_args; i++) params[i] = cg->t_ptr;
@@ -320,6 +372,10 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
     for (uint32_t o = 0; o < g->n_outputs; o++) {
         snprintf(arg, sizeof arg, "out_%s", g->outputs[o].name);
         LLVMSetValueName2(LLVMGetParam(fn, e.a_outputs + o), arg, strlen(arg));
+    }
+    if (req->n_ready) {
+        LLVMSetValueName2(LLVMGetParam(fn, e.a_ready), "ready", 5);
+        LLVMSetValueName2(LLVMGetParam(fn, e.a_ready + 1), "ready_ctx", 9);
     }
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
     if (req->train) {
@@ -349,6 +405,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
             LLVMBuildRet(cg->b, rc);
             LLVMPositionBuilderAtEnd(cg->b, next);
         }
+        if (req->n_ready) ready_calls(&e, req, after, (int32_t)k);
     }
     if (req->profile) profile_mark(cg, (int)nk);
     for (uint32_t i = 0; i < p->n_copies; i++) {
@@ -363,6 +420,8 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         int64_t bytes = kiln_type_numel(&g->nodes[u->target].type) * KILN_ELEM_BYTES;
         cg_memcpy(cg, value_ptr(&e, u->target), value_ptr(&e, u->value), bytes);
     }
+    if (req->n_ready) ready_calls(&e, req, after, (int32_t)nk);
+    free(after);
     if (req->profile) profile_mark(cg, -1);
     LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
     for (uint32_t k = 0; k < nk; k++) free(calls[k].table);

@@ -180,11 +180,12 @@ typedef struct unit {
 } unit;
 
 static void unit_build(unit *u, const kiln_compile_request *req, const kiln_target *t, LLVMContextRef ctx,
-                       const kiln_memplan *p, const kiln_kernel_schedule *sched, const char *name)
+                       const kiln_memplan *p, const kiln_kernel_schedule *sched, const char *name,
+                       int32_t *ready_after)
 {
     cg_init_in_context(&u->cg, t, ctx, name);
     cg_init_in_context(&u->gemm, t, ctx, "gemm");
-    u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, sched, name, &u->n_functions);
+    u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, sched, name, &u->n_functions, ready_after);
 }
 
 /* Profiled entries (req->profile): the function each kernel call calls, read off the
@@ -290,7 +291,11 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
     kiln_compile_request r = program_request(req, &out->prog);
     LLVMContextRef ctx = LLVMContextCreate();
     unit u;
-    unit_build(&u, &r, req->target, ctx, &out->prog.plan, &out->prog.sched, name);
+    if (req->n_ready) {
+        out->ready_after = calloc(req->n_ready, sizeof *out->ready_after);
+        KILN_ASSERT(out->ready_after != NULL);
+    }
+    unit_build(&u, &r, req->target, ctx, &out->prog.plan, &out->prog.sched, name, out->ready_after);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     bool ok = unit_finish(&u, name, d);
@@ -303,6 +308,7 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
     if (!ok) {
         LLVMContextDispose(ctx);
         kiln_program_free(&out->prog);
+        free(out->ready_after);
         memset(out, 0, sizeof *out);
     }
     return ok;
@@ -312,6 +318,7 @@ void kiln_module_free(kiln_module *m)
 {
     kiln_cg_dispose(&m->cg);
     kiln_program_free(&m->prog);
+    free(m->ready_after);
     memset(m, 0, sizeof *m);
 }
 
@@ -448,7 +455,7 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     kiln_memplan p = prog.plan;
     kiln_compile_request r = program_request(req, &prog);
     const kiln_graph *g = r.g;
-    out->n_args = (req->train ? 4 : req->stateful ? 3 : 2) + req->n_inputs + g->n_outputs;
+    out->n_args = (req->train ? 4 : req->stateful ? 3 : 2) + req->n_inputs + g->n_outputs + (req->n_ready ? 2 : 0);
     out->optim_bytes = p.optim_bytes;
     out->state_offsets = calloc(req->n_states ? req->n_states : 1, sizeof *out->state_offsets);
     KILN_ASSERT(out->state_offsets != NULL);
@@ -466,7 +473,11 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     entry_name(req, name, sizeof name);
     LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
     unit u;
-    unit_build(&u, &r, t, LLVMOrcThreadSafeContextGetContext(tsc), &prog.plan, &prog.sched, name);
+    if (req->n_ready) {
+        out->ready_after = calloc(req->n_ready, sizeof *out->ready_after);
+        KILN_ASSERT(out->ready_after != NULL);
+    }
+    unit_build(&u, &r, t, LLVMOrcThreadSafeContextGetContext(tsc), &prog.plan, &prog.sched, name, out->ready_after);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     if (req->profile) out->kernel_fns = kernel_functions(u.cg.mod, name, prog.sched.n_kernels);
@@ -510,6 +521,7 @@ void kiln_compiled_free(kiln_compiled *c)
     free(c->dump);
     for (uint32_t k = 0; c->kernel_fns && k < c->sched.n_kernels; k++) free(c->kernel_fns[k]);
     free(c->kernel_fns);
+    free(c->ready_after);
     kiln_schedule_free(&c->sched);
     if (c->g_owned) kiln_graph_free(c->g_owned);
     free(c->g_owned);

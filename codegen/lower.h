@@ -399,8 +399,17 @@ LLVMValueRef lower_multi_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_ker
 
 /* The entry function (entry.c): int NAME_forward(params, workspace, inputs…, outputs…)
  * calling the kernels in node order. Returns the number of kernel calls; *n_functions
- * (may be NULL) gets the number of distinct kernel functions. */
+ * (may be NULL) gets the number of distinct kernel functions; ready_after (may be NULL;
+ * req->n_ready entries) the positions of the ready calls it emitted (kiln_ready_after's,
+ * or later where a kernel's arguments reach the state). */
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
-               const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions);
+               const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions,
+               int32_t *ready_after);
+
+/* entry_ready.c: per node of g, its index among req's ready states or −1 (malloc'd); and
+ * the ready state whose memory node id's value lives in (through views and in-place
+ * updates), or −1. */
+int32_t *entry_ready_index(const kiln_graph *g, const kiln_compile_request *req);
+int32_t entry_ready_state(const kiln_graph *g, const kiln_memplan *p, const int32_t *ready_of, uint32_t id);
 
 #endif

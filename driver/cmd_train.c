@@ -330,10 +330,10 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     if (!train_step_build(m, &r->ts, d)) return false;
     kiln_checkpoint_result ck = {0};
     if (r->checkpoint && !train_step_checkpoint(m, &r->ts, &ck, d)) return false;
-    /* the data-parallel step (trainsplit.c) has no guard yet: under mpirun a non-finite
-     * loss stops the run after its step, as with --on-nonfinite off */
+    /* the data-parallel step checks in its own way (dataparallel.c: every rank agrees) */
     if (r->on_nonfinite != NONFINITE_OFF && r->dp.ds.size <= 1 && !nonfinite_guard_build(m, &r->ts, &r->guard, d))
         return false;
+    r->dp.check_nonfinite = r->on_nonfinite != NONFINITE_OFF;
     r->ts.dropout_seed = (uint64_t)r->seed;
     kiln_compile_request req = train_step_request(m, &r->ts);
     /* one of N ranks: the step split around the gradient average (dataparallel.c) */
@@ -557,9 +557,10 @@ static void dist_step(run *r, int64_t step, float lr, float *loss, ffi_arg *rc)
 static bool dist_same(run *r, const cli_args *a, kiln_diags *d)
 {
     char settings[2048];
-    int n = snprintf(settings, sizeof settings, "steps %lld batch %lld seed %lld task %s start %lld stop %lld ckpt %d",
+    int n = snprintf(settings, sizeof settings,
+                     "steps %lld batch %lld seed %lld task %s start %lld stop %lld ckpt %d nonfinite %s",
                      (long long)r->steps, (long long)r->feed.batch, (long long)r->seed, kiln_task_name(r->task),
-                     (long long)r->start, (long long)r->stop_at, r->checkpoint);
+                     (long long)r->start, (long long)r->stop_at, r->checkpoint, nonfinite_mode_name(r->on_nonfinite));
     for (int i = 0; i < a->n_defines && n > 0 && n < (int)sizeof settings; i++)
         n += snprintf(settings + n, sizeof settings - (size_t)n, " -D %s=%lld", a->defines[i].name,
                       (long long)a->defines[i].value);
@@ -628,7 +629,8 @@ static int train_loop(run *r, kiln_diags *d)
         step++;
         /* a NaN/Inf step changed nothing (nonfinite.c): skip it, or stop */
         char bad[200];
-        bool finite = nonfinite_step_ok(&r->guard, &m->graph, loss, bad, sizeof bad);
+        bool finite = r->dp.ds.size > 1 ? dp_step_ok(&r->dp, loss, bad, sizeof bad)
+                                        : nonfinite_step_ok(&r->guard, &m->graph, loss, bad, sizeof bad);
         bool skip = !finite && r->on_nonfinite == NONFINITE_SKIP;
         if (!finite && !skip) {
             progress_end(&pr);
@@ -711,7 +713,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     run r;
     memset(&r, 0, sizeof r);
     const char *task = "clm", *on_nonfinite = "stop";
-    bool steps_given = false, batch_given = false, seed_given = false;
+    bool steps_given = false, batch_given = false, seed_given = false, dist_serial = false;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);  /* default: the online CPUs, at most KILN_MAX_THREADS */
     r.threads = cpus < 1 ? 1 : cpus < KILN_MAX_THREADS ? cpus : KILN_MAX_THREADS;
     r.val_batches = 20;
@@ -757,6 +759,8 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
          "require data-parallel training under mpirun; fail if kiln has no MPI (default: on by itself under mpirun)"},
         {"--dist-timeout", CLI_INT, &r.dist_timeout, NULL,
          "seconds a rank waits for the others in a step's collectives before stopping the job (default: 600)"},
+        {"--dist-serial", CLI_BOOL, &dist_serial, NULL,
+         "under mpirun, average gradients only after the whole backward pass, not overlapped with it (default: off)"},
         {"--on-nonfinite", CLI_STR, &on_nonfinite, NULL,
          "a step with a NaN/Inf loss or gradient changes nothing; then stop, or skip it and go on; off: no check "
          "compiled, stop after such a step (default: stop)"},
@@ -782,12 +786,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     r.model_path = a.positional[0];
     r.saved_step = -1;
     if (!dp_init(&r.dp, r.distributed, (double)r.dist_timeout, diags)) return EXIT_FAIL;
-    if (r.dp.ds.size > 1 && r.on_nonfinite == NONFINITE_SKIP) {
-        kiln_diags_add(diags, NULL, 0, 0, "--on-nonfinite", "skip is not available under mpirun yet (the "
-                       "data-parallel step has no guard; docs/distributed.md)");
-        dp_free(&r.dp, true); /* every rank has the same flags: all leave together */
-        return EXIT_USAGE;
-    }
+    r.dp.serial = dist_serial;
 
     int status = EXIT_FAIL;
     kiln_rt_error err = {{0}};

@@ -2,12 +2,15 @@
  * docs/distributed.md). The only file that includes mpi.h; built without
  * KILN_HAVE_MPI it keeps the interface and is a single process.
  *
- * Collectives. A step makes two: a small MPI_Allreduce of the step's status (loss,
- * failure, signal), so that every rank leaves the loop at the same step whatever
- * happened on one of them, then the gradient average: the gradient area split into
- * buckets of DIST_BUCKET_BYTES, one MPI_Iallreduce each, all started before any is
- * waited for (the library pipelines them; one huge message would be one long
- * dependency chain), then scaled by 1/N in place.
+ * Collectives. A step makes two kinds: the gradient average, the gradient area in
+ * buckets of about DIST_BUCKET_BYTES, one MPI_Iallreduce each, started one by one while
+ * the backward pass still computes later buckets' gradients (dataparallel.c) and all
+ * waited for at the end (the library pipelines them; one huge message would be one long
+ * dependency chain), then scaled by 1/N in place; and a small MPI_Allreduce of the
+ * step's status (loss, failure, signal, non-finite gradients), so that every rank leaves
+ * the loop, or skips the update, at the same step whatever happened on one of them.
+ * Non-blocking collectives progress only inside MPI calls: dist_average_progress
+ * (MPI_Testall) is called between kernels to keep the started buckets moving.
  *
  * Faults. Open MPI's default error handler (errors are fatal) and mpirun, which kills
  * the job when a rank exits without MPI_Finalize, cover a rank that dies. A rank that
@@ -185,40 +188,75 @@ bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *
     return same;
 }
 
-void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop)
+void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop, int *nonfinite)
 {
     if (ds->size < 2) return;
     double sum[1] = {*loss}, out_sum[1];
-    int mx[2] = {*failed, *stop}, out_mx[2];
+    int mx[3] = {*failed, *stop, *nonfinite}, out_mx[3];
     arm(ds, step, 0);
     MPI_Request req[2];
     MPI_Iallreduce(sum, out_sum, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD, &req[0]);
-    MPI_Iallreduce(mx, out_mx, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &req[1]);
+    MPI_Iallreduce(mx, out_mx, 3, MPI_INT, MPI_MAX, MPI_COMM_WORLD, &req[1]);
     MPI_Waitall(2, req, MPI_STATUSES_IGNORE);
     disarm(ds);
     *loss = (float)(out_sum[0] / ds->size);
     *failed = out_mx[0];
     *stop = out_mx[1];
+    *nonfinite = out_mx[2];
 }
 
-void dist_average(const dist *ds, int64_t step, float *x, int64_t n)
+void dist_average_begin(const dist *ds, dist_average_op *op, float *x, int64_t n, const int64_t *lo,
+                        const int64_t *count, int n_buckets)
 {
-    if (ds->size < 2 || n == 0) return;
-    int64_t per = DIST_BUCKET_BYTES / (int64_t)sizeof(float);
-    int64_t buckets = (n + per - 1) / per;
-    MPI_Request *req = malloc((size_t)buckets * sizeof *req);
-    KILN_ASSERT(req != NULL);
-    arm(ds, step, 1);
-    for (int64_t b = 0; b < buckets; b++) {
-        int64_t lo = b * per, count = n - lo < per ? n - lo : per;
-        MPI_Iallreduce(MPI_IN_PLACE, x + lo, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[b]);
+    (void)ds;
+    if (!op->requests || op->n_buckets < n_buckets) {
+        free(op->requests);
+        op->requests = malloc((size_t)(n_buckets ? n_buckets : 1) * sizeof(MPI_Request));
+        KILN_ASSERT(op->requests != NULL);
     }
-    MPI_Waitall((int)buckets, req, MPI_STATUSES_IGNORE);
+    op->x = x;
+    op->n = n;
+    op->lo = lo;
+    op->count = count;
+    op->n_buckets = n_buckets;
+    op->started = 0;
+}
+
+void dist_average_start(const dist *ds, dist_average_op *op)
+{
+    KILN_ASSERT(op->started < op->n_buckets);
+    int b = op->started++;
+    MPI_Request *req = op->requests;
+    if (ds->size < 2) {
+        req[b] = MPI_REQUEST_NULL;
+        return;
+    }
+    MPI_Iallreduce(MPI_IN_PLACE, op->x + op->lo[b], (int)op->count[b], MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &req[b]);
+}
+
+void dist_average_progress(const dist *ds, dist_average_op *op)
+{
+    if (ds->size < 2 || op->started == 0) return;
+    int done = 0;
+    MPI_Testall(op->started, op->requests, &done, MPI_STATUSES_IGNORE);
+}
+
+void dist_average_end(const dist *ds, int64_t step, dist_average_op *op)
+{
+    while (op->started < op->n_buckets) dist_average_start(ds, op);
+    if (ds->size < 2) return;
+    arm(ds, step, 1);
+    MPI_Waitall(op->n_buckets, op->requests, MPI_STATUSES_IGNORE);
     disarm(ds);
-    free(req);
     /* the mean: ×1/N is exact when N is a power of two */
     float inv = 1.0f / (float)ds->size;
-    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+    for (int64_t i = 0; i < op->n; i++) op->x[i] *= inv;
+}
+
+void dist_average_free(dist_average_op *op)
+{
+    free(op->requests);
+    memset(op, 0, sizeof *op);
 }
 
 void dist_barrier(const dist *ds)
@@ -253,8 +291,17 @@ bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *
     return true;
 }
 
-void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop) {}
-void dist_average(const dist *ds, int64_t step, float *x, int64_t n) {}
+void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop, int *nonfinite) {}
+
+void dist_average_begin(const dist *ds, dist_average_op *op, float *x, int64_t n, const int64_t *lo,
+                        const int64_t *count, int n_buckets)
+{
+    op->x = x, op->n = n, op->lo = lo, op->count = count, op->n_buckets = n_buckets, op->started = 0;
+}
+void dist_average_start(const dist *ds, dist_average_op *op) { op->started++; }
+void dist_average_progress(const dist *ds, dist_average_op *op) {}
+void dist_average_end(const dist *ds, int64_t step, dist_average_op *op) { op->started = op->n_buckets; }
+void dist_average_free(dist_average_op *op) { memset(op, 0, sizeof *op); }
 void dist_barrier(const dist *ds) {}
 
 #endif

@@ -47,13 +47,34 @@ bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *
 
 /* One step's status agreed by all ranks: *loss becomes the mean of the ranks' losses,
  * *failed the largest failure code, *stop the largest signal number (so that every rank
- * leaves the loop at the same step). A collective, under the watchdog. */
-void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop);
+ * leaves the loop at the same step), *nonfinite the largest of the ranks' values (the
+ * non-finite guard's code: every rank skips or stops at the same step). A collective,
+ * under the watchdog. */
+void dist_step_status(const dist *ds, int64_t step, float *loss, int *failed, int *stop, int *nonfinite);
 
-/* Averages n floats across ranks in place: MPI_Allreduce sums in buckets of at most
- * DIST_BUCKET_BYTES (started together, waited for together), then ×1/N. Under the watchdog. */
+/* Averaging n floats x[0 … n) across ranks in place, bucket by bucket: bucket b is
+ * x[lo[b] … lo[b] + count[b]), the buckets cover x, and every rank starts them in the
+ * same order b = 0, 1, … (one MPI_Iallreduce, MPI_SUM, each), possibly while it still
+ * computes the later ones' gradients (dataparallel.c). */
 #define DIST_BUCKET_BYTES ((int64_t)4 << 20)
-void dist_average(const dist *ds, int64_t step, float *x, int64_t n);
+typedef struct dist_average_op {
+    float *x;
+    int64_t n;
+    const int64_t *lo, *count;
+    int n_buckets, started;
+    void *requests;        /* private: one MPI_Request per bucket */
+} dist_average_op;
+/* A step's average over these buckets (nothing is sent yet). */
+void dist_average_begin(const dist *ds, dist_average_op *op, float *x, int64_t n, const int64_t *lo,
+                        const int64_t *count, int n_buckets);
+/* Starts the next bucket (op->started), its gradients being final on this rank. */
+void dist_average_start(const dist *ds, dist_average_op *op);
+/* Lets the library move the started buckets along (MPI_Testall): without calls into MPI
+ * nothing progresses between the start and the wait. Cheap; never blocks. */
+void dist_average_progress(const dist *ds, dist_average_op *op);
+/* Starts the buckets not started yet, waits for all (under the watchdog), then ×1/N. */
+void dist_average_end(const dist *ds, int64_t step, dist_average_op *op);
+void dist_average_free(dist_average_op *op);
 
 /* Waits for every rank (after the compile, so that a slow compile does not count
  * against the watchdog). */

@@ -166,8 +166,23 @@ typedef struct dp_step {
     ffi_cif apply_cif;
     ffi_type *apply_types[4];
     int32_t *skip_bufs[KILN_TASK_MAX_INPUTS]; /* the other ranks' rows, drawn and dropped */
+    /* the average overlapped with the backward pass: NAME_train_grad calls back as each
+     * gradient is final (codegen.h ready states); a bucket starts once all of its are */
+    bool serial;                /* --dist-serial: start the buckets only after the backward pass */
+    bool check_nonfinite;       /* --on-nonfinite stop or skip: the guard below */
+    int64_t *grad_at, *grad_floats; /* per gradient: its first float in the area, its floats */
+    const char **grad_names;    /* per gradient: its parameter's name */
+    int32_t *announce;          /* gradients in the order the entry announces them (--dist-serial) */
+    int32_t *bucket_of;         /* per gradient: its bucket (in start order) */
+    int *bucket_grads, *remaining; /* per bucket: its gradients; this step, those not yet final */
+    int64_t *bucket_lo, *bucket_count; /* per bucket, in start order: its floats in the area */
+    int n_buckets;
+    dist_average_op avg;
+    float *grad_area;           /* this step's gradient area (in the optimizer blob) */
+    int32_t bad_grad;           /* this step: the first gradient (area order) holding NaN/Inf here, or −1 */
+    int nonfinite;              /* after dp_run: the ranks' agreed guard code (0: all finite) */
     double wait_seconds;        /* in dist_step_status (mostly waiting for the slowest rank), summed */
-    double average_seconds;     /* in dist_average, summed */
+    double average_seconds;     /* waiting for the gradient average after the step's status, summed */
     int64_t comm_steps;
 } dp_step;
 
@@ -185,10 +200,17 @@ bool dp_compile(dp_step *p, const char *text, size_t len, const char *path, cons
                 kiln_compiled *apply, kiln_diags *d);
 /* The next batch of this rank: its shard of the next global batch. */
 void dp_feed(dp_step *p, feed *f, kiln_batcher *bt);
-/* One step: gradients, status (mean loss into *loss; *stop: any rank's signal), average,
- * update. Returns the step's status, the same on every rank (non-zero: no update made). */
+/* One step: gradients (their average started as each bucket's are final), status (mean
+ * loss into *loss; *stop: any rank's signal; any rank's non-finite gradient), the end of
+ * the average, update — skipped when the guard (check_nonfinite) found a NaN or Inf on
+ * any rank, or the mean loss is not finite. Returns the step's status, the same on every
+ * rank (non-zero: no update made). */
 int dp_run(dp_step *p, int64_t step, void *params, void *optim, void *workspace, const feed *f, float lr,
            float *loss, int *stop);
+/* After dp_run: whether the step was finite everywhere (and so applied, with the guard
+ * on); else false with `what` naming the first non-finite gradient and/or the loss, as
+ * nonfinite_step_ok does. The same answer on every rank. */
+bool dp_step_ok(const dp_step *p, float loss, char *what, size_t cap);
 /* The start-up check: the model text, the settings string, the data and the starting
  * blobs must be the same on every rank. */
 bool dp_check_same(const dp_step *p, const char *text, size_t len, const char *settings, const kiln_dataset *ds,

@@ -3,10 +3,13 @@
  * docs/distributed.md; a C program doing its own averaging, docs/cli.md).
  *
  *     int NAME_train_grad(const float *params, float *optim, void *workspace,
- *                         inputs…, float *loss)
+ *                         inputs…, float *loss,
+ *                         void (*ready)(void *ctx, int32_t i), void *ctx)
  *         forward + backward: writes the loss and every trained parameter's gradient
  *         into the gradient area at the end of the optimizer blob; reads optim.step
- *         (dropout's masks, as the fused step does) and changes nothing else.
+ *         (dropout's masks, as the fused step does) and changes nothing else. Calls
+ *         ready(ctx, i) (unless NULL) as soon as gradient i (area order) is final, so
+ *         that averaging it overlaps the rest of the backward pass (codegen.h).
  *     int NAME_train_apply(float *params, float *optim, void *workspace, float lr)
  *         the optimizer update of kiln_optim_build with the gradients read from that
  *         area: clipping (its norm is of the gradients as they are then, i.e. after
@@ -243,6 +246,9 @@ kiln_compile_request train_split_grad_request(const train_split *s)
                                   .dropout_step = s->grad_step,
                                   .dropout_seed = s->dropout_seed,
                                   .recompute_from = s->recompute_from,
+                                  /* announces each gradient when final (overlap, dataparallel.c) */
+                                  .ready_first = s->n_optim_states,
+                                  .n_ready = s->n_grads,
                                   .pipeline = &cli_pipeline};
 }
 

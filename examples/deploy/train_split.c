@@ -15,6 +15,12 @@
  * The ranks must stay bit-identical (the same update everywhere), and the losses are
  * those of gpt_tiny_train_step on that batch (train_step.c) to float rounding.
  *
+ * A real program would start averaging each gradient as soon as gpt_tiny_train_grad
+ * announces it through its `ready` callback (the backward pass finishes the last layers
+ * first), overlapping the communication with the rest of the backward pass. Here the
+ * callback only records the announcements, and the program checks that each gradient
+ * comes exactly once, in the header's GPT_TINY_GRAD_READY_ORDER.
+ *
  *     train_split WEIGHTS.safetensors OUT.safetensors [STEPS [LR]]   (defaults 5, 0.01)
  */
 #include <stdint.h>
@@ -70,6 +76,19 @@ static int write_safetensors(const char *path, const float *params)
 
 #define RANKS 2
 
+/* The ready callback's context: the gradients announced so far in this call. */
+typedef struct announced {
+    int n;
+    int32_t order[GPT_TINY_N_GRADS];
+} announced;
+
+static void on_ready(void *ctx, int32_t i)
+{
+    announced *a = ctx;
+    if (a->n < GPT_TINY_N_GRADS) a->order[a->n] = i;
+    a->n++;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3 || argc > 5) {
@@ -104,11 +123,23 @@ int main(int argc, char **argv)
     for (int s = 1; s <= steps; s++) {
         float loss[RANKS];
         for (int r = 0; r < RANKS; r++) {
-            int rc = gpt_tiny_train_grad(params[r], optim[r], workspace, tokens, targets, &loss[r]);
+            announced got = {0};
+            int rc = gpt_tiny_train_grad(params[r], optim[r], workspace, tokens, targets, &loss[r], on_ready, &got);
             if (rc != KILN_FORWARD_OK) {
                 fprintf(stderr, "step %d failed (KILN_FORWARD_* code %d)\n", s, rc);
                 return 1;
             }
+            static const int64_t want[GPT_TINY_N_GRADS] = GPT_TINY_GRAD_READY_ORDER;
+            if (got.n != GPT_TINY_N_GRADS) {
+                fprintf(stderr, "step %d: %d gradients announced, expected %d\n", s, got.n, GPT_TINY_N_GRADS);
+                return 1;
+            }
+            for (int i = 0; i < GPT_TINY_N_GRADS; i++)
+                if (got.order[i] != want[i]) {
+                    fprintf(stderr, "step %d: announcement %d is gradient %d, the header says %lld\n", s, i,
+                            (int)got.order[i], (long long)want[i]);
+                    return 1;
+                }
         }
         /* the allreduce: sum the gradient areas, then ×1/N (exact for a power of two) */
         float *g0 = optim[0] + GPT_TINY_GRAD_OFFSET / 4;

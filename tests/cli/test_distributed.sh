@@ -8,7 +8,12 @@
 #     and the last checkpoint still loads; a stopped (hung) rank trips the others'
 #     watchdog (--dist-timeout) with a clear message;
 #   - ranks started with different flags stop at start-up naming what differs, and a
-#     rank that fails at start-up (a missing file) ends the job instead of hanging it.
+#     rank that fails at start-up (a missing file) ends the job instead of hanging it;
+#   - the non-finite guard agrees across ranks: a model that blows up stops both ranks
+#     at the same step naming it (--on-nonfinite stop), or both skip it (skip), the
+#     skips in the --log;
+#   - the gradient average overlapped with the backward pass gives the bits of the
+#     average after it (--dist-serial); the other runs overlap.
 # Skipped (exit 77) where mpirun is missing or kiln was built without MPI.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -115,6 +120,7 @@ run "1 rank, batch $((2 * b))" "$kiln" train $eq --data text.txt --steps 20 --ba
     --threads 1
 run "2 ranks, batch $b" mpi 2 "$kiln" train $eq --data text.txt --steps 20 --batch $b --save two.safetensors \
     --threads 2 --log two.jsonl
+cp out.txt two_out.txt
 grep -q "data-parallel over 2 ranks: batch $b per rank, $((2 * b)) per step" out.txt ||
     fail "no data-parallel line: $(head -3 out.txt)"
 [[ $(grep -c "saved two.safetensors" out.txt) -eq 1 ]] || fail "rank 0 alone should report the checkpoint: $(cat out.txt)"
@@ -148,6 +154,50 @@ status=0
 "$kiln" train tiny.json --data text.txt --resume half.safetensors --batch 4 --threads 1 >out.txt 2>err.txt || status=$?
 [[ $status -eq 1 ]] && grep -q "trained with --batch 8, not 4" err.txt ||
     fail "a resume that changes the global batch: exit $status, $(head -3 err.txt)"
+
+# ---- overlap: the same bits as averaging after the backward pass --------------------------------
+run "2 ranks, serial average" mpi 2 "$kiln" train tiny.json --data text.txt --steps 20 --stop-at 10 --batch 4 \
+    --save serial.safetensors --threads 1 --dist-serial
+grep -q "after the backward pass (--dist-serial)" out.txt || fail "--dist-serial not reported: $(head -3 out.txt)"
+cmp -s half.safetensors serial.safetensors || fail "the overlapped average differs from the serial one"
+grep -q "started during the backward pass" two_out.txt || fail "the overlapped run did not report its buckets"
+
+# ---- non-finite steps: every rank stops, or skips, at the same step ----------------------------------
+# SGD with lr 1e18: step 1 makes the weights huge, step 2's loss and gradients are NaN
+cat >blow.json <<'EOF'
+{
+  "format": "kiln/1", "name": "blow",
+  "dims": {"B": 2, "T": 8},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"},
+             "targets": {"shape": ["B", "T"], "dtype": "i32"}},
+  "layers": [
+    {"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 16},
+    {"name": "h", "op": "linear", "out": 32},
+    {"name": "logits", "op": "linear", "out": 256}
+  ],
+  "outputs": ["logits"],
+  "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}],
+  "train": {"optimizer": "sgd", "lr": 1e18}
+}
+EOF
+status=0
+mpi 2 "$kiln" train blow.json --data text.txt --steps 4 --save blow.st --save-every 1 --threads 1 \
+    >out.txt 2>err.txt || status=$?
+[[ $status -ne 0 && $status -ne 124 ]] || fail "non-finite, stop: mpirun exited $status"
+[[ $(grep -c "step 2: the gradient of wte.weight holds NaN" err.txt) -eq 2 ]] ||
+    fail "non-finite, stop: both ranks should name step 2 and the tensor: $(grep -v '^\[' err.txt | head -6)"
+grep -q "blow.st keeps step 1" err.txt || fail "non-finite, stop: the kept checkpoint is not named"
+run "non-finite, skip" mpi 2 "$kiln" train blow.json --data text.txt --steps 4 --on-nonfinite skip --log skip.jsonl \
+    --threads 1
+grep -q "skipped 3 steps with a non-finite loss or gradient" out.txt || fail "non-finite, skip: no summary: $(cat out.txt)"
+"$py" - <<'EOF' || fail "non-finite, skip: the log (above)"
+import json
+rows = [json.loads(l) for l in open("skip.jsonl")]
+assert [r["step"] for r in rows] == [1, 2, 3, 4], rows
+assert "skipped" not in rows[0] and rows[0]["loss"] > 0, rows[0]
+for r in rows[1:]:
+    assert r["loss"] is None and "wte.weight" in r["skipped"], r
+EOF
 
 # ---- faults -----------------------------------------------------------------------------------------
 # rank 1 is killed (SIGKILL) once rank 0 has saved a checkpoint
