@@ -14,7 +14,7 @@
 # the figures mean nothing. --sweep also trains the variants the README compares (one
 # or three layers instead of two, one head instead of four) and draws them on the same
 # chart. DIR defaults to examples/icl/out. KILN=path uses that kiln binary
-# instead of building one; THREADS=N (default 2); STEPS=N (default 3000).
+# instead of building one; THREADS=N (default 2); STEPS=N (default 2000).
 set -euo pipefail
 recipe_sweep=1
 . "$(dirname "$0")/../recipe.sh" "$@" # here, root, tiny, out, kiln, py, threads
@@ -23,7 +23,7 @@ mkdir -p "$out"
 if [ "$tiny" = 1 ]; then
   steps=3 batch=4 n_eval=16 val_every=3 n_prompts=2
 else
-  steps=${STEPS:-3000} batch=32 n_eval=1000 val_every=500 n_prompts=7
+  steps=${STEPS:-2000} batch=32 n_eval=1000 val_every=500 n_prompts=7
 fi
 
 echo "== data: $((steps * batch)) training episodes, 512 validation and $n_eval test episodes of held-out mappings"
