@@ -9,8 +9,10 @@ with each x drawn at random (repeats allowed):
 
 Training episodes are "bursty": each uses a random subset of 2 to 8 of the letters, so
 x repeats often within it (with all 8 letters, a model learning from scratch sat at the
-loss of a uniform guess, ln 8, for 4000 steps: see README.md). Validation and test
-episodes draw x from all 8 letters.
+loss of a uniform guess, ln 8, for 4000 steps: see README.md). The recipe also makes
+them longer, 32 pairs (--pairs 32): most of their answers then repeat a shown x, which
+is what finally taught the model to look the query up (README.md, "What changes it").
+Validation and test episodes draw x from all 8 letters and have 9 pairs.
 
 The answer to pair k (k = 0..8) follows k demonstrations of the same mapping, so one
 episode asks a 0-shot, a 1-shot, ... and an 8-shot question at once; a causal decoder

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # run.sh — the icl example: in-context learning made visible. episodes.py writes
 # few-shot episodes of letter permutations drawn fresh for every episode
-# ("c>F,a>B,c>F,h>D,…": 9 pairs x>Y of one mapping); a 2-layer decoder (icl_train.json)
-# is trained with the loss on the answers only; then, on mappings never used in
-# training, score.py measures how often it answers pair k right after k = 0…8
-# demonstrations, and plot.py draws accuracy against k (accuracy.svg). Finally
+# ("c>F,a>B,c>F,h>D,…": pairs x>Y of one mapping; 32 per training episode, 9 per test
+# episode); a 2-layer decoder (icl_train.json) is trained with the loss on the answers
+# only; then, on mappings never used in training, score.py measures how often it
+# answers pair k right after k = 0…8 demonstrations, and plot.py draws accuracy
+# against k (accuracy.svg). Finally
 # `kiln generate` answers hand-written few-shot prompts.
 #
 #   examples/icl/run.sh [--tiny] [--sweep] [--out DIR]
@@ -13,7 +14,7 @@
 # the figures mean nothing. --sweep also trains the variants the README compares (one
 # or three layers instead of two, one head instead of four) and draws them on the same
 # chart. DIR defaults to examples/icl/out. KILN=path uses that kiln binary
-# instead of building one; THREADS=N (default 2); STEPS=N (default 6000).
+# instead of building one; THREADS=N (default 2); STEPS=N (default 2000).
 set -euo pipefail
 recipe_sweep=1
 . "$(dirname "$0")/../recipe.sh" "$@" # here, root, tiny, out, kiln, py, threads
@@ -22,11 +23,11 @@ mkdir -p "$out"
 if [ "$tiny" = 1 ]; then
   steps=3 batch=4 n_eval=16 val_every=3 n_prompts=2
 else
-  steps=${STEPS:-6000} batch=32 n_eval=1000 val_every=500 n_prompts=7
+  steps=${STEPS:-2000} batch=32 n_eval=1000 val_every=500 n_prompts=7
 fi
 
 echo "== data: $((steps * batch)) training episodes, 512 validation and $n_eval test episodes of held-out mappings"
-"$py" "$here/episodes.py" tsv $((steps * batch)) 1 "$out/train.tsv"
+"$py" "$here/episodes.py" tsv $((steps * batch)) 1 "$out/train.tsv" --pairs 32
 "$py" "$here/episodes.py" tsv 512 2 "$out/val.tsv" --held-out
 "$py" "$here/episodes.py" eval $n_eval 3 "$out/test.safetensors" "$out/test.txt"
 head -n 3 "$out/train.tsv" | cut -f 1

@@ -10,6 +10,8 @@ at byte 4k+1 (the '>'), over the whole vocabulary. For each k = 0..8 this prints
 writes to RESULT.json:
 
 - acc      the model's accuracy;
+- loss     its mean answer loss, -ln p(right answer) under the softmax over the whole
+           vocabulary (it moves before the argmax does: ln 8 = 2.079 is a uniform guess);
 - seen     its accuracy on queries whose x is among the k demonstrations (copying works),
 - unseen   and on the others (only elimination helps: pi(x) is none of the capitals shown);
 - ideal    the accuracy of the best possible answerer on the same episodes (exact on a
@@ -21,6 +23,7 @@ Standard library only.
 """
 import array
 import json
+import math
 import struct
 import sys
 
@@ -51,7 +54,7 @@ def score(episodes, shape, logits):
     rows = []
     for k in range(PAIRS):
         hits = seen_hits = seen_n = 0
-        ideal = 0.0
+        ideal = nll = 0.0
         for i, e in enumerate(episodes):
             pairs = e.split(",")
             x, answer = pairs[k][0], pairs[k][2]
@@ -60,6 +63,8 @@ def score(episodes, shape, logits):
             row = logits[base:base + v]
             guess = max(range(v), key=row.__getitem__)
             hit = guess == ord(answer)
+            top = row[guess]
+            nll += top + math.log(sum(math.exp(z - top) for z in row)) - row[ord(answer)]
             hits += hit
             if any(p[0] == x for p in shown):
                 seen_n += 1
@@ -71,6 +76,7 @@ def score(episodes, shape, logits):
         rows.append({
             "k": k,
             "acc": hits / n,
+            "loss": nll / n,
             "seen": seen_hits / seen_n if seen_n else None,
             "unseen": (hits - seen_hits) / unseen_n if unseen_n else None,
             "ideal": ideal / n,
@@ -96,11 +102,11 @@ def main(argv):
     with open(argv[3], "w") as f:
         json.dump({"label": label, "rows": rows}, f, indent=1)
     print(f"{label}: answer accuracy on {len(episodes)} episodes of held-out mappings")
-    print("| shots k | accuracy | seen x | unseen x | best possible | chance | x seen |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| shots k | accuracy | seen x | unseen x | best possible | chance | x seen | answer loss |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['k']} | {fmt(r['acc'])} | {fmt(r['seen'])} | {fmt(r['unseen'])} | {fmt(r['ideal'])} "
-              f"| {fmt(r['chance'])} | {fmt(r['p_seen'])} |")
+              f"| {fmt(r['chance'])} | {fmt(r['p_seen'])} | {fmt(r['loss'])} |")
     return 0
 
 
