@@ -109,7 +109,7 @@ static void check_plan(tg *t)
 
 typedef struct run {
     kiln_compiled c;
-    void *outs[TEST_GRAPH_MAX];
+    void *params, *outs[TEST_GRAPH_MAX]; /* params: the blob after the call */
     int rc;
 } run;
 
@@ -120,12 +120,13 @@ static void tg_run(tg *t, run *r)
     check_plan(t);
     kiln_compile_request req = test_graph_request(t);
     if (!kiln_compile_graph(&req, &r->c, &t->d)) test_graph_fail(t, "kiln_compile_graph");
-    r->rc = test_graph_call(t, &r->c, r->outs);
+    r->rc = test_graph_call(t, &r->c, r->outs, &r->params);
 }
 
 static void run_free(tg *t, run *r)
 {
     test_graph_outputs_free(t, r->outs);
+    kiln_aligned_free(r->params);
     kiln_compiled_free(&r->c);
 }
 
@@ -657,9 +658,9 @@ static void test_update_slice(void **state)
         *start = rng_int(&r, 0, (int)(dims[ax] - udims[ax]));
         uint32_t in[3] = {x, u, tg_input_data(&t, KILN_I32, 1, (int64_t[]){1}, start)};
         kiln_attrs a = {.axis = ax};
-        tg_output(&t, tg_add(&t, KILN_OP_UPDATE_SLICE, in, 3, &a));
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_UPDATE_SLICE, in, 3, &a));
         tg_check(&t, EXACT);
-        tg_free(&t);
+        test_graph_free(&t);
     }
 }
 
@@ -677,16 +678,16 @@ static void test_update_slice_in_place(void **state)
     *start = 3;
     uint32_t in[3] = {p, u, tg_input_data(&t, KILN_I32, 1, (int64_t[]){1}, start)};
     kiln_attrs a = {.axis = 1};
-    uint32_t y = tg_add(&t, KILN_OP_UPDATE_SLICE, in, 3, &a);
+    uint32_t y = test_graph_add(&t, KILN_OP_UPDATE_SLICE, in, 3, &a);
     kiln_attrs two = {.scalar = 2};
-    tg_output(&t, tg_add(&t, KILN_OP_SCALE, &y, 1, &two));
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_SCALE, &y, 1, &two));
     kiln_graph_add_update(&t.g, p, y);
     t.no_fuse = true; /* no simplify either: the plan's homes are indexed by these ids */
 
-    kiln_compile_request req = tg_request(&t);
+    kiln_compile_request req = test_graph_request(&t);
     kiln_memplan plan;
     int n_kernels;
-    if (!kiln_codegen_plan(&req, &plan, &n_kernels, &t.d)) fail_with_diags(&t, "kiln_codegen_plan");
+    if (!kiln_codegen_plan(&req, &plan, &n_kernels, &t.d)) test_graph_fail(&t, "kiln_codegen_plan");
     assert_int_equal(plan.homes[y].kind, KILN_HOME_UPDATE);
     assert_int_equal(plan.n_update_copies, 0);
     kiln_memplan_free(&plan);
@@ -712,7 +713,7 @@ static void test_update_slice_in_place(void **state)
     assert_int_equal(rr.rc, KILN_RC_INDEX_RANGE);
     assert_memory_equal((const char *)rr.params + rr.c.param_offsets[0], x0, sizeof want);
     run_free(&t, &rr);
-    tg_free(&t);
+    test_graph_free(&t);
 }
 
 static void test_sources(void **state)

@@ -76,7 +76,7 @@ static void xg_check(test_graph *t, bool finite, double rtol, double atol)
     kiln_compiled c;
     if (!kiln_compile_graph(&req, &c, &t->d)) test_graph_fail(t, "kiln_compile_graph");
     void *outs[TEST_GRAPH_MAX];
-    assert_int_equal(test_graph_call(t, &c, outs), 0);
+    assert_int_equal(test_graph_call(t, &c, outs, NULL), 0);
 
     for (uint32_t o = 0; o < t->g.n_outputs; o++) {
         const kiln_node *n = &t->g.nodes[t->g.outputs[o].node];

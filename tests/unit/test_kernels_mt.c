@@ -83,7 +83,7 @@ static int64_t out_bytes(const mt *t, uint32_t o)
 static void mt_run(mt *t, const kiln_compiled *c, int threads, void **outs)
 {
     assert_int_equal(kiln_threads_set(threads), 0);
-    assert_int_equal(test_graph_call(t, c, outs), 0);
+    assert_int_equal(test_graph_call(t, c, outs, NULL), 0);
     assert_int_equal(kiln_threads_set(1), 0);
 }
 

@@ -124,7 +124,7 @@ void test_graph_values_free(test_graph *t, void **values)
     free(values);
 }
 
-int test_graph_call(test_graph *t, const kiln_compiled *c, void **outs)
+int test_graph_call(test_graph *t, const kiln_compiled *c, void **outs, void **params_out)
 {
     void *params = kiln_aligned_alloc((size_t)c->params_bytes);
     void *workspace = kiln_aligned_alloc((size_t)c->workspace_bytes);
@@ -148,7 +148,8 @@ int test_graph_call(test_graph *t, const kiln_compiled *c, void **outs)
     assert_int_equal(k, c->n_args);
     int rc = test_call_entry(c->entry, args, k);
     kiln_aligned_free(workspace);
-    kiln_aligned_free(params);
+    if (params_out) *params_out = params;
+    else kiln_aligned_free(params);
     return rc;
 }
 

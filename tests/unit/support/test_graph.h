@@ -59,8 +59,10 @@ void test_graph_values_free(test_graph *t, void **values);
 /* Calls c's entry on t's inputs: copies the parameters into a fresh blob, fills the
  * workspace and every output with a NaN pattern (a value read before it is written, or
  * never written, shows up), and leaves the outputs in outs[o] (kiln_aligned_alloc'd;
- * free with test_graph_outputs_free). Returns the entry's status. */
-int test_graph_call(test_graph *t, const kiln_compiled *c, void **outs);
+ * free with test_graph_outputs_free). Returns the entry's status. With params_out, the
+ * parameter blob after the call (its updates applied) is left there for the caller to
+ * kiln_aligned_free. */
+int test_graph_call(test_graph *t, const kiln_compiled *c, void **outs, void **params_out);
 void test_graph_outputs_free(test_graph *t, void **outs);
 
 /* Calls an entry point with n pointer arguments (the tests do not link libffi). */
