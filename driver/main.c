@@ -41,7 +41,7 @@ static const command commands[] = {
      "[--batch B] [--init W.safetensors] [--save CKPT.safetensors] [--resume CKPT.safetensors] [--log METRICS.jsonl] "
      "[--log-every N] [--threads N] [--seed S] [--val-every N] [--val-batches N] [--save-every N] [--stop-at S] "
      "[--checkpoint-activations] [--on-nonfinite stop|skip|off] [--max-memory BYTES] [--distributed] [--dist-timeout S] "
-     "[-D N=V]... " PIPELINE_USAGE,
+     "[--dist-serial] [-D N=V]... " PIPELINE_USAGE,
      "train a model on a data file, with checkpoints and exact resume (under mpirun: data-parallel)"},
     {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [--max-memory BYTES] [-D N=V]...",
      "loss and perplexity (or accuracy) of weights on a data file"},

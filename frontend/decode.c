@@ -184,9 +184,10 @@ bool fe_decode_cache(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
 bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k, uint32_t *v)
 {
     if (*k == KILN_NONE || *v == KILN_NONE) return false;
-    const kiln_type *kt = fe_type(c, *k), *vt = fe_type(c, *v);
-    uint32_t ks = cache_state(c, n, name, "k", kt, 2, kt->dims[2]);
-    uint32_t vs = cache_state(c, n, name, "v", vt, 2, vt->dims[2]);
+    /* copies: adding the cache states may move the graph's nodes */
+    kiln_type kt = *fe_type(c, *k), vt = *fe_type(c, *v);
+    uint32_t ks = cache_state(c, n, name, "k", &kt, 2, kt.dims[2]);
+    uint32_t vs = cache_state(c, n, name, "v", &vt, 2, vt.dims[2]);
     if (ks == KILN_NONE || vs == KILN_NONE) return false;
     if (c->decode == KILN_DECODE_PREFILL) {
         kiln_graph_add_update(c->g, ks, *k);
