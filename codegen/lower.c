@@ -103,11 +103,16 @@ void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, con
         bytes[id] = row->scratch ? row->scratch(g, &g->nodes[id], t) : 0;
     }
     /* a GEMM kernel of several parts runs them one after another in its first part's
-     * scratch (the parts have one shape) */
+     * scratch (the parts have one shape); a bias gradient in it needs none */
     for (uint32_t k = 0; s && k < s->n_kernels; k++) {
         const kiln_kernel *kn = &s->kernels[k];
-        if (kn->kind != KILN_KERNEL_GEMM || kn->parts < 2) continue;
-        for (uint32_t q = 1; q < kn->parts; q++) bytes[s->members[kn->first + q * (kn->n / kn->parts)]] = 0;
+        if (kn->kind != KILN_KERNEL_GEMM) continue;
+        for (uint32_t q = 0; q < kn->parts; q++) {
+            gemm_kernel gk;
+            gemm_kernel_describe_part(g, s, k, q, &gk);
+            if (gk.colsum != KILN_NONE) bytes[gk.colsum] = 0;
+            if (q > 0) bytes[gk.mm] = 0;
+        }
     }
     /* an attention kernel needs its group's scratch, once: on its first node */
     for (uint32_t k = 0; s && k < s->n_kernels; k++) {

@@ -334,11 +334,13 @@ LLVMValueRef lower_kernel_with_layout(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_
 
 /* A GEMM kernel of the schedule: the matmul, its GEMM, the epilogue its other members
  * make, and the nodes its arguments point at: C (the last member), [P (the value before
- * the activation)], A, B, [bias], [residual]. */
+ * the activation)], A, B, [bias], [residual], [the bias gradient's result]. */
 typedef struct gemm_kernel {
     uint32_t mm, last;
     kiln_gemm_shape shape;
     kiln_gemm_epilogue epi;
+    uint32_t colsum;       /* a bias gradient member (the last argument), or KILN_NONE */
+    int colsum_operand;    /* with colsum: 0 sums the lanes of op(A), 1 of op(B), along k */
     uint32_t args[8];
     int n_args;
 } gemm_kernel;

@@ -34,14 +34,27 @@ void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *
     memset(gk, 0, sizeof *gk);
     const kiln_kernel *kn = &s->kernels[k];
     uint32_t per = kn->n / kn->parts, first = kn->first + part * per;
-    gk->mm = s->members[first];
-    KILN_ASSERT(g->nodes[gk->mm].op == KILN_OP_MATMUL);
+    /* members are in node order: a bias gradient may come before the matmul */
+    gk->mm = gk->colsum = KILN_NONE;
+    for (uint32_t i = 0; i < per; i++) {
+        uint32_t m = s->members[first + i];
+        if (g->nodes[m].op == KILN_OP_MATMUL && gk->mm == KILN_NONE) gk->mm = m;
+    }
+    KILN_ASSERT(gk->mm != KILN_NONE);
     gk->shape = lower_one_gemm_shape(g, &g->nodes[gk->mm]);
     gk->epi.ldp = gk->epi.ldr = gk->shape.n;
     uint32_t v = gk->mm, pre = KILN_NONE, bias = KILN_NONE, res = KILN_NONE;
-    for (uint32_t i = 1; i < per; i++) {
+    for (uint32_t i = 0; i < per; i++) {
         uint32_t m = s->members[first + i];
         const kiln_node *n = &g->nodes[m];
+        if (m == gk->mm) continue;
+        if (n->op == KILN_OP_SUM) { /* fuse.c's bias gradient: sums of the operand it reads */
+            uint32_t y = n->in[0];
+            while (g->nodes[y].op == KILN_OP_RESHAPE && s->kernel_of[y] == KILN_NONE) y = g->nodes[y].in[0];
+            KILN_ASSERT(kiln_gemm_sums_operand(g, &g->nodes[gk->mm], y, n->type.dims[0], &gk->colsum_operand));
+            gk->colsum = m;
+            continue;
+        }
         if (n->op == KILN_OP_SCALE) {
             gk->epi.scale = n->attrs.scalar;
         } else if (n->op == KILN_OP_ADD && gk->epi.act == KILN_GEMM_ACT_NONE && !gk->epi.bias &&
@@ -61,13 +74,61 @@ void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *
     }
     gk->epi.pre_out = pre != KILN_NONE;
     gk->last = v;
-    /* arguments: C, [P], A, B, [bias], [R] */
+    /* arguments: C, [P], A, B, [bias], [R], [column sums] */
     gk->args[gk->n_args++] = v;
     if (pre != KILN_NONE) gk->args[gk->n_args++] = pre;
     gk->args[gk->n_args++] = g->nodes[gk->mm].in[0];
     gk->args[gk->n_args++] = g->nodes[gk->mm].in[1];
     if (bias != KILN_NONE) gk->args[gk->n_args++] = bias;
     if (res != KILN_NONE) gk->args[gk->n_args++] = res;
+    if (gk->colsum != KILN_NONE) gk->args[gk->n_args++] = gk->colsum;
+}
+
+/* ---- the bias gradient ---------------------------------------------------------------------- */
+
+/* The column sums of a (K, N) row-major matrix with row stride ld: out[j] = Σ_r x[r·ld + j],
+ * each column added up in row order, r = 0, 1, …, K−1 (one f32 accumulator per column, so
+ * the vectoriser may run the columns as lanes but never reorders a column's sum). Columns
+ * are cut into blocks of COLSUM_BLOCK, each block summed by one thread: every result is
+ * computed the same way for any thread count and any partition — the same bits. */
+enum { COLSUM_BLOCK = 64 };
+
+typedef struct colsum_job {
+    int64_t K, N, ld;
+} colsum_job;
+
+/* vals = out, x; column blocks [begin, end) */
+static void colsum_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
+{
+    const colsum_job *j = user;
+    LLVMValueRef out = vals[0], x = vals[1];
+    LLVMValueRef lo = LLVMBuildNSWMul(cg->b, begin, cg_i64(cg, COLSUM_BLOCK), "");
+    LLVMValueRef hi = LLVMBuildNSWMul(cg->b, end, cg_i64(cg, COLSUM_BLOCK), "");
+    LLVMValueRef n = cg_i64(cg, j->N);
+    hi = LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, hi, n, ""), hi, n, "");
+    cg_loop z, r, c;
+    cg_loop_begin(cg, &z, lo, hi, "zero");
+    cg_store(cg, KILN_F32, out, z.i, cg_f32(cg, 0.0));
+    cg_loop_end(cg, &z);
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), cg_i64(cg, j->K), "row");
+    LLVMValueRef row = LLVMBuildNSWMul(cg->b, r.i, cg_i64(cg, j->ld), "");
+    cg_loop_begin(cg, &c, lo, hi, "col");
+    LLVMValueRef v = cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, row, c.i, ""));
+    cg_store(cg, KILN_F32, out, c.i, cg_fadd(cg, cg_load(cg, KILN_F32, out, c.i), v));
+    cg_loop_end(cg, &c);
+    cg_loop_end(cg, &r);
+}
+
+/* out (N floats) = the column sums of the operand of the GEMM gk that it walks along k:
+ * op(A) = Aᵀ with A (k, m) (lanes = rows of op(A)), or op(B) = B (k, n). */
+static void emit_colsum(kiln_cg *cg, const gemm_kernel *gk, LLVMValueRef out, LLVMValueRef a, LLVMValueRef b)
+{
+    const kiln_gemm_shape *sh = &gk->shape;
+    colsum_job j = {sh->k, gk->colsum_operand == 0 ? sh->m : sh->n, gk->colsum_operand == 0 ? sh->lda : sh->ldb};
+    if (j.N == 0) return;
+    LLVMValueRef vals[2] = {out, gk->colsum_operand == 0 ? a : b};
+    int64_t items = (j.N + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
+    cg_parallel_for(cg, "colsum", items, j.K * COLSUM_BLOCK, vals, 2, colsum_body, &j);
 }
 
 LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch)
@@ -93,6 +154,9 @@ LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_g
         LLVMValueRef a = LLVMGetParam(fn, at++), b = LLVMGetParam(fn, at++);
         LLVMValueRef bias = gk->epi.bias ? LLVMGetParam(fn, at++) : NULL;
         LLVMValueRef res = gk->epi.residual ? LLVMGetParam(fn, at++) : NULL;
+        LLVMValueRef sums = gk->colsum != KILN_NONE ? LLVMGetParam(fn, at++) : NULL;
+        /* the bias gradient first: it brings the operand into cache for the GEMM's packing */
+        if (sums) emit_colsum(cg, gk, sums, a, b);
         if (gk->shape.m > 0 && gk->shape.n > 0) {
             /* (a, b, c, scratch, [bias], [pre_out], [residual]) */
             LLVMValueRef args[7] = {a, b, c, scratch};
@@ -111,7 +175,8 @@ bool gemm_kernel_key(const kiln_graph *g, const gemm_kernel *gk, bool has_scratc
 {
     if (!lower_kernel_key(g, gk->mm, has_scratch, buf, size)) return false;
     size_t len = strlen(buf);
-    int n = snprintf(buf + len, size - len, " epi scale=%a bias=%d pre=%d act=%d res=%d", gk->epi.scale, gk->epi.bias,
-                     gk->epi.pre_out, (int)gk->epi.act, gk->epi.residual);
+    int n = snprintf(buf + len, size - len, " epi scale=%a bias=%d pre=%d act=%d res=%d colsum=%d", gk->epi.scale,
+                     gk->epi.bias, gk->epi.pre_out, (int)gk->epi.act, gk->epi.residual,
+                     gk->colsum != KILN_NONE ? gk->colsum_operand : -1);
     return n >= 0 && (size_t)n < size - len;
 }

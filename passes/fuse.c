@@ -708,6 +708,104 @@ static void group_gemms(fuser *f, const readers *r)
     }
 }
 
+/* ---- bias gradients ---------------------------------------------------------------------------- */
+
+/* The memory node a value reads (through reshapes no kernel computes: views). */
+static uint32_t view_root(const fuser *f, uint32_t x)
+{
+    while (f->g->nodes[x].op == KILN_OP_RESHAPE && !f->has_kernel[x]) x = f->g->nodes[x].in[0];
+    return x;
+}
+
+/* Whether node s is a bias gradient: an f32 sum over every axis of its input y but the
+ * last, with y's last dim kept as the result (rank 1). Its input, as rows of N values,
+ * is then a (K, N) matrix whose column sums s holds. */
+static bool is_column_sum(const kiln_graph *g, const kiln_node *s)
+{
+    if (s->op != KILN_OP_SUM || s->type.dtype != KILN_F32 || s->attrs.keepdims || s->type.rank != 1) return false;
+    const kiln_type *yt = &g->nodes[s->in[0]].type;
+    if (yt->dtype != KILN_F32 || yt->rank < 2 || s->attrs.n_axes != yt->rank - 1) return false;
+    for (int i = 0; i < s->attrs.n_axes; i++)
+        if (s->attrs.axes[i] != i) return false;
+    return yt->dims[yt->rank - 1] == s->type.dims[0];
+}
+
+/* Whether the 2-D matmul mm reads the memory of y (through reshapes), as rows of n values,
+ * as the operand it walks along k: op(A) = Yᵀ (transpose_a: the rows of op(A) are the
+ * columns of Y, the (K, n) matrix of y's memory) or op(B) = Y (no transpose_b: the
+ * columns of op(B) are Y's). Then Y's column sums are the sums along k of that operand's
+ * lanes — what the weight gradient dW = dyᵀ·x (or xᵀ·dy) reads anyway — and a kernel that
+ * runs the GEMM can produce them too. */
+bool kiln_gemm_sums_operand(const kiln_graph *g, const kiln_node *mm, uint32_t y, int64_t n, int *operand)
+{
+    if (mm->op != KILN_OP_MATMUL || mm->type.rank != 2 || !kiln_matmul_is_one_gemm(g, mm)) return false;
+    for (int side = 0; side < 2; side++) {
+        uint32_t x = mm->in[side];
+        while (x != y && g->nodes[x].op == KILN_OP_RESHAPE) x = g->nodes[x].in[0];
+        if (x != y) continue;
+        const kiln_type *ot = &g->nodes[mm->in[side]].type;
+        bool walks_k = side == 0 ? mm->attrs.transpose_a : !mm->attrs.transpose_b;
+        if (!walks_k || ot->rank != 2 || ot->dims[1] != n) continue;
+        *operand = side;
+        return true;
+    }
+    return false;
+}
+
+/* A bias gradient (is_column_sum) joins the GEMM kernel of a matmul that reads the same
+ * memory along k (kiln_gemm_sums_operand): the kernel sums the operand's lanes as well
+ * (codegen/lower_gemm_kernel.c), so the sum costs no kernel of its own. Runs before the
+ * sibling GEMMs are grouped: dWq, dWk and dWv then stay one kernel of three parts, each
+ * with its own sum. The matmul may already have an epilogue; a kernel takes one sum. */
+static void group_bias_grads(fuser *f, const readers *r)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *s = &g->nodes[id];
+        if (!free_node(f, id) || !is_column_sum(g, s)) continue;
+        uint32_t y = view_root(f, s->in[0]);
+        /* the matmuls reading y's memory, through views: the first free one that walks it along k */
+        uint32_t stack[8] = {y}, top = 1, pick = KILN_NONE;
+        while (top > 0 && pick == KILN_NONE) {
+            uint32_t v = stack[--top];
+            for (uint32_t k = r->start[v]; k < r->start[v + 1] && pick == KILN_NONE; k++) {
+                uint32_t u = r->list[k];
+                const kiln_node *un = &g->nodes[u];
+                if (un->op == KILN_OP_RESHAPE && !f->has_kernel[u]) {
+                    if (top < 8) stack[top++] = u;
+                    continue;
+                }
+                int side;
+                if (!f->has_kernel[u] || !kiln_gemm_sums_operand(g, un, y, s->type.dims[0], &side)) continue;
+                uint32_t gu = f->group_of[u];
+                if (gu != KILN_NONE && f->groups[gu].kind != KILN_KERNEL_GEMM) continue;
+                bool has_sum = false;
+                for (uint32_t i = 0; gu != KILN_NONE && i < f->groups[gu].n; i++)
+                    has_sum |= g->nodes[f->groups[gu].members[i]].op == KILN_OP_SUM;
+                if (!has_sum) pick = u;
+            }
+        }
+        if (pick == KILN_NONE) continue;
+        uint32_t gu = f->group_of[pick], members[8], n = 0;
+        if (gu == KILN_NONE) members[n++] = pick;
+        else
+            for (uint32_t i = 0; i < f->groups[gu].n; i++) members[n++] = f->groups[gu].members[i];
+        members[n++] = id;
+        qsort(members, n, sizeof *members, cmp_u32);
+        if (!loop_valid(f, members, n)) continue;
+        if (gu == KILN_NONE) {
+            gu = f->n_groups++;
+            f->groups[gu] = (group){NULL, 0, false, KILN_KERNEL_GEMM, 1};
+        }
+        group *gr = &f->groups[gu];
+        gr->members = realloc(gr->members, n * sizeof *members);
+        KILN_ASSERT(gr->members != NULL);
+        memcpy(gr->members, members, n * sizeof *members);
+        gr->n = n;
+        for (uint32_t i = 0; i < n; i++) f->group_of[members[i]] = gu;
+    }
+}
+
 /* ---- multi-tensor kernels -------------------------------------------------------------------- */
 
 /* A training step ends with the same few elementwise ops once per parameter (AdamW's
@@ -1203,6 +1301,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     if (req->enable_loop) fold_input_transposes(&f, &r, s->view, s->rope);
     group_attention(&f, &r, s->rope);
     if (req->enable_gemm) group_gemms(&f, &r);
+    if (req->enable_gemm) group_bias_grads(&f, &r);
     if (req->enable_gemm) group_sibling_gemms(&f, &r);
     group_loops(&f);
     if (req->enable_loop) group_multi(&f, &r);

@@ -76,7 +76,10 @@ typedef enum kiln_kernel_kind {
     KILN_KERNEL_ATTENTION_GRAD, /* the attention_grad nodes of one attention, [the rotary
                                    gradients of dq, dk (kiln_rope_grad_match)], [the transposes
                                    of their results] */
-    KILN_KERNEL_GEMM,   /* a matmul with its epilogue: [scale] [+ bias] [activation] [+ residual] */
+    KILN_KERNEL_GEMM,   /* a matmul with its epilogue: [scale] [+ bias] [activation] [+ residual],
+                           and [a bias gradient: the column sums of the operand it walks
+                           along k (kiln_gemm_sums_operand), often before the matmul in
+                           node order]; `parts` such chains of one shape (sibling GEMMs) */
     KILN_KERNEL_MULTI,  /* one elementwise loop [ending in a sum over every element], the same
                            for each of `parts` tensors of any sizes (the optimizer update of
                            every parameter; every gradient's Σg²): one kernel over them all */
@@ -155,6 +158,11 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
  * activations a GEMM epilogue applies. */
 bool kiln_matmul_is_one_gemm(const kiln_graph *g, const kiln_node *n);
 bool kiln_is_gemm_activation(kiln_op op);
+/* Whether the 2-D matmul mm reads the memory of y (through reshapes), as a (K, n) matrix
+ * of rows, as the operand it walks along k — op(A) = Yᵀ (*operand = 0) or op(B) = Y
+ * (*operand = 1) — so that a kernel running the GEMM can also give Y's column sums (a
+ * bias gradient, which fuse.c then puts into the GEMM's kernel). */
+bool kiln_gemm_sums_operand(const kiln_graph *g, const kiln_node *mm, uint32_t y, int64_t n, int *operand);
 void kiln_schedule_free(kiln_kernel_schedule *s);
 
 /* ---- memplan.c: static memory planning ---------------------------------------------

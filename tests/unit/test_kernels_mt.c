@@ -135,8 +135,9 @@ typedef struct expect {
 } expect;
 
 /* Compile once; run with 1, 2, 3 threads: the same bits every time, and the interpreter's
- * values within tl. */
-static void mt_check(mt *t, tol tl, const expect *ex)
+ * values within tl. The assembly must not have the label `absent` (when not NULL: "_sum:"
+ * means a sum kernel of its own). */
+static void mt_check_absent(mt *t, tol tl, const expect *ex, const char *absent)
 {
     kiln_target host;
     assert_true(kiln_target_host(&host, &t->d));
@@ -158,6 +159,8 @@ static void mt_check(mt *t, tol tl, const expect *ex)
         if (!strstr(body, "zmm")) fail_msg("%s has no 512-bit vector code", name);
         free(body);
     }
+
+    if (absent && strstr(c.asm_text, absent)) fail_msg("the assembly has %s", absent);
 
     void *one[TEST_GRAPH_MAX], *more[TEST_GRAPH_MAX];
     mt_run(t, &c, 1, one);
@@ -192,6 +195,8 @@ static void mt_check(mt *t, tol tl, const expect *ex)
     kiln_compiled_free(&c);
     kiln_target_free(&host);
 }
+
+static void mt_check(mt *t, tol tl, const expect *ex) { mt_check_absent(t, tl, ex, NULL); }
 
 /* ---- reductions ------------------------------------------------------------------------------ */
 
@@ -239,6 +244,49 @@ static void test_reductions(void **state)
         if (rc->dt == KILN_F32) test_graph_output(&t, test_graph_add(&t, KILN_OP_MEAN, &x, 1, &a));
         expect ex = {{"sum", "max", rc->dt == KILN_F32 ? "mean" : NULL}, {NULL}};
         mt_check(&t, rc->dt == KILN_I32 ? EXACT : (tol){1e-5, 4e-7 * (double)n_red, false}, &ex);
+        test_graph_free(&t);
+    }
+}
+
+/* ---- bias gradients in the weight-gradient GEMM -------------------------------------------------- */
+
+/* db = Σ_rows dy next to dW = dyᵀ·x (op(A) walks dy along k) or dW = xᵀ·dy (op(B) does):
+ * fuse.c puts the sum into the GEMM's kernel, which sums dy's columns in a threaded loop
+ * of its own (no "_sum" kernel is left). Odd sizes: m, n, k are not multiples of the
+ * 12×32 tile, the 64-column blocks of the sums or the GEMM's blocks; a 3-D dy is summed
+ * over two axes and reshaped for the GEMM, as autodiff writes it. */
+static void test_bias_grad_gemm(void **state)
+{
+    static const struct {
+        int64_t b, t, n, m; /* dy (b, t, n), x (b·t, m) */
+        bool dy_is_b;       /* dW = xᵀ·dy instead of dyᵀ·x */
+        bool threaded;      /* the sums are split across threads */
+    } cases[] = {
+        {1, 301, 203, 77, false, true},
+        {3, 101, 203, 45, false, true},
+        {1, 517, 131, 39, true, true},
+        {1, 29, 37, 21, false, false}, /* too little work: the sums run inline */
+        {2, 211, 1000, 13, true, true},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mt t;
+        mt_init(&t, 900 + i);
+        int64_t rows = cases[i].b * cases[i].t, n = cases[i].n, m = cases[i].m;
+        int64_t dims3[3] = {cases[i].b, cases[i].t, n}, xd[2] = {rows, m};
+        uint32_t dy = cases[i].b > 1 ? mt_input(&t, KILN_F32, 3, dims3) : mt_input(&t, KILN_F32, 2, &dims3[1]);
+        uint32_t x = mt_input(&t, KILN_F32, 2, xd);
+        kiln_attrs sa = {.n_axes = cases[i].b > 1 ? 2 : 1, .axes = {0, 1}};
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_SUM, &dy, 1, &sa));
+        uint32_t dy2 = dy;
+        if (cases[i].b > 1) {
+            kiln_attrs ra = {.rank = 2, .shape = {rows, n}};
+            dy2 = test_graph_add(&t, KILN_OP_RESHAPE, &dy, 1, &ra);
+        }
+        kiln_attrs ma = {.transpose_a = true};
+        uint32_t in[2] = {cases[i].dy_is_b ? x : dy2, cases[i].dy_is_b ? dy2 : x};
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_MATMUL, in, 2, &ma));
+        expect ex = {{cases[i].threaded ? "gemm" : NULL}, {NULL}};
+        mt_check_absent(&t, (tol){1e-5, 4e-7 * (double)rows, false}, &ex, "_sum:");
         test_graph_free(&t);
     }
 }
@@ -377,6 +425,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reductions),
+        cmocka_unit_test(test_bias_grad_gemm),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_layernorm_and_grad),
         cmocka_unit_test(test_cross_entropy_and_grad),

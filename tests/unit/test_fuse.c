@@ -1,0 +1,180 @@
+/* test_fuse.c — golden tests of the kernel schedule (passes/fuse.c): input IR → kernel
+ * grouping.
+ *
+ * Design: each tests/golden/fuse/NAME.kir is parsed, its live nodes (outputs, loss and
+ * updates) are scheduled by kiln_fuse with every kind of fusion on, and the schedule is
+ * printed one kernel a line as `kiln check --dump-after fuse` prints it ("kernel 3 gemm:
+ * %4* %7*": kind and members in node order, parts separated by "|", `*` for a value
+ * that leaves its kernel). That text must equal NAME.expected.txt; KILN_UPDATE_GOLDEN=1
+ * rewrites the expected files instead (review the diff before committing). The graphs
+ * are small and written with primitive ops, so each file shows one rule of the pass and
+ * what does not qualify for it.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "passes.h"
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
+    buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad", "gemm", "multi"};
+
+/* The schedule of g, one kernel a line (passes/pipeline.c's format). */
+static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
+{
+    size_t cap = 64 + (size_t)s->n_kernels * 32 + (size_t)s->n_members * 16, len = 0;
+    char *t = malloc(cap);
+    assert_non_null(t);
+    len += (size_t)snprintf(t + len, cap - len, "# %u kernels\n", s->n_kernels);
+    for (uint32_t k = 0; k < s->n_kernels; k++) {
+        const kiln_kernel *kn = &s->kernels[k];
+        len += (size_t)snprintf(t + len, cap - len, "kernel %u %s:", k, kind_names[kn->kind]);
+        for (uint32_t i = 0; i < kn->n; i++) {
+            uint32_t id = s->members[kn->first + i];
+            if (i > 0 && kn->parts > 1 && i % (kn->n / kn->parts) == 0) len += (size_t)snprintf(t + len, cap - len, " |");
+            len += (size_t)snprintf(t + len, cap - len, " %%%u%s", id, s->internal[id] ? "" : "*");
+        }
+        len += (size_t)snprintf(t + len, cap - len, "\n");
+        assert_true(len < cap);
+    }
+    (void)g;
+    return t;
+}
+
+static int golden_one(const char *dir, const char *name)
+{
+    char path[4096], expected_path[4096];
+    snprintf(path, sizeof path, "%s/%.255s", dir, name);
+    snprintf(expected_path, sizeof expected_path, "%s/%.*s.expected.txt", dir, (int)(strlen(name) - 4), name);
+    char *text = read_file(path);
+    assert_non_null(text);
+    kiln_graph g;
+    kiln_diags d;
+    kiln_diags_init(&d);
+    kiln_graph_init(&g, NULL);
+    if (!kiln_graph_parse(&g, text, path, &d)) {
+        kiln_diags_print(&d, stderr);
+        fail_msg("cannot parse %s", path);
+    }
+    unsigned char *live = calloc(g.n_nodes + 1, 1);
+    kiln_graph_live(&g, KILN_LIVE_LOSS | KILN_LIVE_UPDATES, live);
+    kiln_fuse_request req = {.live = live, .enable_loop = true, .enable_gemm = true, .dropout_alone = true};
+    kiln_kernel_schedule s;
+    assert_true(kiln_fuse(&g, &req, &s, &d));
+    char *got = schedule_text(&g, &s);
+    const char *update = getenv("KILN_UPDATE_GOLDEN");
+    int mismatch = 0;
+    if (update && !strcmp(update, "1")) {
+        FILE *f = fopen(expected_path, "wb");
+        assert_non_null(f);
+        fputs(got, f);
+        fclose(f);
+        print_message("updated %s\n", expected_path);
+    } else {
+        char *want = read_file(expected_path);
+        if (!want) {
+            print_error("missing %s (KILN_UPDATE_GOLDEN=1 to create it)\n", expected_path);
+            mismatch = 1;
+        } else if (strcmp(want, got)) {
+            print_error("golden mismatch: %s (KILN_UPDATE_GOLDEN=1 to accept)\n--- expected\n%s--- got\n%s", expected_path,
+                        want, got);
+            mismatch = 1;
+        }
+        free(want);
+    }
+    free(got);
+    free(live);
+    free(text);
+    kiln_schedule_free(&s);
+    kiln_graph_free(&g);
+    kiln_diags_free(&d);
+    return mismatch;
+}
+
+static void test_golden(void **state)
+{
+    (void)state;
+    const char *dir = KILN_SOURCE_DIR "/tests/golden/fuse";
+    DIR *dp = opendir(dir);
+    assert_non_null(dp);
+    struct dirent *e;
+    int n = 0, bad = 0;
+    char names[64][256];
+    while ((e = readdir(dp)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < 5 || strcmp(e->d_name + len - 4, ".kir")) continue;
+        assert_true(n < 64 && len < 256);
+        strcpy(names[n++], e->d_name);
+    }
+    closedir(dp);
+    for (int i = 0; i < n; i++) bad += golden_one(dir, names[i]);
+    assert_true(n >= 2);
+    if (bad) fail_msg("%d golden file(s) differ", bad);
+}
+
+/* The rule the golden files show, checked on its own terms: every bias gradient of
+ * bias_grad.kir that a weight-gradient GEMM walks along k shares that GEMM's kernel, and
+ * the ones no GEMM walks do not (a file rewritten by KILN_UPDATE_GOLDEN cannot hide a
+ * regression of this). */
+static void test_bias_grad_kernels(void **state)
+{
+    (void)state;
+    char *text = read_file(KILN_SOURCE_DIR "/tests/golden/fuse/bias_grad.kir");
+    assert_non_null(text);
+    kiln_graph g;
+    kiln_diags d;
+    kiln_diags_init(&d);
+    kiln_graph_init(&g, NULL);
+    assert_true(kiln_graph_parse(&g, text, "bias_grad.kir", &d));
+    unsigned char *live = calloc(g.n_nodes + 1, 1);
+    kiln_graph_live(&g, 0, live);
+    kiln_fuse_request req = {.live = live, .enable_loop = true, .enable_gemm = true};
+    kiln_kernel_schedule s;
+    assert_true(kiln_fuse(&g, &req, &s, &d));
+    assert_int_equal(s.kernel_of[4], s.kernel_of[7]);   /* db with dW = dyᵀ·x */
+    assert_int_equal(s.kernel_of[9], s.kernel_of[10]);  /* dc with dV = xᵀ·dz */
+    assert_int_equal(s.kernels[s.kernel_of[7]].kind, KILN_KERNEL_GEMM);
+    assert_int_not_equal(s.kernel_of[11], s.kernel_of[8]);
+    assert_int_equal(s.kernels[s.kernel_of[11]].kind, KILN_KERNEL_NODE);
+    assert_int_equal(s.kernels[s.kernel_of[12]].kind, KILN_KERNEL_NODE);
+    kiln_schedule_free(&s);
+    /* without GEMM fusion every sum is a kernel of its own */
+    req.enable_gemm = false;
+    assert_true(kiln_fuse(&g, &req, &s, &d));
+    assert_int_equal(s.kernels[s.kernel_of[4]].kind, KILN_KERNEL_NODE);
+    kiln_schedule_free(&s);
+    free(live);
+    free(text);
+    kiln_graph_free(&g);
+    kiln_diags_free(&d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_golden),
+        cmocka_unit_test(test_bias_grad_kernels),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
