@@ -23,6 +23,9 @@
  *   computed by nobody: the kernels rotate its x on load (`rope`), and the rotation's
  *   gradient after dq or dk (kiln_rope_grad_match) joins the attention_grad kernel,
  *   which writes it un-rotated.
+ * - GEMM: a matmul that is one GEMM call with its epilogue (group_gemms), a bias gradient
+ *   — the column sums of the operand it walks along k (group_bias_grads) — and sibling
+ *   chains that read one operand (group_sibling_gemms); see the comments there.
  * What keeps a schedule valid: no group may read, from outside, a value that depends on
  * one of its own members (loop_valid walks back to check); the kernels then form an
  * acyclic graph, and order_kernels runs each after the kernels it reads from.
