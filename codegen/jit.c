@@ -39,6 +39,15 @@ static double now_ms(void)
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
+/* CPU time of the calling thread (kiln_compiled.cpu): LLJIT compiles on the looking-up
+ * thread, so every stage of a compile is on this one. */
+static double cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
 /* Adds "what: <LLVM's message>" and consumes the error. Always returns false. */
 static bool llvm_fail(kiln_diags *d, const char *what, LLVMErrorRef err)
 {
@@ -392,8 +401,9 @@ static LLVMOrcObjectLayerRef perf_object_layer(void *ctx, LLVMOrcExecutionSessio
     return layer;
 }
 
+/* *lookup_cpu: cpu_ms() when the module was added, before the lookup. */
 static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char *name, kiln_compiled *out,
-                       kiln_diags *d)
+                       double *lookup_cpu, kiln_diags *d)
 {
     LLVMDisposeBuilder(cg->b);
     cg->b = NULL;
@@ -432,6 +442,7 @@ static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char 
     }
     err = LLVMOrcLLJITAddLLVMIRModule(jit, main_jd, tsm); /* consumes tsm, even on error */
     if (err) return llvm_fail(d, "cannot add the module to the JIT", err);
+    *lookup_cpu = cpu_ms(); /* machine code is produced at the lookup */
     LLVMOrcExecutorAddress addr = 0;
     err = LLVMOrcLLJITLookup(jit, &addr, name);
     if (err) return llvm_fail(d, "cannot compile the module", err);
@@ -448,9 +459,10 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
         if (!kiln_target_host(&host, d)) return false;
         t = &host;
     }
-    double t0 = now_ms();
+    double t0 = now_ms(), c0 = cpu_ms();
     kiln_program prog;
     bool ok = plan(req, t, &prog, d);
+    double c_plan = cpu_ms();
     if (!ok) goto done_target;
     kiln_memplan p = prog.plan;
     kiln_compile_request r = program_request(req, &prog);
@@ -481,16 +493,18 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     if (req->profile) out->kernel_fns = kernel_functions(u.cg.mod, name, prog.sched.n_kernels);
-    double t1 = now_ms();
+    double t1 = now_ms(), c1 = cpu_ms();
     ok = unit_finish(&u, name, d);
-    double t2 = now_ms();
+    double t2 = now_ms(), c2 = cpu_ms();
     if (ok && req->emit_llvm) out->llvm_ir = module_text(&u.cg);
     if (ok && req->emit_asm) ok = (out->asm_text = module_asm(&u.cg, d)) != NULL;
-    if (ok) ok = jit_module(&u.cg, tsc, name, out, d);
-    double t3 = now_ms();
+    double c_lookup = cpu_ms();
+    if (ok) ok = jit_module(&u.cg, tsc, name, out, &c_lookup, d);
+    double t3 = now_ms(), c3 = cpu_ms();
     out->ms_build = t1 - t0;
     out->ms_optimize = t2 - t1;
     out->ms_jit = t3 - t2;
+    out->cpu = (kiln_compile_cpu){c_plan - c0, c1 - c_plan, c2 - c1, c_lookup - c2, c3 - c_lookup};
 
     unit_dispose(&u); /* the thread-safe context owns the context */
     LLVMOrcDisposeThreadSafeContext(tsc);
