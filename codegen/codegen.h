@@ -194,6 +194,8 @@ typedef struct kiln_compile_cpu {
     double optimize;     /* verifying, LLVM's optimisation pipelines, linking the two modules */
     double jit_setup;    /* the LLJIT, its symbol generators, adding the module */
     double machine_code; /* looking the entry up: instruction selection, registers, linking */
+    double gemm_thread;  /* the GEMM functions, optimised and compiled on a second thread
+                            meanwhile (not in the stages above; jit.c) */
 } kiln_compile_cpu;
 
 typedef struct kiln_compiled {

@@ -437,6 +437,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
             cJSON_AddNumberToObject(o, "cpu_optimize_ms", c->optimize);
             cJSON_AddNumberToObject(o, "cpu_jit_setup_ms", c->jit_setup);
             cJSON_AddNumberToObject(o, "cpu_machine_code_ms", c->machine_code);
+            cJSON_AddNumberToObject(o, "cpu_gemm_thread_ms", c->gemm_thread);
             cJSON_AddNumberToObject(o, "workspace_bytes", (double)cr.c.workspace_bytes);
         }
         cJSON_AddNumberToObject(o, "runs", n_times);
@@ -460,8 +461,9 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
                    cr.c.n_functions);
             const kiln_compile_cpu *c = &cr.c.cpu;
             printf("compile CPU: %.1f ms (load %.1f, plan %.1f, build %.1f, optimise %.1f, jit setup %.1f, "
-                   "machine code %.1f)\n",
-                   cpu_compile, cpu_load, c->plan, c->build, c->optimize, c->jit_setup, c->machine_code);
+                   "machine code %.1f); GEMM functions on a second thread meanwhile %.1f\n",
+                   cpu_compile, cpu_load, c->plan, c->build, c->optimize, c->jit_setup, c->machine_code,
+                   c->gemm_thread);
         }
         printf("%s (%s): median %.3f ms, min %.3f ms over %d runs; %.1f GFLOP/s at the median\n",
                train ? "training step" : "forward", mode, median, best, n_times, flops / median / 1e6);
