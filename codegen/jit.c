@@ -10,7 +10,12 @@
  *   optionally print it / emit assembly from a clone (codegen mutates a module) →
  *   LLJIT built from the same CPU and features, with a process-symbol generator so the
  *   code can call libm → look the entry up (machine code is produced at lookup).
- * The module is built inside an ORC ThreadSafeContext from the start, so the JIT takes
+ * In the JIT the GEMM module is not linked in: it is built in a context of its own and
+ * optimised and compiled to an object on a second thread meanwhile (gemm_job), and the
+ * LLJIT links that object with the kernels — about a third less machine code on the
+ * compiling thread (docs/performance.md, "JIT compile time"). `--emit llvm/asm` and AOT
+ * link the one module as above.
+ * The kernels' module is built inside an ORC ThreadSafeContext from the start, so the JIT takes
  * it without a copy; kiln_codegen_module (AOT, --emit) builds the same module in a plain
  * context instead and hands it over finished. With KILN_PERF=1 the JIT links through
  * RuntimeDyld with LLVM's perf listener attached, so `perf report` names the kernels.
