@@ -185,6 +185,19 @@ enum {
     KILN_RC_TARGET_RANGE = 2,  /* a cross_entropy target outside [0, classes) */
 };
 
+/* CPU time of the compiling thread in each stage of kiln_compile_graph, ms: what the
+ * compile costs on a quiet machine, where the wall clock of a busy one overstates it
+ * (`kiln bench` prints them; docs/performance.md, "Compile time"). */
+typedef struct kiln_compile_cpu {
+    double plan;         /* the pass pipeline: simplify, fuse, memory plan (passes/pipeline.c) */
+    double build;        /* LLVM IR of the kernels, the GEMMs and the entry (entry.c) */
+    double optimize;     /* verifying, LLVM's optimisation pipelines, linking the two modules */
+    double jit_setup;    /* the LLJIT, its symbol generators, adding the module */
+    double machine_code; /* looking the entry up: instruction selection, registers, linking */
+    double gemm_thread;  /* the GEMM functions, optimised and compiled on a second thread
+                            meanwhile (not in the stages above; jit.c) */
+} kiln_compile_cpu;
+
 typedef struct kiln_compiled {
     void *jit;                     /* LLVMOrcLLJITRef, owns the machine code */
     void *entry;                   /* int NAME_forward(…), called through libffi */
@@ -199,6 +212,7 @@ typedef struct kiln_compiled {
     char *llvm_ir, *asm_text;      /* when asked for, else NULL (malloc'd) */
     char *dump;                    /* the pipeline's --dump-after text, or NULL (malloc'd) */
     double ms_build, ms_optimize, ms_jit;  /* compile time, by stage */
+    kiln_compile_cpu cpu;          /* compile CPU time, by stage */
     kiln_kernel_schedule sched;    /* the kernels, in call order (profile slot k = kernel k) */
     const kiln_graph *g;           /* the graph sched's node ids are in: req->g, or simplify's */
     kiln_graph *g_owned;           /* simplify's rebuilt graph (malloc'd), or NULL */

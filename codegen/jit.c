@@ -10,7 +10,12 @@
  *   optionally print it / emit assembly from a clone (codegen mutates a module) →
  *   LLJIT built from the same CPU and features, with a process-symbol generator so the
  *   code can call libm → look the entry up (machine code is produced at lookup).
- * The module is built inside an ORC ThreadSafeContext from the start, so the JIT takes
+ * In the JIT the GEMM module is not linked in: it is built in a context of its own and
+ * optimised and compiled to an object on a second thread meanwhile (gemm_job), and the
+ * LLJIT links that object with the kernels — about a third less machine code on the
+ * compiling thread (docs/performance.md, "JIT compile time"). `--emit llvm/asm` and AOT
+ * link the one module as above.
+ * The kernels' module is built inside an ORC ThreadSafeContext from the start, so the JIT takes
  * it without a copy; kiln_codegen_module (AOT, --emit) builds the same module in a plain
  * context instead and hands it over finished. With KILN_PERF=1 the JIT links through
  * RuntimeDyld with LLVM's perf listener attached, so `perf report` names the kernels.
@@ -23,6 +28,7 @@
 #include <llvm-c/Orc.h>
 #include <llvm-c/OrcEE.h>
 #include <llvm-c/Transforms/PassBuilder.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +42,15 @@ static double now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* CPU time of the calling thread (kiln_compiled.cpu): LLJIT compiles on the looking-up
+ * thread, so every stage of a compile is on this one. */
+static double cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
@@ -179,12 +194,14 @@ typedef struct unit {
     int n_kernels, n_functions;
 } unit;
 
+/* ctx holds the kernels' module, gemm_ctx the GEMMs' (the same context when they are to
+ * be linked into one module; another one when a second thread compiles them). */
 static void unit_build(unit *u, const kiln_compile_request *req, const kiln_target *t, LLVMContextRef ctx,
-                       const kiln_memplan *p, const kiln_kernel_schedule *sched, const char *name,
-                       int32_t *ready_after)
+                       LLVMContextRef gemm_ctx, const kiln_memplan *p, const kiln_kernel_schedule *sched,
+                       const char *name, int32_t *ready_after)
 {
     cg_init_in_context(&u->cg, t, ctx, name);
-    cg_init_in_context(&u->gemm, t, ctx, "gemm");
+    cg_init_in_context(&u->gemm, t, gemm_ctx, "gemm");
     u->n_kernels = entry_emit(&u->cg, &u->gemm, req->g, req, p, sched, name, &u->n_functions, ready_after);
 }
 
@@ -216,28 +233,37 @@ static char **kernel_functions(LLVMModuleRef mod, const char *entry, uint32_t n_
     return names;
 }
 
+/* The GEMM functions' pipeline: a light clean-up (they are explicit vector code already).
+ * no-verify-fixpoint: a bare `instcombine` in LLVM 19 aborts the process when it needs a
+ * second round; the default pipelines use this form too. */
+static const char gemm_pipeline[] = "function(instcombine<no-verify-fixpoint>,simplifycfg)";
+
+/* Makes every function of mod but the entry internal (declarations stay). */
+static void internalise(LLVMModuleRef mod, const char *entry)
+{
+    for (LLVMValueRef fn = LLVMGetFirstFunction(mod); fn; fn = LLVMGetNextFunction(fn)) {
+        size_t len;
+        if (LLVMIsDeclaration(fn) || strcmp(LLVMGetValueName2(fn, &len), entry) == 0) continue;
+        LLVMSetLinkage(fn, LLVMInternalLinkage);
+    }
+}
+
 /* Verifies both modules; optimises the kernels with default<O3> and the GEMM functions
- * with a light clean-up (they are explicit vector code already); links the GEMMs into
- * the kernels' module; and makes every function but the entry internal again. */
+ * with gemm_pipeline; links the GEMMs into the kernels' module; and makes every function
+ * but the entry internal again. */
 static bool unit_finish(unit *u, const char *entry, kiln_diags *d)
 {
     LLVMTargetMachineRef tm = u->cg.target->tm;
     if (!verify(u->cg.mod, d) || !verify(u->gemm.mod, d)) return false;
     if (!run_passes(u->cg.mod, "default<O3>", tm, d)) return false;
-    /* no-verify-fixpoint: a bare `instcombine` in LLVM 19 aborts the process when it
-     * needs a second round; the default pipelines use this form too */
-    if (!run_passes(u->gemm.mod, "function(instcombine<no-verify-fixpoint>,simplifycfg)", tm, d)) return false;
+    if (!run_passes(u->gemm.mod, gemm_pipeline, tm, d)) return false;
     bool failed = LLVMLinkModules2(u->cg.mod, u->gemm.mod); /* destroys the GEMM module */
     u->gemm.mod = NULL;
     if (failed) {
         kiln_diags_add(d, NULL, 0, 0, "codegen", "internal error: linking the GEMM functions failed");
         return false;
     }
-    for (LLVMValueRef fn = LLVMGetFirstFunction(u->cg.mod); fn; fn = LLVMGetNextFunction(fn)) {
-        size_t len;
-        if (LLVMIsDeclaration(fn) || strcmp(LLVMGetValueName2(fn, &len), entry) == 0) continue;
-        LLVMSetLinkage(fn, LLVMInternalLinkage);
-    }
+    internalise(u->cg.mod, entry);
     return true;
 }
 
@@ -295,7 +321,7 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
         out->ready_after = calloc(req->n_ready, sizeof *out->ready_after);
         KILN_ASSERT(out->ready_after != NULL);
     }
-    unit_build(&u, &r, req->target, ctx, &out->prog.plan, &out->prog.sched, name, out->ready_after);
+    unit_build(&u, &r, req->target, ctx, ctx, &out->prog.plan, &out->prog.sched, name, out->ready_after);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     bool ok = unit_finish(&u, name, d);
@@ -392,8 +418,78 @@ static LLVMOrcObjectLayerRef perf_object_layer(void *ctx, LLVMOrcExecutionSessio
     return layer;
 }
 
-static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char *name, kiln_compiled *out,
-                       kiln_diags *d)
+/* ---- the GEMM module on a second thread ---------------------------------------------------- */
+
+/* The JIT compiles the GEMM functions (about a third of the machine code of a training
+ * step: explicit vector tiles) on a thread of their own while this one optimises the
+ * kernels and compiles them: the GEMM module is built in a context of its own (contexts
+ * are not shared between threads), optimised with gemm_pipeline and emitted as an object
+ * file by a target machine of its own, which the LLJIT links with the kernels' code.
+ * Each module's machine code is what one thread would make of it, so the result does not
+ * depend on the timing. */
+typedef struct gemm_job {
+    kiln_cg *gemm;              /* its module and context, used by the job's thread only */
+    LLVMMemoryBufferRef object; /* the result, or NULL */
+    char error[256];
+    double cpu;                 /* the job's CPU time, ms */
+    pthread_t thread;
+    bool started;
+} gemm_job;
+
+static void *gemm_job_run(void *arg)
+{
+    gemm_job *job = arg;
+    double c0 = cpu_ms();
+    LLVMModuleRef mod = job->gemm->mod;
+    char *msg = NULL, *err = NULL;
+    LLVMTargetMachineRef tm = jit_machine(job->gemm->target);
+    if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
+        snprintf(job->error, sizeof job->error, "internal error: the generated GEMM module is invalid: %s",
+                 msg ? msg : "?");
+    } else if (!tm) {
+        snprintf(job->error, sizeof job->error, "cannot create a target machine for the GEMM functions");
+    } else {
+        LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+        LLVMErrorRef perr = LLVMRunPasses(mod, gemm_pipeline, tm, opts);
+        LLVMDisposePassBuilderOptions(opts);
+        if (perr) {
+            char *m = LLVMGetErrorMessage(perr);
+            snprintf(job->error, sizeof job->error, "optimisation of the GEMM functions failed: %s", m);
+            LLVMDisposeErrorMessage(m);
+        } else if (LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &err, &job->object)) {
+            snprintf(job->error, sizeof job->error, "machine code for the GEMM functions failed: %s",
+                     err ? err : "?");
+            job->object = NULL;
+        }
+    }
+    LLVMDisposeMessage(msg);
+    LLVMDisposeMessage(err);
+    if (tm) LLVMDisposeTargetMachine(tm);
+    job->cpu = cpu_ms() - c0;
+    return NULL;
+}
+
+static void gemm_job_start(gemm_job *job, kiln_cg *gemm)
+{
+    memset(job, 0, sizeof *job);
+    job->gemm = gemm;
+    job->started = pthread_create(&job->thread, NULL, gemm_job_run, job) == 0;
+    if (!job->started) gemm_job_run(job); /* no thread to be had: on this one */
+}
+
+/* Waits for the job; its object (or its error, false) is the caller's. */
+static bool gemm_job_finish(gemm_job *job, kiln_diags *d)
+{
+    if (job->started) pthread_join(job->thread, NULL);
+    job->started = false;
+    if (job->object) return true;
+    kiln_diags_add(d, NULL, 0, 0, "codegen", "%s", job->error);
+    return false;
+}
+
+/* *lookup_cpu: cpu_ms() when the module was added, before the lookup. */
+static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char *name, gemm_job *job,
+                       kiln_compiled *out, double *lookup_cpu, kiln_diags *d)
 {
     LLVMDisposeBuilder(cg->b);
     cg->b = NULL;
@@ -432,6 +528,13 @@ static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char 
     }
     err = LLVMOrcLLJITAddLLVMIRModule(jit, main_jd, tsm); /* consumes tsm, even on error */
     if (err) return llvm_fail(d, "cannot add the module to the JIT", err);
+    if (job) { /* the GEMM functions, compiled meanwhile */
+        if (!gemm_job_finish(job, d)) return false;
+        err = LLVMOrcLLJITAddObjectFile(jit, main_jd, job->object); /* consumes the buffer */
+        job->object = NULL;
+        if (err) return llvm_fail(d, "cannot add the GEMM functions to the JIT", err);
+    }
+    *lookup_cpu = cpu_ms(); /* machine code is produced at the lookup */
     LLVMOrcExecutorAddress addr = 0;
     err = LLVMOrcLLJITLookup(jit, &addr, name);
     if (err) return llvm_fail(d, "cannot compile the module", err);
@@ -448,9 +551,10 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
         if (!kiln_target_host(&host, d)) return false;
         t = &host;
     }
-    double t0 = now_ms();
+    double t0 = now_ms(), c0 = cpu_ms();
     kiln_program prog;
     bool ok = plan(req, t, &prog, d);
+    double c_plan = cpu_ms();
     if (!ok) goto done_target;
     kiln_memplan p = prog.plan;
     kiln_compile_request r = program_request(req, &prog);
@@ -477,20 +581,44 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
         out->ready_after = calloc(req->n_ready, sizeof *out->ready_after);
         KILN_ASSERT(out->ready_after != NULL);
     }
-    unit_build(&u, &r, t, LLVMOrcThreadSafeContextGetContext(tsc), &prog.plan, &prog.sched, name, out->ready_after);
+    /* --emit llvm/asm want one linked module: then the GEMMs share the kernels' context
+     * and thread; else they get their own (gemm_job) */
+    bool one_module = req->emit_llvm || req->emit_asm;
+    LLVMContextRef ctx = LLVMOrcThreadSafeContextGetContext(tsc);
+    LLVMContextRef gemm_ctx = one_module ? ctx : LLVMContextCreate();
+    unit_build(&u, &r, t, ctx, gemm_ctx, &prog.plan, &prog.sched, name, out->ready_after);
     out->n_kernels = u.n_kernels;
     out->n_functions = u.n_functions;
     if (req->profile) out->kernel_fns = kernel_functions(u.cg.mod, name, prog.sched.n_kernels);
-    double t1 = now_ms();
-    ok = unit_finish(&u, name, d);
-    double t2 = now_ms();
+    double t1 = now_ms(), c1 = cpu_ms();
+    gemm_job job;
+    if (one_module) {
+        ok = unit_finish(&u, name, d);
+    } else {
+        gemm_job_start(&job, &u.gemm);
+        ok = verify(u.cg.mod, d) && run_passes(u.cg.mod, "default<O3>", t->tm, d);
+        if (ok) internalise(u.cg.mod, name);
+    }
+    double t2 = now_ms(), c2 = cpu_ms();
     if (ok && req->emit_llvm) out->llvm_ir = module_text(&u.cg);
     if (ok && req->emit_asm) ok = (out->asm_text = module_asm(&u.cg, d)) != NULL;
-    if (ok) ok = jit_module(&u.cg, tsc, name, out, d);
-    double t3 = now_ms();
+    double c_lookup = cpu_ms();
+    if (ok) ok = jit_module(&u.cg, tsc, name, one_module ? NULL : &job, out, &c_lookup, d);
+    if (!one_module) { /* joined by jit_module unless it stopped early */
+        if (job.started) pthread_join(job.thread, NULL);
+        if (job.object) LLVMDisposeMemoryBuffer(job.object);
+        out->cpu.gemm_thread = job.cpu;
+        kiln_cg_dispose(&u.gemm); /* its module and its own context */
+    }
+    double t3 = now_ms(), c3 = cpu_ms();
     out->ms_build = t1 - t0;
     out->ms_optimize = t2 - t1;
     out->ms_jit = t3 - t2;
+    out->cpu.plan = c_plan - c0;
+    out->cpu.build = c1 - c_plan;
+    out->cpu.optimize = c2 - c1;
+    out->cpu.jit_setup = c_lookup - c2;
+    out->cpu.machine_code = c3 - c_lookup;
 
     unit_dispose(&u); /* the thread-safe context owns the context */
     LLVMOrcDisposeThreadSafeContext(tsc);

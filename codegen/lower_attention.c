@@ -57,6 +57,10 @@
  * whose rows run past the last query or key write those rows to a dummy scratch row, so
  * every tile is whole. Operand strides are parameters (attn_layout), so a fusion pass
  * can fold a (B,T,H,d) ↔ (B,H,T,d) transpose into the kernel.
+ *
+ * Files: this one has the forward kernel, the emitters both directions use and the
+ * threads; lower_attention_backward.c the backward kernel and its entry points;
+ * attn_gen.h what the two share (the emitter state `ak`, geometry, small IR builders).
  */
 #include <math.h>
 #include <stdio.h>
@@ -64,56 +68,9 @@
 #include <string.h>
 
 #include "kiln/runtime.h" /* KILN_MAX_THREADS */
-#include "lower.h"
-
-/* The exponential of a vector: cg_intrinsic1 emits vm_exp (codegen/vmath.h), no libm call. */
-static LLVMValueRef att_exp(kiln_cg *cg, LLVMValueRef x) { return cg_intrinsic1(cg, "llvm.exp", x); }
-
-enum { NQ = 2 }; /* query vectors per block */
+#include "attn_gen.h"
 
 /* ---- geometry -------------------------------------------------------------------------- */
-
-typedef struct attn_blocks {
-    int w;      /* floats per vector */
-    int bq, bk; /* queries (NQ vectors) and keys per block */
-    int rj;     /* key rows per score tile: rj × NQ accumulators */
-    int acc;    /* accumulators an update tile may use */
-    int nvmax;  /* vectors per update-tile row */
-} attn_blocks;
-
-static attn_blocks blocks_for(const kiln_target *t)
-{
-    int w = t->vector_floats >= 16 ? 16 : t->vector_floats >= 8 ? 8 : 4;
-    bool wide = w >= 16; /* 32 vector registers (AVX-512) rather than 16 */
-    return (attn_blocks){w, NQ * w, NQ * w, wide ? 8 : 4, wide ? 24 : 12, wide ? 4 : 2};
-}
-
-/* One attention (or its gradient): shapes, attributes, every operand's strides. */
-typedef struct attn_geom {
-    int r, nb;                       /* rank of q; batch dims (…, H) = r − 2 */
-    int64_t bdims[KILN_MAX_RANK];
-    int64_t n_bh, T, S, dh, dv;
-    double scale;
-    bool causal, has_mask, has_bias;
-    bool alibi;                      /* the bias is a slope per head, times |i − j| */
-    bool relative;                   /* the bias is T5's (NB, H) bucket embedding */
-    int64_t nbuckets, rel_len;       /* relative: NB, and L = T + S − 1 relative positions */
-    bool has_stats;                  /* backward: o and lse are inputs (ATTN_O, ATTN_LSE) */
-    /* attention dropout in a training step (attn_layout.train_dropout): drop probability,
-     * mask stream, compile-time part of the run seed */
-    bool dropping;
-    double drop;
-    uint32_t stream;
-    uint64_t drop_seed;
-    attn_fwd_want want;              /* forward: the results written */
-    bool rope_q, rope_k;             /* q / k rotated on load (attn_layout.rope_q/rope_k) */
-    bool unrope_q, unrope_k;         /* dq / dk turned back on store (attn_layout.unrope_q/unrope_k) */
-    kiln_dtype mask_dt;
-    int64_t bstride[KILN_MAX_RANK];  /* the bias's broadcast strides over (…, H, T, S) */
-    /* element strides of every dim but the last (contiguous) one: (batch…, head, row);
-     * the mask's are its batch dims only (it has no head dim) */
-    int64_t st[ATTN_N_OPERANDS][KILN_MAX_RANK];
-} attn_geom;
 
 /* Row-major strides of every dim but the last of a type like `t` with the last two dims
  * replaced by (rows, cols). */
@@ -128,7 +85,7 @@ static void default_strides(const kiln_type *t, int64_t rows, int64_t cols, int6
 }
 
 /* n: an attention node, or an attention_grad node (whose last input, g, is ignored). */
-static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, const attn_layout *lay)
+void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, const attn_layout *lay)
 {
     memset(G, 0, sizeof *G);
     const kiln_type *qt = &g->nodes[n->in[0]].type, *kt = &g->nodes[n->in[1]].type, *vt = &g->nodes[n->in[2]].type;
@@ -189,20 +146,11 @@ static void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, con
 }
 
 static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-static int64_t parts_for(int64_t items) { return items < KILN_MAX_THREADS ? items : KILN_MAX_THREADS; }
-
-/* Scratch of one part, in floats, and where each region starts: the packed block (Qt,
- * and dOt when dS is needed), the score block St (and dP/dS), the forward's O
- * accumulator and per-query row (α, then 1/l), the backward's dummy row. */
-typedef struct attn_slot {
-    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, rel, drel, qr, kr, floats;
-} attn_slot;
 
 /* (relative: the head's bias by relative position, R[t] = bias of i − j + S − 1 = t, and
  * the backward's diagonal sums of dS, each L + BQ floats: the last lanes of a block read
  * past L.) */
-static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool need_ds, bool want_dscores)
+attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool need_ds, bool want_dscores)
 {
     attn_slot s = {0};
     int64_t at = 0;
@@ -221,129 +169,10 @@ static attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, b
     return s;
 }
 
-/* ---- the emitter's state --------------------------------------------------------------------- */
-
-typedef struct ak {
-    kiln_cg *cg;
-    const attn_geom *G;
-    attn_blocks B;
-    LLVMTypeRef vt, vt_i32;
-    /* operands: the kernel's pointers (in a part function: its own copies) */
-    LLVMValueRef q, k, v, mask, bias, g, out, dq, dk, dv, ds, o, lse;
-    /* the current item's element offsets */
-    LLVMValueRef off[ATTN_N_OPERANDS], bias_off;
-    /* the part's scratch regions */
-    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy, Rel, dRel, Qr, Kr;
-    LLVMValueRef qcos, qsin, kcos, ksin; /* rope tables (L, dh) */
-    LLVMValueRef kr_item, kr_done;   /* forward, rope on k: Kr's item, and its rows rotated so far */
-    /* the current query block: first query, valid queries, lanes that are real queries */
-    LLVMValueRef i0, nqv, lane_ok[NQ], bias_lanes[NQ];
-    LLVMValueRef slope, qpos[NQ]; /* alibi: the head's slope, the lanes' query positions */
-    /* dropout: the per-node hash key (part-wide), the current item, and each lane's
-     * weight index of key 0, ((l·T) + i)·S */
-    LLVMValueRef drop_key, item, drop_row[NQ];
-    LLVMValueRef step;               /* the step counter (dropout only) */
-} ak;
-
-static LLVMValueRef add(ak *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWAdd(a->cg->b, x, y, ""); }
-static LLVMValueRef sub(ak *a, LLVMValueRef x, LLVMValueRef y) { return LLVMBuildNSWSub(a->cg->b, x, y, ""); }
-static LLVMValueRef mulc(ak *a, LLVMValueRef x, int64_t c) { return LLVMBuildNSWMul(a->cg->b, x, cg_i64(a->cg, c), ""); }
-static LLVMValueRef addc(ak *a, LLVMValueRef x, int64_t c) { return add(a, x, cg_i64(a->cg, c)); }
-static LLVMValueRef imin(ak *a, LLVMValueRef x, LLVMValueRef y)
-{
-    return LLVMBuildSelect(a->cg->b, LLVMBuildICmp(a->cg->b, LLVMIntSLT, x, y, ""), x, y, "");
-}
-
-static LLVMValueRef splat(ak *a, LLVMValueRef x)
-{
-    kiln_cg *cg = a->cg;
-    LLVMTypeRef vt = LLVMVectorType(LLVMTypeOf(x), (unsigned)a->B.w);
-    LLVMValueRef p = LLVMGetPoison(vt);
-    LLVMValueRef one = LLVMBuildInsertElement(cg->b, p, x, cg_i32(cg, 0), "");
-    return LLVMBuildShuffleVector(cg->b, one, p, LLVMConstNull(a->vt_i32), "");
-}
-static LLVMValueRef vconst(ak *a, double x) { return splat(a, cg_f32(a->cg, x)); }
-static LLVMValueRef vneg_inf(ak *a) { return splat(a, LLVMConstReal(a->cg->t_f32, -INFINITY)); }
-
-/* <first, first+1, …> as i32 or i64 lanes */
-static LLVMValueRef iota(ak *a, LLVMTypeRef elem, int64_t first)
-{
-    LLVMValueRef lanes[16];
-    for (int i = 0; i < a->B.w; i++) lanes[i] = LLVMConstInt(elem, (unsigned long long)(first + i), 1);
-    return LLVMConstVector(lanes, (unsigned)a->B.w);
-}
-
-/* the first n lanes set */
-static LLVMValueRef lane_mask(ak *a, int n)
-{
-    LLVMValueRef lanes[16];
-    for (int i = 0; i < a->B.w; i++) lanes[i] = LLVMConstInt(a->cg->t_i1, i < n, 0);
-    return LLVMConstVector(lanes, (unsigned)a->B.w);
-}
-
-static LLVMValueRef fma_v(ak *a, LLVMValueRef x, LLVMValueRef y, LLVMValueRef z)
-{
-    LLVMValueRef args[3] = {x, y, z};
-    return cg_intrinsic(a->cg, "llvm.fma", &a->vt, 1, args, 3);
-}
-static LLVMValueRef vmax(ak *a, LLVMValueRef x, LLVMValueRef y) { return cg_intrinsic2(a->cg, "llvm.maximum", x, y); }
-
-/* W floats at element `off` of ptr; only the first `n` lanes (n < W: a masked load that
- * touches nothing past them, the rest 0). */
-static LLVMValueRef vload(ak *a, LLVMValueRef ptr, LLVMValueRef off, int n)
-{
-    kiln_cg *cg = a->cg;
-    LLVMValueRef p = cg_gep(cg, KILN_F32, ptr, off);
-    if (n >= a->B.w) {
-        LLVMValueRef l = LLVMBuildLoad2(cg->b, a->vt, p, "");
-        LLVMSetAlignment(l, KILN_ELEM_BYTES);
-        return l;
-    }
-    LLVMTypeRef tys[2] = {a->vt, cg->t_ptr};
-    LLVMValueRef args[4] = {p, cg_i32(cg, KILN_ELEM_BYTES), lane_mask(a, n), LLVMConstNull(a->vt)};
-    return cg_intrinsic(cg, "llvm.masked.load", tys, 2, args, 4);
-}
-
-static void vstore(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef x, int n)
-{
-    kiln_cg *cg = a->cg;
-    LLVMValueRef p = cg_gep(cg, KILN_F32, ptr, off);
-    if (n >= a->B.w) {
-        LLVMSetAlignment(LLVMBuildStore(cg->b, x, p), KILN_ELEM_BYTES);
-        return;
-    }
-    LLVMTypeRef tys[2] = {a->vt, cg->t_ptr};
-    LLVMValueRef args[4] = {x, p, cg_i32(cg, KILN_ELEM_BYTES), lane_mask(a, n)};
-    cg_intrinsic(cg, "llvm.masked.store", tys, 2, args, 4);
-}
-
-/* Lanes where `ok`: ptr[idx lane], else 0 (i64 lane indices). */
-static LLVMValueRef vgather(ak *a, LLVMValueRef ptr, LLVMValueRef idx, LLVMValueRef ok)
-{
-    kiln_cg *cg = a->cg;
-    LLVMValueRef ptrs = LLVMBuildInBoundsGEP2(cg->b, cg->t_f32, ptr, &idx, 1, "");
-    LLVMTypeRef tys[2] = {a->vt, LLVMVectorType(cg->t_ptr, (unsigned)a->B.w)};
-    LLVMValueRef args[4] = {ptrs, cg_i32(cg, KILN_ELEM_BYTES), ok, LLVMConstNull(a->vt)};
-    return cg_intrinsic(cg, "llvm.masked.gather", tys, 2, args, 4);
-}
-
-/* A vector-typed local (SROA keeps it in a register). */
-static LLVMValueRef vlocal(ak *a, const char *name, LLVMValueRef init)
-{
-    LLVMValueRef slot = cg_local(a->cg, a->vt, name);
-    LLVMBuildStore(a->cg->b, init, slot);
-    return slot;
-}
-static LLVMValueRef ld(ak *a, LLVMValueRef slot) { return LLVMBuildLoad2(a->cg->b, a->vt, slot, ""); }
-static void st(ak *a, LLVMValueRef slot, LLVMValueRef x) { LLVMBuildStore(a->cg->b, x, slot); }
-
-/* Lanes of the last vector of a row of E floats chunked by vectors: W or E mod W. */
-static int lanes_of(const ak *a, int64_t E, int64_t e) { return E - e >= a->B.w ? a->B.w : (int)(E - e); }
-
 /* ---- items and blocks ------------------------------------------------------------------------- */
 
 /* Element offsets of item l (a flat batch·head index) for every operand. */
-static void item_offsets(ak *a, LLVMValueRef l)
+void item_offsets(ak *a, LLVMValueRef l)
 {
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
@@ -367,10 +196,7 @@ static void item_offsets(ak *a, LLVMValueRef l)
     a->bias_off = o;
 }
 
-/* The row stride of operand op (its second-to-last dim). */
-static int64_t row_stride(const ak *a, int op) { return a->G->st[op][a->G->nb]; }
-
-static void q_block_begin(ak *a, LLVMValueRef qb)
+void q_block_begin(ak *a, LLVMValueRef qb)
 {
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
@@ -414,66 +240,66 @@ static void pack_rows_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, LLVM
 }
 
 /* dst[d][i] = src row (i0 + i), column d, for the D columns of operand op. */
-static void pack_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, int64_t D)
+void pack_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, int64_t D)
 {
     int64_t rs = row_stride(a, op);
     pack_rows_transposed(a, dst, src, add(a, a->off[op], mulc(a, a->i0, rs)), rs, D);
 }
 
-/* RoPE on load: dst row r (row-major, dh floats) = rows p = p0 + r, r < n, of operand op
- * turned by the tables' row p: with h = dh/2, x1 = x[:h], x2 = x[h:],
- *   dst[:h] = x1·cos[:h] − x2·sin[:h],   dst[h:] = x2·cos[h:] + x1·sin[h:]
- * — x·cos + concat(−x2, x1)·sin, the graph's rotation (passes/fuse.c, kiln_rope_match),
- * in its order of operations. */
-static void rotate_rows(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, LLVMValueRef cs, LLVMValueRef sn,
-                        LLVMValueRef p0, LLVMValueRef n)
+/* Rows p = p0 + r, r < n, of operand op in src turned by the tables' row p, h = dh/2,
+ * x1 = x[:h], x2 = x[h:]:
+ *   rotation (RoPE on load, into dst row r, row-major, dh floats):
+ *     dst[:h] = x1·cos[:h] − x2·sin[:h],   dst[h:] = x2·cos[h:] + x1·sin[h:]
+ *   — x·cos + concat(−x2, x1)·sin, the graph's rotation (passes/fuse.c, kiln_rope_match),
+ *   in its order of operations;
+ *   inverse (the gradient through the rotation, in place: x is a finished dq or dk, the
+ *   cotangent G of the rotated rows, and becomes Rᵀ·G, the gradient before rotation):
+ *     dx[:h] = G1·cos[:h] + G2·sin[h:],   dx[h:] = G2·cos[h:] − G1·sin[:h]
+ *   — autodiff's G·cos + unslice((G·sin)[h:]) − unslice((G·sin)[:h]) (kiln_rope_grad_match). */
+static void turn_rows(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, LLVMValueRef cs, LLVMValueRef sn,
+                      LLVMValueRef p0, LLVMValueRef n, bool inverse)
 {
     kiln_cg *cg = a->cg;
     int64_t dh = a->G->dh, h = dh / 2, rs = row_stride(a, op);
     if (dh == 0) return;
     cg_loop r;
-    cg_loop_begin(cg, &r, cg_i64(cg, 0), n, "rope");
+    cg_loop_begin(cg, &r, cg_i64(cg, 0), n, inverse ? "unrope" : "rope");
     LLVMValueRef p = add(a, p0, r.i);
-    LLVMValueRef srow = add(a, a->off[op], mulc(a, p, rs)), trow = mulc(a, p, dh), drow = mulc(a, r.i, dh);
+    LLVMValueRef srow = add(a, a->off[op], mulc(a, p, rs)), trow = mulc(a, p, dh);
+    LLVMValueRef drow = inverse ? srow : mulc(a, r.i, dh);
     for (int64_t e = 0; e < h; e += a->B.w) {
         int lanes = lanes_of(a, h, e);
         LLVMValueRef x1 = vload(a, src, addc(a, srow, e), lanes), x2 = vload(a, src, addc(a, srow, h + e), lanes);
         LLVMValueRef c1 = vload(a, cs, addc(a, trow, e), lanes), s1 = vload(a, sn, addc(a, trow, e), lanes);
         LLVMValueRef c2 = vload(a, cs, addc(a, trow, h + e), lanes), s2 = vload(a, sn, addc(a, trow, h + e), lanes);
-        vstore(a, dst, addc(a, drow, e), cg_fsub(cg, cg_fmul(cg, x1, c1), cg_fmul(cg, x2, s1)), lanes);
-        vstore(a, dst, addc(a, drow, h + e), cg_fadd(cg, cg_fmul(cg, x2, c2), cg_fmul(cg, x1, s2)), lanes);
+        vstore(a, dst, addc(a, drow, e),
+               inverse ? cg_fadd(cg, cg_fmul(cg, x1, c1), cg_fmul(cg, x2, s2))
+                       : cg_fsub(cg, cg_fmul(cg, x1, c1), cg_fmul(cg, x2, s1)),
+               lanes);
+        vstore(a, dst, addc(a, drow, h + e),
+               inverse ? cg_fsub(cg, cg_fmul(cg, x2, c2), cg_fmul(cg, x1, s1))
+                       : cg_fadd(cg, cg_fmul(cg, x2, c2), cg_fmul(cg, x1, s2)),
+               lanes);
     }
     cg_loop_end(cg, &r);
 }
 
-/* The gradient through the rotation, in place: rows p = p0 + r, r < n, of operand op
- * (a finished dq or dk, the cotangent G of the rotated rows) become Rᵀ·G, the gradient
- * of the rows before rotation:
- *   dx[:h] = G1·cos[:h] + G2·sin[h:],   dx[h:] = G2·cos[h:] − G1·sin[:h]
- * — autodiff's G·cos + unslice((G·sin)[h:]) − unslice((G·sin)[:h]) (kiln_rope_grad_match). */
-static void unrotate_rows(ak *a, LLVMValueRef ptr, int op, LLVMValueRef cs, LLVMValueRef sn, LLVMValueRef p0,
-                          LLVMValueRef n)
+/* RoPE on load: rows p0 + r, r < n, of operand op rotated into dst row r. */
+void rotate_rows(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, LLVMValueRef cs, LLVMValueRef sn,
+                 LLVMValueRef p0, LLVMValueRef n)
 {
-    kiln_cg *cg = a->cg;
-    int64_t dh = a->G->dh, h = dh / 2, rs = row_stride(a, op);
-    if (dh == 0) return;
-    cg_loop r;
-    cg_loop_begin(cg, &r, cg_i64(cg, 0), n, "unrope");
-    LLVMValueRef p = add(a, p0, r.i);
-    LLVMValueRef row = add(a, a->off[op], mulc(a, p, rs)), trow = mulc(a, p, dh);
-    for (int64_t e = 0; e < h; e += a->B.w) {
-        int lanes = lanes_of(a, h, e);
-        LLVMValueRef g1 = vload(a, ptr, addc(a, row, e), lanes), g2 = vload(a, ptr, addc(a, row, h + e), lanes);
-        LLVMValueRef c1 = vload(a, cs, addc(a, trow, e), lanes), s1 = vload(a, sn, addc(a, trow, e), lanes);
-        LLVMValueRef c2 = vload(a, cs, addc(a, trow, h + e), lanes), s2 = vload(a, sn, addc(a, trow, h + e), lanes);
-        vstore(a, ptr, addc(a, row, e), cg_fadd(cg, cg_fmul(cg, g1, c1), cg_fmul(cg, g2, s2)), lanes);
-        vstore(a, ptr, addc(a, row, h + e), cg_fsub(cg, cg_fmul(cg, g2, c2), cg_fmul(cg, g1, s1)), lanes);
-    }
-    cg_loop_end(cg, &r);
+    turn_rows(a, dst, src, op, cs, sn, p0, n, false);
+}
+
+/* The gradient through the rotation, in place in ptr (a finished dq or dk). */
+void unrotate_rows(ak *a, LLVMValueRef ptr, int op, LLVMValueRef cs, LLVMValueRef sn, LLVMValueRef p0,
+                   LLVMValueRef n)
+{
+    turn_rows(a, ptr, ptr, op, cs, sn, p0, n, true);
 }
 
 /* The current query block into Qt (packed transposed), rotated first into Qr with rope. */
-static void pack_queries(ak *a)
+void pack_queries(ak *a)
 {
     const attn_geom *G = a->G;
     if (!G->rope_q) {
@@ -502,7 +328,7 @@ static void rotate_keys_upto(ak *a, LLVMValueRef need)
 }
 
 /* Rows [0, n) of E floats at ptr + off + row·rs set to 0. */
-static void zero_rows(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef n, int64_t rs, int64_t E)
+void zero_rows(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef n, int64_t rs, int64_t E)
 {
     kiln_cg *cg = a->cg;
     if (E == 0) return;
@@ -547,7 +373,7 @@ static LLVMValueRef bucket_global(ak *a)
 
 /* The current item's head's bias by relative position: Rel[t] = bias[bucket(t)][h] for
  * t < L, then BQ zeros (read by lanes past the last query). */
-static void rel_table(ak *a)
+void rel_table(ak *a)
 {
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
@@ -597,7 +423,7 @@ static void drop_key_init(ak *a)
 /* The dropout multipliers of key j (i64) for query vector v of the block: 1/(1 − p)
  * where kiln_interp_dropout_keep keeps weight (l·T + i)·S + j, else 0. Its test
  * u = (h >> 11)·2⁻⁵³ ≥ p is done exactly in integers: h >> 11 ≥ ⌈p·2⁵³⌉. */
-static LLVMValueRef drop_scale(ak *a, LLVMValueRef j, int v)
+LLVMValueRef drop_scale(ak *a, LLVMValueRef j, int v)
 {
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
@@ -629,8 +455,8 @@ static void drop_block(ak *a, LLVMValueRef j0, LLVMValueRef nk)
  * and, with `finish` (the scores): ·scale, + bias, masked keys and rows r ≥ nk → −∞.
  * The last tile's rows past the last key are read clamped to it (valid memory; their
  * scores are −∞ and never used). */
-static void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef Yt, LLVMValueRef out,
-                        LLVMValueRef j0, LLVMValueRef nk, bool finish)
+void score_block(ak *a, LLVMValueRef X, int xop, int64_t D, LLVMValueRef Yt, LLVMValueRef out,
+                 LLVMValueRef j0, LLVMValueRef nk, bool finish)
 {
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
@@ -719,7 +545,7 @@ static void block_rows(ak *a, LLVMValueRef j0, LLVMValueRef nk, LLVMValueRef *bm
 
 /* block_rows with the causal mask applied in the diagonal block only (the one holding a
  * key after some query of the block). */
-static void block_mask_max(ak *a, LLVMValueRef j0, LLVMValueRef nk, LLVMValueRef *bmax)
+void block_mask_max(ak *a, LLVMValueRef j0, LLVMValueRef nk, LLVMValueRef *bmax)
 {
     kiln_cg *cg = a->cg;
     if (!a->G->causal) {
@@ -744,27 +570,7 @@ static void block_mask_max(ak *a, LLVMValueRef j0, LLVMValueRef nk, LLVMValueRef
 
 /* ---- the update tile --------------------------------------------------------------------------- */
 
-/* C[r][e] (+)= Σ_{κ < nk} a(r, κ)·B[κ][e] for the rows r < nrows of C and its E
- * columns, in whole tiles (`rows`, a multiple of every tile height, bounds them):
- *   C row r at Cp + coff + r·cs; with `dummy_tail`, the last tile's rows r ≥ nrows go to
- *   the dummy row (C has only nrows rows), else C has `rows` rows and they are computed;
- *   a(r, κ) = A[r·ar + κ·ak] (a scratch block); B row κ at Bp + boff + κ·bs;
- *   row_scale: C row r is multiplied by row_scale[r] before it accumulates. */
-typedef struct upd {
-    LLVMValueRef Cp, coff;
-    int64_t cs, rows;
-    LLVMValueRef nrows;
-    bool dummy_tail;
-    LLVMValueRef A;
-    int64_t ar, ak;
-    LLVMValueRef Bp, boff;
-    int64_t bs;
-    LLVMValueRef nk;
-    int64_t E;
-    LLVMValueRef row_scale;
-} upd;
-
-static void update(ak *a, const upd *u)
+void update(ak *a, const upd *u)
 {
     kiln_cg *cg = a->cg;
     int w = a->B.w;
@@ -813,7 +619,7 @@ static void update(ak *a, const upd *u)
 /* ---- the online softmax step ------------------------------------------------------------------------ */
 
 /* max over lanes that may be −∞, as an exponent offset: −∞ → 0 (exp(−∞ − 0) = 0). */
-static LLVMValueRef safe_max(ak *a, LLVMValueRef m)
+LLVMValueRef safe_max(ak *a, LLVMValueRef m)
 {
     kiln_cg *cg = a->cg;
     LLVMValueRef none = LLVMBuildFCmp(cg->b, LLVMRealOEQ, m, vneg_inf(a), "");
@@ -823,8 +629,8 @@ static LLVMValueRef safe_max(ak *a, LLVMValueRef m)
 /* The key block's rows of St become p = exp(St − m'), with m' = max(m, bmax) (bmax: the
  * block's maxima, block_mask_max); l and (with dP) D absorb them after scaling by
  * α = exp(m − m'); α goes to rowbuf when asked. j0: the block's first key. */
-static void online_step(ak *a, LLVMValueRef j0, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMValueRef *m,
-                        LLVMValueRef *l, LLVMValueRef *D, bool alpha_to_rowbuf)
+void online_step(ak *a, LLVMValueRef j0, LLVMValueRef nk, const LLVMValueRef *bmax, LLVMValueRef *m,
+                 LLVMValueRef *l, LLVMValueRef *D, bool alpha_to_rowbuf)
 {
     kiln_cg *cg = a->cg;
     LLVMValueRef msafe[NQ], alpha[NQ], lsum[NQ], dsum[NQ];
@@ -858,7 +664,7 @@ static void online_step(ak *a, LLVMValueRef j0, LLVMValueRef nk, const LLVMValue
 }
 
 /* 1/l, or 0 where l = 0 (no key kept: zero weights); NaN stays NaN. */
-static LLVMValueRef inv_sum(ak *a, LLVMValueRef l)
+LLVMValueRef inv_sum(ak *a, LLVMValueRef l)
 {
     kiln_cg *cg = a->cg;
     LLVMValueRef zero = LLVMBuildFCmp(cg->b, LLVMRealOEQ, l, vconst(a, 0.0), "");
@@ -866,7 +672,7 @@ static LLVMValueRef inv_sum(ak *a, LLVMValueRef l)
 }
 
 /* Keys visited by the current query block: [0, S), or up to its last query when causal. */
-static LLVMValueRef key_end(ak *a)
+LLVMValueRef key_end(ak *a)
 {
     kiln_cg *cg = a->cg;
     LLVMValueRef S = cg_i64(cg, a->G->S);
@@ -874,7 +680,7 @@ static LLVMValueRef key_end(ak *a)
 }
 
 /* for (kb = 0; kb·BK < kend; kb++): *j0 = kb·BK, *nk = min(BK, kend − j0) */
-static void key_blocks_begin(ak *a, cg_loop *kb, LLVMValueRef kend, LLVMValueRef *j0, LLVMValueRef *nk)
+void key_blocks_begin(ak *a, cg_loop *kb, LLVMValueRef kend, LLVMValueRef *j0, LLVMValueRef *nk)
 {
     kiln_cg *cg = a->cg;
     LLVMValueRef nkb = LLVMBuildUDiv(cg->b, addc(a, kend, a->B.bk - 1), cg_i64(cg, a->B.bk), "");
@@ -885,7 +691,7 @@ static void key_blocks_begin(ak *a, cg_loop *kb, LLVMValueRef kend, LLVMValueRef
 
 /* Whether the key mask keeps some key of the block [j0, j0 + nk): a block whose keys
  * are all padding changes nothing (its scores are −∞: P = 0, α = 1) and is skipped. */
-static LLVMValueRef block_has_key(ak *a, LLVMValueRef j0, LLVMValueRef nk)
+LLVMValueRef block_has_key(ak *a, LLVMValueRef j0, LLVMValueRef nk)
 {
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
@@ -982,244 +788,7 @@ static void forward_item(ak *a, LLVMValueRef item)
         }
 }
 
-/* ---- backward ------------------------------------------------------------------------------------------ */
-
-typedef struct grad_want {
-    bool dq, dk, dv, ds;
-} grad_want;
-
-static bool want_ds(grad_want gw) { return gw.dq || gw.dk || gw.ds; }
-
-/* With the forward's statistics (G->has_stats), for the current query block: the
- * exponent offset is the forward's lse (−∞, a query with no key kept, → 0: every score
- * of that row is −∞ and exp gives 0), P needs no 1/l (inv = 1), and Dn = Σ_e dO·O per
- * query (FlashAttention-2's D: Σ_j P·dP = dO·(P·V) = dO·O), from the packed dOt and
- * the forward output o. */
-static void stats_from_forward(ak *a, LLVMValueRef *msafe, LLVMValueRef *inv, LLVMValueRef *Dn)
-{
-    kiln_cg *cg = a->cg;
-    const attn_geom *G = a->G;
-    int w = a->B.w, bq = a->B.bq;
-    LLVMValueRef rows = splat(a, add(a, a->off[ATTN_LSE], a->i0));
-    for (int v = 0; v < NQ; v++) {
-        LLVMValueRef lse = vgather(a, a->lse, add(a, rows, iota(a, cg->t_i64, v * w)), a->lane_ok[v]);
-        st(a, msafe[v], safe_max(a, lse));
-        st(a, inv[v], vconst(a, 1.0));
-    }
-    if (!Dn) return;
-    int64_t rs = row_stride(a, ATTN_O);
-    LLVMValueRef first = splat(a, add(a, a->off[ATTN_O], mulc(a, a->i0, rs))), lanes[NQ], acc[NQ];
-    for (int v = 0; v < NQ; v++) {
-        lanes[v] = add(a, first, LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * w), splat(a, cg_i64(cg, rs)), ""));
-        acc[v] = vlocal(a, "D", vconst(a, 0.0));
-    }
-    if (G->dv > 0) {
-        cg_loop e;
-        cg_loop_begin(cg, &e, cg_i64(cg, 0), cg_i64(cg, G->dv), "e");
-        LLVMValueRef ee = splat(a, e.i);
-        for (int v = 0; v < NQ; v++) {
-            LLVMValueRef o = vgather(a, a->o, add(a, lanes[v], ee), a->lane_ok[v]);
-            LLVMValueRef dO = vload(a, a->dOt, addc(a, mulc(a, e.i, bq), v * w), w);
-            st(a, acc[v], fma_v(a, dO, o, ld(a, acc[v])));
-        }
-        cg_loop_end(cg, &e);
-    }
-    for (int v = 0; v < NQ; v++) st(a, Dn[v], ld(a, acc[v]));
-}
-
-/* relative: the item's diagonal sums dRel[0, L) → its row of dscores (…, H, L) */
-static void rel_out(ak *a)
-{
-    kiln_cg *cg = a->cg;
-    int64_t L = a->G->rel_len;
-    for (int64_t t = 0; t < L; t += a->B.w)
-        vstore(a, a->ds, addc(a, a->off[ATTN_DSCORES], t), vload(a, a->dRel, cg_i64(cg, t), a->B.w), lanes_of(a, L, t));
-}
-
-static void backward_item(ak *a, LLVMValueRef l, grad_want gw)
-{
-    kiln_cg *cg = a->cg;
-    const attn_geom *G = a->G;
-    int w = a->B.w, bq = a->B.bq;
-    bool need_ds = want_ds(gw);
-    item_offsets(a, l);
-    LLVMValueRef S = cg_i64(cg, G->S), T = cg_i64(cg, G->T);
-    if (G->rope_k) rotate_rows(a, a->Kr, a->k, ATTN_K, a->kcos, a->ksin, cg_i64(cg, 0), S); /* the item's keys */
-    if (gw.dk) zero_rows(a, a->dk, a->off[ATTN_DK], S, row_stride(a, ATTN_DK), G->dh);
-    if (gw.dv) zero_rows(a, a->dv, a->off[ATTN_DV], S, row_stride(a, ATTN_DV), G->dv);
-    if (G->relative) rel_table(a);
-    if (gw.ds && G->relative) /* the diagonal sums accumulate in scratch */
-        LLVMBuildMemSet(cg->b, a->dRel, LLVMConstInt(LLVMInt8TypeInContext(cg->ctx), 0, 0),
-                        cg_i64(cg, (G->rel_len + a->B.bq) * KILN_ELEM_BYTES), KILN_ELEM_BYTES);
-    else if (gw.ds) zero_rows(a, a->ds, a->off[ATTN_DSCORES], T, row_stride(a, ATTN_DSCORES), G->S);
-
-    cg_loop qb;
-    cg_loop_begin(cg, &qb, cg_i64(cg, 0), cg_i64(cg, ceil_div(G->T, bq)), "qblock");
-    q_block_begin(a, qb.i);
-    pack_queries(a);
-    if (need_ds) pack_transposed(a, a->dOt, a->g, ATTN_G, G->dv);
-    if (gw.dq)
-        zero_rows(a, a->dq, add(a, a->off[ATTN_DQ], mulc(a, a->i0, row_stride(a, ATTN_DQ))), a->nqv,
-                  row_stride(a, ATTN_DQ), G->dh);
-    LLVMValueRef kend = key_end(a);
-
-    /* Two passes over the key blocks, one loop (the score tiles are emitted once):
-     * pass 1 (pass.i = 0) computes the row statistics m, l and D = Σ_j P·dP, pass 2 the
-     * gradients. */
-    LLVMValueRef m[NQ], s[NQ], D[NQ], msafe[NQ], inv[NQ], Dn[NQ];
-    for (int v = 0; v < NQ; v++) {
-        m[v] = vlocal(a, "m", vneg_inf(a));
-        s[v] = vlocal(a, "l", vconst(a, 0.0));
-        D[v] = vlocal(a, "D", vconst(a, 0.0));
-        msafe[v] = cg_local(cg, a->vt, "msafe");
-        inv[v] = cg_local(cg, a->vt, "inv");
-        Dn[v] = cg_local(cg, a->vt, "Dn");
-    }
-    if (G->has_stats) stats_from_forward(a, msafe, inv, need_ds ? Dn : NULL);
-    cg_loop pass, kb;
-    LLVMValueRef first = NULL;
-    if (!G->has_stats) {
-        cg_loop_begin(cg, &pass, cg_i64(cg, 0), cg_i64(cg, 2), "pass");
-        first = LLVMBuildICmp(cg->b, LLVMIntEQ, pass.i, cg_i64(cg, 0), "");
-    }
-    LLVMValueRef j0, nk;
-    key_blocks_begin(a, &kb, kend, &j0, &nk);
-    cg_if live; /* padding-only key blocks contribute nothing: skipped */
-    if (G->has_mask) cg_if_begin(cg, &live, block_has_key(a, j0, nk));
-    score_block(a, a->k, ATTN_K, G->dh, a->Qt, a->St, j0, nk, true);
-    LLVMValueRef bmax[NQ];
-    for (int v = 0; v < NQ; v++) bmax[v] = G->has_stats ? NULL : vlocal(a, "bmax", vneg_inf(a));
-    block_mask_max(a, j0, nk, G->has_stats ? NULL : bmax);
-    if (need_ds) score_block(a, a->v, ATTN_V, G->dv, a->dOt, a->dPt, j0, nk, false);
-    LLVMBasicBlockRef next = NULL;
-    if (!G->has_stats) {
-        LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
-        LLVMBasicBlockRef stats = LLVMAppendBasicBlockInContext(cg->ctx, fn, "stats");
-        LLVMBasicBlockRef grads = LLVMAppendBasicBlockInContext(cg->ctx, fn, "grads");
-        next = LLVMAppendBasicBlockInContext(cg->ctx, fn, "next");
-        LLVMBuildCondBr(cg->b, first, stats, grads);
-        LLVMPositionBuilderAtEnd(cg->b, stats);
-        online_step(a, j0, nk, bmax, m, s, need_ds ? D : NULL, false);
-        LLVMBuildBr(cg->b, next);
-        LLVMPositionBuilderAtEnd(cg->b, grads);
-    }
-
-    /* pass 2 (the only one with the forward's statistics): P, dS and the products, block
-     * by block */
-    LLVMValueRef scale = vconst(a, G->scale);
-    cg_loop r;
-    cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
-    for (int v = 0; v < NQ; v++) {
-        LLVMValueRef off = addc(a, mulc(a, r.i, bq), v * w);
-        LLVMValueRef p = cg_fmul(cg, att_exp(cg, cg_fsub(cg, vload(a, a->St, off, w), ld(a, msafe[v]))), ld(a, inv[v]));
-        /* dropout: the forward used P·M, so dV takes P·M and the softmax sees M·dP */
-        LLVMValueRef M = G->dropping ? drop_scale(a, add(a, j0, r.i), v) : NULL;
-        vstore(a, a->St, off, M ? cg_fmul(cg, p, M) : p, w);
-        if (need_ds) {
-            LLVMValueRef dP = vload(a, a->dPt, off, w);
-            if (M) dP = cg_fmul(cg, dP, M);
-            LLVMValueRef dS = cg_fmul(cg, p, cg_fsub(cg, dP, ld(a, Dn[v])));
-            vstore(a, a->dPt, off, gw.ds ? dS : cg_fmul(cg, dS, scale), w); /* dq, dk want scale·dS */
-        }
-    }
-    cg_loop_end(cg, &r);
-    if (gw.ds && G->relative) { /* dRel[i − j + S − 1] += dS[κ][i], key row by key row */
-        cg_loop kk;
-        cg_loop_begin(cg, &kk, cg_i64(cg, 0), nk, "j");
-        for (int v = 0; v < NQ; v++) {
-            LLVMValueRef dS = vload(a, a->dPt, addc(a, mulc(a, kk.i, bq), v * w), w);
-            dS = LLVMBuildSelect(cg->b, a->lane_ok[v], dS, vconst(a, 0.0), ""); /* lanes past T add nothing */
-            LLVMValueRef t0 = addc(a, sub(a, a->i0, add(a, j0, kk.i)), v * w + G->S - 1);
-            vstore(a, a->dRel, t0, cg_fadd(cg, vload(a, a->dRel, t0, w), dS), w);
-        }
-        cg_loop_end(cg, &kk);
-    }
-    if (gw.ds) { /* dscores[i0 + i][j0 + κ] = dS[κ][i] (relative: above), then scale for dq, dk */
-        cg_loop i, kk;
-        if (!G->relative) {
-            cg_loop_begin(cg, &i, cg_i64(cg, 0), a->nqv, "i");
-            LLVMValueRef drow = add(a, a->off[ATTN_DSCORES], add(a, mulc(a, add(a, a->i0, i.i), row_stride(a, ATTN_DSCORES)), j0));
-            cg_loop_begin(cg, &kk, cg_i64(cg, 0), nk, "j");
-            cg_store(cg, KILN_F32, a->ds, add(a, drow, kk.i), cg_load(cg, KILN_F32, a->dPt, add(a, mulc(a, kk.i, bq), i.i)));
-            cg_loop_end(cg, &kk);
-            cg_loop_end(cg, &i);
-        }
-        if (gw.dq || gw.dk) {
-            cg_loop_begin(cg, &r, cg_i64(cg, 0), nk, "row");
-            for (int v = 0; v < NQ; v++) {
-                LLVMValueRef off = addc(a, mulc(a, r.i, bq), v * w);
-                vstore(a, a->dPt, off, cg_fmul(cg, vload(a, a->dPt, off, w), scale), w);
-            }
-            cg_loop_end(cg, &r);
-        }
-    }
-    if (gw.dv) { /* dV[j0 + κ] += Σ_i P[κ][i]·dO[i0 + i] */
-        upd u = {.Cp = a->dv, .coff = add(a, a->off[ATTN_DV], mulc(a, j0, row_stride(a, ATTN_DV))),
-                 .cs = row_stride(a, ATTN_DV), .rows = a->B.bk, .nrows = nk, .dummy_tail = true, .A = a->St, .ar = bq, .ak = 1,
-                 .Bp = a->g, .boff = add(a, a->off[ATTN_G], mulc(a, a->i0, row_stride(a, ATTN_G))),
-                 .bs = row_stride(a, ATTN_G), .nk = a->nqv, .E = G->dv};
-        update(a, &u);
-    }
-    if (gw.dk) { /* dK[j0 + κ] += Σ_i scale·dS[κ][i]·Q[i0 + i] */
-        upd u = {.Cp = a->dk, .coff = add(a, a->off[ATTN_DK], mulc(a, j0, row_stride(a, ATTN_DK))),
-                 .cs = row_stride(a, ATTN_DK), .rows = a->B.bk, .nrows = nk, .dummy_tail = true, .A = a->dPt, .ar = bq, .ak = 1,
-                 .Bp = a->q, .boff = add(a, a->off[ATTN_Q], mulc(a, a->i0, row_stride(a, ATTN_Q))),
-                 .bs = row_stride(a, ATTN_Q), .nk = a->nqv, .E = G->dh};
-        if (G->rope_q) u.Bp = a->Qr, u.boff = cg_i64(cg, 0), u.bs = G->dh; /* the rotated queries */
-        update(a, &u);
-    }
-    if (gw.dq) { /* dQ[i0 + i] += Σ_κ scale·dS[κ][i]·K[j0 + κ] */
-        upd u = {.Cp = a->dq, .coff = add(a, a->off[ATTN_DQ], mulc(a, a->i0, row_stride(a, ATTN_DQ))),
-                 .cs = row_stride(a, ATTN_DQ), .rows = bq, .nrows = a->nqv, .dummy_tail = true, .A = a->dPt, .ar = 1, .ak = bq,
-                 .Bp = a->k, .boff = add(a, a->off[ATTN_K], mulc(a, j0, row_stride(a, ATTN_K))),
-                 .bs = row_stride(a, ATTN_K), .nk = nk, .E = G->dh};
-        if (G->rope_k) u.Bp = a->Kr, u.boff = mulc(a, j0, G->dh), u.bs = G->dh; /* the rotated keys */
-        update(a, &u);
-    }
-    if (G->has_stats) {
-        if (G->has_mask) cg_if_end(cg, &live);
-        cg_loop_end(cg, &kb);
-        if (gw.dq && G->unrope_q) unrotate_rows(a, a->dq, ATTN_DQ, a->qcos, a->qsin, a->i0, a->nqv); /* rows done */
-        cg_loop_end(cg, &qb);
-        if (gw.dk && G->unrope_k) unrotate_rows(a, a->dk, ATTN_DK, a->kcos, a->ksin, cg_i64(cg, 0), S);
-        if (gw.ds && G->relative) rel_out(a);
-        return;
-    }
-    LLVMBuildBr(cg->b, next);
-    LLVMPositionBuilderAtEnd(cg->b, next);
-    if (G->has_mask) cg_if_end(cg, &live);
-    cg_loop_end(cg, &kb);
-    /* after pass 1: the exponent offsets, 1/l and D = Σ_j P·dP with P normalised */
-    cg_if after_stats;
-    cg_if_begin(cg, &after_stats, first);
-    for (int v = 0; v < NQ; v++) {
-        LLVMValueRef iv = inv_sum(a, ld(a, s[v]));
-        st(a, msafe[v], safe_max(a, ld(a, m[v])));
-        st(a, inv[v], iv);
-        st(a, Dn[v], cg_fmul(cg, ld(a, D[v]), iv));
-    }
-    cg_if_end(cg, &after_stats);
-    cg_loop_end(cg, &pass);
-    if (gw.dq && G->unrope_q) unrotate_rows(a, a->dq, ATTN_DQ, a->qcos, a->qsin, a->i0, a->nqv); /* rows done */
-    cg_loop_end(cg, &qb);
-    if (gw.dk && G->unrope_k) unrotate_rows(a, a->dk, ATTN_DK, a->kcos, a->ksin, cg_i64(cg, 0), S);
-    if (gw.ds && G->relative) rel_out(a);
-}
-
 /* ---- threads -------------------------------------------------------------------------------------------- */
-
-/* The kernel's pointers, in the order they travel through cg_parallel_for. */
-enum { V_Q, V_K, V_V, V_MASK, V_BIAS, V_G, V_OUT, V_DQ, V_DK, V_DV, V_DS, V_O, V_LSE, V_QCOS, V_QSIN, V_KCOS, V_KSIN,
-       V_STEP, V_SCRATCH, V_COUNT };
-
-typedef struct par {
-    const attn_geom *G;
-    attn_blocks B;
-    attn_slot slot;
-    bool backward;
-    grad_want gw;
-    int64_t items, parts;
-} par;
 
 static void bind(ak *a, const LLVMValueRef *vals)
 {
@@ -1275,7 +844,7 @@ static int64_t total_work(const attn_geom *G, bool backward)
     return pairs * (G->dh + G->dv + 8) * (backward ? 3 : 1);
 }
 
-static void emit_parallel(kiln_cg *cg, const char *name, par *pp, LLVMValueRef *vals)
+void emit_parallel(kiln_cg *cg, const char *name, par *pp, LLVMValueRef *vals)
 {
     LLVMValueRef null = LLVMConstPointerNull(cg->t_ptr);
     for (int i = 0; i < V_COUNT; i++)
@@ -1287,7 +856,7 @@ static void emit_parallel(kiln_cg *cg, const char *name, par *pp, LLVMValueRef *
 /* ---- zero fills for the degenerate shapes ----------------------------------------------------------------- */
 
 /* Every (batch…, head) matrix of rows × E of operand op at ptr set to 0. */
-static void zero_operand(kiln_cg *cg, const attn_geom *G, LLVMValueRef ptr, int op, int64_t rows, int64_t E)
+void zero_operand(kiln_cg *cg, const attn_geom *G, LLVMValueRef ptr, int op, int64_t rows, int64_t E)
 {
     if (G->n_bh == 0 || rows == 0 || E == 0) return;
     attn_blocks B = blocks_for(cg->target);
@@ -1302,7 +871,7 @@ static void zero_operand(kiln_cg *cg, const attn_geom *G, LLVMValueRef ptr, int 
 }
 
 /* The rope tables, the pointers after the node's inputs: q's cos and sin, then k's. */
-static void rope_tables(const attn_geom *G, const LLVMValueRef *t, LLVMValueRef *vals)
+void rope_tables(const attn_geom *G, const LLVMValueRef *t, LLVMValueRef *vals)
 {
     int i = 0;
     if (G->rope_q) vals[V_QCOS] = t[i++], vals[V_QSIN] = t[i++];
@@ -1310,7 +879,7 @@ static void rope_tables(const attn_geom *G, const LLVMValueRef *t, LLVMValueRef 
 }
 
 /* The number of rope table pointers a kernel with layout l takes. */
-static unsigned n_rope_tables(const attn_layout *l) { return l ? 2u * l->rope_q + 2u * l->rope_k : 0; }
+unsigned n_rope_tables(const attn_layout *l) { return l ? 2u * l->rope_q + 2u * l->rope_k : 0; }
 
 /* ---- forward entry points ------------------------------------------------------------------------------- */
 
@@ -1385,6 +954,22 @@ void lower_attention_lse(lower_ctx *c)
     emit_forward(c->cg, c->g, c->node, (attn_fwd_want){false, false, true}, outs, c->in, NULL, c->scratch, NULL);
 }
 
+/* A kernel's parameters from p on, after its results: the node's inputs (in0, in1, …),
+ * the rope tables (rope0, …), then the step counter and the scratch where taken. */
+void kernel_inputs(LLVMValueRef fn, unsigned p, const kiln_node *n, const attn_layout *lay, bool takes_step,
+                   bool has_scratch, LLVMValueRef *ins, LLVMValueRef *step, LLVMValueRef *scratch)
+{
+    for (uint32_t i = 0; i < n->n_in + n_rope_tables(lay); i++) {
+        ins[i] = LLVMGetParam(fn, p++);
+        char pname[16];
+        if (i < n->n_in) snprintf(pname, sizeof pname, "in%u", i);
+        else snprintf(pname, sizeof pname, "rope%u", i - n->n_in);
+        LLVMSetValueName2(ins[i], pname, strlen(pname));
+    }
+    *step = takes_step ? LLVMGetParam(fn, p++) : NULL;
+    *scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
+}
+
 LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uint32_t node, attn_fwd_want want,
                                            bool has_scratch, const attn_layout *lay)
 {
@@ -1407,15 +992,8 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
         outs[ops[r]] = LLVMGetParam(fn, p++);
         LLVMSetValueName2(outs[ops[r]], names[r], strlen(names[r]));
     }
-    for (uint32_t i = 0; i < n->n_in + n_rope_tables(lay); i++) {
-        ins[i] = LLVMGetParam(fn, p++);
-        char pname[16];
-        if (i < n->n_in) snprintf(pname, sizeof pname, "in%u", i);
-        else snprintf(pname, sizeof pname, "rope%u", i - n->n_in);
-        LLVMSetValueName2(ins[i], pname, strlen(pname));
-    }
-    LLVMValueRef step = takes_step ? LLVMGetParam(fn, p++) : NULL;
-    LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
+    LLVMValueRef step, scratch;
+    kernel_inputs(fn, p, n, lay, takes_step, has_scratch, ins, &step, &scratch);
     emit_forward(cg, g, n, want, outs, ins, step, scratch, lay);
     LLVMBuildRetVoid(cg->b);
     if (here) LLVMPositionBuilderAtEnd(cg->b, here);
@@ -1423,145 +1001,3 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
 }
 
 void lower_attention(lower_ctx *c) { lower_attention_with_layout(c, NULL); }
-
-/* ---- backward entry points -------------------------------------------------------------------------------- */
-
-/* The first node given, and which gradients are asked for. */
-static const kiln_node *group_node(const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT], grad_want *gw)
-{
-    const kiln_node *n = NULL;
-    *gw = (grad_want){node_of_wrt[KILN_WRT_Q] != KILN_NONE, node_of_wrt[KILN_WRT_K] != KILN_NONE,
-                      node_of_wrt[KILN_WRT_V] != KILN_NONE, node_of_wrt[KILN_WRT_SCORES] != KILN_NONE};
-    for (int w = 0; w < KILN_WRT_COUNT; w++) {
-        if (node_of_wrt[w] == KILN_NONE) continue;
-        const kiln_node *m = &g->nodes[node_of_wrt[w]];
-        KILN_ASSERT(m->op == KILN_OP_ATTENTION_GRAD && m->attrs.wrt == w);
-        if (!n) n = m;
-        else KILN_ASSERT(m->n_in == n->n_in && !memcmp(m->in, n->in, n->n_in * sizeof *m->in));
-    }
-    KILN_ASSERT(n != NULL);
-    return n;
-}
-
-int64_t attention_grad_group_scratch_bytes(const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                                           const kiln_target *t, const attn_layout *lay)
-{
-    grad_want gw;
-    const kiln_node *n = group_node(g, node_of_wrt, &gw);
-    attn_geom G;
-    geom_init(&G, g, n, lay);
-    if (G.n_bh == 0 || G.T == 0 || G.S == 0) return 0;
-    attn_blocks B = blocks_for(t);
-    return parts_for(G.n_bh) * slot_layout(&G, B, true, want_ds(gw), gw.ds).floats * KILN_ELEM_BYTES;
-}
-
-/* The body of a gradient kernel: outs[w] for the wanted w, ins[] the shared inputs. */
-static void emit_grad(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                      const LLVMValueRef outs[KILN_WRT_COUNT], const LLVMValueRef *ins, LLVMValueRef step,
-                      LLVMValueRef scratch, const attn_layout *lay)
-{
-    grad_want gw;
-    const kiln_node *n = group_node(g, node_of_wrt, &gw);
-    attn_geom G;
-    geom_init(&G, g, n, lay);
-    if (G.n_bh == 0) return;
-    if (G.T == 0 || G.S == 0) { /* nothing flows: whatever exists is 0 */
-        if (gw.dq) zero_operand(cg, &G, outs[KILN_WRT_Q], ATTN_DQ, G.T, G.dh);
-        if (gw.dk) zero_operand(cg, &G, outs[KILN_WRT_K], ATTN_DK, G.S, G.dh);
-        if (gw.dv) zero_operand(cg, &G, outs[KILN_WRT_V], ATTN_DV, G.S, G.dv);
-        if (gw.ds) zero_operand(cg, &G, outs[KILN_WRT_SCORES], ATTN_DSCORES, G.relative ? 1 : G.T,
-                                G.relative ? G.rel_len : G.S);
-        return;
-    }
-    KILN_ASSERT(scratch != NULL);
-    par pp = {.G = &G, .B = blocks_for(cg->target), .backward = true, .gw = gw};
-    pp.slot = slot_layout(&G, pp.B, true, want_ds(gw), gw.ds);
-    pp.items = G.n_bh;
-    pp.parts = parts_for(pp.items);
-    LLVMValueRef vals[V_COUNT] = {0};
-    uint32_t next = 3;
-    vals[V_Q] = ins[0], vals[V_K] = ins[1], vals[V_V] = ins[2];
-    if (G.has_mask) vals[V_MASK] = ins[next++];
-    if (G.has_bias) vals[V_BIAS] = ins[next++];
-    if (G.has_stats) vals[V_O] = ins[next++], vals[V_LSE] = ins[next++];
-    vals[V_G] = ins[n->n_in - 1];
-    vals[V_DQ] = outs[KILN_WRT_Q], vals[V_DK] = outs[KILN_WRT_K], vals[V_DV] = outs[KILN_WRT_V];
-    vals[V_DS] = outs[KILN_WRT_SCORES];
-    rope_tables(&G, ins + n->n_in, vals);
-    vals[V_STEP] = step;
-    vals[V_SCRATCH] = scratch;
-    emit_parallel(cg, "attn_grad", &pp, vals);
-}
-
-LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_graph *g,
-                                                    const uint32_t node_of_wrt[KILN_WRT_COUNT], bool has_scratch,
-                                                    const attn_layout *lay)
-{
-    grad_want gw;
-    const kiln_node *n = group_node(g, node_of_wrt, &gw);
-    uint32_t first = KILN_NONE;
-    char name[64], wrts[KILN_WRT_COUNT + 1] = {0};
-    int n_out = 0;
-    for (int w = 0; w < KILN_WRT_COUNT; w++) {
-        if (node_of_wrt[w] == KILN_NONE) continue;
-        if (first == KILN_NONE) first = node_of_wrt[w];
-        wrts[n_out++] = "qkvs"[w];
-    }
-    snprintf(name, sizeof name, "k%u_attention_grad_%s", first, wrts);
-    LLVMBasicBlockRef here = LLVMGetInsertBlock(cg->b); /* the caller's builder position, restored below */
-    bool takes_step = lay && lay->train_dropout && n->attrs.attn_dropout > 0;
-    unsigned n_ptrs = (unsigned)n_out + n->n_in + n_rope_tables(lay) + (takes_step ? 1 : 0) + (has_scratch ? 1 : 0);
-    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
-    LLVMValueRef outs[KILN_WRT_COUNT] = {0}, ins[64];
-    KILN_ASSERT(n->n_in + n_rope_tables(lay) <= 64);
-    unsigned p = 0;
-    for (int w = 0; w < KILN_WRT_COUNT; w++) {
-        if (node_of_wrt[w] == KILN_NONE) continue;
-        outs[w] = LLVMGetParam(fn, p++);
-        char pname[16];
-        snprintf(pname, sizeof pname, "d%s", kiln_wrt_names[w]);
-        LLVMSetValueName2(outs[w], pname, strlen(pname));
-    }
-    for (uint32_t i = 0; i < n->n_in + n_rope_tables(lay); i++) {
-        ins[i] = LLVMGetParam(fn, p++);
-        char pname[16];
-        if (i < n->n_in) snprintf(pname, sizeof pname, "in%u", i);
-        else snprintf(pname, sizeof pname, "rope%u", i - n->n_in);
-        LLVMSetValueName2(ins[i], pname, strlen(pname));
-    }
-    LLVMValueRef step = takes_step ? LLVMGetParam(fn, p++) : NULL;
-    LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, p) : NULL;
-    emit_grad(cg, g, node_of_wrt, outs, ins, step, scratch, lay);
-    LLVMBuildRetVoid(cg->b);
-    if (here) LLVMPositionBuilderAtEnd(cg->b, here);
-    return fn;
-}
-
-LLVMValueRef lower_attention_grad_group(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                                        bool has_scratch)
-{
-    return lower_attention_grad_group_with_layout(cg, g, node_of_wrt, has_scratch, NULL);
-}
-
-/* The per-node kernel: the group with one gradient. */
-static void single(const kiln_node *n, uint32_t id, uint32_t node_of_wrt[KILN_WRT_COUNT])
-{
-    for (int w = 0; w < KILN_WRT_COUNT; w++) node_of_wrt[w] = KILN_NONE;
-    node_of_wrt[n->attrs.wrt] = id;
-}
-
-int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
-{
-    uint32_t node_of_wrt[KILN_WRT_COUNT];
-    single(n, (uint32_t)(n - g->nodes), node_of_wrt);
-    return attention_grad_group_scratch_bytes(g, node_of_wrt, t, NULL);
-}
-
-void lower_attention_grad(lower_ctx *c)
-{
-    uint32_t node_of_wrt[KILN_WRT_COUNT];
-    single(c->node, c->id, node_of_wrt);
-    LLVMValueRef outs[KILN_WRT_COUNT] = {0};
-    outs[c->node->attrs.wrt] = c->out;
-    emit_grad(c->cg, c->g, node_of_wrt, outs, c->in, NULL, c->scratch, NULL);
-}

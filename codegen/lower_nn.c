@@ -16,13 +16,34 @@
  * is defined in the separate GEMM module — it is explicit vector code, which O3 would
  * only make slower to compile (DESIGN.md) — and declared in the kernel's module; jit.c
  * links the two after optimising them differently and makes it internal again. */
+/* A GEMM parameter's or result's type, in cg's context: the JIT builds the GEMM module in
+ * a context of its own, to compile it on a second thread (jit.c). */
+static LLVMTypeRef type_here(kiln_cg *cg, LLVMTypeRef t)
+{
+    switch (LLVMGetTypeKind(t)) {
+    case LLVMVoidTypeKind: return cg->t_void;
+    case LLVMPointerTypeKind: return cg->t_ptr;
+    case LLVMFloatTypeKind: return cg->t_f32;
+    case LLVMDoubleTypeKind: return cg->t_f64;
+    case LLVMIntegerTypeKind: return LLVMIntTypeInContext(cg->ctx, LLVMGetIntTypeWidth(t));
+    default: KILN_ASSERT(!"a GEMM function takes only pointers, integers and floats"); return NULL;
+    }
+}
+
 LLVMValueRef lower_gemm_declare(kiln_cg *cg, LLVMValueRef def)
 {
     LLVMSetLinkage(def, LLVMExternalLinkage); /* resolved by name at the link */
     size_t len;
     const char *name = LLVMGetValueName2(def, &len);
     LLVMValueRef decl = LLVMGetNamedFunction(cg->mod, name);
-    return decl ? decl : LLVMAddFunction(cg->mod, name, LLVMGlobalGetValueType(def));
+    if (decl) return decl;
+    LLVMTypeRef ft = LLVMGlobalGetValueType(def), params[16];
+    unsigned n = LLVMCountParamTypes(ft);
+    KILN_ASSERT(n <= 16);
+    LLVMGetParamTypes(ft, params);
+    for (unsigned i = 0; i < n; i++) params[i] = type_here(cg, params[i]);
+    LLVMTypeRef here = LLVMFunctionType(type_here(cg, LLVMGetReturnType(ft)), params, n, LLVMIsFunctionVarArg(ft));
+    return LLVMAddFunction(cg->mod, name, here);
 }
 
 static LLVMValueRef gemm_function(lower_ctx *c, const kiln_gemm_shape *s)

@@ -62,6 +62,8 @@ void train_step_free(train_step *ts);
  * recomputes the block's activations (kiln_checkpoint, passes/checkpoint.c) and maps the
  * ids ts keeps; m's inputs and parameters keep theirs. *res says what was found. */
 bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result *res, kiln_diags *d);
+/* Keeps only the loss as m's output; an error when the model has no losses. */
+bool train_only_loss(kiln_model *m, kiln_diags *d);
 /* The request compiling it: int NAME_train_step(params, optim, workspace, inputs…, lr, loss). */
 kiln_compile_request train_step_request(const kiln_model *m, const train_step *ts);
 /* FLOPs of one training step: every node the loss or an update needs. */

@@ -76,23 +76,11 @@ static uint32_t add_state(kiln_graph *g, const char *name, const kiln_type *t, k
     return kiln_graph_add(g, KILN_OP_STATE, NULL, 0, &a, name, "train", d);
 }
 
-static bool keep_loss(kiln_model *m, kiln_diags *d)
-{
-    kiln_graph *g = &m->graph;
-    if (g->loss == KILN_NONE) {
-        kiln_diags_add(d, m->file, 0, 0, "losses", "the model has no losses: there is nothing to train");
-        return false;
-    }
-    g->n_outputs = 0;
-    kiln_graph_add_output(g, "loss", g->loss);
-    return true;
-}
-
 /* The gradient graph, first part: forward, loss, backward; which parameters are trained.
  * *grads (malloc'd) are the backward's gradient nodes. */
 static bool grad_backward(kiln_model *m, train_split *s, uint32_t **grads, kiln_diags *d)
 {
-    if (!keep_loss(m, d)) return false;
+    if (!train_only_loss(m, d)) return false;
     kiln_graph *g = &m->graph;
     uint32_t n = (uint32_t)m->n_params;
     *grads = calloc(n ? n : 1, sizeof **grads);

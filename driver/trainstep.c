@@ -90,8 +90,8 @@ bool train_load_model(kiln_model *m, const char *text, size_t len, const char *p
     return ok;
 }
 
-/* Keeps only the loss as the graph's output. */
-static bool only_loss(kiln_model *m, kiln_diags *d)
+/* Keeps only the loss as the graph's output (train.h). */
+bool train_only_loss(kiln_model *m, kiln_diags *d)
 {
     kiln_graph *g = &m->graph;
     if (g->loss == KILN_NONE) {
@@ -128,7 +128,7 @@ kiln_optim_config train_optim_config(const kiln_train_config *t, kiln_optim_grou
 bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
 {
     memset(ts, 0, sizeof *ts);
-    if (!only_loss(m, d)) return false;
+    if (!train_only_loss(m, d)) return false;
     kiln_graph *g = &m->graph;
     /* the pipeline's training stages: autodiff, optimizer (passes/pipeline.c) */
     kiln_optim_group *groups = NULL;
@@ -239,7 +239,7 @@ bool eval_graph_build(kiln_model *m, kiln_diags *d)
     for (uint32_t id = 0; id < g->n_nodes && logits == KILN_NONE; id++)
         if (g->nodes[id].op == KILN_OP_CROSS_ENTROPY && input_named(g, g->nodes[id].in[1], "labels"))
             logits = g->nodes[id].in[0];
-    if (!only_loss(m, d)) return false;
+    if (!train_only_loss(m, d)) return false;
     if (logits != KILN_NONE && g->nodes[logits].type.rank == 2) kiln_graph_add_output(g, "logits", logits);
     return true;
 }
