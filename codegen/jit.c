@@ -367,8 +367,12 @@ void *kiln_jit_define_runtime(void *jit_ref)
          {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_profile_mark, flags}},
         {LLVMOrcLLJITMangleAndIntern(jit, "kiln_threads_get"),  /* GEMM parts per thread */
          {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_threads_get, flags}},
+        {LLVMOrcLLJITMangleAndIntern(jit, "kiln_parallel_team"),  /* a GEMM's one hand-off */
+         {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_parallel_team, flags}},
+        {LLVMOrcLLJITMangleAndIntern(jit, "kiln_team_barrier"),
+         {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_team_barrier, flags}},
     };
-    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(syms, 3));
+    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(syms, 5));
 }
 
 /* perf: with KILN_PERF=1 (not "0" or empty), objects are linked by RuntimeDyld with LLVM's

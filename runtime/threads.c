@@ -27,16 +27,34 @@
  * would need __tls_get_addr from the dynamic loader, and exported libraries promise
  * libc, libm and pthreads only.
  *
+ * Teams (kiln_parallel_team). A job with a fixed assignment: thread t of n (the caller is
+ * 0, worker w is w) runs fn(ctx, t, n) exactly once, and may meet the others at
+ * kiln_team_barrier. Nothing is claimed, so no thread can run another's share, which is
+ * what makes a barrier inside the job safe (with claiming, a caller that ran both halves
+ * of a GEMM while the worker was still waking would wait at the barrier for itself).
+ * The team record (team_fn, team_ctx, team_n) is separate from the claim job's and is
+ * published by bumping team_gen (release) before generation: a worker that sees a
+ * team_gen it has not run yet runs its share of that job, whose record stays put until
+ * every thread has run. A GEMM uses it for one hand-off instead of two (docs/
+ * performance.md, "2-thread scaling").
+ *
+ * Statistics (kiln_threads_stats): off by default; when on, every call counts its
+ * chunks by who ran them, the workers' and the caller's sleeps, and the nanoseconds from
+ * publishing a job to a worker's first look at it and from the caller's last chunk to the
+ * job's end — what gemm_bench --pool-stats prints per GEMM call.
+ *
  * kiln_threads_set must not race with kiln_parallel_for; the driver and exported
  * libraries call it between runs. libc and pthreads only (it is in exported libraries).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "kiln/runtime.h"
 
-enum { SPIN_ROUNDS = 1 << 11 };  /* ~0.1 ms of pause: longer than a hand-off, shorter than a GEMM step */
+enum { SPIN_ROUNDS = 1 << 11 };  /* ~37 µs of pause here: longer than a hand-off, shorter than a GEMM step */
 
 static struct {
     pthread_mutex_t mu;
@@ -45,6 +63,7 @@ static struct {
     pthread_t workers[KILN_MAX_THREADS - 1];
     bool quit;
     uint_fast64_t created_at;  /* generation when the workers started */
+    uint_fast64_t created_team;  /* team_gen then */
     /* the current job, written before generation is bumped */
     void (*fn)(void *ctx, int64_t begin, int64_t end);
     void *ctx;
@@ -56,6 +75,18 @@ static struct {
     atomic_uint_fast64_t claim;
     atomic_int done;     /* chunks finished */
     atomic_bool busy;    /* a job is running: further calls run inline */
+    /* the current team job (kiln_parallel_team), written before team_gen is bumped */
+    void (*team_fn)(void *ctx, int t, int n);
+    void *team_ctx;
+    int team_n;
+    atomic_uint_fast64_t team_gen;
+    /* kiln_team_barrier: arrivals in this round, and the round */
+    atomic_int bar_count;
+    atomic_uint bar_round;
+    /* statistics (kiln_threads_stats) */
+    atomic_bool stats_on;
+    atomic_uint_fast64_t publish_ns;  /* when the current job was published (stats only) */
+    atomic_uint_fast64_t st[7];
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER, .n = 1};
 
 static inline void cpu_relax(void) {
@@ -64,9 +95,21 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+enum { ST_CALLS, ST_CALLER_CHUNKS, ST_WORKER_CHUNKS, ST_WORKER_SLEEPS, ST_CALLER_SLEEPS, ST_START_NS, ST_TAIL_NS };
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+static inline bool stats_on(void) { return atomic_load_explicit(&pool.stats_on, memory_order_relaxed); }
+static inline void stat_add(int i, uint64_t v) { atomic_fetch_add_explicit(&pool.st[i], v, memory_order_relaxed); }
+
+static void finish_one(int count);
+
 /* Claims and runs chunks of the current job until none is left. A successful claim is
  * of the job whose record is in the pool, and that record stays until the chunk is done. */
-static void run_chunks(void) {
+static void run_chunks(bool caller) {
     uint_fast64_t c = atomic_load(&pool.claim);
     for (;;) {
         int i = (int)(c & 0xffffffffu), chunks = (int)(c >> 32);
@@ -74,29 +117,47 @@ static void run_chunks(void) {
         if (!atomic_compare_exchange_weak(&pool.claim, &c, c + 1)) continue;  /* c reloaded */
         int64_t begin = pool.n_items * i / chunks, end = pool.n_items * (i + 1) / chunks;
         if (begin < end) pool.fn(pool.ctx, begin, end);
-        if (atomic_fetch_add(&pool.done, 1) == chunks - 1) {
-            pthread_mutex_lock(&pool.mu);
-            pthread_cond_signal(&pool.done_cv);
-            pthread_mutex_unlock(&pool.mu);
-        }
+        if (stats_on()) stat_add(caller ? ST_CALLER_CHUNKS : ST_WORKER_CHUNKS, 1);
+        finish_one(chunks);
         c = atomic_load(&pool.claim);
     }
 }
 
+/* A job is over when `done` reaches its count; the thread that gets it there wakes the
+ * caller in case it sleeps. */
+static void finish_one(int count) {
+    if (atomic_fetch_add(&pool.done, 1) == count - 1) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_signal(&pool.done_cv);
+        pthread_mutex_unlock(&pool.mu);
+    }
+}
+
 static void *worker_main(void *arg) {
-    (void)arg;
+    int me = (int)(intptr_t)arg;  /* 1 … n − 1: the worker's share of a team job */
     uint_fast64_t seen = pool.created_at;  /* not a fresh load: a job may already be out */
+    uint_fast64_t team_seen = pool.created_team;  /* likewise: a team job may already be out */
     for (;;) {
         uint_fast64_t g = seen;
         for (int s = 0; s < SPIN_ROUNDS && (g = atomic_load(&pool.generation)) == seen; s++) cpu_relax();
         if (g == seen) {
+            if (stats_on()) stat_add(ST_WORKER_SLEEPS, 1);
             pthread_mutex_lock(&pool.mu);
             while ((g = atomic_load(&pool.generation)) == seen && !pool.quit) pthread_cond_wait(&pool.start, &pool.mu);
             pthread_mutex_unlock(&pool.mu);
         }
         if (g == seen) return NULL;  /* quit, no job */
         seen = g;
-        run_chunks();
+        if (stats_on()) stat_add(ST_START_NS, now_ns() - atomic_load_explicit(&pool.publish_ns, memory_order_relaxed));
+        uint_fast64_t tg = atomic_load(&pool.team_gen);
+        if (tg != team_seen) {  /* a team job this worker has not run: its record is stable */
+            team_seen = tg;
+            if (me < pool.team_n) pool.team_fn(pool.team_ctx, me, pool.team_n);
+            if (stats_on()) stat_add(ST_WORKER_CHUNKS, 1);
+            finish_one(pool.team_n);
+        } else {
+            run_chunks(false);
+        }
     }
 }
 
@@ -117,6 +178,7 @@ int kiln_threads_set(int n) {
     stop_workers();
     int started = 0;
     pool.created_at = atomic_load(&pool.generation);
+    pool.created_team = atomic_load(&pool.team_gen);
     for (; started < n - 1; started++) {
         /* workers read pool.n only inside a job, so it may be set after they start */
         if (pthread_create(&pool.workers[started], NULL, worker_main, (void *)(intptr_t)(started + 1)) != 0) break;
@@ -128,6 +190,33 @@ int kiln_threads_set(int n) {
 }
 
 int kiln_threads_get(void) { return pool.n; }
+
+/* Publishes the job whose record the caller has written: generation bumped under the
+ * mutex so that no sleeping worker misses it. */
+static void publish(void) {
+    if (stats_on()) {
+        stat_add(ST_CALLS, 1);
+        atomic_store_explicit(&pool.publish_ns, now_ns(), memory_order_relaxed);
+    }
+    pthread_mutex_lock(&pool.mu);
+    atomic_fetch_add(&pool.generation, 1);
+    pthread_cond_broadcast(&pool.start);
+    pthread_mutex_unlock(&pool.mu);
+}
+
+/* The caller, its own share done, waits until `done` reaches count. */
+static void wait_done(int count) {
+    uint64_t t0 = stats_on() ? now_ns() : 0;
+    for (int s = 0; s < SPIN_ROUNDS && atomic_load(&pool.done) != count; s++) cpu_relax();
+    if (atomic_load(&pool.done) != count) {
+        if (stats_on()) stat_add(ST_CALLER_SLEEPS, 1);
+        pthread_mutex_lock(&pool.mu);
+        while (atomic_load(&pool.done) != count) pthread_cond_wait(&pool.done_cv, &pool.mu);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    if (stats_on()) stat_add(ST_TAIL_NS, now_ns() - t0);
+    atomic_store(&pool.busy, false);
+}
 
 void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n_items) {
     if (n_items <= 0) return;
@@ -141,18 +230,48 @@ void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *
     pool.chunks = (int)(n_items < 4 * pool.n ? n_items : 4 * pool.n);
     atomic_store(&pool.done, 0);
     atomic_store(&pool.claim, (uint_fast64_t)pool.chunks << 32);
-    pthread_mutex_lock(&pool.mu);
-    atomic_fetch_add(&pool.generation, 1);
-    pthread_cond_broadcast(&pool.start);
-    pthread_mutex_unlock(&pool.mu);
+    publish();
+    run_chunks(true);
+    wait_done(pool.chunks);
+}
 
-    run_chunks();
-
-    for (int s = 0; s < SPIN_ROUNDS && atomic_load(&pool.done) != pool.chunks; s++) cpu_relax();
-    if (atomic_load(&pool.done) != pool.chunks) {
-        pthread_mutex_lock(&pool.mu);
-        while (atomic_load(&pool.done) != pool.chunks) pthread_cond_wait(&pool.done_cv, &pool.mu);
-        pthread_mutex_unlock(&pool.mu);
+void kiln_parallel_team(void (*fn)(void *ctx, int t, int n), void *ctx) {
+    if (pool.n == 1 || atomic_exchange(&pool.busy, true)) {
+        fn(ctx, 0, 1);
+        return;
     }
-    atomic_store(&pool.busy, false);
+    pool.team_fn = fn;
+    pool.team_ctx = ctx;
+    pool.team_n = pool.n;
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.claim, 0);  /* nothing to claim: a worker late from a claim job finds none */
+    atomic_store(&pool.bar_count, 0);
+    atomic_fetch_add(&pool.team_gen, 1);  /* release: the record above is visible with it */
+    publish();
+    fn(ctx, 0, pool.team_n);
+    if (stats_on()) stat_add(ST_CALLER_CHUNKS, 1);
+    finish_one(pool.team_n);
+    wait_done(pool.team_n);
+}
+
+/* A spinning barrier (the team's threads run at once; a long wait means a thread was
+ * descheduled, so after SPIN_ROUNDS the waiters yield the core instead of burning it). */
+void kiln_team_barrier(int n) {
+    if (n <= 1) return;
+    unsigned round = atomic_load(&pool.bar_round);
+    if (atomic_fetch_add(&pool.bar_count, 1) == n - 1) {
+        atomic_store(&pool.bar_count, 0);
+        atomic_fetch_add(&pool.bar_round, 1);
+        return;
+    }
+    for (int s = 0; atomic_load(&pool.bar_round) == round; s++) {
+        if (s < SPIN_ROUNDS) cpu_relax();
+        else sched_yield();
+    }
+}
+
+void kiln_threads_stats(int64_t out[7], int enable) {
+    if (out)
+        for (int i = 0; i < 7; i++) out[i] = (int64_t)atomic_exchange(&pool.st[i], 0);
+    atomic_store(&pool.stats_on, enable != 0);
 }
