@@ -1063,50 +1063,6 @@ static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const 
 }
 
 
-/*   void NAME.team(ptr ctx, i32 t, i32 n)     run by kiln_parallel_team: thread t of n
- * The GEMM's one hand-off (docs/performance.md, "2-thread scaling"): thread t packs its
- * slice of the shared operand's slivers (NAME.pack; [t·S/n, (t+1)·S/n)), all n meet at
- * kiln_team_barrier, then thread t runs parts [t·P/n, (t+1)·P/n) of part_count's P
- * (one each when the pool has P threads; all of them when nested, n = 1). Until
- * 2026-12-06 the packing and the parts were two kiln_parallel_for: two publications,
- * two waits, and the worker, when it was still waking, found its part already taken by
- * the caller (a whole GEMM on one thread). Which thread packs which sliver does not
- * change a byte, and the parts are as before, so C's bits do not depend on it. */
-static LLVMValueRef team_function(gen g, const kiln_gemm_shape *s, const char *gemm_name, LLVMValueRef part,
-                                  LLVMValueRef pack, int64_t slivers) {
-    char name[320];
-    snprintf(name, sizeof name, "%s.team", gemm_name);
-    LLVMTypeRef params[] = {g.ptr, g.i32, g.i32};
-    static const char *const names[] = {"ctx", "t", "n"};
-    LLVMValueRef fn;
-    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
-    gemm_split sp = gemm_split_for(g.t, s);
-    LLVMValueRef ctx = param(&g, 0), t = LLVMBuildSExt(g.b, param(&g, 1), g.i64, ""),
-                 n = LLVMBuildSExt(g.b, param(&g, 2), g.i64, "");
-    LLVMValueRef t1 = add(&g, t, k64(&g, 1));
-    if (pack) {
-        LLVMValueRef b = LLVMBuildSDiv(g.b, mul(&g, t, k64(&g, slivers)), n, "");
-        LLVMValueRef e = LLVMBuildSDiv(g.b, mul(&g, t1, k64(&g, slivers)), n, "");
-        LLVMBasicBlockRef run = block(&g, "pack"), after = block(&g, "barrier");
-        branch(&g, lt(&g, b, e), run, after);
-        call(&g, pack, (LLVMValueRef[]){ctx, b, e}, 3);
-        LLVMBuildBr(g.b, after);
-        LLVMPositionBuilderAtEnd(g.b, after);
-        LLVMTypeRef bar_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), (LLVMTypeRef[]){g.i32}, 1, 0);
-        LLVMValueRef bar = LLVMGetNamedFunction(g.mod, "kiln_team_barrier");
-        if (!bar) bar = LLVMAddFunction(g.mod, "kiln_team_barrier", bar_ty);
-        LLVMBuildCall2(g.b, bar_ty, bar, (LLVMValueRef[]){param(&g, 2)}, 1, "");
-    }
-    LLVMValueRef count = part_count(&g, sp);
-    LLVMValueRef p0 = LLVMBuildSDiv(g.b, mul(&g, t, count), n, ""), p1 = LLVMBuildSDiv(g.b, mul(&g, t1, count), n, "");
-    LLVMBasicBlockRef run = block(&g, "parts"), done = block(&g, "done");
-    branch(&g, lt(&g, p0, p1), run, done);
-    call(&g, part, (LLVMValueRef[]){ctx, p0, p1}, 3);
-    LLVMBuildBr(g.b, done);
-    LLVMPositionBuilderAtEnd(g.b, done);
-    return function_end(&g);
-}
-
 /* kiln_parallel_for(part, ctx, parts) (gemm_small.c's split) */
 void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
     LLVMTypeRef pf_params[] = {g->ptr, g->ptr, g->i64};
@@ -1166,7 +1122,6 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
     LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name) : NULL;
     int64_t slivers = sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr;
-    LLVMValueRef team = part ? team_function(g, s, name, part, pack, slivers) : NULL;  /* own builder */
     function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
@@ -1186,12 +1141,15 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
             LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
             LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
         }
-        /* kiln_parallel_team(NAME.team, ctx): the shared operand by slices, then the parts */
-        LLVMTypeRef tf_params[] = {g.ptr, g.ptr};
-        LLVMTypeRef tf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), tf_params, 2, 0);
-        LLVMValueRef tf = LLVMGetNamedFunction(g.mod, "kiln_parallel_team");
-        if (!tf) tf = LLVMAddFunction(g.mod, "kiln_parallel_team", tf_ty);
-        LLVMBuildCall2(g.b, tf_ty, tf, (LLVMValueRef[]){team, ctx}, 2, "");
+        /* kiln_parallel_for2(pack, slivers, part, parts, ctx): the shared operand by slivers,
+         * then the parts, in one hand-off (no pack: slivers = 0). Until 2026-12-06 these were
+         * two kiln_parallel_for, two publications and two waits per product. */
+        LLVMTypeRef pf_params[] = {g.ptr, g.i64, g.ptr, g.i64, g.ptr};
+        LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 5, 0);
+        LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
+        if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
+        LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, part_count(&g, sp), ctx};
+        LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
         LLVMValueRef args[21] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),

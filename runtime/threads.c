@@ -27,16 +27,15 @@
  * would need __tls_get_addr from the dynamic loader, and exported libraries promise
  * libc, libm and pthreads only.
  *
- * Teams (kiln_parallel_team). A job with a fixed assignment: thread t of n (the caller is
- * 0, worker w is w) runs fn(ctx, t, n) exactly once, and may meet the others at
- * kiln_team_barrier. Nothing is claimed, so no thread can run another's share, which is
- * what makes a barrier inside the job safe (with claiming, a caller that ran both halves
- * of a GEMM while the worker was still waking would wait at the barrier for itself).
- * The team record (team_fn, team_ctx, team_n) is separate from the claim job's and is
- * published by bumping team_gen (release) before generation: a worker that sees a
- * team_gen it has not run yet runs its share of that job, whose record stays put until
- * every thread has run. A GEMM uses it for one hand-off instead of two (docs/
- * performance.md, "2-thread scaling").
+ * Two phases (kiln_parallel_for2). One hand-off for two jobs where the second needs the
+ * first done (a GEMM: pack the shared operand by slivers, then the parts that read it).
+ * The claim word counts the first job's chunks and then the second's, so a thread claims
+ * all of phase 1 before any of phase 2; a thread with a phase-2 chunk waits until `done`
+ * reaches phase 1's chunk count — which only phase-1 completions can reach, since no
+ * phase-2 chunk completes before it — so it waits only for chunks that are claimed and
+ * running. A late worker finds everything claimed, as with one job: nothing waits for a
+ * thread that has not started (a fixed team with a barrier did, and on an oversubscribed
+ * machine a GEMM then waited for its descheduled worker: docs/performance.md).
  *
  * Statistics (kiln_threads_stats): off by default; when on, every call counts its
  * chunks by who ran them, the workers' and the caller's sleeps, and the nanoseconds from
@@ -63,7 +62,6 @@ static struct {
     pthread_t workers[KILN_MAX_THREADS - 1];
     bool quit;
     uint_fast64_t created_at;  /* generation when the workers started */
-    uint_fast64_t created_team;  /* team_gen then */
     /* the current job, written before generation is bumped */
     void (*fn)(void *ctx, int64_t begin, int64_t end);
     void *ctx;
@@ -75,14 +73,10 @@ static struct {
     atomic_uint_fast64_t claim;
     atomic_int done;     /* chunks finished */
     atomic_bool busy;    /* a job is running: further calls run inline */
-    /* the current team job (kiln_parallel_team), written before team_gen is bumped */
-    void (*team_fn)(void *ctx, int t, int n);
-    void *team_ctx;
-    int team_n;
-    atomic_uint_fast64_t team_gen;
-    /* kiln_team_barrier: arrivals in this round, and the round */
-    atomic_int bar_count;
-    atomic_uint bar_round;
+    /* phase 2 of a kiln_parallel_for2 (chunks2 = 0 otherwise): chunks [chunks1, chunks) */
+    void (*fn2)(void *ctx, int64_t begin, int64_t end);
+    int64_t n_items2;
+    int chunks1;
     /* statistics (kiln_threads_stats) */
     atomic_bool stats_on;
     atomic_uint_fast64_t publish_ns;  /* when the current job was published (stats only) */
@@ -108,15 +102,27 @@ static inline void stat_add(int i, uint64_t v) { atomic_fetch_add_explicit(&pool
 static void finish_one(int count);
 
 /* Claims and runs chunks of the current job until none is left. A successful claim is
- * of the job whose record is in the pool, and that record stays until the chunk is done. */
+ * of the job whose record is in the pool, and that record stays until the chunk is done.
+ * Chunks past chunks1 are phase 2's: they wait for phase 1's to be done (see the top). */
 static void run_chunks(bool caller) {
     uint_fast64_t c = atomic_load(&pool.claim);
     for (;;) {
         int i = (int)(c & 0xffffffffu), chunks = (int)(c >> 32);
         if (i >= chunks) return;
         if (!atomic_compare_exchange_weak(&pool.claim, &c, c + 1)) continue;  /* c reloaded */
-        int64_t begin = pool.n_items * i / chunks, end = pool.n_items * (i + 1) / chunks;
-        if (begin < end) pool.fn(pool.ctx, begin, end);
+        int c1 = pool.chunks1;
+        if (i < c1) {
+            int64_t begin = pool.n_items * i / c1, end = pool.n_items * (i + 1) / c1;
+            if (begin < end) pool.fn(pool.ctx, begin, end);
+        } else {
+            for (int s = 0; atomic_load(&pool.done) < c1; s++) {
+                if (s < SPIN_ROUNDS) cpu_relax();
+                else sched_yield();  /* the thread finishing phase 1 was descheduled */
+            }
+            int j = i - c1, c2 = chunks - c1;
+            int64_t begin = pool.n_items2 * j / c2, end = pool.n_items2 * (j + 1) / c2;
+            if (begin < end) pool.fn2(pool.ctx, begin, end);
+        }
         if (stats_on()) stat_add(caller ? ST_CALLER_CHUNKS : ST_WORKER_CHUNKS, 1);
         finish_one(chunks);
         c = atomic_load(&pool.claim);
@@ -134,9 +140,8 @@ static void finish_one(int count) {
 }
 
 static void *worker_main(void *arg) {
-    int me = (int)(intptr_t)arg;  /* 1 … n − 1: the worker's share of a team job */
+    (void)arg;
     uint_fast64_t seen = pool.created_at;  /* not a fresh load: a job may already be out */
-    uint_fast64_t team_seen = pool.created_team;  /* likewise: a team job may already be out */
     for (;;) {
         uint_fast64_t g = seen;
         for (int s = 0; s < SPIN_ROUNDS && (g = atomic_load(&pool.generation)) == seen; s++) cpu_relax();
@@ -149,15 +154,7 @@ static void *worker_main(void *arg) {
         if (g == seen) return NULL;  /* quit, no job */
         seen = g;
         if (stats_on()) stat_add(ST_START_NS, now_ns() - atomic_load_explicit(&pool.publish_ns, memory_order_relaxed));
-        uint_fast64_t tg = atomic_load(&pool.team_gen);
-        if (tg != team_seen) {  /* a team job this worker has not run: its record is stable */
-            team_seen = tg;
-            if (me < pool.team_n) pool.team_fn(pool.team_ctx, me, pool.team_n);
-            if (stats_on()) stat_add(ST_WORKER_CHUNKS, 1);
-            finish_one(pool.team_n);
-        } else {
-            run_chunks(false);
-        }
+        run_chunks(false);
     }
 }
 
@@ -178,7 +175,6 @@ int kiln_threads_set(int n) {
     stop_workers();
     int started = 0;
     pool.created_at = atomic_load(&pool.generation);
-    pool.created_team = atomic_load(&pool.team_gen);
     for (; started < n - 1; started++) {
         /* workers read pool.n only inside a job, so it may be set after they start */
         if (pthread_create(&pool.workers[started], NULL, worker_main, (void *)(intptr_t)(started + 1)) != 0) break;
@@ -218,56 +214,34 @@ static void wait_done(int count) {
     atomic_store(&pool.busy, false);
 }
 
+static int chunks_for(int64_t n_items) { return (int)(n_items < 4 * pool.n ? n_items : 4 * pool.n); }
+
 void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n_items) {
-    if (n_items <= 0) return;
-    if (pool.n == 1 || n_items == 1 || atomic_exchange(&pool.busy, true)) {
-        fn(ctx, 0, n_items);
+    kiln_parallel_for2(fn, n_items, NULL, 0, ctx);
+}
+
+void kiln_parallel_for2(void (*fn1)(void *ctx, int64_t begin, int64_t end), int64_t n1,
+                        void (*fn2)(void *ctx, int64_t begin, int64_t end), int64_t n2, void *ctx) {
+    if (n1 < 0) n1 = 0;
+    if (!fn2 || n2 < 0) n2 = 0;
+    if (n1 + n2 == 0) return;
+    if (pool.n == 1 || (n1 <= 1 && n2 <= 1) || atomic_exchange(&pool.busy, true)) {
+        if (n1 > 0) fn1(ctx, 0, n1);
+        if (n2 > 0) fn2(ctx, 0, n2);
         return;
     }
-    pool.fn = fn;
+    pool.fn = fn1;
     pool.ctx = ctx;
-    pool.n_items = n_items;
-    pool.chunks = (int)(n_items < 4 * pool.n ? n_items : 4 * pool.n);
+    pool.n_items = n1;
+    pool.chunks1 = n1 > 0 ? chunks_for(n1) : 0;
+    pool.fn2 = fn2;
+    pool.n_items2 = n2;
+    int chunks = pool.chunks1 + (n2 > 0 ? chunks_for(n2) : 0);
     atomic_store(&pool.done, 0);
-    atomic_store(&pool.claim, (uint_fast64_t)pool.chunks << 32);
+    atomic_store(&pool.claim, (uint_fast64_t)chunks << 32);
     publish();
     run_chunks(true);
-    wait_done(pool.chunks);
-}
-
-void kiln_parallel_team(void (*fn)(void *ctx, int t, int n), void *ctx) {
-    if (pool.n == 1 || atomic_exchange(&pool.busy, true)) {
-        fn(ctx, 0, 1);
-        return;
-    }
-    pool.team_fn = fn;
-    pool.team_ctx = ctx;
-    pool.team_n = pool.n;
-    atomic_store(&pool.done, 0);
-    atomic_store(&pool.claim, 0);  /* nothing to claim: a worker late from a claim job finds none */
-    atomic_store(&pool.bar_count, 0);
-    atomic_fetch_add(&pool.team_gen, 1);  /* release: the record above is visible with it */
-    publish();
-    fn(ctx, 0, pool.team_n);
-    if (stats_on()) stat_add(ST_CALLER_CHUNKS, 1);
-    finish_one(pool.team_n);
-    wait_done(pool.team_n);
-}
-
-/* A spinning barrier (the team's threads run at once; a long wait means a thread was
- * descheduled, so after SPIN_ROUNDS the waiters yield the core instead of burning it). */
-void kiln_team_barrier(int n) {
-    if (n <= 1) return;
-    unsigned round = atomic_load(&pool.bar_round);
-    if (atomic_fetch_add(&pool.bar_count, 1) == n - 1) {
-        atomic_store(&pool.bar_count, 0);
-        atomic_fetch_add(&pool.bar_round, 1);
-        return;
-    }
-    for (int s = 0; atomic_load(&pool.bar_round) == round; s++) {
-        if (s < SPIN_ROUNDS) cpu_relax();
-        else sched_yield();
-    }
+    wait_done(chunks);
 }
 
 void kiln_threads_stats(int64_t out[7], int enable) {
