@@ -84,7 +84,7 @@
  * Threads. A product of m·n·k ≥ 2^18 is cut along the larger of m and n into one part
  * of whole tiles per thread of the pool (kiln_threads_get at run time; at most
  * KILN_MAX_THREADS scratch slots, so at most that many parts), the tiles shared out as
- * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for (the
+ * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for2 (the
  * runtime's pool; the JIT resolves both from the process, exported libraries link them
  * from the runtime archive). Until 2026-12 a product was always cut into 8 parts of
  * ceil(tiles/8) tiles, whatever the thread count: on 2 threads the parts were claimed in
@@ -99,7 +99,8 @@
  * packing slot, which would duplicate the packing of the operand the split does not cut —
  * so that operand (B for a split along m, A along n) is packed once, before the parts,
  * when it takes at most 16 MiB packed (every char_gpt weight and activation gradient, a
- * square of 2048): a kiln_parallel_for over its slivers (pack_shared_function) writes the
+ * square of 2048): the first phase of the same kiln_parallel_for2, over its slivers
+ * (pack_shared_function; one hand-off for both since 2026-12-06, two before), writes the
  * layout the loop nest would have given each (p, j2) block of B, or (i3, p) block of A,
  * and the parts pack only their own slice of the other operand ("_sb"/"_sa" loop nests
  * read the shared blocks). Without it, on 2 threads (8 chunks of 256 rows for m = 2048)
