@@ -2,7 +2,8 @@
  * plain and with a bias + gelu_tanh epilogue.
  *
  *   gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE]
- *              [--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [M N K [nn|nt|tn|tt]]
+ *              [--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only]
+ *              [--pool-stats] [M N K [nn|nt|tn|tt]]
  *
  * --quick: small shapes and one short round (a smoke test: it checks that everything
  * runs and agrees, not speed). --peak: the FMA peak per thread count (bench/fma_peak),
@@ -16,7 +17,12 @@
  * sleeping thread costs no CPU time; a spinning one does) — a diagnostic, not the
  * wall-clock figure. --best: report each contender's fastest call instead of the median
  * (the figures labelled "median" are then minima; for comparing code versions on a busy
- * machine). --plain: the plain GEMM table only.
+ * machine). --plain: the plain GEMM table only. --kiln-only: time kiln alone (no library
+ * contenders: nothing else's threads spin or sleep between kiln's calls). --pool-stats:
+ * after each kiln row, the thread pool's counters per timed call (kiln_threads_stats:
+ * hand-offs, chunks run by the caller and by the workers, worker and caller sleeps, µs
+ * from publishing a hand-off to a worker's look at it, µs the caller waited after its
+ * own share).
  * M N K: that one shape instead of the list.
  *
  * Contenders, for each shape and thread count:
@@ -109,6 +115,7 @@ static double clock_seconds(clockid_t clock) {
 static clockid_t g_clock = CLOCK_MONOTONIC;
 static double g_clock_threads = 1;
 static bool g_best;  /* --best: the fastest call instead of the median (a diagnostic) */  /* --work-clock: the process's CPU time over the threads */
+static bool g_pool_stats;  /* --pool-stats */
 static double now(void) { return clock_seconds(g_clock) / g_clock_threads; }
 static double cpu_now(void) { return clock_seconds(CLOCK_PROCESS_CPUTIME_ID); }
 
@@ -335,6 +342,7 @@ typedef struct contender {
     bool epi;      /* kiln: the fused function; libraries: GEMM + bench_bias_gelu */
     gemm_fn fn;    /* KILN */
     int per_block; /* timed calls per round, from the first untimed call */
+    int64_t pool[7];  /* --pool-stats: kiln_threads_stats summed over the timed calls */
     double *times;
     int n_times;
     double median, diff;  /* seconds; max rel. difference to the reference */
@@ -381,7 +389,10 @@ static void set_threads(int t) {
  * The first contender's result of the first round is the reference. */
 static void measure(contender *cs, int n, operands *op, int rounds, double block_s) {
     int64_t mn = op->s.m * op->s.n;
-    for (int i = 0; i < n; i++) cs[i].n_times = 0, cs[i].per_block = 0;
+    for (int i = 0; i < n; i++) {
+        cs[i].n_times = 0, cs[i].per_block = 0;
+        memset(cs[i].pool, 0, sizeof cs[i].pool);
+    }
     for (int r = 0; r < rounds; r++) {
         for (int i = 0; i < n; i++) {
             contender *ct = &cs[i];
@@ -396,10 +407,17 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
                 if (ct->per_block > 200) ct->per_block = 200;
                 ct->times = malloc((size_t)(rounds * ct->per_block) * sizeof(double));
             }
+            bool counting = g_pool_stats && ct->kind == KILN;
+            if (counting) kiln_threads_stats(NULL, 1);
             for (int b = 0; b < ct->per_block; b++) {
                 t0 = now();
                 call(ct, op);
                 ct->times[ct->n_times++] = now() - t0;
+            }
+            if (counting) {
+                int64_t st[7];
+                kiln_threads_stats(st, 0);
+                for (int j = 0; j < 7; j++) ct->pool[j] += st[j];
             }
             if (ct->kind == OPENBLAS && op->threads > 1) sleep_s(g_settle_s);
         }
@@ -415,7 +433,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
 /* ---- reporting -------------------------------------------------------------------------- */
 
 typedef struct options {
-    bool quick, compile_times, cpu_clock, work_clock, plain_only;
+    bool quick, compile_times, cpu_clock, work_clock, plain_only, kiln_only;
     int threads[8], n_threads;
     double peak[65];  /* GFLOP/s by thread count, 0 = unknown */
     FILE *json;
@@ -456,6 +474,13 @@ static void report(const shape *sh, int threads, bool epi, contender *cs, int n,
     else printf("   %6s %-14s", "", best ? best->name : "");
     printf(" %8.1e%s\n", worst_diff, worst_diff > MAX_REL_DIFF ? "  MISMATCH" : "");
     if (worst_diff > MAX_REL_DIFF) o->failed = true;
+    if (g_pool_stats && kiln && kiln->n_times > 0) {
+        double c = kiln->n_times;
+        const int64_t *p = kiln->pool;
+        printf("  pool per call: %.2f hand-offs, chunks %.2f caller / %.2f workers, sleeps %.3f worker / %.3f "
+               "caller, workers' start %.1f us, caller's tail %.1f us\n",
+               p[0] / c, p[1] / c, p[2] / c, p[3] / c, p[4] / c, p[5] * 1e-3 / c, p[6] * 1e-3 / c);
+    }
 
     if (!o->json) return;
     FILE *f = o->json;
@@ -554,7 +579,7 @@ static void bench_shape(const shape *sh, bool epi_mode, options *o, shape_result
             snprintf(cs[n].name, sizeof cs[n].name, "%s", epi_mode ? "kiln fused" : "kiln");
             n++;
         }
-        n += library_contenders(cs + n, epi_mode, res->blas_core[t]);
+        if (!o->kiln_only) n += library_contenders(cs + n, epi_mode, res->blas_core[t]);
         if (n == 0) continue;
         measure(cs, n, &op, rounds, block_s);
         if (!epi_mode) {  /* remember the fastest OpenBLAS core for the epilogue */
@@ -588,7 +613,8 @@ static void compile_row(const shape *shapes, int n, const char *pipeline_name, c
 
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE] "
-                    "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [M N K [nn|nt|tn|tt]]\n");
+                    "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only] [--pool-stats] "
+                    "[M N K [nn|nt|tn|tt]]\n");
     exit(2);
 }
 
@@ -602,6 +628,8 @@ static void parse_args(int argc, char **argv, options *o, shape *one) {
         else if (strcmp(a, "--work-clock") == 0) o->work_clock = true;
         else if (strcmp(a, "--best") == 0) g_best = true;
         else if (strcmp(a, "--plain") == 0) o->plain_only = true;
+        else if (strcmp(a, "--kiln-only") == 0) o->kiln_only = true;
+        else if (strcmp(a, "--pool-stats") == 0) g_pool_stats = true;
         else if (strcmp(a, "--compile-times") == 0) o->compile_times = true;
         else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
             o->n_threads = 0;

@@ -84,7 +84,7 @@
  * Threads. A product of m·n·k ≥ 2^18 is cut along the larger of m and n into one part
  * of whole tiles per thread of the pool (kiln_threads_get at run time; at most
  * KILN_MAX_THREADS scratch slots, so at most that many parts), the tiles shared out as
- * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for (the
+ * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for2 (the
  * runtime's pool; the JIT resolves both from the process, exported libraries link them
  * from the runtime archive). Until 2026-12 a product was always cut into 8 parts of
  * ceil(tiles/8) tiles, whatever the thread count: on 2 threads the parts were claimed in
@@ -99,7 +99,8 @@
  * packing slot, which would duplicate the packing of the operand the split does not cut —
  * so that operand (B for a split along m, A along n) is packed once, before the parts,
  * when it takes at most 16 MiB packed (every char_gpt weight and activation gradient, a
- * square of 2048): a kiln_parallel_for over its slivers (pack_shared_function) writes the
+ * square of 2048): the first phase of the same kiln_parallel_for2, over its slivers
+ * (pack_shared_function; one hand-off for both since 2026-12-06, two before), writes the
  * layout the loop nest would have given each (p, j2) block of B, or (i3, p) block of A,
  * and the parts pack only their own slice of the other operand ("_sb"/"_sa" loop nests
  * read the shared blocks). Without it, on 2 threads (8 chunks of 256 rows for m = 2048)
@@ -1063,18 +1064,14 @@ static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const 
 }
 
 
-/* kiln_parallel_for(part, ctx, n) for an i64 value n, and for a constant */
-static void parallel_for_n(gen *g, LLVMValueRef part, LLVMValueRef ctx, LLVMValueRef n) {
+/* kiln_parallel_for(part, ctx, parts) (gemm_small.c's split) */
+void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
     LLVMTypeRef pf_params[] = {g->ptr, g->ptr, g->i64};
     LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g->ctx), pf_params, 3, 0);
     LLVMValueRef pf = LLVMGetNamedFunction(g->mod, "kiln_parallel_for");
     if (!pf) pf = LLVMAddFunction(g->mod, "kiln_parallel_for", pf_ty);
-    LLVMValueRef args[] = {part, ctx, n};
+    LLVMValueRef args[] = {part, ctx, k64(g, parts)};
     LLVMBuildCall2(g->b, pf_ty, pf, args, 3, "");
-}
-
-void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
-    parallel_for_n(g, part, ctx, k64(g, parts));
 }
 
 LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) { return kiln_cg_gemm_epi(cg, s, NULL); }
@@ -1125,6 +1122,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     gemm_split sp = gemm_split_for(g.t, s);
     LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
     LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name) : NULL;
+    int64_t slivers = sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr;
     function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
@@ -1144,9 +1142,15 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
             LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
             LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
         }
-        if (pack)  /* the shared operand, once, by slivers */
-            gemm_parallel_for_call(&g, pack, ctx, sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr);
-        parallel_for_n(&g, part, ctx, part_count(&g, sp));
+        /* kiln_parallel_for2(pack, slivers, part, parts, ctx): the shared operand by slivers,
+         * then the parts, in one hand-off (no pack: slivers = 0). Until 2026-12-06 these were
+         * two kiln_parallel_for, two publications and two waits per product. */
+        LLVMTypeRef pf_params[] = {g.ptr, g.i64, g.ptr, g.i64, g.ptr};
+        LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 5, 0);
+        LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
+        if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
+        LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, part_count(&g, sp), ctx};
+        LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
         LLVMValueRef args[21] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),

@@ -393,8 +393,10 @@ void *kiln_jit_define_runtime(void *jit_ref)
          {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_profile_mark, flags}},
         {LLVMOrcLLJITMangleAndIntern(jit, "kiln_threads_get"),  /* GEMM parts per thread */
          {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_threads_get, flags}},
+        {LLVMOrcLLJITMangleAndIntern(jit, "kiln_parallel_for2"),  /* a GEMM's one hand-off */
+         {(LLVMOrcExecutorAddress)(uintptr_t)&kiln_parallel_for2, flags}},
     };
-    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(syms, 3));
+    return LLVMOrcJITDylibDefine(LLVMOrcLLJITGetMainJITDylib(jit), LLVMOrcAbsoluteSymbols(syms, 4));
 }
 
 /* perf: with KILN_PERF=1 (not "0" or empty), objects are linked by RuntimeDyld with LLVM's

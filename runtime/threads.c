@@ -27,16 +27,33 @@
  * would need __tls_get_addr from the dynamic loader, and exported libraries promise
  * libc, libm and pthreads only.
  *
+ * Two phases (kiln_parallel_for2). One hand-off for two jobs where the second needs the
+ * first done (a GEMM: pack the shared operand by slivers, then the parts that read it).
+ * The claim word counts the first job's chunks and then the second's, so a thread claims
+ * all of phase 1 before any of phase 2; a thread with a phase-2 chunk waits until `done`
+ * reaches phase 1's chunk count — which only phase-1 completions can reach, since no
+ * phase-2 chunk completes before it — so it waits only for chunks that are claimed and
+ * running. A late worker finds everything claimed, as with one job: nothing waits for a
+ * thread that has not started (a fixed team with a barrier did, and on an oversubscribed
+ * machine a GEMM then waited for its descheduled worker: docs/performance.md).
+ *
+ * Statistics (kiln_threads_stats): off by default; when on, every call counts its
+ * chunks by who ran them, the workers' and the caller's sleeps, and the nanoseconds from
+ * publishing a job to a worker's first look at it and from the caller's last chunk to the
+ * job's end — what gemm_bench --pool-stats prints per GEMM call.
+ *
  * kiln_threads_set must not race with kiln_parallel_for; the driver and exported
  * libraries call it between runs. libc and pthreads only (it is in exported libraries).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <time.h>
 
 #include "kiln/runtime.h"
 
-enum { SPIN_ROUNDS = 1 << 11 };  /* ~0.1 ms of pause: longer than a hand-off, shorter than a GEMM step */
+enum { SPIN_ROUNDS = 1 << 11 };  /* ~37 µs of pause here: longer than a hand-off, shorter than a GEMM step */
 
 static struct {
     pthread_mutex_t mu;
@@ -56,6 +73,14 @@ static struct {
     atomic_uint_fast64_t claim;
     atomic_int done;     /* chunks finished */
     atomic_bool busy;    /* a job is running: further calls run inline */
+    /* phase 2 of a kiln_parallel_for2 (chunks2 = 0 otherwise): chunks [chunks1, chunks) */
+    void (*fn2)(void *ctx, int64_t begin, int64_t end);
+    int64_t n_items2;
+    int chunks1;
+    /* statistics (kiln_threads_stats) */
+    atomic_bool stats_on;
+    atomic_uint_fast64_t publish_ns;  /* when the current job was published (stats only) */
+    atomic_uint_fast64_t st[7];
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER, .n = 1};
 
 static inline void cpu_relax(void) {
@@ -64,22 +89,53 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+enum { ST_CALLS, ST_CALLER_CHUNKS, ST_WORKER_CHUNKS, ST_WORKER_SLEEPS, ST_CALLER_SLEEPS, ST_START_NS, ST_TAIL_NS };
+
+static uint64_t now_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+static inline bool stats_on(void) { return atomic_load_explicit(&pool.stats_on, memory_order_relaxed); }
+static inline void stat_add(int i, uint64_t v) { atomic_fetch_add_explicit(&pool.st[i], v, memory_order_relaxed); }
+
+static void finish_one(int count);
+
 /* Claims and runs chunks of the current job until none is left. A successful claim is
- * of the job whose record is in the pool, and that record stays until the chunk is done. */
-static void run_chunks(void) {
+ * of the job whose record is in the pool, and that record stays until the chunk is done.
+ * Chunks past chunks1 are phase 2's: they wait for phase 1's to be done (see the top). */
+static void run_chunks(bool caller) {
     uint_fast64_t c = atomic_load(&pool.claim);
     for (;;) {
         int i = (int)(c & 0xffffffffu), chunks = (int)(c >> 32);
         if (i >= chunks) return;
         if (!atomic_compare_exchange_weak(&pool.claim, &c, c + 1)) continue;  /* c reloaded */
-        int64_t begin = pool.n_items * i / chunks, end = pool.n_items * (i + 1) / chunks;
-        if (begin < end) pool.fn(pool.ctx, begin, end);
-        if (atomic_fetch_add(&pool.done, 1) == chunks - 1) {
-            pthread_mutex_lock(&pool.mu);
-            pthread_cond_signal(&pool.done_cv);
-            pthread_mutex_unlock(&pool.mu);
+        int c1 = pool.chunks1;
+        if (i < c1) {
+            int64_t begin = pool.n_items * i / c1, end = pool.n_items * (i + 1) / c1;
+            if (begin < end) pool.fn(pool.ctx, begin, end);
+        } else {
+            for (int s = 0; atomic_load(&pool.done) < c1; s++) {
+                if (s < SPIN_ROUNDS) cpu_relax();
+                else sched_yield();  /* the thread finishing phase 1 was descheduled */
+            }
+            int j = i - c1, c2 = chunks - c1;
+            int64_t begin = pool.n_items2 * j / c2, end = pool.n_items2 * (j + 1) / c2;
+            if (begin < end) pool.fn2(pool.ctx, begin, end);
         }
+        if (stats_on()) stat_add(caller ? ST_CALLER_CHUNKS : ST_WORKER_CHUNKS, 1);
+        finish_one(chunks);
         c = atomic_load(&pool.claim);
+    }
+}
+
+/* A job is over when `done` reaches its count; the thread that gets it there wakes the
+ * caller in case it sleeps. */
+static void finish_one(int count) {
+    if (atomic_fetch_add(&pool.done, 1) == count - 1) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_signal(&pool.done_cv);
+        pthread_mutex_unlock(&pool.mu);
     }
 }
 
@@ -90,13 +146,15 @@ static void *worker_main(void *arg) {
         uint_fast64_t g = seen;
         for (int s = 0; s < SPIN_ROUNDS && (g = atomic_load(&pool.generation)) == seen; s++) cpu_relax();
         if (g == seen) {
+            if (stats_on()) stat_add(ST_WORKER_SLEEPS, 1);
             pthread_mutex_lock(&pool.mu);
             while ((g = atomic_load(&pool.generation)) == seen && !pool.quit) pthread_cond_wait(&pool.start, &pool.mu);
             pthread_mutex_unlock(&pool.mu);
         }
         if (g == seen) return NULL;  /* quit, no job */
         seen = g;
-        run_chunks();
+        if (stats_on()) stat_add(ST_START_NS, now_ns() - atomic_load_explicit(&pool.publish_ns, memory_order_relaxed));
+        run_chunks(false);
     }
 }
 
@@ -129,30 +187,65 @@ int kiln_threads_set(int n) {
 
 int kiln_threads_get(void) { return pool.n; }
 
-void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n_items) {
-    if (n_items <= 0) return;
-    if (pool.n == 1 || n_items == 1 || atomic_exchange(&pool.busy, true)) {
-        fn(ctx, 0, n_items);
-        return;
+/* Publishes the job whose record the caller has written: generation bumped under the
+ * mutex so that no sleeping worker misses it. */
+static void publish(void) {
+    if (stats_on()) {
+        stat_add(ST_CALLS, 1);
+        atomic_store_explicit(&pool.publish_ns, now_ns(), memory_order_relaxed);
     }
-    pool.fn = fn;
-    pool.ctx = ctx;
-    pool.n_items = n_items;
-    pool.chunks = (int)(n_items < 4 * pool.n ? n_items : 4 * pool.n);
-    atomic_store(&pool.done, 0);
-    atomic_store(&pool.claim, (uint_fast64_t)pool.chunks << 32);
     pthread_mutex_lock(&pool.mu);
     atomic_fetch_add(&pool.generation, 1);
     pthread_cond_broadcast(&pool.start);
     pthread_mutex_unlock(&pool.mu);
+}
 
-    run_chunks();
-
-    for (int s = 0; s < SPIN_ROUNDS && atomic_load(&pool.done) != pool.chunks; s++) cpu_relax();
-    if (atomic_load(&pool.done) != pool.chunks) {
+/* The caller, its own share done, waits until `done` reaches count. */
+static void wait_done(int count) {
+    uint64_t t0 = stats_on() ? now_ns() : 0;
+    for (int s = 0; s < SPIN_ROUNDS && atomic_load(&pool.done) != count; s++) cpu_relax();
+    if (atomic_load(&pool.done) != count) {
+        if (stats_on()) stat_add(ST_CALLER_SLEEPS, 1);
         pthread_mutex_lock(&pool.mu);
-        while (atomic_load(&pool.done) != pool.chunks) pthread_cond_wait(&pool.done_cv, &pool.mu);
+        while (atomic_load(&pool.done) != count) pthread_cond_wait(&pool.done_cv, &pool.mu);
         pthread_mutex_unlock(&pool.mu);
     }
+    if (stats_on()) stat_add(ST_TAIL_NS, now_ns() - t0);
     atomic_store(&pool.busy, false);
+}
+
+static int chunks_for(int64_t n_items) { return (int)(n_items < 4 * pool.n ? n_items : 4 * pool.n); }
+
+void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n_items) {
+    kiln_parallel_for2(fn, n_items, NULL, 0, ctx);
+}
+
+void kiln_parallel_for2(void (*fn1)(void *ctx, int64_t begin, int64_t end), int64_t n1,
+                        void (*fn2)(void *ctx, int64_t begin, int64_t end), int64_t n2, void *ctx) {
+    if (n1 < 0) n1 = 0;
+    if (!fn2 || n2 < 0) n2 = 0;
+    if (n1 + n2 == 0) return;
+    if (pool.n == 1 || (n1 <= 1 && n2 <= 1) || atomic_exchange(&pool.busy, true)) {
+        if (n1 > 0) fn1(ctx, 0, n1);
+        if (n2 > 0) fn2(ctx, 0, n2);
+        return;
+    }
+    pool.fn = fn1;
+    pool.ctx = ctx;
+    pool.n_items = n1;
+    pool.chunks1 = n1 > 0 ? chunks_for(n1) : 0;
+    pool.fn2 = fn2;
+    pool.n_items2 = n2;
+    int chunks = pool.chunks1 + (n2 > 0 ? chunks_for(n2) : 0);
+    atomic_store(&pool.done, 0);
+    atomic_store(&pool.claim, (uint_fast64_t)chunks << 32);
+    publish();
+    run_chunks(true);
+    wait_done(chunks);
+}
+
+void kiln_threads_stats(int64_t out[7], int enable) {
+    if (out)
+        for (int i = 0; i < 7; i++) out[i] = (int64_t)atomic_exchange(&pool.st[i], 0);
+    atomic_store(&pool.stats_on, enable != 0);
 }

@@ -129,6 +129,19 @@ int kiln_threads_set(int n);
 int kiln_threads_get(void);
 void kiln_parallel_for(void (*fn)(void *ctx, int64_t begin, int64_t end), void *ctx, int64_t n_items);
 
+/* kiln_parallel_for2(fn1, n1, fn2, n2, ctx): kiln_parallel_for(fn1, ctx, n1) and then
+ * kiln_parallel_for(fn2, ctx, n2), every item of the first done before any of the second
+ * starts, in one hand-off (the chunks of both as one claimable sequence). A GEMM: the
+ * shared operand's packing, then the parts. Nested or on one thread: fn1 then fn2 inline. */
+void kiln_parallel_for2(void (*fn1)(void *ctx, int64_t begin, int64_t end), int64_t n1,
+                        void (*fn2)(void *ctx, int64_t begin, int64_t end), int64_t n2, void *ctx);
+
+/* kiln_threads_stats(out, enable): out (if not NULL) receives and resets, since the last
+ * call, {jobs published, chunks run by the caller, by the workers, worker sleeps, caller sleeps, ns from publishing to the workers' first look
+ * (summed over wakes), ns the caller waited after its own share}; then turns counting on
+ * or off (off at the start: counting reads the clock). A diagnostic for gemm_bench. */
+void kiln_threads_stats(int64_t out[7], int enable);
+
 /* ---- per-kernel profiling (runtime/profile.c; not in exported libraries) ------------ */
 
 /* An entry compiled with profiling (kiln_compile_request.profile) calls

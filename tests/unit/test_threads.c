@@ -5,7 +5,9 @@
  * exactly once, the chunks must be the documented fixed partition [n·i/t, n·(i+1)/t),
  * and no chunk may be empty. This runs for 1..4 threads, for item counts below, at and
  * above the thread count, 0 items, and many repeated calls (hand-offs racing the spin).
- * Nested calls run inline.
+ * Nested calls run inline. kiln_parallel_for2: both phases covered exactly once, and no
+ * phase-2 item starts before every phase-1 item has finished (the GEMM's packing, then
+ * the parts that read it), under repeated calls racing the workers' spin.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -101,12 +103,56 @@ static void test_nested_inline(void **state) {
     assert_int_equal(kiln_threads_set(1), 0);
 }
 
+/* Phase 1 counts its finished items (after a little work, so a thread that waited for
+ * them too briefly would see fewer); phase 2 records the count it saw. */
+typedef struct two_phase {
+    atomic_int seen1[MAX_ITEMS], seen2[MAX_ITEMS];
+    atomic_int done1, early;  /* phase-1 items finished; phase-2 chunks that saw fewer than n1 */
+    int64_t n1;
+} two_phase;
+static two_phase g_two;
+
+static void phase1(void *ctx, int64_t begin, int64_t end) {
+    two_phase *r = ctx;
+    for (int64_t i = begin; i < end; i++) {
+        volatile float x = 1;
+        for (int k = 0; k < 200; k++) x = x * 1.0001f;
+        atomic_fetch_add(&r->seen1[i], 1);
+        atomic_fetch_add(&r->done1, 1);
+    }
+}
+static void phase2(void *ctx, int64_t begin, int64_t end) {
+    two_phase *r = ctx;
+    if (atomic_load(&r->done1) != r->n1) atomic_fetch_add(&r->early, 1);
+    for (int64_t i = begin; i < end; i++) atomic_fetch_add(&r->seen2[i], 1);
+}
+
+static void test_two_phases(void **state) {
+    static const int64_t n1s[] = {0, 1, 2, 5, 12, 48, 300}, n2s[] = {0, 1, 2, 3, 8, 20};
+    for (int t = 1; t <= 4; t++) {
+        assert_int_equal(kiln_threads_set(t), 0);
+        for (int rep = 0; rep < 200; rep++)
+            for (size_t a = 0; a < sizeof n1s / sizeof n1s[0]; a++)
+                for (size_t b = 0; b < sizeof n2s / sizeof n2s[0]; b++) {
+                    if (rep > 0 && (a + b + (size_t)rep) % 7) continue;  /* a sample of the repeats */
+                    memset(&g_two, 0, sizeof g_two);
+                    g_two.n1 = n1s[a];
+                    kiln_parallel_for2(phase1, n1s[a], phase2, n2s[b], &g_two);
+                    for (int64_t i = 0; i < n1s[a]; i++) assert_int_equal(atomic_load(&g_two.seen1[i]), 1);
+                    for (int64_t i = 0; i < n2s[b]; i++) assert_int_equal(atomic_load(&g_two.seen2[i]), 1);
+                    assert_int_equal(atomic_load(&g_two.early), 0);
+                }
+    }
+    assert_int_equal(kiln_threads_set(1), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_coverage),
         cmocka_unit_test(test_repeated),
         cmocka_unit_test(test_bad_and_capped_counts),
         cmocka_unit_test(test_nested_inline),
+        cmocka_unit_test(test_two_phases),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
