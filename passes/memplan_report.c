@@ -31,7 +31,9 @@ static size_t collect(const kiln_memplan *p, live_buf *out)
     size_t n = 0;
     for (uint32_t id = 0; id < p->n_nodes; id++) {
         const kiln_home *h = &p->homes[id];
-        if (h->kind == KILN_HOME_WORKSPACE) out[n++] = (live_buf){id, false, h->bytes, h->first, h->last};
+        /* a value written over an input (memplan.c, in_place) shares its bytes at its first position */
+        uint32_t first = h->first + (h->over ? 1 : 0);
+        if (h->kind == KILN_HOME_WORKSPACE && first <= h->last) out[n++] = (live_buf){id, false, h->bytes, first, h->last};
         if (p->scratch_bytes[id] > 0) out[n++] = (live_buf){id, true, p->scratch_bytes[id], h->first, h->first};
     }
     return n;

@@ -190,6 +190,9 @@ typedef struct kiln_home {
     uint32_t first, last;  /* WORKSPACE: live from kernel position first to last (inclusive);
                               last = the number of positions when the value is copied out.
                               Positions are the schedule's kernels, or node ids without one */
+    uint32_t over;         /* WORKSPACE: 1 + the input whose buffer this value takes over (an
+                              elementwise kernel writing over an input that dies there; same
+                              offset, its life ends at this value's first), or 0 */
 } kiln_home;
 
 /* An output whose node already lives elsewhere (an input, a parameter, a constant, a
