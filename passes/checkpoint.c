@@ -31,6 +31,9 @@
  * same elements), label and origin. The graph's outputs, loss and updates are mapped;
  * the caller maps the ids it keeps through map[].
  *
+ * kiln_recompute_light (at the end) uses the same rebuild with single cheap activations
+ * as the members instead of blocks.
+ *
  * Correctness does not depend on which nodes are recomputed — a copy computes the value
  * of its original from the same inputs — only memory and time do. With the same kernels
  * the copies are bit-identical to the originals; a schedule that fuses a copy
