@@ -9,7 +9,9 @@
  * (trainstep.c: forward, backward and optimizer in one graph): its FLOPs, kernels and
  * workspace, and the optimizer blob. --checkpoint-activations (with --train) describes the
  * checkpointed step (trainstep.c, passes/checkpoint.c) and adds the figures of the plain
- * one: blocks found, nodes recomputed, FLOPs and workspace without it. */
+ * one: blocks found, nodes recomputed, FLOPs and workspace without it. --memory adds what
+ * is live at the workspace's peak (passes/memplan_report.c): the largest buffers there and
+ * their bytes by op. */
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +144,20 @@ static void print_json(const kiln_model *m, int64_t params, int64_t flops, memor
     cJSON_Delete(o);
 }
 
+/* --memory: the plan's live set at its peak, after the report. */
+static bool print_peak(const kiln_model *m, const train_step *ts, kiln_diags *diags)
+{
+    kiln_compile_request req = {.g = &m->graph, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
+                                .params = m->params, .n_params = (uint32_t)m->n_params, .name = m->name};
+    req.pipeline = &cli_pipeline;
+    if (ts) req = train_step_request(m, ts);
+    kiln_program prog;
+    if (!kiln_codegen_program(&req, &prog, diags)) return false;
+    kiln_memplan_report(prog.g, &prog.plan, &prog.sched, 0, stdout);
+    kiln_program_free(&prog);
+    return true;
+}
+
 /* Prints the text --dump-after asks for: the graph after that pipeline stage. */
 static bool dump_stage(const kiln_model *m, const train_step *ts, kiln_diags *diags)
 {
@@ -157,7 +173,7 @@ static bool dump_stage(const kiln_model *m, const train_step *ts, kiln_diags *di
 
 int cmd_check(int argc, char **argv, kiln_diags *diags)
 {
-    bool json = false, train = false, dump_ir = false, ckpt = false;
+    bool json = false, train = false, dump_ir = false, ckpt = false, memory = false;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
         {"--json", CLI_BOOL, &json, NULL,
@@ -168,6 +184,8 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
          "print the IR graph in its text form (default: off)"},
         {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL,
          "with --train: describe the checkpointed step and what it saves (default: off)"},
+        {"--memory", CLI_BOOL, &memory, NULL,
+         "also print what is live at the workspace's peak: the 24 largest buffers and the bytes by op (default: off)"},
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
@@ -227,9 +245,10 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
         return EXIT_FAIL;
     }
     int64_t flops = train ? train_step_flops(&model.graph) : kiln_graph_flops(&model.graph);
-    train_step_free(&ts);
     if (json) print_json(&model, params, flops, mem, ckpt ? &ck : NULL);
     else print_text(&model, params, flops, mem, ckpt ? &ck : NULL);
+    bool ok = !memory || print_peak(&model, train ? &ts : NULL, diags);
+    train_step_free(&ts);
     kiln_model_free(&model);
-    return EXIT_OK;
+    return ok ? EXIT_OK : EXIT_FAIL;
 }

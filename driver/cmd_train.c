@@ -358,19 +358,21 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
     kiln_threads_set((int)(r->threads < KILN_MAX_THREADS ? r->threads : KILN_MAX_THREADS));
     if (!limits_check_blobs(&m->graph, r->c.params_bytes, r->c.optim_bytes, r->c.workspace_bytes, 0, "train", d))
         return false;
-    r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
-    r->optim = kiln_aligned_alloc((size_t)r->c.optim_bytes);
-    r->workspace = kiln_aligned_alloc((size_t)r->c.workspace_bytes);
-    if (!r->params || !r->optim || !r->workspace) {
-        kiln_diags_add(d, NULL, 0, 0, "train", "out of memory for the parameter, optimizer and workspace blobs");
-        return false;
-    }
     if (r->val) {
         if (!evaluator_init(&r->ev, r->text, r->text_len, r->model_path, a->defines, a->n_defines, r->batch_dim,
                             r->batch, r->task, d))
             return false;
         /* validation reads the training blob: the layouts must agree */
         for (int i = 0; i < m->n_params; i++) KILN_ASSERT(r->ev.c.param_offsets[i] == r->c.param_offsets[i]);
+    }
+    /* the compiles are done: what they left resident need not stay under the blobs */
+    train_release_compiler_memory();
+    r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
+    r->optim = kiln_aligned_alloc((size_t)r->c.optim_bytes);
+    r->workspace = kiln_aligned_alloc((size_t)r->c.workspace_bytes);
+    if (!r->params || !r->optim || !r->workspace) {
+        kiln_diags_add(d, NULL, 0, 0, "train", "out of memory for the parameter, optimizer and workspace blobs");
+        return false;
     }
     return true;
 }

@@ -279,6 +279,12 @@ typedef struct eval_result {
     int64_t batches, examples;
 } eval_result;
 
+/* After the last compile of a run: returns glibc's free heap and drops the resident pages
+ * of LLVM's machine code (clean text of the shared library, faulted back in if LLVM runs
+ * again), so the blobs allocated next do not add to them (train_memory.c). Returns the
+ * bytes of text mappings released. */
+long train_release_compiler_memory(void);
+
 bool evaluator_init(evaluator *e, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
                     int n_defines, const char *batch_dim, int64_t batch, kiln_task task, kiln_diags *d);
 void evaluator_free(evaluator *e);

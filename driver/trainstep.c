@@ -125,6 +125,8 @@ kiln_optim_config train_optim_config(const kiln_train_config *t, kiln_optim_grou
     };
 }
 
+static bool recompute_light(kiln_model *m, train_step *ts, kiln_diags *d);
+
 bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
 {
     memset(ts, 0, sizeof *ts);
@@ -158,7 +160,38 @@ bool train_step_build(kiln_model *m, train_step *ts, kiln_diags *d)
         ts->states[ts->n_states++] = id;
         if (strcmp(g->nodes[id].attrs.name, "optim.step") == 0) ts->step_state = id;
     }
-    return true;
+    return recompute_light(m, ts, d);
+}
+
+/* The ids the step keeps, after a rebuild that moved them (map: old id → new id). */
+static void remap(const kiln_model *m, train_step *ts, const uint32_t *map)
+{
+    ts->lr = map[ts->lr];
+    for (uint32_t i = 0; i < ts->n_states; i++) ts->states[i] = map[ts->states[i]];
+    if (ts->step_state != KILN_NONE) ts->step_state = map[ts->step_state];
+    for (int i = 0; ts->grads && i < m->n_params; i++) ts->grads[i] = map[ts->grads[i]];
+    ts->recompute_from = ts->n_forward; /* the forward nodes kept their ids */
+}
+
+/* Light recomputation (passes/checkpoint.c, kiln_recompute_light): the backward pass
+ * computes the activation functions' and layernorms' results again from their stored
+ * inputs, so those results die after the forward pass. Stage "recompute" of
+ * --disable-pass. */
+static bool recompute_light(kiln_model *m, train_step *ts, kiln_diags *d)
+{
+    if (kiln_pass_disabled(&cli_pipeline, "recompute")) return true;
+    uint32_t *map = malloc((m->graph.n_nodes ? m->graph.n_nodes : 1) * sizeof *map);
+    KILN_ASSERT(map != NULL);
+    kiln_checkpoint_result res;
+    bool ok = kiln_recompute_light(&m->graph, ts->n_forward, map, &res, d);
+    if (ok && res.n_recomputed) remap(m, ts, map);
+    free(map);
+    if (ok && cli_pipeline.dump_after && strcmp(cli_pipeline.dump_after, "recompute") == 0) {
+        char *text = kiln_graph_print(&m->graph);
+        cli_print_dump(text);
+        free(text);
+    }
+    return ok;
 }
 
 bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result *res, kiln_diags *d)
@@ -166,13 +199,7 @@ bool train_step_checkpoint(kiln_model *m, train_step *ts, kiln_checkpoint_result
     uint32_t *map = malloc((m->graph.n_nodes ? m->graph.n_nodes : 1) * sizeof *map);
     KILN_ASSERT(map != NULL);
     bool ok = kiln_checkpoint(&m->graph, ts->n_forward, map, res, d);
-    if (ok) {
-        ts->lr = map[ts->lr];
-        for (uint32_t i = 0; i < ts->n_states; i++) ts->states[i] = map[ts->states[i]];
-        if (ts->step_state != KILN_NONE) ts->step_state = map[ts->step_state];
-        for (int i = 0; ts->grads && i < m->n_params; i++) ts->grads[i] = map[ts->grads[i]];
-        ts->recompute_from = ts->n_forward; /* the forward nodes kept their ids */
-    }
+    if (ok) remap(m, ts, map);
     free(map);
     return ok;
 }

@@ -31,6 +31,9 @@
  * same elements), label and origin. The graph's outputs, loss and updates are mapped;
  * the caller maps the ids it keeps through map[].
  *
+ * kiln_recompute_light (at the end) uses the same rebuild with single cheap activations
+ * as the members instead of blocks.
+ *
  * Correctness does not depend on which nodes are recomputed — a copy computes the value
  * of its original from the same inputs — only memory and time do. With the same kernels
  * the copies are bit-identical to the originals; a schedule that fuses a copy
@@ -168,14 +171,12 @@ static uint32_t reading(rebuild *r, uint32_t x)
     return r->copy[x];
 }
 
-bool kiln_checkpoint(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_checkpoint_result *res, kiln_diags *d)
+/* The rebuild shared by both entry points: backward nodes read recomputed copies of the
+ * forward nodes marked in member[] (see the top of the file). */
+static bool rebuild_graph(kiln_graph *g, uint32_t n_forward, const unsigned char *member, uint32_t *map,
+                          uint32_t *n_copies, kiln_diags *d)
 {
-    memset(res, 0, sizeof *res);
     uint32_t n_old = g->n_nodes;
-    KILN_ASSERT(n_forward <= n_old);
-    unsigned char *member = xcalloc(n_old, 1);
-    res->n_blocks = find_blocks(g, n_forward, member);
-
     /* take the old nodes, outputs and updates out; the arena stays */
     kiln_node *old = g->nodes;
     kiln_output *outputs = g->outputs;
@@ -196,7 +197,7 @@ bool kiln_checkpoint(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_chec
         uint32_t in[64];
         KILN_ASSERT(n->n_in <= 64);
         for (uint32_t j = 0; j < n->n_in && ok; j++) {
-            /* forward nodes read the originals; later nodes read block members' copies */
+            /* forward nodes read the originals; later nodes read members' copies */
             in[j] = id < n_forward ? map[n->in[j]] : reading(&r, n->in[j]);
             ok = in[j] != KILN_NONE;
         }
@@ -208,7 +209,7 @@ bool kiln_checkpoint(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_chec
         for (uint32_t i = 0; i < n_outputs; i++) kiln_graph_add_output(g, outputs[i].name, map[outputs[i].node]);
         for (uint32_t i = 0; i < n_updates; i++) kiln_graph_add_update(g, map[updates[i].target], map[updates[i].value]);
         g->loss = loss == KILN_NONE ? KILN_NONE : map[loss];
-        res->n_recomputed = r.n_copies;
+        *n_copies = r.n_copies;
     } else {
         /* a copy of a node that was built once cannot be refused: a bug, reported */
         kiln_diags_add(d, NULL, 0, 0, "checkpoint", "internal error: rebuilding the training step failed");
@@ -216,8 +217,77 @@ bool kiln_checkpoint(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_chec
     free(old);
     free(outputs);
     free(updates);
-    free(member);
     free(r.copy);
     free(r.stack);
+    return ok;
+}
+
+bool kiln_checkpoint(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_checkpoint_result *res, kiln_diags *d)
+{
+    memset(res, 0, sizeof *res);
+    KILN_ASSERT(n_forward <= g->n_nodes);
+    unsigned char *member = xcalloc(g->n_nodes, 1);
+    res->n_blocks = find_blocks(g, n_forward, member);
+    bool ok = rebuild_graph(g, n_forward, member, map, &res->n_recomputed, d);
+    free(member);
+    return ok;
+}
+
+/* ---- light recomputation ----------------------------------------------------------------
+ *
+ * Without blocks, some activations are still cheaper to compute again than to keep: an
+ * activation function's result (the GEMM of the next layer reads it for its weight
+ * gradient; the activation's own gradient reads its input) and a layernorm's (the next
+ * GEMMs' weight gradients read it; layernorm_grad and the scale's gradient read its input).
+ * Their inputs stay stored anyway because the backward pass reads them, so a copy built
+ * just before the first backward reader costs one elementwise or row pass and frees the
+ * result right after its forward readers: in char_gpt at B=8 T=256, the six 12 MiB GELU
+ * results and thirteen 3 MiB layernorm results. A node qualifies when its op is one of
+ * those (light_op), a backward node reads it, and every input that is not a source is
+ * read by a backward node itself (else its copy would keep that input alive longer). */
+static bool light_op(kiln_op op)
+{
+    switch (op) {
+    case KILN_OP_RELU:
+    case KILN_OP_SILU:
+    case KILN_OP_GELU:
+    case KILN_OP_GELU_TANH:
+    case KILN_OP_LAYERNORM: return true;
+    default: return false;
+    }
+}
+
+static uint32_t find_light(const kiln_graph *g, uint32_t n_forward, unsigned char *member)
+{
+    unsigned char *read_back = xcalloc(n_forward, 1); /* read directly by a later node */
+    for (uint32_t id = n_forward; id < g->n_nodes; id++)
+        for (uint32_t j = 0; j < g->nodes[id].n_in; j++)
+            if (g->nodes[id].in[j] < n_forward) read_back[g->nodes[id].in[j]] = 1;
+    uint32_t n = 0;
+    for (uint32_t id = 0; id < n_forward; id++) {
+        const kiln_node *x = &g->nodes[id];
+        if (!light_op(x->op) || !read_back[id]) continue;
+        bool stored = true;
+        for (uint32_t j = 0; j < x->n_in && stored; j++)
+            stored = kiln_op_table[g->nodes[x->in[j]].op].kind == KILN_KIND_SOURCE || read_back[x->in[j]];
+        if (!stored) continue;
+        member[id] = 1;
+        n++;
+    }
+    free(read_back);
+    return n;
+}
+
+bool kiln_recompute_light(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_checkpoint_result *res,
+                          kiln_diags *d)
+{
+    memset(res, 0, sizeof *res);
+    KILN_ASSERT(n_forward <= g->n_nodes);
+    unsigned char *member = xcalloc(g->n_nodes, 1);
+    bool ok = true;
+    if (find_light(g, n_forward, member)) ok = rebuild_graph(g, n_forward, member, map, &res->n_recomputed, d);
+    else
+        for (uint32_t id = 0; id < g->n_nodes; id++) map[id] = id;
+    free(member);
     return ok;
 }

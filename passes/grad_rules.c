@@ -296,10 +296,8 @@ static void rule_matmul(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
 {
     uint32_t a = in_k(n, 0), b = in_k(n, 1);
     bool ta = n->attrs.transpose_a, tb = n->attrs.transpose_b;
-    if (ad_wants(c, n, 0)) {
-        uint32_t da = ta ? matmul(c, b, g, tb, true) : matmul(c, g, b, false, !tb);
-        ad_give(c, n, 0, ad_unbroadcast(c, da, a));
-    }
+    /* db before da: db is the last reader of a (a layer's input, often a recomputed copy:
+     * passes/checkpoint.c), so a dies before da's buffer, of a's size, is taken */
     if (ad_wants(c, n, 1)) {
         const kiln_type *at = &c->g->nodes[a].type, *bt = &c->g->nodes[b].type;
         if (bt->rank == 2 && at->rank > 2 && !ta) {
@@ -311,10 +309,14 @@ static void rule_matmul(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
             kiln_attrs rg = {.dtype = KILN_F32, .rank = 2, .shape = {-1, N}};
             uint32_t a2 = ad_op(c, KILN_OP_RESHAPE, &a, 1, &ra), g2 = ad_op(c, KILN_OP_RESHAPE, &g, 1, &rg);
             ad_give(c, n, 1, tb ? matmul(c, g2, a2, true, false) : matmul(c, a2, g2, true, false));
-            return;
+        } else {
+            uint32_t db = tb ? matmul(c, g, a, true, ta) : matmul(c, a, g, !ta, false);
+            ad_give(c, n, 1, ad_unbroadcast(c, db, b));
         }
-        uint32_t db = tb ? matmul(c, g, a, true, ta) : matmul(c, a, g, !ta, false);
-        ad_give(c, n, 1, ad_unbroadcast(c, db, b));
+    }
+    if (ad_wants(c, n, 0)) {
+        uint32_t da = ta ? matmul(c, b, g, tb, true) : matmul(c, g, b, false, !tb);
+        ad_give(c, n, 0, ad_unbroadcast(c, da, a));
     }
 }
 

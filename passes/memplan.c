@@ -15,11 +15,18 @@
  *    an output stays live to the end. A kernel's scratch is live only at its node. The
  *    intervals are inclusive, so a kernel's result never shares memory with its inputs
  *    (kernels take noalias pointers).
+ *    In place: an elementwise (LOOP) kernel whose one stored result has the type of a
+ *    workspace input that dies at this kernel, read there only directly (each element
+ *    before the same element is written, by the one thread that writes it), writes over
+ *    that input: the two share one buffer (see in_place; a training step's backward
+ *    multiplies dy by a derivative this way).
  * 3. Placement. Buffers (sizes rounded up to 64 bytes) are placed largest first; each
  *    goes into the smallest gap between the buffers already placed whose intervals meet
  *    its own (best fit), or above the highest of them. Greedy by size is what
  *    tinygrad's and TFLite's planners do; it is close to the lower bound (the largest
- *    live set) on transformer graphs.
+ *    live set) on transformer graphs. It is not always at it, so the placement is also
+ *    tried in order of first use (longest life first among equals) and of life length,
+ *    and the smallest of the three is kept.
  *
  * 4. Updates (the training step's new parameters and optimizer state, a KV cache): see
  *    place_updates — computed in place when nothing reads the old value afterwards,
@@ -69,7 +76,23 @@ static int by_offset(const void *a, const void *b)
 
 static bool meet(const buffer *a, const buffer *b) { return a->first <= b->last && b->first <= a->last; }
 
-/* Best-fit placement of bufs[0..n) (sorted largest first). */
+static int by_first(const void *a, const void *b)
+{
+    const buffer *x = a, *y = b;
+    if (x->first != y->first) return x->first < y->first ? -1 : 1;
+    if (x->last != y->last) return x->last > y->last ? -1 : 1;
+    return by_size_desc(a, b);
+}
+
+static int by_life(const void *a, const void *b)
+{
+    const buffer *x = a, *y = b;
+    uint32_t lx = x->last - x->first, ly = y->last - y->first;
+    if (lx != ly) return lx > ly ? -1 : 1;
+    return by_size_desc(a, b);
+}
+
+/* Best-fit placement of bufs[0..n) in their order. */
 static void place(buffer *bufs, size_t n)
 {
     const buffer **live = xcalloc(n, sizeof *live);
@@ -287,6 +310,60 @@ static void place_updates(const kiln_graph *g, const kiln_plan_request *req, con
     }
 }
 
+/* In-place elementwise kernels (see the top): for each LOOP kernel with exactly one
+ * member stored in the workspace, v, an input x of v's kernel that lives in the workspace
+ * (read directly, not through a view), has v's type, dies at this kernel and is not
+ * taken over yet becomes v's host: v.over = 1 + x. One stored member only, so that every
+ * load of an element precedes the one store to it; every member reading x reads it
+ * directly (a member reading a view of x could read another element). */
+static void in_place(const kiln_graph *g, const kiln_plan_request *req, kiln_memplan *p)
+{
+    const kiln_kernel_schedule *s = req->schedule;
+    if (!s) return;
+    for (uint32_t ki = 0; ki < s->n_kernels; ki++) {
+        const kiln_kernel *k = &s->kernels[ki];
+        if (k->kind != KILN_KERNEL_LOOP) continue;
+        uint32_t v = KILN_NONE, n_stored = 0;
+        for (uint32_t i = 0; i < k->n; i++) {
+            uint32_t m = s->members[k->first + i];
+            kiln_home_kind hk = p->homes[m].kind;
+            if (hk == KILN_HOME_FUSED) continue;
+            n_stored++;
+            v = hk == KILN_HOME_WORKSPACE ? m : KILN_NONE;
+        }
+        if (n_stored != 1 || v == KILN_NONE || p->homes[v].first != ki) continue;
+        const kiln_type *vt = &g->nodes[v].type;
+        for (uint32_t i = 0; i < k->n && !p->homes[v].over; i++) {
+            const kiln_node *m = &g->nodes[s->members[k->first + i]];
+            for (uint32_t j = 0; j < m->n_in; j++) {
+                uint32_t x = m->in[j];
+                const kiln_home *hx = &p->homes[x];
+                if (hx->kind != KILN_HOME_WORKSPACE || hx->last != ki || hx->first >= ki || x == v) continue;
+                if (!kiln_type_equal(&g->nodes[x].type, vt)) continue;
+                bool taken = false; /* by another value already */
+                for (uint32_t id = 0; id < p->n_nodes && !taken; id++) taken = p->homes[id].over == x + 1;
+                if (taken) continue;
+                bool direct = true; /* no member reads a view of x */
+                for (uint32_t a = 0; a < k->n && direct; a++) {
+                    const kiln_node *ma = &g->nodes[s->members[k->first + a]];
+                    for (uint32_t b = 0; b < ma->n_in && direct; b++)
+                        direct = ma->in[b] == x || root_of(p, ma->in[b]) != x;
+                }
+                if (!direct) continue;
+                p->homes[v].over = x + 1;
+                break;
+            }
+        }
+    }
+}
+
+/* The buffer that holds node id: follows in-place takeovers back to the first value. */
+static uint32_t host_of(const kiln_memplan *p, uint32_t id)
+{
+    while (p->homes[id].kind == KILN_HOME_WORKSPACE && p->homes[id].over) id = p->homes[id].over - 1;
+    return id;
+}
+
 bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_memplan *plan, kiln_diags *d)
 {
     (void)d; /* every size was bounded when the graph was built: nothing here can fail */
@@ -335,12 +412,21 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
     place_updates(g, req, needed, p, end);
     uniform_multi_updates(g, req, p, end);
 
-    /* the buffers to place */
+    in_place(g, req, p);
+
+    /* the buffers to place: a value taken over lives on in its host's buffer */
+    uint32_t *host_last = xcalloc(n, sizeof *host_last);
+    for (uint32_t id = 0; id < n; id++)
+        if (p->homes[id].kind == KILN_HOME_WORKSPACE) {
+            uint32_t hst = host_of(p, id);
+            if (p->homes[id].last > host_last[hst]) host_last[hst] = p->homes[id].last;
+        }
     buffer *bufs = xcalloc(2 * (size_t)n, sizeof *bufs);
     size_t n_bufs = 0;
     for (uint32_t id = 0; id < n; id++) {
         const kiln_home *h = &p->homes[id];
-        if (h->kind == KILN_HOME_WORKSPACE) bufs[n_bufs++] = (buffer){id, false, round_up(h->bytes), h->first, h->last, 0};
+        if (h->kind == KILN_HOME_WORKSPACE && !h->over)
+            bufs[n_bufs++] = (buffer){id, false, round_up(h->bytes), h->first, host_last[id], 0};
         int64_t s = req->scratch_bytes && needed[id] ? req->scratch_bytes[id] : 0;
         KILN_ASSERT(s >= 0);
         if (s > 0) {
@@ -348,8 +434,23 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
             bufs[n_bufs++] = (buffer){id, true, round_up(s), position(req, id), position(req, id), 0};
         }
     }
-    qsort(bufs, n_bufs, sizeof *bufs, by_size_desc);
-    place(bufs, n_bufs);
+    /* three orders, the smallest plan kept (ties: the first, by size) */
+    int (*orders[3])(const void *, const void *) = {by_size_desc, by_first, by_life};
+    buffer *best = xcalloc(2 * (size_t)n, sizeof *best);
+    int64_t best_top = INT64_MAX;
+    for (int o = 0; o < 3; o++) {
+        qsort(bufs, n_bufs, sizeof *bufs, orders[o]);
+        place(bufs, n_bufs);
+        int64_t top = 0;
+        for (size_t i = 0; i < n_bufs; i++)
+            if (bufs[i].offset + bufs[i].size > top) top = bufs[i].offset + bufs[i].size;
+        if (top < best_top) {
+            best_top = top;
+            memcpy(best, bufs, n_bufs * sizeof *bufs);
+        }
+    }
+    memcpy(bufs, best, n_bufs * sizeof *bufs);
+    free(best);
 
     for (size_t i = 0; i < n_bufs; i++) {
         const buffer *b = &bufs[i];
@@ -358,6 +459,10 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
         if (b->offset + b->size > p->workspace_bytes) p->workspace_bytes = b->offset + b->size;
         p->unplanned_bytes += b->size;
     }
+    for (uint32_t id = 0; id < n; id++)
+        if (p->homes[id].kind == KILN_HOME_WORKSPACE && p->homes[id].over)
+            p->homes[id].offset = p->homes[host_of(p, id)].offset;
+    free(host_last);
     /* the lower bound: the most bytes live at one time (values copied out live to n) */
     for (uint32_t t = 0; t <= end; t++) {
         int64_t live = 0;
@@ -378,6 +483,19 @@ void kiln_memplan_free(kiln_memplan *p)
     free(p->copies);
     free(p->update_copies);
     memset(p, 0, sizeof *p);
+}
+
+/* Whether one of two values takes the other's buffer over where their lives touch: the
+ * same offset and size, and the input's life ends at the result's first position. */
+static bool takes_over(const kiln_memplan *p, const buffer *a, const buffer *b)
+{
+    for (int pass = 0; pass < 2; pass++) {
+        const buffer *x = pass ? b : a, *v = pass ? a : b;
+        if (p->homes[v->node].over == x->node + 1 && x->offset == v->offset && x->size == v->size &&
+            x->last == v->first)
+            return true;
+    }
+    return false;
 }
 
 bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size)
@@ -415,6 +533,7 @@ bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size)
         for (size_t j = i + 1; j < n && ok; j++) {
             const buffer *b = &bufs[j];
             if (a->size == 0 || b->size == 0 || !meet(a, b)) continue;
+            if (!a->scratch && !b->scratch && takes_over(p, a, b)) continue;
             if (a->offset < b->offset + b->size && b->offset < a->offset + a->size) {
                 snprintf(msg, msg_size, "%s of node %u [%lld, +%lld) live %u..%u overlaps %s of node %u [%lld, +%lld) live %u..%u",
                          a->scratch ? "scratch" : "value", a->node, (long long)a->offset, (long long)a->size, a->first,

@@ -3,6 +3,7 @@
 #ifndef KILN_PASSES_H
 #define KILN_PASSES_H
 
+#include <stdio.h>
 #include "ir.h"
 
 /* Floating-point operations of one node / of every node reachable by the graph's
@@ -197,6 +198,9 @@ typedef struct kiln_home {
     uint32_t first, last;  /* WORKSPACE: live from kernel position first to last (inclusive);
                               last = the number of positions when the value is copied out.
                               Positions are the schedule's kernels, or node ids without one */
+    uint32_t over;         /* WORKSPACE: 1 + the input whose buffer this value takes over (an
+                              elementwise kernel writing over an input that dies there; same
+                              offset, its life ends at this value's first), or 0 */
 } kiln_home;
 
 /* An output whose node already lives elsewhere (an input, a parameter, a constant, a
@@ -246,6 +250,13 @@ void kiln_memplan_free(kiln_memplan *p);
  * aligned, and no two whose live intervals meet overlap. On failure writes why into
  * msg and returns false. */
 bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size);
+/* The position (kernel, or node without a schedule) where the most workspace bytes are
+ * live, and that many bytes in *bytes (memplan_report.c). */
+uint32_t kiln_memplan_peak(const kiln_memplan *p, int64_t *bytes);
+/* Prints what is live at that peak: its `top` largest buffers (<= 0: all) with op, type,
+ * label and live interval, then the bytes by op (`kiln check --memory`). s may be NULL. */
+void kiln_memplan_report(const kiln_graph *g, const kiln_memplan *p, const kiln_kernel_schedule *s, int top,
+                         FILE *f);
 
 /* ---- autodiff.c ---------------------------------------------------------------------- */
 
@@ -275,6 +286,13 @@ typedef struct kiln_checkpoint_result {
 } kiln_checkpoint_result;
 
 bool kiln_checkpoint(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_checkpoint_result *res, kiln_diags *d);
+/* The same rebuild for single cheap activations instead of blocks (on by default in a
+ * training step; `--disable-pass recompute`): the backward nodes read copies of each
+ * relu/silu/gelu/gelu_tanh/layernorm result whose inputs the backward pass reads anyway,
+ * so the result need not be stored until then (checkpoint.c). res->n_blocks is 0; when
+ * nothing qualifies the graph is unchanged and map is the identity. */
+bool kiln_recompute_light(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln_checkpoint_result *res,
+                          kiln_diags *d);
 
 /* ---- optimizer.c: the optimizer update as IR -------------------------------------------
  *

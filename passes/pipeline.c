@@ -10,6 +10,9 @@
  *             input; this catches internal errors of the passes that built it)
  *   autodiff  (training, kiln_pipeline_train) the loss's gradients (autodiff.c)
  *   optimizer (training, kiln_pipeline_train) the parameters' update (optimizer.c)
+ *   recompute (training, run by the driver's train_step_build after the two above) the
+ *             backward pass reads copies of cheap activations (gelu, layernorm…) instead
+ *             of keeping them (checkpoint.c, kiln_recompute_light)
  *   live      which nodes the outputs and the updates need
  *   simplify  CSE, dead code, constant folding, algebraic identities (simplify.c). It
  *             rebuilds the graph, so from here on the program has a graph of its own and
@@ -36,7 +39,7 @@
 
 #include "passes.h"
 
-static const char *const stage_names[] = {"verify",   "autodiff", "optimizer", "live",
+static const char *const stage_names[] = {"verify",   "autodiff", "optimizer", "recompute", "live",
                                           "simplify", "fuse",     "epilogue",  "memplan"};
 
 bool kiln_pass_known(const char *name)
@@ -48,13 +51,13 @@ bool kiln_pass_known(const char *name)
 
 const char *kiln_pass_names(void)
 {
-    return "verify, autodiff, optimizer (training), live, simplify, fuse, epilogue (part of fuse), memplan";
+    return "verify, autodiff, optimizer, recompute (training), live, simplify, fuse, epilogue (part of fuse), memplan";
 }
 
 bool kiln_pass_optional(const char *name)
 {
     return strcmp(name, "verify") == 0 || strcmp(name, "simplify") == 0 || strcmp(name, "fuse") == 0 ||
-           strcmp(name, "epilogue") == 0;
+           strcmp(name, "epilogue") == 0 || strcmp(name, "recompute") == 0;
 }
 
 /* Whether `name` is in the comma-separated list. */

@@ -8,7 +8,10 @@
  * parameters and the whole optimizer state. The models have dropout in their blocks, so a
  * recomputed dropout must draw its forward's mask. Structure is checked too: the blocks
  * found, the verifier, the text form, that no node after the forward pass reads a
- * block's internal value, and that the compiled workspace shrinks.
+ * block's internal value, and that the compiled workspace shrinks. The light
+ * recomputation (kiln_recompute_light: gelu and layernorm results only) is checked the same
+ * way, and its plan must write some elementwise result over a dying input (memplan.c's
+ * in-place values) and pass kiln_memplan_check.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -96,8 +99,11 @@ static void find_states(step *s)
     }
 }
 
-/* Loads the model and builds its training step; with `checkpoint` rewrites it. */
-static void step_build(step *s, const char *text, bool checkpoint)
+enum { PLAIN, BLOCKS, LIGHT };
+
+/* Loads the model and builds its training step; BLOCKS rewrites it with kiln_checkpoint,
+ * LIGHT with kiln_recompute_light. */
+static void step_build(step *s, const char *text, int mode)
 {
     memset(s, 0, sizeof *s);
     kiln_diags d;
@@ -118,11 +124,13 @@ static void step_build(step *s, const char *text, bool checkpoint)
     if (!kiln_optim_build(g, s->m.params, grads, n, &cfg, &res, &d)) fail_diags(&d, "optimizer");
     s->lr = res.lr;
     find_states(s);
-    if (checkpoint) {
+    if (mode != PLAIN) {
         uint32_t n_old = g->n_nodes, *map = malloc(n_old * sizeof *map);
         uint32_t *old_states = malloc(s->n_states * sizeof *old_states), old_lr = s->lr;
         memcpy(old_states, s->states, s->n_states * sizeof *old_states);
-        if (!kiln_checkpoint(g, s->n_forward, map, &s->ck, &d)) fail_diags(&d, "checkpoint");
+        bool ok = mode == BLOCKS ? kiln_checkpoint(g, s->n_forward, map, &s->ck, &d)
+                                 : kiln_recompute_light(g, s->n_forward, map, &s->ck, &d);
+        if (!ok) fail_diags(&d, "checkpoint");
         for (uint32_t id = 0; id < s->n_forward; id++) assert_int_equal(map[id], id);
         /* the states keep their order; the map agrees with a fresh scan */
         find_states(s);
@@ -241,7 +249,7 @@ static void run_compiled(step *s, int steps, compiled_run *r)
                                 .train = true, .states = s->states, .n_states = s->n_states, .lr = s->lr,
                                 .dropout = true, .dropout_step = s->step_state, .dropout_seed = 42,
                                 /* the copies must stay copies through simplify's CSE */
-                                .recompute_from = s->ck.n_blocks ? s->n_forward : 0};
+                                .recompute_from = s->ck.n_recomputed ? s->n_forward : 0};
     if (!kiln_compile_graph(&req, &r->c, &d)) fail_diags(&d, "compile");
     r->params = kiln_aligned_alloc((size_t)r->c.params_bytes);
     r->optim = kiln_aligned_alloc((size_t)r->c.optim_bytes);
@@ -273,21 +281,76 @@ static void compiled_free(compiled_run *r)
     kiln_compiled_free(&r->c);
 }
 
-/* The whole comparison for one model: n_blocks blocks expected, named by `origins`. */
-static void check_model(const char *text, uint32_t n_blocks, const char *const *origins, int n_origins)
+/* Whether forward node x is one the light recomputation copies (and may not be read after
+ * the forward pass): a gelu_tanh, relu or layernorm result. */
+static bool light_result(const kiln_graph *g, uint32_t x)
+{
+    kiln_op op = g->nodes[x].op;
+    return op == KILN_OP_GELU_TANH || op == KILN_OP_RELU || op == KILN_OP_LAYERNORM;
+}
+
+/* The light step's plan: valid, and with some value written over a dying input. */
+static void check_in_place(step *s)
+{
+    kiln_diags d;
+    kiln_diags_init(&d);
+    kiln_compile_request req = {.g = &s->m.graph, .inputs = s->m.inputs, .n_inputs = (uint32_t)s->m.n_inputs,
+                                .params = s->m.params, .n_params = (uint32_t)s->m.n_params, .name = s->m.name,
+                                .train = true, .states = s->states, .n_states = s->n_states, .lr = s->lr,
+                                .dropout = true, .dropout_step = s->step_state, .dropout_seed = 42,
+                                .recompute_from = s->n_forward};
+    kiln_memplan p;
+    int n_kernels = 0;
+    if (!kiln_codegen_plan(&req, &p, &n_kernels, &d)) fail_diags(&d, "plan");
+    char msg[512];
+    if (!kiln_memplan_check(&p, msg, sizeof msg)) fail_msg("memplan check: %s", msg);
+    int over = 0;
+    for (uint32_t id = 0; id < p.n_nodes; id++) {
+        const kiln_home *h = &p.homes[id];
+        if (h->kind != KILN_HOME_WORKSPACE || !h->over) continue;
+        const kiln_home *x = &p.homes[h->over - 1];
+        assert_int_equal(x->kind, KILN_HOME_WORKSPACE);
+        assert_int_equal(x->offset, h->offset);
+        assert_int_equal(x->bytes, h->bytes);
+        assert_int_equal(x->last, h->first);
+        over++;
+    }
+    print_message("%s: %d values written in place over a dying input\n", s->m.name, over);
+    assert_true(over > 0);
+    int64_t bytes = 0;
+    uint32_t at = kiln_memplan_peak(&p, &bytes);
+    assert_true(at <= (uint32_t)n_kernels && bytes > 0 && bytes <= p.workspace_bytes);
+    kiln_memplan_free(&p);
+    kiln_diags_free(&d);
+}
+
+/* The whole comparison for one model: n_blocks blocks expected, named by `origins`; with
+ * `light`, the light recomputation instead (no blocks). */
+static void check_model(const char *text, uint32_t n_blocks, const char *const *origins, int n_origins, bool light)
 {
     step plain, ck;
-    step_build(&plain, text, false);
-    step_build(&ck, text, true);
+    step_build(&plain, text, PLAIN);
+    step_build(&ck, text, light ? LIGHT : BLOCKS);
     const kiln_graph *g = &ck.m.graph;
-    assert_int_equal(ck.ck.n_blocks, n_blocks);
+    assert_int_equal(ck.ck.n_blocks, light ? 0 : n_blocks);
     assert_true(ck.ck.n_recomputed > 0);
     assert_int_equal(g->n_nodes, plain.m.graph.n_nodes + ck.ck.n_recomputed);
     assert_int_equal(g->n_updates, plain.m.graph.n_updates);
     assert_int_equal(g->loss, plain.m.graph.loss);
 
-    /* no node after the forward pass reads a block's internal value */
+    /* no node after the forward pass reads a block's internal value (light: a recomputed
+     * result), while the plain step's backward did */
     int internal_reads = 0;
+    for (uint32_t id = ck.n_forward; light && id < g->n_nodes; id++)
+        for (uint32_t j = 0; j < g->nodes[id].n_in; j++)
+            internal_reads += g->nodes[id].in[j] < ck.n_forward && light_result(g, g->nodes[id].in[j]);
+    assert_int_equal(internal_reads, 0);
+    const kiln_graph *pg0 = &plain.m.graph;
+    for (uint32_t id = plain.n_forward; light && id < pg0->n_nodes; id++)
+        for (uint32_t j = 0; j < pg0->nodes[id].n_in; j++)
+            internal_reads += pg0->nodes[id].in[j] < plain.n_forward && light_result(pg0, pg0->nodes[id].in[j]);
+    assert_true(!light || internal_reads > 0);
+    if (light) n_origins = 0, internal_reads = 0;
     for (uint32_t id = ck.n_forward; id < g->n_nodes; id++)
         for (uint32_t j = 0; j < g->nodes[id].n_in; j++) {
             uint32_t x = g->nodes[id].in[j];
@@ -301,7 +364,7 @@ static void check_model(const char *text, uint32_t n_blocks, const char *const *
         for (uint32_t j = 0; j < pg->nodes[id].n_in; j++)
             for (int o = 0; o < n_origins && pg->nodes[id].in[j] < plain.n_forward; o++)
                 internal_reads += block_internal(pg, pg->nodes[id].in[j], origins[o]);
-    assert_true(internal_reads > 0);
+    assert_true(light || internal_reads > 0);
 
     /* the text form round-trips */
     kiln_diags d;
@@ -349,8 +412,9 @@ static void check_model(const char *text, uint32_t n_blocks, const char *const *
     print_message("%s: %u blocks, %u nodes recomputed; workspace %lld → %lld bytes, kernels %d → %d\n",
                   plain.m.name, ck.ck.n_blocks, ck.ck.n_recomputed, (long long)pr.c.workspace_bytes,
                   (long long)cr.c.workspace_bytes, pr.c.n_kernels, cr.c.n_kernels);
-    assert_true(cr.c.workspace_bytes < pr.c.workspace_bytes);
+    assert_true(light ? cr.c.workspace_bytes <= pr.c.workspace_bytes : cr.c.workspace_bytes < pr.c.workspace_bytes);
     assert_true(cr.c.n_kernels > pr.c.n_kernels);
+    if (light) check_in_place(&ck);
 
     compiled_free(&pr);
     compiled_free(&cr);
@@ -366,15 +430,22 @@ static void test_gpt(void **state)
 {
     (void)state;
     const char *origins[] = {"layers[2]"};
-    check_model(gpt_model, 3, origins, 1);
+    check_model(gpt_model, 3, origins, 1, false);
+}
+
+static void test_gpt_light(void **state)
+{
+    (void)state;
+    check_model(gpt_model, 0, NULL, 0, true);
 }
 
 static void test_encoder_decoder(void **state)
 {
     (void)state;
     const char *origins[] = {"layers[2]", "layers[5]"};
-    check_model(seq2seq_model, 4, origins, 2);
+    check_model(seq2seq_model, 4, origins, 2, false);
 }
+
 
 /* Without repeated blocks nothing changes: same text, identity map. */
 static void test_no_blocks(void **state)
@@ -417,6 +488,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gpt),
         cmocka_unit_test(test_encoder_decoder),
+        cmocka_unit_test(test_gpt_light),
         cmocka_unit_test(test_no_blocks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
