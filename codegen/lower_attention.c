@@ -29,7 +29,8 @@
  *     O = α·O + P·V                                             (update tile, α on load)
  *   out = O / l, or 0 where l = 0 (every key excluded: the interpreter's rule).
  * m' = −∞ is replaced by 0 in the exponents, so a row with nothing kept yet gives
- * exp(−∞) = 0, never NaN.
+ * exp(−∞) = 0, never NaN. Items of one query (T = 1: a decode step) use no tiles:
+ * decode_item, below.
  *
  * Backward, per (batch…, head), for each query block (FlashAttention-2's recomputation;
  * the forward's log-sum-exp is not an IR value, so pass 1 recomputes it):
