@@ -988,10 +988,11 @@ static void forward_item(ak *a, LLVMValueRef item)
 /* With one query (T = 1: a decode step) the tiles' BQ query lanes are one real lane and
  * the score tile broadcasts every key element: most of its work is padding. decode_item
  * instead keeps the query's dh floats and the output's dv floats in registers and walks
- * the keys once per block of DEC_KEYS: a key's score is a dot product along its
- * contiguous row (vector FMAs, then a fixed tree across the lanes), P·V adds p·V row by
- * row. Keys the mask drops are not read at all (neither K nor V rows: in a decode step
- * every cache row after the position). Same online softmax, same −∞ and l = 0 rules as
+ * the keys, up to the last one the mask keeps, in blocks of St's size: a key's score is
+ * a dot product along its contiguous row (vector FMAs, then a fixed tree across the
+ * lanes), P·V adds p·V row by row. Keys the mask drops are not read at all (neither K nor
+ * V rows, nor rotated with rope: in a decode step every cache row after the position).
+ * Same online softmax, same −∞ and l = 0 rules as
  * forward_item; the sums run in another order, so the results agree with the tiles' to
  * rounding, and do not depend on the thread split. T5's relative bias and dropout stay on
  * the tiles (decode_path). */
@@ -1034,7 +1035,7 @@ static void decode_item(ak *a, LLVMValueRef item)
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
     int w = a->B.w, nq = (int)ceil_div(G->dh, w), no = (int)ceil_div(G->dv, w);
-    /* St holds a block's scores, padded with −∞ to whole vectors: DEC_KEYS + W ≤ its size */
+    /* St holds a block's scores, padded with −∞ to whole vectors: `keys` + W ≤ its size */
     const int64_t keys = (int64_t)a->B.bk * a->B.bq - w;
     item_offsets(a, item);
     q_block_begin(a, cg_i64(cg, 0));
@@ -1049,6 +1050,16 @@ static void decode_item(ak *a, LLVMValueRef item)
     LLVMValueRef m = vlocal(a, "m", vneg_inf(a)), l = vlocal(a, "l", vconst(a, 0.0));
     LLVMValueRef kend = key_end(a), K = a->k, koff = a->off[ATTN_K];
     int64_t ks = row_stride(a, ATTN_K), vs = row_stride(a, ATTN_V);
+    if (G->has_mask) { /* keys up to the last one kept (a decode step: its position) */
+        LLVMValueRef last = cg_local(cg, cg->t_i64, "kept_end");
+        LLVMBuildStore(cg->b, cg_i64(cg, 0), last);
+        cg_loop r;
+        cg_loop_begin(cg, &r, cg_i64(cg, 0), kend, "kept");
+        LLVMValueRef old = LLVMBuildLoad2(cg->b, cg->t_i64, last, "");
+        LLVMBuildStore(cg->b, LLVMBuildSelect(cg->b, key_kept(a, r.i), addc(a, r.i, 1), old, ""), last);
+        cg_loop_end(cg, &r);
+        kend = LLVMBuildLoad2(cg->b, cg->t_i64, last, "");
+    }
     if (G->rope_k) { /* the keys rotated into Kr, row-major */
         rotate_keys_upto(a, kend);
         K = a->Kr, koff = cg_i64(cg, 0), ks = G->dh;
