@@ -137,6 +137,11 @@ static inline void prefetch_for_write(gen *g, LLVMValueRef p) {
     LLVMBuildCall2(g->b, g->prefetch_ty, g->prefetch, args, 4, "");
 }
 
+/* llvm.prefetch(p, read, high locality, data cache) */
+static inline void prefetch_for_read(gen *g, LLVMValueRef p) {
+    LLVMValueRef args[] = {p, LLVMConstInt(g->i32, 0, 0), LLVMConstInt(g->i32, 3, 0), LLVMConstInt(g->i32, 1, 0)};
+    LLVMBuildCall2(g->b, g->prefetch_ty, g->prefetch, args, 4, "");
+}
 static inline LLVMValueRef call(gen *g, LLVMValueRef fn, LLVMValueRef *args, unsigned n) {
     return LLVMBuildCall2(g->b, LLVMGlobalGetValueType(fn), fn, args, n, "");
 }

@@ -372,9 +372,8 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     g->tokens = calloc((size_t)g->context, sizeof *g->tokens);
     g->prefill_logits = kiln_aligned_alloc((size_t)(g->context * g->vocab) * sizeof(float));
     g->step_logits = kiln_aligned_alloc((size_t)g->vocab * sizeof(float));
+    /* zeroed by kiln_aligned_alloc: the parameters until loaded, the cache until a prefill */
     KILN_ASSERT(g->params && g->cache && g->workspace && g->tokens && g->prefill_logits && g->step_logits);
-    memset(g->params, 0, (size_t)g->prefill.c.params_bytes);
-    memset(g->cache, 0, (size_t)g->cache_bytes);
 
     if (g->has_source) {
         g->src = calloc((size_t)g->src_len, sizeof *g->src);

@@ -610,6 +610,25 @@ static void test_backward_sizes(void **state)
         check_backward(&g_host, &sizes_cases[i], &r, ALL);
 }
 
+/* One query (a decode step: lower_attention.c's decode_item): every mask and bias kind,
+ * causal (key 0 only), head dims under, between and past whole vectors (136 > 8 vectors:
+ * the tiles again), S past one key block of decode_item (1008 with AVX-512), AVX2. */
+static void test_decode(void **state)
+{
+    rng r = {11};
+    const acase cases[] = {
+        {2, 3, 1, 40, 64, 64, false, MASK_F32, BIAS_NONE},
+        {2, 2, 1, 33, 5, 19, false, MASK_I32, BIAS_SLOPES},
+        {1, 2, 1, 1500, 64, 32, false, MASK_F32, BIAS_HEAD},
+        {2, 2, 1, 70, 16, 16, true, MASK_NONE, BIAS_FULL},
+        {1, 2, 1, 50, 136, 40, false, MASK_NONE, BIAS_BATCH},
+        {2, 1, 1, 20, 32, 32, false, MASK_F32, BIAS_TS},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) check_forward(&g_host, &cases[i], &r);
+    check_forward(&g_haswell, &cases[1], &r);
+    check_forward(&g_haswell, &cases[2], &r);
+}
+
 /* Every non-empty subset of {dq, dk, dv, dscores}, one kernel each, causal with a mask
  * and a bias; and each gradient alone without them. */
 static void test_backward_subsets(void **state)
@@ -1014,6 +1033,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_sizes),
+        cmocka_unit_test(test_decode),
         cmocka_unit_test(test_backward_sizes),
         cmocka_unit_test(test_backward_subsets),
         cmocka_unit_test(test_haswell),
