@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_crash_safety.sh KILN SRCDIR — kill -9 at random moments never costs more than the
 # steps since the last checkpoint (docs/reliability.md, "Crashes"):
-#   - a chain of KILN_CRASH_TRIALS (default 50, 12 under ASan) runs of `kiln train --save-every 1`, each
+#   - a chain of KILN_CRASH_TRIALS (default 50, 8 under ASan) runs of `kiln train --save-every 1`, each
 #     killed with SIGKILL and the next resuming from the newest checkpoint, ends with
 #     the same checkpoint file, byte for byte, as one uninterrupted run, and the same
 #     --log lines (step, loss, lr), each step once. A third of the kills wait for a
