@@ -153,7 +153,7 @@ static bool print_peak(const kiln_model *m, const train_step *ts, kiln_diags *di
     if (ts) req = train_step_request(m, ts);
     kiln_program prog;
     if (!kiln_codegen_program(&req, &prog, diags)) return false;
-    kiln_memplan_report(prog.g, &prog.plan, &prog.sched, 0, stdout);
+    kiln_memplan_report(prog.g, &prog.plan, &prog.sched, 24, stdout);
     kiln_program_free(&prog);
     return true;
 }

@@ -28,7 +28,7 @@ typedef struct command {
 
 static const command commands[] = {
     {"check", cmd_check,
-     "kiln check MODEL.json [-D N=V]... [--json] [--dump-ir] [--train [--checkpoint-activations]] " PIPELINE_USAGE,
+     "kiln check MODEL.json [-D N=V]... [--json] [--dump-ir] [--memory] [--train [--checkpoint-activations]] " PIPELINE_USAGE,
      "validate a model; print its dims, parameters, shapes, FLOPs and memory"},
     {"init", cmd_init, "kiln init MODEL.json -o W.safetensors [--seed S] [-D N=V]...",
      "write fresh weights (the SPEC's init scheme)"},
