@@ -22,21 +22,7 @@
 #include <string.h>
 
 #include "passes.h"
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
-}
+#include "test_golden.h"
 
 static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad", "gemm", "multi"};
 
@@ -67,7 +53,7 @@ static int golden_one(const char *dir, const char *name)
     char path[4096], expected_path[4096];
     snprintf(path, sizeof path, "%s/%.255s", dir, name);
     snprintf(expected_path, sizeof expected_path, "%s/%.*s.expected.txt", dir, (int)(strlen(name) - 4), name);
-    char *text = read_file(path);
+    char *text = golden_read_file(path);
     assert_non_null(text);
     kiln_graph g;
     kiln_diags d;
@@ -83,26 +69,7 @@ static int golden_one(const char *dir, const char *name)
     kiln_kernel_schedule s;
     assert_true(kiln_fuse(&g, &req, &s, &d));
     char *got = schedule_text(&g, &s);
-    const char *update = getenv("KILN_UPDATE_GOLDEN");
-    int mismatch = 0;
-    if (update && !strcmp(update, "1")) {
-        FILE *f = fopen(expected_path, "wb");
-        assert_non_null(f);
-        fputs(got, f);
-        fclose(f);
-        print_message("updated %s\n", expected_path);
-    } else {
-        char *want = read_file(expected_path);
-        if (!want) {
-            print_error("missing %s (KILN_UPDATE_GOLDEN=1 to create it)\n", expected_path);
-            mismatch = 1;
-        } else if (strcmp(want, got)) {
-            print_error("golden mismatch: %s (KILN_UPDATE_GOLDEN=1 to accept)\n--- expected\n%s--- got\n%s", expected_path,
-                        want, got);
-            mismatch = 1;
-        }
-        free(want);
-    }
+    int mismatch = golden_check(expected_path, got);
     free(got);
     free(live);
     free(text);
@@ -140,7 +107,7 @@ static void test_golden(void **state)
 static void test_bias_grad_kernels(void **state)
 {
     (void)state;
-    char *text = read_file(KILN_SOURCE_DIR "/tests/golden/fuse/bias_grad.kir");
+    char *text = golden_read_file(KILN_SOURCE_DIR "/tests/golden/fuse/bias_grad.kir");
     assert_non_null(text);
     kiln_graph g;
     kiln_diags d;

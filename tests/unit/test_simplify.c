@@ -35,6 +35,7 @@
 
 #include "frontend.h"
 #include "passes.h"
+#include "test_golden.h"
 #include "test_rng.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -44,21 +45,6 @@ static void fail_diags(const kiln_diags *d, const char *what)
     for (int i = 0; i < d->n; i++)
         print_error("%s: %s: %s\n", what, d->items[i].where ? d->items[i].where : "", d->items[i].message);
     fail_msg("%s failed", what);
-}
-
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    buf[n] = 0;
-    fclose(f);
-    return buf;
 }
 
 static void parse(kiln_graph *g, const char *text)
@@ -631,7 +617,7 @@ static int golden_one(const char *dir, const char *name)
     char path[4096], expected_path[4096];
     snprintf(path, sizeof path, "%s/%.255s", dir, name);
     snprintf(expected_path, sizeof expected_path, "%s/%.*s.expected.kir", dir, (int)(strlen(name) - 4), name);
-    char *text = read_file(path);
+    char *text = golden_read_file(path);
     assert_non_null(text);
     kiln_graph in, out;
     kiln_diags d;
@@ -642,26 +628,7 @@ static int golden_one(const char *dir, const char *name)
     simplify_checked(&in, &out, map, NULL);
     run_both(&in, &out, map, true, 3);
     char *got = kiln_graph_print(&out);
-    const char *update = getenv("KILN_UPDATE_GOLDEN");
-    int mismatch = 0;
-    if (update && !strcmp(update, "1")) {
-        FILE *f = fopen(expected_path, "wb");
-        assert_non_null(f);
-        fputs(got, f);
-        fclose(f);
-        print_message("updated %s\n", expected_path);
-    } else {
-        char *want = read_file(expected_path);
-        if (!want) {
-            print_error("missing %s (KILN_UPDATE_GOLDEN=1 to create it)\n", expected_path);
-            mismatch = 1;
-        } else if (strcmp(want, got)) {
-            print_error("golden mismatch: %s (KILN_UPDATE_GOLDEN=1 to accept)\n--- expected\n%s--- got\n%s", expected_path,
-                        want, got);
-            mismatch = 1;
-        }
-        free(want);
-    }
+    int mismatch = golden_check(expected_path, got);
     free(got);
     free(text);
     free(map);
@@ -793,7 +760,7 @@ static void test_examples(void **state)
     for (size_t i = 0; i < sizeof examples / sizeof *examples; i++) {
         char path[512];
         snprintf(path, sizeof path, KILN_SOURCE_DIR "/examples/%s", examples[i].file);
-        char *text = read_file(path);
+        char *text = golden_read_file(path);
         assert_non_null(text);
         /* full size: forward through the interpreter, the training step structurally */
         check_model(text, examples[i].file, examples[i].dims, examples[i].n_dims, false, true);
@@ -819,7 +786,7 @@ static void test_conformance_models(void **state)
         if (e->d_name[0] == '.') continue;
         char path[1024];
         snprintf(path, sizeof path, "%s/%s/model.json", dir, e->d_name);
-        char *text = read_file(path);
+        char *text = golden_read_file(path);
         if (!text) continue;
         check_model(text, e->d_name, NULL, 0, false, true);
         check_model(text, e->d_name, NULL, 0, true, true);
