@@ -24,7 +24,10 @@ echo "== sanitizer build done $(since)"
 asan_status=0
 # -LE asan_skip: the tests that cannot find a memory error that the others do not (the
 # list and the reason for each: docs/testing.md)
-(cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+# quarantine_size_mb=16 (ASan's default is 256): a freed block is kept from reuse for the
+# next 16 MB of frees instead of 256, which still catches a use soon after a free, and makes
+# every kiln process (LLVM allocates and frees heavily while compiling) about 1.7x faster.
+(cd "$root/build-asan" && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:quarantine_size_mb=16 UBSAN_OPTIONS=print_stacktrace=1 \
    ctest --output-on-failure -j"$jobs" -LE asan_skip 2>&1 | tail -n 25) || asan_status=$?
 
 echo "== sanitizer suite done $(since)"
