@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "ir.h"
+#include "test_golden.h"
 
 
 /* ---- fixture and helpers ------------------------------------------------------------- */
@@ -126,20 +127,6 @@ static inline void check_refused(fx *f, uint32_t id, int diags_before, const cha
     assert_int_equal(f->d.n, diags_before + 1);
     const char *msg = f->d.items[f->d.n - 1].message;
     if (!strstr(msg, what)) fail_msg("message '%s' lacks '%s'", msg, what);
-}
-
-static inline char *read_text_file(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, fp);
-    s[got] = 0;
-    fclose(fp);
-    return s;
 }
 
 /* ---- a graph using every op ------------------------------------------------------------ */

@@ -419,7 +419,7 @@ static void test_golden_files(void **state)
         if (n < 5 || strcmp(de->d_name + n - 4, ".kir") != 0) continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir_path, de->d_name);
-        char *text = read_text_file(path);
+        char *text = golden_read_file(path);
         assert_non_null(text);
         kiln_graph g;
         kiln_diags d;
