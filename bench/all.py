@@ -37,9 +37,16 @@ PyTorch at its best setting: every combination of
   - torch threads 1 (OpenBLAS on 2 threads, i.e. OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=2)
     and torch threads 2 (OpenBLAS on 2)
 is timed in a selection phase (settings interleaved, median step time each); the fastest
-is then timed against kiln in interleaved rounds (kiln --threads 2, PyTorch best, kiln
---threads 1, repeated), and each figure is the median of its rounds. The table names the
-setting that won.
+is then timed against kiln in interleaved rounds (kiln --threads 2 and PyTorch best, their
+order alternating from round to round, then kiln --threads 1), and each figure is the
+median of its rounds. The table names the setting that won.
+
+Fairness between contenders (bench/settle.py): PyTorch's OpenBLAS and OpenMP threads spin
+for ~0.1 s after each call, so before every timed block (a PyTorch call, or a kiln child
+process) the bench waits until every PyTorch worker process is idle (its threads' CPU time
+has stopped growing). kiln's figures come from child processes, which have exited, pool
+and all, before anything else is timed. PyTorch keeps its best settings (its threads still
+spin between its own passes, as they would for a user).
 
 FLOPs: 6·N·tokens + full attention (12·layers·T²·d per sequence) for a training step and
 2·N·tokens + 4·layers·T²·d per sequence for a forward pass, N = every parameter (the
@@ -61,6 +68,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "scripts"))
 import safetensors_np  # noqa: E402
+sys.path.insert(0, HERE)
+import settle  # noqa: E402
 
 MODEL = os.path.join(SRC, "examples", "char_gpt.json")
 
@@ -113,6 +122,11 @@ class Bench:
         self.results = {"quick": self.quick}
         self.workers = None
         self.tmp = tempfile.TemporaryDirectory()
+        self.settler = settle.Settler()
+
+    def settle(self):
+        """Before a timed block: wait until no PyTorch worker's threads are still spinning."""
+        self.settler.wait_idle([w["proc"].pid for w in self.workers or []])
 
     # ---- helpers -----------------------------------------------------------------------
 
@@ -203,6 +217,7 @@ class Bench:
         return f"ATen {cap}, OpenBLAS {s['corename']} ({core}), torch threads {s['threads']}"
 
     def torch_time(self, s, warmup, iters):
+        self.settle()
         r = self.ask(s["worker"], {"cmd": "time", "core": s["core"], "threads": s["threads"],
                                    "blas_threads": max(self.threads), "warmup": warmup, "iters": iters})
         return r["times"]
@@ -213,6 +228,7 @@ class Bench:
         """Median ms of one `kiln bench` process (it compiles, warms up once, runs iters)."""
         cmd = [self.kiln, "bench", MODEL, "-D", f"B={B}", "-D", f"T={T}", "--json", "--threads", str(threads),
                "--iters", str(iters)] + (["--train"] if train else [])
+        self.settle()
         r = json.loads(self.run(*cmd))
         return r["step_ms_median" if train else "forward_ms_median"] / 1e3
 
@@ -275,9 +291,12 @@ class Bench:
         main_t = max(self.threads)
         k_rounds, k1_rounds, t_rounds = [], [], []
         for r in range(rounds):
-            k_rounds.append(self.kiln_time(B, T, train, main_t, k_iters))
-            if best:
-                t_rounds.append(statistics.median(self.torch_time(best, t_warm, t_iters)))
+            # kiln and PyTorch in alternating order (each after a settle: see settle.py)
+            for who in (("kiln", "torch") if r % 2 == 0 else ("torch", "kiln")):
+                if who == "kiln":
+                    k_rounds.append(self.kiln_time(B, T, train, main_t, k_iters))
+                elif best:
+                    t_rounds.append(statistics.median(self.torch_time(best, t_warm, t_iters)))
             if k1_iters and main_t > 1:
                 k1_rounds.append(self.kiln_time(B, T, train, 1, k1_iters))
             log(f"  round {r + 1}: kiln --threads {main_t} {k_rounds[-1] * 1e3:.1f} ms"
@@ -517,6 +536,7 @@ def main():
     load = os.getloadavg()
     log(f"kiln benchmarks, {'quick' if args.quick else 'full'} run; {os.cpu_count()} CPUs; load average "
         f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
+    log(f"fairness: {settle.describe()}; kiln and PyTorch alternate their order from round to round")
     try:
         if "peak" in parts:
             b.part_peak()
@@ -536,6 +556,7 @@ def main():
     finally:
         b.stop_workers()
     b.summary()
+    log(f"fairness: {b.settler.summary()}")
     load = os.getloadavg()
     log(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:

@@ -35,6 +35,16 @@ continuation, replayed through PyTorch's cache, gets the same log-probabilities 
 kiln runs with --threads 2 (the figures) and --threads 1 (for information). Each kiln
 figure is the median of `kiln generate --repeat` runs inside one process; each round is a
 new process (it compiles the prefill and the step first: not timed).
+
+Fairness (bench/settle.py): before every timed block — a PyTorch call or a kiln process —
+the bench waits until the PyTorch workers' threads have stopped spinning (OpenBLAS and
+OpenMP keep running for ~0.1 s after a call). kiln and PyTorch alternate their order from
+round to round. The two kiln figures compared with each other, the prefill and the
+forward pass, are timed adjacently in every round, in alternating order, at both thread
+counts, with the same statistic: `kiln generate --repeat R+1` (its median counts the
+first, cold prefill, which is the slowest) against `kiln bench --iters R` (one untimed
+warm-up), R even, both the (R/2+1)-th fastest of R warm runs; prefill / forward is the
+median of the rounds' own ratios.
 """
 import argparse
 import json
@@ -48,6 +58,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(SRC, "scripts"))
 import safetensors_np  # noqa: E402
+sys.path.insert(0, HERE)
+import settle  # noqa: E402
 
 MODEL = os.path.join(SRC, "examples", "char_gpt.json")
 START = 32  # decode from a prompt of this many tokens to the end of the context
@@ -90,6 +102,11 @@ class DecodeBench:
         self.start = 16 if quick else START
         self.workers = None
         self.res = {"quick": quick, "context": self.context, "start": self.start}
+        self.settler = settle.Settler()
+
+    def settle(self):
+        """Before a timed block: wait until no PyTorch worker's threads are still spinning."""
+        self.settler.wait_idle([w["proc"].pid for w in self.workers or []])
 
     def run(self, *cmd):
         return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -98,6 +115,7 @@ class DecodeBench:
 
     def kiln_generate(self, prompt_len, max_new, threads, repeat):
         prompt = "".join(chr(ord("a") + i % 26) for i in range(prompt_len))
+        self.settle()
         out = self.run(self.kiln, "generate", MODEL, "--weights", self.weights, "-D", f"T={self.context}",
                        "--prompt", prompt, "--max-new", str(max_new), "--greedy", "--json", "--stats",
                        "--repeat", str(repeat), "--threads", str(threads))
@@ -114,6 +132,7 @@ class DecodeBench:
         return r["prefill_ms"] / 1e3
 
     def kiln_forward(self, threads, iters):
+        self.settle()
         r = json.loads(self.run(self.kiln, "bench", MODEL, "-D", "B=1", "-D", f"T={self.context}", "--json",
                                 "--threads", str(threads), "--iters", str(iters)))
         return r["forward_ms_median"] / 1e3
@@ -182,12 +201,14 @@ class DecodeBench:
         """Seconds per decode step: median over iters runs of `steps` steps from the start
         (default: to the end of the context)."""
         steps = steps or self.context - self.start
+        self.settle()
         r = self.ask(s["worker"], {"cmd": "time_decode", "core": s["core"], "threads": s["threads"],
                                    "blas_threads": max(self.threads), "warmup": 1, "iters": iters,
                                    "start": self.start, "steps": steps})
         return statistics.median(r["times"]) / steps
 
     def torch_prefill(self, s, iters):
+        self.settle()
         r = self.ask(s["worker"], {"cmd": "time_prefill", "core": s["core"], "threads": s["threads"],
                                    "blas_threads": max(self.threads), "warmup": 1, "iters": iters,
                                    "n": self.context})
@@ -247,6 +268,9 @@ class DecodeBench:
     def main(self):
         log(f"\n== char_gpt generation, batch 1, context {self.context}: prefill of {self.context} tokens, "
             f"decode from {self.start} to {self.context}" + ("  [--quick: short context]" if self.quick else ""))
+        log(f"  fairness: {settle.describe()}; kiln and PyTorch alternate their order from round to round; "
+            f"kiln's prefill and forward pass are timed side by side in every round, in alternating order, "
+            f"with the same statistic")
         self.weights = os.path.join(self.tmp, "decode_init.safetensors")
         self.run(self.kiln, "init", MODEL, "-o", self.weights)
         self.bandwidth()
@@ -264,40 +288,63 @@ class DecodeBench:
             best_dec = self.select("decode", lambda s, i: self.torch_decode(s, i, min(48, self.context - self.start)),
                                    2, 1 if self.quick else 2)
             best_pre = self.select("prefill", self.torch_prefill, 2, 1)
-        rounds = 1 if self.quick else 2
-        k_dec, k1_dec, t_dec, k_pre, k1_pre, t_pre, k_fwd = [], [], [], [], [], [], []
+        rounds = 1 if self.quick else 3
+        R = 2 if self.quick else 10  # warm runs behind each prefill and forward figure (even: see the docstring)
+        pf_threads = [main_t] if self.quick else sorted(self.threads, reverse=True)
+        k_dec, k1_dec, t_dec, t_pre = [], [], [], []
+        pf = {t: {"prefill": [], "forward": []} for t in pf_threads}
         for r in range(rounds):
-            step_s, run = self.kiln_decode(main_t, repeat)
-            k_dec.append(step_s)
-            if r == 0:
-                self.check_same(run)
-            if best_dec:
-                t_dec.append(self.torch_decode(best_dec, t_iters))
-            k_pre.append(self.kiln_prefill(main_t, repeat * 2))
-            if best_pre:
+            even = r % 2 == 0
+            # decode: kiln and PyTorch in alternating order
+            for who in (("kiln", "torch") if even else ("torch", "kiln")):
+                if who == "kiln":
+                    step_s, run = self.kiln_decode(main_t, repeat)
+                    k_dec.append(step_s)
+                    if r == 0:
+                        self.check_same(run)
+                elif best_dec:
+                    t_dec.append(self.torch_decode(best_dec, t_iters))
+            # kiln's prefill and forward pass side by side (alternating order), at each thread
+            # count; PyTorch's prefill before or after them, alternately
+            if best_pre and not even:
                 t_pre.append(self.torch_prefill(best_pre, 3))
-            k_fwd.append(self.kiln_forward(main_t, 10))
+            for t in pf_threads:
+                for what in (("prefill", "forward") if even else ("forward", "prefill")):
+                    pf[t][what].append(self.kiln_prefill(t, R + 1) if what == "prefill" else self.kiln_forward(t, R))
+            if best_pre and even:
+                t_pre.append(self.torch_prefill(best_pre, 3))
             if not self.quick and main_t > 1 and r == 0:
                 k1_dec.append(self.kiln_decode(1, repeat)[0])
-                k1_pre.append(self.kiln_prefill(1, repeat * 2))
-            log(f"  round {r + 1}: kiln decode {1 / k_dec[-1]:.0f} tokens/s, prefill {k_pre[-1] * 1e3:.1f} ms, "
-                f"forward {k_fwd[-1] * 1e3:.1f} ms"
+            log(f"  round {r + 1}: kiln decode {1 / k_dec[-1]:.0f} tokens/s"
+                + "".join(f"; --threads {t} prefill {pf[t]['prefill'][-1] * 1e3:.1f} ms, forward "
+                          f"{pf[t]['forward'][-1] * 1e3:.1f} ms" for t in pf_threads)
                 + (f"; PyTorch decode {1 / t_dec[-1]:.0f} tokens/s, prefill {t_pre[-1] * 1e3:.1f} ms" if t_dec else "")
-                + (f"; kiln --threads 1 decode {1 / k1_dec[-1]:.0f} tokens/s, prefill {k1_pre[-1] * 1e3:.1f} ms"
-                   if k1_dec else ""))
+                + (f"; kiln --threads 1 decode {1 / k1_dec[-1]:.0f} tokens/s" if k1_dec else ""))
         med = statistics.median
         res = self.res
+        k_pre, k_fwd = pf[main_t]["prefill"], pf[main_t]["forward"]
         res["kiln"] = {"threads": main_t, "decode_tokens_per_s": 1 / med(k_dec), "prefill_ms": med(k_pre) * 1e3,
                        "forward_ms": med(k_fwd) * 1e3}
         limit = self.bw[main_t] / step_bytes
         res["limit_tokens_per_s"] = limit
         res["bandwidth_fraction"] = (1 / med(k_dec)) / limit
-        res["prefill_vs_forward"] = med(k_fwd) / med(k_pre)
+        # prefill speed / forward speed: the median of each round's own ratio (the two ran
+        # next to each other, so a load change between rounds cancels)
+        pvf = {t: [f / p for p, f in zip(pf[t]["prefill"], pf[t]["forward"])] for t in pf_threads}
+        res["prefill_vs_forward"] = med(pvf[main_t])
+        res["prefill_vs_forward_rounds"] = {t: {"prefill_ms": [x * 1e3 for x in pf[t]["prefill"]],
+                                                "forward_ms": [x * 1e3 for x in pf[t]["forward"]],
+                                                "ratio": pvf[t], "ratio_median": med(pvf[t])} for t in pf_threads}
         log(f"  {'median of rounds':<40} {'decode tokens/s':>16} {'prefill ms':>11}")
         log(f"  {'kiln --threads ' + str(main_t):<40} {1 / med(k_dec):16.0f} {med(k_pre) * 1e3:11.1f}")
         if k1_dec:
-            res["kiln_1thread"] = {"decode_tokens_per_s": 1 / med(k1_dec), "prefill_ms": med(k1_pre) * 1e3}
-            log(f"  {'kiln --threads 1 (information)':<40} {1 / med(k1_dec):16.0f} {med(k1_pre) * 1e3:11.1f}")
+            res["kiln_1thread"] = {"decode_tokens_per_s": 1 / med(k1_dec)}
+            line = f"  {'kiln --threads 1 (information)':<40} {1 / med(k1_dec):16.0f}"
+            if 1 in pf:
+                res["kiln_1thread"].update({"prefill_ms": med(pf[1]["prefill"]) * 1e3,
+                                            "forward_ms": med(pf[1]["forward"]) * 1e3})
+                line += f" {med(pf[1]['prefill']) * 1e3:11.1f}"
+            log(line)
         if t_dec:
             res["torch"] = {"decode_tokens_per_s": 1 / med(t_dec), "prefill_ms": med(t_pre) * 1e3,
                             "decode_setting": self.label(best_dec), "prefill_setting": self.label(best_pre)}
@@ -306,14 +353,20 @@ class DecodeBench:
             log(f"  {'PyTorch, fastest setting':<40} {1 / med(t_dec):16.0f} {med(t_pre) * 1e3:11.1f}")
             log(f"  PyTorch's fastest decode setting: {self.label(best_dec)}")
             log(f"  PyTorch's fastest prefill setting: {self.label(best_pre)}")
+        log(f"  kiln prefill against its forward pass B=1 T={self.context} (side by side in each round, "
+            f"alternating order; each the median of {R} warm runs):")
+        for t in pf_threads:
+            log(f"    --threads {t}: prefill {med(pf[t]['prefill']) * 1e3:.1f} ms, forward "
+                f"{med(pf[t]['forward']) * 1e3:.1f} ms (medians of rounds); forward / prefill per round "
+                + " ".join(f"{x:.2f}" for x in pvf[t]) + f", median {med(pvf[t]):.2f}")
         log(f"  bandwidth limit at {main_t} threads: {limit:.0f} tokens/s "
             f"({self.bw[main_t] / 1e9:.2f} GB/s / {step_bytes / 1e6:.1f} MB per step)")
-        log(f"  kiln forward pass B=1 T={self.context}: {med(k_fwd) * 1e3:.1f} ms")
         log("  ratios: "
             + (f"decode speedup kiln / PyTorch = {res['decode_speedup']:.2f}x (target >= 2); "
                f"prefill speedup = {res['prefill_speedup']:.2f}x; " if t_dec else "")
             + f"decode = {res['bandwidth_fraction']:.0%} of the bandwidth limit (target >= 50%); "
             f"prefill speed / forward speed = {res['prefill_vs_forward']:.2f} (target >= 1)")
+        log(f"  fairness: {self.settler.summary()}")
         return res
 
 
