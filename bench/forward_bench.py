@@ -14,7 +14,9 @@ Measures, in one run on this machine:
 
 PyTorch runs single-threaded like kiln (OMP_NUM_THREADS=1, torch.set_num_threads(1)), in
 inference mode. The machine may be shared: kiln's and PyTorch's latencies are measured in
-alternating rounds and the best round's median of each is reported.
+alternating rounds (their order alternating too) and the best round's median of each is
+reported. PyTorch runs in this process, and its OpenBLAS threads spin for ~0.1 s after its
+passes: before each kiln run the script waits until this process is idle (bench/settle.py).
 Needs python3-torch (Debian) and numpy; exits 77 (skipped) without torch. --quick (ctest's
 smoke test): T=32, one round, short timings. bench/all.py is the side-by-side comparison
 at PyTorch's best setting and 2 threads; this script is the one-thread view with compile
@@ -44,6 +46,7 @@ SRC = os.path.abspath(ARGS[1]) if len(ARGS) > 1 else os.path.dirname(os.path.dir
 sys.path.insert(0, os.path.join(SRC, "scripts"))
 sys.path.insert(0, os.path.join(SRC, "bench"))
 import safetensors_np  # noqa: E402
+import settle  # noqa: E402
 from torch_gpt import CharGPT, model_shape  # noqa: E402
 
 MODEL = os.path.join(SRC, "examples", "char_gpt.json")
@@ -61,7 +64,11 @@ KILN_THREADS = os.environ.get("KILN_THREADS", "1")    # kiln bench --threads
 TORCH_THREADS = int(os.environ.get("TORCH_THREADS", "1"))  # torch.set_num_threads
 
 
+SETTLER = settle.Settler()
+
+
 def kiln_bench(*extra):
+    SETTLER.wait_idle([os.getpid()])  # PyTorch's threads (this process) idle first
     return json.loads(kiln("bench", MODEL, *DIMS, "--json", "--threads", KILN_THREADS, *extra))
 
 
@@ -106,9 +113,12 @@ def main():
         # 2. latency, kiln and PyTorch in alternating rounds
         kiln_rounds, torch_rounds = [], []
         t = torch.from_numpy(tokens.astype(np.int64))
-        for _ in range(ROUNDS):
-            kiln_rounds.append(kiln_bench(*(["--iters", "3"] if QUICK else [])))
-            torch_rounds.append(torch_latency(model, t))
+        for r in range(ROUNDS):
+            for who in ("kiln", "torch") if r % 2 == 0 else ("torch", "kiln"):
+                if who == "kiln":
+                    kiln_rounds.append(kiln_bench(*(["--iters", "3"] if QUICK else [])))
+                else:
+                    torch_rounds.append(torch_latency(model, t))
         interp = kiln_bench("--interp", "--iters", "1" if QUICK else "3")
 
     best_kiln = min(kiln_rounds, key=lambda r: r["forward_ms_median"])
@@ -128,6 +138,8 @@ def main():
     print(f"PyTorch       : {t_ms:9.2f} ms  ({flops / t_ms / 1e6:6.1f} GFLOP/s)   rounds: "
           + ", ".join(f"{r[0]:.1f}" for r in torch_rounds))
     print(f"ratios: interp/compiled {i_ms / k_ms:.1f}x, PyTorch/compiled {t_ms / k_ms:.2f}x")
+    print(f"fairness: {settle.describe()} (here: this process, before each kiln run); kiln and PyTorch "
+          f"alternate their order; {SETTLER.summary()}")
     print(f"same model: max |logits_torch - logits_kiln| = {max_diff:.2e} (logits up to {scale:.2f})")
     if max_diff > 1e-3 * max(1.0, scale):
         print("MISMATCH: PyTorch and kiln disagree", file=sys.stderr)

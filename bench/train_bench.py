@@ -26,7 +26,9 @@ Measures, in one run on this machine:
 PyTorch runs with forward_bench.py's settings (OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=2,
 torch.set_num_threads(1): its fastest setting on this 2-core machine). bench/all.py is the
 side-by-side step-time comparison at PyTorch's best setting and 2 threads; this script
-adds what the step learns. Needs python3-torch (Debian), numpy and the fortunes (apt-get
+adds what the step learns. PyTorch trains in this process, and its OpenBLAS threads spin
+for ~0.1 s after its steps: before each timed kiln run the script waits until this process
+is idle (bench/settle.py), and kiln and PyTorch alternate their order from round to round. Needs python3-torch (Debian), numpy and the fortunes (apt-get
 install fortunes); exits 77 (skipped) without them. --quick (ctest's smoke test): B=2,
 T=32, one round of 1 + 1 steps, a 10-step curve at T=32 held out on 2 KiB.
 OPENBLAS_NUM_THREADS=2 lets PyTorch's GEMMs (Debian's torch calls OpenBLAS) use both cores
@@ -65,6 +67,7 @@ SRC = os.path.abspath(ARGS[1]) if len(ARGS) > 1 else os.path.dirname(os.path.dir
 sys.path.insert(0, os.path.join(SRC, "scripts"))
 sys.path.insert(0, os.path.join(SRC, "bench"))
 import safetensors_np  # noqa: E402
+import settle  # noqa: E402
 from torch_gpt import CharGPT, TrainableGPT, model_shape, torch_step  # noqa: E402
 OPENBLAS_THREADS = os.environ["OPENBLAS_NUM_THREADS"]  # read by OpenBLAS when torch loaded it
 
@@ -146,9 +149,13 @@ class Batcher:
         return w[:, :-1], w[:, 1:]
 
 
+SETTLER = settle.Settler()
+
+
 def kiln_step_times(train_txt, work, tag):
     """One `kiln train` at B=BATCH, T=STEP_T: per-step compute times (s) after WARMUP steps."""
     log = os.path.join(work, f"steps-{tag}.jsonl")
+    SETTLER.wait_idle([os.getpid()])  # PyTorch's threads (this process) idle first
     kiln("train", MODEL, "-D", f"T={STEP_T}", "--data", train_txt, "--batch", str(BATCH), "--steps",
          str(WARMUP + STEPS), "--log", log,
          "--threads", KILN_THREADS)
@@ -212,11 +219,17 @@ def main():
 
         # 1. step time, B=8 T=256, alternating rounds
         print(f"== step time: B={BATCH} T={STEP_T}, {ROUNDS} rounds of {WARMUP} warm-up + {STEPS} timed steps each")
+        print(f"fairness: {settle.describe()} (here: this process, before each kiln run); kiln and PyTorch "
+              f"alternate their order")
         k_all, t_all = [], []
         batcher = Batcher(train, STEP_T, 1)
         for r in range(ROUNDS):
-            k = kiln_step_times(train_txt, work, r)
-            t = torch_step_times(init, batcher)
+            if r % 2 == 0:
+                k = kiln_step_times(train_txt, work, r)
+                t = torch_step_times(init, batcher)
+            else:
+                t = torch_step_times(init, batcher)
+                k = kiln_step_times(train_txt, work, r)
             k_all += k
             t_all += t
             print(f"round {r + 1}: kiln {' '.join(f'{x:.2f}' for x in k)} s;  PyTorch {' '.join(f'{x:.2f}' for x in t)} s")
