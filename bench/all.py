@@ -550,13 +550,13 @@ def main():
             b.stop_workers()  # the decode part starts its own (decode_torch.py)
             b.workers = []
             import decode_bench
-            b.results["decode"] = decode_bench.run(b.build, b.quick)
+            b.results["decode"] = decode_bench.run(b.build, b.quick, b.settler)
         if "memory" in parts:
             b.part_memory()
     finally:
         b.stop_workers()
     b.summary()
-    log(f"fairness: {b.settler.summary()}")
+    log(f"fairness, every part: {b.settler.summary()}")
     load = os.getloadavg()
     log(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:

@@ -91,7 +91,7 @@ def model_shape(path):
 
 
 class DecodeBench:
-    def __init__(self, build, quick, tmp):
+    def __init__(self, build, quick, tmp, settler=None):
         self.build = os.path.abspath(build)
         self.kiln = os.path.join(self.build, "kiln")
         self.quick = quick
@@ -102,7 +102,7 @@ class DecodeBench:
         self.start = 16 if quick else START
         self.workers = None
         self.res = {"quick": quick, "context": self.context, "start": self.start}
-        self.settler = settle.Settler()
+        self.settler = settler or settle.Settler()
 
     def settle(self):
         """Before a timed block: wait until no PyTorch worker's threads are still spinning."""
@@ -370,10 +370,10 @@ class DecodeBench:
         return res
 
 
-def run(build, quick):
-    """all.py's part `decode`: the results dict."""
+def run(build, quick, settler=None):
+    """all.py's part `decode`: the results dict (settler: all.py's, to count its waits)."""
     with tempfile.TemporaryDirectory() as tmp:
-        b = DecodeBench(build, quick, tmp)
+        b = DecodeBench(build, quick, tmp, settler)
         try:
             return b.main()
         finally:
