@@ -182,8 +182,8 @@ class Bench:
         log(f"  PyTorch {w0['torch']}; OpenBLAS: {w0['openblas']}")
         return self.workers
 
-    @staticmethod
-    def ask(w, cmd):
+    def ask(self, w, cmd):
+        self.settler.ran()  # the worker computes: wait for it to go idle before timing anything else
         w["proc"].stdin.write(json.dumps(cmd) + "\n")
         w["proc"].stdin.flush()
         line = w["proc"].stdout.readline()

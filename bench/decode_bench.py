@@ -166,8 +166,8 @@ class DecodeBench:
             self.workers.append(w)
         log(f"  PyTorch {self.workers[0]['torch']}; OpenBLAS: {self.workers[0]['openblas']}")
 
-    @staticmethod
-    def ask(w, cmd):
+    def ask(self, w, cmd):
+        self.settler.ran()  # the worker computes: wait for it to go idle before timing anything else
         w["proc"].stdin.write(json.dumps(cmd) + "\n")
         w["proc"].stdin.flush()
         line = w["proc"].stdout.readline()

@@ -68,7 +68,8 @@ SETTLER = settle.Settler()
 
 
 def kiln_bench(*extra):
-    SETTLER.wait_idle([os.getpid()])  # PyTorch's threads (this process) idle first
+    SETTLER.ran()  # PyTorch may have run in this process: always wait
+    SETTLER.wait_idle([os.getpid()])  # its threads idle first
     return json.loads(kiln("bench", MODEL, *DIMS, "--json", "--threads", KILN_THREADS, *extra))
 
 

@@ -45,14 +45,24 @@ def describe():
 
 
 class Settler:
-    """wait_idle(pids) with a record of how long the waits took (for the bench's output)."""
+    """wait_idle(pids) with a record of how long the waits took (for the bench's output).
+
+    A bench calls ran() whenever it has asked a PyTorch process to compute; wait_idle
+    returns at once when nothing ran since the last wait (e.g. between two kiln processes),
+    which keeps the quick smoke runs from paying for needless waits."""
 
     def __init__(self):
-        self.waits = []      # seconds waited, one per call
-        self.timeouts = 0    # calls that hit MAX_WAIT
+        self.waits = []      # seconds waited, one per wait made
+        self.timeouts = 0    # waits that hit MAX_WAIT
+        self.dirty = True    # PyTorch may have run since the last wait
+
+    def ran(self):
+        self.dirty = True
 
     def wait_idle(self, pids):
         pids = [p for p in pids if p]
+        if not self.dirty or not pids:
+            return 0.0
         t0 = time.perf_counter()
         time.sleep(MIN_SLEEP)
         last = [cpu_seconds(p) for p in pids]
@@ -65,6 +75,7 @@ class Settler:
                 break
             last = now
         self.waits.append(waited)
+        self.dirty = False
         if busy:
             self.timeouts += 1
         return waited

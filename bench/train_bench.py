@@ -155,7 +155,8 @@ SETTLER = settle.Settler()
 def kiln_step_times(train_txt, work, tag):
     """One `kiln train` at B=BATCH, T=STEP_T: per-step compute times (s) after WARMUP steps."""
     log = os.path.join(work, f"steps-{tag}.jsonl")
-    SETTLER.wait_idle([os.getpid()])  # PyTorch's threads (this process) idle first
+    SETTLER.ran()  # PyTorch may have run in this process: always wait
+    SETTLER.wait_idle([os.getpid()])  # its threads idle first
     kiln("train", MODEL, "-D", f"T={STEP_T}", "--data", train_txt, "--batch", str(BATCH), "--steps",
          str(WARMUP + STEPS), "--log", log,
          "--threads", KILN_THREADS)
