@@ -326,7 +326,7 @@ class Bench:
             log(f"  speedup kiln / PyTorch = {res['speedup']:.2f}x  (PyTorch time / kiln time; > 1: kiln faster)")
             per_round = [t / k for t, k in zip(t_rounds, k_rounds)]
             res["speedup_rounds"] = per_round
-            log(f"  the same in each round (kiln and PyTorch side by side): "
+            log("  the same in each round (kiln and PyTorch side by side): "
                 + " ".join(f"{x:.2f}x" for x in per_round) + f"; median {statistics.median(per_round):.2f}x")
 
     def same_model(self, worker, weights, T):

@@ -39,7 +39,7 @@ import torch.nn.functional as F  # noqa: E402
 
 import safetensors_np  # noqa: E402
 from torch_gpt import CharGPT, model_shape  # noqa: E402
-from torch_worker import OpenBLAS, Worker  # noqa: E402
+from torch_worker import Worker  # noqa: E402
 
 
 class CachedGPT(CharGPT):
