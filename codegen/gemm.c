@@ -1009,6 +1009,34 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     return function_end(&g);
 }
 
+/* On one thread there is nothing to share: a plain product that would pack an operand once
+ * for all parts (shared_for) runs, when the pool has one thread, the loop nest without the
+ * shared operand directly, with no hand-off. Its B is then packed block by block by the
+ * tiles (tile_function_b) instead of in a separate pass over the whole operand before the
+ * product, whose copy (16 MiB for 2048³) went to L3 and memory and came back: +2–3.5 % at
+ * one thread on every shape measured (2026-12-06, docs/performance.md). The same sums in
+ * the same order as the parts, so the same bits. The scratch of the shared layout holds
+ * the one-part slot: the shared region alone (npad·k or mpad·k floats) is at least a
+ * block of that operand (nc·kc or mc·kc). Returns NULL when not used. */
+static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
+    if (e || sh == SHARED_NONE) return NULL;
+    return loops_function(g, s->trans_a, s->trans_b, NULL, SHARED_NONE);
+}
+
+/* if (count == 1) { the nest alone on the shape; goto returned block } else continue here */
+static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, LLVMValueRef loops, LLVMValueRef count) {
+    LLVMBasicBlockRef alone = block(g, "one.thread"), shared = block(g, "threads"), after = block(g, "done");
+    branch(g, LLVMBuildICmp(g->b, LLVMIntEQ, count, k64(g, 1), ""), alone, shared);
+    gemm_blocks bl = blocks_for(g->t, s);
+    LLVMValueRef args[] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
+                           k64(g, s->k), k64(g, s->lda), k64(g, s->ldb), k64(g, s->ldc), k64(g, bl.mc),
+                           k64(g, bl.kc), k64(g, bl.nc)};
+    call(g, loops, args, 13);
+    LLVMBuildBr(g->b, after);
+    LLVMPositionBuilderAtEnd(g->b, shared);
+    return after;
+}
+
 /* ---- one product ------------------------------------------------------------------- */
 
 /* k = 0: C is the m×n zero matrix. */
@@ -1219,6 +1247,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
     gemm_shared sh = shared_for(g.t, s);
     LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
+    LLVMValueRef loops_alone = alone_nest(g, s, e, sh);
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
@@ -1261,8 +1290,11 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 5, 0);
         LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
         if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
-        LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, part_count(&g, sp), ctx};
+        LLVMValueRef count = part_count(&g, sp);
+        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, loops_alone, count) : NULL;
+        LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, count, ctx};
         LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
+        if (after) LLVMBuildBr(g.b, after), LLVMPositionBuilderAtEnd(g.b, after);
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
         LLVMValueRef args[21] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),
