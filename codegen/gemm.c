@@ -57,12 +57,17 @@
  * W×W blocks along k and transposes them in registers. Transposes are thus only a
  * packing matter; the micro-kernel is the same for all four. The copier goes row by row
  * over a whole block with a prefetch a few rows ahead (pack_copy_function). A plain op(B)
- * packed per block (not shared, plain GEMM: at one thread the weight gradient xᵀ·dy,
- * which splits along n) is not packed beforehand at all: the tiles of the block's first
- * A sliver read its rows from B itself and store the packed sliver as they go
- * (tile_function_b), so the copy's loads from L3/memory overlap the FMAs instead of
- * running alone — on 384×1152×2048 tn the separate copy of B's 9.4 MB took 7 % of the
- * samples, its loads waiting. The FMAs, and so the bits, are the same.
+ * packed per block (plain GEMM, B not shared: every product on one thread, see
+ * alone_nest; on more, the splits along n, e.g. the weight gradient xᵀ·dy) is not packed
+ * beforehand at all: the tiles of the block's first A sliver read its rows from B itself
+ * and store the packed sliver as they go (tile_function_b), so the copy's loads from
+ * L3/memory overlap the FMAs instead of running alone — on 384×1152×2048 tn the separate
+ * copy of B's 9.4 MB took 7 % of the samples, its loads waiting. The FMAs, and so the
+ * bits, are the same. (Tried and not kept, 2026-12-06: A packed the same way by the
+ * first tile of each A sliver — 12 broadcasts from 12 rows of A and 12 scalar stores per
+ * step, 1–3 % slower; each A sliver transposed just before its first tile instead of the
+ * whole block before the j2 loop, no gain; prefetching the next B block's source during
+ * the current block, slower: with the A block it does not fit L2.)
  *
  * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
  * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
