@@ -55,7 +55,19 @@
  * are contiguous in the source for op(A) transposed and op(B) plain: pack_copy_function
  * copies them as vectors. Otherwise k is contiguous and pack_transpose_function loads
  * W×W blocks along k and transposes them in registers. Transposes are thus only a
- * packing matter; the micro-kernel is the same for all four.
+ * packing matter; the micro-kernel is the same for all four. The copier goes row by row
+ * over a whole block with a prefetch a few rows ahead (pack_copy_function). A plain op(B)
+ * packed per block (plain GEMM, B not shared: every product on one thread, see
+ * alone_nest; on more, the splits along n, e.g. the weight gradient xᵀ·dy) is not packed
+ * beforehand at all: the tiles of the block's first A sliver read its rows from B itself
+ * and store the packed sliver as they go (tile_function_b), so the copy's loads from
+ * L3/memory overlap the FMAs instead of running alone — on 384×1152×2048 tn the separate
+ * copy of B's 9.4 MB took 7 % of the samples, its loads waiting. The FMAs, and so the
+ * bits, are the same. (Tried and not kept, 2026-12-06: A packed the same way by the
+ * first tile of each A sliver — 12 broadcasts from 12 rows of A and 12 scalar stores per
+ * step, 1–3 % slower; each A sliver transposed just before its first tile instead of the
+ * whole block before the j2 loop, no gain; prefetching the next B block's source during
+ * the current block, slower: with the A block it does not fit L2.)
  *
  * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
  * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
@@ -182,36 +194,75 @@ int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s)
 
 /* ---- packing ----------------------------------------------------------------------- */
 
-/* Both packers fill one sliver of `width` lanes (MR or NR) and depth kc:
+/* Both packers fill slivers of `width` lanes (MR or NR) and depth kc:
  *   dst[q·width + x] = lane x at depth q of the source, or 0 for x ≥ valid
  * (valid ≥ 1: the lanes left before m or n). When width is a multiple of W (B slivers)
  * dst is 64-byte aligned and so is every packed row. */
 
-/*   void kiln_gemm_pack_copy_wW_X(const float *src, float *dst, i64 sk, i64 valid, i64 kc)
- * lanes contiguous, depth q at src + q·sk: each row q is copied as vectors; the load
- * mask zero-fills the lanes past valid. */
+/* Rows ahead that the copying packer prefetches (one prefetch per line of the lanes it
+ * copies, in the row GEMM_PACK_PREFETCH_ROWS on). The packer's loads wait on L3 or memory:
+ * perf put 95 % of its samples on them (384×1152×2048 tn, whose B is 9.4 MB, packed block
+ * by block). 2–4 rows ahead measured best (+3–6 % on that shape), 16 and more no gain. */
+enum { GEMM_PACK_PREFETCH_ROWS = 3 };
+
+/*   void kiln_gemm_pack_copy_wW_X(const float *src, float *dst, i64 sk, i64 valid, i64 kc, i64 nw)
+ * lanes contiguous, depth q at src + q·sk: all the slivers of one block, lanes [0, nw)
+ * (sliver s at dst + s·width·kc), row by row: depth q of every sliver, then q + 1. Each
+ * source row is thus read as one contiguous run of nw floats, which the hardware
+ * prefetchers follow, where sliver by sliver (until 2026-12-06: one call per sliver) read
+ * 2 lines of each of kc rows ld apart and came back for the next 2. Whole slivers go
+ * unmasked; the one overhanging m or n (at most one, the last) zero-fills past valid. */
 static LLVMValueRef pack_copy_function(gen g, int width) {
     char name[64];
     snprintf(name, sizeof name, "kiln_gemm_pack_copy_w%d_%d", g.t.w, width);
-    LLVMTypeRef params[] = {g.ptr, g.ptr, g.i64, g.i64, g.i64};
-    static const char *const names[] = {"src", "dst", "sk", "valid", "kc"};
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64};
+    static const char *const names[] = {"src", "dst", "sk", "valid", "kc", "nw"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 5, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, 6, params, names, &fn)) return fn;
     LLVMValueRef src = param(&g, 0), dst = param(&g, 1), sk = param(&g, 2), valid = param(&g, 3), kc = param(&g, 4);
+    LLVMValueRef nw = param(&g, 5);
     const int w = g.t.w, chunks = (width + w - 1) / w;
     unsigned dst_align = width % w == 0 ? 4u * (unsigned)w : 4u;
-    LLVMValueRef lmask[NR_MAX / 4];
     assert(chunks <= NR_MAX / 4);
-    for (int ch = 0; ch < chunks; ch++) lmask[ch] = lanes_below(&g, sub(&g, valid, k64(&g, ch * w)));
-    loop lq = loop_begin(&g, k64(&g, 0), kc, 1, "q");
-    LLVMValueRef row = at(&g, src, mul(&g, lq.iv, sk)), drow = at(&g, dst, mul(&g, lq.iv, k64(&g, width)));
+    LLVMValueRef kw = k64(&g, width);
+    LLVMValueRef slivers = LLVMBuildSDiv(g.b, add(&g, nw, k64(&g, width - 1)), kw, "");
+    LLVMValueRef full = smin(&g, slivers, LLVMBuildSDiv(g.b, valid, kw, ""));
+    LLVMValueRef edge_lanes = sub(&g, valid, mul(&g, full, kw));  /* < width when there is an edge sliver */
+    LLVMValueRef has_edge = lt(&g, full, slivers);
+    LLVMValueRef emask[NR_MAX / 4], cmask[NR_MAX / 4];
     for (int ch = 0; ch < chunks; ch++) {
-        LLVMValueRef v = masked_load(&g, at_any(&g, row, k64(&g, ch * w)), lmask[ch]);
-        LLVMValueRef dp = at(&g, drow, k64(&g, ch * w));
-        int keep = width - ch * w;
-        if (keep >= w) store_aligned(&g, v, dp, dst_align);
-        else masked_store(&g, v, dp, lanes_below(&g, k64(&g, keep)));
+        emask[ch] = lanes_below(&g, sub(&g, edge_lanes, k64(&g, ch * w)));
+        cmask[ch] = width - ch * w >= w ? NULL : lanes_below(&g, k64(&g, width - ch * w));
     }
+    LLVMValueRef sstep = mul(&g, kw, kc);  /* floats from one sliver to the next */
+    loop lq = loop_begin(&g, k64(&g, 0), kc, 1, "q");
+    LLVMValueRef row = at(&g, src, mul(&g, lq.iv, sk)), drow = at(&g, dst, mul(&g, lq.iv, kw));
+    loop ls = loop_begin(&g, k64(&g, 0), full, 1, "s");
+    LLVMValueRef sp = at(&g, row, mul(&g, ls.iv, kw)), dp = at(&g, drow, mul(&g, ls.iv, sstep));
+    {   /* the same lanes GEMM_PACK_PREFETCH_ROWS rows on (16 floats a line; never faults) */
+        LLVMValueRef pr = at_any(&g, sp, mul(&g, k64(&g, GEMM_PACK_PREFETCH_ROWS), sk));
+        for (int off = 0; off < width; off += 16) prefetch_for_read(&g, at_any(&g, pr, k64(&g, off)));
+        prefetch_for_read(&g, at_any(&g, pr, k64(&g, width - 1)));  /* the row may straddle one more */
+    }
+    for (int ch = 0; ch < chunks; ch++) {
+        LLVMValueRef v = cmask[ch] ? masked_load(&g, at_any(&g, sp, k64(&g, ch * w)), cmask[ch])
+                                   : load_aligned(&g, g.vf, at(&g, sp, k64(&g, ch * w)), 4);
+        LLVMValueRef d = at(&g, dp, k64(&g, ch * w));
+        if (cmask[ch]) masked_store(&g, v, d, cmask[ch]);
+        else store_aligned(&g, v, d, dst_align);
+    }
+    loop_end(&g, &ls);
+    LLVMBasicBlockRef bedge = block(&g, "edge"), bnext = block(&g, "next");
+    branch(&g, has_edge, bedge, bnext);
+    sp = at(&g, row, mul(&g, full, kw)), dp = at(&g, drow, mul(&g, full, sstep));
+    for (int ch = 0; ch < chunks; ch++) {
+        LLVMValueRef v = masked_load(&g, at_any(&g, sp, k64(&g, ch * w)), emask[ch]);
+        LLVMValueRef d = at(&g, dp, k64(&g, ch * w));
+        if (cmask[ch]) masked_store(&g, v, d, cmask[ch]);
+        else store_aligned(&g, v, d, dst_align);
+    }
+    LLVMBuildBr(g.b, bnext);
+    LLVMPositionBuilderAtEnd(g.b, bnext);
     loop_end(&g, &lq);
     return function_end(&g);
 }
@@ -351,12 +402,26 @@ static void prefetch_tile(gen *g, LLVMValueRef base, LLVMValueRef ld) {
     }
 }
 
+/* B packed by the micro-kernel (tile_function_b): the k loop reads row q of the B sliver
+ * from op(B) itself, src + q·ld (mask: the lanes before n; the others load as 0), and
+ * also stores it as row q of the packed sliver bp, for the tiles after this one. */
+typedef struct b_source {
+    LLVMValueRef src, ld, mask[NV];
+} b_source;
+
+/* Steps ahead that such a tile prefetches its source row (3 lines: 32 floats may straddle
+ * one more). The rows come from L3 or memory, ld apart; 32 steps, ~400 cycles, measured
+ * best (4: no gain over packing separately, 64: the same as 32). */
+enum { GEMM_TILE_PREFETCH_ROWS = 32 };
+
 /* The k loop of a tile from depth q0 to kc: sum[r][v] = init[r][v] (zeros when NULL) +
  * Σ_q0≤q<kc ap[q·MR + r]·bp[q·NR + v·W + lane], one fma per step in q order, as
  * <W x float> phis (see the file comment); leaves the builder after the loop. The loop
- * runs at least once (q0 < kc) unless `may_be_empty`, which adds an exit for q0 ≥ kc. */
+ * runs at least once (q0 < kc) unless `may_be_empty`, which adds an exit for q0 ≥ kc.
+ * With bs the B rows come from the source and are packed on the way (b_source). */
+
 static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q0, LLVMValueRef kc,
-                        LLVMValueRef init[][NV], bool may_be_empty, LLVMValueRef sum[][NV]) {
+                        LLVMValueRef init[][NV], bool may_be_empty, LLVMValueRef sum[][NV], const b_source *bs) {
     const int w = g->t.w, mr = g->t.mr, nr = g->t.nr;
     LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g->vf), start[MR_MAX][NV];
     for (int r = 0; r < mr; r++)
@@ -372,7 +437,21 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q
     /* Step q: row q of the B sliver (2 aligned vectors), column q of the A sliver. */
     LLVMValueRef brow = at(g, bp, mul(g, q, k64(g, nr))), acol = at(g, ap, mul(g, q, k64(g, mr)));
     LLVMValueRef bv[NV];
-    for (int v = 0; v < NV; v++) bv[v] = load_aligned(g, g->vf, at(g, brow, k64(g, v * w)), 4u * (unsigned)w);
+    if (bs) {
+        LLVMValueRef srow = at_any(g, bs->src, mul(g, q, bs->ld));
+        {   /* the row GEMM_TILE_PREFETCH_ROWS steps on: it comes from L3 or memory */
+            LLVMValueRef pr = at_any(g, srow, mul(g, k64(g, GEMM_TILE_PREFETCH_ROWS), bs->ld));
+            prefetch_for_read(g, pr);
+            prefetch_for_read(g, at_any(g, pr, k64(g, 16)));
+            prefetch_for_read(g, at_any(g, pr, k64(g, nr - 1)));
+        }
+        for (int v = 0; v < NV; v++) {
+            bv[v] = masked_load(g, at_any(g, srow, k64(g, v * w)), bs->mask[v]);
+            store_aligned(g, bv[v], at(g, brow, k64(g, v * w)), 4u * (unsigned)w);
+        }
+    } else {
+        for (int v = 0; v < NV; v++) bv[v] = load_aligned(g, g->vf, at(g, brow, k64(g, v * w)), 4u * (unsigned)w);
+    }
     for (int r = 0; r < mr; r++) {
         LLVMValueRef av = splat(g, load_aligned(g, g->f32, at(g, acol, k64(g, r)), 4), g->vf);
         for (int v = 0; v < NV; v++) {
@@ -410,14 +489,21 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q
  * samples in a perf profile of 2048×1536×384). 32 steps are ~400 cycles: enough for L2. */
 enum { GEMM_PREFETCH_STEPS = 32 };
 
-/* The k loop in two parts around `late()`'s prefetches, the same fmas in the same order. */
-static void emit_k_loop_split(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
-                              void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV]) {
+/* The k loop in two parts around `late()`'s prefetches, the same fmas in the same order;
+ * packing B on the way when bs (emit_k_loop). */
+static void emit_k_loop_split_b(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
+                                void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV],
+                                const b_source *bs) {
     LLVMValueRef mid = sub(g, kc, k64(g, GEMM_PREFETCH_STEPS)), zero = k64(g, 0), part[MR_MAX][NV];
     mid = LLVMBuildSelect(g->b, lt(g, mid, zero), zero, mid, "");
-    emit_k_loop(g, ap, bp, zero, mid, NULL, true, part);
+    emit_k_loop(g, ap, bp, zero, mid, NULL, true, part, bs);
     late(g, ctx);
-    emit_k_loop(g, ap, bp, mid, kc, part, may_be_empty, sum);
+    emit_k_loop(g, ap, bp, mid, kc, part, may_be_empty, sum, bs);
+}
+
+static void emit_k_loop_split(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
+                              void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV]) {
+    emit_k_loop_split_b(g, ap, bp, kc, may_be_empty, late, ctx, sum, NULL);
 }
 
 /* The four ways to write sums to a tile at c: (whole tile | masked) × (store | add, as
@@ -450,26 +536,37 @@ static void prefetch_late(gen *g, const void *ctx) {
 /*   void kiln_gemm_tile_wW_MRxNR(const float *ap, const float *bp, float *c, i64 ldc,
  *                                i64 kc, i64 rows, i64 cols, i1 accumulate)
  * C[r][x] (=|+=) Σ_q<kc ap[q·MR + r]·bp[q·NR + x] for r < min(rows, MR), x < min(cols, NR),
- * C rows ldc apart; kc ≥ 1. ap is an A sliver, bp a (64-byte aligned) B sliver. */
-static LLVMValueRef tile_function(gen g) {
+ * C rows ldc apart; kc ≥ 1. ap is an A sliver, bp a (64-byte aligned) B sliver.
+ *   void kiln_gemm_tile_wW_MRxNR_pb(…, i1 accumulate, const float *bsrc, i64 ldb)  (pack_b)
+ * the same sums with the B sliver read from op(B) at bsrc, rows ldb apart, and written
+ * to bp as the packer would have (zeros past cols): the loop nest calls it for the first
+ * A sliver of a block, which thus packs B while it computes (see "Packing"). */
+static LLVMValueRef tile_function_b(gen g, bool pack_b) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
     char name[64];
-    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d", w, mr, nr);
-    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64, g.i1};
-    static const char *const names[] = {"ap", "bp", "c", "ldc", "kc", "rows", "cols", "accumulate"};
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s", w, mr, nr, pack_b ? "_pb" : "");
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64, g.i1, g.ptr, g.i64};
+    static const char *const names[] = {"ap", "bp", "c", "ldc", "kc", "rows", "cols", "accumulate", "bsrc", "ldb"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 8, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, pack_b ? 10 : 8, params, names, &fn)) return fn;
     LLVMValueRef ap = param(&g, 0), bp = param(&g, 1), c = param(&g, 2), ldc = param(&g, 3), kc = param(&g, 4);
     LLVMValueRef rows = param(&g, 5), cols = param(&g, 6), accumulate = param(&g, 7);
+    b_source bs = {0};
+    if (pack_b) {
+        bs.src = param(&g, 8), bs.ld = param(&g, 9);
+        for (int v = 0; v < NV; v++) bs.mask[v] = lanes_below(&g, sub(&g, cols, k64(&g, v * w)));
+    }
 
     /* Start fetching the C tile now: its lines are needed only after the k loop, and
      * unless C is small they come from L3. */
     prefetch_tile(&g, c, ldc);
     LLVMValueRef sum[MR_MAX][NV], late[2] = {c, ldc};
-    emit_k_loop_split(&g, ap, bp, kc, false, prefetch_late, late, sum);
+    emit_k_loop_split_b(&g, ap, bp, kc, false, prefetch_late, late, sum, pack_b ? &bs : NULL);
     write_tile_4(&g, sum, c, ldc, rows, cols, accumulate);
     return function_end(&g);
 }
+
+static LLVMValueRef tile_function(gen g) { return tile_function_b(g, false); }
 
 /* ---- epilogue ---------------------------------------------------------------------- */
 
@@ -746,6 +843,11 @@ typedef struct operand {
 /* Packs the slivers of one block: lanes [w0, w0 + nw), depths [p, p + kc), into dst. */
 static void emit_pack(gen *g, const operand *o, LLVMValueRef w0, LLVMValueRef nw, LLVMValueRef p, LLVMValueRef kc,
                       LLVMValueRef dst) {
+    if (o->lanes_contiguous) {  /* one call for the block, row by row */
+        LLVMValueRef args[] = {at(g, o->src, add(g, w0, mul(g, p, o->ld))), dst, o->ld, sub(g, o->lim, w0), kc, nw};
+        call(g, o->packer, args, 6);
+        return;
+    }
     loop ls = loop_begin(g, k64(g, 0), nw, o->width, "pack");
     LLVMValueRef lane0 = add(g, w0, ls.iv);
     LLVMValueRef first = o->lanes_contiguous ? add(g, lane0, mul(g, p, o->ld)) : add(g, mul(g, lane0, o->ld), p);
@@ -807,11 +909,14 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
              sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "");
     LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g);
+    /* B packed by the first row of tiles of each block (tile_function_b) */
+    bool fuse_b = !e && sh != SHARED_B && !trans_b;
+    LLVMValueRef tile_pb = fuse_b ? tile_function_b(g, true) : NULL;
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
     pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
-    pb.packer = pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
+    pb.packer = fuse_b ? NULL : pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
 
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
     LLVMTypeRef params[23] = {ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64,
@@ -871,7 +976,7 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     LLVMValueRef nc = smin(&g, nc_max, sub(&g, n, lj.iv));
     if (sh == SHARED_B)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
         bp = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, lj.iv, kc)));
-    else
+    else if (!fuse_b)
         emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bp);
 
     loop lr = loop_begin(&g, k64(&g, 0), mc, g.t.mr, "ir");
@@ -885,9 +990,21 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     } else {
         LLVMValueRef args[] = {
             asl, at(&g, bp, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc, sub(&g, m, i),
-            sub(&g, n, j), accumulate,
+            sub(&g, n, j), accumulate, NULL, pb.ld,
         };
-        call(&g, tile, args, 8);
+        if (fuse_b) {  /* the first A sliver's tiles pack the B slivers they read */
+            LLVMBasicBlockRef bfirst = block(&g, "pack.b"), bmore = block(&g, "packed"), bjoin = block(&g, "tile.done");
+            branch(&g, LLVMBuildICmp(g.b, LLVMIntEQ, lr.iv, k64(&g, 0), ""), bfirst, bmore);
+            args[8] = at_any(&g, pb.src, add(&g, mul(&g, lp.iv, pb.ld), j));  /* op(B)(p, j) */
+            call(&g, tile_pb, args, 10);
+            LLVMBuildBr(g.b, bjoin);
+            LLVMPositionBuilderAtEnd(g.b, bmore);
+            call(&g, tile, args, 8);
+            LLVMBuildBr(g.b, bjoin);
+            LLVMPositionBuilderAtEnd(g.b, bjoin);
+        } else {
+            call(&g, tile, args, 8);
+        }
     }
     loop_end(&g, &lc);
     loop_end(&g, &lr);
@@ -895,6 +1012,34 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     loop_end(&g, &lp);
     loop_end(&g, &li);
     return function_end(&g);
+}
+
+/* On one thread there is nothing to share: a plain product that would pack an operand once
+ * for all parts (shared_for) runs, when the pool has one thread, the loop nest without the
+ * shared operand directly, with no hand-off. Its B is then packed block by block by the
+ * tiles (tile_function_b) instead of in a separate pass over the whole operand before the
+ * product, whose copy (16 MiB for 2048³) went to L3 and memory and came back: +2–3.5 % at
+ * one thread on every shape measured (2026-12-06, docs/performance.md). The same sums in
+ * the same order as the parts, so the same bits. The scratch of the shared layout holds
+ * the one-part slot: the shared region alone (npad·k or mpad·k floats) is at least a
+ * block of that operand (nc·kc or mc·kc). Returns NULL when not used. */
+static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
+    if (e || sh == SHARED_NONE) return NULL;
+    return loops_function(g, s->trans_a, s->trans_b, NULL, SHARED_NONE);
+}
+
+/* if (count == 1) { the nest alone on the shape; goto returned block } else continue here */
+static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, LLVMValueRef loops, LLVMValueRef count) {
+    LLVMBasicBlockRef alone = block(g, "one.thread"), shared = block(g, "threads"), after = block(g, "done");
+    branch(g, LLVMBuildICmp(g->b, LLVMIntEQ, count, k64(g, 1), ""), alone, shared);
+    gemm_blocks bl = blocks_for(g->t, s);
+    LLVMValueRef args[] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
+                           k64(g, s->k), k64(g, s->lda), k64(g, s->ldb), k64(g, s->ldc), k64(g, bl.mc),
+                           k64(g, bl.kc), k64(g, bl.nc)};
+    call(g, loops, args, 13);
+    LLVMBuildBr(g->b, after);
+    LLVMPositionBuilderAtEnd(g->b, shared);
+    return after;
 }
 
 /* ---- one product ------------------------------------------------------------------- */
@@ -1107,6 +1252,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
     gemm_shared sh = shared_for(g.t, s);
     LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
+    LLVMValueRef loops_alone = alone_nest(g, s, e, sh);
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
@@ -1149,8 +1295,11 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 5, 0);
         LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
         if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
-        LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, part_count(&g, sp), ctx};
+        LLVMValueRef count = part_count(&g, sp);
+        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, loops_alone, count) : NULL;
+        LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, count, ctx};
         LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
+        if (after) LLVMBuildBr(g.b, after), LLVMPositionBuilderAtEnd(g.b, after);
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
         LLVMValueRef args[21] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),
