@@ -518,12 +518,8 @@ static LLVMValueRef epi_activation(kiln_cg *cg, kiln_gemm_act act, LLVMValueRef 
         LLVMValueRef t = vm_erfc(cg, cg_fmul(cg, x, fconst(cg, ty, -M_SQRT1_2)));
         return cg_fmul(cg, cg_fmul(cg, fconst(cg, ty, 0.5), x), t);
     }
-    case KILN_GEMM_ACT_GELU_TANH: {  /* x·σ(2u), u = √(2/π)·(x + 0.044715·x³) */
-        const double k = 0.79788456080286535588;
-        LLVMValueRef x3 = cg_fmul(cg, cg_fmul(cg, x, x), x);
-        LLVMValueRef u = cg_fmul(cg, fconst(cg, ty, k), cg_fadd(cg, x, cg_fmul(cg, fconst(cg, ty, 0.044715), x3)));
-        return cg_fmul(cg, x, vm_sigmoid(cg, cg_fmul(cg, fconst(cg, ty, 2.0), u)));
-    }
+    case KILN_GEMM_ACT_GELU_TANH:  /* x/(1 + e^−2u), u = √(2/π)·(x + 0.044715·x³) */
+        return vm_gelu_tanh(cg, x);
     case KILN_GEMM_ACT_SILU:
         return cg_fmul(cg, x, vm_sigmoid(cg, x));
     }

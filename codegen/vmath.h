@@ -27,6 +27,10 @@ LLVMValueRef vm_expm1(kiln_cg *cg, LLVMValueRef x);  /* e^x − 1, accurate near
 LLVMValueRef vm_log(kiln_cg *cg, LLVMValueRef x);
 LLVMValueRef vm_tanh(kiln_cg *cg, LLVMValueRef x);
 LLVMValueRef vm_sigmoid(kiln_cg *cg, LLVMValueRef x); /* 1/(1 + e^−x), never overflows */
+/* gelu with the tanh approximation, ½·x·(1 + tanh u) with u = √(2/π)·(x + 0.044715·x³),
+ * computed as x/(1 + e^−2u) (one exp, one division): the one formula of the elementwise
+ * kernel and the GEMM epilogue, so fused and separate results are the same bits. */
+LLVMValueRef vm_gelu_tanh(kiln_cg *cg, LLVMValueRef x);
 LLVMValueRef vm_erf(kiln_cg *cg, LLVMValueRef x);
 LLVMValueRef vm_erfc(kiln_cg *cg, LLVMValueRef x);   /* 1 − erf(x), relative accuracy out to the tail */
 /* x^y for float x, y of the same type; computed through double-precision log and exp
