@@ -298,23 +298,27 @@ LLVMValueRef vm_sigmoid(kiln_cg *cg, LLVMValueRef x)
 
 /* ---- gelu_tanh ---------------------------------------------------------------------- */
 
-/* e^z with a single scaling, for uses that only need 1 + e^z (so no denormal results):
- * z clamped to [−87, 89.4], so k = round(z/ln2) ∈ [−126, 129], and e^z = 2·(1 + pm)·2^(k−1)
- * with 2^(k−1) the bits (k + 126) << 23, read off the rounding sum t whose low bits are
- * k + 126 (its magic constant carries the bias): k = −126 gives 0, k = 129 +inf, and in
- * between e^z is exp_scaled's (≤ 1 ulp) until it overflows to +inf at 88.72 as it should.
- * 2(1 + pm) > 0, so 0 and +inf stay so (no 0·inf, no inf − inf). 14 operations against
- * exp_scaled's 21. */
-static LLVMValueRef exp_for_sum(const vm *v, LLVMValueRef z)
+/* 1 + e^z, for uses that need only that sum (so no denormal e^z, and a coarser
+ * reduction): z clamped to [−87, 89.4], so k = round(z/ln2) ∈ [−126, 129];
+ * r = z − k·ln2 with ln2 rounded to float (one fma: r is off by k·1.9e-9, which is
+ * 0.1 ulp of e^z for |k| ≤ 8 and ≤ 4 ulp at the far end, where gelu_tanh's own rounding
+ * of z already costs more); 2e^r as one Horner polynomial of degree 6 (EXP_Q's
+ * coefficients, doubled); 2^(k−1) is the bits (k + 126) << 23, read off the rounding sum
+ * t whose low bits are k + 126 (its magic constant carries the bias): k = −126 gives 0,
+ * k = 129 +inf, and 1 + 2e^r·2^(k−1) is one fma, which overflows to +inf where e^z does
+ * (2e^r > 0, so 0 and +inf stay so: no 0·inf, no inf − inf). 15 operations against
+ * exp_scaled's 21 and the add. */
+static LLVMValueRef one_plus_exp(const vm *v, LLVMValueRef z)
 {
     z = clamp(v, z, -87.0, 89.4);
     LLVMValueRef t = fma3(v, z, kf(v, LOG2E), kf(v, ROUND_MAGIC + 126));
     LLVMValueRef kfl = sub(v, t, kf(v, ROUND_MAGIC + 126));
-    LLVMValueRef r = fma3(v, neg(v, kfl), kf(v, LN2_HI), z); /* exact */
-    r = fma3(v, neg(v, kfl), kf(v, LN2_LO), r);
-    LLVMValueRef pm = fma3(v, mul(v, r, r), horner(v, EXP_Q, 5, r), r); /* e^r − 1 */
+    LLVMValueRef r = fma3(v, neg(v, kfl), kf(v, M_LN2), z);
+    double c[7] = {2.0, 2.0};
+    for (int i = 0; i < 5; i++) c[i + 2] = 2.0 * EXP_Q[i];
+    LLVMValueRef p = horner(v, c, 7, r);                                           /* 2e^r */
     LLVMValueRef s = as_float(v, LLVMBuildShl(v->b, as_int(v, t), ki(v, 23), "")); /* 2^(k−1), 0 or +inf */
-    return mul(v, fma3(v, pm, kf(v, 2.0), kf(v, 2.0)), s);
+    return fma3(v, p, s, kf(v, 1.0));
 }
 
 LLVMValueRef vm_gelu_tanh(kiln_cg *cg, LLVMValueRef x)
@@ -323,7 +327,7 @@ LLVMValueRef vm_gelu_tanh(kiln_cg *cg, LLVMValueRef x)
     const double k = 0.79788456080286535588; /* √(2/π) */
     /* z = −2u = x·(−2k − 2k·0.044715·x²) */
     LLVMValueRef z = mul(&v, x, fma3(&v, mul(&v, x, x), kf(&v, -2.0 * k * 0.044715), kf(&v, -2.0 * k)));
-    return quo(&v, x, add(&v, kf(&v, 1.0), exp_for_sum(&v, z)));
+    return quo(&v, x, one_plus_exp(&v, z));
 }
 
 /* ---- erf and erfc ------------------------------------------------------------------ */
