@@ -35,12 +35,16 @@
  * gets its own micro-kernel and loop nest (named with gemm_epi_code: "_ebr_gelu_tanh"), whose
  * tiles are told whether their k block is the first and the last. Blocks before the last
  * write the sums as above; the last one adds the earlier blocks' sums to its own (exactly
- * as the plain GEMM's last `+=` would), then applies the steps to the <W x float> rows in
- * registers and stores C, and P when asked, once — no second pass over C. (Staging the
- * steps through C instead — store the sums, then one row loop that reads them back from
- * L1 — shrank the gelu_tanh tile from 3,255 to 1,411 lines of assembly and its stack
- * accesses from 328 to 96, but perf put 25–28 % of that tile's samples outside its k
- * loop against 23 % for this version, so it was not kept.) The order of
+ * as the plain GEMM's last `+=` would), then applies the steps to the <W x float> rows and
+ * stores C, and P when asked, once — no second pass over C. Cheap steps run on the
+ * accumulators in registers, unrolled; the exp-based activations (gelu, gelu_tanh, silu)
+ * run in a loop over the tile's rows, the sums staged in a 12×32 stack buffer
+ * (write_epilogue_staged): unrolled, LLVM's scheduler interleaved the 24 computations
+ * and spilled their temporaries (gelu_tanh: 228 stack accesses; with the row loop the
+ * tile is 1,235 lines of assembly instead of 2,583, and perf puts the same share of its
+ * samples outside the k loop as the plain tile's: 18.6 % against 18.1 %, 2048×1536×384).
+ * (Staging through C itself was tried in 2026-12 with the old ~38-operation gelu_tanh
+ * and not kept: no gain then.) The order of
  * operations and the rounding are those of the separate kernels (matmul, scale, add,
  * the activation, add): scale in double, then plain fadd's without fast-math flags, so
  * no contraction crosses a step; the activations are lower_elementwise.c's formulas with

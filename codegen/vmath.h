@@ -12,8 +12,12 @@
  * (tests/unit/test_vmath.c measures it; docs/codegen.md "Accuracy contract"):
  *
  *     exp, expm1, log, tanh ≤ 1 ulp;  sigmoid, erf ≤ 2 ulp;  erfc ≤ 3 ulp;  pow ≤ 1 ulp
+ *     gelu_tanh ≤ 2 ulp for x ≥ −1; below, ≤ 1.2e-5 relative (1.5e-5 without FMA:
+ *     the rounding of −2u in float, magnified by e^−2u), against x·σ(2u) in double
  *
- * and exactly libm's special values: NaN in → NaN out, ±0, ±inf, overflow to +inf,
+ * and exactly libm's special values (gelu_tanh: NaN → NaN, ±0 → ±0, +inf → +inf,
+ * −inf → NaN as ½·x·(1 + tanh u) gives in float, and results below 4·FLT_MIN in magnitude
+ * may come out as ±0); the others: NaN in → NaN out, ±0, ±inf, overflow to +inf,
  * gradual underflow through the denormals to 0, log(0) = −inf, log(x < 0) = NaN, the
  * C99 Annex F cases of pow.
  */
