@@ -25,12 +25,12 @@
  * - tanh: |x| < 0.55: a + a³·T(a²); else 1 − 2/(e^{2a} + 1) with a clamped to 9.1
  *   (tanh rounds to 1 beyond 9.01); the sign copied from x (−0 stays −0).
  * - sigmoid: e = e^{−|x|} ≤ 1 (never overflows), (x ≥ 0 ? 1 : e)/(1 + e): one division.
- * - gelu_tanh: x/(1 + e^z), z = −2u = x·(c1 + c2·x²): one exp, one division, no select
- *   (x·σ(2u) through sigmoid took ~38 vector operations, this 17). 1 + e^z needs no
- *   denormal e^z and tolerates a coarser reduction (one_plus_exp): one scaling 2^(k−1)
- *   built from the rounding sum's bits, k clamped so that it comes out 0 or +inf at the
- *   ends; e^z = +inf gives x/inf = ±0 (tails below 4·FLT_MIN flush to 0), −inf gives
- *   NaN, as the float formula ½·x·(1 + tanh u) does.
+ * - gelu_tanh: x/(1 + 2^w), w = −2u/ln2 = x·(c1 + c2·x²): one exponential, one division,
+ *   no select (x·σ(2u) through sigmoid took ~38 vector operations, this 16). 1 + 2^w needs
+ *   no denormal 2^w (one_plus_exp2): one scaling 2^(k−1) built from the rounding sum's
+ *   bits, k clamped so that it comes out 0 or +inf at the ends, and w − k is exact, so
+ *   there is no Cody–Waite reduction; 2^w = +inf gives x/inf = ±0 (tails below 4·FLT_MIN
+ *   flush to 0), x = −inf gives NaN, as the float formula ½·x·(1 + tanh u) does.
  * - erf, erfc: |x| < 0.5: erf = x + x·E(x²) and erfc = 1 − erf. Otherwise, with
  *   a = min(|x|, 10.3) (erfc(10.06) already rounds to 0),
  *   erfc(a) = e^{−a²}·H(t)/(a + 1), t = (a − 1)/(a + 1), H of degree 10; a² is carried
@@ -304,25 +304,24 @@ LLVMValueRef vm_sigmoid(kiln_cg *cg, LLVMValueRef x)
 
 /* ---- gelu_tanh ---------------------------------------------------------------------- */
 
-/* 1 + e^z, for uses that need only that sum (so no denormal e^z, and a coarser
- * reduction): z clamped to [−87, 89.4], so k = round(z/ln2) ∈ [−126, 129];
- * r = z − k·ln2 with ln2 rounded to float (one fma: r is off by k·1.9e-9, which is
- * 0.1 ulp of e^z for |k| ≤ 8 and ≤ 4 ulp at the far end, where gelu_tanh's own rounding
- * of z already costs more); 2e^r as one Horner polynomial of degree 6 (EXP_Q's
- * coefficients, doubled); 2^(k−1) is the bits (k + 126) << 23, read off the rounding sum
- * t whose low bits are k + 126 (its magic constant carries the bias): k = −126 gives 0,
- * k = 129 +inf, and 1 + 2e^r·2^(k−1) is one fma, which overflows to +inf where e^z does
- * (2e^r > 0, so 0 and +inf stay so: no 0·inf, no inf − inf). 13 operations against
- * exp_scaled's 21 and the add. */
-static LLVMValueRef one_plus_exp(const vm *v, LLVMValueRef z)
+/* 1 + 2^w, for uses that need only that sum (so no denormal 2^w): w clamped to
+ * [−126, 129] and split exactly as w = k + f, k = round(w) by the rounding sum
+ * t = w + 1.5·2^23 + 126 (whose low bits are then k + 126), f = w − k ∈ [−½, ½] (exact:
+ * no ln2 constant, no fma); 2·2^f = 2e^r at r = f·ln2 as one Horner polynomial of
+ * degree 6 in f (EXP_Q's coefficients, doubled and scaled by powers of ln2); 2^(k−1) is
+ * the bits (k + 126) << 23, so k = −126 gives 0 and k = 129 +inf, and 1 + 2·2^f·2^(k−1)
+ * is one fma, which overflows to +inf where 2^w does (2·2^f > 0, so 0 and +inf stay so:
+ * no 0·inf, no inf − inf). 12 operations, of which 7 multiply (the k loop of a GEMM
+ * keeps the multiply-add pipes busy; the clamp, t, k and f go to the adders), against
+ * exp_scaled's 21 and an add. */
+static LLVMValueRef one_plus_exp2(const vm *v, LLVMValueRef w)
 {
-    z = clamp(v, z, -87.0, 89.4);
-    LLVMValueRef t = fma3(v, z, kf(v, LOG2E), kf(v, ROUND_MAGIC + 126));
-    LLVMValueRef kfl = sub(v, t, kf(v, ROUND_MAGIC + 126));
-    LLVMValueRef r = fma3(v, neg(v, kfl), kf(v, M_LN2), z);
-    double c[7] = {2.0, 2.0};
-    for (int i = 0; i < 5; i++) c[i + 2] = 2.0 * EXP_Q[i];
-    LLVMValueRef p = horner(v, c, 7, r);                                           /* 2e^r */
+    w = clamp(v, w, -126.0, 129.0);
+    LLVMValueRef t = add(v, w, kf(v, ROUND_MAGIC + 126));
+    LLVMValueRef f = sub(v, w, sub(v, t, kf(v, ROUND_MAGIC + 126)));
+    double c[7] = {2.0, 2.0 * M_LN2}, ln2i = M_LN2 * M_LN2;
+    for (int i = 0; i < 5; i++, ln2i *= M_LN2) c[i + 2] = 2.0 * EXP_Q[i] * ln2i;
+    LLVMValueRef p = horner(v, c, 7, f);                                           /* 2·2^f */
     LLVMValueRef s = as_float(v, LLVMBuildShl(v->b, as_int(v, t), ki(v, 23), "")); /* 2^(k−1), 0 or +inf */
     return fma3(v, p, s, kf(v, 1.0));
 }
@@ -330,10 +329,10 @@ static LLVMValueRef one_plus_exp(const vm *v, LLVMValueRef z)
 LLVMValueRef vm_gelu_tanh(kiln_cg *cg, LLVMValueRef x)
 {
     vm v = vm_of(cg, x);
-    const double k = 0.79788456080286535588; /* √(2/π) */
-    /* z = −2u = x·(−2k − 2k·0.044715·x²) */
-    LLVMValueRef z = mul(&v, x, fma3(&v, mul(&v, x, x), kf(&v, -2.0 * k * 0.044715), kf(&v, -2.0 * k)));
-    return quo(&v, x, one_plus_exp(&v, z));
+    const double k = 0.79788456080286535588, l2e = 1.4426950408889634; /* √(2/π), 1/ln2 */
+    /* w = −2u/ln2 = x·(−2k − 2k·0.044715·x²)/ln2, the constants rounded once */
+    LLVMValueRef w = mul(&v, x, fma3(&v, mul(&v, x, x), kf(&v, -2.0 * k * 0.044715 * l2e), kf(&v, -2.0 * k * l2e)));
+    return quo(&v, x, one_plus_exp2(&v, w));
 }
 
 /* ---- erf and erfc ------------------------------------------------------------------ */
