@@ -391,6 +391,8 @@ static int special_values(float *v)
         9.19464f, 10.0554f, 10.3f,             /* erfc: denormal results, 0 */
         0.693147182f, 0.346573591f,            /* ln2, ln2/2: exp's reduction */
         0.707106769f, 1.41421354f,             /* √½, √2: log's reduction */
+        10.0609663f, 10.0758432f, 10.0906793f, /* gelu_tanh(−x): 2^w at w = 128, 128.5 (overflow), 129 (the clamp) */
+        10.0010449f,                           /* gelu_tanh(x): w = −126, where 2^(k−1) becomes 0 */
     };
     int n = 0;
     for (size_t i = 0; i < sizeof base / sizeof *base; i++)
