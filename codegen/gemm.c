@@ -40,9 +40,10 @@
  * accumulators in registers, unrolled; the exp-based activations (gelu, gelu_tanh, silu)
  * run in a loop over the tile's rows, the sums staged in a 12×32 stack buffer
  * (write_epilogue_staged): unrolled, LLVM's scheduler interleaved the 24 computations
- * and spilled their temporaries (gelu_tanh: 228 stack accesses; with the row loop the
- * tile is 1,235 lines of assembly instead of 2,583, and perf puts the same share of its
- * samples outside the k loop as the plain tile's: 18.6 % against 18.1 %, 2048×1536×384).
+ * and spilled their temporaries (the gelu_tanh tile was 3,338 lines of assembly with 339
+ * stack accesses; with vm_gelu_tanh and the row loop it is 1,217 lines, and perf puts
+ * 18.6 % of its samples outside the k loop against the plain tile's 18.1 %, 2048×1536×384;
+ * see docs/performance.md).
  * (Staging through C itself was tried in 2026-12 with the old ~38-operation gelu_tanh
  * and not kept: no gain then.) The order of
  * operations and the rounding are those of the separate kernels (matmul, scale, add,
@@ -606,9 +607,10 @@ void gemm_write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[]
 }
 
 /* Whether a tile's epilogue goes through a row loop (write_epilogue_staged): the
- * activations built on exp, ~20–60 vector operations per vector of C. Unrolled over the
+ * activations built on exp, ~16–60 vector operations per vector of C. Unrolled over the
  * 24 accumulators of a 12×32 tile, LLVM's scheduler interleaved the 24 computations and
- * spilled their temporaries (gelu_tanh: 228 stack accesses in the tile). */
+ * spilled their temporaries (even vm_gelu_tanh's 16 operations: 228 stack accesses in the
+ * tile, and 1–2 % slower than the loop). */
 static bool epi_staged(const kiln_gemm_epilogue *e) {
     return e->act == KILN_GEMM_ACT_GELU || e->act == KILN_GEMM_ACT_GELU_TANH || e->act == KILN_GEMM_ACT_SILU;
 }
