@@ -35,12 +35,17 @@
  * gets its own micro-kernel and loop nest (named with gemm_epi_code: "_ebr_gelu_tanh"), whose
  * tiles are told whether their k block is the first and the last. Blocks before the last
  * write the sums as above; the last one adds the earlier blocks' sums to its own (exactly
- * as the plain GEMM's last `+=` would), then applies the steps to the <W x float> rows in
- * registers and stores C, and P when asked, once — no second pass over C. (Staging the
- * steps through C instead — store the sums, then one row loop that reads them back from
- * L1 — shrank the gelu_tanh tile from 3,255 to 1,411 lines of assembly and its stack
- * accesses from 328 to 96, but perf put 25–28 % of that tile's samples outside its k
- * loop against 23 % for this version, so it was not kept.) The order of
+ * as the plain GEMM's last `+=` would), then applies the steps to the <W x float> rows and
+ * stores C, and P when asked, once — no second pass over C. Cheap steps run on the
+ * accumulators in registers, unrolled; the exp-based activations (gelu, gelu_tanh, silu)
+ * run in a loop over the tile's rows, the sums staged in a 12×32 stack buffer
+ * (write_epilogue_staged): unrolled, LLVM's scheduler interleaved the 24 computations
+ * and spilled their temporaries (the gelu_tanh tile was 3,338 lines of assembly with 339
+ * stack accesses; with vm_gelu_tanh and the row loop it is 1,217 lines, and perf puts
+ * 18.6 % of its samples outside the k loop against the plain tile's 18.1 %, 2048×1536×384;
+ * see docs/performance.md).
+ * (Staging through C itself was tried in 2026-12 with the old ~38-operation gelu_tanh
+ * and not kept: no gain then.) The order of
  * operations and the rounding are those of the separate kernels (matmul, scale, add,
  * the activation, add): scale in double, then plain fadd's without fast-math flags, so
  * no contraction crosses a step; the activations are lower_elementwise.c's formulas with
@@ -615,12 +620,8 @@ static LLVMValueRef epi_activation(kiln_cg *cg, kiln_gemm_act act, LLVMValueRef 
         LLVMValueRef t = vm_erfc(cg, cg_fmul(cg, x, fconst(cg, ty, -M_SQRT1_2)));
         return cg_fmul(cg, cg_fmul(cg, fconst(cg, ty, 0.5), x), t);
     }
-    case KILN_GEMM_ACT_GELU_TANH: {  /* x·σ(2u), u = √(2/π)·(x + 0.044715·x³) */
-        const double k = 0.79788456080286535588;
-        LLVMValueRef x3 = cg_fmul(cg, cg_fmul(cg, x, x), x);
-        LLVMValueRef u = cg_fmul(cg, fconst(cg, ty, k), cg_fadd(cg, x, cg_fmul(cg, fconst(cg, ty, 0.044715), x3)));
-        return cg_fmul(cg, x, vm_sigmoid(cg, cg_fmul(cg, fconst(cg, ty, 2.0), u)));
-    }
+    case KILN_GEMM_ACT_GELU_TANH:  /* x/(1 + e^−2u), u = √(2/π)·(x + 0.044715·x³) */
+        return vm_gelu_tanh(cg, x);
     case KILN_GEMM_ACT_SILU:
         return cg_fmul(cg, x, vm_sigmoid(cg, x));
     }
@@ -639,44 +640,94 @@ static void row_store(gen *g, LLVMValueRef x, LLVMValueRef base, LLVMValueRef of
     else store_aligned(g, x, at(g, base, off), 4);
 }
 
-/* The last write of a tile: v = sum[r][v], then the epilogue's steps (codegen.h's order)
- * and the store into C. Each step is a separate instruction without fast-math flags
- * (the activation aside, see epi_activation), so nothing contracts across steps. masked
- * as in write_tile. */
-void gemm_write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
-                           LLVMValueRef rows, LLVMValueRef cols, bool masked) {
+/* What every row of an epilogue needs: the column masks (masked tiles), the bias vectors
+ * and the scale, built once per tile. */
+typedef struct epi_consts {
+    LLVMValueRef colmask[NV], bias[NV], scale;
+} epi_consts;
+
+static epi_consts epi_consts_for(gen *g, const kiln_gemm_epilogue *e, const epi_ptrs *at_, LLVMValueRef cols,
+                                 bool masked) {
+    const int w = g->t.w;
+    epi_consts k = {.scale = gemm_has_scale(e) ? splat(g, at_->scale, g->vd) : NULL};
+    for (int v = 0; v < NV; v++) {
+        k.colmask[v] = masked ? lanes_below(g, sub(g, cols, k64(g, v * w))) : NULL;
+        k.bias[v] = NULL;
+        if (!e->bias) continue;
+        k.bias[v] = masked ? masked_load(g, at_any(g, at_->bias, k64(g, v * w)), k.colmask[v])
+                           : load_aligned(g, g->vf, at(g, at_->bias, k64(g, v * w)), 4);
+    }
+    return k;
+}
+
+/* One row of a tile's last write: x[v] the row's sums, then the epilogue's steps
+ * (codegen.h's order) and the stores into C (and P). Each step is a separate instruction
+ * without fast-math flags (the activation aside, see epi_activation), so nothing
+ * contracts across steps. row is the row's index in the tile; on (NULL: yes) whether it
+ * is inside C, for a masked tile (see write_tile: a row past the end has its address
+ * clamped to a valid row and all lanes off). */
+static void epi_row(gen *g, const kiln_gemm_epilogue *e, const epi_consts *k, const epi_ptrs *at_,
+                    const LLVMValueRef *x_in, LLVMValueRef row, LLVMValueRef on, bool masked) {
     const int w = g->t.w;
     kiln_cg cg = *g->cg;
     cg.b = g->b;
-    LLVMValueRef colmask[NV] = {0}, none = LLVMConstNull(g->vmask), bias[NV] = {0};
-    LLVMValueRef scale = gemm_has_scale(e) ? splat(g, at_->scale, g->vd) : NULL;
+    LLVMValueRef none = LLVMConstNull(g->vmask);
+    LLVMValueRef crow = at(g, at_->c, mul(g, row, at_->ldc));
+    LLVMValueRef prow = e->pre_out ? at(g, at_->p, mul(g, row, at_->ldp)) : NULL;
+    LLVMValueRef rrow = e->residual ? at(g, at_->r, mul(g, row, at_->ldr)) : NULL;
     for (int v = 0; v < NV; v++) {
-        if (masked) colmask[v] = lanes_below(g, sub(g, cols, k64(g, v * w)));
-        if (!e->bias) continue;
-        bias[v] = masked ? masked_load(g, at_any(g, at_->bias, k64(g, v * w)), colmask[v])
-                         : load_aligned(g, g->vf, at(g, at_->bias, k64(g, v * w)), 4);
+        LLVMValueRef mask = !masked ? NULL : on ? LLVMBuildSelect(g->b, on, k->colmask[v], none, "") : k->colmask[v];
+        LLVMValueRef off = k64(g, v * w);
+        LLVMValueRef x = x_in[v];
+        if (k->scale)  /* as the `scale` op: x·by in double, rounded once to f32 */
+            x = LLVMBuildFPTrunc(g->b, LLVMBuildFMul(g->b, LLVMBuildFPExt(g->b, x, g->vd, ""), k->scale, ""), g->vf,
+                                 "");
+        if (e->bias) x = LLVMBuildFAdd(g->b, x, k->bias[v], "");
+        if (e->pre_out) row_store(g, x, prow, off, mask);
+        x = epi_activation(&cg, e->act, x);
+        if (e->residual) x = LLVMBuildFAdd(g->b, x, row_load(g, rrow, off, mask), "");
+        if (e->accumulate) x = LLVMBuildFAdd(g->b, row_load(g, crow, off, mask), x, "");
+        row_store(g, x, crow, off, mask);
     }
+}
+
+/* The last write of a tile: epi_row on each of its MR rows, unrolled (sum[r][v] stay in
+ * registers). masked as in write_tile. */
+void gemm_write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
+                           LLVMValueRef rows, LLVMValueRef cols, bool masked) {
+    epi_consts k = epi_consts_for(g, e, at_, cols, masked);
     for (int r = 0; r < g->t.mr; r++) {
         LLVMValueRef on = masked ? lt(g, k64(g, r), rows) : NULL;
         LLVMValueRef row = masked ? smin(g, k64(g, r), sub(g, rows, k64(g, 1))) : k64(g, r);
-        LLVMValueRef crow = at(g, at_->c, mul(g, row, at_->ldc));
-        LLVMValueRef prow = e->pre_out ? at(g, at_->p, mul(g, row, at_->ldp)) : NULL;
-        LLVMValueRef rrow = e->residual ? at(g, at_->r, mul(g, row, at_->ldr)) : NULL;
-        for (int v = 0; v < NV; v++) {
-            LLVMValueRef mask = masked ? LLVMBuildSelect(g->b, on, colmask[v], none, "") : NULL;
-            LLVMValueRef off = k64(g, v * w);
-            LLVMValueRef x = sum[r][v];
-            if (scale)  /* as the `scale` op: x·by in double, rounded once to f32 */
-                x = LLVMBuildFPTrunc(g->b, LLVMBuildFMul(g->b, LLVMBuildFPExt(g->b, x, g->vd, ""), scale, ""), g->vf,
-                                     "");
-            if (e->bias) x = LLVMBuildFAdd(g->b, x, bias[v], "");
-            if (e->pre_out) row_store(g, x, prow, off, mask);
-            x = epi_activation(&cg, e->act, x);
-            if (e->residual) x = LLVMBuildFAdd(g->b, x, row_load(g, rrow, off, mask), "");
-            if (e->accumulate) x = LLVMBuildFAdd(g->b, row_load(g, crow, off, mask), x, "");
-            row_store(g, x, crow, off, mask);
-        }
+        epi_row(g, e, &k, at_, sum[r], row, on, masked);
     }
+}
+
+/* Whether a tile's epilogue goes through a row loop (write_epilogue_staged): the
+ * activations built on exp, ~16–60 vector operations per vector of C. Unrolled over the
+ * 24 accumulators of a 12×32 tile, LLVM's scheduler interleaved the 24 computations and
+ * spilled their temporaries (even vm_gelu_tanh's 16 operations: 228 stack accesses in the
+ * tile, and 1–2 % slower than the loop). */
+static bool epi_staged(const kiln_gemm_epilogue *e) {
+    return e->act == KILN_GEMM_ACT_GELU || e->act == KILN_GEMM_ACT_GELU_TANH || e->act == KILN_GEMM_ACT_SILU;
+}
+
+/* The last write of a tile through `stage` (MR×NR floats on the stack, 64-byte aligned,
+ * L1-resident): the sums are stored there, then one loop over the tile's rows (those
+ * inside C) loads each row back and runs epi_row on it — one row's computation at a time,
+ * so its temporaries and constants fit in registers and the code is one row long. The
+ * same operations in the same order as gemm_write_epilogue: the same bits. */
+static void write_epilogue_staged(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], LLVMValueRef stage,
+                                  const epi_ptrs *at_, LLVMValueRef rows, LLVMValueRef cols, bool masked) {
+    const int w = g->t.w, mr = g->t.mr, nr = g->t.nr;
+    for (int r = 0; r < mr; r++)
+        for (int v = 0; v < NV; v++) store_aligned(g, sum[r][v], at(g, stage, k64(g, r * nr + v * w)), 64);
+    epi_consts k = epi_consts_for(g, e, at_, cols, masked);
+    loop lr = loop_begin(g, k64(g, 0), masked ? smin(g, rows, k64(g, mr)) : k64(g, mr), 1, "epi.row");
+    LLVMValueRef srow = at(g, stage, mul(g, lr.iv, k64(g, nr))), x[NV];
+    for (int v = 0; v < NV; v++) x[v] = load_aligned(g, g->vf, at(g, srow, k64(g, v * w)), 64);
+    epi_row(g, e, &k, at_, x, lr.iv, NULL, masked);
+    loop_end(g, &lr);
 }
 
 /* The epilogue tile's prefetches: X, and on the last block C (when accumulating), P, R. */
@@ -725,6 +776,12 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
     LLVMValueRef first = param(&g, 7), last = param(&g, 8);
     epi_ptrs out = {param(&g, 2), param(&g, 3), param(&g, 11), param(&g, 12), param(&g, 13), param(&g, 14),
                     param(&g, 15), param(&g, 16)};
+    /* the row loop's staging area (epi_staged), in the entry block */
+    LLVMValueRef stage = NULL;
+    if (epi_staged(e)) {
+        stage = LLVMBuildAlloca(g.b, LLVMArrayType2(g.f32, (uint64_t)(mr * nr)), "stage");
+        LLVMSetAlignment(stage, 64);
+    }
     /* the partial sums: x with accumulate, else C (never both: they are noalias) */
     LLVMValueRef x = e->accumulate ? param(&g, 9) : out.c, ldx = e->accumulate ? param(&g, 10) : out.ldc;
 
@@ -770,7 +827,8 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
                 LLVMAddIncoming(v[r][c], &sum[r][c], &bfirst, 1);
                 LLVMAddIncoming(v[r][c], &later[r][c], &later_end, 1);
             }
-        gemm_write_epilogue(&g, e, v, &out, rows, cols, masked);
+        if (stage) write_epilogue_staged(&g, e, v, stage, &out, rows, cols, masked);
+        else gemm_write_epilogue(&g, e, v, &out, rows, cols, masked);
         LLVMBuildBr(g.b, end);
     }
     LLVMPositionBuilderAtEnd(g.b, bmore);

@@ -10,7 +10,7 @@
  * in double and rounds once). So only `contract` is allowed; exp, log, pow, tanh,
  * sigmoid, erf and erfc are vmath.c's inline code with a stated bound of 1–3 ulp each
  * (vmath.h), which the loop vectoriser widens; and functions are written in the forms
- * that do not cancel: gelu as ½·x·erfc(−x/√2), gelu_tanh as x·σ(2u) (= ½·x·(1 + tanh u)).
+ * that do not cancel: gelu as ½·x·erfc(−x/√2), gelu_tanh as x/(1 + e^−2u) (= ½·x·(1 + tanh u)).
  * i32 arithmetic wraps (plain add/sub/mul without nsw); f32 → i32 is llvm.fptosi.sat
  * (truncation toward zero, NaN → 0, saturating), exactly the interpreter's rule.
  * maximum/minimum propagate NaN, as numpy and the interpreter do.
@@ -99,14 +99,9 @@ static LLVMValueRef f_gelu(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
     return cg_fmul(cg, cg_fmul(cg, cg_f32(cg, 0.5), x[0]), t);
 }
 
-/* ½·x·(1 + tanh u) with u = √(2/π)·(x + 0.044715·x³), as x·σ(2u) */
-static LLVMValueRef f_gelu_tanh(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x)
-{
-    const double k = 0.79788456080286535588; /* √(2/π) */
-    LLVMValueRef x3 = cg_fmul(cg, cg_fmul(cg, x[0], x[0]), x[0]);
-    LLVMValueRef u = cg_fmul(cg, cg_f32(cg, k), cg_fadd(cg, x[0], cg_fmul(cg, cg_f32(cg, 0.044715), x3)));
-    return cg_fmul(cg, x[0], vm_sigmoid(cg, cg_fmul(cg, cg_f32(cg, 2.0), u)));
-}
+/* ½·x·(1 + tanh u) with u = √(2/π)·(x + 0.044715·x³), as x/(1 + e^−2u) (vm_gelu_tanh:
+ * the GEMM epilogue's formula too) */
+static LLVMValueRef f_gelu_tanh(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return vm_gelu_tanh(cg, x[0]); }
 
 static LLVMValueRef f_erf(kiln_cg *cg, const kiln_node *n, LLVMValueRef *x) { return vm_erf(cg, x[0]); }
 

@@ -1,4 +1,4 @@
-/* vmath.c — exp, expm1, log, tanh, sigmoid, erf, erfc and pow as branch-free LLVM IR
+/* vmath.c — exp, expm1, log, tanh, sigmoid, gelu_tanh, erf, erfc and pow as branch-free LLVM IR
  * on float or <N x float> values (vmath.h states the contract and the measured errors).
  *
  * Design. libm's expf/tanhf/erfcf are scalar calls the loop vectoriser cannot widen
@@ -25,6 +25,12 @@
  * - tanh: |x| < 0.55: a + a³·T(a²); else 1 − 2/(e^{2a} + 1) with a clamped to 9.1
  *   (tanh rounds to 1 beyond 9.01); the sign copied from x (−0 stays −0).
  * - sigmoid: e = e^{−|x|} ≤ 1 (never overflows), (x ≥ 0 ? 1 : e)/(1 + e): one division.
+ * - gelu_tanh: x/(1 + 2^w), w = −2u/ln2 = x·(c1 + c2·x²): one exponential, one division,
+ *   no select (x·σ(2u) through sigmoid took ~38 vector operations, this 16). 1 + 2^w needs
+ *   no denormal 2^w (one_plus_exp2): one scaling 2^(k−1) built from the rounding sum's
+ *   bits, k clamped so that it comes out 0 or +inf at the ends, and w − k is exact, so
+ *   there is no Cody–Waite reduction; 2^w = +inf gives x/inf = ±0 (tails below 4·FLT_MIN
+ *   flush to 0), x = −inf gives NaN, as the float formula ½·x·(1 + tanh u) does.
  * - erf, erfc: |x| < 0.5: erf = x + x·E(x²) and erfc = 1 − erf. Otherwise, with
  *   a = min(|x|, 10.3) (erfc(10.06) already rounds to 0),
  *   erfc(a) = e^{−a²}·H(t)/(a + 1), t = (a − 1)/(a + 1), H of degree 10; a² is carried
@@ -294,6 +300,39 @@ LLVMValueRef vm_sigmoid(kiln_cg *cg, LLVMValueRef x)
     LLVMValueRef e = exp_scaled(&v, neg(&v, fabs1(&v, x)), NULL, NULL);
     LLVMValueRef num = sel(&v, fcmp(&v, LLVMRealOGE, x, kf(&v, 0.0)), kf(&v, 1.0), e);
     return quo(&v, num, add(&v, kf(&v, 1.0), e));
+}
+
+/* ---- gelu_tanh ---------------------------------------------------------------------- */
+
+/* 1 + 2^w, for uses that need only that sum (so no denormal 2^w): w clamped to
+ * [−126, 129] and split exactly as w = k + f, k = round(w) by the rounding sum
+ * t = w + 1.5·2^23 + 126 (whose low bits are then k + 126), f = w − k ∈ [−½, ½] (exact:
+ * no ln2 constant, no fma); 2·2^f = 2e^r at r = f·ln2 as one Horner polynomial of
+ * degree 6 in f (EXP_Q's coefficients, doubled and scaled by powers of ln2); 2^(k−1) is
+ * the bits (k + 126) << 23, so k = −126 gives 0 and k = 129 +inf, and 1 + 2·2^f·2^(k−1)
+ * is one fma, which overflows to +inf where 2^w does (2·2^f > 0, so 0 and +inf stay so:
+ * no 0·inf, no inf − inf). 12 operations, of which 7 multiply (the k loop of a GEMM
+ * keeps the multiply-add pipes busy; the clamp, t, k and f go to the adders), against
+ * exp_scaled's 21 and an add. */
+static LLVMValueRef one_plus_exp2(const vm *v, LLVMValueRef w)
+{
+    w = clamp(v, w, -126.0, 129.0);
+    LLVMValueRef t = add(v, w, kf(v, ROUND_MAGIC + 126));
+    LLVMValueRef f = sub(v, w, sub(v, t, kf(v, ROUND_MAGIC + 126)));
+    double c[7] = {2.0, 2.0 * M_LN2}, ln2i = M_LN2 * M_LN2;
+    for (int i = 0; i < 5; i++, ln2i *= M_LN2) c[i + 2] = 2.0 * EXP_Q[i] * ln2i;
+    LLVMValueRef p = horner(v, c, 7, f);                                           /* 2·2^f */
+    LLVMValueRef s = as_float(v, LLVMBuildShl(v->b, as_int(v, t), ki(v, 23), "")); /* 2^(k−1), 0 or +inf */
+    return fma3(v, p, s, kf(v, 1.0));
+}
+
+LLVMValueRef vm_gelu_tanh(kiln_cg *cg, LLVMValueRef x)
+{
+    vm v = vm_of(cg, x);
+    const double k = 0.79788456080286535588, l2e = 1.4426950408889634; /* √(2/π), 1/ln2 */
+    /* w = −2u/ln2 = x·(−2k − 2k·0.044715·x²)/ln2, the constants rounded once */
+    LLVMValueRef w = mul(&v, x, fma3(&v, mul(&v, x, x), kf(&v, -2.0 * k * 0.044715 * l2e), kf(&v, -2.0 * k * l2e)));
+    return quo(&v, x, one_plus_exp2(&v, w));
 }
 
 /* ---- erf and erfc ------------------------------------------------------------------ */

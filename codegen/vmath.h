@@ -12,8 +12,12 @@
  * (tests/unit/test_vmath.c measures it; docs/codegen.md "Accuracy contract"):
  *
  *     exp, expm1, log, tanh ≤ 1 ulp;  sigmoid, erf ≤ 2 ulp;  erfc ≤ 3 ulp;  pow ≤ 1 ulp
+ *     gelu_tanh ≤ 2 ulp for x ≥ −1; below, ≤ 9.7e-6 relative (8e-6 without FMA: the
+ *     rounding of −2u in float, magnified by e^−2u), against x·σ(2u) in double
  *
- * and exactly libm's special values: NaN in → NaN out, ±0, ±inf, overflow to +inf,
+ * and exactly libm's special values (gelu_tanh: NaN → NaN, ±0 → ±0, +inf → +inf,
+ * −inf → NaN as ½·x·(1 + tanh u) gives in float, and results below 4·FLT_MIN in magnitude
+ * may come out as ±0); the others: NaN in → NaN out, ±0, ±inf, overflow to +inf,
  * gradual underflow through the denormals to 0, log(0) = −inf, log(x < 0) = NaN, the
  * C99 Annex F cases of pow.
  */
@@ -27,6 +31,10 @@ LLVMValueRef vm_expm1(kiln_cg *cg, LLVMValueRef x);  /* e^x − 1, accurate near
 LLVMValueRef vm_log(kiln_cg *cg, LLVMValueRef x);
 LLVMValueRef vm_tanh(kiln_cg *cg, LLVMValueRef x);
 LLVMValueRef vm_sigmoid(kiln_cg *cg, LLVMValueRef x); /* 1/(1 + e^−x), never overflows */
+/* gelu with the tanh approximation, ½·x·(1 + tanh u) with u = √(2/π)·(x + 0.044715·x³),
+ * computed as x/(1 + 2^(−2u/ln2)) (one exponential, one division): the one formula of the elementwise
+ * kernel and the GEMM epilogue, so fused and separate results are the same bits. */
+LLVMValueRef vm_gelu_tanh(kiln_cg *cg, LLVMValueRef x);
 LLVMValueRef vm_erf(kiln_cg *cg, LLVMValueRef x);
 LLVMValueRef vm_erfc(kiln_cg *cg, LLVMValueRef x);   /* 1 − erf(x), relative accuracy out to the tail */
 /* x^y for float x, y of the same type; computed through double-precision log and exp

@@ -59,6 +59,12 @@
 /* ---- the functions ------------------------------------------------------------------- */
 
 static double ref_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
+/* ½·x·(1 + tanh u) as x·σ(2u), which does not cancel for negative x in double either */
+static double ref_gelu_tanh(double x)
+{
+    const double k = sqrt(2.0 / 3.14159265358979323846);
+    return x * ref_sigmoid(2.0 * k * (x + 0.044715 * x * x * x));
+}
 
 typedef struct fn_case {
     const char *name;
@@ -66,13 +72,23 @@ typedef struct fn_case {
     LLVMValueRef (*emit2)(kiln_cg *, LLVMValueRef, LLVMValueRef); /* pow */
     double (*ref1)(double);
     int max_ulp;  /* the bound vmath.h documents */
+    /* gelu_tanh: the ulp bound holds for x ≥ tail_below; below, where the rounding of −2u
+     * (up to 87) is magnified by e^−2u, a relative bound tail_rel, and results of
+     * magnitude below flush_below may come out as ±0 (0 when all three are 0) */
+    float tail_below, flush_below;
+    double tail_rel;
 } fn_case;
 
 static const fn_case CASES[] = {
-    {"exp", vm_exp, NULL, exp, 1},         {"expm1", vm_expm1, NULL, expm1, 1},
-    {"log", vm_log, NULL, log, 1},         {"tanh", vm_tanh, NULL, tanh, 1},
-    {"sigmoid", vm_sigmoid, NULL, ref_sigmoid, 2}, {"erf", vm_erf, NULL, erf, 2},
-    {"erfc", vm_erfc, NULL, erfc, 3},      {"pow", NULL, vm_pow, NULL, 1},
+    {"exp", vm_exp, NULL, exp, 1, 0, 0, 0},
+    {"expm1", vm_expm1, NULL, expm1, 1, 0, 0, 0},
+    {"log", vm_log, NULL, log, 1, 0, 0, 0},
+    {"tanh", vm_tanh, NULL, tanh, 1, 0, 0, 0},
+    {"sigmoid", vm_sigmoid, NULL, ref_sigmoid, 2, 0, 0, 0},
+    {"erf", vm_erf, NULL, erf, 2, 0, 0, 0},
+    {"erfc", vm_erfc, NULL, erfc, 3, 0, 0, 0},
+    {"pow", NULL, vm_pow, NULL, 1, 0, 0, 0},
+    {"gelu_tanh", vm_gelu_tanh, NULL, ref_gelu_tanh, 2, -1.0f, 4 * FLT_MIN, 2e-5},
 };
 enum { N_CASES = sizeof CASES / sizeof *CASES };
 
@@ -260,6 +276,8 @@ typedef struct tally {
     int64_t max_ulp;
     float worst_x, worst_y;
     int64_t points;
+    double max_rel;  /* in a tail (fn_case.tail_below) */
+    float worst_rel_x;
 } tally;
 
 /* Checks one result against its reference (want = libm in double, rounded). */
@@ -271,9 +289,24 @@ static void check_one(const fn_case *fc, tally *t, float x, float y, float got, 
             fail_msg("%s(%a, %a) = %a, want %a", fc->name, x, y, got, want);
         return;
     }
+    /* a tail flushed to zero, with the right sign */
+    if (got == 0 && fabsf(want) < fc->flush_below) {
+        if (signbit(got) != signbit(want)) fail_msg("%s(%a, %a) = %a, want %a", fc->name, x, y, got, want);
+        return;
+    }
     /* limits are exact: ±0, ±inf, and never one of them where libm has a finite value */
     if (want == 0 || isinf(want) || got == 0 || isinf(got)) {
         if (bits(got) != bits(want)) fail_msg("%s(%a, %a) = %a, want exactly %a", fc->name, x, y, got, want);
+        return;
+    }
+    if (fc->tail_rel > 0 && x < fc->tail_below) {
+        double ref = fc->ref1((double)x), rel = fabs(((double)got - ref) / ref);
+        if (rel > t->max_rel) {
+            t->max_rel = rel;
+            t->worst_rel_x = x;
+        }
+        if (!(rel <= fc->tail_rel))
+            fail_msg("%s(%a) = %a, want %a: relative error %.3g > %.3g", fc->name, x, got, want, rel, fc->tail_rel);
         return;
     }
     int64_t d = llabs(ord(got) - ord(want));
@@ -309,10 +342,14 @@ static void run_chunk(const fn_case *fc, map_fn k[N_KERNELS], tally t[2], const 
 
 static void report(const fn_case *fc, const tally t[2])
 {
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++) {
         print_message("%-8s %-7s max %lld ulp (bound %d) over %lld points, at (%a, %a)\n", fc->name,
                       i ? "no FMA" : "FMA", (long long)t[i].max_ulp, fc->max_ulp, (long long)t[i].points,
                       t[i].worst_x, t[i].worst_y);
+        if (fc->tail_rel > 0)
+            print_message("%-8s %-7s below x = %g: max relative error %.3g (bound %.3g), at %a\n", fc->name,
+                          i ? "no FMA" : "FMA", (double)fc->tail_below, t[i].max_rel, fc->tail_rel, t[i].worst_rel_x);
+    }
 }
 
 #define CHUNK 65536 /* a multiple of every vector width */
@@ -354,6 +391,8 @@ static int special_values(float *v)
         9.19464f, 10.0554f, 10.3f,             /* erfc: denormal results, 0 */
         0.693147182f, 0.346573591f,            /* ln2, ln2/2: exp's reduction */
         0.707106769f, 1.41421354f,             /* √½, √2: log's reduction */
+        10.0609663f, 10.0758432f, 10.0906793f, /* gelu_tanh(−x): 2^w at w = 128, 128.5 (overflow), 129 (the clamp) */
+        10.0010449f,                           /* gelu_tanh(x): w = −126, where 2^(k−1) becomes 0 */
     };
     int n = 0;
     for (size_t i = 0; i < sizeof base / sizeof *base; i++)
@@ -420,6 +459,7 @@ static void test_tanh(void **state) { test_unary(&CASES[3]); }
 static void test_sigmoid(void **state) { test_unary(&CASES[4]); }
 static void test_erf(void **state) { test_unary(&CASES[5]); }
 static void test_erfc(void **state) { test_unary(&CASES[6]); }
+static void test_gelu_tanh(void **state) { test_unary(&CASES[8]); }
 
 static uint64_t g_rng = 0x2545f4914f6cdd1du;
 static uint64_t next_u64(void)
@@ -496,7 +536,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exp),  cmocka_unit_test(test_expm1), cmocka_unit_test(test_log),
         cmocka_unit_test(test_tanh), cmocka_unit_test(test_sigmoid), cmocka_unit_test(test_erf),
-        cmocka_unit_test(test_erfc), cmocka_unit_test(test_pow),
+        cmocka_unit_test(test_erfc), cmocka_unit_test(test_pow), cmocka_unit_test(test_gelu_tanh),
     };
     return cmocka_run_group_tests_name("vmath", tests, setup, teardown);
 }
