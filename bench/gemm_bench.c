@@ -3,7 +3,8 @@
  *
  *   gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE]
  *              [--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only]
- *              [--libs openblas,onednn|none] [--pool-stats] [--task-stats] [M N K [nn|nt|tn|tt]]
+ *              [--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats]
+ *              [M N K [nn|nt|tn|tt]]
  *
  * --quick: small shapes and one short round (a smoke test: it checks that everything
  * runs and agrees, not speed). --peak: the FMA peak per thread count (bench/fma_peak),
@@ -19,7 +20,8 @@
  * (the figures labelled "median" are then minima; for comparing code versions on a busy
  * machine). --plain: the plain GEMM table only. --kiln-only: time kiln alone (no library
  * contenders: nothing else's threads spin or sleep between kiln's calls); --libs: only
- * these libraries (to see which one's presence changes kiln's figures). --pool-stats:
+ * these libraries (to see which one's presence changes kiln's figures); --settle S: the
+ * sleep after a library block on several threads (default 0.12 s; 0 = none). --pool-stats:
  * after each kiln row, the thread pool's counters per timed call (kiln_threads_stats:
  * hand-offs, chunks run by the caller and by the workers, worker and caller sleeps, µs
  * from publishing a hand-off to a worker's look at it, µs the caller waited after its
@@ -570,7 +572,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
 /* ---- reporting -------------------------------------------------------------------------- */
 
 typedef struct options {
-    bool quick, compile_times, cpu_clock, work_clock, plain_only;
+    bool quick, compile_times, cpu_clock, work_clock, plain_only, settle_given;
     int threads[8], n_threads;
     double peak[65];  /* GFLOP/s by thread count, 0 = unknown */
     FILE *json;
@@ -753,7 +755,7 @@ static void compile_row(const shape *shapes, int n, const char *pipeline_name, c
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE] "
                     "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only] "
-                    "[--libs openblas,onednn|none] [--pool-stats] [--task-stats] [M N K [nn|nt|tn|tt]]\n");
+                    "[--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats] [M N K [nn|nt|tn|tt]]\n");
     exit(2);
 }
 
@@ -769,6 +771,7 @@ static void parse_args(int argc, char **argv, options *o, shape *one) {
         else if (strcmp(a, "--plain") == 0) o->plain_only = true;
         else if (strcmp(a, "--kiln-only") == 0) g_libs = 0;
         else if (strcmp(a, "--task-stats") == 0) g_task_stats = true;
+        else if (strcmp(a, "--settle") == 0 && i + 1 < argc) g_settle_s = atof(argv[++i]), o->settle_given = true;
         else if (strcmp(a, "--libs") == 0 && i + 1 < argc) {
             g_libs = 0;
             for (char *p = strtok(argv[++i], ","); p; p = strtok(NULL, ","))
@@ -833,7 +836,7 @@ int main(int argc, char **argv) {
     options o = {0};
     shape one = {"", 0, 0, 0, false, false};
     parse_args(argc, argv, &o, &one);
-    if (o.quick) g_settle_s = 0.01;
+    if (o.quick && !o.settle_given) g_settle_s = 0.01;
 
     kiln_diags d;
     kiln_diags_init(&d);
