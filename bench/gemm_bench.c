@@ -25,7 +25,7 @@
  * after each kiln row, the thread pool's counters per timed call (kiln_threads_stats:
  * hand-offs, chunks run by the caller and by the workers, worker and caller sleeps, µs
  * from publishing a hand-off to a worker's look at it, µs the caller waited after its
- * own share, how often a worker found itself on the caller's CPU and moved off it).
+ * own share, how often a worker's first look at a job was on the caller's CPU).
  * --task-stats: after every block, each thread of the process that ran in it (labelled
  * main, kiln, openblas, omp or lib-init by who started it): ms on a CPU, ms runnable but
  * waiting for one, voluntary + involuntary switches, migrations, last CPU — which thread
@@ -64,8 +64,7 @@
  * OpenBLAS's idle workers spin (sched_yield) for up to ~2^28 cycles after a call, and
  * libgomp's (oneDNN's OpenMP) spin for a few ms: --task-stats showed the libgomp worker
  * running 2–5 ms into kiln's next block on the other CPU, so that kiln's woken worker was
- * placed on the caller's CPU and the two shared it (kiln's pool now moves off it, see
- * runtime/threads.c, but no contender should start beside another's spinning threads). Every contender's C is compared with the first contender's (kiln's; in
+ * placed on the caller's CPU and the two took turns on it for the rest of the block. Every contender's C is compared with the first contender's (kiln's; in
  * the epilogue table of a build without the fused API, OpenBLAS + pass's) as max |Δ| /
  * max |C|, so a fast wrong result cannot pass; a difference above 1e-4 fails the run.
  *
@@ -617,8 +616,8 @@ static void report(const shape *sh, int threads, bool epi, contender *cs, int n,
         double c = kiln->n_times;
         const int64_t *p = kiln->pool;
         printf("  pool per call: %.2f hand-offs, chunks %.2f caller / %.2f workers, sleeps %.3f worker / %.3f "
-               "caller, workers' start %.1f us, caller's tail %.1f us, worker on the caller's CPU %.3f, moved %.3f\n",
-               p[0] / c, p[1] / c, p[2] / c, p[3] / c, p[4] / c, p[5] * 1e-3 / c, p[6] * 1e-3 / c, p[7] / c, p[8] / c);
+               "caller, workers' start %.1f us, caller's tail %.1f us, worker on the caller's CPU %.3f\n",
+               p[0] / c, p[1] / c, p[2] / c, p[3] / c, p[4] / c, p[5] * 1e-3 / c, p[6] * 1e-3 / c, p[7] / c);
     }
 
     if (!o->json) return;

@@ -12,8 +12,8 @@
  * static record.
  *
  * Hand-off. The caller publishes the job, resets the claim and done counters, and bumps
- * `generation`; workers wait for a new generation (spinning, then sleeping on a
- * condition variable: SPIN_NS below), then claim chunks. The caller returns when every chunk is done
+ * `generation`; workers wait for a new generation (spinning briefly, then sleeping on a
+ * condition variable), then claim chunks. The caller returns when every chunk is done
  * (`done` = chunks), waiting the same way. A worker that wakes after its job is over
  * finds no chunk left, or claims a chunk of the next job, which it then runs with that
  * job's record: the counters are reset only after the record is written, and a job's
@@ -37,19 +37,18 @@
  * thread that has not started (a fixed team with a barrier did, and on an oversubscribed
  * machine a GEMM then waited for its descheduled worker: docs/performance.md).
  *
- * Spreading: a worker that finds itself on its caller's CPU moves off it (spread_from).
- *
  * Statistics (kiln_threads_stats): off by default; when on, every call counts its
- * chunks by who ran them, the workers' and the caller's sleeps, the nanoseconds from
+ * chunks by who ran them, the workers' and the caller's sleeps, and the nanoseconds from
  * publishing a job to a worker's first look at it and from the caller's last chunk to the
- * job's end, and the workers' first looks made on the caller's CPU and moves off it —
- * what gemm_bench --pool-stats prints per GEMM call.
+ * job's end, and the workers' first looks made on the CPU the caller published from (the
+ * two threads then take turns on one CPU) — what gemm_bench --pool-stats prints per GEMM
+ * call.
  *
  * kiln_threads_set must not race with kiln_parallel_for; the driver and exported
  * libraries call it between runs. libc and pthreads only (it is in exported libraries).
  */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
-#define _GNU_SOURCE  /* sched_getcpu, cpu_set_t, pthread_{get,set}affinity_np: glibc and musl */
+#define _GNU_SOURCE  /* sched_getcpu (statistics only) */
 #endif
 #include <pthread.h>
 #include <sched.h>
@@ -59,22 +58,13 @@
 
 #include "kiln/runtime.h"
 
-/* How long a thread spins before it sleeps. A sleeping worker costs a wake-up (a futex
- * and, in this VM, an IPI: 50 µs to milliseconds) and a new placement by the scheduler,
- * which can put it on the caller's CPU (see "Spreading"); a spinning one stays on its CPU,
- * ready. A worker that has run out of chunks spins while the job it left is still running
- * (its caller busy: the next job follows within microseconds — in the char_gpt forward
- * pass 1,471 of 1,474 gaps between jobs were under 10 µs) and SPIN_AFTER_NS past its
- * end, at most SPIN_NS in all; the caller waiting for the last chunk spins SPIN_AFTER_NS.
- * Until 2026-12-06 both spun 2^11 pauses (~37 µs here) from when they ran out of work, so
- * the worker slept whenever the caller's share outlasted its own by that much (0.2–0.5
- * sleeps per job in that forward pass). Spinning longer is not free on a machine with
- * more runnable threads than cores: a spinning thread holds its share of a CPU, and a
- * 2 ms spin after every job (tried) made the forward pass up to 2× slower there, so the
- * spin follows the job rather than a fixed time. (OpenMP runtimes spin for longer:
- * libgomp ~300,000 rounds by default, Intel's KMP_BLOCKTIME 200 ms.) */
-enum { SPIN_NS = 2000000, SPIN_AFTER_NS = 200000, SPIN_CHECK = 64 /* pauses between looks at the clock */ };
-enum { SPIN_ROUNDS = 1 << 11 };  /* the phase-2 wait's spin before it yields (~37 µs of pause) */
+/* ~37 µs of pause here: longer than a hand-off, shorter than a GEMM step. Longer spins
+ * were tried on 2026-12-06 (2 ms after every job; while the job runs plus 200 µs; the
+ * same, cut short when a spinner found it had been descheduled): at load 6–8 each made the
+ * char_gpt forward pass 1.3–2.5× slower than this (a spinning worker holds a share of a
+ * CPU that the job's other thread, or another process, needs), and no quiet machine was
+ * available to measure what they gain there (docs/performance.md). */
+enum { SPIN_ROUNDS = 1 << 11 };
 
 static struct {
     pthread_mutex_t mu;
@@ -101,8 +91,8 @@ static struct {
     /* statistics (kiln_threads_stats) */
     atomic_bool stats_on;
     atomic_uint_fast64_t publish_ns;  /* when the current job was published (stats only) */
+    atomic_int caller_cpu;            /* the CPU it was published from (stats only) */
     atomic_uint_fast64_t st[KILN_THREADS_STATS];
-    atomic_int caller_cpu;  /* the CPU the caller published the current job from, -1 unknown */
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER, .n = 1};
 
 static inline void cpu_relax(void) {
@@ -112,7 +102,15 @@ static inline void cpu_relax(void) {
 }
 
 enum { ST_CALLS, ST_CALLER_CHUNKS, ST_WORKER_CHUNKS, ST_WORKER_SLEEPS, ST_CALLER_SLEEPS, ST_START_NS, ST_TAIL_NS,
-       ST_SAME_CPU, ST_MOVES };
+       ST_SAME_CPU };
+
+static inline int current_cpu(void) {
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -162,57 +160,12 @@ static void finish_one(int count) {
     }
 }
 
-/* Spreading. A worker that finds itself on the CPU its caller published the job from
- * moves off it: it narrows its own affinity to the process's CPUs minus that one (the
- * kernel migrates it at once) and widens it back to all of them, so nothing stays pinned.
- * Two threads of one job on one CPU run one after the other — the GEMM at 1-thread speed
- * or less, with the worker starting a scheduler slice (~1 ms) late — and the scheduler
- * may leave them so for many milliseconds while the other CPU idles: a woken worker is
- * placed on the waker's CPU when its own is busy at that moment (measured with gemm_bench
- * --task-stats: libgomp's worker, spinning for ~4 ms after a oneDNN call, did that to
- * kiln's worker in every round), and the idle CPU's balancing leaves both runnable
- * threads alone as "cache hot". Moving to a CPU that another process uses is still
- * better: sharing with a stranger halves the worker, sharing with the caller serialises
- * the job. Only when the process may use at least as many CPUs as the pool has threads
- * (otherwise sharing is by design); Linux only. */
-static void spread_from(int cpu) {
-#if defined(__linux__) && defined(CPU_COUNT)
-    cpu_set_t all, other;
-    if (pthread_getaffinity_np(pthread_self(), sizeof all, &all) != 0) return;
-    if (CPU_COUNT(&all) < pool.n || cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &all)) return;
-    other = all;
-    CPU_CLR(cpu, &other);
-    if (pthread_setaffinity_np(pthread_self(), sizeof other, &other) != 0) return;
-    pthread_setaffinity_np(pthread_self(), sizeof all, &all);
-    if (stats_on()) stat_add(ST_MOVES, 1);
-#else
-    (void)cpu;
-#endif
-}
-
-static inline int current_cpu(void) {
-#if defined(__linux__)
-    return sched_getcpu();
-#else
-    return -1;
-#endif
-}
-
 static void *worker_main(void *arg) {
     (void)arg;
     uint_fast64_t seen = pool.created_at;  /* not a fresh load: a job may already be out */
     for (;;) {
         uint_fast64_t g = seen;
-        /* spin while the job it left is still running (its caller busy: the next job
-         * follows within microseconds) and SPIN_AFTER_NS past its end, at most SPIN_NS */
-        uint64_t t0 = now_ns(), idle = t0;
-        for (int s = 1; (g = atomic_load(&pool.generation)) == seen; s++) {
-            cpu_relax();
-            if (s % SPIN_CHECK) continue;
-            uint64_t t = now_ns();
-            if (atomic_load_explicit(&pool.busy, memory_order_relaxed)) idle = t;
-            if (t - idle > SPIN_AFTER_NS || t - t0 > SPIN_NS) break;
-        }
+        for (int s = 0; s < SPIN_ROUNDS && (g = atomic_load(&pool.generation)) == seen; s++) cpu_relax();
         if (g == seen) {
             if (stats_on()) stat_add(ST_WORKER_SLEEPS, 1);
             pthread_mutex_lock(&pool.mu);
@@ -221,11 +174,10 @@ static void *worker_main(void *arg) {
         }
         if (g == seen) return NULL;  /* quit, no job */
         seen = g;
-        if (stats_on()) stat_add(ST_START_NS, now_ns() - atomic_load_explicit(&pool.publish_ns, memory_order_relaxed));
-        int cpu = atomic_load_explicit(&pool.caller_cpu, memory_order_relaxed);
-        if (cpu >= 0 && cpu == current_cpu() && atomic_load(&pool.busy)) {
-            if (stats_on()) stat_add(ST_SAME_CPU, 1);
-            spread_from(cpu);
+        if (stats_on()) {
+            stat_add(ST_START_NS, now_ns() - atomic_load_explicit(&pool.publish_ns, memory_order_relaxed));
+            int cpu = atomic_load_explicit(&pool.caller_cpu, memory_order_relaxed);
+            if (cpu >= 0 && cpu == current_cpu()) stat_add(ST_SAME_CPU, 1);  /* sharing the caller's CPU */
         }
         run_chunks(false);
     }
@@ -266,8 +218,8 @@ static void publish(void) {
     if (stats_on()) {
         stat_add(ST_CALLS, 1);
         atomic_store_explicit(&pool.publish_ns, now_ns(), memory_order_relaxed);
+        atomic_store_explicit(&pool.caller_cpu, current_cpu(), memory_order_relaxed);
     }
-    atomic_store_explicit(&pool.caller_cpu, current_cpu(), memory_order_relaxed);
     pthread_mutex_lock(&pool.mu);
     atomic_fetch_add(&pool.generation, 1);
     pthread_cond_broadcast(&pool.start);
@@ -276,11 +228,8 @@ static void publish(void) {
 
 /* The caller, its own share done, waits until `done` reaches count. */
 static void wait_done(int count) {
-    uint64_t t0 = now_ns();
-    for (int s = 1; atomic_load(&pool.done) != count; s++) {
-        cpu_relax();
-        if (s % SPIN_CHECK == 0 && now_ns() - t0 > SPIN_AFTER_NS) break;
-    }
+    uint64_t t0 = stats_on() ? now_ns() : 0;
+    for (int s = 0; s < SPIN_ROUNDS && atomic_load(&pool.done) != count; s++) cpu_relax();
     if (atomic_load(&pool.done) != count) {
         if (stats_on()) stat_add(ST_CALLER_SLEEPS, 1);
         pthread_mutex_lock(&pool.mu);
