@@ -3,7 +3,8 @@
  *
  *   gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE]
  *              [--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only]
- *              [--pool-stats] [M N K [nn|nt|tn|tt]]
+ *              [--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats]
+ *              [M N K [nn|nt|tn|tt]]
  *
  * --quick: small shapes and one short round (a smoke test: it checks that everything
  * runs and agrees, not speed). --peak: the FMA peak per thread count (bench/fma_peak),
@@ -18,11 +19,18 @@
  * wall-clock figure. --best: report each contender's fastest call instead of the median
  * (the figures labelled "median" are then minima; for comparing code versions on a busy
  * machine). --plain: the plain GEMM table only. --kiln-only: time kiln alone (no library
- * contenders: nothing else's threads spin or sleep between kiln's calls). --pool-stats:
+ * contenders: nothing else's threads spin or sleep between kiln's calls); --libs: only
+ * these libraries (to see which one's presence changes kiln's figures); --settle S: the
+ * sleep after a library block on several threads (default 0.12 s; 0 = none). --pool-stats:
  * after each kiln row, the thread pool's counters per timed call (kiln_threads_stats:
  * hand-offs, chunks run by the caller and by the workers, worker and caller sleeps, µs
  * from publishing a hand-off to a worker's look at it, µs the caller waited after its
- * own share).
+ * own share, how often a worker's first look at a job was on the caller's CPU).
+ * --task-stats: after every block, each thread of the process that ran in it (labelled
+ * main, kiln, openblas, omp or lib-init by who started it): ms on a CPU, ms runnable but
+ * waiting for one, voluntary + involuntary switches, migrations, last CPU — which thread
+ * shared a CPU with which (it found the cause of the 2026-12-06 anomaly: see the timing
+ * notes below and docs/performance.md).
  * M N K: that one shape instead of the list.
  *
  * Contenders, for each shape and thread count:
@@ -48,16 +56,21 @@
  * won the plain GEMM of that shape and thread count.
  *
  * Timing: interleaved rounds. In each round every contender in turn makes one untimed
- * call (warm caches, pages, the libraries' JIT) and then a block of timed calls (about
- * 50 ms' worth); the figure is the median of all its timed calls. After an OpenBLAS
- * block on several threads the bench sleeps 0.12 s before the next contender: OpenBLAS's
- * idle workers spin (sched_yield) for up to ~2^28 cycles after a call and would steal a
- * core from it. Every contender's C is compared with the first contender's (kiln's; in
+ * call (warm caches, pages, the libraries' JIT) and then timed calls for 50 ms of wall
+ * clock (at least 1, at most MAX_PER_BLOCK); the figure is the median of all its timed
+ * calls. (Until 2026-12-06 the block's count came from the first call of the first round,
+ * so a slow first call gave blocks of 1–4 calls, all at the start of a block.) After a
+ * library block on several threads the bench sleeps 0.12 s before the next contender:
+ * OpenBLAS's idle workers spin (sched_yield) for up to ~2^28 cycles after a call, and
+ * libgomp's (oneDNN's OpenMP) spin for a few ms: --task-stats showed the libgomp worker
+ * running 2–5 ms into kiln's next block on the other CPU, so that kiln's woken worker was
+ * placed on the caller's CPU and the two took turns on it for the rest of the block. Every contender's C is compared with the first contender's (kiln's; in
  * the epilogue table of a build without the fused API, OpenBLAS + pass's) as max |Δ| /
  * max |C|, so a fast wrong result cannot pass; a difference above 1e-4 fails the run.
  *
  * Ratios are speed-ups: baseline time / kiln time, so > 1 means kiln is faster.
  */
+#include <dirent.h>
 #include <dlfcn.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -65,6 +78,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <llvm-c/Analysis.h>
 #include <llvm-c/Error.h>
@@ -92,7 +106,8 @@
  * branches the emitter leaves behind, nothing that rewrites loops. */
 static const char *const LIGHT = "function(instcombine<no-verify-fixpoint>,simplifycfg)";
 
-static double g_settle_s = 0.12;  /* after an OpenBLAS block on > 1 thread (--quick: 0.01) */
+static double g_settle_s = 0.12;  /* after a library block on > 1 thread (--quick: 0.01) */
+enum { MAX_PER_BLOCK = 400 };      /* timed calls per block at most */
 static const double MAX_REL_DIFF = 1e-4;
 
 /* Every compiled function is called as f(a, b, c, scratch, bias); the plain GEMM ignores
@@ -116,6 +131,9 @@ static clockid_t g_clock = CLOCK_MONOTONIC;
 static double g_clock_threads = 1;
 static bool g_best;  /* --best: the fastest call instead of the median (a diagnostic) */  /* --work-clock: the process's CPU time over the threads */
 static bool g_pool_stats;  /* --pool-stats */
+static bool g_task_stats;  /* --task-stats */
+enum { LIB_OPENBLAS = 1, LIB_ONEDNN = 2 };
+static unsigned g_libs = LIB_OPENBLAS | LIB_ONEDNN;  /* --libs / --kiln-only */
 static double now(void) { return clock_seconds(g_clock) / g_clock_threads; }
 static double cpu_now(void) { return clock_seconds(CLOCK_PROCESS_CPUTIME_ID); }
 
@@ -333,6 +351,112 @@ static double rel_diff(const float *x, const float *y, int64_t n) {
     return d / mag;
 }
 
+/* ---- --task-stats: what every thread of the process did during a block -------------------
+ * From /proc/self/task/TID: schedstat (ns on a CPU, ns runnable but waiting for one),
+ * status (voluntary and involuntary context switches), stat (the CPU it last ran on) and
+ * sched (migrations between CPUs). Each thread is labelled by who started it: the
+ * snapshot taken right after a contender's first call names the threads that call
+ * created (kiln's pool workers appear in set_threads). */
+
+enum { MAX_TASKS = 64 };
+typedef struct task_stat {
+    int tid;
+    char who[16];
+    double run_ms, wait_ms;
+    long vol, invol, migr;
+    int cpu;
+} task_stat;
+static task_stat g_tasks[MAX_TASKS];  /* the labels and the last snapshot */
+static int g_n_tasks;
+
+static long status_field(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    size_t kl = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, kl) == 0) {
+            char *p = line + kl;
+            while (*p == ' ' || *p == '\t' || *p == ':') p++;
+            v = strtol(p, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static void read_task(int tid, task_stat *t) {
+    char path[96];
+    unsigned long long run = 0, wait = 0;
+    snprintf(path, sizeof path, "/proc/self/task/%d/schedstat", tid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &run, &wait) != 2) run = wait = 0;
+        fclose(f);
+    }
+    t->run_ms = run * 1e-6, t->wait_ms = wait * 1e-6;
+    snprintf(path, sizeof path, "/proc/self/task/%d/status", tid);
+    t->vol = status_field(path, "voluntary_ctxt_switches");
+    t->invol = status_field(path, "nonvoluntary_ctxt_switches");
+    snprintf(path, sizeof path, "/proc/self/task/%d/sched", tid);
+    t->migr = status_field(path, "se.nr_migrations");
+    t->cpu = -1;
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    f = fopen(path, "r");
+    if (f) {
+        char buf[1024];
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        buf[len] = 0;
+        char *p = strrchr(buf, ')');  /* the fields after comm; processor is field 39 */
+        for (int field = 2; p && field < 39; field++) p = strchr(p + 1, ' ');
+        if (p) t->cpu = atoi(p + 1);
+        fclose(f);
+    }
+}
+
+/* Takes a snapshot of every thread into cur (returns how many); threads not seen before
+ * get the label `who`. */
+static int snapshot_tasks(task_stat *cur, const char *who) {
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d)) && n < MAX_TASKS;) {
+        int tid = atoi(e->d_name);
+        if (tid <= 0) continue;
+        task_stat *t = &cur[n++];
+        t->tid = tid;
+        read_task(tid, t);
+        int j = 0;
+        while (j < g_n_tasks && g_tasks[j].tid != tid) j++;
+        if (j == g_n_tasks && g_n_tasks < MAX_TASKS) {
+            g_tasks[g_n_tasks] = (task_stat){.tid = tid};
+            snprintf(g_tasks[g_n_tasks].who, sizeof g_tasks[j].who, "%s", tid == (int)getpid() ? "main" : who);
+            g_n_tasks++;
+        }
+        snprintf(t->who, sizeof t->who, "%s", j < MAX_TASKS ? g_tasks[j].who : "?");
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* Prints what each thread did between snapshots a and b (threads with no CPU time and
+ * no switches are left out). */
+static void print_task_deltas(const char *block, int calls, const task_stat *a, int na, const task_stat *b, int nb) {
+    printf("    %-12s %3d calls:", block, calls);
+    for (int i = 0; i < nb; i++) {
+        const task_stat *y = &b[i], *x = NULL;
+        for (int j = 0; j < na; j++)
+            if (a[j].tid == y->tid) x = &a[j];
+        task_stat z = x ? *x : (task_stat){0};
+        double run = y->run_ms - z.run_ms, wait = y->wait_ms - z.wait_ms;
+        long vol = y->vol - z.vol, invol = y->invol - z.invol, migr = y->migr - z.migr;
+        if (run < 0.05 && vol == 0 && invol == 0) continue;
+        printf("  [%s %d: run %.1f wait %.1f ms, sw %ld+%ld, migr %ld, cpu %d]", y->who, y->tid, run, wait, vol, invol,
+               migr, y->cpu);
+    }
+    printf("\n");
+}
+
 typedef enum lib { KILN, OPENBLAS, ONEDNN } lib;
 
 typedef struct contender {
@@ -341,8 +465,8 @@ typedef struct contender {
     int core;      /* OPENBLAS: index into g_cores */
     bool epi;      /* kiln: the fused function; libraries: GEMM + bench_bias_gelu */
     gemm_fn fn;    /* KILN */
-    int per_block; /* timed calls per round, from the first untimed call */
-    int64_t pool[7];  /* --pool-stats: kiln_threads_stats summed over the timed calls */
+    int per_block; /* timed calls in the last block */
+    int64_t pool[KILN_THREADS_STATS];  /* --pool-stats: kiln_threads_stats summed over the timed calls */
     double *times;
     int n_times;
     double median, diff;  /* seconds; max rel. difference to the reference */
@@ -376,9 +500,13 @@ static void call(contender *ct, operands *op) {
 }
 
 static void set_threads(int t) {
+    static task_stat scratch[MAX_TASKS];
+    if (g_task_stats) snapshot_tasks(scratch, "lib-init");  /* threads the libraries started when loaded */
     kiln_threads_set(t);
+    if (g_task_stats) snapshot_tasks(scratch, "kiln");  /* the pool's new workers */
 #ifdef KILN_HAVE_OPENBLAS
     openblas_set_num_threads(t);
+    if (g_task_stats) snapshot_tasks(scratch, "openblas");
 #endif
 #ifdef KILN_HAVE_ONEDNN
     omp_set_num_threads(t);
@@ -399,27 +527,37 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
             double t0 = now();
             call(ct, op);  /* untimed */
             double first = now() - t0;
+            (void)first;
             if (r == 0) {
                 if (i == 0) memcpy(op->ref, op->c, (size_t)mn * sizeof(float));
                 ct->diff = rel_diff(op->c, op->ref, mn);
-                ct->per_block = first > 0 ? (int)(block_s / first) : 1;
-                if (ct->per_block < 1) ct->per_block = 1;
-                if (ct->per_block > 200) ct->per_block = 200;
-                ct->times = malloc((size_t)(rounds * ct->per_block) * sizeof(double));
+                ct->times = malloc((size_t)(rounds * MAX_PER_BLOCK) * sizeof(double));
             }
             bool counting = g_pool_stats && ct->kind == KILN;
             if (counting) kiln_threads_stats(NULL, 1);
-            for (int b = 0; b < ct->per_block; b++) {
+            static task_stat before[MAX_TASKS], after[MAX_TASKS];
+            int n_before = 0;
+            if (g_task_stats) n_before = snapshot_tasks(before, ct->kind == ONEDNN ? "omp" : ct->kind == OPENBLAS ? "openblas" : "kiln?");
+            /* calls until block_s of wall clock (at least 1, at most MAX_PER_BLOCK): a count
+             * taken from the first call made blocks of 1–4 calls whenever that call was slow
+             * (first touch of C, a sleeping pool to wake), all of them at the block's start */
+            double block_end = clock_seconds(CLOCK_MONOTONIC) + block_s;
+            ct->per_block = 0;
+            do {
                 t0 = now();
                 call(ct, op);
                 ct->times[ct->n_times++] = now() - t0;
-            }
+            } while (++ct->per_block < MAX_PER_BLOCK && clock_seconds(CLOCK_MONOTONIC) < block_end);
             if (counting) {
-                int64_t st[7];
+                int64_t st[KILN_THREADS_STATS];
                 kiln_threads_stats(st, 0);
-                for (int j = 0; j < 7; j++) ct->pool[j] += st[j];
+                for (int j = 0; j < KILN_THREADS_STATS; j++) ct->pool[j] += st[j];
             }
-            if (ct->kind == OPENBLAS && op->threads > 1) sleep_s(g_settle_s);
+            if (g_task_stats) {
+                int n_after = snapshot_tasks(after, "?");
+                print_task_deltas(ct->name, ct->per_block, before, n_before, after, n_after);
+            }
+            if (ct->kind != KILN && op->threads > 1) sleep_s(g_settle_s);
         }
     }
     for (int i = 0; i < n; i++) {
@@ -433,7 +571,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
 /* ---- reporting -------------------------------------------------------------------------- */
 
 typedef struct options {
-    bool quick, compile_times, cpu_clock, work_clock, plain_only, kiln_only;
+    bool quick, compile_times, cpu_clock, work_clock, plain_only, settle_given;
     int threads[8], n_threads;
     double peak[65];  /* GFLOP/s by thread count, 0 = unknown */
     FILE *json;
@@ -478,8 +616,8 @@ static void report(const shape *sh, int threads, bool epi, contender *cs, int n,
         double c = kiln->n_times;
         const int64_t *p = kiln->pool;
         printf("  pool per call: %.2f hand-offs, chunks %.2f caller / %.2f workers, sleeps %.3f worker / %.3f "
-               "caller, workers' start %.1f us, caller's tail %.1f us\n",
-               p[0] / c, p[1] / c, p[2] / c, p[3] / c, p[4] / c, p[5] * 1e-3 / c, p[6] * 1e-3 / c);
+               "caller, workers' start %.1f us, caller's tail %.1f us, worker on the caller's CPU %.3f\n",
+               p[0] / c, p[1] / c, p[2] / c, p[3] / c, p[4] / c, p[5] * 1e-3 / c, p[6] * 1e-3 / c, p[7] / c);
     }
 
     if (!o->json) return;
@@ -524,7 +662,7 @@ static void header(bool epi, const contender *cs, int n) {
 static int library_contenders(contender *cs, bool epi, int blas_core) {
     int n = 0;
 #ifdef KILN_HAVE_OPENBLAS
-    for (int c = 0; c < g_n_cores; c++) {
+    for (int c = 0; c < g_n_cores && (g_libs & LIB_OPENBLAS); c++) {
         if (epi && c != blas_core) continue;
         cs[n] = (contender){.kind = OPENBLAS, .core = c, .epi = epi};
         if (epi) snprintf(cs[n].name, sizeof cs[n].name, "OB+pass");
@@ -535,9 +673,11 @@ static int library_contenders(contender *cs, bool epi, int blas_core) {
     (void)epi, (void)blas_core;
 #endif
 #ifdef KILN_HAVE_ONEDNN
-    cs[n] = (contender){.kind = ONEDNN, .epi = epi};
-    snprintf(cs[n].name, sizeof cs[n].name, "%s", epi ? "oneDNN+pass" : "oneDNN");
-    n++;
+    if (g_libs & LIB_ONEDNN) {
+        cs[n] = (contender){.kind = ONEDNN, .epi = epi};
+        snprintf(cs[n].name, sizeof cs[n].name, "%s", epi ? "oneDNN+pass" : "oneDNN");
+        n++;
+    }
 #endif
     return n;
 }
@@ -579,7 +719,7 @@ static void bench_shape(const shape *sh, bool epi_mode, options *o, shape_result
             snprintf(cs[n].name, sizeof cs[n].name, "%s", epi_mode ? "kiln fused" : "kiln");
             n++;
         }
-        if (!o->kiln_only) n += library_contenders(cs + n, epi_mode, res->blas_core[t]);
+        n += library_contenders(cs + n, epi_mode, res->blas_core[t]);
         if (n == 0) continue;
         measure(cs, n, &op, rounds, block_s);
         if (!epi_mode) {  /* remember the fastest OpenBLAS core for the epilogue */
@@ -613,8 +753,8 @@ static void compile_row(const shape *shapes, int n, const char *pipeline_name, c
 
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE] "
-                    "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only] [--pool-stats] "
-                    "[M N K [nn|nt|tn|tt]]\n");
+                    "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only] "
+                    "[--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats] [M N K [nn|nt|tn|tt]]\n");
     exit(2);
 }
 
@@ -628,7 +768,16 @@ static void parse_args(int argc, char **argv, options *o, shape *one) {
         else if (strcmp(a, "--work-clock") == 0) o->work_clock = true;
         else if (strcmp(a, "--best") == 0) g_best = true;
         else if (strcmp(a, "--plain") == 0) o->plain_only = true;
-        else if (strcmp(a, "--kiln-only") == 0) o->kiln_only = true;
+        else if (strcmp(a, "--kiln-only") == 0) g_libs = 0;
+        else if (strcmp(a, "--task-stats") == 0) g_task_stats = true;
+        else if (strcmp(a, "--settle") == 0 && i + 1 < argc) g_settle_s = atof(argv[++i]), o->settle_given = true;
+        else if (strcmp(a, "--libs") == 0 && i + 1 < argc) {
+            g_libs = 0;
+            for (char *p = strtok(argv[++i], ","); p; p = strtok(NULL, ","))
+                if (strcmp(p, "openblas") == 0) g_libs |= LIB_OPENBLAS;
+                else if (strcmp(p, "onednn") == 0) g_libs |= LIB_ONEDNN;
+                else if (strcmp(p, "none") != 0) usage();
+        }
         else if (strcmp(a, "--pool-stats") == 0) g_pool_stats = true;
         else if (strcmp(a, "--compile-times") == 0) o->compile_times = true;
         else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
@@ -686,7 +835,7 @@ int main(int argc, char **argv) {
     options o = {0};
     shape one = {"", 0, 0, 0, false, false};
     parse_args(argc, argv, &o, &one);
-    if (o.quick) g_settle_s = 0.01;
+    if (o.quick && !o.settle_given) g_settle_s = 0.01;
 
     kiln_diags d;
     kiln_diags_init(&d);

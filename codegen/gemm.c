@@ -98,9 +98,12 @@
  *
  * Small m: gemm_small.c (1…8 rows, nothing packed).
  *
- * Threads. A product of m·n·k ≥ 2^18 is cut along the larger of m and n into one part
- * of whole tiles per thread of the pool (kiln_threads_get at run time; at most
- * KILN_MAX_THREADS scratch slots, so at most that many parts), the tiles shared out as
+ * Threads. A product of m·n·k ≥ 2^18 is cut along the larger of m and n into parts of
+ * whole tiles, one scratch slot each (at most KILN_MAX_THREADS). Since 2026-12-06 the
+ * parts are guided (part_first_tile): for T threads of the pool (kiln_threads_get at run
+ * time), T big parts share 3/4 of the tiles and the rest of the slots share the last
+ * quarter, so two threads in step start on one big part each and the small parts absorb
+ * a late or slowed thread; before, it was one part per thread, the tiles shared out as
  * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for2 (the
  * runtime's pool; the JIT resolves both from the process, exported libraries link them
  * from the runtime archive). Until 2026-12 a product was always cut into 8 parts of
@@ -1159,16 +1162,43 @@ static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm
     };
 }
 
-/* How many parts a product is cut into at run time (see "Threads"): one per thread of the
- * pool (kiln_threads_get, read by the caller and again by each part: kiln_threads_set
+/* The threads a product's parts are laid out for at run time (see "Threads"): the
+ * pool's (kiln_threads_get, read by the caller and again by each part: kiln_threads_set
  * never runs during a kiln_parallel_for), at most sp.parts (the scratch slots). */
-static LLVMValueRef part_count(gen *g, gemm_split sp) {
+static LLVMValueRef part_threads(gen *g, gemm_split sp) {
     LLVMTypeRef ty = LLVMFunctionType(g->i32, NULL, 0, 0);
     LLVMValueRef fn = LLVMGetNamedFunction(g->mod, "kiln_threads_get");
     if (!fn) fn = LLVMAddFunction(g->mod, "kiln_threads_get", ty);
     LLVMValueRef n = LLVMBuildSExt(g->b, LLVMBuildCall2(g->b, ty, fn, NULL, 0, ""), g->i64, "");
     n = smin(g, n, k64(g, sp.parts));
     return LLVMBuildSelect(g->b, lt(g, n, k64(g, 1)), k64(g, 1), n, "");
+}
+
+/* How many parts a product is cut into: sp.parts, one scratch slot each, claimed from the
+ * pool in order (part_first_tile lays them out). */
+static LLVMValueRef part_count(gen *g, gemm_split sp) { return k64(g, sp.parts); }
+
+/* The first tile of part i of P = sp.parts for T = part_threads threads, of `tiles`
+ * (i = P: tiles). Guided: when P > T, parts 0…T−1 share the first GEMM_BIG_NUM/DEN of the
+ * tiles evenly and parts T…P−1 the rest, so each thread starts on one big part (the two
+ * threads in step: one each, as one part per thread did) and the small ones balance the
+ * end: a worker that starts late, or a thread that is slowed down, leaves the other the
+ * small parts instead of waiting on its big one. Until 2026-12-06 a product was cut into
+ * exactly T equal parts, and a worker d µs late made the caller wait d µs (or run the
+ * worker's half itself); with P = T the layout is still that. Bits do not depend on it. */
+enum { GEMM_BIG_NUM = 3, GEMM_BIG_DEN = 4 };
+static LLVMValueRef part_first_tile(gen *g, LLVMValueRef i, LLVMValueRef threads, int64_t parts, int64_t tiles) {
+    LLVMValueRef p = k64(g, parts), t = k64(g, tiles);
+    LLVMValueRef even = LLVMBuildSDiv(g->b, mul(g, i, t), p, "");
+    int64_t big = tiles * GEMM_BIG_NUM / GEMM_BIG_DEN;
+    LLVMValueRef in_big = LLVMBuildSDiv(g->b, mul(g, smin(g, i, threads), k64(g, big)), threads, "");
+    LLVMValueRef past = sub(g, i, threads);
+    past = LLVMBuildSelect(g->b, lt(g, past, k64(g, 0)), k64(g, 0), past, "");
+    LLVMValueRef small_parts = sub(g, p, threads);
+    small_parts = LLVMBuildSelect(g->b, lt(g, small_parts, k64(g, 1)), k64(g, 1), small_parts, "");
+    LLVMValueRef in_small = LLVMBuildSDiv(g->b, mul(g, past, k64(g, tiles - big)), small_parts, "");
+    LLVMValueRef guided = add(g, in_big, in_small);
+    return LLVMBuildSelect(g->b, lt(g, threads, p), guided, even, "");
 }
 
 /*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch}
@@ -1192,10 +1222,13 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[7];
     for (int i = 0; i < (e ? 7 : 4); i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    /* items [begin, end) of `count` (part_count: the caller's count) → whole tiles */
+    /* parts [begin, end) of part_count's → whole tiles (part_first_tile); none: return */
     int64_t unit = sp.on_m ? g.t.mr : g.t.nr, dim = sp.on_m ? s->m : s->n, tiles = (dim + unit - 1) / unit;
-    LLVMValueRef count = part_count(&g, sp), t = k64(&g, tiles);
-    LLVMValueRef t0 = LLVMBuildSDiv(g.b, mul(&g, begin, t), count, ""), t1 = LLVMBuildSDiv(g.b, mul(&g, end, t), count, "");
+    LLVMValueRef threads = part_threads(&g, sp);
+    LLVMValueRef t0 = part_first_tile(&g, begin, threads, sp.parts, tiles);
+    LLVMValueRef t1 = part_first_tile(&g, end, threads, sp.parts, tiles);
+    LLVMBasicBlockRef work = block(&g, "work"), none = block(&g, "none");
+    branch(&g, lt(&g, t0, t1), work, none);
     LLVMValueRef first = mul(&g, t0, k64(&g, unit));
     LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, t1, k64(&g, unit)), k64(&g, dim)), first);
     LLVMValueRef a = v[0], b = v[1], c = v[2], m = k64(&g, s->m), n = k64(&g, s->n);
@@ -1229,6 +1262,8 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         args[n_args++] = k64(&g, shared_lanes(g.t, s, sh));
     }
     call(&g, loops, args, n_args);
+    LLVMBuildBr(g.b, none);
+    LLVMPositionBuilderAtEnd(g.b, none);
     return function_end(&g);
 }
 

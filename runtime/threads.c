@@ -40,11 +40,16 @@
  * Statistics (kiln_threads_stats): off by default; when on, every call counts its
  * chunks by who ran them, the workers' and the caller's sleeps, and the nanoseconds from
  * publishing a job to a worker's first look at it and from the caller's last chunk to the
- * job's end — what gemm_bench --pool-stats prints per GEMM call.
+ * job's end, and the workers' first looks made on the CPU the caller published from (the
+ * two threads then take turns on one CPU) — what gemm_bench --pool-stats prints per GEMM
+ * call.
  *
  * kiln_threads_set must not race with kiln_parallel_for; the driver and exported
  * libraries call it between runs. libc and pthreads only (it is in exported libraries).
  */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE  /* sched_getcpu (statistics only) */
+#endif
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -53,7 +58,13 @@
 
 #include "kiln/runtime.h"
 
-enum { SPIN_ROUNDS = 1 << 11 };  /* ~37 µs of pause here: longer than a hand-off, shorter than a GEMM step */
+/* ~37 µs of pause here: longer than a hand-off, shorter than a GEMM step. Longer spins
+ * were tried on 2026-12-06 (2 ms after every job; while the job runs plus 200 µs; the
+ * same, cut short when a spinner found it had been descheduled): at load 6–8 each made the
+ * char_gpt forward pass 1.3–2.5× slower than this (a spinning worker holds a share of a
+ * CPU that the job's other thread, or another process, needs), and no quiet machine was
+ * available to measure what they gain there (docs/performance.md). */
+enum { SPIN_ROUNDS = 1 << 11 };
 
 static struct {
     pthread_mutex_t mu;
@@ -80,7 +91,8 @@ static struct {
     /* statistics (kiln_threads_stats) */
     atomic_bool stats_on;
     atomic_uint_fast64_t publish_ns;  /* when the current job was published (stats only) */
-    atomic_uint_fast64_t st[7];
+    atomic_int caller_cpu;            /* the CPU it was published from (stats only) */
+    atomic_uint_fast64_t st[KILN_THREADS_STATS];
 } pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .start = PTHREAD_COND_INITIALIZER, .done_cv = PTHREAD_COND_INITIALIZER, .n = 1};
 
 static inline void cpu_relax(void) {
@@ -89,7 +101,16 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-enum { ST_CALLS, ST_CALLER_CHUNKS, ST_WORKER_CHUNKS, ST_WORKER_SLEEPS, ST_CALLER_SLEEPS, ST_START_NS, ST_TAIL_NS };
+enum { ST_CALLS, ST_CALLER_CHUNKS, ST_WORKER_CHUNKS, ST_WORKER_SLEEPS, ST_CALLER_SLEEPS, ST_START_NS, ST_TAIL_NS,
+       ST_SAME_CPU };
+
+static inline int current_cpu(void) {
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
 
 static uint64_t now_ns(void) {
     struct timespec ts;
@@ -153,7 +174,11 @@ static void *worker_main(void *arg) {
         }
         if (g == seen) return NULL;  /* quit, no job */
         seen = g;
-        if (stats_on()) stat_add(ST_START_NS, now_ns() - atomic_load_explicit(&pool.publish_ns, memory_order_relaxed));
+        if (stats_on()) {
+            stat_add(ST_START_NS, now_ns() - atomic_load_explicit(&pool.publish_ns, memory_order_relaxed));
+            int cpu = atomic_load_explicit(&pool.caller_cpu, memory_order_relaxed);
+            if (cpu >= 0 && cpu == current_cpu()) stat_add(ST_SAME_CPU, 1);  /* sharing the caller's CPU */
+        }
         run_chunks(false);
     }
 }
@@ -193,6 +218,7 @@ static void publish(void) {
     if (stats_on()) {
         stat_add(ST_CALLS, 1);
         atomic_store_explicit(&pool.publish_ns, now_ns(), memory_order_relaxed);
+        atomic_store_explicit(&pool.caller_cpu, current_cpu(), memory_order_relaxed);
     }
     pthread_mutex_lock(&pool.mu);
     atomic_fetch_add(&pool.generation, 1);
@@ -244,8 +270,8 @@ void kiln_parallel_for2(void (*fn1)(void *ctx, int64_t begin, int64_t end), int6
     wait_done(chunks);
 }
 
-void kiln_threads_stats(int64_t out[7], int enable) {
+void kiln_threads_stats(int64_t out[KILN_THREADS_STATS], int enable) {
     if (out)
-        for (int i = 0; i < 7; i++) out[i] = (int64_t)atomic_exchange(&pool.st[i], 0);
+        for (int i = 0; i < KILN_THREADS_STATS; i++) out[i] = (int64_t)atomic_exchange(&pool.st[i], 0);
     atomic_store(&pool.stats_on, enable != 0);
 }

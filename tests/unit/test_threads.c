@@ -7,7 +7,8 @@
  * above the thread count, 0 items, and many repeated calls (hand-offs racing the spin).
  * Nested calls run inline. kiln_parallel_for2: both phases covered exactly once, and no
  * phase-2 item starts before every phase-1 item has finished (the GEMM's packing, then
- * the parts that read it), under repeated calls racing the workers' spin.
+ * the parts that read it), under repeated calls racing the workers' spin. The statistics
+ * count each job and chunk once, only while on.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -146,6 +147,30 @@ static void test_two_phases(void **state) {
     assert_int_equal(kiln_threads_set(1), 0);
 }
 
+/* kiln_threads_stats: counts only while on; every published job and every chunk counted
+ * once (by the caller or a worker); the workers' looks on the caller's CPU are at most
+ * their looks; reading resets. */
+static void test_stats(void **state) {
+    (void)state;
+    assert_int_equal(kiln_threads_set(2), 0);
+    int64_t st[KILN_THREADS_STATS];
+    kiln_threads_stats(NULL, 1);
+    enum { CALLS = 50, ITEMS = 40 };  /* 8 chunks a call on 2 threads */
+    for (int c = 0; c < CALLS; c++) check_call(2, ITEMS);
+    kiln_threads_stats(st, 0);
+    assert_int_equal(st[0], CALLS);
+    assert_int_equal(st[1] + st[2], CALLS * 8);
+    for (int i = 0; i < KILN_THREADS_STATS; i++) assert_true(st[i] >= 0);
+    assert_true(st[7] <= CALLS);  /* one first look per worker and job at most */
+    check_call(2, ITEMS);         /* off: not counted */
+    kiln_threads_stats(st, 0);
+    /* what the caller counts, and the chunks (each counted before its job ends); a worker's
+     * late look at the last counted job may still land after the switch */
+    for (int i = 0; i <= 6; i++)
+        if (i != 3 && i != 5) assert_int_equal(st[i], 0);
+    assert_int_equal(kiln_threads_set(1), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_coverage),
@@ -153,6 +178,7 @@ int main(void) {
         cmocka_unit_test(test_bad_and_capped_counts),
         cmocka_unit_test(test_nested_inline),
         cmocka_unit_test(test_two_phases),
+        cmocka_unit_test(test_stats),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
