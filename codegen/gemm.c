@@ -1089,10 +1089,12 @@ static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_
     return loops_function(g, s->trans_a, s->trans_b, NULL, SHARED_NONE);
 }
 
-/* if (count == 1) { the nest alone on the shape; goto returned block } else continue here */
-static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, LLVMValueRef loops, LLVMValueRef count) {
+/* if (threads == 1) { the nest alone on the shape; goto returned block } else continue here.
+ * `threads` is the pool's size at run time (part_threads), not the part count, which is a
+ * constant since the parts are guided. */
+static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, LLVMValueRef loops, LLVMValueRef threads) {
     LLVMBasicBlockRef alone = block(g, "one.thread"), shared = block(g, "threads"), after = block(g, "done");
-    branch(g, LLVMBuildICmp(g->b, LLVMIntEQ, count, k64(g, 1), ""), alone, shared);
+    branch(g, LLVMBuildICmp(g->b, LLVMIntEQ, threads, k64(g, 1), ""), alone, shared);
     gemm_blocks bl = blocks_for(g->t, s);
     LLVMValueRef args[] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
                            k64(g, s->k), k64(g, s->lda), k64(g, s->ldb), k64(g, s->ldc), k64(g, bl.mc),
@@ -1389,7 +1391,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
         if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
         LLVMValueRef count = part_count(&g, sp);
-        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, loops_alone, count) : NULL;
+        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, loops_alone, part_threads(&g, sp)) : NULL;
         LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, count, ctx};
         LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
         if (after) LLVMBuildBr(g.b, after), LLVMPositionBuilderAtEnd(g.b, after);
