@@ -72,7 +72,9 @@
  * first tile of each A sliver — 12 broadcasts from 12 rows of A and 12 scalar stores per
  * step, 1–3 % slower; each A sliver transposed just before its first tile instead of the
  * whole block before the j2 loop, no gain; prefetching the next B block's source during
- * the current block, slower: with the A block it does not fit L2.)
+ * the current block, slower: with the A block it does not fit L2; the next B block
+ * packed into a second slot during the current one, by calls between the tiles or
+ * inside the k loops of all its tiles: the copy cost the same, see docs/performance.md.)
  *
  * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
  * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
@@ -150,11 +152,10 @@ static int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
  * does not cut, B for a split along m, A for a split along n. */
 typedef enum gemm_shared { SHARED_NONE, SHARED_A, SHARED_B } gemm_shared;
 
-/* Floats of one thread's scratch slot: Ap then two Bp (without the shared operand's
- * region; the second B slot takes the next block of n, see "Packing"), rounded so every
- * slot stays aligned. */
+/* Floats of one thread's scratch slot: Ap then Bp (without the shared operand's region),
+ * rounded so every slot stays aligned. */
 static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
-    return round_up((sh == SHARED_A ? 0 : packed_a_floats(bl)) + (sh == SHARED_B ? 0 : 2 * packed_b_floats(bl)), 16);
+    return round_up((sh == SHARED_A ? 0 : packed_a_floats(bl)) + (sh == SHARED_B ? 0 : packed_b_floats(bl)), 16);
 }
 
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
@@ -195,10 +196,7 @@ int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s)
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     gemm_tile tile = tile_for(t);
     if (gemm_use_small(tile, s)) return 0;  /* nothing packed */
-    gemm_blocks bl = blocks_for(tile, s);
-    int64_t parts = shared_floats(tile, s) + gemm_split_for(tile, s).parts * slot_floats(bl, shared_for(tile, s));
-    int64_t alone = slot_floats(bl, SHARED_NONE);  /* one thread without the shared operand (alone_nest) */
-    return parts > alone ? parts : alone;
+    return shared_floats(tile, s) + gemm_split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared_for(tile, s));
 }
 
 /* ---- packing ----------------------------------------------------------------------- */
@@ -221,56 +219,6 @@ enum { GEMM_PACK_PREFETCH_ROWS = 3 };
  * prefetchers follow, where sliver by sliver (until 2026-12-06: one call per sliver) read
  * 2 lines of each of kc rows ld apart and came back for the next 2. Whole slivers go
  * unmasked; the one overhanging m or n (at most one, the last) zero-fills past valid. */
-/* The body of both copiers: rows [q0, q1) of the lanes [0, nw) at src (row q at src + q·sk)
- * into the slivers at dst (sliver s at dst + s·sstep, row q at + q·width), each row's
- * lanes prefetched pf rows earlier. */
-static void emit_copy_rows(gen *g, int width, LLVMValueRef src, LLVMValueRef dst, LLVMValueRef sk, LLVMValueRef valid,
-                           LLVMValueRef q0, LLVMValueRef q1, LLVMValueRef nw, LLVMValueRef sstep, LLVMValueRef pf) {
-    const int w = g->t.w, chunks = (width + w - 1) / w;
-    unsigned dst_align = width % w == 0 ? 4u * (unsigned)w : 4u;
-    assert(chunks <= NR_MAX / 4);
-    LLVMValueRef kw = k64(g, width);
-    LLVMValueRef slivers = LLVMBuildSDiv(g->b, add(g, nw, k64(g, width - 1)), kw, "");
-    LLVMValueRef full = smin(g, slivers, LLVMBuildSDiv(g->b, valid, kw, ""));
-    LLVMValueRef edge_lanes = sub(g, valid, mul(g, full, kw));  /* < width when there is an edge sliver */
-    LLVMValueRef has_edge = lt(g, full, slivers);
-    LLVMValueRef emask[NR_MAX / 4], cmask[NR_MAX / 4];
-    for (int ch = 0; ch < chunks; ch++) {
-        emask[ch] = lanes_below(g, sub(g, edge_lanes, k64(g, ch * w)));
-        cmask[ch] = width - ch * w >= w ? NULL : lanes_below(g, k64(g, width - ch * w));
-    }
-    LLVMValueRef pf_off = mul(g, pf, sk);
-    loop lq = loop_begin(g, q0, q1, 1, "q");
-    LLVMValueRef row = at(g, src, mul(g, lq.iv, sk)), drow = at(g, dst, mul(g, lq.iv, kw));
-    loop ls = loop_begin(g, k64(g, 0), full, 1, "s");
-    LLVMValueRef sp = at(g, row, mul(g, ls.iv, kw)), dp = at(g, drow, mul(g, ls.iv, sstep));
-    {   /* the same lanes pf rows on (16 floats a line; never faults) */
-        LLVMValueRef pr = at_any(g, sp, pf_off);
-        for (int off = 0; off < width; off += 16) prefetch_for_read(g, at_any(g, pr, k64(g, off)));
-        prefetch_for_read(g, at_any(g, pr, k64(g, width - 1)));  /* the row may straddle one more */
-    }
-    for (int ch = 0; ch < chunks; ch++) {
-        LLVMValueRef v = cmask[ch] ? masked_load(g, at_any(g, sp, k64(g, ch * w)), cmask[ch])
-                                   : load_aligned(g, g->vf, at(g, sp, k64(g, ch * w)), 4);
-        LLVMValueRef d = at(g, dp, k64(g, ch * w));
-        if (cmask[ch]) masked_store(g, v, d, cmask[ch]);
-        else store_aligned(g, v, d, dst_align);
-    }
-    loop_end(g, &ls);
-    LLVMBasicBlockRef bedge = block(g, "edge"), bnext = block(g, "next");
-    branch(g, has_edge, bedge, bnext);
-    sp = at(g, row, mul(g, full, kw)), dp = at(g, drow, mul(g, full, sstep));
-    for (int ch = 0; ch < chunks; ch++) {
-        LLVMValueRef v = masked_load(g, at_any(g, sp, k64(g, ch * w)), emask[ch]);
-        LLVMValueRef d = at(g, dp, k64(g, ch * w));
-        if (cmask[ch]) masked_store(g, v, d, cmask[ch]);
-        else store_aligned(g, v, d, dst_align);
-    }
-    LLVMBuildBr(g->b, bnext);
-    LLVMPositionBuilderAtEnd(g->b, bnext);
-    loop_end(g, &lq);
-}
-
 static LLVMValueRef pack_copy_function(gen g, int width) {
     char name[64];
     snprintf(name, sizeof name, "kiln_gemm_pack_copy_w%d_%d", g.t.w, width);
@@ -278,28 +226,51 @@ static LLVMValueRef pack_copy_function(gen g, int width) {
     static const char *const names[] = {"src", "dst", "sk", "valid", "kc", "nw"};
     LLVMValueRef fn;
     if (!function_begin(&g, name, 6, params, names, &fn)) return fn;
-    LLVMValueRef kc = param(&g, 4);
-    emit_copy_rows(&g, width, param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, 0), kc, param(&g, 5),
-                   mul(&g, k64(&g, width), kc), k64(&g, GEMM_PACK_PREFETCH_ROWS));
-    return function_end(&g);
-}
-
-/*   void kiln_gemm_pack_rows_wW_X(const float *src, float *dst, i64 sk, i64 valid, i64 q0, i64 q1,
- *                                 i64 nw, i64 sstep)
- * rows [q0, q1) of a block as pack_copy_wW_X packs them, sliver s at dst + s·sstep (the
- * block's kc·width), each row prefetched GEMM_SPREAD_PREFETCH_ROWS rows earlier: the
- * loop nest packs the next B block a few rows after each tile (see "Packing"). */
-enum { GEMM_SPREAD_PREFETCH_ROWS = 4 };
-
-static LLVMValueRef pack_rows_function(gen g, int width) {
-    char name[64];
-    snprintf(name, sizeof name, "kiln_gemm_pack_rows_w%d_%d", g.t.w, width);
-    LLVMTypeRef params[] = {g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64, g.i64, g.i64};
-    static const char *const names[] = {"src", "dst", "sk", "valid", "q0", "q1", "nw", "sstep"};
-    LLVMValueRef fn;
-    if (!function_begin(&g, name, 8, params, names, &fn)) return fn;
-    emit_copy_rows(&g, width, param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), param(&g, 4), param(&g, 5),
-                   param(&g, 6), param(&g, 7), k64(&g, GEMM_SPREAD_PREFETCH_ROWS));
+    LLVMValueRef src = param(&g, 0), dst = param(&g, 1), sk = param(&g, 2), valid = param(&g, 3), kc = param(&g, 4);
+    LLVMValueRef nw = param(&g, 5);
+    const int w = g.t.w, chunks = (width + w - 1) / w;
+    unsigned dst_align = width % w == 0 ? 4u * (unsigned)w : 4u;
+    assert(chunks <= NR_MAX / 4);
+    LLVMValueRef kw = k64(&g, width);
+    LLVMValueRef slivers = LLVMBuildSDiv(g.b, add(&g, nw, k64(&g, width - 1)), kw, "");
+    LLVMValueRef full = smin(&g, slivers, LLVMBuildSDiv(g.b, valid, kw, ""));
+    LLVMValueRef edge_lanes = sub(&g, valid, mul(&g, full, kw));  /* < width when there is an edge sliver */
+    LLVMValueRef has_edge = lt(&g, full, slivers);
+    LLVMValueRef emask[NR_MAX / 4], cmask[NR_MAX / 4];
+    for (int ch = 0; ch < chunks; ch++) {
+        emask[ch] = lanes_below(&g, sub(&g, edge_lanes, k64(&g, ch * w)));
+        cmask[ch] = width - ch * w >= w ? NULL : lanes_below(&g, k64(&g, width - ch * w));
+    }
+    LLVMValueRef sstep = mul(&g, kw, kc);  /* floats from one sliver to the next */
+    loop lq = loop_begin(&g, k64(&g, 0), kc, 1, "q");
+    LLVMValueRef row = at(&g, src, mul(&g, lq.iv, sk)), drow = at(&g, dst, mul(&g, lq.iv, kw));
+    loop ls = loop_begin(&g, k64(&g, 0), full, 1, "s");
+    LLVMValueRef sp = at(&g, row, mul(&g, ls.iv, kw)), dp = at(&g, drow, mul(&g, ls.iv, sstep));
+    {   /* the same lanes GEMM_PACK_PREFETCH_ROWS rows on (16 floats a line; never faults) */
+        LLVMValueRef pr = at_any(&g, sp, mul(&g, k64(&g, GEMM_PACK_PREFETCH_ROWS), sk));
+        for (int off = 0; off < width; off += 16) prefetch_for_read(&g, at_any(&g, pr, k64(&g, off)));
+        prefetch_for_read(&g, at_any(&g, pr, k64(&g, width - 1)));  /* the row may straddle one more */
+    }
+    for (int ch = 0; ch < chunks; ch++) {
+        LLVMValueRef v = cmask[ch] ? masked_load(&g, at_any(&g, sp, k64(&g, ch * w)), cmask[ch])
+                                   : load_aligned(&g, g.vf, at(&g, sp, k64(&g, ch * w)), 4);
+        LLVMValueRef d = at(&g, dp, k64(&g, ch * w));
+        if (cmask[ch]) masked_store(&g, v, d, cmask[ch]);
+        else store_aligned(&g, v, d, dst_align);
+    }
+    loop_end(&g, &ls);
+    LLVMBasicBlockRef bedge = block(&g, "edge"), bnext = block(&g, "next");
+    branch(&g, has_edge, bedge, bnext);
+    sp = at(&g, row, mul(&g, full, kw)), dp = at(&g, drow, mul(&g, full, sstep));
+    for (int ch = 0; ch < chunks; ch++) {
+        LLVMValueRef v = masked_load(&g, at_any(&g, sp, k64(&g, ch * w)), emask[ch]);
+        LLVMValueRef d = at(&g, dp, k64(&g, ch * w));
+        if (cmask[ch]) masked_store(&g, v, d, cmask[ch]);
+        else store_aligned(&g, v, d, dst_align);
+    }
+    LLVMBuildBr(g.b, bnext);
+    LLVMPositionBuilderAtEnd(g.b, bnext);
+    loop_end(&g, &lq);
     return function_end(&g);
 }
 
@@ -1001,9 +972,6 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     /* B packed by the first row of tiles of each block (tile_function_b) */
     bool fuse_b = !e && sh != SHARED_B && !trans_b;
     LLVMValueRef tile_pb = fuse_b ? tile_function_b(g, true) : NULL;
-    /* … and every later block of n packed, a few rows after each tile, during the block
-     * before it, into the other of two B slots (see "Packing") */
-    LLVMValueRef pack_rows = fuse_b ? pack_rows_function(g, g.t.nr) : NULL;
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
@@ -1043,7 +1011,6 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     /* Bp follows Ap, 16-float aligned (packed_a_floats); with a shared A it is the slot */
     LLVMValueRef a_floats = LLVMBuildAnd(g.b, add(&g, mul(&g, mc_max, kc_max), k64(&g, 15)), k64(&g, -16), "");
     LLVMValueRef bp = sh == SHARED_A ? ap : at(&g, ap, a_floats);
-    LLVMValueRef bp_slot[2] = {bp, fuse_b ? at(&g, bp, mul(&g, nc_max, kc_max)) : NULL};  /* nc·kc: 16-float multiple */
 
     loop li = loop_begin(&g, k64(&g, 0), m, 1, "i3");
     li.step_value = mc_max;
@@ -1071,32 +1038,6 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
         bp = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, lj.iv, kc)));
     else if (!fuse_b)
         emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bp);
-    LLVMValueRef first_block = NULL, has_next = NULL, next_dst = NULL, next_src = NULL, next_nw = NULL;
-    LLVMValueRef tiles_n = NULL, tiles = NULL, next_valid = NULL;
-    if (fuse_b) {  /* block j2 in slot (j2/nc) mod 2; the next one goes to the other */
-        LLVMValueRef odd = LLVMBuildTrunc(g.b, LLVMBuildSDiv(g.b, lj.iv, nc_max, ""), g.i1, "");
-        bp = LLVMBuildSelect(g.b, odd, bp_slot[1], bp_slot[0], "");
-        next_dst = LLVMBuildSelect(g.b, odd, bp_slot[0], bp_slot[1], "");
-        first_block = LLVMBuildICmp(g.b, LLVMIntEQ, lj.iv, k64(&g, 0), "");
-        LLVMValueRef j2n = add(&g, lj.iv, nc_max);
-        has_next = lt(&g, j2n, n);
-        next_valid = sub(&g, n, j2n);
-        next_nw = smin(&g, nc_max, next_valid);
-        next_src = at_any(&g, pb.src, add(&g, mul(&g, lp.iv, pb.ld), j2n));  /* op(B)(p, j2 + nc) */
-        tiles_n = LLVMBuildSDiv(g.b, add(&g, nc, k64(&g, g.t.nr - 1)), k64(&g, g.t.nr), "");
-        tiles = mul(&g, LLVMBuildSDiv(g.b, add(&g, mc, k64(&g, g.t.mr - 1)), k64(&g, g.t.mr), ""), tiles_n);
-        /* the rows the first tiles copy: fetched before the first tile */
-        LLVMBasicBlockRef bpf = block(&g, "next.pf"), bgo = block(&g, "next.go");
-        branch(&g, has_next, bpf, bgo);
-        loop lq = loop_begin(&g, k64(&g, 0), smin(&g, kc, k64(&g, GEMM_SPREAD_PREFETCH_ROWS)), 1, "next.q");
-        LLVMValueRef row = at_any(&g, next_src, mul(&g, lq.iv, pb.ld));
-        loop ll = loop_begin(&g, k64(&g, 0), add(&g, next_nw, k64(&g, 16)), 16, "next.line");
-        prefetch_for_read(&g, at_any(&g, row, ll.iv));
-        loop_end(&g, &ll);
-        loop_end(&g, &lq);
-        LLVMBuildBr(g.b, bgo);
-        LLVMPositionBuilderAtEnd(g.b, bgo);
-    }
 
     loop lr = loop_begin(&g, k64(&g, 0), mc, g.t.mr, "ir");
     LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, apb, mul(&g, lr.iv, kc));
@@ -1111,10 +1052,9 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
             asl, at(&g, bp, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc, sub(&g, m, i),
             sub(&g, n, j), accumulate, NULL, pb.ld,
         };
-        if (fuse_b) {  /* the first A sliver's tiles of the first block pack the B slivers they read */
+        if (fuse_b) {  /* the first A sliver's tiles pack the B slivers they read */
             LLVMBasicBlockRef bfirst = block(&g, "pack.b"), bmore = block(&g, "packed"), bjoin = block(&g, "tile.done");
-            LLVMValueRef row0 = LLVMBuildICmp(g.b, LLVMIntEQ, lr.iv, k64(&g, 0), "");
-            branch(&g, LLVMBuildAnd(g.b, first_block, row0, ""), bfirst, bmore);
+            branch(&g, LLVMBuildICmp(g.b, LLVMIntEQ, lr.iv, k64(&g, 0), ""), bfirst, bmore);
             args[8] = at_any(&g, pb.src, add(&g, mul(&g, lp.iv, pb.ld), j));  /* op(B)(p, j) */
             call(&g, tile_pb, args, 10);
             LLVMBuildBr(g.b, bjoin);
@@ -1122,19 +1062,6 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
             call(&g, tile, args, 8);
             LLVMBuildBr(g.b, bjoin);
             LLVMPositionBuilderAtEnd(g.b, bjoin);
-            /* then this tile's share of the next block's rows: tile t of T copies rows
-             * [t·kc/T, (t+1)·kc/T), so the copy ends with the block */
-            LLVMValueRef t = add(&g, mul(&g, LLVMBuildSDiv(g.b, lr.iv, k64(&g, g.t.mr), ""), tiles_n),
-                                 LLVMBuildSDiv(g.b, lc.iv, k64(&g, g.t.nr), ""));
-            LLVMValueRef q0 = LLVMBuildSDiv(g.b, mul(&g, t, kc), tiles, "");
-            LLVMValueRef q1 = LLVMBuildSDiv(g.b, mul(&g, add(&g, t, k64(&g, 1)), kc), tiles, "");
-            LLVMBasicBlockRef bcopy = block(&g, "next.copy"), bdone = block(&g, "next.done");
-            branch(&g, LLVMBuildAnd(g.b, has_next, lt(&g, q0, q1), ""), bcopy, bdone);
-            LLVMValueRef cargs[] = {next_src, next_dst, pb.ld, next_valid, q0, q1, next_nw,
-                                    mul(&g, k64(&g, g.t.nr), kc)};
-            call(&g, pack_rows, cargs, 8);
-            LLVMBuildBr(g.b, bdone);
-            LLVMPositionBuilderAtEnd(g.b, bdone);
         } else {
             call(&g, tile, args, 8);
         }

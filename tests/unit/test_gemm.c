@@ -288,10 +288,9 @@ static void test_scratch_sizes(void **state) {
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &s0), 0);
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &k0), 0);
     kiln_gemm_shape one = {1, 1, 1, true, true, 1, 1, 1}; /* both transposed: the packed path */
-    /* one 12-row A sliver (rounded to 16 floats) + two slots of one 32-column B sliver
-     * (the next block of n is packed into the second while the first is used), depth 1 */
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &one), 16 + 2 * 32);
-    assert_int_equal(kiln_gemm_scratch_floats(&avx2, &one), 16 + 2 * 16);
+    /* one 12-row A sliver (rounded to 16 floats) + one 32-column B sliver, depth 1 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &one), 16 + 32);
+    assert_int_equal(kiln_gemm_scratch_floats(&avx2, &one), 16 + 16);
     /* a few rows of A and B plain: the small-m path packs nothing (up to 8 rows, and no
      * more than a tile has) */
     kiln_gemm_shape few = {8, 100, 1000, true, false, 8, 100, 100}, seven = {7, 100, 1000, false, false, 1000, 100, 100};
@@ -311,13 +310,13 @@ static void test_scratch_sizes(void **state) {
     kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672 */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 3008 * 400 + 8 * (672 * 208));
     kiln_gemm_shape wider = {20000, 12000, 400, false, false, 400, 12000, 12000};  /* 12000 × 400 > 2^22 */
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wider), 8 * (960 * 208 + 2 * 320 * 208));
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wider), 8 * (960 * 208 + 320 * 208));
     /* split along n (more column tiles than row tiles): A packed once (m rounded to 108 ×
-     * k), two slots of B per part */
+     * k), one slot of B per part */
     kiln_gemm_shape tall = {100, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 108 * 400 + 8 * (2 * 256 * 208));
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 108 * 400 + 8 * (256 * 208));
     kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 2 * 64 * 40);
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 64 * 40);
     /* large shapes are bounded by the blocks (× the parts), not the matrices */
     kiln_gemm_shape big = {4096, 4096, 4096, false, false, 4096, 4096, 4096};
     assert_true(kiln_gemm_scratch_floats(&avx512, &big) < KILN_MAX_THREADS << 20);
