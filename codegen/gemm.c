@@ -72,7 +72,9 @@
  * first tile of each A sliver — 12 broadcasts from 12 rows of A and 12 scalar stores per
  * step, 1–3 % slower; each A sliver transposed just before its first tile instead of the
  * whole block before the j2 loop, no gain; prefetching the next B block's source during
- * the current block, slower: with the A block it does not fit L2.)
+ * the current block, slower: with the A block it does not fit L2; the next B block
+ * packed into a second slot during the current one, by calls between the tiles or
+ * inside the k loops of all its tiles: the copy cost the same, see docs/performance.md.)
  *
  * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
  * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
