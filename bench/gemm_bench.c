@@ -524,10 +524,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
     for (int r = 0; r < rounds; r++) {
         for (int i = 0; i < n; i++) {
             contender *ct = &cs[i];
-            double t0 = now();
             call(ct, op);  /* untimed */
-            double first = now() - t0;
-            (void)first;
             if (r == 0) {
                 if (i == 0) memcpy(op->ref, op->c, (size_t)mn * sizeof(float));
                 ct->diff = rel_diff(op->c, op->ref, mn);
@@ -544,7 +541,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
             double block_end = clock_seconds(CLOCK_MONOTONIC) + block_s;
             ct->per_block = 0;
             do {
-                t0 = now();
+                double t0 = now();
                 call(ct, op);
                 ct->times[ct->n_times++] = now() - t0;
             } while (++ct->per_block < MAX_PER_BLOCK && clock_seconds(CLOCK_MONOTONIC) < block_end);

@@ -65,7 +65,7 @@
  * packed per block (plain GEMM, B not shared: every product on one thread, see
  * alone_nest; on more, the splits along n, e.g. the weight gradient xᵀ·dy) is not packed
  * beforehand at all: the tiles of the block's first A sliver read its rows from B itself
- * and store the packed sliver as they go (tile_function_b), so the copy's loads from
+ * and store the packed sliver as they go (tile_function), so the copy's loads from
  * L3/memory overlap the FMAs instead of running alone — on 384×1152×2048 tn the separate
  * copy of B's 9.4 MB took 7 % of the samples, its loads waiting. The FMAs, and so the
  * bits, are the same. (Tried and not kept, 2026-12-06: A packed the same way by the
@@ -412,7 +412,7 @@ static void prefetch_tile(gen *g, LLVMValueRef base, LLVMValueRef ld) {
     }
 }
 
-/* B packed by the micro-kernel (tile_function_b): the k loop reads row q of the B sliver
+/* B packed by the micro-kernel (tile_function): the k loop reads row q of the B sliver
  * from op(B) itself, src + q·ld (mask: the lanes before n; the others load as 0), and
  * also stores it as row q of the packed sliver bp, for the tiles after this one. */
 typedef struct b_source {
@@ -501,19 +501,14 @@ enum { GEMM_PREFETCH_STEPS = 32 };
 
 /* The k loop in two parts around `late()`'s prefetches, the same fmas in the same order;
  * packing B on the way when bs (emit_k_loop). */
-static void emit_k_loop_split_b(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
-                                void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV],
-                                const b_source *bs) {
+static void emit_k_loop_split(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
+                              void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV],
+                              const b_source *bs) {
     LLVMValueRef mid = sub(g, kc, k64(g, GEMM_PREFETCH_STEPS)), zero = k64(g, 0), part[MR_MAX][NV];
     mid = LLVMBuildSelect(g->b, lt(g, mid, zero), zero, mid, "");
     emit_k_loop(g, ap, bp, zero, mid, NULL, true, part, bs);
     late(g, ctx);
     emit_k_loop(g, ap, bp, mid, kc, part, may_be_empty, sum, bs);
-}
-
-static void emit_k_loop_split(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
-                              void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV]) {
-    emit_k_loop_split_b(g, ap, bp, kc, may_be_empty, late, ctx, sum, NULL);
 }
 
 /* The four ways to write sums to a tile at c: (whole tile | masked) × (store | add, as
@@ -551,7 +546,7 @@ static void prefetch_late(gen *g, const void *ctx) {
  * the same sums with the B sliver read from op(B) at bsrc, rows ldb apart, and written
  * to bp as the packer would have (zeros past cols): the loop nest calls it for the first
  * A sliver of a block, which thus packs B while it computes (see "Packing"). */
-static LLVMValueRef tile_function_b(gen g, bool pack_b) {
+static LLVMValueRef tile_function(gen g, bool pack_b) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
     char name[64];
     snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s", w, mr, nr, pack_b ? "_pb" : "");
@@ -571,12 +566,10 @@ static LLVMValueRef tile_function_b(gen g, bool pack_b) {
      * unless C is small they come from L3. */
     prefetch_tile(&g, c, ldc);
     LLVMValueRef sum[MR_MAX][NV], late[2] = {c, ldc};
-    emit_k_loop_split_b(&g, ap, bp, kc, false, prefetch_late, late, sum, pack_b ? &bs : NULL);
+    emit_k_loop_split(&g, ap, bp, kc, false, prefetch_late, late, sum, pack_b ? &bs : NULL);
     write_tile_4(&g, sum, c, ldc, rows, cols, accumulate);
     return function_end(&g);
 }
-
-static LLVMValueRef tile_function(gen g) { return tile_function_b(g, false); }
 
 /* ---- epilogue ---------------------------------------------------------------------- */
 
@@ -795,7 +788,7 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
     epi_prefetch_ctx pf = {e, &out, x, ldx, last};
     epi_prefetch(&g, &pf);
     LLVMValueRef sum[MR_MAX][NV];
-    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum);
+    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum, NULL);
 
     LLVMBasicBlockRef blast = block(&g, "last"), bmore = block(&g, "more"), end = block(&g, "end");
     branch(&g, last, blast, bmore);
@@ -911,13 +904,12 @@ static void emit_pack(gen *g, const operand *o, LLVMValueRef w0, LLVMValueRef nw
         call(g, o->packer, args, 6);
         return;
     }
-    loop ls = loop_begin(g, k64(g, 0), nw, o->width, "pack");
+    loop ls = loop_begin(g, k64(g, 0), nw, o->width, "pack");  /* the transposer: one call per sliver */
     LLVMValueRef lane0 = add(g, w0, ls.iv);
-    LLVMValueRef first = o->lanes_contiguous ? add(g, lane0, mul(g, p, o->ld)) : add(g, mul(g, lane0, o->ld), p);
     LLVMValueRef args[] = {
-        at(g, o->src, first),           /* lane 0 at depth p */
-        at(g, dst, mul(g, ls.iv, kc)),  /* sliver s starts at s·width·kc */
-        o->ld,                          /* the copier's sk, the transposer's sw */
+        at(g, o->src, add(g, mul(g, lane0, o->ld), p)),  /* lane 0 at depth p */
+        at(g, dst, mul(g, ls.iv, kc)),                   /* sliver s starts at s·width·kc */
+        o->ld,                                           /* the transposer's sw */
         sub(g, o->lim, lane0),
         kc,
     };
@@ -971,10 +963,10 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     if (e) gemm_epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
              sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "");
-    LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g);
-    /* B packed by the first row of tiles of each block (tile_function_b) */
+    LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g, false);
+    /* B packed by the first row of tiles of each block (tile_function) */
     bool fuse_b = !e && sh != SHARED_B && !trans_b;
-    LLVMValueRef tile_pb = fuse_b ? tile_function_b(g, true) : NULL;
+    LLVMValueRef tile_pb = fuse_b ? tile_function(g, true) : NULL;
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
@@ -1080,7 +1072,7 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
 /* On one thread there is nothing to share: a plain product that would pack an operand once
  * for all parts (shared_for) runs, when the pool has one thread, the loop nest without the
  * shared operand directly, with no hand-off. Its B is then packed block by block by the
- * tiles (tile_function_b) instead of in a separate pass over the whole operand before the
+ * tiles (tile_function) instead of in a separate pass over the whole operand before the
  * product, whose copy (16 MiB for 2048³) went to L3 and memory and came back: +2–3.5 % at
  * one thread on every shape measured (2026-12-06, docs/performance.md). The same sums in
  * the same order as the parts, so the same bits. The scratch of the shared layout holds
