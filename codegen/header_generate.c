@@ -11,7 +11,8 @@
 
 
 /* One entry's prototype: the blobs, then its inputs in the request's order (the tokens,
- * the step's position, an encoder–decoder's source and mask), then the logits. */
+ * the step's position or the prefill's prompt length, an encoder–decoder's source and
+ * mask), then the logits: one row of VOCAB in both. */
 static void prototype(char **s, size_t *len, const char *name, const char *up, const kiln_compile_request *r,
                       bool step)
 {
@@ -23,16 +24,15 @@ static void prototype(char **s, size_t *len, const char *name, const char *up, c
         if (i == 0) { /* the generated tokens */
             what = step ? "token" : "tokens";
             snprintf(size, sizeof size, step ? "1" : "%s_CONTEXT", up);
-        } else if (!strcmp(what, "kv.pos")) {
-            what = "pos";
+        } else if (!strcmp(what, "kv.pos") || !strcmp(what, "kv.len")) {
+            what = !strcmp(what, "kv.pos") ? "pos" : "n";
             snprintf(size, sizeof size, "1");
         } else { /* an encoder-decoder's source or its mask: (1, source length) */
             snprintf(size, sizeof size, "%s_SOURCE_LEN", up);
         }
         kiln_header_add(s, len, ",\n        const %s *%s /* [%s] */", ty, what, size);
     }
-    if (step) kiln_header_add(s, len, ",\n        float *logits /* [%s_VOCAB] */);\n", up);
-    else kiln_header_add(s, len, ",\n        float *logits /* [%s_CONTEXT * %s_VOCAB] */);\n", up, up);
+    kiln_header_add(s, len, ",\n        float *logits /* [%s_VOCAB] */);\n", up);
 }
 
 char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,
@@ -57,13 +57,14 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
         "/* Generation with a KV cache (kiln compile --generate). A cache of %s_KV_CACHE_BYTES\n"
         " * (64-byte aligned) holds every self-attention's keys and values for %s_CONTEXT\n"
         " * positions; both functions take a workspace of %s_GEN_WORKSPACE_BYTES and the\n"
-        " * parameter blob above. %s_prefill runs the model over tokens[0..%s_CONTEXT) (pad\n"
-        " * a shorter prompt of n tokens with 0: row n-1 of logits predicts token n) and fills\n"
-        " * the cache; %s_decode_step then takes the token at position *pos (n, n+1, …,\n"
-        " * below %s_CONTEXT), reads cache rows 0..*pos-1, writes row *pos, and gives the\n"
-        " * logits of the next token. Both return 0, or KILN_FORWARD_INDEX_RANGE for a token\n"
-        " * id or position outside the model's tables. */\n",
-        up, up, up, name, up, name, up);
+        " * parameter blob above. %s_prefill runs the model over a prompt of *n tokens,\n"
+        " * 1 <= *n <= %s_CONTEXT, in tokens[0..%s_CONTEXT) (padded with 0), fills the\n"
+        " * cache and gives the logits of the token after the prompt (its last row's only);\n"
+        " * %s_decode_step then takes the token at position *pos (*n, *n+1, …, below\n"
+        " * %s_CONTEXT), reads cache rows 0..*pos-1, writes row *pos, and gives the logits\n"
+        " * of the next token. Both return 0, or KILN_FORWARD_INDEX_RANGE for a token id,\n"
+        " * length or position outside the model's tables. */\n",
+        up, up, up, name, up, up, name, up);
     if (source)
         kiln_header_add(&s, &len,
             "/* An encoder-decoder: %s_prefill also encodes the source — src, its token ids padded\n"

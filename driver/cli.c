@@ -72,17 +72,20 @@ static bool usage_metavar(const char *usage, const char *flag, char *buf, size_t
 {
     size_t n = strlen(flag);
     for (const char *p = usage ? strstr(usage, flag) : NULL; p; p = strstr(p + 1, flag)) {
-        bool starts = p == usage || p[-1] == ' ' || p[-1] == '[';
+        bool starts = p == usage || p[-1] == ' ' || p[-1] == '[' || p[-1] == '(';
         if (!starts || p[n] != ' ') continue;
         const char *v = p + n + 1;
         if (*v == '-' || *v == '[' || *v == 0) return false;
-        /* up to the space, less the closing brackets of the usage's own [ ] ("N]" → "N",
-         * "NAME[,NAME...]]..." → "NAME[,NAME...]") */
+        /* up to the space, less the closing brackets of the usage's own [ ] and ( ) ("N]" →
+         * "N", "NAME[,NAME...]]..." → "NAME[,NAME...]", "(--a X | --b TEXT)" → "TEXT") */
         size_t len = strcspn(v, " ");
         for (;;) {
-            int depth = 0;
-            for (size_t i = 0; i < len; i++) depth += v[i] == '[' ? 1 : v[i] == ']' ? -1 : 0;
-            if (depth >= 0 || len == 0) break;
+            int depth = 0, paren = 0;
+            for (size_t i = 0; i < len; i++) {
+                depth += v[i] == '[' ? 1 : v[i] == ']' ? -1 : 0;
+                paren += v[i] == '(' ? 1 : v[i] == ')' ? -1 : 0;
+            }
+            if ((depth >= 0 && paren >= 0) || len == 0) break;
             len--;
         }
         snprintf(buf, size, "%.*s", (int)len, v);

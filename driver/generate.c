@@ -6,8 +6,12 @@
  * step (the sequence dim bound to 1), both built by the frontend's generation mode
  * (frontend/decode.c). Both are compiled as stateful entries over one KV-cache blob:
  *
- *     int NAME_prefill(params, cache, workspace, tokens[context], logits[context·V])
+ *     int NAME_prefill(params, cache, workspace, tokens[context], n[1], logits[V])
  *     int NAME_decode_step(params, cache, workspace, tokens[1], pos[1], logits[V])
+ *
+ * The prefill's logits are those of the prompt's last token, row n − 1: the frontend
+ * builds its work after the last attention (the last layer's feed-forward, the final
+ * norm, the logits product) for that one row (frontend/decode.c, fe_decode_last_row).
  *
  * They lay out parameters and cache alike (the same modules in the same order); that is
  * checked, so one parameter blob and one cache serve both. A prompt shorter than the
@@ -87,8 +91,8 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     kiln_model *m = &e->m;
     kiln_graph *g = &m->graph;
     uint32_t tok = token_input(m);
-    /* positions: 1 in the step, the context or a prompt-length bucket in a prefill */
-    uint32_t o = tok == KILN_NONE ? KILN_NONE : logits_output(m, m->graph.nodes[tok].type.dims[1]);
+    /* one position: the step's, or the prefill's last prompt row */
+    uint32_t o = tok == KILN_NONE ? KILN_NONE : logits_output(m, 1);
     if (tok == KILN_NONE || o == KILN_NONE) {
         kiln_diags_add(d, m->file, 0, 0, NULL, "internal error: the generation graph lost its tokens or logits");
         return false;
@@ -101,6 +105,8 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     /* a model with neither attention nor positions (a bigram model) has no cache and its
      * step needs no position */
     if (mode == KILN_DECODE_STEP && m->decode_pos != KILN_NONE) e->inputs[n_inputs++] = m->decode_pos;
+    /* the prefill's prompt length: which row's logits it computes */
+    if (mode == KILN_DECODE_PREFILL && m->decode_len != KILN_NONE) e->inputs[n_inputs++] = m->decode_len;
     /* generation feeds the tokens, the position, and an encoder–decoder's source */
     unsigned char *live = calloc(g->n_nodes, 1);
     KILN_ASSERT(live != NULL);
@@ -288,6 +294,7 @@ static void entry_bind(generator *g, gen_entry *e, bool step)
     for (uint32_t i = 0; i < e->req.n_inputs; i++) {
         const char *in = e->m.graph.nodes[e->inputs[i]].attrs.name;
         a[3 + i] = e->inputs[i] == e->m.decode_pos ? (void *)g->step_pos
+                   : e->inputs[i] == e->m.decode_len ? (void *)g->prefill_len
                    : !strcmp(in, "src")           ? (void *)g->src
                    : !strcmp(in, "src_mask")      ? g->src_mask
                    : !step                        ? (void *)g->tokens
@@ -360,7 +367,7 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     int64_t ws_need = g->prefill.c.workspace_bytes > g->step.c.workspace_bytes ? g->prefill.c.workspace_bytes
                                                                                : g->step.c.workspace_bytes;
     if (!limits_check_blobs(&g->prefill.m.graph, g->prefill.c.params_bytes, g->prefill.c.optim_bytes, ws_need,
-                            (g->context * g->vocab + g->vocab) * (int64_t)sizeof(float), "generate", d))
+                            2 * g->vocab * (int64_t)sizeof(float), "generate", d))
         goto out;
     g->params = kiln_aligned_alloc((size_t)g->prefill.c.params_bytes);
     g->cache_bytes = g->prefill.c.optim_bytes;
@@ -370,7 +377,7 @@ bool generator_init(generator *g, const char *text, size_t len, const char *path
     g->workspace = kiln_aligned_alloc((size_t)ws);
     g->workspace_bytes = ws;
     g->tokens = calloc((size_t)g->context, sizeof *g->tokens);
-    g->prefill_logits = kiln_aligned_alloc((size_t)(g->context * g->vocab) * sizeof(float));
+    g->prefill_logits = kiln_aligned_alloc((size_t)g->vocab * sizeof(float));
     g->step_logits = kiln_aligned_alloc((size_t)g->vocab * sizeof(float));
     /* zeroed by kiln_aligned_alloc: the parameters until loaded, the cache until a prefill */
     KILN_ASSERT(g->params && g->cache && g->workspace && g->tokens && g->prefill_logits && g->step_logits);
@@ -448,8 +455,9 @@ const float *generator_prefill(generator *g, const int32_t *ids, int64_t n, kiln
     int i = bucket_of(g, n);
     memcpy(g->tokens, ids, (size_t)n * sizeof *ids);
     memset(g->tokens + n, 0, (size_t)(g->context - n) * sizeof *ids);
+    g->prefill_len[0] = (int32_t)n;
     if (!call(i < 0 ? &g->prefill : g->bucket[i], d)) return NULL;
-    return g->prefill_logits + (n - 1) * g->vocab;
+    return g->prefill_logits;
 }
 
 const float *generator_step(generator *g, int32_t id, int64_t pos, kiln_diags *d)

@@ -26,7 +26,7 @@ typedef struct gen_entry {
     bool loaded;
     kiln_compiled c;
     uint32_t logits;          /* the output node read */
-    uint32_t inputs[4];       /* tokens, [kv.pos], [src], [src_mask]: what it reads */
+    uint32_t inputs[4];       /* tokens, [kv.pos or kv.len], [src], [src_mask]: what it reads */
     kiln_compile_request req; /* what is compiled (kiln compile --generate exports it) */
     char suffix[32];          /* the entry's name after the model's: prefill, decode_step, prefill_16… */
     pointer_call call;         /* the entry's prepared libffi call */
@@ -56,7 +56,8 @@ typedef struct generator {
     void *workspace;          /* max of both entries' workspaces */
     int32_t *tokens;          /* [context]: the prefill's input */
     int32_t step_token[1], step_pos[1];
-    float *prefill_logits;    /* (context, vocab) */
+    int32_t prefill_len[1];   /* the prefill's n: the prompt's length */
+    float *prefill_logits;    /* (vocab): the prompt's last row's */
     float *step_logits;       /* (vocab) */
     /* an encoder–decoder (inputs "src", optionally "src_mask", as the seq2seq task
      * names them): the source the encoder reads, padded to src_len */

@@ -198,3 +198,222 @@ bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
     }
     return true;
 }
+
+/* ---- PREFILL: the outputs of the last prompt row only ---------------------------------
+ *
+ * The driver reads one row of the prefill's logits, that of the prompt's last token, so
+ * the prefill computes the outputs for that row alone. Every node after the last
+ * operation that mixes positions (in a decoder: the last attention) works row by row —
+ * the last layer's output projection, residual, feed-forward, the final layernorm and
+ * the logits product — so that tail is rebuilt over one row: at its frontier (values
+ * whose rows the tail reads: the last attention's output, the residual stream before
+ * it) a gather takes row kv.len − 1, and each node of the tail is rebuilt over it. The
+ * frontier's rows are still all computed (the cache needs every key and value); the
+ * tail's work shrinks from T rows to one. The old tail nodes become dead.
+ *
+ * Which axis of a value indexes the token positions is propagated forward from the
+ * token input (row_axis): ROW_NONE for values that do not depend on the tokens (weights,
+ * tables, an encoder's side), ROW_MIXED where it is not known. A node is rebuilt only
+ * when it is known to compute row t of its result from row t of its inputs: shapes alone
+ * could not tell (heads and positions have equal extents in some models). */
+enum { ROW_NONE = -1, ROW_MIXED = -2 };
+
+/* Whether a value of type t that does not depend on the tokens, broadcast against a
+ * result of rank r (aligned at the last axis), is constant along the result's axis 1. */
+static bool flat_along_rows(const kiln_type *t, int r)
+{
+    int at = t->rank - r + 1; /* t's axis aligned with the result's axis 1 */
+    return at < 0 || t->dims[at] == 1;
+}
+
+/* The axis of node id's result that indexes the token positions (see above). */
+static int row_axis_of(const kiln_graph *g, const int *ax, uint32_t id, const char *tokens)
+{
+    const kiln_node *nd = &g->nodes[id];
+    if (nd->op == KILN_OP_INPUT) return nd->attrs.name && !strcmp(nd->attrs.name, tokens) ? 1 : ROW_NONE;
+    bool dep = false;
+    for (uint32_t i = 0; i < nd->n_in; i++) dep |= ax[nd->in[i]] != ROW_NONE;
+    if (!dep) return ROW_NONE;
+    int r = nd->type.rank, a0 = ax[nd->in[0]];
+    const kiln_type *t0 = &g->nodes[nd->in[0]].type;
+    switch (kiln_op_table[nd->op].kind) {
+    case KILN_KIND_ELEMENTWISE: { /* every input that has rows has them on one axis, at full rank */
+        int a = ROW_NONE;
+        for (uint32_t i = 0; i < nd->n_in; i++) {
+            int ai = ax[nd->in[i]];
+            if (ai == ROW_NONE) continue;
+            if (ai < 0 || g->nodes[nd->in[i]].type.rank != r || (a != ROW_NONE && a != ai)) return ROW_MIXED;
+            a = ai;
+        }
+        return a;
+    }
+    case KILN_KIND_REDUCTION: {
+        if (a0 < 0) return ROW_MIXED;
+        int a = a0;
+        for (int i = 0; i < nd->attrs.n_axes; i++) {
+            if (nd->attrs.axes[i] == a0) return ROW_MIXED;
+            if (nd->attrs.axes[i] < a0 && !nd->attrs.keepdims) a--;
+        }
+        return a;
+    }
+    case KILN_KIND_MATMUL: { /* rows of x (a batch axis or m) times a matrix without rows */
+        if (a0 < 0 || ax[nd->in[1]] != ROW_NONE || nd->attrs.transpose_a || a0 >= t0->rank - 1) return ROW_MIXED;
+        return a0 == t0->rank - 2 ? r - 2 : a0 + (r - t0->rank);
+    }
+    default: break;
+    }
+    switch (nd->op) {
+    case KILN_OP_GATHER: /* rows of a table at token ids: the ids' axes replace the table's axis */
+        if (a0 == ROW_NONE && ax[nd->in[1]] >= 0) return (int)nd->attrs.axis + ax[nd->in[1]];
+        return ROW_MIXED;
+    case KILN_OP_RESHAPE: /* the dims up to the rows' axis unchanged */
+        if (a0 < 0 || a0 >= r) return ROW_MIXED;
+        for (int d = 0; d <= a0; d++)
+            if (nd->type.dims[d] != t0->dims[d]) return ROW_MIXED;
+        return a0;
+    case KILN_OP_TRANSPOSE:
+        if (a0 < 0) return ROW_MIXED;
+        for (int d = 0; d < r; d++)
+            if (nd->attrs.perm[d] == a0) return d;
+        return ROW_MIXED;
+    case KILN_OP_SLICE:   /* along another axis (rope's halves) */
+    case KILN_OP_UNSLICE:
+        return a0 >= 0 && nd->attrs.axis != a0 ? a0 : ROW_MIXED;
+    case KILN_OP_CONCAT: { /* along another axis, every input's rows on one axis */
+        int a = ROW_NONE;
+        for (uint32_t i = 0; i < nd->n_in; i++) {
+            int ai = ax[nd->in[i]];
+            if (ai == ROW_NONE) continue;
+            if (ai < 0 || (a != ROW_NONE && a != ai)) return ROW_MIXED;
+            a = ai;
+        }
+        return a == nd->attrs.axis ? ROW_MIXED : a;
+    }
+    case KILN_OP_BROADCAST: /* to a higher rank, aligned at the last axis: the rows keep their extent */
+        if (a0 < 0 || t0->dims[a0] != nd->type.dims[a0 + r - t0->rank]) return ROW_MIXED;
+        return a0 + r - t0->rank;
+    case KILN_OP_LAYERNORM: /* normalises the last axis */
+        return a0 >= 0 && a0 < r - 1 && ax[nd->in[1]] == ROW_NONE && ax[nd->in[2]] == ROW_NONE ? a0 : ROW_MIXED;
+    case KILN_OP_SOFTMAX:
+    case KILN_OP_LOG_SOFTMAX:
+        return a0 >= 0 && nd->attrs.axis != a0 ? a0 : ROW_MIXED;
+    case KILN_OP_ATTENTION: /* q's rows are the result's (not row-wise: keys of every row) */
+        return a0 == t0->rank - 2 ? a0 : ROW_MIXED;
+    default:
+        return ROW_MIXED;
+    }
+}
+
+/* Whether node id (its rows on axis 1) computes row t of its result from row t of its
+ * inputs alone, every input with rows having them on axis 1 at the result's rank. */
+static bool row_wise(const kiln_graph *g, const int *ax, uint32_t id)
+{
+    const kiln_node *nd = &g->nodes[id];
+    int r = nd->type.rank;
+    if (ax[id] != 1) return false;
+    kiln_op_kind kind = kiln_op_table[nd->op].kind;
+    bool ok = kind == KILN_KIND_ELEMENTWISE || kind == KILN_KIND_MATMUL || nd->op == KILN_OP_LAYERNORM ||
+              nd->op == KILN_OP_RESHAPE || nd->op == KILN_OP_SOFTMAX || nd->op == KILN_OP_LOG_SOFTMAX ||
+              kind == KILN_KIND_REDUCTION || (nd->op == KILN_OP_TRANSPOSE && nd->attrs.perm[0] == 0 && nd->attrs.perm[1] == 1);
+    if (!ok || r < 2) return false;
+    if (kind == KILN_KIND_REDUCTION)
+        for (int i = 0; i < nd->attrs.n_axes; i++)
+            if (nd->attrs.axes[i] <= 1) return false;
+    for (uint32_t i = 0; i < nd->n_in; i++) {
+        const kiln_type *t = &g->nodes[nd->in[i]].type;
+        int ai = ax[nd->in[i]];
+        if (ai == ROW_NONE) {
+            if (kind != KILN_KIND_MATMUL) {
+                if (!flat_along_rows(t, r)) return false;
+            } else if (r - 2 > 1) { /* the rows are a batch axis: the matrix's batch dims must not run along them */
+                kiln_type batch = *t;
+                batch.rank -= 2;
+                if (!flat_along_rows(&batch, r - 2)) return false;
+            }
+        } else if (ai != 1 || t->rank != r) {
+            return false;
+        }
+    }
+    return true;
+}
+
+typedef struct last_row_ctx {
+    fe_ctx *c;
+    const int *ax;
+    const unsigned char *kept; /* computed anyway: read by a cache update */
+    uint32_t *map;   /* old node → its one-row counterpart, KILN_NONE until built */
+    uint32_t last;   /* i32 [1]: the index of the prompt's last row */
+    uint32_t n_old;  /* nodes before the rewrite: the only ones map covers */
+} last_row_ctx;
+
+/* Node id (rows on axis 1) over the last row only: rebuilt if row-wise and read by no
+ * cache update, else gathered (the residual stream before the last attention is computed
+ * for every row anyway: rebuilding it for one row would redo every layer's tail). */
+static uint32_t last_row(last_row_ctx *x, uint32_t id)
+{
+    if (x->map[id] != KILN_NONE) return x->map[id];
+    kiln_graph *g = x->c->g;
+    uint32_t out;
+    if (x->kept[id] || !row_wise(g, x->ax, id)) {
+        kiln_attrs a = {.axis = 1};
+        out = kiln_graph_add(g, KILN_OP_GATHER, (uint32_t[]){id, x->last}, 2, &a, NULL, g->nodes[id].origin,
+                             x->c->diags);
+    } else {
+        kiln_node nd = g->nodes[id]; /* a copy: adding nodes moves the array */
+        uint32_t in[KILN_MAX_RANK + 8];
+        KILN_ASSERT(nd.n_in <= sizeof in / sizeof *in);
+        for (uint32_t i = 0; i < nd.n_in; i++)
+            in[i] = x->ax[nd.in[i]] == ROW_NONE ? nd.in[i] : last_row(x, nd.in[i]);
+        kiln_attrs a = nd.attrs;
+        if (nd.op == KILN_OP_RESHAPE) a.shape[1] = 1;
+        out = kiln_graph_add(g, nd.op, in, nd.n_in, &a, nd.label, nd.origin, x->c->diags);
+    }
+    x->map[id] = out;
+    return out;
+}
+
+void fe_decode_last_row(fe_ctx *c)
+{
+    kiln_graph *g = c->g;
+    kiln_model *m = c->m;
+    uint32_t n_old = g->n_nodes;
+    int *ax = malloc((n_old ? n_old : 1) * sizeof *ax);
+    uint32_t *map = malloc((n_old ? n_old : 1) * sizeof *map);
+    unsigned char *kept = calloc(n_old ? n_old : 1, 1);
+    KILN_ASSERT(ax && map && kept);
+    for (uint32_t id = 0; id < n_old; id++) {
+        ax[id] = row_axis_of(g, ax, id, c->dec_tokens);
+        map[id] = KILN_NONE;
+    }
+    for (uint32_t u = 0; u < g->n_updates; u++) kept[g->updates[u].value] = 1;
+    for (uint32_t id = n_old; id-- > 0;)
+        if (kept[id])
+            for (uint32_t i = 0; i < g->nodes[id].n_in; i++) kept[g->nodes[id].in[i]] = 1;
+    uint32_t tok = kiln_model_find_input(m, c->dec_tokens);
+    last_row_ctx x = {c, ax, kept, map, KILN_NONE, n_old};
+    fe_node top = {.path = "outputs"};
+    for (uint32_t o = 0; o < g->n_outputs && tok != KILN_NONE; o++) {
+        uint32_t id = g->outputs[o].node;
+        if (id >= n_old || ax[id] != 1) continue;
+        if (x.last == KILN_NONE) {
+            /* the prompt's length n, 1 ≤ n ≤ T, and its last row n − 1 read from a table so that
+             * a length outside the rows is a run-time error (KILN_RC_INDEX_RANGE) */
+            int64_t T = g->nodes[tok].type.dims[1];
+            kiln_attrs in = {.dtype = KILN_I32, .rank = 1, .shape = {1}, .name = "kv.len"};
+            m->decode_len = fe_add(c, &top, KILN_OP_INPUT, NULL, 0, &in, "kv.len");
+            int32_t *prev = fe_table_alloc(c, &top, "row table", T + 1);
+            if (!prev) break;
+            for (int64_t i = 0; i <= T; i++) prev[i] = (int32_t)(i - 1); /* n = 0 gives −1: out of range */
+            uint32_t table = fe_const_i32(c, &top, 1, (int64_t[]){T + 1}, prev, T + 1);
+            free(prev);
+            kiln_attrs ga = {.axis = 0};
+            x.last = fe_add(c, &top, KILN_OP_GATHER, (uint32_t[]){table, m->decode_len}, 2, &ga, NULL);
+            if (x.last == KILN_NONE) break;
+        }
+        uint32_t row = last_row(&x, id);
+        if (row != KILN_NONE) g->outputs[o].node = row;
+    }
+    free(ax);
+    free(map);
+    free(kept);
+}

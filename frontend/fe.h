@@ -178,6 +178,10 @@ bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
 uint32_t fe_decode_mask(fe_ctx *c, const fe_node *n);
 /* STEP: kv.pos as f32 (1, 1). */
 uint32_t fe_decode_pos_f32(fe_ctx *c, const fe_node *n);
+/* PREFILL, after the outputs are known: every output over the token rows becomes its
+ * value at the prompt's last row only, row kv.len − 1 (the INPUT m->decode_len): the
+ * row-wise tail after the last attention is rebuilt over that one row. */
+void fe_decode_last_row(fe_ctx *c);
 
 /* ---- expanders ---- */
 

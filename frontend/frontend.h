@@ -35,7 +35,10 @@ typedef struct kiln_given_input {
  *
  *   PREFILL  the forward pass over `context` positions (the tokens input is (1, context)),
  *            which also stores every self-attention's keys and values, after rope, into
- *            the cache: graph updates kv.NAME.k / kv.NAME.v ← k / v.
+ *            the cache: graph updates kv.NAME.k / kv.NAME.v ← k / v. Its outputs are
+ *            those of the prompt's last row only, (1, 1, …): the extra INPUT node
+ *            "kv.len" (i32 [1]) holds the prompt's length n, and the work after the last
+ *            attention runs for row n − 1 alone.
  *   STEP     one position (tokens (1, 1)) at the position held by the extra INPUT node
  *            "kv.pos" (i32 [1]): positional encodings, rope angles and alibi / relative
  *            biases are those of that position; the new key and value row is written
@@ -120,6 +123,8 @@ typedef struct kiln_model {
     kiln_train_config train;
     kiln_tokenizer_config tokenizer;
     uint32_t decode_pos;       /* STEP: the "kv.pos" INPUT node (i32 [1]), else KILN_NONE */
+    uint32_t decode_len;       /* PREFILL: the "kv.len" INPUT node (i32 [1]): the prompt's
+                                * length n; the outputs are row n − 1's. Else KILN_NONE */
     uint32_t *kv_states;       /* PREFILL/STEP: the KV cache STATE nodes (arena-owned) */
     int n_kv_states;
     uint64_t init_seed;        /* `init.seed`, default 0 */

@@ -811,6 +811,7 @@ static void load_losses(fe_ctx *c, fe_node *top)
 
 static void load_root(fe_ctx *c, const cJSON *root, const kiln_load_options *opt)
 {
+    int before = n_errors(c);
     static const char *const top_keys[] = {"format", "name",  "dims",      "inputs", "layers",
                                            "outputs", "losses", "tokenizer", "train",  "init"};
     fe_node top = {.json = root, .path = ""};
@@ -844,6 +845,7 @@ static void load_root(fe_ctx *c, const cJSON *root, const kiln_load_options *opt
     load_inputs(c, &top);
     load_layers(c, &top);
     load_outputs(c, &top);
+    if (c->decode == KILN_DECODE_PREFILL && n_errors(c) == before) fe_decode_last_row(c); /* decode.c */
     load_losses(c, &top);
     load_train(c, &top); /* last, as in most files, so messages come in file order */
     load_tokenizer(c, &top);
@@ -876,7 +878,7 @@ bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const c
     m->file = kiln_arena_strdup(&m->graph.arena, file ? file : "<model>");
     set_defaults(m);
     fe_ctx c = {.m = m, .g = &m->graph, .diags = diags, .file = m->file};
-    m->decode_pos = KILN_NONE;
+    m->decode_pos = m->decode_len = KILN_NONE;
     c.dec_pos_f32 = c.dec_mask = KILN_NONE;
     if (dec && dec->mode != KILN_DECODE_OFF) {
         c.decode = dec->mode;

@@ -116,7 +116,8 @@ int main(int argc, char **argv)
     float *params = aligned_alloc(64, CHAR_GPT_PARAMS_BYTES);
     float *cache = aligned_alloc(64, CHAR_GPT_KV_CACHE_BYTES);
     void *work = aligned_alloc(64, CHAR_GPT_GEN_WORKSPACE_BYTES);
-    float *logits = aligned_alloc(64, (size_t)CHAR_GPT_CONTEXT * CHAR_GPT_VOCAB * sizeof(float));
+    /* one row of logits (a multiple of 64 bytes, as aligned_alloc asks): both entries give the next token's */
+    float *logits = aligned_alloc(64, (CHAR_GPT_VOCAB * sizeof(float) + 63) / 64 * 64);
     int32_t tokens[CHAR_GPT_CONTEXT] = {0};
     if (!params || !cache || !work || !logits) return 1;
     int rc = char_gpt_load(params, argv[1]);
@@ -131,8 +132,9 @@ int main(int argc, char **argv)
     fputs(prompt, stdout);
     const float *row = NULL;
     if (max_new > 0) {
-        rc = char_gpt_prefill(params, cache, work, tokens, logits);
-        row = logits + (n - 1) * CHAR_GPT_VOCAB;
+        int32_t len = (int32_t)n;
+        rc = char_gpt_prefill(params, cache, work, tokens, &len, logits); /* the logits after the prompt */
+        row = logits;
     }
     int32_t pos = (int32_t)n;
     for (long k = 0; k < max_new && rc == 0; k++) {

@@ -59,7 +59,8 @@ int main(int argc, char **argv)
     float *params = aligned_alloc(64, TRANSLATOR_PARAMS_BYTES);
     float *cache = aligned_alloc(64, TRANSLATOR_KV_CACHE_BYTES);
     void *work = aligned_alloc(64, TRANSLATOR_GEN_WORKSPACE_BYTES);
-    float *logits = aligned_alloc(64, (size_t)TRANSLATOR_CONTEXT * TRANSLATOR_VOCAB * sizeof(float));
+    /* one row of logits (a multiple of 64 bytes, as aligned_alloc asks): both entries give the next token's */
+    float *logits = aligned_alloc(64, (TRANSLATOR_VOCAB * sizeof(float) + 63) / 64 * 64);
     int32_t tokens[TRANSLATOR_CONTEXT] = {0}, src[TRANSLATOR_SOURCE_LEN] = {0}, src_mask[TRANSLATOR_SOURCE_LEN] = {0};
     if (!params || !cache || !work || !logits) return 1;
     int rc = translator_load(params, argv[1]);
@@ -75,8 +76,8 @@ int main(int argc, char **argv)
     fputs(prompt, stdout);
     const float *row = NULL;
     if (max_new > 0) { /* the encoder, once, and the decoder over <bos> + prompt */
-        rc = translator_prefill(params, cache, work, tokens, src, src_mask, logits);
-        row = logits + (size_t)(n - 1) * TRANSLATOR_VOCAB;
+        rc = translator_prefill(params, cache, work, tokens, &n, src, src_mask, logits);
+        row = logits;
     }
     int32_t pos = n;
     for (long k = 0; k < max_new && rc == 0; k++) {

@@ -6,7 +6,7 @@
  * forward graph: row t of its logits is what the model predicts after tokens 0..t. The
  * compiled prefill then runs over the first P tokens (the rest padded), and the
  * compiled decode step over tokens P..context−1 one at a time, reading and writing the
- * KV cache; the prefill's row P−1 and every step's logits must match the interpreter's
+ * KV cache; the prefill's logits (it computes row P−1's only) and every step's must match the interpreter's
  * rows to float tolerance. A second case reruns the steps from a shorter prefill with the
  * cache still holding the first run's rows past it, which must change nothing (rows past
  * the position are masked). An encoder–decoder (relative positions in the encoder, a
@@ -64,14 +64,15 @@ static float next_value(uint64_t *s)
     return (float)((double)(*s >> 40) / (double)(1ull << 24)) - 0.5f;
 }
 
-typedef int (*prefill_fn)(const float *, float *, void *, const int32_t *, float *);
+typedef int (*prefill_fn)(const float *, float *, void *, const int32_t *, const int32_t *, float *);
 typedef int (*step_fn)(const float *, float *, void *, const int32_t *, const int32_t *, float *);
 
 static void compile_entry(kiln_model *m, const char *suffix, kiln_compiled *c)
 {
     kiln_graph *g = &m->graph;
-    uint32_t inputs[2] = {m->inputs[0], m->decode_pos};
-    kiln_compile_request req = {.g = g, .inputs = inputs, .n_inputs = m->decode_pos == KILN_NONE ? 1 : 2,
+    /* the tokens, then the step's position or the prefill's prompt length */
+    uint32_t inputs[2] = {m->inputs[0], m->decode_pos != KILN_NONE ? m->decode_pos : m->decode_len};
+    kiln_compile_request req = {.g = g, .inputs = inputs, .n_inputs = inputs[1] == KILN_NONE ? 1 : 2,
                                 .params = m->params, .n_params = (uint32_t)m->n_params, .name = "g",
                                 .stateful = true, .states = m->kv_states, .n_states = (uint32_t)m->n_kv_states,
                                 .suffix = suffix};
@@ -107,6 +108,13 @@ static void check_kind(const char *kind)
     assert_int_equal(pre.n_kv_states, 4); /* 2 layers × k, v */
     assert_int_equal(step.n_kv_states, 4);
     assert_int_not_equal(step.decode_pos, KILN_NONE);
+    assert_int_not_equal(pre.decode_len, KILN_NONE);
+    assert_int_equal(step.decode_len, KILN_NONE);
+    /* the prefill gives one row of logits: the prompt's last */
+    const kiln_type *lt = &pre.graph.nodes[pre.graph.outputs[0].node].type;
+    assert_int_equal(lt->rank, 3);
+    assert_int_equal(lt->dims[1], 1);
+    assert_int_equal(lt->dims[2], VOCAB);
 
     kiln_compiled cp, ch, cs;
     compile_entry(&pre, "prefill", &cp);
@@ -139,15 +147,16 @@ static void check_kind(const char *kind)
     kiln_diags_free(&d);
     const float *want = values[plain.graph.outputs[0].node]; /* (1, CONTEXT, VOCAB) */
 
-    float logits_all[CONTEXT * VOCAB], logits[VOCAB];
+    float logits[VOCAB];
     /* the first run: the half-context bucket's prefill (its rows past CONTEXT/2 zeroed);
      * the second: a shorter prompt through the whole context's, over a used cache */
     for (int P = CONTEXT / 2; P >= 1; P -= CONTEXT / 2 - 1) {
         int32_t padded[CONTEXT] = {0};
         memcpy(padded, tokens, (size_t)P * sizeof *tokens);
         prefill_fn prefill = (prefill_fn)(P == CONTEXT / 2 ? ch.entry : cp.entry);
-        assert_int_equal(prefill(params, cache, work, padded, logits_all), 0);
-        float diff = max_rel_diff(logits_all + (P - 1) * VOCAB, want + (P - 1) * VOCAB, VOCAB);
+        int32_t n[1] = {P};
+        assert_int_equal(prefill(params, cache, work, padded, n, logits), 0);
+        float diff = max_rel_diff(logits, want + (P - 1) * VOCAB, VOCAB);
         if (diff > 2e-5f) fprintf(stderr, "%s: prefill row %d differs by %g\n", kind, P - 1, diff);
         assert_true(diff <= 2e-5f);
         for (int pos = P; pos < CONTEXT; pos++) {
@@ -158,9 +167,14 @@ static void check_kind(const char *kind)
             assert_true(diff <= 2e-5f);
         }
     }
-    /* a position past the context is refused by the compiled code, not read wildly */
+    /* a position past the context is refused by the compiled code, not read wildly; so
+     * is a prompt length of 0 or past the prefill's positions */
     int32_t tok[1] = {1}, at[1] = {CONTEXT};
     assert_int_not_equal(((step_fn)cs.entry)(params, cache, work, tok, at, logits), 0);
+    int32_t padded[CONTEXT] = {0}, bad[1] = {0};
+    assert_int_not_equal(((prefill_fn)cp.entry)(params, cache, work, padded, bad, logits), 0);
+    bad[0] = CONTEXT / 2 + 1;
+    assert_int_not_equal(((prefill_fn)ch.entry)(params, cache, work, padded, bad, logits), 0);
 
     values[plain.inputs[0]] = NULL;
     for (int i = 0; i < plain.n_params; i++) values[plain.params[i]] = NULL;
@@ -188,7 +202,8 @@ static void test_alibi(void **state) { (void)state; check_kind("alibi"); }
  * its cross-attention keys and values are stored, and the step reads them; every row
  * must match the interpreter's full forward pass over source and target. */
 enum { SRC = 8 };
-typedef int (*s2s_prefill_fn)(const float *, float *, void *, const int32_t *, const int32_t *, const int32_t *, float *);
+typedef int (*s2s_prefill_fn)(const float *, float *, void *, const int32_t *, const int32_t *, const int32_t *,
+                              const int32_t *, float *);
 typedef int (*s2s_step_fn)(const float *, float *, void *, const int32_t *, const int32_t *, const int32_t *, float *);
 
 static bool load_s2s(kiln_model *m, const char *text, int64_t T, kiln_decode_mode mode, kiln_diags *d)
@@ -203,7 +218,9 @@ static void compile_inputs(kiln_model *m, const char *suffix, const char *const 
 {
     uint32_t inputs[4];
     for (int i = 0; i < n; i++) {
-        inputs[i] = strcmp(names[i], "kv.pos") ? kiln_model_find_input(m, names[i]) : m->decode_pos;
+        inputs[i] = !strcmp(names[i], "kv.pos")   ? m->decode_pos
+                    : !strcmp(names[i], "kv.len") ? m->decode_len
+                                                  : kiln_model_find_input(m, names[i]);
         assert_int_not_equal(inputs[i], KILN_NONE);
     }
     kiln_compile_request req = {.g = &m->graph, .inputs = inputs, .n_inputs = (uint32_t)n, .params = m->params,
@@ -251,7 +268,7 @@ static void test_seq2seq(void **state)
     assert_int_equal(pre.n_kv_states, 8); /* 2 decoder layers × (self, cross) × (k, v) */
 
     kiln_compiled cp, cs;
-    compile_inputs(&pre, "prefill", (const char *const[]){"tgt_in", "src", "src_mask"}, 3, &cp);
+    compile_inputs(&pre, "prefill", (const char *const[]){"tgt_in", "kv.len", "src", "src_mask"}, 4, &cp);
     compile_inputs(&step, "decode_step", (const char *const[]){"tgt_in", "kv.pos", "src_mask"}, 3, &cs);
     assert_int_equal(cp.params_bytes, cs.params_bytes);
     assert_int_equal(cp.optim_bytes, cs.optim_bytes);
@@ -275,13 +292,13 @@ static void test_seq2seq(void **state)
     kiln_diags_free(&d);
     const float *want = values[plain.graph.outputs[0].node];
 
-    static float logits_all[CONTEXT * VOCAB];
     float logits[VOCAB];
     int P = 3;
     int32_t padded[CONTEXT] = {0};
     memcpy(padded, tgt, (size_t)P * sizeof *tgt);
-    assert_int_equal(((s2s_prefill_fn)cp.entry)(params, cache, work, padded, src, src_mask, logits_all), 0);
-    assert_true(max_rel_diff(logits_all + (P - 1) * VOCAB, want + (P - 1) * VOCAB, VOCAB) <= 2e-5f);
+    int32_t n[1] = {P};
+    assert_int_equal(((s2s_prefill_fn)cp.entry)(params, cache, work, padded, n, src, src_mask, logits), 0);
+    assert_true(max_rel_diff(logits, want + (P - 1) * VOCAB, VOCAB) <= 2e-5f);
     for (int pos = P; pos < CONTEXT; pos++) {
         int32_t tok[1] = {tgt[pos]}, at[1] = {pos};
         assert_int_equal(((s2s_step_fn)cs.entry)(params, cache, work, tok, at, src_mask, logits), 0);
