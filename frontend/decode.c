@@ -24,7 +24,8 @@
  * over T ≤ context positions (the driver compiles one per prompt-length bucket) with the
  * prompt padded to T, causal attention keeping the padding out of every row the driver
  * reads; with T < context the rows past T become zeros (unslice), rows no step reads
- * before writing them.
+ * before writing them. Its outputs are then rebuilt for the prompt's last row alone
+ * (fe_decode_last_row, at the end of this file): the driver reads only that row.
  */
 #include <stdlib.h>
 #include <string.h>
