@@ -11,8 +11,9 @@ from `kiln init`, batch 1, the context = the model's 256 positions, --quick 64):
 
   prefill  the latency of processing a prompt that fills the context (256 tokens):
            `kiln generate --stats` (the compiled prefill) against PyTorch's prefill, and
-           against kiln's own forward pass at B=1 T=256 (`kiln bench`), which does the same
-           work without writing the cache: the target is prefill as fast as the forward.
+           against kiln's own forward pass at B=1 T=256 (`kiln bench`), which computes
+           every row's logits (the prefill writes the cache, and after the last attention
+           works on the prompt's last row only): the target is prefill as fast as the forward.
   decode   tokens/s of greedy decoding from a 32-token prompt to the end of the context
            (224 decode steps, every one a full step: sampling included, nothing printed):
            kiln's compiled decode step against PyTorch's cached step. Target ≥ 2×.
