@@ -62,10 +62,11 @@
  * W×W blocks along k and transposes them in registers. Transposes are thus only a
  * packing matter; the micro-kernel is the same for all four. The copier goes row by row
  * over a whole block with a prefetch a few rows ahead (pack_copy_function). A plain op(B)
- * packed per block (plain GEMM, B not shared: every product on one thread, see
- * alone_nest; on more, the splits along n, e.g. the weight gradient xᵀ·dy) is not packed
+ * packed per block (B not shared: every product on one thread, see alone_nest; on more,
+ * the splits along n, e.g. the weight gradient xᵀ·dy; with or without an epilogue since
+ * 2026-12-06 09:30) is not packed
  * beforehand at all: the tiles of the block's first A sliver read its rows from B itself
- * and store the packed sliver as they go (tile_function), so the copy's loads from
+ * and store the packed sliver as they go (tile_function, epi_tile_function), so the copy's loads from
  * L3/memory overlap the FMAs instead of running alone — on 384×1152×2048 tn the separate
  * copy of B's 9.4 MB took 7 % of the samples, its loads waiting. The FMAs, and so the
  * bits, are the same. (Tried and not kept, 2026-12-06: A packed the same way by the
@@ -756,18 +757,22 @@ static void epi_prefetch(gen *g, const void *ctx) {
  * itself, or with `accumulate` (C holds the values to add to) the partial sums x:
  *   not last:  X (=|+=) Σ_q<kc …   as tile_function, `first` choosing =
  *   last:      v = Σ_q<kc … (+ X unless first), then the epilogue, stored into C.
- * kc may be 0 (k = 0: the epilogue of zeros); pointers of absent steps may be NULL. */
-static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
+ * kc may be 0 (k = 0: the epilogue of zeros); pointers of absent steps may be NULL.
+ *   void kiln_gemm_tile_wW_MRxNR_eCODE_pb(…, double scale, const float *bsrc, i64 ldb)  (pack_b)
+ * the same with the B sliver read from op(B) and packed on the way, as tile_function's
+ * _pb (kc ≥ 1 there: the loop nest calls it only for a product). */
+static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e, bool pack_b) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
     char name[96], code[48];
     gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s", w, mr, nr, code);
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s%s", w, mr, nr, code, pack_b ? "_pb" : "");
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
-    LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
-    static const char *const names[] = {"ap",   "bp", "c",    "ldc", "kc",  "rows", "cols", "first", "last",
-                                        "x",    "ldx", "bias", "p",  "ldp", "r",    "ldr",  "scale"};
+    LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64,
+                            ptr, i64};
+    static const char *const names[] = {"ap",   "bp", "c",    "ldc", "kc",  "rows", "cols", "first", "last", "x",
+                                        "ldx", "bias", "p",   "ldp", "r",   "ldr",  "scale", "bsrc", "ldb"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 17, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, pack_b ? 19 : 17, params, names, &fn)) return fn;
     add_attr(&g, 12, "readonly");  /* bias */
     add_attr(&g, 15, "readonly");  /* r */
     LLVMValueRef ap = param(&g, 0), bp = param(&g, 1), kc = param(&g, 4), rows = param(&g, 5), cols = param(&g, 6);
@@ -787,8 +792,13 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
      * the epilogue reads and writes; before the k loop and again near its end */
     epi_prefetch_ctx pf = {e, &out, x, ldx, last};
     epi_prefetch(&g, &pf);
+    b_source bs = {0};
+    if (pack_b) {
+        bs.src = param(&g, 17), bs.ld = param(&g, 18);
+        for (int v = 0; v < NV; v++) bs.mask[v] = lanes_below(&g, sub(&g, cols, k64(&g, v * w)));
+    }
     LLVMValueRef sum[MR_MAX][NV];
-    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum, NULL);
+    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum, pack_b ? &bs : NULL);
 
     LLVMBasicBlockRef blast = block(&g, "last"), bmore = block(&g, "more"), end = block(&g, "end");
     branch(&g, last, blast, bmore);
@@ -963,10 +973,10 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     if (e) gemm_epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
              sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "");
-    LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g, false);
-    /* B packed by the first row of tiles of each block (tile_function) */
-    bool fuse_b = !e && sh != SHARED_B && !trans_b;
-    LLVMValueRef tile_pb = fuse_b ? tile_function(g, true) : NULL;
+    LLVMValueRef tile = e ? epi_tile_function(g, e, false) : tile_function(g, false);
+    /* B packed by the first row of tiles of each block (tile_function, epi_tile_function) */
+    bool fuse_b = sh != SHARED_B && !trans_b;
+    LLVMValueRef tile_pb = !fuse_b ? NULL : e ? epi_tile_function(g, e, true) : tile_function(g, true);
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
@@ -1038,28 +1048,29 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, apb, mul(&g, lr.iv, kc));
     loop lc = loop_begin(&g, k64(&g, 0), nc, g.t.nr, "jr");
     LLVMValueRef j = add(&g, lj.iv, lc.iv);
+    /* the tile's arguments, then op(B)(p, j) and ldb for a _pb tile */
+    LLVMValueRef args[19];
+    unsigned n_args = e ? 17 : 8;
     if (e) {
-        LLVMValueRef args[17];
         epi_tile_args(&g, args, asl, at(&g, bp, mul(&g, lc.iv, kc)), c, ldc, kc, m, n, i, j, first, last, &ea);
-        call(&g, tile, args, 17);
     } else {
-        LLVMValueRef args[] = {
-            asl, at(&g, bp, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc, sub(&g, m, i),
-            sub(&g, n, j), accumulate, NULL, pb.ld,
-        };
-        if (fuse_b) {  /* the first A sliver's tiles pack the B slivers they read */
-            LLVMBasicBlockRef bfirst = block(&g, "pack.b"), bmore = block(&g, "packed"), bjoin = block(&g, "tile.done");
-            branch(&g, LLVMBuildICmp(g.b, LLVMIntEQ, lr.iv, k64(&g, 0), ""), bfirst, bmore);
-            args[8] = at_any(&g, pb.src, add(&g, mul(&g, lp.iv, pb.ld), j));  /* op(B)(p, j) */
-            call(&g, tile_pb, args, 10);
-            LLVMBuildBr(g.b, bjoin);
-            LLVMPositionBuilderAtEnd(g.b, bmore);
-            call(&g, tile, args, 8);
-            LLVMBuildBr(g.b, bjoin);
-            LLVMPositionBuilderAtEnd(g.b, bjoin);
-        } else {
-            call(&g, tile, args, 8);
-        }
+        LLVMValueRef list[] = {asl, at(&g, bp, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc,
+                               sub(&g, m, i), sub(&g, n, j), accumulate};
+        memcpy(args, list, sizeof list);
+    }
+    if (fuse_b) {  /* the first A sliver's tiles pack the B slivers they read */
+        LLVMBasicBlockRef bfirst = block(&g, "pack.b"), bmore = block(&g, "packed"), bjoin = block(&g, "tile.done");
+        branch(&g, LLVMBuildICmp(g.b, LLVMIntEQ, lr.iv, k64(&g, 0), ""), bfirst, bmore);
+        args[n_args] = at_any(&g, pb.src, add(&g, mul(&g, lp.iv, pb.ld), j));  /* op(B)(p, j) */
+        args[n_args + 1] = pb.ld;
+        call(&g, tile_pb, args, n_args + 2);
+        LLVMBuildBr(g.b, bjoin);
+        LLVMPositionBuilderAtEnd(g.b, bmore);
+        call(&g, tile, args, n_args);
+        LLVMBuildBr(g.b, bjoin);
+        LLVMPositionBuilderAtEnd(g.b, bjoin);
+    } else {
+        call(&g, tile, args, n_args);
     }
     loop_end(&g, &lc);
     loop_end(&g, &lr);
@@ -1069,31 +1080,45 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     return function_end(&g);
 }
 
-/* On one thread there is nothing to share: a plain product that would pack an operand once
+/* On one thread there is nothing to share: a product that would pack an operand once
  * for all parts (shared_for) runs, when the pool has one thread, the loop nest without the
  * shared operand directly, with no hand-off. Its B is then packed block by block by the
  * tiles (tile_function) instead of in a separate pass over the whole operand before the
  * product, whose copy (16 MiB for 2048³) went to L3 and memory and came back: +2–3.5 % at
- * one thread on every shape measured (2026-12-06, docs/performance.md). The same sums in
+ * one thread on every shape measured (2026-12-06, docs/performance.md); with an epilogue
+ * (since 09:30, its tiles packing B too) +8 % on 384×1152×2048 tn, the same elsewhere
+ * (its B at k = 384 was packed once, by the pass, and is now packed once per A block). The same sums in
  * the same order as the parts, so the same bits. The scratch of the shared layout holds
  * the one-part slot: the shared region alone (npad·k or mpad·k floats) is at least a
  * block of that operand (nc·kc or mc·kc). Returns NULL when not used. */
 static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
-    if (e || sh == SHARED_NONE) return NULL;
-    return loops_function(g, s->trans_a, s->trans_b, NULL, SHARED_NONE);
+    if (sh == SHARED_NONE) return NULL;
+    return loops_function(g, s->trans_a, s->trans_b, e, SHARED_NONE);
 }
+
+static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
+                               LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r);
 
 /* if (threads == 1) { the nest alone on the shape; goto returned block } else continue here.
  * `threads` is the pool's size at run time (part_threads), not the part count, which is a
- * constant since the parts are guided. */
-static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, LLVMValueRef loops, LLVMValueRef threads) {
+ * constant since the parts are guided. With an epilogue the product's function has its
+ * operands after scratch (bias, p, r: those present, in that order; kiln_cg_gemm_epi). */
+static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                                      LLVMValueRef loops, LLVMValueRef threads) {
     LLVMBasicBlockRef alone = block(g, "one.thread"), shared = block(g, "threads"), after = block(g, "done");
     branch(g, LLVMBuildICmp(g->b, LLVMIntEQ, threads, k64(g, 1), ""), alone, shared);
     gemm_blocks bl = blocks_for(g->t, s);
-    LLVMValueRef args[] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
-                           k64(g, s->k), k64(g, s->lda), k64(g, s->ldb), k64(g, s->ldc), k64(g, bl.mc),
-                           k64(g, bl.kc), k64(g, bl.nc)};
-    call(g, loops, args, 13);
+    LLVMValueRef args[21] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
+                             k64(g, s->k), k64(g, s->lda), k64(g, s->ldb), k64(g, s->ldc), k64(g, bl.mc),
+                             k64(g, bl.kc), k64(g, bl.nc)};
+    if (e) {
+        LLVMValueRef null = LLVMConstPointerNull(g->ptr), ops[3];
+        const bool present[3] = {e->bias, e->pre_out, e->residual};
+        for (unsigned i = 0, at_ = 4; i < 3; i++) ops[i] = present[i] ? param(g, at_++) : null;
+        epi_args ea = shape_epi_args(g, s, e, param(g, 3), ops[0], ops[1], ops[2]);
+        epi_args_list(&ea, &args[13]);
+    }
+    call(g, loops, args, e ? 21 : 13);
     LLVMBuildBr(g->b, after);
     LLVMPositionBuilderAtEnd(g->b, shared);
     return after;
@@ -1342,7 +1367,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     gemm_shared sh = shared_for(g.t, s);
     LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
     LLVMValueRef loops_alone = alone_nest(g, s, e, sh);
-    LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e) : NULL;
+    LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
      * the shape's constants passed to the shared loop nest, zeros (or their epilogue) for
@@ -1385,7 +1410,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
         if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
         LLVMValueRef count = part_count(&g, sp);
-        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, loops_alone, part_threads(&g, sp)) : NULL;
+        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, e, loops_alone, part_threads(&g, sp)) : NULL;
         LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, count, ctx};
         LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
         if (after) LLVMBuildBr(g.b, after), LLVMPositionBuilderAtEnd(g.b, after);
