@@ -10,8 +10,8 @@
  *         for ir in [0, mc) step MR        one A sliver (kc×MR) is reused by …
  *           for jr in [0, nc) step NR      … every B sliver of the block, streamed from L2
  *             tile: C[i3+ir.., j2+jr..] (=|+=) A sliver · B sliver
- * (On one thread a narrow B, n ≤ 512, runs p outside i3 with small A blocks instead, so
- * B is packed once: loops_nest's bo, alone_bo_mc.)
+ * (On one thread a B of n ≤ 1152 runs p outside i3 with small A blocks instead, so B
+ * is packed once: loops_nest's bo, alone_bo_mc.)
  *
  * Functions. kiln_cg_gemm gives each shape its own function, named by the shape, which
  * passes the shape's sizes, strides and blocks as constants to the loop nest. Everything
@@ -1119,16 +1119,18 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
  * the same order as the parts, so the same bits. The scratch of the shared layout holds
  * the one-part slot: the shared region alone (npad·k or mpad·k floats) is at least a
  * block of that operand (nc·kc or mc·kc). Returns NULL when not used. */
-/* B outer on one thread (loops_nest's bo): for a narrow B (n ≤ GEMM_BO_N: a k block of
- * all of B, kc×n, takes at most 768 KiB and stays in L2) that the usual order would pack
- * once per A block (m > mc), the nest runs p outside i3 with A blocks of GEMM_BO_MC rows,
- * so B is packed once and each small A block is still in L2 when its tiles read it.
- * 2048×384×1536 and 2048×384×384: B was packed 3 times (mc = 684), +0.8–1.4 % (1 thread,
- * interleaved A/B, bits identical); mc 48/192/384 measured the same within the noise,
- * and for n > 512 (every k block of B re-read from L3 for each small A block) no gain.
- * Returns the A block's rows, or 0 for the usual nest. The one-part slot fits: the
- * shared region alone is npad·k floats (checked anyway). */
-enum { GEMM_BO_N = 512, GEMM_BO_MC = 96 };
+/* B outer on one thread (loops_nest's bo): for a B of at most GEMM_BO_N columns that the
+ * usual order would pack once per A block (m > mc), the nest runs p outside i3 with A
+ * blocks of GEMM_BO_MC rows, so B is packed once and each small A block is still in L2
+ * when its tiles read it; the k block of B (kc×n, ≤ 1.7 MiB) is re-read from L2/L3 by
+ * each A block, ~4 GB/s at n = 1152. 1 thread, interleaved A/B, bits identical:
+ * 2048×384×1536 +1.2 %, 2048×384×384 +0.8–2 %, the same shapes nt/tn +1–3 %,
+ * 2048×1152×384 nn/nt +1–1.8 % (B was packed 3 times, mc = 684); 1024³ ±0.5 %;
+ * n = 1536 no gain (2048×1536×384: −1 to +1 %), so the limit is 1152. A blocks of 48,
+ * 192 and 384 rows measured the same within the noise. Returns the A block's rows, or 0
+ * for the usual nest. The one-part slot fits: the shared region alone is npad·k floats
+ * (checked anyway). */
+enum { GEMM_BO_N = 1152, GEMM_BO_MC = 96 };
 static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
     gemm_blocks bl = blocks_for(t, s);
     if (s->n > GEMM_BO_N || s->m <= bl.mc) return 0;
