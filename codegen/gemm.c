@@ -10,6 +10,8 @@
  *         for ir in [0, mc) step MR        one A sliver (kc×MR) is reused by …
  *           for jr in [0, nc) step NR      … every B sliver of the block, streamed from L2
  *             tile: C[i3+ir.., j2+jr..] (=|+=) A sliver · B sliver
+ * (On one thread a B of n ≤ 1152 runs p outside i3 with small A blocks instead, so B
+ * is packed once: loops_nest's bo, alone_bo_mc.)
  *
  * Functions. kiln_cg_gemm gives each shape its own function, named by the shape, which
  * passes the shape's sizes, strides and blocks as constants to the loop nest. Everything
@@ -62,10 +64,11 @@
  * W×W blocks along k and transposes them in registers. Transposes are thus only a
  * packing matter; the micro-kernel is the same for all four. The copier goes row by row
  * over a whole block with a prefetch a few rows ahead (pack_copy_function). A plain op(B)
- * packed per block (plain GEMM, B not shared: every product on one thread, see
- * alone_nest; on more, the splits along n, e.g. the weight gradient xᵀ·dy) is not packed
+ * packed per block (B not shared: every product on one thread, see alone_nest; on more,
+ * the splits along n, e.g. the weight gradient xᵀ·dy; with or without an epilogue since
+ * 2026-12-06 09:30) is not packed
  * beforehand at all: the tiles of the block's first A sliver read its rows from B itself
- * and store the packed sliver as they go (tile_function), so the copy's loads from
+ * and store the packed sliver as they go (tile_function, epi_tile_function), so the copy's loads from
  * L3/memory overlap the FMAs instead of running alone — on 384×1152×2048 tn the separate
  * copy of B's 9.4 MB took 7 % of the samples, its loads waiting. The FMAs, and so the
  * bits, are the same. (Tried and not kept, 2026-12-06: A packed the same way by the
@@ -195,11 +198,14 @@ static int64_t shared_floats(gemm_tile t, const kiln_gemm_shape *s) {
     return sh == SHARED_NONE ? 0 : round_up(shared_lanes(t, s, sh) * s->k, 16);
 }
 
-int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
+static int64_t scratch_floats(gemm_tile tile, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
-    gemm_tile tile = tile_for(t);
     if (gemm_use_small(tile, s)) return 0;  /* nothing packed */
     return shared_floats(tile, s) + gemm_split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared_for(tile, s));
+}
+
+int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
+    return scratch_floats(tile_for(t), s);
 }
 
 /* ---- packing ----------------------------------------------------------------------- */
@@ -756,18 +762,22 @@ static void epi_prefetch(gen *g, const void *ctx) {
  * itself, or with `accumulate` (C holds the values to add to) the partial sums x:
  *   not last:  X (=|+=) Σ_q<kc …   as tile_function, `first` choosing =
  *   last:      v = Σ_q<kc … (+ X unless first), then the epilogue, stored into C.
- * kc may be 0 (k = 0: the epilogue of zeros); pointers of absent steps may be NULL. */
-static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
+ * kc may be 0 (k = 0: the epilogue of zeros); pointers of absent steps may be NULL.
+ *   void kiln_gemm_tile_wW_MRxNR_eCODE_pb(…, double scale, const float *bsrc, i64 ldb)  (pack_b)
+ * the same with the B sliver read from op(B) and packed on the way, as tile_function's
+ * _pb (kc ≥ 1 there: the loop nest calls it only for a product). */
+static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e, bool pack_b) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
     char name[96], code[48];
     gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s", w, mr, nr, code);
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s%s", w, mr, nr, code, pack_b ? "_pb" : "");
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
-    LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
-    static const char *const names[] = {"ap",   "bp", "c",    "ldc", "kc",  "rows", "cols", "first", "last",
-                                        "x",    "ldx", "bias", "p",  "ldp", "r",    "ldr",  "scale"};
+    LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64,
+                            ptr, i64};
+    static const char *const names[] = {"ap",   "bp", "c",    "ldc", "kc",  "rows", "cols", "first", "last", "x",
+                                        "ldx", "bias", "p",   "ldp", "r",   "ldr",  "scale", "bsrc", "ldb"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 17, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, pack_b ? 19 : 17, params, names, &fn)) return fn;
     add_attr(&g, 12, "readonly");  /* bias */
     add_attr(&g, 15, "readonly");  /* r */
     LLVMValueRef ap = param(&g, 0), bp = param(&g, 1), kc = param(&g, 4), rows = param(&g, 5), cols = param(&g, 6);
@@ -787,8 +797,13 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e) {
      * the epilogue reads and writes; before the k loop and again near its end */
     epi_prefetch_ctx pf = {e, &out, x, ldx, last};
     epi_prefetch(&g, &pf);
+    b_source bs = {0};
+    if (pack_b) {
+        bs.src = param(&g, 17), bs.ld = param(&g, 18);
+        for (int v = 0; v < NV; v++) bs.mask[v] = lanes_below(&g, sub(&g, cols, k64(&g, v * w)));
+    }
     LLVMValueRef sum[MR_MAX][NV];
-    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum, NULL);
+    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum, pack_b ? &bs : NULL);
 
     LLVMBasicBlockRef blast = block(&g, "last"), bmore = block(&g, "more"), end = block(&g, "end");
     branch(&g, last, blast, bmore);
@@ -957,16 +972,23 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * on with epi_args' eight (x, ldx, bias, p, ldp, r, ldr, scale), and whose tiles learn
  * whether their k block is the first and the last. With a shared operand (sh) two more
  * follow, the packed operand of all parts and its lanes rounded to slivers ("full",
- * "pad"), and the nest reads its blocks there instead of packing them ("_sa", "_sb"). */
-static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
+ * "pad"), and the nest reads its blocks there instead of packing them ("_sa", "_sb").
+ * With bo ("_bo", one thread only: alone_bo_mc) the k blocks p run outside the A blocks
+ * i3: the first A block packs every B block of k block p (block j2 at Bp + j2·kc, the
+ * shared layout, so Bp needs kc·npad floats) and the later A blocks read them. Each C
+ * element still sums its k blocks in p order, the first stored and the later added: the
+ * same bits. loops_function is the usual order. */
+static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
+                               bool bo) {
+    assert(!bo || sh == SHARED_NONE);
     char name[96], code[48] = "";
     if (e) gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
-             sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "");
-    LLVMValueRef tile = e ? epi_tile_function(g, e) : tile_function(g, false);
-    /* B packed by the first row of tiles of each block (tile_function) */
-    bool fuse_b = !e && sh != SHARED_B && !trans_b;
-    LLVMValueRef tile_pb = fuse_b ? tile_function(g, true) : NULL;
+    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
+             sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "", bo ? "_bo" : "");
+    LLVMValueRef tile = e ? epi_tile_function(g, e, false) : tile_function(g, false);
+    /* B packed by the first row of tiles of each block (tile_function, epi_tile_function) */
+    bool fuse_b = sh != SHARED_B && !trans_b;
+    LLVMValueRef tile_pb = !fuse_b ? NULL : e ? epi_tile_function(g, e, true) : tile_function(g, true);
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
@@ -1007,12 +1029,17 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     LLVMValueRef a_floats = LLVMBuildAnd(g.b, add(&g, mul(&g, mc_max, kc_max), k64(&g, 15)), k64(&g, -16), "");
     LLVMValueRef bp = sh == SHARED_A ? ap : at(&g, ap, a_floats);
 
-    loop li = loop_begin(&g, k64(&g, 0), m, 1, "i3");
-    li.step_value = mc_max;
-    LLVMValueRef mc = smin(&g, mc_max, sub(&g, m, li.iv));
-    loop lp = loop_begin(&g, k64(&g, 0), k, 1, "p");
-    lp.step_value = kc_max;
-    LLVMValueRef kc = smin(&g, kc_max, sub(&g, k, lp.iv));
+    /* i3 then p; with bo, p then i3 (B outer: every block of B for k block p stays packed,
+     * side by side, while all of m goes by) */
+    loop l1 = loop_begin(&g, k64(&g, 0), bo ? k : m, 1, bo ? "p" : "i3");
+    l1.step_value = bo ? kc_max : mc_max;
+    LLVMValueRef x1 = smin(&g, l1.step_value, sub(&g, bo ? k : m, l1.iv));
+    loop l2 = loop_begin(&g, k64(&g, 0), bo ? m : k, 1, bo ? "i3" : "p");
+    l2.step_value = bo ? mc_max : kc_max;
+    LLVMValueRef x2 = smin(&g, l2.step_value, sub(&g, bo ? m : k, l2.iv));
+    loop li = bo ? l2 : l1, lp = bo ? l1 : l2;
+    LLVMValueRef mc = bo ? x2 : x1, kc = bo ? x1 : x2;
+    LLVMValueRef i3_first = bo ? LLVMBuildICmp(g.b, LLVMIntEQ, li.iv, k64(&g, 0), "") : NULL;
     LLVMValueRef accumulate = NULL, first = NULL, last = NULL;
     if (e) {
         first = LLVMBuildICmp(g.b, LLVMIntEQ, lp.iv, k64(&g, 0), "");
@@ -1031,69 +1058,116 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
     LLVMValueRef nc = smin(&g, nc_max, sub(&g, n, lj.iv));
     if (sh == SHARED_B)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
         bp = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, lj.iv, kc)));
-    else if (!fuse_b)
-        emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bp);
+    LLVMValueRef bpj = bo ? at(&g, bp, mul(&g, lj.iv, kc)) : bp;  /* bo: block j2 from j2·kc on */
+    if (sh != SHARED_B && !fuse_b) {
+        LLVMBasicBlockRef bpack = block(&g, "pack.b"), bgo = block(&g, "packed.b");
+        branch(&g, bo ? i3_first : LLVMConstInt(g.i1, 1, 0), bpack, bgo);
+        emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bpj);
+        LLVMBuildBr(g.b, bgo);
+        LLVMPositionBuilderAtEnd(g.b, bgo);
+    }
 
     loop lr = loop_begin(&g, k64(&g, 0), mc, g.t.mr, "ir");
     LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, apb, mul(&g, lr.iv, kc));
     loop lc = loop_begin(&g, k64(&g, 0), nc, g.t.nr, "jr");
     LLVMValueRef j = add(&g, lj.iv, lc.iv);
+    /* the tile's arguments, then op(B)(p, j) and ldb for a _pb tile */
+    LLVMValueRef args[19];
+    unsigned n_args = e ? 17 : 8;
     if (e) {
-        LLVMValueRef args[17];
-        epi_tile_args(&g, args, asl, at(&g, bp, mul(&g, lc.iv, kc)), c, ldc, kc, m, n, i, j, first, last, &ea);
-        call(&g, tile, args, 17);
+        epi_tile_args(&g, args, asl, at(&g, bpj, mul(&g, lc.iv, kc)), c, ldc, kc, m, n, i, j, first, last, &ea);
     } else {
-        LLVMValueRef args[] = {
-            asl, at(&g, bp, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc, sub(&g, m, i),
-            sub(&g, n, j), accumulate, NULL, pb.ld,
-        };
-        if (fuse_b) {  /* the first A sliver's tiles pack the B slivers they read */
-            LLVMBasicBlockRef bfirst = block(&g, "pack.b"), bmore = block(&g, "packed"), bjoin = block(&g, "tile.done");
-            branch(&g, LLVMBuildICmp(g.b, LLVMIntEQ, lr.iv, k64(&g, 0), ""), bfirst, bmore);
-            args[8] = at_any(&g, pb.src, add(&g, mul(&g, lp.iv, pb.ld), j));  /* op(B)(p, j) */
-            call(&g, tile_pb, args, 10);
-            LLVMBuildBr(g.b, bjoin);
-            LLVMPositionBuilderAtEnd(g.b, bmore);
-            call(&g, tile, args, 8);
-            LLVMBuildBr(g.b, bjoin);
-            LLVMPositionBuilderAtEnd(g.b, bjoin);
-        } else {
-            call(&g, tile, args, 8);
-        }
+        LLVMValueRef list[] = {asl, at(&g, bpj, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc,
+                               sub(&g, m, i), sub(&g, n, j), accumulate};
+        memcpy(args, list, sizeof list);
+    }
+    if (fuse_b) {  /* the first A sliver's tiles pack the B slivers they read */
+        LLVMBasicBlockRef bfirst = block(&g, "pack.b"), bmore = block(&g, "packed"), bjoin = block(&g, "tile.done");
+        LLVMValueRef row0 = LLVMBuildICmp(g.b, LLVMIntEQ, lr.iv, k64(&g, 0), "");
+        branch(&g, bo ? LLVMBuildAnd(g.b, row0, i3_first, "") : row0, bfirst, bmore);
+        args[n_args] = at_any(&g, pb.src, add(&g, mul(&g, lp.iv, pb.ld), j));  /* op(B)(p, j) */
+        args[n_args + 1] = pb.ld;
+        call(&g, tile_pb, args, n_args + 2);
+        LLVMBuildBr(g.b, bjoin);
+        LLVMPositionBuilderAtEnd(g.b, bmore);
+        call(&g, tile, args, n_args);
+        LLVMBuildBr(g.b, bjoin);
+        LLVMPositionBuilderAtEnd(g.b, bjoin);
+    } else {
+        call(&g, tile, args, n_args);
     }
     loop_end(&g, &lc);
     loop_end(&g, &lr);
     loop_end(&g, &lj);
-    loop_end(&g, &lp);
-    loop_end(&g, &li);
+    loop_end(&g, &l2);
+    loop_end(&g, &l1);
     return function_end(&g);
 }
 
-/* On one thread there is nothing to share: a plain product that would pack an operand once
+static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
+    return loops_nest(g, trans_a, trans_b, e, sh, false);
+}
+
+/* On one thread there is nothing to share: a product that would pack an operand once
  * for all parts (shared_for) runs, when the pool has one thread, the loop nest without the
  * shared operand directly, with no hand-off. Its B is then packed block by block by the
  * tiles (tile_function) instead of in a separate pass over the whole operand before the
  * product, whose copy (16 MiB for 2048³) went to L3 and memory and came back: +2–3.5 % at
- * one thread on every shape measured (2026-12-06, docs/performance.md). The same sums in
+ * one thread on every shape measured (2026-12-06, docs/performance.md); with an epilogue
+ * (since 09:30, its tiles packing B too) +8 % on 384×1152×2048 tn, the same elsewhere
+ * (its B at k = 384 was packed once, by the pass, and is now packed once per A block). The same sums in
  * the same order as the parts, so the same bits. The scratch of the shared layout holds
  * the one-part slot: the shared region alone (npad·k or mpad·k floats) is at least a
  * block of that operand (nc·kc or mc·kc). Returns NULL when not used. */
-static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
-    if (e || sh == SHARED_NONE) return NULL;
-    return loops_function(g, s->trans_a, s->trans_b, NULL, SHARED_NONE);
+/* B outer on one thread (loops_nest's bo): for a B of at most GEMM_BO_N columns that the
+ * usual order would pack once per A block (m > mc), the nest runs p outside i3 with A
+ * blocks of GEMM_BO_MC rows, so B is packed once and each small A block is still in L2
+ * when its tiles read it; the k block of B (kc×n, ≤ 1.7 MiB) is re-read from L2/L3 by
+ * each A block, ~4 GB/s at n = 1152. 1 thread, interleaved A/B, bits identical:
+ * 2048×384×1536 +1.2 %, 2048×384×384 +0.8–2 %, the same shapes nt/tn +1–3 %,
+ * 2048×1152×384 nn/nt +1–1.8 % (B was packed 3 times, mc = 684); 1024³ ±0.5 %;
+ * n = 1536 no gain (2048×1536×384: −1 to +1 %), so the limit is 1152. A blocks of 48,
+ * 192 and 384 rows measured the same within the noise. Returns the A block's rows, or 0
+ * for the usual nest. The one-part slot fits: the shared region alone is npad·k floats
+ * (checked anyway). */
+enum { GEMM_BO_N = 1152, GEMM_BO_MC = 96 };
+static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
+    gemm_blocks bl = blocks_for(t, s);
+    if (s->n > GEMM_BO_N || s->m <= bl.mc) return 0;
+    int64_t mc = balanced(s->m, GEMM_BO_MC, t.mr);
+    bool fits = round_up(mc * bl.kc, 16) + round_up(s->n, t.nr) * bl.kc <= scratch_floats(t, s);
+    return fits ? mc : 0;
 }
+
+static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
+    if (sh == SHARED_NONE) return NULL;
+    return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, alone_bo_mc(g.t, s) > 0);
+}
+
+static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
+                               LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r);
 
 /* if (threads == 1) { the nest alone on the shape; goto returned block } else continue here.
  * `threads` is the pool's size at run time (part_threads), not the part count, which is a
- * constant since the parts are guided. */
-static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, LLVMValueRef loops, LLVMValueRef threads) {
+ * constant since the parts are guided. With an epilogue the product's function has its
+ * operands after scratch (bias, p, r: those present, in that order; kiln_cg_gemm_epi). */
+static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                                      LLVMValueRef loops, LLVMValueRef threads) {
     LLVMBasicBlockRef alone = block(g, "one.thread"), shared = block(g, "threads"), after = block(g, "done");
     branch(g, LLVMBuildICmp(g->b, LLVMIntEQ, threads, k64(g, 1), ""), alone, shared);
     gemm_blocks bl = blocks_for(g->t, s);
-    LLVMValueRef args[] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
-                           k64(g, s->k), k64(g, s->lda), k64(g, s->ldb), k64(g, s->ldc), k64(g, bl.mc),
-                           k64(g, bl.kc), k64(g, bl.nc)};
-    call(g, loops, args, 13);
+    LLVMValueRef args[21] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
+                             k64(g, s->k), k64(g, s->lda), k64(g, s->ldb), k64(g, s->ldc),
+                             k64(g, alone_bo_mc(g->t, s) ? alone_bo_mc(g->t, s) : bl.mc),  /* bo: its mc */
+                             k64(g, bl.kc), k64(g, bl.nc)};
+    if (e) {
+        LLVMValueRef null = LLVMConstPointerNull(g->ptr), ops[3];
+        const bool present[3] = {e->bias, e->pre_out, e->residual};
+        for (unsigned i = 0, at_ = 4; i < 3; i++) ops[i] = present[i] ? param(g, at_++) : null;
+        epi_args ea = shape_epi_args(g, s, e, param(g, 3), ops[0], ops[1], ops[2]);
+        epi_args_list(&ea, &args[13]);
+    }
+    call(g, loops, args, e ? 21 : 13);
     LLVMBuildBr(g->b, after);
     LLVMPositionBuilderAtEnd(g->b, shared);
     return after;
@@ -1342,7 +1416,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     gemm_shared sh = shared_for(g.t, s);
     LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
     LLVMValueRef loops_alone = alone_nest(g, s, e, sh);
-    LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e) : NULL;
+    LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
      * the shape's constants passed to the shared loop nest, zeros (or their epilogue) for
@@ -1385,7 +1459,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
         if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
         LLVMValueRef count = part_count(&g, sp);
-        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, loops_alone, part_threads(&g, sp)) : NULL;
+        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, e, loops_alone, part_threads(&g, sp)) : NULL;
         LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, count, ctx};
         LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
         if (after) LLVMBuildBr(g.b, after), LLVMPositionBuilderAtEnd(g.b, after);

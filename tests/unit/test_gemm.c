@@ -382,6 +382,8 @@ static void test_threads_bit_identical(void **state) {
         {20, 700, 100, false, true, 103, 101, 705},     /* split along n */
         {97, 61, 1000, true, true, 99, 1003, 64},       /* 9 row tiles: parts of 2, the last short */
         {130, 500, 431, true, false, 131, 502, 500},
+        {1000, 45, 400, false, false, 400, 45, 45},      /* one thread: the bo nest, */
+        {1000, 400, 400, true, true, 1003, 403, 401},    /* B by the transposer */
     };
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const kiln_gemm_shape *s = &shapes[si];
@@ -844,6 +846,8 @@ static void build_epi_cases(void) {
     add_epi(3, 45, 0, false, false, 1, EPI_ALL, KILN_GEMM_ACT_SILU, 0, true, false);
     /* several blocks of m, n and k */
     add_epi(1000, 700, 400, false, true, 0, EPI_ALL, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
+    /* one thread, narrow B over several A blocks (the bo nest), k in two blocks */
+    add_epi(1000, 45, 400, false, false, 1, EPI_ALL, KILN_GEMM_ACT_GELU_TANH, 0, true, true);
 }
 
 /* ---- the case list ------------------------------------------------------------------ */
@@ -883,6 +887,9 @@ static void build_cases(void) {
     add_case(37, 45, 800, false, false, 0, 0, 0, 0, o3);
     add_case(48, 64, 769, true, true, 1, 2, 3, 0, o3);
     add_case(1000, 700, 400, false, true, 0, 0, 0, 0, o3);
+    /* one thread, a narrow B over several A blocks: k blocks outside the A blocks (bo),
+     * B packed by the tiles, two blocks of n (more in test_threads_bit_identical) */
+    add_case(1000, 400, 200, true, false, 0, 0, 0, 0, o3);
     /* empty and degenerate */
     add_case(19, 23, 0, false, false, 0, 0, 4, 0, o3);
     add_case(0, 23, 19, false, false, 0, 0, 0, 0, o3);
