@@ -141,6 +141,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h> /* getenv: KILN_GEMM_TUNE */
 #include <string.h>
 
 #include "gemm_gen.h"      /* the emitter state and builders shared with gemm_small.c */
@@ -161,14 +162,39 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
     return round_up((sh == SHARED_A ? 0 : packed_a_floats(bl)) + (sh == SHARED_B ? 0 : packed_b_floats(bl)), 16);
 }
 
+/* KILN_GEMM_TUNE, read at code generation: a diagnostic that overrides the threads
+ * section's choices for every GEMM compiled while it is set (not the small-m path), to
+ * compare partitions side by side (gemm_bench --variants). Comma-separated:
+ * split=m|n (the dimension cut into parts), parts=N (at most KILN_MAX_THREADS),
+ * shared=0 (no operand packed once for all parts: each part packs its own). */
+typedef struct gemm_tune {
+    char split;  /* 'm', 'n' or 0 */
+    int parts;   /* 0: the default */
+    int shared;  /* -1: the default */
+} gemm_tune;
+
+static gemm_tune tune_now(void) {
+    gemm_tune tu = {0, 0, -1};
+    const char *v = getenv("KILN_GEMM_TUNE");
+    for (; v && *v; v += strcspn(v, ","), v += *v == ',') {
+        if (strncmp(v, "split=", 6) == 0 && (v[6] == 'm' || v[6] == 'n')) tu.split = v[6];
+        else if (strncmp(v, "parts=", 6) == 0) tu.parts = atoi(v + 6);
+        else if (strncmp(v, "shared=", 7) == 0) tu.shared = atoi(v + 7);
+    }
+    if (tu.parts > KILN_MAX_THREADS) tu.parts = KILN_MAX_THREADS;
+    return tu;
+}
+
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
-    bool on_m = tiles_m >= tiles_n;
+    bool small = gemm_use_small(t, s);
+    gemm_tune tu = small ? (gemm_tune){0, 0, -1} : tune_now();
+    bool on_m = tu.split ? tu.split == 'm' : tiles_m >= tiles_n;
     int64_t tiles = on_m ? tiles_m : tiles_n;
-    bool big = (double)s->m * (double)s->n * (double)s->k >=
-               (gemm_use_small(t, s) ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
+    bool big = (double)s->m * (double)s->n * (double)s->k >= (small ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
     if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n};
-    int64_t per = (tiles + KILN_MAX_THREADS - 1) / KILN_MAX_THREADS;  /* tiles per part */
+    int64_t want = tu.parts > 0 ? tu.parts : KILN_MAX_THREADS;
+    int64_t per = (tiles + want - 1) / want;  /* tiles per part */
     return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
 }
 
@@ -186,6 +212,7 @@ static gemm_shared shared_for(gemm_tile t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0 || gemm_use_small(t, s)) return SHARED_NONE;
     gemm_split sp = gemm_split_for(t, s);
     gemm_shared sh = sp.on_m ? SHARED_B : SHARED_A;
+    if (tune_now().shared == 0) return SHARED_NONE;
     return sp.parts > 1 && shared_lanes(t, s, sh) * s->k <= GEMM_SHARED_MAX ? sh : SHARED_NONE;
 }
 
