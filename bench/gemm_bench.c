@@ -635,10 +635,12 @@ static void report(const shape *sh, int threads, bool epi, contender *cs, int n,
             const int64_t *p = k->pool;
             printf("    pool per call: %.2f hand-offs, chunks %.2f caller / %.2f workers, sleeps %.3f worker / %.3f "
                    "caller, workers' start %.1f us, caller's tail %.1f us, worker on the caller's CPU %.3f\n"
-                   "    phase 1 (packing) over %.1f us after publishing, %.1f us of CPU in it; CPU in chunks: caller "
-                   "%.1f us, workers %.1f us; call %.1f us\n",
+                   "    call %.1f us (median); phase 1 (packing) over %.1f us after publishing, %.1f us of CPU in it; "
+                   "in chunks, CPU (wall): caller %.1f (%.1f) us, workers %.1f (%.1f) us; phase-2 chunks waited %.1f us "
+                   "for phase 1\n",
                    p[0] / c, p[1] / c, p[2] / c, p[3] / c, p[4] / c, p[5] * 1e-3 / c, p[6] * 1e-3 / c, p[7] / c,
-                   p[8] * 1e-3 / c, p[9] * 1e-3 / c, p[10] * 1e-3 / c, p[11] * 1e-3 / c, k->median * 1e6);
+                   k->median * 1e6, p[8] * 1e-3 / c, p[9] * 1e-3 / c, p[10] * 1e-3 / c, p[12] * 1e-3 / c,
+                   p[11] * 1e-3 / c, p[13] * 1e-3 / c, p[14] * 1e-3 / c);
         }
     }
 
@@ -960,7 +962,7 @@ int main(int argc, char **argv) {
         if (have_kiln) hc[hn++] = (contender){.kind = KILN};
         hn += library_contenders(hc + hn, epi, 0);
         header(epi, hc, hn);
-        if (hn == 0 || (epi && hn == (have_kiln ? 1 : 0))) {
+        if (hn == 0 || (epi && g_libs && hn == (have_kiln ? 1 : 0))) {  /* --kiln-only: kiln fused alone */
             printf("  (nothing to compare: no library in this build)\n");
             continue;
         }

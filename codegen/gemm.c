@@ -185,11 +185,35 @@ static gemm_tune tune_now(void) {
     return tu;
 }
 
+/* The operand packed once for all parts (see "Threads"): with a split along m, op(B);
+ * along n, op(A); when that operand, packed, takes at most GEMM_SHARED_MAX floats
+ * (16 MiB: every char_gpt weight and activation gradient, a square of 2048). */
+enum { GEMM_SHARED_MAX = 1 << 22 };
+
+/* Column tiles from which a product whose A is one block is split along n (see
+ * split_on_n). */
+enum { GEMM_SPLIT_N_MIN_TILES = 8 };
+
+/* Whether to cut along n although m has as many tiles: when op(A) is a single block (m ≤
+ * its mc, e.g. the m = 256 GEMMs of a forward pass at B=1 T=256) that can be shared, and
+ * n has enough tiles for the parts. The shared operand is then A, packed once by the
+ * first phase, as on one thread (A is packed before its tiles there too), and each part
+ * packs only its own columns of B — for a plain GEMM inside its first row of tiles
+ * (tile_function's _pb), as on one thread. Cut along m, B was the shared operand: the
+ * whole of B copied by the first phase, a pass on its own that the single-threaded nest
+ * does not make (it packs B in its tiles), measured at ~10 % of the work on 256×384×384
+ * (docs/performance.md, 2026-12-06 09:30). */
+static bool split_on_n(gemm_tile t, const kiln_gemm_shape *s, int64_t tiles_n) {
+    return tiles_n >= GEMM_SPLIT_N_MIN_TILES && blocks_for(t, s).mc >= s->m &&
+           round_up(s->m, t.mr) * s->k <= GEMM_SHARED_MAX;
+}
+
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool small = gemm_use_small(t, s);
     gemm_tune tu = small ? (gemm_tune){0, 0, -1} : tune_now();
-    bool on_m = tu.split ? tu.split == 'm' : tiles_m >= tiles_n;
+    bool on_m = tiles_m >= tiles_n && (small || !split_on_n(t, s, tiles_n));
+    if (tu.split) on_m = tu.split == 'm';
     int64_t tiles = on_m ? tiles_m : tiles_n;
     bool big = (double)s->m * (double)s->n * (double)s->k >= (small ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
     if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n};
@@ -197,11 +221,6 @@ gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t per = (tiles + want - 1) / want;  /* tiles per part */
     return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
 }
-
-/* The operand packed once for all parts (see "Threads"): with a split along m, op(B);
- * along n, op(A); when that operand, packed, takes at most GEMM_SHARED_MAX floats
- * (16 MiB: every char_gpt weight and activation gradient, a square of 2048). */
-enum { GEMM_SHARED_MAX = 1 << 22 };
 
 /* Lanes of the shared operand rounded up to its slivers: n to NR (B), m to MR (A). */
 static int64_t shared_lanes(gemm_tile t, const kiln_gemm_shape *s, gemm_shared sh) {
@@ -1296,10 +1315,9 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
  * block p (of the shape's kc) at p·pad, pad = the lanes rounded up to slivers, sliver s
  * at s·width·kc within it — the layout the loop nest reads, as if it had packed block
  * (p, j2) of B, or (i3, p) of A, itself. A copy: any split gives the same bytes. */
-static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const char *gemm_name) {
+static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const char *gemm_name, gemm_shared sh) {
     char name[320];
     snprintf(name, sizeof name, "%s.pack", gemm_name);
-    gemm_shared sh = shared_for(g.t, s);
     bool is_b = sh == SHARED_B;
     operand o = is_b ? (operand){.lanes_contiguous = !s->trans_b, .width = g.t.nr}
                      : (operand){.lanes_contiguous = s->trans_a, .width = g.t.mr};
@@ -1337,6 +1355,26 @@ void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t
 
 LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) { return kiln_cg_gemm_epi(cg, s, NULL); }
 
+/* A product's function name: prefix, the shape, and the epilogue's steps, strides and
+ * scale (as its bits). */
+static void gemm_name(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *prefix, char *name,
+                      size_t size) {
+    int len = snprintf(name, size, "%s_m%" PRId64 "_n%" PRId64 "_k%" PRId64 "_%c%c_lda%" PRId64 "_ldb%" PRId64
+                       "_ldc%" PRId64, prefix, s->m, s->n, s->k, s->trans_a ? 't' : 'n', s->trans_b ? 't' : 'n',
+                       s->lda, s->ldb, s->ldc);
+    if (e) {
+        char code[48];
+        gemm_epi_code(e, code, sizeof code);
+        uint64_t bits;
+        memcpy(&bits, &e->scale, sizeof bits);
+        len += snprintf(name + len, size - (size_t)len, "%s", code);
+        if (e->pre_out) len += snprintf(name + len, size - (size_t)len, "_ldp%" PRId64, e->ldp);
+        if (e->residual) len += snprintf(name + len, size - (size_t)len, "_ldr%" PRId64, e->ldr);
+        if (gemm_has_scale(e)) len += snprintf(name + len, size - (size_t)len, "_s%016" PRIx64, bits);
+    }
+    assert(len < (int)size);
+}
+
 LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
     assert(s->m >= 0 && s->n >= 0 && s->k >= 0);
     assert(s->ldc >= s->n);
@@ -1346,20 +1384,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     assert(!e || (e->act >= KILN_GEMM_ACT_NONE && e->act <= KILN_GEMM_ACT_SILU));
 
     char name[256];
-    int len = snprintf(name, sizeof name, "kiln_gemm_m%" PRId64 "_n%" PRId64 "_k%" PRId64 "_%c%c_lda%" PRId64
-                       "_ldb%" PRId64 "_ldc%" PRId64, s->m, s->n, s->k, s->trans_a ? 't' : 'n',
-                       s->trans_b ? 't' : 'n', s->lda, s->ldb, s->ldc);
-    if (e) {  /* the epilogue's steps, strides and scale (as its bits) */
-        char code[48];
-        gemm_epi_code(e, code, sizeof code);
-        uint64_t bits;
-        memcpy(&bits, &e->scale, sizeof bits);
-        len += snprintf(name + len, sizeof name - (size_t)len, "%s", code);
-        if (e->pre_out) len += snprintf(name + len, sizeof name - (size_t)len, "_ldp%" PRId64, e->ldp);
-        if (e->residual) len += snprintf(name + len, sizeof name - (size_t)len, "_ldr%" PRId64, e->ldr);
-        if (gemm_has_scale(e)) len += snprintf(name + len, sizeof name - (size_t)len, "_s%016" PRIx64, bits);
-    }
-    assert(len < (int)sizeof name);
+    gemm_name(s, e, "kiln_gemm", name, sizeof name);
     LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
     if (existing) return existing;
 
@@ -1383,7 +1408,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
     gemm_split sp = gemm_split_for(g.t, s);
     LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
-    LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name) : NULL;
+    LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name, sh) : NULL;
     int64_t slivers = sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr;
     function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
@@ -1432,5 +1457,145 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     } else if (s->m > 0 && s->n > 0) {
         emit_zero_c(&g, s, param(&g, 2));
     }
+    return function_end(&g);
+}
+
+/* ---- sibling products sharing A ----------------------------------------------------- */
+
+/* kiln_cg_gemm_group: `count` products of one shape and epilogue that read the same op(A)
+ * (a QKV kernel: x·Wq, x·Wk, x·Wv, each + its bias) as one job: A packed once, by the
+ * first phase of one kiln_parallel_for2, and the column tiles of all the products, side
+ * by side (product q's tiles after product q−1's, each product padded to whole tiles as
+ * alone), cut into parts as one product of count·n columns, split along n (part_first_tile
+ * over all of them; a part that spans two products runs the loop nest on its columns of
+ * each). Until 2026-12-06 the products ran one after another: A packed once per product
+ * and three hand-offs, and the small parts at the end of each product left a thread idle
+ * three times. Each element is still summed by one tile in the same k blocks in the same
+ * order, so the bits are those of the products alone. */
+enum { GEMM_GROUP_MAX = 8 };
+
+/* The group's layout: tiles per product (along n), all tiles, parts. */
+typedef struct group_split {
+    int64_t tiles_per, tiles, parts;
+} group_split;
+
+static group_split group_split_for(gemm_tile t, const kiln_gemm_shape *s, int count) {
+    int64_t per_product = (s->n + t.nr - 1) / t.nr, tiles = per_product * count;
+    int64_t per = (tiles + KILN_MAX_THREADS - 1) / KILN_MAX_THREADS;
+    return (group_split){per_product, tiles, (tiles + per - 1) / per};
+}
+
+bool kiln_gemm_group_ok(const kiln_target *target, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                        int count) {
+    gemm_tile t = tile_for(target);
+    if (epi_trivial(e)) e = NULL;
+    if (count < 2 || count > GEMM_GROUP_MAX || s->m <= 0 || s->n <= 0 || s->k <= 0 || gemm_use_small(t, s))
+        return false;
+    if (needs_partials(t, s, e)) return false;  /* each product's partial sums would need a home */
+    /* A as one block, shared: as split_on_n, without its minimum of columns */
+    return blocks_for(t, s).mc >= s->m && round_up(s->m, t.mr) * s->k <= GEMM_SHARED_MAX &&
+           (double)s->m * (double)s->n * (double)s->k * count >= GEMM_PARALLEL_MIN;
+}
+
+int64_t kiln_gemm_group_scratch_floats(const kiln_target *target, const kiln_gemm_shape *s,
+                                       const kiln_gemm_epilogue *e, int count) {
+    if (!kiln_gemm_group_ok(target, s, e, count)) return 0;
+    gemm_tile t = tile_for(target);
+    return round_up(round_up(s->m, t.mr) * s->k, 16) +
+           group_split_for(t, s, count).parts * slot_floats(blocks_for(t, s), SHARED_A);
+}
+
+/*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, ops, -, scratch}
+ * parts [begin, end) of the group's: the tiles they cover (part_first_tile over all the
+ * products' column tiles), product by product, each piece one call of the "_sa" loop nest
+ * on its columns, with scratch slot `begin`. ops holds count × {b, c, bias, p, r}. */
+static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                                        const char *gemm_name, LLVMValueRef loops, int count) {
+    char name[320];
+    snprintf(name, sizeof name, "%s.part", gemm_name);
+    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
+    static const char *const names[] = {"ctx", "begin", "end"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
+    gemm_blocks bl = blocks_for(g.t, s);
+    group_split gs = group_split_for(g.t, s, count);
+    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
+    LLVMValueRef threads = part_threads(&g, (gemm_split){false, gs.parts, 0});
+    LLVMValueRef t0 = part_first_tile(&g, begin, threads, gs.parts, gs.tiles);
+    LLVMValueRef t1 = part_first_tile(&g, end, threads, gs.parts, gs.tiles);
+    LLVMValueRef scratch =
+        at(&g, v[3], add(&g, k64(&g, round_up(round_up(s->m, g.t.mr) * s->k, 16)),
+                         mul(&g, begin, k64(&g, slot_floats(bl, SHARED_A)))));
+    LLVMValueRef per = k64(&g, gs.tiles_per), zero = k64(&g, 0), one = k64(&g, 1), nr = k64(&g, g.t.nr);
+    loop lq = loop_begin(&g, zero, k64(&g, count), 1, "q");
+    LLVMValueRef q0 = mul(&g, lq.iv, per);  /* product q's first tile */
+    LLVMValueRef lo = LLVMBuildSelect(g.b, lt(&g, t0, q0), q0, t0, "");
+    LLVMValueRef hi = smin(&g, t1, add(&g, q0, per));
+    LLVMBasicBlockRef work = block(&g, "piece"), next = block(&g, "next");
+    branch(&g, lt(&g, lo, hi), work, next);
+    LLVMValueRef op[5];
+    for (int i = 0; i < 5; i++) {
+        LLVMValueRef idx = add(&g, mul(&g, lq.iv, k64(&g, 5)), k64(&g, i));
+        op[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, v[1], &idx, 1, ""), 8);
+    }
+    LLVMValueRef first = mul(&g, sub(&g, lo, q0), nr);  /* the piece's first column */
+    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, sub(&g, hi, q0), nr), k64(&g, s->n)), first);
+    LLVMValueRef b = at(&g, op[0], mul(&g, first, k64(&g, s->trans_b ? s->ldb : 1)));
+    LLVMValueRef c = at(&g, op[1], first);
+    LLVMValueRef args[23] = {v[0], b, c, scratch, k64(&g, s->m), lanes, k64(&g, s->k), k64(&g, s->lda),
+                             k64(&g, s->ldb), k64(&g, s->ldc), k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
+    unsigned n_args = e ? 21 : 13;
+    if (e) {  /* the bias row, P and R move with the columns (no partial sums: kiln_gemm_group_ok) */
+        epi_args ea = shape_epi_args(&g, s, e, v[3], op[2], op[3], op[4]);
+        ea.p = at_ij(&g, ea.p, zero, first, ea.ldp);
+        ea.r = at_ij(&g, ea.r, zero, first, ea.ldr);
+        ea.bias = at_ij(&g, ea.bias, zero, first, one);
+        epi_args_list(&ea, &args[13]);
+    }
+    args[n_args++] = v[3];
+    args[n_args++] = k64(&g, round_up(s->m, g.t.mr));
+    call(&g, loops, args, n_args);
+    LLVMBuildBr(g.b, next);
+    LLVMPositionBuilderAtEnd(g.b, next);
+    loop_end(&g, &lq);
+    return function_end(&g);
+}
+
+LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, int count) {
+    if (epi_trivial(e)) e = NULL;
+    assert(kiln_gemm_group_ok(cg->target, s, e, count));
+    char prefix[32], name[256];
+    snprintf(prefix, sizeof prefix, "kiln_gemm_x%d", count);
+    gemm_name(s, e, prefix, name, sizeof name);
+    LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
+    if (existing) return existing;
+    gen g = gen_init(cg);
+    LLVMValueRef loops = loops_function(g, s->trans_a, s->trans_b, e, SHARED_A);  /* own builder */
+    LLVMValueRef part = group_part_function(g, s, e, name, loops, count);
+    LLVMValueRef pack = pack_shared_function(g, s, name, SHARED_A);
+    group_split gs = group_split_for(g.t, s, count);
+    /* void NAME(const float *a, float *scratch, ptr ops) */
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr};
+    const char *names[] = {"a", "scratch", "ops"};
+    function_begin(&g, name, 3, params, names, &existing);
+    add_attr(&g, 1, "readonly");
+    add_attr(&g, 3, "readonly");
+    /* kiln_parallel_for2(pack, A's slivers, part, parts, &{a, ops, -, scratch}): one
+     * hand-off; on one thread the same calls inline, A packed once for the products */
+    LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, 4);
+    LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
+    LLVMValueRef vals[4] = {param(&g, 0), param(&g, 2), LLVMConstPointerNull(g.ptr), param(&g, 1)};
+    for (unsigned i = 0; i < 4; i++) {
+        LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
+        LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
+    }
+    LLVMTypeRef pf_params[] = {g.ptr, g.i64, g.ptr, g.i64, g.ptr};
+    LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 5, 0);
+    LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
+    if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
+    LLVMValueRef args[] = {pack, k64(&g, (s->m + g.t.mr - 1) / g.t.mr), part, k64(&g, gs.parts), ctx};
+    LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
     return function_end(&g);
 }

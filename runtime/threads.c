@@ -44,7 +44,8 @@
  * two threads then take turns on one CPU), the ns from publishing to the end of phase 1,
  * and the CPU ns (the thread's CPU clock: preemption does not count) spent in phase 1's
  * chunks (a GEMM's packing of its shared operand) and by the caller and the workers in
- * all chunks — what gemm_bench --pool-stats prints per GEMM call.
+ * all chunks, the wall ns of the same, and the wall ns phase-2 chunks waited for phase 1
+ * — what gemm_bench --pool-stats prints per GEMM call.
  *
  * kiln_threads_set must not race with kiln_parallel_for; the driver and exported
  * libraries call it between runs. libc and pthreads only (it is in exported libraries).
@@ -104,7 +105,8 @@ static inline void cpu_relax(void) {
 }
 
 enum { ST_CALLS, ST_CALLER_CHUNKS, ST_WORKER_CHUNKS, ST_WORKER_SLEEPS, ST_CALLER_SLEEPS, ST_START_NS, ST_TAIL_NS,
-       ST_SAME_CPU, ST_PHASE1_NS, ST_PHASE1_RUN_NS, ST_CALLER_RUN_NS, ST_WORKER_RUN_NS };
+       ST_SAME_CPU, ST_PHASE1_NS, ST_PHASE1_RUN_NS, ST_CALLER_RUN_NS, ST_WORKER_RUN_NS, ST_CALLER_WALL_NS,
+       ST_WORKER_WALL_NS, ST_PHASE_WAIT_NS };
 
 static inline int current_cpu(void) {
 #if defined(__linux__)
@@ -141,7 +143,7 @@ static void run_chunks(bool caller) {
         if (i >= chunks) return;
         if (!atomic_compare_exchange_weak(&pool.claim, &c, c + 1)) continue;  /* c reloaded */
         int c1 = pool.chunks1;
-        uint64_t t0 = stats_on() ? cpu_ns() : 0;
+        uint64_t t0 = stats_on() ? cpu_ns() : 0, w0 = stats_on() ? now_ns() : 0;
         if (i < c1) {
             int64_t begin = pool.n_items * i / c1, end = pool.n_items * (i + 1) / c1;
             if (begin < end) pool.fn(pool.ctx, begin, end);
@@ -151,7 +153,11 @@ static void run_chunks(bool caller) {
                 if (s < SPIN_ROUNDS) cpu_relax();
                 else sched_yield();  /* the thread finishing phase 1 was descheduled */
             }
-            if (stats_on()) t0 = cpu_ns();  /* the wait for phase 1 is not the chunk's work */
+            if (stats_on()) {  /* the wait for phase 1 is not the chunk's work */
+                uint64_t w = now_ns();
+                stat_add(ST_PHASE_WAIT_NS, w - w0);
+                t0 = cpu_ns(), w0 = w;
+            }
             int j = i - c1, c2 = chunks - c1;
             int64_t begin = pool.n_items2 * j / c2, end = pool.n_items2 * (j + 1) / c2;
             if (begin < end) pool.fn2(pool.ctx, begin, end);
@@ -160,6 +166,7 @@ static void run_chunks(bool caller) {
             uint64_t t1 = now_ns(), published = atomic_load_explicit(&pool.publish_ns, memory_order_relaxed);
             stat_add(caller ? ST_CALLER_CHUNKS : ST_WORKER_CHUNKS, 1);
             stat_add(caller ? ST_CALLER_RUN_NS : ST_WORKER_RUN_NS, cpu_ns() - t0);
+            stat_add(caller ? ST_CALLER_WALL_NS : ST_WORKER_WALL_NS, t1 - w0);
             if (finish_one(chunks) == c1 - 1 && i < c1 && c1 < chunks)  /* phase 1's last chunk */
                 stat_add(ST_PHASE1_NS, t1 - published);
         } else {
