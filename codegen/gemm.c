@@ -166,20 +166,23 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
  * section's choices for every GEMM compiled while it is set (not the small-m path), to
  * compare partitions side by side (gemm_bench --variants). Comma-separated:
  * split=m|n (the dimension cut into parts), parts=N (at most KILN_MAX_THREADS),
- * shared=0 (no operand packed once for all parts: each part packs its own). */
+ * shared=0 (no operand packed once for all parts: each part packs its own),
+ * perthread=0|1 (one part per thread at run time, nothing shared; see split_for). */
 typedef struct gemm_tune {
-    char split;  /* 'm', 'n' or 0 */
-    int parts;   /* 0: the default */
-    int shared;  /* -1: the default */
+    char split;      /* 'm', 'n' or 0 */
+    int parts;       /* 0: the default */
+    int shared;      /* -1: the default */
+    int per_thread;  /* -1: the default */
 } gemm_tune;
 
 static gemm_tune tune_now(void) {
-    gemm_tune tu = {0, 0, -1};
+    gemm_tune tu = {0, 0, -1, -1};
     const char *v = getenv("KILN_GEMM_TUNE");
     for (; v && *v; v += strcspn(v, ","), v += *v == ',') {
         if (strncmp(v, "split=", 6) == 0 && (v[6] == 'm' || v[6] == 'n')) tu.split = v[6];
         else if (strncmp(v, "parts=", 6) == 0) tu.parts = atoi(v + 6);
         else if (strncmp(v, "shared=", 7) == 0) tu.shared = atoi(v + 7);
+        else if (strncmp(v, "perthread=", 10) == 0) tu.per_thread = atoi(v + 10);
     }
     if (tu.parts > KILN_MAX_THREADS) tu.parts = KILN_MAX_THREADS;
     return tu;
@@ -194,32 +197,37 @@ enum { GEMM_SHARED_MAX = 1 << 22 };
  * split_on_n). */
 enum { GEMM_SPLIT_N_MIN_TILES = 8 };
 
-/* Whether to cut along n although m has as many tiles: when op(A) is a single block (m ≤
- * its mc, e.g. the m = 256 GEMMs of a forward pass at B=1 T=256) that can be shared, and
- * n has enough tiles for the parts. The shared operand is then A, packed once by the
- * first phase, as on one thread (A is packed before its tiles there too), and each part
- * packs only its own columns of B — for a plain GEMM inside its first row of tiles
- * (tile_function's _pb), as on one thread. Cut along m, B was the shared operand: the
- * whole of B copied by the first phase, a pass on its own that the single-threaded nest
- * does not make (it packs B in its tiles), measured at ~10 % of the work on 256×384×384
- * (docs/performance.md, 2026-12-06 09:30). */
-static bool split_on_n(gemm_tile t, const kiln_gemm_shape *s, int64_t tiles_n) {
-    return tiles_n >= GEMM_SPLIT_N_MIN_TILES && blocks_for(t, s).mc >= s->m &&
-           round_up(s->m, t.mr) * s->k <= GEMM_SHARED_MAX;
+/* Whether a product is cut along n into one part per thread, each packing all of op(A)
+ * itself: when op(A) is a single block of rows (m ≤ its mc, e.g. the m = 256 GEMMs of a
+ * forward pass at B=1 T=256) and n has enough tiles for the parts. Each thread then does
+ * what one thread does on its columns — packs A (as one thread does, before its tiles),
+ * packs its own slice of B (for a plain GEMM inside its first row of tiles, _pb) — and
+ * writes only its own scratch slot and its own columns of C; the only duplicated work is
+ * A's packing, a block of m·k. Until 2026-12-06 these products were cut along m (more
+ * row tiles) into guided parts with B packed once for all of them by a first phase: on a
+ * quiet machine that phase took 57 µs of a 278 µs 256×384×384 call (76 µs of CPU for a
+ * 576 KB copy, ~3× what the same copy costs one thread: the packed lines are written by
+ * one core after the other core read them in the previous call, and read back across
+ * cores), and the parts ran slower for reading the other core's half of the packed
+ * operand (docs/performance.md, 2026-12-06 10:00). */
+static bool split_for_small_m(gemm_tile t, const kiln_gemm_shape *s, int64_t tiles_n) {
+    return tiles_n >= GEMM_SPLIT_N_MIN_TILES && blocks_for(t, s).mc >= s->m;
 }
 
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool small = gemm_use_small(t, s);
-    gemm_tune tu = small ? (gemm_tune){0, 0, -1} : tune_now();
-    bool on_m = tiles_m >= tiles_n && (small || !split_on_n(t, s, tiles_n));
+    gemm_tune tu = small ? (gemm_tune){0, 0, -1, -1} : tune_now();
+    bool per_thread = !small && split_for_small_m(t, s, tiles_n);
+    if (tu.per_thread >= 0 && !small) per_thread = tu.per_thread;
+    bool on_m = per_thread ? false : tiles_m >= tiles_n;
     if (tu.split) on_m = tu.split == 'm';
     int64_t tiles = on_m ? tiles_m : tiles_n;
     bool big = (double)s->m * (double)s->n * (double)s->k >= (small ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
-    if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n};
+    if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n, false};
     int64_t want = tu.parts > 0 ? tu.parts : KILN_MAX_THREADS;
     int64_t per = (tiles + want - 1) / want;  /* tiles per part */
-    return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
+    return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr), per_thread};
 }
 
 /* Lanes of the shared operand rounded up to its slivers: n to NR (B), m to MR (A). */
@@ -231,7 +239,7 @@ static gemm_shared shared_for(gemm_tile t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0 || gemm_use_small(t, s)) return SHARED_NONE;
     gemm_split sp = gemm_split_for(t, s);
     gemm_shared sh = sp.on_m ? SHARED_B : SHARED_A;
-    if (tune_now().shared == 0) return SHARED_NONE;
+    if (sp.per_thread || tune_now().shared == 0) return SHARED_NONE;
     return sp.parts > 1 && shared_lanes(t, s, sh) * s->k <= GEMM_SHARED_MAX ? sh : SHARED_NONE;
 }
 
@@ -1217,8 +1225,16 @@ static LLVMValueRef part_threads(gen *g, gemm_split sp) {
 }
 
 /* How many parts a product is cut into: sp.parts, one scratch slot each, claimed from the
- * pool in order (part_first_tile lays them out). */
-static LLVMValueRef part_count(gen *g, gemm_split sp) { return k64(g, sp.parts); }
+ * pool in order (part_first_tile lays them out); with sp.per_thread one per thread of
+ * the pool (part_threads, at most sp.parts). */
+static LLVMValueRef part_count(gen *g, gemm_split sp) {
+    return sp.per_thread ? part_threads(g, sp) : k64(g, sp.parts);
+}
+
+/* The first tile of part i of `count` equal parts (count a run-time value): i·tiles/count. */
+static LLVMValueRef even_first_tile(gen *g, LLVMValueRef i, LLVMValueRef count, int64_t tiles) {
+    return LLVMBuildSDiv(g->b, mul(g, i, k64(g, tiles)), count, "");
+}
 
 /* The first tile of part i of P = sp.parts for T = part_threads threads, of `tiles`
  * (i = P: tiles). Guided: when P > T, parts 0…T−1 share the first GEMM_BIG_NUM/DEN of the
@@ -1266,9 +1282,14 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
     /* parts [begin, end) of part_count's → whole tiles (part_first_tile); none: return */
     int64_t unit = sp.on_m ? g.t.mr : g.t.nr, dim = sp.on_m ? s->m : s->n, tiles = (dim + unit - 1) / unit;
-    LLVMValueRef threads = part_threads(&g, sp);
-    LLVMValueRef t0 = part_first_tile(&g, begin, threads, sp.parts, tiles);
-    LLVMValueRef t1 = part_first_tile(&g, end, threads, sp.parts, tiles);
+    LLVMValueRef threads = part_threads(&g, sp), t0, t1;
+    if (sp.per_thread) {  /* part i of one per thread */
+        t0 = even_first_tile(&g, begin, threads, tiles);
+        t1 = even_first_tile(&g, end, threads, tiles);
+    } else {
+        t0 = part_first_tile(&g, begin, threads, sp.parts, tiles);
+        t1 = part_first_tile(&g, end, threads, sp.parts, tiles);
+    }
     LLVMBasicBlockRef work = block(&g, "work"), none = block(&g, "none");
     branch(&g, lt(&g, t0, t1), work, none);
     LLVMValueRef first = mul(&g, t0, k64(&g, unit));
@@ -1463,26 +1484,26 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
 /* ---- sibling products sharing A ----------------------------------------------------- */
 
 /* kiln_cg_gemm_group: `count` products of one shape and epilogue that read the same op(A)
- * (a QKV kernel: x·Wq, x·Wk, x·Wv, each + its bias) as one job: A packed once, by the
- * first phase of one kiln_parallel_for2, and the column tiles of all the products, side
- * by side (product q's tiles after product q−1's, each product padded to whole tiles as
- * alone), cut into parts as one product of count·n columns, split along n (part_first_tile
- * over all of them; a part that spans two products runs the loop nest on its columns of
- * each). Until 2026-12-06 the products ran one after another: A packed once per product
- * and three hand-offs, and the small parts at the end of each product left a thread idle
- * three times. Each element is still summed by one tile in the same k blocks in the same
- * order, so the bits are those of the products alone. */
+ * (a QKV kernel: x·Wq, x·Wk, x·Wv, each + its bias) as one job of one hand-off: the
+ * column tiles of all the products side by side (product q's after product q−1's, each
+ * product padded to whole tiles as alone) cut into one part per thread, as one product of
+ * count·n columns would be (split_for_small_m); each part packs A once into its own slot
+ * and runs the loop nest on its columns of each product it covers, reading that packed A
+ * ("_sa"). Until 2026-12-06 the products ran one after another: three hand-offs, and A
+ * packed once per product. Each element is still summed by one tile in the same k blocks
+ * in the same order, so the bits are those of the products alone, for any thread count.
+ * Only for A of one block (m ≤ mc, k ≤ kc): the part's packed A is then one block too. */
 enum { GEMM_GROUP_MAX = 8 };
 
-/* The group's layout: tiles per product (along n), all tiles, parts. */
+/* The group's layout: tiles per product (along n), all tiles, scratch slots (the most
+ * parts it is cut into). */
 typedef struct group_split {
     int64_t tiles_per, tiles, parts;
 } group_split;
 
 static group_split group_split_for(gemm_tile t, const kiln_gemm_shape *s, int count) {
     int64_t per_product = (s->n + t.nr - 1) / t.nr, tiles = per_product * count;
-    int64_t per = (tiles + KILN_MAX_THREADS - 1) / KILN_MAX_THREADS;
-    return (group_split){per_product, tiles, (tiles + per - 1) / per};
+    return (group_split){per_product, tiles, tiles < KILN_MAX_THREADS ? tiles : KILN_MAX_THREADS};
 }
 
 bool kiln_gemm_group_ok(const kiln_target *target, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
@@ -1491,24 +1512,24 @@ bool kiln_gemm_group_ok(const kiln_target *target, const kiln_gemm_shape *s, con
     if (epi_trivial(e)) e = NULL;
     if (count < 2 || count > GEMM_GROUP_MAX || s->m <= 0 || s->n <= 0 || s->k <= 0 || gemm_use_small(t, s))
         return false;
-    if (needs_partials(t, s, e)) return false;  /* each product's partial sums would need a home */
-    /* A as one block, shared: as split_on_n, without its minimum of columns */
-    return blocks_for(t, s).mc >= s->m && round_up(s->m, t.mr) * s->k <= GEMM_SHARED_MAX &&
-           (double)s->m * (double)s->n * (double)s->k * count >= GEMM_PARALLEL_MIN;
+    if (e && e->accumulate) return false;  /* C holds the values to add to: the products alone */
+    gemm_blocks bl = blocks_for(t, s);
+    return bl.mc >= s->m && bl.kc >= s->k && (double)s->m * (double)s->n * (double)s->k * count >= GEMM_PARALLEL_MIN;
 }
 
 int64_t kiln_gemm_group_scratch_floats(const kiln_target *target, const kiln_gemm_shape *s,
                                        const kiln_gemm_epilogue *e, int count) {
     if (!kiln_gemm_group_ok(target, s, e, count)) return 0;
     gemm_tile t = tile_for(target);
-    return round_up(round_up(s->m, t.mr) * s->k, 16) +
-           group_split_for(t, s, count).parts * slot_floats(blocks_for(t, s), SHARED_A);
+    return group_split_for(t, s, count).parts * slot_floats(blocks_for(t, s), SHARED_NONE);
 }
 
 /*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, ops, -, scratch}
- * parts [begin, end) of the group's: the tiles they cover (part_first_tile over all the
- * products' column tiles), product by product, each piece one call of the "_sa" loop nest
- * on its columns, with scratch slot `begin`. ops holds count × {b, c, bias, p, r}. */
+ * parts [begin, end) of one per thread (at most the slots): A packed into slot `begin`,
+ * then the tiles the parts cover (even_first_tile over all the products' column tiles),
+ * product by product, each piece one call of the "_sa" loop nest on its columns reading
+ * that packed A, packing its B into the rest of the slot. ops holds count × {b, c, bias,
+ * p, r}. */
 static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                                         const char *gemm_name, LLVMValueRef loops, int count) {
     char name[320];
@@ -1522,19 +1543,24 @@ static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const k
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[4];
     for (int i = 0; i < 4; i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    LLVMValueRef threads = part_threads(&g, (gemm_split){false, gs.parts, 0});
-    LLVMValueRef t0 = part_first_tile(&g, begin, threads, gs.parts, gs.tiles);
-    LLVMValueRef t1 = part_first_tile(&g, end, threads, gs.parts, gs.tiles);
-    LLVMValueRef scratch =
-        at(&g, v[3], add(&g, k64(&g, round_up(round_up(s->m, g.t.mr) * s->k, 16)),
-                         mul(&g, begin, k64(&g, slot_floats(bl, SHARED_A)))));
+    LLVMValueRef threads = part_threads(&g, (gemm_split){false, gs.parts, 0, true});
+    LLVMValueRef t0 = even_first_tile(&g, begin, threads, gs.tiles), t1 = even_first_tile(&g, end, threads, gs.tiles);
+    LLVMBasicBlockRef work = block(&g, "work"), none = block(&g, "none");
+    branch(&g, lt(&g, t0, t1), work, none);
+    /* A, one block, into the slot: as the loop nest would pack block (0, 0) */
+    LLVMValueRef ap = at(&g, v[3], mul(&g, begin, k64(&g, slot_floats(bl, SHARED_NONE))));
+    LLVMValueRef bp = at(&g, ap, k64(&g, packed_a_floats(bl)));
+    operand pa = {.lanes_contiguous = s->trans_a, .width = g.t.mr, .src = v[0], .ld = k64(&g, s->lda),
+                  .lim = k64(&g, s->m)};
+    pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
+    emit_pack(&g, &pa, k64(&g, 0), k64(&g, s->m), k64(&g, 0), k64(&g, s->k), ap);
     LLVMValueRef per = k64(&g, gs.tiles_per), zero = k64(&g, 0), one = k64(&g, 1), nr = k64(&g, g.t.nr);
     loop lq = loop_begin(&g, zero, k64(&g, count), 1, "q");
     LLVMValueRef q0 = mul(&g, lq.iv, per);  /* product q's first tile */
     LLVMValueRef lo = LLVMBuildSelect(g.b, lt(&g, t0, q0), q0, t0, "");
     LLVMValueRef hi = smin(&g, t1, add(&g, q0, per));
-    LLVMBasicBlockRef work = block(&g, "piece"), next = block(&g, "next");
-    branch(&g, lt(&g, lo, hi), work, next);
+    LLVMBasicBlockRef piece = block(&g, "piece"), next = block(&g, "next");
+    branch(&g, lt(&g, lo, hi), piece, next);
     LLVMValueRef op[5];
     for (int i = 0; i < 5; i++) {
         LLVMValueRef idx = add(&g, mul(&g, lq.iv, k64(&g, 5)), k64(&g, i));
@@ -1544,7 +1570,7 @@ static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const k
     LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, sub(&g, hi, q0), nr), k64(&g, s->n)), first);
     LLVMValueRef b = at(&g, op[0], mul(&g, first, k64(&g, s->trans_b ? s->ldb : 1)));
     LLVMValueRef c = at(&g, op[1], first);
-    LLVMValueRef args[23] = {v[0], b, c, scratch, k64(&g, s->m), lanes, k64(&g, s->k), k64(&g, s->lda),
+    LLVMValueRef args[23] = {v[0], b, c, bp, k64(&g, s->m), lanes, k64(&g, s->k), k64(&g, s->lda),
                              k64(&g, s->ldb), k64(&g, s->ldc), k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
     unsigned n_args = e ? 21 : 13;
     if (e) {  /* the bias row, P and R move with the columns (no partial sums: kiln_gemm_group_ok) */
@@ -1554,12 +1580,14 @@ static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const k
         ea.bias = at_ij(&g, ea.bias, zero, first, one);
         epi_args_list(&ea, &args[13]);
     }
-    args[n_args++] = v[3];
-    args[n_args++] = k64(&g, round_up(s->m, g.t.mr));
+    args[n_args++] = ap;                                /* the packed A, read by "_sa" */
+    args[n_args++] = k64(&g, round_up(s->m, g.t.mr));  /* its lanes (one k block: unused) */
     call(&g, loops, args, n_args);
     LLVMBuildBr(g.b, next);
     LLVMPositionBuilderAtEnd(g.b, next);
     loop_end(&g, &lq);
+    LLVMBuildBr(g.b, none);
+    LLVMPositionBuilderAtEnd(g.b, none);
     return function_end(&g);
 }
 
@@ -1574,7 +1602,6 @@ LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kil
     gen g = gen_init(cg);
     LLVMValueRef loops = loops_function(g, s->trans_a, s->trans_b, e, SHARED_A);  /* own builder */
     LLVMValueRef part = group_part_function(g, s, e, name, loops, count);
-    LLVMValueRef pack = pack_shared_function(g, s, name, SHARED_A);
     group_split gs = group_split_for(g.t, s, count);
     /* void NAME(const float *a, float *scratch, ptr ops) */
     LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr};
@@ -1582,8 +1609,8 @@ LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kil
     function_begin(&g, name, 3, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 3, "readonly");
-    /* kiln_parallel_for2(pack, A's slivers, part, parts, &{a, ops, -, scratch}): one
-     * hand-off; on one thread the same calls inline, A packed once for the products */
+    /* kiln_parallel_for(part, &{a, ops, -, scratch}, one part per thread): one hand-off;
+     * on one thread one part, inline, A packed once for all the products */
     LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, 4);
     LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
     LLVMValueRef vals[4] = {param(&g, 0), param(&g, 2), LLVMConstPointerNull(g.ptr), param(&g, 1)};
@@ -1591,11 +1618,11 @@ LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kil
         LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
         LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
     }
-    LLVMTypeRef pf_params[] = {g.ptr, g.i64, g.ptr, g.i64, g.ptr};
-    LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 5, 0);
-    LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
-    if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
-    LLVMValueRef args[] = {pack, k64(&g, (s->m + g.t.mr - 1) / g.t.mr), part, k64(&g, gs.parts), ctx};
-    LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
+    LLVMTypeRef pf_params[] = {g.ptr, g.ptr, g.i64};
+    LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 3, 0);
+    LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for");
+    if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for", pf_ty);
+    LLVMValueRef args[] = {part, ctx, part_threads(&g, (gemm_split){false, gs.parts, 0, true})};
+    LLVMBuildCall2(g.b, pf_ty, pf, args, 3, "");
     return function_end(&g);
 }

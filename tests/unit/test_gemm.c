@@ -311,10 +311,14 @@ static void test_scratch_sizes(void **state) {
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 3008 * 400 + 8 * (672 * 208));
     kiln_gemm_shape wider = {20000, 12000, 400, false, false, 400, 12000, 12000};  /* 12000 × 400 > 2^22 */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wider), 8 * (960 * 208 + 320 * 208));
-    /* split along n (more column tiles than row tiles): A packed once (m rounded to 108 ×
+    /* split along n (more column tiles than row tiles): A packed once (m rounded to 1008 ×
      * k), one slot of B per part */
-    kiln_gemm_shape tall = {100, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 108 * 400 + 8 * (256 * 208));
+    kiln_gemm_shape tall = {1000, 3000, 400, false, false, 400, 3000, 3000};
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 1008 * 400 + 8 * (320 * 208));
+    /* A one block (m ≤ mc): one part per thread along n, up to 8, each slot packing all of
+     * A (108 × 208, the k block) and its B block */
+    kiln_gemm_shape flat = {100, 700, 400, false, false, 400, 700, 700};
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &flat), 8 * (108 * 208 + 256 * 208));
     kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 64 * 40);
     /* large shapes are bounded by the blocks (× the parts), not the matrices */
@@ -382,7 +386,7 @@ static void test_threads_bit_identical(void **state) {
         {20, 700, 100, false, true, 103, 101, 705},     /* split along n */
         {97, 61, 1000, true, true, 99, 1003, 64},       /* 9 row tiles: parts of 2, the last short */
         {130, 500, 431, true, false, 131, 502, 500},
-        {256, 300, 200, false, false, 200, 300, 300},   /* A one block: split along n though m has more tiles */
+        {256, 300, 200, false, false, 200, 300, 300},   /* A one block: one part per thread along n */
     };
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         const kiln_gemm_shape *s = &shapes[si];
@@ -741,7 +745,7 @@ static void test_group_bit_identical(void **state) {
     } cases[] = {
         {{256, 384, 384, false, false, 384, 384, 384}, EPI_BIAS, KILN_GEMM_ACT_NONE, 3},  /* a QKV kernel */
         {{50, 70, 130, false, true, 131, 133, 75}, EPI_BIAS | EPI_PRE | EPI_RES, KILN_GEMM_ACT_GELU_TANH, 3},
-        {{100, 40, 2000, true, false, 101, 41, 43}, 0, KILN_GEMM_ACT_NONE, 2},  /* plain; k in several blocks */
+        {{100, 40, 300, true, false, 101, 41, 43}, 0, KILN_GEMM_ACT_NONE, 2},  /* plain: B packed by the tiles */
         {{30, 200, 64, false, false, 64, 200, 200}, EPI_SCALE | EPI_BIAS, KILN_GEMM_ACT_RELU, 4},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
@@ -800,13 +804,14 @@ static void test_group_bit_identical(void **state) {
         free(a);
         free(scratch);
     }
-    /* not a group: one product, A too tall for one block, accumulation over k blocks */
+    /* not a group: one product, A more than one block (m or k), accumulation */
     kiln_gemm_shape qkv = {256, 384, 384, false, false, 384, 384, 384}, tall = {2048, 384, 384, false, false, 384, 384, 384};
     kiln_gemm_epilogue plain = {0}, acc = {.accumulate = true};
     assert_false(kiln_gemm_group_ok(&g_host, &qkv, &plain, 1));
     assert_false(kiln_gemm_group_ok(&g_host, &tall, &plain, 3));
+    assert_false(kiln_gemm_group_ok(&g_host, &qkv, &acc, 3));
     kiln_gemm_shape deep = {256, 384, 1536, false, false, 1536, 384, 384};
-    assert_false(kiln_gemm_group_ok(&g_host, &deep, &acc, 3));
+    assert_false(kiln_gemm_group_ok(&g_host, &deep, &plain, 3));
     assert_int_equal(kiln_gemm_group_scratch_floats(&g_host, &tall, &plain, 3), 0);
 }
 
