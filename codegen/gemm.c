@@ -100,39 +100,31 @@
  *
  * Small m: gemm_small.c (1…8 rows, nothing packed).
  *
- * Threads. A product of m·n·k ≥ 2^18 is cut along the larger of m and n into parts of
- * whole tiles, one scratch slot each (at most KILN_MAX_THREADS). Since 2026-12-06 the
- * parts are guided (part_first_tile): for T threads of the pool (kiln_threads_get at run
- * time), T big parts share 3/4 of the tiles and the rest of the slots share the last
- * quarter, so two threads in step start on one big part each and the small parts absorb
- * a late or slowed thread; before, it was one part per thread, the tiles shared out as
- * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for2 (the
- * runtime's pool; the JIT resolves both from the process, exported libraries link them
- * from the runtime archive). Until 2026-12 a product was always cut into 8 parts of
- * ceil(tiles/8) tiles, whatever the thread count: on 2 threads the parts were claimed in
- * turn, so m = 256 (22 tiles: seven parts of 3 and one of 1) gave one thread 12 tiles and
- * the other 10, a 9 % loss at the end of every forward-pass GEMM, any start-up skew
- * between the threads left up to one part (1/8 of the product) to one thread, and each
- * of the 8 parts streamed the whole shared operand again from L3 (4 times as often as 2
- * parts). One part per thread trades that for no stealing: a thread that is descheduled
- * holds its part up (measured side by side only on a machine with load 12–15 on 2 cores,
- * where neither partition could be told from the other: see docs/performance.md).
- * Each part runs the same loop nest on its rows (columns) with its own
- * packing slot, which would duplicate the packing of the operand the split does not cut —
- * so that operand (B for a split along m, A along n) is packed once, before the parts,
- * when it takes at most 16 MiB packed (every char_gpt weight and activation gradient, a
- * square of 2048): the first phase of the same kiln_parallel_for2, over its slivers
- * (pack_shared_function; one hand-off for both since 2026-12-06, two before), writes the
- * layout the loop nest would have given each (p, j2) block of B, or (i3, p) block of A,
- * and the parts pack only their own slice of the other operand ("_sb"/"_sa" loop nests
- * read the shared blocks). Without it, on 2 threads (8 chunks of 256 rows for m = 2048)
- * B was packed 8 times, and on one thread once per mc block; sharing B cut kiln's work
- * per GEMM on 2 threads (CPU time, busy machine) by 10–15 % on the char_gpt shapes and
- * 1024³. The k blocks are the
- * whole shape's, and every element sums its kc blocks, each in k order, in its own
- * accumulator lane, so C is bit-identical for any thread count and any partition. An
- * epilogue's P, R and partial sums move with C, its bias row with the columns; every
- * element's epilogue is computed by the one thread that owns its tile.
+ * Threads. A product of m·n·k ≥ 2^18 is cut into one part of whole tiles per thread of
+ * the pool at run time (kiln_threads_get; at most the scratch slots, KILN_MAX_THREADS),
+ * along m when B is the smaller operand (k·n ≤ m·k), else along n, and handed to
+ * kiln_parallel_for (the runtime's pool; the JIT resolves it from the process, exported
+ * libraries link it from the runtime archive). Each part runs the loop nest on its rows
+ * (columns) with its own scratch slot: it packs the uncut operand whole, as one thread
+ * does, and its own slice of the other; nothing is shared between the threads but the
+ * inputs, and each writes only its slot and its part of C. The duplicated packing of the
+ * smaller operand is the price; the gain, measured on a quiet machine (2026-12-06):
+ * 256×384×384 at 2 threads 0.64× → 0.91× oneDNN, 512³ 0.80× → 0.98×, 2048×384×384 0.84×
+ * → 0.96× (see gemm_split_for for what the previous scheme lost). Sibling products that
+ * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, at the end).
+ * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
+ * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
+ * part per thread with the operand the split does not cut packed once for all parts by a
+ * first phase (pack_shared_function; up to 16 MiB packed) and read by "_sa"/"_sb" loop
+ * nests; then guided parts (part_first_tile: T big parts share 3/4 of the tiles, small
+ * ones the rest, against a descheduled thread). That scheme remains behind
+ * KILN_GEMM_TUNE=perthread=0 (gemm_bench --variants compares them); the group's parts
+ * use the "_sa" nest on their own packed A.
+ *
+ * The k blocks are the whole shape's, and every element sums its kc blocks, each in k
+ * order, in its own accumulator lane, so C is bit-identical for any thread count and any
+ * partition. An epilogue's P, R and partial sums move with C, its bias row with the
+ * columns; every element's epilogue is computed by the one thread that owns its tile.
  *
  * The emitted IR is already what should run (vector phis, no allocas, addresses as one
  * pointer per loop plus constants), so it needs no IR optimisation. Every loop carries
@@ -193,34 +185,31 @@ static gemm_tune tune_now(void) {
  * (16 MiB: every char_gpt weight and activation gradient, a square of 2048). */
 enum { GEMM_SHARED_MAX = 1 << 22 };
 
-/* Column tiles from which a product whose A is one block is split along n (see
- * split_on_n). */
-enum { GEMM_SPLIT_N_MIN_TILES = 8 };
-
-/* Whether a product is cut along n into one part per thread, each packing all of op(A)
- * itself: when op(A) is a single block of rows (m ≤ its mc, e.g. the m = 256 GEMMs of a
- * forward pass at B=1 T=256) and n has enough tiles for the parts. Each thread then does
- * what one thread does on its columns — packs A (as one thread does, before its tiles),
- * packs its own slice of B (for a plain GEMM inside its first row of tiles, _pb) — and
- * writes only its own scratch slot and its own columns of C; the only duplicated work is
- * A's packing, a block of m·k. Until 2026-12-06 these products were cut along m (more
- * row tiles) into guided parts with B packed once for all of them by a first phase: on a
- * quiet machine that phase took 57 µs of a 278 µs 256×384×384 call (76 µs of CPU for a
- * 576 KB copy, ~3× what the same copy costs one thread: the packed lines are written by
- * one core after the other core read them in the previous call, and read back across
- * cores), and the parts ran slower for reading the other core's half of the packed
- * operand (docs/performance.md, 2026-12-06 10:00). */
-static bool split_for_small_m(gemm_tile t, const kiln_gemm_shape *s, int64_t tiles_n) {
-    return tiles_n >= GEMM_SPLIT_N_MIN_TILES && blocks_for(t, s).mc >= s->m;
-}
+/* One part per thread (gemm_split.per_thread), since 2026-12-06 for every product split
+ * across threads: each part does what one thread does on its rows or columns — packs
+ * the operand the split does not cut whole (as one thread packs it), its own slice of the
+ * other (a plain GEMM's B inside its first row of tiles, _pb), its tiles — with nothing
+ * shared, no packing phase, and each thread writing only its own scratch slot and its
+ * own part of C. The only duplicated work is the packing of the uncut operand, so the
+ * cut goes across the larger operand (along m when B, k·n, is the smaller). Before, a
+ * split product had guided parts (part_first_tile) reading one operand packed once by a
+ * first phase (pack_shared_function): on a quiet machine, 256×384×384 on 2 threads ran
+ * at 1.3× one thread, 0.64× oneDNN — the phase took 57 µs of a 278 µs call (76 µs of CPU
+ * for a copy one thread makes in ~25: lines written by one core after the other read
+ * them in the previous call, then read back across cores) and both threads' work grew
+ * by ~45 %; with one part per thread 0.91×, and 512³ 0.80× → 0.98×, 2048×384×384 0.84×
+ * → 0.96× (docs/performance.md, 2026-12-06 10:00–10:30). The guided, shared scheme is
+ * still there behind KILN_GEMM_TUNE=perthread=0, for comparison. */
 
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool small = gemm_use_small(t, s);
     gemm_tune tu = small ? (gemm_tune){0, 0, -1, -1} : tune_now();
-    bool per_thread = !small && split_for_small_m(t, s, tiles_n);
+    bool per_thread = !small;
     if (tu.per_thread >= 0 && !small) per_thread = tu.per_thread;
-    bool on_m = per_thread ? false : tiles_m >= tiles_n;
+    /* one part per thread: cut the dimension whose operand is the larger, so that the
+     * one every part packs whole is the smaller (A is m·k, B k·n) */
+    bool on_m = per_thread ? s->m >= s->n : tiles_m >= tiles_n;
     if (tu.split) on_m = tu.split == 'm';
     int64_t tiles = on_m ? tiles_m : tiles_n;
     bool big = (double)s->m * (double)s->n * (double)s->k >= (small ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
@@ -1487,7 +1476,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
  * (a QKV kernel: x·Wq, x·Wk, x·Wv, each + its bias) as one job of one hand-off: the
  * column tiles of all the products side by side (product q's after product q−1's, each
  * product padded to whole tiles as alone) cut into one part per thread, as one product of
- * count·n columns would be (split_for_small_m); each part packs A once into its own slot
+ * count·n columns would be (gemm_split_for); each part packs A once into its own slot
  * and runs the loop nest on its columns of each product it covers, reading that packed A
  * ("_sa"). Until 2026-12-06 the products ran one after another: three hand-offs, and A
  * packed once per product. Each element is still summed by one tile in the same k blocks

@@ -302,22 +302,15 @@ static void test_scratch_sizes(void **state) {
     kiln_gemm_epilogue acc = {.accumulate = true};
     assert_int_equal(kiln_gemm_epi_scratch_floats(&avx512, &seven, &acc), 7 * 100 / 16 * 16 + 16);
     /* blocks are balanced: m 1000 = 504 + 496, k 400 = 208 + 192, n 700 = 256 + 256 + 188;
-     * m·n·k ≥ 2^18 splits the 84 row tiles into 8 parts of 11, one packing slot of A each;
-     * B is packed once for all of them (n rounded to 704 × k) */
+     * m·n·k ≥ 2^18 gives one part per thread, up to 8 scratch slots, each packing its
+     * own A block and B block (nothing is shared between parts) */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 704 * 400 + 8 * (504 * 208));
-    /* B shared up to 2^22 floats packed (3008 × 400 here); above, each slot packs its own */
-    kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672 */
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 3008 * 400 + 8 * (672 * 208));
-    kiln_gemm_shape wider = {20000, 12000, 400, false, false, 400, 12000, 12000};  /* 12000 × 400 > 2^22 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (504 * 208 + 256 * 208));
+    kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672, n 10 × 320 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 8 * (672 * 208 + 320 * 208));
+    kiln_gemm_shape wider = {20000, 12000, 400, false, false, 400, 12000, 12000};
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wider), 8 * (960 * 208 + 320 * 208));
-    /* split along n (more column tiles than row tiles): A packed once (m rounded to 1008 ×
-     * k), one slot of B per part */
-    kiln_gemm_shape tall = {1000, 3000, 400, false, false, 400, 3000, 3000};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 1008 * 400 + 8 * (320 * 208));
-    /* A one block (m ≤ mc): one part per thread along n, up to 8, each slot packing all of
-     * A (108 × 208, the k block) and its B block */
-    kiln_gemm_shape flat = {100, 700, 400, false, false, 400, 700, 700};
+    kiln_gemm_shape flat = {100, 700, 400, false, false, 400, 700, 700};  /* A one block of 108 rows */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &flat), 8 * (108 * 208 + 256 * 208));
     kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 64 * 40);
@@ -377,25 +370,30 @@ static void test_targets_agree(void **state) {
 }
 
 /* Products big enough to be split across threads give the same bits for 1, 2, 3, 5 and
- * 8 threads (one part per thread, tiles shared out unevenly when they do not divide, and
- * fewer parts than threads when the tiles run out): parts along m and along n, all four
- * transposes, padded strides, partial last parts and tiles. */
+ * 8 threads, in either partition scheme (one part per thread, tiles shared out unevenly
+ * when they do not divide, fewer parts than threads when the slots run out; or guided
+ * parts around a shared operand): parts along m and along n, all four transposes,
+ * padded strides, partial last parts and tiles. */
 static void test_threads_bit_identical(void **state) {
     static const kiln_gemm_shape shapes[] = {
         {300, 200, 150, false, false, 150, 200, 200},   /* split along m */
         {20, 700, 100, false, true, 103, 101, 705},     /* split along n */
         {97, 61, 1000, true, true, 99, 1003, 64},       /* 9 row tiles: parts of 2, the last short */
         {130, 500, 431, true, false, 131, 502, 500},
-        {256, 300, 200, false, false, 200, 300, 300},   /* A one block: one part per thread along n */
+        {256, 300, 200, false, false, 200, 300, 300},   /* A the smaller operand: along n */
     };
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        const kiln_gemm_shape *s = &shapes[si];
+    /* each shape twice: one part per thread, and the guided parts around a shared operand
+     * that KILN_GEMM_TUNE=perthread=0 still compiles (codegen/gemm.c, gemm_split_for) */
+    for (size_t si = 0; si < 2 * (sizeof shapes / sizeof shapes[0]); si++) {
+        const kiln_gemm_shape *s = &shapes[si / 2];
+        if (si % 2) setenv("KILN_GEMM_TUNE", "perthread=0", 1);
         gemm_fn fn = compile(&g_host, s, "default<O3>");
         int64_t na = (s->trans_a ? s->k : s->m) * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb, nc = s->m * s->ldc;
         float *a = alloc64(na), *b = alloc64(nb), *want = alloc64(nc), *got = alloc64(nc);
         for (int64_t i = 0; i < na; i++) a[i] = rand_pm1();
         for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
         float *scratch = alloc64(kiln_gemm_scratch_floats(&g_host, s));
+        unsetenv("KILN_GEMM_TUNE");
         memset(want, 0, sizeof(float) * (size_t)nc);
         assert_int_equal(kiln_threads_set(1), 0);
         fn(a, b, want, scratch);
