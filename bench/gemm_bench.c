@@ -4,7 +4,7 @@
  *   gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE]
  *              [--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only]
  *              [--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats]
- *              [M N K [nn|nt|tn|tt]]
+ *              [--variants V1;V2;...] [M N K [nn|nt|tn|tt]]
  *
  * --quick: small shapes and one short round (a smoke test: it checks that everything
  * runs and agrees, not speed). --peak: the FMA peak per thread count (bench/fma_peak),
@@ -31,6 +31,10 @@
  * waiting for one, voluntary + involuntary switches, migrations, last CPU — which thread
  * shared a CPU with which (it found the cause of the 2026-12-06 anomaly: see the timing
  * notes below and docs/performance.md).
+ * --variants: more kiln contenders in the same interleaved rounds, one per
+ * semicolon-separated value, each compiled with KILN_GEMM_TUNE set to it (codegen/gemm.c:
+ * e.g. "split=n;parts=2;shared=0"), each printed on a line of its own below the row, as
+ * a ratio to the default kiln — partitions compared side by side, not run by run.
  * M N K: that one shape instead of the list.
  *
  * Contenders, for each shape and thread count:
@@ -132,6 +136,9 @@ static double g_clock_threads = 1;
 static bool g_best;  /* --best: the fastest call instead of the median (a diagnostic) */  /* --work-clock: the process's CPU time over the threads */
 static bool g_pool_stats;  /* --pool-stats */
 static bool g_task_stats;  /* --task-stats */
+enum { MAX_VARIANTS = 4 };
+static char *g_variants[MAX_VARIANTS];  /* --variants: KILN_GEMM_TUNE values */
+static int g_n_variants;
 enum { LIB_OPENBLAS = 1, LIB_ONEDNN = 2 };
 static unsigned g_libs = LIB_OPENBLAS | LIB_ONEDNN;  /* --libs / --kiln-only */
 static double now(void) { return clock_seconds(g_clock) / g_clock_threads; }
@@ -207,6 +214,12 @@ static gemm_fn compile_module(const kiln_gemm_shape *s, int n, bool epi, const c
 #endif
     }
     LLVMDisposeBuilder(cg.b);
+    /* only the wrappers are exported: the variants of one shape (--variants) define the
+     * same GEMM function names in their own modules */
+    for (LLVMValueRef f = LLVMGetFirstFunction(cg.mod); f; f = LLVMGetNextFunction(f))
+        if (!LLVMIsDeclaration(f) && strncmp(LLVMGetValueName(f), plain_name, strlen(plain_name)) != 0 &&
+            strncmp(LLVMGetValueName(f), epi_name, strlen(epi_name)) != 0)
+            LLVMSetLinkage(f, LLVMInternalLinkage);
     char *msg = NULL;
     if (LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg)) {
         fprintf(stderr, "gemm_bench: invalid module: %s\n", msg);
@@ -590,8 +603,9 @@ static void report(const shape *sh, int threads, bool epi, contender *cs, int n,
     const contender *kiln = NULL, *best = NULL;
     double worst_diff = 0;
     for (int i = 0; i < n; i++) {
-        if (cs[i].kind == KILN) kiln = &cs[i];
-        else if (!best || cs[i].median < best->median) best = &cs[i];
+        if (cs[i].kind == KILN) {
+            if (!kiln) kiln = &cs[i];  /* the default; --variants follow it */
+        } else if (!best || cs[i].median < best->median) best = &cs[i];
         if (cs[i].diff > worst_diff) worst_diff = cs[i].diff;
     }
     double peak = o->peak[threads];
@@ -609,12 +623,25 @@ static void report(const shape *sh, int threads, bool epi, contender *cs, int n,
     else printf("   %6s %-14s", "", best ? best->name : "");
     printf(" %8.1e%s\n", worst_diff, worst_diff > MAX_REL_DIFF ? "  MISMATCH" : "");
     if (worst_diff > MAX_REL_DIFF) o->failed = true;
-    if (g_pool_stats && kiln && kiln->n_times > 0) {
-        double c = kiln->n_times;
-        const int64_t *p = kiln->pool;
-        printf("  pool per call: %.2f hand-offs, chunks %.2f caller / %.2f workers, sleeps %.3f worker / %.3f "
-               "caller, workers' start %.1f us, caller's tail %.1f us, worker on the caller's CPU %.3f\n",
-               p[0] / c, p[1] / c, p[2] / c, p[3] / c, p[4] / c, p[5] * 1e-3 / c, p[6] * 1e-3 / c, p[7] / c);
+    for (int i = 0; i < n; i++) {
+        const contender *k = &cs[i];
+        if (k->kind != KILN) continue;
+        if (k != kiln)
+            printf("  %-40s %7.1f GFLOP/s  %5.2fx the default kiln%s", k->name, gflops(sh, k->median),
+                   kiln->median / k->median, best ? "" : "\n");
+        if (k != kiln && best) printf(", %5.2fx %s\n", best->median / k->median, best->name);
+        if (g_pool_stats && k->n_times > 0) {
+            double c = k->n_times;
+            const int64_t *p = k->pool;
+            printf("    pool per call: %.2f hand-offs, chunks %.2f caller / %.2f workers, sleeps %.3f worker / %.3f "
+                   "caller, workers' start %.1f us, caller's tail %.1f us, worker on the caller's CPU %.3f\n"
+                   "    call %.1f us (median); phase 1 (packing) over %.1f us after publishing, %.1f us of CPU in it; "
+                   "in chunks, CPU (wall): caller %.1f (%.1f) us, workers %.1f (%.1f) us; phase-2 chunks waited %.1f us "
+                   "for phase 1\n",
+                   p[0] / c, p[1] / c, p[2] / c, p[3] / c, p[4] / c, p[5] * 1e-3 / c, p[6] * 1e-3 / c, p[7] / c,
+                   k->median * 1e6, p[8] * 1e-3 / c, p[9] * 1e-3 / c, p[10] * 1e-3 / c, p[12] * 1e-3 / c,
+                   p[11] * 1e-3 / c, p[13] * 1e-3 / c, p[14] * 1e-3 / c);
+        }
     }
 
     if (!o->json) return;
@@ -691,15 +718,23 @@ static void bench_shape(const shape *sh, bool epi_mode, options *o, shape_result
     op.bias = random_floats(sh->n, &seed);
     op.c = alloc64(sh->m * sh->n);
     op.ref = alloc64(sh->m * sh->n);
-    int64_t scratch = kiln_gemm_scratch_floats(&g_target, &op.s);
+    /* the default kiln and each --variants value (KILN_GEMM_TUNE while it compiles) */
+    gemm_fn plain_fns[1 + MAX_VARIANTS], epi_fns[1 + MAX_VARIANTS];
+    int64_t scratch = 0;
+    for (int v = 0; v <= g_n_variants; v++) {
+        if (v > 0) setenv("KILN_GEMM_TUNE", g_variants[v - 1], 1);
+        int64_t sf = kiln_gemm_scratch_floats(&g_target, &op.s);
 #ifdef KILN_HAVE_GEMM_EPI
-    int64_t es = kiln_gemm_epi_scratch_floats(&g_target, &op.s, &BIAS_GELU);
-    if (es > scratch) scratch = es;
+        int64_t es = kiln_gemm_epi_scratch_floats(&g_target, &op.s, &BIAS_GELU);
+        if (es > sf) sf = es;
 #endif
+        if (sf > scratch) scratch = sf;
+        epi_fns[v] = NULL;
+        plain_fns[v] = compile_module(&op.s, 1, epi_mode, LIGHT, NULL, &epi_fns[v]);
+        if (v > 0) unsetenv("KILN_GEMM_TUNE");
+    }
     op.scratch = alloc64(scratch);
-
-    gemm_fn epi_fn = NULL;
-    gemm_fn plain_fn = compile_module(&op.s, 1, epi_mode, LIGHT, NULL, &epi_fn);
+    gemm_fn epi_fn = epi_fns[0], plain_fn = plain_fns[0];
     int rounds = o->quick ? 1 : 5;
     double block_s = o->quick ? 0.002 : 0.05;
     for (int ti = 0; ti < o->n_threads; ti++) {
@@ -709,12 +744,17 @@ static void bench_shape(const shape *sh, bool epi_mode, options *o, shape_result
         g_clock = o->cpu_clock && t == 1 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
         g_clock_threads = 1;
         if (o->work_clock && t > 1) g_clock = CLOCK_PROCESS_CPUTIME_ID, g_clock_threads = t;
-        contender cs[8];
+        contender cs[8 + MAX_VARIANTS];
         int n = 0;
         if (!epi_mode || epi_fn) {
             cs[n] = (contender){.kind = KILN, .epi = epi_mode, .fn = epi_mode ? epi_fn : plain_fn};
             snprintf(cs[n].name, sizeof cs[n].name, "%s", epi_mode ? "kiln fused" : "kiln");
             n++;
+            for (int v = 1; v <= g_n_variants; v++) {
+                cs[n] = (contender){.kind = KILN, .epi = epi_mode, .fn = epi_mode ? epi_fns[v] : plain_fns[v]};
+                snprintf(cs[n].name, sizeof cs[n].name, "kiln[%.40s]", g_variants[v - 1]);
+                n++;
+            }
         }
         n += library_contenders(cs + n, epi_mode, res->blas_core[t]);
         if (n == 0) continue;
@@ -751,7 +791,7 @@ static void compile_row(const shape *shapes, int n, const char *pipeline_name, c
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE] "
                     "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only] "
-                    "[--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats] [M N K [nn|nt|tn|tt]]\n");
+                    "[--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats] [--variants V1;V2] [M N K [nn|nt|tn|tt]]\n");
     exit(2);
 }
 
@@ -776,6 +816,10 @@ static void parse_args(int argc, char **argv, options *o, shape *one) {
                 else if (strcmp(p, "none") != 0) usage();
         }
         else if (strcmp(a, "--pool-stats") == 0) g_pool_stats = true;
+        else if (strcmp(a, "--variants") == 0 && i + 1 < argc) {
+            for (char *p = strtok(argv[++i], ";"); p && g_n_variants < MAX_VARIANTS; p = strtok(NULL, ";"))
+                g_variants[g_n_variants++] = p;
+        }
         else if (strcmp(a, "--compile-times") == 0) o->compile_times = true;
         else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
             o->n_threads = 0;
@@ -918,7 +962,7 @@ int main(int argc, char **argv) {
         if (have_kiln) hc[hn++] = (contender){.kind = KILN};
         hn += library_contenders(hc + hn, epi, 0);
         header(epi, hc, hn);
-        if (hn == 0 || (epi && hn == (have_kiln ? 1 : 0))) {
+        if (hn == 0 || (epi && g_libs && hn == (have_kiln ? 1 : 0))) {  /* --kiln-only: kiln fused alone */
             printf("  (nothing to compare: no library in this build)\n");
             continue;
         }

@@ -109,6 +109,19 @@ typedef struct kiln_gemm_epilogue {
 LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
 int64_t kiln_gemm_epi_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
 
+/* `count` products of one shape and epilogue reading the same op(A) (a QKV kernel's
+ * three), as one job: A packed once, one hand-off (codegen/gemm.c, "sibling products"):
+ *   void NAME(const float *a, float *scratch, void *const *ops)
+ * ops holds count × {b, c, bias, pre_out, residual} (NULL for absent steps); scratch
+ * kiln_gemm_group_scratch_floats(…) floats, 64-byte aligned. Each C gets the bits
+ * kiln_cg_gemm_epi's function would give it, for any thread count. Only when
+ * kiln_gemm_group_ok (2…8 products, A small enough to be one shared block, no
+ * accumulation over several k blocks); the scratch size is 0 otherwise. */
+bool kiln_gemm_group_ok(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, int count);
+LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, int count);
+int64_t kiln_gemm_group_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                                       int count);
+
 /* ---- compiling a graph (lower.c, entry.c, jit.c) --------------------------------- */
 
 /* What to compile. Codegen does not know model files: the caller names the graph's

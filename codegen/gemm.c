@@ -103,39 +103,31 @@
  *
  * Small m: gemm_small.c (1…8 rows, nothing packed).
  *
- * Threads. A product of m·n·k ≥ 2^18 is cut along the larger of m and n into parts of
- * whole tiles, one scratch slot each (at most KILN_MAX_THREADS). Since 2026-12-06 the
- * parts are guided (part_first_tile): for T threads of the pool (kiln_threads_get at run
- * time), T big parts share 3/4 of the tiles and the rest of the slots share the last
- * quarter, so two threads in step start on one big part each and the small parts absorb
- * a late or slowed thread; before, it was one part per thread, the tiles shared out as
- * evenly as whole tiles allow (22 tiles: 11 + 11), handed to kiln_parallel_for2 (the
- * runtime's pool; the JIT resolves both from the process, exported libraries link them
- * from the runtime archive). Until 2026-12 a product was always cut into 8 parts of
- * ceil(tiles/8) tiles, whatever the thread count: on 2 threads the parts were claimed in
- * turn, so m = 256 (22 tiles: seven parts of 3 and one of 1) gave one thread 12 tiles and
- * the other 10, a 9 % loss at the end of every forward-pass GEMM, any start-up skew
- * between the threads left up to one part (1/8 of the product) to one thread, and each
- * of the 8 parts streamed the whole shared operand again from L3 (4 times as often as 2
- * parts). One part per thread trades that for no stealing: a thread that is descheduled
- * holds its part up (measured side by side only on a machine with load 12–15 on 2 cores,
- * where neither partition could be told from the other: see docs/performance.md).
- * Each part runs the same loop nest on its rows (columns) with its own
- * packing slot, which would duplicate the packing of the operand the split does not cut —
- * so that operand (B for a split along m, A along n) is packed once, before the parts,
- * when it takes at most 16 MiB packed (every char_gpt weight and activation gradient, a
- * square of 2048): the first phase of the same kiln_parallel_for2, over its slivers
- * (pack_shared_function; one hand-off for both since 2026-12-06, two before), writes the
- * layout the loop nest would have given each (p, j2) block of B, or (i3, p) block of A,
- * and the parts pack only their own slice of the other operand ("_sb"/"_sa" loop nests
- * read the shared blocks). Without it, on 2 threads (8 chunks of 256 rows for m = 2048)
- * B was packed 8 times, and on one thread once per mc block; sharing B cut kiln's work
- * per GEMM on 2 threads (CPU time, busy machine) by 10–15 % on the char_gpt shapes and
- * 1024³. The k blocks are the
- * whole shape's, and every element sums its kc blocks, each in k order, in its own
- * accumulator lane, so C is bit-identical for any thread count and any partition. An
- * epilogue's P, R and partial sums move with C, its bias row with the columns; every
- * element's epilogue is computed by the one thread that owns its tile.
+ * Threads. A product of m·n·k ≥ 2^18 is cut into one part of whole tiles per thread of
+ * the pool at run time (kiln_threads_get; at most the scratch slots, KILN_MAX_THREADS),
+ * along m when B is the smaller operand (k·n ≤ m·k), else along n, and handed to
+ * kiln_parallel_for (the runtime's pool; the JIT resolves it from the process, exported
+ * libraries link it from the runtime archive). Each part runs the loop nest on its rows
+ * (columns) with its own scratch slot: it packs the uncut operand whole, as one thread
+ * does, and its own slice of the other; nothing is shared between the threads but the
+ * inputs, and each writes only its slot and its part of C. The duplicated packing of the
+ * smaller operand is the price; the gain, measured on a quiet machine (2026-12-06):
+ * 256×384×384 at 2 threads 0.64× → 0.91× oneDNN, 512³ 0.80× → 0.98×, 2048×384×384 0.84×
+ * → 0.96× (see gemm_split_for for what the previous scheme lost). Sibling products that
+ * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, at the end).
+ * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
+ * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
+ * part per thread with the operand the split does not cut packed once for all parts by a
+ * first phase (pack_shared_function; up to 16 MiB packed) and read by "_sa"/"_sb" loop
+ * nests; then guided parts (part_first_tile: T big parts share 3/4 of the tiles, small
+ * ones the rest, against a descheduled thread). That scheme remains behind
+ * KILN_GEMM_TUNE=perthread=0 (gemm_bench --variants compares them); the group's parts
+ * use the "_sa" nest on their own packed A.
+ *
+ * The k blocks are the whole shape's, and every element sums its kc blocks, each in k
+ * order, in its own accumulator lane, so C is bit-identical for any thread count and any
+ * partition. An epilogue's P, R and partial sums move with C, its bias row with the
+ * columns; every element's epilogue is computed by the one thread that owns its tile.
  *
  * The emitted IR is already what should run (vector phis, no allocas, addresses as one
  * pointer per loop plus constants), so it needs no IR optimisation. Every loop carries
@@ -144,6 +136,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h> /* getenv: KILN_GEMM_TUNE */
 #include <string.h>
 
 #include "gemm_gen.h"      /* the emitter state and builders shared with gemm_small.c */
@@ -164,21 +157,70 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
     return round_up((sh == SHARED_A ? 0 : packed_a_floats(bl)) + (sh == SHARED_B ? 0 : packed_b_floats(bl)), 16);
 }
 
-gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
-    int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
-    bool on_m = tiles_m >= tiles_n;
-    int64_t tiles = on_m ? tiles_m : tiles_n;
-    bool big = (double)s->m * (double)s->n * (double)s->k >=
-               (gemm_use_small(t, s) ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
-    if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n};
-    int64_t per = (tiles + KILN_MAX_THREADS - 1) / KILN_MAX_THREADS;  /* tiles per part */
-    return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
+/* KILN_GEMM_TUNE, read at code generation: a diagnostic that overrides the threads
+ * section's choices for every GEMM compiled while it is set (not the small-m path), to
+ * compare partitions side by side (gemm_bench --variants). Comma-separated:
+ * split=m|n (the dimension cut into parts), parts=N (at most KILN_MAX_THREADS),
+ * shared=0 (no operand packed once for all parts: each part packs its own),
+ * perthread=0|1 (one part per thread at run time, nothing shared; see split_for). */
+typedef struct gemm_tune {
+    char split;      /* 'm', 'n' or 0 */
+    int parts;       /* 0: the default */
+    int shared;      /* -1: the default */
+    int per_thread;  /* -1: the default */
+} gemm_tune;
+
+static gemm_tune tune_now(void) {
+    gemm_tune tu = {0, 0, -1, -1};
+    const char *v = getenv("KILN_GEMM_TUNE");
+    for (; v && *v; v += strcspn(v, ","), v += *v == ',') {
+        if (strncmp(v, "split=", 6) == 0 && (v[6] == 'm' || v[6] == 'n')) tu.split = v[6];
+        else if (strncmp(v, "parts=", 6) == 0) tu.parts = atoi(v + 6);
+        else if (strncmp(v, "shared=", 7) == 0) tu.shared = atoi(v + 7);
+        else if (strncmp(v, "perthread=", 10) == 0) tu.per_thread = atoi(v + 10);
+    }
+    if (tu.parts > KILN_MAX_THREADS) tu.parts = KILN_MAX_THREADS;
+    return tu;
 }
 
 /* The operand packed once for all parts (see "Threads"): with a split along m, op(B);
  * along n, op(A); when that operand, packed, takes at most GEMM_SHARED_MAX floats
  * (16 MiB: every char_gpt weight and activation gradient, a square of 2048). */
 enum { GEMM_SHARED_MAX = 1 << 22 };
+
+/* One part per thread (gemm_split.per_thread), since 2026-12-06 for every product split
+ * across threads: each part does what one thread does on its rows or columns — packs
+ * the operand the split does not cut whole (as one thread packs it), its own slice of the
+ * other (a plain GEMM's B inside its first row of tiles, _pb), its tiles — with nothing
+ * shared, no packing phase, and each thread writing only its own scratch slot and its
+ * own part of C. The only duplicated work is the packing of the uncut operand, so the
+ * cut goes across the larger operand (along m when B, k·n, is the smaller). Before, a
+ * split product had guided parts (part_first_tile) reading one operand packed once by a
+ * first phase (pack_shared_function): on a quiet machine, 256×384×384 on 2 threads ran
+ * at 1.3× one thread, 0.64× oneDNN — the phase took 57 µs of a 278 µs call (76 µs of CPU
+ * for a copy one thread makes in ~25: lines written by one core after the other read
+ * them in the previous call, then read back across cores) and both threads' work grew
+ * by ~45 %; with one part per thread 0.91×, and 512³ 0.80× → 0.98×, 2048×384×384 0.84×
+ * → 0.96× (docs/performance.md, 2026-12-06 10:00–10:30). The guided, shared scheme is
+ * still there behind KILN_GEMM_TUNE=perthread=0, for comparison. */
+
+gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
+    int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
+    bool small = gemm_use_small(t, s);
+    gemm_tune tu = small ? (gemm_tune){0, 0, -1, -1} : tune_now();
+    bool per_thread = !small;
+    if (tu.per_thread >= 0 && !small) per_thread = tu.per_thread;
+    /* one part per thread: cut the dimension whose operand is the larger, so that the
+     * one every part packs whole is the smaller (A is m·k, B k·n) */
+    bool on_m = per_thread ? s->m >= s->n : tiles_m >= tiles_n;
+    if (tu.split) on_m = tu.split == 'm';
+    int64_t tiles = on_m ? tiles_m : tiles_n;
+    bool big = (double)s->m * (double)s->n * (double)s->k >= (small ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
+    if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n, false};
+    int64_t want = tu.parts > 0 ? tu.parts : KILN_MAX_THREADS;
+    int64_t per = (tiles + want - 1) / want;  /* tiles per part */
+    return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr), per_thread};
+}
 
 /* Lanes of the shared operand rounded up to its slivers: n to NR (B), m to MR (A). */
 static int64_t shared_lanes(gemm_tile t, const kiln_gemm_shape *s, gemm_shared sh) {
@@ -189,6 +231,7 @@ static gemm_shared shared_for(gemm_tile t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0 || gemm_use_small(t, s)) return SHARED_NONE;
     gemm_split sp = gemm_split_for(t, s);
     gemm_shared sh = sp.on_m ? SHARED_B : SHARED_A;
+    if (sp.per_thread || tune_now().shared == 0) return SHARED_NONE;
     return sp.parts > 1 && shared_lanes(t, s, sh) * s->k <= GEMM_SHARED_MAX ? sh : SHARED_NONE;
 }
 
@@ -1245,8 +1288,16 @@ static LLVMValueRef part_threads(gen *g, gemm_split sp) {
 }
 
 /* How many parts a product is cut into: sp.parts, one scratch slot each, claimed from the
- * pool in order (part_first_tile lays them out). */
-static LLVMValueRef part_count(gen *g, gemm_split sp) { return k64(g, sp.parts); }
+ * pool in order (part_first_tile lays them out); with sp.per_thread one per thread of
+ * the pool (part_threads, at most sp.parts). */
+static LLVMValueRef part_count(gen *g, gemm_split sp) {
+    return sp.per_thread ? part_threads(g, sp) : k64(g, sp.parts);
+}
+
+/* The first tile of part i of `count` equal parts (count a run-time value): i·tiles/count. */
+static LLVMValueRef even_first_tile(gen *g, LLVMValueRef i, LLVMValueRef count, int64_t tiles) {
+    return LLVMBuildSDiv(g->b, mul(g, i, k64(g, tiles)), count, "");
+}
 
 /* The first tile of part i of P = sp.parts for T = part_threads threads, of `tiles`
  * (i = P: tiles). Guided: when P > T, parts 0…T−1 share the first GEMM_BIG_NUM/DEN of the
@@ -1294,9 +1345,14 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
     /* parts [begin, end) of part_count's → whole tiles (part_first_tile); none: return */
     int64_t unit = sp.on_m ? g.t.mr : g.t.nr, dim = sp.on_m ? s->m : s->n, tiles = (dim + unit - 1) / unit;
-    LLVMValueRef threads = part_threads(&g, sp);
-    LLVMValueRef t0 = part_first_tile(&g, begin, threads, sp.parts, tiles);
-    LLVMValueRef t1 = part_first_tile(&g, end, threads, sp.parts, tiles);
+    LLVMValueRef threads = part_threads(&g, sp), t0, t1;
+    if (sp.per_thread) {  /* part i of one per thread */
+        t0 = even_first_tile(&g, begin, threads, tiles);
+        t1 = even_first_tile(&g, end, threads, tiles);
+    } else {
+        t0 = part_first_tile(&g, begin, threads, sp.parts, tiles);
+        t1 = part_first_tile(&g, end, threads, sp.parts, tiles);
+    }
     LLVMBasicBlockRef work = block(&g, "work"), none = block(&g, "none");
     branch(&g, lt(&g, t0, t1), work, none);
     LLVMValueRef first = mul(&g, t0, k64(&g, unit));
@@ -1343,10 +1399,9 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
  * block p (of the shape's kc) at p·pad, pad = the lanes rounded up to slivers, sliver s
  * at s·width·kc within it — the layout the loop nest reads, as if it had packed block
  * (p, j2) of B, or (i3, p) of A, itself. A copy: any split gives the same bytes. */
-static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const char *gemm_name) {
+static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const char *gemm_name, gemm_shared sh) {
     char name[320];
     snprintf(name, sizeof name, "%s.pack", gemm_name);
-    gemm_shared sh = shared_for(g.t, s);
     bool is_b = sh == SHARED_B;
     operand o = is_b ? (operand){.lanes_contiguous = !s->trans_b, .width = g.t.nr}
                      : (operand){.lanes_contiguous = s->trans_a, .width = g.t.mr};
@@ -1384,6 +1439,26 @@ void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t
 
 LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) { return kiln_cg_gemm_epi(cg, s, NULL); }
 
+/* A product's function name: prefix, the shape, and the epilogue's steps, strides and
+ * scale (as its bits). */
+static void gemm_name(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *prefix, char *name,
+                      size_t size) {
+    int len = snprintf(name, size, "%s_m%" PRId64 "_n%" PRId64 "_k%" PRId64 "_%c%c_lda%" PRId64 "_ldb%" PRId64
+                       "_ldc%" PRId64, prefix, s->m, s->n, s->k, s->trans_a ? 't' : 'n', s->trans_b ? 't' : 'n',
+                       s->lda, s->ldb, s->ldc);
+    if (e) {
+        char code[48];
+        gemm_epi_code(e, code, sizeof code);
+        uint64_t bits;
+        memcpy(&bits, &e->scale, sizeof bits);
+        len += snprintf(name + len, size - (size_t)len, "%s", code);
+        if (e->pre_out) len += snprintf(name + len, size - (size_t)len, "_ldp%" PRId64, e->ldp);
+        if (e->residual) len += snprintf(name + len, size - (size_t)len, "_ldr%" PRId64, e->ldr);
+        if (gemm_has_scale(e)) len += snprintf(name + len, size - (size_t)len, "_s%016" PRIx64, bits);
+    }
+    assert(len < (int)size);
+}
+
 LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
     assert(s->m >= 0 && s->n >= 0 && s->k >= 0);
     assert(s->ldc >= s->n);
@@ -1393,20 +1468,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     assert(!e || (e->act >= KILN_GEMM_ACT_NONE && e->act <= KILN_GEMM_ACT_SILU));
 
     char name[256];
-    int len = snprintf(name, sizeof name, "kiln_gemm_m%" PRId64 "_n%" PRId64 "_k%" PRId64 "_%c%c_lda%" PRId64
-                       "_ldb%" PRId64 "_ldc%" PRId64, s->m, s->n, s->k, s->trans_a ? 't' : 'n',
-                       s->trans_b ? 't' : 'n', s->lda, s->ldb, s->ldc);
-    if (e) {  /* the epilogue's steps, strides and scale (as its bits) */
-        char code[48];
-        gemm_epi_code(e, code, sizeof code);
-        uint64_t bits;
-        memcpy(&bits, &e->scale, sizeof bits);
-        len += snprintf(name + len, sizeof name - (size_t)len, "%s", code);
-        if (e->pre_out) len += snprintf(name + len, sizeof name - (size_t)len, "_ldp%" PRId64, e->ldp);
-        if (e->residual) len += snprintf(name + len, sizeof name - (size_t)len, "_ldr%" PRId64, e->ldr);
-        if (gemm_has_scale(e)) len += snprintf(name + len, sizeof name - (size_t)len, "_s%016" PRIx64, bits);
-    }
-    assert(len < (int)sizeof name);
+    gemm_name(s, e, "kiln_gemm", name, sizeof name);
     LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
     if (existing) return existing;
 
@@ -1430,7 +1492,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
     gemm_split sp = gemm_split_for(g.t, s);
     LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
-    LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name) : NULL;
+    LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name, sh) : NULL;
     int64_t slivers = sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr;
     function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
@@ -1479,5 +1541,151 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     } else if (s->m > 0 && s->n > 0) {
         emit_zero_c(&g, s, param(&g, 2));
     }
+    return function_end(&g);
+}
+
+/* ---- sibling products sharing A ----------------------------------------------------- */
+
+/* kiln_cg_gemm_group: `count` products of one shape and epilogue that read the same op(A)
+ * (a QKV kernel: x·Wq, x·Wk, x·Wv, each + its bias) as one job of one hand-off: the
+ * column tiles of all the products side by side (product q's after product q−1's, each
+ * product padded to whole tiles as alone) cut into one part per thread, as one product of
+ * count·n columns would be (gemm_split_for); each part packs A once into its own slot
+ * and runs the loop nest on its columns of each product it covers, reading that packed A
+ * ("_sa"). Until 2026-12-06 the products ran one after another: three hand-offs, and A
+ * packed once per product. Each element is still summed by one tile in the same k blocks
+ * in the same order, so the bits are those of the products alone, for any thread count.
+ * Only for A of one block (m ≤ mc, k ≤ kc): the part's packed A is then one block too. */
+enum { GEMM_GROUP_MAX = 8 };
+
+/* The group's layout: tiles per product (along n), all tiles, scratch slots (the most
+ * parts it is cut into). */
+typedef struct group_split {
+    int64_t tiles_per, tiles, parts;
+} group_split;
+
+static group_split group_split_for(gemm_tile t, const kiln_gemm_shape *s, int count) {
+    int64_t per_product = (s->n + t.nr - 1) / t.nr, tiles = per_product * count;
+    return (group_split){per_product, tiles, tiles < KILN_MAX_THREADS ? tiles : KILN_MAX_THREADS};
+}
+
+bool kiln_gemm_group_ok(const kiln_target *target, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                        int count) {
+    gemm_tile t = tile_for(target);
+    if (epi_trivial(e)) e = NULL;
+    if (count < 2 || count > GEMM_GROUP_MAX || s->m <= 0 || s->n <= 0 || s->k <= 0 || gemm_use_small(t, s))
+        return false;
+    if (e && e->accumulate) return false;  /* C holds the values to add to: the products alone */
+    gemm_blocks bl = blocks_for(t, s);
+    return bl.mc >= s->m && bl.kc >= s->k && (double)s->m * (double)s->n * (double)s->k * count >= GEMM_PARALLEL_MIN;
+}
+
+int64_t kiln_gemm_group_scratch_floats(const kiln_target *target, const kiln_gemm_shape *s,
+                                       const kiln_gemm_epilogue *e, int count) {
+    if (!kiln_gemm_group_ok(target, s, e, count)) return 0;
+    gemm_tile t = tile_for(target);
+    return group_split_for(t, s, count).parts * slot_floats(blocks_for(t, s), SHARED_NONE);
+}
+
+/*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, ops, -, scratch}
+ * parts [begin, end) of one per thread (at most the slots): A packed into slot `begin`,
+ * then the tiles the parts cover (even_first_tile over all the products' column tiles),
+ * product by product, each piece one call of the "_sa" loop nest on its columns reading
+ * that packed A, packing its B into the rest of the slot. ops holds count × {b, c, bias,
+ * p, r}. */
+static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                                        const char *gemm_name, LLVMValueRef loops, int count) {
+    char name[320];
+    snprintf(name, sizeof name, "%s.part", gemm_name);
+    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
+    static const char *const names[] = {"ctx", "begin", "end"};
+    LLVMValueRef fn;
+    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
+    gemm_blocks bl = blocks_for(g.t, s);
+    group_split gs = group_split_for(g.t, s, count);
+    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[4];
+    for (int i = 0; i < 4; i++)
+        v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
+    LLVMValueRef threads = part_threads(&g, (gemm_split){false, gs.parts, 0, true});
+    LLVMValueRef t0 = even_first_tile(&g, begin, threads, gs.tiles), t1 = even_first_tile(&g, end, threads, gs.tiles);
+    LLVMBasicBlockRef work = block(&g, "work"), none = block(&g, "none");
+    branch(&g, lt(&g, t0, t1), work, none);
+    /* A, one block, into the slot: as the loop nest would pack block (0, 0) */
+    LLVMValueRef ap = at(&g, v[3], mul(&g, begin, k64(&g, slot_floats(bl, SHARED_NONE))));
+    LLVMValueRef bp = at(&g, ap, k64(&g, packed_a_floats(bl)));
+    operand pa = {.lanes_contiguous = s->trans_a, .width = g.t.mr, .src = v[0], .ld = k64(&g, s->lda),
+                  .lim = k64(&g, s->m)};
+    pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
+    emit_pack(&g, &pa, k64(&g, 0), k64(&g, s->m), k64(&g, 0), k64(&g, s->k), ap);
+    LLVMValueRef per = k64(&g, gs.tiles_per), zero = k64(&g, 0), one = k64(&g, 1), nr = k64(&g, g.t.nr);
+    loop lq = loop_begin(&g, zero, k64(&g, count), 1, "q");
+    LLVMValueRef q0 = mul(&g, lq.iv, per);  /* product q's first tile */
+    LLVMValueRef lo = LLVMBuildSelect(g.b, lt(&g, t0, q0), q0, t0, "");
+    LLVMValueRef hi = smin(&g, t1, add(&g, q0, per));
+    LLVMBasicBlockRef piece = block(&g, "piece"), next = block(&g, "next");
+    branch(&g, lt(&g, lo, hi), piece, next);
+    LLVMValueRef op[5];
+    for (int i = 0; i < 5; i++) {
+        LLVMValueRef idx = add(&g, mul(&g, lq.iv, k64(&g, 5)), k64(&g, i));
+        op[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, v[1], &idx, 1, ""), 8);
+    }
+    LLVMValueRef first = mul(&g, sub(&g, lo, q0), nr);  /* the piece's first column */
+    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, sub(&g, hi, q0), nr), k64(&g, s->n)), first);
+    LLVMValueRef b = at(&g, op[0], mul(&g, first, k64(&g, s->trans_b ? s->ldb : 1)));
+    LLVMValueRef c = at(&g, op[1], first);
+    LLVMValueRef args[23] = {v[0], b, c, bp, k64(&g, s->m), lanes, k64(&g, s->k), k64(&g, s->lda),
+                             k64(&g, s->ldb), k64(&g, s->ldc), k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
+    unsigned n_args = e ? 21 : 13;
+    if (e) {  /* the bias row, P and R move with the columns (no partial sums: kiln_gemm_group_ok) */
+        epi_args ea = shape_epi_args(&g, s, e, v[3], op[2], op[3], op[4]);
+        ea.p = at_ij(&g, ea.p, zero, first, ea.ldp);
+        ea.r = at_ij(&g, ea.r, zero, first, ea.ldr);
+        ea.bias = at_ij(&g, ea.bias, zero, first, one);
+        epi_args_list(&ea, &args[13]);
+    }
+    args[n_args++] = ap;                                /* the packed A, read by "_sa" */
+    args[n_args++] = k64(&g, round_up(s->m, g.t.mr));  /* its lanes (one k block: unused) */
+    call(&g, loops, args, n_args);
+    LLVMBuildBr(g.b, next);
+    LLVMPositionBuilderAtEnd(g.b, next);
+    loop_end(&g, &lq);
+    LLVMBuildBr(g.b, none);
+    LLVMPositionBuilderAtEnd(g.b, none);
+    return function_end(&g);
+}
+
+LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, int count) {
+    if (epi_trivial(e)) e = NULL;
+    assert(kiln_gemm_group_ok(cg->target, s, e, count));
+    char prefix[32], name[256];
+    snprintf(prefix, sizeof prefix, "kiln_gemm_x%d", count);
+    gemm_name(s, e, prefix, name, sizeof name);
+    LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
+    if (existing) return existing;
+    gen g = gen_init(cg);
+    LLVMValueRef loops = loops_function(g, s->trans_a, s->trans_b, e, SHARED_A);  /* own builder */
+    LLVMValueRef part = group_part_function(g, s, e, name, loops, count);
+    group_split gs = group_split_for(g.t, s, count);
+    /* void NAME(const float *a, float *scratch, ptr ops) */
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr};
+    const char *names[] = {"a", "scratch", "ops"};
+    function_begin(&g, name, 3, params, names, &existing);
+    add_attr(&g, 1, "readonly");
+    add_attr(&g, 3, "readonly");
+    /* kiln_parallel_for(part, &{a, ops, -, scratch}, one part per thread): one hand-off;
+     * on one thread one part, inline, A packed once for all the products */
+    LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, 4);
+    LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
+    LLVMValueRef vals[4] = {param(&g, 0), param(&g, 2), LLVMConstPointerNull(g.ptr), param(&g, 1)};
+    for (unsigned i = 0; i < 4; i++) {
+        LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
+        LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
+    }
+    LLVMTypeRef pf_params[] = {g.ptr, g.ptr, g.i64};
+    LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 3, 0);
+    LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for");
+    if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for", pf_ty);
+    LLVMValueRef args[] = {part, ctx, part_threads(&g, (gemm_split){false, gs.parts, 0, true})};
+    LLVMBuildCall2(g.b, pf_ty, pf, args, 3, "");
     return function_end(&g);
 }

@@ -107,11 +107,17 @@ void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, con
     for (uint32_t k = 0; s && k < s->n_kernels; k++) {
         const kiln_kernel *kn = &s->kernels[k];
         if (kn->kind != KILN_KERNEL_GEMM) continue;
+        gemm_kernel gks[8];
+        KILN_ASSERT(kn->parts >= 1 && kn->parts <= 8);
         for (uint32_t q = 0; q < kn->parts; q++) {
-            gemm_kernel gk;
-            gemm_kernel_describe_part(g, s, k, q, &gk);
-            if (gk.colsum != KILN_NONE) bytes[gk.colsum] = 0;
-            if (q > 0) bytes[gk.mm] = 0;
+            gemm_kernel_describe_part(g, s, k, q, &gks[q]);
+            if (gks[q].colsum != KILN_NONE) bytes[gks[q].colsum] = 0;
+            if (q > 0) bytes[gks[q].mm] = 0;
+        }
+        /* parts run as one job (kiln_cg_gemm_group) need the group's scratch */
+        if (kn->parts > 1 && bytes[gks[0].mm] > 0) {
+            int64_t group = gemm_kernel_parts_scratch_bytes(t, gks, kn->parts);
+            if (group > bytes[gks[0].mm]) bytes[gks[0].mm] = group;
         }
     }
     /* an attention kernel needs its group's scratch, once: on its first node */

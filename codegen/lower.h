@@ -355,6 +355,9 @@ LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *
 LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gks,
                                      uint32_t parts, bool has_scratch);
 bool gemm_kernel_key(const kiln_graph *g, const gemm_kernel *gk, bool has_scratch, char *buf, size_t size);
+/* The scratch bytes such a kernel needs (its first part's GEMM's, or its group job's when
+ * its parts run as one: kiln_cg_gemm_group). */
+int64_t gemm_kernel_parts_scratch_bytes(const kiln_target *t, const gemm_kernel *gks, uint32_t parts);
 
 /* ---- lower_loop.c: a LOOP kernel of the schedule ----------------------------------- */
 

@@ -136,6 +136,111 @@ LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *
     return lower_gemm_kernel_parts(cg, gemm_cg, g, gk, 1, has_scratch);
 }
 
+/* Whether the parts of a GEMM kernel can run as one group job (kiln_cg_gemm_group): one
+ * shape and one epilogue (fuse.c's siblings have them; checked here all the same) that
+ * the group accepts. Whether they read the same A is known only from the pointers, at
+ * run time (siblings may share B instead, or read A through different views). */
+static bool same_product(const gemm_kernel *x, const gemm_kernel *y)
+{
+    const kiln_gemm_shape *s = &x->shape, *t = &y->shape;
+    const kiln_gemm_epilogue *e = &x->epi, *f = &y->epi;
+    return s->m == t->m && s->n == t->n && s->k == t->k && s->trans_a == t->trans_a && s->trans_b == t->trans_b &&
+           s->lda == t->lda && s->ldb == t->ldb && s->ldc == t->ldc && e->accumulate == f->accumulate &&
+           e->scale == f->scale && e->bias == f->bias && e->pre_out == f->pre_out && e->act == f->act &&
+           e->residual == f->residual && (!e->pre_out || e->ldp == f->ldp) && (!e->residual || e->ldr == f->ldr);
+}
+
+static bool parts_as_group(const kiln_target *t, const gemm_kernel *gks, uint32_t parts)
+{
+    if (parts < 2) return false;
+    for (uint32_t q = 1; q < parts; q++)
+        if (!same_product(&gks[0], &gks[q])) return false;
+    return kiln_gemm_group_ok(t, &gks[0].shape, &gks[0].epi, (int)parts);
+}
+
+int64_t gemm_kernel_parts_scratch_bytes(const kiln_target *t, const gemm_kernel *gks, uint32_t parts)
+{
+    int64_t floats = kiln_gemm_epi_scratch_floats(t, &gks[0].shape, &gks[0].epi);
+    if (parts_as_group(t, gks, parts)) {
+        int64_t group = kiln_gemm_group_scratch_floats(t, &gks[0].shape, &gks[0].epi, (int)parts);
+        if (group > floats) floats = group;
+    }
+    return floats * KILN_ELEM_BYTES;
+}
+
+/* One part's pointers, read off the kernel's parameters from *at on. */
+typedef struct part_ptrs {
+    LLVMValueRef c, pre, a, b, bias, res, sums;
+} part_ptrs;
+
+static part_ptrs take_part_ptrs(LLVMValueRef fn, const gemm_kernel *gk, unsigned *at)
+{
+    part_ptrs p = {0};
+    p.c = LLVMGetParam(fn, (*at)++);
+    if (gk->epi.pre_out) p.pre = LLVMGetParam(fn, (*at)++);
+    p.a = LLVMGetParam(fn, (*at)++);
+    p.b = LLVMGetParam(fn, (*at)++);
+    if (gk->epi.bias) p.bias = LLVMGetParam(fn, (*at)++);
+    if (gk->epi.residual) p.res = LLVMGetParam(fn, (*at)++);
+    if (gk->colsum != KILN_NONE) p.sums = LLVMGetParam(fn, (*at)++);
+    return p;
+}
+
+/* The parts one after another, sharing the scratch. */
+static void emit_parts_in_turn(kiln_cg *cg, kiln_cg *gemm_cg, const gemm_kernel *gks, const part_ptrs *pp,
+                               uint32_t parts, LLVMValueRef scratch)
+{
+    for (uint32_t q = 0; q < parts; q++) {
+        const gemm_kernel *gk = &gks[q];
+        if (gk->shape.m <= 0 || gk->shape.n <= 0) continue;
+        LLVMValueRef gemm = lower_gemm_declare(cg, kiln_cg_gemm_epi(gemm_cg, &gk->shape, &gk->epi));
+        /* (a, b, c, scratch, [bias], [pre_out], [residual]) */
+        LLVMValueRef args[7] = {pp[q].a, pp[q].b, pp[q].c, scratch};
+        unsigned n = 4;
+        if (pp[q].bias) args[n++] = pp[q].bias;
+        if (pp[q].pre) args[n++] = pp[q].pre;
+        if (pp[q].res) args[n++] = pp[q].res;
+        LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
+    }
+}
+
+/* if (every part's A is the first's) group(a, scratch, ops) else the parts in turn; ops
+ * = parts × {b, c, bias, pre_out, residual} on the stack. */
+static void emit_parts_grouped(kiln_cg *cg, kiln_cg *gemm_cg, const gemm_kernel *gks, const part_ptrs *pp,
+                               uint32_t parts, LLVMValueRef scratch)
+{
+    LLVMValueRef fn = LLVMGetBasicBlockParent(LLVMGetInsertBlock(cg->b));
+    LLVMValueRef same = LLVMConstInt(LLVMInt1TypeInContext(cg->ctx), 1, 0);
+    for (uint32_t q = 1; q < parts; q++)
+        same = LLVMBuildAnd(cg->b, same, LLVMBuildICmp(cg->b, LLVMIntEQ, pp[q].a, pp[0].a, ""), "");
+    LLVMBasicBlockRef one = LLVMAppendBasicBlockInContext(cg->ctx, fn, "one_job");
+    LLVMBasicBlockRef apart = LLVMAppendBasicBlockInContext(cg->ctx, fn, "in_turn");
+    LLVMBasicBlockRef done = LLVMAppendBasicBlockInContext(cg->ctx, fn, "done");
+    LLVMBuildCondBr(cg->b, same, one, apart);
+
+    LLVMPositionBuilderAtEnd(cg->b, one);
+    LLVMTypeRef ops_ty = LLVMArrayType2(cg->t_ptr, parts * 5);
+    LLVMValueRef ops = LLVMBuildAlloca(cg->b, ops_ty, "ops");
+    LLVMValueRef null = LLVMConstPointerNull(cg->t_ptr);
+    for (uint32_t q = 0; q < parts; q++) {
+        LLVMValueRef v[5] = {pp[q].b, pp[q].c, pp[q].bias ? pp[q].bias : null, pp[q].pre ? pp[q].pre : null,
+                             pp[q].res ? pp[q].res : null};
+        for (uint32_t i = 0; i < 5; i++) {
+            LLVMValueRef idx[] = {cg_i64(cg, 0), cg_i64(cg, q * 5 + i)};
+            LLVMBuildStore(cg->b, v[i], LLVMBuildInBoundsGEP2(cg->b, ops_ty, ops, idx, 2, ""));
+        }
+    }
+    LLVMValueRef group = lower_gemm_declare(cg, kiln_cg_gemm_group(gemm_cg, &gks[0].shape, &gks[0].epi, (int)parts));
+    LLVMValueRef args[3] = {pp[0].a, scratch, ops};
+    LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(group), group, args, 3, "");
+    LLVMBuildBr(cg->b, done);
+
+    LLVMPositionBuilderAtEnd(cg->b, apart);
+    emit_parts_in_turn(cg, gemm_cg, gks, pp, parts, scratch);
+    LLVMBuildBr(cg->b, done);
+    LLVMPositionBuilderAtEnd(cg->b, done);
+}
+
 LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gks,
                                      uint32_t parts, bool has_scratch)
 {
@@ -146,27 +251,17 @@ LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_g
     for (uint32_t q = 0; q < parts; q++) n_ptrs += (unsigned)gks[q].n_args;
     LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, n_ptrs);
     LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, n_ptrs - 1) : LLVMConstPointerNull(cg->t_ptr);
+    part_ptrs pp[8];
+    KILN_ASSERT(parts <= 8);
     unsigned at = 0;
-    for (uint32_t q = 0; q < parts; q++) { /* one after another, sharing the scratch */
-        const gemm_kernel *gk = &gks[q];
-        LLVMValueRef gemm = lower_gemm_declare(cg, kiln_cg_gemm_epi(gemm_cg, &gk->shape, &gk->epi));
-        LLVMValueRef c = LLVMGetParam(fn, at++), pre = gk->epi.pre_out ? LLVMGetParam(fn, at++) : NULL;
-        LLVMValueRef a = LLVMGetParam(fn, at++), b = LLVMGetParam(fn, at++);
-        LLVMValueRef bias = gk->epi.bias ? LLVMGetParam(fn, at++) : NULL;
-        LLVMValueRef res = gk->epi.residual ? LLVMGetParam(fn, at++) : NULL;
-        LLVMValueRef sums = gk->colsum != KILN_NONE ? LLVMGetParam(fn, at++) : NULL;
-        /* the bias gradient first: it brings the operand into cache for the GEMM's packing */
-        if (sums) emit_colsum(cg, gk, sums, a, b);
-        if (gk->shape.m > 0 && gk->shape.n > 0) {
-            /* (a, b, c, scratch, [bias], [pre_out], [residual]) */
-            LLVMValueRef args[7] = {a, b, c, scratch};
-            unsigned n = 4;
-            if (bias) args[n++] = bias;
-            if (pre) args[n++] = pre;
-            if (res) args[n++] = res;
-            LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
-        }
-    }
+    for (uint32_t q = 0; q < parts; q++) pp[q] = take_part_ptrs(fn, &gks[q], &at);
+    /* the bias gradients first: each brings its operand into cache for the packing */
+    for (uint32_t q = 0; q < parts; q++)
+        if (pp[q].sums) emit_colsum(cg, &gks[q], pp[q].sums, pp[q].a, pp[q].b);
+    if (has_scratch && parts_as_group(cg->target, gks, parts))
+        emit_parts_grouped(cg, gemm_cg, gks, pp, parts, scratch);
+    else
+        emit_parts_in_turn(cg, gemm_cg, gks, pp, parts, scratch);
     LLVMBuildRetVoid(cg->b);
     return fn;
 }

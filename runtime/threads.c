@@ -41,8 +41,11 @@
  * chunks by who ran them, the workers' and the caller's sleeps, and the nanoseconds from
  * publishing a job to a worker's first look at it and from the caller's last chunk to the
  * job's end, and the workers' first looks made on the CPU the caller published from (the
- * two threads then take turns on one CPU) — what gemm_bench --pool-stats prints per GEMM
- * call.
+ * two threads then take turns on one CPU), the ns from publishing to the end of phase 1,
+ * and the CPU ns (the thread's CPU clock: preemption does not count) spent in phase 1's
+ * chunks (a GEMM's packing of its shared operand) and by the caller and the workers in
+ * all chunks, the wall ns of the same, and the wall ns phase-2 chunks waited for phase 1
+ * — what gemm_bench --pool-stats prints per GEMM call.
  *
  * kiln_threads_set must not race with kiln_parallel_for; the driver and exported
  * libraries call it between runs. libc and pthreads only (it is in exported libraries).
@@ -102,7 +105,8 @@ static inline void cpu_relax(void) {
 }
 
 enum { ST_CALLS, ST_CALLER_CHUNKS, ST_WORKER_CHUNKS, ST_WORKER_SLEEPS, ST_CALLER_SLEEPS, ST_START_NS, ST_TAIL_NS,
-       ST_SAME_CPU };
+       ST_SAME_CPU, ST_PHASE1_NS, ST_PHASE1_RUN_NS, ST_CALLER_RUN_NS, ST_WORKER_RUN_NS, ST_CALLER_WALL_NS,
+       ST_WORKER_WALL_NS, ST_PHASE_WAIT_NS };
 
 static inline int current_cpu(void) {
 #if defined(__linux__)
@@ -117,10 +121,17 @@ static uint64_t now_ns(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
+/* CPU time of the calling thread: what a chunk's work cost, which preemption on a busy
+ * machine does not inflate (statistics only) */
+static uint64_t cpu_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
 static inline bool stats_on(void) { return atomic_load_explicit(&pool.stats_on, memory_order_relaxed); }
 static inline void stat_add(int i, uint64_t v) { atomic_fetch_add_explicit(&pool.st[i], v, memory_order_relaxed); }
 
-static void finish_one(int count);
+static int finish_one(int count);
 
 /* Claims and runs chunks of the current job until none is left. A successful claim is
  * of the job whose record is in the pool, and that record stays until the chunk is done.
@@ -132,32 +143,49 @@ static void run_chunks(bool caller) {
         if (i >= chunks) return;
         if (!atomic_compare_exchange_weak(&pool.claim, &c, c + 1)) continue;  /* c reloaded */
         int c1 = pool.chunks1;
+        uint64_t t0 = stats_on() ? cpu_ns() : 0, w0 = stats_on() ? now_ns() : 0;
         if (i < c1) {
             int64_t begin = pool.n_items * i / c1, end = pool.n_items * (i + 1) / c1;
             if (begin < end) pool.fn(pool.ctx, begin, end);
+            if (stats_on()) stat_add(ST_PHASE1_RUN_NS, cpu_ns() - t0);
         } else {
             for (int s = 0; atomic_load(&pool.done) < c1; s++) {
                 if (s < SPIN_ROUNDS) cpu_relax();
                 else sched_yield();  /* the thread finishing phase 1 was descheduled */
             }
+            if (stats_on()) {  /* the wait for phase 1 is not the chunk's work */
+                uint64_t w = now_ns();
+                stat_add(ST_PHASE_WAIT_NS, w - w0);
+                t0 = cpu_ns(), w0 = w;
+            }
             int j = i - c1, c2 = chunks - c1;
             int64_t begin = pool.n_items2 * j / c2, end = pool.n_items2 * (j + 1) / c2;
             if (begin < end) pool.fn2(pool.ctx, begin, end);
         }
-        if (stats_on()) stat_add(caller ? ST_CALLER_CHUNKS : ST_WORKER_CHUNKS, 1);
-        finish_one(chunks);
+        if (stats_on()) {
+            uint64_t t1 = now_ns(), published = atomic_load_explicit(&pool.publish_ns, memory_order_relaxed);
+            stat_add(caller ? ST_CALLER_CHUNKS : ST_WORKER_CHUNKS, 1);
+            stat_add(caller ? ST_CALLER_RUN_NS : ST_WORKER_RUN_NS, cpu_ns() - t0);
+            stat_add(caller ? ST_CALLER_WALL_NS : ST_WORKER_WALL_NS, t1 - w0);
+            if (finish_one(chunks) == c1 - 1 && i < c1 && c1 < chunks)  /* phase 1's last chunk */
+                stat_add(ST_PHASE1_NS, t1 - published);
+        } else {
+            finish_one(chunks);
+        }
         c = atomic_load(&pool.claim);
     }
 }
 
 /* A job is over when `done` reaches its count; the thread that gets it there wakes the
- * caller in case it sleeps. */
-static void finish_one(int count) {
-    if (atomic_fetch_add(&pool.done, 1) == count - 1) {
+ * caller in case it sleeps. Returns the count of chunks done before this one. */
+static int finish_one(int count) {
+    int before = atomic_fetch_add(&pool.done, 1);
+    if (before == count - 1) {
         pthread_mutex_lock(&pool.mu);
         pthread_cond_signal(&pool.done_cv);
         pthread_mutex_unlock(&pool.mu);
     }
+    return before;  /* chunks done before this one */
 }
 
 static void *worker_main(void *arg) {

@@ -139,9 +139,12 @@ void kiln_parallel_for2(void (*fn1)(void *ctx, int64_t begin, int64_t end), int6
 /* kiln_threads_stats(out, enable): out (if not NULL) receives and resets, since the last
  * call, {jobs published, chunks run by the caller, by the workers, worker sleeps, caller sleeps, ns from publishing to the workers' first look
  * (summed over wakes), ns the caller waited after its own share, workers' first looks
- * made on the CPU the caller published from}; then turns counting on or off (off at the
- * start: counting reads the clock). A diagnostic for gemm_bench. */
-enum { KILN_THREADS_STATS = 8 };
+ * made on the CPU the caller published from, ns from publishing to the end of phase 1
+ * (kiln_parallel_for2), CPU ns in phase 1's chunks (all threads), CPU ns the caller and
+ * the workers spent in chunks, wall ns of the same, wall ns phase-2 chunks waited for
+ * phase 1}; then turns counting on or off (off at the start: counting
+ * reads the clock). A diagnostic for gemm_bench. */
+enum { KILN_THREADS_STATS = 15 };
 void kiln_threads_stats(int64_t out[KILN_THREADS_STATS], int enable);
 
 /* ---- per-kernel profiling (runtime/profile.c; not in exported libraries) ------------ */

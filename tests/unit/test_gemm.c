@@ -302,19 +302,16 @@ static void test_scratch_sizes(void **state) {
     kiln_gemm_epilogue acc = {.accumulate = true};
     assert_int_equal(kiln_gemm_epi_scratch_floats(&avx512, &seven, &acc), 7 * 100 / 16 * 16 + 16);
     /* blocks are balanced: m 1000 = 504 + 496, k 400 = 208 + 192, n 700 = 256 + 256 + 188;
-     * m·n·k ≥ 2^18 splits the 84 row tiles into 8 parts of 11, one packing slot of A each;
-     * B is packed once for all of them (n rounded to 704 × k) */
+     * m·n·k ≥ 2^18 gives one part per thread, up to 8 scratch slots, each packing its
+     * own A block and B block (nothing is shared between parts) */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 704 * 400 + 8 * (504 * 208));
-    /* B shared up to 2^22 floats packed (3008 × 400 here); above, each slot packs its own */
-    kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672 */
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 3008 * 400 + 8 * (672 * 208));
-    kiln_gemm_shape wider = {20000, 12000, 400, false, false, 400, 12000, 12000};  /* 12000 × 400 > 2^22 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (504 * 208 + 256 * 208));
+    kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672, n 10 × 320 */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 8 * (672 * 208 + 320 * 208));
+    kiln_gemm_shape wider = {20000, 12000, 400, false, false, 400, 12000, 12000};
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wider), 8 * (960 * 208 + 320 * 208));
-    /* split along n (more column tiles than row tiles): A packed once (m rounded to 108 ×
-     * k), one slot of B per part */
-    kiln_gemm_shape tall = {100, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &tall), 108 * 400 + 8 * (256 * 208));
+    kiln_gemm_shape flat = {100, 700, 400, false, false, 400, 700, 700};  /* A one block of 108 rows */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &flat), 8 * (108 * 208 + 256 * 208));
     kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &small), 48 * 40 + 64 * 40);
     /* large shapes are bounded by the blocks (× the parts), not the matrices */
@@ -373,9 +370,10 @@ static void test_targets_agree(void **state) {
 }
 
 /* Products big enough to be split across threads give the same bits for 1, 2, 3, 5 and
- * 8 threads (one part per thread, tiles shared out unevenly when they do not divide, and
- * fewer parts than threads when the tiles run out): parts along m and along n, all four
- * transposes, padded strides, partial last parts and tiles. */
+ * 8 threads, in either partition scheme (one part per thread, tiles shared out unevenly
+ * when they do not divide, fewer parts than threads when the slots run out; or guided
+ * parts around a shared operand): parts along m and along n, all four transposes,
+ * padded strides, partial last parts and tiles. */
 static void test_threads_bit_identical(void **state) {
     static const kiln_gemm_shape shapes[] = {
         {300, 200, 150, false, false, 150, 200, 200},   /* split along m */
@@ -384,15 +382,20 @@ static void test_threads_bit_identical(void **state) {
         {130, 500, 431, true, false, 131, 502, 500},
         {1000, 45, 400, false, false, 400, 45, 45},      /* one thread: the bo nest, */
         {1000, 400, 400, true, true, 1003, 403, 401},    /* B by the transposer */
+        {256, 300, 200, false, false, 200, 300, 300},   /* A the smaller operand: along n */
     };
-    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
-        const kiln_gemm_shape *s = &shapes[si];
+    /* each shape twice: one part per thread, and the guided parts around a shared operand
+     * that KILN_GEMM_TUNE=perthread=0 still compiles (codegen/gemm.c, gemm_split_for) */
+    for (size_t si = 0; si < 2 * (sizeof shapes / sizeof shapes[0]); si++) {
+        const kiln_gemm_shape *s = &shapes[si / 2];
+        if (si % 2) setenv("KILN_GEMM_TUNE", "perthread=0", 1);
         gemm_fn fn = compile(&g_host, s, "default<O3>");
         int64_t na = (s->trans_a ? s->k : s->m) * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb, nc = s->m * s->ldc;
         float *a = alloc64(na), *b = alloc64(nb), *want = alloc64(nc), *got = alloc64(nc);
         for (int64_t i = 0; i < na; i++) a[i] = rand_pm1();
         for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
         float *scratch = alloc64(kiln_gemm_scratch_floats(&g_host, s));
+        unsetenv("KILN_GEMM_TUNE");
         memset(want, 0, sizeof(float) * (size_t)nc);
         assert_int_equal(kiln_threads_set(1), 0);
         fn(a, b, want, scratch);
@@ -695,6 +698,123 @@ static void run_epi_case(void **state) {
     guarded_free(&bias);
 }
 
+/* ---- sibling products: kiln_cg_gemm_group ------------------------------------------- */
+
+typedef void (*group_fn)(const float *a, float *scratch, void *const *ops);
+
+/* A module with kiln_cg_gemm_group's function behind an exported wrapper (a, scratch, ops). */
+static group_fn compile_group(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, int count) {
+    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+    kiln_cg cg;
+    cg_init_in_context(&cg, t, LLVMOrcThreadSafeContextGetContext(tsc), "test_gemm");
+    char name[32];
+    snprintf(name, sizeof name, "entry%d", g_next_entry++);
+    LLVMTypeRef params[] = {cg.t_ptr, cg.t_ptr, cg.t_ptr};
+    LLVMValueRef entry = LLVMAddFunction(cg.mod, name, LLVMFunctionType(cg.t_void, params, 3, 0));
+    LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(cg.ctx, entry, "entry"));
+    LLVMValueRef group = kiln_cg_gemm_group(&cg, s, e, count);
+    assert_ptr_equal(kiln_cg_gemm_group(&cg, s, e, count), group);
+    LLVMValueRef args[] = {LLVMGetParam(entry, 0), LLVMGetParam(entry, 1), LLVMGetParam(entry, 2)};
+    LLVMBuildCall2(cg.b, LLVMGlobalGetValueType(group), group, args, 3, "");
+    LLVMBuildRetVoid(cg.b);
+    LLVMDisposeBuilder(cg.b);
+    char *msg = NULL;
+    if (LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg)) fail_msg("invalid module: %s", msg);
+    LLVMDisposeMessage(msg);
+    LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+    check_error(LLVMRunPasses(cg.mod, "function(instcombine<no-verify-fixpoint>,simplifycfg)", t->tm, opts));
+    LLVMDisposePassBuilderOptions(opts);
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg.mod, tsc);
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    check_error(LLVMOrcLLJITAddLLVMIRModule(g_jit, LLVMOrcLLJITGetMainJITDylib(g_jit), tsm));
+    LLVMOrcExecutorAddress addr = 0;
+    check_error(LLVMOrcLLJITLookup(g_jit, &addr, name));
+    return (group_fn)(uintptr_t)addr;
+}
+
+/* `count` products reading one A as one job give every C and P the bits of
+ * kiln_cg_gemm_epi's function for each product alone, on 1, 2, 3, 5 and 8 threads
+ * (parts that span two products, partial tiles at each product's edge, padded strides);
+ * the padding keeps its sentinel and the scratch stays within its size. */
+static void test_group_bit_identical(void **state) {
+    static const struct {
+        kiln_gemm_shape s;
+        unsigned flags;
+        kiln_gemm_act act;
+        int count;
+    } cases[] = {
+        {{256, 384, 384, false, false, 384, 384, 384}, EPI_BIAS, KILN_GEMM_ACT_NONE, 3},  /* a QKV kernel */
+        {{50, 70, 130, false, true, 131, 133, 75}, EPI_BIAS | EPI_PRE | EPI_RES, KILN_GEMM_ACT_GELU_TANH, 3},
+        {{100, 40, 300, true, false, 101, 41, 43}, 0, KILN_GEMM_ACT_NONE, 2},  /* plain: B packed by the tiles */
+        {{30, 200, 64, false, false, 64, 200, 200}, EPI_SCALE | EPI_BIAS, KILN_GEMM_ACT_RELU, 4},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const kiln_gemm_shape *s = &cases[ci].s;
+        int count = cases[ci].count;
+        unsigned f = cases[ci].flags;
+        kiln_gemm_epilogue e = {.scale = f & EPI_SCALE ? epi_scale() : 0, .bias = f & EPI_BIAS, .pre_out = f & EPI_PRE,
+                                .act = cases[ci].act, .residual = f & EPI_RES, .ldp = s->n + 2, .ldr = s->n + 3};
+        assert_true(kiln_gemm_group_ok(&g_host, s, &e, count));
+        group_fn group = compile_group(&g_host, s, &e, count);
+        epi_fn alone = (epi_fn)compile_epi(&g_host, s, &e, "function(instcombine<no-verify-fixpoint>,simplifycfg)");
+        int64_t na = (s->trans_a ? s->k : s->m) * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb;
+        int64_t nc = s->m * s->ldc, np = s->m * e.ldp, nr = s->m * e.ldr;
+        float *a = alloc64(na), *b[8], *bias[8], *r[8], *want_c[8], *want_p[8], *c[8], *p[8];
+        for (int64_t i = 0; i < na; i++) a[i] = rand_pm1();
+        int64_t n_scratch = kiln_gemm_group_scratch_floats(&g_host, s, &e, count);
+        int64_t n_alone = kiln_gemm_epi_scratch_floats(&g_host, s, &e);
+        float *scratch = alloc64((n_scratch > n_alone ? n_scratch : n_alone) + GUARD);
+        void *ops[8 * 5];
+        assert_int_equal(kiln_threads_set(1), 0);
+        for (int q = 0; q < count; q++) {
+            b[q] = alloc64(nb), bias[q] = alloc64(s->n), r[q] = alloc64(nr);
+            want_c[q] = alloc64(nc), want_p[q] = alloc64(np), c[q] = alloc64(nc), p[q] = alloc64(np);
+            for (int64_t i = 0; i < nb; i++) b[q][i] = rand_pm1();
+            for (int64_t i = 0; i < s->n; i++) bias[q][i] = rand_pm1();
+            for (int64_t i = 0; i < nr; i++) r[q][i] = rand_pm1();
+            for (int64_t i = 0; i < nc; i++) want_c[q][i] = SENTINEL;
+            for (int64_t i = 0; i < np; i++) want_p[q][i] = SENTINEL;
+            alone(a, b[q], want_c[q], scratch, bias[q], p[q] = want_p[q], r[q]);
+            void *o[5] = {b[q], c[q], e.bias ? bias[q] : NULL, e.pre_out ? p[q] : NULL, e.residual ? r[q] : NULL};
+            memcpy(&ops[q * 5], o, sizeof o);
+        }
+        for (int q = 0; q < count; q++) {  /* p[q] was the reference's P for the call above */
+            p[q] = alloc64(np);
+            ops[q * 5 + 3] = e.pre_out ? p[q] : NULL;
+        }
+        static const int thread_counts[] = {1, 2, 3, 5, 8};
+        for (size_t ti = 0; ti < sizeof thread_counts / sizeof thread_counts[0]; ti++) {
+            assert_int_equal(kiln_threads_set(thread_counts[ti]), 0);
+            for (int64_t i = 0; i < n_scratch + GUARD; i++) scratch[i] = SENTINEL;
+            for (int q = 0; q < count; q++) {
+                for (int64_t i = 0; i < nc; i++) c[q][i] = SENTINEL;
+                for (int64_t i = 0; i < np; i++) p[q][i] = SENTINEL;
+            }
+            group(a, scratch, ops);
+            for (int q = 0; q < count; q++) {
+                assert_memory_equal(want_c[q], c[q], sizeof(float) * (size_t)nc);
+                if (e.pre_out) assert_memory_equal(want_p[q], p[q], sizeof(float) * (size_t)np);
+            }
+            for (int64_t i = n_scratch; i < n_scratch + GUARD; i++) assert_true(scratch[i] == SENTINEL);
+        }
+        assert_int_equal(kiln_threads_set(1), 0);
+        for (int q = 0; q < count; q++) {
+            free(b[q]), free(bias[q]), free(r[q]), free(want_c[q]), free(want_p[q]), free(c[q]), free(p[q]);
+        }
+        free(a);
+        free(scratch);
+    }
+    /* not a group: one product, A more than one block (m or k), accumulation */
+    kiln_gemm_shape qkv = {256, 384, 384, false, false, 384, 384, 384}, tall = {2048, 384, 384, false, false, 384, 384, 384};
+    kiln_gemm_epilogue plain = {0}, acc = {.accumulate = true};
+    assert_false(kiln_gemm_group_ok(&g_host, &qkv, &plain, 1));
+    assert_false(kiln_gemm_group_ok(&g_host, &tall, &plain, 3));
+    assert_false(kiln_gemm_group_ok(&g_host, &qkv, &acc, 3));
+    kiln_gemm_shape deep = {256, 384, 1536, false, false, 1536, 384, 384};
+    assert_false(kiln_gemm_group_ok(&g_host, &deep, &plain, 3));
+    assert_int_equal(kiln_gemm_group_scratch_floats(&g_host, &tall, &plain, 3), 0);
+}
+
 /* An all-default epilogue is the plain GEMM's function; each epilogue its own function,
  * sharing packers but not micro-kernels; equal epilogues share everything; the function
  * takes the optional pointers its flags ask for. */
@@ -923,7 +1043,7 @@ static void build_cases(void) {
 int main(void) {
     build_cases();
     build_epi_cases();
-    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 7];
+    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 8];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
@@ -932,6 +1052,7 @@ int main(void) {
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_threads_bit_identical);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_epilogue_functions);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_small_m_matches_general);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_group_bit_identical);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
