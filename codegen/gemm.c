@@ -1175,6 +1175,7 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
  * (checked anyway). */
 enum { GEMM_BO_N = 1152, GEMM_BO_MC = 96 };
 static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
+    if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     gemm_blocks bl = blocks_for(t, s);
     if (s->n > GEMM_BO_N || s->m <= bl.mc) return 0;
     int64_t mc = balanced(s->m, GEMM_BO_MC, t.mr);
@@ -1182,8 +1183,11 @@ static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
     return fits ? mc : 0;
 }
 
+/* The nest a split product runs when the pool has one thread: needed when the parts read
+ * a shared operand (its pass is skipped) or when B outer applies (the parts' nest has no
+ * bo; one part per thread packs B once per A block of the usual mc). */
 static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
-    if (sh == SHARED_NONE) return NULL;
+    if (sh == SHARED_NONE && !alone_bo_mc(g.t, s)) return NULL;
     return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, alone_bo_mc(g.t, s) > 0);
 }
 
