@@ -768,17 +768,17 @@ static void test_group_bit_identical(void **state) {
         assert_int_equal(kiln_threads_set(1), 0);
         for (int q = 0; q < count; q++) {
             b[q] = alloc64(nb), bias[q] = alloc64(s->n), r[q] = alloc64(nr);
-            want_c[q] = alloc64(nc), want_p[q] = alloc64(np), c[q] = alloc64(nc), p[q] = alloc64(np);
+            want_c[q] = alloc64(nc), want_p[q] = alloc64(np), c[q] = alloc64(nc);
             for (int64_t i = 0; i < nb; i++) b[q][i] = rand_pm1();
             for (int64_t i = 0; i < s->n; i++) bias[q][i] = rand_pm1();
             for (int64_t i = 0; i < nr; i++) r[q][i] = rand_pm1();
             for (int64_t i = 0; i < nc; i++) want_c[q][i] = SENTINEL;
             for (int64_t i = 0; i < np; i++) want_p[q][i] = SENTINEL;
-            alone(a, b[q], want_c[q], scratch, bias[q], p[q] = want_p[q], r[q]);
-            void *o[5] = {b[q], c[q], e.bias ? bias[q] : NULL, e.pre_out ? p[q] : NULL, e.residual ? r[q] : NULL};
+            alone(a, b[q], want_c[q], scratch, bias[q], want_p[q], r[q]);
+            void *o[5] = {b[q], c[q], e.bias ? bias[q] : NULL, NULL /* P: below */, e.residual ? r[q] : NULL};
             memcpy(&ops[q * 5], o, sizeof o);
         }
-        for (int q = 0; q < count; q++) {  /* p[q] was the reference's P for the call above */
+        for (int q = 0; q < count; q++) {  /* the group's P, apart from the reference's */
             p[q] = alloc64(np);
             ops[q * 5 + 3] = e.pre_out ? p[q] : NULL;
         }
