@@ -1336,12 +1336,8 @@ static LLVMValueRef part_first_tile(gen *g, LLVMValueRef i, LLVMValueRef threads
  * bias, when the split is along n) move with C. */
 static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *gemm_name,
                                   LLVMValueRef loops) {
-    char name[320];
-    snprintf(name, sizeof name, "%s.part", gemm_name);
-    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
-    static const char *const names[] = {"ctx", "begin", "end"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
+    if (!part_function_begin(&g, gemm_name, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
     gemm_split sp = gemm_split_for(g.t, s);
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[7];
@@ -1599,12 +1595,8 @@ int64_t kiln_gemm_group_scratch_floats(const kiln_target *target, const kiln_gem
  * p, r}. */
 static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                                         const char *gemm_name, LLVMValueRef loops, int count) {
-    char name[320];
-    snprintf(name, sizeof name, "%s.part", gemm_name);
-    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
-    static const char *const names[] = {"ctx", "begin", "end"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
+    if (!part_function_begin(&g, gemm_name, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
     group_split gs = group_split_for(g.t, s, count);
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[4];

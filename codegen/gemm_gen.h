@@ -7,6 +7,7 @@
 #include <assert.h>
 #include <inttypes.h>
 #include <string.h>
+#include <stdio.h> /* snprintf: part_function_begin */
 
 #include <llvm-c/DebugInfo.h> /* LLVMTemporaryMDNode: loop hints */
 
@@ -229,6 +230,16 @@ static inline bool function_begin(gen *g, const char *name, unsigned n, const LL
     g->b = LLVMCreateBuilderInContext(g->ctx);
     LLVMPositionBuilderAtEnd(g->b, block(g, "entry"));
     return true;
+}
+
+/* Starts a product's part function, `void GEMM.part(ptr ctx, i64 begin, i64 end)`: the
+ * pool runs it on parts [begin, end) (kiln_parallel_for2). As function_begin. */
+static inline bool part_function_begin(gen *g, const char *gemm_name, LLVMValueRef *existing) {
+    char name[320];
+    snprintf(name, sizeof name, "%s.part", gemm_name);
+    LLVMTypeRef params[] = {g->ptr, g->i64, g->i64};
+    static const char *const names[] = {"ctx", "begin", "end"};
+    return function_begin(g, name, 3, params, names, existing);
 }
 
 static inline LLVMValueRef function_end(gen *g) {

@@ -237,12 +237,8 @@ static void small_args(gen *g, LLVMValueRef *args, const kiln_gemm_shape *s, con
  * the small kernel on the columns of parts [begin, end) (gemm_split_for: along n). */
 static LLVMValueRef small_part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                                         const char *gemm_name, LLVMValueRef small) {
-    char name[320];
-    snprintf(name, sizeof name, "%s.part", gemm_name);
-    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
-    static const char *const names[] = {"ctx", "begin", "end"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
+    if (!part_function_begin(&g, gemm_name, &fn)) return fn;
     gemm_split sp = gemm_split_for(g.t, s);
     assert(!sp.on_m);
     LLVMValueRef ctx = param(&g, 0), v[7];

@@ -89,6 +89,29 @@ static int teardown_jit(void **state) {
     return 0;
 }
 
+/* Ends the wrapper being built in cg, checks the module, optimises it (passes = NULL:
+ * none) and hands it to the JIT (which takes the module; the context belongs to tsc);
+ * returns the wrapper's address. */
+static void *finish_entry(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const kiln_target *t, const char *passes,
+                          const char *name) {
+    LLVMBuildRetVoid(cg->b);
+    LLVMDisposeBuilder(cg->b);
+    char *msg = NULL;
+    if (LLVMVerifyModule(cg->mod, LLVMReturnStatusAction, &msg)) fail_msg("invalid module: %s", msg);
+    LLVMDisposeMessage(msg);
+    if (passes) {
+        LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
+        check_error(LLVMRunPasses(cg->mod, passes, t->tm, opts));
+        LLVMDisposePassBuilderOptions(opts);
+    }
+    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg->mod, tsc);
+    LLVMOrcDisposeThreadSafeContext(tsc);
+    check_error(LLVMOrcLLJITAddLLVMIRModule(g_jit, LLVMOrcLLJITGetMainJITDylib(g_jit), tsm));
+    LLVMOrcExecutorAddress addr = 0;
+    check_error(LLVMOrcLLJITLookup(g_jit, &addr, name));
+    return (void *)(uintptr_t)addr;
+}
+
 /* Builds, checks, optimises (passes = NULL: none) and JITs one gemm function behind an
  * exported wrapper "entryN" with the gemm's own four pointers, or, with an epilogue
  * (e not NULL), with all seven (a, b, c, scratch, bias, pre_out, residual) of which it
@@ -117,23 +140,7 @@ static void *compile_epi(const kiln_target *t, const kiln_gemm_shape *s, const k
     }
     assert_int_equal(LLVMCountParams(gemm), n);
     LLVMBuildCall2(cg.b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
-    LLVMBuildRetVoid(cg.b);
-    LLVMDisposeBuilder(cg.b);
-    char *msg = NULL;
-    if (LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg)) fail_msg("invalid module: %s", msg);
-    LLVMDisposeMessage(msg);
-    if (passes) {
-        LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
-        check_error(LLVMRunPasses(cg.mod, passes, t->tm, opts));
-        LLVMDisposePassBuilderOptions(opts);
-    }
-    /* the JIT takes the module; the context belongs to tsc */
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg.mod, tsc);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    check_error(LLVMOrcLLJITAddLLVMIRModule(g_jit, LLVMOrcLLJITGetMainJITDylib(g_jit), tsm));
-    LLVMOrcExecutorAddress addr = 0;
-    check_error(LLVMOrcLLJITLookup(g_jit, &addr, name));
-    return (void *)(uintptr_t)addr;
+    return finish_entry(&cg, tsc, t, passes, name);
 }
 
 static gemm_fn compile(const kiln_target *t, const kiln_gemm_shape *s, const char *passes) {
@@ -716,20 +723,7 @@ static group_fn compile_group(const kiln_target *t, const kiln_gemm_shape *s, co
     assert_ptr_equal(kiln_cg_gemm_group(&cg, s, e, count), group);
     LLVMValueRef args[] = {LLVMGetParam(entry, 0), LLVMGetParam(entry, 1), LLVMGetParam(entry, 2)};
     LLVMBuildCall2(cg.b, LLVMGlobalGetValueType(group), group, args, 3, "");
-    LLVMBuildRetVoid(cg.b);
-    LLVMDisposeBuilder(cg.b);
-    char *msg = NULL;
-    if (LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg)) fail_msg("invalid module: %s", msg);
-    LLVMDisposeMessage(msg);
-    LLVMPassBuilderOptionsRef opts = LLVMCreatePassBuilderOptions();
-    check_error(LLVMRunPasses(cg.mod, "function(instcombine<no-verify-fixpoint>,simplifycfg)", t->tm, opts));
-    LLVMDisposePassBuilderOptions(opts);
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg.mod, tsc);
-    LLVMOrcDisposeThreadSafeContext(tsc);
-    check_error(LLVMOrcLLJITAddLLVMIRModule(g_jit, LLVMOrcLLJITGetMainJITDylib(g_jit), tsm));
-    LLVMOrcExecutorAddress addr = 0;
-    check_error(LLVMOrcLLJITLookup(g_jit, &addr, name));
-    return (group_fn)(uintptr_t)addr;
+    return (group_fn)finish_entry(&cg, tsc, t, "function(instcombine<no-verify-fixpoint>,simplifycfg)", name);
 }
 
 /* `count` products reading one A as one job give every C and P the bits of
