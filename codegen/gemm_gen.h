@@ -267,6 +267,24 @@ void gemm_write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[]
                          LLVMValueRef rows, LLVMValueRef cols, bool masked);
 void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts);
 
+/* ---- packing (gemm_pack.c) ---------------------------------------------------------- */
+
+/* One operand's packing: lane x at depth q is src[x·sw + q·sk] (lanes are rows of op(A)
+ * or columns of op(B)); copied when the lanes are contiguous (sw = 1, sk = ld), else
+ * transposed (sw = ld, sk = 1). */
+typedef struct operand {
+    LLVMValueRef src, ld, lim;  /* lim: m or n */
+    bool lanes_contiguous;
+    int width;                  /* MR or NR */
+    LLVMValueRef packer;
+} operand;
+
+LLVMValueRef pack_copy_function(gen g, int width);       /* lanes contiguous: a copy */
+LLVMValueRef pack_transpose_function(gen g, int width);  /* k contiguous: a transpose */
+/* Packs the slivers of one block: lanes [w0, w0 + nw), depths [p, p + kc), into dst. */
+void emit_pack(gen *g, const operand *o, LLVMValueRef w0, LLVMValueRef nw, LLVMValueRef p, LLVMValueRef kc,
+               LLVMValueRef dst);
+
 /* gemm_small.c: the shape's function `name` on the small-m path (gemm_use_small). */
 LLVMValueRef gemm_small(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *name);
 
