@@ -278,7 +278,7 @@ static int parse_shape(reader *r, const char *name, const jm_value *v, st_entry 
     for (int32_t c = v->first; c >= 0; c = all[c].next, d++) {
         if (all[c].kind != JM_NUMBER || !all[c].is_int)
             return fail(r->err, r->path, name, "shape[%d] is not an integer in the int64 range", d);
-        if (all[c].num < 0)
+        if (signbit(all[c].dbl)) /* "-0" too, as params.c, which reads digits only */
             return fail(r->err, r->path, name, "shape[%d] is negative (%lld)", d,
                         (long long)all[c].num);
         e->shape[d] = all[c].num;
@@ -308,8 +308,8 @@ static int parse_offsets(reader *r, const char *name, const jm_value *v, st_entr
     if (v->kind != JM_ARRAY || v->count != 2)
         return fail(r->err, r->path, name, "data_offsets must be an array of two integers");
     const jm_value *b = &all[v->first], *en = &all[b->next];
-    if (b->kind != JM_NUMBER || !b->is_int || b->num < 0 || en->kind != JM_NUMBER || !en->is_int ||
-        en->num < 0)
+    if (b->kind != JM_NUMBER || !b->is_int || signbit(b->dbl) || en->kind != JM_NUMBER || !en->is_int ||
+        signbit(en->dbl)) /* "-0" too, as params.c */
         return fail(r->err, r->path, name, "data_offsets must be two non-negative integers");
     e->begin = (uint64_t)b->num;
     e->end = (uint64_t)en->num;
