@@ -1027,7 +1027,7 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
         return pl;
     }
     int cap = tu.part_mc >= 0 ? tu.part_mc : GEMM_PART_MC;
-    bool bo = tu.part_bo >= 0 ? tu.part_bo : false;
+    bool bo = tu.part_bo >= 0 ? tu.part_bo : true;
     if (bo && s->n <= GEMM_BO_N && s->m > bl.mc) return (part_plan){balanced(rows, GEMM_BO_MC, t.mr), pl.nc, true};
     if (cap > 0) pl.mc = balanced(rows, round_up(cap, t.mr), t.mr);
     return pl;

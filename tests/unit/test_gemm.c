@@ -312,7 +312,9 @@ static void test_scratch_sizes(void **state) {
      * m·n·k ≥ 2^18 gives one part per thread, up to 8 scratch slots, each packing its
      * own A block and B block (nothing is shared between parts) */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (504 * 208 + 256 * 208));
+    /* … but a part of mid (504 rows on 2 threads, n ≤ 1152) runs B outer (gemm.c,
+     * part_plan_for): A blocks of 84 rows and a whole k block of B, 704 columns */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (84 * 208 + 704 * 208));
     kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672, n 10 × 320 */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 8 * (672 * 208 + 320 * 208));
     /* cut along m: a part of 2 threads has 10008 rows, in A blocks of its own (gemm.c,
