@@ -97,7 +97,8 @@
  * Scratch (floats, 64-byte aligned): with a shared operand (see Threads) first the whole
  * packed op(B), npad·k (npad = n rounded up to NR), or op(A), mpad·k; then one slot per part,
  *   [ Ap: mc·kc, rounded up to 16, absent with a shared A ][ Bp: nc·kc, absent with a
- *   shared B ], rounded up to 16;
+ *   shared B ], rounded up to 16,
+ * large enough for the part's blocks too (slot_for: its mc, or B outer's npad·kc);
  * none on the small-m path; then, for an accumulating epilogue over several k blocks,
  * the m×n partial sums.
  *
@@ -113,7 +114,11 @@
  * inputs, and each writes only its slot and its part of C. The duplicated packing of the
  * smaller operand is the price; the gain, measured on a quiet machine (2026-12-06):
  * 256×384×384 at 2 threads 0.64× → 0.91× oneDNN, 512³ 0.80× → 0.98×, 2048×384×384 0.84×
- * → 0.96× (see gemm_split_for for what the previous scheme lost). Sibling products that
+ * → 0.96× (see gemm_split_for for what the previous scheme lost). A part's blocks are
+ * its own (part_plan_for): cut along m, a part of a B with n ≤ 1152 runs B outer as one
+ * thread does, and a part of a large B gets A blocks for its rows, so either packs B once
+ * (with the whole shape's mc, a 1024-row part of 2048³ packed B twice); kc stays the
+ * shape's. Sibling products that
  * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, at the end).
  * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
  * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
@@ -1007,7 +1012,7 @@ static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
  * thread does: alone_bo_mc) with A blocks of GEMM_BO_MC rows. kc is the shape's, so the
  * bits do not change. `mc` is the part's A block rows (its slot has room for it: slot_for),
  * `bo` B outer. */
-enum { GEMM_PART_MC = 1024 };
+enum { GEMM_PART_MC = 1024, GEMM_PART_MC_B = 1 << 21 };
 typedef struct part_plan {
     int64_t mc, nc;
     bool bo;
@@ -1029,7 +1034,10 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
     int cap = tu.part_mc >= 0 ? tu.part_mc : GEMM_PART_MC;
     bool bo = tu.part_bo >= 0 ? tu.part_bo : true;
     if (bo && s->n <= GEMM_BO_N && s->m > bl.mc) return (part_plan){balanced(rows, GEMM_BO_MC, t.mr), pl.nc, true};
-    if (cap > 0) pl.mc = balanced(rows, round_up(cap, t.mr), t.mr);
+    /* only for a large B: a B of k·n ≥ GEMM_PART_MC_B floats comes from memory each time
+     * it is packed (2048³: +2–3 %), while a B of a few MiB is packed again from L2/L3 for
+     * less than the larger A block costs (2048×1536×384: −1 to −2 %) */
+    if (cap > 0 && (tu.part_mc > 0 || s->k * s->n >= GEMM_PART_MC_B)) pl.mc = balanced(rows, round_up(cap, t.mr), t.mr);
     return pl;
 }
 
