@@ -1006,10 +1006,10 @@ static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
  * thread runs the whole shape's blocks). A split along m gives each part m/T rows, but the
  * whole shape's mc was chosen for m: a 1024-row part of 2048³ ran A blocks of 684 + 340
  * rows and so packed all of B twice, as did the parts of every m = 2048 training shape.
- * The part's rows (on 2 threads, the largest part) are blocked under their own cap
- * instead, GEMM_PART_MC, so a part of up to that many rows is one A block and packs B
- * once; or, for a B of n ≤ GEMM_BO_N, the part runs B outer (loops_nest's bo, as one
- * thread does: alone_bo_mc) with A blocks of GEMM_BO_MC rows. kc is the shape's, so the
+ * For a B of n ≤ GEMM_BO_N the part runs B outer (loops_nest's bo, as one thread does:
+ * alone_bo_mc) with A blocks of GEMM_BO_MC rows; for a large B (k·n ≥ GEMM_PART_MC_B)
+ * the part's rows (on 2 threads, the largest part) are blocked under their own cap,
+ * GEMM_PART_MC, so a part of up to that many rows is one A block; either packs B once. kc is the shape's, so the
  * bits do not change. `mc` is the part's A block rows (its slot has room for it: slot_for),
  * `bo` B outer. */
 enum { GEMM_PART_MC = 1024, GEMM_PART_MC_B = 1 << 21 };
@@ -1247,9 +1247,9 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         at(&g, v[3], add(&g, k64(&g, shared_floats(g.t, s)), mul(&g, begin, k64(&g, slot_for(g.t, s, sp, sh)))));
     /* the part's A blocks (part_plan_for) on two threads or more; one thread runs the
      * whole shape's */
-    LLVMValueRef mc = k64(&g, bl.mc), nc = k64(&g, bl.nc);
+    LLVMValueRef mc = k64(&g, pl.bo ? pl.mc : bl.mc), nc = k64(&g, bl.nc);  /* bo: any thread count */
     LLVMValueRef alone = LLVMBuildICmp(g.b, LLVMIntEQ, threads, k64(&g, 1), "");
-    if (pl.mc != bl.mc) mc = LLVMBuildSelect(g.b, alone, mc, k64(&g, pl.mc), "");
+    if (!pl.bo && pl.mc != bl.mc) mc = LLVMBuildSelect(g.b, alone, mc, k64(&g, pl.mc), "");
     if (pl.nc != bl.nc) nc = LLVMBuildSelect(g.b, alone, nc, k64(&g, pl.nc), "");
     LLVMValueRef args[23] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
                              mc, k64(&g, bl.kc), nc};

@@ -394,6 +394,7 @@ static void test_threads_bit_identical(void **state) {
         {1000, 45, 400, false, false, 400, 45, 45},      /* one thread: the bo nest, */
         {1000, 400, 400, true, true, 1003, 403, 401},    /* B by the transposer */
         {256, 300, 200, false, false, 200, 300, 300},   /* A the smaller operand: along n */
+        {64, 48, 44000, false, false, 44000, 48, 48},    /* k·n ≥ 2^21: the parts' own A blocks */
     };
     /* each shape with one part per thread; the first four also with the guided parts
      * around a shared operand that KILN_GEMM_TUNE=perthread=0 still compiles
