@@ -4,7 +4,7 @@
  *   gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE]
  *              [--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only]
  *              [--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats]
- *              [--variants V1;V2;...] [M N K [nn|nt|tn|tt]]
+ *              [--variants V1;V2;...] [--rounds N] [M N K [nn|nt|tn|tt]]
  *
  * --quick: small shapes and one short round (a smoke test: it checks that everything
  * runs and agrees, not speed). --peak: the FMA peak per thread count (bench/fma_peak),
@@ -35,6 +35,8 @@
  * semicolon-separated value, each compiled with KILN_GEMM_TUNE set to it (codegen/gemm.c:
  * e.g. "split=n;parts=2;shared=0"), each printed on a line of its own below the row, as
  * a ratio to the default kiln — partitions compared side by side, not run by run.
+ * --rounds N: N interleaved rounds instead of 5 (1 with --quick): more rounds for the
+ * medians of a comparison on a machine that others load now and then.
  * M N K: that one shape instead of the list.
  *
  * Contenders, for each shape and thread count:
@@ -582,6 +584,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
 
 typedef struct options {
     bool quick, compile_times, cpu_clock, work_clock, plain_only, settle_given;
+    int rounds;  /* --rounds; 0: the default */
     int threads[8], n_threads;
     double peak[65];  /* GFLOP/s by thread count, 0 = unknown */
     FILE *json;
@@ -735,7 +738,7 @@ static void bench_shape(const shape *sh, bool epi_mode, options *o, shape_result
     }
     op.scratch = alloc64(scratch);
     gemm_fn epi_fn = epi_fns[0], plain_fn = plain_fns[0];
-    int rounds = o->quick ? 1 : 5;
+    int rounds = o->rounds > 0 ? o->rounds : o->quick ? 1 : 5;
     double block_s = o->quick ? 0.002 : 0.05;
     for (int ti = 0; ti < o->n_threads; ti++) {
         int t = o->threads[ti];
@@ -791,7 +794,7 @@ static void compile_row(const shape *shapes, int n, const char *pipeline_name, c
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE] "
                     "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only] "
-                    "[--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats] [--variants V1;V2] [M N K [nn|nt|tn|tt]]\n");
+                    "[--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats] [--variants V1;V2] [--rounds N] [M N K [nn|nt|tn|tt]]\n");
     exit(2);
 }
 
@@ -819,6 +822,10 @@ static void parse_args(int argc, char **argv, options *o, shape *one) {
         else if (strcmp(a, "--variants") == 0 && i + 1 < argc) {
             for (char *p = strtok(argv[++i], ";"); p && g_n_variants < MAX_VARIANTS; p = strtok(NULL, ";"))
                 g_variants[g_n_variants++] = p;
+        }
+        else if (strcmp(a, "--rounds") == 0 && i + 1 < argc) {
+            o->rounds = atoi(argv[++i]);
+            if (o->rounds < 1 || o->rounds > 100) usage();
         }
         else if (strcmp(a, "--compile-times") == 0) o->compile_times = true;
         else if (strcmp(a, "--threads") == 0 && i + 1 < argc) {
@@ -942,8 +949,8 @@ int main(int argc, char **argv) {
     printf("  kiln fused epilogue: not available in this build\n");
 #endif
     printf("speedup = fastest library's time / kiln's time (>1: kiln faster); %%pk = kiln's share of the FMA peak "
-           "at that thread count; medians of %s interleaved rounds\n",
-           o.quick ? "1 (--quick)" : "5");
+           "at that thread count; medians of %d interleaved rounds%s\n",
+           o.rounds > 0 ? o.rounds : o.quick ? 1 : 5, o.quick ? " (--quick)" : "");
     if (o.cpu_clock) printf("1-thread rows timed by the calling thread's CPU time (--cpu-clock)\n");
     if (o.work_clock) printf("multi-thread rows timed by the process's CPU time / threads (--work-clock)\n");
     if (o.json) fprintf(o.json, "{\"results\": [");

@@ -97,7 +97,8 @@
  * Scratch (floats, 64-byte aligned): with a shared operand (see Threads) first the whole
  * packed op(B), npad·k (npad = n rounded up to NR), or op(A), mpad·k; then one slot per part,
  *   [ Ap: mc·kc, rounded up to 16, absent with a shared A ][ Bp: nc·kc, absent with a
- *   shared B ], rounded up to 16;
+ *   shared B ], rounded up to 16,
+ * large enough for the part's blocks too (slot_for: its mc, or B outer's npad·kc);
  * none on the small-m path; then, for an accumulating epilogue over several k blocks,
  * the m×n partial sums.
  *
@@ -113,7 +114,11 @@
  * inputs, and each writes only its slot and its part of C. The duplicated packing of the
  * smaller operand is the price; the gain, measured on a quiet machine (2026-12-06):
  * 256×384×384 at 2 threads 0.64× → 0.91× oneDNN, 512³ 0.80× → 0.98×, 2048×384×384 0.84×
- * → 0.96× (see gemm_split_for for what the previous scheme lost). Sibling products that
+ * → 0.96× (see gemm_split_for for what the previous scheme lost). A part's blocks are
+ * its own (part_plan_for): cut along m, a part of a B with n ≤ 1152 runs B outer as one
+ * thread does, and a part of a large B gets A blocks for its rows, so either packs B once
+ * (with the whole shape's mc, a 1024-row part of 2048³ packed B twice); kc stays the
+ * shape's. Sibling products that
  * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, at the end).
  * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
  * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
@@ -162,22 +167,31 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
  * compare partitions side by side (gemm_bench --variants). Comma-separated:
  * split=m|n (the dimension cut into parts), parts=N (at most KILN_MAX_THREADS),
  * shared=0 (no operand packed once for all parts: each part packs its own),
- * perthread=0|1 (one part per thread at run time, nothing shared; see split_for). */
+ * perthread=0|1 (one part per thread at run time, nothing shared; see split_for),
+ * pmc=N (the cap of a part's A block rows, part_plan_for; 0: the whole shape's blocks),
+ * pbo=0|1 (B outer in the parts of a split along m, part_plan_for), pnc=N (the cap of a
+ * part's B block columns). */
 typedef struct gemm_tune {
     char split;      /* 'm', 'n' or 0 */
     int parts;       /* 0: the default */
     int shared;      /* -1: the default */
     int per_thread;  /* -1: the default */
+    int part_mc;     /* -1: the default */
+    int part_bo;     /* -1: the default */
+    int part_nc;     /* 0: the default */
 } gemm_tune;
 
 static gemm_tune tune_now(void) {
-    gemm_tune tu = {0, 0, -1, -1};
+    gemm_tune tu = {0, 0, -1, -1, -1, -1, 0};
     const char *v = getenv("KILN_GEMM_TUNE");
     for (; v && *v; v += strcspn(v, ","), v += *v == ',') {
         if (strncmp(v, "split=", 6) == 0 && (v[6] == 'm' || v[6] == 'n')) tu.split = v[6];
         else if (strncmp(v, "parts=", 6) == 0) tu.parts = atoi(v + 6);
         else if (strncmp(v, "shared=", 7) == 0) tu.shared = atoi(v + 7);
         else if (strncmp(v, "perthread=", 10) == 0) tu.per_thread = atoi(v + 10);
+        else if (strncmp(v, "pmc=", 4) == 0) tu.part_mc = atoi(v + 4);
+        else if (strncmp(v, "pbo=", 4) == 0) tu.part_bo = atoi(v + 4);
+        else if (strncmp(v, "pnc=", 4) == 0) tu.part_nc = atoi(v + 4);
     }
     if (tu.parts > KILN_MAX_THREADS) tu.parts = KILN_MAX_THREADS;
     return tu;
@@ -207,7 +221,7 @@ enum { GEMM_SHARED_MAX = 1 << 22 };
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool small = gemm_use_small(t, s);
-    gemm_tune tu = small ? (gemm_tune){0, 0, -1, -1} : tune_now();
+    gemm_tune tu = small ? (gemm_tune){0, 0, -1, -1, -1, -1, 0} : tune_now();
     bool per_thread = !small;
     if (tu.per_thread >= 0 && !small) per_thread = tu.per_thread;
     /* one part per thread: cut the dimension whose operand is the larger, so that the
@@ -241,10 +255,13 @@ static int64_t shared_floats(gemm_tile t, const kiln_gemm_shape *s) {
     return sh == SHARED_NONE ? 0 : round_up(shared_lanes(t, s, sh) * s->k, 16);
 }
 
+static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, gemm_shared sh);
+
 static int64_t scratch_floats(gemm_tile tile, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     if (gemm_use_small(tile, s)) return 0;  /* nothing packed */
-    return shared_floats(tile, s) + gemm_split_for(tile, s).parts * slot_floats(blocks_for(tile, s), shared_for(tile, s));
+    gemm_split sp = gemm_split_for(tile, s);
+    return shared_floats(tile, s) + sp.parts * slot_for(tile, s, sp, shared_for(tile, s));
 }
 
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
@@ -983,6 +1000,58 @@ static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
     return fits ? mc : 0;
 }
 
+/* ---- the parts' blocks ------------------------------------------------------------- */
+
+/* The blocks of one part of a product split across T ≥ 2 threads (part_function; one
+ * thread runs the whole shape's blocks). A split along m gives each part m/T rows, but the
+ * whole shape's mc was chosen for m: a 1024-row part of 2048³ ran A blocks of 684 + 340
+ * rows and so packed all of B twice, as did the parts of every m = 2048 training shape.
+ * For a B of n ≤ GEMM_BO_N the part runs B outer (loops_nest's bo, as one thread does:
+ * alone_bo_mc) with A blocks of GEMM_BO_MC rows; for a large B (k·n ≥ GEMM_PART_MC_B)
+ * the part's rows (on 2 threads, the largest part) are blocked under their own cap,
+ * GEMM_PART_MC, so a part of up to that many rows is one A block; either packs B once. kc is the shape's, so the
+ * bits do not change. `mc` is the part's A block rows (its slot has room for it: slot_for),
+ * `bo` B outer. */
+enum { GEMM_PART_MC = 1024, GEMM_PART_MC_B = 1 << 21 };
+typedef struct part_plan {
+    int64_t mc, nc;
+    bool bo;
+} part_plan;
+
+static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
+    gemm_blocks bl = blocks_for(t, s);
+    part_plan pl = {bl.mc, bl.nc, false};
+    if (!sp.per_thread || sp.parts < 2) return pl;
+    gemm_tune tu = tune_now();
+    /* the rows (columns) of a part of 2 */
+    int64_t tiles_m = (s->m + t.mr - 1) / t.mr, rows = sp.on_m ? (tiles_m + 1) / 2 * t.mr : s->m;
+    int64_t tiles_n = (s->n + t.nr - 1) / t.nr, cols = sp.on_m ? s->n : (tiles_n + 1) / 2 * t.nr;
+    if (tu.part_nc > 0) pl.nc = balanced(cols, round_up(tu.part_nc, t.nr), t.nr);
+    if (!sp.on_m) {
+        if (tu.part_mc > 0) pl.mc = balanced(rows, round_up(tu.part_mc, t.mr), t.mr);
+        return pl;
+    }
+    int cap = tu.part_mc >= 0 ? tu.part_mc : GEMM_PART_MC;
+    bool bo = tu.part_bo >= 0 ? tu.part_bo : true;
+    if (bo && s->n <= GEMM_BO_N && s->m > bl.mc) return (part_plan){balanced(rows, GEMM_BO_MC, t.mr), pl.nc, true};
+    /* only for a large B: a B of k·n ≥ GEMM_PART_MC_B floats comes from memory each time
+     * it is packed (2048³: +2–3 %), while a B of a few MiB is packed again from L2/L3 for
+     * less than the larger A block costs (2048×1536×384: −1 to −2 %) */
+    if (cap > 0 && (tu.part_mc > 0 || s->k * s->n >= GEMM_PART_MC_B)) pl.mc = balanced(rows, round_up(cap, t.mr), t.mr);
+    return pl;
+}
+
+/* Floats of one part's scratch slot: room for the whole shape's blocks (one thread runs
+ * them through the part function) and for the part's (part_plan_for). */
+static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, gemm_shared sh) {
+    gemm_blocks bl = blocks_for(t, s);
+    int64_t floats = slot_floats(bl, sh);
+    part_plan pl = part_plan_for(t, s, sp);
+    int64_t part = pl.bo ? round_up(pl.mc * bl.kc, 16) + round_up(s->n, t.nr) * bl.kc
+                         : slot_floats((gemm_blocks){pl.mc, bl.kc, pl.nc}, sh);
+    return round_up(part > floats ? part : floats, 16);
+}
+
 /* The nest a split product runs when the pool has one thread: needed when the parts read
  * a shared operand (its pass is skipped) or when B outer applies (the parts' nest has no
  * bo; one part per thread packs B once per A block of the usual mc). */
@@ -1136,10 +1205,14 @@ static LLVMValueRef part_first_tile(gen *g, LLVMValueRef i, LLVMValueRef threads
  * bias, when the split is along n) move with C. */
 static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *gemm_name,
                                   LLVMValueRef loops) {
+    gemm_split sp = gemm_split_for(g.t, s);
+    part_plan pl = part_plan_for(g.t, s, sp);
+    /* B outer: the whole shape's nest is alone_nest's, which one thread runs (alone_branch) */
+    assert(!pl.bo || alone_bo_mc(g.t, s) > 0);
+    if (pl.bo) loops = loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, true);  /* own builder */
     LLVMValueRef fn;
     if (!part_function_begin(&g, gemm_name, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
-    gemm_split sp = gemm_split_for(g.t, s);
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[7];
     for (int i = 0; i < (e ? 7 : 4); i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
@@ -1171,9 +1244,15 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     }
     gemm_shared sh = shared_for(g.t, s);  /* the shared operand at the start of scratch, then the slots */
     LLVMValueRef scratch =
-        at(&g, v[3], add(&g, k64(&g, shared_floats(g.t, s)), mul(&g, begin, k64(&g, slot_floats(bl, sh)))));
+        at(&g, v[3], add(&g, k64(&g, shared_floats(g.t, s)), mul(&g, begin, k64(&g, slot_for(g.t, s, sp, sh)))));
+    /* the part's A blocks (part_plan_for) on two threads or more; one thread runs the
+     * whole shape's */
+    LLVMValueRef mc = k64(&g, pl.bo ? pl.mc : bl.mc), nc = k64(&g, bl.nc);  /* bo: any thread count */
+    LLVMValueRef alone = LLVMBuildICmp(g.b, LLVMIntEQ, threads, k64(&g, 1), "");
+    if (!pl.bo && pl.mc != bl.mc) mc = LLVMBuildSelect(g.b, alone, mc, k64(&g, pl.mc), "");
+    if (pl.nc != bl.nc) nc = LLVMBuildSelect(g.b, alone, nc, k64(&g, pl.nc), "");
     LLVMValueRef args[23] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
-                             k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
+                             mc, k64(&g, bl.kc), nc};
     unsigned n_args = e ? 21 : 13;
     if (e) {  /* the m×n operands move with C, the bias row with the columns */
         LLVMValueRef one = k64(&g, 1);

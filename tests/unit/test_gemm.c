@@ -312,11 +312,15 @@ static void test_scratch_sizes(void **state) {
      * m·n·k ≥ 2^18 gives one part per thread, up to 8 scratch slots, each packing its
      * own A block and B block (nothing is shared between parts) */
     kiln_gemm_shape mid = {1000, 700, 400, false, false, 400, 700, 700};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (504 * 208 + 256 * 208));
+    /* … but a part of mid (504 rows on 2 threads, n ≤ 1152) runs B outer (gemm.c,
+     * part_plan_for): A blocks of 84 rows and a whole k block of B, 704 columns */
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &mid), 8 * (84 * 208 + 704 * 208));
     kiln_gemm_shape wide = {2000, 3000, 400, false, false, 400, 3000, 3000};  /* m 2000 = 3 × 672, n 10 × 320 */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wide), 8 * (672 * 208 + 320 * 208));
+    /* cut along m: a part of 2 threads has 10008 rows, in A blocks of its own (gemm.c,
+     * part_plan_for: at most 1032 rows), 10 × 1008, which is what its slot holds */
     kiln_gemm_shape wider = {20000, 12000, 400, false, false, 400, 12000, 12000};
-    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wider), 8 * (960 * 208 + 320 * 208));
+    assert_int_equal(kiln_gemm_scratch_floats(&avx512, &wider), 8 * (1008 * 208 + 320 * 208));
     kiln_gemm_shape flat = {100, 700, 400, false, false, 400, 700, 700};  /* A one block of 108 rows */
     assert_int_equal(kiln_gemm_scratch_floats(&avx512, &flat), 8 * (108 * 208 + 256 * 208));
     kiln_gemm_shape small = {40, 40, 40, false, false, 40, 40, 40};  /* 64000 < 2^18: one slot */
@@ -390,6 +394,7 @@ static void test_threads_bit_identical(void **state) {
         {1000, 45, 400, false, false, 400, 45, 45},      /* one thread: the bo nest, */
         {1000, 400, 400, true, true, 1003, 403, 401},    /* B by the transposer */
         {256, 300, 200, false, false, 200, 300, 300},   /* A the smaller operand: along n */
+        {64, 48, 44000, false, false, 44000, 48, 48},    /* k·n ≥ 2^21: the parts' own A blocks */
     };
     /* each shape with one part per thread; the first four also with the guided parts
      * around a shared operand that KILN_GEMM_TUNE=perthread=0 still compiles
