@@ -376,7 +376,10 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q
  * what the tile writes: the prefetch before the loop brings C from memory, but the B
  * sliver streaming through L1 during the loop (kc·NR·4 = 48 KiB, all of L1) evicts it
  * again, and the stores of the tile then waited for their lines (~20 % of the tile's
- * samples in a perf profile of 2048×1536×384). 32 steps are ~400 cycles: enough for L2. */
+ * samples in a perf profile of 2048×1536×384). 32 steps are ~400 cycles: enough for L2.
+ * (Measured again 2026-12-06 13:00 with the tiles as they are now: 8–192 steps, no
+ * prefetch before the loop, or none at all, all within ±1 % on 2048³ and 2048×1536×384;
+ * see docs/performance.md. Kept: it costs nothing measurable either.) */
 enum { GEMM_PREFETCH_STEPS = 32 };
 
 /* The k loop in two parts around `late()`'s prefetches, the same fmas in the same order;
