@@ -10,8 +10,8 @@
  *         for ir in [0, mc) step MR        one A sliver (kc×MR) is reused by …
  *           for jr in [0, nc) step NR      … every B sliver of the block, streamed from L2
  *             tile: C[i3+ir.., j2+jr..] (=|+=) A sliver · B sliver
- * (On one thread a B of n ≤ 1152 runs p outside i3 with small A blocks instead, so B
- * is packed once: loops_nest's bo, alone_bo_mc.)
+ * (On one thread a B of n ≤ 1152, or of more than 8 MiB, runs p outside i3 with small
+ * A blocks instead, so B is packed once: loops_nest's bo, alone_bo_mc.)
  *
  * Functions. kiln_cg_gemm gives each shape its own function, named by the shape, which
  * passes the shape's sizes, strides and blocks as constants to the loop nest. Everything
@@ -393,7 +393,10 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q
  * what the tile writes: the prefetch before the loop brings C from memory, but the B
  * sliver streaming through L1 during the loop (kc·NR·4 = 48 KiB, all of L1) evicts it
  * again, and the stores of the tile then waited for their lines (~20 % of the tile's
- * samples in a perf profile of 2048×1536×384). 32 steps are ~400 cycles: enough for L2. */
+ * samples in a perf profile of 2048×1536×384). 32 steps are ~400 cycles: enough for L2.
+ * (Measured again 2026-12-06 13:00 with the tiles as they are now: 8–192 steps, no
+ * prefetch before the loop, or none at all, all within ±1 % on 2048³ and 2048×1536×384;
+ * see docs/performance.md. Kept: it costs nothing measurable either.) */
 enum { GEMM_PREFETCH_STEPS = 32 };
 
 /* The k loop in two parts around `late()`'s prefetches, the same fmas in the same order;
@@ -987,14 +990,18 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
  * 2048×384×1536 +1.2 %, 2048×384×384 +0.8–2 %, the same shapes nt/tn +1–3 %,
  * 2048×1152×384 nn/nt +1–1.8 % (B was packed 3 times, mc = 684); 1024³ ±0.5 %;
  * n = 1536 no gain (2048×1536×384: −1 to +1 %), so the limit is 1152. A blocks of 48,
- * 192 and 384 rows measured the same within the noise. Returns the A block's rows, or 0
- * for the usual nest. The one-part slot fits: the shared region alone is npad·k floats
- * (checked anyway). */
-enum { GEMM_BO_N = 1152, GEMM_BO_MC = 96 };
+ * 192 and 384 rows measured the same within the noise. A wider B takes it too when B is
+ * large (k·n > GEMM_BO_B floats, 8 MiB, a quarter of L3), since each of its packings then
+ * reads it from memory: 2048³ (B 16 MiB, packed 3 times by the usual nest) +1.8 % against
+ * an identical control variant (10 interleaved runs, 2026-12-06 13:01; A blocks of 192:
+ * the same); 1024³ (4 MiB) and 2048×1536×384 (2.3 MiB) ±0.5 %, so they keep the usual
+ * nest. Returns the A block's rows, or 0 for the usual nest. The one-part slot fits: the
+ * shared region alone is npad·k floats (checked anyway). */
+enum { GEMM_BO_N = 1152, GEMM_BO_MC = 96, GEMM_BO_B = 1 << 21 };
 static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     gemm_blocks bl = blocks_for(t, s);
-    if (s->n > GEMM_BO_N || s->m <= bl.mc) return 0;
+    if ((s->n > GEMM_BO_N && s->k * s->n <= GEMM_BO_B) || s->m <= bl.mc) return 0;
     int64_t mc = balanced(s->m, GEMM_BO_MC, t.mr);
     bool fits = round_up(mc * bl.kc, 16) + round_up(s->n, t.nr) * bl.kc <= scratch_floats(t, s);
     return fits ? mc : 0;

@@ -395,6 +395,7 @@ static void test_threads_bit_identical(void **state) {
         {1000, 400, 400, true, true, 1003, 403, 401},    /* B by the transposer */
         {256, 300, 200, false, false, 200, 300, 300},   /* A the smaller operand: along n */
         {64, 48, 44000, false, false, 44000, 48, 48},    /* k·n ≥ 2^21: the parts' own A blocks */
+        {980, 1160, 1808, false, false, 1808, 1160, 1160}, /* one thread: the bo nest for B > 8 MiB */
     };
     /* each shape with one part per thread; the first four also with the guided parts
      * around a shared operand that KILN_GEMM_TUNE=perthread=0 still compiles
