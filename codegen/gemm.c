@@ -991,17 +991,22 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
  * 2048×1152×384 nn/nt +1–1.8 % (B was packed 3 times, mc = 684); 1024³ ±0.5 %;
  * n = 1536 no gain (2048×1536×384: −1 to +1 %), so the limit is 1152. A blocks of 48,
  * 192 and 384 rows measured the same within the noise. A wider B takes it too when B is
- * large (k·n > GEMM_BO_B floats, 8 MiB, a quarter of L3), since each of its packings then
+ * large (large_b: k·n ≥ 2^21 floats, 8 MiB, a quarter of L3), since each of its packings then
  * reads it from memory: 2048³ (B 16 MiB, packed 3 times by the usual nest) +1.8 % against
  * an identical control variant (10 interleaved runs, 2026-12-06 13:01; A blocks of 192:
  * the same); 1024³ (4 MiB) and 2048×1536×384 (2.3 MiB) ±0.5 %, so they keep the usual
  * nest. Returns the A block's rows, or 0 for the usual nest. The one-part slot fits: the
  * shared region alone is npad·k floats (checked anyway). */
-enum { GEMM_BO_N = 1152, GEMM_BO_MC = 96, GEMM_BO_B = 1 << 21 };
+enum { GEMM_BO_N = 1152, GEMM_BO_MC = 96 };
+
+/* A B that comes from memory every time it is packed: B outer on one thread
+ * (alone_bo_mc), one A block per part on more (part_plan_for) */
+static bool large_b(const kiln_gemm_shape *s) { return s->k * s->n >= (int64_t)1 << 21; }
+
 static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     gemm_blocks bl = blocks_for(t, s);
-    if ((s->n > GEMM_BO_N && s->k * s->n <= GEMM_BO_B) || s->m <= bl.mc) return 0;
+    if ((s->n > GEMM_BO_N && !large_b(s)) || s->m <= bl.mc) return 0;
     int64_t mc = balanced(s->m, GEMM_BO_MC, t.mr);
     bool fits = round_up(mc * bl.kc, 16) + round_up(s->n, t.nr) * bl.kc <= scratch_floats(t, s);
     return fits ? mc : 0;
@@ -1014,12 +1019,12 @@ static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
  * whole shape's mc was chosen for m: a 1024-row part of 2048³ ran A blocks of 684 + 340
  * rows and so packed all of B twice, as did the parts of every m = 2048 training shape.
  * For a B of n ≤ GEMM_BO_N the part runs B outer (loops_nest's bo, as one thread does:
- * alone_bo_mc) with A blocks of GEMM_BO_MC rows; for a large B (k·n ≥ GEMM_PART_MC_B)
+ * alone_bo_mc) with A blocks of GEMM_BO_MC rows; for a large B (large_b)
  * the part's rows (on 2 threads, the largest part) are blocked under their own cap,
  * GEMM_PART_MC, so a part of up to that many rows is one A block; either packs B once. kc is the shape's, so the
  * bits do not change. `mc` is the part's A block rows (its slot has room for it: slot_for),
  * `bo` B outer. */
-enum { GEMM_PART_MC = 1024, GEMM_PART_MC_B = 1 << 21 };
+enum { GEMM_PART_MC = 1024 };
 typedef struct part_plan {
     int64_t mc, nc;
     bool bo;
@@ -1041,10 +1046,10 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
     int cap = tu.part_mc >= 0 ? tu.part_mc : GEMM_PART_MC;
     bool bo = tu.part_bo >= 0 ? tu.part_bo : true;
     if (bo && s->n <= GEMM_BO_N && s->m > bl.mc) return (part_plan){balanced(rows, GEMM_BO_MC, t.mr), pl.nc, true};
-    /* only for a large B: a B of k·n ≥ GEMM_PART_MC_B floats comes from memory each time
+    /* only for a large B (large_b), which comes from memory each time
      * it is packed (2048³: +2–3 %), while a B of a few MiB is packed again from L2/L3 for
      * less than the larger A block costs (2048×1536×384: −1 to −2 %) */
-    if (cap > 0 && (tu.part_mc > 0 || s->k * s->n >= GEMM_PART_MC_B)) pl.mc = balanced(rows, round_up(cap, t.mr), t.mr);
+    if (cap > 0 && (tu.part_mc > 0 || large_b(s))) pl.mc = balanced(rows, round_up(cap, t.mr), t.mr);
     return pl;
 }
 
