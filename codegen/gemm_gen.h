@@ -1,6 +1,6 @@
-/* gemm_gen.h — private to gemm.c and gemm_small.c: the GEMM emitter's state, blocking
- * and the small IR builders both files use (static inline: each is a line or two), and
- * the few functions of gemm.c the small-m path calls. See gemm.c's comment. */
+/* gemm_gen.h — private to the GEMM's files (gemm.c, gemm_epilogue.c, gemm_pack.c,
+ * gemm_small.c): the GEMM emitter's state, blocking and the small IR builders they share
+ * (static inline: each is a line or two), and the functions each calls in another. See gemm.c's comment. */
 #ifndef KILN_GEMM_GEN_H
 #define KILN_GEMM_GEN_H
 
@@ -134,6 +134,17 @@ static inline void masked_store(gen *g, LLVMValueRef v, LLVMValueRef p, LLVMValu
     LLVMValueRef args[] = {v, p, LLVMConstInt(g->i32, 4, 0), mask};
     LLVMBuildCall2(g->b, g->mstore_ty, g->mstore, args, 4, "");
 }
+
+/* Vector `off` of a tile's row at base: a plain access, or one under `mask` (see
+ * write_tile: a masked tile clamps the rows past its end to a valid one, all lanes off). */
+static inline LLVMValueRef row_load(gen *g, LLVMValueRef base, LLVMValueRef off, LLVMValueRef mask) {
+    return mask ? masked_load(g, at_any(g, base, off), mask) : load_aligned(g, g->vf, at(g, base, off), 4);
+}
+static inline void row_store(gen *g, LLVMValueRef x, LLVMValueRef base, LLVMValueRef off, LLVMValueRef mask) {
+    if (mask) masked_store(g, x, at_any(g, base, off), mask);
+    else store_aligned(g, x, at(g, base, off), 4);
+}
+
 /* llvm.prefetch(p, write, high locality, data cache) */
 static inline void prefetch_for_write(gen *g, LLVMValueRef p) {
     LLVMValueRef args[] = {p, LLVMConstInt(g->i32, 1, 0), LLVMConstInt(g->i32, 3, 0), LLVMConstInt(g->i32, 1, 0)};
@@ -259,12 +270,20 @@ typedef struct epi_ptrs {
     LLVMValueRef c, ldc, bias, p, ldp, r, ldr, scale;  /* scale: a double */
 } epi_ptrs;
 
-/* gemm.c: an epilogue with a scale other than 1; the "_e…" part of function names;
- * the last write of a tile with the epilogue's steps; a kiln_parallel_for call. */
+/* gemm_epilogue.c: an epilogue with a scale other than 1; one that changes nothing (the
+ * plain GEMM); the "_e…" part of function names; the last write of a tile with the
+ * epilogue's steps, unrolled, or through a stage of MR×NR floats row by row when the
+ * activation is long (gemm_epi_staged). */
 bool gemm_has_scale(const kiln_gemm_epilogue *e);
+bool gemm_epi_trivial(const kiln_gemm_epilogue *e);
 void gemm_epi_code(const kiln_gemm_epilogue *e, char *buf, size_t size);
 void gemm_write_epilogue(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], const epi_ptrs *at_,
                          LLVMValueRef rows, LLVMValueRef cols, bool masked);
+bool gemm_epi_staged(const kiln_gemm_epilogue *e);
+void gemm_write_epilogue_staged(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], LLVMValueRef stage,
+                                const epi_ptrs *at_, LLVMValueRef rows, LLVMValueRef cols, bool masked);
+
+/* gemm.c: a kiln_parallel_for call. */
 void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts);
 
 /* ---- packing (gemm_pack.c) ---------------------------------------------------------- */
