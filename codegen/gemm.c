@@ -1060,10 +1060,7 @@ static LLVMValueRef part_first_tile(gen *g, LLVMValueRef i, LLVMValueRef threads
 static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *gemm_name,
                                   LLVMValueRef loops) {
     gemm_split sp = gemm_split_for(g.t, s);
-    part_plan pl = part_plan_for(g.t, s, sp);
-    /* B outer: the whole shape's nest is alone_nest's, which one thread runs (alone_branch) */
-    assert(!pl.bo || alone_bo_mc(g.t, s) > 0);
-    if (pl.bo) loops = loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, true);  /* own builder */
+    part_plan pl = part_plan_for(g.t, s, sp);  /* B outer: `loops` is alone_nest's bo nest */
     LLVMValueRef fn;
     if (!part_function_begin(&g, gemm_name, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
@@ -1209,7 +1206,12 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     if (gemm_use_small(g.t, s)) return gemm_small(g, s, e, name);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
     gemm_shared sh = shared_for(g.t, s);
-    LLVMValueRef loops = work ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
+    gemm_split sp = gemm_split_for(g.t, s);
+    bool parted = work && sp.parts > 1;
+    /* parts that run B outer (part_plan_for) run the nest one thread runs (alone_nest) */
+    bool parts_bo = parted && part_plan_for(g.t, s, sp).bo;
+    assert(!parts_bo || alone_bo_mc(g.t, s) > 0);
+    LLVMValueRef loops = work && !parts_bo ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
     LLVMValueRef loops_alone = alone_nest(g, s, e, sh);
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false) : NULL;
 
@@ -1223,8 +1225,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
     if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
-    gemm_split sp = gemm_split_for(g.t, s);
-    LLVMValueRef part = work && sp.parts > 1 ? part_function(g, s, e, name, loops) : NULL;  /* own builder */
+    LLVMValueRef part = parted ? part_function(g, s, e, name, parts_bo ? loops_alone : loops) : NULL;  /* own builder */
     LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name, sh) : NULL;
     int64_t slivers = sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr;
     function_begin(&g, name, n_params, params, names, &existing);
