@@ -77,7 +77,11 @@
  * whole block before the j2 loop, no gain; prefetching the next B block's source during
  * the current block, slower: with the A block it does not fit L2; the next B block
  * packed into a second slot during the current one, by calls between the tiles or
- * inside the k loops of all its tiles: the copy cost the same, see docs/performance.md.)
+ * inside the k loops of all its tiles: the copy cost the same, see docs/performance.md;
+ * and, 16:20–16:55, no A packing at all in the B-outer nest, the tiles broadcasting
+ * op(A) from A's 12 rows with the next sliver's rows prefetched — one thread +1.6–3.3 %
+ * on the n = 384 shapes but not in every run, two threads 0–1 %, n = 1152 nothing:
+ * behind KILN_GEMM_TUNE=abcast=1, see loops_nest.)
  *
  * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
  * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
@@ -169,7 +173,8 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
  * perthread=0|1 (one part per thread at run time, nothing shared; see split_for),
  * pmc=N (the cap of a part's A block rows, part_plan_for; 0: the whole shape's blocks),
  * pbo=0|1 (B outer in the parts of a split along m, part_plan_for), pnc=N (the cap of a
- * part's B block columns). */
+ * part's B block columns), abcast=0|1 (B outer's tiles broadcast op(A) from A's rows
+ * instead of a packed sliver, loops_nest's a_rows). */
 typedef struct gemm_tune {
     char split;      /* 'm', 'n' or 0 */
     int parts;       /* 0: the default */
@@ -178,10 +183,11 @@ typedef struct gemm_tune {
     int part_mc;     /* -1: the default */
     int part_bo;     /* -1: the default */
     int part_nc;     /* 0: the default */
+    int a_bcast;     /* -1: the default (off) */
 } gemm_tune;
 
 static gemm_tune tune_now(void) {
-    gemm_tune tu = {0, 0, -1, -1, -1, -1, 0};
+    gemm_tune tu = {0, 0, -1, -1, -1, -1, 0, -1};
     const char *v = getenv("KILN_GEMM_TUNE");
     for (; v && *v; v += strcspn(v, ","), v += *v == ',') {
         if (strncmp(v, "split=", 6) == 0 && (v[6] == 'm' || v[6] == 'n')) tu.split = v[6];
@@ -191,6 +197,7 @@ static gemm_tune tune_now(void) {
         else if (strncmp(v, "pmc=", 4) == 0) tu.part_mc = atoi(v + 4);
         else if (strncmp(v, "pbo=", 4) == 0) tu.part_bo = atoi(v + 4);
         else if (strncmp(v, "pnc=", 4) == 0) tu.part_nc = atoi(v + 4);
+        else if (strncmp(v, "abcast=", 7) == 0) tu.a_bcast = atoi(v + 7);
     }
     if (tu.parts > KILN_MAX_THREADS) tu.parts = KILN_MAX_THREADS;
     return tu;
@@ -220,7 +227,7 @@ enum { GEMM_SHARED_MAX = 1 << 22 };
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool small = gemm_use_small(t, s);
-    gemm_tune tu = small ? (gemm_tune){0, 0, -1, -1, -1, -1, 0} : tune_now();
+    gemm_tune tu = small ? (gemm_tune){0, 0, -1, -1, -1, -1, 0, -1} : tune_now();
     bool per_thread = !small;
     if (tu.per_thread >= 0 && !small) per_thread = tu.per_thread;
     /* one part per thread: cut the dimension whose operand is the larger, so that the
@@ -320,14 +327,30 @@ typedef struct b_source {
  * best (4: no gain over packing separately, 64: the same as 32). */
 enum { GEMM_TILE_PREFETCH_ROWS = 32 };
 
+/* A read by the micro-kernel from A itself (op(A) not transposed, loops_nest's a_rows):
+ * element (r, q) of the tile's A is row[r][q], the MR row pointers computed once before
+ * the k loop (rows past m clamped to the last one: a_rows_for). When `next` (a run-time
+ * i64, floats from a row to the same row of the next sliver, MR·lda) is not 0, the loop
+ * also prefetches, every 16 steps, the line at depth q of each of the next sliver's rows,
+ * which otherwise come from L3 in the first tile that reads them (nothing packed them);
+ * the loop nest asks it of each sliver's first tile of a B block (jr = 0), 0 elsewhere.
+ * (Without it the A packing saved was lost again: 1 thread −1 to +1 %; prefetching a
+ * tile's own rows ahead, or the next sliver from every tile, no better or −2 %.) */
+typedef struct a_source {
+    LLVMValueRef row[MR_MAX];
+    LLVMValueRef next;
+} a_source;
+
 /* The k loop of a tile from depth q0 to kc: sum[r][v] = init[r][v] (zeros when NULL) +
  * Σ_q0≤q<kc ap[q·MR + r]·bp[q·NR + v·W + lane], one fma per step in q order, as
  * <W x float> phis (see the file comment); leaves the builder after the loop. The loop
  * runs at least once (q0 < kc) unless `may_be_empty`, which adds an exit for q0 ≥ kc.
- * With bs the B rows come from the source and are packed on the way (b_source). */
+ * With bs the B rows come from the source and are packed on the way (b_source); with as
+ * the A elements come from A's rows (a_source: as->row[r][q] for ap[q·MR + r]). */
 
 static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q0, LLVMValueRef kc,
-                        LLVMValueRef init[][NV], bool may_be_empty, LLVMValueRef sum[][NV], const b_source *bs) {
+                        LLVMValueRef init[][NV], bool may_be_empty, LLVMValueRef sum[][NV], const b_source *bs,
+                        const a_source *as) {
     const int w = g->t.w, mr = g->t.mr, nr = g->t.nr;
     LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g->vf), start[MR_MAX][NV];
     for (int r = 0; r < mr; r++)
@@ -341,7 +364,7 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q
         for (int v = 0; v < NV; v++) acc[r][v] = LLVMBuildPhi(g->b, g->vf, "acc");
 
     /* Step q: row q of the B sliver (2 aligned vectors), column q of the A sliver. */
-    LLVMValueRef brow = at(g, bp, mul(g, q, k64(g, nr))), acol = at(g, ap, mul(g, q, k64(g, mr)));
+    LLVMValueRef brow = at(g, bp, mul(g, q, k64(g, nr))), acol = as ? NULL : at(g, ap, mul(g, q, k64(g, mr)));
     LLVMValueRef bv[NV];
     if (bs) {
         LLVMValueRef srow = at_any(g, bs->src, mul(g, q, bs->ld));
@@ -358,22 +381,32 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q
     } else {
         for (int v = 0; v < NV; v++) bv[v] = load_aligned(g, g->vf, at(g, brow, k64(g, v * w)), 4u * (unsigned)w);
     }
+    if (as) {  /* every 16 steps (a line of each row), the next sliver's rows when asked */
+        LLVMBasicBlockRef bpf = block(g, "a.prefetch"), bgo = block(g, "a.go");
+        LLVMValueRef due = LLVMBuildICmp(g->b, LLVMIntEQ, LLVMBuildAnd(g->b, q, k64(g, 15), ""), k64(g, 0), "");
+        branch(g, LLVMBuildAnd(g->b, due, LLVMBuildICmp(g->b, LLVMIntNE, as->next, k64(g, 0), ""), ""), bpf, bgo);
+        for (int r = 0; r < mr; r++) prefetch_for_read(g, at_any(g, as->row[r], add(g, q, as->next)));
+        LLVMBuildBr(g->b, bgo);
+        LLVMPositionBuilderAtEnd(g->b, bgo);
+    }
     for (int r = 0; r < mr; r++) {
-        LLVMValueRef av = splat(g, load_aligned(g, g->f32, at(g, acol, k64(g, r)), 4), g->vf);
+        LLVMValueRef ap_rq = as ? at(g, as->row[r], q) : at(g, acol, k64(g, r));
+        LLVMValueRef av = splat(g, load_aligned(g, g->f32, ap_rq, 4), g->vf);
         for (int v = 0; v < NV; v++) {
             LLVMValueRef args[] = {av, bv[v], acc[r][v]};
             next[r][v] = LLVMBuildCall2(g->b, g->fma_ty, g->fma, args, 3, "");
         }
     }
     LLVMValueRef q1 = add(g, q, k64(g, 1));
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
     hint_loop(g, LLVMBuildCondBr(g->b, lt(g, q1, kc), body, done));
 
     LLVMAddIncoming(q, &q0, &pre, 1);
-    LLVMAddIncoming(q, &q1, &body, 1);
+    LLVMAddIncoming(q, &q1, &latch, 1);
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < NV; v++) {
             LLVMAddIncoming(acc[r][v], &start[r][v], &pre, 1);
-            LLVMAddIncoming(acc[r][v], &next[r][v], &body, 1);
+            LLVMAddIncoming(acc[r][v], &next[r][v], &latch, 1);
         }
     LLVMPositionBuilderAtEnd(g->b, done);
     for (int r = 0; r < mr; r++)
@@ -384,7 +417,7 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q
             }
             sum[r][v] = LLVMBuildPhi(g->b, g->vf, "sum");
             LLVMAddIncoming(sum[r][v], &start[r][v], &pre, 1);
-            LLVMAddIncoming(sum[r][v], &next[r][v], &body, 1);
+            LLVMAddIncoming(sum[r][v], &next[r][v], &latch, 1);
         }
 }
 
@@ -402,12 +435,24 @@ enum { GEMM_PREFETCH_STEPS = 32 };
  * packing B on the way when bs (emit_k_loop). */
 static void emit_k_loop_split(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef kc, bool may_be_empty,
                               void (*late)(gen *g, const void *ctx), const void *ctx, LLVMValueRef sum[][NV],
-                              const b_source *bs) {
+                              const b_source *bs, const a_source *as) {
     LLVMValueRef mid = sub(g, kc, k64(g, GEMM_PREFETCH_STEPS)), zero = k64(g, 0), part[MR_MAX][NV];
     mid = LLVMBuildSelect(g->b, lt(g, mid, zero), zero, mid, "");
-    emit_k_loop(g, ap, bp, zero, mid, NULL, true, part, bs);
+    emit_k_loop(g, ap, bp, zero, mid, NULL, true, part, bs, as);
     late(g, ctx);
-    emit_k_loop(g, ap, bp, mid, kc, part, may_be_empty, sum, bs);
+    emit_k_loop(g, ap, bp, mid, kc, part, may_be_empty, sum, bs, as);
+}
+
+/* The row pointers of a tile's A read from A itself (a_source): row r at a + r·lda, the
+ * rows at or past `rows` (a last sliver overhanging m) clamped to row rows − 1, whose
+ * sums the masked write drops; so nothing past m is read. (Whole tiles with unclamped
+ * pointers, a second copy of the loops, measured the same: the loop's few extra moves
+ * for 12 pointers in 15 registers cost nothing measurable.) */
+static a_source a_rows_for(gen *g, LLVMValueRef a, LLVMValueRef lda, LLVMValueRef next, LLVMValueRef rows) {
+    a_source as = {{0}, next};
+    LLVMValueRef last = sub(g, rows, k64(g, 1));
+    for (int r = 0; r < g->t.mr; r++) as.row[r] = at(g, a, mul(g, smin(g, k64(g, r), last), lda));
+    return as;
 }
 
 /* The four ways to write sums to a tile at c: (whole tile | masked) × (store | add, as
@@ -444,28 +489,43 @@ static void prefetch_late(gen *g, const void *ctx) {
  *   void kiln_gemm_tile_wW_MRxNR_pb(…, i1 accumulate, const float *bsrc, i64 ldb)  (pack_b)
  * the same sums with the B sliver read from op(B) at bsrc, rows ldb apart, and written
  * to bp as the packer would have (zeros past cols): the loop nest calls it for the first
- * A sliver of a block, which thus packs B while it computes (see "Packing"). */
-static LLVMValueRef tile_function(gen g, bool pack_b) {
+ * A sliver of a block, which thus packs B while it computes (see "Packing").
+ *   void kiln_gemm_tile_wW_MRxNR_ab(const float *a, …, i1 accumulate, i64 lda, i64 anext[, bsrc, ldb])
+ * (a_rows) the same sums with op(A)(r, q) read from A itself, a[r·lda + q] (a at the
+ * tile's first row and depth; rows ≥ `rows` read row rows − 1: a_rows_for), nothing
+ * packed; anext ≠ 0: also prefetch the rows anext floats on (a_source). */
+static LLVMValueRef tile_function(gen g, bool pack_b, bool a_rows) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
     char name[64];
-    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s", w, mr, nr, pack_b ? "_pb" : "");
-    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64, g.i1, g.ptr, g.i64};
-    static const char *const names[] = {"ap", "bp", "c", "ldc", "kc", "rows", "cols", "accumulate", "bsrc", "ldb"};
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s%s", w, mr, nr, a_rows ? "_ab" : "", pack_b ? "_pb" : "");
+    LLVMTypeRef params[12] = {g.ptr, g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64, g.i1};
+    const char *names[12] = {"ap", "bp", "c", "ldc", "kc", "rows", "cols", "accumulate"};
+    unsigned n_params = 8, at_lda = 0, at_bsrc = 0;
+    if (a_rows) {
+        at_lda = n_params, params[n_params] = g.i64, names[n_params++] = "lda";
+        params[n_params] = g.i64, names[n_params++] = "anext";
+    }
+    if (pack_b) {
+        at_bsrc = n_params;
+        params[n_params] = g.ptr, names[n_params++] = "bsrc";
+        params[n_params] = g.i64, names[n_params++] = "ldb";
+    }
     LLVMValueRef fn;
-    if (!function_begin(&g, name, pack_b ? 10 : 8, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, n_params, params, names, &fn)) return fn;
     LLVMValueRef ap = param(&g, 0), bp = param(&g, 1), c = param(&g, 2), ldc = param(&g, 3), kc = param(&g, 4);
     LLVMValueRef rows = param(&g, 5), cols = param(&g, 6), accumulate = param(&g, 7);
     b_source bs = {0};
     if (pack_b) {
-        bs.src = param(&g, 8), bs.ld = param(&g, 9);
+        bs.src = param(&g, at_bsrc), bs.ld = param(&g, at_bsrc + 1);
         for (int v = 0; v < NV; v++) bs.mask[v] = lanes_below(&g, sub(&g, cols, k64(&g, v * w)));
     }
+    a_source as = a_rows ? a_rows_for(&g, ap, param(&g, at_lda), param(&g, at_lda + 1), rows) : (a_source){{0}, 0};
 
     /* Start fetching the C tile now: its lines are needed only after the k loop, and
      * unless C is small they come from L3. */
     prefetch_tile(&g, c, ldc);
     LLVMValueRef sum[MR_MAX][NV], late[2] = {c, ldc};
-    emit_k_loop_split(&g, ap, bp, kc, false, prefetch_late, late, sum, pack_b ? &bs : NULL);
+    emit_k_loop_split(&g, ap, bp, kc, false, prefetch_late, late, sum, pack_b ? &bs : NULL, a_rows ? &as : NULL);
     write_tile_4(&g, sum, c, ldc, rows, cols, accumulate);
     return function_end(&g);
 }
@@ -501,19 +561,31 @@ static void epi_prefetch(gen *g, const void *ctx) {
  * kc may be 0 (k = 0: the epilogue of zeros); pointers of absent steps may be NULL.
  *   void kiln_gemm_tile_wW_MRxNR_eCODE_pb(…, double scale, const float *bsrc, i64 ldb)  (pack_b)
  * the same with the B sliver read from op(B) and packed on the way, as tile_function's
- * _pb (kc ≥ 1 there: the loop nest calls it only for a product). */
-static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e, bool pack_b) {
+ * _pb (kc ≥ 1 there: the loop nest calls it only for a product).
+ *   …_ab…(const float *a, …, double scale, i64 lda, i64 anext[, bsrc, ldb])  (a_rows)
+ * A read from its rows, as tile_function's _ab (kc ≥ 1). */
+static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e, bool pack_b, bool a_rows) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
     char name[96], code[48];
     gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s%s", w, mr, nr, code, pack_b ? "_pb" : "");
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s%s%s", w, mr, nr, code, a_rows ? "_ab" : "",
+             pack_b ? "_pb" : "");
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
-    LLVMTypeRef params[] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64,
-                            ptr, i64};
-    static const char *const names[] = {"ap",   "bp", "c",    "ldc", "kc",  "rows", "cols", "first", "last", "x",
-                                        "ldx", "bias", "p",   "ldp", "r",   "ldr",  "scale", "bsrc", "ldb"};
+    LLVMTypeRef params[21] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
+    const char *names[21] = {"ap",   "bp", "c",    "ldc", "kc",  "rows", "cols", "first", "last", "x",
+                             "ldx", "bias", "p",   "ldp", "r",   "ldr",  "scale"};
+    unsigned n_params = 17, at_lda = 0, at_bsrc = 0;
+    if (a_rows) {
+        at_lda = n_params, params[n_params] = i64, names[n_params++] = "lda";
+        params[n_params] = i64, names[n_params++] = "anext";
+    }
+    if (pack_b) {
+        at_bsrc = n_params;
+        params[n_params] = ptr, names[n_params++] = "bsrc";
+        params[n_params] = i64, names[n_params++] = "ldb";
+    }
     LLVMValueRef fn;
-    if (!function_begin(&g, name, pack_b ? 19 : 17, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, n_params, params, names, &fn)) return fn;
     add_attr(&g, 12, "readonly");  /* bias */
     add_attr(&g, 15, "readonly");  /* r */
     LLVMValueRef ap = param(&g, 0), bp = param(&g, 1), kc = param(&g, 4), rows = param(&g, 5), cols = param(&g, 6);
@@ -535,11 +607,12 @@ static LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e, bool p
     epi_prefetch(&g, &pf);
     b_source bs = {0};
     if (pack_b) {
-        bs.src = param(&g, 17), bs.ld = param(&g, 18);
+        bs.src = param(&g, at_bsrc), bs.ld = param(&g, at_bsrc + 1);
         for (int v = 0; v < NV; v++) bs.mask[v] = lanes_below(&g, sub(&g, cols, k64(&g, v * w)));
     }
+    a_source as = a_rows ? a_rows_for(&g, ap, param(&g, at_lda), param(&g, at_lda + 1), rows) : (a_source){{0}, 0};
     LLVMValueRef sum[MR_MAX][NV];
-    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum, pack_b ? &bs : NULL);
+    emit_k_loop_split(&g, ap, bp, kc, true, epi_prefetch, &pf, sum, pack_b ? &bs : NULL, a_rows ? &as : NULL);
 
     LLVMBasicBlockRef blast = block(&g, "last"), bmore = block(&g, "more"), end = block(&g, "end");
     branch(&g, last, blast, bmore);
@@ -682,22 +755,30 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * i3: the first A block packs every B block of k block p (block j2 at Bp + j2·kc, the
  * shared layout, so Bp needs kc·npad floats) and the later A blocks read them. Each C
  * element still sums its k blocks in p order, the first stored and the later added: the
- * same bits. loops_function is the usual order. */
+ * same bits. loops_function is the usual order.
+ * With bo, op(A) not transposed and KILN_GEMM_TUNE=abcast=1 ("_ab", a_rows) A is not
+ * packed: the tiles broadcast op(A)(i, q) from A's rows, a + (i+r)·lda + p + q
+ * (tile_function's _ab), the same fmas in the same order, so the same bits. Measured and
+ * not the default (docs/performance.md, 2026-12-06 16:20–16:55): +1.6–3.3 % on average at
+ * one thread on the n = 384 shapes (0.98–1.06 per run), 0–1 % at two threads, ±1 % at
+ * n = 1152: not the ≥ 2 % in every run asked for. */
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
                                bool bo) {
     assert(!bo || sh == SHARED_NONE);
+    /* a_rows: A not packed, its tiles broadcast op(A) from A's rows (tile_function's _ab) */
+    bool a_rows = bo && !trans_a && tune_now().a_bcast == 1;
     char name[96], code[48] = "";
     if (e) gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n', code,
-             sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "", bo ? "_bo" : "");
-    LLVMValueRef tile = e ? epi_tile_function(g, e, false) : tile_function(g, false);
+    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n',
+             code, sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "", bo ? "_bo" : "", a_rows ? "_ab" : "");
+    LLVMValueRef tile = e ? epi_tile_function(g, e, false, a_rows) : tile_function(g, false, a_rows);
     /* B packed by the first row of tiles of each block (tile_function, epi_tile_function) */
     bool fuse_b = sh != SHARED_B && !trans_b;
-    LLVMValueRef tile_pb = !fuse_b ? NULL : e ? epi_tile_function(g, e, true) : tile_function(g, true);
+    LLVMValueRef tile_pb = !fuse_b ? NULL : e ? epi_tile_function(g, e, true, a_rows) : tile_function(g, true, a_rows);
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
-    pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
+    pa.packer = a_rows ? NULL : pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
     pb.packer = fuse_b ? NULL : pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
 
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
@@ -755,7 +836,7 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     LLVMValueRef apb = ap;  /* block (i3, p) of the packed A */
     if (sh == SHARED_A)      /* in the shared A: k block p at p·mpad, its slivers from i3 on */
         apb = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, li.iv, kc)));
-    else
+    else if (!a_rows)
         emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
 
     loop lj = loop_begin(&g, k64(&g, 0), n, 1, "j2");
@@ -773,11 +854,13 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     }
 
     loop lr = loop_begin(&g, k64(&g, 0), mc, g.t.mr, "ir");
-    LLVMValueRef i = add(&g, li.iv, lr.iv), asl = at(&g, apb, mul(&g, lr.iv, kc));
+    LLVMValueRef i = add(&g, li.iv, lr.iv);
+    LLVMValueRef asl = a_rows ? at(&g, pa.src, add(&g, mul(&g, i, pa.ld), lp.iv))  /* op(A)(i, p) = a[i·lda + p] */
+                              : at(&g, apb, mul(&g, lr.iv, kc));
     loop lc = loop_begin(&g, k64(&g, 0), nc, g.t.nr, "jr");
     LLVMValueRef j = add(&g, lj.iv, lc.iv);
     /* the tile's arguments, then op(B)(p, j) and ldb for a _pb tile */
-    LLVMValueRef args[19];
+    LLVMValueRef args[21];
     unsigned n_args = e ? 17 : 8;
     if (e) {
         epi_tile_args(&g, args, asl, at(&g, bpj, mul(&g, lc.iv, kc)), c, ldc, kc, m, n, i, j, first, last, &ea);
@@ -785,6 +868,11 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
         LLVMValueRef list[] = {asl, at(&g, bpj, mul(&g, lc.iv, kc)), at(&g, c, add(&g, mul(&g, i, ldc), j)), ldc, kc,
                                sub(&g, m, i), sub(&g, n, j), accumulate};
         memcpy(args, list, sizeof list);
+    }
+    if (a_rows) {  /* lda, and for a sliver's first tile of each B block, to the next sliver (a_source) */
+        args[n_args++] = pa.ld;
+        LLVMValueRef first_tile = LLVMBuildICmp(g.b, LLVMIntEQ, lc.iv, k64(&g, 0), "");
+        args[n_args++] = LLVMBuildSelect(g.b, first_tile, mul(&g, pa.ld, k64(&g, g.t.mr)), k64(&g, 0), "");
     }
     if (fuse_b) {  /* the first A sliver's tiles pack the B slivers they read */
         LLVMBasicBlockRef bfirst = block(&g, "pack.b"), bmore = block(&g, "packed"), bjoin = block(&g, "tile.done");
@@ -1213,7 +1301,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     assert(!parts_bo || alone_bo_mc(g.t, s) > 0);
     LLVMValueRef loops = work && !parts_bo ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
     LLVMValueRef loops_alone = alone_nest(g, s, e, sh);
-    LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false) : NULL;
+    LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false, false) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
      * the shape's constants passed to the shared loop nest, zeros (or their epilogue) for

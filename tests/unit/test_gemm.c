@@ -858,6 +858,75 @@ static void test_epilogue_functions(void **state) {
     kiln_cg_dispose(&cg);
 }
 
+/* KILN_GEMM_TUNE=abcast=1 (codegen/gemm.c, loops_nest's a_rows): the B-outer nest with A
+ * plain reads A's rows in its tiles instead of packing A, and must give the packed path's
+ * bits, plain and with an epilogue, on 1, 2, 3, 5 and 8 threads. The shapes take B outer
+ * (n ≤ 1152, m over one A block) with a partial last sliver (m = 1001 is 83 tiles of 12
+ * and 5 rows, 166 of 6 and 5), odd strides and two k blocks; A ends where a PROT_NONE
+ * page begins, so a row read past m would fault. */
+static void a_broadcast_call(void *fn, const kiln_gemm_epilogue *e, const float *a, const float *b, float *c,
+                             float *scratch, const float *bias, const float *r) {
+    if (e) ((epi_fn)fn)(a, b, c, scratch, bias, NULL, r);
+    else ((gemm_fn)fn)(a, b, c, scratch);
+}
+
+static void test_a_broadcast_bit_identical(void **state) {
+    static const kiln_gemm_shape shapes[] = {
+        {1001, 45, 400, false, false, 403, 45, 47},
+        {1001, 300, 400, false, true, 401, 403, 301},
+    };
+    const kiln_target *targets[] = {&g_host, &g_haswell};
+    kiln_gemm_epilogue epi = {.bias = true, .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int with_epi = 0; with_epi < 2; with_epi++) {
+                const kiln_target *t = targets[ti];
+                kiln_gemm_shape s = shapes[si];
+                kiln_gemm_epilogue *e = NULL;
+                if (with_epi) epi.ldr = s.n, e = &epi;
+                /* the tuned module really has the nest that reads A's rows */
+                setenv("KILN_GEMM_TUNE", "abcast=1", 1);
+                kiln_cg cg;
+                kiln_cg_init(&cg, t, "test_gemm");
+                kiln_cg_gemm_epi(&cg, &s, e);
+                char nest[64];
+                snprintf(nest, sizeof nest, "kiln_gemm_loops_w%d_n%c%s_bo_ab", t->vector_floats, s.trans_b ? 't' : 'n',
+                         with_epi ? "_ebr_gelu_tanh" : "");
+                assert_non_null(LLVMGetNamedFunction(cg.mod, nest));
+                kiln_cg_dispose(&cg);
+                void *tuned = compile_epi(t, &s, e, "default<O3>");
+                unsetenv("KILN_GEMM_TUNE");
+                void *packed = compile_epi(t, &s, e, "default<O3>");
+                int64_t na = s.m * s.lda, nb = (s.trans_b ? s.n : s.k) * s.ldb, nc = s.m * s.ldc;
+                guarded ga = guarded_alloc((size_t)na);
+                float *b = alloc64(nb), *bias = alloc64(s.n), *r = alloc64(s.m * s.n);
+                float *want = alloc64(nc), *got = alloc64(nc);
+                for (int64_t i = 0; i < na; i++) ga.p[i] = rand_pm1();
+                for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
+                for (int64_t i = 0; i < s.n; i++) bias[i] = rand_pm1();
+                for (int64_t i = 0; i < s.m * s.n; i++) r[i] = rand_pm1();
+                float *scratch = alloc64(kiln_gemm_epi_scratch_floats(t, &s, e));
+                assert_int_equal(kiln_threads_set(1), 0);
+                memset(want, 0, sizeof(float) * (size_t)nc);
+                a_broadcast_call(packed, e, ga.p, b, want, scratch, bias, r);
+                static const int thread_counts[] = {1, 2, 3, 5, 8};
+                for (size_t ci = 0; ci < sizeof thread_counts / sizeof thread_counts[0]; ci++) {
+                    assert_int_equal(kiln_threads_set(thread_counts[ci]), 0);
+                    memset(got, 0, sizeof(float) * (size_t)nc);
+                    a_broadcast_call(tuned, e, ga.p, b, got, scratch, bias, r);
+                    assert_memory_equal(want, got, sizeof(float) * (size_t)nc);
+                }
+                assert_int_equal(kiln_threads_set(1), 0);
+                guarded_free(&ga);
+                free(b);
+                free(bias);
+                free(r);
+                free(want);
+                free(got);
+                free(scratch);
+            }
+}
+
 /* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
  * each element the general path's bits: its m rows equal the first m rows of a 20-row
  * product (general path) of the same operands — plain and with an epilogue, with one k
@@ -1045,7 +1114,7 @@ static void build_cases(void) {
 int main(void) {
     build_cases();
     build_epi_cases();
-    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 8];
+    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 9];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
@@ -1055,6 +1124,7 @@ int main(void) {
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_epilogue_functions);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_small_m_matches_general);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_group_bit_identical);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_a_broadcast_bit_identical);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
