@@ -336,9 +336,10 @@ enum { GEMM_TILE_PREFETCH_ROWS = 32 };
  * the loop nest asks it of each sliver's first tile of a B block (jr = 0), 0 elsewhere.
  * (Without it the A packing saved was lost again: 1 thread −1 to +1 %; prefetching a
  * tile's own rows ahead, or the next sliver from every tile, no better or −2 %. Measured
- * 2026-12-06 17:00–17:15 against this form, no better: the next sliver's rows spread over
- * the tiles of the sweep, from its last tile, 64 floats deeper, with all of n as one B
- * block; the next A block into L2 from every tile, −4 to −5 %. See docs/performance.md.) */
+ * 2026-12-06 17:00–17:25 against this form, no better: the next sliver's rows spread over
+ * the tiles of the sweep, or from its last tile, 64 floats deeper, into L2, with all of n
+ * as one B block; the next A block into L2 from every tile, −4 to −5 %. A loop of
+ * prefetches inside the k loop cost up to 10 %. See docs/performance.md.) */
 typedef struct a_source {
     LLVMValueRef row[MR_MAX];
     LLVMValueRef next;
@@ -764,8 +765,9 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * (tile_function's _ab), the same fmas in the same order, so the same bits. Measured and
  * not the default (docs/performance.md, 2026-12-06 16:20–16:55): +1.6–3.3 % on average at
  * one thread on the n = 384 shapes (0.98–1.06 per run), 0–1 % at two threads, ±1 % at
- * n = 1152: not the ≥ 2 % in every run asked for; again 17:00–17:15 with other prefetches
- * (a_source): none better, and one thread loses 1–3 % when the machine is busy. */
+ * n = 1152: not the ≥ 2 % in every run asked for; again 17:00–17:25: one thread +1.9 %
+ * (one set of six at the control), two threads +0.7 %, and no other prefetch (a_source)
+ * better. */
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
                                bool bo) {
     assert(!bo || sh == SHARED_NONE);
