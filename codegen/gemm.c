@@ -765,8 +765,8 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * (tile_function's _ab), the same fmas in the same order, so the same bits. Measured and
  * not the default (docs/performance.md, 2026-12-06 16:20–16:55): +1.6–3.3 % on average at
  * one thread on the n = 384 shapes (0.98–1.06 per run), 0–1 % at two threads, ±1 % at
- * n = 1152: not the ≥ 2 % in every run asked for; again 17:00–17:25: one thread +1.9 %
- * (one set of six at the control), two threads +0.7 %, and no other prefetch (a_source)
+ * n = 1152: not the ≥ 2 % in every run asked for; again 17:00–17:25: one thread +1.8 %
+ * (one set of nine at the control), two threads +0.8 %, and no other prefetch (a_source)
  * better. */
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
                                bool bo) {
