@@ -304,6 +304,12 @@ LLVMValueRef pack_transpose_function(gen g, int width);  /* k contiguous: a tran
 void emit_pack(gen *g, const operand *o, LLVMValueRef w0, LLVMValueRef nw, LLVMValueRef p, LLVMValueRef kc,
                LLVMValueRef dst);
 
+/* gemm_tile.c: the micro-kernels (gemm.c's comment, "Micro-kernel"). tile_function:
+ * the plain tile; epi_tile_function: the tile with epilogue e; pack_b: it also packs the
+ * B sliver it reads from op(B) (_pb); a_rows: it reads op(A) from A's rows (_ab). */
+LLVMValueRef tile_function(gen g, bool pack_b, bool a_rows);
+LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e, bool pack_b, bool a_rows);
+
 /* gemm_small.c: the shape's function `name` on the small-m path (gemm_use_small). */
 LLVMValueRef gemm_small(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *name);
 
