@@ -77,11 +77,10 @@
  * whole block before the j2 loop, no gain; prefetching the next B block's source during
  * the current block, slower: with the A block it does not fit L2; the next B block
  * packed into a second slot during the current one, by calls between the tiles or
- * inside the k loops of all its tiles: the copy cost the same, see docs/performance.md;
- * and, 16:20–16:55, no A packing at all in the B-outer nest, the tiles broadcasting
- * op(A) from A's 12 rows with the next sliver's rows prefetched — one thread +1.6–3.3 %
- * on the n = 384 shapes but not in every run, two threads 0–1 %, n = 1152 nothing:
- * behind KILN_GEMM_TUNE=abcast=1, see loops_nest.)
+ * inside the k loops of all its tiles: the copy cost the same, see docs/performance.md.)
+ * The B-outer nest of a narrow B (n ≤ 512, AVX-512; since 2026-12-06 19:00) packs no A at
+ * all: its tiles broadcast op(A) from A's rows, the next sliver's rows prefetched by the
+ * first tile of each sweep (a_rows_for, tile_function's _ab).
  *
  * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
  * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
@@ -174,7 +173,8 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
  * pmc=N (the cap of a part's A block rows, part_plan_for; 0: the whole shape's blocks),
  * pbo=0|1 (B outer in the parts of a split along m, part_plan_for), pnc=N (the cap of a
  * part's B block columns), abcast=0|1 (B outer's tiles broadcast op(A) from A's rows
- * instead of a packed sliver, loops_nest's a_rows). */
+ * instead of a packed sliver, loops_nest's a_rows, on every shape B outer runs with A
+ * plain, or on none; the default chooses by shape: a_rows_for). */
 typedef struct gemm_tune {
     char split;      /* 'm', 'n' or 0 */
     int parts;       /* 0: the default */
@@ -183,7 +183,7 @@ typedef struct gemm_tune {
     int part_mc;     /* -1: the default */
     int part_bo;     /* -1: the default */
     int part_nc;     /* 0: the default */
-    int a_bcast;     /* -1: the default (off) */
+    int a_bcast;     /* -1: the default (a_rows_for) */
 } gemm_tune;
 
 /* No override: every choice is the default one. */
@@ -373,19 +373,13 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * shared layout, so Bp needs kc·npad floats) and the later A blocks read them. Each C
  * element still sums its k blocks in p order, the first stored and the later added: the
  * same bits. loops_function is the usual order.
- * With bo, op(A) not transposed and KILN_GEMM_TUNE=abcast=1 ("_ab", a_rows) A is not
- * packed: the tiles broadcast op(A)(i, q) from A's rows, a + (i+r)·lda + p + q
- * (tile_function's _ab), the same fmas in the same order, so the same bits. Measured and
- * not the default (docs/performance.md, 2026-12-06 16:20–16:55): +1.6–3.3 % on average at
- * one thread on the n = 384 shapes (0.98–1.06 per run), 0–1 % at two threads, ±1 % at
- * n = 1152: not the ≥ 2 % in every run asked for; again 17:00–17:25: one thread +1.8 %
- * (one set of nine at the control), two threads +0.8 %, and no other prefetch (a_source)
- * better. */
+ * With a_rows ("_ab"; bo and op(A) not transposed: a_rows_for) A is not packed: the
+ * tiles broadcast op(A)(i, q) from A's rows, a + (i+r)·lda + p + q (tile_function's _ab),
+ * the same fmas in the same order, so the same bits. */
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
-                               bool bo) {
+                               bool bo, bool a_rows) {
     assert(!bo || sh == SHARED_NONE);
-    /* a_rows: A not packed, its tiles broadcast op(A) from A's rows (tile_function's _ab) */
-    bool a_rows = bo && !trans_a && tune_now().a_bcast == 1;
+    assert(!a_rows || (bo && !trans_a));
     char name[96], code[48] = "";
     if (e) gemm_epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n',
@@ -517,7 +511,7 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
 }
 
 static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
-    return loops_nest(g, trans_a, trans_b, e, sh, false);
+    return loops_nest(g, trans_a, trans_b, e, sh, false, false);
 }
 
 /* On one thread there is nothing to share: a product that would pack an operand once
@@ -559,6 +553,24 @@ static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t mc = balanced(s->m, GEMM_BO_MC, t.mr);
     bool fits = round_up(mc * bl.kc, 16) + round_up(s->n, t.nr) * bl.kc <= scratch_floats(t, s);
     return fits ? mc : 0;
+}
+
+/* Whether a B-outer nest (bo) broadcasts op(A) from A's rows instead of packing it
+ * (loops_nest's a_rows): only for op(A) not transposed, whose rows hold it, and by default
+ * for B of n ≤ GEMM_AB_N columns on 16-float vectors. There packing A costs most: a B
+ * block of few columns gives each packed A sliver few tiles to serve, and the A
+ * transposer took 6.9 % of the samples of 2048×384×1536 (the tiles 91 %). Measured on Zen
+ * 5 against an identical control in the same runs (docs/performance.md, 2026-12-06 19:00):
+ * n = 384, nn and nt, k = 384 and 1536, +2.9 % at one thread (each of 6 sets +2.4 % or
+ * more), +1.8 % at two; n = 768 +1 % at one thread, ±1 % at two; n = 1152 ±0.5 %. AVX2's
+ * 6-row tiles are not measured, so they keep packing A. KILN_GEMM_TUNE=abcast=0|1 turns it
+ * off or on for every bo nest with op(A) plain, for comparison. */
+enum { GEMM_AB_N = 512 };
+static bool a_rows_for(gemm_tile t, const kiln_gemm_shape *s, bool bo) {
+    if (!bo || s->trans_a) return false;
+    int tuned = tune_now().a_bcast;
+    if (tuned >= 0) return tuned == 1;
+    return t.w == 16 && s->n <= GEMM_AB_N;
 }
 
 /* ---- the parts' blocks ------------------------------------------------------------- */
@@ -618,7 +630,8 @@ static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, ge
  * bo; one part per thread packs B once per A block of the usual mc). */
 static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
     if (sh == SHARED_NONE && !alone_bo_mc(g.t, s)) return NULL;
-    return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, alone_bo_mc(g.t, s) > 0);
+    bool bo = alone_bo_mc(g.t, s) > 0;
+    return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, bo, a_rows_for(g.t, s, bo));
 }
 
 static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,

@@ -858,9 +858,9 @@ static void test_epilogue_functions(void **state) {
     kiln_cg_dispose(&cg);
 }
 
-/* KILN_GEMM_TUNE=abcast=1 (codegen/gemm.c, loops_nest's a_rows): the B-outer nest with A
- * plain reads A's rows in its tiles instead of packing A, and must give the packed path's
- * bits, plain and with an epilogue, on 1, 2, 3, 5 and 8 threads. The shapes take B outer
+/* codegen/gemm.c's a_rows (a_rows_for: by default for n ≤ 512 on AVX-512; forced with
+ * KILN_GEMM_TUNE=abcast=1, off with abcast=0): the B-outer nest with A plain reads A's
+ * rows in its tiles instead of packing A, and must give the packed path's bits, plain and with an epilogue, on 1, 2, 3, 5 and 8 threads. The shapes take B outer
  * (n ≤ 1152, m over one A block) with a partial last sliver (m = 1001 is 83 tiles of 12
  * and 5 rows, 166 of 6 and 5), odd strides and two k blocks; A ends where a PROT_NONE
  * page begins, so a row read past m would fault. */
@@ -895,8 +895,9 @@ static void test_a_broadcast_bit_identical(void **state) {
                 assert_non_null(LLVMGetNamedFunction(cg.mod, nest));
                 kiln_cg_dispose(&cg);
                 void *tuned = compile_epi(t, &s, e, "default<O3>");
-                unsetenv("KILN_GEMM_TUNE");
+                setenv("KILN_GEMM_TUNE", "abcast=0", 1);
                 void *packed = compile_epi(t, &s, e, "default<O3>");
+                unsetenv("KILN_GEMM_TUNE");
                 int64_t na = s.m * s.lda, nb = (s.trans_b ? s.n : s.k) * s.ldb, nc = s.m * s.ldc;
                 guarded ga = guarded_alloc((size_t)na);
                 float *b = alloc64(nb), *bias = alloc64(s.n), *r = alloc64(s.m * s.n);
@@ -925,6 +926,40 @@ static void test_a_broadcast_bit_identical(void **state) {
                 free(got);
                 free(scratch);
             }
+}
+
+/* Which B-outer nests read A's rows by default (a_rows_for): n ≤ 512 with op(A) plain on
+ * AVX-512 (m = 2048 takes B outer on one thread), not n = 768, not op(A) transposed, not
+ * AVX2; abcast=0 turns it off, abcast=1 on for the wider B. */
+static bool has_a_rows_nest(const kiln_target *t, const kiln_gemm_shape *s) {
+    kiln_cg cg;
+    kiln_cg_init(&cg, t, "test_gemm");
+    kiln_cg_gemm(&cg, s);
+    char nest[64];
+    snprintf(nest, sizeof nest, "kiln_gemm_loops_w%d_%c%c_bo_ab", t->vector_floats, s->trans_a ? 't' : 'n',
+             s->trans_b ? 't' : 'n');
+    bool has = LLVMGetNamedFunction(cg.mod, nest) != NULL;
+    kiln_cg_dispose(&cg);
+    return has;
+}
+
+static void test_a_broadcast_default(void **state) {
+    (void)state;
+    if (g_host.vector_floats < 16) skip();
+    kiln_gemm_shape narrow = {2048, 384, 384, false, false, 384, 384, 384};
+    kiln_gemm_shape narrow_nt = {2048, 384, 1536, false, true, 1536, 1536, 384};
+    kiln_gemm_shape wide = {2048, 768, 384, false, false, 384, 768, 768};
+    kiln_gemm_shape trans_a = {2048, 384, 384, true, false, 2048, 384, 384};
+    assert_true(has_a_rows_nest(&g_host, &narrow));
+    assert_true(has_a_rows_nest(&g_host, &narrow_nt));
+    assert_false(has_a_rows_nest(&g_host, &wide));
+    assert_false(has_a_rows_nest(&g_host, &trans_a));
+    assert_false(has_a_rows_nest(&g_haswell, &narrow));
+    setenv("KILN_GEMM_TUNE", "abcast=0", 1);
+    assert_false(has_a_rows_nest(&g_host, &narrow));
+    setenv("KILN_GEMM_TUNE", "abcast=1", 1);
+    assert_true(has_a_rows_nest(&g_host, &wide));
+    unsetenv("KILN_GEMM_TUNE");
 }
 
 /* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
@@ -1114,7 +1149,7 @@ static void build_cases(void) {
 int main(void) {
     build_cases();
     build_epi_cases();
-    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 9];
+    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 10];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
@@ -1125,6 +1160,7 @@ int main(void) {
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_small_m_matches_general);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_group_bit_identical);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_a_broadcast_bit_identical);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_a_broadcast_default);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
