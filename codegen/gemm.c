@@ -560,9 +560,9 @@ static int64_t alone_bo_mc(gemm_tile t, const kiln_gemm_shape *s) {
  * for B of n ≤ GEMM_AB_N columns on 16-float vectors. There packing A costs most: a B
  * block of few columns gives each packed A sliver few tiles to serve, and the A
  * transposer took 6.9 % of the samples of 2048×384×1536 (the tiles 91 %). Measured on Zen
- * 5 against an identical control in the same runs (docs/performance.md, GEMM, 2026-12-06 18:40–19:05):
- * n = 384, nn and nt, k = 384 and 1536, +2.9 % at one thread (each of 6 sets +2.4 % or
- * more), +1.8 % at two; n = 768 +1 % at one thread, ±1 % at two; n = 1152 ±0.5 %. AVX2's
+ * 5 against an identical control in the same runs (docs/performance.md, GEMM,
+ * 2026-12-06 18:40–19:05): n = 384, nn and nt, k = 384 and 1536, +2.9 % at one thread
+ * (each of 6 sets +2.4 % or more), +1.8 % at two; n = 768 +1 % at one thread, ±1 % at two; n = 1152 ±0.5 %. AVX2's
  * 6-row tiles are not measured, so they keep packing A. KILN_GEMM_TUNE=abcast=0|1 turns it
  * off or on for every bo nest with op(A) plain, for comparison. */
 enum { GEMM_AB_N = 512 };
