@@ -629,8 +629,8 @@ static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, ge
  * a shared operand (its pass is skipped) or when B outer applies (the parts' nest has no
  * bo; one part per thread packs B once per A block of the usual mc). */
 static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
-    if (sh == SHARED_NONE && !alone_bo_mc(g.t, s)) return NULL;
     bool bo = alone_bo_mc(g.t, s) > 0;
+    if (sh == SHARED_NONE && !bo) return NULL;
     return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, bo, a_rows_for(g.t, s, bo));
 }
 

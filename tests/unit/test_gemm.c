@@ -858,6 +858,22 @@ static void test_epilogue_functions(void **state) {
     kiln_cg_dispose(&cg);
 }
 
+/* Whether the module of product s (with epilogue e, or none, whose name code is epi_code)
+ * on target t has the B-outer nest that reads op(A) from A's rows ("_bo_ab",
+ * codegen/gemm.c's a_rows_for). */
+static bool has_a_rows_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                            const char *epi_code) {
+    kiln_cg cg;
+    kiln_cg_init(&cg, t, "test_gemm");
+    kiln_cg_gemm_epi(&cg, s, e);
+    char nest[96];
+    snprintf(nest, sizeof nest, "kiln_gemm_loops_w%d_%c%c%s_bo_ab", t->vector_floats, s->trans_a ? 't' : 'n',
+             s->trans_b ? 't' : 'n', epi_code);
+    bool has = LLVMGetNamedFunction(cg.mod, nest) != NULL;
+    kiln_cg_dispose(&cg);
+    return has;
+}
+
 /* codegen/gemm.c's a_rows (a_rows_for: by default for n ≤ 512 on AVX-512; forced with
  * KILN_GEMM_TUNE=abcast=1, off with abcast=0): the B-outer nest with A plain reads A's
  * rows in its tiles instead of packing A, and must give the packed path's bits, plain and with an epilogue, on 1, 2, 3, 5 and 8 threads. The shapes take B outer
@@ -886,14 +902,7 @@ static void test_a_broadcast_bit_identical(void **state) {
                 if (with_epi) epi.ldr = s.n, e = &epi;
                 /* the tuned module really has the nest that reads A's rows */
                 setenv("KILN_GEMM_TUNE", "abcast=1", 1);
-                kiln_cg cg;
-                kiln_cg_init(&cg, t, "test_gemm");
-                kiln_cg_gemm_epi(&cg, &s, e);
-                char nest[64];
-                snprintf(nest, sizeof nest, "kiln_gemm_loops_w%d_n%c%s_bo_ab", t->vector_floats, s.trans_b ? 't' : 'n',
-                         with_epi ? "_ebr_gelu_tanh" : "");
-                assert_non_null(LLVMGetNamedFunction(cg.mod, nest));
-                kiln_cg_dispose(&cg);
+                assert_true(has_a_rows_nest(t, &s, e, with_epi ? "_ebr_gelu_tanh" : ""));
                 void *tuned = compile_epi(t, &s, e, "default<O3>");
                 setenv("KILN_GEMM_TUNE", "abcast=0", 1);
                 void *packed = compile_epi(t, &s, e, "default<O3>");
@@ -931,18 +940,6 @@ static void test_a_broadcast_bit_identical(void **state) {
 /* Which B-outer nests read A's rows by default (a_rows_for): n ≤ 512 with op(A) plain on
  * AVX-512 (m = 2048 takes B outer on one thread), not n = 768, not op(A) transposed, not
  * AVX2; abcast=0 turns it off, abcast=1 on for the wider B. */
-static bool has_a_rows_nest(const kiln_target *t, const kiln_gemm_shape *s) {
-    kiln_cg cg;
-    kiln_cg_init(&cg, t, "test_gemm");
-    kiln_cg_gemm(&cg, s);
-    char nest[64];
-    snprintf(nest, sizeof nest, "kiln_gemm_loops_w%d_%c%c_bo_ab", t->vector_floats, s->trans_a ? 't' : 'n',
-             s->trans_b ? 't' : 'n');
-    bool has = LLVMGetNamedFunction(cg.mod, nest) != NULL;
-    kiln_cg_dispose(&cg);
-    return has;
-}
-
 static void test_a_broadcast_default(void **state) {
     (void)state;
     if (g_host.vector_floats < 16) skip();
@@ -950,15 +947,15 @@ static void test_a_broadcast_default(void **state) {
     kiln_gemm_shape narrow_nt = {2048, 384, 1536, false, true, 1536, 1536, 384};
     kiln_gemm_shape wide = {2048, 768, 384, false, false, 384, 768, 768};
     kiln_gemm_shape trans_a = {2048, 384, 384, true, false, 2048, 384, 384};
-    assert_true(has_a_rows_nest(&g_host, &narrow));
-    assert_true(has_a_rows_nest(&g_host, &narrow_nt));
-    assert_false(has_a_rows_nest(&g_host, &wide));
-    assert_false(has_a_rows_nest(&g_host, &trans_a));
-    assert_false(has_a_rows_nest(&g_haswell, &narrow));
+    assert_true(has_a_rows_nest(&g_host, &narrow, NULL, ""));
+    assert_true(has_a_rows_nest(&g_host, &narrow_nt, NULL, ""));
+    assert_false(has_a_rows_nest(&g_host, &wide, NULL, ""));
+    assert_false(has_a_rows_nest(&g_host, &trans_a, NULL, ""));
+    assert_false(has_a_rows_nest(&g_haswell, &narrow, NULL, ""));
     setenv("KILN_GEMM_TUNE", "abcast=0", 1);
-    assert_false(has_a_rows_nest(&g_host, &narrow));
+    assert_false(has_a_rows_nest(&g_host, &narrow, NULL, ""));
     setenv("KILN_GEMM_TUNE", "abcast=1", 1);
-    assert_true(has_a_rows_nest(&g_host, &wide));
+    assert_true(has_a_rows_nest(&g_host, &wide, NULL, ""));
     unsetenv("KILN_GEMM_TUNE");
 }
 
