@@ -121,7 +121,9 @@
  * its own (part_plan_for): cut along m, a part of a B with n ≤ 1152 runs B outer as one
  * thread does, and a part of a large B gets A blocks for its rows, so either packs B once
  * (with the whole shape's mc, a 1024-row part of 2048³ packed B twice); kc stays the
- * shape's. Sibling products that
+ * shape's. Parts that run B outer over one k block do not split m in fixed halves: they
+ * claim A blocks from a counter (claims_for, claim_begin), so a thread that starts late
+ * or runs slower does fewer. Sibling products that
  * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, at the end).
  * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
  * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
@@ -174,7 +176,8 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
  * pbo=0|1 (B outer in the parts of a split along m, part_plan_for), pnc=N (the cap of a
  * part's B block columns), abcast=0|1 (B outer's tiles broadcast op(A) from A's rows
  * instead of a packed sliver, loops_nest's a_rows, on every shape B outer runs with A
- * plain, or on none; the default chooses by shape: a_rows_for). */
+ * plain, or on none; the default chooses by shape: a_rows_for), claims=0|1 (the parts
+ * claim their A blocks from a counter, claims_for). */
 typedef struct gemm_tune {
     char split;      /* 'm', 'n' or 0 */
     int parts;       /* 0: the default */
@@ -184,10 +187,11 @@ typedef struct gemm_tune {
     int part_bo;     /* -1: the default */
     int part_nc;     /* 0: the default */
     int a_bcast;     /* -1: the default (a_rows_for) */
+    int claims;      /* -1: the default (claims_for) */
 } gemm_tune;
 
 /* No override: every choice is the default one. */
-static const gemm_tune tune_default = {0, 0, -1, -1, -1, -1, 0, -1};
+static const gemm_tune tune_default = {0, 0, -1, -1, -1, -1, 0, -1, -1};
 
 static gemm_tune tune_now(void) {
     gemm_tune tu = tune_default;
@@ -201,6 +205,7 @@ static gemm_tune tune_now(void) {
         else if (strncmp(v, "pbo=", 4) == 0) tu.part_bo = atoi(v + 4);
         else if (strncmp(v, "pnc=", 4) == 0) tu.part_nc = atoi(v + 4);
         else if (strncmp(v, "abcast=", 7) == 0) tu.a_bcast = atoi(v + 7);
+        else if (strncmp(v, "claims=", 7) == 0) tu.claims = atoi(v + 7);
     }
     if (tu.parts > KILN_MAX_THREADS) tu.parts = KILN_MAX_THREADS;
     return tu;
@@ -357,6 +362,62 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
     memcpy(args, list, sizeof list);
 }
 
+/* Claimed A blocks (loops_nest's claims; claims_for says where): the threads running a
+ * product's parts take its A blocks from one counter of slivers (*next, zero before the
+ * hand-off) instead of each running a fixed half, so a thread that starts late or runs on
+ * a slower vCPU does fewer blocks instead of making the other wait at the end. A claim
+ * takes a quarter of the slivers left, at least one and at most a block (cap), so the
+ * blocks shrink towards the end: the last ones cost a few microseconds each.
+ *   for (first = 1; claim(&row, &rows); first = 0) body
+ * The counter orders nothing but the split: each C element is still written by one tile,
+ * from the same sums, so the bits are those of any other partition. */
+typedef struct claim_loop {
+    LLVMValueRef row, rows, first;  /* the block's first row of A and C, its rows; i1 */
+    LLVMBasicBlockRef head, exit;
+} claim_loop;
+
+static claim_loop claim_begin(gen *g, LLVMValueRef next, LLVMValueRef m, LLVMValueRef cap) {
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
+    claim_loop cl = {.head = block(g, "claim")};
+    LLVMBasicBlockRef try_ = block(g, "claim.try"), take = block(g, "claim.take"), got = block(g, "claim.got");
+    cl.exit = block(g, "claim.none");
+    LLVMBuildBr(g->b, cl.head);
+    LLVMPositionBuilderAtEnd(g->b, cl.head);
+    cl.first = LLVMBuildPhi(g->b, g->i1, "first");
+    LLVMValueRef yes = LLVMConstInt(g->i1, 1, 0);
+    LLVMAddIncoming(cl.first, &yes, &pre, 1);
+    LLVMValueRef seen0 = LLVMBuildLoad2(g->b, g->i64, next, "");
+    LLVMSetOrdering(seen0, LLVMAtomicOrderingMonotonic);
+    LLVMSetAlignment(seen0, 8);
+    LLVMBuildBr(g->b, try_);
+    LLVMPositionBuilderAtEnd(g->b, try_);
+    LLVMValueRef cur = LLVMBuildPhi(g->b, g->i64, "cur");
+    LLVMValueRef mr = k64(g, g->t.mr);
+    LLVMValueRef left = sub(g, LLVMBuildSDiv(g->b, add(g, m, k64(g, g->t.mr - 1)), mr, ""), cur);
+    branch(g, lt(g, k64(g, 0), left), take, cl.exit);
+    LLVMValueRef chunk = smin(g, LLVMBuildSDiv(g->b, add(g, left, k64(g, 3)), k64(g, 4), ""),
+                              LLVMBuildSDiv(g->b, cap, mr, ""));
+    LLVMValueRef pair = LLVMBuildAtomicCmpXchg(g->b, next, cur, add(g, cur, chunk), LLVMAtomicOrderingMonotonic,
+                                               LLVMAtomicOrderingMonotonic, 0);
+    LLVMValueRef seen = LLVMBuildExtractValue(g->b, pair, 0, "");
+    LLVMValueRef incoming[] = {seen0, seen};
+    LLVMBasicBlockRef from[] = {cl.head, take};
+    LLVMAddIncoming(cur, incoming, from, 2);
+    LLVMBuildCondBr(g->b, LLVMBuildExtractValue(g->b, pair, 1, ""), got, try_);
+    LLVMPositionBuilderAtEnd(g->b, got);
+    cl.row = mul(g, cur, mr);
+    cl.rows = smin(g, mul(g, chunk, mr), sub(g, m, cl.row));
+    return cl;
+}
+
+static void claim_end(gen *g, claim_loop *cl) {
+    LLVMValueRef no = LLVMConstInt(g->i1, 0, 0);
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
+    hint_loop(g, LLVMBuildBr(g->b, cl->head));
+    LLVMAddIncoming(cl->first, &no, &latch, 1);
+    LLVMPositionBuilderAtEnd(g->b, cl->exit);
+}
+
 /*   void kiln_gemm_loops_wW_TATB(const float *a, const float *b, float *c, float *scratch,
  *                                i64 m, i64 n, i64 k, i64 lda, i64 ldb, i64 ldc,
  *                                i64 mc, i64 kc, i64 nc)
@@ -375,15 +436,21 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
  * same bits. loops_function is the usual order.
  * With a_rows ("_ab"; bo and op(A) not transposed: a_rows_for) A is not packed: the
  * tiles broadcast op(A)(i, q) from A's rows, a + (i+r)·lda + p + q (tile_function's _ab),
- * the same fmas in the same order, so the same bits. */
+ * the same fmas in the same order, so the same bits.
+ * With claims ("_cl"; bo, one k block: claims_for) the A blocks are claimed (claim_begin)
+ * from the counter at the last argument, `next`, instead of running from 0 to m: the
+ * parts of a split product each call it on the whole m, and a thread packs B in its first
+ * block. */
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
-                               bool bo, bool a_rows) {
+                               bool bo, bool a_rows, bool claims) {
     assert(!bo || sh == SHARED_NONE);
     assert(!a_rows || (bo && !trans_a));
+    assert(!claims || bo);
     char name[96], code[48] = "";
     if (e) gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s", g.t.w, trans_a ? 't' : 'n', trans_b ? 't' : 'n',
-             code, sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "", bo ? "_bo" : "", a_rows ? "_ab" : "");
+    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s%s", g.t.w, trans_a ? 't' : 'n',
+             trans_b ? 't' : 'n', code, sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "", bo ? "_bo" : "",
+             a_rows ? "_ab" : "", claims ? "_cl" : "");
     LLVMValueRef tile = e ? epi_tile_function(g, e, false, a_rows) : tile_function(g, false, a_rows);
     /* B packed by the first row of tiles of each block (tile_function, epi_tile_function) */
     bool fuse_b = sh != SHARED_B && !trans_b;
@@ -395,17 +462,20 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     pb.packer = fuse_b ? NULL : pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
 
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
-    LLVMTypeRef params[23] = {ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64,
+    LLVMTypeRef params[24] = {ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64,
                               ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
-    const char *names[23] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
+    const char *names[24] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
                              "kc", "nc", "x", "ldx",     "bias", "p", "ldp", "r", "ldr", "scale"};
     unsigned n_params = e ? 21 : 13, at_full = n_params;
     if (sh != SHARED_NONE) {  /* the packed operand of all parts, and its lanes rounded to slivers */
         params[n_params] = ptr, names[n_params++] = "full";
         params[n_params] = i64, names[n_params++] = "pad";
     }
+    if (claims) params[n_params] = ptr, names[n_params++] = "next";
     LLVMValueRef fn;
     if (!function_begin(&g, name, n_params, params, names, &fn)) return fn;
+    if (claims)  /* the other threads claim from it too: not noalias */
+        LLVMRemoveEnumAttributeAtIndex(g.fn, n_params, LLVMGetEnumAttributeKindForName("noalias", 7));
     if (sh != SHARED_NONE) add_attr(&g, at_full + 1, "readonly");
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
@@ -433,12 +503,20 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     loop l1 = loop_begin(&g, k64(&g, 0), bo ? k : m, 1, bo ? "p" : "i3");
     l1.step_value = bo ? kc_max : mc_max;
     LLVMValueRef x1 = smin(&g, l1.step_value, sub(&g, bo ? k : m, l1.iv));
-    loop l2 = loop_begin(&g, k64(&g, 0), bo ? m : k, 1, bo ? "i3" : "p");
-    l2.step_value = bo ? mc_max : kc_max;
-    LLVMValueRef x2 = smin(&g, l2.step_value, sub(&g, bo ? m : k, l2.iv));
+    loop l2 = {0};
+    claim_loop cl = {0};
+    LLVMValueRef x2;
+    if (claims) {  /* i3: the claimed blocks */
+        cl = claim_begin(&g, param(&g, n_params - 1), m, mc_max);
+        l2.iv = cl.row, x2 = cl.rows;
+    } else {
+        l2 = loop_begin(&g, k64(&g, 0), bo ? m : k, 1, bo ? "i3" : "p");
+        l2.step_value = bo ? mc_max : kc_max;
+        x2 = smin(&g, l2.step_value, sub(&g, bo ? m : k, l2.iv));
+    }
     loop li = bo ? l2 : l1, lp = bo ? l1 : l2;
     LLVMValueRef mc = bo ? x2 : x1, kc = bo ? x1 : x2;
-    LLVMValueRef i3_first = bo ? LLVMBuildICmp(g.b, LLVMIntEQ, li.iv, k64(&g, 0), "") : NULL;
+    LLVMValueRef i3_first = claims ? cl.first : bo ? LLVMBuildICmp(g.b, LLVMIntEQ, li.iv, k64(&g, 0), "") : NULL;
     LLVMValueRef accumulate = NULL, first = NULL, last = NULL;
     if (e) {
         first = LLVMBuildICmp(g.b, LLVMIntEQ, lp.iv, k64(&g, 0), "");
@@ -505,13 +583,14 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     loop_end(&g, &lc);
     loop_end(&g, &lr);
     loop_end(&g, &lj);
-    loop_end(&g, &l2);
+    if (claims) claim_end(&g, &cl);
+    else loop_end(&g, &l2);
     loop_end(&g, &l1);
     return function_end(&g);
 }
 
 static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
-    return loops_nest(g, trans_a, trans_b, e, sh, false, false);
+    return loops_nest(g, trans_a, trans_b, e, sh, false, false, false);
 }
 
 /* On one thread there is nothing to share: a product that would pack an operand once
@@ -614,6 +693,24 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
     return pl;
 }
 
+/* Whether the parts of a split product claim their A blocks (loops_nest's claims) instead
+ * of running half of m each: a split along m whose parts run B outer (part_plan_for) with
+ * one k block, so a thread keeps the B it packed in its first block for all the blocks it
+ * claims. (With several k blocks B outer packs B again for each; claims would have to
+ * wait for every block of one k block before the next.) Why: the two vCPUs do not run a
+ * half at the same speed, and which one is slower changes from call to call; the worker
+ * also starts 4–65 µs after the caller (gemm_bench --pool-stats). Measured on Zen 5 at two
+ * threads against fixed halves in the same runs (12 sets, docs/performance.md, GEMM,
+ * 2026-12-06 21:20–21:35): 2048×384×384 nn/nt +2.6 %, 2048×1152×384 nn +1.0 %, nt
+ * +2.3 %; halves against themselves ±0.4 %. Same bits. KILN_GEMM_TUNE=claims=0 turns it
+ * off. */
+static bool claims_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
+    if (!sp.per_thread || !sp.on_m || sp.parts < 2 || s->k > blocks_for(t, s).kc) return false;
+    if (!part_plan_for(t, s, sp).bo) return false;
+    int tuned = tune_now().claims;
+    return tuned != 0;
+}
+
 /* Floats of one part's scratch slot: room for the whole shape's blocks (one thread runs
  * them through the part function) and for the part's (part_plan_for). */
 static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, gemm_shared sh) {
@@ -631,7 +728,7 @@ static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, ge
 static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
     bool bo = alone_bo_mc(g.t, s) > 0;
     if (sh == SHARED_NONE && !bo) return NULL;
-    return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, bo, a_rows_for(g.t, s, bo));
+    return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, bo, a_rows_for(g.t, s, bo), false);
 }
 
 static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
@@ -784,13 +881,17 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     LLVMValueRef fn;
     if (!part_function_begin(&g, gemm_name, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
-    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[7];
-    for (int i = 0; i < (e ? 7 : 4); i++)
+    bool claims = claims_for(g.t, s, sp);
+    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[8];
+    for (int i = 0; i < (e ? 7 : 4) + claims; i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    /* parts [begin, end) of part_count's → whole tiles (part_first_tile); none: return */
+    /* parts [begin, end) of part_count's → whole tiles (part_first_tile); none: return.
+     * With claims every part is the whole m, from which it claims blocks. */
     int64_t unit = sp.on_m ? g.t.mr : g.t.nr, dim = sp.on_m ? s->m : s->n, tiles = (dim + unit - 1) / unit;
     LLVMValueRef threads = part_threads(&g, sp), t0, t1;
-    if (sp.per_thread) {  /* part i of one per thread */
+    if (claims) {
+        t0 = k64(&g, 0), t1 = k64(&g, tiles);
+    } else if (sp.per_thread) {  /* part i of one per thread */
         t0 = even_first_tile(&g, begin, threads, tiles);
         t1 = even_first_tile(&g, end, threads, tiles);
     } else {
@@ -837,6 +938,7 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         args[n_args++] = v[3];
         args[n_args++] = k64(&g, shared_lanes(g.t, s, sh));
     }
+    if (claims) args[n_args++] = v[e ? 7 : 4];  /* the counter of claimed slivers */
     call(&g, loops, args, n_args);
     LLVMBuildBr(g.b, none);
     LLVMPositionBuilderAtEnd(g.b, none);
@@ -945,7 +1047,11 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
     if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
-    LLVMValueRef part = parted ? part_function(g, s, e, name, parts_bo ? loops_alone : loops) : NULL;  /* own builder */
+    bool claims = parted && claims_for(g.t, s, sp);
+    LLVMValueRef loops_parts = claims ? loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, true,
+                                                   a_rows_for(g.t, s, true), true)
+                               : parts_bo ? loops_alone : loops;
+    LLVMValueRef part = parted ? part_function(g, s, e, name, loops_parts) : NULL;  /* own builder */
     LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name, sh) : NULL;
     int64_t slivers = sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr;
     function_begin(&g, name, n_params, params, names, &existing);
@@ -960,7 +1066,12 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         /* kiln_parallel_for(part, &{a, b, c, scratch[, bias, p, r]}, parts). The operands'
          * nocapture still holds: the pool forgets them before kiln_parallel_for returns. */
         unsigned n_ctx = e ? 7 : 4;
-        LLVMValueRef vals[7] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), bias, p, r};
+        LLVMValueRef vals[8] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), bias, p, r};
+        if (claims) {  /* then the counter of claimed slivers, zero */
+            LLVMValueRef next = LLVMBuildAlloca(g.b, g.i64, "next");
+            store_aligned(&g, k64(&g, 0), next, 8);
+            vals[n_ctx++] = next;
+        }
         LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, n_ctx);
         LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
         for (unsigned i = 0; i < n_ctx; i++) {

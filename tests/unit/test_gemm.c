@@ -861,17 +861,24 @@ static void test_epilogue_functions(void **state) {
 /* Whether the module of product s (with epilogue e, or none, whose name code is epi_code)
  * on target t has the B-outer nest that reads op(A) from A's rows ("_bo_ab",
  * codegen/gemm.c's a_rows_for). */
-static bool has_a_rows_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
-                            const char *epi_code) {
+/* Whether the module of one product has the loop nest whose name ends in epi_code + tail
+ * (codegen/gemm.c's loops_nest: "_bo_ab" reads A's rows, "_cl" claims its A blocks). */
+static bool has_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                     const char *epi_code, const char *tail) {
     kiln_cg cg;
     kiln_cg_init(&cg, t, "test_gemm");
     kiln_cg_gemm_epi(&cg, s, e);
     char nest[96];
-    snprintf(nest, sizeof nest, "kiln_gemm_loops_w%d_%c%c%s_bo_ab", t->vector_floats, s->trans_a ? 't' : 'n',
-             s->trans_b ? 't' : 'n', epi_code);
+    snprintf(nest, sizeof nest, "kiln_gemm_loops_w%d_%c%c%s%s", t->vector_floats, s->trans_a ? 't' : 'n',
+             s->trans_b ? 't' : 'n', epi_code, tail);
     bool has = LLVMGetNamedFunction(cg.mod, nest) != NULL;
     kiln_cg_dispose(&cg);
     return has;
+}
+
+static bool has_a_rows_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                            const char *epi_code) {
+    return has_nest(t, s, e, epi_code, "_bo_ab");
 }
 
 /* codegen/gemm.c's a_rows (a_rows_for: by default for n ≤ 512 on AVX-512; forced with
@@ -957,6 +964,69 @@ static void test_a_broadcast_default(void **state) {
     setenv("KILN_GEMM_TUNE", "abcast=1", 1);
     assert_true(has_a_rows_nest(&g_host, &wide, NULL, ""));
     unsetenv("KILN_GEMM_TUNE");
+}
+
+/* codegen/gemm.c's claims (claims_for: a split along m whose parts run B outer with one
+ * k block): the threads claim A blocks from a shared counter instead of running half of m
+ * each, and must give the bits of one thread and of the fixed halves (claims=0) at 2, 3,
+ * 5 and 8 threads — plain, and with an epilogue that adds to C, so a block run twice or
+ * not at all changes C. m = 1001 ends in a partial sliver; the shapes read A's rows
+ * (n ≤ 512) or pack A (n = 700), nn and nt, AVX-512 and AVX2; A ends where a PROT_NONE
+ * page begins. */
+static void test_claimed_blocks_bit_identical(void **state) {
+    (void)state;
+    static const kiln_gemm_shape shapes[] = {
+        {1001, 45, 300, false, false, 303, 45, 47},
+        {1001, 300, 384, false, true, 385, 387, 301},
+        {1001, 700, 200, false, false, 201, 700, 700},
+    };
+    const kiln_target *targets[] = {&g_host, &g_haswell};
+    kiln_gemm_epilogue epi = {.accumulate = true, .bias = true, .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
+    /* not with two k blocks, nor with a split along n */
+    const kiln_gemm_shape two_k = {1001, 45, 800, false, false, 800, 45, 45};
+    const kiln_gemm_shape on_n = {45, 1001, 300, false, false, 300, 1001, 1001};
+    assert_false(has_nest(&g_host, &two_k, NULL, "", "_bo_ab_cl") || has_nest(&g_host, &two_k, NULL, "", "_bo_cl"));
+    assert_false(has_nest(&g_host, &on_n, NULL, "", "_bo_ab_cl") || has_nest(&g_host, &on_n, NULL, "", "_bo_cl"));
+    for (size_t ti = 0; ti < 2; ti++)
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+            for (int with_epi = 0; with_epi < 2; with_epi++) {
+                const kiln_target *t = targets[ti];
+                kiln_gemm_shape s = shapes[si];
+                kiln_gemm_epilogue *e = NULL;
+                if (with_epi) epi.ldr = s.n, e = &epi;
+                const char *code = with_epi ? "_eabr_gelu_tanh" : "";
+                assert_true(has_nest(t, &s, e, code, t->vector_floats == 16 && s.n <= 512 ? "_bo_ab_cl" : "_bo_cl"));
+                void *claimed = compile_epi(t, &s, e, "default<O3>");
+                setenv("KILN_GEMM_TUNE", "claims=0", 1);
+                assert_false(has_nest(t, &s, e, code, "_bo_cl") || has_nest(t, &s, e, code, "_bo_ab_cl"));
+                void *halves = compile_epi(t, &s, e, "default<O3>");
+                unsetenv("KILN_GEMM_TUNE");
+                int64_t na = s.m * s.lda, nb = (s.trans_b ? s.n : s.k) * s.ldb, nc = s.m * s.ldc;
+                guarded ga = guarded_alloc((size_t)na);
+                float *b = alloc64(nb), *bias = alloc64(s.n), *r = alloc64(s.m * s.n), *c0 = alloc64(nc);
+                float *want = alloc64(nc), *got = alloc64(nc);
+                for (int64_t i = 0; i < na; i++) ga.p[i] = rand_pm1();
+                for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
+                for (int64_t i = 0; i < s.n; i++) bias[i] = rand_pm1();
+                for (int64_t i = 0; i < s.m * s.n; i++) r[i] = rand_pm1();
+                for (int64_t i = 0; i < nc; i++) c0[i] = rand_pm1();
+                float *scratch = alloc64(kiln_gemm_epi_scratch_floats(t, &s, e));
+                assert_int_equal(kiln_threads_set(1), 0);
+                memcpy(want, c0, sizeof(float) * (size_t)nc);
+                a_broadcast_call(claimed, e, ga.p, b, want, scratch, bias, r);
+                static const int thread_counts[] = {2, 3, 5, 8};
+                for (size_t ci = 0; ci < sizeof thread_counts / sizeof thread_counts[0]; ci++)
+                    for (int fixed = 0; fixed < 2; fixed++) {
+                        assert_int_equal(kiln_threads_set(thread_counts[ci]), 0);
+                        memcpy(got, c0, sizeof(float) * (size_t)nc);
+                        a_broadcast_call(fixed ? halves : claimed, e, ga.p, b, got, scratch, bias, r);
+                        assert_memory_equal(want, got, sizeof(float) * (size_t)nc);
+                    }
+                assert_int_equal(kiln_threads_set(1), 0);
+                guarded_free(&ga);
+                float *bufs[] = {b, bias, r, c0, want, got, scratch};
+                for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+            }
 }
 
 /* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
@@ -1158,6 +1228,7 @@ int main(void) {
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_group_bit_identical);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_a_broadcast_bit_identical);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_a_broadcast_default);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_claimed_blocks_bit_identical);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
