@@ -873,7 +873,8 @@ static LLVMValueRef part_first_tile(gen *g, LLVMValueRef i, LLVMValueRef threads
  * calls are disjoint, so their first parts, and slots, differ; the slot has room for the
  * whole shape's blocks, whatever the chunk's size.
  * With an epilogue ctx = {a, b, c, scratch, bias, p, r}, and P, R, the partial sums (and
- * bias, when the split is along n) move with C. */
+ * bias, when the split is along n) move with C. With claims (claims_for) ctx ends with
+ * `next`, the counter the nest claims A blocks from, and every part is the whole m. */
 static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *gemm_name,
                                   LLVMValueRef loops) {
     gemm_split sp = gemm_split_for(g.t, s);
@@ -1063,8 +1064,9 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     LLVMValueRef bias = at_bias ? param(&g, at_bias) : null, p = at_p ? param(&g, at_p) : null;
     LLVMValueRef r = at_r ? param(&g, at_r) : null;
     if (part) {
-        /* kiln_parallel_for(part, &{a, b, c, scratch[, bias, p, r]}, parts). The operands'
-         * nocapture still holds: the pool forgets them before kiln_parallel_for returns. */
+        /* kiln_parallel_for(part, &{a, b, c, scratch[, bias, p, r][, next]}, parts). The
+         * operands' nocapture still holds: the pool forgets them before kiln_parallel_for
+         * returns. */
         unsigned n_ctx = e ? 7 : 4;
         LLVMValueRef vals[8] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), bias, p, r};
         if (claims) {  /* then the counter of claimed slivers, zero */
