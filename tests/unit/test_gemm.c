@@ -881,67 +881,99 @@ static bool has_a_rows_nest(const kiln_target *t, const kiln_gemm_shape *s, cons
     return has_nest(t, s, e, epi_code, "_bo_ab");
 }
 
-/* codegen/gemm.c's a_rows (a_rows_for: by default for n ≤ 512 on AVX-512; forced with
- * KILN_GEMM_TUNE=abcast=1, off with abcast=0): the B-outer nest with A plain reads A's
- * rows in its tiles instead of packing A, and must give the packed path's bits, plain and with an epilogue, on 1, 2, 3, 5 and 8 threads. The shapes take B outer
- * (n ≤ 1152, m over one A block) with a partial last sliver (m = 1001 is 83 tiles of 12
- * and 5 rows, 166 of 6 and 5), odd strides and two k blocks; A ends where a PROT_NONE
- * page begins, so a row read past m would fault. */
-static void a_broadcast_call(void *fn, const kiln_gemm_epilogue *e, const float *a, const float *b, float *c,
-                             float *scratch, const float *bias, const float *r) {
+/* Two codegen variants of one product agree bit for bit: `ref` (compiled with
+ * KILN_GEMM_TUNE=ref_tune) on one thread gives the expected C, then both `ref` and `new`
+ * (new_tune; NULL: no tuning) give it again at each of the thread counts. A ends where a
+ * PROT_NONE page begins, so a row read past m faults; with random_c C starts from random
+ * values instead of zeros (an epilogue that adds to C then shows a tile run twice or not
+ * at all). */
+static void gemm_call(void *fn, const kiln_gemm_epilogue *e, const float *a, const float *b, float *c,
+                      float *scratch, const float *bias, const float *r) {
     if (e) ((epi_fn)fn)(a, b, c, scratch, bias, NULL, r);
     else ((gemm_fn)fn)(a, b, c, scratch);
 }
 
+static void check_variants_agree(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                                 const char *ref_tune, const char *new_tune, bool random_c, const int *threads,
+                                 size_t n_threads) {
+    setenv("KILN_GEMM_TUNE", ref_tune, 1);
+    void *ref = compile_epi(t, s, e, "default<O3>");
+    if (new_tune) setenv("KILN_GEMM_TUNE", new_tune, 1);
+    else unsetenv("KILN_GEMM_TUNE");
+    void *new = compile_epi(t, s, e, "default<O3>");
+    unsetenv("KILN_GEMM_TUNE");
+    int64_t na = s->m * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb, nc = s->m * s->ldc;
+    guarded ga = guarded_alloc((size_t)na);
+    float *b = alloc64(nb), *bias = alloc64(s->n), *r = alloc64(s->m * s->n), *c0 = alloc64(nc);
+    float *want = alloc64(nc), *got = alloc64(nc);
+    for (int64_t i = 0; i < na; i++) ga.p[i] = rand_pm1();
+    for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
+    for (int64_t i = 0; i < s->n; i++) bias[i] = rand_pm1();
+    for (int64_t i = 0; i < s->m * s->n; i++) r[i] = rand_pm1();
+    for (int64_t i = 0; i < nc; i++) c0[i] = random_c ? rand_pm1() : 0.0f;
+    float *scratch = alloc64(kiln_gemm_epi_scratch_floats(t, s, e));
+    size_t bytes = sizeof(float) * (size_t)nc;
+    assert_int_equal(kiln_threads_set(1), 0);
+    memcpy(want, c0, bytes);
+    gemm_call(ref, e, ga.p, b, want, scratch, bias, r);
+    for (size_t ci = 0; ci < n_threads; ci++)
+        for (int variant = 0; variant < 2; variant++) {
+            assert_int_equal(kiln_threads_set(threads[ci]), 0);
+            memcpy(got, c0, bytes);
+            gemm_call(variant ? new : ref, e, ga.p, b, got, scratch, bias, r);
+            assert_memory_equal(want, got, bytes);
+        }
+    assert_int_equal(kiln_threads_set(1), 0);
+    guarded_free(&ga);
+    float *bufs[] = {b, bias, r, c0, want, got, scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+/* Calls check(t, s, e, epi_code) for each target (the host's, and AVX2 but under ASan,
+ * where the C side is the same for both: docs/testing.md), each shape, and e NULL and
+ * epi (its ldr set to n). */
+typedef void (*variant_case)(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                             const char *epi_code);
+
+static void each_variant_case(const kiln_gemm_shape *shapes, size_t n_shapes, kiln_gemm_epilogue epi,
+                              const char *epi_code, variant_case check) {
+#if defined(__SANITIZE_ADDRESS__)
+    const size_t n_targets = 1;
+#else
+    const size_t n_targets = 2;
+#endif
+    const kiln_target *targets[] = {&g_host, &g_haswell};
+    for (size_t i = 0; i < n_targets * n_shapes * 2; i++) {
+        kiln_gemm_shape s = shapes[i / 2 % n_shapes];
+        epi.ldr = s.n;
+        bool with_epi = i % 2;
+        check(targets[i / (2 * n_shapes)], &s, with_epi ? &epi : NULL, with_epi ? epi_code : "");
+    }
+}
+
+/* codegen/gemm.c's a_rows (a_rows_for: by default for n ≤ 512 on AVX-512; forced with
+ * KILN_GEMM_TUNE=abcast=1, off with abcast=0): the B-outer nest with A plain reads A's
+ * rows in its tiles instead of packing A, and must give the packed path's bits, plain and
+ * with an epilogue, on 1, 2, 3, 5 and 8 threads. The shapes take B outer (n ≤ 1152, m
+ * over one A block) with a partial last sliver (m = 1001 is 83 tiles of 12 and 5 rows,
+ * 166 of 6 and 5), odd strides and two k blocks. */
+static void a_broadcast_case(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                             const char *epi_code) {
+    setenv("KILN_GEMM_TUNE", "abcast=1", 1); /* the tuned module really has the nest that reads A's rows */
+    assert_true(has_a_rows_nest(t, s, e, epi_code));
+    unsetenv("KILN_GEMM_TUNE");
+    static const int threads[] = {1, 2, 3, 5, 8};
+    check_variants_agree(t, s, e, "abcast=0", "abcast=1", false, threads, sizeof threads / sizeof threads[0]);
+}
+
 static void test_a_broadcast_bit_identical(void **state) {
+    (void)state;
     static const kiln_gemm_shape shapes[] = {
         {1001, 45, 400, false, false, 403, 45, 47},
         {1001, 300, 400, false, true, 401, 403, 301},
     };
-    const kiln_target *targets[] = {&g_host, &g_haswell};
     kiln_gemm_epilogue epi = {.bias = true, .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
-    for (size_t ti = 0; ti < 2; ti++)
-        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-            for (int with_epi = 0; with_epi < 2; with_epi++) {
-                const kiln_target *t = targets[ti];
-                kiln_gemm_shape s = shapes[si];
-                kiln_gemm_epilogue *e = NULL;
-                if (with_epi) epi.ldr = s.n, e = &epi;
-                /* the tuned module really has the nest that reads A's rows */
-                setenv("KILN_GEMM_TUNE", "abcast=1", 1);
-                assert_true(has_a_rows_nest(t, &s, e, with_epi ? "_ebr_gelu_tanh" : ""));
-                void *tuned = compile_epi(t, &s, e, "default<O3>");
-                setenv("KILN_GEMM_TUNE", "abcast=0", 1);
-                void *packed = compile_epi(t, &s, e, "default<O3>");
-                unsetenv("KILN_GEMM_TUNE");
-                int64_t na = s.m * s.lda, nb = (s.trans_b ? s.n : s.k) * s.ldb, nc = s.m * s.ldc;
-                guarded ga = guarded_alloc((size_t)na);
-                float *b = alloc64(nb), *bias = alloc64(s.n), *r = alloc64(s.m * s.n);
-                float *want = alloc64(nc), *got = alloc64(nc);
-                for (int64_t i = 0; i < na; i++) ga.p[i] = rand_pm1();
-                for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
-                for (int64_t i = 0; i < s.n; i++) bias[i] = rand_pm1();
-                for (int64_t i = 0; i < s.m * s.n; i++) r[i] = rand_pm1();
-                float *scratch = alloc64(kiln_gemm_epi_scratch_floats(t, &s, e));
-                assert_int_equal(kiln_threads_set(1), 0);
-                memset(want, 0, sizeof(float) * (size_t)nc);
-                a_broadcast_call(packed, e, ga.p, b, want, scratch, bias, r);
-                static const int thread_counts[] = {1, 2, 3, 5, 8};
-                for (size_t ci = 0; ci < sizeof thread_counts / sizeof thread_counts[0]; ci++) {
-                    assert_int_equal(kiln_threads_set(thread_counts[ci]), 0);
-                    memset(got, 0, sizeof(float) * (size_t)nc);
-                    a_broadcast_call(tuned, e, ga.p, b, got, scratch, bias, r);
-                    assert_memory_equal(want, got, sizeof(float) * (size_t)nc);
-                }
-                assert_int_equal(kiln_threads_set(1), 0);
-                guarded_free(&ga);
-                free(b);
-                free(bias);
-                free(r);
-                free(want);
-                free(got);
-                free(scratch);
-            }
+    each_variant_case(shapes, 2, epi, "_ebr_gelu_tanh", a_broadcast_case);
 }
 
 /* Which B-outer nests read A's rows by default (a_rows_for): n ≤ 512 with op(A) plain on
@@ -971,8 +1003,22 @@ static void test_a_broadcast_default(void **state) {
  * each, and must give the bits of one thread and of the fixed halves (claims=0) at 2, 3,
  * 5 and 8 threads — plain, and with an epilogue that adds to C, so a block run twice or
  * not at all changes C. m = 1001 ends in a partial sliver; the shapes read A's rows
- * (n ≤ 512) or pack A (n = 700), nn and nt, AVX-512 and AVX2; A ends where a PROT_NONE
- * page begins. */
+ * (n ≤ 512) or pack A (n = 700), nn and nt. */
+static bool has_claims_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                            const char *epi_code) {
+    return has_nest(t, s, e, epi_code, "_bo_ab_cl") || has_nest(t, s, e, epi_code, "_bo_cl");
+}
+
+static void claims_case(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                        const char *epi_code) {
+    assert_true(has_claims_nest(t, s, e, epi_code));
+    setenv("KILN_GEMM_TUNE", "claims=0", 1);
+    assert_false(has_claims_nest(t, s, e, epi_code));
+    unsetenv("KILN_GEMM_TUNE");
+    static const int threads[] = {2, 3, 5, 8};
+    check_variants_agree(t, s, e, "claims=0", NULL, true, threads, sizeof threads / sizeof threads[0]);
+}
+
 static void test_claimed_blocks_bit_identical(void **state) {
     (void)state;
     static const kiln_gemm_shape shapes[] = {
@@ -980,58 +1026,13 @@ static void test_claimed_blocks_bit_identical(void **state) {
         {1001, 300, 384, false, true, 385, 387, 301},
         {1001, 700, 200, false, false, 201, 700, 700},
     };
-    const kiln_target *targets[] = {&g_host, &g_haswell};
-    kiln_gemm_epilogue epi = {.accumulate = true, .bias = true, .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
     /* not with two k blocks, nor with a split along n */
     const kiln_gemm_shape two_k = {1001, 45, 800, false, false, 800, 45, 45};
     const kiln_gemm_shape on_n = {45, 1001, 300, false, false, 300, 1001, 1001};
-    assert_false(has_nest(&g_host, &two_k, NULL, "", "_bo_ab_cl") || has_nest(&g_host, &two_k, NULL, "", "_bo_cl"));
-    assert_false(has_nest(&g_host, &on_n, NULL, "", "_bo_ab_cl") || has_nest(&g_host, &on_n, NULL, "", "_bo_cl"));
-#if defined(__SANITIZE_ADDRESS__)
-    const size_t n_targets = 1; /* the host's: the C side is the same for both (docs/testing.md) */
-#else
-    const size_t n_targets = 2;
-#endif
-    for (size_t ti = 0; ti < n_targets; ti++)
-        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
-            for (int with_epi = 0; with_epi < 2; with_epi++) {
-                const kiln_target *t = targets[ti];
-                kiln_gemm_shape s = shapes[si];
-                kiln_gemm_epilogue *e = NULL;
-                if (with_epi) epi.ldr = s.n, e = &epi;
-                const char *code = with_epi ? "_eabr_gelu_tanh" : "";
-                assert_true(has_nest(t, &s, e, code, t->vector_floats == 16 && s.n <= 512 ? "_bo_ab_cl" : "_bo_cl"));
-                void *claimed = compile_epi(t, &s, e, "default<O3>");
-                setenv("KILN_GEMM_TUNE", "claims=0", 1);
-                assert_false(has_nest(t, &s, e, code, "_bo_cl") || has_nest(t, &s, e, code, "_bo_ab_cl"));
-                void *halves = compile_epi(t, &s, e, "default<O3>");
-                unsetenv("KILN_GEMM_TUNE");
-                int64_t na = s.m * s.lda, nb = (s.trans_b ? s.n : s.k) * s.ldb, nc = s.m * s.ldc;
-                guarded ga = guarded_alloc((size_t)na);
-                float *b = alloc64(nb), *bias = alloc64(s.n), *r = alloc64(s.m * s.n), *c0 = alloc64(nc);
-                float *want = alloc64(nc), *got = alloc64(nc);
-                for (int64_t i = 0; i < na; i++) ga.p[i] = rand_pm1();
-                for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
-                for (int64_t i = 0; i < s.n; i++) bias[i] = rand_pm1();
-                for (int64_t i = 0; i < s.m * s.n; i++) r[i] = rand_pm1();
-                for (int64_t i = 0; i < nc; i++) c0[i] = rand_pm1();
-                float *scratch = alloc64(kiln_gemm_epi_scratch_floats(t, &s, e));
-                assert_int_equal(kiln_threads_set(1), 0);
-                memcpy(want, c0, sizeof(float) * (size_t)nc);
-                a_broadcast_call(claimed, e, ga.p, b, want, scratch, bias, r);
-                static const int thread_counts[] = {2, 3, 5, 8};
-                for (size_t ci = 0; ci < sizeof thread_counts / sizeof thread_counts[0]; ci++)
-                    for (int fixed = 0; fixed < 2; fixed++) {
-                        assert_int_equal(kiln_threads_set(thread_counts[ci]), 0);
-                        memcpy(got, c0, sizeof(float) * (size_t)nc);
-                        a_broadcast_call(fixed ? halves : claimed, e, ga.p, b, got, scratch, bias, r);
-                        assert_memory_equal(want, got, sizeof(float) * (size_t)nc);
-                    }
-                assert_int_equal(kiln_threads_set(1), 0);
-                guarded_free(&ga);
-                float *bufs[] = {b, bias, r, c0, want, got, scratch};
-                for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
-            }
+    assert_false(has_claims_nest(&g_host, &two_k, NULL, ""));
+    assert_false(has_claims_nest(&g_host, &on_n, NULL, ""));
+    kiln_gemm_epilogue epi = {.accumulate = true, .bias = true, .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
+    each_variant_case(shapes, 3, epi, "_eabr_gelu_tanh", claims_case);
 }
 
 /* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
