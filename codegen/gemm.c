@@ -705,10 +705,8 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
  * +2.3 %; halves against themselves ±0.4 %. Same bits. KILN_GEMM_TUNE=claims=0 turns it
  * off. */
 static bool claims_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
-    if (!sp.per_thread || !sp.on_m || sp.parts < 2 || s->k > blocks_for(t, s).kc) return false;
-    if (!part_plan_for(t, s, sp).bo) return false;
-    int tuned = tune_now().claims;
-    return tuned != 0;
+    /* part_plan_for's bo is only ever set for one part per thread of a split along m */
+    return s->k <= blocks_for(t, s).kc && part_plan_for(t, s, sp).bo && tune_now().claims != 0;
 }
 
 /* Floats of one part's scratch slot: room for the whole shape's blocks (one thread runs

@@ -859,10 +859,9 @@ static void test_epilogue_functions(void **state) {
 }
 
 /* Whether the module of product s (with epilogue e, or none, whose name code is epi_code)
- * on target t has the B-outer nest that reads op(A) from A's rows ("_bo_ab",
- * codegen/gemm.c's a_rows_for). */
-/* Whether the module of one product has the loop nest whose name ends in epi_code + tail
- * (codegen/gemm.c's loops_nest: "_bo_ab" reads A's rows, "_cl" claims its A blocks). */
+ * on target t has the loop nest whose name ends in epi_code + tail (codegen/gemm.c's
+ * loops_nest: "_bo_ab" reads A's rows, a_rows_for; "_cl" claims its A blocks,
+ * claims_for). */
 static bool has_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                      const char *epi_code, const char *tail) {
     kiln_cg cg;
@@ -881,18 +880,19 @@ static bool has_a_rows_nest(const kiln_target *t, const kiln_gemm_shape *s, cons
     return has_nest(t, s, e, epi_code, "_bo_ab");
 }
 
-/* Two codegen variants of one product agree bit for bit: `ref` (compiled with
- * KILN_GEMM_TUNE=ref_tune) on one thread gives the expected C, then both `ref` and `new`
- * (new_tune; NULL: no tuning) give it again at each of the thread counts. A ends where a
- * PROT_NONE page begins, so a row read past m faults; with random_c C starts from random
- * values instead of zeros (an epilogue that adds to C then shows a tile run twice or not
- * at all). */
+/* One call of a compiled product, with epilogue e (bias, R) or plain. */
 static void gemm_call(void *fn, const kiln_gemm_epilogue *e, const float *a, const float *b, float *c,
                       float *scratch, const float *bias, const float *r) {
     if (e) ((epi_fn)fn)(a, b, c, scratch, bias, NULL, r);
     else ((gemm_fn)fn)(a, b, c, scratch);
 }
 
+/* Two codegen variants of one product agree bit for bit: `ref` (compiled with
+ * KILN_GEMM_TUNE=ref_tune) on one thread gives the expected C, then both `ref` and `new`
+ * (new_tune; NULL: no tuning) give it again at each of the thread counts. A ends where a
+ * PROT_NONE page begins, so a row read past m faults; with random_c C starts from random
+ * values instead of zeros (an epilogue that adds to C then shows a tile run twice or not
+ * at all). */
 static void check_variants_agree(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                                  const char *ref_tune, const char *new_tune, bool random_c, const int *threads,
                                  size_t n_threads) {
