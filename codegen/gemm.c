@@ -121,9 +121,10 @@
  * its own (part_plan_for): cut along m, a part of a B with n ≤ 1152 runs B outer as one
  * thread does, and a part of a large B gets A blocks for its rows, so either packs B once
  * (with the whole shape's mc, a 1024-row part of 2048³ packed B twice); kc stays the
- * shape's. Parts that run B outer over one k block do not split m in fixed halves: they
- * claim A blocks from a counter (claims_for, claim_begin), so a thread that starts late
- * or runs slower does fewer. Sibling products that
+ * shape's. Parts that run B outer, and parts of a split along n with one A block and
+ * several k blocks, do not run fixed halves: they claim blocks from a counter per k block
+ * (claims_for, claim_begin), so a thread that starts late or runs slower does fewer, and
+ * a block's rounds (rounds_wait) keep each element's k blocks in order. Sibling products that
  * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, at the end).
  * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
  * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
@@ -362,21 +363,28 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
     memcpy(args, list, sizeof list);
 }
 
-/* Claimed A blocks (loops_nest's claims; claims_for says where): the threads running a
- * product's parts take its A blocks from one counter of slivers (*next, zero before the
+/* Claimed blocks (loops_nest's claim; claims_for says where): the threads running a
+ * product's parts take its A blocks (CLAIM_M: slivers of MR rows) or B blocks (CLAIM_N:
+ * slivers of NR columns) from a counter of slivers per k block (next[p], zero before the
  * hand-off) instead of each running a fixed half, so a thread that starts late or runs on
  * a slower vCPU does fewer blocks instead of making the other wait at the end. A claim
- * takes a quarter of the slivers left, at least one and at most a block (cap), so the
- * blocks shrink towards the end: the last ones cost a few microseconds each.
+ * takes a quarter of the slivers left in its k block, at least one and at most a block
+ * (cap), so the blocks shrink towards the end of each k block: the last ones cost a few
+ * microseconds each. (Shrinking only towards the end of the last k block, larger claims
+ * before, measured the same or 0.2–1.9 % slower, 2026-12-07.)
  *   for (first = 1; claim(&row, &rows); first = 0) body
- * The counter orders nothing but the split: each C element is still written by one tile,
- * from the same sums, so the bits are those of any other partition. */
+ * The counter orders nothing but the split: each C element is still written by one tile
+ * per k block, from the same sums, in k order (rounds_wait), so the bits are those of any
+ * other partition. */
+typedef enum gemm_claim { CLAIM_NONE, CLAIM_M, CLAIM_N } gemm_claim;
+
 typedef struct claim_loop {
     LLVMValueRef row, rows, first;  /* the block's first row of A and C, its rows; i1 */
+    LLVMValueRef sliver, slivers;   /* the same in slivers of MR rows */
     LLVMBasicBlockRef head, exit;
 } claim_loop;
 
-static claim_loop claim_begin(gen *g, LLVMValueRef next, LLVMValueRef m, LLVMValueRef cap) {
+static claim_loop claim_begin(gen *g, LLVMValueRef next, LLVMValueRef m, LLVMValueRef cap, int64_t unit) {
     LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
     claim_loop cl = {.head = block(g, "claim")};
     LLVMBasicBlockRef try_ = block(g, "claim.try"), take = block(g, "claim.take"), got = block(g, "claim.got");
@@ -392,8 +400,8 @@ static claim_loop claim_begin(gen *g, LLVMValueRef next, LLVMValueRef m, LLVMVal
     LLVMBuildBr(g->b, try_);
     LLVMPositionBuilderAtEnd(g->b, try_);
     LLVMValueRef cur = LLVMBuildPhi(g->b, g->i64, "cur");
-    LLVMValueRef mr = k64(g, g->t.mr);
-    LLVMValueRef left = sub(g, LLVMBuildSDiv(g->b, add(g, m, k64(g, g->t.mr - 1)), mr, ""), cur);
+    LLVMValueRef mr = k64(g, unit);
+    LLVMValueRef left = sub(g, LLVMBuildSDiv(g->b, add(g, m, k64(g, unit - 1)), mr, ""), cur);
     branch(g, lt(g, k64(g, 0), left), take, cl.exit);
     LLVMValueRef chunk = smin(g, LLVMBuildSDiv(g->b, add(g, left, k64(g, 3)), k64(g, 4), ""),
                               LLVMBuildSDiv(g->b, cap, mr, ""));
@@ -407,7 +415,45 @@ static claim_loop claim_begin(gen *g, LLVMValueRef next, LLVMValueRef m, LLVMVal
     LLVMPositionBuilderAtEnd(g->b, got);
     cl.row = mul(g, cur, mr);
     cl.rows = smin(g, mul(g, chunk, mr), sub(g, m, cl.row));
+    cl.sliver = cur, cl.slivers = chunk;
     return cl;
+}
+
+/* Rounds (claims over several k blocks): rounds[s] counts the k blocks whose tiles of
+ * sliver s are written to C. A thread that claims slivers for k block p waits until each
+ * has round p, since its tiles add to what block p − 1 left in C; it then sets them to
+ * p + 1. The counters of one k block are claimed in order from the first sliver, so by
+ * the time a thread comes back to a sliver for block p, block p − 1 finished it long ago:
+ * the wait is a load that finds it done. Each element still sums its k blocks in order,
+ * one block per tile, whoever runs it: the same bits. Acquire/release order C's stores
+ * before the next round's loads. */
+static void rounds_wait(gen *g, LLVMValueRef rounds, const claim_loop *cl, LLVMValueRef round) {
+    loop ls = loop_begin(g, cl->sliver, add(g, cl->sliver, cl->slivers), 1, "wait");
+    LLVMBasicBlockRef spin = block(g, "wait.spin"), pause = block(g, "wait.pause"), done = block(g, "wait.done");
+    LLVMValueRef at_s = LLVMBuildInBoundsGEP2(g->b, g->i64, rounds, &ls.iv, 1, "");
+    LLVMBuildBr(g->b, spin);
+    LLVMPositionBuilderAtEnd(g->b, spin);
+    LLVMValueRef seen = LLVMBuildLoad2(g->b, g->i64, at_s, "");
+    LLVMSetOrdering(seen, LLVMAtomicOrderingAcquire);
+    LLVMSetAlignment(seen, 8);
+    branch(g, lt(g, seen, round), pause, done);
+    if (strncmp(g->target->triple, "x86_64", 6) == 0) {  /* as the runtime's pool spins */
+        LLVMTypeRef ty;
+        LLVMValueRef fn = intrinsic(g, "llvm.x86.sse2.pause", NULL, 0, &ty);
+        LLVMBuildCall2(g->b, ty, fn, NULL, 0, "");
+    }
+    LLVMBuildBr(g->b, spin);
+    LLVMPositionBuilderAtEnd(g->b, done);
+    loop_end(g, &ls);
+}
+
+static void rounds_publish(gen *g, LLVMValueRef rounds, const claim_loop *cl, LLVMValueRef round) {
+    loop ls = loop_begin(g, cl->sliver, add(g, cl->sliver, cl->slivers), 1, "publish");
+    LLVMValueRef st = LLVMBuildStore(g->b, add(g, round, k64(g, 1)),
+                                     LLVMBuildInBoundsGEP2(g->b, g->i64, rounds, &ls.iv, 1, ""));
+    LLVMSetOrdering(st, LLVMAtomicOrderingRelease);
+    LLVMSetAlignment(st, 8);
+    loop_end(g, &ls);
 }
 
 static void claim_end(gen *g, claim_loop *cl) {
@@ -437,20 +483,25 @@ static void claim_end(gen *g, claim_loop *cl) {
  * With a_rows ("_ab"; bo and op(A) not transposed: a_rows_for) A is not packed: the
  * tiles broadcast op(A)(i, q) from A's rows, a + (i+r)·lda + p + q (tile_function's _ab),
  * the same fmas in the same order, so the same bits.
- * With claims ("_cl"; bo, one k block: claims_for) the A blocks are claimed (claim_begin)
- * from the counter at the last argument, `next`, instead of running from 0 to m: the
- * parts of a split product each call it on the whole m, and a thread packs B in its first
- * block. */
+ * With claim CLAIM_M ("_cl"; bo: claims_for) the A blocks of each k block p are claimed
+ * (claim_begin) from the counter next[p] (`next`, the last argument) instead of running
+ * from 0 to m: the parts of a split product each call it on the whole m, and a thread
+ * packs B's k block p in its first claim of p. With CLAIM_N ("_cn"; one A block: m ≤ mc)
+ * the nest runs p outside, packs A's block p in a thread's first claim of p, and claims
+ * B blocks of at most nc columns, each packed by its tiles as usual. Either way the
+ * slivers' rounds (after the counters) order the k blocks: rounds_wait, rounds_publish. */
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
-                               bool bo, bool a_rows, bool claims) {
+                               bool bo, bool a_rows, gemm_claim claim) {
     assert(!bo || sh == SHARED_NONE);
     assert(!a_rows || (bo && !trans_a));
-    assert(!claims || bo);
+    assert(claim != CLAIM_M || bo);
+    assert(claim != CLAIM_N || (!bo && sh == SHARED_NONE));
+    bool claims = claim != CLAIM_NONE, p_outer = bo || claim == CLAIM_N;
     char name[96], code[48] = "";
     if (e) gemm_epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s%s", g.t.w, trans_a ? 't' : 'n',
              trans_b ? 't' : 'n', code, sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "", bo ? "_bo" : "",
-             a_rows ? "_ab" : "", claims ? "_cl" : "");
+             a_rows ? "_ab" : "", claim == CLAIM_M ? "_cl" : claim == CLAIM_N ? "_cn" : "");
     LLVMValueRef tile = e ? epi_tile_function(g, e, false, a_rows) : tile_function(g, false, a_rows);
     /* B packed by the first row of tiles of each block (tile_function, epi_tile_function) */
     bool fuse_b = sh != SHARED_B && !trans_b;
@@ -499,23 +550,31 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     LLVMValueRef bp = sh == SHARED_A ? ap : at(&g, ap, a_floats);
 
     /* i3 then p; with bo, p then i3 (B outer: every block of B for k block p stays packed,
-     * side by side, while all of m goes by) */
-    loop l1 = loop_begin(&g, k64(&g, 0), bo ? k : m, 1, bo ? "p" : "i3");
-    l1.step_value = bo ? kc_max : mc_max;
-    LLVMValueRef x1 = smin(&g, l1.step_value, sub(&g, bo ? k : m, l1.iv));
+     * side by side, while all of m goes by); claiming along n, p then the claimed j2 */
+    loop l1 = loop_begin(&g, k64(&g, 0), p_outer ? k : m, 1, p_outer ? "p" : "i3");
+    l1.step_value = p_outer ? kc_max : mc_max;
+    LLVMValueRef x1 = smin(&g, l1.step_value, sub(&g, p_outer ? k : m, l1.iv));
     loop l2 = {0};
     claim_loop cl = {0};
     LLVMValueRef x2;
-    if (claims) {  /* i3: the claimed blocks */
-        cl = claim_begin(&g, param(&g, n_params - 1), m, mc_max);
-        l2.iv = cl.row, x2 = cl.rows;
+    LLVMValueRef round = NULL, rounds = NULL;
+    if (claims) {  /* i3 (j2): the claimed blocks, from k block p's counter; then the rounds */
+        LLVMValueRef next = param(&g, n_params - 1);
+        LLVMValueRef blocks = LLVMBuildSDiv(g.b, add(&g, k, sub(&g, kc_max, k64(&g, 1))), kc_max, "");
+        round = LLVMBuildSDiv(g.b, l1.iv, kc_max, "round");
+        rounds = LLVMBuildInBoundsGEP2(g.b, g.i64, next, &blocks, 1, "rounds");
+        bool on_m = claim == CLAIM_M;
+        cl = claim_begin(&g, LLVMBuildInBoundsGEP2(g.b, g.i64, next, &round, 1, ""), on_m ? m : n,
+                         on_m ? mc_max : nc_max, on_m ? g.t.mr : g.t.nr);
+        rounds_wait(&g, rounds, &cl, round);
+        l2.iv = on_m ? cl.row : k64(&g, 0), x2 = on_m ? cl.rows : m;  /* along n: one A block */
     } else {
         l2 = loop_begin(&g, k64(&g, 0), bo ? m : k, 1, bo ? "i3" : "p");
         l2.step_value = bo ? mc_max : kc_max;
         x2 = smin(&g, l2.step_value, sub(&g, bo ? m : k, l2.iv));
     }
-    loop li = bo ? l2 : l1, lp = bo ? l1 : l2;
-    LLVMValueRef mc = bo ? x2 : x1, kc = bo ? x1 : x2;
+    loop li = p_outer ? l2 : l1, lp = p_outer ? l1 : l2;
+    LLVMValueRef mc = p_outer ? x2 : x1, kc = p_outer ? x1 : x2;
     LLVMValueRef i3_first = claims ? cl.first : bo ? LLVMBuildICmp(g.b, LLVMIntEQ, li.iv, k64(&g, 0), "") : NULL;
     LLVMValueRef accumulate = NULL, first = NULL, last = NULL;
     if (e) {
@@ -527,12 +586,25 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     LLVMValueRef apb = ap;  /* block (i3, p) of the packed A */
     if (sh == SHARED_A)      /* in the shared A: k block p at p·mpad, its slivers from i3 on */
         apb = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, li.iv, kc)));
-    else if (!a_rows)
+    else if (claim == CLAIM_N) {  /* A's block for k block p, in a thread's first claim of it */
+        LLVMBasicBlockRef apack = block(&g, "pack.a"), ago = block(&g, "packed.a");
+        branch(&g, cl.first, apack, ago);
         emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
+        LLVMBuildBr(g.b, ago);
+        LLVMPositionBuilderAtEnd(g.b, ago);
+    } else if (!a_rows) {
+        emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
+    }
 
-    loop lj = loop_begin(&g, k64(&g, 0), n, 1, "j2");
-    lj.step_value = nc_max;
-    LLVMValueRef nc = smin(&g, nc_max, sub(&g, n, lj.iv));
+    loop lj = {0};
+    LLVMValueRef nc;
+    if (claim == CLAIM_N) {
+        lj.iv = cl.row, nc = cl.rows;
+    } else {
+        lj = loop_begin(&g, k64(&g, 0), n, 1, "j2");
+        lj.step_value = nc_max;
+        nc = smin(&g, nc_max, sub(&g, n, lj.iv));
+    }
     if (sh == SHARED_B)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
         bp = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, lj.iv, kc)));
     LLVMValueRef bpj = bo ? at(&g, bp, mul(&g, lj.iv, kc)) : bp;  /* bo: block j2 from j2·kc on */
@@ -582,15 +654,19 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     }
     loop_end(&g, &lc);
     loop_end(&g, &lr);
-    loop_end(&g, &lj);
-    if (claims) claim_end(&g, &cl);
-    else loop_end(&g, &l2);
+    if (claim != CLAIM_N) loop_end(&g, &lj);
+    if (claims) {
+        rounds_publish(&g, rounds, &cl, round);
+        claim_end(&g, &cl);
+    } else {
+        loop_end(&g, &l2);
+    }
     loop_end(&g, &l1);
     return function_end(&g);
 }
 
 static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
-    return loops_nest(g, trans_a, trans_b, e, sh, false, false, false);
+    return loops_nest(g, trans_a, trans_b, e, sh, false, false, CLAIM_NONE);
 }
 
 /* On one thread there is nothing to share: a product that would pack an operand once
@@ -704,9 +780,23 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
  * 2026-12-06 21:20–21:35): 2048×384×384 nn/nt +2.6 %, 2048×1152×384 nn +1.0 %, nt
  * +2.3 %; halves against themselves ±0.4 %. Same bits. KILN_GEMM_TUNE=claims=0 turns it
  * off. */
-static bool claims_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
+enum { GEMM_CLAIM_COUNTERS = 2048 };
+
+/* The counters a claiming product keeps on its caller's stack: one per k block (the next
+ * sliver to claim in it), then one per sliver of m (its round: rounds_wait). */
+static int64_t claim_counters(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
+    int64_t kc = blocks_for(t, s).kc;
+    return (s->k + kc - 1) / kc + (sp.on_m ? (s->m + t.mr - 1) / t.mr : (s->n + t.nr - 1) / t.nr);
+}
+
+static gemm_claim claims_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
+    int tuned = tune_now().claims;
+    if (tuned == 0 || !sp.per_thread || sp.parts < 2 || claim_counters(t, s, sp) > GEMM_CLAIM_COUNTERS)
+        return CLAIM_NONE;
+    part_plan pl = part_plan_for(t, s, sp);
     /* part_plan_for's bo is only ever set for one part per thread of a split along m */
-    return s->k <= blocks_for(t, s).kc && part_plan_for(t, s, sp).bo && tune_now().claims != 0;
+    if (pl.bo) return CLAIM_M;
+    return !sp.on_m && s->m <= pl.mc && s->k > blocks_for(t, s).kc ? CLAIM_N : CLAIM_NONE;
 }
 
 /* Floats of one part's scratch slot: room for the whole shape's blocks (one thread runs
@@ -726,7 +816,7 @@ static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, ge
 static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
     bool bo = alone_bo_mc(g.t, s) > 0;
     if (sh == SHARED_NONE && !bo) return NULL;
-    return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, bo, a_rows_for(g.t, s, bo), false);
+    return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, bo, a_rows_for(g.t, s, bo), CLAIM_NONE);
 }
 
 static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
@@ -880,7 +970,7 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     LLVMValueRef fn;
     if (!part_function_begin(&g, gemm_name, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
-    bool claims = claims_for(g.t, s, sp);
+    bool claims = claims_for(g.t, s, sp) != CLAIM_NONE;
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[8];
     for (int i = 0; i < (e ? 7 : 4) + claims; i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
@@ -1032,8 +1122,13 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     /* parts that run B outer (part_plan_for) run the nest one thread runs (alone_nest) */
     bool parts_bo = parted && part_plan_for(g.t, s, sp).bo;
     assert(!parts_bo || alone_bo_mc(g.t, s) > 0);
-    LLVMValueRef loops = work && !parts_bo ? loops_function(g, s->trans_a, s->trans_b, e, sh) : NULL;  /* own builder */
-    LLVMValueRef loops_alone = alone_nest(g, s, e, sh);
+    /* parts that claim (claims_for) run their nest on one thread too, as the part function
+     * called once on the whole product: it claims every block itself */
+    gemm_claim claim = parted ? claims_for(g.t, s, sp) : CLAIM_NONE;
+    bool claims = claim != CLAIM_NONE;
+    LLVMValueRef loops = work && !parts_bo && !claims ? loops_function(g, s->trans_a, s->trans_b, e, sh)
+                                                      : NULL;  /* own builder */
+    LLVMValueRef loops_alone = claims ? NULL : alone_nest(g, s, e, sh);
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false, false) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
@@ -1046,9 +1141,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
     if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
-    bool claims = parted && claims_for(g.t, s, sp);
-    LLVMValueRef loops_parts = claims ? loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, true,
-                                                   a_rows_for(g.t, s, true), true)
+    LLVMValueRef loops_parts = claims ? loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, claim == CLAIM_M,
+                                                   a_rows_for(g.t, s, claim == CLAIM_M), claim)
                                : parts_bo ? loops_alone : loops;
     LLVMValueRef part = parted ? part_function(g, s, e, name, loops_parts) : NULL;  /* own builder */
     LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name, sh) : NULL;
@@ -1067,9 +1161,11 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
          * returns. */
         unsigned n_ctx = e ? 7 : 4;
         LLVMValueRef vals[8] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), bias, p, r};
-        if (claims) {  /* then the counter of claimed slivers, zero */
-            LLVMValueRef next = LLVMBuildAlloca(g.b, g.i64, "next");
-            store_aligned(&g, k64(&g, 0), next, 8);
+        if (claims) {  /* then the counters of claimed slivers and the rounds, zero */
+            int64_t counters = claim_counters(g.t, s, sp);
+            LLVMValueRef next = LLVMBuildAlloca(g.b, LLVMArrayType2(g.i64, (uint64_t)counters), "next");
+            LLVMSetAlignment(next, 8);
+            LLVMBuildMemSet(g.b, next, LLVMConstInt(LLVMInt8TypeInContext(g.ctx), 0, 0), k64(&g, counters * 8), 8);
             vals[n_ctx++] = next;
         }
         LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, n_ctx);

@@ -877,7 +877,7 @@ static bool has_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_
 
 static bool has_a_rows_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                             const char *epi_code) {
-    return has_nest(t, s, e, epi_code, "_bo_ab");
+    return has_nest(t, s, e, epi_code, "_bo_ab") || has_nest(t, s, e, epi_code, "_bo_ab_cl");
 }
 
 /* One call of a compiled product, with epilogue e (bias, R) or plain. */
@@ -902,7 +902,7 @@ static void check_variants_agree(const kiln_target *t, const kiln_gemm_shape *s,
     else unsetenv("KILN_GEMM_TUNE");
     void *new = compile_epi(t, s, e, "default<O3>");
     unsetenv("KILN_GEMM_TUNE");
-    int64_t na = s->m * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb, nc = s->m * s->ldc;
+    int64_t na = (s->trans_a ? s->k : s->m) * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb, nc = s->m * s->ldc;
     guarded ga = guarded_alloc((size_t)na);
     float *b = alloc64(nb), *bias = alloc64(s->n), *r = alloc64(s->m * s->n), *c0 = alloc64(nc);
     float *want = alloc64(nc), *got = alloc64(nc);
@@ -998,15 +998,19 @@ static void test_a_broadcast_default(void **state) {
     unsetenv("KILN_GEMM_TUNE");
 }
 
-/* codegen/gemm.c's claims (claims_for: a split along m whose parts run B outer with one
- * k block): the threads claim A blocks from a shared counter instead of running half of m
- * each, and must give the bits of one thread and of the fixed halves (claims=0) at 2, 3,
- * 5 and 8 threads — plain, and with an epilogue that adds to C, so a block run twice or
- * not at all changes C. m = 1001 ends in a partial sliver; the shapes read A's rows
- * (n ≤ 512) or pack A (n = 700), nn and nt. */
+/* codegen/gemm.c's claims (claims_for): the threads claim blocks from shared counters
+ * instead of running half of the product each — A blocks when the split is along m and
+ * the parts run B outer, B blocks when it is along n with one A block and several k
+ * blocks — and, over several k blocks, wait for a block's rounds (rounds_wait) before
+ * adding to it. They must give the bits of one thread and of the fixed halves (claims=0)
+ * at 2, 3, 5 and 8 threads (more threads than CPUs, so rounds do wait) — plain, and with
+ * an epilogue that adds to C, so a block run twice, not at all, or before the k block
+ * ahead of it, changes C. m = 1001 (n = 1001) ends in a partial sliver; the shapes read
+ * A's rows (n ≤ 512) or pack A, nn, nt and tn, one k block or two and three. */
 static bool has_claims_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                             const char *epi_code) {
-    return has_nest(t, s, e, epi_code, "_bo_ab_cl") || has_nest(t, s, e, epi_code, "_bo_cl");
+    return has_nest(t, s, e, epi_code, "_bo_ab_cl") || has_nest(t, s, e, epi_code, "_bo_cl") ||
+           has_nest(t, s, e, epi_code, "_cn");
 }
 
 static void claims_case(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
@@ -1022,17 +1026,21 @@ static void claims_case(const kiln_target *t, const kiln_gemm_shape *s, const ki
 static void test_claimed_blocks_bit_identical(void **state) {
     (void)state;
     static const kiln_gemm_shape shapes[] = {
-        {1001, 45, 300, false, false, 303, 45, 47},
+        {1001, 45, 300, false, false, 303, 45, 47},      /* along m, one k block */
         {1001, 300, 384, false, true, 385, 387, 301},
         {1001, 700, 200, false, false, 201, 700, 700},
+        {1001, 45, 800, false, false, 803, 45, 47},      /* along m, two k blocks */
+        {1001, 700, 1100, false, true, 1100, 1103, 701}, /* three */
+        {45, 1001, 800, false, false, 803, 1003, 1001},  /* along n, two k blocks */
+        {300, 1001, 1100, true, false, 301, 1001, 1003}, /* three, op(A) transposed */
     };
-    /* not with two k blocks, nor with a split along n */
-    const kiln_gemm_shape two_k = {1001, 45, 800, false, false, 800, 45, 45};
+    /* not along n with one k block, nor along m without B outer */
     const kiln_gemm_shape on_n = {45, 1001, 300, false, false, 300, 1001, 1001};
-    assert_false(has_claims_nest(&g_host, &two_k, NULL, ""));
+    const kiln_gemm_shape wide = {1001, 1300, 300, false, false, 300, 1300, 1300};
     assert_false(has_claims_nest(&g_host, &on_n, NULL, ""));
+    assert_false(has_claims_nest(&g_host, &wide, NULL, ""));
     kiln_gemm_epilogue epi = {.accumulate = true, .bias = true, .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
-    each_variant_case(shapes, 3, epi, "_eabr_gelu_tanh", claims_case);
+    each_variant_case(shapes, sizeof shapes / sizeof shapes[0], epi, "_eabr_gelu_tanh", claims_case);
 }
 
 /* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
