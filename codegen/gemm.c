@@ -233,6 +233,8 @@ enum { GEMM_SHARED_MAX = 1 << 22 };
  * → 0.96× (docs/performance.md, 2026-12-06 10:00–10:30). The guided, shared scheme is
  * still there behind KILN_GEMM_TUNE=perthread=0, for comparison. */
 
+static bool claims_n_instead(gemm_tile t, const kiln_gemm_shape *s);
+
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool small = gemm_use_small(t, s);
@@ -241,7 +243,7 @@ gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     if (tu.per_thread >= 0 && !small) per_thread = tu.per_thread;
     /* one part per thread: cut the dimension whose operand is the larger, so that the
      * one every part packs whole is the smaller (A is m·k, B k·n) */
-    bool on_m = per_thread ? s->m >= s->n : tiles_m >= tiles_n;
+    bool on_m = per_thread ? s->m >= s->n && !claims_n_instead(t, s) : tiles_m >= tiles_n;
     if (tu.split) on_m = tu.split == 'm';
     int64_t tiles = on_m ? tiles_m : tiles_n;
     bool big = (double)s->m * (double)s->n * (double)s->k >= (small ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
@@ -551,6 +553,13 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
 
     /* i3 then p; with bo, p then i3 (B outer: every block of B for k block p stays packed,
      * side by side, while all of m goes by); claiming along n, p then the claimed j2 */
+    loop l0 = {0};  /* claiming along n: the A blocks outside, each with its counters */
+    LLVMValueRef i3n = k64(&g, 0), mcn = m;
+    if (claim == CLAIM_N) {
+        l0 = loop_begin(&g, k64(&g, 0), m, 1, "i3");
+        l0.step_value = mc_max;
+        i3n = l0.iv, mcn = smin(&g, mc_max, sub(&g, m, i3n));
+    }
     loop l1 = loop_begin(&g, k64(&g, 0), p_outer ? k : m, 1, p_outer ? "p" : "i3");
     l1.step_value = p_outer ? kc_max : mc_max;
     LLVMValueRef x1 = smin(&g, l1.step_value, sub(&g, p_outer ? k : m, l1.iv));
@@ -561,13 +570,18 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     if (claims) {  /* i3 (j2): the claimed blocks, from k block p's counter; then the rounds */
         LLVMValueRef next = param(&g, n_params - 1);
         LLVMValueRef blocks = LLVMBuildSDiv(g.b, add(&g, k, sub(&g, kc_max, k64(&g, 1))), kc_max, "");
+        if (claim == CLAIM_N) {  /* A block i3's counters and rounds after the earlier blocks' */
+            LLVMValueRef ns = LLVMBuildSDiv(g.b, add(&g, n, k64(&g, g.t.nr - 1)), k64(&g, g.t.nr), "");
+            LLVMValueRef at_i3 = mul(&g, LLVMBuildSDiv(g.b, i3n, mc_max, ""), add(&g, blocks, ns));
+            next = LLVMBuildInBoundsGEP2(g.b, g.i64, next, &at_i3, 1, "");
+        }
         round = LLVMBuildSDiv(g.b, l1.iv, kc_max, "round");
         rounds = LLVMBuildInBoundsGEP2(g.b, g.i64, next, &blocks, 1, "rounds");
         bool on_m = claim == CLAIM_M;
         cl = claim_begin(&g, LLVMBuildInBoundsGEP2(g.b, g.i64, next, &round, 1, ""), on_m ? m : n,
                          on_m ? mc_max : nc_max, on_m ? g.t.mr : g.t.nr);
         rounds_wait(&g, rounds, &cl, round);
-        l2.iv = on_m ? cl.row : k64(&g, 0), x2 = on_m ? cl.rows : m;  /* along n: one A block */
+        l2.iv = on_m ? cl.row : i3n, x2 = on_m ? cl.rows : mcn;
     } else {
         l2 = loop_begin(&g, k64(&g, 0), bo ? m : k, 1, bo ? "i3" : "p");
         l2.step_value = bo ? mc_max : kc_max;
@@ -662,6 +676,7 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
         loop_end(&g, &l2);
     }
     loop_end(&g, &l1);
+    if (claim == CLAIM_N) loop_end(&g, &l0);
     return function_end(&g);
 }
 
@@ -782,11 +797,24 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
  * off. */
 enum { GEMM_CLAIM_COUNTERS = 2048 };
 
+/* A product the split would cut along m whose parts cannot run B outer (n > GEMM_BO_N)
+ * and which has one k block (MLP up, 2048×1536×384) is cut along n instead, where its
+ * parts claim B blocks (CLAIM_N, over all its A blocks): each thread then packs every A
+ * block, instead of packing all of B for each of its own A blocks, and the claims balance
+ * the threads. (Measured in the claims' comment above; 2048³, with several k blocks, ran
+ * 3 % slower cut along n, so it keeps its halves.) */
+static bool claims_n_instead(gemm_tile t, const kiln_gemm_shape *s) {
+    return s->m >= s->n && s->n > GEMM_BO_N && s->k <= blocks_for(t, s).kc && tune_now().claims != 0;
+}
+
 /* The counters a claiming product keeps on its caller's stack: one per k block (the next
  * sliver to claim in it), then one per sliver of m (its round: rounds_wait). */
 static int64_t claim_counters(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
-    int64_t kc = blocks_for(t, s).kc;
-    return (s->k + kc - 1) / kc + (sp.on_m ? (s->m + t.mr - 1) / t.mr : (s->n + t.nr - 1) / t.nr);
+    gemm_blocks bl = blocks_for(t, s);
+    int64_t kb = (s->k + bl.kc - 1) / bl.kc;
+    if (sp.on_m) return kb + (s->m + t.mr - 1) / t.mr;
+    int64_t mc = part_plan_for(t, s, sp).mc < bl.mc ? part_plan_for(t, s, sp).mc : bl.mc;
+    return (s->m + mc - 1) / mc * (kb + (s->n + t.nr - 1) / t.nr);
 }
 
 static gemm_claim claims_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
@@ -796,7 +824,8 @@ static gemm_claim claims_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split s
     part_plan pl = part_plan_for(t, s, sp);
     /* part_plan_for's bo is only ever set for one part per thread of a split along m */
     if (pl.bo) return CLAIM_M;
-    return !sp.on_m && s->m <= pl.mc && s->k > blocks_for(t, s).kc ? CLAIM_N : CLAIM_NONE;
+    if (sp.on_m) return CLAIM_NONE;
+    return claims_n_instead(t, s) || (s->m <= pl.mc && s->k > blocks_for(t, s).kc) ? CLAIM_N : CLAIM_NONE;
 }
 
 /* Floats of one part's scratch slot: room for the whole shape's blocks (one thread runs

@@ -1006,7 +1006,8 @@ static void test_a_broadcast_default(void **state) {
  * at 2, 3, 5 and 8 threads (more threads than CPUs, so rounds do wait) — plain, and with
  * an epilogue that adds to C, so a block run twice, not at all, or before the k block
  * ahead of it, changes C. m = 1001 (n = 1001) ends in a partial sliver; the shapes read
- * A's rows (n ≤ 512) or pack A, nn, nt and tn, one k block or two and three. */
+ * A's rows (n ≤ 512) or pack A, nn, nt and tn, one k block or two and three; the last is
+ * cut along n although m ≥ n (claims_n_instead) and claims over two A blocks. */
 static bool has_claims_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                             const char *epi_code) {
     return has_nest(t, s, e, epi_code, "_bo_ab_cl") || has_nest(t, s, e, epi_code, "_bo_cl") ||
@@ -1033,6 +1034,7 @@ static void test_claimed_blocks_bit_identical(void **state) {
         {1001, 700, 1100, false, true, 1100, 1103, 701}, /* three */
         {45, 1001, 800, false, false, 803, 1003, 1001},  /* along n, two k blocks */
         {300, 1001, 1100, true, false, 301, 1001, 1003}, /* three, op(A) transposed */
+        {1300, 1200, 300, false, false, 301, 1203, 1201}, /* m ≥ n > 1152: along n, two A blocks */
     };
     /* not along n with one k block, nor along m without B outer */
     const kiln_gemm_shape on_n = {45, 1001, 300, false, false, 300, 1001, 1001};
