@@ -178,7 +178,7 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
  * part's B block columns), abcast=0|1 (B outer's tiles broadcast op(A) from A's rows
  * instead of a packed sliver, loops_nest's a_rows, on every shape B outer runs with A
  * plain, or on none; the default chooses by shape: a_rows_for), claims=0|1 (the parts
- * claim their A blocks from a counter, claims_for). */
+ * claim their blocks from counters, claims_for; 0 also keeps claims_n_instead off). */
 typedef struct gemm_tune {
     char split;      /* 'm', 'n' or 0 */
     int parts;       /* 0: the default */
@@ -749,13 +749,16 @@ static bool a_rows_for(gemm_tile t, const kiln_gemm_shape *s, bool bo) {
  * thread runs the whole shape's blocks). A split along m gives each part m/T rows, but the
  * whole shape's mc was chosen for m: a 1024-row part of 2048³ ran A blocks of 684 + 340
  * rows and so packed all of B twice, as did the parts of every m = 2048 training shape.
- * For a B of n ≤ GEMM_BO_N the part runs B outer (loops_nest's bo, as one thread does:
- * alone_bo_mc) with A blocks of GEMM_BO_MC rows; for a large B (large_b)
- * the part's rows (on 2 threads, the largest part) are blocked under their own cap,
- * GEMM_PART_MC, so a part of up to that many rows is one A block; either packs B once. kc is the shape's, so the
+ * For a B of n ≤ GEMM_BO_N, or a large B (large_b) of n ≤ GEMM_BO_LARGE_N, the part runs
+ * B outer (loops_nest's bo, as one thread does: alone_bo_mc) with A blocks of GEMM_BO_MC
+ * rows, which its threads claim (claims_for); for a larger B the part's rows (on 2
+ * threads, the largest part) are blocked under their own cap, GEMM_PART_MC, so a part of
+ * up to that many rows is one A block; either packs B once. kc is the shape's, so the
  * bits do not change. `mc` is the part's A block rows (its slot has room for it: slot_for),
- * `bo` B outer. */
-enum { GEMM_PART_MC = 1024 };
+ * `bo` B outer. A large B took B outer since 2026-12-07 (2048³ at 2 threads, against one
+ * 1024-row A block per part, eight sets in-process: +1.2 %, 0.996–1.034; 1 thread the
+ * same); each thread's slot then holds a k block of B, at most 2048·384 floats (3 MiB). */
+enum { GEMM_PART_MC = 1024, GEMM_BO_LARGE_N = 2048 };
 typedef struct part_plan {
     int64_t mc, nc;
     bool bo;
@@ -776,7 +779,8 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
     }
     int cap = tu.part_mc >= 0 ? tu.part_mc : GEMM_PART_MC;
     bool bo = tu.part_bo >= 0 ? tu.part_bo : true;
-    if (bo && s->n <= GEMM_BO_N && s->m > bl.mc) return (part_plan){balanced(rows, GEMM_BO_MC, t.mr), pl.nc, true};
+    bool bo_fits = s->n <= GEMM_BO_N || (large_b(s) && s->n <= GEMM_BO_LARGE_N);
+    if (bo && bo_fits && s->m > bl.mc) return (part_plan){balanced(rows, GEMM_BO_MC, t.mr), pl.nc, true};
     /* only for a large B (large_b), which comes from memory each time
      * it is packed (2048³: +2–3 %), while a B of a few MiB is packed again from L2/L3 for
      * less than the larger A block costs (2048×1536×384: −1 to −2 %) */
@@ -784,17 +788,23 @@ static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split
     return pl;
 }
 
-/* Whether the parts of a split product claim their A blocks (loops_nest's claims) instead
- * of running half of m each: a split along m whose parts run B outer (part_plan_for) with
- * one k block, so a thread keeps the B it packed in its first block for all the blocks it
- * claims. (With several k blocks B outer packs B again for each; claims would have to
- * wait for every block of one k block before the next.) Why: the two vCPUs do not run a
- * half at the same speed, and which one is slower changes from call to call; the worker
- * also starts 4–65 µs after the caller (gemm_bench --pool-stats). Measured on Zen 5 at two
- * threads against fixed halves in the same runs (12 sets, docs/performance.md, GEMM,
- * 2026-12-06 21:20–21:35): 2048×384×384 nn/nt +2.6 %, 2048×1152×384 nn +1.0 %, nt
- * +2.3 %; halves against themselves ±0.4 %. Same bits. KILN_GEMM_TUNE=claims=0 turns it
- * off. */
+/* Whether the parts of a split product claim their blocks (loops_nest's claim) instead of
+ * running a fixed half each, and which: CLAIM_M when the split is along m and the parts
+ * run B outer (part_plan_for), so a thread keeps the B it packed in its first claim of a k
+ * block for all its claims of that block; CLAIM_N when the split is along n with one A
+ * block (m ≤ mc) and several k blocks (the weight gradients xᵀ·dy), or because
+ * claims_n_instead moved it there. Why: the two vCPUs do not run a half at the same
+ * speed, which one is slower changes from call to call, the worker starts 4–86 µs after
+ * the caller, and on a shared machine a neighbour slows one of them (gemm_bench
+ * --pool-stats: halves of 2048×384×1536 took 5908 and 6702 µs). Measured on Zen 5 at two
+ * threads against fixed halves in the same runs (docs/performance.md, GEMM, 2026-12-06
+ * 21:20–21:35 and 2026-12-06 23:35 – 12-07 00:25): one k block 2048×384×384 +2.6 %,
+ * 2048×1152×384 nn +1.0 %, nt +2.3 %; several 2048×384×1536 nn +2.5 %, nt +3.8 %,
+ * 2048×384×1152 nt +1.4 %, 1024³ +0.6 %, 384×1152×2048 tn +1.9 %; MLP up cut along n
+ * 2048×1536×384 nn +1.1 %, nt +3.1 %; in sets where a neighbour disturbed the machine
+ * +13 to +36 %; halves against themselves ±0.4 %. Not for a split along n with one k block
+ * and one A block (the forward pass's m = 256 products: ±1 %, no gain). Same bits.
+ * KILN_GEMM_TUNE=claims=0 turns it off (and claims_n_instead with it). */
 enum { GEMM_CLAIM_COUNTERS = 2048 };
 
 /* A product the split would cut along m whose parts cannot run B outer (n > GEMM_BO_N)

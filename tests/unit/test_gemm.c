@@ -1036,11 +1036,14 @@ static void test_claimed_blocks_bit_identical(void **state) {
         {300, 1001, 1100, true, false, 301, 1001, 1003}, /* three, op(A) transposed */
         {1300, 1200, 300, false, false, 301, 1203, 1201}, /* m ≥ n > 1152: along n, two A blocks */
     };
-    /* not along n with one k block, nor along m without B outer */
+    /* not along n with one k block, nor along m without B outer (n > 1152, B of 1.5 MiB) */
     const kiln_gemm_shape on_n = {45, 1001, 300, false, false, 300, 1001, 1001};
     const kiln_gemm_shape wide = {1001, 1300, 300, false, false, 300, 1300, 1300};
     assert_false(has_claims_nest(&g_host, &on_n, NULL, ""));
     assert_false(has_claims_nest(&g_host, &wide, NULL, ""));
+    /* … but a large B (k·n ≥ 2^21 floats) of n ≤ 2048 runs B outer, so claims */
+    const kiln_gemm_shape square = {2048, 2048, 2048, false, false, 2048, 2048, 2048};
+    assert_true(has_claims_nest(&g_host, &square, NULL, ""));
     kiln_gemm_epilogue epi = {.accumulate = true, .bias = true, .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
     each_variant_case(shapes, sizeof shapes / sizeof shapes[0], epi, "_eabr_gelu_tanh", claims_case);
 }
