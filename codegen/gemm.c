@@ -118,13 +118,15 @@
  * smaller operand is the price; the gain, measured on a quiet machine (2026-12-06):
  * 256×384×384 at 2 threads 0.64× → 0.91× oneDNN, 512³ 0.80× → 0.98×, 2048×384×384 0.84×
  * → 0.96× (see gemm_split_for for what the previous scheme lost). A part's blocks are
- * its own (part_plan_for): cut along m, a part of a B with n ≤ 1152 runs B outer as one
- * thread does, and a part of a large B gets A blocks for its rows, so either packs B once
+ * its own (part_plan_for): cut along m, a part of a B with n ≤ 1152 (or a large B of
+ * n ≤ 2048) runs B outer as one thread does, and a part of a wider large B gets A blocks
+ * for its rows, so either packs B once
  * (with the whole shape's mc, a 1024-row part of 2048³ packed B twice); kc stays the
- * shape's. Parts that run B outer, and parts of a split along n with one A block and
- * several k blocks, do not run fixed halves: they claim blocks from a counter per k block
- * (claims_for, claim_begin), so a thread that starts late or runs slower does fewer, and
- * a block's rounds (rounds_wait) keep each element's k blocks in order. Sibling products that
+ * shape's. Parts that run B outer, parts of a split along n with one A block and several
+ * k blocks, and those claims_n_instead cuts along n, do not run fixed halves: they claim
+ * blocks from a counter per k block (claims_for, claim_begin), so a thread that starts
+ * late or runs slower does fewer, and a block's rounds (rounds_wait) keep each element's
+ * k blocks in order. Sibling products that
  * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, at the end).
  * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
  * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
@@ -381,8 +383,8 @@ static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValue
 typedef enum gemm_claim { CLAIM_NONE, CLAIM_M, CLAIM_N } gemm_claim;
 
 typedef struct claim_loop {
-    LLVMValueRef row, rows, first;  /* the block's first row of A and C, its rows; i1 */
-    LLVMValueRef sliver, slivers;   /* the same in slivers of MR rows */
+    LLVMValueRef row, rows, first;  /* the block's first row (column) of C, its rows (columns); i1 */
+    LLVMValueRef sliver, slivers;   /* the same in slivers: `unit` (MR or NR) lanes each */
     LLVMBasicBlockRef head, exit;
 } claim_loop;
 
@@ -488,10 +490,11 @@ static void claim_end(gen *g, claim_loop *cl) {
  * With claim CLAIM_M ("_cl"; bo: claims_for) the A blocks of each k block p are claimed
  * (claim_begin) from the counter next[p] (`next`, the last argument) instead of running
  * from 0 to m: the parts of a split product each call it on the whole m, and a thread
- * packs B's k block p in its first claim of p. With CLAIM_N ("_cn"; one A block: m ≤ mc)
- * the nest runs p outside, packs A's block p in a thread's first claim of p, and claims
- * B blocks of at most nc columns, each packed by its tiles as usual. Either way the
- * slivers' rounds (after the counters) order the k blocks: rounds_wait, rounds_publish. */
+ * packs B's k block p in its first claim of p. With CLAIM_N ("_cn") the nest runs the A
+ * blocks i3 outside and p inside them, packs A's block (i3, p) in a thread's first claim
+ * of it, and claims B blocks of at most nc columns, each packed by its tiles as usual;
+ * each A block has its own counters and rounds. Either way the slivers' rounds (after the
+ * counters) order the k blocks: rounds_wait, rounds_publish. */
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
                                bool bo, bool a_rows, gemm_claim claim) {
     assert(!bo || sh == SHARED_NONE);
@@ -818,7 +821,8 @@ static bool claims_n_instead(gemm_tile t, const kiln_gemm_shape *s) {
 }
 
 /* The counters a claiming product keeps on its caller's stack: one per k block (the next
- * sliver to claim in it), then one per sliver of m (its round: rounds_wait). */
+ * sliver to claim in it), then one per sliver of m (its round: rounds_wait); along n the
+ * same per A block, with slivers of n. */
 static int64_t claim_counters(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
     gemm_blocks bl = blocks_for(t, s);
     int64_t kb = (s->k + bl.kc - 1) / bl.kc;
