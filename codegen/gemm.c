@@ -827,7 +827,7 @@ static int64_t claim_counters(gemm_tile t, const kiln_gemm_shape *s, gemm_split 
     gemm_blocks bl = blocks_for(t, s);
     int64_t kb = (s->k + bl.kc - 1) / bl.kc;
     if (sp.on_m) return kb + (s->m + t.mr - 1) / t.mr;
-    int64_t mc = part_plan_for(t, s, sp).mc < bl.mc ? part_plan_for(t, s, sp).mc : bl.mc;
+    int64_t part_mc = part_plan_for(t, s, sp).mc, mc = part_mc < bl.mc ? part_mc : bl.mc;  /* either, at run time */
     return (s->m + mc - 1) / mc * (kb + (s->n + t.nr - 1) / t.nr);
 }
 
@@ -1005,7 +1005,8 @@ static LLVMValueRef part_first_tile(gen *g, LLVMValueRef i, LLVMValueRef threads
  * whole shape's blocks, whatever the chunk's size.
  * With an epilogue ctx = {a, b, c, scratch, bias, p, r}, and P, R, the partial sums (and
  * bias, when the split is along n) move with C. With claims (claims_for) ctx ends with
- * `next`, the counter the nest claims A blocks from, and every part is the whole m. */
+ * `next`, the counters the nest claims blocks from (claim_counters), and every part is
+ * the whole m (n). */
 static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *gemm_name,
                                   LLVMValueRef loops) {
     gemm_split sp = gemm_split_for(g.t, s);
@@ -1070,7 +1071,7 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         args[n_args++] = v[3];
         args[n_args++] = k64(&g, shared_lanes(g.t, s, sh));
     }
-    if (claims) args[n_args++] = v[e ? 7 : 4];  /* the counter of claimed slivers */
+    if (claims) args[n_args++] = v[e ? 7 : 4];  /* the counters of claimed slivers */
     call(&g, loops, args, n_args);
     LLVMBuildBr(g.b, none);
     LLVMPositionBuilderAtEnd(g.b, none);
@@ -1162,7 +1163,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     gemm_shared sh = shared_for(g.t, s);
     gemm_split sp = gemm_split_for(g.t, s);
     bool parted = work && sp.parts > 1;
-    /* parts that run B outer (part_plan_for) run the nest one thread runs (alone_nest) */
+    /* parts that run B outer (part_plan_for) and do not claim run the nest one thread
+     * runs (alone_nest) */
     bool parts_bo = parted && part_plan_for(g.t, s, sp).bo;
     assert(!parts_bo || alone_bo_mc(g.t, s) > 0);
     /* parts that claim (claims_for) run their nest on one thread too, as the part function

@@ -860,8 +860,8 @@ static void test_epilogue_functions(void **state) {
 
 /* Whether the module of product s (with epilogue e, or none, whose name code is epi_code)
  * on target t has the loop nest whose name ends in epi_code + tail (codegen/gemm.c's
- * loops_nest: "_bo_ab" reads A's rows, a_rows_for; "_cl" claims its A blocks,
- * claims_for). */
+ * loops_nest: "_bo_ab" reads A's rows, a_rows_for; "_cl" claims its A blocks, "_cn"
+ * its B blocks, claims_for). */
 static bool has_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                      const char *epi_code, const char *tail) {
     kiln_cg cg;
