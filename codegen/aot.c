@@ -174,29 +174,7 @@ char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *
 {
     kiln_module m;
     if (!export_module(req, &m, d)) return NULL;
-    char *text = NULL;
-    if (!assembly) {
-        char *s = LLVMPrintModuleToString(m.cg.mod);
-        text = strdup(s);
-        LLVMDisposeMessage(s);
-        KILN_ASSERT(text != NULL);
-    } else {
-        LLVMModuleRef clone = LLVMCloneModule(m.cg.mod); /* codegen mutates what it emits */
-        char *err = NULL;
-        LLVMMemoryBufferRef buf = NULL;
-        if (LLVMTargetMachineEmitToMemoryBuffer(req->target->tm, clone, LLVMAssemblyFile, &err, &buf)) {
-            kiln_diags_add(d, NULL, 0, 0, "codegen", "assembly emission failed: %s", err ? err : "?");
-            LLVMDisposeMessage(err);
-        } else {
-            size_t n = LLVMGetBufferSize(buf);
-            text = malloc(n + 1);
-            KILN_ASSERT(text != NULL);
-            memcpy(text, LLVMGetBufferStart(buf), n);
-            text[n] = '\0';
-            LLVMDisposeMemoryBuffer(buf);
-        }
-        LLVMDisposeModule(clone);
-    }
+    char *text = kiln_cg_text(&m.cg, assembly, d);
     kiln_module_free(&m);
     return text;
 }

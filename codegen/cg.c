@@ -48,6 +48,34 @@ void kiln_cg_dispose(kiln_cg *cg)
     memset(cg, 0, sizeof *cg);
 }
 
+char *kiln_cg_text(kiln_cg *cg, bool assembly, kiln_diags *d)
+{
+    char *text = NULL;
+    if (!assembly) {
+        char *s = LLVMPrintModuleToString(cg->mod);
+        text = strdup(s);
+        KILN_ASSERT(text != NULL);
+        LLVMDisposeMessage(s);
+        return text;
+    }
+    LLVMModuleRef clone = LLVMCloneModule(cg->mod);
+    char *err = NULL;
+    LLVMMemoryBufferRef buf = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(cg->target->tm, clone, LLVMAssemblyFile, &err, &buf)) {
+        kiln_diags_add(d, NULL, 0, 0, "codegen", "assembly emission failed: %s", err ? err : "?");
+        LLVMDisposeMessage(err);
+    } else {
+        size_t n = LLVMGetBufferSize(buf);
+        text = malloc(n + 1);
+        KILN_ASSERT(text != NULL);
+        memcpy(text, LLVMGetBufferStart(buf), n);
+        text[n] = '\0';
+        LLVMDisposeMemoryBuffer(buf);
+    }
+    LLVMDisposeModule(clone);
+    return text;
+}
+
 /* ---- values ------------------------------------------------------------------------ */
 
 LLVMValueRef cg_i64(kiln_cg *cg, int64_t v) { return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1); }

@@ -50,6 +50,9 @@ typedef struct kiln_cg {
 
 void kiln_cg_init(kiln_cg *cg, const kiln_target *t, const char *module_name);
 void kiln_cg_dispose(kiln_cg *cg);  /* disposes builder, module and context unless taken */
+/* The module as text, malloc'd: its IR, or (assembly) the target's assembly, emitted from a
+ * clone because code generation changes the module it emits; NULL with a diagnostic. */
+char *kiln_cg_text(kiln_cg *cg, bool assembly, kiln_diags *d);
 
 /* ---- GEMM (gemm.c) --------------------------------------------------------------- */
 

@@ -276,36 +276,6 @@ static void unit_dispose(unit *u)
     kiln_cg_dispose(&u->cg);
 }
 
-static char *module_asm(kiln_cg *cg, kiln_diags *d)
-{
-    LLVMModuleRef clone = LLVMCloneModule(cg->mod);
-    char *err = NULL;
-    LLVMMemoryBufferRef buf = NULL;
-    char *text = NULL;
-    if (LLVMTargetMachineEmitToMemoryBuffer(cg->target->tm, clone, LLVMAssemblyFile, &err, &buf)) {
-        kiln_diags_add(d, NULL, 0, 0, "codegen", "assembly emission failed: %s", err ? err : "?");
-        LLVMDisposeMessage(err);
-    } else {
-        size_t n = LLVMGetBufferSize(buf);
-        text = malloc(n + 1);
-        KILN_ASSERT(text != NULL);
-        memcpy(text, LLVMGetBufferStart(buf), n);
-        text[n] = '\0';
-        LLVMDisposeMemoryBuffer(buf);
-    }
-    LLVMDisposeModule(clone);
-    return text;
-}
-
-static char *module_text(kiln_cg *cg)
-{
-    char *s = LLVMPrintModuleToString(cg->mod);
-    char *copy = strdup(s);
-    KILN_ASSERT(copy != NULL);
-    LLVMDisposeMessage(s);
-    return copy;
-}
-
 bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln_diags *d)
 {
     KILN_ASSERT(req->target != NULL);
@@ -359,7 +329,7 @@ char *kiln_codegen_emit(const kiln_compile_request *req, bool assembly, kiln_dia
     char *text = NULL;
     kiln_module m;
     if (kiln_codegen_module(&r, &m, d)) {
-        text = assembly ? module_asm(&m.cg, d) : module_text(&m.cg);
+        text = kiln_cg_text(&m.cg, assembly, d);
         kiln_module_free(&m);
     }
     if (!req->target) kiln_target_free(&host);
@@ -602,8 +572,8 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
         if (ok) internalise(u.cg.mod, name);
     }
     double t2 = now_ms(), c2 = cpu_ms();
-    if (ok && req->emit_llvm) out->llvm_ir = module_text(&u.cg);
-    if (ok && req->emit_asm) ok = (out->asm_text = module_asm(&u.cg, d)) != NULL;
+    if (ok && req->emit_llvm) out->llvm_ir = kiln_cg_text(&u.cg, false, d);
+    if (ok && req->emit_asm) ok = (out->asm_text = kiln_cg_text(&u.cg, true, d)) != NULL;
     double c_lookup = cpu_ms();
     if (ok) ok = jit_module(&u.cg, tsc, name, one_module ? NULL : &job, out, &c_lookup, d);
     if (!one_module) { /* joined by jit_module unless it stopped early */
