@@ -117,26 +117,31 @@ static void did_you_mean(const kiln_tensor_file *f, const char *name, char *buf,
     free(names);
 }
 
+/* Node n's tensor in f (a "parameter" or an "input", from the file called `holder` in the
+ * message) into values[id]; false with a diagnostic when it is missing or does not fit. */
+static bool bind_one(const kiln_tensor_file *f, const char *file, const kiln_node *n, uint32_t id, const char *what,
+                     const char *holder, void **values, kiln_diags *diags)
+{
+    const kiln_tensor *t = kiln_tensor_file_find(f, n->attrs.name);
+    if (!t) {
+        char hint[160];
+        did_you_mean(f, n->attrs.name, hint, sizeof hint);
+        kiln_diags_add(diags, file, 0, 0, n->attrs.name, "%s missing from the %s file%s", what, holder, hint);
+        return false;
+    }
+    if (!check_tensor(t, n, file, what, diags)) return false;
+    values[id] = t->data;
+    return true;
+}
+
 bool bind_params(const kiln_model *m, const kiln_tensor_file *f, const char *file, void **values,
                  kiln_diags *diags)
 {
     if (bind_missing_summary(&m->graph, m->params, (uint32_t)m->n_params, f, file, "parameters", diags)) return false;
     bool ok = true;
     for (int i = 0; i < m->n_params; i++) {
-        const kiln_node *n = &m->graph.nodes[m->params[i]];
-        const kiln_tensor *t = kiln_tensor_file_find(f, n->attrs.name);
-        if (!t) {
-            char hint[160];
-            did_you_mean(f, n->attrs.name, hint, sizeof hint);
-            kiln_diags_add(diags, file, 0, 0, n->attrs.name, "parameter missing from the weights file%s", hint);
-            ok = false;
-            continue;
-        }
-        if (!check_tensor(t, n, file, "parameter", diags)) {
-            ok = false;
-            continue;
-        }
-        values[m->params[i]] = t->data;
+        uint32_t id = m->params[i];
+        ok &= bind_one(f, file, &m->graph.nodes[id], id, "parameter", "weights", values, diags);
     }
     return ok;
 }
@@ -147,21 +152,7 @@ bool bind_inputs(const kiln_model *m, const kiln_tensor_file *f, const char *fil
     bool ok = true;
     for (int i = 0; i < m->n_inputs; i++) {
         uint32_t id = m->inputs[i];
-        if (!needed[id]) continue;
-        const kiln_node *n = &m->graph.nodes[id];
-        const kiln_tensor *t = kiln_tensor_file_find(f, n->attrs.name);
-        if (!t) {
-            char hint[160];
-            did_you_mean(f, n->attrs.name, hint, sizeof hint);
-            kiln_diags_add(diags, file, 0, 0, n->attrs.name, "input missing from the inputs file%s", hint);
-            ok = false;
-            continue;
-        }
-        if (!check_tensor(t, n, file, "input", diags)) {
-            ok = false;
-            continue;
-        }
-        values[id] = t->data;
+        if (needed[id]) ok &= bind_one(f, file, &m->graph.nodes[id], id, "input", "inputs", values, diags);
     }
     return ok;
 }
