@@ -329,6 +329,19 @@ void cg_return_if(kiln_cg *cg, LLVMValueRef cond, int code)
     LLVMPositionBuilderAtEnd(cg->b, next);
 }
 
+void cg_return_if_index_outside(kiln_cg *cg, LLVMValueRef ids, int64_t n_ids, int64_t n)
+{
+    LLVMValueRef bad = cg_local(cg, cg->t_i1, "bad");
+    LLVMBuildStore(cg->b, LLVMConstInt(cg->t_i1, 0, 0), bad);
+    cg_loop l;
+    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n_ids), "j");
+    LLVMValueRef id = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, ids, l.i), cg->t_i64, "");
+    LLVMValueRef out_of_range = LLVMBuildICmp(cg->b, LLVMIntUGE, id, cg_i64(cg, n), "");
+    LLVMBuildStore(cg->b, LLVMBuildOr(cg->b, LLVMBuildLoad2(cg->b, cg->t_i1, bad, ""), out_of_range, ""), bad);
+    cg_loop_end(cg, &l);
+    cg_return_if(cg, LLVMBuildLoad2(cg->b, cg->t_i1, bad, ""), KILN_RC_INDEX_RANGE);
+}
+
 /* ---- loop nests ------------------------------------------------------------------------- */
 
 void cg_nest_begin(kiln_cg *cg, cg_nest *n, int rank, const int64_t *dims, int n_ops,

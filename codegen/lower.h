@@ -89,6 +89,9 @@ void cg_if_begin(kiln_cg *cg, cg_if *f, LLVMValueRef cond);
 void cg_if_end(kiln_cg *cg, cg_if *f);
 /* if (cond) return code; — for kernels returning an i32 status. */
 void cg_return_if(kiln_cg *cg, LLVMValueRef cond, int code);
+/* Returns KILN_RC_INDEX_RANGE when any of the n_ids i32 indices at ids is outside [0, n)
+ * (sign-extended, compared unsigned: negatives are huge); checked before anything is written. */
+void cg_return_if_index_outside(kiln_cg *cg, LLVMValueRef ids, int64_t n_ids, int64_t n);
 
 /* A loop nest over dims[0..rank) (outermost first) that keeps, for each of n_ops
  * operands, the element offset base[k] + Σ_d idx_d·stride[k][d] (base NULL = 0).

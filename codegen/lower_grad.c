@@ -124,17 +124,7 @@ void lower_scatter_add(lower_ctx *c)
     int64_t outer = cg_span(ot->dims, 0, ax), n = ot->dims[ax], inner = cg_span(ot->dims, ax + 1, ot->rank);
     int64_t n_ids = kiln_type_numel(it);
 
-    if (n_ids > 0) {
-        LLVMValueRef bad = cg_local(cg, cg->t_i1, "bad");
-        LLVMBuildStore(cg->b, LLVMConstInt(cg->t_i1, 0, 0), bad);
-        cg_loop l;
-        cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n_ids), "j");
-        LLVMValueRef id = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, c->in[1], l.i), cg->t_i64, "");
-        LLVMValueRef out_of_range = LLVMBuildICmp(cg->b, LLVMIntUGE, id, cg_i64(cg, n), "");
-        LLVMBuildStore(cg->b, LLVMBuildOr(cg->b, LLVMBuildLoad2(cg->b, cg->t_i1, bad, ""), out_of_range, ""), bad);
-        cg_loop_end(cg, &l);
-        cg_return_if(cg, LLVMBuildLoad2(cg->b, cg->t_i1, bad, ""), KILN_RC_INDEX_RANGE);
-    }
+    if (n_ids > 0) cg_return_if_index_outside(cg, c->in[1], n_ids, n);
     if (n_ids == 0 || outer * inner == 0) {
         zero_fill_parallel(cg, c->out, kiln_type_numel(ot));
         return;

@@ -211,16 +211,8 @@ void lower_gather(lower_ctx *c)
     int64_t n_ids = kiln_type_numel(it);
     if (n_ids == 0) return;
 
-    /* 1. any index outside [0, n)? (sign-extended, compared unsigned: negatives are huge) */
-    LLVMValueRef bad = cg_local(cg, cg->t_i1, "bad");
-    LLVMBuildStore(cg->b, LLVMConstInt(cg->t_i1, 0, 0), bad);
-    cg_loop l;
-    cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, n_ids), "j");
-    LLVMValueRef id = LLVMBuildSExt(cg->b, cg_load(cg, KILN_I32, c->in[1], l.i), cg->t_i64, "");
-    LLVMValueRef out_of_range = LLVMBuildICmp(cg->b, LLVMIntUGE, id, cg_i64(cg, n), "");
-    LLVMBuildStore(cg->b, LLVMBuildOr(cg->b, LLVMBuildLoad2(cg->b, cg->t_i1, bad, ""), out_of_range, ""), bad);
-    cg_loop_end(cg, &l);
-    cg_return_if(cg, LLVMBuildLoad2(cg->b, cg->t_i1, bad, ""), KILN_RC_INDEX_RANGE);
+    /* 1. any index outside [0, n)? */
+    cg_return_if_index_outside(cg, c->in[1], n_ids, n);
     if (outer * inner == 0) return;
 
     /* 2. copy rows, split across threads by rows */
