@@ -22,6 +22,7 @@ int cmd_init(int argc, char **argv, kiln_diags *diags);
 int cmd_run(int argc, char **argv, kiln_diags *diags);
 int cmd_train(int argc, char **argv, kiln_diags *diags);
 int cmd_eval(int argc, char **argv, kiln_diags *diags);
+int cmd_embed(int argc, char **argv, kiln_diags *diags);
 int cmd_compile(int argc, char **argv, kiln_diags *diags);
 int cmd_bench(int argc, char **argv, kiln_diags *diags);
 int cmd_generate(int argc, char **argv, kiln_diags *diags);

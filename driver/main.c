@@ -45,6 +45,10 @@ static const command commands[] = {
      "train a model on a data file, with checkpoints and exact resume (under mpirun: data-parallel)"},
     {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [--max-memory BYTES] [-D N=V]...",
      "loss and perplexity (or accuracy) of weights on a data file"},
+    {"embed", cmd_embed,
+     "kiln embed MODEL.json --weights W.safetensors --input FILE --out E.safetensors [--output NAME] [--normalize] "
+     "[--batch B] [--threads N] [--max-memory BYTES] [-D N=V]...",
+     "one pooled embedding per line of a text file (a (batch, D) output of the model)"},
     {"generate", cmd_generate,
      "kiln generate MODEL.json --weights W.safetensors (--prompt TEXT | --source TEXT) [--max-new N] "
      "[--temperature T | --greedy] [--top-k K] [--top-p P] [--seed S] [--truncate] [--json] [--no-cache] [--stats] [--repeat N] "
