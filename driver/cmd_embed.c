@@ -8,8 +8,11 @@
  * first, then the line's tokens, cut at the input's length, <pad> after, and a mask of 1s
  * over <cls> and the tokens. Every token input the model has (tokens, tokens_a,
  * tokens_b, src) gets the line, every mask input (mask, mask_a, mask_b, src_mask) its
- * mask, so either tower of a two-tower model can be read. The embedding is a model
- * output of shape (batch, D): --output names it, else it is the first such output.
+ * mask, so either tower of a two-tower model can be read; inputs the embedding does not
+ * depend on (a classifier's labels) get zeros. The embedding is --output's value (a model
+ * output or any layer, e.g. a pool layer, of shape (batch, D)), else the value of the
+ * model's pool layer when it has one, else its first (batch, D) output; it is compiled as
+ * the graph's only output.
  * Batches are as wide as the batch dim (--batch, else train.batch, else the dim's
  * default); the last one is padded with empty lines that are not written.
  *
@@ -17,6 +20,7 @@
  * --normalize (as infonce normalises: x / max(‖x‖, 1e-12)); metadata names the output.
  * It is written atomically, after every line has been embedded.
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -69,59 +73,111 @@ static void embedder_free(embedder *e)
     memset(e, 0, sizeof *e);
 }
 
-/* The model's inputs must all be fillable and share the batch dim; picks the output. */
-static bool embedder_check(embedder *e, const char *output, kiln_diags *d)
+/* The node a name denotes: a model output's, else the value of the layer (or input)
+ * of that name (its label), the last node carrying it. KILN_NONE when there is none. */
+static uint32_t named_value(const kiln_graph *g, const char *name)
 {
-    const kiln_model *m = &e->model;
-    const kiln_graph *g = &m->graph;
+    for (uint32_t o = 0; o < g->n_outputs; o++)
+        if (strcmp(g->outputs[o].name, name) == 0) return g->outputs[o].node;
+    for (uint32_t id = g->n_nodes; id-- > 0;)
+        if (g->nodes[id].label && strcmp(g->nodes[id].label, name) == 0) return id;
+    return KILN_NONE;
+}
+
+/* The names of the model file's `pool` layers, in order (at most cap). */
+static int pool_layers(const char *text, size_t len, const char **names, int cap, cJSON **tree)
+{
+    jm_error err;
+    *tree = kiln_json_tree(text, len, &err);
+    const cJSON *layers = *tree ? cJSON_GetObjectItemCaseSensitive(*tree, "layers") : NULL;
+    int n = 0;
+    for (const cJSON *l = cJSON_IsArray(layers) ? layers->child : NULL; l && n < cap; l = l->next) {
+        const cJSON *op = cJSON_GetObjectItemCaseSensitive(l, "op"), *name = cJSON_GetObjectItemCaseSensitive(l, "name");
+        if (cJSON_IsString(op) && strcmp(op->valuestring, "pool") == 0 && cJSON_IsString(name))
+            names[n++] = name->valuestring;
+    }
+    return n;
+}
+
+static bool is_pooled(const kiln_type *t) { return t->rank == 2 && t->dtype == KILN_F32; }
+
+/* Picks the embedding — --output's value, else the one pool layer's value, else the first
+ * (batch, D) output — makes it the graph's only output, and checks that every input it
+ * depends on is one embed fills, with one batch dim. Inputs it does not depend on (a
+ * classifier's labels) get zeros. */
+static bool embedder_check(embedder *e, const char *text, size_t len, const char *output, kiln_diags *d)
+{
+    kiln_model *m = &e->model;
+    kiln_graph *g = &m->graph;
+    uint32_t node = KILN_NONE;
+    const char *name = output;
+    if (output) {
+        node = named_value(g, output);
+        if (node == KILN_NONE) {
+            kiln_diags_add(d, m->file, 0, 0, "--output", "the model has no output or layer named '%s'", output);
+            return false;
+        }
+        if (!is_pooled(&g->nodes[node].type)) {
+            kiln_diags_add(d, m->file, 0, 0, output, "is not a (batch, D) float value: one embedding per line needs "
+                           "a pooled value (a pool layer's, or a projection of it)");
+            return false;
+        }
+    } else {
+        const char *pools[8];
+        cJSON *tree;
+        int n_pools = pool_layers(text, len, pools, 8, &tree);
+        uint32_t pooled = n_pools == 1 ? named_value(g, pools[0]) : KILN_NONE;
+        if (pooled != KILN_NONE && is_pooled(&g->nodes[pooled].type)) {
+            node = pooled;
+            name = kiln_arena_strdup(&g->arena, pools[0]);
+        }
+        cJSON_Delete(tree);
+        for (uint32_t o = 0; o < g->n_outputs && node == KILN_NONE; o++)
+            if (is_pooled(&g->nodes[g->outputs[o].node].type)) node = g->outputs[o].node, name = g->outputs[o].name;
+        if (node == KILN_NONE) {
+            kiln_diags_add(d, m->file, 0, 0, "outputs", "no pool layer and no (batch, D) output: embed reads a pooled "
+                           "value (name one with --output)");
+            return false;
+        }
+    }
+    const kiln_type *t = &g->nodes[node].type;
+    e->batch = t->dims[0];
+    e->dim = t->dims[1];
+    g->n_outputs = 0; /* the embedding alone: nothing else is computed */
+    kiln_graph_add_output(g, name, node);
+    e->out_index = 0;
+
+    unsigned char *needed = calloc(g->n_nodes, 1);
+    KILN_ASSERT(needed != NULL);
+    needed[node] = 1;
+    for (uint32_t id = node + 1; id-- > 0;)
+        if (needed[id])
+            for (uint32_t k = 0; k < g->nodes[id].n_in; k++) needed[g->nodes[id].in[k]] = 1;
     bool ok = true, any_tokens = false;
-    e->batch = -1;
     for (int i = 0; i < m->n_inputs; i++) {
         const kiln_node *n = &g->nodes[m->inputs[i]];
         fill_kind k = fill_of(n->attrs.name);
+        if (!needed[m->inputs[i]]) continue;
         if (k == FILL_NONE || n->type.rank != 2 || (k == FILL_TOKENS && n->type.dtype != KILN_I32)) {
             kiln_diags_add(d, m->file, 0, 0, n->attrs.name,
-                           "embed fills (batch, length) inputs named tokens, tokens_a, tokens_b or src (i32) and "
-                           "mask, mask_a, mask_b or src_mask; this input is not one of them");
+                           "'%s' depends on this input, but embed fills only (batch, length) inputs named tokens, "
+                           "tokens_a, tokens_b or src (i32) and mask, mask_a, mask_b or src_mask", name);
             ok = false;
             continue;
         }
         any_tokens |= k == FILL_TOKENS;
-        if (e->batch < 0) e->batch = n->type.dims[0];
-        else if (n->type.dims[0] != e->batch) {
-            kiln_diags_add(d, m->file, 0, 0, n->attrs.name, "its batch dim is %lld but another input's is %lld",
-                           (long long)n->type.dims[0], (long long)e->batch);
+        if (n->type.dims[0] != e->batch) {
+            kiln_diags_add(d, m->file, 0, 0, n->attrs.name, "its batch dim is %lld but '%s' has %lld rows",
+                           (long long)n->type.dims[0], name, (long long)e->batch);
             ok = false;
         }
     }
+    free(needed);
     if (ok && !any_tokens) {
-        kiln_diags_add(d, m->file, 0, 0, "inputs", "embed needs a token input (tokens, tokens_a, tokens_b or src)");
+        kiln_diags_add(d, m->file, 0, 0, name, "does not depend on a token input (tokens, tokens_a, tokens_b or src)");
         ok = false;
     }
-    if (!ok) return false;
-    e->out_index = -1;
-    for (uint32_t o = 0; o < g->n_outputs && e->out_index < 0; o++) {
-        const kiln_type *t = &g->nodes[g->outputs[o].node].type;
-        bool pooled = t->rank == 2 && t->dims[0] == e->batch && t->dtype == KILN_F32;
-        if (output ? strcmp(g->outputs[o].name, output) == 0 : pooled) {
-            if (!pooled) {
-                kiln_diags_add(d, m->file, 0, 0, output, "is not a (batch, D) float output: one embedding per line "
-                               "needs a pooled output (the pool layer's)");
-                return false;
-            }
-            e->out_index = (int)o;
-            e->dim = t->dims[1];
-        }
-    }
-    if (e->out_index < 0) {
-        if (output)
-            kiln_diags_add(d, m->file, 0, 0, "outputs", "has no output named '%s'", output);
-        else
-            kiln_diags_add(d, m->file, 0, 0, "outputs", "no output has shape (batch, D): embed reads a pooled "
-                           "output, e.g. of a pool layer");
-        return false;
-    }
-    return true;
+    return ok;
 }
 
 static bool embedder_init(embedder *e, const char *text, size_t len, const char *path, const cli_args *a,
@@ -131,7 +187,7 @@ static bool embedder_init(embedder *e, const char *text, size_t len, const char 
     memset(e, 0, sizeof *e);
     if (!train_load_model(&e->model, text, len, path, a->defines, a->n_defines, batch_dim, batch, d)) return false;
     e->loaded = true;
-    if (!embedder_check(e, output, d) || !train_check_vocab(&e->model, KILN_TASK_PAIRS, tok, NULL, d)) return false;
+    if (!embedder_check(e, text, len, output, d) || !train_check_vocab(&e->model, KILN_TASK_PAIRS, tok, NULL, d)) return false;
     const kiln_model *m = &e->model;
     const kiln_graph *g = &m->graph;
     kiln_compile_request req = {.g = g, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
@@ -148,11 +204,14 @@ static bool embedder_init(embedder *e, const char *text, size_t len, const char 
     e->outs = calloc((size_t)g->n_outputs + 1, sizeof *e->outs);
     KILN_ASSERT(e->params && e->workspace && e->bufs && e->outs);
     for (int i = 0; i < m->n_inputs; i++) {
-        e->bufs[i] = kiln_aligned_alloc((size_t)kiln_type_numel(&g->nodes[m->inputs[i]].type) * KILN_ELEM_BYTES);
+        size_t bytes = (size_t)kiln_type_numel(&g->nodes[m->inputs[i]].type) * KILN_ELEM_BYTES;
+        e->bufs[i] = kiln_aligned_alloc(bytes ? bytes : 1);
         KILN_ASSERT(e->bufs[i] != NULL);
+        memset(e->bufs[i], 0, bytes);
     }
     for (uint32_t o = 0; o < g->n_outputs; o++) {
-        e->outs[o] = kiln_aligned_alloc((size_t)kiln_type_numel(&g->nodes[g->outputs[o].node].type) * KILN_ELEM_BYTES);
+        size_t bytes = (size_t)kiln_type_numel(&g->nodes[g->outputs[o].node].type) * KILN_ELEM_BYTES;
+        e->outs[o] = kiln_aligned_alloc(bytes ? bytes : 1);
         KILN_ASSERT(e->outs[o] != NULL);
     }
     if (!ckpt_restore(g, m->params, (uint32_t)m->n_params, e->c.param_offsets, e->params, wf, weights, NULL, d))
@@ -173,9 +232,13 @@ static void fill_row(embedder *e, int64_t r, const int32_t *ids, size_t n, int32
     const kiln_model *m = &e->model;
     for (int i = 0; i < m->n_inputs; i++) {
         const kiln_node *node = &m->graph.nodes[m->inputs[i]];
+        fill_kind k = fill_of(node->attrs.name);
+        if (k == FILL_NONE || node->type.rank != 2 || node->type.dims[0] != e->batch ||
+            (k == FILL_TOKENS && node->type.dtype != KILN_I32))
+            continue; /* not read by the embedding (embedder_check): zeros */
         int64_t T = node->type.dims[1];
         int64_t used = T < 1 ? 0 : (int64_t)n + 1 < T ? (int64_t)n + 1 : T;
-        bool tokens = fill_of(node->attrs.name) == FILL_TOKENS;
+        bool tokens = k == FILL_TOKENS;
         for (int64_t t = 0; t < T; t++) {
             int32_t v = tokens ? (t == 0 ? cls : t < used ? ids[t - 1] : pad) : t < used;
             if (node->type.dtype == KILN_F32) ((float *)e->bufs[i])[r * T + t] = (float)v;
@@ -213,7 +276,7 @@ int cmd_embed(int argc, char **argv, kiln_diags *diags)
         {"--input", CLI_STR, &input, NULL, "a text file, one item per line (required)"},
         {"--out", CLI_STR, &out, NULL, "the safetensors file to write: \"embeddings\" (lines, D) (required)"},
         {"--output", CLI_STR, &output, NULL,
-         "the model output to read, of shape (batch, D) (default: the first such output)"},
+         "the model output or layer to read, of shape (batch, D) (default: the pool layer, else the first such output)"},
         {"--normalize", CLI_BOOL, &normalize, NULL, "L2-normalise each embedding, as infonce does (default: off)"},
         {"--batch", CLI_INT, &batch, &batch_given,
          "binds the batch dim: lines per call (default: train.batch, else the dim's default)"},

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # test_embed.sh KILN SRCDIR — `kiln embed`, one pooled embedding per line of a text file:
-#   - its rows equal the model's output computed by `kiln run` on the inputs laid out by
+#   - by default it reads the model's pool layer; its rows equal that layer's value (and
+#     with --output, another output's) computed by `kiln run` on the inputs laid out by
 #     hand (<cls> first, the line's bytes, <pad> after, the mask), so the layout and the
 #     reading of the output are the documented ones; with a batch of 2 over 5 lines the
-#     last call is partly filler, which is not written; an empty line is an item;
+#     last call is partly filler, which is not written; an empty line is an item; the
+#     labels input, which only the loss reads, needs nothing;
 #   - --normalize gives rows of norm 1, the same directions; --output picks a tower of a
 #     two-tower model (tokens_a/tokens_b), whose inputs both get the line; a checkpoint of
 #     `kiln train --task pairs` embeds with its weights;
-#   - a model with no (batch, D) output, an unknown --output, a missing flag or input file,
+#   - a model with no pooled value, an unknown --output, a missing flag or input file,
 #     and an input embed cannot fill fail with a message and write nothing.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -16,7 +18,8 @@ cat >enc.json <<'EOF'
 {
   "format": "kiln/1", "name": "enc",
   "dims": {"B": 2, "T": 12},
-  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}, "mask": {"shape": ["B", "T"], "dtype": "i32"}},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}, "mask": {"shape": ["B", "T"], "dtype": "i32"},
+             "labels": {"shape": ["B"], "dtype": "i32"}},
   "layers": [
     {"name": "wte", "op": "embedding", "in": "tokens", "vocab": 262, "dim": 32},
     {"name": "wpe", "op": "pos_encoding", "kind": "learned", "max_len": 12},
@@ -24,16 +27,19 @@ cat >enc.json <<'EOF'
     {"name": "pooled", "op": "pool", "kind": "mean", "mask": "mask"},
     {"name": "proj", "op": "linear", "out": 16}
   ],
-  "outputs": ["proj", "blk"],
+  "outputs": ["proj", "pooled", "blk"],
+  "losses": [{"op": "cross_entropy", "in": ["proj", "labels"]}],
   "init": {"seed": 3}
 }
 EOF
 printf 'the quick brown fox\n\nkiln\r\njumps over the lazy dog, which is longer than twelve\nlast line without newline' >lines.txt
 kiln_ok "init" init enc.json -o w.safetensors
 kiln_ok "embed" embed enc.json --weights w.safetensors --input lines.txt --out e.safetensors
-grep -q "5 lines, 16-dimensional embeddings from output 'proj'" out.txt || fail "embed's summary: $(cat out.txt)"
+grep -q "5 lines, 32-dimensional embeddings from output 'pooled'" out.txt || fail "embed's summary: $(cat out.txt)"
 kiln_ok "embed --normalize" embed enc.json --weights w.safetensors --input lines.txt --out n.safetensors --normalize \
     --batch 3 --threads 2
+kiln_ok "embed --output proj" embed enc.json --weights w.safetensors --input lines.txt --out p.safetensors \
+    --output proj
 
 # the same rows by hand: byte tokenizer, specials after 256 (<pad> 256, <cls> 260)
 "$py" - "$src" <<'EOF' || fail "kiln run on the same layout"
@@ -49,7 +55,7 @@ for i, l in enumerate(lines):
     ids = [260] + list(l)[:T - 1]
     tok[i, :len(ids)] = ids
     mask[i, :len(ids)] = 1
-safetensors_np.write("x.safetensors", {"tokens": tok, "mask": mask})
+safetensors_np.write("x.safetensors", {"tokens": tok, "mask": mask, "labels": np.zeros(len(lines), np.int32)})
 EOF
 kiln_ok "run on the same layout" run enc.json -D B=5 --weights w.safetensors --inputs x.safetensors --out y.safetensors
 "$py" - "$src" <<'EOF' || fail "embeddings differ from kiln run's output"
@@ -58,10 +64,13 @@ sys.path.insert(0, sys.argv[1] + "/scripts")
 import safetensors_np
 e = safetensors_np.read("e.safetensors")["embeddings"]
 n = safetensors_np.read("n.safetensors")["embeddings"]
-y = safetensors_np.read("y.safetensors")["proj"]
-assert e.shape == (5, 16) and e.dtype == np.float32, e.shape
-err = np.abs(e - y).max() / np.abs(y).max()
-assert err < 1e-5, f"embed vs run: relative difference {err}"
+p = safetensors_np.read("p.safetensors")["embeddings"]
+out = safetensors_np.read("y.safetensors")
+y, proj = out["pooled"], out["proj"]
+assert e.shape == (5, 32) and e.dtype == np.float32 and p.shape == (5, 16), (e.shape, p.shape)
+for got, want in ((e, y), (p, proj)):
+    err = np.abs(got - want).max() / np.abs(want).max()
+    assert err < 1e-5, f"embed vs run: relative difference {err}"
 assert np.allclose(np.linalg.norm(n, axis=1), 1, atol=1e-5), np.linalg.norm(n, axis=1)
 assert np.abs(n - y / np.linalg.norm(y, axis=1, keepdims=True)).max() < 1e-5
 assert len({tuple(r) for r in e.round(5)}) == 5, "rows repeat"
@@ -116,18 +125,25 @@ assert c.shape == b.shape and np.isfinite(c).all() and np.abs(c - b).max() > 0, 
 EOF
 
 # failures write nothing
-kiln_fails "an output that is not pooled" 1 "is not a (batch, D) float output" embed enc.json --weights w.safetensors \
+kiln_fails "an output that is not pooled" 1 "is not a (batch, D) float value" embed enc.json --weights w.safetensors \
     --input lines.txt --out bad.safetensors --output blk
-kiln_fails "an unknown output" 1 "has no output named 'nope'" embed enc.json --weights w.safetensors \
+kiln_fails "an unknown output" 1 "has no output or layer named 'nope'" embed enc.json --weights w.safetensors \
     --input lines.txt --out bad.safetensors --output nope
 kiln_fails "no --input" 2 "input FILE is required" embed enc.json --weights w.safetensors --out bad.safetensors
 kiln_fails "a missing input file" 1 "cannot open the input" embed enc.json --weights w.safetensors \
     --input nothere.txt --out bad.safetensors
-sed -e 's/"outputs": \["proj", "blk"\]/"outputs": ["blk"]/' enc.json >nopool.json
-kiln_fails "a model without a pooled output" 1 "no output has shape (batch, D)" embed nopool.json \
+cat >nopool.json <<'EOF'
+{
+  "format": "kiln/1", "name": "nopool", "dims": {"B": 2, "T": 12},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}},
+  "layers": [{"name": "wte", "op": "embedding", "in": "tokens", "vocab": 262, "dim": 32}],
+  "outputs": ["wte"]
+}
+EOF
+kiln_fails "a model without a pooled value" 1 "no pool layer and no (batch, D) output" embed nopool.json \
     --weights w.safetensors --input lines.txt --out bad.safetensors
 sed -e 's/"mask": {"shape"/"weights": {"shape"/' -e 's/"mask": "mask"/"mask": "weights"/g' enc.json >other.json
-kiln_fails "an input embed cannot fill" 1 "this input is not one of them" embed other.json \
+kiln_fails "an input embed cannot fill" 1 "depends on this input, but embed fills only" embed other.json \
     --weights w.safetensors --input lines.txt --out bad.safetensors
 [[ -e bad.safetensors ]] && fail "a failed embed wrote its --out"
 : >empty.txt
@@ -136,6 +152,6 @@ kiln_ok "an empty input" embed enc.json --weights w.safetensors --input empty.tx
 import sys
 sys.path.insert(0, sys.argv[1] + "/scripts")
 import safetensors_np
-assert safetensors_np.read("z.safetensors")["embeddings"].shape == (0, 16)
+assert safetensors_np.read("z.safetensors")["embeddings"].shape == (0, 32)
 EOF
 finish
