@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test_limits.sh KILN SRCDIR — models too large are refused before allocation
 # (driver/memlimit.c), never by a crash or the OOM killer:
-#   - train, run, eval, bench and generate with --max-memory below what the model needs
+#   - train, run, eval, bench, generate and embed with --max-memory below what the model needs
 #     fail with the figure, its parts and the largest tensors named;
 #   - a model needing ~100 GiB is refused against --max-memory 1G without allocating
 #     (quickly, and with the T×vocab logits named);
@@ -67,6 +67,17 @@ expect 1 "eval: error: needs .*$refused" "eval" \
 expect 1 "bench: error: needs .*$refused" "bench" "$kiln" bench small.json --max-memory 4K
 expect 1 "generate: error: needs .*$refused" "generate" \
     "$kiln" generate small.json --weights w.safetensors --prompt "the" --max-new 2 --max-memory 4K
+cat >pooled.json <<'EOF'
+{"format": "kiln/1", "name": "p", "dims": {"B": 4, "T": 16},
+ "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}},
+ "layers": [{"name": "wte", "op": "embedding", "in": "tokens", "vocab": 262, "dim": 16},
+            {"name": "pooled", "op": "pool", "kind": "mean"}],
+ "outputs": ["pooled"]}
+EOF
+"$kiln" init pooled.json -o wp.safetensors >/dev/null
+expect 1 "embed: error: needs .*$refused" "embed" \
+    "$kiln" embed pooled.json --weights wp.safetensors --input text.txt --out e.safetensors --max-memory 4K
+[[ ! -e e.safetensors ]] || fail "embed wrote its output after a refusal"
 # within the budget: works
 "$kiln" bench small.json --iters 1 --max-memory 1.5GiB >out.txt 2>err.txt || fail "bench within 1.5GiB: $(cat err.txt)"
 # ~100 GiB: refused at once against 1G, naming the (B,T,vocab) logits
