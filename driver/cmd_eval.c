@@ -69,15 +69,9 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
     const char *ck_task = kiln_tensor_file_meta(&wf, "task");
     if (!task_name && ck_task && !kiln_task_parse(ck_task, &task)) task = KILN_TASK_CLM;
 
-    kiln_model m;
-    if (!train_load_model(&m, text, len, path, a.defines, a.n_defines, NULL, 0, diags)) goto done;
-    kiln_tokenizer_config tc = m.tokenizer;
-    if (!batch_given) {
-        bool defined = false;
-        for (int i = 0; batch_dim && i < a.n_defines; i++) defined |= strcmp(a.defines[i].name, batch_dim) == 0;
-        batch = defined ? 0 : m.train.batch;
-    }
-    kiln_model_free(&m);
+    kiln_tokenizer_config tc;
+    if (!train_model_defaults(text, len, path, a.defines, a.n_defines, batch_dim, batch_given, &batch, &tc, diags))
+        goto done;
 
     if (!ckpt_or_model_tokenizer(&wf, weights, tc.kind, "evaluate", &tok, diags)) goto done;
     have_tok = true;

@@ -39,6 +39,12 @@ char *train_batch_dim(const char *text, size_t len);
  * bound to batch (after them, so it wins). */
 bool train_load_model(kiln_model *m, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
                       int n_defines, const char *batch_dim, int64_t batch, kiln_diags *d);
+/* For the commands that read a data file with trained weights (eval, embed): the model's
+ * tokenizer, and the batch to bind when --batch was not given — train.batch, unless a -D
+ * binds the batch dim (then 0: the model's own binding). */
+bool train_model_defaults(const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
+                          int n_defines, const char *batch_dim, bool batch_given, int64_t *batch,
+                          kiln_tokenizer_config *tc, kiln_diags *d);
 
 typedef struct train_step {
     uint32_t lr;           /* the "lr" input */

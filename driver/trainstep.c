@@ -90,6 +90,22 @@ bool train_load_model(kiln_model *m, const char *text, size_t len, const char *p
     return ok;
 }
 
+bool train_model_defaults(const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
+                          int n_defines, const char *batch_dim, bool batch_given, int64_t *batch,
+                          kiln_tokenizer_config *tc, kiln_diags *d)
+{
+    kiln_model m;
+    if (!train_load_model(&m, text, len, path, defines, n_defines, NULL, 0, d)) return false;
+    *tc = m.tokenizer;
+    if (!batch_given) {
+        bool defined = false;
+        for (int i = 0; batch_dim && i < n_defines; i++) defined |= strcmp(defines[i].name, batch_dim) == 0;
+        *batch = defined ? 0 : m.train.batch;
+    }
+    kiln_model_free(&m);
+    return true;
+}
+
 /* Keeps only the loss as the graph's output (train.h). */
 bool train_only_loss(kiln_model *m, kiln_diags *d)
 {
