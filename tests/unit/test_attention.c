@@ -641,8 +641,15 @@ static void test_backward_subsets(void **state)
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         agraph a;
         agraph_init(&a, &cases[i], &r);
-        for (unsigned subset = 1; subset <= ALL; subset++)
-            if (i == 0 || (subset & (subset - 1)) == 0) check_grad_subset(&g_host, &a, subset);
+        for (unsigned subset = 1; subset <= ALL; subset++) {
+            bool single = (subset & (subset - 1)) == 0;
+#if defined(__SANITIZE_ADDRESS__)
+            /* the kernels are not instrumented: under ASan, each gradient alone and all four
+             * together; the pairs and triples run in the plain build (CI time, docs/testing.md) */
+            if (!single && subset != ALL) continue;
+#endif
+            if (i == 0 || single) check_grad_subset(&g_host, &a, subset);
+        }
         agraph_free(&a);
     }
 }
