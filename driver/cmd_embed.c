@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h> /* sysconf */
 
 #include "cli.h"
 #include "train.h"
@@ -268,8 +269,10 @@ static bool run_batch(embedder *e, int64_t rows, int32_t cls, int32_t pad, float
 int cmd_embed(int argc, char **argv, kiln_diags *diags)
 {
     const char *weights = NULL, *input = NULL, *out = NULL, *output = NULL;
-    int64_t batch = 0, threads = 1;
+    int64_t batch = 0;
     bool batch_given = false, normalize = false;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN); /* a bulk job, as train: the online CPUs by default */
+    int64_t threads = cpus < 1 ? 1 : cpus < KILN_MAX_THREADS ? cpus : KILN_MAX_THREADS;
     cli_flag flags[] = {
         LIMITS_FLAG,
         {"--weights", CLI_STR, &weights, NULL, "the parameters or a kiln train checkpoint (required)"},
@@ -281,7 +284,7 @@ int cmd_embed(int argc, char **argv, kiln_diags *diags)
         {"--batch", CLI_INT, &batch, &batch_given,
          "binds the batch dim: lines per call (default: train.batch, else the dim's default)"},
         {"--threads", CLI_INT, &threads, NULL,
-         "threads for every kernel with enough work, at most 8 used; same bits for any N (default: 1)"},
+         "threads for every kernel with enough work; same bits for any N (default: online CPUs, at most 8)"},
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
