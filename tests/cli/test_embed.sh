@@ -4,7 +4,8 @@
 #     with --output, another output's) computed by `kiln run` on the inputs laid out by
 #     hand (<cls> first, the line's bytes, <pad> after, the mask), so the layout and the
 #     reading of the output are the documented ones; with a batch of 2 over 5 lines the
-#     last call is partly filler, which is not written; an empty line is an item; the
+#     last call is partly filler, which is not written; an empty line is an item; the same
+#     bits at 1 thread and at the default (the online CPUs); the
 #     labels input, which only the loss reads, needs nothing;
 #   - --normalize gives rows of norm 1, the same directions; --output picks a tower of a
 #     two-tower model (tokens_a/tokens_b), whose inputs both get the line; a checkpoint of
@@ -40,6 +41,10 @@ kiln_ok "embed --normalize" embed enc.json --weights w.safetensors --input lines
     --batch 3 --threads 2
 kiln_ok "embed --output proj" embed enc.json --weights w.safetensors --input lines.txt --out p.safetensors \
     --output proj
+kiln_ok "embed --threads 1" embed enc.json --weights w.safetensors --input lines.txt --out e1.safetensors --threads 1
+cmp -s <("$py" -c "import sys; sys.path.insert(0, '$src/scripts'); import safetensors_np as s; sys.stdout.buffer.write(s.read('e.safetensors')['embeddings'].tobytes())") \
+       <("$py" -c "import sys; sys.path.insert(0, '$src/scripts'); import safetensors_np as s; sys.stdout.buffer.write(s.read('e1.safetensors')['embeddings'].tobytes())") ||
+    fail "embed at 1 thread and at the default (the online CPUs) differ"
 
 # the same rows by hand: byte tokenizer, specials after 256 (<pad> 256, <cls> 260)
 "$py" - "$src" <<'EOF' || fail "kiln run on the same layout"
