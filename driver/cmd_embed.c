@@ -53,19 +53,19 @@ typedef struct embedder {
     bool compiled;
     void *params, *workspace;
     void **bufs;       /* per model input, 64-byte aligned */
-    void **outs;       /* per model output */
+    fill_kind *fills;  /* per model input: what fill_row writes (FILL_NONE: zeros, unread) */
+    float *out;        /* the embedding, the graph's one output */
     pointer_call call;
     int64_t batch;     /* rows per call */
-    int out_index;     /* the embedding's output */
-    int64_t dim;       /* its width */
+    int64_t dim;       /* the embedding's width */
 } embedder;
 
 static void embedder_free(embedder *e)
 {
     for (int i = 0; e->bufs && i < e->model.n_inputs; i++) kiln_aligned_free(e->bufs[i]);
-    for (uint32_t o = 0; e->outs && o < e->model.graph.n_outputs; o++) kiln_aligned_free(e->outs[o]);
     free(e->bufs);
-    free(e->outs);
+    free(e->fills);
+    kiln_aligned_free(e->out);
     kiln_aligned_free(e->params);
     kiln_aligned_free(e->workspace);
     pointer_call_free(&e->call);
@@ -146,14 +146,11 @@ static bool embedder_check(embedder *e, const char *text, size_t len, const char
     e->dim = t->dims[1];
     g->n_outputs = 0; /* the embedding alone: nothing else is computed */
     kiln_graph_add_output(g, name, node);
-    e->out_index = 0;
 
-    unsigned char *needed = calloc(g->n_nodes, 1);
-    KILN_ASSERT(needed != NULL);
-    needed[node] = 1;
-    for (uint32_t id = node + 1; id-- > 0;)
-        if (needed[id])
-            for (uint32_t k = 0; k < g->nodes[id].n_in; k++) needed[g->nodes[id].in[k]] = 1;
+    unsigned char *needed = malloc(g->n_nodes);
+    e->fills = calloc((size_t)m->n_inputs + 1, sizeof *e->fills); /* FILL_NONE */
+    KILN_ASSERT(needed && e->fills);
+    kiln_graph_live(g, 0, needed);
     bool ok = true, any_tokens = false;
     for (int i = 0; i < m->n_inputs; i++) {
         const kiln_node *n = &g->nodes[m->inputs[i]];
@@ -167,6 +164,7 @@ static bool embedder_check(embedder *e, const char *text, size_t len, const char
             continue;
         }
         any_tokens |= k == FILL_TOKENS;
+        e->fills[i] = k;
         if (n->type.dims[0] != e->batch) {
             kiln_diags_add(d, m->file, 0, 0, n->attrs.name, "its batch dim is %lld but '%s' has %lld rows",
                            (long long)n->type.dims[0], name, (long long)e->batch);
@@ -195,25 +193,19 @@ static bool embedder_init(embedder *e, const char *text, size_t len, const char 
                                 .params = m->params, .n_params = (uint32_t)m->n_params, .name = m->name};
     if (!kiln_compile_graph(&req, &e->c, d)) return false;
     e->compiled = true;
-    int64_t io = 0;
-    for (uint32_t o = 0; o < g->n_outputs; o++) io += kiln_type_numel(&g->nodes[g->outputs[o].node].type) * KILN_ELEM_BYTES;
+    int64_t io = e->batch * e->dim * KILN_ELEM_BYTES;
     for (int i = 0; i < m->n_inputs; i++) io += kiln_type_numel(&g->nodes[m->inputs[i]].type) * KILN_ELEM_BYTES;
     if (!limits_check_blobs(g, e->c.params_bytes, 0, e->c.workspace_bytes, io, "embed", d)) return false;
     e->params = kiln_aligned_alloc((size_t)e->c.params_bytes);
     e->workspace = kiln_aligned_alloc((size_t)e->c.workspace_bytes);
     e->bufs = calloc((size_t)m->n_inputs + 1, sizeof *e->bufs);
-    e->outs = calloc((size_t)g->n_outputs + 1, sizeof *e->outs);
-    KILN_ASSERT(e->params && e->workspace && e->bufs && e->outs);
+    e->out = kiln_aligned_alloc((size_t)(e->batch * e->dim + 1) * sizeof(float));
+    KILN_ASSERT(e->params && e->workspace && e->bufs && e->out);
     for (int i = 0; i < m->n_inputs; i++) {
         size_t bytes = (size_t)kiln_type_numel(&g->nodes[m->inputs[i]].type) * KILN_ELEM_BYTES;
         e->bufs[i] = kiln_aligned_alloc(bytes ? bytes : 1);
         KILN_ASSERT(e->bufs[i] != NULL);
         memset(e->bufs[i], 0, bytes);
-    }
-    for (uint32_t o = 0; o < g->n_outputs; o++) {
-        size_t bytes = (size_t)kiln_type_numel(&g->nodes[g->outputs[o].node].type) * KILN_ELEM_BYTES;
-        e->outs[o] = kiln_aligned_alloc(bytes ? bytes : 1);
-        KILN_ASSERT(e->outs[o] != NULL);
     }
     if (!ckpt_restore(g, m->params, (uint32_t)m->n_params, e->c.param_offsets, e->params, wf, weights, NULL, d))
         return false;
@@ -222,7 +214,7 @@ static bool embedder_init(embedder *e, const char *text, size_t len, const char 
     e->call.args[k++] = e->params;
     e->call.args[k++] = e->workspace;
     for (int i = 0; i < m->n_inputs; i++) e->call.args[k++] = e->bufs[i];
-    for (uint32_t o = 0; o < g->n_outputs; o++) e->call.args[k++] = e->outs[o];
+    e->call.args[k++] = e->out;
     KILN_ASSERT(k == e->c.n_args);
     return true;
 }
@@ -232,14 +224,11 @@ static void fill_row(embedder *e, int64_t r, const int32_t *ids, size_t n, int32
 {
     const kiln_model *m = &e->model;
     for (int i = 0; i < m->n_inputs; i++) {
+        if (e->fills[i] == FILL_NONE) continue;
         const kiln_node *node = &m->graph.nodes[m->inputs[i]];
-        fill_kind k = fill_of(node->attrs.name);
-        if (k == FILL_NONE || node->type.rank != 2 || node->type.dims[0] != e->batch ||
-            (k == FILL_TOKENS && node->type.dtype != KILN_I32))
-            continue; /* not read by the embedding (embedder_check): zeros */
         int64_t T = node->type.dims[1];
         int64_t used = T < 1 ? 0 : (int64_t)n + 1 < T ? (int64_t)n + 1 : T;
-        bool tokens = k == FILL_TOKENS;
+        bool tokens = e->fills[i] == FILL_TOKENS;
         for (int64_t t = 0; t < T; t++) {
             int32_t v = tokens ? (t == 0 ? cls : t < used ? ids[t - 1] : pad) : t < used;
             if (node->type.dtype == KILN_F32) ((float *)e->bufs[i])[r * T + t] = (float)v;
@@ -262,7 +251,7 @@ static bool run_batch(embedder *e, int64_t rows, int32_t cls, int32_t pad, float
                                                  : "the compiled model failed");
         return false;
     }
-    memcpy(out, e->outs[e->out_index], (size_t)(rows * e->dim) * sizeof(float));
+    memcpy(out, e->out, (size_t)(rows * e->dim) * sizeof(float));
     return true;
 }
 
@@ -374,7 +363,7 @@ int cmd_embed(int argc, char **argv, kiln_diags *diags)
             for (int64_t j = 0; j < e.dim; j++) v[j] = (float)(v[j] / norm);
         }
 
-    const char *name = e.model.graph.outputs[e.out_index].name;
+    const char *name = e.model.graph.outputs[0].name;
     kiln_tensor t = {.name = "embeddings", .dtype = KILN_F32, .rank = 2, .shape = {lines, e.dim}, .data = emb};
     const char *keys[] = {"output", "normalized"}, *values[] = {name, normalize ? "true" : "false"};
     if (kiln_tensor_file_write(out, &t, 1, keys, values, 2, &err) != 0) {
