@@ -579,6 +579,7 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
                                                                  &am.prog.plan, split_grad_offset(opt, &am), &sg));
             free(sg.offsets), free(sg.floats), free(sg.order);
         }
+        text = kiln_header_with_clash_check(text, req->name ? req->name : req->g->name);
         ok = stage_header(&b, opt->header, text, d);
         free(text);
     }

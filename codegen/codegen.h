@@ -333,6 +333,11 @@ char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *
 char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan, const kiln_compile_request *train,
                        const kiln_memplan *train_plan, const char *source);
 
+/* text with a preprocessor check before its first NAME_ macro that stops the compile if
+ * another header already defined one of them (model names whose macros collide); takes
+ * ownership of text. */
+char *kiln_header_with_clash_check(char *text, const char *name);
+
 /* Appends printf-formatted text to the malloc'd string *s of *len bytes (header.c; the
  * header's parts build their text with it). */
 void kiln_header_add(char **s, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -38,7 +38,7 @@ enum {
     KILN_LOAD_FORMAT = 2,   /* not a well-formed safetensors file (or a name twice) */
     KILN_LOAD_MISSING = 3,  /* a parameter of the model is not in the file */
     KILN_LOAD_SHAPE = 4,    /* a parameter has another shape in the file */
-    KILN_LOAD_DTYPE = 5,    /* a parameter's dtype is not F32, F16, BF16 or F64 (or an F64
+    KILN_LOAD_DTYPE = 5     /* a parameter's dtype is not F32, F16, BF16 or F64 (or an F64
                                value does not fit in f32) */
 };
 #endif
