@@ -48,7 +48,9 @@
  * — what gemm_bench --pool-stats prints per GEMM call.
  *
  * kiln_threads_set must not race with kiln_parallel_for; the driver and exported
- * libraries call it between runs. libc and pthreads only (it is in exported libraries).
+ * libraries call it between runs. The workers are joined at exit and when an exported
+ * .so is unloaded (a destructor), and a forked child forgets its parent's (pthread_atfork).
+ * libc and pthreads only (it is in exported libraries).
  */
 #if defined(__linux__) && !defined(_GNU_SOURCE)
 #define _GNU_SOURCE  /* sched_getcpu (statistics only) */
@@ -221,10 +223,32 @@ static void stop_workers(void) {
     pool.n = 1;
 }
 
+/* A forked child has only the thread that forked: the pool's workers stay in the parent.
+ * Without this the child would wait forever to join them (kiln_threads_set, or
+ * unload_pool at its exit). The mutex and condition variables start over too, since a
+ * parent thread may have held the mutex at the fork. */
+static void forget_workers_in_child(void) {
+    pool.n = 1;
+    pool.quit = false;
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.start, NULL);
+    pthread_cond_init(&pool.done_cv, NULL);
+}
+
+/* Workers are stopped when the code holding them goes away: at exit, and when a program
+ * dlclose()s an exported .so (its workers would otherwise run on in unmapped code and
+ * crash or hang the program). Idle workers leave at once; a worker inside a chunk
+ * finishes it first. */
+__attribute__((destructor)) static void unload_pool(void) {
+    if (pool.n > 1) stop_workers();
+}
+
 int kiln_threads_set(int n) {
     if (n < 1) return 1;
     if (n > KILN_MAX_THREADS) n = KILN_MAX_THREADS;
     if (n == pool.n) return 0;
+    static bool fork_handled;
+    if (!fork_handled) fork_handled = pthread_atfork(NULL, NULL, forget_workers_in_child) == 0;
     stop_workers();
     int started = 0;
     pool.created_at = atomic_load(&pool.generation);

@@ -8,6 +8,8 @@
 #     fails the run (TSan's exit status 66). The generated kernels are not instrumented:
 #     TSan sees their memset/memcpy calls only; the bit-for-bit comparison covers the rest.
 #   - as shipped: the same program, plain, against the library `kiln compile` makes.
+#   - an exported .so can be dlclose()d after its pool started, and a forked child uses
+#     and resizes the pool (tests/cli/unload_fork.c);
 #   - an exported .so needs no glibc newer than 2.34 (objdump -T).
 # Callers × library threads: 4 × 2 (more callers than the pool: most run inline while
 # one has the pool), 3 × 3 and 2 × 1.
@@ -62,6 +64,16 @@ else
         TSAN_OPTIONS=halt_on_error=1 ./tsan w.safetensors $args >out.txt 2>&1 ||
             fail "TSan, callers/rounds/threads $args: $(grep -m 8 -e caller -e WARNING -e SUMMARY -e '#[0-3] ' out.txt)"
     done
+fi
+
+# ---- dlopen/dlclose and fork around the pool (tests/cli/unload_fork.c) -------------------------------
+if "$kiln" compile reent.json -o libreent.so >/dev/null 2>err.txt &&
+    "$cc" "${cflags[@]}" -O1 "$src/tests/cli/unload_fork.c" -ldl -o unload_fork 2>err.txt; then
+    status=0
+    timeout 120 ./unload_fork ./libreent.so w.safetensors >out.txt 2>&1 || status=$?
+    [[ $status -eq 0 ]] || fail "unload_fork: exit $status (124: it hung; 139: it crashed) — $(head -n 5 out.txt)"
+else
+    fail "build unload_fork: $(head -n 3 err.txt)"
 fi
 
 # ---- the glibc an exported .so needs (docs/reliability.md): nothing newer than 2.34 -------------------

@@ -6,7 +6,7 @@
 #   - the exported-library examples: examples/deploy/deploy.c and generate.c built against
 #     `kiln compile` artifacts, run under valgrind (kiln itself runs natively there).
 # Each run must report zero memcheck errors and zero definitely lost blocks; "possibly
-# lost" is allowed (the runtime's worker threads are not joined at exit, by design).
+# lost" is allowed (LLVM's and glibc's own caches are freed by the OS at exit).
 #
 # valgrind 3.19 does not emulate AVX-512. Under valgrind the JIT sees valgrind's CPUID
 # and generates AVX2 code by itself; the exported libraries are compiled with
