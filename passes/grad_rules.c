@@ -55,17 +55,28 @@ static void rule_div(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
         ad_give(c, n, 1, ad_unbroadcast(c, ad_op1(c, KILN_OP_NEG, ad_op2(c, KILN_OP_MUL, g_b, y)), b));
 }
 
-/* maximum/minimum: the operand that was chosen gets g. b is chosen only where it wins
- * strictly (b > a for maximum, b < a for minimum), so a tie goes to a, the first. */
-static void select_rule(ad_ctx *c, const kiln_node *n, uint32_t g, kiln_op b_wins_when)
+/* maximum/minimum: the operand that was chosen gets g, and on a tie (a = b) each gets
+ * half, as torch.maximum/minimum do. a_loses_when compares a with b: LT for maximum (a
+ * loses where a < b), GT for minimum. */
+static void select_rule(ad_ctx *c, const kiln_node *n, uint32_t g, kiln_op a_loses_when)
 {
-    uint32_t a = in_k(n, 0), b = in_k(n, 1);
-    uint32_t b_won = ad_op2(c, b_wins_when, a, b), zero = ad_scalar(c, 0);
-    if (ad_wants(c, n, 0)) ad_give(c, n, 0, ad_unbroadcast(c, ad_where(c, b_won, zero, g), a));
-    if (ad_wants(c, n, 1)) ad_give(c, n, 1, ad_unbroadcast(c, ad_where(c, b_won, g, zero), b));
+    uint32_t a = in_k(n, 0), b = in_k(n, 1), zero = ad_scalar(c, 0);
+    uint32_t tie = ad_op2(c, KILN_OP_EQ, a, b);
+    uint32_t shared = ad_where(c, tie, ad_op2(c, KILN_OP_MUL, g, ad_scalar(c, 0.5)), g);
+    if (ad_wants(c, n, 0))
+        ad_give(c, n, 0, ad_unbroadcast(c, ad_where(c, ad_op2(c, a_loses_when, a, b), zero, shared), a));
+    if (ad_wants(c, n, 1))
+        ad_give(c, n, 1, ad_unbroadcast(c, ad_where(c, ad_op2(c, a_loses_when, b, a), zero, shared), b));
 }
 static void rule_maximum(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g) { select_rule(c, n, g, KILN_OP_LT); }
 static void rule_minimum(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g) { select_rule(c, n, g, KILN_OP_GT); }
+
+/* y = cast(a) from f32 to f32 (the identity: torch's .to(float32)): da = g. Casts to or
+ * from i32 carry no gradient; ad_differentiable never asks for them. */
+static void rule_cast(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
+{
+    if (ad_wants(c, n, 0)) ad_give(c, n, 0, g);
+}
 
 /* y = a^b: da = g·b·a^(b−1) (not y/a, which fails at a = 0); db = g·y·log a, 0 where a = 0 */
 static void rule_pow(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
@@ -524,6 +535,7 @@ const ad_rule kiln_grad_rules[KILN_OP_COUNT] = {
     [KILN_OP_DIV] = rule_div,
     [KILN_OP_MAXIMUM] = rule_maximum,
     [KILN_OP_MINIMUM] = rule_minimum,
+    [KILN_OP_CAST] = rule_cast,
     [KILN_OP_POW] = rule_pow,
     [KILN_OP_WHERE] = rule_where,
 
@@ -571,13 +583,14 @@ const ad_rule kiln_grad_rules[KILN_OP_COUNT] = {
 };
 
 /* Ops through which no gradient flows, on purpose: sources (input, param, state,
- * constant, iota), comparisons (piecewise constant), cast (between f32 and i32 only:
- * i32 values carry no gradient), and the gradient composites (no second derivatives).
+ * constant, iota), comparisons (piecewise constant), and the gradient composites (no
+ * second derivatives). (cast has a rule: f32 to f32 is the identity; i32 values carry
+ * no gradient, so the casts to and from i32 never ask for one.)
  * Every other op needs a rule; autodiff refuses a graph that needs a missing one. */
 const bool kiln_grad_none[KILN_OP_COUNT] = {
     [KILN_OP_INPUT] = true,     [KILN_OP_PARAM] = true,          [KILN_OP_STATE] = true,
     [KILN_OP_CONSTANT] = true,  [KILN_OP_IOTA] = true,           [KILN_OP_LT] = true,
-    [KILN_OP_GT] = true,        [KILN_OP_EQ] = true,             [KILN_OP_CAST] = true,
+    [KILN_OP_GT] = true,        [KILN_OP_EQ] = true,
     [KILN_OP_LAYERNORM_GRAD] = true, [KILN_OP_ATTENTION_GRAD] = true, [KILN_OP_CROSS_ENTROPY_GRAD] = true,
     [KILN_OP_ATTENTION_LSE] = true,
 };

@@ -359,6 +359,16 @@ static void test_cast_carries_nothing(void **state)
     gc_check(t, op1(t, KILN_OP_CAST, op1(t, KILN_OP_CAST, x, &to_i), &to_f));
 }
 
+/* an f32 → f32 cast is the identity, and so is its gradient (torch's .to(float32)): it
+ * used to stop the gradient, freezing everything upstream */
+static void test_cast_f32_to_f32_passes_the_gradient(void **state)
+{
+    gc *t = *state;
+    uint32_t x = input(t, D_ANY, SHAPE(3, 4));
+    kiln_attrs to_f = {.dtype = KILN_F32};
+    gc_check(t, op1(t, KILN_OP_TANH, op1(t, KILN_OP_CAST, x, &to_f), NULL));
+}
+
 /* ---- reductions --------------------------------------------------------------------------------------- */
 
 static void check_reduce(void **state, kiln_op op, dist how, int n_axes, const int64_t *axes, bool keepdims)
@@ -656,8 +666,8 @@ static void test_relu_abs_zero_at_zero(void **state)
     free_run(t, v);
 }
 
-/* maximum and minimum: on a tie the first operand gets everything */
-static void test_maximum_minimum_ties_go_first(void **state)
+/* maximum and minimum: on a tie each operand gets half (torch.maximum/minimum) */
+static void test_maximum_minimum_ties_split(void **state)
 {
     gc *t = *state;
     uint32_t a = input_values(t, 3, (const float[]){1, 2, 3}), b = input_values(t, 3, (const float[]){1, 5, 3});
@@ -665,8 +675,8 @@ static void test_maximum_minimum_ties_go_first(void **state)
     kiln_attrs by = {.scalar = 10};
     y = op2(t, KILN_OP_ADD, y, op1(t, KILN_OP_SCALE, op2(t, KILN_OP_MAXIMUM, b, a, NULL), &by), NULL);
     void **v;
-    const float *g = grad_at(t, y, &v); /* d/da: max (tie → a) + min (tie → a; 2 < 5 → a) + 10·max(b, a) (tie → b) */
-    expect_grad(g, (const float[]){2, 1, 2}, 3);
+    const float *g = grad_at(t, y, &v); /* d/da: max + min + 10·max(b, a): ties ½ + ½ + 10·½; 2 < 5: 0 + 1 + 0 */
+    expect_grad(g, (const float[]){6, 1, 6}, 3);
     free_run(t, v);
 }
 
@@ -873,7 +883,7 @@ int main(void)
         T(test_where), T(test_comparisons_carry_nothing),
         T(test_neg), T(test_exp), T(test_log), T(test_sqrt), T(test_rsqrt), T(test_abs), T(test_square),
         T(test_recip), T(test_tanh), T(test_sigmoid), T(test_relu), T(test_silu), T(test_gelu),
-        T(test_gelu_tanh), T(test_erf), T(test_scale), T(test_dropout_inference), T(test_cast_carries_nothing),
+        T(test_gelu_tanh), T(test_erf), T(test_scale), T(test_dropout_inference), T(test_cast_carries_nothing), T(test_cast_f32_to_f32_passes_the_gradient),
         T(test_sum), T(test_sum_keepdims_all), T(test_mean), T(test_mean_keepdims), T(test_max),
         T(test_max_two_axes),
         T(test_softmax), T(test_log_softmax),
@@ -886,7 +896,7 @@ int main(void)
         T(test_attention_alibi),
         T(test_attention_plain), T(test_cross_entropy), T(test_cross_entropy_ignore_smoothing),
         T(test_cross_entropy_ignore_real_class),
-        T(test_relu_abs_zero_at_zero), T(test_maximum_minimum_ties_go_first), T(test_max_ties_split),
+        T(test_relu_abs_zero_at_zero), T(test_maximum_minimum_ties_split), T(test_max_ties_split),
         T(test_dropout_training_same_mask),
         T(test_unreachable_gets_zeros), T(test_value_used_twice_accumulates),
         T(test_shared_value_finite_differences), T(test_i32_paths), T(test_prunes_to_what_is_asked),

@@ -1,0 +1,105 @@
+"""torch_parity.py KILN — small cases where kiln once disagreed with PyTorch at a point the
+conformance cases keep away from; each is run with `kiln run --grads`, compiled and
+interpreted, and compared with PyTorch in float64 (rtol 1e-4):
+  - cast f32 → f32 is the identity for the gradient too (torch's .to(float32));
+  - maximum/minimum split the gradient evenly on ties, as torch.maximum/minimum;
+  - infonce with an all-zero row (a mean pool over a fully masked row) has
+    F.normalize's finite gradient, not NaN.
+Prints one line per failure and exits 1 if there was any."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+import safetensors_np as st  # noqa: E402
+
+kiln = sys.argv[1]
+failures = 0
+
+
+def run(name, model, inputs, weights):
+    """kiln run --grads of model, compiled and interpreted: two dicts of arrays"""
+    import json
+    os.makedirs(name, exist_ok=True)
+    json.dump(model, open(f"{name}/model.json", "w"))
+    st.write(f"{name}/in.safetensors", inputs)
+    st.write(f"{name}/w.safetensors", weights)
+    outs = []
+    for extra in ([], ["--interp"]):
+        cmd = [kiln, "run", f"{name}/model.json", "--weights", f"{name}/w.safetensors", "--inputs",
+               f"{name}/in.safetensors", "--out", f"{name}/out.safetensors", "--grads"] + extra
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"FAIL: {name}: {' '.join(cmd)}: exit {p.returncode}: {p.stderr.strip()}")
+        outs.append(st.read(f"{name}/out.safetensors"))
+    return outs
+
+
+def compare(name, outs, want):
+    global failures
+    for mode, got in zip(("compiled", "interpreted"), outs):
+        for key, w in want.items():
+            g = got[key].astype(np.float64)
+            w = np.asarray(w, dtype=np.float64).reshape(g.shape)
+            if not np.all(np.isfinite(g)) or not np.allclose(g, w, rtol=1e-4, atol=1e-6):
+                print(f"FAIL: {name} ({mode}): {key} = {g.ravel()[:6]}, PyTorch {w.ravel()[:6]}")
+                failures += 1
+
+
+def t64(a):
+    return torch.tensor(a, dtype=torch.float64, requires_grad=True)
+
+
+rng = np.random.default_rng(1)
+head = {"format": "kiln/1", "dims": {}}
+
+# cast f32 → f32 between a linear layer and an mse loss
+x = rng.standard_normal((2, 3)).astype(np.float32)
+t = rng.standard_normal((2, 2)).astype(np.float32)
+w = rng.standard_normal((2, 3)).astype(np.float32)
+b = rng.standard_normal(2).astype(np.float32)
+model = dict(head, name="cast", inputs={"x": {"shape": [2, 3], "dtype": "f32"}, "t": {"shape": [2, 2], "dtype": "f32"}},
+             layers=[{"name": "l", "op": "linear", "in": "x", "out": 2},
+                     {"name": "c", "op": "cast", "in": "l", "dtype": "f32"}],
+             outputs=["c"], losses=[{"op": "mse", "in": ["c", "t"]}])
+outs = run("cast", model, {"x": x, "t": t}, {"l.weight": w, "l.bias": b})
+X, W, B = t64(x), t64(w), t64(b)
+loss = F.mse_loss((X @ W.T + B).to(torch.float64), torch.tensor(t, dtype=torch.float64))
+loss.backward()
+compare("cast", outs, {"loss": loss.item(), "grad.x": X.grad, "grad.l.weight": W.grad, "grad.l.bias": B.grad})
+
+# maximum and minimum with ties at two of four places
+x = np.array([1, 2, 3, -1], np.float32)
+y = np.array([1, 5, 3, -4], np.float32)
+model = dict(head, name="ties", inputs={"x": {"shape": [4], "dtype": "f32"}, "y": {"shape": [4], "dtype": "f32"}},
+             layers=[{"name": "hi", "op": "maximum", "in": ["x", "y"]}, {"name": "lo", "op": "minimum", "in": ["x", "y"]},
+                     {"name": "s", "op": "mul", "in": ["hi", "lo"]}],
+             outputs=["s"], losses=[{"op": "mse", "in": ["s", "hi"]}])
+outs = run("ties", model, {"x": x, "y": y}, {})
+X, Y = t64(x), t64(y)
+hi = torch.maximum(X, Y)
+loss = F.mse_loss(hi * torch.minimum(X, Y), hi)
+loss.backward()
+compare("ties", outs, {"loss": loss.item(), "grad.x": X.grad, "grad.y": Y.grad})
+
+# infonce with a row of zeros
+a = rng.standard_normal((3, 4)).astype(np.float32)
+a[0] = 0
+bb = rng.standard_normal((3, 4)).astype(np.float32)
+model = dict(head, name="zero_row", inputs={"a": {"shape": [3, 4], "dtype": "f32"}, "b": {"shape": [3, 4], "dtype": "f32"}},
+             layers=[{"name": "o", "op": "scale", "in": "a", "by": 1.0}],
+             outputs=["o"], losses=[{"op": "infonce", "in": ["a", "b"]}])
+outs = run("zero_row", model, {"a": a, "b": bb}, {})
+A, BB = t64(a), t64(bb)
+logits = F.normalize(A, dim=-1) @ F.normalize(BB, dim=-1).T / 0.07
+target = torch.arange(3)
+loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+loss.backward()
+compare("zero_row", outs, {"loss": loss.item(), "grad.a": A.grad, "grad.b": BB.grad})
+
+print(f"torch_parity: {failures} failure(s)" if failures else "torch_parity: ok")
+sys.exit(1 if failures else 0)
