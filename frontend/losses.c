@@ -101,9 +101,13 @@ static uint32_t l2_normalize(fe_ctx *c, const fe_node *n, uint32_t x)
     a.n_axes = 1;
     a.axes[0] = 1;
     a.keepdims = true;
+    /* x / max(‖x‖, 1e-12) as F.normalize, written as x / √max(Σx², 1e-24): the same
+     * values, and the clamp comes before the square root, so a row of zeros (a mean pool
+     * over a fully masked row) gets F.normalize's finite gradient g/1e-12 rather than
+     * 0·∞ = NaN from √'s derivative at 0 */
     uint32_t sq = fe_unary(c, n, KILN_OP_SQUARE, x);
-    uint32_t norm = fe_unary(c, n, KILN_OP_SQRT, fe_add(c, n, KILN_OP_SUM, &sq, 1, &a, NULL));
-    uint32_t denom = fe_binary(c, n, KILN_OP_MAXIMUM, norm, scalar_f32(c, n, 1e-12f));
+    uint32_t ss = fe_add(c, n, KILN_OP_SUM, &sq, 1, &a, NULL);
+    uint32_t denom = fe_unary(c, n, KILN_OP_SQRT, fe_binary(c, n, KILN_OP_MAXIMUM, ss, scalar_f32(c, n, 1e-24f)));
     return fe_binary(c, n, KILN_OP_DIV, x, denom);
 }
 
