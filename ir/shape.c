@@ -276,6 +276,8 @@ bool kiln_slice_normalize(int64_t len, bool has_start, int64_t start, bool has_e
     if (!has_end) end = step > 0 ? hi : lo;
     else if (end < 0) end = end + len < lo ? lo : end + len;
     else if (end > hi) end = hi;
+    /* an empty range (x[5:2], x[2:5:-1]) is Python's empty slice: end = start */
+    if (step > 0 ? end < start : end > start) end = start;
     *out_start = start;
     *out_end = end;
     return true;

@@ -200,6 +200,56 @@ static void test_slice_negative_step(void **state)
     EXPECT_F32_EXACT(f, z, {6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5});
 }
 
+/* Python's len(range(len)[start:end:step]) (CPython's PySlice_AdjustIndices), the
+ * reference for the test below; has_* false is an omitted bound. */
+static int64_t python_slice_len(int64_t len, bool has_start, int64_t start, bool has_end, int64_t end, int64_t step)
+{
+    if (!has_start) start = step > 0 ? 0 : len - 1;
+    else if (start < 0 && (start += len) < 0) start = step < 0 ? -1 : 0;
+    else if (start >= len) start = step < 0 ? len - 1 : len;
+    if (!has_end) end = step > 0 ? len : -1;
+    else if (end < 0 && (end += len) < 0) end = step < 0 ? -1 : 0;
+    else if (end >= len) end = step < 0 ? len - 1 : len;
+    if (step > 0) return end > start ? (end - start - 1) / step + 1 : 0;
+    return start > end ? (start - end - 1) / -step + 1 : 0;
+}
+
+/* Every slice of dims 0..6 with bounds in −9..9 or omitted and steps ±1..3 normalises
+ * to a form the shape rule accepts, with Python's length: empty ranges included
+ * (x[5:2], x[-1:-3], x[2:5:-1] were refused as "not normalised"). */
+static void test_slice_python_lengths(void **state)
+{
+    (void)state;
+    kiln_diags d;
+    kiln_diags_init(&d);
+    for (int64_t len = 0; len <= 6; len++) {
+        kiln_graph g; /* its own graph: 4,900 slices per dim are more than the fixture holds */
+        kiln_graph_init(&g, "slices");
+        kiln_attrs in = {0};
+        set_shape(&in, KILN_F32, 2, (const int64_t[]){2, len});
+        in.name = "x";
+        uint32_t xi = kiln_graph_add(&g, KILN_OP_INPUT, NULL, 0, &in, "x", "inputs.x", &d);
+        assert_int_not_equal(xi, KILN_NONE);
+        for (int64_t step = -3; step <= 3; step++) {
+            if (step == 0) continue;
+            for (int64_t start = -10; start <= 9; start++)
+                for (int64_t end = -10; end <= 9; end++) {
+                    bool has_start = start > -10, has_end = end > -10; /* −10: omitted */
+                    kiln_attrs a = {.axis = 1, .step = step};
+                    assert_true(kiln_slice_normalize(len, has_start, start, has_end, end, step, &a.start, &a.end));
+                    int64_t want = python_slice_len(len, has_start, start, has_end, end, step);
+                    assert_int_equal(kiln_slice_count(a.start, a.end, step), want);
+                    uint32_t y = kiln_graph_add(&g, KILN_OP_SLICE, &xi, 1, &a, "y", "layers[0]", &d);
+                    if (y == KILN_NONE) kiln_diags_print(&d, stderr);
+                    assert_int_not_equal(y, KILN_NONE);
+                    assert_int_equal(g.nodes[y].type.dims[1], want);
+                }
+        }
+        kiln_graph_free(&g);
+    }
+    kiln_diags_free(&d);
+}
+
 /* python x[1::2**62] and x[2::-2**63]: one element each, no overflow. */
 static void test_slice_huge_step(void **state)
 {
@@ -414,7 +464,7 @@ int main(void)
         T(test_transpose_3d),
         T(test_slice_step),
         T(test_slice_negative_step),
-        T(test_slice_huge_step),
+        T(test_slice_python_lengths), T(test_slice_huge_step),
         T(test_slice_empty),
         T(test_concat_three_with_empty),
         T(test_concat_axis0_i32),
