@@ -134,7 +134,7 @@ static uint32_t expand_param(fe_ctx *c, fe_node *n)
     bool ok = fe_get_shape(c, n, "shape", true, false, &rank, dims);
     ok &= fe_get_enum(c, n, "init", inits, KILN_INIT_NORMAL, &init);
     bool has_std = has_key(n, "std"), has_bound = has_key(n, "bound");
-    ok &= fe_get_num(c, n, "std", c->m->init_std, &std);
+    ok &= fe_get_num(c, n, "std", 0.02, &std); /* SPEC 1.1: its own default, not the model's init.std */
     ok &= fe_get_num(c, n, "bound", 0, &bound);
     if (!ok) return KILN_NONE;
     if (has_std && init != KILN_INIT_NORMAL) {

@@ -153,6 +153,23 @@ static void test_gpt_params_and_types(void **state)
     kiln_model_free(&m);
 }
 
+/* a param's normal init has its own std default, 0.02 (SPEC 1.1), whatever the model's
+ * init.std; an explicit std is kept */
+static void test_param_std_default(void **state)
+{
+    (void)state;
+    kiln_model m;
+    load_ok(&m,
+            "{" HEAD "'inputs': {}, 'init': {'seed': 3, 'std': 0.05}, 'layers': ["
+            "{'name': 'p', 'op': 'param', 'shape': [3], 'init': 'normal'},"
+            "{'name': 'q', 'op': 'param', 'shape': [3], 'init': 'normal', 'std': 0.5},"
+            "{'name': 'y', 'op': 'add', 'in': ['p', 'q']}], 'outputs': ['y']}",
+            NULL);
+    assert_true(node(&m, kiln_model_find_param(&m, "p"))->attrs.init_arg == 0.02);
+    assert_true(node(&m, kiln_model_find_param(&m, "q"))->attrs.init_arg == 0.5);
+    kiln_model_free(&m);
+}
+
 static void test_primitives(void **state)
 {
     kiln_model m;
@@ -208,7 +225,7 @@ static void test_primitives(void **state)
     assert_true(node(&m, w)->attrs.init_arg == 0.5);
     uint32_t p = kiln_model_find_param(&m, "p");
     assert_int_equal(node(&m, p)->attrs.init, KILN_INIT_NORMAL);
-    assert_true(node(&m, p)->attrs.init_arg == 0.02); /* init.std's default */
+    assert_true(node(&m, p)->attrs.init_arg == 0.02); /* a param's own default */
     assert_true(node(&m, output(&m, "d"))->attrs.scalar == 0.5);
     /* repeat on a primitive: three chained tanh nodes, the last one the output */
     uint32_t tt = output(&m, "tt");
@@ -724,7 +741,7 @@ int main(void)
 {
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_gpt_params_and_types),
-        cmocka_unit_test(test_primitives),
+        cmocka_unit_test(test_primitives), cmocka_unit_test(test_param_std_default),
         cmocka_unit_test(test_repeat_one_names),
         cmocka_unit_test(test_losses_weighted),
         cmocka_unit_test(test_dim_binding),
