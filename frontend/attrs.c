@@ -108,6 +108,12 @@ bool fe_json_int(const cJSON *v, int64_t *out)
     if (!cJSON_IsNumber(v)) return false;
     double d = v->valuedouble;
     if (!isfinite(d) || d != floor(d)) return false;
+    /* cJSON reads numbers as doubles, and INT64_MAX (9223372036854775807: Python's
+     * sys.maxsize, ONNX's "slice to the end") rounds to 2^63: read that as INT64_MAX */
+    if (d == 9223372036854775808.0) {
+        *out = INT64_MAX;
+        return true;
+    }
     if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return false;
     *out = (int64_t)d;
     return true;

@@ -170,6 +170,23 @@ static void test_param_std_default(void **state)
     kiln_model_free(&m);
 }
 
+/* "end": 9223372036854775807 (sys.maxsize, ONNX's slice to the end) is an integer, though
+ * it reaches the frontend as the double 2^63 */
+static void test_slice_to_int64_max(void **state)
+{
+    (void)state;
+    kiln_model m;
+    load_ok(&m,
+            "{" HEAD "'inputs': {'x': {'shape': [2, 8], 'dtype': 'f32'}}, 'layers': ["
+            "{'name': 'y', 'op': 'slice', 'in': 'x', 'axis': 1, 'start': 2, 'end': 9223372036854775807},"
+            "{'name': 'z', 'op': 'slice', 'in': 'x', 'axis': 1, 'start': -9223372036854775808, 'end': 3}],"
+            "'outputs': ['y', 'z']}",
+            NULL);
+    assert_type(&m, output(&m, "y"), "f32[2,6]");
+    assert_type(&m, output(&m, "z"), "f32[2,3]");
+    kiln_model_free(&m);
+}
+
 static void test_primitives(void **state)
 {
     kiln_model m;
@@ -741,7 +758,7 @@ int main(void)
 {
     static const struct CMUnitTest fixed[] = {
         cmocka_unit_test(test_gpt_params_and_types),
-        cmocka_unit_test(test_primitives), cmocka_unit_test(test_param_std_default),
+        cmocka_unit_test(test_primitives), cmocka_unit_test(test_param_std_default), cmocka_unit_test(test_slice_to_int64_max),
         cmocka_unit_test(test_repeat_one_names),
         cmocka_unit_test(test_losses_weighted),
         cmocka_unit_test(test_dim_binding),
