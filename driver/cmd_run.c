@@ -65,8 +65,19 @@ static bool explain_status(const kiln_model *m, void *const *values, const unsig
     return false;
 }
 
-/* What a non-zero status of a compiled entry point means, when explain_status cannot
- * point at an input. */
+/* An index computed inside the model was out of range: compiled code cannot say where,
+ * so the reference interpreter runs the same values and its diagnostic names the node,
+ * its layer and the value (as `kiln run --interp` would). False if it finds nothing. */
+static bool locate_by_interpreter(const kiln_model *m, void **values, const char *model_file, kiln_diags *diags)
+{
+    int before = diags->n;
+    if (kiln_interp_run(&m->graph, values, false, 0, diags)) return false;
+    kiln_diags_set_file(diags, model_file);
+    return diags->n > before;
+}
+
+/* What a non-zero status of a compiled entry point means, when neither explain_status
+ * nor the interpreter can point at the value. */
 static const char *status_message(int rc)
 {
     switch (rc) {
@@ -78,8 +89,8 @@ static const char *status_message(int rc)
 
 /* Compiles the model's forward graph and runs it on values[] (parameters and inputs
  * bound). On success out_data[o] holds output o in a kiln_aligned_alloc buffer. */
-static bool run_compiled(const kiln_model *m, void *const *values, const unsigned char *needed, void **out_data,
-                         const char *inputs_file, kiln_diags *diags)
+static bool run_compiled(const kiln_model *m, void **values, const unsigned char *needed, void **out_data,
+                         const char *model_file, const char *inputs_file, kiln_diags *diags)
 {
     const kiln_graph *g = &m->graph;
     kiln_compile_request req = {.g = g, .inputs = m->inputs, .n_inputs = (uint32_t)m->n_inputs,
@@ -136,8 +147,9 @@ static bool run_compiled(const kiln_model *m, void *const *values, const unsigne
     ffi_arg rc = 0;
     ffi_call(&cif, FFI_FN(c.entry), &rc, arg_ptrs);
     if ((int)rc != KILN_RC_OK) {
-        if (!explain_status(m, values, needed, inputs_file, diags))
-            kiln_diags_add(diags, inputs_file, 0, 0, NULL, "%s", status_message((int)rc));
+        if (!explain_status(m, values, needed, inputs_file, diags) &&
+            !locate_by_interpreter(m, values, model_file, diags))
+            kiln_diags_add(diags, model_file, 0, 0, NULL, "%s", status_message((int)rc));
         goto done;
     }
     ok = true;
@@ -276,7 +288,7 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     out_data = calloc(g->n_outputs ? g->n_outputs : 1, sizeof *out_data);
     KILN_ASSERT(out_data != NULL);
     if (!interp) {
-        if (!run_compiled(&model, values, needed, out_data, inputs, diags)) goto done;
+        if (!run_compiled(&model, values, needed, out_data, args.positional[0], inputs, diags)) goto done;
     } else if (!kiln_interp_run(g, values, false, 0, diags)) {
         /* run-time errors name the node and its layer: say which model file it is in */
         kiln_diags_set_file(diags, args.positional[0]);

@@ -126,4 +126,23 @@ expect 1 "tokens: error: input missing from the inputs file; did you mean 'tokns
 expect 1 "logits.weight: error: is f32\[2,16\] but the model needs f32\[3,16\]; to train this layer afresh, give it a new name in the model file \(e.g. \"logits_new\"\)" \
     "--init head" "$kiln" train cls3.json --task classify --data c.tsv --steps 1 --init c.safetensors
 
+# ---- an index the model computes out of range: the compiled run names the node too ----------------
+cat >gidx.json <<'EOF'
+{"format": "kiln/1", "name": "gidx", "inputs": {"t": {"shape": [4, 3], "dtype": "f32"}},
+ "layers": [{"name": "s", "op": "constant", "shape": [2], "values": [1, 7]},
+            {"name": "i", "op": "cast", "in": "s", "dtype": "i32"},
+            {"name": "g", "op": "gather", "in": ["t", "i"]}],
+ "outputs": ["g"]}
+EOF
+"$py" - <<'EOF'
+import json, struct
+h = json.dumps({"t": {"dtype": "F32", "shape": [4, 3], "data_offsets": [0, 48]}}).encode()
+open("t.safetensors", "wb").write(struct.pack("<Q", len(h)) + h + bytes(48))
+open("empty.safetensors", "wb").write(struct.pack("<Q", 2) + b"{}")
+EOF
+for mode in "" --interp; do
+    expect 1 "gidx.json: layers\\[2\\]: error: gather 'g' .*index 7 .*out of range \\[0, 4\\)" "computed index $mode" \
+        "$kiln" run gidx.json --weights empty.safetensors --inputs t.safetensors --out y.safetensors $mode
+done
+
 finish "ok"
