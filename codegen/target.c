@@ -91,20 +91,123 @@ static bool is_x86(const char *triple)
     return strncmp(triple, "x86_64", 6) == 0 || (triple[0] == 'i' && strncmp(triple + 2, "86", 2) == 0);
 }
 
+/* names[0..n) joined by spaces, malloc'd. */
+static char *join_names(const char *const *names, int n)
+{
+    size_t cap = 1;
+    for (int i = 0; i < n; i++) cap += strlen(names[i]) + 1;
+    char *all = malloc(cap), *p = all;
+    KILN_ASSERT(all != NULL);
+    *p = '\0';
+    for (int i = 0; i < n; i++) p += sprintf(p, "%s%s", i ? " " : "", names[i]);
+    return all;
+}
+
 /* A diagnostic for an unknown CPU name: the nearest name, then all of them. */
 static void unknown_cpu(const char *cpu, kiln_diags *d)
 {
-    size_t cap = 16;
-    for (int i = 0; i < N_X86_CPUS; i++) cap += strlen(x86_cpus[i]) + 1;
-    char *all = malloc(cap), *p = all;
-    KILN_ASSERT(all != NULL);
-    for (int i = 0; i < N_X86_CPUS; i++) p += sprintf(p, "%s%s", i ? " " : "", x86_cpus[i]);
+    char *all = join_names(x86_cpus, N_X86_CPUS);
     const char *near = kiln_closest_name(cpu, x86_cpus, N_X86_CPUS);
     if (near)
         kiln_diags_add(d, NULL, 0, 0, "--target-cpu", "unknown CPU '%s'; did you mean '%s'? Valid names: %s", cpu, near,
                        all);
     else kiln_diags_add(d, NULL, 0, 0, "--target-cpu", "unknown CPU '%s'. Valid names: %s", cpu, all);
     free(all);
+}
+
+/* The x86 features --target-features may name: the x86-64 baseline first (N_X86_BASELINE
+ * of them: every x86-64 CPU has them, so adding one changes nothing, and they may never
+ * be removed), then the extensions of the x86-64-v2/v3/v4 levels and the later vector
+ * ones. LLVM itself checks nothing that matters here: it warns about a name it does not
+ * know and compiles on; without sse or sse2 its code generator crashes (x86-64 passes
+ * floats in SSE registers) or stops with an error that leaves the build half done, and
+ * soft-float reaches a fatal "Do not know how to soften". So kiln accepts only this list,
+ * each name tried added and removed on a whole model (docs/cli.md). */
+static const char *const x86_features[] = {
+    /* baseline */
+    "64bit", "cmov", "cx8", "fxsr", "mmx", "sse", "sse2", "x87",
+    /* x86-64-v2 */
+    "cx16", "popcnt", "sahf", "sse3", "sse4.1", "sse4.2", "ssse3",
+    /* x86-64-v3 */
+    "avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave",
+    /* x86-64-v4 and later AVX-512 */
+    "avx512bw", "avx512cd", "avx512dq", "avx512f", "avx512vl", "avx512bf16", "avx512bitalg", "avx512fp16",
+    "avx512ifma", "avx512vbmi", "avx512vbmi2", "avx512vnni", "avx512vpopcntdq", "avxvnni",
+    /* other extensions CPUs list, harmless to kiln's code */
+    "adx", "aes", "gfni", "pclmul", "vaes", "vpclmulqdq"
+};
+#define N_X86_FEATURES ((int)(sizeof x86_features / sizeof x86_features[0]))
+#define N_X86_BASELINE 8
+
+static int x86_feature_index(const char *name, size_t len)
+{
+    for (int i = 0; i < N_X86_FEATURES; i++)
+        if (strlen(x86_features[i]) == len && memcmp(x86_features[i], name, len) == 0) return i;
+    return -1;
+}
+
+/* One item of a feature string, "+name" or "-name" of `len` bytes, checked against the
+ * table; `earlier` is the string before it, for names given twice. */
+static void check_feature(const char *item, size_t len, const char *earlier, size_t earlier_len, kiln_diags *d)
+{
+    const char *name = item + 1;
+    size_t n = len - 1;
+    char shown[64];
+    snprintf(shown, sizeof shown, "%.*s%s", (int)(n < 40 ? n : 40), name, n < 40 ? "" : "...");
+    int at = x86_feature_index(name, n);
+    if (at < 0 && n == 10 && memcmp(name, "soft-float", 10) == 0) {
+        kiln_diags_add(d, NULL, 0, 0, "--target-features",
+                       "'soft-float' is not supported: kiln's kernels compute in SSE/AVX registers");
+    } else if (at < 0) {
+        char *all = join_names(x86_features, N_X86_FEATURES);
+        const char *near = n < 40 ? kiln_closest_name(shown, x86_features, N_X86_FEATURES) : NULL;
+        if (near)
+            kiln_diags_add(d, NULL, 0, 0, "--target-features",
+                           "unknown feature '%s'; did you mean '%s'? Features kiln compiles for: %s", shown, near, all);
+        else
+            kiln_diags_add(d, NULL, 0, 0, "--target-features", "unknown feature '%s'. Features kiln compiles for: %s",
+                           shown, all);
+        free(all);
+    } else if (item[0] == '-' && at < N_X86_BASELINE) {
+        char *base = join_names(x86_features, N_X86_BASELINE);
+        kiln_diags_add(d, NULL, 0, 0, "--target-features",
+                       "'-%s' removes part of the x86-64 baseline (%s), which kiln's code needs", shown, base);
+        free(base);
+    }
+    /* the same name twice, as +x,-x: which one LLVM honours is its business, not the user's */
+    for (const char *p = earlier; p < earlier + earlier_len;) {
+        const char *end = memchr(p, ',', (size_t)(earlier + earlier_len - p));
+        size_t plen = end ? (size_t)(end - p) : (size_t)(earlier + earlier_len - p);
+        if (plen == len && memcmp(p + 1, name, n) == 0) {
+            kiln_diags_add(d, NULL, 0, 0, "--target-features", "names '%s' twice", shown);
+            break;
+        }
+        p += plen + 1;
+    }
+}
+
+bool kiln_target_features_check(const char *features, kiln_diags *d)
+{
+    if (!features || !*features) return true;
+    char *triple = LLVMGetDefaultTargetTriple();
+    bool x86 = is_x86(triple);
+    LLVMDisposeMessage(triple);
+    int before = d->n + d->dropped;
+    for (const char *p = features;;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == 0)
+            kiln_diags_add(d, NULL, 0, 0, "--target-features", "an empty item in '%s' (the form is +name,-name,...)",
+                           features);
+        else if (len == 1 || (p[0] != '+' && p[0] != '-'))
+            kiln_diags_add(d, NULL, 0, 0, "--target-features",
+                           "'%.*s' must be +NAME (add a feature) or -NAME (remove one)", (int)(len < 40 ? len : 40), p);
+        else if (x86)
+            check_feature(p, len, features, (size_t)(p - features), d);
+        if (!end) break;
+        p = end + 1;
+    }
+    return d->n + d->dropped == before;
 }
 
 static char *dup_str(const char *s)
@@ -118,6 +221,7 @@ bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln
 {
     pthread_once(&init_once, init_llvm_native);
     memset(t, 0, sizeof *t);
+    if (!kiln_target_features_check(features, d)) return false;
     char *triple = LLVMGetDefaultTargetTriple();
     t->triple = dup_str(triple);
     LLVMDisposeMessage(triple);

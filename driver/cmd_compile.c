@@ -65,7 +65,7 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         {"--target-cpu", CLI_STR, &cpu, NULL,
          "CPU to compile for, in LLVM's names, e.g. znver4, x86-64-v3 (default: this machine's)"},
         {"--target-features", CLI_STR, &features, NULL,
-         "LLVM feature string such as +avx2,-avx512f (default: the CPU's features)"},
+         "features to add or remove, such as +avx2,-avx512f; only x86 features kiln supports, never the x86-64 baseline (default: the CPU's features)"},
         {"--train", CLI_BOOL, &train, NULL,
          "also export the training step NAME_train_step; needs the model's losses (default: off)"},
         {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL,
@@ -101,6 +101,8 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     if (detail && strcmp(detail, "kernels") != 0 && strcmp(detail, "nodes") != 0)
         kiln_diags_add(diags, NULL, 0, 0, "--dot-detail", "'%s' is not one of kernels, nodes", detail);
     if (cpu && !*cpu) kiln_diags_add(diags, NULL, 0, 0, "--target-cpu", "is empty");
+    if (features && !*features) kiln_diags_add(diags, NULL, 0, 0, "--target-features", "is empty");
+    else kiln_target_features_check(features, diags); /* LLVM would warn, crash or stop half-way */
     if (generate && emit)
         kiln_diags_add(diags, NULL, 0, 0, "--generate", "applies to a library (-o OUT.so|.o|.a), not to --emit");
     if (ckpt && !train)

@@ -7,8 +7,9 @@
 # libm and pthreads (nm -u, ldd, readelf NEEDED) and export only the four entry points;
 # --target-cpu haswell gives assembly without zmm; two exported models link into one
 # program; NAME_load, NAME_forward and NAME_set_threads report bad input by status; and
-# failures (unknown extension, unwritable directory, a failing cc) are diagnostics that
-# leave an existing artifact untouched and no temporary behind.
+# failures (unknown extension, unwritable directory, a failing cc, --target-features
+# that LLVM would crash on) are diagnostics that leave an existing artifact untouched and
+# no temporary behind.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
@@ -152,6 +153,14 @@ kiln_fails "unwritable directory" 1 "cannot write" compile "$gpt" "${dims[@]}" -
 KILN_CC=false kiln_fails "a failing cc" 1 "failed (exit 1)" compile "$gpt" "${dims[@]}" -o libchar_gpt.so \
     --header char_gpt.h
 KILN_CC=/nonexistent/cc kiln_fails "a missing cc" 1 "cannot run" compile "$gpt" "${dims[@]}" -o libchar_gpt.so
+# --target-features is checked before LLVM sees it (LLVM warned, crashed or stopped half-way)
+for bad in "-sse2:the x86-64 baseline" "-sse:the x86-64 baseline" "+soft-float:'soft-float' is not supported" \
+    "+bogus:unknown feature 'bogus'" "+avx2,+fmaa:did you mean 'fma'" "avx2:must be +NAME" "+avx2,,+fma:an empty item" \
+    "+avx2,-avx2:names 'avx2' twice"; do
+    kiln_fails "--target-features ${bad%%:*}" 2 "${bad#*:}" compile "$gpt" "${dims[@]}" -o libchar_gpt.so \
+        --header char_gpt.h --target-cpu x86-64 --target-features "${bad%%:*}"
+done
+kiln_ok "--target-features +avx2,-avx512f" compile "$gpt" "${dims[@]}" --emit ir --target-features +avx2,-avx512f
 cmp -s keep.so libchar_gpt.so || fail "a failed compile changed the existing libchar_gpt.so"
 [[ -z $(ls -A | grep '^\.kiln-') ]] || fail "temporaries left behind after failures: $(ls -A | grep '^\.kiln-')"
 kiln_fails "bad --emit" 2 "not one of" compile "$gpt" --emit png
