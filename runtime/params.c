@@ -4,11 +4,16 @@
  * Design: the exported library cannot use the full reader (safetensors.c), which
  * allocates the header and one buffer per tensor. Instead the header is parsed as a
  * stream: bytes come through a fixed buffer on the stack (pread, so no FILE and no
- * heap), keys are decoded into a fixed name buffer, and each entry is acted on as soon as
- * its closing brace is read — a tensor the model has is checked (dtype, shape, byte
- * size, range inside the data section) and read straight into its slot in the blob; any
- * other tensor and "__metadata__" are skipped. `seen` marks loaded parameters, so a name
- * given twice is refused and a missing one reported after the header's end.
+ * heap), keys are decoded into a fixed name buffer, and each entry is handed to a
+ * visitor as soon as its closing brace is read. The header is walked several times, each
+ * walk asking one question, so that the answers come in the order kiln's own reader
+ * gives them: (1) is it well formed, every range inside the data section, no parameter
+ * named twice (`seen` marks them); (2, 3) does a parameter's byte range overlap any
+ * other tensor's — a block of RANGES_AT_ONCE parameters' ranges on the stack per pair of
+ * walks; (4) each parameter's dtype, shape and byte size, and its data read straight
+ * into its slot in the blob; then a missing parameter. Any other tensor and
+ * "__metadata__" are skipped. Headers are small beside the data they describe: walking
+ * one again costs a few reads and no memory.
  *
  * The parser is strict where it matters for safety (every offset and size is checked
  * against the real file size before a byte is read; the skipper of unknown values is
@@ -352,38 +357,128 @@ static int load_one(int fd, void *blob, const kiln_param_info *p, const entry *e
 
 /* ---- the file ------------------------------------------------------------------------- */
 
-static int parse(reader *r, void *blob, const kiln_param_info *params, int n, unsigned char *seen,
-                 uint64_t data_start, uint64_t data_size)
+/* What every walk over the header knows. */
+typedef struct file {
+    int fd;
+    uint64_t header_end, data_start, data_size;
+    const kiln_param_info *params;
+    int n;
+} file;
+
+/* Called for every tensor entry, in the header's order, with the index of the parameter
+ * it names or -1; a non-zero return (a KILN_LOAD_* code) ends the walk. */
+typedef int (*visit_fn)(void *ctx, const file *f, int param, const entry *e);
+
+/* One walk over the header, from its first byte: the whole header is parsed every time
+ * (it is small beside the data, and re-reading it costs no memory). */
+static int walk(const file *f, visit_fn visit, void *ctx)
 {
-    if (expect(r, '{') < 0) return r->status;
-    skip_ws(r);
-    int more = peek(r) == '}' ? (get(r), 0) : 1;
-    for (; more > 0; more = next_item(r, '}')) {
+    reader r;
+    r.fd = f->fd;
+    r.pos = 8;
+    r.end = f->header_end;
+    r.i = r.n = 0;
+    r.status = 0;
+    if (expect(&r, '{') < 0) return r.status;
+    skip_ws(&r);
+    int more = peek(&r) == '}' ? (get(&r), 0) : 1;
+    for (; more > 0; more = next_item(&r, '}')) {
         char name[KILN_PARAMS_MAX_NAME];
-        long len = read_key(r, name, sizeof name);
-        if (len < 0) return r->status;
+        long len = read_key(&r, name, sizeof name);
+        if (len < 0) return r.status;
         int fits = (size_t)len < sizeof name;
         if (fits && strcmp(name, "__metadata__") == 0) {
-            if (skip_value(r) < 0) return r->status;
+            if (skip_value(&r) < 0) return r.status;
             continue;
         }
         entry e;
-        if (read_entry(r, &e) < 0) return r->status;
-        for (int i = 0; fits && i < n; i++) {
-            if (strcmp(params[i].name, name) != 0) continue;
-            if (seen[i]) return KILN_LOAD_FORMAT; /* the same name twice */
-            seen[i] = 1;
-            int rc = load_one(r->fd, blob, &params[i], &e, data_start, data_size);
-            if (rc) return rc;
-            break;
-        }
+        if (read_entry(&r, &e) < 0) return r.status;
+        int param = -1;
+        for (int i = 0; fits && i < f->n && param < 0; i++)
+            if (strcmp(f->params[i].name, name) == 0) param = i;
+        int rc = visit(ctx, f, param, &e);
+        if (rc) return rc;
     }
-    if (r->status) return r->status;
-    skip_ws(r); /* the header may be padded with spaces */
-    if (get(r) >= 0 || r->status) return r->status ? r->status : KILN_LOAD_FORMAT;
-    for (int i = 0; i < n; i++)
-        if (!seen[i]) return KILN_LOAD_MISSING;
+    if (r.status) return r.status;
+    skip_ws(&r); /* the header may be padded with spaces */
+    if (get(&r) >= 0 || r.status) return r.status ? r.status : KILN_LOAD_FORMAT;
     return KILN_LOAD_OK;
+}
+
+/* Walk 1: the header is well formed, every range lies in the data section, and no
+ * parameter is named twice (`seen` marks them). */
+static int visit_check(void *ctx, const file *f, int param, const entry *e)
+{
+    unsigned char *seen = ctx;
+    if (e->end > f->data_size) return KILN_LOAD_FORMAT;
+    if (param < 0) return KILN_LOAD_OK;
+    if (seen[param]) return KILN_LOAD_FORMAT; /* the same name twice */
+    seen[param] = 1;
+    return KILN_LOAD_OK;
+}
+
+/* Walks 2 and 3, for parameters [first, first + RANGES_AT_ONCE): their byte ranges are
+ * collected, then every entry's range is compared with them. Two tensors sharing bytes
+ * are a corrupt or hostile file, refused as kiln's own reader refuses them
+ * (safetensors.c); the reader sorts all ranges, which takes memory in proportion to the
+ * file, so here only overlaps involving a parameter are looked for, a block of
+ * parameters per pair of walks: the cost grows with the file times the model's
+ * parameter count, never with the square of what a file claims. Empty ranges overlap
+ * nothing; a parameter the file lacks has an empty one. */
+enum { RANGES_AT_ONCE = 64 };
+
+typedef struct ranges {
+    int first, count;
+    uint64_t begin[RANGES_AT_ONCE], end[RANGES_AT_ONCE];
+} ranges;
+
+static int visit_collect(void *ctx, const file *f, int param, const entry *e)
+{
+    ranges *g = ctx;
+    (void)f;
+    if (param >= g->first && param < g->first + g->count) {
+        g->begin[param - g->first] = e->begin;
+        g->end[param - g->first] = e->end;
+    }
+    return KILN_LOAD_OK;
+}
+
+static int visit_overlap(void *ctx, const file *f, int param, const entry *e)
+{
+    const ranges *g = ctx;
+    (void)f;
+    if (e->begin == e->end) return KILN_LOAD_OK;
+    for (int k = 0; k < g->count; k++)
+        if (g->first + k != param && e->begin < g->end[k] && g->begin[k] < e->end) return KILN_LOAD_FORMAT;
+    return KILN_LOAD_OK;
+}
+
+/* Walk 4: each parameter is checked against its entry and read into the blob. */
+static int visit_load(void *ctx, const file *f, int param, const entry *e)
+{
+    if (param < 0) return KILN_LOAD_OK;
+    return load_one(f->fd, ctx, &f->params[param], e, f->data_start, f->data_size);
+}
+
+/* The file's problems come in kiln's reader's order: a malformed header, a name twice
+ * or an overlap (FORMAT) before any parameter's shape or dtype, then a missing one. */
+static int load_file(const file *f, void *blob, unsigned char *seen)
+{
+    if (f->n > 0) memset(seen, 0, (size_t)f->n);
+    int rc = walk(f, visit_check, seen);
+    for (int first = 0; !rc && first < f->n; first += RANGES_AT_ONCE) {
+        ranges g;
+        g.first = first;
+        g.count = f->n - first < RANGES_AT_ONCE ? f->n - first : RANGES_AT_ONCE;
+        memset(g.begin, 0, sizeof g.begin);
+        memset(g.end, 0, sizeof g.end);
+        rc = walk(f, visit_collect, &g);
+        if (!rc) rc = walk(f, visit_overlap, &g);
+    }
+    if (!rc) rc = walk(f, visit_load, blob);
+    for (int i = 0; !rc && i < f->n; i++)
+        if (!seen[i]) rc = KILN_LOAD_MISSING;
+    return rc;
 }
 
 int kiln_params_load(void *blob, const char *path, const kiln_param_info *params, int n, unsigned char *seen)
@@ -401,14 +496,8 @@ int kiln_params_load(void *blob, const char *path, const kiln_param_info *params
         if (header > size - 8) {
             rc = KILN_LOAD_FORMAT;
         } else {
-            if (n > 0) memset(seen, 0, (size_t)n);
-            reader r;
-            r.fd = fd;
-            r.pos = 8;
-            r.end = 8 + header;
-            r.i = r.n = 0;
-            r.status = 0;
-            rc = parse(&r, blob, params, n, seen, 8 + header, size - 8 - header);
+            file f = {fd, 8 + header, 8 + header, size - 8 - header, params, n};
+            rc = load_file(&f, blob, seen);
         }
     }
     close(fd);

@@ -35,7 +35,8 @@ typedef struct kiln_param_info {
 enum {
     KILN_LOAD_OK = 0,
     KILN_LOAD_IO = 1,       /* cannot open or read the file */
-    KILN_LOAD_FORMAT = 2,   /* not a well-formed safetensors file (or a name twice) */
+    KILN_LOAD_FORMAT = 2,   /* not a well-formed safetensors file (or a name twice, or a
+                               parameter's bytes overlapping another tensor's) */
     KILN_LOAD_MISSING = 3,  /* a parameter of the model is not in the file */
     KILN_LOAD_SHAPE = 4,    /* a parameter has another shape in the file */
     KILN_LOAD_DTYPE = 5     /* a parameter's dtype is not F32, F16, BF16 or F64 (or an F64
@@ -49,7 +50,12 @@ enum {
 
 /* Reads `path` and writes each of the n parameters (f32, converted from F16/BF16/F64 if
  * needed) to (char *)blob + params[i].offset. Tensors the model does not have are
- * ignored. `seen` is n bytes of caller scratch (the generated wrapper keeps it on its
+ * ignored, but for their place in the data section. A FORMAT problem — a malformed
+ * header, a parameter named twice, a range outside the data section, a parameter's
+ * bytes shared with another tensor — is reported before any MISSING, SHAPE or DTYPE
+ * one, as kiln's own reader orders them (a name twice or an overlap between two
+ * tensors the model does not have is not looked for: that would need memory in
+ * proportion to the file). `seen` is n bytes of caller scratch (the generated wrapper keeps it on its
  * stack). Returns a KILN_LOAD_* code; on failure the blob's contents are unspecified. */
 int kiln_params_load(void *blob, const char *path, const kiln_param_info *params, int n, unsigned char *seen);
 

@@ -132,6 +132,24 @@ static void test_refusals(void **state)
     expect("{" A_OK "}", KILN_LOAD_MISSING);
     expect("{}", KILN_LOAD_MISSING);
     expect("{" A_OK "," A_OK "," B_OK "}", KILN_LOAD_FORMAT); /* a name twice */
+    /* ... even when the first one has the wrong shape: the header is checked first */
+    expect("{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[40,40]}," A_OK "," B_OK "}",
+           KILN_LOAD_FORMAT);
+    /* tensors sharing bytes, as kiln's reader refuses them: two parameters, an extra
+     * tensor over a parameter; an extra tensor past the data section */
+    expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[16,32]}}", KILN_LOAD_FORMAT);
+    expect("{" A_OK ",\"x\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[20,28]}," B_OK "}",
+           KILN_LOAD_FORMAT);
+    expect("{" A_OK "," B_OK ",\"x\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[40,48]}}",
+           KILN_LOAD_FORMAT);
+    /* overlaps between two extra tensors are not looked for (that would take memory in
+     * proportion to the file): harmless, and documented */
+    float more[14] = {0};
+    memcpy(more, DATA, sizeof DATA);
+    write_st("{" A_OK "," B_OK ",\"x\":{\"dtype\":\"I32\",\"shape\":[2],\"data_offsets\":[40,48]},"
+             "\"y\":{\"dtype\":\"I32\",\"shape\":[3],\"data_offsets\":[44,56]}}",
+             more, sizeof more);
+    assert_int_equal(load(), KILN_LOAD_OK);
     expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[2,2],\"data_offsets\":[24,40]}}", KILN_LOAD_SHAPE);
     expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[24,28]}}", KILN_LOAD_SHAPE);
     expect("{" A_OK ",\"b.w\":{\"dtype\":\"F32\",\"shape\":[1,1,1,1,1,1,1,1,1,4],\"data_offsets\":[24,40]}}",
@@ -160,7 +178,7 @@ static void test_refusals(void **state)
     memset(big, 'z', sizeof big);
     big[sizeof big - 1] = '\0';
     char header[4 * KILN_PARAMS_MAX_NAME];
-    snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[24,40]}," A_OK "," B_OK "}", big);
+    snprintf(header, sizeof header, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[40,40]}," A_OK "," B_OK "}", big);
     expect(header, KILN_LOAD_OK);
 
     /* deep nesting in skipped values: no recursion, so no stack to exhaust */
@@ -219,6 +237,38 @@ static void test_mutations(void **state)
     free(file);
 }
 
+/* More parameters than one walk compares at once (64): an overlap between the first and
+ * the last is found, a name twice after the first block too, and a good file loads. */
+static void test_many(void **state)
+{
+    enum { N = 150 };
+    static kiln_param_info table[N];
+    static char names[N][8];
+    static float blob[16 * N], data[N];
+    static char header[N * 80 + 200];
+    unsigned char seen[N];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "p%d", i);
+        table[i] = (kiln_param_info){names[i], (size_t)64 * i, 1, {1}};
+        data[i] = (float)i;
+    }
+    for (int variant = 0; variant < 3; variant++) {
+        size_t at = (size_t)sprintf(header, "{");
+        for (int i = 0; i < N; i++) {
+            int begin = 4 * i, end = 4 * i + 4;
+            if (variant == 1 && i == N - 1) begin = 0, end = 4; /* p149 over p0 */
+            at += (size_t)sprintf(header + at, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[%d,%d]}",
+                                  i ? "," : "", variant == 2 && i == N - 1 ? "p100" : names[i], begin, end);
+        }
+        sprintf(header + at, "}");
+        write_st(header, data, sizeof data);
+        int rc = kiln_params_load(blob, g_path, table, N, seen);
+        assert_int_equal(rc, variant == 0 ? KILN_LOAD_OK : KILN_LOAD_FORMAT);
+        if (variant == 0)
+            for (int i = 0; i < N; i++) assert_true(blob[16 * i] == (float)i);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -226,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_conversions),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_mutations),
+        cmocka_unit_test(test_many),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
