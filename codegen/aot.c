@@ -28,7 +28,8 @@
  * Atomicity: every intermediate and final file is built in a fresh directory beside the
  * output (same file system) and renamed into place only when everything succeeded; the
  * header goes through the runtime's atomic writer (runtime/atomic_file.c), committed last. A failure leaves no
- * trace and never touches an existing output. Tools run through posix_spawnp (no shell,
+ * trace and never touches an existing output — nor does an LLVM fatal error while an object is
+ * emitted: the driver's handler calls kiln_aot_abandon before the process ends. Tools run through posix_spawnp (no shell,
  * so paths need no quoting); their output becomes the diagnostic when they fail.
  */
 #include <errno.h>
@@ -426,13 +427,28 @@ typedef struct build {
     kiln_atomic_file header; /* written beside the header, committed last */
 } build;
 
-static void build_cleanup(build *b)
+/* The build kiln_aot_write is running on this thread, for kiln_aot_abandon. */
+static _Thread_local const build *building;
+
+static void build_remove(const build *b)
 {
     const char *files[] = {b->model_o, b->train_o, b->prefill_o, b->step_o,
                            b->grad_o,  b->apply_o, b->merged_o,  b->final};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (files[i]) unlink(files[i]); /* renamed ones are gone already: harmless */
     if (b->dir) rmdir(b->dir);
+}
+
+void kiln_aot_abandon(void)
+{
+    if (building) build_remove(building);
+    building = NULL;
+}
+
+static void build_cleanup(build *b)
+{
+    building = NULL;
+    build_remove(b);
     free(b->dir);
     free(b->model_o);
     free(b->train_o);
@@ -484,6 +500,7 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
     b.dir = join(dir, ".kiln-XXXXXX");
     free(dir);
     bool ok = mkdtemp(b.dir) != NULL;
+    if (ok) building = &b;
     if (!ok) {
         kiln_diags_add(d, opt->out, 0, 0, NULL, "cannot write (creating a temporary directory beside it failed): %s",
                        strerror(errno));

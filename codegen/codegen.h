@@ -328,6 +328,10 @@ typedef struct kiln_aot_options {
  * Every output appears complete or not at all (built beside its target, then renamed);
  * a failing tool is a diagnostic with its output. */
 bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d);
+/* Removes the files and the temporary directory of the kiln_aot_write running on this
+ * thread, if any: for the driver's LLVM fatal-error handler, which ends the process
+ * while LLVM emits an object. Frees nothing. */
+void kiln_aot_abandon(void);
 
 /* The exported module as LLVM IR text or assembly, malloc'd (`kiln compile --emit`). */
 char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d);

@@ -4,13 +4,17 @@
  * `kiln`, `kiln --help` and `kiln help` list the commands; `kiln CMD --help` and
  * `kiln help CMD` print a command's usage line and one line per flag (cli_parse prints
  * it from the command's own flag table, so the help cannot drift from what is parsed);
- * `kiln --version` prints kiln's version (CMake's project version) and LLVM's. */
+ * `kiln --version` prints kiln's version (CMake's project version) and LLVM's. An LLVM
+ * fatal error becomes a kiln internal error that first removes a half-built library. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <llvm-c/Core.h>
+#include <llvm-c/ErrorHandling.h>
 
 #include "cli.h"
+#include "codegen.h"
 #include "driver.h"
 
 #ifndef KILN_VERSION
@@ -108,8 +112,20 @@ static int run(const command *c, int argc, char **argv)
     return status;
 }
 
+/* LLVM ends the process on a fatal error (after this handler, or instead of it). kiln
+ * checks its input before LLVM sees it, so such an error is kiln's bug: it is reported
+ * as one (kiln_internal_error's words and abort), after removing the temporary
+ * directory of a library being built, so that even then nothing is left behind. */
+static void llvm_fatal_error(const char *reason)
+{
+    kiln_aot_abandon();
+    fprintf(stderr, "kiln: internal error in LLVM: %s\n", reason);
+    abort();
+}
+
 int main(int argc, char **argv)
 {
+    LLVMInstallFatalErrorHandler(llvm_fatal_error);
     if (argc < 2) {
         overview(stderr);
         return EXIT_USAGE;

@@ -9,7 +9,7 @@
 # program; NAME_load, NAME_forward and NAME_set_threads report bad input by status; and
 # failures (unknown extension, unwritable directory, a failing cc, --target-features
 # that LLVM would crash on) are diagnostics that leave an existing artifact untouched and
-# no temporary behind.
+# no temporary behind, and so does an LLVM fatal error (simulated by an LD_PRELOAD shim).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
@@ -161,6 +161,26 @@ for bad in "-sse2:the x86-64 baseline" "-sse:the x86-64 baseline" "+soft-float:'
         --header char_gpt.h --target-cpu x86-64 --target-features "${bad%%:*}"
 done
 kiln_ok "--target-features +avx2,-avx512f" compile "$gpt" "${dims[@]}" --emit ir --target-features +avx2,-avx512f
+# an LLVM fatal error while the object is written (a shim stands in for an LLVM bug) is
+# kiln's internal error, and the half-written build is removed before the process ends
+cat >fatal.c <<'EOF'
+#include <fcntl.h>
+#include <unistd.h>
+/* llvm::report_fatal_error(const char *, bool): weak, so that the other programs the
+ * preload reaches (grep) load without LLVM */
+__attribute__((weak)) void _ZN4llvm18report_fatal_errorEPKcb(const char *reason, _Bool crash_diag);
+int LLVMTargetMachineEmitToFile(void *tm, void *m, const char *path, int kind, char **err)
+{
+    int fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0644);
+    if (fd >= 0 && write(fd, "\177ELF", 4) == 4) close(fd);
+    _ZN4llvm18report_fatal_errorEPKcb("simulated by test_deploy.sh", 1);
+    return 1;
+}
+EOF
+run "build the LLVM-fatal shim" "$cc" -shared -fPIC -o fatal.so fatal.c &&
+    LD_PRELOAD=$work/fatal.so ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0" \
+    kiln_fails "an LLVM fatal error" 134 "internal error in LLVM: simulated" compile "$gpt" \
+        "${dims[@]}" -o libchar_gpt.so --header char_gpt.h
 cmp -s keep.so libchar_gpt.so || fail "a failed compile changed the existing libchar_gpt.so"
 [[ -z $(ls -A | grep '^\.kiln-') ]] || fail "temporaries left behind after failures: $(ls -A | grep '^\.kiln-')"
 kiln_fails "bad --emit" 2 "not one of" compile "$gpt" --emit png
