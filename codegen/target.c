@@ -7,9 +7,10 @@
  * "prefer-vector-width"="512" (DESIGN.md, "LLVM facts": Intel AVX-512 parts otherwise
  * vectorise at 256 bits). "min-legal-vector-width" is never set.
  *
- * vector_floats is the f32 lane count of the widest vector worth using, read off the
- * features: 16 with +avx512f, 8 with +avx2 or +avx, else 4 (SSE). Kernels that write
- * explicit vector IR (the GEMM micro-kernel) size their tiles from it.
+ * vector_floats is the f32 lane count of the widest vector worth using: 16 with
+ * avx512f, 8 with avx2 or avx, else 4 (SSE), read off the CPU (the host's features or
+ * the named CPU) and then the features added or removed (vector_floats below). Kernels
+ * that write explicit vector IR (the GEMM micro-kernel) size their tiles from it.
  */
 #include <llvm-c/Target.h>
 #include <pthread.h>
@@ -39,6 +40,19 @@ static bool has_feature(const char *features, const char *name)
         p = end ? end + 1 : NULL;
     }
     return false;
+}
+
+/* +1 if the comma-separated feature list adds `name`, −1 if it removes it, else 0. */
+static int feature_sign(const char *features, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = features; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len == n + 1 && (p[0] == '+' || p[0] == '-') && memcmp(p + 1, name, n) == 0) return p[0] == '+' ? 1 : -1;
+        p = end ? end + 1 : NULL;
+    }
+    return 0;
 }
 
 /* When AOT names a CPU without features, LLVM derives them from the CPU, but the C API
@@ -217,6 +231,28 @@ static char *dup_str(const char *s)
     return c;
 }
 
+/* The vector width: what the CPU has (the named CPU's table entry, or the host's own
+ * features), then what --target-features adds or removes (until 2026-12-07 any feature
+ * string without +avx… dropped a named CPU to 4: --target-cpu haswell --target-features
+ * +f16c compiled SSE kernels). Removing avx512f (or avx2, which it needs) leaves 8,
+ * removing avx leaves 4. */
+static int vector_floats(const char *cpu, const char *features)
+{
+    int w;
+    if (cpu) {
+        w = vector_floats_of_cpu(cpu);
+    } else {
+        char *host = LLVMGetHostCPUFeatures();
+        w = has_feature(host, "avx512f") ? 16 : has_feature(host, "avx2") || has_feature(host, "avx") ? 8 : 4;
+        LLVMDisposeMessage(host);
+    }
+    if (feature_sign(features, "avx512f") > 0) w = 16;
+    else if (w < 8 && (feature_sign(features, "avx2") > 0 || feature_sign(features, "avx") > 0)) w = 8;
+    if (feature_sign(features, "avx") < 0) w = 4;
+    else if (w == 16 && (feature_sign(features, "avx512f") < 0 || feature_sign(features, "avx2") < 0)) w = 8;
+    return w;
+}
+
 bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln_diags *d)
 {
     pthread_once(&init_once, init_llvm_native);
@@ -258,10 +294,7 @@ bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln
         kiln_target_free(t);
         return false;
     }
-    if (has_feature(t->features, "avx512f")) t->vector_floats = 16;
-    else if (has_feature(t->features, "avx2") || has_feature(t->features, "avx")) t->vector_floats = 8;
-    else if (cpu && !(features && *features)) t->vector_floats = vector_floats_of_cpu(t->cpu);
-    else t->vector_floats = 4;
+    t->vector_floats = vector_floats(cpu, features);
     return true;
 }
 

@@ -89,6 +89,9 @@ run "emit asm for haswell" "$kiln" compile "$gpt" "${dims[@]}" --emit asm --targ
     grep -q ymm out.txt || fail "--target-cpu haswell assembly has no ymm (no AVX2 vector code?)"
     grep -q 'char_gpt_forward:' out.txt || fail "--emit asm lacks char_gpt_forward"
 }
+# a feature beside a named CPU keeps the CPU's vector width (it used to drop to SSE)
+run "emit asm for haswell +f16c" "$kiln" compile "$gpt" "${dims[@]}" --emit asm --target-cpu haswell \
+    --target-features +f16c && { grep -q ymm out.txt || fail "--target-cpu haswell --target-features +f16c: no ymm"; }
 run "haswell .so" "$kiln" compile "$gpt" "${dims[@]}" -o libhaswell.so --target-cpu haswell &&
     objdump -d --no-show-raw-insn libhaswell.so | grep -q zmm && fail "--target-cpu haswell .so uses zmm"
 # an unknown CPU is refused with the nearest valid name, not compiled for a generic CPU
