@@ -23,6 +23,7 @@
  * $KILN_EXPORT_RUNTIME, else the path the build configured (KILN_EXPORT_RUNTIME_ARCHIVE);
  * the tools through $KILN_CC (default cc), $KILN_OBJCOPY (objcopy) and $KILN_AR (ar).
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -48,6 +49,29 @@ static bool ends_with(const char *s, const char *suffix)
 {
     size_t n = strlen(s), k = strlen(suffix);
     return n > k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* SIGINT/SIGTERM while the library is built: remove its .kiln-XXXXXX directory (unlink
+ * and rmdir are async-signal-safe), then die of the signal as before. */
+static void abandon_on_signal(int sig)
+{
+    kiln_aot_abandon();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* kiln_aot_write with the signal handlers above in place for its duration. */
+static bool write_library(const kiln_compile_request *req, const kiln_aot_options *aot, kiln_diags *diags)
+{
+    struct sigaction sa = {0}, old_int, old_term;
+    sa.sa_handler = abandon_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    bool ok = kiln_aot_write(req, aot, diags);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    return ok;
 }
 
 int cmd_compile(int argc, char **argv, kiln_diags *diags)
@@ -235,7 +259,7 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
                 aot.prefill = &gen.prefill.req;
                 aot.decode_step = &gen.step.req;
             }
-            if (kiln_aot_write(&req, &aot, diags)) status = EXIT_OK;
+            if (write_library(&req, &aot, diags)) status = EXIT_OK;
             goto done;
         }
     }

@@ -156,6 +156,18 @@ kiln_fails "unwritable directory" 1 "cannot write" compile "$gpt" "${dims[@]}" -
 KILN_CC=false kiln_fails "a failing cc" 1 "failed (exit 1)" compile "$gpt" "${dims[@]}" -o libchar_gpt.so \
     --header char_gpt.h
 KILN_CC=/nonexistent/cc kiln_fails "a missing cc" 1 "cannot run" compile "$gpt" "${dims[@]}" -o libchar_gpt.so
+# SIGTERM while a tool runs (a cc that only sleeps): the build directory goes with kiln
+printf '#!/bin/sh\necho $$ >"%s/slow_cc.pid"\nexec sleep 20\n' "$work" >slow_cc && chmod +x slow_cc
+KILN_CC=$work/slow_cc "$kiln" compile "$gpt" "${dims[@]}" -o libslow.so >/dev/null 2>&1 &
+slow=$!
+for _ in $(seq 100); do ls -A | grep -q '^\.kiln-' && break; sleep 0.1; done
+ls -A | grep -q '^\.kiln-' || fail "kiln compile with a slow cc made no .kiln-XXXXXX directory in 10 s"
+kill -TERM $slow
+status=0
+wait $slow || status=$?
+[[ -s slow_cc.pid ]] && kill "$(cat slow_cc.pid)" 2>/dev/null || true
+[[ $status -eq 143 ]] || fail "kiln compile killed by SIGTERM: exit $status, expected 143"
+[[ -z $(ls -A | grep '^\.kiln-') ]] || fail "SIGTERM during kiln compile left $(ls -A | grep '^\.kiln-') behind"
 # --target-features is checked before LLVM sees it (LLVM warned, crashed or stopped half-way)
 for bad in "-sse2:the x86-64 baseline" "-sse:the x86-64 baseline" "+soft-float:'soft-float' is not supported" \
     "+bogus:unknown feature 'bogus'" "+avx2,+fmaa:did you mean 'fma'" "avx2:must be +NAME" "+avx2,,+fma:an empty item" \
