@@ -4,8 +4,8 @@
  * before the (slow) compile and long before the first step:
  *   1. flags; the model file's text; the checkpoint (--resume) or weights (--init);
  *   2. settings: command-line flags override the model file's `train` values, and a
- *      resumed run keeps what its checkpoint recorded (steps, seed, task; a --seed or
- *      --batch that differs from the checkpoint's is refused);
+ *      resumed run keeps what its checkpoint recorded (steps, seed, task; a --seed,
+ *      --task or --batch that differs from the checkpoint's is refused);
  *   3. the tokenizer (checkpoint's, then --init file's, then the model's, trained on
  *      --data for char/bpe), the datasets, the vocabulary check;
  *   4. the training step (trainstep.c) compiled once by the JIT, and the evaluation
@@ -205,7 +205,8 @@ static bool resume_shape(run *r, cli_args *a, bool batch_given, kiln_diags *d)
     return d->n == before;
 }
 
-static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given, bool seed_given, kiln_diags *d)
+static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given, bool seed_given, bool task_given,
+                   kiln_diags *d)
 {
     kiln_model m;
     if (!train_load_model(&m, r->text, r->text_len, r->model_path, a->defines, a->n_defines, NULL, 0, d)) return false;
@@ -217,9 +218,12 @@ static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given
         if (!task || !kiln_tensor_file_meta(ck, "data_state") || !meta_int(ck, "step", &r->start))
             kiln_diags_add(d, r->resume, 0, 0, NULL, "not a checkpoint of kiln train (no step, task or data_state "
                            "in its metadata); use --init to start from its weights");
+        /* without --task the run goes on with the checkpoint's; given again, it must agree */
+        else if (!task_given && !kiln_task_parse(task, &r->task))
+            kiln_diags_add(d, r->resume, 0, 0, "__metadata__.task", "unknown task '%.40s'", task);
         else if (strcmp(task, kiln_task_name(r->task)) != 0)
-            kiln_diags_add(d, r->resume, 0, 0, "task", "the checkpoint was trained with --task %s, not %s", task,
-                           kiln_task_name(r->task));
+            kiln_diags_add(d, r->resume, 0, 0, "task", "the checkpoint was trained with --task %s, not %s; resume "
+                           "needs the same task (leave --task out to reuse it)", task, kiln_task_name(r->task));
         else if (r->start < 0)
             kiln_diags_add(d, r->resume, 0, 0, "__metadata__.step", "is negative (%lld)", (long long)r->start);
     }
@@ -715,7 +719,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     run r;
     memset(&r, 0, sizeof r);
     const char *task = "clm", *on_nonfinite = "stop";
-    bool steps_given = false, batch_given = false, seed_given = false, dist_serial = false;
+    bool steps_given = false, batch_given = false, seed_given = false, task_given = false, dist_serial = false;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);  /* default: the online CPUs, at most KILN_MAX_THREADS */
     r.threads = cpus < 1 ? 1 : cpus < KILN_MAX_THREADS ? cpus : KILN_MAX_THREADS;
     r.val_batches = 20;
@@ -727,8 +731,8 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
          "the training data file (required)"},
         {"--val", CLI_STR, &r.val, NULL,
          "a validation file: val_loss every --val-every steps and at the end (default: none)"},
-        {"--task", CLI_STR, &task, NULL,
-         "which inputs the data fills: clm, mlm, classify, pairs, seq2seq, span (default: clm)"},
+        {"--task", CLI_STR, &task, &task_given,
+         "which inputs the data fills: clm, mlm, classify, pairs, seq2seq, span (default: clm, or the checkpoint's)"},
         {"--steps", CLI_INT, &r.steps, &steps_given,
          "the run's length and the schedule's horizon (default: train.steps, or the checkpoint's)"},
         {"--batch", CLI_INT, &r.batch, &batch_given,
@@ -803,7 +807,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         bind_rt_error(diags, r.init, &err);
         goto done;
     }
-    if (!settle(&r, &a, steps_given, batch_given, seed_given, diags)) goto done;
+    if (!settle(&r, &a, steps_given, batch_given, seed_given, task_given, diags)) goto done;
     if (r.dp.ds.rank > 0) r.save = r.log_path = r.val = NULL; /* rank 0 alone writes and validates */
     if (!load_data(&r, diags)) goto done;
     if (!build_step(&r, &a, diags) || !fill_blobs(&r, diags) || !dist_same(&r, &a, diags)) goto done;

@@ -12,6 +12,7 @@
 #   - --init loads what the file has, initialises and lists a new head, and reports the
 #     names the model lacks;
 #   - eval prints loss and perplexity, and accuracy for a classifier it trained;
+#   - a resume without --task takes the checkpoint's, another --task is refused;
 #   - check --train describes the training step;
 #   - misuse fails with a clear message.
 set -euo pipefail
@@ -259,6 +260,9 @@ t = open("out.txt").read()
 acc = float(re.search(r"^accuracy ([0-9.]+)$", t, re.M).group(1))
 assert acc > 0.95, t
 EOF
+# a resumed run takes --task from its checkpoint (here classify, at its last step)
+run "resume the classifier without --task" "$kiln" train cls.json --data cls.tsv --resume cls.safetensors || true
+grep -q "nothing to do" out.txt || fail "resume without --task: $(cat out.txt err.txt)"
 
 # ---- check --train describes the training step ------------------------------------------------
 run "check --train" "$kiln" check tiny.json --train --json || true
@@ -287,6 +291,8 @@ expect_fail 2 "did you mean --steps?" "$kiln" train tiny.json --data text.txt --
 expect_fail 1 "does not fill this input" "$kiln" train tiny.json --data cls.tsv --task classify --steps 3
 "$kiln" init tiny.json -o w.safetensors
 expect_fail 1 "not a checkpoint of kiln train" "$kiln" train tiny.json --data text.txt --resume w.safetensors
+expect_fail 1 "trained with --task classify, not clm" "$kiln" train cls.json --data cls.tsv --task clm \
+    --resume cls.safetensors
 printf 'short' >short.txt
 expect_fail 1 "needs at least 33" "$kiln" train tiny.json --data short.txt --steps 3
 expect_fail 1 "make the vocab at least 262" "$kiln" train tiny.json --task mlm --data text.txt --steps 1
