@@ -2,10 +2,12 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 bool cli_parse_int(const char *s, int64_t *out)
 {
@@ -224,4 +226,62 @@ bool cli_pipeline_valid(kiln_diags *diags)
 void cli_print_dump(const char *dump)
 {
     if (dump) fputs(dump, stdout);
+}
+
+/* What makes a file itself: its inode when it exists, else its normalised path. */
+typedef struct file_id {
+    bool exists, regular;
+    struct stat st;
+    char path[PATH_MAX + 256];
+} file_id;
+
+static void file_identify(const char *path, file_id *id)
+{
+    memset(id, 0, sizeof *id);
+    if (stat(path, &id->st) == 0) {
+        id->exists = true;
+        id->regular = S_ISREG(id->st.st_mode);
+        return;
+    }
+    /* not there yet: the real directory plus the name ("./a.st", "dir/../a.st" and the
+     * absolute path of a.st are one file) */
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    char dir[PATH_MAX], real[PATH_MAX];
+    snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash == path ? 1 : slash - path) : 1, slash ? path : ".");
+    if (realpath(dir, real)) snprintf(id->path, sizeof id->path, "%s/%s", strcmp(real, "/") ? real : "", base);
+    else snprintf(id->path, sizeof id->path, "%s", path);
+}
+
+static bool file_same(const file_id *a, const file_id *b)
+{
+    if (a->exists != b->exists) return false;
+    if (a->exists) return a->regular && b->regular && a->st.st_dev == b->st.st_dev && a->st.st_ino == b->st.st_ino;
+    return strcmp(a->path, b->path) == 0;
+}
+
+bool cli_files_distinct(const cli_file *files, int n, kiln_diags *diags)
+{
+    int before = diags->n;
+    file_id *ids = calloc(n > 0 ? (size_t)n : 1, sizeof *ids);
+    KILN_ASSERT(ids != NULL);
+    for (int i = 0; i < n; i++)
+        if (files[i].path) file_identify(files[i].path, &ids[i]);
+    for (int i = 0; i < n; i++) {
+        const cli_file *f = &files[i];
+        if (!f->path || !f->output) continue;
+        for (int j = 0; j < n; j++) {
+            const cli_file *o = &files[j];
+            if (j == i || !o->path || (o->output && j > i) || !file_same(&ids[i], &ids[j])) continue;
+            if ((f->may_be && strcmp(f->may_be, o->flag) == 0) || (o->may_be && strcmp(o->may_be, f->flag) == 0))
+                continue;
+            if (o->output)
+                kiln_diags_add(diags, f->path, 0, 0, f->flag, "is the same file as %s (%s): each output needs a file "
+                               "of its own", o->flag, o->path);
+            else
+                kiln_diags_add(diags, f->path, 0, 0, f->flag, "is the same file as the input %s (%s): writing it "
+                               "would overwrite that input", o->flag, o->path);
+        }
+    }
+    free(ids);
+    return diags->n == before;
 }

@@ -70,4 +70,19 @@ bool cli_pipeline_valid(kiln_diags *diags);
 void cli_print_dump(const char *dump);
 bool cli_parse_num(const char *s, double *out);
 
+/* One file a command reads or writes, for cli_files_distinct. */
+typedef struct cli_file {
+    const char *flag;     /* "--save", or "MODEL.json" for a positional argument */
+    const char *path;     /* NULL: not given */
+    bool output;
+    const char *may_be;   /* a flag that may name the same file (train's --resume and --save), or NULL */
+} cli_file;
+/* Refuses an output that is the same file as another output or as an input of the
+ * command, before anything is written: one diagnostic per such pair, naming both flags
+ * (a usage error). Files are the same when they are one inode (stat's st_dev and
+ * st_ino) or, while they do not exist yet, their paths are the same once normalised
+ * (realpath of the directory, then the name). Files that exist but are not regular
+ * (/dev/null, /dev/stdout, a FIFO) are not compared. */
+bool cli_files_distinct(const cli_file *files, int n, kiln_diags *diags);
+
 #endif

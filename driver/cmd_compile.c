@@ -131,6 +131,10 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         kiln_diags_add(diags, NULL, 0, 0, "--generate", "applies to a library (-o OUT.so|.o|.a), not to --emit");
     if (ckpt && !train)
         kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
+    const cli_file files[] = {{"MODEL.json", args.positional[0], false, NULL},
+                              {"-o", out, true, NULL},
+                              {"--header", header, true, NULL}};
+    cli_files_distinct(files, 3, diags);
     if (diags->n) return EXIT_USAGE;
     const char *runtime = env_or("KILN_EXPORT_RUNTIME", KILN_EXPORT_RUNTIME_ARCHIVE);
     if (!emit && access(runtime, R_OK) != 0) {

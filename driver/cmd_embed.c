@@ -284,6 +284,11 @@ int cmd_embed(int argc, char **argv, kiln_diags *diags)
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "embed", "--out E.safetensors is required");
     if (batch_given && batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
     if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    const cli_file files[] = {{"MODEL.json", a.positional[0], false, NULL},
+                              {"--weights", weights, false, NULL},
+                              {"--input", input, false, NULL},
+                              {"--out", out, true, NULL}};
+    cli_files_distinct(files, 4, diags);
     if (diags->n) return EXIT_USAGE;
     kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS));
     const char *path = a.positional[0];

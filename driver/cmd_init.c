@@ -21,6 +21,8 @@ int cmd_init(int argc, char **argv, kiln_diags *diags)
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "init", "expects one MODEL.json");
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "init", "-o W.safetensors is required");
+    const cli_file files[] = {{"MODEL.json", args.positional[0], false, NULL}, {"-o", out, true, NULL}};
+    cli_files_distinct(files, 2, diags);
     if (diags->n) return EXIT_USAGE;
 
     kiln_load_options opt = {.defines = args.defines, .n_defines = args.n_defines};

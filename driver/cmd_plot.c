@@ -431,6 +431,10 @@ int cmd_plot(int argc, char **argv, kiln_diags *diags)
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "plot", "-o CURVE.svg is required");
     if (a.n_defines) kiln_diags_add(diags, NULL, 0, 0, "-D", "plot takes no dims");
     if (smooth < 0 || smooth > 100000) kiln_diags_add(diags, NULL, 0, 0, "--smooth", "expected 0..100000 points");
+    cli_file files[33] = {{"-o", out, true, NULL}};
+    for (int i = 0; i < a.n_positional && i < 32; i++)
+        files[1 + i] = (cli_file){"METRICS.jsonl", a.positional[i], false, NULL};
+    cli_files_distinct(files, 1 + a.n_positional, diags);
     plot p = {0};
     static const cli_strs defaults = {{"loss,val_loss"}, 1};
     p.explicit_names = ys.n > 0;

@@ -237,6 +237,11 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     if (!inputs) kiln_diags_add(diags, NULL, 0, 0, "run", "--inputs X.safetensors is required");
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "run", "--out Y.safetensors is required");
     if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    const cli_file files[] = {{"MODEL.json", args.positional[0], false, NULL},
+                              {"--weights", weights, false, NULL},
+                              {"--inputs", inputs, false, NULL},
+                              {"--out", out, true, NULL}};
+    cli_files_distinct(files, 4, diags);
     if (diags->n) return EXIT_USAGE;
     kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
 

@@ -788,6 +788,15 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (r.dist_timeout < 1) kiln_diags_add(diags, NULL, 0, 0, "--dist-timeout", "expected at least 1 second");
     if (!nonfinite_parse_mode(on_nonfinite, &r.on_nonfinite))
         kiln_diags_add(diags, NULL, 0, 0, "--on-nonfinite", "expected stop, skip or off, got '%s'", on_nonfinite);
+    /* --save may replace the checkpoint it resumed from: the usual way to train in chunks */
+    const cli_file files[] = {{"MODEL.json", a.positional[0], false, NULL},
+                              {"--data", r.data, false, NULL},
+                              {"--val", r.val, false, NULL},
+                              {"--init", r.init, false, NULL},
+                              {"--resume", r.resume, false, "--save"},
+                              {"--save", r.save, true, NULL},
+                              {"--log", r.log_path, true, NULL}};
+    cli_files_distinct(files, 7, diags);
     if (diags->n) return EXIT_USAGE;
     r.model_path = a.positional[0];
     r.saved_step = -1;

@@ -2,7 +2,9 @@
 # test_out_atomic.sh KILN SRCDIR — output files are replaced atomically: a failing run or
 # init leaves an existing --out / -o untouched, a succeeding one replaces it with a complete
 # file, no temporary file is left beside it, and a run killed at any moment leaves either
-# the old file or the complete new one.
+# the old file or the complete new one. An output that is the same file as another output
+# or an input of the command (the same path, another spelling of it, a link) is refused
+# (exit 2) before anything is written.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
@@ -114,6 +116,37 @@ import numpy as np, safetensors_np as st
 st.write("gx.safetensors", {"tokens": (np.arange(64, dtype="<i4") * 7 % 256).reshape(1, 64)})'
 "$kiln" run "$gpt" --weights gw.safetensors --inputs gx.safetensors --out gy_ref.safetensors --interp 2>err.txt ||
     fail "char_gpt run: $(head -n 3 err.txt)"
+# ---- an output that is another output or an input: refused, nothing written -----------------
+mkdir a
+cp "$model" a/m.json
+printf 'some text to train on\n' >a/t.txt
+cp good.ref a/keep
+ln a/keep a/hard
+ln -s keep a/sym
+cp a/m.json m.ref
+cp a/t.txt t.ref
+aliased() { # aliased DESC FLAG ARGS... — kiln ARGS exits 2 naming FLAG and "same file", writes nothing
+    local what=$1 flag=$2
+    shift 2
+    local before
+    before=$(ls -A a | sort)
+    kiln_fails "$what" 2 "$flag: error: is the same file as" "$@"
+    [[ "$(ls -A a | sort)" == "$before" ]] || fail "$what: the directory changed: $(ls -A a | tr '\n' ' ')"
+    cmp -s a/m.json m.ref && cmp -s a/t.txt t.ref && is_untouched a/keep || fail "$what: an input was changed"
+}
+aliased "init -o MODEL" -o init a/m.json -o a/m.json
+aliased "init -o ./MODEL" -o init a/m.json -o ./a/../a/m.json
+aliased "compile -o X --header X" --header compile a/m.json -o a/x.so --header ./a/x.so
+aliased "compile --emit -o MODEL" -o compile a/m.json --emit ir -o a/m.json
+aliased "train --log MODEL" --log train a/m.json --data a/t.txt --steps 1 --log a/m.json
+aliased "train --save DATA" --save train a/m.json --data a/t.txt --steps 1 --save a/t.txt
+aliased "train --save X --log X" --log train a/m.json --data a/t.txt --steps 1 --save a/c.st --log a/c.st
+aliased "train --save over a hard link of --init" --save train a/m.json --data a/t.txt --init a/keep --save a/hard
+aliased "run --out INPUTS (symlink)" --out run a/m.json --weights d/w.safetensors --inputs a/keep --out a/sym
+aliased "embed --out INPUT" --out embed a/m.json --weights d/w.safetensors --input a/t.txt --out a/t.txt
+aliased "plot -o METRICS" -o plot a/t.txt a/keep -o a/hard
+# the usual chunked training is not an alias: --resume X --save X (test_train.sh runs it)
+
 mkdir k
 for delay in 0.05 0.1 0.2 0.3 0.5 0.8 1.2; do
     reset_out k/gy.safetensors
