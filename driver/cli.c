@@ -114,7 +114,18 @@ void cli_print_help(FILE *out, const char *usage, const cli_flag *flags, int n_f
         if (f->kind != CLI_BOOL && !usage_metavar(usage, f->name, meta, sizeof meta))
             snprintf(meta, sizeof meta, "%s", f->kind == CLI_INT ? "N" : f->kind == CLI_NUM ? "X" : "VALUE");
         snprintf(left, sizeof left, "%s%s%s", f->name, f->kind == CLI_BOOL ? "" : " ", f->kind == CLI_BOOL ? "" : meta);
-        help_line(out, left, f->help ? f->help : "");
+        char help[512], list[256];
+        if (f->out == &cli_pipeline.disable) { /* the stage names come from the pipeline's table */
+            kiln_pass_list(list, sizeof list, true, ", ");
+            snprintf(help, sizeof help, "turn off optional compiler stages: %s; same outputs within rounding "
+                     "(default: all on)", list);
+        } else if (f->out == &cli_pipeline.dump_after) {
+            kiln_pass_list(list, sizeof list, false, " or ");
+            snprintf(help, sizeof help, "print the IR after a stage: %s (default: none)", list);
+        } else {
+            snprintf(help, sizeof help, "%s", f->help ? f->help : "");
+        }
+        help_line(out, left, help);
     }
     if (usage && strstr(usage, "-D "))
         help_line(out, "-D NAME=N", "bind the model's dim NAME to N; repeatable, overrides the model and inputs");
@@ -221,6 +232,27 @@ bool cli_pipeline_valid(kiln_diags *diags)
         ok = false;
     }
     return stages_known(cli_pipeline.dump_after, "--dump-after", false, diags) && ok;
+}
+
+bool cli_pipeline_runs(unsigned runs, const char *grads_flag, const char *step_flag, kiln_diags *diags)
+{
+    const char *stage = cli_pipeline.dump_after;
+    unsigned missing = stage ? kiln_pass_needs(stage) & ~runs : 0;
+    if (!missing) return true;
+    if (missing & KILN_RUNS_COMPILE)
+        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' does not run: the interpreter compiles nothing",
+                       stage);
+    else if (missing & KILN_RUNS_GRADS && grads_flag)
+        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a training stage: add %s", stage, grads_flag);
+    else if (step_flag)
+        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a training stage: add %s", stage, step_flag);
+    else if (grads_flag)
+        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a stage of a whole training step, which %s does "
+                       "not compile (kiln check --train --dump-after %s shows it)", stage, grads_flag, stage);
+    else
+        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a training stage: this command compiles no "
+                       "training step", stage);
+    return false;
 }
 
 void cli_print_dump(const char *dump)

@@ -57,15 +57,20 @@ extern bool cli_help_shown;
 void cli_print_help(FILE *out, const char *usage, const cli_flag *flags, int n_flags);
 
 /* The compiler pipeline's options for this run (passes/pipeline.c), set by the flags
- * every compiling command takes: --disable-pass NAME[,NAME…] and --dump-after NAME. */
+ * every compiling command takes: --disable-pass NAME[,NAME…] and --dump-after NAME.
+ * Their help (NULL here) is written by cli_print_help from the pipeline's table of
+ * stages, the one the names are checked against. */
 extern kiln_pipeline_options cli_pipeline;
 #define CLI_PIPELINE_FLAGS                                                                                    \
-    {"--disable-pass", CLI_STR, &cli_pipeline.disable, NULL,                                                  \
-     "turn off optional compiler stages: verify, fuse, epilogue; same outputs within rounding (default: all on)"}, \
-    {"--dump-after", CLI_STR, &cli_pipeline.dump_after, NULL,                                                 \
-     "print the IR after a stage: verify, autodiff, optimizer, live, simplify, fuse, epilogue or memplan (default: none)"}
+    {"--disable-pass", CLI_STR, &cli_pipeline.disable, NULL, NULL},                                           \
+    {"--dump-after", CLI_STR, &cli_pipeline.dump_after, NULL, NULL}
 /* Checks the stage names those flags gave; false (reported) if one is unknown. */
 bool cli_pipeline_valid(kiln_diags *diags);
+/* A --dump-after stage that this command's compilation will not run is a usage error
+ * (reported, false). `runs` is what it compiles (KILN_RUNS_* of passes.h: 0 for the
+ * interpreter); grads_flag and step_flag name the flags that would add gradients or a
+ * training step ("--grads", "--train"), NULL when the command has none. */
+bool cli_pipeline_runs(unsigned runs, const char *grads_flag, const char *step_flag, kiln_diags *diags);
 /* Prints a --dump-after text (if any) to stdout. */
 void cli_print_dump(const char *dump);
 bool cli_parse_num(const char *s, double *out);

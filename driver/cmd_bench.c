@@ -274,6 +274,10 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     if (ckpt && !train)
         kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
     if (diags->n) return EXIT_USAGE;
+    if (!(train && interp) && !cli_pipeline_runs((interp ? 0 : KILN_RUNS_COMPILE) |
+                                                 (train ? KILN_RUNS_GRADS | KILN_RUNS_STEP : 0), "--train", "--train",
+                                                 diags))
+        return EXIT_USAGE;
     kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
     if (train && interp) {
         kiln_diags_add(diags, NULL, 0, 0, "--train", "benchmarks the compiled training step; it does not combine with --interp");

@@ -198,11 +198,9 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
         kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
         return EXIT_USAGE;
     }
-    const char *stage = cli_pipeline.dump_after;
-    if (stage && !train && (!strcmp(stage, "autodiff") || !strcmp(stage, "optimizer"))) {
-        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a training stage: add --train", stage);
+    if (!cli_pipeline_runs(KILN_RUNS_COMPILE | (train ? KILN_RUNS_GRADS | KILN_RUNS_STEP : 0), "--train", "--train",
+                           diags))
         return EXIT_USAGE;
-    }
     kiln_load_options opt = {args.defines, args.n_defines, NULL, 0, NULL};
     kiln_model model;
     if (!kiln_model_load(&model, args.positional[0], &opt, diags)) return EXIT_FAIL;

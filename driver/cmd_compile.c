@@ -131,6 +131,7 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
         kiln_diags_add(diags, NULL, 0, 0, "--generate", "applies to a library (-o OUT.so|.o|.a), not to --emit");
     if (ckpt && !train)
         kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
+    cli_pipeline_runs(KILN_RUNS_COMPILE | (train ? KILN_RUNS_GRADS | KILN_RUNS_STEP : 0), "--train", "--train", diags);
     const cli_file files[] = {{"MODEL.json", args.positional[0], false, NULL},
                               {"-o", out, true, NULL},
                               {"--header", header, true, NULL}};

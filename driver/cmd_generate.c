@@ -168,6 +168,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     if (r.threads < 1 || r.threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
     if (r.repeat < 1 || r.repeat > 1000) kiln_diags_add(diags, NULL, 0, 0, "--repeat", "expected 1..1000");
     if (!cli_pipeline_valid(diags) || !limits_valid(diags) || diags->n) return EXIT_USAGE;
+    if (!cli_pipeline_runs(KILN_RUNS_COMPILE, NULL, NULL, diags)) return EXIT_USAGE;
     if (r.greedy) r.temperature = 0;
     const char *path = a.positional[0];
     kiln_threads_set((int)(r.threads < KILN_MAX_THREADS ? r.threads : KILN_MAX_THREADS));

@@ -237,6 +237,7 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     if (!inputs) kiln_diags_add(diags, NULL, 0, 0, "run", "--inputs X.safetensors is required");
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "run", "--out Y.safetensors is required");
     if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    cli_pipeline_runs((interp ? 0 : KILN_RUNS_COMPILE) | (grads ? KILN_RUNS_GRADS : 0), "--grads", NULL, diags);
     const cli_file files[] = {{"MODEL.json", args.positional[0], false, NULL},
                               {"--weights", weights, false, NULL},
                               {"--inputs", inputs, false, NULL},

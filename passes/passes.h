@@ -418,11 +418,21 @@ void kiln_train_result_free(kiln_train_result *r);
 uint32_t kiln_program_node(const kiln_program *p, uint32_t id);
 bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln_diags *d);
 void kiln_program_free(kiln_program *p);
-/* Stage names for --disable-pass / --dump-after: whether one exists, and the list. */
+/* Stage names for --disable-pass / --dump-after, from one table in pipeline.c: whether
+ * one exists, and the list ("verify, autodiff, …, memplan"). */
 bool kiln_pass_known(const char *name);
 const char *kiln_pass_names(void);
 bool kiln_pass_disabled(const kiln_pipeline_options *o, const char *name);
 /* Whether a stage may be turned off (the others are needed to compile at all). */
 bool kiln_pass_optional(const char *name);
+/* What a compilation must do for a stage to run: the forward stages run whenever a
+ * graph is compiled (not for the interpreter), autodiff when gradients are taken
+ * (a training step, run --grads), optimizer and recompute in a whole training step. */
+enum { KILN_RUNS_COMPILE = 1, KILN_RUNS_GRADS = 2, KILN_RUNS_STEP = 4 };
+/* The KILN_RUNS_* bits a stage needs (0 for an unknown name). */
+unsigned kiln_pass_needs(const char *name);
+/* The stage names in pipeline order (only the optional ones if asked), separated by
+ * ", " and before the last by last_sep (", " or " or "). */
+void kiln_pass_list(char *buf, size_t size, bool optional_only, const char *last_sep);
 
 #endif

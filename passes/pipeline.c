@@ -28,9 +28,9 @@
  * driver's graph before it asks codegen to compile: they extend that graph in place and
  * return the ids of what they made (the gradients, the "lr" input, the optimizer
  * state), which the driver binds and compiles by, and activation checkpointing
- * (checkpoint.c) rebuilds the step between them and the rest. The list of stage names,
- * for --dump-after, is one: verify, autodiff, optimizer, live, simplify, fuse, epilogue,
- * memplan.
+ * (checkpoint.c) rebuilds the step between them and the rest. The list of stage names
+ * is one table (`stages` below): verify, autodiff, optimizer, recompute, live, simplify,
+ * fuse, epilogue, memplan.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,25 +39,67 @@
 
 #include "passes.h"
 
-static const char *const stage_names[] = {"verify",   "autodiff", "optimizer", "recompute", "live",
-                                          "simplify", "fuse",     "epilogue",  "memplan"};
+/* The one list of stage names, in pipeline order: whether --disable-pass may turn one
+ * off, and what a compilation must be for the stage to run (KILN_RUNS_*). The parser
+ * (kiln_pass_known, kiln_pass_optional), the help text and the check that --dump-after
+ * names a stage that runs are all read from it. */
+static const struct stage {
+    const char *name;
+    bool optional;
+    unsigned needs;
+} stages[] = {
+    {"verify", true, KILN_RUNS_COMPILE},   {"autodiff", false, KILN_RUNS_GRADS},
+    {"optimizer", false, KILN_RUNS_STEP},  {"recompute", true, KILN_RUNS_STEP},
+    {"live", false, KILN_RUNS_COMPILE},    {"simplify", true, KILN_RUNS_COMPILE},
+    {"fuse", true, KILN_RUNS_COMPILE},     {"epilogue", true, KILN_RUNS_COMPILE},
+    {"memplan", false, KILN_RUNS_COMPILE},
+};
+enum { N_STAGES = sizeof stages / sizeof *stages };
+
+static const struct stage *stage_find(const char *name)
+{
+    for (size_t i = 0; name && i < N_STAGES; i++)
+        if (strcmp(stages[i].name, name) == 0) return &stages[i];
+    return NULL;
+}
 
 bool kiln_pass_known(const char *name)
 {
-    for (size_t i = 0; i < sizeof stage_names / sizeof *stage_names; i++)
-        if (strcmp(stage_names[i], name) == 0) return true;
-    return false;
+    return stage_find(name) != NULL;
 }
 
 const char *kiln_pass_names(void)
 {
-    return "verify, autodiff, optimizer, recompute (training), live, simplify, fuse, epilogue (part of fuse), memplan";
+    static char list[256];
+    if (!list[0]) kiln_pass_list(list, sizeof list, false, ", ");
+    return list;
 }
 
 bool kiln_pass_optional(const char *name)
 {
-    return strcmp(name, "verify") == 0 || strcmp(name, "simplify") == 0 || strcmp(name, "fuse") == 0 ||
-           strcmp(name, "epilogue") == 0 || strcmp(name, "recompute") == 0;
+    const struct stage *s = stage_find(name);
+    return s && s->optional;
+}
+
+unsigned kiln_pass_needs(const char *name)
+{
+    const struct stage *s = stage_find(name);
+    return s ? s->needs : 0;
+}
+
+void kiln_pass_list(char *buf, size_t size, bool optional_only, const char *last_sep)
+{
+    size_t n = 0, count = 0, k = 0;
+    for (size_t i = 0; i < N_STAGES; i++) count += !optional_only || stages[i].optional;
+    buf[0] = 0;
+    for (size_t i = 0; i < N_STAGES && n < size; i++) {
+        if (optional_only && !stages[i].optional) continue;
+        const char *sep = k == 0 ? "" : k + 1 == count ? last_sep : ", ";
+        int w = snprintf(buf + n, size - n, "%s%s", sep, stages[i].name);
+        if (w < 0) break;
+        n += (size_t)w;
+        k++;
+    }
 }
 
 /* Whether `name` is in the comma-separated list. */

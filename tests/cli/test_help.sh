@@ -8,6 +8,7 @@
 #   - the usage line shows exactly the flags the command takes; and those are exactly
 #     those of the command's section in docs/cli.md (its tables' first cells) and of
 #     its row in README.md's command table (the "flags" cell);
+#   - --disable-pass and --dump-after name in --help the stages docs/cli.md names;
 #   - an unknown option is a usage error that points at --help.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -104,6 +105,21 @@ for cmd in commands:
         elif flags != listed:
             failures.append(f"kiln {cmd}: {where} and --help disagree: only in --help {sorted(listed - flags)}, "
                             f"only in {where} {sorted(flags - listed)}")
+
+# ---- the pipeline's stages: --help names the ones docs/cli.md names -----------------------------
+doc = open(f"{src}/docs/cli.md").read()
+def doc_stages(flag):  # the backticked names in the meaning cell of the pipeline table's row, before ";"
+    row = re.search(rf"^\| `{flag} STAGE[^|]*\| ([^;]*)", doc, re.M).group(1)
+    return set(re.findall(r"`([a-z]+)`", row))
+for cmd in commands:
+    status, out, _ = run(cmd, "--help")
+    for flag, lead in (("--disable-pass", "stages:"), ("--dump-after", "a stage:")):
+        m = re.search(rf"{flag} .*?{lead} ([^;(]*)", out, re.S)
+        if not m:
+            continue
+        names = set(re.findall(r"[a-z]+", m.group(1))) - {"or"}
+        if names != doc_stages(flag):
+            failures.append(f"kiln {cmd} --help: {flag} names {sorted(names)}, docs/cli.md {sorted(doc_stages(flag))}")
 
 # ---- an unknown option -----------------------------------------------------------------------
 status, _, err = run("check", "--nope")

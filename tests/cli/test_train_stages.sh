@@ -2,7 +2,8 @@
 # test_train_stages.sh KILN SRCDIR — the pipeline's training stages (passes/pipeline.c,
 # kiln_pipeline_train): `--dump-after autodiff` prints the graph with the backward pass
 # and no optimizer yet, `--dump-after optimizer` the whole step, on check, run --grads and
-# bench; a training stage without --train is a usage error. And RoPE inside the attention
+# bench; a stage the command does not run (a training stage without --train or --grads,
+# any stage with --interp) is a usage error. And RoPE inside the attention
 # kernels (passes/fuse.c): an attention with position "rope" is still 3 kernels forward,
 # in its training step no slice, concat, neg or unslice of the rotation runs as a kernel
 # of its own, and with attention dropout 2 training steps match the unfused step's
@@ -64,6 +65,22 @@ if "$kiln" check tiny.json --dump-after autodiff >/dev/null 2>err.txt; then
     fail "check --dump-after autodiff without --train succeeded"
 fi
 grep -q "training stage" err.txt || fail "no message naming the training stage: $(cat err.txt)"
+# a stage the command's compilation does not run (no IR would be printed): a usage error
+refused() { # refused TEXT ARGS... — kiln ARGS exits 2 with TEXT on stderr
+    local text=$1 status=0
+    shift
+    "$kiln" "$@" >/dev/null 2>err.txt || status=$?
+    [[ $status -eq 2 ]] && grep -q -- "$text" err.txt || fail "$*: exit $status, $(head -n 2 err.txt)"
+}
+refused "'recompute' is a training stage: add --train" check tiny.json --dump-after recompute
+refused "'optimizer' is a training stage: add --train" compile tiny.json -o t.so --dump-after optimizer
+refused "'autodiff' is a training stage: add --grads" run tiny.json --weights w.safetensors --inputs in.safetensors \
+    --out o.safetensors --dump-after autodiff
+refused "'optimizer' is a stage of a whole training step" run tiny.json --weights w.safetensors \
+    --inputs in.safetensors --out o.safetensors --grads --dump-after optimizer
+refused "the interpreter compiles nothing" run tiny.json --weights w.safetensors --inputs in.safetensors \
+    --out o.safetensors --interp --dump-after fuse
+[[ -e t.so || -e o.safetensors ]] && fail "a refused --dump-after wrote an output"
 
 # RoPE inside the attention kernels
 cat >rope.json <<'JSON'
