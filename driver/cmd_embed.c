@@ -314,7 +314,7 @@ int cmd_embed(int argc, char **argv, kiln_diags *diags)
         goto done;
     }
     kiln_tokenizer_config tc;
-    if (!train_model_defaults(text, len, path, a.defines, a.n_defines, batch_dim, batch_given, &batch, &tc, diags))
+    if (!train_model_defaults(text, len, path, a.defines, a.n_defines, batch_dim, batch_given, &batch, &tc, NULL, diags))
         goto done;
     if (!ckpt_or_model_tokenizer(&wf, weights, tc.kind, "embed with", &tok, diags)) goto done;
     have_tok = true;

@@ -70,7 +70,9 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
     if (!task_name && ck_task && !kiln_task_parse(ck_task, &task)) task = KILN_TASK_CLM;
 
     kiln_tokenizer_config tc;
-    if (!train_model_defaults(text, len, path, a.defines, a.n_defines, batch_dim, batch_given, &batch, &tc, diags))
+    int64_t max_id = 0; /* a .bin file's ids must fit the model's vocabulary */
+    if (!train_model_defaults(text, len, path, a.defines, a.n_defines, batch_dim, batch_given, &batch, &tc, &max_id,
+                              diags))
         goto done;
 
     if (!ckpt_or_model_tokenizer(&wf, weights, tc.kind, "evaluate", &tok, diags)) goto done;
@@ -80,7 +82,7 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
         if (!kiln_labels_deserialize(&labels, lt, weights, "__metadata__.labels", diags)) goto done;
         have_labels = true;
     }
-    kiln_data_options opt = {0, have_labels ? &labels : NULL};
+    kiln_data_options opt = {max_id, have_labels ? &labels : NULL};
     if (!kiln_dataset_load(&ds, task, data, &tok, &opt, diags)) goto done;
     have_ds = true;
 

@@ -66,6 +66,7 @@ typedef struct run {
     const char *model_path, *data, *val, *init, *save, *resume, *log_path;
     kiln_task task;
     int64_t steps, batch, seed, threads, val_every, val_batches, save_every, start, stop_at, log_every;
+    int64_t max_id;               /* a .bin file's ids must be below it (train_data_max_id) */
     bool checkpoint;              /* --checkpoint-activations */
     char *text;
     size_t text_len;
@@ -277,6 +278,7 @@ static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given
     if (d->n == 0 && !r->save)
         fprintf(stderr, "kiln train: warning: no --save: the trained weights will not be kept\n");
     r->tok_cfg = m.tokenizer;
+    r->max_id = train_data_max_id(&m);
     kiln_model_free(&m);
     return d->n == 0;
 }
@@ -304,11 +306,11 @@ static bool load_data(run *r, kiln_diags *d)
             return false;
         r->have_labels = true;
     }
-    kiln_data_options opt = {0, r->have_labels ? &r->labels : NULL};
+    kiln_data_options opt = {r->max_id, r->have_labels ? &r->labels : NULL};
     if (!kiln_dataset_load(&r->ds, r->task, r->data, &r->tok, &opt, d)) return false;
     r->have_ds = true;
     if (r->val) {
-        kiln_data_options vopt = {0, r->task == KILN_TASK_CLASSIFY ? &r->ds.labels : NULL};
+        kiln_data_options vopt = {r->max_id, r->task == KILN_TASK_CLASSIFY ? &r->ds.labels : NULL};
         if (!kiln_dataset_load(&r->val_ds, r->task, r->val, &r->tok, &vopt, d)) return false;
         r->have_val_ds = true;
     }

@@ -40,11 +40,12 @@ char *train_batch_dim(const char *text, size_t len);
 bool train_load_model(kiln_model *m, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
                       int n_defines, const char *batch_dim, int64_t batch, kiln_diags *d);
 /* For the commands that read a data file with trained weights (eval, embed): the model's
- * tokenizer, and the batch to bind when --batch was not given — train.batch, unless a -D
- * binds the batch dim (then 0: the model's own binding). */
+ * tokenizer, the batch to bind when --batch was not given — train.batch, unless a -D
+ * binds the batch dim (then 0: the model's own binding) — and, when max_id is not NULL,
+ * train_data_max_id. */
 bool train_model_defaults(const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
                           int n_defines, const char *batch_dim, bool batch_given, int64_t *batch,
-                          kiln_tokenizer_config *tc, kiln_diags *d);
+                          kiln_tokenizer_config *tc, int64_t *max_id, kiln_diags *d);
 
 typedef struct train_step {
     uint32_t lr;           /* the "lr" input */
@@ -123,6 +124,12 @@ bool train_is_token_input(const char *name);
 
 /* The ignore_index of the model's first cross_entropy (−100 when it has none). */
 int32_t train_ignore_index(const kiln_model *m);
+
+/* The ids a .bin token file may hold for this model (kiln_data_options.max_id): the
+ * fewest rows of an embedding (gather) reading a token input and classes of a
+ * cross_entropy reading the targets, since clm and mlm feed the file's ids to both;
+ * 0 when no such node reads them (the tokenizer's vocabulary is used then). */
+int64_t train_data_max_id(const kiln_model *m);
 
 /* Checks, before anything runs, that the ids the task will feed fit the model: the rows
  * of every embedding (gather) and the classes of every cross_entropy that read a task

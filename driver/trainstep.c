@@ -92,11 +92,12 @@ bool train_load_model(kiln_model *m, const char *text, size_t len, const char *p
 
 bool train_model_defaults(const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
                           int n_defines, const char *batch_dim, bool batch_given, int64_t *batch,
-                          kiln_tokenizer_config *tc, kiln_diags *d)
+                          kiln_tokenizer_config *tc, int64_t *max_id, kiln_diags *d)
 {
     kiln_model m;
     if (!train_load_model(&m, text, len, path, defines, n_defines, NULL, 0, d)) return false;
     *tc = m.tokenizer;
+    if (max_id) *max_id = train_data_max_id(&m);
     if (!batch_given) {
         bool defined = false;
         for (int i = 0; batch_dim && i < n_defines; i++) defined |= strcmp(defines[i].name, batch_dim) == 0;
@@ -300,6 +301,24 @@ bool train_is_token_input(const char *name)
 }
 
 static bool is_target_slot(const char *name) { return !strcmp(name, "targets") || !strcmp(name, "tgt_out"); }
+
+int64_t train_data_max_id(const kiln_model *m)
+{
+    const kiln_graph *g = &m->graph;
+    int64_t max_id = 0;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        if (n->op != KILN_OP_GATHER && n->op != KILN_OP_CROSS_ENTROPY) continue;
+        uint32_t in = input_behind(g, n->in[1]);
+        if (in == KILN_NONE) continue;
+        const char *name = g->nodes[in].attrs.name;
+        const kiln_type *table = &g->nodes[n->in[0]].type;
+        int64_t ids = n->op == KILN_OP_GATHER ? (train_is_token_input(name) ? table->dims[n->attrs.axis] : 0)
+                                              : (is_target_slot(name) ? table->dims[table->rank - 1] : 0);
+        if (ids > 0 && (max_id == 0 || ids < max_id)) max_id = ids;
+    }
+    return max_id;
+}
 
 bool train_check_vocab(const kiln_model *m, kiln_task task, const kiln_tokenizer *tok, const kiln_labels *labels,
                        kiln_diags *d)

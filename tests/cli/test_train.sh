@@ -13,6 +13,7 @@
 #     names the model lacks;
 #   - eval prints loss and perplexity, and accuracy for a classifier it trained;
 #   - a resume without --task takes the checkpoint's, another --task is refused;
+#   - a .bin file's ids are checked against the model's vocabulary when it is loaded;
 #   - check --train describes the training step;
 #   - misuse fails with a clear message.
 set -euo pipefail
@@ -296,5 +297,11 @@ expect_fail 1 "trained with --task classify, not clm" "$kiln" train cls.json --d
 printf 'short' >short.txt
 expect_fail 1 "needs at least 33" "$kiln" train tiny.json --data short.txt --steps 3
 expect_fail 1 "make the vocab at least 262" "$kiln" train tiny.json --task mlm --data text.txt --steps 1
+# a .bin file's ids are checked against the model's vocabulary (256), not the tokenizer's (262)
+"$py" -c "import struct; v = [5] * 200; v[50] = 258; open('id258.bin', 'wb').write(struct.pack('<200H', *v))"
+expect_fail 1 "token 258 at index 50 is outside the vocabulary (256 ids)" "$kiln" train tiny.json --data id258.bin \
+    --steps 1
+expect_fail 1 "token 258 at index 50 is outside the vocabulary (256 ids)" "$kiln" eval tiny.json \
+    --weights a.safetensors --data id258.bin
 
 finish
