@@ -33,6 +33,10 @@ bool kiln_target_host(kiln_target *t, kiln_diags *d);
 /* A named CPU for AOT (--target-cpu/--target-features); NULL cpu = the host's CPU, with
  * `features` instead of the host's when given. */
 bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln_diags *d);
+/* Whether LLVM knows the CPU name on this machine's target (kiln_target_for's check, for
+ * a command line to refuse before loading anything); else a diagnostic with the nearest
+ * name and all of them. */
+bool kiln_target_cpu_known(const char *cpu, kiln_diags *d);
 void kiln_target_free(kiln_target *t);
 /* Checks an LLVM feature string ("+avx2,-avx512f") before LLVM sees it: its form, and on
  * x86 every name against the features kiln supports, never removing the x86-64 baseline

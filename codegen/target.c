@@ -253,6 +253,16 @@ static int vector_floats(const char *cpu, const char *features)
     return w;
 }
 
+bool kiln_target_cpu_known(const char *cpu, kiln_diags *d)
+{
+    char *triple = LLVMGetDefaultTargetTriple();
+    bool known = !is_x86(triple);
+    LLVMDisposeMessage(triple);
+    for (int i = 0; i < N_X86_CPUS && !known; i++) known = strcmp(cpu, x86_cpus[i]) == 0;
+    if (!known) unknown_cpu(cpu, d);
+    return known;
+}
+
 bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln_diags *d)
 {
     pthread_once(&init_once, init_llvm_native);
@@ -268,10 +278,7 @@ bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln
         LLVMDisposeMessage(host_cpu);
         LLVMDisposeMessage(host_features);
     } else {
-        bool known = !is_x86(t->triple);
-        for (int i = 0; i < N_X86_CPUS && !known; i++) known = strcmp(cpu, x86_cpus[i]) == 0;
-        if (!known) {
-            unknown_cpu(cpu, d);
+        if (!kiln_target_cpu_known(cpu, d)) {
             kiln_target_free(t);
             return false;
         }

@@ -245,14 +245,14 @@ static bool run_interp(void *ctx, kiln_diags *d)
 
 int cmd_bench(int argc, char **argv, kiln_diags *diags)
 {
-    bool interp = false, json = false, train = false, ckpt = false, per_kernel = false;
+    bool interp = false, json = false, train = false, ckpt = false, per_kernel = false, iters_given = false;
     int64_t iters = 0, threads = 1;
     cli_flag flags[] = {
         CLI_PIPELINE_FLAGS,
         LIMITS_FLAG,
         {"--interp", CLI_BOOL, &interp, NULL,
          "time the reference interpreter instead of compiled code (default: compiled)"},
-        {"--iters", CLI_INT, &iters, NULL,
+        {"--iters", CLI_INT, &iters, &iters_given,
          "exactly N timed passes, 1..1000, after one warm-up (default: about 2 s worth, at least 3)"},
         {"--json", CLI_BOOL, &json, NULL,
          "print one JSON object instead of text (default: text)"},
@@ -269,7 +269,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
     if (!cli_pipeline_valid(diags) || !limits_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "bench", "expects one MODEL.json");
-    if (iters < 0 || iters > 1000) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
+    if (iters_given && (iters < 1 || iters > 1000)) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
     if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
     if (ckpt && !train)
         kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");

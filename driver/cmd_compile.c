@@ -125,6 +125,7 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     if (detail && strcmp(detail, "kernels") != 0 && strcmp(detail, "nodes") != 0)
         kiln_diags_add(diags, NULL, 0, 0, "--dot-detail", "'%s' is not one of kernels, nodes", detail);
     if (cpu && !*cpu) kiln_diags_add(diags, NULL, 0, 0, "--target-cpu", "is empty");
+    else if (cpu) kiln_target_cpu_known(cpu, diags); /* a usage error, before the model is read */
     if (features && !*features) kiln_diags_add(diags, NULL, 0, 0, "--target-features", "is empty");
     else kiln_target_features_check(features, diags); /* LLVM would warn, crash or stop half-way */
     if (generate && emit)

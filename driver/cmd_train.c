@@ -255,12 +255,6 @@ static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given
     if (r->batch > 0 && !r->batch_dim)
         kiln_diags_add(d, r->model_path, 0, 0, "inputs",
                        "the inputs do not all start with the same named dim, so --batch / train.batch cannot bind it");
-    if (r->threads < 1 || r->threads > 1024) kiln_diags_add(d, NULL, 0, 0, "--threads", "expected 1..1024");
-    if (r->val_batches < 1) kiln_diags_add(d, NULL, 0, 0, "--val-batches", "expected at least 1");
-    if (r->val_every < 0 || r->save_every < 0 || r->log_every < 0)
-        kiln_diags_add(d, NULL, 0, 0,
-                       r->val_every < 0 ? "--val-every" : r->save_every < 0 ? "--save-every" : "--log-every",
-                       "expected 0 or more");
     if (!kiln_utf8_valid(r->text, r->text_len))
         kiln_diags_add(d, r->model_path, 0, 0, NULL, "is not valid UTF-8, so checkpoints could not keep it");
     /* defaults that follow the run's length: ten validations and ten checkpoints */
@@ -787,6 +781,12 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (steps_given && r.steps < 1) kiln_diags_add(diags, NULL, 0, 0, "--steps", "expected at least 1");
     if (batch_given && r.batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
     if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");
+    if (r.threads < 1 || r.threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    if (r.val_batches < 1) kiln_diags_add(diags, NULL, 0, 0, "--val-batches", "expected at least 1");
+    if (r.val_every < 0 || r.save_every < 0 || r.log_every < 0)
+        kiln_diags_add(diags, NULL, 0, 0,
+                       r.val_every < 0 ? "--val-every" : r.save_every < 0 ? "--save-every" : "--log-every",
+                       "expected 0 or more");
     if (r.dist_timeout < 1) kiln_diags_add(diags, NULL, 0, 0, "--dist-timeout", "expected at least 1 second");
     if (!nonfinite_parse_mode(on_nonfinite, &r.on_nonfinite))
         kiln_diags_add(diags, NULL, 0, 0, "--on-nonfinite", "expected stop, skip or off, got '%s'", on_nonfinite);

@@ -7,7 +7,8 @@
 #     not one per line; a TSV with some bad lines lists five and counts the rest;
 #   - another model's weights give one summary line, not one per parameter;
 #   - --init into a head whose class count changed suggests renaming the layer;
-#   - a misspelt input name in an inputs file gets "did you mean".
+#   - a misspelt input name in an inputs file gets "did you mean";
+#   - an option's value out of its range is a usage error (exit 2).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 expect() { # expect STATUS PATTERN DESCRIPTION CMD... — exit STATUS with PATTERN (grep -E) on stderr
@@ -144,5 +145,12 @@ for mode in "" --interp; do
     expect 1 "gidx.json: layers\\[2\\]: error: gather 'g' .*index 7 .*out of range \\[0, 4\\)" "computed index $mode" \
         "$kiln" run gidx.json --weights empty.safetensors --inputs t.safetensors --out y.safetensors $mode
 done
+
+# ---- out-of-range option values are usage errors (status 2), before the model is read ----------------
+expect 2 "--threads: error: expected 1..1024" "train --threads 0" "$kiln" train cls.json --data c.tsv --threads 0
+expect 2 "--val-batches: error: expected at least 1" "train --val-batches 0" \
+    "$kiln" train cls.json --data c.tsv --val c.tsv --val-batches 0
+expect 2 "unknown CPU 'bogus'" "compile --target-cpu bogus" "$kiln" compile cls.json -o x.so --target-cpu bogus
+expect 2 "--iters: error: must be in 1..1000" "bench --iters 0" "$kiln" bench cls.json --iters 0
 
 finish "ok"

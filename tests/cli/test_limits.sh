@@ -99,8 +99,8 @@ EOF
 expect 1 "inputs.x: error: .*is too large" "overflowing dims" "$kiln" check dims.json
 expect 1 "is too large (over" "a dim over the tensor limit" "$kiln" bench small.json -D B=40000000
 
-# --target-cpu
-expect 1 "unknown CPU 'nosuchcpu'. Valid names: .*znver" "--target-cpu" \
+# --target-cpu: an unknown name is a usage error (status 2)
+expect 2 "unknown CPU 'nosuchcpu'. Valid names: .*znver" "--target-cpu" \
     "$kiln" compile small.json -o out.so --target-cpu nosuchcpu
 
 finish "ok"
