@@ -457,7 +457,12 @@ typedef struct tsv_ctx {
     uint64_t bad_lines, lines;
     uint64_t bad_at[5];
     int bad_count[5];
+    /* bad lines of any kind: the first MAX_LISTED are listed, the others counted */
+    int listed;
+    uint64_t unlisted;
 } tsv_ctx;
+
+enum { MAX_LISTED = 5 };
 
 static void line_error(tsv_ctx *c, uint64_t line, size_t col, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -468,8 +473,13 @@ static void line_error(tsv_ctx *c, uint64_t line, size_t col, const char *fmt, .
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    kiln_diags_add(c->d, c->path, line_int(line), (int)col + 1, NULL, "%s", msg);
     c->errors++;
+    if (c->listed == MAX_LISTED) {
+        c->unlisted++;
+        return;
+    }
+    kiln_diags_add(c->d, c->path, line_int(line), (int)col + 1, NULL, "%s", msg);
+    c->listed++;
 }
 
 /* Tokenises one field into c->tokens; its offset and length go to the example. */
@@ -621,7 +631,7 @@ static bool copy_labels(kiln_labels *dst, const kiln_labels *src)
 
 /* The lines with the wrong number of fields: one summary when no line had the right
  * number (a plain-text file given to a TSV task: "classify expects label<TAB>text"), else
- * the first five and a count of the rest. */
+ * the first of them while fewer than five bad lines are listed, and a count of the rest. */
 static void report_bad_lines(tsv_ctx *c)
 {
     const struct task_info *ti = &task_info[c->ds->task];
@@ -644,11 +654,11 @@ static void report_bad_lines(tsv_ctx *c)
                        c->bad_count[0] == 1 ? "; plain text is read by --task clm or mlm" : "");
         return;
     }
-    uint64_t shown = c->bad_lines < 5 ? c->bad_lines : 5;
-    for (uint64_t i = 0; i < shown; i++)
-        kiln_diags_add(c->d, c->path, line_int(c->bad_at[i]), 1, NULL,
+    uint64_t shown = 0;
+    for (; shown < c->bad_lines && shown < 5 && c->listed < MAX_LISTED; shown++, c->listed++)
+        kiln_diags_add(c->d, c->path, line_int(c->bad_at[shown]), 1, NULL,
                        "expected %d tab-separated fields (%s), found %d", ti->fields, ti->field_names,
-                       c->bad_count[i]);
+                       c->bad_count[shown]);
     if (c->bad_lines > shown)
         kiln_diags_add(c->d, c->path, 0, 0, NULL, "and %llu more lines without %d tab-separated fields (%s)",
                        (unsigned long long)(c->bad_lines - shown), ti->fields, form);
@@ -684,6 +694,9 @@ static bool load_tsv(kiln_dataset *ds, FILE *f, const char *path, const kiln_tok
         if (n > 0) tsv_line(&c, r.line, text, n);
     }
     if (c.bad_lines) report_bad_lines(&c);
+    if (c.unlisted)
+        kiln_diags_add(d, path, 0, 0, NULL, "and %llu more bad line%s", (unsigned long long)c.unlisted,
+                       c.unlisted == 1 ? "" : "s");
     if (!c.oom && c.errors == 0 && ds->n_examples == 0) {
         kiln_diags_add(d, path, 0, 0, NULL, "no examples (expected lines of %s separated by tabs)",
                        task_info[ds->task].field_names);

@@ -96,8 +96,9 @@ typedef struct kiln_data_options {
 } kiln_data_options;
 
 /* Loads `path` for `task`. A path ending in ".bin" is a token file (clm and mlm only);
- * other files are text (clm, mlm) or TSV (the labelled tasks). Reports every bad line
- * (up to the diagnostics limit) and then fails; on failure *ds is empty. opt may be NULL. */
+ * other files are text (clm, mlm) or TSV (the labelled tasks). Reads every line, reports
+ * the first five bad ones and counts the rest, and then fails; on failure *ds is empty.
+ * opt may be NULL. */
 bool kiln_dataset_load(kiln_dataset *ds, kiln_task task, const char *path, const kiln_tokenizer *tok,
                        const kiln_data_options *opt, kiln_diags *d);
 void kiln_dataset_free(kiln_dataset *ds);

@@ -4,7 +4,7 @@
 #     file:line:column and its JSON path, misspelt keys ("casual", "bais") included even
 #     in layers with another error, and exits 1;
 #   - a plain-text file given to a TSV task is one line ("classify expects label<TAB>text"),
-#     not one per line; a TSV with some bad lines lists five and counts the rest;
+#     not one per line; a TSV with some bad lines (of any kind) lists five and counts the rest;
 #   - another model's weights give one summary line, not one per parameter;
 #   - --init into a head whose class count changed suggests renaming the layer;
 #   - a misspelt input name in an inputs file gets "did you mean";
@@ -83,6 +83,12 @@ expect 1 "mixed.tsv: error: and 62 more lines without 2 tab-separated fields" "m
     "$kiln" train cls.json --task classify --data mixed.tsv
 [[ $(grep -c "mixed.tsv:[0-9]*:1: error: expected 2 tab-separated fields" err.txt) -eq 5 ]] ||
     fail "mixed: want five line errors: $(cat err.txt)"
+# other bad lines (here empty labels, as labels unknown to a checkpoint): five listed, the rest counted
+for i in $(seq 40); do printf 'pos\tgood\n\tno label\n'; done >nolabel.tsv
+expect 1 "nolabel.tsv: error: and 35 more bad lines" "empty labels" \
+    "$kiln" train cls.json --task classify --data nolabel.tsv
+[[ $(grep -c "nolabel.tsv:[0-9]*:1: error: empty label" err.txt) -eq 5 ]] ||
+    fail "empty labels: want five line errors: $(grep -c error: err.txt) lines"
 
 # ---- weights ----------------------------------------------------------------------------------------
 gpt() { # gpt LAYER_NAME
