@@ -638,10 +638,18 @@ static int train_loop(run *r, kiln_diags *d)
             progress_end(&pr);
             char kept[160] = "";
             if (saved_at >= 0) snprintf(kept, sizeof kept, "; %s keeps step %lld", r->save, (long long)saved_at);
-            kiln_diags_add(d, NULL, 0, 0, "train",
-                           "step %lld: %s; stopped without applying the step (lower the learning rate, set "
-                           "train.grad_clip, or pass --on-nonfinite skip)%s",
-                           (long long)step, bad, kept);
+            /* stop: the guard kept the blobs as they were; off: no guard, the update went in */
+            if (r->on_nonfinite == NONFINITE_OFF)
+                kiln_diags_add(d, NULL, 0, 0, "train",
+                               "step %lld: %s; stopped after applying the step, so the parameters may hold NaN or "
+                               "Inf now (--on-nonfinite off checks nothing before the update: leave it out to keep "
+                               "them unchanged, lower the learning rate or set train.grad_clip)%s",
+                               (long long)step, bad, kept);
+            else
+                kiln_diags_add(d, NULL, 0, 0, "train",
+                               "step %lld: %s; stopped without applying the step (lower the learning rate, set "
+                               "train.grad_clip, or pass --on-nonfinite skip)%s",
+                               (long long)step, bad, kept);
             status = EXIT_FAIL;
             break;
         }

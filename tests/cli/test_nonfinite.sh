@@ -6,7 +6,8 @@
 #   - --on-nonfinite skip goes on: every later step is skipped and changes nothing (the
 #     final checkpoint's tensors are bit-identical to step 1's, optimizer step counter
 #     included), each skip is a --log line with "skipped", the summary counts them;
-#   - --on-nonfinite off (no check compiled) still stops on a NaN loss;
+#   - --on-nonfinite off (no check compiled) still stops on a NaN loss, saying the step
+#     was applied;
 #   - a bad --on-nonfinite value is a usage error.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -81,6 +82,9 @@ final=$("$py" inspect.py skip.st)
 status=0
 "$kiln" train blow.json --data text.txt --on-nonfinite off >out.txt 2>err.txt || status=$?
 [[ $status -eq 1 ]] && grep -q "step 2: the loss is NaN" err.txt || fail "off: exit $status $(cat err.txt)"
+# ... and says the step was applied (there is no guard to keep it out)
+grep -q "stopped after applying the step" err.txt && ! grep -q "without applying" err.txt ||
+    fail "off: the message misstates what happened: $(cat err.txt)"
 
 # ---- misuse ---------------------------------------------------------------------------------------
 status=0
