@@ -24,6 +24,7 @@
  * temporary file, fsync, rename), like kiln's other outputs. */
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,16 +189,28 @@ typedef struct frame {
     bool log_y;
 } frame;
 
-static double px(const frame *fr, double x) { return fr->left + (x - fr->xlo) / (fr->xhi - fr->xlo) * (fr->right - fr->left); }
+/* Where v falls in [lo, hi], 0..1. Halves first: hi − lo of values near ±1.8e308
+ * overflows, and halving is exact, so the result is the same wherever it does not. */
+static double fraction(double v, double lo, double hi) { return (v / 2 - lo / 2) / (hi / 2 - lo / 2); }
+
+static double px(const frame *fr, double x) { return fr->left + fraction(x, fr->xlo, fr->xhi) * (fr->right - fr->left); }
 
 static double py(const frame *fr, double y)
 {
     double t = fr->log_y ? (log10(y) - log10(fr->ylo)) / (log10(fr->yhi) - log10(fr->ylo))
-                         : (y - fr->ylo) / (fr->yhi - fr->ylo);
+                         : fraction(y, fr->ylo, fr->yhi);
     return fr->bottom - t * (fr->bottom - fr->top);
 }
 
 static bool usable(const frame *fr, double y) { return !fr->log_y || y > 0; }
+
+/* Whether a point can be drawn: on the axis's scale, and with finite coordinates (a
+ * smoothed mean of values near the float limit can overflow; nan or inf must never
+ * reach the SVG). */
+static bool drawable(const frame *fr, double x, double y)
+{
+    return usable(fr, y) && isfinite(px(fr, x)) && isfinite(py(fr, y));
+}
 
 /* The polyline of one series, thinned per half-pixel column to its first, lowest,
  * highest and last points. */
@@ -207,14 +220,14 @@ static void polyline(FILE *f, const frame *fr, const double *x, const double *y,
     int i = 0;
     bool first = true;
     while (i < n) {
-        if (!usable(fr, y[i])) {
+        if (!drawable(fr, x[i], y[i])) {
             i++;
             continue;
         }
         long col = lround(px(fr, x[i]) * 2);
         int j = i, lo = i, hi = i, last = i;
         for (; j < n && lround(px(fr, x[j]) * 2) == col; j++) {
-            if (!usable(fr, y[j])) continue;
+            if (!drawable(fr, x[j], y[j])) continue;
             if (y[j] < y[lo]) lo = j;
             if (y[j] > y[hi]) hi = j;
             last = j;
@@ -244,7 +257,7 @@ static void axes(FILE *f, const frame *fr, const char *x_label, const char *y_la
     /* x: steps are whole numbers */
     int n = svg_ticks(fr->xlo, fr->xhi, false, MAX_TICKS, ticks, &step);
     for (int i = 0; i < n; i++) {
-        if (ticks[i] != floor(ticks[i])) continue;
+        if (ticks[i] != floor(ticks[i]) || !isfinite(px(fr, ticks[i]))) continue;
         double x = px(fr, ticks[i]);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n", x, fr->top, x,
                 fr->bottom);
@@ -256,6 +269,7 @@ static void axes(FILE *f, const frame *fr, const char *x_label, const char *y_la
     n = svg_ticks(fr->ylo, fr->yhi, fr->log_y, MAX_TICKS, ticks, &step);
     for (int i = 0; i < n; i++) {
         double y = py(fr, ticks[i]);
+        if (!isfinite(y)) continue;
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>\n", fr->left, y,
                 fr->right, y);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#333\"/>\n", fr->left - 5, y,
@@ -292,12 +306,14 @@ static bool data_range(const plot *p, frame *fr, kiln_diags *d)
     fr->first = xlo, fr->last = xhi;
     if (xhi - xlo < 1) xlo -= 1, xhi += 1;
     if (xlo > 0 && xlo < 0.1 * xhi) xlo = 0; /* a run from its start: the axis starts at 0 */
+    /* the padding stays inside the float range: values near ±1.8e308 (or a log range
+     * wider than it) give a frame of finite bounds, never inf */
     if (fr->log_y) {
-        double pad = yhi > ylo ? pow(yhi / ylo, 0.04) : 1.25;
-        ylo /= pad, yhi *= pad;
+        double pad = yhi > ylo ? pow(yhi / ylo, 0.04) : 1.25, lo = ylo / pad;
+        ylo = lo > 0 ? lo : ylo, yhi = fmin(yhi * pad, DBL_MAX);
     } else {
-        double pad = yhi > ylo ? (yhi - ylo) * 0.04 : fabs(yhi) > 0 ? fabs(yhi) * 0.1 : 1;
-        ylo -= pad, yhi += pad;
+        double pad = yhi > ylo ? (yhi / 2 - ylo / 2) * 0.08 : fabs(yhi) > 0 ? fabs(yhi) * 0.1 : 1;
+        ylo = fmax(ylo - pad, -DBL_MAX), yhi = fmin(yhi + pad, DBL_MAX);
     }
     fr->xlo = xlo, fr->xhi = xhi, fr->ylo = ylo, fr->yhi = yhi;
     return true;
@@ -384,7 +400,7 @@ static void draw(FILE *f, const plot *p, frame *fr, const char *title, int64_t s
         polyline(f, fr, s->x, ys, s->n, style);
         if (s->n <= 12 || (s->n <= 40 && 2 * s->n <= max_points)) /* sparse (validation): mark the points */
             for (int k = 0; k < s->n; k++)
-                if (usable(fr, ys[k]))
+                if (drawable(fr, s->x[k], ys[k]))
                     fprintf(f, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.8\" fill=\"%s\"/>\n", px(fr, s->x[k]),
                             py(fr, ys[k]), colour);
         fprintf(f, "</g>\n");

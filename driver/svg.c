@@ -32,7 +32,9 @@ void svg_text(FILE *f, double x, double y, const char *anchor, const char *attrs
 /* The smallest step 1, 2 or 5 × 10^k giving at most max_ticks multiples in [lo, hi]. */
 static double nice_step(double lo, double hi, int max_ticks)
 {
-    double raw = (hi - lo) / (max_ticks > 1 ? max_ticks - 1 : 1);
+    int parts = max_ticks > 1 ? max_ticks - 1 : 1;
+    double raw = (hi - lo) / parts;
+    if (!isfinite(raw)) raw = (hi / 2 - lo / 2) / parts * 2; /* hi - lo overflowed near the float limit */
     double mag = pow(10, floor(log10(raw)));
     static const double m[] = {1, 2, 5, 10};
     for (int i = 0; i < 4; i++)
@@ -46,7 +48,7 @@ static int linear_ticks(double lo, double hi, int max_ticks, double *ticks, doub
     int n = 0;
     for (double k = ceil(lo / step - 1e-9); n < max_ticks; k++) {
         double v = k * step;
-        if (v > hi + step * 1e-9) break;
+        if (!isfinite(v) || v > hi + step * 1e-9) break; /* hi + … overflows near the float limit */
         ticks[n++] = fabs(v) < step * 1e-9 ? 0 : v;
     }
     *step_out = step;

@@ -5,6 +5,8 @@
 #     that are numbers; the y ticks are nice values (1, 2 or 5 × 10^k apart);
 #   - --y picks other series (comma list and repeated), --log-scale and --smooth work;
 #   - a resumed log that repeats steps draws the continued run once (no backtracking);
+#   - values near the float limit (±1e308, a log range of 600 decades) give finite
+#     coordinates inside the canvas, never nan or inf;
 #   - a title with XML specials is escaped; a failed plot leaves the old output as it was;
 #   - bad input fails with a clear message and a non-zero exit: a missing file, an
 #     empty file, a file that is not JSON lines, no numeric series, an unknown --y name,
@@ -97,6 +99,21 @@ check_svg resumed.svg '
 pts = polylines[("resumed", "loss")][0]
 assert len(pts) == 100 and all(b[0] > a[0] for a, b in zip(pts, pts[1:])), len(pts)
 ' || fail "resumed log: the SVG (above)"
+
+# ---- values at the float limit: drawn inside the canvas, never a nan or inf coordinate -------
+printf '{"step": 1, "loss": 1e308}\n{"step": 2, "loss": -1e308}\n{"step": 3, "loss": 5}\n' >huge.jsonl
+printf '{"step": 1, "loss": 5}\n{"step": 2, "loss": 1e300}\n{"step": 3, "loss": 1e-300}\n' >wide.jsonl
+for args in "huge.jsonl -o huge.svg" "wide.jsonl -o wide.svg --log-scale" "huge.jsonl -o hs.svg --smooth 1"; do
+    out=${args#* -o }
+    out=${out%% *}
+    "$kiln" plot $args >/dev/null 2>err.txt || fail "plot $args: $(cat err.txt)"
+    ! grep -Eiq '[^a-z](nan|inf)[^a-z]' "$out" || fail "plot $args: $(grep -Eio '.{30}[^a-z](nan|inf)[^a-z].{0,10}' "$out" | head -n 2)"
+    check_svg "$out" '
+for key, lines in polylines.items():
+    for pts in lines:
+        assert pts and all(0 <= x <= 900 and 0 <= y <= 540 for x, y in pts), (key, pts)
+' || fail "plot $args: the SVG (above)"
+done
 
 # ---- bad input: a clear message, non-zero exit, the old output untouched --------------------
 cp two.svg keep.svg
