@@ -318,10 +318,7 @@ int cmd_embed(int argc, char **argv, kiln_diags *diags)
         goto done;
     if (!ckpt_or_model_tokenizer(&wf, weights, tc.kind, "embed with", &tok, diags)) goto done;
     have_tok = true;
-    if (!(in = fopen(input, "rb"))) {
-        kiln_diags_add(diags, input, 0, 0, NULL, "cannot open the input: %s", strerror(errno));
-        goto done;
-    }
+    if (!(in = kiln_data_open(input, diags))) goto done;
     if (!embedder_init(&e, text, len, path, &a, batch_dim, batch, output, &wf, weights, &tok, diags)) goto done;
 
     int32_t cls = kiln_tokenizer_special(&tok, KILN_SPECIAL_CLS), pad = kiln_tokenizer_special(&tok, KILN_SPECIAL_PAD);

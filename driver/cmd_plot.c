@@ -34,6 +34,7 @@
 
 #include "atomic_file.h"
 #include "cli.h"
+#include "data.h"
 #include "driver.h"
 #include "svg.h"
 
@@ -114,11 +115,8 @@ static bool parse_names(plot *p, const cli_strs *ys, kiln_diags *d)
 /* Reads one --log file into r; one diagnostic for the first problem. */
 static bool read_run(plot *p, plot_run *r, kiln_diags *d)
 {
-    FILE *f = fopen(r->path, "r");
-    if (!f) {
-        kiln_diags_add(d, r->path, 0, 0, NULL, "cannot open: %s", strerror(errno));
-        return false;
-    }
+    FILE *f = kiln_data_open(r->path, d); /* a regular file: /dev/zero would never end */
+    if (!f) return false;
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;

@@ -18,12 +18,14 @@
 #include "data.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Longest TSV line (bytes); longer lines are reported and skipped. */
 #define MAX_LINE (1u << 20)
@@ -258,12 +260,33 @@ static void strset_free(strset *set)
 
 /* ---- reading files -------------------------------------------------------------------------- */
 
-static FILE *open_file(const char *path, kiln_diags *d)
+FILE *kiln_data_open(const char *path, kiln_diags *d)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) kiln_diags_add(d, path, 0, 0, NULL, "cannot open: %s", strerror(errno));
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        kiln_diags_add(d, path, 0, 0, NULL, "cannot open: %s", strerror(errno));
+        return NULL;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        /* /dev/zero, a pipe or a terminal never ends (or is read once): the readers
+         * would grow without bound or wait, as the model and weights loaders refuse */
+        kiln_diags_add(d, path, 0, 0, NULL, "not a regular file");
+        close(fd);
+        return NULL;
+    }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        kiln_diags_add(d, path, 0, 0, NULL, "cannot open: %s", strerror(errno));
+        close(fd);
+    }
     return f;
 }
+
+static FILE *open_file(const char *path, kiln_diags *d) { return kiln_data_open(path, d); }
 
 /* Lines of a file, each at most MAX_LINE bytes, read through one buffer. */
 typedef struct line_reader {

@@ -103,6 +103,11 @@ bool kiln_dataset_load(kiln_dataset *ds, kiln_task task, const char *path, const
                        const kiln_data_options *opt, kiln_diags *d);
 void kiln_dataset_free(kiln_dataset *ds);
 
+/* Opens a data file for reading (--data, --val, embed's --input, plot's logs), or adds a
+ * diagnostic: it must exist and be a regular file, since /dev/zero or a pipe would be
+ * read without end (the model and weights loaders refuse them too). */
+FILE *kiln_data_open(const char *path, kiln_diags *d);
+
 /* Trains a tokenizer of kind cfg->kind on the text `task` reads from `path`: the whole
  * file for clm/mlm, the text fields of each TSV line otherwise (labels excluded; lines
  * with the wrong number of fields are left to kiln_dataset_load to report). A byte

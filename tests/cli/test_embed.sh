@@ -135,7 +135,7 @@ kiln_fails "an output that is not pooled" 1 "is not a (batch, D) float value" em
 kiln_fails "an unknown output" 1 "has no output or layer named 'nope'" embed enc.json --weights w.safetensors \
     --input lines.txt --out bad.safetensors --output nope
 kiln_fails "no --input" 2 "input FILE is required" embed enc.json --weights w.safetensors --out bad.safetensors
-kiln_fails "a missing input file" 1 "cannot open the input" embed enc.json --weights w.safetensors \
+kiln_fails "a missing input file" 1 "nothere.txt: error: cannot open" embed enc.json --weights w.safetensors \
     --input nothere.txt --out bad.safetensors
 cat >nopool.json <<'EOF'
 {

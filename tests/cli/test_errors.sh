@@ -8,7 +8,9 @@
 #   - another model's weights give one summary line, not one per parameter;
 #   - --init into a head whose class count changed suggests renaming the layer;
 #   - a misspelt input name in an inputs file gets "did you mean";
-#   - an option's value out of its range is a usage error (exit 2).
+#   - an option's value out of its range is a usage error (exit 2);
+#   - a data file, embed input or plot log that is not a regular file (/dev/zero, a FIFO)
+#     is refused at once instead of read without end.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 expect() { # expect STATUS PATTERN DESCRIPTION CMD... — exit STATUS with PATTERN (grep -E) on stderr
@@ -158,5 +160,13 @@ expect 2 "--val-batches: error: expected at least 1" "train --val-batches 0" \
     "$kiln" train cls.json --data c.tsv --val c.tsv --val-batches 0
 expect 2 "unknown CPU 'bogus'" "compile --target-cpu bogus" "$kiln" compile cls.json -o x.so --target-cpu bogus
 expect 2 "--iters: error: must be in 1..1000" "bench --iters 0" "$kiln" bench cls.json --iters 0
+
+# ---- data files that never end (/dev/zero) or wait (a FIFO): refused at once, as models and weights are ----
+mkfifo fifo
+for args in "train cls.json --task classify --data /dev/zero" "train cls.json --task classify --data c.tsv --val /dev/zero" \
+    "eval cls.json --weights c.safetensors --data /dev/zero" "plot /dev/zero -o p.svg" "plot fifo -o p.svg" \
+    "embed cls.json --weights c.safetensors --input /dev/zero --out e.safetensors"; do
+    expect 1 "(/dev/zero|fifo): error: not a regular file" "$args" timeout 20 "$kiln" $args
+done
 
 finish "ok"
