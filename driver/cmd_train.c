@@ -802,7 +802,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     const cli_file files[] = {{"MODEL.json", a.positional[0], false, NULL},
                               {"--data", r.data, false, NULL},
                               {"--val", r.val, false, NULL},
-                              {"--init", r.init, false, NULL},
+                              {"--init", r.init, false, "--save"}, /* fine-tuning in place: saves are atomic */
                               {"--resume", r.resume, false, "--save"},
                               {"--save", r.save, true, NULL},
                               {"--log", r.log_path, true, NULL}};

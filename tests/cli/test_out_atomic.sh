@@ -141,11 +141,22 @@ aliased "compile --emit -o MODEL" -o compile a/m.json --emit ir -o a/m.json
 aliased "train --log MODEL" --log train a/m.json --data a/t.txt --steps 1 --log a/m.json
 aliased "train --save DATA" --save train a/m.json --data a/t.txt --steps 1 --save a/t.txt
 aliased "train --save X --log X" --log train a/m.json --data a/t.txt --steps 1 --save a/c.st --log a/c.st
-aliased "train --save over a hard link of --init" --save train a/m.json --data a/t.txt --init a/keep --save a/hard
 aliased "run --out INPUTS (symlink)" --out run a/m.json --weights d/w.safetensors --inputs a/keep --out a/sym
 aliased "embed --out INPUT" --out embed a/m.json --weights d/w.safetensors --input a/t.txt --out a/t.txt
 aliased "plot -o METRICS" -o plot a/t.txt a/keep -o a/hard
-# the usual chunked training is not an alias: --resume X --save X (test_train.sh runs it)
+# the usual chunked training is not an alias: --resume X --save X (test_train.sh runs it);
+# nor is fine-tuning in place, --init X --save X (the save is atomic)
+cat >a/lm.json <<'EOF'
+{"format": "kiln/1", "name": "lm", "dims": {"B": 2, "T": 8},
+ "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}, "targets": {"shape": ["B", "T"], "dtype": "i32"}},
+ "layers": [{"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 8},
+            {"name": "logits", "op": "linear", "out": 256}],
+ "outputs": ["logits"], "losses": [{"op": "cross_entropy", "in": ["logits", "targets"]}]}
+EOF
+kiln_ok "train --save a/ft.st" train a/lm.json --data a/t.txt --steps 1 --save a/ft.st
+cp a/ft.st ft.ref
+kiln_ok "train --init X --save X" train a/lm.json --data a/t.txt --steps 1 --init a/ft.st --save a/ft.st
+cmp -s a/ft.st ft.ref && fail "train --init X --save X did not write the fine-tuned weights"
 
 mkdir k
 for delay in 0.05 0.1 0.2 0.3 0.5 0.8 1.2; do
