@@ -22,6 +22,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -362,7 +363,18 @@ static void get_count(fe_ctx *c, fe_node *n, const char *key, int64_t min, int64
     else *out = v;
 }
 
-static void load_groups(fe_ctx *c, fe_node *tn)
+/* A freeze or group pattern that matches no parameter is a typo that would silently
+ * freeze (or regroup) nothing, as a misspelt key would silently do nothing: an error,
+ * unless the layers already failed (their parameters are then incomplete). */
+static void check_pattern_matches(fe_ctx *c, fe_node *n, const char *key, const char *pattern, bool params_complete)
+{
+    if (!params_complete) return;
+    for (int i = 0; i < c->m->n_params; i++)
+        if (fnmatch(pattern, c->g->nodes[c->m->params[i]].attrs.name, 0) == 0) return;
+    fe_error(c, n, key, "'%s' matches no parameter of the model (kiln check lists them)", pattern);
+}
+
+static void load_groups(fe_ctx *c, fe_node *tn, bool params_complete)
 {
     kiln_train_config *t = &c->m->train;
     const cJSON *groups = item(tn->json, "groups");
@@ -386,6 +398,7 @@ static void load_groups(fe_ctx *c, fe_node *tn)
         *pg = (kiln_param_group){NULL, 1.0, t->weight_decay};
         if (fe_get_str(c, &g, "match", NULL, &pg->match) && !pg->match)
             fe_error(c, &g, "match", "required key is missing (a glob of parameter names)");
+        else if (pg->match) check_pattern_matches(c, &g, "match", pg->match, params_complete);
         get_range(c, &g, "lr_scale", 1.0, 0, false, 1e308, false, &pg->lr_scale);
         get_range(c, &g, "weight_decay", t->weight_decay, 0, false, 1e308, false, &pg->weight_decay);
         check_keys(c, &g, "in a parameter group (expected match, lr_scale, weight_decay)");
@@ -394,6 +407,7 @@ static void load_groups(fe_ctx *c, fe_node *tn)
 
 static void load_train(fe_ctx *c, fe_node *top)
 {
+    bool params_complete = c->diags->n == 0; /* the layers, loaded before, made every parameter */
     static const char *const optimizers[] = {"adamw", "sgd", NULL};
     static const char *const schedules[] = {"constant", "cosine", "linear", NULL};
     kiln_train_config *t = &c->m->train;
@@ -439,10 +453,13 @@ static void load_train(fe_ctx *c, fe_node *top)
             if (!cJSON_IsString(f) || !f->valuestring[0])
                 fe_error(c, &n, fe_fmt(c, "freeze[%d]", i), "expected a glob of parameter names, got %s",
                          fe_describe(c, f));
-            else t->freeze[t->n_freeze++] = kiln_arena_strdup(&c->g->arena, f->valuestring);
+            else {
+                check_pattern_matches(c, &n, fe_fmt(c, "freeze[%d]", i), f->valuestring, params_complete);
+                t->freeze[t->n_freeze++] = kiln_arena_strdup(&c->g->arena, f->valuestring);
+            }
         }
     }
-    load_groups(c, &n); /* after weight_decay: groups default to it */
+    load_groups(c, &n, params_complete); /* after weight_decay: groups default to it */
     check_keys(c, &n, "in train");
 }
 

@@ -362,8 +362,8 @@ static void test_train_groups(void **state)
 {
     kiln_model m;
     load_ok(&m,
-            "{" HEAD "'inputs': {'x': {'shape': [2]}}, 'layers': [{'name': 'y', 'op': 'neg', 'in': 'x'}],"
-            " 'outputs': ['y'],"
+            "{" HEAD "'inputs': {'x': {'shape': [2, 4]}}, 'layers': [{'name': 'emb', 'op': 'linear', 'in': 'x', 'out': 4},"
+            " {'name': 'head', 'op': 'linear', 'in': 'emb', 'out': 2}], 'outputs': ['head'],"
             " 'train': {'optimizer': 'sgd', 'momentum': 0.9, 'lr': 0.1, 'weight_decay': 0.01, 'steps': 10,"
             "   'batch': 4, 'betas': [0.8, 0.99], 'eps': 1e-6, 'min_lr': 0.001, 'schedule': 'linear',"
             "   'freeze': ['emb.*'], 'groups': [{'match': '*.bias', 'weight_decay': 0}, {'match': 'head.*', 'lr_scale': 10}]},"
@@ -541,7 +541,9 @@ static const hostile cases[] = {
     H("train_optimizer", "{" HEAD IN_X "'layers': [], 'outputs': ['x'], 'train': {'optimizer': 'adam'}}", "train.optimizer: error: expected one of \"adamw\", \"sgd\", got \"adam\"", 1),
     H2("train_steps_fraction", "{" HEAD IN_X "'layers': [], 'outputs': ['x'], 'train': {'steps': 10.5, 'warmup_steps': -1}}", "train.steps: error: expected an integer, got 10.5", 2, "train.warmup_steps: error: -1 must be >= 0"),
     H2("train_group_no_match", "{" HEAD IN_X "'layers': [], 'outputs': ['x'], 'train': {'groups': [{'lr_scale': 2, 'wd': 0}]}}", "train.groups[0].match: error: required key is missing", 2, "train.groups[0].wd: error: unknown key"),
-    H("train_freeze_types", "{" HEAD IN_X "'layers': [], 'outputs': ['x'], 'train': {'freeze': ['a.*', 3]}}", "train.freeze[1]: error: expected a glob of parameter names, got 3", 1),
+    H2("train_freeze_types", "{" HEAD IN_X "'layers': [], 'outputs': ['x'], 'train': {'freeze': ['a.*', 3]}}", "train.freeze[1]: error: expected a glob of parameter names, got 3", 2, "train.freeze[0]: error: 'a.*' matches no parameter of the model"),
+    H("train_freeze_typo", "{" HEAD IN_X "'layers': [{'name': 'emb', 'op': 'linear', 'in': 'x', 'out': 4}], 'outputs': ['emb'], 'train': {'freeze': ['emb.*', 'enb.*']}}", "train.freeze[1]: error: 'enb.*' matches no parameter of the model (kiln check lists them)", 1),
+    H("train_group_typo", "{" HEAD IN_X "'layers': [{'name': 'emb', 'op': 'linear', 'in': 'x', 'out': 4}], 'outputs': ['emb'], 'train': {'groups': [{'match': '*.bais', 'weight_decay': 0}]}}", "train.groups[0].match: error: '*.bais' matches no parameter of the model", 1),
     H("train_not_object", "{" HEAD IN_X "'layers': [], 'outputs': ['x'], 'train': [1]}", "train: error: expected an object, got a list", 1),
     H("tokenizer_bpe_no_vocab", "{" HEAD IN_X "'layers': [], 'outputs': ['x'], 'tokenizer': {'kind': 'bpe'}}", "tokenizer.vocab: error: required key is missing", 1),
     H("tokenizer_kind", "{" HEAD IN_X "'layers': [], 'outputs': ['x'], 'tokenizer': {'kind': 'word'}}", "tokenizer.kind: error: expected one of \"byte\", \"char\", \"bpe\", got \"word\"", 1),
