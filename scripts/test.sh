@@ -3,7 +3,7 @@
 # builds kiln twice (plain, and with AddressSanitizer + UndefinedBehaviorSanitizer) and
 # runs every test in both builds with ctest. Ends with ctest's summary of the plain build.
 # The plain build also builds the libFuzzer targets (fuzz/, a clang-19 sub-build) and its
-# ctest fuzzes each for KILN_FUZZ_SECONDS (8 here: the CI budget; tests fuzz.NAME, label `fuzz`),
+# ctest fuzzes each for KILN_FUZZ_SECONDS (6 here: the CI budget; tests fuzz.NAME, label `fuzz`),
 # failing on any finding; the sanitizer build replays their corpus and regression inputs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +33,7 @@ asan_status=0
 echo "== sanitizer suite done $(since)"
 echo "== plain build"
 "$root/scripts/build.sh" "$root/build" -DCMAKE_C_FLAGS_RELWITHDEBINFO="$plain_flags" \
-    -DKILN_FUZZ_SECONDS="${KILN_FUZZ_SECONDS:-8}" >/dev/null
+    -DKILN_FUZZ_SECONDS="${KILN_FUZZ_SECONDS:-6}" >/dev/null
 echo "== plain build done $(since); the plain suite's own time is ctest's last line"
 cd "$root/build"
 status=0
