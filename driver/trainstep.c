@@ -302,15 +302,26 @@ bool train_is_token_input(const char *name)
 
 static bool is_target_slot(const char *name) { return !strcmp(name, "targets") || !strcmp(name, "tgt_out"); }
 
+/* The next gather or cross_entropy at or after *id whose ids (indices, targets) come
+ * straight from a model input, that input in *in; false when there is none. */
+static bool next_id_reader(const kiln_graph *g, uint32_t *id, uint32_t *in)
+{
+    for (; *id < g->n_nodes; (*id)++) {
+        const kiln_node *n = &g->nodes[*id];
+        if (n->op != KILN_OP_GATHER && n->op != KILN_OP_CROSS_ENTROPY) continue;
+        *in = input_behind(g, n->in[1]);
+        if (*in != KILN_NONE) return true;
+    }
+    return false;
+}
+
 int64_t train_data_max_id(const kiln_model *m)
 {
     const kiln_graph *g = &m->graph;
     int64_t max_id = 0;
-    for (uint32_t id = 0; id < g->n_nodes; id++) {
+    uint32_t in;
+    for (uint32_t id = 0; next_id_reader(g, &id, &in); id++) {
         const kiln_node *n = &g->nodes[id];
-        if (n->op != KILN_OP_GATHER && n->op != KILN_OP_CROSS_ENTROPY) continue;
-        uint32_t in = input_behind(g, n->in[1]);
-        if (in == KILN_NONE) continue;
         const char *name = g->nodes[in].attrs.name;
         const kiln_type *table = &g->nodes[n->in[0]].type;
         int64_t ids = n->op == KILN_OP_GATHER ? (train_is_token_input(name) ? table->dims[n->attrs.axis] : 0)
@@ -329,11 +340,9 @@ bool train_check_vocab(const kiln_model *m, kiln_task task, const kiln_tokenizer
     int64_t need_targets = tok->base; /* clm and mlm targets are ordinary tokens */
     if (task == KILN_TASK_SEQ2SEQ) need_targets = kiln_tokenizer_vocab(tok); /* <eos>, <pad> */
     bool ok = true;
-    for (uint32_t id = 0; id < g->n_nodes; id++) {
+    uint32_t in;
+    for (uint32_t id = 0; next_id_reader(g, &id, &in); id++) {
         const kiln_node *n = &g->nodes[id];
-        if (n->op != KILN_OP_GATHER && n->op != KILN_OP_CROSS_ENTROPY) continue;
-        uint32_t in = input_behind(g, n->in[1]);
-        if (in == KILN_NONE) continue;
         const char *name = g->nodes[in].attrs.name;
         const kiln_type *table = &g->nodes[n->in[0]].type;
         const char *where = n->label ? n->label : n->origin;
