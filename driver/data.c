@@ -286,8 +286,6 @@ FILE *kiln_data_open(const char *path, kiln_diags *d)
     return f;
 }
 
-static FILE *open_file(const char *path, kiln_diags *d) { return kiln_data_open(path, d); }
-
 /* Lines of a file, each at most MAX_LINE bytes, read through one buffer. */
 typedef struct line_reader {
     FILE *f;
@@ -389,9 +387,9 @@ void kiln_dataset_free(kiln_dataset *ds)
 
 static bool load_bin(kiln_dataset *ds, FILE *f, const char *path, int64_t max_id, kiln_diags *d)
 {
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        kiln_diags_add(d, path, 0, 0, NULL, "not a regular file");
+    struct stat st; /* f is a regular file (kiln_data_open) */
+    if (fstat(fileno(f), &st) != 0) {
+        kiln_diags_add(d, path, 0, 0, NULL, "cannot read: %s", strerror(errno));
         return false;
     }
     if (st.st_size % 2 != 0) {
@@ -754,7 +752,7 @@ bool kiln_dataset_load(kiln_dataset *ds, kiln_task task, const char *path, const
         kiln_diags_add(d, path, 0, 0, NULL, "out of memory");
         return false;
     }
-    FILE *f = open_file(path, d);
+    FILE *f = kiln_data_open(path, d);
     if (!f) {
         kiln_dataset_free(ds);
         return false;
@@ -784,7 +782,7 @@ bool kiln_data_train_tokenizer(kiln_tokenizer *tok, const kiln_tokenizer_config 
     }
     kiln_tok_trainer *tr = kiln_tok_trainer_new(cfg, d);
     if (!tr) return false;
-    FILE *f = open_file(path, d);
+    FILE *f = kiln_data_open(path, d);
     char *buf = malloc(is_stream_task(task) ? BLOCK : MAX_LINE + 1);
     bool ok = f && buf;
     if (f && !buf) kiln_diags_add(d, path, 0, 0, NULL, "out of memory");
