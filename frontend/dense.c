@@ -41,15 +41,16 @@ bool fe_get_dropout(fe_ctx *c, fe_node *n, double *p)
 
 int fe_layer_count(const fe_node *n)
 {
-    return n->has_repeat && n->repeat > 1 ? n->repeat : 1;
+    return n->has_repeat ? n->repeat : 0;
 }
 
 double fe_residual_std(fe_ctx *c, int n_layers)
 {
     double std = c->m->init_std;
-    /* A lone layer keeps the plain std; a stack of N scales its residual projections so
-     * the variance of the residual stream does not grow with depth (GPT-2). */
-    return n_layers > 1 ? std / sqrt(2.0 * n_layers) : std;
+    /* A stack of N (a layer with `repeat`, even `"repeat": 1`, as GPT-2 and nanoGPT scale
+     * a one-layer model too) scales its residual projections so the variance of the
+     * residual stream does not grow with depth; a layer without `repeat` keeps the std. */
+    return n_layers > 0 ? std / sqrt(2.0 * n_layers) : std;
 }
 
 bool fe_inputs_ok(const fe_node *n)

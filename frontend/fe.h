@@ -228,7 +228,7 @@ typedef struct fe_attention_spec {
     double dropout;
     int position;              /* 0 none, 1 relative, 2 rope, 3 alibi */
     uint32_t mask;             /* (B, S) key mask node or KILN_NONE */
-    int n_layers;              /* for the residual-projection init scale (1 if not repeated) */
+    int n_layers;              /* for the residual-projection init scale (0 if not repeated) */
 } fe_attention_spec;
 /* x (B,T,D), memory (B,S,Dm) (== x for self-attention) → (B,T,D). */
 uint32_t fe_build_attention(fe_ctx *c, const fe_node *n, const char *prefix, uint32_t x, uint32_t memory,

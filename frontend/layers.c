@@ -11,8 +11,8 @@
  * to the FF's inner dropout, as in PyTorch's layers. Layernorm eps is PyTorch's 1e-5.
  *
  * Residual output projections (.o of each attention, .fc2) get the GPT-2 init scale
- * std/√(2·n_layers), n_layers being the layer's `repeat` count (no scaling for a single
- * layer, fe_residual_std).
+ * std/√(2·n_layers), n_layers being the layer's `repeat` count (no scaling for a layer
+ * without `repeat`, fe_residual_std).
  *
  * decoder_layer's self-attention is always causal (SPEC 1.4): a `causal` key is
  * accepted for symmetry with encoder_layer but does not change that. Cross-attention is

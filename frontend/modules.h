@@ -22,10 +22,11 @@ enum { FE_POS_NONE, FE_POS_RELATIVE, FE_POS_ROPE, FE_POS_ALIBI };
 bool fe_need_size(fe_ctx *c, fe_node *n, const char *key, int64_t *out);
 /* `dropout` (default 0), checked to lie in [0, 1). */
 bool fe_get_dropout(fe_ctx *c, fe_node *n, double *p);
-/* How many layers a module is one of: n->repeat when it has `repeat`, else 1. */
+/* How many layers a module's stack has: n->repeat when it has `repeat` (its parameters
+ * are then named NAME.i.…), else 0: not a stack. */
 int fe_layer_count(const fe_node *n);
 /* The init std of a residual output projection (.o, .fc2) in a stack of n_layers:
- * init.std/√(2·n_layers) when n_layers > 1 (GPT-2), init.std otherwise. */
+ * init.std/√(2·n_layers) when n_layers ≥ 1 (GPT-2), init.std when 0 (not a stack). */
 double fe_residual_std(fe_ctx *c, int n_layers);
 /* x (…, in) · Wᵀ + b with W (out, in) and b (out) or KILN_NONE → (…, out). */
 uint32_t fe_linear_apply(fe_ctx *c, const fe_node *n, uint32_t x, uint32_t w, uint32_t b);

@@ -99,7 +99,7 @@ for b in bad[:40]:
 sys.exit(1 if bad else 0)
 EOF
 
-# ---- a model with its own init.std, a repeated stack of 3, and `param` nodes -------------
+# ---- a model with its own init.std, repeated stacks of 3 and 1, and `param` nodes -------------
 cat >custom.json <<'EOF'
 {
   "format": "kiln/1",
@@ -109,6 +109,7 @@ cat >custom.json <<'EOF'
   "layers": [
     {"name": "enc", "op": "encoder_layer", "in": "x", "repeat": 3, "heads": 4, "hidden": 128},
     {"name": "ff", "op": "feed_forward", "hidden": 128},
+    {"name": "one_layer", "op": "encoder_layer", "repeat": 1, "heads": 4, "hidden": 128},
     {"name": "rms", "op": "rmsnorm"},
     {"name": "u", "op": "param", "shape": [64, 64], "init": "uniform", "bound": 0.5},
     {"name": "n", "op": "param", "shape": [64, 64], "init": "normal", "std": 0.3},
@@ -145,6 +146,8 @@ for i in range(3):
     near(f"enc.{i}.ff.fc2.weight", STD / math.sqrt(6))
 near("ff.fc1.weight", STD)
 near("ff.fc2.weight", STD)                               # not repeated: plain std
+near("one_layer.0.attn.o.weight", STD / math.sqrt(2))   # repeat 1: a stack of one, as
+near("one_layer.0.ff.fc2.weight", STD / math.sqrt(2))   # GPT-2 with n_layer = 1 scales
 near("n", 0.3)
 if "rms.weight" not in w or not (w["rms.weight"] == 1).all():
     bad.append("rms.weight should be all ones")
