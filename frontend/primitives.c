@@ -161,6 +161,31 @@ static uint32_t expand_param(fe_ctx *c, fe_node *n)
     return fe_param(c, n, n->name, rank, dims, (kiln_init)init, arg);
 }
 
+/* matmul of 1-D operands as torch.matmul has it: a vector a (k) is the matrix (1, k) and
+ * b (k) is (k, 1), and the dim each added is dropped from the product again — (k)·(k) is
+ * a scalar, (k)·(…, k, n) is (…, n), (…, m, k)·(k) is (…, m). A vector is its own
+ * transpose (torch's v.T), so the transpose flags do not apply to it. */
+static uint32_t matmul_of_vectors(fe_ctx *c, fe_node *n, kiln_attrs a)
+{
+    uint32_t in[2] = {n->in[0], n->in[1]};
+    bool vec[2];
+    for (int k = 0; k < 2; k++) {
+        const kiln_type *t = fe_type(c, in[k]);
+        vec[k] = t->rank == 1;
+        if (vec[k]) in[k] = fe_reshape(c, n, in[k], 2, k == 0 ? (int64_t[]){1, t->dims[0]} : (int64_t[]){t->dims[0], 1});
+    }
+    if (vec[0]) a.transpose_a = false;
+    if (vec[1]) a.transpose_b = false;
+    uint32_t y = fe_add(c, n, KILN_OP_MATMUL, in, 2, &a, NULL);
+    if (y == KILN_NONE) return KILN_NONE;
+    kiln_type yt = *fe_type(c, y);
+    int64_t dims[KILN_MAX_RANK];
+    int rank = 0;
+    for (int i = 0; i < yt.rank; i++)
+        if (!(vec[0] && i == yt.rank - 2) && !(vec[1] && i == yt.rank - 1)) dims[rank++] = yt.dims[i];
+    return fe_reshape(c, n, y, rank, dims);
+}
+
 uint32_t fe_expand_primitive(fe_ctx *c, fe_node *n)
 {
     kiln_op op = kiln_op_from_name(n->op);
@@ -251,5 +276,6 @@ uint32_t fe_expand_primitive(fe_ctx *c, fe_node *n)
     default: break; /* elementwise ops without attributes */
     }
     if (!ok || !inputs_ok) return KILN_NONE;
+    if (op == KILN_OP_MATMUL && (rank == 1 || fe_type(c, n->in[1])->rank == 1)) return matmul_of_vectors(c, n, a);
     return fe_add(c, n, op, n->in, (uint32_t)n->n_in, &a, NULL);
 }

@@ -25,7 +25,7 @@ def read(path):
 def write(path, tensors):
     header, blobs, off = {}, [], 0
     for name, a in tensors.items():
-        a = np.ascontiguousarray(a)
+        a = np.require(a, requirements="C")  # keeps a 0-d array 0-d (ascontiguousarray makes it 1-d)
         raw = a.tobytes()
         header[name] = {"dtype": _NAME[a.dtype], "shape": list(a.shape), "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)

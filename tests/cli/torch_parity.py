@@ -4,7 +4,8 @@ interpreted, and compared with PyTorch in float64 (rtol 1e-4):
   - cast f32 → f32 is the identity for the gradient too (torch's .to(float32));
   - maximum/minimum split the gradient evenly on ties, as torch.maximum/minimum;
   - infonce with an all-zero row (a mean pool over a fully masked row) has
-    F.normalize's finite gradient, not NaN.
+    F.normalize's finite gradient, not NaN;
+  - matmul takes 1-D operands as torch.matmul does.
 Prints one line per failure and exits 1 if there was any."""
 import os
 import subprocess
@@ -100,6 +101,27 @@ target = torch.arange(3)
 loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 loss.backward()
 compare("zero_row", outs, {"loss": loss.item(), "grad.a": A.grad, "grad.b": BB.grad})
+
+# matmul of 1-D operands, as torch.matmul: (k)·(k), (k)·(2, k, n), (2, m, k)·(k), and
+# (k)·(n, k) with transpose_b (a vector is its own transpose: transpose_a is set on each
+# vector a and changes nothing; the matrix b is transposed)
+shapes = [((4,), (4,), False), ((4,), (2, 4, 3), False), ((2, 3, 4), (4,), False), ((4,), (3, 4), True)]
+for i, (sa, sb, tb) in enumerate(shapes):
+    a = rng.standard_normal(sa).astype(np.float32)
+    bm = rng.standard_normal(sb).astype(np.float32)
+    A, BM = t64(a), t64(bm)
+    y = torch.matmul(A, BM.transpose(-1, -2) if tb else BM)
+    t = rng.standard_normal(tuple(y.shape)).astype(np.float32)
+    model = dict(head, name=f"vec{i}", inputs={"a": {"shape": list(sa), "dtype": "f32"},
+                                                "b": {"shape": list(sb), "dtype": "f32"},
+                                                "t": {"shape": list(t.shape), "dtype": "f32"}},
+                 layers=[{"name": "y", "op": "matmul", "in": ["a", "b"], "transpose_a": len(sa) == 1, "transpose_b": tb}],
+                 outputs=["y"], losses=[{"op": "mse", "in": ["y", "t"]}])
+    outs = run(f"vec{i}", model, {"a": a, "b": bm, "t": t}, {})
+    loss = F.mse_loss(y, torch.tensor(t, dtype=torch.float64))
+    loss.backward()
+    compare(f"matmul {sa}·{sb}{' transpose_b' if tb else ''}", outs,
+            {"y": y.detach(), "loss": loss.item(), "grad.a": A.grad, "grad.b": BM.grad})
 
 print(f"torch_parity: {failures} failure(s)" if failures else "torch_parity: ok")
 sys.exit(1 if failures else 0)
