@@ -9,15 +9,40 @@
  * operations carry only `contract` (and `reassoc` for reductions), see lower.h.
  */
 #include <llvm-c/DebugInfo.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "lower.h"
 #include "vmath.h"
 
+void kiln_llvm_internal_error(const char *reason)
+{
+    kiln_aot_abandon();
+    fprintf(stderr, "kiln: internal error in LLVM: %s\n", reason);
+    abort();
+}
+
+/* Without a handler, LLVM prints an error diagnostic (an inline-asm error, a backend's
+ * "unsupported") and calls exit(1) behind kiln's back, leaving a half-built library's
+ * directory. kiln checks its input before LLVM sees it, so such an error is kiln's bug
+ * and ends as LLVM's fatal errors do. Warnings are printed as LLVM would; remarks and
+ * notes are not asked for. */
+static void llvm_diagnostic(LLVMDiagnosticInfoRef info, void *unused)
+{
+    (void)unused;
+    LLVMDiagnosticSeverity severity = LLVMGetDiagInfoSeverity(info);
+    if (severity != LLVMDSError && severity != LLVMDSWarning) return;
+    char *text = LLVMGetDiagInfoDescription(info);
+    if (severity == LLVMDSError) kiln_llvm_internal_error(text);
+    fprintf(stderr, "kiln: warning from LLVM: %s\n", text);
+    LLVMDisposeMessage(text);
+}
+
 void cg_init_in_context(kiln_cg *cg, const kiln_target *t, LLVMContextRef ctx, const char *module_name)
 {
     memset(cg, 0, sizeof *cg);
+    LLVMContextSetDiagnosticHandler(ctx, llvm_diagnostic, NULL);
     cg->ctx = ctx;
     cg->mod = LLVMModuleCreateWithNameInContext(module_name, ctx);
     cg->b = LLVMCreateBuilderInContext(ctx);

@@ -336,6 +336,10 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
  * thread, if any: for the driver's LLVM fatal-error handler, which ends the process
  * while LLVM emits an object. Frees nothing. */
 void kiln_aot_abandon(void);
+/* An error inside LLVM (a fatal error, or an error diagnostic of a context kiln made):
+ * kiln's bug. Removes what kiln_aot_abandon removes, prints reason as kiln's internal
+ * error and aborts. */
+_Noreturn void kiln_llvm_internal_error(const char *reason);
 
 /* The exported module as LLVM IR text or assembly, malloc'd (`kiln compile --emit`). */
 char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d);

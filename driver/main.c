@@ -116,12 +116,7 @@ static int run(const command *c, int argc, char **argv)
  * checks its input before LLVM sees it, so such an error is kiln's bug: it is reported
  * as one (kiln_internal_error's words and abort), after removing the temporary
  * directory of a library being built, so that even then nothing is left behind. */
-static void llvm_fatal_error(const char *reason)
-{
-    kiln_aot_abandon();
-    fprintf(stderr, "kiln: internal error in LLVM: %s\n", reason);
-    abort();
-}
+static void llvm_fatal_error(const char *reason) { kiln_llvm_internal_error(reason); }
 
 int main(int argc, char **argv)
 {

@@ -22,9 +22,12 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "codegen.h"
 #include "kiln/runtime.h"
@@ -1097,6 +1100,53 @@ static char *compile_asm(tg *t)
     return text;
 }
 
+/* An error diagnostic inside LLVM (here: inline assembly it cannot assemble) is kiln's
+ * bug and must end as an internal error (message, abort), not in LLVM's default exit(1).
+ * Run in a child, whose stderr goes to a file. */
+static void test_llvm_error_diagnostic(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/kiln-test-llvm-diag-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(fd, 2);
+        kiln_target host;
+        kiln_diags d;
+        kiln_diags_init(&d);
+        if (!kiln_target_host(&host, &d)) _exit(3);
+        kiln_cg cg;
+        kiln_cg_init(&cg, &host, "diag");
+        LLVMTypeRef fn_type = LLVMFunctionType(cg.t_void, NULL, 0, 0);
+        LLVMValueRef fn = LLVMAddFunction(cg.mod, "f", fn_type);
+        LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(cg.ctx, fn, "entry"));
+        const char *bad = "kiln_no_such_instruction %eax";
+        LLVMValueRef asm_fn = LLVMGetInlineAsm(fn_type, (char *)bad, strlen(bad), "", 0, 1, 0, LLVMInlineAsmDialectATT, 0);
+        LLVMBuildCall2(cg.b, fn_type, asm_fn, NULL, 0, "");
+        LLVMBuildRetVoid(cg.b);
+        LLVMMemoryBufferRef obj;
+        char *err = NULL;
+        LLVMTargetMachineEmitToMemoryBuffer(host.tm, cg.mod, LLVMObjectFile, &err, &obj);
+        _exit(4); /* LLVM accepted it, or the handler returned */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    char text[4096] = {0};
+    ssize_t n = pread(fd, text, sizeof text - 1, 0);
+    close(fd);
+    unlink(path);
+    if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT)) {
+        print_message("child: %s %d; stderr: %.*s\n", WIFSIGNALED(status) ? "signal" : "exit",
+                      WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status), (int)(n > 0 ? n : 0), text);
+        fail();
+    }
+    assert_non_null(strstr(text, "kiln: internal error in LLVM:"));
+    assert_non_null(strstr(text, "kiln_no_such_instruction"));
+}
+
 static void test_asm_vectorised(void **state)
 {
     kiln_target host;
@@ -1198,6 +1248,7 @@ int main(void)
         cmocka_unit_test(test_attention_grad),
         cmocka_unit_test(test_cross_entropy_grad),
         cmocka_unit_test(test_autodiff_graph),
+        cmocka_unit_test(test_llvm_error_diagnostic),
         cmocka_unit_test(test_every_op_compiled), /* last: it reads what the others compiled */
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
