@@ -91,10 +91,13 @@ bool bind_missing_summary(const kiln_graph *g, const uint32_t *nodes, uint32_t n
     if (missing <= 3 || missing * 2 <= n) return false;
     int extra = 0;
     const char *example = NULL;
+    bool binding_optim = strncmp(g->nodes[nodes[0]].attrs.name, "optim.", 6) == 0;
     for (int j = 0; j < f->n; j++) {
         bool known = false;
         for (uint32_t i = 0; i < n && !known; i++) known = strcmp(f->tensors[j].name, g->nodes[nodes[i]].attrs.name) == 0;
-        if (known || strncmp(f->tensors[j].name, "optim.", 6) == 0) continue;
+        /* only the kind being bound: the file's parameters are not extra optimizer state */
+        bool optim = strncmp(f->tensors[j].name, "optim.", 6) == 0;
+        if (known || optim != binding_optim) continue;
         if (!example) example = f->tensors[j].name;
         extra++;
     }

@@ -37,9 +37,43 @@ void ckpt_tensors(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const 
     }
 }
 
+/* The kind of an optimizer tensor: "momentum" of optim.momentum.NAME, "step" of optim.step. */
+static size_t optim_kind(const char *name, const char **kind)
+{
+    *kind = name + 6;
+    return strcspn(*kind, ".");
+}
+
+/* f holds optimizer state of a kind none of the model's state nodes has (SGD's momentum
+ * in a checkpoint resumed without momentum, say): the run it continues had other
+ * optimizer settings, and that state would be dropped without a word. Names within a
+ * kind may differ (a layer frozen since), and are left to ckpt_restore's own checks. */
+static bool foreign_optim_state(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const kiln_tensor_file *f,
+                                const char *path, kiln_diags *d)
+{
+    for (int j = 0; j < f->n; j++) {
+        const char *name = f->tensors[j].name, *kind, *ours;
+        if (strncmp(name, "optim.", 6) != 0) continue;
+        size_t len = optim_kind(name, &kind);
+        bool kept = false;
+        for (uint32_t i = 0; i < n && !kept; i++)
+            kept = optim_kind(g->nodes[nodes[i]].attrs.name, &ours) == len && strncmp(ours, kind, len) == 0;
+        if (!kept) {
+            kiln_diags_add(d, path, 0, 0, name, "is optimizer state the model's optimizer does not keep (it has no "
+                           "optim.%.*s of its own): the checkpoint was trained with other optimizer settings, and "
+                           "--resume continues a run with its own (to train these weights with the model file's, start "
+                           "a new run from them with --init)", (int)len, kind);
+            return true;
+        }
+    }
+    return false;
+}
+
 bool ckpt_restore(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
                   const kiln_tensor_file *f, const char *path, bool *found, kiln_diags *d)
 {
+    if (!found && n > 0 && g->nodes[nodes[0]].op == KILN_OP_STATE && foreign_optim_state(g, nodes, n, f, path, d))
+        return false;
     /* another model's file: one line, not one per tensor (bind.c) */
     if (!found && n > 0 &&
         bind_missing_summary(g, nodes, n, f, path,

@@ -206,6 +206,9 @@ static bool resume_shape(run *r, cli_args *a, bool batch_given, kiln_diags *d)
     return d->n == before;
 }
 
+/* The checkpoint's "optimizer" metadata for the model file's train.optimizer. */
+static const char *optimizer_name(const kiln_train_config *t) { return t->optimizer == KILN_OPT_SGD ? "sgd" : "adamw"; }
+
 static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given, bool seed_given, bool task_given,
                    kiln_diags *d)
 {
@@ -227,6 +230,14 @@ static bool settle(run *r, const cli_args *a, bool steps_given, bool batch_given
                            "needs the same task (leave --task out to reuse it)", task, kiln_task_name(r->task));
         else if (r->start < 0)
             kiln_diags_add(d, r->resume, 0, 0, "__metadata__.step", "is negative (%lld)", (long long)r->start);
+        /* resuming continues the run: another optimizer would silently drop its state (AdamW's
+         * moments into plain SGD) or mistake it for its own */
+        const char *opt = kiln_tensor_file_meta(ck, "optimizer");
+        if (opt && strcmp(opt, optimizer_name(t)) != 0)
+            kiln_diags_add(d, r->resume, 0, 0, "__metadata__.optimizer",
+                           "the checkpoint was trained with %.20s, the model file asks for %s; --resume continues "
+                           "a run with its optimizer state (to train these weights with %s, start a new run from "
+                           "them with --init)", opt, optimizer_name(t), optimizer_name(t));
     }
     if (r->save) {
         /* find an unwritable --save now, not after hours of training */
@@ -478,7 +489,7 @@ static bool save(run *r, int64_t step, kiln_diags *d)
     keys[n] = "task", values[n++] = kiln_task_name(r->task);
     keys[n] = "seed", values[n++] = seed_s;
     keys[n] = "threads", values[n++] = threads_s;
-    keys[n] = "optimizer", values[n++] = r->model.train.optimizer == KILN_OPT_SGD ? "sgd" : "adamw";
+    keys[n] = "optimizer", values[n++] = optimizer_name(&r->model.train);
     keys[n] = "data_state", values[n++] = data_state;
     keys[n] = "dims", values[n++] = dims;
     keys[n] = "batch", values[n++] = batch_s;

@@ -12,7 +12,8 @@
 #   - --init loads what the file has, initialises and lists a new head, and reports the
 #     names the model lacks;
 #   - eval prints loss and perplexity, and accuracy for a classifier it trained;
-#   - a resume without --task takes the checkpoint's, another --task is refused;
+#   - a resume without --task takes the checkpoint's, another --task is refused, and so
+#     is another optimizer (or SGD without the momentum the checkpoint holds);
 #   - a .bin file's ids are checked against the model's vocabulary when it is loaded;
 #   - check --train describes the training step;
 #   - misuse fails with a clear message.
@@ -296,6 +297,15 @@ expect_fail 1 "does not fill this input" "$kiln" train tiny.json --data cls.tsv 
 expect_fail 1 "not a checkpoint of kiln train" "$kiln" train tiny.json --data text.txt --resume w.safetensors
 expect_fail 1 "trained with --task classify, not clm" "$kiln" train cls.json --data cls.tsv --task clm \
     --resume cls.safetensors
+# --resume continues a run with its own optimizer: another one, or other settings that keep
+# other state (SGD's momentum), is refused rather than dropping the state without a word
+sed 's/"optimizer": "adamw"/"optimizer": "sgd"/' tiny.json >sgd.json
+sed 's/"optimizer": "adamw"/"optimizer": "sgd", "momentum": 0.9/' tiny.json >sgdm.json
+expect_fail 1 "trained with adamw, the model file asks for sgd" "$kiln" train sgd.json --data text.txt \
+    --resume a.safetensors --steps 40
+run "1 step of SGD with momentum" "$kiln" train sgdm.json --data text.txt --steps 1 --save m.safetensors || true
+expect_fail 1 "optim.momentum.wte.weight: error: is optimizer state the model's optimizer does not keep" \
+    "$kiln" train sgd.json --data text.txt --resume m.safetensors --steps 2
 printf 'short' >short.txt
 expect_fail 1 "needs at least 33" "$kiln" train tiny.json --data short.txt --steps 3
 expect_fail 1 "make the vocab at least 262" "$kiln" train tiny.json --task mlm --data text.txt --steps 1
