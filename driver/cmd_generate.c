@@ -112,7 +112,8 @@ static bool replay(generator *g, sampler *s, const int32_t *seq, int64_t n_promp
             const float *logits = generator_step(g, out->v[k - 1], n_prompt + (int64_t)k - 1, d);
             double lp;
             ok = logits != NULL;
-            if (ok) (void)sampler_pick(s, logits, &lp);
+            int64_t bad;
+            if (ok) (void)sampler_pick(s, logits, &lp, &bad); /* a bad row was reported the first time */
         }
         pt[r] = t1 - t0, dt[r] = progress_now() - t1;
     }
@@ -311,7 +312,19 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
             }
         }
         double lp;
-        int32_t id = sampler_pick(&s, logits, &lp);
+        int64_t bad;
+        int32_t id = sampler_pick(&s, logits, &lp, &bad);
+        if (id < 0) {
+            if (isnan(logits[bad]) || logits[bad] == INFINITY)
+                kiln_diags_add(diags, NULL, 0, 0, NULL, "the logits of generated token %lld are not finite (%g at id "
+                               "%lld): nothing can be sampled from them (do the weights hold NaN or inf?)",
+                               (long long)k + 1, (double)logits[bad], (long long)bad);
+            else
+                kiln_diags_add(diags, NULL, 0, 0, NULL, "every logit of generated token %lld is -inf: nothing can be "
+                               "sampled from them", (long long)k + 1);
+            failed = true;
+            break;
+        }
         KILN_ASSERT(kiln_ids_push(&out, id));
         logprobs[out.n - 1] = lp;
         if (id == eos) {

@@ -23,11 +23,14 @@
  * bucket below the context runs the whole context's prefill.
  *
  * Sampling (sampler_pick) works in double on one row of logits: greedy takes the first
- * largest logit; otherwise logits/temperature are ranked (value descending, then id),
- * cut to the top k, turned into probabilities, cut to the smallest prefix holding top_p of
- * the mass, and one uniform draw from the run's RNG picks along that ranking. Without
- * top-k and top-p nothing is sorted: the draw walks the ids in order; top-k selects its k
- * ids with a heap and sorts only those, so a large vocabulary costs O(V log k) per token.
+ * largest logit; otherwise (logit − max)/temperature (≤ 0, so no temperature overflows it)
+ * are ranked (value descending, then id), cut to the top k and every id tied with the
+ * k-th (HF's TopKLogitsWarper), turned into probabilities, cut to the smallest prefix
+ * holding top_p of the mass, and one uniform draw from the run's RNG picks along that
+ * ranking. Without top-k and top-p nothing is sorted: the draw walks the ids in order;
+ * top-k selects its k ids with a heap and sorts only those, so a large vocabulary costs
+ * O(V log k) per token. A row with a NaN or +inf logit has no distribution (torch's
+ * softmax gives NaN there and multinomial refuses it): the caller reports it.
  */
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -530,37 +533,50 @@ static void top_k_ids(const double *p, int64_t V, int64_t k, int32_t *ord)
     qsort(ord, (size_t)k, sizeof *ord, by_value_desc);
 }
 
-int32_t sampler_pick(sampler *s, const float *logits, double *logprob)
+int32_t sampler_pick(sampler *s, const float *logits, double *logprob, int64_t *bad)
 {
     int64_t V = s->vocab;
     /* the model's log-probabilities: log-softmax of the raw logits, in double */
     double mx = -INFINITY;
     int32_t best = 0;
-    for (int64_t i = 0; i < V; i++)
+    for (int64_t i = 0; i < V; i++) {
+        if (isnan(logits[i]) || logits[i] == INFINITY) {
+            *bad = i;
+            return -1;
+        }
         if (logits[i] > mx) mx = logits[i], best = (int32_t)i;
+    }
+    if (mx == -INFINITY) {
+        *bad = 0;
+        return -1;
+    }
     double z = 0;
     for (int64_t i = 0; i < V; i++) z += exp((double)logits[i] - mx);
     double logz = mx + log(z);
     int32_t pick = best;
-    if (s->temperature > 0 && isfinite(mx)) {
+    if (s->temperature > 0) {
         double *p = s->prob;
         int32_t *ord = s->order;
-        for (int64_t i = 0; i < V; i++) p[i] = (double)logits[i] / s->temperature, ord[i] = (int32_t)i;
+        for (int64_t i = 0; i < V; i++) p[i] = ((double)logits[i] - mx) / s->temperature, ord[i] = (int32_t)i;
         int64_t keep = V;
         bool ranked = (s->top_k > 0 && s->top_k < V) || s->top_p < 1;
         if (s->top_k > 0 && s->top_k < V) {
             keep = s->top_k;
             top_k_ids(p, V, keep, ord);
+            /* ids tied with the k-th stay too, as HF keeps every score ≥ the k-th; they
+             * come after it in the ranking (same value, larger ids) */
+            double kth = p[ord[keep - 1]];
+            int32_t last = ord[keep - 1];
+            for (int64_t i = last + 1; i < V; i++)
+                if (p[i] == kth) ord[keep++] = (int32_t)i;
         } else if (ranked) { /* top-p alone ranks everything */
             sort_key = p;
             qsort(ord, (size_t)V, sizeof *ord, by_value_desc);
         }
-        double top = p[ord[0]];
-        if (!ranked)
-            for (int64_t i = 0; i < V; i++) top = p[i] > top ? p[i] : top;
-        /* probabilities of the kept ids, in ranking order, into p (unnormalised) */
+        /* probabilities of the kept ids, in ranking order, into p (unnormalised: the
+         * largest is exp(0) = 1) */
         double total = 0;
-        for (int64_t r = 0; r < keep; r++) total += (p[ord[r]] = exp(p[ord[r]] - top));
+        for (int64_t r = 0; r < keep; r++) total += (p[ord[r]] = exp(p[ord[r]]));
         if (s->top_p < 1) {
             double cum = 0;
             int64_t r = 0;

@@ -111,7 +111,9 @@ typedef struct sampler {
 void sampler_init(sampler *s, int64_t vocab, double temperature, int64_t top_k, double top_p, uint64_t seed);
 void sampler_free(sampler *s);
 /* Picks the next id from one row of logits; *logprob = its log-probability under the
- * model (log-softmax of the raw logits, before temperature and filtering). */
-int32_t sampler_pick(sampler *s, const float *logits, double *logprob);
+ * model (log-softmax of the raw logits, before temperature and filtering). −1 when the
+ * row has no distribution to pick from — a NaN or +inf logit, or every logit −inf —
+ * with *bad the first such id (0 when all are −inf). */
+int32_t sampler_pick(sampler *s, const float *logits, double *logprob, int64_t *bad);
 
 #endif

@@ -67,26 +67,30 @@ static int by_value_desc(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* -1 when the row holds a NaN or +inf logit, or only -inf ones: nothing to sample from */
 static int32_t pick(const float *logits, double temperature, int top_k, rng *r)
 {
     enum { V = CHAR_GPT_VOCAB };
     int32_t best = 0;
-    for (int i = 1; i < V; i++)
+    for (int i = 0; i < V; i++) {
+        if (isnan(logits[i]) || logits[i] == INFINITY) return -1;
         if (logits[i] > logits[best]) best = i;
+    }
+    if (logits[best] == -INFINITY) return -1;
     if (temperature <= 0) return best;
     static double p[V];
     static int32_t order[V];
-    for (int i = 0; i < V; i++) p[i] = (double)logits[i] / temperature, order[i] = i;
+    /* (logit - max)/temperature is at most 0: no temperature overflows it */
+    for (int i = 0; i < V; i++) p[i] = ((double)logits[i] - logits[best]) / temperature, order[i] = i;
     int keep = V;
-    double top = p[best];
-    if (top_k > 0 && top_k < V) { /* rank by value, then id; keep the first K */
+    if (top_k > 0 && top_k < V) { /* rank by value, then id; keep the first K and every id tied with the K-th */
         key = p;
         qsort(order, V, sizeof *order, by_value_desc);
         keep = top_k;
-        top = p[order[0]];
+        while (keep < V && p[order[keep]] == p[order[top_k - 1]]) keep++;
     }
     double total = 0;
-    for (int k = 0; k < keep; k++) total += (p[order[k]] = exp(p[order[k]] - top));
+    for (int k = 0; k < keep; k++) total += (p[order[k]] = exp(p[order[k]]));
     double u = rng_uniform(r) * total, acc = 0;
     for (int k = 0; k < keep; k++) {
         acc += p[order[k]];
@@ -147,6 +151,11 @@ int main(int argc, char **argv)
             if (rc != 0) break;
         }
         int32_t id = pick(row, temperature, top_k, &r);
+        if (id < 0) {
+            fprintf(stderr, "the logits are not finite: nothing to sample from\n");
+            rc = 1;
+            break;
+        }
         if (pos < CHAR_GPT_CONTEXT) tokens[pos] = id;
         putchar(id);
         fflush(stdout);

@@ -6,7 +6,8 @@
 # within float tolerance; a fixed seed reproduces the same text and --top-k 1 is greedy;
 # the context bounds generation (stop "context"), a too long prompt is refused or
 # truncated from the left; an encoder-decoder (--source) agrees with its full forward
-# pass too; and every bad request fails with its message: an encoder model, --top-p outside (0, 1], a negative temperature, a character missing from a char
+# pass too; the sampler keeps top-k ties as HF does, is greedy at a tiny temperature and
+# refuses a NaN logit; and every bad request fails with its message: an encoder model, --top-p outside (0, 1], a negative temperature, a character missing from a char
 # vocabulary, a char model without its tokenizer. Then `kiln compile --generate` exports
 # NAME_prefill and NAME_decode_step, and examples/deploy/generate.c built against the .so
 # and the .a prints exactly what `kiln generate` prints, greedy and with top-k sampling;
@@ -201,5 +202,46 @@ if kiln_ok "train bigram" train bigram.json --data text.txt --steps 5 --save big
     kiln_ok "bigram, --no-cache" generate bigram.json --weights bigram.safetensors --prompt "the " --max-new 8 --greedy \
         --no-cache && { cmp -s want.txt out.txt || fail "bigram: the decode step differs from --no-cache"; }
 fi
+
+# --- the sampler against HF's warpers, on logits a bigram model fixes: every row of its
+# embedding is the next token's logits (the rest of the 256 ids at -1e4) ---
+designed() { # designed NAME ROW — NAME.json and NAME.safetensors whose logits are ROW (a Python list)
+    "$py" - "$src/scripts" "$1" "$2" <<'EOF'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, safetensors_np
+name, row = sys.argv[2], json.loads(sys.argv[3].replace("nan", "NaN"))
+json.dump({"format": "kiln/1", "name": "designed", "dims": {"B": 1, "T": 1024},
+           "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}},
+           "layers": [{"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 256},
+                      {"name": "logits", "op": "scale", "by": 1.0}],
+           "outputs": ["logits"], "tokenizer": {"kind": "byte"}}, open(name + ".json", "w"))
+w = np.full((256, 256), -1e4, np.float32)
+w[:, :len(row)] = row
+safetensors_np.write(name + ".safetensors", {"wte.weight": w})
+EOF
+}
+# top-k keeps every id tied with the K-th, as HF's TopKLogitsWarper: [3, 2, 2, 1] with top-k 2
+# gives ids 0, 1, 2 with probabilities 0.576, 0.212, 0.212 (kiln once never drew id 2)
+designed ties "[3, 2, 2, 1]"
+if kiln_ok "top-k 2 over a tie" generate ties.json --weights ties.safetensors --prompt A --max-new 1000 \
+    --top-k 2 --seed 4 --json; then
+    "$py" -c "
+import json, sys
+ids = json.load(open('out.txt'))['ids']
+f = [ids.count(i) / len(ids) for i in range(4)]
+assert len(ids) == 1000 and abs(f[0] - 0.576) < 0.05 and 0.16 < f[1] < 0.27 and 0.16 < f[2] < 0.27 and f[3] == 0, f
+" || fail "top-k 2 over tied logits does not sample as HF's TopKLogitsWarper (above)"
+fi
+# a temperature near the smallest double is greedy (logits/T once overflowed to the least likely id)
+designed sharp "[1, 2, 50, 3, 0.5]"
+kiln_ok "--temperature 1e-307" generate sharp.json --weights sharp.safetensors --prompt A --max-new 5 \
+    --temperature 1e-307 --top-k 3 --json &&
+    { "$py" -c "import json; assert json.load(open('out.txt'))['ids'] == [2] * 5" ||
+        fail "--temperature 1e-307 is not greedy: $(cat out.txt)"; }
+# a NaN logit has no distribution: an error naming it, not an arbitrary token or nan in --json
+designed nanrow "[1, nan, 3]"
+kiln_fails "a NaN logit" 1 "logits of generated token 1 are not finite (nan at id 1)" generate nanrow.json \
+    --weights nanrow.safetensors --prompt A --max-new 3 --json --temperature 0.7
 
 finish
