@@ -96,6 +96,18 @@ static bool entry_init(gen_entry *e, const char *text, size_t len, const char *p
     uint32_t tok = token_input(m);
     /* one position: the step's, or the prefill's last prompt row */
     uint32_t o = tok == KILN_NONE ? KILN_NONE : logits_output(m, 1);
+    /* the prefill keeps its logits over every row when they mix the positions */
+    uint32_t whole = tok == KILN_NONE || o != KILN_NONE ? KILN_NONE : logits_output(m, g->nodes[tok].type.dims[1]);
+    uint32_t mixing = whole == KILN_NONE ? KILN_NONE : kiln_decode_mixing_node(m, g->outputs[whole].node, tokens_name);
+    if (mixing != KILN_NONE) {
+        const kiln_node *nd = &g->nodes[mixing];
+        kiln_diags_add(d, m->file, 0, 0, nd->origin,
+                       "%s mixes the token positions outside attention (%s): generation computes one position at a "
+                       "time over a cache of attention's keys and values, so each position may depend on earlier "
+                       "ones only through causal attention, and generation cannot run this model",
+                       nd->label ? nd->label : "this layer", kiln_op_table[nd->op].name);
+        return false;
+    }
     if (tok == KILN_NONE || o == KILN_NONE) {
         kiln_diags_add(d, m->file, 0, 0, NULL, "internal error: the generation graph lost its tokens or logits");
         return false;
@@ -172,6 +184,26 @@ static bool same_layout(const gen_entry *a, const gen_entry *b)
     }
     for (int i = 0; i < a->m.n_kv_states; i++)
         if (a->c.state_offsets[i] != b->c.state_offsets[i]) return false;
+    return true;
+}
+
+/* Every parameter has one shape in the prefill (the context's positions) and in the
+ * decode step (one position): the weights are bound once for both. A shape written with
+ * the sequence dim (a `param` of shape ["T", "D"]) is not. */
+static bool fixed_param_shapes(const kiln_model *prefill, const kiln_model *step, const char *seq_dim, kiln_diags *d)
+{
+    for (int i = 0; i < prefill->n_params && i < step->n_params; i++) {
+        const kiln_node *a = &prefill->graph.nodes[prefill->params[i]], *b = &step->graph.nodes[step->params[i]];
+        if (kiln_type_equal(&a->type, &b->type)) continue;
+        char ta[160], tb[160];
+        kiln_diags_add(d, prefill->file, 0, 0, a->origin,
+                       "parameter '%s' is %s over the whole context but %s in the decode step: its shape depends on the "
+                       "sequence dim %s, which generation binds to each length, and the weights have one shape (a "
+                       "learned position table is a pos_encoding with kind \"learned\" and max_len rows)",
+                       a->attrs.name, kiln_type_str(&a->type, ta, sizeof ta), kiln_type_str(&b->type, tb, sizeof tb),
+                       seq_dim ? seq_dim : "T");
+        return false;
+    }
     return true;
 }
 
@@ -281,7 +313,8 @@ bool generator_graphs(generator *g, const char *text, size_t len, const char *pa
         goto out;
     defs[n] = (kiln_dim_binding){seq_dim, 1};
     if (!entry_init(&g->step, text, len, path, defs, n + 1, KILN_DECODE_STEP, g->context, g->tokens_name,
-                    "decode_step", d))
+                    "decode_step", d) ||
+        !fixed_param_shapes(&g->prefill.m, &g->step.m, seq_dim, d))
         goto out;
     ok = true;
 out:

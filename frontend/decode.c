@@ -373,6 +373,23 @@ static uint32_t last_row(last_row_ctx *x, uint32_t id)
     return out;
 }
 
+uint32_t kiln_decode_mixing_node(const kiln_model *m, uint32_t node, const char *tokens)
+{
+    const kiln_graph *g = &m->graph;
+    int *ax = malloc((g->n_nodes ? g->n_nodes : 1) * sizeof *ax);
+    KILN_ASSERT(ax != NULL);
+    for (uint32_t id = 0; id < g->n_nodes; id++) ax[id] = row_axis_of(g, ax, id, tokens);
+    uint32_t at = node < g->n_nodes && ax[node] == ROW_MIXED ? node : KILN_NONE;
+    /* back along mixed inputs, to the node whose inputs still had their rows */
+    for (bool back = at != KILN_NONE; back;) {
+        back = false;
+        for (uint32_t i = 0; i < g->nodes[at].n_in && !back; i++)
+            if (ax[g->nodes[at].in[i]] == ROW_MIXED) at = g->nodes[at].in[i], back = true;
+    }
+    free(ax);
+    return at;
+}
+
 void fe_decode_last_row(fe_ctx *c)
 {
     kiln_graph *g = c->g;

@@ -145,6 +145,10 @@ bool kiln_model_load_text(kiln_model *m, const char *text, size_t len, const cha
 bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const char *file,
                             const kiln_load_options *opt, const kiln_decode_options *dec, kiln_diags *diags);
 void kiln_model_free(kiln_model *m);
+/* In a generation graph: the first node on the way to `node` that mixes the token
+ * positions outside attention (a concat or a reduction along them, say), which a KV
+ * cache cannot run one position at a time; KILN_NONE when `node` keeps its rows. */
+uint32_t kiln_decode_mixing_node(const kiln_model *m, uint32_t node, const char *tokens);
 
 /* The PARAM node named `name`, or KILN_NONE. */
 uint32_t kiln_model_find_param(const kiln_model *m, const char *name);

@@ -244,4 +244,32 @@ designed nanrow "[1, nan, 3]"
 kiln_fails "a NaN logit" 1 "logits of generated token 1 are not finite (nan at id 1)" generate nanrow.json \
     --weights nanrow.safetensors --prompt A --max-new 3 --json --temperature 0.7
 
+# models generation cannot run, refused with what is wrong (once "internal error"): a token
+# shift (a slice along the positions outside attention), and a position table written as a
+# `param` of shape ["T", "D"] (one shape over the context, another in the decode step)
+cp nanrow.safetensors unused.safetensors
+cat >shift.json <<'EOF'
+{"format": "kiln/1", "name": "shift", "dims": {"B": 1, "T": 24},
+ "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}},
+ "layers": [{"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 16},
+            {"name": "prev", "op": "slice", "in": "wte", "axis": 1, "start": 0, "end": -1},
+            {"name": "pad", "op": "constant", "shape": [1, 1, 16], "value": 0.0},
+            {"name": "shifted", "op": "concat", "in": ["pad", "prev"], "axis": 1},
+            {"name": "logits", "op": "linear", "out": 256}],
+ "outputs": ["logits"], "tokenizer": {"kind": "byte"}}
+EOF
+kiln_fails "a token shift" 1 "layers\[1\]: error: prev mixes the token positions outside attention (slice)" \
+    generate shift.json --weights unused.safetensors --prompt ab --no-cache
+cat >parampos.json <<'EOF'
+{"format": "kiln/1", "name": "parampos", "dims": {"B": 1, "T": 24, "D": 16},
+ "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}},
+ "layers": [{"name": "wte", "op": "embedding", "in": "tokens", "vocab": 256, "dim": 16},
+            {"name": "pos", "op": "param", "shape": ["T", "D"]},
+            {"name": "x", "op": "add", "in": ["wte", "pos"]},
+            {"name": "logits", "op": "linear", "out": 256}],
+ "outputs": ["logits"], "tokenizer": {"kind": "byte"}}
+EOF
+kiln_fails "a param over T" 1 "parameter 'pos' is f32\[24,16\] over the whole context but f32\[1,16\] in the decode step" \
+    generate parampos.json --weights unused.safetensors --prompt ab
+
 finish
