@@ -1,6 +1,7 @@
 /* cli.c — see cli.h. */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -11,22 +12,29 @@
 
 bool cli_parse_int(const char *s, int64_t *out)
 {
-    if (!s || !*s) return false;
-    char *end;
+    /* plain decimal digits, optionally after a '-': strtoll alone would also take leading
+     * white space and a '+' (" 5", "+8"), which a command line should not */
+    if (!s) return false;
+    const char *d = *s == '-' ? s + 1 : s;
+    if (!*d) return false;
+    for (const char *p = d; *p; p++)
+        if (*p < '0' || *p > '9') return false;
     errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno || *end) return false;
+    long long v = strtoll(s, NULL, 10);
+    if (errno) return false;
     *out = v;
     return true;
 }
 
 bool cli_parse_num(const char *s, double *out)
 {
-    if (!s || !*s) return false;
+    /* strtod's forms (1e-3, .5, -2) but not its leading white space or '+', and only a
+     * finite value ("nan", "inf", or 1e999 overflowing to it, are refused) */
+    if (!s || !*s || *s == '+' || isspace((unsigned char)*s)) return false;
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || *end || !isfinite(v)) return false;
+    if (errno || end == s || *end || !isfinite(v)) return false;
     *out = v;
     return true;
 }

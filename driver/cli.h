@@ -3,7 +3,7 @@
  * Each subcommand declares its flags in a table; cli_parse fills them, collects
  * positional arguments and -D NAME=N definitions, and reports every problem (unknown
  * flag, missing or malformed value) as a diagnostic. Numbers are parsed strictly: "12x",
- * "" or an out-of-range value is an error, never silently truncated. */
+ * "", " 5", "+8" or an out-of-range value is an error, never silently truncated. */
 #ifndef KILN_CLI_H
 #define KILN_CLI_H
 
@@ -45,6 +45,8 @@ typedef struct cli_args {
 bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_flags, cli_args *args,
                kiln_diags *diags);
 
+/* An integer: decimal digits, optionally after a '-' (whether a negative value makes
+ * sense is the flag's own check), within int64_t; nothing before or after them. */
 bool cli_parse_int(const char *s, int64_t *out);
 
 /* The running command's usage line (set by main.c before the command runs). */
@@ -73,6 +75,8 @@ bool cli_pipeline_valid(kiln_diags *diags);
 bool cli_pipeline_runs(unsigned runs, const char *grads_flag, const char *step_flag, kiln_diags *diags);
 /* Prints a --dump-after text (if any) to stdout. */
 void cli_print_dump(const char *dump);
+/* A finite number in a form strtod reads ("1e-3", ".5", "-2"), without leading white
+ * space or '+', and nothing after it: "", "1x", "nan" and "inf" are refused. */
 bool cli_parse_num(const char *s, double *out);
 
 /* One file a command reads or writes, for cli_files_distinct. */
