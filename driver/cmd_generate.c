@@ -136,17 +136,17 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
 {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     gen_args r = {.max_new = 100, .temperature = 1.0, .top_p = 1.0, .threads = cpus < 1 ? 1 : cpus, .repeat = 1};
-    bool prompt_given = false;
+    bool prompt_given = false, temperature_given = false, top_k_given = false, top_p_given = false;
     cli_flag flags[] = {
         LIMITS_FLAG,
         {"--weights", CLI_STR, &r.weights, NULL, "weights or checkpoint (safetensors) to generate with (required)"},
         {"--prompt", CLI_STR, &r.prompt, &prompt_given, "the text to continue (required without --source)"},
         {"--source", CLI_STR, &r.source, NULL, "the text an encoder-decoder model transforms, its encoder's input (required for those models)"},
         {"--max-new", CLI_INT, &r.max_new, NULL, "most tokens to generate (default 100)"},
-        {"--temperature", CLI_NUM, &r.temperature, NULL, "divides the logits before sampling; 0 = greedy (default 1)"},
-        {"--greedy", CLI_BOOL, &r.greedy, NULL, "always take the most likely token, same as --temperature 0 (default: off)"},
-        {"--top-k", CLI_INT, &r.top_k, NULL, "sample among the K most likely tokens only; 0 = all (default 0)"},
-        {"--top-p", CLI_NUM, &r.top_p, NULL, "sample from the smallest set of tokens holding P of the mass, in (0, 1] (default 1)"},
+        {"--temperature", CLI_NUM, &r.temperature, &temperature_given, "divides the logits before sampling; 0 = greedy (default 1)"},
+        {"--greedy", CLI_BOOL, &r.greedy, NULL, "always take the most likely token, same as --temperature 0; not with a sampling --temperature, --top-k or --top-p (default: off)"},
+        {"--top-k", CLI_INT, &r.top_k, &top_k_given, "sample among the K most likely tokens only; 0 = all (default 0)"},
+        {"--top-p", CLI_NUM, &r.top_p, &top_p_given, "sample from the smallest set of tokens holding P of the mass, in (0, 1] (default 1)"},
         {"--seed", CLI_INT, &r.seed, NULL, "seed of the sampler's random numbers (default 0)"},
         {"--truncate", CLI_BOOL, &r.truncate, NULL, "keep the last tokens of a prompt longer than the context instead of refusing it (default: off)"},
         {"--json", CLI_BOOL, &r.json, NULL, "print one JSON object: text, tokens, ids and per-token log-probabilities (default: off)"},
@@ -166,6 +166,18 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
         kiln_diags_add(diags, NULL, 0, 0, "--temperature", "expected 0 (greedy) or more, got %g", r.temperature);
     if (r.top_k < 0) kiln_diags_add(diags, NULL, 0, 0, "--top-k", "expected 0 (off) or more, got %lld", (long long)r.top_k);
     if (!(r.top_p > 0 && r.top_p <= 1)) kiln_diags_add(diags, NULL, 0, 0, "--top-p", "expected a value in (0, 1], got %g", r.top_p);
+    /* --greedy takes the most likely token: a sampling setting beside it would be ignored,
+     * so it is refused unless it says the same (--temperature 0) or is off (--top-k 0,
+     * --top-p 1) */
+    if (r.greedy && temperature_given && r.temperature != 0)
+        kiln_diags_add(diags, NULL, 0, 0, "--greedy", "conflicts with --temperature %g: greedy decoding is "
+                       "--temperature 0; give one of them", r.temperature);
+    if (r.greedy && top_k_given && r.top_k != 0)
+        kiln_diags_add(diags, NULL, 0, 0, "--greedy", "conflicts with --top-k %lld: greedy decoding does not sample, "
+                       "give one of them", (long long)r.top_k);
+    if (r.greedy && top_p_given && r.top_p != 1)
+        kiln_diags_add(diags, NULL, 0, 0, "--greedy", "conflicts with --top-p %g: greedy decoding does not sample, "
+                       "give one of them", r.top_p);
     if (r.threads < 1 || r.threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
     if (r.repeat < 1 || r.repeat > 1000) kiln_diags_add(diags, NULL, 0, 0, "--repeat", "expected 1..1000");
     if (!cli_pipeline_valid(diags) || !limits_valid(diags) || diags->n) return EXIT_USAGE;

@@ -3,7 +3,8 @@
 # for a small decoder with each position kind (sinusoidal, learned, relative, rope, alibi),
 # greedy decoding with the KV cache equals greedy decoding that re-runs the full forward
 # pass over the growing sequence (--no-cache), token for token, with log-probabilities
-# within float tolerance; a fixed seed reproduces the same text and --top-k 1 is greedy;
+# within float tolerance; a fixed seed reproduces the same text and --top-k 1 is greedy
+# (--greedy with --temperature 0, --top-k 0 and --top-p 1 too, with a sampling setting it is refused);
 # the context bounds generation (stop "context"), a too long prompt is refused or
 # truncated from the left; an encoder-decoder (--source) agrees with its full forward
 # pass too; the sampler keeps top-k ties as HF does, is greedy at a tiny temperature and
@@ -60,6 +61,12 @@ kiln_ok "top-k 1" generate "$model" --weights $w --prompt "Once" --max-new 10 --
 kiln_ok "greedy" generate "$model" --weights $w --prompt "Once" --max-new 10 --greedy --json && cp out.txt g.json
 $py -c 'import json,sys; a,b=(json.load(open(f))["ids"] for f in sys.argv[1:]); assert a==b' k1.json g.json ||
     fail "--top-k 1 differs from greedy"
+kiln_ok "greedy with the settings that agree" generate "$model" --weights $w --prompt "Once" --max-new 10 --greedy \
+    --temperature 0 --top-k 0 --top-p 1 --json && cp out.txt g0.json
+$py -c 'import json,sys; a,b=(json.load(open(f))["ids"] for f in sys.argv[1:]); assert a==b' g0.json g.json ||
+    fail "--greedy --temperature 0 --top-k 0 --top-p 1 differs from --greedy"
+kiln_fails "greedy and a sampling temperature" 2 "conflicts with --temperature 0.8" generate "$model" --weights $w \
+    --prompt "Once" --greedy --temperature 0.8
 kiln_ok "plain text output" generate "$model" --weights $w --prompt "Once" --max-new 3 --greedy
 head -c 4 out.txt | grep -q "^Once" || fail "the plain output does not start with the prompt"
 kiln_ok "max-new 0" generate "$model" --weights $w --prompt "Once" --max-new 0 --json
