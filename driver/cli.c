@@ -242,25 +242,46 @@ bool cli_pipeline_valid(kiln_diags *diags)
     return stages_known(cli_pipeline.dump_after, "--dump-after", false, diags) && ok;
 }
 
-bool cli_pipeline_runs(unsigned runs, const char *grads_flag, const char *step_flag, kiln_diags *diags)
+/* One stage named by `flag` (--dump-after or --disable-pass): false (reported) when the
+ * compilation described by `runs` does not run it. */
+static bool stage_runs(const char *flag, const char *stage, unsigned runs, const char *grads_flag,
+                       const char *step_flag, kiln_diags *diags)
 {
-    const char *stage = cli_pipeline.dump_after;
-    unsigned missing = stage ? kiln_pass_needs(stage) & ~runs : 0;
+    unsigned missing = kiln_pass_needs(stage) & ~runs;
     if (!missing) return true;
     if (missing & KILN_RUNS_COMPILE)
-        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' does not run: the interpreter compiles nothing",
-                       stage);
+        kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' does not run: the interpreter compiles nothing", stage);
     else if (missing & KILN_RUNS_GRADS && grads_flag)
-        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a training stage: add %s", stage, grads_flag);
+        kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' is a training stage: add %s", stage, grads_flag);
     else if (step_flag)
-        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a training stage: add %s", stage, step_flag);
-    else if (grads_flag)
-        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a stage of a whole training step, which %s does "
+        kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' is a training stage: add %s", stage, step_flag);
+    else if (grads_flag && strcmp(flag, "--dump-after") == 0)
+        kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' is a stage of a whole training step, which %s does "
                        "not compile (kiln check --train --dump-after %s shows it)", stage, grads_flag, stage);
+    else if (grads_flag)
+        kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' is a stage of a whole training step, which %s does "
+                       "not compile", stage, grads_flag);
     else
-        kiln_diags_add(diags, NULL, 0, 0, "--dump-after", "'%s' is a training stage: this command compiles no "
+        kiln_diags_add(diags, NULL, 0, 0, flag, "'%s' is a training stage: this command compiles no "
                        "training step", stage);
     return false;
+}
+
+bool cli_pipeline_runs(unsigned runs, const char *grads_flag, const char *step_flag, kiln_diags *diags)
+{
+    bool ok = true;
+    if (cli_pipeline.dump_after)
+        ok = stage_runs("--dump-after", cli_pipeline.dump_after, runs, grads_flag, step_flag, diags);
+    for (const char *p = cli_pipeline.disable; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)(len < 63 ? len : 63), p);
+        ok = stage_runs("--disable-pass", name, runs, grads_flag, step_flag, diags) && ok;
+        if (!end) break;
+        p = end + 1;
+    }
+    return ok;
 }
 
 void cli_print_dump(const char *dump)

@@ -68,8 +68,8 @@ extern kiln_pipeline_options cli_pipeline;
     {"--dump-after", CLI_STR, &cli_pipeline.dump_after, NULL, NULL}
 /* Checks the stage names those flags gave; false (reported) if one is unknown. */
 bool cli_pipeline_valid(kiln_diags *diags);
-/* A --dump-after stage that this command's compilation will not run is a usage error
- * (reported, false). `runs` is what it compiles (KILN_RUNS_* of passes.h: 0 for the
+/* A --dump-after or --disable-pass stage that this command's compilation will not run is
+ * a usage error (reported, false, one diagnostic per such stage). `runs` is what it compiles (KILN_RUNS_* of passes.h: 0 for the
  * interpreter); grads_flag and step_flag name the flags that would add gradients or a
  * training step ("--grads", "--train"), NULL when the command has none. */
 bool cli_pipeline_runs(unsigned runs, const char *grads_flag, const char *step_flag, kiln_diags *diags);

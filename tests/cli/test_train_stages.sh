@@ -3,7 +3,7 @@
 # kiln_pipeline_train): `--dump-after autodiff` prints the graph with the backward pass
 # and no optimizer yet, `--dump-after optimizer` the whole step, on check, run --grads and
 # bench; a stage the command does not run (a training stage without --train or --grads,
-# any stage with --interp) is a usage error. And RoPE inside the attention
+# any stage with --interp) is a usage error, for --dump-after and --disable-pass alike. And RoPE inside the attention
 # kernels (passes/fuse.c): an attention with position "rope" is still 3 kernels forward,
 # in its training step no slice, concat, neg or unslice of the rotation runs as a kernel
 # of its own, and with attention dropout 2 training steps match the unfused step's
@@ -80,7 +80,22 @@ refused "'optimizer' is a stage of a whole training step" run tiny.json --weight
     --inputs in.safetensors --out o.safetensors --grads --dump-after optimizer
 refused "the interpreter compiles nothing" run tiny.json --weights w.safetensors --inputs in.safetensors \
     --out o.safetensors --interp --dump-after fuse
-[[ -e t.so || -e o.safetensors ]] && fail "a refused --dump-after wrote an output"
+# --disable-pass refuses such a stage the same way (it would turn off nothing)
+refused "--disable-pass: error: 'recompute' is a training stage: add --train" check tiny.json --disable-pass recompute
+refused "--disable-pass: error: 'recompute' is a training stage: add --train" compile tiny.json -o t.so \
+    --disable-pass fuse,recompute
+refused "'recompute' is a stage of a whole training step, which --grads does not compile" run tiny.json \
+    --weights w.safetensors --inputs in.safetensors --out o.safetensors --grads --disable-pass recompute
+refused "--disable-pass: error: 'fuse' does not run: the interpreter compiles nothing" run tiny.json \
+    --weights w.safetensors --inputs in.safetensors --out o.safetensors --interp --disable-pass fuse
+refused "'recompute' is a training stage: this command compiles no training step" generate tiny.json \
+    --weights w.safetensors --prompt a --disable-pass recompute
+refused "'recompute' is a training stage: add --train" bench tiny.json --disable-pass recompute
+[[ -e t.so || -e o.safetensors ]] && fail "a refused --dump-after or --disable-pass wrote an output"
+"$kiln" check tiny.json --train --disable-pass recompute,fuse >/dev/null 2>err.txt ||
+    fail "check --train --disable-pass recompute,fuse: $(head -n 2 err.txt)"
+"$kiln" run tiny.json --weights w.safetensors --inputs in.safetensors --out o.safetensors --disable-pass fuse \
+    2>err.txt || fail "run --disable-pass fuse: $(head -n 2 err.txt)"
 
 # RoPE inside the attention kernels
 cat >rope.json <<'JSON'
