@@ -149,10 +149,39 @@ bool bind_params(const kiln_model *m, const kiln_tensor_file *f, const char *fil
     return ok;
 }
 
+/* A tensor of the inputs file that names none of the model's inputs: a misspelt or stale
+ * name would otherwise be dropped without a word (the input it was meant for may even
+ * be unneeded, so nothing else would notice). Reported with the inputs there are. */
+static bool input_known(const kiln_model *m, const kiln_tensor *t, const char *file, kiln_diags *diags)
+{
+    const char *names[64];
+    int n = 0;
+    for (int i = 0; i < m->n_inputs; i++) {
+        const char *name = m->graph.nodes[m->inputs[i]].attrs.name;
+        if (strcmp(name, t->name) == 0) return true;
+        if (n < 64) names[n++] = name;
+    }
+    char list[256] = "", hint[160] = "";
+    size_t len = 0;
+    for (int i = 0; i < n && len < sizeof list; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%s", i ? ", " : "", names[i]);
+    if (len >= sizeof list || n < m->n_inputs) /* too many to list: the first ones, then "..." */
+        snprintf(list + (len < sizeof list - 5 ? len : sizeof list - 5), 5, "...");
+    const char *near = kiln_closest_name(t->name, names, n);
+    if (near) snprintf(hint, sizeof hint, "; did you mean '%s'?", near);
+    if (m->n_inputs == 0)
+        kiln_diags_add(diags, file, 0, 0, t->name, "the model has no inputs, so the inputs file must be empty");
+    else
+        kiln_diags_add(diags, file, 0, 0, t->name, "the model has no input of this name (its inputs: %s)%s", list,
+                       hint);
+    return false;
+}
+
 bool bind_inputs(const kiln_model *m, const kiln_tensor_file *f, const char *file, const unsigned char *needed,
                  void **values, kiln_diags *diags)
 {
     bool ok = true;
+    for (int j = 0; j < f->n; j++) ok &= input_known(m, &f->tensors[j], file, diags);
     for (int i = 0; i < m->n_inputs; i++) {
         uint32_t id = m->inputs[i];
         if (needed[id]) ok &= bind_one(f, file, &m->graph.nodes[id], id, "input", "inputs", values, diags);

@@ -41,7 +41,7 @@ kiln_given_input *bind_given_inputs(const kiln_tensor_file *f, int *n);
 void bind_needed(const kiln_graph *g, bool with_loss, unsigned char *needed);
 /* Points values[] of every PARAM node at the matching tensor of `f` (borrowed). Reports
  * every missing parameter and every shape mismatch; names in the file that the model
- * lacks are listed in *extra (may be NULL). */
+ * lacks are not looked at (a checkpoint also holds optimizer state). */
 bool bind_params(const kiln_model *m, const kiln_tensor_file *f, const char *file, void **values,
                  kiln_diags *diags);
 /* When more than three and more than half of the nodes' names are missing from f — the
@@ -50,7 +50,8 @@ bool bind_params(const kiln_model *m, const kiln_tensor_file *f, const char *fil
  * nodes ("parameters"). */
 bool bind_missing_summary(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const kiln_tensor_file *f,
                           const char *file, const char *what, kiln_diags *d);
-/* Points values[] of every needed INPUT node at the matching tensor of `f`. */
+/* Points values[] of every needed INPUT node at the matching tensor of `f`; a tensor of
+ * `f` that names no input of the model is an error too (listing the model's inputs). */
 bool bind_inputs(const kiln_model *m, const kiln_tensor_file *f, const char *file, const unsigned char *needed,
                  void **values, kiln_diags *diags);
 /* Fresh parameters per SPEC section 1 `init`: one independent stream per parameter name. */

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test_run_interp.sh KILN SRCDIR — `kiln run --interp` end to end on examples/char_gpt.json:
-# output shape and finiteness, dims bound from the inputs' shapes and by -D, identical bytes
+# output shape and finiteness, dims bound from the inputs' shapes and by -D (an unused input
+# is fine, a tensor naming no input is refused), identical bytes
 # on a second run, causality, batch independence, agreement with a float64 numpy
 # reference of the GPT forward pass, compiled execution agreeing with the interpreter (or
 # refused as not implemented), --grads (its refusals, then a loss and every parameter's
@@ -28,6 +29,8 @@ st.write("x2.safetensors", {"tokens": x2})
 st.write("x3.safetensors", {"tokens": x3})
 # inputs beyond the model's needs are fine: targets are only used by the loss
 st.write("x1t.safetensors", {"tokens": x1, "targets": x1})
+# …but a tensor the model has no input for is refused (a misspelt name)
+st.write("x1x.safetensors", {"tokens": x1, "target": x1})
 w = st.read("w.safetensors")
 r = {}
 for name, a in w.items():
@@ -76,6 +79,10 @@ kiln_ok "run with an extra (unused) input" run "$gpt" --weights w.safetensors --
     --out y1d.safetensors --interp && {
     cmp -s y1.safetensors y1d.safetensors || fail "an extra targets tensor changed the logits"
 }
+for mode in --interp --threads=1; do # the interpreter and compiled code bind inputs alike
+    kiln_fails "run with a tensor no input has ($mode)" 1 "target: error: the model has no input of this name (its inputs: tokens, targets); did you mean 'targets'?" \
+        run "$gpt" --weights w.safetensors --inputs x1x.safetensors --out nope.safetensors ${mode/=/ }
+done
 # -D beats the inputs' shapes: T=8 is bound, so a (1, 16) tokens tensor no longer fits
 kiln_fails "-D T=8 against (1, 16) tokens" 1 "tokens" run "$gpt" --weights w.safetensors --inputs x1.safetensors \
     --out bad.safetensors --interp -D T=8

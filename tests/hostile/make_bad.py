@@ -187,6 +187,8 @@ INPUTS = {
     "token_int_min": lambda: tokens_with(-2**31),
     "i64_tokens_out_of_range": i64_tokens_out_of_range,
     "missing_input": lambda: st_file(*entries({"toks": i32(good_tokens())})),
+    # every input is there, plus a tensor the model has no input for (a misspelt mask?)
+    "extra_input": lambda: st_file(*entries({"tokens": i32(good_tokens()), "tokenz": i32(good_tokens())})),
     "wrong_rank": lambda: st_file(*entries({"tokens": i32(good_tokens().reshape(8))})),
     "truncated_inputs": lambda: st_file(*entries({"tokens": i32(good_tokens())}))[:-3],
 }
