@@ -44,6 +44,7 @@
 #include <unistd.h>
 
 #include "atomic_file.h"
+#include "kiln/params.h"
 #include "lower.h"
 
 extern char **environ;
@@ -112,8 +113,13 @@ static void add_param_table(kiln_cg *cg, const kiln_compile_request *req, const 
 }
 
 /* int NAME_load(float *params, const char *path)
- *   { unsigned char seen[N]; return kiln_params_load(params, path, NAME_params, N, seen); } */
-static void add_load(kiln_cg *cg, const kiln_compile_request *req, const char *prefix)
+ *   { if (!path || (!params && BYTES)) return KILN_LOAD_NULL_ARG;
+ *     if ((uintptr_t)params % 64 && BYTES) return KILN_LOAD_MISALIGNED;
+ *     unsigned char seen[N]; return kiln_params_load(params, path, NAME_params, N, seen); }
+ * (the blob's alignment is the forward pass's requirement: kiln_params_load itself needs
+ * only a float's; a model without parameters has a blob of 0 bytes, which may be
+ * anything but NULL, since kiln_params_load refuses that) */
+static void add_load(kiln_cg *cg, const kiln_compile_request *req, int64_t params_bytes, const char *prefix)
 {
     LLVMTypeRef lp[5] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i32, cg->t_ptr};
     LLVMTypeRef loader_t = LLVMFunctionType(cg->t_i32, lp, 5, 0);
@@ -124,6 +130,13 @@ static void add_load(kiln_cg *cg, const kiln_compile_request *req, const char *p
     LLVMSetValueName2(LLVMGetParam(fn, 0), "params", 6);
     LLVMSetValueName2(LLVMGetParam(fn, 1), "path", 4);
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    LLVMValueRef params = LLVMGetParam(fn, 0), path = LLVMGetParam(fn, 1);
+    cg_return_if(cg, LLVMBuildOr(cg->b, LLVMBuildIsNull(cg->b, params, ""), LLVMBuildIsNull(cg->b, path, ""), ""),
+                 KILN_LOAD_NULL_ARG);
+    if (params_bytes > 0) {
+        LLVMValueRef low = LLVMBuildAnd(cg->b, LLVMBuildPtrToInt(cg->b, params, cg->t_i64, ""), cg_i64(cg, 63), "");
+        cg_return_if(cg, LLVMBuildICmp(cg->b, LLVMIntNE, low, cg_i64(cg, 0), ""), KILN_LOAD_MISALIGNED);
+    }
     uint32_t n = req->n_params;
     LLVMValueRef seen = LLVMBuildAlloca(cg->b, LLVMArrayType2(LLVMInt8TypeInContext(cg->ctx), n ? n : 1), "seen");
     snprintf(sym, sizeof sym, "%s_params", prefix);
@@ -158,7 +171,7 @@ static bool export_module(const kiln_compile_request *req, kiln_module *m, kiln_
     if (!kiln_codegen_module(req, m, d)) return false;
     const char *prefix = model_name(req);
     add_param_table(&m->cg, req, &m->prog, prefix);
-    add_load(&m->cg, req, prefix);
+    add_load(&m->cg, req, m->prog.plan.params_bytes, prefix);
     add_set_threads(&m->cg, prefix);
     char *msg = NULL;
     if (LLVMVerifyModule(m->cg.mod, LLVMReturnStatusAction, &msg)) {

@@ -190,6 +190,12 @@ typedef struct kiln_compile_request {
      * the schedule (slot k), before the final copies (slot n_kernels) and before it
      * returns (-1). JIT only (`kiln bench --per-kernel`): never set for exported code. */
     bool profile;
+    /* The entry checks its pointer arguments before anything else: a NULL blob,
+     * workspace, input or output (of a non-zero size) returns KILN_RC_NULL_ARG, a
+     * parameter blob, workspace or optimizer/state blob that is not 64-byte aligned
+     * KILN_RC_MISALIGNED. Set by kiln_codegen_module for exported code, whose callers are
+     * users' programs; the JIT's caller is the driver, which allocates them itself. */
+    bool check_args;
 } kiln_compile_request;
 
 /* The entry point, int NAME_forward(const float *params, void *workspace, inputs…,
@@ -207,6 +213,8 @@ enum {
     KILN_RC_OK = 0,
     KILN_RC_INDEX_RANGE = 1,   /* a gather index (token id) outside its table */
     KILN_RC_TARGET_RANGE = 2,  /* a cross_entropy target outside [0, classes) */
+    KILN_RC_NULL_ARG = 3,      /* check_args: a NULL blob, workspace, input or output */
+    KILN_RC_MISALIGNED = 4,    /* check_args: a blob or the workspace not 64-byte aligned */
 };
 
 /* CPU time of the compiling thread in each stage of kiln_compile_graph, ms: what the

@@ -30,6 +30,8 @@
  * NAME_train_grad hands over each gradient as soon as the backward pass has finished it.
  * With request->profile the entry calls kiln_profile_mark (runtime/profile.c) before each
  * kernel, before the copies and before returning: `kiln bench --per-kernel`.
+ * With request->check_args (exported code) it first checks the caller's pointers
+ * (check_args below): a few compares, then the same code as the JIT's.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,6 +326,43 @@ static void ready_positions(const kiln_graph *g, const kiln_compile_request *req
     free(ready_of);
 }
 
+/* The exported entry's first instructions: every pointer argument to memory of a non-zero
+ * size must be non-NULL (else KILN_RC_NULL_ARG), and the blobs and the workspace must be
+ * 64-byte aligned as documented (else KILN_RC_MISALIGNED), so that a bad call returns a
+ * status instead of crashing in some kernel. The ready callback and its context may be
+ * NULL; inputs and outputs need only their elements' alignment, which is not checked. */
+static void check_args(entry_ctx *e, const kiln_compile_request *req)
+{
+    kiln_cg *cg = e->cg;
+    const kiln_graph *g = e->g;
+    LLVMValueRef null = LLVMConstInt(cg->t_i1, 0, 0), misaligned = null;
+    /* the blobs and the workspace first (the optimizer or state blob only where there is
+     * one), then the inputs and the outputs: (argument, bytes behind it) */
+    bool blob3 = req->train || req->stateful;
+    uint32_t n_blobs = blob3 ? 3 : 2, n = n_blobs + req->n_inputs + g->n_outputs;
+    for (uint32_t i = 0; i < n; i++) {
+        unsigned arg;
+        int64_t bytes;
+        if (i == 0) arg = 0, bytes = e->p->params_bytes;
+        else if (i == 1) arg = e->a_workspace, bytes = e->p->workspace_bytes;
+        else if (i < n_blobs) arg = e->a_optim, bytes = e->p->optim_bytes;
+        else if (i < n_blobs + req->n_inputs)
+            arg = e->a_inputs + (i - n_blobs),
+            bytes = kiln_type_numel(&g->nodes[req->inputs[i - n_blobs]].type) * KILN_ELEM_BYTES;
+        else
+            arg = e->a_outputs + (i - n_blobs - req->n_inputs),
+            bytes = kiln_type_numel(&g->nodes[g->outputs[i - n_blobs - req->n_inputs].node].type) * KILN_ELEM_BYTES;
+        if (bytes == 0) continue; /* nothing is read or written through it: NULL will do */
+        LLVMValueRef ptr = LLVMGetParam(e->fn, arg);
+        null = LLVMBuildOr(cg->b, null, LLVMBuildIsNull(cg->b, ptr, ""), "");
+        if (i >= n_blobs) continue;
+        LLVMValueRef low = LLVMBuildAnd(cg->b, LLVMBuildPtrToInt(cg->b, ptr, cg->t_i64, ""), cg_i64(cg, 63), "");
+        misaligned = LLVMBuildOr(cg->b, misaligned, LLVMBuildICmp(cg->b, LLVMIntNE, low, cg_i64(cg, 0), ""), "");
+    }
+    cg_return_if(cg, null, KILN_RC_NULL_ARG);
+    cg_return_if(cg, misaligned, KILN_RC_MISALIGNED);
+}
+
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
                const kiln_memplan *p, const kiln_kernel_schedule *s, const char *entry_name, int *n_functions,
                int32_t *ready_after)
@@ -378,6 +417,8 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         LLVMSetValueName2(LLVMGetParam(fn, e.a_ready + 1), "ready_ctx", 9);
     }
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    KILN_ASSERT(!(req->check_args && req->profile));
+    if (req->check_args) check_args(&e, req);
     if (req->train) {
         /* kernels read every value through a pointer: give lr an address */
         LLVMValueRef lr = LLVMGetParam(fn, e.a_outputs - 1);

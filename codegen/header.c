@@ -247,20 +247,26 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
             "                               parameter's bytes overlapping another tensor's) */\n"
             "    KILN_LOAD_MISSING = 3,  /* a parameter of the model is not in the file */\n"
             "    KILN_LOAD_SHAPE = 4,    /* a parameter has another shape in the file */\n"
-            "    KILN_LOAD_DTYPE = 5     /* a parameter's dtype is not F32, F16, BF16 or F64 (or an F64\n"
+            "    KILN_LOAD_DTYPE = 5,    /* a parameter's dtype is not F32, F16, BF16 or F64 (or an F64\n"
             "                               value does not fit in f32) */\n"
+            "    KILN_LOAD_NULL_ARG = 6, /* NAME_load: the blob or the path is NULL */\n"
+            "    KILN_LOAD_MISALIGNED = 7 /* NAME_load: the blob is not 64-byte aligned */\n"
             "};\n"
             "#endif\n\n");
     add(&t, "#ifndef KILN_FORWARD_STATUS_DEFINED\n"
             "#define KILN_FORWARD_STATUS_DEFINED\n"
-            "/* What NAME_forward returns (0 = success). */\n"
+            "/* What NAME_forward and the model's other entry points return (0 = success). Every\n"
+            " * entry first checks its pointers: nothing has been read or written when it returns\n"
+            " * NULL_ARG or MISALIGNED. */\n"
             "enum {\n"
             "    KILN_FORWARD_OK = 0,\n"
             "    KILN_FORWARD_INDEX_RANGE = %d,   /* an index (token id) outside its table */\n"
-            "    KILN_FORWARD_TARGET_RANGE = %d   /* a cross_entropy target outside the classes */\n"
+            "    KILN_FORWARD_TARGET_RANGE = %d,  /* a cross_entropy target outside the classes */\n"
+            "    KILN_FORWARD_NULL_ARG = %d,      /* a NULL blob, workspace, input or output */\n"
+            "    KILN_FORWARD_MISALIGNED = %d     /* a blob or the workspace not 64-byte aligned */\n"
             "};\n"
             "#endif\n\n",
-        KILN_RC_INDEX_RANGE, KILN_RC_TARGET_RANGE);
+        KILN_RC_INDEX_RANGE, KILN_RC_TARGET_RANGE, KILN_RC_NULL_ARG, KILN_RC_MISALIGNED);
 
     add(&t, "#define %s_PARAMS_BYTES %lld\n", up, (long long)plan->params_bytes);
     add(&t, "#define %s_WORKSPACE_BYTES %lld\n", up, (long long)plan->workspace_bytes);

@@ -63,7 +63,8 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
         " * %s_decode_step then takes the token at position *pos (*n, *n+1, …, below\n"
         " * %s_CONTEXT), reads cache rows 0..*pos-1, writes row *pos, and gives the logits\n"
         " * of the next token. Both return 0, or KILN_FORWARD_INDEX_RANGE for a token id,\n"
-        " * length or position outside the model's tables. */\n",
+        " * length or position outside the model's tables (KILN_FORWARD_NULL_ARG or\n"
+        " * KILN_FORWARD_MISALIGNED for a NULL pointer or a blob off 64 bytes, as every entry). */\n",
         up, up, up, name, up, up, name, up);
     if (source)
         kiln_header_add(&s, &len,

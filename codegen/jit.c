@@ -285,6 +285,7 @@ bool kiln_codegen_module(const kiln_compile_request *req, kiln_module *out, kiln
     char name[256];
     entry_name(req, name, sizeof name);
     kiln_compile_request r = program_request(req, &out->prog);
+    r.check_args = true; /* exported code: its entry checks the caller's pointers */
     LLVMContextRef ctx = LLVMContextCreate();
     unit u;
     if (req->n_ready) {

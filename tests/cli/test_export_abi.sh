@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# test_export_abi.sh KILN SRCDIR — what the exported library's entry points promise a C
+# program that calls them wrongly (SPEC section 6: a bad input returns a non-zero code;
+# docs/cli.md): tests/cli/generate/gen_rope.json compiled with --train --generate, and
+# tests/cli/export_guards.c calls every entry point with a NULL pointer or a blob or
+# workspace off its 64-byte alignment, each of which must return its documented code
+# (and write nothing) instead of crashing.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh" "$@"
+cc=${CC:-cc}
+model=$src/tests/cli/generate/gen_rope.json
+
+kiln_ok "init" init "$model" -o w.safetensors || finish
+kiln_ok "compile --train --generate" compile "$model" --train --generate -o libgen_rope.so --header gen_rope.h || finish
+cflags=(-std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -O1 -I.)
+
+# ---- NULL and misaligned pointers: a status, not a crash ------------------------------------------
+if run "build export_guards" "$cc" "${cflags[@]}" "$src/tests/cli/export_guards.c" -L. -lgen_rope \
+    -Wl,-rpath,"$work" -o export_guards; then
+    status=0
+    ./export_guards w.safetensors >out.txt 2>&1 || status=$?
+    [[ $status -eq 0 ]] || fail "export_guards: exit $status (139: it crashed) — $(head -n 8 out.txt | tr '\n' '|')"
+fi
+
+finish
