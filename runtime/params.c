@@ -11,9 +11,14 @@
  * named twice (`seen` marks them); (2, 3) does a parameter's byte range overlap any
  * other tensor's — a block of RANGES_AT_ONCE parameters' ranges on the stack per pair of
  * walks; (4) each parameter's dtype, shape and byte size, and its data read straight
- * into its slot in the blob; then a missing parameter. Any other tensor and
- * "__metadata__" are skipped. Headers are small beside the data they describe: walking
- * one again costs a few reads and no memory.
+ * into its slot in the blob (converted there, in place: read_tensor); then a missing
+ * parameter. Any other tensor and "__metadata__" are skipped. Headers are small beside
+ * the data they describe: walking one again costs a few reads and no memory.
+ *
+ * Stack: a program may load from any thread, small-stacked ones too, so the loader keeps
+ * its frames small: under 3 KiB in all (tests/cli/test_export_abi.sh runs NAME_load on a
+ * 16 KiB thread). The read buffer is 256 bytes, the largest piece is the block of ranges
+ * (1 KiB); no buffer holds tensor data.
  *
  * The parser is strict where it matters for safety (every offset and size is checked
  * against the real file size before a byte is read; the skipper of unknown values is
@@ -37,7 +42,7 @@
 typedef struct reader {
     int fd;
     uint64_t pos, end;          /* file offsets: next byte to fetch, end of the header */
-    unsigned char buf[4096];
+    unsigned char buf[256];     /* small: NAME_load may run on a thread with a 16 KiB stack */
     size_t i, n;                /* buf[i..n) not consumed yet */
     int status;                 /* first error (KILN_LOAD_*), 0 while all is well */
 } reader;
@@ -308,31 +313,55 @@ static int host_is_little(void)
     return b == 1;
 }
 
-/* Reads `count` elements of dtype at file offset `at` into dst as f32. */
+/* One element of dtype at b as f32; false for an F64 value too big for f32. */
+static int element_to_float(const unsigned char *b, int dtype, float *f)
+{
+    if (dtype == DT_F32) *f = bits_to_float(le32(b));
+    else if (dtype == DT_F16) *f = half_to_float(le16(b));
+    else if (dtype == DT_BF16) *f = bits_to_float((uint32_t)le16(b) << 16);
+    else {
+        uint64_t u = le32(b) | (uint64_t)le32(b + 4) << 32;
+        double d;
+        memcpy(&d, &u, 8);
+        if (d == d && (d > FLT_MAX || d < -FLT_MAX) && d - d == 0) return 0; /* finite, too big */
+        *f = (float)d;
+    }
+    return 1;
+}
+
+/* Reads `count` elements of dtype at file offset `at` into dst as f32, converting in
+ * place: the file's bytes are read into dst's own count * 4 bytes and turned into floats
+ * from the front, so no buffer is needed (this runs on the caller's stack, which may be a
+ * small thread's). A 2-byte element j is read at byte 2·count + 2j of dst and written at
+ * 4j, never past an element not yet read (4j + 4 <= 2·count + 2(j + 1)); a 4-byte element
+ * is rewritten where it lies. 8-byte (F64) elements do not fit: they come in rounds, each
+ * filling the rest of dst with as many as it holds (half of what is left) and writing
+ * element j at 4j, below the next one read at 8(j + 1); the last one goes through 8
+ * bytes on the stack. */
 static int read_tensor(int fd, float *dst, int64_t count, int dtype, uint64_t at)
 {
-    int size = dtype == DT_F32 ? 4 : dtype == DT_F64 ? 8 : 2;
-    if (dtype == DT_F32 && host_is_little())
-        return pread_full(fd, dst, (size_t)count * 4, at) ? KILN_LOAD_OK : KILN_LOAD_IO;
-    unsigned char chunk[4096]; /* a multiple of every element size */
-    int64_t per = (int64_t)sizeof chunk / size;
+    unsigned char *bytes = (unsigned char *)dst;
+    if (dtype == DT_F32 || dtype == DT_F16 || dtype == DT_BF16) {
+        int size = dtype == DT_F32 ? 4 : 2;
+        unsigned char *src = bytes + (size_t)count * (size_t)(4 - size);
+        if (!pread_full(fd, src, (size_t)count * (size_t)size, at)) return KILN_LOAD_IO;
+        if (dtype == DT_F32 && host_is_little()) return KILN_LOAD_OK;
+        for (int64_t j = 0; j < count; j++) {
+            unsigned char b[4];
+            memcpy(b, src + j * size, (size_t)size); /* before dst[j] may cover it */
+            element_to_float(b, dtype, &dst[j]);
+        }
+        return KILN_LOAD_OK;
+    }
     for (int64_t done = 0; done < count;) {
-        int64_t k = count - done < per ? count - done : per;
-        if (!pread_full(fd, chunk, (size_t)(k * size), at + (uint64_t)(done * size))) return KILN_LOAD_IO;
+        int64_t k = (count - done) / 2;
+        unsigned char last[8], *src = k ? bytes + done * 4 : last;
+        if (k == 0) k = 1;
+        if (!pread_full(fd, src, (size_t)k * 8, at + (uint64_t)done * 8)) return KILN_LOAD_IO;
         for (int64_t j = 0; j < k; j++) {
-            const unsigned char *b = chunk + j * size;
-            float f;
-            if (dtype == DT_F32) f = bits_to_float(le32(b));
-            else if (dtype == DT_F16) f = half_to_float(le16(b));
-            else if (dtype == DT_BF16) f = bits_to_float((uint32_t)le16(b) << 16);
-            else {
-                uint64_t u = le32(b) | (uint64_t)le32(b + 4) << 32;
-                double d;
-                memcpy(&d, &u, 8);
-                if (d == d && (d > FLT_MAX || d < -FLT_MAX) && d - d == 0) return KILN_LOAD_DTYPE; /* finite, too big */
-                f = (float)d;
-            }
-            dst[done + j] = f;
+            unsigned char b[8];
+            memcpy(b, src + j * 8, 8);
+            if (!element_to_float(b, dtype, &dst[done + j])) return KILN_LOAD_DTYPE;
         }
         done += k;
     }

@@ -5,7 +5,8 @@
  * the model's parameter table. Because it ends up inside users' programs it keeps the
  * exported library's promises: libc only (POSIX open/pread/fstat/close — not stdio,
  * whose FILE is heap-allocated), no allocation at all (the header is parsed as a stream
- * through a fixed buffer on the stack), nothing printed, thread-safe (no static state),
+ * through a small fixed buffer on the stack; data is converted in place in the blob),
+ * under 3 KiB of stack, nothing printed, thread-safe (no static state),
  * and every hostile file is refused with a status rather than a crash.
  *
  * kiln_param_info is the exact struct every generated header declares, behind the same

@@ -116,6 +116,52 @@ static void test_conversions(void **state)
     assert_int_equal(load(), KILN_LOAD_DTYPE);
 }
 
+/* A long tensor in each dtype that needs converting: the loader converts in place, in
+ * the parameter's own bytes (F64 in rounds of half of what is left), so every element
+ * is checked, and the floats after the parameter must stay untouched. */
+static void test_long_conversions(void **state)
+{
+    enum { N = 1027 }; /* odd: F64's rounds end with a single element */
+    static const kiln_param_info one[1] = {{"t", 0, 1, {N}}};
+    static float blob[N + 16];
+    static unsigned char data[N * 8];
+    const char *dtypes[3] = {"F16", "BF16", "F64"};
+    for (int k = 0; k < 3; k++) {
+        int size = k == 2 ? 8 : 2;
+        for (int i = 0; i < N; i++) {
+            float want = (float)(i % 200) - 100.0f; /* exact in f16 and bf16 */
+            if (k == 0) {                           /* f16 of an integer below 2048 */
+                uint16_t h = 0;
+                float a = fabsf(want);
+                if (a != 0) {
+                    int e = ilogbf(a);
+                    h = (uint16_t)((e + 15) << 10 | (uint16_t)((a / ldexpf(1, e) - 1) * 1024));
+                }
+                if (want < 0) h |= 0x8000;
+                memcpy(data + 2 * i, &h, 2);
+            } else if (k == 1) {
+                uint32_t u;
+                memcpy(&u, &want, 4);
+                uint16_t b = (uint16_t)(u >> 16);
+                memcpy(data + 2 * i, &b, 2);
+            } else {
+                double d = want;
+                memcpy(data + 8 * i, &d, 8);
+            }
+        }
+        char header[160];
+        snprintf(header, sizeof header, "{\"t\":{\"dtype\":\"%s\",\"shape\":[%d],\"data_offsets\":[0,%d]}}", dtypes[k],
+                 N, N * size);
+        write_st(header, data, (size_t)N * (size_t)size);
+        for (int i = 0; i < N + 16; i++) blob[i] = -999.0f;
+        unsigned char seen[1];
+        assert_int_equal(kiln_params_load(blob, g_path, one, 1, seen), KILN_LOAD_OK);
+        for (int i = 0; i < N; i++)
+            if (blob[i] != (float)(i % 200) - 100.0f) fail_msg("%s element %d: %g", dtypes[k], i, blob[i]);
+        for (int i = N; i < N + 16; i++) assert_true(blob[i] == -999.0f);
+    }
+}
+
 /* Each header with DATA must fail with `want`. */
 static void expect(const char *header, int want)
 {
@@ -274,6 +320,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f32),
         cmocka_unit_test(test_conversions),
+        cmocka_unit_test(test_long_conversions),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_mutations),
         cmocka_unit_test(test_many),
