@@ -114,11 +114,10 @@ static void add_param_table(kiln_cg *cg, const kiln_compile_request *req, const 
 
 /* int NAME_load(float *params, const char *path)
  *   { if (!path || (!params && BYTES)) return KILN_LOAD_NULL_ARG;
- *     if ((uintptr_t)params % 64 && BYTES) return KILN_LOAD_MISALIGNED;
+ *     if ((uintptr_t)params % 4 && BYTES) return KILN_LOAD_MISALIGNED;
  *     unsigned char seen[N]; return kiln_params_load(params, path, NAME_params, N, seen); }
- * (the blob's alignment is the forward pass's requirement: kiln_params_load itself needs
- * only a float's; a model without parameters has a blob of 0 bytes, which may be
- * anything but NULL, since kiln_params_load refuses that) */
+ * (a float's alignment, as every entry asks of the blob; a model without parameters has
+ * a blob of 0 bytes, which may be anything but NULL, since kiln_params_load refuses that) */
 static void add_load(kiln_cg *cg, const kiln_compile_request *req, int64_t params_bytes, const char *prefix)
 {
     LLVMTypeRef lp[5] = {cg->t_ptr, cg->t_ptr, cg->t_ptr, cg->t_i32, cg->t_ptr};
@@ -134,7 +133,8 @@ static void add_load(kiln_cg *cg, const kiln_compile_request *req, int64_t param
     cg_return_if(cg, LLVMBuildOr(cg->b, LLVMBuildIsNull(cg->b, params, ""), LLVMBuildIsNull(cg->b, path, ""), ""),
                  KILN_LOAD_NULL_ARG);
     if (params_bytes > 0) {
-        LLVMValueRef low = LLVMBuildAnd(cg->b, LLVMBuildPtrToInt(cg->b, params, cg->t_i64, ""), cg_i64(cg, 63), "");
+        LLVMValueRef low =
+            LLVMBuildAnd(cg->b, LLVMBuildPtrToInt(cg->b, params, cg->t_i64, ""), cg_i64(cg, KILN_ELEM_BYTES - 1), "");
         cg_return_if(cg, LLVMBuildICmp(cg->b, LLVMIntNE, low, cg_i64(cg, 0), ""), KILN_LOAD_MISALIGNED);
     }
     uint32_t n = req->n_params;

@@ -192,11 +192,16 @@ typedef struct kiln_compile_request {
     bool profile;
     /* The entry checks its pointer arguments before anything else: a NULL blob,
      * workspace, input or output (of a non-zero size) returns KILN_RC_NULL_ARG, a
-     * parameter blob, workspace or optimizer/state blob that is not 64-byte aligned
-     * KILN_RC_MISALIGNED. Set by kiln_codegen_module for exported code, whose callers are
-     * users' programs; the JIT's caller is the driver, which allocates them itself. */
+     * parameter or optimizer/state blob that is not float-aligned KILN_RC_MISALIGNED;
+     * and it rounds the workspace up to 64 bytes within KILN_WORKSPACE_SLACK. Set by
+     * kiln_codegen_module for exported code, whose callers are users' programs (malloc
+     * gives 16 bytes); the JIT's caller is the driver, which allocates them itself. */
     bool check_args;
 } kiln_compile_request;
+
+/* The bytes an exported entry may skip to round its workspace up to 64 (check_args):
+ * every workspace size in an exported header includes them. */
+#define KILN_WORKSPACE_SLACK 64
 
 /* The entry point, int NAME_forward(const float *params, void *workspace, inputs…,
  * outputs…): the parameter blob, the workspace (workspace_bytes, 64-byte aligned), then
@@ -214,7 +219,7 @@ enum {
     KILN_RC_INDEX_RANGE = 1,   /* a gather index (token id) outside its table */
     KILN_RC_TARGET_RANGE = 2,  /* a cross_entropy target outside [0, classes) */
     KILN_RC_NULL_ARG = 3,      /* check_args: a NULL blob, workspace, input or output */
-    KILN_RC_MISALIGNED = 4,    /* check_args: a blob or the workspace not 64-byte aligned */
+    KILN_RC_MISALIGNED = 4,    /* check_args: a blob not float-aligned */
 };
 
 /* CPU time of the compiling thread in each stage of kiln_compile_graph, ms: what the

@@ -50,6 +50,7 @@ typedef struct entry_ctx {
     unsigned a_optim, a_workspace, a_inputs, a_outputs;
     LLVMValueRef lr_slot;   /* train: a stack slot holding the by-value lr (input n_inputs) */
     unsigned a_ready;       /* req->n_ready: the ready callback, then its context */
+    LLVMValueRef workspace; /* the workspace argument, or (check_args) it rounded up to 64 bytes */
 } entry_ctx;
 
 /* The address of node id's value. */
@@ -59,7 +60,7 @@ static LLVMValueRef value_ptr(entry_ctx *e, uint32_t id)
     switch (h->kind) {
     case KILN_HOME_PARAM: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, 0), h->offset);
     case KILN_HOME_STATE: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, e->a_optim), h->offset);
-    case KILN_HOME_WORKSPACE: return cg_byte_offset(e->cg, LLVMGetParam(e->fn, e->a_workspace), h->offset);
+    case KILN_HOME_WORKSPACE: return cg_byte_offset(e->cg, e->workspace, h->offset);
     case KILN_HOME_INPUT:
         if (h->index == e->n_inputs && e->lr_slot) return e->lr_slot;
         return LLVMGetParam(e->fn, e->a_inputs + h->index);
@@ -83,7 +84,7 @@ static void value_base(entry_ctx *e, uint32_t id, LLVMValueRef *base, int64_t *o
     switch (h->kind) {
     case KILN_HOME_PARAM: *base = LLVMGetParam(e->fn, 0), *offset = h->offset; return;
     case KILN_HOME_STATE: *base = LLVMGetParam(e->fn, e->a_optim), *offset = h->offset; return;
-    case KILN_HOME_WORKSPACE: *base = LLVMGetParam(e->fn, e->a_workspace), *offset = h->offset; return;
+    case KILN_HOME_WORKSPACE: *base = e->workspace, *offset = h->offset; return;
     case KILN_HOME_ALIAS:
     case KILN_HOME_UPDATE: value_base(e, h->index, base, offset); return;
     default: *base = value_ptr(e, id); return;
@@ -327,10 +328,13 @@ static void ready_positions(const kiln_graph *g, const kiln_compile_request *req
 }
 
 /* The exported entry's first instructions: every pointer argument to memory of a non-zero
- * size must be non-NULL (else KILN_RC_NULL_ARG), and the blobs and the workspace must be
- * 64-byte aligned as documented (else KILN_RC_MISALIGNED), so that a bad call returns a
- * status instead of crashing in some kernel. The ready callback and its context may be
- * NULL; inputs and outputs need only their elements' alignment, which is not checked. */
+ * size must be non-NULL (else KILN_RC_NULL_ARG) and the blobs float-aligned (else
+ * KILN_RC_MISALIGNED), so that a bad call returns a status instead of crashing in some
+ * kernel. The SPEC's signatures take plain pointers, and malloc gives 16 bytes: the
+ * kernels read the blobs at any float alignment (64 bytes is only faster), and the
+ * workspace, whose packed GEMM operands want 64, is rounded up inside itself
+ * (KILN_WORKSPACE_SLACK, counted in the header's sizes). The ready callback and its
+ * context may be NULL; inputs and outputs need only their elements' alignment. */
 static void check_args(entry_ctx *e, const kiln_compile_request *req)
 {
     kiln_cg *cg = e->cg;
@@ -355,12 +359,17 @@ static void check_args(entry_ctx *e, const kiln_compile_request *req)
         if (bytes == 0) continue; /* nothing is read or written through it: NULL will do */
         LLVMValueRef ptr = LLVMGetParam(e->fn, arg);
         null = LLVMBuildOr(cg->b, null, LLVMBuildIsNull(cg->b, ptr, ""), "");
-        if (i >= n_blobs) continue;
-        LLVMValueRef low = LLVMBuildAnd(cg->b, LLVMBuildPtrToInt(cg->b, ptr, cg->t_i64, ""), cg_i64(cg, 63), "");
+        if (i >= n_blobs || i == 1) continue;
+        LLVMValueRef low = LLVMBuildAnd(cg->b, LLVMBuildPtrToInt(cg->b, ptr, cg->t_i64, ""), cg_i64(cg, KILN_ELEM_BYTES - 1), "");
         misaligned = LLVMBuildOr(cg->b, misaligned, LLVMBuildICmp(cg->b, LLVMIntNE, low, cg_i64(cg, 0), ""), "");
     }
     cg_return_if(cg, null, KILN_RC_NULL_ARG);
     cg_return_if(cg, misaligned, KILN_RC_MISALIGNED);
+    /* workspace + (−workspace mod 64): within the slack the header adds */
+    LLVMValueRef ws = e->workspace;
+    LLVMValueRef up = LLVMBuildAnd(cg->b, LLVMBuildNeg(cg->b, LLVMBuildPtrToInt(cg->b, ws, cg->t_i64, ""), ""),
+                                   cg_i64(cg, KILN_WORKSPACE_SLACK - 1), "");
+    e->workspace = LLVMBuildGEP2(cg->b, LLVMInt8TypeInContext(cg->ctx), ws, &up, 1, "workspace.64");
 }
 
 int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_compile_request *req,
@@ -379,9 +388,9 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
     for (int k = 0; k < n_keys; k++) free(keys[k].text);
     free(keys);
 
-    entry_ctx e = {cg, g, p, NULL, req->n_inputs, 0, 1, 2, 2 + req->n_inputs, NULL, 0};
-    if (req->train) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 4 + req->n_inputs, NULL, 0};
-    else if (req->stateful) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 3 + req->n_inputs, NULL, 0};
+    entry_ctx e = {cg, g, p, NULL, req->n_inputs, 0, 1, 2, 2 + req->n_inputs, NULL, 0, NULL};
+    if (req->train) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 4 + req->n_inputs, NULL, 0, NULL};
+    else if (req->stateful) e = (entry_ctx){cg, g, p, NULL, req->n_inputs, 1, 2, 3, 3 + req->n_inputs, NULL, 0, NULL};
     e.a_ready = e.a_outputs + g->n_outputs;
     unsigned n_args = e.a_ready + (req->n_ready ? 2 : 0);
     int32_t *after = calloc(req->n_ready ? req->n_ready : 1, sizeof *after);
@@ -417,6 +426,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         LLVMSetValueName2(LLVMGetParam(fn, e.a_ready + 1), "ready_ctx", 9);
     }
     LLVMPositionBuilderAtEnd(cg->b, LLVMAppendBasicBlockInContext(cg->ctx, fn, "entry"));
+    e.workspace = LLVMGetParam(fn, e.a_workspace);
     KILN_ASSERT(!(req->check_args && req->profile));
     if (req->check_args) check_args(&e, req);
     if (req->train) {
@@ -435,7 +445,7 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
         for (int i = 0; i < c->n_args; i++) args[n++] = value_ptr(&e, c->args[i]);
         if (c->table) multi_args(&e, c, k, args, &n);
         if (c->dropout_step) args[n++] = value_ptr(&e, req->dropout_step);
-        if (c->scratch_at >= 0) args[n++] = cg_byte_offset(cg, LLVMGetParam(fn, e.a_workspace), c->scratch_at);
+        if (c->scratch_at >= 0) args[n++] = cg_byte_offset(cg, e.workspace, c->scratch_at);
         LLVMValueRef rc = LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(c->fn), c->fn, args, n, "");
         if (c->can_fail) {
             LLVMBasicBlockRef fail = LLVMAppendBasicBlockInContext(cg->ctx, fn, "fail");

@@ -207,7 +207,7 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
     }
     add(&t, " *\n"
             " * Memory is the caller's: a parameter blob of %s_PARAMS_BYTES and a workspace of\n"
-            " * %s_WORKSPACE_BYTES, both 64-byte aligned (aligned_alloc(64, …)). Fill the blob\n"
+            " * %s_WORKSPACE_BYTES, from malloc or, a little faster, aligned_alloc(64, …). Fill the blob\n"
             " * with %s_load, or write each parameter at its %s_params[i].offset. No function\n"
             " * allocates or prints; they return 0 on success. One workspace serves one call at a\n"
             " * time; the parameter blob may be shared by concurrent calls.\n"
@@ -250,7 +250,7 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
             "    KILN_LOAD_DTYPE = 5,    /* a parameter's dtype is not F32, F16, BF16 or F64 (or an F64\n"
             "                               value does not fit in f32) */\n"
             "    KILN_LOAD_NULL_ARG = 6, /* NAME_load: the blob or the path is NULL */\n"
-            "    KILN_LOAD_MISALIGNED = 7 /* NAME_load: the blob is not 64-byte aligned */\n"
+            "    KILN_LOAD_MISALIGNED = 7 /* NAME_load: the blob is not float-aligned */\n"
             "};\n"
             "#endif\n\n");
     add(&t, "#ifndef KILN_FORWARD_STATUS_DEFINED\n"
@@ -263,19 +263,19 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
             "    KILN_FORWARD_INDEX_RANGE = %d,   /* an index (token id) outside its table */\n"
             "    KILN_FORWARD_TARGET_RANGE = %d,  /* a cross_entropy target outside the classes */\n"
             "    KILN_FORWARD_NULL_ARG = %d,      /* a NULL blob, workspace, input or output */\n"
-            "    KILN_FORWARD_MISALIGNED = %d     /* a blob or the workspace not 64-byte aligned */\n"
+            "    KILN_FORWARD_MISALIGNED = %d     /* a blob not float-aligned */\n"
             "};\n"
             "#endif\n\n",
         KILN_RC_INDEX_RANGE, KILN_RC_TARGET_RANGE, KILN_RC_NULL_ARG, KILN_RC_MISALIGNED);
 
     add(&t, "#define %s_PARAMS_BYTES %lld\n", up, (long long)plan->params_bytes);
-    add(&t, "#define %s_WORKSPACE_BYTES %lld\n", up, (long long)plan->workspace_bytes);
+    add(&t, "#define %s_WORKSPACE_BYTES %lld\n", up, (long long)plan->workspace_bytes + KILN_WORKSPACE_SLACK);
     add(&t, "#define %s_NUM_PARAMS %u\n", up, req->n_params);
     if (train) {
         add(&t, "#define %s_OPTIM_BYTES %lld  /* the optimizer blob of %s_train_step */\n", up,
             (long long)train_plan->optim_bytes, name);
         add(&t, "#define %s_TRAIN_WORKSPACE_BYTES %lld  /* the workspace of %s_train_step */\n", up,
-            (long long)train_plan->workspace_bytes, name);
+            (long long)train_plan->workspace_bytes + KILN_WORKSPACE_SLACK, name);
     }
     /* forward inputs first, so that their macros keep their plain names */
     uint32_t n_train = train ? train->n_inputs : 0;

@@ -49,13 +49,14 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
     for (uint32_t k = 1; k < prefill->n_inputs; k++) /* an encoder-decoder's src: (1, source length) */
         if (!strcmp(prefill->g->nodes[prefill->inputs[k]].attrs.name, "src"))
             source = prefill->g->nodes[prefill->inputs[k]].type.dims[1];
-    int64_t ws = prefill_plan->workspace_bytes > step_plan->workspace_bytes ? prefill_plan->workspace_bytes
-                                                                            : step_plan->workspace_bytes;
+    int64_t ws = (prefill_plan->workspace_bytes > step_plan->workspace_bytes ? prefill_plan->workspace_bytes
+                                                                             : step_plan->workspace_bytes) +
+                 KILN_WORKSPACE_SLACK;
     char *s = NULL;
     size_t len = 0;
     kiln_header_add(&s, &len,
         "/* Generation with a KV cache (kiln compile --generate). A cache of %s_KV_CACHE_BYTES\n"
-        " * (64-byte aligned) holds every self-attention's keys and values for %s_CONTEXT\n"
+        " * (float-aligned) holds every self-attention's keys and values for %s_CONTEXT\n"
         " * positions; both functions take a workspace of %s_GEN_WORKSPACE_BYTES and the\n"
         " * parameter blob above. %s_prefill runs the model over a prompt of *n tokens,\n"
         " * 1 <= *n <= %s_CONTEXT, in tokens[0..%s_CONTEXT) (padded with 0), fills the\n"
@@ -64,7 +65,8 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
         " * %s_CONTEXT), reads cache rows 0..*pos-1, writes row *pos, and gives the logits\n"
         " * of the next token. Both return 0, or KILN_FORWARD_INDEX_RANGE for a token id,\n"
         " * length or position outside the model's tables (KILN_FORWARD_NULL_ARG or\n"
-        " * KILN_FORWARD_MISALIGNED for a NULL pointer or a blob off 64 bytes, as every entry). */\n",
+        " * KILN_FORWARD_MISALIGNED for a NULL pointer or a blob that is not float-aligned, as\n"
+        " * every entry). */\n",
         up, up, up, name, up, up, name, up);
     if (source)
         kiln_header_add(&s, &len,

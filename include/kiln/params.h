@@ -43,7 +43,7 @@ enum {
     KILN_LOAD_DTYPE = 5,    /* a parameter's dtype is not F32, F16, BF16 or F64 (or an F64
                                value does not fit in f32) */
     KILN_LOAD_NULL_ARG = 6, /* NAME_load: the blob or the path is NULL */
-    KILN_LOAD_MISALIGNED = 7 /* NAME_load: the blob is not 64-byte aligned */
+    KILN_LOAD_MISALIGNED = 7 /* NAME_load: the blob is not float-aligned */
 };
 #endif
 
