@@ -6,7 +6,8 @@
  * classes) come from W's metadata when W is a checkpoint of `kiln train`; otherwise the
  * model's tokenizer is used, which only a byte tokenizer can be without its training
  * data. The batch dim defaults like train's (--batch, else train.batch, else the dim's
- * default); the last batch of the pass is partly filler that no loss counts.
+ * default). The last batch of the pass, when partial, runs through the model compiled for
+ * its real rows, so that no loss sees the filler rows (evaluate.c).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -88,16 +89,18 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
 
     if (!evaluator_init(&ev, text, len, path, a.defines, a.n_defines, batch_dim, batch, task, diags)) goto done;
     if (!train_check_vocab(&ev.model, task, &tok, task == KILN_TASK_CLASSIFY ? &ds.labels : NULL, diags)) goto done;
+    kiln_batch_options bo = kiln_batch_options_default();
+    bo.shuffle = false;
+    bo.ignore_index = ev.ignore_index;
+    if (!kiln_batcher_init(&bt, &ds, &tok, ev.feed.batch, ev.feed.cols, &bo, diags)) goto done;
+    have_bt = true;
+    /* a partial last batch gets its own entry, compiled now rather than inside the timing */
+    if (!evaluator_prepare(&ev, &bt, 0, diags)) goto done;
     void *params = kiln_aligned_alloc((size_t)ev.c.params_bytes);
     KILN_ASSERT(params != NULL);
     const kiln_model *em = &ev.model;
     bool ok = ckpt_restore(&em->graph, em->params, (uint32_t)em->n_params, ev.c.param_offsets, params, &wf, weights,
                            NULL, diags);
-    kiln_batch_options bo = kiln_batch_options_default();
-    bo.shuffle = false;
-    bo.ignore_index = ev.ignore_index;
-    ok = ok && kiln_batcher_init(&bt, &ds, &tok, ev.feed.batch, ev.feed.cols, &bo, diags);
-    have_bt = ok;
     eval_result res;
     double t0 = progress_now();
     ok = ok && evaluator_run(&ev, params, &bt, 0, &res, diags);

@@ -375,6 +375,8 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
             return false;
         /* validation reads the training blob: the layouts must agree */
         for (int i = 0; i < m->n_params; i++) KILN_ASSERT(r->ev.c.param_offsets[i] == r->c.param_offsets[i]);
+        /* a partial last validation batch has its own entry: compiled now, before the blobs */
+        if (!evaluator_prepare(&r->ev, &r->val_bt, r->val_batches, d)) return false;
     }
     /* the compiles are done: what they left resident need not stay under the blobs */
     train_release_compiler_memory();

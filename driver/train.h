@@ -279,10 +279,23 @@ typedef struct evaluator {
     kiln_model model;          /* the evaluation graph */
     kiln_compiled c;           /* NAME_forward: (params, workspace, inputs…, loss[, logits]) */
     void *workspace;
+    int64_t workspace_bytes;   /* allocated: the larger of the two entries' */
     feed feed;
     int32_t ignore_index;
     float *logits;             /* output 1, when the graph has it */
     pointer_call call;         /* the entry's prepared libffi call */
+    /* A pass's partial last batch of R rows (evaluate.c): NAME_forward compiled again with
+     * the batch dim bound to R, run over the first R rows of the same buffers. */
+    char *text, *path, *batch_dim;  /* what the model is reloaded from (copies) */
+    size_t len;
+    kiln_dim_binding *defines;      /* copies, names included */
+    int n_defines;
+    int64_t tail_rows;         /* the rows `tail` is compiled for; 0 = none */
+    bool tail_loaded;
+    kiln_model tail_model;
+    kiln_compiled tail;
+    pointer_call tail_call;
+    bool tail_padded;          /* no tail entry: the full entry, whose loss provably ignores filler */
 } evaluator;
 
 typedef struct eval_result {
@@ -301,8 +314,15 @@ long train_release_compiler_memory(void);
 bool evaluator_init(evaluator *e, const char *text, size_t len, const char *path, const kiln_dim_binding *defines,
                     int n_defines, const char *batch_dim, int64_t batch, kiln_task task, kiln_diags *d);
 void evaluator_free(evaluator *e);
+/* Compiles, before the blobs are allocated, what the partial last batch of a pass of up
+ * to max_batches batches (0 = all) from the start of bt will run (evaluator_run would do
+ * it when that batch comes). Nothing when the pass fills its batches; false with a
+ * diagnostic when that batch cannot be evaluated exactly (evaluate.c). */
+bool evaluator_prepare(evaluator *e, const kiln_batcher *bt, int64_t max_batches, kiln_diags *d);
 /* Runs up to max_batches batches (0 = the whole pass) from the batcher's current
- * position over the parameter blob laid out as e->c.param_offsets says. */
+ * position over the parameter blob laid out as e->c.param_offsets says. A batch of R
+ * real rows counts as the model's loss over those R examples alone, weighted by its
+ * targets (feed_weight). */
 bool evaluator_run(evaluator *e, void *params_blob, kiln_batcher *bt, int64_t max_batches, eval_result *r,
                    kiln_diags *d);
 
