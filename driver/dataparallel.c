@@ -302,6 +302,30 @@ bool dp_step_ok(const dp_step *p, float loss, char *what, size_t cap)
     return loss_s[0] == 0;
 }
 
+/* The whole dataset as the batcher reads it: the tokens, and for the labelled tasks every
+ * example's label, answer span and fields (where each starts in the tokens and how long
+ * it is: the same bytes split at another tab are other examples), and classify's class
+ * list (the order of first appearance numbers the classes). Line numbers are left out:
+ * they only name an example in messages. */
+static uint64_t hash_dataset(const kiln_dataset *ds)
+{
+    uint64_t h = dist_hash(DIST_HASH_INIT, &ds->n_tokens, sizeof ds->n_tokens);
+    h = dist_hash(h, &ds->n_examples, sizeof ds->n_examples);
+    h = dist_hash(h, ds->tokens, ds->n_tokens * sizeof *ds->tokens);
+    for (size_t i = 0; i < ds->n_examples; i++) {
+        const kiln_example *e = &ds->examples[i];
+        int64_t v[7] = {e->label, e->start, e->end, (int64_t)e->field[0], e->len[0], (int64_t)e->field[1], e->len[1]};
+        h = dist_hash(h, v, sizeof v);
+    }
+    if (ds->task == KILN_TASK_CLASSIFY) {
+        char *labels = kiln_labels_serialize(&ds->labels);
+        KILN_ASSERT(labels != NULL);
+        h = dist_hash(h, labels, strlen(labels));
+        free(labels);
+    }
+    return h;
+}
+
 bool dp_check_same(const dp_step *p, const char *text, size_t len, const char *settings, const kiln_dataset *ds,
                    const void *params, int64_t params_bytes, const void *optim, int64_t optim_bytes, kiln_diags *d)
 {
@@ -309,9 +333,7 @@ bool dp_check_same(const dp_step *p, const char *text, size_t len, const char *s
     uint64_t h[4];
     h[0] = dist_hash(DIST_HASH_INIT, text, len);
     h[1] = dist_hash(DIST_HASH_INIT, settings, strlen(settings));
-    h[2] = dist_hash(DIST_HASH_INIT, &ds->n_tokens, sizeof ds->n_tokens);
-    h[2] = dist_hash(h[2], &ds->n_examples, sizeof ds->n_examples);
-    h[2] = dist_hash(h[2], ds->tokens, ds->n_tokens * sizeof *ds->tokens);
+    h[2] = hash_dataset(ds);
     h[3] = dist_hash(DIST_HASH_INIT, params, (size_t)params_bytes);
     h[3] = dist_hash(h[3], optim, (size_t)optim_bytes);
     static const char *const what[4] = {"the model file", "the training flags (steps, batch, seed, task, -D, …)",

@@ -7,8 +7,9 @@
 #   - a rank killed with SIGKILL ends the job with a non-zero status within a bounded time
 #     and the last checkpoint still loads; a stopped (hung) rank trips the others'
 #     watchdog (--dist-timeout) with a clear message;
-#   - ranks started with different flags stop at start-up naming what differs, and a
-#     rank that fails at start-up (a missing file) ends the job instead of hanging it;
+#   - ranks started with different flags or data (labels included) stop at start-up
+#     naming what differs, and a rank that fails at start-up (a missing file) ends the
+#     job instead of hanging it;
 #   - the non-finite guard agrees across ranks: a model that blows up stops both ranks
 #     at the same step naming it (--on-nonfinite stop), or both skip it (skip), the
 #     skips in the --log;
@@ -246,6 +247,45 @@ status=0
 mpi 2 bash onefail.sh "$kiln" train small.json --steps 5 --threads 1 >out.txt 2>err.txt || status=$?
 [[ $status -ne 0 && $status -ne 124 ]] || fail "a rank failing at start-up: mpirun exited $status (124: it hung)"
 grep -q "missing.txt: error: cannot open" err.txt || fail "a rank failing at start-up: no message: $(tail -5 err.txt)"
+fi # full
+
+# rank1.sh "ARGS" CMD…: CMD, with ARGS added on rank 1 only
+cat >rank1.sh <<'EOF'
+#!/usr/bin/env bash
+extra=$1
+shift
+[[ $OMPI_COMM_WORLD_RANK == 1 ]] && exec "$@" $extra
+exec "$@"
+EOF
+
+if [[ $full -eq 1 ]]; then
+# ranks whose data differ only in the labels: the same texts, every label flipped on rank 1
+cat >cls.json <<'EOF'
+{
+  "format": "kiln/1", "name": "cls",
+  "dims": {"B": 2, "T": 8},
+  "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"},
+             "mask": {"shape": ["B", "T"], "dtype": "i32"},
+             "labels": {"shape": ["B"], "dtype": "i32"}},
+  "layers": [
+    {"name": "emb", "op": "embedding", "in": "tokens", "vocab": 262, "dim": 8},
+    {"name": "pooled", "op": "pool", "kind": "first"},
+    {"name": "head", "op": "linear", "out": 2}
+  ],
+  "outputs": ["head"],
+  "losses": [{"op": "cross_entropy", "in": ["head", "labels"]}],
+  "train": {"optimizer": "adamw", "lr": 1e-2},
+  "tokenizer": {"kind": "byte"}
+}
+EOF
+printf '1\tgood day\n0\tbad day\n1\tfine one\n0\tawful one\n' >cls.tsv
+printf '0\tgood day\n1\tbad day\n0\tfine one\n1\tawful one\n' >flip.tsv
+status=0
+mpi 2 bash rank1.sh "--data flip.tsv" "$kiln" train cls.json --task classify --data cls.tsv --steps 2 --threads 1 \
+    >out.txt 2>err.txt || status=$?
+[[ $status -ne 0 ]] || fail "ranks whose labels differ trained"
+grep -q "the training data .* differs between ranks: rank 1 disagrees with rank 0" err.txt ||
+    fail "labels that differ between ranks: no clear message: $(grep -v '^\[' err.txt | head -5)"
 fi # full
 
 # ranks with different flags
