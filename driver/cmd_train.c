@@ -568,19 +568,24 @@ static void dist_step(run *r, int64_t step, float lr, float *loss, ffi_arg *rc)
     if (stop) interrupted = stop;
 }
 
-/* Data-parallel start-up check: what must be equal on every rank (dp_check_same). */
-static bool dist_same(run *r, const cli_args *a, kiln_diags *d)
+/* Data-parallel start-up check: what must be equal on every rank (dp_check_same). The
+ * dims are the ones the step was compiled with (after -D, --batch, the model's defaults
+ * and resume_shape), not the -D flags as typed: -D T=16 -D B=4 and -D B=4 -D T=16, or a
+ * -D equal to the model's default, compile the same step. */
+static bool dist_same(run *r, kiln_diags *d)
 {
-    char settings[2048];
-    int n = snprintf(settings, sizeof settings,
-                     "steps %lld batch %lld seed %lld task %s start %lld stop %lld ckpt %d nonfinite %s",
-                     (long long)r->steps, (long long)r->feed.batch, (long long)r->seed, kiln_task_name(r->task),
-                     (long long)r->start, (long long)r->stop_at, r->checkpoint, nonfinite_mode_name(r->on_nonfinite));
-    for (int i = 0; i < a->n_defines && n > 0 && n < (int)sizeof settings; i++)
-        n += snprintf(settings + n, sizeof settings - (size_t)n, " -D %s=%lld", a->defines[i].name,
-                      (long long)a->defines[i].value);
-    return dp_check_same(&r->dp, r->text, r->text_len, settings, &r->ds, r->params, r->c.params_bytes, r->optim,
-                         r->dp.area.grad_offset ? r->dp.area.grad_offset : r->c.optim_bytes, d);
+    char *dims = ckpt_dims_format(&r->model);
+    size_t cap = strlen(dims) + 512;
+    char *settings = malloc(cap);
+    KILN_ASSERT(settings != NULL);
+    snprintf(settings, cap, "steps %lld batch %lld seed %lld task %s start %lld stop %lld ckpt %d nonfinite %s dims %s",
+             (long long)r->steps, (long long)r->feed.batch, (long long)r->seed, kiln_task_name(r->task),
+             (long long)r->start, (long long)r->stop_at, r->checkpoint, nonfinite_mode_name(r->on_nonfinite), dims);
+    bool ok = dp_check_same(&r->dp, r->text, r->text_len, settings, &r->ds, r->params, r->c.params_bytes, r->optim,
+                            r->dp.area.grad_offset ? r->dp.area.grad_offset : r->c.optim_bytes, d);
+    free(settings);
+    free(dims);
+    return ok;
 }
 
 static int train_loop(run *r, kiln_diags *d)
@@ -842,7 +847,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (!settle(&r, &a, steps_given, batch_given, seed_given, task_given, diags)) goto done;
     if (r.dp.ds.rank > 0) r.save = r.log_path = r.val = NULL; /* rank 0 alone writes and validates */
     if (!load_data(&r, diags)) goto done;
-    if (!build_step(&r, &a, diags) || !fill_blobs(&r, diags) || !dist_same(&r, &a, diags)) goto done;
+    if (!build_step(&r, &a, diags) || !fill_blobs(&r, diags) || !dist_same(&r, diags)) goto done;
     if (r.start >= r.steps) {
         printf("the checkpoint is at step %lld of %lld: nothing to do (give a larger --steps to continue)\n",
                (long long)r.start, (long long)r.steps);

@@ -286,6 +286,10 @@ mpi 2 bash rank1.sh "--data flip.tsv" "$kiln" train cls.json --task classify --d
 [[ $status -ne 0 ]] || fail "ranks whose labels differ trained"
 grep -q "the training data .* differs between ranks: rank 1 disagrees with rank 0" err.txt ||
     fail "labels that differ between ranks: no clear message: $(grep -v '^\[' err.txt | head -5)"
+
+# ranks whose flags differ but bind the same dims (-D T=8 is small.json's own T) agree
+run "2 ranks, -D T=8 on rank 1 only" mpi 2 bash rank1.sh "-D T=8" "$kiln" train small.json --data text.txt -D B=2 \
+    --steps 2 --threads 1
 fi # full
 
 # ranks with different flags
