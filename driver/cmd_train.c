@@ -154,7 +154,8 @@ static bool defines_dim(const cli_args *a, const char *name)
  * The batch is the global one: "batch" holds N·B of the N ranks that saved it (B per
  * rank, as "dims" records it), and a resume on M ranks takes N·B / M per rank, so that
  * any number of ranks that divides the global batch continues the same run (docs/
- * distributed.md); a --batch whose M·B differs from it is refused. */
+ * distributed.md); a --batch or -D of the batch dim whose M·B differs from it is
+ * refused (both give the per-rank batch, as on a fresh run). */
 static bool resume_shape(run *r, cli_args *a, bool batch_given, kiln_diags *d)
 {
     const char *text = kiln_tensor_file_meta(&r->ckpt, "dims");
@@ -173,22 +174,32 @@ static bool resume_shape(run *r, cli_args *a, bool batch_given, kiln_diags *d)
         for (int k = 0; k < n_user; k++)
             if (strcmp(a->defines[k].name, dims[i].name) == 0) user = &a->defines[k];
         bool is_batch = r->batch_dim && strcmp(r->batch_dim, dims[i].name) == 0;
-        if (is_batch && !user) {
+        if (is_batch) {
+            /* --batch B or -D B=…: the same rule (--batch wins over -D, as in train_load_model) */
+            bool given = batch_given || user;
+            int64_t want = batch_given ? r->batch : user ? user->value : 0;
             int64_t ranks = r->dp.ds.size > 1 ? r->dp.ds.size : 1, global = dims[i].value;
             if (!meta_int(&r->ckpt, "batch", &global) || global < 1) global = dims[i].value;
-            if (batch_given && r->batch * ranks != global && ranks == 1)
-                kiln_diags_add(d, r->resume, 0, 0, "--batch", "the checkpoint was trained with --batch %lld, not "
-                               "%lld; resume needs the same batch (leave --batch out to reuse it)", (long long)global,
-                               (long long)r->batch);
-            else if (batch_given && r->batch * ranks != global)
-                kiln_diags_add(d, r->resume, 0, 0, "--batch", "the checkpoint was trained with a global batch of "
-                               "%lld, not %lld × %lld rank(s); resume needs the same global batch (leave --batch out "
-                               "to reuse it)", (long long)global, (long long)r->batch, (long long)ranks);
+            char flag[80], was[96]; /* the flag given, and the checkpoint's batch in its terms */
+            if (user && !batch_given) {
+                snprintf(flag, sizeof flag, "-D %s", dims[i].name);
+                snprintf(was, sizeof was, "%s=%lld", dims[i].name, (long long)global);
+            } else {
+                snprintf(flag, sizeof flag, "--batch");
+                snprintf(was, sizeof was, "--batch %lld", (long long)global);
+            }
+            if (given && want * ranks != global && ranks == 1)
+                kiln_diags_add(d, r->resume, 0, 0, flag, "the checkpoint was trained with %s, not %lld; resume "
+                               "needs the same batch (leave %s out to reuse it)", was, (long long)want, flag);
+            else if (given && want * ranks != global)
+                kiln_diags_add(d, r->resume, 0, 0, flag, "the checkpoint was trained with a global batch of "
+                               "%lld, not %lld × %lld rank(s); resume needs the same global batch (leave %s out "
+                               "to reuse it)", (long long)global, (long long)want, (long long)ranks, flag);
             else if (global % ranks != 0)
-                kiln_diags_add(d, r->resume, 0, 0, "--batch", "the checkpoint's global batch of %lld cannot be split "
+                kiln_diags_add(d, r->resume, 0, 0, flag, "the checkpoint's global batch of %lld cannot be split "
                                "evenly over %lld ranks; resume on a number of ranks that divides it", (long long)global,
                                (long long)ranks);
-            else if (!batch_given && a->n_defines < (int)(sizeof a->defines / sizeof a->defines[0]))
+            else if (!given && a->n_defines < (int)(sizeof a->defines / sizeof a->defines[0]))
                 a->defines[a->n_defines++] = (kiln_dim_binding){dims[i].name, global / ranks};
             continue;
         }
@@ -196,10 +207,6 @@ static bool resume_shape(run *r, cli_args *a, bool batch_given, kiln_diags *d)
             kiln_diags_add(d, r->resume, 0, 0, "-D", "the checkpoint was trained with %s=%lld, not %lld; resume "
                            "needs the same dims (leave -D %s out to reuse them)", dims[i].name,
                            (long long)dims[i].value, (long long)user->value, dims[i].name);
-        else if (is_batch && batch_given && r->batch != dims[i].value)
-            kiln_diags_add(d, r->resume, 0, 0, "--batch", "the checkpoint was trained with --batch %lld, not %lld; "
-                           "resume needs the same batch (leave --batch out to reuse it)", (long long)dims[i].value,
-                           (long long)r->batch);
         else if (!user && a->n_defines < (int)(sizeof a->defines / sizeof a->defines[0]))
             a->defines[a->n_defines++] = dims[i];
     }

@@ -155,6 +155,14 @@ status=0
 "$kiln" train tiny.json --data text.txt --resume half.safetensors --batch 4 --threads 1 >out.txt 2>err.txt || status=$?
 [[ $status -eq 1 ]] && grep -q "trained with --batch 8, not 4" err.txt ||
     fail "a resume that changes the global batch: exit $status, $(head -3 err.txt)"
+# -D B=… binds the batch as --batch does: the global batch 8 on one rank, and B=4 is refused
+run "1 rank resumes a 2-rank checkpoint, -D B=8" "$kiln" train tiny.json --data text.txt --resume half.safetensors \
+    -D B=8 --save dflag.safetensors --threads 1
+same one.safetensors dflag.safetensors || fail "2 ranks then 1 rank with -D B=8 differ from 1 rank throughout (above)"
+status=0
+"$kiln" train tiny.json --data text.txt --resume half.safetensors -D B=4 --threads 1 >out.txt 2>err.txt || status=$?
+[[ $status -eq 1 ]] && grep -q "trained with B=8, not 4" err.txt ||
+    fail "a resume whose -D B changes the global batch: exit $status, $(head -3 err.txt)"
 
 # ---- overlap: the same bits as averaging after the backward pass --------------------------------
 run "2 ranks, serial average" mpi 2 "$kiln" train tiny.json --data text.txt --steps 20 --stop-at 10 --batch 4 \
