@@ -731,9 +731,12 @@ static int train_loop(run *r, kiln_diags *d)
         printf("skipped %lld step%s with a non-finite loss or gradient (--on-nonfinite skip)\n",
                (long long)r->skipped, r->skipped == 1 ? "" : "s");
     if (interrupted && status == EXIT_OK) {
-        /* not an error: the user asked for it, and what --save promised was kept */
-        fprintf(stderr, "kiln train: interrupted at step %lld of %lld; %s%s\n", (long long)step, (long long)r->steps,
-                r->save ? "checkpoint saved to " : "nothing kept (no --save)", r->save ? r->save : "");
+        /* not an error: the user asked for it, and what --save promised was kept. Rank 0
+         * alone reports it (it alone saves: ranks above 0 have no --save) */
+        if (r->dp.ds.rank == 0)
+            fprintf(stderr, "kiln train: interrupted at step %lld of %lld; %s%s\n", (long long)step,
+                    (long long)r->steps, r->save ? "checkpoint saved to " : "nothing kept (no --save)",
+                    r->save ? r->save : "");
         if (r->save) fprintf(stderr, "  continue with: --resume %s\n", r->save);
         status = 128 + interrupted;
     }

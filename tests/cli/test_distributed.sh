@@ -244,6 +244,22 @@ mpi 2 bash hang.sh "$kiln" train small.json --data text.txt --steps 1000000 --sa
 [[ $status -ne 0 && $status -ne 124 ]] || fail "a hung rank: mpirun exited $status (124: it hung)"
 grep -q "waited 2 s for the other ranks" err.txt || fail "a hung rank: no watchdog message: $(tail -5 err.txt)"
 
+# SIGTERM to rank 1 alone: every rank stops at the same step, rank 0 saves and alone
+# reports it (rank 1 has no --save, and must not say "nothing kept")
+cat >term.sh <<'EOF'
+#!/usr/bin/env bash
+if [[ $OMPI_COMM_WORLD_RANK == 1 ]]; then
+    ( while [[ ! -f term.safetensors ]]; do sleep 0.1; done; kill -TERM $$ ) &
+fi
+exec "$@"
+EOF
+status=0
+mpi 2 bash term.sh "$kiln" train small.json --data text.txt --steps 1000000 --save-every 2 --save term.safetensors \
+    --threads 1 >out.txt 2>err.txt || status=$?
+[[ $status -ne 0 && $status -ne 124 ]] || fail "SIGTERM to rank 1: mpirun exited $status"
+[[ $(grep -c "interrupted at step" err.txt) -eq 1 ]] && grep -q "checkpoint saved to term.safetensors" err.txt &&
+    ! grep -q "nothing kept" err.txt || fail "SIGTERM to rank 1: rank 0 alone should report: $(grep -v '^\[' err.txt)"
+
 # one rank fails at start-up (its data file is missing): the job ends, naming it
 cat >onefail.sh <<'EOF'
 #!/usr/bin/env bash
