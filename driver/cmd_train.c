@@ -581,13 +581,21 @@ static void dist_step(run *r, int64_t step, float lr, float *loss, ffi_arg *rc)
  * -D equal to the model's default, compile the same step. */
 static bool dist_same(run *r, kiln_diags *d)
 {
-    char *dims = ckpt_dims_format(&r->model);
-    size_t cap = strlen(dims) + 512;
+    char *dims = ckpt_dims_format(&r->model), stages[256];
+    size_t cap = strlen(dims) + 2 * sizeof stages + 512;
     char *settings = malloc(cap);
     KILN_ASSERT(settings != NULL);
-    snprintf(settings, cap, "steps %lld batch %lld seed %lld task %s start %lld stop %lld ckpt %d nonfinite %s dims %s",
-             (long long)r->steps, (long long)r->feed.batch, (long long)r->seed, kiln_task_name(r->task),
-             (long long)r->start, (long long)r->stop_at, r->checkpoint, nonfinite_mode_name(r->on_nonfinite), dims);
+    int n = snprintf(settings, cap,
+                     "steps %lld batch %lld seed %lld task %s start %lld stop %lld ckpt %d nonfinite %s dims %s off",
+                     (long long)r->steps, (long long)r->feed.batch, (long long)r->seed, kiln_task_name(r->task),
+                     (long long)r->start, (long long)r->stop_at, r->checkpoint, nonfinite_mode_name(r->on_nonfinite),
+                     dims);
+    /* --disable-pass: other kernels round differently, and the ranks' parameters would
+     * drift apart (verify only checks: it may differ) */
+    kiln_pass_list(stages, sizeof stages, true, ", ");
+    for (char *name = strtok(stages, ", "); name; name = strtok(NULL, ", "))
+        if (strcmp(name, "verify") != 0 && kiln_pass_disabled(&cli_pipeline, name))
+            n += snprintf(settings + n, cap - (size_t)n, " %s", name);
     bool ok = dp_check_same(&r->dp, r->text, r->text_len, settings, &r->ds, r->params, r->c.params_bytes, r->optim,
                             r->dp.area.grad_offset ? r->dp.area.grad_offset : r->c.optim_bytes, d);
     free(settings);

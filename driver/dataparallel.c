@@ -336,7 +336,8 @@ bool dp_check_same(const dp_step *p, const char *text, size_t len, const char *s
     h[2] = hash_dataset(ds);
     h[3] = dist_hash(DIST_HASH_INIT, params, (size_t)params_bytes);
     h[3] = dist_hash(h[3], optim, (size_t)optim_bytes);
-    static const char *const what[4] = {"the model file", "the training flags (steps, batch, seed, task, -D, …)",
+    static const char *const what[4] = {"the model file",
+                                        "the training flags (steps, batch, seed, task, -D, --disable-pass, …)",
                                         "the training data (--data, or its tokenizer)",
                                         "the starting parameters (--init or --resume)"};
     return dist_check_same(&p->ds, h, what, 4, d);

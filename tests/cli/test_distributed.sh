@@ -314,6 +314,12 @@ grep -q "the training data .* differs between ranks: rank 1 disagrees with rank 
 # ranks whose flags differ but bind the same dims (-D T=8 is small.json's own T) agree
 run "2 ranks, -D T=8 on rank 1 only" mpi 2 bash rank1.sh "-D T=8" "$kiln" train small.json --data text.txt -D B=2 \
     --steps 2 --threads 1
+# a compiler stage turned off on one rank: other kernels, other rounding
+status=0
+mpi 2 bash rank1.sh "--disable-pass fuse" "$kiln" train small.json --data text.txt --steps 2 --threads 1 \
+    >out.txt 2>err.txt || status=$?
+[[ $status -ne 0 ]] && grep -q "the training flags .* differs between ranks: rank 1 disagrees" err.txt ||
+    fail "--disable-pass fuse on rank 1 only: exit $status, $(grep -v '^\[' err.txt | head -5)"
 fi # full
 
 # ranks with different flags
