@@ -548,11 +548,17 @@ static bool prepare_files(run *r, kiln_diags *d)
     return true;
 }
 
+/* The loss over the first --val-batches global batches of --val. Under N ranks, rank 0
+ * validates alone with its per-rank batch B, so it runs N·K batches of B: the N·B·K
+ * examples one rank with batch N·B validates on (batch losses are weighted by their
+ * counted targets, so the grouping does not change the mean; docs/distributed.md). */
 static bool validate(run *r, double *val_loss, kiln_diags *d)
 {
     kiln_batcher_rewind(&r->val_bt);
     eval_result er;
-    if (!evaluator_run(&r->ev, r->params, &r->val_bt, r->val_batches, &er, d)) return false;
+    int64_t ranks = r->dp.ds.size > 1 ? r->dp.ds.size : 1;
+    int64_t batches = r->val_batches > INT64_MAX / ranks ? 0 : r->val_batches * ranks; /* 0: the whole file */
+    if (!evaluator_run(&r->ev, r->params, &r->val_bt, batches, &er, d)) return false;
     *val_loss = er.loss;
     return true;
 }
@@ -794,7 +800,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--val-every", CLI_INT, &r.val_every, NULL,
          "validation interval in steps (default: steps/10)"},
         {"--val-batches", CLI_INT, &r.val_batches, NULL,
-         "batches per validation, from the file's start each time (default: 20)"},
+         "batches per validation (of the global batch under mpirun), from the file's start each time (default: 20)"},
         {"--save-every", CLI_INT, &r.save_every, NULL,
          "checkpoint interval in steps (default: steps/10)"},
         {"--stop-at", CLI_INT, &r.stop_at, NULL,

@@ -50,6 +50,7 @@ import random
 random.seed(1)
 words = "the quick brown fox jumps over a lazy dog and then runs away from the big red barn".split()
 open("text.txt", "w").write(" ".join(random.choice(words) for _ in range(3000)) + "\n")
+open("val.txt", "w").write(" ".join(random.choice(words) for _ in range(700)) + "\n")
 EOF
 model() { # model NAME DROPOUT
 cat <<EOF
@@ -117,16 +118,27 @@ EOF
 # (the sanitizer build compiles slowly: it checks this with the smallest model)
 eq=tiny.json b=4
 [[ $full -eq 1 ]] || eq=small.json b=2
+# (with validation on 3 batches, a part of val.txt: the same examples either way)
+val=(--val val.txt --val-every 10 --val-batches 3)
 run "1 rank, batch $((2 * b))" "$kiln" train $eq --data text.txt --steps 20 --batch $((2 * b)) --save one.safetensors \
-    --threads 1
+    --threads 1 "${val[@]}" --log one.jsonl
 run "2 ranks, batch $b" mpi 2 "$kiln" train $eq --data text.txt --steps 20 --batch $b --save two.safetensors \
-    --threads 2 --log two.jsonl
+    --threads 2 --log two.jsonl "${val[@]}"
 cp out.txt two_out.txt
 grep -q "data-parallel over 2 ranks: batch $b per rank, $((2 * b)) per step" out.txt ||
     fail "no data-parallel line: $(head -3 out.txt)"
 [[ $(grep -c "saved two.safetensors" out.txt) -eq 1 ]] || fail "rank 0 alone should report the checkpoint: $(cat out.txt)"
 [[ $(wc -l <two.jsonl) -eq 20 ]] || fail "the --log has $(wc -l <two.jsonl) lines, want 20 (rank 0 alone writes it)"
 same one.safetensors two.safetensors || fail "2 ranks × batch $b differ from 1 rank × batch $((2 * b)) (above)"
+"$py" - <<'EOF' || fail "2 ranks × batch $b validate otherwise than 1 rank × batch $((2 * b)) (above)"
+import json
+def val(p):
+    return {r["step"]: r["val_loss"] for r in map(json.loads, open(p)) if "val_loss" in r}
+one, two = val("one.jsonl"), val("two.jsonl")
+assert sorted(one) == sorted(two) == [10, 20], (one, two)
+for step in one:
+    assert abs(one[step] - two[step]) <= 1e-5 * abs(one[step]), f"step {step}: val_loss {one[step]} vs {two[step]}"
+EOF
 
 if [[ $full -eq 1 ]]; then
 # ---- resume: 2 ranks (with dropout: ranks draw their own masks, and a resumed run the same ones) -------
