@@ -810,7 +810,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--distributed", CLI_BOOL, &r.distributed, NULL,
          "require data-parallel training under mpirun; fail if kiln has no MPI (default: on by itself under mpirun)"},
         {"--dist-timeout", CLI_INT, &r.dist_timeout, NULL,
-         "seconds a rank waits for the others in a step's collectives before stopping the job (default: 600)"},
+         "seconds a rank waits for the others (start-up, each step, the end) before stopping the job (default: 600)"},
         {"--dist-serial", CLI_BOOL, &dist_serial, NULL,
          "under mpirun, average gradients only after the whole backward pass, not overlapped with it (default: off)"},
         {"--on-nonfinite", CLI_STR, &on_nonfinite, NULL,
@@ -883,7 +883,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
 done:
     run_free(&r);
     /* ranks that agree (a finished or interrupted run) leave MPI together; a failed one
-     * exits at once and the launcher ends the job */
-    dp_free(&r.dp, status == EXIT_OK || status >= 128);
+     * exits at once and the launcher ends the job, as when a rank does not arrive */
+    if (!dp_free(&r.dp, status == EXIT_OK || status >= 128, diags)) status = EXIT_FAIL;
     return status;
 }

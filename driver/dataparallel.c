@@ -69,7 +69,7 @@ bool dp_init(dp_step *p, bool required, double timeout, kiln_diags *d)
     return true;
 }
 
-void dp_free(dp_step *p, bool ok)
+bool dp_free(dp_step *p, bool ok, kiln_diags *d)
 {
     if (p->comm_steps)
         printf("data-parallel: per step %.3f s in the status collective (waiting for the slowest rank), %.3f s "
@@ -87,8 +87,9 @@ void dp_free(dp_step *p, bool ok)
         kiln_model_free(&p->grad_model);
         kiln_model_free(&p->apply_model);
     }
-    dist_finalize(&p->ds, ok);
+    bool ended = dist_finalize(&p->ds, ok, d);
     memset(p, 0, sizeof *p);
+    return ended;
 }
 
 /* A gradient's announcement, from NAME_train_grad between kernels (or after it returns,

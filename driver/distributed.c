@@ -21,6 +21,14 @@
  * takes the rest of the job down. Checkpoints are written atomically by rank 0 between
  * collectives, so the last one stays valid.
  *
+ * Start and end. The start-up check and the end of the run are meetings (meet): every
+ * rank sends a few words to every other with point-to-point messages and polls for
+ * theirs, for at most --dist-timeout seconds. Unlike an MPI_Allgather or MPI_Barrier,
+ * which would wait forever for a rank stopped while it loads or compiles (or hung while
+ * rank 0 saves the last checkpoint), it knows whose message is missing, so the error
+ * names the ranks that did not arrive. N·(N−1) small messages, once each. MPI_Init,
+ * which also waits for every rank, is under the watchdog thread (started before it).
+ *
  * Threads: MPI_THREAD_FUNNELED — only the main thread calls MPI; the runtime's pool
  * threads run kernels and the watchdog only reads the clock.
  */
@@ -64,10 +72,10 @@ typedef struct watchdog {
     pthread_t thread;
     atomic_llong since_ms;     /* when the current collective started (0: none) */
     atomic_llong step;
-    atomic_int what;           /* 0 status, 1 gradients */
+    atomic_int what;           /* 0 status, 1 gradients, 2 MPI_Init */
     atomic_bool quit;
     double timeout;
-    int rank;
+    atomic_int rank;           /* before MPI_Init: the launcher's word for it */
 } watchdog;
 
 static long long now_ms(void)
@@ -85,11 +93,18 @@ static void *watch(void *arg)
         nanosleep(&nap, NULL);
         long long since = atomic_load(&w->since_ms);
         if (since && (double)(now_ms() - since) > w->timeout * 1000) {
-            fprintf(stderr,
-                    "kiln train: rank %d: the %s of step %lld has waited %.0f s for the other ranks "
-                    "(--dist-timeout): a rank is gone or hung; stopping. The last checkpoint is intact.\n",
-                    w->rank, atomic_load(&w->what) ? "gradient average" : "step status",
-                    (long long)atomic_load(&w->step), w->timeout);
+            int what = atomic_load(&w->what);
+            if (what == 2)
+                fprintf(stderr,
+                        "kiln train: rank %d: joining the job (MPI_Init) has waited %.0f s for the other ranks "
+                        "(--dist-timeout): a rank is gone or hung; stopping.\n",
+                        atomic_load(&w->rank), w->timeout);
+            else
+                fprintf(stderr,
+                        "kiln train: rank %d: the %s of step %lld has waited %.0f s for the other ranks "
+                        "(--dist-timeout): a rank is gone or hung; stopping. The last checkpoint is intact.\n",
+                        atomic_load(&w->rank), what ? "gradient average" : "step status",
+                        (long long)atomic_load(&w->step), w->timeout);
             fflush(stderr);
             _exit(1); /* mpirun then ends the other ranks */
         }
@@ -112,52 +127,131 @@ static void disarm(const dist *ds)
     if (w) atomic_store(&w->since_ms, 0);
 }
 
+/* Every rank sends mine[0 … n) to every other and receives theirs into all[r·n …] (its
+ * own included), polling until all have arrived or ds->timeout seconds have passed;
+ * then a diagnostic names the ranks missing `what`. The messages are sent eagerly (a
+ * few words), so a rank that arrived and left does not need the others to progress. */
+static bool meet(const dist *ds, int tag, const char *what, const uint64_t *mine, int n, uint64_t *all,
+                 kiln_diags *d)
+{
+    int size = ds->size, k = 0;
+    MPI_Request *req = malloc(2 * (size_t)size * sizeof *req);
+    KILN_ASSERT(req != NULL);
+    memcpy(all + (size_t)ds->rank * n, mine, (size_t)n * sizeof *all);
+    for (int r = 0; r < size; r++)
+        if (r != ds->rank) MPI_Irecv(all + (size_t)r * n, n, MPI_UINT64_T, r, tag, MPI_COMM_WORLD, &req[k++]);
+    int n_recv = k;
+    for (int r = 0; r < size; r++)
+        if (r != ds->rank) MPI_Isend(mine, n, MPI_UINT64_T, r, tag, MPI_COMM_WORLD, &req[k++]);
+    long long start = now_ms();
+    for (;;) {
+        int pending = 0; /* MPI_Test frees a finished request (MPI_REQUEST_NULL then tests as done) */
+        for (int i = 0; i < k; i++) {
+            int done = 0;
+            MPI_Test(&req[i], &done, MPI_STATUS_IGNORE);
+            pending += !done;
+        }
+        if (!pending) break;
+        if ((double)(now_ms() - start) > ds->timeout * 1000) {
+            char ranks[200] = "";
+            size_t len = 0;
+            int missing = 0;
+            for (int i = 0; i < n_recv; i++) {
+                int r = i < ds->rank ? i : i + 1; /* receive i is from rank r */
+                if (req[i] == MPI_REQUEST_NULL) continue;
+                if (missing++ < 8 && len < sizeof ranks - 16)
+                    len += (size_t)snprintf(ranks + len, sizeof ranks - len, "%s%d", missing > 1 ? ", " : "", r);
+            }
+            if (missing > 8) snprintf(ranks + len, sizeof ranks - len, ", …");
+            kiln_diags_add(d, NULL, 0, 0, "distributed",
+                           "rank %d: %s %s %s not reached %s after %.0f s (--dist-timeout): %s gone or hung; "
+                           "stopping", ds->rank, missing > 1 ? "ranks" : "rank", missing ? ranks : "another",
+                           missing > 1 ? "have" : "has", what, ds->timeout, missing > 1 ? "they are" : "it is");
+            free(req); /* the job ends: the requests are left to it */
+            return false;
+        }
+        struct timespec nap = {0, 2 * 1000000};
+        nanosleep(&nap, NULL);
+    }
+    free(req);
+    return true;
+}
+
+static void stop_watchdog(dist *ds)
+{
+    watchdog *w = ds->watchdog;
+    if (!w) return;
+    atomic_store(&w->quit, true);
+    pthread_join(w->thread, NULL);
+    free(w);
+    ds->watchdog = NULL;
+}
+
+/* The rank the launcher announced (before MPI_Init can say it), or 0. */
+static int launched_rank(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return atoi(getenv(vars[i]));
+    return 0;
+}
+
 bool dist_init(dist *ds, bool required, double timeout, kiln_diags *d)
 {
     memset(ds, 0, sizeof *ds);
     ds->size = 1;
     ds->timeout = timeout;
     if (!required && dist_launched_size() == 0) return true;
-    int provided = 0;
-    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
-        kiln_diags_add(d, NULL, 0, 0, "distributed", "MPI_Init failed");
-        return false;
-    }
-    ds->mpi = true;
-    MPI_Comm_rank(MPI_COMM_WORLD, &ds->rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &ds->size);
-    if (ds->size > 1 && timeout > 0) {
+    /* the watchdog first: MPI_Init waits for every rank of the job, and one stopped in
+     * its own start would keep the others in it for ever */
+    if (dist_launched_size() > 1 && timeout > 0) {
         watchdog *w = calloc(1, sizeof *w);
         KILN_ASSERT(w != NULL);
         w->timeout = timeout;
-        w->rank = ds->rank;
+        atomic_store(&w->rank, launched_rank());
         if (pthread_create(&w->thread, NULL, watch, w) != 0) {
             free(w);
             kiln_diags_add(d, NULL, 0, 0, "distributed", "cannot start the watchdog thread");
             return false;
         }
         ds->watchdog = w;
+        arm(ds, 0, 2);
     }
+    int provided = 0;
+    if (MPI_Init_thread(NULL, NULL, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        stop_watchdog(ds);
+        kiln_diags_add(d, NULL, 0, 0, "distributed", "MPI_Init failed");
+        return false;
+    }
+    disarm(ds);
+    ds->mpi = true;
+    MPI_Comm_rank(MPI_COMM_WORLD, &ds->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &ds->size);
+    if (ds->watchdog) atomic_store(&((watchdog *)ds->watchdog)->rank, ds->rank);
     return true;
 }
 
-void dist_finalize(dist *ds, bool ok)
+enum { TAG_START = 1, TAG_END = 2 };
+
+bool dist_finalize(dist *ds, bool ok, kiln_diags *d)
 {
-    watchdog *w = ds->watchdog;
-    if (w) {
-        atomic_store(&w->quit, true);
-        pthread_join(w->thread, NULL);
-        free(w);
-        ds->watchdog = NULL;
-    }
-    if (!ds->mpi) return;
+    stop_watchdog(ds);
+    if (!ds->mpi) return true;
     /* A failed rank leaves without MPI_Finalize: finalizing waits for every rank, which
      * may be blocked in a collective waiting for this one. Exiting (non-zero) without it
      * makes mpirun end the whole job with a message naming the rank. */
-    if (!ok) return;
-    MPI_Barrier(MPI_COMM_WORLD);
+    if (!ok) return true;
+    /* every rank here (MPI_Finalize would wait for a hung one without end) */
+    if (ds->size > 1) {
+        uint64_t here = 1, *all = malloc((size_t)ds->size * sizeof *all);
+        KILN_ASSERT(all != NULL);
+        bool met = meet(ds, TAG_END, "the end of the run", &here, 1, all, d);
+        free(all);
+        if (!met) return false;
+    }
     MPI_Finalize();
     ds->mpi = false;
+    return true;
 }
 
 bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *what, int n, kiln_diags *d)
@@ -165,7 +259,10 @@ bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *
     if (ds->size < 2) return true;
     uint64_t *all = malloc((size_t)ds->size * (size_t)n * sizeof *all);
     KILN_ASSERT(all != NULL);
-    MPI_Allgather(hashes, n, MPI_UINT64_T, all, n, MPI_UINT64_T, MPI_COMM_WORLD);
+    if (!meet(ds, TAG_START, "the start-up check", hashes, n, all, d)) {
+        free(all);
+        return false;
+    }
     bool same = true;
     for (int i = 0; i < n; i++) {
         char ranks[200] = "";
@@ -259,11 +356,6 @@ void dist_average_free(dist_average_op *op)
     memset(op, 0, sizeof *op);
 }
 
-void dist_barrier(const dist *ds)
-{
-    if (ds->size > 1) MPI_Barrier(MPI_COMM_WORLD);
-}
-
 #else /* no MPI: one process */
 
 bool dist_available(void) { return false; }
@@ -284,7 +376,7 @@ bool dist_init(dist *ds, bool required, double timeout, kiln_diags *d)
     return true;
 }
 
-void dist_finalize(dist *ds, bool ok) { (void)ds, (void)ok; }
+bool dist_finalize(dist *ds, bool ok, kiln_diags *d) { return true; }
 
 bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *what, int n, kiln_diags *d)
 {
@@ -302,6 +394,5 @@ void dist_average_start(const dist *ds, dist_average_op *op) { op->started++; }
 void dist_average_progress(const dist *ds, dist_average_op *op) {}
 void dist_average_end(const dist *ds, int64_t step, dist_average_op *op) { op->started = op->n_buckets; }
 void dist_average_free(dist_average_op *op) { memset(op, 0, sizeof *op); }
-void dist_barrier(const dist *ds) {}
 
 #endif

@@ -18,7 +18,7 @@
 typedef struct dist {
     int rank, size;        /* 0 and 1 for a single process */
     bool mpi;              /* MPI was initialised here (dist_finalize ends it) */
-    double timeout;        /* seconds a step's collective may wait before the watchdog stops the run */
+    double timeout;        /* seconds a rank may wait for the others (MPI_Init, start-up, a step, the end) */
     void *watchdog;        /* private: the watchdog thread's state */
 } dist;
 
@@ -30,19 +30,25 @@ bool dist_available(void);
 int dist_launched_size(void);
 
 /* Joins the job when started by an MPI launcher (or `required`: --distributed): MPI_Init,
- * rank and size, and a watchdog thread for dist_* collectives of the steps. Otherwise a
- * single process (rank 0 of 1). Fails with a diagnostic when more than one rank, or
- * `required`, meets a kiln built without MPI. */
+ * rank and size, and a watchdog thread (over MPI_Init, which waits for every rank, then
+ * over the steps' dist_* collectives). Otherwise a single process (rank 0 of 1). Fails
+ * with a diagnostic when more than one rank, or `required`, meets a kiln built without
+ * MPI. */
 bool dist_init(dist *ds, bool required, double timeout, kiln_diags *d);
-/* Ends MPI (after a barrier when ok, so that no rank leaves while another still needs it). */
-void dist_finalize(dist *ds, bool ok);
+/* Ends MPI. When ok, first waits for every rank to arrive (so that no rank leaves while
+ * another still needs it), for at most the timeout: false, with a diagnostic naming the
+ * ranks that did not come, if one is gone or hung (MPI is then left to the launcher to
+ * end). A failed rank (!ok) leaves at once without MPI_Finalize. */
+bool dist_finalize(dist *ds, bool ok, kiln_diags *d);
 
 /* 64-bit FNV-1a, to fingerprint what must be equal on every rank. */
 uint64_t dist_hash(uint64_t h, const void *p, size_t n);
 #define DIST_HASH_INIT 0xcbf29ce484222325ull
 
 /* Start-up check: n fingerprints (what[i] names each: "the model file", …) must be equal
- * on every rank. A mismatch is a diagnostic naming what differs and on which ranks. */
+ * on every rank. A mismatch is a diagnostic naming what differs and on which ranks; so
+ * is a rank that has not arrived within the timeout (stopped or hung while it loads or
+ * compiles): the others do not wait for it without end. */
 bool dist_check_same(const dist *ds, const uint64_t *hashes, const char *const *what, int n, kiln_diags *d);
 
 /* One step's status agreed by all ranks: *loss becomes the mean of the ranks' losses,
@@ -75,9 +81,5 @@ void dist_average_progress(const dist *ds, dist_average_op *op);
 /* Starts the buckets not started yet, waits for all (under the watchdog), then ×1/N. */
 void dist_average_end(const dist *ds, int64_t step, dist_average_op *op);
 void dist_average_free(dist_average_op *op);
-
-/* Waits for every rank (after the compile, so that a slow compile does not count
- * against the watchdog). */
-void dist_barrier(const dist *ds);
 
 #endif

@@ -203,8 +203,9 @@ typedef struct dp_step {
 
 /* Joins the MPI job if there is one (dist_init); ranks above 0 send stdout to /dev/null. */
 bool dp_init(dp_step *p, bool required, double timeout, kiln_diags *d);
-/* Prints the time spent in collectives (rank 0), ends MPI (dist_finalize), frees everything. */
-void dp_free(dp_step *p, bool ok);
+/* Prints the time spent in collectives (rank 0), ends MPI (dist_finalize), frees
+ * everything. False (a diagnostic) when ok and a rank did not reach the end in time. */
+bool dp_free(dp_step *p, bool ok, kiln_diags *d);
 /* Builds and compiles the split step from the model's text (as build_step loads it):
  * NAME_train_grad kept here, NAME_train_apply into *apply with the workspace size of
  * both and the optimizer blob of the split layout (the fused step's, then the

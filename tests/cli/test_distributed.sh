@@ -6,7 +6,8 @@
 #     bit, with dropout on), and a 2-rank checkpoint resumes on 1 rank;
 #   - a rank killed with SIGKILL ends the job with a non-zero status within a bounded time
 #     and the last checkpoint still loads; a stopped (hung) rank trips the others'
-#     watchdog (--dist-timeout) with a clear message;
+#     watchdog (--dist-timeout) with a clear message, mid-run and during start-up (the
+#     start-up check names the rank that did not arrive);
 #   - ranks started with different flags or data (labels included) stop at start-up
 #     naming what differs, and a rank that fails at start-up (a missing file) ends the
 #     job instead of hanging it;
@@ -271,6 +272,23 @@ mpi 2 bash term.sh "$kiln" train small.json --data text.txt --steps 1000000 --sa
 [[ $status -ne 0 && $status -ne 124 ]] || fail "SIGTERM to rank 1: mpirun exited $status"
 [[ $(grep -c "interrupted at step" err.txt) -eq 1 ]] && grep -q "checkpoint saved to term.safetensors" err.txt &&
     ! grep -q "nothing kept" err.txt || fail "SIGTERM to rank 1: rank 0 alone should report: $(grep -v '^\[' err.txt)"
+
+# rank 1 stops during start-up (after joining MPI: its warning about --save is out;
+# before the start-up check): rank 0 does not wait for it without end, and names it
+cat >hangstart.sh <<'EOF'
+#!/usr/bin/env bash
+if [[ $OMPI_COMM_WORLD_RANK == 1 ]]; then
+    ( while ! grep -q "no --save" start1.err 2>/dev/null; do sleep 0.02; done; kill -STOP $$ ) &
+    exec "$@" 2>start1.err
+fi
+exec "$@"
+EOF
+status=0
+mpi 2 bash hangstart.sh "$kiln" train small.json --data text.txt --steps 5 --dist-timeout 2 --threads 1 \
+    >out.txt 2>err.txt || status=$?
+[[ $status -ne 0 && $status -ne 124 ]] || fail "a rank hung at start-up: mpirun exited $status (124: it hung)"
+grep -q "rank 0: rank 1 has not reached the start-up check after 2 s (--dist-timeout)" err.txt ||
+    fail "a rank hung at start-up: no message naming it: $(grep -v '^\[' err.txt | tail -5)"
 
 # one rank fails at start-up (its data file is missing): the job ends, naming it
 cat >onefail.sh <<'EOF'
