@@ -47,7 +47,9 @@
  * ranks drop independently; masks are drawn per rank's batch, so with dropout N ranks
  * match one rank in distribution, not bit for bit. Without dropout they match to float
  * rounding (the gradient of a mean over N·B examples is the mean of N means over B,
- * when every row counts alike: ignore_index targets weigh ranks unequally).
+ * when every row counts alike: ignore_index targets weigh ranks unequally), except for
+ * a loss that couples rows: infonce takes each row's negatives from its rank's B rows
+ * only (no all-gather of the embeddings, as DistributedDataParallel without one).
  *
  * Drawing the other ranks' rows costs a copy of their tokens (mlm: also their masking),
  * which is small beside a step; it is what makes the order independent of N.
