@@ -243,14 +243,20 @@ grep -qi "signal 9\|killed" err.txt || fail "a killed rank: no message naming it
 run "resume after the killed run" "$kiln" train small.json --data text.txt --resume dead.safetensors --steps 1 \
     --threads 1 >/dev/null || true
 
-# rank 1 stops (SIGSTOP: hung, not dead): rank 0's watchdog ends the job
-cat >hang.sh <<'EOF'
+# signal_rank1 SCRIPT SIGNAL FILE — writes SCRIPT, a wrapper (bash SCRIPT CMD...) that runs
+# CMD and, on rank 1 only, sends it SIGNAL once FILE exists (the first checkpoint)
+signal_rank1() {
+    cat >"$1" <<EOF
 #!/usr/bin/env bash
-if [[ $OMPI_COMM_WORLD_RANK == 1 ]]; then
-    ( while [[ ! -f hang.safetensors ]]; do sleep 0.1; done; kill -STOP $$ ) &
+if [[ \$OMPI_COMM_WORLD_RANK == 1 ]]; then
+    ( while [[ ! -f $3 ]]; do sleep 0.1; done; kill -$2 \$\$ ) &
 fi
-exec "$@"
+exec "\$@"
 EOF
+}
+
+# rank 1 stops (SIGSTOP: hung, not dead): rank 0's watchdog ends the job
+signal_rank1 hang.sh STOP hang.safetensors
 status=0
 mpi 2 bash hang.sh "$kiln" train small.json --data text.txt --steps 1000000 --save-every 2 --save hang.safetensors \
     --dist-timeout 2 --threads 1 >out.txt 2>err.txt || status=$?
@@ -259,13 +265,7 @@ grep -q "waited 2 s for the other ranks" err.txt || fail "a hung rank: no watchd
 
 # SIGTERM to rank 1 alone: every rank stops at the same step, rank 0 saves and alone
 # reports it (rank 1 has no --save, and must not say "nothing kept")
-cat >term.sh <<'EOF'
-#!/usr/bin/env bash
-if [[ $OMPI_COMM_WORLD_RANK == 1 ]]; then
-    ( while [[ ! -f term.safetensors ]]; do sleep 0.1; done; kill -TERM $$ ) &
-fi
-exec "$@"
-EOF
+signal_rank1 term.sh TERM term.safetensors
 status=0
 mpi 2 bash term.sh "$kiln" train small.json --data text.txt --steps 1000000 --save-every 2 --save term.safetensors \
     --threads 1 >out.txt 2>err.txt || status=$?
