@@ -532,9 +532,16 @@ static int32_t label_class(tsv_ctx *c, uint64_t line, const char *s, size_t n)
         return -1;
     }
     if (given && given->numeric) {
-        if (parse_class_number(s, n, &v)) return v;
-        line_error(c, line, 0, "label '%s' is not a class number, as the training labels were", s);
-        return -1;
+        if (!parse_class_number(s, n, &v)) {
+            line_error(c, line, 0, "label '%s' is not a class number, as the training labels were", s);
+            return -1;
+        }
+        if (v >= given->n) {
+            line_error(c, line, 0, "label %d is not one of the training set's classes (0 to %d)", (int)v,
+                       (int)given->n - 1);
+            return -1;
+        }
+        return v;
     }
     if (given) {
         v = strset_find(&c->fixed, s, n, false, &c->oom);

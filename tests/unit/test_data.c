@@ -393,6 +393,10 @@ static void test_classify_labels(void **state)
     d = load_fails(KILN_TASK_CLASSIFY, write_text("num2.tsv", "1\tx\none\ty\n"), &byte, &opt);
     assert_true(has_diag(&d, 2, "not a class number"));
     kiln_diags_free(&d);
+    /* a class number past the training set's classes (0 to 7) is refused on its line, as a name is */
+    d = load_fails(KILN_TASK_CLASSIFY, write_text("num3.tsv", "7\tx\n8\ty\n"), &byte, &opt);
+    assert_true(has_diag(&d, 2, "label 8 is not one of the training set's classes (0 to 7)"));
+    kiln_diags_free(&d);
     kiln_labels_free(&back);
     kiln_dataset_free(&ds);
 
