@@ -94,6 +94,7 @@ int cmd_eval(int argc, char **argv, kiln_diags *diags)
     bo.ignore_index = ev.ignore_index;
     if (!kiln_batcher_init(&bt, &ds, &tok, ev.feed.batch, ev.feed.cols, &bo, diags)) goto done;
     have_bt = true;
+    feed_warn_skipped("eval", &bt, &ds);
     /* a partial last batch gets its own entry, compiled now rather than inside the timing */
     if (!evaluator_prepare(&ev, &bt, 0, diags)) goto done;
     void *params = kiln_aligned_alloc((size_t)ev.c.params_bytes);

@@ -449,6 +449,7 @@ static bool make_batchers(run *r, kiln_diags *d)
     opt.ignore_index = train_ignore_index(&r->model);
     if (!kiln_batcher_init(&r->bt, &r->ds, &r->tok, r->feed.batch, r->feed.cols, &opt, d)) return false;
     r->have_bt = true;
+    if (r->dp.ds.rank == 0) feed_warn_skipped("train", &r->bt, &r->ds);
     if (r->resume) {
         kiln_batch_state st;
         const char *text = kiln_tensor_file_meta(&r->ckpt, "data_state");
@@ -470,6 +471,7 @@ static bool make_batchers(run *r, kiln_diags *d)
         if (!kiln_batcher_init(&r->val_bt, &r->val_ds, &r->tok, r->feed.batch, r->feed.cols, &opt, d))
             return false;
         r->have_val_bt = true;
+        if (r->dp.ds.rank == 0) feed_warn_skipped("train", &r->val_bt, &r->val_ds);
     }
     return true;
 }

@@ -8,6 +8,7 @@
  * gets the same values converted after each batch. Every buffer is 64-byte aligned,
  * as compiled code expects.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,4 +140,15 @@ int64_t feed_weight(const feed *f, int64_t rows, int32_t ignore_index)
             return count;
         }
     return rows;
+}
+
+void feed_warn_skipped(const char *command, const kiln_batcher *bt, const kiln_dataset *ds)
+{
+    if (bt->n_skipped == 0) return;
+    /* the examples are skipped rather than cut (docs/data.md), but a loss over a subset
+     * that leaves out the long contexts must not pass unremarked */
+    fprintf(stderr,
+            "kiln %s: warning: %s: %zu of %zu examples are left out: their answers end past the %lld positions "
+            "the question, <sep> and the context get (a larger T keeps them)\n",
+            command, ds->path ? ds->path : "the data", bt->n_skipped, ds->n_examples, (long long)bt->cols[0]);
 }

@@ -166,6 +166,9 @@ int64_t feed_next(feed *f, kiln_batcher *bt);
 int64_t feed_weight(const feed *f, int64_t rows, int32_t ignore_index);
 /* The task input called name, or NULL. */
 const int32_t *feed_task_buf(const feed *f, const char *name);
+/* A warning on stderr ("kiln COMMAND: warning: …") when the batcher leaves span examples
+ * out (their answers lie past the window): the loss is then over the others only. */
+void feed_warn_skipped(const char *command, const kiln_batcher *bt, const kiln_dataset *ds);
 
 /* ---- dataparallel.c: the step of one rank among N (mpirun; docs/distributed.md) ----------- */
 

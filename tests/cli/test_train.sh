@@ -12,6 +12,7 @@
 #   - --init loads what the file has, initialises and lists a new head, and reports the
 #     names the model lacks;
 #   - eval prints loss and perplexity, and accuracy for a classifier it trained;
+#   - span examples whose answers end past T are left out with a warning;
 #   - a resume without --task takes the checkpoint's, another --task is refused, and so
 #     is another optimizer (or SGD without the momentum the checkpoint holds);
 #   - a .bin file's ids are checked against the model's vocabulary when it is loaded;
@@ -306,6 +307,25 @@ expect_fail 1 "trained with adamw, the model file asks for sgd" "$kiln" train sg
 run "1 step of SGD with momentum" "$kiln" train sgdm.json --data text.txt --steps 1 --save m.safetensors || true
 expect_fail 1 "optim.momentum.wte.weight: error: is optimizer state the model's optimizer does not keep" \
     "$kiln" train sgd.json --data text.txt --resume m.safetensors --steps 2
+# span examples whose answers end past T are left out, and the user is told how many
+cat >qa.json <<'EOF'
+{"format": "kiln/1", "name": "tqa", "dims": {"B": 2, "T": 24},
+ "inputs": {"tokens": {"shape": ["B", "T"], "dtype": "i32"}, "mask": {"shape": ["B", "T"], "dtype": "i32"},
+            "start": {"shape": ["B"], "dtype": "i32"}, "end": {"shape": ["B"], "dtype": "i32"}},
+ "layers": [{"name": "emb", "op": "embedding", "in": "tokens", "vocab": 262, "dim": 16},
+            {"name": "qa", "op": "linear", "out": 2},
+            {"name": "s0", "op": "slice", "axis": -1, "start": 0, "end": 1},
+            {"name": "sl", "op": "reshape", "shape": ["B", "T"]},
+            {"name": "e0", "op": "slice", "in": "qa", "axis": -1, "start": 1, "end": 2},
+            {"name": "el", "op": "reshape", "shape": ["B", "T"]}],
+ "outputs": ["sl", "el"],
+ "losses": [{"op": "cross_entropy", "in": ["sl", "start"]}, {"op": "cross_entropy", "in": ["el", "end"]}]}
+EOF
+printf 'the cat sat\twhere?\tcat\nabcdefghijklmnopqrstuvwxyz 0123\tqq\t0123\n' >qa.tsv
+"$kiln" init qa.json -o qa.safetensors >/dev/null
+run "eval with a span past T" "$kiln" eval qa.json --weights qa.safetensors --data qa.tsv --task span || true
+grep -q "warning: qa.tsv: 1 of 2 examples are left out: their answers end past the 24 positions" err.txt ||
+    fail "eval left a span example out without a word: $(cat err.txt)"
 printf 'short' >short.txt
 expect_fail 1 "needs at least 33" "$kiln" train tiny.json --data short.txt --steps 3
 expect_fail 1 "make the vocab at least 262" "$kiln" train tiny.json --task mlm --data text.txt --steps 1
