@@ -302,7 +302,16 @@ static bool load_data(run *r, kiln_diags *d)
     int before = d->n;
     /* the tokenizer: a run's own (resume), a pretrained model's (init), or a new one */
     if (r->resume && ckpt_tokenizer(&r->ckpt, r->resume, &r->tok, d)) r->have_tok = true;
-    else if (d->n == before && r->init && ckpt_tokenizer(&r->init_file, r->init, &r->tok, d)) r->have_tok = true;
+    else if (d->n == before && r->init && ckpt_tokenizer(&r->init_file, r->init, &r->tok, d)) {
+        r->have_tok = true;
+        /* the pretrained model's ids are what its embedding learned: its tokenizer wins,
+         * but a model file asking for another kind should hear so */
+        static const char *const kinds[] = {"none", "byte", "char", "bpe"}; /* kiln_tokenizer_kind order */
+        if (r->tok_cfg.kind != KILN_TOK_NONE && r->tok_cfg.kind != r->tok.kind && r->dp.ds.rank == 0)
+            fprintf(stderr, "kiln train: warning: the model file asks for a %s tokenizer; training goes on with the %s "
+                    "tokenizer %s was trained with, whose ids its weights know\n",
+                    kinds[r->tok_cfg.kind], kinds[r->tok.kind], r->init);
+    }
     if (d->n > before) return false;
     if (!r->have_tok) {
         kiln_tokenizer_config cfg = r->tok_cfg;

@@ -307,6 +307,15 @@ expect_fail 1 "trained with adamw, the model file asks for sgd" "$kiln" train sg
 run "1 step of SGD with momentum" "$kiln" train sgdm.json --data text.txt --steps 1 --save m.safetensors || true
 expect_fail 1 "optim.momentum.wte.weight: error: is optimizer state the model's optimizer does not keep" \
     "$kiln" train sgd.json --data text.txt --resume m.safetensors --steps 2
+# --init keeps the pretrained model's tokenizer (its weights know those ids) and says so
+# when the model file asks for another kind
+sed 's/"init": {"seed": 7}/"init": {"seed": 7}, "tokenizer": {"kind": "char"}/' tiny.json >tinychar.json
+sed 's/"init": {"seed": 7}/"init": {"seed": 7}, "tokenizer": {"kind": "byte"}/' tiny.json >tinybyte.json
+run "1 step with a char tokenizer" "$kiln" train tinychar.json --data text.txt --steps 1 --save char.safetensors || true
+run "--init from it, asking for bytes" "$kiln" train tinybyte.json --data text.txt --steps 1 --init char.safetensors || true
+grep -q "asks for a byte tokenizer; training goes on with the char tokenizer char.safetensors was trained with" err.txt ||
+    fail "--init replaced the model file's tokenizer kind without a word: $(cat err.txt)"
+
 # span examples whose answers end past T are left out, and the user is told how many
 cat >qa.json <<'EOF'
 {"format": "kiln/1", "name": "tqa", "dims": {"B": 2, "T": 24},
