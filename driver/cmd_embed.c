@@ -32,13 +32,16 @@
 #include "train.h"
 #include "memlimit.h"
 
-/* What an input of the model receives: the line's tokens or its mask. */
+/* What an input of the model receives: the line's tokens or its mask, laid out as
+ * training lays out that input — after <cls> for the classify and pairs inputs, bare for
+ * seq2seq's src (docs/data.md). */
 typedef enum { FILL_NONE, FILL_TOKENS, FILL_MASK } fill_kind;
 
-static fill_kind fill_of(const char *name)
+static fill_kind fill_of(const char *name, bool *cls)
 {
     static const char *const tokens[] = {"tokens", "tokens_a", "tokens_b", "src"};
     static const char *const masks[] = {"mask", "mask_a", "mask_b", "src_mask"};
+    *cls = strcmp(name, "src") != 0 && strcmp(name, "src_mask") != 0;
     for (size_t i = 0; i < sizeof tokens / sizeof *tokens; i++)
         if (strcmp(name, tokens[i]) == 0) return FILL_TOKENS;
     for (size_t i = 0; i < sizeof masks / sizeof *masks; i++)
@@ -54,6 +57,7 @@ typedef struct embedder {
     void *params, *workspace;
     void **bufs;       /* per model input, 64-byte aligned */
     fill_kind *fills;  /* per model input: what fill_row writes (FILL_NONE: zeros, unread) */
+    bool *with_cls;    /* per model input: the line follows <cls> (not for src) */
     float *out;        /* the embedding, the graph's one output */
     pointer_call call;
     int64_t batch;     /* rows per call */
@@ -65,6 +69,7 @@ static void embedder_free(embedder *e)
     for (int i = 0; e->bufs && i < e->model.n_inputs; i++) kiln_aligned_free(e->bufs[i]);
     free(e->bufs);
     free(e->fills);
+    free(e->with_cls);
     kiln_aligned_free(e->out);
     kiln_aligned_free(e->params);
     kiln_aligned_free(e->workspace);
@@ -149,12 +154,13 @@ static bool embedder_check(embedder *e, const char *text, size_t len, const char
 
     unsigned char *needed = malloc(g->n_nodes);
     e->fills = calloc((size_t)m->n_inputs + 1, sizeof *e->fills); /* FILL_NONE */
-    KILN_ASSERT(needed && e->fills);
+    e->with_cls = calloc((size_t)m->n_inputs + 1, sizeof *e->with_cls);
+    KILN_ASSERT(needed && e->fills && e->with_cls);
     kiln_graph_live(g, 0, needed);
     bool ok = true, any_tokens = false;
     for (int i = 0; i < m->n_inputs; i++) {
         const kiln_node *n = &g->nodes[m->inputs[i]];
-        fill_kind k = fill_of(n->attrs.name);
+        fill_kind k = fill_of(n->attrs.name, &e->with_cls[i]);
         if (!needed[m->inputs[i]]) continue;
         if (k == FILL_NONE || n->type.rank != 2 || (k == FILL_TOKENS && n->type.dtype != KILN_I32)) {
             kiln_diags_add(d, m->file, 0, 0, n->attrs.name,
@@ -226,11 +232,11 @@ static void fill_row(embedder *e, int64_t r, const int32_t *ids, size_t n, int32
     for (int i = 0; i < m->n_inputs; i++) {
         if (e->fills[i] == FILL_NONE) continue;
         const kiln_node *node = &m->graph.nodes[m->inputs[i]];
-        int64_t T = node->type.dims[1];
-        int64_t used = T < 1 ? 0 : (int64_t)n + 1 < T ? (int64_t)n + 1 : T;
+        int64_t T = node->type.dims[1], lead = e->with_cls[i] ? 1 : 0;
+        int64_t used = T < 1 ? 0 : (int64_t)n + lead < T ? (int64_t)n + lead : T;
         bool tokens = e->fills[i] == FILL_TOKENS;
         for (int64_t t = 0; t < T; t++) {
-            int32_t v = tokens ? (t == 0 ? cls : t < used ? ids[t - 1] : pad) : t < used;
+            int32_t v = tokens ? (t < lead ? cls : t < used ? ids[t - lead] : pad) : t < used;
             if (node->type.dtype == KILN_F32) ((float *)e->bufs[i])[r * T + t] = (float)v;
             else ((int32_t *)e->bufs[i])[r * T + t] = v;
         }

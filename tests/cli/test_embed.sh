@@ -7,6 +7,7 @@
 #     last call is partly filler, which is not written; an empty line is an item; the same
 #     bits at 1 thread and at the default (the online CPUs); the
 #     labels input, which only the loss reads, needs nothing;
+#   - an encoder-decoder's src gets the line as seq2seq training lays it out (no <cls>);
 #   - --normalize gives rows of norm 1, the same directions; --output picks a tower of a
 #     two-tower model (tokens_a/tokens_b), whose inputs both get the line; a checkpoint of
 #     `kiln train --task pairs` embeds with its weights;
@@ -128,6 +129,42 @@ b = safetensors_np.read("b.safetensors")["embeddings"]
 c = safetensors_np.read("c.safetensors")["embeddings"]
 assert c.shape == b.shape and np.isfinite(c).all() and np.abs(c - b).max() > 0, "training changed nothing"
 EOF
+
+# an encoder-decoder's encoder: src is laid out as seq2seq training lays it out, the line
+# bare (no <cls>), <pad> after, src_mask over the line
+cat >s2s.json <<'EOF'
+{"format": "kiln/1", "name": "s2s", "dims": {"B": 2, "S": 8},
+ "inputs": {"src": {"shape": ["B", "S"], "dtype": "i32"}, "src_mask": {"shape": ["B", "S"], "dtype": "i32"}},
+ "layers": [{"name": "emb", "op": "embedding", "in": "src", "vocab": 262, "dim": 8},
+            {"name": "enc", "op": "encoder_layer", "heads": 2, "hidden": 16, "mask": "src_mask"},
+            {"name": "pooled", "op": "pool", "kind": "mean", "mask": "src_mask"}],
+ "outputs": ["pooled"], "init": {"seed": 2}}
+EOF
+printf 'hello\nab\n' >two.txt
+"$py" - "$src" <<'EOF'
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1] + "/scripts")
+import safetensors_np
+src = np.full((2, 8), 256, np.int32)
+m = np.zeros((2, 8), np.int32)
+for i, l in enumerate([b"hello", b"ab"]):
+    src[i, :len(l)] = list(l)
+    m[i, :len(l)] = 1
+safetensors_np.write("s2s_in.safetensors", {"src": src, "src_mask": m})
+EOF
+if kiln_ok "init s2s" init s2s.json -o s2s.safetensors &&
+    kiln_ok "embed src" embed s2s.json --weights s2s.safetensors --input two.txt --out s2s_e.safetensors &&
+    kiln_ok "run on seq2seq's layout" run s2s.json --weights s2s.safetensors --inputs s2s_in.safetensors \
+        --out s2s_y.safetensors; then
+    "$py" - "$src" <<'EOF' || fail "embed lays src out unlike seq2seq training"
+import sys, numpy as np
+sys.path.insert(0, sys.argv[1] + "/scripts")
+import safetensors_np
+e = safetensors_np.read("s2s_e.safetensors")["embeddings"]
+y = safetensors_np.read("s2s_y.safetensors")["pooled"]
+assert np.abs(e - y).max() <= 1e-6 * np.abs(y).max(), np.abs(e - y).max()
+EOF
+fi
 
 # failures write nothing
 kiln_fails "an output that is not pooled" 1 "is not a (batch, D) float value" embed enc.json --weights w.safetensors \
