@@ -793,7 +793,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
         {"--steps", CLI_INT, &r.steps, &steps_given,
          "the run's length and the schedule's horizon (default: train.steps, or the checkpoint's)"},
         {"--batch", CLI_INT, &r.batch, &batch_given,
-         "binds the batch dim, the name leading every input's shape (default: train.batch)"},
+         "binds the batch dim, the name leading every input's shape (default: train.batch, else that dim's value)"},
         {"--init", CLI_STR, &r.init, NULL,
          "start from the parameters this file has, initialise the rest (default: fresh weights)"},
         {"--save", CLI_STR, &r.save, NULL,
