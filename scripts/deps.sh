@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # deps.sh — make sure kiln's build and test dependencies are installed (Debian 12).
-# clang-19 and libclang-rt-19-dev (libFuzzer) build the fuzz targets (fuzz/README.md).
+# clang-19 and libclang-rt-19-dev (libFuzzer) build the fuzz targets (fuzz/README.md);
+# graphviz's `dot` renders the training step's `--emit dot` picture (cli.test_dot_render).
 # As root it installs whatever is missing with apt-get; otherwise it prints the exact
 # apt-get line to run and fails.
 set -euo pipefail
 
 packages=(build-essential cmake pkg-config llvm-19-dev libcjson-dev libffi-dev libcmocka-dev
-          python3-numpy fortunes valgrind libopenmpi-dev openmpi-bin clang-19 libclang-rt-19-dev)
+          python3-numpy fortunes valgrind libopenmpi-dev openmpi-bin clang-19 libclang-rt-19-dev graphviz)
 
 missing=()
 for p in "${packages[@]}"; do
