@@ -160,7 +160,10 @@ static uint32_t expand_bce_logits(fe_ctx *c, fe_node *n)
 {
     if (!operands_ok(c, n, 2) || !check_same(c, n, n->in[0], n->in[1])) return KILN_NONE;
     uint32_t x = n->in[0], t = n->in[1];
-    uint32_t pos = fe_unary(c, n, KILN_OP_RELU, x);                      /* max(x, 0) */
+    /* max(x, 0) as maximum, not relu: at x = 0 the kinks of max and |x| cancel in the
+     * value, and maximum's tie rule (half each way) makes them cancel in the gradient too,
+     * giving torch's sigmoid(0) − t; relu's 0 there gave −t (a zero-initialised head) */
+    uint32_t pos = fe_binary(c, n, KILN_OP_MAXIMUM, x, scalar_f32(c, n, 0.0f));
     uint32_t xt = fe_binary(c, n, KILN_OP_MUL, x, t);
     uint32_t e = fe_unary(c, n, KILN_OP_EXP, fe_unary(c, n, KILN_OP_NEG, fe_unary(c, n, KILN_OP_ABS, x)));
     uint32_t soft = fe_unary(c, n, KILN_OP_LOG, fe_binary(c, n, KILN_OP_ADD, e, scalar_f32(c, n, 1.0f)));

@@ -5,7 +5,8 @@ interpreted, and compared with PyTorch in float64 (rtol 1e-4):
   - maximum/minimum split the gradient evenly on ties, as torch.maximum/minimum;
   - infonce with an all-zero row (a mean pool over a fully masked row) has
     F.normalize's finite gradient, not NaN;
-  - matmul takes 1-D operands as torch.matmul does.
+  - matmul takes 1-D operands as torch.matmul does;
+  - bce_logits at a logit of exactly 0 has torch's gradient sigmoid(0) - t.
 Prints one line per failure and exits 1 if there was any."""
 import os
 import subprocess
@@ -101,6 +102,19 @@ target = torch.arange(3)
 loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 loss.backward()
 compare("zero_row", outs, {"loss": loss.item(), "grad.a": A.grad, "grad.b": BB.grad})
+
+# bce_logits at logits exactly 0 (a zero-initialised head): torch's gradient sigmoid(0) - t
+x = rng.standard_normal((3, 4)).astype(np.float32)
+t = np.array([[1, 0], [0.3, 1], [0, 0]], np.float32)
+w, b = np.zeros((2, 4), np.float32), np.zeros(2, np.float32)
+model = dict(head, name="bce0", inputs={"x": {"shape": [3, 4], "dtype": "f32"}, "t": {"shape": [3, 2], "dtype": "f32"}},
+             layers=[{"name": "h", "op": "linear", "in": "x", "out": 2}],
+             outputs=["h"], losses=[{"op": "bce_logits", "in": ["h", "t"]}])
+outs = run("bce0", model, {"x": x, "t": t}, {"h.weight": w, "h.bias": b})
+X, W, B = t64(x), t64(w), t64(b)
+loss = F.binary_cross_entropy_with_logits(X @ W.T + B, torch.tensor(t, dtype=torch.float64))
+loss.backward()
+compare("bce_logits at 0", outs, {"loss": loss.item(), "grad.x": X.grad, "grad.h.weight": W.grad, "grad.h.bias": B.grad})
 
 # matmul of 1-D operands, as torch.matmul: (k)·(k), (k)·(2, k, n), (2, m, k)·(k), and
 # (k)·(n, k) with transpose_b (a vector is its own transpose: transpose_a is set on each
