@@ -526,17 +526,30 @@ static void ce_chunk_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValue
     LLVMValueRef e = cg_intrinsic1(cg, "llvm.exp", cg_fsub(cg, cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, base, l.i, "")), max));
     LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, sum, ""), e), sum);
     cg_loop_end_interleaved(cg, &l, 4);
-    LLVMValueRef lse = cg_fadd(cg, max, cg_intrinsic1(cg, "llvm.log", LLVMBuildLoad2(cg->b, cg->t_f32, sum, "")));
+    /* lse − x_t as (max − x_t) + log Σ, in double: lse = max + log Σ would round the log
+     * term away for logits near 1e7, and torch's loss does not move with a constant
+     * added to the row */
+    LLVMValueRef log_sum = LLVMBuildFPExt(cg->b, cg_intrinsic1(cg, "llvm.log", LLVMBuildLoad2(cg->b, cg->t_f32, sum, "")),
+                                          cg->t_f64, "");
     LLVMValueRef xt_val = cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, base, t, ""));
-    LLVMValueRef row_nll = LLVMBuildFPExt(cg->b, cg_fsub(cg, lse, xt_val), cg->t_f64, "");
+    LLVMValueRef max64 = LLVMBuildFPExt(cg->b, max, cg->t_f64, "");
+    LLVMValueRef gap = LLVMBuildFSub(cg->b, max64, LLVMBuildFPExt(cg->b, xt_val, cg->t_f64, ""), "");
+    LLVMValueRef row_nll = LLVMBuildFAdd(cg->b, gap, log_sum, "");
     LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, nll, ""), row_nll, ""), nll);
     if (cj->eps != 0) {
-        /* Σ_c (lse − x_c) = C·lse − Σ_c x_c, the sum in f32, the rest in double: C·lse
-         * overflows f32 for logits near 1e37 */
-        LLVMValueRef sx = LLVMBuildFPExt(cg->b, row_sum(cg, x, base, C, NULL, false), cg->t_f64, "");
-        LLVMValueRef c_lse = LLVMBuildFMul(cg->b, LLVMConstReal(cg->t_f64, (double)C),
-                                           LLVMBuildFPExt(cg->b, lse, cg->t_f64, ""), "");
-        LLVMValueRef wide = LLVMBuildFSub(cg->b, c_lse, sx, "");
+        /* Σ_c (lse − x_c) = Σ_c (max − x_c) + C·log Σ, in double: terms ≥ 0 (no
+         * cancellation), whose f32 sum would overflow for logits near ±1e37 */
+        LLVMValueRef acc = cg_local(cg, cg->t_f64, "gaps");
+        LLVMBuildStore(cg->b, LLVMConstReal(cg->t_f64, 0), acc);
+        cg_loop l2;
+        cg_loop_begin(cg, &l2, cg_i64(cg, 0), cg_i64(cg, C), "j");
+        LLVMValueRef xj = LLVMBuildFPExt(cg->b, cg_load(cg, KILN_F32, x, LLVMBuildNSWAdd(cg->b, base, l2.i, "")),
+                                         cg->t_f64, "");
+        LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f64, acc, ""), LLVMBuildFSub(cg->b, max64, xj, "")),
+                       acc);
+        cg_loop_end_interleaved(cg, &l2, 4);
+        LLVMValueRef c_log = LLVMBuildFMul(cg->b, LLVMConstReal(cg->t_f64, (double)C), log_sum, "");
+        LLVMValueRef wide = LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, acc, ""), c_log, "");
         LLVMBuildStore(cg->b, LLVMBuildFAdd(cg->b, LLVMBuildLoad2(cg->b, cg->t_f64, smooth, ""), wide, ""), smooth);
     }
     cg_if_end(cg, &keep);

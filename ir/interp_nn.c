@@ -224,7 +224,8 @@ bool kiln_interp_attention_lse(const interp_call *c)
 /* ---- cross_entropy -------------------------------------------------------------------------- */
 
 /* logits (…, C), targets i32 (…). For each row whose target is not ignore_index, with
- * lse = log Σ_c exp(x_c): nll = lse − x_t and smooth = Σ_c (lse − x_c). Following
+ * lse = log Σ_c exp(x_c) = max + log Σ_c exp(x_c − max): nll = lse − x_t and
+ * smooth = Σ_c (lse − x_c), each summed as (max − x) + log Σ. Following
  * torch.nn.functional.cross_entropy with mean reduction and label smoothing ε:
  * loss = (1 − ε)·Σ nll / n + (ε / C)·Σ smooth / n over the n kept rows — each row's
  * (1 − ε)·nll + ε·mean_c(−log p_c), averaged. All rows ignored gives 0/0 = NaN. */
@@ -250,9 +251,11 @@ bool kiln_interp_cross_entropy(const interp_call *c)
             if (row[j] > max) max = row[j];
         double sum = 0;
         for (int64_t j = 0; j < C; j++) sum += exp(row[j] - max);
-        double lse = max + log(sum);
-        nll_sum += lse - row[t];
-        for (int64_t j = 0; j < C; j++) smooth_sum += lse - row[j];
+        /* (max − x) + log Σ rather than lse − x: with logits near 1e7 the log term is below
+         * lse's rounding, and torch's loss does not move with a constant added to a row */
+        double log_sum = log(sum);
+        nll_sum += (max - row[t]) + log_sum;
+        for (int64_t j = 0; j < C; j++) smooth_sum += (max - row[j]) + log_sum;
         kept++;
     }
     double loss = (1.0 - eps) * (nll_sum / (double)kept);

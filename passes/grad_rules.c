@@ -78,18 +78,24 @@ static void rule_cast(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
     if (ad_wants(c, n, 0)) ad_give(c, n, 0, g);
 }
 
-/* y = a^b: da = g·b·a^(b−1) (not y/a, which fails at a = 0); db = g·y·log a, 0 where a = 0 */
+/* y = a^b: da = g·b·a^(b−1) (not y/a, which fails at a = 0), 0 where b = 0 (a^0 is
+ * constant; b·a^(b−1) would be 0·inf = NaN at a = 0, and torch masks it so too);
+ * db = g·y·log a, 0 where a = 0 and b ≥ 0 */
 static void rule_pow(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
 {
     uint32_t a = in_k(n, 0), b = in_k(n, 1);
     if (ad_wants(c, n, 0)) {
         uint32_t pow_b1 = ad_op2(c, KILN_OP_POW, a, ad_op2(c, KILN_OP_SUB, b, ad_scalar(c, 1)));
-        ad_give(c, n, 0, ad_unbroadcast(c, ad_op2(c, KILN_OP_MUL, g, ad_op2(c, KILN_OP_MUL, b, pow_b1)), a));
+        uint32_t d = ad_op2(c, KILN_OP_MUL, g, ad_op2(c, KILN_OP_MUL, b, pow_b1));
+        uint32_t b0 = ad_op2(c, KILN_OP_EQ, b, ad_scalar(c, 0));
+        ad_give(c, n, 0, ad_unbroadcast(c, ad_where(c, b0, ad_scalar(c, 0), d), a));
     }
     if (ad_wants(c, n, 1)) {
         uint32_t d = ad_op2(c, KILN_OP_MUL, g, ad_op2(c, KILN_OP_MUL, y, ad_op1(c, KILN_OP_LOG, a)));
-        uint32_t a0 = ad_op2(c, KILN_OP_EQ, a, ad_scalar(c, 0));
-        ad_give(c, n, 1, ad_unbroadcast(c, ad_where(c, a0, ad_scalar(c, 0), d), b));
+        uint32_t a0 = ad_op2(c, KILN_OP_EQ, a, ad_scalar(c, 0)), b_neg = ad_op2(c, KILN_OP_LT, b, ad_scalar(c, 0));
+        /* torch's mask: a = 0 and b ≥ 0 (at a = 0, b < 0 it keeps y·log a = inf·−inf) */
+        uint32_t at_zero = ad_where(c, b_neg, d, ad_scalar(c, 0));
+        ad_give(c, n, 1, ad_unbroadcast(c, ad_where(c, a0, at_zero, d), b));
     }
 }
 

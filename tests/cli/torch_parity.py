@@ -6,7 +6,9 @@ interpreted, and compared with PyTorch in float64 (rtol 1e-4):
   - infonce with an all-zero row (a mean pool over a fully masked row) has
     F.normalize's finite gradient, not NaN;
   - matmul takes 1-D operands as torch.matmul does;
-  - bce_logits at a logit of exactly 0 has torch's gradient sigmoid(0) - t.
+  - bce_logits at a logit of exactly 0 has torch's gradient sigmoid(0) - t;
+  - cross_entropy's loss at logits near 1e6 is torch's (no digits lost to lse's rounding);
+  - pow's gradients at base 0 and exponent 0 follow torch's masks.
 Prints one line per failure and exits 1 if there was any."""
 import os
 import subprocess
@@ -115,6 +117,36 @@ X, W, B = t64(x), t64(w), t64(b)
 loss = F.binary_cross_entropy_with_logits(X @ W.T + B, torch.tensor(t, dtype=torch.float64))
 loss.backward()
 compare("bce_logits at 0", outs, {"loss": loss.item(), "grad.x": X.grad, "grad.h.weight": W.grad, "grad.h.bias": B.grad})
+
+# cross_entropy (and its label smoothing) does not move with a constant added to the
+# logits: at 1e6 the loss once lost the log term's digits to lse's rounding
+x = (rng.standard_normal((4, 8)) + 1e6).astype(np.float32)
+t = np.array([1, 7, 0, 3], np.int32)
+for eps in (0.0, 0.1):
+    model = dict(head, name=f"ce_offset{int(eps * 10)}", inputs={"x": {"shape": [4, 8], "dtype": "f32"},
+                                                       "t": {"shape": [4], "dtype": "i32"}},
+                 layers=[{"name": "o", "op": "scale", "in": "x", "by": 1.0}],
+                 outputs=["o"], losses=[{"op": "cross_entropy", "in": ["o", "t"], "label_smoothing": eps}])
+    outs = run(f"ce_offset{int(eps * 10)}", model, {"x": x, "t": t}, {})
+    X = t64(x)
+    loss = F.cross_entropy(X, torch.tensor(t, dtype=torch.long), label_smoothing=eps)
+    loss.backward()
+    compare(f"cross_entropy at logits near 1e6 (label_smoothing {eps})", outs, {"loss": loss.item(), "grad.x": X.grad})
+
+# pow's gradients under torch's masks: the base's is 0 where the exponent is 0 (once
+# 0·0^-1 = NaN at base 0), the exponent's 0 where the base is 0 and the exponent >= 0
+a = np.array([0, 2, 1.5, 0], np.float32)
+e = np.array([0, 0, 2, 2], np.float32)
+t = rng.standard_normal(4).astype(np.float32)
+model = dict(head, name="pow0", inputs={"a": {"shape": [4], "dtype": "f32"}, "e": {"shape": [4], "dtype": "f32"},
+                                        "t": {"shape": [4], "dtype": "f32"}},
+             layers=[{"name": "p", "op": "pow", "in": ["a", "e"]}],
+             outputs=["p"], losses=[{"op": "mse", "in": ["p", "t"]}])
+outs = run("pow0", model, {"a": a, "e": e, "t": t}, {})
+A, E = t64(a), t64(e)
+loss = F.mse_loss(torch.pow(A, E), torch.tensor(t, dtype=torch.float64))
+loss.backward()
+compare("pow at base 0 and exponent 0", outs, {"loss": loss.item(), "grad.a": A.grad, "grad.e": E.grad})
 
 # matmul of 1-D operands, as torch.matmul: (k)·(k), (k)·(2, k, n), (2, m, k)·(k), and
 # (k)·(n, k) with transpose_b (a vector is its own transpose: transpose_a is set on each
