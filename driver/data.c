@@ -16,9 +16,9 @@
  * epochs.
  */
 #include "data.h"
+#include "kiln/runtime.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <limits.h>
 #include <stdio.h>
@@ -262,22 +262,13 @@ static void strset_free(strset *set)
 
 FILE *kiln_data_open(const char *path, kiln_diags *d)
 {
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        kiln_diags_add(d, path, 0, 0, NULL, "cannot open: %s", strerror(errno));
-        return NULL;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        /* /dev/zero, a pipe or a terminal never ends (or is read once): the readers
-         * would grow without bound or wait, as the model and weights loaders refuse */
-        kiln_diags_add(d, path, 0, 0, NULL, "not a regular file");
-        close(fd);
-        return NULL;
-    }
-    int flags = fcntl(fd, F_GETFL);
-    if (flags >= 0) fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
+    int fd = kiln_open_regular(path, &st);
+    if (fd == -1) kiln_diags_add(d, path, 0, 0, NULL, "cannot open: %s", strerror(errno));
+    /* /dev/zero, a pipe or a terminal never ends (or is read once): the readers would
+     * grow without bound or wait, as the model and weights loaders refuse */
+    if (fd == -2) kiln_diags_add(d, path, 0, 0, NULL, "not a regular file");
+    if (fd < 0) return NULL;
     FILE *f = fdopen(fd, "rb");
     if (!f) {
         kiln_diags_add(d, path, 0, 0, NULL, "cannot open: %s", strerror(errno));

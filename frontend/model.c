@@ -21,7 +21,6 @@
  */
 #include <ctype.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,7 @@
 #include <unistd.h>
 
 #include "fe.h"
+#include "kiln/runtime.h"
 #include "json_min.h"
 #include "locate.h"
 
@@ -927,18 +927,11 @@ bool kiln_model_load(kiln_model *m, const char *path, const kiln_load_options *o
 {
     memset(m, 0, sizeof *m);
     m->graph.loss = KILN_NONE;
-    /* O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) {
-        kiln_diags_add(diags, path, 0, 0, NULL, "cannot open the model file: %s", strerror(errno));
-        return false;
-    }
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        kiln_diags_add(diags, path, 0, 0, NULL, "not a regular file");
-        close(fd);
-        return false;
-    }
+    int fd = kiln_open_regular(path, &st);
+    if (fd == -1) kiln_diags_add(diags, path, 0, 0, NULL, "cannot open the model file: %s", strerror(errno));
+    if (fd == -2) kiln_diags_add(diags, path, 0, 0, NULL, "not a regular file");
+    if (fd < 0) return false;
     if ((uint64_t)st.st_size > FE_MAX_FILE_BYTES) {
         kiln_diags_add(diags, path, 0, 0, NULL, "the model file is %lld bytes; the limit is 64 MiB",
                        (long long)st.st_size);

@@ -40,6 +40,14 @@ typedef struct kiln_rt_error {
 void *kiln_aligned_alloc(size_t size);
 void kiln_aligned_free(void *p);
 
+/* ---- files -------------------------------------------------------------------------- */
+
+struct stat;
+/* Opens path to read (O_CLOEXEC, blocking reads) if it is a regular file, filling *st:
+ * the descriptor, -1 when open failed (errno says why) or -2 when it is not a regular
+ * file (a device, a FIFO, a directory: closed again; opening a FIFO does not wait). */
+int kiln_open_regular(const char *path, struct stat *st);
+
 /* ---- tensors and safetensors files ----------------------------------------------- */
 
 /* One named tensor. numel = product of shape[0..rank) (1 for rank 0); any dim may be 0.
