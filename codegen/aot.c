@@ -1,6 +1,6 @@
 /* aot.c — exported libraries: `kiln compile MODEL.json -o OUT.{so,o,a} [--header OUT.h]`.
  *
- * Design (DESIGN.md, "LLVM facts measured on this machine"):
+ * Design (../shared/DESIGN.md, "LLVM facts measured"):
  *   the forward module exactly as the JIT gets it (kiln_codegen_module: same plan, same
  *   kernels, same passes, so AOT and JIT results are bit-identical on one target)
  *   + the exported library's other symbols, in LLVM IR:

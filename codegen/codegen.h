@@ -43,7 +43,7 @@ void kiln_target_free(kiln_target *t);
  * (sse, sse2, x87...). kiln_target_for calls it; the driver too, to tell a usage error. */
 bool kiln_target_features_check(const char *features, kiln_diags *d);
 /* Sets target-cpu, target-features and prefer-vector-width on a function (every
- * function kiln emits gets them; see DESIGN.md "LLVM facts"). */
+ * function kiln emits gets them; see ../shared/DESIGN.md, "LLVM facts measured"). */
 void kiln_target_tag_function(const kiln_target *t, LLVMValueRef fn);
 
 /* ---- one module being built ------------------------------------------------------ */

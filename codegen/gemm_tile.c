@@ -328,7 +328,7 @@ LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e, bool pack_b, 
     LLVMValueRef first = param(&g, 7), last = param(&g, 8);
     epi_ptrs out = {param(&g, 2), param(&g, 3), param(&g, 11), param(&g, 12), param(&g, 13), param(&g, 14),
                     param(&g, 15), param(&g, 16)};
-    /* the row loop's staging area (epi_staged), in the entry block */
+    /* the row loop's staging area (gemm_epi_staged), in the entry block */
     LLVMValueRef stage = NULL;
     if (gemm_epi_staged(e)) {
         stage = LLVMBuildAlloca(g.b, LLVMArrayType2(g.f32, (uint64_t)(mr * nr)), "stage");

@@ -1,6 +1,6 @@
 /* jit.c — compile a graph: plan, build, verify, optimise, and hand to ORC LLJIT.
  *
- * Design (DESIGN.md, "LLVM facts measured on this machine"):
+ * Design (../shared/DESIGN.md, "LLVM facts measured"):
  *   plan (memplan with kernel scratch) → build the kernels and the entry in one module,
  *   the GEMM functions they call in a second one →
  *   LLVMVerifyModule (an invalid module is an internal error: codegen would crash on

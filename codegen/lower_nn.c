@@ -14,7 +14,7 @@
 
 /* The one switch point between GEMM implementations (see the file comment). The GEMM
  * is defined in the separate GEMM module — it is explicit vector code, which O3 would
- * only make slower to compile (DESIGN.md) — and declared in the kernel's module; jit.c
+ * only make slower to compile (../shared/DESIGN.md) — and declared in the kernel's module; jit.c
  * links the two after optimising them differently and makes it internal again. */
 /* A GEMM parameter's or result's type, in cg's context: the JIT builds the GEMM module in
  * a context of its own, to compile it on a second thread (jit.c). */

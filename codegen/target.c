@@ -4,7 +4,7 @@
  * LLVMTargetMachine (PIC, aggressive) built from them. The JIT uses the host's
  * (LLVMGetHostCPUName / LLVMGetHostCPUFeatures); AOT may name another CPU. Every function
  * kiln emits is tagged with the target's CPU and features and with
- * "prefer-vector-width"="512" (DESIGN.md, "LLVM facts": Intel AVX-512 parts otherwise
+ * "prefer-vector-width"="512" (../shared/DESIGN.md, "LLVM facts measured": Intel AVX-512 parts otherwise
  * vectorise at 256 bits). "min-legal-vector-width" is never set.
  *
  * vector_floats is the f32 lane count of the widest vector worth using: 16 with

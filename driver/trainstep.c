@@ -1,6 +1,6 @@
 /* trainstep.c — a model file's training step and evaluation graphs.
  *
- * The training step is one graph (DESIGN.md): the model's forward graph and weighted
+ * The training step is one graph (../shared/DESIGN.md): the model's forward graph and weighted
  * loss as the frontend builds them, then kiln_autodiff's backward nodes for every
  * parameter, then kiln_optim_build's update (the pipeline's training stages,
  * kiln_pipeline_train). Its only output is "loss"; the rest of

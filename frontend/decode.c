@@ -213,7 +213,7 @@ bool fe_decode_cross(fe_ctx *c, const fe_node *n, const char *name, uint32_t *k,
  * tail's work shrinks from T rows to one. The old tail nodes become dead.
  *
  * Which axis of a value indexes the token positions is propagated forward from the
- * token input (row_axis): ROW_NONE for values that do not depend on the tokens (weights,
+ * token input (row_axis_of): ROW_NONE for values that do not depend on the tokens (weights,
  * tables, an encoder's side), ROW_MIXED where it is not known. A node is rebuilt only
  * when it is known to compute row t of its result from row t of its inputs: shapes alone
  * could not tell (heads and positions have equal extents in some models). */

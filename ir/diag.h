@@ -3,7 +3,7 @@
  * Library code never prints and never exits on bad input: it appends a diagnostic that
  * says where (file, line:column and/or JSON path or node name) and what, and returns a
  * failure. Diagnostics accumulate so that one run reports every problem of a model
- * file; only the driver prints them (kiln_diags_format).
+ * file; only the driver prints them (kiln_diags_print).
  *
  * Internal invariants are not diagnostics: they use KILN_ASSERT, which names file:line.
  */
