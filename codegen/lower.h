@@ -234,7 +234,7 @@ typedef struct attn_layout {
      * more pointer after its inputs (as lower_dropout.c's kernel does) */
     bool train_dropout;
     uint64_t dropout_seed;
-    /* rotary embeddings folded in (passes/fuse.c, kiln_rope_match): the q (k) input is
+    /* rotary embeddings folded in (passes/patterns.c, kiln_rope_match): the q (k) input is
      * the rotation's x and the kernel takes its cos and sin tables (L, dh), row p =
      * position p, as two more pointers after its inputs (q's pair first), before the
      * step counter; it rotates q (k) rows as it loads them and works on the result */

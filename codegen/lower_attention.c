@@ -251,7 +251,7 @@ void pack_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, int64_t 
  * x1 = x[:h], x2 = x[h:]:
  *   rotation (RoPE on load, into dst row r, row-major, dh floats):
  *     dst[:h] = x1·cos[:h] − x2·sin[:h],   dst[h:] = x2·cos[h:] + x1·sin[h:]
- *   — x·cos + concat(−x2, x1)·sin, the graph's rotation (passes/fuse.c, kiln_rope_match),
+ *   — x·cos + concat(−x2, x1)·sin, the graph's rotation (passes/patterns.c, kiln_rope_match),
  *   in its order of operations;
  *   inverse (the gradient through the rotation, in place: x is a finished dq or dk, the
  *   cotangent G of the rotated rows, and becomes Rᵀ·G, the gradient before rotation):

@@ -114,6 +114,32 @@ typedef struct kiln_kernel_schedule {
 
 enum { KILN_ROPE_RESULT = 1, KILN_ROPE_INNER = 2 };
 
+typedef struct kiln_fuse_request {
+    const unsigned char *live; /* per node: computed */
+    bool enable_loop;          /* fuse elementwise chains and attention layouts (else every node is its own kernel) */
+    bool enable_gemm;          /* fold epilogues into GEMMs */
+    bool dropout_alone;        /* dropout nodes keep a kernel of their own (a training step's) */
+} kiln_fuse_request;
+
+bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s, kiln_diags *d);
+void kiln_schedule_free(kiln_kernel_schedule *s);
+
+/* ---- patterns.c: what the fuser and codegen both recognise ------------------------------
+ *
+ * Predicates and matchers over the graph, written once so that codegen finds in a kernel
+ * exactly the pattern the fuser grouped. */
+
+/* The ops an attention kernel computes (attention, attention_lse, attention_grad), and
+ * the activations a GEMM epilogue applies. */
+bool kiln_is_attention_op(kiln_op op);
+bool kiln_is_gemm_activation(kiln_op op);
+
+/* Whether a CONSTANT node lives in the compiled module as data (a global) rather than
+ * being filled by a kernel: constants given in full, and splats (one value repeated)
+ * small enough that their data costs less than a kernel call per run. */
+#define KILN_SPLAT_GLOBAL_MAX 16384
+bool kiln_constant_is_global(const kiln_node *n);
+
 /* A rotary position embedding as the frontend writes it with primitive ops
  * (frontend/attention.c, apply_rope), on x (…, L, dh), dh even, h = dh/2:
  *   y = x·cos + concat(−x[…, h:], x[…, :h])·sin
@@ -138,33 +164,13 @@ typedef struct kiln_rope_grad {
 } kiln_rope_grad;
 bool kiln_rope_grad_match(const kiln_graph *g, uint32_t dx, kiln_rope_grad *r);
 
-typedef struct kiln_fuse_request {
-    const unsigned char *live; /* per node: computed */
-    bool enable_loop;          /* fuse elementwise chains and attention layouts (else every node is its own kernel) */
-    bool enable_gemm;          /* fold epilogues into GEMMs */
-    bool dropout_alone;        /* dropout nodes keep a kernel of their own (a training step's) */
-} kiln_fuse_request;
-
-/* Whether a CONSTANT node lives in the compiled module as data (a global) rather than
- * being filled by a kernel: constants given in full, and splats (one value repeated)
- * small enough that their data costs less than a kernel call per run. */
-#define KILN_SPLAT_GLOBAL_MAX 16384
-bool kiln_constant_is_global(const kiln_node *n);
-
-/* Whether node id needs a kernel: live, not a source, and not a view or a constant
- * global unless it is a graph output. */
-bool kiln_node_has_kernel(const kiln_graph *g, const unsigned char *live, uint32_t id);
-bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_schedule *s, kiln_diags *d);
-/* Whether a matmul is one GEMM call (2-D, or a batch of rows sharing one 2-D B), and the
- * activations a GEMM epilogue applies. */
+/* Whether a matmul is one GEMM call (2-D, or a batch of rows sharing one 2-D B). */
 bool kiln_matmul_is_one_gemm(const kiln_graph *g, const kiln_node *n);
-bool kiln_is_gemm_activation(kiln_op op);
 /* Whether the 2-D matmul mm reads the memory of y (through reshapes), as a (K, n) matrix
  * of rows, as the operand it walks along k — op(A) = Yᵀ (*operand = 0) or op(B) = Y
  * (*operand = 1) — so that a kernel running the GEMM can also give Y's column sums (a
  * bias gradient, which fuse.c then puts into the GEMM's kernel). */
 bool kiln_gemm_sums_operand(const kiln_graph *g, const kiln_node *mm, uint32_t y, int64_t n, int *operand);
-void kiln_schedule_free(kiln_kernel_schedule *s);
 
 /* ---- memplan.c: static memory planning ---------------------------------------------
  *

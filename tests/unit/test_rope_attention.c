@@ -1,5 +1,5 @@
 /* test_rope_attention.c — rotary position embeddings inside the attention kernels
- * (passes/fuse.c: kiln_rope_match, kiln_rope_grad_match; codegen/lower_attention.c:
+ * (passes/patterns.c: kiln_rope_match, kiln_rope_grad_match; codegen/lower_attention.c:
  * rotate on load, un-rotate on store), compiled through the whole pipeline against the
  * reference interpreter.
  *
