@@ -324,7 +324,6 @@ typedef struct attention_kernel {
     int64_t strides[ATTN_N_OPERANDS][KILN_MAX_RANK];
 } attention_kernel;
 
-bool is_attention_op(kiln_op op);
 void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, attention_kernel *ak);
 LLVMValueRef lower_attention_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const attention_kernel *ak,
                                     bool has_scratch);

@@ -110,7 +110,7 @@ void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *
     for (uint32_t i = 0; i < kn->n; i++) {
         uint32_t m = s->members[kn->first + i];
         const kiln_node *n = &g->nodes[m];
-        if (!is_attention_op(n->op)) continue;
+        if (!kiln_is_attention_op(n->op)) continue;
         if (n->op == KILN_OP_ATTENTION) att = m;
         if (n->op == KILN_OP_ATTENTION_LSE) lse = m;
         if (ak->grad) {
@@ -159,11 +159,6 @@ void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *
         }
     }
     read_inputs(g, s, n, ak);
-}
-
-bool is_attention_op(kiln_op op)
-{
-    return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_LSE || op == KILN_OP_ATTENTION_GRAD;
 }
 
 LLVMValueRef lower_attention_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const attention_kernel *ak,

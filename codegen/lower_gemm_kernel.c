@@ -12,14 +12,18 @@
 
 #include "lower.h"
 
+/* The epilogue's activation for op. Which ops a GEMM takes as its activation is the
+ * fuser's one list (kiln_is_gemm_activation); this only says how each is applied, and
+ * fails loudly on one in that list that the epilogue cannot apply. */
 static kiln_gemm_act act_of(kiln_op op)
 {
+    KILN_ASSERT(kiln_is_gemm_activation(op));
     switch (op) {
     case KILN_OP_RELU: return KILN_GEMM_ACT_RELU;
     case KILN_OP_GELU: return KILN_GEMM_ACT_GELU;
     case KILN_OP_GELU_TANH: return KILN_GEMM_ACT_GELU_TANH;
     case KILN_OP_SILU: return KILN_GEMM_ACT_SILU;
-    default: return KILN_GEMM_ACT_NONE;
+    default: KILN_ASSERT(!"a GEMM activation the epilogue cannot apply"); return KILN_GEMM_ACT_NONE;
     }
 }
 
@@ -67,7 +71,6 @@ void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *
             res = n->in[0] == v ? n->in[1] : n->in[0];
         } else {
             gk->epi.act = act_of(n->op);
-            KILN_ASSERT(gk->epi.act != KILN_GEMM_ACT_NONE);
             if (!s->internal[v]) pre = v; /* the value before the activation is read elsewhere */
         }
         v = m;
