@@ -1015,7 +1015,7 @@ static void order_kernels(const kiln_graph *g, kiln_kernel_schedule *s)
     uint32_t n_edges = 0;
     for (uint32_t i = 0; i < s->n_members; i++) n_edges += g->nodes[s->members[i]].n_in;
     uint32_t *from = xcalloc(n_edges, sizeof *from), *to = xcalloc(n_edges, sizeof *to);
-    uint32_t *start = xcalloc(nk + 1, sizeof *start), *readers = xcalloc(n_edges, sizeof *readers);
+    uint32_t *start = xcalloc(nk + 1, sizeof *start), *reader = xcalloc(n_edges, sizeof *reader);
     uint32_t *waiting = xcalloc(nk, sizeof *waiting), *order = xcalloc(nk, sizeof *order);
     uint32_t e = 0;
     for (uint32_t k = 0; k < nk; k++)
@@ -1031,7 +1031,7 @@ static void order_kernels(const kiln_graph *g, kiln_kernel_schedule *s)
         }
     for (uint32_t k = 0; k < nk; k++) start[k + 1] += start[k];
     uint32_t *fill = xcalloc(nk, sizeof *fill);
-    for (uint32_t i = 0; i < e; i++) readers[start[from[i]] + fill[from[i]]++] = to[i];
+    for (uint32_t i = 0; i < e; i++) reader[start[from[i]] + fill[from[i]]++] = to[i];
 
     /* always the ready kernel with the earliest first member: a scan from the lowest
      * not-yet-run index (kernels are sorted by first member) */
@@ -1044,7 +1044,7 @@ static void order_kernels(const kiln_graph *g, kiln_kernel_schedule *s)
         KILN_ASSERT(pick < nk); /* loop_valid keeps the kernel graph acyclic */
         done[pick] = 1;
         order[n_done++] = pick;
-        for (uint32_t r = start[pick]; r < start[pick + 1]; r++) waiting[readers[r]]--;
+        for (uint32_t r = start[pick]; r < start[pick + 1]; r++) waiting[reader[r]]--;
     }
     kiln_kernel *sorted = xcalloc(nk, sizeof *sorted);
     for (uint32_t i = 0; i < nk; i++) sorted[i] = s->kernels[order[i]];
@@ -1056,7 +1056,7 @@ static void order_kernels(const kiln_graph *g, kiln_kernel_schedule *s)
     free(fill);
     free(order);
     free(waiting);
-    free(readers);
+    free(reader);
     free(start);
     free(to);
     free(from);
