@@ -1,8 +1,9 @@
-/* attn_gen.h — private to lower_attention.c and lower_attention_backward.c: the attention
- * emitter's state (geometry, blocks, scratch slots, the per-kernel `ak`), the small IR
- * builders both files use (static inline: a line or a few each), and the functions of
- * lower_attention.c the backward kernel calls (the score and update tiles, the online
- * softmax step, packing, rope, threads). See lower_attention.c's comment for the design. */
+/* attn_gen.h — private to lower_attention.c, lower_attention_decode.c and
+ * lower_attention_backward.c: the attention emitter's state (geometry, blocks, scratch
+ * slots, the per-kernel `ak`), the small IR builders the three files use (static inline:
+ * a line or a few each), and the functions of lower_attention.c the other two call (the
+ * score and update tiles, the online softmax step, packing, rope, threads). See
+ * lower_attention.c's comment for the design. */
 #ifndef KILN_ATTN_GEN_H
 #define KILN_ATTN_GEN_H
 
@@ -101,6 +102,12 @@ static inline LLVMValueRef addc(ak *a, LLVMValueRef x, int64_t c) { return add(a
 static inline LLVMValueRef imin(ak *a, LLVMValueRef x, LLVMValueRef y)
 {
     return LLVMBuildSelect(a->cg->b, LLVMBuildICmp(a->cg->b, LLVMIntSLT, x, y, ""), x, y, "");
+}
+
+/* Tiles of h rows that cover n rows: ⌈n / h⌉. */
+static inline LLVMValueRef groups(ak *a, LLVMValueRef n, int h)
+{
+    return LLVMBuildUDiv(a->cg->b, addc(a, n, h - 1), cg_i64(a->cg, h), "");
 }
 
 static inline LLVMValueRef splat(ak *a, LLVMValueRef x)
@@ -236,7 +243,7 @@ typedef struct par {
     int64_t items, parts;
 } par;
 
-/* ---- lower_attention.c, used by lower_attention_backward.c --------------------------------- */
+/* ---- lower_attention.c, used by lower_attention_backward.c and lower_attention_decode.c -- */
 
 void geom_init(attn_geom *G, const kiln_graph *g, const kiln_node *n, const attn_layout *lay);
 attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool need_ds, bool want_dscores);
@@ -248,6 +255,7 @@ void rotate_rows(ak *a, LLVMValueRef dst, LLVMValueRef src, int op, LLVMValueRef
 void unrotate_rows(ak *a, LLVMValueRef ptr, int op, LLVMValueRef cs, LLVMValueRef sn, LLVMValueRef p0,
                    LLVMValueRef n);
 void pack_queries(ak *a);
+void rotate_keys_upto(ak *a, LLVMValueRef need);
 void zero_rows(ak *a, LLVMValueRef ptr, LLVMValueRef off, LLVMValueRef n, int64_t rs, int64_t E);
 void rel_table(ak *a);
 LLVMValueRef drop_scale(ak *a, LLVMValueRef j, int v);
@@ -268,6 +276,8 @@ void rope_tables(const attn_geom *G, const LLVMValueRef *t, LLVMValueRef *vals);
 unsigned n_rope_tables(const attn_layout *l);
 void kernel_inputs(LLVMValueRef fn, unsigned p, const kiln_node *n, const attn_layout *lay, bool takes_step,
                    bool has_scratch, LLVMValueRef *ins, LLVMValueRef *step, LLVMValueRef *scratch);
-void backward_item(ak *a, LLVMValueRef l, grad_want gw); /* lower_attention_backward.c */
+void backward_item(ak *a, LLVMValueRef l, grad_want gw);  /* lower_attention_backward.c */
+bool decode_path(const attn_geom *G, attn_blocks B);      /* lower_attention_decode.c */
+void decode_item(ak *a, LLVMValueRef item);               /* lower_attention_decode.c */
 
 #endif

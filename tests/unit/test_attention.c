@@ -610,7 +610,7 @@ static void test_backward_sizes(void **state)
         check_backward(&g_host, &sizes_cases[i], &r, ALL);
 }
 
-/* One query (a decode step: lower_attention.c's decode_item): every mask and bias kind,
+/* One query (a decode step: lower_attention_decode.c's decode_item): every mask and bias kind,
  * causal (key 0 only), head dims under, between and past whole vectors (136 > 8 vectors:
  * the tiles again), S past one key block of decode_item (1008 with AVX-512), AVX2. */
 static void test_decode(void **state)
