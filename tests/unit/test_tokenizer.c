@@ -1,4 +1,4 @@
-/* test_tokenizer.c — byte, char and BPE tokenizers (driver/tokenizer.c).
+/* test_tokenizer.c — byte, char and BPE tokenizers (driver/tokenizer.c, driver/bpe_train.c).
  *
  * Design: round trips (decode(encode(x)) == x) on ASCII, multi-byte UTF-8 and invalid
  * bytes for each kind; the BPE trainer against merges worked out by hand on a tiny
