@@ -346,13 +346,23 @@ typedef struct kiln_aot_options {
  * a failing tool is a diagnostic with its output. */
 bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt, kiln_diags *d);
 /* Removes the files and the temporary directory of the kiln_aot_write running on this
- * thread, if any: for the driver's LLVM fatal-error handler, which ends the process
- * while LLVM emits an object. Frees nothing. */
+ * thread, if any: for the LLVM fatal-error handler (kiln_codegen_install_fatal_handler),
+ * which ends the process while LLVM emits an object. Frees nothing. */
 void kiln_aot_abandon(void);
 /* An error inside LLVM (a fatal error, or an error diagnostic of a context kiln made):
  * kiln's bug. Removes what kiln_aot_abandon removes, prints reason as kiln's internal
  * error and aborts. */
 _Noreturn void kiln_llvm_internal_error(const char *reason);
+
+/* ---- libLLVM in the process (llvm_lib.c) -------------------------------------------- */
+
+/* LLVM's version (`kiln --version`). */
+void kiln_codegen_version(unsigned *major, unsigned *minor, unsigned *patch);
+/* Makes LLVM's fatal errors kiln_llvm_internal_error; main calls it first. */
+void kiln_codegen_install_fatal_handler(void);
+/* An address inside LLVM's machine code: dladdr on it names the object holding that code
+ * (libLLVM, or kiln itself when LLVM is linked in statically). */
+const void *kiln_codegen_text_address(void);
 
 /* The exported module as LLVM IR text or assembly, malloc'd (`kiln compile --emit`). */
 char *kiln_aot_emit(const kiln_compile_request *req, bool assembly, kiln_diags *d);

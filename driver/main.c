@@ -10,9 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <llvm-c/Core.h>
-#include <llvm-c/ErrorHandling.h>
-
 #include "cli.h"
 #include "codegen.h"
 #include "driver.h"
@@ -112,15 +109,9 @@ static int run(const command *c, int argc, char **argv)
     return status;
 }
 
-/* LLVM ends the process on a fatal error (after this handler, or instead of it). kiln
- * checks its input before LLVM sees it, so such an error is kiln's bug: it is reported
- * as one (kiln_internal_error's words and abort), after removing the temporary
- * directory of a library being built, so that even then nothing is left behind. */
-static void llvm_fatal_error(const char *reason) { kiln_llvm_internal_error(reason); }
-
 int main(int argc, char **argv)
 {
-    LLVMInstallFatalErrorHandler(llvm_fatal_error);
+    kiln_codegen_install_fatal_handler(); /* LLVM's fatal errors: kiln's internal errors */
     if (argc < 2) {
         overview(stderr);
         return EXIT_USAGE;
@@ -132,7 +123,7 @@ int main(int argc, char **argv)
     }
     if (strcmp(a, "--version") == 0 || strcmp(a, "version") == 0) {
         unsigned major, minor, patch;
-        LLVMGetVersion(&major, &minor, &patch);
+        kiln_codegen_version(&major, &minor, &patch);
         printf("kiln %s (LLVM %u.%u.%u)\n", KILN_VERSION, major, minor, patch);
         return EXIT_OK;
     }

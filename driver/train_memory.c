@@ -12,9 +12,10 @@
  * process (the page cache keeps them), and a later call into LLVM (another compile)
  * faults them back in from the file, unchanged — a text segment is never written. Only
  * mappings with permissions exactly r-xp of the object that holds LLVM's code (found
- * with dladdr on one of its functions) are dropped, and only when that object is a
- * shared library, not kiln itself; writable or relocated (RELRO) data is never touched,
- * as dropping it would lose its contents. Linux only; elsewhere this does nothing.
+ * with dladdr on an address in it, kiln_codegen_text_address) are dropped, and only
+ * when that object is a shared library, not kiln itself; writable or relocated (RELRO)
+ * data is never touched, as dropping it would lose its contents. Linux only; elsewhere
+ * this does nothing.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -28,7 +29,6 @@
 
 #if defined(__linux__)
 #include <dlfcn.h>
-#include <llvm-c/Core.h>
 #include <malloc.h>
 #include <sys/mman.h>
 
@@ -36,7 +36,7 @@ long train_release_compiler_memory(void)
 {
     malloc_trim(0);
     Dl_info info;
-    if (!dladdr((void *)(uintptr_t)&LLVMContextCreate, &info) || !info.dli_fname || !info.dli_fname[0]) return 0;
+    if (!dladdr(kiln_codegen_text_address(), &info) || !info.dli_fname || !info.dli_fname[0]) return 0;
     Dl_info self;
     if (dladdr((void *)(uintptr_t)&train_release_compiler_memory, &self) && self.dli_fname &&
         strcmp(self.dli_fname, info.dli_fname) == 0)
