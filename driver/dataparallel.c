@@ -33,7 +33,7 @@
  * every rank knows the same: then none applies the update, and the loop stops or skips
  * on every rank at the same step.
  *
- * Sharding. The batcher's order of examples is a function of the seed alone (data.c),
+ * Sharding. The batcher's order of examples is a function of the seed alone (batcher.c),
  * the same on every rank. Each step every rank draws the next N·B examples of that
  * global order as N batches of B and keeps batch `rank`: rank r trains on examples
  * [r·B, (r+1)·B) of each global batch. One rank with batch N·B would see exactly the

@@ -1,4 +1,4 @@
-/* test_data.c — datasets and batchers (driver/data.c).
+/* test_data.c — datasets and batchers (driver/data.c, driver/batcher.c).
  *
  * Design: every test writes its data files into one fresh temporary directory (group
  * setup/teardown). Batches are checked cell by cell against what the task's layout
