@@ -1,6 +1,6 @@
 /* cg.c — one LLVM module being built, and the small IR-building helpers every
  * lowering uses: constants, element addressing, counted loops, loop nests with strided
- * offsets, intrinsic calls (exp, log and pow go to vmath.c, as do the libm names).
+ * offsets, intrinsic calls (exp, log and pow go to vmath.c).
  *
  * Design: kernels are emitted as scalar code over i64 offsets. Loops are top-tested
  * (`head: i = phi [begin, pre], [i+1, latch]; br i < end, body, exit`) with nuw/nsw
@@ -235,30 +235,6 @@ LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMVa
     LLVMTypeRef ty = LLVMTypeOf(x);
     LLVMValueRef args[2] = {x, y};
     return cg_intrinsic(cg, name, &ty, 1, args, 2);
-}
-
-LLVMValueRef cg_libm1(kiln_cg *cg, const char *name, LLVMValueRef x)
-{
-    static const struct {
-        const char *name;
-        LLVMValueRef (*emit)(kiln_cg *, LLVMValueRef);
-    } vmath[] = {{"expf", vm_exp},   {"expm1f", vm_expm1}, {"logf", vm_log},
-                 {"tanhf", vm_tanh}, {"erff", vm_erf},     {"erfcf", vm_erfc}};
-    for (size_t i = 0; i < sizeof vmath / sizeof *vmath; i++)
-        if (!strcmp(name, vmath[i].name)) return vmath[i].emit(cg, x);
-    LLVMTypeRef fty = LLVMFunctionType(cg->t_f32, &cg->t_f32, 1, 0);
-    LLVMValueRef fn = LLVMGetNamedFunction(cg->mod, name);
-    if (!fn) {
-        /* libm functions only read their argument (errno aside, which kiln never looks
-         * at): memory(none) lets LICM and the vectoriser treat them as pure */
-        fn = LLVMAddFunction(cg->mod, name, fty);
-        add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "nounwind");
-        add_enum_attr(cg, fn, LLVMAttributeFunctionIndex, "willreturn");
-        unsigned kind = LLVMGetEnumAttributeKindForName("memory", 6);
-        LLVMAddAttributeAtIndex(fn, LLVMAttributeFunctionIndex, LLVMCreateEnumAttribute(cg->ctx, kind, 0));
-    }
-    LLVMValueRef call = LLVMBuildCall2(cg->b, fty, fn, &x, 1, "");
-    return call;
 }
 
 void cg_memcpy(kiln_cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t bytes)

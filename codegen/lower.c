@@ -90,12 +90,6 @@ const lower_row kiln_lower_table[KILN_OP_COUNT] = {
     [KILN_OP_CROSS_ENTROPY_GRAD] = {lower_cross_entropy_grad, true},
 };
 
-bool lower_needs_kernel(const kiln_graph *g, const kiln_memplan *p, uint32_t id)
-{
-    kiln_home_kind k = p->homes[id].kind;
-    return k == KILN_HOME_WORKSPACE || k == KILN_HOME_OUTPUT || k == KILN_HOME_UPDATE;
-}
-
 void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_target *t, int64_t *bytes)
 {
     for (uint32_t id = 0; id < g->n_nodes; id++) {

@@ -62,9 +62,6 @@ LLVMValueRef cg_intrinsic(kiln_cg *cg, const char *name, LLVMTypeRef *types, uns
                           LLVMValueRef *args, unsigned n_args);
 LLVMValueRef cg_intrinsic1(kiln_cg *cg, const char *name, LLVMValueRef x);
 LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMValueRef y);
-/* float NAME(float): expf, expm1f, logf, tanhf, erff and erfcf are emitted inline by
- * vmath.c (vm_*); any other name is a libm call, declared once per module, readnone. */
-LLVMValueRef cg_libm1(kiln_cg *cg, const char *name, LLVMValueRef x);
 /* llvm.memcpy of `bytes` bytes (nothing when 0). */
 void cg_memcpy(kiln_cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t bytes);
 
@@ -267,10 +264,9 @@ LLVMValueRef lower_attention_forward_group(kiln_cg *cg, const kiln_graph *g, uin
  *   void k<first id>_attention_grad_<qkvs letters>(ptr out_<w>… for each present w in
  *        kiln_wrt order, ptr in_0 … in_{n-1} (the nodes' shared inputs), [ptr step], [ptr scratch])
  * with attention_grad_group_scratch_bytes of scratch when has_scratch (it must be when
- * that is > 0). The builder is left where it was. The table row for ATTENTION_GRAD is
- * this with one wrt present. */
-LLVMValueRef lower_attention_grad_group(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                                        bool has_scratch);
+ * that is > 0), operands laid out as l says (NULL: row-major, the table row's). The
+ * builder is left where it was. The table row for ATTENTION_GRAD is this with one wrt
+ * present. */
 LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_graph *g,
                                                     const uint32_t node_of_wrt[KILN_WRT_COUNT], bool has_scratch,
                                                     const attn_layout *l);
@@ -301,9 +297,6 @@ LLVMValueRef lower_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, ui
 /* A text key that equals another node's exactly when the two kernels would be the same
  * function (op, attributes, operand types, scratch). False: never share this one. */
 bool lower_kernel_key(const kiln_graph *g, uint32_t id, bool has_scratch, char *buf, size_t size);
-
-/* Whether node id gets a kernel under plan p. */
-bool lower_needs_kernel(const kiln_graph *g, const kiln_memplan *p, uint32_t id);
 
 /* Scratch bytes of every node (0 for nodes without), for the memory planner. */
 void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_target *t, int64_t *bytes);
@@ -347,11 +340,9 @@ typedef struct gemm_kernel {
     int n_args;
 } gemm_kernel;
 
-void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, gemm_kernel *gk);
 /* Part `part` of a GEMM kernel of several parts (sibling GEMMs, fuse.c): each a chain. */
 void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, uint32_t part,
                                gemm_kernel *gk);
-LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch);
 /* One kernel running the GEMMs of gks[0..parts) one after another, with the scratch of
  * the first (the parts have one shape): arguments each part's, in order, [scratch]. */
 LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gks,

@@ -334,12 +334,6 @@ LLVMValueRef lower_attention_grad_group_with_layout(kiln_cg *cg, const kiln_grap
     return fn;
 }
 
-LLVMValueRef lower_attention_grad_group(kiln_cg *cg, const kiln_graph *g, const uint32_t node_of_wrt[KILN_WRT_COUNT],
-                                        bool has_scratch)
-{
-    return lower_attention_grad_group_with_layout(cg, g, node_of_wrt, has_scratch, NULL);
-}
-
 /* The per-node kernel: the group with one gradient. */
 static void single(const kiln_node *n, uint32_t id, uint32_t node_of_wrt[KILN_WRT_COUNT])
 {

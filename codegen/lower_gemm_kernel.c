@@ -27,11 +27,6 @@ static kiln_gemm_act act_of(kiln_op op)
     }
 }
 
-void gemm_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, gemm_kernel *gk)
-{
-    gemm_kernel_describe_part(g, s, k, 0, gk);
-}
-
 void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, uint32_t part,
                                gemm_kernel *gk)
 {
@@ -132,11 +127,6 @@ static void emit_colsum(kiln_cg *cg, const gemm_kernel *gk, LLVMValueRef out, LL
     LLVMValueRef vals[2] = {out, gk->colsum_operand == 0 ? a : b};
     int64_t items = (j.N + COLSUM_BLOCK - 1) / COLSUM_BLOCK;
     cg_parallel_for(cg, "colsum", items, j.K * COLSUM_BLOCK, vals, 2, colsum_body, &j);
-}
-
-LLVMValueRef lower_gemm_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const gemm_kernel *gk, bool has_scratch)
-{
-    return lower_gemm_kernel_parts(cg, gemm_cg, g, gk, 1, has_scratch);
 }
 
 /* Whether the parts of a GEMM kernel can run as one group job (kiln_cg_gemm_group): one
