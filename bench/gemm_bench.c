@@ -33,7 +33,7 @@
  * notes below and docs/performance.md).
  * --variants: more kiln contenders in the same interleaved rounds, one per
  * semicolon-separated value, each compiled with KILN_GEMM_TUNE set to it (codegen/gemm.c:
- * e.g. "split=n;parts=2;shared=0"), each printed on a line of its own below the row, as
+ * e.g. "split=n;parts=2"), each printed on a line of its own below the row, as
  * a ratio to the default kiln — partitions compared side by side, not run by run.
  * --rounds N: N interleaved rounds instead of 5 (1 with --quick): more rounds for the
  * medians of a comparison on a machine that others load now and then.

@@ -97,11 +97,10 @@
  * 208 + 192, not 384 + 16) and are whole tiles, so only the last block of m (n) can hold a
  * partial tile.
  *
- * Scratch (floats, 64-byte aligned): with a shared operand (see Threads) first the whole
- * packed op(B), npad·k (npad = n rounded up to NR), or op(A), mpad·k; then one slot per part,
- *   [ Ap: mc·kc, rounded up to 16, absent with a shared A ][ Bp: nc·kc, absent with a
- *   shared B ], rounded up to 16,
- * large enough for the part's blocks too (slot_for: its mc, or B outer's npad·kc);
+ * Scratch (floats, 64-byte aligned): one slot per part,
+ *   [ Ap: mc·kc, rounded up to 16 ][ Bp: nc·kc ], rounded up to 16,
+ * large enough for the part's blocks too (slot_for: its mc, or B outer's npad·kc, npad =
+ * n rounded up to NR);
  * none on the small-m path; then, for an accumulating epilogue over several k blocks,
  * the m×n partial sums.
  *
@@ -110,7 +109,7 @@
  * Threads. A product of m·n·k ≥ 2^18 is cut into one part of whole tiles per thread of
  * the pool at run time (kiln_threads_get; at most the scratch slots, KILN_MAX_THREADS),
  * along m when B is the smaller operand (k·n ≤ m·k), else along n, and handed to
- * kiln_parallel_for (the runtime's pool; the JIT resolves it from the process, exported
+ * kiln_parallel_for2 (the runtime's pool; the JIT resolves it from the process, exported
  * libraries link it from the runtime archive). Each part runs the loop nest on its rows
  * (columns) with its own scratch slot: it packs the uncut operand whole, as one thread
  * does, and its own slice of the other; nothing is shared between the threads but the
@@ -131,11 +130,11 @@
  * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
  * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
  * part per thread with the operand the split does not cut packed once for all parts by a
- * first phase (pack_shared_function; up to 16 MiB packed) and read by "_sa"/"_sb" loop
- * nests; then guided parts (part_first_tile: T big parts share 3/4 of the tiles, small
- * ones the rest, against a descheduled thread). That scheme remains behind
- * KILN_GEMM_TUNE=perthread=0 (gemm_bench --variants compares them); the group's parts
- * use the "_sa" nest on their own packed A.
+ * first phase and read by "_sa"/"_sb" loop nests; then guided parts (T big parts sharing
+ * 3/4 of the tiles, small ones the rest, against a descheduled thread). That scheme was
+ * deleted once one part per thread had replaced it everywhere (it is in git history, its
+ * measurements in docs/performance.md); the "_sa" nest remains for the group's parts,
+ * which read their own packed A.
  *
  * The k blocks are the whole shape's, and every element sums its kc blocks, each in k
  * order, in its own accumulator lane, so C is bit-identical for any thread count and any
@@ -159,22 +158,13 @@
 static int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
 static int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
 
-/* Which operand, if any, is packed once for all parts (see "Threads"): the one the split
- * does not cut, B for a split along m, A for a split along n. */
-typedef enum gemm_shared { SHARED_NONE, SHARED_A, SHARED_B } gemm_shared;
-
-/* Floats of one thread's scratch slot: Ap then Bp (without the shared operand's region),
- * rounded so every slot stays aligned. */
-static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
-    return round_up((sh == SHARED_A ? 0 : packed_a_floats(bl)) + (sh == SHARED_B ? 0 : packed_b_floats(bl)), 16);
-}
+/* Floats of one thread's scratch slot: Ap then Bp, rounded so every slot stays aligned. */
+static int64_t slot_floats(gemm_blocks bl) { return round_up(packed_a_floats(bl) + packed_b_floats(bl), 16); }
 
 /* KILN_GEMM_TUNE, read at code generation: a diagnostic that overrides the threads
  * section's choices for every GEMM compiled while it is set (not the small-m path), to
  * compare partitions side by side (gemm_bench --variants). Comma-separated:
  * split=m|n (the dimension cut into parts), parts=N (at most KILN_MAX_THREADS),
- * shared=0 (no operand packed once for all parts: each part packs its own),
- * perthread=0|1 (one part per thread at run time, nothing shared; see split_for),
  * pmc=N (the cap of a part's A block rows, part_plan_for; 0: the whole shape's blocks),
  * pbo=0|1 (B outer in the parts of a split along m, part_plan_for), pnc=N (the cap of a
  * part's B block columns), abcast=0|1 (B outer's tiles broadcast op(A) from A's rows
@@ -184,8 +174,6 @@ static int64_t slot_floats(gemm_blocks bl, gemm_shared sh) {
 typedef struct gemm_tune {
     char split;      /* 'm', 'n' or 0 */
     int parts;       /* 0: the default */
-    int shared;      /* -1: the default */
-    int per_thread;  /* -1: the default */
     int part_mc;     /* -1: the default */
     int part_bo;     /* -1: the default */
     int part_nc;     /* 0: the default */
@@ -194,7 +182,7 @@ typedef struct gemm_tune {
 } gemm_tune;
 
 /* No override: every choice is the default one. */
-static const gemm_tune tune_default = {0, 0, -1, -1, -1, -1, 0, -1, -1};
+static const gemm_tune tune_default = {0, 0, -1, -1, 0, -1, -1};
 
 static gemm_tune tune_now(void) {
     gemm_tune tu = tune_default;
@@ -202,8 +190,6 @@ static gemm_tune tune_now(void) {
     for (; v && *v; v += strcspn(v, ","), v += *v == ',') {
         if (strncmp(v, "split=", 6) == 0 && (v[6] == 'm' || v[6] == 'n')) tu.split = v[6];
         else if (strncmp(v, "parts=", 6) == 0) tu.parts = atoi(v + 6);
-        else if (strncmp(v, "shared=", 7) == 0) tu.shared = atoi(v + 7);
-        else if (strncmp(v, "perthread=", 10) == 0) tu.per_thread = atoi(v + 10);
         else if (strncmp(v, "pmc=", 4) == 0) tu.part_mc = atoi(v + 4);
         else if (strncmp(v, "pbo=", 4) == 0) tu.part_bo = atoi(v + 4);
         else if (strncmp(v, "pnc=", 4) == 0) tu.part_nc = atoi(v + 4);
@@ -214,26 +200,20 @@ static gemm_tune tune_now(void) {
     return tu;
 }
 
-/* The operand packed once for all parts (see "Threads"): with a split along m, op(B);
- * along n, op(A); when that operand, packed, takes at most GEMM_SHARED_MAX floats
- * (16 MiB: every char_gpt weight and activation gradient, a square of 2048). */
-enum { GEMM_SHARED_MAX = 1 << 22 };
-
-/* One part per thread (gemm_split.per_thread), since 2026-12-06 for every product split
- * across threads: each part does what one thread does on its rows or columns — packs
- * the operand the split does not cut whole (as one thread packs it), its own slice of the
- * other (a plain GEMM's B inside its first row of tiles, _pb), its tiles — with nothing
- * shared, no packing phase, and each thread writing only its own scratch slot and its
- * own part of C. The only duplicated work is the packing of the uncut operand, so the
- * cut goes across the larger operand (along m when B, k·n, is the smaller). Before, a
- * split product had guided parts (part_first_tile) reading one operand packed once by a
- * first phase (pack_shared_function): on a quiet machine, 256×384×384 on 2 threads ran
- * at 1.3× one thread, 0.64× oneDNN — the phase took 57 µs of a 278 µs call (76 µs of CPU
- * for a copy one thread makes in ~25: lines written by one core after the other read
- * them in the previous call, then read back across cores) and both threads' work grew
- * by ~45 %; with one part per thread 0.91×, and 512³ 0.80× → 0.98×, 2048×384×384 0.84×
- * → 0.96× (docs/performance.md, 2026-12-06 10:00–10:30). The guided, shared scheme is
- * still there behind KILN_GEMM_TUNE=perthread=0, for comparison. */
+/* One part per thread, since 2026-12-06 for every product split across threads: each
+ * part does what one thread does on its rows or columns — packs the operand the split
+ * does not cut whole (as one thread packs it), its own slice of the other (a plain GEMM's
+ * B inside its first row of tiles, _pb), its tiles — with nothing shared, no packing
+ * phase, and each thread writing only its own scratch slot and its own part of C. The
+ * only duplicated work is the packing of the uncut operand, so the cut goes across the
+ * larger operand (along m when B, k·n, is the smaller). Before, a split product had
+ * guided parts reading one operand packed once by a first phase: on a quiet machine,
+ * 256×384×384 on 2 threads ran at 1.3× one thread, 0.64× oneDNN — the phase took 57 µs
+ * of a 278 µs call (76 µs of CPU for a copy one thread makes in ~25: lines written by one
+ * core after the other read them in the previous call, then read back across cores) and
+ * both threads' work grew by ~45 %; with one part per thread 0.91×, and 512³ 0.80× →
+ * 0.98×, 2048×384×384 0.84× → 0.96× (docs/performance.md, 2026-12-06 10:00–10:30). The
+ * small-m path (gemm_small.c), which packs nothing, cuts the larger of the tile counts. */
 
 static bool claims_n_instead(gemm_tile t, const kiln_gemm_shape *s);
 
@@ -241,46 +221,25 @@ gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
     bool small = gemm_use_small(t, s);
     gemm_tune tu = small ? tune_default : tune_now();
-    bool per_thread = !small;
-    if (tu.per_thread >= 0 && !small) per_thread = tu.per_thread;
     /* one part per thread: cut the dimension whose operand is the larger, so that the
      * one every part packs whole is the smaller (A is m·k, B k·n) */
-    bool on_m = per_thread ? s->m >= s->n && !claims_n_instead(t, s) : tiles_m >= tiles_n;
+    bool on_m = small ? tiles_m >= tiles_n : s->m >= s->n && !claims_n_instead(t, s);
     if (tu.split) on_m = tu.split == 'm';
     int64_t tiles = on_m ? tiles_m : tiles_n;
     bool big = (double)s->m * (double)s->n * (double)s->k >= (small ? GEMM_SMALL_PARALLEL_MIN : GEMM_PARALLEL_MIN);
-    if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n, false};
+    if (!big || tiles < 2) return (gemm_split){on_m, 1, on_m ? s->m : s->n};
     int64_t want = tu.parts > 0 ? tu.parts : KILN_MAX_THREADS;
     int64_t per = (tiles + want - 1) / want;  /* tiles per part */
-    return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr), per_thread};
+    return (gemm_split){on_m, (tiles + per - 1) / per, per * (on_m ? t.mr : t.nr)};
 }
 
-/* Lanes of the shared operand rounded up to its slivers: n to NR (B), m to MR (A). */
-static int64_t shared_lanes(gemm_tile t, const kiln_gemm_shape *s, gemm_shared sh) {
-    return sh == SHARED_B ? round_up(s->n, t.nr) : round_up(s->m, t.mr);
-}
-
-static gemm_shared shared_for(gemm_tile t, const kiln_gemm_shape *s) {
-    if (s->m == 0 || s->n == 0 || s->k == 0 || gemm_use_small(t, s)) return SHARED_NONE;
-    gemm_split sp = gemm_split_for(t, s);
-    gemm_shared sh = sp.on_m ? SHARED_B : SHARED_A;
-    if (sp.per_thread || tune_now().shared == 0) return SHARED_NONE;
-    return sp.parts > 1 && shared_lanes(t, s, sh) * s->k <= GEMM_SHARED_MAX ? sh : SHARED_NONE;
-}
-
-/* Floats of the shared region at the start of scratch (0 without one). */
-static int64_t shared_floats(gemm_tile t, const kiln_gemm_shape *s) {
-    gemm_shared sh = shared_for(t, s);
-    return sh == SHARED_NONE ? 0 : round_up(shared_lanes(t, s, sh) * s->k, 16);
-}
-
-static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, gemm_shared sh);
+static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp);
 
 static int64_t scratch_floats(gemm_tile tile, const kiln_gemm_shape *s) {
     if (s->m == 0 || s->n == 0 || s->k == 0) return 0;
     if (gemm_use_small(tile, s)) return 0;  /* nothing packed */
     gemm_split sp = gemm_split_for(tile, s);
-    return shared_floats(tile, s) + sp.parts * slot_for(tile, s, sp, shared_for(tile, s));
+    return sp.parts * slot_for(tile, s, sp);
 }
 
 int64_t kiln_gemm_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s) {
@@ -476,12 +435,13 @@ static void claim_end(gen *g, claim_loop *cl) {
  * only the blocks' trip counts depend on the shape, and a tile's work dwarfs them.
  * With an epilogue (e not NULL) it is kiln_gemm_loops_wW_TATB_eCODE, whose arguments go
  * on with epi_args' eight (x, ldx, bias, p, ldp, r, ldr, scale), and whose tiles learn
- * whether their k block is the first and the last. With a shared operand (sh) two more
- * follow, the packed operand of all parts and its lanes rounded to slivers ("full",
- * "pad"), and the nest reads its blocks there instead of packing them ("_sa", "_sb").
+ * whether their k block is the first and the last. With shared_a ("_sa", the group's
+ * parts: kiln_cg_gemm_group) two more follow, an op(A) packed beforehand and its rows
+ * rounded to slivers ("full", "pad"), and the nest reads A's blocks there instead of
+ * packing them; its scratch is then Bp alone.
  * With bo ("_bo", one thread only: alone_bo_mc) the k blocks p run outside the A blocks
- * i3: the first A block packs every B block of k block p (block j2 at Bp + j2·kc, the
- * shared layout, so Bp needs kc·npad floats) and the later A blocks read them. Each C
+ * i3: the first A block packs every B block of k block p (block j2 at Bp + j2·kc, so
+ * Bp needs kc·npad floats) and the later A blocks read them. Each C
  * element still sums its k blocks in p order, the first stored and the later added: the
  * same bits. loops_function is the usual order.
  * With a_rows ("_ab"; bo and op(A) not transposed: a_rows_for) A is not packed: the
@@ -495,21 +455,21 @@ static void claim_end(gen *g, claim_loop *cl) {
  * of it, and claims B blocks of at most nc columns, each packed by its tiles as usual;
  * each A block has its own counters and rounds. Either way the slivers' rounds (after the
  * counters) order the k blocks: rounds_wait, rounds_publish. */
-static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh,
+static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_a,
                                bool bo, bool a_rows, gemm_claim claim) {
-    assert(!bo || sh == SHARED_NONE);
+    assert(!bo || !shared_a);
     assert(!a_rows || (bo && !trans_a));
     assert(claim != CLAIM_M || bo);
-    assert(claim != CLAIM_N || (!bo && sh == SHARED_NONE));
+    assert(claim != CLAIM_N || (!bo && !shared_a));
     bool claims = claim != CLAIM_NONE, p_outer = bo || claim == CLAIM_N;
     char name[96], code[48] = "";
     if (e) gemm_epi_code(e, code, sizeof code);
     snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s%s", g.t.w, trans_a ? 't' : 'n',
-             trans_b ? 't' : 'n', code, sh == SHARED_B ? "_sb" : sh == SHARED_A ? "_sa" : "", bo ? "_bo" : "",
+             trans_b ? 't' : 'n', code, shared_a ? "_sa" : "", bo ? "_bo" : "",
              a_rows ? "_ab" : "", claim == CLAIM_M ? "_cl" : claim == CLAIM_N ? "_cn" : "");
     LLVMValueRef tile = e ? epi_tile_function(g, e, false, a_rows) : tile_function(g, false, a_rows);
     /* B packed by the first row of tiles of each block (tile_function, epi_tile_function) */
-    bool fuse_b = sh != SHARED_B && !trans_b;
+    bool fuse_b = !trans_b;
     LLVMValueRef tile_pb = !fuse_b ? NULL : e ? epi_tile_function(g, e, true, a_rows) : tile_function(g, true, a_rows);
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
@@ -523,7 +483,7 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     const char *names[24] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
                              "kc", "nc", "x", "ldx",     "bias", "p", "ldp", "r", "ldr", "scale"};
     unsigned n_params = e ? 21 : 13, at_full = n_params;
-    if (sh != SHARED_NONE) {  /* the packed operand of all parts, and its lanes rounded to slivers */
+    if (shared_a) {  /* the packed A, and its rows rounded to slivers */
         params[n_params] = ptr, names[n_params++] = "full";
         params[n_params] = i64, names[n_params++] = "pad";
     }
@@ -532,7 +492,7 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     if (!function_begin(&g, name, n_params, params, names, &fn)) return fn;
     if (claims)  /* the other threads claim from it too: not noalias */
         LLVMRemoveEnumAttributeAtIndex(g.fn, n_params, LLVMGetEnumAttributeKindForName("noalias", 7));
-    if (sh != SHARED_NONE) add_attr(&g, at_full + 1, "readonly");
+    if (shared_a) add_attr(&g, at_full + 1, "readonly");
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
     if (e) {
@@ -550,9 +510,9 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
                         e->pre_out ? param(&g, 16) : null, param(&g, 17), e->residual ? param(&g, 18) : null,
                         param(&g, 19), param(&g, 20)};
     }
-    /* Bp follows Ap, 16-float aligned (packed_a_floats); with a shared A it is the slot */
+    /* Bp follows Ap, 16-float aligned (packed_a_floats); with shared_a it is the slot */
     LLVMValueRef a_floats = LLVMBuildAnd(g.b, add(&g, mul(&g, mc_max, kc_max), k64(&g, 15)), k64(&g, -16), "");
-    LLVMValueRef bp = sh == SHARED_A ? ap : at(&g, ap, a_floats);
+    LLVMValueRef bp = shared_a ? ap : at(&g, ap, a_floats);
 
     /* i3 then p; with bo, p then i3 (B outer: every block of B for k block p stays packed,
      * side by side, while all of m goes by); claiming along n, p then the claimed j2 */
@@ -601,7 +561,7 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
         accumulate = LLVMBuildICmp(g.b, LLVMIntNE, lp.iv, k64(&g, 0), "");
     }
     LLVMValueRef apb = ap;  /* block (i3, p) of the packed A */
-    if (sh == SHARED_A)      /* in the shared A: k block p at p·mpad, its slivers from i3 on */
+    if (shared_a)            /* in the packed A: k block p at p·mpad, its slivers from i3 on */
         apb = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, li.iv, kc)));
     else if (claim == CLAIM_N) {  /* A's block for k block p, in a thread's first claim of it */
         LLVMBasicBlockRef apack = block(&g, "pack.a"), ago = block(&g, "packed.a");
@@ -622,10 +582,8 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
         lj.step_value = nc_max;
         nc = smin(&g, nc_max, sub(&g, n, lj.iv));
     }
-    if (sh == SHARED_B)  /* block (p, j2) of the packed B: k block p at p·npad, its slivers from j2 on */
-        bp = at(&g, param(&g, at_full), add(&g, mul(&g, lp.iv, param(&g, at_full + 1)), mul(&g, lj.iv, kc)));
     LLVMValueRef bpj = bo ? at(&g, bp, mul(&g, lj.iv, kc)) : bp;  /* bo: block j2 from j2·kc on */
-    if (sh != SHARED_B && !fuse_b) {
+    if (!fuse_b) {
         LLVMBasicBlockRef bpack = block(&g, "pack.b"), bgo = block(&g, "packed.b");
         branch(&g, bo ? i3_first : LLVMConstInt(g.i1, 1, 0), bpack, bgo);
         emit_pack(&g, &pb, lj.iv, nc, lp.iv, kc, bpj);
@@ -683,21 +641,10 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     return function_end(&g);
 }
 
-static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, gemm_shared sh) {
-    return loops_nest(g, trans_a, trans_b, e, sh, false, false, CLAIM_NONE);
+static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_a) {
+    return loops_nest(g, trans_a, trans_b, e, shared_a, false, false, CLAIM_NONE);
 }
 
-/* On one thread there is nothing to share: a product that would pack an operand once
- * for all parts (shared_for) runs, when the pool has one thread, the loop nest without the
- * shared operand directly, with no hand-off. Its B is then packed block by block by the
- * tiles (tile_function) instead of in a separate pass over the whole operand before the
- * product, whose copy (16 MiB for 2048³) went to L3 and memory and came back: +2–3.5 % at
- * one thread on every shape measured (2026-12-06, docs/performance.md); with an epilogue
- * (since 09:30, its tiles packing B too) +8 % on 384×1152×2048 tn, the same elsewhere
- * (its B at k = 384 was packed once, by the pass, and is now packed once per A block). The same sums in
- * the same order as the parts, so the same bits. The scratch of the shared layout holds
- * the one-part slot: the shared region alone (npad·k or mpad·k floats) is at least a
- * block of that operand (nc·kc or mc·kc). Returns NULL when not used. */
 /* B outer on one thread (loops_nest's bo): for a B of at most GEMM_BO_N columns that the
  * usual order would pack once per A block (m > mc), the nest runs p outside i3 with A
  * blocks of GEMM_BO_MC rows, so B is packed once and each small A block is still in L2
@@ -711,8 +658,8 @@ static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln
  * reads it from memory: 2048³ (B 16 MiB, packed 3 times by the usual nest) +1.8 % against
  * an identical control variant (10 interleaved runs, 2026-12-06 13:01; A blocks of 192:
  * the same); 1024³ (4 MiB) and 2048×1536×384 (2.3 MiB) ±0.5 %, so they keep the usual
- * nest. Returns the A block's rows, or 0 for the usual nest. The one-part slot fits: the
- * shared region alone is npad·k floats (checked anyway). */
+ * nest. Returns the A block's rows, or 0 for the usual nest (also when the scratch has no
+ * room for kc·npad floats of B). */
 enum { GEMM_BO_N = 1152, GEMM_BO_MC = 96 };
 
 /* A B that comes from memory every time it is packed: B outer on one thread
@@ -770,7 +717,7 @@ typedef struct part_plan {
 static part_plan part_plan_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
     gemm_blocks bl = blocks_for(t, s);
     part_plan pl = {bl.mc, bl.nc, false};
-    if (!sp.per_thread || sp.parts < 2) return pl;
+    if (sp.parts < 2) return pl;
     gemm_tune tu = tune_now();
     /* the rows (columns) of a part of 2 */
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, rows = sp.on_m ? (tiles_m + 1) / 2 * t.mr : s->m;
@@ -833,7 +780,7 @@ static int64_t claim_counters(gemm_tile t, const kiln_gemm_shape *s, gemm_split 
 
 static gemm_claim claims_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
     int tuned = tune_now().claims;
-    if (tuned == 0 || !sp.per_thread || sp.parts < 2 || claim_counters(t, s, sp) > GEMM_CLAIM_COUNTERS)
+    if (tuned == 0 || sp.parts < 2 || claim_counters(t, s, sp) > GEMM_CLAIM_COUNTERS)
         return CLAIM_NONE;
     part_plan pl = part_plan_for(t, s, sp);
     /* part_plan_for's bo is only ever set for one part per thread of a split along m */
@@ -844,30 +791,29 @@ static gemm_claim claims_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split s
 
 /* Floats of one part's scratch slot: room for the whole shape's blocks (one thread runs
  * them through the part function) and for the part's (part_plan_for). */
-static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp, gemm_shared sh) {
+static int64_t slot_for(gemm_tile t, const kiln_gemm_shape *s, gemm_split sp) {
     gemm_blocks bl = blocks_for(t, s);
-    int64_t floats = slot_floats(bl, sh);
+    int64_t floats = slot_floats(bl);
     part_plan pl = part_plan_for(t, s, sp);
     int64_t part = pl.bo ? round_up(pl.mc * bl.kc, 16) + round_up(s->n, t.nr) * bl.kc
-                         : slot_floats((gemm_blocks){pl.mc, bl.kc, pl.nc}, sh);
+                         : slot_floats((gemm_blocks){pl.mc, bl.kc, pl.nc});
     return round_up(part > floats ? part : floats, 16);
 }
 
-/* The nest a split product runs when the pool has one thread: needed when the parts read
- * a shared operand (its pass is skipped) or when B outer applies (the parts' nest has no
- * bo; one part per thread packs B once per A block of the usual mc). */
-static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, gemm_shared sh) {
+/* The nest a split product runs when the pool has one thread: needed when B outer
+ * applies (the parts' nest has no bo; one part per thread packs B once per A block of the
+ * usual mc). */
+static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
     bool bo = alone_bo_mc(g.t, s) > 0;
-    if (sh == SHARED_NONE && !bo) return NULL;
-    return loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, bo, a_rows_for(g.t, s, bo), CLAIM_NONE);
+    if (!bo) return NULL;
+    return loops_nest(g, s->trans_a, s->trans_b, e, false, bo, a_rows_for(g.t, s, bo), CLAIM_NONE);
 }
 
 static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
                                LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r);
 
 /* if (threads == 1) { the nest alone on the shape; goto returned block } else continue here.
- * `threads` is the pool's size at run time (part_threads), not the part count, which is a
- * constant since the parts are guided. With an epilogue the product's function has its
+ * `threads` is the pool's size at run time (part_threads). With an epilogue the product's function has its
  * operands after scratch (bias, p, r: those present, in that order; kiln_cg_gemm_epi). */
 static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                                       LLVMValueRef loops, LLVMValueRef threads) {
@@ -962,43 +908,13 @@ static LLVMValueRef part_threads(gen *g, gemm_split sp) {
     return LLVMBuildSelect(g->b, lt(g, n, k64(g, 1)), k64(g, 1), n, "");
 }
 
-/* How many parts a product is cut into: sp.parts, one scratch slot each, claimed from the
- * pool in order (part_first_tile lays them out); with sp.per_thread one per thread of
- * the pool (part_threads, at most sp.parts). */
-static LLVMValueRef part_count(gen *g, gemm_split sp) {
-    return sp.per_thread ? part_threads(g, sp) : k64(g, sp.parts);
-}
-
 /* The first tile of part i of `count` equal parts (count a run-time value): i·tiles/count. */
 static LLVMValueRef even_first_tile(gen *g, LLVMValueRef i, LLVMValueRef count, int64_t tiles) {
     return LLVMBuildSDiv(g->b, mul(g, i, k64(g, tiles)), count, "");
 }
 
-/* The first tile of part i of P = sp.parts for T = part_threads threads, of `tiles`
- * (i = P: tiles). Guided: when P > T, parts 0…T−1 share the first GEMM_BIG_NUM/DEN of the
- * tiles evenly and parts T…P−1 the rest, so each thread starts on one big part (the two
- * threads in step: one each, as one part per thread did) and the small ones balance the
- * end: a worker that starts late, or a thread that is slowed down, leaves the other the
- * small parts instead of waiting on its big one. Until 2026-12-06 a product was cut into
- * exactly T equal parts, and a worker d µs late made the caller wait d µs (or run the
- * worker's half itself); with P = T the layout is still that. Bits do not depend on it. */
-enum { GEMM_BIG_NUM = 3, GEMM_BIG_DEN = 4 };
-static LLVMValueRef part_first_tile(gen *g, LLVMValueRef i, LLVMValueRef threads, int64_t parts, int64_t tiles) {
-    LLVMValueRef p = k64(g, parts), t = k64(g, tiles);
-    LLVMValueRef even = LLVMBuildSDiv(g->b, mul(g, i, t), p, "");
-    int64_t big = tiles * GEMM_BIG_NUM / GEMM_BIG_DEN;
-    LLVMValueRef in_big = LLVMBuildSDiv(g->b, mul(g, smin(g, i, threads), k64(g, big)), threads, "");
-    LLVMValueRef past = sub(g, i, threads);
-    past = LLVMBuildSelect(g->b, lt(g, past, k64(g, 0)), k64(g, 0), past, "");
-    LLVMValueRef small_parts = sub(g, p, threads);
-    small_parts = LLVMBuildSelect(g->b, lt(g, small_parts, k64(g, 1)), k64(g, 1), small_parts, "");
-    LLVMValueRef in_small = LLVMBuildSDiv(g->b, mul(g, past, k64(g, tiles - big)), small_parts, "");
-    LLVMValueRef guided = add(g, in_big, in_small);
-    return LLVMBuildSelect(g->b, lt(g, threads, p), guided, even, "");
-}
-
 /*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch}
- * parts [begin, end) of part_count's parts: one call of the loop nest on the tiles they
+ * parts [begin, end) of one per thread (part_threads): one call of the loop nest on the tiles they
  * cover (tiles·begin/count up to tiles·end/count), i.e. on A (B) and C moved to the first
  * of their rows (columns), packing into scratch slot `begin`. The chunks of concurrent
  * calls are disjoint, so their first parts, and slots, differ; the slot has room for the
@@ -1018,18 +934,15 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[8];
     for (int i = 0; i < (e ? 7 : 4) + claims; i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    /* parts [begin, end) of part_count's → whole tiles (part_first_tile); none: return.
+    /* parts [begin, end) of one per thread → whole tiles (even_first_tile); none: return.
      * With claims every part is the whole m, from which it claims blocks. */
     int64_t unit = sp.on_m ? g.t.mr : g.t.nr, dim = sp.on_m ? s->m : s->n, tiles = (dim + unit - 1) / unit;
     LLVMValueRef threads = part_threads(&g, sp), t0, t1;
     if (claims) {
         t0 = k64(&g, 0), t1 = k64(&g, tiles);
-    } else if (sp.per_thread) {  /* part i of one per thread */
+    } else {
         t0 = even_first_tile(&g, begin, threads, tiles);
         t1 = even_first_tile(&g, end, threads, tiles);
-    } else {
-        t0 = part_first_tile(&g, begin, threads, sp.parts, tiles);
-        t1 = part_first_tile(&g, end, threads, sp.parts, tiles);
     }
     LLVMBasicBlockRef work = block(&g, "work"), none = block(&g, "none");
     branch(&g, lt(&g, t0, t1), work, none);
@@ -1047,9 +960,7 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         c = at(&g, c, first);
         n = lanes;
     }
-    gemm_shared sh = shared_for(g.t, s);  /* the shared operand at the start of scratch, then the slots */
-    LLVMValueRef scratch =
-        at(&g, v[3], add(&g, k64(&g, shared_floats(g.t, s)), mul(&g, begin, k64(&g, slot_for(g.t, s, sp, sh)))));
+    LLVMValueRef scratch = at(&g, v[3], mul(&g, begin, k64(&g, slot_for(g.t, s, sp))));  /* slot `begin` */
     /* the part's A blocks (part_plan_for) on two threads or more; one thread runs the
      * whole shape's */
     LLVMValueRef mc = k64(&g, pl.bo ? pl.mc : bl.mc), nc = k64(&g, bl.nc);  /* bo: any thread count */
@@ -1067,50 +978,12 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         if (!sp.on_m) ea.bias = at_ij(&g, ea.bias, zero, first, one);
         epi_args_list(&ea, &args[13]);
     }
-    if (sh != SHARED_NONE) {
-        args[n_args++] = v[3];
-        args[n_args++] = k64(&g, shared_lanes(g.t, s, sh));
-    }
     if (claims) args[n_args++] = v[e ? 7 : 4];  /* the counters of claimed slivers */
     call(&g, loops, args, n_args);
     LLVMBuildBr(g.b, none);
     LLVMPositionBuilderAtEnd(g.b, none);
     return function_end(&g);
 }
-
-/*   void NAME.pack(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch, …}
- * packs slivers [begin, end) of the shared operand (shared_for: op(B), NR columns each,
- * or op(A), MR rows each), every k block, into the region at the start of scratch: k
- * block p (of the shape's kc) at p·pad, pad = the lanes rounded up to slivers, sliver s
- * at s·width·kc within it — the layout the loop nest reads, as if it had packed block
- * (p, j2) of B, or (i3, p) of A, itself. A copy: any split gives the same bytes. */
-static LLVMValueRef pack_shared_function(gen g, const kiln_gemm_shape *s, const char *gemm_name, gemm_shared sh) {
-    char name[320];
-    snprintf(name, sizeof name, "%s.pack", gemm_name);
-    bool is_b = sh == SHARED_B;
-    operand o = is_b ? (operand){.lanes_contiguous = !s->trans_b, .width = g.t.nr}
-                     : (operand){.lanes_contiguous = s->trans_a, .width = g.t.mr};
-    o.packer = o.lanes_contiguous ? pack_copy_function(g, o.width) : pack_transpose_function(g, o.width);
-    LLVMTypeRef params[] = {g.ptr, g.i64, g.i64};
-    static const char *const names[] = {"ctx", "begin", "end"};
-    LLVMValueRef fn;
-    if (!function_begin(&g, name, 3, params, names, &fn)) return fn;
-    gemm_blocks bl = blocks_for(g.t, s);
-    LLVMValueRef ctx = param(&g, 0), v[4];
-    for (int i = 0; i < 4; i++)
-        v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    int64_t lim = is_b ? s->n : s->m;
-    o.src = v[is_b ? 1 : 0], o.ld = k64(&g, is_b ? s->ldb : s->lda), o.lim = k64(&g, lim);
-    LLVMValueRef x0 = mul(&g, param(&g, 1), k64(&g, o.width));
-    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, param(&g, 2), k64(&g, o.width)), k64(&g, lim)), x0);
-    LLVMValueRef k = k64(&g, s->k), pad = k64(&g, shared_lanes(g.t, s, sh));
-    loop lp = loop_begin(&g, k64(&g, 0), k, bl.kc, "p");
-    LLVMValueRef kc = smin(&g, k64(&g, bl.kc), sub(&g, k, lp.iv));
-    emit_pack(&g, &o, x0, lanes, lp.iv, kc, at(&g, v[3], add(&g, mul(&g, lp.iv, pad), mul(&g, x0, kc))));
-    loop_end(&g, &lp);
-    return function_end(&g);
-}
-
 
 /* kiln_parallel_for(part, ctx, parts) (gemm_small.c's split) */
 void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
@@ -1160,7 +1033,6 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     gen g = gen_init(cg);
     if (gemm_use_small(g.t, s)) return gemm_small(g, s, e, name);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
-    gemm_shared sh = shared_for(g.t, s);
     gemm_split sp = gemm_split_for(g.t, s);
     bool parted = work && sp.parts > 1;
     /* parts that run B outer (part_plan_for) and do not claim run the nest one thread
@@ -1171,9 +1043,9 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
      * called once on the whole product: it claims every block itself */
     gemm_claim claim = parted ? claims_for(g.t, s, sp) : CLAIM_NONE;
     bool claims = claim != CLAIM_NONE;
-    LLVMValueRef loops = work && !parts_bo && !claims ? loops_function(g, s->trans_a, s->trans_b, e, sh)
+    LLVMValueRef loops = work && !parts_bo && !claims ? loops_function(g, s->trans_a, s->trans_b, e, false)
                                                       : NULL;  /* own builder */
-    LLVMValueRef loops_alone = claims ? NULL : alone_nest(g, s, e, sh);
+    LLVMValueRef loops_alone = claims ? NULL : alone_nest(g, s, e);
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false, false) : NULL;
 
     /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
@@ -1186,12 +1058,10 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
     if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
     for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
-    LLVMValueRef loops_parts = claims ? loops_nest(g, s->trans_a, s->trans_b, e, SHARED_NONE, claim == CLAIM_M,
+    LLVMValueRef loops_parts = claims ? loops_nest(g, s->trans_a, s->trans_b, e, false, claim == CLAIM_M,
                                                    a_rows_for(g.t, s, claim == CLAIM_M), claim)
                                : parts_bo ? loops_alone : loops;
     LLVMValueRef part = parted ? part_function(g, s, e, name, loops_parts) : NULL;  /* own builder */
-    LLVMValueRef pack = sh != SHARED_NONE ? pack_shared_function(g, s, name, sh) : NULL;
-    int64_t slivers = sh == SHARED_B ? (s->n + g.t.nr - 1) / g.t.nr : (s->m + g.t.mr - 1) / g.t.mr;
     function_begin(&g, name, n_params, params, names, &existing);
     add_attr(&g, 1, "readonly");
     add_attr(&g, 2, "readonly");
@@ -1219,16 +1089,17 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
             LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
             LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
         }
-        /* kiln_parallel_for2(pack, slivers, part, parts, ctx): the shared operand by slivers,
-         * then the parts, in one hand-off (no pack: slivers = 0). Until 2026-12-06 these were
-         * two kiln_parallel_for, two publications and two waits per product. */
+        /* kiln_parallel_for2(part, 0, part, parts, ctx): an empty first phase, then the
+         * parts — the same work as kiln_parallel_for(part, ctx, parts). The first phase once
+         * packed a shared operand (see "Threads", History); calling kiln_parallel_for
+         * instead would change the emitted code, so it is left for a change of its own. */
         LLVMTypeRef pf_params[] = {g.ptr, g.i64, g.ptr, g.i64, g.ptr};
         LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 5, 0);
         LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
         if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
-        LLVMValueRef count = part_count(&g, sp);
+        LLVMValueRef count = part_threads(&g, sp);
         LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, e, loops_alone, part_threads(&g, sp)) : NULL;
-        LLVMValueRef args[] = {pack ? pack : part, k64(&g, pack ? slivers : 0), part, count, ctx};
+        LLVMValueRef args[] = {part, k64(&g, 0), part, count, ctx};
         LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
         if (after) LLVMBuildBr(g.b, after), LLVMPositionBuilderAtEnd(g.b, after);
     } else if (work) {
@@ -1290,7 +1161,7 @@ int64_t kiln_gemm_group_scratch_floats(const kiln_target *target, const kiln_gem
                                        const kiln_gemm_epilogue *e, int count) {
     if (!kiln_gemm_group_ok(target, s, e, count)) return 0;
     gemm_tile t = tile_for(target);
-    return group_split_for(t, s, count).parts * slot_floats(blocks_for(t, s), SHARED_NONE);
+    return group_split_for(t, s, count).parts * slot_floats(blocks_for(t, s));
 }
 
 /*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, ops, -, scratch}
@@ -1308,12 +1179,12 @@ static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const k
     LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[4];
     for (int i = 0; i < 4; i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    LLVMValueRef threads = part_threads(&g, (gemm_split){false, gs.parts, 0, true});
+    LLVMValueRef threads = part_threads(&g, (gemm_split){false, gs.parts, 0});
     LLVMValueRef t0 = even_first_tile(&g, begin, threads, gs.tiles), t1 = even_first_tile(&g, end, threads, gs.tiles);
     LLVMBasicBlockRef work = block(&g, "work"), none = block(&g, "none");
     branch(&g, lt(&g, t0, t1), work, none);
     /* A, one block, into the slot: as the loop nest would pack block (0, 0) */
-    LLVMValueRef ap = at(&g, v[3], mul(&g, begin, k64(&g, slot_floats(bl, SHARED_NONE))));
+    LLVMValueRef ap = at(&g, v[3], mul(&g, begin, k64(&g, slot_floats(bl))));
     LLVMValueRef bp = at(&g, ap, k64(&g, packed_a_floats(bl)));
     operand pa = {.lanes_contiguous = s->trans_a, .width = g.t.mr, .src = v[0], .ld = k64(&g, s->lda),
                   .lim = k64(&g, s->m)};
@@ -1365,7 +1236,7 @@ LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kil
     LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
     if (existing) return existing;
     gen g = gen_init(cg);
-    LLVMValueRef loops = loops_function(g, s->trans_a, s->trans_b, e, SHARED_A);  /* own builder */
+    LLVMValueRef loops = loops_function(g, s->trans_a, s->trans_b, e, true);  /* own builder */
     LLVMValueRef part = group_part_function(g, s, e, name, loops, count);
     group_split gs = group_split_for(g.t, s, count);
     /* void NAME(const float *a, float *scratch, ptr ops) */
@@ -1387,7 +1258,7 @@ LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kil
     LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 3, 0);
     LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for");
     if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for", pf_ty);
-    LLVMValueRef args[] = {part, ctx, part_threads(&g, (gemm_split){false, gs.parts, 0, true})};
+    LLVMValueRef args[] = {part, ctx, part_threads(&g, (gemm_split){false, gs.parts, 0})};
     LLVMBuildCall2(g.b, pf_ty, pf, args, 3, "");
     return function_end(&g);
 }

@@ -54,8 +54,6 @@ static inline gemm_blocks blocks_for(gemm_tile t, const kiln_gemm_shape *s) {
 typedef struct gemm_split {
     bool on_m;
     int64_t parts, lanes;
-    bool per_thread;  /* one part per thread of the pool at run time (at most `parts`), no
-                         shared operand: each part packs what it reads (gemm.c, split_for) */
 } gemm_split;
 
 enum { GEMM_PARALLEL_MIN = 1 << 18 };  /* m·n·k: below this a hand-off costs more than it saves */

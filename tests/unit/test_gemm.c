@@ -381,10 +381,9 @@ static void test_targets_agree(void **state) {
 }
 
 /* Products big enough to be split across threads give the same bits for 1, 2, 3, 5 and
- * 8 threads, in either partition scheme (one part per thread, tiles shared out unevenly
- * when they do not divide, fewer parts than threads when the slots run out; or guided
- * parts around a shared operand): parts along m and along n, all four transposes,
- * padded strides, partial last parts and tiles. */
+ * 8 threads (one part per thread, tiles shared out unevenly when they do not divide,
+ * fewer parts than threads when the slots run out): parts along m and along n, all four
+ * transposes, padded strides, partial last parts and tiles. */
 static void test_threads_bit_identical(void **state) {
     static const kiln_gemm_shape shapes[] = {
         {300, 200, 150, false, false, 150, 200, 200},   /* split along m */
@@ -397,20 +396,14 @@ static void test_threads_bit_identical(void **state) {
         {64, 48, 44000, false, false, 44000, 48, 48},    /* k·n ≥ 2^21: the parts' own A blocks */
         {980, 1160, 1808, false, false, 1808, 1160, 1160}, /* one thread: the bo nest for B > 8 MiB */
     };
-    /* each shape with one part per thread; the first four also with the guided parts
-     * around a shared operand that KILN_GEMM_TUNE=perthread=0 still compiles
-     * (codegen/gemm.c, gemm_split_for) */
-    const size_t n_shapes = sizeof shapes / sizeof shapes[0], n_guided = 4;
-    for (size_t si = 0; si < n_shapes + n_guided; si++) {
-        const kiln_gemm_shape *s = &shapes[si < n_shapes ? si : si - n_shapes];
-        if (si >= n_shapes) setenv("KILN_GEMM_TUNE", "perthread=0", 1);
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const kiln_gemm_shape *s = &shapes[si];
         gemm_fn fn = compile(&g_host, s, "default<O3>");
         int64_t na = (s->trans_a ? s->k : s->m) * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb, nc = s->m * s->ldc;
         float *a = alloc64(na), *b = alloc64(nb), *want = alloc64(nc), *got = alloc64(nc);
         for (int64_t i = 0; i < na; i++) a[i] = rand_pm1();
         for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
         float *scratch = alloc64(kiln_gemm_scratch_floats(&g_host, s));
-        unsetenv("KILN_GEMM_TUNE");
         memset(want, 0, sizeof(float) * (size_t)nc);
         assert_int_equal(kiln_threads_set(1), 0);
         fn(a, b, want, scratch);
