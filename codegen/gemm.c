@@ -16,7 +16,7 @@
  * Functions. kiln_cg_gemm gives each shape its own function, named by the shape, which
  * passes the shape's sizes, strides and blocks as constants to the loop nest. Everything
  * else is shared by all the GEMMs of a module and emitted once, on first use: the loop
- * nest per combination of transposes (loops_function), the micro-kernel (tile_function)
+ * nest per combination of transposes (gemm_loops_function), the micro-kernel (tile_function)
  * and the packers. Time goes into the tiles (a tile is ~300 k flops), so calls and
  * run-time trip counts cost nothing measurable, while each further GEMM shape costs a
  * dozen instructions to compile instead of a whole kernel.
@@ -126,7 +126,7 @@
  * blocks from a counter per k block (claims_for, claim_begin), so a thread that starts
  * late or runs slower does fewer, and a block's rounds (rounds_wait) keep each element's
  * k blocks in order. Sibling products that
- * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, at the end).
+ * read one A (a QKV kernel) run as one such job (kiln_cg_gemm_group, gemm_group.c).
  * History: until 2026-12 always 8 equal parts claimed in turn (22 tiles as seven of 3
  * and one of 1: a 9 % tail on 2 threads, the shared operand streamed 8 times); then one
  * part per thread with the operand the split does not cut packed once for all parts by a
@@ -153,13 +153,6 @@
 
 #include "gemm_gen.h"      /* the emitter state and builders shared with gemm_small.c */
 #include "kiln/runtime.h" /* KILN_MAX_THREADS */
-
-/* Floats of each packed region (see the layout above). */
-static int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
-static int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
-
-/* Floats of one thread's scratch slot: Ap then Bp, rounded so every slot stays aligned. */
-static int64_t slot_floats(gemm_blocks bl) { return round_up(packed_a_floats(bl) + packed_b_floats(bl), 16); }
 
 /* KILN_GEMM_TUNE, read at code generation: a diagnostic that overrides the threads
  * section's choices for every GEMM compiled while it is set (not the small-m path), to
@@ -265,7 +258,7 @@ static LLVMValueRef intrinsic(gen *g, const char *name, LLVMTypeRef *over, size_
     return LLVMGetIntrinsicDeclaration(g->mod, id, over, n);
 }
 
-static gen gen_init(kiln_cg *cg) {
+gen gemm_gen_init(kiln_cg *cg) {
     gen g = {.ctx = cg->ctx, .mod = cg->mod, .target = cg->target, .t = tile_for(cg->target), .cg = cg};
     assert(g.t.mr <= MR_MAX && g.t.nr == NV * g.t.w && g.t.nr <= NR_MAX);
     g.i1 = LLVMInt1TypeInContext(g.ctx);
@@ -295,24 +288,6 @@ static gen gen_init(kiln_cg *cg) {
 }
 
 /* ---- the loop nest ----------------------------------------------------------------- */
-
-/* The epilogue's operands as the loop nest passes them on: each matrix at its first
- * element, x the partial sums (with accumulate over several k blocks, else NULL). */
-typedef struct epi_args {
-    LLVMValueRef x, ldx, bias, p, ldp, r, ldr, scale;
-} epi_args;
-
-/* The loop nest's last eight arguments (loops_function). */
-static void epi_args_list(const epi_args *ea, LLVMValueRef *out) {
-    LLVMValueRef list[] = {ea->x, ea->ldx, ea->bias, ea->p, ea->ldp, ea->r, ea->ldr, ea->scale};
-    memcpy(out, list, sizeof list);
-}
-
-/* &base[i·ld + j], or NULL for an operand that is not there */
-static LLVMValueRef at_ij(gen *g, LLVMValueRef base, LLVMValueRef i, LLVMValueRef j, LLVMValueRef ld) {
-    if (LLVMIsNull(base)) return base;
-    return at(g, base, add(g, mul(g, i, ld), j));
-}
 
 /* The epilogue micro-kernel's 17 arguments for the tile at (i, j) (epi_tile_function). */
 static void epi_tile_args(gen *g, LLVMValueRef *args, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef c,
@@ -443,7 +418,7 @@ static void claim_end(gen *g, claim_loop *cl) {
  * i3: the first A block packs every B block of k block p (block j2 at Bp + j2·kc, so
  * Bp needs kc·npad floats) and the later A blocks read them. Each C
  * element still sums its k blocks in p order, the first stored and the later added: the
- * same bits. loops_function is the usual order.
+ * same bits. gemm_loops_function is the usual order.
  * With a_rows ("_ab"; bo and op(A) not transposed: a_rows_for) A is not packed: the
  * tiles broadcast op(A)(i, q) from A's rows, a + (i+r)·lda + p + q (tile_function's _ab),
  * the same fmas in the same order, so the same bits.
@@ -641,7 +616,7 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     return function_end(&g);
 }
 
-static LLVMValueRef loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_a) {
+LLVMValueRef gemm_loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_a) {
     return loops_nest(g, trans_a, trans_b, e, shared_a, false, false, CLAIM_NONE);
 }
 
@@ -809,11 +784,8 @@ static LLVMValueRef alone_nest(gen g, const kiln_gemm_shape *s, const kiln_gemm_
     return loops_nest(g, s->trans_a, s->trans_b, e, false, bo, a_rows_for(g.t, s, bo), CLAIM_NONE);
 }
 
-static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
-                               LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r);
-
 /* if (threads == 1) { the nest alone on the shape; goto returned block } else continue here.
- * `threads` is the pool's size at run time (part_threads). With an epilogue the product's function has its
+ * `threads` is the pool's size at run time (gemm_part_threads). With an epilogue the product's function has its
  * operands after scratch (bias, p, r: those present, in that order; kiln_cg_gemm_epi). */
 static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
                                       LLVMValueRef loops, LLVMValueRef threads) {
@@ -828,7 +800,7 @@ static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, const ki
         LLVMValueRef null = LLVMConstPointerNull(g->ptr), ops[3];
         const bool present[3] = {e->bias, e->pre_out, e->residual};
         for (unsigned i = 0, at_ = 4; i < 3; i++) ops[i] = present[i] ? param(g, at_++) : null;
-        epi_args ea = shape_epi_args(g, s, e, param(g, 3), ops[0], ops[1], ops[2]);
+        epi_args ea = gemm_shape_epi_args(g, s, e, param(g, 3), ops[0], ops[1], ops[2]);
         epi_args_list(&ea, &args[13]);
     }
     call(g, loops, args, e ? 21 : 13);
@@ -879,8 +851,8 @@ int64_t kiln_gemm_epi_scratch_floats(const kiln_target *t, const kiln_gemm_shape
 /* The shape's epilogue operands as values of the function being built: the pointers
  * bias, p, r (NULL constants for absent steps) and x, the partial sums after the packing
  * slots in scratch (m×n, row stride n) when needs_partials. */
-static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
-                               LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r) {
+epi_args gemm_shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
+                             LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r) {
     LLVMValueRef null = LLVMConstPointerNull(g->ptr), x = null;
     if (needs_partials(g->t, s, e))
         x = at(g, scratch, k64(g, kiln_gemm_scratch_floats(g->target, s)));
@@ -899,7 +871,7 @@ static epi_args shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm
 /* The threads a product's parts are laid out for at run time (see "Threads"): the
  * pool's (kiln_threads_get, read by the caller and again by each part: kiln_threads_set
  * never runs during a kiln_parallel_for), at most sp.parts (the scratch slots). */
-static LLVMValueRef part_threads(gen *g, gemm_split sp) {
+LLVMValueRef gemm_part_threads(gen *g, gemm_split sp) {
     LLVMTypeRef ty = LLVMFunctionType(g->i32, NULL, 0, 0);
     LLVMValueRef fn = LLVMGetNamedFunction(g->mod, "kiln_threads_get");
     if (!fn) fn = LLVMAddFunction(g->mod, "kiln_threads_get", ty);
@@ -908,13 +880,8 @@ static LLVMValueRef part_threads(gen *g, gemm_split sp) {
     return LLVMBuildSelect(g->b, lt(g, n, k64(g, 1)), k64(g, 1), n, "");
 }
 
-/* The first tile of part i of `count` equal parts (count a run-time value): i·tiles/count. */
-static LLVMValueRef even_first_tile(gen *g, LLVMValueRef i, LLVMValueRef count, int64_t tiles) {
-    return LLVMBuildSDiv(g->b, mul(g, i, k64(g, tiles)), count, "");
-}
-
 /*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, b, c, scratch}
- * parts [begin, end) of one per thread (part_threads): one call of the loop nest on the tiles they
+ * parts [begin, end) of one per thread (gemm_part_threads): one call of the loop nest on the tiles they
  * cover (tiles·begin/count up to tiles·end/count), i.e. on A (B) and C moved to the first
  * of their rows (columns), packing into scratch slot `begin`. The chunks of concurrent
  * calls are disjoint, so their first parts, and slots, differ; the slot has room for the
@@ -937,7 +904,7 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     /* parts [begin, end) of one per thread → whole tiles (even_first_tile); none: return.
      * With claims every part is the whole m, from which it claims blocks. */
     int64_t unit = sp.on_m ? g.t.mr : g.t.nr, dim = sp.on_m ? s->m : s->n, tiles = (dim + unit - 1) / unit;
-    LLVMValueRef threads = part_threads(&g, sp), t0, t1;
+    LLVMValueRef threads = gemm_part_threads(&g, sp), t0, t1;
     if (claims) {
         t0 = k64(&g, 0), t1 = k64(&g, tiles);
     } else {
@@ -949,7 +916,7 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     LLVMValueRef first = mul(&g, t0, k64(&g, unit));
     LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, t1, k64(&g, unit)), k64(&g, dim)), first);
     LLVMValueRef a = v[0], b = v[1], c = v[2], m = k64(&g, s->m), n = k64(&g, s->n);
-    epi_args ea = e ? shape_epi_args(&g, s, e, v[3], v[4], v[5], v[6]) : (epi_args){0};
+    epi_args ea = e ? gemm_shape_epi_args(&g, s, e, v[3], v[4], v[5], v[6]) : (epi_args){0};
     LLVMValueRef zero = k64(&g, 0);
     if (sp.on_m) {  /* row i of op(A) starts at a + i·lda, or a + i when transposed */
         a = at(&g, a, mul(&g, first, k64(&g, s->trans_a ? 1 : s->lda)));
@@ -999,7 +966,7 @@ LLVMValueRef kiln_cg_gemm(kiln_cg *cg, const kiln_gemm_shape *s) { return kiln_c
 
 /* A product's function name: prefix, the shape, and the epilogue's steps, strides and
  * scale (as its bits). */
-static void gemm_name(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *prefix, char *name,
+void gemm_name(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *prefix, char *name,
                       size_t size) {
     int len = snprintf(name, size, "%s_m%" PRId64 "_n%" PRId64 "_k%" PRId64 "_%c%c_lda%" PRId64 "_ldb%" PRId64
                        "_ldc%" PRId64, prefix, s->m, s->n, s->k, s->trans_a ? 't' : 'n', s->trans_b ? 't' : 'n',
@@ -1030,7 +997,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
     if (existing) return existing;
 
-    gen g = gen_init(cg);
+    gen g = gemm_gen_init(cg);
     if (gemm_use_small(g.t, s)) return gemm_small(g, s, e, name);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
     gemm_split sp = gemm_split_for(g.t, s);
@@ -1043,7 +1010,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
      * called once on the whole product: it claims every block itself */
     gemm_claim claim = parted ? claims_for(g.t, s, sp) : CLAIM_NONE;
     bool claims = claim != CLAIM_NONE;
-    LLVMValueRef loops = work && !parts_bo && !claims ? loops_function(g, s->trans_a, s->trans_b, e, false)
+    LLVMValueRef loops = work && !parts_bo && !claims ? gemm_loops_function(g, s->trans_a, s->trans_b, e, false)
                                                       : NULL;  /* own builder */
     LLVMValueRef loops_alone = claims ? NULL : alone_nest(g, s, e);
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false, false) : NULL;
@@ -1097,8 +1064,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 5, 0);
         LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for2");
         if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for2", pf_ty);
-        LLVMValueRef count = part_threads(&g, sp);
-        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, e, loops_alone, part_threads(&g, sp)) : NULL;
+        LLVMValueRef count = gemm_part_threads(&g, sp);
+        LLVMBasicBlockRef after = loops_alone ? alone_branch(&g, s, e, loops_alone, gemm_part_threads(&g, sp)) : NULL;
         LLVMValueRef args[] = {part, k64(&g, 0), part, count, ctx};
         LLVMBuildCall2(g.b, pf_ty, pf, args, 5, "");
         if (after) LLVMBuildBr(g.b, after), LLVMPositionBuilderAtEnd(g.b, after);
@@ -1108,157 +1075,15 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
                                  k64(&g, s->n), k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
                                  k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
         if (e) {
-            epi_args ea = shape_epi_args(&g, s, e, param(&g, 3), bias, p, r);
+            epi_args ea = gemm_shape_epi_args(&g, s, e, param(&g, 3), bias, p, r);
             epi_args_list(&ea, &args[13]);
         }
         call(&g, loops, args, e ? 21 : 13);
     } else if (zero_tile) {
-        epi_args ea = shape_epi_args(&g, s, e, param(&g, 3), bias, p, r);
+        epi_args ea = gemm_shape_epi_args(&g, s, e, param(&g, 3), bias, p, r);
         emit_zero_epilogue(&g, s, zero_tile, param(&g, 2), &ea);
     } else if (s->m > 0 && s->n > 0) {
         emit_zero_c(&g, s, param(&g, 2));
     }
-    return function_end(&g);
-}
-
-/* ---- sibling products sharing A ----------------------------------------------------- */
-
-/* kiln_cg_gemm_group: `count` products of one shape and epilogue that read the same op(A)
- * (a QKV kernel: x·Wq, x·Wk, x·Wv, each + its bias) as one job of one hand-off: the
- * column tiles of all the products side by side (product q's after product q−1's, each
- * product padded to whole tiles as alone) cut into one part per thread, as one product of
- * count·n columns would be (gemm_split_for); each part packs A once into its own slot
- * and runs the loop nest on its columns of each product it covers, reading that packed A
- * ("_sa"). Until 2026-12-06 the products ran one after another: three hand-offs, and A
- * packed once per product. Each element is still summed by one tile in the same k blocks
- * in the same order, so the bits are those of the products alone, for any thread count.
- * Only for A of one block (m ≤ mc, k ≤ kc): the part's packed A is then one block too. */
-enum { GEMM_GROUP_MAX = 8 };
-
-/* The group's layout: tiles per product (along n), all tiles, scratch slots (the most
- * parts it is cut into). */
-typedef struct group_split {
-    int64_t tiles_per, tiles, parts;
-} group_split;
-
-static group_split group_split_for(gemm_tile t, const kiln_gemm_shape *s, int count) {
-    int64_t per_product = (s->n + t.nr - 1) / t.nr, tiles = per_product * count;
-    return (group_split){per_product, tiles, tiles < KILN_MAX_THREADS ? tiles : KILN_MAX_THREADS};
-}
-
-bool kiln_gemm_group_ok(const kiln_target *target, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
-                        int count) {
-    gemm_tile t = tile_for(target);
-    if (gemm_epi_trivial(e)) e = NULL;
-    if (count < 2 || count > GEMM_GROUP_MAX || s->m <= 0 || s->n <= 0 || s->k <= 0 || gemm_use_small(t, s))
-        return false;
-    if (e && e->accumulate) return false;  /* C holds the values to add to: the products alone */
-    gemm_blocks bl = blocks_for(t, s);
-    return bl.mc >= s->m && bl.kc >= s->k && (double)s->m * (double)s->n * (double)s->k * count >= GEMM_PARALLEL_MIN;
-}
-
-int64_t kiln_gemm_group_scratch_floats(const kiln_target *target, const kiln_gemm_shape *s,
-                                       const kiln_gemm_epilogue *e, int count) {
-    if (!kiln_gemm_group_ok(target, s, e, count)) return 0;
-    gemm_tile t = tile_for(target);
-    return group_split_for(t, s, count).parts * slot_floats(blocks_for(t, s));
-}
-
-/*   void NAME.part(ptr ctx, i64 begin, i64 end)      ctx = {a, ops, -, scratch}
- * parts [begin, end) of one per thread (at most the slots): A packed into slot `begin`,
- * then the tiles the parts cover (even_first_tile over all the products' column tiles),
- * product by product, each piece one call of the "_sa" loop nest on its columns reading
- * that packed A, packing its B into the rest of the slot. ops holds count × {b, c, bias,
- * p, r}. */
-static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
-                                        const char *gemm_name, LLVMValueRef loops, int count) {
-    LLVMValueRef fn;
-    if (!part_function_begin(&g, gemm_name, &fn)) return fn;
-    gemm_blocks bl = blocks_for(g.t, s);
-    group_split gs = group_split_for(g.t, s, count);
-    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[4];
-    for (int i = 0; i < 4; i++)
-        v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
-    LLVMValueRef threads = part_threads(&g, (gemm_split){false, gs.parts, 0});
-    LLVMValueRef t0 = even_first_tile(&g, begin, threads, gs.tiles), t1 = even_first_tile(&g, end, threads, gs.tiles);
-    LLVMBasicBlockRef work = block(&g, "work"), none = block(&g, "none");
-    branch(&g, lt(&g, t0, t1), work, none);
-    /* A, one block, into the slot: as the loop nest would pack block (0, 0) */
-    LLVMValueRef ap = at(&g, v[3], mul(&g, begin, k64(&g, slot_floats(bl))));
-    LLVMValueRef bp = at(&g, ap, k64(&g, packed_a_floats(bl)));
-    operand pa = {.lanes_contiguous = s->trans_a, .width = g.t.mr, .src = v[0], .ld = k64(&g, s->lda),
-                  .lim = k64(&g, s->m)};
-    pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
-    emit_pack(&g, &pa, k64(&g, 0), k64(&g, s->m), k64(&g, 0), k64(&g, s->k), ap);
-    LLVMValueRef per = k64(&g, gs.tiles_per), zero = k64(&g, 0), one = k64(&g, 1), nr = k64(&g, g.t.nr);
-    loop lq = loop_begin(&g, zero, k64(&g, count), 1, "q");
-    LLVMValueRef q0 = mul(&g, lq.iv, per);  /* product q's first tile */
-    LLVMValueRef lo = LLVMBuildSelect(g.b, lt(&g, t0, q0), q0, t0, "");
-    LLVMValueRef hi = smin(&g, t1, add(&g, q0, per));
-    LLVMBasicBlockRef piece = block(&g, "piece"), next = block(&g, "next");
-    branch(&g, lt(&g, lo, hi), piece, next);
-    LLVMValueRef op[5];
-    for (int i = 0; i < 5; i++) {
-        LLVMValueRef idx = add(&g, mul(&g, lq.iv, k64(&g, 5)), k64(&g, i));
-        op[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, v[1], &idx, 1, ""), 8);
-    }
-    LLVMValueRef first = mul(&g, sub(&g, lo, q0), nr);  /* the piece's first column */
-    LLVMValueRef lanes = sub(&g, smin(&g, mul(&g, sub(&g, hi, q0), nr), k64(&g, s->n)), first);
-    LLVMValueRef b = at(&g, op[0], mul(&g, first, k64(&g, s->trans_b ? s->ldb : 1)));
-    LLVMValueRef c = at(&g, op[1], first);
-    LLVMValueRef args[23] = {v[0], b, c, bp, k64(&g, s->m), lanes, k64(&g, s->k), k64(&g, s->lda),
-                             k64(&g, s->ldb), k64(&g, s->ldc), k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
-    unsigned n_args = e ? 21 : 13;
-    if (e) {  /* the bias row, P and R move with the columns (no partial sums: kiln_gemm_group_ok) */
-        epi_args ea = shape_epi_args(&g, s, e, v[3], op[2], op[3], op[4]);
-        ea.p = at_ij(&g, ea.p, zero, first, ea.ldp);
-        ea.r = at_ij(&g, ea.r, zero, first, ea.ldr);
-        ea.bias = at_ij(&g, ea.bias, zero, first, one);
-        epi_args_list(&ea, &args[13]);
-    }
-    args[n_args++] = ap;                                /* the packed A, read by "_sa" */
-    args[n_args++] = k64(&g, round_up(s->m, g.t.mr));  /* its lanes (one k block: unused) */
-    call(&g, loops, args, n_args);
-    LLVMBuildBr(g.b, next);
-    LLVMPositionBuilderAtEnd(g.b, next);
-    loop_end(&g, &lq);
-    LLVMBuildBr(g.b, none);
-    LLVMPositionBuilderAtEnd(g.b, none);
-    return function_end(&g);
-}
-
-LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, int count) {
-    if (gemm_epi_trivial(e)) e = NULL;
-    assert(kiln_gemm_group_ok(cg->target, s, e, count));
-    char prefix[32], name[256];
-    snprintf(prefix, sizeof prefix, "kiln_gemm_x%d", count);
-    gemm_name(s, e, prefix, name, sizeof name);
-    LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
-    if (existing) return existing;
-    gen g = gen_init(cg);
-    LLVMValueRef loops = loops_function(g, s->trans_a, s->trans_b, e, true);  /* own builder */
-    LLVMValueRef part = group_part_function(g, s, e, name, loops, count);
-    group_split gs = group_split_for(g.t, s, count);
-    /* void NAME(const float *a, float *scratch, ptr ops) */
-    LLVMTypeRef params[] = {g.ptr, g.ptr, g.ptr};
-    const char *names[] = {"a", "scratch", "ops"};
-    function_begin(&g, name, 3, params, names, &existing);
-    add_attr(&g, 1, "readonly");
-    add_attr(&g, 3, "readonly");
-    /* kiln_parallel_for(part, &{a, ops, -, scratch}, one part per thread): one hand-off;
-     * on one thread one part, inline, A packed once for all the products */
-    LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, 4);
-    LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
-    LLVMValueRef vals[4] = {param(&g, 0), param(&g, 2), LLVMConstPointerNull(g.ptr), param(&g, 1)};
-    for (unsigned i = 0; i < 4; i++) {
-        LLVMValueRef idx[] = {k64(&g, 0), k64(&g, i)};
-        LLVMBuildStore(g.b, vals[i], LLVMBuildInBoundsGEP2(g.b, ctx_ty, ctx, idx, 2, ""));
-    }
-    LLVMTypeRef pf_params[] = {g.ptr, g.ptr, g.i64};
-    LLVMTypeRef pf_ty = LLVMFunctionType(LLVMVoidTypeInContext(g.ctx), pf_params, 3, 0);
-    LLVMValueRef pf = LLVMGetNamedFunction(g.mod, "kiln_parallel_for");
-    if (!pf) pf = LLVMAddFunction(g.mod, "kiln_parallel_for", pf_ty);
-    LLVMValueRef args[] = {part, ctx, part_threads(&g, (gemm_split){false, gs.parts, 0})};
-    LLVMBuildCall2(g.b, pf_ty, pf, args, 3, "");
     return function_end(&g);
 }

@@ -1,5 +1,5 @@
-/* gemm_gen.h — private to the GEMM's files (gemm.c, gemm_epilogue.c, gemm_pack.c,
- * gemm_small.c): the GEMM emitter's state, blocking and the small IR builders they share
+/* gemm_gen.h — private to the GEMM's files (gemm.c, gemm_epilogue.c, gemm_group.c,
+ * gemm_pack.c, gemm_small.c, gemm_tile.c): the GEMM emitter's state, blocking and the small IR builders they share
  * (static inline: each is a line or two), and the functions each calls in another. See gemm.c's comment. */
 #ifndef KILN_GEMM_GEN_H
 #define KILN_GEMM_GEN_H
@@ -283,6 +283,49 @@ void gemm_write_epilogue_staged(gen *g, const kiln_gemm_epilogue *e, LLVMValueRe
 
 /* gemm.c: a kiln_parallel_for call. */
 void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts);
+
+/* ---- shared with gemm_group.c (sibling products sharing A) ------------------------ */
+
+/* Floats of a thread's scratch slot (gemm.c's "Scratch"): the packed A block, the packed
+ * B block, and the slot, Ap then Bp, rounded so every slot stays aligned. */
+static inline int64_t packed_a_floats(gemm_blocks bl) { return round_up(bl.mc * bl.kc, 16); }
+static inline int64_t packed_b_floats(gemm_blocks bl) { return bl.nc * bl.kc; }
+static inline int64_t slot_floats(gemm_blocks bl) { return round_up(packed_a_floats(bl) + packed_b_floats(bl), 16); }
+
+/* The epilogue's operands as the loop nest passes them on: each matrix at its first
+ * element, x the partial sums (with accumulate over several k blocks, else NULL). */
+typedef struct epi_args {
+    LLVMValueRef x, ldx, bias, p, ldp, r, ldr, scale;
+} epi_args;
+
+/* The loop nest's last eight arguments (gemm_loops_function). */
+static inline void epi_args_list(const epi_args *ea, LLVMValueRef *out) {
+    LLVMValueRef list[] = {ea->x, ea->ldx, ea->bias, ea->p, ea->ldp, ea->r, ea->ldr, ea->scale};
+    memcpy(out, list, sizeof list);
+}
+
+/* &base[i·ld + j], or NULL for an operand that is not there */
+static inline LLVMValueRef at_ij(gen *g, LLVMValueRef base, LLVMValueRef i, LLVMValueRef j, LLVMValueRef ld) {
+    if (LLVMIsNull(base)) return base;
+    return at(g, base, add(g, mul(g, i, ld), j));
+}
+
+/* The first tile of part i of `count` equal parts (count a run-time value): i·tiles/count. */
+static inline LLVMValueRef even_first_tile(gen *g, LLVMValueRef i, LLVMValueRef count, int64_t tiles) {
+    return LLVMBuildSDiv(g->b, mul(g, i, k64(g, tiles)), count, "");
+}
+
+/* gemm.c: the emitter state for cg's module; a product's function name (prefix, shape,
+ * epilogue); the loop nest for one combination of transposes, with shared_a the "_sa" nest
+ * reading an A packed beforehand; the threads a product's parts are laid out for at run
+ * time (the pool's, at most sp.parts); the shape's epilogue operands as values of the
+ * function being built. */
+gen gemm_gen_init(kiln_cg *cg);
+void gemm_name(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *prefix, char *name, size_t size);
+LLVMValueRef gemm_loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_a);
+LLVMValueRef gemm_part_threads(gen *g, gemm_split sp);
+epi_args gemm_shape_epi_args(gen *g, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, LLVMValueRef scratch,
+                             LLVMValueRef bias, LLVMValueRef p, LLVMValueRef r);
 
 /* ---- packing (gemm_pack.c) ---------------------------------------------------------- */
 
