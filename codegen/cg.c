@@ -106,7 +106,8 @@ char *kiln_cg_text(kiln_cg *cg, bool assembly, kiln_diags *d)
 LLVMValueRef cg_i64(kiln_cg *cg, int64_t v) { return LLVMConstInt(cg->t_i64, (unsigned long long)v, 1); }
 LLVMValueRef cg_i32(kiln_cg *cg, int32_t v) { return LLVMConstInt(cg->t_i32, (unsigned long long)(int64_t)v, 1); }
 LLVMValueRef cg_f32(kiln_cg *cg, double v) { return LLVMConstReal(cg->t_f32, (double)(float)v); }
-LLVMTypeRef cg_elem_type(kiln_cg *cg, kiln_dtype dt) { return dt == KILN_I32 ? cg->t_i32 : cg->t_f32; }
+/* f32 or i32 */
+static LLVMTypeRef cg_elem_type(kiln_cg *cg, kiln_dtype dt) { return dt == KILN_I32 ? cg->t_i32 : cg->t_f32; }
 
 static void add_enum_attr(kiln_cg *cg, LLVMValueRef fn, LLVMAttributeIndex where, const char *name)
 {
@@ -424,7 +425,8 @@ int64_t cg_span(const int64_t *dims, int from, int to)
 
 /* ---- threads -------------------------------------------------------------------------- */
 
-int64_t cg_parallel_parts(int64_t n_items, int64_t work_per_item)
+/* How many parts cg_parallel_for splits into: 1 (inline) or n_items. */
+static int64_t cg_parallel_parts(int64_t n_items, int64_t work_per_item)
 {
     /* below ~64k element-operations a kernel is cheaper than waking the pool (a few
      * microseconds); above it, split into at most KILN_CG_MAX_PARTS items so that every

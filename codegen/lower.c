@@ -136,12 +136,6 @@ void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, con
 
 LLVMValueRef lower_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch)
 {
-    return lower_kernel_with_layout(cg, gemm_cg, g, id, has_scratch, NULL);
-}
-
-LLVMValueRef lower_kernel_with_layout(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch,
-                                      const attn_layout *layout)
-{
     const kiln_node *n = &g->nodes[id];
     const lower_row *row = &kiln_lower_table[n->op];
     KILN_ASSERT(row->lower != NULL);
@@ -163,12 +157,7 @@ LLVMValueRef lower_kernel_with_layout(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_
         c.scratch = LLVMGetParam(c.fn, n_ptrs - 1);
         LLVMSetValueName2(c.scratch, "scratch", 7);
     }
-    if (layout) {
-        KILN_ASSERT(n->op == KILN_OP_ATTENTION);
-        lower_attention_with_layout(&c, layout);
-    } else {
-        row->lower(&c);
-    }
+    row->lower(&c);
     /* every lowering leaves the builder at the end of its body: close the function */
     if (row->can_fail) LLVMBuildRet(cg->b, cg_i32(cg, KILN_RC_OK));
     else LLVMBuildRetVoid(cg->b);

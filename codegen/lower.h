@@ -25,8 +25,6 @@ void cg_init_in_context(kiln_cg *cg, const kiln_target *t, LLVMContextRef ctx, c
 LLVMValueRef cg_i64(kiln_cg *cg, int64_t v);
 LLVMValueRef cg_i32(kiln_cg *cg, int32_t v);
 LLVMValueRef cg_f32(kiln_cg *cg, double v);
-/* f32 or i32 */
-LLVMTypeRef cg_elem_type(kiln_cg *cg, kiln_dtype dt);
 
 /* An internal function `name` returning `ret` (t_void or t_i32) with n_ptrs pointer
  * parameters, all noalias + nocapture, nounwind, noinline, tagged with the target; the
@@ -139,8 +137,6 @@ void cg_row_stats_f64(kiln_cg *cg, LLVMValueRef x, LLVMValueRef base, int64_t D,
 typedef void (*cg_par_body)(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals);
 void cg_parallel_for(kiln_cg *cg, const char *name, int64_t n_items, int64_t work_per_item,
                      const LLVMValueRef *vals, unsigned n_vals, cg_par_body body, void *user);
-/* How many parts cg_parallel_for splits into: 1 (inline) or n_items. */
-int64_t cg_parallel_parts(int64_t n_items, int64_t work_per_item);
 
 /* A loop nest (as cg_nest_begin) whose outermost dim is split across threads with
  * cg_parallel_for. body emits the innermost statement with vals[] (as in
@@ -281,10 +277,6 @@ int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, co
 /* A training step's dropout kernel, (out, x, step) → out (lower_dropout.c). */
 LLVMValueRef lower_dropout_train(kiln_cg *cg, const kiln_graph *g, uint32_t id, uint64_t dropout_seed);
 
-/* Copies a strided view of `src` (offset base + Σ idx·src_stride) into the row-major
- * result `dst` of type t (lower_layout.c; transpose, slice, broadcast, copies). */
-void lower_strided_copy(kiln_cg *cg, const kiln_type *t, LLVMValueRef dst, LLVMValueRef src, int64_t base,
-                        const int64_t *src_stride);
 
 /* The global holding a constant node's values ([bytes x i8], 64-byte aligned,
  * internal), created on first use. */
@@ -321,9 +313,6 @@ void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *
 LLVMValueRef lower_attention_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const attention_kernel *ak,
                                     bool has_scratch);
 bool attention_kernel_key(const kiln_graph *g, const attention_kernel *ak, bool has_scratch, char *buf, size_t size);
-/* lower_kernel for a forward attention node with operand strides (lower.c). */
-LLVMValueRef lower_kernel_with_layout(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, uint32_t id, bool has_scratch,
-                                      const attn_layout *layout);
 
 /* ---- lower_gemm_kernel.c: the schedule's GEMM kernels ----------------------------- */
 

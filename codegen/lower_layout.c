@@ -83,8 +83,10 @@ static void tiled_copy_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMVal
     for (int k = n + 1; k >= 0; k--) cg_loop_end(cg, &loops[k]);
 }
 
-void lower_strided_copy(kiln_cg *cg, const kiln_type *t, LLVMValueRef dst, LLVMValueRef src, int64_t base,
-                        const int64_t *src_stride)
+/* Copies a strided view of `src` (offset base + Σ idx·src_stride) into the row-major
+ * result `dst` of type t (transpose, slice, broadcast, copies). */
+static void lower_strided_copy(kiln_cg *cg, const kiln_type *t, LLVMValueRef dst, LLVMValueRef src, int64_t base,
+                               const int64_t *src_stride)
 {
     if (kiln_type_numel(t) == 0) return;
     int64_t dims[KILN_MAX_RANK], stride[2][KILN_MAX_RANK];

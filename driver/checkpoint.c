@@ -27,8 +27,10 @@
 #include "cli.h"
 #include "train.h"
 
-void ckpt_tensors(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
-                  kiln_tensor *out)
+/* Tensors viewing blob-resident values (parameters or optimizer state): names and
+ * shapes from the nodes, data at blob + offsets[i]. */
+static void ckpt_tensors(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
+                         kiln_tensor *out)
 {
     for (uint32_t i = 0; i < n; i++) {
         const kiln_node *node = &g->nodes[nodes[i]];

@@ -26,7 +26,9 @@ bool cli_parse_int(const char *s, int64_t *out)
     return true;
 }
 
-bool cli_parse_num(const char *s, double *out)
+/* A finite number in a form strtod reads ("1e-3", ".5", "-2"), without leading white
+ * space or '+', and nothing after it: "", "1x", "nan" and "inf" are refused. */
+static bool cli_parse_num(const char *s, double *out)
 {
     /* strtod's forms (1e-3, .5, -2) but not its leading white space or '+', and only a
      * finite value ("nan", "inf", or 1e999 overflowing to it, are refused) */
@@ -110,7 +112,10 @@ static void help_line(FILE *out, const char *left, const char *help)
     else fprintf(out, "  %s\n  %-28s  %s\n", left, "", help);
 }
 
-void cli_print_help(FILE *out, const char *usage, const cli_flag *flags, int n_flags)
+/* `kiln CMD --help`: the usage line, then one line per flag: the flag, its value's name
+ * (the word after it in the usage line, else N, X or VALUE by kind), its help. -D is
+ * listed when the usage line mentions it. */
+static void cli_print_help(FILE *out, const char *usage, const cli_flag *flags, int n_flags)
 {
     fprintf(out, "usage: %s\n\noptions:\n", usage ? usage : "kiln COMMAND");
     /* the command's own flags first, the compiler pipeline's (shared) after them */

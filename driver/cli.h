@@ -53,10 +53,6 @@ bool cli_parse_int(const char *s, int64_t *out);
 extern const char *cli_usage;
 /* Set by cli_parse when it printed the help. */
 extern bool cli_help_shown;
-/* `kiln CMD --help`: the usage line, then one line per flag: the flag, its value's name
- * (the word after it in the usage line, else N, X or VALUE by kind), its help. -D is
- * listed when the usage line mentions it. */
-void cli_print_help(FILE *out, const char *usage, const cli_flag *flags, int n_flags);
 
 /* The compiler pipeline's options for this run (passes/pipeline.c), set by the flags
  * every compiling command takes: --disable-pass NAME[,NAME…] and --dump-after NAME.
@@ -75,9 +71,6 @@ bool cli_pipeline_valid(kiln_diags *diags);
 bool cli_pipeline_runs(unsigned runs, const char *grads_flag, const char *step_flag, kiln_diags *diags);
 /* Prints a --dump-after text (if any) to stdout. */
 void cli_print_dump(const char *dump);
-/* A finite number in a form strtod reads ("1e-3", ".5", "-2"), without leading white
- * space or '+', and nothing after it: "", "1x", "nan" and "inf" are refused. */
-bool cli_parse_num(const char *s, double *out);
 
 /* One file a command reads or writes, for cli_files_distinct. */
 typedef struct cli_file {

@@ -47,7 +47,9 @@ uint64_t dist_hash(uint64_t h, const void *p, size_t n)
     return h;
 }
 
-int dist_launched_size(void)
+/* The world size the MPI launcher announced in the environment (OMPI_COMM_WORLD_SIZE,
+ * PMI_SIZE, PMIX… as Open MPI, MPICH and Slurm set them), or 0 when not launched. */
+static int dist_launched_size(void)
 {
     static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
@@ -65,8 +67,6 @@ int dist_launched_size(void)
 #include <stdatomic.h>
 #include <time.h>
 #include <unistd.h>
-
-bool dist_available(void) { return true; }
 
 typedef struct watchdog {
     pthread_t thread;
@@ -357,8 +357,6 @@ void dist_average_free(dist_average_op *op)
 }
 
 #else /* no MPI: one process */
-
-bool dist_available(void) { return false; }
 
 bool dist_init(dist *ds, bool required, double timeout, kiln_diags *d)
 {

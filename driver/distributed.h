@@ -22,13 +22,6 @@ typedef struct dist {
     void *watchdog;        /* private: the watchdog thread's state */
 } dist;
 
-/* Whether kiln was built with MPI. */
-bool dist_available(void);
-
-/* The world size the MPI launcher announced in the environment (OMPI_COMM_WORLD_SIZE,
- * PMI_SIZE, PMIX… as Open MPI, MPICH and Slurm set them), or 0 when not launched. */
-int dist_launched_size(void);
-
 /* Joins the job when started by an MPI launcher (or `required`: --distributed): MPI_Init,
  * rank and size, and a watchdog thread (over MPI_Init, which waits for every rank, then
  * over the steps' dist_* collectives). Otherwise a single process (rank 0 of 1). Fails

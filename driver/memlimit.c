@@ -30,7 +30,9 @@
 
 const char *limits_max_memory;
 
-bool limits_parse_bytes(const char *s, int64_t *out)
+/* "4096", "512K", "512M", "1.5G", "2T" (binary multiples; an optional trailing B or iB):
+ * false for anything else, zero, or a value over 2^62. */
+static bool limits_parse_bytes(const char *s, int64_t *out)
 {
     if (!s || !*s || isspace((unsigned char)*s) || *s == '-' || *s == '+') return false;
     errno = 0;
@@ -97,7 +99,10 @@ static int64_t cgroup_headroom(void)
     return max > cur ? max - cur : 0;
 }
 
-int64_t limits_budget(const char **source)
+/* The bytes kiln may allocate: --max-memory when given, else the memory available to
+ * this process (MemAvailable in /proc/meminfo, lowered by a cgroup v2 memory.max), or
+ * −1 when unknown. *source says which. */
+static int64_t limits_budget(const char **source)
 {
     int64_t v;
     if (limits_max_memory && limits_parse_bytes(limits_max_memory, &v)) {
@@ -122,7 +127,8 @@ int64_t limits_budget(const char **source)
     return avail;
 }
 
-const char *limits_format(int64_t n, char *buf, size_t cap)
+/* "1.5 GiB"-style text of n bytes into buf. */
+static const char *limits_format(int64_t n, char *buf, size_t cap)
 {
     static const char *unit[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
     double v = (double)n;
@@ -146,7 +152,10 @@ static void describe(const kiln_graph *g, uint32_t id, char *buf, size_t cap)
     else snprintf(buf, cap, "%s %s in %s", kiln_op_table[n->op].name, t, n->origin ? n->origin : "the step");
 }
 
-bool limits_check(const kiln_graph *g, int64_t need, const char *parts, const char *what, kiln_diags *d)
+/* Refuses (one diagnostic, false) a plan needing `need` bytes over the budget, naming the
+ * figure, its parts and the three largest tensors of g. `parts` is e.g.
+ * "parameters 40.0 MiB + workspace 1.2 GiB". */
+static bool limits_check(const kiln_graph *g, int64_t need, const char *parts, const char *what, kiln_diags *d)
 {
     const char *source;
     int64_t budget = limits_budget(&source);

@@ -237,11 +237,6 @@ bool dp_check_same(const dp_step *p, const char *text, size_t len, const char *s
 
 /* ---- checkpoint.c ------------------------------------------------------------------------ */
 
-/* Tensors viewing blob-resident values (parameters or optimizer state): names and
- * shapes from the nodes, data at blob + offsets[i]. */
-void ckpt_tensors(const kiln_graph *g, const uint32_t *nodes, uint32_t n, const int64_t *offsets, void *blob,
-                  kiln_tensor *out);
-
 /* Copies the tensors of f named like the nodes into the blob, checking shapes. With
  * found == NULL a missing tensor is an error; otherwise found[i] says whether node i
  * was in the file. */

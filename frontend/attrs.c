@@ -35,7 +35,8 @@ const char *fe_short(fe_ctx *c, const char *s)
     return fe_fmt(c, "%.*s...", (int)cut, s);
 }
 
-const char *fe_path(fe_ctx *c, const fe_node *n, const char *key)
+/* "path.key" ("path[0]" when key starts with '['; just key when path is empty). */
+static const char *fe_path(fe_ctx *c, const fe_node *n, const char *key)
 {
     if (!key) return n->path;
     key = fe_short(c, key);

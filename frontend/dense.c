@@ -60,7 +60,8 @@ bool fe_inputs_ok(const fe_node *n)
     return true;
 }
 
-uint32_t fe_linear_apply(fe_ctx *c, const fe_node *n, uint32_t x, uint32_t w, uint32_t b)
+/* x (…, in) · Wᵀ + b with W (out, in) and b (out) or KILN_NONE → (…, out). */
+static uint32_t fe_linear_apply(fe_ctx *c, const fe_node *n, uint32_t x, uint32_t w, uint32_t b)
 {
     if (x == KILN_NONE || w == KILN_NONE) return KILN_NONE;
     kiln_type xt = *fe_type(c, x);

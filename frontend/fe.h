@@ -104,8 +104,6 @@ bool fe_need_num(fe_ctx *c, fe_node *n, const char *key, double *out);
 /* `s` itself, or its first 60 bytes and "..." when it is longer than 80: a 1 MB key or
  * name in a hostile file must not make a 1 MB message. */
 const char *fe_short(fe_ctx *c, const char *s);
-/* "path.key" ("path[0]" when key starts with '['; just key when path is empty). */
-const char *fe_path(fe_ctx *c, const fe_node *n, const char *key);
 /* A short rendering of a JSON value for messages: "\"six\"", "1.5", "a list". */
 const char *fe_describe(fe_ctx *c, const cJSON *v);
 /* An exact integer within int64 (false for 1.5, 1e300, strings). */

@@ -28,8 +28,6 @@ int fe_layer_count(const fe_node *n);
 /* The init std of a residual output projection (.o, .fc2) in a stack of n_layers:
  * init.std/√(2·n_layers) when n_layers ≥ 1 (GPT-2), init.std when 0 (not a stack). */
 double fe_residual_std(fe_ctx *c, int n_layers);
-/* x (…, in) · Wᵀ + b with W (out, in) and b (out) or KILN_NONE → (…, out). */
-uint32_t fe_linear_apply(fe_ctx *c, const fe_node *n, uint32_t x, uint32_t w, uint32_t b);
 /* True when every resolved input exists (an earlier error gives KILN_NONE). */
 bool fe_inputs_ok(const fe_node *n);
 

@@ -29,7 +29,9 @@
 
 /* ---- which inputs carry gradients ------------------------------------------------------ */
 
-bool ad_differentiable(const kiln_graph *g, const kiln_node *n, uint32_t k)
+/* Whether input k of n can carry a gradient at all: the op has a rule, both values are
+ * f32, and k is not one of the op's index, target, mask or condition inputs. */
+static bool ad_differentiable(const kiln_graph *g, const kiln_node *n, uint32_t k)
 {
     if (!kiln_grad_rules[n->op]) return false;
     if (n->type.dtype != KILN_F32 || g->nodes[n->in[k]].type.dtype != KILN_F32) return false;

@@ -30,9 +30,6 @@ extern const ad_rule kiln_grad_rules[KILN_OP_COUNT];
 /* Ops that deliberately have no rule (grad_rules.c); every other op must have one. */
 extern const bool kiln_grad_none[KILN_OP_COUNT];
 
-/* Whether input k of n can carry a gradient at all: the op has a rule, both values are
- * f32, and k is not one of the op's index, target, mask or condition inputs. */
-bool ad_differentiable(const kiln_graph *g, const kiln_node *n, uint32_t k);
 /* Whether input k of n needs a gradient in this pass (it lies on a path to a wrt node). */
 bool ad_wants(const ad_ctx *c, const kiln_node *n, uint32_t k);
 /* Adds `grad` (of the input's type) to the cotangent of input k of n. */

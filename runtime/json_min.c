@@ -27,7 +27,8 @@ typedef struct parser {
 
 static int32_t parse_value(parser *p, int depth);
 
-void jm_line_col(const char *text, size_t at, int *line, int *col)
+/* 1-based line and column (in code points) of byte `at` of text. */
+static void jm_line_col(const char *text, size_t at, int *line, int *col)
 {
     *line = 1;
     *col = 1;

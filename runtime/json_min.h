@@ -80,9 +80,6 @@ int jm_parse(const char *text, size_t len, int32_t max_values, jm_doc *doc, jm_e
 
 void jm_free(jm_doc *doc);
 
-/* 1-based line and column (in code points) of byte `at` of text. */
-void jm_line_col(const char *text, size_t at, int *line, int *col);
-
 /* Length of the well-formed UTF-8 sequence starting at s (at most n bytes available),
  * or 0 if it is malformed (overlong, surrogate, beyond U+10FFFF, truncated). Shared
  * with the writer, which must not emit a header it would itself refuse to read. */
