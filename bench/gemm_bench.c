@@ -684,20 +684,20 @@ static void header(bool epi, const contender *cs, int n) {
 
 /* ---- the benchmark ------------------------------------------------------------------ */
 
-/* The library contenders of a mode: every OpenBLAS core for the plain GEMM, the given
- * one (the plain GEMM's fastest) with the epilogue; oneDNN. Returns how many. */
-static int library_contenders(contender *cs, bool epi, int blas_core) {
+/* The library contenders of a mode: every OpenBLAS core for the plain GEMM, best_core
+ * (the plain GEMM's fastest) with the epilogue; oneDNN. Returns how many. */
+static int library_contenders(contender *cs, bool epi, int best_core) {
     int n = 0;
 #ifdef KILN_HAVE_OPENBLAS
     for (int c = 0; c < g_n_cores && (g_libs & LIB_OPENBLAS); c++) {
-        if (epi && c != blas_core) continue;
+        if (epi && c != best_core) continue;
         cs[n] = (contender){.kind = OPENBLAS, .core = c, .epi = epi};
         if (epi) snprintf(cs[n].name, sizeof cs[n].name, "OB+pass");
         else snprintf(cs[n].name, sizeof cs[n].name, "OB %s", g_cores[c].name);
         n++;
     }
 #else
-    (void)epi, (void)blas_core;
+    (void)epi, (void)best_core;
 #endif
 #ifdef KILN_HAVE_ONEDNN
     if (g_libs & LIB_ONEDNN) {

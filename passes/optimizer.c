@@ -175,7 +175,7 @@ static step_scalars scalars_for(opt_ctx *c, const kiln_optim_config *cfg, uint32
     return s;
 }
 
-bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *grads, uint32_t n,
+bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *grads, uint32_t n_params,
                       const kiln_optim_config *cfg, kiln_optim_result *out, kiln_diags *d)
 {
     memset(out, 0, sizeof *out);
@@ -190,15 +190,15 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
             return false;
         }
     }
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < n_params; i++) {
         KILN_ASSERT(params[i] < g->n_nodes && g->nodes[params[i]].op == KILN_OP_PARAM);
         KILN_ASSERT(grads[i] < g->n_nodes && kiln_type_equal(&g->nodes[grads[i]].type, &g->nodes[params[i]].type));
     }
 
-    param_plan *pp = calloc(n ? n : 1, sizeof *pp);
-    step_scalars *ss = calloc(n ? n : 1, sizeof *ss);
+    param_plan *pp = calloc(n_params ? n_params : 1, sizeof *pp);
+    step_scalars *ss = calloc(n_params ? n_params : 1, sizeof *ss);
     KILN_ASSERT(pp && ss);
-    for (uint32_t i = 0; i < n; i++) {
+    for (uint32_t i = 0; i < n_params; i++) {
         pp[i] = plan_param(cfg, g->nodes[params[i]].attrs.name);
         if (pp[i].trained && is_zero_grad(g, grads[i])) pp[i].trained = false;
         out->n_trained += pp[i].trained;
@@ -219,7 +219,7 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
     uint32_t coef = KILN_NONE;
     if (cfg->grad_clip > 0 && out->n_trained > 0) {
         uint32_t total = KILN_NONE;
-        for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t i = 0; i < n_params; i++) {
             if (!pp[i].trained) continue;
             uint32_t s = sum_squares(&c, grads[i]);
             total = total == KILN_NONE ? s : op2(&c, KILN_OP_ADD, total, s);
@@ -242,7 +242,7 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
     }
 
     /* per-group scalars, shared by the group's parameters */
-    for (uint32_t i = 0; i < n && !c.failed; i++) {
+    for (uint32_t i = 0; i < n_params && !c.failed; i++) {
         if (!pp[i].trained) continue;
         uint32_t j = 0;
         while (j < i && !(pp[j].trained && pp[j].lr_scale == pp[i].lr_scale &&
@@ -251,7 +251,7 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
         ss[i] = j < i ? ss[j] : scalars_for(&c, cfg, out->lr, one, step_div, &pp[i]);
     }
 
-    for (uint32_t i = 0; i < n && !c.failed; i++) {
+    for (uint32_t i = 0; i < n_params && !c.failed; i++) {
         if (!pp[i].trained) continue;
         uint32_t p = params[i];
         const char *name = g->nodes[p].attrs.name; /* arena-owned: stays put */

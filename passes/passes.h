@@ -337,7 +337,7 @@ typedef struct kiln_optim_result {
     uint32_t n_states;          /* STATE nodes in g (optimizer-blob order = node order) */
 } kiln_optim_result;
 
-bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *grads, uint32_t n,
+bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *grads, uint32_t n_params,
                       const kiln_optim_config *cfg, kiln_optim_result *out, kiln_diags *d);
 
 /* ---- pipeline.c: the stages every compilation goes through ---------------------------------
