@@ -30,16 +30,15 @@
  * nodes: the gradient graph writes them as updates (usually computed in place), the
  * update graph reads them where the fused step reads the backward's values.
  *
- * Which parameters are trained is decided once, on the gradient graph: not frozen, and a
- * gradient that is not autodiff's zeros constant — the fused step's rule, so the split
- * step trains the same tensors and has the same optimizer state names (checkpoints are
- * interchangeable).
+ * Which parameters are trained is decided once, on the gradient graph, by the fused
+ * step's rule (kiln_optim_trained: not frozen, and a gradient that is not autodiff's
+ * zeros constant), so the split step trains the same tensors and has the same optimizer
+ * state names (checkpoints are interchangeable).
  *
  * The gradient graph is a stateful entry (codegen.h) with dropout on; the update graph a
  * training entry without inputs. Computed separately, the two entries give the fused
  * step's result within float rounding (kernels are fused differently across the split).
  */
-#include <fnmatch.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,24 +46,6 @@
 #include "cli.h"
 #include "passes.h"
 #include "train.h"
-
-static bool frozen(const kiln_train_config *t, const char *name)
-{
-    for (int i = 0; i < t->n_freeze; i++)
-        if (fnmatch(t->freeze[i], name, 0) == 0) return true;
-    return false;
-}
-
-/* Whether a gradient node is a zeros constant (the loss does not depend on the parameter). */
-static bool zero_grad(const kiln_graph *g, uint32_t id)
-{
-    const kiln_node *n = &g->nodes[id];
-    if (n->op != KILN_OP_CONSTANT || n->type.dtype != KILN_F32 || !n->attrs.values) return false;
-    const float *v = n->attrs.values;
-    for (int64_t i = 0; i < n->attrs.n_values; i++)
-        if (v[i] != 0.0f) return false;
-    return true;
-}
 
 static uint32_t add_state(kiln_graph *g, const char *name, const kiln_type *t, kiln_diags *d)
 {
@@ -94,10 +75,13 @@ static bool grad_backward(kiln_model *m, train_split *s, uint32_t **grads, kiln_
     cli_print_dump(res.dump);
     kiln_train_result_free(&res);
     if (!ok) return false;
+    kiln_optim_group *groups = NULL;
+    kiln_optim_config cfg = train_optim_config(&m->train, &groups);
     for (uint32_t i = 0; i < n; i++) {
-        s->trained[i] = !frozen(&m->train, g->nodes[m->params[i]].attrs.name) && !zero_grad(g, (*grads)[i]);
+        s->trained[i] = kiln_optim_trained(g, &cfg, m->params[i], (*grads)[i]);
         s->n_grads += s->trained[i];
     }
+    free(groups);
     return true;
 }
 

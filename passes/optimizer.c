@@ -134,18 +134,26 @@ static bool is_zero_grad(const kiln_graph *g, uint32_t id)
 
 static bool matches(const char *glob, const char *name) { return fnmatch(glob, name, 0) == 0; }
 
-/* Per-parameter settings from freeze and groups (first matching group wins). */
+bool kiln_optim_trained(const kiln_graph *g, const kiln_optim_config *cfg, uint32_t param, uint32_t grad)
+{
+    const char *name = g->nodes[param].attrs.name;
+    for (int i = 0; i < cfg->n_freeze; i++)
+        if (matches(cfg->freeze[i], name)) return false;
+    return !is_zero_grad(g, grad);
+}
+
+/* Per-parameter settings: whether it is trained (kiln_optim_trained), and its group's
+ * (the first matching group wins). */
 typedef struct param_plan {
     bool trained;
     double lr_scale, weight_decay;
     int group;   /* index of its group, or -1 */
 } param_plan;
 
-static param_plan plan_param(const kiln_optim_config *cfg, const char *name)
+static param_plan plan_param(const kiln_graph *g, const kiln_optim_config *cfg, uint32_t param, uint32_t grad)
 {
-    param_plan pp = {true, 1.0, cfg->weight_decay, -1};
-    for (int i = 0; i < cfg->n_freeze; i++)
-        if (matches(cfg->freeze[i], name)) pp.trained = false;
+    const char *name = g->nodes[param].attrs.name;
+    param_plan pp = {kiln_optim_trained(g, cfg, param, grad), 1.0, cfg->weight_decay, -1};
     for (int i = 0; i < cfg->n_groups && pp.group < 0; i++)
         if (matches(cfg->groups[i].match, name)) {
             pp.group = i;
@@ -199,8 +207,7 @@ bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *gra
     step_scalars *ss = calloc(n_params ? n_params : 1, sizeof *ss);
     KILN_ASSERT(pp && ss);
     for (uint32_t i = 0; i < n_params; i++) {
-        pp[i] = plan_param(cfg, g->nodes[params[i]].attrs.name);
-        if (pp[i].trained && is_zero_grad(g, grads[i])) pp[i].trained = false;
+        pp[i] = plan_param(g, cfg, params[i], grads[i]);
         out->n_trained += pp[i].trained;
     }
 

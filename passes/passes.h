@@ -302,14 +302,15 @@ bool kiln_recompute_light(kiln_graph *g, uint32_t n_forward, uint32_t *map, kiln
 
 /* ---- optimizer.c: the optimizer update as IR -------------------------------------------
  *
- * Appends to g the training step's update of the parameters params[0..n) given their
- * gradient nodes grads[0..n) (from kiln_autodiff): global-norm clipping, then AdamW or
+ * Appends to g the training step's update of the parameters params[0..n_params) given
+ * their gradient nodes grads[0..n_params) (from kiln_autodiff): global-norm clipping, then AdamW or
  * SGD with momentum as PyTorch computes them (formulas in optimizer.c and
  * docs/training.md), and records every new value as one of g's updates. The learning
  * rate is a new rank-0 f32 INPUT node named "lr" (the caller computes the schedule);
  * optimizer state is new STATE nodes (optim.step, optim.m.NAME, …) whose blob starts
- * zeroed. Frozen parameters and parameters with a zeros-constant gradient are left alone.
- * The settings are plain data, so passes need not know model files. */
+ * zeroed. Only the parameters kiln_optim_trained accepts are updated: frozen ones and
+ * ones with a zeros-constant gradient are left alone. The settings are plain data, so
+ * passes need not know model files. */
 
 typedef enum kiln_optim_kind { KILN_OPTIM_ADAMW, KILN_OPTIM_SGD } kiln_optim_kind;
 
@@ -339,6 +340,13 @@ typedef struct kiln_optim_result {
 
 bool kiln_optim_build(kiln_graph *g, const uint32_t *params, const uint32_t *grads, uint32_t n_params,
                       const kiln_optim_config *cfg, kiln_optim_result *out, kiln_diags *d);
+
+/* Whether parameter node `param` with gradient node `grad` is trained: no freeze glob of
+ * cfg matches its name, and its gradient is not autodiff's zeros constant (the loss does
+ * not depend on it: torch's None gradient). The one rule for the fused step
+ * (kiln_optim_build) and the split one (driver/trainsplit.c), which must train the same
+ * tensors and so keep the same optimizer state. */
+bool kiln_optim_trained(const kiln_graph *g, const kiln_optim_config *cfg, uint32_t param, uint32_t grad);
 
 /* ---- pipeline.c: the stages every compilation goes through ---------------------------------
  *
