@@ -381,6 +381,11 @@ char *kiln_header_with_clash_check(char *text, const char *name);
  * header's parts build their text with it). */
 void kiln_header_add(char **s, size_t *len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* s upper-cased into out (at most size − 1 bytes, then '\0'): the macro prefix NAME_ of
+ * every part of a header, and argument names in macros. ASCII letters only, whatever the
+ * locale, so the parts always agree on the prefix. */
+void kiln_header_upper(const char *s, char *out, size_t size);
+
 /* The header's generation part (header_generate.c): sizes and prototypes of NAME_prefill
  * and NAME_decode_step, malloc'd. */
 char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_memplan *prefill_plan,

@@ -66,10 +66,10 @@ static void add(text *t, const char *fmt, ...)
     t->len += (size_t)n;
 }
 
-static void upper(const char *s, char *out, size_t size)
+void kiln_header_upper(const char *s, char *out, size_t size)
 {
     size_t i = 0;
-    for (; s[i] && i + 1 < size; i++) out[i] = (char)toupper((unsigned char)s[i]);
+    for (; s[i] && i + 1 < size; i++) out[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 'a' + 'A' : s[i]);
     out[i] = '\0';
 }
 
@@ -131,7 +131,7 @@ static void arg_name(const char *name, char names[][64], int k)
 /* Macro k's infix: argument name `arg` upper-cased, distinct from macros[0..k). */
 static void macro_name(const char *arg, char macros[][64], int k)
 {
-    upper(arg, macros[k], 63);
+    kiln_header_upper(arg, macros[k], 63);
     size_t n = strlen(macros[k]);
     for (bool clash = true; clash && n < 63;) {
         clash = false;
@@ -190,7 +190,7 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
     const kiln_graph *g = req->g;
     const char *name = req->name ? req->name : g->name;
     char up[256];
-    upper(name, up, sizeof up);
+    kiln_header_upper(name, up, sizeof up);
     uint32_t n_args = req->n_inputs + g->n_outputs;
     char(*names)[64] = calloc(n_args ? n_args : 1, sizeof *names);
     KILN_ASSERT(names != NULL);
@@ -350,7 +350,7 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
 char *kiln_header_with_clash_check(char *header, const char *name)
 {
     char prefix[300];
-    upper(name, prefix + strlen("#define "), sizeof prefix - 16);
+    kiln_header_upper(name, prefix + strlen("#define "), sizeof prefix - 16);
     memcpy(prefix, "#define ", strlen("#define "));
     strcat(prefix, "_");
     size_t plen = strlen(prefix);

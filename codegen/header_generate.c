@@ -40,9 +40,7 @@ char *kiln_header_generate_text(const kiln_compile_request *prefill, const kiln_
 {
     const char *name = prefill->name ? prefill->name : prefill->g->name;
     char up[256];
-    size_t i = 0;
-    for (; name[i] && i + 1 < sizeof up; i++) up[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : name[i]);
-    up[i] = 0;
+    kiln_header_upper(name, up, sizeof up);
     const kiln_type *tokens = &prefill->g->nodes[prefill->inputs[0]].type;      /* (1, context) */
     const kiln_type *logits = &step->g->nodes[step->g->outputs[0].node].type;   /* (1, 1, vocab) */
     int64_t context = tokens->dims[1], vocab = logits->dims[logits->rank - 1], source = 0;

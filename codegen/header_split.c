@@ -24,9 +24,7 @@ char *kiln_header_split_text(const kiln_compile_request *grad, const kiln_mempla
 {
     const char *name = grad->name ? grad->name : grad->g->name;
     char up[256];
-    size_t i = 0;
-    for (; name[i] && i + 1 < sizeof up; i++) up[i] = (char)(name[i] >= 'a' && name[i] <= 'z' ? name[i] - 32 : name[i]);
-    up[i] = 0;
+    kiln_header_upper(name, up, sizeof up);
     int64_t ws = (grad_plan->workspace_bytes > apply_plan->workspace_bytes ? grad_plan->workspace_bytes
                                                                            : apply_plan->workspace_bytes) +
                  KILN_WORKSPACE_SLACK;
