@@ -952,6 +952,29 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     return function_end(&g);
 }
 
+void gemm_function_begin(gen *g, const char *name, const kiln_gemm_epilogue *e, LLVMValueRef ops[7]) {
+    LLVMTypeRef params[7] = {g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr};
+    const char *names[7] = {"a", "b", "c", "scratch"};
+    unsigned n_params = 4, at_bias = 0, at_p = 0, at_r = 0;
+    if (e && e->bias) at_bias = n_params, names[n_params++] = "bias";
+    if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
+    if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
+    LLVMValueRef fn;
+    bool fresh = function_begin(g, name, n_params, params, names, &fn);
+    assert(fresh);  /* the callers looked the name up first */
+    (void)fresh;
+    /* the operands only read (nocapture noalias from function_begin) */
+    add_attr(g, 1, "readonly");
+    add_attr(g, 2, "readonly");
+    if (at_bias) add_attr(g, at_bias + 1, "readonly");
+    if (at_r) add_attr(g, at_r + 1, "readonly");
+    LLVMValueRef null = LLVMConstPointerNull(g->ptr);
+    for (unsigned i = 0; i < 4; i++) ops[i] = param(g, i);
+    ops[4] = at_bias ? param(g, at_bias) : null;
+    ops[5] = at_p ? param(g, at_p) : null;
+    ops[6] = at_r ? param(g, at_r) : null;
+}
+
 /* kiln_parallel_for(part, ctx, parts) (gemm_small.c's split) */
 void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts) {
     LLVMTypeRef pf_params[] = {g->ptr, g->ptr, g->i64};
@@ -1015,28 +1038,15 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
     LLVMValueRef loops_alone = claims ? NULL : alone_nest(g, s, e);
     LLVMValueRef zero_tile = e && !work && s->m > 0 && s->n > 0 ? epi_tile_function(g, e, false, false) : NULL;
 
-    /* void NAME(const float *a, const float *b, float *c, float *scratch, [bias], [p], [r]):
-     * the shape's constants passed to the shared loop nest, zeros (or their epilogue) for
-     * k = 0, nothing for m·n = 0. */
-    LLVMTypeRef params[7] = {g.ptr, g.ptr, g.ptr, g.ptr};
-    const char *names[7] = {"a", "b", "c", "scratch"};
-    unsigned n_params = 4, at_bias = 0, at_p = 0, at_r = 0;
-    if (e && e->bias) at_bias = n_params, names[n_params++] = "bias";
-    if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
-    if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
-    for (unsigned i = 4; i < n_params; i++) params[i] = g.ptr;
     LLVMValueRef loops_parts = claims ? loops_nest(g, s->trans_a, s->trans_b, e, false, claim == CLAIM_M,
                                                    a_rows_for(g.t, s, claim == CLAIM_M), claim)
                                : parts_bo ? loops_alone : loops;
     LLVMValueRef part = parted ? part_function(g, s, e, name, loops_parts) : NULL;  /* own builder */
-    function_begin(&g, name, n_params, params, names, &existing);
-    add_attr(&g, 1, "readonly");
-    add_attr(&g, 2, "readonly");
-    if (at_bias) add_attr(&g, at_bias + 1, "readonly");
-    if (at_r) add_attr(&g, at_r + 1, "readonly");
-    LLVMValueRef null = LLVMConstPointerNull(g.ptr);
-    LLVMValueRef bias = at_bias ? param(&g, at_bias) : null, p = at_p ? param(&g, at_p) : null;
-    LLVMValueRef r = at_r ? param(&g, at_r) : null;
+    /* void NAME(a, b, c, scratch, [bias], [p], [r]): the shape's constants passed to the
+     * shared loop nest, zeros (or their epilogue) for k = 0, nothing for m·n = 0. */
+    LLVMValueRef ops[7];
+    gemm_function_begin(&g, name, e, ops);
+    LLVMValueRef bias = ops[4], p = ops[5], r = ops[6];
     if (part) {
         /* kiln_parallel_for(part, &{a, b, c, scratch[, bias, p, r][, next]}, parts). The
          * operands' nocapture still holds: the pool forgets them before kiln_parallel_for

@@ -281,6 +281,12 @@ bool gemm_epi_staged(const kiln_gemm_epilogue *e);
 void gemm_write_epilogue_staged(gen *g, const kiln_gemm_epilogue *e, LLVMValueRef sum[][NV], LLVMValueRef stage,
                                 const epi_ptrs *at_, LLVMValueRef rows, LLVMValueRef cols, bool masked);
 
+/* gemm.c: starts a product's function void name(const float *a, const float *b,
+ * float *c, float *scratch, [bias], [pre_out], [residual]) — the epilogue steps e has, in
+ * that order; a, b, bias and residual readonly — and sets ops to a, b, c, scratch, bias,
+ * pre_out, residual (NULL constants for the absent ones). As function_begin, for a name
+ * the module does not have yet. */
+void gemm_function_begin(gen *g, const char *name, const kiln_gemm_epilogue *e, LLVMValueRef ops[7]);
 /* gemm.c: a kiln_parallel_for call. */
 void gemm_parallel_for_call(gen *g, LLVMValueRef part, LLVMValueRef ctx, int64_t parts);
 

@@ -258,21 +258,8 @@ LLVMValueRef gemm_small(gen g, const kiln_gemm_shape *s, const kiln_gemm_epilogu
     LLVMValueRef small = small_function(g, (int)s->m, s->trans_a, s->trans_b, e);  /* own builder */
     gemm_split sp = gemm_split_for(g.t, s);
     LLVMValueRef part = sp.parts > 1 ? small_part_function(g, s, e, name, small) : NULL;
-    LLVMTypeRef params[7] = {g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr, g.ptr};
-    const char *names[7] = {"a", "b", "c", "scratch"};
-    unsigned n_params = 4, at_bias = 0, at_p = 0, at_r = 0;
-    if (e && e->bias) at_bias = n_params, names[n_params++] = "bias";
-    if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
-    if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
-    LLVMValueRef fn;
-    function_begin(&g, name, n_params, params, names, &fn);
-    add_attr(&g, 1, "readonly");
-    add_attr(&g, 2, "readonly");
-    if (at_bias) add_attr(&g, at_bias + 1, "readonly");
-    if (at_r) add_attr(&g, at_r + 1, "readonly");
-    LLVMValueRef null = LLVMConstPointerNull(g.ptr);
-    LLVMValueRef ptrs[7] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), at_bias ? param(&g, at_bias) : null,
-                            at_p ? param(&g, at_p) : null, at_r ? param(&g, at_r) : null};
+    LLVMValueRef ptrs[7];
+    gemm_function_begin(&g, name, e, ptrs);
     if (part) {
         LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, 7);
         LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
