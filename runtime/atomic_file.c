@@ -3,34 +3,18 @@
 #define _FILE_OFFSET_BITS 64
 
 #include "atomic_file.h"
+#include "rt_error.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
-
-static int fail(kiln_rt_error *err, const char *path, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(kiln_rt_error *err, const char *path, const char *fmt, ...)
-{
-    size_t cap = sizeof err->msg;
-    int k = snprintf(err->msg, cap, "%s: ", path);
-    if (k >= 0 && (size_t)k < cap) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg + k, cap - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* The directory part of path ("." when there is none), malloc'd; NULL when out of memory. */
 static char *dir_of(const char *path)
@@ -86,7 +70,7 @@ int kiln_atomic_begin(kiln_atomic_file *f, const char *path, kiln_rt_error *err)
     if (!err) err = &ignored;
     f->fd = -1;
     f->path = f->tmp = NULL;
-    if (!path || !path[0]) return fail(err, "(no file name)", "empty file name");
+    if (!path || !path[0]) return kiln_rt_fail(err, "(no file name)", NULL, "empty file name");
     kiln_atomic_clean(path);
 
     static atomic_uint counter; /* keeps threads of one process apart */
@@ -95,7 +79,7 @@ int kiln_atomic_begin(kiln_atomic_file *f, const char *path, kiln_rt_error *err)
     f->tmp = malloc(cap);
     if (!f->path || !f->tmp) {
         kiln_atomic_abort(f);
-        return fail(err, path, "out of memory");
+        return kiln_rt_fail(err, path, NULL, "out of memory");
     }
     for (int attempt = 0; attempt < 100 && f->fd < 0; attempt++) {
         snprintf(f->tmp, cap, "%s.tmp.%ld.%u", path, (long)getpid(), atomic_fetch_add(&counter, 1));
@@ -104,7 +88,7 @@ int kiln_atomic_begin(kiln_atomic_file *f, const char *path, kiln_rt_error *err)
     }
     if (f->fd < 0) {
         int saved = errno;
-        fail(err, path, "cannot create temporary file '%s': %s", f->tmp, strerror(saved));
+        kiln_rt_fail(err, path, NULL, "cannot create temporary file '%s': %s", f->tmp, strerror(saved));
         free(f->tmp); /* nothing was created: nothing to unlink */
         f->tmp = NULL;
         kiln_atomic_abort(f);
@@ -117,7 +101,7 @@ int kiln_atomic_write(kiln_atomic_file *f, const void *data, size_t n, kiln_rt_e
 {
     kiln_rt_error ignored;
     if (!err) err = &ignored;
-    if (f->fd < 0) return fail(err, f->path ? f->path : "(no file)", "write to a file that is not open");
+    if (f->fd < 0) return kiln_rt_fail(err, f->path ? f->path : "(no file)", NULL, "write to a file that is not open");
     const char *p = data;
     while (n > 0) {
         size_t step = n < (1u << 30) ? n : (1u << 30);
@@ -125,7 +109,7 @@ int kiln_atomic_write(kiln_atomic_file *f, const void *data, size_t n, kiln_rt_e
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             int saved = w < 0 ? errno : ENOSPC;
-            fail(err, f->path, "writing temporary file '%s' failed: %s", f->tmp, strerror(saved));
+            kiln_rt_fail(err, f->path, NULL, "writing temporary file '%s' failed: %s", f->tmp, strerror(saved));
             kiln_atomic_abort(f);
             return -1;
         }
@@ -152,7 +136,7 @@ int kiln_atomic_commit(kiln_atomic_file *f, kiln_rt_error *err)
 {
     kiln_rt_error ignored;
     if (!err) err = &ignored;
-    if (f->fd < 0) return fail(err, f->path ? f->path : "(no file)", "commit of a file that is not open");
+    if (f->fd < 0) return kiln_rt_fail(err, f->path ? f->path : "(no file)", NULL, "commit of a file that is not open");
     const char *failed = NULL;
     int saved = 0;
     if (fsync(f->fd) != 0) failed = "syncing", saved = errno;
@@ -160,7 +144,7 @@ int kiln_atomic_commit(kiln_atomic_file *f, kiln_rt_error *err)
     f->fd = -1;
     if (!failed && rename(f->tmp, f->path) != 0) failed = "renaming", saved = errno;
     if (failed) {
-        fail(err, f->path, "%s temporary file '%s' failed: %s", failed, f->tmp, strerror(saved));
+        kiln_rt_fail(err, f->path, NULL, "%s temporary file '%s' failed: %s", failed, f->tmp, strerror(saved));
         kiln_atomic_abort(f);
         return -1;
     }

@@ -29,7 +29,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,32 +38,13 @@
 
 #include "atomic_file.h"
 #include "json_min.h"
+#include "rt_error.h"
 #include "kiln/runtime.h"
 
 /* Hugging Face's reader uses the same cap; real headers are kilobytes. */
 #define ST_MAX_HEADER 100000000ull
 /* Conversion chunk: a multiple of every element size. */
 #define ST_CHUNK (1u << 20)
-
-/* ---- errors ------------------------------------------------------------------------ */
-
-/* Formats "path: [tensor 'name': ]message" into err and returns -1, so that every
- * failure site is one `return fail(...)`. */
-static int fail(kiln_rt_error *err, const char *path, const char *tensor, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(kiln_rt_error *err, const char *path, const char *tensor, const char *fmt, ...) {
-    size_t cap = sizeof err->msg;
-    int k = tensor ? snprintf(err->msg, cap, "%s: tensor '%s': ", path, tensor)
-                   : snprintf(err->msg, cap, "%s: ", path);
-    if (k >= 0 && (size_t)k < cap) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err->msg + k, cap - (size_t)k, fmt, ap);
-        va_end(ap);
-    }
-    return -1;
-}
 
 /* ---- dtypes ------------------------------------------------------------------------ */
 
@@ -251,7 +231,7 @@ static void format_shape(const int64_t *shape, int rank, char *out, size_t cap) 
 
 static int parse_dtype(reader *r, const char *name, const jm_value *v, st_kind *kind) {
     if (v->kind != JM_STRING)
-        return fail(r->err, r->path, name, "dtype must be a string, got %s", kind_name(v));
+        return kiln_rt_fail(r->err, r->path, name, "dtype must be a string, got %s", kind_name(v));
     for (int k = 0; k < ST_KIND_COUNT; k++)
         if (strcmp(v->str, DTYPES[k].name) == 0) {
             *kind = (st_kind)k;
@@ -259,28 +239,28 @@ static int parse_dtype(reader *r, const char *name, const jm_value *v, st_kind *
         }
     for (size_t k = 0; k < sizeof REFUSED_DTYPES / sizeof REFUSED_DTYPES[0]; k++)
         if (strcmp(v->str, REFUSED_DTYPES[k]) == 0)
-            return fail(r->err, r->path, name,
-                        "dtype %s is not supported (kiln loads F32, F16, BF16, F64 and "
-                        "integer dtypes)",
-                        v->str);
-    return fail(r->err, r->path, name, "unknown dtype '%s'", v->str);
+            return kiln_rt_fail(r->err, r->path, name,
+                                "dtype %s is not supported (kiln loads F32, F16, BF16, F64 and "
+                                "integer dtypes)",
+                                v->str);
+    return kiln_rt_fail(r->err, r->path, name, "unknown dtype '%s'", v->str);
 }
 
 static int parse_shape(reader *r, const char *name, const jm_value *v, st_entry *e) {
     const jm_value *all = r->doc.v;
     if (v->kind != JM_ARRAY)
-        return fail(r->err, r->path, name, "shape must be an array, got %s", kind_name(v));
+        return kiln_rt_fail(r->err, r->path, name, "shape must be an array, got %s", kind_name(v));
     if (v->count > KILN_MAX_RANK)
-        return fail(r->err, r->path, name, "rank %d exceeds the maximum of %d", v->count,
-                    KILN_MAX_RANK);
+        return kiln_rt_fail(r->err, r->path, name, "rank %d exceeds the maximum of %d", v->count,
+                            KILN_MAX_RANK);
     e->rank = v->count;
     int d = 0;
     for (int32_t c = v->first; c >= 0; c = all[c].next, d++) {
         if (all[c].kind != JM_NUMBER || !all[c].is_int)
-            return fail(r->err, r->path, name, "shape[%d] is not an integer in the int64 range", d);
+            return kiln_rt_fail(r->err, r->path, name, "shape[%d] is not an integer in the int64 range", d);
         if (signbit(all[c].dbl)) /* "-0" too, as params.c, which reads digits only */
-            return fail(r->err, r->path, name, "shape[%d] is negative (%lld)", d,
-                        (long long)all[c].num);
+            return kiln_rt_fail(r->err, r->path, name, "shape[%d] is negative (%lld)", d,
+                                (long long)all[c].num);
         e->shape[d] = all[c].num;
     }
     /* numel * element size must fit int64: overflow is checked on the non-zero dims, so
@@ -294,7 +274,7 @@ static int parse_shape(reader *r, const char *name, const jm_value *v, st_entry 
         } else if (nonzero > limit / e->shape[d]) {
             char s[128];
             format_shape(e->shape, e->rank, s, sizeof s);
-            return fail(r->err, r->path, name, "shape %s has too many elements", s);
+            return kiln_rt_fail(r->err, r->path, name, "shape %s has too many elements", s);
         } else {
             nonzero *= e->shape[d];
         }
@@ -306,21 +286,21 @@ static int parse_shape(reader *r, const char *name, const jm_value *v, st_entry 
 static int parse_offsets(reader *r, const char *name, const jm_value *v, st_entry *e) {
     const jm_value *all = r->doc.v;
     if (v->kind != JM_ARRAY || v->count != 2)
-        return fail(r->err, r->path, name, "data_offsets must be an array of two integers");
+        return kiln_rt_fail(r->err, r->path, name, "data_offsets must be an array of two integers");
     const jm_value *b = &all[v->first], *en = &all[b->next];
     if (b->kind != JM_NUMBER || !b->is_int || signbit(b->dbl) || en->kind != JM_NUMBER || !en->is_int ||
         signbit(en->dbl)) /* "-0" too, as params.c */
-        return fail(r->err, r->path, name, "data_offsets must be two non-negative integers");
+        return kiln_rt_fail(r->err, r->path, name, "data_offsets must be two non-negative integers");
     e->begin = (uint64_t)b->num;
     e->end = (uint64_t)en->num;
     if (e->begin > e->end)
-        return fail(r->err, r->path, name, "data_offsets [%llu, %llu]: begin is after end",
-                    (unsigned long long)e->begin, (unsigned long long)e->end);
+        return kiln_rt_fail(r->err, r->path, name, "data_offsets [%llu, %llu]: begin is after end",
+                            (unsigned long long)e->begin, (unsigned long long)e->end);
     if (e->end > r->data_size)
-        return fail(r->err, r->path, name,
-                    "data_offsets [%llu, %llu] end past the data section (%llu bytes)",
-                    (unsigned long long)e->begin, (unsigned long long)e->end,
-                    (unsigned long long)r->data_size);
+        return kiln_rt_fail(r->err, r->path, name,
+                            "data_offsets [%llu, %llu] end past the data section (%llu bytes)",
+                            (unsigned long long)e->begin, (unsigned long long)e->end,
+                            (unsigned long long)r->data_size);
     return 0;
 }
 
@@ -330,23 +310,23 @@ static int parse_entry(reader *r, const jm_value *v, st_entry *e) {
     const jm_value *all = r->doc.v;
     memset(e, 0, sizeof *e); /* shape entries past rank stay 0 */
     e->name = name;
-    if (name[0] == '\0') return fail(r->err, r->path, NULL, "a tensor has an empty name");
+    if (name[0] == '\0') return kiln_rt_fail(r->err, r->path, NULL, "a tensor has an empty name");
     if (v->kind != JM_OBJECT)
-        return fail(r->err, r->path, name,
-                    "expected an object with dtype, shape and data_offsets, got %s", kind_name(v));
+        return kiln_rt_fail(r->err, r->path, name,
+                            "expected an object with dtype, shape and data_offsets, got %s", kind_name(v));
     const jm_value *dtype = NULL, *shape = NULL, *offsets = NULL;
     for (int32_t c = v->first; c >= 0; c = all[c].next) {
         const jm_value **slot;
         if (strcmp(all[c].key, "dtype") == 0) slot = &dtype;
         else if (strcmp(all[c].key, "shape") == 0) slot = &shape;
         else if (strcmp(all[c].key, "data_offsets") == 0) slot = &offsets;
-        else return fail(r->err, r->path, name, "unknown field '%s'", all[c].key);
-        if (*slot) return fail(r->err, r->path, name, "field '%s' appears twice", all[c].key);
+        else return kiln_rt_fail(r->err, r->path, name, "unknown field '%s'", all[c].key);
+        if (*slot) return kiln_rt_fail(r->err, r->path, name, "field '%s' appears twice", all[c].key);
         *slot = &all[c];
     }
-    if (!dtype) return fail(r->err, r->path, name, "missing field 'dtype'");
-    if (!shape) return fail(r->err, r->path, name, "missing field 'shape'");
-    if (!offsets) return fail(r->err, r->path, name, "missing field 'data_offsets'");
+    if (!dtype) return kiln_rt_fail(r->err, r->path, name, "missing field 'dtype'");
+    if (!shape) return kiln_rt_fail(r->err, r->path, name, "missing field 'shape'");
+    if (!offsets) return kiln_rt_fail(r->err, r->path, name, "missing field 'data_offsets'");
     if (parse_dtype(r, name, dtype, &e->kind) || parse_shape(r, name, shape, e) ||
         parse_offsets(r, name, offsets, e))
         return -1;
@@ -355,28 +335,28 @@ static int parse_entry(reader *r, const jm_value *v, st_entry *e) {
     if (e->end - e->begin != want) {
         char s[128];
         format_shape(e->shape, e->rank, s, sizeof s);
-        return fail(r->err, r->path, name,
-                    "data_offsets [%llu, %llu] do not match shape %s of %s (%llu bytes)",
-                    (unsigned long long)e->begin, (unsigned long long)e->end, s,
-                    DTYPES[e->kind].name, (unsigned long long)want);
+        return kiln_rt_fail(r->err, r->path, name,
+                            "data_offsets [%llu, %llu] do not match shape %s of %s (%llu bytes)",
+                            (unsigned long long)e->begin, (unsigned long long)e->end, s,
+                            DTYPES[e->kind].name, (unsigned long long)want);
     }
     return 0;
 }
 
 static int parse_metadata(reader *r, const jm_value *v) {
     const jm_value *all = r->doc.v;
-    if (r->meta_keys) return fail(r->err, r->path, NULL, "__metadata__ appears twice");
+    if (r->meta_keys) return kiln_rt_fail(r->err, r->path, NULL, "__metadata__ appears twice");
     if (v->kind != JM_OBJECT)
-        return fail(r->err, r->path, NULL, "__metadata__ must be an object, got %s", kind_name(v));
+        return kiln_rt_fail(r->err, r->path, NULL, "__metadata__ must be an object, got %s", kind_name(v));
     /* +1: calloc(0) may return NULL, and a non-NULL array marks "seen". */
     r->meta_keys = calloc((size_t)v->count + 1, sizeof *r->meta_keys);
     r->meta_values = calloc((size_t)v->count + 1, sizeof *r->meta_values);
-    if (!r->meta_keys || !r->meta_values) return fail(r->err, r->path, NULL, "out of memory");
+    if (!r->meta_keys || !r->meta_values) return kiln_rt_fail(r->err, r->path, NULL, "out of memory");
     for (int32_t c = v->first; c >= 0; c = all[c].next) {
         if (all[c].kind != JM_STRING)
-            return fail(r->err, r->path, NULL,
-                        "__metadata__ value for '%s' must be a string, got %s", all[c].key,
-                        kind_name(&all[c]));
+            return kiln_rt_fail(r->err, r->path, NULL,
+                                "__metadata__ value for '%s' must be a string, got %s", all[c].key,
+                                kind_name(&all[c]));
         r->meta_keys[r->n_meta] = all[c].key;
         r->meta_values[r->n_meta] = all[c].str;
         r->n_meta++;
@@ -416,7 +396,7 @@ static int check_overlaps(reader *r) {
     int n = r->n_entries;
     if (n < 2) return 0;
     const st_entry **by = malloc((size_t)n * sizeof *by);
-    if (!by) return fail(r->err, r->path, NULL, "out of memory");
+    if (!by) return kiln_rt_fail(r->err, r->path, NULL, "out of memory");
     for (int k = 0; k < n; k++) by[k] = &r->entries[k];
     qsort(by, (size_t)n, sizeof *by, cmp_entry_range);
     const st_entry *reach = NULL; /* the non-empty range ending furthest so far */
@@ -425,10 +405,10 @@ static int check_overlaps(reader *r) {
         const st_entry *e = by[k];
         if (e->begin == e->end) continue;
         if (reach && e->begin < reach->end)
-            rc = fail(r->err, r->path, NULL,
-                      "tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap", reach->name,
-                      (unsigned long long)reach->begin, (unsigned long long)reach->end, e->name,
-                      (unsigned long long)e->begin, (unsigned long long)e->end);
+            rc = kiln_rt_fail(r->err, r->path, NULL,
+                              "tensors '%s' [%llu, %llu] and '%s' [%llu, %llu] overlap", reach->name,
+                              (unsigned long long)reach->begin, (unsigned long long)reach->end, e->name,
+                              (unsigned long long)e->begin, (unsigned long long)e->end);
         if (!reach || e->end > reach->end) reach = e;
     }
     free(by);
@@ -437,8 +417,8 @@ static int check_overlaps(reader *r) {
 
 static int read_exact(reader *r, void *buf, size_t n, const char *what) {
     if (n && fread(buf, 1, n, r->f) != n)
-        return fail(r->err, r->path, NULL, "%s while reading %s",
-                    ferror(r->f) ? strerror(errno) : "file ended early", what);
+        return kiln_rt_fail(r->err, r->path, NULL, "%s while reading %s",
+                            ferror(r->f) ? strerror(errno) : "file ended early", what);
     return 0;
 }
 
@@ -457,15 +437,15 @@ static void looks_like(const unsigned char *b, char *out, size_t cap)
 /* Phase 1 and 2: size the file, read the header and parse it. */
 static int read_header(reader *r) {
     r->f = fopen(r->path, "rb");
-    if (!r->f) return fail(r->err, r->path, NULL, "cannot open: %s", strerror(errno));
+    if (!r->f) return kiln_rt_fail(r->err, r->path, NULL, "cannot open: %s", strerror(errno));
     struct stat st;
     if (fstat(fileno(r->f), &st) != 0)
-        return fail(r->err, r->path, NULL, "cannot stat: %s", strerror(errno));
-    if (!S_ISREG(st.st_mode)) return fail(r->err, r->path, NULL, "not a regular file");
+        return kiln_rt_fail(r->err, r->path, NULL, "cannot stat: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode)) return kiln_rt_fail(r->err, r->path, NULL, "not a regular file");
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8)
-        return fail(r->err, r->path, NULL, "not a safetensors file: %llu bytes, too short for a header",
-                    (unsigned long long)size);
+        return kiln_rt_fail(r->err, r->path, NULL, "not a safetensors file: %llu bytes, too short for a header",
+                            (unsigned long long)size);
     unsigned char len8[8];
     if (read_exact(r, len8, 8, "the header length")) return -1;
     uint64_t n = load64(len8);
@@ -474,30 +454,30 @@ static int read_header(reader *r) {
     char start[40];
     looks_like(len8, start, sizeof start);
     if (n > ST_MAX_HEADER)
-        return fail(r->err, r->path, NULL,
-                    "not a safetensors file%s: its first 8 bytes give header length %llu, which exceeds the limit of %llu",
-                    start, (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
+        return kiln_rt_fail(r->err, r->path, NULL,
+                            "not a safetensors file%s: its first 8 bytes give header length %llu, which exceeds the limit of %llu",
+                            start, (unsigned long long)n, (unsigned long long)ST_MAX_HEADER);
     if (n > size - 8)
-        return fail(r->err, r->path, NULL,
-                    "not a safetensors file%s: its first 8 bytes give header length %llu, larger than the rest "
-                    "of the file (%llu bytes)",
-                    start, (unsigned long long)n, (unsigned long long)(size - 8));
+        return kiln_rt_fail(r->err, r->path, NULL,
+                            "not a safetensors file%s: its first 8 bytes give header length %llu, larger than the rest "
+                            "of the file (%llu bytes)",
+                            start, (unsigned long long)n, (unsigned long long)(size - 8));
     r->data_start = 8 + n;
     r->data_size = size - 8 - n;
     r->header = malloc((size_t)n + 1);
     if (!r->header)
-        return fail(r->err, r->path, NULL, "out of memory for a %llu-byte header",
-                    (unsigned long long)n);
+        return kiln_rt_fail(r->err, r->path, NULL, "out of memory for a %llu-byte header",
+                            (unsigned long long)n);
     if (read_exact(r, r->header, (size_t)n, "the header")) return -1;
     r->header[n] = '\0';
     size_t lead = strspn(r->header, " \t\r\n");
     jm_error jerr;
     if (jm_parse(r->header, (size_t)n, 0, &r->doc, &jerr))
-        return fail(r->err, r->path, NULL, "%sheader is not valid JSON (at byte %zu): %s",
-                    r->header[lead] != '{' ? "not a safetensors file: its " : "", jerr.at, jerr.msg);
+        return kiln_rt_fail(r->err, r->path, NULL, "%sheader is not valid JSON (at byte %zu): %s",
+                            r->header[lead] != '{' ? "not a safetensors file: its " : "", jerr.at, jerr.msg);
     if (r->doc.v[0].kind != JM_OBJECT)
-        return fail(r->err, r->path, NULL, "header must be a JSON object, got %s",
-                    kind_name(&r->doc.v[0]));
+        return kiln_rt_fail(r->err, r->path, NULL, "header must be a JSON object, got %s",
+                            kind_name(&r->doc.v[0]));
     return 0;
 }
 
@@ -515,23 +495,23 @@ static int validate_entries(reader *r) {
         if (r->n_entries == cap) {
             cap = cap ? 2 * cap : 16;
             st_entry *grown = realloc(r->entries, (size_t)cap * sizeof *grown);
-            if (!grown) return fail(r->err, r->path, NULL, "out of memory");
+            if (!grown) return kiln_rt_fail(r->err, r->path, NULL, "out of memory");
             r->entries = grown;
         }
         if (parse_entry(r, &all[c], &r->entries[r->n_entries])) return -1;
         r->n_entries++;
     }
     const char **names = malloc(((size_t)r->n_entries + 1) * sizeof *names);
-    if (!names) return fail(r->err, r->path, NULL, "out of memory");
+    if (!names) return kiln_rt_fail(r->err, r->path, NULL, "out of memory");
     for (int k = 0; k < r->n_entries; k++) names[k] = r->entries[k].name;
     const char *dup = NULL;
     int found = find_duplicate(names, r->n_entries, &dup);
     free(names);
-    if (found < 0) return fail(r->err, r->path, NULL, "out of memory");
-    if (found) return fail(r->err, r->path, dup, "appears twice in the header");
+    if (found < 0) return kiln_rt_fail(r->err, r->path, NULL, "out of memory");
+    if (found) return kiln_rt_fail(r->err, r->path, dup, "appears twice in the header");
     found = find_duplicate(r->meta_keys, r->n_meta, &dup);
-    if (found < 0) return fail(r->err, r->path, NULL, "out of memory");
-    if (found) return fail(r->err, r->path, NULL, "__metadata__ key '%s' appears twice", dup);
+    if (found < 0) return kiln_rt_fail(r->err, r->path, NULL, "out of memory");
+    if (found) return kiln_rt_fail(r->err, r->path, NULL, "__metadata__ key '%s' appears twice", dup);
     return check_overlaps(r);
 }
 
@@ -539,40 +519,40 @@ static int validate_entries(reader *r) {
 
 static int read_tensor(reader *r, const st_entry *e, kiln_tensor *t) {
     t->name = strdup(e->name);
-    if (!t->name) return fail(r->err, r->path, e->name, "out of memory");
+    if (!t->name) return kiln_rt_fail(r->err, r->path, e->name, "out of memory");
     t->dtype = DTYPES[e->kind].to;
     t->rank = e->rank;
     memcpy(t->shape, e->shape, sizeof t->shape);
     if ((uint64_t)e->numel > SIZE_MAX / KILN_ELEM_BYTES)
-        return fail(r->err, r->path, e->name, "too large for this machine's address space");
+        return kiln_rt_fail(r->err, r->path, e->name, "too large for this machine's address space");
     size_t out_bytes = (size_t)e->numel * KILN_ELEM_BYTES;
     t->data = kiln_aligned_alloc(out_bytes);
-    if (!t->data) return fail(r->err, r->path, e->name, "out of memory for %zu bytes", out_bytes);
+    if (!t->data) return kiln_rt_fail(r->err, r->path, e->name, "out of memory for %zu bytes", out_bytes);
     if (e->numel == 0) return 0;
     if (fseeko(r->f, (off_t)(r->data_start + e->begin), SEEK_SET) != 0)
-        return fail(r->err, r->path, e->name, "cannot seek: %s", strerror(errno));
+        return kiln_rt_fail(r->err, r->path, e->name, "cannot seek: %s", strerror(errno));
 
     /* Same bytes as in memory: one fread straight into the tensor. */
     if (host_is_little() && (e->kind == ST_F32 || e->kind == ST_I32)) {
         if (fread(t->data, 1, out_bytes, r->f) != out_bytes)
-            return fail(r->err, r->path, e->name, "file ended early while reading the data");
+            return kiln_rt_fail(r->err, r->path, e->name, "file ended early while reading the data");
         return 0;
     }
     /* Otherwise convert through the chunk buffer. */
     if (!r->chunk && !(r->chunk = malloc(ST_CHUNK)))
-        return fail(r->err, r->path, e->name, "out of memory");
+        return kiln_rt_fail(r->err, r->path, e->name, "out of memory");
     const int size = DTYPES[e->kind].size;
     const int64_t per_chunk = ST_CHUNK / size;
     for (int64_t done = 0; done < e->numel;) {
         int64_t n = e->numel - done < per_chunk ? e->numel - done : per_chunk;
         if (fread(r->chunk, (size_t)size, (size_t)n, r->f) != (size_t)n)
-            return fail(r->err, r->path, e->name, "file ended early while reading the data");
+            return kiln_rt_fail(r->err, r->path, e->name, "file ended early while reading the data");
         int64_t bad = convert(e->kind, r->chunk, n, (char *)t->data + done * KILN_ELEM_BYTES);
         if (bad >= 0) {
             char what[96];
             describe_value(e->kind, r->chunk + bad * size, what, sizeof what);
-            return fail(r->err, r->path, e->name, "%s element %lld: %s", DTYPES[e->kind].name,
-                        (long long)(done + bad), what);
+            return kiln_rt_fail(r->err, r->path, e->name, "%s element %lld: %s", DTYPES[e->kind].name,
+                                (long long)(done + bad), what);
         }
         done += n;
     }
@@ -585,13 +565,13 @@ static int load(reader *r, kiln_tensor_file *out) {
     out->meta_keys = calloc((size_t)r->n_meta + 1, sizeof *out->meta_keys);
     out->meta_values = calloc((size_t)r->n_meta + 1, sizeof *out->meta_values);
     if (!out->tensors || !out->meta_keys || !out->meta_values)
-        return fail(r->err, r->path, NULL, "out of memory");
+        return kiln_rt_fail(r->err, r->path, NULL, "out of memory");
     for (int k = 0; k < r->n_meta; k++) {
         out->meta_keys[k] = strdup(r->meta_keys[k]);
         out->meta_values[k] = strdup(r->meta_values[k]);
         out->n_meta++; /* counted before the check so that free sees both strings */
         if (!out->meta_keys[k] || !out->meta_values[k])
-            return fail(r->err, r->path, NULL, "out of memory");
+            return kiln_rt_fail(r->err, r->path, NULL, "out of memory");
     }
     for (int k = 0; k < r->n_entries; k++) {
         out->n++;
@@ -604,9 +584,9 @@ int kiln_tensor_file_read(const char *path, kiln_tensor_file *out, kiln_rt_error
     kiln_rt_error ignored;
     if (!err) err = &ignored;
     err->msg[0] = '\0';
-    if (!out) return fail(err, path ? path : "(null)", NULL, "no output given");
+    if (!out) return kiln_rt_fail(err, path ? path : "(null)", NULL, "no output given");
     memset(out, 0, sizeof *out);
-    if (!path || !path[0]) return fail(err, "(no file name)", NULL, "empty file name");
+    if (!path || !path[0]) return kiln_rt_fail(err, "(no file name)", NULL, "empty file name");
 
     reader r = {.path = path, .err = err};
     int rc = read_header(&r);
@@ -735,47 +715,47 @@ static int valid_utf8(const char *s) {
  * the data section. */
 static int build_header(const char *path, const kiln_tensor *t, int n, const char *const *mk,
                         const char *const *mv, int n_meta, strbuf *h, kiln_rt_error *err) {
-    if (n < 0 || n_meta < 0) return fail(err, path, NULL, "negative tensor or metadata count");
-    if (n > 0 && !t) return fail(err, path, NULL, "no tensors given");
-    if (n_meta > 0 && (!mk || !mv)) return fail(err, path, NULL, "no metadata arrays given");
+    if (n < 0 || n_meta < 0) return kiln_rt_fail(err, path, NULL, "negative tensor or metadata count");
+    if (n > 0 && !t) return kiln_rt_fail(err, path, NULL, "no tensors given");
+    if (n_meta > 0 && (!mk || !mv)) return kiln_rt_fail(err, path, NULL, "no metadata arrays given");
     for (int k = 0; k < n; k++) {
         const char *name = t[k].name;
-        if (!name || !name[0]) return fail(err, path, NULL, "tensor %d has an empty name", k);
+        if (!name || !name[0]) return kiln_rt_fail(err, path, NULL, "tensor %d has an empty name", k);
         if (!valid_utf8(name))
-            return fail(err, path, NULL, "tensor %d's name is not valid UTF-8", k);
+            return kiln_rt_fail(err, path, NULL, "tensor %d's name is not valid UTF-8", k);
         if (strcmp(name, "__metadata__") == 0)
-            return fail(err, path, name, "this name is reserved");
+            return kiln_rt_fail(err, path, name, "this name is reserved");
         if (t[k].dtype != KILN_F32 && t[k].dtype != KILN_I32)
-            return fail(err, path, name, "dtype must be f32 or i32");
+            return kiln_rt_fail(err, path, name, "dtype must be f32 or i32");
         if (t[k].rank < 0 || t[k].rank > KILN_MAX_RANK)
-            return fail(err, path, name, "rank %d is outside 0..%d", t[k].rank, KILN_MAX_RANK);
+            return kiln_rt_fail(err, path, name, "rank %d is outside 0..%d", t[k].rank, KILN_MAX_RANK);
         int64_t numel = 1;
         for (int d = 0; d < t[k].rank; d++) {
             int64_t dim = t[k].shape[d];
             if (dim < 0)
-                return fail(err, path, name, "shape[%d] is negative (%lld)", d, (long long)dim);
+                return kiln_rt_fail(err, path, name, "shape[%d] is negative (%lld)", d, (long long)dim);
             if (dim && numel > INT64_MAX / KILN_ELEM_BYTES / dim)
-                return fail(err, path, name, "shape has too many elements");
+                return kiln_rt_fail(err, path, name, "shape has too many elements");
             numel *= dim;
         }
-        if (numel > 0 && !t[k].data) return fail(err, path, name, "data is NULL");
+        if (numel > 0 && !t[k].data) return kiln_rt_fail(err, path, name, "data is NULL");
     }
     for (int k = 0; k < n_meta; k++) {
-        if (!mk[k] || !mv[k]) return fail(err, path, NULL, "metadata entry %d is NULL", k);
+        if (!mk[k] || !mv[k]) return kiln_rt_fail(err, path, NULL, "metadata entry %d is NULL", k);
         if (!valid_utf8(mk[k]) || !valid_utf8(mv[k]))
-            return fail(err, path, NULL, "metadata entry '%s' is not valid UTF-8", mk[k]);
+            return kiln_rt_fail(err, path, NULL, "metadata entry '%s' is not valid UTF-8", mk[k]);
     }
     const char **names = malloc(((size_t)n + 1) * sizeof *names);
-    if (!names) return fail(err, path, NULL, "out of memory");
+    if (!names) return kiln_rt_fail(err, path, NULL, "out of memory");
     for (int k = 0; k < n; k++) names[k] = t[k].name;
     const char *dup = NULL;
     int found = find_duplicate(names, n, &dup);
     free(names);
-    if (found < 0) return fail(err, path, NULL, "out of memory");
-    if (found) return fail(err, path, dup, "name given twice");
+    if (found < 0) return kiln_rt_fail(err, path, NULL, "out of memory");
+    if (found) return kiln_rt_fail(err, path, dup, "name given twice");
     found = find_duplicate(mk, n_meta, &dup);
-    if (found < 0) return fail(err, path, NULL, "out of memory");
-    if (found) return fail(err, path, NULL, "metadata key '%s' given twice", dup);
+    if (found < 0) return kiln_rt_fail(err, path, NULL, "out of memory");
+    if (found) return kiln_rt_fail(err, path, NULL, "metadata key '%s' given twice", dup);
 
     sb_puts(h, "{");
     if (n_meta > 0) {
@@ -799,7 +779,7 @@ static int build_header(const char *path, const kiln_tensor *t, int n, const cha
             sb_int(h, t[k].shape[d]);
         }
         int64_t bytes = kiln_tensor_numel(&t[k]) * KILN_ELEM_BYTES;
-        if (bytes > INT64_MAX - offset) return fail(err, path, NULL, "tensors too large in total");
+        if (bytes > INT64_MAX - offset) return kiln_rt_fail(err, path, NULL, "tensors too large in total");
         sb_puts(h, "],\"data_offsets\":[");
         sb_int(h, offset);
         sb_puts(h, ",");
@@ -809,9 +789,9 @@ static int build_header(const char *path, const kiln_tensor *t, int n, const cha
     }
     sb_puts(h, "}");
     while (h->len % 8 != 0) sb_puts(h, " ");
-    if (h->oom) return fail(err, path, NULL, "out of memory building the header");
+    if (h->oom) return kiln_rt_fail(err, path, NULL, "out of memory building the header");
     if (h->len > ST_MAX_HEADER)
-        return fail(err, path, NULL, "header longer than %llu bytes", ST_MAX_HEADER);
+        return kiln_rt_fail(err, path, NULL, "header longer than %llu bytes", ST_MAX_HEADER);
     return 0;
 }
 
@@ -842,7 +822,7 @@ int kiln_tensor_file_write(const char *path, const kiln_tensor *tensors, int n,
     kiln_rt_error ignored;
     if (!err) err = &ignored;
     err->msg[0] = '\0';
-    if (!path || !path[0]) return fail(err, "(no file name)", NULL, "empty file name");
+    if (!path || !path[0]) return kiln_rt_fail(err, "(no file name)", NULL, "empty file name");
 
     strbuf h = {0};
     if (build_header(path, tensors, n, meta_keys, meta_values, n_meta, &h, err)) {
