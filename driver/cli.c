@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "kiln/runtime.h" /* kiln_threads_set, KILN_MAX_THREADS */
+
 bool cli_parse_int(const char *s, int64_t *out)
 {
     /* plain decimal digits, optionally after a '-': strtoll alone would also take leading
@@ -213,6 +215,16 @@ bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_fl
         }
     }
     return diags->n == errors;
+}
+
+void cli_threads_check(int64_t threads, kiln_diags *diags)
+{
+    if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+}
+
+void cli_threads_use(int64_t threads)
+{
+    kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
 }
 
 static bool stages_known(const char *list, const char *flag, bool disabling, kiln_diags *diags)

@@ -54,6 +54,14 @@ extern const char *cli_usage;
 /* Set by cli_parse when it printed the help. */
 extern bool cli_help_shown;
 
+/* --threads N, as every command that runs compiled code takes it: the flag's row (its
+ * help states the command's default), the range check (outside 1..1024 a usage error,
+ * reported), and the runtime pool's size (at most KILN_MAX_THREADS used; the pool runs
+ * everything inline when it cannot start threads). */
+#define THREADS_FLAG(var, help) {"--threads", CLI_INT, &(var), NULL, help}
+void cli_threads_check(int64_t threads, kiln_diags *diags);
+void cli_threads_use(int64_t threads);
+
 /* The compiler pipeline's options for this run (passes/pipeline.c), set by the flags
  * every compiling command takes: --disable-pass NAME[,NAME…] and --dump-after NAME.
  * Their help (NULL here) is written by cli_print_help from the pipeline's table of

@@ -258,8 +258,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
          "print one JSON object instead of text (default: text)"},
         {"--train", CLI_BOOL, &train, NULL,
          "time one whole training step (forward, backward, update) at lr 1e-4 (default: the forward pass)"},
-        {"--threads", CLI_INT, &threads, NULL,
-         "threads for every kernel with enough work, at most 8 used (default: 1)"},
+        THREADS_FLAG(threads, "threads for every kernel with enough work, at most 8 used (default: 1)"),
         {"--checkpoint-activations", CLI_BOOL, &ckpt, NULL,
          "with --train: time the checkpointed step, which recomputes activations (default: off)"},
         {"--per-kernel", CLI_BOOL, &per_kernel, NULL,
@@ -270,7 +269,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
     if (!cli_pipeline_valid(diags) || !limits_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) kiln_diags_add(diags, NULL, 0, 0, "bench", "expects one MODEL.json");
     if (iters_given && (iters < 1 || iters > 1000)) kiln_diags_add(diags, NULL, 0, 0, "--iters", "must be in 1..1000");
-    if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    cli_threads_check(threads, diags);
     if (ckpt && !train)
         kiln_diags_add(diags, NULL, 0, 0, "--checkpoint-activations", "applies to the training step: add --train");
     if (diags->n) return EXIT_USAGE;
@@ -278,7 +277,7 @@ int cmd_bench(int argc, char **argv, kiln_diags *diags)
                                                  (train ? KILN_RUNS_GRADS | KILN_RUNS_STEP : 0), "--train", "--train",
                                                  diags))
         return EXIT_USAGE;
-    kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
+    cli_threads_use(threads);
     if (train && interp) {
         kiln_diags_add(diags, NULL, 0, 0, "--train", "benchmarks the compiled training step; it does not combine with --interp");
         return EXIT_USAGE;

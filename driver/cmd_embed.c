@@ -278,8 +278,8 @@ int cmd_embed(int argc, char **argv, kiln_diags *diags)
         {"--normalize", CLI_BOOL, &normalize, NULL, "L2-normalise each embedding, as infonce does (default: off)"},
         {"--batch", CLI_INT, &batch, &batch_given,
          "binds the batch dim: lines per call (default: train.batch, else the dim's default)"},
-        {"--threads", CLI_INT, &threads, NULL,
-         "threads for every kernel with enough work; same bits for any N (default: online CPUs, at most 8)"},
+        THREADS_FLAG(threads,
+                     "threads for every kernel with enough work; same bits for any N (default: online CPUs, at most 8)"),
     };
     cli_args a;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &a, diags)) return EXIT_USAGE;
@@ -289,14 +289,14 @@ int cmd_embed(int argc, char **argv, kiln_diags *diags)
     if (!input) kiln_diags_add(diags, NULL, 0, 0, "embed", "--input FILE is required");
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "embed", "--out E.safetensors is required");
     if (batch_given && batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
-    if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    cli_threads_check(threads, diags);
     const cli_file files[] = {{"MODEL.json", a.positional[0], false, NULL},
                               {"--weights", weights, false, NULL},
                               {"--input", input, false, NULL},
                               {"--out", out, true, NULL}};
     cli_files_distinct(files, 4, diags);
     if (diags->n) return EXIT_USAGE;
-    kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS));
+    cli_threads_use(threads);
     const char *path = a.positional[0];
 
     int status = EXIT_FAIL;

@@ -152,7 +152,7 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
         {"--json", CLI_BOOL, &r.json, NULL, "print one JSON object: text, tokens, ids and per-token log-probabilities (default: off)"},
         {"--no-cache", CLI_BOOL, &r.no_cache, NULL, "re-run the full forward pass for every token instead of the KV cache, slow: a check (default: off)"},
         {"--stats", CLI_BOOL, &r.stats, NULL, "print prefill time and decode tokens/s on stderr (default: off)"},
-        {"--threads", CLI_INT, &r.threads, NULL, "threads of the runtime pool (default: the online CPUs)"},
+        THREADS_FLAG(r.threads, "threads of the runtime pool (default: the online CPUs)"),
         {"--repeat", CLI_INT, &r.repeat, NULL, "with --stats: time the prefill and the decode steps N times over and report the medians (default 1)"},
         CLI_PIPELINE_FLAGS,
     };
@@ -178,13 +178,13 @@ int cmd_generate(int argc, char **argv, kiln_diags *diags)
     if (r.greedy && top_p_given && r.top_p != 1)
         kiln_diags_add(diags, NULL, 0, 0, "--greedy", "conflicts with --top-p %g: greedy decoding does not sample, "
                        "give one of them", r.top_p);
-    if (r.threads < 1 || r.threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    cli_threads_check(r.threads, diags);
     if (r.repeat < 1 || r.repeat > 1000) kiln_diags_add(diags, NULL, 0, 0, "--repeat", "expected 1..1000");
     if (!cli_pipeline_valid(diags) || !limits_valid(diags) || diags->n) return EXIT_USAGE;
     if (!cli_pipeline_runs(KILN_RUNS_COMPILE, NULL, NULL, diags)) return EXIT_USAGE;
     if (r.greedy) r.temperature = 0;
     const char *path = a.positional[0];
-    kiln_threads_set((int)(r.threads < KILN_MAX_THREADS ? r.threads : KILN_MAX_THREADS));
+    cli_threads_use(r.threads);
 
     int status = EXIT_FAIL;
     size_t len = 0;

@@ -226,8 +226,8 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
          "also write loss and grad.NAME for every parameter and f32 input (default: off)"},
         {"--interp", CLI_BOOL, &interp, NULL,
          "run the reference interpreter instead of compiled code (default: compiled)"},
-        {"--threads", CLI_INT, &threads, NULL,
-         "threads for every kernel with enough work, at most 8 used; same bits for any N (default: 1)"},
+        THREADS_FLAG(threads,
+                     "threads for every kernel with enough work, at most 8 used; same bits for any N (default: 1)"),
     };
     cli_args args;
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
@@ -236,7 +236,7 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
     if (!weights) kiln_diags_add(diags, NULL, 0, 0, "run", "--weights W.safetensors is required");
     if (!inputs) kiln_diags_add(diags, NULL, 0, 0, "run", "--inputs X.safetensors is required");
     if (!out) kiln_diags_add(diags, NULL, 0, 0, "run", "--out Y.safetensors is required");
-    if (threads < 1 || threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    cli_threads_check(threads, diags);
     cli_pipeline_runs((interp ? 0 : KILN_RUNS_COMPILE) | (grads ? KILN_RUNS_GRADS : 0), "--grads", NULL, diags);
     const cli_file files[] = {{"MODEL.json", args.positional[0], false, NULL},
                               {"--weights", weights, false, NULL},
@@ -244,7 +244,7 @@ int cmd_run(int argc, char **argv, kiln_diags *diags)
                               {"--out", out, true, NULL}};
     cli_files_distinct(files, 4, diags);
     if (diags->n) return EXIT_USAGE;
-    kiln_threads_set((int)(threads < KILN_MAX_THREADS ? threads : KILN_MAX_THREADS)); /* inline on failure */
+    cli_threads_use(threads);
 
     int status = EXIT_FAIL;
     kiln_model model;

@@ -382,7 +382,7 @@ static bool build_step(run *r, const cli_args *a, kiln_diags *d)
         printf("checkpointed activations: %u blocks, %u nodes recomputed in the backward pass\n", ck.n_blocks,
                ck.n_recomputed);
     /* the step's bits do not depend on the thread count (GEMMs are split, never along k) */
-    kiln_threads_set((int)(r->threads < KILN_MAX_THREADS ? r->threads : KILN_MAX_THREADS));
+    cli_threads_use(r->threads);
     if (!limits_check_blobs(&m->graph, r->c.params_bytes, r->c.optim_bytes, r->c.workspace_bytes, 0, "train", d))
         return false;
     if (r->val) {
@@ -804,8 +804,8 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
          "write one JSON line of metrics per step, for kiln plot; on --resume cut back to its step and appended to (default: none)"},
         {"--log-every", CLI_INT, &r.log_every, NULL,
          "off a terminal, print a progress line every N steps, and at least once a minute (default: steps/10)"},
-        {"--threads", CLI_INT, &r.threads, NULL,
-         "threads for every kernel with enough work; same bits for any N (default: online CPUs, at most 8)"},
+        THREADS_FLAG(r.threads,
+                     "threads for every kernel with enough work; same bits for any N (default: online CPUs, at most 8)"),
         {"--seed", CLI_INT, &r.seed, &seed_given,
          "seeds fresh parameters, data order and dropout; a resume must keep it (default: init.seed, or the checkpoint's)"},
         {"--val-every", CLI_INT, &r.val_every, NULL,
@@ -842,7 +842,7 @@ int cmd_train(int argc, char **argv, kiln_diags *diags)
     if (steps_given && r.steps < 1) kiln_diags_add(diags, NULL, 0, 0, "--steps", "expected at least 1");
     if (batch_given && r.batch < 1) kiln_diags_add(diags, NULL, 0, 0, "--batch", "expected at least 1");
     if (r.stop_at < 0) kiln_diags_add(diags, NULL, 0, 0, "--stop-at", "expected a step number");
-    if (r.threads < 1 || r.threads > 1024) kiln_diags_add(diags, NULL, 0, 0, "--threads", "expected 1..1024");
+    cli_threads_check(r.threads, diags);
     if (r.val_batches < 1) kiln_diags_add(diags, NULL, 0, 0, "--val-batches", "expected at least 1");
     if (r.val_every < 0 || r.save_every < 0 || r.log_every < 0)
         kiln_diags_add(diags, NULL, 0, 0,
