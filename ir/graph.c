@@ -37,6 +37,10 @@ bool kiln_op_table_check(char *msg, size_t size)
             snprintf(msg, size, "op '%s': a scalar attribute needs a name, and a name a scalar attribute", o->name);
             return false;
         }
+        if (!kiln_shape_rule_exists((kiln_op)i)) {
+            snprintf(msg, size, "op '%s' has no shape rule (ir/shape.c)", o->name);
+            return false;
+        }
         if (o->arity < -1 || o->arity > 3) {
             snprintf(msg, size, "op '%s': arity %d", o->name, o->arity);
             return false;

@@ -71,7 +71,8 @@ typedef struct kiln_op_info {
 extern const kiln_op_info kiln_op_table[KILN_OP_COUNT];
 
 /* Checks the op table's rows: a unique name each, sources exactly the ops without
- * inputs, a scalar attribute exactly when it has a name. On failure writes why. */
+ * inputs, a scalar attribute exactly when it has a name, a shape rule each
+ * (kiln_shape_rule_exists). On failure writes why. */
 bool kiln_op_table_check(char *msg, size_t size);
 
 /* The op whose text name is `name`, or KILN_OP_COUNT. */
@@ -236,6 +237,8 @@ static inline const kiln_node *kiln_graph_node(const kiln_graph *g, uint32_t id)
  * the verifier and the parser. */
 bool kiln_infer_type(kiln_op op, const kiln_type *const *in, uint32_t n_in, kiln_attrs *attrs,
                      kiln_type *out, char *msg, size_t msg_size);
+/* Whether shape.c's table has a rule for op (kiln_op_table_check asks for every op). */
+bool kiln_shape_rule_exists(kiln_op op);
 
 /* Python's slice.indices for a dim of length `len`: turns user start/end (either may be
  * absent) and step into the IR's non-wrapping form (0 <= start <= end <= len for

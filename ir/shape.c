@@ -18,6 +18,7 @@ typedef struct rule_ctx {
     kiln_type *out;
     char *msg;
     size_t msg_size;
+    kiln_op op;  /* for the rules several ops share (source, binary, unary, reduce) */
 } rule_ctx;
 
 __attribute__((format(printf, 2, 3))) static bool fail(rule_ctx *c, const char *fmt, ...)
@@ -103,8 +104,9 @@ static bool need_f32(rule_ctx *c, const kiln_type *t, const char *what)
 
 /* ---- rules ------------------------------------------------------------------------- */
 
-static bool rule_source(rule_ctx *c, kiln_op op)
+static bool rule_source(rule_ctx *c)
 {
+    kiln_op op = c->op;
     type_from_attrs(c->out, c->a);
     if (!check_size(c, c->out)) return false;
     if (op == KILN_OP_PARAM && c->a->dtype != KILN_F32) return fail(c, "parameters are f32");
@@ -120,8 +122,9 @@ static bool rule_source(rule_ctx *c, kiln_op op)
     return true;
 }
 
-static bool rule_binary(rule_ctx *c, kiln_op op)
+static bool rule_binary(rule_ctx *c)
 {
+    kiln_op op = c->op;
     const kiln_type *x = c->in[0], *y = c->in[1];
     if (x->dtype != y->dtype)
         return fail(c, "operands %s and %s have different dtypes (cast explicitly)", ts(x), ts(y));
@@ -141,8 +144,9 @@ static bool rule_where(rule_ctx *c)
     return check_size(c, c->out);
 }
 
-static bool rule_unary(rule_ctx *c, kiln_op op)
+static bool rule_unary(rule_ctx *c)
 {
+    kiln_op op = c->op;
     const kiln_type *x = c->in[0];
     *c->out = *x;
     if (op == KILN_OP_CAST) {
@@ -159,8 +163,9 @@ static bool rule_unary(rule_ctx *c, kiln_op op)
     return need_f32(c, x, "operand");
 }
 
-static bool rule_reduce(rule_ctx *c, kiln_op op)
+static bool rule_reduce(rule_ctx *c)
 {
+    kiln_op op = c->op;
     const kiln_type *x = c->in[0];
     kiln_attrs *a = c->a;
     if (op == KILN_OP_MEAN && !need_f32(c, x, "operand")) return false;
@@ -598,47 +603,87 @@ static bool rule_cross_entropy_grad(rule_ctx *c)
     return true;
 }
 
+/* ---- the table: one rule per op ------------------------------------------------------ */
+
+/* Every op's row is set (kiln_shape_rule_exists, checked with the op table by
+ * kiln_op_table_check): a row added to ops.def without its rule fails there instead of
+ * borrowing another op's. */
+static bool (*const shape_rule[KILN_OP_COUNT])(rule_ctx *c) = {
+    [KILN_OP_INPUT] = rule_source,
+    [KILN_OP_PARAM] = rule_source,
+    [KILN_OP_CONSTANT] = rule_source,
+    [KILN_OP_IOTA] = rule_source,
+    [KILN_OP_STATE] = rule_source,
+
+    [KILN_OP_ADD] = rule_binary,
+    [KILN_OP_SUB] = rule_binary,
+    [KILN_OP_MUL] = rule_binary,
+    [KILN_OP_DIV] = rule_binary,
+    [KILN_OP_MAXIMUM] = rule_binary,
+    [KILN_OP_MINIMUM] = rule_binary,
+    [KILN_OP_POW] = rule_binary,
+    [KILN_OP_LT] = rule_binary,
+    [KILN_OP_GT] = rule_binary,
+    [KILN_OP_EQ] = rule_binary,
+    [KILN_OP_WHERE] = rule_where,
+
+    [KILN_OP_NEG] = rule_unary,
+    [KILN_OP_EXP] = rule_unary,
+    [KILN_OP_LOG] = rule_unary,
+    [KILN_OP_SQRT] = rule_unary,
+    [KILN_OP_RSQRT] = rule_unary,
+    [KILN_OP_ABS] = rule_unary,
+    [KILN_OP_SQUARE] = rule_unary,
+    [KILN_OP_RECIP] = rule_unary,
+    [KILN_OP_TANH] = rule_unary,
+    [KILN_OP_SIGMOID] = rule_unary,
+    [KILN_OP_RELU] = rule_unary,
+    [KILN_OP_SILU] = rule_unary,
+    [KILN_OP_GELU] = rule_unary,
+    [KILN_OP_GELU_TANH] = rule_unary,
+    [KILN_OP_ERF] = rule_unary,
+    [KILN_OP_SCALE] = rule_unary,
+    [KILN_OP_CAST] = rule_unary,
+    [KILN_OP_DROPOUT] = rule_unary,
+
+    [KILN_OP_SUM] = rule_reduce,
+    [KILN_OP_MEAN] = rule_reduce,
+    [KILN_OP_MAX] = rule_reduce,
+
+    [KILN_OP_MATMUL] = rule_matmul,
+
+    [KILN_OP_RESHAPE] = rule_reshape,
+    [KILN_OP_TRANSPOSE] = rule_transpose,
+    [KILN_OP_SLICE] = rule_slice,
+    [KILN_OP_CONCAT] = rule_concat,
+    [KILN_OP_BROADCAST] = rule_broadcast,
+    [KILN_OP_GATHER] = rule_gather,
+    [KILN_OP_UPDATE_SLICE] = rule_update_slice,
+
+    [KILN_OP_SOFTMAX] = rule_softmax,
+    [KILN_OP_LOG_SOFTMAX] = rule_softmax,
+    [KILN_OP_LAYERNORM] = rule_layernorm,
+    [KILN_OP_ATTENTION] = rule_attention,
+    [KILN_OP_ATTENTION_LSE] = rule_attention_lse,
+    [KILN_OP_CROSS_ENTROPY] = rule_cross_entropy,
+
+    [KILN_OP_UNSLICE] = rule_unslice,
+    [KILN_OP_SCATTER_ADD] = rule_scatter_add,
+    [KILN_OP_LAYERNORM_GRAD] = rule_layernorm_grad,
+    [KILN_OP_ATTENTION_GRAD] = rule_attention_grad,
+    [KILN_OP_CROSS_ENTROPY_GRAD] = rule_cross_entropy_grad,
+};
+
+bool kiln_shape_rule_exists(kiln_op op) { return op < KILN_OP_COUNT && shape_rule[op] != NULL; }
+
 bool kiln_infer_type(kiln_op op, const kiln_type *const *in, uint32_t n_in, kiln_attrs *attrs,
                      kiln_type *out, char *msg, size_t msg_size)
 {
-    rule_ctx c = {in, n_in, attrs, out, msg, msg_size};
+    rule_ctx c = {in, n_in, attrs, out, msg, msg_size, op};
     memset(out, 0, sizeof *out);
     const kiln_op_info *info = &kiln_op_table[op];
     if (info->arity >= 0 && n_in != (uint32_t)info->arity)
         return fail(&c, "expects %d input%s, got %u", info->arity, info->arity == 1 ? "" : "s", n_in);
-    bool ok;
-    switch (info->kind) {
-    case KILN_KIND_SOURCE: ok = rule_source(&c, op); break;
-    case KILN_KIND_ELEMENTWISE:
-        ok = op == KILN_OP_WHERE ? rule_where(&c) : n_in == 2 ? rule_binary(&c, op) : rule_unary(&c, op);
-        break;
-    case KILN_KIND_REDUCTION: ok = rule_reduce(&c, op); break;
-    case KILN_KIND_MATMUL: ok = rule_matmul(&c); break;
-    case KILN_KIND_LAYOUT:
-        switch (op) {
-        case KILN_OP_RESHAPE: ok = rule_reshape(&c); break;
-        case KILN_OP_TRANSPOSE: ok = rule_transpose(&c); break;
-        case KILN_OP_SLICE: ok = rule_slice(&c); break;
-        case KILN_OP_CONCAT: ok = rule_concat(&c); break;
-        case KILN_OP_BROADCAST: ok = rule_broadcast(&c); break;
-        case KILN_OP_UNSLICE: ok = rule_unslice(&c); break;
-        case KILN_OP_SCATTER_ADD: ok = rule_scatter_add(&c); break;
-        case KILN_OP_UPDATE_SLICE: ok = rule_update_slice(&c); break;
-        default: ok = rule_gather(&c); break;
-        }
-        break;
-    default:
-        switch (op) {
-        case KILN_OP_LAYERNORM: ok = rule_layernorm(&c); break;
-        case KILN_OP_ATTENTION: ok = rule_attention(&c); break;
-        case KILN_OP_CROSS_ENTROPY: ok = rule_cross_entropy(&c); break;
-        case KILN_OP_LAYERNORM_GRAD: ok = rule_layernorm_grad(&c); break;
-        case KILN_OP_ATTENTION_GRAD: ok = rule_attention_grad(&c); break;
-        case KILN_OP_ATTENTION_LSE: ok = rule_attention_lse(&c); break;
-        case KILN_OP_CROSS_ENTROPY_GRAD: ok = rule_cross_entropy_grad(&c); break;
-        default: ok = rule_softmax(&c); break;
-        }
-        break;
-    }
-    return ok;
+    KILN_ASSERT(shape_rule[op] != NULL);
+    return shape_rule[op](&c);
 }
