@@ -99,13 +99,6 @@ static void read_inputs(const kiln_graph *g, const kiln_kernel_schedule *s, cons
     for (uint32_t i = 0; i < n_tables; i++) ak->args[ak->n_args++] = tables[i];
 }
 
-/* The nodes an attention kernel is built around (its other members are what it folds
- * into its operand layout: transposes, rotations). */
-static bool is_attention_op(kiln_op op)
-{
-    return op == KILN_OP_ATTENTION || op == KILN_OP_ATTENTION_LSE || op == KILN_OP_ATTENTION_GRAD;
-}
-
 void attention_kernel_describe(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, attention_kernel *ak)
 {
     memset(ak, 0, sizeof *ak);
