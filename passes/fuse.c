@@ -85,6 +85,7 @@ typedef struct fuser {
     group *groups;
     uint32_t n_groups;
     uint32_t *mark, stamp; /* per node, for loop_valid's walk */
+    uint32_t *group_mark;  /* per group, for the same walk (a stamp of mark's) */
     uint32_t *stack;
 } fuser;
 
@@ -110,15 +111,17 @@ static bool in_list(const uint32_t *list, uint32_t n, uint32_t id)
     return false;
 }
 
-/* Whether no outside input of the nodes members[0..n) (sorted) depends, through other
- * nodes and other kernels, on one of the members — the kernel would have to run before
- * itself. The walk goes back from the outside inputs; reaching a node of another group
- * continues from all of that group's inputs (it runs as a unit), and a node before the
- * first member cannot depend on any member (nodes are in topological order). */
+/* Whether no outside input of the nodes members[0..n) depends, through other nodes and
+ * other kernels, on one of the members — the kernel would have to run before itself.
+ * The walk goes back from the outside inputs; reaching a node of another group continues
+ * from all of that group's inputs (it runs as a unit, so it waits for all of them). The
+ * walk has no shortcut by node order: a node before the first member can still depend on
+ * a member when its own group, or a group it reads from, holds a node after that member
+ * (that group's kernel runs after the member's). Each node and group is visited once. */
 static bool acyclic(fuser *f, const uint32_t *members, uint32_t n)
 {
     const kiln_graph *g = f->g;
-    uint32_t first = members[0], top = 0;
+    uint32_t top = 0;
     /* two fresh stamps, both at most f->stamp: the next ++f->stamp must not reuse one */
     f->stamp += 2;
     uint32_t in_set = f->stamp - 1, visited = f->stamp;
@@ -127,7 +130,7 @@ static bool acyclic(fuser *f, const uint32_t *members, uint32_t n)
         const kiln_node *m = &g->nodes[members[i]];
         for (uint32_t j = 0; j < m->n_in; j++) {
             uint32_t x = m->in[j];
-            if (f->mark[x] == in_set || x < first || f->mark[x] == visited) continue;
+            if (f->mark[x] == in_set || f->mark[x] == visited) continue;
             f->mark[x] = visited;
             f->stack[top++] = x;
         }
@@ -135,12 +138,14 @@ static bool acyclic(fuser *f, const uint32_t *members, uint32_t n)
     while (top > 0) {
         uint32_t y = f->stack[--top];
         uint32_t gy = f->group_of[y];
+        if (gy != KILN_NONE && f->group_mark[gy] == visited) continue;
+        if (gy != KILN_NONE) f->group_mark[gy] = visited;
         uint32_t n_from = gy != KILN_NONE ? f->groups[gy].n : 1;
         for (uint32_t k = 0; k < n_from; k++) {
             const kiln_node *z = &g->nodes[gy != KILN_NONE ? f->groups[gy].members[k] : y];
             for (uint32_t j = 0; j < z->n_in; j++) {
                 uint32_t x = z->in[j];
-                if (x < first || f->mark[x] == visited) continue;
+                if (f->mark[x] == visited) continue;
                 if (f->mark[x] == in_set) return false;
                 f->mark[x] = visited;
                 f->stack[top++] = x;
@@ -1120,7 +1125,8 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
 
     /* groups: at most one per node, and a MULTI group per two of them */
     fuser f = {g, req, has_kernel, xcalloc(nn, sizeof(uint32_t)), xcalloc(nn + nn / 2 + 1, sizeof(group)), 0,
-               xcalloc(nn, sizeof(uint32_t)), 0, xcalloc(nn, sizeof(uint32_t))};
+               xcalloc(nn, sizeof(uint32_t)), 0, xcalloc(nn + nn / 2 + 1, sizeof(uint32_t)),
+               xcalloc(nn, sizeof(uint32_t))};
     for (uint32_t id = 0; id < nn; id++) f.group_of[id] = KILN_NONE;
     s->view = xcalloc(nn, 1);
     s->rope = xcalloc(nn, 1);
@@ -1182,6 +1188,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     free(f.groups);
     free(f.group_of);
     free(f.mark);
+    free(f.group_mark);
     free(f.stack);
     free(escapes);
     free(has_kernel);
