@@ -274,8 +274,10 @@ bool kiln_pipeline_run(const kiln_pipeline_request *req, kiln_program *out, kiln
     bool fuse = !kiln_pass_disabled(o, "fuse");
     kiln_fuse_request fr = {live, fuse, fuse && !kiln_pass_disabled(o, "epilogue"), req->dropout_alone};
     ok = ok && kiln_fuse(g, &fr, &out->sched, d);
-    if (ok && o && o->dump_after && strcmp(o->dump_after, "fuse") == 0 && !out->dump)
-        out->dump = schedule_text(g, &out->sched);
+    /* `epilogue` is a part of kiln_fuse's one call (its GEMM grouping), not a pass after
+     * it: what it leaves is the schedule fuse leaves */
+    bool dump_sched = o && o->dump_after && (strcmp(o->dump_after, "fuse") == 0 || strcmp(o->dump_after, "epilogue") == 0);
+    if (ok && dump_sched && !out->dump) out->dump = schedule_text(g, &out->sched);
 
     /* memplan: kernel scratch sizes come from codegen (they depend on the target) */
     int64_t *scratch = calloc(g->n_nodes ? g->n_nodes : 1, sizeof *scratch);

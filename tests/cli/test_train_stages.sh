@@ -2,7 +2,7 @@
 # test_train_stages.sh KILN SRCDIR — the pipeline's training stages (passes/pipeline.c,
 # kiln_pipeline_train): `--dump-after autodiff` prints the graph with the backward pass
 # and no optimizer yet, `--dump-after optimizer` the whole step, on check, run --grads and
-# bench; a stage the command does not run (a training stage without --train or --grads,
+# bench; every stage's dump prints the IR (epilogue's the kernels too, as fuse's); a stage the command does not run (a training stage without --train or --grads,
 # any stage with --interp) is a usage error, for --dump-after and --disable-pass alike. And RoPE inside the attention
 # kernels (passes/fuse.c): an attention with position "rope" is still 3 kernels forward,
 # in its training step no slice, concat, neg or unslice of the rotation runs as a kernel
@@ -41,6 +41,17 @@ grep -q '= input "lr"' opt.txt || fail "optimizer: no lr input"
 grep -q '= state "optim.m.fc.weight"' opt.txt || fail "optimizer: no AdamW state"
 [[ $(grep -c "^update " opt.txt) -ge 2 ]] || fail "optimizer: no updates"
 [[ $(wc -l <opt.txt) -gt $(wc -l <ad.txt) ]] || fail "optimizer: the dump is not longer than autodiff's"
+# every stage --help names prints something (a stage once printed nothing: epilogue); epilogue,
+# a part of fusion's one call, prints what fuse prints: the IR, then the kernels (a gemm here)
+stages=$("$kiln" check --help | sed -n 's/.*print the IR after a stage: \(.*\) (default.*/\1/p' | sed 's/,\| or / /g')
+[[ $stages == *epilogue* ]] || fail "check --help names no epilogue stage: '$stages'"
+for stage in $stages; do
+    "$kiln" check tiny.json --train --dump-after "$stage" >"dump.$stage.txt" 2>err.txt ||
+        fail "check --train --dump-after $stage: $(head -n 2 err.txt)"
+    grep -q "^graph tiny" "dump.$stage.txt" || fail "check --train --dump-after $stage printed no IR"
+done
+grep -Eq "^kernel [0-9]+ gemm:" dump.epilogue.txt || fail "--dump-after epilogue: no kernel lines"
+cmp -s dump.fuse.txt dump.epilogue.txt || fail "--dump-after epilogue differs from --dump-after fuse"
 # the same stage through run --grads (autodiff alone: gradients w.r.t. the parameters and x)
 "$kiln" init tiny.json -o w.safetensors >/dev/null
 /usr/bin/python3 - <<'PY'
