@@ -55,6 +55,7 @@ void gemm_kernel_describe_part(const kiln_graph *g, const kiln_kernel_schedule *
             continue;
         }
         if (n->op == KILN_OP_SCALE) {
+            KILN_ASSERT(n->attrs.scalar != 0); /* 0 would mean no scale: fuse.c keeps it out */
             gk->epi.scale = n->attrs.scalar;
         } else if (n->op == KILN_OP_ADD && gk->epi.act == KILN_GEMM_ACT_NONE && !gk->epi.bias &&
                    kiln_type_numel(&g->nodes[n->in[0] == v ? n->in[1] : n->in[0]].type) == gk->shape.n) {

@@ -522,7 +522,10 @@ static void group_gemms(fuser *f, const readers *r)
         const kiln_type *ct = &mm->type;
         int64_t N = ct->dims[ct->rank - 1];
         x = sole_reader(g, r, v);
-        if (x != KILN_NONE && g->nodes[x].op == KILN_OP_SCALE && free_node(f, x)) members[count++] = v = x;
+        /* not a scale by ±0: the epilogue's scale 0 means "none" (codegen.h), and x·0 is
+         * not x (it is ±0, or NaN at inf and NaN) — such a scale runs as a kernel of its own */
+        if (x != KILN_NONE && g->nodes[x].op == KILN_OP_SCALE && g->nodes[x].attrs.scalar != 0 && free_node(f, x))
+            members[count++] = v = x;
         x = sole_reader(g, r, v);
         if (x != KILN_NONE && g->nodes[x].op == KILN_OP_ADD && free_node(f, x)) {
             uint32_t b = other_operand(&g->nodes[x], v);
