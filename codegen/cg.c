@@ -193,6 +193,19 @@ LLVMValueRef cg_fmul(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b)
     return with_flags(LLVMBuildFMul(cg->b, a, b, ""), LLVMFastMathAllowContract);
 }
 LLVMValueRef cg_fdiv(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b) { return LLVMBuildFDiv(cg->b, a, b, ""); }
+/* A node's value inside a kernel of several nodes, made to round as the node's own kernel
+ * rounds it (to memory): an fmul, fadd or fsub ending the node's formula is built again
+ * without `contract` (LLVMSetFastMathFlags cannot clear a flag; the first one is left
+ * dead), so that it cannot become an FMA with an operation of a node that reads it. The
+ * node's own formula keeps its FMAs, as in its own kernel. */
+LLVMValueRef cg_node_result(kiln_cg *cg, LLVMValueRef v)
+{
+    if (!LLVMIsAInstruction(v) || !LLVMCanValueUseFastMathFlags(v)) return v;
+    LLVMOpcode op = LLVMGetInstructionOpcode(v);
+    if (!(LLVMGetFastMathFlags(v) & LLVMFastMathAllowContract) || (op != LLVMFMul && op != LLVMFAdd && op != LLVMFSub))
+        return v;
+    return LLVMBuildBinOp(cg->b, op, LLVMGetOperand(v, 0), LLVMGetOperand(v, 1), "");
+}
 LLVMValueRef cg_fadd_reduce(kiln_cg *cg, LLVMValueRef acc, LLVMValueRef v)
 {
     return with_flags(LLVMBuildFAdd(cg->b, acc, v, ""), LLVMFastMathAllowContract | LLVMFastMathAllowReassoc);

@@ -50,6 +50,9 @@ LLVMValueRef cg_fsub(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fmul(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fdiv(kiln_cg *cg, LLVMValueRef a, LLVMValueRef b);
 LLVMValueRef cg_fadd_reduce(kiln_cg *cg, LLVMValueRef acc, LLVMValueRef v);
+/* v, one node's result in a kernel of several (LOOP, MULTI), rounded as that node's own
+ * kernel would round it: no FMA across two nodes, so fused kernels give unfused bits. */
+LLVMValueRef cg_node_result(kiln_cg *cg, LLVMValueRef v);
 
 /* A call of the overloaded intrinsic `name` ("llvm.sqrt") at the given overload types;
  * the 1- and 2-operand forms overload on the type of x: cg_intrinsic1(cg, "llvm.sqrt", x).

@@ -7,8 +7,10 @@
  * with a constant stride per operand (row-major for results, numpy broadcast strides for
  * inputs), collapsed like an elementwise kernel's (cg_collapse_dims) and split across
  * threads (cg_parallel_nest); the body loads each input once, computes every member with
- * the same scalar function a one-node kernel applies (lower_scalar_op), so a fused kernel
- * gives the bits the unfused kernels gave, and stores the results that leave. Values that
+ * the same scalar function a one-node kernel applies (lower_scalar_op), rounded as that
+ * kernel rounds it (cg_node_result: no FMA of one member's fmul with the next one's fadd),
+ * so a fused kernel gives the bits the unfused kernels gave, and stores the results that
+ * leave. Values that
  * stay inside never touch memory.
  *
  * An update computed in place (the training step's new parameter written over the old
@@ -104,7 +106,7 @@ static void emit_loop_body(kiln_cg *cg, void *user, const LLVMValueRef *vals, co
             if (!loaded[o]) loaded[o] = cg_load(cg, g->nodes[in].type.dtype, vals[o], off[o]);
             x[j] = loaded[o];
         }
-        value[i] = lower_scalar_op(cg, n, x);
+        value[i] = cg_node_result(cg, lower_scalar_op(cg, n, x)); /* no FMA with a later member */
     }
     for (int o = 0; o < lb->n_ops; o++) {
         if (!lb->ops[o].writes) continue;

@@ -158,7 +158,7 @@ static LLVMValueRef emit_chunk_fn(kiln_cg *cg, const kiln_graph *g, const kiln_k
             LLVMBuildStore(cg->b, cg_fadd_reduce(cg, LLVMBuildLoad2(cg->b, cg->t_f32, acc, ""), x[0]), acc);
             continue;
         }
-        value[i] = lower_scalar_op(cg, n, x);
+        value[i] = cg_node_result(cg, lower_scalar_op(cg, n, x)); /* no FMA with a later member */
     }
     for (int o = 0; o < mk->n_slots; o++) {
         if (!mk->ops[o].writes || g->nodes[mk->ops[o].node].op == KILN_OP_SUM) continue;
