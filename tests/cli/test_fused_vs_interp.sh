@@ -8,7 +8,8 @@
 #     They must run and agree with the interpreter;
 #   - matmul → scale by 0 and by -0, which the GEMM epilogue once read as no scale: the
 #     same bits as the interpreter, signs of zero included (small integers: the products
-#     are exact);
+#     are exact); and a scale by 0 before a matmul, whose gradient is such a scale, with
+#     --grads;
 #   - matmul + mul(c, d): the same bits with the GEMM epilogue, with --disable-pass
 #     epilogue (the add then joins mul's loop kernel, which once made an FMA of them) and
 #     with --disable-pass fuse (docs/codegen.md, GEMM epilogues).
@@ -61,6 +62,10 @@ case("scale_zero", {
                {"name": "n", "op": "matmul", "in": ["b", "a"], "transpose_a": True, "transpose_b": True},
                {"name": "nz", "op": "scale", "in": "n", "by": -0.0}],
     "outputs": ["z", "nz"]}, {"a": small(5, 7), "b": small(7, 6)})
+case("scale_zero_grad", {  # the backward's scale(g·wᵀ) by=0 once joined that GEMM's epilogue
+    "inputs": {k: f32([2, 2]) for k in "xwt"},
+    "layers": [{"name": "s", "op": "scale", "in": "x", "by": 0}, {"name": "m", "op": "matmul", "in": ["s", "w"]}],
+    "outputs": ["m"], "losses": [{"op": "mse", "in": ["m", "t"]}]}, {k: normal(2, 2) for k in "xwt"})
 case("epilogue_bits", {
     "inputs": {k: f32([16, 16]) for k in "abcd"},
     "layers": [{"name": "m", "op": "matmul", "in": ["a", "b"]}, {"name": "p", "op": "mul", "in": ["c", "d"]},
@@ -102,6 +107,8 @@ for name in cycle_siblings cycle_grads; do
     out $name c --grads && out $name i --grads --interp && same $name.c.safetensors $name.i.safetensors 0
 done
 out scale_zero c && out scale_zero i --interp && same scale_zero.c.safetensors scale_zero.i.safetensors 1
+out scale_zero_grad c --grads && out scale_zero_grad i --grads --interp &&
+    same scale_zero_grad.c.safetensors scale_zero_grad.i.safetensors 0
 out epilogue_bits c && out epilogue_bits noepi --disable-pass epilogue && out epilogue_bits nofuse --disable-pass fuse && {
     same epilogue_bits.c.safetensors epilogue_bits.noepi.safetensors 1
     same epilogue_bits.c.safetensors epilogue_bits.nofuse.safetensors 1
