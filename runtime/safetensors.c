@@ -436,12 +436,17 @@ static void looks_like(const unsigned char *b, char *out, size_t cap)
 
 /* Phase 1 and 2: size the file, read the header and parse it. */
 static int read_header(reader *r) {
-    r->f = fopen(r->path, "rb");
-    if (!r->f) return kiln_rt_fail(r->err, r->path, NULL, "cannot open: %s", strerror(errno));
+    /* kiln_open_regular, not fopen: opening a FIFO must not wait for a writer. */
     struct stat st;
-    if (fstat(fileno(r->f), &st) != 0)
-        return kiln_rt_fail(r->err, r->path, NULL, "cannot stat: %s", strerror(errno));
-    if (!S_ISREG(st.st_mode)) return kiln_rt_fail(r->err, r->path, NULL, "not a regular file");
+    int fd = kiln_open_regular(r->path, &st);
+    if (fd == -2) return kiln_rt_fail(r->err, r->path, NULL, "not a regular file");
+    if (fd < 0) return kiln_rt_fail(r->err, r->path, NULL, "cannot open: %s", strerror(errno));
+    r->f = fdopen(fd, "rb");
+    if (!r->f) {
+        int e = errno;
+        close(fd);
+        return kiln_rt_fail(r->err, r->path, NULL, "cannot open: %s", strerror(e));
+    }
     uint64_t size = (uint64_t)st.st_size;
     if (size < 8)
         return kiln_rt_fail(r->err, r->path, NULL, "not a safetensors file: %llu bytes, too short for a header",

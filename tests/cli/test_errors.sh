@@ -9,7 +9,7 @@
 #   - --init into a head whose class count changed suggests renaming the layer;
 #   - a misspelt input name in an inputs file gets "did you mean";
 #   - an option's value out of its range is a usage error (exit 2);
-#   - a data file, embed input or plot log that is not a regular file (/dev/zero, a FIFO)
+#   - a data file, embed input, plot log or weights file that is not a regular file (/dev/zero, a FIFO)
 #     is refused at once instead of read without end.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -165,7 +165,8 @@ expect 2 "--iters: error: must be in 1..1000" "bench --iters 0" "$kiln" bench cl
 mkfifo fifo
 for args in "train cls.json --task classify --data /dev/zero" "train cls.json --task classify --data c.tsv --val /dev/zero" \
     "eval cls.json --weights c.safetensors --data /dev/zero" "plot /dev/zero -o p.svg" "plot fifo -o p.svg" \
-    "embed cls.json --weights c.safetensors --input /dev/zero --out e.safetensors"; do
+    "embed cls.json --weights c.safetensors --input /dev/zero --out e.safetensors" \
+    "eval cls.json --weights fifo --data c.tsv" "train cls.json --task classify --data c.tsv --init fifo"; do
     expect 1 "(/dev/zero|fifo): error: not a regular file" "$args" timeout 20 "$kiln" $args
 done
 
