@@ -513,12 +513,16 @@ static int load_file(const file *f, void *blob, unsigned char *seen)
 int kiln_params_load(void *blob, const char *path, const kiln_param_info *params, int n, unsigned char *seen)
 {
     if (!blob || !path || (n > 0 && (!params || !seen)) || n < 0) return KILN_LOAD_IO;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK so that a FIFO without a writer is refused below instead of blocking
+     * the caller in open(); reads of a regular file then go back to blocking. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return KILN_LOAD_IO;
     struct stat st;
     unsigned char len8[8];
     int rc = KILN_LOAD_OK;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) rc = KILN_LOAD_IO;
+    int flags = fcntl(fd, F_GETFL);
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || flags < 0) rc = KILN_LOAD_IO;
+    else if (fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) rc = KILN_LOAD_IO;
     else if (st.st_size < 8 || !pread_full(fd, len8, 8, 0)) rc = KILN_LOAD_FORMAT;
     if (rc == KILN_LOAD_OK) {
         uint64_t size = (uint64_t)st.st_size, header = le32(len8) | (uint64_t)le32(len8 + 4) << 32;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kiln/params.h"
@@ -242,6 +243,16 @@ static void test_refusals(void **state)
     unsigned char seen[2];
     assert_int_equal(kiln_params_load(g_blob, "/nonexistent/w.safetensors", TABLE, 2, seen), KILN_LOAD_IO);
     assert_int_equal(kiln_params_load(g_blob, "/tmp", TABLE, 2, seen), KILN_LOAD_IO);
+    /* a FIFO without a writer: refused at once, not a wait in open() (the alarm turns a
+     * hang into a failure) */
+    char fifo[80];
+    snprintf(fifo, sizeof fifo, "%s.fifo", g_path);
+    unlink(fifo);
+    assert_int_equal(mkfifo(fifo, 0600), 0);
+    alarm(10);
+    assert_int_equal(kiln_params_load(g_blob, fifo, TABLE, 2, seen), KILN_LOAD_IO);
+    alarm(0);
+    unlink(fifo);
     FILE *f = fopen(g_path, "wb");
     fclose(f);
     assert_int_equal(load(), KILN_LOAD_FORMAT); /* empty */
