@@ -38,10 +38,12 @@ bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln
  * name and all of them. */
 bool kiln_target_cpu_known(const char *cpu, kiln_diags *d);
 void kiln_target_free(kiln_target *t);
-/* Checks an LLVM feature string ("+avx2,-avx512f") before LLVM sees it: its form, and on
- * x86 every name against the features kiln supports, never removing the x86-64 baseline
- * (sse, sse2, x87...). kiln_target_for calls it; the driver too, to tell a usage error. */
-bool kiln_target_features_check(const char *features, kiln_diags *d);
+/* Checks an LLVM feature string ("+avx2,-avx512f") for `cpu` (NULL: the host's) before
+ * LLVM sees it: its form, and on x86 every name against the features kiln supports,
+ * never removing the x86-64 baseline (sse, sse2, x87...), and AVX-512 added to a CPU
+ * without it only with avx512vl. kiln_target_for calls it; the driver too, to tell a
+ * usage error. */
+bool kiln_target_features_check(const char *cpu, const char *features, kiln_diags *d);
 /* Sets target-cpu, target-features and prefer-vector-width on a function (every
  * function kiln emits gets them; see ../shared/DESIGN.md, "LLVM facts measured"). */
 void kiln_target_tag_function(const kiln_target *t, LLVMValueRef fn);

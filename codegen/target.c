@@ -77,28 +77,35 @@ static int vector_floats_of_cpu(const char *cpu)
  * query for them, and LLVM only warns on stderr about an unknown one and then generates
  * code for a generic CPU, which would be a silent surprise in an exported library. */
 static const char *const x86_cpus[] = {
-    "alderlake", "amdfam10", "arrowlake", "arrowlake-s", "arrowlake_s", "athlon", "athlon-4",
-    "athlon-fx", "athlon-mp", "athlon-tbird", "athlon-xp", "athlon64", "athlon64-sse3", "atom",
-    "atom_sse4_2", "atom_sse4_2_movbe", "barcelona", "bdver1", "bdver2", "bdver3", "bdver4",
-    "bonnell", "broadwell", "btver1", "btver2", "c3", "c3-2", "cannonlake", "cascadelake",
+    "alderlake", "amdfam10", "arrowlake", "arrowlake-s", "arrowlake_s", "athlon-fx", "athlon64",
+    "athlon64-sse3", "atom", "atom_sse4_2", "atom_sse4_2_movbe", "barcelona", "bdver1", "bdver2",
+    "bdver3", "bdver4", "bonnell", "broadwell", "btver1", "btver2", "cannonlake", "cascadelake",
     "clearwaterforest", "cooperlake", "core-avx-i", "core-avx2", "core2", "core_2_duo_sse4_1",
     "core_2_duo_ssse3", "core_2nd_gen_avx", "core_3rd_gen_avx", "core_4th_gen_avx",
     "core_4th_gen_avx_tsx", "core_5th_gen_avx", "core_5th_gen_avx_tsx", "core_aes_pclmulqdq",
-    "core_i7_sse4_2", "corei7", "corei7-avx", "emeraldrapids", "generic", "geode", "goldmont",
+    "core_i7_sse4_2", "corei7", "corei7-avx", "emeraldrapids", "generic", "goldmont",
     "goldmont-plus", "goldmont_plus", "gracemont", "grandridge", "graniterapids",
-    "graniterapids-d", "graniterapids_d", "haswell", "i386", "i486", "i586", "i686",
-    "icelake-client", "icelake-server", "icelake_client", "icelake_server", "ivybridge", "k6",
-    "k6-2", "k6-3", "k8", "k8-sse3", "knl", "knm", "lakemont", "lunarlake", "meteorlake",
-    "mic_avx512", "nehalem", "nocona", "opteron", "opteron-sse3", "pantherlake", "penryn",
-    "pentium", "pentium-m", "pentium-mmx", "pentium2", "pentium3", "pentium3m", "pentium4",
-    "pentium4m", "pentium_4", "pentium_4_sse3", "pentium_ii", "pentium_iii",
-    "pentium_iii_no_xmm_regs", "pentium_m", "pentium_mmx", "pentium_pro", "pentiumpro", "prescott",
-    "raptorlake", "rocketlake", "sandybridge", "sapphirerapids", "sierraforest", "silvermont",
-    "skx", "skylake", "skylake-avx512", "skylake_avx512", "slm", "tigerlake", "tremont",
-    "westmere", "winchip-c6", "winchip2", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "yonah",
-    "znver1", "znver2", "znver3", "znver4", "znver5"
+    "graniterapids-d", "graniterapids_d", "haswell", "icelake-client", "icelake-server",
+    "icelake_client", "icelake_server", "ivybridge", "k8", "k8-sse3", "knl", "knm", "lunarlake",
+    "meteorlake", "mic_avx512", "nehalem", "nocona", "opteron", "opteron-sse3", "pantherlake",
+    "penryn", "raptorlake", "rocketlake", "sandybridge", "sapphirerapids", "sierraforest",
+    "silvermont", "skx", "skylake", "skylake-avx512", "skylake_avx512", "slm", "tigerlake",
+    "tremont", "westmere", "x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4", "znver1", "znver2",
+    "znver3", "znver4", "znver5"
 };
 #define N_X86_CPUS ((int)(sizeof x86_cpus / sizeof x86_cpus[0]))
+
+/* The x86 CPU names LLVM 19 knows that have no 64-bit mode (no "64bit" feature). kiln
+ * generates x86-64 code, and LLVM stops with a fatal error ("64-bit code requested on a
+ * subtarget that doesn't support it") for these, so they are refused by name. */
+static const char *const x86_cpus_32bit[] = {
+    "i386", "i486", "i586", "i686", "pentium", "pentium-mmx", "pentium2", "pentium3", "pentium3m",
+    "pentium-m", "pentium4", "pentium4m", "pentium_4", "pentium_4_sse3", "pentium_ii",
+    "pentium_iii", "pentium_iii_no_xmm_regs", "pentium_m", "pentium_mmx", "pentium_pro",
+    "pentiumpro", "prescott", "yonah", "athlon", "athlon-4", "athlon-mp", "athlon-tbird",
+    "athlon-xp", "k6", "k6-2", "k6-3", "c3", "c3-2", "geode", "lakemont", "winchip-c6", "winchip2"
+};
+#define N_X86_CPUS_32BIT ((int)(sizeof x86_cpus_32bit / sizeof x86_cpus_32bit[0]))
 
 static bool is_x86(const char *triple)
 {
@@ -200,7 +207,42 @@ static void check_feature(const char *item, size_t len, const char *earlier, siz
     }
 }
 
-bool kiln_target_features_check(const char *features, kiln_diags *d)
+/* Whether `cpu` (NULL: the host) has AVX-512 of its own: the CPUs of the AVX-512 width
+ * table, and Knights Landing / Mill (AVX-512 without VL). */
+static bool cpu_has_avx512(const char *cpu)
+{
+    if (!cpu) {
+        char *host = LLVMGetHostCPUFeatures();
+        bool has = has_feature(host, "avx512f");
+        LLVMDisposeMessage(host);
+        return has;
+    }
+    return vector_floats_of_cpu(cpu) == 16 || strcmp(cpu, "knl") == 0 || strcmp(cpu, "knm") == 0 ||
+           strcmp(cpu, "mic_avx512") == 0;
+}
+
+/* AVX-512 features added to a CPU without AVX-512 must include avx512vl (avx512fp16
+ * brings it along): without VL, LLVM 19 cannot select the 8-wide mask compares of
+ * kiln's kernels and stops with a fatal error ("Cannot select: v8i1 = setcc"). A CPU
+ * with AVX-512 compiles fine without VL (knl, or -avx512vl), so only additions count. */
+static void check_avx512_needs_vl(const char *cpu, const char *features, kiln_diags *d)
+{
+    if (feature_sign(features, "avx512vl") > 0 || feature_sign(features, "avx512fp16") > 0) return;
+    for (const char *p = features; p && *p;) {
+        const char *end = strchr(p, ',');
+        if (strncmp(p, "+avx512", 7) == 0) {
+            if (cpu_has_avx512(cpu)) return;
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+            kiln_diags_add(d, NULL, 0, 0, "--target-features",
+                           "'%.*s' on a CPU without AVX-512 (%s) needs avx512vl too: add +avx512vl", (int)len, p,
+                           cpu ? cpu : "this machine's");
+            return;
+        }
+        p = end ? end + 1 : NULL;
+    }
+}
+
+bool kiln_target_features_check(const char *cpu, const char *features, kiln_diags *d)
 {
     if (!features || !*features) return true;
     char *triple = LLVMGetDefaultTargetTriple();
@@ -221,6 +263,7 @@ bool kiln_target_features_check(const char *features, kiln_diags *d)
         if (!end) break;
         p = end + 1;
     }
+    if (x86 && d->n + d->dropped == before) check_avx512_needs_vl(cpu, features, d);
     return d->n + d->dropped == before;
 }
 
@@ -259,6 +302,13 @@ bool kiln_target_cpu_known(const char *cpu, kiln_diags *d)
     bool known = !is_x86(triple);
     LLVMDisposeMessage(triple);
     for (int i = 0; i < N_X86_CPUS && !known; i++) known = strcmp(cpu, x86_cpus[i]) == 0;
+    for (int i = 0; i < N_X86_CPUS_32BIT && !known; i++)
+        if (strcmp(cpu, x86_cpus_32bit[i]) == 0) {
+            kiln_diags_add(d, NULL, 0, 0, "--target-cpu",
+                           "'%s' is a 32-bit CPU: kiln compiles x86-64 code, for a CPU with 64-bit mode "
+                           "(x86-64, k8, nocona, core2 or later)", cpu);
+            return false;
+        }
     if (!known) unknown_cpu(cpu, d);
     return known;
 }
@@ -267,7 +317,7 @@ bool kiln_target_for(kiln_target *t, const char *cpu, const char *features, kiln
 {
     pthread_once(&init_once, init_llvm_native);
     memset(t, 0, sizeof *t);
-    if (!kiln_target_features_check(features, d)) return false;
+    if (!kiln_target_features_check(cpu, features, d)) return false;
     char *triple = LLVMGetDefaultTargetTriple();
     t->triple = dup_str(triple);
     LLVMDisposeMessage(triple);

@@ -127,7 +127,7 @@ int cmd_compile(int argc, char **argv, kiln_diags *diags)
     if (cpu && !*cpu) kiln_diags_add(diags, NULL, 0, 0, "--target-cpu", "is empty");
     else if (cpu) kiln_target_cpu_known(cpu, diags); /* a usage error, before the model is read */
     if (features && !*features) kiln_diags_add(diags, NULL, 0, 0, "--target-features", "is empty");
-    else kiln_target_features_check(features, diags); /* LLVM would warn, crash or stop half-way */
+    else kiln_target_features_check(cpu, features, diags); /* LLVM would warn, crash or stop half-way */
     if (generate && emit)
         kiln_diags_add(diags, NULL, 0, 0, "--generate", "applies to a library (-o OUT.so|.o|.a), not to --emit");
     if (ckpt && !train)

@@ -159,6 +159,16 @@ expect 2 "--threads: error: expected 1..1024" "train --threads 0" "$kiln" train 
 expect 2 "--val-batches: error: expected at least 1" "train --val-batches 0" \
     "$kiln" train cls.json --data c.tsv --val c.tsv --val-batches 0
 expect 2 "unknown CPU 'bogus'" "compile --target-cpu bogus" "$kiln" compile cls.json -o x.so --target-cpu bogus
+grep -q " pentium4 " err.txt && fail "the valid CPU names include the 32-bit pentium4: $(head -c 300 err.txt)"
+# LLVM stops with a fatal error on these (a 32-bit CPU; AVX-512 without VL added to an AVX2 CPU)
+expect 2 "--target-cpu: error: 'i686' is a 32-bit CPU" "compile --target-cpu i686" \
+    "$kiln" compile cls.json -o x.so --target-cpu i686
+for f in +avx512f +avx512f,+avx512bw; do
+    expect 2 "--target-features: error: '\+avx512f' on a CPU without AVX-512 \(haswell\) needs avx512vl too: add \+avx512vl" \
+        "compile --target-cpu haswell --target-features $f" \
+        "$kiln" compile cls.json -o x.so --target-cpu haswell --target-features $f
+done
+[[ -e x.so ]] && fail "a refused --target-cpu/--target-features left x.so"
 expect 2 "--iters: error: must be in 1..1000" "bench --iters 0" "$kiln" bench cls.json --iters 0
 
 # ---- data files that never end (/dev/zero) or wait (a FIFO): refused at once, as models and weights are ----
