@@ -59,6 +59,15 @@ static bool check_name(const char *name, kiln_diags *d)
     bool ok = name && (name[0] == '_' || (name[0] >= 'A' && name[0] <= 'Z') || (name[0] >= 'a' && name[0] <= 'z'));
     for (const char *p = name; ok && *p; p++)
         ok = *p == '_' || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9');
+    /* "kiln" and "kiln_…" are the runtime's and the header's prefix (kiln_, KILN_): a model
+     * named kiln_params would export kiln_params_load, the runtime loader's own name. */
+    if (ok && strncmp(name, "kiln", 4) == 0 && (name[4] == '\0' || name[4] == '_')) {
+        kiln_diags_add(d, NULL, 0, 0, "name",
+                       "'%s' is reserved: 'kiln' and names starting with 'kiln_' are kiln's own symbols "
+                       "(kiln_params_load, KILN_LOAD_IO, …); rename the model",
+                       name);
+        return false;
+    }
     if (ok && strlen(name) < 200) return true;
     kiln_diags_add(d, NULL, 0, 0, "name",
                    "'%s' is not a C identifier (letters, digits, '_'; not starting with a digit; under 200 "

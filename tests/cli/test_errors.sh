@@ -169,6 +169,13 @@ for f in +avx512f +avx512f,+avx512bw; do
         "$kiln" compile cls.json -o x.so --target-cpu haswell --target-features $f
 done
 [[ -e x.so ]] && fail "a refused --target-cpu/--target-features left x.so"
+
+# ---- compile: model names that are kiln's own symbols (kiln_params_load is the runtime's loader) ----
+for name in kiln_params kiln; do
+    sed "s/\"name\": \"cls\"/\"name\": \"$name\"/" cls.json >reserved.json
+    expect 1 "name: error: '$name' is reserved" "compile a model named $name" "$kiln" compile reserved.json -o x.so
+done
+[[ -e x.so ]] && fail "a model with a reserved name left x.so"
 expect 2 "--iters: error: must be in 1..1000" "bench --iters 0" "$kiln" bench cls.json --iters 0
 
 # ---- data files that never end (/dev/zero) or wait (a FIFO): refused at once, as models and weights are ----
