@@ -446,6 +446,7 @@ static char *header_with_generate(char *text, const kiln_aot_options *opt, const
 /* The files of one build, all inside `dir` (a fresh directory beside the output). */
 typedef struct build {
     char *dir, *model_o, *train_o, *prefill_o, *step_o, *grad_o, *apply_o, *merged_o, *final;
+    char *old_out;           /* a hard link to the existing -o, to put back if the header fails */
     kiln_atomic_file header; /* written beside the header, committed last */
 } build;
 
@@ -455,7 +456,7 @@ static _Thread_local const build *building;
 static void build_remove(const build *b)
 {
     const char *files[] = {b->model_o, b->train_o, b->prefill_o, b->step_o,
-                           b->grad_o,  b->apply_o, b->merged_o,  b->final};
+                           b->grad_o,  b->apply_o, b->merged_o,  b->final, b->old_out};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
         if (files[i]) unlink(files[i]); /* renamed ones are gone already: harmless */
     if (b->dir) rmdir(b->dir);
@@ -480,6 +481,7 @@ static void build_cleanup(build *b)
     free(b->apply_o);
     free(b->merged_o);
     free(b->final);
+    free(b->old_out);
     kiln_atomic_abort(&b->header); /* a no-op once committed */
 }
 
@@ -489,6 +491,41 @@ static bool stage_header(build *b, const char *path, const char *text, kiln_diag
     kiln_rt_error err;
     if (kiln_atomic_begin(&b->header, path, &err) || kiln_atomic_write(&b->header, text, strlen(text), &err)) {
         kiln_diags_add(d, path, 0, 0, NULL, "cannot write: %s", without_path(err.msg, path));
+        return false;
+    }
+    return true;
+}
+
+/* Renames the library and the header into place, both or neither: two renames cannot
+ * be one atomic step, so the header's bytes are synced first (only its rename is left
+ * to fail), the existing library is kept as a hard link in the build directory, and if
+ * the header's rename fails (its path is a directory, a sticky directory's EPERM…) that
+ * link is renamed back (or the new library removed when there was none). */
+static bool commit_outputs(build *b, const kiln_aot_options *opt, kiln_diags *d)
+{
+    kiln_rt_error err;
+    if (opt->header && kiln_atomic_flush(&b->header, &err)) {
+        kiln_diags_add(d, opt->header, 0, 0, NULL, "cannot write: %s", without_path(err.msg, opt->header));
+        return false;
+    }
+    bool had_old = false;
+    if (opt->header) {
+        b->old_out = join(b->dir, "old");
+        had_old = link(opt->out, b->old_out) == 0;
+        if (!had_old && errno != ENOENT) {
+            kiln_diags_add(d, opt->out, 0, 0, NULL, "cannot keep the existing file while the header is written: %s",
+                           strerror(errno));
+            return false;
+        }
+    }
+    if (rename(b->final, opt->out) != 0) {
+        kiln_diags_add(d, opt->out, 0, 0, NULL, "cannot write: %s", strerror(errno));
+        return false;
+    }
+    if (opt->header && kiln_atomic_commit(&b->header, &err)) {
+        kiln_diags_add(d, opt->header, 0, 0, NULL, "cannot write: %s", without_path(err.msg, opt->header));
+        if (had_old ? rename(b->old_out, opt->out) != 0 : unlink(opt->out) != 0)
+            kiln_diags_add(d, opt->out, 0, 0, NULL, "could not be put back as it was: %s", strerror(errno));
         return false;
     }
     return true;
@@ -622,17 +659,7 @@ bool kiln_aot_write(const kiln_compile_request *req, const kiln_aot_options *opt
         ok = stage_header(&b, opt->header, text, d);
         free(text);
     }
-    if (ok && rename(b.final, opt->out) != 0) {
-        kiln_diags_add(d, opt->out, 0, 0, NULL, "cannot write: %s", strerror(errno));
-        ok = false;
-    }
-    if (ok && opt->header) {
-        kiln_rt_error err;
-        if (kiln_atomic_commit(&b.header, &err)) {
-            kiln_diags_add(d, opt->header, 0, 0, NULL, "cannot write: %s", without_path(err.msg, opt->header));
-            ok = false;
-        }
-    }
+    ok = ok && commit_outputs(&b, opt, d);
     build_cleanup(&b);
     kiln_module_free(&m);
     if (opt->train) kiln_module_free(&tm);

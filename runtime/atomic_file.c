@@ -132,17 +132,33 @@ static void sync_dir(const char *path)
     free(dir);
 }
 
-int kiln_atomic_commit(kiln_atomic_file *f, kiln_rt_error *err)
+int kiln_atomic_flush(kiln_atomic_file *f, kiln_rt_error *err)
 {
     kiln_rt_error ignored;
     if (!err) err = &ignored;
-    if (f->fd < 0) return kiln_rt_fail(err, f->path ? f->path : "(no file)", NULL, "commit of a file that is not open");
+    if (f->fd < 0) return kiln_rt_fail(err, f->path ? f->path : "(no file)", NULL, "flush of a file that is not open");
     const char *failed = NULL;
     int saved = 0;
     if (fsync(f->fd) != 0) failed = "syncing", saved = errno;
     if (close(f->fd) != 0 && !failed) failed = "closing", saved = errno;
     f->fd = -1;
-    if (!failed && rename(f->tmp, f->path) != 0) failed = "renaming", saved = errno;
+    if (failed) {
+        kiln_rt_fail(err, f->path, NULL, "%s temporary file '%s' failed: %s", failed, f->tmp, strerror(saved));
+        kiln_atomic_abort(f);
+        return -1;
+    }
+    return 0;
+}
+
+int kiln_atomic_commit(kiln_atomic_file *f, kiln_rt_error *err)
+{
+    kiln_rt_error ignored;
+    if (!err) err = &ignored;
+    if (!f->tmp) return kiln_rt_fail(err, f->path ? f->path : "(no file)", NULL, "commit of a file that is not open");
+    if (f->fd >= 0 && kiln_atomic_flush(f, err)) return -1; /* else flushed already */
+    const char *failed = NULL;
+    int saved = 0;
+    if (rename(f->tmp, f->path) != 0) failed = "renaming", saved = errno;
     if (failed) {
         kiln_rt_fail(err, f->path, NULL, "%s temporary file '%s' failed: %s", failed, f->tmp, strerror(saved));
         kiln_atomic_abort(f);

@@ -40,7 +40,12 @@ int kiln_atomic_begin(kiln_atomic_file *f, const char *path, kiln_rt_error *err)
 /* Appends n bytes. Returns 0, or -1 with err filled after aborting. */
 int kiln_atomic_write(kiln_atomic_file *f, const void *data, size_t n, kiln_rt_error *err);
 
-/* Makes the written bytes the content of path. Returns 0, or -1 with err filled after
+/* The first half of commit: fsync and close the temporary, so that only the rename is
+ * left (a caller committing two files together flushes both before renaming either).
+ * Returns 0, or -1 with err filled after aborting. */
+int kiln_atomic_flush(kiln_atomic_file *f, kiln_rt_error *err);
+
+/* Makes the written bytes the content of path (flushing them first unless done). Returns 0, or -1 with err filled after
  * aborting (path keeps its previous content). */
 int kiln_atomic_commit(kiln_atomic_file *f, kiln_rt_error *err);
 

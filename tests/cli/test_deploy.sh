@@ -7,9 +7,9 @@
 # libm and pthreads (nm -u, ldd, readelf NEEDED) and export only the four entry points;
 # --target-cpu haswell gives assembly without zmm; two exported models link into one
 # program; NAME_load, NAME_forward and NAME_set_threads report bad input by status; and
-# failures (unknown extension, unwritable directory, a failing cc, --target-features
-# that LLVM would crash on) are diagnostics that leave an existing artifact untouched and
-# no temporary behind, and so does an LLVM fatal error (simulated by an LD_PRELOAD shim).
+# failures (unknown extension, unwritable directory, a failing cc, a header that cannot be
+# renamed, --target-features that LLVM would crash on) are diagnostics that leave an
+# existing artifact untouched and no temporary behind, and so does an LLVM fatal error (simulated by an LD_PRELOAD shim).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 export PYTHONPATH=$src/scripts
@@ -156,6 +156,18 @@ kiln_fails "unwritable directory" 1 "cannot write" compile "$gpt" "${dims[@]}" -
 KILN_CC=false kiln_fails "a failing cc" 1 "failed (exit 1)" compile "$gpt" "${dims[@]}" -o libchar_gpt.so \
     --header char_gpt.h
 KILN_CC=/nonexistent/cc kiln_fails "a missing cc" 1 "cannot run" compile "$gpt" "${dims[@]}" -o libchar_gpt.so
+# the header's rename fails (its path is a directory) after the library's: the library is
+# put back as it was (checked with keep.so below), or removed when there was none
+mkdir hdir.h
+kiln_fails "a header that cannot be renamed" 1 "hdir.h: error: cannot write" compile "$gpt" "${dims[@]}" \
+    -o libchar_gpt.so --header hdir.h
+cat >tiny.json <<'EOF'
+{"format": "kiln/1", "name": "tiny", "inputs": {"x": {"shape": [2, 4], "dtype": "f32"}},
+ "layers": [{"name": "h", "op": "linear", "in": "x", "out": 3}], "outputs": ["h"]}
+EOF
+kiln_fails "a header that cannot be renamed, no library before" 1 "hdir.h: error: cannot write" compile tiny.json \
+    -o libtiny.so --header hdir.h
+[[ -e libtiny.so ]] && fail "a failed header write left a new libtiny.so"
 # SIGTERM while a tool runs (a cc that only sleeps): the build directory goes with kiln
 printf '#!/bin/sh\necho $$ >"%s/slow_cc.pid"\nexec sleep 20\n' "$work" >slow_cc && chmod +x slow_cc
 KILN_CC=$work/slow_cc "$kiln" compile "$gpt" "${dims[@]}" -o libslow.so >/dev/null 2>&1 &
