@@ -21,6 +21,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <fnmatch.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +297,7 @@ static void load_init(fe_ctx *c, fe_node *top)
     }
     if (fe_get_num(c, &n, "std", 0.02, &std)) {
         if (std < 0) fe_error(c, &n, "std", "%g is negative", std);
+        else if (std > FLT_MAX) fe_error(c, &n, "std", "%g does not fit in f32", std); /* else ±inf weights */
         else c->m->init_std = std;
     }
     check_keys(c, &n, "in init (expected seed, std)");

@@ -148,12 +148,18 @@ static uint32_t expand_param(fe_ctx *c, fe_node *n)
     if (init == KILN_INIT_NORMAL && std < 0) {
         fe_error(c, n, "std", "%g is negative", std);
         ok = false;
+    } else if (init == KILN_INIT_NORMAL && std > FLT_MAX) { /* else init writes ±inf weights */
+        fe_error(c, n, "std", "%g does not fit in f32", std);
+        ok = false;
     }
     if (init == KILN_INIT_UNIFORM && !has_bound) {
         fe_error(c, n, "bound", "required key is missing (init \"uniform\" draws from U(-bound, bound))");
         ok = false;
     } else if (init == KILN_INIT_UNIFORM && !(bound > 0)) {
         fe_error(c, n, "bound", "%g must be positive", bound);
+        ok = false;
+    } else if (init == KILN_INIT_UNIFORM && bound > FLT_MAX) {
+        fe_error(c, n, "bound", "%g does not fit in f32", bound);
         ok = false;
     }
     if (!ok) return KILN_NONE;
