@@ -14,8 +14,9 @@
  *
  * Argument names come from the model's input and output names, made into C identifiers
  * (other characters become '_'); a name that would clash with a C or C++ keyword, a
- * name of <stddef.h> or <stdint.h>, `params`/`workspace` or an earlier argument gets a
- * trailing '_'. The _COUNT macros are named after the arguments, made distinct again
+ * name of <stddef.h> or <stdint.h>, a common libc macro, one of the header's own macros,
+ * `params`/`workspace` or an earlier argument gets a trailing '_'; a name over 60
+ * characters is arg<position> (two names cut at 60 could be equal). The _COUNT macros are named after the arguments, made distinct again
  * after upper-casing (inputs `x` and `X`).
  */
 #include <ctype.h>
@@ -76,8 +77,11 @@ void kiln_header_upper(const char *s, char *out, size_t size)
 /* Names an argument may not take: C and C++ keywords (the header is meant for both),
  * names <stddef.h> and <stdint.h> define or reserve (NULL, offsetof, the types ending in
  * _t, the macros ending in _MAX, _MIN or _C), macros GCC predefines outside strict ISO
- * modes (linux, unix, i386), and the entry points' own parameter names. */
-static bool is_reserved(const char *s)
+ * modes (linux, unix, i386), object-like macros of the standard headers a program
+ * usually includes before this one (errno, EOF…), the header's own macros (`up` is the
+ * model's upper-case name: UP_PARAMS_BYTES…, and KILN_…), and the entry points' own
+ * parameter names. A macro of that name would expand inside the prototype. */
+static bool is_reserved(const char *s, const char *up)
 {
     static const char *const words[] = {
         /* C17 and C23 */
@@ -94,11 +98,17 @@ static bool is_reserved(const char *s)
         "template", "this", "throw", "try", "typeid", "typename", "using", "virtual", "xor", "xor_eq",
         /* the headers and the compiler */
         "NULL", "offsetof", "linux", "unix", "i386",
+        /* <errno.h>, <stdio.h>, <stdlib.h>, <math.h>, <limits.h>, <time.h>, <complex.h>,
+         * <stdnoreturn.h>, <assert.h> */
+        "errno", "EDOM", "ERANGE", "EILSEQ", "EOF", "BUFSIZ", "SEEK_SET", "SEEK_CUR", "SEEK_END", "L_tmpnam",
+        "stdin", "stdout", "stderr", "EXIT_SUCCESS", "EXIT_FAILURE", "HUGE_VAL", "INFINITY", "NAN", "CHAR_BIT",
+        "CLOCKS_PER_SEC", "I", "complex", "imaginary", "noreturn", "NDEBUG",
         /* the entry points' parameters */
         "params", "workspace"};
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
         if (strcmp(s, words[i]) == 0) return true;
-    size_t n = strlen(s);
+    size_t n = strlen(s), u = strlen(up);
+    if (strncmp(s, "KILN_", 5) == 0 || (strncmp(s, up, u) == 0 && s[u] == '_')) return true;
     if (n >= 2 && strcmp(s + n - 2, "_t") == 0) return true; /* int32_t, size_t, and POSIX's reservation */
     bool lower = false;
     for (const char *p = s; *p; p++) lower |= islower((unsigned char)*p) != 0;
@@ -110,22 +120,32 @@ static bool is_reserved(const char *s)
     return s[0] == '_'; /* reserved-looking names: keep clear of them */
 }
 
-/* Argument k's name: `name` as a C identifier, distinct from names[0..k). */
-static void arg_name(const char *name, char names[][64], int k)
+/* Whether s is one of names[0..k). */
+static bool among(const char *s, char names[][64], int k)
+{
+    for (int j = 0; j < k; j++)
+        if (strcmp(names[j], s) == 0) return true;
+    return false;
+}
+
+/* Argument k's name: `name` as a C identifier, distinct from names[0..k) and not
+ * reserved (is_reserved; `up` is the model's upper-case name). */
+static void arg_name(const char *name, const char *up, char names[][64], int k)
 {
     char *out = names[k];
     size_t n = 0;
     if (!isalpha((unsigned char)name[0])) out[n++] = 'x';
-    for (const char *p = name; *p && n < 60; p++) out[n++] = isalnum((unsigned char)*p) ? *p : '_';
+    const char *p = name;
+    for (; *p && n < 60; p++) out[n++] = isalnum((unsigned char)*p) ? *p : '_';
     out[n] = '\0';
-    for (bool clash = true; clash && n < 63;) {
-        clash = is_reserved(out);
-        for (int j = 0; j < k && !clash; j++) clash = strcmp(names[j], out) == 0;
-        if (clash) {
-            out[n++] = '_';
-            out[n] = '\0';
-        }
+    /* a name cut at 60 characters could equal another cut there: name it by position */
+    if (*p) n = (size_t)snprintf(out, 64, "arg%d", k);
+    while ((is_reserved(out, up) || among(out, names, k)) && n < 63) {
+        out[n++] = '_';
+        out[n] = '\0';
     }
+    /* 63 characters and still taken: a number, which k earlier names cannot all hold */
+    for (int j = 0; is_reserved(out, up) || among(out, names, k); j++) snprintf(out, 64, "arg%d_%d", k, j);
 }
 
 /* Macro k's infix: argument name `arg` upper-cased, distinct from macros[0..k). */
@@ -133,11 +153,8 @@ static void macro_name(const char *arg, char macros[][64], int k)
 {
     kiln_header_upper(arg, macros[k], 63);
     size_t n = strlen(macros[k]);
-    for (bool clash = true; clash && n < 63;) {
-        clash = false;
-        for (int j = 0; j < k && !clash; j++) clash = strcmp(macros[j], macros[k]) == 0;
-        if (clash) macros[k][n++] = '_', macros[k][n] = '\0';
-    }
+    while (among(macros[k], macros, k) && n < 63) macros[k][n++] = '_', macros[k][n] = '\0';
+    for (int j = 0; among(macros[k], macros, k); j++) snprintf(macros[k], 64, "ARG%d_%d", k, j);
 }
 
 static void add_shape(text *t, const kiln_type *ty)
@@ -155,11 +172,11 @@ static void add_train_step(text *t, const kiln_compile_request *req, const char 
     uint32_t n_args = 2 + req->n_inputs + g->n_outputs;
     char(*names)[64] = calloc(n_args, sizeof *names);
     KILN_ASSERT(names != NULL);
-    arg_name("optim", names, 0);
-    arg_name("lr", names, 1);
-    for (uint32_t i = 0; i < req->n_inputs; i++) arg_name(g->nodes[req->inputs[i]].attrs.name, names, (int)(2 + i));
+    arg_name("optim", up, names, 0);
+    arg_name("lr", up, names, 1);
+    for (uint32_t i = 0; i < req->n_inputs; i++) arg_name(g->nodes[req->inputs[i]].attrs.name, up, names, (int)(2 + i));
     for (uint32_t o = 0; o < g->n_outputs; o++)
-        arg_name(g->outputs[o].name, names, (int)(2 + req->n_inputs + o));
+        arg_name(g->outputs[o].name, up, names, (int)(2 + req->n_inputs + o));
     add(t, "/* One training step: forward, backward and the optimizer update from the model\n"
            " * file, written into params and optim in place. optim is %s_OPTIM_BYTES, zeroed\n"
            " * before the first step (it holds the step counter); the workspace is\n"
@@ -194,8 +211,8 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
     uint32_t n_args = req->n_inputs + g->n_outputs;
     char(*names)[64] = calloc(n_args ? n_args : 1, sizeof *names);
     KILN_ASSERT(names != NULL);
-    for (uint32_t i = 0; i < req->n_inputs; i++) arg_name(g->nodes[req->inputs[i]].attrs.name, names, (int)i);
-    for (uint32_t o = 0; o < g->n_outputs; o++) arg_name(g->outputs[o].name, names, (int)(req->n_inputs + o));
+    for (uint32_t i = 0; i < req->n_inputs; i++) arg_name(g->nodes[req->inputs[i]].attrs.name, up, names, (int)i);
+    for (uint32_t o = 0; o < g->n_outputs; o++) arg_name(g->outputs[o].name, up, names, (int)(req->n_inputs + o));
 
     text t = {0};
     add(&t, "/* The exported model '%s', generated by `kiln compile`. Do not edit.\n", name);
@@ -291,7 +308,7 @@ char *kiln_header_text(const kiln_compile_request *req, const kiln_memplan *plan
             in_forward = strcmp(g->nodes[req->inputs[j]].attrs.name, n->attrs.name) == 0;
         if (in_forward) continue;
         char one[1][64];
-        arg_name(n->attrs.name, one, 0);
+        arg_name(n->attrs.name, up, one, 0);
         macro_name(one[0], macros, n_in);
         add(&t, "#define %s_IN_%s_COUNT %lld  /* elements of input '%s' (training) */\n", up, macros[n_in],
             (long long)kiln_type_numel(&n->type), n->attrs.name);

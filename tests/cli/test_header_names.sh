@@ -11,6 +11,9 @@
 #     LM_TRAIN_WORKSPACE_BYTES) stop a program that includes both at the preprocessor,
 #     instead of one silently taking the other's sizes; models that do not collide
 #     include together;
+#   - inputs named after the header's own macros (MAC_PARAMS_BYTES) or <stdio.h>'s and
+#     <errno.h>'s (EOF, errno), and long names equal in their first 60 characters, give
+#     distinct argument names, and the header compiles after those headers;
 #   - a model path containing "*/" does not end the header's comment.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
@@ -94,6 +97,35 @@ elif ! grep -q "already defined by another header" err.txt; then
 fi
 printf '#include "lm.h"\n#include "other.h"\n#include "lm.h"\nint main(void) { return 0; }\n' >both.c
 run "lm.h, other.h and lm.h again in one file" "$cc" -std=c17 -Wall -Werror -I. -c both.c -o both.o
+
+# ---- names that are macros, and long names --------------------------------------------------
+# inputs named after the header's own macros and <stdio.h>'s / <errno.h>'s (the header
+# included after them, as usual), and six 70-character names equal in their first 60
+# (arguments are cut at 60): every argument name distinct, the header compiles
+long=$(printf 'a%.0s' {1..60})
+"$py" - "$long" >macros.json <<'EOF'
+import json, sys
+long = sys.argv[1]
+names = ["MAC_PARAMS_BYTES", "MAC_NUM_PARAMS", "KILN_PARAM_INFO_DEFINED", "EOF", "errno"] + \
+        [long + c * 10 for c in "ABCDEF"]
+layers, prev = [], names[0]
+for i, n in enumerate(names[1:]):
+    layers.append({"name": "s%d" % i, "op": "add", "in": [prev, n]})
+    prev = "s%d" % i
+print(json.dumps({"format": "kiln/1", "name": "mac", "dims": {},
+                  "inputs": {n: {"shape": [2], "dtype": "f32"} for n in names},
+                  "layers": layers, "outputs": [prev]}))
+EOF
+kiln_ok "compile macros.json" compile macros.json -o libmac.a --header mac.h
+printf '#include <stdio.h>\n#include <errno.h>\n#include "mac.h"\nint main(void) { return 0; }\n' >mac.c
+for std in c89 c17; do
+    run "mac.h after <stdio.h>, <errno.h> as -std=$std" "$cc" -std=$std -Wall -Wextra -pedantic -Werror -I. -c mac.c -o mac.o
+done
+cp mac.c mac.cpp
+run "mac.h after <stdio.h>, <errno.h> as C++98" "$cxx" -std=c++98 -Wall -Wextra -pedantic -Werror -I. -c mac.cpp -o mac.o
+# ordinary names keep their names (programs use the _COUNT macros)
+grep -q 'const int32_t \*tokens /\*' lm.h && grep -q '^#define LM_IN_TOKENS_COUNT 8 ' lm.h ||
+    fail "input tokens is no longer the argument tokens / LM_IN_TOKENS_COUNT: $(grep -i tokens lm.h | tr '\n' ' ')"
 
 # ---- a path with "*/" ---------------------------------------------------------------------
 mkdir 'dir*'
