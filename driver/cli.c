@@ -147,11 +147,28 @@ static void cli_print_help(FILE *out, const char *usage, const cli_flag *flags, 
     help_line(out, "-h, --help", "print this help and exit");
 }
 
+/* "a,b" from a and b, kept until the next call (--disable-pass given more than once). */
+static const char *join_list(const char *a, const char *b)
+{
+    static char *joined;
+    size_t na = strlen(a), nb = strlen(b);
+    char *s = malloc(na + nb + 2);
+    KILN_ASSERT(s != NULL);
+    memcpy(s, a, na);
+    s[na] = ',';
+    memcpy(s + na + 1, b, nb + 1);
+    free(joined); /* a itself, when it was the previous join */
+    joined = s;
+    return s;
+}
+
 bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_flags, cli_args *args,
                kiln_diags *diags)
 {
     int errors = diags->n;
     memset(args, 0, sizeof *args);
+    bool seen[128] = {false}; /* by flag: a single-valued flag given twice is an error */
+    KILN_ASSERT(n_flags <= 128);
     for (int i = first; i < argc; i++)
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             cli_print_help(stdout, cli_usage, flags, n_flags);
@@ -196,6 +213,14 @@ bool cli_parse(int argc, char **argv, int first, const cli_flag *flags, int n_fl
             continue;
         }
         const char *v = argv[++i];
+        bool again = seen[f - flags];
+        seen[f - flags] = true;
+        if (again && f->out == &cli_pipeline.disable) { /* a list: both values count */
+            v = join_list(cli_pipeline.disable, v);
+        } else if (again && f->kind != CLI_STRS) {
+            kiln_diags_add(diags, NULL, 0, 0, a, "given twice (it takes one value)");
+            continue;
+        }
         switch (f->kind) {
         case CLI_STR: *(const char **)f->out = v; break;
         case CLI_INT:

@@ -170,6 +170,14 @@ for f in +avx512f +avx512f,+avx512bw; do
 done
 [[ -e x.so ]] && fail "a refused --target-cpu/--target-features left x.so"
 
+# ---- a single-valued option given twice is refused; --disable-pass adds up -------------------
+expect 2 "^-o: error: given twice" "compile -o twice" "$kiln" compile cls.json -o x.a -o y.so
+[[ -e x.a || -e y.so ]] && fail "compile -o x.a -o y.so wrote a library"
+expect 2 "^--seed: error: given twice" "init --seed twice" "$kiln" init cls.json -o w.safetensors --seed 1 --seed 2
+kernels() { "$kiln" check cls.json --json "$@" | tr ',' '\n' | grep '"kernels"'; }
+[[ $(kernels --disable-pass fuse --disable-pass simplify) == "$(kernels --disable-pass fuse,simplify)" ]] ||
+    fail "--disable-pass fuse --disable-pass simplify: $(kernels --disable-pass fuse --disable-pass simplify), not as fuse,simplify: $(kernels --disable-pass fuse,simplify)"
+
 # ---- compile: model names that are kiln's own symbols (kiln_params_load is the runtime's loader) ----
 for name in kiln_params kiln; do
     sed "s/\"name\": \"cls\"/\"name\": \"$name\"/" cls.json >reserved.json
