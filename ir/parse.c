@@ -270,8 +270,11 @@ static bool parse_ref(parser *ps, uint32_t *id)
         if (v <= UINT32_MAX) v = v * 10 + (uint64_t)(*ps->p - '0');
         ps->p++;
     }
+    /* the id as written (v stops growing past UINT32_MAX), up to 40 digits */
+    int digits = (int)(ps->p - at - 1);
     if (v >= ps->g->n_nodes)
-        return error_at(ps, at, "node %%%llu is not defined before this line", (unsigned long long)v);
+        return error_at(ps, at, "node %%%.*s%s is not defined before this line", digits < 40 ? digits : 40, at + 1,
+                        digits > 40 ? "..." : "");
     *id = (uint32_t)v;
     return true;
 }

@@ -240,6 +240,7 @@ static void test_hostile_structure(void **state)
         {HDR "%", 3, 1, "expected a node id"},
         {HDR "%1 = ", 3, 6, "expected an op name"},
         {HDR "output \"y\" = %5\n", 3, 14, "%5 is not defined"},
+        {HDR "%1 = exp(%99999999999999999999) : f32[2,3]\n", 3, 10, "node %99999999999999999999 is not defined"},
         {HDR "output y = %0\n", 3, 8, "expected '\"'"},
         {HDR "loss %0\n", 3, 6, "expected '='"},
     };
