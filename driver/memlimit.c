@@ -1,7 +1,7 @@
 /* memlimit.c — a model too large for this machine is refused, with reasons, before kiln
  * allocates its buffers.
  *
- * Sizes are static (DESIGN.md): once a graph is compiled, its parameter blob, optimizer
+ * Sizes are static (../shared/DESIGN.md): once a graph is compiled, its parameter blob, optimizer
  * blob and planned workspace are known to the byte, so the driver can compare them with
  * what the machine has before asking for them. Without the check a model too large
  * either fails in malloc with a bare "out of memory" (or an assertion) or — with

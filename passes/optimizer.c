@@ -1,7 +1,7 @@
 /* optimizer.c — the optimizer update as IR: appends to a graph (that already holds the
  * loss and the gradients) the nodes computing every trainable parameter's new value and
  * the new optimizer state, and records them as the graph's updates. A whole training
- * step is then one graph, planned and compiled like any other (DESIGN.md).
+ * step is then one graph, planned and compiled like any other (../shared/DESIGN.md).
  *
  * The formulas are PyTorch's, so that a model trains as it would there:
  *

@@ -716,8 +716,8 @@ static int valid_utf8(const char *s) {
     return 1;
 }
 
-/* Checks the arguments and builds the padded header; *data_bytes gets the size of
- * the data section. */
+/* Checks the arguments and builds the header into h, padded to 8 bytes (the data
+ * section's offsets are in it). */
 static int build_header(const char *path, const kiln_tensor *t, int n, const char *const *mk,
                         const char *const *mv, int n_meta, strbuf *h, kiln_rt_error *err) {
     if (n < 0 || n_meta < 0) return kiln_rt_fail(err, path, NULL, "negative tensor or metadata count");
