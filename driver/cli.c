@@ -28,8 +28,6 @@ bool cli_parse_int(const char *s, int64_t *out)
     return true;
 }
 
-/* A finite number in a form strtod reads ("1e-3", ".5", "-2"), without leading white
- * space or '+', and nothing after it: "", "1x", "nan" and "inf" are refused. */
 static bool cli_parse_num(const char *s, double *out)
 {
     /* strtod's forms (1e-3, .5, -2) but not its leading white space or '+', and only a
