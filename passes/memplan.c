@@ -364,6 +364,15 @@ static uint32_t host_of(const kiln_memplan *p, uint32_t id)
     return id;
 }
 
+/* Value r is read by node id's kernel, at position `at`: r lives at least until then, and
+ * must have been computed by then (a value no kernel computes is there from the start). */
+static void read_at(const kiln_plan_request *req, kiln_memplan *p, uint32_t r, uint32_t id, uint32_t at)
+{
+    if (p->homes[r].last < at) p->homes[r].last = at;
+    bool computed = req->schedule ? req->schedule->kernel_of[r] != KILN_NONE : true;
+    if (computed && p->homes[r].first > at && p->read_early == KILN_NONE) p->read_early = r, p->read_early_by = id;
+}
+
 bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_memplan *plan, kiln_diags *d)
 {
     (void)d; /* every size was bounded when the graph was built: nothing here can fail */
@@ -371,6 +380,7 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
     memset(p, 0, sizeof *p);
     uint32_t n = g->n_nodes;
     p->n_nodes = n;
+    p->read_early = p->read_early_by = KILN_NONE;
     p->homes = xcalloc(n, sizeof *p->homes);
     p->scratch_offset = xcalloc(n, sizeof *p->scratch_offset);
     p->scratch_bytes = xcalloc(n, sizeof *p->scratch_bytes);
@@ -398,14 +408,10 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
             if (req->schedule && req->schedule->rope && req->schedule->rope[x] == KILN_ROPE_RESULT &&
                 kiln_rope_match(g, x, &rope)) { /* the kernel reads the rotation's x and tables */
                 uint32_t src[3] = {rope.x, rope.cos, rope.sin};
-                for (int i = 0; i < 3; i++) {
-                    uint32_t r = root_of(p, src[i]);
-                    if (p->homes[r].last < at) p->homes[r].last = at;
-                }
+                for (int i = 0; i < 3; i++) read_at(req, p, root_of(p, src[i]), id, at);
                 continue;
             }
-            uint32_t r = root_of(p, x);
-            if (p->homes[r].last < at) p->homes[r].last = at;
+            read_at(req, p, root_of(p, x), id, at);
         }
     }
     for (uint32_t i = 0; i < p->n_copies; i++) p->homes[root_of(p, p->copies[i].node)].last = end;
@@ -500,6 +506,11 @@ static bool takes_over(const kiln_memplan *p, const buffer *a, const buffer *b)
 
 bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size)
 {
+    if (p->read_early != KILN_NONE) {
+        snprintf(msg, msg_size, "node %u is read by node %u's kernel, which runs before the kernel computing it",
+                 p->read_early, p->read_early_by);
+        return false;
+    }
     buffer *bufs = xcalloc(2 * (size_t)p->n_nodes, sizeof *bufs);
     size_t n = 0;
     for (uint32_t id = 0; id < p->n_nodes; id++) {

@@ -231,6 +231,9 @@ typedef struct kiln_memplan {
     int64_t workspace_bytes;   /* the plan */
     int64_t unplanned_bytes;   /* every workspace buffer (64-rounded) without reuse */
     int64_t lower_bound_bytes; /* the largest set of workspace bytes live at one time */
+    /* a value some kernel reads before the kernel computing it has run, and that reader
+     * (KILN_NONE: none): a schedule out of order, which kiln_memplan_check reports */
+    uint32_t read_early, read_early_by;
 } kiln_memplan;
 
 typedef struct kiln_plan_request {
@@ -253,8 +256,9 @@ typedef struct kiln_plan_request {
 bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_memplan *plan, kiln_diags *d);
 void kiln_memplan_free(kiln_memplan *p);
 /* The debug check: every workspace buffer and scratch lies inside the workspace, is
- * aligned, and no two whose live intervals meet overlap. On failure writes why into
- * msg and returns false. */
+ * aligned, and no two whose live intervals meet overlap; and no kernel reads a value
+ * before the kernel computing it has run (read_early). On failure writes why into msg
+ * and returns false. */
 bool kiln_memplan_check(const kiln_memplan *p, char *msg, size_t msg_size);
 /* The position (kernel, or node without a schedule) where the most workspace bytes are
  * live, and that many bytes in *bytes (memplan_report.c). */

@@ -8,7 +8,8 @@
  * that leaves its kernel). That text must equal NAME.expected.txt; KILN_UPDATE_GOLDEN=1
  * rewrites the expected files instead (review the diff before committing). The graphs
  * are small and written with primitive ops, so each file shows one rule of the pass and
- * what does not qualify for it.
+ * what does not qualify for it. test_order_checked shows that a schedule out of order
+ * cannot go unnoticed (kiln_memplan_check).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -137,11 +138,62 @@ static void test_bias_grad_kernels(void **state)
     kiln_diags_free(&d);
 }
 
+/* A schedule out of order is caught: the memory plan records a value read before the
+ * kernel computing it runs, and kiln_memplan_check (run on every compile) reports it.
+ * The graph is a chain of kernels of their own; swapping the last two makes the last
+ * one read the result of a kernel that now runs after it. */
+static void test_order_checked(void **state)
+{
+    (void)state;
+    const char *text = "graph order\n"
+                       "%0 = input \"x\" : f32[4,8] @inputs \"x\"\n"
+                       "%1 = input \"w\" : f32[8,6] @inputs \"w\"\n"
+                       "%2 = matmul(%0, %1) : f32[4,6]\n"
+                       "%3 = softmax(%2) axis=1 : f32[4,6]\n"
+                       "%4 = matmul(%3, %3) transpose_b : f32[4,4] \"y\"\n"
+                       "output \"y\" = %4\n";
+    kiln_graph g;
+    kiln_diags d;
+    kiln_diags_init(&d);
+    kiln_graph_init(&g, NULL);
+    if (!kiln_graph_parse(&g, text, "order", &d)) {
+        kiln_diags_print(&d, stderr);
+        fail_msg("cannot parse");
+    }
+    unsigned char *live = calloc(g.n_nodes + 1, 1);
+    kiln_graph_live(&g, 0, live);
+    kiln_fuse_request req = {.live = live, .enable_loop = true, .enable_gemm = true};
+    kiln_kernel_schedule s;
+    assert_true(kiln_fuse(&g, &req, &s, &d));
+    assert_int_equal(s.n_kernels, 3);
+    uint32_t inputs[2] = {0, 1};
+    kiln_plan_request pr = {.needed = live, .inputs = inputs, .n_inputs = 2, .schedule = &s};
+    kiln_memplan p;
+    char msg[256];
+    assert_true(kiln_plan_memory(&g, &pr, &p, &d));
+    assert_true(kiln_memplan_check(&p, msg, sizeof msg));
+    kiln_memplan_free(&p);
+
+    kiln_kernel last = s.kernels[2];
+    s.kernels[2] = s.kernels[1], s.kernels[1] = last;
+    for (uint32_t k = 0; k < s.n_kernels; k++)
+        for (uint32_t i = 0; i < s.kernels[k].n; i++) s.kernel_of[s.members[s.kernels[k].first + i]] = k;
+    assert_true(kiln_plan_memory(&g, &pr, &p, &d));
+    assert_false(kiln_memplan_check(&p, msg, sizeof msg));
+    assert_non_null(strstr(msg, "node 3 is read by node 4's kernel"));
+    kiln_memplan_free(&p);
+    kiln_schedule_free(&s);
+    free(live);
+    kiln_graph_free(&g);
+    kiln_diags_free(&d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_golden),
         cmocka_unit_test(test_bias_grad_kernels),
+        cmocka_unit_test(test_order_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
