@@ -279,6 +279,9 @@ int64_t attention_grad_scratch_bytes(const kiln_graph *g, const kiln_node *n, co
 
 /* A training step's dropout kernel, (out, x, step) → out (lower_dropout.c). */
 LLVMValueRef lower_dropout_train(kiln_cg *cg, const kiln_graph *g, uint32_t id, uint64_t dropout_seed);
+/* splitmix64's output function (kiln_interp_dropout_keep's mix64) on an i64 value or a
+ * vector of them: the hash of every dropout mask, the dropout kernel's and attention's. */
+LLVMValueRef cg_dropout_mix64(kiln_cg *cg, LLVMValueRef z);
 
 
 /* The global holding a constant node's values ([bytes x i8], 64-byte aligned,

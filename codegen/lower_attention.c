@@ -386,26 +386,6 @@ void rel_table(ak *a)
 
 /* ---- attention dropout ------------------------------------------------------------------------------ */
 
-/* splitmix64's output function (as kiln_interp_dropout_keep's mix64) on an i64 scalar or
- * vector */
-static LLVMValueRef mix64(ak *a, LLVMValueRef z)
-{
-    LLVMBuilderRef b = a->cg->b;
-    bool vec = LLVMGetTypeKind(LLVMTypeOf(z)) == LLVMVectorTypeKind;
-    LLVMValueRef c[6];
-    static const uint64_t k[6] = {0x9E3779B97F4A7C15ull, 30, 0xBF58476D1CE4E5B9ull, 27, 0x94D049BB133111EBull, 31};
-    for (int i = 0; i < 6; i++) {
-        c[i] = LLVMConstInt(a->cg->t_i64, k[i], 0);
-        if (vec) c[i] = splat(a, c[i]);
-    }
-    z = LLVMBuildAdd(b, z, c[0], "");
-    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[1], ""), "");
-    z = LLVMBuildMul(b, z, c[2], "");
-    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[3], ""), "");
-    z = LLVMBuildMul(b, z, c[4], "");
-    return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[5], ""), "");
-}
-
 /* The part's hash key mix64(mix64(seed) ^ stream), seed = the compile-time dropout seed
  * plus the step counter (lower_dropout.c's per-node value). */
 static void drop_key_init(ak *a)
@@ -413,7 +393,8 @@ static void drop_key_init(ak *a)
     kiln_cg *cg = a->cg;
     LLVMValueRef steps = LLVMBuildFPToUI(cg->b, cg_load(cg, KILN_F32, a->step, cg_i64(cg, 0)), cg->t_i64, "steps");
     LLVMValueRef seed = LLVMBuildAdd(cg->b, LLVMConstInt(cg->t_i64, a->G->drop_seed, 0), steps, "seed");
-    a->drop_key = mix64(a, LLVMBuildXor(cg->b, mix64(a, seed), LLVMConstInt(cg->t_i64, a->G->stream, 0), ""));
+    LLVMValueRef stream = LLVMConstInt(cg->t_i64, a->G->stream, 0);
+    a->drop_key = cg_dropout_mix64(cg, LLVMBuildXor(cg->b, cg_dropout_mix64(cg, seed), stream, ""));
 }
 
 /* The dropout multipliers of key j (i64) for query vector v of the block: 1/(1 − p)
@@ -424,7 +405,7 @@ LLVMValueRef drop_scale(ak *a, LLVMValueRef j, int v)
     kiln_cg *cg = a->cg;
     const attn_geom *G = a->G;
     LLVMValueRef idx = add(a, a->drop_row[v], splat(a, j));
-    LLVMValueRef h = mix64(a, LLVMBuildXor(cg->b, splat(a, a->drop_key), idx, ""));
+    LLVMValueRef h = cg_dropout_mix64(cg, LLVMBuildXor(cg->b, splat(a, a->drop_key), idx, ""));
     uint64_t thr = (uint64_t)ceil(G->drop * 0x1.0p53);
     LLVMValueRef u = LLVMBuildLShr(cg->b, h, splat(a, cg_i64(cg, 11)), "");
     LLVMValueRef keep = LLVMBuildICmp(cg->b, LLVMIntUGE, u, splat(a, LLVMConstInt(cg->t_i64, thr, 0)), "keep");

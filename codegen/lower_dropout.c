@@ -25,16 +25,25 @@
 
 static LLVMValueRef i64c(kiln_cg *cg, uint64_t v) { return LLVMConstInt(cg->t_i64, v, 0); }
 
-/* splitmix64's output function on an i64 value */
-static LLVMValueRef mix64(kiln_cg *cg, LLVMValueRef z)
+LLVMValueRef cg_dropout_mix64(kiln_cg *cg, LLVMValueRef z)
 {
+    static const uint64_t k[6] = {0x9E3779B97F4A7C15ull, 30, 0xBF58476D1CE4E5B9ull, 27, 0x94D049BB133111EBull, 31};
+    LLVMTypeRef t = LLVMTypeOf(z);
+    unsigned lanes = LLVMGetTypeKind(t) == LLVMVectorTypeKind ? LLVMGetVectorSize(t) : 0;
+    KILN_ASSERT(lanes <= 64);
+    LLVMValueRef c[6], same[64];
+    for (int i = 0; i < 6; i++) {
+        c[i] = i64c(cg, k[i]);
+        for (unsigned l = 0; l < lanes; l++) same[l] = c[i];
+        if (lanes) c[i] = LLVMConstVector(same, lanes);
+    }
     LLVMBuilderRef b = cg->b;
-    z = LLVMBuildAdd(b, z, i64c(cg, 0x9E3779B97F4A7C15ull), "");
-    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, i64c(cg, 30), ""), "");
-    z = LLVMBuildMul(b, z, i64c(cg, 0xBF58476D1CE4E5B9ull), "");
-    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, i64c(cg, 27), ""), "");
-    z = LLVMBuildMul(b, z, i64c(cg, 0x94D049BB133111EBull), "");
-    return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, i64c(cg, 31), ""), "");
+    z = LLVMBuildAdd(b, z, c[0], "");
+    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[1], ""), "");
+    z = LLVMBuildMul(b, z, c[2], "");
+    z = LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[3], ""), "");
+    z = LLVMBuildMul(b, z, c[4], "");
+    return LLVMBuildXor(b, z, LLVMBuildLShr(b, z, c[5], ""), "");
 }
 
 LLVMValueRef lower_dropout_train(kiln_cg *cg, const kiln_graph *g, uint32_t id, uint64_t dropout_seed)
@@ -54,11 +63,12 @@ LLVMValueRef lower_dropout_train(kiln_cg *cg, const kiln_graph *g, uint32_t id, 
     if (numel > 0) {
         LLVMValueRef steps = LLVMBuildFPToUI(b, cg_load(cg, KILN_F32, step, cg_i64(cg, 0)), cg->t_i64, "steps");
         LLVMValueRef seed = LLVMBuildAdd(b, i64c(cg, dropout_seed), steps, "seed");
-        LLVMValueRef per_node = mix64(cg, LLVMBuildXor(b, mix64(cg, seed), i64c(cg, (uint32_t)n->attrs.stream), ""));
+        LLVMValueRef stream = i64c(cg, (uint32_t)n->attrs.stream);
+        LLVMValueRef per_node = cg_dropout_mix64(cg, LLVMBuildXor(b, cg_dropout_mix64(cg, seed), stream, ""));
         LLVMValueRef keep_scale = LLVMConstReal(cg->t_f64, 1.0 - p);
         cg_loop l;
         cg_loop_begin(cg, &l, cg_i64(cg, 0), cg_i64(cg, numel), "i");
-        LLVMValueRef h = mix64(cg, LLVMBuildXor(b, per_node, l.i, ""));
+        LLVMValueRef h = cg_dropout_mix64(cg, LLVMBuildXor(b, per_node, l.i, ""));
         LLVMValueRef u = LLVMBuildFMul(b, LLVMBuildUIToFP(b, LLVMBuildLShr(b, h, i64c(cg, 11), ""), cg->t_f64, ""),
                                        LLVMConstReal(cg->t_f64, 0x1.0p-53), "u");
         LLVMValueRef keep = LLVMBuildFCmp(b, LLVMRealOGE, u, LLVMConstReal(cg->t_f64, p), "keep");
