@@ -21,7 +21,7 @@ import os
 import struct
 import sys
 
-import numpy as np
+import random
 
 VOCAB, DIM, OUT = 16, 8, 5
 
@@ -51,27 +51,31 @@ def entries(tensors):
     return header, b"".join(blobs)
 
 
-def f32(a):
-    a = np.ascontiguousarray(a, dtype="<f4")
-    return ("F32", a.shape, a.tobytes())
-
-
-def i32(a):
-    a = np.ascontiguousarray(a, dtype="<i4")
-    return ("I32", a.shape, a.tobytes())
+def tensor(dtype, shape, values):
+    """(safetensors dtype, shape, little-endian bytes) of a flat list of values."""
+    code = {"F32": "f", "F64": "d", "I32": "i", "I64": "q"}[dtype]
+    return (dtype, tuple(shape), struct.pack(f"<{len(values)}{code}", *values))
 
 
 def good_weights():
-    rng = np.random.default_rng(0)
+    rng = random.Random(0)
+
+    def normal(n):
+        return [rng.gauss(0, 0.02) for _ in range(n)]
+
     return {
-        "emb.weight": f32(rng.normal(0, 0.02, (VOCAB, DIM))),
-        "proj.weight": f32(rng.normal(0, 0.02, (OUT, DIM))),
-        "proj.bias": f32(np.zeros(OUT)),
+        "emb.weight": tensor("F32", (VOCAB, DIM), normal(VOCAB * DIM)),
+        "proj.weight": tensor("F32", (OUT, DIM), normal(OUT * DIM)),
+        "proj.bias": tensor("F32", (OUT,), [0.0] * OUT),
     }
 
 
-def good_tokens():
-    return np.array([[1, 2, 3, 4], [15, 0, 7, 9]], dtype="<i4")
+# the tokens (2, 4) of a good inputs file, row-major
+GOOD_TOKENS = [1, 2, 3, 4, 15, 0, 7, 9]
+
+
+def tokens(dtype="I32", shape=(2, 4), values=GOOD_TOKENS):
+    return tensor(dtype, shape, values)
 
 
 def write(path, content):
@@ -120,9 +124,9 @@ def overlapping():
 
 def f64_out_of_range():
     w = good_weights()
-    a = np.zeros((OUT,), dtype="<f8")
+    a = [0.0] * OUT
     a[3] = 1e300
-    w["proj.bias"] = ("F64", a.shape, a.tobytes())
+    w["proj.bias"] = tensor("F64", (OUT,), a)
     h, d = entries(w)
     return st_file(h, d)
 
@@ -158,8 +162,8 @@ WEIGHTS = {
     "f64_out_of_range": f64_out_of_range,
     "missing_param": lambda: st_file(*entries({k: v for k, v in good_weights().items() if k != "proj.bias"})),
     "wrong_param_shape": lambda: st_file(*entries({**good_weights(),
-                                                   "proj.weight": f32(np.zeros((DIM, OUT)))})),
-    "param_as_i32": lambda: st_file(*entries({**good_weights(), "proj.bias": i32(np.zeros(OUT))})),
+                                                   "proj.weight": tensor("F32", (DIM, OUT), [0.0] * (DIM * OUT))})),
+    "param_as_i32": lambda: st_file(*entries({**good_weights(), "proj.bias": tensor("I32", (OUT,), [0] * OUT)})),
     # a model file given where a weights file belongs
     "model_file_as_weights": lambda: open(os.path.join(os.path.dirname(__file__), "base", "model.json"), "rb").read(),
 }
@@ -168,29 +172,29 @@ WEIGHTS = {
 
 
 def tokens_with(value):
-    t = good_tokens()
-    t[1, 2] = value
-    return st_file(*entries({"tokens": i32(t)}))
+    t = list(GOOD_TOKENS)
+    t[1 * 4 + 2] = value
+    return st_file(*entries({"tokens": tokens(values=t)}))
 
 
 def i64_tokens_out_of_range():
-    t = good_tokens().astype("<i8")
-    t[0, 1] = 1 << 40
-    return st_file(*entries({"tokens": ("I64", t.shape, t.tobytes())}))
+    t = list(GOOD_TOKENS)
+    t[0 * 4 + 1] = 1 << 40
+    return st_file(*entries({"tokens": tokens("I64", values=t)}))
 
 
 INPUTS = {
-    "f32_tokens": lambda: st_file(*entries({"tokens": f32(good_tokens())})),
+    "f32_tokens": lambda: st_file(*entries({"tokens": tokens("F32")})),
     "token_negative": lambda: tokens_with(-1),
     "token_too_large": lambda: tokens_with(VOCAB),
     "token_int_max": lambda: tokens_with(2**31 - 1),
     "token_int_min": lambda: tokens_with(-2**31),
     "i64_tokens_out_of_range": i64_tokens_out_of_range,
-    "missing_input": lambda: st_file(*entries({"toks": i32(good_tokens())})),
+    "missing_input": lambda: st_file(*entries({"toks": tokens()})),
     # every input is there, plus a tensor the model has no input for (a misspelt mask?)
-    "extra_input": lambda: st_file(*entries({"tokens": i32(good_tokens()), "tokenz": i32(good_tokens())})),
-    "wrong_rank": lambda: st_file(*entries({"tokens": i32(good_tokens().reshape(8))})),
-    "truncated_inputs": lambda: st_file(*entries({"tokens": i32(good_tokens())}))[:-3],
+    "extra_input": lambda: st_file(*entries({"tokens": tokens(), "tokenz": tokens()})),
+    "wrong_rank": lambda: st_file(*entries({"tokens": tokens(shape=(8,))})),
+    "truncated_inputs": lambda: st_file(*entries({"tokens": tokens()}))[:-3],
 }
 
 # ---- model cases that cannot be committed as text ----------------------------------------
@@ -258,7 +262,7 @@ def main():
         sys.exit(__doc__)
     kind, name, outdir = sys.argv[1:]
     write(os.path.join(outdir, "w.safetensors"), w_good())
-    write(os.path.join(outdir, "x.safetensors"), st_file(*entries({"tokens": i32(good_tokens())})))
+    write(os.path.join(outdir, "x.safetensors"), st_file(*entries({"tokens": tokens()})))
     bad = os.path.join(outdir, name + ".safetensors")
     if kind == "model":
         make_model(name, outdir)
