@@ -1011,16 +1011,6 @@ static uint32_t producer(const kiln_graph *g, const kiln_kernel_schedule *s, uin
     return s->kernel_of[x];
 }
 
-/* The memory nodes a kernel reads for its member's input x: x itself, or for a rotation
- * computed by nobody (find_ropes) the x and tables the reader rotates on load. */
-static uint32_t read_sources(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t x, uint32_t src[3])
-{
-    kiln_rope rp;
-    if (s->rope[x] != KILN_ROPE_RESULT || !kiln_rope_match(g, x, &rp)) return src[0] = x, 1;
-    src[0] = rp.x, src[1] = rp.cos, src[2] = rp.sin;
-    return 3;
-}
-
 /* Puts the kernels (sorted by first member) into an order where each runs after the
  * kernels it reads from: of the kernels whose inputs are ready, always the one with the
  * earliest first member, so the order stays close to the graph's (and its memory use
@@ -1040,7 +1030,7 @@ static void order_kernels(const kiln_graph *g, kiln_kernel_schedule *s)
         for (uint32_t i = 0; i < s->kernels[k].n; i++) {
             const kiln_node *m = &g->nodes[s->members[s->kernels[k].first + i]];
             for (uint32_t j = 0; j < m->n_in; j++) {
-                uint32_t src[3], n_src = read_sources(g, s, m->in[j], src);
+                uint32_t src[3], n_src = kiln_schedule_reads(g, s, m->in[j], src);
                 for (uint32_t q = 0; q < n_src; q++) {
                     uint32_t p = producer(g, s, src[q]);
                     if (p == KILN_NONE || p == k) continue;

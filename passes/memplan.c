@@ -404,14 +404,8 @@ bool kiln_plan_memory(const kiln_graph *g, const kiln_plan_request *req, kiln_me
         for (uint32_t j = 0; j < g->nodes[id].n_in; j++) {
             uint32_t x = g->nodes[id].in[j];
             if (p->homes[x].kind == KILN_HOME_FUSED) continue;
-            kiln_rope rope;
-            if (req->schedule && req->schedule->rope && req->schedule->rope[x] == KILN_ROPE_RESULT &&
-                kiln_rope_match(g, x, &rope)) { /* the kernel reads the rotation's x and tables */
-                uint32_t src[3] = {rope.x, rope.cos, rope.sin};
-                for (int i = 0; i < 3; i++) read_at(req, p, root_of(p, src[i]), id, at);
-                continue;
-            }
-            read_at(req, p, root_of(p, x), id, at);
+            uint32_t src[3] = {x}, n_src = req->schedule ? kiln_schedule_reads(g, req->schedule, x, src) : 1;
+            for (uint32_t i = 0; i < n_src; i++) read_at(req, p, root_of(p, src[i]), id, at);
         }
     }
     for (uint32_t i = 0; i < p->n_copies; i++) p->homes[root_of(p, p->copies[i].node)].last = end;

@@ -151,6 +151,10 @@ typedef struct kiln_rope {
     uint32_t inner[6];         /* x·cos, rot·sin, rot (concat), −x2 (neg), x1, x2 (slices) */
 } kiln_rope;
 bool kiln_rope_match(const kiln_graph *g, uint32_t y, kiln_rope *r);
+/* The memory nodes a kernel of schedule s reads for its member's input x: x itself, or,
+ * for a rotation no kernel computes (s->rope[x] == KILN_ROPE_RESULT), the x and the tables
+ * the kernel rotates on load. Returns how many (1 or 3). */
+uint32_t kiln_schedule_reads(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t x, uint32_t src[3]);
 
 /* The gradient of that rotation as autodiff writes it (grad_rules.c: mul, concat, neg,
  * slice), from the cotangent G of y to the one of x, Rᵀ·G:

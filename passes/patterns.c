@@ -93,6 +93,14 @@ bool kiln_rope_match(const kiln_graph *g, uint32_t y, kiln_rope *r)
     return false;
 }
 
+uint32_t kiln_schedule_reads(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t x, uint32_t src[3])
+{
+    kiln_rope rp;
+    if (!s->rope || s->rope[x] != KILN_ROPE_RESULT || !kiln_rope_match(g, x, &rp)) return src[0] = x, 1;
+    src[0] = rp.x, src[1] = rp.cos, src[2] = rp.sin;
+    return 3;
+}
+
 static bool is_unslice_of(const kiln_graph *g, uint32_t id, const kiln_type *t, int64_t start, int64_t end)
 {
     const kiln_node *n = &g->nodes[id];
