@@ -237,6 +237,19 @@ typedef struct kiln_compile_cpu {
                             meanwhile (not in the stages above; jit.c) */
 } kiln_compile_cpu;
 
+/* ---- the compile cache (objcache.c) ------------------------------------------------ */
+
+/* Turns the JIT's cache of machine code on, in directory dir (created with mode 0700 if
+ * missing), or off (dir NULL), for the whole process; off until called. A compile whose
+ * LLVM IR this kiln and this libLLVM compiled before for the same CPU then links the saved
+ * objects instead of optimising and compiling (kiln_compiled.cached). Returns false with a
+ * diagnostic, the cache off, when dir cannot be created, belongs to another user or is
+ * writable by others, or kiln or libLLVM has no build ID. Call before any compile starts:
+ * the setting is not synchronised. */
+bool kiln_objcache_open(const char *dir, kiln_diags *d);
+/* The directory in use, or NULL when the cache is off. */
+const char *kiln_objcache_dir(void);
+
 typedef struct kiln_compiled {
     void *jit;                     /* LLVMOrcLLJITRef, owns the machine code */
     void *entry;                   /* int NAME_forward(…), called through libffi */
@@ -252,6 +265,7 @@ typedef struct kiln_compiled {
     char *dump;                    /* the pipeline's --dump-after text, or NULL (malloc'd) */
     double ms_build, ms_optimize, ms_jit;  /* compile time, by stage */
     kiln_compile_cpu cpu;          /* compile CPU time, by stage */
+    bool cached;                   /* the machine code came from the compile cache */
     kiln_kernel_schedule sched;    /* the kernels, in call order (profile slot k = kernel k) */
     const kiln_graph *g;           /* the graph sched's node ids are in: req->g, or simplify's */
     kiln_graph *g_owned;           /* simplify's rebuilt graph (malloc'd), or NULL */

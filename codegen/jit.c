@@ -12,9 +12,11 @@
  *   code can call libm → look the entry up (machine code is produced at lookup).
  * In the JIT the GEMM module is not linked in: it is built in a context of its own and
  * optimised and compiled to an object on a second thread meanwhile (gemm_job), and the
- * LLJIT links that object with the kernels — about a third less machine code on the
- * compiling thread (docs/performance.md, "JIT compile time"). `--emit llvm/asm` and AOT
- * link the one module as above.
+ * LLJIT links that object with the kernels' object, compiled on this thread — about a
+ * third less machine code on the compiling thread (docs/performance.md, "JIT compile
+ * time"). The two objects are what the compile cache keeps (objcache.c): a compile whose
+ * modules were compiled before loads them instead. `--emit llvm/asm` and AOT link the one
+ * module as above.
  * The kernels' module is built inside an ORC ThreadSafeContext from the start, so the JIT takes
  * it without a copy; kiln_codegen_module (AOT, --emit) builds the same module in a plain
  * context instead and hands it over finished. With KILN_PERF=1 the JIT links through
@@ -460,21 +462,45 @@ static bool gemm_job_finish(gemm_job *job, kiln_diags *d)
     return false;
 }
 
-/* *lookup_cpu: cpu_ms() when the module was added, before the lookup. */
-static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char *name, gemm_job *job,
-                       kiln_compiled *out, double *lookup_cpu, kiln_diags *d)
+/* The kernels' module, optimised, as an object file made by a target machine like the
+ * LLJIT's own (what the LLJIT would make of the module at the lookup). */
+static bool emit_object(kiln_cg *cg, LLVMMemoryBufferRef *obj, kiln_diags *d)
 {
-    LLVMDisposeBuilder(cg->b);
-    cg->b = NULL;
-    LLVMOrcThreadSafeModuleRef tsm = LLVMOrcCreateNewThreadSafeModule(cg->mod, tsc);
-    cg->mod = NULL; /* owned by tsm, and the context by tsc */
-    cg->ctx = NULL;
-
     LLVMTargetMachineRef tm = jit_machine(cg->target);
     if (!tm) {
-        LLVMOrcDisposeThreadSafeModule(tsm);
         kiln_diags_add(d, NULL, 0, 0, "codegen", "cannot create the JIT's target machine");
         return false;
+    }
+    char *err = NULL;
+    bool failed = LLVMTargetMachineEmitToMemoryBuffer(tm, cg->mod, LLVMObjectFile, &err, obj);
+    if (failed) {
+        kiln_diags_add(d, NULL, 0, 0, "codegen", "machine code for the kernels failed: %s", err ? err : "?");
+        *obj = NULL;
+    }
+    LLVMDisposeMessage(err);
+    LLVMDisposeTargetMachine(tm);
+    return !failed;
+}
+
+/* Links into a new LLJIT either the module cg (compiled at the lookup; --emit llvm/asm)
+ * or the objects (the kernels' and the GEMMs'; consumed), and looks up the entry.
+ * *lookup_cpu: cpu_ms() when everything was added, before the lookup. */
+static bool jit_link(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, LLVMMemoryBufferRef obj[OBJCACHE_OBJECTS],
+                     const kiln_target *t, const char *name, kiln_compiled *out, double *lookup_cpu, kiln_diags *d)
+{
+    LLVMOrcThreadSafeModuleRef tsm = NULL;
+    if (cg) {
+        LLVMDisposeBuilder(cg->b);
+        cg->b = NULL;
+        tsm = LLVMOrcCreateNewThreadSafeModule(cg->mod, tsc);
+        cg->mod = NULL; /* owned by tsm, and the context by tsc */
+        cg->ctx = NULL;
+    }
+    bool ok = false;
+    LLVMTargetMachineRef tm = jit_machine(t);
+    if (!tm) {
+        kiln_diags_add(d, NULL, 0, 0, "codegen", "cannot create the JIT's target machine");
+        goto done;
     }
     LLVMOrcLLJITBuilderRef builder = LLVMOrcCreateLLJITBuilder();
     LLVMOrcLLJITBuilderSetJITTargetMachineBuilder(builder, LLVMOrcJITTargetMachineBuilderCreateFromTargetMachine(tm));
@@ -482,37 +508,53 @@ static bool jit_module(kiln_cg *cg, LLVMOrcThreadSafeContextRef tsc, const char 
     LLVMOrcLLJITRef jit;
     LLVMErrorRef err = LLVMOrcCreateLLJIT(&jit, builder); /* consumes builder */
     if (err) {
-        LLVMOrcDisposeThreadSafeModule(tsm);
-        return llvm_fail(d, "cannot create the JIT", err);
+        llvm_fail(d, "cannot create the JIT", err);
+        goto done;
     }
     out->jit = jit;
     LLVMOrcDefinitionGeneratorRef gen;
     err = LLVMOrcCreateDynamicLibrarySearchGeneratorForProcess(&gen, LLVMOrcLLJITGetGlobalPrefix(jit), NULL, NULL);
     if (err) {
-        LLVMOrcDisposeThreadSafeModule(tsm);
-        return llvm_fail(d, "cannot expose process symbols to the JIT", err);
+        llvm_fail(d, "cannot expose process symbols to the JIT", err);
+        goto done;
     }
     LLVMOrcJITDylibRef main_jd = LLVMOrcLLJITGetMainJITDylib(jit);
     LLVMOrcJITDylibAddGenerator(main_jd, gen);
     err = kiln_jit_define_runtime(jit);
     if (err) {
-        LLVMOrcDisposeThreadSafeModule(tsm);
-        return llvm_fail(d, "cannot expose the runtime to the JIT", err);
+        llvm_fail(d, "cannot expose the runtime to the JIT", err);
+        goto done;
     }
-    err = LLVMOrcLLJITAddLLVMIRModule(jit, main_jd, tsm); /* consumes tsm, even on error */
-    if (err) return llvm_fail(d, "cannot add the module to the JIT", err);
-    if (job) { /* the GEMM functions, compiled meanwhile */
-        if (!gemm_job_finish(job, d)) return false;
-        err = LLVMOrcLLJITAddObjectFile(jit, main_jd, job->object); /* consumes the buffer */
-        job->object = NULL;
-        if (err) return llvm_fail(d, "cannot add the GEMM functions to the JIT", err);
+    if (tsm) {
+        err = LLVMOrcLLJITAddLLVMIRModule(jit, main_jd, tsm); /* consumes tsm, even on error */
+        tsm = NULL;
+        if (err) {
+            llvm_fail(d, "cannot add the module to the JIT", err);
+            goto done;
+        }
     }
-    *lookup_cpu = cpu_ms(); /* machine code is produced at the lookup */
+    for (int i = 0; obj && i < OBJCACHE_OBJECTS; i++) {
+        err = LLVMOrcLLJITAddObjectFile(jit, main_jd, obj[i]); /* consumes the buffer */
+        obj[i] = NULL;
+        if (err) {
+            llvm_fail(d, "cannot add the machine code to the JIT", err);
+            goto done;
+        }
+    }
+    *lookup_cpu = cpu_ms(); /* a module's machine code is produced at the lookup */
     LLVMOrcExecutorAddress addr = 0;
     err = LLVMOrcLLJITLookup(jit, &addr, name);
-    if (err) return llvm_fail(d, "cannot compile the module", err);
+    if (err) {
+        llvm_fail(d, "cannot compile the module", err);
+        goto done;
+    }
     out->entry = (void *)(uintptr_t)addr;
-    return true;
+    ok = true;
+done:
+    if (tsm) LLVMOrcDisposeThreadSafeModule(tsm);
+    for (int i = 0; obj && i < OBJCACHE_OBJECTS; i++)
+        if (obj[i]) LLVMDisposeMemoryBuffer(obj[i]);
+    return ok;
 }
 
 bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kiln_diags *d)
@@ -564,10 +606,17 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     out->n_functions = u.n_functions;
     if (req->profile) out->kernel_fns = kernel_functions(u.cg.mod, name, prog.sched.n_kernels);
     double t1 = now_ms(), c1 = cpu_ms();
-    gemm_job job;
+    /* Without --emit, the kernels and the GEMMs reach the LLJIT as two object files: from
+     * the compile cache, or compiled here (the GEMMs on the job's thread) and then saved
+     * in it. */
+    gemm_job job = {0};
+    objcache_key key;
+    LLVMMemoryBufferRef obj[OBJCACHE_OBJECTS] = {0};
+    bool keyed = !one_module && objcache_key_of(&key, t, u.cg.mod, u.gemm.mod);
+    out->cached = keyed && objcache_load(&key, obj);
     if (one_module) {
         ok = unit_finish(&u, name, d);
-    } else {
+    } else if (!out->cached) {
         gemm_job_start(&job, &u.gemm);
         ok = verify(u.cg.mod, d) && run_passes(u.cg.mod, "default<O3>", t->tm, d);
         if (ok) internalise(u.cg.mod, name);
@@ -575,9 +624,21 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     double t2 = now_ms(), c2 = cpu_ms();
     if (ok && req->emit_llvm) out->llvm_ir = kiln_cg_text(&u.cg, false, d);
     if (ok && req->emit_asm) ok = (out->asm_text = kiln_cg_text(&u.cg, true, d)) != NULL;
-    double c_lookup = cpu_ms();
-    if (ok) ok = jit_module(&u.cg, tsc, name, one_module ? NULL : &job, out, &c_lookup, d);
-    if (!one_module) { /* joined by jit_module unless it stopped early */
+    if (ok && !one_module && !out->cached) {
+        ok = emit_object(&u.cg, &obj[0], d);
+        if (gemm_job_finish(&job, d)) {
+            obj[1] = job.object;
+            job.object = NULL;
+        } else {
+            ok = false;
+        }
+        if (ok && keyed) objcache_store(&key, obj);
+    }
+    double c_emitted = cpu_ms(), c_lookup = c_emitted;
+    if (ok) ok = jit_link(one_module ? &u.cg : NULL, tsc, one_module ? NULL : obj, t, name, out, &c_lookup, d);
+    for (int i = 0; i < OBJCACHE_OBJECTS; i++)
+        if (obj[i]) LLVMDisposeMemoryBuffer(obj[i]);
+    if (!one_module) { /* joined above unless compiling stopped early */
         if (job.started) pthread_join(job.thread, NULL);
         if (job.object) LLVMDisposeMemoryBuffer(job.object);
         out->cpu.gemm_thread = job.cpu;
@@ -590,8 +651,8 @@ bool kiln_compile_graph(const kiln_compile_request *req, kiln_compiled *out, kil
     out->cpu.plan = c_plan - c0;
     out->cpu.build = c1 - c_plan;
     out->cpu.optimize = c2 - c1;
-    out->cpu.jit_setup = c_lookup - c2;
-    out->cpu.machine_code = c3 - c_lookup;
+    out->cpu.jit_setup = c_lookup - c_emitted;
+    out->cpu.machine_code = (c_emitted - c2) + (c3 - c_lookup);
 
     unit_dispose(&u); /* the thread-safe context owns the context */
     LLVMOrcDisposeThreadSafeContext(tsc);

@@ -405,4 +405,18 @@ int entry_emit(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, const kiln_co
 int32_t *entry_ready_index(const kiln_graph *g, const kiln_compile_request *req);
 int32_t entry_ready_state(const kiln_graph *g, const kiln_memplan *p, const int32_t *ready_of, uint32_t id);
 
+/* objcache.c, the JIT's side of the compile cache (kiln_objcache_open): an entry holds the
+ * object files of the kernels' module and of the GEMMs' module, in that order. */
+enum { OBJCACHE_OBJECTS = 2 };
+typedef struct objcache_key {
+    uint64_t h[2];
+} objcache_key;
+/* The key of the two unoptimised modules for target t; false when the cache is off. */
+bool objcache_key_of(objcache_key *k, const kiln_target *t, LLVMModuleRef kernels, LLVMModuleRef gemm);
+/* The entry's objects (the caller owns them), or false: none, or one that does not
+ * check out. */
+bool objcache_load(const objcache_key *k, LLVMMemoryBufferRef obj[OBJCACHE_OBJECTS]);
+/* Saves the objects under the key, best effort (a failed store is a later miss). */
+void objcache_store(const objcache_key *k, LLVMMemoryBufferRef const obj[OBJCACHE_OBJECTS]);
+
 #endif

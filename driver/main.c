@@ -23,6 +23,7 @@ typedef struct command {
     int (*run)(int argc, char **argv, kiln_diags *diags);
     const char *usage;
     const char *summary;
+    bool jit; /* compiles through the JIT, with the compile cache (`kiln bench` times compiles: without) */
 } command;
 
 #define PIPELINE_USAGE "[--dump-after STAGE] [--disable-pass STAGE[,STAGE...]]"
@@ -30,43 +31,43 @@ typedef struct command {
 static const command commands[] = {
     {"check", cmd_check,
      "kiln check MODEL.json [-D N=V]... [--json] [--dump-ir] [--memory] [--train [--checkpoint-activations]] " PIPELINE_USAGE,
-     "validate a model; print its dims, parameters, shapes, FLOPs and memory"},
+     "validate a model; print its dims, parameters, shapes, FLOPs and memory", false},
     {"init", cmd_init, "kiln init MODEL.json -o W.safetensors [--seed S] [-D N=V]...",
-     "write fresh weights (the SPEC's init scheme)"},
+     "write fresh weights (the SPEC's init scheme)", false},
     {"run", cmd_run,
      "kiln run MODEL.json --weights W.safetensors --inputs X.safetensors --out Y.safetensors [--grads] "
      "[--interp] [--threads N] [--max-memory BYTES] [-D N=V]... " PIPELINE_USAGE,
-     "evaluate the model on inputs (JIT-compiled, or the reference interpreter)"},
+     "evaluate the model on inputs (JIT-compiled, or the reference interpreter)", true},
     {"train", cmd_train,
      "kiln train MODEL.json --data PATH [--val PATH] [--task clm|mlm|classify|pairs|seq2seq|span] [--steps N] "
      "[--batch B] [--init W.safetensors] [--save CKPT.safetensors] [--resume CKPT.safetensors] [--log METRICS.jsonl] "
      "[--log-every N] [--threads N] [--seed S] [--val-every N] [--val-batches N] [--save-every N] [--stop-at S] "
      "[--checkpoint-activations] [--on-nonfinite stop|skip|off] [--max-memory BYTES] [--distributed] [--dist-timeout S] "
      "[--dist-serial] [-D N=V]... " PIPELINE_USAGE,
-     "train a model on a data file, with checkpoints and exact resume (under mpirun: data-parallel)"},
+     "train a model on a data file, with checkpoints and exact resume (under mpirun: data-parallel)", true},
     {"eval", cmd_eval, "kiln eval MODEL.json --weights W.safetensors --data PATH [--task T] [--batch B] [--max-memory BYTES] [-D N=V]...",
-     "loss and perplexity (or accuracy) of weights on a data file"},
+     "loss and perplexity (or accuracy) of weights on a data file", true},
     {"embed", cmd_embed,
      "kiln embed MODEL.json --weights W.safetensors --input FILE --out E.safetensors [--output NAME] [--normalize] "
      "[--batch B] [--threads N] [--max-memory BYTES] [-D N=V]...",
-     "one pooled embedding per line of a text file (a (batch, D) output of the model)"},
+     "one pooled embedding per line of a text file (a (batch, D) output of the model)", true},
     {"generate", cmd_generate,
      "kiln generate MODEL.json --weights W.safetensors (--prompt TEXT | --source TEXT) [--max-new N] "
      "[--temperature T | --greedy] [--top-k K] [--top-p P] [--seed S] [--truncate] [--json] [--no-cache] [--stats] [--repeat N] "
      "[--threads N] [--max-memory BYTES] [-D N=V]... " PIPELINE_USAGE,
-     "write text with a trained model: a compiled prefill and KV-cached decode steps"},
+     "write text with a trained model: a compiled prefill and KV-cached decode steps", true},
     {"compile", cmd_compile,
      "kiln compile MODEL.json -o OUT.so|OUT.o|OUT.a [--header OUT.h] [--target-cpu CPU] "
      "[--target-features F] [--emit ir|llvm|asm|dot [--dot-detail kernels|nodes]] [--train [--checkpoint-activations]] [--generate] [-D N=V]... "
      PIPELINE_USAGE,
-     "export the model (and its training step or generation) as a C library with a header"},
+     "export the model (and its training step or generation) as a C library with a header", false},
     {"bench", cmd_bench,
      "kiln bench MODEL.json [-D N=V]... [--interp] [--iters N] [--json] [--train [--checkpoint-activations]] "
      "[--threads N] [--per-kernel] [--max-memory BYTES] " PIPELINE_USAGE,
-     "time the compile and the forward pass (or training step)"},
+     "time the compile and the forward pass (or training step)", false},
     {"plot", cmd_plot,
      "kiln plot METRICS.jsonl... -o CURVE.svg [--y NAME[,NAME...]]... [--log-scale] [--smooth N] [--title TEXT]",
-     "draw loss curves from kiln train --log files as an SVG chart"},
+     "draw loss curves from kiln train --log files as an SVG chart", false},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
 
@@ -86,8 +87,30 @@ static const command *find(const char *name)
     return NULL;
 }
 
+/* The compile cache (codegen/objcache.c, docs/cli.md): KILN_CACHE_DIR, else
+ * $XDG_CACHE_HOME/kiln, else ~/.cache/kiln; KILN_CACHE_DIR empty or "off": none. A
+ * directory the user named that cannot be used is worth a warning; the default one
+ * silently leaves the cache off (a read-only home, say). */
+static void open_compile_cache(void)
+{
+    const char *named = getenv("KILN_CACHE_DIR");
+    if (named && (!*named || strcmp(named, "off") == 0)) return;
+    char dir[4096];
+    const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    if (named) snprintf(dir, sizeof dir, "%s", named);
+    else if (xdg && xdg[0] == '/') snprintf(dir, sizeof dir, "%s/kiln", xdg);
+    else if (home && home[0] == '/') snprintf(dir, sizeof dir, "%s/.cache/kiln", home);
+    else return;
+    kiln_diags d;
+    kiln_diags_init(&d);
+    if (!kiln_objcache_open(dir, &d) && named && d.n)
+        fprintf(stderr, "kiln: warning: KILN_CACHE_DIR: %s\n", d.items[0].message);
+    kiln_diags_free(&d);
+}
+
 static int run(const command *c, int argc, char **argv)
 {
+    if (c->jit) open_compile_cache();
     kiln_diags diags;
     kiln_diags_init(&diags);
     cli_usage = c->usage;
