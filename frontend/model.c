@@ -820,6 +820,11 @@ static void load_root(fe_ctx *c, const cJSON *root, const kiln_load_options *opt
         else if (!valid_name(name, true))
             fe_error(c, &top, "name", "'%s' must match [a-z_][a-z0-9_]* (it prefixes exported C symbols)",
                      fe_short(c, name));
+        /* codegen/aot.c's limit for exported symbols, here so that every command reports
+         * it with its place in the file */
+        else if (strlen(name) >= 200)
+            fe_error(c, &top, "name", "'%s' is %zu characters long: a model's name has fewer than 200 (it "
+                     "prefixes exported C symbols)", fe_short(c, name), strlen(name));
         else c->m->name = c->g->name = name;
     }
     load_dims(c, &top, opt);
