@@ -142,10 +142,11 @@ static int find_build_id(struct dl_phdr_info *info, size_t size, void *arg)
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type != PT_NOTE) continue;
         const unsigned char *p = (const unsigned char *)(info->dlpi_addr + ph->p_vaddr), *end = p + ph->p_memsz;
+        size_t pad = ph->p_align == 8 ? 7 : 3; /* a segment of 8-aligned notes pads to 8 */
         while (p + sizeof(ElfW(Nhdr)) <= end) {
             const ElfW(Nhdr) *nh = (const ElfW(Nhdr) *)p;
             const unsigned char *name = p + sizeof *nh;
-            const unsigned char *desc = name + ((nh->n_namesz + 3u) & ~3u);
+            const unsigned char *desc = name + ((nh->n_namesz + pad) & ~pad);
             if (desc + nh->n_descsz > end) break;
             if (nh->n_type == NT_GNU_BUILD_ID && nh->n_namesz == 4 && memcmp(name, "GNU", 4) == 0 &&
                 nh->n_descsz > 0 && nh->n_descsz <= sizeof id->bytes) {
@@ -153,7 +154,7 @@ static int find_build_id(struct dl_phdr_info *info, size_t size, void *arg)
                 id->n = nh->n_descsz;
                 return 1;
             }
-            p = desc + ((nh->n_descsz + 3u) & ~3u);
+            p = desc + ((nh->n_descsz + pad) & ~pad);
         }
     }
     return 1; /* the object holding the address has no build ID */
@@ -208,6 +209,10 @@ bool kiln_objcache_open(const char *dir, kiln_diags *d)
         return false;
     }
     struct stat st;
+    if (strlen(dir) > 3000) { /* entry_path's room */
+        kiln_diags_add(d, NULL, 0, 0, "compile cache", "the directory's path is over 3000 bytes; the cache is off");
+        return false;
+    }
     if (!*dir || !make_dirs(dir)) {
         kiln_diags_add(d, NULL, 0, 0, "compile cache", "cannot create the directory '%s': %s; the cache is off",
                        dir, strerror(*dir ? errno : ENOENT));
