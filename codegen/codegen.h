@@ -231,8 +231,9 @@ typedef struct kiln_compile_cpu {
     double plan;         /* the pass pipeline: simplify, fuse, memory plan (passes/pipeline.c) */
     double build;        /* LLVM IR of the kernels, the GEMMs and the entry (entry.c) */
     double optimize;     /* verifying, LLVM's optimisation pipelines, linking the two modules */
-    double jit_setup;    /* the LLJIT, its symbol generators, adding the module */
-    double machine_code; /* looking the entry up: instruction selection, registers, linking */
+    double jit_setup;    /* the LLJIT, its symbol generators, adding the objects (or module) */
+    double machine_code; /* the kernels' machine code (instruction selection, registers) and
+                            the lookup that links it; a compile-cache hit: linking only */
     double gemm_thread;  /* the GEMM functions, optimised and compiled on a second thread
                             meanwhile (not in the stages above; jit.c) */
 } kiln_compile_cpu;
