@@ -78,6 +78,10 @@ static void overview(FILE *out)
     for (int i = 0; i < N_COMMANDS; i++) fprintf(out, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(out, "  %-9s %s\n", "help", "kiln help COMMAND (or kiln COMMAND --help): a command's options");
     fprintf(out, "\n  kiln --version    kiln's and LLVM's versions\n");
+    fprintf(out, "\nenvironment:\n");
+    fprintf(out, "  KILN_CACHE_DIR    where run, train, eval, embed and generate keep compiled machine code\n"
+                 "                    (default $XDG_CACHE_HOME/kiln or ~/.cache/kiln; \"off\" turns it off)\n");
+    fprintf(out, "  KILN_PERF=1       name the JIT's kernels for perf (writes jit-PID.dump)\n");
 }
 
 static const command *find(const char *name)

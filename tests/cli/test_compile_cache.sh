@@ -85,4 +85,7 @@ cmp -s gen_miss.json gen_open.json || fail "generate without a usable cache diff
 KILN_CACHE_DIR=$work/bench_cache kiln_ok "bench" bench "$model" --iters 1
 KILN_CACHE_DIR=$work/bench_cache kiln_ok "check" check "$model"
 [[ ! -e $work/bench_cache ]] || fail "kiln bench or kiln check made the cache directory"
+# --- kiln --help names it ---
+kiln_ok "help" --help
+grep -q "KILN_CACHE_DIR" out.txt || fail "kiln --help does not name KILN_CACHE_DIR"
 finish
