@@ -9,7 +9,7 @@
 #   - a KILN_CACHE_DIR that others may write to is refused with a warning, and the command
 #     still works (without the cache);
 #   - `kiln bench`, which times compiles, and `kiln check`, which does not compile, never
-#     touch it.
+#     touch it; `kiln --help` names KILN_CACHE_DIR.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh" "$@"
 model=$src/tests/cli/generate/gen_rope.json
