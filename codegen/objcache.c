@@ -353,7 +353,7 @@ static void prune(void)
             e = realloc(e, cap * sizeof *e);
             KILN_ASSERT(e != NULL);
         }
-        snprintf(e[n].name, sizeof e[n].name, "%s", de->d_name);
+        memcpy(e[n].name, de->d_name, len + 1); /* 37 characters and the NUL */
         e[n].size = st.st_size;
         e[n].used = st.st_mtim;
         total += st.st_size;

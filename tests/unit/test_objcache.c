@@ -52,7 +52,7 @@ static int teardown(void **state)
 }
 
 /* The paths of the entries in dir, sorted; returns how many (at most max). */
-static int entries(char names[][300], int max)
+static int entries(char names[][400], int max)
 {
     DIR *d = opendir(dir);
     assert_non_null(d);
@@ -61,11 +61,11 @@ static int entries(char names[][300], int max)
         size_t len = strlen(de->d_name);
         if (len > 5 && strcmp(de->d_name + len - 5, ".kobj") == 0) {
             assert_true(n < max);
-            snprintf(names[n++], 300, "%s/%s", dir, de->d_name);
+            snprintf(names[n++], 400, "%s/%s", dir, de->d_name);
         }
     }
     closedir(d);
-    qsort(names, (size_t)n, 300, (int (*)(const void *, const void *))strcmp);
+    qsort(names, (size_t)n, 400, (int (*)(const void *, const void *))strcmp);
     return n;
 }
 
@@ -128,7 +128,7 @@ static void test_hit_and_miss(void **state)
     bool hit;
     float *first = compile_run(&t, n, &hit);
     assert_false(hit);
-    char names[4][300];
+    char names[4][400];
     assert_int_equal(entries(names, 4), 1);
     float *again = compile_run(&t, n, &hit);
     assert_true(hit);
