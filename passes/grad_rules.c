@@ -172,11 +172,15 @@ static void rule_sigmoid(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
 }
 
 /* f' = [x > 0]: 0 at 0 */
+/* y = max(x, 0): g where x ≤ 0 is false, else 0 — PyTorch's threshold_backward, under
+ * which a NaN x (relu passes it on) passes g too; x ≤ 0 as (x < 0) + (x = 0), one of
+ * which is 1 for any number and neither for NaN */
 static void rule_relu(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
 {
     if (!ad_wants(c, n, 0)) return;
-    uint32_t zero = ad_scalar(c, 0);
-    ad_give(c, n, 0, ad_where(c, ad_op2(c, KILN_OP_GT, in_k(n, 0), zero), g, zero));
+    uint32_t x = in_k(n, 0), zero = ad_scalar(c, 0);
+    uint32_t at_most_zero = ad_op2(c, KILN_OP_ADD, ad_op2(c, KILN_OP_LT, x, zero), ad_op2(c, KILN_OP_EQ, x, zero));
+    ad_give(c, n, 0, ad_where(c, at_most_zero, zero, g));
 }
 
 /* y = x·σ(x): f' = σ·(1 + x·(1 − σ)) */

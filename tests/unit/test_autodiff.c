@@ -666,6 +666,17 @@ static void test_relu_abs_zero_at_zero(void **state)
     free_run(t, v);
 }
 
+/* relu at NaN passes the gradient on, as PyTorch's threshold_backward (x ≤ 0 is false) */
+static void test_relu_nan_passes_gradient(void **state)
+{
+    gc *t = *state;
+    uint32_t x = input_values(t, 4, (const float[]){NAN, -1, 0, 2});
+    void **v;
+    const float *g = grad_at(t, op1(t, KILN_OP_RELU, x, NULL), &v);
+    expect_grad(g, (const float[]){1, 0, 0, 1}, 4);
+    free_run(t, v);
+}
+
 /* maximum and minimum: on a tie each operand gets half (torch.maximum/minimum) */
 static void test_maximum_minimum_ties_split(void **state)
 {
@@ -896,7 +907,7 @@ int main(void)
         T(test_attention_alibi),
         T(test_attention_plain), T(test_cross_entropy), T(test_cross_entropy_ignore_smoothing),
         T(test_cross_entropy_ignore_real_class),
-        T(test_relu_abs_zero_at_zero), T(test_maximum_minimum_ties_split), T(test_max_ties_split),
+        T(test_relu_abs_zero_at_zero), T(test_relu_nan_passes_gradient), T(test_maximum_minimum_ties_split), T(test_max_ties_split),
         T(test_dropout_training_same_mask),
         T(test_unreachable_gets_zeros), T(test_value_used_twice_accumulates),
         T(test_shared_value_finite_differences), T(test_i32_paths), T(test_prunes_to_what_is_asked),
