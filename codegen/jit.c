@@ -393,6 +393,21 @@ static LLVMOrcObjectLayerRef perf_object_layer(void *ctx, LLVMOrcExecutionSessio
     return layer;
 }
 
+/* mod as an object file made by tm, or NULL with "machine code for WHAT failed: …" in
+ * error (the GEMM job's thread has no diagnostics of its own). */
+static LLVMMemoryBufferRef object_file(LLVMTargetMachineRef tm, LLVMModuleRef mod, const char *what, char *error,
+                                       size_t size)
+{
+    char *err = NULL;
+    LLVMMemoryBufferRef obj = NULL;
+    if (LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &err, &obj)) {
+        snprintf(error, size, "machine code for %s failed: %s", what, err ? err : "?");
+        obj = NULL;
+    }
+    LLVMDisposeMessage(err);
+    return obj;
+}
+
 /* ---- the GEMM module on a second thread ---------------------------------------------------- */
 
 /* The JIT compiles the GEMM functions (about a third of the machine code of a training
@@ -416,7 +431,7 @@ static void *gemm_job_run(void *arg)
     gemm_job *job = arg;
     double c0 = cpu_ms();
     LLVMModuleRef mod = job->gemm->mod;
-    char *msg = NULL, *err = NULL;
+    char *msg = NULL;
     LLVMTargetMachineRef tm = jit_machine(job->gemm->target);
     if (LLVMVerifyModule(mod, LLVMReturnStatusAction, &msg)) {
         snprintf(job->error, sizeof job->error, "internal error: the generated GEMM module is invalid: %s",
@@ -431,14 +446,11 @@ static void *gemm_job_run(void *arg)
             char *m = LLVMGetErrorMessage(perr);
             snprintf(job->error, sizeof job->error, "optimisation of the GEMM functions failed: %s", m);
             LLVMDisposeErrorMessage(m);
-        } else if (LLVMTargetMachineEmitToMemoryBuffer(tm, mod, LLVMObjectFile, &err, &job->object)) {
-            snprintf(job->error, sizeof job->error, "machine code for the GEMM functions failed: %s",
-                     err ? err : "?");
-            job->object = NULL;
+        } else {
+            job->object = object_file(tm, mod, "the GEMM functions", job->error, sizeof job->error);
         }
     }
     LLVMDisposeMessage(msg);
-    LLVMDisposeMessage(err);
     if (tm) LLVMDisposeTargetMachine(tm);
     job->cpu = cpu_ms() - c0;
     return NULL;
@@ -471,15 +483,11 @@ static bool emit_object(kiln_cg *cg, LLVMMemoryBufferRef *obj, kiln_diags *d)
         kiln_diags_add(d, NULL, 0, 0, "codegen", "cannot create the JIT's target machine");
         return false;
     }
-    char *err = NULL;
-    bool failed = LLVMTargetMachineEmitToMemoryBuffer(tm, cg->mod, LLVMObjectFile, &err, obj);
-    if (failed) {
-        kiln_diags_add(d, NULL, 0, 0, "codegen", "machine code for the kernels failed: %s", err ? err : "?");
-        *obj = NULL;
-    }
-    LLVMDisposeMessage(err);
+    char error[256];
+    *obj = object_file(tm, cg->mod, "the kernels", error, sizeof error);
     LLVMDisposeTargetMachine(tm);
-    return !failed;
+    if (!*obj) kiln_diags_add(d, NULL, 0, 0, "codegen", "%s", error);
+    return *obj != NULL;
 }
 
 /* Links into a new LLJIT either the module cg (compiled at the lookup; --emit llvm/asm)
