@@ -163,7 +163,8 @@
  * part's B block columns), abcast=0|1 (B outer's tiles broadcast op(A) from A's rows
  * instead of a packed sliver, loops_nest's a_rows, on every shape B outer runs with A
  * plain, or on none; the default chooses by shape: a_rows_for), claims=0|1 (the parts
- * claim their blocks from counters, claims_for; 0 also keeps claims_n_instead off). */
+ * claim their blocks from counters, claims_for; 0 also keeps claims_n_instead off),
+ * edge=0|1 (a short last A sliver runs a tile of 4 or 8 rows: gemm_edge_rows; default 1). */
 typedef struct gemm_tune {
     char split;      /* 'm', 'n' or 0 */
     int parts;       /* 0: the default */
@@ -172,10 +173,11 @@ typedef struct gemm_tune {
     int part_nc;     /* 0: the default */
     int a_bcast;     /* -1: the default (a_rows_for) */
     int claims;      /* -1: the default (claims_for) */
+    int edge;        /* -1: the default (gemm_edge_rows) */
 } gemm_tune;
 
 /* No override: every choice is the default one. */
-static const gemm_tune tune_default = {0, 0, -1, -1, 0, -1, -1};
+static const gemm_tune tune_default = {0, 0, -1, -1, 0, -1, -1, -1};
 
 static gemm_tune tune_now(void) {
     gemm_tune tu = tune_default;
@@ -188,6 +190,7 @@ static gemm_tune tune_now(void) {
         else if (strncmp(v, "pnc=", 4) == 0) tu.part_nc = atoi(v + 4);
         else if (strncmp(v, "abcast=", 7) == 0) tu.a_bcast = atoi(v + 7);
         else if (strncmp(v, "claims=", 7) == 0) tu.claims = atoi(v + 7);
+        else if (strncmp(v, "edge=", 5) == 0) tu.edge = atoi(v + 5);
     }
     if (tu.parts > KILN_MAX_THREADS) tu.parts = KILN_MAX_THREADS;
     return tu;
@@ -209,6 +212,12 @@ static gemm_tune tune_now(void) {
  * small-m path (gemm_small.c), which packs nothing, cuts the larger of the tile counts. */
 
 static bool claims_n_instead(gemm_tile t, const kiln_gemm_shape *s);
+
+int gemm_edge_rows(gemm_tile t, const kiln_gemm_shape *s) {
+    int64_t last = s->m % t.mr, rows = round_up(last, 4);
+    if (last == 0 || rows >= t.mr || tune_now().edge == 0) return 0;
+    return 200 * (t.mr - rows) >= round_up(s->m, t.mr) ? (int)rows : 0;
+}
 
 gemm_split gemm_split_for(gemm_tile t, const kiln_gemm_shape *s) {
     int64_t tiles_m = (s->m + t.mr - 1) / t.mr, tiles_n = (s->n + t.nr - 1) / t.nr;
@@ -430,6 +439,24 @@ static void claim_end(gen *g, claim_loop *cl) {
  * of it, and claims B blocks of at most nc columns, each packed by its tiles as usual;
  * each A block has its own counters and rounds. Either way the slivers' rounds (after the
  * counters) order the k blocks: rounds_wait, rounds_publish. */
+/* Calls `tile`, or `short_tile` (when not NULL) for a sliver of at most g->edge_rows
+ * rows: `rows` = m − i, the rows left from the sliver's first. */
+static void call_tile(gen *g, LLVMValueRef tile, LLVMValueRef short_tile, LLVMValueRef rows, LLVMValueRef *args,
+                      unsigned n) {
+    if (!short_tile) {
+        call(g, tile, args, n);
+        return;
+    }
+    LLVMBasicBlockRef bshort = block(g, "tile.short"), bwhole = block(g, "tile.whole"), join = block(g, "tile.called");
+    branch(g, LLVMBuildICmp(g->b, LLVMIntSLE, rows, k64(g, g->edge_rows), ""), bshort, bwhole);
+    call(g, short_tile, args, n);
+    LLVMBuildBr(g->b, join);
+    LLVMPositionBuilderAtEnd(g->b, bwhole);
+    call(g, tile, args, n);
+    LLVMBuildBr(g->b, join);
+    LLVMPositionBuilderAtEnd(g->b, join);
+}
+
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_a,
                                bool bo, bool a_rows, gemm_claim claim) {
     assert(!bo || !shared_a);
@@ -439,13 +466,25 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     bool claims = claim != CLAIM_NONE, p_outer = bo || claim == CLAIM_N;
     char name[96], code[48] = "";
     if (e) gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s%s", g.t.w, trans_a ? 't' : 'n',
+    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s%s%s", g.t.w, trans_a ? 't' : 'n',
              trans_b ? 't' : 'n', code, shared_a ? "_sa" : "", bo ? "_bo" : "",
-             a_rows ? "_ab" : "", claim == CLAIM_M ? "_cl" : claim == CLAIM_N ? "_cn" : "");
+             a_rows ? "_ab" : "", claim == CLAIM_M ? "_cl" : claim == CLAIM_N ? "_cn" : "",
+             g.edge_rows == 4 ? "_e4" : g.edge_rows == 8 ? "_e8" : "");
+    assert(g.edge_rows == 0 || g.edge_rows == 4 || g.edge_rows == 8);
     LLVMValueRef tile = e ? epi_tile_function(g, e, false, a_rows) : tile_function(g, false, a_rows);
     /* B packed by the first row of tiles of each block (tile_function, epi_tile_function) */
     bool fuse_b = !trans_b;
     LLVMValueRef tile_pb = !fuse_b ? NULL : e ? epi_tile_function(g, e, true, a_rows) : tile_function(g, true, a_rows);
+    /* the short tile of a last sliver of 4 or 8 rows or fewer (gemm_edge_rows). Not for the first
+     * row of tiles, which packs B: with B plain a product of m ≤ 8 takes the small path
+     * (gemm_small.c), so that sliver is short only in a part's or a claim's rare first
+     * sliver (the whole _pb tile, masked, serves it), and a function fewer per epilogue
+     * is less to compile */
+    LLVMValueRef tile_short = NULL;
+    if (g.edge_rows) {
+        gen ge = edge_gen(g);
+        tile_short = e ? epi_tile_function(ge, e, false, a_rows) : tile_function(ge, false, a_rows);
+    }
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
@@ -596,11 +635,11 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
         call(&g, tile_pb, args, n_args + 2);
         LLVMBuildBr(g.b, bjoin);
         LLVMPositionBuilderAtEnd(g.b, bmore);
-        call(&g, tile, args, n_args);
+        call_tile(&g, tile, tile_short, sub(&g, m, i), args, n_args);
         LLVMBuildBr(g.b, bjoin);
         LLVMPositionBuilderAtEnd(g.b, bjoin);
     } else {
-        call(&g, tile, args, n_args);
+        call_tile(&g, tile, tile_short, sub(&g, m, i), args, n_args);
     }
     loop_end(&g, &lc);
     loop_end(&g, &lr);
@@ -1022,6 +1061,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
 
     gen g = gemm_gen_init(cg);
     if (gemm_use_small(g.t, s)) return gemm_small(g, s, e, name);
+    g.edge_rows = gemm_edge_rows(g.t, s);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
     gemm_split sp = gemm_split_for(g.t, s);
     bool parted = work && sp.parts > 1;

@@ -73,6 +73,12 @@ typedef struct gen {
     LLVMModuleRef mod;
     const kiln_target *target;
     gemm_tile t;
+    /* A tile of fewer rows than the sliver it reads (edge_gen): t.mr rows computed,
+     * sliver_mr the packed sliver's row count (its stride per depth q); 0: t.mr. */
+    int sliver_mr;
+    /* Rows of the last A sliver when the loop nests should call a shorter tile for it
+     * (gemm_edge_rows), else 0. */
+    int edge_rows;
     LLVMBuilderRef b;   /* our own builder per function: the caller's cg->b keeps its place */
     LLVMValueRef fn;    /* the function being emitted */
     const kiln_cg *cg;  /* the caller's module, for the cg_* helpers of the epilogue */
@@ -327,6 +333,26 @@ static inline LLVMValueRef even_first_tile(gen *g, LLVMValueRef i, LLVMValueRef 
  * time (the pool's, at most sp.parts); the shape's epilogue operands as values of the
  * function being built. */
 gen gemm_gen_init(kiln_cg *cg);
+
+/* The last A sliver of a product of m rows holds m mod MR of them, and the whole tile's
+ * fmas compute the rest as rows of zeros. The loop nests of a shape whose remainder
+ * rounds up to 4 or 8 rows below MR call, for that sliver, a tile of 4 or 8 rows reading
+ * the same packed sliver (edge_gen): the same fmas for its real rows, so the same bits.
+ * Returns those rows, or 0 — also when they save under 1/200 of the fmas, not worth a
+ * function more to compile: m = 256 (22 tiles of 12 rows for 21.3) saves 3 %, m = 16 or
+ * 64 (prefill buckets) a third or 11 %, 1024 and 512 0.8 %; 2048 (0.2 %) keeps the whole
+ * tile, and so does every GEMM of char_gpt's training step. KILN_GEMM_TUNE=edge=0 turns
+ * it off (gemm.c). */
+int gemm_edge_rows(gemm_tile t, const kiln_gemm_shape *s);
+
+/* The generator of a loop nest's short tile: g.edge_rows rows of g's slivers. */
+static inline gen edge_gen(gen g) {
+    gen e = g;
+    e.sliver_mr = g.t.mr;
+    e.t.mr = g.edge_rows;
+    e.edge_rows = 0;
+    return e;
+}
 void gemm_name(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char *prefix, char *name, size_t size);
 LLVMValueRef gemm_loops_function(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_a);
 LLVMValueRef gemm_part_threads(gen *g, gemm_split sp);

@@ -123,6 +123,7 @@ LLVMValueRef kiln_cg_gemm_group(kiln_cg *cg, const kiln_gemm_shape *s, const kil
     LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
     if (existing) return existing;
     gen g = gemm_gen_init(cg);
+    g.edge_rows = gemm_edge_rows(g.t, s);
     LLVMValueRef loops = gemm_loops_function(g, s->trans_a, s->trans_b, e, true);  /* own builder */
     LLVMValueRef part = group_part_function(g, s, e, name, loops, count);
     group_split gs = group_split_for(g.t, s, count);

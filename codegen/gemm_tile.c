@@ -87,7 +87,7 @@ typedef struct a_source {
 static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q0, LLVMValueRef kc,
                         LLVMValueRef init[][NV], bool may_be_empty, LLVMValueRef sum[][NV], const b_source *bs,
                         const a_source *as) {
-    const int w = g->t.w, mr = g->t.mr, nr = g->t.nr;
+    const int w = g->t.w, mr = g->t.mr, nr = g->t.nr, stride = g->sliver_mr ? g->sliver_mr : mr;
     LLVMValueRef acc[MR_MAX][NV], next[MR_MAX][NV], zero = LLVMConstNull(g->vf), start[MR_MAX][NV];
     for (int r = 0; r < mr; r++)
         for (int v = 0; v < NV; v++) start[r][v] = init ? init[r][v] : zero;
@@ -100,7 +100,7 @@ static void emit_k_loop(gen *g, LLVMValueRef ap, LLVMValueRef bp, LLVMValueRef q
         for (int v = 0; v < NV; v++) acc[r][v] = LLVMBuildPhi(g->b, g->vf, "acc");
 
     /* Step q: row q of the B sliver (2 aligned vectors), column q of the A sliver. */
-    LLVMValueRef brow = at(g, bp, mul(g, q, k64(g, nr))), acol = as ? NULL : at(g, ap, mul(g, q, k64(g, mr)));
+    LLVMValueRef brow = at(g, bp, mul(g, q, k64(g, nr))), acol = as ? NULL : at(g, ap, mul(g, q, k64(g, stride)));
     LLVMValueRef bv[NV];
     if (bs) {
         LLVMValueRef srow = at_any(g, bs->src, mul(g, q, bs->ld));
@@ -229,11 +229,16 @@ static void prefetch_late(gen *g, const void *ctx) {
  *   void kiln_gemm_tile_wW_MRxNR_ab(const float *a, …, i1 accumulate, i64 lda, i64 anext[, bsrc, ldb])
  * (a_rows) the same sums with op(A)(r, q) read from A itself, a[r·lda + q] (a at the
  * tile's first row and depth; rows ≥ `rows` read row rows − 1: a_rows_for), nothing
- * packed; anext ≠ 0: also prefetch the rows anext floats on (a_source). */
+ * packed; anext ≠ 0: also prefetch the rows anext floats on (a_source).
+ *   void kiln_gemm_tile_wW_RofMRxNR…(…)  (edge_gen: g.t.mr = R, g.sliver_mr = MR)
+ * any of these for the first R (4 or 8) rows of an MR-row sliver (rows ≤ R): the loop
+ * nest calls it for the short last sliver of some shapes (gemm_edge_rows). */
 LLVMValueRef tile_function(gen g, bool pack_b, bool a_rows) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
-    char name[64];
-    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s%s", w, mr, nr, a_rows ? "_ab" : "", pack_b ? "_pb" : "");
+    char name[64], of[16] = "";
+    if (g.sliver_mr) snprintf(of, sizeof of, "of%d", g.sliver_mr);
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%d%sx%d%s%s", w, mr, of, nr, a_rows ? "_ab" : "",
+             pack_b ? "_pb" : "");
     LLVMTypeRef params[12] = {g.ptr, g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64, g.i1};
     const char *names[12] = {"ap", "bp", "c", "ldc", "kc", "rows", "cols", "accumulate"};
     unsigned n_params = 8, at_lda = 0, at_bsrc = 0;
@@ -302,9 +307,10 @@ static void epi_prefetch(gen *g, const void *ctx) {
  * A read from its rows, as tile_function's _ab (kc ≥ 1). */
 LLVMValueRef epi_tile_function(gen g, const kiln_gemm_epilogue *e, bool pack_b, bool a_rows) {
     const int w = g.t.w, mr = g.t.mr, nr = g.t.nr;
-    char name[96], code[48];
+    char name[96], code[48], of[16] = "";
     gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%dx%d%s%s%s", w, mr, nr, code, a_rows ? "_ab" : "",
+    if (g.sliver_mr) snprintf(of, sizeof of, "of%d", g.sliver_mr);
+    snprintf(name, sizeof name, "kiln_gemm_tile_w%d_%d%sx%d%s%s%s", w, mr, of, nr, code, a_rows ? "_ab" : "",
              pack_b ? "_pb" : "");
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
     LLVMTypeRef params[21] = {ptr, ptr, ptr, i64, i64, i64, i64, g.i1, g.i1, ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};

@@ -277,10 +277,14 @@ static void test_reuse_and_names(void **state) {
         nests += strncmp(name, "kiln_gemm_loops_", 16) == 0;
         if (strncmp(name, "kiln_gemm_", 10) == 0) assert_int_equal(LLVMGetLinkage(f), LLVMInternalLinkage);
     }
-    assert_int_equal(tiles, 1);
+    assert_int_equal(tiles, 2);    /* and the 4-row tile of the last sliver (64 = 5·12 + 4, 10·6 + 4) */
     assert_int_equal(packers, 3);  /* A plain (transpose) and transposed (copy), B transposed */
     assert_int_equal(nests, 2);    /* nt, tt */
-    if (g_host.vector_floats == 16) assert_non_null(LLVMGetNamedFunction(cg.mod, "kiln_gemm_tile_w16_12x32"));
+    if (g_host.vector_floats == 16) {
+        assert_non_null(LLVMGetNamedFunction(cg.mod, "kiln_gemm_tile_w16_12x32"));
+        assert_non_null(LLVMGetNamedFunction(cg.mod, "kiln_gemm_tile_w16_4of12x32"));
+        assert_non_null(LLVMGetNamedFunction(cg.mod, "kiln_gemm_loops_w16_nt_e4"));
+    }
     char *msg = NULL;
     assert_int_equal(LLVMVerifyModule(cg.mod, LLVMReturnStatusAction, &msg), 0);
     LLVMDisposeMessage(msg);
@@ -837,7 +841,7 @@ static void test_epilogue_functions(void **state) {
     int tiles = 0;
     for (LLVMValueRef f = LLVMGetFirstFunction(cg.mod); f; f = LLVMGetNextFunction(f))
         tiles += strncmp(LLVMGetValueName2(f, &len), "kiln_gemm_tile_", 15) == 0;
-    assert_int_equal(tiles, 3);  /* plain, e1, e2 (= e3) */
+    assert_int_equal(tiles, 6);  /* plain, e1, e2 (= e3), each also of 4 rows (m = 64 = 5·12 + 4) */
     /* scratch grows only for accumulate over several k blocks: the partial sums */
     kiln_gemm_epilogue acc = {.accumulate = true};
     kiln_gemm_shape deep = {50, 70, 1000, false, false, 1000, 70, 70};
@@ -864,6 +868,10 @@ static bool has_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_
     snprintf(nest, sizeof nest, "kiln_gemm_loops_w%d_%c%c%s%s", t->vector_floats, s->trans_a ? 't' : 'n',
              s->trans_b ? 't' : 'n', epi_code, tail);
     bool has = LLVMGetNamedFunction(cg.mod, nest) != NULL;
+    if (!has && strlen(nest) + 3 < sizeof nest) {  /* the same nest with its short last sliver */
+        strcat(nest, "_e4");
+        has = LLVMGetNamedFunction(cg.mod, nest) != NULL;
+    }
     kiln_cg_dispose(&cg);
     return has;
 }
@@ -988,6 +996,55 @@ static void test_a_broadcast_default(void **state) {
     assert_false(has_a_rows_nest(&g_host, &narrow, NULL, ""));
     setenv("KILN_GEMM_TUNE", "abcast=1", 1);
     assert_true(has_a_rows_nest(&g_host, &wide, NULL, ""));
+    unsetenv("KILN_GEMM_TUNE");
+}
+
+/* Whether the module of s has a loop nest with a short last sliver (gemm_edge_rows). */
+static bool has_edge_nest(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                          const char *epi_code) {
+    static const char *tails[] = {"_e4", "_bo_e4", "_bo_ab_e4", "_cn_e4", "_bo_cl_e4", "_bo_ab_cl_e4",
+                                  "_e8", "_bo_e8", "_bo_ab_e8", "_cn_e8", "_bo_cl_e8", "_bo_ab_cl_e8"};
+    for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++)
+        if (has_nest(t, s, e, epi_code, tails[i])) return true;
+    return false;
+}
+
+/* codegen/gemm.c's gemm_edge_rows: a short last A sliver runs a tile of 4 or 8 rows
+ * reading the same packed sliver, which must give the whole tile's bits (edge=0), plain
+ * and with an epilogue, on one thread and on three parts along m and n. Shapes: m mod 12
+ * = 4 (and mod 6), 1 (13: two slivers), 2 (the transposed A of 302 and three k blocks),
+ * 5 (17: 8 rows), 4 again (1300 × 1200 claims along n). */
+static void edge_case(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                      const char *epi_code) {
+    if (t->vector_floats == 16) assert_true(has_edge_nest(t, s, e, epi_code)); /* at W = 8 some save too little */
+    static const int threads[] = {1, 3};
+    check_variants_agree(t, s, e, "edge=0", NULL, true, threads, sizeof threads / sizeof threads[0]);
+}
+
+static void test_edge_tile_bit_identical(void **state) {
+    (void)state;
+    static const kiln_gemm_shape shapes[] = {
+        {256, 384, 384, false, false, 384, 384, 384},
+        {13, 200, 70, false, true, 71, 73, 201},
+        {302, 500, 1100, true, false, 303, 500, 501},
+        {17, 200, 70, false, false, 70, 200, 200},
+        {1300, 1200, 300, false, false, 301, 1203, 1201},
+    };
+    kiln_gemm_epilogue epi = {.bias = true, .act = KILN_GEMM_ACT_GELU_TANH, .residual = true};
+#if defined(__SANITIZE_ADDRESS__)
+    each_variant_case(shapes, 2, epi, "_ebr_gelu_tanh", edge_case);
+#else
+    each_variant_case(shapes, sizeof shapes / sizeof shapes[0], epi, "_ebr_gelu_tanh", edge_case);
+#endif
+    /* no short tile where it saves under 1/200 of the fmas, nor without a short sliver */
+    if (g_host.vector_floats < 16) return;
+    kiln_gemm_shape large = {2048, 384, 384, false, false, 384, 384, 384}, whole = {384, 384, 384, 0, 0, 384, 384, 384};
+    assert_false(has_edge_nest(&g_host, &large, NULL, ""));
+    assert_false(has_edge_nest(&g_host, &whole, NULL, ""));
+    kiln_gemm_shape quarter = {1024, 384, 384, false, false, 384, 384, 384};
+    assert_true(has_edge_nest(&g_host, &quarter, NULL, ""));
+    setenv("KILN_GEMM_TUNE", "edge=0", 1);
+    assert_false(has_edge_nest(&g_host, &quarter, NULL, ""));
     unsetenv("KILN_GEMM_TUNE");
 }
 
@@ -1235,7 +1292,7 @@ static void build_cases(void) {
 int main(void) {
     build_cases();
     build_epi_cases();
-    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 10];
+    static struct CMUnitTest tests[MAX_CASES + MAX_EPI_CASES + 16];
     int n = 0;
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_reuse_and_names);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_scratch_sizes);
@@ -1248,6 +1305,7 @@ int main(void) {
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_a_broadcast_bit_identical);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_a_broadcast_default);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_claimed_blocks_bit_identical);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_edge_tile_bit_identical);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
