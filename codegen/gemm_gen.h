@@ -341,8 +341,9 @@ gen gemm_gen_init(kiln_cg *cg);
  * Returns those rows, or 0 — also when they save under 1/200 of the fmas, not worth a
  * function more to compile: m = 256 (22 tiles of 12 rows for 21.3) saves 3 %, m = 16 or
  * 64 (prefill buckets) a third or 11 %, 1024 and 512 0.8 %; 2048 (0.2 %) keeps the whole
- * tile, and so does every GEMM of char_gpt's training step. KILN_GEMM_TUNE=edge=0 turns
- * it off (gemm.c). */
+ * tile, and so does every GEMM of char_gpt's training step. The short tile is built
+ * small (one k loop, masked writes only: emit_k_loop_split, write_tile_4), as it runs
+ * once per sweep of B. KILN_GEMM_TUNE=edge=0 turns it off (gemm.c). */
 int gemm_edge_rows(gemm_tile t, const kiln_gemm_shape *s);
 
 /* The generator of a loop nest's short tile: g.edge_rows rows of g's slivers. */
