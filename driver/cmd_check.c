@@ -191,7 +191,7 @@ int cmd_check(int argc, char **argv, kiln_diags *diags)
     if (!cli_parse(argc, argv, 2, flags, sizeof flags / sizeof flags[0], &args, diags)) return EXIT_USAGE;
     if (!cli_pipeline_valid(diags)) return EXIT_USAGE;
     if (args.n_positional != 1) {
-        kiln_diags_add(diags, NULL, 0, 0, "check", "expects one MODEL.json");
+        kiln_diags_add(diags, NULL, 0, 0, "check", "expects one MODEL.json (or IR text, NAME.kir)");
         return EXIT_USAGE;
     }
     if (ckpt && !train) {

@@ -26,6 +26,11 @@
 
 char *train_read_model_text(const char *path, size_t *len, kiln_diags *d)
 {
+    if (kiln_model_path_is_ir(path)) { /* the text is kept in checkpoints, or read again as JSON */
+        kiln_diags_add(d, path, 0, 0, NULL,
+                       "IR text (.kir) is read by check, compile, init, run and bench; this needs the model file");
+        return NULL;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         kiln_diags_add(d, path, 0, 0, NULL, "cannot open the model file: %s", strerror(errno));

@@ -238,4 +238,7 @@ uint32_t fe_build_layernorm(fe_ctx *c, const fe_node *n, const char *prefix, uin
 uint32_t fe_build_feed_forward(fe_ctx *c, const fe_node *n, const char *prefix, uint32_t x, int64_t hidden,
                                int activation, double dropout, int n_layers);
 
+/* model.c: the SPEC's defaults of the train and init sections (ir_model.c too). */
+void kiln_model_defaults(kiln_model *m);
+
 #endif

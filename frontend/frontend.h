@@ -138,6 +138,13 @@ bool kiln_model_load(kiln_model *m, const char *path, const kiln_load_options *o
  * cJSON tree (free it with cJSON_Delete); NULL with *err (line:column and message) when
  * the text is not strict JSON. */
 struct cJSON *kiln_json_tree(const char *text, size_t len, jm_error *err);
+/* Whether kiln_model_load reads `path` as IR text: it ends in ".kir". */
+bool kiln_model_path_is_ir(const char *path);
+/* A model from IR text (docs/ir.md), NUL-terminated: the graph as written, its inputs and
+ * params in node order, default train/tokenizer/init sections (ir_model.c).
+ * kiln_model_load reads a path ending in ".kir" with it. */
+bool kiln_model_load_ir(kiln_model *m, const char *text, const char *file, const kiln_load_options *opt,
+                        kiln_diags *diags);
 /* Same from text in memory; `file` names it in messages. */
 bool kiln_model_load_text(kiln_model *m, const char *text, size_t len, const char *file,
                           const kiln_load_options *opt, kiln_diags *diags);

@@ -838,7 +838,7 @@ static void load_root(fe_ctx *c, const cJSON *root, const kiln_load_options *opt
     load_tokenizer(c, &top);
 }
 
-static void set_defaults(kiln_model *m)
+void kiln_model_defaults(kiln_model *m)
 {
     m->init_std = 0.02;
     m->train = (kiln_train_config){
@@ -863,7 +863,7 @@ bool kiln_model_load_decode(kiln_model *m, const char *text, size_t len, const c
     memset(m, 0, sizeof *m);
     kiln_graph_init(&m->graph, "model");
     m->file = kiln_arena_strdup(&m->graph.arena, file ? file : "<model>");
-    set_defaults(m);
+    kiln_model_defaults(m);
     fe_ctx c = {.m = m, .g = &m->graph, .diags = diags, .file = m->file};
     m->decode_pos = m->decode_len = KILN_NONE;
     c.dec_pos_f32 = c.dec_mask = KILN_NONE;
@@ -937,7 +937,15 @@ bool kiln_model_load(kiln_model *m, const char *path, const kiln_load_options *o
         free(buf);
         return false;
     }
-    bool ok = kiln_model_load_text(m, buf, len, path, opt, diags);
+    /* IR text (docs/ir.md: `check --dump-ir`) by its extension: ir_model.c */
+    bool ir = kiln_model_path_is_ir(path);
+    if (ir && memchr(buf, 0, len)) { /* the parser reads up to a NUL */
+        kiln_diags_add(diags, path, 0, 0, NULL, "IR text holds a NUL byte");
+        free(buf);
+        return false;
+    }
+    if (ir) buf[len] = 0; /* cap > len: the loop stops at the end or past the limit */
+    bool ok = ir ? kiln_model_load_ir(m, buf, path, opt, diags) : kiln_model_load_text(m, buf, len, path, opt, diags);
     free(buf);
     return ok;
 }
