@@ -411,6 +411,24 @@ static void claim_end(gen *g, claim_loop *cl) {
     LLVMPositionBuilderAtEnd(g->b, cl->exit);
 }
 
+/* Calls `tile`, or `short_tile` (when not NULL) for a sliver of at most g->edge_rows
+ * rows: `rows` = m − i, the rows left from the sliver's first. */
+static void call_tile(gen *g, LLVMValueRef tile, LLVMValueRef short_tile, LLVMValueRef rows, LLVMValueRef *args,
+                      unsigned n) {
+    if (!short_tile) {
+        call(g, tile, args, n);
+        return;
+    }
+    LLVMBasicBlockRef bshort = block(g, "tile.short"), bwhole = block(g, "tile.whole"), join = block(g, "tile.called");
+    branch(g, LLVMBuildICmp(g->b, LLVMIntSLE, rows, k64(g, g->edge_rows), ""), bshort, bwhole);
+    call(g, short_tile, args, n);
+    LLVMBuildBr(g->b, join);
+    LLVMPositionBuilderAtEnd(g->b, bwhole);
+    call(g, tile, args, n);
+    LLVMBuildBr(g->b, join);
+    LLVMPositionBuilderAtEnd(g->b, join);
+}
+
 /*   void kiln_gemm_loops_wW_TATB(const float *a, const float *b, float *c, float *scratch,
  *                                i64 m, i64 n, i64 k, i64 lda, i64 ldb, i64 ldc,
  *                                i64 mc, i64 kc, i64 nc)
@@ -439,24 +457,6 @@ static void claim_end(gen *g, claim_loop *cl) {
  * of it, and claims B blocks of at most nc columns, each packed by its tiles as usual;
  * each A block has its own counters and rounds. Either way the slivers' rounds (after the
  * counters) order the k blocks: rounds_wait, rounds_publish. */
-/* Calls `tile`, or `short_tile` (when not NULL) for a sliver of at most g->edge_rows
- * rows: `rows` = m − i, the rows left from the sliver's first. */
-static void call_tile(gen *g, LLVMValueRef tile, LLVMValueRef short_tile, LLVMValueRef rows, LLVMValueRef *args,
-                      unsigned n) {
-    if (!short_tile) {
-        call(g, tile, args, n);
-        return;
-    }
-    LLVMBasicBlockRef bshort = block(g, "tile.short"), bwhole = block(g, "tile.whole"), join = block(g, "tile.called");
-    branch(g, LLVMBuildICmp(g->b, LLVMIntSLE, rows, k64(g, g->edge_rows), ""), bshort, bwhole);
-    call(g, short_tile, args, n);
-    LLVMBuildBr(g->b, join);
-    LLVMPositionBuilderAtEnd(g->b, bwhole);
-    call(g, tile, args, n);
-    LLVMBuildBr(g->b, join);
-    LLVMPositionBuilderAtEnd(g->b, join);
-}
-
 static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gemm_epilogue *e, bool shared_a,
                                bool bo, bool a_rows, gemm_claim claim) {
     assert(!bo || !shared_a);
