@@ -31,7 +31,9 @@
  * streaming through L1 evicts the first), and written after it: overwritten by the first
  * k block (beta = 0), added to by the later ones. (Measured with a C copy of the k loop
  * on Zen 5, best of 30, L2-resident blocks: 12×32, 8×48, 6×64 and 14×32 tiles all ran at
- * 200–220 GFLOP/s, within the noise of each other, so the tile stays 12×32.)
+ * 200–220 GFLOP/s, within the noise of each other, so the tile stays 12×32.) A short
+ * last sliver of A (m mod MR of 1…8 rows) may run a tile of 4 or 8 rows instead, reading
+ * the same packed sliver (gemm_edge_rows, gemm_gen.h).
  *
  * Epilogues (kiln_cg_gemm_epi; the steps and their order are codegen.h's). An epilogue
  * gets its own micro-kernel and loop nest (named with gemm_epi_code: "_ebr_gelu_tanh"), whose
