@@ -240,5 +240,8 @@ uint32_t fe_build_feed_forward(fe_ctx *c, const fe_node *n, const char *prefix, 
 
 /* model.c: the SPEC's defaults of the train and init sections (ir_model.c too). */
 void kiln_model_defaults(kiln_model *m);
+/* model.c: a name of [a-z_][a-z0-9_]* ([A-Za-z_][A-Za-z0-9_]* unless lower_only): a model's
+ * (it prefixes exported C symbols; ir_model.c too), an input's, a layer's. */
+bool fe_valid_name(const char *s, bool lower_only);
 
 #endif

@@ -21,15 +21,6 @@ bool kiln_model_path_is_ir(const char *path)
     return n > 4 && strcmp(path + n - 4, ".kir") == 0;
 }
 
-/* The model file's rule for names, which prefix exported C symbols (model.c). */
-static bool symbol_name(const char *s)
-{
-    if (!s || !s[0] || (s[0] >= '0' && s[0] <= '9') || strlen(s) >= 200) return false;
-    for (; *s; s++)
-        if (!(*s == '_' || (*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'z'))) return false;
-    return true;
-}
-
 bool kiln_model_load_ir(kiln_model *m, const char *text, const char *file, const kiln_load_options *opt,
                         kiln_diags *diags)
 {
@@ -44,7 +35,7 @@ bool kiln_model_load_ir(kiln_model *m, const char *text, const char *file, const
         ok = false;
     }
     if (ok && !(kiln_graph_parse(&m->graph, text, m->file, diags) && kiln_graph_verify(&m->graph, diags))) ok = false;
-    if (ok && !symbol_name(m->graph.name)) {
+    if (ok && !(fe_valid_name(m->graph.name, true) && strlen(m->graph.name) < 200)) { /* as model.c */
         kiln_diags_add(diags, m->file, 1, 7, "graph",
                        "'%s' must match [a-z_][a-z0-9_]* and be under 200 characters (the model's name: it "
                        "prefixes exported C symbols)",

@@ -106,7 +106,7 @@ static void check_duplicates(fe_ctx *c, const cJSON *v, const json_path *path)
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 /* [A-Za-z_][A-Za-z0-9_]*, or with lower_only [a-z_][a-z0-9_]* */
-static bool valid_name(const char *s, bool lower_only)
+bool fe_valid_name(const char *s, bool lower_only)
 {
     if (!s || !s[0] || isdigit((unsigned char)s[0])) return false;
     for (; *s; s++) {
@@ -242,7 +242,7 @@ static void load_dims(fe_ctx *c, fe_node *top, const kiln_load_options *opt)
     for (const cJSON *e = dims ? dims->child : NULL; e; e = e->next, i++) {
         d[i].name = kiln_arena_strdup(&c->g->arena, e->string);
         fe_index_put(c, &c->dim_index, d[i].name, (uint32_t)i); /* keys are unique: checked before */
-        if (!valid_name(e->string, false))
+        if (!fe_valid_name(e->string, false))
             fe_error(c, &dn, e->string, "dim names must match [A-Za-z_][A-Za-z0-9_]*");
         if (cJSON_IsNull(e)) continue; /* no default: must be bound */
         if (!fe_json_int(e, &d[i].def)) {
@@ -470,7 +470,7 @@ static void load_inputs(fe_ctx *c, fe_node *top)
         fe_node n = {.json = e, .path = fe_fmt(c, "inputs.%s", fe_short(c, e->string)), .name = e->string};
         uint32_t id = KILN_NONE;
         fe_declare(c, e->string); /* even when invalid: references to it stay quiet */
-        if (!valid_name(e->string, false)) {
+        if (!fe_valid_name(e->string, false)) {
             fe_error(c, &n, NULL, "input names must match [A-Za-z_][A-Za-z0-9_]*");
         } else if (!cJSON_IsObject(e)) {
             fe_error(c, &n, NULL, "expected {\"shape\": [...], \"dtype\": \"f32\" | \"i32\"}, got %s", fe_describe(c, e));
@@ -675,7 +675,7 @@ static void load_layers(fe_ctx *c, fe_node *top)
         if (!name || !cJSON_IsString(name)) c->names_incomplete = true;
         if (!name) fe_error(c, &n, "name", "required key is missing (every layer has a unique name)");
         else if (!cJSON_IsString(name)) fe_error(c, &n, "name", "expected a string, got %s", fe_describe(c, name));
-        else if (!valid_name(name->valuestring, false)) {
+        else if (!fe_valid_name(name->valuestring, false)) {
             fe_error(c, &n, "name", "'%s' must match [A-Za-z_][A-Za-z0-9_]*", fe_short(c, name->valuestring));
             if (fe_declare(c, name->valuestring)) fe_define(c, name->valuestring, KILN_NONE); /* quiet references */
         } else if (fe_index_get(&where, name->valuestring, &j))
@@ -817,7 +817,7 @@ static void load_root(fe_ctx *c, const cJSON *root, const kiln_load_options *opt
     }
     if (fe_get_str(c, &top, "name", NULL, &name)) {
         if (!name) fe_error(c, &top, "name", "required key is missing (the model's name)");
-        else if (!valid_name(name, true))
+        else if (!fe_valid_name(name, true))
             fe_error(c, &top, "name", "'%s' must match [a-z_][a-z0-9_]* (it prefixes exported C symbols)",
                      fe_short(c, name));
         /* codegen/aot.c's limit for exported symbols, here so that every command reports
