@@ -120,6 +120,16 @@ typedef struct kiln_gemm_epilogue {
  * sums then wait in scratch, m·n floats, since C holds the old values). Threads and
  * results as kiln_cg_gemm: identical for any thread count. */
 LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
+
+/* kiln_cg_gemm_epi's product that also sums the lanes of op(A) along k, a bias gradient
+ * riding on the packing of A instead of reading it once more:
+ *   void NAME(…kiln_cg_gemm_epi's arguments…, float *sums)
+ * sums[i] = Σ_q op(A)(i, q), m floats, each added up q = 0, 1, …, k−1 from 0 in f32 — the
+ * bits of a column sum of A (k×m) in row order, for any thread count. Only when
+ * kiln_gemm_can_sum_a: op(A) transposed (its lanes contiguous, so its copier packs it) and
+ * not a product of so few rows that nothing is packed. */
+bool kiln_gemm_can_sum_a(const kiln_target *t, const kiln_gemm_shape *s);
+LLVMValueRef kiln_cg_gemm_sum(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
 int64_t kiln_gemm_epi_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
 
 /* `count` products of one shape and epilogue reading the same op(A) (a QKV kernel's

@@ -84,6 +84,18 @@
  * all: its tiles broadcast op(A) from A's rows, the next sliver's rows prefetched by the
  * first tile of each sweep (a_rows_for, tile_function's _ab).
  *
+ * Column sums of op(A) (kiln_cg_gemm_sum, g.sum_a: a bias gradient dy summed over its rows
+ * while dW = dyᵀ·x packs dy). op(A) transposed is packed by the copier, block (i3, p) by
+ * block; its summing form (pack_copy_function with sum) then adds the block's packed
+ * slivers, still in L1/L2, into sums[i] depth by depth. Each block is packed once, and a
+ * lane's k blocks come in order — the nests run p in order for each A block, a claimed
+ * block is packed after rounds_wait for round p − 1, and where several threads pack the
+ * same A block (a split along n) only one sums it: the first part, or, claiming along n,
+ * the thread that claimed the first B block — so sums[i] adds the column in row order
+ * from 0, the bits of the separate pass (lower_gemm_kernel.c's emit_colsum), for any
+ * thread count. Measured in the char_gpt training step (2 threads): the 30 weight-gradient
+ * kernels with sums 9 ms a step faster (docs/performance.md).
+ *
  * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
  * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
  * through llvm.masked.store with a column mask and a per-row enable. k = 0 writes zeros;
@@ -468,10 +480,10 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     bool claims = claim != CLAIM_NONE, p_outer = bo || claim == CLAIM_N;
     char name[96], code[48] = "";
     if (e) gemm_epi_code(e, code, sizeof code);
-    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s%s%s", g.t.w, trans_a ? 't' : 'n',
+    snprintf(name, sizeof name, "kiln_gemm_loops_w%d_%c%c%s%s%s%s%s%s%s", g.t.w, trans_a ? 't' : 'n',
              trans_b ? 't' : 'n', code, shared_a ? "_sa" : "", bo ? "_bo" : "",
              a_rows ? "_ab" : "", claim == CLAIM_M ? "_cl" : claim == CLAIM_N ? "_cn" : "",
-             g.edge_rows == 4 ? "_e4" : g.edge_rows == 8 ? "_e8" : "");
+             g.edge_rows == 4 ? "_e4" : g.edge_rows == 8 ? "_e8" : "", g.sum_a ? "_colsum" : "");
     assert(g.edge_rows == 0 || g.edge_rows == 4 || g.edge_rows == 8);
     LLVMValueRef tile = e ? epi_tile_function(g, e, false, a_rows) : tile_function(g, false, a_rows);
     /* B packed by the first row of tiles of each block (tile_function, epi_tile_function) */
@@ -490,13 +502,16 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     /* op(A)(i, q) = a[i·lda + q], or a[q·lda + i] when transposed: rows of op(A) are
      * contiguous only then; op(B)(q, j) = b[q·ldb + j] (b[j·ldb + q]) the other way. */
     operand pa = {.lanes_contiguous = trans_a, .width = g.t.mr}, pb = {.lanes_contiguous = !trans_b, .width = g.t.nr};
-    pa.packer = a_rows ? NULL : pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
-    pb.packer = fuse_b ? NULL : pb.lanes_contiguous ? pack_copy_function(g, pb.width) : pack_transpose_function(g, pb.width);
+    pa.packer = a_rows ? NULL : pa.lanes_contiguous ? pack_copy_function(g, pa.width, false) : pack_transpose_function(g, pa.width);
+    pb.packer = fuse_b ? NULL : pb.lanes_contiguous ? pack_copy_function(g, pb.width, false) : pack_transpose_function(g, pb.width);
+    /* the sums of op(A)'s lanes ride on its copier (kiln_cg_gemm_sum: op(A) transposed) */
+    assert(!g.sum_a || (pa.lanes_contiguous && !a_rows && !shared_a));
+    if (g.sum_a) pa.sum_packer = pack_copy_function(g, pa.width, true);
 
     LLVMTypeRef i64 = g.i64, ptr = g.ptr;
-    LLVMTypeRef params[24] = {ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64,
+    LLVMTypeRef params[25] = {ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64, i64, i64, i64,
                               ptr, i64, ptr, ptr, i64, ptr, i64, g.f64};
-    const char *names[24] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
+    const char *names[25] = {"a", "b",  "c",  "scratch", "m", "n",   "k", "lda", "ldb", "ldc", "mc",
                              "kc", "nc", "x", "ldx",     "bias", "p", "ldp", "r", "ldr", "scale"};
     unsigned n_params = e ? 21 : 13, at_full = n_params;
     if (shared_a) {  /* the packed A, and its rows rounded to slivers */
@@ -504,9 +519,13 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
         params[n_params] = i64, names[n_params++] = "pad";
     }
     if (claims) params[n_params] = ptr, names[n_params++] = "next";
+    unsigned at_next = n_params;  /* next is parameter at_next - 1 */
+    if (g.sum_a) params[n_params] = ptr, names[n_params++] = "sums";
     LLVMValueRef fn;
     if (!function_begin(&g, name, n_params, params, names, &fn)) return fn;
     if (claims)  /* the other threads claim from it too: not noalias */
+        LLVMRemoveEnumAttributeAtIndex(g.fn, at_next, LLVMGetEnumAttributeKindForName("noalias", 7));
+    if (g.sum_a)  /* the threads of a claiming product add to it in turn */
         LLVMRemoveEnumAttributeAtIndex(g.fn, n_params, LLVMGetEnumAttributeKindForName("noalias", 7));
     if (shared_a) add_attr(&g, at_full + 1, "readonly");
     add_attr(&g, 1, "readonly");
@@ -547,7 +566,7 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     LLVMValueRef x2;
     LLVMValueRef round = NULL, rounds = NULL;
     if (claims) {  /* i3 (j2): the claimed blocks, from k block p's counter; then the rounds */
-        LLVMValueRef next = param(&g, n_params - 1);
+        LLVMValueRef next = param(&g, at_next - 1);
         LLVMValueRef blocks = LLVMBuildSDiv(g.b, add(&g, k, sub(&g, kc_max, k64(&g, 1))), kc_max, "");
         if (claim == CLAIM_N) {  /* A block i3's counters and rounds after the earlier blocks' */
             LLVMValueRef ns = LLVMBuildSDiv(g.b, add(&g, n, k64(&g, g.t.nr - 1)), k64(&g, g.t.nr), "");
@@ -582,10 +601,19 @@ static LLVMValueRef loops_nest(gen g, bool trans_a, bool trans_b, const kiln_gem
     else if (claim == CLAIM_N) {  /* A's block for k block p, in a thread's first claim of it */
         LLVMBasicBlockRef apack = block(&g, "pack.a"), ago = block(&g, "packed.a");
         branch(&g, cl.first, apack, ago);
+        /* every thread with a claim packs the block; the one that claimed its first B block
+         * (always its first claim) sums it. It waited (rounds_wait) for that B block's
+         * round p − 1, which came after k block p − 1's sums: each lane's depths in order. */
+        if (g.sum_a)
+            pa.sums = LLVMBuildSelect(g.b, LLVMBuildICmp(g.b, LLVMIntEQ, cl.row, k64(&g, 0), ""),
+                                      param(&g, n_params - 1), LLVMConstPointerNull(g.ptr), "");
         emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
         LLVMBuildBr(g.b, ago);
         LLVMPositionBuilderAtEnd(g.b, ago);
     } else if (!a_rows) {
+        /* each block (i3, p) is packed once, p after p for its lanes (with CLAIM_M after
+         * rounds_wait for round p − 1): the sums add each lane's depths in order */
+        if (g.sum_a) pa.sums = param(&g, n_params - 1);
         emit_pack(&g, &pa, li.iv, mc, lp.iv, kc, ap);
     }
 
@@ -833,7 +861,7 @@ static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, const ki
     LLVMBasicBlockRef alone = block(g, "one.thread"), shared = block(g, "threads"), after = block(g, "done");
     branch(g, LLVMBuildICmp(g->b, LLVMIntEQ, threads, k64(g, 1), ""), alone, shared);
     gemm_blocks bl = blocks_for(g->t, s);
-    LLVMValueRef args[21] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
+    LLVMValueRef args[22] = {param(g, 0), param(g, 1), param(g, 2), param(g, 3), k64(g, s->m), k64(g, s->n),
                              k64(g, s->k), k64(g, s->lda), k64(g, s->ldb), k64(g, s->ldc),
                              k64(g, alone_bo_mc(g->t, s) ? alone_bo_mc(g->t, s) : bl.mc),  /* bo: its mc */
                              k64(g, bl.kc), k64(g, bl.nc)};
@@ -844,7 +872,9 @@ static LLVMBasicBlockRef alone_branch(gen *g, const kiln_gemm_shape *s, const ki
         epi_args ea = gemm_shape_epi_args(g, s, e, param(g, 3), ops[0], ops[1], ops[2]);
         epi_args_list(&ea, &args[13]);
     }
-    call(g, loops, args, e ? 21 : 13);
+    unsigned n_args = e ? 21 : 13;
+    if (g->sum_a) args[n_args++] = last_param(g);
+    call(g, loops, args, n_args);
     LLVMBuildBr(g->b, after);
     LLVMPositionBuilderAtEnd(g->b, shared);
     return after;
@@ -939,8 +969,8 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     if (!part_function_begin(&g, gemm_name, &fn)) return fn;
     gemm_blocks bl = blocks_for(g.t, s);
     bool claims = claims_for(g.t, s, sp) != CLAIM_NONE;
-    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[8];
-    for (int i = 0; i < (e ? 7 : 4) + claims; i++)
+    LLVMValueRef ctx = param(&g, 0), begin = param(&g, 1), end = param(&g, 2), v[9];
+    for (int i = 0; i < (e ? 7 : 4) + claims + g.sum_a; i++)
         v[i] = load_aligned(&g, g.ptr, LLVMBuildInBoundsGEP2(g.b, g.ptr, ctx, (LLVMValueRef[]){k64(&g, i)}, 1, ""), 8);
     /* parts [begin, end) of one per thread → whole tiles (even_first_tile); none: return.
      * With claims every part is the whole m, from which it claims blocks. */
@@ -975,7 +1005,7 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
     LLVMValueRef alone = LLVMBuildICmp(g.b, LLVMIntEQ, threads, k64(&g, 1), "");
     if (!pl.bo && pl.mc != bl.mc) mc = LLVMBuildSelect(g.b, alone, mc, k64(&g, pl.mc), "");
     if (pl.nc != bl.nc) nc = LLVMBuildSelect(g.b, alone, nc, k64(&g, pl.nc), "");
-    LLVMValueRef args[23] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
+    LLVMValueRef args[24] = {a, b, c, scratch, m, n, k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
                              mc, k64(&g, bl.kc), nc};
     unsigned n_args = e ? 21 : 13;
     if (e) {  /* the m×n operands move with C, the bias row with the columns */
@@ -987,6 +1017,13 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
         epi_args_list(&ea, &args[13]);
     }
     if (claims) args[n_args++] = v[e ? 7 : 4];  /* the counters of claimed slivers */
+    if (g.sum_a) {  /* the sums of the part's lanes of op(A); cut along n, the first part's */
+        LLVMValueRef sums = v[(e ? 7 : 4) + claims];
+        if (claims) args[n_args++] = sums;  /* the nest claims, and sums, blocks of the whole */
+        else if (sp.on_m) args[n_args++] = at(&g, sums, first);
+        else args[n_args++] = LLVMBuildSelect(g.b, LLVMBuildICmp(g.b, LLVMIntEQ, first, zero, ""), sums,
+                                              LLVMConstPointerNull(g.ptr), "");
+    }
     call(&g, loops, args, n_args);
     LLVMBuildBr(g.b, none);
     LLVMPositionBuilderAtEnd(g.b, none);
@@ -994,12 +1031,13 @@ static LLVMValueRef part_function(gen g, const kiln_gemm_shape *s, const kiln_ge
 }
 
 void gemm_function_begin(gen *g, const char *name, const kiln_gemm_epilogue *e, LLVMValueRef ops[7]) {
-    LLVMTypeRef params[7] = {g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr};
-    const char *names[7] = {"a", "b", "c", "scratch"};
+    LLVMTypeRef params[8] = {g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr, g->ptr};
+    const char *names[8] = {"a", "b", "c", "scratch"};
     unsigned n_params = 4, at_bias = 0, at_p = 0, at_r = 0;
     if (e && e->bias) at_bias = n_params, names[n_params++] = "bias";
     if (e && e->pre_out) at_p = n_params, names[n_params++] = "pre_out";
     if (e && e->residual) at_r = n_params, names[n_params++] = "residual";
+    if (g->sum_a) names[n_params++] = "sums";
     LLVMValueRef fn;
     bool fresh = function_begin(g, name, n_params, params, names, &fn);
     assert(fresh);  /* the callers looked the name up first */
@@ -1048,7 +1086,22 @@ void gemm_name(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char
     assert(len < (int)size);
 }
 
+bool kiln_gemm_can_sum_a(const kiln_target *t, const kiln_gemm_shape *s) {
+    return s->trans_a && !gemm_use_small(tile_for(t), s);
+}
+
+static LLVMValueRef gemm_product(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, bool sum_a);
+
 LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
+    return gemm_product(cg, s, e, false);
+}
+
+LLVMValueRef kiln_cg_gemm_sum(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
+    assert(kiln_gemm_can_sum_a(cg->target, s));
+    return gemm_product(cg, s, e, true);
+}
+
+static LLVMValueRef gemm_product(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, bool sum_a) {
     assert(s->m >= 0 && s->n >= 0 && s->k >= 0);
     assert(s->ldc >= s->n);
     assert(s->lda >= (s->trans_a ? s->m : s->k) && s->ldb >= (s->trans_b ? s->k : s->n));
@@ -1058,11 +1111,13 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
 
     char name[256];
     gemm_name(s, e, "kiln_gemm", name, sizeof name);
+    if (sum_a) strcat(name, "_colsum");  /* gemm_name leaves room: its names stay far below 256 */
     LLVMValueRef existing = LLVMGetNamedFunction(cg->mod, name);
     if (existing) return existing;
 
     gen g = gemm_gen_init(cg);
     if (gemm_use_small(g.t, s)) return gemm_small(g, s, e, name);
+    g.sum_a = sum_a;
     g.edge_rows = gemm_edge_rows(g.t, s);
     bool work = s->m > 0 && s->n > 0 && s->k > 0;
     gemm_split sp = gemm_split_for(g.t, s);
@@ -1088,13 +1143,15 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
      * shared loop nest, zeros (or their epilogue) for k = 0, nothing for m·n = 0. */
     LLVMValueRef ops[7];
     gemm_function_begin(&g, name, e, ops);
-    LLVMValueRef bias = ops[4], p = ops[5], r = ops[6];
+    LLVMValueRef bias = ops[4], p = ops[5], r = ops[6], sums = sum_a ? last_param(&g) : NULL;
+    if (sums && s->m > 0)  /* the packers add to them */
+        LLVMBuildMemSet(g.b, sums, LLVMConstInt(LLVMInt8TypeInContext(g.ctx), 0, 0), k64(&g, s->m * 4), 4);
     if (part) {
         /* kiln_parallel_for(part, &{a, b, c, scratch[, bias, p, r][, next]}, parts). The
          * operands' nocapture still holds: the pool forgets them before kiln_parallel_for
          * returns. */
         unsigned n_ctx = e ? 7 : 4;
-        LLVMValueRef vals[8] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), bias, p, r};
+        LLVMValueRef vals[9] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), bias, p, r};
         if (claims) {  /* then the counters of claimed slivers and the rounds, zero */
             int64_t counters = claim_counters(g.t, s, sp);
             LLVMValueRef next = LLVMBuildAlloca(g.b, LLVMArrayType2(g.i64, (uint64_t)counters), "next");
@@ -1102,6 +1159,7 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
             LLVMBuildMemSet(g.b, next, LLVMConstInt(LLVMInt8TypeInContext(g.ctx), 0, 0), k64(&g, counters * 8), 8);
             vals[n_ctx++] = next;
         }
+        if (sums) vals[n_ctx++] = sums;
         LLVMTypeRef ctx_ty = LLVMArrayType2(g.ptr, n_ctx);
         LLVMValueRef ctx = LLVMBuildAlloca(g.b, ctx_ty, "ctx");
         for (unsigned i = 0; i < n_ctx; i++) {
@@ -1123,14 +1181,16 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
         if (after) LLVMBuildBr(g.b, after), LLVMPositionBuilderAtEnd(g.b, after);
     } else if (work) {
         gemm_blocks bl = blocks_for(g.t, s);
-        LLVMValueRef args[21] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),
+        LLVMValueRef args[22] = {param(&g, 0), param(&g, 1), param(&g, 2), param(&g, 3), k64(&g, s->m),
                                  k64(&g, s->n), k64(&g, s->k), k64(&g, s->lda), k64(&g, s->ldb), k64(&g, s->ldc),
                                  k64(&g, bl.mc), k64(&g, bl.kc), k64(&g, bl.nc)};
         if (e) {
             epi_args ea = gemm_shape_epi_args(&g, s, e, param(&g, 3), bias, p, r);
             epi_args_list(&ea, &args[13]);
         }
-        call(&g, loops, args, e ? 21 : 13);
+        unsigned n_args = e ? 21 : 13;
+        if (sums) args[n_args++] = sums;
+        call(&g, loops, args, n_args);
     } else if (zero_tile) {
         epi_args ea = gemm_shape_epi_args(&g, s, e, param(&g, 3), bias, p, r);
         emit_zero_epilogue(&g, s, zero_tile, param(&g, 2), &ea);

@@ -79,6 +79,10 @@ typedef struct gen {
     /* Rows of the last A sliver when the loop nests should call a shorter tile for it
      * (gemm_edge_rows), else 0. */
     int edge_rows;
+    /* The product also sums the lanes of op(A) along k (a bias gradient riding along,
+     * kiln_cg_gemm_sum): the loop nests take a `sums` pointer and pack A with
+     * pack_copy_function's summing form. */
+    bool sum_a;
     LLVMBuilderRef b;   /* our own builder per function: the caller's cg->b keeps its place */
     LLVMValueRef fn;    /* the function being emitted */
     const kiln_cg *cg;  /* the caller's module, for the cg_* helpers of the epilogue */
@@ -265,6 +269,7 @@ static inline LLVMValueRef function_end(gen *g) {
 }
 
 static inline LLVMValueRef param(gen *g, unsigned i) { return LLVMGetParam(g->fn, i); }
+static inline LLVMValueRef last_param(gen *g) { return LLVMGetParam(g->fn, LLVMCountParams(g->fn) - 1); }
 
 /* ---- shared with gemm_small.c --------------------------------------------------- */
 
@@ -370,9 +375,15 @@ typedef struct operand {
     bool lanes_contiguous;
     int width;                  /* MR or NR */
     LLVMValueRef packer;
+    /* with sum_a: the copier that also adds each lane into sums[lane] (pack_copy_function
+     * with sum), and the sums of lane 0 of the whole operand, or a null pointer at run
+     * time when this call of the nest leaves the sums to another */
+    LLVMValueRef sum_packer, sums;
 } operand;
 
-LLVMValueRef pack_copy_function(gen g, int width);       /* lanes contiguous: a copy */
+/* lanes contiguous: a copy; with sum, the copy also adds every lane's values, depth by
+ * depth, into a float per lane (sums, its 7th argument) */
+LLVMValueRef pack_copy_function(gen g, int width, bool sum);
 LLVMValueRef pack_transpose_function(gen g, int width);  /* k contiguous: a transpose */
 /* Packs the slivers of one block: lanes [w0, w0 + nw), depths [p, p + kc), into dst. */
 void emit_pack(gen *g, const operand *o, LLVMValueRef w0, LLVMValueRef nw, LLVMValueRef p, LLVMValueRef kc,

@@ -75,7 +75,7 @@ static LLVMValueRef group_part_function(gen g, const kiln_gemm_shape *s, const k
     LLVMValueRef bp = at(&g, ap, k64(&g, packed_a_floats(bl)));
     operand pa = {.lanes_contiguous = s->trans_a, .width = g.t.mr, .src = v[0], .ld = k64(&g, s->lda),
                   .lim = k64(&g, s->m)};
-    pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width) : pack_transpose_function(g, pa.width);
+    pa.packer = pa.lanes_contiguous ? pack_copy_function(g, pa.width, false) : pack_transpose_function(g, pa.width);
     emit_pack(&g, &pa, k64(&g, 0), k64(&g, s->m), k64(&g, 0), k64(&g, s->k), ap);
     LLVMValueRef per = k64(&g, gs.tiles_per), zero = k64(&g, 0), one = k64(&g, 1), nr = k64(&g, g.t.nr);
     loop lq = loop_begin(&g, zero, k64(&g, count), 1, "q");

@@ -27,15 +27,64 @@ enum { GEMM_PACK_PREFETCH_ROWS = 3 };
  * prefetchers follow, where sliver by sliver (until 2026-12-06: one call per sliver) read
  * 2 lines of each of kc rows ld apart and came back for the next 2. Whole slivers go
  * unmasked; the one overhanging m or n (at most one, the last) zero-fills past valid. */
-LLVMValueRef pack_copy_function(gen g, int width) {
+/* Slivers summed at once by sum_slivers: independent chains of fadds to overlap. */
+enum { GEMM_SUM_SLIVERS = 4 };
+
+/* sums[s·width + x] += Σ_q dst[s][q][x] for the block just packed (full whole slivers, then
+ * edge_lanes lanes of one more when has_edge), the depths of each lane added one by one
+ * in order, q = 0, 1, …, kc−1, with plain fadds: a lane's sum is then the sum of its
+ * column in row order, whatever the blocks (their k blocks come in order). The packed
+ * block is still in L1/L2, and each sliver's sums stay in a register over its kc depths.
+ * (Adding each row into sums as the copier packs it, a masked load and store per row and
+ * sliver, made 1536×384×2048 tn 10 % slower at one thread: every row's load waited for
+ * the previous row's masked store.) One vector per sliver: width ≤ W (an A sliver). */
+static void sum_slivers(gen *g, LLVMValueRef dst, LLVMValueRef sums, int width, LLVMValueRef kc, LLVMValueRef full,
+                        LLVMValueRef edge_lanes, LLVMValueRef has_edge) {
+    assert(width <= g->t.w);
+    LLVMValueRef kw = k64(g, width), sstep = mul(g, kw, kc);
+    LLVMValueRef slivers = LLVMBuildSelect(g->b, has_edge, add(g, full, k64(g, 1)), full, "");
+    loop ls = loop_begin(g, k64(g, 0), slivers, GEMM_SUM_SLIVERS, "sum.s");
+    LLVMValueRef mask[GEMM_SUM_SLIVERS], src[GEMM_SUM_SLIVERS], out[GEMM_SUM_SLIVERS], acc[GEMM_SUM_SLIVERS];
+    LLVMValueRef zero = k64(g, 0);
+    for (int j = 0; j < GEMM_SUM_SLIVERS; j++) {  /* the lanes of sliver s + j: width, edge_lanes or none */
+        LLVMValueRef s = add(g, ls.iv, k64(g, j));
+        LLVMValueRef lanes = LLVMBuildSelect(g->b, lt(g, s, full), kw,
+                                             LLVMBuildSelect(g->b, lt(g, s, slivers), edge_lanes, zero, ""), "");
+        mask[j] = lanes_below(g, lanes);
+        src[j] = at_any(g, dst, mul(g, s, sstep));
+        out[j] = at_any(g, sums, mul(g, s, kw));
+        acc[j] = masked_load(g, out[j], mask[j]);
+    }
+    LLVMBasicBlockRef pre = LLVMGetInsertBlock(g->b);
+    loop lq = loop_begin(g, zero, kc, 1, "sum.q");
+    LLVMBasicBlockRef body = LLVMGetInsertBlock(g->b);
+    LLVMPositionBuilderBefore(g->b, LLVMGetNextInstruction(lq.iv));  /* the sums: phis of the loop head */
+    LLVMValueRef phi[GEMM_SUM_SLIVERS];
+    for (int j = 0; j < GEMM_SUM_SLIVERS; j++) {
+        phi[j] = LLVMBuildPhi(g->b, g->vf, "sum");
+        LLVMAddIncoming(phi[j], &acc[j], &pre, 1);
+    }
+    LLVMPositionBuilderAtEnd(g->b, body);
+    for (int j = 0; j < GEMM_SUM_SLIVERS; j++)
+        acc[j] = LLVMBuildFAdd(g->b, phi[j], masked_load(g, at_any(g, src[j], mul(g, lq.iv, kw)), mask[j]), "");
+    LLVMBasicBlockRef latch = LLVMGetInsertBlock(g->b);
+    loop_end(g, &lq);
+    for (int j = 0; j < GEMM_SUM_SLIVERS; j++) {
+        LLVMAddIncoming(phi[j], &acc[j], &latch, 1);
+        masked_store(g, phi[j], out[j], mask[j]);  /* the head's value: after the last depth */
+    }
+    loop_end(g, &ls);
+}
+
+LLVMValueRef pack_copy_function(gen g, int width, bool sum) {
     char name[64];
-    snprintf(name, sizeof name, "kiln_gemm_pack_copy_w%d_%d", g.t.w, width);
-    LLVMTypeRef params[] = {g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64};
-    static const char *const names[] = {"src", "dst", "sk", "valid", "kc", "nw"};
+    snprintf(name, sizeof name, "kiln_gemm_pack_copy_w%d_%d%s", g.t.w, width, sum ? "_colsum" : "");
+    LLVMTypeRef params[] = {g.ptr, g.ptr, g.i64, g.i64, g.i64, g.i64, g.ptr};
+    static const char *const names[] = {"src", "dst", "sk", "valid", "kc", "nw", "sums"};
     LLVMValueRef fn;
-    if (!function_begin(&g, name, 6, params, names, &fn)) return fn;
+    if (!function_begin(&g, name, sum ? 7 : 6, params, names, &fn)) return fn;
     LLVMValueRef src = param(&g, 0), dst = param(&g, 1), sk = param(&g, 2), valid = param(&g, 3), kc = param(&g, 4);
-    LLVMValueRef nw = param(&g, 5);
+    LLVMValueRef nw = param(&g, 5), sums = sum ? param(&g, 6) : NULL;
     const int w = g.t.w, chunks = (width + w - 1) / w;
     unsigned dst_align = width % w == 0 ? 4u * (unsigned)w : 4u;
     assert(chunks <= NR_MAX / 4);
@@ -79,6 +128,7 @@ LLVMValueRef pack_copy_function(gen g, int width) {
     LLVMBuildBr(g.b, bnext);
     LLVMPositionBuilderAtEnd(g.b, bnext);
     loop_end(&g, &lq);
+    if (sum) sum_slivers(&g, dst, sums, width, kc, full, edge_lanes, has_edge);
     return function_end(&g);
 }
 
@@ -180,10 +230,26 @@ LLVMValueRef pack_transpose_function(gen g, int width) {
 void emit_pack(gen *g, const operand *o, LLVMValueRef w0, LLVMValueRef nw, LLVMValueRef p, LLVMValueRef kc,
                       LLVMValueRef dst) {
     if (o->lanes_contiguous) {  /* one call for the block, row by row */
-        LLVMValueRef args[] = {at(g, o->src, add(g, w0, mul(g, p, o->ld))), dst, o->ld, sub(g, o->lim, w0), kc, nw};
+        LLVMValueRef args[] = {at(g, o->src, add(g, w0, mul(g, p, o->ld))), dst, o->ld, sub(g, o->lim, w0), kc, nw,
+                               NULL};
+        if (!o->sums) {
+            call(g, o->packer, args, 6);
+            return;
+        }
+        /* the sums, unless this call leaves them to another (a null pointer) */
+        LLVMBasicBlockRef bsum = block(g, "pack.sum"), bplain = block(g, "pack.plain"), bdone = block(g, "packed.sum");
+        branch(g, LLVMBuildIsNull(g->b, o->sums, ""), bplain, bsum);
+        LLVMPositionBuilderAtEnd(g->b, bsum);
+        args[6] = at_any(g, o->sums, w0);
+        call(g, o->sum_packer, args, 7);
+        LLVMBuildBr(g->b, bdone);
+        LLVMPositionBuilderAtEnd(g->b, bplain);
         call(g, o->packer, args, 6);
+        LLVMBuildBr(g->b, bdone);
+        LLVMPositionBuilderAtEnd(g->b, bdone);
         return;
     }
+    assert(!o->sums);  /* only a copier sums */
     loop ls = loop_begin(g, k64(g, 0), nw, o->width, "pack");  /* the transposer: one call per sliver */
     LLVMValueRef lane0 = add(g, w0, ls.iv);
     LLVMValueRef args[] = {

@@ -180,20 +180,33 @@ static part_ptrs take_part_ptrs(LLVMValueRef fn, const gemm_kernel *gk, unsigned
     return p;
 }
 
+/* Whether part q's bias gradient rides on its product's packing of op(A)
+ * (kiln_cg_gemm_sum) instead of a pass of its own (emit_colsum): a sum of op(A)'s lanes
+ * that the product packs with its copier, and not in a group job (whose A is packed once
+ * for all parts). */
+static bool sum_rides(const kiln_target *t, const gemm_kernel *gk, bool grouped)
+{
+    return gk->colsum != KILN_NONE && gk->colsum_operand == 0 && !grouped && gk->shape.n > 0 &&
+           kiln_gemm_can_sum_a(t, &gk->shape);
+}
+
 /* The parts one after another, sharing the scratch. */
 static void emit_parts_in_turn(kiln_cg *cg, kiln_cg *gemm_cg, const gemm_kernel *gks, const part_ptrs *pp,
-                               uint32_t parts, LLVMValueRef scratch)
+                               uint32_t parts, LLVMValueRef scratch, bool grouped)
 {
     for (uint32_t q = 0; q < parts; q++) {
         const gemm_kernel *gk = &gks[q];
         if (gk->shape.m <= 0 || gk->shape.n <= 0) continue;
-        LLVMValueRef gemm = lower_gemm_declare(cg, kiln_cg_gemm_epi(gemm_cg, &gk->shape, &gk->epi));
-        /* (a, b, c, scratch, [bias], [pre_out], [residual]) */
-        LLVMValueRef args[7] = {pp[q].a, pp[q].b, pp[q].c, scratch};
+        bool rides = sum_rides(cg->target, gk, grouped);
+        LLVMValueRef gemm = lower_gemm_declare(cg, rides ? kiln_cg_gemm_sum(gemm_cg, &gk->shape, &gk->epi)
+                                                         : kiln_cg_gemm_epi(gemm_cg, &gk->shape, &gk->epi));
+        /* (a, b, c, scratch, [bias], [pre_out], [residual], [sums]) */
+        LLVMValueRef args[8] = {pp[q].a, pp[q].b, pp[q].c, scratch};
         unsigned n = 4;
         if (pp[q].bias) args[n++] = pp[q].bias;
         if (pp[q].pre) args[n++] = pp[q].pre;
         if (pp[q].res) args[n++] = pp[q].res;
+        if (rides) args[n++] = pp[q].sums;
         LLVMBuildCall2(cg->b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
     }
 }
@@ -230,7 +243,7 @@ static void emit_parts_grouped(kiln_cg *cg, kiln_cg *gemm_cg, const gemm_kernel 
     LLVMBuildBr(cg->b, done);
 
     LLVMPositionBuilderAtEnd(cg->b, apart);
-    emit_parts_in_turn(cg, gemm_cg, gks, pp, parts, scratch);
+    emit_parts_in_turn(cg, gemm_cg, gks, pp, parts, scratch, true);
     LLVMBuildBr(cg->b, done);
     LLVMPositionBuilderAtEnd(cg->b, done);
 }
@@ -249,13 +262,16 @@ LLVMValueRef lower_gemm_kernel_parts(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_g
     KILN_ASSERT(parts <= 8);
     unsigned at = 0;
     for (uint32_t q = 0; q < parts; q++) pp[q] = take_part_ptrs(fn, &gks[q], &at);
-    /* the bias gradients first: each brings its operand into cache for the packing */
+    /* the bias gradients that do not ride on their product's packing first: each brings
+     * its operand into cache for the packing */
+    bool grouped = has_scratch && parts_as_group(cg->target, gks, parts);
     for (uint32_t q = 0; q < parts; q++)
-        if (pp[q].sums) emit_colsum(cg, &gks[q], pp[q].sums, pp[q].a, pp[q].b);
-    if (has_scratch && parts_as_group(cg->target, gks, parts))
+        if (pp[q].sums && !sum_rides(cg->target, &gks[q], grouped))
+            emit_colsum(cg, &gks[q], pp[q].sums, pp[q].a, pp[q].b);
+    if (grouped)
         emit_parts_grouped(cg, gemm_cg, gks, pp, parts, scratch);
     else
-        emit_parts_in_turn(cg, gemm_cg, gks, pp, parts, scratch);
+        emit_parts_in_turn(cg, gemm_cg, gks, pp, parts, scratch, false);
     LLVMBuildRetVoid(cg->b);
     return fn;
 }

@@ -1105,6 +1105,108 @@ static void test_claimed_blocks_bit_identical(void **state) {
     each_variant_case(shapes, n_shapes, epi, "_eabr_gelu_tanh", claims_case);
 }
 
+/* kiln_cg_gemm_sum: the bias gradient rides on the packing of op(A) (codegen/gemm.c,
+ * gemm_pack.c's summing copier). sums[i] must be the column sum of A (k×m) added up in
+ * row order from 0 in f32 — the bits of lower_gemm_kernel.c's separate pass — and C the
+ * bits of kiln_cg_gemm_epi's product, on 1, 2, 3 and 5 threads, with nothing written past
+ * sums[m − 1]. The shapes take every nest that packs op(A): B outer on one thread and
+ * claimed along m (one k block and three), claimed along n (several k blocks, and
+ * m ≥ n > 1152 over two A blocks), cut along n with one k block (only the first part
+ * sums), cut along m into parts of their own rows (n > 1152, several k blocks), a last
+ * sliver of one lane, and k = 0; plain and with an epilogue that adds to C. */
+typedef void (*sum_fn)(const float *a, const float *b, float *c, float *scratch, const float *bias, float *p,
+                       const float *r, float *sums);
+
+static sum_fn compile_sum(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e) {
+    LLVMOrcThreadSafeContextRef tsc = LLVMOrcCreateNewThreadSafeContext();
+    kiln_cg cg;
+    cg_init_in_context(&cg, t, LLVMOrcThreadSafeContextGetContext(tsc), "test_gemm");
+    char name[32];
+    snprintf(name, sizeof name, "entry%d", g_next_entry++);
+    LLVMTypeRef params[8];
+    for (int i = 0; i < 8; i++) params[i] = cg.t_ptr;
+    LLVMValueRef entry = LLVMAddFunction(cg.mod, name, LLVMFunctionType(cg.t_void, params, 8, 0));
+    LLVMPositionBuilderAtEnd(cg.b, LLVMAppendBasicBlockInContext(cg.ctx, entry, "entry"));
+    assert_true(kiln_gemm_can_sum_a(t, s));
+    LLVMValueRef gemm = kiln_cg_gemm_sum(&cg, s, e);
+    assert_ptr_equal(kiln_cg_gemm_sum(&cg, s, e), gemm);
+    assert_ptr_not_equal(kiln_cg_gemm_epi(&cg, s, e), gemm);  /* the product without sums is another */
+    LLVMValueRef args[8];
+    unsigned n = 0;
+    for (unsigned i = 0; i < 8; i++) {
+        bool present = i < 4 || i == 7 || (e && ((i == 4 && e->bias) || (i == 5 && e->pre_out) || (i == 6 && e->residual)));
+        if (present) args[n++] = LLVMGetParam(entry, i);
+    }
+    assert_int_equal(LLVMCountParams(gemm), n);
+    LLVMBuildCall2(cg.b, LLVMGlobalGetValueType(gemm), gemm, args, n, "");
+    return (sum_fn)finish_entry(&cg, tsc, t, "default<O3>", name);
+}
+
+static void column_sums_case(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e,
+                             const char *epi_code) {
+    (void)epi_code;
+    void *plain = compile_epi(t, s, e ? e : &(kiln_gemm_epilogue){0}, "default<O3>");
+    sum_fn summing = compile_sum(t, s, e);
+    int64_t na = s->k * s->lda, nb = (s->trans_b ? s->n : s->k) * s->ldb, nc = s->m * s->ldc;
+    guarded ga = guarded_alloc((size_t)na);
+    float *b = alloc64(nb), *bias = alloc64(s->n), *r = alloc64(s->m * s->n), *c0 = alloc64(nc);
+    float *want = alloc64(nc), *got = alloc64(nc), *want_sums = alloc64(s->m), *sums = alloc64(s->m + 16);
+    for (int64_t i = 0; i < na; i++) ga.p[i] = rand_pm1();
+    for (int64_t i = 0; i < nb; i++) b[i] = rand_pm1();
+    for (int64_t i = 0; i < s->n; i++) bias[i] = rand_pm1();
+    for (int64_t i = 0; i < s->m * s->n; i++) r[i] = rand_pm1();
+    for (int64_t i = 0; i < nc; i++) c0[i] = rand_pm1();
+    for (int64_t i = 0; i < s->m; i++) {  /* the separate pass: row order from 0, in f32 */
+        float acc = 0.0f;
+        for (int64_t q = 0; q < s->k; q++) acc += ga.p[q * s->lda + i];
+        want_sums[i] = acc;
+    }
+    float *scratch = alloc64(kiln_gemm_epi_scratch_floats(t, s, e));
+    size_t bytes = sizeof(float) * (size_t)nc;
+    assert_int_equal(kiln_threads_set(1), 0);
+    memcpy(want, c0, bytes);
+    ((epi_fn)plain)(ga.p, b, want, scratch, bias, NULL, r);
+    static const int threads[] = {1, 2, 3, 5};
+    for (size_t ci = 0; ci < sizeof threads / sizeof threads[0]; ci++) {
+        assert_int_equal(kiln_threads_set(threads[ci]), 0);
+        memcpy(got, c0, bytes);
+        for (int64_t i = 0; i < s->m + 16; i++) sums[i] = SENTINEL;
+        summing(ga.p, b, got, scratch, bias, NULL, r, sums);
+        assert_memory_equal(want, got, bytes);
+        assert_memory_equal(want_sums, sums, sizeof(float) * (size_t)s->m);
+        for (int64_t i = s->m; i < s->m + 16; i++) assert_true(sums[i] == SENTINEL);
+    }
+    assert_int_equal(kiln_threads_set(1), 0);
+    guarded_free(&ga);
+    float *bufs[] = {b, bias, r, c0, want, got, want_sums, sums, scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
+}
+
+static void test_column_sums_ride(void **state) {
+    (void)state;
+    static const kiln_gemm_shape shapes[] = {
+        {1001, 45, 300, true, false, 1003, 45, 47},        /* B outer; claimed along m, one k block */
+        {300, 1001, 1100, true, false, 301, 1001, 1003},   /* claimed along n, three k blocks */
+        {1001, 700, 1100, true, false, 1001, 703, 701},    /* claimed along m, three */
+        {45, 1001, 300, true, false, 45, 1001, 1001},      /* cut along n, one k block */
+        {1300, 1200, 300, true, false, 1300, 1203, 1201},  /* m ≥ n > 1152: claimed along n, two A blocks */
+        {1500, 1200, 800, true, false, 1501, 1200, 1200},  /* cut along m, parts of their own rows */
+        {13, 200, 70, true, true, 13, 73, 201},            /* a last sliver of one lane */
+        {50, 40, 0, true, false, 50, 40, 40},              /* k = 0: zeros */
+    };
+#if defined(__SANITIZE_ADDRESS__)
+    const size_t n_shapes = 3;
+#else
+    const size_t n_shapes = sizeof shapes / sizeof shapes[0];
+#endif
+    kiln_gemm_epilogue epi = {.accumulate = true, .bias = true};
+    each_variant_case(shapes, n_shapes, epi, "_eab", column_sums_case);
+    /* only op(A) transposed, and not the small path, which packs nothing */
+    kiln_gemm_shape plain_a = {100, 40, 30, false, false, 30, 40, 40}, few = {8, 40, 30, true, false, 8, 40, 40};
+    assert_false(kiln_gemm_can_sum_a(&g_host, &plain_a));
+    assert_false(kiln_gemm_can_sum_a(&g_host, &few));
+}
+
 /* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
  * each element the general path's bits: its m rows equal the first m rows of a 20-row
  * product (general path) of the same operands — plain and with an epilogue, with one k
@@ -1306,6 +1408,7 @@ int main(void) {
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_a_broadcast_default);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_claimed_blocks_bit_identical);
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_edge_tile_bit_identical);
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_column_sums_ride);
     for (int i = 0; i < g_ncases; i++)
         tests[n++] = (struct CMUnitTest){g_cases[i].name, run_case, NULL, NULL, &g_cases[i]};
     for (int i = 0; i < g_nepi; i++) tests[n++] = (struct CMUnitTest){g_epi[i].name, run_epi_case, NULL, NULL, &g_epi[i]};
