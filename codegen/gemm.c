@@ -93,8 +93,8 @@
  * same A block (a split along n) only one sums it: the first part, or, claiming along n,
  * the thread that claimed the first B block — so sums[i] adds the column in row order
  * from 0, the bits of the separate pass (lower_gemm_kernel.c's emit_colsum), for any
- * thread count. Measured in the char_gpt training step (2 threads): the 30 weight-gradient
- * kernels with sums 9 ms a step faster (docs/performance.md).
+ * thread count. Measured in the char_gpt training step (2 threads): its 24 weight-gradient
+ * kernels with sums (36 sums) ~9 ms a step faster (docs/performance.md).
  *
  * Edges are handled by padding, not by extra kernels: packing writes zeros past m and n,
  * so the micro-kernel always multiplies whole tiles, and a tile overhanging C stores
