@@ -191,14 +191,22 @@ static void rule_silu(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
     give_times(c, n, g, ad_op2(c, KILN_OP_MUL, s, inner));
 }
 
+/* x·v in f32, v rounded to f32 — for the constants of the activations' derivatives, which
+ * PyTorch's CPU kernels also hold as floats. `scale` would multiply in double (its own
+ * rounding, as the op is specified), which costs a widening, two multiplies and a
+ * narrowing per vector: the gelu_tanh gradient loop of char_gpt's training step took
+ * 2.2 ms with four such scales (docs/performance.md). Halves stay scales: they are exact
+ * either way. */
+static uint32_t times_f32(ad_ctx *c, uint32_t x, double v) { return ad_op2(c, KILN_OP_MUL, x, ad_scalar(c, v)); }
+
 /* y = x·Φ(x): f' = Φ(x) + x·φ(x), Φ(x) = ½·(1 + erf(x/√2)), φ(x) = exp(−x²/2)/√(2π) */
 static void rule_gelu(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g)
 {
     uint32_t x = in_k(n, 0);
-    uint32_t erf = ad_op1(c, KILN_OP_ERF, ad_scale(c, x, 0.70710678118654752440));
+    uint32_t erf = ad_op1(c, KILN_OP_ERF, times_f32(c, x, 0.70710678118654752440));
     uint32_t cdf = ad_scale(c, ad_op2(c, KILN_OP_ADD, erf, ad_scalar(c, 1)), 0.5);
-    uint32_t pdf = ad_scale(c, ad_op1(c, KILN_OP_EXP, ad_scale(c, ad_op1(c, KILN_OP_SQUARE, x), -0.5)),
-                            0.39894228040143267794);
+    uint32_t pdf = times_f32(c, ad_op1(c, KILN_OP_EXP, ad_scale(c, ad_op1(c, KILN_OP_SQUARE, x), -0.5)),
+                             0.39894228040143267794);
     give_times(c, n, g, ad_op2(c, KILN_OP_ADD, cdf, ad_op2(c, KILN_OP_MUL, x, pdf)));
 }
 
@@ -207,10 +215,10 @@ static void rule_gelu_tanh(ad_ctx *c, uint32_t y, const kiln_node *n, uint32_t g
 {
     const double k = 0.79788456080286535588, a = 0.044715; /* √(2/π) */
     uint32_t x = in_k(n, 0), x2 = ad_op1(c, KILN_OP_SQUARE, x);
-    uint32_t u = ad_scale(c, ad_op2(c, KILN_OP_ADD, x, ad_scale(c, ad_op2(c, KILN_OP_MUL, x2, x), a)), k);
+    uint32_t u = times_f32(c, ad_op2(c, KILN_OP_ADD, x, times_f32(c, ad_op2(c, KILN_OP_MUL, x2, x), a)), k);
     uint32_t t = ad_op1(c, KILN_OP_TANH, u);
     uint32_t left = ad_scale(c, ad_op2(c, KILN_OP_ADD, t, ad_scalar(c, 1)), 0.5);
-    uint32_t du = ad_scale(c, ad_op2(c, KILN_OP_ADD, ad_scale(c, x2, 3 * a), ad_scalar(c, 1)), k);
+    uint32_t du = times_f32(c, ad_op2(c, KILN_OP_ADD, times_f32(c, x2, 3 * a), ad_scalar(c, 1)), k);
     uint32_t half_x_sech2 = ad_scale(c, ad_op2(c, KILN_OP_MUL, x, one_minus(c, ad_op1(c, KILN_OP_SQUARE, t))), 0.5);
     uint32_t right = ad_op2(c, KILN_OP_MUL, half_x_sech2, du);
     give_times(c, n, g, ad_op2(c, KILN_OP_ADD, left, right));
