@@ -1205,6 +1205,8 @@ static void test_column_sums_ride(void **state) {
     kiln_gemm_shape plain_a = {100, 40, 30, false, false, 30, 40, 40}, few = {8, 40, 30, true, false, 8, 40, 40};
     assert_false(kiln_gemm_can_sum_a(&g_host, &plain_a));
     assert_false(kiln_gemm_can_sum_a(&g_host, &few));
+    /* nor SSE, whose A sliver (6 lanes) spans two vectors of 4: the separate pass sums */
+    assert_false(kiln_gemm_can_sum_a(&g_sse, &shapes[0]));
 }
 
 /* The small-m path (no packing; up to 8 rows and no more than a tile's, B plain) gives
