@@ -251,6 +251,29 @@ LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMVa
     return cg_intrinsic(cg, name, &ty, 1, args, 2);
 }
 
+/* Transposes the w×w block r[0..w) of <w x float> rows in registers: afterwards r[q][x]
+ * is the old r[x][q] (w a power of two ≤ 16). The stage for h swaps bit h of the row
+ * index with bit h of the lane index by trading h-wide lane blocks between rows x and x+h
+ * (rows x with bit h clear); the log2(w) stages commute and together swap the whole
+ * index. (The GEMM's transposing packer and attention's packing of queries use it.) */
+void cg_transpose_square(LLVMBuilderRef b, LLVMTypeRef i32, int w, LLVMValueRef *r)
+{
+    for (int h = w / 2; h >= 1; h /= 2) {
+        LLVMValueRef lo[16], hi[16]; /* lane masks into the pair (r[x], r[x+h]) */
+        for (int l = 0; l < w; l++) {
+            lo[l] = LLVMConstInt(i32, (unsigned long long)((l & h) ? w + l - h : l), 0);
+            hi[l] = LLVMConstInt(i32, (unsigned long long)((l & h) ? w + l : l + h), 0);
+        }
+        LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)w), mhi = LLVMConstVector(hi, (unsigned)w);
+        for (int x = 0; x < w; x++) {
+            if (x & h) continue;
+            LLVMValueRef a = r[x], c = r[x + h];
+            r[x] = LLVMBuildShuffleVector(b, a, c, mlo, "");
+            r[x + h] = LLVMBuildShuffleVector(b, a, c, mhi, "");
+        }
+    }
+}
+
 void cg_memcpy(kiln_cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t bytes)
 {
     if (bytes == 0) return;

@@ -132,27 +132,8 @@ LLVMValueRef pack_copy_function(gen g, int width, bool sum) {
     return function_end(&g);
 }
 
-/* Transposes the W×W block r[0..W) in registers: afterwards r[q][x] is the old r[x][q].
- * The stage for h swaps bit h of the row index with bit h of the lane index by trading
- * h-wide lane blocks between rows x and x+h (rows x with bit h clear); the log2(W)
- * stages commute and together swap the whole index. */
-static void transpose(gen *g, LLVMValueRef *r) {
-    const int w = g->t.w;
-    for (int h = w / 2; h >= 1; h /= 2) {
-        LLVMValueRef lo[16], hi[16];  /* lane masks into the pair (r[x], r[x+h]) */
-        for (int l = 0; l < w; l++) {
-            lo[l] = LLVMConstInt(g->i32, (unsigned long long)((l & h) ? w + l - h : l), 0);
-            hi[l] = LLVMConstInt(g->i32, (unsigned long long)((l & h) ? w + l : l + h), 0);
-        }
-        LLVMValueRef mlo = LLVMConstVector(lo, (unsigned)w), mhi = LLVMConstVector(hi, (unsigned)w);
-        for (int x = 0; x < w; x++) {
-            if (x & h) continue;
-            LLVMValueRef a = r[x], b = r[x + h];
-            r[x] = LLVMBuildShuffleVector(g->b, a, b, mlo, "");
-            r[x + h] = LLVMBuildShuffleVector(g->b, a, b, mhi, "");
-        }
-    }
-}
+/* Transposes the W×W block r[0..W) in registers (cg_transpose_square). */
+static void transpose(gen *g, LLVMValueRef *r) { cg_transpose_square(g->b, g->i32, g->t.w, r); }
 
 /* Lanes [x0, x0 + lanes) of a transposed sliver (lanes ≤ W, all valid): W consecutive k
  * of each lane are loaded as vectors (rows past `lanes` are zeros), transposed in

@@ -63,6 +63,8 @@ LLVMValueRef cg_intrinsic(kiln_cg *cg, const char *name, LLVMTypeRef *types, uns
                           LLVMValueRef *args, unsigned n_args);
 LLVMValueRef cg_intrinsic1(kiln_cg *cg, const char *name, LLVMValueRef x);
 LLVMValueRef cg_intrinsic2(kiln_cg *cg, const char *name, LLVMValueRef x, LLVMValueRef y);
+/* r[0..w) (<w x float> rows, w a power of two ≤ 16) transposed in registers with b. */
+void cg_transpose_square(LLVMBuilderRef b, LLVMTypeRef i32, int w, LLVMValueRef *r);
 /* llvm.memcpy of `bytes` bytes (nothing when 0). */
 void cg_memcpy(kiln_cg *cg, LLVMValueRef dst, LLVMValueRef src, int64_t bytes);
 

@@ -10,7 +10,8 @@
  * Products, each a register-blocked micro-kernel in explicit <W x float> + llvm.fma:
  *   score tile    St[j][i] = Σ_d K[j][d]·Qt[d][i]: RJ keys × NQ query vectors of
  *                 accumulators; per d, NQ vector loads of the packed Qt (q of the block
- *                 transposed once per block: dh gathers) and RJ broadcasts of K
+ *                 transposed once per block: W×W blocks of rows transposed in
+ *                 registers) and RJ broadcasts of K
  *                 elements straight from k. dP = dO·Vᵀ is the same tile over dOt and v.
  *   update tile   C[r][e] (+)= Σ_κ a(r,κ)·B[κ][e] with e as vector lanes: h rows × nv
  *                 vectors of accumulators; per κ, nv vector loads of a B row (v, dO, q
@@ -54,7 +55,7 @@
  * thread count.
  *
  * Edges: the last query block pads its lanes (Qt and dOt zero-filled by masked
- * gathers), key rows past the end are read clamped and scored −∞, and update tiles
+ * row loads), key rows past the end are read clamped and scored −∞, and update tiles
  * whose rows run past the last query or key write those rows to a dummy scratch row, so
  * every tile is whole. Operand strides are parameters (attn_layout), so a fusion pass
  * can fold a (B,T,H,d) ↔ (B,H,T,d) transpose into the kernel.
@@ -221,24 +222,51 @@ void q_block_begin(ak *a, LLVMValueRef qb)
     }
 }
 
+/* W rows × W columns of the block into dst, transposed: for each of the block's NQ query
+ * vectors, W rows (query i = v·W + x at element first + i·rs, its columns contiguous) are
+ * loaded as vectors, transposed in registers (cg_transpose_square) and stored as W packed
+ * rows; rows past the last query (nqv) load as 0, from the last query's row, masked.
+ * `cols` columns from d0 (< W: the tail). */
+static void pack_block_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef first_row, int64_t rs,
+                                  LLVMValueRef d0, int cols)
+{
+    kiln_cg *cg = a->cg;
+    const int w = a->B.w;
+    LLVMValueRef none = LLVMConstNull(LLVMVectorType(cg->t_i1, (unsigned)w)), some = lane_mask(a, cols);
+    LLVMTypeRef tys[2] = {a->vt, cg->t_ptr};
+    for (int v = 0; v < NQ; v++) {
+        LLVMValueRef r[16];
+        for (int x = 0; x < w; x++) {
+            LLVMValueRef i = cg_i64(cg, v * w + x);
+            LLVMValueRef ok = LLVMBuildICmp(cg->b, LLVMIntSLT, i, a->nqv, "");
+            LLVMValueRef row = imin(a, i, sub(a, a->nqv, cg_i64(cg, 1)));
+            LLVMValueRef p = cg_gep(cg, KILN_F32, src, add(a, add(a, first_row, mulc(a, row, rs)), d0));
+            LLVMValueRef args[4] = {p, cg_i32(cg, KILN_ELEM_BYTES), LLVMBuildSelect(cg->b, ok, some, none, ""),
+                                    LLVMConstNull(a->vt)};
+            r[x] = cg_intrinsic(cg, "llvm.masked.load", tys, 2, args, 4);
+        }
+        cg_transpose_square(cg->b, cg->t_i32, w, r);
+        for (int d = 0; d < cols; d++)
+            vstore(a, dst, add(a, mulc(a, addc(a, d0, d), a->B.bq), cg_i64(cg, v * w)), r[d], w);
+    }
+}
+
 /* dst[d][i] = src row i at element first + i·rs, column d, for D columns; lanes past the
- * last query are 0. */
+ * last query are 0. By W×W blocks transposed in registers: the masked gathers that did
+ * it before (one per query vector and column) took ~11 % of the forward attention
+ * kernel's samples in char_gpt's forward pass (perf, 2026-12-07). */
 static void pack_rows_transposed(ak *a, LLVMValueRef dst, LLVMValueRef src, LLVMValueRef first_row, int64_t rs,
                                  int64_t D)
 {
     kiln_cg *cg = a->cg;
-    if (D == 0) return;
-    LLVMValueRef lanes[NQ];
-    LLVMValueRef first = splat(a, first_row);
-    for (int v = 0; v < NQ; v++)
-        lanes[v] = add(a, first, LLVMBuildNSWMul(cg->b, iota(a, cg->t_i64, v * a->B.w), splat(a, cg_i64(cg, rs)), ""));
-    cg_loop d;
-    cg_loop_begin(cg, &d, cg_i64(cg, 0), cg_i64(cg, D), "pack");
-    LLVMValueRef dd = splat(a, d.i);
-    for (int v = 0; v < NQ; v++)
-        vstore(a, dst, addc(a, mulc(a, d.i, a->B.bq), v * a->B.w), vgather(a, src, add(a, lanes[v], dd), a->lane_ok[v]),
-               a->B.w);
-    cg_loop_end(cg, &d);
+    const int w = a->B.w;
+    if (D >= w) {
+        cg_loop d;
+        cg_loop_begin(cg, &d, cg_i64(cg, 0), cg_i64(cg, D / w), "pack");
+        pack_block_transposed(a, dst, src, first_row, rs, mulc(a, d.i, w), w);
+        cg_loop_end(cg, &d);
+    }
+    if (D % w) pack_block_transposed(a, dst, src, first_row, rs, cg_i64(cg, D / w * w), (int)(D % w));
 }
 
 /* dst[d][i] = src row (i0 + i), column d, for the D columns of operand op. */
