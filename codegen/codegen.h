@@ -127,8 +127,8 @@ LLVMValueRef kiln_cg_gemm_epi(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_
  * sums[i] = Σ_q op(A)(i, q), m floats, each added up q = 0, 1, …, k−1 from 0 in f32 — the
  * bits of a column sum of A (k×m) in row order, for any thread count. Only when
  * kiln_gemm_can_sum_a: op(A) transposed (its lanes contiguous, so its copier packs it), not
- * a product of so few rows that nothing is packed, and an A sliver of one vector (AVX2,
- * AVX-512; not SSE's 6 lanes of 4). */
+ * a product that packs nothing (n = 0, or so few rows that the small path takes it), and
+ * an A sliver of one vector (AVX2, AVX-512; not SSE's 6 lanes of 4). */
 bool kiln_gemm_can_sum_a(const kiln_target *t, const kiln_gemm_shape *s);
 LLVMValueRef kiln_cg_gemm_sum(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);
 int64_t kiln_gemm_epi_scratch_floats(const kiln_target *t, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e);

@@ -1088,7 +1088,7 @@ void gemm_name(const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, const char
 
 bool kiln_gemm_can_sum_a(const kiln_target *t, const kiln_gemm_shape *s) {
     gemm_tile tile = tile_for(t);  /* an A sliver's lanes in one vector: not SSE's 6 lanes of 4 */
-    return s->trans_a && tile.mr <= tile.w && !gemm_use_small(tile, s);
+    return s->trans_a && s->n > 0 && tile.mr <= tile.w && !gemm_use_small(tile, s);  /* n = 0 packs nothing */
 }
 
 static LLVMValueRef gemm_product(kiln_cg *cg, const kiln_gemm_shape *s, const kiln_gemm_epilogue *e, bool sum_a);

@@ -186,8 +186,7 @@ static part_ptrs take_part_ptrs(LLVMValueRef fn, const gemm_kernel *gk, unsigned
  * for all parts). */
 static bool sum_rides(const kiln_target *t, const gemm_kernel *gk, bool grouped)
 {
-    return gk->colsum != KILN_NONE && gk->colsum_operand == 0 && !grouped && gk->shape.n > 0 &&
-           kiln_gemm_can_sum_a(t, &gk->shape);
+    return gk->colsum != KILN_NONE && gk->colsum_operand == 0 && !grouped && kiln_gemm_can_sum_a(t, &gk->shape);
 }
 
 /* The parts one after another, sharing the scratch. */

@@ -1201,10 +1201,12 @@ static void test_column_sums_ride(void **state) {
 #endif
     kiln_gemm_epilogue epi = {.accumulate = true, .bias = true};
     each_variant_case(shapes, n_shapes, epi, "_eab", column_sums_case);
-    /* only op(A) transposed, and not the small path, which packs nothing */
+    /* only op(A) transposed, and not a product that packs nothing (the small path, n = 0) */
     kiln_gemm_shape plain_a = {100, 40, 30, false, false, 30, 40, 40}, few = {8, 40, 30, true, false, 8, 40, 40};
+    kiln_gemm_shape no_n = {100, 0, 30, true, false, 100, 1, 1};
     assert_false(kiln_gemm_can_sum_a(&g_host, &plain_a));
     assert_false(kiln_gemm_can_sum_a(&g_host, &few));
+    assert_false(kiln_gemm_can_sum_a(&g_host, &no_n));
     /* nor SSE, whose A sliver (6 lanes) spans two vectors of 4: the separate pass sums */
     assert_false(kiln_gemm_can_sum_a(&g_sse, &shapes[0]));
 }
