@@ -66,9 +66,10 @@ static inline int64_t parts_for(int64_t items) { return items < KILN_MAX_THREADS
 
 /* Scratch of one part, in floats, and where each region starts: the packed block (Qt,
  * and dOt when dS is needed), the score block St (and dP/dS), the forward's O
- * accumulator and per-query row (α, then 1/l), the backward's dummy row. */
+ * accumulator and per-query row (α, then 1/l), the backward's dummy row, and the
+ * forward output's block transposed (Ot) when the backward takes D from it. */
 typedef struct attn_slot {
-    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, rel, drel, qr, kr, floats;
+    int64_t qt, dot, st, dpt, oacc, rowbuf, dummy, rel, drel, qr, kr, ot, floats;
 } attn_slot;
 
 /* ---- the emitter's state --------------------------------------------------------------------- */
@@ -83,7 +84,7 @@ typedef struct ak {
     /* the current item's element offsets */
     LLVMValueRef off[ATTN_N_OPERANDS], bias_off;
     /* the part's scratch regions */
-    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy, Rel, dRel, Qr, Kr;
+    LLVMValueRef Qt, dOt, St, dPt, Oacc, rowbuf, dummy, Rel, dRel, Qr, Kr, Ot;
     LLVMValueRef qcos, qsin, kcos, ksin; /* rope tables (L, dh) */
     LLVMValueRef kr_item, kr_done;   /* forward, rope on k: Kr's item, and its rows rotated so far */
     /* the current query block: first query, valid queries, lanes that are real queries */

@@ -168,6 +168,7 @@ attn_slot slot_layout(const attn_geom *G, attn_blocks B, bool backward, bool nee
     if (!backward) s.oacc = at, at += round16(B.bq * ceil_div(G->dv, B.w) * B.w);
     if (!backward) s.rowbuf = at, at += round16(B.bq);
     if (backward) s.dummy = at, at += round16(B.nvmax * B.w);
+    if (backward && need_ds && G->has_stats) s.ot = at, at += round16(G->dv * B.bq);
     s.floats = at;
     return s;
 }
@@ -819,6 +820,7 @@ static void part_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     a.dOt = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dot));
     a.St = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.st));
     a.dPt = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dpt));
+    a.Ot = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.ot));
     a.Oacc = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.oacc));
     a.rowbuf = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.rowbuf));
     a.dummy = cg_gep(cg, KILN_F32, base, cg_i64(cg, pp->slot.dummy));
