@@ -206,6 +206,24 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }
+    if (kn->kind == KILN_KERNEL_REDUCE) { /* with the scratch of its reduction, if any */
+        loop_operand ops[CG_MAX_OPS];
+        int n_ops = loop_operands(g, s, p, k, ops);
+        for (int o = 0; o < n_ops; o++) call->args[o] = ops[o].node;
+        call->n_args = n_ops;
+        uint32_t r = KILN_NONE;
+        for (uint32_t i = 0; i < kn->n; i++)
+            if (kiln_op_table[g->nodes[s->members[kn->first + i]].op].kind == KILN_KIND_REDUCTION) r = s->members[kn->first + i];
+        KILN_ASSERT(r != KILN_NONE);
+        bool has_scratch = p->scratch_bytes[r] > 0;
+        if (has_scratch) call->scratch_at = p->scratch_offset[r];
+        bool shareable = lower_loop_key(g, s, k, ops, n_ops, key, sizeof key - 16);
+        if (has_scratch) strcat(key, " |scratch");
+        if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
+        call->fn = lower_reduce_kernel(cg, g, s, k, ops, n_ops, has_scratch);
+        add_kernel(keys, n_keys, shareable, key, call->fn);
+        return;
+    }
     if (kn->kind == KILN_KERNEL_MULTI) { /* one of its kind: never shared */
         multi_kernel mk;
         multi_kernel_describe(g, s, p, k, &mk);

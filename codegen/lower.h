@@ -370,9 +370,21 @@ int loop_operands_of(const kiln_graph *g, const kiln_kernel_schedule *s, const k
 /* Emits kernel k as void NAME(ptr noalias op0, …) over its operands. */
 LLVMValueRef lower_loop_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
                                const loop_operand *ops, int n_ops);
-/* The sharing key of kernel k (equal keys: identical functions). */
+/* The members of LOOP or REDUCE kernel k at one element: vals[o] + off[o] is operand
+ * ops[o]'s element; loads the inputs, computes every elementwise member (as its
+ * one-node kernel rounds it), stores those that leave, and returns the value of member
+ * `want` (NULL for KILN_NONE). */
+LLVMValueRef lower_loop_elements(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
+                                 const loop_operand *ops, int n_ops, const LLVMValueRef *vals, const LLVMValueRef *off,
+                                 uint32_t want);
+/* The sharing key of kernel k, LOOP or REDUCE (equal keys: identical functions). */
 bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, const loop_operand *ops, int n_ops,
                     char *buf, size_t size);
+
+/* lower_reduce.c: REDUCE kernel k (operands as loop_operands: the reduction's result is
+ * one of them) as void NAME(ptr noalias op0, …, [ptr scratch: the reduction's own]). */
+LLVMValueRef lower_reduce_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
+                                 const loop_operand *ops, int n_ops, bool has_scratch);
 
 /* ---- lower_multi.c: a MULTI kernel of the schedule --------------------------------- */
 

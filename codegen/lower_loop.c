@@ -73,10 +73,52 @@ int loop_operands_of(const kiln_graph *g, const kiln_kernel_schedule *s, const k
 
 /* ---- the kernel ------------------------------------------------------------------------------ */
 
+LLVMValueRef lower_loop_elements(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
+                                 const loop_operand *ops, int n_ops, const LLVMValueRef *vals, const LLVMValueRef *off,
+                                 uint32_t want)
+{
+    const kiln_kernel *kn = kernel(s, k);
+    LLVMValueRef loaded[CG_MAX_OPS] = {0};
+    LLVMValueRef value[64] = {0}; /* per member */
+    KILN_ASSERT(kn->n <= 64);
+    LLVMValueRef wanted = NULL;
+    for (uint32_t i = 0; i < kn->n; i++) {
+        uint32_t id = member(s, kn, i);
+        const kiln_node *n = &g->nodes[id];
+        if (kiln_op_table[n->op].kind != KILN_KIND_ELEMENTWISE) continue; /* a REDUCE kernel's reduction */
+        LLVMValueRef x[3];
+        KILN_ASSERT(n->n_in <= 3);
+        for (uint32_t j = 0; j < n->n_in; j++) {
+            uint32_t in = n->in[j];
+            if (s->kernel_of[in] == k) { /* a member before this one */
+                uint32_t mi = 0;
+                while (member(s, kn, mi) != in) mi++;
+                KILN_ASSERT(value[mi] != NULL);
+                x[j] = value[mi];
+                continue;
+            }
+            int o = find_reads(ops, n_ops, in);
+            KILN_ASSERT(o >= 0);
+            if (!loaded[o]) loaded[o] = cg_load(cg, g->nodes[in].type.dtype, vals[o], off[o]);
+            x[j] = loaded[o];
+        }
+        value[i] = cg_node_result(cg, lower_scalar_op(cg, n, x)); /* no FMA with a later member */
+        if (id == want) wanted = value[i];
+    }
+    for (int o = 0; o < n_ops; o++) {
+        if (!ops[o].writes) continue;
+        uint32_t mi = 0;
+        while (member(s, kn, mi) != ops[o].node) mi++;
+        KILN_ASSERT(value[mi] != NULL);
+        cg_store(cg, g->nodes[ops[o].node].type.dtype, vals[o], off[o], value[mi]);
+    }
+    return wanted;
+}
+
 typedef struct loop_body {
     const kiln_graph *g;
     const kiln_kernel_schedule *s;
-    const kiln_kernel *kn;
+    uint32_t k;
     const loop_operand *ops;
     int n_ops;
 } loop_body;
@@ -84,36 +126,7 @@ typedef struct loop_body {
 static void emit_loop_body(kiln_cg *cg, void *user, const LLVMValueRef *vals, const LLVMValueRef *off)
 {
     loop_body *lb = user;
-    const kiln_graph *g = lb->g;
-    LLVMValueRef loaded[CG_MAX_OPS] = {0};
-    LLVMValueRef value[64] = {0}; /* per member */
-    KILN_ASSERT(lb->kn->n <= 64);
-    for (uint32_t i = 0; i < lb->kn->n; i++) {
-        uint32_t id = member(lb->s, lb->kn, i);
-        const kiln_node *n = &g->nodes[id];
-        LLVMValueRef x[3];
-        KILN_ASSERT(n->n_in <= 3);
-        for (uint32_t j = 0; j < n->n_in; j++) {
-            uint32_t in = n->in[j];
-            if (lb->s->kernel_of[in] == lb->s->kernel_of[id]) { /* a member before this one */
-                uint32_t mi = 0;
-                while (member(lb->s, lb->kn, mi) != in) mi++;
-                x[j] = value[mi];
-                continue;
-            }
-            int o = find_reads(lb->ops, lb->n_ops, in);
-            KILN_ASSERT(o >= 0);
-            if (!loaded[o]) loaded[o] = cg_load(cg, g->nodes[in].type.dtype, vals[o], off[o]);
-            x[j] = loaded[o];
-        }
-        value[i] = cg_node_result(cg, lower_scalar_op(cg, n, x)); /* no FMA with a later member */
-    }
-    for (int o = 0; o < lb->n_ops; o++) {
-        if (!lb->ops[o].writes) continue;
-        uint32_t mi = 0;
-        while (member(lb->s, lb->kn, mi) != lb->ops[o].node) mi++;
-        cg_store(cg, g->nodes[lb->ops[o].node].type.dtype, vals[o], off[o], value[mi]);
-    }
+    lower_loop_elements(cg, lb->g, lb->s, lb->k, lb->ops, lb->n_ops, vals, off, KILN_NONE);
 }
 
 LLVMValueRef lower_loop_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
@@ -140,7 +153,7 @@ LLVMValueRef lower_loop_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kern
             else cg_bcast_strides(&g->nodes[ops[o].node].type, shape->rank, stride[o]);
         }
         int rank = cg_collapse_dims(shape->rank, dims, n_ops, stride);
-        loop_body lb = {g, s, kn, ops, n_ops};
+        loop_body lb = {g, s, k, ops, n_ops};
         cg_parallel_nest(cg, "loop", rank, dims, n_ops, stride, kn->n, vals, (unsigned)n_ops, emit_loop_body, &lb);
     }
     LLVMBuildRetVoid(cg->b);
@@ -153,7 +166,8 @@ bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t
     const kiln_kernel *kn = kernel(s, k);
     size_t len = 0;
     char t[160], mk[1024];
-    int w = snprintf(buf, size, "loop %s |", kiln_type_str(&g->nodes[member(s, kn, 0)].type, t, sizeof t));
+    int w = snprintf(buf, size, "%s %s |", kn->kind == KILN_KERNEL_REDUCE ? "reduce" : "loop",
+                     kiln_type_str(&g->nodes[member(s, kn, 0)].type, t, sizeof t));
     if (w < 0 || (size_t)w >= size) return false;
     len = (size_t)w;
     for (int o = 0; o < n_ops; o++) { /* operand types and roles */

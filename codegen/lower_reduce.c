@@ -29,7 +29,10 @@ static LLVMValueRef neg_inf(kiln_cg *cg) { return LLVMConstReal(cg->t_f32, -INFI
 /* ---- sum / mean / max ------------------------------------------------------------------------ */
 
 /* How a reduction is split. The nest runs over the input's collapsed dims; operand 0 is
- * the input (row-major), operand 1 the result (stride 0 on reduced dims).
+ * the result (stride 0 on reduced dims), the others are read or written at the input's
+ * elements: the input itself (row-major), or, in a REDUCE kernel, the operands of the
+ * elementwise members that compute it (broadcast strides, or row-major for the members
+ * whose values leave the kernel).
  * - RED_SPLIT: the first kept dim k is cut into items of blk indices. Everything an item
  *   writes (the results whose index along k is in its block — a contiguous range, since
  *   every dim before k is reduced) it computes alone, in the same order as one thread
@@ -40,13 +43,15 @@ static LLVMValueRef neg_inf(kiln_cg *cg) { return LLVMConstReal(cg->t_f32, -INFI
  * - RED_CHUNKS: few results from many inputs with no kept dim worth splitting (a full
  *   sum to a scalar): dim 0 (reduced) is cut into a fixed number of chunks that depends
  *   on the shape only; each chunk folds its rows into its own slot of scratch
- *   (n_out values), then one thread combines the slots in chunk order. */
+ *   (n_out values), then one thread combines the slots in chunk order.
+ * Every input element is visited exactly once, by one item, so the members a REDUCE
+ * kernel stores are written once each. */
 enum { RED_SPLIT, RED_CHUNKS };
 enum { RED_MAX_CHUNKS = 64, RED_CHUNK_MIN_WORK = 4096, RED_MAX_SCRATCH = 65536, RED_MIN_BLOCK = 64 };
 
 typedef struct reduce_plan {
-    int rank;
-    int64_t dims[KILN_MAX_RANK], stride[2][KILN_MAX_RANK];
+    int rank, n_ops;     /* operand 0: the result; 1…: read or written per input element */
+    int64_t dims[KILN_MAX_RANK], stride[CG_MAX_OPS][KILN_MAX_RANK];
     int64_t n_in, n_out;
     int kind;
     int k;               /* RED_SPLIT: the split dim (−1: none, one item) */
@@ -56,25 +61,26 @@ typedef struct reduce_plan {
 
 static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-static void reduce_plan_make(const kiln_type *xt, const kiln_node *n, reduce_plan *p)
+/* The plan of reduction n over an input of type xt, its element operands' strides set
+ * by the caller in p->stride[1 .. n_ops) (over xt's dims) before the call. */
+static void reduce_plan_make(const kiln_type *xt, const kiln_node *n, int n_ops, reduce_plan *p)
 {
-    memset(p, 0, sizeof *p);
     bool reduced[KILN_MAX_RANK] = {0};
     for (int i = 0; i < n->attrs.n_axes; i++) reduced[n->attrs.axes[i]] = true;
-    cg_row_major_strides(xt, p->stride[0]);
+    p->n_ops = n_ops;
     int64_t s = 1;
     for (int d = xt->rank - 1; d >= 0; d--) {
         p->dims[d] = xt->dims[d];
-        p->stride[1][d] = reduced[d] ? 0 : s;
+        p->stride[0][d] = reduced[d] ? 0 : s;
         if (!reduced[d]) s *= xt->dims[d];
     }
     p->n_in = kiln_type_numel(xt);
     p->n_out = kiln_type_numel(&n->type);
-    p->rank = cg_collapse_dims(xt->rank, p->dims, 2, p->stride);
+    p->rank = cg_collapse_dims(xt->rank, p->dims, n_ops, p->stride);
     p->kind = RED_SPLIT;
     p->k = -1;
     for (int d = 0; d < p->rank && p->k < 0; d++)
-        if (p->stride[1][d] != 0) p->k = d;
+        if (p->stride[0][d] != 0) p->k = d;
     p->items = 1;
     if (p->k >= 0) p->blk = p->dims[p->k];
     if (p->n_in < KILN_CG_PARALLEL_MIN_WORK) return;
@@ -102,21 +108,37 @@ static void reduce_plan_make(const kiln_type *xt, const kiln_node *n, reduce_pla
     }
 }
 
+/* The plan of a lone reduction: its input is operand 1. */
+static void reduce_plan_node(const kiln_type *xt, const kiln_node *n, reduce_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    cg_row_major_strides(xt, p->stride[1]);
+    reduce_plan_make(xt, n, 2, p);
+}
+
 int64_t reduce_scratch_bytes(const kiln_graph *g, const kiln_node *n, const kiln_target *t)
 {
     (void)t;
     reduce_plan p;
-    reduce_plan_make(&g->nodes[n->in[0]].type, n, &p);
+    reduce_plan_node(&g->nodes[n->in[0]].type, n, &p);
     return p.kind == RED_CHUNKS ? p.items * p.n_out * KILN_ELEM_BYTES : 0;
 }
 
-typedef struct reduce_job {
+typedef struct reduce_job reduce_job;
+/* The input element at the nest's offsets: vals[1 ..) and off[1 ..) are the element
+ * operands (vals[0], off[0]: the result or its scratch slot). */
+typedef LLVMValueRef (*reduce_elem_fn)(kiln_cg *cg, const reduce_job *j, const LLVMValueRef *vals,
+                                       const LLVMValueRef *off);
+
+struct reduce_job {
     const reduce_plan *p;
     kiln_dtype dt;
     bool is_max;
     double count;        /* mean: elements per result */
     bool mean;
-} reduce_job;
+    reduce_elem_fn elem;
+    const void *user;    /* elem's */
+};
 
 static LLVMValueRef reduce_identity(kiln_cg *cg, const reduce_job *j)
 {
@@ -142,37 +164,46 @@ static void fill_range(kiln_cg *cg, kiln_dtype dt, LLVMValueRef dst, LLVMValueRe
     cg_loop_end(cg, &l);
 }
 
+/* A lone reduction's element: its input, loaded. */
+static LLVMValueRef load_input(kiln_cg *cg, const reduce_job *j, const LLVMValueRef *vals, const LLVMValueRef *off)
+{
+    return cg_load(cg, j->dt, vals[1], off[1]);
+}
+
 /* The nest over the input with dim `d` running over [lo, hi) (every other dim in full),
- * folding x into acc_ptr at the result offset (plus acc_base). */
-static void reduce_nest(kiln_cg *cg, const reduce_job *j, int d, LLVMValueRef lo, LLVMValueRef hi, LLVMValueRef x,
-                        LLVMValueRef acc_ptr, LLVMValueRef acc_base)
+ * folding each element (j->elem over vals[1 ..)) into vals[0] at the result offset (plus
+ * acc_base). */
+static void reduce_nest(kiln_cg *cg, const reduce_job *j, int d, LLVMValueRef lo, LLVMValueRef hi,
+                        const LLVMValueRef *vals, LLVMValueRef acc_base)
 {
     const reduce_plan *p = j->p;
+    int n_ops = p->n_ops;
     if (p->rank == 0) { /* one element */
-        LLVMValueRef z = cg_i64(cg, 0);
-        cg_store(cg, j->dt, acc_ptr, acc_base,
-                 reduce_op(cg, j, cg_load(cg, j->dt, acc_ptr, acc_base), cg_load(cg, j->dt, x, z), true));
+        LLVMValueRef off[CG_MAX_OPS];
+        off[0] = acc_base;
+        for (int k = 1; k < n_ops; k++) off[k] = cg_i64(cg, 0);
+        cg_store(cg, j->dt, vals[0], acc_base,
+                 reduce_op(cg, j, cg_load(cg, j->dt, vals[0], acc_base), j->elem(cg, j, vals, off), true));
         return;
     }
-    int64_t st[2][KILN_MAX_RANK];
-    for (int k = 0; k < 2; k++)
-        for (int e = 0; e < p->rank; e++) st[k][e] = p->stride[k][e];
-    LLVMValueRef base[2] = {cg_i64(cg, 0), acc_base};
+    LLVMValueRef base[CG_MAX_OPS];
+    base[0] = acc_base;
+    for (int k = 1; k < n_ops; k++) base[k] = cg_i64(cg, 0);
     cg_nest outer;
-    cg_nest_begin(cg, &outer, d, p->dims, 2, (const int64_t(*)[KILN_MAX_RANK])st, base);
+    cg_nest_begin(cg, &outer, d, p->dims, n_ops, p->stride, base);
     cg_loop mid;
     cg_loop_begin(cg, &mid, lo, hi, "i");
-    LLVMValueRef off[2];
-    for (int k = 0; k < 2; k++)
-        off[k] = LLVMBuildNSWAdd(cg->b, outer.off[k], LLVMBuildNSWMul(cg->b, mid.i, cg_i64(cg, st[k][d]), ""), "");
-    int64_t ist[2][KILN_MAX_RANK];
-    for (int k = 0; k < 2; k++)
-        for (int e = d + 1; e < p->rank; e++) ist[k][e - d - 1] = st[k][e];
+    LLVMValueRef off[CG_MAX_OPS];
+    for (int k = 0; k < n_ops; k++)
+        off[k] = LLVMBuildNSWAdd(cg->b, outer.off[k], LLVMBuildNSWMul(cg->b, mid.i, cg_i64(cg, p->stride[k][d]), ""), "");
+    int64_t ist[CG_MAX_OPS][KILN_MAX_RANK];
+    for (int k = 0; k < n_ops; k++)
+        for (int e = d + 1; e < p->rank; e++) ist[k][e - d - 1] = p->stride[k][e];
     cg_nest inner;
-    cg_nest_begin(cg, &inner, p->rank - d - 1, p->dims + d + 1, 2, (const int64_t(*)[KILN_MAX_RANK])ist, off);
-    LLVMValueRef v = cg_load(cg, j->dt, x, inner.off[0]);
-    LLVMValueRef acc = cg_load(cg, j->dt, acc_ptr, inner.off[1]);
-    cg_store(cg, j->dt, acc_ptr, inner.off[1], reduce_op(cg, j, acc, v, true));
+    cg_nest_begin(cg, &inner, p->rank - d - 1, p->dims + d + 1, n_ops, (const int64_t(*)[KILN_MAX_RANK])ist, off);
+    LLVMValueRef v = j->elem(cg, j, vals, inner.off);
+    LLVMValueRef acc = cg_load(cg, j->dt, vals[0], inner.off[0]);
+    cg_store(cg, j->dt, vals[0], inner.off[0], reduce_op(cg, j, acc, v, true));
     cg_nest_end(cg, &inner);
     cg_loop_end(cg, &mid);
     cg_nest_end(cg, &outer);
@@ -184,12 +215,12 @@ static LLVMValueRef min_i64(kiln_cg *cg, LLVMValueRef a, int64_t b)
     return LLVMBuildSelect(cg->b, LLVMBuildICmp(cg->b, LLVMIntSLT, a, bv, ""), a, bv, "");
 }
 
-/* RED_SPLIT items [begin, end): vals = out, x */
+/* RED_SPLIT items [begin, end): vals = out, the element operands */
 static void reduce_split_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
 {
     reduce_job *j = user;
     const reduce_plan *p = j->p;
-    LLVMValueRef out = vals[0], x = vals[1];
+    LLVMValueRef out = vals[0];
     LLVMValueRef lo, hi, out_lo, out_hi;
     if (p->k < 0) {
         lo = hi = NULL;
@@ -200,13 +231,13 @@ static void reduce_split_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMV
         hi = min_i64(cg, LLVMBuildNSWMul(cg->b, end, cg_i64(cg, p->blk), ""), p->dims[p->k]);
         /* every dim before k is reduced, so the results of indices [lo, hi) of dim k are
          * one contiguous range */
-        out_lo = LLVMBuildNSWMul(cg->b, lo, cg_i64(cg, p->stride[1][p->k]), "");
-        out_hi = LLVMBuildNSWMul(cg->b, hi, cg_i64(cg, p->stride[1][p->k]), "");
+        out_lo = LLVMBuildNSWMul(cg->b, lo, cg_i64(cg, p->stride[0][p->k]), "");
+        out_hi = LLVMBuildNSWMul(cg->b, hi, cg_i64(cg, p->stride[0][p->k]), "");
     }
     fill_range(cg, j->dt, out, out_lo, out_hi, reduce_identity(cg, j));
     if (p->n_in > 0) {
-        if (p->k < 0) reduce_nest(cg, j, 0, cg_i64(cg, 0), cg_i64(cg, p->rank ? p->dims[0] : 1), x, out, cg_i64(cg, 0));
-        else reduce_nest(cg, j, p->k, lo, hi, x, out, cg_i64(cg, 0));
+        if (p->k < 0) reduce_nest(cg, j, 0, cg_i64(cg, 0), cg_i64(cg, p->rank ? p->dims[0] : 1), vals, cg_i64(cg, 0));
+        else reduce_nest(cg, j, p->k, lo, hi, vals, cg_i64(cg, 0));
     }
     if (j->mean) { /* over nothing: 0/0 = NaN, as numpy */
         cg_loop l;
@@ -217,8 +248,8 @@ static void reduce_split_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMV
     }
 }
 
-/* RED_CHUNKS chunks [begin, end): vals = scratch, x; chunk c folds rows
- * [c·blk, min((c+1)·blk, dims[0])) of dim 0 into scratch[c·n_out, (c+1)·n_out) */
+/* RED_CHUNKS chunks [begin, end): vals = scratch, the element operands; chunk c folds
+ * rows [c·blk, min((c+1)·blk, dims[0])) of dim 0 into scratch[c·n_out, (c+1)·n_out) */
 static void reduce_chunk_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
 {
     reduce_job *j = user;
@@ -229,46 +260,137 @@ static void reduce_chunk_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMV
     fill_range(cg, j->dt, vals[0], slot, LLVMBuildNSWAdd(cg->b, slot, cg_i64(cg, p->n_out), ""), reduce_identity(cg, j));
     LLVMValueRef lo = LLVMBuildNSWMul(cg->b, c.i, cg_i64(cg, p->blk), "");
     LLVMValueRef hi = min_i64(cg, LLVMBuildNSWAdd(cg->b, lo, cg_i64(cg, p->blk), ""), p->dims[0]);
-    reduce_nest(cg, j, 0, lo, hi, vals[1], vals[0], slot);
+    reduce_nest(cg, j, 0, lo, hi, vals, slot);
     cg_loop_end(cg, &c);
+}
+
+/* The whole reduction of plan j->p: out the result, scratch (RED_CHUNKS), elems[0 ..
+ * n_ops − 1) the element operands. */
+static void emit_reduction(kiln_cg *cg, reduce_job *j, LLVMValueRef out, LLVMValueRef scratch, const LLVMValueRef *elems)
+{
+    const reduce_plan *p = j->p;
+    if (p->n_out == 0) return;
+    int64_t per_item = p->n_in / p->items;
+    LLVMValueRef vals[CG_MAX_OPS];
+    for (int k = 1; k < p->n_ops; k++) vals[k] = elems[k - 1];
+    if (p->kind == RED_SPLIT) {
+        vals[0] = out;
+        cg_parallel_for(cg, "rows", p->items, per_item, vals, (unsigned)p->n_ops, reduce_split_body, j);
+        return;
+    }
+    vals[0] = scratch;
+    cg_parallel_for(cg, "chunks", p->items, per_item, vals, (unsigned)p->n_ops, reduce_chunk_body, j);
+    /* out = identity ⊕ chunk 0 ⊕ chunk 1 ⊕ …, in chunk order, then the mean's division */
+    LLVMValueRef z = cg_i64(cg, 0), all = cg_i64(cg, p->n_out);
+    fill_range(cg, j->dt, out, z, all, reduce_identity(cg, j));
+    cg_loop ch, o;
+    cg_loop_begin(cg, &ch, z, cg_i64(cg, p->items), "chunk");
+    LLVMValueRef slot = LLVMBuildNSWMul(cg->b, ch.i, all, "");
+    cg_loop_begin(cg, &o, z, all, "o");
+    LLVMValueRef part = cg_load(cg, j->dt, scratch, LLVMBuildNSWAdd(cg->b, slot, o.i, ""));
+    cg_store(cg, j->dt, out, o.i, reduce_op(cg, j, cg_load(cg, j->dt, out, o.i), part, false));
+    cg_loop_end(cg, &o);
+    cg_loop_end(cg, &ch);
+    if (j->mean) {
+        cg_loop_begin(cg, &o, z, all, "mean");
+        LLVMValueRef v = cg_load(cg, j->dt, out, o.i);
+        cg_store(cg, j->dt, out, o.i, cg_fdiv(cg, v, LLVMConstReal(cg->t_f32, j->count)));
+        cg_loop_end(cg, &o);
+    }
+}
+
+static reduce_job job_for(const reduce_plan *p, const kiln_node *n, reduce_elem_fn elem, const void *user)
+{
+    reduce_job j = {p, n->type.dtype, n->op == KILN_OP_MAX, 0, n->op == KILN_OP_MEAN, elem, user};
+    j.count = p->n_in == 0 ? 0.0 : (double)(p->n_in / p->n_out);
+    return j;
 }
 
 void lower_reduce(lower_ctx *c)
 {
-    kiln_cg *cg = c->cg;
-    const kiln_node *n = c->node;
     const kiln_type *xt = lower_in_type(c, 0);
     reduce_plan p;
-    reduce_plan_make(xt, n, &p);
-    if (p.n_out == 0) return;
-    reduce_job j = {&p, n->type.dtype, n->op == KILN_OP_MAX, 0, n->op == KILN_OP_MEAN};
-    j.count = p.n_in == 0 ? 0.0 : (double)(p.n_in / p.n_out);
-    int64_t per_item = p.n_in / p.items;
+    reduce_plan_node(xt, c->node, &p);
+    reduce_job j = job_for(&p, c->node, load_input, NULL);
+    emit_reduction(c->cg, &j, c->out, c->scratch, &c->in[0]);
+}
 
-    if (p.kind == RED_SPLIT) {
-        LLVMValueRef vals[2] = {c->out, c->in[0]};
-        cg_parallel_for(cg, "rows", p.items, per_item, vals, 2, reduce_split_body, &j);
-        return;
+/* ---- a REDUCE kernel: a reduction with the elementwise members computing its input ---- */
+
+typedef struct fused_input {
+    const kiln_graph *g;
+    const kiln_kernel_schedule *s;
+    uint32_t k, x;            /* the kernel; the reduction's input (a member) */
+    const loop_operand *ops;  /* the element operands (the kernel's but the reduction's result) */
+    int n_ops;
+} fused_input;
+
+static LLVMValueRef fused_elem(kiln_cg *cg, const reduce_job *j, const LLVMValueRef *vals, const LLVMValueRef *off)
+{
+    const fused_input *fi = j->user;
+    return lower_loop_elements(cg, fi->g, fi->s, fi->k, fi->ops, fi->n_ops, vals + 1, off + 1, fi->x);
+}
+
+static uint32_t reduction_of(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k)
+{
+    const kiln_kernel *kn = &s->kernels[k];
+    for (uint32_t i = 0; i < kn->n; i++) {
+        uint32_t m = s->members[kn->first + i];
+        if (kiln_op_table[g->nodes[m].op].kind == KILN_KIND_REDUCTION) return m;
     }
-    LLVMValueRef vals[2] = {c->scratch, c->in[0]};
-    cg_parallel_for(cg, "chunks", p.items, per_item, vals, 2, reduce_chunk_body, &j);
-    /* out = identity ⊕ chunk 0 ⊕ chunk 1 ⊕ …, in chunk order, then the mean's division */
-    LLVMValueRef z = cg_i64(cg, 0), all = cg_i64(cg, p.n_out);
-    fill_range(cg, j.dt, c->out, z, all, reduce_identity(cg, &j));
-    cg_loop ch, o;
-    cg_loop_begin(cg, &ch, z, cg_i64(cg, p.items), "chunk");
-    LLVMValueRef slot = LLVMBuildNSWMul(cg->b, ch.i, all, "");
-    cg_loop_begin(cg, &o, z, all, "o");
-    LLVMValueRef part = cg_load(cg, j.dt, c->scratch, LLVMBuildNSWAdd(cg->b, slot, o.i, ""));
-    cg_store(cg, j.dt, c->out, o.i, reduce_op(cg, &j, cg_load(cg, j.dt, c->out, o.i), part, false));
-    cg_loop_end(cg, &o);
-    cg_loop_end(cg, &ch);
-    if (j.mean) {
-        cg_loop_begin(cg, &o, z, all, "mean");
-        LLVMValueRef v = cg_load(cg, j.dt, c->out, o.i);
-        cg_store(cg, j.dt, c->out, o.i, cg_fdiv(cg, v, LLVMConstReal(cg->t_f32, j.count)));
-        cg_loop_end(cg, &o);
+    KILN_ASSERT(!"a REDUCE kernel without its reduction");
+    return KILN_NONE;
+}
+
+LLVMValueRef lower_reduce_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
+                                 const loop_operand *ops, int n_ops, bool has_scratch)
+{
+    uint32_t r = reduction_of(g, s, k);
+    const kiln_node *rn = &g->nodes[r];
+    const kiln_type *xt = &g->nodes[rn->in[0]].type;
+    char name[64];
+    snprintf(name, sizeof name, "k%u_%s%u", s->members[s->kernels[k].first], kiln_op_table[rn->op].name,
+             s->kernels[k].n);
+    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, (unsigned)n_ops + (has_scratch ? 1u : 0u));
+    /* the element operands: every operand but the reduction's result, in order */
+    loop_operand eops[CG_MAX_OPS];
+    LLVMValueRef evals[CG_MAX_OPS], out = NULL;
+    int n_e = 0;
+    reduce_plan p;
+    memset(&p, 0, sizeof p);
+    for (int o = 0; o < n_ops; o++) {
+        LLVMValueRef v = LLVMGetParam(fn, (unsigned)o);
+        char pname[24];
+        snprintf(pname, sizeof pname, "%s%u", ops[o].writes ? "out" : "in", ops[o].node);
+        LLVMSetValueName2(v, pname, strlen(pname));
+        if (ops[o].writes && ops[o].node == r) {
+            out = v;
+            continue;
+        }
+        KILN_ASSERT(n_e + 1 < CG_MAX_OPS);
+        if (ops[o].writes) cg_row_major_strides(xt, p.stride[1 + n_e]);
+        else cg_bcast_strides(&g->nodes[ops[o].node].type, xt->rank, p.stride[1 + n_e]);
+        eops[n_e] = ops[o];
+        evals[n_e++] = v;
     }
+    KILN_ASSERT(out != NULL);
+    LLVMValueRef scratch = has_scratch ? LLVMGetParam(fn, (unsigned)n_ops) : NULL;
+    reduce_plan_make(xt, rn, 1 + n_e, &p);
+    /* the scratch is the lone reduction's (reduce_scratch_bytes); where the element
+     * operands keep dims apart, the chunks may differ: then one sequential walk */
+    reduce_plan lone;
+    reduce_plan_node(xt, rn, &lone);
+    int64_t have = lone.kind == RED_CHUNKS && scratch ? lone.items * lone.n_out : 0;
+    if (p.kind == RED_CHUNKS && p.items * p.n_out > have) {
+        p.kind = RED_SPLIT;
+        p.items = 1;
+        p.blk = p.k >= 0 ? p.dims[p.k] : 0;
+    }
+    fused_input fi = {g, s, k, rn->in[0], eops, n_e};
+    reduce_job j = job_for(&p, rn, fused_elem, &fi);
+    emit_reduction(cg, &j, out, scratch, evals);
+    LLVMBuildRetVoid(cg->b);
+    return fn;
 }
 
 /* ---- rows ----------------------------------------------------------------------------------- */

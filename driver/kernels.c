@@ -52,6 +52,13 @@ void kernel_kind(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
     switch (kn->kind) {
     case KILN_KERNEL_LOOP: append(buf, size, &len, "loop"); break;
     case KILN_KERNEL_MULTI: append(buf, size, &len, "multi(%u tensors)", kn->parts); break;
+    case KILN_KERNEL_REDUCE: /* the reduction, then its producers: "sum+loop" */
+        for (uint32_t i = 0; i < kn->n; i++) {
+            kiln_op op = g->nodes[member(s, k, i)].op;
+            if (kiln_op_table[op].kind == KILN_KIND_REDUCTION) append(buf, size, &len, "%s", kiln_op_table[op].name);
+        }
+        append(buf, size, &len, kn->n > 2 ? "+loop" : "+%s", kiln_op_table[g->nodes[member(s, k, 0)].op].name);
+        break;
     case KILN_KERNEL_ATTENTION: append(buf, size, &len, "attention"); break;
     case KILN_KERNEL_ATTENTION_GRAD: append(buf, size, &len, "attention_grad"); break;
     case KILN_KERNEL_NODE: append(buf, size, &len, "%s", kiln_op_table[g->nodes[member(s, k, 0)].op].name); break;

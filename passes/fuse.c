@@ -23,6 +23,8 @@
  *   computed by nobody: the kernels rotate its x on load (`rope`), and the rotation's
  *   gradient after dq or dk (kiln_rope_grad_match) joins the attention_grad kernel,
  *   which writes it un-rotated.
+ * - REDUCE: a sum, mean or max with the LOOP group that computes its input
+ *   (group_reductions), folded in as the loop computes it.
  * - GEMM: a matmul that is one GEMM call with its epilogue (group_gemms), a bias gradient
  *   — the column sums of the operand it walks along k (group_bias_grads) — and sibling
  *   chains that read one operand (group_sibling_gemms); see the comments there.
@@ -233,6 +235,47 @@ static void group_loops(fuser *f)
         /* else the latest single group that fits */
         for (uint32_t c = n_cand; !joined && c-- > 0;) joined = try_join(f, id, &cand[c], 1);
         if (!joined) new_group(f, id);
+    }
+}
+
+/* ---- reductions with their producers ---------------------------------------------------------- */
+
+/* A sum, mean or max whose input is computed by a LOOP group joins it as a REDUCE kernel:
+ * the reduction folds each element in as the walk computes it, so the input — the
+ * square of x − mean in a layernorm written from primitives, the product g·x̂ summed for
+ * a layernorm's dw, the exp summed in a softmax — is never written out unless something
+ * else reads it. One reduction per kernel; the group stays acyclic (loop_valid). The
+ * reduction keeps its own walk (codegen/lower_reduce.c), so its threads and its order of
+ * additions are the unfused kernel's. */
+static void group_reductions(fuser *f)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        const kiln_node *n = &g->nodes[id];
+        if (!f->has_kernel[id] || f->group_of[id] != KILN_NONE) continue;
+        if (n->op != KILN_OP_SUM && n->op != KILN_OP_MEAN && n->op != KILN_OP_MAX) continue;
+        bool update = false; /* an update's new value may be written in place: not here */
+        for (uint32_t u = 0; u < g->n_updates; u++) update |= g->updates[u].value == id;
+        if (update) continue;
+        uint32_t x = n->in[0], gx = f->group_of[x];
+        if (n->type.dtype != KILN_F32 || g->nodes[x].type.dtype != KILN_F32 || gx == KILN_NONE) continue;
+        group *gr = &f->groups[gx];
+        if (gr->dead || gr->kind != KILN_KERNEL_LOOP || gr->n + 1 > LOOP_MAX_MEMBERS) continue;
+        bool reads_result = false; /* a member would need the finished reduction mid-walk */
+        for (uint32_t i = 0; i < gr->n && !reads_result; i++)
+            for (uint32_t j = 0; j < g->nodes[gr->members[i]].n_in; j++) reads_result |= g->nodes[gr->members[i]].in[j] == id;
+        if (reads_result) continue;
+        uint32_t members[LOOP_MAX_MEMBERS];
+        memcpy(members, gr->members, gr->n * sizeof *members);
+        members[gr->n] = id;
+        qsort(members, gr->n + 1, sizeof *members, cmp_u32);
+        if (!loop_valid(f, members, gr->n + 1)) continue;
+        gr->members = realloc(gr->members, (gr->n + 1) * sizeof *members);
+        KILN_ASSERT(gr->members != NULL);
+        memcpy(gr->members, members, (gr->n + 1) * sizeof *members);
+        gr->n++;
+        gr->kind = KILN_KERNEL_REDUCE;
+        f->group_of[id] = gx;
     }
 }
 
@@ -1145,6 +1188,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     if (req->enable_gemm) group_sibling_gemms(&f, &r);
     group_loops(&f);
     if (req->enable_loop) group_multi(&f, &r);
+    if (req->enable_loop) group_reductions(&f);
     free(r.start);
     free(r.list);
 
@@ -1199,6 +1243,20 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     free(escapes);
     free(has_kernel);
     return true;
+}
+
+const char *kiln_kernel_kind_name(kiln_kernel_kind kind)
+{
+    switch (kind) {
+    case KILN_KERNEL_NODE: return "node";
+    case KILN_KERNEL_LOOP: return "loop";
+    case KILN_KERNEL_ATTENTION: return "attention";
+    case KILN_KERNEL_ATTENTION_GRAD: return "attention_grad";
+    case KILN_KERNEL_GEMM: return "gemm";
+    case KILN_KERNEL_MULTI: return "multi";
+    case KILN_KERNEL_REDUCE: return "reduce";
+    }
+    return "?";
 }
 
 void kiln_schedule_free(kiln_kernel_schedule *s)

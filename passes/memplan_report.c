@@ -69,18 +69,6 @@ uint32_t kiln_memplan_peak(const kiln_memplan *p, int64_t *bytes)
     return at;
 }
 
-static const char *kernel_kind(kiln_kernel_kind k)
-{
-    switch (k) {
-    case KILN_KERNEL_NODE: return "node";
-    case KILN_KERNEL_LOOP: return "loop";
-    case KILN_KERNEL_ATTENTION: return "attention";
-    case KILN_KERNEL_ATTENTION_GRAD: return "attention_grad";
-    case KILN_KERNEL_GEMM: return "gemm";
-    case KILN_KERNEL_MULTI: return "multi";
-    }
-    return "?";
-}
 
 void kiln_memplan_report(const kiln_graph *g, const kiln_memplan *p, const kiln_kernel_schedule *s, int top,
                          FILE *f)
@@ -99,7 +87,7 @@ void kiln_memplan_report(const kiln_graph *g, const kiln_memplan *p, const kiln_
     if (s && at < s->n_kernels) {
         const kiln_kernel *k = &s->kernels[at];
         uint32_t root = s->members[k->first + k->n - 1];
-        fprintf(f, " (a %s kernel computing %%%u %s)", kernel_kind(k->kind), root, kiln_op_table[g->nodes[root].op].name);
+        fprintf(f, " (a %s kernel computing %%%u %s)", kiln_kernel_kind_name(k->kind), root, kiln_op_table[g->nodes[root].op].name);
     }
     fprintf(f, "; plan %lld bytes, %zu buffers live there\n", (long long)p->workspace_bytes, n_live);
     fprintf(f, "%10s %6s  %-8s %-16s %-22s %-11s %s\n", "bytes", "share", "node", "op", "type", "live", "label/origin");

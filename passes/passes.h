@@ -84,7 +84,14 @@ typedef enum kiln_kernel_kind {
     KILN_KERNEL_MULTI,  /* one elementwise loop [ending in a sum over every element], the same
                            for each of `parts` tensors of any sizes (the optimizer update of
                            every parameter; every gradient's Σg²): one kernel over them all */
+    KILN_KERNEL_REDUCE, /* a reduction (sum, mean, max over any axes) with the elementwise
+                           nodes that produce its input (a LOOP group of that shape), computed
+                           as the reduction walks it; the last member in evaluation order is
+                           the reduction, whatever its node id */
 } kiln_kernel_kind;
+
+/* "node", "loop", …, as golden dumps and reports print a kind. */
+const char *kiln_kernel_kind_name(kiln_kernel_kind kind);
 
 typedef struct kiln_kernel {
     kiln_kernel_kind kind;

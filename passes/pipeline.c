@@ -148,7 +148,6 @@ static void add(text *t, const char *fmt, ...)
     }
 }
 
-static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad", "gemm", "multi"};
 
 /* The graph's text followed by the kernels, one line each: kind and members. */
 static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
@@ -160,7 +159,7 @@ static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
     add(&t, "# %u kernels\n", s->n_kernels);
     for (uint32_t k = 0; k < s->n_kernels; k++) {
         const kiln_kernel *kn = &s->kernels[k];
-        add(&t, "kernel %u %s:", k, kind_names[kn->kind]);
+        add(&t, "kernel %u %s:", k, kiln_kernel_kind_name(kn->kind));
         for (uint32_t i = 0; i < kn->n; i++) {
             uint32_t id = s->members[kn->first + i];
             if (i > 0 && kn->parts > 1 && i % (kn->n / kn->parts) == 0) add(&t, " |"); /* next part */

@@ -25,7 +25,6 @@
 #include "passes.h"
 #include "test_golden.h"
 
-static const char *const kind_names[] = {"node", "loop", "attention", "attention_grad", "gemm", "multi"};
 
 /* The schedule of g, one kernel a line (passes/pipeline.c's format). */
 static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
@@ -36,7 +35,7 @@ static char *schedule_text(const kiln_graph *g, const kiln_kernel_schedule *s)
     len += (size_t)snprintf(t + len, cap - len, "# %u kernels\n", s->n_kernels);
     for (uint32_t k = 0; k < s->n_kernels; k++) {
         const kiln_kernel *kn = &s->kernels[k];
-        len += (size_t)snprintf(t + len, cap - len, "kernel %u %s:", k, kind_names[kn->kind]);
+        len += (size_t)snprintf(t + len, cap - len, "kernel %u %s:", k, kiln_kernel_kind_name(kn->kind));
         for (uint32_t i = 0; i < kn->n; i++) {
             uint32_t id = s->members[kn->first + i];
             if (i > 0 && kn->parts > 1 && i % (kn->n / kn->parts) == 0) len += (size_t)snprintf(t + len, cap - len, " |");

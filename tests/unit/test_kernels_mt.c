@@ -248,6 +248,79 @@ static void test_reductions(void **state)
     }
 }
 
+/* ---- reductions with their elementwise producers (REDUCE kernels) ---------------------------------- */
+
+/* A sum, mean or max of (x − y)² or exp(x − y), y broadcast into x's shape, becomes one
+ * kernel with its producers (fuse.c, group_reductions): the kernel "k…_sum3" (three
+ * members) is split across threads and no loop kernel of its own is left. In some cases
+ * x − y also leaves the kernel (an output), stored once as the walk passes. Every way a
+ * reduction is split is covered (rows, column blocks, chunks into scalars); the bits are
+ * the same for 1, 2 and 3 threads and within rounding of the interpreter. */
+static void test_reductions_fused(void **state)
+{
+    static const struct {
+        int rank;
+        int64_t dims[3], ydims[3];
+        int n_axes;
+        int64_t axes[3];
+        kiln_op op, act;
+        bool keep_diff;
+    } cases[] = {
+        {3, {37, 61, 45}, {37, 61, 1}, 1, {2}, KILN_OP_SUM, KILN_OP_SQUARE, false},      /* rows, y per row */
+        {3, {37, 61, 45}, {1, 1, 45}, 2, {0, 1}, KILN_OP_SUM, KILN_OP_SQUARE, true},     /* column blocks */
+        {3, {37, 61, 45}, {37, 1, 45}, 2, {0, 1}, KILN_OP_MEAN, KILN_OP_SQUARE, false},  /* dims kept apart */
+        {3, {37, 61, 45}, {1, 61, 1}, 3, {0, 1, 2}, KILN_OP_SUM, KILN_OP_EXP, false},    /* chunks into a scalar */
+        {2, {16007, 7}, {1, 7}, 1, {0}, KILN_OP_SUM, KILN_OP_SQUARE, true},              /* chunks into 7 */
+        {2, {301, 257}, {301, 1}, 1, {1}, KILN_OP_MAX, KILN_OP_EXP, true},               /* rows */
+        {2, {3, 40001}, {1, 40001}, 1, {1}, KILN_OP_MEAN, KILN_OP_EXP, false},           /* three long rows */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mt t;
+        mt_init(&t, 300 + i);
+        uint32_t xy[2] = {mt_input(&t, KILN_F32, cases[i].rank, cases[i].dims),
+                          mt_input(&t, KILN_F32, cases[i].rank, cases[i].ydims)};
+        kiln_attrs none = {0}, a = {.n_axes = cases[i].n_axes, .keepdims = i % 2 == 1};
+        int64_t n_red = 1;
+        for (int k = 0; k < cases[i].n_axes; k++) {
+            a.axes[k] = cases[i].axes[k];
+            n_red *= cases[i].dims[cases[i].axes[k]];
+        }
+        uint32_t diff = test_graph_add(&t, KILN_OP_SUB, xy, 2, &none);
+        uint32_t act = test_graph_add(&t, cases[i].act, &diff, 1, &none);
+        test_graph_output(&t, test_graph_add(&t, cases[i].op, &act, 1, &a));
+        if (cases[i].keep_diff) test_graph_output(&t, diff);
+        const char *name = kiln_op_table[cases[i].op].name;
+        char fused[16];
+        snprintf(fused, sizeof fused, "%s3", name);
+        expect ex = {{fused}, {NULL}};
+        double scale = cases[i].act == KILN_OP_EXP ? 400.0 : 36.0; /* |exp(±6)|, (±6)² */
+        mt_check_absent(&t, (tol){2e-5, 4e-7 * scale * (double)n_red, false}, &ex, "_loop");
+        test_graph_free(&t);
+    }
+}
+
+/* softmax written from primitives: max, then exp(x − max) summed (one REDUCE kernel that
+ * also stores the exp, read again by the division), then the division */
+static void test_softmax_primitives(void **state)
+{
+    mt t;
+    mt_init(&t, 9);
+    int64_t d[2] = {301, 257};
+    uint32_t x = mt_input(&t, KILN_F32, 2, d);
+    ((float *)t.in_data[0])[5] = 90.0f; /* exp would overflow without the max shift */
+    kiln_attrs none = {0}, last = {.n_axes = 1, .axes = {1}, .keepdims = true};
+    uint32_t m = test_graph_add(&t, KILN_OP_MAX, &x, 1, &last);
+    uint32_t xm[2] = {x, m};
+    uint32_t sh = test_graph_add(&t, KILN_OP_SUB, xm, 2, &none);
+    uint32_t e = test_graph_add(&t, KILN_OP_EXP, &sh, 1, &none);
+    uint32_t sum = test_graph_add(&t, KILN_OP_SUM, &e, 1, &last);
+    uint32_t es[2] = {e, sum};
+    test_graph_output(&t, test_graph_add(&t, KILN_OP_DIV, es, 2, &none));
+    expect ex = {{"sum3"}, {NULL}};
+    mt_check(&t, (tol){1e-5, 1e-7, false}, &ex);
+    test_graph_free(&t);
+}
+
 /* ---- bias gradients in the weight-gradient GEMM -------------------------------------------------- */
 
 /* db = Σ_rows dy next to dW = dyᵀ·x (op(A) walks dy along k) or dW = xᵀ·dy (op(B) does):
@@ -429,6 +502,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reductions),
+        cmocka_unit_test(test_reductions_fused),
+        cmocka_unit_test(test_softmax_primitives),
         cmocka_unit_test(test_bias_grad_gemm),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_layernorm_and_grad),
