@@ -195,14 +195,15 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
     const kiln_kernel *kn = &s->kernels[k];
     char key[8192];
     call->scratch_at = -1;
-    if (kn->kind == KILN_KERNEL_LOOP) {
+    if (kn->kind == KILN_KERNEL_LOOP || kn->kind == KILN_KERNEL_ROW) {
         loop_operand ops[CG_MAX_OPS];
         int n_ops = loop_operands(g, s, p, k, ops);
         for (int o = 0; o < n_ops; o++) call->args[o] = ops[o].node;
         call->n_args = n_ops;
         bool shareable = lower_loop_key(g, s, k, ops, n_ops, key, sizeof key);
         if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
-        call->fn = lower_loop_kernel(cg, g, s, k, ops, n_ops);
+        call->fn = kn->kind == KILN_KERNEL_ROW ? lower_row_kernel(cg, g, s, k, ops, n_ops)
+                                               : lower_loop_kernel(cg, g, s, k, ops, n_ops);
         add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }

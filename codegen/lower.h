@@ -386,6 +386,10 @@ bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t
 LLVMValueRef lower_reduce_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
                                  const loop_operand *ops, int n_ops, bool has_scratch);
 
+/* lower_row.c: ROW kernel k (operands as loop_operands) as void NAME(ptr noalias op0, …). */
+LLVMValueRef lower_row_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
+                              const loop_operand *ops, int n_ops);
+
 /* ---- lower_multi.c: a MULTI kernel of the schedule --------------------------------- */
 
 /* A MULTI kernel: one loop, the same for each part, over a table of the parts' operands

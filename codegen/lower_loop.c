@@ -166,7 +166,7 @@ bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t
     const kiln_kernel *kn = kernel(s, k);
     size_t len = 0;
     char t[160], mk[1024];
-    int w = snprintf(buf, size, "%s %s |", kn->kind == KILN_KERNEL_REDUCE ? "reduce" : "loop",
+    int w = snprintf(buf, size, "%s %s |", kiln_kernel_kind_name(kn->kind),
                      kiln_type_str(&g->nodes[member(s, kn, 0)].type, t, sizeof t));
     if (w < 0 || (size_t)w >= size) return false;
     len = (size_t)w;

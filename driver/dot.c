@@ -24,7 +24,8 @@ static const char *kind_colour(kiln_kernel_kind kind)
     case KILN_KERNEL_ATTENTION:
     case KILN_KERNEL_ATTENTION_GRAD: return "#fce5cd";
     case KILN_KERNEL_LOOP:
-    case KILN_KERNEL_REDUCE: return "#d9ead3";
+    case KILN_KERNEL_REDUCE:
+    case KILN_KERNEL_ROW: return "#d9ead3";
     case KILN_KERNEL_MULTI: return "#ead1dc";
     case KILN_KERNEL_NODE: break;
     }

@@ -52,6 +52,7 @@ void kernel_kind(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
     switch (kn->kind) {
     case KILN_KERNEL_LOOP: append(buf, size, &len, "loop"); break;
     case KILN_KERNEL_MULTI: append(buf, size, &len, "multi(%u tensors)", kn->parts); break;
+    case KILN_KERNEL_ROW: append(buf, size, &len, "row"); break;
     case KILN_KERNEL_REDUCE: /* the reduction, then its producers: "sum+loop" */
         for (uint32_t i = 0; i < kn->n; i++) {
             kiln_op op = g->nodes[member(s, k, i)].op;

@@ -23,6 +23,9 @@
  *   computed by nobody: the kernels rotate its x on load (`rope`), and the rotation's
  *   gradient after dq or dk (kiln_rope_grad_match) joins the attention_grad kernel,
  *   which writes it un-rotated.
+ * - ROW: row reductions (over trailing axes) with the LOOP groups of their producers and
+ *   consumers of the input's or the result's shape, and further row reductions of the
+ *   same rows (group_rows): a softmax or layernorm written from primitives.
  * - REDUCE: a sum, mean or max with the LOOP group that computes its input
  *   (group_reductions), folded in as the loop computes it.
  * - GEMM: a matmul that is one GEMM call with its epilogue (group_gemms), a bias gradient
@@ -46,6 +49,8 @@
  * so a kernel's parameter list and register pressure stay small. */
 #define LOOP_MAX_MEMBERS 48
 #define LOOP_MAX_INPUTS 15
+/* The fewest rows a ROW kernel is made for (group_rows). */
+#define ROW_MIN_ROWS 8
 
 static void *xcalloc(size_t n, size_t size)
 {
@@ -544,6 +549,180 @@ static uint32_t other_operand(const kiln_node *n, uint32_t v)
     if (n->in[0] == v && n->in[1] != v) return n->in[1];
     if (n->in[1] == v && n->in[0] != v) return n->in[0];
     return KILN_NONE;
+}
+
+/* ---- row kernels: row reductions with producers and consumers --------------------------------- */
+
+bool kiln_row_form_of(const kiln_graph *g, const kiln_node *n, kiln_row_form *f)
+{
+    if (n->op != KILN_OP_SUM && n->op != KILN_OP_MEAN && n->op != KILN_OP_MAX) return false;
+    const kiln_type *xt = &g->nodes[n->in[0]].type;
+    if (xt->dtype != KILN_F32 || n->type.dtype != KILN_F32 || n->attrs.n_axes < 1 || xt->rank < 1) return false;
+    int first = xt->rank - n->attrs.n_axes;
+    for (int i = 0; i < n->attrs.n_axes; i++) /* axes are sorted: the trailing ones */
+        if (n->attrs.axes[i] != first + i) return false;
+    memset(f, 0, sizeof *f);
+    f->x = *xt;
+    f->row = n->type;
+    f->axis = first;
+    f->rows = f->cols = 1;
+    for (int d = 0; d < xt->rank; d++) *(d < first ? &f->rows : &f->cols) *= xt->dims[d];
+    return f->rows > 0;
+}
+
+/* strides of dims [from, to) of st over dims, merged into one; false if they do not */
+static bool merged_stride(const int64_t *dims, const int64_t *st, int from, int to, int64_t *out)
+{
+    int64_t s = 0;
+    bool any = false;
+    for (int d = to - 1; d >= from; d--) {
+        if (dims[d] == 1) continue;
+        if (!any) {
+            s = st[d];
+            any = true;
+        } else if (st[d] != st[d + 1] * dims[d + 1] || st[d + 1] == 0) {
+            if (!(st[d] == 0 && s == 0)) return false;
+        }
+    }
+    *out = any ? s : 0;
+    return true;
+}
+
+bool kiln_row_strides(const kiln_row_form *f, const kiln_type *t, int64_t *rs, int64_t *cs)
+{
+    int n = f->x.rank;
+    if (t->rank > n) return false;
+    int64_t st[KILN_MAX_RANK], s = 1;
+    for (int d = n - 1; d >= 0; d--) { /* numpy alignment: t's dims end at X's */
+        int td = d - (n - t->rank);
+        int64_t size = td >= 0 ? t->dims[td] : 1;
+        if (size != 1 && size != f->x.dims[d]) return false;
+        st[d] = size == 1 ? 0 : s;
+        s *= size;
+    }
+    /* dims of size 1 in X carry no stride; the others must merge within rows and columns */
+    int64_t dims[KILN_MAX_RANK];
+    for (int d = 0; d < n; d++) dims[d] = f->x.dims[d];
+    for (int d = n - 1; d > 0; d--) /* a size-1 dim between two others must not break a merge */
+        if (dims[d] == 1) st[d] = d + 1 < n ? st[d + 1] * dims[d + 1] : 1;
+    return merged_stride(dims, st, 0, f->axis, rs) && merged_stride(dims, st, f->axis, n, cs);
+}
+
+/* Whether every outside input of members[0..n) sits at r·rs + c·cs in form f. */
+static bool row_inputs_ok(const fuser *f, const kiln_row_form *rf, const uint32_t *members, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        const kiln_node *m = &f->g->nodes[members[i]];
+        for (uint32_t j = 0; j < m->n_in; j++) {
+            int64_t rs, cs;
+            if (!bsearch(&m->in[j], members, n, sizeof *members, cmp_u32) &&
+                !kiln_row_strides(rf, &f->g->nodes[m->in[j]].type, &rs, &cs))
+                return false;
+        }
+    }
+    return true;
+}
+
+/* Whether node y can be a member of a ROW kernel of form rf: an elementwise f32 node of
+ * X's shape or of the row shape, or a row reduction of the same form. */
+static bool row_member_ok(const fuser *f, const kiln_row_form *rf, uint32_t y)
+{
+    const kiln_node *n = &f->g->nodes[y];
+    if (!f->has_kernel[y] || n->type.dtype != KILN_F32) return false;
+    for (uint32_t u = 0; u < f->g->n_updates; u++) /* an update's new value may be written in place */
+        if (f->g->updates[u].value == y) return false;
+    kiln_row_form other;
+    if (kiln_row_form_of(f->g, n, &other))
+        return kiln_type_equal(&other.x, &rf->x) && kiln_type_equal(&other.row, &rf->row);
+    if (kiln_op_table[n->op].kind != KILN_KIND_ELEMENTWISE) return false;
+    if (n->op == KILN_OP_DROPOUT && f->req->dropout_alone) return false;
+    return kiln_type_equal(&n->type, &rf->x) || kiln_type_equal(&n->type, &rf->row);
+}
+
+/* Row reductions whose producers and consumers are elementwise nodes of their input's
+ * shape or of their own (a softmax or a layernorm written from primitives: max, exp(x −
+ * max) summed, the division) become one ROW kernel: the LOOP groups and reductions
+ * connected through values, taken whole while the kernel stays acyclic. Only where it
+ * takes more than a reduction and the group computing its input (REDUCE does that) — a
+ * consumer or a second reduction. */
+static void group_rows(fuser *f, const readers *r)
+{
+    const kiln_graph *g = f->g;
+    for (uint32_t id = 0; id < g->n_nodes; id++) {
+        kiln_row_form rf;
+        const kiln_node *n = &g->nodes[id];
+        if (!f->has_kernel[id] || f->group_of[id] != KILN_NONE || !kiln_row_form_of(g, n, &rf)) continue;
+        /* rows are what a ROW kernel splits across threads; with few, the reductions'
+         * own kernels (which cut long rows into chunks) stay */
+        if (rf.cols < 2 || rf.rows < ROW_MIN_ROWS) continue;
+        uint32_t set[LOOP_MAX_MEMBERS], n_set = 0, taken[LOOP_MAX_MEMBERS], n_taken = 0, reductions = 1;
+        bool consumer = false;
+        set[n_set++] = id;
+        /* the group computing the input, then readers of members, until nothing joins */
+        uint32_t frontier[2 * LOOP_MAX_MEMBERS], n_front = 0;
+        frontier[n_front++] = n->in[0];
+        for (uint32_t i = 0; i < n_set; i++) frontier[n_front++] = set[i];
+        while (n_front > 0) {
+            uint32_t v = frontier[--n_front];
+            uint32_t cands[64], n_c = 0;
+            if (!in_list(set, n_set, v)) cands[n_c++] = v; /* the input's group */
+            for (uint32_t k = r->start[v]; k < r->start[v + 1] && n_c < 64; k++)
+                if (!in_list(set, n_set, r->list[k])) cands[n_c++] = r->list[k];
+            for (uint32_t c = 0; c < n_c; c++) {
+                uint32_t y = cands[c], gy = f->group_of[y];
+                if (in_list(set, n_set, y) || !row_member_ok(f, &rf, y)) continue;
+                bool red = kiln_op_table[g->nodes[y].op].kind == KILN_KIND_REDUCTION;
+                if (!red && (gy == KILN_NONE || f->groups[gy].dead || f->groups[gy].kind != KILN_KERNEL_LOOP)) continue;
+                if (red && gy != KILN_NONE) continue;
+                uint32_t add[LOOP_MAX_MEMBERS], n_add = 0;
+                if (red) add[n_add++] = y;
+                else {
+                    bool fits = true;
+                    for (uint32_t k = 0; k < f->groups[gy].n && fits; k++)
+                        fits = row_member_ok(f, &rf, f->groups[gy].members[k]);
+                    if (!fits || n_set + f->groups[gy].n > LOOP_MAX_MEMBERS) continue;
+                    for (uint32_t k = 0; k < f->groups[gy].n; k++) add[n_add++] = f->groups[gy].members[k];
+                }
+                if (n_set + n_add > LOOP_MAX_MEMBERS) continue;
+                uint32_t trial[LOOP_MAX_MEMBERS];
+                memcpy(trial, set, n_set * sizeof *set);
+                memcpy(trial + n_set, add, n_add * sizeof *add);
+                qsort(trial, n_set + n_add, sizeof *trial, cmp_u32);
+                /* a member before the first reduction must not read a later one's value: the
+                 * evaluation order is node order, phase by phase (codegen/lower_row.c) */
+                if (!loop_valid(f, trial, n_set + n_add) || !row_inputs_ok(f, &rf, trial, n_set + n_add)) continue;
+                memcpy(set, trial, (n_set + n_add) * sizeof *set);
+                n_set += n_add;
+                if (red) reductions++;
+                else {
+                    taken[n_taken++] = gy;
+                    /* a consumer: a member reading a reduction of the set */
+                    for (uint32_t k = 0; k < n_add && !consumer; k++)
+                        for (uint32_t j = 0; j < g->nodes[add[k]].n_in; j++) {
+                            uint32_t x = g->nodes[add[k]].in[j];
+                            consumer |= in_list(set, n_set, x) && kiln_op_table[g->nodes[x].op].kind == KILN_KIND_REDUCTION;
+                        }
+                }
+                for (uint32_t k = 0; k < n_add && n_front < 2 * LOOP_MAX_MEMBERS; k++) frontier[n_front++] = add[k];
+            }
+        }
+        if (!consumer && reductions < 2) continue;
+        for (uint32_t t = 0; t < n_taken; t++) {
+            f->groups[taken[t]].dead = true;
+            free(f->groups[taken[t]].members);
+            f->groups[taken[t]].members = NULL;
+            f->groups[taken[t]].n = 0;
+        }
+        group *gr = &f->groups[f->n_groups];
+        gr->members = xcalloc(n_set, sizeof *gr->members);
+        memcpy(gr->members, set, n_set * sizeof *set);
+        gr->n = n_set;
+        gr->dead = false;
+        gr->kind = KILN_KERNEL_ROW;
+        gr->parts = 1;
+        for (uint32_t k = 0; k < n_set; k++) f->group_of[set[k]] = f->n_groups;
+        f->n_groups++;
+    }
 }
 
 /* Whether node x needs a kernel and no group has taken it yet. */
@@ -1187,6 +1366,7 @@ bool kiln_fuse(const kiln_graph *g, const kiln_fuse_request *req, kiln_kernel_sc
     if (req->enable_gemm) group_bias_grads(&f, &r);
     if (req->enable_gemm) group_sibling_gemms(&f, &r);
     group_loops(&f);
+    if (req->enable_loop) group_rows(&f, &r);
     if (req->enable_loop) group_multi(&f, &r);
     if (req->enable_loop) group_reductions(&f);
     free(r.start);
@@ -1255,6 +1435,7 @@ const char *kiln_kernel_kind_name(kiln_kernel_kind kind)
     case KILN_KERNEL_GEMM: return "gemm";
     case KILN_KERNEL_MULTI: return "multi";
     case KILN_KERNEL_REDUCE: return "reduce";
+    case KILN_KERNEL_ROW: return "row";
     }
     return "?";
 }

@@ -88,7 +88,26 @@ typedef enum kiln_kernel_kind {
                            nodes that produce its input (a LOOP group of that shape), computed
                            as the reduction walks it; the last member in evaluation order is
                            the reduction, whatever its node id */
+    KILN_KERNEL_ROW,    /* row reductions (over the same trailing axes of one shape X) with
+                           their elementwise producers and consumers, of X's shape or of the
+                           reductions' row shape: each row computed whole by one thread, a
+                           pass over its elements per reduction and one for what follows the
+                           last (kiln_row_form says which shapes) */
 } kiln_kernel_kind;
+
+/* A ROW kernel's geometry: X = the reductions' input shape, cut into rows (the dims before
+ * `axis`) and columns (axis…). Every operand's elements must sit at r·rs + c·cs for a
+ * row r and a column c (strides that collapse), which kiln_row_strides checks. */
+typedef struct kiln_row_form {
+    kiln_type x, row;   /* X; the reductions' result type */
+    int axis;           /* the first reduced dim */
+    int64_t rows, cols;
+} kiln_row_form;
+/* Whether reduction n is over X's trailing dims (a row reduction) of f32; fills f. */
+bool kiln_row_form_of(const kiln_graph *g, const kiln_node *n, kiln_row_form *f);
+/* The row and column strides of an operand of type t broadcast into X; false when its
+ * elements are not at r·rs + c·cs. */
+bool kiln_row_strides(const kiln_row_form *f, const kiln_type *t, int64_t *rs, int64_t *cs);
 
 /* "node", "loop", …, as golden dumps and reports print a kind. */
 const char *kiln_kernel_kind_name(kiln_kernel_kind kind);

@@ -228,24 +228,25 @@ static void test_reductions(void **state)
         {3, {37, 61, 45}, 2, {0, 2}, KILN_I32},
         {2, {16007, 7}, 1, {0}, KILN_I32},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        const reduce_case *rc = &cases[i];
-        mt t;
-        mt_init(&t, 100 + i);
-        uint32_t x = mt_input(&t, rc->dt, rc->rank, rc->dims);
-        kiln_attrs a = {.n_axes = rc->n_axes, .keepdims = i % 2 == 0};
-        int64_t n_red = 1;
-        for (int k = 0; k < rc->n_axes; k++) {
-            a.axes[k] = rc->axes[k];
-            n_red *= rc->dims[rc->axes[k]];
+    /* one reduction per graph: several of one input's rows would make one ROW kernel */
+    static const kiln_op ops[3] = {KILN_OP_SUM, KILN_OP_MAX, KILN_OP_MEAN};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        for (int op = 0; op < (cases[i].dt == KILN_F32 ? 3 : 2); op++) {
+            const reduce_case *rc = &cases[i];
+            mt t;
+            mt_init(&t, 100 + i);
+            uint32_t x = mt_input(&t, rc->dt, rc->rank, rc->dims);
+            kiln_attrs a = {.n_axes = rc->n_axes, .keepdims = i % 2 == 0};
+            int64_t n_red = 1;
+            for (int k = 0; k < rc->n_axes; k++) {
+                a.axes[k] = rc->axes[k];
+                n_red *= rc->dims[rc->axes[k]];
+            }
+            test_graph_output(&t, test_graph_add(&t, ops[op], &x, 1, &a));
+            expect ex = {{kiln_op_table[ops[op]].name}, {NULL}};
+            mt_check(&t, rc->dt == KILN_I32 ? EXACT : (tol){1e-5, 4e-7 * (double)n_red, false}, &ex);
+            test_graph_free(&t);
         }
-        test_graph_output(&t, test_graph_add(&t, KILN_OP_SUM, &x, 1, &a));
-        test_graph_output(&t, test_graph_add(&t, KILN_OP_MAX, &x, 1, &a));
-        if (rc->dt == KILN_F32) test_graph_output(&t, test_graph_add(&t, KILN_OP_MEAN, &x, 1, &a));
-        expect ex = {{"sum", "max", rc->dt == KILN_F32 ? "mean" : NULL}, {NULL}};
-        mt_check(&t, rc->dt == KILN_I32 ? EXACT : (tol){1e-5, 4e-7 * (double)n_red, false}, &ex);
-        test_graph_free(&t);
-    }
 }
 
 /* ---- reductions with their elementwise producers (REDUCE kernels) ---------------------------------- */
@@ -299,26 +300,78 @@ static void test_reductions_fused(void **state)
     }
 }
 
-/* softmax written from primitives: max, then exp(x − max) summed (one REDUCE kernel that
- * also stores the exp, read again by the division), then the division */
+/* softmax written from primitives — max, exp(x − max) summed, the division — is one ROW
+ * kernel (fuse.c, group_rows): no loop or reduction kernel of its own is left. Rows of 257
+ * (partial vectors) and of 61·45 (two trailing axes); with `keep`, the row maxima and
+ * the exponentials leave the kernel too. */
 static void test_softmax_primitives(void **state)
 {
-    mt t;
-    mt_init(&t, 9);
-    int64_t d[2] = {301, 257};
-    uint32_t x = mt_input(&t, KILN_F32, 2, d);
-    ((float *)t.in_data[0])[5] = 90.0f; /* exp would overflow without the max shift */
-    kiln_attrs none = {0}, last = {.n_axes = 1, .axes = {1}, .keepdims = true};
-    uint32_t m = test_graph_add(&t, KILN_OP_MAX, &x, 1, &last);
-    uint32_t xm[2] = {x, m};
-    uint32_t sh = test_graph_add(&t, KILN_OP_SUB, xm, 2, &none);
-    uint32_t e = test_graph_add(&t, KILN_OP_EXP, &sh, 1, &none);
-    uint32_t sum = test_graph_add(&t, KILN_OP_SUM, &e, 1, &last);
-    uint32_t es[2] = {e, sum};
-    test_graph_output(&t, test_graph_add(&t, KILN_OP_DIV, es, 2, &none));
-    expect ex = {{"sum3"}, {NULL}};
-    mt_check(&t, (tol){1e-5, 1e-7, false}, &ex);
-    test_graph_free(&t);
+    static const struct {
+        int rank;
+        int64_t dims[3];
+        int n_axes;
+        bool keep;
+    } cases[] = {{2, {301, 257}, 1, false}, {3, {37, 61, 45}, 2, true}, {2, {9, 20001}, 1, true}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        mt t;
+        mt_init(&t, 9 + i);
+        uint32_t x = mt_input(&t, KILN_F32, cases[i].rank, cases[i].dims);
+        ((float *)t.in_data[0])[5] = 90.0f; /* exp would overflow without the max shift */
+        kiln_attrs none = {0}, last = {.n_axes = cases[i].n_axes, .keepdims = true};
+        for (int k = 0; k < cases[i].n_axes; k++) last.axes[k] = cases[i].rank - cases[i].n_axes + k;
+        uint32_t m = test_graph_add(&t, KILN_OP_MAX, &x, 1, &last);
+        uint32_t xm[2] = {x, m};
+        uint32_t sh = test_graph_add(&t, KILN_OP_SUB, xm, 2, &none);
+        uint32_t e = test_graph_add(&t, KILN_OP_EXP, &sh, 1, &none);
+        uint32_t sum = test_graph_add(&t, KILN_OP_SUM, &e, 1, &last);
+        uint32_t es[2] = {e, sum};
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_DIV, es, 2, &none));
+        if (cases[i].keep) {
+            test_graph_output(&t, m);
+            test_graph_output(&t, e);
+        }
+        expect ex = {{"row5"}, {NULL}};
+        mt_check_absent(&t, (tol){1e-5, 1e-7, false}, &ex, "_loop");
+        test_graph_free(&t);
+    }
+}
+
+/* layernorm written from primitives: mean, x − mean, the mean of its square, + eps, sqrt,
+ * the division and γ: one ROW kernel with operands per element (x), per row (none), per
+ * column (γ) and one scalar (eps); the variance leaves it too. Where an operand varies
+ * along rows in a way no row stride gives (β of shape [B, 1, C]), the loop group reading
+ * it (the division, γ and β) stays out of the ROW kernel, and the results are the same. */
+static void test_layernorm_primitives(void **state)
+{
+    for (int apart = 0; apart <= 1; apart++) {
+        mt t;
+        mt_init(&t, 20 + apart);
+        int64_t d[3] = {11, 47, 131}, gd[1] = {131}, bd[3] = {11, 1, 131}, ed[1] = {1};
+        uint32_t x = mt_input(&t, KILN_F32, 3, d), gamma = mt_input(&t, KILN_F32, 1, gd);
+        uint32_t beta = mt_input(&t, KILN_F32, apart ? 3 : 1, apart ? bd : gd);
+        float *e = malloc(4);
+        e[0] = 1e-5f;
+        uint32_t eps = mt_input_data(&t, KILN_F32, 1, ed, e);
+        kiln_attrs none = {0}, last = {.n_axes = 1, .axes = {2}, .keepdims = true};
+        uint32_t mean = test_graph_add(&t, KILN_OP_MEAN, &x, 1, &last);
+        uint32_t xm[2] = {x, mean};
+        uint32_t c = test_graph_add(&t, KILN_OP_SUB, xm, 2, &none);
+        uint32_t sq = test_graph_add(&t, KILN_OP_SQUARE, &c, 1, &none);
+        uint32_t var = test_graph_add(&t, KILN_OP_MEAN, &sq, 1, &last);
+        uint32_t ve[2] = {var, eps};
+        uint32_t ve_sum = test_graph_add(&t, KILN_OP_ADD, ve, 2, &none);
+        uint32_t sd = test_graph_add(&t, KILN_OP_SQRT, &ve_sum, 1, &none);
+        uint32_t cs[2] = {c, sd};
+        uint32_t xhat = test_graph_add(&t, KILN_OP_DIV, cs, 2, &none);
+        uint32_t xg[2] = {xhat, gamma};
+        uint32_t y = test_graph_add(&t, KILN_OP_MUL, xg, 2, &none);
+        uint32_t yb[2] = {y, beta};
+        test_graph_output(&t, test_graph_add(&t, KILN_OP_ADD, yb, 2, &none));
+        test_graph_output(&t, var);
+        expect ex = {{apart ? "row6" : "row9"}, {NULL}}; /* apart: not the loop of div, mul, add */
+        mt_check_absent(&t, (tol){1e-5, 1e-6, false}, &ex, apart ? NULL : "_loop");
+        test_graph_free(&t);
+    }
 }
 
 /* ---- bias gradients in the weight-gradient GEMM -------------------------------------------------- */
@@ -504,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_reductions),
         cmocka_unit_test(test_reductions_fused),
         cmocka_unit_test(test_softmax_primitives),
+        cmocka_unit_test(test_layernorm_primitives),
         cmocka_unit_test(test_bias_grad_gemm),
         cmocka_unit_test(test_softmax),
         cmocka_unit_test(test_layernorm_and_grad),
