@@ -50,7 +50,7 @@
 #define LOOP_MAX_MEMBERS 48
 #define LOOP_MAX_INPUTS 15
 /* The fewest rows a ROW kernel is made for (group_rows). */
-#define ROW_MIN_ROWS 8
+#define ROW_MIN_ROWS 2
 
 static void *xcalloc(size_t n, size_t size)
 {
