@@ -1,8 +1,12 @@
-/* fuzz_ir.c — the IR text parser (ir/parse.c) and the verifier, and the same text read
- * as a model (frontend/ir_model.c, `kiln check NAME.kir`).
+/* fuzz_ir.c — the IR text parser (ir/parse.c) and the verifier, the kernel schedule of
+ * what verifies (passes/fuse.c), and the same text read as a model (frontend/ir_model.c,
+ * `kiln check NAME.kir`).
  *
  * Properties: parsing never crashes; a graph that parses and verifies prints to text
- * that parses again and prints identically (the text form round-trips, docs/ir.md); the
+ * that parses again and prints identically (the text form round-trips, docs/ir.md); its
+ * schedule puts every node that needs a kernel in exactly one, runs every kernel after
+ * the kernels computing what its members read, and gives each `row` kernel reductions of
+ * one form with members of its shapes and each `reduce` kernel one reduction; the
  * model reader accepts a text exactly when it parses and verifies with a valid name and
  * no update or state, and its inputs and params are the graph's, in node order.
  */
@@ -11,6 +15,63 @@
 #include "fuzz.h"
 #include "frontend.h"
 #include "ir.h"
+#include "passes.h"
+
+/* The kernel that computes what node x's readers read: x's own, or, through views that
+ * no kernel computes (reshapes, folded transposes), the viewed value's; KILN_NONE for a
+ * source. */
+static uint32_t computed_in(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t x)
+{
+    while (s->kernel_of[x] == KILN_NONE && g->nodes[x].n_in > 0 &&
+           (g->nodes[x].op == KILN_OP_RESHAPE || g->nodes[x].op == KILN_OP_TRANSPOSE))
+        x = g->nodes[x].in[0];
+    return s->kernel_of[x];
+}
+
+static void check_schedule(const kiln_graph *g)
+{
+    unsigned char *live = malloc(g->n_nodes + 1);
+    memset(live, 1, g->n_nodes + 1);
+    kiln_fuse_request req = {live, true, true, true};
+    kiln_kernel_schedule s;
+    kiln_diags d;
+    kiln_diags_init(&d);
+    FUZZ_CHECK(kiln_fuse(g, &req, &s, &d));
+    uint32_t *seen = calloc(g->n_nodes + 1, sizeof *seen);
+    for (uint32_t k = 0; k < s.n_kernels; k++) {
+        const kiln_kernel *kn = &s.kernels[k];
+        uint32_t reductions = 0;
+        kiln_row_form form, other;
+        for (uint32_t i = 0; i < kn->n; i++) {
+            uint32_t m = s.members[kn->first + i];
+            FUZZ_CHECK(s.kernel_of[m] == k && seen[m]++ == 0);
+            const kiln_node *n = &g->nodes[m];
+            for (uint32_t j = 0; j < n->n_in; j++) {
+                uint32_t from = computed_in(g, &s, n->in[j]);
+                FUZZ_CHECK(from == KILN_NONE || from <= k);
+            }
+            if (kiln_op_table[n->op].kind == KILN_KIND_REDUCTION) reductions++;
+            if (kn->kind == KILN_KERNEL_ROW && kiln_op_table[n->op].kind == KILN_KIND_REDUCTION) {
+                FUZZ_CHECK(kiln_row_form_of(g, n, reductions == 1 ? &form : &other));
+                if (reductions > 1)
+                    FUZZ_CHECK(kiln_type_equal(&form.x, &other.x) && kiln_type_equal(&form.row, &other.row));
+            }
+        }
+        if (kn->kind == KILN_KERNEL_REDUCE) FUZZ_CHECK(reductions == 1);
+        if (kn->kind == KILN_KERNEL_ROW) {
+            FUZZ_CHECK(reductions >= 1);
+            for (uint32_t i = 0; i < kn->n; i++) {
+                const kiln_node *n = &g->nodes[s.members[kn->first + i]];
+                if (kiln_op_table[n->op].kind == KILN_KIND_REDUCTION) continue;
+                FUZZ_CHECK(kiln_type_equal(&n->type, &form.x) || kiln_type_equal(&n->type, &form.row));
+            }
+        }
+    }
+    kiln_schedule_free(&s);
+    kiln_diags_free(&d);
+    free(seen);
+    free(live);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -36,6 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         free(twice);
         kiln_graph_free(&h);
         free(once);
+        check_schedule(&g);
     }
     kiln_model m;
     if (kiln_model_load_ir(&m, text, "fuzz.kir", NULL, &d)) {
