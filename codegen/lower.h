@@ -367,6 +367,10 @@ int loop_operands(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln
 /* The same for the members[0..n_members) of kernel k (one part of a MULTI kernel). */
 int loop_operands_of(const kiln_graph *g, const kiln_kernel_schedule *s, const kiln_memplan *p, uint32_t k,
                      const uint32_t *members, uint32_t n_members, loop_operand *ops);
+/* Begins the kernel function void NAME(ptr noalias op0, …, [extra more pointers]) over
+ * ops, its parameters named after their nodes (in12, out15) in vals[0 .. n_ops). */
+LLVMValueRef lower_operands_function(kiln_cg *cg, const char *name, const loop_operand *ops, int n_ops,
+                                     unsigned extra, LLVMValueRef *vals);
 /* Emits kernel k as void NAME(ptr noalias op0, …) over its operands. */
 LLVMValueRef lower_loop_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
                                const loop_operand *ops, int n_ops);

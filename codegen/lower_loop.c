@@ -115,6 +115,19 @@ LLVMValueRef lower_loop_elements(kiln_cg *cg, const kiln_graph *g, const kiln_ke
     return wanted;
 }
 
+LLVMValueRef lower_operands_function(kiln_cg *cg, const char *name, const loop_operand *ops, int n_ops,
+                                     unsigned extra, LLVMValueRef *vals)
+{
+    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, (unsigned)n_ops + extra);
+    for (int o = 0; o < n_ops; o++) {
+        vals[o] = LLVMGetParam(fn, (unsigned)o);
+        char pname[24];
+        snprintf(pname, sizeof pname, "%s%u", ops[o].writes ? "out" : "in", ops[o].node);
+        LLVMSetValueName2(vals[o], pname, strlen(pname));
+    }
+    return fn;
+}
+
 typedef struct loop_body {
     const kiln_graph *g;
     const kiln_kernel_schedule *s;
@@ -137,14 +150,8 @@ LLVMValueRef lower_loop_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kern
     const kiln_type *shape = &g->nodes[member(s, kn, kn->n - 1)].type;
     char name[64];
     snprintf(name, sizeof name, "k%u_loop%u", first, kn->n);
-    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, (unsigned)n_ops);
     LLVMValueRef vals[CG_MAX_OPS];
-    for (int o = 0; o < n_ops; o++) {
-        vals[o] = LLVMGetParam(fn, (unsigned)o);
-        char pname[24];
-        snprintf(pname, sizeof pname, "%s%u", ops[o].writes ? "out" : "in", ops[o].node);
-        LLVMSetValueName2(vals[o], pname, strlen(pname));
-    }
+    LLVMValueRef fn = lower_operands_function(cg, name, ops, n_ops, 0, vals);
     if (kiln_type_numel(shape) > 0) {
         int64_t dims[KILN_MAX_RANK], stride[CG_MAX_OPS][KILN_MAX_RANK];
         for (int d = 0; d < shape->rank; d++) dims[d] = shape->dims[d];

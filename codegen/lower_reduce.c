@@ -351,7 +351,8 @@ LLVMValueRef lower_reduce_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_ke
     char name[64];
     snprintf(name, sizeof name, "k%u_%s%u", s->members[s->kernels[k].first], kiln_op_table[rn->op].name,
              s->kernels[k].n);
-    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, (unsigned)n_ops + (has_scratch ? 1u : 0u));
+    LLVMValueRef vals[CG_MAX_OPS];
+    LLVMValueRef fn = lower_operands_function(cg, name, ops, n_ops, has_scratch ? 1u : 0u, vals);
     /* the element operands: every operand but the reduction's result, in order */
     loop_operand eops[CG_MAX_OPS];
     LLVMValueRef evals[CG_MAX_OPS], out = NULL;
@@ -359,10 +360,7 @@ LLVMValueRef lower_reduce_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_ke
     reduce_plan p;
     memset(&p, 0, sizeof p);
     for (int o = 0; o < n_ops; o++) {
-        LLVMValueRef v = LLVMGetParam(fn, (unsigned)o);
-        char pname[24];
-        snprintf(pname, sizeof pname, "%s%u", ops[o].writes ? "out" : "in", ops[o].node);
-        LLVMSetValueName2(v, pname, strlen(pname));
+        LLVMValueRef v = vals[o];
         if (ops[o].writes && ops[o].node == r) {
             out = v;
             continue;

@@ -222,14 +222,8 @@ LLVMValueRef lower_row_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kerne
     }
     char name[64];
     snprintf(name, sizeof name, "k%u_row%u", member(&rk, 0), rk.kn->n);
-    LLVMValueRef fn = cg_kernel_begin(cg, name, cg->t_void, (unsigned)n_ops);
     LLVMValueRef vals[CG_MAX_OPS];
-    for (int o = 0; o < n_ops; o++) {
-        vals[o] = LLVMGetParam(fn, (unsigned)o);
-        char pname[24];
-        snprintf(pname, sizeof pname, "%s%u", ops[o].writes ? "out" : "in", ops[o].node);
-        LLVMSetValueName2(vals[o], pname, strlen(pname));
-    }
+    LLVMValueRef fn = lower_operands_function(cg, name, ops, n_ops, 0, vals);
     /* rough element-operations per row: a pass per reduction and one more */
     int64_t work = rk.form.cols * (int64_t)rk.kn->n * (rk.n_red + 1);
     cg_parallel_for(cg, "rows", rk.form.rows, work, vals, (unsigned)n_ops, rows_body, &rk);

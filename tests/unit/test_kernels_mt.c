@@ -251,6 +251,14 @@ static void test_reductions(void **state)
 
 /* ---- reductions with their elementwise producers (REDUCE kernels) ---------------------------------- */
 
+/* op(a, b) and op(a): elementwise nodes for the graphs written from primitives below */
+static uint32_t binary(mt *t, kiln_op op, uint32_t a, uint32_t b)
+{
+    uint32_t in[2] = {a, b};
+    return test_graph_add(t, op, in, 2, &(kiln_attrs){0});
+}
+static uint32_t unary(mt *t, kiln_op op, uint32_t a) { return test_graph_add(t, op, &a, 1, &(kiln_attrs){0}); }
+
 /* A sum, mean or max of (x − y)² or exp(x − y), y broadcast into x's shape, becomes one
  * kernel with its producers (fuse.c, group_reductions): the kernel "k…_sum3" (three
  * members) is split across threads and no loop kernel of its own is left. In some cases
@@ -280,14 +288,14 @@ static void test_reductions_fused(void **state)
         mt_init(&t, 300 + i);
         uint32_t xy[2] = {mt_input(&t, KILN_F32, cases[i].rank, cases[i].dims),
                           mt_input(&t, KILN_F32, cases[i].rank, cases[i].ydims)};
-        kiln_attrs none = {0}, a = {.n_axes = cases[i].n_axes, .keepdims = i % 2 == 1};
+        kiln_attrs a = {.n_axes = cases[i].n_axes, .keepdims = i % 2 == 1};
         int64_t n_red = 1;
         for (int k = 0; k < cases[i].n_axes; k++) {
             a.axes[k] = cases[i].axes[k];
             n_red *= cases[i].dims[cases[i].axes[k]];
         }
-        uint32_t diff = test_graph_add(&t, KILN_OP_SUB, xy, 2, &none);
-        uint32_t act = test_graph_add(&t, cases[i].act, &diff, 1, &none);
+        uint32_t diff = binary(&t, KILN_OP_SUB, xy[0], xy[1]);
+        uint32_t act = unary(&t, cases[i].act, diff);
         test_graph_output(&t, test_graph_add(&t, cases[i].op, &act, 1, &a));
         if (cases[i].keep_diff) test_graph_output(&t, diff);
         const char *name = kiln_op_table[cases[i].op].name;
@@ -317,15 +325,12 @@ static void test_softmax_primitives(void **state)
         mt_init(&t, 9 + i);
         uint32_t x = mt_input(&t, KILN_F32, cases[i].rank, cases[i].dims);
         ((float *)t.in_data[0])[5] = 90.0f; /* exp would overflow without the max shift */
-        kiln_attrs none = {0}, last = {.n_axes = cases[i].n_axes, .keepdims = true};
+        kiln_attrs last = {.n_axes = cases[i].n_axes, .keepdims = true};
         for (int k = 0; k < cases[i].n_axes; k++) last.axes[k] = cases[i].rank - cases[i].n_axes + k;
         uint32_t m = test_graph_add(&t, KILN_OP_MAX, &x, 1, &last);
-        uint32_t xm[2] = {x, m};
-        uint32_t sh = test_graph_add(&t, KILN_OP_SUB, xm, 2, &none);
-        uint32_t e = test_graph_add(&t, KILN_OP_EXP, &sh, 1, &none);
+        uint32_t e = unary(&t, KILN_OP_EXP, binary(&t, KILN_OP_SUB, x, m));
         uint32_t sum = test_graph_add(&t, KILN_OP_SUM, &e, 1, &last);
-        uint32_t es[2] = {e, sum};
-        test_graph_output(&t, test_graph_add(&t, KILN_OP_DIV, es, 2, &none));
+        test_graph_output(&t, binary(&t, KILN_OP_DIV, e, sum));
         if (cases[i].keep) {
             test_graph_output(&t, m);
             test_graph_output(&t, e);
@@ -352,21 +357,14 @@ static void test_layernorm_primitives(void **state)
         float *e = malloc(4);
         e[0] = 1e-5f;
         uint32_t eps = mt_input_data(&t, KILN_F32, 1, ed, e);
-        kiln_attrs none = {0}, last = {.n_axes = 1, .axes = {2}, .keepdims = true};
+        kiln_attrs last = {.n_axes = 1, .axes = {2}, .keepdims = true};
         uint32_t mean = test_graph_add(&t, KILN_OP_MEAN, &x, 1, &last);
-        uint32_t xm[2] = {x, mean};
-        uint32_t c = test_graph_add(&t, KILN_OP_SUB, xm, 2, &none);
-        uint32_t sq = test_graph_add(&t, KILN_OP_SQUARE, &c, 1, &none);
+        uint32_t c = binary(&t, KILN_OP_SUB, x, mean);
+        uint32_t sq = unary(&t, KILN_OP_SQUARE, c);
         uint32_t var = test_graph_add(&t, KILN_OP_MEAN, &sq, 1, &last);
-        uint32_t ve[2] = {var, eps};
-        uint32_t ve_sum = test_graph_add(&t, KILN_OP_ADD, ve, 2, &none);
-        uint32_t sd = test_graph_add(&t, KILN_OP_SQRT, &ve_sum, 1, &none);
-        uint32_t cs[2] = {c, sd};
-        uint32_t xhat = test_graph_add(&t, KILN_OP_DIV, cs, 2, &none);
-        uint32_t xg[2] = {xhat, gamma};
-        uint32_t y = test_graph_add(&t, KILN_OP_MUL, xg, 2, &none);
-        uint32_t yb[2] = {y, beta};
-        test_graph_output(&t, test_graph_add(&t, KILN_OP_ADD, yb, 2, &none));
+        uint32_t sd = unary(&t, KILN_OP_SQRT, binary(&t, KILN_OP_ADD, var, eps));
+        uint32_t y = binary(&t, KILN_OP_MUL, binary(&t, KILN_OP_DIV, c, sd), gamma);
+        test_graph_output(&t, binary(&t, KILN_OP_ADD, y, beta));
         test_graph_output(&t, var);
         expect ex = {{apart ? "row6" : "row9"}, {NULL}}; /* apart: not the loop of div, mul, add */
         mt_check_absent(&t, (tol){1e-5, 1e-6, false}, &ex, apart ? NULL : "_loop");
