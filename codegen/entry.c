@@ -200,9 +200,18 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
         int n_ops = loop_operands(g, s, p, k, ops);
         for (int o = 0; o < n_ops; o++) call->args[o] = ops[o].node;
         call->n_args = n_ops;
-        bool shareable = lower_loop_key(g, s, k, ops, n_ops, key, sizeof key);
+        bool has_scratch = false; /* a ROW kernel's row buffers */
+        if (kn->kind == KILN_KERNEL_ROW) {
+            int64_t bytes;
+            uint32_t at = lower_row_scratch(g, s, k, &bytes);
+            has_scratch = bytes > 0;
+            KILN_ASSERT(p->scratch_bytes[at] == bytes);
+            if (has_scratch) call->scratch_at = p->scratch_offset[at];
+        }
+        bool shareable = lower_loop_key(g, s, k, ops, n_ops, key, sizeof key - 16);
+        if (has_scratch) strcat(key, " |scratch");
         if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
-        call->fn = kn->kind == KILN_KERNEL_ROW ? lower_row_kernel(cg, g, s, k, ops, n_ops)
+        call->fn = kn->kind == KILN_KERNEL_ROW ? lower_row_kernel(cg, g, s, k, ops, n_ops, has_scratch)
                                                : lower_loop_kernel(cg, g, s, k, ops, n_ops);
         add_kernel(keys, n_keys, shareable, key, call->fn);
         return;

@@ -114,6 +114,13 @@ void lower_scratch_sizes(const kiln_graph *g, const kiln_kernel_schedule *s, con
             if (group > bytes[gks[0].mm]) bytes[gks[0].mm] = group;
         }
     }
+    /* a ROW kernel's row buffers: on its first reduction (a row reduction needs none) */
+    for (uint32_t k = 0; s && k < s->n_kernels; k++) {
+        if (s->kernels[k].kind != KILN_KERNEL_ROW) continue;
+        int64_t b;
+        uint32_t at = lower_row_scratch(g, s, k, &b);
+        bytes[at] = b;
+    }
     /* an attention kernel needs its group's scratch, once: on its first node */
     for (uint32_t k = 0; s && k < s->n_kernels; k++) {
         if (s->kernels[k].kind == KILN_KERNEL_ATTENTION) { /* attention and attention_lse: one forward */

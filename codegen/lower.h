@@ -390,9 +390,12 @@ bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t
 LLVMValueRef lower_reduce_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
                                  const loop_operand *ops, int n_ops, bool has_scratch);
 
-/* lower_row.c: ROW kernel k (operands as loop_operands) as void NAME(ptr noalias op0, …). */
+/* lower_row.c: ROW kernel k (operands as loop_operands) as void NAME(ptr noalias op0, …,
+ * [ptr scratch: its row buffers]); lower_row_scratch gives the scratch bytes it needs and
+ * the node they are planned for (its first reduction). */
 LLVMValueRef lower_row_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
-                              const loop_operand *ops, int n_ops);
+                              const loop_operand *ops, int n_ops, bool has_scratch);
+uint32_t lower_row_scratch(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, int64_t *bytes);
 
 /* ---- lower_multi.c: a MULTI kernel of the schedule --------------------------------- */
 

@@ -17,8 +17,12 @@
  *   a last pass for the full members that need the last reduction
  *
  * A full member is recomputed in each pass that needs it (its inputs are one row, in L1)
- * and stored in the first pass that computes it, when its value leaves the kernel; row
- * members and reductions are computed once and stored when they leave. Each member is
+ * and stored in the first pass that computes it, when its value leaves the kernel —
+ * except a transcendental one (exp, log, tanh, …: row_cached) that a later pass reads:
+ * its first pass keeps it in a row buffer in scratch (a slot per part), which later
+ * passes read back, as the softmax kernel keeps its exponentials. Row members and
+ * reductions are computed once and stored when they leave. Rows go to parts in
+ * contiguous ranges, one slot each, so a part's rows reuse its buffer. Each member is
  * computed by the scalar function its one-node kernel applies (lower_scalar_op,
  * cg_node_result), so only the order of a sum's additions can differ from the unfused
  * kernels, never from one thread count to another: rows are split across threads whole.
@@ -27,6 +31,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kiln/runtime.h" /* KILN_MAX_THREADS */
 #include "lower.h"
 
 enum { ROW_MAX = 64 };
@@ -44,7 +49,9 @@ typedef struct row_kernel {
      * after which it is computable (0: before any reduction; p: after reduction p) */
     bool is_red[ROW_MAX], is_full[ROW_MAX];
     int phase[ROW_MAX];
-    int n_red;
+    int cache[ROW_MAX];  /* a full member's row buffer, or −1 (row_cached) */
+    int n_red, n_cache;
+    int64_t parts;       /* contiguous ranges of rows, one scratch slot each */
 } row_kernel;
 
 static uint32_t member(const row_kernel *rk, uint32_t i) { return rk->s->members[rk->kn->first + i]; }
@@ -85,12 +92,43 @@ static void classify(row_kernel *rk)
         }
         rk->phase[i] = ph;
     }
+    /* a transcendental full member read by something computed in a later pass: kept in a
+     * row buffer by its first pass (phase p computes it in pass p; a full reader of phase
+     * q > p, or reduction number q > p + 1 reading it, runs later) */
+    rk->n_cache = 0;
+    for (uint32_t i = 0; i < rk->kn->n; i++) {
+        rk->cache[i] = -1;
+        kiln_op op = g->nodes[member(rk, i)].op;
+        bool costly = op == KILN_OP_EXP || op == KILN_OP_LOG || op == KILN_OP_TANH || op == KILN_OP_SIGMOID ||
+                      op == KILN_OP_SILU || op == KILN_OP_GELU || op == KILN_OP_GELU_TANH || op == KILN_OP_ERF ||
+                      op == KILN_OP_POW;
+        if (!rk->is_full[i] || !costly || rk->form.cols == 0) continue;
+        bool later = false;
+        for (uint32_t j = i + 1; j < rk->kn->n && !later; j++) {
+            const kiln_node *r = &g->nodes[member(rk, j)];
+            bool reads = false;
+            for (uint32_t k = 0; k < r->n_in; k++) reads |= r->in[k] == member(rk, i);
+            if (!reads) continue;
+            later = rk->is_red[j] ? rk->phase[j] > rk->phase[i] + 1 : rk->is_full[j] && rk->phase[j] > rk->phase[i];
+        }
+        if (later) rk->cache[i] = rk->n_cache++;
+    }
 }
+
+/* The parts a ROW kernel's rows are cut into (one scratch slot each). */
+static int64_t parts_for(const kiln_row_form *f) { return f->rows < KILN_MAX_THREADS ? f->rows : KILN_MAX_THREADS; }
 
 typedef struct row_state {
     LLVMValueRef value[ROW_MAX]; /* row members and reductions: their values in this row */
     bool stored[ROW_MAX];
+    bool cached[ROW_MAX];        /* its row buffer holds this row's values */
+    LLVMValueRef buffer;         /* the part's row buffers: n_cache × cols floats */
 } row_state;
+
+static LLVMValueRef cache_at(kiln_cg *cg, const row_kernel *rk, int i, LLVMValueRef c)
+{
+    return LLVMBuildNSWAdd(cg->b, cg_i64(cg, (int64_t)rk->cache[i] * rk->form.cols), c, "");
+}
 
 /* The value of input `in` of a member: another member's (full: vals_full[mi]) or an
  * operand's element. */
@@ -160,17 +198,29 @@ static LLVMValueRef column_pass(kiln_cg *cg, const row_kernel *rk, row_state *st
     cg_loop c;
     cg_loop_begin(cg, &c, cg_i64(cg, 0), cg_i64(cg, rk->form.cols), "col");
     LLVMValueRef full[ROW_MAX] = {0};
+    bool cache_now[ROW_MAX] = {0};
     for (uint32_t i = 0; i < rk->kn->n; i++) {
         if (!rk->is_full[i] || rk->phase[i] > phase) continue;
+        if (st->cached[i]) {
+            full[i] = cg_load(cg, KILN_F32, st->buffer, cache_at(cg, rk, (int)i, c.i));
+            continue;
+        }
         full[i] = compute(cg, rk, st, full, i, vals, r, c.i);
         if (store_now[i]) store_member(cg, rk, i, vals, r, c.i, full[i]);
+        if (rk->cache[i] >= 0) {
+            cg_store(cg, KILN_F32, st->buffer, cache_at(cg, rk, (int)i, c.i), full[i]);
+            cache_now[i] = true;
+        }
     }
     if (rn) {
         LLVMValueRef v = input_value(cg, rk, st, full, rn->in[0], vals, r, c.i);
         LLVMValueRef a = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
         LLVMBuildStore(cg->b, is_max ? cg_intrinsic2(cg, "llvm.maximum", a, v) : cg_fadd_reduce(cg, a, v), acc);
+        cg_loop_end_interleaved(cg, &c, 4); /* four partial results hide the add's (max's) latency */
+    } else {
+        cg_loop_end(cg, &c);
     }
-    cg_loop_end(cg, &c);
+    for (uint32_t i = 0; i < rk->kn->n; i++) st->cached[i] |= cache_now[i];
     if (!rn) return NULL;
     LLVMValueRef v = LLVMBuildLoad2(cg->b, cg->t_f32, acc, "");
     if (rn->op == KILN_OP_MEAN) /* as lower_reduce: over nothing 0/0 = NaN */
@@ -178,13 +228,24 @@ static LLVMValueRef column_pass(kiln_cg *cg, const row_kernel *rk, row_state *st
     return v;
 }
 
+/* parts [begin, end): part q runs rows [q·rows/P, (q+1)·rows/P) with slot q of scratch
+ * (vals[n_ops]) when rows are cached */
 static void rows_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef end, const LLVMValueRef *vals)
 {
     const row_kernel *rk = user;
-    cg_loop r;
-    cg_loop_begin(cg, &r, begin, end, "row");
+    cg_loop q;
+    cg_loop_begin(cg, &q, begin, end, "part");
+    LLVMValueRef rows = cg_i64(cg, rk->form.rows), parts = cg_i64(cg, rk->parts);
+    LLVMValueRef lo = LLVMBuildSDiv(cg->b, LLVMBuildNSWMul(cg->b, q.i, rows, ""), parts, "");
+    LLVMValueRef hi = LLVMBuildSDiv(cg->b, LLVMBuildNSWMul(cg->b, LLVMBuildNSWAdd(cg->b, q.i, cg_i64(cg, 1), ""), rows, ""),
+                                    parts, "");
     row_state st;
     memset(&st, 0, sizeof st);
+    if (rk->n_cache > 0)
+        st.buffer = cg_gep(cg, KILN_F32, vals[rk->n_ops],
+                           LLVMBuildNSWMul(cg->b, q.i, cg_i64(cg, rk->n_cache * rk->form.cols), ""));
+    cg_loop r;
+    cg_loop_begin(cg, &r, lo, hi, "row");
     row_members(cg, rk, &st, 0, vals, r.i);
     int p = 0;
     for (uint32_t i = 0; i < rk->kn->n; i++) {
@@ -198,18 +259,39 @@ static void rows_body(kiln_cg *cg, void *user, LLVMValueRef begin, LLVMValueRef 
     for (uint32_t i = 0; i < rk->kn->n; i++) left |= rk->is_full[i] && !st.stored[i];
     if (left) column_pass(cg, rk, &st, p, -1, vals, r.i);
     cg_loop_end(cg, &r);
+    cg_loop_end(cg, &q);
+}
+
+/* The kernel's form (from its first reduction, returned), phases and row buffers. */
+static uint32_t row_kernel_init(row_kernel *rk, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k)
+{
+    *rk = (row_kernel){.g = g, .s = s, .k = k, .kn = &s->kernels[k]};
+    KILN_ASSERT(rk->kn->n <= ROW_MAX);
+    uint32_t first_red = KILN_NONE;
+    for (uint32_t i = 0; i < rk->kn->n && first_red == KILN_NONE; i++)
+        if (kiln_op_table[g->nodes[member(rk, i)].op].kind == KILN_KIND_REDUCTION) first_red = member(rk, i);
+    KILN_ASSERT(first_red != KILN_NONE && kiln_row_form_of(g, &g->nodes[first_red], &rk->form));
+    classify(rk);
+    rk->parts = parts_for(&rk->form);
+    return first_red;
+}
+
+uint32_t lower_row_scratch(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, int64_t *bytes)
+{
+    row_kernel rk;
+    uint32_t first_red = row_kernel_init(&rk, g, s, k);
+    *bytes = rk.parts * rk.n_cache * rk.form.cols * KILN_ELEM_BYTES;
+    return first_red;
 }
 
 LLVMValueRef lower_row_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
-                              const loop_operand *ops, int n_ops)
+                              const loop_operand *ops, int n_ops, bool has_scratch)
 {
-    row_kernel rk = {.g = g, .s = s, .k = k, .kn = &s->kernels[k], .ops = ops, .n_ops = n_ops};
-    KILN_ASSERT(rk.kn->n <= ROW_MAX);
-    uint32_t first_red = KILN_NONE;
-    for (uint32_t i = 0; i < rk.kn->n && first_red == KILN_NONE; i++)
-        if (kiln_op_table[g->nodes[member(&rk, i)].op].kind == KILN_KIND_REDUCTION) first_red = member(&rk, i);
-    KILN_ASSERT(first_red != KILN_NONE && kiln_row_form_of(g, &g->nodes[first_red], &rk.form));
-    classify(&rk);
+    row_kernel rk;
+    row_kernel_init(&rk, g, s, k);
+    rk.ops = ops;
+    rk.n_ops = n_ops;
+    KILN_ASSERT(has_scratch == (rk.n_cache > 0));
     for (int o = 0; o < n_ops; o++) {
         const kiln_type *t = &g->nodes[ops[o].writes ? ops[o].node : ops[o].reads].type;
         bool ok = kiln_row_strides(&rk.form, t, &rk.rs[o], &rk.cs[o]);
@@ -222,11 +304,12 @@ LLVMValueRef lower_row_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kerne
     }
     char name[64];
     snprintf(name, sizeof name, "k%u_row%u", member(&rk, 0), rk.kn->n);
-    LLVMValueRef vals[CG_MAX_OPS];
-    LLVMValueRef fn = lower_operands_function(cg, name, ops, n_ops, 0, vals);
-    /* rough element-operations per row: a pass per reduction and one more */
-    int64_t work = rk.form.cols * (int64_t)rk.kn->n * (rk.n_red + 1);
-    cg_parallel_for(cg, "rows", rk.form.rows, work, vals, (unsigned)n_ops, rows_body, &rk);
+    LLVMValueRef vals[CG_MAX_OPS + 1];
+    LLVMValueRef fn = lower_operands_function(cg, name, ops, n_ops, rk.n_cache > 0 ? 1u : 0u, vals);
+    if (rk.n_cache > 0) vals[n_ops] = LLVMGetParam(fn, (unsigned)n_ops);
+    /* rough element-operations per part: a pass per reduction and one more, per row */
+    int64_t work = rk.form.cols * (int64_t)rk.kn->n * (rk.n_red + 1) * (rk.form.rows / rk.parts);
+    cg_parallel_for(cg, "rows", rk.parts, work, vals, (unsigned)n_ops + (rk.n_cache > 0 ? 1u : 0u), rows_body, &rk);
     LLVMBuildRetVoid(cg->b);
     return fn;
 }
