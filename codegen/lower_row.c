@@ -11,14 +11,15 @@
  *   for each reduction, in node order:
  *       a pass over the row's columns: the full members it can compute, folding the
  *       reduction's input into an accumulator (a scalar with reassociable adds, which
- *       LLVM vectorises into partial sums per lane, as the lone reduction kernel's row)
+ *       LLVM vectorises into partial sums per lane, interleaved four ways so that the
+ *       adds' latency is hidden)
  *       the reduction's value (a mean divides by the count, as that kernel does), then
  *       the row members that became computable
  *   a last pass for the full members that need the last reduction
  *
  * A full member is recomputed in each pass that needs it (its inputs are one row, in L1)
  * and stored in the first pass that computes it, when its value leaves the kernel —
- * except a transcendental one (exp, log, tanh, …: row_cached) that a later pass reads:
+ * except a transcendental one (exp, log, tanh, …: classify) that a later pass reads:
  * its first pass keeps it in a row buffer in scratch (a slot per part), which later
  * passes read back, as the softmax kernel keeps its exponentials. Row members and
  * reductions are computed once and stored when they leave. Rows go to parts in
@@ -49,7 +50,7 @@ typedef struct row_kernel {
      * after which it is computable (0: before any reduction; p: after reduction p) */
     bool is_red[ROW_MAX], is_full[ROW_MAX];
     int phase[ROW_MAX];
-    int cache[ROW_MAX];  /* a full member's row buffer, or −1 (row_cached) */
+    int cache[ROW_MAX];  /* a full member's row buffer, or −1 (classify) */
     int n_red, n_cache;
     int64_t parts;       /* contiguous ranges of rows, one scratch slot each */
 } row_kernel;
