@@ -311,7 +311,8 @@ static void test_reductions_fused(void **state)
 /* softmax written from primitives — max, exp(x − max) summed, the division — is one ROW
  * kernel (fuse.c, group_rows): no loop or reduction kernel of its own is left. Rows of 257
  * (partial vectors) and of 61·45 (two trailing axes); with `keep`, the row maxima and
- * the exponentials leave the kernel too. */
+ * the exponentials leave the kernel too. A large value, −∞, a NaN and a row of −∞ give
+ * what the interpreter gives. */
 static void test_softmax_primitives(void **state)
 {
     static const struct {
@@ -324,7 +325,12 @@ static void test_softmax_primitives(void **state)
         mt t;
         mt_init(&t, 9 + i);
         uint32_t x = mt_input(&t, KILN_F32, cases[i].rank, cases[i].dims);
-        ((float *)t.in_data[0])[5] = 90.0f; /* exp would overflow without the max shift */
+        float *xd = t.in_data[0];
+        int64_t cols = cases[i].dims[cases[i].rank - 1] * (cases[i].n_axes == 2 ? cases[i].dims[1] : 1);
+        xd[5] = 90.0f;            /* exp would overflow without the max shift */
+        xd[cols + 3] = -INFINITY; /* row 1: one weight 0 */
+        xd[2 * cols + 7] = NAN;   /* row 2: NaN everywhere, as the interpreter */
+        for (int64_t c = 0; c < cols; c++) xd[3 * cols + c] = -INFINITY; /* row 3: NaN (−∞ − −∞) */
         kiln_attrs last = {.n_axes = cases[i].n_axes, .keepdims = true};
         for (int k = 0; k < cases[i].n_axes; k++) last.axes[k] = cases[i].rank - cases[i].n_axes + k;
         uint32_t m = test_graph_add(&t, KILN_OP_MAX, &x, 1, &last);
