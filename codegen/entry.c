@@ -195,42 +195,22 @@ static void prepare_kernel(kiln_cg *cg, kiln_cg *gemm_cg, const kiln_graph *g, c
     const kiln_kernel *kn = &s->kernels[k];
     char key[8192];
     call->scratch_at = -1;
-    if (kn->kind == KILN_KERNEL_LOOP || kn->kind == KILN_KERNEL_ROW) {
+    if (kn->kind == KILN_KERNEL_LOOP || kn->kind == KILN_KERNEL_ROW || kn->kind == KILN_KERNEL_REDUCE) {
         loop_operand ops[CG_MAX_OPS];
         int n_ops = loop_operands(g, s, p, k, ops);
         for (int o = 0; o < n_ops; o++) call->args[o] = ops[o].node;
         call->n_args = n_ops;
-        bool has_scratch = false; /* a ROW kernel's row buffers */
-        if (kn->kind == KILN_KERNEL_ROW) {
-            int64_t bytes;
-            uint32_t at = lower_row_scratch(g, s, k, &bytes);
-            has_scratch = bytes > 0;
-            KILN_ASSERT(p->scratch_bytes[at] == bytes);
-            if (has_scratch) call->scratch_at = p->scratch_offset[at];
-        }
-        bool shareable = lower_loop_key(g, s, k, ops, n_ops, key, sizeof key - 16);
-        if (has_scratch) strcat(key, " |scratch");
-        if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
-        call->fn = kn->kind == KILN_KERNEL_ROW ? lower_row_kernel(cg, g, s, k, ops, n_ops, has_scratch)
-                                               : lower_loop_kernel(cg, g, s, k, ops, n_ops);
-        add_kernel(keys, n_keys, shareable, key, call->fn);
-        return;
-    }
-    if (kn->kind == KILN_KERNEL_REDUCE) { /* with the scratch of its reduction, if any */
-        loop_operand ops[CG_MAX_OPS];
-        int n_ops = loop_operands(g, s, p, k, ops);
-        for (int o = 0; o < n_ops; o++) call->args[o] = ops[o].node;
-        call->n_args = n_ops;
-        uint32_t r = KILN_NONE;
-        for (uint32_t i = 0; i < kn->n; i++)
-            if (kiln_op_table[g->nodes[s->members[kn->first + i]].op].kind == KILN_KIND_REDUCTION) r = s->members[kn->first + i];
-        KILN_ASSERT(r != KILN_NONE);
-        bool has_scratch = p->scratch_bytes[r] > 0;
+        /* scratch: a ROW kernel's row buffers, a REDUCE kernel's reduction's chunks; both
+         * planned on the first reduction */
+        uint32_t r = lower_first_reduction(g, s, k);
+        bool has_scratch = r != KILN_NONE && p->scratch_bytes[r] > 0;
         if (has_scratch) call->scratch_at = p->scratch_offset[r];
         bool shareable = lower_loop_key(g, s, k, ops, n_ops, key, sizeof key - 16);
         if (has_scratch) strcat(key, " |scratch");
         if (find_kernel(keys, *n_keys, shareable, key, &call->fn)) return;
-        call->fn = lower_reduce_kernel(cg, g, s, k, ops, n_ops, has_scratch);
+        if (kn->kind == KILN_KERNEL_ROW) call->fn = lower_row_kernel(cg, g, s, k, ops, n_ops, has_scratch);
+        else if (kn->kind == KILN_KERNEL_REDUCE) call->fn = lower_reduce_kernel(cg, g, s, k, ops, n_ops, has_scratch);
+        else call->fn = lower_loop_kernel(cg, g, s, k, ops, n_ops);
         add_kernel(keys, n_keys, shareable, key, call->fn);
         return;
     }

@@ -385,6 +385,8 @@ LLVMValueRef lower_loop_elements(kiln_cg *cg, const kiln_graph *g, const kiln_ke
 bool lower_loop_key(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k, const loop_operand *ops, int n_ops,
                     char *buf, size_t size);
 
+/* The first reduction member of kernel k (a REDUCE or ROW kernel's), or KILN_NONE. */
+uint32_t lower_first_reduction(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k);
 /* lower_reduce.c: REDUCE kernel k (operands as loop_operands: the reduction's result is
  * one of them) as void NAME(ptr noalias op0, …, [ptr scratch: the reduction's own]). */
 LLVMValueRef lower_reduce_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,

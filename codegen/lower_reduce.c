@@ -331,21 +331,21 @@ static LLVMValueRef fused_elem(kiln_cg *cg, const reduce_job *j, const LLVMValue
     return lower_loop_elements(cg, fi->g, fi->s, fi->k, fi->ops, fi->n_ops, vals + 1, off + 1, fi->x);
 }
 
-static uint32_t reduction_of(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k)
+uint32_t lower_first_reduction(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k)
 {
     const kiln_kernel *kn = &s->kernels[k];
     for (uint32_t i = 0; i < kn->n; i++) {
         uint32_t m = s->members[kn->first + i];
         if (kiln_op_table[g->nodes[m].op].kind == KILN_KIND_REDUCTION) return m;
     }
-    KILN_ASSERT(!"a REDUCE kernel without its reduction");
     return KILN_NONE;
 }
 
 LLVMValueRef lower_reduce_kernel(kiln_cg *cg, const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
                                  const loop_operand *ops, int n_ops, bool has_scratch)
 {
-    uint32_t r = reduction_of(g, s, k);
+    uint32_t r = lower_first_reduction(g, s, k);
+    KILN_ASSERT(r != KILN_NONE);
     const kiln_node *rn = &g->nodes[r];
     const kiln_type *xt = &g->nodes[rn->in[0]].type;
     char name[64];

@@ -268,9 +268,7 @@ static uint32_t row_kernel_init(row_kernel *rk, const kiln_graph *g, const kiln_
 {
     *rk = (row_kernel){.g = g, .s = s, .k = k, .kn = &s->kernels[k]};
     KILN_ASSERT(rk->kn->n <= ROW_MAX);
-    uint32_t first_red = KILN_NONE;
-    for (uint32_t i = 0; i < rk->kn->n && first_red == KILN_NONE; i++)
-        if (kiln_op_table[g->nodes[member(rk, i)].op].kind == KILN_KIND_REDUCTION) first_red = member(rk, i);
+    uint32_t first_red = lower_first_reduction(g, s, k);
     KILN_ASSERT(first_red != KILN_NONE && kiln_row_form_of(g, &g->nodes[first_red], &rk->form));
     classify(rk);
     rk->parts = parts_for(&rk->form);

@@ -118,6 +118,14 @@ static bool in_list(const uint32_t *list, uint32_t n, uint32_t id)
     return false;
 }
 
+/* Whether id is an update's new value (memplan may compute it in place over its target). */
+static bool is_update(const kiln_graph *g, uint32_t id)
+{
+    for (uint32_t u = 0; u < g->n_updates; u++)
+        if (g->updates[u].value == id) return true;
+    return false;
+}
+
 /* Whether no outside input of the nodes members[0..n) depends, through other nodes and
  * other kernels, on one of the members — the kernel would have to run before itself.
  * The walk goes back from the outside inputs; reaching a node of another group continues
@@ -259,9 +267,7 @@ static void group_reductions(fuser *f)
         const kiln_node *n = &g->nodes[id];
         if (!f->has_kernel[id] || f->group_of[id] != KILN_NONE) continue;
         if (n->op != KILN_OP_SUM && n->op != KILN_OP_MEAN && n->op != KILN_OP_MAX) continue;
-        bool update = false; /* an update's new value may be written in place: not here */
-        for (uint32_t u = 0; u < g->n_updates; u++) update |= g->updates[u].value == id;
-        if (update) continue;
+        if (is_update(g, id)) continue; /* written in place, maybe: loop kernels only */
         uint32_t x = n->in[0], gx = f->group_of[x];
         if (n->type.dtype != KILN_F32 || g->nodes[x].type.dtype != KILN_F32 || gx == KILN_NONE) continue;
         group *gr = &f->groups[gx];
@@ -350,9 +356,7 @@ static bool is_output_or_update(const kiln_graph *g, uint32_t id)
 {
     for (uint32_t o = 0; o < g->n_outputs; o++)
         if (g->outputs[o].node == id) return true;
-    for (uint32_t u = 0; u < g->n_updates; u++)
-        if (g->updates[u].value == id) return true;
-    return false;
+    return is_update(g, id);
 }
 
 /* ---- rotary position embeddings ---------------------------------------------------------------- */
@@ -629,8 +633,7 @@ static bool row_member_ok(const fuser *f, const kiln_row_form *rf, uint32_t y)
 {
     const kiln_node *n = &f->g->nodes[y];
     if (!f->has_kernel[y] || n->type.dtype != KILN_F32) return false;
-    for (uint32_t u = 0; u < f->g->n_updates; u++) /* an update's new value may be written in place */
-        if (f->g->updates[u].value == y) return false;
+    if (is_update(f->g, y)) return false; /* written in place, maybe: loop kernels only */
     kiln_row_form other;
     if (kiln_row_form_of(f->g, n, &other))
         return kiln_type_equal(&other.x, &rf->x) && kiln_type_equal(&other.row, &rf->row);
@@ -963,7 +966,7 @@ static bool make_part(fuser *f, const readers *r, uint32_t gi, part *p, char *ke
     uint32_t sum = KILN_NONE;
     for (uint32_t i = 0; i < gr->n; i++) {
         uint32_t id = gr->members[i];
-        for (uint32_t u = 0; u < g->n_updates; u++) update |= g->updates[u].value == id;
+        update |= is_update(g, id);
         for (uint32_t k = r->start[id]; k < r->start[id + 1] && sum == KILN_NONE; k++) {
             uint32_t y = r->list[k];
             const kiln_node *yn = &g->nodes[y];
