@@ -764,7 +764,12 @@ static void group_gemms(fuser *f, const readers *r)
         for (uint32_t k = r->start[v]; k < r->start[v + 1]; k++) {
             uint32_t u = r->list[k];
             if (kiln_is_gemm_activation(g->nodes[u].op) && free_node(f, u)) {
-                act = act == KILN_NONE ? u : KILN_NONE - 1; /* two: take neither */
+                /* two: take neither. In a training step these are the forward's GELU and
+                 * the copy kiln_recompute_light builds for the backward pass; taking the
+                 * first, with the pre-activation also stored, made char_gpt's six MLP-up
+                 * GEMMs ~2.4 ms slower each at one thread (Zen 4) where the GELU kernel it
+                 * saves takes ~1 ms (docs/performance.md, 2026-12-08) */
+                act = act == KILN_NONE ? u : KILN_NONE - 1;
             }
         }
         if (act != KILN_NONE && act != KILN_NONE - 1) members[count++] = v = act;
