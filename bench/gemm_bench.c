@@ -4,7 +4,7 @@
  *   gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE]
  *              [--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only]
  *              [--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats]
- *              [--variants V1;V2;...] [--rounds N] [M N K [nn|nt|tn|tt]]
+ *              [--variants V1;V2;...] [--rounds N] [--cold a|b|ab] [M N K [nn|nt|tn|tt]]
  *
  * --quick: small shapes and one short round (a smoke test: it checks that everything
  * runs and agrees, not speed). --peak: the FMA peak per thread count (bench/fma_peak),
@@ -37,6 +37,9 @@
  * a ratio to the default kiln — partitions compared side by side, not run by run.
  * --rounds N: N interleaved rounds instead of 5 (1 with --quick): more rounds for the
  * medians of a comparison on a machine that others load now and then.
+ * --cold a|b|ab: before every timed call, flush that operand's lines from every cache
+ * (clflush, untimed): a model's weights, which a forward pass reads from memory once
+ * per call, against the usual rounds where every operand stays in cache.
  * M N K: that one shape instead of the list.
  *
  * Contenders, for each shape and thread count:
@@ -78,6 +81,7 @@
  */
 #include <dirent.h>
 #include <dlfcn.h>
+#include <immintrin.h> /* _mm_clflush, _mm_mfence: --cold */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -135,6 +139,7 @@ static double clock_seconds(clockid_t clock) {
  * time, which a busy machine disturbs less (LLJIT compiles on the calling thread). */
 static clockid_t g_clock = CLOCK_MONOTONIC;
 static double g_clock_threads = 1;
+static bool g_cold_a, g_cold_b;  /* --cold: flush A / B before every timed call */
 static bool g_best;  /* --best: the fastest call instead of the median (a diagnostic) */  /* --work-clock: the process's CPU time over the threads */
 static bool g_pool_stats;  /* --pool-stats */
 static bool g_task_stats;  /* --task-stats */
@@ -528,6 +533,20 @@ static void set_threads(int t) {
 #endif
 }
 
+/* Every line of the n floats at p out of every cache level (--cold). */
+static void flush_lines(const float *p, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) _mm_clflush(p + i);
+    _mm_clflush(p + n - 1);
+    _mm_mfence();
+}
+
+/* The floats op(A) or op(B) spans: rows × ld. */
+static void flush_operands(const operands *op) {
+    const kiln_gemm_shape *s = &op->s;
+    if (g_cold_a) flush_lines(op->a, (s->trans_a ? s->k : s->m) * s->lda);
+    if (g_cold_b) flush_lines(op->b, (s->trans_b ? s->n : s->k) * s->ldb);
+}
+
 /* Interleaved rounds over the contenders (see the file comment); fills median and diff.
  * The first contender's result of the first round is the reference. */
 static void measure(contender *cs, int n, operands *op, int rounds, double block_s) {
@@ -556,6 +575,7 @@ static void measure(contender *cs, int n, operands *op, int rounds, double block
             double block_end = clock_seconds(CLOCK_MONOTONIC) + block_s;
             ct->per_block = 0;
             do {
+                flush_operands(op);
                 double t0 = now();
                 call(ct, op);
                 ct->times[ct->n_times++] = now() - t0;
@@ -794,7 +814,7 @@ static void compile_row(const shape *shapes, int n, const char *pipeline_name, c
 static void usage(void) {
     fprintf(stderr, "usage: gemm_bench [--quick] [--threads 1,2] [--peak T:GFLOPS,...] [--json FILE] "
                     "[--compile-times] [--cpu-clock] [--work-clock] [--best] [--plain] [--kiln-only] "
-                    "[--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats] [--variants V1;V2] [--rounds N] [M N K [nn|nt|tn|tt]]\n");
+                    "[--libs openblas,onednn|none] [--settle S] [--pool-stats] [--task-stats] [--variants V1;V2] [--rounds N] [--cold a|b|ab] [M N K [nn|nt|tn|tt]]\n");
     exit(2);
 }
 
@@ -807,6 +827,10 @@ static void parse_args(int argc, char **argv, options *o, shape *one) {
         else if (strcmp(a, "--cpu-clock") == 0) o->cpu_clock = true;
         else if (strcmp(a, "--work-clock") == 0) o->work_clock = true;
         else if (strcmp(a, "--best") == 0) g_best = true;
+        else if (strcmp(a, "--cold") == 0 && i + 1 < argc) {
+            const char *w = argv[++i];
+            g_cold_a = strchr(w, 'a') != NULL, g_cold_b = strchr(w, 'b') != NULL;
+        }
         else if (strcmp(a, "--plain") == 0) o->plain_only = true;
         else if (strcmp(a, "--kiln-only") == 0) g_libs = 0;
         else if (strcmp(a, "--task-stats") == 0) g_task_stats = true;
