@@ -933,6 +933,9 @@ int main(int argc, char **argv) {
         {"gpt mlp down", 2048, 384, 1536, false, false},
         {"gpt x*W^T", 2048, 1152, 384, false, true},
         {"gpt dW=x^T*dy", 384, 1152, 2048, true, false},
+        /* the weight gradients of the attention's projections (q, k, v and out: 24 of
+         * char_gpt's training step's GEMMs, run as 384×384 each) */
+        {"gpt dWo=x^T*dy", 384, 384, 2048, true, false},
         {"square", 512, 512, 512, false, false},
         {"square", 1024, 1024, 1024, false, false},
         {"square", 2048, 2048, 2048, false, false},
