@@ -131,6 +131,14 @@ static LLVMValueRef cache_at(kiln_cg *cg, const row_kernel *rk, int i, LLVMValue
     return LLVMBuildNSWAdd(cg->b, cg_i64(cg, (int64_t)rk->cache[i] * rk->form.cols), c, "");
 }
 
+/* Operand o's element of row r, column c (NULL: a row value). */
+static LLVMValueRef operand_offset(kiln_cg *cg, const row_kernel *rk, int o, LLVMValueRef r, LLVMValueRef c)
+{
+    LLVMValueRef off = LLVMBuildNSWMul(cg->b, r, cg_i64(cg, rk->rs[o]), "");
+    if (c && rk->cs[o]) off = LLVMBuildNSWAdd(cg->b, off, LLVMBuildNSWMul(cg->b, c, cg_i64(cg, rk->cs[o]), ""), "");
+    return off;
+}
+
 /* The value of input `in` of a member: another member's (full: vals_full[mi]) or an
  * operand's element. */
 static LLVMValueRef input_value(kiln_cg *cg, const row_kernel *rk, const row_state *st, LLVMValueRef *full,
@@ -144,9 +152,7 @@ static LLVMValueRef input_value(kiln_cg *cg, const row_kernel *rk, const row_sta
     }
     int o = operand_of(rk, in, false);
     KILN_ASSERT(o >= 0);
-    LLVMValueRef off = LLVMBuildNSWMul(cg->b, r, cg_i64(cg, rk->rs[o]), "");
-    if (c && rk->cs[o]) off = LLVMBuildNSWAdd(cg->b, off, LLVMBuildNSWMul(cg->b, c, cg_i64(cg, rk->cs[o]), ""), "");
-    return cg_load(cg, rk->g->nodes[in].type.dtype, vals[o], off);
+    return cg_load(cg, rk->g->nodes[in].type.dtype, vals[o], operand_offset(cg, rk, o, r, c));
 }
 
 static LLVMValueRef compute(kiln_cg *cg, const row_kernel *rk, const row_state *st, LLVMValueRef *full, uint32_t i,
@@ -164,9 +170,7 @@ static void store_member(kiln_cg *cg, const row_kernel *rk, uint32_t i, const LL
 {
     int o = operand_of(rk, member(rk, i), true);
     if (o < 0) return; /* internal */
-    LLVMValueRef off = LLVMBuildNSWMul(cg->b, r, cg_i64(cg, rk->rs[o]), "");
-    if (c) off = LLVMBuildNSWAdd(cg->b, off, LLVMBuildNSWMul(cg->b, c, cg_i64(cg, rk->cs[o]), ""), "");
-    cg_store(cg, KILN_F32, vals[o], off, v);
+    cg_store(cg, KILN_F32, vals[o], operand_offset(cg, rk, o, r, c), v);
 }
 
 /* Row members computable in `phase`, in order, stored when they leave. */

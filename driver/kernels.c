@@ -50,9 +50,7 @@ void kernel_kind(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
     size_t len = 0;
     buf[0] = '\0';
     switch (kn->kind) {
-    case KILN_KERNEL_LOOP: append(buf, size, &len, "loop"); break;
     case KILN_KERNEL_MULTI: append(buf, size, &len, "multi(%u tensors)", kn->parts); break;
-    case KILN_KERNEL_ROW: append(buf, size, &len, "row"); break;
     case KILN_KERNEL_REDUCE: /* the reduction, then its producers: "sum+loop" */
         for (uint32_t i = 0; i < kn->n; i++) {
             kiln_op op = g->nodes[member(s, k, i)].op;
@@ -60,8 +58,6 @@ void kernel_kind(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
         }
         append(buf, size, &len, kn->n > 2 ? "+loop" : "+%s", kiln_op_table[g->nodes[member(s, k, 0)].op].name);
         break;
-    case KILN_KERNEL_ATTENTION: append(buf, size, &len, "attention"); break;
-    case KILN_KERNEL_ATTENTION_GRAD: append(buf, size, &len, "attention_grad"); break;
     case KILN_KERNEL_NODE: append(buf, size, &len, "%s", kiln_op_table[g->nodes[member(s, k, 0)].op].name); break;
     case KILN_KERNEL_GEMM:
         append(buf, size, &len, "gemm");
@@ -70,6 +66,7 @@ void kernel_kind(const kiln_graph *g, const kiln_kernel_schedule *s, uint32_t k,
             if (op != KILN_OP_MATMUL) append(buf, size, &len, "+%s", kiln_op_table[op].name);
         }
         break;
+    default: append(buf, size, &len, "%s", kiln_kernel_kind_name(kn->kind)); break; /* loop, row, attention… */
     }
 }
 

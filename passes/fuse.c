@@ -266,8 +266,7 @@ static void group_reductions(fuser *f)
     for (uint32_t id = 0; id < g->n_nodes; id++) {
         const kiln_node *n = &g->nodes[id];
         if (!f->has_kernel[id] || f->group_of[id] != KILN_NONE) continue;
-        if (n->op != KILN_OP_SUM && n->op != KILN_OP_MEAN && n->op != KILN_OP_MAX) continue;
-        if (is_update(g, id)) continue; /* written in place, maybe: loop kernels only */
+        if (kiln_op_table[n->op].kind != KILN_KIND_REDUCTION || is_update(g, id)) continue; /* written in place, maybe: loop kernels only */
         uint32_t x = n->in[0], gx = f->group_of[x];
         if (n->type.dtype != KILN_F32 || g->nodes[x].type.dtype != KILN_F32 || gx == KILN_NONE) continue;
         group *gr = &f->groups[gx];
@@ -275,18 +274,8 @@ static void group_reductions(fuser *f)
         bool reads_result = false; /* a member would need the finished reduction mid-walk */
         for (uint32_t i = 0; i < gr->n && !reads_result; i++)
             for (uint32_t j = 0; j < g->nodes[gr->members[i]].n_in; j++) reads_result |= g->nodes[gr->members[i]].in[j] == id;
-        if (reads_result) continue;
-        uint32_t members[LOOP_MAX_MEMBERS];
-        memcpy(members, gr->members, gr->n * sizeof *members);
-        members[gr->n] = id;
-        qsort(members, gr->n + 1, sizeof *members, cmp_u32);
-        if (!loop_valid(f, members, gr->n + 1)) continue;
-        gr->members = realloc(gr->members, (gr->n + 1) * sizeof *members);
-        KILN_ASSERT(gr->members != NULL);
-        memcpy(gr->members, members, (gr->n + 1) * sizeof *members);
-        gr->n++;
-        gr->kind = KILN_KERNEL_REDUCE;
-        f->group_of[id] = gx;
+        if (reads_result || !try_join(f, id, &gx, 1)) continue;
+        f->groups[gx].kind = KILN_KERNEL_REDUCE;
     }
 }
 

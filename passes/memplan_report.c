@@ -69,7 +69,6 @@ uint32_t kiln_memplan_peak(const kiln_memplan *p, int64_t *bytes)
     return at;
 }
 
-
 void kiln_memplan_report(const kiln_graph *g, const kiln_memplan *p, const kiln_kernel_schedule *s, int top,
                          FILE *f)
 {
